@@ -1,0 +1,2 @@
+//! Benchmarks and the load generator for dlock.
+#![forbid(unsafe_code)]

@@ -1,0 +1,111 @@
+//! Inputs to the engine.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LockFlags, LockId, Mode, RequestId, SessionId};
+
+/// One input to [`Core::apply`](crate::Core::apply).
+///
+/// `index` must grow strictly from one applied input to the next (gaps are allowed); an input
+/// whose index is at or below the last applied one is ignored and produces no events.
+/// `now_ms` is the driver's clock in milliseconds; the core keeps `max(clock, now_ms)`, so time
+/// never runs backwards inside it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// Position of this input in the total order of inputs.
+    pub index: u64,
+    /// The driver's clock, in milliseconds.
+    pub now_ms: u64,
+    /// What to do.
+    pub command: Command,
+}
+
+/// A command for the engine. This enum only grows: variants keep their meaning forever, so
+/// that a log of inputs can always be replayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Open a session. Its id is `SessionId(input.index)`; the reply is
+    /// [`EventKind::SessionOpened`](crate::EventKind::SessionOpened) or a rejection, addressed
+    /// to that id.
+    OpenSession {
+        /// A human-readable name (`user@host:pid`), shown in queries.
+        name: String,
+        /// Requested lease length; must lie within the configured bounds.
+        ttl_ms: u64,
+        /// Secret a reconnecting client must present to resume the session (chosen by the driver).
+        secret: u128,
+    },
+    /// Renew a session's lease (any command of a session also renews it).
+    Renew {
+        /// The session.
+        session: SessionId,
+        /// Echoed in the reply.
+        request: RequestId,
+    },
+    /// End a session cleanly: every lock it owns is released as in R50, at once.
+    CloseSession {
+        /// The session.
+        session: SessionId,
+        /// Echoed in the reply.
+        request: RequestId,
+    },
+    /// Request a new lock on a resource (R10, R22). The lock's id is `LockId(input.index)`.
+    Lock {
+        /// The owner.
+        session: SessionId,
+        /// Echoed in every event about this request.
+        request: RequestId,
+        /// The resource name: opaque bytes, 1..=`max_name_len` long.
+        resource: Vec<u8>,
+        /// Requested mode.
+        mode: Mode,
+        /// Flags; see [`LockFlags`].
+        flags: LockFlags,
+        /// With VALBLK: a value is only meaningful on write paths; ignored on a new lock.
+        value: Option<Vec<u8>>,
+        /// R65: if still queued after this many milliseconds, complete with TIMEDOUT.
+        timeout_ms: Option<u64>,
+    },
+    /// Convert a granted lock to another mode (R11, R15..R21).
+    Convert {
+        /// The owner.
+        session: SessionId,
+        /// Echoed in every event about this conversion.
+        request: RequestId,
+        /// The lock to convert.
+        lock: LockId,
+        /// The new mode.
+        mode: Mode,
+        /// Flags; see [`LockFlags`].
+        flags: LockFlags,
+        /// With VALBLK on a write path (from PW/EX, R26): the value to write.
+        value: Option<Vec<u8>>,
+        /// R65: if still queued after this many milliseconds, complete with TIMEDOUT.
+        timeout_ms: Option<u64>,
+    },
+    /// Release a granted lock (R44, R45, R28, R29).
+    Unlock {
+        /// The owner.
+        session: SessionId,
+        /// Echoed in the reply.
+        request: RequestId,
+        /// The lock.
+        lock: LockId,
+        /// VALBLK (write on unlock from PW/EX) and IVVALBLK.
+        flags: LockFlags,
+        /// With VALBLK: the value to write.
+        value: Option<Vec<u8>>,
+    },
+    /// Cancel a lock's pending request or conversion (R46..R48).
+    Cancel {
+        /// The owner.
+        session: SessionId,
+        /// Echoed in the reply.
+        request: RequestId,
+        /// The lock.
+        lock: LockId,
+    },
+    /// Do time-driven work that is due: lease expiry and request timeouts. Time-driven work
+    /// happens only here; a spurious tick does nothing.
+    Tick,
+}

@@ -1,0 +1,49 @@
+//! Engine limits and parameters.
+
+use serde::{Deserialize, Serialize};
+
+/// Limits and parameters of the engine. Everything that can grow has a limit here; exceeding
+/// one gives a typed rejection ([`Reject::LimitExceeded`](crate::Reject::LimitExceeded) or
+/// [`Reject::Invalid`](crate::Reject::Invalid)), never a panic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Length of every resource's lock value block in bytes (R24). Shorter values are
+    /// zero-padded; longer ones are invalid.
+    pub lvb_len: usize,
+    /// Maximum resource name length in bytes.
+    pub max_name_len: usize,
+    /// Maximum session name length in bytes.
+    pub max_session_name_len: usize,
+    /// Maximum number of live sessions.
+    pub max_sessions: usize,
+    /// Maximum number of resources (a resource lives while any lock on it exists, R1).
+    pub max_resources: usize,
+    /// Maximum number of locks (granted, converting or waiting) one session may own.
+    pub max_locks_per_session: usize,
+    /// Maximum number of queued requests (converting plus waiting) on one resource.
+    pub max_waiters_per_resource: usize,
+    /// Shortest lease a session may ask for.
+    pub min_ttl_ms: u64,
+    /// Longest lease a session may ask for.
+    pub max_ttl_ms: u64,
+    /// Upper bound on the number of queued requests one deadlock search visits. A search
+    /// that reaches it stops and reports no deadlock (documented false negative).
+    pub max_deadlock_search: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lvb_len: 64,
+            max_name_len: 1024,
+            max_session_name_len: 256,
+            max_sessions: 100_000,
+            max_resources: 10_000_000,
+            max_locks_per_session: 100_000,
+            max_waiters_per_resource: 10_000,
+            min_ttl_ms: 100,
+            max_ttl_ms: 3_600_000,
+            max_deadlock_search: 100_000,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Read-only views of the engine's state (R66).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FencingToken, LockId, Mode, SessionId};
+
+/// Where a lock stands. A lock is in exactly one of these states (R2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockState {
+    /// On the wait queue, holding nothing.
+    Waiting {
+        /// The requested mode.
+        mode: Mode,
+    },
+    /// On the convert queue, still holding `from`.
+    Converting {
+        /// The granted mode, still held.
+        from: Mode,
+        /// The requested mode.
+        to: Mode,
+    },
+    /// On the grant queue.
+    Granted {
+        /// The granted mode.
+        mode: Mode,
+    },
+}
+
+impl LockState {
+    /// The mode this lock currently holds, if any.
+    pub fn granted_mode(&self) -> Option<Mode> {
+        match *self {
+            LockState::Waiting { .. } => None,
+            LockState::Converting { from, .. } => Some(from),
+            LockState::Granted { mode } => Some(mode),
+        }
+    }
+
+    /// The mode this lock is waiting for, if any.
+    pub fn requested_mode(&self) -> Option<Mode> {
+        match *self {
+            LockState::Waiting { mode } => Some(mode),
+            LockState::Converting { to, .. } => Some(to),
+            LockState::Granted { .. } => None,
+        }
+    }
+}
+
+/// One lock on a resource, as a query sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The lock.
+    pub lock: LockId,
+    /// Its owner.
+    pub session: SessionId,
+    /// The owner's session name.
+    pub session_name: String,
+    /// Its state.
+    pub state: LockState,
+    /// The token of its latest grant, if it holds a mode.
+    pub token: Option<FencingToken>,
+    /// Core clock (ms) when it entered its current state: granted, or queued.
+    pub since_ms: u64,
+}
+
+/// A resource and its three queues (R3, R66).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceInfo {
+    /// The resource name.
+    pub name: Vec<u8>,
+    /// The value block contents (always `lvb_len` bytes).
+    pub value: Vec<u8>,
+    /// `false` while the value block is marked not valid (R29, R30).
+    pub value_valid: bool,
+    /// The grant queue (order has no meaning, R3; listed by lock id).
+    pub granted: Vec<LockInfo>,
+    /// The convert queue, head first.
+    pub converting: Vec<LockInfo>,
+    /// The wait queue, head first.
+    pub waiting: Vec<LockInfo>,
+}
+
+/// One lock of a session, as a query sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLockInfo {
+    /// The lock.
+    pub lock: LockId,
+    /// Its resource.
+    pub resource: Vec<u8>,
+    /// Its state.
+    pub state: LockState,
+    /// The token of its latest grant, if it holds a mode.
+    pub token: Option<FencingToken>,
+}
+
+/// A session, as a query sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The session.
+    pub session: SessionId,
+    /// Its name.
+    pub name: String,
+    /// Its lease length.
+    pub ttl_ms: u64,
+    /// Core clock (ms) at which the lease runs out unless renewed.
+    pub expires_at_ms: u64,
+    /// Its locks, by lock id.
+    pub locks: Vec<SessionLockInfo>,
+}
+
+/// A wait-for edge between sessions (R39): `waiter` has a queued request blocked by `holder`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WaitsFor {
+    /// The waiting session.
+    pub waiter: SessionId,
+    /// The session it waits for.
+    pub holder: SessionId,
+}

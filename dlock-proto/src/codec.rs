@@ -1,0 +1,157 @@
+//! The frame codec: a big-endian `u32` length, then a bincode body.
+//!
+//! This is the only module that knows the body encoding, so it can be swapped in one place.
+
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+/// The default maximum frame length (body bytes): 64 KiB.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// Upper bound on what bincode may allocate while decoding one frame. The frame length is
+/// already bounded by the codec's maximum; this bounds collection pre-allocation on top.
+const DECODE_LIMIT: usize = 16 * 1024 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// An error of the frame codec.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The underlying transport failed.
+    #[error("io error: {0}")]
+    Io(#[from] io::Error),
+    /// A frame announced or produced a body longer than the maximum. The stream cannot be
+    /// resynchronised after this.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    FrameTooLarge {
+        /// The length (as far as known).
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A message could not be encoded.
+    #[error("encode error: {0}")]
+    Encode(String),
+}
+
+/// A frame whose length was fine but whose body is not a valid message. The stream stays in
+/// sync, so the receiver may answer and go on, or close.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed frame: {0}")]
+pub struct MalformedFrame(pub String);
+
+/// Decodes frames into `In` and encodes `Out` into frames.
+///
+/// The server uses `FrameCodec<ClientMessage, ServerMessage>`, the client the reverse.
+#[derive(Debug)]
+pub struct FrameCodec<In, Out> {
+    inner: LengthDelimitedCodec,
+    max_frame_len: usize,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> FrameCodec<In, Out> {
+    /// A codec that refuses frames longer than `max_frame_len` body bytes.
+    pub fn new(max_frame_len: usize) -> Self {
+        let inner = LengthDelimitedCodec::builder()
+            .big_endian()
+            .length_field_length(4)
+            .max_frame_length(max_frame_len)
+            .new_codec();
+        FrameCodec {
+            inner,
+            max_frame_len,
+            _types: PhantomData,
+        }
+    }
+
+    /// The maximum body length.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+}
+
+impl<In, Out> Default for FrameCodec<In, Out> {
+    fn default() -> Self {
+        FrameCodec::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+/// Decodes one body (without its length prefix).
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, MalformedFrame> {
+    match bincode::serde::decode_from_slice::<T, _>(body, config()) {
+        Ok((value, used)) if used == body.len() => Ok(value),
+        Ok((_, used)) => Err(MalformedFrame(format!(
+            "{} trailing bytes after the message",
+            body.len() - used
+        ))),
+        Err(e) => Err(MalformedFrame(e.to_string())),
+    }
+}
+
+/// Encodes one body (without its length prefix).
+pub fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
+    type Item = Result<In, MalformedFrame>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        match self.inner.decode(src) {
+            Ok(Some(frame)) => Ok(Some(decode_body(&frame))),
+            Ok(None) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                let len = if src.len() >= 4 {
+                    u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize
+                } else {
+                    0
+                };
+                Err(CodecError::FrameTooLarge {
+                    len,
+                    max: self.max_frame_len,
+                })
+            }
+            Err(e) => Err(CodecError::Io(e)),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+        // Encode straight into the output buffer behind a placeholder length, then patch it:
+        // no per-frame allocation.
+        let start = dst.len();
+        dst.put_u32(0);
+        let mut writer = dst.writer();
+        let res = bincode::serde::encode_into_std_write(&item, &mut writer, config());
+        let dst = writer.into_inner();
+        let len = match res {
+            Ok(len) => len,
+            Err(e) => {
+                dst.truncate(start);
+                return Err(CodecError::Encode(e.to_string()));
+            }
+        };
+        if len > self.max_frame_len {
+            dst.truncate(start);
+            return Err(CodecError::FrameTooLarge {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+}

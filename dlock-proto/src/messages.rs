@@ -1,0 +1,244 @@
+//! Every message of the protocol.
+
+use serde::{Deserialize, Serialize};
+
+pub use dlock_core::{
+    Event, EventKind, FencingToken, Invalid, Limit, LockFlags, LockId, LockInfo, LockState, Mode,
+    Reject, RequestId, ResourceInfo, SessionId, SessionInfo, SessionLockInfo,
+};
+
+/// The protocol version this crate speaks. A peer of another version is refused at `Hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A frame sent by a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// The first frame of every connection.
+    Hello(Hello),
+    /// A request; its id comes back on every reply and event about it.
+    Request {
+        /// Client-chosen id, unique within the session.
+        id: RequestId,
+        /// What to do.
+        body: Request,
+    },
+}
+
+/// Opens or resumes a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal the server's [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// A human-readable name for the session (`user@host:pid`).
+    pub client_name: String,
+    /// Requested lease length in milliseconds; 0 asks for the server's default.
+    pub lease_ttl_ms: u64,
+    /// Resume this session instead of opening a new one.
+    pub resume: Option<Resume>,
+}
+
+/// Credentials to resume a session after a lost connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The session to resume.
+    pub session: SessionId,
+    /// The secret from its `Welcome`.
+    pub secret: u128,
+}
+
+/// A client request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Renew the lease (any request renews it; this one does nothing else).
+    Renew,
+    /// Request a new lock.
+    Lock {
+        /// Resource name.
+        resource: Vec<u8>,
+        /// Requested mode.
+        mode: Mode,
+        /// NOQUEUE, VALBLK, ...
+        flags: LockFlags,
+        /// Value (only meaningful on write paths).
+        value: Option<Vec<u8>>,
+        /// Give up with TIMEDOUT after this long in the queue.
+        timeout_ms: Option<u64>,
+    },
+    /// Convert a granted lock.
+    Convert {
+        /// The lock.
+        lock: LockId,
+        /// The new mode.
+        mode: Mode,
+        /// NOQUEUE, QUECVT, VALBLK, IVVALBLK.
+        flags: LockFlags,
+        /// Value to write on a down-conversion from PW/EX with VALBLK.
+        value: Option<Vec<u8>>,
+        /// Give up with TIMEDOUT after this long in the queue.
+        timeout_ms: Option<u64>,
+    },
+    /// Release a granted lock.
+    Unlock {
+        /// The lock.
+        lock: LockId,
+        /// VALBLK, IVVALBLK.
+        flags: LockFlags,
+        /// Value to write (from PW/EX with VALBLK).
+        value: Option<Vec<u8>>,
+    },
+    /// Cancel a pending request or conversion.
+    Cancel {
+        /// The lock.
+        lock: LockId,
+    },
+    /// Read the lock table.
+    Query(Query),
+    /// Liveness and version check.
+    Ping,
+    /// End the session cleanly: every lock is released at once.
+    Goodbye,
+}
+
+/// What a [`Request::Query`] asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// One resource.
+    Resource(Vec<u8>),
+    /// Resources whose names start with a prefix, in name order.
+    Prefix {
+        /// The prefix (empty: all).
+        prefix: Vec<u8>,
+        /// At most this many (the server caps it further).
+        limit: u32,
+    },
+    /// A session's locks.
+    Session(SessionId),
+}
+
+/// A frame sent by the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The handshake succeeded.
+    Welcome(Welcome),
+    /// The handshake failed; the server closes the connection after this.
+    Refused(Refusal),
+    /// An engine event for this session: a reply to a request, a completion of a queued
+    /// request, a blocking notification, or the session's expiry.
+    Event(Event),
+    /// The reply to a request the engine does not see (query, ping), or a request-level error.
+    Reply {
+        /// The request's id.
+        id: RequestId,
+        /// The reply.
+        body: Reply,
+    },
+    /// The server is shutting down; sessions are not kept.
+    ShuttingDown,
+    /// The connection broke the protocol; the server closes it after this.
+    ProtocolError(ProtocolError),
+}
+
+/// A successful handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The session.
+    pub session: SessionId,
+    /// The secret needed to resume it.
+    pub secret: u128,
+    /// The lease length granted.
+    pub lease_ttl_ms: u64,
+    /// The server's version string.
+    pub server_version: String,
+    /// The protocol version.
+    pub protocol_version: u32,
+    /// Whether an existing session was resumed.
+    pub resumed: bool,
+    /// The server's value block length.
+    pub lvb_len: u32,
+    /// The server's maximum frame length.
+    pub max_frame_len: u32,
+}
+
+/// Why a handshake was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The protocol versions differ.
+    #[error("protocol version mismatch: server speaks {server}, client speaks {client}")]
+    VersionMismatch {
+        /// The server's version.
+        server: u32,
+        /// The client's version.
+        client: u32,
+    },
+    /// The session to resume does not exist (expired, closed, or the server restarted), or
+    /// the secret is wrong.
+    #[error("unknown or expired session")]
+    UnknownSession,
+    /// The session could not be opened.
+    #[error("session refused: {0}")]
+    Rejected(Reject),
+    /// Too many connections.
+    #[error("too many connections")]
+    TooManyConnections,
+    /// The first frame was not a `Hello`.
+    #[error("expected Hello as the first frame")]
+    ExpectedHello,
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+/// A reply the server makes itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Answer to [`Query::Resource`] and [`Query::Prefix`].
+    Resources(Vec<ResourceInfo>),
+    /// Answer to [`Query::Session`].
+    Session(Option<SessionInfo>),
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The server's version string.
+        server_version: String,
+    },
+    /// The request could not be served.
+    Error(RequestError),
+}
+
+/// A request-level error that does not come from the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// A request id is already in flight on this session.
+    #[error("request id {0} is already in use")]
+    DuplicateRequestId(RequestId),
+    /// The server is overloaded; try again.
+    #[error("server busy")]
+    Overloaded,
+    /// A second `Hello` on an established connection.
+    #[error("unexpected Hello")]
+    UnexpectedHello,
+}
+
+/// A violation of the protocol that closes the connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame's length prefix exceeds the maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    FrameTooLarge {
+        /// The announced length.
+        len: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// A frame's body is not a valid message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// No `Hello` within the handshake timeout.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The client sent too many requests without reading replies.
+    #[error("client too slow reading replies")]
+    SlowReader,
+}

@@ -1,0 +1,4 @@
+//! The `dlock-server` binary.
+#![forbid(unsafe_code)]
+
+fn main() {}
