@@ -3,7 +3,7 @@
 //! Every frame is a big-endian `u32` length followed by a bincode body ([`codec`]). A client
 //! sends [`Hello`] first and gets [`Welcome`] or [`Refusal`]; after that it sends
 //! [`ClientMessage::Request`]s with ids of its choosing, and the server answers with
-//! [`ServerMessage::Event`]s (engine events carrying the request id) and
+//! [`ServerMessage::Event`]s (engine events carrying the request id and a per-session sequence number) and
 //! [`ServerMessage::Reply`]s, and pushes grants of queued requests, blocking notifications,
 //! session expiry and shutdown notices as ordinary frames.
 #![forbid(unsafe_code)]

@@ -15,7 +15,19 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum ClientMessage {
     /// The first frame of every connection.
     Hello(Hello),
+    /// The client has received every event up to and including `seq`; the server may forget
+    /// them. Clients ack regularly (at least with every renewal) to bound the replay buffer.
+    Ack {
+        /// The highest event sequence number received.
+        seq: u64,
+    },
     /// A request; its id comes back on every reply and event about it.
+    ///
+    /// Request ids must increase within a session. After a resume the client re-sends every
+    /// request still outstanding; an engine request (lock, convert, unlock, cancel, renew,
+    /// goodbye) whose id is at or below the highest id the server has seen in this session is
+    /// a retransmission and is not applied again: its events come from the replay of events
+    /// after `Resume::last_seq`. Queries and pings are always answered.
     Request {
         /// Client-chosen id, unique within the session.
         id: RequestId,
@@ -44,6 +56,9 @@ pub struct Resume {
     pub session: SessionId,
     /// The secret from its `Welcome`.
     pub secret: u128,
+    /// The highest event sequence number the client received; the server replays every
+    /// later event of the session after `Welcome`.
+    pub last_seq: u64,
 }
 
 /// A client request.
@@ -124,7 +139,14 @@ pub enum ServerMessage {
     Refused(Refusal),
     /// An engine event for this session: a reply to a request, a completion of a queued
     /// request, a blocking notification, or the session's expiry.
-    Event(Event),
+    Event {
+        /// Per-session sequence number: 1 for the session's first event, then +1 each. Events
+        /// are replayed after a resume (see [`Resume::last_seq`]), so a client drops an event
+        /// whose `seq` it has already seen.
+        seq: u64,
+        /// The event.
+        event: Event,
+    },
     /// The reply to a request the engine does not see (query, ping), or a request-level error.
     Reply {
         /// The request's id.
@@ -238,7 +260,11 @@ pub enum ProtocolError {
     /// No `Hello` within the handshake timeout.
     #[error("handshake timed out")]
     HandshakeTimeout,
-    /// The client sent too many requests without reading replies.
+    /// The client did not read its events fast enough; its session lives on until its lease
+    /// runs out, so it may reconnect and resume.
     #[error("client too slow reading replies")]
     SlowReader,
+    /// Another connection resumed this session.
+    #[error("session resumed by another connection")]
+    Superseded,
 }
