@@ -1,2 +1,6 @@
-//! Shared helpers for dlock's end-to-end tests.
+//! Shared helpers for dlock's end-to-end tests: [`TestServer`] runs a server in-process.
 #![forbid(unsafe_code)]
+
+pub mod server;
+
+pub use server::TestServer;

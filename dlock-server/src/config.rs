@@ -1,0 +1,68 @@
+//! Server settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every setting of the server. `Default` gives the documented defaults: listen on
+/// `127.0.0.1:7420`, a 10 s default lease, state in `./dlock-data/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Address [`serve`](crate::serve) binds. [`run`](crate::run) takes a bound listener
+    /// instead and ignores this.
+    pub listen: SocketAddr,
+    /// Directory of the server's durable state (the fencing-token floor).
+    pub data_dir: PathBuf,
+    /// Lease given to a session whose `Hello` asks for 0 (the server default).
+    pub default_lease_ttl: Duration,
+    /// A connection that does not complete its `Hello` within this time is closed with
+    /// `ProtocolError::HandshakeTimeout`.
+    pub handshake_timeout: Duration,
+    /// Maximum number of open connections; further connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// Maximum frame body length in bytes, both directions.
+    pub max_frame_len: usize,
+    /// Capacity of the core task's inbox (commands from all connections).
+    pub inbox_capacity: usize,
+    /// Most inbox messages the core task handles per wake-up.
+    pub max_batch: usize,
+    /// Capacity of each connection's outbox. A client whose outbox is full is disconnected as a
+    /// slow reader; its session lives on until its lease runs out.
+    pub outbox_capacity: usize,
+    /// Most events kept per session for replay until the client acknowledges them. On
+    /// overflow the session is closed as expired.
+    pub replay_capacity: usize,
+    /// Most resources one prefix query returns.
+    pub max_query_resources: usize,
+    /// How long graceful shutdown waits for outboxes to drain before closing connections.
+    pub shutdown_grace: Duration,
+    /// Limits and parameters of the lock engine (lease bounds, value block length, name
+    /// length, sessions, resources, locks per session, waiters per resource).
+    pub engine: dlock_core::Config,
+}
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "dlock-data";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            default_lease_ttl: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            max_frame_len: dlock_proto::DEFAULT_MAX_FRAME_LEN,
+            inbox_capacity: 4096,
+            max_batch: 256,
+            outbox_capacity: 4096,
+            replay_capacity: 65_536,
+            max_query_resources: 1000,
+            shutdown_grace: Duration::from_secs(2),
+            engine: dlock_core::Config::default(),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Errors of the server.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why the server stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The data directory or the fencing-token floor in it could not be read or written.
+    #[error("fencing-token floor in {path}: {source}")]
+    Floor {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The fencing-token floor file holds something that is not a number.
+    #[error("fencing-token floor file {path} is corrupt: {content:?}")]
+    CorruptFloor {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        content: String,
+    },
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Accepting connections failed.
+    #[error("accept failed: {0}")]
+    Accept(io::Error),
+    /// The core task ended unexpectedly.
+    #[error("core task failed: {0}")]
+    CoreTask(String),
+}

@@ -1,0 +1,157 @@
+//! [`TestServer`]: a dlock server running in-process on `127.0.0.1:0` with a temporary data
+//! directory, for end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use dlock_server::{Config, ServerError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A server running in this process. Dropping it aborts the server (like `kill -9`).
+pub struct TestServer {
+    addr: SocketAddr,
+    config: Config,
+    /// Keeps the temporary data directory alive (shared so that it outlives restarts).
+    data_dir: Arc<tempfile::TempDir>,
+    running: Option<Running>,
+}
+
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl TestServer {
+    /// A test configuration: the defaults, with `data_dir` to be replaced by the server's
+    /// temporary directory.
+    pub fn config() -> Config {
+        Config::default()
+    }
+
+    /// Starts a server with the default configuration on `127.0.0.1:0`.
+    pub async fn start() -> Result<TestServer> {
+        TestServer::start_with(TestServer::config()).await
+    }
+
+    /// Starts a server with `config` (its `data_dir` and `listen` are replaced by a fresh
+    /// temporary directory and `127.0.0.1:0`).
+    pub async fn start_with(config: Config) -> Result<TestServer> {
+        let data_dir = Arc::new(
+            tempfile::Builder::new()
+                .prefix("dlock-test-")
+                .tempdir()
+                .context("creating a temporary data dir")?,
+        );
+        let mut server = TestServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config,
+            data_dir,
+            running: None,
+        };
+        server.launch().await?;
+        Ok(server)
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// The configuration the server runs with (with its real `data_dir` and `listen`).
+    pub fn server_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether the server task is running.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        // Rebind the previous port on a restart so that clients can reconnect to the same
+        // address; the first start takes any free port.
+        let mut listener = None;
+        for _ in 0..50 {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(e) if self.addr.port() != 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e).context("binding 127.0.0.1"),
+            }
+        }
+        let Some(listener) = listener else {
+            bail!("could not rebind {}", self.addr);
+        };
+        self.addr = listener.local_addr()?;
+        self.config.listen = self.addr;
+        self.config.data_dir = PathBuf::from(self.data_dir.path());
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = self.config.clone();
+        let task = tokio::spawn(dlock_server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        self.running = Some(Running { shutdown: tx, task });
+        Ok(())
+    }
+
+    /// Graceful shutdown: tells the server to stop and waits (at most 30 s) until `run`
+    /// returns; returns its result.
+    pub async fn shutdown(&mut self) -> Result<()> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        let _ = running.shutdown.send(());
+        match tokio::time::timeout(Duration::from_secs(30), running.task).await {
+            Ok(Ok(res)) => res.context("server returned an error"),
+            Ok(Err(e)) => bail!("server task failed: {e}"),
+            Err(_) => bail!("server did not shut down within 30 s"),
+        }
+    }
+
+    /// Abrupt stop, like `kill -9`: the server task and all its connections are dropped at
+    /// once, nothing is flushed and clients see their connections reset.
+    pub async fn abort(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.task.abort();
+            let _ = running.task.await;
+        }
+    }
+
+    /// Aborts the server if it runs and starts it again on the same data directory and the
+    /// same address.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.abort().await;
+        self.launch().await
+    }
+
+    /// Starts the server again after [`shutdown`](Self::shutdown) or
+    /// [`abort`](Self::abort), on the same data directory and address.
+    pub async fn start_again(&mut self) -> Result<()> {
+        if self.running.is_some() {
+            bail!("server is still running");
+        }
+        self.launch().await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.task.abort();
+        }
+    }
+}
