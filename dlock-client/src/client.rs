@@ -1,0 +1,329 @@
+//! [`Client`] and [`ClientBuilder`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dlock_core::{Mode, ResourceInfo, SessionId, SessionInfo};
+use dlock_proto::{Query, Reply};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::{self, Settings};
+use crate::error::{Error, Result};
+use crate::guard::LockGuard;
+use crate::op::{AbandonOnDrop, Op, next_key};
+use crate::options::LockOptions;
+
+/// The answer to [`Client::ping`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pong {
+    /// The server's version string.
+    pub server_version: String,
+    /// The round trip time measured by this call (including queueing in the client).
+    pub rtt: Duration,
+}
+
+/// What the handles can see of the background task's session.
+#[derive(Debug, Default)]
+pub(crate) struct SessionView {
+    /// The current session id (0 while there is none).
+    pub(crate) id: AtomicU64,
+    /// The server's version string from the latest `Welcome`.
+    pub(crate) server_version: Mutex<String>,
+    /// The server's value block length from the latest `Welcome`.
+    pub(crate) lvb_len: AtomicU64,
+}
+
+/// A connection to a dlock server: one session, one background task.
+///
+/// Cheap to clone; clones share the session and the task. The task renews the lease,
+/// reconnects and resumes the session after a broken connection, and re-sends outstanding
+/// requests, so callers just see their futures complete. It stops when every `Client`,
+/// [`LockGuard`] and [`Canceller`](crate::Canceller) is dropped (ending the session with
+/// `Goodbye`), or at [`close`](Client::close).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    tx: mpsc::UnboundedSender<Op>,
+    view: Arc<SessionView>,
+    name: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("session", &self.session_id())
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects with default settings and opens a session.
+    pub async fn connect(addr: impl Into<String>) -> Result<Client> {
+        Client::builder(addr).connect().await
+    }
+
+    /// A builder for a client with non-default settings.
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(addr.into())
+    }
+
+    /// Requests a lock and waits until it is granted (R10). Dropping the future cancels the
+    /// request on the server (and releases the lock if the grant raced the cancel).
+    pub async fn lock(&self, resource: impl AsRef<[u8]>, mode: Mode) -> Result<LockGuard> {
+        self.lock_with(resource, mode, LockOptions::default()).await
+    }
+
+    /// Requests a lock with NOQUEUE: granted at once, or [`Error::NotQueued`] (R22).
+    pub async fn try_lock(&self, resource: impl AsRef<[u8]>, mode: Mode) -> Result<LockGuard> {
+        self.lock_with(resource, mode, LockOptions::new().no_queue())
+            .await
+    }
+
+    /// Requests a lock with options (timeout, NOQUEUE, value block read).
+    pub async fn lock_with(
+        &self,
+        resource: impl AsRef<[u8]>,
+        mode: Mode,
+        opts: LockOptions,
+    ) -> Result<LockGuard> {
+        let key = next_key();
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Lock {
+            key,
+            resource: resource.as_ref().to_vec(),
+            mode,
+            flags: opts.flags(),
+            timeout_ms: opts.timeout_ms(),
+            reply,
+        };
+        self.send(op)?;
+        let abandon = AbandonOnDrop::new(&self.inner.tx, key);
+        let res = rx.await;
+        abandon.disarm();
+        res.unwrap_or(Err(Error::Closed))
+    }
+
+    /// One resource with its grant, convert and wait queues (R66), or `None` if no lock on
+    /// it exists.
+    pub async fn query_resource(&self, resource: impl AsRef<[u8]>) -> Result<Option<ResourceInfo>> {
+        let reply = self
+            .query(Query::Resource(resource.as_ref().to_vec()))
+            .await?;
+        match reply {
+            Reply::Resources(mut v) => Ok(if v.is_empty() {
+                None
+            } else {
+                Some(v.swap_remove(0))
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Resources whose names start with `prefix`, in name order, at most `limit` (the server
+    /// may cap it further).
+    pub async fn query_prefix(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        limit: u32,
+    ) -> Result<Vec<ResourceInfo>> {
+        let reply = self
+            .query(Query::Prefix {
+                prefix: prefix.as_ref().to_vec(),
+                limit,
+            })
+            .await?;
+        match reply {
+            Reply::Resources(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A session and its locks, or `None` if it does not exist.
+    pub async fn query_session(&self, session: SessionId) -> Result<Option<SessionInfo>> {
+        match self.query(Query::Session(session)).await? {
+            Reply::Session(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Checks that the server answers; returns its version and the round trip time.
+    pub async fn ping(&self) -> Result<Pong> {
+        let start = tokio::time::Instant::now();
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Ping { reply })?;
+        let server_version = rx.await.unwrap_or(Err(Error::Closed))?;
+        Ok(Pong {
+            server_version,
+            rtt: start.elapsed(),
+        })
+    }
+
+    /// The current session (`SessionId(0)` while the client is between sessions, after
+    /// losing one).
+    pub fn session_id(&self) -> SessionId {
+        SessionId(self.inner.view.id.load(Ordering::Acquire))
+    }
+
+    /// The session name sent to the server (shown by queries and `dlock status`).
+    pub fn session_name(&self) -> String {
+        self.inner.name.clone()
+    }
+
+    /// The server's version string, from the latest handshake.
+    pub fn server_version(&self) -> String {
+        self.inner
+            .view
+            .server_version
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// The server's value block length in bytes (values read are this long).
+    pub fn value_block_len(&self) -> usize {
+        usize::try_from(self.inner.view.lvb_len.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    /// Ends the session with `Goodbye`: the server releases every lock at once. Every guard's
+    /// [`lost`](LockGuard::lost) fires with [`LostReason::Closed`](crate::LostReason::Closed);
+    /// later calls on any clone fail with [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Close { reply })?;
+        rx.await.unwrap_or(Ok(()))
+    }
+
+    async fn query(&self, query: Query) -> Result<Reply> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Query { query, reply })?;
+        rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    fn send(&self, op: Op) -> Result<()> {
+        self.inner.tx.send(op).map_err(|_| Error::Closed)
+    }
+}
+
+fn unexpected(reply: &Reply) -> Error {
+    Error::Protocol(format!("unexpected reply {reply:?}"))
+}
+
+/// Settings of a [`Client`]; see [`Client::builder`].
+///
+/// ```no_run
+/// # async fn f() -> dlock_client::Result<()> {
+/// use std::time::Duration;
+/// let client = dlock_client::Client::builder("127.0.0.1:7420")
+///     .name("billing-worker-3")
+///     .lease_ttl(Duration::from_secs(5))
+///     .backoff(Duration::from_millis(20), Duration::from_secs(2))
+///     .connect()
+///     .await?;
+/// # let _ = client; Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    addr: String,
+    name: Option<String>,
+    lease_ttl: Option<Duration>,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+    backoff: (Duration, Duration),
+    safety_margin: Option<Duration>,
+}
+
+impl ClientBuilder {
+    fn new(addr: String) -> Self {
+        ClientBuilder {
+            addr,
+            name: None,
+            lease_ttl: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Some(Duration::from_secs(30)),
+            backoff: (Duration::from_millis(50), Duration::from_secs(5)),
+            safety_margin: None,
+        }
+    }
+
+    /// The session name (default `user@host:pid`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The lease length to ask for (default: the server's default). If no renewal is
+    /// confirmed for this long, the server ends the session and releases its locks.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = Some(ttl);
+        self
+    }
+
+    /// How long one connection attempt (TCP connect plus handshake) may take (default 5 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long a request may wait for the server's first answer, across reconnects
+    /// (default 30 s). A queued lock request is answered at once with "queued", so this does
+    /// not limit how long a lock may wait; use [`LockOptions::timeout`] for that.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = Some(d);
+        self
+    }
+
+    /// Reconnect backoff: the first retry waits about `min`, each further one twice as long,
+    /// up to `max`, with random jitter (defaults 50 ms and 5 s).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max.max(min));
+        self
+    }
+
+    /// How long before the server could expire the session the client declares its locks
+    /// lost (default max(TTL/10, 100 ms), at most TTL/2). Covers clock rate differences and
+    /// the server's timer granularity.
+    pub fn safety_margin(mut self, d: Duration) -> Self {
+        self.safety_margin = Some(d);
+        self
+    }
+
+    /// Connects, opens a session and starts the background task. Fails if the first
+    /// connection attempt fails; later connection losses are handled in the background.
+    pub async fn connect(self) -> Result<Client> {
+        let name = self.name.unwrap_or_else(default_name);
+        let view = Arc::new(SessionView::default());
+        let settings = Settings {
+            addr: self.addr,
+            name: name.clone(),
+            lease_ttl: self.lease_ttl,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            backoff_min: self.backoff.0,
+            backoff_max: self.backoff.1,
+            safety_margin: self.safety_margin,
+        };
+        let tx = driver::start(settings, view.clone()).await?;
+        Ok(Client {
+            inner: Arc::new(ClientInner { tx, view, name }),
+        })
+    }
+}
+
+/// `user@host:pid`, from the environment.
+fn default_name() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}:{}", std::process::id())
+}

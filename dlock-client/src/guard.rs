@@ -1,0 +1,418 @@
+//! [`LockGuard`], [`Canceller`] and [`Lost`]: what a caller holds while it holds a lock.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use dlock_core::{FencingToken, LockId, Mode};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::op::{AbandonOnDrop, Grant, Op, next_key};
+use crate::options::{ConvertOptions, UnlockOptions};
+
+/// Why a lock is no longer held, as [`LockGuard::lost`] reports it.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LostReason {
+    /// The server ended the session (its lease ran out), or refused to resume it after a
+    /// reconnect (lease expired or server restarted). The server has released the lock.
+    SessionExpired,
+    /// The client could not confirm a lease renewal in time (`last confirmed renewal + TTL −
+    /// safety margin`), so it gave the lock up *before* the server could hand it to anyone
+    /// else. Stop touching the protected resource.
+    LocalLeaseLapsed,
+    /// The client was closed ([`Client::close`](crate::Client::close)), or its background
+    /// task ended.
+    Closed,
+    /// The server is shutting down and does not keep sessions.
+    ServerShutdown,
+    /// Not a loss: the lock was released by its owner (unlock or drop of the guard).
+    Released,
+}
+
+impl std::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LostReason::SessionExpired => "session expired",
+            LostReason::LocalLeaseLapsed => "local lease lapsed",
+            LostReason::Closed => "client closed",
+            LostReason::ServerShutdown => "server shut down",
+            LostReason::Released => "released",
+        })
+    }
+}
+
+/// A future that completes when a lock stops being held, with the reason.
+///
+/// Cheap to clone; every clone completes with the same reason. It is independent of the
+/// [`LockGuard`], so another task can watch for loss while the owner works:
+///
+/// ```no_run
+/// # async fn f(guard: dlock_client::LockGuard) {
+/// let lost = guard.lost();
+/// tokio::select! {
+///     reason = lost => eprintln!("lock lost ({reason}): stop writing"),
+///     _ = async { /* work under the lock */ } => {}
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Lost(Shared<BoxFuture<'static, LostReason>>);
+
+impl Lost {
+    pub(crate) fn new(rx: oneshot::Receiver<LostReason>) -> Lost {
+        Lost(rx.map(|r| r.unwrap_or(LostReason::Closed)).boxed().shared())
+    }
+}
+
+impl Future for Lost {
+    type Output = LostReason;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LostReason> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl std::fmt::Debug for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Lost").field(&self.0.peek()).finish()
+    }
+}
+
+/// State of one granted lock shared between its guard and the background task.
+pub(crate) struct LockShared {
+    pub(crate) lock: LockId,
+    /// Which session of this client the lock belongs to (lock ids are only unique per
+    /// server lifetime, so a lock of an old session must never be mistaken for a new one).
+    pub(crate) epoch: u64,
+    pub(crate) resource: Vec<u8>,
+    cell: Mutex<LockCell>,
+    notify: Notify,
+    lost: Lost,
+}
+
+struct LockCell {
+    mode: Mode,
+    token: FencingToken,
+    /// Blocked modes not yet taken by [`LockGuard::blocked`], oldest first, without
+    /// duplicates (R37 allows coalescing), so at most six.
+    blocking: VecDeque<Mode>,
+    lost: Option<LostReason>,
+}
+
+impl LockShared {
+    pub(crate) fn new(
+        lock: LockId,
+        epoch: u64,
+        resource: Vec<u8>,
+        mode: Mode,
+        token: FencingToken,
+        lost_rx: oneshot::Receiver<LostReason>,
+    ) -> LockShared {
+        LockShared {
+            lock,
+            epoch,
+            resource,
+            cell: Mutex::new(LockCell {
+                mode,
+                token,
+                blocking: VecDeque::new(),
+                lost: None,
+            }),
+            notify: Notify::new(),
+            lost: Lost::new(lost_rx),
+        }
+    }
+
+    fn cell(&self) -> MutexGuard<'_, LockCell> {
+        // A panic while holding this short lock cannot leave the cell inconsistent.
+        self.cell.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a grant of a conversion.
+    pub(crate) fn set_granted(&self, mode: Mode, token: FencingToken) {
+        let mut c = self.cell();
+        c.mode = mode;
+        c.token = token;
+        // R35: a lock is notified afresh after its own grant; older advice is stale.
+        c.blocking.clear();
+    }
+
+    /// Records a blocking notification.
+    pub(crate) fn push_blocking(&self, mode: Mode) {
+        {
+            let mut c = self.cell();
+            if !c.blocking.contains(&mode) {
+                c.blocking.push_back(mode);
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Records that the lock is gone (the `Lost` future is completed by the driver).
+    pub(crate) fn set_lost(&self, reason: LostReason) {
+        {
+            let mut c = self.cell();
+            if c.lost.is_none() {
+                c.lost = Some(reason);
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn lost_reason(&self) -> Option<LostReason> {
+        self.cell().lost
+    }
+}
+
+/// A held lock. Dropping it releases the lock in the background.
+///
+/// Returned by [`Client::lock`](crate::Client::lock) and friends once the lock is granted.
+/// The guard keeps the client's background task alive, so it stays valid even if every
+/// [`Client`](crate::Client) handle is dropped.
+pub struct LockGuard {
+    shared: Arc<LockShared>,
+    tx: mpsc::UnboundedSender<Op>,
+    value: Option<Vec<u8>>,
+    value_valid: bool,
+    /// Set once an unlock was sent (or the lock is known gone): `Drop` then does nothing.
+    done: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("lock", &self.shared.lock)
+            .field("resource", &String::from_utf8_lossy(&self.shared.resource))
+            .field("mode", &self.mode())
+            .field("token", &self.token())
+            .field("lost", &self.shared.lost_reason())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(
+        shared: Arc<LockShared>,
+        tx: mpsc::UnboundedSender<Op>,
+        value: Option<Vec<u8>>,
+        value_valid: bool,
+    ) -> LockGuard {
+        LockGuard {
+            shared,
+            tx,
+            value,
+            value_valid,
+            done: false,
+        }
+    }
+
+    /// The fencing token of the latest grant (the lock's own or its latest conversion). Pass
+    /// it to the protected resource, which should refuse tokens lower than the highest it
+    /// has seen.
+    pub fn token(&self) -> FencingToken {
+        self.shared.cell().token
+    }
+
+    /// The mode currently held.
+    pub fn mode(&self) -> Mode {
+        self.shared.cell().mode
+    }
+
+    /// The resource name.
+    pub fn resource(&self) -> &[u8] {
+        &self.shared.resource
+    }
+
+    /// The server's id of this lock.
+    pub fn lock_id(&self) -> LockId {
+        self.shared.lock
+    }
+
+    /// The value block read by the latest grant that asked for it
+    /// ([`LockOptions::read_value`](crate::LockOptions::read_value),
+    /// [`ConvertOptions::read_value`]), or `None` if none did.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    /// `false` if the value block was marked not valid (VALNOTVALID, R30) when it was read:
+    /// its last writer died or invalidated it. `true` when no value was read.
+    pub fn value_valid(&self) -> bool {
+        self.value_valid
+    }
+
+    /// Converts the lock to `mode`, waiting if the conversion is queued (R11). On success the
+    /// token and mode are updated. Dropping the future cancels a queued conversion (the lock
+    /// keeps its old mode, R47).
+    pub async fn convert(&mut self, mode: Mode) -> Result<()> {
+        self.convert_with(mode, ConvertOptions::default()).await
+    }
+
+    /// [`convert`](Self::convert) with NOQUEUE, QUECVT, a timeout or value block options.
+    /// `Err(NotQueued | Deadlock | TimedOut | Cancelled)` leave the lock at its old mode.
+    pub async fn convert_with(&mut self, mode: Mode, opts: ConvertOptions) -> Result<()> {
+        self.check_alive()?;
+        let key = next_key();
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Convert {
+            key,
+            lock: self.shared.lock,
+            epoch: self.shared.epoch,
+            mode,
+            flags: opts.flags(),
+            value: opts.value.clone(),
+            timeout_ms: opts.timeout_ms(),
+            reply,
+        };
+        self.tx.send(op).map_err(|_| Error::Closed)?;
+        let abandon = AbandonOnDrop::new(&self.tx, key);
+        let res = rx.await;
+        abandon.disarm();
+        let grant: Grant = res.unwrap_or(Err(Error::Closed))?;
+        if grant.value.is_some() {
+            self.value = grant.value;
+            self.value_valid = grant.value_valid;
+        }
+        Ok(())
+    }
+
+    /// A handle that cancels a pending conversion of this lock from another task.
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            shared: self.shared.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Releases the lock and waits for the server to confirm (UNLOCKED, R44).
+    pub async fn unlock(self) -> Result<()> {
+        self.unlock_with(UnlockOptions::default()).await
+    }
+
+    /// Releases the lock, writing or invalidating the value block (R28, R29a).
+    pub async fn unlock_with(mut self, opts: UnlockOptions) -> Result<()> {
+        if let Err(e) = self.check_alive() {
+            self.done = true;
+            return Err(e);
+        }
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Unlock {
+            lock: self.shared.lock,
+            epoch: self.shared.epoch,
+            flags: opts.flags(),
+            value: opts.value,
+            reply: Some(reply),
+        };
+        self.tx.send(op).map_err(|_| Error::Closed)?;
+        // From here on the unlock is the driver's business, even if this future is dropped.
+        self.done = true;
+        rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Waits for the next blocking notification (R32..R37) and returns the mode another
+    /// request wants. Advice only: nothing is revoked; release or down-convert if you agree.
+    /// Notifications may be coalesced (R37). Fails with [`Error::SessionLost`] once the lock is
+    /// lost.
+    pub async fn blocked(&mut self) -> Result<Mode> {
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut c = self.shared.cell();
+                if let Some(mode) = c.blocking.pop_front() {
+                    return Ok(mode);
+                }
+                if let Some(reason) = c.lost {
+                    return Err(lost_error(reason));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// A future that completes when this lock stops being held (see [`Lost`]).
+    pub fn lost(&self) -> Lost {
+        self.shared.lost.clone()
+    }
+
+    /// Whether the lock has been lost (session expired, local lease lapsed, client closed).
+    pub fn is_lost(&self) -> bool {
+        self.shared.lost_reason().is_some()
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        match self.shared.lost_reason() {
+            Some(reason) => Err(lost_error(reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.done || self.shared.lost_reason().is_some() {
+            return;
+        }
+        // Fire and forget: the background task sends the unlock (after any cancel a dropped
+        // convert future queued before it, since the channel is FIFO).
+        let _ = self.tx.send(Op::Unlock {
+            lock: self.shared.lock,
+            epoch: self.shared.epoch,
+            flags: dlock_core::LockFlags::empty(),
+            value: None,
+            reply: None,
+        });
+    }
+}
+
+/// Cancels a pending conversion of a lock from another task
+/// ([`LockGuard::canceller`]).
+#[derive(Clone)]
+pub struct Canceller {
+    shared: Arc<LockShared>,
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+impl std::fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canceller")
+            .field("lock", &self.shared.lock)
+            .finish()
+    }
+}
+
+impl Canceller {
+    /// Cancels the lock's pending conversion (R47): the conversion completes with
+    /// [`Error::Cancelled`] and the lock keeps its old mode. Returns
+    /// [`Error::NotPending`] if nothing was pending (R48), for example because the
+    /// conversion was granted first.
+    pub async fn cancel(&self) -> Result<()> {
+        if let Some(reason) = self.shared.lost_reason() {
+            return Err(lost_error(reason));
+        }
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Cancel {
+            lock: self.shared.lock,
+            epoch: self.shared.epoch,
+            reply,
+        };
+        self.tx.send(op).map_err(|_| Error::Closed)?;
+        rx.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+/// The error an operation on a lost lock fails with.
+pub(crate) fn lost_error(reason: LostReason) -> Error {
+    match reason {
+        LostReason::Closed => Error::Closed,
+        LostReason::Released => Error::NotFound,
+        _ => Error::SessionLost,
+    }
+}
