@@ -240,6 +240,10 @@ pub enum RequestError {
     /// A second `Hello` on an established connection.
     #[error("unexpected Hello")]
     UnexpectedHello,
+    /// The reply would not fit in one frame (for example a session with very many locks);
+    /// ask for less.
+    #[error("reply too large for one frame")]
+    ReplyTooLarge,
 }
 
 /// A violation of the protocol that closes the connection.

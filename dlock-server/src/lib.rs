@@ -1,28 +1,209 @@
 //! dlock-server: serves the dlock engine over TCP.
+//!
+//! One task owns the engine ([`dlock_core::Core`]) and applies the commands of every
+//! connection in one order; one task per connection decodes frames and writes that
+//! connection's outbox. The binary (`dlock-server`) only parses flags, sets up logging and
+//! calls [`serve`]; tests call [`run`] with a listener on `127.0.0.1:0`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), dlock_server::ServerError> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+//! let config = dlock_server::Config {
+//!     data_dir: "/tmp/dlock-example".into(),
+//!     ..Default::default()
+//! };
+//! dlock_server::run(listener, config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
+pub mod cli;
 mod config;
+mod conn;
+mod core_task;
 mod error;
+mod floor;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use error::ServerError;
 
-/// Serves `listener` until `shutdown` completes, then shuts down gracefully.
+/// The server's version string, sent in `Welcome` and `Pong`.
+pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
+
+fn validate(config: &Config) -> Result<(), ServerError> {
+    let positive = [
+        ("max_connections", config.max_connections),
+        ("max_frame_len", config.max_frame_len),
+        ("inbox_capacity", config.inbox_capacity),
+        ("max_batch", config.max_batch),
+        ("outbox_capacity", config.outbox_capacity),
+        ("replay_capacity", config.replay_capacity),
+    ];
+    for (name, value) in positive {
+        if value == 0 {
+            return Err(ServerError::Config(format!("{name} must be at least 1")));
+        }
+    }
+    if config.max_frame_len > u32::MAX as usize {
+        return Err(ServerError::Config("max_frame_len must fit in u32".into()));
+    }
+    let e = &config.engine;
+    if e.min_ttl_ms > e.max_ttl_ms {
+        return Err(ServerError::Config(format!(
+            "min lease ttl {} ms exceeds max lease ttl {} ms",
+            e.min_ttl_ms, e.max_ttl_ms
+        )));
+    }
+    let default_ms = config.default_lease_ttl.as_millis();
+    if default_ms < u128::from(e.min_ttl_ms) || default_ms > u128::from(e.max_ttl_ms) {
+        return Err(ServerError::Config(format!(
+            "default lease ttl {default_ms} ms outside [{}, {}] ms",
+            e.min_ttl_ms, e.max_ttl_ms
+        )));
+    }
+    Ok(())
+}
+
+/// Serves `listener` until `shutdown` completes, then shuts down gracefully: stops
+/// accepting, sends `ShuttingDown` to every client, flushes the outboxes (bounded by
+/// [`Config::shutdown_grace`]) and returns.
+///
+/// Returns an error if the data directory cannot be used, or if persisting the
+/// fencing-token floor fails while serving (the server stops rather than risk handing out a
+/// token that a restart could repeat).
 pub async fn run(
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let _ = (listener, config);
-    shutdown.await;
-    Ok(())
+    validate(&config)?;
+    let floor = floor::Floor::open(&config.data_dir)?;
+    info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        data_dir = %config.data_dir.display(),
+        fencing_floor = floor.ceiling(),
+        default_lease_ttl = ?config.default_lease_ttl,
+        min_lease_ttl_ms = config.engine.min_ttl_ms,
+        max_lease_ttl_ms = config.engine.max_ttl_ms,
+        max_connections = config.max_connections,
+        max_sessions = config.engine.max_sessions,
+        max_resources = config.engine.max_resources,
+        max_locks_per_session = config.engine.max_locks_per_session,
+        max_waiters_per_resource = config.engine.max_waiters_per_resource,
+        max_name_len = config.engine.max_name_len,
+        value_len = config.engine.lvb_len,
+        max_frame_len = config.max_frame_len,
+        "dlock-server starting"
+    );
+    let config = Arc::new(config);
+    let token = CancellationToken::new();
+    let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
+    // In a JoinSet so that dropping `run` (an abort) also drops the core task.
+    let mut core = JoinSet::new();
+    core.spawn(core_task::CoreTask::new(config.clone(), floor).run(core_rx, token.clone()));
+    let mut conns = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let mut next_conn = 0u64;
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    let mut result = loop {
+        // The permit comes before `accept`: over the limit, connections wait in the backlog.
+        let permit = tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ok(()),
+            r = core.join_next() => break core_result(r),
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break Ok(()),
+            },
+        };
+        let accepted = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break Err(Ok(())),
+                r = core.join_next() => break Err(core_result(r)),
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                r = listener.accept() => match r {
+                    Ok(s) => break Ok(s),
+                    Err(e) => {
+                        // Usually out of file descriptors: back off briefly, keep serving.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(end) => break end,
+        };
+        next_conn += 1;
+        conns.spawn(conn::serve(
+            stream,
+            peer,
+            next_conn,
+            core_tx.clone(),
+            config.clone(),
+            token.clone(),
+            permit,
+        ));
+    };
+
+    drop(listener);
+    drop(core_tx);
+    info!(connections = conns.len(), "shutting down");
+    token.cancel();
+    // Writers flush within `shutdown_grace`; give them that plus a margin, then cut.
+    let wait = config.shutdown_grace + Duration::from_secs(1);
+    if tokio::time::timeout(wait, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!(
+            remaining = conns.len(),
+            "closing connections that did not drain in time"
+        );
+        conns.shutdown().await;
+    }
+    if !core.is_empty() {
+        match tokio::time::timeout(Duration::from_secs(5), core.join_next()).await {
+            Ok(Some(Ok(Err(e)))) if result.is_ok() => result = Err(e),
+            Ok(_) => {}
+            Err(_) => core.shutdown().await,
+        }
+    }
+    info!("dlock-server stopped");
+    result
+}
+
+/// The result of the core task, which only ends early on an error.
+fn core_result(
+    r: Option<Result<Result<(), ServerError>, tokio::task::JoinError>>,
+) -> Result<(), ServerError> {
+    match r {
+        Some(Ok(Ok(()))) | None => Err(ServerError::CoreTask("core task ended".into())),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(ServerError::CoreTask(e.to_string())),
+    }
 }
 
 /// Binds `config.listen` and calls [`run`].
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
             addr: config.listen,

@@ -1,6 +1,9 @@
-//! Shared helpers for dlock's end-to-end tests: [`TestServer`] runs a server in-process.
+//! Shared helpers for dlock's end-to-end tests: [`TestServer`] runs a server in-process, and
+//! [`RawClient`] speaks the wire protocol directly (without `dlock-client`).
 #![forbid(unsafe_code)]
 
+pub mod raw;
 pub mod server;
 
+pub use raw::{RawClient, RawFramed, WAIT, connect_framed, recv_raw};
 pub use server::TestServer;

@@ -1,0 +1,169 @@
+//! Command-line flags of the `dlock-server` binary (each also settable by a `DLOCK_*`
+//! environment variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::Config;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The dlock lock server: a distributed lock manager with the semantics of the VMS / Linux
+/// DLM, serving leased client sessions over TCP.
+///
+/// With no arguments it listens on 127.0.0.1:7420, gives sessions a 10 s lease and keeps
+/// its small durable state (the fencing-token floor) in ./dlock-data/. Every flag can also
+/// be set with the environment variable shown. SIGINT or SIGTERM shut it down gracefully.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "dlock-server", version, about, long_about)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "DLOCK_LISTEN", default_value = crate::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Directory for durable state (the fencing-token floor); created if missing.
+    #[arg(long, env = "DLOCK_DATA_DIR", default_value = crate::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Lease given to clients that do not ask for one (e.g. "10s", "1m 30s").
+    #[arg(long, env = "DLOCK_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// Shortest lease a client may ask for.
+    #[arg(long, env = "DLOCK_MIN_LEASE_TTL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub min_lease_ttl: Duration,
+
+    /// Longest lease a client may ask for.
+    #[arg(long, env = "DLOCK_MAX_LEASE_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_lease_ttl: Duration,
+
+    /// Time a new connection has to send its Hello before it is closed.
+    #[arg(long, env = "DLOCK_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Maximum open connections; more wait in the listen backlog.
+    #[arg(long, env = "DLOCK_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Maximum live sessions; further Hellos are refused with a limit error.
+    #[arg(long, env = "DLOCK_MAX_SESSIONS", default_value_t = dlock_core::Config::default().max_sessions)]
+    pub max_sessions: usize,
+
+    /// Maximum locks (granted, converting or waiting) one session may own.
+    #[arg(long, env = "DLOCK_MAX_LOCKS_PER_SESSION", default_value_t = dlock_core::Config::default().max_locks_per_session)]
+    pub max_locks_per_session: usize,
+
+    /// Maximum queued requests (converting plus waiting) on one resource.
+    #[arg(long, env = "DLOCK_MAX_WAITERS_PER_RESOURCE", default_value_t = dlock_core::Config::default().max_waiters_per_resource)]
+    pub max_waiters_per_resource: usize,
+
+    /// Maximum number of resources (a resource lives while any lock on it exists).
+    #[arg(long, env = "DLOCK_MAX_RESOURCES", default_value_t = dlock_core::Config::default().max_resources)]
+    pub max_resources: usize,
+
+    /// Maximum resource name length in bytes.
+    #[arg(long, env = "DLOCK_MAX_NAME_LEN", default_value_t = dlock_core::Config::default().max_name_len)]
+    pub max_name_len: usize,
+
+    /// Length of every resource's lock value block in bytes.
+    #[arg(long, env = "DLOCK_VALUE_LEN", default_value_t = dlock_core::Config::default().lvb_len)]
+    pub value_len: usize,
+
+    /// Maximum frame body length in bytes; a longer frame closes the connection.
+    #[arg(long, env = "DLOCK_MAX_FRAME_LEN", default_value_t = dlock_proto::DEFAULT_MAX_FRAME_LEN)]
+    pub max_frame_len: usize,
+
+    /// Log format.
+    #[arg(long, env = "DLOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. "info" or "dlock_server=debug"; RUST_LOG is used when this is unset.
+    #[arg(long, env = "DLOCK_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Args {
+    /// The server configuration these flags describe.
+    pub fn to_config(&self) -> Config {
+        let defaults = Config::default();
+        Config {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            default_lease_ttl: self.lease_ttl,
+            handshake_timeout: self.handshake_timeout,
+            max_connections: self.max_connections,
+            max_frame_len: self.max_frame_len,
+            engine: dlock_core::Config {
+                lvb_len: self.value_len,
+                max_name_len: self.max_name_len,
+                max_sessions: self.max_sessions,
+                max_resources: self.max_resources,
+                max_locks_per_session: self.max_locks_per_session,
+                max_waiters_per_resource: self.max_waiters_per_resource,
+                min_ttl_ms: ms(self.min_lease_ttl),
+                max_ttl_ms: ms(self.max_lease_ttl),
+                ..defaults.engine.clone()
+            },
+            ..defaults
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_arguments_give_the_documented_defaults() {
+        let args = Args::try_parse_from(["dlock-server"]).unwrap();
+        assert_eq!(args.to_config(), Config::default());
+        assert_eq!(args.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let args = Args::try_parse_from([
+            "dlock-server",
+            "--listen",
+            "0.0.0.0:9000",
+            "--lease-ttl",
+            "2s",
+            "--min-lease-ttl",
+            "50ms",
+            "--max-locks-per-session",
+            "7",
+            "--value-len",
+            "16",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let c = args.to_config();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.default_lease_ttl, Duration::from_secs(2));
+        assert_eq!(c.engine.min_ttl_ms, 50);
+        assert_eq!(c.engine.max_locks_per_session, 7);
+        assert_eq!(c.engine.lvb_len, 16);
+        assert_eq!(args.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

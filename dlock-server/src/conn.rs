@@ -1,0 +1,405 @@
+//! One client connection: a reader that decodes frames and feeds the core task, and a writer
+//! that drains the connection's outbox, batching frames and flushing once per batch.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dlock_proto::{
+    ClientMessage, CodecError, FrameCodec, Hello, PROTOCOL_VERSION, ProtocolError, Refusal, Reply,
+    RequestError, RequestId, ServerMessage, SessionId,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::Config;
+use crate::core_task::{CoreMsg, HelloOutcome};
+
+/// Identifies a connection within one server run.
+pub(crate) type ConnId = u64;
+
+/// Most frames the writer feeds before it flushes.
+const WRITE_BATCH: usize = 128;
+
+/// What the writer sends last before it closes the connection.
+#[derive(Debug)]
+struct Final {
+    msg: Option<ServerMessage>,
+    /// Write the messages still queued in the outbox first.
+    flush_first: bool,
+}
+
+/// State shared by a connection's reader, writer and the core task.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    /// Cancelled when the connection is to close; a child of the server's shutdown token.
+    token: CancellationToken,
+    /// The server's shutdown token.
+    server_shutdown: CancellationToken,
+    fin: Mutex<Option<Final>>,
+    peer: SocketAddr,
+}
+
+/// The core task's handle on a connection attached to a session.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnHandle {
+    /// The connection's id.
+    pub(crate) id: ConnId,
+    /// The connection's outbox (bounded).
+    pub(crate) tx: mpsc::Sender<ServerMessage>,
+    shared: Arc<ConnShared>,
+}
+
+impl ConnHandle {
+    /// Closes the connection: the writer sends `msg` (after the queued messages when
+    /// `flush_first`), then closes. The first close wins.
+    pub(crate) fn close(&self, msg: Option<ServerMessage>, flush_first: bool) {
+        {
+            let mut fin = self
+                .shared
+                .fin
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if fin.is_none() && !self.shared.token.is_cancelled() {
+                *fin = Some(Final { msg, flush_first });
+            }
+        }
+        self.shared.token.cancel();
+    }
+
+    /// The peer's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.shared.peer
+    }
+}
+
+/// Serves one accepted connection until it closes. Holds its connection-limit permit.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    core_tx: mpsc::Sender<CoreMsg>,
+    config: Arc<Config>,
+    server_shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let reader = FramedRead::new(
+        r,
+        FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
+    );
+    let writer = FramedWrite::new(
+        w,
+        FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
+    );
+    let (tx, rx) = mpsc::channel(config.outbox_capacity.max(1));
+    let shared = Arc::new(ConnShared {
+        token: server_shutdown.child_token(),
+        server_shutdown,
+        fin: Mutex::new(None),
+        peer,
+    });
+    let conn = ConnHandle {
+        id,
+        tx,
+        shared: shared.clone(),
+    };
+    // Both halves run in this task, so aborting the server drops them together.
+    tokio::join!(
+        read_loop(reader, conn, core_tx, &config),
+        write_loop(writer, rx, shared, config.shutdown_grace),
+    );
+    debug!(%peer, conn = id, "connection closed");
+}
+
+/// What one decoded frame turned out to be.
+enum Frame {
+    Message(ClientMessage),
+    /// The connection is over (EOF, IO error, or a protocol error already handled).
+    End,
+}
+
+/// Reads the next frame; protocol errors close the connection with the matching message.
+async fn next_frame(
+    reader: &mut FramedRead<OwnedReadHalf, FrameCodec<ClientMessage, ServerMessage>>,
+    conn: &ConnHandle,
+) -> Frame {
+    let peer = conn.peer();
+    match reader.next().await {
+        None => Frame::End,
+        Some(Ok(Ok(msg))) => Frame::Message(msg),
+        Some(Ok(Err(malformed))) => {
+            warn!(%peer, error = %malformed, "malformed frame; closing connection");
+            conn.close(
+                Some(ServerMessage::ProtocolError(ProtocolError::Malformed(
+                    malformed.0,
+                ))),
+                true,
+            );
+            Frame::End
+        }
+        Some(Err(CodecError::FrameTooLarge { len, max })) => {
+            warn!(%peer, len, max, "frame too large; closing connection");
+            conn.close(
+                Some(ServerMessage::ProtocolError(ProtocolError::FrameTooLarge {
+                    len: len as u64,
+                    max: max as u64,
+                })),
+                true,
+            );
+            Frame::End
+        }
+        Some(Err(e)) => {
+            debug!(%peer, error = %e, "read failed");
+            Frame::End
+        }
+    }
+}
+
+async fn read_loop(
+    mut reader: FramedRead<OwnedReadHalf, FrameCodec<ClientMessage, ServerMessage>>,
+    conn: ConnHandle,
+    core_tx: mpsc::Sender<CoreMsg>,
+    config: &Config,
+) {
+    let token = conn.shared.token.clone();
+    let session = tokio::select! {
+        biased;
+        _ = token.cancelled() => None,
+        s = handshake(&mut reader, &conn, &core_tx, config) => s,
+    };
+    let Some(session) = session else {
+        conn.close(None, true);
+        return;
+    };
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            f = next_frame(&mut reader, &conn) => f,
+        };
+        let msg = match frame {
+            Frame::End => break,
+            Frame::Message(ClientMessage::Hello(_)) => {
+                let reply = ServerMessage::Reply {
+                    id: RequestId(0),
+                    body: Reply::Error(RequestError::UnexpectedHello),
+                };
+                if conn.tx.try_send(reply).is_err() {
+                    conn.close(
+                        Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
+                        false,
+                    );
+                    break;
+                }
+                continue;
+            }
+            Frame::Message(ClientMessage::Ack { seq }) => CoreMsg::Ack {
+                session,
+                conn: conn.id,
+                seq,
+            },
+            Frame::Message(ClientMessage::Request { id, body }) => CoreMsg::Request {
+                session,
+                conn: conn.id,
+                id,
+                body,
+            },
+        };
+        // Waiting here when the core's inbox is full is the backpressure of the whole
+        // server; the writer keeps draining the outbox meanwhile.
+        let sent = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            r = core_tx.send(msg) => r,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    // Detach from the session (it lives on until its lease runs out, R51), unless the
+    // server is going away anyway.
+    let detach = CoreMsg::Disconnected {
+        session,
+        conn: conn.id,
+    };
+    tokio::select! {
+        biased;
+        _ = conn.shared.server_shutdown.cancelled() => {}
+        _ = core_tx.send(detach) => {}
+    }
+    conn.close(None, true);
+}
+
+/// Waits for `Hello` (bounded by the handshake timeout) and opens or resumes the session,
+/// queueing `Welcome` and any replayed events on the outbox. `None` if the connection ends.
+async fn handshake(
+    reader: &mut FramedRead<OwnedReadHalf, FrameCodec<ClientMessage, ServerMessage>>,
+    conn: &ConnHandle,
+    core_tx: &mpsc::Sender<CoreMsg>,
+    config: &Config,
+) -> Option<SessionId> {
+    let peer = conn.peer();
+    let first = tokio::time::timeout(config.handshake_timeout, next_frame(reader, conn)).await;
+    let hello: Hello = match first {
+        Err(_) => {
+            warn!(%peer, "no Hello within the handshake timeout; closing connection");
+            conn.close(
+                Some(ServerMessage::ProtocolError(
+                    ProtocolError::HandshakeTimeout,
+                )),
+                true,
+            );
+            return None;
+        }
+        Ok(Frame::End) => return None,
+        Ok(Frame::Message(ClientMessage::Hello(hello))) => hello,
+        Ok(Frame::Message(_)) => {
+            warn!(%peer, "first frame is not a Hello; closing connection");
+            conn.close(Some(ServerMessage::Refused(Refusal::ExpectedHello)), true);
+            return None;
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        warn!(%peer, client = hello.protocol_version, server = PROTOCOL_VERSION, "protocol version mismatch; closing connection");
+        conn.close(
+            Some(ServerMessage::Refused(Refusal::VersionMismatch {
+                server: PROTOCOL_VERSION,
+                client: hello.protocol_version,
+            })),
+            true,
+        );
+        return None;
+    }
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let msg = CoreMsg::Hello {
+        conn: conn.clone(),
+        hello,
+        reply: reply_tx,
+    };
+    core_tx.send(msg).await.ok()?;
+    match reply_rx.await.ok()? {
+        HelloOutcome::Refused(refusal) => {
+            debug!(%peer, %refusal, "handshake refused");
+            conn.close(Some(ServerMessage::Refused(refusal)), true);
+            None
+        }
+        HelloOutcome::Welcome {
+            session,
+            messages,
+            up_to_seq,
+        } => {
+            // The core buffers live events of this session until `ReplayDone`, so these go
+            // out first and in order; `send` waits for the writer rather than failing, so
+            // a long replay is not mistaken for a slow reader.
+            for m in messages {
+                conn.tx.send(m).await.ok()?;
+            }
+            let done = CoreMsg::ReplayDone {
+                session,
+                conn: conn.id,
+                up_to_seq,
+            };
+            core_tx.send(done).await.ok()?;
+            Some(session)
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec<ClientMessage, ServerMessage>>,
+    mut rx: mpsc::Receiver<ServerMessage>,
+    shared: Arc<ConnShared>,
+    grace: Duration,
+) {
+    let peer = shared.peer;
+    {
+        let normal = async {
+            while let Some(first) = rx.recv().await {
+                let mut msg = Some(first);
+                let mut n = 0;
+                while let Some(m) = msg.take() {
+                    if !feed(&mut sink, m, peer).await {
+                        return;
+                    }
+                    n += 1;
+                    if n < WRITE_BATCH {
+                        msg = rx.try_recv().ok();
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shared.token.cancelled() => {}
+            _ = normal => {}
+        }
+    }
+    // The reader stops too when the writer ends on its own (write error, all senders gone).
+    shared.token.cancel();
+    let fin = shared
+        .fin
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    let fin = fin.unwrap_or_else(|| {
+        if shared.server_shutdown.is_cancelled() {
+            Final {
+                msg: Some(ServerMessage::ShuttingDown),
+                flush_first: true,
+            }
+        } else {
+            Final {
+                msg: None,
+                flush_first: true,
+            }
+        }
+    });
+    // Bounded: a peer that does not read cannot hold the connection open.
+    let _ = tokio::time::timeout(grace, async {
+        if fin.flush_first {
+            while let Ok(m) = rx.try_recv() {
+                if !feed(&mut sink, m, peer).await {
+                    return;
+                }
+            }
+        }
+        if let Some(m) = fin.msg
+            && !feed(&mut sink, m, peer).await
+        {
+            return;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// Feeds one frame; `false` if the connection is broken.
+async fn feed(
+    sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec<ClientMessage, ServerMessage>>,
+    msg: ServerMessage,
+    peer: SocketAddr,
+) -> bool {
+    match sink.feed(msg).await {
+        Ok(()) => true,
+        Err(CodecError::Io(e)) => {
+            debug!(%peer, error = %e, "write failed");
+            false
+        }
+        Err(e) => {
+            // Not sendable (too large for the frame limit); the core avoids this, so it is
+            // a bug worth a warning, but not a reason to drop the connection.
+            warn!(%peer, error = %e, "dropping an outgoing message");
+            true
+        }
+    }
+}
