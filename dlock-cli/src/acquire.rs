@@ -1,0 +1,138 @@
+//! `dlock acquire`: take a lock, then run a command under it or hold it.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+
+use dlock_client::{Client, Error as ClientError, LockGuard, LockOptions};
+
+use crate::args::AcquireArgs;
+use crate::child::{self, ChildEnd};
+use crate::clock::ServerClock;
+use crate::error::{CliError, exit, is_unreachable};
+use crate::format;
+use crate::hold::{self, HoldEnd};
+use crate::progress;
+use crate::session::{self, Ctx};
+use crate::signals::{Signals, exit_code_for};
+
+/// Runs `dlock acquire` and returns the exit code.
+pub async fn run(ctx: &Ctx, args: AcquireArgs) -> Result<u8, CliError> {
+    // Before connecting: an interrupt while waiting must cancel the request, not kill dlock.
+    let mut signals = Signals::install().map_err(CliError::Io)?;
+    let s = session::connect(ctx, args.ttl).await?;
+    let result = acquire_and_use(ctx, &s.client, s.clock.as_ref(), &args, &mut signals).await;
+    session::close(&s.client).await;
+    result
+}
+
+async fn acquire_and_use(
+    ctx: &Ctx,
+    client: &Client,
+    clock: Option<&ServerClock>,
+    args: &AcquireArgs,
+    signals: &mut Signals,
+) -> Result<u8, CliError> {
+    let resource = args.resource.as_bytes();
+    let what = format!("{:?}", format::name(resource));
+    let mut opts = LockOptions::default();
+    if args.no_wait {
+        opts = opts.no_queue();
+    }
+    if let Some(t) = args.timeout {
+        opts = opts.timeout(t);
+    }
+    let request = client.lock_with(resource, args.mode, opts);
+    let granted = tokio::select! {
+        r = progress::wait(client, resource, args.mode, clock, request) => r,
+        sig = signals.recv() => {
+            // Dropping the pending request cancels it on the server.
+            eprintln!("dlock: interrupted while waiting for {what}");
+            return Ok(exit_code_for(sig));
+        }
+    };
+    let guard = match granted {
+        Ok(guard) => guard,
+        Err(e) if e.is_not_granted() => {
+            let info = client.query_resource(resource).await.ok().flatten();
+            let why = match e {
+                ClientError::NotQueued => "(--no-wait)".to_owned(),
+                ClientError::TimedOut => match args.timeout {
+                    Some(t) => format!("(timed out after {})", humantime::format_duration(t)),
+                    None => "(timed out)".to_owned(),
+                },
+                ClientError::Deadlock => "(deadlock victim)".to_owned(),
+                other => format!("({other})"),
+            };
+            eprintln!(
+                "dlock: {what} not acquired in {} {why}: {}",
+                args.mode,
+                format::holders_line(info.as_ref(), clock)
+            );
+            return Ok(args.conflict_exit_code);
+        }
+        Err(e) if is_unreachable(&e) => {
+            return Err(CliError::Unreachable {
+                addr: ctx.server.clone(),
+                source: e,
+            });
+        }
+        Err(e) => return Err(CliError::Client(e)),
+    };
+    tracing::info!(token = %guard.token(), mode = %guard.mode(), "lock granted");
+    let code = if args.command.is_empty() {
+        hold_lock(&guard, &what, signals).await
+    } else {
+        run_command(&guard, args, &what, signals).await
+    };
+    if code.as_ref().is_ok_and(|c| *c == exit::LOCK_LOST) {
+        drop(guard);
+    } else if let Err(e) = guard.unlock().await {
+        tracing::warn!(error = %e, "unlock failed; closing the session releases the lock");
+    }
+    code
+}
+
+/// Hold mode: print the token, hold until a signal, end of stdin, or loss.
+async fn hold_lock(guard: &LockGuard, what: &str, signals: &mut Signals) -> Result<u8, CliError> {
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", guard.token()).map_err(CliError::Io)?;
+        out.flush().map_err(CliError::Io)?;
+    }
+    let lost = guard.lost();
+    match hold::hold(lost, hold::stdin_closed(), signals).await {
+        HoldEnd::LockLost(reason) => {
+            eprintln!("dlock: lock on {what} lost ({reason})");
+            Ok(exit::LOCK_LOST)
+        }
+        HoldEnd::StdinClosed | HoldEnd::Signalled(_) => Ok(exit::OK),
+    }
+}
+
+/// Command mode: run it with the lock's environment; exit with its status.
+async fn run_command(
+    guard: &LockGuard,
+    args: &AcquireArgs,
+    what: &str,
+    signals: &mut Signals,
+) -> Result<u8, CliError> {
+    let env = [
+        ("DLOCK_TOKEN", OsString::from(guard.token().to_string())),
+        ("DLOCK_RESOURCE", args.resource.clone()),
+        ("DLOCK_MODE", OsString::from(guard.mode().to_string())),
+    ];
+    match child::run(
+        &args.command,
+        &env,
+        guard.lost(),
+        args.kill_grace,
+        signals,
+        what,
+    )
+    .await?
+    {
+        ChildEnd::Exited(code) => Ok(code),
+        ChildEnd::LockLost => Ok(exit::LOCK_LOST),
+    }
+}

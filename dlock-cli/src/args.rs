@@ -1,0 +1,304 @@
+//! Command-line arguments (clap derive) and the help texts.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use dlock_client::Mode;
+
+/// The server address used when neither `--server` nor `DLOCK_SERVER` is given.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:7420";
+
+/// The exit codes, as shown at the end of `dlock --help` and `dlock acquire --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0      success; with a command: the command exited 0
+  N      with a command: the command's own exit status
+  1      lock not acquired: refused by --no-wait, --timeout expired, or chosen as a
+         deadlock victim (changed with --conflict-exit-code)
+  2      usage error
+  69     server unreachable
+  70     internal or protocol error
+  75     lock lost while held (lease lapsed or session expired); the command was
+         sent SIGTERM (SIGKILL after --kill-grace)
+  126    the command could not be executed
+  127    the command was not found
+  128+N  the command was killed by signal N";
+
+const ROOT_AFTER_HELP: &str = "\
+Examples:
+  # Run a command while holding an exclusive lock on \"backup\":
+  dlock acquire backup -- ./backup.sh
+  # Shared (PR) lock, give up after 30 s of waiting:
+  dlock acquire --mode PR --timeout 30s config -- cat /etc/app.conf
+  # Skip this run if another holds the lock:
+  dlock acquire --no-wait cron.nightly -- ./job
+  # Print the fencing token and hold the lock until Ctrl-D or Ctrl-C:
+  dlock acquire db
+  # Every lock with its holders and waiters; as JSON for names starting with \"jobs.\":
+  dlock status
+  dlock status --json jobs.
+  # Server version and round-trip time:
+  dlock ping
+  # Shell completions:
+  dlock completions bash > ~/.local/share/bash-completion/completions/dlock";
+
+const ACQUIRE_AFTER_HELP: &str = "\
+With a command, dlock takes the lock, runs the command with DLOCK_TOKEN (the fencing
+token), DLOCK_RESOURCE and DLOCK_MODE in its environment, forwards SIGINT and SIGTERM to
+it, releases the lock when it exits, and exits with its exit status. If the lock is lost
+while the command runs, the command gets SIGTERM (SIGKILL after --kill-grace) and dlock
+exits 75.
+
+Without a command, dlock prints the fencing token alone on one line of stdout and holds
+the lock until it receives SIGINT or SIGTERM or its standard input reaches end of file.
+
+If the lock is not granted, one line on stderr names who holds it, and dlock exits 1.
+While waiting with stderr on a terminal, a status line shows who holds the lock and the
+place in the queue. SIGINT or SIGTERM while waiting cancels the request.
+
+Examples:
+  # One deployment at a time:
+  dlock acquire deploy -- ./deploy.sh
+  # Shared lock; wait at most 10 s; the command sees its fencing token:
+  dlock acquire -m PR -w 10s reports -- sh -c 'echo \"token $DLOCK_TOKEN\"; ./report'
+  # Exit 0 instead of 1 when another holds the lock:
+  dlock acquire -n -E 0 cron.hourly -- ./job
+  # Hold a lock across several steps of a bash script:
+  coproc LOCK { dlock acquire maintenance; }
+  read -r TOKEN <&\"${LOCK[0]}\"            # returns once the lock is held
+  ./step1 && ./step2
+  eval \"exec ${LOCK[1]}>&-\"; wait $LOCK_PID  # end of stdin: released
+";
+
+const STATUS_AFTER_HELP: &str = "\
+Examples:
+  dlock status
+  dlock status jobs.
+  dlock status --json | jq -r '.resources[].holders[].session_name'
+
+JSON shape (stable): {\"resources\": [{\"name\", \"value_valid\", \"holders\", \"converting\",
+\"waiting\"}]} where each lock is {\"lock\", \"session\", \"session_name\", \"mode\",
+\"requested_mode\", \"token\", \"since_ms\", \"for_ms\"}. \"mode\" is the granted mode (null while
+waiting), \"requested_mode\" the mode waited for (null for holders), \"token\" the fencing
+token of the latest grant (null while waiting), \"since_ms\" the server clock when the lock
+entered its state and \"for_ms\" how long ago that was (estimated from the session lease).";
+
+const PING_AFTER_HELP: &str = "\
+Example:
+  $ dlock ping
+  server 127.0.0.1:7420, version 0.1.0, round trip 0.21 ms";
+
+const COMPLETIONS_AFTER_HELP: &str = "\
+Examples:
+  dlock completions bash > ~/.local/share/bash-completion/completions/dlock
+  dlock completions zsh > ~/.zfunc/_dlock
+  dlock completions fish > ~/.config/fish/completions/dlock.fish";
+
+/// `dlock`: take, hold and inspect dlock locks from the shell.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "dlock",
+    version,
+    about = "Take, hold and inspect locks of a dlock server",
+    long_about = "Take, hold and inspect locks of a dlock server, a distributed lock manager with \
+the semantics of the VMS / Linux DLM (modes NL, CR, CW, PR, PW, EX).\n\n\
+Like flock(1), `dlock acquire NAME -- COMMAND` runs a command while holding a lock, and \
+passes it a fencing token.",
+    after_help = ROOT_AFTER_HELP,
+    after_long_help = format!("{ROOT_AFTER_HELP}\n\n{EXIT_CODES_HELP}")
+)]
+pub struct Cli {
+    /// Server address (host:port).
+    #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR")]
+    pub server: String,
+
+    /// Session name shown to others in `dlock status` [default: user@host:pid].
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        help_heading = "Global options"
+    )]
+    pub name: Option<String>,
+
+    /// Log to stderr (-v info, -vv debug, -vvv trace; RUST_LOG overrides).
+    #[arg(short, long, global = true, action = ArgAction::Count, help_heading = "Global options")]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Take a lock; run a command under it, or print its token and hold it.
+    #[command(after_help = ACQUIRE_AFTER_HELP, after_long_help = format!("{ACQUIRE_AFTER_HELP}{EXIT_CODES_HELP}"))]
+    Acquire(AcquireArgs),
+    /// Show locks: holders, converters and waiters of every resource (or of a name prefix).
+    #[command(after_help = STATUS_AFTER_HELP)]
+    Status(StatusArgs),
+    /// Check the server: address, version, round-trip time.
+    #[command(after_help = PING_AFTER_HELP)]
+    Ping,
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_AFTER_HELP)]
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `dlock acquire`.
+#[derive(Args, Debug, Clone)]
+pub struct AcquireArgs {
+    /// Lock mode: NL, CR, CW, PR (shared read), PW, EX (exclusive); case-insensitive.
+    #[arg(short, long, default_value = "EX", value_parser = parse_mode, value_name = "MODE")]
+    pub mode: Mode,
+
+    /// Give up after waiting this long (e.g. 500ms, 30s, 2m) [default: wait without limit].
+    #[arg(short = 'w', long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+
+    /// Do not wait: fail at once if the lock cannot be granted now.
+    #[arg(short, long, conflicts_with = "timeout")]
+    pub no_wait: bool,
+
+    /// Session lease length: how long the lock survives dlock losing the server
+    /// [default: the server's].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
+
+    /// After the lock is lost, how long the command has between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub kill_grace: Duration,
+
+    /// Exit code when the lock is not acquired (as `flock -E`).
+    #[arg(short = 'E', long, default_value_t = 1, value_name = "N")]
+    pub conflict_exit_code: u8,
+
+    /// The resource name.
+    #[arg(value_name = "NAME")]
+    pub resource: OsString,
+
+    /// The command to run while holding the lock, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Arguments of `dlock status`.
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Only resources whose names start with this [default: all].
+    #[arg(value_name = "PREFIX")]
+    pub prefix: Option<OsString>,
+
+    /// Print JSON instead of a table (see below for its shape).
+    #[arg(long)]
+    pub json: bool,
+
+    /// At most this many resources (the server may cap it further).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub limit: u32,
+}
+
+/// Arguments of `dlock completions`.
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// A shell `dlock completions` writes a script for.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// Parses a lock mode name, case-insensitively.
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse::<Mode>().map_err(|e| e.to_string())
+}
+
+/// Parses a human duration (`500ms`, `30s`, `2m`, `1h 30m`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 30s, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("dlock").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn acquire_defaults_and_command() {
+        let cli = parse(&["acquire", "db", "--", "sh", "-c", "exit 3"]).unwrap();
+        let Command::Acquire(a) = cli.command else {
+            panic!("not acquire")
+        };
+        assert_eq!(a.mode, Mode::EX);
+        assert_eq!(a.timeout, None);
+        assert!(!a.no_wait);
+        assert_eq!(a.kill_grace, Duration::from_secs(10));
+        assert_eq!(a.conflict_exit_code, 1);
+        assert_eq!(a.resource, "db");
+        assert_eq!(a.command, ["sh", "-c", "exit 3"]);
+    }
+
+    #[test]
+    fn acquire_options() {
+        let cli = parse(&[
+            "--server",
+            "h:1",
+            "acquire",
+            "-m",
+            "pr",
+            "--timeout",
+            "1m 30s",
+            "--ttl",
+            "500ms",
+            "-E",
+            "3",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(cli.server, "h:1");
+        let Command::Acquire(a) = cli.command else {
+            panic!("not acquire")
+        };
+        assert_eq!(a.mode, Mode::PR);
+        assert_eq!(a.timeout, Some(Duration::from_secs(90)));
+        assert_eq!(a.ttl, Some(Duration::from_millis(500)));
+        assert_eq!(a.conflict_exit_code, 3);
+        assert!(a.command.is_empty());
+    }
+
+    #[test]
+    fn usage_errors() {
+        for bad in [
+            &["acquire", "--mode", "XX", "db"][..],
+            &["acquire", "--timeout", "soon", "db"],
+            &["acquire", "--no-wait", "--timeout", "1s", "db"],
+            &["acquire"],
+            &["acquire", "db", "sh"],
+            &["completions", "powershell"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+}

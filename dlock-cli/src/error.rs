@@ -1,0 +1,75 @@
+//! dlock's failures and the exit codes they map to.
+
+use std::io;
+
+/// The documented exit codes (see `dlock --help`).
+pub mod exit {
+    /// Success (or the command exited 0).
+    pub const OK: u8 = 0;
+    /// The lock was not acquired (the default of `--conflict-exit-code`).
+    pub const NOT_ACQUIRED: u8 = 1;
+    /// Usage error (clap's own exit code).
+    pub const USAGE: u8 = 2;
+    /// The server could not be reached (sysexits `EX_UNAVAILABLE`).
+    pub const UNAVAILABLE: u8 = 69;
+    /// Internal or protocol error (sysexits `EX_SOFTWARE`).
+    pub const SOFTWARE: u8 = 70;
+    /// The lock was lost while held (sysexits `EX_TEMPFAIL`: trying again may work).
+    pub const LOCK_LOST: u8 = 75;
+    /// The command exists but could not be executed (as the shell and `flock(1)` do).
+    pub const CANNOT_EXECUTE: u8 = 126;
+    /// The command was not found (as the shell and `flock(1)` do).
+    pub const NOT_FOUND: u8 = 127;
+}
+
+/// A failure of a dlock subcommand. Expected outcomes ("not acquired", "lock lost") are not
+/// errors: the subcommands report them and return their exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server could not be reached.
+    #[error("server {addr} unreachable: {source}")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// What the client said.
+        source: dlock_client::Error,
+    },
+    /// Any other client failure.
+    #[error("{0}")]
+    Client(#[from] dlock_client::Error),
+    /// The command could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program named on the command line.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading or writing a local stream failed.
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+impl CliError {
+    /// The exit code this failure ends dlock with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Unreachable { .. } => exit::UNAVAILABLE,
+            CliError::Client(e) if is_unreachable(e) => exit::UNAVAILABLE,
+            CliError::Client(_) | CliError::Io(_) => exit::SOFTWARE,
+            CliError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                exit::NOT_FOUND
+            }
+            CliError::Spawn { .. } => exit::CANNOT_EXECUTE,
+        }
+    }
+}
+
+/// Whether a client error means the server cannot be reached (or went away).
+pub fn is_unreachable(e: &dlock_client::Error) -> bool {
+    use dlock_client::Error as E;
+    matches!(
+        e,
+        E::Connect(_) | E::Disconnected | E::RequestTimeout | E::ShuttingDown
+    )
+}

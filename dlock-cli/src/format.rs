@@ -1,0 +1,132 @@
+//! Small text helpers: ages, resource names, one-line descriptions of locks.
+
+use std::time::Duration;
+
+use dlock_client::{LockInfo, LockState, ResourceInfo};
+
+use crate::clock::ServerClock;
+
+/// A short human age: `350ms`, `12s`, `3m04s`, `2h05m`, `3d04h`.
+pub fn age(d: Duration) -> String {
+    let ms = d.as_millis();
+    let s = d.as_secs();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// A resource name for display: UTF-8, with invalid bytes replaced.
+pub fn name(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The mode column of a lock: `EX`, `PR->EX` while converting, `(EX)` while waiting.
+pub fn mode_column(state: &LockState) -> String {
+    match *state {
+        LockState::Granted { mode } => mode.to_string(),
+        LockState::Converting { from, to } => format!("{from}->{to}"),
+        LockState::Waiting { mode } => mode.to_string(),
+    }
+}
+
+/// `alice@host:42 (s3) in EX for 12s`.
+pub fn lock_line(lock: &LockInfo, clock: Option<&ServerClock>) -> String {
+    let mut line = format!(
+        "{} ({}) in {}",
+        lock.session_name,
+        lock.session,
+        mode_column(&lock.state)
+    );
+    if let Some(clock) = clock {
+        line.push_str(" for ");
+        line.push_str(&age(clock.age(lock.since_ms)));
+    }
+    line
+}
+
+/// Who holds a resource, in one line: `held by a (s1) in PR for 3s, b (s2) in PR for 1s`, or
+/// `not held by anyone now`. Conversions in progress count as holders of their old mode.
+pub fn holders_line(info: Option<&ResourceInfo>, clock: Option<&ServerClock>) -> String {
+    let holders: Vec<String> = info
+        .map(|r| {
+            r.granted
+                .iter()
+                .chain(r.converting.iter())
+                .map(|l| lock_line(l, clock))
+                .collect()
+        })
+        .unwrap_or_default();
+    if holders.is_empty() {
+        "not held by anyone now".to_owned()
+    } else {
+        format!("held by {}", holders.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dlock_client::{FencingToken, LockId, Mode, SessionId};
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(Duration::from_millis(350)), "350ms");
+        assert_eq!(age(Duration::from_millis(12_900)), "12s");
+        assert_eq!(age(Duration::from_secs(184)), "3m04s");
+        assert_eq!(age(Duration::from_secs(7500)), "2h05m");
+        assert_eq!(age(Duration::from_secs(3 * 86_400 + 4 * 3600 + 5)), "3d04h");
+    }
+
+    #[test]
+    fn names_are_lossy() {
+        assert_eq!(name(b"db"), "db");
+        assert_eq!(name(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    fn lock(state: LockState, since_ms: u64) -> LockInfo {
+        LockInfo {
+            lock: LockId(7),
+            session: SessionId(3),
+            session_name: "alice@h:42".into(),
+            state,
+            token: Some(FencingToken(9)),
+            since_ms,
+        }
+    }
+
+    #[test]
+    fn holder_lines() {
+        let clock = ServerClock::fixed(10_000);
+        let info = ResourceInfo {
+            name: b"db".to_vec(),
+            value: vec![],
+            value_valid: true,
+            granted: vec![lock(LockState::Granted { mode: Mode::PR }, 7_000)],
+            converting: vec![lock(
+                LockState::Converting {
+                    from: Mode::PR,
+                    to: Mode::EX,
+                },
+                9_500,
+            )],
+            waiting: vec![lock(LockState::Waiting { mode: Mode::EX }, 9_900)],
+        };
+        assert_eq!(
+            holders_line(Some(&info), Some(&clock)),
+            "held by alice@h:42 (s3) in PR for 3s, alice@h:42 (s3) in PR->EX for 500ms"
+        );
+        assert_eq!(
+            holders_line(Some(&info), None),
+            "held by alice@h:42 (s3) in PR, alice@h:42 (s3) in PR->EX"
+        );
+        assert_eq!(holders_line(None, None), "not held by anyone now");
+    }
+}

@@ -1,0 +1,81 @@
+//! Hold mode (`dlock acquire NAME` without a command): keep the lock until told to let go.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::io::Read;
+
+use nix::sys::signal::Signal;
+use tokio::sync::oneshot;
+
+use crate::signals::Signals;
+
+/// Why hold mode stopped holding.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HoldEnd {
+    /// Standard input reached end of file (or could not be read).
+    StdinClosed,
+    /// dlock received this signal.
+    Signalled(Signal),
+    /// The lock was lost; the reason, for stderr.
+    LockLost(String),
+}
+
+/// Completes when standard input reaches end of file or fails. Whatever it carries is read
+/// and discarded.
+///
+/// A plain thread reads it, not tokio's blocking pool, because a blocking read cannot be
+/// interrupted and the runtime waits for its pool on shutdown; the thread simply ends with the
+/// process.
+pub fn stdin_closed() -> impl Future<Output = ()> {
+    let (tx, rx) = oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("dlock-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = tx.send(());
+        });
+    async move {
+        if spawned.is_ok() {
+            // A sender dropped without sending (the thread died) also means: stop holding.
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Waits until `stdin_closed` completes, a signal arrives, or `lost` completes.
+pub async fn hold<L, E>(lost: L, stdin_closed: E, signals: &mut Signals) -> HoldEnd
+where
+    L: Future,
+    L::Output: Display,
+    E: Future<Output = ()>,
+{
+    tokio::select! {
+        reason = lost => HoldEnd::LockLost(reason.to_string()),
+        sig = signals.recv() => HoldEnd::Signalled(sig),
+        () = stdin_closed => HoldEnd::StdinClosed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::pending;
+
+    #[tokio::test]
+    async fn each_way_out() {
+        let (tx, mut sigs) = Signals::manual();
+        let end = hold(pending::<&str>(), std::future::ready(()), &mut sigs).await;
+        assert_eq!(end, HoldEnd::StdinClosed);
+        tx.send(Signal::SIGTERM).unwrap();
+        let end = hold(pending::<&str>(), pending(), &mut sigs).await;
+        assert_eq!(end, HoldEnd::Signalled(Signal::SIGTERM));
+        let end = hold(std::future::ready("expired"), pending(), &mut sigs).await;
+        assert_eq!(end, HoldEnd::LockLost("expired".into()));
+    }
+}

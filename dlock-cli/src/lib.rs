@@ -1,0 +1,131 @@
+//! The `dlock` command-line tool: how operators and shell scripts take, hold and inspect locks
+//! of a dlock server. It follows the conventions of `flock(1)`, `etcdctl lock` and `consul lock`.
+//!
+//! ```text
+//! dlock acquire [--mode MODE] [--timeout DURATION | --no-wait] [--ttl DURATION] NAME [-- COMMAND [ARGS...]]
+//! dlock status [PREFIX] [--json]
+//! dlock ping
+//! dlock completions bash|zsh|fish
+//! ```
+//!
+//! Global options: `--server ADDR` (or `DLOCK_SERVER`; default `127.0.0.1:7420`), `--name`
+//! (the session name others see; default `user@host:pid`), `-v` (logs on stderr).
+//!
+//! # `dlock acquire`
+//!
+//! With a command, dlock takes the lock (mode EX unless `--mode` says otherwise), runs the
+//! command with `DLOCK_TOKEN` (the fencing token), `DLOCK_RESOURCE` and `DLOCK_MODE` in its
+//! environment, forwards SIGINT and SIGTERM to it, releases the lock when it exits and exits
+//! with its status. If the lock is lost meanwhile (the session's lease lapsed or expired), the
+//! command gets SIGTERM, then SIGKILL after `--kill-grace` (10 s), and dlock exits 75.
+//!
+//! Without a command, dlock prints the fencing token alone on one line of stdout and holds the
+//! lock until SIGINT, SIGTERM or end of file on stdin, then releases it and exits 0.
+//!
+//! When the lock is not granted (`--no-wait` refused, `--timeout` expired, deadlock victim),
+//! one line on stderr names the current holders (mode, session name, for how long) and dlock
+//! exits 1 (or `--conflict-exit-code`). A SIGINT or SIGTERM while waiting cancels the request.
+//!
+//! # Exit codes
+//!
+//! | code  | meaning |
+//! |-------|---------|
+//! | 0     | success; with a command: the command exited 0 |
+//! | N     | with a command: the command's own exit status |
+//! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
+//! | 2     | usage error |
+//! | 69    | server unreachable |
+//! | 70    | internal or protocol error |
+//! | 75    | lock lost while held; the command was terminated |
+//! | 126   | the command could not be executed |
+//! | 127   | the command was not found |
+//! | 128+N | the command (or dlock, while waiting) was killed by signal N |
+//!
+//! # `dlock status`
+//!
+//! Lists every resource whose name starts with PREFIX with its holders, converters and waiters,
+//! as an aligned table or, with `--json`, as the stable JSON document described by
+//! [`StatusJson`]. Ages ("for how long") are estimated from the server clock learnt at connect
+//! time (see [`clock`]).
+#![forbid(unsafe_code)]
+
+mod acquire;
+pub mod args;
+mod child;
+pub mod clock;
+mod error;
+pub mod format;
+mod hold;
+mod ping;
+mod progress;
+pub mod report;
+mod session;
+mod signals;
+mod status;
+
+use tracing_subscriber::EnvFilter;
+
+pub use args::{AcquireArgs, Cli, Command, CompletionsArgs, Shell, StatusArgs};
+pub use error::{CliError, exit};
+pub use report::{LockJson, ResourceJson, StatusJson};
+
+/// Sends logs to stderr: none by default, `-v` info, `-vv` debug, `-vvv` trace. `RUST_LOG`,
+/// when set, overrides the level.
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "off",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the parsed command line and returns dlock's exit code. Errors are reported on stderr.
+pub fn run(cli: Cli) -> u8 {
+    let ctx = session::Ctx::new(&cli);
+    let result = match cli.command {
+        Command::Completions(c) => completions(c.shell),
+        command => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(async {
+                match command {
+                    Command::Acquire(a) => acquire::run(&ctx, a).await,
+                    Command::Status(s) => status::run(&ctx, s).await,
+                    Command::Ping => ping::run(&ctx).await,
+                    Command::Completions(_) => Ok(exit::OK),
+                }
+            }),
+            Err(e) => Err(CliError::Io(e)),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dlock: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Writes the completion script for `shell` to stdout.
+fn completions(shell: Shell) -> Result<u8, CliError> {
+    let generator = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(
+        generator,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "dlock",
+        &mut std::io::stdout(),
+    );
+    Ok(exit::OK)
+}

@@ -1,0 +1,19 @@
+//! `dlock ping`.
+
+use crate::error::{CliError, exit};
+use crate::session::{self, Ctx};
+
+/// Connects, pings once, prints the server's address, version and the round-trip time.
+pub async fn run(ctx: &Ctx) -> Result<u8, CliError> {
+    let s = session::connect(ctx, None).await?;
+    let pong = s.client.ping().await;
+    session::close(&s.client).await;
+    let pong = pong?;
+    println!(
+        "server {}, version {}, round trip {:.2} ms",
+        ctx.server,
+        pong.server_version,
+        pong.rtt.as_secs_f64() * 1000.0
+    );
+    Ok(exit::OK)
+}

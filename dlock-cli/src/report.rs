@@ -1,0 +1,237 @@
+//! What `dlock status` prints: an aligned table for people, a stable JSON shape for scripts.
+
+use serde::{Deserialize, Serialize};
+
+use dlock_client::{LockInfo, ResourceInfo};
+
+use crate::clock::ServerClock;
+use crate::format;
+
+/// The JSON document `dlock status --json` prints. Its shape is stable: fields may be added,
+/// none is renamed or removed.
+///
+/// ```json
+/// {"resources": [{"name": "db", "value_valid": true,
+///   "holders":    [{"lock": 5, "session": 3, "session_name": "alice@h:42", "mode": "EX",
+///                   "requested_mode": null, "token": 17, "since_ms": 1200, "for_ms": 3400}],
+///   "converting": [],
+///   "waiting":    [{"lock": 8, "session": 6, "session_name": "bob@h:7", "mode": null,
+///                   "requested_mode": "PR", "token": null, "since_ms": 4000, "for_ms": 600}]}]}
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusJson {
+    /// Matching resources, in name order.
+    pub resources: Vec<ResourceJson>,
+}
+
+/// One resource in [`StatusJson`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceJson {
+    /// The resource name, as UTF-8 (invalid bytes replaced by U+FFFD).
+    pub name: String,
+    /// Whether the value block is valid (R29, R30).
+    pub value_valid: bool,
+    /// Locks on the grant queue.
+    pub holders: Vec<LockJson>,
+    /// Locks on the convert queue (holding `mode`, waiting for `requested_mode`), head first.
+    pub converting: Vec<LockJson>,
+    /// Locks on the wait queue, head first.
+    pub waiting: Vec<LockJson>,
+}
+
+/// One lock in [`ResourceJson`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockJson {
+    /// The lock id.
+    pub lock: u64,
+    /// The owning session's id.
+    pub session: u64,
+    /// The owning session's name.
+    pub session_name: String,
+    /// The granted mode; `null` while waiting.
+    pub mode: Option<String>,
+    /// The mode waited for; `null` for a holder.
+    pub requested_mode: Option<String>,
+    /// The fencing token of the latest grant; `null` while waiting.
+    pub token: Option<u64>,
+    /// Server clock (ms) when the lock entered its current state (granted or queued).
+    pub since_ms: u64,
+    /// How long ago that was, in milliseconds (estimated; see the crate docs).
+    pub for_ms: u64,
+}
+
+impl LockJson {
+    fn new(l: &LockInfo, clock: &ServerClock) -> LockJson {
+        LockJson {
+            lock: l.lock.0,
+            session: l.session.0,
+            session_name: l.session_name.clone(),
+            mode: l.state.granted_mode().map(|m| m.to_string()),
+            requested_mode: l.state.requested_mode().map(|m| m.to_string()),
+            token: l.token.map(|t| t.0),
+            since_ms: l.since_ms,
+            for_ms: u64::try_from(clock.age(l.since_ms).as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl StatusJson {
+    /// The JSON view of query results.
+    pub fn new(resources: &[ResourceInfo], clock: &ServerClock) -> StatusJson {
+        let locks = |ls: &[LockInfo]| ls.iter().map(|l| LockJson::new(l, clock)).collect();
+        StatusJson {
+            resources: resources
+                .iter()
+                .map(|r| ResourceJson {
+                    name: format::name(&r.name),
+                    value_valid: r.value_valid,
+                    holders: locks(&r.granted),
+                    converting: locks(&r.converting),
+                    waiting: locks(&r.waiting),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The table of `dlock status`: one row per lock, columns aligned, a header line first.
+/// Returns an empty string when there are no resources.
+pub fn table(resources: &[ResourceInfo], clock: &ServerClock) -> String {
+    const HEADER: [&str; 7] = [
+        "RESOURCE", "STATE", "MODE", "SESSION", "NAME", "FOR", "TOKEN",
+    ];
+    let mut rows: Vec<[String; 7]> = Vec::new();
+    for r in resources {
+        let name = format::name(&r.name).escape_debug().to_string();
+        let queues = [
+            ("granted", &r.granted),
+            ("converting", &r.converting),
+            ("waiting", &r.waiting),
+        ];
+        for (state, locks) in queues {
+            for l in locks {
+                rows.push([
+                    name.clone(),
+                    state.to_owned(),
+                    format::mode_column(&l.state),
+                    l.session.to_string(),
+                    l.session_name.clone(),
+                    format::age(clock.age(l.since_ms)),
+                    l.token.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                ]);
+            }
+        }
+        if r.granted.is_empty() && r.converting.is_empty() && r.waiting.is_empty() {
+            let mut row: [String; 7] = Default::default();
+            row[0] = name;
+            row[1] = "unused".to_owned();
+            rows.push(row);
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADER.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dlock_client::{FencingToken, LockId, LockState, Mode, SessionId};
+
+    fn lock(id: u64, name: &str, state: LockState, since_ms: u64) -> LockInfo {
+        LockInfo {
+            lock: LockId(id),
+            session: SessionId(id + 100),
+            session_name: name.into(),
+            token: state.granted_mode().map(|_| FencingToken(id * 10)),
+            state,
+            since_ms,
+        }
+    }
+
+    fn sample() -> Vec<ResourceInfo> {
+        vec![ResourceInfo {
+            name: b"db".to_vec(),
+            value: vec![0; 4],
+            value_valid: true,
+            granted: vec![lock(
+                1,
+                "alice@h:1",
+                LockState::Granted { mode: Mode::PR },
+                1_000,
+            )],
+            converting: vec![lock(
+                2,
+                "bob@h:2",
+                LockState::Converting {
+                    from: Mode::PR,
+                    to: Mode::EX,
+                },
+                4_000,
+            )],
+            waiting: vec![lock(
+                3,
+                "carol@h:3",
+                LockState::Waiting { mode: Mode::EX },
+                4_500,
+            )],
+        }]
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let out = table(&sample(), &ServerClock::fixed(5_000));
+        let expected = "\
+RESOURCE  STATE       MODE    SESSION  NAME       FOR    TOKEN
+db        granted     PR      s101     alice@h:1  4s     10
+db        converting  PR->EX  s102     bob@h:2    1s     20
+db        waiting     EX      s103     carol@h:3  500ms  -
+";
+        assert_eq!(out, expected);
+        assert_eq!(table(&[], &ServerClock::fixed(0)), "");
+    }
+
+    #[test]
+    fn json_shape() {
+        let doc = StatusJson::new(&sample(), &ServerClock::fixed(5_000));
+        let v = serde_json::to_value(&doc).unwrap();
+        let r = &v["resources"][0];
+        assert_eq!(r["name"], "db");
+        assert_eq!(r["value_valid"], true);
+        assert_eq!(r["holders"][0]["mode"], "PR");
+        assert_eq!(r["holders"][0]["requested_mode"], serde_json::Value::Null);
+        assert_eq!(r["holders"][0]["token"], 10);
+        assert_eq!(r["holders"][0]["for_ms"], 4_000);
+        assert_eq!(r["converting"][0]["mode"], "PR");
+        assert_eq!(r["converting"][0]["requested_mode"], "EX");
+        assert_eq!(r["waiting"][0]["session"], 103);
+        assert_eq!(r["waiting"][0]["session_name"], "carol@h:3");
+        assert_eq!(r["waiting"][0]["mode"], serde_json::Value::Null);
+        assert_eq!(r["waiting"][0]["token"], serde_json::Value::Null);
+        assert_eq!(r["waiting"][0]["since_ms"], 4_500);
+        let back: StatusJson = serde_json::from_value(v).unwrap();
+        assert_eq!(back, doc);
+    }
+}

@@ -1,0 +1,97 @@
+//! Connecting to the server: the session name, the client, the server clock estimate.
+
+use std::time::Duration;
+
+use dlock_client::Client;
+
+use crate::args::Cli;
+use crate::clock::ServerClock;
+use crate::error::{CliError, is_unreachable};
+
+/// How long dlock tries to reach the server before giving up with exit code 69.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every subcommand needs from the global options.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// The server address.
+    pub server: String,
+    /// The session name.
+    pub name: String,
+}
+
+impl Ctx {
+    /// The context of a parsed command line.
+    pub fn new(cli: &Cli) -> Ctx {
+        Ctx {
+            server: cli.server.clone(),
+            name: cli.name.clone().unwrap_or_else(default_session_name),
+        }
+    }
+}
+
+/// `user@host:pid`, from `USER` (or `LOGNAME`) and the kernel's host name.
+pub fn default_session_name() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{user}@{host}:{}", std::process::id())
+}
+
+/// A connected client and what dlock learnt about the server clock.
+pub struct Session {
+    /// The client (one session).
+    pub client: Client,
+    /// The server clock estimate, if the server answered the session query.
+    pub clock: Option<ServerClock>,
+}
+
+/// Connects to the server with the session name of `ctx` and, if given, a lease of `ttl`.
+pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Session, CliError> {
+    let mut builder = Client::builder(ctx.server.clone())
+        .name(ctx.name.clone())
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(ttl) = ttl {
+        builder = builder.lease_ttl(ttl);
+    }
+    let client = builder.connect().await.map_err(|source| {
+        if is_unreachable(&source) {
+            CliError::Unreachable {
+                addr: ctx.server.clone(),
+                source,
+            }
+        } else {
+            CliError::Client(source)
+        }
+    })?;
+    let clock = probe_clock(&client).await;
+    Ok(Session { client, clock })
+}
+
+/// The server clock, from the session just opened (see [`crate::clock`]).
+async fn probe_clock(client: &Client) -> Option<ServerClock> {
+    match client.query_session(client.session_id()).await {
+        Ok(Some(info)) => Some(ServerClock::new(
+            info.expires_at_ms.saturating_sub(info.ttl_ms),
+        )),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not query the own session");
+            None
+        }
+    }
+}
+
+/// Ends the session cleanly (every lock it still holds is released at once); failures are
+/// only logged, since the server also ends the session when its lease runs out.
+pub async fn close(client: &Client) {
+    if let Err(e) = client.close().await {
+        tracing::debug!(error = %e, "closing the session");
+    }
+}

@@ -1,0 +1,293 @@
+//! `dlock acquire` end to end: the real binary against an in-process server.
+
+mod common;
+
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Splits a `start-<tag>-<resource>-<mode>-<token>` line into (tag, resource, mode, token).
+fn start_line(line: &str) -> (String, String, String, u64) {
+    let parts: Vec<&str> = line.split('-').collect();
+    assert_eq!(parts.len(), 5, "unexpected log line {line:?}");
+    assert_eq!(parts[0], "start");
+    let token = parts[4].parse().expect("DLOCK_TOKEN is a number");
+    (
+        parts[1].to_owned(),
+        parts[2].to_owned(),
+        parts[3].to_owned(),
+        token,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_holders_take_turns_and_shared_holders_overlap() -> Result<()> {
+    let server = TestServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("log");
+    let obs = observer(&server).await?;
+
+    // Two EX holders of one name: the second waits in the queue until the first is done.
+    let a = dlock(
+        &server,
+        &[
+            "--name",
+            "ex-a",
+            "acquire",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            &step_script(dir.path(), "A"),
+        ],
+    )
+    .spawn()?;
+    lines_at_least(&log, 1).await?;
+    let b = dlock(
+        &server,
+        &[
+            "--name",
+            "ex-b",
+            "acquire",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            &step_script(dir.path(), "B"),
+        ],
+    )
+    .spawn()?;
+    let info = queues(&obs, "jobs", 1, 1).await?;
+    assert_eq!(info.granted[0].session_name, "ex-a");
+    assert_eq!(info.waiting[0].session_name, "ex-b");
+    assert_eq!(
+        lines(&log).len(),
+        1,
+        "B started while A held the lock: {:?}",
+        lines(&log)
+    );
+    release(dir.path(), "A");
+    let out_a = finish(a).await?;
+    assert_eq!(code(&out_a), 0, "{}", stderr(&out_a));
+    release(dir.path(), "B");
+    let out_b = finish(b).await?;
+    assert_eq!(code(&out_b), 0, "{}", stderr(&out_b));
+    let l = lines(&log);
+    assert_eq!(l.len(), 4, "{l:?}");
+    let (tag_a, res_a, mode_a, token_a) = start_line(&l[0]);
+    assert_eq!(
+        (tag_a.as_str(), res_a.as_str(), mode_a.as_str()),
+        ("A", "jobs", "EX")
+    );
+    assert_eq!(l[1], "end-A");
+    let (tag_b, _, _, token_b) = start_line(&l[2]);
+    assert_eq!(tag_b, "B");
+    assert_eq!(l[3], "end-B");
+    assert!(
+        token_b > token_a,
+        "tokens must grow: {token_a} then {token_b}"
+    );
+
+    // Two PR holders run at the same time: both start before either may end.
+    std::fs::remove_file(&log)?;
+    let c = dlock(
+        &server,
+        &[
+            "acquire",
+            "--mode",
+            "pr",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            &step_script(dir.path(), "C"),
+        ],
+    )
+    .spawn()?;
+    let d = dlock(
+        &server,
+        &[
+            "acquire",
+            "-m",
+            "PR",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            &step_script(dir.path(), "D"),
+        ],
+    )
+    .spawn()?;
+    let both = lines_at_least(&log, 2).await?;
+    let mut tags: Vec<String> = both.iter().map(|l| start_line(l).0).collect();
+    tags.sort();
+    assert_eq!(tags, ["C", "D"], "both PR holders started: {both:?}");
+    assert!(both.iter().all(|l| start_line(l).2 == "PR"));
+    assert!(both.iter().all(|l| start_line(l).3 > token_b));
+    release(dir.path(), "C");
+    release(dir.path(), "D");
+    for child in [c, d] {
+        let out = finish(child).await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    assert_eq!(lines(&log).len(), 4);
+    queues(&obs, "jobs", 0, 0).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn exit_status_of_the_command_passes_through() -> Result<()> {
+    let server = TestServer::start().await?;
+    let out = output(dlock(
+        &server,
+        &["acquire", "x", "--", "sh", "-c", "exit 42"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 42);
+    let out = output(dlock(
+        &server,
+        &["acquire", "x", "--", "sh", "-c", "kill -TERM $$"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 128 + 15, "death by SIGTERM is 128+15");
+    let out = output(dlock(
+        &server,
+        &["acquire", "x", "--", "/nonexistent/program"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 127);
+    // The lock was released each time: a no-wait acquire succeeds.
+    let out = output(dlock(&server, &["acquire", "--no-wait", "x", "--", "true"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    Ok(())
+}
+
+/// Starts `dlock acquire` in hold mode with stdin on a pipe; returns the child and its token.
+async fn hold(
+    server: &TestServer,
+    name: &str,
+    resource: &str,
+) -> Result<(tokio::process::Child, u64)> {
+    let mut child = dlock(server, &["--name", name, "acquire", resource])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    tokio::time::timeout(DEADLINE, BufReader::new(stdout).read_line(&mut line))
+        .await
+        .context("no token in time")??;
+    let token = line
+        .trim_end()
+        .parse()
+        .with_context(|| format!("token line {line:?}"))?;
+    Ok((child, token))
+}
+
+#[tokio::test]
+async fn hold_mode_prints_the_token_and_releases_at_end_of_stdin() -> Result<()> {
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let (mut holder, token) = hold(&server, "keeper", "held").await?;
+    let info = queues(&obs, "held", 1, 0).await?;
+    assert_eq!(info.granted[0].session_name, "keeper");
+    assert_eq!(info.granted[0].token.map(|t| t.0), Some(token));
+    drop(holder.stdin.take());
+    let status = tokio::time::timeout(DEADLINE, holder.wait()).await??;
+    assert_eq!(status.code(), Some(0));
+    queues(&obs, "held", 0, 0).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn not_acquired_exits_1_and_names_the_holder() -> Result<()> {
+    let server = TestServer::start().await?;
+    let (mut holder, _) = hold(&server, "the-holder", "busy").await?;
+
+    let out = output(dlock(
+        &server,
+        &["acquire", "--no-wait", "busy", "--", "true"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("the-holder") && err.contains("EX"), "{err}");
+    assert!(stdout(&out).is_empty());
+
+    let out = output(dlock(&server, &["acquire", "-n", "-E", "7", "busy"])).await?;
+    assert_eq!(code(&out), 7, "--conflict-exit-code");
+
+    let out = output(dlock(
+        &server,
+        &["acquire", "--timeout", "200ms", "busy", "--", "true"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("timed out") && err.contains("the-holder"),
+        "{err}"
+    );
+
+    // EX is compatible only with NL (R7): PR is refused, NL is granted.
+    let out = output(dlock(
+        &server,
+        &["acquire", "-n", "-m", "PR", "busy", "--", "true"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 1);
+    let out = output(dlock(
+        &server,
+        &["acquire", "-n", "-m", "NL", "busy", "--", "true"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    drop(holder.stdin.take());
+    tokio::time::timeout(DEADLINE, holder.wait()).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_server_exits_69() -> Result<()> {
+    // A port nothing listens on: bind one, then free it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    for args in [&["ping"][..], &["status"], &["acquire", "x", "--", "true"]] {
+        let out = output(dlock_at(&addr, args)).await?;
+        assert_eq!(code(&out), 69, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&addr), "{}", stderr(&out));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
+    let mut server = TestServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("log");
+    let script = format!(
+        "trap 'echo terminated >> {log}; exit 0' TERM; echo started >> {log}; \
+         while :; do sleep 0.02; done",
+        log = log.display()
+    );
+    let child = dlock(
+        &server,
+        &["acquire", "--ttl", "1s", "lease", "--", "sh", "-c", &script],
+    )
+    .spawn()?;
+    lines_at_least(&log, 1).await?;
+    // Renewals now fail; the local lease lapses within the 1 s TTL.
+    server.abort().await;
+    let out = finish(child).await?;
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
+    assert_eq!(
+        lines(&log),
+        ["started", "terminated"],
+        "the command got SIGTERM"
+    );
+    Ok(())
+}

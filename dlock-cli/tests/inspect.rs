@@ -1,0 +1,110 @@
+//! `dlock status`, `ping`, `completions` and the help texts, end to end.
+
+mod common;
+
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_holders_and_waiters() -> Result<()> {
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let mut holder = dlock(
+        &server,
+        &["--name", "holder-1", "acquire", "-m", "PW", "app.db"],
+    )
+    .stdin(Stdio::piped())
+    .spawn()?;
+    let mut line = String::new();
+    let out = holder.stdout.take().context("stdout")?;
+    tokio::time::timeout(DEADLINE, BufReader::new(out).read_line(&mut line)).await??;
+    let token: u64 = line.trim().parse()?;
+    let waiter = dlock(
+        &server,
+        &["--name", "waiter-1", "acquire", "app.db", "--", "true"],
+    )
+    .spawn()?;
+    queues(&obs, "app.db", 1, 1).await?;
+
+    let out = output(dlock(&server, &["status", "--json"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).context("status --json is JSON")?;
+    let resources = doc["resources"].as_array().context("resources array")?;
+    assert_eq!(resources.len(), 1, "{doc}");
+    let r = &resources[0];
+    assert_eq!(r["name"], "app.db");
+    assert_eq!(r["value_valid"], true);
+    assert_eq!(r["converting"].as_array().map(Vec::len), Some(0));
+    let h = &r["holders"][0];
+    assert_eq!(h["session_name"], "holder-1");
+    assert_eq!(h["mode"], "PW");
+    assert_eq!(h["requested_mode"], Value::Null);
+    assert_eq!(h["token"], token);
+    assert!(h["for_ms"].is_u64() && h["since_ms"].is_u64() && h["session"].is_u64());
+    let w = &r["waiting"][0];
+    assert_eq!(w["session_name"], "waiter-1");
+    assert_eq!(w["mode"], Value::Null);
+    assert_eq!(w["requested_mode"], "EX");
+    assert_eq!(w["token"], Value::Null);
+
+    // A prefix that matches nothing gives an empty list; the table shows both locks.
+    let out = output(dlock(&server, &["status", "--json", "other."])).await?;
+    let doc: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(doc["resources"].as_array().map(Vec::len), Some(0));
+    let out = output(dlock(&server, &["status", "app."])).await?;
+    assert_eq!(code(&out), 0);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows[0].starts_with("RESOURCE"));
+    assert!(rows[1].contains("granted") && rows[1].contains("PW") && rows[1].contains("holder-1"));
+    assert!(rows[2].contains("waiting") && rows[2].contains("EX") && rows[2].contains("waiter-1"));
+    assert!(rows[1].contains(&token.to_string()));
+
+    drop(holder.stdin.take());
+    let out = finish(waiter).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    tokio::time::timeout(DEADLINE, holder.wait()).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ping_reports_version_and_round_trip() -> Result<()> {
+    let server = TestServer::start().await?;
+    let out = output(dlock(&server, &["ping"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&server.addr().to_string()), "{text}");
+    assert!(
+        text.contains("version") && text.contains("round trip"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn help_completions_and_usage_errors() -> Result<()> {
+    let addr = "127.0.0.1:9"; // never contacted
+    let out = output(dlock_at(addr, &["--help"])).await?;
+    assert_eq!(code(&out), 0);
+    let help = stdout(&out);
+    for needle in ["Exit codes", "69", "75", "128+N", "Examples"] {
+        assert!(help.contains(needle), "--help lacks {needle}: {help}");
+    }
+    let out = output(dlock_at(addr, &["acquire", "--help"])).await?;
+    assert!(stdout(&out).contains("DLOCK_TOKEN"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = output(dlock_at(addr, &["completions", shell])).await?;
+        assert_eq!(code(&out), 0);
+        assert!(stdout(&out).contains("acquire"), "{shell}");
+    }
+    let out = output(dlock_at(addr, &["acquire", "--mode", "XX", "db"])).await?;
+    assert_eq!(code(&out), 2);
+    let out = output(dlock_at(addr, &["frobnicate"])).await?;
+    assert_eq!(code(&out), 2);
+    Ok(())
+}
