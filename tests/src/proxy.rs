@@ -62,7 +62,8 @@ impl Proxy {
 
     /// Closes every current connection, both sides. New connections are accepted as usual.
     pub fn cut(&self) {
-        let conns = std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        let conns =
+            std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()));
         for c in conns {
             c.abort();
         }

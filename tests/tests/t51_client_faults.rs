@@ -1,0 +1,202 @@
+//! dlock-client end to end under failure: cut connections (reconnect and resume), a black
+//! hole (the local lease gives the lock up before the server hands it on), and server
+//! restarts and shutdowns (the session is gone; a fresh one serves new work).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use dlock_client::{Client, Error, LostReason, Mode};
+use dlock_tests::TestServer;
+use dlock_tests::proxy::Proxy;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn bounded<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .context("test did not finish in time")?
+}
+
+/// A client that reconnects quickly.
+async fn client(addr: impl ToString, name: &str, ttl: Duration) -> Result<Client> {
+    Ok(Client::builder(addr.to_string())
+        .name(name)
+        .lease_ttl(ttl)
+        .backoff(Duration::from_millis(10), Duration::from_millis(100))
+        .connect()
+        .await?)
+}
+
+#[tokio::test]
+async fn reconnect_and_resume_keep_locks_and_complete_in_flight_requests() -> Result<()> {
+    bounded(async {
+        let server = TestServer::start().await?;
+        let proxy = Proxy::start(server.addr()).await?;
+        let ttl = Duration::from_secs(10);
+        let holder = client(server.addr(), "holder", ttl).await?;
+        let b = client(proxy.addr(), "b", ttl).await?;
+        let session = b.session_id();
+
+        let keep = b.lock("keep", Mode::EX).await?;
+        let keep_token = keep.token();
+        let mut held = holder.lock("q", Mode::EX).await?;
+
+        let pending = b.lock("q", Mode::EX);
+        tokio::pin!(pending);
+        tokio::select! {
+            biased;
+            r = &mut pending => anyhow::bail!("granted while EX is held: {r:?}"),
+            m = held.blocked() => ensure!(m? == Mode::EX),
+        }
+        // b's request is queued on the server. Break b's connection, then release: the
+        // grant happens while b is away or resuming, and reaches it by replay.
+        proxy.cut();
+        held.unlock().await?;
+        let granted = pending.await?;
+        ensure!(granted.mode() == Mode::EX);
+
+        ensure!(
+            b.session_id() == session,
+            "the session was resumed, not replaced"
+        );
+        ensure!(proxy.accepted() >= 2, "b reconnected");
+        ensure!(!keep.is_lost());
+        ensure!(keep.token() == keep_token);
+        // Exactly one grant: the server shows one lock of b on "q" and nothing queued, and b's
+        // session owns exactly its two locks.
+        let q = holder.query_resource("q").await?.context("q")?;
+        ensure!(q.granted.len() == 1 && q.granted[0].session == session);
+        ensure!(q.granted[0].lock == granted.lock_id());
+        ensure!(q.waiting.is_empty() && q.converting.is_empty());
+        let info = holder
+            .query_session(session)
+            .await?
+            .context("b's session")?;
+        ensure!(info.locks.len() == 2, "{:?}", info.locks);
+
+        // Another cut with requests in flight: a burst of locks and a ping all complete.
+        let burst = futures_util::future::try_join_all(
+            (0..20).map(|i| b.lock(format!("burst/{i}"), Mode::PR)),
+        );
+        tokio::pin!(burst);
+        let cut_once = async {
+            proxy.cut();
+        };
+        let (guards, ()) = tokio::join!(&mut burst, cut_once);
+        let guards = guards?;
+        ensure!(guards.len() == 20);
+        b.ping().await?;
+        let info = holder
+            .query_session(session)
+            .await?
+            .context("b's session")?;
+        ensure!(info.locks.len() == 22, "{} locks", info.locks.len());
+
+        granted.unlock().await?;
+        keep.unlock().await?;
+        drop(guards);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn black_holed_client_gives_up_its_lock_before_another_client_gets_it() -> Result<()> {
+    bounded(async {
+        let server = TestServer::start().await?;
+        let proxy = Proxy::start(server.addr()).await?;
+        let b = client(proxy.addr(), "black-holed", Duration::from_millis(1000)).await?;
+        let other = client(server.addr(), "other", Duration::from_secs(10)).await?;
+
+        let guard = b.lock("x", Mode::EX).await?;
+        let order = Arc::new(AtomicU64::new(1));
+
+        let lost = tokio::spawn({
+            let lost = guard.lost();
+            let order = order.clone();
+            async move {
+                let reason = lost.await;
+                (reason, order.fetch_add(1, Ordering::SeqCst))
+            }
+        });
+        proxy.blackhole(true);
+        let granted = other.lock("x", Mode::EX).await?;
+        let granted_at = order.fetch_add(1, Ordering::SeqCst);
+        let (reason, lost_at) = lost.await?;
+        ensure!(reason == LostReason::LocalLeaseLapsed, "{reason:?}");
+        ensure!(
+            lost_at < granted_at,
+            "lost() fired at {lost_at}, after the other client's grant at {granted_at}"
+        );
+        ensure!(guard.is_lost());
+
+        // The partition heals: the old lock stays lost, and b serves new work on a new
+        // session.
+        proxy.blackhole(false);
+        let err = guard.unlock().await.unwrap_err();
+        ensure!(matches!(err, Error::SessionLost), "{err:?}");
+        let fresh = b.lock("y", Mode::EX).await?;
+        ensure!(b.session_id() != dlock_client::SessionId(0));
+        drop(fresh);
+        drop(granted);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn server_restart_loses_the_session_and_a_fresh_one_serves_new_work() -> Result<()> {
+    bounded(async {
+        let mut server = TestServer::start().await?;
+        let ttl = Duration::from_secs(10);
+        let holder = client(server.addr(), "holder", ttl).await?;
+        let b = client(server.addr(), "b", ttl).await?;
+        let old_session = b.session_id();
+
+        let guard = b.lock("k", Mode::EX).await?;
+        let mut held = holder.lock("w", Mode::EX).await?;
+        let pending = b.lock("w", Mode::EX);
+        tokio::pin!(pending);
+        tokio::select! {
+            biased;
+            r = &mut pending => anyhow::bail!("granted while EX is held: {r:?}"),
+            m = held.blocked() => ensure!(m? == Mode::EX),
+        }
+
+        // Like kill -9 and a restart: the sessions are gone, resumes are refused.
+        server.restart().await?;
+        let err = pending.await.unwrap_err();
+        ensure!(matches!(err, Error::SessionLost), "{err:?}");
+        ensure!(guard.lost().await == LostReason::SessionExpired);
+        ensure!(held.lost().await == LostReason::SessionExpired);
+        let err = guard.unlock().await.unwrap_err();
+        ensure!(matches!(err, Error::SessionLost), "{err:?}");
+
+        let again = b.lock("k", Mode::EX).await?;
+        ensure!(b.session_id() != old_session);
+        ensure!(b.session_id() != dlock_client::SessionId(0));
+        let info = holder.query_resource("k").await?.context("k")?;
+        ensure!(info.granted.len() == 1 && info.granted[0].session == b.session_id());
+        again.unlock().await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn graceful_server_shutdown_is_reported_and_the_client_comes_back() -> Result<()> {
+    bounded(async {
+        let mut server = TestServer::start().await?;
+        let b = client(server.addr(), "b", Duration::from_secs(10)).await?;
+        let guard = b.lock("s", Mode::EX).await?;
+        server.shutdown().await?;
+        ensure!(guard.lost().await == LostReason::ServerShutdown);
+        server.start_again().await?;
+        let again = b.lock("s", Mode::EX).await?;
+        ensure!(again.mode() == Mode::EX);
+        Ok(())
+    })
+    .await
+}
