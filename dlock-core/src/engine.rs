@@ -1,21 +1,54 @@
-//! The engine: [`Core`]. (Skeleton: the lock engine issue fills this in.)
+//! The engine: [`Core`], its state and the `apply` entry point.
+//!
+//! The work is split by concept: `ops.rs` (lock, convert, unlock, cancel), `grant.rs` (grants
+//! and the grant pass), `session.rs` (leases and session end), `timers.rs`, `blocking.rs`,
+//! `deadlock.rs`, `lvb.rs`, `validate.rs` and `inspect.rs` (queries).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Config, Event, FencingToken, Input, ResourceInfo, SessionId, SessionInfo, WaitsFor};
+use crate::lock::{Lock, LockRef, ResRef};
+use crate::resource::Resource;
+use crate::session::Session;
+use crate::slab::Slab;
+use crate::timers::Timer;
+use crate::{
+    Command, Config, Event, EventKind, FencingToken, Input, LockId, Mode, Reject, RequestId,
+    SessionId,
+};
 
 /// The deterministic lock engine. See the crate docs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Core {
-    config: Config,
-    last_index: u64,
-    clock_ms: u64,
-    last_token: u64,
+    pub(crate) config: Config,
+    pub(crate) last_index: u64,
+    pub(crate) clock_ms: u64,
+    pub(crate) last_token: u64,
+    pub(crate) sessions: BTreeMap<SessionId, Session>,
+    pub(crate) locks: Slab<Lock>,
+    pub(crate) lock_ids: BTreeMap<LockId, LockRef>,
+    pub(crate) resources: Slab<Resource>,
+    pub(crate) names: BTreeMap<Box<[u8]>, ResRef>,
+    /// Lease ends and request deadlines, ordered by time (timers.rs).
+    pub(crate) timers: BTreeSet<(u64, Timer)>,
 }
 
 /// A serialisable copy of the whole engine state; see [`Core::snapshot`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot(Core);
+
+/// Side effects collected while one input is applied and turned into blocking
+/// notifications at its end, after the reply and the completions (see the crate docs).
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// R32: (holder, blocked mode) pairs found when a request was queued.
+    pub(crate) basts: Vec<(LockId, Mode)>,
+    /// R35: locks that were granted, converted in place or reverted to the grant queue.
+    pub(crate) touched: Vec<LockId>,
+    /// Resources that lost a lock and need a grant pass (R12).
+    pub(crate) dirty: BTreeSet<ResRef>,
+}
 
 impl Core {
     /// A new, empty engine.
@@ -25,6 +58,12 @@ impl Core {
             last_index: 0,
             clock_ms: 0,
             last_token: 0,
+            sessions: BTreeMap::new(),
+            locks: Slab::default(),
+            lock_ids: BTreeMap::new(),
+            resources: Slab::default(),
+            names: BTreeMap::new(),
+            timers: BTreeSet::new(),
         }
     }
 
@@ -41,17 +80,109 @@ impl Core {
     }
 
     /// Applies one input, appending the events it produced to `out`.
-    pub fn apply_into(&mut self, input: Input, _out: &mut Vec<Event>) {
+    pub fn apply_into(&mut self, input: Input, out: &mut Vec<Event>) {
         if input.index <= self.last_index {
             return;
         }
         self.last_index = input.index;
         self.clock_ms = self.clock_ms.max(input.now_ms);
+        let mut fx = Effects::default();
+        match input.command {
+            Command::OpenSession {
+                name,
+                ttl_ms,
+                secret,
+            } => self.open_session(name, ttl_ms, secret, out),
+            Command::Renew { session, request } => {
+                if let Some(ttl_ms) = self.touch(session) {
+                    out.push(reply(session, request, None, EventKind::Renewed { ttl_ms }));
+                } else {
+                    out.push(reject(session, request, None, Reject::UnknownSession));
+                }
+            }
+            Command::CloseSession { session, request } => {
+                if self.sessions.contains_key(&session) {
+                    out.push(reply(session, request, None, EventKind::SessionClosed));
+                    self.end_session(session, &mut fx);
+                } else {
+                    out.push(reject(session, request, None, Reject::UnknownSession));
+                }
+            }
+            Command::Lock {
+                session,
+                request,
+                resource,
+                mode,
+                flags,
+                value,
+                timeout_ms,
+            } => {
+                let req = crate::ops::LockReq {
+                    session,
+                    request,
+                    resource,
+                    mode,
+                    flags,
+                    value,
+                    timeout_ms,
+                };
+                self.lock(req, &mut fx, out);
+            }
+            Command::Convert {
+                session,
+                request,
+                lock,
+                mode,
+                flags,
+                value,
+                timeout_ms,
+            } => {
+                let req = crate::ops::ConvertReq {
+                    session,
+                    request,
+                    lock,
+                    mode,
+                    flags,
+                    value,
+                    timeout_ms,
+                };
+                self.convert(req, &mut fx, out);
+            }
+            Command::Unlock {
+                session,
+                request,
+                lock,
+                flags,
+                value,
+            } => self.unlock(session, request, lock, flags, value, &mut fx, out),
+            Command::Cancel {
+                session,
+                request,
+                lock,
+            } => self.cancel(session, request, lock, &mut fx, out),
+            Command::Tick => self.tick(&mut fx, out),
+        }
+        self.run_grant_passes(&mut fx, out);
+        self.flush_blocking(fx, out);
+    }
+
+    /// Runs the grant pass (R12) on every resource that lost a lock during this input.
+    pub(crate) fn run_grant_passes(&mut self, fx: &mut Effects, out: &mut Vec<Event>) {
+        while let Some(r) = fx.dirty.pop_first() {
+            self.grant_pass(r, fx, out);
+        }
+    }
+
+    /// The next fencing token: `max(last_token + 1, index)`.
+    pub(crate) fn next_token(&mut self) -> FencingToken {
+        let t = (self.last_token + 1).max(self.last_index);
+        self.last_token = t;
+        FencingToken(t)
     }
 
     /// The core clock time (ms) at which the driver should send the next `Tick`, if any.
     pub fn next_deadline(&self) -> Option<u64> {
-        None
+        self.timers.first().map(|&(at, _)| at)
     }
 
     /// The core's clock: the largest `now_ms` applied so far.
@@ -72,43 +203,25 @@ impl Core {
     }
 
     /// Whether `secret` is the secret the session was opened with.
-    pub fn check_secret(&self, _session: SessionId, _secret: u128) -> bool {
-        false
-    }
-
-    /// One resource and its queues (R66).
-    pub fn resource(&self, _name: &[u8]) -> Option<ResourceInfo> {
-        None
-    }
-
-    /// Resources whose names start with `prefix`, in name order, at most `limit` of them.
-    pub fn resources(&self, _prefix: &[u8], _limit: usize) -> Vec<ResourceInfo> {
-        Vec::new()
-    }
-
-    /// One session and its locks.
-    pub fn session(&self, _session: SessionId) -> Option<SessionInfo> {
-        None
+    pub fn check_secret(&self, session: SessionId, secret: u128) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.secret == secret)
     }
 
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
-        0
+        self.sessions.len()
     }
 
     /// Number of live resources.
     pub fn resource_count(&self) -> usize {
-        0
+        self.resources.len()
     }
 
     /// Number of locks (granted, converting and waiting).
     pub fn lock_count(&self) -> usize {
-        0
-    }
-
-    /// The current wait-for edges between sessions (R39), sorted.
-    pub fn waits_for(&self) -> Vec<WaitsFor> {
-        Vec::new()
+        self.locks.len()
     }
 
     /// A copy of the whole state.
@@ -120,4 +233,29 @@ impl Core {
     pub fn restore(snapshot: Snapshot) -> Core {
         snapshot.0
     }
+}
+
+/// An event answering `request`.
+pub(crate) fn reply(
+    session: SessionId,
+    request: RequestId,
+    lock: Option<LockId>,
+    kind: EventKind,
+) -> Event {
+    Event {
+        session,
+        request: Some(request),
+        lock,
+        kind,
+    }
+}
+
+/// A rejection of `request`.
+pub(crate) fn reject(
+    session: SessionId,
+    request: RequestId,
+    lock: Option<LockId>,
+    reason: Reject,
+) -> Event {
+    reply(session, request, lock, EventKind::Rejected { reason })
 }

@@ -27,14 +27,26 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod blocking;
 mod command;
 mod config;
+mod deadlock;
 mod engine;
 mod event;
 mod flags;
+mod grant;
 mod ids;
+mod inspect;
+mod lock;
+mod lvb;
 mod mode;
+mod ops;
 mod query;
+mod resource;
+mod session;
+mod slab;
+mod timers;
+mod validate;
 
 pub use command::{Command, Input};
 pub use config::Config;

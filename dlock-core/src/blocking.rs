@@ -1,0 +1,122 @@
+//! Blocking notifications (R32..R37).
+//!
+//! They are worked out at the end of each input, after the reply and the completions, so
+//! a grant's completion always precedes a notification to the same lock (R37). Two sources:
+//!
+//! - R32: when a request is queued, every lock on the grant queue whose granted mode is
+//!   incompatible with the queued mode (converting locks never, R33);
+//! - R35: every lock that was granted, converted in place or returned to the grant queue
+//!   during the input is checked against the strongest mode still queued on its resource
+//!   (Linux `grant_pending_locks` with its PR/CW special case). Locks that were already on
+//!   the grant queue when a queued request arrived were told at that moment by R32, so
+//!   re-checking only the touched locks sends the same notifications as a full scan minus
+//!   repeats, which R37 allows to drop, without walking every holder after every pass.
+//!
+//! Deduplication as Linux (R37): per lock, the strongest mode notified since its last grant
+//! (`highbast`) is remembered; a notification for the same or a weaker mode is dropped,
+//! PR and CW counting as unordered.
+
+use std::collections::BTreeSet;
+
+use crate::engine::{Core, Effects};
+use crate::lock::{ResRef, Status};
+use crate::{Event, EventKind, LockId, Mode};
+
+/// R37: whether a notification for `m` is already covered by one for `h`.
+fn covered(h: Mode, m: Mode) -> bool {
+    h == m || (h.index() > m.index() && !(h == Mode::PR && m == Mode::CW))
+}
+
+impl Core {
+    /// R32: remembers the holders a request queued for `mode` on `rr` blocks.
+    pub(crate) fn collect_basts(&self, rr: ResRef, mode: Mode, fx: &mut Effects) {
+        let Some(res) = self.resources.get(rr.0) else {
+            return;
+        };
+        // O(1) skip when no held mode conflicts (for instance many NL holders).
+        let conflicts = Mode::ALL
+            .into_iter()
+            .any(|h| res.held[h.index()] > 0 && !h.is_compatible(mode));
+        if !conflicts {
+            return;
+        }
+        for (_, l) in res.granted.iter(&self.locks) {
+            if let Status::Granted { mode: g, .. } = l.status {
+                if !g.is_compatible(mode) {
+                    fx.basts.push((l.id, mode));
+                }
+            }
+        }
+    }
+
+    /// Emits the blocking notifications collected while applying one input.
+    pub(crate) fn flush_blocking(&mut self, fx: Effects, out: &mut Vec<Event>) {
+        for (id, mode) in fx.basts {
+            self.notify(id, mode, out);
+        }
+        let mut seen = BTreeSet::new();
+        for id in fx.touched {
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some(lock) = self.lock_ids.get(&id).and_then(|r| self.locks.get(r.0)) else {
+                continue;
+            };
+            let Status::Granted { mode: g, .. } = lock.status else {
+                continue;
+            };
+            let queues = self
+                .resources
+                .get(lock.res.0)
+                .and_then(|r| r.queues.as_deref());
+            let Some((Some(high), cw)) = queues.map(|q| q.strongest()) else {
+                continue;
+            };
+            // Linux: a PR holder with CW queued (and nothing stronger than PR) is told CW.
+            let m = if g == Mode::PR && cw && high == Mode::PR {
+                Mode::CW
+            } else {
+                high
+            };
+            self.notify(id, m, out);
+        }
+    }
+
+    /// Sends lock `id` a notification for `m` unless it is compatible or a repeat.
+    fn notify(&mut self, id: LockId, m: Mode, out: &mut Vec<Event>) {
+        let Some(lock) = self.lock_ids.get(&id).and_then(|r| self.locks.get_mut(r.0)) else {
+            return;
+        };
+        let Status::Granted { mode: g, .. } = lock.status else {
+            return;
+        };
+        if g.is_compatible(m) || lock.highbast.is_some_and(|h| covered(h, m)) {
+            return;
+        }
+        if lock.highbast.is_none_or(|h| m.index() > h.index()) {
+            lock.highbast = Some(m);
+        }
+        out.push(Event {
+            session: lock.session,
+            request: None,
+            lock: Some(id),
+            kind: EventKind::Blocking { mode: m },
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covered;
+    use crate::Mode;
+
+    #[test]
+    fn r37_pr_and_cw_are_unordered() {
+        assert!(covered(Mode::EX, Mode::PR));
+        assert!(covered(Mode::PR, Mode::PR));
+        assert!(!covered(Mode::PR, Mode::CW));
+        assert!(!covered(Mode::CW, Mode::PR));
+        assert!(covered(Mode::PW, Mode::CW));
+        assert!(!covered(Mode::PR, Mode::EX));
+    }
+}

@@ -1,0 +1,316 @@
+//! Deadlock detection (R38..R42).
+//!
+//! The wait-for relation is R39's, over sessions. A queued request X of mode `m` on
+//! resource r waits for
+//! - (a) the owner of every *other* lock on r (grant and convert queue) whose granted mode
+//!   is incompatible with `m`, the owner's own other locks included;
+//! - (b) for every request Y queued ahead of X (conversions before waiters, FIFO within
+//!   each queue): Y's owner if Y's mode is incompatible with `m`, otherwise whatever Y waits
+//!   for, recursively.
+//!
+//! [`Core::waits_of`] computes that set in one backward walk over X's predecessors and one
+//! walk over the holders: it keeps the multiset of modes of the requests reached through
+//! compatible predecessors (at most six distinct modes), adds the owner of a predecessor
+//! incompatible with any of them, and reaches a predecessor compatible with any of them.
+//! Cost: O(predecessors + holders) per request, with the holder walk skipped in O(1) when
+//! no held mode conflicts.
+//!
+//! Detection runs when the graph gains edges (R40): when a request is about to be queued
+//! (it then closes any new cycle and, being the youngest, is refused), and after a
+//! conversion granted in place strengthened a mode while requests are queued (every new
+//! edge then points at the converter, so a depth-first search from the converter's own
+//! queued requests back to it finds every new cycle; the youngest request on the cycle
+//! found is refused, and the search repeats until none is left).
+//!
+//! Bound: one search examines at most `Config::max_deadlock_search` lock entries
+//! (predecessors and holders, counted across all the requests it expands). A search that
+//! reaches the bound stops and reports no deadlock: a documented false negative, never a
+//! false positive (R42).
+
+use std::collections::BTreeMap;
+
+use crate::engine::{Core, Effects};
+use crate::lock::{LockRef, ResRef, Status};
+use crate::{Event, EventKind, Mode, SessionId};
+
+/// Where the predecessors of the request being examined start.
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    /// A request about to join the tail of the wait queue.
+    TailOfWait,
+    /// A conversion about to join the tail of the convert queue.
+    TailOfConvert,
+    /// A queued request: everything ahead of it.
+    Before(LockRef),
+}
+
+/// The request whose wait-for set is computed.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    res: ResRef,
+    mode: Mode,
+    /// Its own lock, left out of (a), if it has one.
+    this: Option<LockRef>,
+    start: Start,
+}
+
+/// A search ran out of budget.
+struct Exhausted;
+
+/// An edge the search follows: towards `to`, from `from` (`None` for the arriving request),
+/// through the queued request `via` (`None` for the arriving request).
+type Step = (SessionId, Option<SessionId>, Option<LockRef>);
+
+impl Core {
+    /// Appends to `out` the sessions `p` waits for (R39), unsorted and possibly repeated.
+    fn waits_of(
+        &self,
+        p: Probe,
+        budget: &mut usize,
+        out: &mut Vec<SessionId>,
+    ) -> Result<(), Exhausted> {
+        let Some(res) = self.resources.get(p.res.0) else {
+            return Ok(());
+        };
+        let mut count = [0u32; 6];
+        count[p.mode.index()] = 1;
+        // Converting locks among the reached requests: holders whose own requested mode
+        // must not count against their own granted mode ("every other lock", R39 a).
+        let mut reached: BTreeMap<LockRef, Mode> = BTreeMap::new();
+        if let Some(t) = p.this {
+            reached.insert(t, p.mode);
+        }
+        if let Some(q) = res.queues.as_deref() {
+            let (mut cur, mut then_convert) = match p.start {
+                Start::TailOfWait => (q.wait.tail, true),
+                Start::TailOfConvert => (q.convert.tail, false),
+                Start::Before(x) => match self.locks.get(x.0) {
+                    Some(l) => (l.prev, matches!(l.status, Status::Waiting { .. })),
+                    None => (None, false),
+                },
+            };
+            loop {
+                let Some(c) = cur else {
+                    if then_convert {
+                        then_convert = false;
+                        cur = q.convert.tail;
+                        continue;
+                    }
+                    break;
+                };
+                let Some(y) = self.locks.get(c.0) else { break };
+                *budget = budget.checked_sub(1).ok_or(Exhausted)?;
+                cur = y.prev;
+                let Some(ym) = y.status.requested_mode() else {
+                    continue;
+                };
+                let active = Mode::ALL.into_iter().filter(|m| count[m.index()] > 0);
+                let (mut blocks, mut passes) = (false, false);
+                for m in active {
+                    if m.is_compatible(ym) {
+                        passes = true;
+                    } else {
+                        blocks = true;
+                    }
+                }
+                if blocks {
+                    out.push(y.session);
+                }
+                if passes {
+                    count[ym.index()] += 1;
+                    if matches!(y.status, Status::Converting { .. }) {
+                        reached.insert(c, ym);
+                    }
+                }
+            }
+        }
+        let conflict = Mode::ALL.into_iter().any(|h| {
+            res.held[h.index()] > 0
+                && Mode::ALL
+                    .into_iter()
+                    .any(|m| count[m.index()] > 0 && !h.is_compatible(m))
+        });
+        if !conflict {
+            return Ok(());
+        }
+        let holders = res.granted.iter(&self.locks);
+        let converting = res
+            .queues
+            .as_deref()
+            .map(|q| q.convert.iter(&self.locks))
+            .into_iter()
+            .flatten();
+        for (lr, l) in holders.chain(converting) {
+            *budget = budget.checked_sub(1).ok_or(Exhausted)?;
+            let Some(g) = l.status.granted_mode() else {
+                continue;
+            };
+            let own = reached.get(&lr).copied();
+            let blocked = Mode::ALL.into_iter().any(|m| {
+                let n = count[m.index()] - u32::from(own == Some(m));
+                n > 0 && !g.is_compatible(m)
+            });
+            if blocked {
+                out.push(l.session);
+            }
+        }
+        Ok(())
+    }
+
+    /// The sorted, deduplicated sessions the queued request of lock `x` waits for.
+    fn waits_of_queued(&self, x: LockRef, budget: &mut usize) -> Result<Vec<SessionId>, Exhausted> {
+        let mut out = Vec::new();
+        if let Some(l) = self.locks.get(x.0) {
+            if let Some(mode) = l.status.requested_mode() {
+                let p = Probe {
+                    res: l.res,
+                    mode,
+                    this: Some(x),
+                    start: Start::Before(x),
+                };
+                self.waits_of(p, budget, &mut out)?;
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Depth-first search from `roots` for `target`. Returns the queued requests on the path
+    /// found (the `via` of each step), or `None` when `target` is unreachable or the budget
+    /// ran out. Sessions are expanded in id order and their queued requests in lock id
+    /// order, so the result is deterministic.
+    fn find_path(
+        &self,
+        roots: Vec<Step>,
+        target: SessionId,
+        budget: &mut usize,
+    ) -> Option<Vec<LockRef>> {
+        let mut parent: BTreeMap<SessionId, (Option<SessionId>, Option<LockRef>)> = BTreeMap::new();
+        let mut stack: Vec<Step> = roots;
+        stack.reverse();
+        while let Some((s, from, via)) = stack.pop() {
+            if s == target {
+                let mut path: Vec<LockRef> = via.into_iter().collect();
+                let mut cur = from;
+                while let Some(p) = cur {
+                    let (pp, pv) = parent.get(&p).copied().unwrap_or((None, None));
+                    path.extend(pv);
+                    cur = pp;
+                }
+                return Some(path);
+            }
+            if parent.contains_key(&s) {
+                continue;
+            }
+            parent.insert(s, (from, via));
+            let Some(session) = self.sessions.get(&s) else {
+                continue;
+            };
+            let mut next = Vec::new();
+            for id in &session.pending {
+                let Some(&x) = self.lock_ids.get(id) else {
+                    continue;
+                };
+                let w = self.waits_of_queued(x, budget).ok()?;
+                next.extend(w.into_iter().map(|t| (t, Some(s), Some(x))));
+            }
+            next.reverse();
+            stack.extend(next);
+        }
+        None
+    }
+
+    /// R39..R41: whether a request of `owner` for `mode` on `rr`, about to be queued (a new
+    /// request if `conv` is `None`, else the conversion of lock `conv`), closes a cycle.
+    pub(crate) fn closes_cycle(
+        &self,
+        rr: ResRef,
+        owner: SessionId,
+        mode: Mode,
+        conv: Option<LockRef>,
+    ) -> bool {
+        let mut budget = self.config.max_deadlock_search;
+        let p = Probe {
+            res: rr,
+            mode,
+            this: conv,
+            start: if conv.is_some() {
+                Start::TailOfConvert
+            } else {
+                Start::TailOfWait
+            },
+        };
+        let mut w = Vec::new();
+        if self.waits_of(p, &mut budget, &mut w).is_err() {
+            return false;
+        }
+        w.sort_unstable();
+        w.dedup();
+        let roots = w.into_iter().map(|t| (t, None, None)).collect();
+        self.find_path(roots, owner, &mut budget).is_some()
+    }
+
+    /// R40, R41: after `owner` converted a lock in place to a stronger mode, refuses the
+    /// youngest queued request of each cycle through `owner`, one cycle at a time, with a
+    /// grant pass on the victim's resource after each.
+    pub(crate) fn break_cycles_through(
+        &mut self,
+        owner: SessionId,
+        fx: &mut Effects,
+        out: &mut Vec<Event>,
+    ) {
+        loop {
+            let Some(session) = self.sessions.get(&owner) else {
+                return;
+            };
+            if session.pending.is_empty() {
+                return;
+            }
+            let mut budget = self.config.max_deadlock_search;
+            let mut roots = Vec::new();
+            for id in &session.pending {
+                let Some(&x) = self.lock_ids.get(id) else {
+                    continue;
+                };
+                let Ok(w) = self.waits_of_queued(x, &mut budget) else {
+                    return;
+                };
+                roots.extend(w.into_iter().map(|t| (t, None, Some(x))));
+            }
+            let Some(path) = self.find_path(roots, owner, &mut budget) else {
+                return;
+            };
+            let age = |r: &LockRef| {
+                self.locks
+                    .get(r.0)
+                    .and_then(|l| l.status.pending())
+                    .map_or(0, |p| p.age)
+            };
+            let Some(victim) = path.iter().copied().max_by_key(age) else {
+                return;
+            };
+            self.abort_pending(victim, EventKind::Deadlock, fx, out);
+            self.run_grant_passes(fx, out);
+        }
+    }
+
+    /// Every current wait-for edge (R39), sorted; for [`Core::waits_for`](crate::Core::waits_for).
+    pub(crate) fn all_edges(&self) -> Vec<(SessionId, SessionId)> {
+        let mut edges = Vec::new();
+        for (&s, session) in &self.sessions {
+            for id in &session.pending {
+                let Some(&x) = self.lock_ids.get(id) else {
+                    continue;
+                };
+                let mut budget = usize::MAX;
+                if let Ok(w) = self.waits_of_queued(x, &mut budget) {
+                    edges.extend(w.into_iter().map(|t| (s, t)));
+                }
+            }
+        }
+        edges.sort_unstable();
+        edges.dedup();
+        edges
+    }
+}

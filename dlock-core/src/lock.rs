@@ -1,0 +1,101 @@
+//! A lock as the engine stores it (R2): one state out of granted, converting or waiting.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FencingToken, LockId, LockState, Mode, RequestId, SessionId};
+
+/// Slot of a lock in the engine's lock slab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct LockRef(pub(crate) u32);
+
+/// Slot of a resource in the engine's resource slab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct ResRef(pub(crate) u32);
+
+/// What a queued request remembers until it completes. Boxed inside [`Status`] so that the
+/// far more numerous granted locks do not pay for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    /// The client's request id; the completion carries it (R5).
+    pub(crate) request: RequestId,
+    /// VALBLK: the grant reads the value block (queued requests never write it, see lvb.rs).
+    pub(crate) valblk: bool,
+    /// Input index at which the request arrived: its age for the deadlock victim rule (R41).
+    pub(crate) age: u64,
+    /// R65: core-clock deadline, if the request has a timeout.
+    pub(crate) deadline: Option<u64>,
+}
+
+/// The state of a lock. Exactly one of the three of R2; which queue the lock is linked
+/// into follows from it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Status {
+    /// On the grant queue.
+    Granted { mode: Mode, token: FencingToken },
+    /// On the convert queue, still holding `from` (R18).
+    Converting {
+        from: Mode,
+        to: Mode,
+        token: FencingToken,
+        pending: Box<Pending>,
+    },
+    /// On the wait queue, holding nothing.
+    Waiting { mode: Mode, pending: Box<Pending> },
+}
+
+impl Status {
+    pub(crate) fn granted_mode(&self) -> Option<Mode> {
+        match *self {
+            Status::Granted { mode, .. } => Some(mode),
+            Status::Converting { from, .. } => Some(from),
+            Status::Waiting { .. } => None,
+        }
+    }
+
+    pub(crate) fn requested_mode(&self) -> Option<Mode> {
+        match *self {
+            Status::Granted { .. } => None,
+            Status::Converting { to, .. } => Some(to),
+            Status::Waiting { mode, .. } => Some(mode),
+        }
+    }
+
+    pub(crate) fn pending(&self) -> Option<&Pending> {
+        match self {
+            Status::Granted { .. } => None,
+            Status::Converting { pending, .. } | Status::Waiting { pending, .. } => Some(pending),
+        }
+    }
+
+    pub(crate) fn token(&self) -> Option<FencingToken> {
+        match *self {
+            Status::Granted { token, .. } | Status::Converting { token, .. } => Some(token),
+            Status::Waiting { .. } => None,
+        }
+    }
+
+    pub(crate) fn public(&self) -> LockState {
+        match *self {
+            Status::Granted { mode, .. } => LockState::Granted { mode },
+            Status::Converting { from, to, .. } => LockState::Converting { from, to },
+            Status::Waiting { mode, .. } => LockState::Waiting { mode },
+        }
+    }
+}
+
+/// One lock. `prev`/`next` link it into exactly one of its resource's three queues, so a
+/// removal from the middle of a queue (cancel, timeout, session end) is O(1) plus the
+/// id lookup, and expiring many sessions never becomes quadratic.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Lock {
+    pub(crate) id: LockId,
+    pub(crate) session: SessionId,
+    pub(crate) res: ResRef,
+    pub(crate) status: Status,
+    /// Core clock when the lock entered its current state.
+    pub(crate) since_ms: u64,
+    pub(crate) prev: Option<LockRef>,
+    pub(crate) next: Option<LockRef>,
+    /// R37: the strongest mode this lock was notified of since its last grant.
+    pub(crate) highbast: Option<Mode>,
+}

@@ -1,0 +1,448 @@
+//! The lock commands: lock (R10, R22), convert (R11, R15..R21), unlock (R44, R45, R28,
+//! R29a) and cancel (R46..R48). Checks run in the order of `validate.rs`.
+
+use crate::engine::{Core, Effects, reject, reply};
+use crate::grant::{Queue, read_for_grant};
+use crate::lock::{Lock, LockRef, Pending, ResRef, Status};
+use crate::lvb::{self, LvbOp};
+use crate::resource::Resource;
+use crate::timers::Timer;
+use crate::validate;
+use crate::{
+    Event, EventKind, Invalid, Limit, LockFlags, LockId, Mode, Reject, RequestId, SessionId,
+};
+
+/// The arguments of [`Command::Lock`](crate::Command::Lock).
+pub(crate) struct LockReq {
+    pub(crate) session: SessionId,
+    pub(crate) request: RequestId,
+    pub(crate) resource: Vec<u8>,
+    pub(crate) mode: Mode,
+    pub(crate) flags: LockFlags,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+/// The arguments of [`Command::Convert`](crate::Command::Convert).
+pub(crate) struct ConvertReq {
+    pub(crate) session: SessionId,
+    pub(crate) request: RequestId,
+    pub(crate) lock: LockId,
+    pub(crate) mode: Mode,
+    pub(crate) flags: LockFlags,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+impl Core {
+    /// Finds `session`'s lock `id` (R6, R52: another session's lock reads as unknown).
+    fn find_lock(&self, session: SessionId, id: LockId) -> Option<LockRef> {
+        let r = *self.lock_ids.get(&id)?;
+        (self.locks.get(r.0)?.session == session).then_some(r)
+    }
+
+    /// Links a new lock into the tables and returns its slot, or `None` when out of slots.
+    fn insert_lock(&mut self, lock: Lock, queue: Queue) -> Option<LockRef> {
+        let (id, session, rr) = (lock.id, lock.session, lock.res);
+        let pending = lock.status.pending().is_some();
+        let r = LockRef(self.locks.insert(lock)?);
+        let res = self.resources.get_mut(rr.0)?;
+        crate::grant::list_mut(res, queue).push_back(&mut self.locks, r);
+        self.lock_ids.insert(id, r);
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.locks.insert(id);
+            if pending {
+                s.pending.insert(id);
+            }
+        }
+        Some(r)
+    }
+
+    /// R10 / R22: a new lock.
+    pub(crate) fn lock(&mut self, q: LockReq, fx: &mut Effects, out: &mut Vec<Event>) {
+        let (session, request) = (q.session, q.request);
+        if !self.live_session(session, request, None, out) {
+            return;
+        }
+        let checks = validate::name(&q.resource, &self.config)
+            .and_then(|()| validate::value(q.value.as_deref(), &self.config))
+            .and_then(|()| validate::flags(q.flags, validate::LOCK_FLAGS));
+        if let Err(e) = checks {
+            out.push(reject(session, request, None, e.into()));
+            return;
+        }
+        let owned = self.sessions.get(&session).map_or(0, |s| s.locks.len());
+        if owned >= self.config.max_locks_per_session {
+            let reason = Reject::LimitExceeded(Limit::LocksPerSession);
+            out.push(reject(session, request, None, reason));
+            return;
+        }
+        let existing = self.names.get(&q.resource[..]).copied();
+        if existing.is_none() && self.resources.len() >= self.config.max_resources {
+            let reason = Reject::LimitExceeded(Limit::Resources);
+            out.push(reject(session, request, None, reason));
+            return;
+        }
+        let valblk = q.flags.contains(LockFlags::VALBLK);
+        let id = LockId(self.last_index);
+        // R10: granted on arrival only if compatible with every holder and both queues
+        // are empty (no queue jumping).
+        let grantable = existing
+            .and_then(|rr| self.resources.get(rr.0))
+            .is_none_or(|res| !res.has_queued() && res.allows(q.mode, None));
+        if grantable {
+            let rr = match existing {
+                Some(rr) => rr,
+                None => {
+                    let name = q.resource.into_boxed_slice();
+                    let Some(slot) = self.resources.insert(Resource::new(name.clone())) else {
+                        let reason = Reject::LimitExceeded(Limit::Resources);
+                        out.push(reject(session, request, None, reason));
+                        return;
+                    };
+                    self.names.insert(name, ResRef(slot));
+                    ResRef(slot)
+                }
+            };
+            let token = self.next_token();
+            let lock = Lock {
+                id,
+                session,
+                res: rr,
+                status: Status::Granted {
+                    mode: q.mode,
+                    token,
+                },
+                since_ms: self.clock_ms,
+                prev: None,
+                next: None,
+                highbast: None,
+            };
+            if self.insert_lock(lock, Queue::Grant).is_none() {
+                self.drop_if_unused(rr);
+                let reason = Reject::LimitExceeded(Limit::LocksPerSession);
+                out.push(reject(session, request, None, reason));
+                return;
+            }
+            let lvb_len = self.config.lvb_len;
+            let Some(res) = self.resources.get_mut(rr.0) else {
+                return;
+            };
+            res.held[q.mode.index()] += 1;
+            let (value, value_valid) = read_for_grant(res, valblk, None, q.mode, lvb_len);
+            let kind = EventKind::Granted {
+                mode: q.mode,
+                token,
+                value,
+                value_valid,
+            };
+            out.push(reply(session, request, Some(id), kind));
+            return;
+        }
+        let Some(rr) = existing else { return };
+        if q.flags.contains(LockFlags::NOQUEUE) {
+            // R22: nothing is created, nothing queued, nobody notified.
+            out.push(reply(session, request, None, EventKind::NotQueued));
+            return;
+        }
+        let queued = self.resources.get(rr.0).map_or(0, |r| r.queued_len());
+        if queued as usize >= self.config.max_waiters_per_resource {
+            let reason = Reject::LimitExceeded(Limit::WaitersPerResource);
+            out.push(reject(session, request, None, reason));
+            return;
+        }
+        // R40, R41: the arriving request is the youngest on any cycle it closes.
+        if self.closes_cycle(rr, session, q.mode, None) {
+            out.push(reply(session, request, None, EventKind::Deadlock));
+            return;
+        }
+        let deadline = q.timeout_ms.map(|t| self.clock_ms.saturating_add(t));
+        let pending = Box::new(Pending {
+            request,
+            valblk,
+            age: self.last_index,
+            deadline,
+        });
+        let lock = Lock {
+            id,
+            session,
+            res: rr,
+            status: Status::Waiting {
+                mode: q.mode,
+                pending,
+            },
+            since_ms: self.clock_ms,
+            prev: None,
+            next: None,
+            highbast: None,
+        };
+        if self.insert_lock(lock, Queue::Wait).is_none() {
+            let reason = Reject::LimitExceeded(Limit::LocksPerSession);
+            out.push(reject(session, request, None, reason));
+            return;
+        }
+        if let Some(res) = self.resources.get_mut(rr.0) {
+            res.queues_mut().modes[q.mode.index()] += 1;
+        }
+        if let Some(d) = deadline {
+            self.timers.insert((d, Timer::Request(id)));
+        }
+        out.push(reply(session, request, Some(id), EventKind::Queued));
+        self.collect_basts(rr, q.mode, fx);
+    }
+
+    fn drop_if_unused(&mut self, rr: ResRef) {
+        if self.resources.get(rr.0).is_some_and(|r| r.is_unused()) {
+            if let Some(res) = self.resources.remove(rr.0) {
+                self.names.remove(&res.name);
+            }
+        }
+    }
+
+    /// R11, R15..R21: a conversion.
+    pub(crate) fn convert(&mut self, q: ConvertReq, fx: &mut Effects, out: &mut Vec<Event>) {
+        let (session, request, id, to) = (q.session, q.request, q.lock, q.mode);
+        if !self.live_session(session, request, Some(id), out) {
+            return;
+        }
+        let checks = validate::value(q.value.as_deref(), &self.config)
+            .and_then(|()| validate::flags(q.flags, validate::CONVERT_FLAGS));
+        if let Err(e) = checks {
+            out.push(reject(session, request, Some(id), e.into()));
+            return;
+        }
+        let Some(r) = self.find_lock(session, id) else {
+            out.push(reject(session, request, Some(id), Reject::NotFound));
+            return;
+        };
+        let Some(lock) = self.locks.get(r.0) else {
+            return;
+        };
+        let rr = lock.res;
+        let gr = lock.status.granted_mode();
+        if let Some(from) = gr {
+            let invalid =
+                if q.flags.contains(LockFlags::QUECVT) && !validate::quecvt_allowed(from, to) {
+                    Some(Invalid::QuecvtNotAllowed { from, to })
+                } else if q.flags.contains(LockFlags::VALBLK)
+                    && lvb::lvb_op(Some(from), to) == LvbOp::Write
+                    && q.value.is_none()
+                {
+                    Some(Invalid::MissingValue)
+                } else {
+                    None
+                };
+            if let Some(e) = invalid {
+                out.push(reject(session, request, Some(id), e.into()));
+                return;
+            }
+        }
+        // R15: only a granted lock with nothing pending converts.
+        let Status::Granted { mode: from, .. } = lock.status else {
+            out.push(reject(session, request, Some(id), Reject::Busy));
+            return;
+        };
+        let Some(res) = self.resources.get(rr.0) else {
+            return;
+        };
+        let quecvt = q.flags.contains(LockFlags::QUECVT);
+        // R11 / R21: compatible with every other holder (and, with QUECVT, nothing queued
+        // ahead). Same-mode (R16) and down (R17) conversions always pass.
+        let now = res.allows(to, Some(from)) && (!quecvt || res.convert_len() == 0);
+        if now {
+            self.convert_in_place(r, from, &q, fx, out);
+            // R12: any conversion granted on arrival runs a grant pass.
+            fx.dirty.insert(rr);
+            self.run_grant_passes(fx, out);
+            // R40: an in-place conversion that strengthens the mode gives queued requests
+            // new edges towards this session.
+            if !from.is_down_conversion(to) && from != to {
+                self.break_cycles_through(session, fx, out);
+            }
+            return;
+        }
+        if q.flags.contains(LockFlags::NOQUEUE) {
+            // R19: the lock stays granted at its old mode; nobody is notified.
+            out.push(reply(session, request, Some(id), EventKind::NotQueued));
+            return;
+        }
+        if res.queued_len() as usize >= self.config.max_waiters_per_resource {
+            let reason = Reject::LimitExceeded(Limit::WaitersPerResource);
+            out.push(reject(session, request, Some(id), reason));
+            return;
+        }
+        // R20, R41: a conversion that would close a cycle is refused; the lock keeps `from`.
+        if self.closes_cycle(rr, session, to, Some(r)) {
+            out.push(reply(session, request, Some(id), EventKind::Deadlock));
+            return;
+        }
+        let deadline = q.timeout_ms.map(|t| self.clock_ms.saturating_add(t));
+        let pending = Box::new(Pending {
+            request,
+            valblk: q.flags.contains(LockFlags::VALBLK),
+            age: self.last_index,
+            deadline,
+        });
+        self.relink(r, rr, Queue::Grant, Queue::Convert);
+        if let Some(res) = self.resources.get_mut(rr.0) {
+            res.queues_mut().modes[to.index()] += 1;
+        }
+        let clock = self.clock_ms;
+        if let Some(l) = self.locks.get_mut(r.0) {
+            if let Status::Granted { token, .. } = l.status {
+                l.status = Status::Converting {
+                    from,
+                    to,
+                    token,
+                    pending,
+                };
+            }
+            l.since_ms = clock;
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.pending.insert(id);
+        }
+        if let Some(d) = deadline {
+            self.timers.insert((d, Timer::Request(id)));
+        }
+        out.push(reply(session, request, Some(id), EventKind::Queued));
+        self.collect_basts(rr, to, fx);
+    }
+
+    /// Grants a conversion on arrival: new mode and token, value block per R26/R29a, reply.
+    fn convert_in_place(
+        &mut self,
+        r: LockRef,
+        from: Mode,
+        q: &ConvertReq,
+        fx: &mut Effects,
+        out: &mut Vec<Event>,
+    ) {
+        let to = q.mode;
+        let Some(rr) = self.locks.get(r.0).map(|l| l.res) else {
+            return;
+        };
+        let token = self.next_token();
+        let lvb_len = self.config.lvb_len;
+        let Some(res) = self.resources.get_mut(rr.0) else {
+            return;
+        };
+        res.held[from.index()] -= 1;
+        res.held[to.index()] += 1;
+        let valblk = q.flags.contains(LockFlags::VALBLK);
+        let (mut value, mut value_valid) = (None, true);
+        match lvb::lvb_op(Some(from), to) {
+            LvbOp::Write => {
+                // R29a: IVVALBLK on the write path invalidates instead of writing.
+                if q.flags.contains(LockFlags::IVVALBLK) {
+                    lvb::invalidate(res);
+                } else if let (true, Some(v)) = (valblk, q.value.as_deref()) {
+                    lvb::write(res, v, lvb_len);
+                }
+            }
+            LvbOp::Read if valblk => {
+                let (v, valid) = lvb::read(res, lvb_len);
+                (value, value_valid) = (Some(v), valid);
+            }
+            LvbOp::Read | LvbOp::Nothing => {}
+        }
+        let clock = self.clock_ms;
+        if let Some(l) = self.locks.get_mut(r.0) {
+            l.status = Status::Granted { mode: to, token };
+            l.since_ms = clock;
+            l.highbast = None;
+        }
+        let kind = EventKind::Granted {
+            mode: to,
+            token,
+            value,
+            value_valid,
+        };
+        out.push(reply(q.session, q.request, Some(q.lock), kind));
+        fx.touched.push(q.lock);
+    }
+
+    /// R44, R45, R28, R29a: unlock.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn unlock(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        id: LockId,
+        flags: LockFlags,
+        value: Option<Vec<u8>>,
+        fx: &mut Effects,
+        out: &mut Vec<Event>,
+    ) {
+        if !self.live_session(session, request, Some(id), out) {
+            return;
+        }
+        let checks = validate::value(value.as_deref(), &self.config)
+            .and_then(|()| validate::flags(flags, validate::UNLOCK_FLAGS));
+        if let Err(e) = checks {
+            out.push(reject(session, request, Some(id), e.into()));
+            return;
+        }
+        let Some(r) = self.find_lock(session, id) else {
+            out.push(reject(session, request, Some(id), Reject::NotFound));
+            return;
+        };
+        let Some(lock) = self.locks.get(r.0) else {
+            return;
+        };
+        let writer = matches!(lock.status.granted_mode(), Some(Mode::PW | Mode::EX));
+        if writer && flags.contains(LockFlags::VALBLK) && value.is_none() {
+            out.push(reject(
+                session,
+                request,
+                Some(id),
+                Invalid::MissingValue.into(),
+            ));
+            return;
+        }
+        // R45: a lock with a pending request must be cancelled first.
+        if !matches!(lock.status, Status::Granted { .. }) {
+            out.push(reject(session, request, Some(id), Reject::Busy));
+            return;
+        }
+        let rr = lock.res;
+        let lvb_len = self.config.lvb_len;
+        if let (true, Some(res)) = (writer, self.resources.get_mut(rr.0)) {
+            // R28 / R29a; unlocking from below PW never touches the value block.
+            if flags.contains(LockFlags::IVVALBLK) {
+                lvb::invalidate(res);
+            } else if let (true, Some(v)) = (flags.contains(LockFlags::VALBLK), value.as_deref()) {
+                lvb::write(res, v, lvb_len);
+            }
+        }
+        self.remove_lock(r, fx);
+        out.push(reply(session, request, Some(id), EventKind::Unlocked));
+    }
+
+    /// R46..R48: cancel.
+    pub(crate) fn cancel(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        id: LockId,
+        fx: &mut Effects,
+        out: &mut Vec<Event>,
+    ) {
+        if !self.live_session(session, request, Some(id), out) {
+            return;
+        }
+        let Some(r) = self.find_lock(session, id) else {
+            out.push(reject(session, request, Some(id), Reject::NotFound));
+            return;
+        };
+        if self
+            .locks
+            .get(r.0)
+            .is_some_and(|l| matches!(l.status, Status::Granted { .. }))
+        {
+            out.push(reject(session, request, Some(id), Reject::NotPending));
+            return;
+        }
+        self.abort_pending(r, EventKind::Cancelled, fx, out);
+    }
+}

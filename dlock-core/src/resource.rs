@@ -1,0 +1,166 @@
+//! A resource (R1, R3): its name, value block, the counts of held modes and three queues.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Mode;
+use crate::lock::{Lock, LockRef};
+use crate::slab::Slab;
+
+/// An intrusive doubly linked queue through [`Lock::prev`]/[`Lock::next`]. New entries go to
+/// the tail (R3); removal anywhere is O(1).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct List {
+    pub(crate) head: Option<LockRef>,
+    pub(crate) tail: Option<LockRef>,
+    pub(crate) len: u32,
+}
+
+impl List {
+    pub(crate) fn push_back(&mut self, locks: &mut Slab<Lock>, r: LockRef) {
+        if let Some(l) = locks.get_mut(r.0) {
+            l.prev = self.tail;
+            l.next = None;
+        }
+        match self.tail.and_then(|t| locks.get_mut(t.0)) {
+            Some(t) => t.next = Some(r),
+            None => self.head = Some(r),
+        }
+        self.tail = Some(r);
+        self.len += 1;
+    }
+
+    /// Unlinks `r`, which must be on this list.
+    pub(crate) fn unlink(&mut self, locks: &mut Slab<Lock>, r: LockRef) {
+        let Some(l) = locks.get_mut(r.0) else { return };
+        let (prev, next) = (l.prev.take(), l.next.take());
+        match prev.and_then(|p| locks.get_mut(p.0)) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match next.and_then(|n| locks.get_mut(n.0)) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+        self.len = self.len.saturating_sub(1);
+    }
+
+    /// The entries, head first.
+    pub(crate) fn iter<'a>(&self, locks: &'a Slab<Lock>) -> ListIter<'a> {
+        ListIter {
+            locks,
+            next: self.head,
+        }
+    }
+}
+
+/// Iterator over a [`List`].
+pub(crate) struct ListIter<'a> {
+    locks: &'a Slab<Lock>,
+    next: Option<LockRef>,
+}
+
+impl<'a> Iterator for ListIter<'a> {
+    type Item = (LockRef, &'a Lock);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.next?;
+        let l = self.locks.get(r.0)?;
+        self.next = l.next;
+        Some((r, l))
+    }
+}
+
+/// The convert and wait queues, allocated only while something is queued: most resources
+/// have only holders, and they should not pay for this.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Queues {
+    pub(crate) convert: List,
+    pub(crate) wait: List,
+    /// Number of queued requests (both queues) per requested mode, for R35 in O(1).
+    pub(crate) modes: [u32; 6],
+}
+
+impl Queues {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.convert.len == 0 && self.wait.len == 0
+    }
+
+    /// Linux's `high` and `cw` of `grant_pending_locks`: the numerically strongest queued
+    /// mode, and whether CW is queued (R35).
+    pub(crate) fn strongest(&self) -> (Option<Mode>, bool) {
+        let high = Mode::ALL
+            .into_iter()
+            .rev()
+            .find(|m| self.modes[m.index()] > 0);
+        (high, self.modes[Mode::CW.index()] > 0)
+    }
+}
+
+/// One resource.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Resource {
+    pub(crate) name: Box<[u8]>,
+    /// R24: `None` is an all-zero value block, allocated on the first non-zero write.
+    pub(crate) lvb: Option<Box<[u8]>>,
+    /// R29/R30: `false` while the value block is marked not valid.
+    pub(crate) lvb_valid: bool,
+    /// R9: how many locks on the grant and convert queues hold each mode (the VMS "group
+    /// mode" idea), so a compatibility check costs six comparisons, never a scan.
+    pub(crate) held: [u32; 6],
+    pub(crate) granted: List,
+    pub(crate) queues: Option<Box<Queues>>,
+}
+
+impl Resource {
+    pub(crate) fn new(name: Box<[u8]>) -> Resource {
+        Resource {
+            name,
+            lvb: None,
+            lvb_valid: true,
+            held: [0; 6],
+            granted: List::default(),
+            queues: None,
+        }
+    }
+
+    /// R9: whether `mode` is compatible with every holder, leaving out one holder of
+    /// `exclude` (the converting lock itself).
+    pub(crate) fn allows(&self, mode: Mode, exclude: Option<Mode>) -> bool {
+        Mode::ALL.into_iter().all(|m| {
+            let mut n = self.held[m.index()];
+            if exclude == Some(m) {
+                n = n.saturating_sub(1);
+            }
+            n == 0 || mode.is_compatible(m)
+        })
+    }
+
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queues.as_ref().is_some_and(|q| !q.is_empty())
+    }
+
+    pub(crate) fn convert_len(&self) -> u32 {
+        self.queues.as_ref().map_or(0, |q| q.convert.len)
+    }
+
+    pub(crate) fn queued_len(&self) -> u32 {
+        self.queues
+            .as_ref()
+            .map_or(0, |q| q.convert.len + q.wait.len)
+    }
+
+    pub(crate) fn is_unused(&self) -> bool {
+        self.granted.len == 0 && !self.has_queued()
+    }
+
+    pub(crate) fn queues_mut(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the queue block once both queues are empty.
+    pub(crate) fn shrink(&mut self) {
+        if self.queues.as_ref().is_some_and(|q| q.is_empty()) {
+            self.queues = None;
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Sessions and leases: open, renew, and the end of a session (R50).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Core, Effects, reject};
+use crate::timers::Timer;
+use crate::{Event, EventKind, Invalid, Limit, LockId, Mode, Reject, RequestId, SessionId};
+
+/// A live session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Session {
+    pub(crate) name: String,
+    pub(crate) ttl_ms: u64,
+    pub(crate) expires_at: u64,
+    pub(crate) secret: u128,
+    /// Every lock it owns, whatever its state.
+    pub(crate) locks: BTreeSet<LockId>,
+    /// Its locks with a queued request (waiting or converting): the deadlock search walks
+    /// these, never all of the session's locks.
+    pub(crate) pending: BTreeSet<LockId>,
+}
+
+impl Core {
+    pub(crate) fn open_session(
+        &mut self,
+        name: String,
+        ttl_ms: u64,
+        secret: u128,
+        out: &mut Vec<Event>,
+    ) {
+        let id = SessionId(self.last_index);
+        // The reply to OpenSession has no client request id of its own.
+        let refuse = |reason: Reject| Event {
+            session: id,
+            request: None,
+            lock: None,
+            kind: EventKind::Rejected { reason },
+        };
+        let c = &self.config;
+        if ttl_ms < c.min_ttl_ms || ttl_ms > c.max_ttl_ms {
+            let reason = Invalid::TtlOutOfRange {
+                ttl_ms,
+                min_ms: c.min_ttl_ms,
+                max_ms: c.max_ttl_ms,
+            };
+            out.push(refuse(reason.into()));
+            return;
+        }
+        if name.len() > c.max_session_name_len {
+            out.push(refuse(Invalid::SessionNameTooLong.into()));
+            return;
+        }
+        if self.sessions.len() >= c.max_sessions {
+            out.push(refuse(Reject::LimitExceeded(Limit::Sessions)));
+            return;
+        }
+        let expires_at = self.clock_ms.saturating_add(ttl_ms);
+        self.timers.insert((expires_at, Timer::Lease(id)));
+        let session = Session {
+            name,
+            ttl_ms,
+            expires_at,
+            secret,
+            locks: BTreeSet::new(),
+            pending: BTreeSet::new(),
+        };
+        self.sessions.insert(id, session);
+        out.push(Event {
+            session: id,
+            request: None,
+            lock: None,
+            kind: EventKind::SessionOpened { ttl_ms },
+        });
+    }
+
+    /// Renews a live session's lease; `None` if the session does not exist.
+    pub(crate) fn touch(&mut self, id: SessionId) -> Option<u64> {
+        let s = self.sessions.get_mut(&id)?;
+        let old = s.expires_at;
+        s.expires_at = self.clock_ms.saturating_add(s.ttl_ms);
+        let (new, ttl) = (s.expires_at, s.ttl_ms);
+        if new != old {
+            self.timers.remove(&(old, Timer::Lease(id)));
+            self.timers.insert((new, Timer::Lease(id)));
+        }
+        Some(ttl)
+    }
+
+    /// Renews the session's lease, or produces the UnknownSession rejection of `request`.
+    pub(crate) fn live_session(
+        &mut self,
+        id: SessionId,
+        request: RequestId,
+        lock: Option<LockId>,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        if self.touch(id).is_some() {
+            true
+        } else {
+            out.push(reject(id, request, lock, Reject::UnknownSession));
+            false
+        }
+    }
+
+    /// R50: ends a session. Every lock it owns is removed as if force-unlocked, with no
+    /// completion to it; a removed PW or EX granted mode (also of a converting lock) makes
+    /// the value block not valid (R29b). The affected resources are marked for a grant pass.
+    pub(crate) fn end_session(&mut self, id: SessionId, fx: &mut Effects) {
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
+        self.timers.remove(&(session.expires_at, Timer::Lease(id)));
+        for lock in session.locks {
+            let Some(&r) = self.lock_ids.get(&lock) else {
+                continue;
+            };
+            if let Some(l) = self.locks.get(r.0) {
+                if matches!(l.status.granted_mode(), Some(Mode::PW | Mode::EX)) {
+                    if let Some(res) = self.resources.get_mut(l.res.0) {
+                        crate::lvb::invalidate(res);
+                    }
+                }
+            }
+            self.remove_lock(r, fx);
+        }
+    }
+
+    /// A lease ran out (`Tick`): one SessionExpired event, then R50.
+    pub(crate) fn expire_session(&mut self, id: SessionId, fx: &mut Effects, out: &mut Vec<Event>) {
+        if !self.sessions.contains_key(&id) {
+            return;
+        }
+        out.push(Event {
+            session: id,
+            request: None,
+            lock: None,
+            kind: EventKind::SessionExpired,
+        });
+        self.end_session(id, fx);
+    }
+}
