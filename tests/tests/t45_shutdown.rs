@@ -1,0 +1,42 @@
+//! Graceful shutdown: clients are told, the server stops accepting and `run` returns.
+
+use anyhow::Result;
+use dlock_proto::{EventKind, LockFlags, Mode, ServerMessage};
+use dlock_tests::{RawClient, TestServer, recv_raw};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn shutdown_tells_every_client_and_stops_accepting() -> Result<()> {
+    let mut server = TestServer::start().await?;
+    let addr = server.addr();
+    let mut a = RawClient::connect(addr, "a").await?;
+    let mut b = RawClient::connect(addr, "b").await?;
+    a.acquire("s", Mode::EX).await?;
+    let r = b.lock("s", Mode::EX, LockFlags::empty()).await?;
+    assert_eq!(b.event_for(r).await?.kind, EventKind::Queued);
+    // A connection still in its handshake is told too.
+    let mut pending = dlock_tests::connect_framed(addr).await?;
+
+    // Bounded inside `shutdown` (30 s).
+    server.shutdown().await?;
+
+    for c in [&mut a, &mut b] {
+        let mut got = Vec::new();
+        while let Some(m) = c.recv().await? {
+            got.push(m);
+        }
+        assert_eq!(got.last(), Some(&ServerMessage::ShuttingDown), "{got:?}");
+    }
+    assert_eq!(recv_raw(&mut pending).await?, Some(ServerMessage::ShuttingDown));
+    assert_eq!(recv_raw(&mut pending).await?, None);
+    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_with_no_clients_returns_promptly() -> Result<()> {
+    let mut server = TestServer::start().await?;
+    server.shutdown().await?;
+    assert!(!server.is_running());
+    Ok(())
+}
