@@ -90,6 +90,11 @@ pub struct Args {
     /// Log filter, e.g. "info" or "dlock_server=debug"; RUST_LOG is used when this is unset.
     #[arg(long, env = "DLOCK_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// Append an audit log (one JSON line per applied engine input and its events) to this
+    /// file; off by default.
+    #[arg(long, env = "DLOCK_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -118,6 +123,7 @@ impl Args {
                 max_ttl_ms: ms(self.max_lease_ttl),
                 ..defaults.engine.clone()
             },
+            audit_log: self.audit_log.clone(),
             ..defaults
         }
     }

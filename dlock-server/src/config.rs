@@ -39,6 +39,9 @@ pub struct Config {
     /// Limits and parameters of the lock engine (lease bounds, value block length, name
     /// length, sessions, resources, locks per session, waiters per resource).
     pub engine: dlock_core::Config,
+    /// Opt-in audit log: if set, one JSON line per applied engine input with its events is
+    /// appended to this file, flushed before the events are dispatched (see [`crate::audit`]).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The default listen address.
@@ -63,6 +66,7 @@ impl Default for Config {
             max_query_resources: 1000,
             shutdown_grace: Duration::from_secs(2),
             engine: dlock_core::Config::default(),
+            audit_log: None,
         }
     }
 }

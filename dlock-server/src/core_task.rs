@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::audit::Audit;
 use crate::conn::{ConnHandle, ConnId};
 use crate::floor::Floor;
 use crate::{Config, ServerError};
@@ -97,6 +98,8 @@ pub(crate) struct CoreTask {
     sessions: HashMap<SessionId, SessionState>,
     /// Sessions whose replay buffer overflowed during the current batch.
     overflowed: Vec<SessionId>,
+    /// The opt-in audit log, opened when the task starts.
+    audit: Option<Audit>,
 }
 
 impl CoreTask {
@@ -110,6 +113,7 @@ impl CoreTask {
             start: Instant::now(),
             sessions: HashMap::new(),
             overflowed: Vec::new(),
+            audit: None,
         }
     }
 
@@ -123,6 +127,9 @@ impl CoreTask {
         mut rx: mpsc::Receiver<CoreMsg>,
         shutdown: CancellationToken,
     ) -> Result<(), ServerError> {
+        if let Some(path) = &self.config.audit_log {
+            self.audit = Some(Audit::open(path)?);
+        }
         let max_batch = self.config.max_batch.max(1);
         let mut batch = Vec::with_capacity(max_batch);
         loop {
@@ -165,11 +172,21 @@ impl CoreTask {
         let index = self.next_index;
         self.next_index += 1;
         let now_ms = self.now_ms();
-        let events = self.core.apply(Input {
+        let input = Input {
             index,
             now_ms,
             command,
-        });
+        };
+        let events = match &mut self.audit {
+            None => self.core.apply(input),
+            Some(audit) => {
+                let ts_us = crate::audit::now_us();
+                let events = self.core.apply(input.clone());
+                // Written before the caller dispatches the events.
+                audit.record(ts_us, &input, &events)?;
+                events
+            }
+        };
         let used = self.core.last_index().max(self.core.last_token().0);
         self.floor.ensure_above(used)?;
         Ok(events)
