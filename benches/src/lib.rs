@@ -1,2 +1,34 @@
 //! Benchmarks and the load generator for dlock.
+//!
+//! The load generator (`loadgen` binary) drives one of several lock services through the same
+//! scenarios and reports throughput, latency percentiles and per-client fairness, so dlock can
+//! be compared side by side with what users already run:
+//!
+//! - [`backend::dlock`]: dlock through its client SDK;
+//! - [`backend::echo`]: a bare TCP echo server (two round trips per cycle): the floor;
+//! - `backend::redis` and `backend::etcd` (cargo feature `peers`): Redis `SET NX PX` + Lua
+//!   compare-and-delete, and etcd's lease + Lock/Unlock API.
+//!
+//! Every backend implements [`Backend`]; [`scenario::run`] runs one [`Scenario`] against one
+//! backend and returns a [`Row`].
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use dlock_benches::{Scenario, Spec, backend::echo::EchoBackend, scenario};
+//!
+//! let backend = EchoBackend::start().await?;
+//! let spec = Spec { clients: 4, ..Spec::new(Scenario::Uncontended) };
+//! let row = scenario::run(&backend, &spec).await?;
+//! println!("{} cycles/s", row.ops_per_s);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod report;
+pub mod rss;
+pub mod scenario;
+
+pub use backend::{Access, Backend, Conn};
+pub use report::Row;
+pub use scenario::{Scenario, Spec};

@@ -1,0 +1,111 @@
+//! etcd through its v3 concurrency API: one lease per benchmark client (kept alive in the
+//! background), the `Lock`/`Unlock` RPCs with that lease, and a lease revoke at the end.
+//!
+//! etcd's Lock API is a mutex only: there is no shared mode, so the readers-writers scenario
+//! is reported as unsupported rather than faked.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use etcd_client::{Client, LockOptions};
+use tokio::task::JoinHandle;
+
+use super::{Access, Backend, Conn};
+use crate::Scenario;
+
+/// The etcd backend.
+#[derive(Clone, Debug)]
+pub struct EtcdBackend {
+    endpoint: String,
+    lease_ttl_s: i64,
+}
+
+impl EtcdBackend {
+    /// A backend for the etcd at `addr` (`host:port`); leases live `lease_ttl` (at least 1 s)
+    /// and are kept alive every third of it.
+    pub fn new(addr: &str, lease_ttl: Duration) -> EtcdBackend {
+        EtcdBackend {
+            endpoint: format!("http://{addr}"),
+            lease_ttl_s: i64::try_from(lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+impl Backend for EtcdBackend {
+    type Conn = EtcdConn;
+
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn unsupported(&self, scenario: Scenario) -> Option<&'static str> {
+        match scenario {
+            Scenario::ReadersWriters => Some("etcd's Lock API has no shared mode"),
+            _ => None,
+        }
+    }
+
+    async fn connect(&self, _id: usize) -> Result<EtcdConn> {
+        let mut client = Client::connect([self.endpoint.as_str()], None)
+            .await
+            .with_context(|| format!("connecting to etcd at {}", self.endpoint))?;
+        let lease = client.lease_grant(self.lease_ttl_s, None).await?.id();
+        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+        let period = Duration::from_secs(u64::try_from(self.lease_ttl_s).unwrap_or(1)) / 3;
+        let keep_alive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                if keeper.keep_alive().await.is_err() {
+                    return;
+                }
+                match responses.message().await {
+                    Ok(Some(_)) => {}
+                    _ => return,
+                }
+            }
+        });
+        Ok(EtcdConn {
+            client,
+            lease,
+            keep_alive,
+        })
+    }
+}
+
+/// One etcd client (its own gRPC connection) with its lease.
+pub struct EtcdConn {
+    client: Client,
+    lease: i64,
+    keep_alive: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for EtcdConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConn")
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl Conn for EtcdConn {
+    /// The key etcd created for the lock (the name plus the lease id).
+    type Held = Vec<u8>;
+
+    async fn acquire(&self, key: &str, _access: Access) -> Result<Vec<u8>> {
+        let opts = LockOptions::new().with_lease(self.lease);
+        let resp = self.client.clone().lock(key, Some(opts)).await?;
+        Ok(resp.key().to_vec())
+    }
+
+    async fn release(&self, held: Vec<u8>) -> Result<()> {
+        self.client.clone().unlock(held).await?;
+        Ok(())
+    }
+
+    async fn close(mut self, _held: Vec<Vec<u8>>) -> Result<()> {
+        // Revoking the lease deletes every key attached to it: all locks at once.
+        self.keep_alive.abort();
+        self.client.lease_revoke(self.lease).await?;
+        Ok(())
+    }
+}

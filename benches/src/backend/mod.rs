@@ -1,0 +1,64 @@
+//! The one trait every lock service implements for the load generator.
+
+use std::future::Future;
+
+use anyhow::Result;
+
+use crate::Scenario;
+
+pub mod dlock;
+pub mod echo;
+#[cfg(feature = "peers")]
+pub mod etcd;
+#[cfg(feature = "peers")]
+pub mod redis;
+
+/// The kind of access a scenario asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A shared (read) lock: dlock's PR.
+    Shared,
+    /// An exclusive lock: dlock's EX.
+    Exclusive,
+}
+
+/// A lock service under test.
+pub trait Backend: Send + Sync + 'static {
+    /// One client connection (a session).
+    type Conn: Conn;
+
+    /// The backend's name in reports.
+    fn name(&self) -> &'static str;
+
+    /// `Some(reason)` when this backend cannot run `scenario` honestly.
+    fn unsupported(&self, scenario: Scenario) -> Option<&'static str>;
+
+    /// Opens a new client connection; `id` numbers the clients of one run from 0.
+    fn connect(&self, id: usize) -> impl Future<Output = Result<Self::Conn>> + Send;
+}
+
+/// One client connection. Methods take `&self` so one connection can have several requests in
+/// flight (the many-locks scenario pipelines acquisitions per session).
+pub trait Conn: Send + Sync + 'static {
+    /// Proof of a held lock, handed back to [`Conn::release`].
+    type Held: Send + 'static;
+
+    /// Acquires `key`, waiting as long as it takes (the caller bounds the wait).
+    fn acquire(&self, key: &str, access: Access)
+    -> impl Future<Output = Result<Self::Held>> + Send;
+
+    /// Releases a lock acquired on this connection.
+    fn release(&self, held: Self::Held) -> impl Future<Output = Result<()>> + Send;
+
+    /// Ends the connection; `held` are locks still held, which the backend releases in its
+    /// own way (session close, lease revoke, or one by one).
+    fn close(self, held: Vec<Self::Held>) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Why a backend was asked for but cannot be built.
+pub fn peers_missing(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the {name} backend needs the `peers` feature: \
+         cargo run --release -p dlock-benches --features peers --bin loadgen -- ..."
+    )
+}

@@ -1,0 +1,283 @@
+//! `loadgen`: drives dlock, Redis, etcd or a bare TCP echo floor through the same lock
+//! scenarios and prints one row per point (also appended to `--csv FILE`).
+//!
+//! ```text
+//! cargo run --release -p dlock-benches --bin loadgen -- \
+//!     --backend dlock,echo --scenario uncontended,contended --clients 16,64 --duration 5s
+//! ```
+//! The Redis and etcd backends need `--features peers`. Only loopback addresses are accepted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use dlock_benches::backend::dlock::DlockBackend;
+use dlock_benches::backend::echo::EchoBackend;
+use dlock_benches::report::{Row, append_csv};
+use dlock_benches::scenario::{self, Scenario, Spec};
+
+/// A lock service to drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackendKind {
+    /// dlock through dlock-client.
+    Dlock,
+    /// Redis: SET NX PX + Lua compare-and-delete (feature `peers`).
+    Redis,
+    /// etcd: lease + Lock/Unlock (feature `peers`).
+    Etcd,
+    /// A bare TCP echo server started by loadgen: the floor.
+    Echo,
+}
+
+/// Load generator for dlock and the lock services it is compared with.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Backends to run, comma-separated.
+    #[arg(
+        long,
+        short,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "dlock"
+    )]
+    backend: Vec<BackendKind>,
+    /// Scenarios to run, comma-separated.
+    #[arg(
+        long,
+        short,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "uncontended"
+    )]
+    scenario: Vec<Scenario>,
+    /// Concurrent clients per point, comma-separated (not used by many-locks).
+    #[arg(long, short, value_delimiter = ',', default_value = "64")]
+    clients: Vec<usize>,
+    /// Measured window per point.
+    #[arg(long, short, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before the window.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// dlock server address.
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    dlock_addr: String,
+    /// Redis address.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    redis_addr: String,
+    /// etcd client address.
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    etcd_addr: String,
+    /// Session lease asked of dlock, and lease TTL granted by etcd.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+    /// Expiry of a Redis lock (PX).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    lock_ttl: Duration,
+    /// Redis: wait between attempts on a taken lock.
+    #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+    redis_retry: Duration,
+    /// readers-writers: share of shared (PR) locks.
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// many-locks: locks to hold at once.
+    #[arg(long, default_value_t = 1_000_000)]
+    locks: u64,
+    /// many-locks: sessions holding them.
+    #[arg(long, default_value_t = 1_000)]
+    sessions: usize,
+    /// many-locks: acquisitions in flight per session.
+    #[arg(long, default_value_t = 4)]
+    inflight: usize,
+    /// The server process whose RSS many-locks reports (read from /proc/PID/status).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Append every row to this CSV file (header written when the file is new).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Free text put in the CSV's label column (e.g. the run number).
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Seed of the clients' random choices.
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+}
+
+/// Upper bounds that keep a run bounded in count and time.
+const MAX_CLIENTS: usize = 10_000;
+const MAX_DURATION: Duration = Duration::from_secs(600);
+const MAX_LOCKS: u64 = 10_000_000;
+
+impl Args {
+    fn validate(&self) -> Result<()> {
+        if let Some(c) = self.clients.iter().find(|&&c| c == 0 || c > MAX_CLIENTS) {
+            bail!("--clients {c}: must be between 1 and {MAX_CLIENTS}");
+        }
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            bail!("--duration must be between 1ms and {MAX_DURATION:?}");
+        }
+        if self.warmup > MAX_DURATION {
+            bail!("--warmup must be at most {MAX_DURATION:?}");
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            bail!("--read-ratio must be between 0 and 1");
+        }
+        if self.locks == 0 || self.locks > MAX_LOCKS {
+            bail!("--locks must be between 1 and {MAX_LOCKS}");
+        }
+        if self.sessions == 0 || self.sessions > MAX_CLIENTS {
+            bail!("--sessions must be between 1 and {MAX_CLIENTS}");
+        }
+        if self.inflight == 0 || self.inflight > 1_000 {
+            bail!("--inflight must be between 1 and 1000");
+        }
+        if self.redis_retry.is_zero() {
+            bail!("--redis-retry must be positive");
+        }
+        if !cfg!(feature = "peers")
+            && let Some(b) = self
+                .backend
+                .iter()
+                .find(|b| matches!(b, BackendKind::Redis | BackendKind::Etcd))
+        {
+            return Err(dlock_benches::backend::peers_missing(
+                &format!("{b:?}").to_lowercase(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn spec(&self, scenario: Scenario, clients: usize) -> Spec {
+        Spec {
+            scenario,
+            clients,
+            duration: self.duration,
+            warmup: self.warmup,
+            read_ratio: self.read_ratio,
+            locks: self.locks,
+            sessions: self.sessions,
+            inflight: self.inflight,
+            server_pid: self.server_pid,
+            seed: self.seed,
+            ..Spec::new(scenario)
+        }
+    }
+}
+
+/// Refuses any address that is not on this machine's loopback.
+async fn ensure_loopback(what: &str, addr: &str) -> Result<()> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("{what}: cannot resolve {addr}"))?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+        bail!("{what}: {addr} is not a loopback address; loadgen only targets this machine");
+    }
+    Ok(())
+}
+
+async fn run_point(
+    kind: BackendKind,
+    args: &Args,
+    spec: &Spec,
+    echo: Option<&EchoBackend>,
+) -> Result<Row> {
+    match kind {
+        BackendKind::Dlock => {
+            scenario::run(&DlockBackend::new(&args.dlock_addr, args.lease_ttl), spec).await
+        }
+        BackendKind::Echo => scenario::run(echo.context("echo server not started")?, spec).await,
+        #[cfg(feature = "peers")]
+        BackendKind::Redis => {
+            use dlock_benches::backend::redis::RedisBackend;
+            let rw = spec.scenario == Scenario::ReadersWriters;
+            let backend = RedisBackend::new(&args.redis_addr, args.lock_ttl, args.redis_retry, rw)?;
+            scenario::run(&backend, spec).await
+        }
+        #[cfg(feature = "peers")]
+        BackendKind::Etcd => {
+            use dlock_benches::backend::etcd::EtcdBackend;
+            scenario::run(&EtcdBackend::new(&args.etcd_addr, args.lease_ttl), spec).await
+        }
+        #[cfg(not(feature = "peers"))]
+        BackendKind::Redis | BackendKind::Etcd => Err(dlock_benches::backend::peers_missing(
+            &format!("{kind:?}").to_lowercase(),
+        )),
+    }
+}
+
+fn backend_name(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Dlock => "dlock",
+        BackendKind::Redis => "redis",
+        BackendKind::Etcd => "etcd",
+        BackendKind::Echo => "echo",
+    }
+}
+
+async fn run(args: Args) -> Result<bool> {
+    args.validate()?;
+    for &kind in &args.backend {
+        match kind {
+            BackendKind::Dlock => ensure_loopback("--dlock-addr", &args.dlock_addr).await?,
+            BackendKind::Redis => ensure_loopback("--redis-addr", &args.redis_addr).await?,
+            BackendKind::Etcd => ensure_loopback("--etcd-addr", &args.etcd_addr).await?,
+            BackendKind::Echo => {}
+        }
+    }
+    let echo = if args.backend.contains(&BackendKind::Echo) {
+        Some(EchoBackend::start().await?)
+    } else {
+        None
+    };
+
+    println!("{}", Row::text_header());
+    let mut all_ok = true;
+    for &kind in &args.backend {
+        for &scenario in &args.scenario {
+            // many-locks has its own session count: one point, whatever --clients says.
+            let client_counts = match scenario {
+                Scenario::ManyLocks => &args.clients[..1],
+                _ => &args.clients[..],
+            };
+            for &clients in client_counts {
+                let spec = args.spec(scenario, clients);
+                let mut row = match run_point(kind, &args, &spec, echo.as_ref()).await {
+                    Ok(row) => row,
+                    Err(e) => {
+                        all_ok = false;
+                        let shown = match scenario {
+                            Scenario::ManyLocks => args.sessions,
+                            _ => clients,
+                        };
+                        let mut row = Row::new(backend_name(kind), scenario, shown);
+                        row.note = format!("failed: {e:#}");
+                        row
+                    }
+                };
+                row.label = args.label.clone();
+                println!("{}", row.to_text());
+                if let Some(path) = &args.csv {
+                    append_csv(path, std::slice::from_ref(&row))?;
+                }
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
