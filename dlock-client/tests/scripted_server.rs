@@ -1,0 +1,422 @@
+//! The client against a scripted server that speaks the wire protocol by hand: resume with
+//! retransmission and replay de-duplication, refused resume, the grant-races-cancel path and
+//! the local lease (with paused time). Real TCP on 127.0.0.1:0.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use dlock_client::{Client, Error, LostReason, Mode};
+use dlock_core::{Event, EventKind, FencingToken, LockId, RequestId, SessionId};
+use dlock_proto::{
+    ClientMessage, FrameCodec, Hello, PROTOCOL_VERSION, Refusal, Request, ServerMessage, Welcome,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+const LIMIT: Duration = Duration::from_secs(20);
+const SESSION: SessionId = SessionId(7);
+const SECRET: u128 = 42;
+
+type Conn = Framed<TcpStream, FrameCodec<ClientMessage, ServerMessage>>;
+
+async fn bounded<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .context("test did not finish in time")?
+}
+
+async fn accept(listener: &TcpListener) -> Result<Conn> {
+    let (stream, _) = listener.accept().await?;
+    Ok(Framed::new(stream, FrameCodec::default()))
+}
+
+/// The next message other than `Ack`.
+async fn recv(conn: &mut Conn) -> Result<ClientMessage> {
+    loop {
+        match conn.next().await {
+            Some(Ok(Ok(ClientMessage::Ack { .. }))) => continue,
+            Some(Ok(Ok(m))) => return Ok(m),
+            Some(Ok(Err(e))) => bail!("malformed: {e}"),
+            Some(Err(e)) => bail!("read: {e}"),
+            None => bail!("client closed the connection"),
+        }
+    }
+}
+
+async fn recv_hello(conn: &mut Conn) -> Result<Hello> {
+    match recv(conn).await? {
+        ClientMessage::Hello(h) => Ok(h),
+        other => bail!("expected Hello, got {other:?}"),
+    }
+}
+
+/// The next request other than `Renew` (renewals are answered with `Renewed` at `seq`
+/// numbers taken from `next_seq`).
+async fn recv_request(conn: &mut Conn, next_seq: &mut u64) -> Result<(RequestId, Request)> {
+    loop {
+        match recv(conn).await? {
+            ClientMessage::Request {
+                id,
+                body: Request::Renew,
+            } => {
+                send_event(
+                    conn,
+                    next_seq,
+                    Some(id),
+                    None,
+                    EventKind::Renewed { ttl_ms: 10_000 },
+                )
+                .await?;
+            }
+            ClientMessage::Request { id, body } => return Ok((id, body)),
+            other => bail!("expected a request, got {other:?}"),
+        }
+    }
+}
+
+fn welcome(resumed: bool, session: SessionId, ttl_ms: u64) -> ServerMessage {
+    ServerMessage::Welcome(Welcome {
+        session,
+        secret: SECRET,
+        lease_ttl_ms: ttl_ms,
+        server_version: "scripted".into(),
+        protocol_version: PROTOCOL_VERSION,
+        resumed,
+        lvb_len: 32,
+        max_frame_len: 64 * 1024,
+    })
+}
+
+async fn send_event(
+    conn: &mut Conn,
+    next_seq: &mut u64,
+    request: Option<RequestId>,
+    lock: Option<LockId>,
+    kind: EventKind,
+) -> Result<u64> {
+    let seq = *next_seq;
+    *next_seq += 1;
+    send_event_at(conn, seq, request, lock, kind).await?;
+    Ok(seq)
+}
+
+async fn send_event_at(
+    conn: &mut Conn,
+    seq: u64,
+    request: Option<RequestId>,
+    lock: Option<LockId>,
+    kind: EventKind,
+) -> Result<()> {
+    let event = Event {
+        session: SESSION,
+        request,
+        lock,
+        kind,
+    };
+    conn.send(ServerMessage::Event { seq, event }).await?;
+    Ok(())
+}
+
+fn granted(token: u64) -> EventKind {
+    EventKind::Granted {
+        mode: Mode::EX,
+        token: FencingToken(token),
+        value: None,
+        value_valid: true,
+    }
+}
+
+/// A ping answered by the script: once it is back, the client has processed every event
+/// sent before it.
+async fn ping_round_trip(client: &Client, conn: &mut Conn, seq: &mut u64) -> Result<()> {
+    let pinging = tokio::spawn({
+        let client = client.clone();
+        async move { client.ping().await }
+    });
+    let (id, body) = recv_request(conn, seq).await?;
+    ensure!(body == Request::Ping, "{body:?}");
+    conn.send(ServerMessage::Reply {
+        id,
+        body: dlock_proto::Reply::Pong {
+            server_version: "scripted".into(),
+        },
+    })
+    .await?;
+    pinging.await??;
+    Ok(())
+}
+
+async fn connect(listener: &TcpListener, ttl: Duration) -> Result<(Client, Conn)> {
+    let addr = listener.local_addr()?.to_string();
+    let connecting = tokio::spawn(
+        Client::builder(addr)
+            .name("scripted")
+            .lease_ttl(ttl)
+            .backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .connect(),
+    );
+    let mut conn = accept(listener).await?;
+    let hello = recv_hello(&mut conn).await?;
+    ensure!(hello.resume.is_none());
+    ensure!(hello.client_name == "scripted");
+    let ttl_ms = u64::try_from(ttl.as_millis())?;
+    ensure!(hello.lease_ttl_ms == ttl_ms);
+    conn.send(welcome(false, SESSION, ttl_ms)).await?;
+    let client = connecting.await??;
+    ensure!(client.session_id() == SESSION);
+    Ok((client, conn))
+}
+
+#[tokio::test]
+async fn resume_retransmits_outstanding_requests_and_drops_replayed_duplicates() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+
+        let locking = tokio::spawn({
+            let client = client.clone();
+            async move { client.lock("r", Mode::EX).await }
+        });
+        let (id, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(
+            matches!(&body, Request::Lock { resource, mode: Mode::EX, .. } if resource == b"r")
+        );
+        let lock = LockId(100);
+        let queued_seq =
+            send_event(&mut conn, &mut seq, Some(id), Some(lock), EventKind::Queued).await?;
+        // Make sure the client has seen `Queued` before the connection breaks.
+        ping_round_trip(&client, &mut conn, &mut seq).await?;
+        drop(conn);
+
+        // The client reconnects and resumes with the last sequence number it saw.
+        let mut conn = accept(&listener).await?;
+        let hello = recv_hello(&mut conn).await?;
+        let resume = hello.resume.context("resume")?;
+        ensure!(resume.session == SESSION && resume.secret == SECRET);
+        ensure!(
+            resume.last_seq == queued_seq,
+            "last_seq {}",
+            resume.last_seq
+        );
+        conn.send(welcome(true, SESSION, 10_000)).await?;
+        // Replay (with a duplicate of the already seen Queued), then the grant twice.
+        send_event_at(
+            &mut conn,
+            queued_seq,
+            Some(id),
+            Some(lock),
+            EventKind::Queued,
+        )
+        .await?;
+        let grant_seq = send_event(&mut conn, &mut seq, Some(id), Some(lock), granted(5)).await?;
+        send_event_at(&mut conn, grant_seq, Some(id), Some(lock), granted(5)).await?;
+
+        // The outstanding lock request is re-sent with its id.
+        let (again, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(again == id, "re-sent {again} instead of {id}");
+        ensure!(matches!(body, Request::Lock { .. }));
+
+        let mut guard = locking.await??;
+        ensure!(guard.lock_id() == lock && guard.token() == FencingToken(5));
+        ensure!(client.session_id() == SESSION);
+
+        // A replayed blocking notification (a sequence number already seen) is dropped.
+        let blocking = |mode| EventKind::Blocking { mode };
+        let s = send_event(&mut conn, &mut seq, None, Some(lock), blocking(Mode::PR)).await?;
+        ensure!(guard.blocked().await? == Mode::PR);
+        send_event_at(&mut conn, s, None, Some(lock), blocking(Mode::CR)).await?;
+        send_event(&mut conn, &mut seq, None, Some(lock), blocking(Mode::EX)).await?;
+        ensure!(
+            guard.blocked().await? == Mode::EX,
+            "the duplicate was delivered"
+        );
+
+        let unlocking = tokio::spawn(guard.unlock());
+        let (uid, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(
+            matches!(body, Request::Unlock { lock: l, .. } if l == lock),
+            "{body:?}"
+        );
+        send_event(
+            &mut conn,
+            &mut seq,
+            Some(uid),
+            Some(lock),
+            EventKind::Unlocked,
+        )
+        .await?;
+        unlocking.await??;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn refused_resume_loses_locks_fails_pending_requests_and_opens_a_new_session() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+
+        let locking = tokio::spawn({
+            let client = client.clone();
+            async move { client.lock("held", Mode::EX).await }
+        });
+        let (id, _) = recv_request(&mut conn, &mut seq).await?;
+        send_event(&mut conn, &mut seq, Some(id), Some(LockId(1)), granted(3)).await?;
+        let guard = locking.await??;
+
+        let pending = tokio::spawn({
+            let client = client.clone();
+            async move { client.lock("waiting", Mode::EX).await }
+        });
+        let (id, _) = recv_request(&mut conn, &mut seq).await?;
+        send_event(
+            &mut conn,
+            &mut seq,
+            Some(id),
+            Some(LockId(2)),
+            EventKind::Queued,
+        )
+        .await?;
+        drop(conn);
+
+        let mut conn = accept(&listener).await?;
+        ensure!(recv_hello(&mut conn).await?.resume.is_some());
+        conn.send(ServerMessage::Refused(Refusal::UnknownSession))
+            .await?;
+        drop(conn);
+
+        ensure!(guard.lost().await == LostReason::SessionExpired);
+        let err = pending.await?.unwrap_err();
+        ensure!(matches!(err, Error::SessionLost), "{err:?}");
+
+        // A fresh session, without resume.
+        let mut conn = accept(&listener).await?;
+        ensure!(recv_hello(&mut conn).await?.resume.is_none());
+        conn.send(welcome(false, SessionId(8), 10_000)).await?;
+        ping_round_trip(&client, &mut conn, &mut 1).await?;
+        ensure!(client.session_id() == SessionId(8));
+        let err = guard.unlock().await.unwrap_err();
+        ensure!(matches!(err, Error::SessionLost), "{err:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_grant_that_races_the_cancel_of_a_dropped_lock_future_is_released() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+
+        let locking = tokio::spawn({
+            let client = client.clone();
+            async move { client.lock("r", Mode::EX).await }
+        });
+        let (id, _) = recv_request(&mut conn, &mut seq).await?;
+        let lock = LockId(9);
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), EventKind::Queued).await?;
+        // Round trip a ping so the client has processed Queued.
+        ping_round_trip(&client, &mut conn, &mut seq).await?;
+
+        locking.abort();
+        ensure!(locking.await.is_err_and(|e| e.is_cancelled()));
+        let (cid, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(body == Request::Cancel { lock }, "{body:?}");
+        // The grant was already on its way: granted, and the cancel finds nothing pending.
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), granted(11)).await?;
+        send_event(
+            &mut conn,
+            &mut seq,
+            Some(cid),
+            Some(lock),
+            EventKind::Rejected {
+                reason: dlock_core::Reject::NotPending,
+            },
+        )
+        .await?;
+        let (_, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(
+            matches!(body, Request::Unlock { lock: l, .. } if l == lock),
+            "the unwanted grant is released: {body:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn local_lease_lapses_before_the_server_could_expire_the_session() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let ttl = Duration::from_secs(3);
+        let before_connect = Instant::now();
+        let (client, mut conn) = connect(&listener, ttl).await?;
+        let mut seq = 1;
+        let locking = tokio::spawn({
+            let client = client.clone();
+            async move { client.lock("r", Mode::EX).await }
+        });
+        let (id, _) = recv_request(&mut conn, &mut seq).await?;
+        send_event(&mut conn, &mut seq, Some(id), Some(LockId(1)), granted(1)).await?;
+        let guard = locking.await??;
+
+        // From here on time is virtual and only moves when everything waits. The server
+        // answers renewals for a while, acknowledging what it is told.
+        tokio::time::pause();
+        let mut last_confirmed_send = Instant::now();
+        for _ in 0..10 {
+            match recv(&mut conn).await? {
+                ClientMessage::Request {
+                    id,
+                    body: Request::Renew,
+                } => {
+                    last_confirmed_send = Instant::now();
+                    send_event(
+                        &mut conn,
+                        &mut seq,
+                        Some(id),
+                        None,
+                        EventKind::Renewed { ttl_ms: 3000 },
+                    )
+                    .await?;
+                }
+                other => bail!("expected Renew, got {other:?}"),
+            }
+        }
+        ensure!(!guard.is_lost());
+        ensure!(
+            last_confirmed_send - before_connect >= ttl * 3,
+            "renewals kept the lease for several TTLs"
+        );
+        // Then it goes silent (but keeps the connection open).
+        let silent_since = Instant::now();
+        let reason = guard.lost().await;
+        let lost_at = Instant::now();
+        ensure!(reason == LostReason::LocalLeaseLapsed, "{reason:?}");
+        // Default margin: max(TTL/10, 100 ms) = 300 ms.
+        let margin = Duration::from_millis(300);
+        ensure!(
+            lost_at < last_confirmed_send + ttl,
+            "lost at {:?} after the last confirmed renewal, not before the TTL",
+            lost_at - last_confirmed_send
+        );
+        ensure!(
+            lost_at + Duration::from_millis(2) >= last_confirmed_send + ttl - margin,
+            "not earlier than needed: {:?}",
+            lost_at - last_confirmed_send
+        );
+        ensure!(lost_at > silent_since);
+        ensure!(
+            client.session_id() == SessionId(0),
+            "the lapsed session is dropped"
+        );
+        Ok(())
+    })
+    .await
+}
