@@ -48,7 +48,9 @@ With a command, dlock takes the lock, runs the command with DLOCK_TOKEN (the fen
 token), DLOCK_RESOURCE and DLOCK_MODE in its environment, forwards SIGINT and SIGTERM to
 it, releases the lock when it exits, and exits with its exit status. If the lock is lost
 while the command runs, the command gets SIGTERM (SIGKILL after --kill-grace) and dlock
-exits 75.
+exits 75. Signals go to the command's own process: a wrapper script should `exec` its
+last program or pass signals on. (A Ctrl-C typed at the terminal already reaches the
+command, so dlock does not send it a second SIGINT.)
 
 Without a command, dlock prints the fencing token alone on one line of stdout and holds
 the lock until it receives SIGINT or SIGTERM or its standard input reaches end of file.

@@ -89,8 +89,14 @@ where
                 return Ok(ChildEnd::Exited(exit_code(status.map_err(CliError::Io)?)));
             }
             sig = signals.recv() => {
-                tracing::debug!(?sig, "forwarding signal to the command");
-                send(sig);
+                if sig == Signal::SIGINT && in_terminal_foreground() {
+                    // Ctrl-C: the terminal sent SIGINT to the whole foreground process group,
+                    // the command included; a second copy would look like a second Ctrl-C.
+                    tracing::debug!("SIGINT from the terminal reached the command directly");
+                } else {
+                    tracing::debug!(?sig, "forwarding signal to the command");
+                    send(sig);
+                }
             }
             reason = &mut lost => {
                 eprintln!(
@@ -112,6 +118,25 @@ where
                 return Ok(ChildEnd::LockLost);
             }
         }
+    }
+}
+
+/// Whether dlock's process group is the foreground group of its controlling terminal, read
+/// from `/proc/self/stat` (`pgrp` and `tpgid`). The command, spawned in the same group, then
+/// receives the terminal's signals itself.
+fn in_terminal_foreground() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    // The command name (field 2) may contain spaces; fields after it are plain numbers.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest: state ppid pgrp session tty_nr tpgid ...
+    match (fields.get(2), fields.get(5)) {
+        (Some(pgrp), Some(tpgid)) => pgrp == tpgid,
+        _ => false,
     }
 }
 

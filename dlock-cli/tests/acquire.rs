@@ -145,7 +145,7 @@ async fn exit_status_of_the_command_passes_through() -> Result<()> {
         &["acquire", "x", "--", "sh", "-c", "exit 42"],
     ))
     .await?;
-    assert_eq!(code(&out), 42);
+    assert_eq!(code(&out), 42, "{}", stderr(&out));
     let out = output(dlock(
         &server,
         &["acquire", "x", "--", "sh", "-c", "kill -TERM $$"],
@@ -289,5 +289,57 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
         ["started", "terminated"],
         "the command got SIGTERM"
     );
+    Ok(())
+}
+
+fn signal(child: &tokio::process::Child, sig: nix::sys::signal::Signal) -> Result<()> {
+    let pid = child.id().context("child already reaped")?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), sig)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_to_dlock_reaches_the_command() -> Result<()> {
+    let server = TestServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("log");
+    let script = format!(
+        "trap 'echo got-term >> {log}; exit 9' TERM; echo started >> {log}; \
+         while :; do sleep 0.02; done",
+        log = log.display()
+    );
+    let child = dlock(&server, &["acquire", "sig", "--", "sh", "-c", &script]).spawn()?;
+    lines_at_least(&log, 1).await?;
+    signal(&child, nix::sys::signal::Signal::SIGTERM)?;
+    let out = finish(child).await?;
+    assert_eq!(
+        code(&out),
+        9,
+        "the command's own status after its trap: {}",
+        stderr(&out)
+    );
+    assert_eq!(lines(&log), ["started", "got-term"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn interrupt_while_waiting_cancels_the_request() -> Result<()> {
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let (mut holder, _) = hold(&server, "holder", "queue").await?;
+    let waiter = dlock(
+        &server,
+        &["--name", "impatient", "acquire", "queue", "--", "true"],
+    )
+    .spawn()?;
+    let info = queues(&obs, "queue", 1, 1).await?;
+    assert_eq!(info.waiting[0].session_name, "impatient");
+    signal(&waiter, nix::sys::signal::Signal::SIGINT)?;
+    let out = finish(waiter).await?;
+    assert_eq!(code(&out), 128 + 2, "{}", stderr(&out));
+    // The request left the queue at once, not when the waiter's lease ran out.
+    queues(&obs, "queue", 1, 0).await?;
+    drop(holder.stdin.take());
+    tokio::time::timeout(DEADLINE, holder.wait()).await??;
     Ok(())
 }
