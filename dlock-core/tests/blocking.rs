@@ -1,0 +1,113 @@
+//! R32..R37: blocking notifications.
+
+mod common;
+
+use common::*;
+use dlock_core::{LockState, Mode};
+
+#[test]
+fn r32_r33_r34_r37_who_is_notified_when_a_request_is_queued() {
+    let mut h = H::new();
+    let (a, b, c, d) = (h.open("a"), h.open("b"), h.open("c"), h.open("d"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR); // idx 5
+    let (lb, _) = h.lock(b, 1, "r", Mode::PR); // idx 6
+    // R32: the grant-queue holder incompatible with EX is told; the converter is not.
+    assert_eq!(
+        h.convert(b, 2, lb, Mode::EX),
+        vec![queued(b, 2, lb), blocking(a, la, Mode::EX)]
+    );
+    // R33: b's converting PR blocks PW but b is not told; R37: a was already told EX.
+    let (ld, ev) = h.lock(d, 1, "r", Mode::PW); // idx 8
+    assert_eq!(ev, vec![queued(d, 1, ld)]);
+    // R34: queued only by FIFO order, compatible with every holder: nobody is told.
+    let (lc, ev) = h.lock(c, 1, "r", Mode::CR); // idx 9
+    assert_eq!(ev, vec![queued(c, 1, lc)]);
+    // R36: advice only; nothing was revoked.
+    let info = h.core.resource(b"r").unwrap();
+    assert_eq!(info.granted[0].state, LockState::Granted { mode: Mode::PR });
+}
+
+#[test]
+fn r34_nothing_for_immediate_grants_noqueue_failures_or_deadlock_victims() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, ev) = h.lock(a, 1, "r", Mode::PR); // idx 3
+    assert_eq!(ev, vec![granted(a, 1, la, Mode::PR, 3)]);
+    let (_, ev) = h.lock_with(
+        b,
+        1,
+        "r",
+        Mode::EX,
+        dlock_core::LockFlags::NOQUEUE,
+        None,
+        None,
+    );
+    assert_eq!(ev, vec![not_queued(b, 1, None)]);
+    let (lb, _) = h.lock(b, 2, "s", Mode::EX); // idx 5
+    let (la2, ev) = h.lock(a, 2, "s", Mode::EX); // idx 6: a waits for b
+    assert_eq!(ev, vec![queued(a, 2, la2), blocking(b, lb, Mode::EX)]);
+    let (_, ev) = h.lock(b, 3, "r", Mode::EX); // idx 7: closes the cycle
+    assert_eq!(ev, vec![deadlock(b, 3, None)]);
+}
+
+#[test]
+fn r35_after_a_grant_pass_new_holders_are_told_of_the_strongest_queued_mode() {
+    let mut h = H::new();
+    let (a, b, c, d) = (h.open("a"), h.open("b"), h.open("c"), h.open("d"));
+    let (la, _) = h.lock(a, 1, "r", Mode::EX); // idx 5
+    let (lb, ev) = h.lock(b, 1, "r", Mode::PR); // idx 6
+    assert_eq!(ev, vec![queued(b, 1, lb), blocking(a, la, Mode::PR)]);
+    let (lc, ev) = h.lock(c, 1, "r", Mode::CW); // idx 7: PR and CW are unordered (R37)
+    assert_eq!(ev, vec![queued(c, 1, lc), blocking(a, la, Mode::CW)]);
+    let (ld, ev) = h.lock(d, 1, "r", Mode::PR); // idx 8: a already told PR
+    assert_eq!(ev, vec![queued(d, 1, ld)]);
+    // b's PR is granted; CW and PR remain queued. The strongest is PR, compatible with
+    // b's PR, but CW is queued too: Linux's special case tells b CW.
+    assert_eq!(
+        h.unlock(a, 2, la),
+        vec![
+            unlocked(a, 2, la),
+            granted(b, 1, lb, Mode::PR, 9),
+            blocking(b, lb, Mode::CW)
+        ]
+    );
+}
+
+#[test]
+fn r35_r37_notified_again_after_each_grant_of_its_own() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "r", Mode::EX); // idx 3
+    let (lb, ev) = h.lock(b, 1, "r", Mode::EX); // idx 4
+    assert_eq!(ev, vec![queued(b, 1, lb), blocking(a, la, Mode::EX)]);
+    // Down to PW (still incompatible): granted, and told again.
+    assert_eq!(
+        h.convert(a, 2, la, Mode::PW),
+        vec![granted(a, 2, la, Mode::PW, 5), blocking(a, la, Mode::EX)]
+    );
+    // Down to NL: compatible now, nobody is told, and b is granted.
+    assert_eq!(
+        h.convert(a, 3, la, Mode::NL),
+        vec![
+            granted(a, 3, la, Mode::NL, 6),
+            granted(b, 1, lb, Mode::EX, 7)
+        ]
+    );
+}
+
+#[test]
+fn r35_cancelled_conversion_returns_to_the_grant_queue_and_is_told() {
+    let mut h = H::new();
+    let (a, b, c) = (h.open("a"), h.open("b"), h.open("c"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR); // idx 4
+    let (lb, _) = h.lock(b, 1, "r", Mode::PR); // idx 5
+    h.convert(a, 2, la, Mode::EX); // idx 6: queued, b told EX
+    let (lc, ev) = h.lock(c, 1, "r", Mode::PW); // idx 7: b already told EX
+    assert_eq!(ev, vec![queued(c, 1, lc)]);
+    // a's conversion is cancelled: a is back on the grant queue, PR blocks c's PW.
+    assert_eq!(
+        h.cancel(a, 3, la),
+        vec![cancelled(a, 2, la), blocking(a, la, Mode::PW)]
+    );
+    let _ = lb;
+}

@@ -1,0 +1,170 @@
+//! R39..R42: deadlock detection across sessions and resources.
+
+mod common;
+
+use common::*;
+use dlock_core::{Config, Mode, SessionId, WaitsFor};
+
+fn edges(h: &H) -> Vec<(u64, u64)> {
+    h.core
+        .waits_for()
+        .into_iter()
+        .map(|WaitsFor { waiter, holder }| (waiter.0, holder.0))
+        .collect()
+}
+
+#[test]
+fn r39_r41_two_sessions_two_resources_arriving_request_is_the_victim() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (l1, _) = h.lock(a, 1, "r1", Mode::EX); // idx 3
+    let (l2, _) = h.lock(b, 1, "r2", Mode::EX); // idx 4
+    let (la, ev) = h.lock(a, 2, "r2", Mode::EX); // idx 5
+    assert_eq!(ev, vec![queued(a, 2, la), blocking(b, l2, Mode::EX)]);
+    assert_eq!(edges(&h), vec![(1, 2)]);
+    // R41: refused, no lock left behind, no notifications.
+    let (_, ev) = h.lock(b, 2, "r1", Mode::EX); // idx 6
+    assert_eq!(ev, vec![deadlock(b, 2, None)]);
+    assert_eq!(h.core.lock_count(), 3);
+    assert_eq!(h.queues("r1"), (vec![l1], vec![], vec![]));
+    // The other requests are untouched.
+    assert_eq!(h.queues("r2"), (vec![l2], vec![], vec![la]));
+}
+
+#[test]
+fn r39_three_sessions_three_resources() {
+    let mut h = H::new();
+    let (a, b, c) = (h.open("a"), h.open("b"), h.open("c"));
+    h.lock(a, 1, "r1", Mode::PW); // idx 4
+    h.lock(b, 1, "r2", Mode::PW); // idx 5
+    h.lock(c, 1, "r3", Mode::PW); // idx 6
+    let (x, _) = h.lock(a, 2, "r2", Mode::PR); // idx 7: a -> b
+    let (y, _) = h.lock(b, 2, "r3", Mode::CW); // idx 8: b -> c
+    assert_eq!(edges(&h), vec![(1, 2), (2, 3)]);
+    let (_, ev) = h.lock(c, 2, "r1", Mode::CR); // idx 9: CR is compatible with PW
+    assert_eq!(ev[0], granted(c, 2, dlock_core::LockId(9), Mode::CR, 9));
+    let (_, ev) = h.lock(c, 3, "r1", Mode::EX); // idx 10: c -> a closes the cycle
+    assert_eq!(ev, vec![deadlock(c, 3, None)]);
+    let _ = (x, y);
+}
+
+#[test]
+fn r39b_waiting_behind_a_compatible_but_blocked_request() {
+    let mut h = H::new();
+    let (a, b, c) = (h.open("a"), h.open("b"), h.open("c"));
+    let (la, _) = h.lock(a, 1, "r1", Mode::PR); // idx 4
+    let (lb, _) = h.lock(b, 1, "r2", Mode::EX); // idx 5
+    let (lc, ev) = h.lock(c, 1, "r1", Mode::EX); // idx 6: waits for a
+    assert_eq!(ev, vec![queued(c, 1, lc), blocking(a, la, Mode::EX)]);
+    // b's NL is compatible with everything but waits behind c's EX (R10): through c it
+    // waits for a (R39 b).
+    let (lbn, ev) = h.lock(b, 2, "r1", Mode::NL); // idx 7
+    assert_eq!(ev, vec![queued(b, 2, lbn)]);
+    assert_eq!(edges(&h), vec![(2, 1), (3, 1)]);
+    // a now asks for b's resource: a -> b -> (c) -> a.
+    let (_, ev) = h.lock(a, 2, "r2", Mode::EX); // idx 8
+    assert_eq!(ev, vec![deadlock(a, 2, None)]);
+    let _ = lb;
+}
+
+#[test]
+fn r39_self_deadlock_through_another_lock_of_the_same_session() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let (l, _) = h.lock(a, 1, "r", Mode::EX); // idx 2
+    let (_, ev) = h.lock(a, 2, "r", Mode::PR); // idx 3
+    assert_eq!(ev, vec![deadlock(a, 2, None)]);
+    // Compatible second lock of the same owner: fine (R2).
+    let (l2, ev) = h.lock(a, 3, "r", Mode::NL); // idx 4
+    assert_eq!(ev, vec![granted(a, 3, l2, Mode::NL, 4)]);
+    let _ = l;
+}
+
+#[test]
+fn r40_in_place_conversion_closing_a_cycle_refuses_the_youngest_request() {
+    let mut h = H::new();
+    let (x, a, b, c) = (h.open("x"), h.open("a"), h.open("b"), h.open("c"));
+    let (la, _) = h.lock(a, 1, "r1", Mode::NL); // idx 5
+    let (lx, _) = h.lock(x, 1, "r1", Mode::PR); // idx 6
+    let (lb2, _) = h.lock(b, 1, "r2", Mode::EX); // idx 7
+    let (la2, ev) = h.lock(a, 2, "r2", Mode::EX); // idx 8: a -> b
+    assert_eq!(ev, vec![queued(a, 2, la2), blocking(b, lb2, Mode::EX)]);
+    let (lb1, ev) = h.lock(b, 2, "r1", Mode::EX); // idx 9: b -> x
+    assert_eq!(ev, vec![queued(b, 2, lb1), blocking(x, lx, Mode::EX)]);
+    let (lc, ev) = h.lock(c, 1, "r1", Mode::CR); // idx 10: behind b's EX
+    assert_eq!(ev, vec![queued(c, 1, lc)]);
+    assert_eq!(edges(&h), vec![(2, 3), (3, 1), (4, 3)]);
+    // a's NL->PR is compatible with x's PR: granted in place. b's EX now also waits for a:
+    // a -> b -> a. The youngest request on the cycle is b's (idx 9): refused; the grant
+    // pass on r1 then grants c's CR.
+    let ev = h.convert(a, 3, la, Mode::PR); // idx 11
+    assert_eq!(
+        ev,
+        vec![
+            granted(a, 3, la, Mode::PR, 11),
+            deadlock(b, 2, Some(lb1)),
+            granted(c, 1, lc, Mode::CR, 12),
+        ]
+    );
+    assert_eq!(h.queues("r1"), (vec![la, lx, lc], vec![], vec![]));
+    assert_eq!(edges(&h), vec![(2, 3)]);
+}
+
+#[test]
+fn r40_in_place_conversion_victim_can_be_the_converters_own_request() {
+    let mut h = H::new();
+    let (x, a, b) = (h.open("x"), h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "r1", Mode::NL); // idx 4
+    let (lx, _) = h.lock(x, 1, "r1", Mode::PR); // idx 5
+    h.lock(b, 1, "r2", Mode::EX); // idx 6
+    let (lb1, _) = h.lock(b, 2, "r1", Mode::EX); // idx 7: b -> x (older)
+    let (la2, _) = h.lock(a, 2, "r2", Mode::EX); // idx 8: a -> b (younger)
+    let ev = h.convert(a, 3, la, Mode::PR); // idx 9
+    assert_eq!(
+        ev,
+        vec![
+            granted(a, 3, la, Mode::PR, 9),
+            deadlock(a, 2, Some(la2)),
+            blocking(a, la, Mode::EX)
+        ]
+    );
+    assert_eq!(h.queues("r1"), (vec![la, lx], vec![], vec![lb1]));
+}
+
+#[test]
+fn r42_no_false_positives() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    // Compatible co-holders create no edge.
+    h.lock(a, 1, "r1", Mode::PR); // idx 3
+    h.lock(b, 1, "r1", Mode::PR); // idx 4
+    let (lb2, _) = h.lock(b, 2, "r2", Mode::EX); // idx 5
+    let (la2, ev) = h.lock(a, 2, "r2", Mode::EX); // idx 6
+    assert_eq!(ev, vec![queued(a, 2, la2), blocking(b, lb2, Mode::EX)]);
+    let (lb3, ev) = h.lock(b, 3, "r1", Mode::CR); // idx 7
+    assert_eq!(ev, vec![granted(b, 3, lb3, Mode::CR, 7)]);
+    // A cycle broken by an unlock before it forms is not reported.
+    assert_eq!(
+        h.unlock(b, 4, lb2),
+        vec![unlocked(b, 4, lb2), granted(a, 2, la2, Mode::EX, 8)]
+    );
+    let (lb4, ev) = h.lock(b, 5, "r2", Mode::EX); // idx 9: waits for a, a waits for nobody
+    assert_eq!(ev, vec![queued(b, 5, lb4), blocking(a, la2, Mode::EX)]);
+    assert_eq!(edges(&h), vec![(2, 1)]);
+}
+
+#[test]
+fn deadlock_search_bound_gives_a_documented_false_negative() {
+    let mut h = H::with(Config {
+        max_deadlock_search: 1,
+        ..Config::default()
+    });
+    let (a, b) = (h.open("a"), h.open("b"));
+    h.lock(a, 1, "r1", Mode::EX);
+    h.lock(b, 1, "r2", Mode::EX);
+    h.lock(a, 2, "r2", Mode::EX);
+    let (l, ev) = h.lock(b, 2, "r1", Mode::EX);
+    assert_eq!(ev[0], queued(b, 2, l));
+    assert_eq!(edges(&h), vec![(1, 2), (2, 1)]);
+    let _ = SessionId(0);
+}
