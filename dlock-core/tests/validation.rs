@@ -1,0 +1,216 @@
+//! R54..R56: validation and its order; configured limits.
+
+mod common;
+
+use common::*;
+use dlock_core::{
+    Command, Config, Invalid, Limit, LockFlags, LockId, Mode, Reject, RequestId, SessionId,
+};
+
+#[test]
+fn r55_unknown_session_comes_first() {
+    let mut h = H::new();
+    let ghost = SessionId(77);
+    let (_, ev) = h.lock_with(ghost, 1, "", Mode::EX, LockFlags::EXPEDITE, None, None);
+    assert_eq!(ev, vec![rejected(ghost, 1, None, Reject::UnknownSession)]);
+}
+
+#[test]
+fn r54_static_checks_in_order() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let bad = LockFlags::from_bits_retain(1 << 30);
+    let long = "x".repeat(1025);
+    let cases: Vec<(&str, Mode, LockFlags, Option<&[u8]>, Invalid)> = vec![
+        ("", Mode::EX, bad, Some(&[0; 65]), Invalid::EmptyName),
+        (
+            &long,
+            Mode::EX,
+            bad,
+            None,
+            Invalid::NameTooLong {
+                len: 1025,
+                max: 1024,
+            },
+        ),
+        (
+            "r",
+            Mode::EX,
+            bad,
+            Some(&[0; 65]),
+            Invalid::ValueTooLong { len: 65, max: 64 },
+        ),
+        (
+            "r",
+            Mode::EX,
+            bad | LockFlags::EXPEDITE,
+            None,
+            Invalid::UnknownFlags(1 << 30),
+        ),
+        (
+            "r",
+            Mode::EX,
+            LockFlags::EXPEDITE | LockFlags::QUECVT,
+            None,
+            Invalid::UnsupportedFlags(LockFlags::EXPEDITE.bits()),
+        ),
+        (
+            "r",
+            Mode::EX,
+            LockFlags::QUECVT,
+            None,
+            Invalid::QuecvtOnNewLock,
+        ),
+    ];
+    for (i, (name, mode, flags, value, want)) in cases.into_iter().enumerate() {
+        let r = i as u64;
+        let (_, ev) = h.lock_with(a, r, name, mode, flags, value, None);
+        assert_eq!(ev, vec![rejected(a, r, None, want)], "case {i}");
+    }
+    assert_eq!(h.core.lock_count(), 0);
+    assert_eq!(h.core.resource_count(), 0);
+}
+
+#[test]
+fn r56_every_optional_flag_is_rejected_on_every_command() {
+    let optional = [
+        LockFlags::NOQUEUEBAST,
+        LockFlags::CONVDEADLK,
+        LockFlags::EXPEDITE,
+        LockFlags::HEADQUE,
+        LockFlags::NOORDER,
+        LockFlags::ALTPR,
+        LockFlags::ALTCW,
+        LockFlags::PERSISTENT,
+        LockFlags::NODLCKWT,
+        LockFlags::FORCEUNLOCK,
+    ];
+    let mut h = H::new();
+    let a = h.open("a");
+    let (l, _) = h.lock(a, 0, "r", Mode::EX);
+    for f in optional {
+        let want = Invalid::UnsupportedFlags(f.bits());
+        let (_, ev) = h.lock_with(a, 1, "r", Mode::NL, f, None, None);
+        assert_eq!(ev, vec![rejected(a, 1, None, want.clone())], "{f:?}");
+        let ev = h.convert_with(a, 2, l, Mode::NL, f, None, None);
+        assert_eq!(ev, vec![rejected(a, 2, Some(l), want.clone())], "{f:?}");
+        let ev = h.unlock_with(a, 3, l, f, None);
+        assert_eq!(ev, vec![rejected(a, 3, Some(l), want)], "{f:?}");
+    }
+    assert_eq!(h.core.lock_count(), 1);
+}
+
+#[test]
+fn r55_flags_not_applicable_to_unlock() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let (l, _) = h.lock(a, 1, "r", Mode::EX);
+    let ev = h.unlock_with(a, 2, l, LockFlags::NOQUEUE | LockFlags::QUECVT, None);
+    let bits = (LockFlags::NOQUEUE | LockFlags::QUECVT).bits();
+    assert_eq!(
+        ev,
+        vec![rejected(a, 2, Some(l), Invalid::FlagNotApplicable(bits))]
+    );
+}
+
+#[test]
+fn r55_arguments_then_lookup_then_granted_mode_checks_then_state() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR); // idx 3
+    let (lb, _) = h.lock(b, 1, "r", Mode::PR); // idx 4
+    h.convert(a, 2, la, Mode::EX); // idx 5: a is converting
+    let ghost = LockId(999);
+    // Argument checks before the lookup.
+    let ev = h.convert_with(a, 3, ghost, Mode::NL, LockFlags::HEADQUE, None, None);
+    let want = Invalid::UnsupportedFlags(LockFlags::HEADQUE.bits());
+    assert_eq!(ev, vec![rejected(a, 3, Some(ghost), want)]);
+    // The lookup before the granted-mode checks.
+    let ev = h.convert_with(a, 4, ghost, Mode::NL, LockFlags::QUECVT, None, None);
+    assert_eq!(ev, vec![rejected(a, 4, Some(ghost), Reject::NotFound)]);
+    // Granted-mode checks before BUSY: a converting PR lock, QUECVT PR->NL.
+    let ev = h.convert_with(a, 5, la, Mode::NL, LockFlags::QUECVT, None, None);
+    let want = Invalid::QuecvtNotAllowed {
+        from: Mode::PR,
+        to: Mode::NL,
+    };
+    assert_eq!(ev, vec![rejected(a, 5, Some(la), want)]);
+    // A valid conversion of a converting lock: BUSY.
+    let ev = h.convert(a, 6, la, Mode::CR);
+    assert_eq!(ev, vec![rejected(a, 6, Some(la), Reject::Busy)]);
+    // VALBLK on a down-conversion from PW/EX without a value.
+    let (lx, _) = h.lock(b, 2, "x", Mode::EX);
+    let ev = h.convert_with(b, 3, lx, Mode::PR, LockFlags::VALBLK, None, None);
+    assert_eq!(ev, vec![rejected(b, 3, Some(lx), Invalid::MissingValue)]);
+    // ... but not on a read path.
+    let ev = h.convert_with(b, 4, lb, Mode::PR, LockFlags::VALBLK, None, None);
+    assert!(matches!(
+        ev[0].kind,
+        dlock_core::EventKind::Granted { value: Some(_), .. }
+    ));
+}
+
+#[test]
+fn sessions_ttl_name_and_count_limits() {
+    let mut h = H::with(Config {
+        max_sessions: 1,
+        max_session_name_len: 3,
+        ..Config::default()
+    });
+    let open = |h: &mut H, name: &str, ttl_ms| {
+        h.apply(Command::OpenSession {
+            name: name.into(),
+            ttl_ms,
+            secret: 1,
+        })
+    };
+    let refused = |id: u64, reason: Reject| dlock_core::Event {
+        session: SessionId(id),
+        request: None,
+        lock: None,
+        kind: dlock_core::EventKind::Rejected { reason },
+    };
+    let ev = open(&mut h, "a", 99);
+    let want = Invalid::TtlOutOfRange {
+        ttl_ms: 99,
+        min_ms: 100,
+        max_ms: 3_600_000,
+    };
+    assert_eq!(ev, vec![refused(1, want.into())]);
+    let ev = open(&mut h, "abcd", 1_000);
+    assert_eq!(ev, vec![refused(2, Invalid::SessionNameTooLong.into())]);
+    let ev = open(&mut h, "abc", 1_000);
+    assert_eq!(ev, vec![ev_open(SessionId(3), 1_000)]);
+    let ev = open(&mut h, "b", 1_000);
+    assert_eq!(ev, vec![refused(4, Reject::LimitExceeded(Limit::Sessions))]);
+    assert_eq!(h.core.session_count(), 1);
+}
+
+#[test]
+fn lock_limits_give_typed_rejections() {
+    let mut h = H::with(Config {
+        max_locks_per_session: 2,
+        max_resources: 2,
+        max_waiters_per_resource: 1,
+        ..Config::default()
+    });
+    let (a, b, c) = (h.open("a"), h.open("b"), h.open("c"));
+    h.lock(a, 1, "r1", Mode::EX);
+    h.lock(a, 2, "r2", Mode::EX);
+    let (_, ev) = h.lock(a, 3, "r1", Mode::NL);
+    let lim = |l| Reject::LimitExceeded(l);
+    assert_eq!(ev, vec![rejected(a, 3, None, lim(Limit::LocksPerSession))]);
+    let (_, ev) = h.lock(b, 1, "r3", Mode::EX);
+    assert_eq!(ev, vec![rejected(b, 1, None, lim(Limit::Resources))]);
+    let (lb, ev) = h.lock(b, 2, "r1", Mode::EX);
+    assert_eq!(ev[0], queued(b, 2, lb));
+    let (_, ev) = h.lock(c, 1, "r1", Mode::EX);
+    assert_eq!(
+        ev,
+        vec![rejected(c, 1, None, lim(Limit::WaitersPerResource))]
+    );
+    // NOQUEUE never queues, so the waiter limit does not apply.
+    let (_, ev) = h.lock_with(c, 2, "r1", Mode::EX, LockFlags::NOQUEUE, None, None);
+    assert_eq!(ev, vec![not_queued(c, 2, None)]);
+    let _ = RequestId(0);
+}
