@@ -115,7 +115,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR")]
     pub server: String,
 
-    /// Session name shown to others in `dlock status` [default: user@host:pid].
+    /// Session name shown to others in `dlock status` (default: user@host:pid).
     #[arg(
         long,
         global = true,
@@ -157,7 +157,7 @@ pub struct AcquireArgs {
     #[arg(short, long, default_value = "EX", value_parser = parse_mode, value_name = "MODE")]
     pub mode: Mode,
 
-    /// Give up after waiting this long (e.g. 500ms, 30s, 2m) [default: wait without limit].
+    /// Give up after waiting this long, e.g. 500ms, 30s, 2m (default: wait without limit).
     #[arg(short = 'w', long, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
 
@@ -165,8 +165,8 @@ pub struct AcquireArgs {
     #[arg(short, long, conflicts_with = "timeout")]
     pub no_wait: bool,
 
-    /// Session lease length: how long the lock survives dlock losing the server
-    /// [default: the server's].
+    /// Session lease: if dlock cannot reach the server for this long, the lock is lost
+    /// (default: the server's, normally 10s).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub ttl: Option<Duration>,
 
@@ -190,7 +190,7 @@ pub struct AcquireArgs {
 /// Arguments of `dlock status`.
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
-    /// Only resources whose names start with this [default: all].
+    /// Only resources whose names start with this (default: all).
     #[arg(value_name = "PREFIX")]
     pub prefix: Option<OsString>,
 

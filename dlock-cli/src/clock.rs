@@ -2,11 +2,12 @@
 //!
 //! Query replies stamp each lock with the server core's clock (milliseconds of the server's
 //! monotonic clock) but not the current value of that clock. dlock learns it once, right after
-//! connecting, from its own session: the server sets `expires_at_ms = now + ttl_ms` whenever the
-//! session is opened or renewed, so `expires_at_ms - ttl_ms` is the server clock at the last
-//! renewal, a few milliseconds ago at most when asked just after the handshake. From then on the
-//! local monotonic clock advances the estimate. Ages are for display only; nothing depends on
-//! their exactness.
+//! connecting, from its own session: the server sets `expires_at_ms = now + ttl_ms` whenever it
+//! renews the session, and it renews it on every message, the session query included, so
+//! `expires_at_ms - ttl_ms` is the server clock when it answered (and, were that renewal
+//! skipped, the clock at the handshake a few milliseconds earlier). From then on the local
+//! monotonic clock advances the estimate. Ages are for display only; nothing depends on their
+//! exactness.
 
 use std::time::{Duration, Instant};
 
