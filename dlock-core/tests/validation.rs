@@ -21,7 +21,8 @@ fn r54_static_checks_in_order() {
     let a = h.open("a");
     let bad = LockFlags::from_bits_retain(1 << 30);
     let long = "x".repeat(1025);
-    let cases: Vec<(&str, Mode, LockFlags, Option<&[u8]>, Invalid)> = vec![
+    type Case<'a> = (&'a str, Mode, LockFlags, Option<&'a [u8]>, Invalid);
+    let cases: Vec<Case<'_>> = vec![
         ("", Mode::EX, bad, Some(&[0; 65]), Invalid::EmptyName),
         (
             &long,
