@@ -2,6 +2,7 @@
 //! [`RawClient`] speaks the wire protocol directly (without `dlock-client`).
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 pub mod proxy;
 pub mod raw;
 pub mod server;
