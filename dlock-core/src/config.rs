@@ -26,8 +26,9 @@ pub struct Config {
     pub min_ttl_ms: u64,
     /// Longest lease a session may ask for.
     pub max_ttl_ms: u64,
-    /// Upper bound on the number of queued requests one deadlock search visits. A search
-    /// that reaches it stops and reports no deadlock (documented false negative).
+    /// Upper bound on the number of lock entries (queued requests walked as predecessors,
+    /// and holders) one deadlock search examines. A search that reaches it stops and
+    /// reports no deadlock (documented false negative, never a false positive).
     pub max_deadlock_search: usize,
 }
 

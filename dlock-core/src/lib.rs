@@ -23,8 +23,60 @@
 //!     timeout_ms: None,
 //! };
 //! let events = core.apply(Input { index: 2, now_ms: 1, command: lock });
-//! # let _ = events;
+//! assert!(matches!(events[0].kind, EventKind::Granted { mode: Mode::EX, .. }));
 //! ```
+//!
+//! # The contract of `apply`
+//!
+//! - An input whose index is at or below the last applied one is ignored (no events).
+//!   `clock = max(clock, now_ms)`.
+//! - Ids: a session is `SessionId(index)` of its `OpenSession` input, a lock is
+//!   `LockId(index)` of its `Lock` input.
+//! - Fencing tokens: every grant (new lock, queued grant, conversion in any direction,
+//!   same-mode included) gets `max(last_token + 1, index)`, so tokens strictly increase
+//!   globally and are never below the input index.
+//! - Any command of a live session renews its lease. A session is live until a `Tick`
+//!   finds its lease over (or it closes), even if `now_ms` has passed `expires_at`.
+//!
+//! # Events
+//!
+//! Order inside one `apply`:
+//! 1. the reply to the command: `Granted`, `Queued`, `NotQueued`, `Deadlock`, `Unlocked`,
+//!    `Renewed`, `SessionOpened`, `SessionClosed` or `Rejected` (for `Cancel`, the
+//!    `Cancelled` completion of the cancelled request is the reply; for `Tick`, the
+//!    `SessionExpired` and `TimedOut` events in deadline order take its place);
+//! 2. completions produced by grant passes and deadlock victims, in the order they happen
+//!    (each grant pass in grant order, R12);
+//! 3. blocking notifications (R32..R37), after every completion, so a lock's grant always
+//!    precedes a notification to it.
+//!
+//! Addressing: replies and completions carry the request id they answer; a completion of a
+//! queued request carries the *original* request id and the lock id. `NotQueued` and
+//! `Deadlock` of a new request carry no lock id (no lock exists); for a conversion they
+//! carry the lock, which keeps its old mode. Rejections carry the command's request id and,
+//! for convert, unlock and cancel, the lock id the command named. `Blocking` carries the
+//! holder's lock id and no request id. `SessionOpened` and its rejection are addressed to
+//! `SessionId(index)`; a command naming an unknown session is rejected with
+//! `UnknownSession`, addressed to that id.
+//!
+//! # Costs
+//!
+//! - Compatibility checks are O(1): each resource counts the held modes of its grant and
+//!   convert queues (R9).
+//! - Queues are intrusive doubly linked lists through the locks, so removal from the middle
+//!   (cancel, timeout, session end) is O(log n) for the id lookup, and expiring many
+//!   sessions is linear in their locks.
+//! - A grant pass costs O(1) per grant plus one failed test; no queue is scanned.
+//! - Timers (leases, request timeouts) live in one ordered set: O(log n) per update.
+//! - Deadlock search (see `deadlock.rs`) examines at most
+//!   [`Config::max_deadlock_search`] lock entries; at the bound it reports no deadlock.
+//! - Memory: locks and resources live in dense slabs; a resource allocates only its name
+//!   (plus its value block once non-zero, and its queue block while something is queued).
+//!
+//! # Snapshots
+//!
+//! [`Core`] and [`Snapshot`] are serde data with ordered maps whose keys are not strings:
+//! store them with a binary format such as bincode.
 #![forbid(unsafe_code)]
 
 mod blocking;
