@@ -118,6 +118,19 @@ pub(crate) async fn serve(
     debug!(%peer, conn = id, "connection closed");
 }
 
+/// Sends `refusal` to a connection that will not be served, then closes it.
+pub(crate) async fn refuse(stream: TcpStream, refusal: Refusal, config: Arc<Config>) {
+    let mut sink = FramedWrite::new(
+        stream,
+        FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
+    );
+    let _ = tokio::time::timeout(config.shutdown_grace, async {
+        let _ = sink.send(ServerMessage::Refused(refusal)).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
 /// What one decoded frame turned out to be.
 enum Frame {
     Message(ClientMessage),

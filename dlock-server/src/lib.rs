@@ -32,6 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -164,6 +165,14 @@ pub async fn run(
         ));
     };
 
+    // Connections already in the listen backlog get a refusal rather than a reset.
+    while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
+        conns.spawn(conn::refuse(
+            stream,
+            dlock_proto::Refusal::ShuttingDown,
+            config.clone(),
+        ));
+    }
     drop(listener);
     drop(core_tx);
     info!(connections = conns.len(), "shutting down");

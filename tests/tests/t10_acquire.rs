@@ -50,7 +50,11 @@ async fn convert_up_and_down() -> Result<()> {
     // NL -> EX with nobody else: granted in place, new token.
     let r = a.convert(la, Mode::EX, LockFlags::empty()).await?;
     let t2 = match a.event_for(r).await?.kind {
-        EventKind::Granted { mode: Mode::EX, token, .. } => token,
+        EventKind::Granted {
+            mode: Mode::EX,
+            token,
+            ..
+        } => token,
         other => panic!("expected EX grant, got {other:?}"),
     };
     assert!(t2 > t1);
@@ -78,7 +82,10 @@ async fn convert_up_and_down() -> Result<()> {
     );
     a.release(la).await?;
     b.release(lb).await?;
-    assert!(a.query_resource("conv").await?.is_none(), "resource gone with its last lock");
+    assert!(
+        a.query_resource("conv").await?.is_none(),
+        "resource gone with its last lock"
+    );
     Ok(())
 }
 
@@ -141,11 +148,18 @@ async fn goodbye_releases_every_lock_at_once() -> Result<()> {
 
     a.goodbye().await?;
     // The server closes the connection after SessionClosed.
-    assert!(a.recv().await?.is_none(), "connection closed after Goodbye");
+    // The server closes the connection after SessionClosed (each recv is bounded).
+    while a.recv().await?.is_some() {}
 
-    assert!(matches!(b.event_for(r1).await?.kind, EventKind::Granted { .. }));
+    assert!(matches!(
+        b.event_for(r1).await?.kind,
+        EventKind::Granted { .. }
+    ));
     let r2 = b.lock("g2", Mode::EX, LockFlags::NOQUEUE).await?;
-    assert!(matches!(b.event_for(r2).await?.kind, EventKind::Granted { .. }));
+    assert!(matches!(
+        b.event_for(r2).await?.kind,
+        EventKind::Granted { .. }
+    ));
     Ok(())
 }
 

@@ -16,13 +16,22 @@ async fn tokens_and_ids_keep_growing_after_an_abort_and_restart() -> Result<()> 
     for round in 0..3 {
         let mut a = RawClient::connect(server.addr(), "a").await?;
         assert!(
-            old_locks.is_empty() || a.session.0 > old_locks.iter().map(|l: &dlock_proto::LockId| l.0).max().unwrap_or(0),
+            old_locks.is_empty()
+                || a.session.0
+                    > old_locks
+                        .iter()
+                        .map(|l: &dlock_proto::LockId| l.0)
+                        .max()
+                        .unwrap_or(0),
             "new session ids are above every old id"
         );
         // Several grants on the same resource, then one more that stays held.
         for _ in 0..5 {
             let (lock, token) = a.acquire("fenced", Mode::EX).await?;
-            assert!(token > highest, "round {round}: token {token} not above {highest}");
+            assert!(
+                token > highest,
+                "round {round}: token {token} not above {highest}"
+            );
             highest = token;
             old_locks.push(lock);
             a.release(lock).await?;

@@ -34,12 +34,18 @@ async fn witness(server: &TestServer) -> Result<(RawClient, LockId, FencingToken
 /// The witness is still served and still holds its lock; a newcomer is served too.
 async fn still_serving(server: &TestServer, w: &mut RawClient, lock: LockId) -> Result<()> {
     w.ping().await?;
-    let info = w.query_resource("held").await?.expect("resource still exists");
+    let info = w
+        .query_resource("held")
+        .await?
+        .expect("resource still exists");
     assert_eq!(info.granted.len(), 1);
     assert_eq!(info.granted[0].lock, lock);
     let mut n = RawClient::connect(server.addr(), "newcomer").await?;
     let r = n.lock("held", Mode::EX, LockFlags::NOQUEUE).await?;
-    assert_eq!(n.event_for(r).await?.kind, dlock_proto::EventKind::NotQueued);
+    assert_eq!(
+        n.event_for(r).await?.kind,
+        dlock_proto::EventKind::NotQueued
+    );
     n.acquire("other", Mode::EX).await?;
     Ok(())
 }
@@ -68,7 +74,9 @@ async fn garbage_bytes() -> Result<()> {
     assert!(
         matches!(
             msgs.as_slice(),
-            [ServerMessage::ProtocolError(ProtocolError::FrameTooLarge { .. })]
+            [ServerMessage::ProtocolError(
+                ProtocolError::FrameTooLarge { .. }
+            )]
         ),
         "{msgs:?}"
     );
@@ -142,7 +150,9 @@ async fn truncated_frame_left_hanging_times_out() -> Result<()> {
     let msgs = read_until_closed(s).await?;
     assert_eq!(
         msgs,
-        vec![ServerMessage::ProtocolError(ProtocolError::HandshakeTimeout)]
+        vec![ServerMessage::ProtocolError(
+            ProtocolError::HandshakeTimeout
+        )]
     );
     still_serving(&server, &mut w, lock).await
 }
@@ -206,7 +216,11 @@ async fn wrong_protocol_version_is_refused() -> Result<()> {
             client: PROTOCOL_VERSION + 41,
         }))
     );
-    assert_eq!(recv_raw(&mut framed).await?, None, "closed after the refusal");
+    assert_eq!(
+        recv_raw(&mut framed).await?,
+        None,
+        "closed after the refusal"
+    );
     still_serving(&server, &mut w, lock).await
 }
 
@@ -219,7 +233,9 @@ async fn no_hello_times_out() -> Result<()> {
     let msgs = read_until_closed(s).await?;
     assert_eq!(
         msgs,
-        vec![ServerMessage::ProtocolError(ProtocolError::HandshakeTimeout)]
+        vec![ServerMessage::ProtocolError(
+            ProtocolError::HandshakeTimeout
+        )]
     );
     still_serving(&server, &mut w, lock).await
 }

@@ -1,7 +1,7 @@
 //! Graceful shutdown: clients are told, the server stops accepting and `run` returns.
 
 use anyhow::Result;
-use dlock_proto::{EventKind, LockFlags, Mode, ServerMessage};
+use dlock_proto::{EventKind, LockFlags, Mode, Refusal, ServerMessage};
 use dlock_tests::{RawClient, TestServer, recv_raw};
 use tokio::net::TcpStream;
 
@@ -14,7 +14,7 @@ async fn shutdown_tells_every_client_and_stops_accepting() -> Result<()> {
     a.acquire("s", Mode::EX).await?;
     let r = b.lock("s", Mode::EX, LockFlags::empty()).await?;
     assert_eq!(b.event_for(r).await?.kind, EventKind::Queued);
-    // A connection still in its handshake is told too.
+    // A connection the server has not accepted yet is refused rather than reset.
     let mut pending = dlock_tests::connect_framed(addr).await?;
 
     // Bounded inside `shutdown` (30 s).
@@ -27,9 +27,15 @@ async fn shutdown_tells_every_client_and_stops_accepting() -> Result<()> {
         }
         assert_eq!(got.last(), Some(&ServerMessage::ShuttingDown), "{got:?}");
     }
-    assert_eq!(recv_raw(&mut pending).await?, Some(ServerMessage::ShuttingDown));
+    assert_eq!(
+        recv_raw(&mut pending).await?,
+        Some(ServerMessage::Refused(Refusal::ShuttingDown))
+    );
     assert_eq!(recv_raw(&mut pending).await?, None);
-    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
     Ok(())
 }
 
@@ -38,5 +44,21 @@ async fn shutdown_with_no_clients_returns_promptly() -> Result<()> {
     let mut server = TestServer::start().await?;
     server.shutdown().await?;
     assert!(!server.is_running());
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_tells_a_connection_in_its_handshake() -> Result<()> {
+    let mut server = TestServer::start().await?;
+    let addr = server.addr();
+    // Connected, no Hello yet; a served client afterwards proves the first was accepted
+    // (connections are accepted in order).
+    let mut pending = dlock_tests::connect_framed(addr).await?;
+    let mut a = RawClient::connect(addr, "a").await?;
+    a.ping().await?;
+    server.shutdown().await?;
+    let first = recv_raw(&mut pending).await?;
+    assert_eq!(first, Some(ServerMessage::ShuttingDown));
+    assert_eq!(recv_raw(&mut pending).await?, None);
     Ok(())
 }
