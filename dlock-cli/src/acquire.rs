@@ -77,6 +77,11 @@ async fn acquire_and_use(
                 source: e,
             });
         }
+        Err(ClientError::SessionLost) => {
+            return Err(CliError::SessionLostWhileWaiting {
+                addr: ctx.server.clone(),
+            });
+        }
         Err(e) => return Err(CliError::Client(e)),
     };
     tracing::info!(token = %guard.token(), mode = %guard.mode(), "lock granted");

@@ -17,7 +17,8 @@ Exit codes:
   1      lock not acquired: refused by --no-wait, --timeout expired, or chosen as a
          deadlock victim (changed with --conflict-exit-code)
   2      usage error
-  69     server unreachable
+  69     server unreachable (also when it stays unreachable for a whole lease while
+         waiting for the lock)
   70     internal or protocol error
   75     lock lost while held (lease lapsed or session expired); the command was
          sent SIGTERM (SIGKILL after --kill-grace)

@@ -34,6 +34,13 @@ pub enum CliError {
         /// What the client said.
         source: dlock_client::Error,
     },
+    /// The session ended while waiting for a lock: the server could not be reached for a
+    /// whole lease, or it expired the session.
+    #[error("server {addr} unreachable: session lost while waiting for the lock")]
+    SessionLostWhileWaiting {
+        /// The server address.
+        addr: String,
+    },
     /// Any other client failure.
     #[error("{0}")]
     Client(#[from] dlock_client::Error),
@@ -54,7 +61,9 @@ impl CliError {
     /// The exit code this failure ends dlock with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Unreachable { .. } => exit::UNAVAILABLE,
+            CliError::Unreachable { .. } | CliError::SessionLostWhileWaiting { .. } => {
+                exit::UNAVAILABLE
+            }
             CliError::Client(e) if is_unreachable(e) => exit::UNAVAILABLE,
             CliError::Client(_) | CliError::Io(_) => exit::SOFTWARE,
             CliError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => {

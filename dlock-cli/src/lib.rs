@@ -34,7 +34,7 @@
 //! | N     | with a command: the command's own exit status |
 //! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
 //! | 2     | usage error |
-//! | 69    | server unreachable |
+//! | 69    | server unreachable (before or while waiting for the lock) |
 //! | 70    | internal or protocol error |
 //! | 75    | lock lost while held; the command was terminated |
 //! | 126   | the command could not be executed |

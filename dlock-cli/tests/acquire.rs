@@ -266,6 +266,7 @@ async fn no_server_exits_69() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
     let mut server = TestServer::start().await?;
+    let obs = observer(&server).await?;
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("log");
     let script = format!(
@@ -273,15 +274,23 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
          while :; do sleep 0.02; done",
         log = log.display()
     );
-    let child = dlock(
+    let ttl = ["acquire", "--ttl", "1s"];
+    let runner = dlock(
         &server,
-        &["acquire", "--ttl", "1s", "lease", "--", "sh", "-c", &script],
+        &[&ttl[..], &["lease", "--", "sh", "-c", &script]].concat(),
     )
     .spawn()?;
     lines_at_least(&log, 1).await?;
-    // Renewals now fail; the local lease lapses within the 1 s TTL.
+    // A holder in hold mode, and a waiter queued behind the command.
+    let mut holder = dlock(&server, &[&ttl[..], &["lease2"]].concat())
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let waiter = dlock(&server, &[&ttl[..], &["lease", "--", "true"]].concat()).spawn()?;
+    queues(&obs, "lease", 1, 1).await?;
+    queues(&obs, "lease2", 1, 0).await?;
+    // Renewals now fail; each local lease lapses within the 1 s TTL.
     server.abort().await;
-    let out = finish(child).await?;
+    let out = finish(runner).await?;
     assert_eq!(code(&out), 75, "{}", stderr(&out));
     assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
     assert_eq!(
@@ -289,6 +298,13 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
         ["started", "terminated"],
         "the command got SIGTERM"
     );
+    let stdin = holder.stdin.take();
+    let out = finish(holder).await?;
+    assert_eq!(code(&out), 75, "hold mode: {}", stderr(&out));
+    assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
+    drop(stdin);
+    let out = finish(waiter).await?;
+    assert_eq!(code(&out), 69, "waiter: {}", stderr(&out));
     Ok(())
 }
 
