@@ -229,6 +229,11 @@ async fn not_acquired_exits_1_and_names_the_holder() -> Result<()> {
         err.contains("timed out") && err.contains("the-holder"),
         "{err}"
     );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "no status line when stderr is not a terminal: {err:?}"
+    );
 
     // EX is compatible only with NL (R7): PR is refused, NL is granted.
     let out = output(dlock(
@@ -356,6 +361,39 @@ async fn interrupt_while_waiting_cancels_the_request() -> Result<()> {
     // The request left the queue at once, not when the waiter's lease ran out.
     queues(&obs, "queue", 1, 0).await?;
     drop(holder.stdin.take());
+    tokio::time::timeout(DEADLINE, holder.wait()).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn waiting_on_a_terminal_shows_who_holds_the_lock() -> Result<()> {
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let (mut holder, _) = hold(&server, "slow-holder", "tty").await?;
+    let dir = tempfile::tempdir()?;
+    let typescript = dir.path().join("typescript");
+    // util-linux `script` gives the waiting dlock a terminal as stderr; -f flushes each write.
+    let inner = format!("{} acquire tty -- true", env!("CARGO_BIN_EXE_dlock"));
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", &inner])
+        .arg(&typescript)
+        .env("DLOCK_SERVER", server.addr().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let waiter = cmd.spawn().context("running script(1)")?;
+    let line = eventually("a status line on the terminal", || async {
+        let text = std::fs::read_to_string(&typescript).unwrap_or_default();
+        text.contains("slow-holder").then_some(text)
+    })
+    .await?;
+    assert!(line.contains("waiting for EX on \"tty\""), "{line:?}");
+    assert!(line.contains("1st in queue"), "{line:?}");
+    queues(&obs, "tty", 1, 1).await?;
+    drop(holder.stdin.take());
+    let out = finish(waiter).await?;
+    assert_eq!(code(&out), 0);
     tokio::time::timeout(DEADLINE, holder.wait()).await??;
     Ok(())
 }
