@@ -191,7 +191,8 @@ impl Client {
 
     /// Ends the session with `Goodbye`: the server releases every lock at once. Every guard's
     /// [`lost`](LockGuard::lost) fires with [`LostReason::Closed`](crate::LostReason::Closed);
-    /// later calls on any clone fail with [`Error::Closed`].
+    /// later calls on any clone fail with [`Error::Closed`]. If the client is disconnected at
+    /// that moment, the server releases the locks when the lease runs out instead.
     pub async fn close(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Close { reply })?;
@@ -271,7 +272,8 @@ impl ClientBuilder {
 
     /// How long a request may wait for the server's first answer, across reconnects
     /// (default 30 s). A queued lock request is answered at once with "queued", so this does
-    /// not limit how long a lock may wait; use [`LockOptions::timeout`] for that.
+    /// not limit how long a lock may wait; use [`LockOptions::timeout`] for that. Expiry
+    /// gives [`Error::RequestTimeout`], or [`Error::Disconnected`] while reconnecting.
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.request_timeout = Some(d);
         self
@@ -326,4 +328,30 @@ fn default_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     format!("{user}@{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<Client>();
+        assert_send_sync::<LockGuard>();
+        assert_send_sync::<crate::Canceller>();
+        assert_send_sync::<crate::Lost>();
+        assert_send_sync::<Error>();
+    }
+
+    #[test]
+    fn default_name_has_user_host_and_pid() {
+        let name = default_name();
+        let pid = std::process::id().to_string();
+        assert!(
+            name.contains('@') && name.ends_with(&format!(":{pid}")),
+            "{name}"
+        );
+    }
 }

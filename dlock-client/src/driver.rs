@@ -372,6 +372,12 @@ impl Driver {
     }
 
     fn on_request_deadline(&mut self, id: RequestId) {
+        // Without a connection the cause is known and says more than a bare timeout.
+        let err = if self.conn.is_none() {
+            Error::Disconnected
+        } else {
+            Error::RequestTimeout
+        };
         let Some(o) = self.outstanding.get_mut(&id) else {
             return;
         };
@@ -382,25 +388,25 @@ impl Driver {
             } => {
                 // The request stays outstanding: if it is granted after all, it is released.
                 if let Some(r) = reply.take() {
-                    let _ = r.send(Err(Error::RequestTimeout));
+                    let _ = r.send(Err(clone_error(&err)));
                 }
                 *abandoned = true;
             }
             Pending::Convert { reply, lock, .. } => {
                 if let Some(r) = reply.take() {
-                    let _ = r.send(Err(Error::RequestTimeout));
+                    let _ = r.send(Err(clone_error(&err)));
                 }
                 let lock = *lock;
                 self.send_cancel(lock, None);
             }
             Pending::Unlock { reply, .. } | Pending::Cancel { reply, .. } => {
                 if let Some(r) = reply.take() {
-                    let _ = r.send(Err(Error::RequestTimeout));
+                    let _ = r.send(Err(clone_error(&err)));
                 }
             }
             Pending::Query { .. } | Pending::Ping { .. } => {
                 if let Some(o) = self.remove(id) {
-                    o.pending.fail(Error::RequestTimeout);
+                    o.pending.fail(clone_error(&err));
                 }
             }
             Pending::Goodbye => self.finish_close(),
@@ -481,6 +487,18 @@ impl Driver {
                 // Asked to resume but got another session: the old one is gone.
                 self.session_lost(LostReason::SessionExpired);
                 false
+            }
+            None if welcome.resumed => {
+                // A resume of a session this client has given up on: end it on the server
+                // and start over.
+                let id = self.alloc_id();
+                let _ = conn.send(ClientMessage::Request {
+                    id,
+                    body: Request::Goodbye,
+                });
+                conn.close_gracefully();
+                self.retry_at = Some(Instant::now());
+                return;
             }
             None => false,
         };
@@ -563,6 +581,9 @@ impl Driver {
         }
         self.view.id.store(0, Ordering::Release);
         self.renew_at = None;
+        // A handshake in progress may be resuming the session just given up: it must not
+        // bring it back.
+        self.connecting = None;
         if let Some(conn) = self.conn.take() {
             if reason == LostReason::LocalLeaseLapsed {
                 // Best effort: if the server still hears us, release the locks at once.

@@ -26,7 +26,8 @@ pub enum Error {
     /// declared lost by the local lease); the lock is no longer held.
     #[error("session lost: the lock is no longer held")]
     SessionLost,
-    /// The connection is down and the operation could not wait for it.
+    /// No answer within the request timeout, and the connection is down (the client keeps
+    /// trying to reconnect).
     #[error("disconnected from the server")]
     Disconnected,
     /// INVALID: the server refused the arguments (R54, R56).
@@ -56,7 +57,7 @@ pub enum Error {
     /// Connecting to the server failed.
     #[error("connect failed: {0}")]
     Connect(std::io::Error),
-    /// No answer from the server within the request timeout.
+    /// No answer from the server within the request timeout, although connected.
     #[error("no answer within the request timeout")]
     RequestTimeout,
     /// The server is shutting down; its sessions are not kept.

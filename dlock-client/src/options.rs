@@ -188,3 +188,57 @@ pub(crate) fn duration_ms(d: Duration) -> u64 {
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     if ms == 0 && !d.is_zero() { 1 } else { ms }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_map_to_the_rule_book_flags() {
+        assert_eq!(LockOptions::new().flags(), LockFlags::empty());
+        assert_eq!(
+            LockOptions::new().no_queue().read_value().flags(),
+            LockFlags::NOQUEUE | LockFlags::VALBLK
+        );
+        assert_eq!(
+            ConvertOptions::new().quecvt().no_queue().flags(),
+            LockFlags::QUECVT | LockFlags::NOQUEUE
+        );
+        // A value to write and a read both travel as VALBLK (R26 decides which happens).
+        assert_eq!(
+            ConvertOptions::new().value(b"x".to_vec()).flags(),
+            LockFlags::VALBLK
+        );
+        assert_eq!(
+            ConvertOptions::new().read_value().flags(),
+            LockFlags::VALBLK
+        );
+        assert_eq!(
+            ConvertOptions::new().invalidate_value().flags(),
+            LockFlags::IVVALBLK
+        );
+        assert_eq!(UnlockOptions::new().flags(), LockFlags::empty());
+        assert_eq!(
+            UnlockOptions::new().value(b"x".to_vec()).flags(),
+            LockFlags::VALBLK
+        );
+        assert_eq!(
+            UnlockOptions::new().invalidate_value().flags(),
+            LockFlags::IVVALBLK
+        );
+    }
+
+    #[test]
+    fn timeouts_are_whole_milliseconds_and_never_round_to_zero() {
+        assert_eq!(duration_ms(Duration::ZERO), 0);
+        assert_eq!(duration_ms(Duration::from_micros(1)), 1);
+        assert_eq!(duration_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(duration_ms(Duration::MAX), u64::MAX);
+        assert_eq!(
+            LockOptions::new()
+                .timeout(Duration::from_secs(2))
+                .timeout_ms(),
+            Some(2000)
+        );
+    }
+}
