@@ -16,7 +16,8 @@ Exit codes:
   N      with a command: the command's own exit status
   1      lock not acquired: refused by --no-wait, --timeout expired, or chosen as a
          deadlock victim (changed with --conflict-exit-code)
-  2      usage error
+  2      usage error, or an argument the server rejects (an empty or too long name,
+         a --ttl outside its bounds)
   69     server unreachable (also when it stays unreachable for a whole lease while
          waiting for the lock)
   70     internal or protocol error

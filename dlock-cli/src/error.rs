@@ -65,6 +65,7 @@ impl CliError {
                 exit::UNAVAILABLE
             }
             CliError::Client(e) if is_unreachable(e) => exit::UNAVAILABLE,
+            CliError::Client(e) if is_invalid_argument(e) => exit::USAGE,
             CliError::Client(_) | CliError::Io(_) => exit::SOFTWARE,
             CliError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 exit::NOT_FOUND
@@ -80,5 +81,16 @@ pub fn is_unreachable(e: &dlock_client::Error) -> bool {
     matches!(
         e,
         E::Connect(_) | E::Disconnected | E::RequestTimeout | E::ShuttingDown
+    )
+}
+
+/// Whether the server rejected an argument dlock passed through unchecked: an empty or too
+/// long resource or session name, a lease outside the server's bounds. That is a usage error.
+pub fn is_invalid_argument(e: &dlock_client::Error) -> bool {
+    use dlock_client::Error as E;
+    use dlock_proto::{Refusal, Reject};
+    matches!(
+        e,
+        E::Invalid(_) | E::Refused(Refusal::Rejected(Reject::Invalid(_)))
     )
 }

@@ -33,7 +33,7 @@
 //! | 0     | success; with a command: the command exited 0 |
 //! | N     | with a command: the command's own exit status |
 //! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
-//! | 2     | usage error |
+//! | 2     | usage error, or an argument the server rejects (empty or too long name, `--ttl` out of bounds) |
 //! | 69    | server unreachable (before or while waiting for the lock) |
 //! | 70    | internal or protocol error |
 //! | 75    | lock lost while held; the command was terminated |

@@ -108,3 +108,18 @@ async fn help_completions_and_usage_errors() -> Result<()> {
     assert_eq!(code(&out), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn arguments_the_server_rejects_are_usage_errors() -> Result<()> {
+    let server = TestServer::start().await?;
+    let out = output(dlock(&server, &["acquire", "", "--", "true"])).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
+    let out = output(dlock(
+        &server,
+        &["acquire", "--ttl", "1ms", "x", "--", "true"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    Ok(())
+}
