@@ -1,0 +1,201 @@
+//! `chaos`: dlock's fault-injection runner.
+//!
+//! - `chaos [--duration 60s] [--clients 16] [--faults cut,blackhole,drop,pause,kill] ...`
+//!   runs the workload against a server child while injecting faults, checks the history and
+//!   exits non-zero on any violation (printing the counterexamples).
+//! - `chaos serve --listen ADDR --data-dir DIR --audit-log FILE [server flags]` runs a dlock
+//!   server (the child the runner starts, kills and restarts); it prints
+//!   `listening on ADDR` once it listens.
+//! - `chaos fuzz [--inputs N]` sends seeded random and mutated frames to a live server child.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use dlock_tests::chaos::CheckConfig;
+use dlock_tests::chaos::faults::{FaultConfig, FaultKind};
+use dlock_tests::chaos::fuzz::{FuzzConfig, run_fuzz};
+use dlock_tests::chaos::run::{ChaosConfig, run_chaos};
+use dlock_tests::chaos::server_proc::LISTENING;
+use dlock_tests::chaos::workload::WorkloadConfig;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chaos",
+    about = "dlock safety under faults: workload, faults, checker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a dlock server (used as the child process of a chaos run).
+    Serve(Box<dlock_server::cli::Args>),
+    /// Fuzz a live server (and the frame decoder) with random and mutated frames.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// How long the workload runs.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Number of workload clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Number of hot resources.
+    #[arg(long, default_value_t = 4)]
+    resources: usize,
+    /// Lease TTL of every client.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+    /// Fault kinds, comma separated (cut, blackhole, drop, pause, kill), or "none".
+    #[arg(long, default_value = "cut,blackhole,drop,pause,kill")]
+    faults: String,
+    /// Shortest gap between faults.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    min_gap: Duration,
+    /// Longest gap between faults.
+    #[arg(long, default_value = "800ms", value_parser = humantime::parse_duration)]
+    max_gap: Duration,
+    /// Seed (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep the history (audit log, server log, data) in this directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Allowance beyond a lease for an expiry to happen (property 6).
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    expiry_allowance: Duration,
+    /// Print the report as JSON too.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct FuzzArgs {
+    /// Number of fuzz inputs (frames) to send to the live server.
+    #[arg(long, default_value_t = 100_000)]
+    inputs: u64,
+    /// Seed (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.cmd {
+        Some(Cmd::Serve(args)) => rt.block_on(serve(*args)),
+        Some(Cmd::Fuzz(f)) => {
+            init_logs("warn,dlock_client=error");
+            let exe = std::env::current_exe()?;
+            let seed = f.seed.unwrap_or_else(clock_seed);
+            let report = rt.block_on(run_fuzz(FuzzConfig {
+                exe,
+                inputs: f.inputs,
+                seed,
+                ..FuzzConfig::default()
+            }))?;
+            println!("{report}");
+            if !report.is_ok() {
+                bail!("fuzzing found a problem");
+            }
+            Ok(())
+        }
+        None => {
+            init_logs("warn,dlock_client=error");
+            rt.block_on(run(cli.run))
+        }
+    }
+}
+
+fn init_logs(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn clock_seed() -> u64 {
+    dlock_tests::chaos::history::now_us()
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let kinds = if args.faults == "none" || args.faults.is_empty() {
+        Vec::new()
+    } else {
+        args.faults
+            .split(',')
+            .map(|s| {
+                FaultKind::parse(s.trim()).with_context(|| format!("unknown fault kind {s:?}"))
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    let cfg = ChaosConfig {
+        exe: std::env::current_exe()?,
+        duration: args.duration,
+        workload: WorkloadConfig {
+            clients: args.clients,
+            resources: args.resources,
+            lease_ttl: args.lease_ttl,
+            ..WorkloadConfig::default()
+        },
+        faults: FaultConfig {
+            kinds,
+            min_gap: args.min_gap,
+            max_gap: args.max_gap,
+            ..FaultConfig::default()
+        },
+        seed,
+        dir: args.dir,
+        check: CheckConfig {
+            expiry_allowance_us: u64::try_from(args.expiry_allowance.as_micros())
+                .unwrap_or(u64::MAX),
+            ..CheckConfig::default()
+        },
+    };
+    eprintln!("chaos: seed {seed}, running for {:?}", cfg.duration);
+    let report = run_chaos(cfg).await?;
+    println!("{report}");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if !report.is_ok() {
+        bail!("{} violation(s) found", report.check.violation_count());
+    }
+    Ok(())
+}
+
+/// Runs a server on `args.listen` (port 0: any), printing the bound address first.
+async fn serve(args: dlock_server::cli::Args) -> Result<()> {
+    let filter = match &args.log_level {
+        Some(level) => EnvFilter::try_new(level).context("invalid --log-level")?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = args.to_config();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    println!("{LISTENING}{}", listener.local_addr()?);
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    dlock_server::run(listener, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

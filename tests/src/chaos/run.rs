@@ -1,0 +1,228 @@
+//! One chaos run: a server child with an audit log, the workload, the fault injector, a
+//! quiet end, and the checker over the history.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use dlock_client::Client;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::checker::{CheckConfig, CheckReport, Checker};
+use super::faults::{self, FaultConfig, FaultCounts};
+use super::history::{AuditStats, read_audit_log};
+use super::server_proc::{ServerProc, ServerSpec};
+use super::workload::{self, Recorder, Slot, WorkloadConfig};
+use crate::proxy::Proxy;
+
+/// Settings of a chaos run.
+#[derive(Clone, Debug)]
+pub struct ChaosConfig {
+    /// The executable that runs `serve` (the `chaos` binary).
+    pub exe: PathBuf,
+    /// How long the workload runs (faults included).
+    pub duration: Duration,
+    /// The workload.
+    pub workload: WorkloadConfig,
+    /// The faults.
+    pub faults: FaultConfig,
+    /// Seed of every random choice (the workload's timing still varies from run to run).
+    pub seed: u64,
+    /// Where to keep the data directory, audit log and server log; a temporary directory
+    /// (kept only if a violation is found) if `None`.
+    pub dir: Option<PathBuf>,
+    /// The checker's settings (`expect_quiescent` is set by the run).
+    pub check: CheckConfig,
+}
+
+/// What a chaos run did and found.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChaosReport {
+    /// The seed.
+    pub seed: u64,
+    /// How long the workload ran.
+    pub duration: Duration,
+    /// Faults injected, by kind.
+    pub faults: FaultCounts,
+    /// The audit log's counts.
+    pub audit: AuditStats,
+    /// The checker's verdict.
+    pub check: CheckReport,
+    /// Where the history is (kept if a violation was found or a directory was given).
+    pub dir: PathBuf,
+}
+
+impl ChaosReport {
+    /// Whether no property was violated.
+    pub fn is_ok(&self) -> bool {
+        self.check.is_ok()
+    }
+}
+
+impl fmt::Display for ChaosReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "chaos run: seed {}, {:?} of workload, history in {}",
+            self.seed,
+            self.duration,
+            self.dir.display()
+        )?;
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, n)| format!("{}={n}", k.name()))
+            .collect();
+        writeln!(f, "faults injected: {}", faults.join(" "))?;
+        writeln!(
+            f,
+            "audit log: {} inputs, {} server starts, {} torn lines",
+            self.audit.applied, self.audit.starts, self.audit.torn
+        )?;
+        write!(f, "{}", self.check)
+    }
+}
+
+/// Runs the workload against a server child while injecting faults, then checks the history.
+pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
+    let temp;
+    let dir = match &cfg.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            temp = None;
+            d.clone()
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("dlock-chaos-").tempdir()?;
+            let p = t.path().to_owned();
+            temp = Some(t);
+            p
+        }
+    };
+    let audit_log = dir.join("audit.jsonl");
+    let _ = std::fs::remove_file(&audit_log);
+    let spec = ServerSpec {
+        exe: cfg.exe.clone(),
+        data_dir: dir.join("data"),
+        audit_log: audit_log.clone(),
+        log_file: dir.join("server.log"),
+        args: vec!["--log-level".into(), "warn".into()],
+    };
+    let mut server = ServerProc::start(spec).await?;
+    let w = cfg.workload.clone();
+    let mut slots = Vec::with_capacity(w.clients);
+    for _ in 0..w.clients {
+        slots.push(Arc::new(Slot {
+            proxy: Proxy::start(server.addr()).await?,
+            paused: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+        }));
+    }
+    let rec = Recorder::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut clients = JoinSet::new();
+    for (i, slot) in slots.iter().enumerate() {
+        clients.spawn(workload::run_client(
+            i,
+            w.clone(),
+            slot.clone(),
+            cfg.seed.wrapping_add(1 + i as u64),
+            rec.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let started = Instant::now();
+    let until = started + cfg.duration;
+    let counts = faults::inject(
+        &cfg.faults,
+        &slots,
+        &mut server,
+        w.lease_ttl,
+        w.resources,
+        cfg.seed,
+        &rec,
+        until,
+    )
+    .await?;
+    let duration = started.elapsed();
+    let _ = stop_tx.send(true);
+    // Every client finishes its operation (bounded by the hang bound), releases and closes.
+    let stopped = tokio::time::timeout(w.hang_bound * 2 + Duration::from_secs(5), async {
+        while clients.join_next().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        bail!(
+            "the workload did not stop within {:?} after the run ended (a hang); history in {}",
+            w.hang_bound * 2,
+            keep(temp, &dir).display()
+        );
+    }
+    drop(slots);
+    wait_quiet(&server, w.lease_ttl * 2 + Duration::from_secs(10)).await?;
+    server.kill().await;
+
+    let mut checker = Checker::new(CheckConfig {
+        expect_quiescent: true,
+        ..cfg.check.clone()
+    });
+    let audit = read_audit_log(&audit_log, |line| checker.feed(line))?;
+    let check = checker.finish(&rec.take());
+    let dir = if check.is_ok() {
+        match temp {
+            Some(t) => {
+                let p = t.path().to_owned();
+                drop(t);
+                p
+            }
+            None => dir,
+        }
+    } else {
+        keep(temp, &dir)
+    };
+    Ok(ChaosReport {
+        seed: cfg.seed,
+        duration,
+        faults: counts,
+        audit,
+        check,
+        dir,
+    })
+}
+
+/// Keeps a temporary history directory for inspection.
+fn keep(temp: Option<tempfile::TempDir>, dir: &std::path::Path) -> PathBuf {
+    match temp {
+        Some(t) => t.keep(),
+        None => dir.to_owned(),
+    }
+}
+
+/// Waits until the server holds no lock on the workload's resources (every session closed
+/// or expired), or fails after `limit`.
+async fn wait_quiet(server: &ServerProc, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let client = Client::builder(server.addr().to_string())
+        .name("chaos-observer")
+        .connect()
+        .await
+        .context("connecting the observer")?;
+    loop {
+        let left = client.query_prefix("chaos-", 100).await?;
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("locks still held {limit:?} after the workload stopped: {left:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = client.close().await;
+    Ok(())
+}
