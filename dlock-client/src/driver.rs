@@ -1022,9 +1022,10 @@ impl Driver {
 
     fn on_completion(&mut self, id: RequestId, lock: Option<LockId>, kind: EventKind) {
         if let (EventKind::Cancelled, Some(l)) = (&kind, lock) {
-            // A successful cancel produces only the cancelled request's completion: it
-            // answers every cancel of that lock still waiting.
-            self.resolve_cancels(l);
+            // A successful cancel produces only the cancelled request's completion. The
+            // server applies requests in id order, so the cancel that succeeded is the first
+            // one of this lock sent after the cancelled request; later ones get NOT_PENDING.
+            self.resolve_cancel(l, id);
         }
         let Some(o) = self.outstanding.get_mut(&id) else {
             tracing::debug!(%id, ?kind, "event for no outstanding request");
@@ -1187,21 +1188,18 @@ impl Driver {
         self.send_unlock(lock);
     }
 
-    fn resolve_cancels(&mut self, lock: LockId) {
-        let ids: Vec<RequestId> = self
+    fn resolve_cancel(&mut self, lock: LockId, cancelled: RequestId) {
+        let first = self
             .outstanding
-            .iter()
-            .filter(|(_, o)| matches!(o.pending, Pending::Cancel { lock: l, .. } if l == lock))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some(Outstanding {
-                pending: Pending::Cancel { reply: Some(r), .. },
-                ..
-            }) = self.remove(id)
-            {
-                let _ = r.send(Ok(()));
-            }
+            .range(cancelled..)
+            .find(|(_, o)| matches!(o.pending, Pending::Cancel { lock: l, .. } if l == lock))
+            .map(|(id, _)| *id);
+        if let Some(Outstanding {
+            pending: Pending::Cancel { reply: Some(r), .. },
+            ..
+        }) = first.and_then(|id| self.remove(id))
+        {
+            let _ = r.send(Ok(()));
         }
     }
 

@@ -420,3 +420,82 @@ async fn local_lease_lapses_before_the_server_could_expire_the_session() -> Resu
     })
     .await
 }
+
+#[tokio::test]
+async fn a_cancel_succeeds_once_and_a_second_cancel_finds_nothing_pending() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let locking = tokio::spawn({
+            let client = client.clone();
+            async move { client.lock("r", Mode::NL).await }
+        });
+        let (id, _) = recv_request(&mut conn, &mut seq).await?;
+        let lock = LockId(3);
+        let nl = EventKind::Granted {
+            mode: Mode::NL,
+            token: FencingToken(1),
+            value: None,
+            value_valid: true,
+        };
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), nl).await?;
+        let mut guard = locking.await??;
+        let canceller = guard.canceller();
+
+        let converting = tokio::spawn(async move {
+            let res = guard.convert(Mode::EX).await;
+            (guard, res)
+        });
+        let (convert_id, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(
+            matches!(body, Request::Convert { mode: Mode::EX, .. }),
+            "{body:?}"
+        );
+        send_event(
+            &mut conn,
+            &mut seq,
+            Some(convert_id),
+            Some(lock),
+            EventKind::Queued,
+        )
+        .await?;
+
+        let first = tokio::spawn({
+            let c = canceller.clone();
+            async move { c.cancel().await }
+        });
+        let (c1, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(body == Request::Cancel { lock });
+        let second = tokio::spawn({
+            let c = canceller.clone();
+            async move { c.cancel().await }
+        });
+        let (c2, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(body == Request::Cancel { lock } && c2 > c1);
+
+        // The first cancel succeeds: only the conversion's completion says so. The second
+        // finds nothing pending and is refused with its own id.
+        send_event(
+            &mut conn,
+            &mut seq,
+            Some(convert_id),
+            Some(lock),
+            EventKind::Cancelled,
+        )
+        .await?;
+        let not_pending = EventKind::Rejected {
+            reason: dlock_core::Reject::NotPending,
+        };
+        send_event(&mut conn, &mut seq, Some(c2), Some(lock), not_pending).await?;
+
+        first.await??;
+        let err = second.await?.unwrap_err();
+        ensure!(matches!(err, Error::NotPending), "{err:?}");
+        let (guard, res) = converting.await?;
+        ensure!(matches!(res, Err(Error::Cancelled)), "{res:?}");
+        ensure!(guard.mode() == Mode::NL, "the lock keeps its old mode");
+        Ok(())
+    })
+    .await
+}
