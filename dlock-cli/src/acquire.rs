@@ -127,16 +127,14 @@ async fn run_command(
         ("DLOCK_RESOURCE", args.resource.clone()),
         ("DLOCK_MODE", OsString::from(guard.mode().to_string())),
     ];
-    match child::run(
-        &args.command,
-        &env,
-        guard.lost(),
-        args.kill_grace,
-        signals,
+    let spec = child::Spec {
+        argv: &args.command,
+        env: &env,
+        group: child::Group::for_stdin(),
+        kill_grace: args.kill_grace,
         what,
-    )
-    .await?
-    {
+    };
+    match child::run(&spec, guard.lost(), signals).await? {
         ChildEnd::Exited(code) => Ok(code),
         ChildEnd::LockLost => Ok(exit::LOCK_LOST),
     }

@@ -50,9 +50,11 @@ With a command, dlock takes the lock, runs the command with DLOCK_TOKEN (the fen
 token), DLOCK_RESOURCE and DLOCK_MODE in its environment, forwards SIGINT and SIGTERM to
 it, releases the lock when it exits, and exits with its exit status. If the lock is lost
 while the command runs, the command gets SIGTERM (SIGKILL after --kill-grace) and dlock
-exits 75. Signals go to the command's own process: a wrapper script should `exec` its
-last program or pass signals on. (A Ctrl-C typed at the terminal already reaches the
-command, so dlock does not send it a second SIGINT.)
+exits 75. When dlock's stdin is not a terminal (scripts, cron, services), the command
+runs in a process group of its own and these signals reach its children too; when stdin
+is a terminal, the command shares dlock's process group so that it can use the terminal,
+and signals reach the command's process only (a Ctrl-C typed at the terminal reaches it
+directly, so dlock does not send a second SIGINT).
 
 Without a command, dlock prints the fencing token alone on one line of stdout and holds
 the lock until it receives SIGINT or SIGTERM or its standard input reaches end of file.

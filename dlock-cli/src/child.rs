@@ -3,11 +3,12 @@
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::future::Future;
+use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::process::Command;
 
@@ -37,49 +38,89 @@ pub fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// Runs `argv` with `env` added to its environment until it exits or `lost` completes.
+/// Which processes the command's signals reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// The command leads a process group of its own, and signals go to that whole group, so
+    /// that on lock loss its children stop too. It cannot read from a terminal, since its
+    /// group is not the terminal's foreground group.
+    Own,
+    /// The command stays in dlock's process group, so it can use the terminal; signals go to
+    /// the command's process alone.
+    Shared,
+}
+
+impl Group {
+    /// [`Group::Shared`] when dlock's stdin is a terminal (the command may be interactive),
+    /// [`Group::Own`] otherwise (scripts, cron, services).
+    pub fn for_stdin() -> Group {
+        if std::io::stdin().is_terminal() {
+            Group::Shared
+        } else {
+            Group::Own
+        }
+    }
+}
+
+/// What to run under the lock.
+#[derive(Debug)]
+pub struct Spec<'a> {
+    /// Program and arguments.
+    pub argv: &'a [OsString],
+    /// Variables added to its environment.
+    pub env: &'a [(&'a str, OsString)],
+    /// Its process group.
+    pub group: Group,
+    /// Time between SIGTERM and SIGKILL after the lock is lost.
+    pub kill_grace: Duration,
+    /// The resource, as named in messages.
+    pub what: &'a str,
+}
+
+/// Runs the command until it exits or `lost` completes.
 ///
-/// Signals dlock receives are forwarded to the child. If `lost` completes first, its output is
-/// reported on stderr (naming `what`), the child gets SIGTERM, and SIGKILL if it is still alive
-/// after `kill_grace`.
-pub async fn run<L>(
-    argv: &[OsString],
-    env: &[(&str, OsString)],
-    lost: L,
-    kill_grace: Duration,
-    signals: &mut Signals,
-    what: &str,
-) -> Result<ChildEnd, CliError>
+/// Signals dlock receives are forwarded to the command. If `lost` completes first, its output
+/// is reported on stderr, the command gets SIGTERM, and SIGKILL if it is still alive after the
+/// grace period.
+pub async fn run<L>(spec: &Spec<'_>, lost: L, signals: &mut Signals) -> Result<ChildEnd, CliError>
 where
     L: Future,
     L::Output: Display,
 {
-    let Some((program, args)) = argv.split_first() else {
+    let Some((program, args)) = spec.argv.split_first() else {
         return Err(CliError::Spawn {
             program: String::new(),
             source: std::io::ErrorKind::InvalidInput.into(),
         });
     };
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .spawn()
-        .map_err(|source| CliError::Spawn {
-            program: program.to_string_lossy().into_owned(),
-            source,
-        })?;
-    // The child is reaped only by `wait` below, so its pid cannot be reused while we signal it.
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if spec.group == Group::Own {
+        command.process_group(0);
+    }
+    let mut child = command.spawn().map_err(|source| CliError::Spawn {
+        program: program.to_string_lossy().into_owned(),
+        source,
+    })?;
+    // The child is reaped only by `wait` below, so neither its pid nor its process group id
+    // (the same number) can be reused while we signal it.
     let pid = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
     let send = |sig: Signal| {
-        if let Some(pid) = pid {
-            if let Err(e) = kill(pid, sig) {
-                tracing::debug!(%pid, ?sig, error = %e, "could not signal the command");
-            }
+        let Some(pid) = pid else { return };
+        let sent = match spec.group {
+            Group::Own => killpg(pid, sig),
+            Group::Shared => kill(pid, sig),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(%pid, ?sig, error = %e, "could not signal the command");
         }
     };
+    let what = spec.what;
     tokio::pin!(lost);
     loop {
         tokio::select! {
@@ -89,7 +130,7 @@ where
                 return Ok(ChildEnd::Exited(exit_code(status.map_err(CliError::Io)?)));
             }
             sig = signals.recv() => {
-                if sig == Signal::SIGINT && in_terminal_foreground() {
+                if sig == Signal::SIGINT && spec.group == Group::Shared && in_terminal_foreground() {
                     // Ctrl-C: the terminal sent SIGINT to the whole foreground process group,
                     // the command included; a second copy would look like a second Ctrl-C.
                     tracing::debug!("SIGINT from the terminal reached the command directly");
@@ -105,12 +146,12 @@ where
                 send(Signal::SIGTERM);
                 let ended = tokio::select! {
                     status = child.wait() => Some(status),
-                    () = tokio::time::sleep(kill_grace) => None,
+                    () = tokio::time::sleep(spec.kill_grace) => None,
                 };
                 if ended.is_none() {
                     eprintln!(
                         "dlock: the command still runs {} after SIGTERM; sending SIGKILL",
-                        humantime::format_duration(kill_grace)
+                        humantime::format_duration(spec.kill_grace)
                     );
                     send(Signal::SIGKILL);
                     child.wait().await.map_err(CliError::Io)?;
@@ -146,122 +187,146 @@ mod tests {
     use crate::signals::exit_code_for;
     use std::future::pending;
 
+    const LONG: Duration = Duration::from_secs(60);
+
     fn sh(script: &str) -> Vec<OsString> {
         ["sh", "-c", script].map(OsString::from).to_vec()
     }
 
-    const LONG: Duration = Duration::from_secs(60);
-
-    #[tokio::test]
-    async fn exit_status_passes_through() {
+    /// Runs `argv` with a pending loss unless `lost` is given, bounded by [`LONG`].
+    async fn go<L>(argv: &[OsString], group: Group, grace: Duration, lost: L) -> ChildEnd
+    where
+        L: Future,
+        L::Output: Display,
+    {
         let (_tx, mut sigs) = Signals::manual();
-        let end = run(&sh("exit 7"), &[], pending::<&str>(), LONG, &mut sigs, "x").await;
-        assert_eq!(end.unwrap(), ChildEnd::Exited(7));
+        let env = [("DLOCK_TOKEN", OsString::from("42"))];
+        let spec = Spec {
+            argv,
+            env: &env,
+            group,
+            kill_grace: grace,
+            what: "\"x\"",
+        };
+        tokio::time::timeout(LONG, run(&spec, lost, &mut sigs))
+            .await
+            .expect("the command ends")
+            .expect("the command runs")
     }
 
     #[tokio::test]
-    async fn environment_is_passed() {
-        let (_tx, mut sigs) = Signals::manual();
-        let env = [("DLOCK_TOKEN", OsString::from("42"))];
-        let script = sh(r#"test "$DLOCK_TOKEN" = 42"#);
-        let end = run(&script, &env, pending::<&str>(), LONG, &mut sigs, "x").await;
-        assert_eq!(end.unwrap(), ChildEnd::Exited(0));
+    async fn exit_status_and_environment_pass_through() {
+        for group in [Group::Own, Group::Shared] {
+            let end = go(&sh("exit 7"), group, LONG, pending::<&str>()).await;
+            assert_eq!(end, ChildEnd::Exited(7));
+            let script = sh(r#"test "$DLOCK_TOKEN" = 42"#);
+            let end = go(&script, group, LONG, pending::<&str>()).await;
+            assert_eq!(end, ChildEnd::Exited(0));
+        }
     }
 
     #[tokio::test]
     async fn death_by_signal_is_128_plus_n() {
-        let (_tx, mut sigs) = Signals::manual();
-        let end = run(
-            &sh("kill -KILL $$"),
-            &[],
-            pending::<&str>(),
-            LONG,
-            &mut sigs,
-            "x",
-        )
-        .await;
-        assert_eq!(end.unwrap(), ChildEnd::Exited(128 + 9));
+        let end = go(&sh("kill -KILL $$"), Group::Own, LONG, pending::<&str>()).await;
+        assert_eq!(end, ChildEnd::Exited(128 + 9));
     }
 
     #[tokio::test]
     async fn signals_are_forwarded() {
-        let (tx, mut sigs) = Signals::manual();
-        tx.send(Signal::SIGTERM).unwrap();
-        // `exec sleep` so that the signal reaches a process with the default disposition.
-        let end = tokio::time::timeout(
-            LONG,
-            run(
-                &sh("exec sleep 60"),
-                &[],
-                pending::<&str>(),
-                LONG,
-                &mut sigs,
-                "x",
-            ),
-        )
-        .await
-        .expect("the forwarded SIGTERM ends the command");
-        assert_eq!(
-            end.unwrap(),
-            ChildEnd::Exited(exit_code_for(Signal::SIGTERM))
-        );
+        for group in [Group::Own, Group::Shared] {
+            let (tx, mut sigs) = Signals::manual();
+            tx.send(Signal::SIGTERM).unwrap();
+            // `exec sleep` so that the signal reaches a process with the default disposition.
+            let argv = sh("exec sleep 60");
+            let spec = Spec {
+                argv: &argv,
+                env: &[],
+                group,
+                kill_grace: LONG,
+                what: "x",
+            };
+            let end = tokio::time::timeout(LONG, run(&spec, pending::<&str>(), &mut sigs))
+                .await
+                .expect("the forwarded SIGTERM ends the command");
+            assert_eq!(
+                end.unwrap(),
+                ChildEnd::Exited(exit_code_for(Signal::SIGTERM))
+            );
+        }
     }
 
     #[tokio::test]
     async fn lost_lock_terminates_the_command() {
-        let (_tx, mut sigs) = Signals::manual();
-        let lost = std::future::ready("lease lapsed");
-        let end = tokio::time::timeout(
-            LONG,
-            run(&sh("exec sleep 60"), &[], lost, LONG, &mut sigs, "x"),
-        )
-        .await
-        .expect("SIGTERM ends the command");
-        assert_eq!(end.unwrap(), ChildEnd::LockLost);
+        for group in [Group::Own, Group::Shared] {
+            let lost = std::future::ready("lease lapsed");
+            let end = go(&sh("exec sleep 60"), group, LONG, lost).await;
+            assert_eq!(end, ChildEnd::LockLost);
+        }
+    }
+
+    /// A future that completes once `path` exists.
+    async fn exists(path: std::path::PathBuf) -> &'static str {
+        while !path.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        "gone"
+    }
+
+    #[tokio::test]
+    async fn lost_lock_terminates_the_commands_children_in_its_own_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let log = dir.path().join("log");
+        // A grandchild that logs the SIGTERM it gets; its parent waits for it.
+        let script = sh(&format!(
+            "sh -c 'trap \"echo grandchild-term >> {log}; exit 0\" TERM; touch {ready}; \
+             while :; do sleep 0.02; done' & wait",
+            log = log.display(),
+            ready = ready.display()
+        ));
+        let end = go(&script, Group::Own, LONG, exists(ready)).await;
+        assert_eq!(end, ChildEnd::LockLost);
+        let deadline = tokio::time::Instant::now() + LONG;
+        while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("grandchild-term")) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the grandchild got no SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
     async fn a_command_ignoring_sigterm_is_killed_after_the_grace() {
-        let (_tx, mut sigs) = Signals::manual();
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("trapped");
         // The loss fires only once the shell has installed its trap, so SIGTERM is ignored.
-        let lost = {
-            let marker = marker.clone();
-            async move {
-                while !marker.exists() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                "gone"
-            }
-        };
         let script = sh(&format!(
             "trap '' TERM; touch '{}'; while :; do sleep 1; done",
             marker.display()
         ));
-        let end = tokio::time::timeout(
-            LONG,
-            run(
-                &script,
-                &[],
-                lost,
-                Duration::from_millis(200),
-                &mut sigs,
-                "x",
-            ),
+        let end = go(
+            &script,
+            Group::Own,
+            Duration::from_millis(200),
+            exists(marker),
         )
-        .await
-        .expect("SIGKILL ends the command");
-        assert_eq!(end.unwrap(), ChildEnd::LockLost);
+        .await;
+        assert_eq!(end, ChildEnd::LockLost);
     }
 
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let (_tx, mut sigs) = Signals::manual();
         let argv = [OsString::from("/nonexistent/dlock-test-program")];
-        let err = run(&argv, &[], pending::<&str>(), LONG, &mut sigs, "x")
-            .await
-            .unwrap_err();
+        let spec = Spec {
+            argv: &argv,
+            env: &[],
+            group: Group::Own,
+            kill_grace: LONG,
+            what: "x",
+        };
+        let err = run(&spec, pending::<&str>(), &mut sigs).await.unwrap_err();
         assert_eq!(err.exit_code(), 127);
     }
 }

@@ -17,7 +17,10 @@
 //! command with `DLOCK_TOKEN` (the fencing token), `DLOCK_RESOURCE` and `DLOCK_MODE` in its
 //! environment, forwards SIGINT and SIGTERM to it, releases the lock when it exits and exits
 //! with its status. If the lock is lost meanwhile (the session's lease lapsed or expired), the
-//! command gets SIGTERM, then SIGKILL after `--kill-grace` (10 s), and dlock exits 75.
+//! command gets SIGTERM, then SIGKILL after `--kill-grace` (10 s), and dlock exits 75. When
+//! dlock's stdin is not a terminal, the command leads a process group of its own and signals go
+//! to that whole group, so that its children stop too; with stdin on a terminal it stays in
+//! dlock's group (it may be interactive) and signals go to its process alone.
 //!
 //! Without a command, dlock prints the fencing token alone on one line of stdout and holds the
 //! lock until SIGINT, SIGTERM or end of file on stdin, then releases it and exits 0.

@@ -274,9 +274,12 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
     let obs = observer(&server).await?;
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("log");
+    // The command and a child of its own both log the SIGTERM they get.
     let script = format!(
-        "trap 'echo terminated >> {log}; exit 0' TERM; echo started >> {log}; \
-         while :; do sleep 0.02; done",
+        "trap 'echo terminated >> {log}; exit 0' TERM; \
+         sh -c 'trap \"echo child-terminated >> {log}; exit 0\" TERM; echo child-started >> {log}; \
+                while :; do sleep 0.02; done' & \
+         echo started >> {log}; while :; do sleep 0.02; done",
         log = log.display()
     );
     let ttl = ["acquire", "--ttl", "1s"];
@@ -285,7 +288,7 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
         &[&ttl[..], &["lease", "--", "sh", "-c", &script]].concat(),
     )
     .spawn()?;
-    lines_at_least(&log, 1).await?;
+    lines_at_least(&log, 2).await?;
     // A holder in hold mode, and a waiter queued behind the command.
     let mut holder = dlock(&server, &[&ttl[..], &["lease2"]].concat())
         .stdin(Stdio::piped())
@@ -298,10 +301,13 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
     let out = finish(runner).await?;
     assert_eq!(code(&out), 75, "{}", stderr(&out));
     assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
+    // The command ran in its own process group (stdin is not a terminal): all of it stops.
+    let mut l = lines_at_least(&log, 4).await?;
+    l.sort();
     assert_eq!(
-        lines(&log),
-        ["started", "terminated"],
-        "the command got SIGTERM"
+        l,
+        ["child-started", "child-terminated", "started", "terminated"],
+        "the command and its child got SIGTERM"
     );
     let stdin = holder.stdin.take();
     let out = finish(holder).await?;
