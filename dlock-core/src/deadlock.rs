@@ -230,6 +230,12 @@ impl Core {
         mode: Mode,
         conv: Option<LockRef>,
     ) -> bool {
+        // Every edge points at the owner of some lock; a session with no lock yet has no
+        // incoming edge, so no cycle can pass through it (the common case: a client waiting
+        // for its first lock, however deep the queue).
+        if conv.is_none() && self.sessions.get(&owner).is_none_or(|s| s.locks.is_empty()) {
+            return false;
+        }
         let mut budget = self.config.max_deadlock_search;
         let p = Probe {
             res: rr,
