@@ -193,9 +193,13 @@ impl Client {
     /// [`lost`](LockGuard::lost) fires with [`LostReason::Closed`](crate::LostReason::Closed);
     /// later calls on any clone fail with [`Error::Closed`]. If the client is disconnected at
     /// that moment, the server releases the locks when the lease runs out instead.
+    ///
+    /// Closing an already closed client does nothing and returns `Ok`.
     pub async fn close(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Close { reply })?;
+        if self.send(Op::Close { reply }).is_err() {
+            return Ok(());
+        }
         rx.await.unwrap_or(Ok(()))
     }
 

@@ -345,6 +345,7 @@ async fn lock_timeout_and_close() -> Result<()> {
         ensure!(matches!(err, Error::Closed), "{err:?}");
         let err = a.lock("t", Mode::EX).await.unwrap_err();
         ensure!(matches!(err, Error::Closed), "{err:?}");
+        a.close().await?; // idempotent
         let gb = b.try_lock("t", Mode::EX).await?;
         drop(gb);
         Ok(())
