@@ -280,7 +280,7 @@ mod tests {
         // A grandchild that logs the SIGTERM it gets; its parent waits for it.
         let script = sh(&format!(
             "sh -c 'trap \"echo grandchild-term >> {log}; exit 0\" TERM; touch {ready}; \
-             while :; do sleep 0.02; done' & wait",
+             while :; do sleep 0.02; done' 2>/dev/null & wait",
             log = log.display(),
             ready = ready.display()
         ));

@@ -186,7 +186,7 @@ async fn hold(
 }
 
 #[tokio::test]
-async fn hold_mode_prints_the_token_and_releases_at_end_of_stdin() -> Result<()> {
+async fn hold_mode_prints_the_token_and_releases_at_end_of_stdin_or_on_a_signal() -> Result<()> {
     let server = TestServer::start().await?;
     let obs = observer(&server).await?;
     let (mut holder, token) = hold(&server, "keeper", "held").await?;
@@ -196,6 +196,13 @@ async fn hold_mode_prints_the_token_and_releases_at_end_of_stdin() -> Result<()>
     drop(holder.stdin.take());
     let status = tokio::time::timeout(DEADLINE, holder.wait()).await??;
     assert_eq!(status.code(), Some(0));
+    queues(&obs, "held", 0, 0).await?;
+
+    let (holder, _) = hold(&server, "keeper", "held").await?;
+    queues(&obs, "held", 1, 0).await?;
+    signal(&holder, nix::sys::signal::Signal::SIGTERM)?;
+    let out = finish(holder).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     queues(&obs, "held", 0, 0).await?;
     Ok(())
 }

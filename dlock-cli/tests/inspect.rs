@@ -123,3 +123,57 @@ async fn arguments_the_server_rejects_are_usage_errors() -> Result<()> {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_conversions() -> Result<()> {
+    use dlock_client::{Client, Mode};
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let connect = |name: &'static str| {
+        Client::builder(server.addr().to_string())
+            .name(name)
+            .connect()
+    };
+    let (a, b) = (connect("reader-a").await?, connect("reader-b").await?);
+    let held = a.lock("cfg", Mode::PR).await?;
+    let mut converting = b.lock("cfg", Mode::PR).await?;
+    // B's PR -> EX conversion waits for A's PR (R15).
+    let conversion = tokio::spawn(async move {
+        let r = converting.convert(Mode::EX).await;
+        (r, converting)
+    });
+    eventually("a conversion on the convert queue", || async {
+        let r = obs.query_resource("cfg").await.ok().flatten()?;
+        (r.converting.len() == 1).then_some(())
+    })
+    .await?;
+
+    let out = output(dlock(&server, &["status", "--json", "cfg"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout)?;
+    let r = &doc["resources"][0];
+    assert_eq!(r["holders"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r["holders"][0]["session_name"], "reader-a");
+    let c = &r["converting"][0];
+    assert_eq!(c["session_name"], "reader-b");
+    assert_eq!(c["mode"], "PR");
+    assert_eq!(c["requested_mode"], "EX");
+    assert!(
+        c["token"].is_u64(),
+        "a converter still holds its grant: {c}"
+    );
+    let out = output(dlock(&server, &["status", "cfg"])).await?;
+    let table = stdout(&out);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("converting") && l.contains("PR->EX") && l.contains("reader-b")),
+        "{table}"
+    );
+
+    drop(held);
+    let (r, guard) = tokio::time::timeout(DEADLINE, conversion).await??;
+    r?;
+    assert_eq!(guard.mode(), Mode::EX);
+    Ok(())
+}
