@@ -499,3 +499,53 @@ async fn a_cancel_succeeds_once_and_a_second_cancel_finds_nothing_pending() -> R
     })
     .await
 }
+
+#[tokio::test]
+async fn reconnects_back_off_exponentially_with_jitter() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let connecting = tokio::spawn(
+            Client::builder(addr)
+                .lease_ttl(Duration::from_secs(600))
+                .backoff(Duration::from_millis(100), Duration::from_millis(800))
+                .connect(),
+        );
+        let mut conn = accept(&listener).await?;
+        recv_hello(&mut conn).await?;
+        conn.send(welcome(false, SESSION, 600_000)).await?;
+        let _client = connecting.await??;
+
+        // Virtual time from here: the gaps between attempts are exactly the backoff delays.
+        tokio::time::pause();
+        let mut last = Instant::now();
+        drop(conn);
+        let mut gaps = Vec::new();
+        for _ in 0..7 {
+            let (attempt, _) = listener.accept().await?;
+            let now = Instant::now();
+            gaps.push(now - last);
+            last = now;
+            // Fail the handshake: the client sees the connection closed.
+            drop(attempt);
+        }
+        let ms = Duration::from_millis;
+        for (k, gap) in gaps.iter().enumerate() {
+            // Attempt k waits in [d/2, d] with d = min(100 ms * 2^k, 800 ms).
+            let d = ms(100 * (1 << k)).min(ms(800));
+            ensure!(
+                *gap >= d / 2 && *gap <= d + ms(2),
+                "gap {k} = {gap:?}, expected within [{:?}, {d:?}]",
+                d / 2
+            );
+        }
+        let at_upper_bound = gaps
+            .iter()
+            .enumerate()
+            .filter(|(k, g)| **g == ms(100 * (1 << k)).min(ms(800)))
+            .count();
+        ensure!(at_upper_bound < gaps.len(), "no jitter: {gaps:?}");
+        Ok(())
+    })
+    .await
+}
