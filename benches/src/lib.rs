@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod cpu;
 pub mod report;
 pub mod rss;
 pub mod scenario;

@@ -62,8 +62,17 @@ pub struct Row {
     pub cycle: Option<Latency>,
     /// Latency of the acquire alone (including time waiting in a queue or polling).
     pub acquire: Option<Latency>,
-    /// Handoff: from a release to the grant of the next client (handoff scenario only).
+    /// Grants of the shared key to a client other than the one that released it last
+    /// (contended and handoff scenarios): ownership changes, as opposed to cycles.
+    pub handoffs: Option<u64>,
+    /// Handoff latency: from a release to the grant of the next client (contended and
+    /// handoff scenarios).
     pub handoff: Option<Latency>,
+    /// Server CPU time per cycle in the window, in µs (needs `--server-pid`, or an
+    /// in-process server).
+    pub server_cpu_us_per_op: Option<f64>,
+    /// The load generator's own CPU time per cycle (the clients), in µs.
+    pub client_cpu_us_per_op: Option<f64>,
     /// Fewest cycles by one client.
     pub client_min: u64,
     /// Most cycles by one client.
@@ -96,7 +105,10 @@ impl Row {
             ops_per_s: 0.0,
             cycle: None,
             acquire: None,
+            handoffs: None,
             handoff: None,
+            server_cpu_us_per_op: None,
+            client_cpu_us_per_op: None,
             client_min: 0,
             client_max: 0,
             errors: 0,
@@ -107,6 +119,12 @@ impl Row {
             label: String::new(),
             note: String::new(),
         }
+    }
+
+    /// Handoffs per second of the window.
+    pub fn handoffs_per_s(&self) -> Option<f64> {
+        let n = self.handoffs?;
+        (self.duration_s > 0.0).then(|| n as f64 / self.duration_s)
     }
 
     /// Per-client fairness: fewest cycles by one client over most cycles by one client
@@ -126,7 +144,8 @@ impl Row {
         "backend,scenario,clients,duration_s,ops,ops_per_s,\
          cycle_p50_us,cycle_p99_us,cycle_p999_us,\
          acquire_p50_us,acquire_p99_us,acquire_p999_us,\
-         handoff_p50_us,handoff_p99_us,handoff_p999_us,\
+         handoffs_per_s,handoff_p50_us,handoff_p99_us,handoff_p999_us,\
+         server_cpu_us_per_op,client_cpu_us_per_op,\
          client_min_ops,client_max_ops,fairness,errors,\
          locks,rss_base_kb,rss_held_kb,rss_after_kb,rss_bytes_per_lock,label,note"
     }
@@ -139,7 +158,7 @@ impl Row {
             None => ",,".to_owned(),
         };
         format!(
-            "{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&self.backend),
             self.scenario,
             self.clients,
@@ -148,7 +167,12 @@ impl Row {
             self.ops_per_s,
             lat(self.cycle),
             lat(self.acquire),
+            self.handoffs_per_s()
+                .map(|h| format!("{h:.1}"))
+                .unwrap_or_default(),
             lat(self.handoff),
+            f1(self.server_cpu_us_per_op),
+            f1(self.client_cpu_us_per_op),
             self.client_min,
             self.client_max,
             self.fairness()
@@ -170,15 +194,17 @@ impl Row {
     /// The header of [`Row::to_text`].
     pub fn text_header() -> String {
         format!(
-            "{:<6} {:<15} {:>7} {:>10} {:>22} {:>22} {:>22} {:>19} {:>6}  note",
+            "{:<6} {:<15} {:>7} {:>10} {:>10} {:>22} {:>22} {:>22} {:>19} {:>13} {:>6}  note",
             "backend",
             "scenario",
             "clients",
             "ops/s",
+            "handoffs/s",
             "cycle p50/p99/p999",
             "acquire p50/p99/p999",
             "handoff p50/p99/p999",
             "client min..max",
+            "cpu us/op s+c",
             "errors"
         )
     }
@@ -193,6 +219,11 @@ impl Row {
             Some(f) => format!("{}..{} ({f:.2})", self.client_min, self.client_max),
             None => "-".to_owned(),
         };
+        let cpu = match (self.server_cpu_us_per_op, self.client_cpu_us_per_op) {
+            (Some(s), Some(c)) => format!("{s:.1}+{c:.1}"),
+            (None, Some(c)) => format!("?+{c:.1}"),
+            _ => "-".to_owned(),
+        };
         let mut note = self.note.clone();
         if let (Some(locks), Some(held)) = (self.locks, self.rss_held_kb) {
             let _ = write!(
@@ -206,15 +237,19 @@ impl Row {
             );
         }
         format!(
-            "{:<6} {:<15} {:>7} {:>10.0} {:>22} {:>22} {:>22} {:>19} {:>6}  {}",
+            "{:<6} {:<15} {:>7} {:>10.0} {:>10} {:>22} {:>22} {:>22} {:>19} {:>13} {:>6}  {}",
             self.backend,
             self.scenario.to_string(),
             self.clients,
             self.ops_per_s,
+            self.handoffs_per_s()
+                .map(|h| format!("{h:.0}"))
+                .unwrap_or_else(|| "-".to_owned()),
             lat(self.cycle),
             lat(self.acquire),
             lat(self.handoff),
             fair,
+            cpu,
             self.errors,
             note
         )
@@ -230,6 +265,11 @@ fn us(v: u64) -> String {
     } else {
         format!("{:.2}s", v as f64 / 1e6)
     }
+}
+
+/// One decimal, or empty.
+fn f1(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_default()
 }
 
 /// Quotes a CSV field when it needs it.

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::backend::{Access, Backend, Conn};
+use crate::cpu::process_cpu;
 use crate::report::{Latency, Row, new_histogram, record};
 use crate::rss::vm_rss_kb;
 
@@ -140,6 +141,7 @@ struct ClientResult<C> {
     cycle: Histogram<u64>,
     acquire: Histogram<u64>,
     handoff: Histogram<u64>,
+    handoffs: u64,
     errors: u64,
     first_error: Option<String>,
 }
@@ -169,7 +171,10 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
             Scenario::ReadersWriters => spec.read_ratio,
             _ => 0.0,
         };
-        let handoff = (spec.scenario == Scenario::Handoff).then(|| last_release.clone());
+        // On one key with exclusive locks only, every grant either hands the lock to another
+        // client (a handoff) or gives it back to the client that just released it.
+        let handoff = matches!(spec.scenario, Scenario::Contended | Scenario::Handoff)
+            .then(|| last_release.clone());
         let mut rng = SplitMix64(spec.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         tasks.spawn(async move {
             tokio::time::sleep_until(start).await;
@@ -179,6 +184,7 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
                 cycle: new_histogram(),
                 acquire: new_histogram(),
                 handoff: new_histogram(),
+                handoffs: 0,
                 errors: 0,
                 first_error: None,
             };
@@ -211,6 +217,7 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
                         && who != id
                         && counted
                     {
+                        r.handoffs += 1;
                         record(&mut r.handoff, t1.saturating_duration_since(at));
                     }
                     *last = Some((id, Instant::now()));
@@ -231,7 +238,14 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
         });
     }
 
+    // CPU used by the server and by this process (the clients) during the window.
+    tokio::time::sleep_until(measure_from).await;
+    let cpu_from = CpuSample::take(backend, spec.server_pid);
+    tokio::time::sleep_until(end).await;
+    let cpu_to = CpuSample::take(backend, spec.server_pid);
+
     let mut row = Row::new(backend.name(), spec.scenario, spec.clients);
+    let handoffs_counted = matches!(spec.scenario, Scenario::Contended | Scenario::Handoff);
     let (mut cycle, mut acquire, mut handoff) = (new_histogram(), new_histogram(), new_histogram());
     let mut per_client = Vec::with_capacity(spec.clients);
     let mut conns = Vec::with_capacity(spec.clients);
@@ -239,6 +253,9 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
         let r = res.context("a client task failed")?;
         per_client.push(r.ops);
         row.ops += r.ops;
+        if handoffs_counted {
+            *row.handoffs.get_or_insert(0) += r.handoffs;
+        }
         row.errors += r.errors;
         if row.note.is_empty()
             && let Some(e) = r.first_error
@@ -258,12 +275,51 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
 
     row.duration_s = spec.duration.as_secs_f64();
     row.ops_per_s = row.ops as f64 / row.duration_s;
+    if row.ops > 0 {
+        let per_op = |d: Duration| d.as_secs_f64() * 1e6 / row.ops as f64;
+        row.server_cpu_us_per_op = cpu_to.server_since(&cpu_from).map(per_op);
+        row.client_cpu_us_per_op = cpu_to.clients_since(&cpu_from).map(per_op);
+    }
     row.cycle = Latency::of(&cycle);
     row.acquire = Latency::of(&acquire);
     row.handoff = Latency::of(&handoff);
     row.client_min = per_client.iter().copied().min().unwrap_or(0);
     row.client_max = per_client.iter().copied().max().unwrap_or(0);
     Ok(row)
+}
+
+/// CPU times at one instant.
+struct CpuSample {
+    /// The server's, if known.
+    server: Option<Duration>,
+    /// This whole process's.
+    own: Option<Duration>,
+    /// Whether the server runs inside this process (then `own` includes it).
+    in_process: bool,
+}
+
+impl CpuSample {
+    fn take<B: Backend>(backend: &B, server_pid: Option<u32>) -> CpuSample {
+        let in_process = backend.in_process_server_cpu();
+        CpuSample {
+            server: in_process.or_else(|| server_pid.and_then(|p| process_cpu(p).ok())),
+            own: process_cpu(std::process::id()).ok(),
+            in_process: in_process.is_some(),
+        }
+    }
+
+    fn server_since(&self, earlier: &CpuSample) -> Option<Duration> {
+        Some(self.server?.saturating_sub(earlier.server?))
+    }
+
+    fn clients_since(&self, earlier: &CpuSample) -> Option<Duration> {
+        let own = self.own?.saturating_sub(earlier.own?);
+        if self.in_process {
+            Some(own.saturating_sub(self.server_since(earlier)?))
+        } else {
+            Some(own)
+        }
+    }
 }
 
 /// What one session of many-locks did.

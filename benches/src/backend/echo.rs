@@ -16,6 +16,9 @@ use crate::Scenario;
 /// Bytes per request and per reply: about a lock request frame of dlock.
 const MSG_LEN: usize = 48;
 
+/// The name of the echo server's threads, to tell their CPU time apart.
+const THREAD_PREFIX: &str = "echo-server";
+
 /// The echo floor. Starts its own echo server on `127.0.0.1:0`, in a thread with its own
 /// two-worker runtime (like a server process of its own); stopping happens on drop.
 #[derive(Debug)]
@@ -31,10 +34,11 @@ impl EchoBackend {
         let (addr_tx, addr_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = thread::Builder::new()
-            .name("echo-server".into())
+            .name(THREAD_PREFIX.into())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
+                    .thread_name(THREAD_PREFIX)
                     .enable_all()
                     .build()
                 {
@@ -109,6 +113,10 @@ impl Backend for EchoBackend {
 
     fn name(&self) -> &'static str {
         "echo"
+    }
+
+    fn in_process_server_cpu(&self) -> Option<std::time::Duration> {
+        crate::cpu::own_threads_cpu(THREAD_PREFIX).ok()
     }
 
     fn unsupported(&self, scenario: Scenario) -> Option<&'static str> {

@@ -33,6 +33,12 @@ pub trait Backend: Send + Sync + 'static {
     /// `Some(reason)` when this backend cannot run `scenario` honestly.
     fn unsupported(&self, scenario: Scenario) -> Option<&'static str>;
 
+    /// CPU time used so far by the server when it runs inside this process (the echo
+    /// floor); `None` for a server in a process of its own (see `--server-pid`).
+    fn in_process_server_cpu(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Opens a new client connection; `id` numbers the clients of one run from 0.
     fn connect(&self, id: usize) -> impl Future<Output = Result<Self::Conn>> + Send;
 }

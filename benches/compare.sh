@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of dlock with Redis and etcd (and a bare TCP echo floor), on this
+# machine, in one run: same load generator, same scenarios, loopback only.
+#
+#   bash benches/compare.sh            # RUNS=3 runs of every point, 5 s each, then the table
+#   RUNS=2 DURATION=5s bash benches/compare.sh
+#
+# It installs what is missing (redis-server, etcd-server, protobuf-compiler) with apt-get,
+# starts redis-server, etcd and a release dlock-server on loopback ports of its own with
+# temporary data dirs, runs every backend through the scenarios, prints medians with the
+# ratios dlock/redis, dlock/etcd and dlock/floor, and stops everything it started on exit.
+# Raw rows are kept in target/compare/compare-<time>.csv.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${RUNS:-3}"
+DURATION="${DURATION:-5s}"
+WARMUP="${WARMUP:-1s}"
+MANY_LOCKS="${MANY_LOCKS:-1000000}"
+MANY_SESSIONS="${MANY_SESSIONS:-1000}"
+BASE_PORT="${BASE_PORT:-17400}"
+REDIS_PORT=$((BASE_PORT + 1))
+ETCD_PORT=$((BASE_PORT + 2))
+ETCD_PEER_PORT=$((BASE_PORT + 3))
+DLOCK_PORT=$((BASE_PORT + 4))
+DLOCK_MANY_PORT=$((BASE_PORT + 5))
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+
+TMP="$(mktemp -d -t dlock-compare.XXXXXX)"
+PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        # Bounded wait, then the hard way.
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stops one process this script started.
+stop_pid() {
+    local pid="$1"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local port="$1" what="$2" logfile="$3"
+    for _ in $(seq 200); do
+        port_open "$port" && return 0
+        sleep 0.1
+    done
+    tail -20 "$logfile" >&2 || true
+    die "$what did not open port $port"
+}
+
+# --- tools ---------------------------------------------------------------------------------
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v python3 >/dev/null || missing+=(python3)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+for port in "$REDIS_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$DLOCK_PORT" "$DLOCK_MANY_PORT"; do
+    port_open "$port" && die "port $port is in use (set BASE_PORT to move every port)"
+done
+
+# --- build ---------------------------------------------------------------------------------
+log "building dlock-server and loadgen (release)"
+(cd "$ROOT" && cargo build --release --locked -p dlock-server -p dlock-benches \
+    --features dlock-benches/peers --bin dlock-server --bin loadgen)
+SERVER="$ROOT/target/release/dlock-server"
+LOADGEN="$ROOT/target/release/loadgen"
+
+# 1,000 sessions each side of the loopback, plus the servers' own files.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# --- servers -------------------------------------------------------------------------------
+log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+mkdir -p "$TMP/redis"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" --save "" \
+    --appendonly no --daemonize no --protected-mode yes --maxclients 10000 \
+    >"$TMP/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_port "$REDIS_PORT" redis-server "$TMP/redis.log"
+
+log "starting etcd on 127.0.0.1:$ETCD_PORT"
+etcd --name compare --data-dir "$TMP/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "compare=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --log-level warn >"$TMP/etcd.log" 2>&1 &
+ETCD_PID=$!
+PIDS+=("$ETCD_PID")
+wait_port "$ETCD_PORT" etcd "$TMP/etcd.log"
+
+# Starts a dlock-server on port $1 with a fresh data dir; prints its pid.
+start_dlock() {
+    local port="$1" dir="$TMP/dlock-$1-$RANDOM"
+    mkdir -p "$dir"
+    "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn \
+        --max-connections 10000 --max-locks-per-session 100000 \
+        >"$dir.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_port "$port" dlock-server "$dir.log"
+    echo "$pid"
+}
+
+log "starting dlock-server on 127.0.0.1:$DLOCK_PORT"
+start_dlock "$DLOCK_PORT" >"$TMP/dlock.pid"
+
+# --- runs ----------------------------------------------------------------------------------
+mkdir -p "$ROOT/target/compare"
+CSV="$ROOT/target/compare/compare-$(date -u +%Y%m%dT%H%M%SZ).csv"
+
+FAILED=0
+lg() {
+    "$LOADGEN" --csv "$CSV" --label "run$run" --duration "$DURATION" --warmup "$WARMUP" \
+        --dlock-addr "127.0.0.1:${LG_DLOCK_PORT:-$DLOCK_PORT}" --redis-addr "127.0.0.1:$REDIS_PORT" \
+        --etcd-addr "127.0.0.1:$ETCD_PORT" "$@" || FAILED=1
+}
+
+DLOCK_PID="$(cat "$TMP/dlock.pid")"
+# Runs loadgen against one backend, telling it the server's pid (for server CPU per cycle).
+on() {
+    local backend="$1" pid
+    shift
+    case "$backend" in
+        dlock) pid="$DLOCK_PID" ;;
+        redis) pid="$REDIS_PID" ;;
+        etcd) pid="$ETCD_PID" ;;
+    esac
+    lg -b "$backend" --server-pid "$pid" "$@"
+}
+
+for run in $(seq "$RUNS"); do
+    log "run $run of $RUNS"
+    lg -b echo -s uncontended -c 64
+    for b in dlock redis etcd; do on "$b" -s uncontended -c 64; done
+    for b in dlock redis etcd; do on "$b" -s contended -c 16,64; done
+    for b in dlock redis etcd; do on "$b" -s readers-writers -c 16; done
+    for b in dlock redis etcd; do on "$b" -s handoff -c 16; done
+    # A fresh server per run, so its RSS is the locks' and nothing else's.
+    start_dlock "$DLOCK_MANY_PORT" >"$TMP/many.pid"
+    many_pid="$(cat "$TMP/many.pid")"
+    LG_DLOCK_PORT="$DLOCK_MANY_PORT" lg -b dlock -s many-locks \
+        --locks "$MANY_LOCKS" --sessions "$MANY_SESSIONS" --server-pid "$many_pid"
+    stop_pid "$many_pid"
+done
+
+# --- table ---------------------------------------------------------------------------------
+log "machine"
+{
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores)"
+    echo "memory: $(free -h | awk '/^Mem:/ {print $2}')  kernel: $(uname -r)"
+    echo "$(redis-server --version | cut -d' ' -f1-3)  etcd $(etcd --version | awk '/etcd Version/ {print $3}')  $(rustc --version)"
+} >&2
+
+log "medians of $RUNS runs (raw rows: $CSV)"
+python3 - "$CSV" <<'PY'
+import csv, statistics, sys
+from collections import defaultdict
+
+rows = list(csv.DictReader(open(sys.argv[1])))
+points = defaultdict(list)
+for r in rows:
+    points[(r["backend"], r["scenario"], int(r["clients"]))].append(r)
+
+def med(backend, scenario, clients, field):
+    vals = [float(r[field]) for r in points.get((backend, scenario, clients), []) if r[field] not in ("", None)]
+    return statistics.median(vals) if vals else None
+
+def note(backend, scenario, clients):
+    rs = points.get((backend, scenario, clients), [])
+    return rs[0]["note"] if rs else ""
+
+def fmt(v, kind):
+    if v is None:
+        return "-"
+    if kind == "rate":
+        return f"{v:,.0f}"
+    if kind == "us":
+        return f"{v/1000:.2f} ms" if v >= 1000 else f"{v:.0f} us"
+    if kind == "ratio":
+        return f"{v:.2f}"
+    if kind == "mb":
+        return f"{v/1024:.1f} MB"
+    if kind == "f1":
+        return f"{v:.1f}"
+    if kind == "b":
+        return f"{v:.0f} B"
+    return str(v)
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+W = [34, 12, 12, 12, 12, 12, 12, 12]
+def line(*cells):
+    print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, W))))
+
+line("workload (median)", "floor", "dlock", "redis", "etcd", "dlock/redis", "dlock/etcd", "dlock/floor")
+def row(label, scenario, clients, field, kind, floor=False, inverse=False):
+    d, r, e = (med(b, scenario, clients, field) for b in ("dlock", "redis", "etcd"))
+    f = med("echo", scenario, clients, field) if floor else None
+    if inverse:  # latencies: how many times smaller dlock's is
+        rr, re_ = ratio(r, d), ratio(e, d)
+    else:
+        rr, re_ = ratio(d, r), ratio(d, e)
+    line(label, fmt(f, kind), fmt(d, kind), fmt(r, kind), fmt(e, kind),
+         fmt(rr, "ratio"), fmt(re_, "ratio"), fmt(ratio(d, f), "ratio"))
+
+row("uncontended 64: cycles/s", "uncontended", 64, "ops_per_s", "rate", floor=True)
+row("uncontended 64: cycle p99 (x less)", "uncontended", 64, "cycle_p99_us", "us", inverse=True)
+row("uncontended 64: server CPU us/cycle", "uncontended", 64, "server_cpu_us_per_op", "f1", floor=True)
+row("uncontended 64: client CPU us/cycle", "uncontended", 64, "client_cpu_us_per_op", "f1", floor=True)
+for c in (16, 64):
+    row(f"contended {c}: cycles/s", "contended", c, "ops_per_s", "rate")
+    row(f"contended {c}: handoffs/s", "contended", c, "handoffs_per_s", "rate")
+    row(f"contended {c}: acquire p99 (x less)", "contended", c, "acquire_p99_us", "us", inverse=True)
+    row(f"contended {c}: fairness min/max", "contended", c, "fairness", "ratio")
+row("readers-writers 16: cycles/s", "readers-writers", 16, "ops_per_s", "rate")
+row("readers-writers 16: acquire p99", "readers-writers", 16, "acquire_p99_us", "us", inverse=True)
+row("handoff 16: release->grant p50", "handoff", 16, "handoff_p50_us", "us", inverse=True)
+row("handoff 16: release->grant p99", "handoff", 16, "handoff_p99_us", "us", inverse=True)
+ml = max((k for k in points if k[0] == "dlock" and k[1] == "many-locks"), default=None)
+if ml:
+    held = med(*ml, "rss_held_kb")
+    per = med(*ml, "rss_bytes_per_lock")
+    locks = med(*ml, "locks")
+    rate = med(*ml, "ops_per_s")
+    print(f"many-locks (dlock): {locks:,.0f} locks over {ml[2]:,} sessions: server RSS {fmt(held, 'mb')} "
+          f"held, {fmt(per, 'b')} per lock, acquired at {fmt(rate, 'rate')} locks/s")
+for b in ("etcd", "redis", "dlock"):
+    n = note(b, "readers-writers", 16)
+    if n.startswith("unsupported"):
+        print(f"readers-writers ({b}): {n}")
+
+print()
+print("targets")
+def target(label, value, ok):
+    status = "-" if value is None else ("PASS" if ok(value) else "MISS")
+    print(f"  {status:<5} {label}: {fmt(value, 'ratio')}")
+target("uncontended 64: dlock/redis >= 1.2", ratio(med("dlock", "uncontended", 64, "ops_per_s"), med("redis", "uncontended", 64, "ops_per_s")), lambda v: v >= 1.2)
+target("uncontended 64: dlock/etcd >= 10", ratio(med("dlock", "uncontended", 64, "ops_per_s"), med("etcd", "uncontended", 64, "ops_per_s")), lambda v: v >= 10)
+target("uncontended 64: dlock/floor >= 0.8", ratio(med("dlock", "uncontended", 64, "ops_per_s"), med("echo", "uncontended", 64, "ops_per_s")), lambda v: v >= 0.8)
+for c in (16, 64):
+    target(f"contended {c}: handoffs/s dlock/redis >= 3", ratio(med("dlock", "contended", c, "handoffs_per_s"), med("redis", "contended", c, "handoffs_per_s")), lambda v: v >= 3)
+    target(f"contended {c}: acquire p99 redis/dlock >= 10", ratio(med("redis", "contended", c, "acquire_p99_us"), med("dlock", "contended", c, "acquire_p99_us")), lambda v: v >= 10)
+    target(f"contended {c}: dlock fairness min/max >= 0.9", med("dlock", "contended", c, "fairness"), lambda v: v >= 0.9)
+if ml:
+    mb = med(*ml, "rss_held_kb")
+    target("many-locks: dlock RSS (MB) <= 300", None if mb is None else mb / 1024, lambda v: v <= 300)
+PY
+if ((FAILED)); then
+    die "some points failed (see the notes above)"
+fi
