@@ -93,7 +93,7 @@ entered its state and \"for_ms\" how long ago that was (estimated from the sessi
 const PING_AFTER_HELP: &str = "\
 Example:
   $ dlock ping
-  server 127.0.0.1:7420, version 0.1.0, round trip 0.21 ms";
+  server 127.0.0.1:7420, version dlock-server 0.1.0, round trip 0.23 ms";
 
 const COMPLETIONS_AFTER_HELP: &str = "\
 Examples:
