@@ -549,3 +549,35 @@ async fn reconnects_back_off_exponentially_with_jitter() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn unanswered_requests_time_out_and_say_whether_the_client_was_connected() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let connecting = tokio::spawn(
+            Client::builder(addr)
+                .lease_ttl(Duration::from_secs(600))
+                .request_timeout(Duration::from_millis(500))
+                .connect(),
+        );
+        let mut conn = accept(&listener).await?;
+        recv_hello(&mut conn).await?;
+        conn.send(welcome(false, SESSION, 600_000)).await?;
+        let client = connecting.await??;
+
+        tokio::time::pause();
+        // Connected, but the server never answers.
+        let started = Instant::now();
+        let err = client.ping().await.unwrap_err();
+        ensure!(matches!(err, Error::RequestTimeout), "{err:?}");
+        ensure!(started.elapsed() >= Duration::from_millis(500));
+
+        // Disconnected: reconnect attempts reach a listener that never answers the Hello.
+        drop(conn);
+        let err = client.ping().await.unwrap_err();
+        ensure!(matches!(err, Error::Disconnected), "{err:?}");
+        Ok(())
+    })
+    .await
+}
