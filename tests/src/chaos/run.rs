@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::checker::{CheckConfig, CheckReport, Checker};
-use super::faults::{self, FaultConfig, FaultCounts};
+use super::faults::{self, FaultConfig, FaultCounts, FaultKind};
 use super::history::{AuditStats, read_audit_log};
 use super::server_proc::{ServerProc, ServerSpec};
 use super::workload::{self, Recorder, Slot, WorkloadConfig};
@@ -39,6 +39,29 @@ pub struct ChaosConfig {
     pub dir: Option<PathBuf>,
     /// The checker's settings (`expect_quiescent` is set by the run).
     pub check: CheckConfig,
+}
+
+impl ChaosConfig {
+    /// A bounded run for the test suite: 16 clients on 4 resources with 1 s leases, the
+    /// given fault kinds, a seed from the clock (printed by the report), and the checker's
+    /// defaults with `restart_grace` off (see [`CheckConfig::restart_grace`]).
+    pub fn for_tests(exe: PathBuf, kinds: &[FaultKind], duration: Duration) -> ChaosConfig {
+        ChaosConfig {
+            exe,
+            duration,
+            workload: WorkloadConfig::default(),
+            faults: FaultConfig {
+                kinds: kinds.to_vec(),
+                ..FaultConfig::default()
+            },
+            seed: super::history::now_us(),
+            dir: None,
+            check: CheckConfig {
+                restart_grace: false,
+                ..CheckConfig::default()
+            },
+        }
+    }
 }
 
 /// What a chaos run did and found.
