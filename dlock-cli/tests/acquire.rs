@@ -289,7 +289,7 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
          echo started >> {log}; while :; do sleep 0.02; done",
         log = log.display()
     );
-    let ttl = ["acquire", "--ttl", "1s"];
+    let ttl = ["acquire", "--ttl", "2s"];
     let runner = dlock(
         &server,
         &[&ttl[..], &["lease", "--", "sh", "-c", &script]].concat(),
@@ -303,7 +303,7 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
     let waiter = dlock(&server, &[&ttl[..], &["lease", "--", "true"]].concat()).spawn()?;
     queues(&obs, "lease", 1, 1).await?;
     queues(&obs, "lease2", 1, 0).await?;
-    // Renewals now fail; each local lease lapses within the 1 s TTL.
+    // Renewals now fail; each local lease lapses within the 2 s TTL.
     server.abort().await;
     let out = finish(runner).await?;
     assert_eq!(code(&out), 75, "{}", stderr(&out));
