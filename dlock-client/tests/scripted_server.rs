@@ -370,12 +370,18 @@ async fn local_lease_lapses_before_the_server_could_expire_the_session() -> Resu
         // answers renewals for a while, acknowledging what it is told.
         tokio::time::pause();
         let mut last_confirmed_send = Instant::now();
-        for _ in 0..10 {
-            match recv(&mut conn).await? {
-                ClientMessage::Request {
+        let mut renewals = 0;
+        let mut acked = 0;
+        while renewals < 10 {
+            match conn.next().await.context("connection open")?? {
+                Ok(ClientMessage::Ack { seq }) => acked = seq,
+                Ok(ClientMessage::Request {
                     id,
                     body: Request::Renew,
-                } => {
+                }) => {
+                    // Every renewal goes with an Ack of every event received so far.
+                    ensure!(acked == seq - 1, "acked {acked}, sent up to {}", seq - 1);
+                    renewals += 1;
                     last_confirmed_send = Instant::now();
                     send_event(
                         &mut conn,
@@ -386,7 +392,7 @@ async fn local_lease_lapses_before_the_server_could_expire_the_session() -> Resu
                     )
                     .await?;
                 }
-                other => bail!("expected Renew, got {other:?}"),
+                other => bail!("expected Renew or Ack, got {other:?}"),
             }
         }
         ensure!(!guard.is_lost());
@@ -577,6 +583,40 @@ async fn unanswered_requests_time_out_and_say_whether_the_client_was_connected()
         drop(conn);
         let err = client.ping().await.unwrap_err();
         ensure!(matches!(err, Error::Disconnected), "{err:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn many_unacknowledged_events_are_acknowledged_without_waiting_for_a_renewal() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(600)).await?;
+        let mut seq = 1;
+        let locking = tokio::spawn({
+            let client = client.clone();
+            async move { client.lock("r", Mode::EX).await }
+        });
+        let (id, _) = recv_request(&mut conn, &mut seq).await?;
+        let lock = LockId(1);
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), granted(1)).await?;
+        let _guard = locking.await??;
+        for _ in 0..200 {
+            let kind = EventKind::Blocking { mode: Mode::PR };
+            send_event(&mut conn, &mut seq, None, Some(lock), kind).await?;
+        }
+        // Renewals are 200 s apart: any Ack now is the "many unacknowledged" one.
+        loop {
+            match conn.next().await.context("connection open")?? {
+                Ok(ClientMessage::Ack { seq: acked }) => {
+                    ensure!((64..=201).contains(&acked), "ack of {acked}");
+                    break;
+                }
+                Ok(other) => bail!("unexpected {other:?}"),
+                Err(e) => bail!("malformed: {e}"),
+            }
+        }
         Ok(())
     })
     .await
