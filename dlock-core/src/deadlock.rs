@@ -82,10 +82,10 @@ impl Core {
         }
         if let Some(q) = res.queues.as_deref() {
             let (mut cur, mut then_convert) = match p.start {
-                Start::TailOfWait => (q.wait.tail, true),
-                Start::TailOfConvert => (q.convert.tail, false),
+                Start::TailOfWait => (q.wait.tail.get(), true),
+                Start::TailOfConvert => (q.convert.tail.get(), false),
                 Start::Before(x) => match self.locks.get(x.0) {
-                    Some(l) => (l.prev, matches!(l.status, Status::Waiting { .. })),
+                    Some(l) => (l.prev.get(), matches!(l.status, Status::Waiting { .. })),
                     None => (None, false),
                 },
             };
@@ -93,14 +93,14 @@ impl Core {
                 let Some(c) = cur else {
                     if then_convert {
                         then_convert = false;
-                        cur = q.convert.tail;
+                        cur = q.convert.tail.get();
                         continue;
                     }
                     break;
                 };
                 let Some(y) = self.locks.get(c.0) else { break };
                 *budget = budget.checked_sub(1).ok_or(Exhausted)?;
-                cur = y.prev;
+                cur = y.prev.get();
                 let Some(ym) = y.status.requested_mode() else {
                     continue;
                 };

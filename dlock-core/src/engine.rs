@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::lock::{Lock, LockRef, ResRef};
+use crate::name::Name;
 use crate::resource::Resource;
 use crate::session::Session;
 use crate::slab::Slab;
@@ -29,7 +30,7 @@ pub struct Core {
     pub(crate) locks: Slab<Lock>,
     pub(crate) lock_ids: BTreeMap<LockId, LockRef>,
     pub(crate) resources: Slab<Resource>,
-    pub(crate) names: BTreeMap<Box<[u8]>, ResRef>,
+    pub(crate) names: BTreeMap<Name, ResRef>,
     /// Lease ends and request deadlines, ordered by time (timers.rs).
     pub(crate) timers: BTreeSet<(u64, Timer)>,
 }

@@ -182,7 +182,7 @@ impl Core {
             let Some(q) = res.queues.as_deref() else {
                 return;
             };
-            let head = q.convert.head.or(q.wait.head);
+            let head = q.convert.head.get().or(q.wait.head.get());
             let Some(h) = head else { return };
             let Some(lock) = self.locks.get(h.0) else {
                 return;

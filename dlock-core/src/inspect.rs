@@ -43,7 +43,7 @@ impl Core {
             None => (Vec::new(), Vec::new()),
         };
         ResourceInfo {
-            name: res.name.to_vec(),
+            name: res.name.as_bytes().to_vec(),
             value,
             value_valid,
             granted,
@@ -70,7 +70,7 @@ impl Core {
                 std::ops::Bound::Included(prefix),
                 std::ops::Bound::Unbounded,
             ))
-            .take_while(|(name, _)| name.starts_with(prefix))
+            .take_while(|(name, _)| name.as_bytes().starts_with(prefix))
             .take(limit)
             .filter_map(|(_, &r)| self.res(r))
             .map(|res| self.resource_info(res))
@@ -87,7 +87,10 @@ impl Core {
             .filter_map(|r| self.locks.get(r.0))
             .map(|l| SessionLockInfo {
                 lock: l.id,
-                resource: self.res(l.res).map(|r| r.name.to_vec()).unwrap_or_default(),
+                resource: self
+                    .res(l.res)
+                    .map(|r| r.name.as_bytes().to_vec())
+                    .unwrap_or_default(),
                 state: l.status.public(),
                 token: l.status.token(),
             })

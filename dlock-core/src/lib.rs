@@ -92,6 +92,7 @@ mod inspect;
 mod lock;
 mod lvb;
 mod mode;
+mod name;
 mod ops;
 mod query;
 mod resource;

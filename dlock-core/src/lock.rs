@@ -8,6 +8,25 @@ use crate::{FencingToken, LockId, LockState, Mode, RequestId, SessionId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct LockRef(pub(crate) u32);
 
+/// An optional [`LockRef`] in four bytes (`u32::MAX` is none): queue links are the bulk of
+/// a lock's and a resource's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Link(u32);
+
+impl Link {
+    pub(crate) const NONE: Link = Link(u32::MAX);
+
+    pub(crate) fn get(self) -> Option<LockRef> {
+        (self.0 != u32::MAX).then_some(LockRef(self.0))
+    }
+}
+
+impl From<Option<LockRef>> for Link {
+    fn from(r: Option<LockRef>) -> Link {
+        r.map_or(Link::NONE, |r| Link(r.0))
+    }
+}
+
 /// Slot of a resource in the engine's resource slab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct ResRef(pub(crate) u32);
@@ -94,8 +113,8 @@ pub(crate) struct Lock {
     pub(crate) status: Status,
     /// Core clock when the lock entered its current state.
     pub(crate) since_ms: u64,
-    pub(crate) prev: Option<LockRef>,
-    pub(crate) next: Option<LockRef>,
+    pub(crate) prev: Link,
+    pub(crate) next: Link,
     /// R37: the strongest mode this lock was notified of since its last grant.
     pub(crate) highbast: Option<Mode>,
 }

@@ -48,7 +48,7 @@ pub(crate) fn write(res: &mut Resource, value: &[u8], lvb_len: usize) {
         let mut v = vec![0; lvb_len];
         let n = value.len().min(lvb_len);
         v[..n].copy_from_slice(&value[..n]);
-        res.lvb = Some(v.into_boxed_slice());
+        res.lvb = Some(Box::new(v.into_boxed_slice()));
     }
     res.lvb_valid = true;
 }

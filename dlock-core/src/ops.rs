@@ -3,8 +3,9 @@
 
 use crate::engine::{Core, Effects, reject, reply};
 use crate::grant::{Queue, read_for_grant};
-use crate::lock::{Lock, LockRef, Pending, ResRef, Status};
+use crate::lock::{Link, Lock, LockRef, Pending, ResRef, Status};
 use crate::lvb::{self, LvbOp};
+use crate::name::Name;
 use crate::resource::Resource;
 use crate::timers::Timer;
 use crate::validate;
@@ -94,7 +95,7 @@ impl Core {
             let rr = match existing {
                 Some(rr) => rr,
                 None => {
-                    let name = q.resource.into_boxed_slice();
+                    let name = Name::new(q.resource);
                     let Some(slot) = self.resources.insert(Resource::new(name.clone())) else {
                         let reason = Reject::LimitExceeded(Limit::Resources);
                         out.push(reject(session, request, None, reason));
@@ -114,8 +115,8 @@ impl Core {
                     token,
                 },
                 since_ms: self.clock_ms,
-                prev: None,
-                next: None,
+                prev: Link::NONE,
+                next: Link::NONE,
                 highbast: None,
             };
             if self.insert_lock(lock, Queue::Grant).is_none() {
@@ -172,8 +173,8 @@ impl Core {
                 pending,
             },
             since_ms: self.clock_ms,
-            prev: None,
-            next: None,
+            prev: Link::NONE,
+            next: Link::NONE,
             highbast: None,
         };
         if self.insert_lock(lock, Queue::Wait).is_none() {

@@ -3,41 +3,53 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Mode;
-use crate::lock::{Lock, LockRef};
+use crate::lock::{Link, Lock, LockRef};
+use crate::name::Name;
 use crate::slab::Slab;
 
 /// An intrusive doubly linked queue through [`Lock::prev`]/[`Lock::next`]. New entries go to
 /// the tail (R3); removal anywhere is O(1).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub(crate) struct List {
-    pub(crate) head: Option<LockRef>,
-    pub(crate) tail: Option<LockRef>,
+    pub(crate) head: Link,
+    pub(crate) tail: Link,
     pub(crate) len: u32,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List {
+            head: Link::NONE,
+            tail: Link::NONE,
+            len: 0,
+        }
+    }
 }
 
 impl List {
     pub(crate) fn push_back(&mut self, locks: &mut Slab<Lock>, r: LockRef) {
         if let Some(l) = locks.get_mut(r.0) {
             l.prev = self.tail;
-            l.next = None;
+            l.next = Link::NONE;
         }
-        match self.tail.and_then(|t| locks.get_mut(t.0)) {
-            Some(t) => t.next = Some(r),
-            None => self.head = Some(r),
+        match self.tail.get().and_then(|t| locks.get_mut(t.0)) {
+            Some(t) => t.next = Some(r).into(),
+            None => self.head = Some(r).into(),
         }
-        self.tail = Some(r);
+        self.tail = Some(r).into();
         self.len += 1;
     }
 
     /// Unlinks `r`, which must be on this list.
     pub(crate) fn unlink(&mut self, locks: &mut Slab<Lock>, r: LockRef) {
         let Some(l) = locks.get_mut(r.0) else { return };
-        let (prev, next) = (l.prev.take(), l.next.take());
-        match prev.and_then(|p| locks.get_mut(p.0)) {
+        let (prev, next) = (l.prev, l.next);
+        (l.prev, l.next) = (Link::NONE, Link::NONE);
+        match prev.get().and_then(|p| locks.get_mut(p.0)) {
             Some(p) => p.next = next,
             None => self.head = next,
         }
-        match next.and_then(|n| locks.get_mut(n.0)) {
+        match next.get().and_then(|n| locks.get_mut(n.0)) {
             Some(n) => n.prev = prev,
             None => self.tail = prev,
         }
@@ -48,7 +60,7 @@ impl List {
     pub(crate) fn iter<'a>(&self, locks: &'a Slab<Lock>) -> ListIter<'a> {
         ListIter {
             locks,
-            next: self.head,
+            next: self.head.get(),
         }
     }
 }
@@ -65,7 +77,7 @@ impl<'a> Iterator for ListIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let r = self.next?;
         let l = self.locks.get(r.0)?;
-        self.next = l.next;
+        self.next = l.next.get();
         Some((r, l))
     }
 }
@@ -99,9 +111,10 @@ impl Queues {
 /// One resource.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Resource {
-    pub(crate) name: Box<[u8]>,
+    pub(crate) name: Name,
     /// R24: `None` is an all-zero value block, allocated on the first non-zero write.
-    pub(crate) lvb: Option<Box<[u8]>>,
+    /// Boxed twice so that the field is one thin pointer on the many resources without one.
+    pub(crate) lvb: Option<Box<Box<[u8]>>>,
     /// R29/R30: `false` while the value block is marked not valid.
     pub(crate) lvb_valid: bool,
     /// R9: how many locks on the grant and convert queues hold each mode (the VMS "group
@@ -112,7 +125,7 @@ pub(crate) struct Resource {
 }
 
 impl Resource {
-    pub(crate) fn new(name: Box<[u8]>) -> Resource {
+    pub(crate) fn new(name: Name) -> Resource {
         Resource {
             name,
             lvb: None,

@@ -45,7 +45,10 @@ impl<T> Slab<T> {
             self.len += 1;
             return Some(slot);
         }
-        let slot = u32::try_from(self.entries.len()).ok()?;
+        // u32::MAX stays free: queue links use it as "none".
+        let slot = u32::try_from(self.entries.len())
+            .ok()
+            .filter(|&s| s != u32::MAX)?;
         self.entries.push(Entry::Full(value));
         self.len += 1;
         Some(slot)
