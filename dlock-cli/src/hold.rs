@@ -33,17 +33,27 @@ pub fn stdin_closed() -> impl Future<Output = ()> {
         .spawn(move || {
             let mut stdin = std::io::stdin().lock();
             let mut buf = [0u8; 4096];
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
                 }
             }
             let _ = tx.send(());
         });
     async move {
-        if spawned.is_ok() {
+        match spawned {
             // A sender dropped without sending (the thread died) also means: stop holding.
-            let _ = rx.await;
+            Ok(_) => {
+                let _ = rx.await;
+            }
+            // Without a reader, only a signal or a loss ends hold mode.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch stdin");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
