@@ -202,10 +202,22 @@ struct LockEntry {
 
 impl LockEntry {
     fn finish(mut self, reason: LostReason) {
-        self.shared.set_lost(reason);
+        self.finish_with(reason);
+    }
+
+    fn finish_with(&mut self, reason: LostReason) {
         if let Some(tx) = self.lost_tx.take() {
+            self.shared.set_lost(reason);
             let _ = tx.send(reason);
         }
+    }
+}
+
+impl Drop for LockEntry {
+    /// The task is going away (for example with its runtime): the lock can no longer be
+    /// renewed, so it counts as lost.
+    fn drop(&mut self) {
+        self.finish_with(LostReason::Closed);
     }
 }
 
