@@ -352,3 +352,31 @@ async fn lock_timeout_and_close() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn the_youngest_request_on_a_deadlock_cycle_is_refused() -> Result<()> {
+    bounded(async {
+        let server = TestServer::start().await?;
+        let a = client(&server, "a").await?;
+        let b = client(&server, "b").await?;
+        let ax = a.lock("x", Mode::EX).await?;
+        let mut by = b.lock("y", Mode::EX).await?;
+
+        let a_wants_y = tokio::spawn({
+            let a = a.clone();
+            async move { a.lock("y", Mode::EX).await }
+        });
+        ensure!(by.blocked().await? == Mode::EX, "a is queued for y");
+        // b waiting for x would close the cycle a -> b -> a: b's request is the victim (R41).
+        let err = b.lock("x", Mode::EX).await.unwrap_err();
+        ensure!(matches!(err, Error::Deadlock), "{err:?}");
+        ensure!(err.is_not_granted());
+
+        by.unlock().await?;
+        let ay = a_wants_y.await??;
+        ensure!(ay.mode() == Mode::EX);
+        drop(ax);
+        Ok(())
+    })
+    .await
+}
