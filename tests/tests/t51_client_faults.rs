@@ -107,7 +107,15 @@ async fn black_holed_client_gives_up_its_lock_before_another_client_gets_it() ->
     bounded(async {
         let server = TestServer::start().await?;
         let proxy = Proxy::start(server.addr()).await?;
-        let b = client(proxy.addr(), "black-holed", Duration::from_millis(1000)).await?;
+        // A wide safety margin: the ordering below must not depend on how quickly a loaded
+        // machine schedules the tasks that record it.
+        let b = Client::builder(proxy.addr().to_string())
+            .name("black-holed")
+            .lease_ttl(Duration::from_millis(1000))
+            .safety_margin(Duration::from_millis(300))
+            .backoff(Duration::from_millis(10), Duration::from_millis(100))
+            .connect()
+            .await?;
         let other = client(server.addr(), "other", Duration::from_secs(10)).await?;
 
         let guard = b.lock("x", Mode::EX).await?;
