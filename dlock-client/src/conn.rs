@@ -1,4 +1,9 @@
 //! One TCP connection: the handshake, the read half and a writer task.
+//!
+//! The background task owns the connection; only the write half lives in a small helper
+//! task behind a bounded queue, so that a peer that stops reading (a black hole) can never
+//! block the background task: its timers (renewal, local lease, request timeouts) keep
+//! running, and a full queue counts as a broken connection.
 
 use std::io;
 use std::time::Duration;

@@ -210,9 +210,10 @@ mod options;
 
 pub use client::{Client, ClientBuilder, Pong};
 pub use dlock_core::{
-    FencingToken, LockId, LockInfo, LockState, Mode, ResourceInfo, SessionId, SessionInfo,
-    SessionLockInfo,
+    FencingToken, Invalid, Limit, LockId, LockInfo, LockState, Mode, Reject, ResourceInfo,
+    SessionId, SessionInfo, SessionLockInfo,
 };
+pub use dlock_proto::Refusal;
 pub use error::{Error, Result};
 pub use guard::{Canceller, LockGuard, Lost, LostReason};
 pub use options::{ConvertOptions, LockOptions, UnlockOptions};
