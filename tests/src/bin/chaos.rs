@@ -74,6 +74,10 @@ struct RunArgs {
     /// Allowance beyond a lease for an expiry to happen (property 6).
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     expiry_allowance: Duration,
+    /// Count lost() reports that come after a restarted server granted the lock elsewhere as
+    /// a known gap instead of violations (the server has no restart grace period yet).
+    #[arg(long)]
+    allow_restart_gap: bool,
     /// Print the report as JSON too.
     #[arg(long)]
     json: bool,
@@ -161,6 +165,7 @@ async fn run(args: RunArgs) -> Result<()> {
         check: CheckConfig {
             expiry_allowance_us: u64::try_from(args.expiry_allowance.as_micros())
                 .unwrap_or(u64::MAX),
+            restart_grace: !args.allow_restart_gap,
             ..CheckConfig::default()
         },
     };

@@ -151,6 +151,8 @@ pub struct CheckReport {
     pub expiries: u64,
     /// Workload operations checked, by kind.
     pub ops: BTreeMap<String, u64>,
+    /// Workload operations by outcome (errors by name).
+    pub outcomes: BTreeMap<String, u64>,
     /// Client-side `lost()` reports checked against the server's later grants.
     pub lost_checked: u64,
     /// Abruptly dropped sessions checked.
@@ -198,9 +200,10 @@ impl fmt::Display for CheckReport {
         )?;
         writeln!(
             f,
-            "checked {} workload operations {:?}, {} lost() reports, {} dropped sessions",
+            "checked {} workload operations {:?} with outcomes {:?}, {} lost() reports, {} dropped sessions",
             self.op_count(),
             self.ops,
+            self.outcomes,
             self.lost_checked,
             self.dropped_checked
         )?;
@@ -1223,6 +1226,12 @@ impl Checker {
 
     fn client_op(&mut self, op: &OpRecord) {
         *self.report.ops.entry(format!("{:?}", op.kind)).or_default() += 1;
+        let outcome = match &op.outcome {
+            OpOutcome::Granted { .. } => "Granted".to_owned(),
+            OpOutcome::Error(e) => format!("Error({e})"),
+            other => format!("{other:?}"),
+        };
+        *self.report.outcomes.entry(outcome).or_default() += 1;
         match &op.outcome {
             OpOutcome::Hung => {
                 self.line = 0;
