@@ -518,13 +518,18 @@ impl Driver {
         let now = Instant::now();
         if resumed {
             tracing::debug!("session resumed");
+            // The server renews the lease when it accepts the resume (any message of a
+            // session renews it), which happened after `Hello` was sent.
+            if let Some(s) = self.session.as_mut() {
+                s.confirmed = s.confirmed.max(sent_at);
+            }
             // Re-send every outstanding request in id order; the server ignores the ones it
             // has already applied and replays their events.
             let ids: Vec<RequestId> = self.outstanding.keys().copied().collect();
             for id in ids {
                 self.transmit(id);
             }
-            // Confirm the lease promptly rather than trusting the resume to have renewed it.
+            // Renew at once as well: the next renewal is overdue after a disconnection.
             self.renew(now);
         } else {
             self.epoch += 1;
