@@ -1,0 +1,118 @@
+//! Configured limits give typed errors (or, for connections, a wait in the backlog), never a
+//! hang or a crash.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use dlock_proto::{
+    ClientMessage, EventKind, Hello, Invalid, Limit, LockFlags, Mode, PROTOCOL_VERSION, Refusal,
+    Reject, ServerMessage,
+};
+use dlock_tests::{RawClient, TestServer, connect_framed, recv_raw};
+use futures_util::SinkExt;
+
+fn hello(name: &str, ttl_ms: u64) -> ClientMessage {
+    ClientMessage::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: name.into(),
+        lease_ttl_ms: ttl_ms,
+        resume: None,
+    })
+}
+
+#[tokio::test]
+async fn session_limit_refuses_the_next_hello() -> Result<()> {
+    let mut config = TestServer::config();
+    config.engine.max_sessions = 2;
+    let server = TestServer::start_with(config).await?;
+    let _a = RawClient::connect(server.addr(), "a").await?;
+    let mut b = RawClient::connect(server.addr(), "b").await?;
+    let mut framed = connect_framed(server.addr()).await?;
+    framed.send(hello("c", 0)).await?;
+    assert_eq!(
+        recv_raw(&mut framed).await?,
+        Some(ServerMessage::Refused(Refusal::Rejected(
+            Reject::LimitExceeded(Limit::Sessions)
+        )))
+    );
+    assert_eq!(recv_raw(&mut framed).await?, None);
+    // A session that ends frees its slot.
+    b.goodbye().await?;
+    RawClient::connect(server.addr(), "d").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn lease_outside_the_bounds_is_refused() -> Result<()> {
+    let mut config = TestServer::config();
+    config.engine.min_ttl_ms = 1000;
+    config.engine.max_ttl_ms = 60_000;
+    let server = TestServer::start_with(config).await?;
+    for ttl in [10, 3_600_000] {
+        let mut framed = connect_framed(server.addr()).await?;
+        framed.send(hello("x", ttl)).await?;
+        assert_eq!(
+            recv_raw(&mut framed).await?,
+            Some(ServerMessage::Refused(Refusal::Rejected(Reject::Invalid(
+                Invalid::TtlOutOfRange {
+                    ttl_ms: ttl,
+                    min_ms: 1000,
+                    max_ms: 60_000
+                }
+            ))))
+        );
+    }
+    let a = RawClient::connect_with_ttl(server.addr(), "ok", 5000).await?;
+    assert_eq!(a.welcome.lease_ttl_ms, 5000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn locks_per_session_and_name_length_limits() -> Result<()> {
+    let mut config = TestServer::config();
+    config.engine.max_locks_per_session = 3;
+    config.engine.max_name_len = 8;
+    let server = TestServer::start_with(config).await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    for i in 0..3 {
+        a.acquire(&format!("n{i}"), Mode::NL).await?;
+    }
+    let r = a.lock("n3", Mode::NL, LockFlags::empty()).await?;
+    assert_eq!(
+        a.event_for(r).await?.kind,
+        EventKind::Rejected {
+            reason: Reject::LimitExceeded(Limit::LocksPerSession)
+        }
+    );
+    let r = a.lock("123456789", Mode::NL, LockFlags::empty()).await?;
+    assert_eq!(
+        a.event_for(r).await?.kind,
+        EventKind::Rejected {
+            reason: Reject::Invalid(Invalid::NameTooLong { len: 9, max: 8 })
+        }
+    );
+    a.ping().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_limit_holds_new_connections_back_until_one_closes() -> Result<()> {
+    let mut config = TestServer::config();
+    config.max_connections = 1;
+    let server = TestServer::start_with(config).await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    // The second connection completes at the TCP level (backlog) but is not served.
+    let mut b = connect_framed(server.addr()).await?;
+    b.send(hello("b", 0)).await?;
+    let early = tokio::time::timeout(Duration::from_millis(300), recv_raw(&mut b)).await;
+    assert!(early.is_err(), "served over the limit: {early:?}");
+    a.ping().await?;
+    // When a leaves, b is accepted and its waiting Hello answered.
+    a.goodbye().await?;
+    drop(a);
+    match recv_raw(&mut b).await? {
+        Some(ServerMessage::Welcome(w)) => assert!(!w.resumed),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    Ok(())
+}
