@@ -434,6 +434,7 @@ pub struct Checker {
     line: u64,
     lifetime: u64,
     now_us: u64,
+    last_index: u64,
     sessions: BTreeMap<SessionId, SessionModel>,
     locks: HashMap<LockId, LockModel>,
     resources: BTreeMap<Vec<u8>, ResModel>,
@@ -453,6 +454,7 @@ impl Checker {
             line: 0,
             lifetime: 0,
             now_us: 0,
+            last_index: 0,
             sessions: BTreeMap::new(),
             locks: HashMap::new(),
             resources: BTreeMap::new(),
@@ -510,6 +512,16 @@ impl Checker {
         }
         self.now_us = ts_us;
         self.report.inputs += 1;
+        if input.index <= self.last_index {
+            self.violation(
+                Property::Fencing,
+                format!(
+                    "input index {} applied after index {}: indices (and so lock ids and tokens) must grow, also across restarts",
+                    input.index, self.last_index
+                ),
+            );
+        }
+        self.last_index = self.last_index.max(input.index);
         self.check_overdue_leases();
         let subject = Subject::of(input);
         if let Some(s) = subject.session()
@@ -1662,7 +1674,17 @@ mod tests {
         let b = h.open(1000);
         h.lock_granted(b, 1, "r", Mode::EX);
         let report = h.check(&[]);
-        only(&report, Property::Fencing);
+        assert!(
+            report.violations.contains_key(&Property::Fencing),
+            "{report}"
+        );
+        assert!(
+            report
+                .examples
+                .iter()
+                .any(|v| v.detail.contains("must grow")),
+            "{report}"
+        );
     }
 
     #[test]
