@@ -618,3 +618,47 @@ async fn many_unacknowledged_events_are_acknowledged_without_waiting_for_a_renew
     })
     .await
 }
+
+#[tokio::test]
+async fn a_lease_that_lapses_while_reconnecting_is_not_resumed_afterwards() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(3)).await?;
+        let mut seq = 1;
+        let locking = tokio::spawn({
+            let client = client.clone();
+            async move { client.lock("r", Mode::EX).await }
+        });
+        let (id, _) = recv_request(&mut conn, &mut seq).await?;
+        send_event(&mut conn, &mut seq, Some(id), Some(LockId(1)), granted(1)).await?;
+        let guard = locking.await??;
+
+        // The connection breaks and the server stops answering handshakes: the client's
+        // resume attempt hangs (connect timeout 5 s) past its local lease (3 s - 300 ms).
+        tokio::time::pause();
+        drop(conn);
+        ensure!(guard.lost().await == LostReason::LocalLeaseLapsed);
+
+        // Every later attempt opens a fresh session; a resume attempt left over from before
+        // the lapse has been given up by the client.
+        for _ in 0..5 {
+            let mut next = accept(&listener).await?;
+            let Ok(hello) = recv_hello(&mut next).await else {
+                continue; // closed before it said anything
+            };
+            if hello.resume.is_some() {
+                // The attempt from before the lapse. Even if the server accepts the resume,
+                // the client must not take the session back.
+                let _ = next.send(welcome(true, SESSION, 3000)).await;
+                continue;
+            }
+            next.send(welcome(false, SessionId(9), 3000)).await?;
+            ping_round_trip(&client, &mut next, &mut 1).await?;
+            ensure!(client.session_id() == SessionId(9));
+            ensure!(guard.is_lost());
+            return Ok(());
+        }
+        bail!("no fresh session was opened")
+    })
+    .await
+}
