@@ -8,8 +8,8 @@ use crate::engine::{Core, Effects, reject};
 use crate::timers::Timer;
 use crate::{Event, EventKind, Invalid, Limit, LockId, Mode, Reject, RequestId, SessionId};
 
-/// A live session.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A live session. Its `Debug` leaves the secret out, so that state dumps can be logged.
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) name: String,
     pub(crate) ttl_ms: u64,
@@ -20,6 +20,18 @@ pub(crate) struct Session {
     /// Its locks with a queued request (waiting or converting): the deadlock search walks
     /// these, never all of the session's locks.
     pub(crate) pending: BTreeSet<LockId>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("name", &self.name)
+            .field("ttl_ms", &self.ttl_ms)
+            .field("expires_at", &self.expires_at)
+            .field("locks", &self.locks)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Core {
