@@ -59,6 +59,25 @@
 //! `SessionId(index)`; a command naming an unknown session is rejected with
 //! `UnknownSession`, addressed to that id.
 //!
+//! # Decisions where the rule book leaves room
+//!
+//! - Value block (R24..R30): values shorter than `lvb_len` are zero-padded; a value on a
+//!   request without VALBLK is ignored. IVVALBLK on an unlock or a down-conversion from PW
+//!   or EX marks the value block not valid and nothing is written (as Linux); elsewhere
+//!   (new locks, up and same-mode conversions, locks below PW) it has no effect.
+//! - Blocking notifications (R35, R37): after a grant pass, the locks granted, converted in
+//!   place or returned to the grant queue during the input are checked against the
+//!   strongest queued mode; other holders were notified when the queued requests arrived
+//!   (R32). Per lock, a notification for a mode already covered since its last grant is
+//!   dropped (PR and CW unordered).
+//! - Deadlocks (R39..R41): a request about to be queued that closes a cycle is refused
+//!   (it is the youngest); after a conversion granted in place that strengthens a mode,
+//!   the youngest queued request of each new cycle is refused, one cycle at a time.
+//! - `Tick`: due timers run in deadline order, a lease before a request timeout at the
+//!   same instant. Expired sessions are removed first; the grant passes they enable run
+//!   before any request deadline is judged, so a request that became grantable in time is
+//!   granted rather than timed out.
+//!
 //! # Costs
 //!
 //! - Compatibility checks are O(1): each resource counts the held modes of its grant and

@@ -334,8 +334,9 @@ impl Core {
         let (mut value, mut value_valid) = (None, true);
         match lvb::lvb_op(Some(from), to) {
             LvbOp::Write => {
-                // R29a: IVVALBLK on the write path invalidates instead of writing.
-                if q.flags.contains(LockFlags::IVVALBLK) {
+                // R29a: IVVALBLK on a down-conversion from PW/EX invalidates instead of
+                // writing; on a same-mode conversion it has no effect.
+                if q.flags.contains(LockFlags::IVVALBLK) && from.is_down_conversion(to) {
                     lvb::invalidate(res);
                 } else if let (true, Some(v)) = (valblk, q.value.as_deref()) {
                     lvb::write(res, v, lvb_len);

@@ -155,20 +155,24 @@ fn r29a_ivvalblk_invalidates_from_pw_or_ex_and_r30_a_write_revalidates() {
     let ev = h.convert_with(a, 7, l, Mode::PR, V, None, None); // idx 10
     assert_eq!(ev, vec![granted_v(a, 7, l, Mode::PR, 10, b"kept", false)]);
     h.unlock(a, 8, l); // idx 11
+    // IVVALBLK on a same-mode conversion has no effect: the write happens.
+    let (l, _) = h.lock(a, 13, "r", Mode::EX); // idx 12
+    let ev = h.convert_with(a, 14, l, Mode::EX, IV | V, Some(b"same"), None); // idx 13
+    assert_eq!(ev, vec![granted(a, 14, l, Mode::EX, 13)]);
+    assert_eq!(value_of(&h, "r"), (padded(b"same"), true));
+    h.convert_with(a, 15, l, Mode::NL, IV, None, None); // idx 14: invalid again
+    h.unlock(a, 16, l); // idx 15
     // IVVALBLK on unlock from EX, then a write makes it valid again.
-    let (l, ev) = h.lock_with(a, 9, "r", Mode::EX, V, None, None); // idx 12
-    assert_eq!(ev, vec![granted_v(a, 9, l, Mode::EX, 12, b"kept", false)]);
-    h.convert_with(a, 10, l, Mode::EX, V, Some(b"new"), None); // idx 13
+    let (l, ev) = h.lock_with(a, 9, "r", Mode::EX, V, None, None); // idx 16
+    assert_eq!(ev, vec![granted_v(a, 9, l, Mode::EX, 16, b"same", false)]);
+    h.convert_with(a, 10, l, Mode::EX, V, Some(b"new"), None); // idx 17
     assert_eq!(value_of(&h, "r"), (padded(b"new"), true));
-    h.unlock_with(a, 11, l, IV | V, Some(b"ignored")); // idx 14
+    h.unlock_with(a, 11, l, IV | V, Some(b"ignored")); // idx 18
     assert_eq!(value_of(&h, "r"), (padded(b"new"), false));
     // R30: destroying the resource resets it.
-    h.unlock(b, 2, keep);
-    let (_, ev) = h.lock_with(a, 12, "r", Mode::PR, V, None, None); // idx 16
-    assert_eq!(
-        ev[0],
-        granted_v(a, 12, dlock_core::LockId(16), Mode::PR, 16, &[], true)
-    );
+    h.unlock(b, 2, keep); // idx 19
+    let (l, ev) = h.lock_with(a, 12, "r", Mode::PR, V, None, None); // idx 20
+    assert_eq!(ev, vec![granted_v(a, 12, l, Mode::PR, 20, &[], true)]);
 }
 
 #[test]
