@@ -206,3 +206,24 @@ async fn resume_with_a_wrong_secret_is_refused() -> Result<()> {
     assert_eq!(recv_raw(&mut framed).await?, None);
     Ok(())
 }
+
+/// The same expiry under `tokio::time::pause()`: the server reads its clock from
+/// `tokio::time::Instant`, so virtual time drives leases and the test takes no real time.
+#[tokio::test(start_paused = true)]
+async fn lease_expiry_follows_paused_time() -> Result<()> {
+    let server = TestServer::start().await?;
+    // 2 s lease; the helpers' waits are 10 s of (virtual) time, so expiry comes first.
+    let mut silent = RawClient::connect_with_ttl(server.addr(), "silent", 2_000).await?;
+    let mut waiter = RawClient::connect_with_ttl(server.addr(), "waiter", 60_000).await?;
+    let (_, t1) = silent.acquire("paused", Mode::EX).await?;
+    let r = waiter.lock("paused", Mode::EX, LockFlags::empty()).await?;
+    assert_eq!(waiter.event_for(r).await?.kind, EventKind::Queued);
+    let before = tokio::time::Instant::now();
+    match waiter.event_for(r).await?.kind {
+        EventKind::Granted { token, .. } => assert!(token > t1),
+        other => panic!("expected the waiter to be granted, got {other:?}"),
+    }
+    // Granted once the 2 s lease ran out in virtual time, not before.
+    assert!(before.elapsed() >= std::time::Duration::from_millis(1_900));
+    Ok(())
+}
