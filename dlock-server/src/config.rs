@@ -27,7 +27,9 @@ pub struct Config {
     /// Most inbox messages the core task handles per wake-up.
     pub max_batch: usize,
     /// Capacity of each connection's outbox. A client whose outbox is full is disconnected as a
-    /// slow reader; its session lives on until its lease runs out.
+    /// slow reader; its session lives on until its lease runs out. It should exceed what one
+    /// core batch ([`max_batch`](Self::max_batch) commands) can produce for one connection,
+    /// since a batch is dispatched before the connection's writer runs again.
     pub outbox_capacity: usize,
     /// Most events kept per session for replay until the client acknowledges them. On
     /// overflow the session is closed as expired.

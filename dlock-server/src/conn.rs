@@ -200,6 +200,7 @@ async fn read_loop(
         let msg = match frame {
             Frame::End => break,
             Frame::Message(ClientMessage::Hello(_)) => {
+                // Not fatal: answered with a typed error; a Hello carries no request id.
                 let reply = ServerMessage::Reply {
                     id: RequestId(0),
                     body: Reply::Error(RequestError::UnexpectedHello),
