@@ -1,0 +1,120 @@
+//! `apply` is total: arbitrary commands (unknown flag bits, bad names and values, random
+//! ids, tiny limits, clock jumps) never panic, and the counts stay consistent with the
+//! queries.
+
+use dlock_core::{
+    Command, Config, Core, EventKind, Input, LockFlags, LockId, Mode, RequestId, SessionId,
+};
+use proptest::prelude::*;
+
+fn command() -> impl Strategy<Value = Command> {
+    let session = (0u64..40).prop_map(SessionId);
+    let lock = (0u64..200).prop_map(LockId);
+    let mode = prop::sample::select(Mode::ALL.to_vec());
+    let flags = prop_oneof![
+        3 => (0u32..16).prop_map(LockFlags::from_bits_retain),
+        1 => any::<u32>().prop_map(LockFlags::from_bits_retain),
+    ];
+    let name = prop::collection::vec(prop::sample::select(vec![b'a', b'b', b'c']), 0..20);
+    let value = prop::option::of(prop::collection::vec(any::<u8>(), 0..40));
+    let timeout = prop::option::of(0u64..500);
+    prop_oneof![
+        2 => (prop::collection::vec(any::<char>(), 0..10), 0u64..5_000)
+            .prop_map(|(n, ttl_ms)| Command::OpenSession {
+                name: n.into_iter().collect(),
+                ttl_ms,
+                secret: 9,
+            }),
+        1 => (session.clone(), any::<u64>()).prop_map(|(session, r)| Command::Renew {
+            session,
+            request: RequestId(r),
+        }),
+        1 => session.clone().prop_map(|session| Command::CloseSession {
+            session,
+            request: RequestId(0),
+        }),
+        6 => (session.clone(), name, mode.clone(), flags.clone(), value.clone(), timeout.clone())
+            .prop_map(|(session, resource, mode, flags, value, timeout_ms)| Command::Lock {
+                session,
+                request: RequestId(1),
+                resource,
+                mode,
+                flags,
+                value,
+                timeout_ms,
+            }),
+        4 => (session.clone(), lock.clone(), mode, flags.clone(), value.clone(), timeout)
+            .prop_map(|(session, lock, mode, flags, value, timeout_ms)| Command::Convert {
+                session,
+                request: RequestId(2),
+                lock,
+                mode,
+                flags,
+                value,
+                timeout_ms,
+            }),
+        3 => (session.clone(), lock.clone(), flags, value).prop_map(|(session, lock, flags, value)| {
+            Command::Unlock {
+                session,
+                request: RequestId(3),
+                lock,
+                flags,
+                value,
+            }
+        }),
+        2 => (session, lock).prop_map(|(session, lock)| Command::Cancel {
+            session,
+            request: RequestId(4),
+            lock,
+        }),
+        2 => Just(Command::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_inputs_never_panic(
+        steps in prop::collection::vec((command(), 0u64..3, 0u64..400), 1..120),
+    ) {
+        let mut core = Core::new(Config {
+            lvb_len: 32,
+            max_name_len: 16,
+            max_session_name_len: 8,
+            max_sessions: 4,
+            max_resources: 4,
+            max_locks_per_session: 4,
+            max_waiters_per_resource: 3,
+            min_ttl_ms: 100,
+            max_ttl_ms: 2_000,
+            max_deadlock_search: 20,
+        });
+        let mut index = 0u64;
+        let mut now = 0u64;
+        for (command, gap, dt) in steps {
+            // Gaps and repeats of indices; time that sometimes runs backwards.
+            index = if gap == 0 { index } else { index + gap };
+            now = if dt > 350 { now.saturating_sub(dt) } else { now + dt };
+            let events = core.apply(Input { index, now_ms: now, command });
+            for e in &events {
+                if let EventKind::Granted { value: Some(v), .. } = &e.kind {
+                    prop_assert_eq!(v.len(), 32);
+                }
+            }
+            let resources = core.resources(b"", usize::MAX);
+            prop_assert_eq!(resources.len(), core.resource_count());
+            let locks: usize = resources
+                .iter()
+                .map(|r| r.granted.len() + r.converting.len() + r.waiting.len())
+                .sum();
+            prop_assert_eq!(locks, core.lock_count());
+            prop_assert!(core.session_count() <= 4);
+            prop_assert!(core.next_deadline().is_some() || core.session_count() == 0);
+            for r in &resources {
+                prop_assert!(!r.granted.is_empty() || !r.converting.is_empty() || !r.waiting.is_empty());
+                prop_assert!(r.converting.len() + r.waiting.len() <= 3);
+            }
+        }
+    }
+}
