@@ -116,3 +116,49 @@ async fn connection_limit_holds_new_connections_back_until_one_closes() -> Resul
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn replies_larger_than_a_frame_are_shrunk_or_refused() -> Result<()> {
+    let mut config = TestServer::config();
+    config.max_frame_len = 4096;
+    let server = TestServer::start_with(config).await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    // About 30 bytes per lock in a session reply: 300 locks do not fit in 4 KiB.
+    for i in 0..300 {
+        a.acquire(&format!("big/{i:03}"), Mode::NL).await?;
+    }
+    // A prefix query returns as many resources as fit in one frame, in name order.
+    let id = a
+        .send(dlock_proto::Request::Query(dlock_proto::Query::Prefix {
+            prefix: b"big/".to_vec(),
+            limit: 1000,
+        }))
+        .await?;
+    match a.reply_for(id).await? {
+        dlock_proto::Reply::Resources(list) => {
+            assert!(
+                !list.is_empty() && list.len() < 100,
+                "{} resources",
+                list.len()
+            );
+            assert_eq!(list[0].name, b"big/000");
+        }
+        other => panic!("expected resources, got {other:?}"),
+    }
+    // A session with more locks than fit is refused with a typed error.
+    let id = a
+        .send(dlock_proto::Request::Query(dlock_proto::Query::Session(
+            a.session,
+        )))
+        .await?;
+    let reply = a.reply_for(id).await?;
+    assert!(
+        matches!(
+            reply,
+            dlock_proto::Reply::Error(dlock_proto::RequestError::ReplyTooLarge)
+        ),
+        "expected ReplyTooLarge, got a reply of another kind"
+    );
+    a.ping().await?;
+    Ok(())
+}
