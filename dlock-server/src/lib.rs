@@ -5,6 +5,23 @@
 //! connection's outbox. The binary (`dlock-server`) only parses flags, sets up logging and
 //! calls [`serve`]; tests call [`run`] with a listener on `127.0.0.1:0`.
 //!
+//! What the server adds to the engine:
+//!
+//! - **Sessions over connections.** `Hello` opens a session (with a random secret) or
+//!   resumes one; a resumed session gets every event after the client's `last_seq` again.
+//!   Each event carries a per-session `seq` and stays in a bounded replay buffer until the
+//!   client acknowledges it. A dropped connection leaves the session (and its locks, R51)
+//!   until its lease runs out; any message renews the lease.
+//! - **Retransmissions.** Engine request ids must increase within a session; one at or
+//!   below the highest seen is not applied again (its events come from the replay).
+//! - **Fencing-token floor.** A ceiling persisted (fsynced, written ahead of use) in the data
+//!   directory keeps tokens and ids growing across restarts, even after `kill -9`.
+//! - **Bounds everywhere.** Connections (a permit before `accept`), frame length, the
+//!   core's inbox, each connection's outbox (a client that does not read is cut off as a
+//!   slow reader), each session's replay buffer, query reply sizes.
+//! - **Bad input harms nobody else.** Garbage, oversized or malformed frames, a wrong
+//!   protocol version or a missing `Hello` get a typed error and a closed connection.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), dlock_server::ServerError> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
