@@ -95,7 +95,8 @@ impl RawClient {
     }
 
     /// Reconnects on a new connection and resumes this session from `last_seq`. Request ids
-    /// continue where they were. Returns the replayed events.
+    /// continue where they were. Returns the `Welcome`; the replayed events follow as
+    /// ordinary messages.
     pub async fn resume(&mut self) -> Result<Welcome> {
         let mut framed = connect_framed(self.addr).await?;
         let hello = Hello {
