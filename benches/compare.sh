@@ -92,8 +92,11 @@ done
 log "building dlock-server and loadgen (release)"
 (cd "$ROOT" && cargo build --release --locked -p dlock-server -p dlock-benches \
     --features dlock-benches/peers --bin dlock-server --bin loadgen)
-SERVER="$ROOT/target/release/dlock-server"
-LOADGEN="$ROOT/target/release/loadgen"
+# Copies, so that another build in the shared target dir cannot swap them mid-run.
+mkdir -p "$TMP/bin"
+cp "$ROOT/target/release/dlock-server" "$ROOT/target/release/loadgen" "$TMP/bin/"
+SERVER="$TMP/bin/dlock-server"
+LOADGEN="$TMP/bin/loadgen"
 
 # 1,000 sessions each side of the loopback, plus the servers' own files.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

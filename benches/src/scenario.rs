@@ -146,6 +146,10 @@ struct ClientResult<C> {
     first_error: Option<String>,
 }
 
+/// How long clients of a backend that must not abandon a pending acquisition may still wait
+/// after the window (see [`Backend::abandon_safe`]).
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
 /// After this many failed operations a client stops.
 const MAX_ERRORS_PER_CLIENT: u64 = 100;
 
@@ -160,6 +164,7 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
     let last_release: LastRelease = Arc::new(Mutex::new(None));
+    let abandon_safe = backend.abandon_safe();
 
     let mut tasks = JoinSet::new();
     for (id, conn) in conns.into_iter().enumerate() {
@@ -175,6 +180,9 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
         // client (a handoff) or gives it back to the client that just released it.
         let handoff = matches!(spec.scenario, Scenario::Contended | Scenario::Handoff)
             .then(|| last_release.clone());
+        // How long a client still waiting at the end may take to get the lock, when the
+        // backend must not have its pending acquisition abandoned.
+        let give_up = if abandon_safe { end } else { end + DRAIN_LIMIT };
         let mut rng = SplitMix64(spec.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         tasks.spawn(async move {
             tokio::time::sleep_until(start).await;
@@ -198,17 +206,19 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
                 } else {
                     Access::Exclusive
                 };
-                let held = match tokio::time::timeout_at(end, r.conn.acquire(&key, access)).await {
-                    Err(_) => break, // the window closed while waiting
-                    Ok(Ok(held)) => held,
-                    Ok(Err(e)) => {
-                        r.errors += 1;
-                        r.first_error.get_or_insert_with(|| format!("{e:#}"));
-                        continue;
-                    }
-                };
+                let held =
+                    match tokio::time::timeout_at(give_up, r.conn.acquire(&key, access)).await {
+                        Err(_) => break, // the window closed while waiting
+                        Ok(Ok(held)) => held,
+                        Ok(Err(e)) => {
+                            r.errors += 1;
+                            r.first_error.get_or_insert_with(|| format!("{e:#}"));
+                            continue;
+                        }
+                    };
                 let t1 = Instant::now();
-                let counted = t0 >= measure_from;
+                // A cycle counts when its acquisition falls inside the window.
+                let counted = t0 >= measure_from && t1 <= end;
                 if let Some(last) = &handoff {
                     let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
                     // Only a grant to another client is a handoff; re-taking one's own

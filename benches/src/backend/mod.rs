@@ -39,6 +39,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether a pending [`Conn::acquire`] may be dropped (abandoned) when a window ends.
+    /// When `false`, clients still waiting at the end finish their acquisition (uncounted)
+    /// and release it instead.
+    fn abandon_safe(&self) -> bool {
+        true
+    }
+
     /// Opens a new client connection; `id` numbers the clients of one run from 0.
     fn connect(&self, id: usize) -> impl Future<Output = Result<Self::Conn>> + Send;
 }

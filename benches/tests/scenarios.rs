@@ -1,0 +1,206 @@
+//! The scenario runner against an in-memory backend on tokio's paused clock: what it counts
+//! (cycles, handoffs, per-client shares) and how it ends a window.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use dlock_benches::backend::echo::EchoBackend;
+use dlock_benches::{Access, Backend, Conn, Scenario, Spec, scenario};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// Every operation costs this much (virtual) time, like a round trip.
+const RTT: Duration = Duration::from_millis(1);
+
+/// One FIFO mutex per key (tokio's `Mutex` is fair), shared by all connections.
+#[derive(Default)]
+struct FakeBackend {
+    keys: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// When true, the fake declares that pending acquisitions must not be dropped.
+    keep_pending: bool,
+    /// Acquisitions dropped before they completed.
+    abandoned: Arc<AtomicUsize>,
+}
+
+struct FakeConn {
+    keys: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
+    abandoned: Arc<AtomicUsize>,
+}
+
+/// Counts an acquisition as abandoned if it is dropped before it completes.
+struct PendingGuard<'a>(&'a AtomicUsize, bool);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    type Conn = FakeConn;
+
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn unsupported(&self, scenario: Scenario) -> Option<&'static str> {
+        (scenario == Scenario::ReadersWriters).then_some("no shared mode")
+    }
+
+    fn abandon_safe(&self) -> bool {
+        !self.keep_pending
+    }
+
+    async fn connect(&self, _id: usize) -> Result<FakeConn> {
+        Ok(FakeConn {
+            keys: self.keys.clone(),
+            abandoned: self.abandoned.clone(),
+        })
+    }
+}
+
+impl Conn for FakeConn {
+    type Held = OwnedMutexGuard<()>;
+
+    async fn acquire(&self, key: &str, _access: Access) -> Result<Self::Held> {
+        let m = {
+            let mut keys = self.keys.lock().expect("not poisoned");
+            keys.entry(key.to_owned()).or_default().clone()
+        };
+        let mut pending = PendingGuard(&self.abandoned, false);
+        tokio::time::sleep(RTT).await;
+        let guard = m.lock_owned().await;
+        pending.1 = true;
+        Ok(guard)
+    }
+
+    async fn release(&self, held: Self::Held) -> Result<()> {
+        // The lock stays taken until the release has travelled.
+        tokio::time::sleep(RTT).await;
+        drop(held);
+        Ok(())
+    }
+
+    async fn close(self, _held: Vec<Self::Held>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn spec(scenario: Scenario, clients: usize) -> Spec {
+    Spec {
+        clients,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(100),
+        ..Spec::new(scenario)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn uncontended_counts_every_clients_cycles() {
+    let row = scenario::run(&FakeBackend::default(), &spec(Scenario::Uncontended, 4))
+        .await
+        .expect("runs");
+    // Two virtual round trips per cycle: about 500 cycles per client in one second.
+    assert!((1_900..=2_000).contains(&row.ops), "{row:?}");
+    assert_eq!(row.ops_per_s, row.ops as f64);
+    assert!(row.client_min >= 475 && row.client_max <= 500, "{row:?}");
+    assert_eq!(row.handoffs, None);
+    let cycle = row.cycle.expect("cycle latencies");
+    assert!((2_000..=2_100).contains(&cycle.p50), "{cycle:?}");
+    assert_eq!(row.errors, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn contended_on_a_fifo_lock_hands_off_every_time_and_fairly() {
+    let row = scenario::run(&FakeBackend::default(), &spec(Scenario::Contended, 4))
+        .await
+        .expect("runs");
+    assert!(row.ops > 100, "{row:?}");
+    // A FIFO lock never gives the lock back to the client that just released it while
+    // others wait: every grant is a handoff, and every client gets its turn.
+    let handoffs = row.handoffs.expect("handoffs counted");
+    assert!(handoffs + 4 >= row.ops, "{row:?}");
+    assert!(row.fairness().expect("fairness") >= 0.9, "{row:?}");
+    assert!(row.handoff.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn clients_of_a_backend_that_must_not_abandon_finish_their_wait() {
+    let backend = FakeBackend {
+        keep_pending: true,
+        ..FakeBackend::default()
+    };
+    let row = scenario::run(&backend, &spec(Scenario::Contended, 8))
+        .await
+        .expect("runs");
+    assert!(row.ops > 0, "{row:?}");
+    assert_eq!(backend.abandoned.load(Ordering::Relaxed), 0);
+    // The key is free again: every waiter got the lock and released it.
+    let key_free = backend
+        .keys
+        .lock()
+        .expect("not poisoned")
+        .values()
+        .all(|m| m.try_lock().is_ok());
+    assert!(key_free);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clients_of_other_backends_abandon_their_wait_at_the_end() {
+    let backend = FakeBackend::default();
+    scenario::run(&backend, &spec(Scenario::Contended, 8))
+        .await
+        .expect("runs");
+    // Seven clients were queued behind the holder when the window closed.
+    assert!(backend.abandoned.load(Ordering::Relaxed) >= 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsupported_scenarios_give_a_row_that_says_why() {
+    let row = scenario::run(&FakeBackend::default(), &spec(Scenario::ReadersWriters, 4))
+        .await
+        .expect("runs");
+    assert_eq!(row.ops, 0);
+    assert_eq!(row.note, "unsupported: no shared mode");
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_locks_holds_every_lock_until_the_sessions_close() {
+    let backend = FakeBackend::default();
+    let spec = Spec {
+        locks: 1_000,
+        sessions: 10,
+        inflight: 3,
+        ..Spec::new(Scenario::ManyLocks)
+    };
+    let row = scenario::run(&backend, &spec).await.expect("runs");
+    assert_eq!(row.locks, Some(1_000));
+    assert_eq!((row.client_min, row.client_max), (100, 100));
+    assert_eq!(backend.keys.lock().expect("not poisoned").len(), 1_000);
+}
+
+#[tokio::test]
+async fn the_echo_floor_runs_over_loopback() {
+    let echo = EchoBackend::start().await.expect("echo server");
+    assert!(echo.addr().ip().is_loopback());
+    let spec = Spec {
+        clients: 2,
+        duration: Duration::from_millis(200),
+        warmup: Duration::from_millis(50),
+        ..Spec::new(Scenario::Uncontended)
+    };
+    let row = scenario::run(&echo, &spec).await.expect("runs");
+    assert!(row.ops > 0, "{row:?}");
+    assert!(row.client_min > 0);
+    assert_eq!(row.errors, 0);
+    // The echo server runs in this process, so both CPU shares are known.
+    assert!(row.server_cpu_us_per_op.is_some() && row.client_cpu_us_per_op.is_some());
+    let contended = scenario::run(&echo, &Spec::new(Scenario::Contended))
+        .await
+        .expect("runs");
+    assert!(contended.note.starts_with("unsupported"));
+}
