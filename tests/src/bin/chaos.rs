@@ -40,6 +40,17 @@ enum Cmd {
     Serve(Box<dlock_server::cli::Args>),
     /// Fuzz a live server (and the frame decoder) with random and mutated frames.
     Fuzz(FuzzArgs),
+    /// Check a kept history again (`audit.jsonl` and `client.jsonl` in a run's directory).
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// The run's directory.
+    dir: PathBuf,
+    /// Count the restart grace gap separately instead of as violations.
+    #[arg(long)]
+    allow_restart_gap: bool,
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +125,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Some(Cmd::Check(c)) => recheck(c),
         None => {
             init_logs("warn,dlock_client=error");
             rt.block_on(run(cli.run))
@@ -177,6 +189,32 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     if !report.is_ok() {
         bail!("{} violation(s) found", report.check.violation_count());
+    }
+    Ok(())
+}
+
+/// Checks a kept history again.
+fn recheck(args: CheckArgs) -> Result<()> {
+    use std::io::BufRead;
+    let mut checker = dlock_tests::chaos::Checker::new(CheckConfig {
+        expect_quiescent: true,
+        restart_grace: !args.allow_restart_gap,
+        ..CheckConfig::default()
+    });
+    let audit =
+        dlock_tests::chaos::read_audit_log(&args.dir.join("audit.jsonl"), |l| checker.feed(l))?;
+    let file = std::fs::File::open(args.dir.join("client.jsonl")).context("client.jsonl")?;
+    let mut records = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        records.push(serde_json::from_str(&line?)?);
+    }
+    let report = checker.finish(&records);
+    println!("{audit:?}\n{report}");
+    if let Some(e) = &report.min_lost_lead_example {
+        println!("smallest lost() lead: {e}");
+    }
+    if !report.is_ok() {
+        bail!("{} violation(s) found", report.violation_count());
     }
     Ok(())
 }

@@ -172,6 +172,8 @@ pub struct CheckReport {
     /// Property 5 margin: the smallest time by which a `lost()` preceded the next
     /// incompatible grant to another session within one server lifetime, in microseconds.
     pub min_lost_lead_us: Option<i64>,
+    /// The `lost()` report with that smallest lead, and the grant after it.
+    pub min_lost_lead_example: Option<String>,
 }
 
 impl CheckReport {
@@ -331,6 +333,10 @@ struct LockHistory {
     last_grant_line: u64,
     lifetime: u64,
     tokens: Vec<FencingToken>,
+    /// The mode of its latest grant (what the server last gave it).
+    mode: Mode,
+    /// Its owner released it (UNLOCKED): from then on its owner asked not to hold it.
+    released_by_owner: bool,
 }
 
 /// How a session ended, for the dropped-session check.
@@ -737,7 +743,12 @@ impl Checker {
                     return;
                 };
                 match self.locks.get(&lock).map(|l| l.state) {
-                    Some(State::Granted { .. }) => self.remove_lock(lock),
+                    Some(State::Granted { .. }) => {
+                        if let Some(h) = self.history.get_mut(&lock) {
+                            h.released_by_owner = true;
+                        }
+                        self.remove_lock(lock);
+                    }
                     other => self.violation(
                         Property::Completion,
                         format!(
@@ -988,8 +999,11 @@ impl Checker {
             last_grant_line: line,
             lifetime,
             tokens: Vec::new(),
+            mode,
+            released_by_owner: false,
         });
         h.last_grant_line = line;
+        h.mode = mode;
         h.tokens.push(token);
         Some(resource)
     }
@@ -1305,21 +1319,36 @@ impl Checker {
             return;
         };
         self.report.lost_checked += 1;
+        if h.released_by_owner {
+            // The owner's own unlock was applied first (its answer was lost on the way).
+            return;
+        }
         let Some(grants) = self.grants.get(&h.resource) else {
             return;
         };
         let start = grants.partition_point(|g| g.line <= h.last_grant_line);
         let first = grants[start..]
             .iter()
-            .find(|g| g.session != h.session && !g.mode.is_compatible(lost.mode))
+            // A conversion in flight when the lock was lost: the client may believe the
+            // old mode, the server may have granted the new one; judge by the weaker.
+            .find(|g| {
+                g.session != h.session
+                    && !g.mode.is_compatible(lost.mode)
+                    && !g.mode.is_compatible(h.mode)
+            })
             .copied();
         if let Some(g) = first
             && g.lifetime == h.lifetime
         {
             let lead = i64::try_from(g.ts_us).unwrap_or(i64::MAX)
                 - i64::try_from(lost.ts_us).unwrap_or(i64::MAX);
-            let min = self.report.min_lost_lead_us.get_or_insert(lead);
-            *min = (*min).min(lead);
+            if self.report.min_lost_lead_us.is_none_or(|m| lead < m) {
+                self.report.min_lost_lead_us = Some(lead);
+                self.report.min_lost_lead_example = Some(format!(
+                    "{lost:?}; lock granted at line {} to {}; next incompatible grant: lock {} of {} ({}) at line {}, {}us",
+                    h.last_grant_line, h.session, g.lock, g.session, g.mode, g.line, g.ts_us
+                ));
+            }
         }
         if let Some(g) = first
             && g.ts_us < lost.ts_us
@@ -1891,6 +1920,33 @@ mod tests {
         assert!(report.is_ok(), "{report}");
         assert_eq!(report.restart_gaps, 1);
         assert_eq!(report.restart_gap_examples.len(), 1);
+    }
+
+    #[test]
+    fn a_lost_report_after_the_owners_own_unlock_is_not_a_violation() {
+        // The unlock was applied and handed the lock on; its answer never reached the client,
+        // whose local lease then lapsed.
+        let mut h = H::new();
+        let a = h.open(1000);
+        let b = h.open(1000);
+        let la = h.lock_granted(a, 1, "r", Mode::EX);
+        let lb = h.lock_queued(b, 1, "r", Mode::EX);
+        h.apply(1, H::unlock_cmd(a, 2, la), |i| {
+            vec![
+                ev(a, Some(2), Some(la), EventKind::Unlocked),
+                ev(b, Some(1), Some(lb), granted(Mode::EX, i)),
+            ]
+        });
+        let lost = ClientRecord::Lost(LostRecord {
+            client: 0,
+            lock: la,
+            resource: b"r".to_vec(),
+            mode: Mode::EX,
+            reason: LostKind::LocalLeaseLapsed,
+            ts_us: h.ts + 900_000,
+        });
+        let report = check(CheckConfig::default(), h.lines, &[lost]);
+        assert!(report.is_ok(), "{report}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Result;
 use dlock_core::LockFlags;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
@@ -115,6 +116,7 @@ pub async fn inject(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut counts = FaultCounts::new();
     let mut running = JoinSet::new();
+    let mut bag: Vec<FaultKind> = Vec::new();
     if cfg.kinds.is_empty() || slots.is_empty() {
         tokio::time::sleep_until(until).await;
         return Ok(counts);
@@ -127,7 +129,14 @@ pub async fn inject(
         }
         tokio::time::sleep(gap).await;
         while running.try_join_next().is_some() {}
-        let kind = cfg.kinds[rng.random_range(0..cfg.kinds.len())];
+        // Kinds come from a shuffled bag, so every enabled kind is injected once per round.
+        if bag.is_empty() {
+            bag = cfg.kinds.clone();
+            bag.shuffle(&mut rng);
+        }
+        let Some(kind) = bag.pop() else {
+            break;
+        };
         let slot = slots[rng.random_range(0..slots.len())].clone();
         let injected = match kind {
             FaultKind::Cut => {
@@ -185,6 +194,9 @@ pub async fn inject(
         };
         if injected {
             *counts.entry(kind).or_default() += 1;
+        } else {
+            // The client picked was busy with another fault: try this kind again next time.
+            bag.push(kind);
         }
     }
     for s in slots {

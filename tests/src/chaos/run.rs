@@ -196,7 +196,18 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
         ..cfg.check.clone()
     });
     let audit = read_audit_log(&audit_log, |line| checker.feed(line))?;
-    let check = checker.finish(&rec.take());
+    let records = rec.take();
+    // The workload's side of the history, kept next to the audit log.
+    if let Ok(file) = std::fs::File::create(dir.join("client.jsonl")) {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(file);
+        for r in &records {
+            if serde_json::to_writer(&mut w, r).is_err() || w.write_all(b"\n").is_err() {
+                break;
+            }
+        }
+    }
+    let check = checker.finish(&records);
     let dir = if check.is_ok() {
         match temp {
             Some(t) => {
