@@ -306,3 +306,33 @@ async fn r42_broken_cycle_is_not_reported() -> Result<()> {
     })
     .await
 }
+
+/// R40, R41: when an in-place conversion closes a cycle, the youngest queued request on the
+/// cycle is refused even if it belongs to another session than the converter.
+#[tokio::test]
+async fn r41_in_place_conversion_refuses_youngest_not_converter() -> Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let c = clients(&server, 3).await?;
+        let (a, b, x) = (&c[0], &c[1], &c[2]);
+        let mut a1 = a.lock("y1", Mode::NL).await?;
+        let _x1 = x.lock("y1", Mode::PR).await?;
+        let _b2 = b.lock("y2", Mode::EX).await?;
+        // Older: a's EX on y2 waits for b.
+        let mut pa = start_lock(a, "y2", Mode::EX);
+        send_then_query(&mut pa, a, "y2").await?;
+        // Younger: b's PW on y1 waits for x only.
+        let mut pb = start_lock(b, "y1", Mode::PW);
+        send_then_query(&mut pb, b, "y1").await?;
+        // a's NL->PR in place: b's PW now waits for a too, closing a -> b -> a.
+        within("a's conversion", a1.convert(Mode::PR)).await??;
+        let r = outcome("b's request", pb).await?;
+        ensure!(matches!(r, Err(Error::Deadlock)), "{r:?}");
+        still_pending(&mut pa, a).await?;
+        ensure!(a1.mode() == Mode::PR);
+        let info = res(a, "y1").await?;
+        ensure!(info.waiting.is_empty(), "{info:?}");
+        Ok(())
+    })
+    .await
+}

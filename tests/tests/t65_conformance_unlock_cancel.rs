@@ -358,7 +358,7 @@ async fn r65_request_timeout() -> Result<()> {
         let mut pb: Pending<'_, _> = Box::pin(b.lock_with(
             "to",
             Mode::EX,
-            LockOptions::new().timeout(Duration::from_millis(200)),
+            LockOptions::new().timeout(Duration::from_millis(1000)),
         ));
         send_then_query(&mut pb, b, "to").await?;
         let mut pd = start_lock(d, "to", Mode::PR);
@@ -391,7 +391,7 @@ async fn r65_conversion_timeout_keeps_old_mode() -> Result<()> {
         let mut pb = start_convert_with(
             &mut gb,
             Mode::EX,
-            ConvertOptions::new().timeout(Duration::from_millis(200)),
+            ConvertOptions::new().timeout(Duration::from_millis(1000)),
         );
         send_then_query(&mut pb, b, "cto").await?;
         let mut pd = start_lock(d, "cto", Mode::CR);
@@ -406,6 +406,61 @@ async fn r65_conversion_timeout_keeps_old_mode() -> Result<()> {
             granted(&info) == holders(&[(a, Mode::PR), (b, Mode::PR), (d, Mode::CR)]),
             "{info:?}"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// R46 through the SDK: a `lock` future dropped right after it was first polled (before the
+/// server's "queued" answer came back) still cancels the request.
+#[tokio::test]
+async fn r46_lock_future_dropped_before_queued_answer() -> Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let c = clients(&server, 2).await?;
+        let (a, b) = (&c[0], &c[1]);
+        let ga = a.lock("early", Mode::EX).await?;
+        let mut pb = start_lock(b, "early", Mode::EX);
+        // One poll sends the request; drop at once.
+        ensure!(futures_util::poll!(&mut pb).is_pending());
+        drop(pb);
+        wait_for_state(a, "early", "b's request to be cancelled", |i| {
+            i.is_some_and(|i| i.waiting.is_empty())
+        })
+        .await?;
+        let s = within("session", b.query_session(b.session_id()))
+            .await??
+            .context("b's session")?;
+        ensure!(s.locks.is_empty(), "{:?}", s.locks);
+        drop(ga);
+        Ok(())
+    })
+    .await
+}
+
+/// R48 through the SDK: a `lock` future dropped while its grant races the cancel leaves no
+/// lock behind either way (a grant that won is released).
+#[tokio::test]
+async fn r48_lock_future_dropped_while_grant_races() -> Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let c = clients(&server, 2).await?;
+        let (a, b) = (&c[0], &c[1]);
+        for i in 0..20 {
+            let name = format!("race/{i}");
+            let ga = a.lock(&name, Mode::EX).await?;
+            let mut pb = start_lock(b, &name, Mode::EX);
+            send_then_query(&mut pb, b, &name).await?;
+            // The unlock and the cancel travel on different connections.
+            let unlocked = ga.unlock();
+            drop(pb);
+            within("unlock", unlocked).await??;
+            wait_for_state(a, &name, "no lock left", |i| i.is_none()).await?;
+        }
+        let s = within("session", b.query_session(b.session_id()))
+            .await??
+            .context("b's session")?;
+        ensure!(s.locks.is_empty(), "{:?}", s.locks);
         Ok(())
     })
     .await

@@ -101,7 +101,7 @@ async fn r51_lease_expiry_of_cut_off_client() -> Result<()> {
         let x = client(&server, "x").await?;
         let d = Client::builder(proxy.addr().to_string())
             .name("cut-off")
-            .lease_ttl(Duration::from_millis(1000))
+            .lease_ttl(Duration::from_millis(2000))
             .backoff(Duration::from_millis(20), Duration::from_millis(200))
             .connect()
             .await?;

@@ -59,7 +59,7 @@ async fn r65_timeout_of_convert_queue_head_grants_next_conversion() -> Result<()
         let mut pb = start_convert_with(
             &mut gb,
             Mode::EX,
-            ConvertOptions::new().timeout(Duration::from_millis(200)),
+            ConvertOptions::new().timeout(Duration::from_millis(1000)),
         );
         send_then_query(&mut pb, b, "t").await?;
         let mut pd = start_convert_with(&mut gd, Mode::CR, ConvertOptions::new().quecvt());
