@@ -418,3 +418,35 @@ async fn r21_quecvt_queues_behind_queued_conversion() -> Result<()> {
     })
     .await
 }
+
+/// R20: the conversion deadlock check looks at every queued conversion, not only the head:
+/// a converter whose granted mode blocks the second queued conversion is refused.
+#[tokio::test]
+async fn r20_conversion_deadlock_with_non_head_conversion() -> Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let c = clients(&server, 4).await?;
+        let (a, b, x, d) = (&c[0], &c[1], &c[2], &c[3]);
+        let _ga = a.lock("nh", Mode::PW).await?;
+        let mut gd = d.lock("nh", Mode::CR).await?;
+        let mut gb = b.lock("nh", Mode::NL).await?;
+        let mut gx = x.lock("nh", Mode::NL).await?;
+        // Head: b NL->PR (blocked by PW). Second: x NL->EX.
+        let mut pb = start_convert(&mut gb, Mode::PR);
+        send_then_query(&mut pb, b, "nh").await?;
+        let mut px = start_convert(&mut gx, Mode::EX);
+        let info = send_then_query(&mut px, x, "nh").await?;
+        ensure!(converting(&info).len() == 2, "{info:?}");
+        // d: CR->PW is blocked by a's PW; its CR is compatible with the head's PR but blocks
+        // the second conversion's EX, which waits for it: DEADLOCK.
+        let r = within("d's conversion", gd.convert(Mode::PW)).await?;
+        ensure!(matches!(r, Err(Error::Deadlock)), "{r:?}");
+        ensure!(gd.mode() == Mode::CR);
+        still_pending(&mut pb, b).await?;
+        still_pending(&mut px, x).await?;
+        let info = res(d, "nh").await?;
+        ensure!(converting(&info).len() == 2, "{info:?}");
+        Ok(())
+    })
+    .await
+}
