@@ -183,6 +183,35 @@ fn deadlock_chain(c: &mut Criterion) {
     g.finish();
 }
 
+/// A new request joining a 10,000-deep queue of EX waiters whose sessions each hold another
+/// lock, so the deadlock search cannot be skipped; then it is cancelled (iteration = the
+/// queued request and its cancel).
+fn deadlock_deep_queue(c: &mut Criterion) {
+    let mut g = c.benchmark_group("deadlock_search_deep_queue");
+    let mut d = Driver::new(big());
+    let holder = d.open(HOUR);
+    d.lock(holder, b"hot", Mode::EX);
+    for i in 0..10_000u32 {
+        let s = d.open(HOUR);
+        d.lock(s, format!("own{i}").as_bytes(), Mode::EX);
+        d.lock(s, b"hot", Mode::EX);
+    }
+    let s = d.open(HOUR);
+    d.lock(s, b"mine", Mode::EX);
+    g.bench_function("10k_waiters_holding_locks", |b| {
+        b.iter(|| {
+            let (l, ev) = d.lock(s, b"hot", Mode::EX);
+            assert!(matches!(ev[0].kind, dlock_core::EventKind::Queued));
+            d.apply(Command::Cancel {
+                session: s,
+                request: RequestId(0),
+                lock: l,
+            })
+        })
+    });
+    g.finish();
+}
+
 /// One tick that expires 100,000 sessions, each holding one lock on its own resource, plus
 /// one shared resource every session holds NL on (iteration = the whole tick).
 fn expiry(c: &mut Criterion) {
@@ -217,6 +246,7 @@ criterion_group!(
     conversions,
     grant_pass,
     deadlock_chain,
+    deadlock_deep_queue,
     expiry
 );
 criterion_main!(benches);

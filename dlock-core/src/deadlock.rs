@@ -13,7 +13,9 @@
 //! compatible predecessors (at most six distinct modes), adds the owner of a predecessor
 //! incompatible with any of them, and reaches a predecessor compatible with any of them.
 //! Cost: O(predecessors + holders) per request, with the holder walk skipped in O(1) when
-//! no held mode conflicts.
+//! no held mode conflicts. A yes/no search (a request about to be queued) also remembers
+//! the walk states it has expanded in wait queues (see [`Search`]), so over a deep FIFO of
+//! waiters it is linear in the queue, not quadratic.
 //!
 //! Detection runs when the graph gains edges (R40): when a request is about to be queued
 //! (it then closes any new cycle and, being the youngest, is refused), and after a
@@ -27,7 +29,7 @@
 //! reaches the bound stops and reports no deadlock: a documented false negative, never a
 //! false positive (R42).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::{Core, Effects};
 use crate::lock::{LockRef, ResRef, Status};
@@ -57,6 +59,33 @@ struct Probe {
 /// A search ran out of budget.
 struct Exhausted;
 
+/// The state of one search: its remaining budget and, for a yes/no search, the walk states
+/// already expanded.
+struct Search {
+    budget: usize,
+    /// `(waiting request, mask of active modes)` pairs already walked past. While the walk
+    /// is in the wait queue no converting lock has been reached yet, so the rest of the
+    /// walk, holder check included, depends on nothing else: a second walk arriving at the
+    /// same pair adds nothing new and stops. This keeps a search over a deep FIFO of
+    /// incompatible waiters linear instead of quadratic. Only used when the question is
+    /// whether a cycle exists, not which one is found first.
+    seen: Option<BTreeSet<(LockRef, u8)>>,
+}
+
+impl Search {
+    fn new(budget: usize, memo: bool) -> Search {
+        Search {
+            budget,
+            seen: memo.then(BTreeSet::new),
+        }
+    }
+
+    fn spend(&mut self) -> Result<(), Exhausted> {
+        self.budget = self.budget.checked_sub(1).ok_or(Exhausted)?;
+        Ok(())
+    }
+}
+
 /// An edge the search follows: towards `to`, from `from` (`None` for the arriving request),
 /// through the queued request `via` (`None` for the arriving request).
 type Step = (SessionId, Option<SessionId>, Option<LockRef>);
@@ -66,7 +95,7 @@ impl Core {
     fn waits_of(
         &self,
         p: Probe,
-        budget: &mut usize,
+        search: &mut Search,
         out: &mut Vec<SessionId>,
     ) -> Result<(), Exhausted> {
         let Some(res) = self.resources.get(p.res.0) else {
@@ -77,8 +106,15 @@ impl Core {
         // Converting locks among the reached requests: holders whose own requested mode
         // must not count against their own granted mode ("every other lock", R39 a).
         let mut reached: BTreeMap<LockRef, Mode> = BTreeMap::new();
-        if let Some(t) = p.this {
-            reached.insert(t, p.mode);
+        if let (Some(t), false) = (p.this, matches!(p.start, Start::TailOfWait)) {
+            // A waiting request holds nothing, so only a conversion needs leaving out.
+            if self
+                .locks
+                .get(t.0)
+                .is_some_and(|l| !matches!(l.status, Status::Waiting { .. }))
+            {
+                reached.insert(t, p.mode);
+            }
         }
         if let Some(q) = res.queues.as_deref() {
             let (mut cur, mut then_convert) = match p.start {
@@ -99,7 +135,16 @@ impl Core {
                     break;
                 };
                 let Some(y) = self.locks.get(c.0) else { break };
-                *budget = budget.checked_sub(1).ok_or(Exhausted)?;
+                search.spend()?;
+                if let (true, Some(seen)) = (then_convert, search.seen.as_mut()) {
+                    let mask = Mode::ALL
+                        .into_iter()
+                        .filter(|m| count[m.index()] > 0)
+                        .fold(0u8, |acc, m| acc | 1 << m.index());
+                    if !seen.insert((c, mask)) {
+                        return Ok(());
+                    }
+                }
                 cur = y.prev.get();
                 let Some(ym) = y.status.requested_mode() else {
                     continue;
@@ -141,7 +186,7 @@ impl Core {
             .into_iter()
             .flatten();
         for (lr, l) in holders.chain(converting) {
-            *budget = budget.checked_sub(1).ok_or(Exhausted)?;
+            search.spend()?;
             let Some(g) = l.status.granted_mode() else {
                 continue;
             };
@@ -158,7 +203,11 @@ impl Core {
     }
 
     /// The sorted, deduplicated sessions the queued request of lock `x` waits for.
-    fn waits_of_queued(&self, x: LockRef, budget: &mut usize) -> Result<Vec<SessionId>, Exhausted> {
+    fn waits_of_queued(
+        &self,
+        x: LockRef,
+        search: &mut Search,
+    ) -> Result<Vec<SessionId>, Exhausted> {
         let mut out = Vec::new();
         if let Some(l) = self.locks.get(x.0) {
             if let Some(mode) = l.status.requested_mode() {
@@ -168,7 +217,7 @@ impl Core {
                     this: Some(x),
                     start: Start::Before(x),
                 };
-                self.waits_of(p, budget, &mut out)?;
+                self.waits_of(p, search, &mut out)?;
             }
         }
         out.sort_unstable();
@@ -184,7 +233,7 @@ impl Core {
         &self,
         roots: Vec<Step>,
         target: SessionId,
-        budget: &mut usize,
+        search: &mut Search,
     ) -> Option<Vec<LockRef>> {
         let mut parent: BTreeMap<SessionId, (Option<SessionId>, Option<LockRef>)> = BTreeMap::new();
         let mut stack: Vec<Step> = roots;
@@ -212,7 +261,7 @@ impl Core {
                 let Some(&x) = self.lock_ids.get(id) else {
                     continue;
                 };
-                let w = self.waits_of_queued(x, budget).ok()?;
+                let w = self.waits_of_queued(x, search).ok()?;
                 next.extend(w.into_iter().map(|t| (t, Some(s), Some(x))));
             }
             next.reverse();
@@ -236,7 +285,7 @@ impl Core {
         if conv.is_none() && self.sessions.get(&owner).is_none_or(|s| s.locks.is_empty()) {
             return false;
         }
-        let mut budget = self.config.max_deadlock_search;
+        let mut search = Search::new(self.config.max_deadlock_search, true);
         let p = Probe {
             res: rr,
             mode,
@@ -248,13 +297,13 @@ impl Core {
             },
         };
         let mut w = Vec::new();
-        if self.waits_of(p, &mut budget, &mut w).is_err() {
+        if self.waits_of(p, &mut search, &mut w).is_err() {
             return false;
         }
         w.sort_unstable();
         w.dedup();
         let roots = w.into_iter().map(|t| (t, None, None)).collect();
-        self.find_path(roots, owner, &mut budget).is_some()
+        self.find_path(roots, owner, &mut search).is_some()
     }
 
     /// R40, R41: after `owner` converted a lock in place to a stronger mode, refuses the
@@ -273,18 +322,18 @@ impl Core {
             if session.pending.is_empty() {
                 return;
             }
-            let mut budget = self.config.max_deadlock_search;
+            let mut search = Search::new(self.config.max_deadlock_search, false);
             let mut roots = Vec::new();
             for id in &session.pending {
                 let Some(&x) = self.lock_ids.get(id) else {
                     continue;
                 };
-                let Ok(w) = self.waits_of_queued(x, &mut budget) else {
+                let Ok(w) = self.waits_of_queued(x, &mut search) else {
                     return;
                 };
                 roots.extend(w.into_iter().map(|t| (t, None, Some(x))));
             }
-            let Some(path) = self.find_path(roots, owner, &mut budget) else {
+            let Some(path) = self.find_path(roots, owner, &mut search) else {
                 return;
             };
             let age = |r: &LockRef| {
@@ -309,8 +358,8 @@ impl Core {
                 let Some(&x) = self.lock_ids.get(id) else {
                     continue;
                 };
-                let mut budget = usize::MAX;
-                if let Ok(w) = self.waits_of_queued(x, &mut budget) {
+                let mut search = Search::new(usize::MAX, false);
+                if let Ok(w) = self.waits_of_queued(x, &mut search) {
                     edges.extend(w.into_iter().map(|t| (s, t)));
                 }
             }

@@ -168,3 +168,28 @@ fn deadlock_search_bound_gives_a_documented_false_negative() {
     assert_eq!(edges(&h), vec![(1, 2), (2, 1)]);
     let _ = SessionId(0);
 }
+
+#[test]
+fn deep_fifo_search_stays_linear_and_finds_the_cycle_within_the_bound() {
+    // 2,000 sessions queued for EX on a hot resource; only the last of them also waits for
+    // the newcomer. A quadratic search would need about 2,000,000 steps and stop at the
+    // bound of 10,000 with a false negative; the search over walk states needs ~4,000.
+    let mut h = H::with(Config {
+        max_deadlock_search: 10_000,
+        ..Config::default()
+    });
+    let n = h.open("n");
+    let (mine, _) = h.lock(n, 1, "mine", Mode::EX);
+    let holder = h.open("holder");
+    h.lock(holder, 1, "hot", Mode::EX);
+    let mut last = n;
+    for _ in 0..2_000 {
+        last = h.open("s");
+        let (l, ev) = h.lock(last, 1, "hot", Mode::EX);
+        assert_eq!(ev[0], queued(last, 1, l));
+    }
+    let (lw, ev) = h.lock(last, 2, "mine", Mode::EX);
+    assert_eq!(ev, vec![queued(last, 2, lw), blocking(n, mine, Mode::EX)]);
+    let (_, ev) = h.lock(n, 2, "hot", Mode::EX);
+    assert_eq!(ev, vec![deadlock(n, 2, None)]);
+}
