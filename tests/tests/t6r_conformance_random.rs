@@ -13,7 +13,8 @@
 //!   definition, has no cycle (detection runs whenever an edge appears).
 //!
 //! The clients check their own outcomes (R5 results, modes after conversions, tokens that
-//! grow with each grant of a lock), and at the end every resource is gone (R1).
+//! grow with each grant of a lock, notifications only for modes their lock blocks), and at
+//! the end every resource is gone (R1).
 
 #[path = "t6_support.rs"]
 mod support;
@@ -28,6 +29,7 @@ use dlock_client::{
     Client, ConvertOptions, Error, Invalid, LockGuard, LockOptions, LockState, Mode, ResourceInfo,
     SessionId, UnlockOptions,
 };
+use futures_util::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::*;
@@ -183,6 +185,18 @@ async fn worker(client: Client, seed: u64) -> Result<usize> {
     let mut held: Vec<LockGuard> = Vec::new();
     let mut done = 0;
     for _ in 0..STEPS {
+        // R32, R37: a notification a lock holds carries a mode its current mode blocks
+        // (older advice is dropped by its own grants).
+        for g in &mut held {
+            while let Some(m) = g.blocked().now_or_never() {
+                let m = m?;
+                ensure!(
+                    !g.mode().is_compatible(m),
+                    "notified of {m:?} while holding the compatible {:?}",
+                    g.mode()
+                );
+            }
+        }
         let name = RESOURCES[rng.random_range(0..RESOURCES.len())];
         match rng.random_range(0..100) {
             0..40 if held.len() < 4 => {
