@@ -9,6 +9,7 @@
 //!   holder, and with the convert queue empty so is the wait queue's head;
 //! - R2, R3: states sit on their queues, a converting lock converts to another mode, locks
 //!   that hold a mode have a token, unique on the resource;
+//! - R50: sessions that end (a worker closes its client now and then) leave nothing behind;
 //! - R39, R40: the wait-for graph over sessions, computed from the snapshot with R39's
 //!   definition, has no cycle (detection runs whenever an edge appears).
 //!
@@ -180,7 +181,15 @@ fn random_mode(rng: &mut StdRng) -> Mode {
 }
 
 /// One client's random walk; returns how many operations it completed.
-async fn worker(client: Client, seed: u64) -> Result<usize> {
+async fn worker(addr: String, name: String, seed: u64) -> Result<usize> {
+    let connect = || {
+        let (addr, name) = (addr.clone(), name.clone());
+        async move {
+            let c = Client::builder(addr).name(name).connect();
+            Ok::<_, anyhow::Error>(within("connect", c).await??)
+        }
+    };
+    let mut client = connect().await?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut held: Vec<LockGuard> = Vec::new();
     let mut done = 0;
@@ -272,6 +281,14 @@ async fn worker(client: Client, seed: u64) -> Result<usize> {
                 };
                 within("unlock", g.unlock_with(opts)).await??;
             }
+            90..93 => {
+                // R50: the session ends with its locks; a fresh one carries on.
+                within("close", client.close()).await??;
+                for g in held.drain(..) {
+                    ensure!(g.is_lost(), "a lock outlived its closed session");
+                }
+                client = connect().await?;
+            }
             _ if !held.is_empty() => {
                 drop(held.swap_remove(rng.random_range(0..held.len())));
             }
@@ -308,8 +325,12 @@ async fn random_workload(cycles: bool) -> Result<()> {
         eprintln!("seed {seed}");
         let mut workers = Vec::new();
         for i in 0..CLIENTS {
-            let c = client(&server, &format!("w{i}")).await?;
-            workers.push(tokio::spawn(worker(c, seed.wrapping_add(i as u64))));
+            let w = worker(
+                server.addr().to_string(),
+                format!("w{i}"),
+                seed.wrapping_add(i as u64),
+            );
+            workers.push(tokio::spawn(w));
         }
         let stop = Arc::new(AtomicBool::new(false));
         let check = tokio::spawn({
