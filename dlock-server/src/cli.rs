@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::Config;
+use crate::{Config, RestartGrace};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -22,8 +22,13 @@ pub enum LogFormat {
 /// DLM, serving leased client sessions over TCP.
 ///
 /// With no arguments it listens on 127.0.0.1:7420, gives sessions a 10 s lease and keeps
-/// its small durable state (the fencing-token floor) in ./dlock-data/. Every flag can also
-/// be set with the environment variable shown. SIGINT or SIGTERM shut it down gracefully.
+/// its small durable state (the fencing-token floor and the longest lease granted) in
+/// ./dlock-data/. Every flag can also be set with the environment variable shown. SIGINT or
+/// SIGTERM shut it down gracefully.
+///
+/// After a restart on an existing data directory the server is in a recovery grace: it
+/// accepts sessions and answers queries, but grants nothing until the leases of its previous
+/// run have run out (see --restart-grace).
 #[derive(Clone, Debug, Parser)]
 #[command(name = "dlock-server", version, about, long_about)]
 pub struct Args {
@@ -31,7 +36,8 @@ pub struct Args {
     #[arg(long, env = "DLOCK_LISTEN", default_value = crate::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
-    /// Directory for durable state (the fencing-token floor); created if missing.
+    /// Directory for durable state (the fencing-token floor, the longest lease granted);
+    /// created if missing.
     #[arg(long, env = "DLOCK_DATA_DIR", default_value = crate::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
@@ -50,6 +56,22 @@ pub struct Args {
     /// Time a new connection has to send its Hello before it is closed.
     #[arg(long, env = "DLOCK_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
+
+    /// After a restart, wait this long before granting anything, so that clients of the
+    /// previous run see their leases run out first: "auto" (the longest lease the previous run
+    /// granted, as recorded in the data directory, plus 100 ms), a duration ("15s"), or "0" to
+    /// grant at once (unsafe: a client of the previous run may still believe it holds a lock
+    /// that is granted to another; only fencing tokens then protect the resource). Meanwhile
+    /// sessions open, renew and query as usual; lock, convert, unlock, cancel and goodbye
+    /// requests are held and applied in arrival order when the grace ends. A first start on
+    /// an empty data directory never waits.
+    #[arg(long, env = "DLOCK_RESTART_GRACE", default_value = "auto")]
+    pub restart_grace: RestartGrace,
+
+    /// Most requests held during the restart grace (over all sessions); further ones are
+    /// refused as overloaded.
+    #[arg(long, env = "DLOCK_GRACE_QUEUE_CAPACITY", default_value_t = Config::default().grace_queue_capacity)]
+    pub grace_queue_capacity: usize,
 
     /// Maximum open connections; more wait in the listen backlog.
     #[arg(long, env = "DLOCK_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
@@ -123,6 +145,8 @@ impl Args {
                 max_ttl_ms: ms(self.max_lease_ttl),
                 ..defaults.engine.clone()
             },
+            restart_grace: self.restart_grace,
+            grace_queue_capacity: self.grace_queue_capacity,
             audit_log: self.audit_log.clone(),
             ..defaults
         }
@@ -156,6 +180,10 @@ mod tests {
             "16",
             "--log-format",
             "json",
+            "--restart-grace",
+            "0",
+            "--grace-queue-capacity",
+            "9",
         ])
         .unwrap();
         let c = args.to_config();
@@ -165,6 +193,23 @@ mod tests {
         assert_eq!(c.engine.max_locks_per_session, 7);
         assert_eq!(c.engine.lvb_len, 16);
         assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(c.restart_grace, RestartGrace::DISABLED);
+        assert_eq!(c.grace_queue_capacity, 9);
+    }
+
+    #[test]
+    fn restart_grace_takes_auto_or_a_duration() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["dlock-server", "--restart-grace", v])
+                .map(|a| a.to_config().restart_grace)
+        };
+        assert_eq!(parse("auto").unwrap(), RestartGrace::Auto);
+        assert_eq!(
+            parse("15s").unwrap(),
+            RestartGrace::Fixed(Duration::from_secs(15))
+        );
+        assert_eq!(parse("0").unwrap(), RestartGrace::DISABLED);
+        assert!(parse("later").is_err());
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::grace::RestartGrace;
+
 /// Every setting of the server. `Default` gives the documented defaults: listen on
 /// `127.0.0.1:7420`, a 10 s default lease, state in `./dlock-data/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +43,13 @@ pub struct Config {
     /// Limits and parameters of the lock engine (lease bounds, value block length, name
     /// length, sessions, resources, locks per session, waiters per resource).
     pub engine: dlock_core::Config,
+    /// How long a restarted server waits before it grants anything, so that clients of the
+    /// previous lifetime see their leases run out first (see [`crate::grace`]). Default
+    /// [`RestartGrace::Auto`]. A first start on a fresh data directory never waits.
+    pub restart_grace: RestartGrace,
+    /// Most lock-changing requests (lock, convert, unlock, cancel, goodbye) held during the
+    /// restart grace, over all sessions; further ones get `RequestError::Overloaded`.
+    pub grace_queue_capacity: usize,
     /// Opt-in audit log: if set, one JSON line per applied engine input with its events is
     /// appended to this file, flushed before the events are dispatched (see [`crate::audit`]).
     pub audit_log: Option<PathBuf>,
@@ -68,6 +77,8 @@ impl Default for Config {
             max_query_resources: 1000,
             shutdown_grace: Duration::from_secs(2),
             engine: dlock_core::Config::default(),
+            restart_grace: RestartGrace::Auto,
+            grace_queue_capacity: 65_536,
             audit_log: None,
         }
     }

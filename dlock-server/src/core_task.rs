@@ -1,5 +1,9 @@
 //! The task that owns the engine: it applies commands from every connection in one order,
 //! drives time, keeps the fencing-token floor ahead of use, and routes events to sessions.
+//!
+//! After a restart it is first in the recovery grace ([`crate::grace`]): sessions open and
+//! renew, queries and pings are answered, but every command that could grant or change locks
+//! is held in a bounded FIFO and applied, in arrival order, when the grace ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::audit::Audit;
 use crate::conn::{ConnHandle, ConnId};
 use crate::floor::Floor;
+use crate::grace::LeaseRecord;
 use crate::{Config, ServerError};
 
 /// The request id of renewals the server makes on a client's behalf (on Ack, Query, Ping and
@@ -87,6 +92,29 @@ struct SessionState {
     replaying: bool,
 }
 
+/// The recovery grace after a restart: until `until`, lock-changing commands wait in `held`.
+#[derive(Debug)]
+pub(crate) struct Grace {
+    /// When the grace ends.
+    pub(crate) until: Instant,
+    /// Whether the grace waits out every lease the previous lifetime recorded (so the record
+    /// may be lowered when it ends).
+    pub(crate) covers_previous: bool,
+    /// Held commands, in arrival order.
+    held: VecDeque<Command>,
+}
+
+impl Grace {
+    /// A grace ending at `until`, with nothing held yet.
+    pub(crate) fn new(until: Instant, covers_previous: bool) -> Grace {
+        Grace {
+            until,
+            covers_previous,
+            held: VecDeque::new(),
+        }
+    }
+}
+
 /// The core task.
 pub(crate) struct CoreTask {
     core: Core,
@@ -100,20 +128,33 @@ pub(crate) struct CoreTask {
     overflowed: Vec<SessionId>,
     /// The opt-in audit log, opened when the task starts.
     audit: Option<Audit>,
+    /// The longest lease granted, recorded ahead of confirming sessions.
+    lease_record: LeaseRecord,
+    /// The recovery grace, while it lasts.
+    grace: Option<Grace>,
 }
 
 impl CoreTask {
-    pub(crate) fn new(config: Arc<Config>, floor: Floor) -> CoreTask {
+    /// A task starting its clock at `start` (the grace, if any, is measured from it too).
+    pub(crate) fn new(
+        config: Arc<Config>,
+        floor: Floor,
+        lease_record: LeaseRecord,
+        start: Instant,
+        grace: Option<Grace>,
+    ) -> CoreTask {
         let next_index = floor.ceiling() + 1;
         CoreTask {
             core: Core::new(config.engine.clone()),
             config,
             floor,
             next_index,
-            start: Instant::now(),
+            start,
             sessions: HashMap::new(),
             overflowed: Vec::new(),
             audit: None,
+            lease_record,
+            grace,
         }
     }
 
@@ -137,8 +178,10 @@ impl CoreTask {
                 .core
                 .next_deadline()
                 .map(|ms| self.start + Duration::from_millis(ms));
+            let grace_until = self.grace.as_ref().map(|g| g.until);
             // Shutdown is checked first so that a busy inbox cannot delay it; the inbox comes
-            // before the timer because a Tick is also applied after every batch when due.
+            // before the timers because the grace's end and a due Tick are also checked after
+            // every batch.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -151,6 +194,13 @@ impl CoreTask {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+                _ = tokio::time::sleep_until(grace_until.unwrap_or_else(Instant::now)), if grace_until.is_some() => {}
+            }
+            // The grace ends here, between batches, and never by a clock read inside `handle`:
+            // a command arriving after the deadline but before this point is held too, so the
+            // held commands always go first and arrival order is kept.
+            if grace_until.is_some_and(|until| until <= Instant::now()) {
+                self.end_grace()?;
             }
             if self
                 .core
@@ -190,6 +240,26 @@ impl CoreTask {
         let used = self.core.last_index().max(self.core.last_token().0);
         self.floor.ensure_above(used)?;
         Ok(events)
+    }
+
+    /// Applies the commands held during the grace, in arrival order, and lowers the lease
+    /// record once the previous lifetime's leases are certainly over.
+    fn end_grace(&mut self) -> Result<(), ServerError> {
+        let Some(grace) = self.grace.take() else {
+            return Ok(());
+        };
+        info!(
+            held = grace.held.len(),
+            "recovery grace over: granting again"
+        );
+        for command in grace.held {
+            let events = self.apply(command)?;
+            self.dispatch(events);
+        }
+        if grace.covers_previous {
+            self.lease_record.previous_leases_over()?;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, msg: CoreMsg) -> Result<(), ServerError> {
@@ -346,6 +416,8 @@ impl CoreTask {
         self.dispatch(others);
         match outcome {
             Ok(ttl_ms) => {
+                // Written ahead: a restart must know how long this session's lease may last.
+                self.lease_record.granting(ttl_ms)?;
                 let state = SessionState {
                     ttl_ms,
                     secret,
@@ -487,7 +559,32 @@ impl CoreTask {
                 lock,
             },
         };
-        s.max_request = Some(id.0);
+        let handle = s.conn.clone();
+        let previous_max = s.max_request.replace(id.0);
+        if self.grace.is_some() && !matches!(command, Command::Renew { .. }) {
+            // Recovery grace: nothing may be granted yet. A new session learns lock ids only
+            // from events, which come after the grace, so holding every lock-changing command
+            // keeps each session's order.
+            let full = self
+                .grace
+                .as_ref()
+                .is_some_and(|g| g.held.len() >= self.config.grace_queue_capacity);
+            if full {
+                // Refused, not received: the id may be used again.
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.max_request = previous_max;
+                }
+                if let Some(handle) = handle {
+                    self.reply(session, &handle, id, Reply::Error(RequestError::Overloaded));
+                }
+                return Ok(());
+            }
+            if let Some(grace) = &mut self.grace {
+                grace.held.push_back(command);
+            }
+            // Any message renews the lease, held or not.
+            return self.renew(session);
+        }
         let events = self.apply(command)?;
         self.dispatch(events);
         Ok(())

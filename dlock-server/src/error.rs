@@ -31,6 +31,23 @@ pub enum ServerError {
         /// What it holds.
         content: String,
     },
+    /// The record of the longest lease granted (in the data directory) could not be read or
+    /// written.
+    #[error("lease record in {path}: {source}")]
+    LeaseRecord {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The record of the longest lease granted holds something that is not a number.
+    #[error("lease record file {path} is corrupt: {content:?}")]
+    CorruptLeaseRecord {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        content: String,
+    },
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

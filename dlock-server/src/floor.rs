@@ -24,6 +24,8 @@ const TEMP_NAME: &str = "fencing-floor.tmp";
 pub(crate) struct Floor {
     dir: PathBuf,
     ceiling: u64,
+    /// The file was there when the floor was opened: a previous lifetime applied inputs.
+    existed: bool,
 }
 
 impl Floor {
@@ -34,21 +36,30 @@ impl Floor {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let ceiling = match fs::read_to_string(&path) {
-            Ok(s) => s
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| ServerError::CorruptFloor {
-                    path: path.clone(),
-                    content: s.chars().take(64).collect(),
-                })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        let (ceiling, existed) = match fs::read_to_string(&path) {
+            Ok(s) => (
+                s.trim()
+                    .parse::<u64>()
+                    .map_err(|_| ServerError::CorruptFloor {
+                        path: path.clone(),
+                        content: s.chars().take(64).collect(),
+                    })?,
+                true,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, false),
             Err(source) => return Err(ServerError::Floor { path, source }),
         };
         Ok(Floor {
             dir: dir.to_owned(),
             ceiling,
+            existed,
         })
+    }
+
+    /// Whether the floor file existed when it was opened (a previous server lifetime ran on
+    /// this data directory).
+    pub(crate) fn existed(&self) -> bool {
+        self.existed
     }
 
     /// The persisted ceiling: everything ever sent is below it.
@@ -69,24 +80,36 @@ impl Floor {
         Ok(())
     }
 
-    /// Writes `value` durably: temp file, fsync, rename over the old file, fsync the directory.
+    /// Writes `value` durably (see [`write_durably`]).
     fn persist(&self, value: u64) -> Result<(), ServerError> {
-        let tmp = self.dir.join(TEMP_NAME);
-        let path = self.dir.join(FILE_NAME);
-        let err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ServerError::Floor { path, source }
-        };
-        let mut f = File::create(&tmp).map_err(err(&tmp))?;
-        writeln!(f, "{value}").map_err(err(&tmp))?;
-        f.sync_all().map_err(err(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(err(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err(&self.dir))?;
-        Ok(())
+        write_durably(&self.dir, TEMP_NAME, FILE_NAME, &format!("{value}\n"))
+            .map_err(|(path, source)| ServerError::Floor { path, source })
     }
+}
+
+/// Replaces `dir/name` with `content` durably: writes `dir/temp`, fsyncs it, renames it over
+/// `dir/name` and fsyncs the directory. On failure, the path involved and the cause.
+pub(crate) fn write_durably(
+    dir: &Path,
+    temp: &str,
+    name: &str,
+    content: &str,
+) -> Result<(), (PathBuf, io::Error)> {
+    let tmp = dir.join(temp);
+    let path = dir.join(name);
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| (path, source)
+    };
+    let mut f = File::create(&tmp).map_err(err(&tmp))?;
+    f.write_all(content.as_bytes()).map_err(err(&tmp))?;
+    f.sync_all().map_err(err(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(err(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err(dir))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -98,6 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut floor = Floor::open(dir.path()).unwrap();
         assert_eq!(floor.ceiling(), 0);
+        assert!(!floor.existed());
         floor.ensure_above(1).unwrap();
         assert_eq!(floor.ceiling(), 1 + BLOCK);
         // Well below the threshold: nothing is written.
@@ -108,6 +132,7 @@ mod tests {
         assert_eq!(floor.ceiling(), 1 + BLOCK / 2 + 5 + BLOCK);
         let reopened = Floor::open(dir.path()).unwrap();
         assert_eq!(reopened.ceiling(), floor.ceiling());
+        assert!(reopened.existed());
     }
 
     #[test]

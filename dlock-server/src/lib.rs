@@ -44,6 +44,7 @@ mod conn;
 mod core_task;
 mod error;
 mod floor;
+pub mod grace;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ use tracing::{info, warn};
 
 pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use error::ServerError;
+pub use grace::{GRACE_MARGIN, RestartGrace};
 
 /// The server's version string, sent in `Welcome` and `Pong`.
 pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
@@ -70,6 +72,7 @@ fn validate(config: &Config) -> Result<(), ServerError> {
         ("max_batch", config.max_batch),
         ("outbox_capacity", config.outbox_capacity),
         ("replay_capacity", config.replay_capacity),
+        ("grace_queue_capacity", config.grace_queue_capacity),
     ];
     for (name, value) in positive {
         if value == 0 {
@@ -110,6 +113,13 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     validate(&config)?;
     let floor = floor::Floor::open(&config.data_dir)?;
+    // A previous lifetime that did not record its leases may have granted the longest lease
+    // the configuration allows.
+    let assume_ms = config.engine.max_ttl_ms;
+    let (lease_record, previous) =
+        grace::LeaseRecord::open(&config.data_dir, floor.existed(), assume_ms)?;
+    let grace_len = grace::grace_for(config.restart_grace, previous, assume_ms);
+    let start = tokio::time::Instant::now();
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         data_dir = %config.data_dir.display(),
@@ -125,14 +135,54 @@ pub async fn run(
         max_name_len = config.engine.max_name_len,
         value_len = config.engine.lvb_len,
         max_frame_len = config.max_frame_len,
+        restart_grace = %config.restart_grace,
         "dlock-server starting"
     );
+    let grace = if grace_len.is_zero() {
+        if previous != grace::Previous::None {
+            warn!(
+                recorded_lease_ttl_ms = lease_record.persisted(),
+                "restart grace disabled: clients of the previous run may still believe they \
+                 hold locks that are granted again now"
+            );
+        }
+        None
+    } else {
+        if previous == grace::Previous::Unrecorded {
+            warn!(
+                assumed_lease_ttl_ms = assume_ms,
+                "the previous run did not record its longest lease; assuming the configured \
+                 maximum (set --restart-grace to override)"
+            );
+        }
+        let recorded = Duration::from_millis(lease_record.persisted());
+        if grace_len < recorded {
+            warn!(
+                grace = ?grace_len,
+                recorded_lease_ttl = ?recorded,
+                "restart grace is shorter than the longest lease of the previous run"
+            );
+        }
+        let wall = std::time::SystemTime::now() + grace_len;
+        info!(
+            grace = ?grace_len,
+            "recovery grace until {}: waiting out leases of the previous run",
+            humantime::format_rfc3339_millis(wall)
+        );
+        Some(core_task::Grace::new(
+            start + grace_len,
+            grace_len >= recorded,
+        ))
+    };
     let config = Arc::new(config);
     let token = CancellationToken::new();
     let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
     // In a JoinSet so that dropping `run` (an abort) also drops the core task.
     let mut core = JoinSet::new();
-    core.spawn(core_task::CoreTask::new(config.clone(), floor).run(core_rx, token.clone()));
+    core.spawn(
+        core_task::CoreTask::new(config.clone(), floor, lease_record, start, grace)
+            .run(core_rx, token.clone()),
+    );
     let mut conns = JoinSet::new();
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let mut next_conn = 0u64;
