@@ -500,11 +500,17 @@ impl Checker {
     /// A new server lifetime: every session and lock of the old one is gone (a client must
     /// learn this through a refused resume). Tokens carry over.
     fn start(&mut self, ts_us: u64) {
+        // The old server died after its last line: its sessions ended then at the latest.
+        let died_by = if self.lifetime == 0 {
+            ts_us
+        } else {
+            self.now_us
+        };
         self.now_us = self.now_us.max(ts_us);
         self.lifetime += 1;
         self.report.lifetimes += 1;
         for (s, _) in std::mem::take(&mut self.sessions) {
-            self.ended.insert(s, SessionEnd { ts_us });
+            self.ended.insert(s, SessionEnd { ts_us: died_by });
         }
         self.locks.clear();
         self.resources.clear();
@@ -1999,6 +2005,25 @@ mod tests {
         };
         let report = check(CheckConfig::default(), h.lines, &[dropped]);
         only(&report, Property::DeadRelease);
+        assert_eq!(report.dropped_checked, 1);
+    }
+
+    #[test]
+    fn a_dropped_session_ends_when_its_server_dies_not_when_it_restarts() {
+        // Dropped at T0; the server's last line is 0.5 s later, then it is killed and comes
+        // back only 1.5 s after the drop (more than lease + allowance).
+        let mut h = H::new();
+        let a = h.open(1000);
+        h.apply(500, Command::Tick, |_| Vec::new());
+        h.ts += 1000 * 1000;
+        h.restart(100);
+        let dropped = ClientRecord::Dropped {
+            session: a,
+            ttl_ms: 1000,
+            ts_us: T0,
+        };
+        let report = check(CheckConfig::default(), h.lines, &[dropped]);
+        assert!(report.is_ok(), "{report}");
         assert_eq!(report.dropped_checked, 1);
     }
 
