@@ -174,9 +174,10 @@ impl Core {
         }
     }
 
-    /// The next fencing token: `max(last_token + 1, index)`.
+    /// The next fencing token: `max(last_token + 1, index)` (saturating at `u64::MAX`, which
+    /// only a driver feeding indices near `u64::MAX` can reach).
     pub(crate) fn next_token(&mut self) -> FencingToken {
-        let t = (self.last_token + 1).max(self.last_index);
+        let t = self.last_token.saturating_add(1).max(self.last_index);
         self.last_token = t;
         FencingToken(t)
     }

@@ -118,3 +118,65 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn indices_near_the_top_of_u64_do_not_overflow() {
+    let mut core = Core::new(Config::default());
+    let mut index = u64::MAX - 10;
+    let mut apply = |core: &mut Core, command| {
+        index += 1;
+        core.apply(Input {
+            index,
+            now_ms: u64::MAX - 1,
+            command,
+        })
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        apply(
+            &mut core,
+            Command::OpenSession {
+                name: String::new(),
+                ttl_ms: 1_000,
+                secret: 0,
+            },
+        );
+        sessions.push(SessionId(u64::MAX - 10 + sessions.len() as u64 + 1));
+    }
+    let lock = |session, mode| Command::Lock {
+        session,
+        request: RequestId(0),
+        resource: b"r".to_vec(),
+        mode,
+        flags: LockFlags::empty(),
+        value: None,
+        timeout_ms: Some(u64::MAX),
+    };
+    apply(&mut core, lock(sessions[0], Mode::EX));
+    apply(&mut core, lock(sessions[1], Mode::PR));
+    apply(&mut core, lock(sessions[2], Mode::PR));
+    assert_eq!(core.lock_count(), 3);
+    for _ in 0..3 {
+        apply(
+            &mut core,
+            Command::Renew {
+                session: sessions[0],
+                request: RequestId(2),
+            },
+        );
+    }
+    // Index u64::MAX: the unlock's pass grants two locks; the tokens saturate.
+    let events = apply(
+        &mut core,
+        Command::Unlock {
+            session: sessions[0],
+            request: RequestId(1),
+            lock: LockId(u64::MAX - 6),
+            flags: LockFlags::empty(),
+            value: None,
+        },
+    );
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(core.last_token().0, u64::MAX);
+    assert_eq!(core.last_index(), u64::MAX);
+}
