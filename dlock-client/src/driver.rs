@@ -30,6 +30,7 @@ use crate::client::SessionView;
 use crate::conn::{Conn, Handshake, HandshakeError, handshake};
 use crate::error::{Error, Result};
 use crate::guard::{LockGuard, LockShared, LostReason};
+use crate::lease::Lease;
 use crate::op::{Grant, Op};
 use crate::options::duration_ms;
 
@@ -120,6 +121,9 @@ struct Session {
     /// Send instant of the latest renewal the server confirmed: the server's lease runs at
     /// least until `confirmed + ttl`.
     confirmed: Instant,
+    /// The local lease (`confirmed + ttl - margin`), shared with the session's guards so
+    /// that they can judge it themselves.
+    lease: Arc<Lease>,
 }
 
 /// A request waiting for its final answer.
@@ -303,13 +307,32 @@ impl Driver {
     // ---- timers -------------------------------------------------------------------------
 
     fn lapse_at(&self) -> Option<Instant> {
-        let s = self.session.as_ref()?;
-        let margin = self
-            .settings
+        Some(self.session.as_ref()?.lease.deadline())
+    }
+
+    /// How long before the server's earliest expiry the local lease lapses.
+    fn margin(&self, ttl: Duration) -> Duration {
+        self.settings
             .safety_margin
-            .unwrap_or_else(|| (s.ttl / 10).max(Duration::from_millis(100)))
-            .min(s.ttl / 2);
-        Some(s.confirmed + s.ttl - margin)
+            .unwrap_or_else(|| (ttl / 10).max(Duration::from_millis(100)))
+            .min(ttl / 2)
+    }
+
+    /// Records that the server renewed the lease after `sent` (a confirmed renewal, or an
+    /// accepted resume). A confirmation that arrives after the local lease has lapsed
+    /// extends nothing: the next `on_timers` declares the lapse.
+    fn confirm(&mut self, sent: Instant) {
+        let now = Instant::now();
+        let Some(ttl) = self.session.as_ref().map(|s| s.ttl) else {
+            return;
+        };
+        let margin = self.margin(ttl);
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if s.lease.extend(now, sent + ttl - margin) {
+            s.confirmed = s.confirmed.max(sent);
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -332,7 +355,13 @@ impl Driver {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        if self.lapse_at().is_some_and(|t| now >= t) {
+        // The same latch the guards consult: once one of them has reported the lapse, this
+        // agrees even if a renewal confirmation was handled in between.
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.lease.lapsed_at(now))
+        {
             tracing::warn!("lease renewal not confirmed in time: declaring every lock lost");
             self.session_lost(LostReason::LocalLeaseLapsed);
         }
@@ -520,9 +549,7 @@ impl Driver {
             tracing::debug!("session resumed");
             // The server renews the lease when it accepts the resume (any message of a
             // session renews it), which happened after `Hello` was sent.
-            if let Some(s) = self.session.as_mut() {
-                s.confirmed = s.confirmed.max(sent_at);
-            }
+            self.confirm(sent_at);
             // Re-send every outstanding request in id order; the server ignores the ones it
             // has already applied and replays their events.
             let ids: Vec<RequestId> = self.outstanding.keys().copied().collect();
@@ -533,6 +560,7 @@ impl Driver {
             self.renew(now);
         } else {
             self.epoch += 1;
+            let lease = Arc::new(Lease::new(sent_at + ttl - self.margin(ttl)));
             self.session = Some(Session {
                 id: welcome.session,
                 secret: welcome.secret,
@@ -540,6 +568,7 @@ impl Driver {
                 last_seq: 0,
                 acked_seq: 0,
                 confirmed: sent_at,
+                lease,
             });
             self.view.id.store(welcome.session.0, Ordering::Release);
             tracing::debug!(session = %welcome.session, "session opened");
@@ -1016,10 +1045,8 @@ impl Driver {
             }
             EventKind::Renewed { .. } => {
                 if let Some(o) = request.and_then(|id| self.remove(id)) {
-                    if let (Pending::Renew, Some(sent), Some(s)) =
-                        (&o.pending, o.first_sent, self.session.as_mut())
-                    {
-                        s.confirmed = s.confirmed.max(sent);
+                    if let (Pending::Renew, Some(sent)) = (&o.pending, o.first_sent) {
+                        self.confirm(sent);
                     }
                 }
             }
@@ -1180,8 +1207,13 @@ impl Driver {
         abandoned: bool,
     ) {
         let (lost_tx, lost_rx) = oneshot::channel();
+        // Grants only arrive within a session; without one the lock counts as lost at once.
+        let lease = self
+            .session
+            .as_ref()
+            .map_or_else(|| Arc::new(Lease::new(Instant::now())), |s| s.lease.clone());
         let shared = Arc::new(LockShared::new(
-            lock, self.epoch, resource, mode, token, lost_rx,
+            lock, self.epoch, resource, mode, token, lease, lost_rx,
         ));
         self.locks.insert(
             lock,

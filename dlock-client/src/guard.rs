@@ -10,8 +10,10 @@ use dlock_core::{FencingToken, LockId, Mode};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::lease::Lease;
 use crate::op::{AbandonOnDrop, Grant, Op, next_key};
 use crate::options::{ConvertOptions, UnlockOptions};
 
@@ -50,7 +52,10 @@ impl std::fmt::Display for LostReason {
 /// A future that completes when a lock stops being held, with the reason.
 ///
 /// Cheap to clone; every clone completes with the same reason. It is independent of the
-/// [`LockGuard`], so another task can watch for loss while the owner works:
+/// [`LockGuard`], so another task can watch for loss while the owner works. Like
+/// [`LockGuard::is_lost`], it compares the clock with the local lease deadline each time it
+/// is polled, so after a pause past the lease it completes at its first poll, even before the
+/// client's background task has run.
 ///
 /// ```no_run
 /// # async fn f(guard: dlock_client::LockGuard) {
@@ -62,25 +67,40 @@ impl std::fmt::Display for LostReason {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct Lost(Shared<BoxFuture<'static, LostReason>>);
+pub struct Lost {
+    lock: Arc<LockShared>,
+    signal: LostSignal,
+}
 
-impl Lost {
-    pub(crate) fn new(rx: oneshot::Receiver<LostReason>) -> Lost {
-        Lost(rx.map(|r| r.unwrap_or(LostReason::Closed)).boxed().shared())
-    }
+/// Completed by the background task once it has recorded the loss in the lock's cell.
+type LostSignal = Shared<BoxFuture<'static, LostReason>>;
+
+fn lost_signal(rx: oneshot::Receiver<LostReason>) -> LostSignal {
+    rx.map(|r| r.unwrap_or(LostReason::Closed)).boxed().shared()
 }
 
 impl Future for Lost {
     type Output = LostReason;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LostReason> {
-        Pin::new(&mut self.0).poll(cx)
+        // The cell's reason is the one every clone and every guard method reports: the
+        // background task records it there before completing the signal, and a lapse seen
+        // here first is recorded there too.
+        if let Some(reason) = self.lock.lost_reason() {
+            return Poll::Ready(reason);
+        }
+        match Pin::new(&mut self.signal).poll(cx) {
+            Poll::Ready(r) => Poll::Ready(self.lock.lost_reason().unwrap_or(r)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
 impl std::fmt::Debug for Lost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Lost").field(&self.0.peek()).finish()
+        f.debug_tuple("Lost")
+            .field(&self.lock.lost_reason())
+            .finish()
     }
 }
 
@@ -91,9 +111,11 @@ pub(crate) struct LockShared {
     /// server lifetime, so a lock of an old session must never be mistaken for a new one).
     pub(crate) epoch: u64,
     pub(crate) resource: Vec<u8>,
+    /// The local lease of the lock's session.
+    lease: Arc<Lease>,
     cell: Mutex<LockCell>,
     notify: Notify,
-    lost: Lost,
+    signal: LostSignal,
 }
 
 struct LockCell {
@@ -112,12 +134,14 @@ impl LockShared {
         resource: Vec<u8>,
         mode: Mode,
         token: FencingToken,
+        lease: Arc<Lease>,
         lost_rx: oneshot::Receiver<LostReason>,
     ) -> LockShared {
         LockShared {
             lock,
             epoch,
             resource,
+            lease,
             cell: Mutex::new(LockCell {
                 mode,
                 token,
@@ -125,7 +149,7 @@ impl LockShared {
                 lost: None,
             }),
             notify: Notify::new(),
-            lost: Lost::new(lost_rx),
+            signal: lost_signal(lost_rx),
         }
     }
 
@@ -165,8 +189,21 @@ impl LockShared {
         self.notify.notify_waiters();
     }
 
+    /// Why the lock is no longer held, or `None` while it is, judged now: besides what the
+    /// background task recorded, a local lease whose deadline has passed counts as lost even if
+    /// the task has not run since (a paused process).
     fn lost_reason(&self) -> Option<LostReason> {
-        self.cell().lost
+        self.lost_reason_at(Instant::now())
+    }
+
+    fn lost_reason_at(&self, now: Instant) -> Option<LostReason> {
+        let mut c = self.cell();
+        // Recorded in the cell so that every later answer gives the same reason; the lease
+        // latches the lapse, so the background task declares it too (its timer is due).
+        if c.lost.is_none() && self.lease.lapsed_at(now) {
+            c.lost = Some(LostReason::LocalLeaseLapsed);
+        }
+        c.lost
     }
 }
 
@@ -324,14 +361,12 @@ impl LockGuard {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut c = self.shared.cell();
-                if let Some(mode) = c.blocking.pop_front() {
-                    return Ok(mode);
-                }
-                if let Some(reason) = c.lost {
-                    return Err(lost_error(reason));
-                }
+            let next = self.shared.cell().blocking.pop_front();
+            if let Some(mode) = next {
+                return Ok(mode);
+            }
+            if let Some(reason) = self.shared.lost_reason() {
+                return Err(lost_error(reason));
             }
             notified.await;
         }
@@ -339,10 +374,19 @@ impl LockGuard {
 
     /// A future that completes when this lock stops being held (see [`Lost`]).
     pub fn lost(&self) -> Lost {
-        self.shared.lost.clone()
+        Lost {
+            lock: self.shared.clone(),
+            signal: self.shared.signal.clone(),
+        }
     }
 
     /// Whether the lock has been lost (session expired, local lease lapsed, client closed).
+    ///
+    /// Correct at the instant of the call: besides what the background task has recorded, it
+    /// compares the clock with the local lease deadline (`send instant of the last confirmed
+    /// renewal + TTL − safety margin`), so a process that was paused past its lease sees `true`
+    /// as soon as it runs again, before any timer of the client has fired. Once `true`, it
+    /// stays `true`.
     pub fn is_lost(&self) -> bool {
         self.shared.lost_reason().is_some()
     }
@@ -414,5 +458,106 @@ pub(crate) fn lost_error(reason: LostReason) -> Error {
         LostReason::Closed => Error::Closed,
         LostReason::Released => Error::NotFound,
         _ => Error::SessionLost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(3);
+
+    /// A guard with no background task behind it: nothing but the guard itself can notice
+    /// that its lease lapsed. Also returns the lost signal's sender and the op queue.
+    fn guard_with_lease(
+        lease: Arc<Lease>,
+    ) -> (
+        LockGuard,
+        oneshot::Sender<LostReason>,
+        mpsc::UnboundedReceiver<Op>,
+    ) {
+        let (lost_tx, lost_rx) = oneshot::channel();
+        let shared = Arc::new(LockShared::new(
+            LockId(1),
+            1,
+            b"r".to_vec(),
+            Mode::EX,
+            FencingToken(5),
+            lease,
+            lost_rx,
+        ));
+        let (tx, rx) = mpsc::unbounded_channel();
+        (LockGuard::new(shared, tx, None, true), lost_tx, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn is_lost_and_lost_judge_the_lease_deadline_without_any_timer() {
+        let lease = Arc::new(Lease::new(Instant::now() + TTL));
+        let (mut guard, _lost_tx, mut ops) = guard_with_lease(lease);
+        let lost = guard.lost();
+        assert!(!guard.is_lost());
+        assert!(lost.clone().now_or_never().is_none());
+
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        assert!(!guard.is_lost());
+
+        // The process "wakes up" past the deadline: the first look already says lost.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(guard.is_lost());
+        assert_eq!(
+            lost.clone().now_or_never(),
+            Some(LostReason::LocalLeaseLapsed)
+        );
+        assert_eq!(
+            guard.lost().now_or_never(),
+            Some(LostReason::LocalLeaseLapsed)
+        );
+        assert!(matches!(guard.blocked().await, Err(Error::SessionLost)));
+        assert!(matches!(
+            guard.convert(Mode::NL).await,
+            Err(Error::SessionLost)
+        ));
+        assert!(matches!(
+            guard.canceller().cancel().await,
+            Err(Error::SessionLost)
+        ));
+        // Nothing was sent for a lock known lost, not even by the drop.
+        drop(guard);
+        assert!(ops.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_reason_recorded_is_the_one_every_answer_gives() {
+        let lease = Arc::new(Lease::new(Instant::now() + TTL));
+        let (guard, lost_tx, _ops) = guard_with_lease(lease);
+        let lost = guard.lost();
+        tokio::time::advance(TTL).await;
+        assert!(guard.is_lost());
+        // The background task learns of a session expiry only afterwards.
+        guard.shared.set_lost(LostReason::SessionExpired);
+        let _ = lost_tx.send(LostReason::SessionExpired);
+        assert_eq!(lost.await, LostReason::LocalLeaseLapsed);
+        assert_eq!(guard.lost().await, LostReason::LocalLeaseLapsed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recorded_loss_completes_lost_and_an_extended_lease_keeps_the_lock() {
+        let t0 = Instant::now();
+        let lease = Arc::new(Lease::new(t0 + TTL));
+        let (guard, lost_tx, _ops) = guard_with_lease(lease.clone());
+        // A renewal confirmed in time moves the deadline.
+        assert!(lease.extend(t0, t0 + TTL * 2));
+        tokio::time::advance(TTL).await;
+        assert!(!guard.is_lost());
+        let lost = guard.lost();
+        let waiter = tokio::spawn(lost.clone());
+        guard.shared.set_lost(LostReason::SessionExpired);
+        let _ = lost_tx.send(LostReason::SessionExpired);
+        assert_eq!(waiter.await.ok(), Some(LostReason::SessionExpired));
+        assert!(guard.is_lost());
     }
 }

@@ -205,6 +205,7 @@ mod conn;
 mod driver;
 mod error;
 mod guard;
+mod lease;
 mod op;
 mod options;
 

@@ -4,8 +4,6 @@
 //! must already say the lock is gone. The whole client runtime is frozen here by blocking its
 //! only thread, so its background task cannot run either; `is_lost()` has to compare the
 //! local lease deadline with the clock itself rather than wait for a timer to fire.
-//!
-//! Ignored until the client checks the deadline in `is_lost()`; run it with `--ignored`.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +12,6 @@ use dlock_client::{Client, Mode};
 use dlock_tests::TestServer;
 
 #[test]
-#[ignore = "known bug: is_lost() reads a flag set by a timer, stale right after a pause"]
 fn is_lost_is_true_right_after_a_pause_past_the_lease() -> Result<()> {
     let server_rt = tokio::runtime::Runtime::new()?;
     let server = server_rt.block_on(TestServer::start())?;
