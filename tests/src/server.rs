@@ -33,6 +33,17 @@ impl TestServer {
         Config::default()
     }
 
+    /// [`config`](Self::config) without the restart grace
+    /// ([`RestartGrace::DISABLED`](dlock_server::RestartGrace::DISABLED)): a restarted server
+    /// grants at once. For tests that restart the server but are not about the grace, which
+    /// would otherwise wait out the previous run's longest lease after each restart.
+    pub fn no_grace_config() -> Config {
+        Config {
+            restart_grace: dlock_server::RestartGrace::DISABLED,
+            ..Config::default()
+        }
+    }
+
     /// Starts a server with the default configuration on `127.0.0.1:0`.
     pub async fn start() -> Result<TestServer> {
         TestServer::start_with(TestServer::config()).await
@@ -132,14 +143,17 @@ impl TestServer {
     }
 
     /// Aborts the server if it runs and starts it again on the same data directory and the
-    /// same address.
+    /// same address. Unless the configuration disables it, the new server is in its recovery
+    /// grace: it grants nothing until the longest lease of the previous run (plus a margin)
+    /// has passed.
     pub async fn restart(&mut self) -> Result<()> {
         self.abort().await;
         self.launch().await
     }
 
     /// Starts the server again after [`shutdown`](Self::shutdown) or
-    /// [`abort`](Self::abort), on the same data directory and address.
+    /// [`abort`](Self::abort), on the same data directory and address (with a recovery grace
+    /// as for [`restart`](Self::restart)).
     pub async fn start_again(&mut self) -> Result<()> {
         if self.running.is_some() {
             bail!("server is still running");

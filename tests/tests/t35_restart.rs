@@ -1,5 +1,6 @@
 //! Fencing tokens and ids stay monotonic across a crash: the server is aborted (no graceful
-//! shutdown, like `kill -9`) and started again on the same data directory.
+//! shutdown, like `kill -9`) and started again on the same data directory. The restart grace
+//! is off here (see `t36_restart_grace.rs` for it).
 
 use anyhow::Result;
 use dlock_proto::{ClientMessage, Hello, Mode, PROTOCOL_VERSION, Refusal, Resume, ServerMessage};
@@ -8,7 +9,7 @@ use futures_util::SinkExt;
 
 #[tokio::test]
 async fn tokens_and_ids_keep_growing_after_an_abort_and_restart() -> Result<()> {
-    let mut server = TestServer::start().await?;
+    let mut server = TestServer::start_with(TestServer::no_grace_config()).await?;
     let mut highest = dlock_proto::FencingToken(0);
     let mut old_session;
     let mut old_secret;
@@ -74,7 +75,7 @@ async fn tokens_and_ids_keep_growing_after_an_abort_and_restart() -> Result<()> 
 
 #[tokio::test]
 async fn graceful_restart_also_keeps_tokens_monotonic() -> Result<()> {
-    let mut server = TestServer::start().await?;
+    let mut server = TestServer::start_with(TestServer::no_grace_config()).await?;
     let mut a = RawClient::connect(server.addr(), "a").await?;
     let (_, t1) = a.acquire("r", Mode::EX).await?;
     server.shutdown().await?;

@@ -157,7 +157,8 @@ async fn black_holed_client_gives_up_its_lock_before_another_client_gets_it() ->
 #[tokio::test]
 async fn server_restart_loses_the_session_and_a_fresh_one_serves_new_work() -> Result<()> {
     bounded(async {
-        let mut server = TestServer::start().await?;
+        // Not about the restart grace (t36, t75): the restarted server grants at once.
+        let mut server = TestServer::start_with(TestServer::no_grace_config()).await?;
         let ttl = Duration::from_secs(10);
         let holder = client(server.addr(), "holder", ttl).await?;
         let b = client(server.addr(), "b", ttl).await?;
@@ -196,7 +197,8 @@ async fn server_restart_loses_the_session_and_a_fresh_one_serves_new_work() -> R
 #[tokio::test]
 async fn graceful_server_shutdown_is_reported_and_the_client_comes_back() -> Result<()> {
     bounded(async {
-        let mut server = TestServer::start().await?;
+        // Not about the restart grace (t36, t75): the restarted server grants at once.
+        let mut server = TestServer::start_with(TestServer::no_grace_config()).await?;
         let b = client(server.addr(), "b", Duration::from_secs(10)).await?;
         let guard = b.lock("s", Mode::EX).await?;
         server.shutdown().await?;

@@ -4,7 +4,8 @@
 //! `lost()` yet). A lock service must wait out the previous lifetime's leases before granting
 //! (fencing tokens still protect a resource that checks them, since the new token is higher).
 //!
-//! Ignored until the server has a restart grace period; run it with `--ignored`.
+//! The server waits out the previous lifetime's leases (its recovery grace, see
+//! `dlock_server::grace`), so the newcomer is granted only after the old holder saw `lost()`.
 
 use std::time::Duration;
 
@@ -15,7 +16,6 @@ use dlock_tests::proxy::Proxy;
 use tokio::time::Instant;
 
 #[tokio::test]
-#[ignore = "known bug: a restarted server grants before the old leases have run out"]
 async fn restarted_server_does_not_grant_before_old_holders_see_lost() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(30), async {
         let mut server = TestServer::start().await?;

@@ -1,0 +1,192 @@
+//! The recovery grace after a restart (`dlock_server::grace`), on a paused clock: the
+//! restarted server opens sessions and answers pings and queries at once, but holds every
+//! lock-changing request until the previous run's longest lease (plus a margin) has passed,
+//! then applies the held requests in arrival order. A first start and `restart_grace = 0`
+//! have no grace.
+//!
+//! Order is asserted on one connection's stream (events and replies share it): a reply that
+//! arrives before a request's event proves the request was not applied when the reply was
+//! made.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail, ensure};
+use dlock_proto::{
+    ClientMessage, EventKind, Hello, LockFlags, Mode, PROTOCOL_VERSION, Refusal, Reply, Request,
+    RequestError, RequestId, Resume, ServerMessage,
+};
+use dlock_server::{Config, RestartGrace};
+use dlock_tests::{RawClient, TestServer, connect_framed, recv_raw};
+use futures_util::SinkExt;
+use tokio::time::Instant;
+
+/// The lease of the previous run's holder: the grace waits it out.
+const OLD_TTL_MS: u64 = 3_000;
+/// Sessions opened after the restart: long enough not to need renewals in these tests.
+const NEW_TTL_MS: u64 = 60_000;
+
+/// Whether an event answering `id` was set aside (received before what was awaited).
+fn has_event_for(c: &RawClient, id: RequestId) -> bool {
+    c.set_aside()
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Event { event, .. } if event.request == Some(id)))
+}
+
+/// Starts a server with `config`, lets a session with a 3 s lease take EX on `r`, and
+/// restarts the server (like `kill -9`). Returns the server, the old client, and when the
+/// restart happened.
+async fn holder_then_restart(config: Config) -> Result<(TestServer, RawClient, Instant)> {
+    let mut server = TestServer::start_with(config).await?;
+    let mut a = RawClient::connect_with_ttl(server.addr(), "a", OLD_TTL_MS).await?;
+    a.acquire("r", Mode::EX).await?;
+    server.restart().await?;
+    Ok((server, a, Instant::now()))
+}
+
+async fn ensure_resume_refused(server: &TestServer, old: &RawClient) -> Result<()> {
+    let mut framed = connect_framed(server.addr()).await?;
+    framed
+        .send(ClientMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: String::new(),
+            lease_ttl_ms: 0,
+            resume: Some(Resume {
+                session: old.session,
+                secret: old.secret,
+                last_seq: old.last_seq,
+            }),
+        }))
+        .await?;
+    ensure!(recv_raw(&mut framed).await? == Some(ServerMessage::Refused(Refusal::UnknownSession)));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_granted_during_the_grace_and_held_requests_follow_in_order() -> Result<()> {
+    let (server, a, restarted) = holder_then_restart(TestServer::config()).await?;
+    // The old session is gone at once, so its client learns that its locks are lost.
+    ensure_resume_refused(&server, &a).await?;
+
+    // New sessions open during the grace.
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", NEW_TTL_MS).await?;
+    let mut c = RawClient::connect_with_ttl(server.addr(), "c", NEW_TTL_MS).await?;
+    // A ping answered after a request proves the request reached the core task (one
+    // connection's messages are handled in order), which fixes the arrival order across
+    // connections: b's lock, c's lock, b's goodbye. Pings and queries are answered during the
+    // grace, before the held requests are applied: the resource does not exist yet, and no
+    // event for a held request came before the answers.
+    let rb = b.lock("r", Mode::EX, LockFlags::empty()).await?;
+    b.ping().await?;
+    let rc = c.lock("r", Mode::EX, LockFlags::empty()).await?;
+    c.ping().await?;
+    ensure!(c.query_resource("r").await?.is_none());
+    let bye = b.send(Request::Goodbye).await?;
+    b.ping().await?;
+    ensure!(!has_event_for(&b, rb), "b's lock applied during the grace");
+    ensure!(!has_event_for(&c, rc), "c's lock applied during the grace");
+
+    // Arrival order: b's lock, c's lock, b's goodbye.
+    let granted = b.event_for(rb).await?;
+    let granted_after = restarted.elapsed();
+    ensure!(
+        matches!(granted.kind, EventKind::Granted { .. }),
+        "{granted:?}"
+    );
+    ensure!(
+        granted_after >= Duration::from_millis(OLD_TTL_MS),
+        "granted {granted_after:?} after the restart, within the old 3 s lease"
+    );
+    ensure!(b.event_for(bye).await?.kind == EventKind::SessionClosed);
+    let queued = c.event_for(rc).await?;
+    ensure!(queued.kind == EventKind::Queued, "{queued:?}");
+    match c.event_for(rc).await?.kind {
+        EventKind::Granted { .. } => {}
+        other => bail!("expected c's lock to be granted after b's goodbye, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewals_during_the_grace_keep_short_leases_alive() -> Result<()> {
+    let (server, _a, restarted) = holder_then_restart(TestServer::config()).await?;
+    // A 1 s lease, shorter than the 3.1 s grace: it lives on the renewals (about every TTL/3),
+    // which are applied at once.
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", 1_000).await?;
+    let rb = b.lock("r", Mode::EX, LockFlags::empty()).await?;
+    while restarted.elapsed() < Duration::from_millis(OLD_TTL_MS + 500) {
+        let renew = b.send(Request::Renew).await?;
+        ensure!(matches!(
+            b.event_for(renew).await?.kind,
+            EventKind::Renewed { ttl_ms: 1_000 }
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    match b.event_for(rb).await?.kind {
+        EventKind::Granted { .. } => {}
+        other => bail!("expected the held lock to be granted after the grace, got {other:?}"),
+    }
+    let info = b.query_resource("r").await?;
+    ensure!(info.is_some_and(|i| i.granted.len() == 1 && i.granted[0].session == b.session));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_requests_over_the_bound_are_refused_as_overloaded() -> Result<()> {
+    let config = Config {
+        grace_queue_capacity: 2,
+        ..TestServer::config()
+    };
+    let (server, _a, _) = holder_then_restart(config).await?;
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", NEW_TTL_MS).await?;
+    let r1 = b.lock("x", Mode::EX, LockFlags::empty()).await?;
+    let r2 = b.lock("y", Mode::EX, LockFlags::empty()).await?;
+    let r3 = b.lock("z", Mode::EX, LockFlags::empty()).await?;
+    ensure!(b.reply_for(r3).await? == Reply::Error(RequestError::Overloaded));
+    for r in [r1, r2] {
+        ensure!(matches!(
+            b.event_for(r).await?.kind,
+            EventKind::Granted { .. }
+        ));
+    }
+    ensure!(b.query_resource("z").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_start_has_no_grace() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", NEW_TTL_MS).await?;
+    let mut c = RawClient::connect_with_ttl(server.addr(), "c", NEW_TTL_MS).await?;
+    b.acquire("r", Mode::EX).await?;
+    let rc = c.lock("r", Mode::EX, LockFlags::empty()).await?;
+    c.ping().await?;
+    ensure!(
+        has_event_for(&c, rc),
+        "c's lock was not applied before the ping was answered"
+    );
+    // The lease just granted is on record for the next start.
+    let recorded = std::fs::read_to_string(server.data_dir().join("max-lease-ttl"))?;
+    ensure!(recorded.trim() == NEW_TTL_MS.to_string(), "{recorded:?}");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_grace_zero_grants_at_once() -> Result<()> {
+    let config = Config {
+        restart_grace: RestartGrace::DISABLED,
+        ..TestServer::config()
+    };
+    let (server, _a, _) = holder_then_restart(config).await?;
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", NEW_TTL_MS).await?;
+    let rb = b.lock("r", Mode::EX, LockFlags::empty()).await?;
+    b.ping().await?;
+    ensure!(
+        has_event_for(&b, rb),
+        "b's lock was not applied before the ping was answered"
+    );
+    match b.event_for(rb).await?.kind {
+        EventKind::Granted { .. } => {}
+        other => bail!("expected a grant at once, got {other:?}"),
+    }
+    Ok(())
+}
