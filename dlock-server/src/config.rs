@@ -13,7 +13,8 @@ pub struct Config {
     /// Address [`serve`](crate::serve) binds. [`run`](crate::run) takes a bound listener
     /// instead and ignores this.
     pub listen: SocketAddr,
-    /// Directory of the server's durable state (the fencing-token floor).
+    /// Directory of the server's durable state (the fencing-token floor and the record of
+    /// the longest lease granted).
     pub data_dir: PathBuf,
     /// Lease given to a session whose `Hello` asks for 0 (the server default).
     pub default_lease_ttl: Duration,

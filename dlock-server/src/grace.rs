@@ -9,6 +9,14 @@
 //! to the fencing floor), written ahead: the record is raised (fsynced) before a session with
 //! a longer lease is confirmed to its client.
 //!
+//! The grace is measured from the new server's start, not from the crash (which it cannot
+//! know), so it is conservative by the downtime. The record keeps the previous run's value
+//! until a grace that covered it has ended (a crash during the grace must wait as long
+//! again); then it drops to the longest lease of the current run, so one run that granted a
+//! long lease does not make every later restart wait that long. A data directory with a
+//! fencing floor but no record (a server version before the record) is treated as if the
+//! previous run granted the configured maximum lease.
+//!
 //! File format: one line with the longest lease TTL in milliseconds (a decimal number).
 
 use std::fmt;

@@ -16,6 +16,21 @@
 //!   below the highest seen is not applied again (its events come from the replay).
 //! - **Fencing-token floor.** A ceiling persisted (fsynced, written ahead of use) in the data
 //!   directory keeps tokens and ids growing across restarts, even after `kill -9`.
+//! - **Recovery grace after a restart** ([`grace`]). The engine starts empty after a restart,
+//!   but a client of the previous run may still believe it holds its locks until its lease
+//!   runs out. So the server records (fsynced, before the session is confirmed) the longest
+//!   lease it has granted, and a restart on an existing data directory waits that long plus
+//!   [`GRACE_MARGIN`] (100 ms) before granting anything ([`Config::restart_grace`], flag
+//!   `--restart-grace auto|<duration>|0`). Meanwhile connections, handshakes and new sessions
+//!   work as usual; resumes of old sessions are refused (`UnknownSession`), so their clients
+//!   learn at once that their locks are gone; queries, pings, acks and renewals are served at
+//!   once; lock, convert, unlock, cancel and goodbye requests are held in a bounded FIFO
+//!   ([`Config::grace_queue_capacity`], beyond it `RequestError::Overloaded`) and applied in
+//!   arrival order when the grace ends (a request timeout counts from then). A first start on
+//!   a fresh data directory has no grace; so has `--restart-grace 0`, at the risk that a lock
+//!   is granted while a client of the previous run still believes it holds it (fencing tokens
+//!   still protect resources that check them). A graceful shutdown is followed by a grace
+//!   too: a client may have missed the `ShuttingDown` notice.
 //! - **Bounds everywhere.** Connections (a permit before `accept`), frame length, the
 //!   core's inbox, each connection's outbox (a client that does not read is cut off as a
 //!   slow reader), each session's replay buffer, query reply sizes.
