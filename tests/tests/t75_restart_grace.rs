@@ -18,7 +18,12 @@ use tokio::time::Instant;
 #[tokio::test]
 async fn restarted_server_does_not_grant_before_old_holders_see_lost() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let mut server = TestServer::start().await?;
+        // The test helper turns the grace off by default; this test is about it.
+        let config = dlock_server::Config {
+            restart_grace: dlock_server::RestartGrace::Auto,
+            ..TestServer::config()
+        };
+        let mut server = TestServer::start_with(config).await?;
         let proxy = Proxy::start(server.addr()).await?;
         let ttl = Duration::from_secs(2);
         let a = Client::builder(proxy.addr().to_string())

@@ -189,6 +189,12 @@ pub async fn inject(
                 let down = rng.random_range(Duration::ZERO..=cfg.max_down);
                 tokio::time::sleep(down).await;
                 server.restart().await?;
+                // The restarted server grants nothing until the old leases are over (its
+                // recovery grace): let the workload get going again before the next fault.
+                let recover = lease_ttl * 3 / 2;
+                if Instant::now() + recover < until {
+                    tokio::time::sleep(recover).await;
+                }
                 true
             }
         };

@@ -44,7 +44,8 @@ pub struct ChaosConfig {
 impl ChaosConfig {
     /// A bounded run for the test suite: 16 clients on 4 resources with 1 s leases, the
     /// given fault kinds, a seed from the clock (printed by the report), and the checker's
-    /// defaults with `restart_grace` off (see [`CheckConfig::restart_grace`]).
+    /// defaults (strict: a restarted server must wait out the old leases,
+    /// [`CheckConfig::restart_grace`]).
     pub fn for_tests(exe: PathBuf, kinds: &[FaultKind], duration: Duration) -> ChaosConfig {
         ChaosConfig {
             exe,
@@ -56,10 +57,7 @@ impl ChaosConfig {
             },
             seed: super::history::now_us(),
             dir: None,
-            check: CheckConfig {
-                restart_grace: false,
-                ..CheckConfig::default()
-            },
+            check: CheckConfig::default(),
         }
     }
 }
