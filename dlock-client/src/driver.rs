@@ -153,6 +153,9 @@ enum Pending {
     Unlock {
         lock: LockId,
         reply: Option<oneshot::Sender<Result<()>>>,
+        /// This is the plain unlock sent after another unlock of the lock was refused: if it
+        /// is refused too, nothing more is tried.
+        fallback: bool,
     },
     Cancel {
         lock: LockId,
@@ -730,16 +733,20 @@ impl Driver {
                 }
                 let body = Request::Unlock { lock, flags, value };
                 if let Err(e) = self.check_size(&body) {
-                    match reply {
-                        Some(r) => {
-                            let _ = r.send(Err(e));
-                        }
-                        // A dropped guard must still release: without its value.
-                        None => self.send_unlock(lock),
+                    // The guard is gone either way: release the lock without the value, as
+                    // a dropped guard does, and tell the caller why the value was not written.
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(e));
                     }
+                    self.send_unlock(lock, false);
                     return;
                 }
-                self.submit(body, Pending::Unlock { lock, reply }, None);
+                let pending = Pending::Unlock {
+                    lock,
+                    reply,
+                    fallback: false,
+                };
+                self.submit(body, pending, None);
             }
             Op::Cancel { lock, epoch, reply } => {
                 if let Err(e) = self.check_lock(lock, epoch) {
@@ -935,13 +942,50 @@ impl Driver {
         );
     }
 
-    fn send_unlock(&mut self, lock: LockId) {
+    /// Sends a plain unlock nobody waits for (the release of a dropped or consumed guard).
+    fn send_unlock(&mut self, lock: LockId, fallback: bool) {
         let body = Request::Unlock {
             lock,
             flags: LockFlags::empty(),
             value: None,
         };
-        self.submit(body, Pending::Unlock { lock, reply: None }, None);
+        let pending = Pending::Unlock {
+            lock,
+            reply: None,
+            fallback,
+        };
+        self.submit(body, pending, None);
+    }
+
+    /// The server refused an unlock (or did not take it). Whoever sent it no longer has a
+    /// guard (`unlock_with` and `Drop` consume it), so unless the lock is gone anyway it would
+    /// stay held until the session ends: release it as a dropped guard does, with a plain
+    /// unlock, after a cancel if a request on the lock is pending (BUSY, R45). Tried once.
+    fn on_unlock_refused(&mut self, lock: LockId, err: &Error, fallback: bool) {
+        match err {
+            // The server has no such lock: nothing is held, forget it here too.
+            Error::NotFound => {
+                if let Some(e) = self.locks.remove(&lock) {
+                    e.finish(LostReason::Released);
+                }
+                return;
+            }
+            // The session is gone or going, and the locks with it.
+            Error::SessionLost | Error::Closed | Error::ShuttingDown => return,
+            _ => {}
+        }
+        if !self.locks.contains_key(&lock) {
+            return;
+        }
+        if fallback {
+            tracing::warn!(%lock, error = %err, "plain unlock refused; the lock stays held until the session ends");
+            return;
+        }
+        tracing::debug!(%lock, error = %err, "unlock refused; releasing the lock with a plain unlock");
+        if matches!(err, Error::Busy) {
+            self.send_cancel(lock, None);
+        }
+        self.send_unlock(lock, true);
     }
 
     fn remove(&mut self, id: RequestId) -> Option<Outstanding> {
@@ -1156,10 +1200,14 @@ impl Driver {
                     }
                 }
             },
-            Pending::Unlock { lock: l, .. } => {
-                let l = *l;
+            Pending::Unlock { .. } => {
                 let Some(o) = self.remove(id) else { return };
-                let Pending::Unlock { reply, .. } = o.pending else {
+                let Pending::Unlock {
+                    lock: l,
+                    reply,
+                    fallback,
+                } = o.pending
+                else {
                     return;
                 };
                 let res = match kind {
@@ -1169,7 +1217,11 @@ impl Driver {
                         }
                         Ok(())
                     }
-                    other => Err(outcome_error(&other)),
+                    other => {
+                        let err = outcome_error(&other);
+                        self.on_unlock_refused(l, &err, fallback);
+                        Err(err)
+                    }
                 };
                 if let Some(r) = reply {
                     let _ = r.send(res);
@@ -1212,8 +1264,10 @@ impl Driver {
             .session
             .as_ref()
             .map_or_else(|| Arc::new(Lease::new(Instant::now())), |s| s.lease.clone());
+        let lvb_len =
+            usize::try_from(self.view.lvb_len.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         let shared = Arc::new(LockShared::new(
-            lock, self.epoch, resource, mode, token, lease, lost_rx,
+            lock, self.epoch, resource, mode, token, lvb_len, lease, lost_rx,
         ));
         self.locks.insert(
             lock,
@@ -1234,7 +1288,7 @@ impl Driver {
         };
         drop(tx);
         // Nobody wants this grant any more: release it.
-        self.send_unlock(lock);
+        self.send_unlock(lock, false);
     }
 
     fn resolve_cancel(&mut self, lock: LockId, cancelled: RequestId) {
@@ -1269,6 +1323,21 @@ impl Driver {
             }
             (Pending::Ping { reply }, Reply::Pong { server_version }) => {
                 let _ = reply.send(Ok(server_version));
+            }
+            (
+                Pending::Unlock {
+                    lock,
+                    reply,
+                    fallback,
+                },
+                Reply::Error(e),
+            ) => {
+                // Not applied (for example overloaded): the lock is still held.
+                let err = request_error(e);
+                self.on_unlock_refused(lock, &err, fallback);
+                if let Some(r) = reply {
+                    let _ = r.send(Err(err));
+                }
             }
             (pending, Reply::Error(e)) => {
                 if matches!(pending, Pending::Goodbye) && self.close_reply.is_some() {

@@ -111,6 +111,9 @@ pub(crate) struct LockShared {
     /// server lifetime, so a lock of an old session must never be mistaken for a new one).
     pub(crate) epoch: u64,
     pub(crate) resource: Vec<u8>,
+    /// The server's value block length when the lock was granted (values to write are
+    /// checked against it before they are sent).
+    value_block_len: usize,
     /// The local lease of the lock's session.
     lease: Arc<Lease>,
     cell: Mutex<LockCell>,
@@ -128,12 +131,14 @@ struct LockCell {
 }
 
 impl LockShared {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         lock: LockId,
         epoch: u64,
         resource: Vec<u8>,
         mode: Mode,
         token: FencingToken,
+        value_block_len: usize,
         lease: Arc<Lease>,
         lost_rx: oneshot::Receiver<LostReason>,
     ) -> LockShared {
@@ -141,6 +146,7 @@ impl LockShared {
             lock,
             epoch,
             resource,
+            value_block_len,
             lease,
             cell: Mutex::new(LockCell {
                 mode,
@@ -204,6 +210,20 @@ impl LockShared {
             c.lost = Some(LostReason::LocalLeaseLapsed);
         }
         c.lost
+    }
+
+    /// Refuses a value the server would refuse as longer than the value block (R54), before
+    /// it is sent.
+    fn check_value(&self, value: Option<&[u8]>) -> Result<()> {
+        match value {
+            Some(v) if v.len() > self.value_block_len => {
+                Err(Error::Invalid(dlock_core::Invalid::ValueTooLong {
+                    len: v.len(),
+                    max: self.value_block_len,
+                }))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -292,9 +312,13 @@ impl LockGuard {
     }
 
     /// [`convert`](Self::convert) with NOQUEUE, QUECVT, a timeout or value block options.
-    /// `Err(NotQueued | Deadlock | TimedOut | Cancelled)` leave the lock at its old mode.
+    /// `Err(NotQueued | Deadlock | TimedOut | Cancelled)` leave the lock at its old mode, and
+    /// so does every other error. A value longer than
+    /// [`Client::value_block_len`](crate::Client::value_block_len) fails with
+    /// [`Error::Invalid`] before anything is sent.
     pub async fn convert_with(&mut self, mode: Mode, opts: ConvertOptions) -> Result<()> {
         self.check_alive()?;
+        self.shared.check_value(opts.value.as_deref())?;
         let key = next_key();
         let (reply, rx) = oneshot::channel();
         let op = Op::Convert {
@@ -333,11 +357,27 @@ impl LockGuard {
     }
 
     /// Releases the lock, writing or invalidating the value block (R28, R29a).
+    ///
+    /// The guard is consumed whatever the outcome, so the lock is never left held with no
+    /// way to release it:
+    ///
+    /// - A value longer than [`Client::value_block_len`](crate::Client::value_block_len)
+    ///   fails with [`Error::Invalid`] before anything is sent (and a request too large for a
+    ///   frame with [`Error::TooLarge`]), and the lock is released as a dropped guard releases
+    ///   it: a plain unlock that leaves the value block alone.
+    /// - If the server refuses the unlock all the same (INVALID, BUSY, ...), the refusal is
+    ///   returned and the client releases the lock in the background with a plain unlock
+    ///   (after cancelling a pending conversion on BUSY); the value block is not written.
+    /// - [`Error::RequestTimeout`] or [`Error::Disconnected`]: no answer in time; the unlock
+    ///   stays queued and is delivered once the connection is back.
+    /// - [`Error::SessionLost`] or [`Error::Closed`]: the lock was already gone.
     pub async fn unlock_with(mut self, opts: UnlockOptions) -> Result<()> {
         if let Err(e) = self.check_alive() {
             self.done = true;
             return Err(e);
         }
+        // On error `self` is dropped here with `done == false`: `Drop` releases the lock.
+        self.shared.check_value(opts.value.as_deref())?;
         let (reply, rx) = oneshot::channel();
         let op = Op::Unlock {
             lock: self.shared.lock,
@@ -487,6 +527,7 @@ mod tests {
             b"r".to_vec(),
             Mode::EX,
             FencingToken(5),
+            32,
             lease,
             lost_rx,
         ));

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use dlock_client::{Client, Error, LostReason, Mode};
+use dlock_client::{Client, ConvertOptions, Error, Invalid, LostReason, Mode, UnlockOptions};
 use dlock_core::{Event, EventKind, FencingToken, LockId, RequestId, SessionId};
 use dlock_proto::{
     ClientMessage, FrameCodec, Hello, PROTOCOL_VERSION, Refusal, Request, ServerMessage, Welcome,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
@@ -659,6 +659,216 @@ async fn a_lease_that_lapses_while_reconnecting_is_not_resumed_afterwards() -> R
             return Ok(());
         }
         bail!("no fresh session was opened")
+    })
+    .await
+}
+
+/// A granted EX lock on `r` with id `lock`, through the script.
+async fn grant(
+    client: &Client,
+    conn: &mut Conn,
+    seq: &mut u64,
+    lock: LockId,
+) -> Result<dlock_client::LockGuard> {
+    let locking = tokio::spawn({
+        let client = client.clone();
+        async move { client.lock("r", Mode::EX).await }
+    });
+    let (id, _) = recv_request(conn, seq).await?;
+    send_event(conn, seq, Some(id), Some(lock), granted(1)).await?;
+    Ok(locking.await??)
+}
+
+/// Expects a plain unlock of `lock` (no flags, no value: what a dropped guard sends) and
+/// returns its id.
+async fn recv_plain_unlock(conn: &mut Conn, seq: &mut u64, lock: LockId) -> Result<RequestId> {
+    let (id, body) = recv_request(conn, seq).await?;
+    ensure!(
+        body == Request::Unlock {
+            lock,
+            flags: dlock_core::LockFlags::empty(),
+            value: None
+        },
+        "expected a plain unlock of {lock}, got {body:?}"
+    );
+    Ok(id)
+}
+
+fn rejected(reason: dlock_core::Reject) -> EventKind {
+    EventKind::Rejected { reason }
+}
+
+#[tokio::test]
+async fn an_unlock_the_server_refuses_is_followed_by_a_plain_unlock() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let lock = LockId(3);
+        let guard = grant(&client, &mut conn, &mut seq, lock).await?;
+        let lost = guard.lost();
+
+        // The value fits the block length the client was told, yet the server refuses it.
+        let unlocking = tokio::spawn(guard.unlock_with(UnlockOptions::new().value(b"v".to_vec())));
+        let (id, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(
+            matches!(&body, Request::Unlock { value: Some(v), .. } if v == b"v"),
+            "{body:?}"
+        );
+        let too_long = dlock_core::Invalid::ValueTooLong { len: 1, max: 0 };
+        let refusal = rejected(dlock_core::Reject::Invalid(too_long.clone()));
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), refusal).await?;
+        let res = unlocking.await?;
+        ensure!(
+            matches!(&res, Err(Error::Invalid(i)) if *i == too_long),
+            "{res:?}"
+        );
+
+        // The guard is gone, so the client releases the lock itself, without the value.
+        let id = recv_plain_unlock(&mut conn, &mut seq, lock).await?;
+        ensure!(
+            lost.clone().now_or_never().is_none(),
+            "released before the server said so"
+        );
+        send_event(
+            &mut conn,
+            &mut seq,
+            Some(id),
+            Some(lock),
+            EventKind::Unlocked,
+        )
+        .await?;
+        ensure!(lost.await == LostReason::Released);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_busy_unlock_of_a_dropped_guard_cancels_then_unlocks_once() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let lock = LockId(4);
+        let guard = grant(&client, &mut conn, &mut seq, lock).await?;
+        let lost = guard.lost();
+        drop(guard);
+
+        let id = recv_plain_unlock(&mut conn, &mut seq, lock).await?;
+        let busy = rejected(dlock_core::Reject::Busy);
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), busy.clone()).await?;
+        // R45: whatever is pending on the lock is cancelled first, then it is unlocked.
+        let (cid, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(body == Request::Cancel { lock }, "{body:?}");
+        let id = recv_plain_unlock(&mut conn, &mut seq, lock).await?;
+        ensure!(cid < id);
+        // Refused again: the client gives up rather than loop.
+        let not_pending = rejected(dlock_core::Reject::NotPending);
+        send_event(&mut conn, &mut seq, Some(cid), Some(lock), not_pending).await?;
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), busy).await?;
+        ping_round_trip(&client, &mut conn, &mut seq).await?;
+        ensure!(lost.clone().now_or_never().is_none());
+
+        // Until the session ends, which ends the lock too.
+        send_event(&mut conn, &mut seq, None, None, EventKind::SessionExpired).await?;
+        ensure!(lost.await == LostReason::SessionExpired);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_unlock_the_server_did_not_take_is_sent_again_plain() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let lock = LockId(5);
+        let guard = grant(&client, &mut conn, &mut seq, lock).await?;
+        let lost = guard.lost();
+        let unlocking = tokio::spawn(guard.unlock());
+        let id = recv_plain_unlock(&mut conn, &mut seq, lock).await?;
+        conn.send(ServerMessage::Reply {
+            id,
+            body: dlock_proto::Reply::Error(dlock_proto::RequestError::Overloaded),
+        })
+        .await?;
+        let res = unlocking.await?;
+        ensure!(matches!(res, Err(Error::Overloaded)), "{res:?}");
+        let id = recv_plain_unlock(&mut conn, &mut seq, lock).await?;
+        send_event(
+            &mut conn,
+            &mut seq,
+            Some(id),
+            Some(lock),
+            EventKind::Unlocked,
+        )
+        .await?;
+        ensure!(lost.await == LostReason::Released);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn values_longer_than_the_value_block_are_refused_before_sending() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let lock = LockId(6);
+        let len = client.value_block_len();
+        ensure!(len == 32, "the script announces 32, client says {len}");
+        let mut guard = grant(&client, &mut conn, &mut seq, lock).await?;
+        let lost = guard.lost();
+
+        // A conversion keeps its guard: refused, nothing sent, the lock unchanged.
+        let res = guard
+            .convert_with(Mode::NL, ConvertOptions::new().value(vec![1u8; len + 1]))
+            .await;
+        ensure!(
+            matches!(res, Err(Error::Invalid(Invalid::ValueTooLong { len: l, max: 32 })) if l == len + 1),
+            "{res:?}"
+        );
+        ensure!(guard.mode() == Mode::EX);
+
+        // An unlock consumes its guard: refused, and the lock released as by a drop.
+        let res = guard
+            .unlock_with(UnlockOptions::new().value(vec![1u8; len + 1]))
+            .await;
+        ensure!(
+            matches!(res, Err(Error::Invalid(Invalid::ValueTooLong { .. }))),
+            "{res:?}"
+        );
+        // The first request the script sees is that plain unlock (no convert, no value).
+        let id = recv_plain_unlock(&mut conn, &mut seq, lock).await?;
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), EventKind::Unlocked).await?;
+        ensure!(lost.await == LostReason::Released);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_unlock_answered_not_found_forgets_the_lock_without_retrying() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let lock = LockId(7);
+        let guard = grant(&client, &mut conn, &mut seq, lock).await?;
+        let lost = guard.lost();
+        let unlocking = tokio::spawn(guard.unlock());
+        let id = recv_plain_unlock(&mut conn, &mut seq, lock).await?;
+        let not_found = rejected(dlock_core::Reject::NotFound);
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), not_found).await?;
+        let res = unlocking.await?;
+        ensure!(matches!(res, Err(Error::NotFound)), "{res:?}");
+        // The server holds no such lock: nothing is held, nothing more is sent.
+        ensure!(lost.await == LostReason::Released);
+        ping_round_trip(&client, &mut conn, &mut seq).await?;
+        Ok(())
     })
     .await
 }

@@ -114,7 +114,6 @@ async fn r54_value_block_arguments() -> Result<()> {
 /// server, so the lock is still held; the SDK must not leave it held with no way to release
 /// it (the guard was consumed by `unlock_with`).
 #[tokio::test]
-#[ignore = "bug: dlock-client unlock_with refused as INVALID consumes the guard and leaves the lock held until the session ends"]
 async fn r54_rejected_unlock_does_not_leak_the_lock() -> Result<()> {
     bounded(async {
         let server = server().await?;
