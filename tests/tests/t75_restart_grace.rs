@@ -18,7 +18,8 @@ use tokio::time::Instant;
 #[tokio::test]
 async fn restarted_server_does_not_grant_before_old_holders_see_lost() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(30), async {
-        // The test helper turns the grace off by default; this test is about it.
+        // The grace is on by default (`TestServer::no_grace_config` turns it off); it is
+        // spelled out because this test is about it.
         let config = dlock_server::Config {
             restart_grace: dlock_server::RestartGrace::Auto,
             ..TestServer::config()
