@@ -40,8 +40,6 @@ use crate::{Event, EventKind, Mode, SessionId};
 enum Start {
     /// A request about to join the tail of the wait queue.
     TailOfWait,
-    /// A conversion about to join the tail of the convert queue.
-    TailOfConvert,
     /// A queued request: everything ahead of it.
     Before(LockRef),
 }
@@ -106,7 +104,7 @@ impl Core {
         // Converting locks among the reached requests: holders whose own requested mode
         // must not count against their own granted mode ("every other lock", R39 a).
         let mut reached: BTreeMap<LockRef, Mode> = BTreeMap::new();
-        if let (Some(t), false) = (p.this, matches!(p.start, Start::TailOfWait)) {
+        if let Some(t) = p.this {
             // A waiting request holds nothing, so only a conversion needs leaving out.
             if self
                 .locks
@@ -119,7 +117,6 @@ impl Core {
         if let Some(q) = res.queues.as_deref() {
             let (mut cur, mut then_convert) = match p.start {
                 Start::TailOfWait => (q.wait.tail.get(), true),
-                Start::TailOfConvert => (q.convert.tail.get(), false),
                 Start::Before(x) => match self.locks.get(x.0) {
                     Some(l) => (l.prev.get(), matches!(l.status, Status::Waiting { .. })),
                     None => (None, false),
@@ -232,14 +229,14 @@ impl Core {
     fn find_path(
         &self,
         roots: Vec<Step>,
-        target: SessionId,
+        is_target: impl Fn(SessionId) -> bool,
         search: &mut Search,
     ) -> Option<Vec<LockRef>> {
         let mut parent: BTreeMap<SessionId, (Option<SessionId>, Option<LockRef>)> = BTreeMap::new();
         let mut stack: Vec<Step> = roots;
         stack.reverse();
         while let Some((s, from, via)) = stack.pop() {
-            if s == target {
+            if is_target(s) {
                 let mut path: Vec<LockRef> = via.into_iter().collect();
                 let mut cur = from;
                 while let Some(p) = cur {
@@ -270,31 +267,87 @@ impl Core {
         None
     }
 
-    /// R39..R41: whether a request of `owner` for `mode` on `rr`, about to be queued (a new
-    /// request if `conv` is `None`, else the conversion of lock `conv`), closes a cycle.
-    pub(crate) fn closes_cycle(
-        &self,
-        rr: ResRef,
-        owner: SessionId,
-        mode: Mode,
-        conv: Option<LockRef>,
-    ) -> bool {
+    /// R39..R41: whether the conversion of lock `c` of `owner`, already linked (tentatively)
+    /// at the tail of the convert queue, is part of a new cycle.
+    ///
+    /// A queued conversion is ahead of every waiting request (R39), so it changes their edges
+    /// too: a waiter incompatible with it now waits for `owner`, a compatible one inherits
+    /// what the conversion waits for. Every new cycle therefore passes through the
+    /// conversion itself (it is entered from `owner` or from a compatible waiter) or through
+    /// `owner` (entered from an incompatible waiter). Two searches cover both:
+    /// 1. from what the conversion waits for, towards `owner` or the owner of any waiter on
+    ///    the resource (either leads back into the conversion);
+    /// 2. from what `owner`'s other queued requests wait for, towards `owner` or the owner
+    ///    of a waiter incompatible with the conversion (which leads back to `owner`).
+    pub(crate) fn queued_conversion_closes_cycle(&self, c: LockRef, owner: SessionId) -> bool {
+        let Some(lock) = self.locks.get(c.0) else {
+            return false;
+        };
+        let Some(to) = lock.status.requested_mode() else {
+            return false;
+        };
+        let mut waiters = BTreeSet::new();
+        let mut blocked = BTreeSet::new();
+        if let Some(q) = self
+            .resources
+            .get(lock.res.0)
+            .and_then(|r| r.queues.as_deref())
+        {
+            for (_, w) in q.wait.iter(&self.locks) {
+                waiters.insert(w.session);
+                if w.status
+                    .requested_mode()
+                    .is_some_and(|m| !m.is_compatible(to))
+                {
+                    blocked.insert(w.session);
+                }
+            }
+        }
+        let mut search = Search::new(self.config.max_deadlock_search, true);
+        let Ok(w) = self.waits_of_queued(c, &mut search) else {
+            return false;
+        };
+        let roots = w.into_iter().map(|t| (t, None, None)).collect();
+        let into_conversion = |s: SessionId| s == owner || waiters.contains(&s);
+        if self
+            .find_path(roots, into_conversion, &mut search)
+            .is_some()
+        {
+            return true;
+        }
+        let mut search = Search::new(self.config.max_deadlock_search, true);
+        let mut roots = Vec::new();
+        if let Some(session) = self.sessions.get(&owner) {
+            for id in &session.pending {
+                let Some(&z) = self.lock_ids.get(id).filter(|&&z| z != c) else {
+                    continue;
+                };
+                let Ok(w) = self.waits_of_queued(z, &mut search) else {
+                    return false;
+                };
+                roots.extend(w.into_iter().map(|t| (t, None, None)));
+            }
+        }
+        let into_owner = |s: SessionId| s == owner || blocked.contains(&s);
+        self.find_path(roots, into_owner, &mut search).is_some()
+    }
+
+    /// R39..R41: whether a new request of `owner` for `mode` on `rr`, about to join the tail
+    /// of the wait queue, closes a cycle. Nothing is queued behind it, so it only adds its
+    /// own edges: a cycle exists when what it waits for reaches `owner`.
+    pub(crate) fn closes_cycle(&self, rr: ResRef, owner: SessionId, mode: Mode) -> bool {
         // Every edge points at the owner of some lock; a session with no lock yet has no
         // incoming edge, so no cycle can pass through it (the common case: a client waiting
         // for its first lock, however deep the queue).
-        if conv.is_none() && self.sessions.get(&owner).is_none_or(|s| s.locks.is_empty()) {
+        if self.sessions.get(&owner).is_none_or(|s| s.locks.is_empty()) {
             return false;
         }
         let mut search = Search::new(self.config.max_deadlock_search, true);
         let p = Probe {
             res: rr,
             mode,
-            this: conv,
-            start: if conv.is_some() {
-                Start::TailOfConvert
-            } else {
-                Start::TailOfWait
-            },
+            this: None,
+            start: Start::TailOfWait,
         };
         let mut w = Vec::new();
         if self.waits_of(p, &mut search, &mut w).is_err() {
@@ -303,7 +356,7 @@ impl Core {
         w.sort_unstable();
         w.dedup();
         let roots = w.into_iter().map(|t| (t, None, None)).collect();
-        self.find_path(roots, owner, &mut search).is_some()
+        self.find_path(roots, |s| s == owner, &mut search).is_some()
     }
 
     /// R40, R41: after `owner` converted a lock in place to a stronger mode, refuses the
@@ -333,7 +386,7 @@ impl Core {
                 };
                 roots.extend(w.into_iter().map(|t| (t, None, Some(x))));
             }
-            let Some(path) = self.find_path(roots, owner, &mut search) else {
+            let Some(path) = self.find_path(roots, |s| s == owner, &mut search) else {
                 return;
             };
             let age = |r: &LockRef| {

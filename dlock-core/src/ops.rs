@@ -153,7 +153,7 @@ impl Core {
             return;
         }
         // R40, R41: the arriving request is the youngest on any cycle it closes.
-        if self.closes_cycle(rr, session, q.mode, None) {
+        if self.closes_cycle(rr, session, q.mode) {
             out.push(reply(session, request, None, EventKind::Deadlock));
             return;
         }
@@ -272,11 +272,6 @@ impl Core {
             out.push(reject(session, request, Some(id), reason));
             return;
         }
-        // R20, R41: a conversion that would close a cycle is refused; the lock keeps `from`.
-        if self.closes_cycle(rr, session, to, Some(r)) {
-            out.push(reply(session, request, Some(id), EventKind::Deadlock));
-            return;
-        }
         let deadline = q.timeout_ms.map(|t| self.clock_ms.saturating_add(t));
         let pending = Box::new(Pending {
             request,
@@ -289,6 +284,7 @@ impl Core {
             res.queues_mut().modes[to.index()] += 1;
         }
         let clock = self.clock_ms;
+        let mut since = clock;
         if let Some(l) = self.locks.get_mut(r.0) {
             if let Status::Granted { token, .. } = l.status {
                 l.status = Status::Converting {
@@ -298,16 +294,52 @@ impl Core {
                     pending,
                 };
             }
-            l.since_ms = clock;
+            since = std::mem::replace(&mut l.since_ms, clock);
         }
         if let Some(s) = self.sessions.get_mut(&session) {
             s.pending.insert(id);
+        }
+        // R20, R40, R41: the conversion is linked tentatively because, ahead of every
+        // waiter, it also changes their edges. If it closes a cycle it is refused, as the
+        // youngest request involved, and the lock goes back to `from` untouched.
+        if self.queued_conversion_closes_cycle(r, session) {
+            self.unqueue_conversion(r, since);
+            out.push(reply(session, request, Some(id), EventKind::Deadlock));
+            return;
         }
         if let Some(d) = deadline {
             self.timers.insert((d, Timer::Request(id)));
         }
         out.push(reply(session, request, Some(id), EventKind::Queued));
         self.collect_basts(rr, to, fx);
+    }
+
+    /// Undoes the tentative queueing of a conversion refused as a deadlock victim.
+    fn unqueue_conversion(&mut self, r: LockRef, since_ms: u64) {
+        let Some(lock) = self.locks.get(r.0) else {
+            return;
+        };
+        let (id, session, rr) = (lock.id, lock.session, lock.res);
+        let Status::Converting {
+            from, to, token, ..
+        } = lock.status
+        else {
+            return;
+        };
+        self.relink(r, rr, Queue::Convert, Queue::Grant);
+        if let Some(res) = self.resources.get_mut(rr.0) {
+            if let Some(q) = res.queues.as_mut() {
+                q.modes[to.index()] -= 1;
+            }
+            res.shrink();
+        }
+        if let Some(l) = self.locks.get_mut(r.0) {
+            l.status = Status::Granted { mode: from, token };
+            l.since_ms = since_ms;
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.pending.remove(&id);
+        }
     }
 
     /// Grants a conversion on arrival: new mode and token, value block per R26/R29a, reply.

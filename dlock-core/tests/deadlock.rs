@@ -193,3 +193,76 @@ fn deep_fifo_search_stays_linear_and_finds_the_cycle_within_the_bound() {
     let (_, ev) = h.lock(n, 2, "hot", Mode::EX);
     assert_eq!(ev, vec![deadlock(n, 2, None)]);
 }
+
+#[test]
+fn r39_r40_queued_conversion_closes_a_cycle_through_a_waiter_behind_it() {
+    let mut h = H::new();
+    let (a, b, c, d) = (h.open("a"), h.open("b"), h.open("c"), h.open("d"));
+    let (la, _) = h.lock(a, 1, "cq", Mode::PR); // idx 5
+    let (lc, _) = h.lock(c, 1, "cq", Mode::CR); // idx 6
+    let (lb, _) = h.lock(b, 1, "cq", Mode::NL); // idx 7
+    let (ld, _) = h.lock(d, 1, "cq", Mode::NL); // idx 8
+    // b: NL->PW waits for a's PR and keeps the convert queue non-empty.
+    assert_eq!(
+        h.convert(b, 2, lb, Mode::PW),
+        vec![queued(b, 2, lb), blocking(a, la, Mode::PW)]
+    );
+    // c: a second CR lock, compatible with every holder, waits behind the conversion.
+    let (lc2, ev) = h.lock(c, 2, "cq", Mode::CR); // idx 10
+    assert_eq!(ev, vec![queued(c, 2, lc2)]);
+    // d: NL->EX waits for a's PR and c's CR; queued, it would be ahead of c's CR request,
+    // which would then wait for d: a cycle d -> c -> d, so d's conversion is refused.
+    assert_eq!(
+        h.convert(d, 2, ld, Mode::EX),
+        vec![deadlock(d, 2, Some(ld))]
+    );
+    assert_eq!(
+        h.queues("cq"),
+        (
+            vec![la, lc, lb, ld]
+                .into_iter()
+                .filter(|&l| l != lb)
+                .collect(),
+            vec![lb],
+            vec![lc2]
+        )
+    );
+    assert_eq!(edges(&h), vec![(2, 1), (3, 1)]);
+}
+
+#[test]
+fn r39_r40_queued_conversion_closes_a_cycle_not_through_its_owner() {
+    let mut h = H::new();
+    let (d, e, f, g, k) = (
+        h.open("d"),
+        h.open("e"),
+        h.open("f"),
+        h.open("g"),
+        h.open("k"),
+    );
+    let (lk, _) = h.lock(k, 1, "r", Mode::PR); // idx 6
+    let (lf, _) = h.lock(f, 1, "r", Mode::CR); // idx 7
+    let (lg, _) = h.lock(g, 1, "r", Mode::NL); // idx 8
+    let (ld, _) = h.lock(d, 1, "r", Mode::NL); // idx 9
+    // g: NL->PW waits for k's PR.
+    assert_eq!(
+        h.convert(g, 2, lg, Mode::PW),
+        vec![queued(g, 2, lg), blocking(k, lk, Mode::PW)]
+    );
+    // f waits for e on "s".
+    let (les, _) = h.lock(e, 1, "s", Mode::EX); // idx 11
+    let (lfs, ev) = h.lock(f, 2, "s", Mode::EX); // idx 12
+    assert_eq!(ev, vec![queued(f, 2, lfs), blocking(e, les, Mode::EX)]);
+    // e's NL on "r" waits behind g's conversion and, through it (R39 b), for k only.
+    let (le, ev) = h.lock(e, 2, "r", Mode::NL); // idx 13
+    assert_eq!(ev, vec![queued(e, 2, le)]);
+    assert_eq!(edges(&h), vec![(2, 5), (3, 2), (4, 5)]);
+    // d's NL->EX would be queued ahead of e's NL, which would then inherit what it waits
+    // for, f's CR among it: e -> f -> e, a cycle that does not pass through d. Refused.
+    assert_eq!(
+        h.convert(d, 2, ld, Mode::EX),
+        vec![deadlock(d, 2, Some(ld))]
+    );
+    assert_eq!(h.queues("r"), (vec![lk, lf, ld], vec![lg], vec![le]));
+    assert_eq!(edges(&h), vec![(2, 5), (3, 2), (4, 5)]);
+}

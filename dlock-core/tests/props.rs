@@ -309,6 +309,18 @@ impl Model {
         false
     }
 
+    /// Whether the wait-for graph has a cycle anywhere (checked from every session).
+    fn any_cycle(&self) -> bool {
+        self.sessions.keys().any(|&s| {
+            let w: BTreeSet<u64> = self
+                .pending_of(s)
+                .into_iter()
+                .flat_map(|x| self.waits_of(x))
+                .collect();
+            self.reaches(w, s)
+        })
+    }
+
     /// The same depth-first search order the engine documents, over the literal relation.
     fn cycle_through(&self, owner: u64) -> Option<Vec<u64>> {
         let mut stack: Vec<(u64, Option<u64>, Option<u64>)> = Vec::new();
@@ -479,16 +491,16 @@ impl Model {
                 if flags.contains(LockFlags::NOQUEUE) {
                     return;
                 }
-                let pos = self.res[&name].wait.len();
-                let w = self.waits(&name, None, *mode, Q::Wait, pos);
-                if self.reaches(w, session.0) {
-                    return;
-                }
+                // Queue it; refused if the graph now has a cycle (R40, R41).
                 lock.gr = None;
                 lock.rq = Some(*mode);
                 lock.deadline = timeout_ms.map(|t| self.clock + t);
                 self.res.get_mut(&name).unwrap().wait.push(input.index);
                 self.locks.insert(input.index, lock);
+                if self.any_cycle() {
+                    self.res.get_mut(&name).unwrap().wait.pop();
+                    self.locks.remove(&input.index);
+                }
             }
             Command::Convert {
                 session,
@@ -529,19 +541,25 @@ impl Model {
                 if flags.contains(LockFlags::NOQUEUE) {
                     return;
                 }
-                let pos = self.res[&name].convert.len();
-                let w = self.waits(&name, Some(lock.0), to, Q::Convert, pos);
-                if self.reaches(w, session.0) {
-                    return;
-                }
+                // Queue it; refused if the graph now has a cycle (R20, R40, R41).
                 let clock = self.clock;
                 let l = self.locks.get_mut(&lock.0).unwrap();
+                let old_age = l.age;
                 l.rq = Some(to);
                 l.age = input.index;
                 l.deadline = timeout_ms.map(|t| clock + t);
                 let r = self.res.get_mut(&name).unwrap();
                 r.grant.retain(|&x| x != lock.0);
                 r.convert.push(lock.0);
+                if self.any_cycle() {
+                    let l = self.locks.get_mut(&lock.0).unwrap();
+                    l.rq = None;
+                    l.age = old_age;
+                    l.deadline = None;
+                    let r = self.res.get_mut(&name).unwrap();
+                    r.convert.pop();
+                    r.grant.push(lock.0);
+                }
             }
             Command::Unlock { session, lock, .. } => {
                 if self.live(*session)
