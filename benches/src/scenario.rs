@@ -153,7 +153,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 /// After this many failed operations a client stops.
 const MAX_ERRORS_PER_CLIENT: u64 = 100;
 
-/// The last release on the shared key: who released and when (handoff scenario).
+/// The last release on the shared key: who released and when (contended and handoff).
 type LastRelease = Arc<Mutex<Option<(usize, Instant)>>>;
 
 /// The timed scenarios: every client cycles acquire + release until the window ends.
