@@ -380,3 +380,39 @@ async fn r40_queued_conversion_closes_cycle_through_waiter_behind_it() -> Result
     })
     .await
 }
+
+/// R39, R40: a cycle of length one closed by a queued conversion: the session's own waiting
+/// request, queued behind the convert queue, is incompatible with the session's arriving
+/// conversion, which goes ahead of it; the conversion is refused.
+#[tokio::test]
+#[ignore = "bug: dlock-core closes_cycle misses the edges a queued conversion gives the waiters behind it"]
+async fn r40_queued_conversion_ahead_of_own_waiting_request() -> Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let c = clients(&server, 3).await?;
+        let (a, b, s) = (&c[0], &c[1], &c[2]);
+        let _ga = a.lock("own", Mode::PR).await?;
+        let mut gb = b.lock("own", Mode::NL).await?;
+        let mut gs = s.lock("own", Mode::NL).await?;
+        // b: NL->PW, blocked by a's PR: keeps the convert queue non-empty.
+        let mut pb = start_convert(&mut gb, Mode::PW);
+        send_then_query(&mut pb, b, "own").await?;
+        // s: a CR request, compatible with every holder, waits behind the conversion.
+        let mut pw = start_lock(s, "own", Mode::CR);
+        send_then_query(&mut pw, s, "own").await?;
+        // s: NL->EX would go ahead of s's own CR request, which EX blocks: s waits for s.
+        let r = within("s's conversion", gs.convert(Mode::EX)).await;
+        let info = res(a, "own").await?;
+        ensure!(
+            matches!(r, Ok(Err(Error::Deadlock))),
+            "expected DEADLOCK for s's conversion, got {r:?}; queues: {info:?}"
+        );
+        ensure!(gs.mode() == Mode::NL);
+        ensure!(
+            waiting(&info) == vec![(s.session_id(), Mode::CR)],
+            "{info:?}"
+        );
+        Ok(())
+    })
+    .await
+}
