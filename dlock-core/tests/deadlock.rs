@@ -266,3 +266,24 @@ fn r39_r40_queued_conversion_closes_a_cycle_not_through_its_owner() {
     assert_eq!(h.queues("r"), (vec![lk, lf, ld], vec![lg], vec![le]));
     assert_eq!(edges(&h), vec![(2, 5), (3, 2), (4, 5)]);
 }
+
+#[test]
+fn r39_r40_queued_conversion_ahead_of_its_own_sessions_waiting_request() {
+    let mut h = H::new();
+    let (a, b, s) = (h.open("a"), h.open("b"), h.open("s"));
+    let (la, _) = h.lock(a, 1, "own", Mode::PR); // idx 4
+    let (lb, _) = h.lock(b, 1, "own", Mode::NL); // idx 5
+    let (ls, _) = h.lock(s, 1, "own", Mode::NL); // idx 6
+    assert_eq!(
+        h.convert(b, 2, lb, Mode::PW),
+        vec![queued(b, 2, lb), blocking(a, la, Mode::PW)]
+    );
+    let (lw, ev) = h.lock(s, 2, "own", Mode::CR); // idx 8
+    assert_eq!(ev, vec![queued(s, 2, lw)]);
+    // NL->EX would go ahead of s's own CR request, which EX blocks: s would wait for s.
+    assert_eq!(
+        h.convert(s, 3, ls, Mode::EX),
+        vec![deadlock(s, 3, Some(ls))]
+    );
+    assert_eq!(h.queues("own"), (vec![la, ls], vec![lb], vec![lw]));
+}
