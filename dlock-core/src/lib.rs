@@ -71,8 +71,11 @@
 //!   (R32). Per lock, a notification for a mode already covered since its last grant is
 //!   dropped (PR and CW unordered).
 //! - Deadlocks (R39..R41): a request about to be queued that closes a cycle is refused
-//!   (it is the youngest); after a conversion granted in place that strengthens a mode,
-//!   the youngest queued request of each new cycle is refused, one cycle at a time.
+//!   (it is the youngest). A queued conversion goes ahead of every waiting request, so the
+//!   cycles it closes may run through those waiters' new edges, even without passing
+//!   through its own session; they are searched too. After a conversion granted in place
+//!   that strengthens a mode, the youngest queued request of each new cycle is refused,
+//!   one cycle at a time.
 //! - `Tick`: due timers run in deadline order, a lease before a request timeout at the
 //!   same instant. Expired sessions are removed first; the grant passes they enable run
 //!   before any request deadline is judged, so a request that became grantable in time is
