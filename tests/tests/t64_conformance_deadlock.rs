@@ -343,7 +343,6 @@ async fn r41_in_place_conversion_refuses_youngest_not_converter() -> Result<()> 
 /// queued CR request, behind d's conversion, then waits for d: a cycle closed by the arriving
 /// conversion, which must be refused.
 #[tokio::test]
-#[ignore = "bug: dlock-core closes_cycle misses the edges a queued conversion gives the waiters behind it"]
 async fn r40_queued_conversion_closes_cycle_through_waiter_behind_it() -> Result<()> {
     bounded(async {
         let server = server().await?;
@@ -385,7 +384,6 @@ async fn r40_queued_conversion_closes_cycle_through_waiter_behind_it() -> Result
 /// request, queued behind the convert queue, is incompatible with the session's arriving
 /// conversion, which goes ahead of it; the conversion is refused.
 #[tokio::test]
-#[ignore = "bug: dlock-core closes_cycle misses the edges a queued conversion gives the waiters behind it"]
 async fn r40_queued_conversion_ahead_of_own_waiting_request() -> Result<()> {
     bounded(async {
         let server = server().await?;
