@@ -159,8 +159,10 @@
 //! - **Local lease.** If the client cannot get a renewal confirmed in time (a network
 //!   partition, a black hole), it declares its locks lost ([`LostReason::LocalLeaseLapsed`])
 //!   at `last confirmed renewal + TTL − safety margin`, which is *before* the server can
-//!   give them to anyone else. Watch [`LockGuard::lost`] and stop touching the protected
-//!   resource when it fires:
+//!   give them to anyone else. [`LockGuard::is_lost`] and [`LockGuard::lost`] compare the
+//!   clock with that deadline themselves, so a process that was paused past it (a stalled
+//!   VM, a long GC pause) sees the loss at its first look, before any background timer has
+//!   run. Watch [`LockGuard::lost`] and stop touching the protected resource when it fires:
 //!
 //! ```no_run
 //! # async fn work() {}
