@@ -190,3 +190,26 @@ async fn restart_grace_zero_grants_at_once() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_during_the_grace_waits_out_the_old_leases_again() -> Result<()> {
+    let (mut server, _a, _) = holder_then_restart(TestServer::config()).await?;
+    // A session with a shorter lease during the grace must not shorten the next grace: the
+    // 3 s lease of the first run may still be running.
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", 1_000).await?;
+    b.ping().await?;
+    server.restart().await?;
+    let restarted = Instant::now();
+    let mut c = RawClient::connect_with_ttl(server.addr(), "c", 5_000).await?;
+    let rc = c.lock("r", Mode::EX, LockFlags::empty()).await?;
+    match c.event_for(rc).await?.kind {
+        EventKind::Granted { .. } => {}
+        other => bail!("expected a grant after the grace, got {other:?}"),
+    }
+    let granted_after = restarted.elapsed();
+    ensure!(
+        granted_after >= Duration::from_millis(OLD_TTL_MS),
+        "granted {granted_after:?} after the second restart, within the first run's 3 s lease"
+    );
+    Ok(())
+}
