@@ -25,9 +25,9 @@
 //! found is refused, and the search repeats until none is left).
 //!
 //! Bound: one search examines at most `Config::max_deadlock_search` lock entries
-//! (predecessors and holders, counted across all the requests it expands). A search that
-//! reaches the bound stops and reports no deadlock: a documented false negative, never a
-//! false positive (R42).
+//! (predecessors and holders, counted across all the requests it expands); a queued
+//! conversion runs two searches. A search that reaches the bound stops and reports no
+//! deadlock: a documented false negative, never a false positive (R42).
 
 use std::collections::{BTreeMap, BTreeSet};
 
