@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dlock_core::{Mode, ResourceInfo, SessionId, SessionInfo};
+use dlock_core::{LockId, Mode, ResourceInfo, SessionId, SessionInfo};
 use dlock_proto::{Query, Reply};
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,7 +12,10 @@ use crate::driver::{self, Settings};
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::op::{AbandonOnDrop, Op, next_key};
-use crate::options::LockOptions;
+use crate::options::{ConvertOptions, LockOptions, UnlockOptions};
+use crate::pending::{
+    CancelOutcome, First, PendingConvert, PendingLock, cancel_lock, first_answer,
+};
 
 /// The answer to [`Client::ping`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,9 +100,10 @@ impl Client {
             key,
             resource: resource.as_ref().to_vec(),
             mode,
-            flags: opts.flags(),
+            flags: opts.wire_flags(),
             timeout_ms: opts.timeout_ms(),
             reply,
+            queued: None,
         };
         self.send(op)?;
         let abandon = AbandonOnDrop::new(&self.inner.tx, key);
@@ -149,6 +153,93 @@ impl Client {
             Reply::Session(s) => Ok(s),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Sends a lock request and returns as soon as the server has answered it, granted at
+    /// once or queued, instead of waiting for the grant. The [`PendingLock`] names the lock
+    /// while it waits, can cancel it explicitly and learn the outcome
+    /// ([`PendingLock::cancel`]), and waits for the grant with [`PendingLock::granted`].
+    ///
+    /// Refusals and "not granted" outcomes that come as the first answer (NOT_QUEUED,
+    /// DEADLOCK, INVALID, ...) are returned as errors here. Dropping this future before the
+    /// answer, or the `PendingLock` after it, cancels the request.
+    pub async fn lock_request(
+        &self,
+        resource: impl AsRef<[u8]>,
+        mode: Mode,
+        opts: LockOptions,
+    ) -> Result<PendingLock> {
+        let key = next_key();
+        let (reply, mut rx) = oneshot::channel();
+        let (queued, queued_rx) = oneshot::channel();
+        let op = Op::Lock {
+            key,
+            resource: resource.as_ref().to_vec(),
+            mode,
+            flags: opts.wire_flags(),
+            timeout_ms: opts.timeout_ms(),
+            reply,
+            queued: Some(queued),
+        };
+        self.send(op)?;
+        let abandon = AbandonOnDrop::new(&self.inner.tx, key);
+        let first = first_answer(queued_rx, &mut rx).await;
+        abandon.disarm();
+        let tx = self.inner.tx.clone();
+        Ok(match first? {
+            First::Done(guard) => PendingLock::granted_at_once(tx, guard),
+            First::Queued(lock) => PendingLock::queued(tx, lock, key, rx),
+        })
+    }
+
+    /// **Low level, for tools and conformance tests:** converts the lock with id `lock`,
+    /// whatever it is, and returns once the server has answered (granted at once, or
+    /// queued: see [`PendingConvert`]). Any id goes to the server, which judges it: an
+    /// unknown id or another session's lock gives [`Error::NotFound`] (R6, R52), a lock with
+    /// a pending request [`Error::Busy`] (R15), bad arguments [`Error::Invalid`] (R54,
+    /// R56). Prefer [`LockGuard::convert`] in applications.
+    ///
+    /// If the id is a lock of one of this client's guards, a granted conversion updates the
+    /// guard's [`mode`](LockGuard::mode) and [`token`](LockGuard::token) (a value read goes
+    /// to the [`Converted`](crate::Converted) outcome, not to the guard).
+    pub async fn convert_by_id(
+        &self,
+        lock: LockId,
+        mode: Mode,
+        opts: ConvertOptions,
+    ) -> Result<PendingConvert> {
+        convert_op(&self.inner.tx, lock, None, mode, opts).await
+    }
+
+    /// **Low level, for tools and conformance tests:** unlocks the lock with id `lock`,
+    /// whatever it is, and waits for the server's answer. Unknown or foreign ids give
+    /// [`Error::NotFound`], a lock with a pending request [`Error::Busy`] (R45), bad flags
+    /// [`Error::Invalid`]; a refusal changes nothing (no plain unlock is sent in its place,
+    /// unlike [`LockGuard::unlock_with`]). Prefer [`LockGuard::unlock`] in applications.
+    ///
+    /// If the id is a lock of one of this client's guards and the unlock succeeds, that
+    /// guard's lock is over: its [`lost`](LockGuard::lost) completes with
+    /// [`LostReason::Released`](crate::LostReason::Released), its operations fail with
+    /// [`Error::NotFound`] and dropping it sends nothing.
+    pub async fn unlock_by_id(&self, lock: LockId, opts: UnlockOptions) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Unlock {
+            lock,
+            epoch: None,
+            flags: opts.wire_flags(),
+            value: opts.value,
+            reply: Some(reply),
+        })?;
+        rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// **Low level, for tools and conformance tests:** cancels the pending request or
+    /// conversion of the lock with id `lock` (R46, R47) and waits for the answer.
+    /// [`CancelOutcome::NotPending`] if nothing was pending (R48); unknown or foreign ids
+    /// give [`Error::NotFound`] (R52). The cancelled request's own caller (a
+    /// [`PendingLock`], a `convert` future, ...) sees [`Error::Cancelled`].
+    pub async fn cancel_by_id(&self, lock: LockId) -> Result<CancelOutcome> {
+        cancel_lock(&self.inner.tx, lock).await
     }
 
     /// Checks that the server answers; returns its version and the round trip time.
@@ -212,6 +303,30 @@ impl Client {
     fn send(&self, op: Op) -> Result<()> {
         self.inner.tx.send(op).map_err(|_| Error::Closed)
     }
+}
+
+/// Sends a conversion (`epoch: None` by id) and waits for the server's first answer.
+pub(crate) async fn convert_op(
+    tx: &mpsc::UnboundedSender<Op>,
+    lock: LockId,
+    epoch: Option<u64>,
+    mode: Mode,
+    opts: ConvertOptions,
+) -> Result<PendingConvert> {
+    let (reply, rx) = oneshot::channel();
+    let (queued, queued_rx) = oneshot::channel();
+    let op = Op::Convert {
+        key: next_key(),
+        lock,
+        epoch,
+        mode,
+        flags: opts.wire_flags(),
+        value: opts.value.clone(),
+        timeout_ms: opts.timeout_ms(),
+        reply,
+        queued: Some(queued),
+    };
+    PendingConvert::start(tx.clone(), lock, op, rx, queued_rx).await
 }
 
 fn unexpected(reply: &Reply) -> Error {

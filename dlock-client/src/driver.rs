@@ -142,6 +142,8 @@ enum Pending {
         key: u64,
         resource: Vec<u8>,
         reply: Option<oneshot::Sender<Result<LockGuard>>>,
+        /// Told the lock id on "queued" (a [`PendingLock`](crate::PendingLock) waits for it).
+        queued: Option<oneshot::Sender<LockId>>,
         lock: Option<LockId>,
         abandoned: bool,
     },
@@ -149,10 +151,15 @@ enum Pending {
         key: u64,
         lock: LockId,
         reply: Option<oneshot::Sender<Result<Grant>>>,
+        /// Told the lock id on "queued".
+        queued: Option<oneshot::Sender<LockId>>,
     },
     Unlock {
         lock: LockId,
         reply: Option<oneshot::Sender<Result<()>>>,
+        /// Sent by id ([`Client::unlock_by_id`](crate::Client::unlock_by_id)): a refusal is
+        /// only reported, nothing is released in its place.
+        by_id: bool,
         /// This is the plain unlock sent after another unlock of the lock was refused: if it
         /// is refused too, nothing more is tried.
         fallback: bool,
@@ -428,15 +435,25 @@ impl Driver {
         o.deadline = None;
         match &mut o.pending {
             Pending::Lock {
-                reply, abandoned, ..
+                reply,
+                abandoned,
+                queued,
+                ..
             } => {
                 // The request stays outstanding: if it is granted after all, it is released.
+                *queued = None;
                 if let Some(r) = reply.take() {
                     let _ = r.send(Err(clone_error(&err)));
                 }
                 *abandoned = true;
             }
-            Pending::Convert { reply, lock, .. } => {
+            Pending::Convert {
+                reply,
+                lock,
+                queued,
+                ..
+            } => {
+                *queued = None;
                 if let Some(r) = reply.take() {
                     let _ = r.send(Err(clone_error(&err)));
                 }
@@ -665,6 +682,7 @@ impl Driver {
                 flags,
                 timeout_ms,
                 reply,
+                queued,
             } => {
                 let body = Request::Lock {
                     resource: resource.clone(),
@@ -681,6 +699,7 @@ impl Driver {
                     key,
                     resource,
                     reply: Some(reply),
+                    queued,
                     lock: None,
                     abandoned: false,
                 };
@@ -695,6 +714,7 @@ impl Driver {
                 value,
                 timeout_ms,
                 reply,
+                queued,
             } => {
                 if let Err(e) = self.check_lock(lock, epoch) {
                     let _ = reply.send(Err(e));
@@ -715,6 +735,7 @@ impl Driver {
                     key,
                     lock,
                     reply: Some(reply),
+                    queued,
                 };
                 self.submit(body, pending, Some(key));
             }
@@ -733,6 +754,13 @@ impl Driver {
                 }
                 let body = Request::Unlock { lock, flags, value };
                 if let Err(e) = self.check_size(&body) {
+                    if epoch.is_none() {
+                        // By id: nothing was given up, so nothing is released in its place.
+                        if let Some(r) = reply {
+                            let _ = r.send(Err(e));
+                        }
+                        return;
+                    }
                     // The guard is gone either way: release the lock without the value, as
                     // a dropped guard does, and tell the caller why the value was not written.
                     if let Some(r) = reply {
@@ -744,6 +772,7 @@ impl Driver {
                 let pending = Pending::Unlock {
                     lock,
                     reply,
+                    by_id: epoch.is_none(),
                     fallback: false,
                 };
                 self.submit(body, pending, None);
@@ -766,7 +795,12 @@ impl Driver {
         }
     }
 
-    fn check_lock(&self, lock: LockId, epoch: u64) -> Result<()> {
+    /// A guard's operation needs its lock in this session; an operation by id (`epoch:
+    /// None`) goes to the server whatever the id.
+    fn check_lock(&self, lock: LockId, epoch: Option<u64>) -> Result<()> {
+        let Some(epoch) = epoch else {
+            return Ok(());
+        };
         match self.locks.get(&lock) {
             Some(e) if e.shared.epoch == epoch => Ok(()),
             _ => Err(Error::SessionLost),
@@ -811,11 +845,13 @@ impl Driver {
         match &mut o.pending {
             Pending::Lock {
                 reply,
+                queued,
                 lock,
                 abandoned,
                 ..
             } => {
                 *reply = None;
+                *queued = None;
                 *abandoned = true;
                 if let Some(lock) = *lock {
                     // Queued: cancel it. If the grant raced the cancel, the Granted event
@@ -824,8 +860,14 @@ impl Driver {
                 }
                 // Otherwise the Queued or Granted answer is still to come and acts then.
             }
-            Pending::Convert { reply, lock, .. } => {
+            Pending::Convert {
+                reply,
+                queued,
+                lock,
+                ..
+            } => {
                 *reply = None;
+                *queued = None;
                 let lock = *lock;
                 self.send_cancel(lock, None);
             }
@@ -952,6 +994,7 @@ impl Driver {
         let pending = Pending::Unlock {
             lock,
             reply: None,
+            by_id: false,
             fallback,
         };
         self.submit(body, pending, None);
@@ -1123,10 +1166,14 @@ impl Driver {
             Pending::Lock {
                 lock: lock_slot,
                 abandoned,
+                queued,
                 ..
             } => match kind {
                 EventKind::Queued => {
                     *lock_slot = lock;
+                    if let (Some(q), Some(l)) = (queued.take(), lock) {
+                        let _ = q.send(l);
+                    }
                     let abandoned = *abandoned;
                     self.clear_deadline(id);
                     if abandoned {
@@ -1174,8 +1221,15 @@ impl Driver {
                     }
                 }
             },
-            Pending::Convert { lock: l, .. } => match kind {
-                EventKind::Queued => self.clear_deadline(id),
+            Pending::Convert {
+                lock: l, queued, ..
+            } => match kind {
+                EventKind::Queued => {
+                    if let Some(q) = queued.take() {
+                        let _ = q.send(*l);
+                    }
+                    self.clear_deadline(id);
+                }
                 EventKind::Granted {
                     mode,
                     token,
@@ -1191,7 +1245,12 @@ impl Driver {
                         ..
                     }) = self.remove(id)
                     {
-                        let _ = r.send(Ok(Grant { value, value_valid }));
+                        let _ = r.send(Ok(Grant {
+                            mode,
+                            token,
+                            value,
+                            value_valid,
+                        }));
                     }
                 }
                 other => {
@@ -1205,6 +1264,7 @@ impl Driver {
                 let Pending::Unlock {
                     lock: l,
                     reply,
+                    by_id,
                     fallback,
                 } = o.pending
                 else {
@@ -1219,7 +1279,9 @@ impl Driver {
                     }
                     other => {
                         let err = outcome_error(&other);
-                        self.on_unlock_refused(l, &err, fallback);
+                        if !by_id || matches!(err, Error::NotFound) {
+                            self.on_unlock_refused(l, &err, fallback);
+                        }
                         Err(err)
                     }
                 };
@@ -1328,13 +1390,16 @@ impl Driver {
                 Pending::Unlock {
                     lock,
                     reply,
+                    by_id,
                     fallback,
                 },
                 Reply::Error(e),
             ) => {
                 // Not applied (for example overloaded): the lock is still held.
                 let err = request_error(e);
-                self.on_unlock_refused(lock, &err, fallback);
+                if !by_id {
+                    self.on_unlock_refused(lock, &err, fallback);
+                }
                 if let Some(r) = reply {
                     let _ = r.send(Err(err));
                 }

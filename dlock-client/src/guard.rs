@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::op::{AbandonOnDrop, Grant, Op, next_key};
 use crate::options::{ConvertOptions, UnlockOptions};
+use crate::pending::PendingConvert;
 
 /// Why a lock is no longer held, as [`LockGuard::lost`] reports it.
 #[non_exhaustive]
@@ -324,12 +325,13 @@ impl LockGuard {
         let op = Op::Convert {
             key,
             lock: self.shared.lock,
-            epoch: self.shared.epoch,
+            epoch: Some(self.shared.epoch),
             mode,
-            flags: opts.flags(),
+            flags: opts.wire_flags(),
             value: opts.value.clone(),
             timeout_ms: opts.timeout_ms(),
             reply,
+            queued: None,
         };
         self.tx.send(op).map_err(|_| Error::Closed)?;
         let abandon = AbandonOnDrop::new(&self.tx, key);
@@ -341,6 +343,27 @@ impl LockGuard {
             self.value_valid = grant.value_valid;
         }
         Ok(())
+    }
+
+    /// Starts a conversion without waiting for it: returns once the server has answered,
+    /// granted at once or queued ([`PendingConvert`]). The guard stays usable meanwhile, so
+    /// a CONVERTING lock can be observed (for example that [`blocked`](Self::blocked) gets
+    /// nothing while it converts, R33). On a grant the guard's mode and token are updated
+    /// as with [`convert`](Self::convert); a value read is in
+    /// [`Converted::value`](crate::Converted::value), not in [`value`](Self::value).
+    /// Dropping the `PendingConvert` leaves the conversion pending; cancel it with
+    /// [`PendingConvert::cancel`] or a [`Canceller`].
+    pub async fn start_convert(&self, mode: Mode, opts: ConvertOptions) -> Result<PendingConvert> {
+        self.check_alive()?;
+        self.shared.check_value(opts.value.as_deref())?;
+        crate::client::convert_op(
+            &self.tx,
+            self.shared.lock,
+            Some(self.shared.epoch),
+            mode,
+            opts,
+        )
+        .await
     }
 
     /// A handle that cancels a pending conversion of this lock from another task.
@@ -381,8 +404,8 @@ impl LockGuard {
         let (reply, rx) = oneshot::channel();
         let op = Op::Unlock {
             lock: self.shared.lock,
-            epoch: self.shared.epoch,
-            flags: opts.flags(),
+            epoch: Some(self.shared.epoch),
+            flags: opts.wire_flags(),
             value: opts.value,
             reply: Some(reply),
         };
@@ -448,7 +471,7 @@ impl Drop for LockGuard {
         // convert future queued before it, since the channel is FIFO).
         let _ = self.tx.send(Op::Unlock {
             lock: self.shared.lock,
-            epoch: self.shared.epoch,
+            epoch: Some(self.shared.epoch),
             flags: dlock_core::LockFlags::empty(),
             value: None,
             reply: None,
@@ -484,7 +507,7 @@ impl Canceller {
         let (reply, rx) = oneshot::channel();
         let op = Op::Cancel {
             lock: self.shared.lock,
-            epoch: self.shared.epoch,
+            epoch: Some(self.shared.epoch),
             reply,
         };
         self.tx.send(op).map_err(|_| Error::Closed)?;

@@ -210,13 +210,15 @@ mod guard;
 mod lease;
 mod op;
 mod options;
+mod pending;
 
 pub use client::{Client, ClientBuilder, Pong};
 pub use dlock_core::{
-    FencingToken, Invalid, Limit, LockId, LockInfo, LockState, Mode, Reject, ResourceInfo,
-    SessionId, SessionInfo, SessionLockInfo,
+    FencingToken, Invalid, Limit, LockFlags, LockId, LockInfo, LockState, Mode, Reject,
+    ResourceInfo, SessionId, SessionInfo, SessionLockInfo,
 };
 pub use dlock_proto::Refusal;
 pub use error::{Error, Result};
 pub use guard::{Canceller, LockGuard, Lost, LostReason};
 pub use options::{ConvertOptions, LockOptions, UnlockOptions};
+pub use pending::{CancelOutcome, Converted, PendingConvert, PendingLock};

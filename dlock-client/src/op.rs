@@ -2,16 +2,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dlock_core::{LockFlags, LockId, Mode};
+use dlock_core::{FencingToken, LockFlags, LockId, Mode};
 use dlock_proto::{Query, Reply};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Result;
 use crate::guard::LockGuard;
 
-/// The outcome of a granted conversion (mode and token go to the lock's shared state).
+/// The outcome of a granted conversion (mode and token also go to the lock's shared state
+/// when the lock is a guard's).
 #[derive(Debug)]
 pub(crate) struct Grant {
+    pub(crate) mode: Mode,
+    pub(crate) token: FencingToken,
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) value_valid: bool,
 }
@@ -28,30 +31,36 @@ pub(crate) enum Op {
         flags: LockFlags,
         timeout_ms: Option<u64>,
         reply: oneshot::Sender<Result<LockGuard>>,
+        /// Told the lock id when the server answers "queued" (for a [`PendingLock`](crate::PendingLock)).
+        queued: Option<oneshot::Sender<LockId>>,
     },
-    /// A conversion of a held lock.
+    /// A conversion of a held lock; `epoch: None` for a conversion by id, which is not
+    /// checked against this client's guards.
     Convert {
         key: u64,
         lock: LockId,
-        epoch: u64,
+        epoch: Option<u64>,
         mode: Mode,
         flags: LockFlags,
         value: Option<Vec<u8>>,
         timeout_ms: Option<u64>,
         reply: oneshot::Sender<Result<Grant>>,
+        /// Told the lock id when the server answers "queued".
+        queued: Option<oneshot::Sender<LockId>>,
     },
-    /// An unlock; `reply: None` when a guard is dropped.
+    /// An unlock; `reply: None` when a guard is dropped; `epoch: None` for an unlock by id
+    /// (no check against the guards, and no plain unlock after a refusal).
     Unlock {
         lock: LockId,
-        epoch: u64,
+        epoch: Option<u64>,
         flags: LockFlags,
         value: Option<Vec<u8>>,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
-    /// A cancel of a pending conversion.
+    /// A cancel of a pending request or conversion; `epoch: None` for a cancel by id.
     Cancel {
         lock: LockId,
-        epoch: u64,
+        epoch: Option<u64>,
         reply: oneshot::Sender<Result<()>>,
     },
     /// A query.

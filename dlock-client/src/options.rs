@@ -18,9 +18,21 @@ pub struct LockOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) no_queue: bool,
     pub(crate) read_value: bool,
+    pub(crate) extra: LockFlags,
 }
 
 impl LockOptions {
+    /// ORs arbitrary [`LockFlags`] bits into the request, on top of what the other options
+    /// set. This reaches every DLM flag of the rule book, including the optional ones dlock
+    /// does not implement and bits that name no flag
+    /// ([`LockFlags::from_bits_retain`]): the server refuses those with
+    /// [`Error::Invalid`](crate::Error::Invalid) (R54, R56) and nothing changes. Calling it
+    /// again adds more bits.
+    pub fn flags(mut self, flags: LockFlags) -> Self {
+        self.extra |= flags;
+        self
+    }
+
     /// Default options: wait in the queue for as long as it takes, no value block.
     pub fn new() -> Self {
         Self::default()
@@ -47,8 +59,8 @@ impl LockOptions {
         self
     }
 
-    pub(crate) fn flags(&self) -> LockFlags {
-        let mut f = LockFlags::empty();
+    pub(crate) fn wire_flags(&self) -> LockFlags {
+        let mut f = self.extra;
         if self.no_queue {
             f |= LockFlags::NOQUEUE;
         }
@@ -75,9 +87,21 @@ pub struct ConvertOptions {
     pub(crate) read_value: bool,
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) invalidate_value: bool,
+    pub(crate) extra: LockFlags,
 }
 
 impl ConvertOptions {
+    /// ORs arbitrary [`LockFlags`] bits into the request, on top of what the other options
+    /// set. This reaches every DLM flag of the rule book, including the optional ones dlock
+    /// does not implement and bits that name no flag
+    /// ([`LockFlags::from_bits_retain`]): the server refuses those with
+    /// [`Error::Invalid`](crate::Error::Invalid) (R54, R56) and nothing changes. Calling it
+    /// again adds more bits.
+    pub fn flags(mut self, flags: LockFlags) -> Self {
+        self.extra |= flags;
+        self
+    }
+
     /// Default options: wait as long as it takes, no value block.
     pub fn new() -> Self {
         Self::default()
@@ -123,8 +147,8 @@ impl ConvertOptions {
         self
     }
 
-    pub(crate) fn flags(&self) -> LockFlags {
-        let mut f = LockFlags::empty();
+    pub(crate) fn wire_flags(&self) -> LockFlags {
+        let mut f = self.extra;
         if self.no_queue {
             f |= LockFlags::NOQUEUE;
         }
@@ -150,9 +174,21 @@ impl ConvertOptions {
 pub struct UnlockOptions {
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) invalidate_value: bool,
+    pub(crate) extra: LockFlags,
 }
 
 impl UnlockOptions {
+    /// ORs arbitrary [`LockFlags`] bits into the request, on top of what the other options
+    /// set. This reaches every DLM flag of the rule book, including the optional ones dlock
+    /// does not implement and bits that name no flag
+    /// ([`LockFlags::from_bits_retain`]): the server refuses those with
+    /// [`Error::Invalid`](crate::Error::Invalid) (R54, R56) and nothing changes. Calling it
+    /// again adds more bits.
+    pub fn flags(mut self, flags: LockFlags) -> Self {
+        self.extra |= flags;
+        self
+    }
+
     /// Default options: the value block is left alone.
     pub fn new() -> Self {
         Self::default()
@@ -171,8 +207,8 @@ impl UnlockOptions {
         self
     }
 
-    pub(crate) fn flags(&self) -> LockFlags {
-        let mut f = LockFlags::empty();
+    pub(crate) fn wire_flags(&self) -> LockFlags {
+        let mut f = self.extra;
         if self.value.is_some() {
             f |= LockFlags::VALBLK;
         }
@@ -195,36 +231,58 @@ mod tests {
 
     #[test]
     fn options_map_to_the_rule_book_flags() {
-        assert_eq!(LockOptions::new().flags(), LockFlags::empty());
+        assert_eq!(LockOptions::new().wire_flags(), LockFlags::empty());
         assert_eq!(
-            LockOptions::new().no_queue().read_value().flags(),
+            LockOptions::new().no_queue().read_value().wire_flags(),
             LockFlags::NOQUEUE | LockFlags::VALBLK
         );
         assert_eq!(
-            ConvertOptions::new().quecvt().no_queue().flags(),
+            ConvertOptions::new().quecvt().no_queue().wire_flags(),
             LockFlags::QUECVT | LockFlags::NOQUEUE
         );
         // A value to write and a read both travel as VALBLK (R26 decides which happens).
         assert_eq!(
-            ConvertOptions::new().value(b"x".to_vec()).flags(),
+            ConvertOptions::new().value(b"x".to_vec()).wire_flags(),
             LockFlags::VALBLK
         );
         assert_eq!(
-            ConvertOptions::new().read_value().flags(),
+            ConvertOptions::new().read_value().wire_flags(),
             LockFlags::VALBLK
         );
         assert_eq!(
-            ConvertOptions::new().invalidate_value().flags(),
+            ConvertOptions::new().invalidate_value().wire_flags(),
             LockFlags::IVVALBLK
         );
-        assert_eq!(UnlockOptions::new().flags(), LockFlags::empty());
+        assert_eq!(UnlockOptions::new().wire_flags(), LockFlags::empty());
         assert_eq!(
-            UnlockOptions::new().value(b"x".to_vec()).flags(),
+            UnlockOptions::new().value(b"x".to_vec()).wire_flags(),
             LockFlags::VALBLK
         );
         assert_eq!(
-            UnlockOptions::new().invalidate_value().flags(),
+            UnlockOptions::new().invalidate_value().wire_flags(),
             LockFlags::IVVALBLK
+        );
+        // Raw bits are ORed in, unknown ones included.
+        let odd = LockFlags::from_bits_retain(1 << 30);
+        assert_eq!(
+            LockOptions::new()
+                .no_queue()
+                .flags(LockFlags::EXPEDITE)
+                .flags(odd)
+                .wire_flags(),
+            LockFlags::NOQUEUE | LockFlags::EXPEDITE | odd
+        );
+        assert_eq!(
+            ConvertOptions::new()
+                .flags(LockFlags::CONVDEADLK)
+                .wire_flags(),
+            LockFlags::CONVDEADLK
+        );
+        assert_eq!(
+            UnlockOptions::new()
+                .flags(LockFlags::FORCEUNLOCK)
+                .wire_flags(),
+            LockFlags::FORCEUNLOCK
         );
     }
 
