@@ -335,7 +335,8 @@ struct LockHistory {
     tokens: Vec<FencingToken>,
     /// The mode of its latest grant (what the server last gave it).
     mode: Mode,
-    /// Its owner released it (UNLOCKED): from then on its owner asked not to hold it.
+    /// Its owner released it (UNLOCKED, or a Goodbye ending its session): from then on its
+    /// owner asked not to hold it.
     released_by_owner: bool,
 }
 
@@ -701,7 +702,18 @@ impl Checker {
                 }
                 self.end_session(ev.session, touched);
             }
-            EventKind::SessionClosed => self.end_session(ev.session, touched),
+            EventKind::SessionClosed => {
+                // The owner's own Goodbye (a client also sends one once its local lease
+                // lapsed): its locks were given up by their owner.
+                for (id, l) in &self.locks {
+                    if l.session == ev.session
+                        && let Some(h) = self.history.get_mut(id)
+                    {
+                        h.released_by_owner = true;
+                    }
+                }
+                self.end_session(ev.session, touched);
+            }
             EventKind::Renewed { .. } | EventKind::Blocking { .. } => {}
             EventKind::Rejected { reason } => {
                 if matches!(reason, Reject::UnknownSession)
@@ -1326,7 +1338,8 @@ impl Checker {
         };
         self.report.lost_checked += 1;
         if h.released_by_owner {
-            // The owner's own unlock was applied first (its answer was lost on the way).
+            // The owner's own unlock or Goodbye was applied first (for example a Goodbye the
+            // client sends after its local lease lapsed, or an unlock whose answer was lost).
             return;
         }
         let Some(grants) = self.grants.get(&h.resource) else {
