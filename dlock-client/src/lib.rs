@@ -145,6 +145,62 @@
 //! marked not valid and readers see [`LockGuard::value_valid`] `== false` until someone
 //! writes it again.
 //!
+//! # Reaching every rule: flags, pending requests, ids
+//!
+//! The calls above cover applications. Tools and conformance tests also need the corners of
+//! the rule book, and reach them through three additions:
+//!
+//! - **Raw flags.** [`LockOptions::flags`], [`ConvertOptions::flags`] and
+//!   [`UnlockOptions::flags`] OR any [`LockFlags`] bits into the request, including the
+//!   optional flags dlock does not implement and bits that name no flag; the server refuses
+//!   those with [`Error::Invalid`] (R54, R56).
+//! - **Pending requests as values.** [`Client::lock_request`] returns a [`PendingLock`] as
+//!   soon as the server has granted or queued the request: it names the WAITING lock, can be
+//!   cancelled explicitly with its [`CancelOutcome`] (R46, R48), and
+//!   [`PendingLock::granted`] waits for the grant. [`LockGuard::start_convert`] does the same
+//!   for a conversion ([`PendingConvert`]) and leaves the guard usable, so a CONVERTING lock
+//!   can be queried and watched ([`LockGuard::blocked`], R33).
+//! - **Operations by lock id** ([`Client::convert_by_id`], [`Client::unlock_by_id`],
+//!   [`Client::cancel_by_id`]): any id goes to the server, which answers with
+//!   [`Error::NotFound`] for unknown or other sessions' ids (R6, R52), [`Error::Busy`] for a
+//!   lock with a pending request (R15, R45), and so on. On an id of this client's own guard
+//!   they keep the guard's state right (a conversion updates its mode and token, an unlock
+//!   ends it as released).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?.to_string();
+//! # let config = dlock_server::Config { data_dir: dir.path().into(), ..Default::default() };
+//! # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # let server = tokio::spawn(dlock_server::run(listener, config, async { let _ = stopped.await; }));
+//! use dlock_client::{
+//!     CancelOutcome, Client, Error, Invalid, LockFlags, LockOptions, Mode, UnlockOptions,
+//! };
+//!
+//! let a = Client::connect(addr.clone()).await?;
+//! let b = Client::connect(addr).await?;
+//! let held = a.lock("table", Mode::EX).await?;
+//!
+//! // An optional flag dlock does not implement is refused, never ignored (R56).
+//! let r = b.lock_with("table", Mode::PR, LockOptions::new().flags(LockFlags::EXPEDITE)).await;
+//! assert!(matches!(r, Err(Error::Invalid(Invalid::UnsupportedFlags(_)))));
+//!
+//! // A queued request, seen and handled while it waits.
+//! let pending = b.lock_request("table", Mode::PR, LockOptions::new()).await?;
+//! assert!(!pending.is_granted());
+//! let id = pending.lock_id();
+//! assert!(matches!(b.unlock_by_id(id, UnlockOptions::new()).await, Err(Error::Busy)));
+//! assert!(matches!(a.cancel_by_id(id).await, Err(Error::NotFound)));  // not a's lock
+//! assert_eq!(pending.cancel().await?, CancelOutcome::Cancelled);
+//! assert!(matches!(pending.granted().await, Err(Error::Cancelled)));
+//! drop(held);
+//! # let _ = stop.send(()); server.await??;
+//! # Ok(()) }
+//! ```
+//!
 //! # Failures
 //!
 //! - **Broken connection.** The client reconnects with exponential backoff and jitter
