@@ -42,7 +42,8 @@ pub(crate) struct SessionView {
 /// Cheap to clone; clones share the session and the task. The task renews the lease,
 /// reconnects and resumes the session after a broken connection, and re-sends outstanding
 /// requests, so callers just see their futures complete. It stops when every `Client`,
-/// [`LockGuard`] and [`Canceller`](crate::Canceller) is dropped (ending the session with
+/// [`LockGuard`], [`Canceller`](crate::Canceller), [`PendingLock`] and [`PendingConvert`] is
+/// dropped (ending the session with
 /// `Goodbye`), or at [`close`](Client::close).
 #[derive(Clone)]
 pub struct Client {

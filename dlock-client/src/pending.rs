@@ -270,3 +270,30 @@ impl PendingConvert {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_pending_is_an_outcome_and_other_refusals_stay_errors() {
+        assert_eq!(cancel_outcome(Ok(())).ok(), Some(CancelOutcome::Cancelled));
+        assert_eq!(
+            cancel_outcome(Err(Error::NotPending)).ok(),
+            Some(CancelOutcome::NotPending)
+        );
+        assert!(matches!(
+            cancel_outcome(Err(Error::NotFound)),
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(cancel_outcome(Err(Error::Busy)), Err(Error::Busy)));
+    }
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn pending_handles_are_send_and_sync() {
+        assert_send_sync::<PendingLock>();
+        assert_send_sync::<PendingConvert>();
+    }
+}

@@ -872,3 +872,102 @@ async fn an_unlock_answered_not_found_forgets_the_lock_without_retrying() -> Res
     })
     .await
 }
+
+#[tokio::test]
+async fn a_pending_lock_is_answered_at_queued_and_survives_a_reconnect() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let requesting = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client
+                    .lock_request("r", Mode::EX, dlock_client::LockOptions::new())
+                    .await
+            }
+        });
+        let (id, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(matches!(body, Request::Lock { .. }), "{body:?}");
+        let lock = LockId(100);
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), EventKind::Queued).await?;
+        let pending = requesting.await??;
+        ensure!(pending.lock_id() == lock && !pending.is_granted());
+
+        // The connection breaks; the resumed session re-sends the request and the grant
+        // reaches the pending lock.
+        ping_round_trip(&client, &mut conn, &mut seq).await?;
+        drop(conn);
+        let mut conn = accept(&listener).await?;
+        let hello = recv_hello(&mut conn).await?;
+        ensure!(hello.resume.is_some());
+        conn.send(welcome(true, SESSION, 10_000)).await?;
+        let (again, _) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(again == id, "re-sent {again} instead of {id}");
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), granted(5)).await?;
+        let guard = pending.granted().await?;
+        ensure!(guard.lock_id() == lock && guard.token() == FencingToken(5));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_refused_unlock_by_id_sends_nothing_in_its_place() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let lock = LockId(3);
+        let guard = grant(&client, &mut conn, &mut seq, lock).await?;
+        let unlocking = tokio::spawn({
+            let client = client.clone();
+            async move { client.unlock_by_id(lock, UnlockOptions::new()).await }
+        });
+        let (id, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(
+            matches!(body, Request::Unlock { lock: l, .. } if l == lock),
+            "{body:?}"
+        );
+        let refusal = rejected(dlock_core::Reject::Busy);
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), refusal).await?;
+        let res = unlocking.await?;
+        ensure!(matches!(res, Err(Error::Busy)), "{res:?}");
+        // No cancel and no plain unlock follow: the next request is the ping.
+        ping_round_trip(&client, &mut conn, &mut seq).await?;
+        ensure!(!guard.is_lost() && guard.mode() == Mode::EX);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_dropped_pending_lock_is_cancelled_and_a_racing_grant_released() -> Result<()> {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (client, mut conn) = connect(&listener, Duration::from_secs(10)).await?;
+        let mut seq = 1;
+        let requesting = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client
+                    .lock_request("r", Mode::EX, dlock_client::LockOptions::new())
+                    .await
+            }
+        });
+        let (id, _) = recv_request(&mut conn, &mut seq).await?;
+        let lock = LockId(9);
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), EventKind::Queued).await?;
+        let pending = requesting.await??;
+        drop(pending);
+        let (cid, body) = recv_request(&mut conn, &mut seq).await?;
+        ensure!(body == Request::Cancel { lock }, "{body:?}");
+        // The grant wins the race; the cancel finds nothing pending.
+        send_event(&mut conn, &mut seq, Some(id), Some(lock), granted(2)).await?;
+        let refusal = rejected(dlock_core::Reject::NotPending);
+        send_event(&mut conn, &mut seq, Some(cid), Some(lock), refusal).await?;
+        recv_plain_unlock(&mut conn, &mut seq, lock).await?;
+        Ok(())
+    })
+    .await
+}
