@@ -2,6 +2,8 @@
 //! wait for, so that it can look at them (query, blocking notifications), cancel them
 //! explicitly and learn the outcome.
 
+use std::sync::{Mutex, MutexGuard};
+
 use dlock_core::{FencingToken, LockId, Mode};
 use tokio::sync::{mpsc, oneshot};
 
@@ -83,11 +85,15 @@ pub(crate) async fn first_answer<T>(
 pub struct PendingLock {
     tx: mpsc::UnboundedSender<Op>,
     lock: LockId,
-    state: Option<ReqState>,
+    /// Behind a (short, never held across an await) lock so that `is_granted(&self)` can
+    /// pick up a completion that has arrived.
+    state: Mutex<Option<ReqState>>,
 }
 
 enum ReqState {
     Granted(LockGuard),
+    /// Completed without a grant (cancelled, timed out, ...).
+    Failed(Error),
     Waiting {
         key: u64,
         rx: oneshot::Receiver<Result<LockGuard>>,
@@ -108,7 +114,7 @@ impl PendingLock {
         PendingLock {
             tx,
             lock: guard.lock_id(),
-            state: Some(ReqState::Granted(guard)),
+            state: Mutex::new(Some(ReqState::Granted(guard))),
         }
     }
 
@@ -121,7 +127,7 @@ impl PendingLock {
         PendingLock {
             tx,
             lock,
-            state: Some(ReqState::Waiting { key, rx }),
+            state: Mutex::new(Some(ReqState::Waiting { key, rx })),
         }
     }
 
@@ -130,10 +136,28 @@ impl PendingLock {
         self.lock
     }
 
-    /// Whether the request had been granted when the server's answer arrived (granted at
-    /// once). `false` means it was queued; [`granted`](Self::granted) waits for the rest.
+    /// Whether the request is known to be granted: granted at once, or its grant has reached
+    /// this client since (a grant the server sent before the answer to a later request of
+    /// this client, say a ping, has arrived by then). `false` while it waits, and after it
+    /// completed without a grant; [`granted`](Self::granted) waits and tells which.
     pub fn is_granted(&self) -> bool {
-        matches!(self.state, Some(ReqState::Granted(_)))
+        matches!(*self.poll_state(), Some(ReqState::Granted(_)))
+    }
+
+    /// The state, with a completion that has arrived taken in.
+    fn poll_state(&self) -> MutexGuard<'_, Option<ReqState>> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ReqState::Waiting { rx, .. }) = st.as_mut() {
+            match rx.try_recv() {
+                Ok(Ok(guard)) => *st = Some(ReqState::Granted(guard)),
+                Ok(Err(e)) => *st = Some(ReqState::Failed(e)),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    *st = Some(ReqState::Failed(Error::Closed));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+        st
     }
 
     /// Cancels the request (R46): [`CancelOutcome::Cancelled`] if it was still waiting
@@ -147,9 +171,11 @@ impl PendingLock {
     /// Waits until the request completes: the guard once granted, or its outcome
     /// ([`Error::Cancelled`], [`Error::TimedOut`], [`Error::Deadlock`], ...). Dropping the
     /// future cancels the request.
-    pub async fn granted(mut self) -> Result<LockGuard> {
-        match self.state.take() {
+    pub async fn granted(self) -> Result<LockGuard> {
+        let state = self.poll_state().take();
+        match state {
             Some(ReqState::Granted(g)) => Ok(g),
+            Some(ReqState::Failed(e)) => Err(e),
             Some(ReqState::Waiting { key, rx }) => {
                 let abandon = AbandonOnDrop::new(&self.tx, key);
                 let res = rx.await;
@@ -163,7 +189,12 @@ impl PendingLock {
 
 impl Drop for PendingLock {
     fn drop(&mut self) {
-        if let Some(ReqState::Waiting { key, .. }) = self.state.take() {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(ReqState::Waiting { key, .. }) = state {
             // Cancels it on the server; a grant that raced the cancel is released.
             let _ = self.tx.send(Op::Abandon { key });
         }
@@ -207,11 +238,12 @@ impl From<Grant> for Converted {
 pub struct PendingConvert {
     tx: mpsc::UnboundedSender<Op>,
     lock: LockId,
-    state: ConvState,
+    /// Behind a short lock, as in [`PendingLock`].
+    state: Mutex<ConvState>,
 }
 
 enum ConvState {
-    Granted(Grant),
+    Done(Result<Grant>),
     Waiting(oneshot::Receiver<Result<Grant>>),
 }
 
@@ -236,10 +268,14 @@ impl PendingConvert {
     ) -> Result<PendingConvert> {
         tx.send(op).map_err(|_| Error::Closed)?;
         let state = match first_answer(queued, &mut rx).await? {
-            First::Done(g) => ConvState::Granted(g),
+            First::Done(g) => ConvState::Done(Ok(g)),
             First::Queued(_) => ConvState::Waiting(rx),
         };
-        Ok(PendingConvert { tx, lock, state })
+        Ok(PendingConvert {
+            tx,
+            lock,
+            state: Mutex::new(state),
+        })
     }
 
     /// The lock being converted.
@@ -247,10 +283,25 @@ impl PendingConvert {
         self.lock
     }
 
-    /// Whether the conversion had been granted when the server's answer arrived (granted at
-    /// once). `false` means it was queued (the lock is CONVERTING).
+    /// Whether the conversion is known to be granted: at once, or its grant has reached this
+    /// client since. `false` while it is queued (the lock is CONVERTING) and after it
+    /// completed without a grant.
     pub fn is_granted(&self) -> bool {
-        matches!(self.state, ConvState::Granted(_))
+        matches!(*self.poll_state(), ConvState::Done(Ok(_)))
+    }
+
+    fn poll_state(&self) -> MutexGuard<'_, ConvState> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let ConvState::Waiting(rx) = &mut *st {
+            match rx.try_recv() {
+                Ok(res) => *st = ConvState::Done(res),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    *st = ConvState::Done(Err(Error::Closed))
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+        st
     }
 
     /// Cancels the conversion (R47): [`CancelOutcome::Cancelled`] (then
@@ -264,8 +315,9 @@ impl PendingConvert {
     /// ([`Error::Cancelled`], [`Error::TimedOut`], [`Error::Deadlock`], ...). Dropping the
     /// future leaves the conversion pending.
     pub async fn wait(self) -> Result<Converted> {
-        match self.state {
-            ConvState::Granted(g) => Ok(g.into()),
+        let state = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        match state {
+            ConvState::Done(res) => res.map(Into::into),
             ConvState::Waiting(rx) => rx.await.unwrap_or(Err(Error::Closed)).map(Into::into),
         }
     }

@@ -206,6 +206,7 @@ async fn r46_explicit_cancel_of_a_waiting_request() -> Result<()> {
         let id = pb.lock_id();
         let out = within("cancel", pb.cancel()).await??;
         ensure!(out == CancelOutcome::Cancelled, "{out:?}");
+        ensure!(!pb.is_granted());
         let r = within("completion", pb.granted()).await?;
         ensure!(matches!(r, Err(Error::Cancelled)), "{r:?}");
         let info = res(b, "cx").await?;
@@ -271,6 +272,8 @@ async fn r48_cancel_of_a_granted_lock_is_not_pending() -> Result<()> {
         unlock(ga).await?;
         let out = within("cancel", pb.cancel()).await??;
         ensure!(out == CancelOutcome::NotPending, "{out:?}");
+        // The grant was sent before the answer to the cancel, so it has arrived.
+        ensure!(pb.is_granted());
         let gb = within("grant", pb.granted()).await??;
         ensure!(gb.mode() == Mode::EX);
         let info = res(b, "np").await?;
