@@ -92,8 +92,9 @@
 //! - Timers (leases, request timeouts) live in one ordered set: O(log n) per update.
 //! - Deadlock search (see `deadlock.rs`) examines at most
 //!   [`Config::max_deadlock_search`] lock entries; at the bound it reports no deadlock.
-//! - Memory: locks and resources live in dense slabs; a resource allocates only its name
-//!   (plus its value block once non-zero, and its queue block while something is queued).
+//! - Memory: locks and resources live in dense slabs; a resource allocates nothing of its
+//!   own for a name of up to 22 bytes (longer names take one block), plus its value block
+//!   once non-zero and its queue block while something is queued.
 //!
 //! # Snapshots
 //!
