@@ -186,7 +186,7 @@ log "machine"
     echo "$(redis-server --version | cut -d' ' -f1-3)  etcd $(etcd --version | awk '/etcd Version/ {print $3}')  $(rustc --version)"
 } >&2
 
-log "medians of $RUNS runs (raw rows: $CSV)"
+log "medians of $RUNS runs; ratios are medians of per-run ratios (raw rows: $CSV)"
 python3 - "$CSV" <<'PY'
 import csv, statistics, sys
 from collections import defaultdict
@@ -224,6 +224,18 @@ def fmt(v, kind):
 def ratio(a, b):
     return a / b if a is not None and b not in (None, 0) else None
 
+def paired(num, den, scenario, clients, field):
+    """Median over runs of num/den measured in the same run: drift between runs (other load
+    on the machine) cancels out of each ratio."""
+    by_run = defaultdict(dict)
+    for b in (num, den):
+        for r in points.get((b, scenario, clients), []):
+            if r[field] not in ("", None):
+                by_run[r["label"]][b] = float(r[field])
+    vals = [ratio(v[num], v[den]) for v in by_run.values() if num in v and den in v]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
 W = [34, 12, 12, 12, 12, 12, 12, 12]
 def line(*cells):
     print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, W))))
@@ -233,11 +245,12 @@ def row(label, scenario, clients, field, kind, floor=False, inverse=False):
     d, r, e = (med(b, scenario, clients, field) for b in ("dlock", "redis", "etcd"))
     f = med("echo", scenario, clients, field) if floor else None
     if inverse:  # latencies: how many times smaller dlock's is
-        rr, re_ = ratio(r, d), ratio(e, d)
+        rr, re_ = paired("redis", "dlock", scenario, clients, field), paired("etcd", "dlock", scenario, clients, field)
     else:
-        rr, re_ = ratio(d, r), ratio(d, e)
+        rr, re_ = paired("dlock", "redis", scenario, clients, field), paired("dlock", "etcd", scenario, clients, field)
+    rf = paired("dlock", "echo", scenario, clients, field) if floor else None
     line(label, fmt(f, kind), fmt(d, kind), fmt(r, kind), fmt(e, kind),
-         fmt(rr, "ratio"), fmt(re_, "ratio"), fmt(ratio(d, f), "ratio"))
+         fmt(rr, "ratio"), fmt(re_, "ratio"), fmt(rf, "ratio"))
 
 row("uncontended 64: cycles/s", "uncontended", 64, "ops_per_s", "rate", floor=True)
 row("uncontended 64: cycle p99 (x less)", "uncontended", 64, "cycle_p99_us", "us", inverse=True)
@@ -270,12 +283,12 @@ print("targets")
 def target(label, value, ok):
     status = "-" if value is None else ("PASS" if ok(value) else "MISS")
     print(f"  {status:<5} {label}: {fmt(value, 'ratio')}")
-target("uncontended 64: dlock/redis >= 1.2", ratio(med("dlock", "uncontended", 64, "ops_per_s"), med("redis", "uncontended", 64, "ops_per_s")), lambda v: v >= 1.2)
-target("uncontended 64: dlock/etcd >= 10", ratio(med("dlock", "uncontended", 64, "ops_per_s"), med("etcd", "uncontended", 64, "ops_per_s")), lambda v: v >= 10)
-target("uncontended 64: dlock/floor >= 0.8", ratio(med("dlock", "uncontended", 64, "ops_per_s"), med("echo", "uncontended", 64, "ops_per_s")), lambda v: v >= 0.8)
+target("uncontended 64: dlock/redis >= 1.2", paired("dlock", "redis", "uncontended", 64, "ops_per_s"), lambda v: v >= 1.2)
+target("uncontended 64: dlock/etcd >= 10", paired("dlock", "etcd", "uncontended", 64, "ops_per_s"), lambda v: v >= 10)
+target("uncontended 64: dlock/floor >= 0.8", paired("dlock", "echo", "uncontended", 64, "ops_per_s"), lambda v: v >= 0.8)
 for c in (16, 64):
-    target(f"contended {c}: handoffs/s dlock/redis >= 3", ratio(med("dlock", "contended", c, "handoffs_per_s"), med("redis", "contended", c, "handoffs_per_s")), lambda v: v >= 3)
-    target(f"contended {c}: acquire p99 redis/dlock >= 10", ratio(med("redis", "contended", c, "acquire_p99_us"), med("dlock", "contended", c, "acquire_p99_us")), lambda v: v >= 10)
+    target(f"contended {c}: handoffs/s dlock/redis >= 3", paired("dlock", "redis", "contended", c, "handoffs_per_s"), lambda v: v >= 3)
+    target(f"contended {c}: acquire p99 redis/dlock >= 10", paired("redis", "dlock", "contended", c, "acquire_p99_us"), lambda v: v >= 10)
     target(f"contended {c}: dlock fairness min/max >= 0.9", med("dlock", "contended", c, "fairness"), lambda v: v >= 0.9)
 if ml:
     mb = med(*ml, "rss_held_kb")
