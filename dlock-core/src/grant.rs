@@ -130,12 +130,7 @@ impl Core {
                 });
                 return;
             }
-            Status::Converting {
-                from,
-                to,
-                token,
-                pending,
-            } => (*from, *to, *token, pending.clone()),
+            Status::Converting { from, to, conv } => (*from, *to, conv.token, conv.pending.clone()),
         };
         self.relink(r, rr, Queue::Convert, Queue::Grant);
         if let Some(q) = self
@@ -208,10 +203,8 @@ impl Core {
         let (id, session, rr) = (lock.id, lock.session, lock.res);
         let (from, to, pending) = match &lock.status {
             Status::Granted { .. } => return,
-            Status::Converting {
-                from, to, pending, ..
-            } => (Some(*from), *to, pending.clone()),
-            Status::Waiting { mode, pending } => (None, *mode, pending.clone()),
+            Status::Converting { from, to, conv } => (Some(*from), *to, conv.pending.clone()),
+            Status::Waiting { mode, pending } => (None, *mode, (**pending).clone()),
         };
         let queue = if from.is_some() {
             Queue::Convert

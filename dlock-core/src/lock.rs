@@ -45,6 +45,15 @@ pub(crate) struct Pending {
     pub(crate) deadline: Option<u64>,
 }
 
+/// A queued conversion: its request and the token of the mode it still holds. Boxed inside
+/// [`Status`] so that the token does not widen every lock.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Conversion {
+    /// The fencing token of the granted mode held while converting (R18).
+    pub(crate) token: FencingToken,
+    pub(crate) pending: Pending,
+}
+
 /// The state of a lock. Exactly one of the three of R2; which queue the lock is linked
 /// into follows from it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,8 +64,7 @@ pub(crate) enum Status {
     Converting {
         from: Mode,
         to: Mode,
-        token: FencingToken,
-        pending: Box<Pending>,
+        conv: Box<Conversion>,
     },
     /// On the wait queue, holding nothing.
     Waiting { mode: Mode, pending: Box<Pending> },
@@ -82,13 +90,15 @@ impl Status {
     pub(crate) fn pending(&self) -> Option<&Pending> {
         match self {
             Status::Granted { .. } => None,
-            Status::Converting { pending, .. } | Status::Waiting { pending, .. } => Some(pending),
+            Status::Converting { conv, .. } => Some(&conv.pending),
+            Status::Waiting { pending, .. } => Some(pending),
         }
     }
 
     pub(crate) fn token(&self) -> Option<FencingToken> {
         match *self {
-            Status::Granted { token, .. } | Status::Converting { token, .. } => Some(token),
+            Status::Granted { token, .. } => Some(token),
+            Status::Converting { ref conv, .. } => Some(conv.token),
             Status::Waiting { .. } => None,
         }
     }

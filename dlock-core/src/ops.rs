@@ -3,7 +3,7 @@
 
 use crate::engine::{Core, Effects, reject, reply};
 use crate::grant::{Queue, read_for_grant};
-use crate::lock::{Link, Lock, LockRef, Pending, ResRef, Status};
+use crate::lock::{Conversion, Link, Lock, LockRef, Pending, ResRef, Status};
 use crate::lvb::{self, LvbOp};
 use crate::name::Name;
 use crate::resource::Resource;
@@ -273,12 +273,12 @@ impl Core {
             return;
         }
         let deadline = q.timeout_ms.map(|t| self.clock_ms.saturating_add(t));
-        let pending = Box::new(Pending {
+        let pending = Pending {
             request,
             valblk: q.flags.contains(LockFlags::VALBLK),
             age: self.last_index,
             deadline,
-        });
+        };
         self.relink(r, rr, Queue::Grant, Queue::Convert);
         if let Some(res) = self.resources.get_mut(rr.0) {
             res.queues_mut().modes[to.index()] += 1;
@@ -290,8 +290,7 @@ impl Core {
                 l.status = Status::Converting {
                     from,
                     to,
-                    token,
-                    pending,
+                    conv: Box::new(Conversion { token, pending }),
                 };
             }
             since = std::mem::replace(&mut l.since_ms, clock);
@@ -320,12 +319,10 @@ impl Core {
             return;
         };
         let (id, session, rr) = (lock.id, lock.session, lock.res);
-        let Status::Converting {
-            from, to, token, ..
-        } = lock.status
-        else {
+        let Status::Converting { from, to, ref conv } = lock.status else {
             return;
         };
+        let token = conv.token;
         self.relink(r, rr, Queue::Convert, Queue::Grant);
         if let Some(res) = self.resources.get_mut(rr.0) {
             if let Some(q) = res.queues.as_mut() {
