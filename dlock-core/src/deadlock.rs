@@ -339,7 +339,7 @@ impl Core {
         // Every edge points at the owner of some lock; a session with no lock yet has no
         // incoming edge, so no cycle can pass through it (the common case: a client waiting
         // for its first lock, however deep the queue).
-        if self.sessions.get(&owner).is_none_or(|s| s.locks.is_empty()) {
+        if self.sessions.get(&owner).is_none_or(|s| s.locks.len == 0) {
             return false;
         }
         let mut search = Search::new(self.config.max_deadlock_search, true);

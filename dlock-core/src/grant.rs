@@ -86,7 +86,7 @@ impl Core {
             self.timers.remove(&(d, Timer::Request(id)));
         }
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.locks.remove(&id);
+            s.locks.unlink(&mut self.locks, r);
             s.pending.remove(&id);
         }
         self.lock_ids.remove(&id);

@@ -82,10 +82,8 @@ impl Core {
         let s = self.sessions.get(&session)?;
         let locks = s
             .locks
-            .iter()
-            .filter_map(|id| self.lock_ids.get(id))
-            .filter_map(|r| self.locks.get(r.0))
-            .map(|l| SessionLockInfo {
+            .iter(&self.locks)
+            .map(|(_, l)| SessionLockInfo {
                 lock: l.id,
                 resource: self
                     .res(l.res)

@@ -125,6 +125,9 @@ pub(crate) struct Lock {
     pub(crate) since_ms: u64,
     pub(crate) prev: Link,
     pub(crate) next: Link,
+    /// Links of its session's list of locks, which is in lock id order (ids only grow).
+    pub(crate) sprev: Link,
+    pub(crate) snext: Link,
     /// R37: the strongest mode this lock was notified of since its last grant.
     pub(crate) highbast: Option<Mode>,
 }

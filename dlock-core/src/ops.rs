@@ -51,7 +51,7 @@ impl Core {
         crate::grant::list_mut(res, queue).push_back(&mut self.locks, r);
         self.lock_ids.insert(id, r);
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.locks.insert(id);
+            s.locks.push_back(&mut self.locks, r);
             if pending {
                 s.pending.insert(id);
             }
@@ -72,7 +72,10 @@ impl Core {
             out.push(reject(session, request, None, e.into()));
             return;
         }
-        let owned = self.sessions.get(&session).map_or(0, |s| s.locks.len());
+        let owned = self
+            .sessions
+            .get(&session)
+            .map_or(0, |s| s.locks.len as usize);
         if owned >= self.config.max_locks_per_session {
             let reason = Reject::LimitExceeded(Limit::LocksPerSession);
             out.push(reject(session, request, None, reason));
@@ -117,6 +120,8 @@ impl Core {
                 since_ms: self.clock_ms,
                 prev: Link::NONE,
                 next: Link::NONE,
+                sprev: Link::NONE,
+                snext: Link::NONE,
                 highbast: None,
             };
             if self.insert_lock(lock, Queue::Grant).is_none() {
@@ -175,6 +180,8 @@ impl Core {
             since_ms: self.clock_ms,
             prev: Link::NONE,
             next: Link::NONE,
+            sprev: Link::NONE,
+            snext: Link::NONE,
             highbast: None,
         };
         if self.insert_lock(lock, Queue::Wait).is_none() {

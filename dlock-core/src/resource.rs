@@ -1,5 +1,7 @@
 //! A resource (R1, R3): its name, value block, the counts of held modes and three queues.
 
+use std::marker::PhantomData;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Mode;
@@ -7,33 +9,70 @@ use crate::lock::{Link, Lock, LockRef};
 use crate::name::Name;
 use crate::slab::Slab;
 
-/// An intrusive doubly linked queue through [`Lock::prev`]/[`Lock::next`]. New entries go to
-/// the tail (R3); removal anywhere is O(1).
+/// Which pair of links of a [`Lock`] a [`List`] runs through.
+pub(crate) trait Chain {
+    /// `(prev, next)`.
+    fn links(l: &Lock) -> (Link, Link);
+    fn links_mut(l: &mut Lock) -> (&mut Link, &mut Link);
+}
+
+/// The resource queues: [`Lock::prev`]/[`Lock::next`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InQueue;
+
+impl Chain for InQueue {
+    fn links(l: &Lock) -> (Link, Link) {
+        (l.prev, l.next)
+    }
+    fn links_mut(l: &mut Lock) -> (&mut Link, &mut Link) {
+        (&mut l.prev, &mut l.next)
+    }
+}
+
+/// A session's locks: [`Lock::sprev`]/[`Lock::snext`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InSession;
+
+impl Chain for InSession {
+    fn links(l: &Lock) -> (Link, Link) {
+        (l.sprev, l.snext)
+    }
+    fn links_mut(l: &mut Lock) -> (&mut Link, &mut Link) {
+        (&mut l.sprev, &mut l.snext)
+    }
+}
+
+/// An intrusive doubly linked list through one pair of a lock's links (`C`). New entries
+/// go to the tail (R3); removal anywhere is O(1).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub(crate) struct List {
+pub(crate) struct List<C: Chain = InQueue> {
     pub(crate) head: Link,
     pub(crate) tail: Link,
     pub(crate) len: u32,
+    #[serde(skip)]
+    chain: PhantomData<C>,
 }
 
-impl Default for List {
+impl<C: Chain> Default for List<C> {
     fn default() -> Self {
         List {
             head: Link::NONE,
             tail: Link::NONE,
             len: 0,
+            chain: PhantomData,
         }
     }
 }
 
-impl List {
+impl<C: Chain> List<C> {
     pub(crate) fn push_back(&mut self, locks: &mut Slab<Lock>, r: LockRef) {
         if let Some(l) = locks.get_mut(r.0) {
-            l.prev = self.tail;
-            l.next = Link::NONE;
+            let (prev, next) = C::links_mut(l);
+            *prev = self.tail;
+            *next = Link::NONE;
         }
         match self.tail.get().and_then(|t| locks.get_mut(t.0)) {
-            Some(t) => t.next = Some(r).into(),
+            Some(t) => *C::links_mut(t).1 = Some(r).into(),
             None => self.head = Some(r).into(),
         }
         self.tail = Some(r).into();
@@ -43,41 +82,44 @@ impl List {
     /// Unlinks `r`, which must be on this list.
     pub(crate) fn unlink(&mut self, locks: &mut Slab<Lock>, r: LockRef) {
         let Some(l) = locks.get_mut(r.0) else { return };
-        let (prev, next) = (l.prev, l.next);
-        (l.prev, l.next) = (Link::NONE, Link::NONE);
+        let (lp, ln) = C::links_mut(l);
+        let (prev, next) = (*lp, *ln);
+        (*lp, *ln) = (Link::NONE, Link::NONE);
         match prev.get().and_then(|p| locks.get_mut(p.0)) {
-            Some(p) => p.next = next,
+            Some(p) => *C::links_mut(p).1 = next,
             None => self.head = next,
         }
         match next.get().and_then(|n| locks.get_mut(n.0)) {
-            Some(n) => n.prev = prev,
+            Some(n) => *C::links_mut(n).0 = prev,
             None => self.tail = prev,
         }
         self.len = self.len.saturating_sub(1);
     }
 
     /// The entries, head first.
-    pub(crate) fn iter<'a>(&self, locks: &'a Slab<Lock>) -> ListIter<'a> {
+    pub(crate) fn iter<'a>(&self, locks: &'a Slab<Lock>) -> ListIter<'a, C> {
         ListIter {
             locks,
             next: self.head.get(),
+            chain: PhantomData,
         }
     }
 }
 
 /// Iterator over a [`List`].
-pub(crate) struct ListIter<'a> {
+pub(crate) struct ListIter<'a, C: Chain = InQueue> {
     locks: &'a Slab<Lock>,
     next: Option<LockRef>,
+    chain: PhantomData<C>,
 }
 
-impl<'a> Iterator for ListIter<'a> {
+impl<'a, C: Chain> Iterator for ListIter<'a, C> {
     type Item = (LockRef, &'a Lock);
 
     fn next(&mut self) -> Option<Self::Item> {
         let r = self.next?;
         let l = self.locks.get(r.0)?;
-        self.next = l.next.get();
+        self.next = C::links(l).1.get();
         Some((r, l))
     }
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Core, Effects, reject};
+use crate::lock::LockRef;
+use crate::resource::{InSession, List};
 use crate::timers::Timer;
 use crate::{Event, EventKind, Invalid, Limit, LockId, Mode, Reject, RequestId, SessionId};
 
@@ -15,8 +17,8 @@ pub(crate) struct Session {
     pub(crate) ttl_ms: u64,
     pub(crate) expires_at: u64,
     pub(crate) secret: u128,
-    /// Every lock it owns, whatever its state.
-    pub(crate) locks: BTreeSet<LockId>,
+    /// Every lock it owns, whatever its state, in lock id order.
+    pub(crate) locks: List<InSession>,
     /// Its locks with a queued request (waiting or converting): the deadlock search walks
     /// these, never all of the session's locks.
     pub(crate) pending: BTreeSet<LockId>,
@@ -75,7 +77,7 @@ impl Core {
             ttl_ms,
             expires_at,
             secret,
-            locks: BTreeSet::new(),
+            locks: List::default(),
             pending: BTreeSet::new(),
         };
         self.sessions.insert(id, session);
@@ -124,10 +126,9 @@ impl Core {
             return;
         };
         self.timers.remove(&(session.expires_at, Timer::Lease(id)));
-        for lock in session.locks {
-            let Some(&r) = self.lock_ids.get(&lock) else {
-                continue;
-            };
+        // The session is gone from the table, so removing its locks leaves this list alone.
+        let owned: Vec<LockRef> = session.locks.iter(&self.locks).map(|(r, _)| r).collect();
+        for r in owned {
             if let Some(l) = self.locks.get(r.0) {
                 if matches!(l.status.granted_mode(), Some(Mode::PW | Mode::EX)) {
                     if let Some(res) = self.resources.get_mut(l.res.0) {
