@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{Lock, LockRef, ResRef};
+use crate::lock::{Lock, ResRef};
+use crate::lock_index::LockIndex;
 use crate::name::Name;
 use crate::resource::Resource;
 use crate::session::Session;
@@ -28,7 +29,7 @@ pub struct Core {
     pub(crate) last_token: u64,
     pub(crate) sessions: BTreeMap<SessionId, Session>,
     pub(crate) locks: Slab<Lock>,
-    pub(crate) lock_ids: BTreeMap<LockId, LockRef>,
+    pub(crate) lock_ids: LockIndex,
     pub(crate) resources: Slab<Resource>,
     pub(crate) names: BTreeMap<Name, ResRef>,
     /// Lease ends and request deadlines, ordered by time (timers.rs).
@@ -61,7 +62,7 @@ impl Core {
             last_token: 0,
             sessions: BTreeMap::new(),
             locks: Slab::default(),
-            lock_ids: BTreeMap::new(),
+            lock_ids: LockIndex::default(),
             resources: Slab::default(),
             names: BTreeMap::new(),
             timers: BTreeSet::new(),
