@@ -1,9 +1,10 @@
 //! Resource names, stored by the name index and by the resource.
 //!
 //! Most names are short, so a name of up to [`INLINE`] bytes lives inside the value itself
-//! (24 bytes, the size of a boxed slice plus its tag) and costs no heap allocation; a longer
-//! one is a boxed slice. Each of the two copies of a short name is cheaper than sharing one
-//! heap block through a reference count (16 bytes of pointer plus a block of at least 48).
+//! (16 bytes) and costs no heap allocation; a longer one is a boxed slice behind a thin
+//! pointer, so that the value stays 16 bytes. Each of the two copies of a short name is
+//! cheaper than sharing one heap block through a reference count (16 bytes of pointer plus
+//! a block of at least 48).
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -11,7 +12,7 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest name stored inline.
-const INLINE: usize = 22;
+const INLINE: usize = 14;
 
 /// A resource name. Ordered, compared and looked up by its bytes.
 #[derive(Clone)]
@@ -19,7 +20,7 @@ pub(crate) enum Name {
     /// `bytes[..len]` is the name.
     Inline { len: u8, bytes: [u8; INLINE] },
     /// A name longer than [`INLINE`] bytes.
-    Heap(Box<[u8]>),
+    Heap(Box<Box<[u8]>>),
 }
 
 impl Name {
@@ -30,7 +31,7 @@ impl Name {
                 inline[..bytes.len()].copy_from_slice(&bytes);
                 Name::Inline { len, bytes: inline }
             }
-            _ => Name::Heap(bytes.into_boxed_slice()),
+            _ => Name::Heap(Box::new(bytes.into_boxed_slice())),
         }
     }
 
@@ -104,6 +105,6 @@ mod tests {
         // Ordered by bytes, whatever the storage: a prefix sorts first.
         assert!(edge < long);
         assert!(Name::new(Vec::new()) < short);
-        assert_eq!(std::mem::size_of::<Name>(), 24);
+        assert_eq!(std::mem::size_of::<Name>(), 16);
     }
 }
