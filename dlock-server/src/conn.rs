@@ -191,10 +191,14 @@ async fn read_loop(
         conn.close(None, true);
         return;
     };
+    // One cancellation future for the whole loop: making a fresh one per frame registers and
+    // unregisters a waiter on the token each time, which showed up in the per-frame profile.
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let frame = tokio::select! {
             biased;
-            _ = token.cancelled() => break,
+            _ = &mut cancelled => break,
             f = next_frame(&mut reader, &conn) => f,
         };
         let msg = match frame {
@@ -227,10 +231,16 @@ async fn read_loop(
             },
         };
         // Waiting here when the core's inbox is full is the backpressure of the whole
-        // server; the writer keeps draining the outbox meanwhile.
+        // server; the writer keeps draining the outbox meanwhile. The common case (room in
+        // the inbox) takes the permit without building a waiting future.
+        let msg = match core_tx.try_send(msg) {
+            Ok(()) => continue,
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
         let sent = tokio::select! {
             biased;
-            _ = token.cancelled() => break,
+            _ = &mut cancelled => break,
             r = core_tx.send(msg) => r,
         };
         if sent.is_err() {

@@ -173,12 +173,27 @@ impl CoreTask {
         }
         let max_batch = self.config.max_batch.max(1);
         let mut batch = Vec::with_capacity(max_batch);
+        // One timer for the whole run, moved only when the wake-up time changes: a fresh
+        // `sleep_until` per batch would register and clear a timer entry every time.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut timer_at: Option<Instant> = None;
         loop {
             let deadline = self
                 .core
                 .next_deadline()
                 .map(|ms| self.start + Duration::from_millis(ms));
             let grace_until = self.grace.as_ref().map(|g| g.until);
+            let wake_at = match (deadline, grace_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if wake_at != timer_at {
+                if let Some(at) = wake_at {
+                    timer.as_mut().reset(at);
+                }
+                timer_at = wake_at;
+            }
             // Shutdown is checked first so that a busy inbox cannot delay it; the inbox comes
             // before the timers because the grace's end and a due Tick are also checked after
             // every batch.
@@ -193,8 +208,11 @@ impl CoreTask {
                         self.handle(msg)?;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
-                _ = tokio::time::sleep_until(grace_until.unwrap_or_else(Instant::now)), if grace_until.is_some() => {}
+                // The engine's next deadline or the grace's end, whichever comes first.
+                () = &mut timer, if timer_at.is_some() => {
+                    // Elapsed: armed again below even if the wake-up time stays the same.
+                    timer_at = None;
+                }
             }
             // The grace ends here, between batches, and never by a clock read inside `handle`:
             // a command arriving after the deadline but before this point is held too, so the
