@@ -11,7 +11,7 @@ use std::time::Duration;
 use dlock_proto::{
     ClientMessage, DEFAULT_MAX_FRAME_LEN, FrameCodec, Hello, Refusal, ServerMessage, Welcome,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -170,7 +170,13 @@ async fn write_loop(
                 return;
             }
         }
-        match tokio::time::timeout(WRITE_STALL, sink.flush()).await {
+        // Usually the socket takes the batch at once; only a flush that has to wait gets a
+        // stall timer (arming one per flush is a timer entry per request).
+        let flushed = match sink.flush().now_or_never() {
+            Some(res) => Ok(res),
+            None => tokio::time::timeout(WRITE_STALL, sink.flush()).await,
+        };
+        match flushed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "flush failed");

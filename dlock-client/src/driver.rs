@@ -282,17 +282,21 @@ async fn next_handshake(connecting: &mut Option<Connecting>) -> Result<Handshake
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Driver {
     async fn run(mut self) {
+        // One timer for the task's life, moved only when the next deadline changes: a fresh
+        // sleep per wake-up would register and clear a timer entry for every frame.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut timer_at: Option<Instant> = None;
         while !self.exit {
             let deadline = self.next_deadline();
+            if deadline != timer_at {
+                if let Some(at) = deadline {
+                    timer.as_mut().reset(at);
+                }
+                timer_at = deadline;
+            }
             tokio::select! {
                 op = self.ops.recv() => match op {
                     Some(op) => self.on_op(op),
@@ -303,7 +307,10 @@ impl Driver {
                     self.connecting = None;
                     self.on_handshake(hs);
                 }
-                () = sleep_until(deadline) => {}
+                () = &mut timer, if timer_at.is_some() => {
+                    // Elapsed: armed again on the next turn even if the deadline stays.
+                    timer_at = None;
+                }
             }
             self.on_timers();
             self.maybe_ack();
