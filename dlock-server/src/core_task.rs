@@ -29,6 +29,9 @@ use crate::{Config, ServerError};
 /// resume). Their `Renewed` events are not forwarded.
 const INTERNAL_REQUEST: RequestId = RequestId(u64::MAX);
 
+/// The largest event buffer capacity kept between commands.
+const EVENTS_BUF_KEEP: usize = 1024;
+
 /// A message from a connection to the core task.
 #[derive(Debug)]
 pub(crate) enum CoreMsg {
@@ -132,6 +135,8 @@ pub(crate) struct CoreTask {
     lease_record: LeaseRecord,
     /// The recovery grace, while it lasts.
     grace: Option<Grace>,
+    /// A reused buffer for the events of one command (see `apply` and `dispatch`).
+    events_buf: Vec<Event>,
 }
 
 impl CoreTask {
@@ -155,6 +160,7 @@ impl CoreTask {
             audit: None,
             lease_record,
             grace,
+            events_buf: Vec::new(),
         }
     }
 
@@ -245,11 +251,17 @@ impl CoreTask {
             now_ms,
             command,
         };
+        // The event buffer is handed back by `dispatch`, so a command normally allocates none.
+        let mut events = std::mem::take(&mut self.events_buf);
+        events.clear();
         let events = match &mut self.audit {
-            None => self.core.apply(input),
+            None => {
+                self.core.apply_into(input, &mut events);
+                events
+            }
             Some(audit) => {
                 let ts_us = crate::audit::now_us();
-                let events = self.core.apply(input.clone());
+                self.core.apply_into(input.clone(), &mut events);
                 // Written before the caller dispatches the events.
                 audit.record(ts_us, &input, &events)?;
                 events
@@ -651,8 +663,8 @@ impl CoreTask {
 
     /// Routes engine events to their sessions: numbers them, keeps them for replay, and
     /// forwards them to the attached connection.
-    fn dispatch(&mut self, events: Vec<Event>) {
-        for event in events {
+    fn dispatch(&mut self, mut events: Vec<Event>) {
+        for event in events.drain(..) {
             match event.kind {
                 EventKind::Renewed { .. } if event.request == Some(INTERNAL_REQUEST) => continue,
                 // The Welcome says this.
@@ -695,6 +707,10 @@ impl CoreTask {
                 }
                 self.sessions.remove(&session);
             }
+        }
+        // Kept for the next command unless one large output (a mass expiry) grew it.
+        if events.capacity() <= EVENTS_BUF_KEEP {
+            self.events_buf = events;
         }
     }
 
