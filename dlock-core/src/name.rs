@@ -1,7 +1,7 @@
 //! Resource names, stored by the name index and by the resource.
 //!
 //! Most names are short, so a name of up to [`INLINE`] bytes lives inside the value itself
-//! (24 bytes) and costs no heap allocation: each of its two copies is cheaper than sharing
+//! (32 bytes) and costs no heap allocation: each of its two copies is cheaper than sharing
 //! one heap block. A longer name is one reference-counted block shared by both copies, so
 //! that it is not stored twice.
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest name stored inline.
-const INLINE: usize = 22;
+const INLINE: usize = 30;
 
 /// A resource name. Ordered, compared and looked up by its bytes.
 #[derive(Clone)]
@@ -105,6 +105,6 @@ mod tests {
         // Ordered by bytes, whatever the storage: a prefix sorts first.
         assert!(edge < long);
         assert!(Name::new(Vec::new()) < short);
-        assert_eq!(std::mem::size_of::<Name>(), 24);
+        assert_eq!(std::mem::size_of::<Name>(), 32);
     }
 }
