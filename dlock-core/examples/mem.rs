@@ -1,7 +1,9 @@
 //! Memory per held lock: opens 1,000 sessions, grants 1,000 EX locks each on distinct
-//! resources (`k-NNNNNNNN`), and prints the growth of this process's resident set.
+//! resources (`<prefix>NNNNNNNN`, prefix `k-` by default), and prints the growth of this
+//! process's resident set. The loadgen's many-locks names are about 27 bytes long:
+//! a prefix such as `lg12345-123456789/m` gives names of that length.
 //!
-//! `cargo run --release -p dlock-core --example mem [sessions] [locks_per_session]`
+//! `cargo run --release -p dlock-core --example mem [sessions] [locks_per_session] [prefix]`
 
 use dlock_core::{Command, Config, Core, EventKind, Input, LockFlags, Mode, RequestId, SessionId};
 
@@ -19,6 +21,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let sessions: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
     let per: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
+    let prefix = args.next().unwrap_or_else(|| "k-".to_owned());
     let config = Config {
         max_sessions: usize::MAX,
         max_locks_per_session: usize::MAX,
@@ -52,7 +55,7 @@ fn main() {
             let lock = Command::Lock {
                 session,
                 request: RequestId(k),
-                resource: format!("k-{:08}", (s as u64) * per + k).into_bytes(),
+                resource: format!("{prefix}{:08}", (s as u64) * per + k).into_bytes(),
                 mode: Mode::EX,
                 flags: LockFlags::empty(),
                 value: None,
