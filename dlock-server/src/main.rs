@@ -2,6 +2,8 @@
 //! SIGINT or SIGTERM.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use dlock_server::cli::{Args, LogFormat};
@@ -14,7 +16,10 @@ async fn main() -> anyhow::Result<()> {
         Some(level) => EnvFilter::try_new(level).context("invalid --log-level")?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal, so that log files and journald get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match args.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
