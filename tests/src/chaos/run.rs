@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use dlock_client::Client;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -60,6 +60,39 @@ impl ChaosConfig {
             check: CheckConfig::default(),
         }
     }
+}
+
+/// Runs `cfg` under a hard timeout of 120 s and checks what every test of the suite expects
+/// of a run: no violation of any property, at least one fault of every configured kind, at
+/// least 100 operations and 50 grants checked, and at least one server lifetime. The report is
+/// printed, so a failing run shows its counterexample and seed.
+pub async fn run_chaos_checked(cfg: ChaosConfig) -> Result<ChaosReport> {
+    let kinds = cfg.faults.kinds.clone();
+    let report = tokio::time::timeout(Duration::from_secs(120), run_chaos(cfg))
+        .await
+        .context("the chaos run did not finish within its hard timeout")??;
+    println!("{report}");
+    ensure!(report.is_ok(), "violations found:\n{report}");
+    for kind in &kinds {
+        ensure!(
+            report.faults.get(kind).copied().unwrap_or(0) > 0,
+            "no {} fault was injected:\n{report}",
+            kind.name()
+        );
+    }
+    ensure!(
+        report.check.op_count() >= 100,
+        "too little work was checked:\n{report}"
+    );
+    ensure!(
+        report.check.grants >= 50,
+        "too few grants were checked:\n{report}"
+    );
+    ensure!(
+        report.audit.starts >= 1,
+        "no server lifetime in the audit log:\n{report}"
+    );
+    Ok(report)
 }
 
 /// What a chaos run did and found.
