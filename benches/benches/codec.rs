@@ -2,6 +2,7 @@
 //! traffic (a lock request, a grant event, a query reply).
 #![allow(missing_docs)]
 
+use dlock_proto::LockRequest;
 use std::hint::black_box;
 
 use bytes::BytesMut;
@@ -16,13 +17,13 @@ use tokio_util::codec::{Decoder, Encoder};
 fn lock_request() -> ClientMessage {
     ClientMessage::Request {
         id: RequestId(123_456),
-        body: Request::Lock {
+        body: Request::Lock(LockRequest {
             resource: b"orders/customer-42/invoice".to_vec(),
             mode: Mode::EX,
             flags: LockFlags::empty(),
             value: None,
             timeout_ms: Some(30_000),
-        },
+        }),
     }
 }
 
@@ -56,22 +57,25 @@ fn query_reply() -> ServerMessage {
     };
     ServerMessage::Reply {
         id: RequestId(77),
-        body: Reply::Resources(vec![ResourceInfo {
-            name: b"orders/customer-42/invoice".to_vec(),
-            value: vec![0xAB; 32],
-            value_valid: true,
-            granted: vec![lock(0, LockState::Granted { mode: Mode::PR })],
-            converting: vec![lock(
-                1,
-                LockState::Converting {
-                    from: Mode::PR,
-                    to: Mode::EX,
-                },
-            )],
-            waiting: (2..6)
-                .map(|n| lock(n, LockState::Waiting { mode: Mode::EX }))
-                .collect(),
-        }]),
+        body: Reply::Resources {
+            now_ms: 1_234,
+            resources: vec![ResourceInfo {
+                name: b"orders/customer-42/invoice".to_vec(),
+                value: vec![0xAB; 32],
+                value_valid: true,
+                granted: vec![lock(0, LockState::Granted { mode: Mode::PR })],
+                converting: vec![lock(
+                    1,
+                    LockState::Converting {
+                        from: Mode::PR,
+                        to: Mode::EX,
+                    },
+                )],
+                waiting: (2..6)
+                    .map(|n| lock(n, LockState::Waiting { mode: Mode::EX }))
+                    .collect(),
+            }],
+        },
     }
 }
 

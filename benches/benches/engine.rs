@@ -5,6 +5,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use dlock_core::{
     Command, Config, Core, Event, Input, LockFlags, LockId, Mode, RequestId, SessionId,
 };
+use dlock_core::{ConvertRequest, LockRequest, UnlockRequest};
 
 /// A core plus the index and clock of the next input.
 #[derive(Clone)]
@@ -45,11 +46,13 @@ impl Driver {
         let ev = self.apply(Command::Lock {
             session,
             request: RequestId(0),
-            resource: name.to_vec(),
-            mode,
-            flags: LockFlags::empty(),
-            value: None,
-            timeout_ms: None,
+            args: LockRequest {
+                resource: name.to_vec(),
+                mode,
+                flags: LockFlags::empty(),
+                value: None,
+                timeout_ms: None,
+            },
         });
         (LockId(self.index), ev)
     }
@@ -58,11 +61,13 @@ impl Driver {
         self.apply(Command::Convert {
             session,
             request: RequestId(0),
-            lock,
-            mode,
-            flags: LockFlags::empty(),
-            value: None,
-            timeout_ms: None,
+            args: ConvertRequest {
+                lock,
+                mode,
+                flags: LockFlags::empty(),
+                value: None,
+                timeout_ms: None,
+            },
         })
     }
 
@@ -70,9 +75,11 @@ impl Driver {
         self.apply(Command::Unlock {
             session,
             request: RequestId(0),
-            lock,
-            flags: LockFlags::empty(),
-            value: None,
+            args: UnlockRequest {
+                lock,
+                flags: LockFlags::empty(),
+                value: None,
+            },
         })
     }
 }

@@ -26,6 +26,17 @@ pub struct Pong {
     pub rtt: Duration,
 }
 
+/// A query's answer with the server's lock-table clock when it answered: the `since_ms` of
+/// every lock in `value` is on the same clock, so `now_ms - since_ms` is the lock's age as
+/// the server sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerView<T> {
+    /// The server's lock-table clock (milliseconds) at the answer.
+    pub now_ms: u64,
+    /// What the query found.
+    pub value: T,
+}
+
 /// What the handles can see of the background task's session.
 #[derive(Debug, Default)]
 pub(crate) struct SessionView {
@@ -116,17 +127,7 @@ impl Client {
     /// One resource with its grant, convert and wait queues (R66), or `None` if no lock on
     /// it exists.
     pub async fn query_resource(&self, resource: impl AsRef<[u8]>) -> Result<Option<ResourceInfo>> {
-        let reply = self
-            .query(Query::Resource(resource.as_ref().to_vec()))
-            .await?;
-        match reply {
-            Reply::Resources(mut v) => Ok(if v.is_empty() {
-                None
-            } else {
-                Some(v.swap_remove(0))
-            }),
-            other => Err(unexpected(&other)),
-        }
+        Ok(self.view_resource(resource).await?.value)
     }
 
     /// Resources whose names start with `prefix`, in name order, at most `limit` (the server
@@ -136,22 +137,62 @@ impl Client {
         prefix: impl AsRef<[u8]>,
         limit: u32,
     ) -> Result<Vec<ResourceInfo>> {
-        let reply = self
-            .query(Query::Prefix {
-                prefix: prefix.as_ref().to_vec(),
-                limit,
-            })
-            .await?;
-        match reply {
-            Reply::Resources(v) => Ok(v),
-            other => Err(unexpected(&other)),
-        }
+        Ok(self.view_prefix(prefix, limit).await?.value)
     }
 
     /// A session and its locks, or `None` if it does not exist.
     pub async fn query_session(&self, session: SessionId) -> Result<Option<SessionInfo>> {
+        Ok(self.view_session(session).await?.value)
+    }
+
+    /// [`query_resource`](Self::query_resource) with the server's clock at the answer, so
+    /// that a lock's age (`now_ms - since_ms`) is measured by the server's clock.
+    pub async fn view_resource(
+        &self,
+        resource: impl AsRef<[u8]>,
+    ) -> Result<ServerView<Option<ResourceInfo>>> {
+        let view = self
+            .view_resources(Query::Resource(resource.as_ref().to_vec()))
+            .await?;
+        Ok(ServerView {
+            now_ms: view.now_ms,
+            value: view.value.into_iter().next(),
+        })
+    }
+
+    /// [`query_prefix`](Self::query_prefix) with the server's clock at the answer.
+    pub async fn view_prefix(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        limit: u32,
+    ) -> Result<ServerView<Vec<ResourceInfo>>> {
+        self.view_resources(Query::Prefix {
+            prefix: prefix.as_ref().to_vec(),
+            limit,
+        })
+        .await
+    }
+
+    /// [`query_session`](Self::query_session) with the server's clock at the answer.
+    pub async fn view_session(
+        &self,
+        session: SessionId,
+    ) -> Result<ServerView<Option<SessionInfo>>> {
         match self.query(Query::Session(session)).await? {
-            Reply::Session(s) => Ok(s),
+            Reply::Session { now_ms, session } => Ok(ServerView {
+                now_ms,
+                value: session,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn view_resources(&self, query: Query) -> Result<ServerView<Vec<ResourceInfo>>> {
+        match self.query(query).await? {
+            Reply::Resources { now_ms, resources } => Ok(ServerView {
+                now_ms,
+                value: resources,
+            }),
             other => Err(unexpected(&other)),
         }
     }

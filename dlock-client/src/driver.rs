@@ -9,6 +9,7 @@
 //! server does not apply a request twice and replays the events the client missed, whose
 //! sequence numbers tell duplicates apart.
 
+use dlock_proto::{ConvertRequest, LockRequest, UnlockRequest};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -691,13 +692,13 @@ impl Driver {
                 reply,
                 queued,
             } => {
-                let body = Request::Lock {
+                let body = Request::Lock(LockRequest {
                     resource: resource.clone(),
                     mode,
                     flags,
                     value: None,
                     timeout_ms,
-                };
+                });
                 if let Err(e) = self.check_size(&body) {
                     let _ = reply.send(Err(e));
                     return;
@@ -727,13 +728,13 @@ impl Driver {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                let body = Request::Convert {
+                let body = Request::Convert(ConvertRequest {
                     lock,
                     mode,
                     flags,
                     value,
                     timeout_ms,
-                };
+                });
                 if let Err(e) = self.check_size(&body) {
                     let _ = reply.send(Err(e));
                     return;
@@ -759,7 +760,7 @@ impl Driver {
                     }
                     return;
                 }
-                let body = Request::Unlock { lock, flags, value };
+                let body = Request::Unlock(UnlockRequest { lock, flags, value });
                 if let Err(e) = self.check_size(&body) {
                     if epoch.is_none() {
                         // By id: nothing was given up, so nothing is released in its place.
@@ -817,10 +818,9 @@ impl Driver {
     /// Refuses a request that would not fit in one frame (it would break the connection).
     fn check_size(&self, body: &Request) -> Result<()> {
         let payload = match body {
-            Request::Lock { resource, .. } => resource.len(),
-            Request::Convert { value, .. } | Request::Unlock { value, .. } => {
-                value.as_ref().map_or(0, Vec::len)
-            }
+            Request::Lock(LockRequest { resource, .. }) => resource.len(),
+            Request::Convert(ConvertRequest { value, .. })
+            | Request::Unlock(UnlockRequest { value, .. }) => value.as_ref().map_or(0, Vec::len),
             _ => 0,
         };
         if payload + 256 < self.max_frame_len {
@@ -993,11 +993,11 @@ impl Driver {
 
     /// Sends a plain unlock nobody waits for (the release of a dropped or consumed guard).
     fn send_unlock(&mut self, lock: LockId, fallback: bool) {
-        let body = Request::Unlock {
+        let body = Request::Unlock(UnlockRequest {
             lock,
             flags: LockFlags::empty(),
             value: None,
-        };
+        });
         let pending = Pending::Unlock {
             lock,
             reply: None,

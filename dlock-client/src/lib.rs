@@ -268,7 +268,7 @@ mod op;
 mod options;
 mod pending;
 
-pub use client::{Client, ClientBuilder, Pong};
+pub use client::{Client, ClientBuilder, Pong, ServerView};
 pub use dlock_core::{
     FencingToken, Invalid, Limit, LockFlags, LockId, LockInfo, LockState, Mode, Reject,
     ResourceInfo, SessionId, SessionInfo, SessionLockInfo,

@@ -2,6 +2,7 @@
 //! retransmission and replay de-duplication, refused resume, the grant-races-cancel path and
 //! the local lease (with paused time). Real TCP on 127.0.0.1:0.
 
+use dlock_proto::{ConvertRequest, LockRequest, UnlockRequest};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -86,6 +87,7 @@ fn welcome(resumed: bool, session: SessionId, ttl_ms: u64) -> ServerMessage {
         resumed,
         lvb_len: 32,
         max_frame_len: 64 * 1024,
+        now_ms: 5_000,
     })
 }
 
@@ -182,7 +184,7 @@ async fn resume_retransmits_outstanding_requests_and_drops_replayed_duplicates()
         });
         let (id, body) = recv_request(&mut conn, &mut seq).await?;
         ensure!(
-            matches!(&body, Request::Lock { resource, mode: Mode::EX, .. } if resource == b"r")
+            matches!(&body, Request::Lock(LockRequest { resource, mode: Mode::EX, .. }) if resource == b"r")
         );
         let lock = LockId(100);
         let queued_seq =
@@ -217,7 +219,7 @@ async fn resume_retransmits_outstanding_requests_and_drops_replayed_duplicates()
         // The outstanding lock request is re-sent with its id.
         let (again, body) = recv_request(&mut conn, &mut seq).await?;
         ensure!(again == id, "re-sent {again} instead of {id}");
-        ensure!(matches!(body, Request::Lock { .. }));
+        ensure!(matches!(body, Request::Lock(LockRequest { .. })));
 
         let mut guard = locking.await??;
         ensure!(guard.lock_id() == lock && guard.token() == FencingToken(5));
@@ -237,7 +239,7 @@ async fn resume_retransmits_outstanding_requests_and_drops_replayed_duplicates()
         let unlocking = tokio::spawn(guard.unlock());
         let (uid, body) = recv_request(&mut conn, &mut seq).await?;
         ensure!(
-            matches!(body, Request::Unlock { lock: l, .. } if l == lock),
+            matches!(body, Request::Unlock(UnlockRequest { lock: l, .. }) if l == lock),
             "{body:?}"
         );
         send_event(
@@ -342,7 +344,7 @@ async fn a_grant_that_races_the_cancel_of_a_dropped_lock_future_is_released() ->
         .await?;
         let (_, body) = recv_request(&mut conn, &mut seq).await?;
         ensure!(
-            matches!(body, Request::Unlock { lock: l, .. } if l == lock),
+            matches!(body, Request::Unlock(UnlockRequest { lock: l, .. }) if l == lock),
             "the unwanted grant is released: {body:?}"
         );
         Ok(())
@@ -455,7 +457,10 @@ async fn a_cancel_succeeds_once_and_a_second_cancel_finds_nothing_pending() -> R
         });
         let (convert_id, body) = recv_request(&mut conn, &mut seq).await?;
         ensure!(
-            matches!(body, Request::Convert { mode: Mode::EX, .. }),
+            matches!(
+                body,
+                Request::Convert(ConvertRequest { mode: Mode::EX, .. })
+            ),
             "{body:?}"
         );
         send_event(
@@ -684,11 +689,11 @@ async fn grant(
 async fn recv_plain_unlock(conn: &mut Conn, seq: &mut u64, lock: LockId) -> Result<RequestId> {
     let (id, body) = recv_request(conn, seq).await?;
     ensure!(
-        body == Request::Unlock {
+        body == Request::Unlock(UnlockRequest {
             lock,
             flags: dlock_core::LockFlags::empty(),
             value: None
-        },
+        }),
         "expected a plain unlock of {lock}, got {body:?}"
     );
     Ok(id)
@@ -712,7 +717,7 @@ async fn an_unlock_the_server_refuses_is_followed_by_a_plain_unlock() -> Result<
         let unlocking = tokio::spawn(guard.unlock_with(UnlockOptions::new().value(b"v".to_vec())));
         let (id, body) = recv_request(&mut conn, &mut seq).await?;
         ensure!(
-            matches!(&body, Request::Unlock { value: Some(v), .. } if v == b"v"),
+            matches!(&body, Request::Unlock(UnlockRequest { value: Some(v), .. }) if v == b"v"),
             "{body:?}"
         );
         let too_long = dlock_core::Invalid::ValueTooLong { len: 1, max: 0 };
@@ -888,7 +893,10 @@ async fn a_pending_lock_is_answered_at_queued_and_survives_a_reconnect() -> Resu
             }
         });
         let (id, body) = recv_request(&mut conn, &mut seq).await?;
-        ensure!(matches!(body, Request::Lock { .. }), "{body:?}");
+        ensure!(
+            matches!(body, Request::Lock(LockRequest { .. })),
+            "{body:?}"
+        );
         let lock = LockId(100);
         send_event(&mut conn, &mut seq, Some(id), Some(lock), EventKind::Queued).await?;
         let pending = requesting.await??;
@@ -926,7 +934,7 @@ async fn a_refused_unlock_by_id_sends_nothing_in_its_place() -> Result<()> {
         });
         let (id, body) = recv_request(&mut conn, &mut seq).await?;
         ensure!(
-            matches!(body, Request::Unlock { lock: l, .. } if l == lock),
+            matches!(body, Request::Unlock(UnlockRequest { lock: l, .. }) if l == lock),
             "{body:?}"
         );
         let refusal = rejected(dlock_core::Reject::Busy);

@@ -6,6 +6,7 @@
 //! `cargo run --release -p dlock-core --example mem [sessions] [locks_per_session] [prefix]`
 
 use dlock_core::{Command, Config, Core, EventKind, Input, LockFlags, Mode, RequestId, SessionId};
+use dlock_core::LockRequest;
 
 /// VmRSS of this process in bytes (Linux only; 0 elsewhere).
 fn rss_bytes() -> u64 {
@@ -55,11 +56,13 @@ fn main() {
             let lock = Command::Lock {
                 session,
                 request: RequestId(k),
-                resource: format!("{prefix}{:08}", (s as u64) * per + k).into_bytes(),
-                mode: Mode::EX,
-                flags: LockFlags::empty(),
-                value: None,
-                timeout_ms: None,
+                args: LockRequest {
+                    resource: format!("{prefix}{:08}", (s as u64) * per + k).into_bytes(),
+                    mode: Mode::EX,
+                    flags: LockFlags::empty(),
+                    value: None,
+                    timeout_ms: None,
+                },
             };
             let events = core.apply(Input {
                 index,

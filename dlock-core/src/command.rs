@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LockFlags, LockId, Mode, RequestId, SessionId};
+use crate::{ConvertRequest, LockId, LockRequest, RequestId, SessionId, UnlockRequest};
 
 /// One input to [`Core::apply`](crate::Core::apply).
 ///
@@ -55,16 +55,8 @@ pub enum Command {
         session: SessionId,
         /// Echoed in every event about this request.
         request: RequestId,
-        /// The resource name: opaque bytes, 1..=`max_name_len` long.
-        resource: Vec<u8>,
-        /// Requested mode.
-        mode: Mode,
-        /// Flags; see [`LockFlags`].
-        flags: LockFlags,
-        /// With VALBLK: a value is only meaningful on write paths; ignored on a new lock.
-        value: Option<Vec<u8>>,
-        /// R65: if still queued after this many milliseconds, complete with TIMEDOUT.
-        timeout_ms: Option<u64>,
+        /// What to lock, how.
+        args: LockRequest,
     },
     /// Convert a granted lock to another mode (R11, R15..R21).
     Convert {
@@ -72,29 +64,17 @@ pub enum Command {
         session: SessionId,
         /// Echoed in every event about this conversion.
         request: RequestId,
-        /// The lock to convert.
-        lock: LockId,
-        /// The new mode.
-        mode: Mode,
-        /// Flags; see [`LockFlags`].
-        flags: LockFlags,
-        /// With VALBLK on a write path (from PW/EX, R26): the value to write.
-        value: Option<Vec<u8>>,
-        /// R65: if still queued after this many milliseconds, complete with TIMEDOUT.
-        timeout_ms: Option<u64>,
+        /// Which lock, to what.
+        args: ConvertRequest,
     },
-    /// Release a granted lock (R44, R45, R28, R29).
+    /// Release a granted lock (R44, R45, R28, R29a).
     Unlock {
         /// The owner.
         session: SessionId,
         /// Echoed in the reply.
         request: RequestId,
-        /// The lock.
-        lock: LockId,
-        /// VALBLK (write on unlock from PW/EX) and IVVALBLK.
-        flags: LockFlags,
-        /// With VALBLK: the value to write.
-        value: Option<Vec<u8>>,
+        /// Which lock, with what value.
+        args: UnlockRequest,
     },
     /// Cancel a lock's pending request or conversion (R46..R48).
     Cancel {

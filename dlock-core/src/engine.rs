@@ -113,50 +113,18 @@ impl Core {
             Command::Lock {
                 session,
                 request,
-                resource,
-                mode,
-                flags,
-                value,
-                timeout_ms,
-            } => {
-                let req = crate::ops::LockReq {
-                    session,
-                    request,
-                    resource,
-                    mode,
-                    flags,
-                    value,
-                    timeout_ms,
-                };
-                self.lock(req, &mut fx, out);
-            }
+                args,
+            } => self.lock(session, request, args, &mut fx, out),
             Command::Convert {
                 session,
                 request,
-                lock,
-                mode,
-                flags,
-                value,
-                timeout_ms,
-            } => {
-                let req = crate::ops::ConvertReq {
-                    session,
-                    request,
-                    lock,
-                    mode,
-                    flags,
-                    value,
-                    timeout_ms,
-                };
-                self.convert(req, &mut fx, out);
-            }
+                args,
+            } => self.convert(session, request, args, &mut fx, out),
             Command::Unlock {
                 session,
                 request,
-                lock,
-                flags,
-                value,
-            } => self.unlock(session, request, lock, flags, value, &mut fx, out),
+                args,
+            } => self.unlock(session, request, args, &mut fx, out),
             Command::Cancel {
                 session,
                 request,

@@ -7,7 +7,7 @@
 //! send the next [`Command::Tick`].
 //!
 //! ```
-//! use dlock_core::{Command, Config, Core, EventKind, Input, LockFlags, Mode, RequestId, SessionId};
+//! use dlock_core::{Command, Config, Core, EventKind, Input, LockRequest, Mode, RequestId, SessionId};
 //!
 //! let mut core = Core::new(Config::default());
 //! let open = Command::OpenSession { name: "a".into(), ttl_ms: 10_000, secret: 7 };
@@ -16,11 +16,7 @@
 //! let lock = Command::Lock {
 //!     session,
 //!     request: RequestId(1),
-//!     resource: b"db".to_vec(),
-//!     mode: Mode::EX,
-//!     flags: LockFlags::empty(),
-//!     value: None,
-//!     timeout_ms: None,
+//!     args: LockRequest::new("db", Mode::EX),
 //! };
 //! let events = core.apply(Input { index: 2, now_ms: 1, command: lock });
 //! assert!(matches!(events[0].kind, EventKind::Granted { mode: Mode::EX, .. }));
@@ -120,6 +116,7 @@ mod mode;
 mod name;
 mod ops;
 mod query;
+mod request;
 mod resource;
 mod session;
 mod slab;
@@ -134,3 +131,4 @@ pub use flags::LockFlags;
 pub use ids::{FencingToken, LockId, RequestId, SessionId};
 pub use mode::{COMPATIBILITY, Mode, ParseModeError};
 pub use query::{LockInfo, LockState, ResourceInfo, SessionInfo, SessionLockInfo, WaitsFor};
+pub use request::{ConvertRequest, LockRequest, UnlockRequest};

@@ -10,30 +10,9 @@ use crate::resource::Resource;
 use crate::timers::Timer;
 use crate::validate;
 use crate::{
-    Event, EventKind, Invalid, Limit, LockFlags, LockId, Mode, Reject, RequestId, SessionId,
+    ConvertRequest, Event, EventKind, Invalid, Limit, LockFlags, LockId, LockRequest, Mode, Reject,
+    RequestId, SessionId, UnlockRequest,
 };
-
-/// The arguments of [`Command::Lock`](crate::Command::Lock).
-pub(crate) struct LockReq {
-    pub(crate) session: SessionId,
-    pub(crate) request: RequestId,
-    pub(crate) resource: Vec<u8>,
-    pub(crate) mode: Mode,
-    pub(crate) flags: LockFlags,
-    pub(crate) value: Option<Vec<u8>>,
-    pub(crate) timeout_ms: Option<u64>,
-}
-
-/// The arguments of [`Command::Convert`](crate::Command::Convert).
-pub(crate) struct ConvertReq {
-    pub(crate) session: SessionId,
-    pub(crate) request: RequestId,
-    pub(crate) lock: LockId,
-    pub(crate) mode: Mode,
-    pub(crate) flags: LockFlags,
-    pub(crate) value: Option<Vec<u8>>,
-    pub(crate) timeout_ms: Option<u64>,
-}
 
 impl Core {
     /// Finds `session`'s lock `id` (R6, R52: another session's lock reads as unknown).
@@ -60,8 +39,14 @@ impl Core {
     }
 
     /// R10 / R22: a new lock.
-    pub(crate) fn lock(&mut self, q: LockReq, fx: &mut Effects, out: &mut Vec<Event>) {
-        let (session, request) = (q.session, q.request);
+    pub(crate) fn lock(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        q: LockRequest,
+        fx: &mut Effects,
+        out: &mut Vec<Event>,
+    ) {
         if !self.live_session(session, request, None, out) {
             return;
         }
@@ -208,8 +193,15 @@ impl Core {
     }
 
     /// R11, R15..R21: a conversion.
-    pub(crate) fn convert(&mut self, q: ConvertReq, fx: &mut Effects, out: &mut Vec<Event>) {
-        let (session, request, id, to) = (q.session, q.request, q.lock, q.mode);
+    pub(crate) fn convert(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        q: ConvertRequest,
+        fx: &mut Effects,
+        out: &mut Vec<Event>,
+    ) {
+        let (id, to) = (q.lock, q.mode);
         if !self.live_session(session, request, Some(id), out) {
             return;
         }
@@ -258,7 +250,7 @@ impl Core {
         // ahead). Same-mode (R16) and down (R17) conversions always pass.
         let now = res.allows(to, Some(from)) && (!quecvt || res.convert_len() == 0);
         if now {
-            self.convert_in_place(r, from, &q, fx, out);
+            self.convert_in_place(r, from, (session, request), &q, fx, out);
             // R12: any conversion granted on arrival runs a grant pass.
             fx.dirty.insert(rr);
             self.run_grant_passes(fx, out);
@@ -351,7 +343,8 @@ impl Core {
         &mut self,
         r: LockRef,
         from: Mode,
-        q: &ConvertReq,
+        (session, request): (SessionId, RequestId),
+        q: &ConvertRequest,
         fx: &mut Effects,
         out: &mut Vec<Event>,
     ) {
@@ -396,22 +389,24 @@ impl Core {
             value,
             value_valid,
         };
-        out.push(reply(q.session, q.request, Some(q.lock), kind));
+        out.push(reply(session, request, Some(q.lock), kind));
         fx.touched.push(q.lock);
     }
 
     /// R44, R45, R28, R29a: unlock.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn unlock(
         &mut self,
         session: SessionId,
         request: RequestId,
-        id: LockId,
-        flags: LockFlags,
-        value: Option<Vec<u8>>,
+        q: UnlockRequest,
         fx: &mut Effects,
         out: &mut Vec<Event>,
     ) {
+        let UnlockRequest {
+            lock: id,
+            flags,
+            value,
+        } = q;
         if !self.live_session(session, request, Some(id), out) {
             return;
         }

@@ -2,6 +2,7 @@
 //! checked against a naive reference model of the grant decisions (R9..R13, R15..R22,
 //! R39..R47, R50, R65) and against invariants.
 
+use dlock_core::{ConvertRequest, LockRequest, UnlockRequest};
 use std::collections::{BTreeMap, BTreeSet};
 
 use dlock_core::{
@@ -102,11 +103,13 @@ fn inputs(ops: &[Op]) -> Vec<Input> {
                 Command::Lock {
                     session: slots[s as usize],
                     request: req,
-                    resource: NAMES[r as usize].as_bytes().to_vec(),
-                    mode,
-                    flags,
-                    value: None,
-                    timeout_ms: t.map(u64::from),
+                    args: LockRequest {
+                        resource: NAMES[r as usize].as_bytes().to_vec(),
+                        mode,
+                        flags,
+                        value: None,
+                        timeout_ms: t.map(u64::from),
+                    },
                 }
             }
             Op::Convert(s, p, mode, nq, qc, t) => {
@@ -116,19 +119,23 @@ fn inputs(ops: &[Op]) -> Vec<Input> {
                 Command::Convert {
                     session: slots[s as usize],
                     request: req,
-                    lock: pick(s, p),
-                    mode,
-                    flags,
-                    value: None,
-                    timeout_ms: t.map(u64::from),
+                    args: ConvertRequest {
+                        lock: pick(s, p),
+                        mode,
+                        flags,
+                        value: None,
+                        timeout_ms: t.map(u64::from),
+                    },
                 }
             }
             Op::Unlock(s, p) => Command::Unlock {
                 session: slots[s as usize],
                 request: req,
-                lock: pick(s, p),
-                flags: LockFlags::empty(),
-                value: None,
+                args: UnlockRequest {
+                    lock: pick(s, p),
+                    flags: LockFlags::empty(),
+                    value: None,
+                },
             },
             Op::Cancel(s, p) => Command::Cancel {
                 session: slots[s as usize],
@@ -458,10 +465,14 @@ impl Model {
             }
             Command::Lock {
                 session,
-                resource,
-                mode,
-                flags,
-                timeout_ms,
+                args:
+                    LockRequest {
+                        resource,
+                        mode,
+                        flags,
+                        timeout_ms,
+                        ..
+                    },
                 ..
             } => {
                 if !self.live(*session) || flags.contains(LockFlags::QUECVT) {
@@ -504,10 +515,14 @@ impl Model {
             }
             Command::Convert {
                 session,
-                lock,
-                mode,
-                flags,
-                timeout_ms,
+                args:
+                    ConvertRequest {
+                        lock,
+                        mode,
+                        flags,
+                        timeout_ms,
+                        ..
+                    },
                 ..
             } => {
                 if !self.live(*session) || !self.owned(*session, *lock) {
@@ -561,7 +576,11 @@ impl Model {
                     r.grant.push(lock.0);
                 }
             }
-            Command::Unlock { session, lock, .. } => {
+            Command::Unlock {
+                session,
+                args: UnlockRequest { lock, .. },
+                ..
+            } => {
                 if self.live(*session)
                     && self.owned(*session, *lock)
                     && self.locks[&lock.0].rq.is_none()
@@ -687,7 +706,11 @@ struct Checker {
 
 impl Checker {
     fn step(&mut self, core: &Core, before: &State, input: &Input, events: &[Event]) {
-        if let Command::Lock { resource, .. } = &input.command {
+        if let Command::Lock {
+            args: LockRequest { resource, .. },
+            ..
+        } = &input.command
+        {
             self.names.insert(LockId(input.index), resource.clone());
         }
         let is_request = matches!(

@@ -5,6 +5,7 @@
 use dlock_core::{
     Command, Config, Core, EventKind, Input, LockFlags, LockId, Mode, RequestId, SessionId,
 };
+use dlock_core::{ConvertRequest, LockRequest, UnlockRequest};
 use proptest::prelude::*;
 
 fn command() -> impl Strategy<Value = Command> {
@@ -34,33 +35,11 @@ fn command() -> impl Strategy<Value = Command> {
             request: RequestId(0),
         }),
         6 => (session.clone(), name, mode.clone(), flags.clone(), value.clone(), timeout.clone())
-            .prop_map(|(session, resource, mode, flags, value, timeout_ms)| Command::Lock {
-                session,
-                request: RequestId(1),
-                resource,
-                mode,
-                flags,
-                value,
-                timeout_ms,
-            }),
+            .prop_map(|(session, resource, mode, flags, value, timeout_ms)| Command::Lock { session, request: RequestId(1), args: LockRequest { resource, mode, flags, value, timeout_ms } }),
         4 => (session.clone(), lock.clone(), mode, flags.clone(), value.clone(), timeout)
-            .prop_map(|(session, lock, mode, flags, value, timeout_ms)| Command::Convert {
-                session,
-                request: RequestId(2),
-                lock,
-                mode,
-                flags,
-                value,
-                timeout_ms,
-            }),
+            .prop_map(|(session, lock, mode, flags, value, timeout_ms)| Command::Convert { session, request: RequestId(2), args: ConvertRequest { lock, mode, flags, value, timeout_ms } }),
         3 => (session.clone(), lock.clone(), flags, value).prop_map(|(session, lock, flags, value)| {
-            Command::Unlock {
-                session,
-                request: RequestId(3),
-                lock,
-                flags,
-                value,
-            }
+            Command::Unlock { session, request: RequestId(3), args: UnlockRequest { lock, flags, value } }
         }),
         2 => (session, lock).prop_map(|(session, lock)| Command::Cancel {
             session,
@@ -146,11 +125,13 @@ fn indices_near_the_top_of_u64_do_not_overflow() {
     let lock = |session, mode| Command::Lock {
         session,
         request: RequestId(0),
-        resource: b"r".to_vec(),
-        mode,
-        flags: LockFlags::empty(),
-        value: None,
-        timeout_ms: Some(u64::MAX),
+        args: LockRequest {
+            resource: b"r".to_vec(),
+            mode,
+            flags: LockFlags::empty(),
+            value: None,
+            timeout_ms: Some(u64::MAX),
+        },
     };
     apply(&mut core, lock(sessions[0], Mode::EX));
     apply(&mut core, lock(sessions[1], Mode::PR));
@@ -171,9 +152,11 @@ fn indices_near_the_top_of_u64_do_not_overflow() {
         Command::Unlock {
             session: sessions[0],
             request: RequestId(1),
-            lock: LockId(u64::MAX - 6),
-            flags: LockFlags::empty(),
-            value: None,
+            args: UnlockRequest {
+                lock: LockId(u64::MAX - 6),
+                flags: LockFlags::empty(),
+                value: None,
+            },
         },
     );
     assert_eq!(events.len(), 3, "{events:?}");

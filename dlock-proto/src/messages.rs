@@ -3,12 +3,13 @@
 use serde::{Deserialize, Serialize};
 
 pub use dlock_core::{
-    Event, EventKind, FencingToken, Invalid, Limit, LockFlags, LockId, LockInfo, LockState, Mode,
-    Reject, RequestId, ResourceInfo, SessionId, SessionInfo, SessionLockInfo,
+    ConvertRequest, Event, EventKind, FencingToken, Invalid, Limit, LockFlags, LockId, LockInfo,
+    LockRequest, LockState, Mode, Reject, RequestId, ResourceInfo, SessionId, SessionInfo,
+    SessionLockInfo, UnlockRequest,
 };
 
 /// The protocol version this crate speaks. A peer of another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A frame sent by a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,41 +67,12 @@ pub struct Resume {
 pub enum Request {
     /// Renew the lease (any request renews it; this one does nothing else).
     Renew,
-    /// Request a new lock.
-    Lock {
-        /// Resource name.
-        resource: Vec<u8>,
-        /// Requested mode.
-        mode: Mode,
-        /// NOQUEUE, VALBLK, ...
-        flags: LockFlags,
-        /// Value (only meaningful on write paths).
-        value: Option<Vec<u8>>,
-        /// Give up with TIMEDOUT after this long in the queue.
-        timeout_ms: Option<u64>,
-    },
+    /// Request a new lock (the engine's [`LockRequest`], unchanged).
+    Lock(LockRequest),
     /// Convert a granted lock.
-    Convert {
-        /// The lock.
-        lock: LockId,
-        /// The new mode.
-        mode: Mode,
-        /// NOQUEUE, QUECVT, VALBLK, IVVALBLK.
-        flags: LockFlags,
-        /// Value to write on a down-conversion from PW/EX with VALBLK.
-        value: Option<Vec<u8>>,
-        /// Give up with TIMEDOUT after this long in the queue.
-        timeout_ms: Option<u64>,
-    },
+    Convert(ConvertRequest),
     /// Release a granted lock.
-    Unlock {
-        /// The lock.
-        lock: LockId,
-        /// VALBLK, IVVALBLK.
-        flags: LockFlags,
-        /// Value to write (from PW/EX with VALBLK).
-        value: Option<Vec<u8>>,
-    },
+    Unlock(UnlockRequest),
     /// Cancel a pending request or conversion.
     Cancel {
         /// The lock.
@@ -179,6 +151,9 @@ pub struct Welcome {
     pub lvb_len: u32,
     /// The server's maximum frame length.
     pub max_frame_len: u32,
+    /// The server's lock-table clock (milliseconds) when it sent this; the `since_ms` of
+    /// locks in query replies are on this clock.
+    pub now_ms: u64,
 }
 
 /// Why a handshake was refused.
@@ -215,9 +190,20 @@ pub enum Refusal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// Answer to [`Query::Resource`] and [`Query::Prefix`].
-    Resources(Vec<ResourceInfo>),
+    Resources {
+        /// The server's lock-table clock when it answered: `now_ms - since_ms` is a lock's
+        /// age by the server's clock.
+        now_ms: u64,
+        /// The resources, in name order.
+        resources: Vec<ResourceInfo>,
+    },
     /// Answer to [`Query::Session`].
-    Session(Option<SessionInfo>),
+    Session {
+        /// The server's lock-table clock when it answered.
+        now_ms: u64,
+        /// The session, if it exists.
+        session: Option<SessionInfo>,
+    },
     /// Answer to [`Request::Ping`].
     Pong {
         /// The server's version string.

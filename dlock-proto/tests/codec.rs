@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 use dlock_proto::*;
+use dlock_proto::{ConvertRequest, LockRequest, UnlockRequest};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -44,25 +45,25 @@ fn all_client_messages() -> Vec<ClientMessage> {
         }),
         ClientMessage::Ack { seq: 3 },
         req(Request::Renew),
-        req(Request::Lock {
+        req(Request::Lock(LockRequest {
             resource: b"db/table".to_vec(),
             mode: Mode::EX,
             flags: LockFlags::NOQUEUE | LockFlags::VALBLK,
             value: Some(vec![1, 2, 3]),
             timeout_ms: Some(500),
-        }),
-        req(Request::Convert {
+        })),
+        req(Request::Convert(ConvertRequest {
             lock: LockId(8),
             mode: Mode::NL,
             flags: LockFlags::QUECVT,
             value: None,
             timeout_ms: None,
-        }),
-        req(Request::Unlock {
+        })),
+        req(Request::Unlock(UnlockRequest {
             lock: LockId(8),
             flags: LockFlags::IVVALBLK,
             value: Some(vec![0; 64]),
-        }),
+        })),
         req(Request::Cancel { lock: LockId(1) }),
         req(Request::Query(Query::Resource(b"x".to_vec()))),
         req(Request::Query(Query::Prefix {
@@ -117,6 +118,7 @@ fn all_server_messages() -> Vec<ServerMessage> {
             resumed: true,
             lvb_len: 64,
             max_frame_len: 65_536,
+            now_ms: 5_000,
         }),
         ServerMessage::Refused(Refusal::VersionMismatch {
             server: 1,
@@ -129,33 +131,42 @@ fn all_server_messages() -> Vec<ServerMessage> {
         ServerMessage::Refused(Refusal::ShuttingDown),
         ServerMessage::Reply {
             id: RequestId(1),
-            body: Reply::Resources(vec![ResourceInfo {
-                name: b"r".to_vec(),
-                value: vec![0; 64],
-                value_valid: true,
-                granted: vec![lock_info()],
-                converting: vec![lock_info()],
-                waiting: vec![],
-            }]),
+            body: Reply::Resources {
+                now_ms: 1_234,
+                resources: vec![ResourceInfo {
+                    name: b"r".to_vec(),
+                    value: vec![0; 64],
+                    value_valid: true,
+                    granted: vec![lock_info()],
+                    converting: vec![lock_info()],
+                    waiting: vec![],
+                }],
+            },
         },
         ServerMessage::Reply {
             id: RequestId(2),
-            body: Reply::Session(Some(SessionInfo {
-                session: SessionId(3),
-                name: "s".into(),
-                ttl_ms: 100,
-                expires_at_ms: 200,
-                locks: vec![SessionLockInfo {
-                    lock: LockId(4),
-                    resource: b"r".to_vec(),
-                    state: LockState::Waiting { mode: Mode::CR },
-                    token: None,
-                }],
-            })),
+            body: Reply::Session {
+                now_ms: 1_234,
+                session: Some(SessionInfo {
+                    session: SessionId(3),
+                    name: "s".into(),
+                    ttl_ms: 100,
+                    expires_at_ms: 200,
+                    locks: vec![SessionLockInfo {
+                        lock: LockId(4),
+                        resource: b"r".to_vec(),
+                        state: LockState::Waiting { mode: Mode::CR },
+                        token: None,
+                    }],
+                }),
+            },
         },
         ServerMessage::Reply {
             id: RequestId(3),
-            body: Reply::Session(None),
+            body: Reply::Session {
+                now_ms: 1_234,
+                session: None,
+            },
         },
         ServerMessage::Reply {
             id: RequestId(4),
@@ -269,13 +280,13 @@ fn encoding_a_message_over_the_limit_fails_cleanly() {
     let mut buf = BytesMut::new();
     let big = ClientMessage::Request {
         id: RequestId(1),
-        body: Request::Lock {
+        body: Request::Lock(LockRequest {
             resource: vec![b'x'; 100],
             mode: Mode::EX,
             flags: LockFlags::empty(),
             value: None,
             timeout_ms: None,
-        },
+        }),
     };
     assert!(matches!(
         enc.encode(big, &mut buf),

@@ -355,6 +355,7 @@ impl CoreTask {
             resumed,
             lvb_len: u32::try_from(self.config.engine.lvb_len).unwrap_or(u32::MAX),
             max_frame_len: u32::try_from(self.config.max_frame_len).unwrap_or(u32::MAX),
+            now_ms: self.core.clock_ms(),
         })
     }
 
@@ -546,42 +547,20 @@ impl CoreTask {
                 session,
                 request: id,
             },
-            Request::Lock {
-                resource,
-                mode,
-                flags,
-                value,
-                timeout_ms,
-            } => Command::Lock {
+            Request::Lock(args) => Command::Lock {
                 session,
                 request: id,
-                resource,
-                mode,
-                flags,
-                value,
-                timeout_ms,
+                args,
             },
-            Request::Convert {
-                lock,
-                mode,
-                flags,
-                value,
-                timeout_ms,
-            } => Command::Convert {
+            Request::Convert(args) => Command::Convert {
                 session,
                 request: id,
-                lock,
-                mode,
-                flags,
-                value,
-                timeout_ms,
+                args,
             },
-            Request::Unlock { lock, flags, value } => Command::Unlock {
+            Request::Unlock(args) => Command::Unlock {
                 session,
                 request: id,
-                lock,
-                flags,
-                value,
+                args,
             },
             Request::Cancel { lock } => Command::Cancel {
                 session,
@@ -621,15 +600,24 @@ impl CoreTask {
     }
 
     fn query(&self, query: Query) -> Reply {
+        // The caller renewed its session just before, so the core clock is current.
+        let now_ms = self.core.clock_ms();
         match query {
-            Query::Resource(name) => {
-                Reply::Resources(self.core.resource(&name).into_iter().collect())
-            }
+            Query::Resource(name) => Reply::Resources {
+                now_ms,
+                resources: self.core.resource(&name).into_iter().collect(),
+            },
             Query::Prefix { prefix, limit } => {
                 let limit = (limit as usize).min(self.config.max_query_resources);
-                Reply::Resources(self.core.resources(&prefix, limit))
+                Reply::Resources {
+                    now_ms,
+                    resources: self.core.resources(&prefix, limit),
+                }
             }
-            Query::Session(session) => Reply::Session(self.core.session(session)),
+            Query::Session(session) => Reply::Session {
+                now_ms,
+                session: self.core.session(session),
+            },
         }
     }
 
@@ -647,9 +635,12 @@ impl CoreTask {
                 break;
             }
             body = match body {
-                Reply::Resources(mut list) if list.len() > 1 => {
-                    list.truncate(list.len() / 2);
-                    Reply::Resources(list)
+                Reply::Resources {
+                    now_ms,
+                    mut resources,
+                } if resources.len() > 1 => {
+                    resources.truncate(resources.len() / 2);
+                    Reply::Resources { now_ms, resources }
                 }
                 _ => Reply::Error(RequestError::ReplyTooLarge),
             };

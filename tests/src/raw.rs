@@ -1,6 +1,7 @@
 //! [`RawClient`]: a minimal client that speaks the wire protocol directly, so that the
 //! end-to-end tests do not depend on `dlock-client`.
 
+use dlock_proto::{ConvertRequest, LockRequest, UnlockRequest};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -149,13 +150,13 @@ impl RawClient {
         mode: Mode,
         flags: LockFlags,
     ) -> Result<RequestId> {
-        self.send(Request::Lock {
+        self.send(Request::Lock(LockRequest {
             resource: resource.as_bytes().to_vec(),
             mode,
             flags,
             value: None,
             timeout_ms: None,
-        })
+        }))
         .await
     }
 
@@ -166,23 +167,23 @@ impl RawClient {
         mode: Mode,
         flags: LockFlags,
     ) -> Result<RequestId> {
-        self.send(Request::Convert {
+        self.send(Request::Convert(ConvertRequest {
             lock,
             mode,
             flags,
             value: None,
             timeout_ms: None,
-        })
+        }))
         .await
     }
 
     /// Sends `Unlock`; returns the request id.
     pub async fn unlock(&mut self, lock: LockId) -> Result<RequestId> {
-        self.send(Request::Unlock {
+        self.send(Request::Unlock(UnlockRequest {
             lock,
             flags: LockFlags::empty(),
             value: None,
-        })
+        }))
         .await
     }
 
@@ -307,7 +308,7 @@ impl RawClient {
             )))
             .await?;
         match self.reply_for(id).await? {
-            Reply::Resources(mut list) => Ok(list.pop()),
+            Reply::Resources { mut resources, .. } => Ok(resources.pop()),
             other => bail!("expected Resources, got {other:?}"),
         }
     }

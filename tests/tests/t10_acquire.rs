@@ -175,7 +175,10 @@ async fn ping_and_session_query_are_answered() -> Result<()> {
         .send(Request::Query(dlock_proto::Query::Session(a.session)))
         .await?;
     match a.reply_for(id).await? {
-        dlock_proto::Reply::Session(Some(info)) => {
+        dlock_proto::Reply::Session {
+            session: Some(info),
+            ..
+        } => {
             assert_eq!(info.name, "alice");
             assert_eq!(info.locks.len(), 1);
             assert_eq!(info.locks[0].lock, la);

@@ -2,6 +2,7 @@
 //! dropped connection keeps the session, which resumes with its locks and the missed events.
 
 use anyhow::Result;
+use dlock_proto::LockRequest;
 use dlock_proto::{
     ClientMessage, EventKind, Hello, LockFlags, Mode, PROTOCOL_VERSION, ProtocolError, Refusal,
     Request, Resume, ServerMessage,
@@ -140,13 +141,13 @@ async fn retransmitted_request_is_applied_once() -> Result<()> {
     a.resume().await?;
     a.send_with_id(
         r,
-        Request::Lock {
+        Request::Lock(LockRequest {
             resource: b"once".to_vec(),
             mode: Mode::PR,
             flags: LockFlags::empty(),
             value: None,
             timeout_ms: None,
-        },
+        }),
     )
     .await?;
     // The replay carries the original grant ...

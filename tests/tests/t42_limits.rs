@@ -135,7 +135,9 @@ async fn replies_larger_than_a_frame_are_shrunk_or_refused() -> Result<()> {
         }))
         .await?;
     match a.reply_for(id).await? {
-        dlock_proto::Reply::Resources(list) => {
+        dlock_proto::Reply::Resources {
+            resources: list, ..
+        } => {
             assert!(
                 !list.is_empty() && list.len() < 100,
                 "{} resources",

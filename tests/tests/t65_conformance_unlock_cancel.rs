@@ -6,6 +6,7 @@
 #[path = "t6_support.rs"]
 mod support;
 
+use dlock_proto::{ConvertRequest, UnlockRequest};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -147,19 +148,19 @@ async fn r46_cancelled_request_completes_and_its_id_is_gone_raw() -> Result<()> 
                 .is_empty()
         );
         for body in [
-            Request::Unlock {
+            Request::Unlock(UnlockRequest {
                 lock,
                 flags: LockFlags::empty(),
                 value: None,
-            },
+            }),
             Request::Cancel { lock },
-            Request::Convert {
+            Request::Convert(ConvertRequest {
                 lock,
                 mode: Mode::PR,
                 flags: LockFlags::empty(),
                 value: None,
                 timeout_ms: None,
-            },
+            }),
         ] {
             let id = b.send(body.clone()).await?;
             let ev = b.event_for(id).await?;
@@ -269,19 +270,19 @@ async fn r52_unknown_ids_are_not_found_raw() -> Result<()> {
             ("another session's", la),
         ] {
             for body in [
-                Request::Unlock {
+                Request::Unlock(UnlockRequest {
                     lock,
                     flags: LockFlags::empty(),
                     value: None,
-                },
+                }),
                 Request::Cancel { lock },
-                Request::Convert {
+                Request::Convert(ConvertRequest {
                     lock,
                     mode: Mode::NL,
                     flags: LockFlags::empty(),
                     value: None,
                     timeout_ms: None,
-                },
+                }),
             ] {
                 let id = b.send(body.clone()).await?;
                 let ev = b.event_for(id).await?;

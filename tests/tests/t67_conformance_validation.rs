@@ -7,6 +7,7 @@ mod support;
 
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::{ConvertOptions, Error, Invalid, Mode, UnlockOptions};
+use dlock_proto::{ConvertRequest, LockRequest, UnlockRequest};
 use dlock_proto::{Event, EventKind, LockFlags, LockId, Reject, Request, ServerMessage};
 use dlock_tests::RawClient;
 use support::*;
@@ -186,25 +187,25 @@ async fn r56_unsupported_and_unknown_flags_are_invalid_raw() -> Result<()> {
                 Reject::Invalid(Invalid::UnsupportedFlags(flag.bits()))
             };
             for body in [
-                Request::Lock {
+                Request::Lock(LockRequest {
                     resource: b"fl-new".to_vec(),
                     mode: Mode::NL,
                     flags: flag,
                     value: None,
                     timeout_ms: None,
-                },
-                Request::Convert {
+                }),
+                Request::Convert(ConvertRequest {
                     lock: held,
                     mode: Mode::EX,
                     flags: flag,
                     value: None,
                     timeout_ms: None,
-                },
-                Request::Unlock {
+                }),
+                Request::Unlock(UnlockRequest {
                     lock: held,
                     flags: flag,
                     value: None,
-                },
+                }),
             ] {
                 let id = a.send(body.clone()).await?;
                 let ev = a.event_for(id).await?;

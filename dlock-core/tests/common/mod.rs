@@ -6,6 +6,7 @@ use dlock_core::{
     Command, Config, Core, Event, EventKind, FencingToken, Input, LockFlags, LockId, Mode, Reject,
     RequestId, SessionId,
 };
+use dlock_core::{ConvertRequest, LockRequest, UnlockRequest};
 
 /// The harness: `index` is the index of the last input applied.
 pub struct H {
@@ -83,11 +84,13 @@ impl H {
         let ev = self.apply(Command::Lock {
             session: s,
             request: RequestId(r),
-            resource: name.as_bytes().to_vec(),
-            mode,
-            flags,
-            value: value.map(<[u8]>::to_vec),
-            timeout_ms,
+            args: LockRequest {
+                resource: name.as_bytes().to_vec(),
+                mode,
+                flags,
+                value: value.map(<[u8]>::to_vec),
+                timeout_ms,
+            },
         });
         (LockId(self.index), ev)
     }
@@ -110,11 +113,13 @@ impl H {
         self.apply(Command::Convert {
             session: s,
             request: RequestId(r),
-            lock: l,
-            mode,
-            flags,
-            value: value.map(<[u8]>::to_vec),
-            timeout_ms,
+            args: ConvertRequest {
+                lock: l,
+                mode,
+                flags,
+                value: value.map(<[u8]>::to_vec),
+                timeout_ms,
+            },
         })
     }
 
@@ -133,9 +138,11 @@ impl H {
         self.apply(Command::Unlock {
             session: s,
             request: RequestId(r),
-            lock: l,
-            flags,
-            value: value.map(<[u8]>::to_vec),
+            args: UnlockRequest {
+                lock: l,
+                flags,
+                value: value.map(<[u8]>::to_vec),
+            },
         })
     }
 

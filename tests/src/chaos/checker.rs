@@ -37,6 +37,7 @@
 //! deadline. So the bound is TTL plus a scheduling allowance for the timer wake-up and the
 //! batch in progress (default 250 ms on a loaded two-core machine).
 
+use dlock_core::{ConvertRequest, LockRequest};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
@@ -381,8 +382,7 @@ impl Subject {
             Command::Lock {
                 session,
                 request,
-                resource,
-                mode,
+                args: LockRequest { resource, mode, .. },
                 ..
             } => Subject::Lock {
                 session: *session,
@@ -394,9 +394,9 @@ impl Subject {
             Command::Convert {
                 session,
                 request,
-                lock,
-                mode,
-                flags,
+                args: ConvertRequest {
+                    lock, mode, flags, ..
+                },
                 ..
             } => Subject::Convert {
                 session: *session,
@@ -1578,11 +1578,13 @@ mod tests {
             Command::Lock {
                 session: s,
                 request: RequestId(req),
-                resource: res.as_bytes().to_vec(),
-                mode,
-                flags: LockFlags::empty(),
-                value: None,
-                timeout_ms: None,
+                args: LockRequest {
+                    resource: res.as_bytes().to_vec(),
+                    mode,
+                    flags: LockFlags::empty(),
+                    value: None,
+                    timeout_ms: None,
+                },
             }
         }
 
@@ -1603,9 +1605,11 @@ mod tests {
             Command::Unlock {
                 session: s,
                 request: RequestId(req),
-                lock,
-                flags: LockFlags::empty(),
-                value: None,
+                args: dlock_core::UnlockRequest {
+                    lock,
+                    flags: LockFlags::empty(),
+                    value: None,
+                },
             }
         }
 
@@ -1692,11 +1696,13 @@ mod tests {
             Command::Convert {
                 session: a,
                 request: RequestId(2),
-                lock: la,
-                mode: Mode::EX,
-                flags: LockFlags::empty(),
-                value: None,
-                timeout_ms: None,
+                args: ConvertRequest {
+                    lock: la,
+                    mode: Mode::EX,
+                    flags: LockFlags::empty(),
+                    value: None,
+                    timeout_ms: None,
+                },
             },
             |_| vec![ev(a, Some(2), Some(la), EventKind::Queued)],
         );

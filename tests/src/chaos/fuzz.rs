@@ -8,6 +8,7 @@
 //! locks are gone once its lease runs out, and the server's RSS before and after is reported
 //! and bounded.
 
+use dlock_proto::{ConvertRequest, LockRequest, UnlockRequest};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -239,25 +240,25 @@ impl FrameGen {
             }
         };
         let body = match self.rng.random_range(0..100) {
-            0..35 => Request::Lock {
+            0..35 => Request::Lock(LockRequest {
                 resource: self.name(),
                 mode: self.mode(),
                 flags: self.flags(),
                 value: self.value(),
                 timeout_ms: self.timeout(),
-            },
-            35..55 => Request::Convert {
+            }),
+            35..55 => Request::Convert(ConvertRequest {
                 lock: self.lock_id(),
                 mode: self.mode(),
                 flags: self.flags(),
                 value: self.value(),
                 timeout_ms: self.timeout(),
-            },
-            55..75 => Request::Unlock {
+            }),
+            55..75 => Request::Unlock(UnlockRequest {
                 lock: self.lock_id(),
                 flags: self.flags(),
                 value: self.value(),
-            },
+            }),
             75..85 => Request::Cancel {
                 lock: self.lock_id(),
             },
