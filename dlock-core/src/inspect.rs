@@ -77,13 +77,85 @@ impl Core {
             .collect()
     }
 
+    /// A page of [`resources`](Self::resources) for answers that must stay small: the
+    /// resources starting with `prefix` whose names sort after `after` (all of them for
+    /// `None`), in name order, at most `limit` of them and no more than about `budget` bytes
+    /// of encoded answer (see [`ResourceInfo::approx_size`]; the first resource is returned
+    /// even if it alone is larger). The work done is proportional to the page, not to the
+    /// table. The flag says whether more resources match: the next page starts after the
+    /// last name returned.
+    pub fn resources_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        budget: usize,
+    ) -> (Vec<ResourceInfo>, bool) {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let mut matching = self
+            .names
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(name, _)| name.as_bytes().starts_with(prefix))
+            .filter_map(|(_, &r)| self.res(r));
+        let mut page = Vec::new();
+        let mut used = 0;
+        while page.len() < limit {
+            let Some(res) = matching.next() else {
+                return (page, false);
+            };
+            let info = self.resource_info(res);
+            used += info.approx_size();
+            if used > budget && !page.is_empty() {
+                return (page, true);
+            }
+            page.push(info);
+        }
+        let more = matching.next().is_some();
+        (page, more)
+    }
+
     /// One session and its locks, by lock id.
     pub fn session(&self, session: SessionId) -> Option<SessionInfo> {
+        self.session_page(session, None, usize::MAX, usize::MAX)
+            .map(|(info, _)| info)
+    }
+
+    /// A page of [`session`](Self::session): the session with those of its locks whose ids
+    /// are above `after` (all for `None`), in id order, at most `limit` of them and no more
+    /// than about `budget` bytes of encoded answer (see [`SessionInfo::approx_size`]). The
+    /// flag says whether the session has more locks: the next page starts after the last
+    /// lock id returned. Skipping to `after` walks the session's lock list without copying.
+    pub fn session_page(
+        &self,
+        session: SessionId,
+        after: Option<crate::LockId>,
+        limit: usize,
+        budget: usize,
+    ) -> Option<(SessionInfo, bool)> {
         let s = self.sessions.get(&session)?;
-        let locks = s
+        let mut info = SessionInfo {
+            session,
+            name: s.name.clone(),
+            ttl_ms: s.ttl_ms,
+            expires_at_ms: s.expires_at,
+            locks: Vec::new(),
+        };
+        let mut used = info.approx_size();
+        // The session's list is in lock id order: locks are appended as they are created.
+        let mut rest = s
             .locks
             .iter(&self.locks)
-            .map(|(_, l)| SessionLockInfo {
+            .map(|(_, l)| l)
+            .skip_while(|l| after.is_some_and(|a| l.id <= a));
+        while info.locks.len() < limit {
+            let Some(l) = rest.next() else {
+                return Some((info, false));
+            };
+            let item = SessionLockInfo {
                 lock: l.id,
                 resource: self
                     .res(l.res)
@@ -91,15 +163,15 @@ impl Core {
                     .unwrap_or_default(),
                 state: l.status.public(),
                 token: l.status.token(),
-            })
-            .collect();
-        Some(SessionInfo {
-            session,
-            name: s.name.clone(),
-            ttl_ms: s.ttl_ms,
-            expires_at_ms: s.expires_at,
-            locks,
-        })
+            };
+            used += item.approx_size();
+            if used > budget && !info.locks.is_empty() {
+                return Some((info, true));
+            }
+            info.locks.push(item);
+        }
+        let more = rest.next().is_some();
+        Some((info, more))
     }
 
     /// The current wait-for edges between sessions (R39), sorted. A session waiting for

@@ -116,3 +116,52 @@ pub struct WaitsFor {
     /// The session it waits for.
     pub holder: SessionId,
 }
+
+// Upper bounds of the fixed parts of each view in the wire encoding (bincode with variable
+// length integers: at most 10 bytes per integer, 1 per enum tag or bool), so a page built
+// within a budget fits a frame of that size.
+const INT: usize = 10;
+
+impl LockInfo {
+    /// An upper bound of this lock's size in an encoded answer, in bytes.
+    pub fn approx_size(&self) -> usize {
+        // lock, session, name length, state (tag + two modes), token (tag + value), since.
+        INT * 3 + self.session_name.len() + 3 + 1 + INT + INT
+    }
+}
+
+impl ResourceInfo {
+    /// An upper bound of this resource's size in an encoded answer, in bytes.
+    pub fn approx_size(&self) -> usize {
+        let locks = |v: &[LockInfo]| INT + v.iter().map(LockInfo::approx_size).sum::<usize>();
+        INT + self.name.len()
+            + INT
+            + self.value.len()
+            + 1
+            + locks(&self.granted)
+            + locks(&self.converting)
+            + locks(&self.waiting)
+    }
+}
+
+impl SessionLockInfo {
+    /// An upper bound of this lock's size in an encoded answer, in bytes.
+    pub fn approx_size(&self) -> usize {
+        INT + INT + self.resource.len() + 3 + 1 + INT
+    }
+}
+
+impl SessionInfo {
+    /// An upper bound of this session's size in an encoded answer, in bytes.
+    pub fn approx_size(&self) -> usize {
+        INT + INT
+            + self.name.len()
+            + INT * 2
+            + INT
+            + self
+                .locks
+                .iter()
+                .map(SessionLockInfo::approx_size)
+                .sum::<usize>()
+    }
+}

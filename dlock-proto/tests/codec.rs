@@ -377,3 +377,96 @@ proptest! {
         decode_all(&bytes);
     }
 }
+
+fn arb_lock_info() -> impl Strategy<Value = LockInfo> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        ".{0,40}",
+        any::<Option<u64>>(),
+        any::<u64>(),
+        0usize..6,
+        0usize..6,
+    )
+        .prop_map(|(lock, session, name, token, since_ms, a, b)| LockInfo {
+            lock: LockId(lock),
+            session: SessionId(session),
+            session_name: name,
+            state: LockState::Converting {
+                from: Mode::ALL[a],
+                to: Mode::ALL[b],
+            },
+            token: token.map(FencingToken),
+            since_ms,
+        })
+}
+
+fn arb_resource() -> impl Strategy<Value = ResourceInfo> {
+    let locks = || proptest::collection::vec(arb_lock_info(), 0..4);
+    (
+        proptest::collection::vec(any::<u8>(), 0..64),
+        proptest::collection::vec(any::<u8>(), 0..64),
+        any::<bool>(),
+        locks(),
+        locks(),
+        locks(),
+    )
+        .prop_map(
+            |(name, value, value_valid, granted, converting, waiting)| ResourceInfo {
+                name,
+                value,
+                value_valid,
+                granted,
+                converting,
+                waiting,
+            },
+        )
+}
+
+/// The size of a reply's envelope around its list: message and reply tags, request id,
+/// `now_ms`, the list's length and (for sessions) the option tag.
+const ENVELOPE: usize = 1 + 10 + 1 + 10 + 10 + 1;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The engine builds query pages within a byte budget by `approx_size`; the budget only
+    /// keeps replies within a frame if it bounds the real encoding.
+    #[test]
+    fn approx_sizes_bound_the_encoding(
+        resources in proptest::collection::vec(arb_resource(), 0..4),
+        session_name in ".{0,40}",
+        locks in proptest::collection::vec((any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<Option<u64>>()), 0..8),
+    ) {
+        let approx: usize = resources.iter().map(ResourceInfo::approx_size).sum();
+        let msg = ServerMessage::Reply {
+            id: RequestId(u64::MAX),
+            body: Reply::Resources { now_ms: u64::MAX, resources },
+        };
+        let len = dlock_proto::codec::encode_body(&msg).unwrap().len();
+        prop_assert!(len <= approx + ENVELOPE, "{len} > {approx} + {ENVELOPE}");
+
+        let info = SessionInfo {
+            session: SessionId(u64::MAX),
+            name: session_name,
+            ttl_ms: u64::MAX,
+            expires_at_ms: u64::MAX,
+            locks: locks
+                .into_iter()
+                .map(|(lock, resource, token)| SessionLockInfo {
+                    lock: LockId(lock),
+                    resource,
+                    state: LockState::Waiting { mode: Mode::EX },
+                    token: token.map(FencingToken),
+                })
+                .collect(),
+        };
+        let approx = info.approx_size();
+        let msg = ServerMessage::Reply {
+            id: RequestId(u64::MAX),
+            body: Reply::Session { now_ms: u64::MAX, session: Some(info) },
+        };
+        let len = dlock_proto::codec::encode_body(&msg).unwrap().len();
+        prop_assert!(len <= approx + ENVELOPE, "{len} > {approx} + {ENVELOPE}");
+    }
+}
