@@ -37,7 +37,7 @@ fn main() {
         index += 1;
         let open = Command::OpenSession {
             name: format!("session-{s}"),
-            ttl_ms: 600_000,
+            ttl_ms: 300_000,
             secret: u128::from(s),
         };
         core.apply(Input {

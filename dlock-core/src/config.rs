@@ -43,7 +43,7 @@ impl Default for Config {
             max_locks_per_session: 100_000,
             max_waiters_per_resource: 10_000,
             min_ttl_ms: 100,
-            max_ttl_ms: 3_600_000,
+            max_ttl_ms: 300_000,
             max_deadlock_search: 100_000,
         }
     }

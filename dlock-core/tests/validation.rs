@@ -175,7 +175,7 @@ fn sessions_ttl_name_and_count_limits() {
     let want = Invalid::TtlOutOfRange {
         ttl_ms: 99,
         min_ms: 100,
-        max_ms: 3_600_000,
+        max_ms: 300_000,
     };
     assert_eq!(ev, vec![refused(1, want.into())]);
     let ev = open(&mut h, "abcd", 1_000);

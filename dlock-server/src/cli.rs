@@ -50,7 +50,7 @@ pub struct Args {
     pub min_lease_ttl: Duration,
 
     /// Longest lease a client may ask for.
-    #[arg(long, env = "DLOCK_MAX_LEASE_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DLOCK_MAX_LEASE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_lease_ttl: Duration,
 
     /// Time a new connection has to send its Hello before it is closed.
