@@ -12,20 +12,17 @@
 //!   re-checking only the touched locks sends the same notifications as a full scan minus
 //!   repeats, which R37 allows to drop, without walking every holder after every pass.
 //!
-//! Deduplication as Linux (R37): per lock, the strongest mode notified since its last grant
-//! (`highbast`) is remembered; a notification for the same or a weaker mode is dropped,
-//! PR and CW counting as unordered.
+//! Deduplication (R37): per lock, the set of modes notified since its last grant is
+//! remembered (`lock::Notified`); a notification for a mode that one of them covers (the same or
+//! a weaker mode, PR and CW counting as unordered) is dropped. Linux keeps only the strongest
+//! mode (`lkb_highbast`), which lets requests alternating between PR and CW notify a PW or EX
+//! holder again and again; a set bounds the notifications per grant at one per mode.
 
 use std::collections::BTreeSet;
 
 use crate::engine::{Core, Effects};
 use crate::lock::{ResRef, Status};
 use crate::{Event, EventKind, LockId, Mode};
-
-/// R37: whether a notification for `m` is already covered by one for `h`.
-fn covered(h: Mode, m: Mode) -> bool {
-    h == m || (h.index() > m.index() && !(h == Mode::PR && m == Mode::CW))
-}
 
 impl Core {
     /// R32: remembers the holders a request queued for `mode` on `rr` blocks.
@@ -90,33 +87,15 @@ impl Core {
         let Status::Granted { mode: g, .. } = lock.status else {
             return;
         };
-        if g.is_compatible(m) || lock.highbast.is_some_and(|h| covered(h, m)) {
+        if g.is_compatible(m) || lock.notified.covers(m) {
             return;
         }
-        if lock.highbast.is_none_or(|h| m.index() > h.index()) {
-            lock.highbast = Some(m);
-        }
+        lock.notified.insert(m);
         out.push(Event {
             session: lock.session,
             request: None,
             lock: Some(id),
             kind: EventKind::Blocking { mode: m },
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::covered;
-    use crate::Mode;
-
-    #[test]
-    fn r37_pr_and_cw_are_unordered() {
-        assert!(covered(Mode::EX, Mode::PR));
-        assert!(covered(Mode::PR, Mode::PR));
-        assert!(!covered(Mode::PR, Mode::CW));
-        assert!(!covered(Mode::CW, Mode::PR));
-        assert!(covered(Mode::PW, Mode::CW));
-        assert!(!covered(Mode::PR, Mode::EX));
     }
 }

@@ -1,7 +1,7 @@
 //! Grants, queue moves and the grant pass (R9..R14).
 
 use crate::engine::{Core, Effects};
-use crate::lock::{LockRef, ResRef, Status};
+use crate::lock::{LockRef, Notified, ResRef, Status};
 use crate::lvb::{self, LvbOp};
 use crate::resource::{List, Resource};
 use crate::timers::Timer;
@@ -236,7 +236,7 @@ impl Core {
         if let Some(l) = self.locks.get_mut(r.0) {
             l.status = Status::Granted { mode: to, token };
             l.since_ms = clock;
-            l.highbast = None;
+            l.notified = Notified::NONE;
         }
         out.push(Event {
             session,

@@ -128,6 +128,59 @@ pub(crate) struct Lock {
     /// Links of its session's list of locks, which is in lock id order (ids only grow).
     pub(crate) sprev: Link,
     pub(crate) snext: Link,
-    /// R37: the strongest mode this lock was notified of since its last grant.
-    pub(crate) highbast: Option<Mode>,
+    /// R37: the modes this lock was notified of since its last grant.
+    pub(crate) notified: Notified,
+}
+
+/// R37: whether a notification for `m` is already covered by one for `h`.
+fn covered(h: Mode, m: Mode) -> bool {
+    h == m || (h.index() > m.index() && !(h == Mode::PR && m == Mode::CW))
+}
+
+/// R37: the modes a lock was notified of since its last grant, one bit per mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Notified(u8);
+
+impl Notified {
+    /// Nothing notified yet (a new grant starts here).
+    pub(crate) const NONE: Notified = Notified(0);
+
+    /// Whether a notification for `m` would repeat one already sent.
+    pub(crate) fn covers(self, m: Mode) -> bool {
+        Mode::ALL
+            .into_iter()
+            .any(|h| self.0 & (1 << h.index()) != 0 && covered(h, m))
+    }
+
+    pub(crate) fn insert(&mut self, m: Mode) {
+        self.0 |= 1 << m.index();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Notified, covered};
+    use crate::Mode;
+
+    #[test]
+    fn r37_a_set_of_notified_modes_covers_each_and_what_is_weaker() {
+        let mut n = Notified::NONE;
+        assert!(Mode::ALL.into_iter().all(|m| !n.covers(m)));
+        n.insert(Mode::PR);
+        assert!(n.covers(Mode::CR) && n.covers(Mode::PR) && !n.covers(Mode::CW));
+        n.insert(Mode::CW);
+        assert!(n.covers(Mode::CW) && n.covers(Mode::PR) && !n.covers(Mode::PW));
+        n.insert(Mode::EX);
+        assert!(Mode::ALL.into_iter().all(|m| n.covers(m)));
+    }
+
+    #[test]
+    fn r37_pr_and_cw_are_unordered() {
+        assert!(covered(Mode::EX, Mode::PR));
+        assert!(covered(Mode::PR, Mode::PR));
+        assert!(!covered(Mode::PR, Mode::CW));
+        assert!(!covered(Mode::CW, Mode::PR));
+        assert!(covered(Mode::PW, Mode::CW));
+        assert!(!covered(Mode::PR, Mode::EX));
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::engine::{Core, Effects, reject, reply};
 use crate::grant::{Queue, read_for_grant};
-use crate::lock::{Conversion, Link, Lock, LockRef, Pending, ResRef, Status};
+use crate::lock::{Conversion, Link, Lock, LockRef, Notified, Pending, ResRef, Status};
 use crate::lvb::{self, LvbOp};
 use crate::name::Name;
 use crate::resource::Resource;
@@ -107,7 +107,7 @@ impl Core {
                 next: Link::NONE,
                 sprev: Link::NONE,
                 snext: Link::NONE,
-                highbast: None,
+                notified: Notified::NONE,
             };
             if self.insert_lock(lock, Queue::Grant).is_none() {
                 self.drop_if_unused(rr);
@@ -167,7 +167,7 @@ impl Core {
             next: Link::NONE,
             sprev: Link::NONE,
             snext: Link::NONE,
-            highbast: None,
+            notified: Notified::NONE,
         };
         if self.insert_lock(lock, Queue::Wait).is_none() {
             let reason = Reject::LimitExceeded(Limit::LocksPerSession);
@@ -381,7 +381,7 @@ impl Core {
         if let Some(l) = self.locks.get_mut(r.0) {
             l.status = Status::Granted { mode: to, token };
             l.since_ms = clock;
-            l.highbast = None;
+            l.notified = Notified::NONE;
         }
         let kind = EventKind::Granted {
             mode: to,

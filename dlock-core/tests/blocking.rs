@@ -111,3 +111,35 @@ fn r35_cancelled_conversion_returns_to_the_grant_queue_and_is_told() {
     );
     let _ = lb;
 }
+
+#[test]
+fn r37_a_holder_is_told_each_blocked_mode_once_however_many_requests_queue() {
+    // PR and CW are unordered (R37), so a PW holder blocks both. Requests alternating between
+    // them, queued and cancelled over and over, must not send the holder one notification
+    // each: that would let any session fill another's event stream.
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PW);
+    let mut told = Vec::new();
+    for i in 0..20u64 {
+        let mode = if i % 2 == 0 { Mode::CW } else { Mode::PR };
+        let (lb, ev) = h.lock(b, 2 * i + 1, "r", mode);
+        assert_eq!(ev[0], queued(b, 2 * i + 1, lb));
+        told.extend(ev.into_iter().skip(1));
+        assert_eq!(
+            h.cancel(b, 2 * i + 2, lb),
+            vec![cancelled(b, 2 * i + 1, lb)]
+        );
+    }
+    assert_eq!(
+        told,
+        vec![blocking(a, la, Mode::CW), blocking(a, la, Mode::PR)]
+    );
+    // A stronger mode is still news; after that, nothing is.
+    let (lb, ev) = h.lock(b, 100, "r", Mode::EX);
+    assert_eq!(ev, vec![queued(b, 100, lb), blocking(a, la, Mode::EX)]);
+    h.cancel(b, 101, lb);
+    let (lb, ev) = h.lock(b, 102, "r", Mode::CW);
+    assert_eq!(ev, vec![queued(b, 102, lb)]);
+    h.cancel(b, 103, lb);
+}
