@@ -117,6 +117,14 @@ pub struct Args {
     /// file; off by default.
     #[arg(long, env = "DLOCK_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+
+    /// Rotate the audit log when it grows past this size (e.g. `256MiB`).
+    #[arg(long, env = "DLOCK_AUDIT_LOG_MAX_SIZE", default_value = "256MiB")]
+    pub audit_log_max_size: bytesize::ByteSize,
+
+    /// Rotated audit log files kept (`PATH.1` .. `PATH.N`).
+    #[arg(long, env = "DLOCK_AUDIT_LOG_KEEP", default_value_t = crate::audit::AuditConfig::DEFAULT_KEEP)]
+    pub audit_log_keep: usize,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -147,7 +155,14 @@ impl Args {
             },
             restart_grace: self.restart_grace,
             grace_queue_capacity: self.grace_queue_capacity,
-            audit_log: self.audit_log.clone(),
+            audit_log: self
+                .audit_log
+                .as_ref()
+                .map(|path| crate::audit::AuditConfig {
+                    path: path.clone(),
+                    max_size: self.audit_log_max_size.as_u64(),
+                    keep: self.audit_log_keep,
+                }),
             ..defaults
         }
     }

@@ -52,8 +52,9 @@ pub struct Config {
     /// restart grace, over all sessions; further ones get `RequestError::Overloaded`.
     pub grace_queue_capacity: usize,
     /// Opt-in audit log: if set, one JSON line per applied engine input with its events is
-    /// appended to this file, flushed before the events are dispatched (see [`crate::audit`]).
-    pub audit_log: Option<PathBuf>,
+    /// appended to this file, flushed before the events are dispatched, and rotated by size
+    /// (see [`crate::audit`]).
+    pub audit_log: Option<crate::audit::AuditConfig>,
 }
 
 /// The default listen address.

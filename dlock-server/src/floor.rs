@@ -31,7 +31,12 @@ pub(crate) struct Floor {
 impl Floor {
     /// Opens (creating the directory if needed) and reads the ceiling; 0 if there is none yet.
     pub(crate) fn open(dir: &Path) -> Result<Floor, ServerError> {
-        fs::create_dir_all(dir).map_err(|source| ServerError::Floor {
+        // Private: mode 0700 for a directory created here (an existing one keeps its mode).
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|source| ServerError::Floor {
             path: dir.to_owned(),
             source,
         })?;
@@ -101,7 +106,11 @@ pub(crate) fn write_durably(
         let path = path.to_owned();
         move |source| (path, source)
     };
-    let mut f = File::create(&tmp).map_err(err(&tmp))?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&tmp).map_err(err(&tmp))?;
     f.write_all(content.as_bytes()).map_err(err(&tmp))?;
     f.sync_all().map_err(err(&tmp))?;
     drop(f);
@@ -143,5 +152,18 @@ mod tests {
             Floor::open(dir.path()),
             Err(ServerError::CorruptFloor { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_dir_and_state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let mut floor = Floor::open(&dir).unwrap();
+        floor.ensure_above(1).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
     }
 }

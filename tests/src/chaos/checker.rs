@@ -64,6 +64,8 @@ pub enum Property {
     LostBeforeGrant,
     /// 6: a dead client's locks are released within its lease plus an allowance.
     DeadRelease,
+    /// The history itself is complete: the audit log dropped no lines (a full disk).
+    History,
 }
 
 impl fmt::Display for Property {
@@ -75,6 +77,7 @@ impl fmt::Display for Property {
             Property::Fifo => "4 FIFO (R10-R13)",
             Property::LostBeforeGrant => "5 lost() before another grant",
             Property::DeadRelease => "6 dead client released within lease",
+            Property::History => "complete history (no audit lines dropped)",
         })
     }
 }
@@ -490,6 +493,12 @@ impl Checker {
         self.line += 1;
         match line {
             AuditLine::Start { ts_us, .. } => self.start(ts_us),
+            // The same server lifetime goes on in the next file.
+            AuditLine::Rotated { .. } => {}
+            AuditLine::Gap { dropped, .. } => self.violation(
+                Property::History,
+                format!("the server could not write {dropped} audit lines here; nothing after them can be judged soundly"),
+            ),
             AuditLine::Apply {
                 ts_us,
                 input,
@@ -2075,5 +2084,28 @@ mod tests {
         );
         std::fs::write(&path, bad).unwrap();
         assert!(crate::chaos::history::read_audit_log(&path, |_| {}).is_err());
+    }
+
+    #[test]
+    fn a_rotated_log_is_one_history_and_a_gap_is_reported() {
+        let lines = clean().lines;
+        let report = check(CheckConfig::default(), lines.clone(), &[]);
+        assert!(report.is_ok(), "{report}");
+        // Rotation markers anywhere in the same lifetime change nothing.
+        let mut rotated = lines.clone();
+        rotated.insert(3, AuditLine::Rotated { ts_us: T0, pid: 1 });
+        let report = check(CheckConfig::default(), rotated, &[]);
+        assert!(report.is_ok(), "{report}");
+        // Dropped lines make the history unsound, and the report says so.
+        let mut gapped = lines;
+        gapped.insert(
+            3,
+            AuditLine::Gap {
+                ts_us: T0,
+                dropped: 2,
+            },
+        );
+        let report = check(CheckConfig::default(), gapped, &[]);
+        assert_eq!(report.violations.get(&Property::History), Some(&1));
     }
 }

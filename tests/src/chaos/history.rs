@@ -35,10 +35,10 @@ pub fn read_audit_log(path: &Path, mut each: impl FnMut(AuditLine)) -> Result<Au
                     }
                     stats.torn += 1;
                 }
-                if matches!(parsed, AuditLine::Start { .. }) {
-                    stats.starts += 1;
-                } else {
-                    stats.applied += 1;
+                match parsed {
+                    AuditLine::Start { .. } => stats.starts += 1,
+                    AuditLine::Apply { .. } => stats.applied += 1,
+                    AuditLine::Rotated { .. } | AuditLine::Gap { .. } => {}
                 }
                 each(parsed);
             }
