@@ -59,6 +59,7 @@ fn query_reply() -> ServerMessage {
         id: RequestId(77),
         body: Reply::Resources {
             now_ms: 1_234,
+            more: true,
             resources: vec![ResourceInfo {
                 name: b"orders/customer-42/invoice".to_vec(),
                 value: vec![0xAB; 32],

@@ -130,8 +130,8 @@ impl Client {
         Ok(self.view_resource(resource).await?.value)
     }
 
-    /// Resources whose names start with `prefix`, in name order, at most `limit` (the server
-    /// may cap it further).
+    /// Resources whose names start with `prefix`, in name order, at most `limit`. The server
+    /// answers in pages of at most one frame; this asks for as many pages as it takes.
     pub async fn query_prefix(
         &self,
         prefix: impl AsRef<[u8]>,
@@ -140,7 +140,8 @@ impl Client {
         Ok(self.view_prefix(prefix, limit).await?.value)
     }
 
-    /// A session and its locks, or `None` if it does not exist.
+    /// A session and its locks, or `None` if it does not exist. The server answers in pages
+    /// of at most one frame; this asks for as many pages as it takes.
     pub async fn query_session(&self, session: SessionId) -> Result<Option<SessionInfo>> {
         Ok(self.view_session(session).await?.value)
     }
@@ -160,36 +161,85 @@ impl Client {
         })
     }
 
-    /// [`query_prefix`](Self::query_prefix) with the server's clock at the answer.
+    /// [`query_prefix`](Self::query_prefix) with the server's clock at the answer (of the
+    /// last page, when it took several).
     pub async fn view_prefix(
         &self,
         prefix: impl AsRef<[u8]>,
         limit: u32,
     ) -> Result<ServerView<Vec<ResourceInfo>>> {
-        self.view_resources(Query::Prefix {
-            prefix: prefix.as_ref().to_vec(),
-            limit,
-        })
-        .await
+        let prefix = prefix.as_ref().to_vec();
+        let mut all = ServerView {
+            now_ms: 0,
+            value: Vec::new(),
+        };
+        let mut after = None;
+        loop {
+            let want = limit.saturating_sub(u32::try_from(all.value.len()).unwrap_or(u32::MAX));
+            let query = Query::Prefix {
+                prefix: prefix.clone(),
+                limit: want,
+                after,
+            };
+            let (page, more) = match self.query(query).await? {
+                Reply::Resources {
+                    now_ms,
+                    resources,
+                    more,
+                } => {
+                    all.now_ms = now_ms;
+                    (resources, more)
+                }
+                other => return Err(unexpected(&other)),
+            };
+            after = page.last().map(|r| r.name.clone());
+            all.value.extend(page);
+            if !more || after.is_none() || all.value.len() >= limit as usize {
+                return Ok(all);
+            }
+        }
     }
 
-    /// [`query_session`](Self::query_session) with the server's clock at the answer.
+    /// [`query_session`](Self::query_session) with the server's clock at the answer (of the
+    /// last page, when it took several).
     pub async fn view_session(
         &self,
         session: SessionId,
     ) -> Result<ServerView<Option<SessionInfo>>> {
-        match self.query(Query::Session(session)).await? {
-            Reply::Session { now_ms, session } => Ok(ServerView {
-                now_ms,
-                value: session,
-            }),
-            other => Err(unexpected(&other)),
+        let mut all: Option<SessionInfo> = None;
+        let mut after = None;
+        loop {
+            let (now_ms, page, more) = match self.query(Query::Session { session, after }).await? {
+                Reply::Session {
+                    now_ms,
+                    session,
+                    more,
+                } => (now_ms, session, more),
+                other => return Err(unexpected(&other)),
+            };
+            let Some(page) = page else {
+                // Gone between pages: it ended.
+                return Ok(ServerView {
+                    now_ms,
+                    value: None,
+                });
+            };
+            after = page.locks.last().map(|l| l.lock);
+            match &mut all {
+                Some(info) => info.locks.extend(page.locks),
+                None => all = Some(page),
+            }
+            if !more || after.is_none() {
+                return Ok(ServerView { now_ms, value: all });
+            }
         }
     }
 
     async fn view_resources(&self, query: Query) -> Result<ServerView<Vec<ResourceInfo>>> {
         match self.query(query).await? {
-            Reply::Resources { now_ms, resources } => Ok(ServerView {
+            Reply::Resources {
+                now_ms, resources, ..
+            } => Ok(ServerView {
                 now_ms,
                 value: resources,
             }),

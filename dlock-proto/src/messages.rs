@@ -87,6 +87,10 @@ pub enum Request {
 }
 
 /// What a [`Request::Query`] asks for.
+///
+/// Answers come in pages: the server never builds an answer larger than one frame, and the
+/// work one query costs it is proportional to the page. A reply says whether there is
+/// `more`; the next page is asked for with `after` set to the last item of this one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
     /// One resource.
@@ -97,9 +101,16 @@ pub enum Query {
         prefix: Vec<u8>,
         /// At most this many (the server caps it further).
         limit: u32,
+        /// Only names after this one (the last name of the previous page).
+        after: Option<Vec<u8>>,
     },
-    /// A session's locks.
-    Session(SessionId),
+    /// A session's locks, in lock id order.
+    Session {
+        /// The session.
+        session: SessionId,
+        /// Only locks with ids above this one (the last lock of the previous page).
+        after: Option<LockId>,
+    },
 }
 
 /// A frame sent by the server.
@@ -196,6 +207,8 @@ pub enum Reply {
         now_ms: u64,
         /// The resources, in name order.
         resources: Vec<ResourceInfo>,
+        /// More resources match: ask again with `after` set to the last name here.
+        more: bool,
     },
     /// Answer to [`Query::Session`].
     Session {
@@ -203,6 +216,8 @@ pub enum Reply {
         now_ms: u64,
         /// The session, if it exists.
         session: Option<SessionInfo>,
+        /// The session has more locks: ask again with `after` set to the last lock here.
+        more: bool,
     },
     /// Answer to [`Request::Ping`].
     Pong {

@@ -69,8 +69,12 @@ fn all_client_messages() -> Vec<ClientMessage> {
         req(Request::Query(Query::Prefix {
             prefix: b"db/".to_vec(),
             limit: 10,
+            after: Some(b"db/a".to_vec()),
         })),
-        req(Request::Query(Query::Session(SessionId(2)))),
+        req(Request::Query(Query::Session {
+            session: SessionId(2),
+            after: Some(LockId(9)),
+        })),
         req(Request::Ping),
         req(Request::Goodbye),
     ]
@@ -133,6 +137,7 @@ fn all_server_messages() -> Vec<ServerMessage> {
             id: RequestId(1),
             body: Reply::Resources {
                 now_ms: 1_234,
+                more: true,
                 resources: vec![ResourceInfo {
                     name: b"r".to_vec(),
                     value: vec![0; 64],
@@ -147,6 +152,7 @@ fn all_server_messages() -> Vec<ServerMessage> {
             id: RequestId(2),
             body: Reply::Session {
                 now_ms: 1_234,
+                more: true,
                 session: Some(SessionInfo {
                     session: SessionId(3),
                     name: "s".into(),
@@ -165,6 +171,7 @@ fn all_server_messages() -> Vec<ServerMessage> {
             id: RequestId(3),
             body: Reply::Session {
                 now_ms: 1_234,
+                more: true,
                 session: None,
             },
         },
@@ -425,7 +432,7 @@ fn arb_resource() -> impl Strategy<Value = ResourceInfo> {
 
 /// The size of a reply's envelope around its list: message and reply tags, request id,
 /// `now_ms`, the list's length and (for sessions) the option tag.
-const ENVELOPE: usize = 1 + 10 + 1 + 10 + 10 + 1;
+const ENVELOPE: usize = 1 + 10 + 1 + 10 + 10 + 1 + 1;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
@@ -441,7 +448,7 @@ proptest! {
         let approx: usize = resources.iter().map(ResourceInfo::approx_size).sum();
         let msg = ServerMessage::Reply {
             id: RequestId(u64::MAX),
-            body: Reply::Resources { now_ms: u64::MAX, resources },
+            body: Reply::Resources { now_ms: u64::MAX, resources, more: true },
         };
         let len = dlock_proto::codec::encode_body(&msg).unwrap().len();
         prop_assert!(len <= approx + ENVELOPE, "{len} > {approx} + {ENVELOPE}");
@@ -464,7 +471,7 @@ proptest! {
         let approx = info.approx_size();
         let msg = ServerMessage::Reply {
             id: RequestId(u64::MAX),
-            body: Reply::Session { now_ms: u64::MAX, session: Some(info) },
+            body: Reply::Session { now_ms: u64::MAX, session: Some(info), more: true },
         };
         let len = dlock_proto::codec::encode_body(&msg).unwrap().len();
         prop_assert!(len <= approx + ENVELOPE, "{len} > {approx} + {ENVELOPE}");

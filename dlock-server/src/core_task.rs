@@ -602,28 +602,49 @@ impl CoreTask {
     fn query(&self, query: Query) -> Reply {
         // The caller renewed its session just before, so the core clock is current.
         let now_ms = self.core.clock_ms();
+        // Pages are built within a frame, so no query holds the core task for longer than
+        // building one frame's worth of answer, however large the table.
+        let budget = self.config.max_frame_len.saturating_sub(REPLY_ENVELOPE);
         match query {
             Query::Resource(name) => Reply::Resources {
                 now_ms,
                 resources: self.core.resource(&name).into_iter().collect(),
+                more: false,
             },
-            Query::Prefix { prefix, limit } => {
+            Query::Prefix {
+                prefix,
+                limit,
+                after,
+            } => {
                 let limit = (limit as usize).min(self.config.max_query_resources);
+                let (resources, more) =
+                    self.core
+                        .resources_page(&prefix, after.as_deref(), limit, budget);
                 Reply::Resources {
                     now_ms,
-                    resources: self.core.resources(&prefix, limit),
+                    resources,
+                    more,
                 }
             }
-            Query::Session(session) => Reply::Session {
-                now_ms,
-                session: self.core.session(session),
-            },
+            Query::Session { session, after } => {
+                let page = self.core.session_page(session, after, usize::MAX, budget);
+                let more = page.as_ref().is_some_and(|(_, more)| *more);
+                Reply::Session {
+                    now_ms,
+                    session: page.map(|(info, _)| info),
+                    more,
+                }
+            }
         }
     }
 
-    /// Sends a reply, shrinking a resource list that does not fit in one frame.
+    /// Sends a reply, shrinking a resource list that does not fit in one frame (only a
+    /// single resource with very many locks can: pages are built within a frame).
     fn reply(&mut self, session: SessionId, handle: &ConnHandle, id: RequestId, mut body: Reply) {
         loop {
+            if surely_fits(&body, self.config.max_frame_len) {
+                break;
+            }
             let msg = ServerMessage::Reply { id, body };
             let fits = dlock_proto::codec::encode_body(&msg)
                 .is_ok_and(|b| b.len() <= self.config.max_frame_len);
@@ -638,9 +659,14 @@ impl CoreTask {
                 Reply::Resources {
                     now_ms,
                     mut resources,
+                    ..
                 } if resources.len() > 1 => {
                     resources.truncate(resources.len() / 2);
-                    Reply::Resources { now_ms, resources }
+                    Reply::Resources {
+                        now_ms,
+                        resources,
+                        more: true,
+                    }
                 }
                 _ => Reply::Error(RequestError::ReplyTooLarge),
             };
@@ -736,6 +762,27 @@ impl CoreTask {
         }
         Ok(())
     }
+}
+
+/// Bytes of a reply frame around its list: message and reply tags, the request id, `now_ms`,
+/// the list length, the option tag and `more` (each integer at most 10 bytes).
+const REPLY_ENVELOPE: usize = 64;
+
+/// Whether `body` fits in a frame of `max` bytes by the views' upper size bounds, without
+/// encoding it (false means "encode and see").
+fn surely_fits(body: &Reply, max: usize) -> bool {
+    let size = match body {
+        Reply::Resources { resources, .. } => resources
+            .iter()
+            .map(dlock_proto::ResourceInfo::approx_size)
+            .sum(),
+        Reply::Session { session, .. } => session
+            .as_ref()
+            .map_or(0, dlock_proto::SessionInfo::approx_size),
+        Reply::Pong { server_version } => server_version.len(),
+        Reply::Error(_) => 0,
+    };
+    size + REPLY_ENVELOPE <= max
 }
 
 /// Queues `msg` on a connection's outbox. A full outbox disconnects a slow reader; its

@@ -172,7 +172,10 @@ async fn ping_and_session_query_are_answered() -> Result<()> {
     a.ping().await?;
     let (la, _) = a.acquire("q", Mode::CW).await?;
     let id = a
-        .send(Request::Query(dlock_proto::Query::Session(a.session)))
+        .send(Request::Query(dlock_proto::Query::Session {
+            session: a.session,
+            after: None,
+        }))
         .await?;
     match a.reply_for(id).await? {
         dlock_proto::Reply::Session {

@@ -81,6 +81,7 @@ async fn slow_reader_is_disconnected_and_its_session_survives() -> Result<()> {
     let query = Request::Query(Query::Prefix {
         prefix: b"big/".to_vec(),
         limit: 1000,
+        after: None,
     });
     for _ in 0..2000 {
         match tokio::time::timeout(dlock_tests::WAIT, slow.send(query.clone())).await {

@@ -118,7 +118,7 @@ async fn connection_limit_holds_new_connections_back_until_one_closes() -> Resul
 }
 
 #[tokio::test]
-async fn replies_larger_than_a_frame_are_shrunk_or_refused() -> Result<()> {
+async fn answers_larger_than_a_frame_come_in_pages() -> Result<()> {
     let mut config = TestServer::config();
     config.max_frame_len = 4096;
     let server = TestServer::start_with(config).await?;
@@ -127,40 +127,70 @@ async fn replies_larger_than_a_frame_are_shrunk_or_refused() -> Result<()> {
     for i in 0..300 {
         a.acquire(&format!("big/{i:03}"), Mode::NL).await?;
     }
-    // A prefix query returns as many resources as fit in one frame, in name order.
-    let id = a
-        .send(dlock_proto::Request::Query(dlock_proto::Query::Prefix {
+    let want: Vec<Vec<u8>> = (0..300)
+        .map(|i| format!("big/{i:03}").into_bytes())
+        .collect();
+    // Prefix pages: each fits a frame, in name order, and together they are the whole answer.
+    let (mut names, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let query = dlock_proto::Query::Prefix {
             prefix: b"big/".to_vec(),
             limit: 1000,
-        }))
-        .await?;
-    match a.reply_for(id).await? {
-        dlock_proto::Reply::Resources {
-            resources: list, ..
-        } => {
-            assert!(
-                !list.is_empty() && list.len() < 100,
-                "{} resources",
-                list.len()
-            );
-            assert_eq!(list[0].name, b"big/000");
+            after: after.clone(),
+        };
+        let id = a.send(dlock_proto::Request::Query(query)).await?;
+        let dlock_proto::Reply::Resources {
+            resources, more, ..
+        } = a.reply_for(id).await?
+        else {
+            panic!("expected resources");
+        };
+        assert!(!resources.is_empty() && resources.len() < 300);
+        pages += 1;
+        after = resources.last().map(|r| r.name.clone());
+        names.extend(resources.into_iter().map(|r| r.name));
+        if !more {
+            break;
         }
-        other => panic!("expected resources, got {other:?}"),
     }
-    // A session with more locks than fit is refused with a typed error.
-    let id = a
-        .send(dlock_proto::Request::Query(dlock_proto::Query::Session(
-            a.session,
-        )))
-        .await?;
-    let reply = a.reply_for(id).await?;
-    assert!(
-        matches!(
-            reply,
-            dlock_proto::Reply::Error(dlock_proto::RequestError::ReplyTooLarge)
-        ),
-        "expected ReplyTooLarge, got a reply of another kind"
+    assert!(pages > 1, "300 resources do not fit one 4 KiB frame");
+    assert_eq!(names, want);
+    // Session pages likewise, in lock id order.
+    let (mut locks, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let query = dlock_proto::Query::Session {
+            session: a.session,
+            after,
+        };
+        let id = a.send(dlock_proto::Request::Query(query)).await?;
+        let dlock_proto::Reply::Session {
+            session: Some(info),
+            more,
+            ..
+        } = a.reply_for(id).await?
+        else {
+            panic!("expected the session");
+        };
+        pages += 1;
+        after = info.locks.last().map(|l| l.lock);
+        locks.extend(info.locks);
+        if !more {
+            break;
+        }
+    }
+    assert!(pages > 1);
+    assert_eq!(
+        locks.iter().map(|l| l.resource.clone()).collect::<Vec<_>>(),
+        want
     );
+    assert!(locks.windows(2).all(|w| w[0].lock < w[1].lock));
+    // The SDK asks for every page itself.
+    let client = dlock_client::Client::connect(server.addr().to_string()).await?;
+    let all = client.query_prefix("big/", 1000).await?;
+    assert_eq!(all.into_iter().map(|r| r.name).collect::<Vec<_>>(), want);
+    assert_eq!(client.query_prefix("big/", 7).await?.len(), 7);
+    let info = client.query_session(a.session).await?.expect("a is alive");
+    assert_eq!(info.locks.len(), 300);
     a.ping().await?;
     Ok(())
 }

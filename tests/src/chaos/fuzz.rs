@@ -265,8 +265,12 @@ impl FrameGen {
             85..88 => Request::Query(Query::Prefix {
                 prefix: self.name(),
                 limit: self.rng.random(),
+                after: self.rng.random_bool(0.5).then(|| self.name()),
             }),
-            88..90 => Request::Query(Query::Session(SessionId(self.rng.random()))),
+            88..90 => Request::Query(Query::Session {
+                session: SessionId(self.rng.random()),
+                after: self.rng.random_bool(0.5).then(|| self.lock_id()),
+            }),
             90..93 => Request::Query(Query::Resource(self.name())),
             93..96 => Request::Ping,
             96..98 => Request::Renew,
