@@ -1,12 +1,9 @@
 //! Conformance: resource lifetime and independent locks (R1, R2), NOQUEUE (R22, R23), queries
 //! (R66) and fencing tokens, end to end through `dlock-client`.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use anyhow::{Context, Result, ensure};
 use dlock_client::{Error, FencingToken, LockState, Mode};
-use support::*;
+use dlock_tests::sdk::*;
 
 /// R1, R2: each request is its own lock, also within one session; the resource lives while
 /// any lock on it exists and is destroyed with the last one.

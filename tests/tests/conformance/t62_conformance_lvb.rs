@@ -1,11 +1,8 @@
 //! Conformance: the lock value block (R24..R30), end to end through `dlock-client`.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::{Client, ConvertOptions, LockOptions, Mode, UnlockOptions};
-use support::*;
+use dlock_tests::sdk::*;
 
 /// Writes `value` to `name`'s value block: EX, then unlock with VALBLK (R28).
 async fn publish(c: &Client, name: &str, value: &[u8]) -> Result<()> {

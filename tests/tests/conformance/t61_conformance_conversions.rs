@@ -2,14 +2,11 @@
 //! be reached through the SDK, whose `convert` borrows the guard mutably and which has no
 //! guard for a waiting request; it is checked over the raw protocol.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::{ConvertOptions, Error, Invalid, Mode};
 use dlock_proto::{EventKind, LockFlags, Reject};
 use dlock_tests::RawClient;
-use support::*;
+use dlock_tests::sdk::*;
 
 /// R15: converting a WAITING or a CONVERTING lock gives BUSY and changes nothing.
 #[tokio::test]

@@ -4,14 +4,11 @@
 //! `blocked` and `convert` both borrow the guard mutably and whose conversion grant discards
 //! older advice; it is checked over the raw protocol.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use anyhow::{Context, Result, ensure};
 use dlock_client::{Error, Mode};
 use dlock_proto::{EventKind, LockFlags, ServerMessage};
 use dlock_tests::RawClient;
-use support::*;
+use dlock_tests::sdk::*;
 
 /// R32: when a request is queued, every granted lock incompatible with its mode is notified
 /// with that mode.

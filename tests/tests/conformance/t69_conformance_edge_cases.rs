@@ -2,14 +2,11 @@
 //! cancel, a timeout or a session end on the convert queue; a session queued behind its own
 //! request; value block reads by queued conversions), end to end through `dlock-client`.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use dlock_client::{Client, ConvertOptions, Error, LockGuard, LockOptions, Mode, UnlockOptions};
-use support::*;
+use dlock_tests::sdk::*;
 
 /// A PR holder `c[0]` and two NL holders `c[1]`, `c[2]` on resource `name`; the tests queue
 /// `c[1]`'s NL->EX (blocked by the PR) and then `c[2]`'s NL->CR with QUECVT (compatible with

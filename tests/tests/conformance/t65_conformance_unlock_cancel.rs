@@ -3,9 +3,6 @@
 //! pending lock, the CANCELLED completion of a new request, operations on arbitrary ids) is
 //! checked over the raw protocol.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use dlock_proto::{ConvertRequest, UnlockRequest};
 use std::time::Duration;
 
@@ -13,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 use dlock_client::{ConvertOptions, Error, LockOptions, LockState, Mode};
 use dlock_proto::{EventKind, LockFlags, LockId, Reject, Request};
 use dlock_tests::RawClient;
-use support::*;
+use dlock_tests::sdk::*;
 
 /// R44: an unlock releases the lock (UNLOCKED), runs a grant pass, and the last unlock ends
 /// the resource (R1).

@@ -2,15 +2,12 @@
 //! `dlock-client`. Flags the SDK does not expose (the optional features, unknown bits, QUECVT
 //! on a new request) are sent over the raw protocol.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::{ConvertOptions, Error, Invalid, Mode, UnlockOptions};
 use dlock_proto::{ConvertRequest, LockRequest, UnlockRequest};
 use dlock_proto::{Event, EventKind, LockFlags, LockId, Reject, Request, ServerMessage};
 use dlock_tests::RawClient;
-use support::*;
+use dlock_tests::sdk::*;
 
 /// The rejection reason of an event, or a failure.
 fn rejected(ev: &Event) -> Result<&Reject> {

@@ -1,12 +1,9 @@
 //! Conformance: deadlock detection across sessions and resources (R39..R42), end to end
 //! through `dlock-client`.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use anyhow::{Context, Result, ensure};
 use dlock_client::{Client, Error, Mode};
-use support::*;
+use dlock_tests::sdk::*;
 
 /// How many locks `c`'s session owns, as the server sees it.
 async fn lock_count(via: &Client, c: &Client) -> Result<usize> {

@@ -2,12 +2,9 @@
 //! grant pass (R12) and conversions before new requests (R13), end to end through
 //! `dlock-client`.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use anyhow::{Result, ensure};
 use dlock_client::{ConvertOptions, Error, Mode};
-use support::*;
+use dlock_tests::sdk::*;
 
 /// R7: for every pair (A, B), with a lock held in A, a NOQUEUE request in B succeeds iff the
 /// modes are compatible.
