@@ -143,3 +143,50 @@ fn r37_a_holder_is_told_each_blocked_mode_once_however_many_requests_queue() {
     assert_eq!(ev, vec![queued(b, 102, lb)]);
     h.cancel(b, 103, lb);
 }
+
+#[test]
+fn r32_every_incompatible_holder_is_told_of_a_queued_request() {
+    let mut h = H::new();
+    let (a, x, b) = (h.open("a"), h.open("x"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR); // idx 4
+    let (lx, _) = h.lock(x, 1, "r", Mode::CR); // idx 5
+    let (lb, ev) = h.lock(b, 1, "r", Mode::EX); // idx 6
+    assert_eq!(
+        ev,
+        vec![
+            queued(b, 1, lb),
+            blocking(a, la, Mode::EX),
+            blocking(x, lx, Mode::EX)
+        ]
+    );
+}
+
+#[test]
+fn r34_compatible_holders_are_not_told() {
+    let mut h = H::new();
+    let (a, x, k, b) = (h.open("a"), h.open("x"), h.open("k"), h.open("b"));
+    h.lock(a, 1, "r", Mode::NL); // idx 5
+    h.lock(x, 1, "r", Mode::CR); // idx 6
+    let (lk, _) = h.lock(k, 1, "r", Mode::PW); // idx 7
+    // PR is blocked by PW only.
+    let (lb, ev) = h.lock(b, 1, "r", Mode::PR); // idx 8
+    assert_eq!(ev, vec![queued(b, 1, lb), blocking(k, lk, Mode::PR)]);
+}
+
+#[test]
+fn r35_told_again_after_a_down_and_an_up_conversion_in_place() {
+    let mut h = H::new();
+    let (a, d) = (h.open("a"), h.open("d"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR); // idx 3
+    let (ld, ev) = h.lock(d, 1, "r", Mode::EX); // idx 4
+    assert_eq!(ev, vec![queued(d, 1, ld), blocking(a, la, Mode::EX)]);
+    assert_eq!(
+        h.convert(a, 2, la, Mode::CR),
+        vec![granted(a, 2, la, Mode::CR, 5), blocking(a, la, Mode::EX)]
+    );
+    assert_eq!(
+        h.convert(a, 3, la, Mode::PR),
+        vec![granted(a, 3, la, Mode::PR, 6), blocking(a, la, Mode::EX)]
+    );
+    assert_eq!(h.queues("r"), (vec![la], vec![], vec![ld]));
+}

@@ -287,3 +287,107 @@ fn r39_r40_queued_conversion_ahead_of_its_own_sessions_waiting_request() {
     );
     assert_eq!(h.queues("own"), (vec![la, ls], vec![lb], vec![lw]));
 }
+
+#[test]
+fn r41_conversion_victim_on_another_resource_keeps_its_old_mode_and_token() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la1, _) = h.lock(a, 1, "v1", Mode::EX); // idx 3
+    let (lb2, _) = h.lock(b, 1, "v2", Mode::PR); // idx 4
+    let (lb1, _) = h.lock(b, 2, "v1", Mode::NL); // idx 5
+    let (la2, ev) = h.lock(a, 2, "v2", Mode::EX); // idx 6: a -> b
+    assert_eq!(ev, vec![queued(a, 2, la2), blocking(b, lb2, Mode::EX)]);
+    // b's NL->EX on v1 would wait for a: refused, NL kept with its token.
+    assert_eq!(
+        h.convert(b, 3, lb1, Mode::EX),
+        vec![deadlock(b, 3, Some(lb1))]
+    );
+    let info = h.core.resource(b"v1").unwrap();
+    assert_eq!(
+        info.granted[1].state,
+        dlock_core::LockState::Granted { mode: Mode::NL }
+    );
+    assert_eq!(info.granted[1].token, Some(dlock_core::FencingToken(5)));
+    assert_eq!(h.queues("v1"), (vec![la1, lb1], vec![], vec![]));
+    assert_eq!(h.queues("v2"), (vec![lb2], vec![], vec![la2]));
+}
+
+#[test]
+fn r40_in_place_conversion_refuses_the_converters_own_request_and_grants_behind_it() {
+    let mut h = H::new();
+    let (a, b, x, d) = (h.open("a"), h.open("b"), h.open("x"), h.open("d"));
+    let (la1, _) = h.lock(a, 1, "w1", Mode::NL); // idx 5
+    let (lx, _) = h.lock(x, 1, "w1", Mode::PR); // idx 6
+    let (lb2, _) = h.lock(b, 1, "w2", Mode::EX); // idx 7
+    let (lb1, ev) = h.lock(b, 2, "w1", Mode::PW); // idx 8: b -> x
+    assert_eq!(ev, vec![queued(b, 2, lb1), blocking(x, lx, Mode::PW)]);
+    let (la2, ev) = h.lock(a, 2, "w2", Mode::EX); // idx 9: a -> b
+    assert_eq!(ev, vec![queued(a, 2, la2), blocking(b, lb2, Mode::EX)]);
+    let (ld, ev) = h.lock(d, 1, "w2", Mode::NL); // idx 10: FIFO behind a
+    assert_eq!(ev, vec![queued(d, 1, ld)]);
+    // a's NL->PR in place: b's PW now waits for a too. The youngest request on a -> b -> a
+    // is a's own EX on w2; the pass on w2 then grants d's NL.
+    assert_eq!(
+        h.convert(a, 3, la1, Mode::PR), // idx 11
+        vec![
+            granted(a, 3, la1, Mode::PR, 11),
+            deadlock(a, 2, Some(la2)),
+            granted(d, 1, ld, Mode::NL, 12),
+            blocking(a, la1, Mode::PW),
+        ]
+    );
+    assert_eq!(h.queues("w1"), (vec![la1, lx], vec![], vec![lb1]));
+    assert_eq!(h.queues("w2"), (vec![lb2, ld], vec![], vec![]));
+}
+
+#[test]
+fn r42_a_chain_ending_at_an_owner_who_does_not_wait_is_no_deadlock() {
+    let mut h = H::new();
+    let (a, b, d, e) = (h.open("a"), h.open("b"), h.open("d"), h.open("e"));
+    let (la, _) = h.lock(a, 1, "c1", Mode::EX); // idx 5
+    let (lb, _) = h.lock(b, 1, "c2", Mode::EX); // idx 6
+    let (ld, _) = h.lock(d, 1, "c3", Mode::EX); // idx 7
+    let (la2, ev) = h.lock(a, 2, "c2", Mode::EX); // idx 8: a -> b
+    assert_eq!(ev[0], queued(a, 2, la2));
+    let (lb2, ev) = h.lock(b, 2, "c3", Mode::EX); // idx 9: b -> d
+    assert_eq!(ev[0], queued(b, 2, lb2));
+    let (le, ev) = h.lock(e, 1, "c1", Mode::PR); // idx 10: e -> a
+    assert_eq!(ev, vec![queued(e, 1, le), blocking(a, la, Mode::PR)]);
+    assert_eq!(edges(&h), vec![(1, 2), (2, 3), (4, 1)]);
+    // The chain unwinds from d.
+    assert_eq!(
+        h.unlock(d, 2, ld),
+        vec![unlocked(d, 2, ld), granted(b, 2, lb2, Mode::EX, 11)]
+    );
+    assert_eq!(
+        h.unlock(b, 3, lb),
+        vec![unlocked(b, 3, lb), granted(a, 2, la2, Mode::EX, 12)]
+    );
+    assert_eq!(
+        h.unlock(a, 3, la),
+        vec![unlocked(a, 3, la), granted(e, 1, le, Mode::PR, 13)]
+    );
+}
+
+#[test]
+fn r42_a_cycle_broken_by_a_cancel_or_a_session_end_is_not_reported() {
+    // Broken by a cancel.
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "k1", Mode::EX); // idx 3
+    h.lock(b, 1, "k2", Mode::EX); // idx 4
+    let (la2, _) = h.lock(a, 2, "k2", Mode::EX); // idx 5
+    assert_eq!(h.cancel(a, 3, la2), vec![cancelled(a, 2, la2)]); // idx 6
+    let (lb, ev) = h.lock(b, 2, "k1", Mode::EX); // idx 7
+    assert_eq!(ev, vec![queued(b, 2, lb), blocking(a, la, Mode::EX)]);
+    // Broken by a session's end.
+    let mut h = H::new();
+    let (e, b) = (h.open("e"), h.open("b"));
+    h.lock(e, 1, "e1", Mode::EX); // idx 3
+    let (lb, _) = h.lock(b, 1, "e2", Mode::EX); // idx 4
+    h.lock(e, 2, "e2", Mode::EX); // idx 5: e -> b
+    assert_eq!(h.close(e, 3), vec![closed(e, 3)]); // idx 6
+    let (lb1, ev) = h.lock(b, 2, "e1", Mode::EX); // idx 7
+    assert_eq!(ev, vec![granted(b, 2, lb1, Mode::EX, 7)]);
+    assert_eq!(h.queues("e2"), (vec![lb], vec![], vec![]));
+}

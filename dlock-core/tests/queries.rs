@@ -113,3 +113,67 @@ fn r66_session_lists_its_locks_by_id() {
     assert!(h.core.session(dlock_core::SessionId(99)).is_none());
     let _ = lb;
 }
+
+#[test]
+fn r1_r2_each_request_is_its_own_lock_and_the_resource_ends_with_the_last() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let (l1, ev) = h.lock(a, 1, "life", Mode::PR); // idx 2
+    assert_eq!(ev, vec![granted(a, 1, l1, Mode::PR, 2)]);
+    let (l2, ev) = h.lock(a, 2, "life", Mode::CR); // idx 3
+    assert_eq!(ev, vec![granted(a, 2, l2, Mode::CR, 3)]);
+    assert_eq!(h.queues("life"), (vec![l1, l2], vec![], vec![]));
+    h.unlock(a, 3, l1);
+    assert_eq!(h.queues("life"), (vec![l2], vec![], vec![]));
+    h.unlock(a, 4, l2);
+    assert!(h.core.resource(b"life").is_none());
+}
+
+#[test]
+fn tokens_grow_with_every_grant_new_by_a_pass_and_by_each_conversion() {
+    let mut h = H::new();
+    let (a, b, d) = (h.open("a"), h.open("b"), h.open("d"));
+    let token = |h: &H, l| {
+        let r = h.core.resource(b"tok").unwrap();
+        r.granted.iter().find(|i| i.lock == l).unwrap().token
+    };
+    let (la, ev) = h.lock(a, 1, "tok", Mode::EX); // idx 4
+    assert_eq!(ev, vec![granted(a, 1, la, Mode::EX, 4)]);
+    // Up, down, same-mode and middle conversions: each a new, higher token.
+    let modes = [
+        Mode::EX,
+        Mode::PW,
+        Mode::PR,
+        Mode::CW,
+        Mode::PR,
+        Mode::NL,
+        Mode::EX,
+    ];
+    for (i, to) in modes.into_iter().enumerate() {
+        let r = 2 + i as u64;
+        let t = h.next();
+        assert_eq!(
+            h.convert(a, r, la, to),
+            vec![granted(a, r, la, to, t)],
+            "{to}"
+        );
+        assert_eq!(token(&h, la), Some(FencingToken(t)));
+    }
+    // Two requests granted by one pass get two tokens, in queue order.
+    let (lb, _) = h.lock(b, 1, "tok", Mode::PR); // idx 12
+    let (ld, _) = h.lock(d, 1, "tok", Mode::PR); // idx 13
+    assert_eq!(
+        h.unlock(a, 9, la), // idx 14
+        vec![
+            unlocked(a, 9, la),
+            granted(b, 1, lb, Mode::PR, 14),
+            granted(d, 1, ld, Mode::PR, 15)
+        ]
+    );
+    // A conversion granted by a pass.
+    assert_eq!(h.convert(b, 2, lb, Mode::EX)[0], queued(b, 2, lb)); // idx 15
+    assert_eq!(
+        h.unlock(d, 2, ld), // idx 16
+        vec![unlocked(d, 2, ld), granted(b, 2, lb, Mode::EX, 16)]
+    );
+}

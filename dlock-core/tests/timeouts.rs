@@ -74,3 +74,24 @@ fn r65_zero_timeout_expires_at_the_next_tick_and_granted_requests_ignore_it() {
     let (lb, _) = h.lock_with(b, 1, "r", Mode::EX, LockFlags::empty(), None, Some(0));
     assert_eq!(h.tick_after(0), vec![timed_out(b, 1, lb)]);
 }
+
+#[test]
+fn r65_timed_out_conversion_lets_a_waiter_behind_the_convert_queue_in() {
+    let mut h = H::new();
+    let (a, b, d) = (h.open("a"), h.open("b"), h.open("d"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR); // idx 4
+    let (lb, _) = h.lock(b, 1, "r", Mode::PR); // idx 5
+    let ev = h.convert_with(b, 2, lb, Mode::EX, LockFlags::empty(), None, Some(1_000)); // idx 6
+    assert_eq!(ev, vec![queued(b, 2, lb), blocking(a, la, Mode::EX)]);
+    // CR is compatible with both PR holders but waits for the convert queue (R13).
+    let (ld, ev) = h.lock(d, 1, "r", Mode::CR); // idx 7
+    assert_eq!(ev, vec![queued(d, 1, ld)]);
+    assert_eq!(
+        h.tick_after(1_000), // idx 8
+        vec![timed_out(b, 2, lb), granted(d, 1, ld, Mode::CR, 8)]
+    );
+    let info = h.core.session(b).unwrap();
+    assert_eq!(info.locks[0].state, LockState::Granted { mode: Mode::PR });
+    assert_eq!(info.locks[0].token, Some(dlock_core::FencingToken(5)));
+    assert_eq!(h.queues("r"), (vec![la, lb, ld], vec![], vec![]));
+}

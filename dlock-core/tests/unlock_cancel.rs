@@ -185,3 +185,50 @@ fn r50_expiry_of_many_sessions_in_one_tick() {
     assert_eq!(h.core.resource_count(), 1);
     assert_eq!(h.core.lock_count(), 1);
 }
+
+#[test]
+fn r44_unlock_grants_the_waiter_and_the_last_unlock_ends_the_resource() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "r", Mode::EX); // idx 3
+    let (lb, _) = h.lock(b, 1, "r", Mode::EX); // idx 4
+    assert_eq!(
+        h.unlock(a, 2, la),
+        vec![unlocked(a, 2, la), granted(b, 1, lb, Mode::EX, 5)]
+    );
+    assert_eq!(h.queues("r"), (vec![lb], vec![], vec![]));
+    assert_eq!(h.unlock(b, 2, lb), vec![unlocked(b, 2, lb)]);
+    assert_eq!(h.core.resource(b"r"), None);
+}
+
+#[test]
+fn r46_r52_a_cancelled_requests_id_is_unknown_to_every_command() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    h.lock(a, 1, "r", Mode::EX); // idx 3
+    let (lb, _) = h.lock(b, 1, "r", Mode::EX); // idx 4
+    // The successful cancel has no event of its own: only the request's completion.
+    assert_eq!(h.cancel(b, 2, lb), vec![cancelled(b, 1, lb)]);
+    let nf = |r| vec![rejected(b, r, Some(lb), Reject::NotFound)];
+    assert_eq!(h.unlock(b, 3, lb), nf(3));
+    assert_eq!(h.cancel(b, 4, lb), nf(4));
+    assert_eq!(h.convert(b, 5, lb, Mode::PR), nf(5));
+    assert_eq!(h.core.resource(b"r").unwrap().waiting, vec![]);
+}
+
+#[test]
+fn r48_a_cancel_after_the_conversion_was_granted_finds_nothing_pending() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let (l, _) = h.lock(a, 1, "r", Mode::PR); // idx 2
+    assert_eq!(
+        h.convert(a, 2, l, Mode::EX),
+        vec![granted(a, 2, l, Mode::EX, 3)]
+    );
+    assert_eq!(
+        h.cancel(a, 3, l),
+        vec![rejected(a, 3, Some(l), Reject::NotPending)]
+    );
+    let info = h.core.session(a).unwrap();
+    assert_eq!(info.locks[0].state, LockState::Granted { mode: Mode::EX });
+}

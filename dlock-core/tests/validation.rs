@@ -215,3 +215,55 @@ fn lock_limits_give_typed_rejections() {
     assert_eq!(ev, vec![not_queued(c, 2, None)]);
     let _ = RequestId(0);
 }
+
+#[test]
+fn r1_r54_binary_names_up_to_the_maximum_and_value_arguments_of_a_conversion() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let binary: Vec<u8> = (0..=255u8).cycle().take(64).collect();
+    let ev = h.apply(Command::Lock {
+        session: a,
+        request: RequestId(1),
+        args: dlock_core::LockRequest {
+            resource: binary.clone(),
+            mode: Mode::EX,
+            flags: LockFlags::empty(),
+            value: None,
+            timeout_ms: None,
+        },
+    }); // idx 2
+    assert_eq!(ev, vec![granted(a, 1, LockId(2), Mode::EX, 2)]);
+    assert!(h.core.resource(&binary).is_some());
+    let longest = "n".repeat(1024);
+    let (l, ev) = h.lock(a, 2, &longest, Mode::EX); // idx 3
+    assert_eq!(ev, vec![granted(a, 2, l, Mode::EX, 3)]);
+    // VALBLK on a write path without a value, and a value too long: INVALID, no change.
+    let ev = h.convert_with(a, 3, l, Mode::NL, LockFlags::VALBLK, None, None);
+    assert_eq!(ev, vec![rejected(a, 3, Some(l), Invalid::MissingValue)]);
+    let ev = h.convert_with(a, 4, l, Mode::NL, LockFlags::VALBLK, Some(&[1; 65]), None);
+    let want = Invalid::ValueTooLong { len: 65, max: 64 };
+    assert_eq!(ev, vec![rejected(a, 4, Some(l), want)]);
+    let info = h.core.resource(longest.as_bytes()).unwrap();
+    assert_eq!((info.value, info.value_valid), (vec![0; 64], true));
+    assert_eq!(
+        info.granted[0].state,
+        dlock_core::LockState::Granted { mode: Mode::EX }
+    );
+}
+
+#[test]
+fn r54_unknown_flag_bits_are_invalid_on_every_command() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let (l, _) = h.lock(a, 0, "r", Mode::PR); // idx 2
+    let unknown = LockFlags::from_bits_retain(1 << 30);
+    let want = Invalid::UnknownFlags(1 << 30);
+    let (_, ev) = h.lock_with(a, 1, "new", Mode::NL, unknown, None, None);
+    assert_eq!(ev, vec![rejected(a, 1, None, want.clone())]);
+    let ev = h.convert_with(a, 2, l, Mode::EX, unknown, None, None);
+    assert_eq!(ev, vec![rejected(a, 2, Some(l), want.clone())]);
+    let ev = h.unlock_with(a, 3, l, unknown, None);
+    assert_eq!(ev, vec![rejected(a, 3, Some(l), want)]);
+    assert_eq!(h.queues("r"), (vec![l], vec![], vec![]));
+    assert!(h.core.resource(b"new").is_none());
+}

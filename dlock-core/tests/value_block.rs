@@ -210,3 +210,105 @@ fn lvb_length_is_configurable_and_longer_values_are_invalid() {
     h.unlock_with(a, 3, l, V, Some(&[7; 32]));
     assert!(h.core.resource(b"r").is_none());
 }
+
+#[test]
+fn r24_a_new_lock_of_every_mode_reads_the_fresh_block() {
+    for mode in Mode::ALL {
+        let mut h = H::new();
+        let a = h.open("a");
+        let (l, ev) = h.lock_with(a, 1, "r", mode, V, None, None); // idx 2
+        assert_eq!(ev, vec![granted_v(a, 1, l, mode, 2, &[], true)], "{mode}");
+        assert_eq!(value_of(&h, "r"), (padded(&[]), true), "{mode}");
+    }
+}
+
+#[test]
+fn r25_without_valblk_an_invalid_block_is_neither_read_nor_reported() {
+    let mut h = H::new();
+    let (a, k) = (h.open("a"), h.open("k"));
+    h.lock(k, 1, "r", Mode::NL); // idx 3: keeps the resource
+    let (l, _) = h.lock(a, 1, "r", Mode::EX); // idx 4
+    h.unlock_with(a, 2, l, V, Some(b"kept")); // idx 5
+    let (l, _) = h.lock(a, 3, "r", Mode::EX); // idx 6
+    h.unlock_with(a, 4, l, IV, None); // idx 7
+    // No VALBLK: no value and no VALNOTVALID (the plain constructor says value_valid).
+    let (l, ev) = h.lock(a, 5, "r", Mode::EX); // idx 8
+    assert_eq!(ev, vec![granted(a, 5, l, Mode::EX, 8)]);
+    assert_eq!(
+        h.convert(a, 6, l, Mode::PR),
+        vec![granted(a, 6, l, Mode::PR, 9)]
+    );
+    h.unlock(a, 7, l); // idx 10
+    let (l, _) = h.lock(a, 8, "r", Mode::EX); // idx 11
+    assert_eq!(h.unlock(a, 9, l), vec![unlocked(a, 9, l)]);
+    assert_eq!(value_of(&h, "r"), (padded(b"kept"), false));
+}
+
+#[test]
+fn r28_unlock_with_a_value_from_every_mode() {
+    for mode in Mode::ALL {
+        let mut h = H::new();
+        let (a, k) = (h.open("a"), h.open("k"));
+        h.lock(k, 1, "r", Mode::NL); // idx 3
+        let (l, _) = h.lock(a, 1, "r", Mode::EX); // idx 4
+        h.unlock_with(a, 2, l, V, Some(b"before")); // idx 5
+        let (l, _) = h.lock(a, 3, "r", mode); // idx 6
+        let ev = h.unlock_with(a, 4, l, V, Some(b"after"));
+        assert_eq!(ev, vec![unlocked(a, 4, l)], "{mode}");
+        let want: &[u8] = if mode >= Mode::PW {
+            b"after"
+        } else {
+            b"before"
+        };
+        assert_eq!(value_of(&h, "r"), (padded(want), true), "{mode}");
+    }
+}
+
+#[test]
+fn r29a_ivvalblk_below_pw_does_nothing_and_from_pw_down_conversion_invalidates() {
+    let mut h = H::new();
+    let (a, k) = (h.open("a"), h.open("k"));
+    h.lock(k, 1, "r", Mode::NL); // idx 3
+    let (l, _) = h.lock(a, 1, "r", Mode::EX); // idx 4
+    h.unlock_with(a, 2, l, V, Some(b"v1")); // idx 5
+    for mode in [Mode::NL, Mode::CR, Mode::CW, Mode::PR] {
+        let (l, _) = h.lock(a, 3, "r", mode);
+        assert_eq!(h.unlock_with(a, 4, l, IV, None), vec![unlocked(a, 4, l)]);
+        assert_eq!(value_of(&h, "r"), (padded(b"v1"), true), "{mode}");
+    }
+    // PW->NL with IVVALBLK: not valid, contents kept; a read says so.
+    let (l, _) = h.lock(a, 5, "r", Mode::PW); // idx 14
+    h.convert_with(a, 6, l, Mode::NL, IV, None, None); // idx 15
+    assert_eq!(value_of(&h, "r"), (padded(b"v1"), false));
+    let (lr, ev) = h.lock_with(a, 7, "r", Mode::PR, V, None, None); // idx 16
+    assert_eq!(ev, vec![granted_v(a, 7, lr, Mode::PR, 16, b"v1", false)]);
+    h.unlock(a, 8, lr); // idx 17
+    // NL->EX, then EX->EX with a value: valid again.
+    h.convert(a, 9, l, Mode::EX); // idx 18
+    h.convert_with(a, 10, l, Mode::EX, V, Some(b"v3"), None); // idx 19
+    assert_eq!(value_of(&h, "r"), (padded(b"v3"), true));
+}
+
+#[test]
+fn r29b_closing_a_pw_or_ex_holder_or_a_converting_pw_lock_invalidates() {
+    for mode in [Mode::PW, Mode::EX] {
+        let mut h = H::new();
+        let (a, k) = (h.open("a"), h.open("k"));
+        h.lock(k, 1, "r", Mode::NL); // idx 3
+        let (l, _) = h.lock(a, 1, "r", mode); // idx 4
+        h.convert_with(a, 2, l, mode, V, Some(b"alive"), None); // idx 5
+        assert_eq!(h.close(a, 3), vec![closed(a, 3)]);
+        assert_eq!(value_of(&h, "r"), (padded(b"alive"), false), "{mode}");
+    }
+    // A converting lock whose granted mode is PW (PW->EX, blocked by a CR holder).
+    let mut h = H::new();
+    let (a, k) = (h.open("a"), h.open("k"));
+    h.lock(k, 1, "r", Mode::CR); // idx 3
+    let (l, _) = h.lock(a, 1, "r", Mode::PW); // idx 4
+    h.convert_with(a, 2, l, Mode::PW, V, Some(b"alive"), None); // idx 5
+    assert_eq!(h.convert(a, 3, l, Mode::EX)[0], queued(a, 3, l)); // idx 6
+    // The pending conversion gets no completion (R50).
+    assert_eq!(h.close(a, 4), vec![closed(a, 4)]);
+    assert_eq!(value_of(&h, "r"), (padded(b"alive"), false));
+    assert_eq!(h.queues("r").1, vec![]);
+}

@@ -1,10 +1,12 @@
 //! Shared helpers for dlock's end-to-end tests: [`TestServer`] runs a server in-process, and
-//! [`RawClient`] speaks the wire protocol directly (without `dlock-client`).
+//! [`RawClient`] speaks the wire protocol directly (without `dlock-client`), and [`sdk`] has the
+//! helpers of the tests that go through `dlock-client`.
 #![forbid(unsafe_code)]
 
 pub mod chaos;
 pub mod proxy;
 pub mod raw;
+pub mod sdk;
 pub mod server;
 
 pub use raw::{RawClient, RawFramed, WAIT, connect_framed, recv_raw};

@@ -13,6 +13,7 @@ const KINDS: &[FaultKind] = &[FaultKind::Drop, FaultKind::Pause];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_under_faults_satisfies_every_property() -> Result<()> {
+    let _one = crate::one_at_a_time().await;
     let exe = env!("CARGO_BIN_EXE_chaos").into();
     let cfg = ChaosConfig::for_tests(exe, KINDS, Duration::from_secs(10));
     let report = run_chaos_checked(cfg).await?;

@@ -1,15 +1,12 @@
 //! Conformance: the end of a session (R50, R51), by a clean close and by lease expiry of a
 //! client cut off behind a black-holing proxy, end to end through `dlock-client`.
 
-#[path = "t6_support.rs"]
-mod support;
-
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use dlock_client::{Client, Error, LockOptions, LostReason, Mode};
 use dlock_tests::proxy::Proxy;
-use support::*;
+use dlock_tests::sdk::*;
 
 /// R50: closing a session removes its WAITING requests, its CONVERTING locks (pending
 /// conversion and granted mode), and its GRANTED locks, and runs a grant pass on every

@@ -1,6 +1,5 @@
-//! Helpers shared by the t6x conformance tests (rule book R1..R66, checked end to end through
-//! `dlock-client` against a real server). Each test file includes this one as a module; on its
-//! own it is an empty test target.
+//! Helpers for tests that go through `dlock-client` against a [`TestServer`]: the conformance
+//! binary and the SDK tests of the end-to-end binary.
 //!
 //! Synchronisation is always on observable state: a request is known to be queued once a
 //! query sent *after* it on the same client's connection shows it (the server handles one
@@ -8,16 +7,15 @@
 //! notification that was generated has arrived once a ping sent later by its receiver is
 //! answered (one session's events and replies share one ordered stream). Every wait is
 //! bounded by [`WAIT`], so a bug fails a test instead of hanging it.
-#![allow(dead_code)]
 
 use std::fmt::Debug;
 use std::time::Duration;
 
+use crate::TestServer;
 use anyhow::{Context, Result, bail};
 use dlock_client::{
     Client, ConvertOptions, LockGuard, LockInfo, LockState, Mode, ResourceInfo, SessionId,
 };
-use dlock_tests::TestServer;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 

@@ -2,18 +2,15 @@
 //! raw flags (R54, R56), explicit cancels with their outcome (R46, R48), BUSY (R15, R45),
 //! unknown and foreign ids (R6, R52), and a CONVERTING lock observed while it converts
 //! (R33). Everything goes through `dlock-client` against a real server; waits are bounded and
-//! synchronised on one connection's ordering (see t6_support).
-
-#[path = "t6_support.rs"]
-mod support;
+//! synchronised on one connection's ordering (see `dlock_tests::sdk`).
 
 use anyhow::{Context, Result, ensure};
 use dlock_client::{
     CancelOutcome, ConvertOptions, Error, Invalid, LockFlags, LockId, LockOptions, LostReason,
     Mode, UnlockOptions,
 };
+use dlock_tests::sdk::*;
 use futures_util::FutureExt;
-use support::*;
 
 /// The optional flags of the rule book that dlock does not implement (R56).
 const OPTIONAL: [LockFlags; 10] = [

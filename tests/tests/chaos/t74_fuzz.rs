@@ -11,6 +11,7 @@ use dlock_tests::chaos::fuzz::{FuzzConfig, fuzz_decoder, run_fuzz};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_server_survives_100k_fuzzed_inputs() -> Result<()> {
+    let _one = crate::one_at_a_time().await;
     let cfg = FuzzConfig {
         exe: env!("CARGO_BIN_EXE_chaos").into(),
         inputs: 100_000,

@@ -17,9 +17,6 @@
 //! grow with each grant of a lock, notifications only for modes their lock blocks), and at
 //! the end every resource is gone (R1).
 
-#[path = "t6_support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,10 +27,10 @@ use dlock_client::{
     Client, ConvertOptions, Error, Invalid, LockGuard, LockOptions, LockState, Mode, ResourceInfo,
     SessionId, UnlockOptions,
 };
+use dlock_tests::sdk::*;
 use futures_util::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::*;
 
 const CLIENTS: usize = 5;
 const STEPS: usize = 300;

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 #[tokio::test]
 async fn restarted_server_does_not_grant_before_old_holders_see_lost() -> Result<()> {
+    let _one = crate::one_at_a_time().await;
     tokio::time::timeout(Duration::from_secs(30), async {
         // The grace is on by default (`TestServer::no_grace_config` turns it off); it is
         // spelled out because this test is about it.

@@ -16,6 +16,7 @@ const KINDS: &[FaultKind] = &[FaultKind::Cut, FaultKind::Blackhole];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_under_faults_satisfies_every_property() -> Result<()> {
+    let _one = crate::one_at_a_time().await;
     let exe = env!("CARGO_BIN_EXE_chaos").into();
     let dir = tempfile::tempdir()?;
     let mut cfg = ChaosConfig::for_tests(exe, KINDS, Duration::from_secs(10));
