@@ -440,8 +440,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Reconnect backoff: the first retry waits about `min`, each further one twice as long,
-    /// up to `max`, with random jitter (defaults 50 ms and 5 s).
+    /// Reconnect backoff with full jitter: the first retry waits a random time up to `min`,
+    /// each further one up to twice as long as the one before, capped at `max` (defaults
+    /// 50 ms and 5 s).
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = (min, max.max(min));
         self

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::machine::backoff::Backoff;
 use dlock_core::{EventKind, FencingToken, LockFlags, LockId, Mode, Reject, RequestId};
 use dlock_proto::{
     ClientMessage, DEFAULT_MAX_FRAME_LEN, Event, Hello, PROTOCOL_VERSION, Refusal, Reply, Request,
     RequestError, Resume, ServerMessage,
 };
 use futures_util::StreamExt;
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -63,14 +63,15 @@ pub(crate) async fn start(
     let hs = handshake(settings.addr.clone(), hello, settings.connect_timeout)
         .await
         .map_err(|e| match e {
-            HandshakeError::Io(e) => Error::Connect(e),
-            HandshakeError::Timeout => Error::Connect(std::io::Error::new(
+            HandshakeError::Io(e) => Error::Connect(Arc::new(e)),
+            HandshakeError::Timeout => Error::Connect(Arc::new(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connect timed out",
-            )),
+            ))),
             HandshakeError::Refused(r) => Error::Refused(r),
             HandshakeError::Protocol(s) => Error::Protocol(s),
         })?;
+    let backoff = Backoff::new(settings.backoff_min, settings.backoff_max, rand::random());
     let (tx, rx) = mpsc::unbounded_channel();
     let mut driver = Driver {
         settings,
@@ -80,7 +81,7 @@ pub(crate) async fn start(
         conn: None,
         connecting: None,
         retry_at: None,
-        attempts: 0,
+        backoff,
         session: None,
         epoch: 0,
         next_id: 1,
@@ -246,8 +247,8 @@ struct Driver {
     connecting: Option<Connecting>,
     /// When to try connecting again (only while disconnected and not connecting).
     retry_at: Option<Instant>,
-    /// Failed connection attempts since the last success (drives the backoff).
-    attempts: u32,
+    /// Reconnect delays.
+    backoff: Backoff,
     session: Option<Session>,
     /// Incremented for every new session; guards of older sessions are refused.
     epoch: u64,
@@ -451,7 +452,7 @@ impl Driver {
                 // The request stays outstanding: if it is granted after all, it is released.
                 *queued = None;
                 if let Some(r) = reply.take() {
-                    let _ = r.send(Err(clone_error(&err)));
+                    let _ = r.send(Err(err.clone()));
                 }
                 *abandoned = true;
             }
@@ -463,19 +464,19 @@ impl Driver {
             } => {
                 *queued = None;
                 if let Some(r) = reply.take() {
-                    let _ = r.send(Err(clone_error(&err)));
+                    let _ = r.send(Err(err.clone()));
                 }
                 let lock = *lock;
                 self.send_cancel(lock, None);
             }
             Pending::Unlock { reply, .. } | Pending::Cancel { reply, .. } => {
                 if let Some(r) = reply.take() {
-                    let _ = r.send(Err(clone_error(&err)));
+                    let _ = r.send(Err(err.clone()));
                 }
             }
             Pending::Query { .. } | Pending::Ping { .. } => {
                 if let Some(o) = self.remove(id) {
-                    o.pending.fail(clone_error(&err));
+                    o.pending.fail(err.clone());
                 }
             }
             Pending::Goodbye => self.finish_close(),
@@ -503,14 +504,7 @@ impl Driver {
 
     /// Schedules the next connection attempt with exponential backoff and jitter.
     fn schedule_retry(&mut self) {
-        let min = self.settings.backoff_min;
-        let max = self.settings.backoff_max;
-        let exp = min.saturating_mul(1u32 << self.attempts.min(16)).min(max);
-        // Full jitter in [exp/2, exp]: clients cut off together do not return together.
-        let half = exp / 2;
-        let jitter = rand::rng().random_range(0..=u64::try_from(half.as_micros()).unwrap_or(0));
-        let delay = half + Duration::from_micros(jitter);
-        self.attempts = self.attempts.saturating_add(1);
+        let delay = self.backoff.next_delay();
         self.retry_at = Some(Instant::now() + delay);
     }
 
@@ -540,7 +534,7 @@ impl Driver {
             welcome,
             sent_at,
         } = hs;
-        self.attempts = 0;
+        self.backoff.reset();
         self.max_frame_len =
             usize::try_from(welcome.max_frame_len).unwrap_or(DEFAULT_MAX_FRAME_LEN);
         if let Ok(mut v) = self.view.server_version.lock() {
@@ -618,7 +612,7 @@ impl Driver {
         let ids: Vec<RequestId> = self.outstanding.keys().copied().collect();
         for id in ids {
             if let Some(o) = self.remove(id) {
-                o.pending.fail(clone_error(&err));
+                o.pending.fail(err.clone());
             }
         }
     }
@@ -648,7 +642,7 @@ impl Driver {
         self.deadlines.clear();
         self.keys.clear();
         for (_, o) in outstanding {
-            o.pending.fail(clone_error(&err));
+            o.pending.fail(err.clone());
         }
         if self.session.take().is_some() {
             tracing::debug!(%reason, "session ended");
@@ -1441,35 +1435,6 @@ fn request_error(e: RequestError) -> Error {
     match e {
         RequestError::Overloaded => Error::Overloaded,
         other => Error::Protocol(other.to_string()),
-    }
-}
-
-/// A copy of an error for fanning out (io errors lose their source but keep kind and text).
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::NotQueued => Error::NotQueued,
-        Error::Deadlock => Error::Deadlock,
-        Error::TimedOut => Error::TimedOut,
-        Error::Cancelled => Error::Cancelled,
-        Error::SessionLost => Error::SessionLost,
-        Error::Disconnected => Error::Disconnected,
-        Error::Invalid(i) => Error::Invalid(i.clone()),
-        Error::LimitExceeded(l) => Error::LimitExceeded(*l),
-        Error::NotFound => Error::NotFound,
-        Error::Busy => Error::Busy,
-        Error::NotPending => Error::NotPending,
-        Error::Refused(r) => Error::Refused(r.clone()),
-        Error::Rejected(r) => Error::Rejected(r.clone()),
-        Error::Protocol(s) => Error::Protocol(s.clone()),
-        Error::Connect(io) => Error::Connect(std::io::Error::new(io.kind(), io.to_string())),
-        Error::RequestTimeout => Error::RequestTimeout,
-        Error::ShuttingDown => Error::ShuttingDown,
-        Error::Overloaded => Error::Overloaded,
-        Error::TooLarge { len, max } => Error::TooLarge {
-            len: *len,
-            max: *max,
-        },
-        Error::Closed => Error::Closed,
     }
 }
 

@@ -264,6 +264,7 @@ mod driver;
 mod error;
 mod guard;
 mod lease;
+mod machine;
 mod op;
 mod options;
 mod pending;

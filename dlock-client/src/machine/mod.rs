@@ -1,0 +1,3 @@
+//! The session as a sans-IO state machine.
+
+pub(crate) mod backoff;
