@@ -25,6 +25,8 @@ mod locks;
 mod ops;
 mod renewal;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -367,7 +369,9 @@ impl SessionMachine {
                     body: Request::Goodbye,
                 });
             }
-            self.disconnect(lapsed || reason == LostReason::Closed);
+            // Frames for an established connection (a parting Goodbye) are written first.
+            let graceful = self.state.can_send() && (lapsed || reason == LostReason::Closed);
+            self.disconnect(graceful);
         }
         if self.state.is_closing() {
             self.stop();
