@@ -225,6 +225,9 @@ impl Driver {
             Input::Timer => {
                 if !self.wbuf.is_empty() && now >= self.write_progress + WRITE_STALL {
                     tracing::debug!("writes stalled; giving up on the connection");
+                    // Dropped here already, so that a stalled socket can never wake the loop
+                    // again, whatever the machine makes of the loss.
+                    self.disconnect(false);
                     let err = Error::Protocol("writes stalled".into());
                     self.machine.handle_connection_lost(err, now);
                 }
