@@ -1,21 +1,21 @@
 //! [`Client`] and [`ClientBuilder`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dlock_core::{LockId, Mode, ResourceInfo, SessionId, SessionInfo};
-use dlock_proto::{Query, Reply};
-use tokio::sync::{mpsc, oneshot};
+use dlock_proto::{LockRequest, Query, Reply, UnlockRequest};
+use tokio::sync::oneshot;
 
-use crate::driver::{self, Settings};
+use crate::convert::{CancelOutcome, First, PendingConvert, cancel_lock, convert_op, first_answer};
+use crate::driver;
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
-use crate::op::{AbandonOnDrop, Op, next_key};
+use crate::op::{Call, Key, Op, OpSender, Origin, Outcome, Waiting, What};
 use crate::options::{ConvertOptions, LockOptions, UnlockOptions};
-use crate::pending::{
-    CancelOutcome, First, PendingConvert, PendingLock, cancel_lock, first_answer,
-};
+use crate::pending::PendingLock;
+use crate::settings::Settings;
+use crate::view::SessionView;
 
 /// The answer to [`Client::ping`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,17 +37,6 @@ pub struct ServerView<T> {
     pub value: T,
 }
 
-/// What the handles can see of the background task's session.
-#[derive(Debug, Default)]
-pub(crate) struct SessionView {
-    /// The current session id (0 while there is none).
-    pub(crate) id: AtomicU64,
-    /// The server's version string from the latest `Welcome`.
-    pub(crate) server_version: Mutex<String>,
-    /// The server's value block length from the latest `Welcome`.
-    pub(crate) lvb_len: AtomicU64,
-}
-
 /// A connection to a dlock server: one session, one background task.
 ///
 /// Cheap to clone; clones share the session and the task. The task renews the lease,
@@ -62,7 +51,7 @@ pub struct Client {
 }
 
 struct ClientInner {
-    tx: mpsc::UnboundedSender<Op>,
+    tx: OpSender,
     view: Arc<SessionView>,
     name: String,
 }
@@ -106,22 +95,16 @@ impl Client {
         mode: Mode,
         opts: LockOptions,
     ) -> Result<LockGuard> {
-        let key = next_key();
+        let key = Key::next();
         let (reply, rx) = oneshot::channel();
-        let op = Op::Lock {
+        let what = What::Lock {
+            req: lock_request(resource.as_ref(), mode, &opts),
             key,
-            resource: resource.as_ref().to_vec(),
-            mode,
-            flags: opts.wire_flags(),
-            timeout_ms: opts.timeout_ms(),
-            reply,
             queued: None,
         };
-        self.send(op)?;
-        let abandon = AbandonOnDrop::new(&self.inner.tx, key);
-        let res = rx.await;
-        abandon.disarm();
-        res.unwrap_or(Err(Error::Closed))
+        self.send(Op::Call(Call::new(what, reply)))?;
+        let outcome = Waiting::new(self.inner.tx.clone(), key, rx).await?;
+        LockGuard::from_outcome(outcome, self.inner.tx.clone())
     }
 
     /// One resource with its grant, convert and wait queues (R66), or `None` if no lock on
@@ -261,26 +244,23 @@ impl Client {
         mode: Mode,
         opts: LockOptions,
     ) -> Result<PendingLock> {
-        let key = next_key();
-        let (reply, mut rx) = oneshot::channel();
+        let key = Key::next();
+        let (reply, rx) = oneshot::channel();
         let (queued, queued_rx) = oneshot::channel();
-        let op = Op::Lock {
+        let what = What::Lock {
+            req: lock_request(resource.as_ref(), mode, &opts),
             key,
-            resource: resource.as_ref().to_vec(),
-            mode,
-            flags: opts.wire_flags(),
-            timeout_ms: opts.timeout_ms(),
-            reply,
             queued: Some(queued),
         };
-        self.send(op)?;
-        let abandon = AbandonOnDrop::new(&self.inner.tx, key);
-        let first = first_answer(queued_rx, &mut rx).await;
-        abandon.disarm();
+        self.send(Op::Call(Call::new(what, reply)))?;
         let tx = self.inner.tx.clone();
-        Ok(match first? {
-            First::Done(guard) => PendingLock::granted_at_once(tx, guard),
-            First::Queued(lock) => PendingLock::queued(tx, lock, key, rx),
+        // Dropped before the first answer, the waiting cancels the request.
+        let mut waiting = Waiting::new(tx.clone(), key, rx);
+        Ok(match first_answer(queued_rx, &mut waiting).await? {
+            First::Done(outcome) => {
+                PendingLock::granted_at_once(tx.clone(), LockGuard::from_outcome(outcome, tx)?)
+            }
+            First::Queued(lock) => PendingLock::queued(tx, lock, waiting),
         })
     }
 
@@ -300,7 +280,7 @@ impl Client {
         mode: Mode,
         opts: ConvertOptions,
     ) -> Result<PendingConvert> {
-        convert_op(&self.inner.tx, lock, None, mode, opts).await
+        convert_op(&self.inner.tx, lock, Origin::ById, mode, &opts).await
     }
 
     /// **Low level, for tools and conformance tests:** unlocks the lock with id `lock`,
@@ -315,14 +295,17 @@ impl Client {
     /// [`Error::NotFound`] and dropping it sends nothing.
     pub async fn unlock_by_id(&self, lock: LockId, opts: UnlockOptions) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Unlock {
+        let req = UnlockRequest {
             lock,
-            epoch: None,
             flags: opts.wire_flags(),
             value: opts.value,
-            reply: Some(reply),
-        })?;
-        rx.await.unwrap_or(Err(Error::Closed))
+        };
+        let what = What::Unlock {
+            req,
+            origin: Origin::ById,
+        };
+        self.send(Op::Call(Call::new(what, reply)))?;
+        rx.await.unwrap_or(Err(Error::Closed)).map(drop)
     }
 
     /// **Low level, for tools and conformance tests:** cancels the pending request or
@@ -338,8 +321,11 @@ impl Client {
     pub async fn ping(&self) -> Result<Pong> {
         let start = tokio::time::Instant::now();
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Ping { reply })?;
-        let server_version = rx.await.unwrap_or(Err(Error::Closed))?;
+        self.send(Op::Call(Call::new(What::Ping, reply)))?;
+        let server_version = match rx.await.unwrap_or(Err(Error::Closed))? {
+            Outcome::Pong(v) => v,
+            other => return Err(Error::Protocol(format!("expected a pong, got {other:?}"))),
+        };
         Ok(Pong {
             server_version,
             rtt: start.elapsed(),
@@ -349,7 +335,7 @@ impl Client {
     /// The current session (`SessionId(0)` while the client is between sessions, after
     /// losing one).
     pub fn session_id(&self) -> SessionId {
-        SessionId(self.inner.view.id.load(Ordering::Acquire))
+        self.inner.view.session()
     }
 
     /// The session name sent to the server (shown by queries and `dlock status`).
@@ -359,17 +345,12 @@ impl Client {
 
     /// The server's version string, from the latest handshake.
     pub fn server_version(&self) -> String {
-        self.inner
-            .view
-            .server_version
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.inner.view.server_version()
     }
 
     /// The server's value block length in bytes (values read are this long).
     pub fn value_block_len(&self) -> usize {
-        usize::try_from(self.inner.view.lvb_len.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+        self.inner.view.lvb_len()
     }
 
     /// Ends the session with `Goodbye`: the server releases every lock at once. Every guard's
@@ -380,16 +361,21 @@ impl Client {
     /// Closing an already closed client does nothing and returns `Ok`.
     pub async fn close(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        if self.send(Op::Close { reply }).is_err() {
+        if self.send(Op::Close(reply)).is_err() {
             return Ok(());
         }
-        rx.await.unwrap_or(Ok(()))
+        rx.await.unwrap_or(Ok(Outcome::Closed)).map(drop)
     }
 
     async fn query(&self, query: Query) -> Result<Reply> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Query { query, reply })?;
-        rx.await.unwrap_or(Err(Error::Closed))
+        self.send(Op::Call(Call::new(What::Query(query), reply)))?;
+        match rx.await.unwrap_or(Err(Error::Closed))? {
+            Outcome::Answer(reply) => Ok(reply),
+            other => Err(Error::Protocol(format!(
+                "expected an answer, got {other:?}"
+            ))),
+        }
     }
 
     fn send(&self, op: Op) -> Result<()> {
@@ -397,28 +383,15 @@ impl Client {
     }
 }
 
-/// Sends a conversion (`epoch: None` by id) and waits for the server's first answer.
-pub(crate) async fn convert_op(
-    tx: &mpsc::UnboundedSender<Op>,
-    lock: LockId,
-    epoch: Option<u64>,
-    mode: Mode,
-    opts: ConvertOptions,
-) -> Result<PendingConvert> {
-    let (reply, rx) = oneshot::channel();
-    let (queued, queued_rx) = oneshot::channel();
-    let op = Op::Convert {
-        key: next_key(),
-        lock,
-        epoch,
+/// The engine's lock request for `opts`.
+fn lock_request(resource: &[u8], mode: Mode, opts: &LockOptions) -> LockRequest {
+    LockRequest {
+        resource: resource.to_vec(),
         mode,
         flags: opts.wire_flags(),
-        value: opts.value.clone(),
+        value: None,
         timeout_ms: opts.timeout_ms(),
-        reply,
-        queued: Some(queued),
-    };
-    PendingConvert::start(tx.clone(), lock, op, rx, queued_rx).await
+    }
 }
 
 fn unexpected(reply: &Reply) -> Error {
@@ -490,8 +463,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Reconnect backoff: the first retry waits about `min`, each further one twice as long,
-    /// up to `max`, with random jitter (defaults 50 ms and 5 s).
+    /// Reconnect backoff with full jitter: the first retry waits a random time up to `min`,
+    /// each further one up to twice as long as the one before, capped at `max` (defaults
+    /// 50 ms and 5 s).
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = (min, max.max(min));
         self

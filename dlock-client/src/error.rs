@@ -8,7 +8,7 @@ use dlock_proto::Refusal;
 /// The first group are the DLM's own outcomes of a lock or conversion request (rule book R5):
 /// they are expected answers, not faults. The rest are misuse, limits and transport failures.
 #[non_exhaustive]
-#[derive(thiserror::Error, Debug)]
+#[derive(thiserror::Error, Debug, Clone)]
 pub enum Error {
     /// NOT_QUEUED: a NOQUEUE request that could not be granted at once (R19, R22).
     #[error("not granted at once and NOQUEUE was set")]
@@ -54,9 +54,9 @@ pub enum Error {
     /// The server broke the protocol or sent something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// Connecting to the server failed.
+    /// Connecting to the server failed (shared, so that the error can be cloned).
     #[error("connect failed: {0}")]
-    Connect(std::io::Error),
+    Connect(std::sync::Arc<std::io::Error>),
     /// No answer from the server within the request timeout, although connected.
     #[error("no answer within the request timeout")]
     RequestTimeout,

@@ -1,54 +1,19 @@
 //! [`LockGuard`], [`Canceller`] and [`Lost`]: what a caller holds while it holds a lock.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use dlock_core::{FencingToken, LockId, Mode};
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::Instant;
+use dlock_proto::UnlockRequest;
+use tokio::sync::oneshot;
 
+use crate::convert::{PendingConvert, convert_op, convert_request, into_grant};
 use crate::error::{Error, Result};
-use crate::lease::Lease;
-use crate::op::{AbandonOnDrop, Grant, Op, next_key};
+use crate::lock_state::{LockShared, LostReason, LostSignal, lost_error};
+use crate::op::{Call, Key, NewLock, Op, OpSender, Origin, Outcome, Waiting, What, plain_unlock};
 use crate::options::{ConvertOptions, UnlockOptions};
-use crate::pending::PendingConvert;
-
-/// Why a lock is no longer held, as [`LockGuard::lost`] reports it.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LostReason {
-    /// The server ended the session (its lease ran out), or refused to resume it after a
-    /// reconnect (lease expired or server restarted). The server has released the lock.
-    SessionExpired,
-    /// The client could not confirm a lease renewal in time (`last confirmed renewal + TTL −
-    /// safety margin`), so it gave the lock up *before* the server could hand it to anyone
-    /// else. Stop touching the protected resource.
-    LocalLeaseLapsed,
-    /// The client was closed ([`Client::close`](crate::Client::close)), or its background
-    /// task ended.
-    Closed,
-    /// The server is shutting down and does not keep sessions.
-    ServerShutdown,
-    /// Not a loss: the lock was released by its owner (unlock or drop of the guard).
-    Released,
-}
-
-impl std::fmt::Display for LostReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LostReason::SessionExpired => "session expired",
-            LostReason::LocalLeaseLapsed => "local lease lapsed",
-            LostReason::Closed => "client closed",
-            LostReason::ServerShutdown => "server shut down",
-            LostReason::Released => "released",
-        })
-    }
-}
 
 /// A future that completes when a lock stops being held, with the reason.
 ///
@@ -56,7 +21,7 @@ impl std::fmt::Display for LostReason {
 /// [`LockGuard`], so another task can watch for loss while the owner works. Like
 /// [`LockGuard::is_lost`], it compares the clock with the local lease deadline each time it
 /// is polled, so after a pause past the lease it completes at its first poll, even before the
-/// client's background task has run.
+/// client's machine has run.
 ///
 /// ```no_run
 /// # async fn f(guard: dlock_client::LockGuard) {
@@ -71,13 +36,6 @@ impl std::fmt::Display for LostReason {
 pub struct Lost {
     lock: Arc<LockShared>,
     signal: LostSignal,
-}
-
-/// Completed by the background task once it has recorded the loss in the lock's cell.
-type LostSignal = Shared<BoxFuture<'static, LostReason>>;
-
-fn lost_signal(rx: oneshot::Receiver<LostReason>) -> LostSignal {
-    rx.map(|r| r.unwrap_or(LostReason::Closed)).boxed().shared()
 }
 
 impl Future for Lost {
@@ -105,129 +63,6 @@ impl std::fmt::Debug for Lost {
     }
 }
 
-/// State of one granted lock shared between its guard and the background task.
-pub(crate) struct LockShared {
-    pub(crate) lock: LockId,
-    /// Which session of this client the lock belongs to (lock ids are only unique per
-    /// server lifetime, so a lock of an old session must never be mistaken for a new one).
-    pub(crate) epoch: u64,
-    pub(crate) resource: Vec<u8>,
-    /// The server's value block length when the lock was granted (values to write are
-    /// checked against it before they are sent).
-    value_block_len: usize,
-    /// The local lease of the lock's session.
-    lease: Arc<Lease>,
-    cell: Mutex<LockCell>,
-    notify: Notify,
-    signal: LostSignal,
-}
-
-struct LockCell {
-    mode: Mode,
-    token: FencingToken,
-    /// Blocked modes not yet taken by [`LockGuard::blocked`], oldest first, without
-    /// duplicates (R37 allows coalescing), so at most six.
-    blocking: VecDeque<Mode>,
-    lost: Option<LostReason>,
-}
-
-impl LockShared {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        lock: LockId,
-        epoch: u64,
-        resource: Vec<u8>,
-        mode: Mode,
-        token: FencingToken,
-        value_block_len: usize,
-        lease: Arc<Lease>,
-        lost_rx: oneshot::Receiver<LostReason>,
-    ) -> LockShared {
-        LockShared {
-            lock,
-            epoch,
-            resource,
-            value_block_len,
-            lease,
-            cell: Mutex::new(LockCell {
-                mode,
-                token,
-                blocking: VecDeque::new(),
-                lost: None,
-            }),
-            notify: Notify::new(),
-            signal: lost_signal(lost_rx),
-        }
-    }
-
-    fn cell(&self) -> MutexGuard<'_, LockCell> {
-        // A panic while holding this short lock cannot leave the cell inconsistent.
-        self.cell.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records a grant of a conversion.
-    pub(crate) fn set_granted(&self, mode: Mode, token: FencingToken) {
-        let mut c = self.cell();
-        c.mode = mode;
-        c.token = token;
-        // R35: a lock is notified afresh after its own grant; older advice is stale.
-        c.blocking.clear();
-    }
-
-    /// Records a blocking notification.
-    pub(crate) fn push_blocking(&self, mode: Mode) {
-        {
-            let mut c = self.cell();
-            if !c.blocking.contains(&mode) {
-                c.blocking.push_back(mode);
-            }
-        }
-        self.notify.notify_waiters();
-    }
-
-    /// Records that the lock is gone (the `Lost` future is completed by the driver).
-    pub(crate) fn set_lost(&self, reason: LostReason) {
-        {
-            let mut c = self.cell();
-            if c.lost.is_none() {
-                c.lost = Some(reason);
-            }
-        }
-        self.notify.notify_waiters();
-    }
-
-    /// Why the lock is no longer held, or `None` while it is, judged now: besides what the
-    /// background task recorded, a local lease whose deadline has passed counts as lost even if
-    /// the task has not run since (a paused process).
-    fn lost_reason(&self) -> Option<LostReason> {
-        self.lost_reason_at(Instant::now())
-    }
-
-    fn lost_reason_at(&self, now: Instant) -> Option<LostReason> {
-        let mut c = self.cell();
-        // Recorded in the cell so that every later answer gives the same reason; the lease
-        // latches the lapse, so the background task declares it too (its timer is due).
-        if c.lost.is_none() && self.lease.lapsed_at(now) {
-            c.lost = Some(LostReason::LocalLeaseLapsed);
-        }
-        c.lost
-    }
-
-    /// Refuses a value the server would refuse as longer than the value block (R54), before
-    /// it is sent.
-    fn check_value(&self, value: Option<&[u8]>) -> Result<()> {
-        match value {
-            Some(v) if v.len() > self.value_block_len => {
-                Err(Error::Invalid(dlock_core::Invalid::ValueTooLong {
-                    len: v.len(),
-                    max: self.value_block_len,
-                }))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
 /// A held lock. Dropping it releases the lock in the background.
 ///
 /// Returned by [`Client::lock`](crate::Client::lock) and friends once the lock is granted.
@@ -235,7 +70,7 @@ impl LockShared {
 /// [`Client`](crate::Client) handle is dropped.
 pub struct LockGuard {
     shared: Arc<LockShared>,
-    tx: mpsc::UnboundedSender<Op>,
+    tx: OpSender,
     value: Option<Vec<u8>>,
     value_valid: bool,
     /// Set once an unlock was sent (or the lock is known gone): `Drop` then does nothing.
@@ -255,18 +90,22 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
-    pub(crate) fn new(
-        shared: Arc<LockShared>,
-        tx: mpsc::UnboundedSender<Op>,
-        value: Option<Vec<u8>>,
-        value_valid: bool,
-    ) -> LockGuard {
+    /// The guard of a granted new lock.
+    pub(crate) fn new(lock: NewLock, tx: OpSender) -> LockGuard {
         LockGuard {
-            shared,
+            shared: lock.shared,
             tx,
-            value,
-            value_valid,
+            value: lock.value,
+            value_valid: lock.value_valid,
             done: false,
+        }
+    }
+
+    /// The guard an answer to a lock call carries.
+    pub(crate) fn from_outcome(outcome: Outcome, tx: OpSender) -> Result<LockGuard> {
+        match outcome {
+            Outcome::Locked(lock) => Ok(LockGuard::new(lock, tx)),
+            other => Err(Error::Protocol(format!("expected a grant, got {other:?}"))),
         }
     }
 
@@ -274,12 +113,12 @@ impl LockGuard {
     /// it to the protected resource, which should refuse tokens lower than the highest it
     /// has seen.
     pub fn token(&self) -> FencingToken {
-        self.shared.cell().token
+        self.shared.token()
     }
 
     /// The mode currently held.
     pub fn mode(&self) -> Mode {
-        self.shared.cell().mode
+        self.shared.mode()
     }
 
     /// The resource name.
@@ -320,24 +159,18 @@ impl LockGuard {
     pub async fn convert_with(&mut self, mode: Mode, opts: ConvertOptions) -> Result<()> {
         self.check_alive()?;
         self.shared.check_value(opts.value.as_deref())?;
-        let key = next_key();
+        let key = Key::next();
         let (reply, rx) = oneshot::channel();
-        let op = Op::Convert {
+        let what = What::Convert {
+            req: convert_request(self.shared.lock, mode, &opts),
+            origin: Origin::Guard(self.shared.epoch),
             key,
-            lock: self.shared.lock,
-            epoch: Some(self.shared.epoch),
-            mode,
-            flags: opts.wire_flags(),
-            value: opts.value.clone(),
-            timeout_ms: opts.timeout_ms(),
-            reply,
             queued: None,
         };
-        self.tx.send(op).map_err(|_| Error::Closed)?;
-        let abandon = AbandonOnDrop::new(&self.tx, key);
-        let res = rx.await;
-        abandon.disarm();
-        let grant: Grant = res.unwrap_or(Err(Error::Closed))?;
+        self.tx
+            .send(Op::Call(Call::new(what, reply)))
+            .map_err(|_| Error::Closed)?;
+        let grant = into_grant(Waiting::new(self.tx.clone(), key, rx).await?)?;
         if grant.value.is_some() {
             self.value = grant.value;
             self.value_valid = grant.value_valid;
@@ -356,14 +189,8 @@ impl LockGuard {
     pub async fn start_convert(&self, mode: Mode, opts: ConvertOptions) -> Result<PendingConvert> {
         self.check_alive()?;
         self.shared.check_value(opts.value.as_deref())?;
-        crate::client::convert_op(
-            &self.tx,
-            self.shared.lock,
-            Some(self.shared.epoch),
-            mode,
-            opts,
-        )
-        .await
+        let origin = Origin::Guard(self.shared.epoch);
+        convert_op(&self.tx, self.shared.lock, origin, mode, &opts).await
     }
 
     /// A handle that cancels a pending conversion of this lock from another task.
@@ -402,17 +229,18 @@ impl LockGuard {
         // On error `self` is dropped here with `done == false`: `Drop` releases the lock.
         self.shared.check_value(opts.value.as_deref())?;
         let (reply, rx) = oneshot::channel();
-        let op = Op::Unlock {
+        let flags = opts.wire_flags();
+        let req = UnlockRequest {
             lock: self.shared.lock,
-            epoch: Some(self.shared.epoch),
-            flags: opts.wire_flags(),
+            flags,
             value: opts.value,
-            reply: Some(reply),
         };
+        let origin = Origin::Guard(self.shared.epoch);
+        let op = Op::Call(Call::new(What::Unlock { req, origin }, reply));
         self.tx.send(op).map_err(|_| Error::Closed)?;
-        // From here on the unlock is the driver's business, even if this future is dropped.
+        // From here on the unlock is the machine's business, even if this future is dropped.
         self.done = true;
-        rx.await.unwrap_or(Err(Error::Closed))
+        rx.await.unwrap_or(Err(Error::Closed)).map(drop)
     }
 
     /// Waits for the next blocking notification (R32..R37) and returns the mode another
@@ -421,10 +249,10 @@ impl LockGuard {
     /// lost.
     pub async fn blocked(&mut self) -> Result<Mode> {
         loop {
-            let notified = self.shared.notify.notified();
+            let notified = self.shared.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let next = self.shared.cell().blocking.pop_front();
+            let next = self.shared.pop_blocking();
             if let Some(mode) = next {
                 return Ok(mode);
             }
@@ -439,13 +267,13 @@ impl LockGuard {
     pub fn lost(&self) -> Lost {
         Lost {
             lock: self.shared.clone(),
-            signal: self.shared.signal.clone(),
+            signal: self.shared.signal(),
         }
     }
 
     /// Whether the lock has been lost (session expired, local lease lapsed, client closed).
     ///
-    /// Correct at the instant of the call: besides what the background task has recorded, it
+    /// Correct at the instant of the call: besides what the machine has recorded, it
     /// compares the clock with the local lease deadline (`send instant of the last confirmed
     /// renewal + TTL − safety margin`), so a process that was paused past its lease sees `true`
     /// as soon as it runs again, before any timer of the client has fired. Once `true`, it
@@ -467,15 +295,13 @@ impl Drop for LockGuard {
         if self.done || self.shared.lost_reason().is_some() {
             return;
         }
-        // Fire and forget: the background task sends the unlock (after any cancel a dropped
-        // convert future queued before it, since the channel is FIFO).
-        let _ = self.tx.send(Op::Unlock {
-            lock: self.shared.lock,
-            epoch: Some(self.shared.epoch),
-            flags: dlock_core::LockFlags::empty(),
-            value: None,
-            reply: None,
-        });
+        // Fire and forget: the machine sends the unlock (after any cancel a dropped convert
+        // future queued before it, since the channel is FIFO).
+        let req = plain_unlock(self.shared.lock);
+        let origin = Origin::Guard(self.shared.epoch);
+        let _ = self
+            .tx
+            .send(Op::Call(Call::silent(What::Unlock { req, origin })));
     }
 }
 
@@ -484,7 +310,7 @@ impl Drop for LockGuard {
 #[derive(Clone)]
 pub struct Canceller {
     shared: Arc<LockShared>,
-    tx: mpsc::UnboundedSender<Op>,
+    tx: OpSender,
 }
 
 impl std::fmt::Debug for Canceller {
@@ -505,22 +331,14 @@ impl Canceller {
             return Err(lost_error(reason));
         }
         let (reply, rx) = oneshot::channel();
-        let op = Op::Cancel {
+        let what = What::Cancel {
             lock: self.shared.lock,
-            epoch: Some(self.shared.epoch),
-            reply,
+            origin: Origin::Guard(self.shared.epoch),
         };
-        self.tx.send(op).map_err(|_| Error::Closed)?;
-        rx.await.unwrap_or(Err(Error::Closed))
-    }
-}
-
-/// The error an operation on a lost lock fails with.
-pub(crate) fn lost_error(reason: LostReason) -> Error {
-    match reason {
-        LostReason::Closed => Error::Closed,
-        LostReason::Released => Error::NotFound,
-        _ => Error::SessionLost,
+        self.tx
+            .send(Op::Call(Call::new(what, reply)))
+            .map_err(|_| Error::Closed)?;
+        rx.await.unwrap_or(Err(Error::Closed)).map(drop)
     }
 }
 
@@ -529,8 +347,11 @@ mod tests {
     use std::time::Duration;
 
     use futures_util::FutureExt;
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
 
     use super::*;
+    use crate::lease::Lease;
 
     const TTL: Duration = Duration::from_secs(3);
 
@@ -555,7 +376,12 @@ mod tests {
             lost_rx,
         ));
         let (tx, rx) = mpsc::unbounded_channel();
-        (LockGuard::new(shared, tx, None, true), lost_tx, rx)
+        let lock = NewLock {
+            shared,
+            value: None,
+            value_valid: true,
+        };
+        (LockGuard::new(lock, tx), lost_tx, rx)
     }
 
     #[tokio::test(start_paused = true)]

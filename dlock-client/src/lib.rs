@@ -259,22 +259,28 @@
 #![forbid(unsafe_code)]
 
 mod client;
-mod conn;
+mod convert;
 mod driver;
 mod error;
 mod guard;
 mod lease;
+mod lock_state;
+mod machine;
 mod op;
 mod options;
 mod pending;
+mod settings;
+mod view;
 
 pub use client::{Client, ClientBuilder, Pong, ServerView};
+pub use convert::{CancelOutcome, Converted, PendingConvert};
 pub use dlock_core::{
     FencingToken, Invalid, Limit, LockFlags, LockId, LockInfo, LockState, Mode, Reject,
     ResourceInfo, SessionId, SessionInfo, SessionLockInfo,
 };
 pub use dlock_proto::Refusal;
 pub use error::{Error, Result};
-pub use guard::{Canceller, LockGuard, Lost, LostReason};
+pub use guard::{Canceller, LockGuard, Lost};
+pub use lock_state::LostReason;
 pub use options::{ConvertOptions, LockOptions, UnlockOptions};
-pub use pending::{CancelOutcome, Converted, PendingConvert, PendingLock};
+pub use pending::PendingLock;

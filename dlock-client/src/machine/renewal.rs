@@ -1,0 +1,160 @@
+//! Keeping a session alive: renewals every TTL/3, acknowledgements of received events, and
+//! the local lease.
+//!
+//! The local lease lapses at `send instant of the latest confirmed renewal + TTL − margin`.
+//! The server cannot expire the session before `send instant + TTL`, so a client that gives
+//! its locks up at that instant does so before anyone else can be granted them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::lease::Lease;
+
+/// Send an `Ack` at least every this many events, besides the one with each renewal.
+pub(crate) const ACK_EVERY: u64 = 64;
+
+/// How long before the server's earliest expiry the local lease lapses: the configured
+/// margin, or max(TTL/10, 100 ms); at most TTL/2.
+pub(crate) fn margin(configured: Option<Duration>, ttl: Duration) -> Duration {
+    configured
+        .unwrap_or_else(|| (ttl / 10).max(Duration::from_millis(100)))
+        .min(ttl / 2)
+}
+
+/// The renewal state of one session.
+#[derive(Debug)]
+pub(crate) struct Renewal {
+    ttl: Duration,
+    margin: Duration,
+    /// When the next renewal is due.
+    renew_at: Instant,
+    /// Highest event sequence number received.
+    last_seq: u64,
+    /// Highest sequence number acknowledged to the server.
+    acked_seq: u64,
+    /// The local lease, shared with the session's guards so that they can judge it
+    /// themselves.
+    lease: Arc<Lease>,
+}
+
+impl Renewal {
+    /// A session opened by a `Hello` sent at `sent_at` and welcomed at `now`.
+    pub(crate) fn new(ttl: Duration, margin: Duration, sent_at: Instant, now: Instant) -> Self {
+        Renewal {
+            ttl,
+            margin,
+            renew_at: now + ttl / 3,
+            last_seq: 0,
+            acked_seq: 0,
+            lease: Arc::new(Lease::new(sent_at + ttl - margin)),
+        }
+    }
+
+    /// The local lease.
+    pub(crate) fn lease(&self) -> &Arc<Lease> {
+        &self.lease
+    }
+
+    /// The highest event sequence number received.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Records an event's sequence number; `false` for one already seen (a replay after a
+    /// resume), which is to be dropped.
+    pub(crate) fn observe(&mut self, seq: u64) -> bool {
+        if seq <= self.last_seq {
+            return false;
+        }
+        self.last_seq = seq;
+        true
+    }
+
+    /// When the next renewal is due.
+    pub(crate) fn renew_at(&self) -> Instant {
+        self.renew_at
+    }
+
+    /// Starts a renewal at `now`: schedules the next one and returns the sequence number to
+    /// acknowledge with it.
+    pub(crate) fn renew(&mut self, now: Instant) -> u64 {
+        self.renew_at = now + self.ttl / 3;
+        self.acked_seq = self.last_seq;
+        self.last_seq
+    }
+
+    /// The sequence number to acknowledge now, if many events went unacknowledged.
+    pub(crate) fn ack_due(&mut self) -> Option<u64> {
+        if self.last_seq >= self.acked_seq + ACK_EVERY {
+            self.acked_seq = self.last_seq;
+            return Some(self.last_seq);
+        }
+        None
+    }
+
+    /// The server renewed the lease after `sent` (a confirmed renewal, or an accepted
+    /// resume). A confirmation that arrives after the local lease has lapsed extends
+    /// nothing: the lapse stands.
+    pub(crate) fn confirm(&self, sent: Instant, now: Instant) {
+        self.lease.extend(now, sent + self.ttl - self.margin);
+    }
+
+    /// The local lease deadline.
+    pub(crate) fn lapse_at(&self) -> Instant {
+        self.lease.deadline()
+    }
+
+    /// Whether the local lease has lapsed at `now` (latched: the guards agree).
+    pub(crate) fn lapsed(&self, now: Instant) -> bool {
+        self.lease.lapsed_at(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_margin_defaults_to_a_tenth_of_the_ttl_with_bounds() {
+        assert_eq!(margin(None, S * 3), S * 3 / 10);
+        assert_eq!(margin(None, S / 2), Duration::from_millis(100));
+        assert_eq!(margin(Some(S * 10), S * 4), S * 2);
+        assert_eq!(margin(Some(S / 4), S * 4), S / 4);
+    }
+
+    #[test]
+    fn renewals_come_every_third_of_the_ttl_and_acknowledge_what_was_seen() {
+        let t0 = Instant::now();
+        let mut r = Renewal::new(S * 3, S / 3, t0, t0);
+        assert_eq!(r.renew_at(), t0 + S);
+        assert!(r.observe(1) && r.observe(2));
+        assert!(!r.observe(2), "a replayed event is dropped");
+        assert_eq!(r.renew(t0 + S), 2);
+        assert_eq!(r.renew_at(), t0 + S * 2);
+        for seq in 3..(2 + ACK_EVERY) {
+            assert!(r.observe(seq));
+            assert_eq!(r.ack_due(), None);
+        }
+        assert!(r.observe(2 + ACK_EVERY));
+        assert_eq!(r.ack_due(), Some(2 + ACK_EVERY));
+        assert_eq!(r.ack_due(), None);
+    }
+
+    #[test]
+    fn the_lease_runs_from_the_last_confirmed_send() {
+        let t0 = Instant::now();
+        let r = Renewal::new(S * 3, S / 3, t0, t0 + S / 10);
+        assert_eq!(r.lapse_at(), t0 + S * 3 - S / 3);
+        r.confirm(t0 + S, t0 + S * 2);
+        assert_eq!(r.lapse_at(), t0 + S * 4 - S / 3);
+        assert!(!r.lapsed(t0 + S * 3));
+        // Late: lapsed, and a confirmation after that revives nothing.
+        assert!(r.lapsed(t0 + S * 4));
+        r.confirm(t0 + S * 4, t0 + S * 4);
+        assert!(r.lapsed(t0));
+    }
+}

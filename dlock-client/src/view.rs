@@ -1,0 +1,53 @@
+//! What the handles can see of the machine's session, without asking its task.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dlock_core::SessionId;
+use dlock_proto::Welcome;
+
+/// The current session id and what the latest `Welcome` said, written by the machine and
+/// read by [`Client`](crate::Client).
+#[derive(Debug, Default)]
+pub(crate) struct SessionView {
+    /// The current session id (0 while there is none).
+    id: AtomicU64,
+    /// The server's version string from the latest `Welcome`.
+    server_version: Mutex<String>,
+    /// The server's value block length from the latest `Welcome`.
+    lvb_len: AtomicU64,
+}
+
+impl SessionView {
+    /// The current session (`SessionId(0)` between sessions).
+    pub(crate) fn session(&self) -> SessionId {
+        SessionId(self.id.load(Ordering::Acquire))
+    }
+
+    /// Records the current session (`SessionId(0)`: none).
+    pub(crate) fn set_session(&self, id: SessionId) {
+        self.id.store(id.0, Ordering::Release);
+    }
+
+    /// The server's version string.
+    pub(crate) fn server_version(&self) -> String {
+        self.server_version
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// The server's value block length.
+    pub(crate) fn lvb_len(&self) -> usize {
+        usize::try_from(self.lvb_len.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    /// Records what a `Welcome` says about the server.
+    pub(crate) fn welcomed(&self, welcome: &Welcome) {
+        if let Ok(mut v) = self.server_version.lock() {
+            v.clone_from(&welcome.server_version);
+        }
+        self.lvb_len
+            .store(u64::from(welcome.lvb_len), Ordering::Relaxed);
+    }
+}
