@@ -4,12 +4,17 @@
 #
 #   bash benches/compare.sh            # RUNS=3 runs of every point, 5 s each, then the table
 #   RUNS=2 DURATION=5s bash benches/compare.sh
+#   bash benches/compare.sh idle       # only the idle scenario, against dlock alone
 #
 # It installs what is missing (redis-server, etcd-server, protobuf-compiler) with apt-get,
 # starts redis-server, etcd and a release dlock-server on loopback ports of its own with
 # temporary data dirs, runs every backend through the scenarios, prints medians with the
 # ratios dlock/redis, dlock/etcd and dlock/floor, and stops everything it started on exit.
 # Raw rows are kept in target/compare/compare-<time>.csv.
+#
+# With the argument `idle` it runs only the idle scenario (IDLE_SESSIONS idle sessions, each
+# holding a lock, next to one client that cycles) on a fresh dlock-server per run, and needs
+# neither Redis nor etcd.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,12 +23,22 @@ DURATION="${DURATION:-5s}"
 WARMUP="${WARMUP:-1s}"
 MANY_LOCKS="${MANY_LOCKS:-1000000}"
 MANY_SESSIONS="${MANY_SESSIONS:-1000}"
+IDLE_SESSIONS="${IDLE_SESSIONS:-10000}"
 BASE_PORT="${BASE_PORT:-17400}"
 REDIS_PORT=$((BASE_PORT + 1))
 ETCD_PORT=$((BASE_PORT + 2))
 ETCD_PEER_PORT=$((BASE_PORT + 3))
 DLOCK_PORT=$((BASE_PORT + 4))
 DLOCK_MANY_PORT=$((BASE_PORT + 5))
+DLOCK_IDLE_PORT=$((BASE_PORT + 6))
+# Idle needs its sessions and the measuring client; the other scenarios stay under 10,000.
+MAX_CONNECTIONS=$((IDLE_SESSIONS + 100 > 10000 ? IDLE_SESSIONS + 100 : 10000))
+
+case "${1:-all}" in
+    all) MODE=all ;;
+    idle) MODE=idle ;;
+    *) printf 'usage: compare.sh [all|idle]\n' >&2; exit 2 ;;
+esac
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
@@ -72,9 +87,11 @@ wait_port() {
 
 # --- tools ---------------------------------------------------------------------------------
 missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v etcd >/dev/null || missing+=(etcd-server)
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
+if [ "$MODE" = all ]; then
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v etcd >/dev/null || missing+=(etcd-server)
+    command -v protoc >/dev/null || missing+=(protobuf-compiler)
+fi
 command -v python3 >/dev/null || missing+=(python3)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
@@ -84,51 +101,39 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
-for port in "$REDIS_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$DLOCK_PORT" "$DLOCK_MANY_PORT"; do
+if [ "$MODE" = all ]; then
+    PORTS=("$REDIS_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$DLOCK_PORT" "$DLOCK_MANY_PORT" "$DLOCK_IDLE_PORT")
+else
+    PORTS=("$DLOCK_IDLE_PORT")
+fi
+for port in "${PORTS[@]}"; do
     port_open "$port" && die "port $port is in use (set BASE_PORT to move every port)"
 done
 
 # --- build ---------------------------------------------------------------------------------
 log "building dlock-server and loadgen (release)"
+FEATURES=""
+if [ "$MODE" = all ]; then
+    FEATURES="dlock-benches/peers"
+fi
 (cd "$ROOT" && cargo build --release --locked -p dlock-server -p dlock-benches \
-    --features dlock-benches/peers --bin dlock-server --bin loadgen)
+    --features "$FEATURES" --bin dlock-server --bin loadgen)
 # Copies, so that another build in the shared target dir cannot swap them mid-run.
 mkdir -p "$TMP/bin"
 cp "$ROOT/target/release/dlock-server" "$ROOT/target/release/loadgen" "$TMP/bin/"
 SERVER="$TMP/bin/dlock-server"
 LOADGEN="$TMP/bin/loadgen"
 
-# 1,000 sessions each side of the loopback, plus the servers' own files.
+# Up to IDLE_SESSIONS sessions each side of the loopback, plus the servers' own files. loadgen
+# raises its own limit too, and says so if a limit is still too low.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-# --- servers -------------------------------------------------------------------------------
-log "starting redis-server on 127.0.0.1:$REDIS_PORT"
-mkdir -p "$TMP/redis"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" --save "" \
-    --appendonly no --daemonize no --protected-mode yes --maxclients 10000 \
-    >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_port "$REDIS_PORT" redis-server "$TMP/redis.log"
-
-log "starting etcd on 127.0.0.1:$ETCD_PORT"
-etcd --name compare --data-dir "$TMP/etcd" \
-    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "compare=http://127.0.0.1:$ETCD_PEER_PORT" \
-    --log-level warn >"$TMP/etcd.log" 2>&1 &
-ETCD_PID=$!
-PIDS+=("$ETCD_PID")
-wait_port "$ETCD_PORT" etcd "$TMP/etcd.log"
 
 # Starts a dlock-server on port $1 with a fresh data dir; prints its pid.
 start_dlock() {
     local port="$1" dir="$TMP/dlock-$1-$RANDOM"
     mkdir -p "$dir"
     "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn \
-        --max-connections 10000 --max-locks-per-session 100000 \
+        --max-connections "$MAX_CONNECTIONS" --max-locks-per-session 100000 \
         >"$dir.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
@@ -136,10 +141,6 @@ start_dlock() {
     echo "$pid"
 }
 
-log "starting dlock-server on 127.0.0.1:$DLOCK_PORT"
-start_dlock "$DLOCK_PORT" >"$TMP/dlock.pid"
-
-# --- runs ----------------------------------------------------------------------------------
 mkdir -p "$ROOT/target/compare"
 CSV="$ROOT/target/compare/compare-$(date -u +%Y%m%dT%H%M%SZ).csv"
 
@@ -150,44 +151,93 @@ lg() {
         --etcd-addr "127.0.0.1:$ETCD_PORT" "$@" || FAILED=1
 }
 
-DLOCK_PID="$(cat "$TMP/dlock.pid")"
-# Runs loadgen against one backend, telling it the server's pid (for server CPU per cycle).
-on() {
-    local backend="$1" pid
-    shift
-    case "$backend" in
-        dlock) pid="$DLOCK_PID" ;;
-        redis) pid="$REDIS_PID" ;;
-        etcd) pid="$ETCD_PID" ;;
-    esac
-    lg -b "$backend" --server-pid "$pid" "$@"
+# Idle on a fresh server, so that its CPU and RSS are the idle sessions' and nothing else's.
+run_idle() {
+    local pid
+    start_dlock "$DLOCK_IDLE_PORT" >"$TMP/idle.pid"
+    pid="$(cat "$TMP/idle.pid")"
+    LG_DLOCK_PORT="$DLOCK_IDLE_PORT" lg -b dlock -s idle --sessions "$IDLE_SESSIONS" --server-pid "$pid"
+    stop_pid "$pid"
 }
 
-for run in $(seq "$RUNS"); do
-    log "run $run of $RUNS"
-    lg -b echo -s uncontended -c 64
-    for b in dlock redis etcd; do on "$b" -s uncontended -c 64; done
-    for b in dlock redis etcd; do on "$b" -s contended -c 16,64; done
-    for b in dlock redis etcd; do on "$b" -s readers-writers -c 16; done
-    for b in dlock redis etcd; do on "$b" -s handoff -c 16; done
-    # A fresh server per run, so its RSS is the locks' and nothing else's.
-    start_dlock "$DLOCK_MANY_PORT" >"$TMP/many.pid"
-    many_pid="$(cat "$TMP/many.pid")"
-    LG_DLOCK_PORT="$DLOCK_MANY_PORT" lg -b dlock -s many-locks \
-        --locks "$MANY_LOCKS" --sessions "$MANY_SESSIONS" --server-pid "$many_pid"
-    stop_pid "$many_pid"
-done
+if [ "$MODE" = idle ]; then
+    for run in $(seq "$RUNS"); do
+        log "idle: run $run of $RUNS"
+        run_idle
+    done
+fi
+
+# --- servers -------------------------------------------------------------------------------
+if [ "$MODE" = all ]; then
+    log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+    mkdir -p "$TMP/redis"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" --save "" \
+        --appendonly no --daemonize no --protected-mode yes --maxclients 10000 \
+        >"$TMP/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    wait_port "$REDIS_PORT" redis-server "$TMP/redis.log"
+
+    log "starting etcd on 127.0.0.1:$ETCD_PORT"
+    etcd --name compare --data-dir "$TMP/etcd" \
+        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "compare=http://127.0.0.1:$ETCD_PEER_PORT" \
+        --log-level warn >"$TMP/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    PIDS+=("$ETCD_PID")
+    wait_port "$ETCD_PORT" etcd "$TMP/etcd.log"
+
+    log "starting dlock-server on 127.0.0.1:$DLOCK_PORT"
+    start_dlock "$DLOCK_PORT" >"$TMP/dlock.pid"
+
+    # --- runs ------------------------------------------------------------------------------
+    DLOCK_PID="$(cat "$TMP/dlock.pid")"
+    # Runs loadgen against one backend, telling it the server's pid (for server CPU per cycle).
+    on() {
+        local backend="$1" pid
+        shift
+        case "$backend" in
+            dlock) pid="$DLOCK_PID" ;;
+            redis) pid="$REDIS_PID" ;;
+            etcd) pid="$ETCD_PID" ;;
+        esac
+        lg -b "$backend" --server-pid "$pid" "$@"
+    }
+
+    for run in $(seq "$RUNS"); do
+        log "run $run of $RUNS"
+        lg -b echo -s uncontended -c 64
+        for b in dlock redis etcd; do on "$b" -s uncontended -c 64; done
+        for b in dlock redis etcd; do on "$b" -s contended -c 16,64; done
+        for b in dlock redis etcd; do on "$b" -s readers-writers -c 16; done
+        for b in dlock redis etcd; do on "$b" -s handoff -c 16; done
+        # A fresh server per run, so its RSS is the locks' and nothing else's.
+        start_dlock "$DLOCK_MANY_PORT" >"$TMP/many.pid"
+        many_pid="$(cat "$TMP/many.pid")"
+        LG_DLOCK_PORT="$DLOCK_MANY_PORT" lg -b dlock -s many-locks \
+            --locks "$MANY_LOCKS" --sessions "$MANY_SESSIONS" --server-pid "$many_pid"
+        stop_pid "$many_pid"
+        run_idle
+    done
+fi
 
 # --- table ---------------------------------------------------------------------------------
 log "machine"
 {
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores)"
     echo "memory: $(free -h | awk '/^Mem:/ {print $2}')  kernel: $(uname -r)"
-    echo "$(redis-server --version | cut -d' ' -f1-3)  etcd $(etcd --version | awk '/etcd Version/ {print $3}')  $(rustc --version)"
+    if [ "$MODE" = all ]; then
+        echo "$(redis-server --version | cut -d' ' -f1-3)  etcd $(etcd --version | awk '/etcd Version/ {print $3}')  $(rustc --version)"
+    else
+        rustc --version
+    fi
 } >&2
 
 log "medians of $RUNS runs; ratios are medians of per-run ratios (raw rows: $CSV)"
-python3 - "$CSV" <<'PY'
+python3 - "$CSV" "$MODE" <<'PY'
 import csv, statistics, sys
 from collections import defaultdict
 
@@ -236,6 +286,24 @@ def paired(num, den, scenario, clients, field):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 
+def idle_summary():
+    k = max((k for k in points if k[0] == "dlock" and k[1] == "idle"), default=None)
+    if not k:
+        return
+    pct, held, per = med(*k, "server_cpu_pct"), med(*k, "rss_held_kb"), med(*k, "rss_bytes_per_lock")
+    p50, p99, rate = med(*k, "cycle_p50_us"), med(*k, "cycle_p99_us"), med(*k, "ops_per_s")
+    print(f"idle (dlock): {k[2]:,} idle sessions holding a lock each: server CPU "
+          f"{fmt(pct, 'f1')}% of a core, RSS {fmt(held, 'mb')} ({fmt(per, 'b')} per session); "
+          f"one working client next to them: {fmt(rate, 'rate')} cycles/s, cycle p50 "
+          f"{fmt(p50, 'us')}, p99 {fmt(p99, 'us')}")
+    notes = {r["note"] for r in points[k] if r["note"]}
+    for n in sorted(notes):
+        print(f"  note: {n}")
+
+if sys.argv[2] == "idle":
+    idle_summary()
+    sys.exit(0)
+
 W = [34, 12, 12, 12, 12, 12, 12, 12]
 def line(*cells):
     print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, W))))
@@ -273,6 +341,7 @@ if ml:
     rate = med(*ml, "ops_per_s")
     print(f"many-locks (dlock): {locks:,.0f} locks over {ml[2]:,} sessions: server RSS {fmt(held, 'mb')} "
           f"held, {fmt(per, 'b')} per lock, acquired at {fmt(rate, 'rate')} locks/s")
+idle_summary()
 for b in ("etcd", "redis", "dlock"):
     n = note(b, "readers-writers", 16)
     if n.startswith("unsupported"):

@@ -8,6 +8,57 @@ use anyhow::{Context, Result};
 /// Clock ticks per second of `/proc/*/stat` (`USER_HZ`, 100 on Linux).
 const USER_HZ: u64 = 100;
 
+/// CPU times of the server and of this process at one instant; two of them give the CPU
+/// used in between.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuSample {
+    /// The server's, if known.
+    server: Option<Duration>,
+    /// This whole process's.
+    own: Option<Duration>,
+    /// Whether the server runs inside this process (then `own` includes it).
+    in_process: bool,
+}
+
+impl CpuSample {
+    /// Reads the clocks now. `in_process` is the CPU time of a server that runs inside this
+    /// process (see `Backend::in_process_server_cpu`); otherwise the server is process
+    /// `server_pid`, if known.
+    pub fn take(in_process: Option<Duration>, server_pid: Option<u32>) -> CpuSample {
+        CpuSample {
+            server: in_process.or_else(|| server_pid.and_then(|p| process_cpu(p).ok())),
+            own: process_cpu(std::process::id()).ok(),
+            in_process: in_process.is_some(),
+        }
+    }
+
+    /// The server's CPU time since `earlier`, if known.
+    pub fn server_since(&self, earlier: &CpuSample) -> Option<Duration> {
+        Some(self.server?.saturating_sub(earlier.server?))
+    }
+
+    /// The clients' CPU time since `earlier`: this process's, less the server's if it runs
+    /// here.
+    pub fn clients_since(&self, earlier: &CpuSample) -> Option<Duration> {
+        let own = self.own?.saturating_sub(earlier.own?);
+        if self.in_process {
+            Some(own.saturating_sub(self.server_since(earlier)?))
+        } else {
+            Some(own)
+        }
+    }
+}
+
+/// `cpu` over `wall` as a percentage of one core (200 % is two cores busy); 0 for an empty
+/// window.
+pub fn percent_of_one_core(cpu: Duration, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        0.0
+    } else {
+        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+    }
+}
+
 /// User + system CPU time of process `pid`, all threads.
 pub fn process_cpu(pid: u32) -> Result<Duration> {
     let path = format!("/proc/{pid}/stat");
@@ -62,6 +113,18 @@ mod tests {
         let (name, cpu) = parse_stat(stat).expect("parses");
         assert_eq!(name, "tokio (rt) x");
         assert_eq!(cpu, Duration::from_millis(3_000));
+    }
+
+    #[test]
+    fn percent_of_one_core_is_cpu_over_wall() {
+        let pct = percent_of_one_core(Duration::from_millis(250), Duration::from_secs(10));
+        assert!((pct - 2.5).abs() < 1e-9, "{pct}");
+        let two_cores = percent_of_one_core(Duration::from_secs(20), Duration::from_secs(10));
+        assert!((two_cores - 200.0).abs() < 1e-9, "{two_cores}");
+        assert_eq!(
+            percent_of_one_core(Duration::from_secs(1), Duration::ZERO),
+            0.0
+        );
     }
 
     #[test]

@@ -26,10 +26,13 @@
 
 pub mod backend;
 pub mod cpu;
+mod idle;
+pub mod limits;
 pub mod report;
 pub mod rss;
 pub mod scenario;
+pub mod spec;
 
 pub use backend::{Access, Backend, Conn};
 pub use report::Row;
-pub use scenario::{Scenario, Spec};
+pub use spec::{Scenario, Spec};

@@ -73,19 +73,22 @@ pub struct Row {
     pub server_cpu_us_per_op: Option<f64>,
     /// The load generator's own CPU time per cycle (the clients), in µs.
     pub client_cpu_us_per_op: Option<f64>,
+    /// Server CPU over the window as a percentage of one core (idle; needs `--server-pid`).
+    pub server_cpu_pct: Option<f64>,
     /// Fewest cycles by one client.
     pub client_min: u64,
     /// Most cycles by one client.
     pub client_max: u64,
     /// Failed operations.
     pub errors: u64,
-    /// Locks held at once (many-locks).
+    /// Locks held at once (many-locks; idle: one per idle session).
     pub locks: Option<u64>,
-    /// Server RSS (KiB) before the locks were taken, with the sessions open (many-locks).
+    /// Server RSS (KiB) before the locks were taken, with the sessions open (many-locks), or
+    /// before the idle sessions connected (idle).
     pub rss_base_kb: Option<u64>,
-    /// Server RSS (KiB) with every lock held (many-locks).
+    /// Server RSS (KiB) with every lock held (many-locks, idle).
     pub rss_held_kb: Option<u64>,
-    /// Server RSS (KiB) after every session closed (many-locks).
+    /// Server RSS (KiB) after every session closed (many-locks, idle).
     pub rss_after_kb: Option<u64>,
     /// Free text from the caller (e.g. the run number).
     pub label: String,
@@ -109,6 +112,7 @@ impl Row {
             handoff: None,
             server_cpu_us_per_op: None,
             client_cpu_us_per_op: None,
+            server_cpu_pct: None,
             client_min: 0,
             client_max: 0,
             errors: 0,
@@ -133,7 +137,8 @@ impl Row {
         (self.client_max > 0).then(|| self.client_min as f64 / self.client_max as f64)
     }
 
-    /// Server memory per held lock in bytes: (held − base) / locks.
+    /// Server memory per held lock in bytes: (held − base) / locks. For idle, whose base is
+    /// taken before the sessions connect, this is the memory per idle session with its lock.
     pub fn rss_bytes_per_lock(&self) -> Option<f64> {
         let (base, held, locks) = (self.rss_base_kb?, self.rss_held_kb?, self.locks?);
         (locks > 0).then(|| held.saturating_sub(base) as f64 * 1024.0 / locks as f64)
@@ -145,7 +150,7 @@ impl Row {
          cycle_p50_us,cycle_p99_us,cycle_p999_us,\
          acquire_p50_us,acquire_p99_us,acquire_p999_us,\
          handoffs_per_s,handoff_p50_us,handoff_p99_us,handoff_p999_us,\
-         server_cpu_us_per_op,client_cpu_us_per_op,\
+         server_cpu_us_per_op,client_cpu_us_per_op,server_cpu_pct,\
          client_min_ops,client_max_ops,fairness,errors,\
          locks,rss_base_kb,rss_held_kb,rss_after_kb,rss_bytes_per_lock,label,note"
     }
@@ -158,7 +163,7 @@ impl Row {
             None => ",,".to_owned(),
         };
         format!(
-            "{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&self.backend),
             self.scenario,
             self.clients,
@@ -173,6 +178,7 @@ impl Row {
             lat(self.handoff),
             f1(self.server_cpu_us_per_op),
             f1(self.client_cpu_us_per_op),
+            f1(self.server_cpu_pct),
             self.client_min,
             self.client_max,
             self.fairness()
@@ -225,7 +231,10 @@ impl Row {
             _ => "-".to_owned(),
         };
         let mut note = self.note.clone();
-        if let (Some(locks), Some(held)) = (self.locks, self.rss_held_kb) {
+        if self.scenario == Scenario::Idle && self.locks.is_some() {
+            let sep = if note.is_empty() { "" } else { "; " };
+            note = format!("{}{sep}{note}", self.idle_summary());
+        } else if let (Some(locks), Some(held)) = (self.locks, self.rss_held_kb) {
             let _ = write!(
                 note,
                 "{}{locks} locks: server RSS {:.1} MB held (base {:.1} MB, after close {:.1} MB), {:.0} B/lock",
@@ -253,6 +262,31 @@ impl Row {
             self.errors,
             note
         )
+    }
+}
+
+impl Row {
+    /// What an idle row says about the server: `10000 idle sessions: server CPU 1.2% of a
+    /// core, RSS 52.1 MB (base 4.0 MB, after close 30.2 MB), 4915 B/session`.
+    fn idle_summary(&self) -> String {
+        let mut s = format!("{} idle sessions", self.locks.unwrap_or(0));
+        match self.server_cpu_pct {
+            Some(pct) => {
+                let _ = write!(s, ": server CPU {pct:.1}% of a core");
+            }
+            None => s.push_str(": server CPU and RSS need --server-pid"),
+        }
+        if let Some(held) = self.rss_held_kb {
+            let _ = write!(
+                s,
+                ", RSS {:.1} MB (base {:.1} MB, after close {:.1} MB), {:.0} B/session",
+                held as f64 / 1024.0,
+                self.rss_base_kb.unwrap_or(0) as f64 / 1024.0,
+                self.rss_after_kb.unwrap_or(0) as f64 / 1024.0,
+                self.rss_bytes_per_lock().unwrap_or(0.0),
+            );
+        }
+        s
     }
 }
 
@@ -346,6 +380,37 @@ mod tests {
         assert_eq!(row.rss_bytes_per_lock(), Some(100.0));
         row.rss_held_kb = Some(900);
         assert_eq!(row.rss_bytes_per_lock(), Some(0.0));
+    }
+
+    #[test]
+    fn idle_rows_say_what_the_idle_sessions_cost() {
+        let mut row = Row::new("dlock", Scenario::Idle, 10_000);
+        row.locks = Some(10_000);
+        row.server_cpu_pct = Some(1.24);
+        row.rss_base_kb = Some(4_096);
+        row.rss_held_kb = Some(4_096 + 48_828);
+        row.rss_after_kb = Some(8_192);
+        row.note = "first error: x".into();
+        let text = row.to_text();
+        assert!(
+            text.ends_with(
+                "10000 idle sessions: server CPU 1.2% of a core, RSS 51.7 MB (base 4.0 MB, \
+                 after close 8.0 MB), 5000 B/session; first error: x"
+            ),
+            "{text}"
+        );
+        let csv = row.to_csv();
+        let header: Vec<&str> = Row::csv_header().split(',').collect();
+        let pct = header
+            .iter()
+            .position(|h| *h == "server_cpu_pct")
+            .expect("column");
+        assert_eq!(csv.split(',').nth(pct), Some("1.2"), "{csv}");
+        row.server_cpu_pct = None;
+        row.rss_held_kb = None;
+        assert!(row.to_text().ends_with(
+            "10000 idle sessions: server CPU and RSS need --server-pid; first error: x"
+        ));
     }
 
     #[test]

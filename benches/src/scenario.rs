@@ -1,6 +1,5 @@
 //! The scenarios, each run the same way against every backend.
 
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,100 +10,16 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::backend::{Access, Backend, Conn};
-use crate::cpu::process_cpu;
+use crate::cpu::CpuSample;
+use crate::idle;
 use crate::report::{Latency, Row, new_histogram, record};
 use crate::rss::vm_rss_kb;
-
-/// What the clients do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
-    /// Every client locks and unlocks its own key (EX): the service's raw cycle rate.
-    Uncontended,
-    /// Every client locks and unlocks one shared key (EX): handoffs per second, queueing
-    /// latency and fairness.
-    Contended,
-    /// One shared key; each cycle is a shared lock (PR) with probability `read_ratio`, else
-    /// exclusive (EX).
-    ReadersWriters,
-    /// One shared key (EX); measures the time from a release to the grant of the next client.
-    Handoff,
-    /// `sessions` sessions take `locks` distinct locks between them and hold them all; reports
-    /// the server's RSS per held lock.
-    ManyLocks,
-}
-
-impl fmt::Display for Scenario {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Scenario::Uncontended => "uncontended",
-            Scenario::Contended => "contended",
-            Scenario::ReadersWriters => "readers-writers",
-            Scenario::Handoff => "handoff",
-            Scenario::ManyLocks => "many-locks",
-        })
-    }
-}
-
-/// The parameters of one point.
-#[derive(Clone, Debug)]
-pub struct Spec {
-    /// The scenario.
-    pub scenario: Scenario,
-    /// Concurrent clients (timed scenarios).
-    pub clients: usize,
-    /// The measured window.
-    pub duration: Duration,
-    /// Running time before the window, not counted.
-    pub warmup: Duration,
-    /// Share of shared (read) locks in readers-writers.
-    pub read_ratio: f64,
-    /// Locks to hold (many-locks).
-    pub locks: u64,
-    /// Sessions holding them (many-locks).
-    pub sessions: usize,
-    /// Acquisitions in flight per session (many-locks).
-    pub inflight: usize,
-    /// The server process whose RSS many-locks reports.
-    pub server_pid: Option<u32>,
-    /// Prefix of every key, so runs do not see each other's leftovers.
-    pub key_prefix: String,
-    /// Seed of the clients' random choices.
-    pub seed: u64,
-}
-
-impl Spec {
-    /// The defaults: 64 clients, 5 s after 1 s of warm-up, 90 % reads, 1,000,000 locks over
-    /// 1,000 sessions.
-    pub fn new(scenario: Scenario) -> Spec {
-        Spec {
-            scenario,
-            clients: 64,
-            duration: Duration::from_secs(5),
-            warmup: Duration::from_secs(1),
-            read_ratio: 0.9,
-            locks: 1_000_000,
-            sessions: 1_000,
-            inflight: 4,
-            server_pid: None,
-            key_prefix: default_prefix(),
-            seed: 0x5eed,
-        }
-    }
-}
-
-/// A key prefix unique to this process and moment.
-pub fn default_prefix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("lg{}-{}/", std::process::id(), nanos % 1_000_000_000)
-}
+pub use crate::spec::{Scenario, Spec, default_prefix};
 
 /// Runs one point. A backend that cannot run the scenario gives a row saying why.
 pub async fn run<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
     let clients = match spec.scenario {
-        Scenario::ManyLocks => spec.sessions,
+        Scenario::ManyLocks | Scenario::Idle => spec.sessions,
         _ => spec.clients,
     };
     if let Some(reason) = backend.unsupported(spec.scenario) {
@@ -115,6 +30,7 @@ pub async fn run<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
     anyhow::ensure!(clients > 0, "need at least one client");
     match spec.scenario {
         Scenario::ManyLocks => many_locks(backend, spec).await,
+        Scenario::Idle => idle::run(backend, spec).await,
         _ => timed(backend, spec).await,
     }
 }
@@ -250,9 +166,9 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
 
     // CPU used by the server and by this process (the clients) during the window.
     tokio::time::sleep_until(measure_from).await;
-    let cpu_from = CpuSample::take(backend, spec.server_pid);
+    let cpu_from = CpuSample::take(backend.in_process_server_cpu(), spec.server_pid);
     tokio::time::sleep_until(end).await;
-    let cpu_to = CpuSample::take(backend, spec.server_pid);
+    let cpu_to = CpuSample::take(backend.in_process_server_cpu(), spec.server_pid);
 
     let mut row = Row::new(backend.name(), spec.scenario, spec.clients);
     let handoffs_counted = matches!(spec.scenario, Scenario::Contended | Scenario::Handoff);
@@ -296,40 +212,6 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
     row.client_min = per_client.iter().copied().min().unwrap_or(0);
     row.client_max = per_client.iter().copied().max().unwrap_or(0);
     Ok(row)
-}
-
-/// CPU times at one instant.
-struct CpuSample {
-    /// The server's, if known.
-    server: Option<Duration>,
-    /// This whole process's.
-    own: Option<Duration>,
-    /// Whether the server runs inside this process (then `own` includes it).
-    in_process: bool,
-}
-
-impl CpuSample {
-    fn take<B: Backend>(backend: &B, server_pid: Option<u32>) -> CpuSample {
-        let in_process = backend.in_process_server_cpu();
-        CpuSample {
-            server: in_process.or_else(|| server_pid.and_then(|p| process_cpu(p).ok())),
-            own: process_cpu(std::process::id()).ok(),
-            in_process: in_process.is_some(),
-        }
-    }
-
-    fn server_since(&self, earlier: &CpuSample) -> Option<Duration> {
-        Some(self.server?.saturating_sub(earlier.server?))
-    }
-
-    fn clients_since(&self, earlier: &CpuSample) -> Option<Duration> {
-        let own = self.own?.saturating_sub(earlier.own?);
-        if self.in_process {
-            Some(own.saturating_sub(self.server_since(earlier)?))
-        } else {
-            Some(own)
-        }
-    }
 }
 
 /// What one session of many-locks did.

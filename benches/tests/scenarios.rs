@@ -14,19 +14,37 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 /// Every operation costs this much (virtual) time, like a round trip.
 const RTT: Duration = Duration::from_millis(1);
 
+type Keys = Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>;
+
 /// One FIFO mutex per key (tokio's `Mutex` is fair), shared by all connections.
 #[derive(Default)]
 struct FakeBackend {
-    keys: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
+    keys: Keys,
     /// When true, the fake declares that pending acquisitions must not be dropped.
     keep_pending: bool,
     /// Acquisitions dropped before they completed.
     abandoned: Arc<AtomicUsize>,
+    /// When true, connecting costs a round trip too.
+    connect_rtt: bool,
+    /// Connections being opened right now, and the most there ever were.
+    connecting: Arc<AtomicUsize>,
+    max_connecting: Arc<AtomicUsize>,
+    /// The fewest other keys held at any acquisition of the idle scenario's measuring client.
+    min_held_while_probing: Arc<AtomicUsize>,
 }
 
 struct FakeConn {
-    keys: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
+    keys: Keys,
     abandoned: Arc<AtomicUsize>,
+    min_held_while_probing: Arc<AtomicUsize>,
+}
+
+/// How many keys other than `except` are locked now.
+fn held_keys(keys: &Keys, except: &str) -> usize {
+    let keys = keys.lock().expect("not poisoned");
+    keys.iter()
+        .filter(|(k, m)| k.as_str() != except && m.try_lock().is_err())
+        .count()
 }
 
 /// Counts an acquisition as abandoned if it is dropped before it completes.
@@ -56,9 +74,16 @@ impl Backend for FakeBackend {
     }
 
     async fn connect(&self, _id: usize) -> Result<FakeConn> {
+        if self.connect_rtt {
+            let now = self.connecting.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_connecting.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(RTT).await;
+            self.connecting.fetch_sub(1, Ordering::SeqCst);
+        }
         Ok(FakeConn {
             keys: self.keys.clone(),
             abandoned: self.abandoned.clone(),
+            min_held_while_probing: self.min_held_while_probing.clone(),
         })
     }
 }
@@ -71,6 +96,11 @@ impl Conn for FakeConn {
             let mut keys = self.keys.lock().expect("not poisoned");
             keys.entry(key.to_owned()).or_default().clone()
         };
+        if key.ends_with("idle-probe") {
+            let held = held_keys(&self.keys, key);
+            self.min_held_while_probing
+                .fetch_min(held, Ordering::SeqCst);
+        }
         let mut pending = PendingGuard(&self.abandoned, false);
         tokio::time::sleep(RTT).await;
         let guard = m.lock_owned().await;
@@ -181,6 +211,42 @@ async fn many_locks_holds_every_lock_until_the_sessions_close() {
     assert_eq!(row.locks, Some(1_000));
     assert_eq!((row.client_min, row.client_max), (100, 100));
     assert_eq!(backend.keys.lock().expect("not poisoned").len(), 1_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_sessions_hold_their_locks_while_one_client_cycles() {
+    let backend = FakeBackend {
+        connect_rtt: true,
+        min_held_while_probing: Arc::new(AtomicUsize::new(usize::MAX)),
+        ..FakeBackend::default()
+    };
+    let spec = Spec {
+        sessions: 600,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(100),
+        ..Spec::new(Scenario::Idle)
+    };
+    let row = scenario::run(&backend, &spec).await.expect("runs");
+    assert_eq!((row.clients, row.locks), (600, Some(600)));
+    // Every acquisition of the measuring client found all 600 idle locks held.
+    assert_eq!(backend.min_held_while_probing.load(Ordering::SeqCst), 600);
+    // Connections are opened a bounded number at a time.
+    assert_eq!(backend.max_connecting.load(Ordering::SeqCst), 256);
+    // One client, two virtual round trips per cycle: about 500 cycles in one second.
+    assert!((490..=500).contains(&row.ops), "{row:?}");
+    let cycle = row.cycle.expect("cycle latencies");
+    assert!((2_000..=2_100).contains(&cycle.p50), "{cycle:?}");
+    assert_eq!(row.errors, 0, "{row:?}");
+    // Without --server-pid nor an in-process server there is no server CPU or RSS.
+    assert_eq!((row.server_cpu_pct, row.rss_held_kb), (None, None));
+    // Every session closed: no lock is left.
+    assert_eq!(held_keys(&backend.keys, ""), 0);
+}
+
+#[test]
+fn idle_defaults_to_ten_thousand_sessions() {
+    assert_eq!(Spec::new(Scenario::Idle).sessions, 10_000);
+    assert_eq!(Spec::new(Scenario::ManyLocks).sessions, 1_000);
 }
 
 #[tokio::test]

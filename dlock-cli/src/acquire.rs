@@ -8,7 +8,6 @@ use dlock_client::{Client, Error as ClientError, LockGuard, LockOptions};
 
 use crate::args::AcquireArgs;
 use crate::child::{self, ChildEnd};
-use crate::clock::ServerClock;
 use crate::error::{CliError, exit, is_unreachable};
 use crate::format;
 use crate::hold::{self, HoldEnd};
@@ -20,16 +19,15 @@ use crate::signals::{Signals, exit_code_for};
 pub async fn run(ctx: &Ctx, args: AcquireArgs) -> Result<u8, CliError> {
     // Before connecting: an interrupt while waiting must cancel the request, not kill dlock.
     let mut signals = Signals::install().map_err(CliError::Io)?;
-    let s = session::connect(ctx, args.ttl).await?;
-    let result = acquire_and_use(ctx, &s.client, s.clock.as_ref(), &args, &mut signals).await;
-    session::close(&s.client).await;
+    let client = session::connect(ctx, args.ttl).await?;
+    let result = acquire_and_use(ctx, &client, &args, &mut signals).await;
+    session::close(&client).await;
     result
 }
 
 async fn acquire_and_use(
     ctx: &Ctx,
     client: &Client,
-    clock: Option<&ServerClock>,
     args: &AcquireArgs,
     signals: &mut Signals,
 ) -> Result<u8, CliError> {
@@ -44,7 +42,7 @@ async fn acquire_and_use(
     }
     let request = client.lock_with(resource, args.mode, opts);
     let granted = tokio::select! {
-        r = progress::wait(client, resource, args.mode, clock, request) => r,
+        r = progress::wait(client, resource, args.mode, request) => r,
         sig = signals.recv() => {
             // Dropping the pending request cancels it on the server.
             eprintln!("dlock: interrupted while waiting for {what}");
@@ -54,7 +52,11 @@ async fn acquire_and_use(
     let guard = match granted {
         Ok(guard) => guard,
         Err(e) if e.is_not_granted() => {
-            let info = client.query_resource(resource).await.ok().flatten();
+            // Who holds it now, with ages by the server clock of this reply.
+            let (info, now_ms) = match client.view_resource(resource).await {
+                Ok(view) => (view.value, view.now_ms),
+                Err(_) => (None, 0),
+            };
             let why = match e {
                 ClientError::NotQueued => "(--no-wait)".to_owned(),
                 ClientError::TimedOut => match args.timeout {
@@ -67,7 +69,7 @@ async fn acquire_and_use(
             eprintln!(
                 "dlock: {what} not acquired in {} {why}: {}",
                 args.mode,
-                format::holders_line(info.as_ref(), clock)
+                format::holders_line(info.as_ref(), now_ms)
             );
             return Ok(args.conflict_exit_code);
         }

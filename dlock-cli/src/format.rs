@@ -1,10 +1,17 @@
 //! Small text helpers: ages, resource names, one-line descriptions of locks.
+//!
+//! A lock's age is `now_ms - since_ms` where both come from the same query reply: `since_ms`
+//! is on the server's lock-table clock and `now_ms` is that clock when the server answered.
 
 use std::time::Duration;
 
 use dlock_client::{LockInfo, LockState, ResourceInfo};
 
-use crate::clock::ServerClock;
+/// How long before the reply stamped `now_ms` the server clock read `since_ms` (zero if
+/// `since_ms` is later, which a well-behaved server never sends).
+pub fn since(now_ms: u64, since_ms: u64) -> Duration {
+    Duration::from_millis(now_ms.saturating_sub(since_ms))
+}
 
 /// A short human age: `350ms`, `12s`, `3m04s`, `2h05m`, `3d04h`.
 pub fn age(d: Duration) -> String {
@@ -37,30 +44,27 @@ pub fn mode_column(state: &LockState) -> String {
     }
 }
 
-/// `alice@host:42 (s3) in EX for 12s`.
-pub fn lock_line(lock: &LockInfo, clock: Option<&ServerClock>) -> String {
-    let mut line = format!(
-        "{} ({}) in {}",
+/// `alice@host:42 (s3) in EX for 12s`, for a lock of a reply stamped `now_ms`.
+pub fn lock_line(lock: &LockInfo, now_ms: u64) -> String {
+    format!(
+        "{} ({}) in {} for {}",
         lock.session_name,
         lock.session,
-        mode_column(&lock.state)
-    );
-    if let Some(clock) = clock {
-        line.push_str(" for ");
-        line.push_str(&age(clock.age(lock.since_ms)));
-    }
-    line
+        mode_column(&lock.state),
+        age(since(now_ms, lock.since_ms))
+    )
 }
 
 /// Who holds a resource, in one line: `held by a (s1) in PR for 3s, b (s2) in PR for 1s`, or
 /// `not held by anyone now`. Conversions in progress count as holders of their old mode.
-pub fn holders_line(info: Option<&ResourceInfo>, clock: Option<&ServerClock>) -> String {
+/// `now_ms` is the server clock of the reply that carried `info`.
+pub fn holders_line(info: Option<&ResourceInfo>, now_ms: u64) -> String {
     let holders: Vec<String> = info
         .map(|r| {
             r.granted
                 .iter()
                 .chain(r.converting.iter())
-                .map(|l| lock_line(l, clock))
+                .map(|l| lock_line(l, now_ms))
                 .collect()
         })
         .unwrap_or_default();
@@ -86,6 +90,13 @@ mod tests {
     }
 
     #[test]
+    fn age_is_reply_clock_minus_since() {
+        assert_eq!(since(10_000, 7_000), Duration::from_millis(3_000));
+        assert_eq!(since(10_000, 10_000), Duration::ZERO);
+        assert_eq!(since(1_000, 5_000), Duration::ZERO, "saturates");
+    }
+
+    #[test]
     fn names_are_lossy() {
         assert_eq!(name(b"db"), "db");
         assert_eq!(name(b"a\xffb"), "a\u{fffd}b");
@@ -104,7 +115,6 @@ mod tests {
 
     #[test]
     fn holder_lines() {
-        let clock = ServerClock::fixed(10_000);
         let info = ResourceInfo {
             name: b"db".to_vec(),
             value: vec![],
@@ -120,13 +130,14 @@ mod tests {
             waiting: vec![lock(LockState::Waiting { mode: Mode::EX }, 9_900)],
         };
         assert_eq!(
-            holders_line(Some(&info), Some(&clock)),
+            holders_line(Some(&info), 10_000),
             "held by alice@h:42 (s3) in PR for 3s, alice@h:42 (s3) in PR->EX for 500ms"
         );
+        // The same locks in a reply stamped a minute later are a minute older.
         assert_eq!(
-            holders_line(Some(&info), None),
-            "held by alice@h:42 (s3) in PR, alice@h:42 (s3) in PR->EX"
+            holders_line(Some(&info), 70_000),
+            "held by alice@h:42 (s3) in PR for 1m03s, alice@h:42 (s3) in PR->EX for 1m00s"
         );
-        assert_eq!(holders_line(None, None), "not held by anyone now");
+        assert_eq!(holders_line(None, 10_000), "not held by anyone now");
     }
 }

@@ -48,14 +48,14 @@
 //!
 //! Lists every resource whose name starts with PREFIX with its holders, converters and waiters,
 //! as an aligned table or, with `--json`, as the stable JSON document described by
-//! [`StatusJson`]. Ages ("for how long") are estimated from the server clock learnt at connect
-//! time (see [`clock`]).
+//! [`StatusJson`]. Ages ("for how long") are the server's: each is the server's lock-table clock
+//! at the answer (`now_ms`) minus the lock's `since_ms`, both from the reply that listed the
+//! lock, so neither the local clock nor the network delay enters them.
 #![forbid(unsafe_code)]
 
 mod acquire;
 pub mod args;
 mod child;
-pub mod clock;
 mod error;
 pub mod format;
 mod hold;

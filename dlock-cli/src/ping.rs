@@ -5,9 +5,9 @@ use crate::session::{self, Ctx};
 
 /// Connects, pings once, prints the server's address, version and the round-trip time.
 pub async fn run(ctx: &Ctx) -> Result<u8, CliError> {
-    let s = session::connect(ctx, None).await?;
-    let pong = s.client.ping().await;
-    session::close(&s.client).await;
+    let client = session::connect(ctx, None).await?;
+    let pong = client.ping().await;
+    session::close(&client).await;
     let pong = pong?;
     println!(
         "server {}, version {}, round trip {:.2} ms",

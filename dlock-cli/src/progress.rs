@@ -8,7 +8,6 @@ use dlock_client::Client;
 use dlock_client::{LockState, Mode, ResourceInfo, SessionId};
 use tokio::time::{Instant, interval_at, timeout};
 
-use crate::clock::ServerClock;
 use crate::format;
 
 /// How often the resource is queried for the status line.
@@ -23,7 +22,6 @@ pub async fn wait<F: Future>(
     client: &Client,
     resource: &[u8],
     mode: Mode,
-    clock: Option<&ServerClock>,
     request: F,
 ) -> F::Output {
     let mut stderr = std::io::stderr();
@@ -38,9 +36,13 @@ pub async fn wait<F: Future>(
         tokio::select! {
             out = &mut request => break out,
             _ = ticks.tick() => {
-                let info = timeout(POLL, client.query_resource(resource)).await;
-                let info = info.ok().and_then(Result::ok).flatten();
-                let line = status_line(resource, mode, info.as_ref(), client.session_id(), clock);
+                let view = timeout(POLL, client.view_resource(resource)).await;
+                let (info, now_ms) = match view {
+                    Ok(Ok(v)) => (v.value, v.now_ms),
+                    _ => (None, 0),
+                };
+                let me = client.session_id();
+                let line = status_line(resource, mode, info.as_ref(), me, now_ms);
                 let _ = write!(stderr, "\r\x1b[2K{} {line}", FRAMES[frame % FRAMES.len()]);
                 let _ = stderr.flush();
                 frame += 1;
@@ -55,18 +57,19 @@ pub async fn wait<F: Future>(
     out
 }
 
-/// `waiting for EX on "db": held by a (s1) in PR for 3s; 2nd in queue`.
+/// `waiting for EX on "db": held by a (s1) in PR for 3s; 2nd in queue`, from a reply that
+/// carried `info` and was stamped `now_ms` by the server.
 pub fn status_line(
     resource: &[u8],
     mode: Mode,
     info: Option<&ResourceInfo>,
     me: SessionId,
-    clock: Option<&ServerClock>,
+    now_ms: u64,
 ) -> String {
     let mut line = format!(
         "waiting for {mode} on {:?}: {}",
         format::name(resource),
-        format::holders_line(info, clock)
+        format::holders_line(info, now_ms)
     );
     if let Some(place) = info.and_then(|r| queue_place(r, me)) {
         line.push_str(&format!("; {} in queue", ordinal(place)));
@@ -137,13 +140,12 @@ mod tests {
                 lock(3, LockState::Waiting { mode: Mode::EX }, 3_000),
             ],
         };
-        let clock = ServerClock::fixed(4_000);
         assert_eq!(
-            status_line(b"db", Mode::EX, Some(&info), SessionId(3), Some(&clock)),
+            status_line(b"db", Mode::EX, Some(&info), SessionId(3), 4_000),
             "waiting for EX on \"db\": held by user1 (s1) in EX for 3s; 2nd in queue"
         );
         assert_eq!(
-            status_line(b"db", Mode::EX, None, SessionId(3), None),
+            status_line(b"db", Mode::EX, None, SessionId(3), 4_000),
             "waiting for EX on \"db\": not held by anyone now"
         );
     }

@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use dlock_client::{LockInfo, ResourceInfo};
 
-use crate::clock::ServerClock;
 use crate::format;
 
 /// The JSON document `dlock status --json` prints. Its shape is stable: fields may be added,
@@ -56,12 +55,13 @@ pub struct LockJson {
     pub token: Option<u64>,
     /// Server clock (ms) when the lock entered its current state (granted or queued).
     pub since_ms: u64,
-    /// How long ago that was, in milliseconds (estimated; see the crate docs).
+    /// How long ago that was, in milliseconds: the server clock when it answered the query
+    /// minus `since_ms`.
     pub for_ms: u64,
 }
 
 impl LockJson {
-    fn new(l: &LockInfo, clock: &ServerClock) -> LockJson {
+    fn new(l: &LockInfo, now_ms: u64) -> LockJson {
         LockJson {
             lock: l.lock.0,
             session: l.session.0,
@@ -70,15 +70,16 @@ impl LockJson {
             requested_mode: l.state.requested_mode().map(|m| m.to_string()),
             token: l.token.map(|t| t.0),
             since_ms: l.since_ms,
-            for_ms: u64::try_from(clock.age(l.since_ms).as_millis()).unwrap_or(u64::MAX),
+            for_ms: now_ms.saturating_sub(l.since_ms),
         }
     }
 }
 
 impl StatusJson {
-    /// The JSON view of query results.
-    pub fn new(resources: &[ResourceInfo], clock: &ServerClock) -> StatusJson {
-        let locks = |ls: &[LockInfo]| ls.iter().map(|l| LockJson::new(l, clock)).collect();
+    /// The JSON view of query results from a reply stamped `now_ms` (the server clock when it
+    /// answered).
+    pub fn new(resources: &[ResourceInfo], now_ms: u64) -> StatusJson {
+        let locks = |ls: &[LockInfo]| ls.iter().map(|l| LockJson::new(l, now_ms)).collect();
         StatusJson {
             resources: resources
                 .iter()
@@ -95,8 +96,9 @@ impl StatusJson {
 }
 
 /// The table of `dlock status`: one row per lock, columns aligned, a header line first.
-/// Returns an empty string when there are no resources.
-pub fn table(resources: &[ResourceInfo], clock: &ServerClock) -> String {
+/// Returns an empty string when there are no resources. `now_ms` is the server clock of the
+/// reply that carried `resources`.
+pub fn table(resources: &[ResourceInfo], now_ms: u64) -> String {
     const HEADER: [&str; 7] = [
         "RESOURCE", "STATE", "MODE", "SESSION", "NAME", "FOR", "TOKEN",
     ];
@@ -116,7 +118,7 @@ pub fn table(resources: &[ResourceInfo], clock: &ServerClock) -> String {
                     format::mode_column(&l.state),
                     l.session.to_string(),
                     l.session_name.clone(),
-                    format::age(clock.age(l.since_ms)),
+                    format::age(format::since(now_ms, l.since_ms)),
                     l.token.map_or_else(|| "-".to_owned(), |t| t.to_string()),
                 ]);
             }
@@ -202,7 +204,7 @@ mod tests {
 
     #[test]
     fn table_is_aligned() {
-        let out = table(&sample(), &ServerClock::fixed(5_000));
+        let out = table(&sample(), 5_000);
         let expected = "\
 RESOURCE  STATE       MODE    SESSION  NAME       FOR    TOKEN
 db        granted     PR      s101     alice@h:1  4s     10
@@ -210,12 +212,12 @@ db        converting  PR->EX  s102     bob@h:2    1s     20
 db        waiting     EX      s103     carol@h:3  500ms  -
 ";
         assert_eq!(out, expected);
-        assert_eq!(table(&[], &ServerClock::fixed(0)), "");
+        assert_eq!(table(&[], 0), "");
     }
 
     #[test]
     fn json_shape() {
-        let doc = StatusJson::new(&sample(), &ServerClock::fixed(5_000));
+        let doc = StatusJson::new(&sample(), 5_000);
         let v = serde_json::to_value(&doc).unwrap();
         let r = &v["resources"][0];
         assert_eq!(r["name"], "db");
@@ -231,6 +233,8 @@ db        waiting     EX      s103     carol@h:3  500ms  -
         assert_eq!(r["waiting"][0]["mode"], serde_json::Value::Null);
         assert_eq!(r["waiting"][0]["token"], serde_json::Value::Null);
         assert_eq!(r["waiting"][0]["since_ms"], 4_500);
+        assert_eq!(r["converting"][0]["for_ms"], 1_000);
+        assert_eq!(r["waiting"][0]["for_ms"], 500);
         let back: StatusJson = serde_json::from_value(v).unwrap();
         assert_eq!(back, doc);
     }

@@ -1,11 +1,10 @@
-//! Connecting to the server: the session name, the client, the server clock estimate.
+//! Connecting to the server: the session name and the client.
 
 use std::time::Duration;
 
 use dlock_client::Client;
 
 use crate::args::Cli;
-use crate::clock::ServerClock;
 use crate::error::{CliError, is_unreachable};
 
 /// How long dlock tries to reach the server before giving up with exit code 69.
@@ -44,23 +43,15 @@ pub fn default_session_name() -> String {
     format!("{user}@{host}:{}", std::process::id())
 }
 
-/// A connected client and what dlock learnt about the server clock.
-pub struct Session {
-    /// The client (one session).
-    pub client: Client,
-    /// The server clock estimate, if the server answered the session query.
-    pub clock: Option<ServerClock>,
-}
-
 /// Connects to the server with the session name of `ctx` and, if given, a lease of `ttl`.
-pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Session, CliError> {
+pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Client, CliError> {
     let mut builder = Client::builder(ctx.server.clone())
         .name(ctx.name.clone())
         .connect_timeout(CONNECT_TIMEOUT);
     if let Some(ttl) = ttl {
         builder = builder.lease_ttl(ttl);
     }
-    let client = builder.connect().await.map_err(|source| {
+    builder.connect().await.map_err(|source| {
         if is_unreachable(&source) {
             CliError::Unreachable {
                 addr: ctx.server.clone(),
@@ -69,23 +60,7 @@ pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Session, CliErr
         } else {
             CliError::Client(source)
         }
-    })?;
-    let clock = probe_clock(&client).await;
-    Ok(Session { client, clock })
-}
-
-/// The server clock, from the session just opened (see [`crate::clock`]).
-async fn probe_clock(client: &Client) -> Option<ServerClock> {
-    match client.query_session(client.session_id()).await {
-        Ok(Some(info)) => Some(ServerClock::new(
-            info.expires_at_ms.saturating_sub(info.ttl_ms),
-        )),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::debug!(error = %e, "could not query the own session");
-            None
-        }
-    }
+    })
 }
 
 /// Ends the session cleanly (every lock it still holds is released at once); failures are

@@ -5,6 +5,7 @@ mod common;
 use std::process::Stdio;
 
 use anyhow::{Context, Result};
+use common::fake::{FakeServer, Script};
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -408,5 +409,57 @@ async fn waiting_on_a_terminal_shows_who_holds_the_lock() -> Result<()> {
     let out = finish(waiter).await?;
     assert_eq!(code(&out), 0);
     tokio::time::timeout(DEADLINE, holder.wait()).await??;
+    Ok(())
+}
+
+/// The "not acquired" line gives the holder's age by the clock of the reply that named it,
+/// and dlock asks for nothing else to learn the server's clock.
+#[tokio::test]
+async fn not_acquired_gives_the_holders_age_by_the_reply_clock() -> Result<()> {
+    let fake = FakeServer::start(Script::clocked_table()).await?;
+    let out = output(dlock_at(
+        &fake.addr(),
+        &["acquire", "--no-wait", "app.db", "--", "true"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not acquired in EX (--no-wait): held by holder-1 (s7) in EX for 1m00s"),
+        "{err}"
+    );
+    assert_eq!(fake.session_queries(), 0, "no clock probe");
+    Ok(())
+}
+
+/// The status line while waiting gives the holder's age by the clock of the poll's reply.
+/// The fake server times the request out once it has answered a poll, and dlock draws the
+/// line from that answer before it sees the outcome.
+#[tokio::test]
+async fn waiting_on_a_terminal_gives_the_holders_age_by_the_reply_clock() -> Result<()> {
+    let fake = FakeServer::start(Script::clocked_table()).await?;
+    let dir = tempfile::tempdir()?;
+    let typescript = dir.path().join("typescript");
+    let inner = format!(
+        "{} acquire --timeout 1h app.db -- true",
+        env!("CARGO_BIN_EXE_dlock")
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", &inner])
+        .arg(&typescript)
+        .env("DLOCK_SERVER", fake.addr())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let out = output(cmd).await?;
+    let text = std::fs::read_to_string(&typescript)?;
+    assert_eq!(code(&out), 1, "timed out: {text:?}");
+    assert!(
+        text.contains("waiting for EX on \"app.db\": held by holder-1 (s7) in EX for 1m00s"),
+        "{text:?}"
+    );
+    assert!(text.contains("timed out after 1h"), "{text:?}");
+    assert_eq!(fake.session_queries(), 0, "no clock probe");
     Ok(())
 }

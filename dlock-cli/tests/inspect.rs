@@ -177,3 +177,45 @@ async fn status_shows_conversions() -> Result<()> {
     assert_eq!(guard.mode(), Mode::EX);
     Ok(())
 }
+
+/// Ages are measured by the clock of the reply that listed the locks: against a server whose
+/// clocks are all chosen, `for_ms` is exactly that reply's `now_ms - since_ms`, and no other
+/// clock (the handshake's, a session reply's, the local one) gives that number.
+#[tokio::test]
+async fn status_ages_are_by_the_clock_of_the_reply() -> Result<()> {
+    let script = common::fake::Script::clocked_table();
+    let (now, held_since, waiting_since) = (
+        script.resources_now_ms,
+        script.resources[0].granted[0].since_ms,
+        script.resources[0].waiting[0].since_ms,
+    );
+    let fake = common::fake::FakeServer::start(script).await?;
+
+    let out = output(dlock_at(&fake.addr(), &["status", "--json"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout)?;
+    let r = &doc["resources"][0];
+    assert_eq!(r["holders"][0]["session_name"], "holder-1");
+    assert_eq!(r["holders"][0]["since_ms"], held_since);
+    assert_eq!(r["holders"][0]["for_ms"], now - held_since);
+    assert_eq!(r["holders"][0]["for_ms"], 60_000);
+    assert_eq!(r["waiting"][0]["since_ms"], waiting_since);
+    assert_eq!(r["waiting"][0]["for_ms"], 2_500);
+
+    let out = output(dlock_at(&fake.addr(), &["status"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let table = stdout(&out);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let col = rows[0]
+        .iter()
+        .position(|c| *c == "FOR")
+        .context("FOR column")?;
+    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(rows[1][col], "1m00s", "{table}");
+    assert_eq!(rows[2][col], "2s", "{table}");
+    assert_eq!(fake.session_queries(), 0, "no clock probe");
+    Ok(())
+}

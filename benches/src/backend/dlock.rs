@@ -64,6 +64,10 @@ impl Conn for DlockConn {
         Ok(self.client.lock(key, mode).await?)
     }
 
+    fn is_lost(&self, held: &LockGuard) -> bool {
+        held.is_lost()
+    }
+
     async fn release(&self, held: LockGuard) -> Result<()> {
         Ok(held.unlock().await?)
     }

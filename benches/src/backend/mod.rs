@@ -60,6 +60,12 @@ pub trait Conn: Send + Sync + 'static {
     fn acquire(&self, key: &str, access: Access)
     -> impl Future<Output = Result<Self::Held>> + Send;
 
+    /// Whether a lock acquired on this connection is known to be lost (a dlock lock whose
+    /// session lease lapsed); `false` when the backend cannot tell.
+    fn is_lost(&self, _held: &Self::Held) -> bool {
+        false
+    }
+
     /// Releases a lock acquired on this connection.
     fn release(&self, held: Self::Held) -> impl Future<Output = Result<()>> + Send;
 

@@ -6,6 +6,8 @@
 //!     --backend dlock,echo --scenario uncontended,contended --clients 16,64 --duration 5s
 //! ```
 //! The Redis and etcd backends need `--features peers`. Only loopback addresses are accepted.
+//! At start loadgen raises its soft open-file limit to the hard one, and refuses to run a
+//! point that needs more sockets than it (or the server named by `--server-pid`) may open.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use dlock_benches::backend::dlock::DlockBackend;
 use dlock_benches::backend::echo::EchoBackend;
+use dlock_benches::limits::{self, SPARE_FDS};
 use dlock_benches::report::{Row, append_csv};
 use dlock_benches::scenario::{self, Scenario, Spec};
 
@@ -54,7 +57,7 @@ struct Args {
         default_value = "uncontended"
     )]
     scenario: Vec<Scenario>,
-    /// Concurrent clients per point, comma-separated (not used by many-locks).
+    /// Concurrent clients per point, comma-separated (not used by many-locks and idle).
     #[arg(long, short, value_delimiter = ',', default_value = "64")]
     clients: Vec<usize>,
     /// Measured window per point.
@@ -87,13 +90,15 @@ struct Args {
     /// many-locks: locks to hold at once.
     #[arg(long, default_value_t = 1_000_000)]
     locks: u64,
-    /// many-locks: sessions holding them.
-    #[arg(long, default_value_t = 1_000)]
-    sessions: usize,
+    /// many-locks: sessions holding the locks [default: 1000]. idle: idle sessions, each
+    /// holding one lock [default: 10000].
+    #[arg(long)]
+    sessions: Option<usize>,
     /// many-locks: acquisitions in flight per session.
     #[arg(long, default_value_t = 4)]
     inflight: usize,
-    /// The server process whose RSS many-locks reports (read from /proc/PID/status).
+    /// The server process whose CPU (every scenario) and RSS (many-locks, idle) are reported,
+    /// read from /proc/PID.
     #[arg(long)]
     server_pid: Option<u32>,
     /// Append every row to this CSV file (header written when the file is new).
@@ -109,6 +114,7 @@ struct Args {
 
 /// Upper bounds that keep a run bounded in count and time.
 const MAX_CLIENTS: usize = 10_000;
+const MAX_SESSIONS: usize = 100_000;
 const MAX_DURATION: Duration = Duration::from_secs(600);
 const MAX_LOCKS: u64 = 10_000_000;
 
@@ -129,8 +135,8 @@ impl Args {
         if self.locks == 0 || self.locks > MAX_LOCKS {
             bail!("--locks must be between 1 and {MAX_LOCKS}");
         }
-        if self.sessions == 0 || self.sessions > MAX_CLIENTS {
-            bail!("--sessions must be between 1 and {MAX_CLIENTS}");
+        if self.sessions.is_some_and(|s| s == 0 || s > MAX_SESSIONS) {
+            bail!("--sessions must be between 1 and {MAX_SESSIONS}");
         }
         if self.inflight == 0 || self.inflight > 1_000 {
             bail!("--inflight must be between 1 and 1000");
@@ -159,12 +165,57 @@ impl Args {
             warmup: self.warmup,
             read_ratio: self.read_ratio,
             locks: self.locks,
-            sessions: self.sessions,
+            sessions: self.sessions.unwrap_or(Spec::new(scenario).sessions),
             inflight: self.inflight,
             server_pid: self.server_pid,
             seed: self.seed,
             ..Spec::new(scenario)
         }
+    }
+
+    /// The most files one point makes loadgen open (one per connection: sessions for
+    /// many-locks and idle, clients otherwise; two for the in-process echo floor, which holds
+    /// the other ends too), the connections that point makes the server accept, and which
+    /// point that is.
+    fn most_connections(&self) -> (u64, u64, String) {
+        let max_clients = self.clients.iter().copied().max().unwrap_or(0);
+        let echo = self.backend.contains(&BackendKind::Echo);
+        let mut most = (0, 0, String::new());
+        for &s in &self.scenario {
+            let sessions = self.spec(s, max_clients).sessions;
+            let (conns, what) = match s {
+                Scenario::ManyLocks => (sessions, format!("{s} with {sessions} sessions")),
+                Scenario::Idle => (
+                    sessions + 1,
+                    format!("{s} with {sessions} sessions and a measuring client"),
+                ),
+                _ => (max_clients, format!("{s} with {max_clients} clients")),
+            };
+            let conns = conns as u64;
+            // The echo floor runs uncontended only.
+            let own = if echo && s == Scenario::Uncontended {
+                2 * conns
+            } else {
+                conns
+            };
+            if own > most.0 {
+                most = (own, conns, what);
+            }
+        }
+        most
+    }
+
+    /// Fails when loadgen, or the server of `--server-pid`, may not open enough files for the
+    /// largest point. `own` is loadgen's limit, `(soft, hard)`.
+    fn check_open_files(&self, own: (u64, u64)) -> Result<()> {
+        let (files, conns, what) = self.most_connections();
+        limits::ensure_nofile("loadgen", own.0, Some(own.1), files + SPARE_FDS, &what)?;
+        if let Some(pid) = self.server_pid {
+            let soft = limits::process_nofile(pid)?;
+            let who = format!("the server (pid {pid})");
+            limits::ensure_nofile(&who, soft, None, conns + SPARE_FDS, &what)?;
+        }
+        Ok(())
     }
 }
 
@@ -219,8 +270,9 @@ fn backend_name(kind: BackendKind) -> &'static str {
     }
 }
 
-async fn run(args: Args) -> Result<bool> {
+async fn run(args: Args, open_files: (u64, u64)) -> Result<bool> {
     args.validate()?;
+    args.check_open_files(open_files)?;
     for &kind in &args.backend {
         match kind {
             BackendKind::Dlock => ensure_loopback("--dlock-addr", &args.dlock_addr).await?,
@@ -239,9 +291,10 @@ async fn run(args: Args) -> Result<bool> {
     let mut all_ok = true;
     for &kind in &args.backend {
         for &scenario in &args.scenario {
-            // many-locks has its own session count: one point, whatever --clients says.
+            // many-locks and idle have their own session count: one point, whatever
+            // --clients says.
             let client_counts = match scenario {
-                Scenario::ManyLocks => &args.clients[..1],
+                Scenario::ManyLocks | Scenario::Idle => &args.clients[..1],
                 _ => &args.clients[..],
             };
             for &clients in client_counts {
@@ -251,7 +304,7 @@ async fn run(args: Args) -> Result<bool> {
                     Err(e) => {
                         all_ok = false;
                         let shown = match scenario {
-                            Scenario::ManyLocks => args.sessions,
+                            Scenario::ManyLocks | Scenario::Idle => spec.sessions,
                             _ => clients,
                         };
                         let mut row = Row::new(backend_name(kind), scenario, shown);
@@ -272,7 +325,16 @@ async fn run(args: Args) -> Result<bool> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    // Before any socket is opened: thousands of sessions need more than the default 1024.
+    let open_files = match limits::raise_nofile() {
+        Ok(limits) => limits,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(args, open_files).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
         Err(e) => {

@@ -2,6 +2,8 @@
 //! conditions with a deadline.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::future::Future;
 use std::path::Path;
 use std::process::{Output, Stdio};
