@@ -227,11 +227,12 @@ async fn serve(
             continue; // acks
         };
         match body {
-            Request::Query(Query::Session(_)) => {
+            Request::Query(Query::Session { .. }) => {
                 session_queries.fetch_add(1, Ordering::SeqCst);
                 let body = Reply::Session {
                     now_ms: script.session_now_ms,
                     session: None,
+                    more: false,
                 };
                 conn.reply(id, body).await?;
             }
@@ -242,13 +243,14 @@ async fn serve(
                     .filter(|r| match &query {
                         Query::Resource(name) => &r.name == name,
                         Query::Prefix { prefix, .. } => r.name.starts_with(prefix),
-                        Query::Session(_) => false,
+                        Query::Session { .. } => false,
                     })
                     .cloned()
                     .collect();
                 let body = Reply::Resources {
                     now_ms: script.resources_now_ms,
                     resources,
+                    more: false,
                 };
                 conn.reply(id, body).await?;
                 if let Some((request, lock)) = queued.take() {
