@@ -2,7 +2,7 @@
 //! that drains the connection's outbox, batching frames and flushing once per batch.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dlock_proto::{
@@ -18,65 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Config;
-use crate::core_task::{CoreMsg, HelloOutcome};
-
-/// Identifies a connection within one server run.
-pub(crate) type ConnId = u64;
+use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
+use crate::msg::{CoreMsg, HelloOutcome};
 
 /// Most frames the writer feeds before it flushes.
 const WRITE_BATCH: usize = 128;
-
-/// What the writer sends last before it closes the connection.
-#[derive(Debug)]
-struct Final {
-    msg: Option<ServerMessage>,
-    /// Write the messages still queued in the outbox first.
-    flush_first: bool,
-}
-
-/// State shared by a connection's reader, writer and the core task.
-#[derive(Debug)]
-pub(crate) struct ConnShared {
-    /// Cancelled when the connection is to close; a child of the server's shutdown token.
-    token: CancellationToken,
-    /// The server's shutdown token.
-    server_shutdown: CancellationToken,
-    fin: Mutex<Option<Final>>,
-    peer: SocketAddr,
-}
-
-/// The core task's handle on a connection attached to a session.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnHandle {
-    /// The connection's id.
-    pub(crate) id: ConnId,
-    /// The connection's outbox (bounded).
-    pub(crate) tx: mpsc::Sender<ServerMessage>,
-    shared: Arc<ConnShared>,
-}
-
-impl ConnHandle {
-    /// Closes the connection: the writer sends `msg` (after the queued messages when
-    /// `flush_first`), then closes. The first close wins.
-    pub(crate) fn close(&self, msg: Option<ServerMessage>, flush_first: bool) {
-        {
-            let mut fin = self
-                .shared
-                .fin
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if fin.is_none() && !self.shared.token.is_cancelled() {
-                *fin = Some(Final { msg, flush_first });
-            }
-        }
-        self.shared.token.cancel();
-    }
-
-    /// The peer's address.
-    pub(crate) fn peer(&self) -> SocketAddr {
-        self.shared.peer
-    }
-}
 
 /// Serves one accepted connection until it closes. Holds its connection-limit permit.
 pub(crate) async fn serve(
@@ -99,12 +45,7 @@ pub(crate) async fn serve(
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
     );
     let (tx, rx) = mpsc::channel(config.outbox_capacity.max(1));
-    let shared = Arc::new(ConnShared {
-        token: server_shutdown.child_token(),
-        server_shutdown,
-        fin: Mutex::new(None),
-        peer,
-    });
+    let shared = Arc::new(ConnShared::new(server_shutdown, peer));
     let conn = ConnHandle {
         id,
         tx,
@@ -370,12 +311,7 @@ async fn write_loop(
     }
     // The reader stops too when the writer ends on its own (write error, all senders gone).
     shared.token.cancel();
-    let fin = shared
-        .fin
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
-    let fin = fin.unwrap_or_else(|| {
+    let fin = shared.take_final().unwrap_or_else(|| {
         if shared.server_shutdown.is_cancelled() {
             Final {
                 msg: Some(ServerMessage::ShuttingDown),

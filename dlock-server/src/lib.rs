@@ -60,6 +60,8 @@ mod core_task;
 mod error;
 mod floor;
 pub mod grace;
+mod handle;
+mod msg;
 
 use std::future::Future;
 use std::sync::Arc;

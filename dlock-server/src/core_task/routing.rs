@@ -1,0 +1,113 @@
+//! Event routing: each engine event is numbered, kept for replay and forwarded to its
+//! session's connection; a session whose replay buffer overflows is closed.
+
+use dlock_core::{Command, Event, EventKind, RequestId};
+use dlock_proto::ServerMessage;
+use tracing::{debug, info, warn};
+
+use super::engine::Engine;
+use super::outbound::push;
+use super::sessions::Sessions;
+use crate::ServerError;
+
+/// The request id of renewals the server makes on a client's behalf (on Ack, Query, Ping and
+/// resume). Their `Renewed` events are not forwarded.
+pub(super) const INTERNAL_REQUEST: RequestId = RequestId(u64::MAX);
+
+impl Sessions {
+    /// Routes engine events to their sessions: numbers them, keeps them for replay, and
+    /// forwards them to the attached connection. Drains `events`.
+    pub(super) fn route(&mut self, events: &mut Vec<Event>) {
+        for event in events.drain(..) {
+            match event.kind {
+                EventKind::Renewed { .. } if event.request == Some(INTERNAL_REQUEST) => continue,
+                // The Welcome says this.
+                EventKind::SessionOpened { .. } => continue,
+                _ => {}
+            }
+            let session = event.session;
+            let Some(s) = self.map.get_mut(&session) else {
+                continue;
+            };
+            let ended = matches!(
+                event.kind,
+                EventKind::SessionExpired | EventKind::SessionClosed
+            );
+            if ended {
+                match event.kind {
+                    EventKind::SessionExpired => info!(%session, "session expired"),
+                    _ => debug!(%session, "session closed"),
+                }
+            }
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            if s.replay.len() >= self.replay_capacity && !ended {
+                // The client stopped acknowledging; the session cannot be kept consistent.
+                if !self.overflowed.contains(&session) {
+                    self.overflowed.push(session);
+                }
+                continue;
+            }
+            s.replay.push_back((seq, event.clone()));
+            if let Some(handle) = &s.conn
+                && !s.replaying
+                && !push(handle, ServerMessage::Event { seq, event })
+            {
+                s.conn = None;
+            }
+            if ended {
+                if let Some(handle) = s.conn.take() {
+                    handle.close(None, true);
+                }
+                self.map.remove(&session);
+            }
+        }
+    }
+}
+
+/// Applies `command` and routes its events.
+pub(super) fn apply_and_route(
+    engine: &mut Engine,
+    sessions: &mut Sessions,
+    command: Command,
+) -> Result<(), ServerError> {
+    let mut events = engine.apply(command)?;
+    sessions.route(&mut events);
+    engine.recycle(events);
+    Ok(())
+}
+
+/// Ends the sessions whose replay buffer overflowed: the client is told the session
+/// expired, and the engine releases its locks as for a closed session (R50).
+pub(super) fn close_overflowed(
+    engine: &mut Engine,
+    sessions: &mut Sessions,
+) -> Result<(), ServerError> {
+    while let Some(session) = sessions.overflowed.pop() {
+        let Some(mut s) = sessions.map.remove(&session) else {
+            continue;
+        };
+        warn!(%session, capacity = sessions.replay_capacity, "replay buffer overflow; closing session");
+        if let Some(handle) = s.conn.take() {
+            let event = Event {
+                session,
+                request: None,
+                lock: None,
+                kind: EventKind::SessionExpired,
+            };
+            let msg = ServerMessage::Event {
+                seq: s.next_seq,
+                event,
+            };
+            // After the events already queued, if it fits.
+            let _ = handle.tx.try_send(msg);
+            handle.close(None, true);
+        }
+        let close = Command::CloseSession {
+            session,
+            request: INTERNAL_REQUEST,
+        };
+        apply_and_route(engine, sessions, close)?;
+    }
+    Ok(())
+}
