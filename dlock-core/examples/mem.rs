@@ -5,8 +5,8 @@
 //!
 //! `cargo run --release -p dlock-core --example mem [sessions] [locks_per_session] [prefix]`
 
-use dlock_core::{Command, Config, Core, EventKind, Input, LockFlags, Mode, RequestId, SessionId};
 use dlock_core::LockRequest;
+use dlock_core::{Command, Config, Core, EventKind, Input, LockFlags, Mode, RequestId, SessionId};
 
 /// VmRSS of this process in bytes (Linux only; 0 elsewhere).
 fn rss_bytes() -> u64 {

@@ -51,11 +51,6 @@ impl Engine {
         Ok(())
     }
 
-    /// The index the next input gets.
-    pub(super) fn next_index(&self) -> u64 {
-        self.next_index
-    }
-
     /// The engine, for queries.
     pub(super) fn core(&self) -> &Core {
         &self.core

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use dlock_core::{Command, EventKind, Reject, RequestId, SessionId};
 use dlock_proto::{
-    Hello, PROTOCOL_VERSION, Refusal, Reply, Request, RequestError, ServerMessage, Welcome,
+    Hello, PROTOCOL_VERSION, Refusal, Reply, Request, RequestError, Resume, ServerMessage, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -189,11 +189,19 @@ impl CoreTask {
         })
     }
 
-    fn welcome(&self, session: SessionId, s: &SessionState, resumed: bool) -> ServerMessage {
+    /// The `Welcome` of `session`, whose secret the caller knows (it chose it, or the client
+    /// proved it) and whose lease the engine says.
+    fn welcome(
+        &self,
+        session: SessionId,
+        secret: u128,
+        ttl_ms: u64,
+        resumed: bool,
+    ) -> ServerMessage {
         ServerMessage::Welcome(Welcome {
             session,
-            secret: s.secret,
-            lease_ttl_ms: s.ttl_ms,
+            secret,
+            lease_ttl_ms: ttl_ms,
             server_version: crate::SERVER_VERSION.to_owned(),
             protocol_version: PROTOCOL_VERSION,
             resumed,
@@ -209,77 +217,93 @@ impl CoreTask {
         hello: Hello,
         reply: oneshot::Sender<HelloOutcome>,
     ) -> Result<(), ServerError> {
-        let peer = conn.peer();
-        let conn_id = conn.id;
-        if let Some(resume) = hello.resume {
-            let session = resume.session;
-            let known = self
-                .sessions
-                .map
-                .get(&session)
-                .is_some_and(|s| s.secret == resume.secret)
-                && self.engine.core().check_secret(session, resume.secret);
-            if !known {
-                let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
-                return Ok(());
-            }
-            self.renew(session)?;
-            let Some((replay, up_to_seq)) = self.sessions.attach(session, conn, resume.last_seq)
-            else {
-                // The renewal found the lease already run out.
-                let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
-                return Ok(());
-            };
-            let mut messages = Vec::with_capacity(replay.len() + 1);
-            messages.push(self.welcome(session, &self.sessions.map[&session], true));
-            messages.extend(replay);
-            info!(%session, %peer, replayed = messages.len() - 1, "session resumed");
-            let outcome = HelloOutcome::Welcome {
-                session,
-                messages,
-                up_to_seq,
-            };
-            if reply.send(outcome).is_err() {
-                self.sessions.detach(session, conn_id);
-            }
+        match hello.resume {
+            Some(resume) => self.resume(conn, resume, reply),
+            None => self.open(conn, hello, reply),
+        }
+    }
+
+    /// Resumes a session on a new connection, if the engine knows it and the secret matches.
+    fn resume(
+        &mut self,
+        conn: ConnHandle,
+        resume: Resume,
+        reply: oneshot::Sender<HelloOutcome>,
+    ) -> Result<(), ServerError> {
+        let (peer, conn_id, session) = (conn.peer(), conn.id, resume.session);
+        let known = self.sessions.map.contains_key(&session)
+            && self.engine.core().check_secret(session, resume.secret);
+        if !known {
+            let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
             return Ok(());
         }
+        self.renew(session)?;
+        // The engine's lease length; `None` (and no registry entry) if the session ended.
+        let ttl_ms = self.engine.core().session_ttl_ms(session);
+        let attached = ttl_ms.and_then(|ttl_ms| {
+            let (replay, up_to_seq) = self.sessions.attach(session, conn, resume.last_seq)?;
+            Some((ttl_ms, replay, up_to_seq))
+        });
+        let Some((ttl_ms, replay, up_to_seq)) = attached else {
+            let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
+            return Ok(());
+        };
+        let mut messages = Vec::with_capacity(replay.len() + 1);
+        messages.push(self.welcome(session, resume.secret, ttl_ms, true));
+        messages.extend(replay);
+        info!(%session, %peer, replayed = messages.len() - 1, "session resumed");
+        let outcome = HelloOutcome::Welcome {
+            session,
+            messages,
+            up_to_seq,
+        };
+        if reply.send(outcome).is_err() {
+            self.sessions.detach(session, conn_id);
+        }
+        Ok(())
+    }
 
+    /// Opens a new session with a fresh secret. Its id is the addressee of the engine's
+    /// `SessionOpened` event.
+    fn open(
+        &mut self,
+        conn: ConnHandle,
+        hello: Hello,
+        reply: oneshot::Sender<HelloOutcome>,
+    ) -> Result<(), ServerError> {
+        let (peer, conn_id) = (conn.peer(), conn.id);
         let ttl_ms = if hello.lease_ttl_ms == 0 {
             u64::try_from(self.config.default_lease_ttl.as_millis()).unwrap_or(u64::MAX)
         } else {
             hello.lease_ttl_ms
         };
         let secret: u128 = rand::random();
-        let session = SessionId(self.engine.next_index());
         let mut events = self.engine.apply(Command::OpenSession {
             name: hello.client_name.clone(),
             ttl_ms,
             secret,
         })?;
+        // The answer to OpenSession is `SessionOpened`, or a rejection without a request id
+        // (the client has not sent a request yet); anything else is routed as usual.
         let mut outcome = Err(Reject::UnknownSession);
-        let mut others = Vec::new();
-        for event in events.drain(..) {
-            if event.session == session {
-                match event.kind {
-                    EventKind::SessionOpened { ttl_ms } => outcome = Ok(ttl_ms),
-                    EventKind::Rejected { reason } => outcome = Err(reason),
-                    _ => {}
+        events.retain(|event| {
+            match &event.kind {
+                EventKind::SessionOpened { ttl_ms } => outcome = Ok((event.session, *ttl_ms)),
+                EventKind::Rejected { reason } if event.request.is_none() => {
+                    outcome = Err(reason.clone());
                 }
-            } else {
-                others.push(event);
+                _ => return true,
             }
-        }
-        self.engine.recycle(events);
-        let mut events = others;
+            false
+        });
         self.sessions.route(&mut events);
+        self.engine.recycle(events);
         match outcome {
-            Ok(ttl_ms) => {
+            Ok((session, ttl_ms)) => {
                 // Written ahead: a restart must know how long this session's lease may last.
                 self.lease_record.granting(ttl_ms)?;
-                let state = SessionState::new(ttl_ms, secret, conn);
-                let messages = vec![self.welcome(session, &state, false)];
-                self.sessions.map.insert(session, state);
+                let messages = vec![self.welcome(session, secret, ttl_ms, false)];
+                self.sessions.map.insert(session, SessionState::new(conn));
                 info!(%session, %peer, name = %hello.client_name, ttl_ms, "session opened");
                 let outcome = HelloOutcome::Welcome {
                     session,

@@ -1,5 +1,6 @@
 //! The server's part of each session: event numbers, the replay buffer, the highest request
-//! id applied and the attached connection. The engine keeps the rest (lease, secret, locks).
+//! id applied and the attached connection. The engine keeps the rest (lease, secret, locks)
+//! and is asked for it; nothing here copies engine state.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -12,10 +13,6 @@ use crate::handle::{ConnHandle, ConnId};
 /// One session as the server sees it.
 #[derive(Debug)]
 pub(super) struct SessionState {
-    /// The lease length (a copy of the engine's).
-    pub(super) ttl_ms: u64,
-    /// The secret (a copy of the engine's).
-    pub(super) secret: u128,
     /// The `seq` of the next event.
     pub(super) next_seq: u64,
     /// Events not yet acknowledged, oldest first.
@@ -31,10 +28,8 @@ pub(super) struct SessionState {
 
 impl SessionState {
     /// A session just opened on `conn`, which is about to send `Welcome`.
-    pub(super) fn new(ttl_ms: u64, secret: u128, conn: ConnHandle) -> SessionState {
+    pub(super) fn new(conn: ConnHandle) -> SessionState {
         SessionState {
-            ttl_ms,
-            secret,
             next_seq: 1,
             replay: VecDeque::new(),
             max_request: None,
