@@ -33,7 +33,6 @@ use tracing::{debug, info};
 use self::engine::Engine;
 pub(crate) use self::grace::Grace;
 use self::grace::NotHeld;
-use self::outbound::push;
 use self::requests::Action;
 use self::routing::{INTERNAL_REQUEST, apply_and_route, close_overflowed};
 use self::sessions::{SessionState, Sessions};
@@ -103,7 +102,8 @@ impl CoreTask {
             }
             // Shutdown is checked first so that a busy inbox cannot delay it; the inbox comes
             // before the timers because the grace's end and a due Tick are also checked after
-            // every batch.
+            // every batch. A wake-up takes what the inbox holds, up to `max_batch` messages,
+            // and handles all of it before anything is delivered.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -138,6 +138,11 @@ impl CoreTask {
                 self.apply(Command::Tick)?;
             }
             close_overflowed(&mut self.engine, &mut self.sessions)?;
+            // Delivery comes last, after the whole batch, the grace's end, the Tick and the
+            // overflow closes: each connection gets everything this wake-up produced for it
+            // in one burst, so its task wakes once and writes once (see `outbound`). The
+            // order of messages to one connection is the order they were produced in.
+            self.sessions.deliver();
         }
         debug!(sessions = self.sessions.map.len(), "core task stopped");
         Ok(())
@@ -333,13 +338,12 @@ impl CoreTask {
             // A straggler of a superseded connection, or a session that has ended.
             return Ok(());
         };
-        let handle = s.conn.clone();
         let command = match requests::action(session, id, body) {
             Action::Query(query) => {
                 self.renew(session)?;
                 let reply =
                     requests::query(self.engine.core(), query, self.config.max_query_resources);
-                self.reply(session, handle, id, reply);
+                self.reply(session, conn, id, reply);
                 return Ok(());
             }
             Action::Ping => {
@@ -347,7 +351,7 @@ impl CoreTask {
                 let pong = Reply::Pong {
                     server_version: crate::SERVER_VERSION.to_owned(),
                 };
-                self.reply(session, handle, id, pong);
+                self.reply(session, conn, id, pong);
                 return Ok(());
             }
             Action::Command(_) if s.max_request.is_some_and(|m| id.0 <= m) => {
@@ -371,26 +375,16 @@ impl CoreTask {
                     s.max_request = previous_max;
                 }
                 let overloaded = Reply::Error(RequestError::Overloaded);
-                self.reply(session, handle, id, overloaded);
+                self.reply(session, conn, id, overloaded);
                 Ok(())
             }
         }
     }
 
-    /// Sends a reply to request `id` on `handle`, shrunk to fit in a frame.
-    fn reply(
-        &mut self,
-        session: SessionId,
-        handle: Option<ConnHandle>,
-        id: RequestId,
-        body: Reply,
-    ) {
-        let Some(handle) = handle else {
-            return;
-        };
+    /// Sends a reply to request `id` on `session`'s connection `conn`, shrunk to fit in a
+    /// frame.
+    fn reply(&mut self, session: SessionId, conn: ConnId, id: RequestId, body: Reply) {
         let msg = requests::fitted_reply(id, body, self.config.max_frame_len);
-        if !push(&handle, msg) {
-            self.sessions.detach(session, handle.id);
-        }
+        self.sessions.send_to(session, conn, msg);
     }
 }

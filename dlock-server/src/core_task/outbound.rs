@@ -1,24 +1,125 @@
-//! Delivery to a connection's outbox, and what a full outbox means: a slow reader.
+//! Delivery to connections: what the core task produces for a connection during one wake-up
+//! is queued here and put into the connection's outbox at the end of the wake-up, in the
+//! order it was produced.
+//!
+//! Why not at once: the connection's task would wake for the first message of a batch,
+//! write it, sleep, and wake again for the next, while the core task is still applying the
+//! batch. Delivered together, the messages of one wake-up reach the outbox in one burst and
+//! the connection writes them with one write.
+//!
+//! A full outbox means a slow reader: the connection is closed with `SlowReader`; its
+//! session stays (R51), its events stay in the replay buffer, and the client can resume.
 
+use std::collections::HashMap;
+
+use dlock_core::SessionId;
 use dlock_proto::{ProtocolError, ServerMessage};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::handle::ConnHandle;
+use crate::handle::{ConnHandle, ConnId};
 
-/// Queues `msg` on a connection's outbox. A full outbox disconnects a slow reader; its
-/// session stays (R51) and the client can resume. `false` if the connection is detached.
-pub(super) fn push(handle: &ConnHandle, msg: ServerMessage) -> bool {
-    match handle.tx.try_send(msg) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            warn!(peer = %handle.peer(), "client too slow reading; closing connection");
-            handle.close(
-                Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
-                false,
-            );
-            false
+/// The largest item list kept for reuse.
+const SPARE_KEEP: usize = 256;
+
+/// One thing for a connection.
+#[derive(Debug)]
+enum Out {
+    /// A message for the outbox.
+    Message(ServerMessage),
+    /// Close the connection (see [`ConnHandle::close`]).
+    Close {
+        last: Option<ServerMessage>,
+        flush_first: bool,
+    },
+}
+
+/// What one connection gets this wake-up.
+#[derive(Debug)]
+struct Pending {
+    session: SessionId,
+    handle: ConnHandle,
+    items: Vec<Out>,
+}
+
+/// Everything queued for connections during one wake-up of the core task.
+#[derive(Debug, Default)]
+pub(super) struct Outbound {
+    pending: Vec<Pending>,
+    /// Where each connection's entry is in `pending`.
+    index: HashMap<ConnId, usize>,
+    /// Emptied item lists, reused so that a wake-up normally allocates none.
+    spare: Vec<Vec<Out>>,
+}
+
+impl Outbound {
+    fn items(&mut self, session: SessionId, handle: &ConnHandle) -> &mut Vec<Out> {
+        let i = match self.index.get(&handle.id) {
+            Some(&i) => i,
+            None => {
+                let i = self.pending.len();
+                self.pending.push(Pending {
+                    session,
+                    handle: handle.clone(),
+                    items: self.spare.pop().unwrap_or_default(),
+                });
+                self.index.insert(handle.id, i);
+                i
+            }
+        };
+        &mut self.pending[i].items
+    }
+
+    /// Queues `msg` for `session`'s connection `handle`.
+    pub(super) fn send(&mut self, session: SessionId, handle: &ConnHandle, msg: ServerMessage) {
+        self.items(session, handle).push(Out::Message(msg));
+    }
+
+    /// Queues the close of `handle` after what is queued for it so far: the writer sends
+    /// `last` (after the outbox when `flush_first`), then closes.
+    pub(super) fn close(
+        &mut self,
+        session: SessionId,
+        handle: &ConnHandle,
+        last: Option<ServerMessage>,
+        flush_first: bool,
+    ) {
+        self.items(session, handle)
+            .push(Out::Close { last, flush_first });
+    }
+
+    /// Puts everything queued into the outboxes, connection by connection, in order. Adds to
+    /// `lost` the connections that could not take it all (a slow reader, closed here, or a
+    /// connection already gone), with their sessions.
+    pub(super) fn deliver(&mut self, lost: &mut Vec<(SessionId, ConnId)>) {
+        self.index.clear();
+        for mut p in self.pending.drain(..) {
+            for item in p.items.drain(..) {
+                match item {
+                    Out::Message(msg) => match p.handle.tx.try_send(msg) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            warn!(peer = %p.handle.peer(), "client too slow reading; closing connection");
+                            p.handle.close(
+                                Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
+                                false,
+                            );
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    },
+                    Out::Close { last, flush_first } => {
+                        p.handle.close(last, flush_first);
+                        continue;
+                    }
+                }
+                // The rest would only follow a gap; the replay buffer has it all.
+                lost.push((p.session, p.handle.id));
+                break;
+            }
+            p.items.clear();
+            if p.items.capacity() <= SPARE_KEEP {
+                self.spare.push(p.items);
+            }
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

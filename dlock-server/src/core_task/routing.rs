@@ -6,7 +6,6 @@ use dlock_proto::ServerMessage;
 use tracing::{debug, info, warn};
 
 use super::engine::Engine;
-use super::outbound::push;
 use super::sessions::Sessions;
 use crate::ServerError;
 
@@ -49,16 +48,16 @@ impl Sessions {
                 continue;
             }
             s.replay.push_back((seq, event.clone()));
-            if let Some(handle) = &s.conn
-                && !s.replaying
-                && !push(handle, ServerMessage::Event { seq, event })
-            {
-                s.conn = None;
+            if let Some(handle) = &s.conn {
+                if !s.replaying {
+                    self.out
+                        .send(session, handle, ServerMessage::Event { seq, event });
+                }
+                if ended {
+                    self.out.close(session, handle, None, true);
+                }
             }
             if ended {
-                if let Some(handle) = s.conn.take() {
-                    handle.close(None, true);
-                }
                 self.map.remove(&session);
             }
         }
@@ -99,9 +98,8 @@ pub(super) fn close_overflowed(
                 seq: s.next_seq,
                 event,
             };
-            // After the events already queued, if it fits.
-            let _ = handle.tx.try_send(msg);
-            handle.close(None, true);
+            // The last message, after the events already queued.
+            sessions.out.close(session, &handle, Some(msg), true);
         }
         let close = Command::CloseSession {
             session,

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use dlock_core::{Event, SessionId};
 use dlock_proto::{ProtocolError, ServerMessage};
 
-use super::outbound::push;
+use super::outbound::Outbound;
 use crate::handle::{ConnHandle, ConnId};
 
 /// One session as the server sees it.
@@ -46,10 +46,15 @@ impl SessionState {
     }
 }
 
-/// Every session the server serves, with the settings of its replay buffers.
+/// Every session the server serves, the settings of its replay buffers, and what is on its
+/// way to the sessions' connections.
 #[derive(Debug)]
 pub(super) struct Sessions {
     pub(super) map: HashMap<SessionId, SessionState>,
+    /// Messages and closes for connections, delivered at the end of the wake-up.
+    pub(super) out: Outbound,
+    /// Connections found lost while delivering (reused buffer).
+    lost: Vec<(SessionId, ConnId)>,
     /// Most events kept per session.
     pub(super) replay_capacity: usize,
     /// Sessions whose replay buffer overflowed since the last `close_overflowed`.
@@ -61,6 +66,8 @@ impl Sessions {
     pub(super) fn new(replay_capacity: usize) -> Sessions {
         Sessions {
             map: HashMap::new(),
+            out: Outbound::default(),
+            lost: Vec::new(),
             replay_capacity,
             overflowed: Vec::new(),
         }
@@ -100,10 +107,8 @@ impl Sessions {
     ) -> Option<(Vec<ServerMessage>, u64)> {
         let s = self.map.get_mut(&session)?;
         if let Some(old) = s.conn.take() {
-            old.close(
-                Some(ServerMessage::ProtocolError(ProtocolError::Superseded)),
-                false,
-            );
+            let superseded = ServerMessage::ProtocolError(ProtocolError::Superseded);
+            self.out.close(session, &old, Some(superseded), false);
         }
         s.acknowledge(last_seq);
         s.conn = Some(conn);
@@ -122,22 +127,40 @@ impl Sessions {
     /// The connection has queued the replay up to `up_to_seq`: sends what arrived since and
     /// lets live events flow.
     pub(super) fn replay_done(&mut self, session: SessionId, conn: ConnId, up_to_seq: u64) {
-        let Some(s) = self.attached(session, conn) else {
+        let Some(s) = self.map.get_mut(&session) else {
+            return;
+        };
+        let Some(handle) = s.conn.as_ref().filter(|c| c.id == conn) else {
             return;
         };
         s.replaying = false;
-        let Some(handle) = s.conn.clone() else {
-            return;
-        };
         for (seq, event) in s.replay.iter().filter(|(q, _)| *q > up_to_seq) {
             let msg = ServerMessage::Event {
                 seq: *seq,
                 event: event.clone(),
             };
-            if !push(&handle, msg) {
-                s.conn = None;
-                break;
-            }
+            self.out.send(session, handle, msg);
+        }
+    }
+
+    /// Queues `msg` for `session`'s connection, if it is still `conn`.
+    pub(super) fn send_to(&mut self, session: SessionId, conn: ConnId, msg: ServerMessage) {
+        if let Some(handle) = self
+            .map
+            .get(&session)
+            .and_then(|s| s.conn.as_ref())
+            .filter(|c| c.id == conn)
+        {
+            self.out.send(session, handle, msg);
+        }
+    }
+
+    /// Delivers what this wake-up produced to the connections' outboxes, and detaches the
+    /// connections that could not take it (their sessions live on, R51).
+    pub(super) fn deliver(&mut self) {
+        self.out.deliver(&mut self.lost);
+        while let Some((session, conn)) = self.lost.pop() {
+            self.detach(session, conn);
         }
     }
 }
