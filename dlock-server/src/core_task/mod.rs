@@ -34,7 +34,7 @@ use self::engine::Engine;
 pub(crate) use self::grace::Grace;
 use self::grace::NotHeld;
 use self::requests::Action;
-use self::routing::{INTERNAL_REQUEST, apply_and_route, close_overflowed};
+use self::routing::{apply_and_route, apply_for_server, close_overflowed};
 use self::sessions::{SessionState, Sessions};
 use crate::floor::Floor;
 use crate::grace::LeaseRecord;
@@ -188,9 +188,8 @@ impl CoreTask {
 
     /// Renews a session's lease on the client's behalf (any message renews it).
     fn renew(&mut self, session: SessionId) -> Result<(), ServerError> {
-        self.apply(Command::Renew {
-            session,
-            request: INTERNAL_REQUEST,
+        apply_for_server(&mut self.engine, &mut self.sessions, session, |request| {
+            Command::Renew { session, request }
         })
     }
 

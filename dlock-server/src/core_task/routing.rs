@@ -1,7 +1,7 @@
 //! Event routing: each engine event is numbered, kept for replay and forwarded to its
 //! session's connection; a session whose replay buffer overflows is closed.
 
-use dlock_core::{Command, Event, EventKind, RequestId};
+use dlock_core::{Command, Event, EventKind, RequestId, SessionId};
 use dlock_proto::ServerMessage;
 use tracing::{debug, info, warn};
 
@@ -9,20 +9,21 @@ use super::engine::Engine;
 use super::sessions::Sessions;
 use crate::ServerError;
 
-/// The request id of renewals the server makes on a client's behalf (on Ack, Query, Ping and
-/// resume). Their `Renewed` events are not forwarded.
-pub(super) const INTERNAL_REQUEST: RequestId = RequestId(u64::MAX);
+/// The request id of the commands the server makes on a client's behalf: renewals (on Ack,
+/// Query, Ping, retransmissions, held commands and resume) and the close of an overflowed
+/// session. Their answers are taken out of that command's events before routing (see
+/// [`apply_for_server`]), never recognised by id later, so a client may use any id, this one
+/// and `u64::MAX` included.
+const SERVER_REQUEST: RequestId = RequestId(0);
 
 impl Sessions {
     /// Routes engine events to their sessions: numbers them, keeps them for replay, and
     /// forwards them to the attached connection. Drains `events`.
     pub(super) fn route(&mut self, events: &mut Vec<Event>) {
         for event in events.drain(..) {
-            match event.kind {
-                EventKind::Renewed { .. } if event.request == Some(INTERNAL_REQUEST) => continue,
+            if let EventKind::SessionOpened { .. } = event.kind {
                 // The Welcome says this.
-                EventKind::SessionOpened { .. } => continue,
-                _ => {}
+                continue;
             }
             let session = event.session;
             let Some(s) = self.map.get_mut(&session) else {
@@ -76,6 +77,21 @@ pub(super) fn apply_and_route(
     Ok(())
 }
 
+/// Applies a command the server makes on `session`'s behalf (built by `command` with the
+/// request id to use) and routes its events, except its own answer to `session`.
+pub(super) fn apply_for_server(
+    engine: &mut Engine,
+    sessions: &mut Sessions,
+    session: SessionId,
+    command: impl FnOnce(RequestId) -> Command,
+) -> Result<(), ServerError> {
+    let mut events = engine.apply(command(SERVER_REQUEST))?;
+    events.retain(|e| !(e.session == session && e.request == Some(SERVER_REQUEST)));
+    sessions.route(&mut events);
+    engine.recycle(events);
+    Ok(())
+}
+
 /// Ends the sessions whose replay buffer overflowed: the client is told the session
 /// expired, and the engine releases its locks as for a closed session (R50).
 pub(super) fn close_overflowed(
@@ -101,11 +117,10 @@ pub(super) fn close_overflowed(
             // The last message, after the events already queued.
             sessions.out.close(session, &handle, Some(msg), true);
         }
-        let close = Command::CloseSession {
+        apply_for_server(engine, sessions, session, |request| Command::CloseSession {
             session,
-            request: INTERNAL_REQUEST,
-        };
-        apply_and_route(engine, sessions, close)?;
+            request,
+        })?;
     }
     Ok(())
 }
