@@ -10,6 +10,7 @@ use dlock_proto::{
     RequestError, RequestId, ServerMessage, SessionId,
 };
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -72,14 +73,24 @@ pub(crate) async fn serve(
 }
 
 /// Sends `refusal` to a connection that will not be served, then closes it.
+///
+/// After the refusal the write half is shut and the input read until the client closes
+/// (all within [`Config::shutdown_grace`]): closing a socket with unread input (the client's
+/// `Hello`) resets the connection, and a reset can destroy the refusal before the client
+/// has read it.
 pub(crate) async fn refuse(stream: TcpStream, refusal: Refusal, config: Arc<Config>) {
     let mut sink = FramedWrite::new(
         stream,
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
     );
-    let _ = tokio::time::timeout(config.shutdown_grace, async {
-        let _ = sink.send(ServerMessage::Refused(refusal)).await;
-        let _ = sink.close().await;
+    let _ = tokio::time::timeout(config.shutdown_grace, async move {
+        if sink.send(ServerMessage::Refused(refusal)).await.is_err() || sink.close().await.is_err()
+        {
+            return;
+        }
+        let mut stream = sink.into_inner();
+        let mut discard = [0u8; 512];
+        while matches!(stream.read(&mut discard).await, Ok(n) if n > 0) {}
     })
     .await;
 }
