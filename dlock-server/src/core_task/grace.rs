@@ -82,3 +82,40 @@ pub(super) fn end(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use dlock_core::{RequestId, SessionId};
+
+    use super::*;
+
+    fn renew(request: u64) -> Command {
+        Command::Renew {
+            session: SessionId(1),
+            request: RequestId(request),
+        }
+    }
+
+    fn goodbye(request: u64) -> Command {
+        Command::CloseSession {
+            session: SessionId(1),
+            request: RequestId(request),
+        }
+    }
+
+    #[test]
+    fn holds_lock_changing_commands_in_order_up_to_the_capacity() {
+        let mut grace = Grace::new(Instant::now(), true);
+        assert!(matches!(
+            grace.hold(renew(1), 2),
+            Err(NotHeld::ApplyNow(Command::Renew { .. }))
+        ));
+        assert!(grace.hold(goodbye(2), 2).is_ok());
+        assert!(grace.hold(goodbye(3), 2).is_ok());
+        assert!(matches!(grace.hold(goodbye(4), 2), Err(NotHeld::Full)));
+        // A renewal is never held, even with the queue full.
+        assert!(matches!(grace.hold(renew(5), 2), Err(NotHeld::ApplyNow(_))));
+        let held: Vec<Command> = grace.held.into_iter().collect();
+        assert_eq!(held, vec![goodbye(2), goodbye(3)]);
+    }
+}

@@ -123,3 +123,100 @@ impl Outbound {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dlock_proto::{Reply, RequestId};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::handle::ConnShared;
+
+    fn conn(id: ConnId, capacity: usize) -> (ConnHandle, mpsc::Receiver<ServerMessage>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let shared = Arc::new(ConnShared::new(CancellationToken::new(), peer));
+        (ConnHandle { id, tx, shared }, rx)
+    }
+
+    fn pong(id: u64) -> ServerMessage {
+        ServerMessage::Reply {
+            id: RequestId(id),
+            body: Reply::Pong {
+                server_version: String::new(),
+            },
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<ServerMessage>) -> Vec<ServerMessage> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn nothing_reaches_an_outbox_before_delivery_then_each_keeps_its_order() {
+        let (a, mut rx_a) = conn(1, 8);
+        let (b, mut rx_b) = conn(2, 8);
+        let mut out = Outbound::default();
+        out.send(SessionId(10), &a, pong(1));
+        out.send(SessionId(20), &b, pong(2));
+        out.send(SessionId(10), &a, pong(3));
+        out.close(SessionId(10), &a, Some(pong(4)), true);
+        assert!(drain(&mut rx_a).is_empty() && drain(&mut rx_b).is_empty());
+        assert!(!a.shared.token.is_cancelled());
+
+        let mut lost = Vec::new();
+        out.deliver(&mut lost);
+        assert!(lost.is_empty());
+        assert_eq!(drain(&mut rx_a), vec![pong(1), pong(3)]);
+        assert_eq!(drain(&mut rx_b), vec![pong(2)]);
+        // The close came after a's messages: they are in the outbox, the last one is kept
+        // for the writer.
+        assert!(a.shared.token.is_cancelled());
+        let last = a.shared.take_final().expect("a close");
+        assert_eq!((last.msg, last.flush_first), (Some(pong(4)), true));
+        assert!(!b.shared.token.is_cancelled());
+
+        // A second wake-up starts empty.
+        out.deliver(&mut lost);
+        assert!(lost.is_empty() && drain(&mut rx_b).is_empty());
+    }
+
+    #[test]
+    fn a_full_outbox_closes_the_slow_reader_and_reports_it_lost() {
+        let (a, mut rx_a) = conn(1, 2);
+        let (b, mut rx_b) = conn(2, 2);
+        let mut out = Outbound::default();
+        for i in 0..4 {
+            out.send(SessionId(10), &a, pong(i));
+        }
+        out.send(SessionId(20), &b, pong(9));
+        let mut lost = Vec::new();
+        out.deliver(&mut lost);
+        assert_eq!(lost, vec![(SessionId(10), 1)]);
+        assert_eq!(drain(&mut rx_a), vec![pong(0), pong(1)]);
+        let last = a.shared.take_final().expect("a close");
+        assert_eq!(
+            (last.msg, last.flush_first),
+            (
+                Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
+                false
+            )
+        );
+        // Another connection is not affected.
+        assert_eq!(drain(&mut rx_b), vec![pong(9)]);
+        assert!(!b.shared.token.is_cancelled());
+    }
+
+    #[test]
+    fn a_connection_that_is_gone_is_reported_lost() {
+        let (a, rx_a) = conn(1, 2);
+        drop(rx_a);
+        let mut out = Outbound::default();
+        out.send(SessionId(10), &a, pong(1));
+        let mut lost = Vec::new();
+        out.deliver(&mut lost);
+        assert_eq!(lost, vec![(SessionId(10), 1)]);
+    }
+}
