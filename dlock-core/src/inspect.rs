@@ -174,6 +174,12 @@ impl Core {
         Some((info, more))
     }
 
+    /// A live session's lease length, without building its lock list as
+    /// [`session`](Core::session) does.
+    pub fn session_ttl_ms(&self, session: SessionId) -> Option<u64> {
+        self.sessions.get(&session).map(|s| s.ttl_ms)
+    }
+
     /// The current wait-for edges between sessions (R39), sorted. A session waiting for
     /// itself through another of its locks appears as an edge to itself.
     pub fn waits_for(&self) -> Vec<WaitsFor> {

@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, env = "DLOCK_GRACE_QUEUE_CAPACITY", default_value_t = Config::default().grace_queue_capacity)]
     pub grace_queue_capacity: usize,
 
-    /// Maximum open connections; more wait in the listen backlog.
+    /// Maximum open connections; more are refused (TooManyConnections) and closed.
     #[arg(long, env = "DLOCK_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
 

@@ -21,7 +21,8 @@ pub struct Config {
     /// A connection that does not complete its `Hello` within this time is closed with
     /// `ProtocolError::HandshakeTimeout`.
     pub handshake_timeout: Duration,
-    /// Maximum number of open connections; further connections wait in the listen backlog.
+    /// Maximum number of open connections; a further connection is answered with
+    /// `Refused(TooManyConnections)` and closed.
     pub max_connections: usize,
     /// Maximum frame body length in bytes, both directions.
     pub max_frame_len: usize,

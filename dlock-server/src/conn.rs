@@ -1,8 +1,8 @@
 //! One client connection: a reader that decodes frames and feeds the core task, and a writer
-//! that drains the connection's outbox, batching frames and flushing once per batch.
+//! that drains the connection's outbox, all queued frames per turn with one write.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dlock_proto::{
@@ -10,6 +10,7 @@ use dlock_proto::{
     RequestError, RequestId, ServerMessage, SessionId,
 };
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -18,65 +19,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Config;
-use crate::core_task::{CoreMsg, HelloOutcome};
+use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
+use crate::msg::{CoreMsg, HelloOutcome};
 
-/// Identifies a connection within one server run.
-pub(crate) type ConnId = u64;
+/// Most frames the writer takes from the outbox per turn.
+const WRITE_BATCH: usize = 256;
 
-/// Most frames the writer feeds before it flushes.
-const WRITE_BATCH: usize = 128;
-
-/// What the writer sends last before it closes the connection.
-#[derive(Debug)]
-struct Final {
-    msg: Option<ServerMessage>,
-    /// Write the messages still queued in the outbox first.
-    flush_first: bool,
-}
-
-/// State shared by a connection's reader, writer and the core task.
-#[derive(Debug)]
-pub(crate) struct ConnShared {
-    /// Cancelled when the connection is to close; a child of the server's shutdown token.
-    token: CancellationToken,
-    /// The server's shutdown token.
-    server_shutdown: CancellationToken,
-    fin: Mutex<Option<Final>>,
-    peer: SocketAddr,
-}
-
-/// The core task's handle on a connection attached to a session.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnHandle {
-    /// The connection's id.
-    pub(crate) id: ConnId,
-    /// The connection's outbox (bounded).
-    pub(crate) tx: mpsc::Sender<ServerMessage>,
-    shared: Arc<ConnShared>,
-}
-
-impl ConnHandle {
-    /// Closes the connection: the writer sends `msg` (after the queued messages when
-    /// `flush_first`), then closes. The first close wins.
-    pub(crate) fn close(&self, msg: Option<ServerMessage>, flush_first: bool) {
-        {
-            let mut fin = self
-                .shared
-                .fin
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if fin.is_none() && !self.shared.token.is_cancelled() {
-                *fin = Some(Final { msg, flush_first });
-            }
-        }
-        self.shared.token.cancel();
-    }
-
-    /// The peer's address.
-    pub(crate) fn peer(&self) -> SocketAddr {
-        self.shared.peer
-    }
-}
+/// The writer's buffer size before it writes to the socket in the middle of a turn. Frames
+/// are encoded into one buffer and written when the turn's frames are all in; a turn of
+/// small frames (up to [`WRITE_BATCH`] events of about a hundred bytes) stays below this
+/// and goes out with one write.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// Serves one accepted connection until it closes. Holds its connection-limit permit.
 pub(crate) async fn serve(
@@ -94,23 +47,24 @@ pub(crate) async fn serve(
         r,
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
     );
-    let writer = FramedWrite::new(
+    let mut writer = FramedWrite::new(
         w,
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
     );
+    writer.set_backpressure_boundary(WRITE_BUFFER);
     let (tx, rx) = mpsc::channel(config.outbox_capacity.max(1));
-    let shared = Arc::new(ConnShared {
-        token: server_shutdown.child_token(),
-        server_shutdown,
-        fin: Mutex::new(None),
-        peer,
-    });
+    let shared = Arc::new(ConnShared::new(server_shutdown, peer));
     let conn = ConnHandle {
         id,
         tx,
         shared: shared.clone(),
     };
-    // Both halves run in this task, so aborting the server drops them together.
+    // Both halves run in this task: aborting the server drops them together, and a request
+    // crosses two tasks (this one and the core task) rather than three. `join!` polls both
+    // halves on every wake-up of the task, but the half that was not woken returns at once
+    // (socket readiness and the outbox are checked without a system call), so the two do
+    // not compete; while the reader waits for room in the core's inbox, the writer keeps
+    // draining the outbox.
     tokio::join!(
         read_loop(reader, conn, core_tx, &config),
         write_loop(writer, rx, shared, config.shutdown_grace),
@@ -119,14 +73,24 @@ pub(crate) async fn serve(
 }
 
 /// Sends `refusal` to a connection that will not be served, then closes it.
+///
+/// After the refusal the write half is shut and the input read until the client closes
+/// (all within [`Config::shutdown_grace`]): closing a socket with unread input (the client's
+/// `Hello`) resets the connection, and a reset can destroy the refusal before the client
+/// has read it.
 pub(crate) async fn refuse(stream: TcpStream, refusal: Refusal, config: Arc<Config>) {
     let mut sink = FramedWrite::new(
         stream,
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
     );
-    let _ = tokio::time::timeout(config.shutdown_grace, async {
-        let _ = sink.send(ServerMessage::Refused(refusal)).await;
-        let _ = sink.close().await;
+    let _ = tokio::time::timeout(config.shutdown_grace, async move {
+        if sink.send(ServerMessage::Refused(refusal)).await.is_err() || sink.close().await.is_err()
+        {
+            return;
+        }
+        let mut stream = sink.into_inner();
+        let mut discard = [0u8; 512];
+        while matches!(stream.read(&mut discard).await, Ok(n) if n > 0) {}
     })
     .await;
 }
@@ -344,17 +308,14 @@ async fn write_loop(
 ) {
     let peer = shared.peer;
     {
+        // One turn: take everything queued (up to WRITE_BATCH frames; the core task delivers
+        // a wake-up's output at once), encode it into the buffer, then write with one flush.
         let normal = async {
-            while let Some(first) = rx.recv().await {
-                let mut msg = Some(first);
-                let mut n = 0;
-                while let Some(m) = msg.take() {
+            let mut turn = Vec::with_capacity(WRITE_BATCH);
+            while rx.recv_many(&mut turn, WRITE_BATCH).await > 0 {
+                for m in turn.drain(..) {
                     if !feed(&mut sink, m, peer).await {
                         return;
-                    }
-                    n += 1;
-                    if n < WRITE_BATCH {
-                        msg = rx.try_recv().ok();
                     }
                 }
                 if sink.flush().await.is_err() {
@@ -370,12 +331,7 @@ async fn write_loop(
     }
     // The reader stops too when the writer ends on its own (write error, all senders gone).
     shared.token.cancel();
-    let fin = shared
-        .fin
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
-    let fin = fin.unwrap_or_else(|| {
+    let fin = shared.take_final().unwrap_or_else(|| {
         if shared.server_shutdown.is_cancelled() {
             Final {
                 msg: Some(ServerMessage::ShuttingDown),

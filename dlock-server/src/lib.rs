@@ -31,7 +31,8 @@
 //!   is granted while a client of the previous run still believes it holds it (fencing tokens
 //!   still protect resources that check them). A graceful shutdown is followed by a grace
 //!   too: a client may have missed the `ShuttingDown` notice.
-//! - **Bounds everywhere.** Connections (a permit before `accept`), frame length, the
+//! - **Bounds everywhere.** Connections (over the limit, `Refused(TooManyConnections)` and
+//!   a closed socket), frame length, the
 //!   core's inbox, each connection's outbox (a client that does not read is cut off as a
 //!   slow reader), each session's replay buffer, query reply sizes.
 //! - **Bad input harms nobody else.** Garbage, oversized or malformed frames, a wrong
@@ -60,6 +61,8 @@ mod core_task;
 mod error;
 mod floor;
 pub mod grace;
+mod handle;
+mod msg;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -70,11 +73,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
+
+/// Most connections over [`Config::max_connections`] being refused at one time. A refusal
+/// sends one small frame and waits (at most [`Config::shutdown_grace`]) for the client to
+/// close; beyond this many, further connections over the limit are closed unanswered.
+const MAX_REFUSALS: usize = 64;
 
 /// The server's version string, sent in `Welcome` and `Pong`.
 pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
@@ -200,51 +208,59 @@ pub async fn run(
     );
     let mut conns = JoinSet::new();
     let permits = Arc::new(Semaphore::new(config.max_connections));
+
+    // Refusals in progress (each answers one connection over the limit), bounded too.
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let mut next_conn = 0u64;
     let mut shutdown = std::pin::pin!(shutdown);
 
     let mut result = loop {
-        // The permit comes before `accept`: over the limit, connections wait in the backlog.
-        let permit = tokio::select! {
+        let accepted = tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
             r = core.join_next() => break core_result(r),
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break Ok(()),
-            },
-        };
-        let accepted = loop {
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break Err(Ok(())),
-                r = core.join_next() => break Err(core_result(r)),
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                r = listener.accept() => match r {
-                    Ok(s) => break Ok(s),
-                    Err(e) => {
-                        // Usually out of file descriptors: back off briefly, keep serving.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
+            r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
             Ok(s) => s,
-            Err(end) => break end,
+            Err(e) => {
+                // Usually out of file descriptors: back off briefly, keep serving.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
-        next_conn += 1;
-        conns.spawn(conn::serve(
-            stream,
-            peer,
-            next_conn,
-            core_tx.clone(),
-            config.clone(),
-            token.clone(),
-            permit,
-        ));
+        // The permit is taken after `accept`: over the limit, a connection gets a typed
+        // refusal at once instead of waiting unanswered in the listen backlog, where its
+        // client could not tell a full server from a stuck one.
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                next_conn += 1;
+                conns.spawn(conn::serve(
+                    stream,
+                    peer,
+                    next_conn,
+                    core_tx.clone(),
+                    config.clone(),
+                    token.clone(),
+                    permit,
+                ));
+            }
+            Err(_) => match refusals.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    debug!(%peer, max_connections = config.max_connections, "too many connections; refusing");
+                    let refusal = dlock_proto::Refusal::TooManyConnections;
+                    let config = config.clone();
+                    conns.spawn(async move {
+                        conn::refuse(stream, refusal, config).await;
+                        drop(slot);
+                    });
+                }
+                // Even the refusals are at their limit: close without an answer.
+                Err(_) => drop(stream),
+            },
+        }
     };
 
     // Connections already in the listen backlog get a refusal rather than a reset.

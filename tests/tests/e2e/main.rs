@@ -11,7 +11,7 @@ mod t35_restart;
 mod t36_restart_grace;
 mod t40_bad_input;
 mod t42_limits;
-// t43_server_hardening comes here when it is merged.
+mod t43_server_hardening;
 mod t45_shutdown;
 mod t50_client_locks;
 mod t51_client_faults;

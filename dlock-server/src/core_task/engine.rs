@@ -1,0 +1,114 @@
+//! The engine as the core task drives it: input indices, the clock, the fencing-token floor
+//! and the audit log around [`Core::apply_into`].
+
+use std::time::Duration;
+
+use dlock_core::{Command, Core, Event, Input};
+use tokio::time::Instant;
+
+use crate::ServerError;
+use crate::audit::{Audit, AuditConfig};
+use crate::floor::Floor;
+
+/// The largest event buffer capacity kept between commands.
+const EVENTS_BUF_KEEP: usize = 1024;
+
+/// The engine with what it takes to apply a command: the next index, the clock's origin, the
+/// fencing-token floor and the audit log.
+#[derive(Debug)]
+pub(super) struct Engine {
+    core: Core,
+    floor: Floor,
+    /// The index of the next input. Starts above the persisted ceiling.
+    next_index: u64,
+    /// The clock's origin: `now_ms` counts from here.
+    start: Instant,
+    /// The opt-in audit log.
+    audit: Option<Audit>,
+    /// A reused buffer for the events of one command (see `apply` and `recycle`).
+    events_buf: Vec<Event>,
+}
+
+impl Engine {
+    /// An empty engine whose inputs start above the floor's ceiling and whose clock starts at
+    /// `start`.
+    pub(super) fn new(config: dlock_core::Config, floor: Floor, start: Instant) -> Engine {
+        let next_index = floor.ceiling() + 1;
+        Engine {
+            core: Core::new(config),
+            floor,
+            next_index,
+            start,
+            audit: None,
+            events_buf: Vec::new(),
+        }
+    }
+
+    /// Opens the audit log: from now on every input is recorded with its events.
+    pub(super) fn open_audit(&mut self, config: AuditConfig) -> Result<(), ServerError> {
+        self.audit = Some(Audit::open(config)?);
+        Ok(())
+    }
+
+    /// The engine, for queries.
+    pub(super) fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Milliseconds since the start: the `now_ms` of the next input.
+    pub(super) fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When the engine wants its next `Tick`, if ever.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.core
+            .next_deadline()
+            .map(|ms| self.start + Duration::from_millis(ms))
+    }
+
+    /// Whether the engine's next deadline has come.
+    pub(super) fn tick_due(&self) -> bool {
+        self.core
+            .next_deadline()
+            .is_some_and(|d| d <= self.now_ms())
+    }
+
+    /// Applies one command with the next index and the current time; persists a higher
+    /// fencing-token ceiling first when needed, so nothing is sent before it is durable.
+    /// Hand the events back with [`recycle`](Self::recycle) once routed.
+    pub(super) fn apply(&mut self, command: Command) -> Result<Vec<Event>, ServerError> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let now_ms = self.now_ms();
+        let input = Input {
+            index,
+            now_ms,
+            command,
+        };
+        // The buffer comes back through `recycle`, so a command normally allocates none.
+        let mut events = std::mem::take(&mut self.events_buf);
+        events.clear();
+        match &mut self.audit {
+            None => self.core.apply_into(input, &mut events),
+            Some(audit) => {
+                let ts_us = crate::audit::now_us();
+                self.core.apply_into(input.clone(), &mut events);
+                // Written before the caller routes the events.
+                audit.record(ts_us, &input, &events);
+            }
+        }
+        let used = self.core.last_index().max(self.core.last_token().0);
+        self.floor.ensure_above(used)?;
+        Ok(events)
+    }
+
+    /// Takes back an event buffer from [`apply`](Self::apply) for the next command, unless
+    /// one large output (a mass expiry) grew it.
+    pub(super) fn recycle(&mut self, mut events: Vec<Event>) {
+        if events.capacity() <= EVENTS_BUF_KEEP {
+            events.clear();
+            self.events_buf = events;
+        }
+    }
+}

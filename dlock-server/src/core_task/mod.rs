@@ -1,0 +1,388 @@
+//! The task that owns the engine: it applies commands from every connection in one order,
+//! drives time, keeps the fencing-token floor ahead of use, and routes events to sessions.
+//!
+//! After a restart it is first in the recovery grace ([`crate::grace`]): sessions open and
+//! renew, queries and pings are answered, but every command that could grant or change locks
+//! is held in a bounded FIFO and applied, in arrival order, when the grace ends.
+//!
+//! The parts, each in its own file and none importing this one: [`engine`] (indices, clock,
+//! floor and audit around `apply`), [`sessions`] (the server's part of each session and its
+//! replay buffer), [`routing`] (events to sessions, replay overflow), [`outbound`] (delivery
+//! to connections, slow readers), [`requests`] (client requests, queries, reply sizes) and
+//! [`grace`] (the restart grace). This file is the run loop and the handling of each
+//! message from a connection.
+
+mod engine;
+mod grace;
+mod outbound;
+mod requests;
+mod routing;
+mod sessions;
+
+use std::sync::Arc;
+
+use dlock_core::{Command, EventKind, Reject, RequestId, SessionId};
+use dlock_proto::{
+    Hello, PROTOCOL_VERSION, Refusal, Reply, Request, RequestError, Resume, ServerMessage, Welcome,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use self::engine::Engine;
+pub(crate) use self::grace::Grace;
+use self::grace::NotHeld;
+use self::requests::Action;
+use self::routing::{apply_and_route, apply_for_server, close_overflowed};
+use self::sessions::{SessionState, Sessions};
+use crate::floor::Floor;
+use crate::grace::LeaseRecord;
+use crate::handle::{ConnHandle, ConnId};
+use crate::msg::{CoreMsg, HelloOutcome};
+use crate::{Config, ServerError};
+
+/// The core task.
+pub(crate) struct CoreTask {
+    config: Arc<Config>,
+    engine: Engine,
+    sessions: Sessions,
+    /// The longest lease granted, recorded ahead of confirming sessions.
+    lease_record: LeaseRecord,
+    /// The recovery grace, while it lasts.
+    grace: Option<Grace>,
+}
+
+impl CoreTask {
+    /// A task starting its clock at `start` (the grace, if any, is measured from it too).
+    pub(crate) fn new(
+        config: Arc<Config>,
+        floor: Floor,
+        lease_record: LeaseRecord,
+        start: Instant,
+        grace: Option<Grace>,
+    ) -> CoreTask {
+        CoreTask {
+            engine: Engine::new(config.engine.clone(), floor, start),
+            sessions: Sessions::new(config.replay_capacity),
+            config,
+            lease_record,
+            grace,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled or every sender is gone.
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<CoreMsg>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServerError> {
+        if let Some(audit) = &self.config.audit_log {
+            self.engine.open_audit(audit.clone())?;
+        }
+        let max_batch = self.config.max_batch.max(1);
+        let mut batch = Vec::with_capacity(max_batch);
+        // One timer for the whole run, moved only when the wake-up time changes: a fresh
+        // `sleep_until` per batch would register and clear a timer entry every time.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut timer_at: Option<Instant> = None;
+        loop {
+            let deadline = self.engine.deadline();
+            let grace_until = self.grace.as_ref().map(|g| g.until);
+            let wake_at = match (deadline, grace_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if wake_at != timer_at {
+                if let Some(at) = wake_at {
+                    timer.as_mut().reset(at);
+                }
+                timer_at = wake_at;
+            }
+            // Shutdown is checked first so that a busy inbox cannot delay it; the inbox comes
+            // before the timers because the grace's end and a due Tick are also checked after
+            // every batch. A wake-up takes what the inbox holds, up to `max_batch` messages,
+            // and handles all of it before anything is delivered.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                n = rx.recv_many(&mut batch, max_batch) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for msg in batch.drain(..) {
+                        self.handle(msg)?;
+                    }
+                }
+                // The engine's next deadline or the grace's end, whichever comes first.
+                () = &mut timer, if timer_at.is_some() => {
+                    // Elapsed: armed again below even if the wake-up time stays the same.
+                    timer_at = None;
+                }
+            }
+            // The grace ends here, between batches, and never by a clock read inside `handle`:
+            // a command arriving after the deadline but before this point is held too, so the
+            // held commands always go first and arrival order is kept.
+            if grace_until.is_some_and(|until| until <= Instant::now())
+                && let Some(grace) = self.grace.take()
+            {
+                grace::end(
+                    grace,
+                    &mut self.engine,
+                    &mut self.sessions,
+                    &mut self.lease_record,
+                )?;
+            }
+            if self.engine.tick_due() {
+                self.apply(Command::Tick)?;
+            }
+            close_overflowed(&mut self.engine, &mut self.sessions)?;
+            // Delivery comes last, after the whole batch, the grace's end, the Tick and the
+            // overflow closes: each connection gets everything this wake-up produced for it
+            // in one burst, so its task wakes once and writes once (see `outbound`). The
+            // order of messages to one connection is the order they were produced in.
+            self.sessions.deliver();
+        }
+        debug!(sessions = self.sessions.map.len(), "core task stopped");
+        Ok(())
+    }
+
+    /// Applies `command` and routes its events.
+    fn apply(&mut self, command: Command) -> Result<(), ServerError> {
+        apply_and_route(&mut self.engine, &mut self.sessions, command)
+    }
+
+    fn handle(&mut self, msg: CoreMsg) -> Result<(), ServerError> {
+        match msg {
+            CoreMsg::Hello { conn, hello, reply } => self.hello(conn, hello, reply),
+            CoreMsg::ReplayDone {
+                session,
+                conn,
+                up_to_seq,
+            } => {
+                self.sessions.replay_done(session, conn, up_to_seq);
+                Ok(())
+            }
+            CoreMsg::Request {
+                session,
+                conn,
+                id,
+                body,
+            } => self.request(session, conn, id, body),
+            CoreMsg::Ack { session, conn, seq } => {
+                let Some(s) = self.sessions.attached(session, conn) else {
+                    return Ok(());
+                };
+                s.acknowledge(seq);
+                self.renew(session)
+            }
+            CoreMsg::Disconnected { session, conn } => {
+                if self.sessions.detach(session, conn) {
+                    debug!(%session, "connection lost; session kept until its lease runs out");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Renews a session's lease on the client's behalf (any message renews it).
+    fn renew(&mut self, session: SessionId) -> Result<(), ServerError> {
+        apply_for_server(&mut self.engine, &mut self.sessions, session, |request| {
+            Command::Renew { session, request }
+        })
+    }
+
+    /// The `Welcome` of `session`, whose secret the caller knows (it chose it, or the client
+    /// proved it) and whose lease the engine says.
+    fn welcome(
+        &self,
+        session: SessionId,
+        secret: u128,
+        ttl_ms: u64,
+        resumed: bool,
+    ) -> ServerMessage {
+        ServerMessage::Welcome(Welcome {
+            session,
+            secret,
+            lease_ttl_ms: ttl_ms,
+            server_version: crate::SERVER_VERSION.to_owned(),
+            protocol_version: PROTOCOL_VERSION,
+            resumed,
+            lvb_len: u32::try_from(self.config.engine.lvb_len).unwrap_or(u32::MAX),
+            max_frame_len: u32::try_from(self.config.max_frame_len).unwrap_or(u32::MAX),
+            now_ms: self.engine.core().clock_ms(),
+        })
+    }
+
+    fn hello(
+        &mut self,
+        conn: ConnHandle,
+        hello: Hello,
+        reply: oneshot::Sender<HelloOutcome>,
+    ) -> Result<(), ServerError> {
+        match hello.resume {
+            Some(resume) => self.resume(conn, resume, reply),
+            None => self.open(conn, hello, reply),
+        }
+    }
+
+    /// Resumes a session on a new connection, if the engine knows it and the secret matches.
+    fn resume(
+        &mut self,
+        conn: ConnHandle,
+        resume: Resume,
+        reply: oneshot::Sender<HelloOutcome>,
+    ) -> Result<(), ServerError> {
+        let (peer, conn_id, session) = (conn.peer(), conn.id, resume.session);
+        let known = self.sessions.map.contains_key(&session)
+            && self.engine.core().check_secret(session, resume.secret);
+        if !known {
+            let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
+            return Ok(());
+        }
+        self.renew(session)?;
+        // The engine's lease length; `None` (and no registry entry) if the session ended.
+        let ttl_ms = self.engine.core().session_ttl_ms(session);
+        let attached = ttl_ms.and_then(|ttl_ms| {
+            let (replay, up_to_seq) = self.sessions.attach(session, conn, resume.last_seq)?;
+            Some((ttl_ms, replay, up_to_seq))
+        });
+        let Some((ttl_ms, replay, up_to_seq)) = attached else {
+            let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
+            return Ok(());
+        };
+        let mut messages = Vec::with_capacity(replay.len() + 1);
+        messages.push(self.welcome(session, resume.secret, ttl_ms, true));
+        messages.extend(replay);
+        info!(%session, %peer, replayed = messages.len() - 1, "session resumed");
+        let outcome = HelloOutcome::Welcome {
+            session,
+            messages,
+            up_to_seq,
+        };
+        if reply.send(outcome).is_err() {
+            self.sessions.detach(session, conn_id);
+        }
+        Ok(())
+    }
+
+    /// Opens a new session with a fresh secret. Its id is the addressee of the engine's
+    /// `SessionOpened` event.
+    fn open(
+        &mut self,
+        conn: ConnHandle,
+        hello: Hello,
+        reply: oneshot::Sender<HelloOutcome>,
+    ) -> Result<(), ServerError> {
+        let (peer, conn_id) = (conn.peer(), conn.id);
+        let ttl_ms = if hello.lease_ttl_ms == 0 {
+            u64::try_from(self.config.default_lease_ttl.as_millis()).unwrap_or(u64::MAX)
+        } else {
+            hello.lease_ttl_ms
+        };
+        let secret: u128 = rand::random();
+        let mut events = self.engine.apply(Command::OpenSession {
+            name: hello.client_name.clone(),
+            ttl_ms,
+            secret,
+        })?;
+        // The answer to OpenSession is `SessionOpened`, or a rejection without a request id
+        // (the client has not sent a request yet); anything else is routed as usual.
+        let mut outcome = Err(Reject::UnknownSession);
+        events.retain(|event| {
+            match &event.kind {
+                EventKind::SessionOpened { ttl_ms } => outcome = Ok((event.session, *ttl_ms)),
+                EventKind::Rejected { reason } if event.request.is_none() => {
+                    outcome = Err(reason.clone());
+                }
+                _ => return true,
+            }
+            false
+        });
+        self.sessions.route(&mut events);
+        self.engine.recycle(events);
+        match outcome {
+            Ok((session, ttl_ms)) => {
+                // Written ahead: a restart must know how long this session's lease may last.
+                self.lease_record.granting(ttl_ms)?;
+                let messages = vec![self.welcome(session, secret, ttl_ms, false)];
+                self.sessions.map.insert(session, SessionState::new(conn));
+                info!(%session, %peer, name = %hello.client_name, ttl_ms, "session opened");
+                let outcome = HelloOutcome::Welcome {
+                    session,
+                    messages,
+                    up_to_seq: 0,
+                };
+                if reply.send(outcome).is_err() {
+                    self.sessions.detach(session, conn_id);
+                }
+            }
+            Err(reason) => {
+                debug!(%peer, %reason, "session refused");
+                let _ = reply.send(HelloOutcome::Refused(Refusal::Rejected(reason)));
+            }
+        }
+        Ok(())
+    }
+
+    fn request(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+        id: RequestId,
+        body: Request,
+    ) -> Result<(), ServerError> {
+        let Some(s) = self.sessions.attached(session, conn) else {
+            // A straggler of a superseded connection, or a session that has ended.
+            return Ok(());
+        };
+        let command = match requests::action(session, id, body) {
+            Action::Query(query) => {
+                self.renew(session)?;
+                let reply = requests::query(self.engine.core(), query, &self.config);
+                self.reply(session, conn, id, reply);
+                return Ok(());
+            }
+            Action::Ping => {
+                self.renew(session)?;
+                let pong = Reply::Pong {
+                    server_version: crate::SERVER_VERSION.to_owned(),
+                };
+                self.reply(session, conn, id, pong);
+                return Ok(());
+            }
+            Action::Command(_) if s.max_request.is_some_and(|m| id.0 <= m) => {
+                // A retransmission after a resume: its events come from the replay.
+                return self.renew(session);
+            }
+            Action::Command(command) => command,
+        };
+        let previous_max = s.max_request.replace(id.0);
+        let Some(grace) = &mut self.grace else {
+            return self.apply(command);
+        };
+        // Recovery grace: nothing may be granted yet.
+        match grace.hold(command, self.config.grace_queue_capacity) {
+            // Any message renews the lease, held or not.
+            Ok(()) => self.renew(session),
+            Err(NotHeld::ApplyNow(command)) => self.apply(command),
+            Err(NotHeld::Full) => {
+                // Refused, not received: the id may be used again.
+                if let Some(s) = self.sessions.map.get_mut(&session) {
+                    s.max_request = previous_max;
+                }
+                let overloaded = Reply::Error(RequestError::Overloaded);
+                self.reply(session, conn, id, overloaded);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a reply to request `id` on `session`'s connection `conn`, shrunk to fit in a
+    /// frame.
+    fn reply(&mut self, session: SessionId, conn: ConnId, id: RequestId, body: Reply) {
+        let msg = requests::fitted_reply(id, body, self.config.max_frame_len);
+        self.sessions.send_to(session, conn, msg);
+    }
+}

@@ -1,0 +1,147 @@
+//! Client requests: what each one asks of the core task, the answers to queries, and replies
+//! that fit in one frame.
+
+use dlock_core::{Command, Core, RequestId, SessionId};
+use dlock_proto::{Query, Reply, Request, RequestError, ServerMessage};
+
+use crate::Config;
+
+/// What a client request asks of the core task.
+#[derive(Debug)]
+pub(super) enum Action {
+    /// Answer a query from the engine's state.
+    Query(Query),
+    /// Answer with `Pong`.
+    Ping,
+    /// Apply an engine command.
+    Command(Command),
+}
+
+/// Translates a client request of `session` with id `id`.
+pub(super) fn action(session: SessionId, id: RequestId, body: Request) -> Action {
+    let request = id;
+    let command = match body {
+        Request::Query(query) => return Action::Query(query),
+        Request::Ping => return Action::Ping,
+        Request::Renew => Command::Renew { session, request },
+        Request::Goodbye => Command::CloseSession { session, request },
+        Request::Lock(args) => Command::Lock {
+            session,
+            request,
+            args,
+        },
+        Request::Convert(args) => Command::Convert {
+            session,
+            request,
+            args,
+        },
+        Request::Unlock(args) => Command::Unlock {
+            session,
+            request,
+            args,
+        },
+        Request::Cancel { lock } => Command::Cancel {
+            session,
+            request,
+            lock,
+        },
+    };
+    Action::Command(command)
+}
+
+/// Bytes of a reply frame around its list: message and reply tags, the request id, `now_ms`,
+/// the list length, the option tag and `more` (each integer at most 10 bytes).
+const REPLY_ENVELOPE: usize = 64;
+
+/// Answers a query from the engine's state, one page of at most a frame (prefix queries at
+/// most `max_query_resources` resources). Pages are built within a frame, so no query holds
+/// the core task for longer than building one frame's worth of answer, however large the
+/// table.
+pub(super) fn query(core: &Core, query: Query, config: &Config) -> Reply {
+    // The caller renewed the asking session just before, so the core clock is current.
+    let now_ms = core.clock_ms();
+    let budget = config.max_frame_len.saturating_sub(REPLY_ENVELOPE);
+    match query {
+        Query::Resource(name) => Reply::Resources {
+            now_ms,
+            resources: core.resource(&name).into_iter().collect(),
+            more: false,
+        },
+        Query::Prefix {
+            prefix,
+            limit,
+            after,
+        } => {
+            let limit = (limit as usize).min(config.max_query_resources);
+            let (resources, more) = core.resources_page(&prefix, after.as_deref(), limit, budget);
+            Reply::Resources {
+                now_ms,
+                resources,
+                more,
+            }
+        }
+        Query::Session { session, after } => {
+            let page = core.session_page(session, after, usize::MAX, budget);
+            let more = page.as_ref().is_some_and(|(_, more)| *more);
+            Reply::Session {
+                now_ms,
+                session: page.map(|(info, _)| info),
+                more,
+            }
+        }
+    }
+}
+
+/// Whether `body` fits in a frame of `max` bytes by the views' upper size bounds, without
+/// encoding it (false means "encode and see").
+fn surely_fits(body: &Reply, max: usize) -> bool {
+    let size = match body {
+        Reply::Resources { resources, .. } => resources
+            .iter()
+            .map(dlock_proto::ResourceInfo::approx_size)
+            .sum(),
+        Reply::Session { session, .. } => session
+            .as_ref()
+            .map_or(0, dlock_proto::SessionInfo::approx_size),
+        Reply::Pong { server_version } => server_version.len(),
+        Reply::Error(_) => 0,
+    };
+    size + REPLY_ENVELOPE <= max
+}
+
+/// The reply message for request `id`, shrinking a resource list that does not fit in a
+/// frame of `max_frame_len` bytes (only a single resource with very many locks can: pages are
+/// built within a frame), or `ReplyTooLarge` if nothing else fits.
+pub(super) fn fitted_reply(id: RequestId, mut body: Reply, max_frame_len: usize) -> ServerMessage {
+    loop {
+        if surely_fits(&body, max_frame_len) {
+            return ServerMessage::Reply { id, body };
+        }
+        let msg = ServerMessage::Reply { id, body };
+        let fits = dlock_proto::codec::encode_body(&msg).is_ok_and(|b| b.len() <= max_frame_len);
+        if fits {
+            return msg;
+        }
+        let ServerMessage::Reply { body: b, .. } = msg else {
+            return ServerMessage::Reply {
+                id,
+                body: Reply::Error(RequestError::ReplyTooLarge),
+            };
+        };
+        body = match b {
+            Reply::Resources {
+                now_ms,
+                mut resources,
+                ..
+            } if resources.len() > 1 => {
+                resources.truncate(resources.len() / 2);
+                Reply::Resources {
+                    now_ms,
+                    resources,
+                    more: true,
+                }
+            }
+            _ => Reply::Error(RequestError::ReplyTooLarge),
+        };
+    }
+}

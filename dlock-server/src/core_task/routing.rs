@@ -1,0 +1,126 @@
+//! Event routing: each engine event is numbered, kept for replay and forwarded to its
+//! session's connection; a session whose replay buffer overflows is closed.
+
+use dlock_core::{Command, Event, EventKind, RequestId, SessionId};
+use dlock_proto::ServerMessage;
+use tracing::{debug, info, warn};
+
+use super::engine::Engine;
+use super::sessions::Sessions;
+use crate::ServerError;
+
+/// The request id of the commands the server makes on a client's behalf: renewals (on Ack,
+/// Query, Ping, retransmissions, held commands and resume) and the close of an overflowed
+/// session. Their answers are taken out of that command's events before routing (see
+/// [`apply_for_server`]), never recognised by id later, so a client may use any id, this one
+/// and `u64::MAX` included.
+const SERVER_REQUEST: RequestId = RequestId(0);
+
+impl Sessions {
+    /// Routes engine events to their sessions: numbers them, keeps them for replay, and
+    /// forwards them to the attached connection. Drains `events`.
+    pub(super) fn route(&mut self, events: &mut Vec<Event>) {
+        for event in events.drain(..) {
+            if let EventKind::SessionOpened { .. } = event.kind {
+                // The Welcome says this.
+                continue;
+            }
+            let session = event.session;
+            let Some(s) = self.map.get_mut(&session) else {
+                continue;
+            };
+            let ended = matches!(
+                event.kind,
+                EventKind::SessionExpired | EventKind::SessionClosed
+            );
+            if ended {
+                match event.kind {
+                    EventKind::SessionExpired => info!(%session, "session expired"),
+                    _ => debug!(%session, "session closed"),
+                }
+            }
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            if s.replay.len() >= self.replay_capacity && !ended {
+                // The client stopped acknowledging; the session cannot be kept consistent.
+                if !self.overflowed.contains(&session) {
+                    self.overflowed.push(session);
+                }
+                continue;
+            }
+            s.replay.push_back((seq, event.clone()));
+            if let Some(handle) = &s.conn {
+                if !s.replaying {
+                    self.out
+                        .send(session, handle, ServerMessage::Event { seq, event });
+                }
+                if ended {
+                    self.out.close(session, handle, None, true);
+                }
+            }
+            if ended {
+                self.map.remove(&session);
+            }
+        }
+    }
+}
+
+/// Applies `command` and routes its events.
+pub(super) fn apply_and_route(
+    engine: &mut Engine,
+    sessions: &mut Sessions,
+    command: Command,
+) -> Result<(), ServerError> {
+    let mut events = engine.apply(command)?;
+    sessions.route(&mut events);
+    engine.recycle(events);
+    Ok(())
+}
+
+/// Applies a command the server makes on `session`'s behalf (built by `command` with the
+/// request id to use) and routes its events, except its own answer to `session`.
+pub(super) fn apply_for_server(
+    engine: &mut Engine,
+    sessions: &mut Sessions,
+    session: SessionId,
+    command: impl FnOnce(RequestId) -> Command,
+) -> Result<(), ServerError> {
+    let mut events = engine.apply(command(SERVER_REQUEST))?;
+    events.retain(|e| !(e.session == session && e.request == Some(SERVER_REQUEST)));
+    sessions.route(&mut events);
+    engine.recycle(events);
+    Ok(())
+}
+
+/// Ends the sessions whose replay buffer overflowed: the client is told the session
+/// expired, and the engine releases its locks as for a closed session (R50).
+pub(super) fn close_overflowed(
+    engine: &mut Engine,
+    sessions: &mut Sessions,
+) -> Result<(), ServerError> {
+    while let Some(session) = sessions.overflowed.pop() {
+        let Some(mut s) = sessions.map.remove(&session) else {
+            continue;
+        };
+        warn!(%session, capacity = sessions.replay_capacity, "replay buffer overflow; closing session");
+        if let Some(handle) = s.conn.take() {
+            let event = Event {
+                session,
+                request: None,
+                lock: None,
+                kind: EventKind::SessionExpired,
+            };
+            let msg = ServerMessage::Event {
+                seq: s.next_seq,
+                event,
+            };
+            // The last message, after the events already queued.
+            sessions.out.close(session, &handle, Some(msg), true);
+        }
+        apply_for_server(engine, sessions, session, |request| Command::CloseSession {
+            session,
+            request,
+        })?;
+    }
+    Ok(())
+}

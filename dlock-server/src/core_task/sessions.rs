@@ -1,0 +1,166 @@
+//! The server's part of each session: event numbers, the replay buffer, the highest request
+//! id applied and the attached connection. The engine keeps the rest (lease, secret, locks)
+//! and is asked for it; nothing here copies engine state.
+
+use std::collections::{HashMap, VecDeque};
+
+use dlock_core::{Event, SessionId};
+use dlock_proto::{ProtocolError, ServerMessage};
+
+use super::outbound::Outbound;
+use crate::handle::{ConnHandle, ConnId};
+
+/// One session as the server sees it.
+#[derive(Debug)]
+pub(super) struct SessionState {
+    /// The `seq` of the next event.
+    pub(super) next_seq: u64,
+    /// Events not yet acknowledged, oldest first.
+    pub(super) replay: VecDeque<(u64, Event)>,
+    /// The highest engine request id applied; lower or equal ids are retransmissions.
+    pub(super) max_request: Option<u64>,
+    /// The attached connection, if any.
+    pub(super) conn: Option<ConnHandle>,
+    /// The attached connection is still sending `Welcome` and the replay; live events are
+    /// only buffered until `ReplayDone`.
+    pub(super) replaying: bool,
+}
+
+impl SessionState {
+    /// A session just opened on `conn`, which is about to send `Welcome`.
+    pub(super) fn new(conn: ConnHandle) -> SessionState {
+        SessionState {
+            next_seq: 1,
+            replay: VecDeque::new(),
+            max_request: None,
+            conn: Some(conn),
+            replaying: true,
+        }
+    }
+
+    /// Forgets the events up to `seq`: they have reached the client.
+    pub(super) fn acknowledge(&mut self, seq: u64) {
+        while self.replay.front().is_some_and(|(q, _)| *q <= seq) {
+            self.replay.pop_front();
+        }
+    }
+}
+
+/// Every session the server serves, the settings of its replay buffers, and what is on its
+/// way to the sessions' connections.
+#[derive(Debug)]
+pub(super) struct Sessions {
+    pub(super) map: HashMap<SessionId, SessionState>,
+    /// Messages and closes for connections, delivered at the end of the wake-up.
+    pub(super) out: Outbound,
+    /// Connections found lost while delivering (reused buffer).
+    lost: Vec<(SessionId, ConnId)>,
+    /// Most events kept per session.
+    pub(super) replay_capacity: usize,
+    /// Sessions whose replay buffer overflowed since the last `close_overflowed`.
+    pub(super) overflowed: Vec<SessionId>,
+}
+
+impl Sessions {
+    /// No sessions yet.
+    pub(super) fn new(replay_capacity: usize) -> Sessions {
+        Sessions {
+            map: HashMap::new(),
+            out: Outbound::default(),
+            lost: Vec::new(),
+            replay_capacity,
+            overflowed: Vec::new(),
+        }
+    }
+
+    /// The session, if `conn` is its attached connection.
+    pub(super) fn attached(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+    ) -> Option<&mut SessionState> {
+        self.map
+            .get_mut(&session)
+            .filter(|s| s.conn.as_ref().is_some_and(|c| c.id == conn))
+    }
+
+    /// Forgets the session's connection, if it is still `conn`; `true` if it was.
+    pub(super) fn detach(&mut self, session: SessionId, conn: ConnId) -> bool {
+        match self.attached(session, conn) {
+            Some(s) => {
+                s.conn = None;
+                s.replaying = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Attaches `conn` to a resumed session, closing the connection it replaces: forgets the
+    /// events up to `last_seq` (the client has them) and returns the events to replay and
+    /// the `seq` of the last one. `None` if the session is gone.
+    pub(super) fn attach(
+        &mut self,
+        session: SessionId,
+        conn: ConnHandle,
+        last_seq: u64,
+    ) -> Option<(Vec<ServerMessage>, u64)> {
+        let s = self.map.get_mut(&session)?;
+        if let Some(old) = s.conn.take() {
+            let superseded = ServerMessage::ProtocolError(ProtocolError::Superseded);
+            self.out.close(session, &old, Some(superseded), false);
+        }
+        s.acknowledge(last_seq);
+        s.conn = Some(conn);
+        s.replaying = true;
+        let replay = s
+            .replay
+            .iter()
+            .map(|(seq, event)| ServerMessage::Event {
+                seq: *seq,
+                event: event.clone(),
+            })
+            .collect();
+        Some((replay, s.next_seq - 1))
+    }
+
+    /// The connection has queued the replay up to `up_to_seq`: sends what arrived since and
+    /// lets live events flow.
+    pub(super) fn replay_done(&mut self, session: SessionId, conn: ConnId, up_to_seq: u64) {
+        let Some(s) = self.map.get_mut(&session) else {
+            return;
+        };
+        let Some(handle) = s.conn.as_ref().filter(|c| c.id == conn) else {
+            return;
+        };
+        s.replaying = false;
+        for (seq, event) in s.replay.iter().filter(|(q, _)| *q > up_to_seq) {
+            let msg = ServerMessage::Event {
+                seq: *seq,
+                event: event.clone(),
+            };
+            self.out.send(session, handle, msg);
+        }
+    }
+
+    /// Queues `msg` for `session`'s connection, if it is still `conn`.
+    pub(super) fn send_to(&mut self, session: SessionId, conn: ConnId, msg: ServerMessage) {
+        if let Some(handle) = self
+            .map
+            .get(&session)
+            .and_then(|s| s.conn.as_ref())
+            .filter(|c| c.id == conn)
+        {
+            self.out.send(session, handle, msg);
+        }
+    }
+
+    /// Delivers what this wake-up produced to the connections' outboxes, and detaches the
+    /// connections that could not take it (their sessions live on, R51).
+    pub(super) fn deliver(&mut self) {
+        self.out.deliver(&mut self.lost);
+        while let Some((session, conn)) = self.lost.pop() {
+            self.detach(session, conn);
+        }
+    }
+}

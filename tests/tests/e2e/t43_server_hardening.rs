@@ -1,0 +1,119 @@
+//! Server hardening: client request ids never collide with the server's own requests, a
+//! connection over the limit gets a typed refusal and a closed socket, and a resumed
+//! session's `Welcome` carries what the engine says about the session.
+
+use anyhow::{Result, bail};
+use dlock_proto::{
+    ClientMessage, EventKind, Hello, LockFlags, Mode, PROTOCOL_VERSION, Refusal, Reply, Request,
+    RequestId, ServerMessage,
+};
+use dlock_tests::{RawClient, TestServer, connect_framed, recv_raw};
+use futures_util::SinkExt;
+
+fn hello(name: &str) -> ClientMessage {
+    ClientMessage::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: name.into(),
+        lease_ttl_ms: 0,
+        resume: None,
+    })
+}
+
+#[tokio::test]
+async fn request_ids_at_both_ends_of_the_range_get_their_answers() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    // The smallest id.
+    a.send_with_id(RequestId(0), Request::Renew).await?;
+    let renewed = a.event_for(RequestId(0)).await?;
+    assert!(
+        matches!(renewed.kind, EventKind::Renewed { .. }),
+        "{renewed:?}"
+    );
+    // The renewals the server makes for an Ack and a Ping reach nobody: the next message
+    // after the ping is its pong.
+    a.ack().await?;
+    a.send_with_id(RequestId(1), Request::Ping).await?;
+    match a.recv().await? {
+        Some(ServerMessage::Reply {
+            id,
+            body: Reply::Pong { .. },
+        }) => assert_eq!(id, RequestId(1)),
+        other => bail!("expected the pong, got {other:?}"),
+    }
+    // The largest ids.
+    let lock = Request::Lock(dlock_proto::LockRequest {
+        resource: b"edge".to_vec(),
+        mode: Mode::EX,
+        flags: LockFlags::empty(),
+        value: None,
+        timeout_ms: None,
+    });
+    a.send_with_id(RequestId(u64::MAX - 1), lock).await?;
+    let granted = a.event_for(RequestId(u64::MAX - 1)).await?;
+    assert!(
+        matches!(granted.kind, EventKind::Granted { .. }),
+        "{granted:?}"
+    );
+    a.send_with_id(RequestId(u64::MAX), Request::Renew).await?;
+    let renewed = a.event_for(RequestId(u64::MAX)).await?;
+    assert!(
+        matches!(renewed.kind, EventKind::Renewed { .. }),
+        "{renewed:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_over_the_limit_is_refused_and_closed() -> Result<()> {
+    let mut config = TestServer::config();
+    config.max_connections = 1;
+    let server = TestServer::start_with(config).await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    let mut b = connect_framed(server.addr()).await?;
+    b.send(hello("b")).await?;
+    match recv_raw(&mut b).await? {
+        Some(ServerMessage::Refused(Refusal::TooManyConnections)) => {}
+        other => bail!("expected Refused(TooManyConnections), got {other:?}"),
+    }
+    assert!(
+        recv_raw(&mut b).await?.is_none(),
+        "the refused connection stays open"
+    );
+    // The connection within the limit is served as before.
+    a.ping().await?;
+    a.goodbye().await?;
+    assert!(a.recv().await?.is_none(), "connection open after Goodbye");
+    drop(a);
+    // Its place frees up once the server has finished with it; until then a new connection
+    // is still refused, with the same typed refusal.
+    for _ in 0..200 {
+        let mut c = connect_framed(server.addr()).await?;
+        c.send(hello("c")).await?;
+        match recv_raw(&mut c).await? {
+            Some(ServerMessage::Welcome(w)) => {
+                assert!(!w.resumed);
+                return Ok(());
+            }
+            Some(ServerMessage::Refused(Refusal::TooManyConnections)) => continue,
+            other => bail!("expected Welcome or TooManyConnections, got {other:?}"),
+        }
+    }
+    bail!("the closed connection's place was never freed")
+}
+
+#[tokio::test]
+async fn a_resumed_session_gets_its_lease_and_secret_back() -> Result<()> {
+    let server = TestServer::start().await?;
+    // Not the server's default lease, so that the Welcome must say the session's own.
+    let mut a = RawClient::connect_with_ttl(server.addr(), "a", 4_000).await?;
+    assert_eq!(a.welcome.lease_ttl_ms, 4_000);
+    a.acquire("kept", Mode::PR).await?;
+    let welcome = a.resume().await?;
+    assert!(welcome.resumed);
+    assert_eq!(welcome.session, a.session);
+    assert_eq!(welcome.secret, a.secret);
+    assert_eq!(welcome.lease_ttl_ms, 4_000);
+    a.ping().await?;
+    Ok(())
+}
