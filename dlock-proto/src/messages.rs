@@ -272,4 +272,7 @@ pub enum ProtocolError {
     /// Another connection resumed this session.
     #[error("session resumed by another connection")]
     Superseded,
+    /// A frame was started and not finished within the server's frame timeout.
+    #[error("frame not completed in time")]
+    FrameTimeout,
 }

@@ -57,6 +57,10 @@ pub struct Args {
     #[arg(long, env = "DLOCK_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// Time a client has to finish a frame once its first byte has arrived.
+    #[arg(long, env = "DLOCK_FRAME_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub frame_timeout: Duration,
+
     /// After a restart, wait this long before granting anything, so that clients of the
     /// previous run see their leases run out first: "auto" (the longest lease the previous run
     /// granted, as recorded in the data directory, plus 100 ms), a duration ("15s"), or "0" to
@@ -140,6 +144,7 @@ impl Args {
             data_dir: self.data_dir.clone(),
             default_lease_ttl: self.lease_ttl,
             handshake_timeout: self.handshake_timeout,
+            frame_timeout: self.frame_timeout,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,
             engine: dlock_core::Config {

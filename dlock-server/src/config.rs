@@ -21,6 +21,9 @@ pub struct Config {
     /// A connection that does not complete its `Hello` within this time is closed with
     /// `ProtocolError::HandshakeTimeout`.
     pub handshake_timeout: Duration,
+    /// Once a frame's first byte has arrived, the rest must arrive within this time, or the
+    /// connection is closed with `ProtocolError::FrameTimeout` (its session lives on).
+    pub frame_timeout: Duration,
     /// Maximum number of open connections; a further connection is answered with
     /// `Refused(TooManyConnections)` and closed.
     pub max_connections: usize,
@@ -71,6 +74,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             default_lease_ttl: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_frame_len: dlock_proto::DEFAULT_MAX_FRAME_LEN,
             inbox_capacity: 4096,

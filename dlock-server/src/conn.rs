@@ -9,16 +9,17 @@ use dlock_proto::{
     ClientMessage, CodecError, FrameCodec, Hello, PROTOCOL_VERSION, ProtocolError, Refusal, Reply,
     RequestError, RequestId, ServerMessage, SessionId,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Config;
+use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
 use crate::msg::{CoreMsg, HelloOutcome};
 
@@ -43,10 +44,7 @@ pub(crate) async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    let reader = FramedRead::new(
-        r,
-        FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
-    );
+    let reader = FrameReader::new(r, config.max_frame_len, config.frame_timeout);
     let mut writer = FramedWrite::new(
         w,
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
@@ -103,15 +101,20 @@ enum Frame {
 }
 
 /// Reads the next frame; protocol errors close the connection with the matching message.
-async fn next_frame(
-    reader: &mut FramedRead<OwnedReadHalf, FrameCodec<ClientMessage, ServerMessage>>,
-    conn: &ConnHandle,
-) -> Frame {
+async fn next_frame(reader: &mut FrameReader, conn: &ConnHandle) -> Frame {
     let peer = conn.peer();
     match reader.next().await {
-        None => Frame::End,
-        Some(Ok(Ok(msg))) => Frame::Message(msg),
-        Some(Ok(Err(malformed))) => {
+        ReadOutcome::Closed => Frame::End,
+        ReadOutcome::TimedOut => {
+            warn!(%peer, "frame not completed in time; closing connection");
+            conn.close(
+                Some(ServerMessage::ProtocolError(ProtocolError::FrameTimeout)),
+                true,
+            );
+            Frame::End
+        }
+        ReadOutcome::Frame(Ok(msg)) => Frame::Message(msg),
+        ReadOutcome::Frame(Err(malformed)) => {
             warn!(%peer, error = %malformed, "malformed frame; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::Malformed(
@@ -121,7 +124,7 @@ async fn next_frame(
             );
             Frame::End
         }
-        Some(Err(CodecError::FrameTooLarge { len, max })) => {
+        ReadOutcome::Failed(CodecError::FrameTooLarge { len, max }) => {
             warn!(%peer, len, max, "frame too large; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::FrameTooLarge {
@@ -132,7 +135,7 @@ async fn next_frame(
             );
             Frame::End
         }
-        Some(Err(e)) => {
+        ReadOutcome::Failed(e) => {
             debug!(%peer, error = %e, "read failed");
             Frame::End
         }
@@ -140,7 +143,7 @@ async fn next_frame(
 }
 
 async fn read_loop(
-    mut reader: FramedRead<OwnedReadHalf, FrameCodec<ClientMessage, ServerMessage>>,
+    mut reader: FrameReader,
     conn: ConnHandle,
     core_tx: mpsc::Sender<CoreMsg>,
     config: &Config,
@@ -228,7 +231,7 @@ async fn read_loop(
 /// Waits for `Hello` (bounded by the handshake timeout) and opens or resumes the session,
 /// queueing `Welcome` and any replayed events on the outbox. `None` if the connection ends.
 async fn handshake(
-    reader: &mut FramedRead<OwnedReadHalf, FrameCodec<ClientMessage, ServerMessage>>,
+    reader: &mut FrameReader,
     conn: &ConnHandle,
     core_tx: &mpsc::Sender<CoreMsg>,
     config: &Config,
@@ -311,7 +314,7 @@ async fn write_loop(
         // One turn: take everything queued (up to WRITE_BATCH frames; the core task delivers
         // a wake-up's output at once), encode it into the buffer, then write with one flush.
         let normal = async {
-            let mut turn = Vec::with_capacity(WRITE_BATCH);
+            let mut turn = Vec::new();
             while rx.recv_many(&mut turn, WRITE_BATCH).await > 0 {
                 for m in turn.drain(..) {
                     if !feed(&mut sink, m, peer).await {
@@ -320,6 +323,12 @@ async fn write_loop(
                 }
                 if sink.flush().await.is_err() {
                     return;
+                }
+                if rx.is_empty() {
+                    // Idle: hold no buffers while waiting (they are allocated again, at their
+                    // small initial size, by the next turn).
+                    turn = Vec::new();
+                    *sink.write_buffer_mut() = bytes::BytesMut::new();
                 }
             }
         };

@@ -60,6 +60,7 @@ mod conn;
 mod core_task;
 mod error;
 mod floor;
+mod frames;
 pub mod grace;
 mod handle;
 mod msg;

@@ -117,3 +117,57 @@ async fn a_resumed_session_gets_its_lease_and_secret_back() -> Result<()> {
     a.ping().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_frame_started_and_never_finished_closes_the_connection_not_the_session() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut config = TestServer::config();
+    config.frame_timeout = std::time::Duration::from_millis(200);
+    let server = TestServer::start_with(config).await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    a.acquire("kept", Mode::EX).await?;
+    // Another connection says hello, then sends three bytes of a length prefix and stops.
+    let mut slow = connect_framed(server.addr()).await?;
+    slow.send(hello("slow")).await?;
+    assert!(matches!(
+        recv_raw(&mut slow).await?,
+        Some(ServerMessage::Welcome(_))
+    ));
+    slow.get_mut().write_all(&[0, 0, 0]).await?;
+    assert_eq!(
+        recv_raw(&mut slow).await?,
+        Some(ServerMessage::ProtocolError(
+            dlock_proto::ProtocolError::FrameTimeout
+        ))
+    );
+    assert_eq!(recv_raw(&mut slow).await?, None, "closed after the error");
+    // A frame that arrives in pieces within the timeout is fine, and so is the rest of the
+    // server: the first session still holds its lock and its connection works.
+    let ping = dlock_proto::codec::encode_body(&ClientMessage::Request {
+        id: RequestId(100),
+        body: Request::Ping,
+    })?;
+    let mut frame = u32::try_from(ping.len())?.to_be_bytes().to_vec();
+    frame.extend_from_slice(&ping);
+    let (head, tail) = frame.split_at(2);
+    let mut pieces = connect_framed(server.addr()).await?;
+    pieces.send(hello("pieces")).await?;
+    assert!(matches!(
+        recv_raw(&mut pieces).await?,
+        Some(ServerMessage::Welcome(_))
+    ));
+    pieces.get_mut().write_all(head).await?;
+    pieces.get_mut().flush().await?;
+    pieces.get_mut().write_all(tail).await?;
+    assert!(matches!(
+        recv_raw(&mut pieces).await?,
+        Some(ServerMessage::Reply {
+            id: RequestId(100),
+            body: Reply::Pong { .. }
+        })
+    ));
+    a.ping().await?;
+    let held = a.query_resource("kept").await?.expect("still held");
+    assert_eq!(held.granted.len(), 1);
+    Ok(())
+}
