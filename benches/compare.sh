@@ -209,8 +209,8 @@ if [ "$MODE" = all ]; then
 
     for run in $(seq "$RUNS"); do
         log "run $run of $RUNS"
-        lg -b echo -s uncontended -c 64
-        for b in dlock redis etcd; do on "$b" -s uncontended -c 64; done
+        lg -b echo -s uncontended -c 1,64
+        for b in dlock redis etcd; do on "$b" -s uncontended -c 1,64; done
         for b in dlock redis etcd; do on "$b" -s contended -c 16,64; done
         for b in dlock redis etcd; do on "$b" -s readers-writers -c 16; done
         for b in dlock redis etcd; do on "$b" -s handoff -c 16; done
@@ -320,6 +320,8 @@ def row(label, scenario, clients, field, kind, floor=False, inverse=False):
     line(label, fmt(f, kind), fmt(d, kind), fmt(r, kind), fmt(e, kind),
          fmt(rr, "ratio"), fmt(re_, "ratio"), fmt(rf, "ratio"))
 
+row("uncontended 1: cycles/s", "uncontended", 1, "ops_per_s", "rate", floor=True)
+row("uncontended 1: cycle p50 (x less)", "uncontended", 1, "cycle_p50_us", "us", floor=True, inverse=True)
 row("uncontended 64: cycles/s", "uncontended", 64, "ops_per_s", "rate", floor=True)
 row("uncontended 64: cycle p99 (x less)", "uncontended", 64, "cycle_p99_us", "us", inverse=True)
 row("uncontended 64: server CPU us/cycle", "uncontended", 64, "server_cpu_us_per_op", "f1", floor=True)
@@ -352,9 +354,10 @@ print("targets")
 def target(label, value, ok):
     status = "-" if value is None else ("PASS" if ok(value) else "MISS")
     print(f"  {status:<5} {label}: {fmt(value, 'ratio')}")
-target("uncontended 64: dlock/redis >= 1.2", paired("dlock", "redis", "uncontended", 64, "ops_per_s"), lambda v: v >= 1.2)
+target("uncontended 64: dlock/redis >= 1.3", paired("dlock", "redis", "uncontended", 64, "ops_per_s"), lambda v: v >= 1.3)
 target("uncontended 64: dlock/etcd >= 10", paired("dlock", "etcd", "uncontended", 64, "ops_per_s"), lambda v: v >= 10)
-target("uncontended 64: dlock/floor >= 0.8", paired("dlock", "echo", "uncontended", 64, "ops_per_s"), lambda v: v >= 0.8)
+target("uncontended 64: dlock/floor >= 0.9", paired("dlock", "echo", "uncontended", 64, "ops_per_s"), lambda v: v >= 0.9)
+target("uncontended 1: cycle p50 dlock/floor <= 1.1", paired("dlock", "echo", "uncontended", 1, "cycle_p50_us"), lambda v: v <= 1.1)
 for c in (16, 64):
     target(f"contended {c}: handoffs/s dlock/redis >= 3", paired("dlock", "redis", "contended", c, "handoffs_per_s"), lambda v: v >= 3)
     target(f"contended {c}: acquire p99 redis/dlock >= 10", paired("redis", "dlock", "contended", c, "acquire_p99_us"), lambda v: v >= 10)

@@ -3,11 +3,16 @@
 //!
 //! `sessions` sessions connect, at most [`CONNECT_AT_ONCE`] handshakes in flight so that the
 //! server's accept backlog is never overrun, and each takes one lock on a key of its own.
-//! Then one more client locks and unlocks a key of its own through the warm-up and the
-//! window, while the idle sessions do nothing but what their client does by itself (a dlock
-//! client renews its lease about every third of the TTL). The row has that client's cycle
-//! latency, the server's CPU over the window as a share of one core, and the server's RSS
-//! before the sessions connected, with them idle, and after they closed.
+//! They then do nothing but what their client does by itself (a dlock client renews its
+//! lease about every third of the TTL). After the warm-up, two windows of `duration` each:
+//! 1. **quiet**: nothing else happens; the server's CPU over this window, as a share of one
+//!    core, is what the idle sessions cost (`server_cpu_pct`);
+//! 2. **probe**: one more client locks and unlocks a key of its own as fast as it can; the
+//!    row's cycle and acquire latencies are its, to be compared with `uncontended -c 1`
+//!    on a server without idle sessions.
+//!
+//! The row also has the server's RSS before the sessions connected, with them idle, and
+//! after they closed.
 
 use std::time::Duration;
 
@@ -42,7 +47,15 @@ pub(crate) async fn run<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
         .await
         .context("connecting the measuring client")?;
 
-    let measure_from = Instant::now() + spec.warmup;
+    // The quiet window: only the idle sessions' own traffic.
+    tokio::time::sleep(spec.warmup).await;
+    let (cpu_from, wall_from) = (sample(backend, spec), Instant::now());
+    tokio::time::sleep(spec.duration).await;
+    let (cpu_to, wall_to) = (sample(backend, spec), Instant::now());
+    let rss_held_kb = rss(spec.server_pid)?;
+
+    // The probe window.
+    let measure_from = Instant::now();
     let end = measure_from + spec.duration;
     let give_up = if backend.abandon_safe() {
         end
@@ -51,12 +64,6 @@ pub(crate) async fn run<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
     };
     let key = format!("{}idle-probe", spec.key_prefix);
     let cycles = tokio::spawn(cycles(measuring, key, measure_from, end, give_up));
-
-    tokio::time::sleep_until(measure_from).await;
-    let (cpu_from, wall_from) = (sample(backend, spec), Instant::now());
-    tokio::time::sleep_until(end).await;
-    let (cpu_to, wall_to) = (sample(backend, spec), Instant::now());
-    let rss_held_kb = rss(spec.server_pid)?;
     let lost = idle.iter().filter(|(c, h)| c.is_lost(h)).count() as u64;
     let c = cycles.await.context("the measuring client failed")?;
 
