@@ -33,11 +33,10 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Most inbox messages the core task handles per wake-up.
     pub max_batch: usize,
-    /// Capacity of each connection's outbox. A client whose outbox is full is disconnected as a
-    /// slow reader; its session lives on until its lease runs out. It should exceed what one
-    /// core batch ([`max_batch`](Self::max_batch) commands) can produce for one connection,
-    /// since a batch is dispatched before the connection's writer runs again.
-    pub outbox_capacity: usize,
+    /// Most bytes (approximately) queued for one connection. A client whose outbox is over
+    /// it is disconnected as a slow reader; its session lives on until its lease runs out.
+    /// One reply or event larger than this still passes an empty outbox.
+    pub outbox_max_bytes: usize,
     /// Most events kept per session for replay until the client acknowledges them. On
     /// overflow the session is closed as expired.
     pub replay_capacity: usize,
@@ -79,7 +78,7 @@ impl Default for Config {
             max_frame_len: dlock_proto::DEFAULT_MAX_FRAME_LEN,
             inbox_capacity: 4096,
             max_batch: 256,
-            outbox_capacity: 4096,
+            outbox_max_bytes: 256 * 1024,
             replay_capacity: 65_536,
             max_query_resources: 1000,
             shutdown_grace: Duration::from_secs(2),

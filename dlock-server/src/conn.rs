@@ -22,13 +22,11 @@ use crate::Config;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
 use crate::msg::{CoreMsg, HelloOutcome};
-
-/// Most frames the writer takes from the outbox per turn.
-const WRITE_BATCH: usize = 256;
+use crate::outbox::Outbox;
 
 /// The writer's buffer size before it writes to the socket in the middle of a turn. Frames
 /// are encoded into one buffer and written when the turn's frames are all in; a turn of
-/// small frames (up to [`WRITE_BATCH`] events of about a hundred bytes) stays below this
+/// small frames (a core wake-up's events of about a hundred bytes each) stays below this
 /// and goes out with one write.
 const WRITE_BUFFER: usize = 64 * 1024;
 
@@ -50,11 +48,11 @@ pub(crate) async fn serve(
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
     );
     writer.set_backpressure_boundary(WRITE_BUFFER);
-    let (tx, rx) = mpsc::channel(config.outbox_capacity.max(1));
+    let outbox = Arc::new(Outbox::new(config.outbox_max_bytes));
     let shared = Arc::new(ConnShared::new(server_shutdown, peer));
     let conn = ConnHandle {
         id,
-        tx,
+        outbox: outbox.clone(),
         shared: shared.clone(),
     };
     // Both halves run in this task: aborting the server drops them together, and a request
@@ -65,7 +63,7 @@ pub(crate) async fn serve(
     // draining the outbox.
     tokio::join!(
         read_loop(reader, conn, core_tx, &config),
-        write_loop(writer, rx, shared, config.shutdown_grace),
+        write_loop(writer, outbox, shared, config.shutdown_grace),
     );
     debug!(%peer, conn = id, "connection closed");
 }
@@ -176,7 +174,7 @@ async fn read_loop(
                     id: RequestId(0),
                     body: Reply::Error(RequestError::UnexpectedHello),
                 };
-                if conn.tx.try_send(reply).is_err() {
+                if conn.outbox.try_push(reply).is_err() {
                     conn.close(
                         Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
                         false,
@@ -290,7 +288,7 @@ async fn handshake(
             // out first and in order; `send` waits for the writer rather than failing, so
             // a long replay is not mistaken for a slow reader.
             for m in messages {
-                conn.tx.send(m).await.ok()?;
+                conn.outbox.push(m).await.ok()?;
             }
             let done = CoreMsg::ReplayDone {
                 session,
@@ -305,18 +303,21 @@ async fn handshake(
 
 async fn write_loop(
     mut sink: FramedWrite<OwnedWriteHalf, FrameCodec<ClientMessage, ServerMessage>>,
-    mut rx: mpsc::Receiver<ServerMessage>,
+    outbox: Arc<Outbox>,
     shared: Arc<ConnShared>,
     grace: Duration,
 ) {
     let peer = shared.peer;
     {
-        // One turn: take everything queued (up to WRITE_BATCH frames; the core task delivers
-        // a wake-up's output at once), encode it into the buffer, then write with one flush.
+        // One turn: take everything queued (the core task delivers a wake-up's output at
+        // once; the outbox's byte bound bounds a turn), encode it, then write with one flush.
         let normal = async {
-            let mut turn = Vec::new();
-            while rx.recv_many(&mut turn, WRITE_BATCH).await > 0 {
-                for m in turn.drain(..) {
+            loop {
+                let turn = outbox.take().await;
+                if turn.is_empty() {
+                    return; // closed
+                }
+                for m in turn {
                     if !feed(&mut sink, m, peer).await {
                         return;
                     }
@@ -324,10 +325,9 @@ async fn write_loop(
                 if sink.flush().await.is_err() {
                     return;
                 }
-                if rx.is_empty() {
-                    // Idle: hold no buffers while waiting (they are allocated again, at their
-                    // small initial size, by the next turn).
-                    turn = Vec::new();
+                if outbox.is_empty() {
+                    // Idle: hold no write buffer while waiting (the next turn allocates one
+                    // of the size its frames need).
                     *sink.write_buffer_mut() = bytes::BytesMut::new();
                 }
             }
@@ -338,8 +338,10 @@ async fn write_loop(
             _ = normal => {}
         }
     }
-    // The reader stops too when the writer ends on its own (write error, all senders gone).
+    // The reader stops too when the writer ends on its own (write error); nothing more is
+    // queued once the writer is gone.
     shared.token.cancel();
+    outbox.close();
     let fin = shared.take_final().unwrap_or_else(|| {
         if shared.server_shutdown.is_cancelled() {
             Final {
@@ -356,7 +358,7 @@ async fn write_loop(
     // Bounded: a peer that does not read cannot hold the connection open.
     let _ = tokio::time::timeout(grace, async {
         if fin.flush_first {
-            while let Ok(m) = rx.try_recv() {
+            for m in outbox.try_take() {
                 if !feed(&mut sink, m, peer).await {
                     return;
                 }

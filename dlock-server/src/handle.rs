@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use dlock_proto::ServerMessage;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::outbox::Outbox;
 
 /// Identifies a connection within one server run.
 pub(crate) type ConnId = u64;
@@ -60,8 +61,8 @@ impl ConnShared {
 pub(crate) struct ConnHandle {
     /// The connection's id.
     pub(crate) id: ConnId,
-    /// The connection's outbox (bounded).
-    pub(crate) tx: mpsc::Sender<ServerMessage>,
+    /// The connection's outbox (bounded in bytes).
+    pub(crate) outbox: Arc<Outbox>,
     /// State shared with the connection's task.
     pub(crate) shared: Arc<ConnShared>,
 }

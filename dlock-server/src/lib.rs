@@ -33,7 +33,7 @@
 //!   too: a client may have missed the `ShuttingDown` notice.
 //! - **Bounds everywhere.** Connections (over the limit, `Refused(TooManyConnections)` and
 //!   a closed socket), frame length, the
-//!   core's inbox, each connection's outbox (a client that does not read is cut off as a
+//!   core's inbox, each connection's outbox in bytes (a client that does not read is cut off as a
 //!   slow reader), each session's replay buffer, query reply sizes.
 //! - **Bad input harms nobody else.** Garbage, oversized or malformed frames, a wrong
 //!   protocol version or a missing `Hello` get a typed error and a closed connection.
@@ -64,6 +64,7 @@ mod frames;
 pub mod grace;
 mod handle;
 mod msg;
+mod outbox;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -94,7 +95,7 @@ fn validate(config: &Config) -> Result<(), ServerError> {
         ("max_frame_len", config.max_frame_len),
         ("inbox_capacity", config.inbox_capacity),
         ("max_batch", config.max_batch),
-        ("outbox_capacity", config.outbox_capacity),
+        ("outbox_max_bytes", config.outbox_max_bytes),
         ("replay_capacity", config.replay_capacity),
         ("grace_queue_capacity", config.grace_queue_capacity),
     ];

@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 
+use crate::outbox::PushError;
 use dlock_core::SessionId;
 use dlock_proto::{ProtocolError, ServerMessage};
-use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::handle::{ConnHandle, ConnId};
@@ -96,16 +96,16 @@ impl Outbound {
         for mut p in self.pending.drain(..) {
             for item in p.items.drain(..) {
                 match item {
-                    Out::Message(msg) => match p.handle.tx.try_send(msg) {
+                    Out::Message(msg) => match p.handle.outbox.try_push(msg) {
                         Ok(()) => continue,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
+                        Err(PushError::Full(_)) => {
                             warn!(peer = %p.handle.peer(), "client too slow reading; closing connection");
                             p.handle.close(
                                 Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
                                 false,
                             );
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        Err(PushError::Closed) => {}
                     },
                     Out::Close { last, flush_first } => {
                         p.handle.close(last, flush_first);
@@ -133,12 +133,19 @@ mod tests {
 
     use super::*;
     use crate::handle::ConnShared;
+    use crate::outbox::Outbox;
 
-    fn conn(id: ConnId, capacity: usize) -> (ConnHandle, mpsc::Receiver<ServerMessage>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    /// A connection whose outbox holds `capacity` pongs.
+    fn conn(id: ConnId, capacity: usize) -> (ConnHandle, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(capacity * crate::outbox::approx_size(&pong(0))));
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let shared = Arc::new(ConnShared::new(CancellationToken::new(), peer));
-        (ConnHandle { id, tx, shared }, rx)
+        let handle = ConnHandle {
+            id,
+            outbox: outbox.clone(),
+            shared,
+        };
+        (handle, outbox)
     }
 
     fn pong(id: u64) -> ServerMessage {
@@ -150,8 +157,8 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::Receiver<ServerMessage>) -> Vec<ServerMessage> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    fn drain(outbox: &mut Arc<Outbox>) -> Vec<ServerMessage> {
+        outbox.try_take().into_iter().collect()
     }
 
     #[test]
@@ -211,8 +218,9 @@ mod tests {
 
     #[test]
     fn a_connection_that_is_gone_is_reported_lost() {
-        let (a, rx_a) = conn(1, 2);
-        drop(rx_a);
+        let (a, outbox_a) = conn(1, 2);
+        // The writer has ended.
+        outbox_a.close();
         let mut out = Outbound::default();
         out.send(SessionId(10), &a, pong(1));
         let mut lost = Vec::new();

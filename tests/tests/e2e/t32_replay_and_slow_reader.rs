@@ -66,7 +66,7 @@ async fn replay_overflow_closes_the_session_as_expired() -> Result<()> {
 #[tokio::test]
 async fn slow_reader_is_disconnected_and_its_session_survives() -> Result<()> {
     let mut config = TestServer::config();
-    config.outbox_capacity = 16;
+    config.outbox_max_bytes = 64 * 1024;
     let server = TestServer::start_with(config).await?;
     let mut slow = RawClient::connect(server.addr(), "slow").await?;
     let mut witness = RawClient::connect(server.addr(), "witness").await?;

@@ -1,0 +1,241 @@
+//! [`Outbox`]: the messages queued for one connection's writer, bounded in bytes.
+//!
+//! The core task and the connection's reader put messages in; the connection's writer takes
+//! them all out at once. The bound is in (approximate) bytes, not messages: a client that
+//! asks for large answers and does not read them is cut off after `max_bytes`, however few
+//! messages that is, so a slow reader costs the server at most its outbox. A single message
+//! larger than the bound is still accepted into an empty outbox (a reply is never larger
+//! than a frame), so a client that reads keeps working whatever the frame limit.
+//!
+//! An empty outbox holds no memory: the queue is handed to the writer whole and a new, empty
+//! one takes its place.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use dlock_proto::{EventKind, Reply, ServerMessage};
+use tokio::sync::Notify;
+
+/// Why a message was not queued.
+#[derive(Debug)]
+pub(crate) enum PushError {
+    /// The outbox is over its byte bound: the reader is too slow.
+    Full(ServerMessage),
+    /// The writer is gone.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<ServerMessage>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// A connection's outbox (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the writer when a message arrives.
+    ready: Notify,
+    /// Wakes a pusher waiting for room.
+    room: Notify,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    /// An empty outbox that holds at most about `max_bytes`.
+    pub(crate) fn new(max_bytes: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            room: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `msg` unless the outbox is over its bound or closed.
+    pub(crate) fn try_push(&self, msg: ServerMessage) -> Result<(), PushError> {
+        let size = approx_size(&msg);
+        {
+            let mut s = self.lock();
+            if s.closed {
+                return Err(PushError::Closed);
+            }
+            if !s.queue.is_empty() && s.bytes + size > self.max_bytes {
+                return Err(PushError::Full(msg));
+            }
+            s.bytes += size;
+            s.queue.push_back(msg);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues `msg`, waiting for room if the outbox is full. `Err` if the writer is gone.
+    pub(crate) async fn push(&self, mut msg: ServerMessage) -> Result<(), ()> {
+        loop {
+            match self.try_push(msg) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Closed) => return Err(()),
+                Err(PushError::Full(m)) => msg = m,
+            }
+            self.room.notified().await;
+        }
+    }
+
+    /// Takes every queued message (waiting until there is one). Empty when the outbox is
+    /// closed and drained.
+    pub(crate) async fn take(&self) -> VecDeque<ServerMessage> {
+        loop {
+            {
+                let mut s = self.lock();
+                if !s.queue.is_empty() || s.closed {
+                    return self.take_locked(&mut s);
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Takes every queued message without waiting.
+    pub(crate) fn try_take(&self) -> VecDeque<ServerMessage> {
+        let mut s = self.lock();
+        self.take_locked(&mut s)
+    }
+
+    fn take_locked(&self, s: &mut State) -> VecDeque<ServerMessage> {
+        s.bytes = 0;
+        let taken = std::mem::take(&mut s.queue);
+        if !taken.is_empty() {
+            self.room.notify_one();
+        }
+        taken
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    /// The writer is gone: later pushes fail, a waiting pusher gives up.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.room.notify_one();
+        self.ready.notify_one();
+    }
+}
+
+/// About how many bytes `msg` holds: its own size plus what it owns on the heap.
+pub(crate) fn approx_size(msg: &ServerMessage) -> usize {
+    let heap = match msg {
+        ServerMessage::Event { event, .. } => match &event.kind {
+            EventKind::Granted { value, .. } => value.as_ref().map_or(0, Vec::len),
+            _ => 0,
+        },
+        ServerMessage::Reply { body, .. } => match body {
+            Reply::Resources { resources, .. } => resources
+                .iter()
+                .map(dlock_proto::ResourceInfo::approx_size)
+                .sum(),
+            Reply::Session { session, .. } => session
+                .as_ref()
+                .map_or(0, dlock_proto::SessionInfo::approx_size),
+            Reply::Pong { server_version } => server_version.len(),
+            _ => 0,
+        },
+        ServerMessage::Welcome(w) => w.server_version.len(),
+        _ => 0,
+    };
+    std::mem::size_of::<ServerMessage>() + heap
+}
+
+#[cfg(test)]
+mod tests {
+    use dlock_proto::RequestId;
+
+    use super::*;
+
+    fn pong(id: u64, version_len: usize) -> ServerMessage {
+        ServerMessage::Reply {
+            id: RequestId(id),
+            body: Reply::Pong {
+                server_version: "v".repeat(version_len),
+            },
+        }
+    }
+
+    #[test]
+    fn bounded_in_bytes_not_messages() {
+        let one = approx_size(&pong(0, 1000));
+        let outbox = Outbox::new(3 * one);
+        for i in 0..3 {
+            outbox.try_push(pong(i, 1000)).unwrap();
+        }
+        assert!(matches!(
+            outbox.try_push(pong(3, 1000)),
+            Err(PushError::Full(_))
+        ));
+        // Small messages are bounded by the same bytes: many more fit in the same outbox.
+        let small = Outbox::new(3 * one);
+        let n = (0..)
+            .take_while(|&i| small.try_push(pong(i, 0)).is_ok())
+            .count();
+        assert!(n > 10, "{n} small messages");
+    }
+
+    #[test]
+    fn one_message_larger_than_the_bound_passes_an_empty_outbox() {
+        let outbox = Outbox::new(10);
+        outbox.try_push(pong(1, 5000)).unwrap();
+        assert!(matches!(
+            outbox.try_push(pong(2, 0)),
+            Err(PushError::Full(_))
+        ));
+        assert_eq!(outbox.try_take().len(), 1);
+        outbox.try_push(pong(2, 0)).unwrap();
+    }
+
+    #[test]
+    fn taking_empties_the_queue_in_order_and_frees_it() {
+        let outbox = Outbox::new(1 << 20);
+        for i in 0..5 {
+            outbox.try_push(pong(i, 0)).unwrap();
+        }
+        let taken: Vec<_> = outbox.try_take().into_iter().collect();
+        assert_eq!(taken, (0..5).map(|i| pong(i, 0)).collect::<Vec<_>>());
+        assert!(outbox.is_empty());
+        assert_eq!(
+            outbox.lock().queue.capacity(),
+            0,
+            "an empty outbox holds no memory"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_push_goes_through_once_the_writer_takes() {
+        let one = approx_size(&pong(0, 0));
+        let outbox = std::sync::Arc::new(Outbox::new(one));
+        outbox.try_push(pong(1, 0)).unwrap();
+        let o = outbox.clone();
+        let pusher = tokio::spawn(async move { o.push(pong(2, 0)).await });
+        tokio::task::yield_now().await;
+        assert_eq!(outbox.take().await.len(), 1);
+        pusher.await.unwrap().unwrap();
+        assert_eq!(
+            outbox.take().await.into_iter().collect::<Vec<_>>(),
+            vec![pong(2, 0)]
+        );
+        // Closed: a push fails and a take returns nothing.
+        outbox.close();
+        assert!(matches!(
+            outbox.try_push(pong(3, 0)),
+            Err(PushError::Closed)
+        ));
+        assert!(outbox.take().await.is_empty());
+    }
+}
