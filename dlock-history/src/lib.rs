@@ -61,6 +61,12 @@
 //! A [`AuditLine::Gap`] (lines the server could not write) is reported as a violation of
 //! [`Property::History`]: after it, nothing can be judged soundly.
 //!
+//! **A history that begins mid-lifetime.** A server keeps only its newest rotated files, so
+//! a history often begins with [`AuditLine::Rotated`] rather than [`AuditLine::Start`]. The
+//! sessions and locks created before it are unknown: events about them are not judged, and
+//! the no-lost-wake-up check (which needs every holder) is off until the next server start;
+//! [`CheckReport::partial_start`] says so.
+//!
 //! **The server's log alone** decides properties 1 to 4 and 6, except their client-side
 //! parts (the tokens clients saw, operations that hung, dropped sessions); property 5 needs
 //! the client records ([`ClientRecord`]). See [`Property::decided_by_server_log`].

@@ -15,6 +15,11 @@ pub struct CheckReport {
     pub inputs: u64,
     /// Server lifetimes seen (start lines).
     pub lifetimes: u64,
+    /// The history begins in the middle of a server lifetime (its first line is not a
+    /// `Start`: older rotated files were deleted or not given). Locks and sessions from
+    /// before are unknown: events about them are not judged, and the no-lost-wake-up check
+    /// (which needs every holder) is off until the next server start.
+    pub partial_start: bool,
     /// Distinct resources that lock requests named.
     pub resources: u64,
     /// Grants checked (new locks and conversions).
@@ -102,6 +107,12 @@ impl fmt::Display for CheckReport {
                 None => "n/a".into(),
             }
         )?;
+        if self.partial_start {
+            writeln!(
+                f,
+                "the history begins in the middle of a server lifetime: locks and sessions from before are not judged"
+            )?;
+        }
         if self.restart_gaps > 0 {
             writeln!(
                 f,

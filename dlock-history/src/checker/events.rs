@@ -101,10 +101,12 @@ impl Checker {
     fn session_expired(&mut self, session: SessionId) {
         self.report.expiries += 1;
         let Some(m) = self.sessions.get(&session).cloned() else {
-            self.violation(
-                Property::Completion,
-                format!("session {session} expired but was not alive"),
-            );
+            if !self.unseen(session.0) {
+                self.violation(
+                    Property::Completion,
+                    format!("session {session} expired but was not alive"),
+                );
+            }
             return;
         };
         let lived = self.now_us.saturating_sub(m.last_touch_us);
@@ -159,6 +161,8 @@ impl Checker {
                 ),
                 &[since],
             ),
+            // Granted before the history begins.
+            None if self.unseen(lock.0) => {}
             None => self.violation(
                 Property::Completion,
                 format!("UNLOCKED for lock {lock}, which does not exist (R44/R45)"),
@@ -201,6 +205,10 @@ impl Checker {
                 mode,
                 ..
             } if ev.lock == Some(*lock) && ev.request == Some(*request) => {
+                if !self.locks.contains_key(lock) && self.unseen(lock.0) {
+                    // Granted before the history begins: its queue is not modelled.
+                    return;
+                }
                 let Some(l) = self.locks.get_mut(lock) else {
                     self.violation(
                         Property::Completion,
@@ -246,6 +254,9 @@ impl Checker {
             return;
         };
         let Some(l) = self.locks.get(&lock).cloned() else {
+            if self.unseen(lock.0) {
+                return;
+            }
             self.violation(
                 Property::Completion,
                 format!(

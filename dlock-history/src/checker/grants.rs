@@ -144,6 +144,8 @@ impl Checker {
                 }
                 l.resource
             }
+            // Queued before the history begins: its resource is unknown.
+            (None, _) if self.unseen(lock.0) => return None,
             (l, _) => {
                 let since = l.as_ref().map(|l| l.since);
                 self.violation_citing(

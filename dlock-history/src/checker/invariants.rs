@@ -49,8 +49,12 @@ impl Checker {
         }
     }
 
-    /// R12 after an input: the head of the queue in charge is not grantable.
+    /// R12 after an input: the head of the queue in charge is not grantable. Not judged in
+    /// a lifetime that began before the history: a holder the model never saw may block it.
     pub(super) fn check_heads(&mut self, resource: &[u8]) {
+        if self.unseen_below.is_some() {
+            return;
+        }
         let Some(res) = self.resources.get(resource) else {
             return;
         };

@@ -39,6 +39,9 @@ pub struct Checker {
     /// Names of the files fed, indexed by [`Pos::file`]; index 0 is "no file named".
     files: Vec<Option<String>>,
     lifetime: u64,
+    /// The current lifetime began before the history does (its first line is not a
+    /// `Start`): ids below this input index may name sessions and locks the model never saw.
+    unseen_below: Option<u64>,
     now_us: u64,
     last_index: u64,
     sessions: BTreeMap<SessionId, SessionModel>,
@@ -63,6 +66,7 @@ impl Checker {
             pos: Pos::default(),
             files: vec![None],
             lifetime: 0,
+            unseen_below: None,
             now_us: 0,
             last_index: 0,
             sessions: BTreeMap::new(),
@@ -110,6 +114,12 @@ impl Checker {
                 events,
             } => self.apply(ts_us, &input, &events),
         }
+    }
+
+    /// Whether `id` (a session's or lock's id, the index of the input that created it) may
+    /// name something created before the history begins: the model cannot judge it.
+    fn unseen(&self, id: u64) -> bool {
+        self.unseen_below.is_some_and(|first| id < first)
     }
 
     /// Where `pos` is, for a counterexample.
@@ -168,6 +178,7 @@ impl Checker {
         self.now_us = self.now_us.max(ts_us);
         self.lifetime += 1;
         self.report.lifetimes += 1;
+        self.unseen_below = None;
         for (s, _) in std::mem::take(&mut self.sessions) {
             self.ended.insert(s, died_by);
         }
@@ -177,9 +188,12 @@ impl Checker {
 
     fn apply(&mut self, ts_us: u64, input: &Input, events: &[Event]) {
         if self.lifetime == 0 {
-            // A log without a start line: treat its beginning as one.
+            // A history without a start line (its first files rotated away): a lifetime
+            // that began earlier, with sessions and locks the model does not know.
             self.lifetime = 1;
             self.report.lifetimes += 1;
+            self.report.partial_start = true;
+            self.unseen_below = Some(input.index);
         }
         self.now_us = ts_us;
         self.report.inputs += 1;

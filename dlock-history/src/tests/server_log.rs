@@ -228,3 +228,47 @@ fn a_token_going_back_cites_the_grant_of_the_higher_token() {
         "{v}"
     );
 }
+
+#[test]
+fn a_history_that_begins_mid_lifetime_judges_only_what_it_saw() {
+    // clean(): start, open a, open b, a granted, b queued, a's unlock grants b, ...
+    let lines = clean().lines;
+    let cut = |first: AuditLine| {
+        let mut l = vec![first];
+        l.extend_from_slice(&lines[4..]);
+        l
+    };
+    // After a rotation the older files are gone: a's lock and both sessions are unknown.
+    let report = check(
+        CheckConfig::default(),
+        cut(AuditLine::Rotated { ts_us: T0, pid: 1 }),
+        &[],
+    );
+    assert!(report.is_ok(), "{report}");
+    assert!(report.partial_start);
+    // The same lines after a start are a broken history: b waits on a free resource, and
+    // a lock that never existed is unlocked.
+    let report = check(
+        CheckConfig::default(),
+        cut(AuditLine::Start { ts_us: T0, pid: 1 }),
+        &[],
+    );
+    assert!(!report.partial_start);
+    assert!(report.violations.contains_key(&Property::Fifo), "{report}");
+    assert!(
+        report.violations.contains_key(&Property::Completion),
+        "{report}"
+    );
+
+    // What happens after the cut is still judged.
+    let mut h = H::new();
+    let a = h.open(1000);
+    let b = h.open(1000);
+    h.lock_granted(a, 1, "r", Mode::PR);
+    h.lock_granted(b, 1, "r", Mode::PW);
+    let mut lines = vec![AuditLine::Rotated { ts_us: T0, pid: 1 }];
+    lines.extend_from_slice(&h.lines[3..]);
+    let report = check(CheckConfig::default(), lines, &[]);
+    only(&report, Property::Compatibility);
+    assert!(report.partial_start);
+}
