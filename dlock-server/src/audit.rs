@@ -33,46 +33,12 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dlock_core::{Command, Event, Input};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::ServerError;
 
-/// One line of the audit log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AuditLine {
-    /// A server opened the log: a new server lifetime begins (no sessions, no locks).
-    Start {
-        /// Wall clock, microseconds since the Unix epoch.
-        ts_us: u64,
-        /// The server's process id.
-        pid: u32,
-    },
-    /// The log was rotated: this file continues the history of the previous one (same
-    /// server lifetime).
-    Rotated {
-        /// Wall clock, microseconds since the Unix epoch.
-        ts_us: u64,
-        /// The server's process id.
-        pid: u32,
-    },
-    /// This many lines before this one could not be written (a full disk, an IO error):
-    /// the history has a hole here.
-    Gap {
-        /// Wall clock, microseconds since the Unix epoch.
-        ts_us: u64,
-        /// How many lines were dropped.
-        dropped: u64,
-    },
-    /// One applied input and the events it produced, in order.
-    Apply {
-        /// Wall clock, microseconds since the Unix epoch, read just before applying.
-        ts_us: u64,
-        /// The input.
-        input: Input,
-        /// Its events.
-        events: Vec<Event>,
-    },
-}
+// The line format is shared with the readers and the checker, so it is defined with them.
+pub use dlock_history::AuditLine;
 
 /// The borrowed twin of [`AuditLine::Apply`], serialised the same way without copying.
 #[derive(Serialize)]

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
-use super::history::{ClientRecord, LostKind, LostRecord, OpKind, OpOutcome, OpRecord, now_us};
+use super::history::{ClientRecord, LostRecord, OpKind, OpOutcome, OpRecord, lost_kind, now_us};
 use crate::proxy::Proxy;
 
 /// Settings of the workload.
@@ -259,7 +259,7 @@ fn watch_lost(id: usize, guard: &LockGuard, mode: Arc<Mutex<Mode>>, rec: Recorde
             lock,
             resource,
             mode,
-            reason: LostKind::from(reason),
+            reason: lost_kind(reason),
             ts_us,
         }));
     });

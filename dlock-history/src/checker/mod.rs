@@ -1,0 +1,352 @@
+//! The streaming checker: it replays audit lines in order into its [model](crate::model) and
+//! judges every input as it goes.
+//!
+//! The replay is split by what it judges:
+//! - this file: the input loop, server lifetimes, leases (property 6) and the number of
+//!   immediate answers (property 3);
+//! - [`events`]: each event's effect on the model (queues, completions, session ends);
+//! - [`grants`]: grants, their order (property 4 on arrival and in grant passes) and their
+//!   tokens (property 2);
+//! - [`invariants`]: what must hold after every input (property 1, and property 4's "no
+//!   grantable head left waiting");
+//! - [`records`]: the client records, judged against the replayed log (properties 2, 3, 5
+//!   and 6 from the clients' side).
+
+mod events;
+mod grants;
+mod invariants;
+mod records;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use dlock_core::{Event, EventKind, FencingToken, Input, LockId, Reject, SessionId};
+
+use crate::line::AuditLine;
+use crate::model::{GrantRec, LockHistory, LockModel, Pos, ResModel, SessionModel};
+use crate::property::{CheckConfig, Location, Property, Violation};
+use crate::records::ClientRecord;
+use crate::report::CheckReport;
+use crate::subject::Subject;
+
+/// The streaming checker: feed it every audit line in order ([`feed`](Self::feed), or
+/// [`begin_file`](Self::begin_file) and [`feed_line`](Self::feed_line) to have
+/// counterexamples cite `FILE:LINE`), then [`finish`](Self::finish) with the client records
+/// (none when only the server's log is judged).
+pub struct Checker {
+    cfg: CheckConfig,
+    /// The line being replayed.
+    pos: Pos,
+    /// Names of the files fed, indexed by [`Pos::file`]; index 0 is "no file named".
+    files: Vec<Option<String>>,
+    lifetime: u64,
+    /// The current lifetime began before the history does (its first line is not a
+    /// `Start`): ids below this input index may name sessions and locks the model never saw.
+    unseen_below: Option<u64>,
+    now_us: u64,
+    last_index: u64,
+    sessions: BTreeMap<SessionId, SessionModel>,
+    locks: HashMap<LockId, LockModel>,
+    resources: BTreeMap<Vec<u8>, ResModel>,
+    /// Every resource a lock request named.
+    seen: HashSet<Vec<u8>>,
+    /// The last token granted on each resource, and where.
+    tokens: HashMap<Vec<u8>, (FencingToken, Pos)>,
+    grants: HashMap<Vec<u8>, Vec<GrantRec>>,
+    history: HashMap<LockId, LockHistory>,
+    /// When each session ended (expired, closed, or its server died).
+    ended: HashMap<SessionId, u64>,
+    report: CheckReport,
+}
+
+impl Checker {
+    /// A checker with `cfg`.
+    pub fn new(cfg: CheckConfig) -> Checker {
+        Checker {
+            cfg,
+            pos: Pos::default(),
+            files: vec![None],
+            lifetime: 0,
+            unseen_below: None,
+            now_us: 0,
+            last_index: 0,
+            sessions: BTreeMap::new(),
+            locks: HashMap::new(),
+            resources: BTreeMap::new(),
+            seen: HashSet::new(),
+            tokens: HashMap::new(),
+            grants: HashMap::new(),
+            history: HashMap::new(),
+            ended: HashMap::new(),
+            report: CheckReport::default(),
+        }
+    }
+
+    /// The lines fed from now on come from the file `name` (it continues the history of the
+    /// previous one): counterexamples cite them as `name:LINE`.
+    pub fn begin_file(&mut self, name: impl Into<String>) {
+        self.files.push(Some(name.into()));
+        self.pos.file = self.files.len() - 1;
+        self.pos.line = 0;
+    }
+
+    /// Feeds the next audit line, numbered one after the previous line fed.
+    pub fn feed(&mut self, line: AuditLine) {
+        self.feed_line(self.pos.line + 1, line);
+    }
+
+    /// Feeds the next audit line, which is line `number` (from 1) of the current file.
+    pub fn feed_line(&mut self, number: u64, line: AuditLine) {
+        self.pos.seq += 1;
+        self.pos.line = number;
+        match line {
+            AuditLine::Start { ts_us, .. } => self.start(ts_us),
+            // The same server lifetime goes on in the next file.
+            AuditLine::Rotated { .. } => {}
+            AuditLine::Gap { dropped, .. } => self.violation(
+                Property::History,
+                format!(
+                    "the server could not write {dropped} audit lines here; nothing after them can be judged soundly"
+                ),
+            ),
+            AuditLine::Apply {
+                ts_us,
+                input,
+                events,
+            } => self.apply(ts_us, &input, &events),
+        }
+    }
+
+    /// Whether `id` (a session's or lock's id, the index of the input that created it) may
+    /// name something created before the history begins: the model cannot judge it.
+    fn unseen(&self, id: u64) -> bool {
+        self.unseen_below.is_some_and(|first| id < first)
+    }
+
+    /// Where `pos` is, for a counterexample.
+    fn location(&self, pos: Pos) -> Location {
+        Location {
+            file: self.files.get(pos.file).cloned().flatten(),
+            line: pos.line,
+        }
+    }
+
+    /// A violation detected at the line being replayed.
+    fn violation(&mut self, property: Property, detail: String) {
+        self.violation_citing(property, detail, &[]);
+    }
+
+    /// A violation detected at the line being replayed that rests on the earlier lines
+    /// `cites`.
+    fn violation_citing(&mut self, property: Property, detail: String, cites: &[Pos]) {
+        let v = self.make_violation(property, Some(self.pos), self.now_us, detail, cites);
+        self.push_violation(v);
+    }
+
+    fn make_violation(
+        &self,
+        property: Property,
+        at: Option<Pos>,
+        ts_us: u64,
+        detail: String,
+        cites: &[Pos],
+    ) -> Violation {
+        Violation {
+            property,
+            at: at.map(|p| self.location(p)),
+            ts_us,
+            detail,
+            cites: cites.iter().map(|p| self.location(*p)).collect(),
+        }
+    }
+
+    fn push_violation(&mut self, v: Violation) {
+        *self.report.violations.entry(v.property).or_default() += 1;
+        if self.report.examples.len() < self.cfg.max_examples {
+            self.report.examples.push(v);
+        }
+    }
+
+    /// A new server lifetime: every session and lock of the old one is gone (a client must
+    /// learn this through a refused resume). Tokens carry over.
+    fn start(&mut self, ts_us: u64) {
+        // The old server died after its last line: its sessions ended then at the latest.
+        let died_by = if self.lifetime == 0 {
+            ts_us
+        } else {
+            self.now_us
+        };
+        self.now_us = self.now_us.max(ts_us);
+        self.lifetime += 1;
+        self.report.lifetimes += 1;
+        self.unseen_below = None;
+        for (s, _) in std::mem::take(&mut self.sessions) {
+            self.ended.insert(s, died_by);
+        }
+        self.locks.clear();
+        self.resources.clear();
+    }
+
+    fn apply(&mut self, ts_us: u64, input: &Input, events: &[Event]) {
+        if self.lifetime == 0 {
+            // A history without a start line (its first files rotated away): a lifetime
+            // that began earlier, with sessions and locks the model does not know.
+            self.lifetime = 1;
+            self.report.lifetimes += 1;
+            self.report.partial_start = true;
+            self.unseen_below = Some(input.index);
+        }
+        self.now_us = ts_us;
+        self.report.inputs += 1;
+        if input.index <= self.last_index {
+            self.violation(
+                Property::Fencing,
+                format!(
+                    "input index {} applied after index {}: indices (and so lock ids and tokens) must grow, also across restarts",
+                    input.index, self.last_index
+                ),
+            );
+        }
+        self.last_index = self.last_index.max(input.index);
+        self.check_overdue_leases();
+        let subject = Subject::of(input);
+        if let Some(s) = subject.session()
+            && let Some(m) = self.sessions.get_mut(&s)
+            && !events.iter().any(|e| {
+                e.session == s
+                    && matches!(
+                        e.kind,
+                        EventKind::Rejected {
+                            reason: Reject::UnknownSession
+                        }
+                    )
+            })
+        {
+            m.last_touch_us = ts_us;
+            m.late_reported = false;
+        }
+        let mut touched: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut granted_on: BTreeSet<Vec<u8>> = BTreeSet::new();
+        if let Subject::Lock { resource, .. } = &subject {
+            if !self.seen.contains(resource) {
+                self.seen.insert(resource.clone());
+            }
+            touched.insert(resource.clone());
+        }
+        let mut answers = 0usize;
+        for ev in events {
+            if subject.is_answered_by(ev) {
+                answers += 1;
+            }
+            self.event(&subject, ev, &mut touched, &mut granted_on);
+        }
+        self.check_answers(&subject, events, answers);
+        for r in &granted_on {
+            self.check_compatible(r);
+        }
+        for r in &touched {
+            self.check_heads(r);
+        }
+    }
+
+    /// Property 6 (late side): a live session whose lease ended more than the allowance ago.
+    fn check_overdue_leases(&mut self) {
+        let now = self.now_us;
+        let allowance = self.cfg.expiry_allowance_us;
+        let mut late = Vec::new();
+        for (s, m) in self.sessions.iter_mut() {
+            let due = m.last_touch_us + m.ttl_ms * 1000 + allowance;
+            if !m.late_reported && now > due {
+                m.late_reported = true;
+                late.push((*s, m.ttl_ms, m.last_touch_us));
+            }
+        }
+        for (s, ttl_ms, last) in late {
+            self.violation(
+                Property::DeadRelease,
+                format!(
+                    "session {s} (lease {ttl_ms} ms) last renewed at {last}us is still alive {} ms after its lease ended",
+                    (now - last - ttl_ms * 1000) / 1000
+                ),
+            );
+        }
+    }
+
+    /// Property 3: every request gets exactly one immediate answer.
+    fn check_answers(&mut self, subject: &Subject, events: &[Event], answers: usize) {
+        let expected = match subject {
+            Subject::Tick => return,
+            Subject::Open(s) => {
+                let n = events
+                    .iter()
+                    .filter(|e| {
+                        e.session == *s
+                            && matches!(
+                                e.kind,
+                                EventKind::SessionOpened { .. } | EventKind::Rejected { .. }
+                            )
+                    })
+                    .count();
+                if n != 1 {
+                    self.violation(
+                        Property::Completion,
+                        format!("opening session {s} got {n} answers: {events:?}"),
+                    );
+                }
+                return;
+            }
+            Subject::Cancel(_, _, lock) => {
+                // Either the cancel is refused, or the pending request completes CANCELLED.
+                let cancelled = events
+                    .iter()
+                    .filter(|e| e.lock == Some(*lock) && matches!(e.kind, EventKind::Cancelled))
+                    .count();
+                answers + cancelled
+            }
+            _ => answers,
+        };
+        if expected != 1 {
+            let (s, r) = (subject.session(), subject.request());
+            self.violation(
+                Property::Completion,
+                format!(
+                    "request {r:?} of session {s:?} ({subject:?}) got {expected} immediate answers (expected exactly 1): {events:?}"
+                ),
+            );
+        }
+    }
+
+    /// Ends the audit log and judges the client records against it (pass none to judge
+    /// the server's log alone).
+    pub fn finish(mut self, records: &[ClientRecord]) -> CheckReport {
+        self.check_overdue_leases();
+        if self.cfg.expect_quiescent {
+            self.check_nothing_pending();
+        }
+        for rec in records {
+            match rec {
+                ClientRecord::Op(op) => self.client_op(op),
+                ClientRecord::Lost(lost) => self.client_lost(lost),
+                ClientRecord::Dropped {
+                    session,
+                    ttl_ms,
+                    ts_us,
+                } => self.client_dropped(*session, *ttl_ms, *ts_us),
+            }
+        }
+        self.report.resources = self.seen.len() as u64;
+        self.report
+    }
+}
+
+/// Checks a whole history at once: the audit lines in order, then the client records.
+pub fn check(
+    cfg: CheckConfig,
+    audit: impl IntoIterator<Item = AuditLine>,
+    records: &[ClientRecord],
+) -> CheckReport {
+    let mut c = Checker::new(cfg);
+    for line in audit {
+        c.feed(line);
+    }
+    c.finish(records)
+}

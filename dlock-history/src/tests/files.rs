@@ -1,0 +1,195 @@
+//! Reading logs from files: torn lines, rotation, gaps, several files.
+
+use super::*;
+use crate::read_audit_log;
+
+#[test]
+fn torn_lines_are_tolerated_only_where_a_crash_leaves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let lines = clean().lines;
+    let text: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap())
+        .collect();
+    let torn = format!(
+        "{}\n{{\"Apply\":{{\"ts_\n{}\n{}\n{{\"Ap",
+        text[..4].join("\n"),
+        serde_json::to_string(&AuditLine::Start { ts_us: T0, pid: 3 }).unwrap(),
+        text[4..].join("\n")
+    );
+    std::fs::write(&path, torn).unwrap();
+    let mut n = 0;
+    let stats = read_audit_log(&path, |_| n += 1).unwrap();
+    assert_eq!(stats.torn, 2);
+    assert_eq!(stats.starts, 2);
+    assert_eq!(n, lines.len() + 1);
+
+    let bad = format!(
+        "{}\nnot json\n{}",
+        text[..2].join("\n"),
+        text[2..].join("\n")
+    );
+    std::fs::write(&path, bad).unwrap();
+    assert!(read_audit_log(&path, |_| {}).is_err());
+}
+
+#[test]
+fn a_rotated_log_is_one_history_and_a_gap_is_reported() {
+    let lines = clean().lines;
+    let report = check(CheckConfig::default(), lines.clone(), &[]);
+    assert!(report.is_ok(), "{report}");
+    // Rotation markers anywhere in the same lifetime change nothing.
+    let mut rotated = lines.clone();
+    rotated.insert(3, AuditLine::Rotated { ts_us: T0, pid: 1 });
+    let report = check(CheckConfig::default(), rotated, &[]);
+    assert!(report.is_ok(), "{report}");
+    // Dropped lines make the history unsound, and the report says so.
+    let mut gapped = lines;
+    gapped.insert(
+        3,
+        AuditLine::Gap {
+            ts_us: T0,
+            dropped: 2,
+        },
+    );
+    let report = check(CheckConfig::default(), gapped, &[]);
+    assert_eq!(report.violations.get(&Property::History), Some(&1));
+}
+
+/// `lines` as JSON text, one per line.
+fn json(lines: &[AuditLine]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_torn_line_is_tolerated_across_a_rotation_and_glued_to_a_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("a.1"), dir.path().join("a"));
+    let lines = clean().lines;
+    let text = json(&lines);
+    let start = serde_json::to_string(&AuditLine::Start { ts_us: T0, pid: 3 }).unwrap();
+    let rotated = serde_json::to_string(&AuditLine::Rotated { ts_us: T0, pid: 3 }).unwrap();
+    // Killed while writing the last line of `a`; rotated before the next start.
+    std::fs::write(
+        &old,
+        format!("{}\n{{\"Apply\":{{\"ts_", text[..4].join("\n")),
+    )
+    .unwrap();
+    std::fs::write(
+        &new,
+        format!("{rotated}\n{start}\n{}\n", text[4..].join("\n")),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let stats = crate::read_audit_logs(&[&old, &new], |at, _| seen.push(at)).unwrap();
+    assert_eq!((stats.torn, stats.starts), (1, 2));
+    assert_eq!(seen.len(), lines.len() + 2);
+    // Lines are numbered as in their files.
+    assert_eq!(seen[3], crate::LineAt { file: 0, line: 4 });
+    assert_eq!(seen[4], crate::LineAt { file: 1, line: 1 });
+    assert_eq!(seen[5], crate::LineAt { file: 1, line: 2 });
+
+    // A torn line followed by anything but a start is corruption, and says where.
+    std::fs::write(&new, format!("{rotated}\n{}\n", text[4..].join("\n"))).unwrap();
+    let err = crate::read_audit_logs(&[&old, &new], |_, _| {}).unwrap_err();
+    assert!(
+        matches!(&err, crate::ReadError::Corrupt { path, line: 5, .. } if *path == old),
+        "{err}"
+    );
+
+    // The next server's start written right after the torn bytes, on the same line.
+    std::fs::write(
+        &new,
+        format!(
+            "{}\n{{\"Apply\":{{\"ts_{start}\n{}\n",
+            text[..4].join("\n"),
+            text[4..].join("\n")
+        ),
+    )
+    .unwrap();
+    let mut n = 0;
+    let stats = read_audit_log(&new, |_| n += 1).unwrap();
+    assert_eq!((stats.torn, stats.starts), (1, 2));
+    assert_eq!(n, lines.len() + 1);
+}
+
+#[test]
+fn counterexamples_cite_the_files_and_lines_of_the_grants_in_conflict() {
+    let mut h = H::new();
+    let a = h.open(1000);
+    let b = h.open(1000);
+    h.lock_granted(a, 1, "r", Mode::PR);
+    h.lock_granted(b, 1, "r", Mode::PW);
+    let text = json(&h.lines);
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("audit.1"), dir.path().join("audit"));
+    let rotated = serde_json::to_string(&AuditLine::Rotated { ts_us: T0, pid: 1 }).unwrap();
+    std::fs::write(&old, format!("{}\n", text[..4].join("\n"))).unwrap();
+    std::fs::write(&new, format!("{rotated}\n{}\n", text[4..].join("\n"))).unwrap();
+    let (stats, report) = crate::check_files(CheckConfig::default(), &[&old, &new], &[]).unwrap();
+    assert_eq!(stats.applied, 4);
+    assert_eq!(
+        report.violations.get(&Property::Compatibility),
+        Some(&1),
+        "{report}"
+    );
+    let v = &report.examples[0];
+    let (old, new) = (old.display().to_string(), new.display().to_string());
+    assert_eq!(
+        v.at.as_ref().map(ToString::to_string),
+        Some(format!("{new}:2"))
+    );
+    let cites: Vec<String> = v.cites.iter().map(ToString::to_string).collect();
+    assert_eq!(cites, [format!("{old}:4"), format!("{new}:2")]);
+    assert!(v.detail.contains(&format!("since {old}:4")), "{v}");
+}
+
+#[test]
+fn rotated_files_are_put_oldest_first_and_other_files_keep_their_place() {
+    let p = |names: &[&str]| -> Vec<std::path::PathBuf> { names.iter().map(Into::into).collect() };
+    // As a shell expands `audit.jsonl*`.
+    assert_eq!(
+        crate::rotation_order(&p(&[
+            "d/audit.jsonl",
+            "d/audit.jsonl.1",
+            "d/audit.jsonl.10",
+            "d/audit.jsonl.2"
+        ])),
+        p(&[
+            "d/audit.jsonl.10",
+            "d/audit.jsonl.2",
+            "d/audit.jsonl.1",
+            "d/audit.jsonl"
+        ])
+    );
+    // Separate logs keep the order given; a set takes the place of its first member.
+    assert_eq!(
+        crate::rotation_order(&p(&["x", "a.2", "y", "a", "a.1", "x"])),
+        p(&["x", "a.2", "a.1", "a", "y"])
+    );
+    assert_eq!(
+        crate::rotation_order(&p(&["old", "new"])),
+        p(&["old", "new"])
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "audit.jsonl",
+        "audit.jsonl.1",
+        "audit.jsonl.2",
+        "client.jsonl",
+    ] {
+        std::fs::write(dir.path().join(name), "").unwrap();
+    }
+    std::fs::create_dir(dir.path().join("audit.d")).unwrap();
+    let found = crate::audit_files_in(dir.path()).unwrap();
+    let names: Vec<String> = found
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["audit.jsonl.2", "audit.jsonl.1", "audit.jsonl"]);
+}
