@@ -180,6 +180,12 @@ impl Core {
         self.sessions.get(&session).map(|s| s.ttl_ms)
     }
 
+    /// When a session's lease runs out (core clock, ms) unless renewed; `None` if it does not
+    /// exist. Its last renewal was `ttl_ms` before.
+    pub fn session_expires_at_ms(&self, session: SessionId) -> Option<u64> {
+        self.sessions.get(&session).map(|s| s.expires_at)
+    }
+
     /// The current wait-for edges between sessions (R39), sorted. A session waiting for
     /// itself through another of its locks appears as an edge to itself.
     pub fn waits_for(&self) -> Vec<WaitsFor> {

@@ -42,6 +42,10 @@ use crate::handle::{ConnHandle, ConnId};
 use crate::msg::{CoreMsg, HelloOutcome};
 use crate::{Config, ServerError};
 
+/// Messages other than `Renew` renew a lease at most once per this share of it (see
+/// `CoreTask::renew_implicitly`).
+const IMPLICIT_RENEWAL_SHARE: u64 = 8;
+
 /// The core task.
 pub(crate) struct CoreTask {
     config: Arc<Config>,
@@ -175,7 +179,7 @@ impl CoreTask {
                     return Ok(());
                 };
                 s.acknowledge(seq);
-                self.renew(session)
+                self.renew_implicitly(session)
             }
             CoreMsg::Disconnected { session, conn } => {
                 if self.sessions.detach(session, conn) {
@@ -186,7 +190,26 @@ impl CoreTask {
         }
     }
 
-    /// Renews a session's lease on the client's behalf (any message renews it).
+    /// Renews a session's lease for a message that is not a `Renew` (an ack, a ping, a query,
+    /// a retransmission, a command held by the grace): any message renews a lease, but these
+    /// do so at most once per [`IMPLICIT_RENEWAL_SHARE`] of the lease. A client that sends
+    /// them by the thousand then costs the engine (and the audit log) nothing, and a lease
+    /// still lasts at least `(1 - 1/IMPLICIT_RENEWAL_SHARE) * TTL` after any message.
+    fn renew_implicitly(&mut self, session: SessionId) -> Result<(), ServerError> {
+        let core = self.engine.core();
+        if let (Some(ttl), Some(expires)) = (
+            core.session_ttl_ms(session),
+            core.session_expires_at_ms(session),
+        ) {
+            let renewed = expires.saturating_sub(ttl);
+            if self.engine.now_ms() < renewed.saturating_add(ttl / IMPLICIT_RENEWAL_SHARE) {
+                return Ok(());
+            }
+        }
+        self.renew(session)
+    }
+
+    /// Renews a session's lease on the client's behalf.
     fn renew(&mut self, session: SessionId) -> Result<(), ServerError> {
         apply_for_server(&mut self.engine, &mut self.sessions, session, |request| {
             Command::Renew { session, request }
@@ -339,13 +362,14 @@ impl CoreTask {
         };
         let command = match requests::action(session, id, body) {
             Action::Query(query) => {
-                self.renew(session)?;
-                let reply = requests::query(self.engine.core(), query, &self.config);
+                self.renew_implicitly(session)?;
+                let now_ms = self.engine.now_ms();
+                let reply = requests::query(self.engine.core(), query, now_ms, &self.config);
                 self.reply(session, conn, id, reply);
                 return Ok(());
             }
             Action::Ping => {
-                self.renew(session)?;
+                self.renew_implicitly(session)?;
                 let pong = Reply::Pong {
                     server_version: crate::SERVER_VERSION.to_owned(),
                 };
@@ -354,7 +378,7 @@ impl CoreTask {
             }
             Action::Command(_) if s.max_request.is_some_and(|m| id.0 <= m) => {
                 // A retransmission after a resume: its events come from the replay.
-                return self.renew(session);
+                return self.renew_implicitly(session);
             }
             Action::Command(command) => command,
         };
@@ -365,7 +389,7 @@ impl CoreTask {
         // Recovery grace: nothing may be granted yet.
         match grace.hold(command, self.config.grace_queue_capacity) {
             // Any message renews the lease, held or not.
-            Ok(()) => self.renew(session),
+            Ok(()) => self.renew_implicitly(session),
             Err(NotHeld::ApplyNow(command)) => self.apply(command),
             Err(NotHeld::Full) => {
                 // Refused, not received: the id may be used again.

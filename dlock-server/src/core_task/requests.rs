@@ -57,9 +57,10 @@ const REPLY_ENVELOPE: usize = 64;
 /// most `max_query_resources` resources). Pages are built within a frame, so no query holds
 /// the core task for longer than building one frame's worth of answer, however large the
 /// table.
-pub(super) fn query(core: &Core, query: Query, config: &Config) -> Reply {
-    // The caller renewed the asking session just before, so the core clock is current.
-    let now_ms = core.clock_ms();
+pub(super) fn query(core: &Core, query: Query, now_ms: u64, config: &Config) -> Reply {
+    // The engine's clock only moves with inputs; the answer carries the server's clock now
+    // (never behind the engine's), so that ages computed from it are current.
+    let now_ms = now_ms.max(core.clock_ms());
     let budget = config.max_frame_len.saturating_sub(REPLY_ENVELOPE);
     match query {
         Query::Resource(name) => Reply::Resources {

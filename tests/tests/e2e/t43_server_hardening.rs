@@ -171,3 +171,32 @@ async fn a_frame_started_and_never_finished_closes_the_connection_not_the_sessio
     assert_eq!(held.granted.len(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn pings_acks_and_queries_by_the_thousand_do_not_each_renew() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("audit.jsonl");
+    let mut config = TestServer::config();
+    config.audit_log = Some(dlock_server::audit::AuditConfig::new(&path));
+    let server = TestServer::start_with(config).await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    for _ in 0..1000 {
+        a.ping().await?;
+        a.ack().await?;
+    }
+    a.query_resource("nothing").await?;
+    // An explicit renewal is always applied.
+    let id = a.send(Request::Renew).await?;
+    assert!(matches!(
+        a.event_for(id).await?.kind,
+        EventKind::Renewed { .. }
+    ));
+    let renewals = std::fs::read_to_string(&path)?
+        .lines()
+        .filter(|l| l.contains("\"Renew\""))
+        .count();
+    // The explicit one, and at most one implicit renewal per eighth of the 10 s lease the
+    // test can have lasted.
+    assert!((1..=10).contains(&renewals), "{renewals} renewals written");
+    Ok(())
+}
