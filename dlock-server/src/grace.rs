@@ -7,7 +7,10 @@
 //! grant such a lock to someone else. To know how long to wait, the server records the
 //! longest lease it may have granted in the file `max-lease-ttl` of the data directory (next
 //! to the fencing floor), written ahead: the record is raised (fsynced) before a session with
-//! a longer lease is confirmed to its client.
+//! a longer lease is confirmed to its client. It is raised a quarter beyond the lease that
+//! needs it (never beyond the configured maximum lease), so that clients asking for ever
+//! longer leases cause a few dozen writes at most, not one fsync per session on the core
+//! task; the grace after a restart is at most that quarter longer than needed.
 //!
 //! The grace is measured from the new server's start, not from the crash (which it cannot
 //! know), so it is conservative by the downtime. The record keeps the previous run's value
@@ -101,6 +104,10 @@ pub(crate) struct LeaseRecord {
     persisted: u64,
     /// The longest lease this lifetime has granted.
     granted: u64,
+    /// The configured maximum lease: the record is never raised beyond it.
+    ceiling: u64,
+    /// How many times the record was written (durably) since it was opened.
+    writes: u64,
 }
 
 /// What the data directory says about the previous lifetime.
@@ -118,8 +125,9 @@ pub(crate) enum Previous {
 impl LeaseRecord {
     /// Reads the record in `dir` (which [`Floor::open`](crate::floor::Floor::open) has
     /// created). `floor_existed` says whether the fencing floor file was there before this
-    /// start. For [`Previous::Unrecorded`], `assume_ms` is written as the record at once, so
-    /// that a crash during the grace still waits as long.
+    /// start. `assume_ms` is the configured maximum lease: for [`Previous::Unrecorded`] it is
+    /// written as the record at once, so that a crash during the grace still waits as long,
+    /// and the record is never raised ahead beyond it.
     pub(crate) fn open(
         dir: &Path,
         floor_existed: bool,
@@ -144,6 +152,8 @@ impl LeaseRecord {
             dir: dir.to_owned(),
             persisted: recorded.unwrap_or(0),
             granted: 0,
+            ceiling: assume_ms,
+            writes: 0,
         };
         let previous = match recorded {
             Some(ms) => Previous::Recorded(ms),
@@ -166,7 +176,8 @@ impl LeaseRecord {
     pub(crate) fn granting(&mut self, ttl_ms: u64) -> Result<(), ServerError> {
         self.granted = self.granted.max(ttl_ms);
         if ttl_ms > self.persisted {
-            self.persist(ttl_ms)?;
+            let ahead = ttl_ms.saturating_add(ttl_ms / 4).min(self.ceiling);
+            self.persist(ahead.max(ttl_ms))?;
         }
         Ok(())
     }
@@ -184,6 +195,7 @@ impl LeaseRecord {
         write_durably(&self.dir, TEMP_NAME, FILE_NAME, &format!("{ms}\n"))
             .map_err(|(path, source)| ServerError::LeaseRecord { path, source })?;
         self.persisted = ms;
+        self.writes += 1;
         Ok(())
     }
 }
@@ -304,5 +316,24 @@ mod tests {
             LeaseRecord::open(dir.path(), true, 0),
             Err(ServerError::CorruptLeaseRecord { .. })
         ));
+    }
+
+    #[test]
+    fn ever_longer_leases_cost_a_few_writes_ahead_never_beyond_the_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut record, _) = LeaseRecord::open(dir.path(), false, 300_000).unwrap();
+        for ttl in (100..=300_000).step_by(7) {
+            record.granting(ttl).unwrap();
+            assert!(record.persisted() >= ttl, "recorded before it is confirmed");
+        }
+        assert!(record.writes <= 40, "{} writes", record.writes);
+        assert_eq!(record.persisted(), 300_000);
+        // A lease just above the record raises it a quarter ahead.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut record, _) = LeaseRecord::open(dir.path(), false, 300_000).unwrap();
+        record.granting(10_000).unwrap();
+        assert_eq!(record.persisted(), 12_500);
+        record.granting(12_000).unwrap();
+        assert_eq!((record.persisted(), record.writes), (12_500, 1));
     }
 }

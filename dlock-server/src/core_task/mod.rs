@@ -94,10 +94,11 @@ impl CoreTask {
         loop {
             let deadline = self.engine.deadline();
             let grace_until = self.grace.as_ref().map(|g| g.until);
-            let wake_at = match (deadline, grace_until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let held_timeout = self.grace.as_ref().and_then(Grace::next_timeout);
+            let wake_at = [deadline, grace_until, held_timeout]
+                .into_iter()
+                .flatten()
+                .min();
             if wake_at != timer_at {
                 if let Some(at) = wake_at {
                     timer.as_mut().reset(at);
@@ -128,6 +129,12 @@ impl CoreTask {
             // The grace ends here, between batches, and never by a clock read inside `handle`:
             // a command arriving after the deadline but before this point is held too, so the
             // held commands always go first and arrival order is kept.
+            if let Some(grace) = &mut self.grace
+                && held_timeout.is_some_and(|at| at <= Instant::now())
+            {
+                let mut timed_out = grace.time_out(Instant::now());
+                self.sessions.route(&mut timed_out);
+            }
             if grace_until.is_some_and(|until| until <= Instant::now())
                 && let Some(grace) = self.grace.take()
             {
@@ -387,10 +394,14 @@ impl CoreTask {
             return self.apply(command);
         };
         // Recovery grace: nothing may be granted yet.
-        match grace.hold(command, self.config.grace_queue_capacity) {
+        match grace.hold(command, self.config.grace_queue_capacity, Instant::now()) {
             // Any message renews the lease, held or not.
             Ok(()) => self.renew_implicitly(session),
             Err(NotHeld::ApplyNow(command)) => self.apply(command),
+            Err(NotHeld::Answer(event)) => {
+                self.sessions.route(&mut vec![event]);
+                self.renew_implicitly(session)
+            }
             Err(NotHeld::Full) => {
                 // Refused, not received: the id may be used again.
                 if let Some(s) = self.sessions.map.get_mut(&session) {

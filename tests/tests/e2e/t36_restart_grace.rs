@@ -164,9 +164,12 @@ async fn a_first_start_has_no_grace() -> Result<()> {
         has_event_for(&c, rc),
         "c's lock was not applied before the ping was answered"
     );
-    // The lease just granted is on record for the next start.
+    // The lease just granted is on record for the next start, written a quarter ahead.
     let recorded = std::fs::read_to_string(server.data_dir().join("max-lease-ttl"))?;
-    ensure!(recorded.trim() == NEW_TTL_MS.to_string(), "{recorded:?}");
+    ensure!(
+        recorded.trim() == (NEW_TTL_MS + NEW_TTL_MS / 4).to_string(),
+        "{recorded:?}"
+    );
     Ok(())
 }
 
@@ -211,5 +214,53 @@ async fn a_crash_during_the_grace_waits_out_the_old_leases_again() -> Result<()>
         granted_after >= Duration::from_millis(OLD_TTL_MS),
         "granted {granted_after:?} after the second restart, within the first run's 3 s lease"
     );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_wait_and_timeouts_are_answered_during_the_grace() -> Result<()> {
+    let (server, _a, restarted) = holder_then_restart(TestServer::config()).await?;
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", NEW_TTL_MS).await?;
+    // NOQUEUE: answered NOT_QUEUED at once, although nothing holds the resource yet.
+    let try_lock = b.lock("r", Mode::EX, LockFlags::NOQUEUE).await?;
+    let answer = b.event_for(try_lock).await?;
+    ensure!(
+        answer.kind == EventKind::NotQueued && answer.lock.is_none(),
+        "{answer:?}"
+    );
+    ensure!(
+        restarted.elapsed() < Duration::from_millis(OLD_TTL_MS),
+        "answered only after the grace"
+    );
+    // A timeout shorter than the grace: TIMEDOUT once it has passed since the request
+    // arrived, still during the grace.
+    let sent = Instant::now();
+    let short = b
+        .send(Request::Lock(dlock_proto::LockRequest {
+            timeout_ms: Some(500),
+            ..dlock_proto::LockRequest::new("r", Mode::EX)
+        }))
+        .await?;
+    // A timeout longer than the grace: applied with what is left, granted (r is free).
+    let long = b
+        .send(Request::Lock(dlock_proto::LockRequest {
+            timeout_ms: Some(60_000),
+            ..dlock_proto::LockRequest::new("s", Mode::EX)
+        }))
+        .await?;
+    let timed_out = b.event_for(short).await?;
+    ensure!(timed_out.kind == EventKind::TimedOut, "{timed_out:?}");
+    let waited = sent.elapsed();
+    ensure!(
+        waited >= Duration::from_millis(500)
+            && restarted.elapsed() < Duration::from_millis(OLD_TTL_MS),
+        "timed out after {waited:?}, {:?} after the restart",
+        restarted.elapsed()
+    );
+    match b.event_for(long).await?.kind {
+        EventKind::Granted { .. } => {}
+        other => bail!("expected the long request granted after the grace, got {other:?}"),
+    }
+    ensure!(restarted.elapsed() >= Duration::from_millis(OLD_TTL_MS));
     Ok(())
 }
