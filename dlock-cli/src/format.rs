@@ -35,6 +35,21 @@ pub fn name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `text` safe to print on a terminal: control characters (escape sequences, newlines,
+/// carriage returns) are shown escaped (`\u{1b}`, `\n`), so a name a client chose can
+/// neither move the cursor nor forge a row of output; everything else is unchanged.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The mode column of a lock: `EX`, `PR->EX` while converting, `(EX)` while waiting.
 pub fn mode_column(state: &LockState) -> String {
     match *state {
@@ -48,7 +63,7 @@ pub fn mode_column(state: &LockState) -> String {
 pub fn lock_line(lock: &LockInfo, now_ms: u64) -> String {
     format!(
         "{} ({}) in {} for {}",
-        lock.session_name,
+        printable(&lock.session_name),
         lock.session,
         mode_column(&lock.state),
         age(since(now_ms, lock.since_ms))
@@ -139,5 +154,15 @@ mod tests {
             "held by alice@h:42 (s3) in PR for 1m03s, alice@h:42 (s3) in PR->EX for 1m00s"
         );
         assert_eq!(holders_line(None, 10_000), "not held by anyone now");
+    }
+
+    #[test]
+    fn names_from_clients_cannot_drive_the_terminal() {
+        assert_eq!(printable("alice@h:42"), "alice@h:42");
+        assert_eq!(printable("é ü 漢"), "é ü 漢");
+        assert_eq!(
+            printable("\u{1b}[2J\nforged\trow\r"),
+            "\\u{1b}[2J\\nforged\\trow\\r"
+        );
     }
 }

@@ -117,7 +117,7 @@ pub fn table(resources: &[ResourceInfo], now_ms: u64) -> String {
                     state.to_owned(),
                     format::mode_column(&l.state),
                     l.session.to_string(),
-                    l.session_name.clone(),
+                    format::printable(&l.session_name),
                     format::age(format::since(now_ms, l.since_ms)),
                     l.token.map_or_else(|| "-".to_owned(), |t| t.to_string()),
                 ]);
