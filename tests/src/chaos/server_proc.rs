@@ -70,6 +70,11 @@ impl ServerProc {
         rss_kib(self.pid()?)
     }
 
+    /// The child's peak resident set size in KiB since it started (Linux), while it runs.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(self.pid()?)
+    }
+
     /// Whether the child has exited (for example after a panic).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
@@ -155,9 +160,18 @@ impl ServerProc {
 
 /// `VmRSS` of a process in KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// `VmHWM` (the peak resident set size) of a process in KiB, from `/proc/<pid>/status`.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
