@@ -11,6 +11,8 @@
 
 mod h1_slow_reader;
 mod h2_expensive_query;
+mod h3_slowloris;
+mod h4_session_exhaustion;
 
 use std::path::Path;
 use std::time::Instant;
