@@ -132,10 +132,15 @@ impl Bystander {
 }
 
 /// Starts a server child (`exe serve`, the `chaos` binary) with its data directory, audit
-/// log and log file in `dir`, and further server flags `args`. Unless `args` set the audit
-/// log's rotation, the log is kept to 1 MiB (no rotated files), so a long run does not fill
-/// the disk.
-pub async fn server_child(exe: &Path, dir: &Path, args: &[&str]) -> Result<ServerProc> {
+/// log and log file in `dir`, further server flags `args` and environment variables `env`.
+/// Unless `args` set the audit log's rotation, the log is kept to 1 MiB (no rotated files),
+/// so a long run does not fill the disk.
+pub async fn server_child(
+    exe: &Path,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<ServerProc> {
     let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     if !args.contains(&"--audit-log-max-size") {
         all.extend(["--audit-log-max-size", "1MiB", "--audit-log-keep", "0"].map(String::from));
@@ -147,7 +152,11 @@ pub async fn server_child(exe: &Path, dir: &Path, args: &[&str]) -> Result<Serve
         log_file: dir.join("server.log"),
         args: all,
     };
-    ServerProc::start(spec).await
+    let env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    ServerProc::start_with_env(spec, env).await
 }
 
 /// The resident set size of a server child in KiB.

@@ -31,6 +31,7 @@ pub struct ServerSpec {
 /// A running (or killed) server child.
 pub struct ServerProc {
     spec: ServerSpec,
+    env: Vec<(String, String)>,
     addr: Option<SocketAddr>,
     child: Option<Child>,
     starts: u64,
@@ -39,8 +40,18 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts a server on `127.0.0.1:0`.
     pub async fn start(spec: ServerSpec) -> Result<ServerProc> {
+        ServerProc::start_with_env(spec, Vec::new()).await
+    }
+
+    /// Starts a server on `127.0.0.1:0` with these environment variables set (on top of
+    /// this process's environment), for this start and every restart.
+    pub async fn start_with_env(
+        spec: ServerSpec,
+        env: Vec<(String, String)>,
+    ) -> Result<ServerProc> {
         let mut p = ServerProc {
             spec,
+            env,
             addr: None,
             child: None,
             starts: 0,
@@ -101,6 +112,7 @@ impl ServerProc {
                 .arg("--audit-log")
                 .arg(&self.spec.audit_log)
                 .args(&self.spec.args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log.try_clone()?))

@@ -13,6 +13,7 @@ mod h1_slow_reader;
 mod h2_expensive_query;
 mod h3_slowloris;
 mod h4_session_exhaustion;
+mod h5_many_locks;
 
 use std::path::Path;
 use std::time::Instant;
@@ -36,7 +37,17 @@ pub(crate) async fn one_at_a_time() -> MutexGuard<'static, ()> {
 
 /// A server child with its files in `dir` and further flags `args`.
 pub(crate) async fn child(dir: &Path, args: &[&str]) -> Result<ServerProc> {
-    dlock_tests::hostile::server_child(Path::new(env!("CARGO_BIN_EXE_chaos")), dir, args).await
+    child_with_env(dir, args, &[]).await
+}
+
+/// [`child`] with environment variables `env` set for the server.
+pub(crate) async fn child_with_env(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<ServerProc> {
+    let exe = Path::new(env!("CARGO_BIN_EXE_chaos"));
+    dlock_tests::hostile::server_child(exe, dir, args, env).await
 }
 
 /// A `Hello` opening a session named `name` with a lease of `ttl_ms` (0: the default).
