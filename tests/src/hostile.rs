@@ -131,6 +131,12 @@ impl Bystander {
     }
 }
 
+/// The audit log of a [`server_child`], in its directory.
+pub const AUDIT_LOG: &str = "audit.jsonl";
+
+/// The data directory of a [`server_child`], in its directory (created by the server).
+pub const DATA_DIR: &str = "data";
+
 /// Starts a server child (`exe serve`, the `chaos` binary) with its data directory, audit
 /// log and log file in `dir`, further server flags `args` and environment variables `env`.
 /// Unless `args` set the audit log's rotation, the log is kept to 1 MiB (no rotated files),
@@ -147,8 +153,8 @@ pub async fn server_child(
     }
     let spec = ServerSpec {
         exe: exe.to_owned(),
-        data_dir: dir.join("data"),
-        audit_log: dir.join("audit.jsonl"),
+        data_dir: dir.join(DATA_DIR),
+        audit_log: dir.join(AUDIT_LOG),
         log_file: dir.join("server.log"),
         args: all,
     };

@@ -14,6 +14,10 @@ mod h2_expensive_query;
 mod h3_slowloris;
 mod h4_session_exhaustion;
 mod h5_many_locks;
+mod h6_restart_grace;
+mod h7_blocking_flood;
+mod h8_audit_log;
+mod h9_odd_names_and_ids;
 
 use std::path::Path;
 use std::time::Instant;
