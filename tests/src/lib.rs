@@ -1,9 +1,11 @@
 //! Shared helpers for dlock's end-to-end tests: [`TestServer`] runs a server in-process, and
 //! [`RawClient`] speaks the wire protocol directly (without `dlock-client`), and [`sdk`] has the
-//! helpers of the tests that go through `dlock-client`.
+//! helpers of the tests that go through `dlock-client`; [`hostile`] has those of the
+//! hostile-client suite.
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod hostile;
 pub mod proxy;
 pub mod raw;
 pub mod sdk;

@@ -122,10 +122,17 @@ impl RawClient {
 
     /// Sends a request with the next id; returns the id.
     pub async fn send(&mut self, body: Request) -> Result<RequestId> {
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
+        let id = self.next_id();
         self.send_with_id(id, body).await?;
         Ok(id)
+    }
+
+    /// Takes the next request id without sending anything (for requests fed to
+    /// [`framed`](Self::framed) directly, such as a pipelined batch flushed at once).
+    pub fn next_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        id
     }
 
     /// Sends a request with a chosen id (for retransmission tests).

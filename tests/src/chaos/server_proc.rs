@@ -31,6 +31,7 @@ pub struct ServerSpec {
 /// A running (or killed) server child.
 pub struct ServerProc {
     spec: ServerSpec,
+    env: Vec<(String, String)>,
     addr: Option<SocketAddr>,
     child: Option<Child>,
     starts: u64,
@@ -39,8 +40,18 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts a server on `127.0.0.1:0`.
     pub async fn start(spec: ServerSpec) -> Result<ServerProc> {
+        ServerProc::start_with_env(spec, Vec::new()).await
+    }
+
+    /// Starts a server on `127.0.0.1:0` with these environment variables set (on top of
+    /// this process's environment), for this start and every restart.
+    pub async fn start_with_env(
+        spec: ServerSpec,
+        env: Vec<(String, String)>,
+    ) -> Result<ServerProc> {
         let mut p = ServerProc {
             spec,
+            env,
             addr: None,
             child: None,
             starts: 0,
@@ -70,6 +81,11 @@ impl ServerProc {
         rss_kib(self.pid()?)
     }
 
+    /// The child's peak resident set size in KiB since it started (Linux), while it runs.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(self.pid()?)
+    }
+
     /// Whether the child has exited (for example after a panic).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
@@ -96,6 +112,7 @@ impl ServerProc {
                 .arg("--audit-log")
                 .arg(&self.spec.audit_log)
                 .args(&self.spec.args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log.try_clone()?))
@@ -155,9 +172,18 @@ impl ServerProc {
 
 /// `VmRSS` of a process in KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// `VmHWM` (the peak resident set size) of a process in KiB, from `/proc/<pid>/status`.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -1,0 +1,199 @@
+//! A slow reader with queries: a connection sends thousands of prefix queries against a
+//! table of many resources and reads nothing. Each answer is a page of up to one frame, so
+//! the unread answers pile up in the connection's outbox, which is bounded in messages
+//! (`Config::outbox_capacity`); when it is full the connection is cut as a slow reader.
+//!
+//! Bounds asserted: the connection is cut (closed by the server, found by a write that
+//! fails, with fewer answers left to read than queries sent), a well-behaved client keeps
+//! cycling and keeps its lock, and (second test) the server child's resident set grows by at
+//! most [`RSS_BUDGET_MIB`] over its size before the attack. The second test is ignored while
+//! the outbox is bounded in messages only: 4,096 unread pages of up to a frame each grew
+//! the server by 855-883 MiB when measured.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use dlock_proto::{ClientMessage, ProtocolError, Query, Request, RequestId, ServerMessage};
+use dlock_tests::hostile::{Bystander, mib, peak_rss_kib, rss_kib};
+use dlock_tests::{RawClient, WAIT, connect_framed, recv_raw};
+use futures_util::SinkExt;
+
+use crate::{child, hello, one_at_a_time, take_all, took};
+
+/// Resources in the table: enough that every prefix query is answered with a full page.
+const RESOURCES: usize = 2_000;
+
+/// Queries the attacker sends without reading. More than the outbox holds (4,096 messages by
+/// default) plus what the writer's turn (256) and the kernel's socket buffers (some MiB, a
+/// few hundred pages) take.
+const QUERIES: usize = 8_000;
+
+/// How much the server's resident set may grow over its size before the attack while one
+/// connection does not read its answers.
+const RSS_BUDGET_MIB: u64 = 64;
+
+/// Pause between the writes that probe whether the server has closed the connection.
+const PROBE_PAUSE: Duration = Duration::from_millis(50);
+
+/// What one run of the attack measured.
+struct Measured {
+    /// Queries sent before the server closed the connection.
+    sent: usize,
+    /// Answers the attacker could still read after the close.
+    answered: usize,
+    /// Whether the last message read was `ProtocolError::SlowReader`.
+    told_slow: bool,
+    base_kib: u64,
+    peak_kib: u64,
+    after_kib: u64,
+    cycles: u64,
+}
+
+/// Sends [`QUERIES`] prefix queries without reading, then probes with acknowledgements
+/// (which have no answer) until a write fails: the server has closed the connection. Then
+/// reads what is left. Returns the number of queries sent, of answers read and whether the
+/// server said `SlowReader` last.
+async fn flood(addr: std::net::SocketAddr) -> Result<(usize, usize, bool)> {
+    let mut framed = connect_framed(addr).await?;
+    let sent = flood_unread(&mut framed).await?;
+    let mut answered = 0;
+    let mut told_slow = false;
+    while let Some(msg) = recv_raw(&mut framed).await? {
+        match msg {
+            ServerMessage::Reply { .. } => answered += 1,
+            ServerMessage::ProtocolError(ProtocolError::SlowReader) => told_slow = true,
+            other => bail!("unexpected message to the slow reader: {other:?}"),
+        }
+    }
+    Ok((sent, answered, told_slow))
+}
+
+/// The attack proper: returns the number of queries sent before the connection was closed.
+async fn flood_unread(framed: &mut dlock_tests::RawFramed) -> Result<usize> {
+    framed.send(hello("h1-slow-reader", 0)).await?;
+    match recv_raw(framed).await? {
+        Some(ServerMessage::Welcome(_)) => {}
+        other => bail!("expected Welcome, got {other:?}"),
+    }
+    let query = |id| ClientMessage::Request {
+        id: RequestId(id),
+        body: Request::Query(Query::Prefix {
+            prefix: b"h1/".to_vec(),
+            limit: u32::MAX,
+            after: None,
+        }),
+    };
+    let deadline = tokio::time::Instant::now() + 2 * WAIT;
+    let mut sent = 0;
+    while sent < QUERIES {
+        match tokio::time::timeout_at(deadline, framed.send(query(sent as u64 + 1))).await {
+            Err(_) => bail!("sending the queries hung after {sent}"),
+            Ok(Err(_)) => return Ok(sent),
+            Ok(Ok(())) => sent += 1,
+        }
+    }
+    // The server answers at its own pace; once the outbox overflows it cuts the connection,
+    // and a write after that fails.
+    loop {
+        match tokio::time::timeout_at(deadline, framed.send(ClientMessage::Ack { seq: 0 })).await {
+            Err(_) => bail!(
+                "the connection is still open {:?} after {sent} unread queries",
+                2 * WAIT
+            ),
+            Ok(Err(_)) => return Ok(sent),
+            Ok(Ok(())) => tokio::time::sleep(PROBE_PAUSE).await,
+        }
+    }
+}
+
+async fn run() -> Result<Measured> {
+    let dir = tempfile::tempdir()?;
+    let mut server = child(dir.path(), &[]).await?;
+    let addr = server.addr();
+    let mut filler = RawClient::connect(addr, "h1-filler").await?;
+    let names: Vec<String> = (0..RESOURCES).map(|i| format!("h1/{i:06}")).collect();
+    take_all(&mut filler, &names).await?;
+    // Every answer is a full page (more resources follow).
+    let id = filler
+        .send(Request::Query(Query::Prefix {
+            prefix: b"h1/".to_vec(),
+            limit: u32::MAX,
+            after: None,
+        }))
+        .await?;
+    match filler.reply_for(id).await? {
+        dlock_proto::Reply::Resources { more: true, .. } => {}
+        other => bail!("expected a first page with more to follow, got {other:?}"),
+    }
+    let bystander = Bystander::start(addr, "h1").await?;
+    let base_kib = rss_kib(&server)?;
+
+    let ((sent, answered, told_slow), cycles) = bystander.alongside(flood(addr)).await?;
+
+    ensure!(
+        server.exited().is_none(),
+        "the server child exited during the attack"
+    );
+    let peak_kib = peak_rss_kib(&server)?;
+    bystander.cycles(3).await?;
+    bystander.check_held().await?;
+    filler.ping().await.context("the filler's connection")?;
+    let after_kib = rss_kib(&server)?;
+    Ok(Measured {
+        sent,
+        answered,
+        told_slow,
+        base_kib,
+        peak_kib,
+        after_kib,
+        cycles,
+    })
+}
+
+fn report(m: &Measured) {
+    eprintln!(
+        "h1 slow reader: cut after {} unread queries ({} answers readable after the close, SlowReader said: {}); server RSS before {}, peak {} (+{}, budget +{RSS_BUDGET_MIB} MiB), after the cut {}; bystander cycles during the attack: {}",
+        m.sent,
+        m.answered,
+        m.told_slow,
+        mib(m.base_kib),
+        mib(m.peak_kib),
+        mib(m.peak_kib.saturating_sub(m.base_kib)),
+        mib(m.after_kib),
+        m.cycles
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_of_queries_is_cut_and_others_keep_working() -> Result<()> {
+    let _turn = one_at_a_time().await;
+    let start = Instant::now();
+    let m = run().await?;
+    report(&m);
+    // Cut: the server closed the connection (`flood` fails otherwise) without answering every
+    // query the attacker sent.
+    ensure!(
+        m.answered < m.sent,
+        "all {} queries were answered: no cut",
+        m.sent
+    );
+    took("h1 cut", start);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "over budget: the server's RSS grew by 855-883 MiB over its 12 MiB base (budget 64 MiB); the outbox holds up to 4,096 answers of up to a frame each (about 200 KiB each in memory), bounded in messages, not in bytes"]
+async fn a_slow_reader_of_queries_costs_the_server_at_most_its_budget() -> Result<()> {
+    let _turn = one_at_a_time().await;
+    let start = Instant::now();
+    let m = run().await?;
+    report(&m);
+    let grown_kib = m.peak_kib.saturating_sub(m.base_kib);
+    ensure!(
+        grown_kib <= RSS_BUDGET_MIB * 1024,
+        "the server's RSS grew by {} (budget {RSS_BUDGET_MIB} MiB) while one connection did not read",
+        mib(grown_kib)
+    );
+    took("h1 rss", start);
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Connection exhaustion by slowloris: with `--max-connections` small, an attacker takes
+//! every free connection, says `Hello` on each and then sends part of a frame and stops. A
+//! newcomer is refused at once with `TooManyConnections` (not left hanging); once the
+//! partial frames run into `--frame-timeout` the server closes those connections and a
+//! newcomer is served again; the server's memory returns near its base; a well-behaved
+//! client connected before the attack keeps cycling and keeps its lock throughout.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail, ensure};
+use dlock_proto::{ProtocolError, Refusal, ServerMessage};
+use dlock_tests::hostile::{Bystander, mib, peak_rss_kib, rss_kib};
+use dlock_tests::{RawFramed, WAIT, connect_framed, recv_raw};
+use futures_util::SinkExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::{child, hello, took};
+
+/// The server's connection limit.
+const MAX_CONNECTIONS: usize = 50;
+
+/// The server's frame timeout, as a flag.
+const FRAME_TIMEOUT: &str = "1s";
+
+/// How far above its size before the attack the server's RSS may stay once the attacker's
+/// connections are closed (their sessions live on until their leases end).
+const RSS_ALLOWANCE_MIB: u64 = 4;
+
+/// Pause between the newcomer's attempts while the closed connections' places free up.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// A partial frame: a length prefix announcing the largest frame, then ten bytes of it.
+fn partial_frame() -> Vec<u8> {
+    let mut bytes = u32::try_from(dlock_proto::DEFAULT_MAX_FRAME_LEN)
+        .unwrap_or(u32::MAX)
+        .to_be_bytes()
+        .to_vec();
+    bytes.extend_from_slice(&[0; 10]);
+    bytes
+}
+
+/// Connects and says `Hello`; returns the connection and the server's first answer.
+async fn newcomer(addr: std::net::SocketAddr) -> Result<(RawFramed, Option<ServerMessage>)> {
+    let mut c = connect_framed(addr).await?;
+    c.send(hello("h3-newcomer", 0)).await?;
+    let first = recv_raw(&mut c).await?;
+    Ok((c, first))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_frame_timeout()
+-> Result<()> {
+    let start = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let max = MAX_CONNECTIONS.to_string();
+    let server = child(
+        dir.path(),
+        &["--max-connections", &max, "--frame-timeout", FRAME_TIMEOUT],
+    )
+    .await?;
+    let addr = server.addr();
+    // The bystander holds one of the connections.
+    let bystander = Bystander::start(addr, "h3").await?;
+    let base_kib = rss_kib(&server)?;
+
+    let (outage, cycles) = bystander
+        .alongside(async {
+            // The attacker takes every other place: Hello, then part of a frame.
+            let mut slow = Vec::with_capacity(MAX_CONNECTIONS - 1);
+            for _ in 1..MAX_CONNECTIONS {
+                let mut c = connect_framed(addr).await?;
+                c.send(hello("h3-slowloris", 0)).await?;
+                match recv_raw(&mut c).await? {
+                    Some(ServerMessage::Welcome(_)) => {}
+                    other => bail!("expected Welcome, got {other:?}"),
+                }
+                slow.push(c);
+            }
+            for c in &mut slow {
+                c.get_mut().write_all(&partial_frame()).await?;
+            }
+            let attacked = Instant::now();
+            // A newcomer is refused with a typed answer, and its connection is closed.
+            let (mut c, first) = newcomer(addr).await?;
+            ensure!(
+                first == Some(ServerMessage::Refused(Refusal::TooManyConnections)),
+                "a newcomer over the limit got {first:?}"
+            );
+            ensure!(
+                recv_raw(&mut c).await?.is_none(),
+                "the refused connection stays open"
+            );
+            drop(c);
+            // Each partial frame runs into the frame timeout: the server says so and closes.
+            for c in &mut slow {
+                let last = recv_raw(c).await?;
+                ensure!(
+                    last == Some(ServerMessage::ProtocolError(ProtocolError::FrameTimeout)),
+                    "a slowloris connection got {last:?}"
+                );
+                ensure!(recv_raw(c).await?.is_none(), "closed after the error");
+            }
+            drop(slow);
+            // The places free up once the server has finished with the connections; until
+            // then a newcomer is still refused with the same typed answer.
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                match newcomer(addr).await? {
+                    (_, Some(ServerMessage::Welcome(_))) => break,
+                    (_, Some(ServerMessage::Refused(Refusal::TooManyConnections)))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    (_, other) => bail!("a newcomer after the timeouts got {other:?}"),
+                }
+            }
+            Ok(attacked.elapsed())
+        })
+        .await?;
+
+    let peak_kib = peak_rss_kib(&server)?;
+    bystander.cycles(3).await?;
+    bystander.check_held().await?;
+    let after_kib = rss_kib(&server)?;
+    eprintln!(
+        "h3 slowloris: {} partial-frame connections; newcomer refused (TooManyConnections), served again {:.2} s after the partial frames (frame timeout {FRAME_TIMEOUT}); server RSS before {}, peak {}, after {} (allowance +{RSS_ALLOWANCE_MIB} MiB); bystander cycles: {cycles}",
+        MAX_CONNECTIONS - 1,
+        outage.as_secs_f64(),
+        mib(base_kib),
+        mib(peak_kib),
+        mib(after_kib),
+    );
+    ensure!(
+        after_kib <= base_kib + RSS_ALLOWANCE_MIB * 1024,
+        "the server's RSS stays at {} after the attack (before: {}, allowance {RSS_ALLOWANCE_MIB} MiB)",
+        mib(after_kib),
+        mib(base_kib)
+    );
+    took("h3", start);
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Memory for many locks: many sessions each take many locks. The server's resident set per
+//! held lock stays under [`MAX_BYTES_PER_LOCK`], and once every session has closed the
+//! memory is not lost: the table is empty and a second round of the same load fits in what
+//! the first one used (plus [`SECOND_ROUND_ALLOWANCE_MIB`]).
+//!
+//! The server child runs with `MALLOC_ARENA_MAX=1`: with glibc's default of one arena per
+//! thread, the second round may be served from another thread's arena while the first
+//! round's freed memory stays resident in its own, which would look like a leak of the whole
+//! first round.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail, ensure};
+use dlock_proto::{Query, Reply, Request};
+use dlock_tests::RawClient;
+use dlock_tests::chaos::server_proc::ServerProc;
+use dlock_tests::hostile::{Bystander, mib, peak_rss_kib, rss_kib};
+use futures_util::future::try_join_all;
+
+use crate::{child_with_env, one_at_a_time, take_all, took};
+
+/// Sessions.
+const SESSIONS: usize = 100;
+
+/// Locks per session.
+const LOCKS: usize = 1_000;
+
+/// Length of every resource name.
+const NAME_LEN: usize = 27;
+
+/// The engine's own figure is about 250 bytes per lock (lock, resource, name, indexes); this
+/// leaves about twice that for the allocator and the server around the engine.
+const MAX_BYTES_PER_LOCK: u64 = 512;
+
+/// How much the second round's peak may exceed the first's.
+const SECOND_ROUND_ALLOWANCE_MIB: u64 = 8;
+
+fn name(session: usize, lock: usize) -> String {
+    let n = format!("h5/session{session:03}/lock{lock:06}/--");
+    debug_assert_eq!(n.len(), NAME_LEN);
+    n
+}
+
+/// One round: every session takes its locks, then says goodbye. Returns the RSS with all
+/// locks held.
+async fn round(server: &ServerProc, round: usize) -> Result<u64> {
+    let addr = server.addr();
+    let mut clients = Vec::with_capacity(SESSIONS);
+    for s in 0..SESSIONS {
+        clients.push(RawClient::connect(addr, &format!("h5-{round}-{s}")).await?);
+    }
+    try_join_all(clients.iter_mut().enumerate().map(|(s, c)| async move {
+        let names: Vec<String> = (0..LOCKS).map(|l| name(s, l)).collect();
+        take_all(c, &names).await
+    }))
+    .await?;
+    let held_kib = rss_kib(server)?;
+    try_join_all(clients.iter_mut().map(RawClient::goodbye)).await?;
+    // Every lock is gone with its session.
+    let mut checker = RawClient::connect(addr, "h5-checker").await?;
+    let id = checker
+        .send(Request::Query(Query::Prefix {
+            prefix: b"h5/".to_vec(),
+            limit: 1,
+            after: None,
+        }))
+        .await?;
+    match checker.reply_for(id).await? {
+        Reply::Resources { resources, .. } => {
+            ensure!(resources.is_empty(), "resources left: {resources:?}");
+        }
+        other => bail!("expected Resources, got {other:?}"),
+    }
+    checker.goodbye().await?;
+    Ok(held_kib)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_held_locks_cost_a_bounded_amount_each_and_are_given_back() -> Result<()> {
+    let _turn = one_at_a_time().await;
+    let start = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let server = child_with_env(dir.path(), &[], &[("MALLOC_ARENA_MAX", "1")]).await?;
+    let bystander = Bystander::start(server.addr(), "h5").await?;
+    let base_kib = rss_kib(&server)?;
+
+    let (held_kib, cycles) = bystander.alongside(round(&server, 1)).await?;
+    let first_peak_kib = peak_rss_kib(&server)?;
+    let closed_kib = rss_kib(&server)?;
+    let (held2_kib, _) = bystander.alongside(round(&server, 2)).await?;
+    let second_peak_kib = peak_rss_kib(&server)?;
+    bystander.cycles(3).await?;
+    bystander.check_held().await?;
+
+    let locks = (SESSIONS * LOCKS) as u64;
+    let per_lock = held_kib.saturating_sub(base_kib) * 1024 / locks;
+    eprintln!(
+        "h5 many locks: {SESSIONS} sessions x {LOCKS} locks ({NAME_LEN} B names); server RSS before {}, all held {} ({per_lock} B per lock, bound {MAX_BYTES_PER_LOCK}), peak {}, all closed {}; second round: held {}, peak {} (allowance +{SECOND_ROUND_ALLOWANCE_MIB} MiB); bystander cycles: {cycles}",
+        mib(base_kib),
+        mib(held_kib),
+        mib(first_peak_kib),
+        mib(closed_kib),
+        mib(held2_kib),
+        mib(second_peak_kib),
+    );
+    ensure!(
+        per_lock <= MAX_BYTES_PER_LOCK,
+        "{per_lock} bytes of RSS per held lock (bound {MAX_BYTES_PER_LOCK})"
+    );
+    ensure!(
+        second_peak_kib <= first_peak_kib + SECOND_ROUND_ALLOWANCE_MIB * 1024,
+        "the second round grew the peak from {} to {}: memory of the first was not given back",
+        mib(first_peak_kib),
+        mib(second_peak_kib)
+    );
+    took("h5", start);
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Odd but valid input: session and resource names with terminal escape sequences and
+//! newlines are accepted and come back byte for byte in queries (escaping is the business
+//! of whoever prints them), and the largest request id is answered like any other.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail, ensure};
+use dlock_proto::{
+    EventKind, LockFlags, LockRequest, LockState, Mode, Query, Reply, Request, RequestId,
+    ServerMessage,
+};
+use dlock_tests::hostile::Bystander;
+use dlock_tests::{RawClient, TestServer};
+
+use crate::took;
+
+/// A session name that would clear a terminal and forge a row of a listing if printed raw.
+const FORGED_SESSION: &str = "\x1b[2J\nforged row";
+
+/// A resource name of the same kind.
+const FORGED_RESOURCE: &str = "h9/\x1b[31mred\r\nforged\x07";
+
+fn lock(resource: &str) -> Request {
+    Request::Lock(LockRequest {
+        resource: resource.as_bytes().to_vec(),
+        mode: Mode::EX,
+        flags: LockFlags::empty(),
+        value: None,
+        timeout_ms: None,
+    })
+}
+
+#[tokio::test]
+async fn escape_sequences_in_names_come_back_intact() -> Result<()> {
+    let start = Instant::now();
+    let server = TestServer::start().await?;
+    let bystander = Bystander::start(server.addr(), "h9").await?;
+    let ((), cycles) = bystander
+        .alongside(async {
+            let mut c = RawClient::connect(server.addr(), FORGED_SESSION).await?;
+            let (lock, _) = c.acquire(FORGED_RESOURCE, Mode::EX).await?;
+            let id = c
+                .send(Request::Query(Query::Session {
+                    session: c.session,
+                    after: None,
+                }))
+                .await?;
+            let info = match c.reply_for(id).await? {
+                Reply::Session {
+                    session: Some(info),
+                    ..
+                } => info,
+                other => bail!("expected the session, got {other:?}"),
+            };
+            ensure!(info.name == FORGED_SESSION, "session name {:?}", info.name);
+            ensure!(
+                info.locks.len() == 1 && info.locks[0].resource == FORGED_RESOURCE.as_bytes(),
+                "locks {:?}",
+                info.locks
+            );
+            let res = c
+                .query_resource(FORGED_RESOURCE)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the resource is gone"))?;
+            ensure!(
+                res.name == FORGED_RESOURCE.as_bytes(),
+                "name {:?}",
+                res.name
+            );
+            ensure!(
+                res.granted.len() == 1
+                    && res.granted[0].lock == lock
+                    && res.granted[0].session_name == FORGED_SESSION,
+                "granted {:?}",
+                res.granted
+            );
+            Ok(())
+        })
+        .await?;
+    bystander.check_held().await?;
+    eprintln!(
+        "h9 names: {FORGED_SESSION:?} and {FORGED_RESOURCE:?} came back intact; bystander cycles: {cycles}"
+    );
+    took("h9 names", start);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_largest_request_id_is_answered_and_ends_the_id_space() -> Result<()> {
+    let start = Instant::now();
+    let server = TestServer::start().await?;
+    let bystander = Bystander::start(server.addr(), "h9-ids").await?;
+    let ((), cycles) = bystander
+        .alongside(async {
+            let mut c = RawClient::connect(server.addr(), "h9-ids").await?;
+            let max = RequestId(u64::MAX);
+            c.send_with_id(max, lock("h9/max")).await?;
+            let granted = c.event_for(max).await?;
+            ensure!(
+                matches!(granted.kind, EventKind::Granted { .. }),
+                "{granted:?}"
+            );
+            // Pings and queries are always answered, whatever their id.
+            c.send_with_id(max, Request::Ping).await?;
+            match c.reply_for(max).await? {
+                Reply::Pong { .. } => {}
+                other => bail!("expected Pong, got {other:?}"),
+            }
+            // Ids must increase: the same id again is a retransmission, not applied. A ping
+            // sent after it is answered first, and the resource stays unknown.
+            c.send_with_id(max, lock("h9/after-max")).await?;
+            c.send_with_id(RequestId(7), Request::Ping).await?;
+            match c.recv().await? {
+                Some(ServerMessage::Reply {
+                    id: RequestId(7),
+                    body: Reply::Pong { .. },
+                }) => {}
+                other => bail!("expected the pong, got {other:?}"),
+            }
+            ensure!(
+                c.query_resource("h9/after-max").await?.is_none(),
+                "a retransmitted id was applied again"
+            );
+            let held = c.query_resource("h9/max").await?;
+            ensure!(
+                held.is_some_and(|r| r.granted.len() == 1
+                    && r.granted[0].state == LockState::Granted { mode: Mode::EX }),
+                "the lock taken with the largest id is not held"
+            );
+            Ok(())
+        })
+        .await?;
+    bystander.check_held().await?;
+    eprintln!(
+        "h9 ids: request id u64::MAX granted and answered; a repeat of it not applied; bystander cycles: {cycles}"
+    );
+    took("h9 ids", start);
+    Ok(())
+}
