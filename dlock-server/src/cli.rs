@@ -61,6 +61,16 @@ pub struct Args {
     #[arg(long, env = "DLOCK_FRAME_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub frame_timeout: Duration,
 
+    /// Most bytes queued for one connection; its reader pauses at a quarter of this, and a
+    /// client whose outbox is over it is cut off as a slow reader (e.g. `4MiB`).
+    #[arg(long, env = "DLOCK_OUTBOX_MAX_BYTES", default_value = "4MiB")]
+    pub outbox_max_bytes: bytesize::ByteSize,
+
+    /// A client that does not read what is written to it for this long is cut off (its
+    /// session lives on).
+    #[arg(long, env = "DLOCK_SLOW_READER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub slow_reader_timeout: Duration,
+
     /// After a restart, wait this long before granting anything, so that clients of the
     /// previous run see their leases run out first: "auto" (the longest lease the previous run
     /// granted, as recorded in the data directory, plus 100 ms), a duration ("15s"), or "0" to
@@ -145,6 +155,8 @@ impl Args {
             default_lease_ttl: self.lease_ttl,
             handshake_timeout: self.handshake_timeout,
             frame_timeout: self.frame_timeout,
+            outbox_max_bytes: usize::try_from(self.outbox_max_bytes.as_u64()).unwrap_or(usize::MAX),
+            slow_reader_timeout: self.slow_reader_timeout,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,
             engine: dlock_core::Config {

@@ -33,10 +33,16 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Most inbox messages the core task handles per wake-up.
     pub max_batch: usize,
-    /// Most bytes (approximately) queued for one connection. A client whose outbox is over
-    /// it is disconnected as a slow reader; its session lives on until its lease runs out.
-    /// One reply or event larger than this still passes an empty outbox.
+    /// Most bytes (approximately) queued for one connection. The connection's reader stops
+    /// taking requests while its outbox holds more than a quarter of this (so a client that
+    /// reads is slowed down, never cut off, by its own answers); a client whose outbox is
+    /// over it (it does not read its events) is disconnected as a slow reader, and its
+    /// session lives on until its lease runs out. One reply or event larger than this still
+    /// passes an empty outbox.
     pub outbox_max_bytes: usize,
+    /// A connection whose writer cannot hand its queued frames to the socket within this
+    /// time (the client does not read) is closed; its session lives on.
+    pub slow_reader_timeout: Duration,
     /// Most events kept per session for replay until the client acknowledges them. On
     /// overflow the session is closed as expired.
     pub replay_capacity: usize,
@@ -78,7 +84,8 @@ impl Default for Config {
             max_frame_len: dlock_proto::DEFAULT_MAX_FRAME_LEN,
             inbox_capacity: 4096,
             max_batch: 256,
-            outbox_max_bytes: 256 * 1024,
+            outbox_max_bytes: 4 << 20,
+            slow_reader_timeout: Duration::from_secs(10),
             replay_capacity: 65_536,
             max_query_resources: 1000,
             shutdown_grace: Duration::from_secs(2),

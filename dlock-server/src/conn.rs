@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use dlock_proto::{
     ClientMessage, CodecError, FrameCodec, Hello, PROTOCOL_VERSION, ProtocolError, Refusal, Reply,
@@ -13,7 +12,7 @@ use futures_util::SinkExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -23,6 +22,12 @@ use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
 use crate::msg::{CoreMsg, HelloOutcome};
 use crate::outbox::Outbox;
+
+/// Most requests of one connection waiting in (or for) the core task. Bounds what one
+/// connection can put in the shared inbox ahead of others, and how far its answers can
+/// overshoot the point where its reader stops taking requests (a quarter of the outbox
+/// bound): with 64 KiB answers, 32 of them fit in the rest of the default bound.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// The writer's buffer size before it writes to the socket in the middle of a turn. Frames
 /// are encoded into one buffer and written when the turn's frames are all in; a turn of
@@ -63,7 +68,7 @@ pub(crate) async fn serve(
     // draining the outbox.
     tokio::join!(
         read_loop(reader, conn, core_tx, &config),
-        write_loop(writer, outbox, shared, config.shutdown_grace),
+        write_loop(writer, outbox, shared, &config),
     );
     debug!(%peer, conn = id, "connection closed");
 }
@@ -160,6 +165,7 @@ async fn read_loop(
     // unregisters a waiter on the token each time, which showed up in the per-frame profile.
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let frame = tokio::select! {
             biased;
@@ -188,12 +194,29 @@ async fn read_loop(
                 conn: conn.id,
                 seq,
             },
-            Frame::Message(ClientMessage::Request { id, body }) => CoreMsg::Request {
-                session,
-                conn: conn.id,
-                id,
-                body,
-            },
+            Frame::Message(ClientMessage::Request { id, body }) => {
+                // Flow control, so that a client that writes faster than it reads is slowed
+                // down rather than cut off, and its answers stay bounded: no new request is
+                // taken while the outbox holds more than a quarter of its bound, and at most
+                // MAX_IN_FLIGHT of the connection's requests wait in (or for) the core task.
+                let ready = async {
+                    conn.outbox.drained_to(config.outbox_max_bytes / 4).await;
+                    in_flight.clone().acquire_owned().await
+                };
+                let slot = tokio::select! {
+                    biased;
+                    _ = &mut cancelled => break,
+                    slot = ready => slot,
+                };
+                let Ok(slot) = slot else { break };
+                CoreMsg::Request {
+                    session,
+                    conn: conn.id,
+                    id,
+                    body,
+                    slot,
+                }
+            }
         };
         // Waiting here when the core's inbox is full is the backpressure of the whole
         // server; the writer keeps draining the outbox meanwhile. The common case (room in
@@ -305,9 +328,9 @@ async fn write_loop(
     mut sink: FramedWrite<OwnedWriteHalf, FrameCodec<ClientMessage, ServerMessage>>,
     outbox: Arc<Outbox>,
     shared: Arc<ConnShared>,
-    grace: Duration,
+    config: &Config,
 ) {
-    let peer = shared.peer;
+    let (peer, grace) = (shared.peer, config.shutdown_grace);
     {
         // One turn: take everything queued (the core task delivers a wake-up's output at
         // once; the outbox's byte bound bounds a turn), encode it, then write with one flush.
@@ -317,13 +340,25 @@ async fn write_loop(
                 if turn.is_empty() {
                     return; // closed
                 }
-                for m in turn {
-                    if !feed(&mut sink, m, peer).await {
+                // A client that does not read stalls the turn: past the slow-reader timeout
+                // it is cut off (its session lives on), so it holds no outbox for long.
+                let written = tokio::time::timeout(config.slow_reader_timeout, async {
+                    for m in turn {
+                        if !feed(&mut sink, m, peer).await {
+                            return false;
+                        }
+                    }
+                    sink.flush().await.is_ok()
+                })
+                .await;
+                match written {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(_) => {
+                        warn!(%peer, "client not reading; closing connection");
+                        shared.close(None, false);
                         return;
                     }
-                }
-                if sink.flush().await.is_err() {
-                    return;
                 }
                 if outbox.is_empty() {
                     // Idle: hold no write buffer while waiting (the next turn allocates one

@@ -47,6 +47,20 @@ impl ConnShared {
         }
     }
 
+    /// Closes the connection (see [`ConnHandle::close`]). The first close wins.
+    pub(crate) fn close(&self, msg: Option<ServerMessage>, flush_first: bool) {
+        {
+            let mut fin = self
+                .fin
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if fin.is_none() && !self.token.is_cancelled() {
+                *fin = Some(Final { msg, flush_first });
+            }
+        }
+        self.token.cancel();
+    }
+
     /// What the first close asked the writer to send last (taken once, by the writer).
     pub(crate) fn take_final(&self) -> Option<Final> {
         self.fin
@@ -71,17 +85,7 @@ impl ConnHandle {
     /// Closes the connection: the writer sends `msg` (after the queued messages when
     /// `flush_first`), then closes. The first close wins.
     pub(crate) fn close(&self, msg: Option<ServerMessage>, flush_first: bool) {
-        {
-            let mut fin = self
-                .shared
-                .fin
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if fin.is_none() && !self.shared.token.is_cancelled() {
-                *fin = Some(Final { msg, flush_first });
-            }
-        }
-        self.shared.token.cancel();
+        self.shared.close(msg, flush_first);
     }
 
     /// The peer's address.

@@ -3,7 +3,7 @@
 
 use dlock_core::{RequestId, SessionId};
 use dlock_proto::{Hello, Refusal, Request, ServerMessage};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::handle::{ConnHandle, ConnId};
 
@@ -39,6 +39,9 @@ pub(crate) enum CoreMsg {
         id: RequestId,
         /// The request.
         body: Request,
+        /// One of the connection's in-flight slots, given back when the core task drops the
+        /// message after handling it.
+        slot: OwnedSemaphorePermit,
     },
     /// The client acknowledged every event up to `seq`.
     Ack {

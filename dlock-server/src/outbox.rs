@@ -122,6 +122,19 @@ impl Outbox {
         self.lock().queue.is_empty()
     }
 
+    /// Waits until at most `limit` bytes are queued (or the outbox is closed).
+    pub(crate) async fn drained_to(&self, limit: usize) {
+        loop {
+            {
+                let s = self.lock();
+                if s.bytes <= limit || s.closed {
+                    return;
+                }
+            }
+            self.room.notified().await;
+        }
+    }
+
     /// The writer is gone: later pushes fail, a waiting pusher gives up.
     pub(crate) fn close(&self) {
         self.lock().closed = true;

@@ -180,6 +180,7 @@ impl CoreTask {
                 conn,
                 id,
                 body,
+                slot: _slot,
             } => self.request(session, conn, id, body),
             CoreMsg::Ack { session, conn, seq } => {
                 let Some(s) = self.sessions.attached(session, conn) else {

@@ -67,6 +67,7 @@ async fn replay_overflow_closes_the_session_as_expired() -> Result<()> {
 async fn slow_reader_is_disconnected_and_its_session_survives() -> Result<()> {
     let mut config = TestServer::config();
     config.outbox_max_bytes = 64 * 1024;
+    config.slow_reader_timeout = std::time::Duration::from_millis(500);
     let server = TestServer::start_with(config).await?;
     let mut slow = RawClient::connect(server.addr(), "slow").await?;
     let mut witness = RawClient::connect(server.addr(), "witness").await?;
