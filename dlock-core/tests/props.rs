@@ -1,6 +1,9 @@
 //! Property tests: random command sequences over a few sessions, resources and modes,
 //! checked against a naive reference model of the grant decisions (R9..R13, R15..R22,
 //! R39..R47, R50, R65) and against invariants.
+//!
+//! One file of about 850 lines on purpose: the reference model and the properties judged
+//! against it read as one argument, and split apart each half would be meaningless.
 
 use dlock_core::{ConvertRequest, LockRequest, UnlockRequest};
 use std::collections::{BTreeMap, BTreeSet};

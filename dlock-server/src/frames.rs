@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use dlock_proto::{ClientMessage, CodecError, FrameCodec, MalformedFrame, ServerMessage};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
@@ -85,7 +86,11 @@ impl FrameReader {
                 }
             }
             self.buf.reserve(READ_CHUNK);
-            match self.half.try_read_buf(&mut self.buf) {
+            // The socket is readable, so this read does not wait (but for a rare spurious
+            // wake-up). Reading through `AsyncRead` rather than `try_read_buf` matters: a read
+            // that fills less than the buffer clears the readiness, so the next wait parks at
+            // once instead of costing one more system call that finds nothing.
+            match self.half.read_buf(&mut self.buf).await {
                 Ok(0) if self.buf.is_empty() => return ReadOutcome::Closed,
                 Ok(0) => {
                     let e =
@@ -97,7 +102,6 @@ impl FrameReader {
                         self.started = Some(Instant::now());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return ReadOutcome::Failed(e.into()),
             }
         }

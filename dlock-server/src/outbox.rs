@@ -150,21 +150,27 @@ pub(crate) fn approx_size(msg: &ServerMessage) -> usize {
             EventKind::Granted { value, .. } => value.as_ref().map_or(0, Vec::len),
             _ => 0,
         },
-        ServerMessage::Reply { body, .. } => match body {
-            Reply::Resources { resources, .. } => resources
-                .iter()
-                .map(dlock_proto::ResourceInfo::approx_size)
-                .sum(),
-            Reply::Session { session, .. } => session
-                .as_ref()
-                .map_or(0, dlock_proto::SessionInfo::approx_size),
-            Reply::Pong { server_version } => server_version.len(),
-            _ => 0,
-        },
+        ServerMessage::Reply { body, .. } => reply_payload(body),
         ServerMessage::Welcome(w) => w.server_version.len(),
         _ => 0,
     };
     std::mem::size_of::<ServerMessage>() + heap
+}
+
+/// An upper bound of the variable part of a reply, in bytes, both in memory and encoded (the
+/// query views' `approx_size` bound their encoding).
+pub(crate) fn reply_payload(body: &Reply) -> usize {
+    match body {
+        Reply::Resources { resources, .. } => resources
+            .iter()
+            .map(dlock_proto::ResourceInfo::approx_size)
+            .sum(),
+        Reply::Session { session, .. } => session
+            .as_ref()
+            .map_or(0, dlock_proto::SessionInfo::approx_size),
+        Reply::Pong { server_version } => server_version.len(),
+        Reply::Error(_) => 0,
+    }
 }
 
 #[cfg(test)]

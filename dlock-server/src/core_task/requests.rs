@@ -96,18 +96,7 @@ pub(super) fn query(core: &Core, query: Query, now_ms: u64, config: &Config) -> 
 /// Whether `body` fits in a frame of `max` bytes by the views' upper size bounds, without
 /// encoding it (false means "encode and see").
 fn surely_fits(body: &Reply, max: usize) -> bool {
-    let size = match body {
-        Reply::Resources { resources, .. } => resources
-            .iter()
-            .map(dlock_proto::ResourceInfo::approx_size)
-            .sum(),
-        Reply::Session { session, .. } => session
-            .as_ref()
-            .map_or(0, dlock_proto::SessionInfo::approx_size),
-        Reply::Pong { server_version } => server_version.len(),
-        Reply::Error(_) => 0,
-    };
-    size + REPLY_ENVELOPE <= max
+    crate::outbox::reply_payload(body) + REPLY_ENVELOPE <= max
 }
 
 /// The reply message for request `id`, shrinking a resource list that does not fit in a

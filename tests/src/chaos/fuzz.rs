@@ -7,6 +7,9 @@
 //! well-behaved client's lock (R6), and that memory stays bounded: every fuzzed session's
 //! locks are gone once its lease runs out, and the server's RSS before and after is reported
 //! and bounded.
+//!
+//! About 650 lines on purpose: the two generators (random and mutated streams) serve both
+//! targets, and the live run's checks only make sense next to what it sends.
 
 use dlock_proto::{ConvertRequest, LockRequest, UnlockRequest};
 use std::fmt;
