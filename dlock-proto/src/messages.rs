@@ -195,6 +195,13 @@ pub enum Refusal {
     /// The server is shutting down.
     #[error("server shutting down")]
     ShuttingDown,
+    /// This client address already holds the most sessions one address may (sessions of
+    /// dropped connections count until their leases run out).
+    #[error("too many sessions from this address (at most {limit})")]
+    TooManySessionsFromPeer {
+        /// The per-address limit.
+        limit: u32,
+    },
 }
 
 /// A reply the server makes itself.

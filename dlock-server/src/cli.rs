@@ -66,6 +66,11 @@ pub struct Args {
     #[arg(long, env = "DLOCK_OUTBOX_MAX_BYTES", default_value = "4MiB")]
     pub outbox_max_bytes: bytesize::ByteSize,
 
+    /// Most live sessions one client address may hold (sessions of dropped connections count
+    /// until their leases run out).
+    #[arg(long, env = "DLOCK_MAX_SESSIONS_PER_PEER", default_value_t = 25_000)]
+    pub max_sessions_per_peer: usize,
+
     /// A client that does not read what is written to it for this long is cut off (its
     /// session lives on).
     #[arg(long, env = "DLOCK_SLOW_READER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -157,6 +162,7 @@ impl Args {
             frame_timeout: self.frame_timeout,
             outbox_max_bytes: usize::try_from(self.outbox_max_bytes.as_u64()).unwrap_or(usize::MAX),
             slow_reader_timeout: self.slow_reader_timeout,
+            max_sessions_per_peer: self.max_sessions_per_peer,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,
             engine: dlock_core::Config {

@@ -40,6 +40,10 @@ pub struct Config {
     /// session lives on until its lease runs out. One reply or event larger than this still
     /// passes an empty outbox.
     pub outbox_max_bytes: usize,
+    /// Most live sessions opened from one client address (IP). Sessions whose connection
+    /// dropped count until their lease runs out, so one address cannot fill the session
+    /// table; over it, `Hello` is refused with `TooManySessionsFromPeer`.
+    pub max_sessions_per_peer: usize,
     /// A connection whose writer cannot hand its queued frames to the socket within this
     /// time (the client does not read) is closed; its session lives on.
     pub slow_reader_timeout: Duration,
@@ -85,6 +89,7 @@ impl Default for Config {
             inbox_capacity: 4096,
             max_batch: 256,
             outbox_max_bytes: 4 << 20,
+            max_sessions_per_peer: 25_000,
             slow_reader_timeout: Duration::from_secs(10),
             replay_capacity: 65_536,
             max_query_resources: 1000,

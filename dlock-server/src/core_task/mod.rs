@@ -307,6 +307,17 @@ impl CoreTask {
         reply: oneshot::Sender<HelloOutcome>,
     ) -> Result<(), ServerError> {
         let (peer, conn_id) = (conn.peer(), conn.id);
+        // One client address may not hold every session: its sessions count until they end,
+        // connected or not (a dropped connection's session lives until its lease runs out).
+        let limit = self.config.max_sessions_per_peer;
+        if self.sessions.count_for(peer.ip()) >= limit {
+            debug!(%peer, limit, "too many sessions from one address; refusing a new one");
+            let refusal = Refusal::TooManySessionsFromPeer {
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            };
+            let _ = reply.send(HelloOutcome::Refused(refusal));
+            return Ok(());
+        }
         let ttl_ms = if hello.lease_ttl_ms == 0 {
             u64::try_from(self.config.default_lease_ttl.as_millis()).unwrap_or(u64::MAX)
         } else {
@@ -338,7 +349,7 @@ impl CoreTask {
                 // Written ahead: a restart must know how long this session's lease may last.
                 self.lease_record.granting(ttl_ms)?;
                 let messages = vec![self.welcome(session, secret, ttl_ms, false)];
-                self.sessions.map.insert(session, SessionState::new(conn));
+                self.sessions.insert(session, SessionState::new(conn));
                 info!(%session, %peer, name = %hello.client_name, ttl_ms, "session opened");
                 let outcome = HelloOutcome::Welcome {
                     session,

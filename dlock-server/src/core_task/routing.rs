@@ -59,7 +59,7 @@ impl Sessions {
                 }
             }
             if ended {
-                self.map.remove(&session);
+                self.remove(session);
             }
         }
     }
@@ -99,7 +99,7 @@ pub(super) fn close_overflowed(
     sessions: &mut Sessions,
 ) -> Result<(), ServerError> {
     while let Some(session) = sessions.overflowed.pop() {
-        let Some(mut s) = sessions.map.remove(&session) else {
+        let Some(mut s) = sessions.remove(session) else {
             continue;
         };
         warn!(%session, capacity = sessions.replay_capacity, "replay buffer overflow; closing session");

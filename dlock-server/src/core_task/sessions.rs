@@ -3,6 +3,7 @@
 //! and is asked for it; nothing here copies engine state.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 
 use dlock_core::{Event, SessionId};
 use dlock_proto::{ProtocolError, ServerMessage};
@@ -24,12 +25,16 @@ pub(super) struct SessionState {
     /// The attached connection is still sending `Welcome` and the replay; live events are
     /// only buffered until `ReplayDone`.
     pub(super) replaying: bool,
+    /// The address of the client that opened it: the session counts against that address's
+    /// cap for as long as it lives, connected or not.
+    pub(super) peer: IpAddr,
 }
 
 impl SessionState {
     /// A session just opened on `conn`, which is about to send `Welcome`.
     pub(super) fn new(conn: ConnHandle) -> SessionState {
         SessionState {
+            peer: conn.peer().ip(),
             next_seq: 1,
             replay: VecDeque::new(),
             max_request: None,
@@ -59,6 +64,8 @@ pub(super) struct Sessions {
     pub(super) replay_capacity: usize,
     /// Sessions whose replay buffer overflowed since the last `close_overflowed`.
     pub(super) overflowed: Vec<SessionId>,
+    /// Live sessions per client address.
+    per_peer: HashMap<IpAddr, usize>,
 }
 
 impl Sessions {
@@ -70,7 +77,31 @@ impl Sessions {
             lost: Vec::new(),
             replay_capacity,
             overflowed: Vec::new(),
+            per_peer: HashMap::new(),
         }
+    }
+
+    /// Registers a session just opened.
+    pub(super) fn insert(&mut self, session: SessionId, state: SessionState) {
+        *self.per_peer.entry(state.peer).or_default() += 1;
+        self.map.insert(session, state);
+    }
+
+    /// Forgets a session that ended.
+    pub(super) fn remove(&mut self, session: SessionId) -> Option<SessionState> {
+        let state = self.map.remove(&session)?;
+        if let Some(n) = self.per_peer.get_mut(&state.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&state.peer);
+            }
+        }
+        Some(state)
+    }
+
+    /// How many live sessions the client address `peer` opened.
+    pub(super) fn count_for(&self, peer: IpAddr) -> usize {
+        self.per_peer.get(&peer).copied().unwrap_or(0)
     }
 
     /// The session, if `conn` is its attached connection.

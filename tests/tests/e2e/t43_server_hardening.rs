@@ -200,3 +200,57 @@ async fn pings_acks_and_queries_by_the_thousand_do_not_each_renew() -> Result<()
     assert!((1..=10).contains(&renewals), "{renewals} renewals written");
     Ok(())
 }
+
+/// A framed connection from the local address `from` (another loopback address stands for
+/// another client machine).
+async fn connect_from(
+    from: std::net::IpAddr,
+    server: std::net::SocketAddr,
+) -> Result<dlock_tests::RawFramed> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(from, 0))?;
+    let stream = socket.connect(server).await?;
+    Ok(tokio_util::codec::Framed::new(
+        stream,
+        dlock_proto::FrameCodec::default(),
+    ))
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_session() -> Result<()> {
+    let mut config = TestServer::config();
+    config.max_sessions_per_peer = 3;
+    let server = TestServer::start_with(config).await?;
+    let here: std::net::IpAddr = [127, 0, 0, 1].into();
+    let elsewhere: std::net::IpAddr = [127, 0, 0, 2].into();
+    // Three sessions from one address; two of them drop their connection (their sessions
+    // live on until their leases run out, and still count).
+    let mut kept = RawClient::connect(server.addr(), "kept").await?;
+    for name in ["dropped-1", "dropped-2"] {
+        drop(RawClient::connect(server.addr(), name).await?);
+    }
+    let mut fourth = connect_from(here, server.addr()).await?;
+    fourth.send(hello("fourth")).await?;
+    assert_eq!(
+        recv_raw(&mut fourth).await?,
+        Some(ServerMessage::Refused(Refusal::TooManySessionsFromPeer {
+            limit: 3
+        }))
+    );
+    // Another address is served.
+    let mut other = connect_from(elsewhere, server.addr()).await?;
+    other.send(hello("other")).await?;
+    assert!(matches!(
+        recv_raw(&mut other).await?,
+        Some(ServerMessage::Welcome(_))
+    ));
+    // A session that ends gives its place back.
+    kept.goodbye().await?;
+    let mut fifth = connect_from(here, server.addr()).await?;
+    fifth.send(hello("fifth")).await?;
+    assert!(matches!(
+        recv_raw(&mut fifth).await?,
+        Some(ServerMessage::Welcome(_))
+    ));
+    Ok(())
+}
