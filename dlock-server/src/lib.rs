@@ -65,6 +65,7 @@ pub mod grace;
 mod handle;
 mod msg;
 mod outbox;
+mod spawn;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,6 +81,7 @@ use tracing::{debug, info, warn};
 pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
+pub use spawn::{Server, ServerHandle};
 
 /// Most connections over [`Config::max_connections`] being refused at one time. A refusal
 /// sends one small frame and waits (at most [`Config::shutdown_grace`]) for the client to

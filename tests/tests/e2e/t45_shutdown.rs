@@ -62,3 +62,24 @@ async fn shutdown_tells_a_connection_in_its_handshake() -> Result<()> {
     assert_eq!(recv_raw(&mut pending).await?, None);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_in_process_server_for_users_tests_starts_in_one_line_and_cleans_up()
+-> anyhow::Result<()> {
+    let server = dlock_server::Server::bind("127.0.0.1:0".parse()?)
+        .spawn()
+        .await?;
+    assert_ne!(server.addr().port(), 0);
+    let client = dlock_client::Client::connect(server.addr().to_string()).await?;
+    let guard = client.lock("orders/42", dlock_client::Mode::EX).await?;
+    let token = guard.token();
+    guard.unlock().await?;
+    let again = client.lock("orders/42", dlock_client::Mode::EX).await?;
+    assert!(again.token() > token);
+    drop(again);
+    let addr = server.addr();
+    server.shutdown().await?;
+    // Stopped: nothing listens there any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    Ok(())
+}
