@@ -135,13 +135,18 @@ impl Client {
         &self,
         resource: impl AsRef<[u8]>,
     ) -> Result<ServerView<Option<ResourceInfo>>> {
-        let view = self
-            .view_resources(Query::Resource(resource.as_ref().to_vec()))
-            .await?;
-        Ok(ServerView {
-            now_ms: view.now_ms,
-            value: view.value.into_iter().next(),
-        })
+        match self
+            .query(Query::Resource(resource.as_ref().to_vec()))
+            .await?
+        {
+            Reply::Resources {
+                now_ms, resources, ..
+            } => Ok(ServerView {
+                now_ms,
+                value: resources.into_iter().next(),
+            }),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// [`query_prefix`](Self::query_prefix) with the server's clock at the answer (of the
@@ -215,18 +220,6 @@ impl Client {
             if !more || after.is_none() {
                 return Ok(ServerView { now_ms, value: all });
             }
-        }
-    }
-
-    async fn view_resources(&self, query: Query) -> Result<ServerView<Vec<ResourceInfo>>> {
-        match self.query(query).await? {
-            Reply::Resources {
-                now_ms, resources, ..
-            } => Ok(ServerView {
-                now_ms,
-                value: resources,
-            }),
-            other => Err(unexpected(&other)),
         }
     }
 

@@ -3,7 +3,9 @@
 use crate::engine::Core;
 use crate::lock::{Lock, ResRef};
 use crate::resource::Resource;
-use crate::{LockInfo, ResourceInfo, SessionId, SessionInfo, SessionLockInfo, WaitsFor};
+use crate::{
+    LockInfo, ResourceInfo, SessionId, SessionInfo, SessionLease, SessionLockInfo, WaitsFor,
+};
 
 impl Core {
     fn lock_info(&self, l: &Lock) -> LockInfo {
@@ -180,10 +182,13 @@ impl Core {
         self.sessions.get(&session).map(|s| s.ttl_ms)
     }
 
-    /// When a session's lease runs out (core clock, ms) unless renewed; `None` if it does not
-    /// exist. Its last renewal was `ttl_ms` before.
-    pub fn session_expires_at_ms(&self, session: SessionId) -> Option<u64> {
-        self.sessions.get(&session).map(|s| s.expires_at)
+    /// A session's lease: its length and when it runs out unless renewed (its last renewal
+    /// was `ttl_ms` before that); `None` if the session does not exist.
+    pub fn session_lease(&self, session: SessionId) -> Option<SessionLease> {
+        self.sessions.get(&session).map(|s| SessionLease {
+            ttl_ms: s.ttl_ms,
+            expires_at_ms: s.expires_at,
+        })
     }
 
     /// The current wait-for edges between sessions (R39), sorted. A session waiting for

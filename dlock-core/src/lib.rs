@@ -130,5 +130,7 @@ pub use event::{Event, EventKind, Invalid, Limit, Reject};
 pub use flags::LockFlags;
 pub use ids::{FencingToken, LockId, RequestId, SessionId};
 pub use mode::{COMPATIBILITY, Mode, ParseModeError};
-pub use query::{LockInfo, LockState, ResourceInfo, SessionInfo, SessionLockInfo, WaitsFor};
+pub use query::{
+    LockInfo, LockState, ResourceInfo, SessionInfo, SessionLease, SessionLockInfo, WaitsFor,
+};
 pub use request::{ConvertRequest, LockRequest, UnlockRequest};

@@ -46,6 +46,15 @@ impl LockState {
     }
 }
 
+/// A session's lease, as [`Core::session_lease`](crate::Core::session_lease) reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLease {
+    /// The lease length in milliseconds.
+    pub ttl_ms: u64,
+    /// When the lease runs out unless renewed (core clock, ms).
+    pub expires_at_ms: u64,
+}
+
 /// One lock on a resource, as a query sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {

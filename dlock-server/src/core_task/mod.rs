@@ -204,13 +204,10 @@ impl CoreTask {
     /// them by the thousand then costs the engine (and the audit log) nothing, and a lease
     /// still lasts at least `(1 - 1/IMPLICIT_RENEWAL_SHARE) * TTL` after any message.
     fn renew_implicitly(&mut self, session: SessionId) -> Result<(), ServerError> {
-        let core = self.engine.core();
-        if let (Some(ttl), Some(expires)) = (
-            core.session_ttl_ms(session),
-            core.session_expires_at_ms(session),
-        ) {
-            let renewed = expires.saturating_sub(ttl);
-            if self.engine.now_ms() < renewed.saturating_add(ttl / IMPLICIT_RENEWAL_SHARE) {
+        if let Some(lease) = self.engine.core().session_lease(session) {
+            let renewed = lease.expires_at_ms.saturating_sub(lease.ttl_ms);
+            let share = lease.ttl_ms / IMPLICIT_RENEWAL_SHARE;
+            if self.engine.now_ms() < renewed.saturating_add(share) {
                 return Ok(());
             }
         }
