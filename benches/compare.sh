@@ -133,7 +133,8 @@ start_dlock() {
     local port="$1" dir="$TMP/dlock-$1-$RANDOM"
     mkdir -p "$dir"
     "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn \
-        --max-connections "$MAX_CONNECTIONS" --max-locks-per-session 100000 \
+        --max-connections "$MAX_CONNECTIONS" --max-connections-per-peer "$MAX_CONNECTIONS" \
+        --max-locks-per-session 100000 \
         >"$dir.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")

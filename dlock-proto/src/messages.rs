@@ -202,6 +202,12 @@ pub enum Refusal {
         /// The per-address limit.
         limit: u32,
     },
+    /// This client address already holds the most connections one address may.
+    #[error("too many connections from this address (at most {limit})")]
+    TooManyConnectionsFromPeer {
+        /// The per-address limit.
+        limit: u32,
+    },
 }
 
 /// A reply the server makes itself.

@@ -71,6 +71,16 @@ pub struct Args {
     #[arg(long, env = "DLOCK_MAX_SESSIONS_PER_PEER", default_value_t = 25_000)]
     pub max_sessions_per_peer: usize,
 
+    /// Most open connections from one client address; more are refused
+    /// (TooManyConnectionsFromPeer) and closed.
+    #[arg(long, env = "DLOCK_MAX_CONNECTIONS_PER_PEER", default_value_t = Config::default().max_connections_per_peer)]
+    pub max_connections_per_peer: usize,
+
+    /// Most requests per second one connection may send on average (bursts of a tenth of a
+    /// second's worth pass at once); over it a request is answered Overloaded. 0: no limit.
+    #[arg(long, env = "DLOCK_MAX_REQUEST_RATE", default_value_t = Config::default().max_request_rate)]
+    pub max_request_rate: u64,
+
     /// A client that does not read what is written to it for this long is cut off (its
     /// session lives on).
     #[arg(long, env = "DLOCK_SLOW_READER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -163,6 +173,8 @@ impl Args {
             outbox_max_bytes: usize::try_from(self.outbox_max_bytes.as_u64()).unwrap_or(usize::MAX),
             slow_reader_timeout: self.slow_reader_timeout,
             max_sessions_per_peer: self.max_sessions_per_peer,
+            max_connections_per_peer: self.max_connections_per_peer,
+            max_request_rate: self.max_request_rate,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,
             engine: dlock_core::Config {

@@ -40,6 +40,15 @@ pub struct Config {
     /// session lives on until its lease runs out. One reply or event larger than this still
     /// passes an empty outbox.
     pub outbox_max_bytes: usize,
+    /// Most open connections from one client address (IP); a further one is answered with
+    /// `Refused(TooManyConnectionsFromPeer)` and closed. Default 2,500, a quarter of the
+    /// default [`max_connections`](Config::max_connections), so that no one address can take
+    /// them all. (Clients on the server's own machine all come from one loopback address.)
+    pub max_connections_per_peer: usize,
+    /// Most requests per second one connection may send, on average (bursts of a tenth of a
+    /// second's worth pass at once); a request over it is answered
+    /// `RequestError::Overloaded` without reaching the engine. 0: no limit.
+    pub max_request_rate: u64,
     /// Most live sessions opened from one client address (IP). Sessions whose connection
     /// dropped count until their lease runs out, so one address cannot fill the session
     /// table; over it, `Hello` is refused with `TooManySessionsFromPeer`.
@@ -89,6 +98,8 @@ impl Default for Config {
             inbox_capacity: 4096,
             max_batch: 256,
             outbox_max_bytes: 4 << 20,
+            max_connections_per_peer: 2_500,
+            max_request_rate: 50_000,
             max_sessions_per_peer: 25_000,
             slow_reader_timeout: Duration::from_secs(10),
             replay_capacity: 65_536,

@@ -13,11 +13,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Config;
+use crate::admission::RateLimit;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
 use crate::msg::{CoreMsg, HelloOutcome};
@@ -166,6 +168,7 @@ async fn read_loop(
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut rate = RateLimit::new(config.max_request_rate, Instant::now());
     loop {
         let frame = tokio::select! {
             biased;
@@ -180,11 +183,7 @@ async fn read_loop(
                     id: RequestId(0),
                     body: Reply::Error(RequestError::UnexpectedHello),
                 };
-                if conn.outbox.try_push(reply).is_err() {
-                    conn.close(
-                        Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
-                        false,
-                    );
+                if !answer_here(&conn, reply) {
                     break;
                 }
                 continue;
@@ -199,14 +198,27 @@ async fn read_loop(
                 // down rather than cut off, and its answers stay bounded: no new request is
                 // taken while the outbox holds more than a quarter of its bound, and at most
                 // MAX_IN_FLIGHT of the connection's requests wait in (or for) the core task.
-                let ready = async {
-                    conn.outbox.drained_to(config.outbox_max_bytes / 4).await;
-                    in_flight.clone().acquire_owned().await
-                };
+                let drained = conn.outbox.drained_to(config.outbox_max_bytes / 4);
+                tokio::select! {
+                    biased;
+                    _ = &mut cancelled => break,
+                    _ = drained => {}
+                }
+                if !rate.admit(Instant::now) {
+                    // Over its rate: answered here, at no cost to the engine or anyone else.
+                    let reply = ServerMessage::Reply {
+                        id,
+                        body: Reply::Error(RequestError::Overloaded),
+                    };
+                    if !answer_here(&conn, reply) {
+                        break;
+                    }
+                    continue;
+                }
                 let slot = tokio::select! {
                     biased;
                     _ = &mut cancelled => break,
-                    slot = ready => slot,
+                    slot = in_flight.clone().acquire_owned() => slot,
                 };
                 let Ok(slot) = slot else { break };
                 CoreMsg::Request {
@@ -247,6 +259,19 @@ async fn read_loop(
         _ = core_tx.send(detach) => {}
     }
     conn.close(None, true);
+}
+
+/// Queues an answer the connection makes itself; `false` (and the connection is being
+/// closed as a slow reader) if its outbox is full.
+fn answer_here(conn: &ConnHandle, reply: ServerMessage) -> bool {
+    if conn.outbox.try_push(reply).is_ok() {
+        return true;
+    }
+    conn.close(
+        Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
+        false,
+    );
+    false
 }
 
 /// Waits for `Hello` (bounded by the handshake timeout) and opens or resumes the session,

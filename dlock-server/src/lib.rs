@@ -53,6 +53,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod audit;
 pub mod cli;
 mod config;
@@ -212,6 +213,7 @@ pub async fn run(
     );
     let mut conns = JoinSet::new();
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let peers = Arc::new(admission::PeerConnections::default());
 
     // Refusals in progress (each answers one connection over the limit), bounded too.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
@@ -238,10 +240,20 @@ pub async fn run(
         // The permit is taken after `accept`: over the limit, a connection gets a typed
         // refusal at once instead of waiting unanswered in the listen backlog, where its
         // client could not tell a full server from a stuck one.
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        let per_peer = config.max_connections_per_peer;
+        let admitted = match permits.clone().try_acquire_owned() {
+            Err(_) => Err(dlock_proto::Refusal::TooManyConnections),
+            Ok(permit) => match peers.try_acquire(peer.ip(), per_peer) {
+                Some(slot) => Ok((permit, slot)),
+                None => Err(dlock_proto::Refusal::TooManyConnectionsFromPeer {
+                    limit: u32::try_from(per_peer).unwrap_or(u32::MAX),
+                }),
+            },
+        };
+        match admitted {
+            Ok((permit, slot)) => {
                 next_conn += 1;
-                conns.spawn(conn::serve(
+                let serve = conn::serve(
                     stream,
                     peer,
                     next_conn,
@@ -249,16 +261,19 @@ pub async fn run(
                     config.clone(),
                     token.clone(),
                     permit,
-                ));
+                );
+                conns.spawn(async move {
+                    serve.await;
+                    drop(slot);
+                });
             }
-            Err(_) => match refusals.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    debug!(%peer, max_connections = config.max_connections, "too many connections; refusing");
-                    let refusal = dlock_proto::Refusal::TooManyConnections;
+            Err(refusal) => match refusals.clone().try_acquire_owned() {
+                Ok(refusing) => {
+                    debug!(%peer, %refusal, "refusing a connection");
                     let config = config.clone();
                     conns.spawn(async move {
                         conn::refuse(stream, refusal, config).await;
-                        drop(slot);
+                        drop(refusing);
                     });
                 }
                 // Even the refusals are at their limit: close without an answer.

@@ -56,8 +56,12 @@ impl SessionMachine {
             return;
         }
         tracing::debug!(%refusal, "handshake refused");
-        if !matches!(refusal, Refusal::ShuttingDown | Refusal::TooManyConnections)
-            && self.session.is_none()
+        if !matches!(
+            refusal,
+            Refusal::ShuttingDown
+                | Refusal::TooManyConnections
+                | Refusal::TooManyConnectionsFromPeer { .. }
+        ) && self.session.is_none()
         {
             // Nothing new will succeed on a refusal like a version mismatch: fail the work
             // waiting for a session.

@@ -9,6 +9,7 @@
 //! with `eprintln!` (`cargo test --test hostile -- --nocapture` shows them). The heavy ones
 //! take [`one_at_a_time`] so that they do not share the two cores of a CI machine.
 
+mod h10_admission;
 mod h1_slow_reader;
 mod h2_expensive_query;
 mod h3_slowloris;

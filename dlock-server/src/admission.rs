@@ -1,0 +1,192 @@
+//! Admission control outside the engine: how many connections one client address may hold,
+//! and how fast one connection may send requests.
+//!
+//! Both are checked in the connection layer, before anything reaches the core task, so a
+//! client over either limit costs the engine nothing: a connection over its address's share
+//! is refused with `TooManyConnectionsFromPeer` and closed, and a request over its
+//! connection's rate is answered `Overloaded` at once, by the connection itself.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Open connections per client address, shared by the accept loop and the connections.
+#[derive(Debug, Default)]
+pub(crate) struct PeerConnections {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its address; dropping it gives the place back.
+#[derive(Debug)]
+pub(crate) struct PeerSlot {
+    table: Arc<PeerConnections>,
+    ip: IpAddr,
+}
+
+impl PeerConnections {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for one more connection from `ip`, or `None` if it already holds `limit`.
+    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<PeerSlot> {
+        let mut counts = self.counts();
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections currently counted for `ip`.
+    #[cfg(test)]
+    fn count(&self, ip: IpAddr) -> usize {
+        self.counts().get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                // An address with no connection takes no memory.
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
+///
+/// The clock is read only when the bucket runs dry, so a connection under its rate pays one
+/// decrement per request.
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    /// Requests per second; 0 means no limit.
+    rate: u64,
+    burst: u64,
+    tokens: u64,
+    /// Time up to which tokens have been credited.
+    credited: Instant,
+}
+
+impl RateLimit {
+    /// A full bucket for `rate` requests per second (0: unlimited), refilled over a tenth of a
+    /// second: bursts of up to `rate / 10` (at least one) pass at once.
+    pub(crate) fn new(rate: u64, now: Instant) -> RateLimit {
+        let burst = (rate / 10).max(1);
+        RateLimit {
+            rate,
+            burst,
+            tokens: burst,
+            credited: now,
+        }
+    }
+
+    /// Takes one token; `false` if the connection is over its rate. `now` is read lazily.
+    pub(crate) fn admit(&mut self, now: impl FnOnce() -> Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        if self.tokens == 0 {
+            let now = now();
+            let elapsed = now.saturating_duration_since(self.credited);
+            let earned = elapsed.as_nanos().saturating_mul(u128::from(self.rate)) / 1_000_000_000;
+            let earned = u64::try_from(earned).unwrap_or(u64::MAX);
+            if earned == 0 {
+                return false;
+            }
+            if earned >= self.burst {
+                self.tokens = self.burst;
+                self.credited = now;
+            } else {
+                // Credit exactly the time the earned tokens stand for, so no fraction is lost.
+                self.tokens = earned;
+                let nanos = u128::from(earned) * 1_000_000_000 / u128::from(self.rate);
+                self.credited += Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+            }
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_holds_at_most_its_limit_and_dropped_slots_come_back() {
+        let table = Arc::new(PeerConnections::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = table.try_acquire(a, 2).unwrap();
+        let _second = table.try_acquire(a, 2).unwrap();
+        assert!(table.try_acquire(a, 2).is_none(), "third from a");
+        let _other = table
+            .try_acquire(b, 2)
+            .expect("another address has its own share");
+        drop(first);
+        assert_eq!(table.count(a), 1);
+        assert!(table.try_acquire(a, 2).is_some());
+    }
+
+    #[test]
+    fn the_last_slot_of_an_address_removes_its_entry() {
+        let table = Arc::new(PeerConnections::default());
+        let a: IpAddr = "::1".parse().unwrap();
+        drop(table.try_acquire(a, 1).unwrap());
+        assert!(table.counts().is_empty());
+    }
+
+    #[test]
+    fn a_bucket_passes_its_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut bucket = RateLimit::new(1000, start); // burst 100
+        let passed = (0..150).filter(|_| bucket.admit(|| start)).count();
+        assert_eq!(passed, 100, "the burst, then nothing at the same instant");
+        // 25 ms later: 25 more.
+        let later = start + Duration::from_millis(25);
+        let passed = (0..150).filter(|_| bucket.admit(|| later)).count();
+        assert_eq!(passed, 25);
+        // A long pause refills no more than the burst.
+        let much_later = later + Duration::from_secs(60);
+        let passed = (0..500).filter(|_| bucket.admit(|| much_later)).count();
+        assert_eq!(passed, 100);
+    }
+
+    #[test]
+    fn fractions_of_a_token_are_not_lost() {
+        let start = Instant::now();
+        let mut bucket = RateLimit::new(30, start); // burst 3, one token per 33.3 ms
+        for _ in 0..3 {
+            assert!(bucket.admit(|| start));
+        }
+        // Ten steps of 10 ms earn three tokens in all (at 33.3, 66.7, 100 ms).
+        let mut passed = 0;
+        for step in 1..=10 {
+            let now = start + Duration::from_millis(10 * step);
+            if bucket.admit(|| now) {
+                passed += 1;
+            }
+        }
+        assert_eq!(passed, 3);
+    }
+
+    #[test]
+    fn rate_zero_is_unlimited_and_never_reads_the_clock() {
+        let mut bucket = RateLimit::new(0, Instant::now());
+        for _ in 0..10_000 {
+            assert!(bucket.admit(|| unreachable!("no clock read without a limit")));
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Admission control in the connection layer: one client address cannot take every
+//! connection, and one connection that sends faster than its rate gets `Overloaded` answers
+//! instead of a growing queue, while a well-behaved client next to it keeps working.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail, ensure};
+use dlock_proto::{ClientMessage, Refusal, Reply, Request, RequestError, RequestId, ServerMessage};
+use dlock_tests::raw::{connect_framed, recv_raw};
+use dlock_tests::{RawClient, TestServer};
+use futures_util::SinkExt;
+
+use crate::{hello, took};
+
+const PER_PEER: usize = 4;
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() -> Result<()> {
+    let start = Instant::now();
+    let server = TestServer::start_with(dlock_server::Config {
+        max_connections_per_peer: PER_PEER,
+        ..TestServer::config()
+    })
+    .await?;
+    let addr = server.addr();
+    let mut held = Vec::new();
+    for i in 0..PER_PEER {
+        held.push(RawClient::connect(addr, &format!("h10-{i}")).await?);
+    }
+    let mut extra = connect_framed(addr).await?;
+    extra.send(hello("h10-extra", 0)).await?;
+    match recv_raw(&mut extra).await? {
+        Some(ServerMessage::Refused(Refusal::TooManyConnectionsFromPeer { limit })) => {
+            ensure!(limit as usize == PER_PEER, "limit {limit}");
+        }
+        other => bail!("expected TooManyConnectionsFromPeer, got {other:?}"),
+    }
+    ensure!(
+        recv_raw(&mut extra).await?.is_none(),
+        "refused socket closed"
+    );
+
+    // A place comes back when a connection closes (poll: the server notices the close
+    // asynchronously; bounded).
+    held.pop().expect("one").goodbye().await?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut c = connect_framed(addr).await?;
+        c.send(hello("h10-again", 0)).await?;
+        match recv_raw(&mut c).await? {
+            Some(ServerMessage::Welcome(_)) => break,
+            Some(ServerMessage::Refused(Refusal::TooManyConnectionsFromPeer { .. }))
+                if Instant::now() < deadline =>
+            {
+                tokio::task::yield_now().await
+            }
+            other => bail!("expected Welcome once a place was free, got {other:?}"),
+        }
+    }
+    // The held connections kept working throughout.
+    for c in &mut held {
+        c.ping().await?;
+    }
+    took("h10 per-address connections", start);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_over_its_rate_is_answered_overloaded_and_harms_nobody() -> Result<()> {
+    const SENT: u64 = 200;
+    let start = Instant::now();
+    // 40 requests per second per connection, bursts of 4: a pipelined batch of 200 is
+    // mostly over it. (No bystander cycling here: it would be over the rate itself.)
+    let server = TestServer::start_with(dlock_server::Config {
+        max_request_rate: 40,
+        ..TestServer::config()
+    })
+    .await?;
+    let mut flood = RawClient::connect(server.addr(), "h10-flood").await?;
+    let mut other = RawClient::connect(server.addr(), "h10-other").await?;
+    let (lock, _token) = other.acquire("h10/held", dlock_proto::Mode::EX).await?;
+    for id in 1..=SENT {
+        let ping = ClientMessage::Request {
+            id: RequestId(id),
+            body: Request::Ping,
+        };
+        flood.framed.feed(ping).await?;
+    }
+    flood.framed.flush().await?;
+    // Another connection has its own rate: its request passes while the flood is answered.
+    other.ping().await?;
+
+    let (mut pongs, mut overloaded) = (0u64, 0u64);
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < SENT as usize {
+        match flood.recv().await? {
+            Some(ServerMessage::Reply { id, body }) => {
+                ensure!(answered.insert(id.0), "request {id:?} answered twice");
+                match body {
+                    Reply::Pong { .. } => pongs += 1,
+                    Reply::Error(RequestError::Overloaded) => overloaded += 1,
+                    other => bail!("unexpected reply {other:?}"),
+                }
+            }
+            Some(_) => {}
+            None => bail!("connection closed after {} answers", answered.len()),
+        }
+    }
+    eprintln!("h10 rate: {pongs} pongs, {overloaded} overloaded of {SENT}");
+    ensure!(pongs >= 2, "the burst passes: {pongs}");
+    ensure!(
+        overloaded > 0,
+        "over the rate some are refused: {overloaded}"
+    );
+    // Still served once the rate allows: poll until a ping passes (bounded).
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let id = flood.send(Request::Ping).await?;
+        match flood.reply_for(id).await? {
+            Reply::Pong { .. } => break,
+            Reply::Error(RequestError::Overloaded) if Instant::now() < deadline => {
+                tokio::task::yield_now().await
+            }
+            other => bail!("expected a pong once under the rate, got {other:?}"),
+        }
+    }
+    // The other session's lock was never in question.
+    let held = other.query_resource("h10/held").await?;
+    ensure!(
+        held.is_some_and(|r| r.granted.len() == 1 && r.granted[0].lock == lock),
+        "the other session's lock is still granted"
+    );
+    took("h10 request rate", start);
+    Ok(())
+}
