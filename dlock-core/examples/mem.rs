@@ -26,6 +26,7 @@ fn main() {
     let config = Config {
         max_sessions: usize::MAX,
         max_locks_per_session: usize::MAX,
+        max_locks: usize::MAX,
         max_resources: usize::MAX,
         ..Config::default()
     };

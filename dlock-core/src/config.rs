@@ -20,6 +20,9 @@ pub struct Config {
     pub max_resources: usize,
     /// Maximum number of locks (granted, converting or waiting) one session may own.
     pub max_locks_per_session: usize,
+    /// Maximum number of locks (granted, converting or waiting) over all sessions.
+    #[serde(default = "default_max_locks")]
+    pub max_locks: usize,
     /// Maximum number of queued requests (converting plus waiting) on one resource.
     pub max_waiters_per_resource: usize,
     /// Shortest lease a session may ask for.
@@ -41,10 +44,16 @@ impl Default for Config {
             max_sessions: 100_000,
             max_resources: 10_000_000,
             max_locks_per_session: 100_000,
+            max_locks: default_max_locks(),
             max_waiters_per_resource: 10_000,
             min_ttl_ms: 100,
             max_ttl_ms: 300_000,
             max_deadlock_search: 100_000,
         }
     }
+}
+
+/// Default of [`Config::max_locks`] (also for configurations serialized before it existed).
+fn default_max_locks() -> usize {
+    10_000_000
 }

@@ -171,4 +171,7 @@ pub enum Limit {
     /// [`Config::max_waiters_per_resource`](crate::Config::max_waiters_per_resource).
     #[error("too many queued requests on this resource")]
     WaitersPerResource,
+    /// [`Config::max_locks`](crate::Config::max_locks).
+    #[error("too many locks")]
+    Locks,
 }

@@ -66,6 +66,11 @@ impl Core {
             out.push(reject(session, request, None, reason));
             return;
         }
+        if self.locks.len() >= self.config.max_locks {
+            let reason = Reject::LimitExceeded(Limit::Locks);
+            out.push(reject(session, request, None, reason));
+            return;
+        }
         let existing = self.names.get(&q.resource[..]).copied();
         if existing.is_none() && self.resources.len() >= self.config.max_resources {
             let reason = Reject::LimitExceeded(Limit::Resources);

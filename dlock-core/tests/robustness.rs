@@ -64,6 +64,7 @@ proptest! {
             max_sessions: 4,
             max_resources: 4,
             max_locks_per_session: 4,
+            max_locks: 12,
             max_waiters_per_resource: 3,
             min_ttl_ms: 100,
             max_ttl_ms: 2_000,

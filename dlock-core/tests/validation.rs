@@ -217,6 +217,34 @@ fn lock_limits_give_typed_rejections() {
 }
 
 #[test]
+fn the_total_lock_limit_counts_every_session_and_frees_on_unlock() {
+    let mut h = H::with(Config {
+        max_locks: 2,
+        ..Config::default()
+    });
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "r1", Mode::PR);
+    let (lb, ev) = h.lock(b, 1, "r2", Mode::EX);
+    assert_eq!(ev[0], granted(b, 1, lb, Mode::EX, lb.0));
+    // A third lock anywhere, granted or queued, is over the total.
+    let (_, ev) = h.lock(b, 2, "r1", Mode::PR);
+    assert_eq!(
+        ev,
+        vec![rejected(b, 2, None, Reject::LimitExceeded(Limit::Locks))]
+    );
+    let (_, ev) = h.lock(a, 2, "r2", Mode::EX);
+    assert_eq!(
+        ev,
+        vec![rejected(a, 2, None, Reject::LimitExceeded(Limit::Locks))]
+    );
+    assert_eq!(h.core.lock_count(), 2);
+    // Releasing one makes room.
+    h.unlock(a, 3, la);
+    let (l3, ev) = h.lock(b, 3, "r1", Mode::PR);
+    assert_eq!(ev[0], granted(b, 3, l3, Mode::PR, l3.0));
+}
+
+#[test]
 fn r1_r54_binary_names_up_to_the_maximum_and_value_arguments_of_a_conversion() {
     let mut h = H::new();
     let a = h.open("a");

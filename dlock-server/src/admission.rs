@@ -11,7 +11,22 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+
+use crate::outbox::BytePool;
+
+/// What an admitted connection holds while it lives: its place under the connection limit
+/// and under its address's, and the pool its outbox draws on beyond its reserve.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    /// The place under `--max-connections`.
+    pub(crate) _permit: OwnedSemaphorePermit,
+    /// The place under `--max-connections-per-peer`.
+    pub(crate) _slot: PeerSlot,
+    /// The outboxes' shared pool.
+    pub(crate) outbox_pool: Arc<BytePool>,
+}
 
 /// Open connections per client address, shared by the accept loop and the connections.
 #[derive(Debug, Default)]

@@ -76,6 +76,15 @@ pub struct Args {
     #[arg(long, env = "DLOCK_MAX_CONNECTIONS_PER_PEER", default_value_t = Config::default().max_connections_per_peer)]
     pub max_connections_per_peer: usize,
 
+    /// Total memory the limits may cost: `auto` (half the machine's or container's memory)
+    /// or a size such as 4GiB. Limits whose worst case does not fit are lowered at start.
+    #[arg(long, env = "DLOCK_MEMORY_BUDGET", default_value = "auto")]
+    pub memory_budget: crate::budget::MemoryBudget,
+
+    /// Most locks (granted, converting or waiting) over all sessions.
+    #[arg(long, env = "DLOCK_MAX_LOCKS", default_value_t = dlock_core::Config::default().max_locks)]
+    pub max_locks: usize,
+
     /// Most requests per second one connection may send on average (bursts of a tenth of a
     /// second's worth pass at once); over it a request is answered Overloaded. 0: no limit.
     #[arg(long, env = "DLOCK_MAX_REQUEST_RATE", default_value_t = Config::default().max_request_rate)]
@@ -175,6 +184,7 @@ impl Args {
             max_sessions_per_peer: self.max_sessions_per_peer,
             max_connections_per_peer: self.max_connections_per_peer,
             max_request_rate: self.max_request_rate,
+            memory_budget: self.memory_budget,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,
             engine: dlock_core::Config {
@@ -183,6 +193,7 @@ impl Args {
                 max_sessions: self.max_sessions,
                 max_resources: self.max_resources,
                 max_locks_per_session: self.max_locks_per_session,
+                max_locks: self.max_locks,
                 max_waiters_per_resource: self.max_waiters_per_resource,
                 min_ttl_ms: ms(self.min_lease_ttl),
                 max_ttl_ms: ms(self.max_lease_ttl),

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::budget::MemoryBudget;
 use crate::grace::RestartGrace;
 
 /// Every setting of the server. `Default` gives the documented defaults: listen on
@@ -73,6 +74,17 @@ pub struct Config {
     /// Most lock-changing requests (lock, convert, unlock, cancel, goodbye) held during the
     /// restart grace, over all sessions; further ones get `RequestError::Overloaded`.
     pub grace_queue_capacity: usize,
+    /// The total memory the limits may cost (see [`crate::budget`]): at start every limit
+    /// whose worst case does not fit its share is lowered, and the outbox and replay pools
+    /// are sized from it. Default [`MemoryBudget::Auto`]: half the machine's (or container's)
+    /// memory.
+    pub memory_budget: MemoryBudget,
+    /// Bytes all outboxes together may hold beyond their own reserve
+    /// ([`crate::budget::OUTBOX_RESERVE`] each); set from the memory budget at start.
+    pub outbox_pool_bytes: usize,
+    /// Bytes all sessions' replay buffers together may hold; over it, the session holding the
+    /// most is closed as overflowed. Set from the memory budget at start.
+    pub replay_pool_bytes: usize,
     /// Opt-in audit log: if set, one JSON line per applied engine input with its events is
     /// appended to this file, flushed before the events are dispatched, and rotated by size
     /// (see [`crate::audit`]).
@@ -109,6 +121,9 @@ impl Default for Config {
             restart_grace: RestartGrace::Auto,
             grace_queue_capacity: 65_536,
             audit_log: None,
+            memory_budget: MemoryBudget::Auto,
+            outbox_pool_bytes: usize::MAX,
+            replay_pool_bytes: usize::MAX,
         }
     }
 }

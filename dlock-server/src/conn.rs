@@ -12,14 +12,15 @@ use futures_util::SinkExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Config;
-use crate::admission::RateLimit;
+use crate::admission::{Admitted, RateLimit};
+use crate::budget::OUTBOX_RESERVE;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
 use crate::msg::{CoreMsg, HelloOutcome};
@@ -37,7 +38,8 @@ const MAX_IN_FLIGHT: usize = 32;
 /// and goes out with one write.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-/// Serves one accepted connection until it closes. Holds its connection-limit permit.
+/// Serves one accepted connection until it closes, holding its places under the connection
+/// limits (`admitted`).
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -45,7 +47,7 @@ pub(crate) async fn serve(
     core_tx: mpsc::Sender<CoreMsg>,
     config: Arc<Config>,
     server_shutdown: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    admitted: Admitted,
 ) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
@@ -55,7 +57,11 @@ pub(crate) async fn serve(
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
     );
     writer.set_backpressure_boundary(WRITE_BUFFER);
-    let outbox = Arc::new(Outbox::new(config.outbox_max_bytes));
+    let shared = crate::outbox::Shared {
+        reserve: OUTBOX_RESERVE,
+        pool: admitted.outbox_pool.clone(),
+    };
+    let outbox = Arc::new(Outbox::with_pool(config.outbox_max_bytes, Some(shared)));
     let shared = Arc::new(ConnShared::new(server_shutdown, peer));
     let conn = ConnHandle {
         id,

@@ -55,6 +55,7 @@
 
 mod admission;
 pub mod audit;
+pub mod budget;
 pub mod cli;
 mod config;
 mod conn;
@@ -140,6 +141,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     validate(&config)?;
+    let mut config = config;
+    let budget_bytes = config.memory_budget.bytes();
+    let fitted = budget::fit(&mut config, budget_bytes);
+    for l in &fitted.lowered {
+        let (limit, asked, fits) = (l.limit, l.from, l.to);
+        let what = "limit lowered to fit the memory budget (see --memory-budget)";
+        match config.memory_budget {
+            // Defaults sized to the machine are news, not a problem.
+            budget::MemoryBudget::Auto => info!(limit, asked, fits, "{what}"),
+            budget::MemoryBudget::Bytes(_) => warn!(limit, asked, fits, "{what}"),
+        }
+    }
     let floor = floor::Floor::open(&config.data_dir)?;
     // A previous lifetime that did not record its leases may have granted the longest lease
     // the configuration allows.
@@ -155,8 +168,10 @@ pub async fn run(
         default_lease_ttl = ?config.default_lease_ttl,
         min_lease_ttl_ms = config.engine.min_ttl_ms,
         max_lease_ttl_ms = config.engine.max_ttl_ms,
+        memory_budget = %bytesize::ByteSize(fitted.budget).display().iec(),
         max_connections = config.max_connections,
         max_sessions = config.engine.max_sessions,
+        max_locks = config.engine.max_locks,
         max_resources = config.engine.max_resources,
         max_locks_per_session = config.engine.max_locks_per_session,
         max_waiters_per_resource = config.engine.max_waiters_per_resource,
@@ -214,6 +229,7 @@ pub async fn run(
     let mut conns = JoinSet::new();
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let peers = Arc::new(admission::PeerConnections::default());
+    let outbox_pool = Arc::new(outbox::BytePool::new(config.outbox_pool_bytes));
 
     // Refusals in progress (each answers one connection over the limit), bounded too.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
@@ -253,19 +269,20 @@ pub async fn run(
         match admitted {
             Ok((permit, slot)) => {
                 next_conn += 1;
-                let serve = conn::serve(
+                let admitted = admission::Admitted {
+                    _permit: permit,
+                    _slot: slot,
+                    outbox_pool: outbox_pool.clone(),
+                };
+                conns.spawn(conn::serve(
                     stream,
                     peer,
                     next_conn,
                     core_tx.clone(),
                     config.clone(),
                     token.clone(),
-                    permit,
-                );
-                conns.spawn(async move {
-                    serve.await;
-                    drop(slot);
-                });
+                    admitted,
+                ));
             }
             Err(refusal) => match refusals.clone().try_acquire_owned() {
                 Ok(refusing) => {

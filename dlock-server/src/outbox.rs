@@ -11,7 +11,8 @@
 //! one takes its place.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dlock_proto::{EventKind, Reply, ServerMessage};
 use tokio::sync::Notify;
@@ -29,7 +30,50 @@ pub(crate) enum PushError {
 struct State {
     queue: VecDeque<ServerMessage>,
     bytes: usize,
+    /// The part of `bytes` above the reserve, taken from the shared pool.
+    pooled: usize,
     closed: bool,
+}
+
+/// Bytes shared by every connection's outbox beyond its own reserve: the memory budget's
+/// share for outboxes. A push that needs more than is left fails as if its outbox were full.
+#[derive(Debug)]
+pub(crate) struct BytePool {
+    available: AtomicUsize,
+}
+
+impl BytePool {
+    /// A pool of `bytes`.
+    pub(crate) fn new(bytes: usize) -> BytePool {
+        BytePool {
+            available: AtomicUsize::new(bytes),
+        }
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| a.checked_sub(n))
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.available.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Bytes not taken.
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> usize {
+        self.available.load(Ordering::Acquire)
+    }
+}
+
+/// Where an outbox's bytes beyond its reserve come from.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Bytes the outbox may always hold.
+    pub(crate) reserve: usize,
+    /// The pool for the rest.
+    pub(crate) pool: Arc<BytePool>,
 }
 
 /// A connection's outbox (see the module docs).
@@ -41,16 +85,26 @@ pub(crate) struct Outbox {
     /// Wakes a pusher waiting for room.
     room: Notify,
     max_bytes: usize,
+    /// `None`: every byte up to `max_bytes` is the outbox's own.
+    shared: Option<Shared>,
 }
 
 impl Outbox {
     /// An empty outbox that holds at most about `max_bytes`.
+    #[cfg(test)]
     pub(crate) fn new(max_bytes: usize) -> Outbox {
+        Outbox::with_pool(max_bytes, None)
+    }
+
+    /// An empty outbox that holds at most about `max_bytes`, of which all but its reserve
+    /// come from a pool shared with other outboxes (if `shared` is set).
+    pub(crate) fn with_pool(max_bytes: usize, shared: Option<Shared>) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             room: Notify::new(),
             max_bytes,
+            shared,
         }
     }
 
@@ -69,6 +123,20 @@ impl Outbox {
             if !s.queue.is_empty() && s.bytes + size > self.max_bytes {
                 return Err(PushError::Full(msg));
             }
+            let mut pooled = s.pooled;
+            // Into an empty outbox one message always goes (a reply is never larger than
+            // a frame), so a client that reads is served even when the pool is used up.
+            if let Some(shared) = self.shared.as_ref().filter(|_| !s.queue.is_empty()) {
+                let beyond = (s.bytes + size).saturating_sub(shared.reserve);
+                let more = beyond.saturating_sub(s.pooled);
+                if more > 0 {
+                    if !shared.pool.try_take(more) {
+                        return Err(PushError::Full(msg));
+                    }
+                    pooled += more;
+                }
+            }
+            s.pooled = pooled;
             s.bytes += size;
             s.queue.push_back(msg);
         }
@@ -110,6 +178,9 @@ impl Outbox {
 
     fn take_locked(&self, s: &mut State) -> VecDeque<ServerMessage> {
         s.bytes = 0;
+        if let Some(shared) = &self.shared {
+            shared.pool.give(std::mem::take(&mut s.pooled));
+        }
         let taken = std::mem::take(&mut s.queue);
         if !taken.is_empty() {
             self.room.notify_one();
@@ -146,15 +217,20 @@ impl Outbox {
 /// About how many bytes `msg` holds: its own size plus what it owns on the heap.
 pub(crate) fn approx_size(msg: &ServerMessage) -> usize {
     let heap = match msg {
-        ServerMessage::Event { event, .. } => match &event.kind {
-            EventKind::Granted { value, .. } => value.as_ref().map_or(0, Vec::len),
-            _ => 0,
-        },
+        ServerMessage::Event { event, .. } => event_heap_bytes(&event.kind),
         ServerMessage::Reply { body, .. } => reply_payload(body),
         ServerMessage::Welcome(w) => w.server_version.len(),
         _ => 0,
     };
     std::mem::size_of::<ServerMessage>() + heap
+}
+
+/// What an event owns on the heap, in bytes.
+pub(crate) fn event_heap_bytes(kind: &EventKind) -> usize {
+    match kind {
+        EventKind::Granted { value, .. } => value.as_ref().map_or(0, Vec::len),
+        _ => 0,
+    }
 }
 
 /// An upper bound of the variable part of a reply, in bytes, both in memory and encoded (the
@@ -186,6 +262,33 @@ mod tests {
                 server_version: "v".repeat(version_len),
             },
         }
+    }
+
+    #[test]
+    fn beyond_its_reserve_an_outbox_draws_on_the_shared_pool_and_gives_back() {
+        let one = approx_size(&pong(0, 1000));
+        let pool = Arc::new(BytePool::new(2 * one));
+        let shared = |reserve| Shared {
+            reserve,
+            pool: pool.clone(),
+        };
+        let a = Outbox::with_pool(100 * one, Some(shared(2 * one)));
+        let b = Outbox::with_pool(100 * one, Some(shared(2 * one)));
+        // a: two in its reserve, two from the pool; the pool is then empty.
+        for i in 0..4 {
+            a.try_push(pong(i, 1000)).unwrap();
+        }
+        assert_eq!(pool.available(), 0);
+        assert!(matches!(a.try_push(pong(4, 1000)), Err(PushError::Full(_))));
+        // b still has its own reserve, but nothing beyond it.
+        b.try_push(pong(0, 1000)).unwrap();
+        b.try_push(pong(1, 1000)).unwrap();
+        assert!(matches!(b.try_push(pong(2, 1000)), Err(PushError::Full(_))));
+        // a's writer takes its messages: the pool is whole again and b may grow.
+        assert_eq!(a.try_take().len(), 4);
+        assert_eq!(pool.available(), 2 * one);
+        b.try_push(pong(2, 1000)).unwrap();
+        assert_eq!(pool.available(), one);
     }
 
     #[test]

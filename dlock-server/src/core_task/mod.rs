@@ -68,7 +68,7 @@ impl CoreTask {
     ) -> CoreTask {
         CoreTask {
             engine: Engine::new(config.engine.clone(), floor, start),
-            sessions: Sessions::new(config.replay_capacity),
+            sessions: Sessions::new(config.replay_capacity, config.replay_pool_bytes),
             config,
             lease_record,
             grace,
@@ -183,10 +183,9 @@ impl CoreTask {
                 slot: _slot,
             } => self.request(session, conn, id, body),
             CoreMsg::Ack { session, conn, seq } => {
-                let Some(s) = self.sessions.attached(session, conn) else {
+                if !self.sessions.acknowledge(session, conn, seq) {
                     return Ok(());
-                };
-                s.acknowledge(seq);
+                }
                 self.renew_implicitly(session)
             }
             CoreMsg::Disconnected { session, conn } => {

@@ -41,14 +41,16 @@ impl Sessions {
             }
             let seq = s.next_seq;
             s.next_seq += 1;
-            if s.replay.len() >= self.replay_capacity && !ended {
+            if !ended && !self.keep_for_replay(session, seq, &event) {
                 // The client stopped acknowledging; the session cannot be kept consistent.
                 if !self.overflowed.contains(&session) {
                     self.overflowed.push(session);
                 }
                 continue;
             }
-            s.replay.push_back((seq, event.clone()));
+            let Some(s) = self.map.get(&session) else {
+                continue;
+            };
             if let Some(handle) = &s.conn {
                 if !s.replaying {
                     self.out
@@ -62,6 +64,7 @@ impl Sessions {
                 self.remove(session);
             }
         }
+        self.enforce_replay_pool();
     }
 }
 

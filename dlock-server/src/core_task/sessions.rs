@@ -28,6 +28,8 @@ pub(super) struct SessionState {
     /// The address of the client that opened it: the session counts against that address's
     /// cap for as long as it lives, connected or not.
     pub(super) peer: IpAddr,
+    /// What `replay` holds, in (approximate) bytes.
+    replay_bytes: usize,
 }
 
 impl SessionState {
@@ -40,15 +42,26 @@ impl SessionState {
             max_request: None,
             conn: Some(conn),
             replaying: true,
+            replay_bytes: 0,
         }
     }
 
-    /// Forgets the events up to `seq`: they have reached the client.
-    pub(super) fn acknowledge(&mut self, seq: u64) {
+    /// Forgets the events up to `seq`: they have reached the client. Returns the bytes freed.
+    fn acknowledge(&mut self, seq: u64) -> usize {
+        let mut freed = 0;
         while self.replay.front().is_some_and(|(q, _)| *q <= seq) {
-            self.replay.pop_front();
+            if let Some((_, event)) = self.replay.pop_front() {
+                freed += replay_cost(&event);
+            }
         }
+        self.replay_bytes -= freed;
+        freed
     }
+}
+
+/// About what one event costs in a replay buffer.
+pub(super) fn replay_cost(event: &Event) -> usize {
+    std::mem::size_of::<(u64, Event)>() + crate::outbox::event_heap_bytes(&event.kind)
 }
 
 /// Every session the server serves, the settings of its replay buffers, and what is on its
@@ -66,11 +79,16 @@ pub(super) struct Sessions {
     pub(super) overflowed: Vec<SessionId>,
     /// Live sessions per client address.
     per_peer: HashMap<IpAddr, usize>,
+    /// What all replay buffers hold, in (approximate) bytes.
+    replay_bytes: usize,
+    /// Most bytes all replay buffers together may hold (the memory budget's share); over
+    /// it, the session holding the most is closed as overflowed.
+    replay_pool: usize,
 }
 
 impl Sessions {
     /// No sessions yet.
-    pub(super) fn new(replay_capacity: usize) -> Sessions {
+    pub(super) fn new(replay_capacity: usize, replay_pool: usize) -> Sessions {
         Sessions {
             map: HashMap::new(),
             out: Outbound::default(),
@@ -78,6 +96,8 @@ impl Sessions {
             replay_capacity,
             overflowed: Vec::new(),
             per_peer: HashMap::new(),
+            replay_bytes: 0,
+            replay_pool,
         }
     }
 
@@ -90,6 +110,7 @@ impl Sessions {
     /// Forgets a session that ended.
     pub(super) fn remove(&mut self, session: SessionId) -> Option<SessionState> {
         let state = self.map.remove(&session)?;
+        self.replay_bytes -= state.replay_bytes;
         if let Some(n) = self.per_peer.get_mut(&state.peer) {
             *n -= 1;
             if *n == 0 {
@@ -97,6 +118,68 @@ impl Sessions {
             }
         }
         Some(state)
+    }
+
+    /// The client of `session` on `conn` has every event up to `seq`. `false` if `conn` is
+    /// not the session's connection.
+    pub(super) fn acknowledge(&mut self, session: SessionId, conn: ConnId, seq: u64) -> bool {
+        let Some(s) = self.attached(session, conn) else {
+            return false;
+        };
+        let freed = s.acknowledge(seq);
+        self.replay_bytes -= freed;
+        true
+    }
+
+    /// Keeps `event` (number `seq`) in `session`'s replay buffer. `false` if the buffer is at
+    /// its capacity in events.
+    pub(super) fn keep_for_replay(&mut self, session: SessionId, seq: u64, event: &Event) -> bool {
+        let Some(s) = self.map.get_mut(&session) else {
+            return false;
+        };
+        if s.replay.len() >= self.replay_capacity {
+            return false;
+        }
+        let cost = replay_cost(event);
+        s.replay.push_back((seq, event.clone()));
+        s.replay_bytes += cost;
+        self.replay_bytes += cost;
+        true
+    }
+
+    /// If all replay buffers together hold more than their share of the memory budget, marks
+    /// the session holding the most as overflowed (it is closed by `close_overflowed`, which
+    /// frees its buffer). A client that stops acknowledging is the one whose buffer grows, so
+    /// it is the one closed, not the well-behaved sessions beside it.
+    pub(super) fn enforce_replay_pool(&mut self) {
+        if self.replay_bytes <= self.replay_pool {
+            return;
+        }
+        // Sessions already marked free their buffers when they are closed.
+        let freed: usize = self
+            .overflowed
+            .iter()
+            .filter_map(|id| self.map.get(id))
+            .map(|s| s.replay_bytes)
+            .sum();
+        if self.replay_bytes - freed <= self.replay_pool {
+            return;
+        }
+        let largest = self
+            .map
+            .iter()
+            .filter(|(id, _)| !self.overflowed.contains(id))
+            .max_by_key(|(id, s)| (s.replay_bytes, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        if let Some(session) = largest {
+            tracing::warn!(
+                %session,
+                total = self.replay_bytes,
+                pool = self.replay_pool,
+                "replay buffers over their memory budget; closing the session holding the most"
+            );
+            self.overflowed.push(session);
+        }
     }
 
     /// How many live sessions the client address `peer` opened.
@@ -141,7 +224,7 @@ impl Sessions {
             let superseded = ServerMessage::ProtocolError(ProtocolError::Superseded);
             self.out.close(session, &old, Some(superseded), false);
         }
-        s.acknowledge(last_seq);
+        self.replay_bytes -= s.acknowledge(last_seq);
         s.conn = Some(conn);
         s.replaying = true;
         let replay = s

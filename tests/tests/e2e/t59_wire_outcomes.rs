@@ -191,8 +191,8 @@ const OUTCOMES: &[Row] = &[
     }),
 ];
 
-/// The rows of the limits' server: two locks per session, four resources, one waiter per
-/// resource and three sessions (the two clients of the runner and one more).
+/// The rows of the limits' server: two locks per session, five locks in all, three resources,
+/// one waiter per resource and three sessions (the two clients of the runner and one more).
 const LIMITS: &[Row] = &[("LimitExceeded", |c| {
     async move {
         let (r1, r2, r3) = (
@@ -212,9 +212,12 @@ const LIMITS: &[Row] = &[("LimitExceeded", |c| {
         let r = third.lock(&r1, Mode::EX).await;
         ensure!(limit(&r, Limit::WaitersPerResource), "{r:?}");
         let _t3 = third.lock(&r3, Mode::EX).await?;
-        let _t4 = third.lock(format!("{}/4", c.name), Mode::EX).await?;
-        let r = c.b.lock(format!("{}/5", c.name), Mode::EX).await;
+        let r = third.lock(format!("{}/4", c.name), Mode::EX).await;
         ensure!(limit(&r, Limit::Resources), "{r:?}");
+        // b's second lock is the fifth in all.
+        let _b2 = c.b.lock(&r2, Mode::NL).await?;
+        let r = third.lock(&r3, Mode::NL).await;
+        ensure!(limit(&r, Limit::Locks), "{r:?}");
         let r = Client::builder(c.addr).name("fourth").connect().await;
         ensure!(
             refused(&r, Reject::LimitExceeded(Limit::Sessions)),
@@ -240,7 +243,8 @@ async fn every_limit_reaches_the_caller() -> Result<()> {
     bounded(async {
         let mut config = TestServer::config();
         config.engine.max_locks_per_session = 2;
-        config.engine.max_resources = 4;
+        config.engine.max_resources = 3;
+        config.engine.max_locks = 5;
         config.engine.max_waiters_per_resource = 1;
         config.engine.max_sessions = 3;
         let server = TestServer::start_with(config).await?;

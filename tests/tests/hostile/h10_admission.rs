@@ -133,3 +133,61 @@ async fn a_connection_over_its_rate_is_answered_overloaded_and_harms_nobody() ->
     took("h10 request rate", start);
     Ok(())
 }
+
+#[tokio::test]
+async fn when_replay_buffers_outgrow_their_budget_the_session_that_stopped_acking_goes()
+-> Result<()> {
+    let start = Instant::now();
+    // Room for a couple of hundred unacknowledged events over all sessions.
+    let server = TestServer::start_with(dlock_server::Config {
+        replay_pool_bytes: 20_000,
+        ..TestServer::config()
+    })
+    .await?;
+    let mut good = RawClient::connect(server.addr(), "h10-good").await?;
+    let (held, _) = good.acquire("h10/good", dlock_proto::Mode::EX).await?;
+    good.ack().await?;
+    // The hog cycles a lock and never acknowledges: its replay buffer only grows.
+    let mut hog = RawClient::connect(server.addr(), "h10-hog").await?;
+    let mut cycles = 0;
+    let closed = loop {
+        ensure!(cycles < 10_000, "the hog was never closed");
+        cycles += 1;
+        // A send that fails means the server closed the hog's connection.
+        let Ok(id) = hog
+            .lock("h10/hog", dlock_proto::Mode::EX, Default::default())
+            .await
+        else {
+            break true;
+        };
+        let lock = loop {
+            match hog.recv().await? {
+                Some(ServerMessage::Event { event, .. }) if event.request == Some(id) => {
+                    break event.lock;
+                }
+                Some(ServerMessage::Event { event, .. })
+                    if event.kind == dlock_proto::EventKind::SessionExpired =>
+                {
+                    break None;
+                }
+                Some(_) => {}
+                None => break None,
+            }
+        };
+        let Some(lock) = lock else { break true };
+        if hog.unlock(lock).await.is_err() {
+            break true;
+        }
+    };
+    eprintln!("h10 replay pool: hog closed after {cycles} cycles");
+    ensure!(closed);
+    // The well-behaved session is untouched: its lock is held and it is served.
+    good.ping().await?;
+    let info = good.query_resource("h10/good").await?;
+    ensure!(
+        info.is_some_and(|r| r.granted.len() == 1 && r.granted[0].lock == held),
+        "the well-behaved session's lock is still granted"
+    );
+    took("h10 replay pool", start);
+    Ok(())
+}
