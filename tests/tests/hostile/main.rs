@@ -10,6 +10,7 @@
 //! take [`one_at_a_time`] so that they do not share the two cores of a CI machine.
 
 mod h10_admission;
+mod h11_memory_budget;
 mod h1_slow_reader;
 mod h2_expensive_query;
 mod h3_slowloris;
