@@ -30,12 +30,16 @@ pub(super) struct SessionState {
     pub(super) peer: IpAddr,
     /// What `replay` holds, in (approximate) bytes.
     replay_bytes: usize,
+    /// The identity that opened it (`None` on a server that does not authenticate); only
+    /// this identity may resume it.
+    pub(super) identity: Option<std::sync::Arc<str>>,
 }
 
 impl SessionState {
     /// A session just opened on `conn`, which is about to send `Welcome`.
-    pub(super) fn new(conn: ConnHandle) -> SessionState {
+    pub(super) fn new(conn: ConnHandle, identity: Option<std::sync::Arc<str>>) -> SessionState {
         SessionState {
+            identity,
             peer: conn.peer().ip(),
             next_seq: 1,
             replay: VecDeque::new(),
