@@ -93,6 +93,16 @@ pub struct Config {
     /// appended to this file, flushed before the events are dispatched, and rotated by size
     /// (see [`crate::audit`]).
     pub audit_log: Option<crate::audit::AuditConfig>,
+    /// Serve TLS only, with this certificate and key (and, for mutual TLS, this client CA).
+    /// Default: plain TCP.
+    pub tls: Option<crate::security::TlsConfig>,
+    /// Authenticate clients by bearer token: a file of `IDENTITY SHA256HEX` lines (see
+    /// [`crate::security::tokens`]). A `Hello` without a valid token is refused with
+    /// `Refusal::Unauthenticated`. Default: no tokens.
+    pub auth_file: Option<PathBuf>,
+    /// Authorisation rules per identity and resource-name prefix (TOML, see
+    /// [`crate::security::rules`]). Default: everything allowed.
+    pub auth_rules: Option<PathBuf>,
 }
 
 /// The default listen address.
@@ -126,6 +136,9 @@ impl Default for Config {
             restart_grace: RestartGrace::Auto,
             grace_queue_capacity: 65_536,
             audit_log: None,
+            tls: None,
+            auth_file: None,
+            auth_rules: None,
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,
             replay_pool_bytes: usize::MAX,

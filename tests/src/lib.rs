@@ -9,6 +9,7 @@ pub mod hostile;
 pub mod proxy;
 pub mod raw;
 pub mod sdk;
+pub mod security;
 pub mod server;
 
 pub use raw::{

@@ -120,6 +120,7 @@ impl RawClient {
             client_name: name.to_owned(),
             lease_ttl_ms: ttl_ms,
             resume: None,
+            token: None,
         };
         framed.send(ClientMessage::Hello(hello)).await?;
         let welcome = match recv_raw(&mut framed).await? {
@@ -152,6 +153,7 @@ impl RawClient {
                 secret: self.secret,
                 last_seq: self.last_seq,
             }),
+            token: None,
         };
         framed.send(ClientMessage::Hello(hello)).await?;
         let welcome = match recv_raw(&mut framed).await? {

@@ -33,12 +33,16 @@ pub(super) struct SessionState {
     /// The locks the engine said the session owns, when it last had an event: what the
     /// session adds to its address's lock count.
     locks: usize,
+    /// The identity that opened it (`None` on a server that does not authenticate); only
+    /// this identity may resume it.
+    pub(super) identity: Option<std::sync::Arc<str>>,
 }
 
 impl SessionState {
     /// A session just opened on `conn`, which is about to send `Welcome`.
-    pub(super) fn new(conn: ConnHandle) -> SessionState {
+    pub(super) fn new(conn: ConnHandle, identity: Option<std::sync::Arc<str>>) -> SessionState {
         SessionState {
+            identity,
             peer: conn.peer().ip(),
             next_seq: 1,
             replay: VecDeque::new(),

@@ -16,6 +16,7 @@ fn hello(name: &str) -> ClientMessage {
         client_name: name.into(),
         lease_ttl_ms: 0,
         resume: None,
+        token: None,
     })
 }
 
