@@ -163,6 +163,29 @@ pub struct Args {
     /// Rotated audit log files kept (`PATH.1` .. `PATH.N`).
     #[arg(long, env = "DLOCK_AUDIT_LOG_KEEP", default_value_t = crate::audit::AuditConfig::DEFAULT_KEEP)]
     pub audit_log_keep: usize,
+
+    /// Address of the HTTP listener: Prometheus metrics at /metrics, /healthz, /readyz, a
+    /// JSON API under /api/ and a live status page at /; `off` disables it. It has no
+    /// authentication: keep it on a private address.
+    #[arg(long, env = "DLOCK_HTTP_LISTEN", default_value = crate::DEFAULT_HTTP_LISTEN)]
+    pub http_listen: HttpListen,
+}
+
+/// The value of `--http-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HttpListen, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(HttpListen(None));
+        }
+        s.parse()
+            .map(|a| HttpListen(Some(a)))
+            .map_err(|e| format!("expected an address such as 127.0.0.1:7421, or `off`: {e}"))
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -209,6 +232,7 @@ impl Args {
                     max_size: self.audit_log_max_size.as_u64(),
                     keep: self.audit_log_keep,
                 }),
+            http_listen: self.http_listen.0,
             ..defaults
         }
     }
@@ -221,8 +245,27 @@ mod tests {
     #[test]
     fn no_arguments_give_the_documented_defaults() {
         let args = Args::try_parse_from(["dlock-server"]).unwrap();
-        assert_eq!(args.to_config(), Config::default());
+        let http = Some(crate::DEFAULT_HTTP_LISTEN.parse().unwrap());
+        let expected = Config {
+            http_listen: http,
+            ..Config::default()
+        };
+        assert_eq!(args.to_config(), expected);
         assert_eq!(args.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn http_listen_takes_an_address_or_off() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["dlock-server", "--http-listen", v])
+                .map(|a| a.to_config().http_listen)
+        };
+        assert_eq!(parse("off").unwrap(), None);
+        assert_eq!(
+            parse("0.0.0.0:9100").unwrap(),
+            Some("0.0.0.0:9100".parse().unwrap())
+        );
+        assert!(parse("nowhere").is_err());
     }
 
     #[test]

@@ -89,7 +89,15 @@ pub struct Config {
     /// appended to this file, flushed before the events are dispatched, and rotated by size
     /// (see [`crate::audit`]).
     pub audit_log: Option<crate::audit::AuditConfig>,
+    /// Address of the HTTP listener (metrics, health, JSON API, status page), if any. Used
+    /// by [`serve`](crate::serve) and [`Server::http`](crate::Server::http); [`run`](crate::run)
+    /// serves no HTTP (see [`run_with_http`](crate::run_with_http)). The binary's default is
+    /// [`DEFAULT_HTTP_LISTEN`]; the library's is none.
+    pub http_listen: Option<SocketAddr>,
 }
+
+/// The binary's default HTTP listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7421";
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
@@ -121,6 +129,7 @@ impl Default for Config {
             restart_grace: RestartGrace::Auto,
             grace_queue_capacity: 65_536,
             audit_log: None,
+            http_listen: None,
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,
             replay_pool_bytes: usize::MAX,

@@ -65,6 +65,8 @@ mod floor;
 mod frames;
 pub mod grace;
 mod handle;
+mod http;
+mod metrics;
 mod msg;
 mod outbox;
 mod spawn;
@@ -80,7 +82,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
 pub use spawn::{Server, ServerHandle};
@@ -137,6 +139,26 @@ fn validate(config: &Config) -> Result<(), ServerError> {
 /// token that a restart could repeat).
 pub async fn run(
     listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_inner(listener, None, config, shutdown).await
+}
+
+/// [`run`], and the HTTP listener (metrics, health, JSON API, status page) on `http` until
+/// the server stops. `config.http_listen` is not used: `http` is already bound.
+pub async fn run_with_http(
+    listener: TcpListener,
+    http: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_inner(listener, Some(http), config, shutdown).await
+}
+
+pub(crate) async fn run_inner(
+    listener: TcpListener,
+    http: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
@@ -230,6 +252,16 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let peers = Arc::new(admission::PeerConnections::default());
     let outbox_pool = Arc::new(outbox::BytePool::new(config.outbox_pool_bytes));
+    let net = Arc::new(metrics::NetMetrics::default());
+    // In a JoinSet so that the HTTP listener stops with `run`, however it ends.
+    let mut http_task = JoinSet::new();
+    if let Some(http) = http {
+        let state = http::HttpState {
+            core_tx: core_tx.clone(),
+            net: net.clone(),
+        };
+        http_task.spawn(http::serve(http, state, token.clone()));
+    }
 
     // Refusals in progress (each answers one connection over the limit), bounded too.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
@@ -266,6 +298,9 @@ pub async fn run(
                 }),
             },
         };
+        if let Err(refusal) = &admitted {
+            count_refusal(&net, refusal);
+        }
         match admitted {
             Ok((permit, slot)) => {
                 next_conn += 1;
@@ -273,6 +308,8 @@ pub async fn run(
                     _permit: permit,
                     _slot: slot,
                     outbox_pool: outbox_pool.clone(),
+                    net: net.clone(),
+                    _open: net.opened(),
                 };
                 conns.spawn(conn::serve(
                     stream,
@@ -345,13 +382,38 @@ fn core_result(
     }
 }
 
-/// Binds `config.listen` and calls [`run`].
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let listener = TcpListener::bind(config.listen)
+/// Counts a connection refused by the accept loop.
+fn count_refusal(net: &metrics::NetMetrics, refusal: &dlock_proto::Refusal) {
+    match refusal {
+        dlock_proto::Refusal::TooManyConnections => {
+            net.refused(metrics::NetRefusal::TooManyConnections);
+        }
+        dlock_proto::Refusal::TooManyConnectionsFromPeer { .. } => {
+            net.refused(metrics::NetRefusal::TooManyConnectionsFromPeer);
+        }
+        _ => {}
+    }
+}
+
+/// Binds `addr` for the server (clients or HTTP).
+pub(crate) async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    run(listener, config, shutdown).await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Binds `config.listen` (and `config.http_listen`, if set) and calls [`run`] (or
+/// [`run_with_http`]). Either address in use is an error before anything is served.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let listener = bind(config.listen).await?;
+    let http = match config.http_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    if let Some(http) = &http
+        && let Ok(addr) = http.local_addr()
+    {
+        info!(%addr, "HTTP listener: /metrics, /healthz, /readyz, /api/..., status page at /");
+    }
+    run_inner(listener, http, config, shutdown).await
 }

@@ -17,7 +17,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -54,18 +53,33 @@ impl Server {
         Server { config, data_dir }
     }
 
-    /// Binds the address and starts serving in a task of the current tokio runtime.
+    /// Also serves the HTTP listener (metrics, health, JSON API, status page) on `addr`
+    /// (`127.0.0.1:0` picks a free port; see [`ServerHandle::http_addr`]). Without this the
+    /// in-process server serves no HTTP.
+    pub fn http(mut self, addr: SocketAddr) -> Server {
+        self.config.http_listen = Some(addr);
+        self
+    }
+
+    /// Binds the address (and the HTTP address, if any) and starts serving in a task of the
+    /// current tokio runtime.
     pub async fn spawn(self) -> Result<ServerHandle, ServerError> {
-        let listener = TcpListener::bind(self.config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: self.config.listen,
-                source,
-            })?;
+        let listener = crate::bind(self.config.listen).await?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: self.config.listen,
             source,
         })?;
+        let http = match self.config.http_listen {
+            Some(at) => {
+                let l = crate::bind(at).await?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| ServerError::Bind { addr: at, source })?;
+                Some((l, bound))
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|(_, a)| *a);
         let (config, temp_dir) = match self.data_dir {
             Some(dir) => (
                 Config {
@@ -89,11 +103,18 @@ impl Server {
             }
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(crate::run(listener, config, async {
+        let stopped = async {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(crate::run_inner(
+            listener,
+            http.map(|(l, _)| l),
+            config,
+            stopped,
+        ));
         Ok(ServerHandle {
             addr,
+            http_addr,
             stop: Some(stop),
             task: Some(task),
             temp_dir,
@@ -106,6 +127,7 @@ impl Server {
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
     temp_dir: Option<PathBuf>,
@@ -115,6 +137,12 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when `:0` was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP listener's address, if [`Server::http`] asked for one (with the real port
+    /// when `:0` was asked for).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Shuts the server down gracefully (clients are told, outboxes flushed) and waits for
