@@ -3,5 +3,7 @@
 //! real headless Chromium (t83). One test binary; each numbered module is one topic.
 
 mod prom;
+mod scenario;
 mod t80_metrics;
 mod t81_health;
+mod t82_api;
