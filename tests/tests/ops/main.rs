@@ -7,3 +7,4 @@ mod scenario;
 mod t80_metrics;
 mod t81_health;
 mod t82_api;
+mod t83_browser;
