@@ -5,6 +5,7 @@
 #   bash benches/compare.sh            # RUNS=3 runs of every point, 5 s each, then the table
 #   RUNS=2 DURATION=5s bash benches/compare.sh
 #   bash benches/compare.sh idle       # only the idle scenario, against dlock alone
+#   DLOCK_HTTP=off bash benches/compare.sh   # dlock-server without its HTTP listener
 #
 # It installs what is missing (redis-server, etcd-server, protobuf-compiler) with apt-get,
 # starts redis-server, etcd and a release dlock-server on loopback ports of its own with
@@ -132,7 +133,10 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 start_dlock() {
     local port="$1" dir="$TMP/dlock-$1-$RANDOM"
     mkdir -p "$dir"
-    "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn \
+    # The HTTP listener (metrics, status page) on a port of its own per server, as deployed;
+    # DLOCK_HTTP=off measures without it.
+    local http="${DLOCK_HTTP:-127.0.0.1:$((port + 100))}"
+    "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn --http-listen "$http" \
         --max-connections "$MAX_CONNECTIONS" --max-connections-per-peer "$MAX_CONNECTIONS" \
         --max-locks-per-session 100000 \
         >"$dir.log" 2>&1 &

@@ -402,12 +402,19 @@ pub(crate) async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Serv
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
+/// Binds `addr` for the HTTP listener.
+pub(crate) async fn bind_http(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::HttpBind { addr, source })
+}
+
 /// Binds `config.listen` (and `config.http_listen`, if set) and calls [`run`] (or
 /// [`run_with_http`]). Either address in use is an error before anything is served.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let listener = bind(config.listen).await?;
     let http = match config.http_listen {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(bind_http(addr).await?),
         None => None,
     };
     if let Some(http) = &http

@@ -71,10 +71,10 @@ impl Server {
         })?;
         let http = match self.config.http_listen {
             Some(at) => {
-                let l = crate::bind(at).await?;
+                let l = crate::bind_http(at).await?;
                 let bound = l
                     .local_addr()
-                    .map_err(|source| ServerError::Bind { addr: at, source })?;
+                    .map_err(|source| ServerError::HttpBind { addr: at, source })?;
                 Some((l, bound))
             }
             None => None,

@@ -75,7 +75,7 @@ async fn t81_http_port_in_use_is_a_clear_error_at_start() -> Result<()> {
         .context("a second listener on a port in use")?;
     let text = err.to_string();
     ensure!(
-        text.contains(&at.to_string()) && text.contains("in use"),
+        text.contains(&at.to_string()) && text.contains("HTTP") && text.contains("in use"),
         "error: {text}"
     );
     // The in-process server serves HTTP when asked, and none by default.
