@@ -150,12 +150,6 @@ impl Core {
         (edges, more)
     }
 
-    /// How many locks `session` owns, whatever their state; `None` if it does not exist.
-    /// A session that owns none cannot be on a wait-for cycle (nothing waits for it).
-    pub fn session_lock_count(&self, session: SessionId) -> Option<usize> {
-        self.sessions.get(&session).map(|s| s.locks.len as usize)
-    }
-
     /// A live session's name.
     pub fn session_name(&self, session: SessionId) -> Option<&str> {
         self.sessions.get(&session).map(|s| s.name.as_str())

@@ -127,6 +127,7 @@ pub(crate) fn reject_label(reason: &Reject) -> &'static str {
         Reject::LimitExceeded(Limit::LocksPerSession) => "limit_locks_per_session",
         Reject::LimitExceeded(Limit::WaitersPerResource) => "limit_waiters_per_resource",
         Reject::LimitExceeded(Limit::Locks) => "limit_locks",
+        Reject::LimitExceeded(Limit::LocksPerPeer) => "limit_locks_per_peer",
         _ => "other",
     }
 }
