@@ -295,6 +295,7 @@ pub(crate) async fn run_inner(
         let state = http::HttpState {
             core_tx: core_tx.clone(),
             net: net.clone(),
+            security: security.clone(),
         };
         http_task.spawn(http::serve(http, state, token.clone()));
     }
