@@ -71,6 +71,11 @@ pub struct Args {
     #[arg(long, env = "DLOCK_MAX_SESSIONS_PER_PEER", default_value_t = 25_000)]
     pub max_sessions_per_peer: usize,
 
+    /// Most locks the sessions of one client address may own together (granted or queued);
+    /// more are rejected with LimitExceeded(LocksPerPeer). Unset: only --max-locks applies.
+    #[arg(long, env = "DLOCK_MAX_LOCKS_PER_PEER")]
+    pub max_locks_per_peer: Option<usize>,
+
     /// Most open connections from one client address; more are refused
     /// (TooManyConnectionsFromPeer) and closed.
     #[arg(long, env = "DLOCK_MAX_CONNECTIONS_PER_PEER", default_value_t = Config::default().max_connections_per_peer)]
@@ -227,6 +232,7 @@ impl Args {
             outbox_max_bytes: usize::try_from(self.outbox_max_bytes.as_u64()).unwrap_or(usize::MAX),
             slow_reader_timeout: self.slow_reader_timeout,
             max_sessions_per_peer: self.max_sessions_per_peer,
+            max_locks_per_peer: self.max_locks_per_peer,
             max_connections_per_peer: self.max_connections_per_peer,
             max_request_rate: self.max_request_rate,
             memory_budget: self.memory_budget,

@@ -54,6 +54,10 @@ pub struct Config {
     /// dropped count until their lease runs out, so one address cannot fill the session
     /// table; over it, `Hello` is refused with `TooManySessionsFromPeer`.
     pub max_sessions_per_peer: usize,
+    /// Most locks (granted, converting or waiting) that the sessions opened from one client
+    /// address may own together; over it, a lock request is rejected with
+    /// `LimitExceeded(LocksPerPeer)`. `None`: only the table's limit (`engine.max_locks`).
+    pub max_locks_per_peer: Option<usize>,
     /// A connection whose writer cannot hand its queued frames to the socket within this
     /// time (the client does not read) is closed; its session lives on.
     pub slow_reader_timeout: Duration,
@@ -123,6 +127,7 @@ impl Default for Config {
             max_connections_per_peer: 2_500,
             max_request_rate: 50_000,
             max_sessions_per_peer: 25_000,
+            max_locks_per_peer: None,
             slow_reader_timeout: Duration::from_secs(10),
             replay_capacity: 65_536,
             max_query_resources: 1000,

@@ -22,7 +22,7 @@ mod sessions;
 
 use std::sync::Arc;
 
-use dlock_core::{Command, EventKind, Reject, RequestId, SessionId};
+use dlock_core::{Command, Event, EventKind, Limit, Reject, RequestId, SessionId};
 use dlock_proto::{
     Hello, PROTOCOL_VERSION, Refusal, Reply, Request, RequestError, Resume, ServerMessage, Welcome,
 };
@@ -139,7 +139,7 @@ impl CoreTask {
                 && held_timeout.is_some_and(|at| at <= Instant::now())
             {
                 let mut timed_out = grace.time_out(Instant::now());
-                self.sessions.route(&mut timed_out);
+                self.sessions.route(self.engine.core(), &mut timed_out);
             }
             if grace_until.is_some_and(|until| until <= Instant::now())
                 && let Some(grace) = self.grace.take()
@@ -364,7 +364,7 @@ impl CoreTask {
             }
             false
         });
-        self.sessions.route(&mut events);
+        self.sessions.route(self.engine.core(), &mut events);
         self.engine.recycle(events);
         match outcome {
             Ok((session, ttl_ms)) => {
@@ -454,7 +454,25 @@ impl CoreTask {
             }
             Action::Command(command) => command,
         };
+        let peer = s.peer;
         let previous_max = s.max_request.replace(id.0);
+        if let Command::Lock { .. } = command
+            && let Some(cap) = self.config.max_locks_per_peer
+            && self.sessions.locks_for(peer) >= cap
+        {
+            // The server's own limit: answered as the engine answers its limits, an event
+            // that is kept for replay like any other answer to a request.
+            let event = Event {
+                session,
+                request: Some(id),
+                lock: None,
+                kind: EventKind::Rejected {
+                    reason: Reject::LimitExceeded(Limit::LocksPerPeer),
+                },
+            };
+            self.sessions.route(self.engine.core(), &mut vec![event]);
+            return self.renew_implicitly(session);
+        }
         let Some(grace) = &mut self.grace else {
             return self.apply(command);
         };
@@ -464,7 +482,7 @@ impl CoreTask {
             Ok(()) => self.renew_implicitly(session),
             Err(NotHeld::ApplyNow(command)) => self.apply(command),
             Err(NotHeld::Answer(event)) => {
-                self.sessions.route(&mut vec![event]);
+                self.sessions.route(self.engine.core(), &mut vec![event]);
                 self.renew_implicitly(session)
             }
             Err(NotHeld::Full) => {
