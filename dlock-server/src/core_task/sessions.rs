@@ -30,12 +30,12 @@ pub(super) struct SessionState {
     pub(super) peer: IpAddr,
     /// What `replay` holds, in (approximate) bytes.
     replay_bytes: usize,
-    /// The identity that opened it (`None` on a server that does not authenticate); only
-    /// this identity may resume it.
-    pub(super) identity: Option<std::sync::Arc<str>>,
     /// The locks the engine said the session owns, when it last had an event: what the
     /// session adds to its address's lock count.
     locks: usize,
+    /// The identity that opened it (`None` on a server that does not authenticate); only
+    /// this identity may resume it.
+    pub(super) identity: Option<std::sync::Arc<str>>,
 }
 
 impl SessionState {

@@ -26,12 +26,12 @@ fn max_connections() -> usize {
 /// thousands of connections take seconds to send and none may time out before the newcomers
 /// have been refused.
 fn frame_timeout() -> &'static str {
-    if full_size() { "60s" } else { "1s" }
+    if full_size() { "30s" } else { "1s" }
 }
 
 /// [`frame_timeout`] as a duration.
 fn frame_timeout_len() -> Duration {
-    Duration::from_secs(if full_size() { 60 } else { 1 })
+    Duration::from_secs(if full_size() { 30 } else { 1 })
 }
 
 /// How far above its size before the attack the server's RSS may stay once the attacker's
@@ -95,7 +95,7 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
             for _ in 1..max_connections() {
                 let mut c = connect_framed(addr).await?;
                 // A lease that outlasts the frame timeout (the server's default otherwise).
-                c.send(hello("h3-slowloris", sized(0, 120_000) as u64))
+                c.send(hello("h3-slowloris", sized(0, 300_000) as u64))
                     .await?;
                 match recv_raw(&mut c).await? {
                     Some(ServerMessage::Welcome(_)) => {}
