@@ -152,6 +152,12 @@ impl Security {
                 .is_some_and(|t| t.client_ca.is_some())
     }
 
+    /// Whether a rules file is configured (when not, every request is allowed and the
+    /// core task does not look at the rules at all).
+    pub fn has_rules(&self) -> bool {
+        self.files.auth_rules.is_some()
+    }
+
     /// Whether the server speaks TLS.
     pub fn tls(&self) -> bool {
         self.files.tls.is_some()
