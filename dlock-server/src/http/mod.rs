@@ -152,6 +152,17 @@ fn token_of(value: &str) -> Option<String> {
     None
 }
 
+/// Serves HTTP on `listener` until `shutdown` is cancelled.
+pub(crate) async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
+    let app = router(Arc::new(state));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        warn!(error = %e, "HTTP listener failed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,16 +180,5 @@ mod tests {
         assert_eq!(token_of("Basic !!!"), None);
         assert_eq!(token_of("Digest abc"), None);
         assert_eq!(token_of("Bearer"), None);
-    }
-}
-
-/// Serves HTTP on `listener` until `shutdown` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
-    let app = router(Arc::new(state));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    if let Err(e) = served {
-        warn!(error = %e, "HTTP listener failed");
     }
 }
