@@ -8,7 +8,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use dlock_client::{Client, ClientBuilder, LockGuard, LockState, Mode};
@@ -31,6 +32,34 @@ pub struct Bystander {
     held: LockGuard,
     held_name: String,
     cycle_name: String,
+    /// How long each cycle took, in order.
+    took: Mutex<Vec<Duration>>,
+}
+
+/// How long a [`Bystander`]'s lock cycles took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CycleTimes {
+    /// Cycles measured.
+    pub count: usize,
+    /// The median cycle.
+    pub p50: Duration,
+    /// The 99th percentile.
+    pub p99: Duration,
+    /// The slowest cycle.
+    pub max: Duration,
+}
+
+impl std::fmt::Display for CycleTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} cycles, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.count,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.max.as_secs_f64() * 1e3
+        )
+    }
 }
 
 impl Bystander {
@@ -55,6 +84,7 @@ impl Bystander {
             held,
             held_name,
             cycle_name: format!("bystander/{name}/cycle"),
+            took: Mutex::new(Vec::new()),
         })
     }
 
@@ -64,14 +94,38 @@ impl Bystander {
     }
 
     /// One cycle: takes the cycling lock in EX and releases it, within [`CYCLE_LIMIT`].
+    /// Each cycle's duration is recorded for [`times`](Self::times).
     pub async fn cycle(&self) -> Result<()> {
+        let start = Instant::now();
         tokio::time::timeout(CYCLE_LIMIT, async {
             let guard = self.client.lock(&self.cycle_name, Mode::EX).await?;
             guard.unlock().await
         })
         .await
         .context("bystander: a lock cycle hung")?
-        .context("bystander: a lock cycle failed")
+        .context("bystander: a lock cycle failed")?;
+        let took = start.elapsed();
+        self.took
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(took);
+        Ok(())
+    }
+
+    /// How long the cycles so far took (zero durations before the first cycle).
+    pub fn times(&self) -> CycleTimes {
+        let mut took = self.took.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        took.sort_unstable();
+        let at = |q: f64| {
+            let i = ((took.len() as f64 - 1.0) * q).round() as usize;
+            took.get(i).copied().unwrap_or_default()
+        };
+        CycleTimes {
+            count: took.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: took.last().copied().unwrap_or_default(),
+        }
     }
 
     /// `n` cycles one after the other.

@@ -11,5 +11,5 @@ pub mod raw;
 pub mod sdk;
 pub mod server;
 
-pub use raw::{RawClient, RawFramed, WAIT, connect_framed, recv_raw};
+pub use raw::{RawClient, RawFramed, WAIT, connect_framed, connect_framed_from, recv_raw};
 pub use server::TestServer;

@@ -30,6 +30,22 @@ pub async fn connect_framed(addr: SocketAddr) -> Result<RawFramed> {
     Ok(Framed::new(stream, FrameCodec::default()))
 }
 
+/// [`connect_framed`] from the local address `from` (another loopback address, such as
+/// 127.0.0.2, is another peer to the server).
+pub async fn connect_framed_from(from: std::net::IpAddr, addr: SocketAddr) -> Result<RawFramed> {
+    let socket = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(from, 0))?;
+    let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+        .await
+        .context("connect timed out")?
+        .context("connect failed")?;
+    stream.set_nodelay(true)?;
+    Ok(Framed::new(stream, FrameCodec::default()))
+}
+
 /// Receives the next message, failing after [`WAIT`]. `Ok(None)` when the server closed the
 /// connection.
 pub async fn recv_raw(framed: &mut RawFramed) -> Result<Option<ServerMessage>> {

@@ -17,15 +17,20 @@ use dlock_tests::hostile::{Bystander, mib, peak_rss_kib, rss_kib};
 use dlock_tests::{RawClient, WAIT, connect_framed, recv_raw};
 use futures_util::SinkExt;
 
-use crate::{child, hello, one_at_a_time, took};
+use crate::{child, hello, one_at_a_time, sized, took};
 
-const BUDGET_MIB: u64 = 48;
+/// The budget: 48 MiB, or 1 GiB at full size.
+fn budget_mib() -> u64 {
+    sized(48, 1024) as u64
+}
 
 /// Queries each slow reader sends without reading.
 const QUERIES: u64 = 400;
 
 /// Attacking connections tried; the budget admits fewer.
-const CONNECTIONS: usize = 100;
+fn tried() -> usize {
+    sized(100, 3_000)
+}
 
 fn name(i: usize) -> String {
     format!("h11/{i:06}/{}", "x".repeat(980))
@@ -36,7 +41,7 @@ async fn fill(client: &mut RawClient) -> Result<usize> {
     const CHUNK: usize = 200;
     let mut granted = 0;
     for round in 0.. {
-        ensure!(round < 1_000, "the lock table never filled");
+        ensure!(round < 10_000, "the lock table never filled");
         let mut ids = Vec::with_capacity(CHUNK);
         for i in 0..CHUNK {
             let body = Request::Lock(LockRequest {
@@ -107,7 +112,8 @@ async fn the_memory_budget_bounds_a_full_table_and_many_slow_readers() -> Result
     let _turn = one_at_a_time().await;
     let start = Instant::now();
     let dir = tempfile::tempdir()?;
-    let budget = format!("{BUDGET_MIB}MiB");
+    let budget_mib = budget_mib();
+    let budget = format!("{budget_mib}MiB");
     let server = child(
         dir.path(),
         &["--memory-budget", &budget, "--slow-reader-timeout", "2s"],
@@ -120,7 +126,7 @@ async fn the_memory_budget_bounds_a_full_table_and_many_slow_readers() -> Result
     let mut filler = RawClient::connect(addr, "h11-filler").await?;
     let granted = fill(&mut filler).await?;
     // The table was lowered to fit 40% of the budget at its worst case per lock.
-    let most = (BUDGET_MIB << 20) as usize / 100 * 40 / (512 + 1024 + 64);
+    let most = (budget_mib << 20) as usize / 100 * 40 / (512 + 1024 + 64);
     ensure!(
         granted < most,
         "{granted} locks granted, more than the budget's {most}"
@@ -148,13 +154,10 @@ async fn the_memory_budget_bounds_a_full_table_and_many_slow_readers() -> Result
     // The connection limit was lowered to fit 35% of the budget: idle connections (which
     // the server keeps) are refused beyond it.
     let most_connections =
-        (BUDGET_MIB << 20) as usize / 100 * 35 / (48 * 1024 + 2 * 65_536 + 2 * 65_536);
+        (budget_mib << 20) as usize / 100 * 35 / (48 * 1024 + 2 * 65_536 + 2 * 65_536);
     let mut idle = Vec::new();
     loop {
-        ensure!(
-            idle.len() < CONNECTIONS,
-            "every idle connection was admitted"
-        );
+        ensure!(idle.len() < tried(), "every idle connection was admitted");
         let mut framed = connect_framed(addr).await?;
         framed.send(hello("h11-idle", 0)).await?;
         match recv_raw(&mut framed).await? {
@@ -175,7 +178,7 @@ async fn the_memory_budget_bounds_a_full_table_and_many_slow_readers() -> Result
         .alongside(async {
             // One after another, each cut (or refused while the cut ones are closing).
             let mut open = Vec::new();
-            for _ in 0..CONNECTIONS {
+            for _ in 0..tried() {
                 if let Some(c) = slow_reader(addr).await? {
                     open.push(c);
                 }
@@ -188,17 +191,19 @@ async fn the_memory_budget_bounds_a_full_table_and_many_slow_readers() -> Result
     bystander.check_held().await?;
     let grown = peak_kib.saturating_sub(base_kib);
     eprintln!(
-        "h11 memory budget {BUDGET_MIB} MiB: {granted} locks granted before Limit::Locks, \
-         at most {connections} connections, {attackers} slow readers admitted of {CONNECTIONS}; \
+        "h11 memory budget {budget_mib} MiB: {granted} locks granted before Limit::Locks, \
+         at most {connections} connections, {attackers} slow readers admitted of {}; \
          RSS at start {}, peak {} \
-         (+{}); bystander cycles during the attack: {cycles}",
+         (+{}); bystander cycles during the attack: {cycles} ({})",
+        tried(),
         mib(base_kib),
         mib(peak_kib),
-        mib(grown)
+        mib(grown),
+        bystander.times()
     );
     ensure!(
-        grown <= BUDGET_MIB * 1024,
-        "the server grew by {} over a budget of {BUDGET_MIB} MiB",
+        grown <= budget_mib * 1024,
+        "the server grew by {} over a budget of {budget_mib} MiB",
         mib(grown)
     );
     took("h11 memory budget", start);

@@ -14,22 +14,29 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use dlock_proto::{ClientMessage, ProtocolError, Query, Request, RequestId, ServerMessage};
-use dlock_tests::hostile::{Bystander, mib, peak_rss_kib, rss_kib};
+use dlock_tests::hostile::{Bystander, CycleTimes, mib, peak_rss_kib, rss_kib};
 use dlock_tests::{RawClient, WAIT, connect_framed, recv_raw};
 use futures_util::SinkExt;
 
-use crate::{child, hello, one_at_a_time, take_all, took};
+use crate::{child, hello, one_at_a_time, sized, take_all, took};
 
 /// Resources in the table: enough that every prefix query is answered with a full page.
 const RESOURCES: usize = 2_000;
 
-/// Queries the attacker sends without reading. More than the outbox holds (4,096 messages by
-/// default) plus what the writer's turn (256) and the kernel's socket buffers (some MiB, a
-/// few hundred pages) take.
-const QUERIES: usize = 8_000;
+/// Queries each attacking connection sends without reading: more than its outbox holds plus
+/// what the kernel's socket buffers (some MiB, a few hundred pages) take. At full size,
+/// 20,000.
+fn queries() -> usize {
+    sized(8_000, 20_000)
+}
 
-/// How much the server's resident set may grow over its size before the attack while one
-/// connection does not read its answers.
+/// Attacking connections at once: one, or three at full size.
+fn attackers() -> usize {
+    sized(1, 3)
+}
+
+/// How much the server's resident set may grow over its size before the attack for each
+/// connection that does not read its answers.
 const RSS_BUDGET_MIB: u64 = 64;
 
 /// Pause between the writes that probe whether the server has closed the connection.
@@ -41,15 +48,17 @@ struct Measured {
     sent: usize,
     /// Answers the attacker could still read after the close.
     answered: usize,
-    /// Whether the last message read was `ProtocolError::SlowReader`.
+    /// Whether the last message read on every attacking connection was
+    /// `ProtocolError::SlowReader`.
     told_slow: bool,
     base_kib: u64,
     peak_kib: u64,
     after_kib: u64,
     cycles: u64,
+    times: CycleTimes,
 }
 
-/// Sends [`QUERIES`] prefix queries without reading, then probes with acknowledgements
+/// Sends [`queries`] prefix queries without reading, then probes with acknowledgements
 /// (which have no answer) until a write fails: the server has closed the connection. Then
 /// reads what is left. Returns the number of queries sent, of answers read and whether the
 /// server said `SlowReader` last.
@@ -85,7 +94,7 @@ async fn flood_unread(framed: &mut dlock_tests::RawFramed) -> Result<usize> {
     };
     let deadline = tokio::time::Instant::now() + 2 * WAIT;
     let mut sent = 0;
-    while sent < QUERIES {
+    while sent < queries() {
         match tokio::time::timeout_at(deadline, framed.send(query(sent as u64 + 1))).await {
             Err(_) => bail!("sending the queries hung after {sent}"),
             Ok(Err(_)) => return Ok(sent),
@@ -128,7 +137,16 @@ async fn run() -> Result<Measured> {
     let bystander = Bystander::start(addr, "h1").await?;
     let base_kib = rss_kib(&server)?;
 
-    let ((sent, answered, told_slow), cycles) = bystander.alongside(flood(addr)).await?;
+    let (floods, cycles) = bystander
+        .alongside(async {
+            let floods = futures_util::future::join_all((0..attackers()).map(|_| flood(addr)));
+            floods.await.into_iter().collect::<Result<Vec<_>>>()
+        })
+        .await?;
+    let sent = floods.iter().map(|f| f.0).sum();
+    let answered = floods.iter().map(|f| f.1).sum();
+    let told_slow = floods.iter().all(|f| f.2);
+    let times = bystander.times();
 
     ensure!(
         server.exited().is_none(),
@@ -147,12 +165,14 @@ async fn run() -> Result<Measured> {
         peak_kib,
         after_kib,
         cycles,
+        times,
     })
 }
 
 fn report(m: &Measured) {
     eprintln!(
-        "h1 slow reader: cut after {} unread queries ({} answers readable after the close, SlowReader said: {}); server RSS before {}, peak {} (+{}, budget +{RSS_BUDGET_MIB} MiB), after the cut {}; bystander cycles during the attack: {}",
+        "h1 slow reader: {} connection(s) cut after {} unread queries in all ({} answers readable after the close, SlowReader said: {}); server RSS before {}, peak {} (+{}, budget +{RSS_BUDGET_MIB} MiB per connection), after the cut {}; bystander cycles during the attack: {} ({})",
+        attackers(),
         m.sent,
         m.answered,
         m.told_slow,
@@ -160,7 +180,8 @@ fn report(m: &Measured) {
         mib(m.peak_kib),
         mib(m.peak_kib.saturating_sub(m.base_kib)),
         mib(m.after_kib),
-        m.cycles
+        m.cycles,
+        m.times
     );
 }
 
@@ -189,9 +210,10 @@ async fn a_slow_reader_of_queries_costs_the_server_at_most_its_budget() -> Resul
     report(&m);
     let grown_kib = m.peak_kib.saturating_sub(m.base_kib);
     ensure!(
-        grown_kib <= RSS_BUDGET_MIB * 1024,
-        "the server's RSS grew by {} (budget {RSS_BUDGET_MIB} MiB) while one connection did not read",
-        mib(grown_kib)
+        grown_kib <= RSS_BUDGET_MIB * 1024 * attackers() as u64,
+        "the server's RSS grew by {} (budget {RSS_BUDGET_MIB} MiB per connection) while {} connection(s) did not read",
+        mib(grown_kib),
+        attackers()
     );
     took("h1 rss", start);
     Ok(())

@@ -12,10 +12,12 @@ use dlock_proto::{LockId, Query, Reply, Request, ServerMessage, SessionId, Sessi
 use dlock_tests::hostile::Bystander;
 use dlock_tests::{RawClient, TestServer};
 
-use crate::{one_at_a_time, take_all, took};
+use crate::{one_at_a_time, sized, take_all, took};
 
-/// Locks the target session holds.
-const LOCKS: usize = 5_000;
+/// Locks the target session holds: 5,000, or 100,000 at full size.
+fn locks() -> usize {
+    sized(5_000, 100_000)
+}
 
 /// Length of each lock's resource name: the engine's default maximum.
 const NAME_LEN: usize = 1024;
@@ -23,8 +25,11 @@ const NAME_LEN: usize = 1024;
 /// Session queries the attacker sends at once, each from a cursor deeper in the list.
 const QUERIES: usize = 50;
 
-/// The well-behaved client's lease: short, within the server's minimum (100 ms).
-const SHORT_LEASE: Duration = Duration::from_secs(1);
+/// The well-behaved client's lease: short (above the server's minimum, 100 ms); 2 s at full
+/// size, as `dlock acquire --ttl 2s` was when one such query flood cost it its lock.
+fn short_lease() -> Duration {
+    Duration::from_millis(sized(1_000, 2_000) as u64)
+}
 
 fn name(i: usize) -> String {
     let mut n = format!("h2/{i:06}/");
@@ -87,13 +92,14 @@ async fn session_queries_over_thousands_of_long_names_come_in_pages() -> Result<
     let server = TestServer::start().await?;
     let addr = server.addr();
     let bystander = Bystander::start_with(
-        Client::builder(addr.to_string()).lease_ttl(SHORT_LEASE),
+        Client::builder(addr.to_string()).lease_ttl(short_lease()),
         "h2",
     )
     .await?;
 
     let mut holder = RawClient::connect(addr, "h2-holder").await?;
-    let names: Vec<String> = (0..LOCKS).map(name).collect();
+    let locks = locks();
+    let names: Vec<String> = (0..locks).map(name).collect();
     let ((ids, pages), cycles) = bystander
         .alongside(async {
             let ids = take_all(&mut holder, &names).await?;
@@ -101,7 +107,7 @@ async fn session_queries_over_thousands_of_long_names_come_in_pages() -> Result<
             let max_frame_len = attacker.welcome.max_frame_len as usize;
             // The flood: QUERIES session queries in one burst, each from its own cursor, the
             // deepest near the end of the list (skipping to it walks the list).
-            let step = (LOCKS - 200) / QUERIES;
+            let step = (locks - 200) / QUERIES;
             let mut sent = Vec::with_capacity(QUERIES);
             for q in 0..QUERIES {
                 let from = q * step;
@@ -112,7 +118,7 @@ async fn session_queries_over_thousands_of_long_names_come_in_pages() -> Result<
             for (id, from) in sent {
                 let reply = attacker.reply_for(id).await?;
                 let (n, more) = check_page(reply, holder.session, &ids, from, max_frame_len)?;
-                ensure!(more && n < LOCKS / 10, "page of {n} locks, more: {more}");
+                ensure!(more && n < locks / 10, "page of {n} locks, more: {more}");
             }
             // The cursor walks the whole list, one page per query.
             let (mut from, mut pages) = (0usize, 0usize);
@@ -126,13 +132,13 @@ async fn session_queries_over_thousands_of_long_names_come_in_pages() -> Result<
                 if !more {
                     break;
                 }
-                ensure!(pages < LOCKS, "the cursor does not advance");
+                ensure!(pages < locks, "the cursor does not advance");
             }
-            ensure!(from == LOCKS, "the walk saw {from} of {LOCKS} locks");
+            ensure!(from == locks, "the walk saw {from} of {locks} locks");
             Ok((ids, pages))
         })
         .await?;
-    ensure!(ids.len() == LOCKS);
+    ensure!(ids.len() == locks);
 
     bystander.cycles(3).await?;
     bystander
@@ -140,8 +146,10 @@ async fn session_queries_over_thousands_of_long_names_come_in_pages() -> Result<
         .await
         .context("the short-lease session")?;
     eprintln!(
-        "h2 expensive query: {LOCKS} locks x {NAME_LEN} B names; {QUERIES} deep session queries and a walk of {pages} pages ({} locks per page), each within the frame limit; bystander with a {SHORT_LEASE:?} lease: {cycles} cycles, lock kept",
-        LOCKS.div_ceil(pages)
+        "h2 expensive query: {locks} locks x {NAME_LEN} B names; {QUERIES} deep session queries and a walk of {pages} pages ({} locks per page), each within the frame limit; bystander with a {:?} lease: {cycles} cycles during the fill and the queries ({}), lock kept",
+        locks.div_ceil(pages),
+        short_lease(),
+        bystander.times()
     );
     took("h2", start);
     Ok(())

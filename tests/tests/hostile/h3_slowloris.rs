@@ -14,28 +14,35 @@ use dlock_tests::{RawFramed, WAIT, connect_framed, recv_raw};
 use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::{child, hello, took};
+use crate::{child, hello, sized, took};
 
-/// The server's connection limit.
-const MAX_CONNECTIONS: usize = 50;
+/// The server's connection limit: 50, or 10,000 (the default before the memory budget) at
+/// full size, where the attacker opens 10,050 connections in all.
+fn max_connections() -> usize {
+    sized(50, 10_000)
+}
 
 /// The server's frame timeout, as a flag.
 const FRAME_TIMEOUT: &str = "1s";
 
 /// How far above its size before the attack the server's RSS may stay once the attacker's
-/// connections are closed (their sessions live on until their leases end).
-const RSS_ALLOWANCE_MIB: u64 = 4;
+/// connections are closed (their sessions live on until their leases end, a few KiB each).
+fn rss_allowance_mib() -> u64 {
+    sized(4, 64) as u64
+}
 
 /// Pause between the newcomer's attempts while the closed connections' places free up.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
-/// A partial frame: a length prefix announcing the largest frame, then ten bytes of it.
+/// A partial frame: a length prefix announcing the largest frame, then ten bytes of it (all
+/// but its last byte at full size).
 fn partial_frame() -> Vec<u8> {
-    let mut bytes = u32::try_from(dlock_proto::DEFAULT_MAX_FRAME_LEN)
+    let len = dlock_proto::DEFAULT_MAX_FRAME_LEN;
+    let mut bytes = u32::try_from(len)
         .unwrap_or(u32::MAX)
         .to_be_bytes()
         .to_vec();
-    bytes.extend_from_slice(&[0; 10]);
+    bytes.resize(4 + sized(10, len - 1), 0);
     bytes
 }
 
@@ -52,10 +59,19 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
 -> Result<()> {
     let start = Instant::now();
     let dir = tempfile::tempdir()?;
-    let max = MAX_CONNECTIONS.to_string();
+    let max = max_connections().to_string();
+    // One address may take every place here (the per-address cap has its own test, h10).
+    let per_peer = (max_connections() + 100).to_string();
     let server = child(
         dir.path(),
-        &["--max-connections", &max, "--frame-timeout", FRAME_TIMEOUT],
+        &[
+            "--max-connections",
+            &max,
+            "--max-connections-per-peer",
+            &per_peer,
+            "--frame-timeout",
+            FRAME_TIMEOUT,
+        ],
     )
     .await?;
     let addr = server.addr();
@@ -63,11 +79,11 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
     let bystander = Bystander::start(addr, "h3").await?;
     let base_kib = rss_kib(&server)?;
 
-    let (outage, cycles) = bystander
+    let ((outage, held_kib), cycles) = bystander
         .alongside(async {
             // The attacker takes every other place: Hello, then part of a frame.
-            let mut slow = Vec::with_capacity(MAX_CONNECTIONS - 1);
-            for _ in 1..MAX_CONNECTIONS {
+            let mut slow = Vec::with_capacity(max_connections() - 1);
+            for _ in 1..max_connections() {
                 let mut c = connect_framed(addr).await?;
                 c.send(hello("h3-slowloris", 0)).await?;
                 match recv_raw(&mut c).await? {
@@ -80,17 +96,20 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
                 c.get_mut().write_all(&partial_frame()).await?;
             }
             let attacked = Instant::now();
-            // A newcomer is refused with a typed answer, and its connection is closed.
-            let (mut c, first) = newcomer(addr).await?;
-            ensure!(
-                first == Some(ServerMessage::Refused(Refusal::TooManyConnections)),
-                "a newcomer over the limit got {first:?}"
-            );
-            ensure!(
-                recv_raw(&mut c).await?.is_none(),
-                "the refused connection stays open"
-            );
-            drop(c);
+            // Newcomers are refused with a typed answer, and their connections are closed
+            // (at full size: 51 of them, for 10,050 attempts in all).
+            for _ in 0..sized(1, 51) {
+                let (mut c, first) = newcomer(addr).await?;
+                ensure!(
+                    first == Some(ServerMessage::Refused(Refusal::TooManyConnections)),
+                    "a newcomer over the limit got {first:?}"
+                );
+                ensure!(
+                    recv_raw(&mut c).await?.is_none(),
+                    "the refused connection stays open"
+                );
+            }
+            let held_kib = rss_kib(&server)?;
             // Each partial frame runs into the frame timeout: the server says so and closes.
             for c in &mut slow {
                 let last = recv_raw(c).await?;
@@ -115,7 +134,7 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
                     (_, other) => bail!("a newcomer after the timeouts got {other:?}"),
                 }
             }
-            Ok(attacked.elapsed())
+            Ok((attacked.elapsed(), held_kib))
         })
         .await?;
 
@@ -124,18 +143,23 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
     bystander.check_held().await?;
     let after_kib = rss_kib(&server)?;
     eprintln!(
-        "h3 slowloris: {} partial-frame connections; newcomer refused (TooManyConnections), served again {:.2} s after the partial frames (frame timeout {FRAME_TIMEOUT}); server RSS before {}, peak {}, after {} (allowance +{RSS_ALLOWANCE_MIB} MiB); bystander cycles: {cycles}",
-        MAX_CONNECTIONS - 1,
+        "h3 slowloris: {} partial-frame connections of {} bytes; newcomers refused (TooManyConnections), served again {:.2} s after the partial frames (frame timeout {FRAME_TIMEOUT}); server RSS before {}, while held {}, peak {}, after {} (allowance +{} MiB); bystander cycles: {cycles} ({})",
+        max_connections() - 1,
+        partial_frame().len(),
         outage.as_secs_f64(),
         mib(base_kib),
+        mib(held_kib),
         mib(peak_kib),
         mib(after_kib),
+        rss_allowance_mib(),
+        bystander.times()
     );
     ensure!(
-        after_kib <= base_kib + RSS_ALLOWANCE_MIB * 1024,
-        "the server's RSS stays at {} after the attack (before: {}, allowance {RSS_ALLOWANCE_MIB} MiB)",
+        after_kib <= base_kib + rss_allowance_mib() * 1024,
+        "the server's RSS stays at {} after the attack (before: {}, allowance {} MiB)",
         mib(after_kib),
-        mib(base_kib)
+        mib(base_kib),
+        rss_allowance_mib()
     );
     took("h3", start);
     Ok(())

@@ -15,10 +15,10 @@ use anyhow::{Result, bail, ensure};
 use dlock_client::Client;
 use dlock_proto::{Limit, Refusal, Reject, ServerMessage};
 use dlock_tests::hostile::Bystander;
-use dlock_tests::{TestServer, connect_framed, recv_raw};
+use dlock_tests::{TestServer, connect_framed, connect_framed_from, recv_raw};
 use futures_util::SinkExt;
 
-use crate::{hello, took};
+use crate::{full_size, hello, sized, took};
 
 /// The server's session limit.
 const MAX_SESSIONS: usize = 100;
@@ -125,5 +125,65 @@ async fn the_outage_ends_when_the_attackers_leases_run_out() -> Result<()> {
         outage.as_secs_f64()
     );
     took("h4 bound", start);
+    Ok(())
+}
+
+/// With the per-address cap below the table's size, an attacker on one address fills only
+/// its share: once it holds `--max-sessions-per-peer` sessions it is refused with
+/// `TooManySessionsFromPeer`, and a newcomer from another address is served at once. At full
+/// size this is the attack as first measured: 100,000 sessions with the longest lease from
+/// one address, against the default limits.
+#[tokio::test]
+async fn one_address_fills_only_its_share_of_the_table() -> Result<()> {
+    let start = Instant::now();
+    let attempts = sized(MAX_SESSIONS, 100_000);
+    let mut config = TestServer::config();
+    if !full_size() {
+        config.engine.max_sessions = MAX_SESSIONS;
+        config.max_sessions_per_peer = MAX_SESSIONS / 2;
+    }
+    let per_peer = config.max_sessions_per_peer;
+    let longest = config.engine.max_ttl_ms;
+    let server = TestServer::start_with(config).await?;
+    let addr = server.addr();
+    // The bystander's session counts against the same address as the attacker's.
+    let bystander = Bystander::start(addr, "h4-peer").await?;
+
+    let ((welcomed, refused), cycles) = bystander
+        .alongside(async {
+            let (mut welcomed, mut refused) = (0usize, 0usize);
+            for _ in 0..attempts {
+                match open_and_drop(addr, longest).await? {
+                    Some(ServerMessage::Welcome(_)) => welcomed += 1,
+                    Some(ServerMessage::Refused(Refusal::TooManySessionsFromPeer { .. })) => {
+                        refused += 1
+                    }
+                    other => bail!("after {welcomed} sessions the attacker got {other:?}"),
+                }
+            }
+            Ok((welcomed, refused))
+        })
+        .await?;
+    ensure!(
+        welcomed == per_peer - 1,
+        "the attacker's address opened {welcomed} sessions besides the bystander's (cap {per_peer})"
+    );
+    // Another address is not affected.
+    let other: std::net::IpAddr = "127.0.0.2".parse()?;
+    let mut c = connect_framed_from(other, addr).await?;
+    c.send(hello("h4-other-address", 0)).await?;
+    let answer = recv_raw(&mut c).await?;
+    ensure!(
+        matches!(answer, Some(ServerMessage::Welcome(_))),
+        "a newcomer from another address got {answer:?}"
+    );
+    bystander.cycles(3).await?;
+    bystander.check_held().await?;
+    eprintln!(
+        "h4 one address: {attempts} attempts with {longest} ms leases in {:.1} s: {welcomed} sessions opened, {refused} refused TooManySessionsFromPeer (cap {per_peer}); a newcomer from another address was served; bystander cycles: {cycles} ({})",
+        start.elapsed().as_secs_f64(),
+        bystander.times()
+    );
+    took("h4 one address", start);
     Ok(())
 }

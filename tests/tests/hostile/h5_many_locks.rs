@@ -17,10 +17,13 @@ use dlock_tests::chaos::server_proc::ServerProc;
 use dlock_tests::hostile::{Bystander, mib, peak_rss_kib, rss_kib};
 use futures_util::future::try_join_all;
 
-use crate::{child_with_env, one_at_a_time, take_all, took};
+use crate::{child_with_env, one_at_a_time, sized, take_all, took};
 
-/// Sessions.
-const SESSIONS: usize = 100;
+/// Sessions: 100, or 1,000 at full size (a million locks in all, each session pipelining
+/// its thousand requests).
+fn sessions() -> usize {
+    sized(100, 1_000)
+}
 
 /// Locks per session.
 const LOCKS: usize = 1_000;
@@ -36,7 +39,7 @@ const MAX_BYTES_PER_LOCK: u64 = 512;
 const SECOND_ROUND_ALLOWANCE_MIB: u64 = 8;
 
 fn name(session: usize, lock: usize) -> String {
-    let n = format!("h5/session{session:03}/lock{lock:06}/--");
+    let n = format!("h5/session{session:04}/lock{lock:05}/--");
     debug_assert_eq!(n.len(), NAME_LEN);
     n
 }
@@ -45,8 +48,8 @@ fn name(session: usize, lock: usize) -> String {
 /// locks held.
 async fn round(server: &ServerProc, round: usize) -> Result<u64> {
     let addr = server.addr();
-    let mut clients = Vec::with_capacity(SESSIONS);
-    for s in 0..SESSIONS {
+    let mut clients = Vec::with_capacity(sessions());
+    for s in 0..sessions() {
         clients.push(RawClient::connect(addr, &format!("h5-{round}-{s}")).await?);
     }
     try_join_all(clients.iter_mut().enumerate().map(|(s, c)| async move {
@@ -92,16 +95,18 @@ async fn many_held_locks_cost_a_bounded_amount_each_and_are_given_back() -> Resu
     bystander.cycles(3).await?;
     bystander.check_held().await?;
 
-    let locks = (SESSIONS * LOCKS) as u64;
+    let locks = (sessions() * LOCKS) as u64;
     let per_lock = held_kib.saturating_sub(base_kib) * 1024 / locks;
     eprintln!(
-        "h5 many locks: {SESSIONS} sessions x {LOCKS} locks ({NAME_LEN} B names); server RSS before {}, all held {} ({per_lock} B per lock, bound {MAX_BYTES_PER_LOCK}), peak {}, all closed {}; second round: held {}, peak {} (allowance +{SECOND_ROUND_ALLOWANCE_MIB} MiB); bystander cycles: {cycles}",
+        "h5 many locks: {} sessions x {LOCKS} locks ({NAME_LEN} B names); server RSS before {}, all held {} ({per_lock} B per lock, bound {MAX_BYTES_PER_LOCK}), peak {}, all closed {}; second round: held {}, peak {} (allowance +{SECOND_ROUND_ALLOWANCE_MIB} MiB); bystander cycles: {cycles} ({})",
+        sessions(),
         mib(base_kib),
         mib(held_kib),
         mib(first_peak_kib),
         mib(closed_kib),
         mib(held2_kib),
         mib(second_peak_kib),
+        bystander.times()
     );
     ensure!(
         per_lock <= MAX_BYTES_PER_LOCK,

@@ -15,13 +15,15 @@ use dlock_tests::hostile::Bystander;
 use dlock_tests::{RawClient, TestServer};
 use tokio::io::AsyncWriteExt;
 
-use crate::took;
+use crate::{full_size, sized, took};
 
-/// The server's replay buffer per session.
+/// The server's replay buffer per session (its default at full size).
 const REPLAY_CAPACITY: usize = 64;
 
-/// Requests the attacker queues and cancels.
-const ROUNDS: usize = 1_000;
+/// Requests the attacker queues and cancels: 1,000, or 20,000 at full size.
+fn rounds() -> usize {
+    sized(1_000, 20_000)
+}
 
 /// The attacker acknowledges its own events this often (each round makes two).
 const ACK_EVERY: usize = 10;
@@ -31,9 +33,9 @@ const VICTIM_LEASE_MS: u64 = 60_000;
 
 const RESOURCE: &str = "h7/contended";
 
-/// Queues and cancels [`ROUNDS`] requests on [`RESOURCE`], alternating CW and PR.
+/// Queues and cancels [`rounds`] requests on [`RESOURCE`], alternating CW and PR.
 async fn flood(attacker: &mut RawClient) -> Result<()> {
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let mode = if round % 2 == 0 { Mode::CW } else { Mode::PR };
         let id = attacker.lock(RESOURCE, mode, LockFlags::empty()).await?;
         let queued = attacker.event_for(id).await?;
@@ -57,7 +59,10 @@ async fn flood(attacker: &mut RawClient) -> Result<()> {
 async fn queue_and_cancel_floods_do_not_overflow_a_holders_replay_buffer() -> Result<()> {
     let start = Instant::now();
     let mut config = TestServer::config();
-    config.replay_capacity = REPLAY_CAPACITY;
+    if !full_size() {
+        config.replay_capacity = REPLAY_CAPACITY;
+    }
+    let replay_capacity = config.replay_capacity;
     let server = TestServer::start_with(config).await?;
     let addr = server.addr();
     let bystander = Bystander::start(addr, "h7").await?;
@@ -97,7 +102,10 @@ async fn queue_and_cancel_floods_do_not_overflow_a_holders_replay_buffer() -> Re
         }
     }
     eprintln!(
-        "h7 blocking flood: {ROUNDS} queue+cancel rounds (CW/PR) against a PW holder with a replay buffer of {REPLAY_CAPACITY}; victim resumed, {replayed} events replayed, Blocking per mode: {blocking:?}; bystander cycles: {cycles}"
+        "h7 blocking flood: {} queue+cancel rounds (CW/PR) in {:.1} s against a PW holder with a replay buffer of {replay_capacity}; victim resumed, {replayed} events replayed, Blocking per mode: {blocking:?}; bystander cycles: {cycles} ({})",
+        rounds(),
+        start.elapsed().as_secs_f64(),
+        bystander.times()
     );
     // At most one per mode (R37); at least one per mode (R32: each was blocked).
     let expected: BTreeMap<Mode, usize> = [(Mode::CW, 1), (Mode::PR, 1)].into();

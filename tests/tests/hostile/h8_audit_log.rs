@@ -12,7 +12,7 @@ use dlock_proto::Mode;
 use dlock_tests::RawClient;
 use dlock_tests::hostile::{AUDIT_LOG, Bystander, DATA_DIR};
 
-use crate::{child, took};
+use crate::{child, sized, took};
 
 /// Rotation size, as a flag and in bytes.
 const MAX_SIZE: &str = "64KiB";
@@ -135,5 +135,66 @@ async fn the_audit_log_rotates_within_its_size_keeps_no_secret_and_is_private() 
         sizes
     );
     took("h8", start);
+    Ok(())
+}
+
+/// Sum of the sizes of the audit log and its rotated files in `dir`.
+fn log_bytes(dir: &Path) -> u64 {
+    let path = dir.join(AUDIT_LOG);
+    std::iter::once(path.clone())
+        .chain((1..=KEEP).map(|n| rotated(&path, n)))
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Connections that ping, query and acknowledge as fast as they can.
+const CHATTY: usize = 4;
+
+/// Inputs that change nothing are not logged: connections that only ping, query and
+/// acknowledge for a while (5 s at full size, as when they once wrote 487 MB) add at most a
+/// few lease renewals to the log (such messages renew a lease at most once per eighth of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_queries_and_acks_write_nothing_to_the_audit_log() -> Result<()> {
+    let start = Instant::now();
+    let dir = tempfile::tempdir()?;
+    // No rotation within the run: every byte written stays in the one file.
+    let server = child(
+        dir.path(),
+        &["--audit-log-max-size", "1GiB", "--audit-log-keep", "0"],
+    )
+    .await?;
+    let addr = server.addr();
+    let mut clients = Vec::with_capacity(CHATTY);
+    for i in 0..CHATTY {
+        clients.push(RawClient::connect(addr, &format!("h8-chatty-{i}")).await?);
+    }
+    let before = log_bytes(dir.path());
+    let run_for = std::time::Duration::from_millis(sized(1_000, 5_000) as u64);
+    let counts = futures_util::future::try_join_all(clients.iter_mut().map(|c| async move {
+        let mut n = 0u64;
+        while start.elapsed() < run_for {
+            c.ping().await?;
+            c.query_resource("h8/quiet").await?;
+            c.ack().await?;
+            n += 3;
+        }
+        anyhow::Ok(n)
+    }))
+    .await?;
+    let sent: u64 = counts.iter().sum();
+    // Each connection's session may renew a few times within the run.
+    let after = log_bytes(dir.path());
+    let grown = after.saturating_sub(before);
+    let allowance = (CHATTY as u64) * 8 * 1024;
+    eprintln!(
+        "h8 chatty: {CHATTY} connections sent {sent} pings, queries and acks in {:.1} s; the audit log grew by {grown} bytes (allowance {allowance})",
+        run_for.as_secs_f64()
+    );
+    ensure!(
+        grown <= allowance,
+        "the audit log grew by {grown} bytes for {sent} pings, queries and acks"
+    );
+    took("h8 chatty", start);
     Ok(())
 }

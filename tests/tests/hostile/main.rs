@@ -8,6 +8,9 @@
 //! `serve`) and read its resident set size from `/proc`; they print the measured figures
 //! with `eprintln!` (`cargo test --test hostile -- --nocapture` shows them). The heavy ones
 //! take [`one_at_a_time`] so that they do not share the two cores of a CI machine.
+//!
+//! Each attack runs at a size CI can afford; `DLOCK_HOSTILE_FULL=1` runs it at the size at
+//! which it was first measured (see [`full_size`]).
 
 mod h10_admission;
 mod h11_memory_budget;
@@ -32,6 +35,21 @@ use dlock_tests::RawClient;
 use dlock_tests::chaos::server_proc::ServerProc;
 use futures_util::SinkExt;
 use tokio::sync::{Mutex, MutexGuard};
+
+/// Whether the suite runs at full size (`DLOCK_HOSTILE_FULL=1`): the sizes at which each
+/// attack was first measured against an unprotected server (20,000 unread queries from three
+/// connections, 100,000 locks with 1 KiB names, 10,050 slowloris connections, ...), for the
+/// figures in the README's operational notes. Minutes per test; run it in release:
+/// `DLOCK_HOSTILE_FULL=1 cargo test --release -p dlock-tests --test hostile -- --nocapture`.
+/// CI runs the small sizes.
+pub(crate) fn full_size() -> bool {
+    std::env::var_os("DLOCK_HOSTILE_FULL").is_some_and(|v| v != "0")
+}
+
+/// `ci` normally, `full` at full size (see [`full_size`]).
+pub(crate) fn sized(ci: usize, full: usize) -> usize {
+    if full_size() { full } else { ci }
+}
 
 /// Held by the heavy test that runs; the others wait for it.
 static HEAVY: Mutex<()> = Mutex::const_new(());
