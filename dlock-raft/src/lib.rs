@@ -16,6 +16,8 @@
 //!   written to a temporary file and renamed;
 //! - [`network`]: the peer network over TCP, framed like the client protocol
 //!   (a `u32` length and a bincode body);
+//! - [`leader`]: the leader's duties ([`Sequencer`]): proposals stamped with its clock, a
+//!   grace for every session when its term starts, ticks when a deadline is due;
 //! - [`codec`]: the only module that knows how records and snapshots are encoded.
 //!
 //! [`open_node`] puts them together into a running [`Raft`] node.
@@ -25,6 +27,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod leader;
 pub mod log_store;
 pub mod network;
 mod node;
@@ -32,6 +35,7 @@ pub mod state_machine;
 pub mod types;
 
 pub use error::RaftStoreError;
+pub use leader::{ProposeError, Sequencer};
 pub use log_store::LogStore;
 pub use network::{PeerNetwork, serve_peers};
 pub use node::{NodeOptions, OpenError, open_node, raft_config};
