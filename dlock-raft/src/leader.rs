@@ -149,6 +149,8 @@ impl Sequencer {
                 Err(_) => return Err(ProposeError::NotReady),
             }
         };
+        let m = self.raft.metrics().borrow().clone();
+        let clock = clock.filter(|c| m.state == ServerState::Leader && c.term == m.current_term);
         let Some(clock) = clock else {
             return Err(self.not_leader());
         };

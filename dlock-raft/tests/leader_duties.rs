@@ -14,6 +14,29 @@ use tokio_util::sync::CancellationToken;
 
 const GRACE: Duration = Duration::from_millis(1_500);
 
+/// The node that leads with its term ready, if any.
+fn ready_leader(seqs: &[Sequencer]) -> Option<usize> {
+    seqs.iter().position(Sequencer::is_ready_leader)
+}
+
+/// Proposes on whichever node leads, asking again while the leadership moves.
+async fn propose(seqs: &[Sequencer], command: Command) -> Result<dlock_raft::Applied> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(i) = ready_leader(seqs) {
+            match seqs[i].propose(command.clone()).await {
+                Ok(applied) => return Ok(applied),
+                Err(ProposeError::NotLeader { .. } | ProposeError::NotReady) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("no leader took {command:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_leader_grants_grace_then_expires_by_its_own_ticks() -> Result<()> {
     let mut c = cluster(3).await?;
@@ -33,45 +56,53 @@ async fn new_leader_grants_grace_then_expires_by_its_own_ticks() -> Result<()> {
         .initialize(c.members.clone())
         .await
         .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
-    let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
-    let leader = &seqs[first as usize - 1];
+    leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
 
-    // A follower refuses proposals and names the leader.
-    let follower = seqs
-        .iter()
-        .find(|s| !s.is_ready_leader())
-        .context("follower")?;
-    until("the follower knows the leader", || {
-        follower.leader().is_some()
-    })
-    .await?;
-    match follower.propose(Command::Tick).await {
-        Err(ProposeError::NotLeader { leader: Some(m) }) => {
-            assert_eq!(m, c.members[&first]);
+    // A follower refuses proposals and names the leader. (If a loaded machine moves the
+    // leadership meanwhile, ask again.)
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no follower refused"
+        );
+        let Some(leader) = ready_leader(&seqs) else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let other = (leader + 1) % seqs.len();
+        match seqs[other].propose(Command::Tick).await {
+            Err(ProposeError::NotLeader { leader: Some(m) }) => {
+                assert!(c.members.values().any(|x| *x == m), "{m:?}");
+                assert_ne!(m, c.members[&(other as u64 + 1)], "not itself");
+                break;
+            }
+            Err(ProposeError::NotLeader { leader: None } | ProposeError::NotReady) | Ok(_) => {}
+            Err(e) => return Err(e.into()),
         }
-        other => panic!("a follower proposed: {other:?}"),
     }
-
     // A short lease holding a lock, and a long one.
     let open = |name: &str, ttl_ms| Command::OpenSession {
         name: name.into(),
         ttl_ms,
         secret: 1,
     };
-    let short = SessionId(leader.propose(open("short", 400)).await?.index);
-    let long = SessionId(leader.propose(open("long", 60_000)).await?.index);
+    let short = SessionId(propose(&seqs, open("short", 400)).await?.index);
+    let long = SessionId(propose(&seqs, open("long", 60_000)).await?.index);
     let lock = |session, name: &str| Command::Lock {
         session,
         request: RequestId(1),
         args: LockRequest::new(name, Mode::EX),
     };
-    let applied = leader.propose(lock(short, "db")).await?;
+    let applied = propose(&seqs, lock(short, "db")).await?;
     let old_token = granted_token(&applied.events).context("granted")?;
     for n in &nodes {
         wait_applied(&n.replica, applied.index).await?;
     }
 
     // Kill the leader: the new one extends every lease by the grace before anything else.
+    until("a ready leader", || ready_leader(&seqs).is_some()).await?;
+    let first = ready_leader(&seqs).context("a leader")? as u64 + 1;
     kill(&nodes[first as usize - 1]).await?;
     let rest: Vec<_> = nodes.iter().filter(|n| n.id != first).collect();
     let second = leader_among(&rest).await?;
@@ -93,7 +124,11 @@ async fn new_leader_grants_grace_then_expires_by_its_own_ticks() -> Result<()> {
 
     // The other session queues; once the grace is over, a tick the leader proposes expires
     // the short session and grants the lock, with a greater token.
-    let queued = leader.propose(lock(long, "db")).await?;
+    let live: Vec<Sequencer> = (1..=3u64)
+        .filter(|id| *id != first)
+        .map(|id| seqs[id as usize - 1].clone())
+        .collect();
+    let queued = propose(&live, lock(long, "db")).await?;
     assert!(matches!(queued.events[0].kind, EventKind::Queued));
     let start = tokio::time::Instant::now();
     until("the short session expired and the lock passed on", || {

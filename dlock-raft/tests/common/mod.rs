@@ -54,7 +54,13 @@ pub async fn cluster(n: u64) -> Result<Cluster> {
 
 /// Opens node `id` from its directory and serves its peers on `listener`.
 pub async fn start(id: NodeId, dir: &TempDir, listener: TcpListener) -> Result<Node> {
-    let (raft, replica) = open_node(NodeOptions::new(id, dir.path())).await?;
+    start_with(NodeOptions::new(id, dir.path()), listener).await
+}
+
+/// Opens a node with `options` and serves its peers on `listener`.
+pub async fn start_with(options: NodeOptions, listener: TcpListener) -> Result<Node> {
+    let id = options.id;
+    let (raft, replica) = open_node(options).await?;
     let stop = CancellationToken::new();
     tokio::spawn(serve_peers(listener, raft.clone(), stop.clone()));
     Ok(Node {
