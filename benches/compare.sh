@@ -5,6 +5,7 @@
 #   bash benches/compare.sh            # RUNS=3 runs of every point, 5 s each, then the table
 #   RUNS=2 DURATION=5s bash benches/compare.sh
 #   bash benches/compare.sh idle       # only the idle scenario, against dlock alone
+#   bash benches/compare.sh tls        # dlock over TLS next to plain TCP (64 clients)
 #
 # It installs what is missing (redis-server, etcd-server, protobuf-compiler) with apt-get,
 # starts redis-server, etcd and a release dlock-server on loopback ports of its own with
@@ -15,6 +16,12 @@
 # With the argument `idle` it runs only the idle scenario (IDLE_SESSIONS idle sessions, each
 # holding a lock, next to one client that cycles) on a fresh dlock-server per run, and needs
 # neither Redis nor etcd.
+#
+# With the argument `tls` it makes a throwaway CA and server certificate with openssl (the
+# commands of the README's "Running it securely"), starts two dlock-servers, one plain and one
+# with --tls-cert, and runs the uncontended and contended scenarios at 64 clients against
+# both in each run; the table gives the medians and the median of the per-run ratios
+# TLS / plain.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,13 +38,15 @@ ETCD_PEER_PORT=$((BASE_PORT + 3))
 DLOCK_PORT=$((BASE_PORT + 4))
 DLOCK_MANY_PORT=$((BASE_PORT + 5))
 DLOCK_IDLE_PORT=$((BASE_PORT + 6))
+DLOCK_TLS_PORT=$((BASE_PORT + 7))
 # Idle needs its sessions and the measuring client; the other scenarios stay under 10,000.
 MAX_CONNECTIONS=$((IDLE_SESSIONS + 100 > 10000 ? IDLE_SESSIONS + 100 : 10000))
 
 case "${1:-all}" in
     all) MODE=all ;;
     idle) MODE=idle ;;
-    *) printf 'usage: compare.sh [all|idle]\n' >&2; exit 2 ;;
+    tls) MODE=tls ;;
+    *) printf 'usage: compare.sh [all|idle|tls]\n' >&2; exit 2 ;;
 esac
 
 log() { printf '\n==> %s\n' "$*" >&2; }
@@ -93,6 +102,9 @@ if [ "$MODE" = all ]; then
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
 fi
 command -v python3 >/dev/null || missing+=(python3)
+if [ "$MODE" = tls ]; then
+    command -v openssl >/dev/null || missing+=(openssl)
+fi
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     SUDO=""
@@ -103,6 +115,8 @@ fi
 
 if [ "$MODE" = all ]; then
     PORTS=("$REDIS_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$DLOCK_PORT" "$DLOCK_MANY_PORT" "$DLOCK_IDLE_PORT")
+elif [ "$MODE" = tls ]; then
+    PORTS=("$DLOCK_PORT" "$DLOCK_TLS_PORT")
 else
     PORTS=("$DLOCK_IDLE_PORT")
 fi
@@ -128,13 +142,14 @@ LOADGEN="$TMP/bin/loadgen"
 # raises its own limit too, and says so if a limit is still too low.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# Starts a dlock-server on port $1 with a fresh data dir; prints its pid.
+# Starts a dlock-server on port $1 with a fresh data dir and any further flags; prints its pid.
 start_dlock() {
     local port="$1" dir="$TMP/dlock-$1-$RANDOM"
+    shift
     mkdir -p "$dir"
     "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn \
         --max-connections "$MAX_CONNECTIONS" --max-connections-per-peer "$MAX_CONNECTIONS" \
-        --max-locks-per-session 100000 \
+        --max-locks-per-session 100000 "$@" \
         >"$dir.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
@@ -165,6 +180,37 @@ if [ "$MODE" = idle ]; then
     for run in $(seq "$RUNS"); do
         log "idle: run $run of $RUNS"
         run_idle
+    done
+fi
+
+# A CA and a server certificate for localhost / 127.0.0.1, as the README shows.
+make_certs() {
+    local d="$1"
+    mkdir -p "$d"
+    (
+        cd "$d"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+            -subj "/CN=dlock bench CA" -keyout ca-key.pem -out ca.pem
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=localhost" -keyout server-key.pem -out server.csr
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+            -days 30 -extfile server.ext -out server.pem
+    ) >"$d.log" 2>&1 || { cat "$d.log" >&2; die "openssl failed"; }
+}
+
+if [ "$MODE" = tls ]; then
+    make_certs "$TMP/tls"
+    log "starting a plain and a TLS dlock-server on 127.0.0.1:$DLOCK_PORT and :$DLOCK_TLS_PORT"
+    start_dlock "$DLOCK_PORT" >"$TMP/plain.pid"
+    start_dlock "$DLOCK_TLS_PORT" --tls-cert "$TMP/tls/server.pem" \
+        --tls-key "$TMP/tls/server-key.pem" >"$TMP/tls.pid"
+    for run in $(seq "$RUNS"); do
+        log "tls: run $run of $RUNS"
+        lg -b dlock --server-pid "$(cat "$TMP/plain.pid")" -s uncontended,contended -c 64
+        lg -b dlock-tls --server-pid "$(cat "$TMP/tls.pid")" \
+            --dlock-tls-addr "127.0.0.1:$DLOCK_TLS_PORT" --tls-ca "$TMP/tls/ca.pem" \
+            --tls-server-name localhost -s uncontended,contended -c 64
     done
 fi
 
@@ -303,6 +349,29 @@ def idle_summary():
 
 if sys.argv[2] == "idle":
     idle_summary()
+    sys.exit(0)
+
+if sys.argv[2] == "tls":
+    W = [40, 14, 14, 12]
+    def tline(*cells):
+        print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, W))))
+    tline("workload (median), 64 clients", "plain TCP", "TLS", "TLS/plain")
+    for label, scenario, field, kind in [
+        ("uncontended: cycles/s", "uncontended", "ops_per_s", "rate"),
+        ("uncontended: cycle p50", "uncontended", "cycle_p50_us", "us"),
+        ("uncontended: cycle p99", "uncontended", "cycle_p99_us", "us"),
+        ("uncontended: server CPU us/cycle", "uncontended", "server_cpu_us_per_op", "f1"),
+        ("uncontended: client CPU us/cycle", "uncontended", "client_cpu_us_per_op", "f1"),
+        ("contended: handoffs/s", "contended", "handoffs_per_s", "rate"),
+        ("contended: cycles/s", "contended", "ops_per_s", "rate"),
+        ("contended: acquire p99", "contended", "acquire_p99_us", "us"),
+    ]:
+        p, t = med("dlock", scenario, 64, field), med("dlock-tls", scenario, 64, field)
+        tline(label, fmt(p, kind), fmt(t, kind), fmt(paired("dlock-tls", "dlock", scenario, 64, field), "ratio"))
+    for scenario in ("uncontended", "contended"):
+        for b in ("dlock", "dlock-tls"):
+            vals = [float(r["ops_per_s"]) for r in points.get((b, scenario, 64), [])]
+            print(f"  {b} {scenario} cycles/s per run: " + ", ".join(f"{v:,.0f}" for v in vals))
     sys.exit(0)
 
 W = [34, 12, 12, 12, 12, 12, 12, 12]

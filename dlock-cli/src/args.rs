@@ -22,6 +22,8 @@ Exit codes:
   69     server unreachable (also when it stays unreachable for a whole lease while
          waiting for the lock)
   70     internal or protocol error
+  77     not permitted: no or a wrong credential (token, client certificate), or the
+         server's rules do not allow this identity to do this
   75     lock lost while held (lease lapsed or session expired); the command was
          sent SIGTERM (SIGKILL after --kill-grace)
   126    the command could not be executed
@@ -159,6 +161,69 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub name: Option<String>,
+
+    /// Connect over TLS, trusting the CA certificates in this PEM file.
+    #[arg(
+        long,
+        global = true,
+        env = "DLOCK_TLS_CA",
+        value_name = "FILE",
+        help_heading = "Security options"
+    )]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Connect over TLS, trusting the system's CA certificates (the default when another
+    /// --tls-* option is given without --tls-ca).
+    #[arg(
+        long,
+        global = true,
+        env = "DLOCK_TLS_SYSTEM_ROOTS",
+        help_heading = "Security options"
+    )]
+    pub tls_system_roots: bool,
+
+    /// Check the server's certificate for this name instead of the host of --server.
+    #[arg(
+        long,
+        global = true,
+        env = "DLOCK_TLS_SERVER_NAME",
+        value_name = "NAME",
+        help_heading = "Security options"
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// Client certificate (PEM) for servers that require one (mutual TLS); needs --tls-key.
+    #[arg(
+        long,
+        global = true,
+        env = "DLOCK_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key",
+        help_heading = "Security options"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "DLOCK_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert",
+        help_heading = "Security options"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// File whose first line is the token proving this client's identity to a server that
+    /// authenticates clients (dlock-server --auth-file).
+    #[arg(
+        long,
+        global = true,
+        env = "DLOCK_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = "Security options"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// Log to stderr (-v info, -vv debug, -vvv trace; RUST_LOG overrides).
     #[arg(short, long, global = true, action = ArgAction::Count, help_heading = "Global options")]

@@ -14,6 +14,8 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 69;
     /// Internal or protocol error (sysexits `EX_SOFTWARE`).
     pub const SOFTWARE: u8 = 70;
+    /// Not authenticated, or not permitted by the server's rules (sysexits `EX_NOPERM`).
+    pub const NOPERM: u8 = 77;
     /// The lock was lost while held (sysexits `EX_TEMPFAIL`: trying again may work).
     pub const LOCK_LOST: u8 = 75;
     /// The command exists but could not be executed (as the shell and `flock(1)` do).
@@ -66,6 +68,7 @@ impl CliError {
             }
             CliError::Client(e) if is_unreachable(e) => exit::UNAVAILABLE,
             CliError::Client(e) if is_invalid_argument(e) => exit::USAGE,
+            CliError::Client(e) if is_not_permitted(e) => exit::NOPERM,
             CliError::Client(_) | CliError::Io(_) => exit::SOFTWARE,
             CliError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 exit::NOT_FOUND
@@ -81,6 +84,16 @@ pub fn is_unreachable(e: &dlock_client::Error) -> bool {
     matches!(
         e,
         E::Connect(_) | E::Disconnected | E::RequestTimeout | E::ShuttingDown
+    )
+}
+
+/// Whether the server refused the client's credential, or its rules this identity's request.
+pub fn is_not_permitted(e: &dlock_client::Error) -> bool {
+    use dlock_client::Error as E;
+    use dlock_proto::Refusal;
+    matches!(
+        e,
+        E::Refused(Refusal::Unauthenticated) | E::PermissionDenied
     )
 }
 

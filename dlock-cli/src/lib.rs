@@ -131,7 +131,14 @@ pub fn run(cli: Cli) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("dlock: {e}");
-            e.exit_code()
+            let code = e.exit_code();
+            if code == exit::NOPERM {
+                eprintln!(
+                    "dlock: the server does not accept this client's identity for this: check \
+                     --token-file (DLOCK_TOKEN_FILE), --tls-cert/--tls-key and the server's rules"
+                );
+            }
+            code
         }
     }
 }

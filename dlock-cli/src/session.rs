@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dlock_client::Client;
+use dlock_client::{Client, TlsOptions};
 
 use crate::args::Cli;
 use crate::error::{CliError, is_unreachable};
@@ -17,6 +17,10 @@ pub struct Ctx {
     pub server: String,
     /// The session name.
     pub name: String,
+    /// TLS, if any `--tls-*` option was given.
+    pub tls: Option<TlsOptions>,
+    /// The token file, if given.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Ctx {
@@ -25,8 +29,35 @@ impl Ctx {
         Ctx {
             server: cli.server.clone(),
             name: cli.name.clone().unwrap_or_else(default_session_name),
+            tls: tls_options(cli),
+            token_file: cli.token_file.clone(),
         }
     }
+}
+
+/// The TLS options the `--tls-*` flags describe; `None` (plain TCP) without any.
+fn tls_options(cli: &Cli) -> Option<TlsOptions> {
+    let any = cli.tls_ca.is_some()
+        || cli.tls_system_roots
+        || cli.tls_server_name.is_some()
+        || cli.tls_cert.is_some();
+    if !any {
+        return None;
+    }
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &cli.tls_ca {
+        tls = tls.ca_file(ca);
+    }
+    if cli.tls_system_roots || cli.tls_ca.is_none() {
+        tls = tls.system_roots();
+    }
+    if let Some(name) = &cli.tls_server_name {
+        tls = tls.server_name(name);
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        tls = tls.client_cert(cert, key);
+    }
+    Some(tls)
 }
 
 /// `user@host:pid`, from `USER` (or `LOGNAME`) and the kernel's host name.
@@ -50,6 +81,12 @@ pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Client, CliErro
         .connect_timeout(CONNECT_TIMEOUT);
     if let Some(ttl) = ttl {
         builder = builder.lease_ttl(ttl);
+    }
+    if let Some(tls) = &ctx.tls {
+        builder = builder.tls(tls.clone());
+    }
+    if let Some(path) = &ctx.token_file {
+        builder = builder.token_file(path)?;
     }
     builder.connect().await.map_err(|source| {
         if is_unreachable(&source) {

@@ -404,7 +404,7 @@ fn unexpected(reply: &Reply) -> Error {
 ///     .await?;
 /// # let _ = client; Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     addr: String,
     name: Option<String>,
@@ -413,6 +413,20 @@ pub struct ClientBuilder {
     request_timeout: Option<Duration>,
     backoff: (Duration, Duration),
     safety_margin: Option<Duration>,
+    tls: Option<crate::TlsOptions>,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ClientBuilder")
+            .field("addr", &self.addr)
+            .field("name", &self.name)
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientBuilder {
@@ -425,7 +439,37 @@ impl ClientBuilder {
             request_timeout: Some(Duration::from_secs(30)),
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             safety_margin: None,
+            tls: None,
+            token: None,
         }
+    }
+
+    /// Connect over TLS (default: plain TCP). The resume secret and the token then never
+    /// cross the network in clear text.
+    pub fn tls(mut self, options: crate::TlsOptions) -> Self {
+        self.tls = Some(options);
+        self
+    }
+
+    /// The bearer token proving this client's identity to a server that authenticates
+    /// (`--auth-file`). Use it over TLS only.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// [`token`](Self::token) read from the first line of a file (surrounding whitespace
+    /// removed).
+    pub fn token_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Connect(Arc::new(std::io::Error::new(
+                e.kind(),
+                format!("token file {}: {e}", path.display()),
+            )))
+        })?;
+        let token = text.lines().next().unwrap_or("").trim().to_owned();
+        Ok(self.token(token))
     }
 
     /// The session name (default `user@host:pid`).
@@ -486,8 +530,13 @@ impl ClientBuilder {
             backoff_min: self.backoff.0,
             backoff_max: self.backoff.1,
             safety_margin: self.safety_margin,
+            token: self.token,
         };
-        let tx = driver::start(settings, view.clone()).await?;
+        let tls = match &self.tls {
+            Some(options) => Some(options.build(&settings.addr)?),
+            None => None,
+        };
+        let tx = driver::start(settings, tls, view.clone()).await?;
         Ok(Client {
             inner: Arc::new(ClientInner { tx, view, name }),
         })

@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use dlock_proto::{ClientMessage, CodecError, FrameCodec, MalformedFrame, ServerMessage};
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::bytes::{Buf, BytesMut};
@@ -31,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::machine::{Action, SessionMachine};
 use crate::op::{Op, OpSender};
 use crate::settings::Settings;
+use crate::tls::Tls;
 use crate::view::SessionView;
 
 /// The largest frame the client accepts from the server. Generous, because prefix queries
@@ -50,15 +50,20 @@ const BATCH: usize = 256;
 type Codec = FrameCodec<ServerMessage, ClientMessage>;
 type Frame =
     Option<std::result::Result<std::result::Result<ServerMessage, MalformedFrame>, CodecError>>;
-type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+/// The read half of a connection, plain TCP or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection, plain TCP or TLS.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+type Halves = (ReadHalf, WriteHalf);
+type Connecting = Pin<Box<dyn Future<Output = io::Result<Halves>> + Send>>;
 
 /// The driver's connection.
 enum Link {
     None,
     Connecting(Connecting),
     Up {
-        reader: FramedRead<OwnedReadHalf, Codec>,
-        writer: OwnedWriteHalf,
+        reader: FramedRead<ReadHalf, Codec>,
+        writer: WriteHalf,
     },
 }
 
@@ -66,13 +71,15 @@ enum Link {
 enum Input {
     Op(Option<Op>),
     Frame(Frame),
-    Connected(io::Result<TcpStream>),
+    Connected(io::Result<Halves>),
     Written(io::Result<usize>),
     Timer,
 }
 
 struct Driver {
     addr: String,
+    /// TLS, if the client connects over it.
+    tls: Option<Tls>,
     machine: SessionMachine,
     ops: mpsc::UnboundedReceiver<Op>,
     link: Link,
@@ -84,12 +91,17 @@ struct Driver {
 
 /// Opens the first connection and session, then spawns the driver task. Fails if that first
 /// attempt fails; later connection losses are handled in the background.
-pub(crate) async fn start(settings: Settings, view: Arc<SessionView>) -> Result<OpSender> {
+pub(crate) async fn start(
+    settings: Settings,
+    tls: Option<Tls>,
+    view: Arc<SessionView>,
+) -> Result<OpSender> {
     let (tx, ops) = mpsc::unbounded_channel();
     let addr = settings.addr.clone();
     let now = Instant::now();
     let mut driver = Driver {
         addr,
+        tls,
         machine: SessionMachine::new(settings, view, rand::random(), now),
         ops,
         link: Link::None,
@@ -109,7 +121,7 @@ pub(crate) async fn start(settings: Settings, view: Arc<SessionView>) -> Result<
 }
 
 /// The next frame, or never without a connection.
-async fn read(reader: Option<&mut FramedRead<OwnedReadHalf, Codec>>) -> Frame {
+async fn read(reader: Option<&mut FramedRead<ReadHalf, Codec>>) -> Frame {
     match reader {
         Some(r) => r.next().await,
         None => std::future::pending().await,
@@ -117,7 +129,7 @@ async fn read(reader: Option<&mut FramedRead<OwnedReadHalf, Codec>>) -> Frame {
 }
 
 /// One write of the buffer, or never when there is nothing to write or no connection.
-async fn write(writer: Option<&mut OwnedWriteHalf>, buf: &[u8]) -> io::Result<usize> {
+async fn write(writer: Option<&mut WriteHalf>, buf: &[u8]) -> io::Result<usize> {
     match writer {
         Some(w) if !buf.is_empty() => w.write(buf).await,
         _ => std::future::pending().await,
@@ -125,10 +137,28 @@ async fn write(writer: Option<&mut OwnedWriteHalf>, buf: &[u8]) -> io::Result<us
 }
 
 /// The connection attempt's result, or never without one.
-async fn connected(connecting: Option<&mut Connecting>) -> io::Result<TcpStream> {
+async fn connected(connecting: Option<&mut Connecting>) -> io::Result<Halves> {
     match connecting {
         Some(c) => c.await,
         None => std::future::pending().await,
+    }
+}
+
+/// Opens a connection to `addr`, over TLS with `tls` (the handshake included).
+async fn open(addr: String, tls: Option<Tls>) -> io::Result<Halves> {
+    let stream = TcpStream::connect(addr).await?;
+    // Requests are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => {
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Some(tls) => {
+            let stream = tls.connector.connect(tls.server_name, stream).await?;
+            let (r, w) = tokio::io::split(stream);
+            Ok((Box::new(r), Box::new(w)))
+        }
     }
 }
 
@@ -195,10 +225,7 @@ impl Driver {
                     self.on_frame(frame, now);
                 }
             }
-            Input::Connected(Ok(stream)) => {
-                // Requests are small and latency matters more than packet count.
-                let _ = stream.set_nodelay(true);
-                let (r, w) = stream.into_split();
+            Input::Connected(Ok((r, w))) => {
                 self.link = Link::Up {
                     reader: FramedRead::new(r, Codec::new(READ_MAX_FRAME_LEN)),
                     writer: w,
@@ -273,9 +300,8 @@ impl Driver {
             let action = self.machine.poll_action()?;
             match action {
                 Action::Connect => {
-                    let addr = self.addr.clone();
                     self.link =
-                        Link::Connecting(Box::pin(async move { TcpStream::connect(addr).await }));
+                        Link::Connecting(Box::pin(open(self.addr.clone(), self.tls.clone())));
                 }
                 Action::Disconnect { graceful } => self.disconnect(graceful),
                 Action::Established if first => return Some(Some(Ok(()))),

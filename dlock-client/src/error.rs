@@ -77,6 +77,14 @@ pub enum Error {
     /// The client was closed (by [`Client::close`](crate::Client::close)).
     #[error("client closed")]
     Closed,
+    /// The server's rules do not let this session's identity do this (take this mode on
+    /// this resource, see it, inspect another session).
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The TLS configuration could not be used (a CA, certificate or key file, the server
+    /// name).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The result type of the client.

@@ -270,6 +270,7 @@ mod op;
 mod options;
 mod pending;
 mod settings;
+mod tls;
 mod view;
 
 pub use client::{Client, ClientBuilder, Pong, ServerView};
@@ -284,3 +285,4 @@ pub use guard::{Canceller, LockGuard, Lost};
 pub use lock_state::LostReason;
 pub use options::{ConvertOptions, LockOptions, UnlockOptions};
 pub use pending::PendingLock;
+pub use tls::TlsOptions;

@@ -21,4 +21,6 @@ pub(crate) struct Settings {
     pub(crate) backoff_max: Duration,
     /// How long before the server could expire the session the locks are given up.
     pub(crate) safety_margin: Option<Duration>,
+    /// The bearer token sent in `Hello`, if any.
+    pub(crate) token: Option<String>,
 }

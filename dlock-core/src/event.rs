@@ -174,4 +174,8 @@ pub enum Limit {
     /// [`Config::max_locks`](crate::Config::max_locks).
     #[error("too many locks")]
     Locks,
+    /// Too many locks owned by the sessions of one client address (a limit of the server's,
+    /// `--max-locks-per-peer`, never decided by the engine).
+    #[error("too many locks from this client address")]
+    LocksPerPeer,
 }

@@ -182,6 +182,14 @@ impl Core {
         self.sessions.get(&session).map(|s| s.ttl_ms)
     }
 
+    /// How many locks a session owns (granted, converting or waiting); 0 if the session does
+    /// not exist.
+    pub fn session_lock_count(&self, session: SessionId) -> usize {
+        self.sessions
+            .get(&session)
+            .map_or(0, |s| s.locks.len as usize)
+    }
+
     /// A session's lease: its length and when it runs out unless renewed (its last renewal
     /// was `ttl_ms` before that); `None` if the session does not exist.
     pub fn session_lease(&self, session: SessionId) -> Option<SessionLease> {

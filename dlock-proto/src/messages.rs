@@ -9,7 +9,7 @@ pub use dlock_core::{
 };
 
 /// The protocol version this crate speaks. A peer of another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A frame sent by a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,10 @@ pub struct Hello {
     pub lease_ttl_ms: u64,
     /// Resume this session instead of opening a new one.
     pub resume: Option<Resume>,
+    /// A bearer token proving the client's identity, for a server that authenticates clients
+    /// (`--auth-file`); `None` otherwise. Send it only over TLS: in clear text anyone on the
+    /// path can read and replay it.
+    pub token: Option<String>,
 }
 
 /// Credentials to resume a session after a lost connection.
@@ -208,6 +212,10 @@ pub enum Refusal {
         /// The per-address limit.
         limit: u32,
     },
+    /// The server authenticates its clients and this one has no valid credential (no token,
+    /// a wrong token, or no client certificate where one is required).
+    #[error("not authenticated: missing or invalid credential")]
+    Unauthenticated,
 }
 
 /// A reply the server makes itself.
@@ -258,6 +266,10 @@ pub enum RequestError {
     /// ask for less.
     #[error("reply too large for one frame")]
     ReplyTooLarge,
+    /// The session's identity may not do this (the server's `--auth-rules`): take this mode
+    /// on this resource, see it, or inspect another session.
+    #[error("permission denied")]
+    PermissionDenied,
 }
 
 /// A violation of the protocol that closes the connection.

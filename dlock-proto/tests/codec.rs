@@ -32,6 +32,7 @@ fn all_client_messages() -> Vec<ClientMessage> {
             client_name: "c".into(),
             lease_ttl_ms: 10_000,
             resume: None,
+            token: None,
         }),
         ClientMessage::Hello(Hello {
             protocol_version: 9,
@@ -42,6 +43,7 @@ fn all_client_messages() -> Vec<ClientMessage> {
                 secret: u128::MAX,
                 last_seq: 17,
             }),
+            token: None,
         }),
         ClientMessage::Ack { seq: 3 },
         req(Request::Renew),

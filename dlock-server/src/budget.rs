@@ -6,7 +6,7 @@
 //!
 //! | share | what | worst case per unit |
 //! |---|---|---|
-//! | 35% | connections (`--max-connections`; a per-address cap above it never binds) | [`CONNECTION_BASE`] + 2 × frame + 2 × [`OUTBOX_RESERVE`] |
+//! | 35% | connections (`--max-connections`; a per-address cap above it never binds) | [`CONNECTION_BASE`] + 2 × frame + 2 × [`OUTBOX_RESERVE`], plus [`TLS_CONNECTION`] with TLS |
 //! | 10% | outboxes beyond their reserve (a pool shared by all connections) | counted twice: queued and being written |
 //! | 40% | locks (`--max-locks`; resources never outnumber locks, so `--max-resources` above it never binds) | [`LOCK_BASE`] + name + value block |
 //! | 10% | sessions (`--max-sessions`) | [`SESSION_BASE`] + session name |
@@ -26,6 +26,13 @@ use crate::Config;
 /// A connection's fixed worst case besides its buffers: its task, socket halves, codec state
 /// and bookkeeping.
 pub const CONNECTION_BASE: usize = 48 * 1024;
+
+/// What TLS adds to a connection at worst: rustls's buffers (an incoming record of up to
+/// 16 KiB plus its header and tag while it is decrypted, up to 16 KiB of decrypted data not
+/// yet read, up to 64 KiB of encrypted data not yet written), the handshake's state and
+/// certificates while it lasts, and the 4 KiB read buffer a TLS connection keeps while idle
+/// (its frame reader cannot wait for readiness without one, see `stream.rs`).
+pub const TLS_CONNECTION: usize = 128 * 1024;
 
 /// Bytes of each outbox that are its own; beyond them an outbox draws on the shared pool.
 pub const OUTBOX_RESERVE: usize = 64 * 1024;
@@ -135,7 +142,15 @@ pub struct Fitted {
 
 /// The worst case of one connection under `config`.
 pub fn connection_cost(config: &Config) -> usize {
-    CONNECTION_BASE + 2 * config.max_frame_len + 2 * OUTBOX_RESERVE.min(config.outbox_max_bytes)
+    let tls = if config.tls.is_some() {
+        TLS_CONNECTION
+    } else {
+        0
+    };
+    CONNECTION_BASE
+        + 2 * config.max_frame_len
+        + 2 * OUTBOX_RESERVE.min(config.outbox_max_bytes)
+        + tls
 }
 
 /// The worst case of one lock under `config`.
@@ -184,6 +199,33 @@ pub fn fit(config: &mut Config, budget: u64) -> Fitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_connections_cost_their_buffers_and_fit_fewer() {
+        let plain = Config::default();
+        let tls = Config {
+            tls: Some(crate::TlsConfig {
+                cert: "c".into(),
+                key: "k".into(),
+                client_ca: None,
+            }),
+            ..Config::default()
+        };
+        assert_eq!(
+            connection_cost(&tls),
+            connection_cost(&plain) + TLS_CONNECTION
+        );
+        let budget = 256 << 20;
+        let (mut a, mut b) = (plain, tls);
+        fit(&mut a, budget);
+        fit(&mut b, budget);
+        assert!(
+            b.max_connections < a.max_connections,
+            "{} vs {}",
+            b.max_connections,
+            a.max_connections
+        );
+    }
 
     #[test]
     fn parses_auto_and_sizes() {

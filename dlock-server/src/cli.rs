@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{Config, RestartGrace};
 
@@ -70,6 +70,11 @@ pub struct Args {
     /// until their leases run out).
     #[arg(long, env = "DLOCK_MAX_SESSIONS_PER_PEER", default_value_t = 25_000)]
     pub max_sessions_per_peer: usize,
+
+    /// Most locks the sessions of one client address may own together (granted or queued);
+    /// more are rejected with LimitExceeded(LocksPerPeer). Unset: only --max-locks applies.
+    #[arg(long, env = "DLOCK_MAX_LOCKS_PER_PEER")]
+    pub max_locks_per_peer: Option<usize>,
 
     /// Most open connections from one client address; more are refused
     /// (TooManyConnectionsFromPeer) and closed.
@@ -163,6 +168,51 @@ pub struct Args {
     /// Rotated audit log files kept (`PATH.1` .. `PATH.N`).
     #[arg(long, env = "DLOCK_AUDIT_LOG_KEEP", default_value_t = crate::audit::AuditConfig::DEFAULT_KEEP)]
     pub audit_log_keep: usize,
+
+    /// Serve TLS only, with this certificate chain (PEM, leaf first). Needs --tls-key.
+    /// Reloaded on SIGHUP.
+    #[arg(long, env = "DLOCK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "DLOCK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by these CAs (PEM), mutual TLS; the certificate's
+    /// subject common name is the client's identity. Needs --tls-cert.
+    #[arg(long, env = "DLOCK_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Authenticate clients by token: a file of `IDENTITY SHA256HEX` lines (see the
+    /// `new-token` and `hash-token` commands). A client without a valid token is refused.
+    /// Reloaded on SIGHUP.
+    #[arg(long, env = "DLOCK_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Authorisation rules (TOML): per identity and resource-name prefix, none, list, read
+    /// or write; and the admins who may inspect other sessions. Without it everything is
+    /// allowed. Reloaded on SIGHUP.
+    #[arg(long, env = "DLOCK_AUTH_RULES")]
+    pub auth_rules: Option<PathBuf>,
+
+    /// A tool instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+}
+
+/// Tools of the `dlock-server` binary.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Tool {
+    /// Print a fresh random token for IDENTITY on the first line and its --auth-file line
+    /// on the second. Give the token to the client (--token-file); add the line to the
+    /// server's auth file.
+    NewToken {
+        /// The identity the token proves.
+        identity: String,
+    },
+    /// Print the SHA-256 hash of a token read from standard input (one line), as an
+    /// --auth-file line wants it.
+    HashToken,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -182,6 +232,7 @@ impl Args {
             outbox_max_bytes: usize::try_from(self.outbox_max_bytes.as_u64()).unwrap_or(usize::MAX),
             slow_reader_timeout: self.slow_reader_timeout,
             max_sessions_per_peer: self.max_sessions_per_peer,
+            max_locks_per_peer: self.max_locks_per_peer,
             max_connections_per_peer: self.max_connections_per_peer,
             max_request_rate: self.max_request_rate,
             memory_budget: self.memory_budget,
@@ -209,6 +260,16 @@ impl Args {
                     max_size: self.audit_log_max_size.as_u64(),
                     keep: self.audit_log_keep,
                 }),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::TlsConfig {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
+            auth_file: self.auth_file.clone(),
+            auth_rules: self.auth_rules.clone(),
             ..defaults
         }
     }
@@ -271,6 +332,32 @@ mod tests {
         );
         assert_eq!(parse("0").unwrap(), RestartGrace::DISABLED);
         assert!(parse("later").is_err());
+    }
+
+    #[test]
+    fn security_flags_reach_the_config() {
+        let args = Args::try_parse_from([
+            "dlock-server",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--auth-file",
+            "tokens",
+            "--auth-rules",
+            "rules.toml",
+        ])
+        .unwrap();
+        let c = args.to_config();
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.key, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.auth_file, Some(PathBuf::from("tokens")));
+        assert_eq!(c.auth_rules, Some(PathBuf::from("rules.toml")));
+        assert!(Args::try_parse_from(["dlock-server", "--tls-cert", "c.pem"]).is_err());
     }
 
     #[test]

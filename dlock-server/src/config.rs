@@ -54,6 +54,10 @@ pub struct Config {
     /// dropped count until their lease runs out, so one address cannot fill the session
     /// table; over it, `Hello` is refused with `TooManySessionsFromPeer`.
     pub max_sessions_per_peer: usize,
+    /// Most locks (granted, converting or waiting) that the sessions opened from one client
+    /// address may own together; over it, a lock request is rejected with
+    /// `LimitExceeded(LocksPerPeer)`. `None`: only the table's limit (`engine.max_locks`).
+    pub max_locks_per_peer: Option<usize>,
     /// A connection whose writer cannot hand its queued frames to the socket within this
     /// time (the client does not read) is closed; its session lives on.
     pub slow_reader_timeout: Duration,
@@ -89,6 +93,16 @@ pub struct Config {
     /// appended to this file, flushed before the events are dispatched, and rotated by size
     /// (see [`crate::audit`]).
     pub audit_log: Option<crate::audit::AuditConfig>,
+    /// Serve TLS only, with this certificate and key (and, for mutual TLS, this client CA).
+    /// Default: plain TCP.
+    pub tls: Option<crate::security::TlsConfig>,
+    /// Authenticate clients by bearer token: a file of `IDENTITY SHA256HEX` lines (see
+    /// [`crate::security::tokens`]). A `Hello` without a valid token is refused with
+    /// `Refusal::Unauthenticated`. Default: no tokens.
+    pub auth_file: Option<PathBuf>,
+    /// Authorisation rules per identity and resource-name prefix (TOML, see
+    /// [`crate::security::rules`]). Default: everything allowed.
+    pub auth_rules: Option<PathBuf>,
 }
 
 /// The default listen address.
@@ -113,6 +127,7 @@ impl Default for Config {
             max_connections_per_peer: 2_500,
             max_request_rate: 50_000,
             max_sessions_per_peer: 25_000,
+            max_locks_per_peer: None,
             slow_reader_timeout: Duration::from_secs(10),
             replay_capacity: 65_536,
             max_query_resources: 1000,
@@ -121,6 +136,9 @@ impl Default for Config {
             restart_grace: RestartGrace::Auto,
             grace_queue_capacity: 65_536,
             audit_log: None,
+            tls: None,
+            auth_file: None,
+            auth_rules: None,
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,
             replay_pool_bytes: usize::MAX,

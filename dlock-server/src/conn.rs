@@ -9,9 +9,7 @@ use dlock_proto::{
     RequestError, RequestId, ServerMessage, SessionId,
 };
 use futures_util::SinkExt;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
@@ -25,6 +23,8 @@ use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
 use crate::msg::{CoreMsg, HelloOutcome};
 use crate::outbox::Outbox;
+use crate::security::Security;
+use crate::stream::{ReadHalf, ServerStream};
 
 /// Most requests of one connection waiting in (or for) the core task. Bounds what one
 /// connection can put in the shared inbox ahead of others, and how far its answers can
@@ -38,19 +38,30 @@ const MAX_IN_FLIGHT: usize = 32;
 /// and goes out with one write.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-/// Serves one accepted connection until it closes, holding its places under the connection
-/// limits (`admitted`).
-pub(crate) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// Who is on the other end of a connection, as far as the transport can tell.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    /// The client's address.
+    pub(crate) addr: SocketAddr,
+    /// The identity its (verified) TLS client certificate names, if any.
+    pub(crate) cert_identity: Option<String>,
+    /// The server's security state, to authenticate its `Hello`.
+    pub(crate) security: Arc<Security>,
+}
+
+/// Serves one accepted connection (plain TCP or TLS) until it closes, holding its places
+/// under the connection limits (`admitted`).
+pub(crate) async fn serve<S: ServerStream>(
+    stream: S,
+    who: Peer,
     id: ConnId,
     core_tx: mpsc::Sender<CoreMsg>,
     config: Arc<Config>,
     server_shutdown: CancellationToken,
     admitted: Admitted,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    let peer = who.addr;
+    let (r, w) = stream.split();
     let reader = FrameReader::new(r, config.max_frame_len, config.frame_timeout);
     let mut writer = FramedWrite::new(
         w,
@@ -75,7 +86,7 @@ pub(crate) async fn serve(
     // not compete; while the reader waits for room in the core's inbox, the writer keeps
     // draining the outbox.
     tokio::join!(
-        read_loop(reader, conn, core_tx, &config),
+        read_loop(reader, conn, core_tx, &config, &who),
         write_loop(writer, outbox, shared, &config),
     );
     debug!(%peer, conn = id, "connection closed");
@@ -87,7 +98,11 @@ pub(crate) async fn serve(
 /// (all within [`Config::shutdown_grace`]): closing a socket with unread input (the client's
 /// `Hello`) resets the connection, and a reset can destroy the refusal before the client
 /// has read it.
-pub(crate) async fn refuse(stream: TcpStream, refusal: Refusal, config: Arc<Config>) {
+pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    refusal: Refusal,
+    config: Arc<Config>,
+) {
     let mut sink = FramedWrite::new(
         stream,
         FrameCodec::<ClientMessage, ServerMessage>::new(config.max_frame_len),
@@ -112,7 +127,7 @@ enum Frame {
 }
 
 /// Reads the next frame; protocol errors close the connection with the matching message.
-async fn next_frame(reader: &mut FrameReader, conn: &ConnHandle) -> Frame {
+async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle) -> Frame {
     let peer = conn.peer();
     match reader.next().await {
         ReadOutcome::Closed => Frame::End,
@@ -153,17 +168,18 @@ async fn next_frame(reader: &mut FrameReader, conn: &ConnHandle) -> Frame {
     }
 }
 
-async fn read_loop(
-    mut reader: FrameReader,
+async fn read_loop<R: ReadHalf>(
+    mut reader: FrameReader<R>,
     conn: ConnHandle,
     core_tx: mpsc::Sender<CoreMsg>,
     config: &Config,
+    who: &Peer,
 ) {
     let token = conn.shared.token.clone();
     let session = tokio::select! {
         biased;
         _ = token.cancelled() => None,
-        s = handshake(&mut reader, &conn, &core_tx, config) => s,
+        s = handshake(&mut reader, &conn, &core_tx, config, who) => s,
     };
     let Some(session) = session else {
         conn.close(None, true);
@@ -282,15 +298,16 @@ fn answer_here(conn: &ConnHandle, reply: ServerMessage) -> bool {
 
 /// Waits for `Hello` (bounded by the handshake timeout) and opens or resumes the session,
 /// queueing `Welcome` and any replayed events on the outbox. `None` if the connection ends.
-async fn handshake(
-    reader: &mut FrameReader,
+async fn handshake<R: ReadHalf>(
+    reader: &mut FrameReader<R>,
     conn: &ConnHandle,
     core_tx: &mpsc::Sender<CoreMsg>,
     config: &Config,
+    who: &Peer,
 ) -> Option<SessionId> {
     let peer = conn.peer();
     let first = tokio::time::timeout(config.handshake_timeout, next_frame(reader, conn)).await;
-    let hello: Hello = match first {
+    let mut hello: Hello = match first {
         Err(_) => {
             warn!(%peer, "no Hello within the handshake timeout; closing connection");
             conn.close(
@@ -320,10 +337,24 @@ async fn handshake(
         );
         return None;
     }
+    // The token is checked here and goes no further: the core task sees only the identity.
+    let token = hello.token.take();
+    let identity = match who
+        .security
+        .authenticate(token.as_deref(), who.cert_identity.as_deref())
+    {
+        Ok(identity) => identity,
+        Err(_) => {
+            warn!(%peer, "client not authenticated; closing connection");
+            conn.close(Some(ServerMessage::Refused(Refusal::Unauthenticated)), true);
+            return None;
+        }
+    };
     let (reply_tx, reply_rx) = oneshot::channel();
     let msg = CoreMsg::Hello {
         conn: conn.clone(),
         hello,
+        identity,
         reply: reply_tx,
     };
     core_tx.send(msg).await.ok()?;
@@ -355,8 +386,8 @@ async fn handshake(
     }
 }
 
-async fn write_loop(
-    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec<ClientMessage, ServerMessage>>,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut sink: FramedWrite<W, FrameCodec<ClientMessage, ServerMessage>>,
     outbox: Arc<Outbox>,
     shared: Arc<ConnShared>,
     config: &Config,
@@ -441,8 +472,8 @@ async fn write_loop(
 }
 
 /// Feeds one frame; `false` if the connection is broken.
-async fn feed(
-    sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec<ClientMessage, ServerMessage>>,
+async fn feed<W: AsyncWrite + Unpin>(
+    sink: &mut FramedWrite<W, FrameCodec<ClientMessage, ServerMessage>>,
     msg: ServerMessage,
     peer: SocketAddr,
 ) -> bool {

@@ -54,6 +54,12 @@ pub enum ServerError {
     /// Accepting connections failed.
     #[error("accept failed: {0}")]
     Accept(io::Error),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The token file or the rules file could not be loaded.
+    #[error("authentication: {0}")]
+    Auth(String),
     /// The core task ended unexpectedly.
     #[error("core task failed: {0}")]
     CoreTask(String),

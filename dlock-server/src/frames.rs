@@ -16,9 +16,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use dlock_proto::{ClientMessage, CodecError, FrameCodec, MalformedFrame, ServerMessage};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
+
+use crate::stream::ReadHalf;
 
 /// Bytes reserved for each read: a typical frame is far smaller; a larger one grows the
 /// buffer to its announced length (the codec reserves it).
@@ -37,8 +38,8 @@ pub(crate) enum ReadOutcome {
 }
 
 /// The decoding read half of a client connection.
-pub(crate) struct FrameReader {
-    half: OwnedReadHalf,
+pub(crate) struct FrameReader<R> {
+    half: R,
     codec: FrameCodec<ClientMessage, ServerMessage>,
     buf: BytesMut,
     frame_timeout: Duration,
@@ -46,9 +47,9 @@ pub(crate) struct FrameReader {
     started: Option<Instant>,
 }
 
-impl FrameReader {
+impl<R: ReadHalf> FrameReader<R> {
     /// A reader of frames of at most `max_frame_len` bytes from `half`.
-    pub(crate) fn new(half: OwnedReadHalf, max_frame_len: usize, frame_timeout: Duration) -> Self {
+    pub(crate) fn new(half: R, max_frame_len: usize, frame_timeout: Duration) -> Self {
         FrameReader {
             half,
             codec: FrameCodec::new(max_frame_len),
@@ -74,12 +75,12 @@ impl FrameReader {
                 // Idle: hold no buffer while waiting.
                 self.buf = BytesMut::new();
                 self.started = None;
-                if let Err(e) = self.half.readable().await {
+                if let Err(e) = self.half.ready().await {
                     return ReadOutcome::Failed(e.into());
                 }
             } else {
                 let deadline = *self.started.get_or_insert_with(Instant::now) + self.frame_timeout;
-                match tokio::time::timeout_at(deadline, self.half.readable()).await {
+                match tokio::time::timeout_at(deadline, self.half.ready()).await {
                     Err(_) => return ReadOutcome::TimedOut,
                     Ok(Err(e)) => return ReadOutcome::Failed(e.into()),
                     Ok(Ok(())) => {}
@@ -90,7 +91,20 @@ impl FrameReader {
             // wake-up). Reading through `AsyncRead` rather than `try_read_buf` matters: a read
             // that fills less than the buffer clears the readiness, so the next wait parks at
             // once instead of costing one more system call that finds nothing.
-            match self.half.read_buf(&mut self.buf).await {
+            // Mid-frame the read itself is bounded too: a stream that is always "ready"
+            // (TLS) waits in the read.
+            let read = match self.started {
+                Some(started) => {
+                    let deadline = started + self.frame_timeout;
+                    match tokio::time::timeout_at(deadline, self.half.read_buf(&mut self.buf)).await
+                    {
+                        Ok(read) => read,
+                        Err(_) => return ReadOutcome::TimedOut,
+                    }
+                }
+                None => self.half.read_buf(&mut self.buf).await,
+            };
+            match read {
                 Ok(0) if self.buf.is_empty() => return ReadOutcome::Closed,
                 Ok(0) => {
                     let e =

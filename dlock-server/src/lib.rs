@@ -67,7 +67,9 @@ pub mod grace;
 mod handle;
 mod msg;
 mod outbox;
+pub mod security;
 mod spawn;
+mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,6 +85,7 @@ use tracing::{debug, info, warn};
 pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
+pub use security::{Security, TlsConfig};
 pub use spawn::{Server, ServerHandle};
 
 /// Most connections over [`Config::max_connections`] being refused at one time. A refusal
@@ -138,6 +141,18 @@ fn validate(config: &Config) -> Result<(), ServerError> {
 pub async fn run(
     listener: TcpListener,
     config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let security = Security::load(&config)?;
+    run_secured(listener, config, security, shutdown).await
+}
+
+/// [`run`] with security state loaded beforehand by [`Security::load`], which the caller
+/// keeps to [`reload`](Security::reload) it (on SIGHUP, say) while the server runs.
+pub async fn run_secured(
+    listener: TcpListener,
+    config: Config,
+    security: Arc<Security>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     validate(&config)?;
@@ -217,14 +232,33 @@ pub async fn run(
             grace_len >= recorded,
         ))
     };
+    if let Ok(addr) = listener.local_addr()
+        && !addr.ip().is_loopback()
+        && !security.tls()
+        && !security.authenticates()
+    {
+        warn!(
+            listen = %addr,
+            "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS OR AUTHENTICATION: anyone who can \
+             reach this port can read and take every lock and read every value block; see \
+             --tls-cert and --auth-file"
+        );
+    }
     let config = Arc::new(config);
     let token = CancellationToken::new();
     let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
     // In a JoinSet so that dropping `run` (an abort) also drops the core task.
     let mut core = JoinSet::new();
     core.spawn(
-        core_task::CoreTask::new(config.clone(), floor, lease_record, start, grace)
-            .run(core_rx, token.clone()),
+        core_task::CoreTask::new(
+            config.clone(),
+            floor,
+            lease_record,
+            start,
+            grace,
+            security.clone(),
+        )
+        .run(core_rx, token.clone()),
     );
     let mut conns = JoinSet::new();
     let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -274,7 +308,7 @@ pub async fn run(
                     _slot: slot,
                     outbox_pool: outbox_pool.clone(),
                 };
-                conns.spawn(conn::serve(
+                conns.spawn(serve_conn(
                     stream,
                     peer,
                     next_conn,
@@ -282,14 +316,16 @@ pub async fn run(
                     config.clone(),
                     token.clone(),
                     admitted,
+                    security.clone(),
                 ));
             }
             Err(refusal) => match refusals.clone().try_acquire_owned() {
                 Ok(refusing) => {
                     debug!(%peer, %refusal, "refusing a connection");
                     let config = config.clone();
+                    let acceptor = security.current().acceptor.clone();
                     conns.spawn(async move {
-                        conn::refuse(stream, refusal, config).await;
+                        refuse_conn(stream, acceptor, refusal, config).await;
                         drop(refusing);
                     });
                 }
@@ -301,8 +337,9 @@ pub async fn run(
 
     // Connections already in the listen backlog get a refusal rather than a reset.
     while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
-        conns.spawn(conn::refuse(
+        conns.spawn(refuse_conn(
             stream,
+            security.current().acceptor.clone(),
             dlock_proto::Refusal::ShuttingDown,
             config.clone(),
         ));
@@ -332,6 +369,73 @@ pub async fn run(
     }
     info!("dlock-server stopped");
     result
+}
+
+/// Serves an admitted connection: over TLS if the server speaks it, after a handshake that
+/// must finish within [`Config::handshake_timeout`] (the connection holds its places under
+/// the connection limits meanwhile, so a slow handshake cannot take more than its one).
+#[allow(clippy::too_many_arguments)]
+async fn serve_conn(
+    stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    id: u64,
+    core_tx: mpsc::Sender<msg::CoreMsg>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    admitted: admission::Admitted,
+    security: Arc<Security>,
+) {
+    let Some(acceptor) = security.current().acceptor.clone() else {
+        let who = conn::Peer {
+            addr,
+            cert_identity: None,
+            security,
+        };
+        return conn::serve(stream, who, id, core_tx, config, shutdown, admitted).await;
+    };
+    let tls = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            debug!(peer = %addr, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            warn!(peer = %addr, "TLS handshake not completed in time; closing connection");
+            return;
+        }
+    };
+    let cert_identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(security::tls::certificate_identity);
+    let who = conn::Peer {
+        addr,
+        cert_identity,
+        security,
+    };
+    conn::serve(tls, who, id, core_tx, config, shutdown, admitted).await;
+}
+
+/// Refuses a connection, over TLS if the server speaks it (a TLS client could not read a
+/// refusal in clear text). Bounded by [`Config::shutdown_grace`] for the handshake too.
+async fn refuse_conn(
+    stream: tokio::net::TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    refusal: dlock_proto::Refusal,
+    config: Arc<Config>,
+) {
+    match acceptor {
+        None => conn::refuse(stream, refusal, config).await,
+        Some(acceptor) => {
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(config.shutdown_grace, acceptor.accept(stream)).await
+            {
+                conn::refuse(tls, refusal, config).await;
+            }
+        }
+    }
 }
 
 /// The result of the core task, which only ends early on an error.

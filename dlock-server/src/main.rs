@@ -6,12 +6,33 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Parser;
-use dlock_server::cli::{Args, LogFormat};
+use dlock_server::cli::{Args, LogFormat, Tool};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match &args.command {
+        Some(Tool::NewToken { identity }) => {
+            anyhow::ensure!(
+                !identity.is_empty() && !identity.contains(char::is_whitespace),
+                "an identity is one word"
+            );
+            let token = dlock_server::security::new_token();
+            println!("{token}");
+            println!("{identity} {}", dlock_server::security::hash_token(&token));
+            return Ok(());
+        }
+        Some(Tool::HashToken) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the token")?;
+            println!("{}", dlock_server::security::hash_token(line.trim()));
+            return Ok(());
+        }
+        None => {}
+    }
     let filter = match &args.log_level {
         Some(level) => EnvFilter::try_new(level).context("invalid --log-level")?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -24,8 +45,35 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    dlock_server::serve(args.to_config(), shutdown_signal()).await?;
+    let config = args.to_config();
+    let security = dlock_server::Security::load(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let reloads = tokio::spawn(reload_on_sighup(security.clone()));
+    let result = dlock_server::run_secured(listener, config, security, shutdown_signal()).await;
+    reloads.abort();
+    result?;
     Ok(())
+}
+
+/// Reloads certificates, tokens and rules on every SIGHUP; a failed reload keeps what was in
+/// force and says why.
+async fn reload_on_sighup(security: std::sync::Arc<dlock_server::Security>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Err(e) = security.reload() {
+                tracing::error!(error = %e, "reload failed; the previous certificates, tokens and rules stay in force");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(security);
 }
 
 /// Completes on SIGINT or SIGTERM.

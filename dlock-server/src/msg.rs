@@ -16,6 +16,9 @@ pub(crate) enum CoreMsg {
         conn: ConnHandle,
         /// The `Hello`.
         hello: Hello,
+        /// The identity the client proved (token or certificate), if the server
+        /// authenticates; `None` on an open server.
+        identity: Option<std::sync::Arc<str>>,
         /// Where the core task answers.
         reply: oneshot::Sender<HelloOutcome>,
     },

@@ -17,11 +17,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{Config, ServerError};
+use crate::{Config, Security, ServerError};
 
 /// A server to start in this process: the documented defaults, a fresh private data
 /// directory that is removed again when the server stops, and no restart grace (a test
@@ -56,6 +58,7 @@ impl Server {
 
     /// Binds the address and starts serving in a task of the current tokio runtime.
     pub async fn spawn(self) -> Result<ServerHandle, ServerError> {
+        let security = Security::load(&self.config)?;
         let listener = TcpListener::bind(self.config.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -89,11 +92,17 @@ impl Server {
             }
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(crate::run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(crate::run_secured(
+            listener,
+            config,
+            security.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Ok(ServerHandle {
             addr,
+            security,
             stop: Some(stop),
             task: Some(task),
             temp_dir,
@@ -106,6 +115,7 @@ impl Server {
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    security: Arc<Security>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
     temp_dir: Option<PathBuf>,
@@ -115,6 +125,18 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when `:0` was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reads the TLS certificate and key, the token file and the rules file again, as
+    /// SIGHUP does for the `dlock-server` binary; sessions and connections are kept. On an
+    /// error (a missing or invalid file) what was in force stays in force.
+    pub fn reload(&self) -> Result<(), ServerError> {
+        self.security.reload()
+    }
+
+    /// Requests refused by the authorisation rules so far.
+    pub fn permission_denials(&self) -> u64 {
+        self.security.permission_denials()
     }
 
     /// Shuts the server down gracefully (clients are told, outboxes flushed) and waits for

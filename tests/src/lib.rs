@@ -9,7 +9,10 @@ pub mod hostile;
 pub mod proxy;
 pub mod raw;
 pub mod sdk;
+pub mod security;
 pub mod server;
 
-pub use raw::{RawClient, RawFramed, WAIT, connect_framed, connect_framed_from, recv_raw};
+pub use raw::{
+    RawClient, RawFramed, WAIT, connect_framed, connect_framed_from, recv_raw, recv_raw_within,
+};
 pub use server::TestServer;

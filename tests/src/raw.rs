@@ -49,8 +49,16 @@ pub async fn connect_framed_from(from: std::net::IpAddr, addr: SocketAddr) -> Re
 /// Receives the next message, failing after [`WAIT`]. `Ok(None)` when the server closed the
 /// connection.
 pub async fn recv_raw(framed: &mut RawFramed) -> Result<Option<ServerMessage>> {
-    match tokio::time::timeout(WAIT, framed.next()).await {
-        Err(_) => bail!("no message from the server within {WAIT:?}"),
+    recv_raw_within(framed, WAIT).await
+}
+
+/// [`recv_raw`], failing after `wait`.
+pub async fn recv_raw_within(
+    framed: &mut RawFramed,
+    wait: std::time::Duration,
+) -> Result<Option<ServerMessage>> {
+    match tokio::time::timeout(wait, framed.next()).await {
+        Err(_) => bail!("no message from the server within {wait:?}"),
         Ok(None) => Ok(None),
         Ok(Some(Ok(Ok(msg)))) => Ok(Some(msg)),
         Ok(Some(Ok(Err(malformed)))) => bail!("server sent a malformed frame: {malformed}"),
@@ -85,14 +93,34 @@ impl RawClient {
         RawClient::connect_with_ttl(addr, name, 0).await
     }
 
+    /// Connects from the local address `from` (another loopback address is another peer to
+    /// the server) and opens a session with the server's default lease.
+    pub async fn connect_from(
+        from: std::net::IpAddr,
+        addr: SocketAddr,
+        name: &str,
+    ) -> Result<RawClient> {
+        RawClient::open(connect_framed_from(from, addr).await?, addr, name, 0).await
+    }
+
     /// Connects and opens a session with a lease of `ttl_ms` (0: the server's default).
     pub async fn connect_with_ttl(addr: SocketAddr, name: &str, ttl_ms: u64) -> Result<RawClient> {
-        let mut framed = connect_framed(addr).await?;
+        RawClient::open(connect_framed(addr).await?, addr, name, ttl_ms).await
+    }
+
+    /// Opens a session on `framed`, a new connection to `addr`.
+    async fn open(
+        mut framed: RawFramed,
+        addr: SocketAddr,
+        name: &str,
+        ttl_ms: u64,
+    ) -> Result<RawClient> {
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: name.to_owned(),
             lease_ttl_ms: ttl_ms,
             resume: None,
+            token: None,
         };
         framed.send(ClientMessage::Hello(hello)).await?;
         let welcome = match recv_raw(&mut framed).await? {
@@ -125,6 +153,7 @@ impl RawClient {
                 secret: self.secret,
                 last_seq: self.last_seq,
             }),
+            token: None,
         };
         framed.send(ClientMessage::Hello(hello)).await?;
         let welcome = match recv_raw(&mut framed).await? {

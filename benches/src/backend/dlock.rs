@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use dlock_client::{Client, LockGuard, Mode};
+use dlock_client::{Client, LockGuard, Mode, TlsOptions};
 
 use super::{Access, Backend, Conn};
 use crate::Scenario;
@@ -14,6 +14,7 @@ use crate::Scenario;
 pub struct DlockBackend {
     addr: String,
     lease_ttl: Duration,
+    tls: Option<TlsOptions>,
 }
 
 impl DlockBackend {
@@ -22,6 +23,15 @@ impl DlockBackend {
         DlockBackend {
             addr: addr.into(),
             lease_ttl,
+            tls: None,
+        }
+    }
+
+    /// The same over TLS (backend name `dlock-tls`).
+    pub fn with_tls(self, tls: TlsOptions) -> DlockBackend {
+        DlockBackend {
+            tls: Some(tls),
+            ..self
         }
     }
 }
@@ -30,7 +40,11 @@ impl Backend for DlockBackend {
     type Conn = DlockConn;
 
     fn name(&self) -> &'static str {
-        "dlock"
+        if self.tls.is_some() {
+            "dlock-tls"
+        } else {
+            "dlock"
+        }
     }
 
     fn unsupported(&self, _scenario: Scenario) -> Option<&'static str> {
@@ -38,11 +52,13 @@ impl Backend for DlockBackend {
     }
 
     async fn connect(&self, id: usize) -> Result<DlockConn> {
-        let client = Client::builder(self.addr.clone())
+        let mut builder = Client::builder(self.addr.clone())
             .name(format!("loadgen-{id}"))
-            .lease_ttl(self.lease_ttl)
-            .connect()
-            .await?;
+            .lease_ttl(self.lease_ttl);
+        if let Some(tls) = &self.tls {
+            builder = builder.tls(tls.clone());
+        }
+        let client = builder.connect().await?;
         Ok(DlockConn { client })
     }
 }

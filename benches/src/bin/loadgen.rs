@@ -4,6 +4,9 @@
 //! ```text
 //! cargo run --release -p dlock-benches --bin loadgen -- \
 //!     --backend dlock,echo --scenario uncontended,contended --clients 16,64 --duration 5s
+//! # over TLS, next to plain TCP (two servers; see `compare.sh tls`):
+//! cargo run --release -p dlock-benches --bin loadgen -- --backend dlock,dlock-tls \
+//!     --dlock-tls-addr 127.0.0.1:7421 --tls-ca ca.pem --scenario uncontended --clients 64
 //! ```
 //! The Redis and etcd backends need `--features peers`. Only loopback addresses are accepted.
 //! At start loadgen raises its soft open-file limit to the hard one, and refuses to run a
@@ -27,6 +30,8 @@ use dlock_benches::scenario::{self, Scenario, Spec};
 enum BackendKind {
     /// dlock through dlock-client.
     Dlock,
+    /// dlock through dlock-client over TLS (`--dlock-tls-addr`, `--tls-ca`).
+    DlockTls,
     /// Redis: SET NX PX + Lua compare-and-delete (feature `peers`).
     Redis,
     /// etcd: lease + Lock/Unlock (feature `peers`).
@@ -69,6 +74,15 @@ struct Args {
     /// dlock server address.
     #[arg(long, default_value = "127.0.0.1:7420")]
     dlock_addr: String,
+    /// dlock server address for `-b dlock-tls` (a server started with --tls-cert).
+    #[arg(long, default_value = "127.0.0.1:7421")]
+    dlock_tls_addr: String,
+    /// dlock-tls: the CA certificate (PEM) that signed the server's certificate.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// dlock-tls: the name the server's certificate is checked for.
+    #[arg(long, default_value = "localhost")]
+    tls_server_name: String,
     /// Redis address.
     #[arg(long, default_value = "127.0.0.1:6379")]
     redis_addr: String,
@@ -140,6 +154,9 @@ impl Args {
         }
         if self.inflight == 0 || self.inflight > 1_000 {
             bail!("--inflight must be between 1 and 1000");
+        }
+        if self.backend.contains(&BackendKind::DlockTls) && self.tls_ca.is_none() {
+            bail!("-b dlock-tls needs --tls-ca");
         }
         if self.redis_retry.is_zero() {
             bail!("--redis-retry must be positive");
@@ -241,6 +258,17 @@ async fn run_point(
         BackendKind::Dlock => {
             scenario::run(&DlockBackend::new(&args.dlock_addr, args.lease_ttl), spec).await
         }
+        BackendKind::DlockTls => {
+            let ca = args
+                .tls_ca
+                .as_ref()
+                .context("-b dlock-tls needs --tls-ca")?;
+            let tls = dlock_client::TlsOptions::new()
+                .ca_file(ca)
+                .server_name(&args.tls_server_name);
+            let backend = DlockBackend::new(&args.dlock_tls_addr, args.lease_ttl).with_tls(tls);
+            scenario::run(&backend, spec).await
+        }
         BackendKind::Echo => scenario::run(echo.context("echo server not started")?, spec).await,
         #[cfg(feature = "peers")]
         BackendKind::Redis => {
@@ -264,6 +292,7 @@ async fn run_point(
 fn backend_name(kind: BackendKind) -> &'static str {
     match kind {
         BackendKind::Dlock => "dlock",
+        BackendKind::DlockTls => "dlock-tls",
         BackendKind::Redis => "redis",
         BackendKind::Etcd => "etcd",
         BackendKind::Echo => "echo",
@@ -276,6 +305,9 @@ async fn run(args: Args, open_files: (u64, u64)) -> Result<bool> {
     for &kind in &args.backend {
         match kind {
             BackendKind::Dlock => ensure_loopback("--dlock-addr", &args.dlock_addr).await?,
+            BackendKind::DlockTls => {
+                ensure_loopback("--dlock-tls-addr", &args.dlock_tls_addr).await?
+            }
             BackendKind::Redis => ensure_loopback("--redis-addr", &args.redis_addr).await?,
             BackendKind::Etcd => ensure_loopback("--etcd-addr", &args.etcd_addr).await?,
             BackendKind::Echo => {}

@@ -382,6 +382,7 @@ fn outcome_error(kind: &EventKind) -> Error {
 fn request_error(e: RequestError) -> Error {
     match e {
         RequestError::Overloaded => Error::Overloaded,
+        RequestError::PermissionDenied => Error::PermissionDenied,
         other => Error::Protocol(other.to_string()),
     }
 }

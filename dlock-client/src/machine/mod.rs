@@ -214,6 +214,7 @@ impl SessionMachine {
             client_name: self.settings.name.clone(),
             lease_ttl_ms: self.settings.lease_ttl.map(duration_ms).unwrap_or(0),
             resume,
+            token: self.settings.token.clone(),
         }));
         self.state = ConnState::Handshaking {
             sent_at: now,

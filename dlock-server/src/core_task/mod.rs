@@ -12,6 +12,7 @@
 //! [`grace`] (the restart grace). This file is the run loop and the handling of each
 //! message from a connection.
 
+mod authz;
 mod engine;
 mod grace;
 mod outbound;
@@ -21,7 +22,7 @@ mod sessions;
 
 use std::sync::Arc;
 
-use dlock_core::{Command, EventKind, Reject, RequestId, SessionId};
+use dlock_core::{Command, Event, EventKind, Limit, Reject, RequestId, SessionId};
 use dlock_proto::{
     Hello, PROTOCOL_VERSION, Refusal, Reply, Request, RequestError, Resume, ServerMessage, Welcome,
 };
@@ -40,6 +41,7 @@ use crate::floor::Floor;
 use crate::grace::LeaseRecord;
 use crate::handle::{ConnHandle, ConnId};
 use crate::msg::{CoreMsg, HelloOutcome};
+use crate::security::Security;
 use crate::{Config, ServerError};
 
 /// Messages other than `Renew` renew a lease at most once per this share of it (see
@@ -55,6 +57,8 @@ pub(crate) struct CoreTask {
     lease_record: LeaseRecord,
     /// The recovery grace, while it lasts.
     grace: Option<Grace>,
+    /// Rules in force and the count of denials.
+    security: Arc<Security>,
 }
 
 impl CoreTask {
@@ -65,6 +69,7 @@ impl CoreTask {
         lease_record: LeaseRecord,
         start: Instant,
         grace: Option<Grace>,
+        security: Arc<Security>,
     ) -> CoreTask {
         CoreTask {
             engine: Engine::new(config.engine.clone(), floor, start),
@@ -72,6 +77,7 @@ impl CoreTask {
             config,
             lease_record,
             grace,
+            security,
         }
     }
 
@@ -133,7 +139,7 @@ impl CoreTask {
                 && held_timeout.is_some_and(|at| at <= Instant::now())
             {
                 let mut timed_out = grace.time_out(Instant::now());
-                self.sessions.route(&mut timed_out);
+                self.sessions.route(self.engine.core(), &mut timed_out);
             }
             if grace_until.is_some_and(|until| until <= Instant::now())
                 && let Some(grace) = self.grace.take()
@@ -166,7 +172,12 @@ impl CoreTask {
 
     fn handle(&mut self, msg: CoreMsg) -> Result<(), ServerError> {
         match msg {
-            CoreMsg::Hello { conn, hello, reply } => self.hello(conn, hello, reply),
+            CoreMsg::Hello {
+                conn,
+                hello,
+                identity,
+                reply,
+            } => self.hello(conn, hello, identity, reply),
             CoreMsg::ReplayDone {
                 session,
                 conn,
@@ -246,11 +257,12 @@ impl CoreTask {
         &mut self,
         conn: ConnHandle,
         hello: Hello,
+        identity: Option<Arc<str>>,
         reply: oneshot::Sender<HelloOutcome>,
     ) -> Result<(), ServerError> {
         match hello.resume {
-            Some(resume) => self.resume(conn, resume, reply),
-            None => self.open(conn, hello, reply),
+            Some(resume) => self.resume(conn, resume, identity, reply),
+            None => self.open(conn, hello, identity, reply),
         }
     }
 
@@ -259,10 +271,17 @@ impl CoreTask {
         &mut self,
         conn: ConnHandle,
         resume: Resume,
+        identity: Option<Arc<str>>,
         reply: oneshot::Sender<HelloOutcome>,
     ) -> Result<(), ServerError> {
         let (peer, conn_id, session) = (conn.peer(), conn.id, resume.session);
-        let known = self.sessions.map.contains_key(&session)
+        // Only the identity that opened a session may resume it, secret or not; to anyone
+        // else it is as unknown as a wrong secret makes it.
+        let known = self
+            .sessions
+            .map
+            .get(&session)
+            .is_some_and(|s| s.identity == identity)
             && self.engine.core().check_secret(session, resume.secret);
         if !known {
             let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
@@ -300,6 +319,7 @@ impl CoreTask {
         &mut self,
         conn: ConnHandle,
         hello: Hello,
+        identity: Option<Arc<str>>,
         reply: oneshot::Sender<HelloOutcome>,
     ) -> Result<(), ServerError> {
         let (peer, conn_id) = (conn.peer(), conn.id);
@@ -320,8 +340,14 @@ impl CoreTask {
             hello.lease_ttl_ms
         };
         let secret: u128 = rand::random();
+        // The identity leads the session's name, so that queries (`dlock status`) and the
+        // audit log show who opened it; a client cannot choose what comes first.
+        let name = match &identity {
+            Some(identity) => format!("[{identity}] {}", hello.client_name),
+            None => hello.client_name.clone(),
+        };
         let mut events = self.engine.apply(Command::OpenSession {
-            name: hello.client_name.clone(),
+            name,
             ttl_ms,
             secret,
         })?;
@@ -338,15 +364,17 @@ impl CoreTask {
             }
             false
         });
-        self.sessions.route(&mut events);
+        self.sessions.route(self.engine.core(), &mut events);
         self.engine.recycle(events);
         match outcome {
             Ok((session, ttl_ms)) => {
                 // Written ahead: a restart must know how long this session's lease may last.
                 self.lease_record.granting(ttl_ms)?;
                 let messages = vec![self.welcome(session, secret, ttl_ms, false)];
-                self.sessions.insert(session, SessionState::new(conn));
-                info!(%session, %peer, name = %hello.client_name, ttl_ms, "session opened");
+                let who = identity.as_deref().unwrap_or("-").to_owned();
+                self.sessions
+                    .insert(session, SessionState::new(conn, identity));
+                info!(%session, %peer, identity = %who, name = %hello.client_name, ttl_ms, "session opened");
                 let outcome = HelloOutcome::Welcome {
                     session,
                     messages,
@@ -375,11 +403,36 @@ impl CoreTask {
             // A straggler of a superseded connection, or a session that has ended.
             return Ok(());
         };
+        let identity = s.identity.clone();
+        let rules = self.security.current().rules.clone();
+        if let Some(rules) = &rules
+            && !authz::allowed(
+                rules,
+                self.engine.core(),
+                session,
+                identity.as_deref(),
+                &body,
+            )
+        {
+            self.security.denied();
+            debug!(%session, identity = identity.as_deref().unwrap_or("-"), "permission denied");
+            self.reply(
+                session,
+                conn,
+                id,
+                Reply::Error(RequestError::PermissionDenied),
+            );
+            return Ok(());
+        }
+        let Some(s) = self.sessions.attached(session, conn) else {
+            return Ok(());
+        };
         let command = match requests::action(session, id, body) {
             Action::Query(query) => {
                 self.renew_implicitly(session)?;
                 let now_ms = self.engine.now_ms();
-                let reply = requests::query(self.engine.core(), query, now_ms, &self.config);
+                let view = rules.as_deref().map(|r| (r, identity.as_deref()));
+                let reply = requests::query(self.engine.core(), query, now_ms, &self.config, view);
                 self.reply(session, conn, id, reply);
                 return Ok(());
             }
@@ -397,7 +450,25 @@ impl CoreTask {
             }
             Action::Command(command) => command,
         };
+        let peer = s.peer;
         let previous_max = s.max_request.replace(id.0);
+        if let Command::Lock { .. } = command
+            && let Some(cap) = self.config.max_locks_per_peer
+            && self.sessions.locks_for(peer) >= cap
+        {
+            // The server's own limit: answered as the engine answers its limits, an event
+            // that is kept for replay like any other answer to a request.
+            let event = Event {
+                session,
+                request: Some(id),
+                lock: None,
+                kind: EventKind::Rejected {
+                    reason: Reject::LimitExceeded(Limit::LocksPerPeer),
+                },
+            };
+            self.sessions.route(self.engine.core(), &mut vec![event]);
+            return self.renew_implicitly(session);
+        }
         let Some(grace) = &mut self.grace else {
             return self.apply(command);
         };
@@ -407,7 +478,7 @@ impl CoreTask {
             Ok(()) => self.renew_implicitly(session),
             Err(NotHeld::ApplyNow(command)) => self.apply(command),
             Err(NotHeld::Answer(event)) => {
-                self.sessions.route(&mut vec![event]);
+                self.sessions.route(self.engine.core(), &mut vec![event]);
                 self.renew_implicitly(session)
             }
             Err(NotHeld::Full) => {

@@ -5,6 +5,7 @@ use dlock_core::{Command, Core, RequestId, SessionId};
 use dlock_proto::{Query, Reply, Request, RequestError, ServerMessage};
 
 use crate::Config;
+use crate::security::Rules;
 
 /// What a client request asks of the core task.
 #[derive(Debug)]
@@ -57,24 +58,52 @@ const REPLY_ENVELOPE: usize = 64;
 /// most `max_query_resources` resources). Pages are built within a frame, so no query holds
 /// the core task for longer than building one frame's worth of answer, however large the
 /// table.
-pub(super) fn query(core: &Core, query: Query, now_ms: u64, config: &Config) -> Reply {
+///
+/// With `view` (the rules in force and the asking identity), the answer shows only what the
+/// identity may see (see [`super::authz`]).
+pub(super) fn query(
+    core: &Core,
+    query: Query,
+    now_ms: u64,
+    config: &Config,
+    view: Option<(&Rules, Option<&str>)>,
+) -> Reply {
     // The engine's clock only moves with inputs; the answer carries the server's clock now
     // (never behind the engine's), so that ages computed from it are current.
     let now_ms = now_ms.max(core.clock_ms());
     let budget = config.max_frame_len.saturating_sub(REPLY_ENVELOPE);
     match query {
-        Query::Resource(name) => Reply::Resources {
-            now_ms,
-            resources: core.resource(&name).into_iter().collect(),
-            more: false,
-        },
+        Query::Resource(name) => {
+            let mut resources: Vec<_> = core.resource(&name).into_iter().collect();
+            if let Some((rules, identity)) = view {
+                for info in &mut resources {
+                    super::authz::redact(rules, identity, info);
+                }
+            }
+            Reply::Resources {
+                now_ms,
+                resources,
+                more: false,
+            }
+        }
         Query::Prefix {
             prefix,
             limit,
             after,
         } => {
             let limit = (limit as usize).min(config.max_query_resources);
-            let (resources, more) = core.resources_page(&prefix, after.as_deref(), limit, budget);
+            let (resources, more) = match view {
+                None => core.resources_page(&prefix, after.as_deref(), limit, budget),
+                Some((rules, identity)) => super::authz::prefix_page(
+                    rules,
+                    identity,
+                    core,
+                    &prefix,
+                    after.as_deref(),
+                    limit,
+                    budget,
+                ),
+            };
             Reply::Resources {
                 now_ms,
                 resources,

@@ -1,7 +1,7 @@
 //! Event routing: each engine event is numbered, kept for replay and forwarded to its
 //! session's connection; a session whose replay buffer overflows is closed.
 
-use dlock_core::{Command, Event, EventKind, RequestId, SessionId};
+use dlock_core::{Command, Core, Event, EventKind, RequestId, SessionId};
 use dlock_proto::ServerMessage;
 use tracing::{debug, info, warn};
 
@@ -18,14 +18,16 @@ const SERVER_REQUEST: RequestId = RequestId(0);
 
 impl Sessions {
     /// Routes engine events to their sessions: numbers them, keeps them for replay, and
-    /// forwards them to the attached connection. Drains `events`.
-    pub(super) fn route(&mut self, events: &mut Vec<Event>) {
+    /// forwards them to the attached connection; takes the engine's count of each session's
+    /// locks into its address's count. Drains `events`.
+    pub(super) fn route(&mut self, core: &Core, events: &mut Vec<Event>) {
         for event in events.drain(..) {
             if let EventKind::SessionOpened { .. } = event.kind {
                 // The Welcome says this.
                 continue;
             }
             let session = event.session;
+            self.count_locks(session, core.session_lock_count(session));
             let Some(s) = self.map.get_mut(&session) else {
                 continue;
             };
@@ -75,7 +77,7 @@ pub(super) fn apply_and_route(
     command: Command,
 ) -> Result<(), ServerError> {
     let mut events = engine.apply(command)?;
-    sessions.route(&mut events);
+    sessions.route(engine.core(), &mut events);
     engine.recycle(events);
     Ok(())
 }
@@ -90,7 +92,7 @@ pub(super) fn apply_for_server(
 ) -> Result<(), ServerError> {
     let mut events = engine.apply(command(SERVER_REQUEST))?;
     events.retain(|e| !(e.session == session && e.request == Some(SERVER_REQUEST)));
-    sessions.route(&mut events);
+    sessions.route(engine.core(), &mut events);
     engine.recycle(events);
     Ok(())
 }

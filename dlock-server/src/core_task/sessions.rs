@@ -30,12 +30,19 @@ pub(super) struct SessionState {
     pub(super) peer: IpAddr,
     /// What `replay` holds, in (approximate) bytes.
     replay_bytes: usize,
+    /// The locks the engine said the session owns, when it last had an event: what the
+    /// session adds to its address's lock count.
+    locks: usize,
+    /// The identity that opened it (`None` on a server that does not authenticate); only
+    /// this identity may resume it.
+    pub(super) identity: Option<std::sync::Arc<str>>,
 }
 
 impl SessionState {
     /// A session just opened on `conn`, which is about to send `Welcome`.
-    pub(super) fn new(conn: ConnHandle) -> SessionState {
+    pub(super) fn new(conn: ConnHandle, identity: Option<std::sync::Arc<str>>) -> SessionState {
         SessionState {
+            identity,
             peer: conn.peer().ip(),
             next_seq: 1,
             replay: VecDeque::new(),
@@ -43,6 +50,7 @@ impl SessionState {
             conn: Some(conn),
             replaying: true,
             replay_bytes: 0,
+            locks: 0,
         }
     }
 
@@ -64,6 +72,15 @@ pub(super) fn replay_cost(event: &Event) -> usize {
     std::mem::size_of::<(u64, Event)>() + crate::outbox::event_heap_bytes(&event.kind)
 }
 
+/// What the live sessions of one client address hold.
+#[derive(Debug, Default)]
+struct PeerUse {
+    /// Sessions.
+    sessions: usize,
+    /// Locks the engine says they own (as of their last events).
+    locks: usize,
+}
+
 /// Every session the server serves, the settings of its replay buffers, and what is on its
 /// way to the sessions' connections.
 #[derive(Debug)]
@@ -77,8 +94,8 @@ pub(super) struct Sessions {
     pub(super) replay_capacity: usize,
     /// Sessions whose replay buffer overflowed since the last `close_overflowed`.
     pub(super) overflowed: Vec<SessionId>,
-    /// Live sessions per client address.
-    per_peer: HashMap<IpAddr, usize>,
+    /// Live sessions and their locks per client address.
+    per_peer: HashMap<IpAddr, PeerUse>,
     /// What all replay buffers hold, in (approximate) bytes.
     replay_bytes: usize,
     /// Most bytes all replay buffers together may hold (the memory budget's share); over
@@ -103,7 +120,9 @@ impl Sessions {
 
     /// Registers a session just opened.
     pub(super) fn insert(&mut self, session: SessionId, state: SessionState) {
-        *self.per_peer.entry(state.peer).or_default() += 1;
+        let used = self.per_peer.entry(state.peer).or_default();
+        used.sessions += 1;
+        used.locks += state.locks;
         self.map.insert(session, state);
     }
 
@@ -111,9 +130,10 @@ impl Sessions {
     pub(super) fn remove(&mut self, session: SessionId) -> Option<SessionState> {
         let state = self.map.remove(&session)?;
         self.replay_bytes -= state.replay_bytes;
-        if let Some(n) = self.per_peer.get_mut(&state.peer) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(used) = self.per_peer.get_mut(&state.peer) {
+            used.sessions -= 1;
+            used.locks -= state.locks;
+            if used.sessions == 0 {
                 self.per_peer.remove(&state.peer);
             }
         }
@@ -184,7 +204,29 @@ impl Sessions {
 
     /// How many live sessions the client address `peer` opened.
     pub(super) fn count_for(&self, peer: IpAddr) -> usize {
-        self.per_peer.get(&peer).copied().unwrap_or(0)
+        self.per_peer.get(&peer).map_or(0, |used| used.sessions)
+    }
+
+    /// How many locks the live sessions of the client address `peer` own.
+    pub(super) fn locks_for(&self, peer: IpAddr) -> usize {
+        self.per_peer.get(&peer).map_or(0, |used| used.locks)
+    }
+
+    /// Takes the engine's count of `session`'s locks (`owned`) into its address's count.
+    /// Every change of a session's locks comes with an event to that session (a grant, a
+    /// queued request, an unlock, a cancel, a timeout, a deadlock refusal, the end of the
+    /// session), so calling this for the session of every routed event keeps the counts exact.
+    pub(super) fn count_locks(&mut self, session: SessionId, owned: usize) {
+        let Some(s) = self.map.get_mut(&session) else {
+            return;
+        };
+        if s.locks == owned {
+            return;
+        }
+        if let Some(used) = self.per_peer.get_mut(&s.peer) {
+            used.locks = used.locks - s.locks + owned;
+        }
+        s.locks = owned;
     }
 
     /// The session, if `conn` is its attached connection.

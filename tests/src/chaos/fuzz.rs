@@ -306,6 +306,7 @@ impl FrameGen {
                 _ => self.rng.random_range(200..800),
             },
             resume,
+            token: None,
         })
     }
 

@@ -47,6 +47,7 @@ async fn silent_clients_lease_expires_and_its_lock_goes_to_the_waiter() -> Resul
                 secret: silent.secret,
                 last_seq: silent.last_seq,
             }),
+            token: None,
         }))
         .await?;
     assert_eq!(
@@ -198,6 +199,7 @@ async fn resume_with_a_wrong_secret_is_refused() -> Result<()> {
                 secret: a.secret ^ 1,
                 last_seq: 0,
             }),
+            token: None,
         }))
         .await?;
     assert_eq!(

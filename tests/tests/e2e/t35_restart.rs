@@ -58,6 +58,7 @@ async fn tokens_and_ids_keep_growing_after_an_abort_and_restart() -> Result<()> 
                     secret: old_secret,
                     last_seq: 0,
                 }),
+                token: None,
             }))
             .await?;
         assert_eq!(

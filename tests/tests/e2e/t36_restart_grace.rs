@@ -55,6 +55,7 @@ async fn ensure_resume_refused(server: &TestServer, old: &RawClient) -> Result<(
                 secret: old.secret,
                 last_seq: old.last_seq,
             }),
+            token: None,
         }))
         .await?;
     ensure!(recv_raw(&mut framed).await? == Some(ServerMessage::Refused(Refusal::UnknownSession)));

@@ -207,6 +207,7 @@ async fn wrong_protocol_version_is_refused() -> Result<()> {
             client_name: "future".into(),
             lease_ttl_ms: 0,
             resume: None,
+            token: None,
         }))
         .await?;
     assert_eq!(

@@ -4,10 +4,10 @@
 
 use anyhow::{Result, bail};
 use dlock_proto::{
-    ClientMessage, EventKind, Hello, LockFlags, Mode, PROTOCOL_VERSION, Refusal, Reply, Request,
-    RequestId, ServerMessage,
+    ClientMessage, EventKind, Hello, Limit, LockFlags, Mode, PROTOCOL_VERSION, Refusal, Reject,
+    Reply, Request, RequestId, ServerMessage,
 };
-use dlock_tests::{RawClient, TestServer, connect_framed, recv_raw};
+use dlock_tests::{RawClient, TestServer, connect_framed, connect_framed_from, recv_raw};
 use futures_util::SinkExt;
 
 fn hello(name: &str) -> ClientMessage {
@@ -16,6 +16,7 @@ fn hello(name: &str) -> ClientMessage {
         client_name: name.into(),
         lease_ttl_ms: 0,
         resume: None,
+        token: None,
     })
 }
 
@@ -201,21 +202,6 @@ async fn pings_acks_and_queries_by_the_thousand_do_not_each_renew() -> Result<()
     Ok(())
 }
 
-/// A framed connection from the local address `from` (another loopback address stands for
-/// another client machine).
-async fn connect_from(
-    from: std::net::IpAddr,
-    server: std::net::SocketAddr,
-) -> Result<dlock_tests::RawFramed> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(std::net::SocketAddr::new(from, 0))?;
-    let stream = socket.connect(server).await?;
-    Ok(tokio_util::codec::Framed::new(
-        stream,
-        dlock_proto::FrameCodec::default(),
-    ))
-}
-
 #[tokio::test]
 async fn one_address_cannot_take_every_session() -> Result<()> {
     let mut config = TestServer::config();
@@ -229,7 +215,7 @@ async fn one_address_cannot_take_every_session() -> Result<()> {
     for name in ["dropped-1", "dropped-2"] {
         drop(RawClient::connect(server.addr(), name).await?);
     }
-    let mut fourth = connect_from(here, server.addr()).await?;
+    let mut fourth = connect_framed_from(here, server.addr()).await?;
     fourth.send(hello("fourth")).await?;
     assert_eq!(
         recv_raw(&mut fourth).await?,
@@ -238,7 +224,7 @@ async fn one_address_cannot_take_every_session() -> Result<()> {
         }))
     );
     // Another address is served.
-    let mut other = connect_from(elsewhere, server.addr()).await?;
+    let mut other = connect_framed_from(elsewhere, server.addr()).await?;
     other.send(hello("other")).await?;
     assert!(matches!(
         recv_raw(&mut other).await?,
@@ -246,11 +232,62 @@ async fn one_address_cannot_take_every_session() -> Result<()> {
     ));
     // A session that ends gives its place back.
     kept.goodbye().await?;
-    let mut fifth = connect_from(here, server.addr()).await?;
+    let mut fifth = connect_framed_from(here, server.addr()).await?;
     fifth.send(hello("fifth")).await?;
     assert!(matches!(
         recv_raw(&mut fifth).await?,
         Some(ServerMessage::Welcome(_))
     ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_lock() -> Result<()> {
+    let mut config = TestServer::config();
+    config.max_locks_per_peer = Some(3);
+    let server = TestServer::start_with(config).await?;
+    let elsewhere: std::net::IpAddr = [127, 0, 0, 2].into();
+    let per_peer = Reject::LimitExceeded(Limit::LocksPerPeer);
+    // Two sessions of one address: a granted lock and a queued request count alike.
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    let mut b = RawClient::connect(server.addr(), "b").await?;
+    let (held, _) = a.acquire("t43/x", Mode::EX).await?;
+    let (_, _) = a.acquire("t43/y", Mode::PR).await?;
+    let queued = b.lock("t43/x", Mode::EX, LockFlags::empty()).await?;
+    assert_eq!(b.event_for(queued).await?.kind, EventKind::Queued);
+    // The fourth lock of the address is refused, whichever session asks.
+    for c in [&mut a, &mut b] {
+        let id = c.lock("t43/z", Mode::NL, LockFlags::empty()).await?;
+        let event = c.event_for(id).await?;
+        assert_eq!(
+            event.kind,
+            EventKind::Rejected {
+                reason: per_peer.clone()
+            }
+        );
+        assert_eq!(event.lock, None);
+    }
+    // Another address is not affected.
+    let mut other = RawClient::connect_from(elsewhere, server.addr(), "other").await?;
+    other.acquire("t43/z", Mode::NL).await?;
+    // A released lock gives its place back (b's queued request, granted by the unlock, still
+    // counts once).
+    a.release(held).await?;
+    let granted = b.event_for(queued).await?;
+    assert!(
+        matches!(granted.kind, EventKind::Granted { .. }),
+        "{granted:?}"
+    );
+    b.acquire("t43/z", Mode::NL).await?;
+    let id = b.lock("t43/w", Mode::NL, LockFlags::empty()).await?;
+    assert_eq!(
+        b.event_for(id).await?.kind,
+        EventKind::Rejected {
+            reason: per_peer.clone()
+        }
+    );
+    // So does a session that ends, with all its locks.
+    a.goodbye().await?;
+    b.acquire("t43/w", Mode::NL).await?;
     Ok(())
 }

@@ -116,7 +116,16 @@ async fn the_memory_budget_bounds_a_full_table_and_many_slow_readers() -> Result
     let budget = format!("{budget_mib}MiB");
     let server = child(
         dir.path(),
-        &["--memory-budget", &budget, "--slow-reader-timeout", "2s"],
+        &[
+            "--memory-budget",
+            &budget,
+            "--slow-reader-timeout",
+            "2s",
+            // One session fills the table, which holds more than a session's default limit at
+            // full size.
+            "--max-locks-per-session",
+            "10000000",
+        ],
     )
     .await?;
     let addr = server.addr();

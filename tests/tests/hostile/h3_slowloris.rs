@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail, ensure};
 use dlock_proto::{ProtocolError, Refusal, ServerMessage};
 use dlock_tests::hostile::{Bystander, mib, peak_rss_kib, rss_kib};
-use dlock_tests::{RawFramed, WAIT, connect_framed, recv_raw};
+use dlock_tests::{RawFramed, WAIT, connect_framed, recv_raw, recv_raw_within};
 use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::{child, hello, sized, took};
+use crate::{child, full_size, hello, sized, took};
 
 /// The server's connection limit: 50, or 10,000 (the default before the memory budget) at
 /// full size, where the attacker opens 10,050 connections in all.
@@ -22,8 +22,17 @@ fn max_connections() -> usize {
     sized(50, 10_000)
 }
 
-/// The server's frame timeout, as a flag.
-const FRAME_TIMEOUT: &str = "1s";
+/// The server's frame timeout, as a flag: longer at full size, where the partial frames of
+/// thousands of connections take seconds to send and none may time out before the newcomers
+/// have been refused.
+fn frame_timeout() -> &'static str {
+    if full_size() { "30s" } else { "1s" }
+}
+
+/// [`frame_timeout`] as a duration.
+fn frame_timeout_len() -> Duration {
+    Duration::from_secs(if full_size() { 30 } else { 1 })
+}
 
 /// How far above its size before the attack the server's RSS may stay once the attacker's
 /// connections are closed (their sessions live on until their leases end, a few KiB each).
@@ -70,7 +79,7 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
             "--max-connections-per-peer",
             &per_peer,
             "--frame-timeout",
-            FRAME_TIMEOUT,
+            frame_timeout(),
         ],
     )
     .await?;
@@ -85,7 +94,9 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
             let mut slow = Vec::with_capacity(max_connections() - 1);
             for _ in 1..max_connections() {
                 let mut c = connect_framed(addr).await?;
-                c.send(hello("h3-slowloris", 0)).await?;
+                // A lease that outlasts the frame timeout (the server's default otherwise).
+                c.send(hello("h3-slowloris", sized(0, 300_000) as u64))
+                    .await?;
                 match recv_raw(&mut c).await? {
                     Some(ServerMessage::Welcome(_)) => {}
                     other => bail!("expected Welcome, got {other:?}"),
@@ -112,7 +123,7 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
             let held_kib = rss_kib(&server)?;
             // Each partial frame runs into the frame timeout: the server says so and closes.
             for c in &mut slow {
-                let last = recv_raw(c).await?;
+                let last = recv_raw_within(c, 2 * WAIT + frame_timeout_len()).await?;
                 ensure!(
                     last == Some(ServerMessage::ProtocolError(ProtocolError::FrameTimeout)),
                     "a slowloris connection got {last:?}"
@@ -143,10 +154,11 @@ async fn slowloris_connections_are_refused_beyond_the_limit_and_closed_by_the_fr
     bystander.check_held().await?;
     let after_kib = rss_kib(&server)?;
     eprintln!(
-        "h3 slowloris: {} partial-frame connections of {} bytes; newcomers refused (TooManyConnections), served again {:.2} s after the partial frames (frame timeout {FRAME_TIMEOUT}); server RSS before {}, while held {}, peak {}, after {} (allowance +{} MiB); bystander cycles: {cycles} ({})",
+        "h3 slowloris: {} partial-frame connections of {} bytes; newcomers refused (TooManyConnections), served again {:.2} s after the partial frames (frame timeout {}); server RSS before {}, while held {}, peak {}, after {} (allowance +{} MiB); bystander cycles: {cycles} ({})",
         max_connections() - 1,
         partial_frame().len(),
         outage.as_secs_f64(),
+        frame_timeout(),
         mib(base_kib),
         mib(held_kib),
         mib(peak_kib),

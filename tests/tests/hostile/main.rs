@@ -81,6 +81,7 @@ pub(crate) fn hello(name: &str, ttl_ms: u64) -> ClientMessage {
         client_name: name.into(),
         lease_ttl_ms: ttl_ms,
         resume: None,
+        token: None,
     })
 }
 

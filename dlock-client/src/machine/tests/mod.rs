@@ -39,6 +39,7 @@ pub(super) struct Harness {
 
 pub(super) fn settings(ttl: Duration) -> Settings {
     Settings {
+        token: None,
         addr: "127.0.0.1:1".into(),
         name: "scripted".into(),
         lease_ttl: Some(ttl),

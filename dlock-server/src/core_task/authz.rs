@@ -1,0 +1,124 @@
+//! Authorisation of client requests against the `--auth-rules`: which requests a session's
+//! identity may make, and what its queries may show.
+//!
+//! Releasing is always allowed (unlock, cancel, goodbye), and so are renewals and pings.
+//! Taking or converting to a mode needs the access the mode needs on the resource
+//! ([`Access::for_mode`]); writing a value block on unlock needs write access. A query of one
+//! resource needs list access; a prefix query shows only the resources the identity may
+//! list, and value blocks only where it may read; another session may be inspected only by
+//! an admin.
+
+use dlock_core::{Core, LockFlags, LockId, ResourceInfo, SessionId};
+use dlock_proto::{Query, Request};
+
+use crate::security::{Access, Rules};
+
+/// The resource of `session`'s lock `lock`, if the session has it.
+fn lock_resource(core: &Core, session: SessionId, lock: LockId) -> Option<Vec<u8>> {
+    let after = lock.0.checked_sub(1).map(LockId);
+    let (info, _) = core.session_page(session, after, 1, usize::MAX)?;
+    let first = info.locks.into_iter().next()?;
+    (first.lock == lock).then_some(first.resource)
+}
+
+/// Whether `identity` (the identity of `session`) may make `request`.
+pub(super) fn allowed(
+    rules: &Rules,
+    core: &Core,
+    session: SessionId,
+    identity: Option<&str>,
+    request: &Request,
+) -> bool {
+    let may = |name: &[u8], need: Access| rules.access(identity, name) >= need;
+    match request {
+        Request::Lock(args) => may(&args.resource, Access::for_mode(args.mode)),
+        Request::Convert(args) => match lock_resource(core, session, args.lock) {
+            Some(name) => may(&name, Access::for_mode(args.mode)),
+            // Not this session's lock: the engine answers that.
+            None => true,
+        },
+        Request::Unlock(args) if args.value.is_some() && args.flags.contains(LockFlags::VALBLK) => {
+            match lock_resource(core, session, args.lock) {
+                Some(name) => may(&name, Access::Write),
+                None => true,
+            }
+        }
+        Request::Query(Query::Resource(name)) => may(name, Access::List),
+        Request::Query(Query::Session { session: other, .. }) => {
+            *other == session || rules.is_admin(identity)
+        }
+        Request::Query(Query::Prefix { .. })
+        | Request::Unlock(_)
+        | Request::Cancel { .. }
+        | Request::Renew
+        | Request::Ping
+        | Request::Goodbye => true,
+    }
+}
+
+/// Blanks the value block of a resource `identity` may not read.
+pub(super) fn redact(rules: &Rules, identity: Option<&str>, info: &mut ResourceInfo) {
+    if rules.access(identity, &info.name) < Access::Read {
+        info.value.iter_mut().for_each(|b| *b = 0);
+        info.value_valid = false;
+    }
+}
+
+/// Most resources a prefix query looks at, per resource it may return, before it gives up
+/// on finding visible ones (names hidden by a longer prefix with less access are skipped,
+/// and skipping costs the core task time).
+const SCAN_FACTOR: usize = 8;
+
+/// A page of a prefix query as `identity` may see it: the resources under `prefix` after
+/// `after` that it may list, in name order, value blocks blanked where it may not read.
+pub(super) fn prefix_page(
+    rules: &Rules,
+    identity: Option<&str>,
+    core: &Core,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+    budget: usize,
+) -> (Vec<ResourceInfo>, bool) {
+    let mut page: Vec<ResourceInfo> = Vec::new();
+    let mut scanned = 0usize;
+    let max_scan = limit.saturating_mul(SCAN_FACTOR).max(limit);
+    let mut used = 0usize;
+    for range in rules.visible_ranges(identity, prefix) {
+        // Ranges are disjoint and in name order: skip those wholly at or before `after`.
+        let start = match after {
+            Some(a) if a.starts_with(&range) => Some(a.to_vec()),
+            Some(a) if a >= range.as_slice() => continue,
+            _ => None,
+        };
+        let mut cursor = start;
+        loop {
+            let want = limit - page.len();
+            let (batch, more) =
+                core.resources_page(&range, cursor.as_deref(), want, budget.saturating_sub(used));
+            scanned += batch.len();
+            cursor = batch.last().map(|r| r.name.clone());
+            for mut info in batch {
+                if rules.access(identity, &info.name) < Access::List {
+                    continue;
+                }
+                redact(rules, identity, &mut info);
+                used += info.approx_size();
+                page.push(info);
+            }
+            if page.len() >= limit || used >= budget {
+                return (page, true);
+            }
+            if !more || cursor.is_none() {
+                break;
+            }
+            if scanned >= max_scan {
+                // Mostly hidden names: answer what was found; the client asks again after
+                // the last one.
+                let more = !page.is_empty();
+                return (page, more);
+            }
+        }
+    }
+    (page, false)
+}

@@ -1,0 +1,180 @@
+//! Who may connect and what they may do: TLS ([`tls`]), bearer tokens ([`tokens`]) and
+//! per-prefix authorisation rules ([`rules`]), held together by [`Security`], which the
+//! accept loop, the connections and the core task share and which can be reloaded from
+//! its files (SIGHUP, [`ServerHandle::reload`](crate::ServerHandle::reload)) without
+//! dropping a session.
+//!
+//! With none of `--tls-cert`, `--auth-file`, `--auth-rules` set, everything is as before:
+//! plain TCP, no identities, every request allowed.
+
+pub mod rules;
+pub mod tls;
+pub mod tokens;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio_rustls::TlsAcceptor;
+
+pub use self::rules::{Access, Rules};
+pub use self::tls::TlsConfig;
+use self::tokens::Tokens;
+pub use self::tokens::{hash_token, new_token};
+use crate::{Config, ServerError};
+
+/// The files the security state comes from.
+#[derive(Clone, Debug)]
+struct Files {
+    tls: Option<TlsConfig>,
+    auth_file: Option<std::path::PathBuf>,
+    auth_rules: Option<std::path::PathBuf>,
+}
+
+/// Everything loaded from the files at one time.
+struct Loaded {
+    acceptor: Option<TlsAcceptor>,
+    tokens: Option<Arc<Tokens>>,
+    rules: Option<Arc<Rules>>,
+}
+
+/// A server's TLS configuration, tokens and rules, reloadable as a whole, and the count of
+/// requests refused by the rules.
+pub struct Security {
+    files: Files,
+    loaded: RwLock<Arc<LoadedShared>>,
+    denials: AtomicU64,
+}
+
+/// What connections and the core task read: cloned out of the lock, so a reload never waits
+/// for a reader and a reader never sees half a reload.
+pub(crate) struct LoadedShared {
+    pub(crate) acceptor: Option<TlsAcceptor>,
+    tokens: Option<Arc<Tokens>>,
+    pub(crate) rules: Option<Arc<Rules>>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("files", &self.files)
+            .field("denials", &self.denials)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a `Hello` was not authenticated.
+#[derive(Debug)]
+pub(crate) struct NotAuthenticated;
+
+impl Files {
+    fn load(&self) -> Result<Loaded, ServerError> {
+        let acceptor = match &self.tls {
+            Some(tls) => Some(TlsAcceptor::from(tls::server_config(tls)?)),
+            None => None,
+        };
+        let tokens = match &self.auth_file {
+            Some(path) => Some(Arc::new(Tokens::load(path)?)),
+            None => None,
+        };
+        let rules = match &self.auth_rules {
+            Some(path) => Some(Arc::new(Rules::load(path)?)),
+            None => None,
+        };
+        Ok(Loaded {
+            acceptor,
+            tokens,
+            rules,
+        })
+    }
+}
+
+impl Security {
+    /// Loads the TLS material, tokens and rules `config` names (none: an open server).
+    pub fn load(config: &Config) -> Result<Arc<Security>, ServerError> {
+        let files = Files {
+            tls: config.tls.clone(),
+            auth_file: config.auth_file.clone(),
+            auth_rules: config.auth_rules.clone(),
+        };
+        let loaded = files.load()?;
+        Ok(Arc::new(Security {
+            files,
+            loaded: RwLock::new(Arc::new(LoadedShared {
+                acceptor: loaded.acceptor,
+                tokens: loaded.tokens,
+                rules: loaded.rules,
+            })),
+            denials: AtomicU64::new(0),
+        }))
+    }
+
+    /// Reads every file again and, if all of them are valid, puts them in force for new
+    /// connections and requests; on an error nothing changes. Open connections and sessions
+    /// are kept (a TLS connection keeps the certificate it was opened with).
+    pub fn reload(&self) -> Result<(), ServerError> {
+        let loaded = self.files.load()?;
+        let shared = Arc::new(LoadedShared {
+            acceptor: loaded.acceptor,
+            tokens: loaded.tokens,
+            rules: loaded.rules,
+        });
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = shared;
+        tracing::info!("certificates, tokens and rules reloaded");
+        Ok(())
+    }
+
+    /// What is in force now.
+    pub(crate) fn current(&self) -> Arc<LoadedShared> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether clients must prove an identity (a token file or client certificates).
+    pub fn authenticates(&self) -> bool {
+        self.files.auth_file.is_some()
+            || self
+                .files
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca.is_some())
+    }
+
+    /// Whether the server speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.files.tls.is_some()
+    }
+
+    /// Requests refused by the rules since the server started.
+    pub fn permission_denials(&self) -> u64 {
+        self.denials.load(Ordering::Relaxed)
+    }
+
+    /// Counts one refused request.
+    pub(crate) fn denied(&self) {
+        self.denials.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The identity of a client that sent `token` on a connection whose client certificate
+    /// named `cert_identity`. A token, if the server takes tokens, must be valid and wins;
+    /// otherwise the certificate's identity counts. A server that authenticates refuses a
+    /// client with neither; one that does not accepts it without an identity.
+    pub(crate) fn authenticate(
+        &self,
+        token: Option<&str>,
+        cert_identity: Option<&str>,
+    ) -> Result<Option<Arc<str>>, NotAuthenticated> {
+        let current = self.current();
+        if let (Some(tokens), Some(token)) = (&current.tokens, token) {
+            return tokens.authenticate(token).map(Some).ok_or(NotAuthenticated);
+        }
+        if let Some(identity) = cert_identity {
+            return Ok(Some(Arc::from(identity)));
+        }
+        if self.authenticates() {
+            return Err(NotAuthenticated);
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,131 @@
+//! Bearer tokens: the `--auth-file` (one `IDENTITY SHA256HEX` line per token; the server
+//! keeps only hashes) and the check of a `Hello`'s token against it, in constant time.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::ServerError;
+
+/// The hashes of the valid tokens, each with the identity it proves.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    entries: Vec<([u8; 32], Arc<str>)>,
+}
+
+/// The SHA-256 of `token`, as the 64 lowercase hex digits of an `--auth-file` line.
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random token (256 bits, as 64 hex digits).
+pub fn new_token() -> String {
+    hex(&rand::random::<[u8; 32]>())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Tokens {
+    /// Reads an auth file: `IDENTITY SHA256HEX` per line; blank lines and lines starting with
+    /// `#` are ignored. An identity may have several tokens; a hash may appear only once.
+    pub(crate) fn load(path: &Path) -> Result<Tokens, ServerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServerError::Auth(format!("{}: {e}", path.display())))?;
+        Tokens::parse(&text).map_err(|e| ServerError::Auth(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses the text of an auth file.
+    pub(crate) fn parse(text: &str) -> Result<Tokens, String> {
+        let mut entries = Vec::new();
+        let mut seen = HashSet::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let (Some(identity), Some(hash), None) = (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(format!("line {}: expected `IDENTITY SHA256HEX`", n + 1));
+            };
+            let Some(hash) = unhex(&hash.to_ascii_lowercase()) else {
+                return Err(format!("line {}: the hash must be 64 hex digits", n + 1));
+            };
+            if !seen.insert(hash) {
+                return Err(format!("line {}: the same token hash appears twice", n + 1));
+            }
+            entries.push((hash, Arc::from(identity)));
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// The identity `token` proves, if any. Every entry is compared, in constant time, so the
+    /// time taken says nothing about which hash (or how much of one) matched.
+    pub(crate) fn authenticate(&self, token: &str) -> Option<Arc<str>> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (hash, identity) in &self.entries {
+            if bool::from(hash.ct_eq(&digest)) {
+                found = Some(identity.clone());
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_proves_the_identity_of_its_hash_and_nothing_else() {
+        let token = new_token();
+        let text = format!(
+            "# ops team\n\nalice {}\nbob {}\n",
+            hash_token(&token),
+            hash_token("bobs")
+        );
+        let tokens = Tokens::parse(&text).unwrap();
+        assert_eq!(tokens.authenticate(&token).as_deref(), Some("alice"));
+        assert_eq!(tokens.authenticate("bobs").as_deref(), Some("bob"));
+        assert_eq!(tokens.authenticate("bob"), None);
+        assert_eq!(tokens.authenticate(""), None);
+    }
+
+    #[test]
+    fn hashes_are_sha256_hex() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(new_token().len(), 64);
+        assert_ne!(new_token(), new_token());
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_their_number() {
+        let bad = Tokens::parse("alice\n").unwrap_err();
+        assert!(bad.contains("line 1"), "{bad}");
+        let bad = Tokens::parse(&format!("a {}\nb zz\n", hash_token("x"))).unwrap_err();
+        assert!(bad.contains("line 2"), "{bad}");
+        let h = hash_token("x");
+        let bad = Tokens::parse(&format!("a {h}\nb {h}\n")).unwrap_err();
+        assert!(bad.contains("twice"), "{bad}");
+    }
+}

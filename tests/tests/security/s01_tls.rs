@@ -1,0 +1,145 @@
+//! TLS: a client that trusts the server's CA and checks its name works; a wrong CA, a wrong
+//! name or plain TCP fail; with mutual TLS the client certificate's name is the identity.
+
+use anyhow::Result;
+use dlock_client::{Mode, TlsOptions};
+use dlock_server::{Config, TlsConfig};
+use dlock_tests::security::{Pki, spawn_server};
+
+use crate::{builder, connect_err, tls_builder};
+
+async fn tls_server(pki: &Pki, client_ca: bool) -> Result<dlock_server::ServerHandle> {
+    let cert = pki.server_cert("server")?;
+    spawn_server(Config {
+        tls: Some(TlsConfig {
+            cert: cert.cert,
+            key: cert.key,
+            client_ca: client_ca.then(|| pki.ca.clone()),
+        }),
+        ..Config::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_trusts_the_ca_locks_over_tls() -> Result<()> {
+    let pki = Pki::new("s01a")?;
+    let server = tls_server(&pki, false).await?;
+    let client = tls_builder(&server, &pki).connect().await?;
+    let guard = client.lock("tls/a", Mode::EX).await?;
+    assert!(guard.token().0 > 0);
+    let info = client.query_resource("tls/a").await?.expect("resource");
+    assert_eq!(info.granted.len(), 1);
+    guard.unlock().await?;
+    // The address's host is checked when no name is given: 127.0.0.1 is in the certificate.
+    let by_ip = crate::builder(&server)
+        .tls(TlsOptions::new().ca_file(&pki.ca))
+        .connect()
+        .await?;
+    by_ip.ping().await?;
+    client.close().await?;
+    by_ip.close().await?;
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_ca_a_wrong_name_or_plain_tcp_fail() -> Result<()> {
+    let pki = Pki::new("s01b")?;
+    let other = Pki::new("s01b-other")?;
+    let server = tls_server(&pki, false).await?;
+
+    let err = connect_err(tls_builder(&server, &other)).await?;
+    assert!(err.to_string().contains("certificate"), "wrong CA: {err}");
+    let err = connect_err(
+        builder(&server).tls(
+            TlsOptions::new()
+                .ca_file(&pki.ca)
+                .server_name("dlock.example"),
+        ),
+    )
+    .await?;
+    assert!(err.to_string().contains("certificate"), "wrong name: {err}");
+    // A plain client gets no session from a TLS server.
+    connect_err(builder(&server)).await?;
+    // The server is unharmed: a right client still works.
+    let client = tls_builder(&server, &pki).connect().await?;
+    client.ping().await?;
+    client.close().await?;
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn mutual_tls_names_the_session_after_the_client_certificate() -> Result<()> {
+    let pki = Pki::new("s01c")?;
+    let server = tls_server(&pki, true).await?;
+    let alice = pki.client_cert("alice")?;
+    let client = tls_builder(&server, &pki)
+        .tls(
+            TlsOptions::new()
+                .ca_file(&pki.ca)
+                .server_name("localhost")
+                .client_cert(&alice.cert, &alice.key),
+        )
+        .name("worker-1")
+        .connect()
+        .await?;
+    let guard = client.lock("mtls/a", Mode::PR).await?;
+    let info = client.query_resource("mtls/a").await?.expect("resource");
+    assert_eq!(info.granted[0].session_name, "[alice] worker-1");
+    guard.unlock().await?;
+    // Without a client certificate: no session.
+    connect_err(tls_builder(&server, &pki)).await?;
+    // A certificate from another CA: no session either.
+    let other = Pki::new("s01c-other")?;
+    let mallory = other.client_cert("alice")?;
+    connect_err(
+        builder(&server).tls(
+            TlsOptions::new()
+                .ca_file(&pki.ca)
+                .server_name("localhost")
+                .client_cert(&mallory.cert, &mallory.key),
+        ),
+    )
+    .await?;
+    client.close().await?;
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_and_gives_its_place_back() -> Result<()> {
+    let pki = Pki::new("s01d")?;
+    let cert = pki.server_cert("server")?;
+    let server = spawn_server(Config {
+        tls: Some(TlsConfig {
+            cert: cert.cert,
+            key: cert.key,
+            client_ca: None,
+        }),
+        max_connections: 1,
+        handshake_timeout: std::time::Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await?;
+    // A connection that never says anything holds the only place, then loses it.
+    let stalled = tokio::net::TcpStream::connect(server.addr()).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tls_builder(&server, &pki).connect().await {
+            Ok(client) => {
+                client.close().await?;
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "still refused");
+                tokio::task::yield_now().await;
+            }
+            Err(e) => anyhow::bail!("the stalled handshake kept its place: {e}"),
+        }
+    }
+    drop(stalled);
+    server.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Reloads: new rules take effect for a live session without a restart; new certificates
+//! are used for new connections while sessions on old ones carry on; a broken file changes
+//! nothing.
+
+use anyhow::Result;
+use dlock_client::{Error, Mode, TlsOptions};
+use dlock_server::{Config, TlsConfig};
+use dlock_tests::security::{Pki, spawn_server, write_auth_file};
+
+use crate::{builder, connect_err, tls_builder};
+
+#[tokio::test]
+async fn a_rule_reload_takes_effect_without_a_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let auth = write_auth_file(dir.path(), &[("bob", "tb")])?;
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"read\"\n")?;
+    let server = spawn_server(Config {
+        auth_file: Some(auth),
+        auth_rules: Some(rules.clone()),
+        ..Config::default()
+    })
+    .await?;
+    let bob = builder(&server).token("tb").connect().await?;
+    let err = bob.lock("jobs/1", Mode::EX).await.expect_err("denied");
+    assert!(matches!(err, Error::PermissionDenied), "{err}");
+
+    std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"write\"\n")?;
+    server.reload()?;
+    let guard = bob.lock("jobs/1", Mode::EX).await?;
+    guard.unlock().await?;
+
+    // A broken file is refused and the rules in force stay.
+    std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"everything\"\n")?;
+    assert!(server.reload().is_err());
+    bob.lock("jobs/1", Mode::EX).await?.unlock().await?;
+
+    // Taking the right away works the same way, for the same session.
+    std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"list\"\n")?;
+    server.reload()?;
+    let err = bob.lock("jobs/1", Mode::PR).await.expect_err("denied");
+    assert!(matches!(err, Error::PermissionDenied), "{err}");
+    bob.close().await?;
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_certificate_reload_keeps_sessions() -> Result<()> {
+    let old = Pki::new("s04-old")?;
+    let new = Pki::new("s04-new")?;
+    let cert = old.server_cert("server")?;
+    let server = spawn_server(Config {
+        tls: Some(TlsConfig {
+            cert: cert.cert.clone(),
+            key: cert.key.clone(),
+            client_ca: None,
+        }),
+        ..Config::default()
+    })
+    .await?;
+    let before = tls_builder(&server, &old).connect().await?;
+    let held = before.lock("cert/a", Mode::EX).await?;
+    let session = before.session_id();
+
+    // The new CA's certificate takes the old one's place on disk, then the reload.
+    let renewed = new.server_cert("server")?;
+    std::fs::copy(&renewed.cert, &cert.cert)?;
+    std::fs::copy(&renewed.key, &cert.key)?;
+    server.reload()?;
+
+    // The session opened before carries on, lock and all.
+    assert_eq!(before.session_id(), session);
+    let info = before.query_resource("cert/a").await?.expect("resource");
+    assert_eq!(info.granted[0].session, session);
+    before.lock("cert/b", Mode::EX).await?.unlock().await?;
+    // New connections get the new certificate.
+    connect_err(tls_builder(&server, &old)).await?;
+    let after = builder(&server)
+        .tls(TlsOptions::new().ca_file(&new.ca).server_name("localhost"))
+        .connect()
+        .await?;
+    let err = after.try_lock("cert/a", Mode::EX).await.expect_err("held");
+    assert!(matches!(err, Error::NotQueued), "{err}");
+    held.unlock().await?;
+    after.lock("cert/a", Mode::EX).await?.unlock().await?;
+    before.close().await?;
+    after.close().await?;
+    server.shutdown().await?;
+    Ok(())
+}
