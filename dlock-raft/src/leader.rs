@@ -14,9 +14,11 @@
 
 use std::time::Duration;
 
-use dlock_core::Command;
+use std::collections::BTreeMap;
+
+use dlock_core::{Command, Core};
 use openraft::ServerState;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +66,27 @@ pub enum ProposeError {
     /// openraft stopped.
     #[error("raft: {0}")]
     Fatal(String),
+}
+
+/// What one node knows of the cluster (what `dlock status` shows).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Every voting member.
+    pub members: BTreeMap<NodeId, Member>,
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+    /// The current term.
+    pub term: u64,
+    /// Whether this node leads with its term ready for proposals.
+    pub leading: bool,
+    /// The last index in this node's log.
+    pub last_log_index: u64,
+    /// The last index this node applied.
+    pub applied_index: u64,
+    /// On the leader: the last index each member is known to hold (`None`: nothing yet).
+    pub matched: BTreeMap<NodeId, Option<u64>>,
 }
 
 /// Proposes commands on the leader, stamped with the leader's clock.
@@ -131,6 +154,49 @@ impl Sequencer {
                 .leader()
                 .filter(|(id, _)| *id != self.id)
                 .map(|(_, m)| m),
+        }
+    }
+
+    /// What this node knows of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        ClusterStatus {
+            id: self.id,
+            members: membership
+                .nodes()
+                .map(|(id, member)| (*id, member.clone()))
+                .collect(),
+            leader: m.current_leader,
+            term: m.current_term,
+            leading: self.is_ready_leader(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            matched: m
+                .replication
+                .map(|r| {
+                    r.into_iter()
+                        .map(|(id, l)| (id, l.map(|l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Runs `f` on the engine once it reflects every command committed before the call: a
+    /// linearizable read through openraft's read index. Only the leader answers.
+    pub async fn read_linearizable<T>(
+        &self,
+        f: impl FnOnce(&Core) -> T,
+    ) -> Result<T, ProposeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.replica.read(f)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Err(e) => Err(ProposeError::Fatal(e.to_string())),
         }
     }
 

@@ -35,7 +35,7 @@ pub mod state_machine;
 pub mod types;
 
 pub use error::RaftStoreError;
-pub use leader::{ProposeError, Sequencer};
+pub use leader::{ClusterStatus, ProposeError, Sequencer};
 pub use log_store::LogStore;
 pub use network::{PeerNetwork, serve_peers};
 pub use node::{NodeOptions, OpenError, open_node, raft_config};

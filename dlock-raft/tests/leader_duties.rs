@@ -100,6 +100,26 @@ async fn new_leader_grants_grace_then_expires_by_its_own_ticks() -> Result<()> {
         wait_applied(&n.replica, applied.index).await?;
     }
 
+    // The leader's view of the cluster, and reads that see every committed command.
+    until("a ready leader", || ready_leader(&seqs).is_some()).await?;
+    let l = ready_leader(&seqs).context("a leader")?;
+    let status = seqs[l].status();
+    assert_eq!(status.members, c.members);
+    assert_eq!(status.leader, Some(l as u64 + 1));
+    assert!(status.leading && status.term >= 1);
+    assert!(status.applied_index >= applied.index);
+    let seen = seqs[l]
+        .read_linearizable(|core| core.session(short).map(|s| s.locks.len()))
+        .await?;
+    assert_eq!(seen, Some(1));
+    // A follower does not answer (unless a loaded machine just made it the leader).
+    let other = &seqs[(l + 1) % 3];
+    let read = other.read_linearizable(|core| core.session_count()).await;
+    assert!(
+        matches!(read, Err(ProposeError::NotLeader { .. })) || other.status().leading,
+        "{read:?}"
+    );
+
     // Kill the leader: the new one extends every lease by the grace before anything else.
     until("a ready leader", || ready_leader(&seqs).is_some()).await?;
     let first = ready_leader(&seqs).context("a leader")? as u64 + 1;
