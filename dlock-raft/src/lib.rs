@@ -20,7 +20,26 @@
 //!   grace for every session when its term starts, ticks when a deadline is due;
 //! - [`codec`]: the only module that knows how records and snapshots are encoded.
 //!
-//! [`open_node`] puts them together into a running [`Raft`] node.
+//! [`open_node`] puts them together into a running [`Raft`] node, and a [`Sequencer`] on
+//! it proposes commands while it leads.
+//!
+//! # What is guaranteed, and what is not yet
+//!
+//! - A command is applied once a majority has it on disk (fsynced); a node killed at any
+//!   moment reopens from its directory (the torn tail of its log cut) and catches up from
+//!   the leader's log, or by snapshot once the leader purged what it lacks. Three nodes
+//!   stopped together recover every lock and token.
+//! - Fencing tokens are log indices: strictly increasing across leader changes, restarts
+//!   and snapshots.
+//! - A minority commits nothing.
+//! - Each new term first gives every session the fail-over grace
+//!   ([`Command::ExtendLeases`](dlock_core::Command::ExtendLeases)); time stands still
+//!   while there is no leader.
+//! - Not yet: `dlock-server` does not run on this (no cluster flags), so clients cannot
+//!   fail over; renewals are single entries (not batched); a command re-sent after a
+//!   fail-over by the same request id is not recognised by the engine (exactly-once lives
+//!   in the single server's session table today); peer connections are neither
+//!   authenticated nor encrypted; membership is fixed at `initialize`.
 #![forbid(unsafe_code)]
 // openraft's `StorageError` is what its storage traits return; boxing it here would only move the size.
 #![allow(clippy::result_large_err)]
