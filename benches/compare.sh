@@ -6,6 +6,7 @@
 #   RUNS=2 DURATION=5s bash benches/compare.sh
 #   bash benches/compare.sh idle       # only the idle scenario, against dlock alone
 #   bash benches/compare.sh tls        # dlock over TLS next to plain TCP (64 clients)
+#   DLOCK_HTTP=off bash benches/compare.sh   # dlock-server without its HTTP listener
 #
 # It installs what is missing (redis-server, etcd-server, protobuf-compiler) with apt-get,
 # starts redis-server, etcd and a release dlock-server on loopback ports of its own with
@@ -147,7 +148,10 @@ start_dlock() {
     local port="$1" dir="$TMP/dlock-$1-$RANDOM"
     shift
     mkdir -p "$dir"
-    "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn \
+    # The HTTP listener (metrics, status page) on a port of its own per server, as deployed;
+    # DLOCK_HTTP=off measures without it.
+    local http="${DLOCK_HTTP:-127.0.0.1:$((port + 100))}"
+    "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn --http-listen "$http" \
         --max-connections "$MAX_CONNECTIONS" --max-connections-per-peer "$MAX_CONNECTIONS" \
         --max-locks-per-session 100000 "$@" \
         >"$dir.log" 2>&1 &

@@ -93,7 +93,8 @@ JSON shape (stable): {\"resources\": [{\"name\", \"value_valid\", \"holders\", \
 \"requested_mode\", \"token\", \"since_ms\", \"for_ms\"}. \"mode\" is the granted mode (null while
 waiting), \"requested_mode\" the mode waited for (null for holders), \"token\" the fencing
 token of the latest grant (null while waiting), \"since_ms\" the server clock when the lock
-entered its state and \"for_ms\" how long ago that was, by the server clock of the same reply.";
+entered its state and \"for_ms\" how long ago that was, by the server clock of the same reply
+(\"now_ms\" at the top level). The same document as the server's HTTP /api/resources.";
 
 const PING_AFTER_HELP: &str = "\
 Example:

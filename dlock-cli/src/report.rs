@@ -1,13 +1,12 @@
 //! What `dlock status` prints: an aligned table for people, a stable JSON shape for scripts.
 
-use serde::{Deserialize, Serialize};
-
-use dlock_client::{LockInfo, ResourceInfo};
+use dlock_client::ResourceInfo;
 
 use crate::format;
 
-/// The JSON document `dlock status --json` prints. Its shape is stable: fields may be added,
-/// none is renamed or removed.
+/// The JSON document `dlock status --json` prints: the same type as the server's
+/// `/api/resources` answers ([`dlock_proto::status::ResourcesView`]), with every page. Its
+/// shape is stable: fields may be added, none is renamed or removed.
 ///
 /// ```json
 /// {"resources": [{"name": "db", "value_valid": true,
@@ -15,85 +14,16 @@ use crate::format;
 ///                   "requested_mode": null, "token": 17, "since_ms": 1200, "for_ms": 3400}],
 ///   "converting": [],
 ///   "waiting":    [{"lock": 8, "session": 6, "session_name": "bob@h:7", "mode": null,
-///                   "requested_mode": "PR", "token": null, "since_ms": 4000, "for_ms": 600}]}]}
+///                   "requested_mode": "PR", "token": null, "since_ms": 4000, "for_ms": 600}]}],
+///  "now_ms": 4600}
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusJson {
-    /// Matching resources, in name order.
-    pub resources: Vec<ResourceJson>,
-}
+pub type StatusJson = dlock_proto::status::ResourcesView;
 
 /// One resource in [`StatusJson`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceJson {
-    /// The resource name, as UTF-8 (invalid bytes replaced by U+FFFD).
-    pub name: String,
-    /// Whether the value block is valid (R29, R30).
-    pub value_valid: bool,
-    /// Locks on the grant queue.
-    pub holders: Vec<LockJson>,
-    /// Locks on the convert queue (holding `mode`, waiting for `requested_mode`), head first.
-    pub converting: Vec<LockJson>,
-    /// Locks on the wait queue, head first.
-    pub waiting: Vec<LockJson>,
-}
+pub type ResourceJson = dlock_proto::status::ResourceView;
 
 /// One lock in [`ResourceJson`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockJson {
-    /// The lock id.
-    pub lock: u64,
-    /// The owning session's id.
-    pub session: u64,
-    /// The owning session's name.
-    pub session_name: String,
-    /// The granted mode; `null` while waiting.
-    pub mode: Option<String>,
-    /// The mode waited for; `null` for a holder.
-    pub requested_mode: Option<String>,
-    /// The fencing token of the latest grant; `null` while waiting.
-    pub token: Option<u64>,
-    /// Server clock (ms) when the lock entered its current state (granted or queued).
-    pub since_ms: u64,
-    /// How long ago that was, in milliseconds: the server clock when it answered the query
-    /// minus `since_ms`.
-    pub for_ms: u64,
-}
-
-impl LockJson {
-    fn new(l: &LockInfo, now_ms: u64) -> LockJson {
-        LockJson {
-            lock: l.lock.0,
-            session: l.session.0,
-            session_name: l.session_name.clone(),
-            mode: l.state.granted_mode().map(|m| m.to_string()),
-            requested_mode: l.state.requested_mode().map(|m| m.to_string()),
-            token: l.token.map(|t| t.0),
-            since_ms: l.since_ms,
-            for_ms: now_ms.saturating_sub(l.since_ms),
-        }
-    }
-}
-
-impl StatusJson {
-    /// The JSON view of query results from a reply stamped `now_ms` (the server clock when it
-    /// answered).
-    pub fn new(resources: &[ResourceInfo], now_ms: u64) -> StatusJson {
-        let locks = |ls: &[LockInfo]| ls.iter().map(|l| LockJson::new(l, now_ms)).collect();
-        StatusJson {
-            resources: resources
-                .iter()
-                .map(|r| ResourceJson {
-                    name: format::name(&r.name),
-                    value_valid: r.value_valid,
-                    holders: locks(&r.granted),
-                    converting: locks(&r.converting),
-                    waiting: locks(&r.waiting),
-                })
-                .collect(),
-        }
-    }
-}
+pub type LockJson = dlock_proto::status::LockView;
 
 /// The table of `dlock status`: one row per lock, columns aligned, a header line first.
 /// Returns an empty string when there are no resources. `now_ms` is the server clock of the
@@ -160,7 +90,7 @@ pub fn table(resources: &[ResourceInfo], now_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dlock_client::{FencingToken, LockId, LockState, Mode, SessionId};
+    use dlock_client::{FencingToken, LockId, LockInfo, LockState, Mode, SessionId};
 
     fn lock(id: u64, name: &str, state: LockState, since_ms: u64) -> LockInfo {
         LockInfo {

@@ -33,6 +33,10 @@ async fn status_lists_holders_and_waiters() -> Result<()> {
     let out = output(dlock(&server, &["status", "--json"])).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).context("status --json is JSON")?;
+    // The very type the server's /api/resources answers with, every page in one.
+    let typed: dlock_proto::status::ResourcesView = serde_json::from_slice(&out.stdout)?;
+    assert_eq!((typed.resources.len(), typed.next_cursor), (1, None));
+    assert!(doc["now_ms"].is_u64(), "{doc}");
     let resources = doc["resources"].as_array().context("resources array")?;
     assert_eq!(resources.len(), 1, "{doc}");
     let r = &resources[0];

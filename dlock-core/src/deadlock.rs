@@ -422,3 +422,56 @@ impl Core {
         edges
     }
 }
+
+/// The wait-for path that a new request of `owner` for `mode` on `rr` (at the tail of the
+/// wait queue) would close back to `owner`: the queued requests on it, from the last step
+/// back to the first; `None` if there is none. For [`Core::cycle_through`].
+pub(crate) fn tail_probe_path(
+    core: &Core,
+    rr: ResRef,
+    owner: SessionId,
+    mode: Mode,
+) -> Option<Vec<LockRef>> {
+    let mut search = Search::new(core.config.max_deadlock_search, false);
+    let p = Probe {
+        res: rr,
+        mode,
+        this: None,
+        start: Start::TailOfWait,
+    };
+    let mut w = Vec::new();
+    core.waits_of(p, &mut search, &mut w).ok()?;
+    w.sort_unstable();
+    w.dedup();
+    w.retain(|&s| s != owner);
+    let roots = w.into_iter().map(|t| (t, None, None)).collect();
+    core.find_path(roots, |s| s == owner, &mut search)
+}
+
+impl Core {
+    /// The first wait-for edges (R39) in waiter order, at most `max_edges` distinct ones, and
+    /// whether more exist. Each queued request's walk is bounded by the deadlock search
+    /// budget, so the work is bounded by the edges returned, not by the table.
+    pub(crate) fn edges_bounded(&self, max_edges: usize) -> (Vec<(SessionId, SessionId)>, bool) {
+        let mut edges: BTreeSet<(SessionId, SessionId)> = BTreeSet::new();
+        for (&s, session) in &self.sessions {
+            for id in &session.pending {
+                let Some(&x) = self.lock_ids.get(id) else {
+                    continue;
+                };
+                let mut search = Search::new(self.config.max_deadlock_search, false);
+                if let Ok(w) = self.waits_of_queued(x, &mut search) {
+                    for t in w {
+                        edges.insert((s, t));
+                    }
+                }
+                if edges.len() > max_edges {
+                    let mut edges: Vec<_> = edges.into_iter().collect();
+                    edges.truncate(max_edges);
+                    return (edges, true);
+                }
+            }
+        }
+        (edges.into_iter().collect(), false)
+    }
+}

@@ -100,6 +100,7 @@
 #![forbid(unsafe_code)]
 
 mod blocking;
+mod census;
 mod command;
 mod config;
 mod deadlock;
@@ -123,6 +124,7 @@ mod slab;
 mod timers;
 mod validate;
 
+pub use census::{Census, SessionSummary};
 pub use command::{Command, Input};
 pub use config::Config;
 pub use engine::{Core, Snapshot};

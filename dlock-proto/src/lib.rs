@@ -10,6 +10,7 @@
 
 pub mod codec;
 mod messages;
+pub mod status;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME_LEN, FrameCodec, MalformedFrame};
 pub use messages::*;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use crate::metrics::{NetMetrics, OpenConnection};
 use crate::outbox::BytePool;
 
 /// What an admitted connection holds while it lives: its place under the connection limit
@@ -26,6 +27,10 @@ pub(crate) struct Admitted {
     pub(crate) _slot: PeerSlot,
     /// The outboxes' shared pool.
     pub(crate) outbox_pool: Arc<BytePool>,
+    /// The connection layer's counters.
+    pub(crate) net: Arc<NetMetrics>,
+    /// Counted as open while the connection lives.
+    pub(crate) _open: OpenConnection,
 }
 
 /// Open connections per client address, shared by the accept loop and the connections.

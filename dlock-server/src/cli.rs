@@ -195,6 +195,12 @@ pub struct Args {
     #[arg(long, env = "DLOCK_AUTH_RULES")]
     pub auth_rules: Option<PathBuf>,
 
+    /// Address of the HTTP listener: Prometheus metrics at /metrics, /healthz, /readyz, a
+    /// JSON API under /api/ and a live status page at /; `off` disables it. It has no
+    /// authentication: keep it on a private address.
+    #[arg(long, env = "DLOCK_HTTP_LISTEN", default_value = crate::DEFAULT_HTTP_LISTEN)]
+    pub http_listen: HttpListen,
+
     /// A tool instead of the server.
     #[command(subcommand)]
     pub command: Option<Tool>,
@@ -213,6 +219,23 @@ pub enum Tool {
     /// Print the SHA-256 hash of a token read from standard input (one line), as an
     /// --auth-file line wants it.
     HashToken,
+}
+
+/// The value of `--http-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HttpListen, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(HttpListen(None));
+        }
+        s.parse()
+            .map(|a| HttpListen(Some(a)))
+            .map_err(|e| format!("expected an address such as 127.0.0.1:7421, or `off`: {e}"))
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -270,6 +293,7 @@ impl Args {
             },
             auth_file: self.auth_file.clone(),
             auth_rules: self.auth_rules.clone(),
+            http_listen: self.http_listen.0,
             ..defaults
         }
     }
@@ -282,8 +306,27 @@ mod tests {
     #[test]
     fn no_arguments_give_the_documented_defaults() {
         let args = Args::try_parse_from(["dlock-server"]).unwrap();
-        assert_eq!(args.to_config(), Config::default());
+        let http = Some(crate::DEFAULT_HTTP_LISTEN.parse().unwrap());
+        let expected = Config {
+            http_listen: http,
+            ..Config::default()
+        };
+        assert_eq!(args.to_config(), expected);
         assert_eq!(args.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn http_listen_takes_an_address_or_off() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["dlock-server", "--http-listen", v])
+                .map(|a| a.to_config().http_listen)
+        };
+        assert_eq!(parse("off").unwrap(), None);
+        assert_eq!(
+            parse("0.0.0.0:9100").unwrap(),
+            Some("0.0.0.0:9100".parse().unwrap())
+        );
+        assert!(parse("nowhere").is_err());
     }
 
     #[test]

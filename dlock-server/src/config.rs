@@ -103,7 +103,15 @@ pub struct Config {
     /// Authorisation rules per identity and resource-name prefix (TOML, see
     /// [`crate::security::rules`]). Default: everything allowed.
     pub auth_rules: Option<PathBuf>,
+    /// Address of the HTTP listener (metrics, health, JSON API, status page), if any. Used
+    /// by [`serve`](crate::serve) and [`Server::http`](crate::Server::http); [`run`](crate::run)
+    /// serves no HTTP (see [`run_with_http`](crate::run_with_http)). The binary's default is
+    /// [`DEFAULT_HTTP_LISTEN`]; the library's is none.
+    pub http_listen: Option<SocketAddr>,
 }
+
+/// The binary's default HTTP listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7421";
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
@@ -139,6 +147,7 @@ impl Default for Config {
             tls: None,
             auth_file: None,
             auth_rules: None,
+            http_listen: None,
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,
             replay_pool_bytes: usize::MAX,

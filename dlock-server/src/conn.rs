@@ -21,6 +21,7 @@ use crate::admission::{Admitted, RateLimit};
 use crate::budget::OUTBOX_RESERVE;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
+use crate::metrics::{FrameError, NetMetrics, NetRefusal};
 use crate::msg::{CoreMsg, HelloOutcome};
 use crate::outbox::Outbox;
 use crate::security::Security;
@@ -73,7 +74,7 @@ pub(crate) async fn serve<S: ServerStream>(
         pool: admitted.outbox_pool.clone(),
     };
     let outbox = Arc::new(Outbox::with_pool(config.outbox_max_bytes, Some(shared)));
-    let shared = Arc::new(ConnShared::new(server_shutdown, peer));
+    let shared = Arc::new(ConnShared::new(server_shutdown, peer, admitted.net.clone()));
     let conn = ConnHandle {
         id,
         outbox: outbox.clone(),
@@ -129,9 +130,13 @@ enum Frame {
 /// Reads the next frame; protocol errors close the connection with the matching message.
 async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle) -> Frame {
     let peer = conn.peer();
-    match reader.next().await {
+    let outcome = reader.next().await;
+    let net = &conn.shared.net;
+    net.read(reader.take_bytes_read());
+    match outcome {
         ReadOutcome::Closed => Frame::End,
         ReadOutcome::TimedOut => {
+            net.frame_error(FrameError::Timeout);
             warn!(%peer, "frame not completed in time; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::FrameTimeout)),
@@ -141,6 +146,7 @@ async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle)
         }
         ReadOutcome::Frame(Ok(msg)) => Frame::Message(msg),
         ReadOutcome::Frame(Err(malformed)) => {
+            net.frame_error(FrameError::Malformed);
             warn!(%peer, error = %malformed, "malformed frame; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::Malformed(
@@ -151,6 +157,7 @@ async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle)
             Frame::End
         }
         ReadOutcome::Failed(CodecError::FrameTooLarge { len, max }) => {
+            net.frame_error(FrameError::TooLarge);
             warn!(%peer, len, max, "frame too large; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::FrameTooLarge {
@@ -201,6 +208,7 @@ async fn read_loop<R: ReadHalf>(
             Frame::End => break,
             Frame::Message(ClientMessage::Hello(_)) => {
                 // Not fatal: answered with a typed error; a Hello carries no request id.
+                conn.shared.net.refused(NetRefusal::UnexpectedHello);
                 let reply = ServerMessage::Reply {
                     id: RequestId(0),
                     body: Reply::Error(RequestError::UnexpectedHello),
@@ -228,6 +236,7 @@ async fn read_loop<R: ReadHalf>(
                 }
                 if !rate.admit(Instant::now) {
                     // Over its rate: answered here, at no cost to the engine or anyone else.
+                    conn.shared.net.refused(NetRefusal::Overloaded);
                     let reply = ServerMessage::Reply {
                         id,
                         body: Reply::Error(RequestError::Overloaded),
@@ -249,6 +258,7 @@ async fn read_loop<R: ReadHalf>(
                     id,
                     body,
                     slot,
+                    received: Instant::now(),
                 }
             }
         };
@@ -310,6 +320,7 @@ async fn handshake<R: ReadHalf>(
     let mut hello: Hello = match first {
         Err(_) => {
             warn!(%peer, "no Hello within the handshake timeout; closing connection");
+            conn.shared.net.frame_error(FrameError::HandshakeTimeout);
             conn.close(
                 Some(ServerMessage::ProtocolError(
                     ProtocolError::HandshakeTimeout,
@@ -322,12 +333,14 @@ async fn handshake<R: ReadHalf>(
         Ok(Frame::Message(ClientMessage::Hello(hello))) => hello,
         Ok(Frame::Message(_)) => {
             warn!(%peer, "first frame is not a Hello; closing connection");
+            conn.shared.net.frame_error(FrameError::ExpectedHello);
             conn.close(Some(ServerMessage::Refused(Refusal::ExpectedHello)), true);
             return None;
         }
     };
     if hello.protocol_version != PROTOCOL_VERSION {
         warn!(%peer, client = hello.protocol_version, server = PROTOCOL_VERSION, "protocol version mismatch; closing connection");
+        conn.shared.net.frame_error(FrameError::VersionMismatch);
         conn.close(
             Some(ServerMessage::Refused(Refusal::VersionMismatch {
                 server: PROTOCOL_VERSION,
@@ -406,7 +419,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 // it is cut off (its session lives on), so it holds no outbox for long.
                 let written = tokio::time::timeout(config.slow_reader_timeout, async {
                     for m in turn {
-                        if !feed(&mut sink, m, peer).await {
+                        if !feed(&mut sink, m, peer, &shared.net).await {
                             return false;
                         }
                     }
@@ -456,13 +469,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(grace, async {
         if fin.flush_first {
             for m in outbox.try_take() {
-                if !feed(&mut sink, m, peer).await {
+                if !feed(&mut sink, m, peer, &shared.net).await {
                     return;
                 }
             }
         }
         if let Some(m) = fin.msg
-            && !feed(&mut sink, m, peer).await
+            && !feed(&mut sink, m, peer, &shared.net).await
         {
             return;
         }
@@ -476,9 +489,23 @@ async fn feed<W: AsyncWrite + Unpin>(
     sink: &mut FramedWrite<W, FrameCodec<ClientMessage, ServerMessage>>,
     msg: ServerMessage,
     peer: SocketAddr,
+    net: &NetMetrics,
 ) -> bool {
+    let before = sink.write_buffer().len();
     match sink.feed(msg).await {
-        Ok(()) => true,
+        Ok(()) => {
+            // Feeding flushes the whole buffer first when it is over the boundary, so what
+            // the buffer grew by, or all of it after a flush, is this frame.
+            let after = sink.write_buffer().len();
+            net.written(
+                (if after >= before {
+                    after - before
+                } else {
+                    after
+                }) as u64,
+            );
+            true
+        }
         Err(CodecError::Io(e)) => {
             debug!(%peer, error = %e, "write failed");
             false

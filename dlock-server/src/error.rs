@@ -15,6 +15,14 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
+    /// The HTTP listener's address (`--http-listen`) could not be bound.
+    #[error("cannot listen for HTTP on {addr} (--http-listen; `off` disables it): {source}")]
+    HttpBind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
     /// The data directory or the fencing-token floor in it could not be read or written.
     #[error("fencing-token floor in {path}: {source}")]
     Floor {

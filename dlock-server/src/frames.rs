@@ -45,6 +45,8 @@ pub(crate) struct FrameReader<R> {
     frame_timeout: Duration,
     /// When the first byte of the frame now being read arrived.
     started: Option<Instant>,
+    /// Bytes read since the last [`take_bytes_read`](Self::take_bytes_read).
+    bytes_read: u64,
 }
 
 impl<R: ReadHalf> FrameReader<R> {
@@ -56,7 +58,13 @@ impl<R: ReadHalf> FrameReader<R> {
             buf: BytesMut::new(),
             frame_timeout,
             started: None,
+            bytes_read: 0,
         }
+    }
+
+    /// The bytes read since the last call (for the byte counters).
+    pub(crate) fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
     }
 
     /// The next frame, the end of the stream, or why there is none.
@@ -111,7 +119,8 @@ impl<R: ReadHalf> FrameReader<R> {
                         io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame");
                     return ReadOutcome::Failed(e.into());
                 }
-                Ok(_) => {
+                Ok(n) => {
+                    self.bytes_read += n as u64;
                     if self.started.is_none() {
                         self.started = Some(Instant::now());
                     }

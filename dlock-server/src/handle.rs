@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use dlock_proto::ServerMessage;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::NetMetrics;
 use crate::outbox::Outbox;
 
 /// Identifies a connection within one server run.
@@ -33,16 +34,23 @@ pub(crate) struct ConnShared {
     pub(crate) server_shutdown: CancellationToken,
     /// The peer's address.
     pub(crate) peer: SocketAddr,
+    /// The connection layer's counters.
+    pub(crate) net: Arc<NetMetrics>,
     fin: Mutex<Option<Final>>,
 }
 
 impl ConnShared {
     /// The shared state of a new connection from `peer`.
-    pub(crate) fn new(server_shutdown: CancellationToken, peer: SocketAddr) -> ConnShared {
+    pub(crate) fn new(
+        server_shutdown: CancellationToken,
+        peer: SocketAddr,
+        net: Arc<NetMetrics>,
+    ) -> ConnShared {
         ConnShared {
             token: server_shutdown.child_token(),
             server_shutdown,
             peer,
+            net,
             fin: Mutex::new(None),
         }
     }

@@ -65,6 +65,8 @@ mod floor;
 mod frames;
 pub mod grace;
 mod handle;
+mod http;
+mod metrics;
 mod msg;
 mod outbox;
 pub mod security;
@@ -82,7 +84,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
 pub use security::{Security, TlsConfig};
@@ -144,13 +146,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let security = Security::load(&config)?;
-    run_secured(listener, config, security, shutdown).await
+    run_inner(listener, None, config, security, shutdown).await
 }
 
 /// [`run`] with security state loaded beforehand by [`Security::load`], which the caller
 /// keeps to [`reload`](Security::reload) it (on SIGHUP, say) while the server runs.
 pub async fn run_secured(
     listener: TcpListener,
+    config: Config,
+    security: Arc<Security>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_inner(listener, None, config, security, shutdown).await
+}
+
+/// [`run_secured`], and the HTTP listener (metrics, health, JSON API, status page) on `http`
+/// until the server stops. `config.http_listen` is not used: `http` is already bound.
+pub async fn run_with_http(
+    listener: TcpListener,
+    http: TcpListener,
+    config: Config,
+    security: Arc<Security>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_inner(listener, Some(http), config, security, shutdown).await
+}
+
+pub(crate) async fn run_inner(
+    listener: TcpListener,
+    http: Option<TcpListener>,
     config: Config,
     security: Arc<Security>,
     shutdown: impl Future<Output = ()>,
@@ -264,6 +288,16 @@ pub async fn run_secured(
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let peers = Arc::new(admission::PeerConnections::default());
     let outbox_pool = Arc::new(outbox::BytePool::new(config.outbox_pool_bytes));
+    let net = Arc::new(metrics::NetMetrics::default());
+    // In a JoinSet so that the HTTP listener stops with `run`, however it ends.
+    let mut http_task = JoinSet::new();
+    if let Some(http) = http {
+        let state = http::HttpState {
+            core_tx: core_tx.clone(),
+            net: net.clone(),
+        };
+        http_task.spawn(http::serve(http, state, token.clone()));
+    }
 
     // Refusals in progress (each answers one connection over the limit), bounded too.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
@@ -300,6 +334,9 @@ pub async fn run_secured(
                 }),
             },
         };
+        if let Err(refusal) = &admitted {
+            count_refusal(&net, refusal);
+        }
         match admitted {
             Ok((permit, slot)) => {
                 next_conn += 1;
@@ -307,6 +344,8 @@ pub async fn run_secured(
                     _permit: permit,
                     _slot: slot,
                     outbox_pool: outbox_pool.clone(),
+                    net: net.clone(),
+                    _open: net.opened(),
                 };
                 conns.spawn(serve_conn(
                     stream,
@@ -449,13 +488,49 @@ fn core_result(
     }
 }
 
-/// Binds `config.listen` and calls [`run`].
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let listener = TcpListener::bind(config.listen)
+/// Counts a connection refused by the accept loop.
+fn count_refusal(net: &metrics::NetMetrics, refusal: &dlock_proto::Refusal) {
+    match refusal {
+        dlock_proto::Refusal::TooManyConnections => {
+            net.refused(metrics::NetRefusal::TooManyConnections);
+        }
+        dlock_proto::Refusal::TooManyConnectionsFromPeer { .. } => {
+            net.refused(metrics::NetRefusal::TooManyConnectionsFromPeer);
+        }
+        _ => {}
+    }
+}
+
+/// Binds `addr` for the server (clients or HTTP).
+pub(crate) async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    run(listener, config, shutdown).await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Binds `addr` for the HTTP listener.
+pub(crate) async fn bind_http(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::HttpBind { addr, source })
+}
+
+/// Binds `config.listen` (and `config.http_listen`, if set) and calls [`run`] (or
+/// [`run_with_http`]). Either address in use is an error before anything is served.
+pub async fn serve(
+    config: Config,
+    security: Arc<Security>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let listener = bind(config.listen).await?;
+    let http = match config.http_listen {
+        Some(addr) => Some(bind_http(addr).await?),
+        None => None,
+    };
+    if let Some(http) = &http
+        && let Ok(addr) = http.local_addr()
+    {
+        info!(%addr, "HTTP listener: /metrics, /healthz, /readyz, /api/..., status page at /");
+    }
+    run_inner(listener, http, config, security, shutdown).await
 }

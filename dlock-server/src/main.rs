@@ -47,11 +47,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = args.to_config();
     let security = dlock_server::Security::load(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let reloads = tokio::spawn(reload_on_sighup(security.clone()));
-    let result = dlock_server::run_secured(listener, config, security, shutdown_signal()).await;
+    let result = dlock_server::serve(config, security, shutdown_signal()).await;
     reloads.abort();
     result?;
     Ok(())

@@ -4,6 +4,7 @@
 use dlock_core::{RequestId, SessionId};
 use dlock_proto::{Hello, Refusal, Request, ServerMessage};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::time::Instant;
 
 use crate::handle::{ConnHandle, ConnId};
 
@@ -45,6 +46,8 @@ pub(crate) enum CoreMsg {
         /// One of the connection's in-flight slots, given back when the core task drops the
         /// message after handling it.
         slot: OwnedSemaphorePermit,
+        /// When the connection read it (for the request service time).
+        received: Instant,
     },
     /// The client acknowledged every event up to `seq`.
     Ack {
@@ -62,6 +65,67 @@ pub(crate) enum CoreMsg {
         /// The connection.
         conn: ConnId,
     },
+    /// A question of the HTTP listener (metrics, status page, JSON API), answered from the
+    /// core's state without changing it.
+    Status {
+        /// The question.
+        query: StatusQuery,
+        /// Where the core task answers.
+        reply: oneshot::Sender<StatusAnswer>,
+    },
+}
+
+/// A question of the HTTP listener. Every answer is bounded, whatever the table's size.
+#[derive(Debug)]
+pub(crate) enum StatusQuery {
+    /// Counters, the census of the table and readiness, for `/metrics` and `/readyz`.
+    Metrics,
+    /// `/api/status`.
+    Status,
+    /// `/api/resources`: resources starting with `prefix` after `after`, at most `limit`.
+    Resources {
+        /// The name prefix.
+        prefix: Vec<u8>,
+        /// The last name of the previous page.
+        after: Option<Vec<u8>>,
+        /// Most resources.
+        limit: usize,
+    },
+    /// `/api/sessions`: sessions after `after`, at most `limit`.
+    Sessions {
+        /// The last session of the previous page.
+        after: Option<SessionId>,
+        /// Most sessions.
+        limit: usize,
+    },
+    /// `/api/waits`.
+    Waits,
+}
+
+/// The core's answer to a [`StatusQuery`].
+#[derive(Debug)]
+pub(crate) enum StatusAnswer {
+    /// For [`StatusQuery::Metrics`].
+    Metrics(Box<CoreSnapshot>),
+    /// For [`StatusQuery::Status`] (the connection count is the HTTP side's to fill in).
+    Status(Box<dlock_proto::status::ServerStatus>),
+    /// For [`StatusQuery::Resources`].
+    Resources(dlock_proto::status::ResourcesView),
+    /// For [`StatusQuery::Sessions`].
+    Sessions(dlock_proto::status::SessionsView),
+    /// For [`StatusQuery::Waits`].
+    Waits(dlock_proto::status::WaitsView),
+}
+
+/// The core task's counters and the census of its table at one moment.
+#[derive(Debug)]
+pub(crate) struct CoreSnapshot {
+    /// The counters.
+    pub(crate) stats: crate::core_task::CoreStats,
+    /// Sessions, resources and locks by state and mode.
+    pub(crate) census: dlock_core::Census,
+    /// Whether locks are granted (not in the restart grace).
+    pub(crate) ready: bool,
 }
 
 /// The core's answer to a `Hello`.

@@ -19,7 +19,6 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -56,19 +55,34 @@ impl Server {
         Server { config, data_dir }
     }
 
-    /// Binds the address and starts serving in a task of the current tokio runtime.
+    /// Also serves the HTTP listener (metrics, health, JSON API, status page) on `addr`
+    /// (`127.0.0.1:0` picks a free port; see [`ServerHandle::http_addr`]). Without this the
+    /// in-process server serves no HTTP.
+    pub fn http(mut self, addr: SocketAddr) -> Server {
+        self.config.http_listen = Some(addr);
+        self
+    }
+
+    /// Binds the address (and the HTTP address, if any) and starts serving in a task of the
+    /// current tokio runtime.
     pub async fn spawn(self) -> Result<ServerHandle, ServerError> {
         let security = Security::load(&self.config)?;
-        let listener = TcpListener::bind(self.config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: self.config.listen,
-                source,
-            })?;
+        let listener = crate::bind(self.config.listen).await?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: self.config.listen,
             source,
         })?;
+        let http = match self.config.http_listen {
+            Some(at) => {
+                let l = crate::bind_http(at).await?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| ServerError::HttpBind { addr: at, source })?;
+                Some((l, bound))
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|(_, a)| *a);
         let (config, temp_dir) = match self.data_dir {
             Some(dir) => (
                 Config {
@@ -92,16 +106,19 @@ impl Server {
             }
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(crate::run_secured(
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(crate::run_inner(
             listener,
+            http.map(|(l, _)| l),
             config,
             security.clone(),
-            async {
-                let _ = stopped.await;
-            },
+            stopped,
         ));
         Ok(ServerHandle {
             addr,
+            http_addr,
             security,
             stop: Some(stop),
             task: Some(task),
@@ -115,6 +132,7 @@ impl Server {
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     security: Arc<Security>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
@@ -125,6 +143,12 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when `:0` was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP listener's address, if [`Server::http`] asked for one (with the real port
+    /// when `:0` was asked for).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Reads the TLS certificate and key, the token file and the rules file again, as

@@ -6,6 +6,7 @@
 
 pub mod chaos;
 pub mod hostile;
+pub mod http;
 pub mod proxy;
 pub mod raw;
 pub mod sdk;

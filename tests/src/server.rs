@@ -18,6 +18,8 @@ pub struct TestServer {
     config: Config,
     /// Keeps the temporary data directory alive (shared so that it outlives restarts).
     data_dir: Arc<tempfile::TempDir>,
+    /// The HTTP listener's address, if the server serves HTTP.
+    http: Option<SocketAddr>,
     running: Option<Running>,
 }
 
@@ -62,10 +64,36 @@ impl TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             config,
             data_dir,
+            http: None,
             running: None,
         };
         server.launch().await?;
         Ok(server)
+    }
+
+    /// [`start_with`](Self::start_with), with the HTTP listener on `127.0.0.1:0` (the same
+    /// port again after a restart): see [`http_addr`](Self::http_addr).
+    pub async fn start_with_http(config: Config) -> Result<TestServer> {
+        let data_dir = Arc::new(
+            tempfile::Builder::new()
+                .prefix("dlock-test-")
+                .tempdir()
+                .context("creating a temporary data dir")?,
+        );
+        let mut server = TestServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config,
+            data_dir,
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            running: None,
+        };
+        server.launch().await?;
+        Ok(server)
+    }
+
+    /// The HTTP listener's address (if started with [`start_with_http`](Self::start_with_http)).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// The address the server listens on.
@@ -89,32 +117,32 @@ impl TestServer {
     }
 
     async fn launch(&mut self) -> Result<()> {
-        // Rebind the previous port on a restart so that clients can reconnect to the same
-        // address; the first start takes any free port.
-        let mut listener = None;
-        for _ in 0..50 {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    break;
-                }
-                Err(e) if self.addr.port() != 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(e).context("binding 127.0.0.1"),
-            }
-        }
-        let Some(listener) = listener else {
-            bail!("could not rebind {}", self.addr);
-        };
+        let listener = rebind(self.addr).await?;
         self.addr = listener.local_addr()?;
+        let http = match self.http {
+            Some(at) => {
+                let l = rebind(at).await?;
+                self.http = Some(l.local_addr()?);
+                Some(l)
+            }
+            None => None,
+        };
         self.config.listen = self.addr;
         self.config.data_dir = PathBuf::from(self.data_dir.path());
         let (tx, rx) = oneshot::channel::<()>();
         let config = self.config.clone();
-        let task = tokio::spawn(dlock_server::run(listener, config, async move {
+        let stopped = async move {
             let _ = rx.await;
-        }));
+        };
+        let task = match http {
+            None => tokio::spawn(dlock_server::run(listener, config, stopped)),
+            Some(http) => {
+                let security = dlock_server::Security::load(&config)?;
+                tokio::spawn(dlock_server::run_with_http(
+                    listener, http, config, security, stopped,
+                ))
+            }
+        };
         self.running = Some(Running { shutdown: tx, task });
         Ok(())
     }
@@ -168,4 +196,19 @@ impl Drop for TestServer {
             running.task.abort();
         }
     }
+}
+
+/// Binds `addr`: on a restart the previous port (retried while it is still in use, so that
+/// clients can reconnect to the same address), on the first start any free port.
+async fn rebind(addr: SocketAddr) -> Result<TcpListener> {
+    for _ in 0..50 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if addr.port() != 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e).context("binding 127.0.0.1"),
+        }
+    }
+    bail!("could not rebind {addr}")
 }

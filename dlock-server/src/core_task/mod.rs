@@ -19,6 +19,8 @@ mod outbound;
 mod requests;
 mod routing;
 mod sessions;
+mod stats;
+mod status;
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ use self::grace::NotHeld;
 use self::requests::Action;
 use self::routing::{apply_and_route, apply_for_server, close_overflowed};
 use self::sessions::{SessionState, Sessions};
+pub(crate) use self::stats::{CoreStats, REQUEST_KINDS};
 use crate::floor::Floor;
 use crate::grace::LeaseRecord;
 use crate::handle::{ConnHandle, ConnId};
@@ -122,9 +125,11 @@ impl CoreTask {
                     if n == 0 {
                         break;
                     }
+                    let busy = Instant::now();
                     for msg in batch.drain(..) {
                         self.handle(msg)?;
                     }
+                    self.count_busy(busy);
                 }
                 // The engine's next deadline or the grace's end, whichever comes first.
                 () = &mut timer, if timer_at.is_some() => {
@@ -155,14 +160,25 @@ impl CoreTask {
                 self.apply(Command::Tick)?;
             }
             close_overflowed(&mut self.engine, &mut self.sessions)?;
+            // Victims of conversions, ticks and the grace's end, remembered untraced.
+            self.trace_deadlocks(None);
+            let busy = Instant::now();
             // Delivery comes last, after the whole batch, the grace's end, the Tick and the
             // overflow closes: each connection gets everything this wake-up produced for it
             // in one burst, so its task wakes once and writes once (see `outbound`). The
             // order of messages to one connection is the order they were produced in.
             self.sessions.deliver();
+            self.count_busy(busy);
         }
         debug!(sessions = self.sessions.map.len(), "core task stopped");
         Ok(())
+    }
+
+    /// Adds the time since `since` to the core task's busy time.
+    fn count_busy(&mut self, since: Instant) {
+        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let busy = &mut self.sessions.monitor.stats.busy_ns;
+        *busy = busy.saturating_add(ns);
     }
 
     /// Applies `command` and routes its events.
@@ -192,7 +208,20 @@ impl CoreTask {
                 id,
                 body,
                 slot: _slot,
-            } => self.request(session, conn, id, body),
+                received,
+            } => {
+                self.request(session, conn, id, body)?;
+                self.sessions
+                    .monitor
+                    .stats
+                    .service
+                    .observe(received.elapsed());
+                Ok(())
+            }
+            CoreMsg::Status { query, reply } => {
+                self.status(query, reply);
+                Ok(())
+            }
             CoreMsg::Ack { session, conn, seq } => {
                 if !self.sessions.acknowledge(session, conn, seq) {
                     return Ok(());
@@ -284,6 +313,7 @@ impl CoreTask {
             .is_some_and(|s| s.identity == identity)
             && self.engine.core().check_secret(session, resume.secret);
         if !known {
+            self.sessions.monitor.rejected("unknown_session");
             let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
             return Ok(());
         }
@@ -328,6 +358,9 @@ impl CoreTask {
         let limit = self.config.max_sessions_per_peer;
         if self.sessions.count_for(peer.ip()) >= limit {
             debug!(%peer, limit, "too many sessions from one address; refusing a new one");
+            self.sessions
+                .monitor
+                .rejected("too_many_sessions_from_peer");
             let refusal = Refusal::TooManySessionsFromPeer {
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
             };
@@ -375,6 +408,7 @@ impl CoreTask {
                 self.sessions
                     .insert(session, SessionState::new(conn, identity));
                 info!(%session, %peer, identity = %who, name = %hello.client_name, ttl_ms, "session opened");
+                self.sessions.monitor.stats.sessions_opened += 1;
                 let outcome = HelloOutcome::Welcome {
                     session,
                     messages,
@@ -386,6 +420,7 @@ impl CoreTask {
             }
             Err(reason) => {
                 debug!(%peer, %reason, "session refused");
+                self.sessions.monitor.rejected(stats::reject_label(&reason));
                 let _ = reply.send(HelloOutcome::Refused(Refusal::Rejected(reason)));
             }
         }
@@ -399,6 +434,7 @@ impl CoreTask {
         id: RequestId,
         body: Request,
     ) -> Result<(), ServerError> {
+        self.sessions.monitor.request(&body);
         let Some(s) = self.sessions.attached(session, conn) else {
             // A straggler of a superseded connection, or a session that has ended.
             return Ok(());
@@ -470,7 +506,19 @@ impl CoreTask {
             return self.renew_implicitly(session);
         }
         let Some(grace) = &mut self.grace else {
-            return self.apply(command);
+            // Only a session that owns a lock can close a wait-for cycle (R39): the name is
+            // copied for tracing a possible cycle only then, not on every request.
+            let probe = match &command {
+                Command::Lock { args, .. }
+                    if self.engine.core().session_lock_count(session) > 0 =>
+                {
+                    Some((session, id, args.resource.clone(), args.mode))
+                }
+                _ => None,
+            };
+            self.apply(command)?;
+            self.trace_deadlocks(probe);
+            return Ok(());
         };
         // Recovery grace: nothing may be granted yet.
         match grace.hold(command, self.config.grace_queue_capacity, Instant::now()) {
@@ -482,6 +530,7 @@ impl CoreTask {
                 self.renew_implicitly(session)
             }
             Err(NotHeld::Full) => {
+                self.sessions.monitor.rejected("grace_queue_full");
                 // Refused, not received: the id may be used again.
                 if let Some(s) = self.sessions.map.get_mut(&session) {
                     s.max_request = previous_max;

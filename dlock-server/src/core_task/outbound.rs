@@ -139,7 +139,11 @@ mod tests {
     fn conn(id: ConnId, capacity: usize) -> (ConnHandle, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(capacity * crate::outbox::approx_size(&pong(0))));
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        let shared = Arc::new(ConnShared::new(CancellationToken::new(), peer));
+        let shared = Arc::new(ConnShared::new(
+            CancellationToken::new(),
+            peer,
+            Default::default(),
+        ));
         let handle = ConnHandle {
             id,
             outbox: outbox.clone(),

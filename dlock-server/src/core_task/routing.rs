@@ -3,6 +3,7 @@
 
 use dlock_core::{Command, Core, Event, EventKind, RequestId, SessionId};
 use dlock_proto::ServerMessage;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::engine::Engine;
@@ -26,11 +27,34 @@ impl Sessions {
                 // The Welcome says this.
                 continue;
             }
+            self.monitor.event(&event);
             let session = event.session;
             self.count_locks(session, core.session_lock_count(session));
             let Some(s) = self.map.get_mut(&session) else {
                 continue;
             };
+            // Queue wait: from `Queued` to the request's completion (observed for grants).
+            match (&event.kind, event.lock) {
+                (EventKind::Queued, Some(lock)) => {
+                    s.queued_at.insert(lock, Instant::now());
+                }
+                (
+                    EventKind::Granted { .. }
+                    | EventKind::Cancelled
+                    | EventKind::TimedOut
+                    | EventKind::Deadlock
+                    | EventKind::NotQueued
+                    | EventKind::Unlocked,
+                    Some(lock),
+                ) if !s.queued_at.is_empty() => {
+                    if let Some(at) = s.queued_at.remove(&lock)
+                        && matches!(event.kind, EventKind::Granted { .. })
+                    {
+                        self.monitor.stats.queue_wait.observe(at.elapsed());
+                    }
+                }
+                _ => {}
+            }
             let ended = matches!(
                 event.kind,
                 EventKind::SessionExpired | EventKind::SessionClosed

@@ -5,10 +5,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use dlock_core::{Event, SessionId};
+use dlock_core::{Event, LockId, SessionId};
 use dlock_proto::{ProtocolError, ServerMessage};
 
 use super::outbound::Outbound;
+use super::stats::Monitor;
 use crate::handle::{ConnHandle, ConnId};
 
 /// One session as the server sees it.
@@ -30,6 +31,8 @@ pub(super) struct SessionState {
     pub(super) peer: IpAddr,
     /// What `replay` holds, in (approximate) bytes.
     replay_bytes: usize,
+    /// When each of its queued requests was queued, by lock (for the queue wait histogram).
+    pub(super) queued_at: HashMap<LockId, tokio::time::Instant>,
     /// The locks the engine said the session owns, when it last had an event: what the
     /// session adds to its address's lock count.
     locks: usize,
@@ -50,6 +53,7 @@ impl SessionState {
             conn: Some(conn),
             replaying: true,
             replay_bytes: 0,
+            queued_at: HashMap::new(),
             locks: 0,
         }
     }
@@ -101,6 +105,8 @@ pub(super) struct Sessions {
     /// Most bytes all replay buffers together may hold (the memory budget's share); over
     /// it, the session holding the most is closed as overflowed.
     replay_pool: usize,
+    /// What the core task counts for `/metrics` and the status page.
+    pub(super) monitor: Monitor,
 }
 
 impl Sessions {
@@ -115,6 +121,7 @@ impl Sessions {
             per_peer: HashMap::new(),
             replay_bytes: 0,
             replay_pool,
+            monitor: Monitor::default(),
         }
     }
 

@@ -1,0 +1,157 @@
+//! Read-only summaries of the whole table for monitoring (R66): a census of locks by state
+//! and mode, pages of sessions, and the wait-for path that made a request a deadlock victim.
+//!
+//! Each is a read of the current state, like the queries in `inspect`; the census walks
+//! every resource's queues once, pages of sessions walk only their page.
+
+use serde::{Deserialize, Serialize};
+
+use crate::deadlock::tail_probe_path;
+use crate::engine::Core;
+use crate::{Mode, SessionId, WaitsFor};
+
+/// How many locks are in each state and mode, and how many sessions and resources exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Census {
+    /// Live sessions.
+    pub sessions: u64,
+    /// Resources (a resource lives while it has a lock).
+    pub resources: u64,
+    /// Granted locks by granted mode, indexed by [`Mode::index`].
+    pub granted: [u64; 6],
+    /// Converting locks by requested mode.
+    pub converting: [u64; 6],
+    /// Waiting locks by requested mode.
+    pub waiting: [u64; 6],
+}
+
+impl Census {
+    /// All locks counted, whatever their state.
+    pub fn locks(&self) -> u64 {
+        [&self.granted, &self.converting, &self.waiting]
+            .iter()
+            .flat_map(|a| a.iter())
+            .sum()
+    }
+
+    /// Queued requests: converting plus waiting locks.
+    pub fn queued(&self) -> u64 {
+        self.converting.iter().chain(&self.waiting).sum()
+    }
+}
+
+/// One session as a monitoring page lists it: no locks, only how many.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// The session.
+    pub session: SessionId,
+    /// Its name, as the client gave it.
+    pub name: String,
+    /// Its lease length in milliseconds.
+    pub ttl_ms: u64,
+    /// Core clock (ms) at which the lease runs out unless renewed.
+    pub expires_at_ms: u64,
+    /// How many locks it owns (granted, converting or waiting).
+    pub locks: u64,
+    /// How many of them have a queued request.
+    pub pending: u64,
+}
+
+impl Core {
+    /// Counts every lock by state and mode (walks each resource's three queues once).
+    pub fn census(&self) -> Census {
+        let mut c = Census {
+            sessions: self.sessions.len() as u64,
+            resources: self.names.len() as u64,
+            ..Census::default()
+        };
+        for &r in self.names.values() {
+            let Some(res) = self.resources.get(r.0) else {
+                continue;
+            };
+            for (_, l) in res.granted.iter(&self.locks) {
+                if let Some(m) = l.status.public().granted_mode() {
+                    c.granted[m.index()] += 1;
+                }
+            }
+            if let Some(q) = res.queues.as_deref() {
+                for (_, l) in q.convert.iter(&self.locks) {
+                    if let Some(m) = l.status.requested_mode() {
+                        c.converting[m.index()] += 1;
+                    }
+                }
+                for (_, l) in q.wait.iter(&self.locks) {
+                    if let Some(m) = l.status.requested_mode() {
+                        c.waiting[m.index()] += 1;
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// A page of sessions in id order: those with ids above `after` (all for `None`), at
+    /// most `limit` of them. The flag says whether more follow the last one returned.
+    pub fn sessions_page(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> (Vec<SessionSummary>, bool) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut rest = self.sessions.range((start, Bound::Unbounded));
+        let page = rest
+            .by_ref()
+            .take(limit)
+            .map(|(&id, s)| SessionSummary {
+                session: id,
+                name: s.name.clone(),
+                ttl_ms: s.ttl_ms,
+                expires_at_ms: s.expires_at,
+                locks: s.locks.len as u64,
+                pending: s.pending.len() as u64,
+            })
+            .collect();
+        (page, rest.next().is_some())
+    }
+
+    /// R39..R41, after the fact: the sessions of the cycle that a new request of `owner` for
+    /// `mode` on `name` would close, `owner` first and then along the wait-for edges back
+    /// to it; `None` if it would close none (or the search budget runs out). Used to show
+    /// which cycle made a request a deadlock victim: the victim's request is gone, but the
+    /// rest of the cycle still waits.
+    pub fn cycle_through(
+        &self,
+        owner: SessionId,
+        name: &[u8],
+        mode: Mode,
+    ) -> Option<Vec<SessionId>> {
+        let r = *self.names.get(name)?;
+        let path = tail_probe_path(self, r, owner, mode)?;
+        let mut cycle = vec![owner];
+        // The path lists the queued requests from the last step back to the first.
+        for l in path.iter().rev() {
+            let s = self.locks.get(l.0)?.session;
+            if !cycle.contains(&s) {
+                cycle.push(s);
+            }
+        }
+        Some(cycle)
+    }
+
+    /// The first `max_edges` wait-for edges (R39) in waiter order, sorted, and whether more
+    /// exist: [`waits_for`](Core::waits_for) for answers that must stay small.
+    pub fn waits_for_bounded(&self, max_edges: usize) -> (Vec<WaitsFor>, bool) {
+        let (edges, more) = self.edges_bounded(max_edges);
+        let edges = edges
+            .into_iter()
+            .map(|(waiter, holder)| WaitsFor { waiter, holder })
+            .collect();
+        (edges, more)
+    }
+
+    /// A live session's name.
+    pub fn session_name(&self, session: SessionId) -> Option<&str> {
+        self.sessions.get(&session).map(|s| s.name.as_str())
+    }
+}

@@ -1,0 +1,222 @@
+//! The status views that the server's HTTP JSON API (`/api/...`), its status page and
+//! `dlock status --json` share: one set of serde types, so every consumer reads the same
+//! shape. Fields may be added; none is renamed or removed.
+//!
+//! Resource names are shown as UTF-8 (invalid bytes replaced by U+FFFD); session names are
+//! the clients' own and may hold anything, so whoever renders them must escape them.
+
+use std::collections::BTreeMap;
+
+use dlock_core::{LockInfo, Mode, ResourceInfo};
+use serde::{Deserialize, Serialize};
+
+/// One lock on a resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    /// The lock id.
+    pub lock: u64,
+    /// The owning session's id.
+    pub session: u64,
+    /// The owning session's name.
+    pub session_name: String,
+    /// The granted mode; `null` while waiting.
+    pub mode: Option<String>,
+    /// The mode waited for; `null` for a holder.
+    pub requested_mode: Option<String>,
+    /// The fencing token of the latest grant; `null` while waiting.
+    pub token: Option<u64>,
+    /// Server clock (ms) when the lock entered its current state (granted or queued).
+    pub since_ms: u64,
+    /// How long ago that was, in milliseconds, by the server clock of the same answer.
+    pub for_ms: u64,
+}
+
+impl LockView {
+    /// The view of `l` in an answer stamped `now_ms` (server clock).
+    pub fn new(l: &LockInfo, now_ms: u64) -> LockView {
+        LockView {
+            lock: l.lock.0,
+            session: l.session.0,
+            session_name: l.session_name.clone(),
+            mode: l.state.granted_mode().map(|m| m.to_string()),
+            requested_mode: l.state.requested_mode().map(|m| m.to_string()),
+            token: l.token.map(|t| t.0),
+            since_ms: l.since_ms,
+            for_ms: now_ms.saturating_sub(l.since_ms),
+        }
+    }
+}
+
+/// One resource and its three queues.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceView {
+    /// The resource name, as UTF-8 (invalid bytes replaced by U+FFFD).
+    pub name: String,
+    /// Whether the value block is valid (R29, R30).
+    pub value_valid: bool,
+    /// Locks on the grant queue.
+    pub holders: Vec<LockView>,
+    /// Locks on the convert queue (holding `mode`, waiting for `requested_mode`), head first.
+    pub converting: Vec<LockView>,
+    /// Locks on the wait queue, head first.
+    pub waiting: Vec<LockView>,
+}
+
+impl ResourceView {
+    /// The view of `r` in an answer stamped `now_ms` (server clock).
+    pub fn new(r: &ResourceInfo, now_ms: u64) -> ResourceView {
+        let locks = |ls: &[LockInfo]| ls.iter().map(|l| LockView::new(l, now_ms)).collect();
+        ResourceView {
+            name: String::from_utf8_lossy(&r.name).into_owned(),
+            value_valid: r.value_valid,
+            holders: locks(&r.granted),
+            converting: locks(&r.converting),
+            waiting: locks(&r.waiting),
+        }
+    }
+}
+
+/// Resources in name order: `/api/resources` (one page) and `dlock status --json` (every
+/// page).
+///
+/// ```json
+/// {"resources": [{"name": "db", "value_valid": true,
+///   "holders":    [{"lock": 5, "session": 3, "session_name": "alice@h:42", "mode": "EX",
+///                   "requested_mode": null, "token": 17, "since_ms": 1200, "for_ms": 3400}],
+///   "converting": [],
+///   "waiting":    [{"lock": 8, "session": 6, "session_name": "bob@h:7", "mode": null,
+///                   "requested_mode": "PR", "token": null, "since_ms": 4000, "for_ms": 600}]}],
+///  "now_ms": 4600}
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcesView {
+    /// Matching resources, in name order.
+    pub resources: Vec<ResourceView>,
+    /// The server clock (ms) of the answer; ages are measured against it.
+    #[serde(default)]
+    pub now_ms: u64,
+    /// More resources match: pass this as `cursor` for the next page (absent on the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl ResourcesView {
+    /// The view of query results stamped `now_ms`, with no further page.
+    pub fn new(resources: &[ResourceInfo], now_ms: u64) -> ResourcesView {
+        ResourcesView {
+            resources: resources
+                .iter()
+                .map(|r| ResourceView::new(r, now_ms))
+                .collect(),
+            now_ms,
+            next_cursor: None,
+        }
+    }
+}
+
+/// Locks counted by mode name (`"NL"` .. `"EX"`), modes with no lock left out.
+pub type ModeCounts = BTreeMap<String, u64>;
+
+/// Counts of one mode array, indexed by [`Mode::index`], as [`ModeCounts`].
+pub fn mode_counts(by_index: &[u64; 6]) -> ModeCounts {
+    Mode::ALL
+        .iter()
+        .zip(by_index)
+        .filter(|(_, n)| **n > 0)
+        .map(|(m, n)| (m.to_string(), *n))
+        .collect()
+}
+
+/// `/api/status`: the server at a glance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The server's version string.
+    pub version: String,
+    /// The server clock (ms since it started).
+    pub now_ms: u64,
+    /// Whether the server grants locks (false during the restart grace).
+    pub ready: bool,
+    /// Time left in the restart grace, if the server is in it.
+    pub grace_remaining_ms: Option<u64>,
+    /// Open client connections.
+    pub connections: u64,
+    /// Live sessions.
+    pub sessions: u64,
+    /// Resources with at least one lock.
+    pub resources: u64,
+    /// Granted locks by granted mode (a converting lock counts under `converting`).
+    pub granted: ModeCounts,
+    /// Converting locks by requested mode.
+    pub converting: ModeCounts,
+    /// Waiting locks by requested mode.
+    pub waiting: ModeCounts,
+}
+
+/// One session in `/api/sessions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The session id.
+    pub session: u64,
+    /// Its name, as the client gave it.
+    pub name: String,
+    /// Its lease length in milliseconds.
+    pub ttl_ms: u64,
+    /// Milliseconds until the lease runs out unless renewed (0 if it is due).
+    pub lease_remaining_ms: u64,
+    /// Its locks (granted, converting or waiting).
+    pub locks: u64,
+    /// Its locks with a queued request.
+    pub pending: u64,
+}
+
+/// `/api/sessions`: a page of sessions in id order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsView {
+    /// The sessions.
+    pub sessions: Vec<SessionView>,
+    /// The server clock (ms) of the answer.
+    pub now_ms: u64,
+    /// More sessions follow: pass this as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
+}
+
+/// A wait-for edge (R39): `waiter` has a queued request blocked by `holder`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitEdge {
+    /// The waiting session.
+    pub waiter: u64,
+    /// The session it waits for.
+    pub holder: u64,
+}
+
+/// A deadlock the server broke (R40): the victim's request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadlockCycle {
+    /// Server clock (ms) when the victim was refused.
+    pub at_ms: u64,
+    /// The session whose request was refused.
+    pub victim: u64,
+    /// The resource the refused request was for, when known.
+    pub resource: Option<String>,
+    /// The requested mode, when known.
+    pub mode: Option<String>,
+    /// The sessions of the cycle, the victim first and then along the wait-for edges back
+    /// to it (only the victim when the cycle could not be traced).
+    pub sessions: Vec<u64>,
+}
+
+/// `/api/waits`: the wait-for graph and the recent deadlock cycles.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitsView {
+    /// The server clock (ms) of the answer.
+    pub now_ms: u64,
+    /// Current wait-for edges, sorted (at most a bounded number; see `truncated`).
+    pub edges: Vec<WaitEdge>,
+    /// More edges exist than were listed.
+    pub truncated: bool,
+    /// The names of the sessions in `edges` and `cycles`, by session id.
+    pub names: BTreeMap<u64, String>,
+    /// The most recent deadlock cycles, oldest first.
+    pub cycles: Vec<DeadlockCycle>,
+}

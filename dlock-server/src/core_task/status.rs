@@ -1,0 +1,169 @@
+//! Answers to the HTTP listener's questions ([`StatusQuery`]): read-only, each bounded in
+//! the work it does and the size it returns, so that a scrape or a status page never holds
+//! the engine for long however large the table; and the tracing of deadlock cycles for the
+//! status page.
+
+use std::collections::BTreeMap;
+
+use dlock_core::{Mode, RequestId, SessionId};
+use dlock_proto::status::{
+    DeadlockCycle, ResourcesView, ServerStatus, SessionView, SessionsView, WaitEdge, WaitsView,
+    mode_counts,
+};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::CoreTask;
+use crate::msg::{CoreSnapshot, StatusAnswer, StatusQuery};
+
+/// Most wait-for edges in one `/api/waits` answer.
+pub(crate) const MAX_EDGES: usize = 2_000;
+/// Most resources in one `/api/resources` page.
+pub(crate) const MAX_RESOURCES: usize = 500;
+/// Most sessions in one `/api/sessions` page.
+pub(crate) const MAX_SESSIONS: usize = 1_000;
+/// Bytes of resource views (by their wire size bound) in one `/api/resources` page.
+const RESOURCES_BUDGET: usize = 1 << 20;
+
+impl CoreTask {
+    /// Answers a question of the HTTP listener.
+    pub(super) fn status(&mut self, query: StatusQuery, reply: oneshot::Sender<StatusAnswer>) {
+        let core = self.engine.core();
+        let now_ms = self.engine.now_ms().max(core.clock_ms());
+        let answer = match query {
+            StatusQuery::Metrics => StatusAnswer::Metrics(Box::new(CoreSnapshot {
+                stats: self.sessions.monitor.stats.clone(),
+                census: core.census(),
+                ready: self.grace.is_none(),
+            })),
+            StatusQuery::Status => {
+                let census = core.census();
+                StatusAnswer::Status(Box::new(ServerStatus {
+                    version: crate::SERVER_VERSION.to_owned(),
+                    now_ms,
+                    ready: self.grace.is_none(),
+                    grace_remaining_ms: self.grace.as_ref().map(|g| {
+                        let left = g.until.saturating_duration_since(Instant::now());
+                        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+                    }),
+                    connections: 0,
+                    sessions: census.sessions,
+                    resources: census.resources,
+                    granted: mode_counts(&census.granted),
+                    converting: mode_counts(&census.converting),
+                    waiting: mode_counts(&census.waiting),
+                }))
+            }
+            StatusQuery::Resources {
+                prefix,
+                after,
+                limit,
+            } => {
+                let limit = limit.clamp(1, MAX_RESOURCES);
+                let (page, more) =
+                    core.resources_page(&prefix, after.as_deref(), limit, RESOURCES_BUDGET);
+                let mut view = ResourcesView::new(&page, now_ms);
+                if more && let Some(last) = view.resources.last() {
+                    view.next_cursor = Some(last.name.clone());
+                }
+                StatusAnswer::Resources(view)
+            }
+            StatusQuery::Sessions { after, limit } => {
+                let (page, more) = core.sessions_page(after, limit.clamp(1, MAX_SESSIONS));
+                let next_cursor = more.then(|| page.last().map(|s| s.session.0)).flatten();
+                let sessions = page
+                    .into_iter()
+                    .map(|s| SessionView {
+                        session: s.session.0,
+                        name: s.name,
+                        ttl_ms: s.ttl_ms,
+                        lease_remaining_ms: s.expires_at_ms.saturating_sub(now_ms),
+                        locks: s.locks,
+                        pending: s.pending,
+                    })
+                    .collect();
+                StatusAnswer::Sessions(SessionsView {
+                    sessions,
+                    now_ms,
+                    next_cursor,
+                })
+            }
+            StatusQuery::Waits => {
+                let (edges, truncated) = core.waits_for_bounded(MAX_EDGES);
+                let cycles: Vec<DeadlockCycle> =
+                    self.sessions.monitor.cycles.iter().cloned().collect();
+                let mut names = BTreeMap::new();
+                let ids = edges.iter().flat_map(|e| [e.waiter, e.holder]).chain(
+                    cycles
+                        .iter()
+                        .flat_map(|c| c.sessions.iter().map(|&s| SessionId(s))),
+                );
+                for id in ids {
+                    if let std::collections::btree_map::Entry::Vacant(v) = names.entry(id.0)
+                        && let Some(name) = core.session_name(id)
+                    {
+                        v.insert(name.to_owned());
+                    }
+                }
+                StatusAnswer::Waits(WaitsView {
+                    now_ms,
+                    edges: edges
+                        .into_iter()
+                        .map(|e| WaitEdge {
+                            waiter: e.waiter.0,
+                            holder: e.holder.0,
+                        })
+                        .collect(),
+                    truncated,
+                    names,
+                    cycles,
+                })
+            }
+        };
+        // The asker may have given up (timed out); nothing to do then.
+        let _ = reply.send(answer);
+    }
+
+    /// Traces the deadlock victims routing saw since the last call: the new lock request
+    /// `probe` names (session, request id, resource, mode) gets its cycle traced in the
+    /// table as it is now; other victims are remembered without one.
+    pub(super) fn trace_deadlocks(&mut self, probe: Option<(SessionId, RequestId, Vec<u8>, Mode)>) {
+        if self.sessions.monitor.victims.is_empty() {
+            return;
+        }
+        let at_ms = self.engine.now_ms();
+        let victims = std::mem::take(&mut self.sessions.monitor.victims);
+        for (victim, req, _lock) in victims {
+            let traced = match &probe {
+                Some((session, request, name, mode))
+                    if victim == *session && req == Some(*request) =>
+                {
+                    let cycle = self.engine.core().cycle_through(victim, name, *mode);
+                    Some((String::from_utf8_lossy(name).into_owned(), *mode, cycle))
+                }
+                _ => None,
+            };
+            let cycle = match traced {
+                Some((resource, mode, cycle)) => DeadlockCycle {
+                    at_ms,
+                    victim: victim.0,
+                    resource: Some(resource),
+                    mode: Some(mode.to_string()),
+                    sessions: cycle
+                        .unwrap_or_else(|| vec![victim])
+                        .into_iter()
+                        .map(|s| s.0)
+                        .collect(),
+                },
+                None => DeadlockCycle {
+                    at_ms,
+                    victim: victim.0,
+                    resource: None,
+                    mode: None,
+                    sessions: vec![victim.0],
+                },
+            };
+            self.sessions.monitor.cycle(cycle);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The JSON API and `/readyz`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dlock_core::SessionId;
+use dlock_proto::status::{ResourcesView, ServerStatus, SessionsView, WaitsView};
+use serde::Deserialize;
+
+use super::HttpState;
+use crate::metrics::NetMetrics;
+use crate::msg::{StatusAnswer, StatusQuery};
+
+/// Resources per page when `limit` is not given.
+const DEFAULT_LIMIT: usize = 100;
+
+/// `/readyz`: 200 when locks are granted, 503 during the restart grace.
+pub(super) async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    match state.ask(StatusQuery::Metrics).await {
+        Ok(StatusAnswer::Metrics(s)) if s.ready => (StatusCode::OK, "ready\n").into_response(),
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: restart grace\n",
+        )
+            .into_response(),
+        Err(code) => (code, "not ready: lock engine not answering\n").into_response(),
+    }
+}
+
+/// `/api/status`.
+pub(super) async fn status(
+    State(state): State<Arc<HttpState>>,
+) -> Result<Json<ServerStatus>, StatusCode> {
+    match state.ask(StatusQuery::Status).await? {
+        StatusAnswer::Status(mut s) => {
+            s.connections = NetMetrics::get(&state.net.open);
+            Ok(Json(*s))
+        }
+        _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// The parameters of `/api/resources`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ResourcesParams {
+    /// Names starting with this (all by default).
+    #[serde(default)]
+    prefix: String,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Most resources (capped by the server).
+    limit: Option<usize>,
+}
+
+/// `/api/resources`.
+pub(super) async fn resources(
+    State(state): State<Arc<HttpState>>,
+    Query(p): Query<ResourcesParams>,
+) -> Result<Json<ResourcesView>, StatusCode> {
+    let query = StatusQuery::Resources {
+        prefix: p.prefix.into_bytes(),
+        after: p.cursor.map(String::into_bytes),
+        limit: p.limit.unwrap_or(DEFAULT_LIMIT),
+    };
+    match state.ask(query).await? {
+        StatusAnswer::Resources(v) => Ok(Json(v)),
+        _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// The parameters of `/api/sessions`.
+#[derive(Debug, Deserialize)]
+pub(super) struct SessionsParams {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<u64>,
+    /// Most sessions (capped by the server).
+    limit: Option<usize>,
+}
+
+/// `/api/sessions`.
+pub(super) async fn sessions(
+    State(state): State<Arc<HttpState>>,
+    Query(p): Query<SessionsParams>,
+) -> Result<Json<SessionsView>, StatusCode> {
+    let query = StatusQuery::Sessions {
+        after: p.cursor.map(SessionId),
+        limit: p.limit.unwrap_or(DEFAULT_LIMIT),
+    };
+    match state.ask(query).await? {
+        StatusAnswer::Sessions(v) => Ok(Json(v)),
+        _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// `/api/waits`.
+pub(super) async fn waits(
+    State(state): State<Arc<HttpState>>,
+) -> Result<Json<WaitsView>, StatusCode> {
+    match state.ask(StatusQuery::Waits).await? {
+        StatusAnswer::Waits(v) => Ok(Json(v)),
+        _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}

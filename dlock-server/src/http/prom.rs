@@ -1,0 +1,247 @@
+//! `/metrics`: the core task's counters and census and the connection layer's counters,
+//! encoded with prometheus-client in the OpenMetrics text format (which Prometheus reads).
+//!
+//! A registry is built per scrape from a snapshot: the hot path only adds to integers it
+//! owns or to relaxed atomics, and scrapes are rare.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dlock_core::Mode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::HttpState;
+use crate::core_task::REQUEST_KINDS;
+use crate::metrics::{BUCKETS, FrameError, Hist, NetMetrics, NetRefusal};
+use crate::msg::{CoreSnapshot, StatusAnswer, StatusQuery};
+
+/// The content type of the OpenMetrics text format.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `/metrics`.
+pub(super) async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    match state.ask(StatusQuery::Metrics).await {
+        Ok(StatusAnswer::Metrics(snap)) => match encode(&snap, &state.net) {
+            Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
+        Ok(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(code) => code.into_response(),
+    }
+}
+
+/// A histogram snapshot, encoded as a Prometheus histogram.
+#[derive(Debug)]
+struct HistSnapshot(Hist);
+
+impl EncodeMetric for HistSnapshot {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let h = &self.0;
+        // Bucket counts as observed (not cumulative): the encoder adds them up.
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(h.buckets.iter().copied())
+            .collect();
+        let sum = h.sum_ns as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, h.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn counter(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
+fn gauge(v: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    g
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The metrics text for one scrape.
+pub(crate) fn encode(snap: &CoreSnapshot, net: &NetMetrics) -> Result<String, std::fmt::Error> {
+    let get = NetMetrics::get;
+    let s = &snap.stats;
+    let c = &snap.census;
+    let mut r = Registry::with_prefix("dlock");
+
+    r.register(
+        "ready",
+        "1 when locks are granted, 0 during the restart grace",
+        gauge(u64::from(snap.ready)),
+    );
+    r.register(
+        "connections",
+        "Open client connections",
+        gauge(get(&net.open)),
+    );
+    r.register(
+        "connections_accepted",
+        "Client connections admitted since start",
+        counter(get(&net.accepted)),
+    );
+    r.register("sessions", "Live sessions", gauge(c.sessions));
+    r.register(
+        "resources",
+        "Resources with at least one lock",
+        gauge(c.resources),
+    );
+    let locks = Family::<Labels, Gauge>::default();
+    for (state, counts) in [
+        ("granted", &c.granted),
+        ("converting", &c.converting),
+        ("waiting", &c.waiting),
+    ] {
+        for m in Mode::ALL {
+            let labels = vec![("state", state.to_owned()), ("mode", m.to_string())];
+            locks
+                .get_or_create(&labels)
+                .set(i64::try_from(counts[m.index()]).unwrap_or(i64::MAX));
+        }
+    }
+    r.register(
+        "locks",
+        "Locks by state and mode (granted mode; requested mode when converting or waiting)",
+        locks,
+    );
+    r.register(
+        "waiters",
+        "Queued requests: converting and waiting locks",
+        gauge(c.queued()),
+    );
+
+    r.register(
+        "grants",
+        "Locks and conversions granted, at once or after queueing",
+        counter(s.grants),
+    );
+    r.register(
+        "converts",
+        "Conversion requests received",
+        counter(s.requests[1]),
+    );
+    r.register("unlocks", "Locks released by unlock", counter(s.unlocks));
+    r.register("cancels", "Queued requests cancelled", counter(s.cancels));
+    r.register(
+        "timeouts",
+        "Queued requests that timed out",
+        counter(s.timeouts),
+    );
+    r.register(
+        "deadlocks",
+        "Requests refused as deadlock victims",
+        counter(s.deadlocks),
+    );
+    r.register(
+        "not_queued",
+        "NOQUEUE requests not granted at once",
+        counter(s.not_queued),
+    );
+    r.register(
+        "lease_expiries",
+        "Sessions ended because their lease ran out",
+        counter(s.lease_expiries),
+    );
+    r.register(
+        "sessions_opened",
+        "Sessions opened since start",
+        counter(s.sessions_opened),
+    );
+    let requests = Family::<Labels, Counter>::default();
+    for (kind, n) in REQUEST_KINDS.iter().zip(s.requests) {
+        requests
+            .get_or_create(&vec![("kind", (*kind).to_owned())])
+            .inc_by(n);
+    }
+    r.register(
+        "requests",
+        "Client requests received by the lock engine, by kind",
+        requests,
+    );
+
+    r.register_with_unit(
+        "queue_wait",
+        "Time from a request being queued to its grant",
+        Unit::Seconds,
+        HistSnapshot(s.queue_wait.clone()),
+    );
+    r.register_with_unit(
+        "request_service",
+        "Time from a request's arrival on its connection to the end of its handling by the lock engine",
+        Unit::Seconds,
+        HistSnapshot(s.service.clone()),
+    );
+
+    let frame_errors = Family::<Labels, Counter>::default();
+    for e in FrameError::ALL {
+        let n = get(&net.frame_errors[e as usize]);
+        frame_errors
+            .get_or_create(&vec![("kind", e.label().to_owned())])
+            .inc_by(n);
+    }
+    r.register(
+        "frame_errors",
+        "Frames or handshakes that closed a connection, by kind",
+        frame_errors,
+    );
+
+    let rejected = Family::<Labels, Counter>::default();
+    for why in NetRefusal::ALL {
+        let n = get(&net.refused[why as usize]);
+        rejected
+            .get_or_create(&vec![("reason", why.label().to_owned())])
+            .inc_by(n);
+    }
+    for (why, n) in &s.rejected {
+        rejected
+            .get_or_create(&vec![("reason", (*why).to_owned())])
+            .inc_by(*n);
+    }
+    r.register(
+        "rejected_requests",
+        "Requests, sessions and connections refused, by reason",
+        rejected,
+    );
+
+    r.register_with_unit(
+        "received",
+        "Bytes read from clients",
+        Unit::Bytes,
+        counter(get(&net.bytes_in)),
+    );
+    r.register_with_unit(
+        "sent",
+        "Bytes written to clients",
+        Unit::Bytes,
+        counter(get(&net.bytes_out)),
+    );
+    let busy = Counter::<f64, AtomicU64>::default();
+    busy.inc_by(s.busy_ns as f64 / 1e9);
+    r.register_with_unit(
+        "core_busy",
+        "Time the lock engine's task spent working",
+        Unit::Seconds,
+        busy,
+    );
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &r)?;
+    Ok(text)
+}

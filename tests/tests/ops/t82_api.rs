@@ -1,0 +1,131 @@
+//! The JSON API: resources with their queues (paged by cursor), sessions with their lease
+//! left, the wait-for graph with the deadlock cycle the server broke, the status summary;
+//! bad parameters are a 400 and harm nothing.
+
+use anyhow::{Context, Result, ensure};
+use dlock_proto::status::{ResourcesView, ServerStatus, SessionsView, WaitsView};
+use dlock_tests::TestServer;
+use dlock_tests::http::{get, get_json};
+
+use crate::scenario::{HOSTILE_NAME, build};
+
+#[tokio::test]
+async fn t82_api_shows_queues_sessions_waits_and_the_broken_cycle() -> Result<()> {
+    let server = TestServer::start_with_http(TestServer::config()).await?;
+    let http = server.http_addr().context("no http")?;
+    let scene = build(&server).await?;
+    let ids = |c: &dlock_tests::RawClient| c.session.0;
+
+    let v: ResourcesView = get_json(http, "/api/resources?prefix=app/").await?;
+    ensure!(v.resources.len() == 1 && v.next_cursor.is_none(), "{v:?}");
+    let r = &v.resources[0];
+    ensure!(r.name == "app/db");
+    let holders: Vec<(&str, Option<&str>)> = r
+        .holders
+        .iter()
+        .map(|l| (l.session_name.as_str(), l.mode.as_deref()))
+        .collect();
+    ensure!(
+        holders == [("reader-1", Some("PR")), (HOSTILE_NAME, Some("PR"))],
+        "{holders:?}"
+    );
+    ensure!(
+        r.holders
+            .iter()
+            .all(|l| l.token.is_some() && l.for_ms <= v.now_ms)
+    );
+    ensure!(r.waiting.len() == 1 && r.converting.is_empty());
+    let w = &r.waiting[0];
+    ensure!(
+        w.session_name == "writer"
+            && w.requested_mode.as_deref() == Some("EX")
+            && w.token.is_none()
+    );
+
+    // Pages of one resource, by cursor, cover every resource once, in name order.
+    let mut names = Vec::new();
+    let mut path = "/api/resources?limit=1".to_owned();
+    loop {
+        let page: ResourcesView = get_json(http, &path).await?;
+        ensure!(page.resources.len() == 1, "{page:?}");
+        names.push(page.resources[0].name.clone());
+        match page.next_cursor {
+            Some(c) => path = format!("/api/resources?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    ensure!(names == ["app/db", "cycle/x", "cycle/y"], "{names:?}");
+
+    let s: SessionsView = get_json(http, "/api/sessions").await?;
+    ensure!(s.sessions.len() == 5 && s.next_cursor.is_none());
+    let hostile = s
+        .sessions
+        .iter()
+        .find(|x| x.session == ids(&scene.reader2))
+        .context("reader-2 listed")?;
+    ensure!(hostile.name == HOSTILE_NAME && hostile.locks == 1 && hostile.pending == 0);
+    ensure!(
+        s.sessions
+            .iter()
+            .all(|x| x.lease_remaining_ms <= x.ttl_ms && x.lease_remaining_ms > 0)
+    );
+    let page: SessionsView = get_json(http, "/api/sessions?limit=2").await?;
+    let next = page.next_cursor.context("a second page")?;
+    let rest: SessionsView = get_json(http, &format!("/api/sessions?cursor={next}")).await?;
+    ensure!(page.sessions.len() + rest.sessions.len() == 5);
+
+    let g: WaitsView = get_json(http, "/api/waits").await?;
+    let edges: Vec<(u64, u64)> = g.edges.iter().map(|e| (e.waiter, e.holder)).collect();
+    let mut want = vec![
+        (ids(&scene.writer), ids(&scene.reader1)),
+        (ids(&scene.writer), ids(&scene.reader2)),
+        (ids(&scene.left), ids(&scene.right)),
+    ];
+    want.sort();
+    ensure!(edges == want, "edges {edges:?}, expected {want:?}");
+    ensure!(!g.truncated);
+    ensure!(g.cycles.len() == 1, "{:?}", g.cycles);
+    let c = &g.cycles[0];
+    ensure!(c.victim == ids(&scene.right));
+    ensure!(c.sessions == [ids(&scene.right), ids(&scene.left)], "{c:?}");
+    ensure!(c.resource.as_deref() == Some("cycle/x") && c.mode.as_deref() == Some("EX"));
+    ensure!(g.names.get(&ids(&scene.left)).map(String::as_str) == Some("left"));
+    ensure!(g.names.get(&ids(&scene.reader2)).map(String::as_str) == Some(HOSTILE_NAME));
+
+    let st: ServerStatus = get_json(http, "/api/status").await?;
+    ensure!(st.ready && st.grace_remaining_ms.is_none());
+    ensure!(
+        (st.sessions, st.resources, st.connections) == (5, 3, 5),
+        "{st:?}"
+    );
+    ensure!(st.granted.get("PR") == Some(&2) && st.granted.get("EX") == Some(&2));
+    ensure!(st.waiting.get("EX") == Some(&2) && st.converting.is_empty());
+
+    // Bad parameters: a 400, and the server keeps serving.
+    for bad in [
+        "/api/resources?limit=many",
+        "/api/sessions?cursor=-1",
+        "/api/sessions?limit=1e9",
+    ] {
+        let a = get(http, bad).await?;
+        ensure!(a.status == 400, "{bad}: {} {}", a.status, a.body);
+    }
+    ensure!(get(http, "/nowhere").await?.status == 404);
+    let again: ServerStatus = get_json(http, "/api/status").await?;
+    ensure!(again.sessions == 5);
+
+    // The readers leave: the writer is granted, and the API says so.
+    let mut scene = scene;
+    scene.reader1.release(scene.reader_locks.0).await?;
+    scene.reader2.release(scene.reader_locks.1).await?;
+    let g = scene.writer.event_for(scene.writer_request).await?;
+    ensure!(
+        matches!(g.kind, dlock_proto::EventKind::Granted { .. }),
+        "{g:?}"
+    );
+    let v: ResourcesView = get_json(http, "/api/resources?prefix=app/").await?;
+    let r = &v.resources[0];
+    ensure!(r.waiting.is_empty() && r.holders.len() == 1);
+    ensure!(r.holders[0].session_name == "writer" && r.holders[0].mode.as_deref() == Some("EX"));
+    Ok(())
+}
