@@ -356,6 +356,9 @@ if sys.argv[2] == "idle":
     sys.exit(0)
 
 if sys.argv[2] == "tls":
+    # A point that failed (a client could not connect, say) has no figures to compare.
+    for k in list(points):
+        points[k] = [r for r in points[k] if not r["note"].startswith("failed")]
     W = [40, 14, 14, 12]
     def tline(*cells):
         print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, W))))

@@ -86,7 +86,10 @@ pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Client, CliErro
         builder = builder.tls(tls.clone());
     }
     if let Some(path) = &ctx.token_file {
-        builder = builder.token_file(path)?;
+        // A token file that cannot be read is the caller's mistake, not an unreachable server.
+        builder = builder
+            .token_file(path)
+            .map_err(|e| CliError::Io(std::io::Error::other(e.to_string())))?;
     }
     builder.connect().await.map_err(|source| {
         if is_unreachable(&source) {

@@ -59,6 +59,11 @@ async fn a_missing_or_wrong_token_exits_77_and_the_right_one_works() -> Result<(
     let out = output(dlock(&server, &["--token-file", &wrong, "ping"])).await?;
     assert_eq!(code(&out), 77, "{}", stderr(&out));
 
+    let missing = dir.path().join("missing").to_string_lossy().into_owned();
+    let out = output(dlock(&server, &["--token-file", &missing, "ping"])).await?;
+    assert_eq!(code(&out), 70, "{}", stderr(&out));
+    assert!(stderr(&out).contains("token file"), "{}", stderr(&out));
+
     let alice = token_file(dir.path(), "alice", "alice-token")?;
     let out = output(dlock(&server, &["--token-file", &alice, "ping"])).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));

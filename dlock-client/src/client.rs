@@ -536,6 +536,12 @@ impl ClientBuilder {
             Some(options) => Some(options.build(&settings.addr)?),
             None => None,
         };
+        if settings.token.is_some() && tls.is_none() {
+            tracing::warn!(
+                server = %settings.addr,
+                "sending a token without TLS: anyone on the path can read and replay it"
+            );
+        }
         let tx = driver::start(settings, tls, view.clone()).await?;
         Ok(Client {
             inner: Arc::new(ClientInner { tx, view, name }),

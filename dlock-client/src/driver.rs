@@ -73,6 +73,8 @@ enum Input {
     Frame(Frame),
     Connected(io::Result<Halves>),
     Written(io::Result<usize>),
+    /// What a TLS stream held back after a write has gone out.
+    Flushed(io::Result<()>),
     Timer,
 }
 
@@ -87,6 +89,8 @@ struct Driver {
     wbuf: BytesMut,
     /// When the write buffer last made progress (or became non-empty).
     write_progress: Instant,
+    /// Written to a TLS stream and not yet flushed.
+    unflushed: bool,
 }
 
 /// Opens the first connection and session, then spawns the driver task. Fails if that first
@@ -107,6 +111,7 @@ pub(crate) async fn start(
         link: Link::None,
         wbuf: BytesMut::new(),
         write_progress: now,
+        unflushed: false,
     };
     match driver.run(true).await {
         Some(Ok(())) => {}
@@ -129,9 +134,12 @@ async fn read(reader: Option<&mut FramedRead<ReadHalf, Codec>>) -> Frame {
 }
 
 /// One write of the buffer, or never when there is nothing to write or no connection.
-async fn write(writer: Option<&mut WriteHalf>, buf: &[u8]) -> io::Result<usize> {
+/// And once the buffer is written and `unflushed`, a flush of what the stream holds back
+/// (TLS records a full socket did not take).
+async fn write(writer: Option<&mut WriteHalf>, buf: &[u8], unflushed: bool) -> Input {
     match writer {
-        Some(w) if !buf.is_empty() => w.write(buf).await,
+        Some(w) if !buf.is_empty() => Input::Written(w.write(buf).await),
+        Some(w) if unflushed => Input::Flushed(w.flush().await),
         _ => std::future::pending().await,
     }
 }
@@ -191,7 +199,7 @@ impl Driver {
                 op = self.ops.recv() => Input::Op(op),
                 frame = read(reader) => Input::Frame(frame),
                 res = connected(connecting) => Input::Connected(res),
-                res = write(writer, &self.wbuf) => Input::Written(res),
+                written = write(writer, &self.wbuf, self.unflushed) => written,
                 () = &mut timer, if timer_at.is_some() => {
                     // Elapsed: armed again on the next turn even if the deadline stays.
                     timer_at = None;
@@ -231,6 +239,7 @@ impl Driver {
                     writer: w,
                 };
                 self.wbuf.clear();
+                self.unflushed = false;
                 self.machine.handle_connection_up(now);
             }
             Input::Connected(Err(e)) => {
@@ -239,7 +248,16 @@ impl Driver {
             }
             Input::Written(Ok(n)) if n > 0 => {
                 self.wbuf.advance(n);
+                // A TLS stream may keep encrypted bytes when the socket is full; they are
+                // flushed once the buffer is written, so nothing waits for the next write.
+                self.unflushed = self.tls.is_some();
                 self.write_progress = now;
+            }
+            Input::Flushed(Ok(())) => self.unflushed = false,
+            Input::Flushed(Err(e)) => {
+                tracing::debug!(error = %e, "flush failed");
+                self.machine
+                    .handle_connection_lost(Error::Protocol(format!("write failed: {e}")), now);
             }
             Input::Written(res) => {
                 let e = res

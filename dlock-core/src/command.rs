@@ -88,4 +88,13 @@ pub enum Command {
     /// Do time-driven work that is due: lease expiry and request timeouts. Time-driven work
     /// happens only here; a spurious tick does nothing.
     Tick,
+    /// Give every live session's lease at least `grace_ms` more from now: each lease ends no
+    /// earlier than `clock + grace_ms` (a later end is kept). A replicated cluster applies
+    /// it as the first command of each new leader's term, so that a client still retrying
+    /// does not lose its locks to the fail-over. Produces no events; applying it again does
+    /// nothing more.
+    ExtendLeases {
+        /// The grace, in milliseconds.
+        grace_ms: u64,
+    },
 }

@@ -136,6 +136,7 @@ impl Core {
                 lock,
             } => self.cancel(session, request, lock, &mut fx, out),
             Command::Tick => self.tick(&mut fx, out),
+            Command::ExtendLeases { grace_ms } => self.extend_leases(grace_ms),
         }
         self.run_grant_passes(&mut fx, out);
         self.flush_blocking(fx, out);

@@ -102,6 +102,18 @@ impl Core {
         Some(ttl)
     }
 
+    /// `ExtendLeases`: every lease ends no earlier than `clock + grace_ms`.
+    pub(crate) fn extend_leases(&mut self, grace_ms: u64) {
+        let floor = self.clock_ms.saturating_add(grace_ms);
+        for (&id, s) in &mut self.sessions {
+            if s.expires_at < floor {
+                self.timers.remove(&(s.expires_at, Timer::Lease(id)));
+                s.expires_at = floor;
+                self.timers.insert((floor, Timer::Lease(id)));
+            }
+        }
+    }
+
     /// Renews the session's lease, or produces the UnknownSession rejection of `request`.
     pub(crate) fn live_session(
         &mut self,

@@ -601,6 +601,12 @@ impl Model {
                     self.passes();
                 }
             }
+            Command::ExtendLeases { grace_ms } => {
+                let floor = self.clock + grace_ms;
+                for expires_at in self.sessions.values_mut() {
+                    *expires_at = (*expires_at).max(floor);
+                }
+            }
             Command::Tick => {
                 let mut due: Vec<(u64, u8, u64)> = Vec::new();
                 due.extend(self.sessions.iter().map(|(&s, &e)| (e, 0, s)));

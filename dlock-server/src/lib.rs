@@ -263,15 +263,22 @@ pub(crate) async fn run_inner(
     };
     if let Ok(addr) = listener.local_addr()
         && !addr.ip().is_loopback()
-        && !security.tls()
-        && !security.authenticates()
     {
-        warn!(
-            listen = %addr,
-            "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS OR AUTHENTICATION: anyone who can \
-             reach this port can read and take every lock and read every value block; see \
-             --tls-cert and --auth-file"
-        );
+        if !security.authenticates() {
+            warn!(
+                listen = %addr,
+                "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT AUTHENTICATION: anyone who can \
+                 reach this port can take and inspect every lock and read every value block; \
+                 see --auth-file, --tls-client-ca and --auth-rules"
+            );
+        }
+        if !security.tls() {
+            warn!(
+                listen = %addr,
+                "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS: tokens, resume secrets, lock \
+                 names and value blocks cross the network in clear text; see --tls-cert"
+            );
+        }
     }
     let config = Arc::new(config);
     let token = CancellationToken::new();
@@ -300,6 +307,7 @@ pub(crate) async fn run_inner(
         let state = http::HttpState {
             core_tx: core_tx.clone(),
             net: net.clone(),
+            security: security.clone(),
         };
         http_task.spawn(http::serve(http, state, token.clone()));
     }

@@ -31,14 +31,27 @@ impl HttpAnswer {
 
 /// GETs `path` from `addr`, within 10 s.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<HttpAnswer> {
-    tokio::time::timeout(Duration::from_secs(10), get_inner(addr, path))
+    get_with(addr, path, &[]).await
+}
+
+/// [`get`] with further request `headers` (name, value).
+pub async fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpAnswer> {
+    tokio::time::timeout(Duration::from_secs(10), get_inner(addr, path, headers))
         .await
         .with_context(|| format!("GET {path} timed out"))?
 }
 
-async fn get_inner(addr: SocketAddr, path: &str) -> Result<HttpAnswer> {
+async fn get_inner(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<HttpAnswer> {
     let mut s = TcpStream::connect(addr).await.context("connecting")?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await?;

@@ -6,7 +6,7 @@
 //!     --backend dlock,echo --scenario uncontended,contended --clients 16,64 --duration 5s
 //! # over TLS, next to plain TCP (two servers; see `compare.sh tls`):
 //! cargo run --release -p dlock-benches --bin loadgen -- --backend dlock,dlock-tls \
-//!     --dlock-tls-addr 127.0.0.1:7421 --tls-ca ca.pem --scenario uncontended --clients 64
+//!     --dlock-tls-addr 127.0.0.1:7422 --tls-ca ca.pem --scenario uncontended --clients 64
 //! ```
 //! The Redis and etcd backends need `--features peers`. Only loopback addresses are accepted.
 //! At start loadgen raises its soft open-file limit to the hard one, and refuses to run a
@@ -75,7 +75,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:7420")]
     dlock_addr: String,
     /// dlock server address for `-b dlock-tls` (a server started with --tls-cert).
-    #[arg(long, default_value = "127.0.0.1:7421")]
+    #[arg(long, default_value = "127.0.0.1:7422")]
     dlock_tls_addr: String,
     /// dlock-tls: the CA certificate (PEM) that signed the server's certificate.
     #[arg(long)]

@@ -440,7 +440,11 @@ impl CoreTask {
             return Ok(());
         };
         let identity = s.identity.clone();
-        let rules = self.security.current().rules.clone();
+        let rules = if self.security.has_rules() {
+            self.security.current().rules.clone()
+        } else {
+            None
+        };
         if let Some(rules) = &rules
             && !authz::allowed(
                 rules,

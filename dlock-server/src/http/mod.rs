@@ -12,6 +12,12 @@
 //! | `/api/waits` | [`WaitsView`](dlock_proto::status::WaitsView): wait-for edges, recent deadlock cycles |
 //! | `/` | the status page (HTML, CSS and JS in the binary; it polls the JSON API) |
 //!
+//! On a server that authenticates clients (`--auth-file`), everything but `/healthz`,
+//! `/readyz` and the page's script and style sheet asks for a token, as
+//! `Authorization: Bearer TOKEN` (Prometheus' `authorization` setting) or as the password of
+//! HTTP Basic authentication (what a browser asks for); with `--auth-rules`, only admins may
+//! read. The listener speaks plain HTTP: keep it on loopback or behind a TLS proxy.
+//!
 //! Every answer comes from the core task through its inbox, like a client's query: it waits
 //! its turn behind lock requests, and each is bounded (pages, a cap on edges), so no scrape
 //! or page holds the engine for long. What the connection layer counts is read from shared
@@ -25,15 +31,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use base64::Engine as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::Security;
 use crate::metrics::NetMetrics;
 use crate::msg::{CoreMsg, StatusAnswer, StatusQuery};
+use crate::security::HttpAccess;
 
 /// How long an HTTP request waits for the core task before it is answered 503.
 const CORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +57,8 @@ pub(crate) struct HttpState {
     pub(crate) core_tx: mpsc::Sender<CoreMsg>,
     /// The connection layer's counters.
     pub(crate) net: Arc<NetMetrics>,
+    /// Who may read the pages.
+    pub(crate) security: Arc<Security>,
 }
 
 impl HttpState {
@@ -78,7 +92,64 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/api/resources", get(api::resources))
         .route("/api/sessions", get(api::sessions))
         .route("/api/waits", get(api::waits))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .with_state(state)
+}
+
+/// Paths anyone may read: the probes, and the page's script and style (which hold no data).
+fn is_open(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/status.js" | "/status.css")
+}
+
+/// Lets a request through if [`Security::http_reader`] allows its token; 401 (asking for
+/// Basic authentication, so that a browser prompts) or 403 otherwise.
+async fn authorize(State(state): State<Arc<HttpState>>, request: Request, next: Next) -> Response {
+    if is_open(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token_of);
+    match state.security.http_reader(token.as_deref()) {
+        HttpAccess::Allowed => next.run(request).await,
+        HttpAccess::Unauthenticated => (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                r#"Basic realm="dlock", charset="UTF-8""#,
+            )],
+            "a token is needed: Authorization: Bearer TOKEN, or the token as the password\n",
+        )
+            .into_response(),
+        HttpAccess::Forbidden => (
+            StatusCode::FORBIDDEN,
+            "only the admins of --auth-rules may read this\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The token in an `Authorization` header: `Bearer TOKEN`, or `Basic` with the token as the
+/// password (any user name).
+fn token_of(value: &str) -> Option<String> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (_, password) = text.split_once(':')?;
+        return Some(password.to_owned());
+    }
+    None
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled.
@@ -89,5 +160,25 @@ pub(crate) async fn serve(listener: TcpListener, state: HttpState, shutdown: Can
         .await;
     if let Err(e) = served {
         warn!(error = %e, "HTTP listener failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_bearer_and_basic_headers() {
+        assert_eq!(token_of("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token_of("bearer  abc ").as_deref(), Some("abc"));
+        // "ops:s3cret:x" -> user "ops", password "s3cret:x".
+        let basic = base64::engine::general_purpose::STANDARD.encode("ops:s3cret:x");
+        assert_eq!(
+            token_of(&format!("Basic {basic}")).as_deref(),
+            Some("s3cret:x")
+        );
+        assert_eq!(token_of("Basic !!!"), None);
+        assert_eq!(token_of("Digest abc"), None);
+        assert_eq!(token_of("Bearer"), None);
     }
 }

@@ -62,6 +62,17 @@ impl std::fmt::Debug for Security {
     }
 }
 
+/// What [`Security::http_reader`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HttpAccess {
+    /// May read.
+    Allowed,
+    /// No valid token (401).
+    Unauthenticated,
+    /// A valid token of an identity that is not an admin (403).
+    Forbidden,
+}
+
 /// Why a `Hello` was not authenticated.
 #[derive(Debug)]
 pub(crate) struct NotAuthenticated;
@@ -141,6 +152,12 @@ impl Security {
                 .is_some_and(|t| t.client_ca.is_some())
     }
 
+    /// Whether a rules file is configured (when not, every request is allowed and the
+    /// core task does not look at the rules at all).
+    pub fn has_rules(&self) -> bool {
+        self.files.auth_rules.is_some()
+    }
+
     /// Whether the server speaks TLS.
     pub fn tls(&self) -> bool {
         self.files.tls.is_some()
@@ -154,6 +171,27 @@ impl Security {
     /// Counts one refused request.
     pub(crate) fn denied(&self) {
         self.denials.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a reader of the HTTP status pages and JSON API who presents `token` may see
+    /// them: always on a server that does not authenticate; otherwise the token must be valid
+    /// and, when there are rules, name an admin (the pages show every session and resource).
+    /// A server that authenticates only by client certificate has no token to check here, so
+    /// its pages are closed.
+    pub(crate) fn http_reader(&self, token: Option<&str>) -> HttpAccess {
+        if !self.authenticates() {
+            return HttpAccess::Allowed;
+        }
+        let current = self.current();
+        let identity = match (&current.tokens, token) {
+            (Some(tokens), Some(token)) => tokens.authenticate(token),
+            _ => None,
+        };
+        match (identity, &current.rules) {
+            (None, _) => HttpAccess::Unauthenticated,
+            (Some(id), Some(rules)) if !rules.is_admin(Some(&id)) => HttpAccess::Forbidden,
+            (Some(_), _) => HttpAccess::Allowed,
+        }
     }
 
     /// The identity of a client that sent `token` on a connection whose client certificate

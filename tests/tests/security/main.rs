@@ -7,6 +7,7 @@ mod s01_tls;
 mod s02_tokens;
 mod s03_rules;
 mod s04_reload;
+mod s05_http;
 
 use std::time::Duration;
 

@@ -143,3 +143,23 @@ async fn a_stalled_tls_handshake_is_cut_and_gives_its_place_back() -> Result<()>
     server.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tls_clients_connect_at_once() -> Result<()> {
+    let pki = Pki::new("s01e")?;
+    let server = tls_server(&pki, false).await?;
+    let connects = (0..64).map(|_| tls_builder(&server, &pki).connect());
+    let clients = futures_util::future::try_join_all(connects).await?;
+    let locks = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.lock(format!("many/{i}"), Mode::EX));
+    for guard in futures_util::future::try_join_all(locks).await? {
+        guard.unlock().await?;
+    }
+    for c in &clients {
+        c.close().await?;
+    }
+    server.shutdown().await?;
+    Ok(())
+}

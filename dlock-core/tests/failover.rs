@@ -1,0 +1,57 @@
+//! `ExtendLeases`: the grace a replicated cluster gives every session when a new leader
+//! takes over (HA rule 2).
+
+mod common;
+
+use common::*;
+use dlock_core::{Command, Core, Mode};
+
+#[test]
+fn extend_leases_moves_every_lease_end_to_at_least_now_plus_grace() {
+    let mut h = H::new();
+    let short = h.open_ttl("short", 1_000); // expires at 1000
+    let long = h.open_ttl("long", 60_000); // expires at 60000
+    let (ls, _) = h.lock(short, 1, "r", Mode::EX);
+    h.now = 900;
+    assert!(
+        h.apply(Command::ExtendLeases { grace_ms: 5_000 })
+            .is_empty()
+    );
+    assert_eq!(h.core.session(short).unwrap().expires_at_ms, 5_900);
+    assert_eq!(
+        h.core.session(long).unwrap().expires_at_ms,
+        60_000,
+        "a later end is kept"
+    );
+    assert_eq!(h.core.next_deadline(), Some(5_900));
+
+    // The old lease end passes without effect; the extended one expires the session.
+    assert_eq!(h.tick_after(100), vec![]);
+    assert_eq!(h.tick_after(4_899), vec![]);
+    let contender = h.open("contender");
+    let (lc, ev) = h.lock(contender, 1, "r", Mode::EX);
+    assert_eq!(
+        ev,
+        vec![queued(contender, 1, lc), blocking(short, ls, Mode::EX)]
+    );
+    let ev = h.tick_after(1);
+    assert_eq!(ev[0], expired(short));
+    assert_eq!(ev[1], granted(contender, 1, lc, Mode::EX, h.index));
+}
+
+#[test]
+fn extend_leases_is_idempotent_and_survives_a_snapshot() {
+    let mut h = H::new();
+    let s = h.open_ttl("s", 1_000);
+    h.apply(Command::ExtendLeases { grace_ms: 3_000 });
+    h.apply(Command::ExtendLeases { grace_ms: 3_000 });
+    assert_eq!(h.core.session(s).unwrap().expires_at_ms, 3_000);
+    // A renewal after the extension counts from its own time, as always.
+    h.now = 2_500;
+    h.renew(s, 1);
+    assert_eq!(h.core.session(s).unwrap().expires_at_ms, 3_500);
+
+    let restored = Core::restore(h.core.snapshot());
+    assert_eq!(restored.session(s).unwrap().expires_at_ms, 3_500);
+    assert_eq!(restored.next_deadline(), Some(3_500));
+}

@@ -1,0 +1,312 @@
+//! What the leader does that followers do not: stamp proposals with its clock, give every
+//! session a grace when its term starts, and propose ticks when the engine's next deadline
+//! comes (rules 1, 2 and 4 of `HA.md`).
+//!
+//! - **Time.** Only the leader reads a clock, and only to stamp proposals. Once the first
+//!   entry of its term is applied it takes `base` = the engine's clock and `t0` = now, and
+//!   stamps each proposal `base + elapsed`. The engine keeps `max(clock, now_ms)`, so skew
+//!   between machines never matters and time stands still while there is no leader.
+//! - **Grace.** The first command of every term is [`Command::ExtendLeases`]: every lease
+//!   ends no earlier than the leader's clock plus the fail-over grace. Proposals wait for it.
+//! - **Expiry.** The leader proposes [`Command::Tick`] when the engine's next deadline is
+//!   due by its clock; applying the tick expires whatever is due then. A stale or repeated
+//!   tick does nothing.
+
+use std::time::Duration;
+
+use std::collections::BTreeMap;
+
+use dlock_core::{Command, Core};
+use openraft::ServerState;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Replica;
+use crate::types::{Applied, Member, NodeId, Proposal, Raft};
+
+/// How long a proposal waits for this node's term to be ready (its grace applied).
+const READY_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest the leader sleeps between looks at the engine's next deadline (the deadline
+/// moves as commands are applied).
+const TICK_RECHECK: Duration = Duration::from_millis(20);
+
+/// The leader's clock for one term.
+#[derive(Clone, Copy, Debug)]
+struct LeaderClock {
+    term: u64,
+    base_ms: u64,
+    t0: Instant,
+}
+
+impl LeaderClock {
+    fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.saturating_add(elapsed)
+    }
+}
+
+/// Why a proposal was not applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposeError {
+    /// This node is not the leader (or stopped being it before the entry committed: the
+    /// command may or may not have been applied; re-send it to the leader, by the same
+    /// request id, to learn which).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<Member>,
+    },
+    /// This node leads but its term did not become ready in time.
+    #[error("the leader's term is not ready")]
+    NotReady,
+    /// openraft stopped.
+    #[error("raft: {0}")]
+    Fatal(String),
+}
+
+/// What one node knows of the cluster (what `dlock status` shows).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Every voting member.
+    pub members: BTreeMap<NodeId, Member>,
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+    /// The current term.
+    pub term: u64,
+    /// Whether this node leads with its term ready for proposals.
+    pub leading: bool,
+    /// The last index in this node's log.
+    pub last_log_index: u64,
+    /// The last index this node applied.
+    pub applied_index: u64,
+    /// On the leader: the last index each member is known to hold (`None`: nothing yet).
+    pub matched: BTreeMap<NodeId, Option<u64>>,
+}
+
+/// Proposes commands on the leader, stamped with the leader's clock.
+#[derive(Clone)]
+pub struct Sequencer {
+    id: NodeId,
+    raft: Raft,
+    replica: Replica,
+    grace_ms: u64,
+    clock: watch::Sender<Option<LeaderClock>>,
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("id", &self.id)
+            .field("grace_ms", &self.grace_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sequencer {
+    /// A sequencer for node `id` giving `grace` to every session at each new term.
+    pub fn new(id: NodeId, raft: Raft, replica: Replica, grace: Duration) -> Sequencer {
+        Sequencer {
+            id,
+            raft,
+            replica,
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            clock: watch::channel(None).0,
+        }
+    }
+
+    /// The shared view of the replicated state.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The Raft node.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The leader as this node knows it.
+    pub fn leader(&self) -> Option<(NodeId, Member)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, member))
+    }
+
+    /// Whether this node leads and its term is ready for proposals.
+    pub fn is_ready_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader
+            && self
+                .clock
+                .borrow()
+                .is_some_and(|c| c.term == m.current_term)
+    }
+
+    fn not_leader(&self) -> ProposeError {
+        ProposeError::NotLeader {
+            leader: self
+                .leader()
+                .filter(|(id, _)| *id != self.id)
+                .map(|(_, m)| m),
+        }
+    }
+
+    /// What this node knows of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        ClusterStatus {
+            id: self.id,
+            members: membership
+                .nodes()
+                .map(|(id, member)| (*id, member.clone()))
+                .collect(),
+            leader: m.current_leader,
+            term: m.current_term,
+            leading: self.is_ready_leader(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            matched: m
+                .replication
+                .map(|r| {
+                    r.into_iter()
+                        .map(|(id, l)| (id, l.map(|l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Runs `f` on the engine once it reflects every command committed before the call: a
+    /// linearizable read through openraft's read index. Only the leader answers.
+    pub async fn read_linearizable<T>(
+        &self,
+        f: impl FnOnce(&Core) -> T,
+    ) -> Result<T, ProposeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.replica.read(f)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Err(e) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Proposes `command`, stamped with the leader's clock, and returns what applying it
+    /// produced. Waits (at most a few seconds) for a new term's grace to be applied first.
+    pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        let mut rx = self.clock.subscribe();
+        let clock = {
+            let wait = rx.wait_for(|c| {
+                let m = self.raft.metrics().borrow().clone();
+                c.is_some_and(|c| c.term == m.current_term) || m.state != ServerState::Leader
+            });
+            match tokio::time::timeout(READY_WAIT, wait).await {
+                Ok(Ok(c)) => *c,
+                Ok(Err(_)) => return Err(ProposeError::Fatal("sequencer dropped".into())),
+                Err(_) => return Err(ProposeError::NotReady),
+            }
+        };
+        let m = self.raft.metrics().borrow().clone();
+        let clock = clock.filter(|c| m.state == ServerState::Leader && c.term == m.current_term);
+        let Some(clock) = clock else {
+            return Err(self.not_leader());
+        };
+        self.write(clock, command).await
+    }
+
+    async fn write(&self, clock: LeaderClock, command: Command) -> Result<Applied, ProposeError> {
+        let proposal = Proposal {
+            now_ms: clock.now_ms(),
+            command,
+        };
+        match self.raft.client_write(proposal).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Fatal(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Runs the leader's duties until `shutdown`: when this node becomes leader, start its
+    /// clock and apply the grace; while it leads, propose ticks when they are due. Every
+    /// applied tick's events go to `on_tick` (the server routes them).
+    pub async fn run(self, shutdown: CancellationToken, on_tick: impl Fn(Applied) + Send) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let m = metrics.borrow_and_update().clone();
+            let leading_term = (m.state == ServerState::Leader).then_some(m.current_term);
+            let current = *self.clock.borrow();
+            match (leading_term, current) {
+                (Some(term), Some(c)) if c.term == term => {
+                    // Leading and ready: tick when due.
+                    let wait = match self.replica.read(|core| core.next_deadline()) {
+                        Some(at) if at <= c.now_ms() => Duration::ZERO,
+                        Some(at) => Duration::from_millis(at - c.now_ms()).min(TICK_RECHECK),
+                        None => TICK_RECHECK,
+                    };
+                    if wait.is_zero() {
+                        match self.write(c, Command::Tick).await {
+                            Ok(applied) => on_tick(applied),
+                            Err(e) => tracing::debug!(error = %e, "tick not applied"),
+                        }
+                        continue;
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = metrics.changed() => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                (Some(term), _) if m.last_applied.is_some_and(|l| l.leader_id.term == term) => {
+                    // The term's first entry is applied: start the clock, grant the grace.
+                    let clock = LeaderClock {
+                        term,
+                        base_ms: self.replica.read(|core| core.clock_ms()),
+                        t0: Instant::now(),
+                    };
+                    let grace = Command::ExtendLeases {
+                        grace_ms: self.grace_ms,
+                    };
+                    match self.write(clock, grace).await {
+                        Ok(_) => {
+                            tracing::info!(
+                                term,
+                                "leading; every session's lease extended by the fail-over grace"
+                            );
+                            self.clock.send_replace(Some(clock));
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "grace not applied");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                _ = metrics.changed() => {}
+                            }
+                        }
+                    }
+                }
+                (leading, current) => {
+                    if leading.is_none() && current.is_some() {
+                        self.clock.send_replace(None);
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        r = metrics.changed() => if r.is_err() { return },
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! dlock-raft: the dlock engine replicated through [openraft].
+//!
+//! The deterministic engine of `dlock-core` becomes the state machine of a replicated log:
+//! every input `(index, now_ms, command)` is an entry of the log, its index is the log index,
+//! and so the fencing token a grant carries (which `Core` derives from the input index) is
+//! the same on every replica and grows across leader changes, restarts and snapshots.
+//!
+//! The parts:
+//! - [`types`]: openraft's type configuration ([`TypeConfig`]), what a log entry carries
+//!   ([`Proposal`]) and what applying it returns ([`Applied`]), and the member description
+//!   ([`Member`]: the client and peer addresses of a node);
+//! - [`log_store`]: a durable segment log ([`LogStore`]): checksummed records, group commit
+//!   (one fsync for every append waiting when the writer wakes up), a torn tail cut on
+//!   restart, segments dropped once purged;
+//! - [`state_machine`]: the engine as openraft's state machine ([`StateMachine`]), snapshots
+//!   written to a temporary file and renamed;
+//! - [`network`]: the peer network over TCP, framed like the client protocol
+//!   (a `u32` length and a bincode body);
+//! - [`leader`]: the leader's duties ([`Sequencer`]): proposals stamped with its clock, a
+//!   grace for every session when its term starts, ticks when a deadline is due;
+//! - [`codec`]: the only module that knows how records and snapshots are encoded.
+//!
+//! [`open_node`] puts them together into a running [`Raft`] node, and a [`Sequencer`] on
+//! it proposes commands while it leads.
+//!
+//! # What is guaranteed, and what is not yet
+//!
+//! - A command is applied once a majority has it on disk (fsynced); a node killed at any
+//!   moment reopens from its directory (the torn tail of its log cut) and catches up from
+//!   the leader's log, or by snapshot once the leader purged what it lacks. Three nodes
+//!   stopped together recover every lock and token.
+//! - Fencing tokens are log indices: strictly increasing across leader changes, restarts
+//!   and snapshots.
+//! - A minority commits nothing.
+//! - Each new term first gives every session the fail-over grace
+//!   ([`Command::ExtendLeases`](dlock_core::Command::ExtendLeases)); time stands still
+//!   while there is no leader.
+//! - Not yet: `dlock-server` does not run on this (no cluster flags), so clients cannot
+//!   fail over; renewals are single entries (not batched); a command re-sent after a
+//!   fail-over by the same request id is not recognised by the engine (exactly-once lives
+//!   in the single server's session table today); peer connections are neither
+//!   authenticated nor encrypted; membership is fixed at `initialize`.
+#![forbid(unsafe_code)]
+// openraft's `StorageError` is what its storage traits return; boxing it here would only move the size.
+#![allow(clippy::result_large_err)]
+
+pub mod codec;
+pub mod error;
+pub mod leader;
+pub mod log_store;
+pub mod network;
+mod node;
+pub mod state_machine;
+pub mod types;
+
+pub use error::RaftStoreError;
+pub use leader::{ClusterStatus, ProposeError, Sequencer};
+pub use log_store::LogStore;
+pub use network::{PeerNetwork, serve_peers};
+pub use node::{NodeOptions, OpenError, open_node, raft_config};
+pub use state_machine::{Replica, StateMachine};
+pub use types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
+
+pub use openraft;

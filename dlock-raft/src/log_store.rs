@@ -1,0 +1,656 @@
+//! The durable Raft log: a directory of segment files of checksummed records.
+//!
+//! Every change to the log is a record appended to the current segment: an entry, a
+//! truncation (`Truncate { since }`), a purge, the vote and the committed log id. Reopening
+//! replays the records in order; a record cut short or damaged at the end of the last
+//! segment (a crash in the middle of a write) is cut off, one anywhere else is an error.
+//!
+//! - **Group commit.** One writer thread does all file IO in submission order. When it wakes
+//!   up it takes every request waiting, writes them with one `write` and, if any needs it,
+//!   one `fsync`, and only then tells openraft the appended entries are flushed. Under load
+//!   many appends share one `fsync`.
+//! - **Vote.** `save_vote` returns once the vote record is synced.
+//! - **Segments.** A segment is closed once it passes [`LogStore::open`]'s size; every new
+//!   segment starts with the vote, the purge point and the committed id, so older segments
+//!   can be deleted as soon as a purge covers every entry they hold (log compaction after a
+//!   snapshot).
+//! - **Reads** are served from memory: the entries not yet purged are kept there too, which
+//!   openraft's snapshot policy bounds.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogId, StorageIOError, Vote};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::RaftStoreError;
+use crate::codec::{self, RecordAt};
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// The default size at which a segment is closed and a new one started.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// At most this many requests are written by one wake-up of the writer.
+const MAX_GROUP: usize = 4096;
+
+/// One change to the log, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+enum LogRecord {
+    /// An entry; it replaces every entry at or after its index.
+    Entry(Entry),
+    /// Every entry at or after `since` is gone.
+    Truncate { since: u64 },
+    /// Every entry up to and including this id is gone (it is in a snapshot).
+    Purge(LogId),
+    /// The vote.
+    Vote(Vote<NodeId>),
+    /// The committed log id.
+    Committed(Option<LogId>),
+}
+
+/// [`LogRecord::Entry`] by reference: the same encoding (the same variant, first of its
+/// enum), without a copy of the entry.
+#[derive(Serialize)]
+enum EntryRecord<'a> {
+    Entry(&'a Entry),
+}
+
+/// What the log holds, in memory.
+#[derive(Debug, Default)]
+struct LogMem {
+    entries: BTreeMap<u64, Entry>,
+    vote: Option<Vote<NodeId>>,
+    last_purged: Option<LogId>,
+    committed: Option<LogId>,
+}
+
+impl LogMem {
+    fn replay(&mut self, record: LogRecord) {
+        match record {
+            LogRecord::Entry(entry) => {
+                let index = entry.get_log_id().index;
+                if self.last_purged.is_some_and(|p| index <= p.index) {
+                    return;
+                }
+                drop(self.entries.split_off(&index));
+                self.entries.insert(index, entry);
+            }
+            LogRecord::Truncate { since } => drop(self.entries.split_off(&since)),
+            LogRecord::Purge(id) => self.purge(id),
+            LogRecord::Vote(vote) => self.vote = Some(vote),
+            LogRecord::Committed(id) => self.committed = id,
+        }
+    }
+
+    fn purge(&mut self, id: LogId) {
+        if self.last_purged.is_none_or(|p| p.index < id.index) {
+            self.last_purged = Some(id);
+        }
+        self.entries = self.entries.split_off(&(id.index + 1));
+    }
+
+    /// The records a new segment starts with.
+    fn header(&self) -> Result<Vec<u8>, RaftStoreError> {
+        let mut out = Vec::new();
+        if let Some(vote) = self.vote {
+            codec::put_record(&mut out, &LogRecord::Vote(vote))?;
+        }
+        if let Some(id) = self.last_purged {
+            codec::put_record(&mut out, &LogRecord::Purge(id))?;
+        }
+        if self.committed.is_some() {
+            codec::put_record(&mut out, &LogRecord::Committed(self.committed))?;
+        }
+        Ok(out)
+    }
+}
+
+/// What is done once a write is on disk.
+enum Done {
+    /// Nothing (the committed id: a lost one is only re-learned later).
+    Nothing,
+    /// openraft's callback for appended entries.
+    Flushed(LogFlushed<TypeConfig>),
+    /// A waiting caller.
+    Reply(oneshot::Sender<io::Result<()>>),
+}
+
+/// One request to the writer thread.
+struct WriteOp {
+    bytes: Vec<u8>,
+    /// The highest entry index in `bytes`, if any.
+    max_index: Option<u64>,
+    /// Whether `bytes` must be synced before `done`.
+    sync: bool,
+    /// Segments whose every entry is at or below this index may go once this is synced.
+    purge_upto: Option<u64>,
+    done: Done,
+}
+
+/// The durable Raft log of one node. Cheap to clone: clones share the log (a clone is what
+/// [`RaftLogStorage::get_log_reader`] hands out).
+#[derive(Clone)]
+pub struct LogStore {
+    mem: Arc<Mutex<LogMem>>,
+    writer: mpsc::Sender<WriteOp>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+/// A segment file and the highest entry index it holds.
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    max_index: Option<u64>,
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("segment-{seq:020}.log"))
+}
+
+fn parse_segment(name: &str) -> Option<u64> {
+    name.strip_prefix("segment-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+/// Syncs a directory, so that files created, renamed or removed in it stay so.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), RaftStoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| RaftStoreError::io(dir, e))
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`, replaying its segments and cutting a torn tail,
+    /// and starts its writer thread. Segments are closed at `segment_bytes`.
+    pub fn open(dir: impl AsRef<Path>, segment_bytes: u64) -> Result<LogStore, RaftStoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| RaftStoreError::io(&dir, e))?;
+        let mut seqs = Vec::new();
+        for item in fs::read_dir(&dir).map_err(|e| RaftStoreError::io(&dir, e))? {
+            let item = item.map_err(|e| RaftStoreError::io(&dir, e))?;
+            if let Some(seq) = item.file_name().to_str().and_then(parse_segment) {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut mem = LogMem::default();
+        let mut segments = Vec::new();
+        for (i, &seq) in seqs.iter().enumerate() {
+            let path = segment_path(&dir, seq);
+            let data = fs::read(&path).map_err(|e| RaftStoreError::io(&path, e))?;
+            let mut offset = 0;
+            let mut max_index = None;
+            loop {
+                match codec::next_record(&data, offset) {
+                    RecordAt::Whole(body, next) => {
+                        let record: LogRecord = codec::decode(body)?;
+                        if let LogRecord::Entry(e) = &record {
+                            max_index = max_index.max(Some(e.get_log_id().index));
+                        }
+                        mem.replay(record);
+                        offset = next;
+                    }
+                    RecordAt::End => break,
+                    RecordAt::Damaged(reason) if i + 1 == seqs.len() => {
+                        tracing::warn!(
+                            path = %path.display(),
+                            offset,
+                            reason,
+                            "cutting a torn tail off the raft log"
+                        );
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(|e| RaftStoreError::io(&path, e))?;
+                        file.set_len(offset as u64)
+                            .and_then(|()| file.sync_all())
+                            .map_err(|e| RaftStoreError::io(&path, e))?;
+                        break;
+                    }
+                    RecordAt::Damaged(reason) => {
+                        return Err(RaftStoreError::Corrupt {
+                            path,
+                            offset: offset as u64,
+                            reason,
+                        });
+                    }
+                }
+            }
+            segments.push(Segment {
+                seq,
+                path,
+                max_index,
+            });
+        }
+        let current = match segments.pop() {
+            Some(s) => s,
+            None => {
+                let path = segment_path(&dir, 1);
+                File::create(&path).map_err(|e| RaftStoreError::io(&path, e))?;
+                sync_dir(&dir)?;
+                Segment {
+                    seq: 1,
+                    path,
+                    max_index: None,
+                }
+            }
+        };
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&current.path)
+            .map_err(|e| RaftStoreError::io(&current.path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| RaftStoreError::io(&current.path, e))?
+            .len();
+        let mem = Arc::new(Mutex::new(mem));
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            dir,
+            mem: mem.clone(),
+            closed: segments,
+            current,
+            file,
+            size,
+            segment_bytes: segment_bytes.max(1),
+            failed: None,
+        };
+        std::thread::Builder::new()
+            .name("dlock-raft-log".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| RaftStoreError::io("dlock-raft-log thread", e))?;
+        Ok(LogStore { mem, writer: tx })
+    }
+
+    fn mem(&self) -> MutexGuard<'_, LogMem> {
+        self.mem.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit(&self, op: WriteOp) -> Result<(), StorageError> {
+        self.writer
+            .send(op)
+            .map_err(|_| write_err(io::Error::other("the log writer has stopped")))
+    }
+
+    /// Submits a record and waits until it is synced.
+    async fn write_synced(
+        &self,
+        bytes: Vec<u8>,
+        purge_upto: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(WriteOp {
+            bytes,
+            max_index: None,
+            sync: true,
+            purge_upto,
+            done: Done::Reply(tx),
+        })?;
+        rx.await
+            .map_err(|_| write_err(io::Error::other("the log writer has stopped")))?
+            .map_err(write_err)
+    }
+}
+
+impl LogStore {
+    /// Keeps `entries` in memory and has the writer append them, then `done`.
+    fn submit_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        done: Done,
+    ) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        let mut max_index = None;
+        {
+            let mut mem = self.mem();
+            for entry in entries {
+                let index = entry.get_log_id().index;
+                codec::put_record(&mut bytes, &EntryRecord::Entry(&entry)).map_err(encode_err)?;
+                max_index = max_index.max(Some(index));
+                mem.entries.insert(index, entry);
+            }
+        }
+        self.submit(WriteOp {
+            bytes,
+            max_index,
+            sync: true,
+            purge_upto: None,
+            done,
+        })
+    }
+}
+
+fn write_err(e: io::Error) -> StorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+fn encode_err(e: RaftStoreError) -> StorageError {
+    write_err(e.into())
+}
+
+/// The writer thread's state.
+struct Writer {
+    dir: PathBuf,
+    mem: Arc<Mutex<LogMem>>,
+    closed: Vec<Segment>,
+    current: Segment,
+    file: File,
+    size: u64,
+    segment_bytes: u64,
+    /// Once a write failed, every later one fails too (openraft stops the node).
+    failed: Option<String>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<WriteOp>) {
+        while let Ok(first) = rx.recv() {
+            let mut ops = vec![first];
+            while ops.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            let result = self.write_group(&ops);
+            for op in ops {
+                let r = result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                match op.done {
+                    Done::Nothing => {}
+                    Done::Flushed(cb) => cb.log_io_completed(r),
+                    Done::Reply(tx) => drop(tx.send(r)),
+                }
+            }
+            if let Err(e) = result {
+                tracing::error!(error = %e, "raft log write failed");
+                self.failed.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+
+    fn write_group(&mut self, ops: &[WriteOp]) -> io::Result<()> {
+        if let Some(f) = &self.failed {
+            return Err(io::Error::other(format!("an earlier write failed: {f}")));
+        }
+        let mut buf = Vec::with_capacity(ops.iter().map(|o| o.bytes.len()).sum());
+        let mut sync = false;
+        let mut purge_upto = None;
+        for op in ops {
+            buf.extend_from_slice(&op.bytes);
+            sync |= op.sync;
+            self.current.max_index = self.current.max_index.max(op.max_index);
+            purge_upto = purge_upto.max(op.purge_upto);
+        }
+        self.file.write_all(&buf)?;
+        if sync {
+            self.file.sync_data()?;
+        }
+        self.size += buf.len() as u64;
+        if let Some(upto) = purge_upto {
+            self.drop_purged(upto)?;
+        }
+        if self.size >= self.segment_bytes {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest closed segments while every entry they hold is purged.
+    fn drop_purged(&mut self, upto: u64) -> io::Result<()> {
+        let n = self
+            .closed
+            .iter()
+            .take_while(|s| s.max_index.is_none_or(|m| m <= upto))
+            .count();
+        if n == 0 {
+            return Ok(());
+        }
+        for s in self.closed.drain(..n) {
+            fs::remove_file(&s.path)?;
+        }
+        sync_dir(&self.dir).map_err(io::Error::from)
+    }
+
+    /// Closes the current segment and starts the next, beginning with the log's header.
+    fn roll(&mut self) -> io::Result<()> {
+        let seq = self.current.seq + 1;
+        let path = segment_path(&self.dir, seq);
+        let header = self
+            .mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .header()
+            .map_err(io::Error::from)?;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        file.write_all(&header)?;
+        file.sync_data()?;
+        sync_dir(&self.dir).map_err(io::Error::from)?;
+        let old = std::mem::replace(
+            &mut self.current,
+            Segment {
+                seq,
+                path,
+                max_index: None,
+            },
+        );
+        self.closed.push(old);
+        self.file = file;
+        self.size = header.len() as u64;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(self
+            .mem()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let mem = self.mem();
+        let last = mem
+            .entries
+            .last_key_value()
+            .map(|(_, e)| *e.get_log_id())
+            .or(mem.last_purged);
+        Ok(LogState {
+            last_purged_log_id: mem.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        codec::put_record(&mut bytes, &LogRecord::Vote(*vote)).map_err(|e| {
+            openraft::StorageError::from(StorageIOError::write_vote(&io::Error::from(e)))
+        })?;
+        self.mem().vote = Some(*vote);
+        self.write_synced(bytes, None).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self.mem().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        codec::put_record(&mut bytes, &LogRecord::Committed(committed)).map_err(encode_err)?;
+        self.mem().committed = committed;
+        self.submit(WriteOp {
+            bytes,
+            max_index: None,
+            sync: false,
+            purge_upto: None,
+            done: Done::Nothing,
+        })
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.mem().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.submit_entries(entries, Done::Flushed(callback))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        codec::put_record(
+            &mut bytes,
+            &LogRecord::Truncate {
+                since: log_id.index,
+            },
+        )
+        .map_err(encode_err)?;
+        drop(self.mem().entries.split_off(&log_id.index));
+        self.write_synced(bytes, None).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        codec::put_record(&mut bytes, &LogRecord::Purge(log_id)).map_err(encode_err)?;
+        self.mem().purge(log_id);
+        self.write_synced(bytes, Some(log_id.index)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{blank_ent, log_id};
+
+    use super::*;
+
+    /// Appends the entries in batches of five, each synced before the next.
+    async fn append(log: &LogStore, range: std::ops::RangeInclusive<u64>) {
+        let all: Vec<u64> = range.collect();
+        for batch in all.chunks(5) {
+            let (tx, rx) = oneshot::channel();
+            let entries = batch.iter().map(|&i| blank_ent::<TypeConfig>(1, 1, i));
+            log.submit_entries(entries, Done::Reply(tx)).unwrap();
+            rx.await.unwrap().unwrap();
+        }
+    }
+
+    async fn indices(log: &mut LogStore) -> Vec<u64> {
+        let entries = log.try_get_log_entries(0..).await.unwrap();
+        entries.iter().map(|e| e.get_log_id().index).collect()
+    }
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(parse_segment)
+                    .is_some()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn reopen_replays_cuts_a_torn_tail_and_purge_drops_segments() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let mut log = LogStore::open(&dir, 128).unwrap();
+        append(&log, 1..=30).await;
+        let vote = Vote::new(3, 2);
+        log.save_vote(&vote).await.unwrap();
+        log.truncate(log_id(1, 1, 26)).await.unwrap();
+        append(&log, 26..=50).await;
+        drop(log);
+
+        let mut log = LogStore::open(&dir, 128).unwrap();
+        assert_eq!(indices(&mut log).await, (1..=50).collect::<Vec<_>>());
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        let many = segments(&dir);
+        assert!(many.len() > 3, "small segments roll: {many:?}");
+        drop(log);
+
+        // A crash in the middle of a write: a record header promising more than is there.
+        let last = many.last().unwrap().clone();
+        let good_len = fs::metadata(&last).unwrap().len();
+        let mut torn = OpenOptions::new().append(true).open(&last).unwrap();
+        torn.write_all(&[0, 0, 0, 100, 1, 2, 3, 4, 5, 6]).unwrap();
+        drop(torn);
+        let mut log = LogStore::open(&dir, 128).unwrap();
+        assert_eq!(
+            fs::metadata(&last).unwrap().len(),
+            good_len,
+            "torn tail cut"
+        );
+        assert_eq!(indices(&mut log).await, (1..=50).collect::<Vec<_>>());
+        append(&log, 51..=52).await;
+
+        // Purging drops the segments whose entries are all purged; the vote survives.
+        log.purge(log_id(1, 1, 40)).await.unwrap();
+        let after = segments(&dir);
+        assert!(after.len() < many.len(), "{after:?} vs {many:?}");
+        drop(log);
+        let mut log = LogStore::open(&dir, 128).unwrap();
+        assert_eq!(indices(&mut log).await, (41..=52).collect::<Vec<_>>());
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 40)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 52)));
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+
+        // Damage in a closed segment is not a torn tail: opening refuses.
+        drop(log);
+        let first = segments(&dir)[0].clone();
+        let mut data = fs::read(&first).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+        fs::write(&first, data).unwrap();
+        assert!(segments(&dir).len() > 1);
+        assert!(matches!(
+            LogStore::open(&dir, 128),
+            Err(RaftStoreError::Corrupt { .. })
+        ));
+    }
+}

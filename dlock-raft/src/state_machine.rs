@@ -1,0 +1,307 @@
+//! The engine as openraft's state machine, and its snapshots.
+//!
+//! Applying an application entry applies its [`Proposal`](crate::Proposal) to the engine as the input
+//! `(entry index, proposal.now_ms, proposal.command)`, so ids and fencing tokens, which the
+//! engine derives from the input index, are the same on every replica. A snapshot is the
+//! engine's [`Snapshot`](dlock_core::Snapshot) with the last applied log id and membership,
+//! written as one checksummed record to a temporary file that is synced and renamed over
+//! `snapshot.bin`.
+
+use std::fs::{self, File};
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dlock_core::{Config, Core, Input};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::RaftStoreError;
+use crate::codec::{self, RecordAt};
+use crate::log_store::sync_dir;
+use crate::types::{Applied, Entry, LogId, Member, NodeId, StorageError, TypeConfig};
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
+
+/// The replicated state: the engine and what openraft needs to know about it.
+#[derive(Debug)]
+struct SmState {
+    core: Core,
+    last_applied: Option<LogId>,
+    membership: StoredMembership<NodeId, Member>,
+    /// Snapshots built by this process, to give each a distinct id.
+    built: u64,
+}
+
+/// What a snapshot's data holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId>,
+    membership: StoredMembership<NodeId, Member>,
+    core: dlock_core::Snapshot,
+}
+
+/// What `snapshot.bin` holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, Member>,
+    data: Vec<u8>,
+}
+
+/// A read-only view of a node's replicated state, shared with the state machine: what the
+/// server reads for queries and session checks.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    state: Arc<Mutex<SmState>>,
+}
+
+impl Replica {
+    fn lock(&self) -> MutexGuard<'_, SmState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the engine as of the last applied entry.
+    pub fn read<T>(&self, f: impl FnOnce(&Core) -> T) -> T {
+        f(&self.lock().core)
+    }
+
+    /// The last applied log index (0 before any).
+    pub fn last_applied_index(&self) -> u64 {
+        self.lock().last_applied.map_or(0, |id| id.index)
+    }
+}
+
+/// The engine as openraft's state machine.
+#[derive(Debug)]
+pub struct StateMachine {
+    replica: Replica,
+    dir: PathBuf,
+}
+
+impl StateMachine {
+    /// Opens the state machine kept in `dir`: the engine of the snapshot there, or an empty
+    /// one with `config`.
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<StateMachine, RaftStoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| RaftStoreError::io(&dir, e))?;
+        let state = match read_snapshot_file(&dir)? {
+            Some(file) => {
+                let body: SnapshotBody = codec::decode(&file.data)?;
+                SmState {
+                    core: Core::restore(body.core),
+                    last_applied: body.last_applied,
+                    membership: body.membership,
+                    built: 0,
+                }
+            }
+            None => SmState {
+                core: Core::new(config),
+                last_applied: None,
+                membership: StoredMembership::default(),
+                built: 0,
+            },
+        };
+        Ok(StateMachine {
+            replica: Replica {
+                state: Arc::new(Mutex::new(state)),
+            },
+            dir,
+        })
+    }
+
+    /// A shared read-only view of the state.
+    pub fn replica(&self) -> Replica {
+        self.replica.clone()
+    }
+}
+
+fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>, RaftStoreError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let data = match fs::read(&path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RaftStoreError::io(&path, e)),
+    };
+    match codec::next_record(&data, 0) {
+        RecordAt::Whole(body, end) if end == data.len() => Ok(Some(codec::decode(body)?)),
+        RecordAt::Whole(..) => Err(RaftStoreError::Corrupt {
+            path,
+            offset: 0,
+            reason: "trailing bytes after the snapshot".to_owned(),
+        }),
+        RecordAt::End => Err(RaftStoreError::Corrupt {
+            path,
+            offset: 0,
+            reason: "empty snapshot file".to_owned(),
+        }),
+        RecordAt::Damaged(reason) => Err(RaftStoreError::Corrupt {
+            path,
+            offset: 0,
+            reason,
+        }),
+    }
+}
+
+/// Writes `file` to a temporary file, syncs it and renames it over the snapshot.
+fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<(), RaftStoreError> {
+    let mut bytes = Vec::new();
+    codec::put_record(&mut bytes, file)?;
+    let tmp = dir.join(SNAPSHOT_TMP);
+    let mut f = File::create(&tmp).map_err(|e| RaftStoreError::io(&tmp, e))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| RaftStoreError::io(&tmp, e))?;
+    drop(f);
+    let path = dir.join(SNAPSHOT_FILE);
+    fs::rename(&tmp, &path).map_err(|e| RaftStoreError::io(&path, e))?;
+    sync_dir(dir)
+}
+
+fn snapshot_err(e: RaftStoreError) -> StorageError {
+    StorageIOError::write_snapshot(None, &io::Error::from(e)).into()
+}
+
+/// Builds snapshots of a [`StateMachine`].
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    replica: Replica,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (body, built) = {
+            let mut state = self.replica.lock();
+            state.built += 1;
+            let body = SnapshotBody {
+                last_applied: state.last_applied,
+                membership: state.membership.clone(),
+                core: state.core.snapshot(),
+            };
+            (body, state.built)
+        };
+        let dir = self.dir.clone();
+        let file = tokio::task::spawn_blocking(move || -> Result<SnapshotFile, RaftStoreError> {
+            let data = codec::encode(&body)?;
+            let snapshot_id = match body.last_applied {
+                Some(id) => format!("{}-{}-{built}", id.leader_id.term, id.index),
+                None => format!("0-0-{built}"),
+            };
+            let file = SnapshotFile {
+                meta: SnapshotMeta {
+                    last_log_id: body.last_applied,
+                    last_membership: body.membership,
+                    snapshot_id,
+                },
+                data,
+            };
+            write_snapshot_file(&dir, &file)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| snapshot_err(RaftStoreError::Codec(e.to_string())))?
+        .map_err(snapshot_err)?;
+        Ok(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, Member>), StorageError> {
+        let state = self.replica.lock();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut state = self.replica.lock();
+        let mut out = Vec::new();
+        for entry in entries {
+            let index = entry.log_id.index;
+            state.last_applied = Some(entry.log_id);
+            let events = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(p) => state.core.apply(Input {
+                    index,
+                    now_ms: p.now_ms,
+                    command: p.command,
+                }),
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Vec::new()
+                }
+            };
+            out.push(Applied { index, events });
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            replica: self.replica.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = codec::decode(&data).map_err(|e| {
+            openraft::StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                &io::Error::from(e),
+            ))
+        })?;
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data,
+        };
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file))
+            .await
+            .map_err(|e| snapshot_err(RaftStoreError::Codec(e.to_string())))?
+            .map_err(snapshot_err)?;
+        let mut state = self.replica.lock();
+        state.core = Core::restore(body.core);
+        state.last_applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let dir = self.dir.clone();
+        let file = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+            .await
+            .map_err(|e| snapshot_err(RaftStoreError::Codec(e.to_string())))?
+            .map_err(|e| {
+                openraft::StorageError::from(StorageIOError::read_snapshot(
+                    None,
+                    &io::Error::from(e),
+                ))
+            })?;
+        Ok(file.map(|f| Snapshot {
+            meta: f.meta,
+            snapshot: Box::new(Cursor::new(f.data)),
+        }))
+    }
+}

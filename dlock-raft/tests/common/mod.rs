@@ -1,0 +1,144 @@
+//! In-process nodes over real TCP on 127.0.0.1 for the cluster tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use dlock_core::{LockState, Mode, SessionId};
+use dlock_raft::{Member, NodeId, NodeOptions, Raft, Replica, open_node, serve_peers};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long any wait in these tests may take.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running node.
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub replica: Replica,
+    pub stop: CancellationToken,
+}
+
+/// Three directories, listeners and member descriptions.
+pub struct Cluster {
+    pub dirs: Vec<TempDir>,
+    pub members: BTreeMap<NodeId, Member>,
+    pub listeners: BTreeMap<NodeId, TcpListener>,
+}
+
+pub async fn cluster(n: u64) -> Result<Cluster> {
+    let mut dirs = Vec::new();
+    let mut listeners = BTreeMap::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=n {
+        dirs.push(tempfile::tempdir()?);
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        members.insert(
+            id,
+            Member {
+                client_addr: format!("127.0.0.1:{}", 7000 + id),
+                raft_addr: l.local_addr()?.to_string(),
+            },
+        );
+        listeners.insert(id, l);
+    }
+    Ok(Cluster {
+        dirs,
+        members,
+        listeners,
+    })
+}
+
+/// Opens node `id` from its directory and serves its peers on `listener`.
+pub async fn start(id: NodeId, dir: &TempDir, listener: TcpListener) -> Result<Node> {
+    start_with(NodeOptions::new(id, dir.path()), listener).await
+}
+
+/// Opens a node with `options` and serves its peers on `listener`.
+pub async fn start_with(options: NodeOptions, listener: TcpListener) -> Result<Node> {
+    let id = options.id;
+    let (raft, replica) = open_node(options).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_peers(listener, raft.clone(), stop.clone()));
+    Ok(Node {
+        id,
+        raft,
+        replica,
+        stop,
+    })
+}
+
+/// Stops a node as a crash would, as far as its peers can tell.
+pub async fn kill(node: &Node) -> Result<()> {
+    node.stop.cancel();
+    node.raft
+        .shutdown()
+        .await
+        .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
+    Ok(())
+}
+
+/// Waits until one of `nodes` leads and all of them agree; returns its id.
+pub async fn leader_among(nodes: &[&Node]) -> Result<NodeId> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        for node in nodes {
+            let m = node.raft.metrics().borrow().clone();
+            if m.current_leader == Some(node.id)
+                && m.state.is_leader()
+                && nodes
+                    .iter()
+                    .all(|n| n.raft.metrics().borrow().current_leader == Some(node.id))
+            {
+                return Ok(node.id);
+            }
+        }
+        if tokio::time::Instant::now() > until {
+            bail!("no leader within {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `f` until it holds, within [`DEADLINE`].
+pub async fn until(what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !f() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what}: not within {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Waits until `replica` applied `index`.
+pub async fn wait_applied(replica: &Replica, index: u64) -> Result<()> {
+    until(&format!("index {index} applied"), || {
+        replica.last_applied_index() >= index
+    })
+    .await
+}
+
+/// The first granted lock on `name`: its session, mode and token.
+pub fn holder(replica: &Replica, name: &str) -> Option<(SessionId, Mode, u64)> {
+    replica.read(|core| {
+        let r = core.resource(name.as_bytes())?;
+        let l = r.granted.first()?;
+        let LockState::Granted { mode } = l.state else {
+            return None;
+        };
+        Some((l.session, mode, l.token?.0))
+    })
+}
+
+/// The token of the first grant among `events`.
+pub fn granted_token(events: &[dlock_core::Event]) -> Option<u64> {
+    events.iter().find_map(|e| match e.kind {
+        dlock_core::EventKind::Granted { token, .. } => Some(token.0),
+        _ => None,
+    })
+}

@@ -1,0 +1,196 @@
+//! Recovery over three in-process nodes: a follower far behind catches up by snapshot, all
+//! three nodes stopped and reopened recover the table from disk, and a minority grants
+//! nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::*;
+use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
+use dlock_raft::openraft::SnapshotPolicy;
+use dlock_raft::{NodeOptions, Proposal, Raft};
+use tokio::net::TcpListener;
+
+async fn write(raft: &Raft, now_ms: u64, command: Command) -> Result<dlock_raft::Applied> {
+    let resp = raft
+        .client_write(Proposal { now_ms, command })
+        .await
+        .map_err(|e| anyhow::anyhow!("client_write: {e}"))?;
+    Ok(resp.data)
+}
+
+fn open(name: &str) -> Command {
+    Command::OpenSession {
+        name: name.into(),
+        ttl_ms: 60_000,
+        secret: 9,
+    }
+}
+
+fn lock(session: SessionId, request: u64, name: &str, mode: Mode) -> Command {
+    Command::Lock {
+        session,
+        request: RequestId(request),
+        args: LockRequest::new(name, mode),
+    }
+}
+
+/// Options that snapshot every 50 entries and keep none of them in the log.
+fn snapshotting(id: u64, c: &Cluster) -> NodeOptions {
+    let mut o = NodeOptions::new(id, c.dirs[id as usize - 1].path());
+    o.raft.snapshot_policy = SnapshotPolicy::LogsSinceLast(50);
+    o.raft.max_in_snapshot_log_to_keep = 0;
+    o.raft.purge_batch_size = 1;
+    o
+}
+
+async fn rebind(c: &Cluster, id: u64) -> Result<TcpListener> {
+    Ok(TcpListener::bind(&c.members[&id].raft_addr).await?)
+}
+
+async fn three(c: &mut Cluster) -> Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let l = c.listeners.remove(&id).context("listener")?;
+        nodes.push(start_with(snapshotting(id, c), l).await?);
+    }
+    nodes[0]
+        .raft
+        .initialize(c.members.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    Ok(nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
+    let mut c = cluster(3).await?;
+    let nodes = three(&mut c).await?;
+    let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
+    let leader = &nodes[first as usize - 1];
+    let lagging = nodes.iter().find(|n| n.id != first).context("a follower")?;
+    let lagging_id = lagging.id;
+    kill(lagging).await?;
+
+    let s = SessionId(write(&leader.raft, 1, open("s")).await?.index);
+    let mut last = 0;
+    for i in 0..300u64 {
+        last = write(
+            &leader.raft,
+            2 + i,
+            lock(s, i + 1, &format!("r{i}"), Mode::PR),
+        )
+        .await?
+        .index;
+    }
+    until("the leader purged its log past the follower", || {
+        leader
+            .raft
+            .metrics()
+            .borrow()
+            .purged
+            .is_some_and(|p| p.index > 100)
+    })
+    .await?;
+
+    let l = rebind(&c, lagging_id).await?;
+    let back = start_with(snapshotting(lagging_id, &c), l).await?;
+    wait_applied(&back.replica, last).await?;
+    assert!(
+        back.raft.metrics().borrow().snapshot.is_some(),
+        "caught up through a snapshot"
+    );
+    assert!(
+        c.dirs[lagging_id as usize - 1]
+            .path()
+            .join("snapshot.bin")
+            .exists()
+    );
+    let locks = back.replica.read(|core| core.lock_count());
+    assert_eq!(locks, 300);
+    for n in nodes.iter().filter(|n| n.id != lagging_id).chain([&back]) {
+        kill(n).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_three_stopped_and_reopened_recover_the_table_from_disk() -> Result<()> {
+    let mut c = cluster(3).await?;
+    let nodes = three(&mut c).await?;
+    let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
+    let raft = &nodes[first as usize - 1].raft;
+    let s = SessionId(write(raft, 1, open("s")).await?.index);
+    let mut expected = Vec::new();
+    let mut last = 0;
+    // More than one snapshot's worth, so recovery reads a snapshot and then the log.
+    for i in 0..120u64 {
+        let name = format!("k{i}");
+        let applied = write(raft, 2 + i, lock(s, i + 1, &name, Mode::EX)).await?;
+        let token = granted_token(&applied.events).context("granted")?;
+        expected.push((name, token));
+        last = applied.index;
+    }
+    for n in &nodes {
+        kill(n).await?;
+    }
+
+    let mut back = Vec::new();
+    for id in 1..=3 {
+        let l = rebind(&c, id).await?;
+        back.push(start_with(snapshotting(id, &c), l).await?);
+    }
+    let second = leader_among(&back.iter().collect::<Vec<_>>()).await?;
+    for n in &back {
+        wait_applied(&n.replica, last).await?;
+        for (name, token) in &expected {
+            assert_eq!(
+                holder(&n.replica, name),
+                Some((s, Mode::EX, *token)),
+                "{name} on node {} (applied {}, {} locks, metrics {:?})",
+                n.id,
+                n.replica.last_applied_index(),
+                n.replica.read(|core| core.lock_count()),
+                n.raft.metrics().borrow().clone()
+            );
+        }
+    }
+    // And the cluster goes on: the next token is above every earlier one.
+    let raft = &back[second as usize - 1].raft;
+    let applied = write(raft, 500, lock(s, 1000, "fresh", Mode::EX)).await?;
+    let token = granted_token(&applied.events).context("granted")?;
+    assert!(expected.iter().all(|(_, t)| token > *t));
+    for n in &back {
+        kill(n).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_grants_nothing() -> Result<()> {
+    let mut c = cluster(3).await?;
+    let nodes = three(&mut c).await?;
+    let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
+    let leader = &nodes[first as usize - 1];
+    let s = SessionId(write(&leader.raft, 1, open("s")).await?.index);
+    let before = write(&leader.raft, 2, lock(s, 1, "db", Mode::EX))
+        .await?
+        .index;
+
+    // The leader loses both followers: nothing it is asked commits.
+    for n in nodes.iter().filter(|n| n.id != first) {
+        kill(n).await?;
+    }
+    let t = write(&leader.raft, 3, lock(s, 2, "other", Mode::EX));
+    let outcome = tokio::time::timeout(Duration::from_secs(2), t).await;
+    assert!(
+        !matches!(outcome, Ok(Ok(_))),
+        "a minority committed: {outcome:?}"
+    );
+    assert_eq!(leader.replica.last_applied_index(), before);
+    assert!(holder(&leader.replica, "other").is_none());
+    kill(leader).await?;
+    Ok(())
+}
