@@ -269,7 +269,12 @@ async fn t80_a_hello_without_a_valid_token_is_counted_unauthenticated() -> Resul
             "{answer:?}"
         );
     }
-    let m = scrape(http).await?;
+    // With --auth-file, /metrics asks for a token too.
+    let a =
+        dlock_tests::http::get_with(http, "/metrics", &[("authorization", "Bearer alice-token")])
+            .await?;
+    ensure!(a.status == 200, "status {}", a.status);
+    let m = parse(&a.body)?;
     let n = m.get(
         "dlock_rejected_requests_total",
         &[("reason", "unauthenticated")],
