@@ -121,7 +121,7 @@ pub(crate) enum StatusAnswer {
 #[derive(Debug)]
 pub(crate) struct CoreSnapshot {
     /// The counters.
-    pub(crate) stats: crate::core_task::CoreStats,
+    pub(crate) stats: crate::core_task::stats::CoreStats,
     /// Sessions, resources and locks by state and mode.
     pub(crate) census: dlock_core::Census,
     /// Whether locks are granted (not in the restart grace).

@@ -19,7 +19,7 @@ mod outbound;
 mod requests;
 mod routing;
 mod sessions;
-mod stats;
+pub(crate) mod stats;
 mod status;
 
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use self::grace::NotHeld;
 use self::requests::Action;
 use self::routing::{apply_and_route, apply_for_server, close_overflowed};
 use self::sessions::{SessionState, Sessions};
-pub(crate) use self::stats::{CoreStats, REQUEST_KINDS};
+pub(crate) use self::stats::REQUEST_KINDS;
 use crate::floor::Floor;
 use crate::grace::LeaseRecord;
 use crate::handle::{ConnHandle, ConnId};
