@@ -1,10 +1,13 @@
 //! Read-only summaries of the whole table for monitoring (R66): a census of locks by state
 //! and mode, pages of sessions, and the wait-for path that made a request a deadlock victim.
 //!
-//! Each is a read of the current state, like the queries in `inspect`; the census walks
-//! every resource's queues once, pages of sessions walk only their page.
+//! Each is a read of the current state, like the queries in `inspect`. The census reads
+//! counts the engine keeps as locks change (a few additions per transition), so a scrape
+//! costs O(1) however large the table; pages of sessions walk only their page.
 
 use serde::{Deserialize, Serialize};
+
+use crate::lock::Status;
 
 use crate::deadlock::tail_probe_path;
 use crate::engine::Core;
@@ -40,6 +43,32 @@ impl Census {
     }
 }
 
+/// Locks by state (granted, converting, waiting) and mode, kept by the engine as locks
+/// change: granted locks by granted mode, queued ones by requested mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally(pub(crate) [[u64; 6]; 3]);
+
+impl Tally {
+    /// Where a lock in `status` is counted.
+    pub(crate) fn key(status: &Status) -> (usize, usize) {
+        match status {
+            Status::Granted { mode, .. } => (0, mode.index()),
+            Status::Converting { to, .. } => (1, to.index()),
+            Status::Waiting { mode, .. } => (2, mode.index()),
+        }
+    }
+
+    /// Counts one more lock at `key`.
+    pub(crate) fn add(&mut self, (state, mode): (usize, usize)) {
+        self.0[state][mode] += 1;
+    }
+
+    /// Counts one lock less at `key`.
+    pub(crate) fn sub(&mut self, (state, mode): (usize, usize)) {
+        self.0[state][mode] = self.0[state][mode].saturating_sub(1);
+    }
+}
+
 /// One session as a monitoring page lists it: no locks, only how many.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSummary {
@@ -58,8 +87,29 @@ pub struct SessionSummary {
 }
 
 impl Core {
-    /// Counts every lock by state and mode (walks each resource's three queues once).
+    /// Counts every lock by state and mode, from counts kept as locks change: O(1), however
+    /// large the table.
     pub fn census(&self) -> Census {
+        let t = &self.tally.0;
+        Census {
+            sessions: self.sessions.len() as u64,
+            resources: self.names.len() as u64,
+            granted: t[0],
+            converting: t[1],
+            waiting: t[2],
+        }
+    }
+
+    /// The counts of [`census`](Core::census) by walking every lock (for `restore` and to
+    /// check the kept counts).
+    pub(crate) fn count_locks(&self) -> Tally {
+        let c = self.census_by_walking();
+        Tally([c.granted, c.converting, c.waiting])
+    }
+
+    /// [`census`](Core::census) by walking each resource's three queues: what the kept
+    /// counts must always equal.
+    pub fn census_by_walking(&self) -> Census {
         let mut c = Census {
             sessions: self.sessions.len() as u64,
             resources: self.names.len() as u64,

@@ -34,6 +34,10 @@ pub struct Core {
     pub(crate) names: BTreeMap<Name, ResRef>,
     /// Lease ends and request deadlines, ordered by time (timers.rs).
     pub(crate) timers: BTreeSet<(u64, Timer)>,
+    /// Locks by state and mode, kept as locks change so that [`Core::census`] is O(1).
+    /// Not part of a snapshot: [`Core::restore`] counts it again.
+    #[serde(skip)]
+    pub(crate) tally: crate::census::Tally,
 }
 
 /// A serialisable copy of the whole engine state; see [`Core::snapshot`].
@@ -66,6 +70,7 @@ impl Core {
             resources: Slab::default(),
             names: BTreeMap::new(),
             timers: BTreeSet::new(),
+            tally: crate::census::Tally::default(),
         }
     }
 
@@ -203,7 +208,9 @@ impl Core {
 
     /// The engine a snapshot was taken of.
     pub fn restore(snapshot: Snapshot) -> Core {
-        snapshot.0
+        let mut core = snapshot.0;
+        core.tally = core.count_locks();
+        core
     }
 }
 

@@ -90,7 +90,9 @@ impl Core {
             s.pending.remove(&id);
         }
         self.lock_ids.remove(&id);
-        self.locks.remove(r.0);
+        if let Some(l) = self.locks.remove(r.0) {
+            self.tally.sub(crate::census::Tally::key(&l.status));
+        }
         if unused {
             if let Some(res) = self.resources.remove(rr.0) {
                 self.names.remove(&res.name);
@@ -151,7 +153,9 @@ impl Core {
         }
         let clock = self.clock_ms;
         if let Some(l) = self.locks.get_mut(r.0) {
+            self.tally.sub(crate::census::Tally::key(&l.status));
             l.status = Status::Granted { mode: from, token };
+            self.tally.add(crate::census::Tally::key(&l.status));
             l.since_ms = clock;
         }
         out.push(Event {
@@ -234,7 +238,9 @@ impl Core {
         }
         let clock = self.clock_ms;
         if let Some(l) = self.locks.get_mut(r.0) {
+            self.tally.sub(crate::census::Tally::key(&l.status));
             l.status = Status::Granted { mode: to, token };
+            self.tally.add(crate::census::Tally::key(&l.status));
             l.since_ms = clock;
             l.notified = Notified::NONE;
         }

@@ -25,7 +25,9 @@ impl Core {
     fn insert_lock(&mut self, lock: Lock, queue: Queue) -> Option<LockRef> {
         let (id, session, rr) = (lock.id, lock.session, lock.res);
         let pending = lock.status.pending().is_some();
+        let key = crate::census::Tally::key(&lock.status);
         let r = LockRef(self.locks.insert(lock)?);
+        self.tally.add(key);
         let res = self.resources.get_mut(rr.0)?;
         crate::grant::list_mut(res, queue).push_back(&mut self.locks, r);
         self.lock_ids.insert(id, r);
@@ -291,11 +293,13 @@ impl Core {
         let mut since = clock;
         if let Some(l) = self.locks.get_mut(r.0) {
             if let Status::Granted { token, .. } = l.status {
+                self.tally.sub(crate::census::Tally::key(&l.status));
                 l.status = Status::Converting {
                     from,
                     to,
                     conv: Box::new(Conversion { token, pending }),
                 };
+                self.tally.add(crate::census::Tally::key(&l.status));
             }
             since = std::mem::replace(&mut l.since_ms, clock);
         }
@@ -335,7 +339,9 @@ impl Core {
             res.shrink();
         }
         if let Some(l) = self.locks.get_mut(r.0) {
+            self.tally.sub(crate::census::Tally::key(&l.status));
             l.status = Status::Granted { mode: from, token };
+            self.tally.add(crate::census::Tally::key(&l.status));
             l.since_ms = since_ms;
         }
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -384,7 +390,9 @@ impl Core {
         }
         let clock = self.clock_ms;
         if let Some(l) = self.locks.get_mut(r.0) {
+            self.tally.sub(crate::census::Tally::key(&l.status));
             l.status = Status::Granted { mode: to, token };
+            self.tally.add(crate::census::Tally::key(&l.status));
             l.since_ms = clock;
             l.notified = Notified::NONE;
         }

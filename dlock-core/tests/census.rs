@@ -43,12 +43,17 @@ fn census_counts_locks_by_state_and_mode() {
         }
     );
     assert_eq!((census.locks(), census.queued()), (5, 2));
+    assert_eq!(census, h.core.census_by_walking());
     // After the holder leaves, the conversion and then the waiter move on.
     h.close(b, 2);
     let census = h.core.census();
     assert_eq!(census.granted[Mode::EX.index()], 2);
     assert_eq!(census.queued(), 1, "CW still waits for a's EX");
     assert_eq!(census.sessions, 3);
+    assert_eq!(census, h.core.census_by_walking());
+    // A restored engine counts its locks again.
+    let restored = dlock_core::Core::restore(h.core.snapshot());
+    assert_eq!(restored.census(), census);
 }
 
 #[test]

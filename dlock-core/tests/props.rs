@@ -700,8 +700,8 @@ fn full_state(core: &Core) -> String {
             core.lock_count(),
             core.resource_count(),
             core.session_count()
-        )
-    )
+        ),
+    ) + &format!("\n{:?}", core.census())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -829,6 +829,8 @@ proptest! {
             model.apply(input);
             checker.step(&core, &before, input, &events);
             prop_assert_eq!(engine_state(&core), model.state(), "after {:?}", input);
+            // The kept lock counts never drift from what the queues hold.
+            prop_assert_eq!(core.census(), core.census_by_walking(), "after {:?}", input);
             prop_assert_eq!(core.session_count(), model.sessions.len());
         }
     }
@@ -844,6 +846,8 @@ proptest! {
             core.apply(input.clone());
             model.apply(input);
             prop_assert_eq!(engine_state(&core), model.state(), "after {:?}", input);
+            // The kept lock counts never drift from what the queues hold.
+            prop_assert_eq!(core.census(), core.census_by_walking(), "after {:?}", input);
         }
     }
 

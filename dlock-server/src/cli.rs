@@ -196,8 +196,8 @@ pub struct Args {
     pub auth_rules: Option<PathBuf>,
 
     /// Address of the HTTP listener: Prometheus metrics at /metrics, /healthz, /readyz, a
-    /// JSON API under /api/ and a live status page at /; `off` disables it. It has no
-    /// authentication: keep it on a private address.
+    /// JSON API under /api/ and a live status page at /; `off` disables it. With --auth-file
+    /// everything but the probes asks for a token; it has no TLS: keep it on a private address.
     #[arg(long, env = "DLOCK_HTTP_LISTEN", default_value = crate::DEFAULT_HTTP_LISTEN)]
     pub http_listen: HttpListen,
 

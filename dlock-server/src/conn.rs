@@ -359,6 +359,7 @@ async fn handshake<R: ReadHalf>(
         Ok(identity) => identity,
         Err(_) => {
             warn!(%peer, "client not authenticated; closing connection");
+            conn.shared.net.refused(NetRefusal::Unauthenticated);
             conn.close(Some(ServerMessage::Refused(Refusal::Unauthenticated)), true);
             return None;
         }

@@ -35,6 +35,11 @@
 //!   a closed socket), frame length, the
 //!   core's inbox, each connection's outbox in bytes (a client that does not read is cut off as a
 //!   slow reader), each session's replay buffer, query reply sizes.
+//! - **Operations over HTTP** (`http`, only with [`run_with_http`], [`serve`] with
+//!   [`Config::http_listen`] or [`Server::http`]): Prometheus metrics at `/metrics`, `/healthz`,
+//!   `/readyz` (503 during the restart grace), a JSON API under `/api/` (the types of
+//!   `dlock_proto::status`) and a live status page at `/`. Counting costs the hot path no
+//!   lock: the core task's counters are its own integers, the connections' relaxed atomics.
 //! - **Bad input harms nobody else.** Garbage, oversized or malformed frames, a wrong
 //!   protocol version or a missing `Hello` get a typed error and a closed connection.
 //!

@@ -79,15 +79,18 @@ pub(crate) enum NetRefusal {
     TooManyConnectionsFromPeer,
     /// A second `Hello` on a connection.
     UnexpectedHello,
+    /// A `Hello` without a valid token (`--auth-file`).
+    Unauthenticated,
 }
 
 impl NetRefusal {
     /// Every reason, in label order.
-    pub(crate) const ALL: [NetRefusal; 4] = [
+    pub(crate) const ALL: [NetRefusal; 5] = [
         NetRefusal::Overloaded,
         NetRefusal::TooManyConnections,
         NetRefusal::TooManyConnectionsFromPeer,
         NetRefusal::UnexpectedHello,
+        NetRefusal::Unauthenticated,
     ];
 
     /// The `reason` label.
@@ -97,6 +100,7 @@ impl NetRefusal {
             NetRefusal::TooManyConnections => "too_many_connections",
             NetRefusal::TooManyConnectionsFromPeer => "too_many_connections_from_peer",
             NetRefusal::UnexpectedHello => "unexpected_hello",
+            NetRefusal::Unauthenticated => "unauthenticated",
         }
     }
 }

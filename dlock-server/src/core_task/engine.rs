@@ -75,10 +75,17 @@ impl Engine {
     }
 
     /// Applies one command with the next index and the current time; persists a higher
-    /// fencing-token ceiling first when needed, so nothing is sent before it is durable.
+    /// fencing-token ceiling first when needed (before the input is applied and recorded,
+    /// and again for the tokens it handed out), so nothing is recorded or sent before it is
+    /// durable.
     /// Hand the events back with [`recycle`](Self::recycle) once routed.
     pub(super) fn apply(&mut self, command: Command) -> Result<Vec<Event>, ServerError> {
         let index = self.next_index;
+        // The index (and the first token it may hand out) is covered by the persisted ceiling
+        // before the input is applied and recorded: a process killed between the audit line
+        // and the persist would otherwise restart below an index its log shows as used.
+        self.floor
+            .ensure_above(index.max(self.core.last_token().0.saturating_add(1)))?;
         self.next_index += 1;
         let now_ms = self.now_ms();
         let input = Input {

@@ -455,6 +455,7 @@ impl CoreTask {
             )
         {
             self.security.denied();
+            self.sessions.monitor.rejected("permission_denied");
             debug!(%session, identity = identity.as_deref().unwrap_or("-"), "permission denied");
             self.reply(
                 session,

@@ -236,3 +236,51 @@ async fn t80_refusals_and_frame_errors_are_counted_by_reason() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn t80_a_hello_without_a_valid_token_is_counted_unauthenticated() -> Result<()> {
+    use dlock_proto::{ClientMessage, Hello, PROTOCOL_VERSION, Refusal, ServerMessage};
+    use futures_util::SinkExt;
+    let dir = tempfile::tempdir()?;
+    let auth = dlock_tests::security::write_auth_file(dir.path(), &[("alice", "alice-token")])?;
+    let config = dlock_server::Config {
+        auth_file: Some(auth),
+        ..dlock_server::Config::default()
+    };
+    let server = dlock_server::Server::with_config(config)
+        .http("127.0.0.1:0".parse()?)
+        .spawn()
+        .await?;
+    let http = server.http_addr().context("no http")?;
+    for token in [None, Some("wrong".to_owned())] {
+        let mut framed = dlock_tests::connect_framed(server.addr()).await?;
+        framed
+            .send(ClientMessage::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "x".into(),
+                lease_ttl_ms: 0,
+                resume: None,
+                token,
+            }))
+            .await?;
+        let answer = dlock_tests::recv_raw(&mut framed).await?;
+        ensure!(
+            answer == Some(ServerMessage::Refused(Refusal::Unauthenticated)),
+            "{answer:?}"
+        );
+    }
+    // With --auth-file, /metrics asks for a token too.
+    let a =
+        dlock_tests::http::get_with(http, "/metrics", &[("authorization", "Bearer alice-token")])
+            .await?;
+    ensure!(a.status == 200, "status {}", a.status);
+    let m = parse(&a.body)?;
+    let n = m.get(
+        "dlock_rejected_requests_total",
+        &[("reason", "unauthenticated")],
+    );
+    ensure!(n == 2.0, "unauthenticated counted {n}");
+    ensure!(m.get("dlock_sessions", &[]) == 0.0);
+    server.shutdown().await?;
+    Ok(())
+}
