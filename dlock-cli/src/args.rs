@@ -150,8 +150,9 @@ passes it a fencing token.",
     after_long_help = format!("{ROOT_AFTER_HELP}\n\n{EXIT_CODES_HELP}")
 )]
 pub struct Cli {
-    /// Server address (host:port).
-    #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR")]
+    /// Server address (host:port), or several separated by commas (host:port,host:port,...),
+    /// tried in turn until one takes the session.
+    #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR[,ADDR...]")]
     pub server: String,
 
     /// Session name shown to others in `dlock status` (default: user@host:pid).

@@ -91,6 +91,23 @@ async fn ping_reports_version_and_round_trip() -> Result<()> {
 }
 
 #[tokio::test]
+async fn ping_tries_each_endpoint_of_a_list() -> Result<()> {
+    let server = TestServer::start().await?;
+    // Port 1 refuses at once: the real server, second in the list, answers.
+    let list = format!("127.0.0.1:1,{}", server.addr());
+    let out = output(dlock_at("127.0.0.1:9", &["--server", &list, "ping"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("round trip"), "{}", stdout(&out));
+    // The same list from DLOCK_SERVER.
+    let out = output(dlock_at(&list, &["ping"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Every endpoint closed: unreachable (69), as with one address.
+    let out = output(dlock_at("127.0.0.1:1,127.0.0.1:9", &["ping"])).await?;
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test]
 async fn help_completions_and_usage_errors() -> Result<()> {
     let addr = "127.0.0.1:9"; // never contacted
     let out = output(dlock_at(addr, &["--help"])).await?;

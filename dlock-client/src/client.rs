@@ -66,14 +66,22 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects with default settings and opens a session.
+    /// Connects with default settings and opens a session. `addr` is `host:port`, or several
+    /// endpoints separated by commas (see [`Client::builder`]).
     pub async fn connect(addr: impl Into<String>) -> Result<Client> {
         Client::builder(addr).connect().await
     }
 
     /// A builder for a client with non-default settings.
+    ///
+    /// `addr` is the server's `host:port`, or the endpoints of several servers separated by
+    /// commas (`"a:7420,b:7420,c:7420"`; [`ClientBuilder::endpoints`] takes a list). The
+    /// client tries them in turn: a failed attempt moves on to the next endpoint at once, a
+    /// whole round of failures waits out the [backoff](ClientBuilder::backoff), and a server
+    /// that answers [`Refusal::NotLeader`](dlock_proto::Refusal::NotLeader) with the leader's
+    /// address sends the client there, resuming its session if it has one.
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
-        ClientBuilder::new(addr.into())
+        ClientBuilder::new(crate::machine::endpoints::parse_list(&addr.into()))
     }
 
     /// Requests a lock and waits until it is granted (R10). Dropping the future cancels the
@@ -406,7 +414,7 @@ fn unexpected(reply: &Reply) -> Error {
 /// ```
 #[derive(Clone)]
 pub struct ClientBuilder {
-    addr: String,
+    endpoints: Vec<String>,
     name: Option<String>,
     lease_ttl: Option<Duration>,
     connect_timeout: Duration,
@@ -421,7 +429,7 @@ impl std::fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
         f.debug_struct("ClientBuilder")
-            .field("addr", &self.addr)
+            .field("endpoints", &self.endpoints)
             .field("name", &self.name)
             .field("tls", &self.tls)
             .field("token", &self.token.as_ref().map(|_| "…"))
@@ -430,9 +438,9 @@ impl std::fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    fn new(addr: String) -> Self {
+    fn new(endpoints: Vec<String>) -> Self {
         ClientBuilder {
-            addr,
+            endpoints,
             name: None,
             lease_ttl: None,
             connect_timeout: Duration::from_secs(5),
@@ -442,6 +450,17 @@ impl ClientBuilder {
             tls: None,
             token: None,
         }
+    }
+
+    /// The servers to connect to, tried in this order (replaces the address given to
+    /// [`Client::builder`]); each entry is one `host:port`.
+    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Connect over TLS (default: plain TCP). The resume secret and the token then never
@@ -516,13 +535,20 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects, opens a session and starts the background task. Fails if the first
-    /// connection attempt fails; later connection losses are handled in the background.
+    /// Connects, opens a session and starts the background task. Fails if the first round
+    /// of connection attempts (one at each endpoint) fails, or without any endpoint; later
+    /// connection losses are handled in the background.
     pub async fn connect(self) -> Result<Client> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Connect(Arc::new(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no server address given",
+            ))));
+        }
         let name = self.name.unwrap_or_else(default_name);
         let view = Arc::new(SessionView::default());
         let settings = Settings {
-            addr: self.addr,
+            endpoints: self.endpoints,
             name: name.clone(),
             lease_ttl: self.lease_ttl,
             connect_timeout: self.connect_timeout,
@@ -533,12 +559,12 @@ impl ClientBuilder {
             token: self.token,
         };
         let tls = match &self.tls {
-            Some(options) => Some(options.build(&settings.addr)?),
+            Some(options) => Some(options.build(&settings.endpoints)?),
             None => None,
         };
         if settings.token.is_some() && tls.is_none() {
             tracing::warn!(
-                server = %settings.addr,
+                server = %settings.endpoints.join(","),
                 "sending a token without TLS: anyone on the path can read and replay it"
             );
         }

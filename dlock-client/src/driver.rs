@@ -79,7 +79,6 @@ enum Input {
 }
 
 struct Driver {
-    addr: String,
     /// TLS, if the client connects over it.
     tls: Option<Tls>,
     machine: SessionMachine,
@@ -101,10 +100,8 @@ pub(crate) async fn start(
     view: Arc<SessionView>,
 ) -> Result<OpSender> {
     let (tx, ops) = mpsc::unbounded_channel();
-    let addr = settings.addr.clone();
     let now = Instant::now();
     let mut driver = Driver {
-        addr,
         tls,
         machine: SessionMachine::new(settings, view, rand::random(), now),
         ops,
@@ -154,7 +151,7 @@ async fn connected(connecting: Option<&mut Connecting>) -> io::Result<Halves> {
 
 /// Opens a connection to `addr`, over TLS with `tls` (the handshake included).
 async fn open(addr: String, tls: Option<Tls>) -> io::Result<Halves> {
-    let stream = TcpStream::connect(addr).await?;
+    let stream = TcpStream::connect(&addr).await?;
     // Requests are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
     match tls {
@@ -163,7 +160,10 @@ async fn open(addr: String, tls: Option<Tls>) -> io::Result<Halves> {
             Ok((Box::new(r), Box::new(w)))
         }
         Some(tls) => {
-            let stream = tls.connector.connect(tls.server_name, stream).await?;
+            let name = tls
+                .server_name(&addr)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            let stream = tls.connector.connect(name, stream).await?;
             let (r, w) = tokio::io::split(stream);
             Ok((Box::new(r), Box::new(w)))
         }
@@ -317,9 +317,8 @@ impl Driver {
             }
             let action = self.machine.poll_action()?;
             match action {
-                Action::Connect => {
-                    self.link =
-                        Link::Connecting(Box::pin(open(self.addr.clone(), self.tls.clone())));
+                Action::Connect { addr } => {
+                    self.link = Link::Connecting(Box::pin(open(addr, self.tls.clone())));
                 }
                 Action::Disconnect { graceful } => self.disconnect(graceful),
                 Action::Established if first => return Some(Some(Ok(()))),

@@ -5,8 +5,8 @@ use std::time::Duration;
 /// Settings of one client.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
-    /// The server address.
-    pub(crate) addr: String,
+    /// The server endpoints, tried in turn (never empty).
+    pub(crate) endpoints: Vec<String>,
     /// The session name.
     pub(crate) name: String,
     /// The lease length to ask for (`None`: the server's default).

@@ -64,11 +64,27 @@ impl TlsOptions {
     }
 }
 
-/// A ready TLS connector and the name checked.
+/// A ready TLS connector and the name checked, if one was given for every endpoint.
 #[derive(Clone)]
 pub(crate) struct Tls {
     pub(crate) connector: tokio_rustls::TlsConnector,
-    pub(crate) server_name: ServerName<'static>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl Tls {
+    /// The name the certificate of the server at `addr` must have: the one given, or the
+    /// address's host.
+    pub(crate) fn server_name(&self, addr: &str) -> Result<ServerName<'static>> {
+        match &self.server_name {
+            Some(name) => Ok(name.clone()),
+            None => name_of(host_of(addr)),
+        }
+    }
+}
+
+fn name_of(name: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(name.to_owned())
+        .map_err(|e| Error::Tls(format!("server name {name:?}: {e}")))
 }
 
 fn tls_error(path: &Path, what: impl std::fmt::Display) -> Error {
@@ -93,8 +109,8 @@ fn host_of(addr: &str) -> &str {
 }
 
 impl TlsOptions {
-    /// The connector these options describe, for a server at `addr`.
-    pub(crate) fn build(&self, addr: &str) -> Result<Tls> {
+    /// The connector these options describe, for the servers at `endpoints`.
+    pub(crate) fn build(&self, endpoints: &[String]) -> Result<Tls> {
         let mut roots = RootCertStore::empty();
         if let Some(ca) = &self.ca_file {
             for cert in read_certs(ca)? {
@@ -128,9 +144,13 @@ impl TlsOptions {
             }
             None => builder.with_no_client_auth(),
         };
-        let name = self.server_name.as_deref().unwrap_or_else(|| host_of(addr));
-        let server_name = ServerName::try_from(name.to_owned())
-            .map_err(|e| Error::Tls(format!("server name {name:?}: {e}")))?;
+        let server_name = self.server_name.as_deref().map(name_of).transpose()?;
+        if server_name.is_none() {
+            // Every endpoint's host must be a valid name: say so now, not at each attempt.
+            for addr in endpoints {
+                name_of(host_of(addr))?;
+            }
+        }
         Ok(Tls {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             server_name,
@@ -152,7 +172,10 @@ mod tests {
 
     #[test]
     fn no_trust_is_an_error() {
-        let err = TlsOptions::new().build("localhost:1").err().expect("error");
+        let err = TlsOptions::new()
+            .build(&["localhost:1".into()])
+            .err()
+            .expect("error");
         assert!(matches!(err, Error::Tls(_)), "{err}");
     }
 }

@@ -341,3 +341,41 @@ async fn a_pending_lock_is_answered_at_queued_and_survives_a_reconnect() -> Resu
     })
     .await
 }
+
+#[tokio::test]
+async fn a_follower_naming_the_leader_sends_the_client_there() -> Result<()> {
+    bounded(async {
+        let follower = TcpListener::bind("127.0.0.1:0").await?;
+        let leader = TcpListener::bind("127.0.0.1:0").await?;
+        let leader_addr = leader.local_addr()?.to_string();
+        let endpoints = format!("{},{}", follower.local_addr()?, leader_addr);
+        let connecting = tokio::spawn(
+            Client::builder(endpoints)
+                .name("scripted")
+                .backoff(Duration::from_secs(30), Duration::from_secs(30))
+                .connect(),
+        );
+
+        // The first endpoint is a follower: it refuses and names the leader.
+        let mut conn = accept(&follower).await?;
+        ensure!(recv_hello(&mut conn).await?.resume.is_none());
+        let refusal = dlock_proto::Refusal::NotLeader {
+            leader: Some(leader_addr),
+        };
+        conn.send(ServerMessage::Refused(refusal)).await?;
+
+        // The client goes to the leader (at once: the 30 s backoff would outlast the test).
+        let mut conn = accept(&leader).await?;
+        let hello = recv_hello(&mut conn).await?;
+        ensure!(hello.resume.is_none() && hello.client_name == "scripted");
+        conn.send(welcome(false, SESSION, 10_000)).await?;
+        let client = connecting.await??;
+        ensure!(client.session_id() == SESSION);
+
+        // Requests flow on the leader's connection.
+        let mut seq = 1;
+        ping_round_trip(&client, &mut conn, &mut seq).await?;
+        Ok(())
+    })
+    .await
+}

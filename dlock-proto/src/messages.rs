@@ -216,6 +216,13 @@ pub enum Refusal {
     /// a wrong token, or no client certificate where one is required).
     #[error("not authenticated: missing or invalid credential")]
     Unauthenticated,
+    /// This server is a follower of a cluster and opens or resumes no session: the client
+    /// should connect to the leader instead.
+    #[error("not the leader{}", leader.as_deref().map(|l| format!(" (the leader is {l})")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's client address (`host:port`), when this server knows it.
+        leader: Option<String>,
+    },
 }
 
 /// A reply the server makes itself.

@@ -135,6 +135,10 @@ fn all_server_messages() -> Vec<ServerMessage> {
         ServerMessage::Refused(Refusal::TooManyConnections),
         ServerMessage::Refused(Refusal::ExpectedHello),
         ServerMessage::Refused(Refusal::ShuttingDown),
+        ServerMessage::Refused(Refusal::NotLeader {
+            leader: Some("10.0.0.2:7420".into()),
+        }),
+        ServerMessage::Refused(Refusal::NotLeader { leader: None }),
         ServerMessage::Reply {
             id: RequestId(1),
             body: Reply::Resources {

@@ -7,10 +7,10 @@ use dlock_core::{EventKind, FencingToken, LockId, Mode, Reject, RequestId};
 use dlock_proto::{Event, Refusal, Reply, RequestError, ServerMessage};
 use tokio::time::Instant;
 
+use super::SessionMachine;
 use super::conn_state::ConnState;
 use super::locks::Granted;
 use super::requests::Outstanding;
-use super::{Action, SessionMachine};
 use crate::error::Error;
 use crate::lease::Lease;
 use crate::lock_state::LostReason;
@@ -49,6 +49,15 @@ impl SessionMachine {
             }
         };
         self.disconnect(false);
+        if let Refusal::NotLeader {
+            leader: Some(leader),
+        } = &refusal
+            && self.endpoints.redirect(leader.clone())
+        {
+            tracing::info!(%leader, "server is not the leader; connecting to the leader");
+            self.connect(now);
+            return;
+        }
         if refusal == Refusal::UnknownSession && self.session.is_some() {
             tracing::info!("server refused to resume the session: it is gone");
             self.end_session(LostReason::SessionExpired);
@@ -61,6 +70,7 @@ impl SessionMachine {
             Refusal::ShuttingDown
                 | Refusal::TooManyConnections
                 | Refusal::TooManyConnectionsFromPeer { .. }
+                | Refusal::NotLeader { .. }
         ) && self.session.is_none()
         {
             // Nothing new will succeed on a refusal like a version mismatch: fail the work
@@ -69,9 +79,7 @@ impl SessionMachine {
                 o.call.fail(Error::Refused(refusal.clone()));
             }
         }
-        self.actions
-            .push_back(Action::ConnectFailed(Error::Refused(refusal)));
-        self.schedule_retry(now);
+        self.attempt_failed(Error::Refused(refusal), now);
     }
 
     fn on_message(&mut self, msg: ServerMessage, now: Instant) {

@@ -20,6 +20,7 @@
 
 pub(crate) mod backoff;
 mod conn_state;
+pub(crate) mod endpoints;
 mod events;
 mod locks;
 mod ops;
@@ -40,6 +41,7 @@ use tokio::time::Instant;
 
 use self::backoff::Backoff;
 use self::conn_state::ConnState;
+use self::endpoints::Endpoints;
 use self::locks::Locks;
 use self::renewal::Renewal;
 use self::requests::Requests;
@@ -56,16 +58,17 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// What the driver is asked to do besides writing frames.
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Open a TCP connection, then report
+    /// Open a TCP connection to `addr`, then report
     /// [`handle_connection_up`](SessionMachine::handle_connection_up) or
     /// [`handle_connect_failed`](SessionMachine::handle_connect_failed).
-    Connect,
+    Connect { addr: String },
     /// Drop the connection or connection attempt; `graceful`: write the frames already
     /// queued first.
     Disconnect { graceful: bool },
     /// A session is established on the connection.
     Established,
-    /// A connection attempt failed (the machine retries by itself).
+    /// A full round of connection attempts (one at each endpoint) failed; this is the last
+    /// one's error (the machine retries by itself).
     ConnectFailed(Error),
     /// The machine is done; the driver stops.
     Stop,
@@ -89,6 +92,7 @@ pub(crate) struct SessionMachine {
     requests: Requests,
     locks: Locks,
     backoff: Backoff,
+    endpoints: Endpoints,
     max_frame_len: usize,
     transmits: VecDeque<ClientMessage>,
     actions: VecDeque<Action>,
@@ -103,6 +107,7 @@ impl SessionMachine {
         now: Instant,
     ) -> SessionMachine {
         let backoff = Backoff::new(settings.backoff_min, settings.backoff_max, seed);
+        let endpoints = Endpoints::new(settings.endpoints.clone());
         let mut m = SessionMachine {
             settings,
             view,
@@ -112,6 +117,7 @@ impl SessionMachine {
             requests: Requests::default(),
             locks: Locks::default(),
             backoff,
+            endpoints,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
@@ -171,12 +177,12 @@ impl SessionMachine {
             ConnState::Connecting { deadline } | ConnState::Handshaking { deadline, .. }
                 if now >= *deadline =>
             {
-                self.attempt_failed(Error::Connect(Arc::new(std::io::Error::new(
+                let err = Error::Connect(Arc::new(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connect timed out",
-                ))));
+                )));
                 self.disconnect(false);
-                self.schedule_retry(now);
+                self.attempt_failed(err, now);
             }
             ConnState::Connected | ConnState::Closing { .. }
                 if self
@@ -228,9 +234,8 @@ impl SessionMachine {
             return;
         }
         tracing::debug!(error = %err, "connection attempt failed");
-        self.attempt_failed(Error::Connect(Arc::new(err)));
         self.disconnect(false);
-        self.schedule_retry(now);
+        self.attempt_failed(Error::Connect(Arc::new(err)), now);
     }
 
     /// The connection broke (closed by the server, a read or write failure, a malformed
@@ -239,7 +244,9 @@ impl SessionMachine {
         match self.state {
             ConnState::Handshaking { .. } => {
                 tracing::debug!(error = %err, "handshake failed");
-                self.attempt_failed(err);
+                self.disconnect(false);
+                self.attempt_failed(err, now);
+                return;
             }
             ConnState::Connected => tracing::info!(error = %err, "connection lost; reconnecting"),
             ConnState::Closing { .. } => {
@@ -252,12 +259,14 @@ impl SessionMachine {
         self.schedule_retry(now);
     }
 
-    /// Asks the driver for a connection.
+    /// Asks the driver for a connection to the next endpoint.
     fn connect(&mut self, now: Instant) {
         self.state = ConnState::Connecting {
             deadline: now + self.settings.connect_timeout,
         };
-        self.actions.push_back(Action::Connect);
+        let addr = self.endpoints.target();
+        tracing::debug!(%addr, "connecting");
+        self.actions.push_back(Action::Connect { addr });
     }
 
     /// Tells the driver to drop the connection; without `graceful`, unwritten frames go.
@@ -274,13 +283,22 @@ impl SessionMachine {
         self.state = ConnState::Backoff { retry_at };
     }
 
-    fn attempt_failed(&mut self, err: Error) {
-        self.actions.push_back(Action::ConnectFailed(err));
+    /// The connection attempt (already dropped) failed with `err`: the next endpoint is
+    /// tried at once, or after a backoff delay once every endpoint failed in this round.
+    fn attempt_failed(&mut self, err: Error, now: Instant) {
+        if self.endpoints.failed() {
+            self.actions.push_back(Action::ConnectFailed(err));
+            self.schedule_retry(now);
+        } else {
+            tracing::debug!(error = %err, "trying the next endpoint");
+            self.connect(now);
+        }
     }
 
     /// The handshake succeeded.
     fn on_welcome(&mut self, welcome: Welcome, sent_at: Instant, now: Instant) {
         self.backoff.reset();
+        self.endpoints.succeeded();
         self.max_frame_len =
             usize::try_from(welcome.max_frame_len).unwrap_or(DEFAULT_MAX_FRAME_LEN);
         self.view.welcomed(&welcome);

@@ -15,6 +15,7 @@ mod t43_server_hardening;
 mod t45_shutdown;
 mod t50_client_locks;
 mod t51_client_faults;
+mod t52_client_endpoints;
 mod t58_client_low_level;
 mod t59_wire_outcomes;
 mod t59_wire_table;

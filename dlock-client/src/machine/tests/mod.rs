@@ -1,6 +1,7 @@
 //! Scenario tests of the session machine on virtual time: feed frames and ops, move `now`,
 //! assert the exact frames transmitted, the actions and the answers.
 
+mod endpoints;
 mod locks;
 mod session;
 
@@ -40,7 +41,7 @@ pub(super) struct Harness {
 pub(super) fn settings(ttl: Duration) -> Settings {
     Settings {
         token: None,
-        addr: "127.0.0.1:1".into(),
+        endpoints: vec!["127.0.0.1:1".into()],
         name: "scripted".into(),
         lease_ttl: Some(ttl),
         connect_timeout: Duration::from_secs(5),
@@ -65,7 +66,7 @@ impl Harness {
             tx,
             ops,
         };
-        assert!(matches!(h.actions()[..], [Action::Connect]));
+        assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
         h
     }
 
@@ -248,7 +249,7 @@ impl Harness {
     pub(super) fn reconnect(&mut self) -> Hello {
         self.lose_connection();
         self.advance(MS * 800);
-        assert!(matches!(self.actions()[..], [Action::Connect]));
+        assert!(matches!(self.actions()[..], [Action::Connect { .. }]));
         self.up()
     }
 

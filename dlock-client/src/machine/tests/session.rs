@@ -91,7 +91,7 @@ fn refused_resume_loses_locks_fails_pending_requests_and_opens_a_new_session() {
 
     // A fresh session at once, without resume.
     h.advance(Duration::ZERO);
-    assert!(matches!(h.actions()[..], [Action::Connect]));
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
     assert_eq!(h.up().resume, None);
     h.frame(welcome(false, SessionId(8), 10_000));
     assert_eq!(h.view.session(), SessionId(8));
@@ -154,7 +154,10 @@ fn local_lease_lapses_before_the_server_could_expire_the_session() {
     // And a fresh session is asked for at once.
     assert!(matches!(
         h.actions()[..],
-        [Action::Disconnect { graceful: true }, Action::Connect]
+        [
+            Action::Disconnect { graceful: true },
+            Action::Connect { .. }
+        ]
     ));
     assert_eq!(h.up().resume, None);
 }
@@ -176,7 +179,10 @@ fn a_lease_that_lapses_while_reconnecting_is_not_resumed_afterwards() {
     // The hanging resume attempt is given up, and the next one opens a fresh session.
     assert!(matches!(
         h.actions()[..],
-        [Action::Disconnect { graceful: false }, Action::Connect]
+        [
+            Action::Disconnect { graceful: false },
+            Action::Connect { .. }
+        ]
     ));
     assert_eq!(h.up().resume, None);
     // Even if a server resumed a session for it, the client does not take it back: it
@@ -188,7 +194,7 @@ fn a_lease_that_lapses_while_reconnecting_is_not_resumed_afterwards() {
         [Action::Disconnect { graceful: true }]
     ));
     h.advance(Duration::ZERO);
-    assert!(matches!(h.actions()[..], [Action::Connect]));
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
     assert_eq!(h.up().resume, None);
     h.frame(welcome(false, SessionId(9), 3000));
     assert_eq!(h.view.session(), SessionId(9));
@@ -223,14 +229,14 @@ fn reconnects_back_off_exponentially_with_full_jitter() {
         assert!(gap <= d, "gap {k} = {gap:?} > {d:?}");
         gaps.push(gap);
         h.advance(gap);
-        assert!(matches!(h.actions()[..], [Action::Connect]));
+        assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         h.m.handle_connect_failed(refused, h.now);
         assert!(matches!(
             h.actions()[..],
             [
-                Action::ConnectFailed(Error::Connect(_)),
-                Action::Disconnect { graceful: false }
+                Action::Disconnect { graceful: false },
+                Action::ConnectFailed(Error::Connect(_))
             ]
         ));
     }
@@ -239,7 +245,7 @@ fn reconnects_back_off_exponentially_with_full_jitter() {
 
     // A success starts the windows over.
     h.advance(MS * 800);
-    assert!(matches!(h.actions()[..], [Action::Connect]));
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
     h.up();
     h.frame(welcome(true, SESSION, 600_000));
     assert!(matches!(h.actions()[..], [Action::Established]));
@@ -259,8 +265,8 @@ fn a_connection_attempt_that_takes_too_long_is_given_up() {
     assert!(matches!(
         h.actions()[..],
         [
-            Action::ConnectFailed(Error::Connect(_)),
-            Action::Disconnect { graceful: false }
+            Action::Disconnect { graceful: false },
+            Action::ConnectFailed(Error::Connect(_))
         ]
     ));
     assert!(matches!(h.m.state, ConnState::Backoff { .. }));

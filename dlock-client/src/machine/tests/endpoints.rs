@@ -1,0 +1,181 @@
+//! Several endpoints: rotation on failure, redirects to the leader, backoff between rounds.
+
+use std::time::Duration;
+
+use dlock_core::{LockId, SessionId};
+use dlock_proto::{Refusal, Resume};
+
+use super::*;
+use crate::machine::conn_state::ConnState;
+
+fn cluster() -> Settings {
+    Settings {
+        endpoints: ["a:1", "b:2", "c:3"].map(String::from).to_vec(),
+        ..settings(Duration::from_secs(10))
+    }
+}
+
+/// The address of the one `Connect` among `actions`, after a `Disconnect` if any.
+fn connect_to(actions: &[Action]) -> &str {
+    match actions {
+        [Action::Connect { addr }] | [Action::Disconnect { .. }, Action::Connect { addr }] => addr,
+        other => panic!("expected a connect, got {other:?}"),
+    }
+}
+
+fn refused() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+}
+
+/// A harness on [`cluster`] whose first `Connect` (to `a:1`) is already taken.
+fn harness() -> Harness {
+    let view = Arc::new(SessionView::default());
+    let now = Instant::now();
+    let (tx, ops) = mpsc::unbounded_channel();
+    let mut h = Harness {
+        m: SessionMachine::new(cluster(), view.clone(), 1, now),
+        now,
+        view,
+        seq: 1,
+        tx,
+        ops,
+    };
+    assert_eq!(connect_to(&h.actions()), "a:1");
+    h
+}
+
+#[test]
+fn connect_failures_rotate_through_the_endpoints_at_once() {
+    let mut h = harness();
+    let start = h.now;
+    h.m.handle_connect_failed(refused(), h.now);
+    assert_eq!(connect_to(&h.actions()), "b:2");
+    // A handshake that times out counts the same.
+    h.up();
+    h.advance(Duration::from_secs(5));
+    assert_eq!(connect_to(&h.actions()), "c:3");
+    assert_eq!(h.now, start + Duration::from_secs(5));
+    h.up();
+    h.frame(welcome(false, SESSION, 10_000));
+    assert!(matches!(h.actions()[..], [Action::Established]));
+    assert_eq!(h.view.session(), SESSION);
+}
+
+#[test]
+fn the_backoff_applies_between_full_rounds_only() {
+    let mut h = harness();
+    let mut order = Vec::new();
+    for round in 0..3u32 {
+        for i in 0..3 {
+            h.m.handle_connect_failed(refused(), h.now);
+            let actions = h.actions();
+            if i < 2 {
+                // Within a round: the next endpoint at once, no error reported.
+                order.push(connect_to(&actions).to_owned());
+                continue;
+            }
+            // The round is over: the error is reported and a backoff delay starts.
+            assert!(
+                matches!(
+                    actions[..],
+                    [
+                        Action::Disconnect { graceful: false },
+                        Action::ConnectFailed(Error::Connect(_))
+                    ]
+                ),
+                "{actions:?}"
+            );
+            let ConnState::Backoff { retry_at } = h.m.state else {
+                panic!("not backing off: {:?}", h.m.state);
+            };
+            let window = MS * 100 * 2u32.pow(round);
+            assert!(retry_at - h.now <= window, "round {round}");
+            // Nothing happens before the delay is over.
+            if let Some(early) = (retry_at - h.now).checked_sub(Duration::from_micros(1)) {
+                h.advance(early);
+                assert!(h.actions().is_empty());
+            }
+            h.advance(retry_at - h.now);
+            order.push(connect_to(&h.actions()).to_owned());
+        }
+    }
+    assert_eq!(
+        order,
+        [
+            "b:2", "c:3", "a:1", "b:2", "c:3", "a:1", "b:2", "c:3", "a:1"
+        ]
+    );
+}
+
+#[test]
+fn not_leader_with_a_hint_goes_to_the_leader_and_resumes() {
+    let mut h = harness();
+    h.up();
+    h.frame(welcome(false, SESSION, 10_000));
+    assert!(matches!(h.actions()[..], [Action::Established]));
+    let l = h.grant(LockId(1));
+
+    // The server steps down: the client comes back to it and is told who leads now.
+    let hello = h.reconnect();
+    assert!(hello.resume.is_some());
+    let leader = Some("leader:9".to_owned());
+    h.frame(ServerMessage::Refused(Refusal::NotLeader { leader }));
+    assert_eq!(connect_to(&h.actions()), "leader:9");
+    // No delay: the leader is asked at once, with the same session.
+    let hello = h.up();
+    assert_eq!(
+        hello.resume,
+        Some(Resume {
+            session: SESSION,
+            secret: SECRET,
+            last_seq: 1,
+        })
+    );
+    h.frame(welcome(true, SESSION, 10_000));
+    assert!(matches!(h.actions()[..], [Action::Established]));
+    assert_eq!(h.view.session(), SESSION);
+    assert_eq!(l.shared.lost_reason(), None, "the lock survives the move");
+}
+
+#[test]
+fn not_leader_without_a_hint_goes_to_the_next_endpoint() {
+    let mut h = harness();
+    h.up();
+    h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
+    assert_eq!(connect_to(&h.actions()), "b:2");
+    // Requests waiting for the first session are not failed by a follower's refusal.
+    let mut rx = h.call(What::Ping);
+    assert!(answer(&mut rx).is_none());
+    h.up();
+    h.frame(welcome(false, SessionId(3), 10_000));
+    assert!(matches!(h.actions()[..], [Action::Established]));
+    assert_eq!(h.view.session(), SessionId(3));
+}
+
+#[test]
+fn an_unreachable_leader_sends_the_client_past_the_follower_that_named_it() {
+    let mut h = harness();
+    h.up();
+    let leader = Some("gone:9".to_owned());
+    h.frame(ServerMessage::Refused(Refusal::NotLeader { leader }));
+    assert_eq!(connect_to(&h.actions()), "gone:9");
+    h.m.handle_connect_failed(refused(), h.now);
+    assert_eq!(connect_to(&h.actions()), "b:2");
+}
+
+#[test]
+fn followers_naming_each_other_cannot_stop_the_backoff() {
+    let mut h = harness();
+    let mut attempts = 0;
+    // Every server answers NotLeader naming another: redirects are followed a few times,
+    // then the refusals count as failures until a round is over and the client backs off.
+    while !matches!(h.m.state, ConnState::Backoff { .. }) {
+        attempts += 1;
+        assert!(attempts < 20, "never backs off");
+        h.up();
+        let leader = Some(format!("x:{attempts}"));
+        h.frame(ServerMessage::Refused(Refusal::NotLeader { leader }));
+        h.actions();
+    }
+    assert!(attempts <= 3 + 3, "{attempts} attempts in one round");
+}
