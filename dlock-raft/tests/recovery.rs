@@ -9,17 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
+use dlock_raft::NodeOptions;
 use dlock_raft::openraft::SnapshotPolicy;
-use dlock_raft::{NodeOptions, Proposal, Raft};
 use tokio::net::TcpListener;
-
-async fn write(raft: &Raft, now_ms: u64, command: Command) -> Result<dlock_raft::Applied> {
-    let resp = raft
-        .client_write(Proposal { now_ms, command })
-        .await
-        .map_err(|e| anyhow::anyhow!("client_write: {e}"))?;
-    Ok(resp.data)
-}
 
 fn open(name: &str) -> Command {
     Command::OpenSession {

@@ -9,15 +9,6 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, EventKind, LockRequest, Mode, RequestId, SessionId};
-use dlock_raft::{Proposal, Raft};
-
-async fn write(raft: &Raft, now_ms: u64, command: Command) -> Result<dlock_raft::Applied> {
-    let resp = raft
-        .client_write(Proposal { now_ms, command })
-        .await
-        .map_err(|e| anyhow::anyhow!("client_write: {e}"))?;
-    Ok(resp.data)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_new_leader_keeps_every_lock_and_tokens_grow() -> Result<()> {

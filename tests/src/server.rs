@@ -54,26 +54,16 @@ impl TestServer {
     /// Starts a server with `config` (its `data_dir` and `listen` are replaced by a fresh
     /// temporary directory and `127.0.0.1:0`).
     pub async fn start_with(config: Config) -> Result<TestServer> {
-        let data_dir = Arc::new(
-            tempfile::Builder::new()
-                .prefix("dlock-test-")
-                .tempdir()
-                .context("creating a temporary data dir")?,
-        );
-        let mut server = TestServer {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            config,
-            data_dir,
-            http: None,
-            running: None,
-        };
-        server.launch().await?;
-        Ok(server)
+        TestServer::start_inner(config, None).await
     }
 
     /// [`start_with`](Self::start_with), with the HTTP listener on `127.0.0.1:0` (the same
     /// port again after a restart): see [`http_addr`](Self::http_addr).
     pub async fn start_with_http(config: Config) -> Result<TestServer> {
+        TestServer::start_inner(config, Some(SocketAddr::from(([127, 0, 0, 1], 0)))).await
+    }
+
+    async fn start_inner(config: Config, http: Option<SocketAddr>) -> Result<TestServer> {
         let data_dir = Arc::new(
             tempfile::Builder::new()
                 .prefix("dlock-test-")
@@ -84,7 +74,7 @@ impl TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             config,
             data_dir,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            http,
             running: None,
         };
         server.launch().await?;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use dlock_core::{LockState, Mode, SessionId};
-use dlock_raft::{Member, NodeId, NodeOptions, Raft, Replica, open_node, serve_peers};
+use dlock_core::{Command, LockState, Mode, SessionId};
+use dlock_raft::{Member, NodeId, NodeOptions, Proposal, Raft, Replica, open_node, serve_peers};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -141,4 +141,13 @@ pub fn granted_token(events: &[dlock_core::Event]) -> Option<u64> {
         dlock_core::EventKind::Granted { token, .. } => Some(token.0),
         _ => None,
     })
+}
+
+/// Proposes `command` stamped `now_ms` through `raft` (the leader) and waits for it to apply.
+pub async fn write(raft: &Raft, now_ms: u64, command: Command) -> Result<dlock_raft::Applied> {
+    let resp = raft
+        .client_write(Proposal { now_ms, command })
+        .await
+        .map_err(|e| anyhow::anyhow!("client_write: {e}"))?;
+    Ok(resp.data)
 }
