@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Replica;
-use crate::types::{Applied, Member, NodeId, Proposal, Raft};
+use crate::types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 
 /// How long a proposal waits for this node's term to be ready (its grace applied).
 const READY_WAIT: Duration = Duration::from_secs(5);
@@ -33,20 +33,33 @@ const READY_WAIT: Duration = Duration::from_secs(5);
 /// moves as commands are applied).
 const TICK_RECHECK: Duration = Duration::from_millis(20);
 
-/// The leader's clock for one term.
+/// The leader's clock for one term: the engine's clock when the term became ready plus the
+/// time since.
 #[derive(Clone, Copy, Debug)]
-struct LeaderClock {
+pub struct LeaderClock {
     term: u64,
     base_ms: u64,
     t0: Instant,
 }
 
 impl LeaderClock {
-    fn now_ms(&self) -> u64 {
+    /// The term this clock belongs to.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The engine time a proposal made now is stamped with.
+    pub fn now_ms(&self) -> u64 {
         let elapsed = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.base_ms.saturating_add(elapsed)
     }
 }
+
+/// What [`Sequencer::submit`] returns: completes with the outcome of the proposal.
+pub type Answer =
+    <<TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<
+        TypeConfig,
+    >>::Receiver;
 
 /// Why a proposal was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +159,33 @@ impl Sequencer {
                 .clock
                 .borrow()
                 .is_some_and(|c| c.term == m.current_term)
+    }
+
+    /// The leader's clock while this node leads with its term ready, `None` otherwise; the
+    /// receiver sees every change (a term becoming ready, leadership lost).
+    pub fn clock(&self) -> watch::Receiver<Option<LeaderClock>> {
+        self.clock.subscribe()
+    }
+
+    /// Proposes `command` stamped with the leader's clock without waiting for it to be
+    /// applied: what applying it produces goes to the node's feed, and the returned answer
+    /// completes once it is applied (or refused). Keep the answer until it completes: a
+    /// dropped one makes openraft warn. Proposals submitted one after another are applied in
+    /// that order. Fails at once unless this node leads with its term ready.
+    pub async fn submit(&self, command: Command) -> Result<Answer, ProposeError> {
+        let clock = *self.clock.borrow();
+        let term = self.raft.metrics().borrow().current_term;
+        let Some(clock) = clock.filter(|c| c.term == term) else {
+            return Err(self.not_leader());
+        };
+        let proposal = Proposal {
+            now_ms: clock.now_ms(),
+            command,
+        };
+        match self.raft.client_write_ff(proposal).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(ProposeError::Fatal(e.to_string())),
+        }
     }
 
     fn not_leader(&self) -> ProposeError {
