@@ -567,6 +567,12 @@ impl CoreTask {
             return Ok(());
         };
         let command = match requests::action(session, id, body) {
+            Action::Query(dlock_proto::Query::Cluster) if self.cluster.is_some() => {
+                self.renew_implicitly(session)?;
+                let view = self.cluster.as_ref().map(ClusterSide::view);
+                self.reply(session, conn, id, Reply::Cluster(view));
+                return Ok(());
+            }
             Action::Query(query) => {
                 self.renew_implicitly(session)?;
                 let now_ms = self.engine.now_ms();
