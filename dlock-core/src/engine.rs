@@ -137,6 +137,7 @@ impl Core {
             } => self.cancel(session, request, lock, &mut fx, out),
             Command::Tick => self.tick(&mut fx, out),
             Command::ExtendLeases { grace_ms } => self.extend_leases(grace_ms),
+            Command::Configure { config } => self.config = *config,
         }
         self.run_grant_passes(&mut fx, out);
         self.flush_blocking(fx, out);

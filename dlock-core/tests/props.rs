@@ -601,6 +601,8 @@ impl Model {
                     self.passes();
                 }
             }
+            // Not generated: the model keeps no limits.
+            Command::Configure { .. } => {}
             Command::ExtendLeases { grace_ms } => {
                 let floor = self.clock + grace_ms;
                 for expires_at in self.sessions.values_mut() {

@@ -73,7 +73,9 @@ impl Subject {
                 lock,
             } => Subject::Cancel(*session, *request, *lock),
             // Like a tick, a lease extension answers nobody.
-            Command::Tick | Command::ExtendLeases { .. } => Subject::Tick,
+            Command::Tick | Command::ExtendLeases { .. } | Command::Configure { .. } => {
+                Subject::Tick
+            }
         }
     }
 
