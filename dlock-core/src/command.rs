@@ -106,4 +106,12 @@ pub enum Command {
         /// The new configuration.
         config: Box<crate::Config>,
     },
+    /// Renew many sessions' leases at once, each exactly as [`Command::Renew`] would (one
+    /// `Renewed`, or a rejection for a session that is gone, per entry, in order). A
+    /// replicated cluster's leader gathers renewals for a few milliseconds into one log
+    /// entry instead of one entry each.
+    RenewMany {
+        /// `(session, request)` pairs, each answered as a `Renew` of that session would be.
+        renewals: Vec<(SessionId, RequestId)>,
+    },
 }

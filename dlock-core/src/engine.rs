@@ -100,11 +100,10 @@ impl Core {
                 ttl_ms,
                 secret,
             } => self.open_session(name, ttl_ms, secret, out),
-            Command::Renew { session, request } => {
-                if let Some(ttl_ms) = self.touch(session) {
-                    out.push(reply(session, request, None, EventKind::Renewed { ttl_ms }));
-                } else {
-                    out.push(reject(session, request, None, Reject::UnknownSession));
+            Command::Renew { session, request } => self.renew(session, request, out),
+            Command::RenewMany { renewals } => {
+                for (session, request) in renewals {
+                    self.renew(session, request, out);
                 }
             }
             Command::CloseSession { session, request } => {
@@ -141,6 +140,15 @@ impl Core {
         }
         self.run_grant_passes(&mut fx, out);
         self.flush_blocking(fx, out);
+    }
+
+    /// Renews `session`'s lease and answers `request`.
+    fn renew(&mut self, session: SessionId, request: RequestId, out: &mut Vec<Event>) {
+        if let Some(ttl_ms) = self.touch(session) {
+            out.push(reply(session, request, None, EventKind::Renewed { ttl_ms }));
+        } else {
+            out.push(reject(session, request, None, Reject::UnknownSession));
+        }
     }
 
     /// Runs the grant pass (R12) on every resource that lost a lock during this input.

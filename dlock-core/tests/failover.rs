@@ -89,3 +89,29 @@ fn configure_replaces_the_limits_for_later_inputs_and_survives_a_snapshot() {
     let restored = Core::restore(h.core.snapshot());
     assert_eq!(restored.config(), &config);
 }
+
+#[test]
+fn renew_many_answers_each_renewal_as_a_renew_would() {
+    let mut h = H::new();
+    let a = h.open_ttl("a", 1_000);
+    let b = h.open_ttl("b", 2_000);
+    let gone = dlock_core::SessionId(999);
+    h.now = 500;
+    let ev = h.apply(Command::RenewMany {
+        renewals: vec![
+            (a, dlock_core::RequestId(7)),
+            (gone, dlock_core::RequestId(1)),
+            (b, dlock_core::RequestId(3)),
+        ],
+    });
+    assert_eq!(
+        ev,
+        vec![
+            renewed(a, 7, 1_000),
+            rejected(gone, 1, None, dlock_core::Reject::UnknownSession),
+            renewed(b, 3, 2_000),
+        ]
+    );
+    assert_eq!(h.core.session(a).unwrap().expires_at_ms, 1_500);
+    assert_eq!(h.core.session(b).unwrap().expires_at_ms, 2_500);
+}

@@ -460,6 +460,11 @@ impl Model {
             Command::Renew { session, .. } => {
                 self.live(*session);
             }
+            Command::RenewMany { renewals } => {
+                for (session, _) in renewals {
+                    self.live(*session);
+                }
+            }
             Command::CloseSession { session, .. } => {
                 if self.live(*session) {
                     self.end_session(session.0);
