@@ -54,11 +54,11 @@ pub mod state_machine;
 pub mod types;
 
 pub use error::RaftStoreError;
-pub use leader::{ClusterStatus, ProposeError, Sequencer};
+pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
 pub use network::{PeerNetwork, serve_peers};
 pub use node::{NodeOptions, OpenError, open_node, raft_config};
-pub use state_machine::{Replica, StateMachine};
+pub use state_machine::{CoreGuard, Feed, Replica, StateMachine};
 pub use types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 
 pub use openraft;

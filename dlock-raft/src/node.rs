@@ -23,6 +23,8 @@ pub struct NodeOptions {
     pub raft: Config,
     /// The size at which a log segment is closed.
     pub segment_bytes: u64,
+    /// Where applied entries go, in log order (see [`StateMachine::with_feed`]).
+    pub feed: Option<crate::state_machine::Feed>,
 }
 
 impl NodeOptions {
@@ -34,6 +36,7 @@ impl NodeOptions {
             engine: dlock_core::Config::default(),
             raft: raft_config(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            feed: None,
         }
     }
 }
@@ -76,7 +79,10 @@ pub async fn open_node(options: NodeOptions) -> Result<(Raft, Replica), OpenErro
         .validate()
         .map_err(|e| OpenError::Raft(e.to_string()))?;
     let log = LogStore::open(options.dir.join("log"), options.segment_bytes)?;
-    let sm = StateMachine::open(&options.dir, options.engine)?;
+    let mut sm = StateMachine::open(&options.dir, options.engine)?;
+    if let Some(feed) = options.feed {
+        sm = sm.with_feed(feed);
+    }
     let replica = sm.replica();
     let raft = Raft::new(options.id, Arc::new(config), PeerNetwork, log, sm)
         .await

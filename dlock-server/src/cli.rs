@@ -201,6 +201,28 @@ pub struct Args {
     #[arg(long, env = "DLOCK_HTTP_LISTEN", default_value = crate::DEFAULT_HTTP_LISTEN)]
     pub http_listen: HttpListen,
 
+    /// Cluster mode: this server's id among --peers. Without it (and --peers) the server
+    /// runs alone.
+    #[arg(long, env = "DLOCK_NODE_ID", requires = "peers")]
+    pub node_id: Option<u64>,
+
+    /// Cluster mode: every member as ID=CLIENT_ADDR/RAFT_ADDR, comma-separated, e.g.
+    /// `1=10.0.0.1:7420/10.0.0.1:7520,2=10.0.0.2:7420/10.0.0.2:7520,3=…`. CLIENT_ADDR is where
+    /// the member's clients connect (its --listen), RAFT_ADDR where its peers do. The peer
+    /// port has no TLS and no authentication: keep it on a private network.
+    #[arg(long, env = "DLOCK_PEERS", requires = "node_id", value_parser = crate::cluster::parse_peers)]
+    pub peers: Option<std::collections::BTreeMap<u64, dlock_raft::Member>>,
+
+    /// Cluster mode: form the cluster from --peers if this node has never belonged to one
+    /// (give it to one node of a new cluster; ignored afterwards).
+    #[arg(long, env = "DLOCK_INIT", requires = "peers")]
+    pub init: bool,
+
+    /// Cluster mode: when a new leader takes over, every session's lease is extended to
+    /// at least this long from then, so that clients finding the new leader keep their locks.
+    #[arg(long, env = "DLOCK_FAILOVER_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub failover_grace: Duration,
+
     /// A tool instead of the server.
     #[command(subcommand)]
     pub command: Option<Tool>,
@@ -294,6 +316,15 @@ impl Args {
             auth_file: self.auth_file.clone(),
             auth_rules: self.auth_rules.clone(),
             http_listen: self.http_listen.0,
+            cluster: match (self.node_id, &self.peers) {
+                (Some(node_id), Some(members)) => Some(crate::cluster::ClusterConfig {
+                    node_id,
+                    members: members.clone(),
+                    init: self.init,
+                    failover_grace: self.failover_grace,
+                }),
+                _ => None,
+            },
             ..defaults
         }
     }

@@ -1,5 +1,6 @@
 //! The engine as the core task drives it: input indices, the clock, the fencing-token floor
-//! and the audit log around [`Core::apply_into`].
+//! and the audit log around [`Core::apply_into`] on a single server; proposals through the
+//! Raft log in a cluster ([`Replicated`]), whose events come back through the node's feed.
 
 use std::time::Duration;
 
@@ -13,10 +14,38 @@ use crate::floor::Floor;
 /// The largest event buffer capacity kept between commands.
 const EVENTS_BUF_KEEP: usize = 1024;
 
+/// The engine of a cluster member: the replicated state, read in place, and the queue of
+/// proposals to the Raft log (see `cluster::propose`).
+#[derive(Debug)]
+pub(super) struct Replicated {
+    pub(super) replica: dlock_raft::Replica,
+    pub(super) proposals: tokio::sync::mpsc::Sender<Command>,
+    pub(super) clock: tokio::sync::watch::Receiver<Option<dlock_raft::LeaderClock>>,
+}
+
+/// The engine, borrowed for a read.
+pub(super) enum CoreRef<'a> {
+    Local(&'a Core),
+    Shared(dlock_raft::CoreGuard<'a>),
+}
+
+impl std::ops::Deref for CoreRef<'_> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        match self {
+            CoreRef::Local(core) => core,
+            CoreRef::Shared(guard) => guard,
+        }
+    }
+}
+
 /// The engine with what it takes to apply a command: the next index, the clock's origin, the
 /// fencing-token floor and the audit log.
 #[derive(Debug)]
 pub(super) struct Engine {
+    /// In a cluster: the replicated engine (`core` is then unused and empty).
+    replicated: Option<Replicated>,
     core: Core,
     floor: Floor,
     /// The index of the next input. Starts above the persisted ceiling.
@@ -35,6 +64,7 @@ impl Engine {
     pub(super) fn new(config: dlock_core::Config, floor: Floor, start: Instant) -> Engine {
         let next_index = floor.ceiling() + 1;
         Engine {
+            replicated: None,
             core: Core::new(config),
             floor,
             next_index,
@@ -50,18 +80,50 @@ impl Engine {
         Ok(())
     }
 
-    /// The engine, for queries.
-    pub(super) fn core(&self) -> &Core {
-        &self.core
+    /// An engine of a cluster member: commands go to the Raft log through `replicated`.
+    pub(super) fn replicated(
+        config: dlock_core::Config,
+        floor: Floor,
+        start: Instant,
+        replicated: Replicated,
+    ) -> Engine {
+        let mut engine = Engine::new(config, floor, start);
+        engine.replicated = Some(replicated);
+        engine
     }
 
-    /// Milliseconds since the start: the `now_ms` of the next input.
+    /// The cluster side, if this is a cluster member.
+    pub(super) fn cluster(&self) -> Option<&Replicated> {
+        self.replicated.as_ref()
+    }
+
+    /// The engine, for queries. In a cluster it is locked while the reference lives: never
+    /// hold it across an `await`.
+    pub(super) fn core(&self) -> CoreRef<'_> {
+        match &self.replicated {
+            None => CoreRef::Local(&self.core),
+            Some(r) => CoreRef::Shared(r.replica.core()),
+        }
+    }
+
+    /// Milliseconds since the start: the `now_ms` of the next input. In a cluster, the
+    /// leader's clock, and 0 while this node does not lead (callers that show times take
+    /// the engine's clock when it is later). Never locks the engine, so it may be called
+    /// while a [`core`](Self::core) reference is held.
     pub(super) fn now_ms(&self) -> u64 {
+        if let Some(r) = &self.replicated {
+            let clock = *r.clock.borrow();
+            return clock.map_or(0, |c| c.now_ms());
+        }
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// When the engine wants its next `Tick`, if ever.
+    /// When the engine wants its next `Tick`, if ever. In a cluster the leader's sequencer
+    /// proposes ticks.
     pub(super) fn deadline(&self) -> Option<Instant> {
+        if self.replicated.is_some() {
+            return None;
+        }
         self.core
             .next_deadline()
             .map(|ms| self.start + Duration::from_millis(ms))
@@ -69,9 +131,11 @@ impl Engine {
 
     /// Whether the engine's next deadline has come.
     pub(super) fn tick_due(&self) -> bool {
-        self.core
-            .next_deadline()
-            .is_some_and(|d| d <= self.now_ms())
+        self.replicated.is_none()
+            && self
+                .core
+                .next_deadline()
+                .is_some_and(|d| d <= self.now_ms())
     }
 
     /// Applies one command with the next index and the current time; persists a higher
@@ -79,7 +143,17 @@ impl Engine {
     /// and again for the tokens it handed out), so nothing is recorded or sent before it is
     /// durable.
     /// Hand the events back with [`recycle`](Self::recycle) once routed.
+    /// In a cluster the command is proposed instead and the events come later, through the
+    /// feed, once the entry is applied: the list returned is empty.
     pub(super) fn apply(&mut self, command: Command) -> Result<Vec<Event>, ServerError> {
+        if let Some(r) = &self.replicated {
+            if r.proposals.try_send(command).is_err() {
+                tracing::warn!(
+                    "the proposal queue is full; a command of the server's own is dropped"
+                );
+            }
+            return Ok(std::mem::take(&mut self.events_buf));
+        }
         let index = self.next_index;
         // The index (and the first token it may hand out) is covered by the persisted ceiling
         // before the input is applied and recorded: a process killed between the audit line
@@ -108,6 +182,15 @@ impl Engine {
         let used = self.core.last_index().max(self.core.last_token().0);
         self.floor.ensure_above(used)?;
         Ok(events)
+    }
+
+    /// In a cluster: proposes `command`, whose events come through the feed once applied;
+    /// `false` if the proposal queue is full (the caller answers `Overloaded`).
+    pub(super) fn try_propose(&mut self, command: Command) -> bool {
+        match &self.replicated {
+            Some(r) => r.proposals.try_send(command).is_ok(),
+            None => false,
+        }
     }
 
     /// Takes back an event buffer from [`apply`](Self::apply) for the next command, unless
