@@ -93,6 +93,24 @@ impl Core {
         }
         self.last_index = input.index;
         self.clock_ms = self.clock_ms.max(input.now_ms);
+        // Exactly once (`once.rs`): one branch and nothing else without it.
+        let once = self.config.exactly_once;
+        let mut cancel = None;
+        if once {
+            if self.note_request(&input.command) {
+                self.answer_again(&input.command, out);
+                return;
+            }
+            if let Command::Cancel {
+                session,
+                request,
+                lock,
+            } = input.command
+            {
+                cancel = Some((session, request, lock));
+            }
+        }
+        let start = out.len();
         let mut fx = Effects::default();
         match input.command {
             Command::OpenSession {
@@ -140,6 +158,9 @@ impl Core {
         }
         self.run_grant_passes(&mut fx, out);
         self.flush_blocking(fx, out);
+        if once {
+            self.remember_answers(cancel, &out[start..]);
+        }
     }
 
     /// Renews `session`'s lease and answers `request`.
