@@ -226,7 +226,8 @@ async fn start_cluster(
         }
     }
     let sequencer =
-        dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace);
+        dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace)
+            .with_config(config.engine.clone());
     tasks.spawn(sequencer.clone().run(token.clone(), |_| {}));
     let (proposals, proposals_rx) = mpsc::channel(config.inbox_capacity);
     tasks.spawn(cluster::propose(sequencer.clone(), proposals_rx, token));

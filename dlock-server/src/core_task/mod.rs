@@ -110,6 +110,8 @@ impl CoreTask {
                     replica: link.sequencer.replica().clone(),
                     proposals: link.proposals,
                     clock: link.sequencer.clock(),
+                    renewals: Vec::new(),
+                    renewals_since: None,
                 };
                 let engine = Engine::replicated(config.engine.clone(), floor, start, replicated);
                 (
@@ -234,6 +236,7 @@ impl CoreTask {
             if self.engine.tick_due() {
                 self.apply(Command::Tick)?;
             }
+            self.engine.flush_renewals_if_due();
             close_overflowed(&mut self.engine, &mut self.sessions)?;
             // Victims of conversions, ticks and the grace's end, remembered untraced.
             self.trace_deadlocks(None);
@@ -567,6 +570,12 @@ impl CoreTask {
             return Ok(());
         };
         let command = match requests::action(session, id, body) {
+            Action::Query(dlock_proto::Query::Cluster) if self.cluster.is_some() => {
+                self.renew_implicitly(session)?;
+                let view = self.cluster.as_ref().map(ClusterSide::view);
+                self.reply(session, conn, id, Reply::Cluster(view));
+                return Ok(());
+            }
             Action::Query(query) => {
                 self.renew_implicitly(session)?;
                 let now_ms = self.engine.now_ms();
