@@ -197,7 +197,7 @@ async fn start_cluster(
     let raft_addr = cc.raft_listen().map_err(ServerError::Config)?;
     let raft_listener = TcpListener::bind(raft_addr).await.map_err(|e| {
         ServerError::Config(format!(
-            "cannot listen for peers on {raft_addr} (--peers, node {}): {e}",
+            "cannot listen for peers on {raft_addr} (--raft-listen or --peers, node {}): {e}",
             cc.node_id
         ))
     })?;
@@ -211,6 +211,10 @@ async fn start_cluster(
     let mut options = dlock_raft::NodeOptions::new(cc.node_id, config.data_dir.join("raft"));
     options.engine = engine.clone();
     options.feed = Some(feed_tx);
+    options.peer_addrs = cluster::peer_addresses(cc);
+    if let Some(n) = cc.snapshot_every {
+        dlock_raft::snapshot_every(&mut options.raft, n);
+    }
     let (raft, replica) = dlock_raft::open_node(options)
         .await
         .map_err(|e| ServerError::Config(format!("cannot open the Raft node: {e}")))?;
