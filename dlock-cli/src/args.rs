@@ -307,6 +307,11 @@ pub struct StatusArgs {
     /// At most this many resources (the server may cap it further).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub limit: u32,
+
+    /// Only the cluster: members, leader, term, log and applied index (as JSON with
+    /// --json). Without it, a cluster's summary is printed above the table.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// Arguments of `dlock verify`.

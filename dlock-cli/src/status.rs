@@ -13,9 +13,35 @@ use crate::session::{self, Ctx};
 /// Queries the resources under the prefix and prints them as a table or JSON.
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
     let client = session::connect(ctx, None).await?;
+    let cluster = if args.json && !args.cluster {
+        Ok(None)
+    } else {
+        client.query_cluster().await
+    };
+    if args.cluster {
+        session::close(&client).await;
+        let cluster = cluster?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            let text = serde_json::to_string_pretty(&cluster)
+                .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
+            writeln!(out, "{text}").map_err(CliError::Io)?;
+        } else {
+            match &cluster {
+                Some(view) => out.write_all(cluster_table(view).as_bytes()),
+                None => writeln!(out, "not a cluster: this server runs alone"),
+            }
+            .map_err(CliError::Io)?;
+        }
+        return Ok(exit::OK);
+    }
     let prefix = args.prefix.as_deref().map(|p| p.as_bytes()).unwrap_or(b"");
     let view = client.view_prefix(prefix, args.limit).await;
     session::close(&client).await;
+    if let Some(view) = cluster?.filter(|_| !args.json) {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", cluster_table(&view)).map_err(CliError::Io)?;
+    }
     // Ages are measured by the clock of this very reply, so they are the server's.
     let ServerView {
         now_ms,
@@ -40,4 +66,84 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
         );
     }
     Ok(exit::OK)
+}
+
+/// The cluster as a few lines: who answered, leader and term, then one row per member.
+pub fn cluster_table(view: &dlock_proto::status::ClusterView) -> String {
+    let leader = view
+        .leader
+        .map_or_else(|| "unknown".to_owned(), |l| format!("node {l}"));
+    let mut s = format!(
+        "cluster: answered by node {}, leader {leader}, term {}, log index {}, applied {}\n",
+        view.node_id, view.term, view.last_log_index, view.applied_index
+    );
+    let rows: Vec<[String; 4]> = view
+        .members
+        .iter()
+        .map(|m| {
+            let role = if Some(m.id) == view.leader { "*" } else { "" };
+            [
+                format!("{}{role}", m.id),
+                m.client_addr.clone(),
+                m.raft_addr.clone(),
+                m.matched.map_or_else(|| "-".to_owned(), |i| i.to_string()),
+            ]
+        })
+        .collect();
+    let header = ["NODE", "CLIENT", "PEER", "MATCHED"].map(str::to_owned);
+    let mut width = [0usize; 4];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(width)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        s.push_str("  ");
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use dlock_proto::status::{ClusterView, MemberView};
+
+    use super::cluster_table;
+
+    #[test]
+    fn the_cluster_table_marks_the_leader_and_unknown_indices() {
+        let member = |id, matched| MemberView {
+            id,
+            client_addr: format!("127.0.0.1:743{id}"),
+            raft_addr: format!("127.0.0.1:753{id}"),
+            matched,
+        };
+        let view = ClusterView {
+            node_id: 2,
+            leader: Some(2),
+            term: 7,
+            last_log_index: 120,
+            applied_index: 119,
+            members: vec![member(1, Some(118)), member(2, Some(120)), member(3, None)],
+        };
+        let t = cluster_table(&view);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "cluster: answered by node 2, leader node 2, term 7, log index 120, applied 119"
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["NODE", "CLIENT", "PEER", "MATCHED"]
+        );
+        assert!(lines[2].starts_with("  1 "), "{t}");
+        assert!(lines[3].starts_with("  2* "), "{t}");
+        assert!(lines[4].trim_end().ends_with(" -"), "{t}");
+    }
 }

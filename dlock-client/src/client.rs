@@ -115,6 +115,15 @@ impl Client {
         LockGuard::from_outcome(outcome, self.inner.tx.clone())
     }
 
+    /// The cluster as the server answering sees it (members, leader, term, log and applied
+    /// index), or `None` from a server that runs alone.
+    pub async fn query_cluster(&self) -> Result<Option<dlock_proto::status::ClusterView>> {
+        match self.query(Query::Cluster).await? {
+            Reply::Cluster(view) => Ok(view),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// One resource with its grant, convert and wait queues (R66), or `None` if no lock on
     /// it exists.
     pub async fn query_resource(&self, resource: impl AsRef<[u8]>) -> Result<Option<ResourceInfo>> {

@@ -115,6 +115,9 @@ pub enum Query {
         /// Only locks with ids above this one (the last lock of the previous page).
         after: Option<LockId>,
     },
+    /// The cluster as the answering server sees it: members, leader, term, log and applied
+    /// index ([`Reply::Cluster`]); `None` from a server that runs alone.
+    Cluster,
 }
 
 /// A frame sent by the server.
@@ -254,6 +257,8 @@ pub enum Reply {
     },
     /// The request could not be served.
     Error(RequestError),
+    /// The answer to [`Query::Cluster`]: `None` from a server that runs alone.
+    Cluster(Option<crate::status::ClusterView>),
 }
 
 /// A request-level error that does not come from the engine.

@@ -220,3 +220,33 @@ pub struct WaitsView {
     /// The most recent deadlock cycles, oldest first.
     pub cycles: Vec<DeadlockCycle>,
 }
+
+/// One member of a cluster as the answering node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// The member's node id.
+    pub id: u64,
+    /// Where its clients connect.
+    pub client_addr: String,
+    /// Where its peers connect.
+    pub raft_addr: String,
+    /// On the leader: the last log index the member is known to hold (`None`: not known).
+    pub matched: Option<u64>,
+}
+
+/// A cluster as one node sees it (`Query::Cluster`, `dlock status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The answering node.
+    pub node_id: u64,
+    /// The leader, if known.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// The last index in the answering node's log.
+    pub last_log_index: u64,
+    /// The last index the answering node applied.
+    pub applied_index: u64,
+    /// Every voting member.
+    pub members: Vec<MemberView>,
+}

@@ -24,29 +24,50 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Replica;
-use crate::types::{Applied, Member, NodeId, Proposal, Raft};
+use crate::types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 
 /// How long a proposal waits for this node's term to be ready (its grace applied).
 const READY_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a serving leader checks that a majority still answers it.
+const QUORUM_CHECK: Duration = Duration::from_millis(250);
+
+/// How long a majority has to answer that check (a heartbeat round; well above the longest
+/// election timeout, so that a slow round on a loaded machine is not taken for a lost
+/// majority).
+const QUORUM_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest the leader sleeps between looks at the engine's next deadline (the deadline
 /// moves as commands are applied).
 const TICK_RECHECK: Duration = Duration::from_millis(20);
 
-/// The leader's clock for one term.
+/// The leader's clock for one term: the engine's clock when the term became ready plus the
+/// time since.
 #[derive(Clone, Copy, Debug)]
-struct LeaderClock {
+pub struct LeaderClock {
     term: u64,
     base_ms: u64,
     t0: Instant,
 }
 
 impl LeaderClock {
-    fn now_ms(&self) -> u64 {
+    /// The term this clock belongs to.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The engine time a proposal made now is stamped with.
+    pub fn now_ms(&self) -> u64 {
         let elapsed = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.base_ms.saturating_add(elapsed)
     }
 }
+
+/// What [`Sequencer::submit`] returns: completes with the outcome of the proposal.
+pub type Answer =
+    <<TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<
+        TypeConfig,
+    >>::Receiver;
 
 /// Why a proposal was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +118,8 @@ pub struct Sequencer {
     replica: Replica,
     grace_ms: u64,
     clock: watch::Sender<Option<LeaderClock>>,
+    /// The engine configuration this node applies when it takes over, if any.
+    config: Option<Box<dlock_core::Config>>,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -117,7 +140,16 @@ impl Sequencer {
             replica,
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             clock: watch::channel(None).0,
+            config: None,
         }
+    }
+
+    /// When this node takes over as leader, it first makes `config` the engine's
+    /// configuration (through the log, [`Command::Configure`], if it differs), so every
+    /// replica decides by the leader's settings rather than by its own.
+    pub fn with_config(mut self, config: dlock_core::Config) -> Sequencer {
+        self.config = Some(Box::new(config));
+        self
     }
 
     /// The shared view of the replicated state.
@@ -146,6 +178,33 @@ impl Sequencer {
                 .clock
                 .borrow()
                 .is_some_and(|c| c.term == m.current_term)
+    }
+
+    /// The leader's clock while this node leads with its term ready, `None` otherwise; the
+    /// receiver sees every change (a term becoming ready, leadership lost).
+    pub fn clock(&self) -> watch::Receiver<Option<LeaderClock>> {
+        self.clock.subscribe()
+    }
+
+    /// Proposes `command` stamped with the leader's clock without waiting for it to be
+    /// applied: what applying it produces goes to the node's feed, and the returned answer
+    /// completes once it is applied (or refused). Keep the answer until it completes: a
+    /// dropped one makes openraft warn. Proposals submitted one after another are applied in
+    /// that order. Fails at once unless this node leads with its term ready.
+    pub async fn submit(&self, command: Command) -> Result<Answer, ProposeError> {
+        let clock = *self.clock.borrow();
+        let term = self.raft.metrics().borrow().current_term;
+        let Some(clock) = clock.filter(|c| c.term == term) else {
+            return Err(self.not_leader());
+        };
+        let proposal = Proposal {
+            now_ms: clock.now_ms(),
+            command,
+        };
+        match self.raft.client_write_ff(proposal).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(ProposeError::Fatal(e.to_string())),
+        }
     }
 
     fn not_leader(&self) -> ProposeError {
@@ -240,17 +299,65 @@ impl Sequencer {
         }
     }
 
+    /// Whether a majority answers this leader's heartbeats within [`QUORUM_WAIT`] (without
+    /// waiting for anything to be applied).
+    async fn quorum_answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(QUORUM_WAIT, self.raft.get_read_log_id()).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Runs the leader's duties until `shutdown`: when this node becomes leader, start its
     /// clock and apply the grace; while it leads, propose ticks when they are due. Every
     /// applied tick's events go to `on_tick` (the server routes them).
+    ///
+    /// A leader that stops hearing from a majority (checked every [`QUORUM_CHECK`]) stops
+    /// serving at once: its clock is withdrawn, so the server disconnects its clients, who
+    /// look for the leader the majority elects. It serves again if the majority answers
+    /// before anyone replaces it.
     pub async fn run(self, shutdown: CancellationToken, on_tick: impl Fn(Applied) + Send) {
         let mut metrics = self.raft.metrics();
+        let mut checked = Instant::now();
+        // The clock of a term whose leader lost its majority, withdrawn until it answers.
+        let mut suspended: Option<LeaderClock> = None;
         loop {
             let m = metrics.borrow_and_update().clone();
             let leading_term = (m.state == ServerState::Leader).then_some(m.current_term);
+            if let Some(c) = suspended {
+                if leading_term != Some(c.term) {
+                    suspended = None;
+                    continue;
+                }
+                if self.quorum_answers().await {
+                    tracing::info!(term = c.term, "a majority answers again; serving");
+                    suspended = None;
+                    checked = Instant::now();
+                    self.clock.send_replace(Some(c));
+                    continue;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = metrics.changed() => {}
+                    () = tokio::time::sleep(QUORUM_CHECK) => {}
+                }
+                continue;
+            }
             let current = *self.clock.borrow();
             match (leading_term, current) {
                 (Some(term), Some(c)) if c.term == term => {
+                    if checked.elapsed() >= QUORUM_CHECK {
+                        checked = Instant::now();
+                        if !self.quorum_answers().await {
+                            tracing::warn!(
+                                term,
+                                "no majority answers; not serving clients until one does"
+                            );
+                            self.clock.send_replace(None);
+                            suspended = Some(c);
+                            continue;
+                        }
+                    }
                     // Leading and ready: tick when due.
                     let wait = match self.replica.read(|core| core.next_deadline()) {
                         Some(at) if at <= c.now_ms() => Duration::ZERO,
@@ -277,6 +384,21 @@ impl Sequencer {
                         base_ms: self.replica.read(|core| core.clock_ms()),
                         t0: Instant::now(),
                     };
+                    if let Some(config) = &self.config
+                        && self.replica.read(|core| core.config() != config.as_ref())
+                    {
+                        let configure = Command::Configure {
+                            config: config.clone(),
+                        };
+                        if let Err(e) = self.write(clock, configure).await {
+                            tracing::debug!(error = %e, "configuration not applied");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                _ = metrics.changed() => {}
+                            }
+                            continue;
+                        }
+                    }
                     let grace = Command::ExtendLeases {
                         grace_ms: self.grace_ms,
                     };

@@ -73,13 +73,41 @@ impl Replica {
     pub fn last_applied_index(&self) -> u64 {
         self.lock().last_applied.map_or(0, |id| id.index)
     }
+
+    /// The engine as of the last applied entry, held until the guard is dropped: applying
+    /// waits meanwhile, so hold it only for a synchronous read, never across an `await`.
+    pub fn core(&self) -> CoreGuard<'_> {
+        CoreGuard(self.lock())
+    }
 }
+
+/// The engine of a [`Replica`], locked for reading (see [`Replica::core`]).
+pub struct CoreGuard<'a>(MutexGuard<'a, SmState>);
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.0.core
+    }
+}
+
+impl std::fmt::Debug for CoreGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreGuard").finish_non_exhaustive()
+    }
+}
+
+/// Where a node sends what it applies, in log order: the server routes the events of every
+/// entry to its sessions' connections. Applying waits while the feed is full.
+pub type Feed = tokio::sync::mpsc::Sender<Applied>;
 
 /// The engine as openraft's state machine.
 #[derive(Debug)]
 pub struct StateMachine {
     replica: Replica,
     dir: PathBuf,
+    feed: Option<Feed>,
 }
 
 impl StateMachine {
@@ -110,12 +138,20 @@ impl StateMachine {
                 state: Arc::new(Mutex::new(state)),
             },
             dir,
+            feed: None,
         })
     }
 
     /// A shared read-only view of the state.
     pub fn replica(&self) -> Replica {
         self.replica.clone()
+    }
+
+    /// Sends what every entry produces to `feed` as it is applied, in log order (the
+    /// answer to the proposer then carries no events).
+    pub fn with_feed(mut self, feed: Feed) -> StateMachine {
+        self.feed = Some(feed);
+        self
     }
 }
 
@@ -227,26 +263,55 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut state = self.replica.lock();
         let mut out = Vec::new();
-        for entry in entries {
-            let index = entry.log_id.index;
-            state.last_applied = Some(entry.log_id);
-            let events = match entry.payload {
-                EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(p) => state.core.apply(Input {
+        {
+            let mut state = self.replica.lock();
+            for entry in entries {
+                let index = entry.log_id.index;
+                state.last_applied = Some(entry.log_id);
+                let mut opened = None;
+                let events = match entry.payload {
+                    EntryPayload::Blank => Vec::new(),
+                    EntryPayload::Normal(p) => {
+                        if let dlock_core::Command::OpenSession { secret, .. } = &p.command {
+                            opened = Some(*secret);
+                        }
+                        state.core.apply(Input {
+                            index,
+                            now_ms: p.now_ms,
+                            command: p.command,
+                        })
+                    }
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(Some(entry.log_id), m);
+                        Vec::new()
+                    }
+                };
+                out.push(Applied {
                     index,
-                    now_ms: p.now_ms,
-                    command: p.command,
-                }),
-                EntryPayload::Membership(m) => {
-                    state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Vec::new()
-                }
-            };
-            out.push(Applied { index, events });
+                    events,
+                    opened,
+                });
+            }
         }
-        Ok(out)
+        let Some(feed) = &self.feed else {
+            return Ok(out);
+        };
+        // The events go to the feed (after the state's lock is released: the reader takes
+        // it too); the proposer's answer keeps the index.
+        let mut answers = Vec::with_capacity(out.len());
+        for applied in out {
+            answers.push(Applied {
+                index: applied.index,
+                events: Vec::new(),
+                opened: applied.opened,
+            });
+            if !applied.events.is_empty() || applied.opened.is_some() {
+                // A closed feed means the server is stopping: nothing is left to route to.
+                let _ = feed.send(applied).await;
+            }
+        }
+        Ok(answers)
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {

@@ -43,6 +43,9 @@ pub struct Applied {
     pub index: u64,
     /// The events, in the order the engine produced them.
     pub events: Vec<Event>,
+    /// For an `OpenSession` entry, the secret it carried: the node that proposed it finds
+    /// its new session (or the refusal, which names no session the proposer knows) by it.
+    pub opened: Option<u128>,
 }
 
 openraft::declare_raft_types!(

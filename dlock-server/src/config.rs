@@ -108,6 +108,9 @@ pub struct Config {
     /// serves no HTTP (see [`run_with_http`](crate::run_with_http)). The binary's default is
     /// [`DEFAULT_HTTP_LISTEN`]; the library's is none.
     pub http_listen: Option<SocketAddr>,
+    /// Cluster mode: replicate the engine through Raft with these members. `None` (the
+    /// default): a single server.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The binary's default HTTP listen address.
@@ -148,6 +151,7 @@ impl Default for Config {
             auth_file: None,
             auth_rules: None,
             http_listen: None,
+            cluster: None,
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,
             replay_pool_bytes: usize::MAX,

@@ -62,6 +62,7 @@ mod admission;
 pub mod audit;
 pub mod budget;
 pub mod cli;
+pub mod cluster;
 mod config;
 mod conn;
 mod core_task;
@@ -121,6 +122,14 @@ fn validate(config: &Config) -> Result<(), ServerError> {
     if config.max_frame_len > u32::MAX as usize {
         return Err(ServerError::Config("max_frame_len must fit in u32".into()));
     }
+    if let Some(cc) = &config.cluster {
+        cc.raft_listen().map_err(ServerError::Config)?;
+        if config.audit_log.is_some() {
+            return Err(ServerError::Config(
+                "--audit-log is not supported in cluster mode yet (the Raft log records every input)".into(),
+            ));
+        }
+    }
     let e = &config.engine;
     if e.min_ttl_ms > e.max_ttl_ms {
         return Err(ServerError::Config(format!(
@@ -175,6 +184,71 @@ pub async fn run_with_http(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     run_inner(listener, Some(http), config, security, shutdown).await
+}
+
+/// Opens this member's Raft node in `<data dir>/raft`, listens for its peers, forms the
+/// cluster if asked to, and starts the leader's duties and the proposer.
+async fn start_cluster(
+    cc: &cluster::ClusterConfig,
+    config: &Config,
+    tasks: &mut JoinSet<()>,
+    token: CancellationToken,
+) -> Result<(core_task::ClusterLink, dlock_raft::Raft), ServerError> {
+    let raft_addr = cc.raft_listen().map_err(ServerError::Config)?;
+    let raft_listener = TcpListener::bind(raft_addr).await.map_err(|e| {
+        ServerError::Config(format!(
+            "cannot listen for peers on {raft_addr} (--raft-listen or --peers, node {}): {e}",
+            cc.node_id
+        ))
+    })?;
+    let (feed_tx, feed_rx) = mpsc::channel(config.inbox_capacity);
+    // A new leader knows nothing of what its predecessor answered: the engine recognises
+    // re-sent requests itself (HA rule 5).
+    let engine = dlock_core::Config {
+        exactly_once: true,
+        ..config.engine.clone()
+    };
+    let mut options = dlock_raft::NodeOptions::new(cc.node_id, config.data_dir.join("raft"));
+    options.engine = engine.clone();
+    options.feed = Some(feed_tx);
+    options.peer_addrs = cluster::peer_addresses(cc);
+    if let Some(n) = cc.snapshot_every {
+        dlock_raft::snapshot_every(&mut options.raft, n);
+    }
+    let (raft, replica) = dlock_raft::open_node(options)
+        .await
+        .map_err(|e| ServerError::Config(format!("cannot open the Raft node: {e}")))?;
+    tasks.spawn(dlock_raft::serve_peers(
+        raft_listener,
+        raft.clone(),
+        token.clone(),
+    ));
+    if cc.init {
+        match raft.initialize(cc.members.clone()).await {
+            Ok(()) => info!(members = cc.members.len(), "cluster formed"),
+            Err(e) => {
+                info!(reason = %e, "--init: not forming the cluster (this node already belongs to one)")
+            }
+        }
+    }
+    let sequencer =
+        dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace)
+            .with_config(engine);
+    tasks.spawn(sequencer.clone().run(token.clone(), |_| {}));
+    let (proposals, proposals_rx) = mpsc::channel(config.inbox_capacity);
+    tasks.spawn(cluster::propose(sequencer.clone(), proposals_rx, token));
+    info!(
+        node_id = cc.node_id,
+        peers = %cc.members.iter().map(|(id, m)| format!("{id}={m}")).collect::<Vec<_>>().join(","),
+        failover_grace = ?cc.failover_grace,
+        "cluster member starting"
+    );
+    let link = core_task::ClusterLink {
+        sequencer,
+        proposals,
+        feed: feed_rx,
+    };
+    Ok((link, raft))
 }
 
 pub(crate) async fn run_inner(
@@ -282,6 +356,21 @@ pub(crate) async fn run_inner(
     }
     let config = Arc::new(config);
     let token = CancellationToken::new();
+    // In a cluster: the Raft node, its peer listener, the leader's duties and the proposer.
+    let mut cluster_tasks = JoinSet::new();
+    let (cluster, raft) = match &config.cluster {
+        None => (None, None),
+        Some(cc) => {
+            let (link, raft) =
+                start_cluster(cc, &config, &mut cluster_tasks, token.clone()).await?;
+            (Some(link), Some(raft))
+        }
+    };
+    let grace = if config.cluster.is_some() {
+        None
+    } else {
+        grace
+    };
     let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
     // In a JoinSet so that dropping `run` (an abort) also drops the core task.
     let mut core = JoinSet::new();
@@ -293,6 +382,7 @@ pub(crate) async fn run_inner(
             start,
             grace,
             security.clone(),
+            cluster,
         )
         .run(core_rx, token.clone()),
     );
@@ -418,6 +508,12 @@ pub(crate) async fn run_inner(
             Ok(_) => {}
             Err(_) => core.shutdown().await,
         }
+    }
+    if let Some(raft) = raft {
+        if let Err(e) = raft.shutdown().await {
+            warn!(error = %e, "the Raft node did not stop cleanly");
+        }
+        cluster_tasks.shutdown().await;
     }
     info!("dlock-server stopped");
     result

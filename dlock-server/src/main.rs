@@ -42,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let filter = match &args.log_level {
         Some(level) => EnvFilter::try_new(level).context("invalid --log-level")?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
     };
     // Colours only on a terminal, so that log files and journald get plain text.
     let builder = tracing_subscriber::fmt()

@@ -245,6 +245,12 @@ pub(crate) fn reply_payload(body: &Reply) -> usize {
             .as_ref()
             .map_or(0, dlock_proto::SessionInfo::approx_size),
         Reply::Pong { server_version } => server_version.len(),
+        Reply::Cluster(view) => view.as_ref().map_or(0, |v| {
+            v.members
+                .iter()
+                .map(|m| 32 + m.client_addr.len() + m.raft_addr.len())
+                .sum()
+        }),
         Reply::Error(_) => 0,
     }
 }

@@ -236,6 +236,9 @@ async fn serve(
                 };
                 conn.reply(id, body).await?;
             }
+            Request::Query(Query::Cluster) => {
+                conn.reply(id, Reply::Cluster(None)).await?;
+            }
             Request::Query(query) => {
                 let resources = script
                     .resources
@@ -243,7 +246,7 @@ async fn serve(
                     .filter(|r| match &query {
                         Query::Resource(name) => &r.name == name,
                         Query::Prefix { prefix, .. } => r.name.starts_with(prefix),
-                        Query::Session { .. } => false,
+                        Query::Session { .. } | Query::Cluster => false,
                     })
                     .cloned()
                     .collect();

@@ -224,6 +224,25 @@ impl Checker {
             m.last_touch_us = ts_us;
             m.late_reported = false;
         }
+        if let dlock_core::Command::RenewMany { renewals } = &input.command {
+            for (s, _) in renewals {
+                let gone = events.iter().any(|e| {
+                    e.session == *s
+                        && matches!(
+                            e.kind,
+                            EventKind::Rejected {
+                                reason: Reject::UnknownSession
+                            }
+                        )
+                });
+                if let Some(m) = self.sessions.get_mut(s)
+                    && !gone
+                {
+                    m.last_touch_us = ts_us;
+                    m.late_reported = false;
+                }
+            }
+        }
         let mut touched: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut granted_on: BTreeSet<Vec<u8>> = BTreeSet::new();
         if let Subject::Lock { resource, .. } = &subject {

@@ -47,7 +47,7 @@ pub(super) fn allowed(
         Request::Query(Query::Session { session: other, .. }) => {
             *other == session || rules.is_admin(identity)
         }
-        Request::Query(Query::Prefix { .. })
+        Request::Query(Query::Prefix { .. } | Query::Cluster)
         | Request::Unlock(_)
         | Request::Cancel { .. }
         | Request::Renew

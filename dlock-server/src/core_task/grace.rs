@@ -179,7 +179,7 @@ pub(super) fn end(
 ) -> Result<(), ServerError> {
     let now = Instant::now();
     let mut timed_out = grace.time_out(now);
-    sessions.route(engine.core(), &mut timed_out);
+    sessions.route(&engine.core(), &mut timed_out);
     info!(
         held = grace.held.len(),
         "recovery grace over: granting again"

@@ -13,6 +13,7 @@
 //! message from a connection.
 
 mod authz;
+mod cluster;
 mod engine;
 mod grace;
 mod outbound;
@@ -33,6 +34,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+pub(crate) use self::cluster::ClusterLink;
+use self::cluster::{ClusterSide, PendingOpen};
 use self::engine::Engine;
 pub(crate) use self::grace::Grace;
 use self::grace::NotHeld;
@@ -62,6 +65,31 @@ pub(crate) struct CoreTask {
     grace: Option<Grace>,
     /// Rules in force and the count of denials.
     security: Arc<Security>,
+    /// In a cluster: leadership, sessions being opened through the log.
+    cluster: Option<ClusterSide>,
+    /// In a cluster: what the node applies, in log order (taken by `run`).
+    feed: Option<mpsc::Receiver<dlock_raft::Applied>>,
+}
+
+/// The next entry from a cluster's feed; never, on a single server.
+async fn next_applied(
+    feed: &mut Option<mpsc::Receiver<dlock_raft::Applied>>,
+) -> Option<dlock_raft::Applied> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the leader's clock changed (`false`: its sender is gone); never, on a single
+/// server.
+async fn next_clock(
+    clock: &mut Option<tokio::sync::watch::Receiver<Option<dlock_raft::LeaderClock>>>,
+) -> bool {
+    match clock {
+        Some(clock) => clock.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 impl CoreTask {
@@ -73,9 +101,30 @@ impl CoreTask {
         start: Instant,
         grace: Option<Grace>,
         security: Arc<Security>,
+        cluster: Option<ClusterLink>,
     ) -> CoreTask {
+        let (engine, side, feed) = match cluster {
+            None => (Engine::new(config.engine.clone(), floor, start), None, None),
+            Some(link) => {
+                let replicated = engine::Replicated {
+                    replica: link.sequencer.replica().clone(),
+                    proposals: link.proposals,
+                    clock: link.sequencer.clock(),
+                    renewals: Vec::new(),
+                    renewals_since: None,
+                };
+                let engine = Engine::replicated(config.engine.clone(), floor, start, replicated);
+                (
+                    engine,
+                    Some(ClusterSide::new(link.sequencer)),
+                    Some(link.feed),
+                )
+            }
+        };
         CoreTask {
-            engine: Engine::new(config.engine.clone(), floor, start),
+            engine,
+            cluster: side,
+            feed,
             sessions: Sessions::new(config.replay_capacity, config.replay_pool_bytes),
             config,
             lease_record,
@@ -100,6 +149,12 @@ impl CoreTask {
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
         let mut timer_at: Option<Instant> = None;
+        let mut feed = self.feed.take();
+        let mut clock = self.engine.cluster().map(|r| r.clock.clone());
+        if let Some(clock) = &mut clock {
+            let now = *clock.borrow_and_update();
+            self.on_clock(now);
+        }
         loop {
             let deadline = self.engine.deadline();
             let grace_until = self.grace.as_ref().map(|g| g.until);
@@ -136,6 +191,28 @@ impl CoreTask {
                     // Elapsed: armed again below even if the wake-up time stays the same.
                     timer_at = None;
                 }
+                // In a cluster: what the log applied, and changes of leadership.
+                Some(applied) = next_applied(&mut feed) => {
+                    let busy = Instant::now();
+                    self.on_applied(applied)?;
+                    // Take what else is there, up to a batch, before delivering.
+                    for _ in 1..max_batch {
+                        let Some(applied) = feed.as_mut().and_then(|f| f.try_recv().ok()) else {
+                            break;
+                        };
+                        self.on_applied(applied)?;
+                    }
+                    self.count_busy(busy);
+                }
+                changed = next_clock(&mut clock) => {
+                    if changed {
+                        let now = clock.as_mut().and_then(|c| *c.borrow_and_update());
+                        self.on_clock(now);
+                    } else {
+                        // The sequencer is gone: the node is stopping.
+                        break;
+                    }
+                }
             }
             // The grace ends here, between batches, and never by a clock read inside `handle`:
             // a command arriving after the deadline but before this point is held too, so the
@@ -144,7 +221,7 @@ impl CoreTask {
                 && held_timeout.is_some_and(|at| at <= Instant::now())
             {
                 let mut timed_out = grace.time_out(Instant::now());
-                self.sessions.route(self.engine.core(), &mut timed_out);
+                self.sessions.route(&self.engine.core(), &mut timed_out);
             }
             if grace_until.is_some_and(|until| until <= Instant::now())
                 && let Some(grace) = self.grace.take()
@@ -159,6 +236,7 @@ impl CoreTask {
             if self.engine.tick_due() {
                 self.apply(Command::Tick)?;
             }
+            self.engine.flush_renewals_if_due();
             close_overflowed(&mut self.engine, &mut self.sessions)?;
             // Victims of conversions, ticks and the grace's end, remembered untraced.
             self.trace_deadlocks(None);
@@ -289,6 +367,12 @@ impl CoreTask {
         identity: Option<Arc<str>>,
         reply: oneshot::Sender<HelloOutcome>,
     ) -> Result<(), ServerError> {
+        if let Some(side) = &self.cluster
+            && !side.leading()
+        {
+            let _ = reply.send(HelloOutcome::Refused(side.not_leader()));
+            return Ok(());
+        }
         match hello.resume {
             Some(resume) => self.resume(conn, resume, identity, reply),
             None => self.open(conn, hello, identity, reply),
@@ -379,11 +463,28 @@ impl CoreTask {
             Some(identity) => format!("[{identity}] {}", hello.client_name),
             None => hello.client_name.clone(),
         };
-        let mut events = self.engine.apply(Command::OpenSession {
+        let command = Command::OpenSession {
             name,
             ttl_ms,
             secret,
-        })?;
+        };
+        if let Some(side) = &mut self.cluster {
+            // Answered when the entry is applied (`cluster::on_applied`).
+            if !self.engine.try_propose(command) {
+                self.sessions.monitor.rejected("overloaded");
+                let _ = reply.send(HelloOutcome::Refused(side.not_leader()));
+                return Ok(());
+            }
+            let open = PendingOpen {
+                conn,
+                identity,
+                client_name: hello.client_name,
+                reply,
+            };
+            side.pending_open(secret, open);
+            return Ok(());
+        }
+        let mut events = self.engine.apply(command)?;
         // The answer to OpenSession is `SessionOpened`, or a rejection without a request id
         // (the client has not sent a request yet); anything else is routed as usual.
         let mut outcome = Err(Reject::UnknownSession);
@@ -397,7 +498,7 @@ impl CoreTask {
             }
             false
         });
-        self.sessions.route(self.engine.core(), &mut events);
+        self.sessions.route(&self.engine.core(), &mut events);
         self.engine.recycle(events);
         match outcome {
             Ok((session, ttl_ms)) => {
@@ -448,7 +549,7 @@ impl CoreTask {
         if let Some(rules) = &rules
             && !authz::allowed(
                 rules,
-                self.engine.core(),
+                &self.engine.core(),
                 session,
                 identity.as_deref(),
                 &body,
@@ -469,11 +570,17 @@ impl CoreTask {
             return Ok(());
         };
         let command = match requests::action(session, id, body) {
+            Action::Query(dlock_proto::Query::Cluster) if self.cluster.is_some() => {
+                self.renew_implicitly(session)?;
+                let view = self.cluster.as_ref().map(ClusterSide::view);
+                self.reply(session, conn, id, Reply::Cluster(view));
+                return Ok(());
+            }
             Action::Query(query) => {
                 self.renew_implicitly(session)?;
                 let now_ms = self.engine.now_ms();
                 let view = rules.as_deref().map(|r| (r, identity.as_deref()));
-                let reply = requests::query(self.engine.core(), query, now_ms, &self.config, view);
+                let reply = requests::query(&self.engine.core(), query, now_ms, &self.config, view);
                 self.reply(session, conn, id, reply);
                 return Ok(());
             }
@@ -507,8 +614,18 @@ impl CoreTask {
                     reason: Reject::LimitExceeded(Limit::LocksPerPeer),
                 },
             };
-            self.sessions.route(self.engine.core(), &mut vec![event]);
+            self.sessions.route(&self.engine.core(), &mut vec![event]);
             return self.renew_implicitly(session);
+        }
+        if self.cluster.is_some() {
+            if !self.engine.try_propose(command) {
+                self.sessions.monitor.rejected("overloaded");
+                if let Some(s) = self.sessions.map.get_mut(&session) {
+                    s.max_request = previous_max;
+                }
+                self.reply(session, conn, id, Reply::Error(RequestError::Overloaded));
+            }
+            return Ok(());
         }
         let Some(grace) = &mut self.grace else {
             // Only a session that owns a lock can close a wait-for cycle (R39): the name is
@@ -531,7 +648,7 @@ impl CoreTask {
             Ok(()) => self.renew_implicitly(session),
             Err(NotHeld::ApplyNow(command)) => self.apply(command),
             Err(NotHeld::Answer(event)) => {
-                self.sessions.route(self.engine.core(), &mut vec![event]);
+                self.sessions.route(&self.engine.core(), &mut vec![event]);
                 self.renew_implicitly(session)
             }
             Err(NotHeld::Full) => {

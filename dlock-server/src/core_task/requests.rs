@@ -73,6 +73,8 @@ pub(super) fn query(
     let now_ms = now_ms.max(core.clock_ms());
     let budget = config.max_frame_len.saturating_sub(REPLY_ENVELOPE);
     match query {
+        // A cluster member answers this itself (`CoreTask::request`); alone, there is none.
+        Query::Cluster => Reply::Cluster(None),
         Query::Resource(name) => {
             let mut resources: Vec<_> = core.resource(&name).into_iter().collect();
             if let Some((rules, identity)) = view {

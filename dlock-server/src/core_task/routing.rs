@@ -15,7 +15,7 @@ use crate::ServerError;
 /// session. Their answers are taken out of that command's events before routing (see
 /// [`apply_for_server`]), never recognised by id later, so a client may use any id, this one
 /// and `u64::MAX` included.
-const SERVER_REQUEST: RequestId = RequestId(0);
+pub(super) const SERVER_REQUEST: RequestId = RequestId(0);
 
 impl Sessions {
     /// Routes engine events to their sessions: numbers them, keeps them for replay, and
@@ -101,7 +101,7 @@ pub(super) fn apply_and_route(
     command: Command,
 ) -> Result<(), ServerError> {
     let mut events = engine.apply(command)?;
-    sessions.route(engine.core(), &mut events);
+    sessions.route(&engine.core(), &mut events);
     engine.recycle(events);
     Ok(())
 }
@@ -116,7 +116,7 @@ pub(super) fn apply_for_server(
 ) -> Result<(), ServerError> {
     let mut events = engine.apply(command(SERVER_REQUEST))?;
     events.retain(|e| !(e.session == session && e.request == Some(SERVER_REQUEST)));
-    sessions.route(engine.core(), &mut events);
+    sessions.route(&engine.core(), &mut events);
     engine.recycle(events);
     Ok(())
 }

@@ -42,6 +42,24 @@ pub(super) struct SessionState {
 }
 
 impl SessionState {
+    /// A session of the replicated engine that has no connection here yet (a cluster's new
+    /// leader knows every session from the log, not from its clients): its events are
+    /// numbered from `first_seq` on, above any number an earlier leader gave.
+    pub(super) fn detached(identity: Option<std::sync::Arc<str>>, first_seq: u64) -> SessionState {
+        SessionState {
+            identity,
+            peer: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            next_seq: first_seq,
+            replay: VecDeque::new(),
+            max_request: None,
+            conn: None,
+            replaying: false,
+            replay_bytes: 0,
+            queued_at: HashMap::new(),
+            locks: 0,
+        }
+    }
+
     /// A session just opened on `conn`, which is about to send `Welcome`.
     pub(super) fn new(conn: ConnHandle, identity: Option<std::sync::Arc<str>>) -> SessionState {
         SessionState {

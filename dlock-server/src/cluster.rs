@@ -1,0 +1,163 @@
+//! Cluster mode: the engine replicated through `dlock-raft` on three (or five) servers.
+//!
+//! Each server is a member with two addresses, the one clients connect to and the one its
+//! peers do (`--peers 1=CLIENT/RAFT,2=…,3=…`, `--node-id`). The leader proposes every command
+//! through the Raft log and routes what each applied entry produces to its clients;
+//! followers refuse `Hello` with `NotLeader` naming the leader. A new leader gives every
+//! session the fail-over grace before anything else, so a client that finds it within its
+//! lease keeps its locks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dlock_raft::{Member, NodeId};
+
+/// Cluster settings ([`Config::cluster`](crate::Config::cluster)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This server's id among the members.
+    pub node_id: NodeId,
+    /// Every member: its client and peer addresses.
+    pub members: BTreeMap<NodeId, Member>,
+    /// Form the cluster from `members` if this node's log is empty (once, on one node; a
+    /// node that already belongs to a cluster ignores it).
+    pub init: bool,
+    /// How long every session's lease is extended when a new leader takes over.
+    pub failover_grace: Duration,
+    /// The address the peer listener binds (`--raft-listen`); `None`: this node's raft
+    /// address in `members`. Peers always reach it at that raft address, which may lead
+    /// here through a proxy or a NAT.
+    pub raft_bind: Option<SocketAddr>,
+    /// Take a Raft snapshot every this many applied entries (`--snapshot-every`); `None`:
+    /// [`dlock_raft::DEFAULT_SNAPSHOT_EVERY`].
+    pub snapshot_every: Option<u64>,
+}
+
+/// The default [`ClusterConfig::failover_grace`].
+pub const DEFAULT_FAILOVER_GRACE: Duration = Duration::from_secs(5);
+
+impl ClusterConfig {
+    /// This node's member entry.
+    pub fn me(&self) -> Option<&Member> {
+        self.members.get(&self.node_id)
+    }
+
+    /// The address this node's peer listener binds: [`raft_bind`](Self::raft_bind), or
+    /// else its own raft address in `members`.
+    pub fn raft_listen(&self) -> Result<SocketAddr, String> {
+        if let Some(addr) = self.raft_bind {
+            return Ok(addr);
+        }
+        let me = self
+            .me()
+            .ok_or_else(|| format!("--node-id {} is not among --peers", self.node_id))?;
+        me.raft_addr.parse().map_err(|e| {
+            format!(
+                "peer address {:?} of node {}: {e}",
+                me.raft_addr, self.node_id
+            )
+        })
+    }
+}
+
+/// This node's address book: the raft address of every other member, as this node's own
+/// `--peers` gives it (the membership stored in the log holds the addresses of the node
+/// that formed the cluster, which may reach its peers differently).
+pub fn peer_addresses(cc: &ClusterConfig) -> BTreeMap<NodeId, String> {
+    cc.members
+        .iter()
+        .filter(|(id, _)| **id != cc.node_id)
+        .map(|(id, m)| (*id, m.raft_addr.clone()))
+        .collect()
+}
+
+/// Parses `--peers`: `ID=CLIENT_ADDR/RAFT_ADDR` entries separated by commas, e.g.
+/// `1=127.0.0.1:7420/127.0.0.1:7520,2=…`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, Member>, String> {
+    let mut members = BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addrs) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?}: expected ID=CLIENT_ADDR/RAFT_ADDR"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{entry:?}: the node id must be a number"))?;
+        let (client, raft) = addrs
+            .split_once('/')
+            .ok_or_else(|| format!("{entry:?}: expected ID=CLIENT_ADDR/RAFT_ADDR"))?;
+        for addr in [client, raft] {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
+                return Err(format!("{entry:?}: {addr:?} is not HOST:PORT"));
+            }
+        }
+        let member = Member {
+            client_addr: client.trim().to_owned(),
+            raft_addr: raft.trim().to_owned(),
+        };
+        if members.insert(id, member).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("no members".to_owned());
+    }
+    Ok(members)
+}
+
+/// Drains the proposal queue into the Raft log in order, keeping each answer until it
+/// completes (what an entry produces goes to the feed; an answer only says whether it was
+/// applied). Ends when the core task drops the queue or `shutdown` fires.
+pub(crate) async fn propose(
+    sequencer: dlock_raft::Sequencer,
+    mut proposals: tokio::sync::mpsc::Receiver<dlock_core::Command>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use futures_util::StreamExt;
+    let mut answers = futures_util::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            command = proposals.recv() => {
+                let Some(command) = command else { return };
+                match sequencer.submit(command).await {
+                    Ok(answer) => answers.push(answer),
+                    // Its client re-sends it to the leader, which recognises it by id.
+                    Err(e) => tracing::debug!(error = %e, "proposal not submitted"),
+                }
+            }
+            Some(answer) = answers.next(), if !answers.is_empty() => {
+                if let Ok(Err(e)) = answer {
+                    tracing::debug!(error = %e, "proposal not applied");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_say_why() {
+        let m = parse_peers("1=127.0.0.1:7420/127.0.0.1:7520, 2=h:1/h:2").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&1].client_addr, "127.0.0.1:7420");
+        assert_eq!(m[&2].raft_addr, "h:2");
+        for (bad, why) in [
+            ("", "no members"),
+            ("1=a:1", "expected ID=CLIENT_ADDR/RAFT_ADDR"),
+            ("x=a:1/b:2", "must be a number"),
+            ("1=a/b:2", "is not HOST:PORT"),
+            ("1=a:1/b:2,1=c:1/d:2", "listed twice"),
+        ] {
+            let e = parse_peers(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+}
