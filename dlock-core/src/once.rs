@@ -149,7 +149,11 @@ impl Core {
             Command::Renew { session, request } | Command::CloseSession { session, request } => {
                 (session, request, false)
             }
-            Command::OpenSession { .. } | Command::Tick | Command::ExtendLeases { .. } => {
+            Command::OpenSession { .. }
+            | Command::Tick
+            | Command::ExtendLeases { .. }
+            | Command::Configure { .. }
+            | Command::RenewMany { .. } => {
                 return false;
             }
         };

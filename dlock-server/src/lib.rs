@@ -202,8 +202,14 @@ async fn start_cluster(
         ))
     })?;
     let (feed_tx, feed_rx) = mpsc::channel(config.inbox_capacity);
+    // A new leader knows nothing of what its predecessor answered: the engine recognises
+    // re-sent requests itself (HA rule 5).
+    let engine = dlock_core::Config {
+        exactly_once: true,
+        ..config.engine.clone()
+    };
     let mut options = dlock_raft::NodeOptions::new(cc.node_id, config.data_dir.join("raft"));
-    options.engine = config.engine.clone();
+    options.engine = engine.clone();
     options.feed = Some(feed_tx);
     options.peer_addrs = cluster::peer_addresses(cc);
     if let Some(n) = cc.snapshot_every {
@@ -227,7 +233,7 @@ async fn start_cluster(
     }
     let sequencer =
         dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace)
-            .with_config(config.engine.clone());
+            .with_config(engine);
     tasks.spawn(sequencer.clone().run(token.clone(), |_| {}));
     let (proposals, proposals_rx) = mpsc::channel(config.inbox_capacity);
     tasks.spawn(cluster::propose(sequencer.clone(), proposals_rx, token));
