@@ -58,7 +58,7 @@ pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
 pub use network::{PeerNetwork, serve_peers};
 pub use node::{NodeOptions, OpenError, open_node, raft_config};
-pub use state_machine::{CoreGuard, Feed, Replica, StateMachine};
+pub use state_machine::{Auditor, CoreGuard, Feed, Replica, SharedAuditor, StateMachine};
 pub use types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 
 pub use openraft;

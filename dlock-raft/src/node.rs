@@ -25,6 +25,8 @@ pub struct NodeOptions {
     pub segment_bytes: u64,
     /// Where applied entries go, in log order (see [`StateMachine::with_feed`]).
     pub feed: Option<crate::state_machine::Feed>,
+    /// Where every applied input is recorded (see [`StateMachine::with_auditor`]).
+    pub auditor: Option<crate::state_machine::SharedAuditor>,
 }
 
 impl NodeOptions {
@@ -37,6 +39,7 @@ impl NodeOptions {
             raft: raft_config(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             feed: None,
+            auditor: None,
         }
     }
 }
@@ -82,6 +85,9 @@ pub async fn open_node(options: NodeOptions) -> Result<(Raft, Replica), OpenErro
     let mut sm = StateMachine::open(&options.dir, options.engine)?;
     if let Some(feed) = options.feed {
         sm = sm.with_feed(feed);
+    }
+    if let Some(auditor) = options.auditor {
+        sm = sm.with_auditor(auditor);
     }
     let replica = sm.replica();
     let raft = Raft::new(options.id, Arc::new(config), PeerNetwork, log, sm)
