@@ -133,7 +133,7 @@ impl Core {
     /// exists was never applied. A command of an unknown session is left to its usual
     /// rejection, and [`RequestId::DRIVER`] never counts.
     pub(crate) fn note_request(&mut self, command: &Command) -> bool {
-        let (session, request, resendable) = match *command {
+        match *command {
             Command::Lock {
                 session, request, ..
             }
@@ -145,14 +145,26 @@ impl Core {
             }
             | Command::Cancel {
                 session, request, ..
-            } => (session, request, true),
+            } => self.note(session, request, true),
             Command::Renew { session, request } | Command::CloseSession { session, request } => {
-                (session, request, false)
+                self.note(session, request, false)
             }
-            Command::OpenSession { .. } | Command::Tick | Command::ExtendLeases { .. } => {
-                return false;
+            Command::RenewMany { ref renewals } => {
+                for &(session, request) in renewals {
+                    self.note(session, request, false);
+                }
+                false
             }
-        };
+            Command::OpenSession { .. }
+            | Command::Tick
+            | Command::ExtendLeases { .. }
+            | Command::Configure { .. } => false,
+        }
+    }
+
+    /// Notes `request` for `session`; whether it is a retransmission of a `resendable`
+    /// command.
+    fn note(&mut self, session: SessionId, request: RequestId, resendable: bool) -> bool {
         if request == RequestId::DRIVER {
             return false;
         }

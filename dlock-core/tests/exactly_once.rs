@@ -335,6 +335,20 @@ fn the_drivers_request_id_never_counts() {
 }
 
 #[test]
+fn batched_renewals_count_each_session_s_id() {
+    let mut h = once();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let ev = h.apply(Command::RenewMany {
+        renewals: vec![(a, RequestId(5)), (b, RequestId(0))],
+    });
+    assert_eq!(ev, vec![renewed(a, 5, 10_000), renewed(b, 0, 10_000)]);
+    assert_eq!(h.core.last_request(a), Some(RequestId(5)));
+    assert_eq!(h.core.last_request(b), None);
+    let (_, ev) = resend(&mut h, |h| h.lock(a, 3, "r", Mode::EX));
+    assert_eq!(ev, vec![rejected(a, 3, None, Reject::NotFound)]);
+}
+
+#[test]
 fn without_exactly_once_a_repeated_id_is_applied_again() {
     let mut h = H::new();
     let b = h.open("b");
