@@ -125,6 +125,26 @@ impl Once {
 pub(crate) type CancelKey = (SessionId, RequestId, LockId);
 
 impl Core {
+    /// [`Core::execute`] with exactly once: a retransmission is answered again and not
+    /// executed; the final answers of anything else are remembered.
+    pub(crate) fn execute_once(&mut self, command: Command, out: &mut Vec<Event>) {
+        if self.note_request(&command) {
+            self.answer_again(&command, out);
+            return;
+        }
+        let cancel = match command {
+            Command::Cancel {
+                session,
+                request,
+                lock,
+            } => Some((session, request, lock)),
+            _ => None,
+        };
+        let start = out.len();
+        self.execute(command, out);
+        self.remember_answers(cancel, &out[start..]);
+    }
+
     /// Notes `command`'s request id for its session (with `exactly_once`). Returns whether
     /// it is a retransmission, to be answered by [`Core::answer_again`] and not applied.
     ///
@@ -132,7 +152,7 @@ impl Core {
     /// `Renew` renews again, which is harmless, and a `CloseSession` of a session that still
     /// exists was never applied. A command of an unknown session is left to its usual
     /// rejection, and [`RequestId::DRIVER`] never counts.
-    pub(crate) fn note_request(&mut self, command: &Command) -> bool {
+    fn note_request(&mut self, command: &Command) -> bool {
         match *command {
             Command::Lock {
                 session, request, ..
@@ -183,7 +203,7 @@ impl Core {
     /// Remembers the final answers among `events` (the events of one input), each for its
     /// session under its request id, and, for a successful `cancel`, its reply under the
     /// cancel's own id too.
-    pub(crate) fn remember_answers(&mut self, cancel: Option<CancelKey>, events: &[Event]) {
+    fn remember_answers(&mut self, cancel: Option<CancelKey>, events: &[Event]) {
         for e in events {
             let Some(request) = e.request.filter(|&r| r != RequestId::DRIVER) else {
                 continue;
@@ -214,7 +234,7 @@ impl Core {
 
     /// Answers a retransmitted `command` again, from what is remembered or from state,
     /// changing nothing. See the crate docs, "Exactly once", for each command's answer.
-    pub(crate) fn answer_again(&self, command: &Command, out: &mut Vec<Event>) {
+    fn answer_again(&self, command: &Command, out: &mut Vec<Event>) {
         let (session, request) = match *command {
             Command::Lock {
                 session, request, ..
