@@ -64,7 +64,9 @@ pub use error::RaftStoreError;
 pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
 pub use network::{PeerNetwork, serve_peers};
-pub use node::{NodeOptions, OpenError, open_node, raft_config};
+pub use node::{
+    DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,
+};
 pub use state_machine::{CoreGuard, Feed, Replica, StateMachine};
 pub use types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 
