@@ -109,13 +109,13 @@ impl Core {
                     mode: q.mode,
                     token,
                 },
+                origin: request,
                 since_ms: self.clock_ms,
                 prev: Link::NONE,
                 next: Link::NONE,
                 sprev: Link::NONE,
                 snext: Link::NONE,
                 notified: Notified::NONE,
-                origin: request,
             };
             if self.insert_lock(lock, Queue::Grant).is_none() {
                 self.drop_if_unused(rr);
@@ -170,13 +170,13 @@ impl Core {
                 mode: q.mode,
                 pending,
             },
+            origin: request,
             since_ms: self.clock_ms,
             prev: Link::NONE,
             next: Link::NONE,
             sprev: Link::NONE,
             snext: Link::NONE,
             notified: Notified::NONE,
-            origin: request,
         };
         if self.insert_lock(lock, Queue::Wait).is_none() {
             let reason = Reject::LimitExceeded(Limit::LocksPerSession);
