@@ -295,6 +295,7 @@ impl<C: Conn> Load<C> {
             .await
             .context("the cycler connects")?;
         let (tx, cycles) = watch::channel((0, None));
+        let (err_tx, err_rx) = watch::channel(String::new());
         let stop = Arc::new(AtomicBool::new(false));
         let key = format!("{prefix}cycle");
         let stop2 = stop.clone();
@@ -309,7 +310,10 @@ impl<C: Conn> Load<C> {
                         .await
                     {
                         Ok(Ok(held)) => conn.release(held).await.is_ok(),
-                        Ok(Err(_)) => false,
+                        Ok(Err(e)) => {
+                            err_tx.send_replace(format!("{e:#}"));
+                            false
+                        }
                         Err(_) => bail!("a lock of the cycler took longer than {ROUND_LIMIT:?}"),
                     };
                 if ok {
@@ -334,7 +338,12 @@ impl<C: Conn> Load<C> {
             load.cycles.wait_for(|(n, _)| *n >= WARM_CYCLES),
         )
         .await
-        .context("the cycler did not get going")?
+        .with_context(|| {
+            format!(
+                "the cycler did not get going (last error: {})",
+                err_rx.borrow().as_str()
+            )
+        })?
         .context("the cycler stopped")?;
         Ok(load)
     }
