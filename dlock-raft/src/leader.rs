@@ -87,6 +87,10 @@ pub enum ProposeError {
     /// openraft stopped.
     #[error("raft: {0}")]
     Fatal(String),
+    /// A membership change was refused (another is in progress, the node is unknown, no
+    /// voter would be left, ...).
+    #[error("membership change refused: {0}")]
+    Membership(String),
 }
 
 /// What one node knows of the cluster (what `dlock status` shows).
@@ -118,6 +122,8 @@ pub struct Sequencer {
     replica: Replica,
     grace_ms: u64,
     clock: watch::Sender<Option<LeaderClock>>,
+    /// The engine configuration this node applies when it takes over, if any.
+    config: Option<Box<dlock_core::Config>>,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -138,7 +144,16 @@ impl Sequencer {
             replica,
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             clock: watch::channel(None).0,
+            config: None,
         }
+    }
+
+    /// When this node takes over as leader, it first makes `config` the engine's
+    /// configuration (through the log, [`Command::Configure`], if it differs), so every
+    /// replica decides by the leader's settings rather than by its own.
+    pub fn with_config(mut self, config: dlock_core::Config) -> Sequencer {
+        self.config = Some(Box::new(config));
+        self
     }
 
     /// The shared view of the replicated state.
@@ -229,6 +244,33 @@ impl Sequencer {
                 })
                 .unwrap_or_default(),
         }
+    }
+
+    /// Adds node `id` at `member`'s addresses as a voting member: it first catches up as a
+    /// learner (from the log or a snapshot), then the membership changes (through a joint
+    /// configuration). Only the leader can; the node must already run (with `--node-id id`).
+    pub async fn add_member(&self, id: NodeId, member: Member) -> Result<(), ProposeError> {
+        self.raft
+            .add_learner(id, member, true)
+            .await
+            .map_err(membership_error)?;
+        let voters = std::collections::BTreeSet::from([id]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(())
+    }
+
+    /// Removes node `id` from the voting members (it stops receiving the log). Only the
+    /// leader can. Removing the leader itself makes the rest elect another.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ProposeError> {
+        let voters = std::collections::BTreeSet::from([id]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::RemoveVoters(voters), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(())
     }
 
     /// Runs `f` on the engine once it reflects every command committed before the call: a
@@ -373,6 +415,21 @@ impl Sequencer {
                         base_ms: self.replica.read(|core| core.clock_ms()),
                         t0: Instant::now(),
                     };
+                    if let Some(config) = &self.config
+                        && self.replica.read(|core| core.config() != config.as_ref())
+                    {
+                        let configure = Command::Configure {
+                            config: config.clone(),
+                        };
+                        if let Err(e) = self.write(clock, configure).await {
+                            tracing::debug!(error = %e, "configuration not applied");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                _ = metrics.changed() => {}
+                            }
+                            continue;
+                        }
+                    }
                     let grace = Command::ExtendLeases {
                         grace_ms: self.grace_ms,
                     };
@@ -404,5 +461,16 @@ impl Sequencer {
                 }
             }
         }
+    }
+}
+
+/// A failed membership change as a [`ProposeError`].
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader: f.leader_node,
+        },
+        RaftError::APIError(e) => ProposeError::Membership(e.to_string()),
+        RaftError::Fatal(e) => ProposeError::Fatal(e.to_string()),
     }
 }

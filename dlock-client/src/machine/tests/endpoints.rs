@@ -7,6 +7,7 @@ use dlock_proto::{Refusal, Resume};
 
 use super::*;
 use crate::machine::conn_state::ConnState;
+use crate::machine::{ELECTION_RETRY_CAP, ELECTION_ROUNDS};
 
 fn cluster() -> Settings {
     Settings {
@@ -178,4 +179,62 @@ fn followers_naming_each_other_cannot_stop_the_backoff() {
         h.actions();
     }
     assert!(attempts <= 3 + 3, "{attempts} attempts in one round");
+}
+
+#[test]
+fn a_cluster_electing_a_leader_is_retried_soon_however_long_it_takes() {
+    // Every member answers NotLeader without a hint, round after round: the wait between
+    // rounds stays under the election cap instead of growing to the backoff maximum.
+    let mut h = harness();
+    let mut reported = 0;
+    for round in 0..ELECTION_ROUNDS {
+        for _ in 0..3 {
+            h.up();
+            h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
+            let actions = h.actions();
+            reported += actions
+                .iter()
+                .filter(|a| matches!(a, Action::ConnectFailed(_)))
+                .count();
+        }
+        let ConnState::Backoff { retry_at } = h.m.state else {
+            panic!("round {round}: not backing off");
+        };
+        assert!(
+            retry_at <= h.now + ELECTION_RETRY_CAP,
+            "round {round}: waits {:?}",
+            retry_at - h.now
+        );
+        h.advance(retry_at - h.now);
+        h.actions();
+    }
+    // An election is not a failed attempt (a first connect waits for it) until it lasts
+    // implausibly long.
+    assert_eq!(reported, 0);
+    for _ in 0..3 {
+        h.up();
+        h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
+        reported += h
+            .actions()
+            .iter()
+            .filter(|a| matches!(a, Action::ConnectFailed(_)))
+            .count();
+    }
+    assert_eq!(reported, 1);
+    // Members that cannot be reached are backed off from as usual: after enough rounds the
+    // wait grows past the cap.
+    let mut longest = Duration::ZERO;
+    for _ in 0..12 {
+        for _ in 0..3 {
+            h.m.handle_connect_failed(refused(), h.now);
+            h.actions();
+        }
+        let ConnState::Backoff { retry_at } = h.m.state else {
+            panic!("not backing off");
+        };
+        longest = longest.max(retry_at - h.now);
+        h.advance(retry_at - h.now);
+        h.actions();
+    }
+    assert!(longest > ELECTION_RETRY_CAP, "{longest:?}");
 }
