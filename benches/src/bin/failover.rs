@@ -94,7 +94,7 @@ async fn measure<C: Cluster>(cluster: &mut C, args: &Args) -> Result<Summary> {
     formed.with_context(|| format!("{name}: forming the cluster"))?;
     let prefix = dlock_benches::spec::default_prefix();
     let verbose = args.verbose;
-    let results = failover::run(cluster, args.kills, &prefix, |members, result| {
+    let outcome = failover::run(cluster, args.kills, &prefix, |members, result| {
         note_change(members);
         if let (true, Some(r)) = (verbose, result) {
             print_round(name, r);
@@ -105,8 +105,20 @@ async fn measure<C: Cluster>(cluster: &mut C, args: &Args) -> Result<Summary> {
         m.kill().await?;
     }
     note_change(cluster.members());
-    let results = results?;
-    Summary::of(name, &args.label, &results).context("no kill measured")
+    match outcome.error {
+        None => Summary::of(name, &args.label, &outcome.results).context("no kill measured"),
+        Some(e) => {
+            // What the completed rounds measured is still worth seeing.
+            if let Some(partial) = Summary::of(name, &args.label, &outcome.results) {
+                println!("(stopped early) {}", partial.to_text());
+            }
+            Err(e.context(format!(
+                "{name}: stopped after {} of {} kills",
+                outcome.results.len(),
+                args.kills
+            )))
+        }
+    }
 }
 
 fn print_round(name: &str, r: &KillResult) {
@@ -134,8 +146,10 @@ async fn run(args: Args, work_dir: PathBuf) -> Result<()> {
             .context("locating this binary")?
             .with_file_name("dlock-server"),
     };
+    // A cluster that fails is reported, and the next one is still measured.
+    let mut failed = Vec::new();
     for &which in &args.backend {
-        let summary = match which {
+        let measured = match which {
             Which::Dlock => {
                 let mut cluster = failover::dlock::DlockCluster::new(
                     &server,
@@ -143,7 +157,7 @@ async fn run(args: Args, work_dir: PathBuf) -> Result<()> {
                     args.base_port,
                     args.lease_ttl,
                 );
-                measure(&mut cluster, &args).await?
+                measure(&mut cluster, &args).await
             }
             #[cfg(feature = "peers")]
             Which::Etcd => {
@@ -153,15 +167,26 @@ async fn run(args: Args, work_dir: PathBuf) -> Result<()> {
                     args.base_port + 20,
                     args.lease_ttl,
                 );
-                measure(&mut cluster, &args).await?
+                measure(&mut cluster, &args).await
             }
             #[cfg(not(feature = "peers"))]
             Which::Etcd => return Err(dlock_benches::backend::peers_missing("etcd")),
+        };
+        let summary = match measured {
+            Ok(summary) => summary,
+            Err(e) => {
+                eprintln!("failover: {e:#}");
+                failed.push(format!("{which:?}").to_lowercase());
+                continue;
+            }
         };
         println!("{}", summary.to_text());
         if let Some(path) = &args.csv {
             summary.append_csv(path)?;
         }
+    }
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
     }
     Ok(())
 }

@@ -171,13 +171,38 @@ async fn wait_caught_up<C: Cluster>(cluster: &mut C, idx: usize) -> Result<Durat
 
 /// Runs `kills` rounds against a formed cluster; `on_round` is told of each result as it
 /// comes (for progress output) and of every change of the member processes (pid file).
+/// What a run measured: the rounds completed, and why it stopped early, if it did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The completed rounds.
+    pub results: Vec<KillResult>,
+    /// The error that stopped the run before its last round.
+    pub error: Option<anyhow::Error>,
+}
+
+/// Runs `kills` rounds against a formed cluster (as described above); a round that fails ends
+/// the run, and the rounds completed before it are kept.
 pub async fn run<C: Cluster>(
     cluster: &mut C,
     kills: usize,
     prefix: &str,
-    mut on_change: impl FnMut(&[Member], Option<&KillResult>),
-) -> Result<Vec<KillResult>> {
+    on_change: impl FnMut(&[Member], Option<&KillResult>),
+) -> RunOutcome {
     let mut results = Vec::with_capacity(kills);
+    let error = run_rounds(cluster, kills, prefix, on_change, &mut results)
+        .await
+        .err();
+    RunOutcome { results, error }
+}
+
+/// The rounds of [`run`], each pushed to `results` as it completes.
+async fn run_rounds<C: Cluster>(
+    cluster: &mut C,
+    kills: usize,
+    prefix: &str,
+    mut on_change: impl FnMut(&[Member], Option<&KillResult>),
+    results: &mut Vec<KillResult>,
+) -> Result<()> {
     for round in 0..kills {
         let leader = wait_leader(cluster).await?;
         let load = Load::start(cluster.backend(), &format!("{prefix}r{round}/")).await?;
@@ -211,7 +236,7 @@ pub async fn run<C: Cluster>(
         on_change(cluster.members(), Some(&result));
         results.push(result);
     }
-    Ok(results)
+    Ok(())
 }
 
 /// Races fresh clients, one started every [`ATTEMPT_EVERY`], until one is granted a lock on a
