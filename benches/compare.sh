@@ -7,6 +7,7 @@
 #   bash benches/compare.sh idle       # only the idle scenario, against dlock alone
 #   bash benches/compare.sh tls        # dlock over TLS next to plain TCP (64 clients)
 #   DLOCK_HTTP=off bash benches/compare.sh   # dlock-server without its HTTP listener
+#   bash benches/compare.sh cluster    # 3-node dlock and etcd clusters, with fail-over times
 #
 # It installs what is missing (redis-server, etcd-server, protobuf-compiler) with apt-get,
 # starts redis-server, etcd and a release dlock-server on loopback ports of its own with
@@ -23,6 +24,14 @@
 # with --tls-cert, and runs the uncontended and contended scenarios at 64 clients against
 # both in each run; the table gives the medians and the median of the per-run ratios
 # TLS / plain.
+#
+# With the argument `cluster` it starts a 3-node dlock cluster and a 3-member etcd cluster
+# (all on 127.0.0.1, data in the temporary dir) next to a single dlock-server, runs
+# uncontended 1 and 64 and contended 16 against each in every run (clients are given every
+# member's address), then the `failover` bench: KILLS (default 20) leader SIGKILLs per
+# cluster, each timed to the first grant by the new leader. BASELINE_SERVER=PATH adds a
+# single node of another dlock-server build (say, the commit before a change) to every run,
+# to tell whether the single node got slower.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +41,8 @@ WARMUP="${WARMUP:-1s}"
 MANY_LOCKS="${MANY_LOCKS:-1000000}"
 MANY_SESSIONS="${MANY_SESSIONS:-1000}"
 IDLE_SESSIONS="${IDLE_SESSIONS:-10000}"
+KILLS="${KILLS:-20}"
+BASELINE_SERVER="${BASELINE_SERVER:-}"
 BASE_PORT="${BASE_PORT:-17400}"
 REDIS_PORT=$((BASE_PORT + 1))
 ETCD_PORT=$((BASE_PORT + 2))
@@ -40,6 +51,12 @@ DLOCK_PORT=$((BASE_PORT + 4))
 DLOCK_MANY_PORT=$((BASE_PORT + 5))
 DLOCK_IDLE_PORT=$((BASE_PORT + 6))
 DLOCK_TLS_PORT=$((BASE_PORT + 7))
+DLOCK_BASE_PORT=$((BASE_PORT + 8))
+# Cluster mode: client ports +41..43 and raft ports +51..53 (dlock), client ports +61..63
+# and peer ports +71..73 (etcd); the failover bench starts its own clusters on +101..133.
+CLUSTER_DLOCK=$((BASE_PORT + 40))
+CLUSTER_ETCD=$((BASE_PORT + 60))
+FAILOVER_BASE=$((BASE_PORT + 100))
 # Idle needs its sessions and the measuring client; the other scenarios stay under 10,000.
 MAX_CONNECTIONS=$((IDLE_SESSIONS + 100 > 10000 ? IDLE_SESSIONS + 100 : 10000))
 
@@ -47,7 +64,8 @@ case "${1:-all}" in
     all) MODE=all ;;
     idle) MODE=idle ;;
     tls) MODE=tls ;;
-    *) printf 'usage: compare.sh [all|idle|tls]\n' >&2; exit 2 ;;
+    cluster) MODE=cluster ;;
+    *) printf 'usage: compare.sh [all|idle|tls|cluster]\n' >&2; exit 2 ;;
 esac
 
 log() { printf '\n==> %s\n' "$*" >&2; }
@@ -58,6 +76,13 @@ PIDS=()
 
 cleanup() {
     local pid
+    # The members the failover bench runs: it kills them itself on SIGTERM; these are in
+    # case it could not.
+    if [ -s "$TMP/failover.pids" ]; then
+        for pid in $(cat "$TMP/failover.pids"); do
+            kill -0 "$pid" 2>/dev/null && PIDS+=("$pid")
+        done
+    fi
     for pid in "${PIDS[@]}"; do
         if kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
@@ -99,6 +124,8 @@ wait_port() {
 missing=()
 if [ "$MODE" = all ]; then
     command -v redis-server >/dev/null || missing+=(redis-server)
+fi
+if [ "$MODE" = all ] || [ "$MODE" = cluster ]; then
     command -v etcd >/dev/null || missing+=(etcd-server)
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
 fi
@@ -118,6 +145,13 @@ if [ "$MODE" = all ]; then
     PORTS=("$REDIS_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$DLOCK_PORT" "$DLOCK_MANY_PORT" "$DLOCK_IDLE_PORT")
 elif [ "$MODE" = tls ]; then
     PORTS=("$DLOCK_PORT" "$DLOCK_TLS_PORT")
+elif [ "$MODE" = cluster ]; then
+    PORTS=("$DLOCK_PORT" "$DLOCK_BASE_PORT")
+    for i in 1 2 3; do
+        PORTS+=($((CLUSTER_DLOCK + i)) $((CLUSTER_DLOCK + 10 + i)) $((CLUSTER_ETCD + i))
+            $((CLUSTER_ETCD + 10 + i)))
+        for k in 0 10 20 30; do PORTS+=($((FAILOVER_BASE + k + i))); done
+    done
 else
     PORTS=("$DLOCK_IDLE_PORT")
 fi
@@ -128,22 +162,29 @@ done
 # --- build ---------------------------------------------------------------------------------
 log "building dlock-server and loadgen (release)"
 FEATURES=""
-if [ "$MODE" = all ]; then
+if [ "$MODE" = all ] || [ "$MODE" = cluster ]; then
     FEATURES="dlock-benches/peers"
 fi
 (cd "$ROOT" && cargo build --release --locked -p dlock-server -p dlock-benches \
-    --features "$FEATURES" --bin dlock-server --bin loadgen)
+    --features "$FEATURES" --bin dlock-server --bin loadgen --bin failover)
 # Copies, so that another build in the shared target dir cannot swap them mid-run.
 mkdir -p "$TMP/bin"
-cp "$ROOT/target/release/dlock-server" "$ROOT/target/release/loadgen" "$TMP/bin/"
+cp "$ROOT/target/release/dlock-server" "$ROOT/target/release/loadgen" \
+    "$ROOT/target/release/failover" "$TMP/bin/"
 SERVER="$TMP/bin/dlock-server"
 LOADGEN="$TMP/bin/loadgen"
+FAILOVER="$TMP/bin/failover"
+if [ -n "$BASELINE_SERVER" ]; then
+    [ -x "$BASELINE_SERVER" ] || die "BASELINE_SERVER=$BASELINE_SERVER is not an executable"
+    cp "$BASELINE_SERVER" "$TMP/bin/dlock-server-baseline"
+fi
 
 # Up to IDLE_SESSIONS sessions each side of the loopback, plus the servers' own files. loadgen
 # raises its own limit too, and says so if a limit is still too low.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # Starts a dlock-server on port $1 with a fresh data dir and any further flags; prints its pid.
+# DLOCK_BIN names another build of the server to start.
 start_dlock() {
     local port="$1" dir="$TMP/dlock-$1-$RANDOM"
     shift
@@ -151,7 +192,8 @@ start_dlock() {
     # The HTTP listener (metrics, status page) on a port of its own per server, as deployed;
     # DLOCK_HTTP=off measures without it.
     local http="${DLOCK_HTTP:-127.0.0.1:$((port + 100))}"
-    "$SERVER" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn --http-listen "$http" \
+    "${DLOCK_BIN:-$SERVER}" --listen "127.0.0.1:$port" --data-dir "$dir" --log-level warn \
+        --http-listen "$http" \
         --max-connections "$MAX_CONNECTIONS" --max-connections-per-peer "$MAX_CONNECTIONS" \
         --max-locks-per-session 100000 "$@" \
         >"$dir.log" 2>&1 &
@@ -167,8 +209,9 @@ CSV="$ROOT/target/compare/compare-$(date -u +%Y%m%dT%H%M%SZ).csv"
 FAILED=0
 lg() {
     "$LOADGEN" --csv "$CSV" --label "run$run" --duration "$DURATION" --warmup "$WARMUP" \
-        --dlock-addr "127.0.0.1:${LG_DLOCK_PORT:-$DLOCK_PORT}" --redis-addr "127.0.0.1:$REDIS_PORT" \
-        --etcd-addr "127.0.0.1:$ETCD_PORT" "$@" || FAILED=1
+        --dlock-addr "${LG_DLOCK_ADDR:-127.0.0.1:${LG_DLOCK_PORT:-$DLOCK_PORT}}" \
+        --redis-addr "127.0.0.1:$REDIS_PORT" --etcd-addr "${LG_ETCD_ADDR:-127.0.0.1:$ETCD_PORT}" \
+        "$@" || FAILED=1
 }
 
 # Idle on a fresh server, so that its CPU and RSS are the idle sessions' and nothing else's.
@@ -216,6 +259,103 @@ if [ "$MODE" = tls ]; then
             --dlock-tls-addr "127.0.0.1:$DLOCK_TLS_PORT" --tls-ca "$TMP/tls/ca.pem" \
             --tls-server-name localhost -s uncontended,contended -c 64
     done
+fi
+
+# --- cluster -------------------------------------------------------------------------------
+# Waits until a lock can be taken through the endpoints $2 of backend $1 (a cluster has
+# elected its leader): one short loadgen point, tried again for at most 30 s.
+wait_grant() {
+    local backend="$1" addrs="$2" flag
+    case "$backend" in
+        dlock) flag=--dlock-addr ;;
+        etcd) flag=--etcd-addr ;;
+    esac
+    for _ in $(seq 60); do
+        "$LOADGEN" -b "$backend" "$flag" "$addrs" -s uncontended -c 1 --duration 100ms \
+            --warmup 0s >"$TMP/wait-grant.log" 2>&1 && return 0
+        sleep 0.5
+    done
+    cat "$TMP/wait-grant.log" >&2
+    die "no lock granted by the $backend cluster at $addrs within 30 s"
+}
+
+if [ "$MODE" = cluster ]; then
+    LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+    log "load average at the start: $LOAD_START"
+    log "starting a single dlock-server on 127.0.0.1:$DLOCK_PORT"
+    start_dlock "$DLOCK_PORT" >"$TMP/dlock.pid"
+    if [ -n "$BASELINE_SERVER" ]; then
+        log "starting the baseline dlock-server on 127.0.0.1:$DLOCK_BASE_PORT"
+        DLOCK_BIN="$TMP/bin/dlock-server-baseline" start_dlock "$DLOCK_BASE_PORT" >"$TMP/base.pid"
+    fi
+
+    log "starting a 3-node dlock cluster on 127.0.0.1:$((CLUSTER_DLOCK + 1))..$((CLUSTER_DLOCK + 3))"
+    DLOCK_PEERS=""
+    DLOCK_ENDPOINTS=""
+    for i in 1 2 3; do
+        DLOCK_PEERS+="${DLOCK_PEERS:+,}$i=127.0.0.1:$((CLUSTER_DLOCK + i))/127.0.0.1:$((CLUSTER_DLOCK + 10 + i))"
+        DLOCK_ENDPOINTS+="${DLOCK_ENDPOINTS:+,}127.0.0.1:$((CLUSTER_DLOCK + i))"
+    done
+    CLUSTER_PIDS=""
+    for i in 1 2 3; do
+        init=()
+        [ "$i" = 1 ] && init=(--init)
+        start_dlock "$((CLUSTER_DLOCK + i))" --node-id "$i" --peers "$DLOCK_PEERS" "${init[@]}" \
+            >"$TMP/node$i.pid"
+        CLUSTER_PIDS+="${CLUSTER_PIDS:+,}$(cat "$TMP/node$i.pid")"
+    done
+    wait_grant dlock "$DLOCK_ENDPOINTS"
+
+    log "starting a 3-member etcd cluster on 127.0.0.1:$((CLUSTER_ETCD + 1))..$((CLUSTER_ETCD + 3))"
+    ETCD_INITIAL=""
+    ETCD_ENDPOINTS=""
+    for i in 1 2 3; do
+        ETCD_INITIAL+="${ETCD_INITIAL:+,}e$i=http://127.0.0.1:$((CLUSTER_ETCD + 10 + i))"
+        ETCD_ENDPOINTS+="${ETCD_ENDPOINTS:+,}127.0.0.1:$((CLUSTER_ETCD + i))"
+    done
+    ETCD_PIDS=""
+    for i in 1 2 3; do
+        client="http://127.0.0.1:$((CLUSTER_ETCD + i))"
+        peer="http://127.0.0.1:$((CLUSTER_ETCD + 10 + i))"
+        etcd --name "e$i" --data-dir "$TMP/etcd-e$i" \
+            --listen-client-urls "$client" --advertise-client-urls "$client" \
+            --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+            --initial-cluster "$ETCD_INITIAL" --initial-cluster-state new \
+            --initial-cluster-token dlock-compare --log-level warn >"$TMP/etcd-e$i.log" 2>&1 &
+        PIDS+=("$!")
+        ETCD_PIDS+="${ETCD_PIDS:+,}$!"
+    done
+    for i in 1 2 3; do
+        wait_port "$((CLUSTER_ETCD + i))" etcd "$TMP/etcd-e$i.log"
+    done
+    wait_grant etcd "$ETCD_ENDPOINTS"
+
+    # Every point of a run against each: uncontended 1 and 64, contended 16. CPU per cycle is
+    # the sum over a cluster's three members.
+    points() {
+        lg "$@" -s uncontended -c 1,64
+        lg "$@" -s contended -c 16
+    }
+    for run in $(seq "$RUNS"); do
+        log "cluster: run $run of $RUNS"
+        points -b dlock --server-pid "$(cat "$TMP/dlock.pid")"
+        if [ -n "$BASELINE_SERVER" ]; then
+            LG_DLOCK_PORT="$DLOCK_BASE_PORT" points -b dlock --backend-name dlock-base \
+                --server-pid "$(cat "$TMP/base.pid")"
+        fi
+        LG_DLOCK_ADDR="$DLOCK_ENDPOINTS" points -b dlock --backend-name dlock-3 \
+            --server-pid "$CLUSTER_PIDS"
+        LG_ETCD_ADDR="$ETCD_ENDPOINTS" points -b etcd --backend-name etcd-3 --server-pid "$ETCD_PIDS"
+    done
+
+    log "fail-over: $KILLS leader kills of a fresh dlock cluster, then of a fresh etcd cluster"
+    FAILOVER_CSV="${CSV%.csv}-failover.csv"
+    "$FAILOVER" --backend dlock,etcd --kills "$KILLS" --dlock-server "$SERVER" \
+        --base-port "$FAILOVER_BASE" --work-dir "$TMP/failover" --pid-file "$TMP/failover.pids" \
+        --csv "$FAILOVER_CSV" --verbose &
+    FAILOVER_PID=$!
+    PIDS+=("$FAILOVER_PID")
+    wait "$FAILOVER_PID" || FAILED=1
 fi
 
 # --- servers -------------------------------------------------------------------------------
@@ -282,13 +422,16 @@ log "machine"
     echo "memory: $(free -h | awk '/^Mem:/ {print $2}')  kernel: $(uname -r)"
     if [ "$MODE" = all ]; then
         echo "$(redis-server --version | cut -d' ' -f1-3)  etcd $(etcd --version | awk '/etcd Version/ {print $3}')  $(rustc --version)"
+    elif [ "$MODE" = cluster ]; then
+        echo "etcd $(etcd --version | awk '/etcd Version/ {print $3}')  $(rustc --version)"
+        echo "load average at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     else
         rustc --version
     fi
 } >&2
 
 log "medians of $RUNS runs; ratios are medians of per-run ratios (raw rows: $CSV)"
-python3 - "$CSV" "$MODE" <<'PY'
+python3 - "$CSV" "$MODE" "${FAILOVER_CSV:-}" <<'PY'
 import csv, statistics, sys
 from collections import defaultdict
 
@@ -379,6 +522,84 @@ if sys.argv[2] == "tls":
         for b in ("dlock", "dlock-tls"):
             vals = [float(r["ops_per_s"]) for r in points.get((b, scenario, 64), [])]
             print(f"  {b} {scenario} cycles/s per run: " + ", ".join(f"{v:,.0f}" for v in vals))
+    sys.exit(0)
+
+if sys.argv[2] == "cluster":
+    for k in list(points):
+        points[k] = [r for r in points[k] if not r["note"].startswith("failed")]
+    base = any(k[0] == "dlock-base" for k in points)
+    cols = ["dlock 1 node"] + (["baseline 1"] if base else []) + ["dlock 3 nodes", "etcd 3 nodes",
+            "dlock3/etcd3", "dlock3/dlock1"] + (["dlock1/base"] if base else [])
+    W = [36] + [14] * len(cols)
+    def cline(*cells):
+        print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, W))))
+    cline("workload (median)", *cols)
+    def crow(label, scenario, clients, field, kind, inverse=False):
+        vals = [med(b, scenario, clients, field) for b in (["dlock"] + (["dlock-base"] if base else []) + ["dlock-3", "etcd-3"])]
+        if inverse:
+            r1 = paired("etcd-3", "dlock-3", scenario, clients, field)
+            r2 = paired("dlock", "dlock-3", scenario, clients, field)
+            r3 = paired("dlock-base", "dlock", scenario, clients, field)
+        else:
+            r1 = paired("dlock-3", "etcd-3", scenario, clients, field)
+            r2 = paired("dlock-3", "dlock", scenario, clients, field)
+            r3 = paired("dlock", "dlock-base", scenario, clients, field)
+        cells = [fmt(v, kind) for v in vals] + [fmt(r1, "ratio"), fmt(r2, "ratio")]
+        if base:
+            cells.append(fmt(r3, "ratio"))
+        cline(label, *cells)
+    crow("uncontended 1: cycles/s", "uncontended", 1, "ops_per_s", "rate")
+    crow("uncontended 1: cycle p50 (x less)", "uncontended", 1, "cycle_p50_us", "us", inverse=True)
+    crow("uncontended 64: cycles/s", "uncontended", 64, "ops_per_s", "rate")
+    crow("uncontended 64: cycle p99 (x less)", "uncontended", 64, "cycle_p99_us", "us", inverse=True)
+    crow("uncontended 64: server CPU us/cycle", "uncontended", 64, "server_cpu_us_per_op", "f1", inverse=True)
+    crow("contended 16: handoffs/s", "contended", 16, "handoffs_per_s", "rate")
+    crow("contended 16: acquire p99 (x less)", "contended", 16, "acquire_p99_us", "us", inverse=True)
+    crow("contended 16: fairness min/max", "contended", 16, "fairness", "ratio")
+    print("  (server CPU of a cluster: its three members added up; latency ratios: how many times smaller)")
+    for b in ["dlock"] + (["dlock-base"] if base else []) + ["dlock-3", "etcd-3"]:
+        for scenario, c in (("uncontended", 64), ("contended", 16)):
+            field = "ops_per_s" if scenario == "uncontended" else "handoffs_per_s"
+            vals = [float(r[field]) for r in points.get((b, scenario, c), []) if r[field] not in ("", None)]
+            print(f"  {b} {scenario} {c}: {field} per run: " + ", ".join(f"{v:,.0f}" for v in vals))
+    fo = {}
+    if len(sys.argv) > 3 and sys.argv[3]:
+        try:
+            for r in csv.DictReader(open(sys.argv[3])):
+                fo[r["backend"]] = r
+        except FileNotFoundError:
+            pass
+    print()
+    print("fail-over: leader SIGKILL to the first grant by the new leader (fresh client, fresh resource)")
+    FW = [10, 7, 11, 11, 11, 24, 12, 16]
+    def fline(*cells):
+        print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, FW))))
+    fline("cluster", "kills", "p50", "p99", "max", "connected p50/p99/max", "locks kept", "catch-up p50")
+    for b in ("dlock", "etcd"):
+        r = fo.get(b)
+        if not r:
+            fline(b, "-", "-", "-", "-", "-", "-", "-")
+            continue
+        m = lambda f: f"{float(r[f]):,.0f} ms"
+        fline(b, r["kills"], m("first_grant_p50_ms"), m("first_grant_p99_ms"), m("first_grant_max_ms"),
+              f'{float(r["cycler_p50_ms"]):,.0f}/{float(r["cycler_p99_ms"]):,.0f}/{float(r["cycler_max_ms"]):,.0f} ms',
+              f'{r["holder_kept"]}/{r["kills"]}', m("catch_up_p50_ms"))
+    for b in ("dlock", "etcd"):
+        if b in fo:
+            print(f"  {b} first grant per kill (ms): " + fo[b]["first_grant_samples_ms"].replace(";", " "))
+    print()
+    print("targets")
+    def target(label, value, ok, kind="ratio"):
+        status = "-" if value is None else ("PASS" if ok(value) else "MISS")
+        print(f"  {status:<5} {label}: {fmt(value, kind)}")
+    target("uncontended 64: dlock-3/etcd-3 cycles/s >= 10", paired("dlock-3", "etcd-3", "uncontended", 64, "ops_per_s"), lambda v: v >= 10)
+    target("contended 16: dlock-3/etcd-3 handoffs/s >= 30", paired("dlock-3", "etcd-3", "contended", 16, "handoffs_per_s"), lambda v: v >= 30)
+    p99 = float(fo["dlock"]["first_grant_p99_ms"]) * 1000 if "dlock" in fo else None
+    target("fail-over p99 (dlock, first grant) <= 2 s", p99, lambda v: v <= 2_000_000, "us")
+    if base:
+        for scenario, c, field in (("uncontended", 1, "ops_per_s"), ("uncontended", 64, "ops_per_s"), ("contended", 16, "handoffs_per_s")):
+            target(f"{scenario} {c}: single node / baseline >= 0.9 (no worse, within noise)",
+                   paired("dlock", "dlock-base", scenario, c, field), lambda v: v >= 0.9)
     sys.exit(0)
 
 W = [34, 12, 12, 12, 12, 12, 12, 12]

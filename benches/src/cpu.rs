@@ -22,11 +22,11 @@ pub struct CpuSample {
 
 impl CpuSample {
     /// Reads the clocks now. `in_process` is the CPU time of a server that runs inside this
-    /// process (see `Backend::in_process_server_cpu`); otherwise the server is process
-    /// `server_pid`, if known.
-    pub fn take(in_process: Option<Duration>, server_pid: Option<u32>) -> CpuSample {
+    /// process (see `Backend::in_process_server_cpu`); otherwise the server is the processes
+    /// `server_pids` (one server, or every member of a cluster, added up), if any.
+    pub fn take(in_process: Option<Duration>, server_pids: &[u32]) -> CpuSample {
         CpuSample {
-            server: in_process.or_else(|| server_pid.and_then(|p| process_cpu(p).ok())),
+            server: in_process.or_else(|| processes_cpu(server_pids)),
             own: process_cpu(std::process::id()).ok(),
             in_process: in_process.is_some(),
         }
@@ -57,6 +57,17 @@ pub fn percent_of_one_core(cpu: Duration, wall: Duration) -> f64 {
     } else {
         cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
     }
+}
+
+/// User + system CPU time of the processes `pids` added up; `None` for an empty list or when
+/// one of them cannot be read.
+pub fn processes_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|&p| process_cpu(p).ok())
+        .sum::<Option<Duration>>()
 }
 
 /// User + system CPU time of process `pid`, all threads.
@@ -136,6 +147,10 @@ mod tests {
     #[test]
     fn reads_our_own_process() {
         assert!(process_cpu(std::process::id()).is_ok());
+        let me = std::process::id();
+        assert!(processes_cpu(&[me, me]).expect("twice ours") >= process_cpu(me).expect("ours"));
+        assert_eq!(processes_cpu(&[]), None);
+        assert_eq!(processes_cpu(&[me, u32::MAX]), None);
         assert!(own_threads_cpu("no-such-thread-").expect("listing") == Duration::ZERO);
     }
 }

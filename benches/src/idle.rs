@@ -105,7 +105,7 @@ pub(crate) async fn run<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
 }
 
 fn sample<B: Backend>(backend: &B, spec: &Spec) -> CpuSample {
-    CpuSample::take(backend.in_process_server_cpu(), spec.server_pid)
+    CpuSample::take(backend.in_process_server_cpu(), &spec.server_pids())
 }
 
 /// An idle session and the lock it holds.

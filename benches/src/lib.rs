@@ -9,6 +9,9 @@
 //! - `backend::redis` and `backend::etcd` (cargo feature `peers`): Redis `SET NX PX` + Lua
 //!   compare-and-delete, and etcd's lease + Lock/Unlock API.
 //!
+//! [`failover`] (the `failover` binary) measures how long a 3-node cluster takes to grant
+//! again after its leader is killed.
+//!
 //! Every backend implements [`Backend`]; [`scenario::run`] runs one [`Scenario`] against one
 //! backend and returns a [`Row`].
 //!
@@ -26,6 +29,7 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod failover;
 mod idle;
 pub mod limits;
 pub mod report;

@@ -166,9 +166,9 @@ async fn timed<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
 
     // CPU used by the server and by this process (the clients) during the window.
     tokio::time::sleep_until(measure_from).await;
-    let cpu_from = CpuSample::take(backend.in_process_server_cpu(), spec.server_pid);
+    let cpu_from = CpuSample::take(backend.in_process_server_cpu(), &spec.server_pids());
     tokio::time::sleep_until(end).await;
-    let cpu_to = CpuSample::take(backend.in_process_server_cpu(), spec.server_pid);
+    let cpu_to = CpuSample::take(backend.in_process_server_cpu(), &spec.server_pids());
 
     let mut row = Row::new(backend.name(), spec.scenario, spec.clients);
     let handoffs_counted = matches!(spec.scenario, Scenario::Contended | Scenario::Handoff);

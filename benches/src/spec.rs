@@ -60,6 +60,9 @@ pub struct Spec {
     pub inflight: usize,
     /// The server process whose CPU and RSS are reported.
     pub server_pid: Option<u32>,
+    /// Further server processes (the other members of a cluster) whose CPU is added to the
+    /// server's.
+    pub more_server_pids: Vec<u32>,
     /// Prefix of every key, so runs do not see each other's leftovers.
     pub key_prefix: String,
     /// Seed of the clients' random choices.
@@ -83,9 +86,21 @@ impl Spec {
             },
             inflight: 4,
             server_pid: None,
+            more_server_pids: Vec::new(),
             key_prefix: default_prefix(),
             seed: 0x5eed,
         }
+    }
+}
+
+impl Spec {
+    /// Every server process whose CPU counts: `server_pid` and `more_server_pids`.
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.server_pid
+            .iter()
+            .chain(&self.more_server_pids)
+            .copied()
+            .collect()
     }
 }
 

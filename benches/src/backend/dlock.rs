@@ -52,6 +52,30 @@ impl Backend for DlockBackend {
     }
 
     async fn connect(&self, id: usize) -> Result<DlockConn> {
+        // A client given a cluster's members fails its first connection when none of them
+        // leads at that moment (an election); before a measured window that is tried again,
+        // for a bounded time.
+        let cluster = self.addr.contains(',');
+        let deadline = tokio::time::Instant::now() + CLUSTER_CONNECT_WAIT;
+        loop {
+            match self.connect_once(id).await {
+                Err(_) if cluster && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(CLUSTER_CONNECT_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// How long a client of a cluster keeps trying to make its first connection.
+const CLUSTER_CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// The pause before another first connection attempt to a cluster.
+const CLUSTER_CONNECT_PAUSE: Duration = Duration::from_millis(50);
+
+impl DlockBackend {
+    async fn connect_once(&self, id: usize) -> Result<DlockConn> {
         let mut builder = Client::builder(self.addr.clone())
             .name(format!("loadgen-{id}"))
             .lease_ttl(self.lease_ttl);

@@ -21,19 +21,30 @@ use crate::Scenario;
 /// The etcd backend.
 #[derive(Clone, Debug)]
 pub struct EtcdBackend {
-    endpoint: String,
+    endpoints: Vec<String>,
     lease_ttl_s: i64,
 }
 
 impl EtcdBackend {
-    /// A backend for the etcd at `addr` (`host:port`); leases live `lease_ttl` (at least 1 s)
-    /// and are kept alive every third of it.
+    /// A backend for the etcd at `addr` (`host:port`, or the comma-separated client addresses
+    /// of every member of a cluster, all given to each client); leases live `lease_ttl` (at
+    /// least 1 s) and are kept alive every third of it.
     pub fn new(addr: &str, lease_ttl: Duration) -> EtcdBackend {
         EtcdBackend {
-            endpoint: format!("http://{addr}"),
+            endpoints: endpoint_urls(addr),
             lease_ttl_s: i64::try_from(lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX),
         }
     }
+}
+
+/// `http://` URLs of a comma-separated list of `host:port`.
+pub fn endpoint_urls(addrs: &str) -> Vec<String> {
+    addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| format!("http://{a}"))
+        .collect()
 }
 
 impl Backend for EtcdBackend {
@@ -55,29 +66,41 @@ impl Backend for EtcdBackend {
     }
 
     async fn connect(&self, _id: usize) -> Result<EtcdConn> {
-        let mut client = Client::connect([self.endpoint.as_str()], None)
+        let mut client = Client::connect(&self.endpoints, None)
             .await
-            .with_context(|| format!("connecting to etcd at {}", self.endpoint))?;
+            .with_context(|| format!("connecting to etcd at {}", self.endpoints.join(",")))?;
         let lease = client.lease_grant(self.lease_ttl_s, None).await?.id();
-        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
         let period = Duration::from_secs(u64::try_from(self.lease_ttl_s).unwrap_or(1)) / 3;
-        let keep_alive = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                if keeper.keep_alive().await.is_err() {
-                    return;
-                }
-                match responses.message().await {
-                    Ok(Some(_)) => {}
-                    _ => return,
-                }
-            }
-        });
+        let keep_alive = tokio::spawn(keep_alive(client.clone(), lease, period));
         Ok(EtcdConn {
             client,
             lease,
             keep_alive,
         })
+    }
+}
+
+/// Keeps `lease` alive every `period` until aborted, as etcd's own clients do: a keep-alive
+/// stream that breaks (its member died, a leader change) is opened again, after a short
+/// pause, on whichever member answers.
+async fn keep_alive(mut client: Client, lease: i64, period: Duration) {
+    const REOPEN_PAUSE: Duration = Duration::from_millis(100);
+    loop {
+        if let Ok((mut keeper, mut responses)) = client.lease_keep_alive(lease).await {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match responses.message().await {
+                    Ok(Some(r)) if r.ttl() > 0 => {}
+                    // TTL 0: the lease is gone; nothing left to keep alive.
+                    Ok(Some(_)) => return,
+                    _ => break,
+                }
+                tokio::time::sleep(period).await;
+            }
+        }
+        tokio::time::sleep(REOPEN_PAUSE).await;
     }
 }
 
@@ -104,6 +127,12 @@ impl Conn for EtcdConn {
         let opts = LockOptions::new().with_lease(self.lease);
         let resp = self.client.clone().lock(key, Some(opts)).await?;
         Ok(resp.key().to_vec())
+    }
+
+    async fn still_held(&self, held: &Vec<u8>) -> Result<bool> {
+        // The lock is the key etcd created; it lives as long as the lease.
+        let resp = self.client.clone().get(held.as_slice(), None).await?;
+        Ok(resp.count() == 1)
     }
 
     async fn release(&self, held: Vec<u8>) -> Result<()> {

@@ -66,6 +66,13 @@ pub trait Conn: Send + Sync + 'static {
         false
     }
 
+    /// Whether a lock acquired on this connection is still held, as far as the service can
+    /// tell now (asking it where that takes a request). The fail-over benchmark asks this
+    /// of a lock held across a leader kill.
+    fn still_held(&self, held: &Self::Held) -> impl Future<Output = Result<bool>> + Send {
+        std::future::ready(Ok(!self.is_lost(held)))
+    }
+
     /// Releases a lock acquired on this connection.
     fn release(&self, held: Self::Held) -> impl Future<Output = Result<()>> + Send;
 

@@ -71,7 +71,8 @@ struct Args {
     /// Unmeasured warm-up before the window.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// dlock server address.
+    /// dlock server address, or the comma-separated client addresses of every member of a
+    /// cluster (each client is given the whole list and finds the leader).
     #[arg(long, default_value = "127.0.0.1:7420")]
     dlock_addr: String,
     /// dlock server address for `-b dlock-tls` (a server started with --tls-cert).
@@ -86,7 +87,8 @@ struct Args {
     /// Redis address.
     #[arg(long, default_value = "127.0.0.1:6379")]
     redis_addr: String,
-    /// etcd client address.
+    /// etcd client address, or the comma-separated client addresses of every member of an
+    /// etcd cluster (each client is given them all).
     #[arg(long, default_value = "127.0.0.1:2379")]
     etcd_addr: String,
     /// Session lease asked of dlock, and lease TTL granted by etcd.
@@ -112,12 +114,17 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     inflight: usize,
     /// The server process whose CPU (every scenario) and RSS (many-locks, idle) are reported,
-    /// read from /proc/PID.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// read from /proc/PID. For a cluster, every member's pid, comma-separated: the CPU is
+    /// their sum, the RSS the first one's.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Append every row to this CSV file (header written when the file is new).
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// The name put in the rows' backend column instead of the backend's own (e.g.
+    /// `dlock-3` for a 3-node cluster next to a single `dlock`).
+    #[arg(long)]
+    backend_name: Option<String>,
     /// Free text put in the CSV's label column (e.g. the run number).
     #[arg(long, default_value = "")]
     label: String,
@@ -184,7 +191,8 @@ impl Args {
             locks: self.locks,
             sessions: self.sessions.unwrap_or(Spec::new(scenario).sessions),
             inflight: self.inflight,
-            server_pid: self.server_pid,
+            server_pid: self.server_pid.first().copied(),
+            more_server_pids: self.server_pid.iter().skip(1).copied().collect(),
             seed: self.seed,
             ..Spec::new(scenario)
         }
@@ -227,7 +235,7 @@ impl Args {
     fn check_open_files(&self, own: (u64, u64)) -> Result<()> {
         let (files, conns, what) = self.most_connections();
         limits::ensure_nofile("loadgen", own.0, Some(own.1), files + SPARE_FDS, &what)?;
-        if let Some(pid) = self.server_pid {
+        for &pid in &self.server_pid {
             let soft = limits::process_nofile(pid)?;
             let who = format!("the server (pid {pid})");
             limits::ensure_nofile(&who, soft, None, conns + SPARE_FDS, &what)?;
@@ -236,14 +244,17 @@ impl Args {
     }
 }
 
-/// Refuses any address that is not on this machine's loopback.
-async fn ensure_loopback(what: &str, addr: &str) -> Result<()> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-        .await
-        .with_context(|| format!("{what}: cannot resolve {addr}"))?
-        .collect();
-    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
-        bail!("{what}: {addr} is not a loopback address; loadgen only targets this machine");
+/// Refuses any address that is not on this machine's loopback; `addrs` may be a
+/// comma-separated list (the members of a cluster), each of which is checked.
+async fn ensure_loopback(what: &str, addrs: &str) -> Result<()> {
+    for addr in addrs.split(',').map(str::trim) {
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .with_context(|| format!("{what}: cannot resolve {addr}"))?
+            .collect();
+        if resolved.is_empty() || resolved.iter().any(|a| !a.ip().is_loopback()) {
+            bail!("{what}: {addr} is not a loopback address; loadgen only targets this machine");
+        }
     }
     Ok(())
 }
@@ -345,6 +356,9 @@ async fn run(args: Args, open_files: (u64, u64)) -> Result<bool> {
                     }
                 };
                 row.label = args.label.clone();
+                if let Some(name) = &args.backend_name {
+                    row.backend = name.clone();
+                }
                 println!("{}", row.to_text());
                 if let Some(path) = &args.csv {
                     append_csv(path, std::slice::from_ref(&row))?;
