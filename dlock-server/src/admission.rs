@@ -140,6 +140,17 @@ impl RateLimit {
     }
 }
 
+impl crate::Config {
+    /// What the replay buffers of one client address's sessions may hold together:
+    /// `--max-replay-bytes-per-peer`, or a quarter of the replay pool, so that one address
+    /// spreading unacknowledged events over many sessions fills at most a quarter of the pool
+    /// and the pool's own rule (close the largest session) is left for several addresses.
+    pub(crate) fn replay_bytes_per_peer(&self) -> usize {
+        self.max_replay_bytes_per_peer
+            .unwrap_or(self.replay_pool_bytes / 4)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

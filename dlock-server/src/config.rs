@@ -89,6 +89,10 @@ pub struct Config {
     /// Bytes all sessions' replay buffers together may hold; over it, the session holding the
     /// most is closed as overflowed. Set from the memory budget at start.
     pub replay_pool_bytes: usize,
+    /// Bytes the replay buffers of the sessions of one client address may hold together
+    /// (connected or not); over it, that address's session holding the most is closed as
+    /// overflowed, never another address's. `None`: a quarter of `replay_pool_bytes`.
+    pub max_replay_bytes_per_peer: Option<usize>,
     /// Opt-in audit log: if set, one JSON line per applied engine input with its events is
     /// appended to this file, flushed before the events are dispatched, and rotated by size
     /// (see [`crate::audit`]).
@@ -155,6 +159,7 @@ impl Default for Config {
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,
             replay_pool_bytes: usize::MAX,
+            max_replay_bytes_per_peer: None,
         }
     }
 }
