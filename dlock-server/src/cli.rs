@@ -101,6 +101,13 @@ pub struct Args {
     #[arg(long, env = "DLOCK_MAX_REQUEST_RATE", default_value_t = Config::default().max_request_rate)]
     pub max_request_rate: u64,
 
+    /// Most requests per second all connections of one client address may send together
+    /// (bursts of a tenth of a second's worth pass at once); over it a request is answered
+    /// Overloaded. 0 (the default): no limit, as every client on the server's own machine
+    /// shares one address; set it on a server shared by several machines.
+    #[arg(long, env = "DLOCK_MAX_REQUEST_RATE_PER_PEER", default_value_t = Config::default().max_request_rate_per_peer)]
+    pub max_request_rate_per_peer: u64,
+
     /// A client that does not read what is written to it for this long is cut off (its
     /// session lives on).
     #[arg(long, env = "DLOCK_SLOW_READER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -302,6 +309,7 @@ impl Args {
                 .map(|b| usize::try_from(b.as_u64()).unwrap_or(usize::MAX)),
             max_connections_per_peer: self.max_connections_per_peer,
             max_request_rate: self.max_request_rate,
+            max_request_rate_per_peer: self.max_request_rate_per_peer,
             memory_budget: self.memory_budget,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,

@@ -50,6 +50,11 @@ pub struct Config {
     /// second's worth pass at once); a request over it is answered
     /// `RequestError::Overloaded` without reaching the engine. 0: no limit.
     pub max_request_rate: u64,
+    /// Requests per second all connections of one client address may send together (bursts
+    /// of a tenth of that pass at once); over it, a request is answered `Overloaded` by its
+    /// connection. 0 (the default): no limit, as every client on the server's own machine
+    /// shares one address.
+    pub max_request_rate_per_peer: u64,
     /// Most live sessions opened from one client address (IP). Sessions whose connection
     /// dropped count until their lease runs out, so one address cannot fill the session
     /// table; over it, `Hello` is refused with `TooManySessionsFromPeer`.
@@ -141,6 +146,7 @@ impl Default for Config {
             outbox_max_bytes: 4 << 20,
             max_connections_per_peer: 2_500,
             max_request_rate: 50_000,
+            max_request_rate_per_peer: 0,
             max_sessions_per_peer: 25_000,
             max_locks_per_peer: None,
             slow_reader_timeout: Duration::from_secs(10),
