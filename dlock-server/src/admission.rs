@@ -1,5 +1,6 @@
 //! Admission control outside the engine: how many connections one client address may hold,
-//! and how fast one connection may send requests.
+//! and how fast one connection, and all connections of one address together, may send
+//! requests.
 //!
 //! Both are checked in the connection layer, before anything reaches the core task, so a
 //! client over either limit costs the engine nothing: a connection over its address's share
@@ -36,8 +37,20 @@ pub(crate) struct Admitted {
 /// Open connections per client address, shared by the accept loop and the connections.
 #[derive(Debug, Default)]
 pub(crate) struct PeerConnections {
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<HashMap<IpAddr, PeerEntry>>,
 }
+
+/// One address's open connections and the request rate they share.
+#[derive(Debug, Default)]
+struct PeerEntry {
+    count: usize,
+    /// Made by the first connection that asks (see [`PeerSlot::shared_rate`]); lives as
+    /// long as the address has a connection.
+    rate: Option<SharedRate>,
+}
+
+/// A token bucket shared by every connection of one client address.
+pub(crate) type SharedRate = Arc<Mutex<RateLimit>>;
 
 /// One connection counted against its address; dropping it gives the place back.
 #[derive(Debug)]
@@ -47,18 +60,18 @@ pub(crate) struct PeerSlot {
 }
 
 impl PeerConnections {
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, PeerEntry>> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A slot for one more connection from `ip`, or `None` if it already holds `limit`.
     pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<PeerSlot> {
         let mut counts = self.counts();
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= limit {
+        let entry = counts.entry(ip).or_default();
+        if entry.count >= limit {
             return None;
         }
-        *count += 1;
+        entry.count += 1;
         Some(PeerSlot {
             table: self.clone(),
             ip,
@@ -68,16 +81,37 @@ impl PeerConnections {
     /// Connections currently counted for `ip`.
     #[cfg(test)]
     fn count(&self, ip: IpAddr) -> usize {
-        self.counts().get(&ip).copied().unwrap_or(0)
+        self.counts().get(&ip).map_or(0, |e| e.count)
     }
+}
+
+impl PeerSlot {
+    /// The request rate all connections of this address share: `rate` requests per second
+    /// (bursts of a tenth of that), made by the first connection that asks.
+    pub(crate) fn shared_rate(&self, rate: u64) -> SharedRate {
+        let mut counts = self.table.counts();
+        let entry = counts.entry(self.ip).or_default();
+        entry
+            .rate
+            .get_or_insert_with(|| Arc::new(Mutex::new(RateLimit::new(rate, Instant::now()))))
+            .clone()
+    }
+}
+
+/// Takes one token from an address's shared bucket; `false` if the address is over its rate.
+pub(crate) fn admit_shared(rate: &SharedRate) -> bool {
+    rate.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(Instant::now)
 }
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
         let mut counts = self.table.counts();
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(entry) = counts.get_mut(&self.ip) {
+            entry.count -= 1;
+            let count = entry.count;
+            if count == 0 {
                 // An address with no connection takes no memory.
                 counts.remove(&self.ip);
             }
@@ -140,6 +174,17 @@ impl RateLimit {
     }
 }
 
+impl crate::Config {
+    /// What the replay buffers of one client address's sessions may hold together:
+    /// `--max-replay-bytes-per-peer`, or a quarter of the replay pool, so that one address
+    /// spreading unacknowledged events over many sessions fills at most a quarter of the pool
+    /// and the pool's own rule (close the largest session) is left for several addresses.
+    pub(crate) fn replay_bytes_per_peer(&self) -> usize {
+        self.max_replay_bytes_per_peer
+            .unwrap_or(self.replay_pool_bytes / 4)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +203,31 @@ mod tests {
         drop(first);
         assert_eq!(table.count(a), 1);
         assert!(table.try_acquire(a, 2).is_some());
+    }
+
+    #[test]
+    fn the_connections_of_one_address_share_one_rate() {
+        let table = Arc::new(PeerConnections::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let slots: Vec<PeerSlot> = (0..10)
+            .map(|_| table.try_acquire(a, 100).unwrap())
+            .collect();
+        // 1,000 per second: a burst of 100 for the ten connections together, not each.
+        let rates: Vec<SharedRate> = slots.iter().map(|s| s.shared_rate(1000)).collect();
+        let passed = (0..50)
+            .flat_map(|_| rates.iter())
+            .filter(|r| admit_shared(r))
+            .count();
+        assert!((100..=101).contains(&passed), "{passed} passed");
+        // Another address has its own bucket.
+        let other = table.try_acquire(b, 100).unwrap().shared_rate(1000);
+        assert!(admit_shared(&other));
+        // Once every connection of the address is gone, a new one starts afresh.
+        drop(rates);
+        drop(slots);
+        let again = table.try_acquire(a, 100).unwrap().shared_rate(1000);
+        assert!(admit_shared(&again));
     }
 
     #[test]

@@ -76,6 +76,12 @@ pub struct Args {
     #[arg(long, env = "DLOCK_MAX_LOCKS_PER_PEER")]
     pub max_locks_per_peer: Option<usize>,
 
+    /// Most bytes of unacknowledged events the sessions of one client address may hold
+    /// together (connected or not, e.g. `16MiB`); over it, that address's session holding the
+    /// most is closed. Unset: a quarter of the replay pool (5% of --memory-budget).
+    #[arg(long, env = "DLOCK_MAX_REPLAY_BYTES_PER_PEER")]
+    pub max_replay_bytes_per_peer: Option<bytesize::ByteSize>,
+
     /// Most open connections from one client address; more are refused
     /// (TooManyConnectionsFromPeer) and closed.
     #[arg(long, env = "DLOCK_MAX_CONNECTIONS_PER_PEER", default_value_t = Config::default().max_connections_per_peer)]
@@ -94,6 +100,13 @@ pub struct Args {
     /// second's worth pass at once); over it a request is answered Overloaded. 0: no limit.
     #[arg(long, env = "DLOCK_MAX_REQUEST_RATE", default_value_t = Config::default().max_request_rate)]
     pub max_request_rate: u64,
+
+    /// Most requests per second all connections of one client address may send together
+    /// (bursts of a tenth of a second's worth pass at once); over it a request is answered
+    /// Overloaded. 0 (the default): no limit, as every client on the server's own machine
+    /// shares one address; set it on a server shared by several machines.
+    #[arg(long, env = "DLOCK_MAX_REQUEST_RATE_PER_PEER", default_value_t = Config::default().max_request_rate_per_peer)]
+    pub max_request_rate_per_peer: u64,
 
     /// A client that does not read what is written to it for this long is cut off (its
     /// session lives on).
@@ -292,8 +305,12 @@ impl Args {
             slow_reader_timeout: self.slow_reader_timeout,
             max_sessions_per_peer: self.max_sessions_per_peer,
             max_locks_per_peer: self.max_locks_per_peer,
+            max_replay_bytes_per_peer: self
+                .max_replay_bytes_per_peer
+                .map(|b| usize::try_from(b.as_u64()).unwrap_or(usize::MAX)),
             max_connections_per_peer: self.max_connections_per_peer,
             max_request_rate: self.max_request_rate,
+            max_request_rate_per_peer: self.max_request_rate_per_peer,
             memory_budget: self.memory_budget,
             max_connections: self.max_connections,
             max_frame_len: self.max_frame_len,

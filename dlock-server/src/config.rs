@@ -50,6 +50,11 @@ pub struct Config {
     /// second's worth pass at once); a request over it is answered
     /// `RequestError::Overloaded` without reaching the engine. 0: no limit.
     pub max_request_rate: u64,
+    /// Requests per second all connections of one client address may send together (bursts
+    /// of a tenth of that pass at once); over it, a request is answered `Overloaded` by its
+    /// connection. 0 (the default): no limit, as every client on the server's own machine
+    /// shares one address.
+    pub max_request_rate_per_peer: u64,
     /// Most live sessions opened from one client address (IP). Sessions whose connection
     /// dropped count until their lease runs out, so one address cannot fill the session
     /// table; over it, `Hello` is refused with `TooManySessionsFromPeer`.
@@ -89,6 +94,10 @@ pub struct Config {
     /// Bytes all sessions' replay buffers together may hold; over it, the session holding the
     /// most is closed as overflowed. Set from the memory budget at start.
     pub replay_pool_bytes: usize,
+    /// Bytes the replay buffers of the sessions of one client address may hold together
+    /// (connected or not); over it, that address's session holding the most is closed as
+    /// overflowed, never another address's. `None`: a quarter of `replay_pool_bytes`.
+    pub max_replay_bytes_per_peer: Option<usize>,
     /// Opt-in audit log: if set, one JSON line per applied engine input with its events is
     /// appended to this file, flushed before the events are dispatched, and rotated by size
     /// (see [`crate::audit`]).
@@ -137,6 +146,7 @@ impl Default for Config {
             outbox_max_bytes: 4 << 20,
             max_connections_per_peer: 2_500,
             max_request_rate: 50_000,
+            max_request_rate_per_peer: 0,
             max_sessions_per_peer: 25_000,
             max_locks_per_peer: None,
             slow_reader_timeout: Duration::from_secs(10),
@@ -155,6 +165,7 @@ impl Default for Config {
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,
             replay_pool_bytes: usize::MAX,
+            max_replay_bytes_per_peer: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Config;
-use crate::admission::{Admitted, RateLimit};
+use crate::admission::{Admitted, RateLimit, SharedRate, admit_shared};
 use crate::budget::OUTBOX_RESERVE;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
@@ -86,8 +86,11 @@ pub(crate) async fn serve<S: ServerStream>(
     // (socket readiness and the outbox are checked without a system call), so the two do
     // not compete; while the reader waits for room in the core's inbox, the writer keeps
     // draining the outbox.
+    // The rate this connection shares with the others of its address (none if unlimited).
+    let peer_rate = (config.max_request_rate_per_peer > 0)
+        .then(|| admitted._slot.shared_rate(config.max_request_rate_per_peer));
     tokio::join!(
-        read_loop(reader, conn, core_tx, &config, &who),
+        read_loop(reader, conn, core_tx, &config, &who, peer_rate),
         write_loop(writer, outbox, shared, &config),
     );
     debug!(%peer, conn = id, "connection closed");
@@ -181,6 +184,7 @@ async fn read_loop<R: ReadHalf>(
     core_tx: mpsc::Sender<CoreMsg>,
     config: &Config,
     who: &Peer,
+    peer_rate: Option<SharedRate>,
 ) {
     let token = conn.shared.token.clone();
     let session = tokio::select! {
@@ -198,6 +202,7 @@ async fn read_loop<R: ReadHalf>(
     tokio::pin!(cancelled);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut rate = RateLimit::new(config.max_request_rate, Instant::now());
+
     loop {
         let frame = tokio::select! {
             biased;
@@ -234,8 +239,9 @@ async fn read_loop<R: ReadHalf>(
                     _ = &mut cancelled => break,
                     _ = drained => {}
                 }
-                if !rate.admit(Instant::now) {
-                    // Over its rate: answered here, at no cost to the engine or anyone else.
+                if !rate.admit(Instant::now) || peer_rate.as_ref().is_some_and(|r| !admit_shared(r))
+                {
+                    // Over its rate, or its address over the address's: answered here, at no cost to the engine or anyone else.
                     conn.shared.net.refused(NetRefusal::Overloaded);
                     let reply = ServerMessage::Reply {
                         id,

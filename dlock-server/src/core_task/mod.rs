@@ -125,7 +125,11 @@ impl CoreTask {
             engine,
             cluster: side,
             feed,
-            sessions: Sessions::new(config.replay_capacity, config.replay_pool_bytes),
+            sessions: Sessions::new(
+                config.replay_capacity,
+                config.replay_pool_bytes,
+                config.replay_bytes_per_peer(),
+            ),
             config,
             lease_record,
             grace,

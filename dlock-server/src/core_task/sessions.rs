@@ -101,6 +101,8 @@ struct PeerUse {
     sessions: usize,
     /// Locks the engine says they own (as of their last events).
     locks: usize,
+    /// What their replay buffers hold together, in (approximate) bytes.
+    replay_bytes: usize,
 }
 
 /// Every session the server serves, the settings of its replay buffers, and what is on its
@@ -123,13 +125,23 @@ pub(super) struct Sessions {
     /// Most bytes all replay buffers together may hold (the memory budget's share); over
     /// it, the session holding the most is closed as overflowed.
     replay_pool: usize,
+    /// Most bytes the replay buffers of one client address's sessions may hold together; over
+    /// it, that address's session holding the most is closed as overflowed.
+    replay_per_peer: usize,
+    /// Addresses that went over `replay_per_peer` since the last `enforce_replay_pool`.
+    peers_over: Vec<IpAddr>,
     /// What the core task counts for `/metrics` and the status page.
     pub(super) monitor: Monitor,
 }
 
 impl Sessions {
-    /// No sessions yet.
-    pub(super) fn new(replay_capacity: usize, replay_pool: usize) -> Sessions {
+    /// No sessions yet; each address's replay buffers may hold `replay_per_peer` bytes, all
+    /// together `replay_pool`.
+    pub(super) fn new(
+        replay_capacity: usize,
+        replay_pool: usize,
+        replay_per_peer: usize,
+    ) -> Sessions {
         Sessions {
             map: HashMap::new(),
             out: Outbound::default(),
@@ -139,6 +151,8 @@ impl Sessions {
             per_peer: HashMap::new(),
             replay_bytes: 0,
             replay_pool,
+            replay_per_peer,
+            peers_over: Vec::new(),
             monitor: Monitor::default(),
         }
     }
@@ -158,6 +172,7 @@ impl Sessions {
         if let Some(used) = self.per_peer.get_mut(&state.peer) {
             used.sessions -= 1;
             used.locks -= state.locks;
+            used.replay_bytes -= state.replay_bytes;
             if used.sessions == 0 {
                 self.per_peer.remove(&state.peer);
             }
@@ -172,7 +187,11 @@ impl Sessions {
             return false;
         };
         let freed = s.acknowledge(seq);
+        let peer = s.peer;
         self.replay_bytes -= freed;
+        if let Some(used) = self.per_peer.get_mut(&peer) {
+            used.replay_bytes -= freed;
+        }
         true
     }
 
@@ -189,6 +208,13 @@ impl Sessions {
         s.replay.push_back((seq, event.clone()));
         s.replay_bytes += cost;
         self.replay_bytes += cost;
+        let peer = s.peer;
+        if let Some(used) = self.per_peer.get_mut(&peer) {
+            used.replay_bytes += cost;
+            if used.replay_bytes > self.replay_per_peer && !self.peers_over.contains(&peer) {
+                self.peers_over.push(peer);
+            }
+        }
         true
     }
 
@@ -197,6 +223,12 @@ impl Sessions {
     /// frees its buffer). A client that stops acknowledging is the one whose buffer grows, so
     /// it is the one closed, not the well-behaved sessions beside it.
     pub(super) fn enforce_replay_pool(&mut self) {
+        // First each address's own share: an address that spreads its unacknowledged events
+        // over many sessions loses its own largest ones, never another address's session
+        // (which the pool below, looking only at single sessions, could pick).
+        for peer in std::mem::take(&mut self.peers_over) {
+            self.enforce_peer_share(peer);
+        }
         if self.replay_bytes <= self.replay_pool {
             return;
         }
@@ -224,6 +256,42 @@ impl Sessions {
                 "replay buffers over their memory budget; closing the session holding the most"
             );
             self.overflowed.push(session);
+        }
+    }
+
+    /// Marks the sessions of `peer` holding the most as overflowed until what its other
+    /// sessions hold fits its share.
+    fn enforce_peer_share(&mut self, peer: IpAddr) {
+        let Some(used) = self.per_peer.get(&peer) else {
+            return;
+        };
+        let mut kept = used.replay_bytes
+            - self
+                .overflowed
+                .iter()
+                .filter_map(|id| self.map.get(id))
+                .filter(|s| s.peer == peer)
+                .map(|s| s.replay_bytes)
+                .sum::<usize>();
+        while kept > self.replay_per_peer {
+            let largest = self
+                .map
+                .iter()
+                .filter(|(id, s)| s.peer == peer && !self.overflowed.contains(id))
+                .max_by_key(|(id, s)| (s.replay_bytes, std::cmp::Reverse(**id)))
+                .map(|(id, s)| (*id, s.replay_bytes));
+            let Some((session, bytes)) = largest else {
+                return;
+            };
+            tracing::warn!(
+                %session,
+                %peer,
+                held = kept,
+                share = self.replay_per_peer,
+                "one address's replay buffers over its share; closing its session holding the most"
+            );
+            self.overflowed.push(session);
+            kept -= bytes;
         }
     }
 
