@@ -40,6 +40,9 @@ const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// Set (to anything) to keep every node's data directory and log after the test.
 pub const KEEP_ENV: &str = "DLOCK_CLUSTER_KEEP";
 
+/// The nodes' log filter, unless a test gives `--log-level`.
+const NODE_LOG_LEVEL: &str = "info,openraft=warn";
+
 /// The pause between two rounds of polling.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -380,6 +383,8 @@ impl TestCluster {
                 .args(["--peers", &node.peers])
                 .args(["--raft-listen", &node.raft.to_string()])
                 .args(&extra)
+                // Sessions and leadership in the nodes' logs (a test's --log-level wins).
+                .env("DLOCK_LOG_LEVEL", NODE_LOG_LEVEL)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log.try_clone()?))

@@ -23,6 +23,7 @@ async fn t94_minority_partition_grants_nothing() -> Result<()> {
             "a client of the leader alone",
             Client::builder(c.client_addr(old).to_string())
                 .name("lone")
+                .lease_ttl(crate::LEASE)
                 .connect(),
         )
         .await??;
