@@ -77,6 +77,18 @@
 //! comparable up to scheduling delays (microseconds to a few milliseconds). The client-side
 //! checks are only meaningful under that assumption; they are not for a multi-host run.
 //!
+//! **A cluster's history.** Each member of a cluster writes the inputs it applies from the
+//! replicated log, so one member's log is the committed history; it begins (and, after each
+//! restart of that member, goes on) with [`AuditLine::Replica`], which is not a new lifetime:
+//! sessions and locks survive. In such a history leases are judged in engine time, the
+//! leader-stamped `now_ms` of each input, not by `ts_us`: time stands still while there is
+//! no leader, and a new leader's [`ExtendLeases`](dlock_core::Command::ExtendLeases) moves
+//! every lease's end to at least `clock + grace`. An expiry must come at a tick stamped no
+//! earlier than the lease's end and no later than the allowance after it, and a tick must
+//! leave no session alive whose lease ended by its stamp. A member that received entries in
+//! a snapshot marks the hole with [`AuditLine::Snapshot`] (a [`Property::History`] violation
+//! in that log alone; another member's log fills it).
+//!
 //! The "tick" of property 6: the server has no fixed tick; it wakes at the engine's next
 //! deadline. So the bound is TTL plus a scheduling allowance for the timer wake-up and the
 //! batch in progress (default 250 ms on a loaded two-core machine).

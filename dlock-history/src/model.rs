@@ -81,6 +81,9 @@ impl ResModel {
 pub(crate) struct SessionModel {
     pub(crate) ttl_ms: u64,
     pub(crate) last_touch_us: u64,
+    /// When the lease ends in engine time (core clock milliseconds): what a cluster's
+    /// leases are judged by.
+    pub(crate) expires_ms: u64,
     /// A lateness violation was already reported for the current lease.
     pub(crate) late_reported: bool,
 }

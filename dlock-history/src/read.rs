@@ -3,7 +3,8 @@
 //!
 //! The server writes each line with one `write` call and never fsyncs, so a server killed
 //! with `kill -9` leaves at worst one torn line: the last line of the file it was writing.
-//! The next server appends its [`AuditLine::Start`] after it, possibly on the same line when
+//! The next server appends its [`AuditLine::Start`] (a cluster member its
+//! [`AuditLine::Replica`]; below, "a `Start`" stands for either) after it, possibly on the same line when
 //! the torn line has no newline. A line that does not parse is therefore accepted only where
 //! a crash can leave one: right before a `Start` (also across a rotation, as `PATH.1` ends
 //! torn and `PATH` begins with `Rotated` then `Start`), glued in front of a `Start`, or as the
@@ -29,6 +30,12 @@ pub struct AuditStats {
     pub torn: u64,
     /// Gap lines (each marks lines the server could not write).
     pub gaps: u64,
+    /// Opens of the log by a member of a cluster ([`AuditLine::Replica`] lines).
+    #[serde(default)]
+    pub replicas: u64,
+    /// Holes left by snapshots a member of a cluster installed ([`AuditLine::Snapshot`]).
+    #[serde(default)]
+    pub snapshots: u64,
 }
 
 /// Why an audit log could not be read.
@@ -123,7 +130,10 @@ pub fn read_audit_logs<P: AsRef<Path>>(
                     if let Some(start) = glued_start(&bytes) {
                         // A torn line with the next server's start appended to it.
                         stats.torn += 1;
-                        stats.starts += 1;
+                        match start {
+                            AuditLine::Replica { .. } => stats.replicas += 1,
+                            _ => stats.starts += 1,
+                        }
                         each(at, start);
                         continue;
                     }
@@ -133,7 +143,7 @@ pub fn read_audit_logs<P: AsRef<Path>>(
             };
             if let Some(t) = torn.take() {
                 match parsed {
-                    AuditLine::Start { .. } => stats.torn += 1,
+                    AuditLine::Start { .. } | AuditLine::Replica { .. } => stats.torn += 1,
                     // The file ended torn and was rotated before the next server's start.
                     AuditLine::Rotated { .. } if at.line == 1 && t.at.file != file => {
                         torn = Some(t);
@@ -145,6 +155,8 @@ pub fn read_audit_logs<P: AsRef<Path>>(
                 AuditLine::Start { .. } => stats.starts += 1,
                 AuditLine::Apply { .. } => stats.applied += 1,
                 AuditLine::Gap { .. } => stats.gaps += 1,
+                AuditLine::Replica { .. } => stats.replicas += 1,
+                AuditLine::Snapshot { .. } => stats.snapshots += 1,
                 AuditLine::Rotated { .. } => {}
             }
             each(at, parsed);
@@ -181,12 +193,16 @@ impl Torn {
     }
 }
 
-/// A `Start` line glued to the end of a torn line, if `bytes` ends with one.
+/// A `Start` (or a cluster member's `Replica`) line glued to the end of a torn line, if
+/// `bytes` ends with one.
 fn glued_start(bytes: &[u8]) -> Option<AuditLine> {
-    const START: &[u8] = b"{\"Start\":";
-    let at = bytes.windows(START.len()).rposition(|w| w == START)?;
+    const STARTS: [&[u8]; 2] = [b"{\"Start\":", b"{\"Replica\":"];
+    let at = STARTS
+        .iter()
+        .filter_map(|start| bytes.windows(start.len()).rposition(|w| w == *start))
+        .max()?;
     match serde_json::from_slice::<AuditLine>(&bytes[at..]) {
-        Ok(start @ AuditLine::Start { .. }) if at > 0 => Some(start),
+        Ok(start @ (AuditLine::Start { .. } | AuditLine::Replica { .. })) if at > 0 => Some(start),
         _ => None,
     }
 }

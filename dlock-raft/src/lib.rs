@@ -67,7 +67,7 @@ pub use network::{PeerNetwork, serve_peers};
 pub use node::{
     DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,
 };
-pub use state_machine::{CoreGuard, Feed, Replica, StateMachine};
+pub use state_machine::{Auditor, CoreGuard, Feed, Replica, SharedAuditor, StateMachine};
 pub use types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 
 pub use openraft;

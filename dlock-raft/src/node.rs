@@ -30,6 +30,8 @@ pub struct NodeOptions {
     /// before the address the cluster membership records (see [`PeerNetwork`]). Empty: the
     /// membership's addresses.
     pub peer_addrs: BTreeMap<NodeId, String>,
+    /// Where every applied input is recorded (see [`StateMachine::with_auditor`]).
+    pub auditor: Option<crate::state_machine::SharedAuditor>,
 }
 
 impl NodeOptions {
@@ -43,6 +45,7 @@ impl NodeOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             feed: None,
             peer_addrs: BTreeMap::new(),
+            auditor: None,
         }
     }
 }
@@ -100,6 +103,9 @@ pub async fn open_node(options: NodeOptions) -> Result<(Raft, Replica), OpenErro
     let mut sm = StateMachine::open(&options.dir, options.engine)?;
     if let Some(feed) = options.feed {
         sm = sm.with_feed(feed);
+    }
+    if let Some(auditor) = options.auditor {
+        sm = sm.with_auditor(auditor);
     }
     let replica = sm.replica();
     let network = PeerNetwork::with_addresses(options.peer_addrs);

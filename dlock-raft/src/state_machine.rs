@@ -12,7 +12,7 @@ use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dlock_core::{Config, Core, Input};
+use dlock_core::{Config, Core, Event, Input};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
@@ -102,12 +102,42 @@ impl std::fmt::Debug for CoreGuard<'_> {
 /// entry to its sessions' connections. Applying waits while the feed is full.
 pub type Feed = tokio::sync::mpsc::Sender<Applied>;
 
+/// Where a node records what it applies, in log order (the server's audit log): every
+/// member calls it for every application entry it applies, so any member's record is the
+/// committed history.
+///
+/// A node that restarts applies again the entries after its last snapshot, and one that
+/// installs a snapshot skips the entries it covers: [`opened`](Auditor::opened) and
+/// [`installed`](Auditor::installed) say so, so that the record can skip inputs it already
+/// holds and mark the ones it will never see.
+pub trait Auditor: Send + Sync + std::fmt::Debug + 'static {
+    /// The state machine opened with every input up to `applied` (0: none) already in its
+    /// state (from its snapshot).
+    fn opened(&mut self, applied: u64);
+    /// `input` was applied and produced `events` (called before the events are sent to the
+    /// feed). Called again for an input applied again after a restart.
+    fn applied(&mut self, input: &Input, events: &[Event]);
+    /// A snapshot covering every input up to `upto` replaced the state: the inputs after
+    /// the last one applied up to `upto` are never applied here.
+    fn installed(&mut self, upto: u64);
+}
+
+/// An [`Auditor`] shared with the state machine.
+pub type SharedAuditor = Arc<Mutex<dyn Auditor>>;
+
+fn audit_with(auditor: &Option<SharedAuditor>, f: impl FnOnce(&mut dyn Auditor)) {
+    if let Some(a) = auditor {
+        f(&mut *a.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
 /// The engine as openraft's state machine.
 #[derive(Debug)]
 pub struct StateMachine {
     replica: Replica,
     dir: PathBuf,
     feed: Option<Feed>,
+    auditor: Option<SharedAuditor>,
 }
 
 impl StateMachine {
@@ -139,12 +169,22 @@ impl StateMachine {
             },
             dir,
             feed: None,
+            auditor: None,
         })
     }
 
     /// A shared read-only view of the state.
     pub fn replica(&self) -> Replica {
         self.replica.clone()
+    }
+
+    /// Records every input applied from now on with `auditor` (which is told first what the
+    /// opened state already covers).
+    pub fn with_auditor(mut self, auditor: SharedAuditor) -> StateMachine {
+        let applied = self.replica.last_applied_index();
+        self.auditor = Some(auditor);
+        audit_with(&self.auditor, |a| a.opened(applied));
+        self
     }
 
     /// Sends what every entry produces to `feed` as it is applied, in log order (the
@@ -276,11 +316,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         if let dlock_core::Command::OpenSession { secret, .. } = &p.command {
                             opened = Some(*secret);
                         }
-                        state.core.apply(Input {
+                        let input = Input {
                             index,
                             now_ms: p.now_ms,
                             command: p.command,
-                        })
+                        };
+                        match &self.auditor {
+                            None => state.core.apply(input),
+                            Some(_) => {
+                                let events = state.core.apply(input.clone());
+                                audit_with(&self.auditor, |a| a.applied(&input, &events));
+                                events
+                            }
+                        }
                     }
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -351,6 +399,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         drop(state);
+        let upto = meta.last_log_id.map_or(0, |id| id.index);
+        audit_with(&self.auditor, |a| a.installed(upto));
         // What an operator (and the cluster tests) look for to tell a catch-up by snapshot
         // from one through the log.
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot sent by the leader");

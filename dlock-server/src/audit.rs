@@ -110,7 +110,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
-fn rotated(path: &Path, n: usize) -> PathBuf {
+pub(crate) fn rotated(path: &Path, n: usize) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
     PathBuf::from(s)
@@ -121,6 +121,16 @@ impl Audit {
     /// [`AuditLine::Start`] line. Failing to open it is a configuration error: the operator
     /// asked for a log the server cannot write.
     pub(crate) fn open(config: AuditConfig) -> Result<Audit, ServerError> {
+        let start = AuditLine::Start {
+            ts_us: now_us(),
+            pid: std::process::id(),
+        };
+        Audit::open_with(config, &start)
+    }
+
+    /// Opens the log for appending like [`open`](Self::open), with `first` as the first
+    /// line written (a cluster member's [`AuditLine::Replica`]).
+    pub(crate) fn open_with(config: AuditConfig, first: &AuditLine) -> Result<Audit, ServerError> {
         let file = open_append(&config.path).map_err(|e| {
             ServerError::Config(format!("audit log {}: {e}", config.path.display()))
         })?;
@@ -133,10 +143,7 @@ impl Audit {
             pending_gap: 0,
             dropped: 0,
         };
-        audit.write(&AuditLine::Start {
-            ts_us: now_us(),
-            pid: std::process::id(),
-        });
+        audit.write(first);
         Ok(audit)
     }
 
@@ -166,7 +173,8 @@ impl Audit {
         });
     }
 
-    fn write(&mut self, line: &impl Serialize) {
+    /// Appends `line` (see [`record`](Self::record) for what a failure does).
+    pub(crate) fn write(&mut self, line: &impl Serialize) {
         if self.pending_gap > 0 {
             let gap = AuditLine::Gap {
                 ts_us: now_us(),
@@ -263,6 +271,8 @@ fn line_kind(line: &AuditLine) -> &'static str {
         AuditLine::Rotated { .. } => "rotated",
         AuditLine::Gap { .. } => "gap",
         AuditLine::Apply { .. } => "apply",
+        AuditLine::Replica { .. } => "replica",
+        AuditLine::Snapshot { .. } => "snapshot",
     }
 }
 

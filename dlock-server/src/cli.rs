@@ -157,7 +157,8 @@ pub struct Args {
     pub log_level: Option<String>,
 
     /// Append an audit log (one JSON line per applied engine input and its events) to this
-    /// file; off by default.
+    /// file; off by default. In a cluster every member records what it applies from the
+    /// replicated log.
     #[arg(long, env = "DLOCK_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
 

@@ -60,6 +60,7 @@
 
 mod admission;
 pub mod audit;
+mod audit_replica;
 pub mod budget;
 pub mod cli;
 pub mod cluster;
@@ -124,11 +125,6 @@ fn validate(config: &Config) -> Result<(), ServerError> {
     }
     if let Some(cc) = &config.cluster {
         cc.raft_listen().map_err(ServerError::Config)?;
-        if config.audit_log.is_some() {
-            return Err(ServerError::Config(
-                "--audit-log is not supported in cluster mode yet (the Raft log records every input)".into(),
-            ));
-        }
     }
     let e = &config.engine;
     if e.min_ttl_ms > e.max_ttl_ms {
@@ -214,6 +210,11 @@ async fn start_cluster(
     options.peer_addrs = cluster::peer_addresses(cc);
     if let Some(n) = cc.snapshot_every {
         dlock_raft::snapshot_every(&mut options.raft, n);
+    }
+    if let Some(audit) = &config.audit_log {
+        // Every member records what it applies (see `audit_replica`).
+        let audit = audit_replica::ReplicaAudit::open(audit.clone(), cc.node_id)?;
+        options.auditor = Some(std::sync::Arc::new(std::sync::Mutex::new(audit)));
     }
     let (raft, replica) = dlock_raft::open_node(options)
         .await
@@ -371,6 +372,7 @@ pub(crate) async fn run_inner(
     } else {
         grace
     };
+    let sequencer = cluster.as_ref().map(|link| link.sequencer.clone());
     let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
     // In a JoinSet so that dropping `run` (an abort) also drops the core task.
     let mut core = JoinSet::new();
@@ -398,6 +400,7 @@ pub(crate) async fn run_inner(
             core_tx: core_tx.clone(),
             net: net.clone(),
             security: security.clone(),
+            cluster: sequencer,
         };
         http_task.spawn(http::serve(http, state, token.clone()));
     }

@@ -32,6 +32,7 @@ impl Checker {
                     SessionModel {
                         ttl_ms: *ttl_ms,
                         last_touch_us: self.now_us,
+                        expires_ms: self.clock_ms.saturating_add(*ttl_ms),
                         late_reported: false,
                     },
                 );
@@ -109,6 +110,10 @@ impl Checker {
             }
             return;
         };
+        if self.engine_time {
+            self.session_expired_engine(session, &m);
+            return;
+        }
         let lived = self.now_us.saturating_sub(m.last_touch_us);
         let ttl_us = m.ttl_ms * 1000;
         let late =
@@ -132,6 +137,39 @@ impl Checker {
                     lived / 1000,
                     m.ttl_ms,
                     self.cfg.expiry_allowance_us / 1000
+                ),
+            );
+        }
+    }
+
+    /// Property 6 in engine time (a cluster): an expiry comes at a `Tick` stamped no earlier
+    /// than the lease's end and no later than the allowance after it.
+    fn session_expired_engine(&mut self, session: SessionId, m: &SessionModel) {
+        let late_ms = i64::try_from(self.clock_ms).unwrap_or(i64::MAX)
+            - i64::try_from(m.expires_ms).unwrap_or(i64::MAX);
+        let late_us = late_ms.saturating_mul(1000);
+        if self.report.expiries == 1 || late_us > self.report.max_expiry_lateness_us {
+            self.report.max_expiry_lateness_us = late_us;
+        }
+        let early_ms = self.cfg.early_tolerance_us / 1000;
+        let allowance_ms = self.cfg.expiry_allowance_us / 1000;
+        if self.clock_ms.saturating_add(early_ms) < m.expires_ms {
+            self.violation(
+                Property::DeadRelease,
+                format!(
+                    "session {session} expired at engine time {} ms, before its lease ends at {} ms (lease {} ms)",
+                    self.clock_ms, m.expires_ms, m.ttl_ms
+                ),
+            );
+        } else if self.clock_ms > m.expires_ms.saturating_add(allowance_ms) && !m.late_reported {
+            self.violation(
+                Property::DeadRelease,
+                format!(
+                    "session {session} expired at engine time {} ms, {} ms after its lease ended (lease {} ms + allowance {} ms)",
+                    self.clock_ms,
+                    self.clock_ms - m.expires_ms,
+                    m.ttl_ms,
+                    allowance_ms
                 ),
             );
         }

@@ -43,6 +43,12 @@ pub struct Checker {
     /// `Start`): ids below this input index may name sessions and locks the model never saw.
     unseen_below: Option<u64>,
     now_us: u64,
+    /// The engine's clock: the largest `now_ms` applied in this lifetime.
+    clock_ms: u64,
+    /// Leases are judged in engine time (`now_ms`), not wall time: the history is a
+    /// cluster's (it has [`AuditLine::Replica`] lines), whose time is the leader's stamp and
+    /// stands still while there is no leader.
+    engine_time: bool,
     last_index: u64,
     sessions: BTreeMap<SessionId, SessionModel>,
     locks: HashMap<LockId, LockModel>,
@@ -68,6 +74,8 @@ impl Checker {
             lifetime: 0,
             unseen_below: None,
             now_us: 0,
+            clock_ms: 0,
+            engine_time: false,
             last_index: 0,
             sessions: BTreeMap::new(),
             locks: HashMap::new(),
@@ -113,6 +121,30 @@ impl Checker {
                 input,
                 events,
             } => self.apply(ts_us, &input, &events),
+            AuditLine::Replica { ts_us, applied, .. } => self.replica(ts_us, applied),
+            AuditLine::Snapshot { after, upto, .. } => self.violation(
+                Property::History,
+                format!(
+                    "inputs {} to {upto} reached this cluster member in a snapshot and are not in its log; check the merge of every member's log",
+                    after + 1
+                ),
+            ),
+        }
+    }
+
+    /// A cluster member opened its log: the replicated history goes on (sessions and locks
+    /// survive a node's restart), and leases are judged in engine time from now on.
+    fn replica(&mut self, ts_us: u64, applied: u64) {
+        self.engine_time = true;
+        self.now_us = self.now_us.max(ts_us);
+        if self.lifetime == 0 {
+            self.lifetime = 1;
+            self.report.lifetimes += 1;
+            if applied > 0 {
+                // The node's state already covered inputs this log does not hold.
+                self.report.partial_start = true;
+                self.unseen_below = Some(applied + 1);
+            }
         }
     }
 
@@ -179,6 +211,8 @@ impl Checker {
         self.lifetime += 1;
         self.report.lifetimes += 1;
         self.unseen_below = None;
+        // A new server's engine starts its clock anew.
+        self.clock_ms = 0;
         for (s, _) in std::mem::take(&mut self.sessions) {
             self.ended.insert(s, died_by);
         }
@@ -196,6 +230,7 @@ impl Checker {
             self.unseen_below = Some(input.index);
         }
         self.now_us = ts_us;
+        self.clock_ms = self.clock_ms.max(input.now_ms);
         self.report.inputs += 1;
         if input.index <= self.last_index {
             self.violation(
@@ -222,6 +257,7 @@ impl Checker {
             })
         {
             m.last_touch_us = ts_us;
+            m.expires_ms = self.clock_ms.saturating_add(m.ttl_ms);
             m.late_reported = false;
         }
         if let dlock_core::Command::RenewMany { renewals } = &input.command {
@@ -239,9 +275,13 @@ impl Checker {
                     && !gone
                 {
                     m.last_touch_us = ts_us;
+                    m.expires_ms = self.clock_ms.saturating_add(m.ttl_ms);
                     m.late_reported = false;
                 }
             }
+        }
+        if let dlock_core::Command::ExtendLeases { grace_ms } = input.command {
+            self.extend_leases(ts_us, grace_ms);
         }
         let mut touched: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut granted_on: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -265,10 +305,58 @@ impl Checker {
         for r in &touched {
             self.check_heads(r);
         }
+        if self.engine_time && matches!(subject, Subject::Tick) {
+            self.check_tick_expired_all();
+        }
+    }
+
+    /// A new leader's grace (R2 of the cluster design): every lease ends no earlier than
+    /// `clock + grace_ms`, in engine time and (for the wall-clock judgement) `ts_us + grace`.
+    fn extend_leases(&mut self, ts_us: u64, grace_ms: u64) {
+        let floor_ms = self.clock_ms.saturating_add(grace_ms);
+        let floor_us = ts_us.saturating_add(grace_ms.saturating_mul(1000));
+        for m in self.sessions.values_mut() {
+            m.expires_ms = m.expires_ms.max(floor_ms);
+            let wall_end = m
+                .last_touch_us
+                .saturating_add(m.ttl_ms.saturating_mul(1000));
+            if wall_end < floor_us {
+                m.last_touch_us = floor_us - m.ttl_ms.saturating_mul(1000).min(floor_us);
+            }
+            m.late_reported = false;
+        }
+    }
+
+    /// Property 6 in engine time: a `Tick` stamped at the engine's clock expires every
+    /// session whose lease ended by then (the engine expires on ticks only, so no other
+    /// input is judged; how late the tick came is judged by each expiry).
+    fn check_tick_expired_all(&mut self) {
+        let now = self.clock_ms;
+        let mut left = Vec::new();
+        for (s, m) in self.sessions.iter_mut() {
+            if m.expires_ms <= now && !m.late_reported {
+                m.late_reported = true;
+                left.push((*s, m.ttl_ms, m.expires_ms));
+            }
+        }
+        for (s, ttl_ms, expires_ms) in left {
+            self.violation(
+                Property::DeadRelease,
+                format!(
+                    "session {s} (lease {ttl_ms} ms) outlived a tick at engine time {now} ms: its lease ended at {expires_ms} ms"
+                ),
+            );
+        }
     }
 
     /// Property 6 (late side): a live session whose lease ended more than the allowance ago.
+    /// In engine time this is judged at the end of the history only (and at every tick, see
+    /// [`check_tick_expired_all`](Self::check_tick_expired_all)): the engine expires on
+    /// ticks, and a leader's clock may jump after a pause with no tick yet proposed.
     fn check_overdue_leases(&mut self) {
+        if self.engine_time {
+            return;
+        }
         let now = self.now_us;
         let allowance = self.cfg.expiry_allowance_us;
         let mut late = Vec::new();
@@ -285,6 +373,31 @@ impl Checker {
                 format!(
                     "session {s} (lease {ttl_ms} ms) last renewed at {last}us is still alive {} ms after its lease ended",
                     (now - last - ttl_ms * 1000) / 1000
+                ),
+            );
+        }
+    }
+
+    /// Property 6 (late side) in engine time, at the end of the history: no live session's
+    /// lease ended more than the allowance before the engine's last clock.
+    fn check_overdue_leases_engine(&mut self) {
+        if !self.engine_time {
+            return;
+        }
+        let now = self.clock_ms;
+        let allowance_ms = self.cfg.expiry_allowance_us / 1000;
+        let late: Vec<(SessionId, u64, u64)> = self
+            .sessions
+            .iter()
+            .filter(|(_, m)| !m.late_reported && now > m.expires_ms.saturating_add(allowance_ms))
+            .map(|(s, m)| (*s, m.ttl_ms, m.expires_ms))
+            .collect();
+        for (s, ttl_ms, expires_ms) in late {
+            self.violation(
+                Property::DeadRelease,
+                format!(
+                    "session {s} (lease {ttl_ms} ms) is still alive at engine time {now} ms, {} ms after its lease ended",
+                    now - expires_ms
                 ),
             );
         }
@@ -338,6 +451,7 @@ impl Checker {
     /// the server's log alone).
     pub fn finish(mut self, records: &[ClientRecord]) -> CheckReport {
         self.check_overdue_leases();
+        self.check_overdue_leases_engine();
         if self.cfg.expect_quiescent {
             self.check_nothing_pending();
         }

@@ -6,6 +6,7 @@
 //! - [`files`]: reading logs from files: torn lines, rotation, gaps, several files.
 
 mod client_records;
+mod cluster;
 mod files;
 mod server_log;
 

@@ -139,7 +139,10 @@ impl CoreTask {
         mut rx: mpsc::Receiver<CoreMsg>,
         shutdown: CancellationToken,
     ) -> Result<(), ServerError> {
-        if let Some(audit) = &self.config.audit_log {
+        // In a cluster the state machine writes the audit log of what it applies.
+        if let Some(audit) = &self.config.audit_log
+            && self.config.cluster.is_none()
+        {
             self.engine.open_audit(audit.clone())?;
         }
         let max_batch = self.config.max_batch.max(1);

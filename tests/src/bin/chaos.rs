@@ -3,6 +3,10 @@
 //! - `chaos [--duration 60s] [--clients 16] [--faults cut,blackhole,drop,pause,kill] ...`
 //!   runs the workload against a server child while injecting faults, checks the history and
 //!   exits non-zero on any violation (printing the counterexamples).
+//! - `chaos --cluster [--duration 10m] [--faults ...]` does the same against a cluster of
+//!   three server children, with leader kills, follower kills and partitions in the fault
+//!   bag (`leader-kill,follower-kill,partition` next to the client faults), and checks the
+//!   history merged from the members' audit logs.
 //! - `chaos serve --listen ADDR --data-dir DIR --audit-log FILE [server flags]` runs a dlock
 //!   server (the child the runner starts, kills and restarts); it prints
 //!   `listening on ADDR` once it listens.
@@ -21,6 +25,10 @@ use dlock_tests::chaos::run::{ChaosConfig, run_chaos};
 use dlock_tests::chaos::server_proc::LISTENING;
 use dlock_tests::chaos::workload::WorkloadConfig;
 use tracing_subscriber::EnvFilter;
+
+/// The allocator of the `dlock-server` binary, so that `chaos serve` measures as it does.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,9 +75,14 @@ struct RunArgs {
     /// Lease TTL of every client.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
-    /// Fault kinds, comma separated (cut, blackhole, drop, pause, kill), or "none".
-    #[arg(long, default_value = "cut,blackhole,drop,pause,kill")]
-    faults: String,
+    /// Fault kinds, comma separated (cut, blackhole, drop, pause, kill; against a cluster
+    /// leader-kill, follower-kill, partition instead of kill), or "none". Default: every
+    /// kind that applies.
+    #[arg(long)]
+    faults: Option<String>,
+    /// Run against a cluster of three members (`chaos serve --node-id ...` children).
+    #[arg(long)]
+    cluster: bool,
     /// Shortest gap between faults.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     min_gap: Duration,
@@ -108,7 +121,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     match cli.cmd {
-        Some(Cmd::Serve(args)) => rt.block_on(serve(*args)),
+        Some(Cmd::Serve(args)) => {
+            // As the `dlock-server` binary does: freed memory goes back to the system.
+            if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+                eprintln!("cannot start the allocator's purging thread: {e}");
+            }
+            rt.block_on(serve(*args))
+        }
         Some(Cmd::Fuzz(f)) => {
             init_logs("warn,dlock_client=error");
             let exe = std::env::current_exe()?;
@@ -146,10 +165,18 @@ fn clock_seed() -> u64 {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let kinds = if args.faults == "none" || args.faults.is_empty() {
+    let faults = args.faults.clone().unwrap_or_else(|| {
+        let all: &[FaultKind] = if args.cluster {
+            &FaultKind::CLUSTER
+        } else {
+            &FaultKind::ALL
+        };
+        all.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+    });
+    let kinds = if faults == "none" || faults.is_empty() {
         Vec::new()
     } else {
-        args.faults
+        faults
             .split(',')
             .map(|s| {
                 FaultKind::parse(s.trim()).with_context(|| format!("unknown fault kind {s:?}"))
@@ -180,8 +207,17 @@ async fn run(args: RunArgs) -> Result<()> {
             restart_grace: !args.allow_restart_gap,
             ..CheckConfig::default()
         },
+        cluster: args.cluster,
     };
-    eprintln!("chaos: seed {seed}, running for {:?}", cfg.duration);
+    eprintln!(
+        "chaos: seed {seed}, running for {:?}{}",
+        cfg.duration,
+        if cfg.cluster {
+            " against a cluster of three"
+        } else {
+            ""
+        }
+    );
     let report = run_chaos(cfg).await?;
     println!("{report}");
     if args.json {
@@ -201,15 +237,30 @@ fn recheck(args: CheckArgs) -> Result<()> {
         restart_grace: !args.allow_restart_gap,
         ..CheckConfig::default()
     });
-    let audit =
-        dlock_tests::chaos::read_audit_log(&args.dir.join("audit.jsonl"), |l| checker.feed(l))?;
+    // A cluster run keeps one log per member: merged by index.
+    let members: Vec<PathBuf> = (1..)
+        .map(|i| args.dir.join(format!("audit-{i}.jsonl")))
+        .take_while(|p| p.exists())
+        .collect();
+    let audit = if members.is_empty() {
+        format!(
+            "{:?}",
+            dlock_tests::chaos::read_audit_log(&args.dir.join("audit.jsonl"), |l| checker.feed(l))?
+        )
+    } else {
+        let merge = dlock_tests::chaos::cluster::merge_member_logs(&members, |l| checker.feed(l))?;
+        if merge.mismatch_count > 0 {
+            bail!("members disagree: {:?}", merge.mismatches);
+        }
+        format!("{merge:?}")
+    };
     let file = std::fs::File::open(args.dir.join("client.jsonl")).context("client.jsonl")?;
     let mut records = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
         records.push(serde_json::from_str(&line?)?);
     }
     let report = checker.finish(&records);
-    println!("{audit:?}\n{report}");
+    println!("{audit}\n{report}");
     if let Some(e) = &report.min_lost_lead_example {
         println!("smallest lost() lead: {e}");
     }

@@ -9,6 +9,18 @@
 //!   locks: it must see `lost()` before anyone else gets them.
 //! - [`FaultKind::Kill`]: the server is killed with SIGKILL and restarted on the same data
 //!   directory: tokens must keep growing; every client must learn its session is gone.
+//!
+//! Against a cluster ([`Servers::Cluster`]), three more (and `Kill` does not apply):
+//!
+//! - [`FaultKind::LeaderKill`]: the leader is killed with SIGKILL and restarted from its data
+//!   directory: the others elect a new leader, which gives every session the fail-over grace;
+//!   clients resume there; no lock is lost to a client that keeps retrying.
+//! - [`FaultKind::FollowerKill`]: a follower is killed and restarted: it catches up.
+//! - [`FaultKind::Partition`]: one member (the leader half the time) falls silent for 0.5 to
+//!   2 s, paused with SIGSTOP as a stand-in for a partition of its links (see
+//!   [`cluster`](super::cluster)); a paused leader is replaced.
+//!
+//! Each of these runs to its end (the member back, a leader serving) before the next fault.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use dlock_core::LockFlags;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -25,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::cluster::ClusterProc;
 use super::history::{ClientRecord, now_us};
 use super::server_proc::ServerProc;
 use super::workload::{Recorder, Slot, resource_name};
@@ -43,16 +56,33 @@ pub enum FaultKind {
     Pause,
     /// Kill the server with SIGKILL and restart it.
     Kill,
+    /// Kill a cluster's leader with SIGKILL and restart it.
+    LeaderKill,
+    /// Kill a cluster's follower with SIGKILL and restart it.
+    FollowerKill,
+    /// Silence one member of a cluster for a while (SIGSTOP, then SIGCONT).
+    Partition,
 }
 
 impl FaultKind {
-    /// Every kind.
+    /// Every kind that applies to a single server (the default).
     pub const ALL: [FaultKind; 5] = [
         FaultKind::Cut,
         FaultKind::Blackhole,
         FaultKind::Drop,
         FaultKind::Pause,
         FaultKind::Kill,
+    ];
+
+    /// The default kinds against a cluster: the client faults and the member faults.
+    pub const CLUSTER: [FaultKind; 7] = [
+        FaultKind::Cut,
+        FaultKind::Blackhole,
+        FaultKind::Drop,
+        FaultKind::Pause,
+        FaultKind::LeaderKill,
+        FaultKind::FollowerKill,
+        FaultKind::Partition,
     ];
 
     /// The kind's name on the command line.
@@ -63,12 +93,18 @@ impl FaultKind {
             FaultKind::Drop => "drop",
             FaultKind::Pause => "pause",
             FaultKind::Kill => "kill",
+            FaultKind::LeaderKill => "leader-kill",
+            FaultKind::FollowerKill => "follower-kill",
+            FaultKind::Partition => "partition",
         }
     }
 
     /// Parses a kind by name.
     pub fn parse(s: &str) -> Option<FaultKind> {
-        FaultKind::ALL.into_iter().find(|k| k.name() == s)
+        FaultKind::ALL
+            .into_iter()
+            .chain(FaultKind::CLUSTER)
+            .find(|k| k.name() == s)
     }
 }
 
@@ -99,14 +135,35 @@ impl Default for FaultConfig {
     }
 }
 
-/// Injects faults (on clients, on `resources` hot resources, on the server) until `until`,
+/// What the server faults hit: one server, or the members of a cluster.
+pub enum Servers<'a> {
+    /// A single server.
+    One(&'a mut ServerProc),
+    /// A cluster.
+    Cluster(&'a mut ClusterProc),
+}
+
+impl Servers<'_> {
+    /// Where a client connects: the server, or every member.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Servers::One(s) => vec![s.addr()],
+            Servers::Cluster(c) => c.addrs(),
+        }
+    }
+}
+
+/// How long a cluster gets to elect a leader after a member fault before the run fails.
+const ELECTION_BOUND: Duration = Duration::from_secs(30);
+
+/// Injects faults (on clients, on `resources` hot resources, on the servers) until `until`,
 /// then heals every client link and waits for the faults in progress to end. Returns the
 /// counts.
 #[allow(clippy::too_many_arguments)]
 pub async fn inject(
     cfg: &FaultConfig,
     slots: &[Arc<Slot>],
-    server: &mut ServerProc,
+    servers: &mut Servers<'_>,
     lease_ttl: Duration,
     resources: usize,
     seed: u64,
@@ -140,16 +197,16 @@ pub async fn inject(
         let slot = slots[rng.random_range(0..slots.len())].clone();
         let injected = match kind {
             FaultKind::Cut => {
-                slot.proxy.cut();
+                slot.cut();
                 true
             }
             FaultKind::Blackhole => {
                 let d = rng.random_range(lease_ttl / 20..=lease_ttl / 2);
                 claim(&slot) && {
                     running.spawn(async move {
-                        slot.proxy.blackhole(true);
+                        slot.blackhole(true);
                         tokio::time::sleep(d).await;
-                        slot.proxy.blackhole(false);
+                        slot.blackhole(false);
                         slot.busy.store(false, Ordering::SeqCst);
                     });
                     true
@@ -160,9 +217,9 @@ pub async fn inject(
                 claim(&slot) && {
                     running.spawn(async move {
                         slot.paused.store(true, Ordering::SeqCst);
-                        slot.proxy.blackhole(true);
+                        slot.blackhole(true);
                         tokio::time::sleep(d).await;
-                        slot.proxy.blackhole(false);
+                        slot.blackhole(false);
                         slot.paused.store(false, Ordering::SeqCst);
                         slot.busy.store(false, Ordering::SeqCst);
                     });
@@ -170,7 +227,7 @@ pub async fn inject(
                 }
             }
             FaultKind::Drop => {
-                let addr = server.addr();
+                let addrs = servers.addrs();
                 let resource = resource_name(rng.random_range(0..resources.max(1)));
                 let mode = [
                     dlock_core::Mode::PR,
@@ -180,11 +237,26 @@ pub async fn inject(
                 let rec = rec.clone();
                 let ttl_ms = u64::try_from(lease_ttl.as_millis()).unwrap_or(u64::MAX);
                 running.spawn(async move {
-                    let _ = drop_session(addr, resource, mode, ttl_ms, &rec).await;
+                    let _ = drop_session(&addrs, resource, mode, ttl_ms, &rec).await;
                 });
                 true
             }
+            FaultKind::LeaderKill | FaultKind::FollowerKill | FaultKind::Partition => {
+                let Servers::Cluster(cluster) = servers else {
+                    bail!("the {} fault needs a cluster", kind.name());
+                };
+                member_fault(kind, cluster, cfg, &mut rng).await?;
+                // Let the workload get going on the leader before the next fault.
+                let recover = lease_ttl;
+                if Instant::now() + recover < until {
+                    tokio::time::sleep(recover).await;
+                }
+                true
+            }
             FaultKind::Kill => {
+                let Servers::One(server) = servers else {
+                    bail!("the kill fault needs a single server (a cluster has leader-kill)");
+                };
                 server.kill().await;
                 let down = rng.random_range(Duration::ZERO..=cfg.max_down);
                 tokio::time::sleep(down).await;
@@ -206,7 +278,7 @@ pub async fn inject(
         }
     }
     for s in slots {
-        s.proxy.blackhole(false);
+        s.blackhole(false);
         s.paused.store(false, Ordering::SeqCst);
     }
     // Faults in progress end by themselves within a lease and a half.
@@ -216,10 +288,49 @@ pub async fn inject(
     .await;
     running.abort_all();
     for s in slots {
-        s.proxy.blackhole(false);
+        s.blackhole(false);
         s.paused.store(false, Ordering::SeqCst);
     }
     Ok(counts)
+}
+
+/// One fault on a member of `cluster`, run to its end: the member is back and a leader
+/// serves.
+async fn member_fault(
+    kind: FaultKind,
+    cluster: &mut ClusterProc,
+    cfg: &FaultConfig,
+    rng: &mut StdRng,
+) -> Result<()> {
+    let leader = cluster.leader(ELECTION_BOUND).await?;
+    let size = cluster.size();
+    let follower = (leader + rng.random_range(1..size.max(2))) % size;
+    match kind {
+        FaultKind::LeaderKill | FaultKind::FollowerKill => {
+            let i = if kind == FaultKind::LeaderKill {
+                leader
+            } else {
+                follower
+            };
+            cluster.kill(i).await;
+            let down = rng.random_range(Duration::ZERO..=cfg.max_down);
+            tokio::time::sleep(down).await;
+            cluster.restart(i).await?;
+        }
+        _ => {
+            let i = if rng.random_bool(0.5) {
+                leader
+            } else {
+                follower
+            };
+            let silent = Duration::from_millis(rng.random_range(500..=2000));
+            cluster.pause(i, true)?;
+            tokio::time::sleep(silent).await;
+            cluster.pause(i, false)?;
+        }
+    }
+    cluster.leader(ELECTION_BOUND).await?;
+    Ok(())
 }
 
 fn claim(slot: &Slot) -> bool {
@@ -228,21 +339,30 @@ fn claim(slot: &Slot) -> bool {
         .is_ok()
 }
 
-/// Opens a session straight to the server, asks for a lock, and closes the connection
-/// without `Goodbye` once the request is answered (granted or queued).
+/// Opens a session straight to the server (the first of `addrs` that accepts it: a
+/// cluster's leader), asks for a lock, and closes the connection without `Goodbye` once the
+/// request is answered (granted or queued).
 async fn drop_session(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     resource: Vec<u8>,
     mode: dlock_core::Mode,
     ttl_ms: u64,
     rec: &Recorder,
 ) -> Result<()> {
     let bound = Duration::from_secs(2);
-    let mut raw = tokio::time::timeout(
-        bound,
-        RawClient::connect_with_ttl(addr, "chaos-doomed", ttl_ms),
-    )
-    .await??;
+    let mut opened = None;
+    for addr in addrs {
+        let attempt = tokio::time::timeout(
+            bound,
+            RawClient::connect_with_ttl(*addr, "chaos-doomed", ttl_ms),
+        )
+        .await;
+        if let Ok(Ok(raw)) = attempt {
+            opened = Some(raw);
+            break;
+        }
+    }
+    let mut raw = opened.context("no server accepted the doomed session")?;
     let name = String::from_utf8_lossy(&resource).into_owned();
     let id = raw.lock(&name, mode, LockFlags::empty()).await?;
     let answer = tokio::time::timeout(bound, raw.event_for(id)).await;

@@ -14,6 +14,7 @@
 //! The `chaos` binary runs all of this from the command line (`chaos --duration 10m`).
 
 pub mod checker;
+pub mod cluster;
 pub mod faults;
 pub mod fuzz;
 pub mod history;

@@ -1,5 +1,6 @@
-//! One chaos run: a server child with an audit log, the workload, the fault injector, a
-//! quiet end, and the checker over the history.
+//! One chaos run: a server child with an audit log (or a cluster of three, each member with
+//! its own), the workload, the fault injector, a quiet end, and the checker over the history
+//! (a cluster's: the members' logs merged by index, see [`merge_member_logs`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::checker::{CheckConfig, CheckReport, Checker};
-use super::faults::{self, FaultConfig, FaultCounts, FaultKind};
+use super::cluster::{ClusterProc, MergeStats, merge_member_logs};
+use super::faults::{self, FaultConfig, FaultCounts, FaultKind, Servers};
 use super::history::{AuditStats, read_audit_log};
 use super::server_proc::{ServerProc, ServerSpec};
 use super::workload::{self, Recorder, Slot, WorkloadConfig};
@@ -39,6 +41,8 @@ pub struct ChaosConfig {
     pub dir: Option<PathBuf>,
     /// The checker's settings (`expect_quiescent` is set by the run).
     pub check: CheckConfig,
+    /// Run against a cluster of three members instead of a single server.
+    pub cluster: bool,
 }
 
 impl ChaosConfig {
@@ -58,6 +62,15 @@ impl ChaosConfig {
             seed: super::history::now_us(),
             dir: None,
             check: CheckConfig::default(),
+            cluster: false,
+        }
+    }
+
+    /// [`for_tests`](Self::for_tests) against a cluster of three members.
+    pub fn for_cluster_tests(exe: PathBuf, kinds: &[FaultKind], duration: Duration) -> ChaosConfig {
+        ChaosConfig {
+            cluster: true,
+            ..ChaosConfig::for_tests(exe, kinds, duration)
         }
     }
 }
@@ -89,7 +102,7 @@ pub async fn run_chaos_checked(cfg: ChaosConfig) -> Result<ChaosReport> {
         "too few grants were checked:\n{report}"
     );
     ensure!(
-        report.audit.starts >= 1,
+        report.audit.starts + report.audit.replicas >= 1,
         "no server lifetime in the audit log:\n{report}"
     );
     Ok(report)
@@ -108,6 +121,8 @@ pub struct ChaosReport {
     pub audit: AuditStats,
     /// The checker's verdict.
     pub check: CheckReport,
+    /// Against a cluster: what merging the members' logs found (the replication check).
+    pub merge: Option<MergeStats>,
     /// Where the history is (kept if a violation was found or a directory was given).
     pub dir: PathBuf,
 }
@@ -115,7 +130,12 @@ pub struct ChaosReport {
 impl ChaosReport {
     /// Whether no property was violated.
     pub fn is_ok(&self) -> bool {
-        self.check.is_ok()
+        self.check.is_ok() && self.merge.as_ref().is_none_or(|m| m.mismatch_count == 0)
+    }
+
+    /// Operations the workload completed and the checker judged.
+    pub fn operations(&self) -> u64 {
+        self.check.op_count()
     }
 }
 
@@ -139,6 +159,35 @@ impl fmt::Display for ChaosReport {
             "audit log: {} inputs, {} server starts, {} torn lines",
             self.audit.applied, self.audit.starts, self.audit.torn
         )?;
+        if let Some(m) = &self.merge {
+            let members: Vec<String> = m
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    format!(
+                        "member {}: {} inputs, {} opens, {} torn, {} snapshot holes",
+                        i + 1,
+                        s.applied,
+                        s.replicas,
+                        s.torn,
+                        s.snapshots
+                    )
+                })
+                .collect();
+            writeln!(f, "cluster logs: {}", members.join("; "))?;
+            writeln!(
+                f,
+                "replication check: {} inputs merged, {} compared across members, {} disagree, {} holes no member holds",
+                m.inputs,
+                m.compared,
+                m.mismatch_count,
+                m.holes.len()
+            )?;
+            for x in &m.mismatches {
+                writeln!(f, "  {x}")?;
+            }
+        }
         write!(f, "{}", self.check)
     }
 }
@@ -160,20 +209,43 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
         }
     };
     let audit_log = dir.join("audit.jsonl");
-    let _ = std::fs::remove_file(&audit_log);
-    let spec = ServerSpec {
-        exe: cfg.exe.clone(),
-        data_dir: dir.join("data"),
-        audit_log: audit_log.clone(),
-        log_file: dir.join("server.log"),
-        args: vec!["--log-level".into(), "warn".into()],
+    let mut single = None;
+    let mut cluster = None;
+    if cfg.cluster {
+        let args = ["--log-level".to_owned(), "warn".to_owned()];
+        let mut c = ClusterProc::start(&cfg.exe, &dir, 3, &args).await?;
+        c.leader(Duration::from_secs(30)).await?;
+        cluster = Some(c);
+    } else {
+        let _ = std::fs::remove_file(&audit_log);
+        let spec = ServerSpec {
+            exe: cfg.exe.clone(),
+            data_dir: dir.join("data"),
+            audit_log: audit_log.clone(),
+            log_file: dir.join("server.log"),
+            args: vec!["--log-level".into(), "warn".into()],
+        };
+        single = Some(ServerProc::start(spec).await?);
+    }
+    let upstreams = match (&single, &cluster) {
+        (Some(s), _) => vec![s.addr()],
+        (_, Some(c)) => c.addrs(),
+        _ => Vec::new(),
     };
-    let mut server = ServerProc::start(spec).await?;
+    let endpoints = upstreams
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let w = cfg.workload.clone();
     let mut slots = Vec::with_capacity(w.clients);
     for _ in 0..w.clients {
+        let mut proxies = Vec::with_capacity(upstreams.len());
+        for up in &upstreams {
+            proxies.push(Proxy::start(*up).await?);
+        }
         slots.push(Arc::new(Slot {
-            proxy: Proxy::start(server.addr()).await?,
+            proxies,
             paused: AtomicBool::new(false),
             busy: AtomicBool::new(false),
         }));
@@ -193,10 +265,15 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
     }
     let started = Instant::now();
     let until = started + cfg.duration;
+    let mut servers = match (&mut single, &mut cluster) {
+        (Some(s), _) => Servers::One(s),
+        (_, Some(c)) => Servers::Cluster(c),
+        _ => bail!("no server"),
+    };
     let counts = faults::inject(
         &cfg.faults,
         &slots,
-        &mut server,
+        &mut servers,
         w.lease_ttl,
         w.resources,
         cfg.seed,
@@ -219,14 +296,40 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
         );
     }
     drop(slots);
-    wait_quiet(&server, w.lease_ttl * 2 + Duration::from_secs(10)).await?;
-    server.kill().await;
+    if let Some(c) = &mut cluster {
+        c.heal().await?;
+    }
+    // A cluster's sessions get the fail-over grace on every leader change.
+    let quiet = w.lease_ttl * 2 + Duration::from_secs(if cfg.cluster { 20 } else { 10 });
+    wait_quiet(&endpoints, quiet).await?;
+    if let Some(s) = &mut single {
+        s.kill().await;
+    }
+    if let Some(c) = &mut cluster {
+        c.stop().await;
+    }
 
     let mut checker = Checker::new(CheckConfig {
         expect_quiescent: true,
         ..cfg.check.clone()
     });
-    let audit = read_audit_log(&audit_log, |line| checker.feed(line))?;
+    let (audit, merge) = match &cluster {
+        None => (read_audit_log(&audit_log, |line| checker.feed(line))?, None),
+        Some(c) => {
+            let merge = merge_member_logs(c.audit_logs(), |line| checker.feed(line))?;
+            let mut audit = AuditStats {
+                applied: merge.inputs,
+                ..AuditStats::default()
+            };
+            for m in &merge.members {
+                audit.torn += m.torn;
+                audit.gaps += m.gaps;
+                audit.replicas += m.replicas;
+                audit.snapshots += m.snapshots;
+            }
+            (audit, Some(merge))
+        }
+    };
     let records = rec.take();
     // The workload's side of the history, kept next to the audit log.
     if let Ok(file) = std::fs::File::create(dir.join("client.jsonl")) {
@@ -239,7 +342,8 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
         }
     }
     let check = checker.finish(&records);
-    let dir = if check.is_ok() {
+    let safe = check.is_ok() && merge.as_ref().is_none_or(|m| m.mismatch_count == 0);
+    let dir = if safe {
         match temp {
             Some(t) => {
                 let p = t.path().to_owned();
@@ -257,6 +361,7 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
         faults: counts,
         audit,
         check,
+        merge,
         dir,
     })
 }
@@ -269,11 +374,11 @@ fn keep(temp: Option<tempfile::TempDir>, dir: &std::path::Path) -> PathBuf {
     }
 }
 
-/// Waits until the server holds no lock on the workload's resources (every session closed
-/// or expired), or fails after `limit`.
-async fn wait_quiet(server: &ServerProc, limit: Duration) -> Result<()> {
+/// Waits until the server (at `endpoints`) holds no lock on the workload's resources (every
+/// session closed or expired), or fails after `limit`.
+async fn wait_quiet(endpoints: &str, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
-    let client = Client::builder(server.addr().to_string())
+    let client = Client::builder(endpoints)
         .name("chaos-observer")
         .connect()
         .await

@@ -66,13 +66,43 @@ impl Recorder {
 
 /// One workload client's fault controls.
 pub struct Slot {
-    /// Its proxy (cut, black hole).
-    pub proxy: Proxy,
+    /// Its proxies, one per server it may connect to (cut, black hole): one for a single
+    /// server, one per member of a cluster.
+    pub proxies: Vec<Proxy>,
     /// While set, the client issues no operation and keeps the locks it holds (a paused
     /// process).
     pub paused: AtomicBool,
     /// Set while a fault targets this client, so that faults do not overlap on one client.
     pub busy: AtomicBool,
+}
+
+impl Slot {
+    /// Closes every connection of the client (it reconnects and resumes).
+    pub fn cut(&self) {
+        for p in &self.proxies {
+            p.cut();
+        }
+    }
+
+    /// Holds back (or lets through again) every byte of the client's traffic.
+    pub fn blackhole(&self, on: bool) {
+        for p in &self.proxies {
+            p.blackhole(on);
+        }
+    }
+
+    /// The endpoint list the client connects with: its proxies' addresses.
+    ///
+    /// A cluster member that is not the leader refuses the client with the leader's own
+    /// address, which the client follows: such a connection bypasses the proxy, so faults
+    /// of this slot only reach the client while it is connected through one.
+    pub fn endpoints(&self) -> String {
+        self.proxies
+            .iter()
+            .map(|p| p.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// A held lock and what its `lost()` watcher needs to know about it.
@@ -119,7 +149,7 @@ pub async fn run_client(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let addr = slot.proxy.addr().to_string();
+    let addr = slot.endpoints();
     let client = loop {
         let c = Client::builder(addr.clone())
             .name(format!("chaos-client-{id}"))

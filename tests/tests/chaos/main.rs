@@ -13,6 +13,7 @@ mod t72_chaos_restart;
 mod t73_chaos_all_faults;
 mod t74_fuzz;
 mod t75_restart_grace;
+mod t77_chaos_cluster;
 
 use tokio::sync::{Mutex, MutexGuard};
 

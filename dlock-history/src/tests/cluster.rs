@@ -1,0 +1,252 @@
+//! Histories of a cluster: written by members that apply the replicated log, judged with
+//! leases in engine time, across node restarts and leader changes.
+
+use super::*;
+
+/// A cluster member's log: inputs stamped with the leader's engine time `now_ms`, and the
+/// wall clock `ts` advancing on its own (it runs on while there is no leader).
+struct C {
+    lines: Vec<AuditLine>,
+    index: u64,
+    now_ms: u64,
+    ts: u64,
+}
+
+impl C {
+    fn new() -> C {
+        C {
+            lines: vec![AuditLine::Replica {
+                ts_us: T0,
+                pid: 1,
+                node: 1,
+                applied: 0,
+            }],
+            index: 0,
+            now_ms: 0,
+            ts: T0,
+        }
+    }
+
+    /// Applies `command` after `dt_ms` of engine time and as much wall time.
+    fn apply(
+        &mut self,
+        dt_ms: u64,
+        command: Command,
+        events: impl FnOnce(u64) -> Vec<Event>,
+    ) -> u64 {
+        self.index += 1;
+        self.now_ms += dt_ms;
+        self.ts += dt_ms * 1000;
+        let index = self.index;
+        self.lines.push(AuditLine::Apply {
+            ts_us: self.ts,
+            input: Input {
+                index,
+                now_ms: self.now_ms,
+                command,
+            },
+            events: events(index),
+        });
+        index
+    }
+
+    /// No leader for `ms`: wall time goes on, engine time stands still.
+    fn no_leader(&mut self, ms: u64) {
+        self.ts += ms * 1000;
+    }
+
+    /// The node restarts: its log goes on after the last index it wrote.
+    fn node_restart(&mut self) {
+        self.lines.push(AuditLine::Replica {
+            ts_us: self.ts,
+            pid: 2,
+            node: 1,
+            applied: self.index,
+        });
+    }
+
+    fn open(&mut self, ttl_ms: u64) -> SessionId {
+        let cmd = Command::OpenSession {
+            name: "s".into(),
+            ttl_ms,
+            secret: 0,
+        };
+        SessionId(self.apply(0, cmd, |i| {
+            vec![ev(
+                SessionId(i),
+                None,
+                None,
+                EventKind::SessionOpened { ttl_ms },
+            )]
+        }))
+    }
+
+    fn lock_granted(&mut self, s: SessionId, req: u64, res: &str, mode: Mode) -> LockId {
+        LockId(self.apply(1, H::lock_cmd(s, req, res, mode), |i| {
+            vec![ev(s, Some(req), Some(LockId(i)), granted(mode, i))]
+        }))
+    }
+
+    fn expire_at_tick(&mut self, dt_ms: u64, s: SessionId) {
+        self.apply(dt_ms, Command::Tick, |_| {
+            vec![ev(s, None, None, EventKind::SessionExpired)]
+        });
+    }
+
+    fn check(self) -> CheckReport {
+        check(CheckConfig::default(), self.lines, &[])
+    }
+}
+
+#[test]
+fn a_new_leaders_grace_extends_leases_rather_than_ticking() {
+    // Lease 1 s; a new leader's grace of 5 s at engine time 500 ms: the expiry is due at
+    // 5,500 ms, not at 1,001 ms.
+    let story = |expire_after_grace_ms: u64| {
+        let mut c = C::new();
+        let a = c.open(1000);
+        c.lock_granted(a, 1, "r", Mode::EX);
+        c.no_leader(2000);
+        c.apply(499, Command::ExtendLeases { grace_ms: 5000 }, |_| vec![]);
+        c.expire_at_tick(expire_after_grace_ms, a);
+        c.check()
+    };
+    let on_time = story(5000);
+    assert!(on_time.is_ok(), "{on_time}");
+    assert_eq!(on_time.expiries, 1);
+    // Were the grace a tick, this expiry would be 4.5 s late.
+    assert!(on_time.max_expiry_lateness_us <= 1000, "{on_time}");
+    // Expired when the lease alone would have ended: before the grace is over.
+    let early = story(600);
+    only(&early, Property::DeadRelease);
+    assert!(
+        early.examples[0]
+            .detail
+            .contains("before its lease ends at 5500 ms"),
+        "{early}"
+    );
+}
+
+#[test]
+fn a_node_restart_keeps_sessions_and_locks() {
+    let mut c = C::new();
+    let a = c.open(60_000);
+    let la = c.lock_granted(a, 1, "r", Mode::EX);
+    c.node_restart();
+    // a still holds "r" after the node's restart: unlocking it is judged against the held
+    // lock, and no session of the earlier run is called dead.
+    c.apply(1, H::unlock_cmd(a, 2, la), |_| {
+        vec![ev(a, Some(2), Some(la), EventKind::Unlocked)]
+    });
+    let ok = c.check();
+    assert!(ok.is_ok(), "{ok}");
+    assert_eq!((ok.lifetimes, ok.partial_start), (1, false), "{ok}");
+
+    // And the lock survives: granting b an incompatible lock after the node's restart is
+    // a violation (after a server's restart, a new lifetime, it would not be).
+    let mut c = C::new();
+    let a = c.open(60_000);
+    let b = c.open(60_000);
+    c.lock_granted(a, 1, "r", Mode::EX);
+    c.node_restart();
+    c.lock_granted(b, 1, "r", Mode::EX);
+    only(&c.check(), Property::Compatibility);
+}
+
+#[test]
+fn leases_are_judged_by_engine_time_which_stands_still_without_a_leader() {
+    // 3 s without a leader (wall time), then the tick that expires the 1 s lease on time in
+    // engine time: no violation, although by the wall clock it came 3 s late.
+    let mut c = C::new();
+    let a = c.open(1000);
+    c.lock_granted(a, 1, "r", Mode::EX);
+    c.no_leader(3000);
+    c.expire_at_tick(1000, a);
+    let report = c.check();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.expiries, 1);
+
+    // A tick stamped past the lease's end that leaves the session alive is a violation.
+    let mut c = C::new();
+    let a = c.open(1000);
+    c.lock_granted(a, 1, "r", Mode::EX);
+    c.apply(1100, Command::Tick, |_| vec![]);
+    let report = c.check();
+    only(&report, Property::DeadRelease);
+    assert!(
+        report.examples[0].detail.contains("outlived a tick"),
+        "{report}"
+    );
+
+    // An expiry at a tick stamped well after the lease's end is late, in engine time.
+    let mut c = C::new();
+    let a = c.open(1000);
+    c.expire_at_tick(2000, a);
+    only(&c.check(), Property::DeadRelease);
+}
+
+#[test]
+fn a_hole_left_by_a_snapshot_is_reported() {
+    let mut c = C::new();
+    c.open(1000);
+    c.lines.push(AuditLine::Snapshot {
+        ts_us: T0,
+        after: 1,
+        upto: 40,
+    });
+    let report = c.check();
+    only(&report, Property::History);
+    assert!(
+        report.examples[0].detail.contains("inputs 2 to 40"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_torn_line_before_a_restarted_members_replica_line_is_tolerated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut c = C::new();
+    let a = c.open(60_000);
+    c.lock_granted(a, 1, "r", Mode::EX);
+    let text: Vec<String> = c
+        .lines
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap())
+        .collect();
+    let replica = serde_json::to_string(&AuditLine::Replica {
+        ts_us: T0,
+        pid: 2,
+        node: 1,
+        applied: 3,
+    })
+    .unwrap();
+    // Killed mid-line, restarted on its own line; and killed mid-line again with the
+    // next run's first line glued to the torn bytes.
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n{{\"Apply\":{{\"ts_\n{replica}\n{{\"Apply\":{replica}\n",
+            text.join("\n")
+        ),
+    )
+    .unwrap();
+    let mut lines = Vec::new();
+    let stats = crate::read_audit_log(&path, |l| lines.push(l)).unwrap();
+    assert_eq!(
+        (stats.torn, stats.replicas, stats.starts),
+        (2, 3, 0),
+        "{stats:?}"
+    );
+    let report = check(CheckConfig::default(), lines, &[]);
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.lifetimes, 1);
+
+    // Anywhere else, an unparsable line is corruption.
+    std::fs::write(
+        &path,
+        format!("{}\nnot json\n{}", text[0], text[1..].join("\n")),
+    )
+    .unwrap();
+    assert!(crate::read_audit_log(&path, |_| {}).is_err());
+}
