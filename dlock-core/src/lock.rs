@@ -130,6 +130,9 @@ pub(crate) struct Lock {
     pub(crate) snext: Link,
     /// R37: the modes this lock was notified of since its last grant.
     pub(crate) notified: Notified,
+    /// The `Lock` request that created it: a re-sent request finds its lock by it (exactly
+    /// once, `once.rs`), however many answers ago it was granted.
+    pub(crate) origin: RequestId,
 }
 
 /// R37: whether a notification for `m` is already covered by one for `h`.

@@ -10,10 +10,10 @@
 //! created or names.
 //!
 //! A grant is remembered only as the lock it was on, and answered from that lock as it
-//! stands (mode, token, value block): the ring never holds a token or a value. A request
-//! still queued needs no memory at all: its lock carries its request id. So a lock has no
-//! field for the request that created it, and an engine without `exactly_once` pays one
-//! word per session and a branch per input, nothing per lock.
+//! stands (mode, token, value block): the ring never holds a token or a value. Every lock
+//! also carries the request that created it, so a re-sent `Lock` finds its lock however
+//! many answers ago it was granted (a client may have had thousands in flight); an engine
+//! without `exactly_once` pays one word per session and per lock and a branch per input.
 //!
 //! [`Config::exactly_once`]: crate::Config::exactly_once
 
@@ -246,7 +246,7 @@ impl Core {
                 // Granted (and still there), or still waiting.
                 let lock = match granted_on {
                     Some(l) => self.find_lock(session, l),
-                    None => self.waiting_for(session, request),
+                    None => self.created_by(session, request),
                 };
                 match lock {
                     Some(r) => self.state_of(r, session, request, valblk),
@@ -304,6 +304,17 @@ impl Core {
                     matches!(&l.status, Status::Waiting { pending, .. } if pending.request == request)
                 })
             })
+    }
+
+    /// The lock of `session` that its `Lock` request `request` created, granted or waiting.
+    /// Walks the session's locks: only a retransmission pays for it.
+    fn created_by(&self, session: SessionId, request: RequestId) -> Option<LockRef> {
+        let s = self.sessions.get(&session)?;
+        s.locks
+            .iter(&self.locks)
+            .find(|(_, l)| l.origin == request)
+            .map(|(r, _)| r)
+            .or_else(|| self.waiting_for(session, request))
     }
 
     /// Where lock `r` stands, as the answer to `request`: `Granted` with the mode it holds

@@ -115,6 +115,7 @@ impl Core {
                 sprev: Link::NONE,
                 snext: Link::NONE,
                 notified: Notified::NONE,
+                origin: request,
             };
             if self.insert_lock(lock, Queue::Grant).is_none() {
                 self.drop_if_unused(rr);
@@ -175,6 +176,7 @@ impl Core {
             sprev: Link::NONE,
             snext: Link::NONE,
             notified: Notified::NONE,
+            origin: request,
         };
         if self.insert_lock(lock, Queue::Wait).is_none() {
             let reason = Reject::LimitExceeded(Limit::LocksPerSession);
