@@ -40,6 +40,9 @@ const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// Set (to anything) to keep every node's data directory and log after the test.
 pub const KEEP_ENV: &str = "DLOCK_CLUSTER_KEEP";
 
+/// The nodes' log filter, unless a test gives `--log-level`.
+const NODE_LOG_LEVEL: &str = "info,openraft=warn";
+
 /// The pause between two rounds of polling.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -303,7 +306,7 @@ impl TestCluster {
         self.launch(id, false).await
     }
 
-    /// Asks node `id` whether it leads: sends a `Hello` and waits a few seconds for the
+    /// Asks node `id` whether it leads: sends a `Hello` and waits half a second for the
     /// answer. A leader's probe session is closed again with `Goodbye`.
     pub async fn probe(&self, id: u64) -> Probe {
         match tokio::time::timeout(PROBE_WAIT, probe_addr(self.node(id).client)).await {
@@ -380,6 +383,8 @@ impl TestCluster {
                 .args(["--peers", &node.peers])
                 .args(["--raft-listen", &node.raft.to_string()])
                 .args(&extra)
+                // Sessions and leadership in the nodes' logs (a test's --log-level wins).
+                .env("DLOCK_LOG_LEVEL", NODE_LOG_LEVEL)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log.try_clone()?))

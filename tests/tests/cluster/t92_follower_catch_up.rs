@@ -30,10 +30,12 @@ async fn hand_over_to(
 ) -> Result<LockGuard> {
     c.kill(other).await;
     // Committed by `leader` and `lagging` alone: `lagging` has the log up to here.
-    let proof = done("a grant committed with the restarted follower", async {
-        cl.lock("proof", Mode::EX).await
-    })
-    .await?;
+    // Bounded like an election: the restarted follower may first disturb the leader.
+    let what = "a grant committed with the restarted follower";
+    let proof = tokio::time::timeout(ELECTION, cl.lock("proof", Mode::EX))
+        .await
+        .with_context(|| format!("timed out after {ELECTION:?} waiting for {what}"))?
+        .with_context(|| what.to_owned())?;
     c.kill(leader).await;
     c.restart(other).await?;
     let now = c.wait_leader_except(&[leader], ELECTION).await?;
