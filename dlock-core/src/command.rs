@@ -97,4 +97,21 @@ pub enum Command {
         /// The grace, in milliseconds.
         grace_ms: u64,
     },
+    /// Replace the engine's configuration (limits, lease bounds, value block length): every
+    /// later input is judged by it, while what exists stays (locks over a lowered limit are
+    /// kept; new ones are refused). A replicated cluster applies its leader's configuration
+    /// through the log when a term starts, so every replica decides by the same settings.
+    /// Produces no events. Keep `lvb_len` once value blocks exist.
+    Configure {
+        /// The new configuration.
+        config: Box<crate::Config>,
+    },
+    /// Renew many sessions' leases at once, each exactly as [`Command::Renew`] would (one
+    /// `Renewed`, or a rejection for a session that is gone, per entry, in order). A
+    /// replicated cluster's leader gathers renewals for a few milliseconds into one log
+    /// entry instead of one entry each.
+    RenewMany {
+        /// `(session, request)` pairs, each answered as a `Renew` of that session would be.
+        renewals: Vec<(SessionId, RequestId)>,
+    },
 }

@@ -33,6 +33,16 @@ pub struct Config {
     /// and holders) one deadlock search examines. A search that reaches it stops and
     /// reports no deadlock (documented false negative, never a false positive).
     pub max_deadlock_search: usize,
+    /// Recognise re-sent requests (HA rule 5): each session remembers the highest request
+    /// id applied for it and its last [`REMEMBERED_ANSWERS`](crate::REMEMBERED_ANSWERS)
+    /// final answers, and a `Lock`, `Convert`, `Unlock` or `Cancel` whose request id is at
+    /// or below that highest id changes nothing and is answered again from what is
+    /// remembered or from state (see the crate docs, "Exactly once"). A replicated cluster,
+    /// where a client re-sends to a new leader that has no record of what was answered,
+    /// sets it; a single server de-duplicates retransmissions itself and leaves it off, and
+    /// then pays nothing for it. Part of the replicated state: every replica must agree.
+    #[serde(default)]
+    pub exactly_once: bool,
 }
 
 impl Default for Config {
@@ -49,6 +59,7 @@ impl Default for Config {
             min_ttl_ms: 100,
             max_ttl_ms: 300_000,
             max_deadlock_search: 100_000,
+            exactly_once: false,
         }
     }
 }

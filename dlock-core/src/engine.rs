@@ -93,6 +93,24 @@ impl Core {
         }
         self.last_index = input.index;
         self.clock_ms = self.clock_ms.max(input.now_ms);
+        // Exactly once (`once.rs`): one branch and nothing else without it.
+        let once = self.config.exactly_once;
+        let mut cancel = None;
+        if once {
+            if self.note_request(&input.command) {
+                self.answer_again(&input.command, out);
+                return;
+            }
+            if let Command::Cancel {
+                session,
+                request,
+                lock,
+            } = input.command
+            {
+                cancel = Some((session, request, lock));
+            }
+        }
+        let start = out.len();
         let mut fx = Effects::default();
         match input.command {
             Command::OpenSession {
@@ -100,11 +118,10 @@ impl Core {
                 ttl_ms,
                 secret,
             } => self.open_session(name, ttl_ms, secret, out),
-            Command::Renew { session, request } => {
-                if let Some(ttl_ms) = self.touch(session) {
-                    out.push(reply(session, request, None, EventKind::Renewed { ttl_ms }));
-                } else {
-                    out.push(reject(session, request, None, Reject::UnknownSession));
+            Command::Renew { session, request } => self.renew(session, request, out),
+            Command::RenewMany { renewals } => {
+                for (session, request) in renewals {
+                    self.renew(session, request, out);
                 }
             }
             Command::CloseSession { session, request } => {
@@ -137,9 +154,22 @@ impl Core {
             } => self.cancel(session, request, lock, &mut fx, out),
             Command::Tick => self.tick(&mut fx, out),
             Command::ExtendLeases { grace_ms } => self.extend_leases(grace_ms),
+            Command::Configure { config } => self.config = *config,
         }
         self.run_grant_passes(&mut fx, out);
         self.flush_blocking(fx, out);
+        if once {
+            self.remember_answers(cancel, &out[start..]);
+        }
+    }
+
+    /// Renews `session`'s lease and answers `request`.
+    fn renew(&mut self, session: SessionId, request: RequestId, out: &mut Vec<Event>) {
+        if let Some(ttl_ms) = self.touch(session) {
+            out.push(reply(session, request, None, EventKind::Renewed { ttl_ms }));
+        } else {
+            out.push(reject(session, request, None, Reject::UnknownSession));
+        }
     }
 
     /// Runs the grant pass (R12) on every resource that lost a lock during this input.

@@ -35,6 +35,16 @@ id_type!(
     "r"
 );
 
+impl RequestId {
+    /// The request id reserved for commands a driver makes on a session's behalf rather than
+    /// the client's (dlock-server's renewals on pings, acks and resumes, and its close of an
+    /// overflowed session, all sent with id 0). With
+    /// [`Config::exactly_once`](crate::Config::exactly_once) this id never counts: it is never
+    /// a session's highest request id, never a retransmission, and its answers are not
+    /// remembered. Every other id, `u64::MAX` included, is the client's.
+    pub const DRIVER: RequestId = RequestId(0);
+}
+
 /// A fencing token: strictly greater than every token granted before it on the same resource,
 /// including across server restarts. The protected resource should refuse writes carrying a
 /// token lower than the highest it has seen.

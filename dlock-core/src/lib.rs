@@ -33,6 +33,8 @@
 //!   globally and are never below the input index.
 //! - Any command of a live session renews its lease. A session is live until a `Tick`
 //!   finds its lease over (or it closes), even if `now_ms` has passed `expires_at`.
+//!   The one exception is a retransmission recognised with [`Config::exactly_once`],
+//!   which changes nothing at all.
 //!
 //! # Events
 //!
@@ -77,6 +79,38 @@
 //!   before any request deadline is judged, so a request that became grantable in time is
 //!   granted rather than timed out.
 //!
+//! # Exactly once
+//!
+//! With [`Config::exactly_once`] (a replicated cluster sets it; HA rule 5) every session
+//! remembers the highest request id applied for it ([`Core::last_request`]) and its last
+//! [`REMEMBERED_ANSWERS`] final answers, in state that snapshots carry: `NotQueued`,
+//! `Deadlock`, `Cancelled`, `TimedOut`, `Unlocked` and `Rejected` as they were, a grant
+//! only as the lock it was on. [`RequestId::DRIVER`] (id 0, the driver's own commands)
+//! never counts. A `Lock`, `Convert`, `Unlock` or `Cancel` of a live session whose request
+//! id is at or below the highest one is a retransmission: it changes nothing (not even the
+//! lease) and gets one event, the remembered answer to that request if it is not a grant,
+//! else an answer from state:
+//!
+//! - `Lock`: `Granted` when its grant is remembered and the lock still exists, with the
+//!   mode the lock holds (also while converting), its token and, with VALBLK, the value
+//!   block and its validity as they are now; `Queued` while the request waits (found
+//!   whatever the ring holds); else `Rejected(NotFound)`.
+//! - `Convert`: `Granted` (as above) when the lock holds the requested mode with nothing
+//!   pending; `Queued` while this very request is the lock's queued conversion; else
+//!   `Rejected(NotFound)`.
+//! - `Unlock`: `Unlocked` when the lock is gone (what the unlock answered), else
+//!   `Rejected(NotFound)`.
+//! - `Cancel`: `Cancelled` (with the cancel's own request id) when the lock is gone or has
+//!   nothing pending, else `Rejected(NotPending)`: this cancel cancelled nothing.
+//!
+//! So a client that re-sends its outstanding requests to a new leader gets the original
+//! grant and token, never a second queue entry, and learns of each request whether it is
+//! granted, queued or finished. A re-sent `Renew` renews again and a `CloseSession` of a
+//! session that still exists is applied (it cannot have been before); either of a gone
+//! session is `Rejected(UnknownSession)` as always. A successful `Cancel` is remembered
+//! under the cancelled request's id and its own. Without `exactly_once` none of this is
+//! kept and a repeated id is applied again, as before.
+//!
 //! # Costs
 //!
 //! - Compatibility checks are O(1): each resource counts the held modes of its grant and
@@ -115,6 +149,7 @@ mod lock_index;
 mod lvb;
 mod mode;
 mod name;
+mod once;
 mod ops;
 mod query;
 mod request;
@@ -132,6 +167,7 @@ pub use event::{Event, EventKind, Invalid, Limit, Reject};
 pub use flags::LockFlags;
 pub use ids::{FencingToken, LockId, RequestId, SessionId};
 pub use mode::{COMPATIBILITY, Mode, ParseModeError};
+pub use once::REMEMBERED_ANSWERS;
 pub use query::{
     LockInfo, LockState, ResourceInfo, SessionInfo, SessionLease, SessionLockInfo, WaitsFor,
 };

@@ -16,7 +16,7 @@ use crate::{
 
 impl Core {
     /// Finds `session`'s lock `id` (R6, R52: another session's lock reads as unknown).
-    fn find_lock(&self, session: SessionId, id: LockId) -> Option<LockRef> {
+    pub(crate) fn find_lock(&self, session: SessionId, id: LockId) -> Option<LockRef> {
         let r = *self.lock_ids.get(&id)?;
         (self.locks.get(r.0)?.session == session).then_some(r)
     }

@@ -22,6 +22,10 @@ pub(crate) struct Session {
     /// Its locks with a queued request (waiting or converting): the deadlock search walks
     /// these, never all of the session's locks.
     pub(crate) pending: BTreeSet<LockId>,
+    /// With [`Config::exactly_once`](crate::Config::exactly_once): its highest request id
+    /// and its last final answers (`once.rs`). Allocated at its first request, so that a
+    /// session of an engine without it costs one word.
+    pub(crate) once: Option<Box<crate::once::Once>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -32,6 +36,7 @@ impl std::fmt::Debug for Session {
             .field("expires_at", &self.expires_at)
             .field("locks", &self.locks)
             .field("pending", &self.pending)
+            .field("once", &self.once)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +84,7 @@ impl Core {
             secret,
             locks: List::default(),
             pending: BTreeSet::new(),
+            once: None,
         };
         self.sessions.insert(id, session);
         out.push(Event {

@@ -69,6 +69,7 @@ proptest! {
             min_ttl_ms: 100,
             max_ttl_ms: 2_000,
             max_deadlock_search: 20,
+            exactly_once: false,
         });
         let mut index = 0u64;
         let mut now = 0u64;

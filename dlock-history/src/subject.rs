@@ -72,8 +72,12 @@ impl Subject {
                 request,
                 lock,
             } => Subject::Cancel(*session, *request, *lock),
-            // Like a tick, a lease extension answers nobody.
-            Command::Tick | Command::ExtendLeases { .. } => Subject::Tick,
+            // Like a tick, a lease extension answers nobody; a batch of renewals answers
+            // many (the checker touches each of their sessions).
+            Command::Tick
+            | Command::ExtendLeases { .. }
+            | Command::Configure { .. }
+            | Command::RenewMany { .. } => Subject::Tick,
         }
     }
 

@@ -118,6 +118,8 @@ pub struct Sequencer {
     replica: Replica,
     grace_ms: u64,
     clock: watch::Sender<Option<LeaderClock>>,
+    /// The engine configuration this node applies when it takes over, if any.
+    config: Option<Box<dlock_core::Config>>,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -138,7 +140,16 @@ impl Sequencer {
             replica,
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             clock: watch::channel(None).0,
+            config: None,
         }
+    }
+
+    /// When this node takes over as leader, it first makes `config` the engine's
+    /// configuration (through the log, [`Command::Configure`], if it differs), so every
+    /// replica decides by the leader's settings rather than by its own.
+    pub fn with_config(mut self, config: dlock_core::Config) -> Sequencer {
+        self.config = Some(Box::new(config));
+        self
     }
 
     /// The shared view of the replicated state.
@@ -373,6 +384,21 @@ impl Sequencer {
                         base_ms: self.replica.read(|core| core.clock_ms()),
                         t0: Instant::now(),
                     };
+                    if let Some(config) = &self.config
+                        && self.replica.read(|core| core.config() != config.as_ref())
+                    {
+                        let configure = Command::Configure {
+                            config: config.clone(),
+                        };
+                        if let Err(e) = self.write(clock, configure).await {
+                            tracing::debug!(error = %e, "configuration not applied");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                _ = metrics.changed() => {}
+                            }
+                            continue;
+                        }
+                    }
                     let grace = Command::ExtendLeases {
                         grace_ms: self.grace_ms,
                     };

@@ -35,11 +35,18 @@
 //! - Each new term first gives every session the fail-over grace
 //!   ([`Command::ExtendLeases`](dlock_core::Command::ExtendLeases)); time stands still
 //!   while there is no leader.
-//! - Not yet: `dlock-server` does not run on this (no cluster flags), so clients cannot
-//!   fail over; renewals are single entries (not batched); a command re-sent after a
-//!   fail-over by the same request id is not recognised by the engine (exactly-once lives
-//!   in the single server's session table today); peer connections are neither
-//!   authenticated nor encrypted; membership is fixed at `initialize`.
+//! - A leader that stops hearing from a majority withdraws its clock (checked every 250 ms,
+//!   [`Sequencer::clock`]): the server stops serving and its clients find the new leader.
+//! - Each new term first applies the leader's engine configuration if it differs
+//!   ([`Command::Configure`](dlock_core::Command::Configure)), so every replica judges by the
+//!   same settings.
+//! - `dlock-server`'s cluster mode runs on this (`--node-id`, `--peers`, `--init`): commands
+//!   are submitted with [`Sequencer::submit`] and what each applied entry produced reaches
+//!   the server through the node's [`Feed`], in log order.
+//! - The server gathers renewals for 10 ms into one entry
+//!   ([`Command::RenewMany`](dlock_core::Command::RenewMany)).
+//! - Not yet: peer connections are neither authenticated nor encrypted; membership is fixed
+//!   at `initialize`.
 #![forbid(unsafe_code)]
 // openraft's `StorageError` is what its storage traits return; boxing it here would only move the size.
 #![allow(clippy::result_large_err)]
@@ -57,7 +64,9 @@ pub use error::RaftStoreError;
 pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
 pub use network::{PeerNetwork, serve_peers};
-pub use node::{NodeOptions, OpenError, open_node, raft_config};
+pub use node::{
+    DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,
+};
 pub use state_machine::{Auditor, CoreGuard, Feed, Replica, SharedAuditor, StateMachine};
 pub use types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 

@@ -4,9 +4,13 @@
 //! Each openraft network client keeps one connection to its target, opened on first use
 //! and dropped on any error or timeout (so a late answer never pairs with a later
 //! request); a target that cannot be reached is reported `Unreachable`, which makes
-//! openraft back off. [`serve_peers`] answers a listener's connections, one request at a
+//! openraft back off. A node may have its own address book for its peers
+//! ([`PeerNetwork::with_addresses`]), consulted before the membership's addresses.
+//! [`serve_peers`] answers a listener's connections, one request at a
 //! time per connection.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dlock_proto::FrameCodec;
@@ -81,8 +85,33 @@ enum CallError {
 }
 
 /// openraft's network factory: one [`PeerClient`] per target.
+///
+/// A peer is reached at the address this node's own address book gives for it, if it has
+/// one, else at the raft address the cluster membership records. The membership holds the
+/// addresses of whoever formed the cluster, which need not be how every node reaches every
+/// other (a proxy, a NAT, a test that controls each link).
 #[derive(Clone, Debug, Default)]
-pub struct PeerNetwork;
+pub struct PeerNetwork {
+    addresses: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl PeerNetwork {
+    /// A network that reaches node `id` at `addresses[id]` where given, and elsewhere at the
+    /// membership's raft address.
+    pub fn with_addresses(addresses: BTreeMap<NodeId, String>) -> PeerNetwork {
+        PeerNetwork {
+            addresses: Arc::new(addresses),
+        }
+    }
+
+    /// The address used for `target`, whose membership entry is `node`.
+    pub fn address_of(&self, target: NodeId, node: &Member) -> String {
+        self.addresses
+            .get(&target)
+            .cloned()
+            .unwrap_or_else(|| node.raft_addr.clone())
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
@@ -90,7 +119,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         PeerClient {
             target,
-            addr: node.raft_addr.clone(),
+            addr: self.address_of(target, node),
             conn: None,
         }
     }
@@ -252,5 +281,26 @@ async fn serve_conn(mut conn: ServerConn, raft: Raft) {
         if conn.send(resp).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_book_comes_before_the_membership() {
+        let member = |raft: &str| Member {
+            client_addr: "127.0.0.1:7420".to_owned(),
+            raft_addr: raft.to_owned(),
+        };
+        let net = PeerNetwork::with_addresses(BTreeMap::from([(2, "10.0.0.9:9002".to_owned())]));
+        assert_eq!(net.address_of(2, &member("10.0.0.2:7520")), "10.0.0.9:9002");
+        assert_eq!(net.address_of(3, &member("10.0.0.3:7520")), "10.0.0.3:7520");
+        let plain = PeerNetwork::default();
+        assert_eq!(
+            plain.address_of(2, &member("10.0.0.2:7520")),
+            "10.0.0.2:7520"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! A node put together: log, state machine, network and openraft.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,6 +28,10 @@ pub struct NodeOptions {
     pub feed: Option<crate::state_machine::Feed>,
     /// Where every applied input is recorded (see [`StateMachine::with_auditor`]).
     pub auditor: Option<crate::state_machine::SharedAuditor>,
+    /// This node's address book: the raft address it uses to reach each peer, consulted
+    /// before the address the cluster membership records (see [`PeerNetwork`]). Empty: the
+    /// membership's addresses.
+    pub peer_addrs: BTreeMap<NodeId, String>,
 }
 
 impl NodeOptions {
@@ -40,6 +45,7 @@ impl NodeOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             feed: None,
             auditor: None,
+            peer_addrs: BTreeMap::new(),
         }
     }
 }
@@ -55,11 +61,23 @@ pub fn raft_config() -> Config {
         heartbeat_interval: 50,
         election_timeout_min: 200,
         election_timeout_max: 400,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(DEFAULT_SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: DEFAULT_SNAPSHOT_EVERY / 10,
         snapshot_max_chunk_size: 1024 * 1024,
         ..Config::default()
     }
+}
+
+/// How many applied entries [`raft_config`] lets pass between snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+
+/// Sets `config` to take a snapshot every `entries` applied entries (at least 1) and keep
+/// the last tenth of them in the log after it, as [`raft_config`] does for 10,000. Fewer
+/// means a smaller log and a follower behind by more than a tenth catching up by snapshot.
+pub fn snapshot_every(config: &mut Config, entries: u64) {
+    let entries = entries.max(1);
+    config.snapshot_policy = SnapshotPolicy::LogsSinceLast(entries);
+    config.max_in_snapshot_log_to_keep = entries / 10;
 }
 
 /// Why a node could not be opened.
@@ -90,7 +108,8 @@ pub async fn open_node(options: NodeOptions) -> Result<(Raft, Replica), OpenErro
         sm = sm.with_auditor(auditor);
     }
     let replica = sm.replica();
-    let raft = Raft::new(options.id, Arc::new(config), PeerNetwork, log, sm)
+    let network = PeerNetwork::with_addresses(options.peer_addrs);
+    let raft = Raft::new(options.id, Arc::new(config), network, log, sm)
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;
     Ok((raft, replica))

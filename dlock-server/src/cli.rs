@@ -224,6 +224,19 @@ pub struct Args {
     #[arg(long, env = "DLOCK_FAILOVER_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub failover_grace: Duration,
 
+    /// Cluster mode: the address the peer listener binds, when it is not this node's
+    /// RAFT_ADDR in --peers (the default): peers still connect to RAFT_ADDR, which then
+    /// reaches this address through a proxy, a NAT or a port forward.
+    #[arg(long, env = "DLOCK_RAFT_LISTEN", requires = "peers")]
+    pub raft_listen: Option<SocketAddr>,
+
+    /// Cluster mode, tuning: take a Raft snapshot every N applied entries and keep the last
+    /// tenth of them in the log (default 10000). Lower it to bound the log's size and
+    /// replay time; a follower that is behind by more than the kept entries catches up by
+    /// snapshot.
+    #[arg(long, env = "DLOCK_SNAPSHOT_EVERY", requires = "peers", value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: Option<u64>,
+
     /// A tool instead of the server.
     #[command(subcommand)]
     pub command: Option<Tool>,
@@ -323,6 +336,8 @@ impl Args {
                     members: members.clone(),
                     init: self.init,
                     failover_grace: self.failover_grace,
+                    raft_bind: self.raft_listen,
+                    snapshot_every: self.snapshot_every,
                 }),
                 _ => None,
             },
@@ -433,6 +448,41 @@ mod tests {
         assert_eq!(c.auth_file, Some(PathBuf::from("tokens")));
         assert_eq!(c.auth_rules, Some(PathBuf::from("rules.toml")));
         assert!(Args::try_parse_from(["dlock-server", "--tls-cert", "c.pem"]).is_err());
+    }
+
+    #[test]
+    fn raft_listen_and_snapshot_every_reach_the_cluster_config() {
+        let peers = "1=127.0.0.1:7420/127.0.0.1:7520,2=127.0.0.1:7421/127.0.0.1:9002";
+        let base = ["dlock-server", "--node-id", "1", "--peers", peers];
+        let c = Args::try_parse_from(base).unwrap().to_config();
+        let cc = c.cluster.expect("cluster mode");
+        assert_eq!((cc.raft_bind, cc.snapshot_every), (None, None));
+        assert_eq!(cc.raft_listen().unwrap(), "127.0.0.1:7520".parse().unwrap());
+
+        let mut tuned = base.to_vec();
+        tuned.extend(["--raft-listen", "127.0.0.1:9520", "--snapshot-every", "50"]);
+        let cc = Args::try_parse_from(tuned)
+            .unwrap()
+            .to_config()
+            .cluster
+            .unwrap();
+        assert_eq!(cc.raft_listen().unwrap(), "127.0.0.1:9520".parse().unwrap());
+        assert_eq!(cc.snapshot_every, Some(50));
+        // Node 1 reaches node 2 at the address of its own --peers.
+        let book = crate::cluster::peer_addresses(&cc);
+        assert_eq!(
+            book.into_iter().collect::<Vec<_>>(),
+            [(2, "127.0.0.1:9002".to_owned())]
+        );
+
+        for bad in [
+            vec!["dlock-server", "--raft-listen", "127.0.0.1:9520"],
+            vec!["dlock-server", "--snapshot-every", "50"],
+            [base.as_slice(), &["--snapshot-every", "0"]].concat(),
+            [base.as_slice(), &["--raft-listen", "nowhere"]].concat(),
+        ] {
+            assert!(Args::try_parse_from(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

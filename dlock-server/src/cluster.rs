@@ -25,6 +25,13 @@ pub struct ClusterConfig {
     pub init: bool,
     /// How long every session's lease is extended when a new leader takes over.
     pub failover_grace: Duration,
+    /// The address the peer listener binds (`--raft-listen`); `None`: this node's raft
+    /// address in `members`. Peers always reach it at that raft address, which may lead
+    /// here through a proxy or a NAT.
+    pub raft_bind: Option<SocketAddr>,
+    /// Take a Raft snapshot every this many applied entries (`--snapshot-every`); `None`:
+    /// [`dlock_raft::DEFAULT_SNAPSHOT_EVERY`].
+    pub snapshot_every: Option<u64>,
 }
 
 /// The default [`ClusterConfig::failover_grace`].
@@ -36,8 +43,12 @@ impl ClusterConfig {
         self.members.get(&self.node_id)
     }
 
-    /// The address this node's peer listener binds.
+    /// The address this node's peer listener binds: [`raft_bind`](Self::raft_bind), or
+    /// else its own raft address in `members`.
     pub fn raft_listen(&self) -> Result<SocketAddr, String> {
+        if let Some(addr) = self.raft_bind {
+            return Ok(addr);
+        }
         let me = self
             .me()
             .ok_or_else(|| format!("--node-id {} is not among --peers", self.node_id))?;
@@ -48,6 +59,17 @@ impl ClusterConfig {
             )
         })
     }
+}
+
+/// This node's address book: the raft address of every other member, as this node's own
+/// `--peers` gives it (the membership stored in the log holds the addresses of the node
+/// that formed the cluster, which may reach its peers differently).
+pub fn peer_addresses(cc: &ClusterConfig) -> BTreeMap<NodeId, String> {
+    cc.members
+        .iter()
+        .filter(|(id, _)| **id != cc.node_id)
+        .map(|(id, m)| (*id, m.raft_addr.clone()))
+        .collect()
 }
 
 /// Parses `--peers`: `ID=CLIENT_ADDR/RAFT_ADDR` entries separated by commas, e.g.

@@ -193,18 +193,28 @@ async fn start_cluster(
     let raft_addr = cc.raft_listen().map_err(ServerError::Config)?;
     let raft_listener = TcpListener::bind(raft_addr).await.map_err(|e| {
         ServerError::Config(format!(
-            "cannot listen for peers on {raft_addr} (--peers, node {}): {e}",
+            "cannot listen for peers on {raft_addr} (--raft-listen or --peers, node {}): {e}",
             cc.node_id
         ))
     })?;
     let (feed_tx, feed_rx) = mpsc::channel(config.inbox_capacity);
+    // A new leader knows nothing of what its predecessor answered: the engine recognises
+    // re-sent requests itself (HA rule 5).
+    let engine = dlock_core::Config {
+        exactly_once: true,
+        ..config.engine.clone()
+    };
     let mut options = dlock_raft::NodeOptions::new(cc.node_id, config.data_dir.join("raft"));
-    options.engine = config.engine.clone();
+    options.engine = engine.clone();
     options.feed = Some(feed_tx);
     if let Some(audit) = &config.audit_log {
         // Every member records what it applies (see `audit_replica`).
         let audit = audit_replica::ReplicaAudit::open(audit.clone(), cc.node_id)?;
         options.auditor = Some(std::sync::Arc::new(std::sync::Mutex::new(audit)));
+    }
+    options.peer_addrs = cluster::peer_addresses(cc);
+    if let Some(n) = cc.snapshot_every {
+        dlock_raft::snapshot_every(&mut options.raft, n);
     }
     let (raft, replica) = dlock_raft::open_node(options)
         .await
@@ -223,7 +233,8 @@ async fn start_cluster(
         }
     }
     let sequencer =
-        dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace);
+        dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace)
+            .with_config(engine);
     tasks.spawn(sequencer.clone().run(token.clone(), |_| {}));
     let (proposals, proposals_rx) = mpsc::channel(config.inbox_capacity);
     tasks.spawn(cluster::propose(sequencer.clone(), proposals_rx, token));

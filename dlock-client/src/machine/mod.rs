@@ -35,7 +35,8 @@ use std::time::Duration;
 
 use dlock_core::{LockId, SessionId};
 use dlock_proto::{
-    ClientMessage, DEFAULT_MAX_FRAME_LEN, Hello, PROTOCOL_VERSION, Request, Resume, Welcome,
+    ClientMessage, DEFAULT_MAX_FRAME_LEN, Hello, PROTOCOL_VERSION, Refusal, Request, Resume,
+    Welcome,
 };
 use tokio::time::Instant;
 
@@ -81,6 +82,11 @@ struct Session {
     renewal: Renewal,
 }
 
+/// The longest wait between rounds of connection attempts when every member of a cluster
+/// answered that it does not lead: an election takes a few hundred milliseconds, so a
+/// client finds the new leader at most this long after it is elected.
+const ELECTION_RETRY_CAP: Duration = Duration::from_millis(200);
+
 /// The client's session and connection logic (see the module docs).
 pub(crate) struct SessionMachine {
     settings: Settings,
@@ -93,6 +99,9 @@ pub(crate) struct SessionMachine {
     locks: Locks,
     backoff: Backoff,
     endpoints: Endpoints,
+    /// Whether every failure of the current round of attempts was a follower's `NotLeader`
+    /// (the cluster is up and electing a leader: retry soon, see [`ELECTION_RETRY_CAP`]).
+    only_not_leader: bool,
     max_frame_len: usize,
     transmits: VecDeque<ClientMessage>,
     actions: VecDeque<Action>,
@@ -118,6 +127,7 @@ impl SessionMachine {
             locks: Locks::default(),
             backoff,
             endpoints,
+            only_not_leader: true,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
@@ -286,9 +296,17 @@ impl SessionMachine {
     /// The connection attempt (already dropped) failed with `err`: the next endpoint is
     /// tried at once, or after a backoff delay once every endpoint failed in this round.
     fn attempt_failed(&mut self, err: Error, now: Instant) {
+        self.only_not_leader &= matches!(err, Error::Refused(Refusal::NotLeader { .. }));
         if self.endpoints.failed() {
             self.actions.push_back(Action::ConnectFailed(err));
             self.schedule_retry(now);
+            if std::mem::replace(&mut self.only_not_leader, true)
+                && let ConnState::Backoff { retry_at } = &mut self.state
+            {
+                // Every member answered, none leads yet: a leader is an election away, so
+                // the wait does not grow past the cap (the jitter still spreads clients).
+                *retry_at = (*retry_at).min(now + ELECTION_RETRY_CAP);
+            }
         } else {
             tracing::debug!(error = %err, "trying the next endpoint");
             self.connect(now);

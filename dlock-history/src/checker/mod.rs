@@ -260,6 +260,26 @@ impl Checker {
             m.expires_ms = self.clock_ms.saturating_add(m.ttl_ms);
             m.late_reported = false;
         }
+        if let dlock_core::Command::RenewMany { renewals } = &input.command {
+            for (s, _) in renewals {
+                let gone = events.iter().any(|e| {
+                    e.session == *s
+                        && matches!(
+                            e.kind,
+                            EventKind::Rejected {
+                                reason: Reject::UnknownSession
+                            }
+                        )
+                });
+                if let Some(m) = self.sessions.get_mut(s)
+                    && !gone
+                {
+                    m.last_touch_us = ts_us;
+                    m.expires_ms = self.clock_ms.saturating_add(m.ttl_ms);
+                    m.late_reported = false;
+                }
+            }
+        }
         if let dlock_core::Command::ExtendLeases { grace_ms } = input.command {
             self.extend_leases(ts_us, grace_ms);
         }

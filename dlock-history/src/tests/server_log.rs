@@ -272,3 +272,42 @@ fn a_history_that_begins_mid_lifetime_judges_only_what_it_saw() {
     only(&report, Property::Compatibility);
     assert!(report.partial_start);
 }
+
+#[test]
+fn a_batch_of_renewals_renews_every_session_in_it() {
+    // Two 1 s leases renewed together at 0.9 s, expired 1 s later: on time. Without the
+    // batch counting as a renewal of each, the expiry would look 0.9 s too early.
+    let story = |renewed: bool| {
+        let mut h = H::new();
+        let a = h.open(1000);
+        let b = h.open(1000);
+        if renewed {
+            h.apply(
+                900,
+                Command::RenewMany {
+                    renewals: vec![(a, dlock_core::RequestId(1)), (b, dlock_core::RequestId(1))],
+                },
+                |_| {
+                    vec![
+                        ev(a, Some(1), None, EventKind::Renewed { ttl_ms: 1000 }),
+                        ev(b, Some(1), None, EventKind::Renewed { ttl_ms: 1000 }),
+                    ]
+                },
+            );
+        }
+        h.apply(if renewed { 1003 } else { 1903 }, Command::Tick, |_| {
+            vec![
+                ev(a, None, None, EventKind::SessionExpired),
+                ev(b, None, None, EventKind::SessionExpired),
+            ]
+        });
+        h.check(&[])
+    };
+    let ok = story(true);
+    assert!(ok.is_ok(), "{ok}");
+    let late = story(false);
+    assert!(
+        late.violations.contains_key(&Property::DeadRelease),
+        "{late}"
+    );
+}

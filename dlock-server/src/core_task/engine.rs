@@ -21,6 +21,62 @@ pub(super) struct Replicated {
     pub(super) replica: dlock_raft::Replica,
     pub(super) proposals: tokio::sync::mpsc::Sender<Command>,
     pub(super) clock: tokio::sync::watch::Receiver<Option<dlock_raft::LeaderClock>>,
+    /// Renewals gathered for one `RenewMany` entry (HA rule 3), and since when.
+    pub(super) renewals: Vec<(dlock_core::SessionId, dlock_core::RequestId)>,
+    pub(super) renewals_since: Option<Instant>,
+}
+
+/// How long a cluster's leader gathers renewals into one log entry.
+const RENEW_WINDOW: Duration = Duration::from_millis(10);
+
+/// Most renewals in one log entry; a full batch goes at once.
+const RENEW_BATCH_MAX: usize = 1024;
+
+/// Most renewals kept while the proposal queue is full; beyond it the oldest are dropped
+/// (their clients renew again).
+const RENEW_BACKLOG_MAX: usize = 64 * RENEW_BATCH_MAX;
+
+impl Replicated {
+    /// Queues `command` for the log; a renewal joins the current batch. `false` if the
+    /// proposal queue is full.
+    fn propose(&mut self, command: Command) -> bool {
+        if let Command::Renew { session, request } = command {
+            self.renewals.push((session, request));
+            self.renewals_since.get_or_insert_with(Instant::now);
+            if self.renewals.len() >= RENEW_BATCH_MAX {
+                self.flush_renewals();
+            }
+            return true;
+        }
+        self.proposals.try_send(command).is_ok()
+    }
+
+    /// Proposes the gathered renewals as one entry (kept for the next try if the queue is
+    /// full).
+    fn flush_renewals(&mut self) {
+        if self.renewals.is_empty() {
+            self.renewals_since = None;
+            return;
+        }
+        let renewals = std::mem::take(&mut self.renewals);
+        match self.proposals.try_send(Command::RenewMany { renewals }) {
+            Ok(()) => self.renewals_since = None,
+            Err(e) => {
+                let Command::RenewMany { mut renewals } = e.into_inner() else {
+                    return;
+                };
+                if renewals.len() > RENEW_BACKLOG_MAX {
+                    let excess = renewals.len() - RENEW_BACKLOG_MAX;
+                    tracing::warn!(
+                        dropped = excess,
+                        "the proposal queue is full; dropping the oldest renewals"
+                    );
+                    renewals.drain(..excess);
+                }
+                self.renewals = renewals;
+            }
+        }
+    }
 }
 
 /// The engine, borrowed for a read.
@@ -121,8 +177,9 @@ impl Engine {
     /// When the engine wants its next `Tick`, if ever. In a cluster the leader's sequencer
     /// proposes ticks.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        if self.replicated.is_some() {
-            return None;
+        if let Some(r) = &self.replicated {
+            // The leader's sequencer proposes ticks; here only the renewal batch is due.
+            return r.renewals_since.map(|since| since + RENEW_WINDOW);
         }
         self.core
             .next_deadline()
@@ -146,8 +203,8 @@ impl Engine {
     /// In a cluster the command is proposed instead and the events come later, through the
     /// feed, once the entry is applied: the list returned is empty.
     pub(super) fn apply(&mut self, command: Command) -> Result<Vec<Event>, ServerError> {
-        if let Some(r) = &self.replicated {
-            if r.proposals.try_send(command).is_err() {
+        if let Some(r) = &mut self.replicated {
+            if !r.propose(command) {
                 tracing::warn!(
                     "the proposal queue is full; a command of the server's own is dropped"
                 );
@@ -187,9 +244,19 @@ impl Engine {
     /// In a cluster: proposes `command`, whose events come through the feed once applied;
     /// `false` if the proposal queue is full (the caller answers `Overloaded`).
     pub(super) fn try_propose(&mut self, command: Command) -> bool {
-        match &self.replicated {
-            Some(r) => r.proposals.try_send(command).is_ok(),
+        match &mut self.replicated {
+            Some(r) => r.propose(command),
             None => false,
+        }
+    }
+
+    /// In a cluster: proposes the gathered renewals once their window has passed.
+    pub(super) fn flush_renewals_if_due(&mut self) {
+        if let Some(r) = &mut self.replicated
+            && r.renewals_since
+                .is_some_and(|since| since + RENEW_WINDOW <= Instant::now())
+        {
+            r.flush_renewals();
         }
     }
 
@@ -199,6 +266,67 @@ impl Engine {
         if events.capacity() <= EVENTS_BUF_KEEP {
             events.clear();
             self.events_buf = events;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dlock_core::{RequestId, SessionId};
+
+    use super::*;
+
+    fn replicated(
+        dir: &std::path::Path,
+        queue: usize,
+    ) -> (Replicated, tokio::sync::mpsc::Receiver<Command>) {
+        let sm = dlock_raft::StateMachine::open(dir, dlock_core::Config::default()).unwrap();
+        let (proposals, rx) = tokio::sync::mpsc::channel(queue);
+        let (_, clock) = tokio::sync::watch::channel(None);
+        let r = Replicated {
+            replica: sm.replica(),
+            proposals,
+            clock,
+            renewals: Vec::new(),
+            renewals_since: None,
+        };
+        (r, rx)
+    }
+
+    fn renew(s: u64) -> Command {
+        Command::Renew {
+            session: SessionId(s),
+            request: RequestId(s),
+        }
+    }
+
+    #[test]
+    fn renewals_go_to_the_log_as_one_entry_and_wait_out_a_full_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, mut rx) = replicated(dir.path(), 1);
+        assert!(r.propose(renew(1)));
+        assert!(r.propose(renew(2)));
+        assert!(rx.try_recv().is_err(), "renewals wait for their batch");
+        assert!(r.renewals_since.is_some());
+        // Another command takes the queue's only place; the batch then waits.
+        assert!(r.propose(Command::Tick));
+        r.flush_renewals();
+        assert_eq!(r.renewals.len(), 2, "kept while the queue is full");
+        assert_eq!(rx.try_recv().unwrap(), Command::Tick);
+        r.flush_renewals();
+        let expected = vec![(SessionId(1), RequestId(1)), (SessionId(2), RequestId(2))];
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Command::RenewMany { renewals: expected }
+        );
+        assert!(r.renewals.is_empty() && r.renewals_since.is_none());
+        // A full batch goes at once.
+        for s in 0..RENEW_BATCH_MAX as u64 {
+            assert!(r.propose(renew(s)));
+        }
+        match rx.try_recv().unwrap() {
+            Command::RenewMany { renewals } => assert_eq!(renewals.len(), RENEW_BATCH_MAX),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -110,6 +110,8 @@ impl CoreTask {
                     replica: link.sequencer.replica().clone(),
                     proposals: link.proposals,
                     clock: link.sequencer.clock(),
+                    renewals: Vec::new(),
+                    renewals_since: None,
                 };
                 let engine = Engine::replicated(config.engine.clone(), floor, start, replicated);
                 (
@@ -237,6 +239,7 @@ impl CoreTask {
             if self.engine.tick_due() {
                 self.apply(Command::Tick)?;
             }
+            self.engine.flush_renewals_if_due();
             close_overflowed(&mut self.engine, &mut self.sessions)?;
             // Victims of conversions, ticks and the grace's end, remembered untraced.
             self.trace_deadlocks(None);

@@ -26,6 +26,12 @@ pub(crate) const MAX_SESSIONS: usize = 1_000;
 const RESOURCES_BUDGET: usize = 1 << 20;
 
 impl CoreTask {
+    /// Whether this server grants locks now: not in the restart grace and, in a cluster,
+    /// the leader serving clients.
+    fn serving(&self) -> bool {
+        self.grace.is_none() && self.cluster.as_ref().is_none_or(|c| c.leading())
+    }
+
     /// Answers a question of the HTTP listener.
     pub(super) fn status(&mut self, query: StatusQuery, reply: oneshot::Sender<StatusAnswer>) {
         let core = self.engine.core();
@@ -34,14 +40,14 @@ impl CoreTask {
             StatusQuery::Metrics => StatusAnswer::Metrics(Box::new(CoreSnapshot {
                 stats: self.sessions.monitor.stats.clone(),
                 census: core.census(),
-                ready: self.grace.is_none(),
+                ready: self.serving(),
             })),
             StatusQuery::Status => {
                 let census = core.census();
                 StatusAnswer::Status(Box::new(ServerStatus {
                     version: crate::SERVER_VERSION.to_owned(),
                     now_ms,
-                    ready: self.grace.is_none(),
+                    ready: self.serving(),
                     grace_remaining_ms: self.grace.as_ref().map(|g| {
                         let left = g.until.saturating_duration_since(Instant::now());
                         u64::try_from(left.as_millis()).unwrap_or(u64::MAX)

@@ -6,6 +6,7 @@ use dlock_core::{LockId, SessionId};
 use dlock_proto::{Refusal, Resume};
 
 use super::*;
+use crate::machine::ELECTION_RETRY_CAP;
 use crate::machine::conn_state::ConnState;
 
 fn cluster() -> Settings {
@@ -178,4 +179,44 @@ fn followers_naming_each_other_cannot_stop_the_backoff() {
         h.actions();
     }
     assert!(attempts <= 3 + 3, "{attempts} attempts in one round");
+}
+
+#[test]
+fn a_cluster_electing_a_leader_is_retried_soon_however_long_it_takes() {
+    // Every member answers NotLeader without a hint, round after round: the wait between
+    // rounds stays under the election cap instead of growing to the backoff maximum.
+    let mut h = harness();
+    for round in 0..12 {
+        for _ in 0..3 {
+            h.up();
+            h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
+            h.actions();
+        }
+        let ConnState::Backoff { retry_at } = h.m.state else {
+            panic!("round {round}: not backing off");
+        };
+        assert!(
+            retry_at <= h.now + ELECTION_RETRY_CAP,
+            "round {round}: waits {:?}",
+            retry_at - h.now
+        );
+        h.advance(retry_at - h.now);
+        h.actions();
+    }
+    // Members that cannot be reached are backed off from as usual: after enough rounds the
+    // wait grows past the cap.
+    let mut longest = Duration::ZERO;
+    for _ in 0..12 {
+        for _ in 0..3 {
+            h.m.handle_connect_failed(refused(), h.now);
+            h.actions();
+        }
+        let ConnState::Backoff { retry_at } = h.m.state else {
+            panic!("not backing off");
+        };
+        longest = longest.max(retry_at - h.now);
+        h.advance(retry_at - h.now);
+        h.actions();
+    }
+    assert!(longest > ELECTION_RETRY_CAP, "{longest:?}");
 }
