@@ -87,6 +87,10 @@ pub enum ProposeError {
     /// openraft stopped.
     #[error("raft: {0}")]
     Fatal(String),
+    /// A membership change was refused (another is in progress, the node is unknown, no
+    /// voter would be left, ...).
+    #[error("membership change refused: {0}")]
+    Membership(String),
 }
 
 /// What one node knows of the cluster (what `dlock status` shows).
@@ -240,6 +244,33 @@ impl Sequencer {
                 })
                 .unwrap_or_default(),
         }
+    }
+
+    /// Adds node `id` at `member`'s addresses as a voting member: it first catches up as a
+    /// learner (from the log or a snapshot), then the membership changes (through a joint
+    /// configuration). Only the leader can; the node must already run (with `--node-id id`).
+    pub async fn add_member(&self, id: NodeId, member: Member) -> Result<(), ProposeError> {
+        self.raft
+            .add_learner(id, member, true)
+            .await
+            .map_err(membership_error)?;
+        let voters = std::collections::BTreeSet::from([id]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(())
+    }
+
+    /// Removes node `id` from the voting members (it stops receiving the log). Only the
+    /// leader can. Removing the leader itself makes the rest elect another.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ProposeError> {
+        let voters = std::collections::BTreeSet::from([id]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::RemoveVoters(voters), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(())
     }
 
     /// Runs `f` on the engine once it reflects every command committed before the call: a
@@ -430,5 +461,16 @@ impl Sequencer {
                 }
             }
         }
+    }
+}
+
+/// A failed membership change as a [`ProposeError`].
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader: f.leader_node,
+        },
+        RaftError::APIError(e) => ProposeError::Membership(e.to_string()),
+        RaftError::Fatal(e) => ProposeError::Fatal(e.to_string()),
     }
 }

@@ -109,6 +109,28 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, Member>, String> {
     Ok(members)
 }
 
+/// The cluster as `sequencer`'s node sees it (`Query::Cluster`, `/api/cluster`).
+pub(crate) fn view(sequencer: &dlock_raft::Sequencer) -> dlock_proto::status::ClusterView {
+    let status = sequencer.status();
+    dlock_proto::status::ClusterView {
+        node_id: status.id,
+        leader: status.leader,
+        term: status.term,
+        last_log_index: status.last_log_index,
+        applied_index: status.applied_index,
+        members: status
+            .members
+            .iter()
+            .map(|(id, m)| dlock_proto::status::MemberView {
+                id: *id,
+                client_addr: m.client_addr.clone(),
+                raft_addr: m.raft_addr.clone(),
+                matched: status.matched.get(id).copied().flatten(),
+            })
+            .collect(),
+    }
+}
+
 /// Drains the proposal queue into the Raft log in order, keeping each answer until it
 /// completes (what an entry produces goes to the feed; an answer only says whether it was
 /// applied). Ends when the core task drops the queue or `shutdown` fires.

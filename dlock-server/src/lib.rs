@@ -372,6 +372,7 @@ pub(crate) async fn run_inner(
     } else {
         grace
     };
+    let sequencer = cluster.as_ref().map(|link| link.sequencer.clone());
     let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
     // In a JoinSet so that dropping `run` (an abort) also drops the core task.
     let mut core = JoinSet::new();
@@ -399,6 +400,7 @@ pub(crate) async fn run_inner(
             core_tx: core_tx.clone(),
             net: net.clone(),
             security: security.clone(),
+            cluster: sequencer,
         };
         http_task.spawn(http::serve(http, state, token.clone()));
     }

@@ -1,10 +1,11 @@
 //! Shared helpers for dlock's end-to-end tests: [`TestServer`] runs a server in-process, and
 //! [`RawClient`] speaks the wire protocol directly (without `dlock-client`), and [`sdk`] has the
 //! helpers of the tests that go through `dlock-client`; [`hostile`] has those of the
-//! hostile-client suite.
+//! hostile-client suite; [`cluster`] runs a cluster of server processes.
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod cluster;
 pub mod hostile;
 pub mod http;
 pub mod proxy;

@@ -87,6 +87,10 @@ struct Session {
 /// client finds the new leader at most this long after it is elected.
 const ELECTION_RETRY_CAP: Duration = Duration::from_millis(200);
 
+/// Rounds of `NotLeader` answers in a row that do not count as a failed connection attempt
+/// (about two seconds at [`ELECTION_RETRY_CAP`]): longer, the cluster has no majority.
+const ELECTION_ROUNDS: u32 = 20;
+
 /// The client's session and connection logic (see the module docs).
 pub(crate) struct SessionMachine {
     settings: Settings,
@@ -102,6 +106,8 @@ pub(crate) struct SessionMachine {
     /// Whether every failure of the current round of attempts was a follower's `NotLeader`
     /// (the cluster is up and electing a leader: retry soon, see [`ELECTION_RETRY_CAP`]).
     only_not_leader: bool,
+    /// Rounds in a row that failed only with `NotLeader`.
+    election_rounds: u32,
     max_frame_len: usize,
     transmits: VecDeque<ClientMessage>,
     actions: VecDeque<Action>,
@@ -128,6 +134,7 @@ impl SessionMachine {
             backoff,
             endpoints,
             only_not_leader: true,
+            election_rounds: 0,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
@@ -298,11 +305,19 @@ impl SessionMachine {
     fn attempt_failed(&mut self, err: Error, now: Instant) {
         self.only_not_leader &= matches!(err, Error::Refused(Refusal::NotLeader { .. }));
         if self.endpoints.failed() {
-            self.actions.push_back(Action::ConnectFailed(err));
+            let electing = std::mem::replace(&mut self.only_not_leader, true);
+            self.election_rounds = if electing {
+                self.election_rounds + 1
+            } else {
+                0
+            };
+            // A cluster electing its leader is not a failure to report (the first connect
+            // waits for it) until it has taken implausibly long.
+            if !electing || self.election_rounds > ELECTION_ROUNDS {
+                self.actions.push_back(Action::ConnectFailed(err));
+            }
             self.schedule_retry(now);
-            if std::mem::replace(&mut self.only_not_leader, true)
-                && let ConnState::Backoff { retry_at } = &mut self.state
-            {
+            if electing && let ConnState::Backoff { retry_at } = &mut self.state {
                 // Every member answered, none leads yet: a leader is an election away, so
                 // the wait does not grow past the cap (the jitter still spreads clients).
                 *retry_at = (*retry_at).min(now + ELECTION_RETRY_CAP);
@@ -316,6 +331,7 @@ impl SessionMachine {
     /// The handshake succeeded.
     fn on_welcome(&mut self, welcome: Welcome, sent_at: Instant, now: Instant) {
         self.backoff.reset();
+        self.election_rounds = 0;
         self.endpoints.succeeded();
         self.max_frame_len =
             usize::try_from(welcome.max_frame_len).unwrap_or(DEFAULT_MAX_FRAME_LEN);

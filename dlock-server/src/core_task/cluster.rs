@@ -97,24 +97,7 @@ impl ClusterSide {
 
     /// The cluster as this node sees it.
     pub(super) fn view(&self) -> dlock_proto::status::ClusterView {
-        let status = self.sequencer.status();
-        dlock_proto::status::ClusterView {
-            node_id: status.id,
-            leader: status.leader,
-            term: status.term,
-            last_log_index: status.last_log_index,
-            applied_index: status.applied_index,
-            members: status
-                .members
-                .iter()
-                .map(|(id, m)| dlock_proto::status::MemberView {
-                    id: *id,
-                    client_addr: m.client_addr.clone(),
-                    raft_addr: m.raft_addr.clone(),
-                    matched: status.matched.get(id).copied().flatten(),
-                })
-                .collect(),
-        }
+        crate::cluster::view(&self.sequencer)
     }
 
     /// Remembers a `Hello` whose `OpenSession` was proposed with `secret`.

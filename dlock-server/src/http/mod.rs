@@ -1,5 +1,5 @@
 //! The HTTP listener (`--http-listen`): Prometheus metrics, health and readiness, a JSON
-//! API and a live status page, all read-only.
+//! API and a live status page, all read-only but for a cluster's membership changes.
 //!
 //! | path | what |
 //! |---|---|
@@ -10,6 +10,7 @@
 //! | `/api/resources?prefix=&cursor=&limit=` | a page of [`ResourcesView`](dlock_proto::status::ResourcesView) |
 //! | `/api/sessions?cursor=&limit=` | a page of [`SessionsView`](dlock_proto::status::SessionsView) |
 //! | `/api/waits` | [`WaitsView`](dlock_proto::status::WaitsView): wait-for edges, recent deadlock cycles |
+//! | `/api/cluster` | [`ClusterView`](dlock_proto::status::ClusterView), `null` alone; in a cluster, `POST` adds a member and `DELETE ?id=N` removes one (on the leader) |
 //! | `/` | the status page (HTML, CSS and JS in the binary; it polls the JSON API) |
 //!
 //! On a server that authenticates clients (`--auth-file`), everything but `/healthz`,
@@ -24,6 +25,7 @@
 //! atomics without asking the core task.
 
 mod api;
+mod members;
 mod page;
 mod prom;
 
@@ -59,6 +61,8 @@ pub(crate) struct HttpState {
     pub(crate) net: Arc<NetMetrics>,
     /// Who may read the pages.
     pub(crate) security: Arc<Security>,
+    /// In a cluster: the node's sequencer (cluster view, membership changes).
+    pub(crate) cluster: Option<dlock_raft::Sequencer>,
 }
 
 impl HttpState {
@@ -92,6 +96,12 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/api/resources", get(api::resources))
         .route("/api/sessions", get(api::sessions))
         .route("/api/waits", get(api::waits))
+        .route(
+            "/api/cluster",
+            get(members::cluster)
+                .post(members::add)
+                .delete(members::remove),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,

@@ -26,6 +26,10 @@ use dlock_tests::chaos::server_proc::LISTENING;
 use dlock_tests::chaos::workload::WorkloadConfig;
 use tracing_subscriber::EnvFilter;
 
+/// The allocator of the `dlock-server` binary, so that `chaos serve` measures as it does.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "chaos",
@@ -117,7 +121,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     match cli.cmd {
-        Some(Cmd::Serve(args)) => rt.block_on(serve(*args)),
+        Some(Cmd::Serve(args)) => {
+            // As the `dlock-server` binary does: freed memory goes back to the system.
+            if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+                eprintln!("cannot start the allocator's purging thread: {e}");
+            }
+            rt.block_on(serve(*args))
+        }
         Some(Cmd::Fuzz(f)) => {
             init_logs("warn,dlock_client=error");
             let exe = std::env::current_exe()?;

@@ -6,8 +6,8 @@ use dlock_core::{LockId, SessionId};
 use dlock_proto::{Refusal, Resume};
 
 use super::*;
-use crate::machine::ELECTION_RETRY_CAP;
 use crate::machine::conn_state::ConnState;
+use crate::machine::{ELECTION_RETRY_CAP, ELECTION_ROUNDS};
 
 fn cluster() -> Settings {
     Settings {
@@ -186,11 +186,16 @@ fn a_cluster_electing_a_leader_is_retried_soon_however_long_it_takes() {
     // Every member answers NotLeader without a hint, round after round: the wait between
     // rounds stays under the election cap instead of growing to the backoff maximum.
     let mut h = harness();
-    for round in 0..12 {
+    let mut reported = 0;
+    for round in 0..ELECTION_ROUNDS {
         for _ in 0..3 {
             h.up();
             h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
-            h.actions();
+            let actions = h.actions();
+            reported += actions
+                .iter()
+                .filter(|a| matches!(a, Action::ConnectFailed(_)))
+                .count();
         }
         let ConnState::Backoff { retry_at } = h.m.state else {
             panic!("round {round}: not backing off");
@@ -203,6 +208,19 @@ fn a_cluster_electing_a_leader_is_retried_soon_however_long_it_takes() {
         h.advance(retry_at - h.now);
         h.actions();
     }
+    // An election is not a failed attempt (a first connect waits for it) until it lasts
+    // implausibly long.
+    assert_eq!(reported, 0);
+    for _ in 0..3 {
+        h.up();
+        h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
+        reported += h
+            .actions()
+            .iter()
+            .filter(|a| matches!(a, Action::ConnectFailed(_)))
+            .count();
+    }
+    assert_eq!(reported, 1);
     // Members that cannot be reached are backed off from as usual: after enough rounds the
     // wait grows past the cap.
     let mut longest = Duration::ZERO;

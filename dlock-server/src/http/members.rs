@@ -1,0 +1,107 @@
+//! `/api/cluster`: the cluster as this node sees it, and membership changes on the leader.
+//!
+//! `POST /api/cluster` with `{"id": 4, "client_addr": "h:7420", "raft_addr": "h:7520"}` adds
+//! node 4 (already started with `--node-id 4`): it catches up as a learner, then becomes a
+//! voter. `DELETE /api/cluster?id=3` removes node 3. Replacing a member is an add and then a
+//! remove. Both answer once the change is committed; a follower answers `421` with the
+//! leader's client address (send it to that node's HTTP listener), a server that runs alone
+//! `404`, a refused change (another in progress, an unknown node) `409`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dlock_proto::status::ClusterView;
+use dlock_raft::{Member, ProposeError};
+use serde::Deserialize;
+
+use super::HttpState;
+
+/// `GET /api/cluster`: `null` from a server that runs alone.
+pub(super) async fn cluster(State(state): State<Arc<HttpState>>) -> Json<Option<ClusterView>> {
+    Json(state.cluster.as_ref().map(crate::cluster::view))
+}
+
+/// The body of `POST /api/cluster`.
+#[derive(Debug, Deserialize)]
+pub(super) struct NewMember {
+    id: u64,
+    client_addr: String,
+    raft_addr: String,
+}
+
+/// The parameters of `DELETE /api/cluster`.
+#[derive(Debug, Deserialize)]
+pub(super) struct Removed {
+    id: u64,
+}
+
+/// `POST /api/cluster`: adds a member.
+pub(super) async fn add(
+    State(state): State<Arc<HttpState>>,
+    Json(new): Json<NewMember>,
+) -> Response {
+    let Some(sequencer) = &state.cluster else {
+        return alone();
+    };
+    for addr in [&new.client_addr, &new.raft_addr] {
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        {
+            let msg = format!("{addr:?} is not HOST:PORT\n");
+            return (StatusCode::BAD_REQUEST, msg).into_response();
+        }
+    }
+    let member = Member {
+        client_addr: new.client_addr,
+        raft_addr: new.raft_addr,
+    };
+    tracing::info!(id = new.id, %member, "adding a cluster member");
+    answer(sequencer.add_member(new.id, member).await, sequencer)
+}
+
+/// `DELETE /api/cluster?id=N`: removes a member.
+pub(super) async fn remove(
+    State(state): State<Arc<HttpState>>,
+    Query(removed): Query<Removed>,
+) -> Response {
+    let Some(sequencer) = &state.cluster else {
+        return alone();
+    };
+    tracing::info!(id = removed.id, "removing a cluster member");
+    answer(sequencer.remove_member(removed.id).await, sequencer)
+}
+
+fn alone() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not a cluster: this server runs alone\n",
+    )
+        .into_response()
+}
+
+/// The new cluster view, or why the change was not made.
+fn answer(result: Result<(), ProposeError>, sequencer: &dlock_raft::Sequencer) -> Response {
+    match result {
+        Ok(()) => Json(crate::cluster::view(sequencer)).into_response(),
+        Err(ProposeError::NotLeader { leader }) => {
+            let to = leader.map_or_else(
+                || "the leader is not known yet; try again\n".to_owned(),
+                |m| {
+                    format!(
+                        "not the leader: ask the leader, node at {}\n",
+                        m.client_addr
+                    )
+                },
+            );
+            (StatusCode::MISDIRECTED_REQUEST, to).into_response()
+        }
+        Err(ProposeError::Membership(why)) => {
+            (StatusCode::CONFLICT, format!("{why}\n")).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,146 @@
+//! The replicated cluster: three `dlock-server` processes on 127.0.0.1 ([`TestCluster`]),
+//! SIGKILLed, restarted and partitioned, with `dlock-client` sessions on all three endpoints.
+//! One test binary; each numbered module is one topic.
+//!
+//! Every test runs three server processes whose elections depend on timers, so the tests run
+//! one at a time ([`one_at_a_time`]) rather than crowd the machine's cores; every wait polls
+//! observable state under a deadline.
+
+mod t90_leader_failover;
+mod t91_exactly_once;
+mod t92_follower_catch_up;
+mod t93_restart_all;
+mod t94_partition;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use dlock_client::{Client, LockGuard, LockInfo, LockState, Mode, ResourceInfo};
+use dlock_tests::cluster::{ClusterOptions, TestCluster};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Held by the test that runs; the others wait for it.
+static RUNNING: Mutex<()> = Mutex::const_new(());
+
+/// Waits until no other test of this binary runs; the run lasts while the guard lives.
+pub(crate) async fn one_at_a_time() -> MutexGuard<'static, ()> {
+    RUNNING.lock().await
+}
+
+/// Bound on a whole test (after it got its turn).
+pub(crate) const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+/// Bound on an election (a leader killed or cut off, a cluster started or restarted): the
+/// default election timeouts are 200..400 ms, and a fail-over measured 0.8 to 2.4 s on
+/// loopback; a loaded 2-core machine needs more.
+pub(crate) const ELECTION: Duration = Duration::from_secs(20);
+
+/// Bound on any other single wait.
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+/// Options for three nodes of the `chaos serve` binary (every server flag), peers direct.
+pub(crate) fn options() -> ClusterOptions {
+    ClusterOptions::new(env!("CARGO_BIN_EXE_chaos"))
+}
+
+/// Runs a test body under [`TEST_LIMIT`], its turn first.
+pub(crate) async fn run<F: Future<Output = Result<()>>>(body: F) -> Result<()> {
+    let _turn = one_at_a_time().await;
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .context("the test did not finish in time")?;
+    eprintln!("test body took {:.2?}", started.elapsed());
+    r
+}
+
+/// Awaits `f` for at most [`WAIT`].
+pub(crate) async fn within<T>(what: &str, f: impl Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .with_context(|| format!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// Awaits `f`, a client call, for at most [`WAIT`]; its error says what was awaited.
+pub(crate) async fn done<T>(
+    what: &str,
+    f: impl Future<Output = dlock_client::Result<T>>,
+) -> Result<T> {
+    within(what, f)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{what}: {e} ({e:?})"))
+}
+
+/// A client with every node's endpoint, named `name`.
+pub(crate) async fn client(c: &TestCluster, name: &str) -> Result<Client> {
+    Ok(within(
+        &format!("client {name} to connect"),
+        Client::builder(c.endpoints())
+            .name(name)
+            .backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .connect(),
+    )
+    .await??)
+}
+
+/// Resource `name` as the leader shows it now (it must exist).
+pub(crate) async fn res(via: &Client, name: &str) -> Result<ResourceInfo> {
+    within(&format!("a query of {name}"), via.query_resource(name))
+        .await??
+        .with_context(|| format!("resource {name} does not exist"))
+}
+
+/// The mode a granted lock holds.
+pub(crate) fn held_mode(l: &LockInfo) -> Option<Mode> {
+    match l.state {
+        LockState::Granted { mode } => Some(mode),
+        _ => None,
+    }
+}
+
+/// Asserts that `g`'s lock is the only one on `name`'s grant queue, in its mode, with its
+/// token, and that `g` has not reported it lost.
+pub(crate) async fn assert_sole_holder(via: &Client, name: &str, g: &LockGuard) -> Result<()> {
+    let info = res(via, name).await?;
+    let holders: Vec<_> = info
+        .granted
+        .iter()
+        .map(|l| (l.lock, held_mode(l), l.token))
+        .collect();
+    if holders != [(g.lock_id(), Some(g.mode()), Some(g.token()))] {
+        bail!(
+            "{name}: expected only {:?} in {:?} with token {:?}, found {info:?}",
+            g.lock_id(),
+            g.mode(),
+            g.token()
+        );
+    }
+    if g.is_lost() {
+        bail!("{name}: the guard reports its lock lost");
+    }
+    Ok(())
+}
+
+/// A mode that conflicts with `m` (none conflicts with NL).
+pub(crate) fn conflicting(m: Mode) -> Option<Mode> {
+    match m {
+        Mode::NL => None,
+        Mode::CR => Some(Mode::EX),
+        Mode::CW => Some(Mode::PR),
+        Mode::PR => Some(Mode::CW),
+        Mode::PW => Some(Mode::PW),
+        Mode::EX => Some(Mode::CR),
+    }
+}
+
+/// Asserts that `via` cannot take `name` in `mode` at once (NOQUEUE is refused).
+pub(crate) async fn assert_refused(via: &Client, name: &str, mode: Mode) -> Result<()> {
+    match within(&format!("a try-lock of {name}"), via.try_lock(name, mode)).await? {
+        Err(dlock_client::Error::NotQueued) => Ok(()),
+        Ok(g) => bail!(
+            "{name} in {mode:?} was granted (token {:?}) though it should be held in a conflicting mode",
+            g.token()
+        ),
+        Err(e) => bail!("a try-lock of {name} in {mode:?} failed with {e} instead of NotQueued"),
+    }
+}

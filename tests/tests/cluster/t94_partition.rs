@@ -1,0 +1,92 @@
+//! A leader cut off from both peers (its four links black-holed through the test proxies)
+//! grants nothing to a client that reaches only it; the majority elects a new leader and
+//! serves; once the links heal, the old leader follows the new one.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail, ensure};
+use dlock_client::{Client, Mode};
+use dlock_tests::cluster::{Probe, TestCluster};
+
+use crate::{ELECTION, WAIT, client, done, options, run, within};
+
+/// How long the isolated leader is watched for a grant it must not make.
+const NO_GRANT_FOR: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t94_minority_partition_grants_nothing() -> Result<()> {
+    run(async {
+        let mut c = TestCluster::start(options().proxied()).await?;
+        let old = c.wait_leader(ELECTION).await?;
+        // This client knows only the leader's address.
+        let lone = within(
+            "a client of the leader alone",
+            Client::builder(c.client_addr(old).to_string())
+                .name("lone")
+                .connect(),
+        )
+        .await??;
+        let lone_before = done(
+            "a grant before the partition",
+            lone.lock("before", Mode::EX),
+        )
+        .await?;
+
+        c.isolate(old);
+        let cut_at = Instant::now();
+        // Nothing is granted on the isolated side, neither a queued request nor a try-lock.
+        match tokio::time::timeout(NO_GRANT_FOR, lone.lock("p", Mode::EX)).await {
+            Err(_) => {}
+            Ok(Ok(g)) => bail!(
+                "the isolated leader granted p (token {:?}) without a majority",
+                g.token()
+            ),
+            Ok(Err(e)) => eprintln!("the isolated side refused: {e}"),
+        }
+        if let Ok(Ok(g)) =
+            tokio::time::timeout(Duration::from_secs(1), lone.try_lock("p2", Mode::EX)).await
+        {
+            bail!(
+                "the isolated leader granted a try-lock (token {:?})",
+                g.token()
+            );
+        }
+
+        // The majority elects a leader among itself and serves.
+        let new = c.wait_leader_except(&[old], ELECTION).await?;
+        eprintln!(
+            "node {old} isolated; node {new} leads {:.2?} after the cut",
+            cut_at.elapsed()
+        );
+        let majority = client(&c, "majority").await?;
+        let g = done("a grant from the majority", majority.lock("p", Mode::EX)).await?;
+        ensure!(
+            g.token() > lone_before.token(),
+            "the majority's token {:?} is not above {:?}",
+            g.token(),
+            lone_before.token()
+        );
+
+        // Healed, the old leader follows: it refuses sessions and names the new leader.
+        c.heal(old);
+        let deadline = Instant::now() + WAIT;
+        let want = Probe::NotLeader(Some(c.client_addr(new).to_string()));
+        loop {
+            let p = c.probe(old).await;
+            if p == want {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("after healing, node {old} answers {p:?}, not {want:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ensure!(
+            c.wait_leader(ELECTION).await? == new,
+            "the leader changed again after healing"
+        );
+        done("a grant after healing", majority.lock("after", Mode::EX)).await?;
+        Ok(())
+    })
+    .await
+}
