@@ -26,12 +26,12 @@ pub struct NodeOptions {
     pub segment_bytes: u64,
     /// Where applied entries go, in log order (see [`StateMachine::with_feed`]).
     pub feed: Option<crate::state_machine::Feed>,
-    /// Where every applied input is recorded (see [`StateMachine::with_auditor`]).
-    pub auditor: Option<crate::state_machine::SharedAuditor>,
     /// This node's address book: the raft address it uses to reach each peer, consulted
     /// before the address the cluster membership records (see [`PeerNetwork`]). Empty: the
     /// membership's addresses.
     pub peer_addrs: BTreeMap<NodeId, String>,
+    /// Where every applied input is recorded (see [`StateMachine::with_auditor`]).
+    pub auditor: Option<crate::state_machine::SharedAuditor>,
 }
 
 impl NodeOptions {
@@ -44,8 +44,8 @@ impl NodeOptions {
             raft: raft_config(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             feed: None,
-            auditor: None,
             peer_addrs: BTreeMap::new(),
+            auditor: None,
         }
     }
 }

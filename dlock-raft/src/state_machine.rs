@@ -398,9 +398,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         state.core = Core::restore(body.core);
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
+        drop(state);
         let upto = meta.last_log_id.map_or(0, |id| id.index);
         audit_with(&self.auditor, |a| a.installed(upto));
-        drop(state);
         // What an operator (and the cluster tests) look for to tell a catch-up by snapshot
         // from one through the log.
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot sent by the leader");

@@ -207,14 +207,14 @@ async fn start_cluster(
     let mut options = dlock_raft::NodeOptions::new(cc.node_id, config.data_dir.join("raft"));
     options.engine = engine.clone();
     options.feed = Some(feed_tx);
+    options.peer_addrs = cluster::peer_addresses(cc);
+    if let Some(n) = cc.snapshot_every {
+        dlock_raft::snapshot_every(&mut options.raft, n);
+    }
     if let Some(audit) = &config.audit_log {
         // Every member records what it applies (see `audit_replica`).
         let audit = audit_replica::ReplicaAudit::open(audit.clone(), cc.node_id)?;
         options.auditor = Some(std::sync::Arc::new(std::sync::Mutex::new(audit)));
-    }
-    options.peer_addrs = cluster::peer_addresses(cc);
-    if let Some(n) = cc.snapshot_every {
-        dlock_raft::snapshot_every(&mut options.raft, n);
     }
     let (raft, replica) = dlock_raft::open_node(options)
         .await

@@ -1,0 +1,147 @@
+//! Replacing a member: a fourth node is added (it catches up as a learner, then votes), the
+//! third is removed, and the cluster of 1, 2 and 4 keeps every lock and survives the loss
+//! of its leader.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::*;
+use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
+use dlock_raft::{Member, ProposeError, Sequencer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()> {
+    let mut c = cluster(3).await?;
+    let duties = CancellationToken::new();
+    let mut nodes = BTreeMap::new();
+    let mut seqs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = c.listeners.remove(&id).context("listener")?;
+        let node = start(id, &c.dirs[id as usize - 1], l).await?;
+        let seq = Sequencer::new(
+            id,
+            node.raft.clone(),
+            node.replica.clone(),
+            Duration::from_secs(5),
+        );
+        tokio::spawn(seq.clone().run(duties.child_token(), |_| {}));
+        seqs.insert(id, seq);
+        nodes.insert(id, node);
+    }
+    nodes[&1]
+        .raft
+        .initialize(c.members.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
+    let open = write(
+        &nodes[&leader].raft,
+        10,
+        Command::OpenSession {
+            name: "a".into(),
+            ttl_ms: 300_000,
+            secret: 7,
+        },
+    )
+    .await?;
+    let session = SessionId(open.index);
+    let locked = write(
+        &nodes[&leader].raft,
+        20,
+        Command::Lock {
+            session,
+            request: RequestId(1),
+            args: LockRequest::new("db", Mode::EX),
+        },
+    )
+    .await?;
+    let token = granted_token(&locked.events)
+        .with_context(|| format!("granted: {locked:?} after {open:?}"))?;
+
+    // Node 4 starts empty, knowing nobody; the leader adds it.
+    let dir4 = tempfile::tempdir()?;
+    let l4 = TcpListener::bind("127.0.0.1:0").await?;
+    let member4 = Member {
+        client_addr: "127.0.0.1:7004".into(),
+        raft_addr: l4.local_addr()?.to_string(),
+    };
+    let node4 = start(4, &dir4, l4).await?;
+    let seq4 = Sequencer::new(
+        4,
+        node4.raft.clone(),
+        node4.replica.clone(),
+        Duration::from_secs(5),
+    );
+    tokio::spawn(seq4.clone().run(duties.child_token(), |_| {}));
+    // A follower cannot change the membership: it names the leader.
+    let follower = (1..=3).find(|id| *id != leader).context("a follower")?;
+    match seqs[&follower].add_member(4, member4.clone()).await {
+        Err(ProposeError::NotLeader { leader: Some(m) }) => {
+            assert_eq!(m, c.members[&leader]);
+        }
+        other => panic!("a follower added a member: {other:?}"),
+    }
+    seqs[&leader].add_member(4, member4).await?;
+    wait_applied(&node4.replica, locked.index).await?;
+    assert_eq!(
+        holder(&node4.replica, "db"),
+        Some((session, Mode::EX, token))
+    );
+
+    // Node 3 leaves (the leader may be node 3 itself: then the others elect another).
+    seqs[&leader].remove_member(3).await?;
+    kill(&nodes[&3]).await?;
+    nodes.remove(&3);
+    let voters = |n: &Node| {
+        n.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect::<Vec<_>>()
+    };
+    until("the membership to be 1, 2, 4 everywhere", || {
+        nodes
+            .values()
+            .chain([&node4])
+            .all(|n| voters(n) == vec![1, 2, 4])
+    })
+    .await?;
+
+    // The new cluster loses its leader and still has a majority (two of three).
+    let mut alive: Vec<&Node> = nodes.values().chain([&node4]).collect();
+    let now = leader_among(&alive).await?;
+    let dead = alive.iter().position(|n| n.id == now).context("leader")?;
+    kill(alive[dead]).await?;
+    alive.remove(dead);
+    let next = leader_among(&alive).await?;
+    let raft = &alive
+        .iter()
+        .find(|n| n.id == next)
+        .context("new leader")?
+        .raft;
+    let again = write(
+        raft,
+        30,
+        Command::Lock {
+            session,
+            request: RequestId(2),
+            args: LockRequest::new("cfg", Mode::PR),
+        },
+    )
+    .await?;
+    let token2 = granted_token(&again.events).context("granted after the fail-over")?;
+    assert!(token2 > token, "{token2} after {token}");
+    for n in &alive {
+        wait_applied(&n.replica, again.index).await?;
+        assert_eq!(holder(&n.replica, "db"), Some((session, Mode::EX, token)));
+    }
+    duties.cancel();
+    Ok(())
+}
