@@ -40,7 +40,8 @@ pub struct Config {
     /// remembered or from state (see the crate docs, "Exactly once"). A replicated cluster,
     /// where a client re-sends to a new leader that has no record of what was answered,
     /// sets it; a single server de-duplicates retransmissions itself and leaves it off, and
-    /// then pays nothing for it. Part of the replicated state: every replica must agree.
+    /// then pays nothing for it. Part of the replicated state: every replica must agree, and
+    /// a [`Command::Configure`](crate::Command::Configure) sets it like every other field.
     #[serde(default)]
     pub exactly_once: bool,
 }

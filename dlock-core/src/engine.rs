@@ -94,25 +94,17 @@ impl Core {
         self.last_index = input.index;
         self.clock_ms = self.clock_ms.max(input.now_ms);
         // Exactly once (`once.rs`): one branch and nothing else without it.
-        let once = self.config.exactly_once;
-        let mut cancel = None;
-        if once {
-            if self.note_request(&input.command) {
-                self.answer_again(&input.command, out);
-                return;
-            }
-            if let Command::Cancel {
-                session,
-                request,
-                lock,
-            } = input.command
-            {
-                cancel = Some((session, request, lock));
-            }
+        if self.config.exactly_once {
+            self.execute_once(input.command, out);
+        } else {
+            self.execute(input.command, out);
         }
-        let start = out.len();
+    }
+
+    /// Executes one command of an input whose index and time are taken.
+    pub(crate) fn execute(&mut self, command: Command, out: &mut Vec<Event>) {
         let mut fx = Effects::default();
-        match input.command {
+        match command {
             Command::OpenSession {
                 name,
                 ttl_ms,
@@ -158,9 +150,6 @@ impl Core {
         }
         self.run_grant_passes(&mut fx, out);
         self.flush_blocking(fx, out);
-        if once {
-            self.remember_answers(cancel, &out[start..]);
-        }
     }
 
     /// Renews `session`'s lease and answers `request`.

@@ -83,18 +83,17 @@
 //!
 //! With [`Config::exactly_once`] (a replicated cluster sets it; HA rule 5) every session
 //! remembers the highest request id applied for it ([`Core::last_request`]) and its last
-//! [`REMEMBERED_ANSWERS`] final answers, in state that snapshots carry: `NotQueued`,
-//! `Deadlock`, `Cancelled`, `TimedOut`, `Unlocked` and `Rejected` as they were, a grant
-//! only as the lock it was on. [`RequestId::DRIVER`] (id 0, the driver's own commands)
-//! never counts. A `Lock`, `Convert`, `Unlock` or `Cancel` of a live session whose request
-//! id is at or below the highest one is a retransmission: it changes nothing (not even the
-//! lease) and gets one event, the remembered answer to that request if it is not a grant,
-//! else an answer from state:
+//! [`REMEMBERED_ANSWERS`] final answers that are not grants (`NotQueued`, `Deadlock`,
+//! `Cancelled`, `TimedOut`, `Unlocked`, `Rejected`), in state that snapshots carry, and
+//! every lock the id of the request that created it. [`RequestId::DRIVER`] (id 0, the
+//! driver's own commands) never counts. A `Lock`, `Convert`, `Unlock` or `Cancel` of a
+//! live session whose request id is at or below the highest one is a retransmission: it
+//! changes nothing (not even the lease) and gets one event, the remembered answer to that
+//! request if there is one, else an answer from state:
 //!
-//! - `Lock`: `Granted` when its grant is remembered and the lock still exists, with the
-//!   mode the lock holds (also while converting), its token and, with VALBLK, the value
-//!   block and its validity as they are now; `Queued` while the request waits (found
-//!   whatever the ring holds); else `Rejected(NotFound)`.
+//! - `Lock`: the session's lock that request created: `Granted` with the mode it holds
+//!   (also while converting), its token and, with VALBLK, the value block and its validity
+//!   as they are now; `Queued` while it waits; `Rejected(NotFound)` when it is gone.
 //! - `Convert`: `Granted` (as above) when the lock holds the requested mode with nothing
 //!   pending; `Queued` while this very request is the lock's queued conversion; else
 //!   `Rejected(NotFound)`.

@@ -121,6 +121,9 @@ pub(crate) struct Lock {
     pub(crate) session: SessionId,
     pub(crate) res: ResRef,
     pub(crate) status: Status,
+    /// The request id of the `Lock` command that created it: a re-sent request finds its
+    /// lock by it, however long ago it was granted (exactly once, `once.rs`).
+    pub(crate) origin: RequestId,
     /// Core clock when the lock entered its current state.
     pub(crate) since_ms: u64,
     pub(crate) prev: Link,

@@ -335,6 +335,20 @@ fn the_drivers_request_id_never_counts() {
 }
 
 #[test]
+fn batched_renewals_count_each_session_s_id() {
+    let mut h = once();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let ev = h.apply(Command::RenewMany {
+        renewals: vec![(a, RequestId(5)), (b, RequestId(0))],
+    });
+    assert_eq!(ev, vec![renewed(a, 5, 10_000), renewed(b, 0, 10_000)]);
+    assert_eq!(h.core.last_request(a), Some(RequestId(5)));
+    assert_eq!(h.core.last_request(b), None);
+    let (_, ev) = resend(&mut h, |h| h.lock(a, 3, "r", Mode::EX));
+    assert_eq!(ev, vec![rejected(a, 3, None, Reject::NotFound)]);
+}
+
+#[test]
 fn without_exactly_once_a_repeated_id_is_applied_again() {
     let mut h = H::new();
     let b = h.open("b");
@@ -380,22 +394,20 @@ fn only_the_last_answers_are_remembered_and_older_ones_come_from_state() {
 }
 
 #[test]
-fn a_waiting_lock_is_found_whatever_the_ring_forgot_a_grant_only_while_remembered() {
+fn a_lock_is_found_by_its_request_however_many_answers_ago_it_was_granted() {
     let mut h = once();
     let (a, b) = (h.open("a"), h.open("b"));
     let (la, _) = h.lock(a, 1, "r", Mode::EX); // idx 3
     let (lb, _) = h.lock(b, 1, "r", Mode::EX); // idx 4: waits
     let (lq, _) = h.lock(a, 2, "q", Mode::EX); // idx 5: granted
-    for r in 0..dlock_core::REMEMBERED_ANSWERS as u64 {
+    for r in 0..2 * dlock_core::REMEMBERED_ANSWERS as u64 {
         h.lock_with(a, 10 + r, "r", Mode::EX, LockFlags::NOQUEUE, None, None);
     }
-    // The queued request carries its id: still Queued, still one entry.
+    // Far more answers than the ring holds since, yet both are found by their request.
     let (_, ev) = resend(&mut h, |h| h.lock(b, 1, "r", Mode::EX));
     assert_eq!(ev, vec![queued(b, 1, lb)]);
-    // A grant older than the ring is no longer tied to its request (a client only re-sends
-    // what it has no answer for, so only a recent grant can be missing).
     let (_, ev) = resend(&mut h, |h| h.lock(a, 2, "q", Mode::EX));
-    assert_eq!(ev, vec![rejected(a, 2, None, Reject::NotFound)]);
+    assert_eq!(ev, vec![granted(a, 2, lq, Mode::EX, 5)]);
     assert_eq!(h.queues("q"), (vec![lq], vec![], vec![]));
     assert_eq!(h.queues("r"), (vec![la], vec![], vec![lb]));
 }

@@ -330,7 +330,7 @@ impl Sequencer {
         }
     }
 
-    /// Whether a majority answers this leader's heartbeats within [`QUORUM_WAIT`] (without
+    /// Whether a majority answers this leader's heartbeats within a second (without
     /// waiting for anything to be applied).
     async fn quorum_answers(&self) -> bool {
         matches!(
@@ -343,7 +343,7 @@ impl Sequencer {
     /// clock and apply the grace; while it leads, propose ticks when they are due. Every
     /// applied tick's events go to `on_tick` (the server routes them).
     ///
-    /// A leader that stops hearing from a majority (checked every [`QUORUM_CHECK`]) stops
+    /// A leader that stops hearing from a majority (checked every 250 ms) stops
     /// serving at once: its clock is withdrawn, so the server disconnects its clients, who
     /// look for the leader the majority elects. It serves again if the majority answers
     /// before anyone replaces it.

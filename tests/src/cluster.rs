@@ -341,7 +341,7 @@ impl TestCluster {
         self.launch(id, false).await
     }
 
-    /// Asks node `id` whether it leads: sends a `Hello` and waits [`PROBE_WAIT`] for the
+    /// Asks node `id` whether it leads: sends a `Hello` and waits a few seconds for the
     /// answer. A leader's probe session is closed again with `Goodbye`.
     pub async fn probe(&self, id: u64) -> Probe {
         match tokio::time::timeout(PROBE_WAIT, probe_addr(self.node(id).client)).await {

@@ -24,9 +24,12 @@ use crate::ServerError;
 use crate::handle::ConnHandle;
 use crate::msg::HelloOutcome;
 
-/// Event numbers of a term start at `term << SEQ_TERM_SHIFT`, so a client resuming on a new
-/// leader never sees a number it has seen before.
-const SEQ_TERM_SHIFT: u32 = 40;
+/// A leadership numbers its events from `index << SEQ_INDEX_SHIFT`, where `index` is the
+/// engine's last applied input when it took over (its own grace entry, so above every input
+/// an earlier leader applied, also when a restarted node leads again in the same term): a
+/// client resuming on a new leader never sees a number it has seen before, as long as an
+/// earlier leadership gave one session fewer than `2^24` events per log entry it applied.
+const SEQ_INDEX_SHIFT: u32 = 24;
 
 /// Sessions read from the engine per page while the table is rebuilt.
 const REBUILD_PAGE: usize = 1024;
@@ -46,6 +49,8 @@ pub(crate) struct ClusterSide {
     sequencer: Sequencer,
     /// The term this node leads with its grace applied, if it does.
     leading: Option<u64>,
+    /// The first event number of this leadership (see [`first_seq`]).
+    seq_base: u64,
     /// `OpenSession` proposals waiting for their entry to be applied, by secret.
     pending_opens: HashMap<u128, PendingOpen>,
 }
@@ -74,6 +79,7 @@ impl ClusterSide {
         ClusterSide {
             sequencer,
             leading: None,
+            seq_base: 1,
             pending_opens: HashMap::new(),
         }
     }
@@ -106,9 +112,9 @@ impl ClusterSide {
     }
 }
 
-/// The first event number of `term`.
-fn first_seq(term: u64) -> u64 {
-    (term << SEQ_TERM_SHIFT) | 1
+/// The first event number of a leadership that took over at input `index`.
+fn first_seq(index: u64) -> u64 {
+    (index << SEQ_INDEX_SHIFT) | 1
 }
 
 /// The identity a session was opened by, as its name records it (`[identity] name`) on a
@@ -134,7 +140,11 @@ impl CoreTask {
             self.step_down();
         }
         if let Some(term) = term {
-            self.take_over(term);
+            let base = first_seq(self.engine.core().last_index());
+            if let Some(side) = &mut self.cluster {
+                side.seq_base = base;
+            }
+            self.take_over(term, base);
         }
     }
 
@@ -167,7 +177,7 @@ impl CoreTask {
 
     /// Starts serving as the leader of `term`: every session of the engine gets its server
     /// part, detached until its client resumes here.
-    fn take_over(&mut self, term: u64) {
+    fn take_over(&mut self, term: u64, first_seq: u64) {
         let authenticates = self.security.authenticates();
         let mut after = None;
         let mut count = 0usize;
@@ -180,7 +190,7 @@ impl CoreTask {
                     None
                 };
                 self.sessions
-                    .insert(s.session, SessionState::detached(identity, first_seq(term)));
+                    .insert(s.session, SessionState::detached(identity, first_seq));
                 count += 1;
             }
             after = page.last().map(|s| s.session);
@@ -201,9 +211,10 @@ impl CoreTask {
         let Some(side) = &mut self.cluster else {
             return Ok(());
         };
-        let Some(term) = side.leading else {
+        if side.leading.is_none() {
             return Ok(());
-        };
+        }
+        let base = side.seq_base;
         let mut events = applied.events;
         if let Some(secret) = applied.opened {
             let session = SessionId(applied.index);
@@ -222,7 +233,7 @@ impl CoreTask {
                 false
             });
             let pending = side.pending_opens.remove(&secret);
-            self.opened(session, secret, term, outcome, pending);
+            self.opened(session, secret, base, outcome, pending);
         }
         events.retain(|e| e.request != Some(SERVER_REQUEST));
         if !events.is_empty() {
@@ -238,7 +249,7 @@ impl CoreTask {
         &mut self,
         session: SessionId,
         secret: u128,
-        term: u64,
+        base: u64,
         outcome: Option<Result<u64, Reject>>,
         pending: Option<PendingOpen>,
     ) {
@@ -248,14 +259,14 @@ impl CoreTask {
                 let messages = vec![self.welcome(session, secret, ttl_ms, false)];
                 let who = open.identity.as_deref().unwrap_or("-").to_owned();
                 let mut state = SessionState::new(open.conn, open.identity);
-                state.next_seq = first_seq(term);
+                state.next_seq = base;
                 self.sessions.insert(session, state);
                 info!(%session, %peer, identity = %who, name = %open.client_name, ttl_ms, "session opened");
                 self.sessions.monitor.stats.sessions_opened += 1;
                 let outcome = HelloOutcome::Welcome {
                     session,
                     messages,
-                    up_to_seq: first_seq(term) - 1,
+                    up_to_seq: base - 1,
                 };
                 if open.reply.send(outcome).is_err() {
                     self.sessions.detach(session, conn_id);
@@ -273,7 +284,7 @@ impl CoreTask {
                     None
                 };
                 self.sessions
-                    .insert(session, SessionState::detached(identity, first_seq(term)));
+                    .insert(session, SessionState::detached(identity, base));
             }
             (Some(Err(reason)), Some(open)) => {
                 debug!(peer = %open.conn.peer(), %reason, "session refused");
@@ -306,9 +317,10 @@ mod tests {
     }
 
     #[test]
-    fn each_term_numbers_events_above_every_earlier_term() {
-        // A session of term 3 could have seen at most 2^40 - 1 events before term 4 began.
-        assert!(first_seq(4) > first_seq(3) + (1 << 39));
+    fn each_leadership_numbers_events_above_every_earlier_one() {
+        // A leadership that took over at input 3 and applied up to input 9 before the next
+        // took over at 10 had room for 2^24 events per session per input.
+        assert!(first_seq(10) > first_seq(3) + 7 * (1 << 24) - 1);
         assert_eq!(first_seq(0), 1);
     }
 }

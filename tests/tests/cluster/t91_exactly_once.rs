@@ -17,13 +17,11 @@ async fn t91_requests_in_flight_at_the_kill_apply_once() -> Result<()> {
     pipelined_requests_apply_once(dlock_core::REMEMBERED_ANSWERS * 3 / 4).await
 }
 
-/// 200 pipelined requests: more than a session remembers answers for. Fails today: the
-/// leader applies them all before it dies, the client saw one answer, and of the 199 it
-/// re-sends the 135 older than the last 64 answers are answered "unknown lock" (the engine
-/// finds neither a remembered answer nor a waiting lock for them), though each holds its
-/// lock.
+/// 200 pipelined requests: more than a session remembers answers for. The leader may apply
+/// them all before it dies while the client saw only a few answers: each re-sent request
+/// finds the lock it created (every lock carries its originating request), not "unknown
+/// lock".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a defect: re-sent requests beyond the 64 remembered answers get NotFound"]
 async fn t91_more_requests_in_flight_than_answers_remembered_apply_once() -> Result<()> {
     pipelined_requests_apply_once(200).await
 }

@@ -25,7 +25,6 @@ async fn t93_all_nodes_killed_and_restarted_recover_the_table() -> Result<()> {
 /// already seen and are dropped as replays (a's unlock is never answered; its session is
 /// declared lost when its lease runs out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a defect: a leader restored in the same term numbers its events again from the term's first number"]
 async fn t93_clients_carry_on_after_all_nodes_restart() -> Result<()> {
     restart_all(true).await
 }
