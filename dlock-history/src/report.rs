@@ -28,6 +28,10 @@ pub struct CheckReport {
     pub completions: u64,
     /// Session expiries checked.
     pub expiries: u64,
+    /// Re-sent requests a cluster's engine answered again without applying them (exactly
+    /// once across fail-over), not judged.
+    #[serde(default)]
+    pub retransmissions: u64,
     /// Workload operations checked, by kind.
     pub ops: BTreeMap<String, u64>,
     /// Workload operations by outcome (errors by name).
@@ -85,6 +89,13 @@ impl fmt::Display for CheckReport {
             self.completions,
             self.expiries
         )?;
+        if self.retransmissions > 0 {
+            writeln!(
+                f,
+                "{} re-sent requests answered again without being applied (exactly once)",
+                self.retransmissions
+            )?;
+        }
         writeln!(
             f,
             "checked {} workload operations {:?} with outcomes {:?}, {} lost() reports, {} dropped sessions",

@@ -57,6 +57,12 @@ pub struct ClusterOptions {
     pub proxied: bool,
     /// Further server flags, given to every node.
     pub args: Vec<String>,
+    /// Give every node its own audit log, `audit-ID.jsonl` in the cluster's directory (see
+    /// [`TestCluster::audit_log`]), never rotated.
+    pub audit_logs: bool,
+    /// Keep the nodes' data, logs and audit logs in this directory (created if missing, and
+    /// kept) instead of a temporary one.
+    pub dir: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -67,7 +73,21 @@ impl ClusterOptions {
             nodes: 3,
             proxied: false,
             args: Vec::new(),
+            audit_logs: false,
+            dir: None,
         }
+    }
+
+    /// Gives every node its own audit log (see [`TestCluster::audit_log`]).
+    pub fn audit_logs(mut self) -> ClusterOptions {
+        self.audit_logs = true;
+        self
+    }
+
+    /// Keeps everything in `dir` instead of a temporary directory.
+    pub fn in_dir(mut self, dir: impl Into<PathBuf>) -> ClusterOptions {
+        self.dir = Some(dir.into());
+        self
     }
 
     /// Routes every peer link through its own proxy (see [`TestCluster::link`]).
@@ -123,19 +143,13 @@ impl TestCluster {
     /// Starts `opts.nodes` nodes, node 1 with `--init`, and returns once every one listens
     /// for clients (a leader is elected shortly after: [`wait_leader`](Self::wait_leader)).
     pub async fn start(opts: ClusterOptions) -> Result<TestCluster> {
-        let tmp = tempfile::Builder::new()
-            .prefix("dlock-cluster-")
-            .tempdir()?;
-        let dir = tmp.path().to_owned();
-        let cleanup = if std::env::var_os(KEEP_ENV).is_some() {
-            eprintln!(
-                "{KEEP_ENV}: keeping the nodes' data and logs in {}",
-                dir.display()
-            );
-            drop(tmp.keep());
-            None
-        } else {
-            Some(tmp)
+        let (dir, cleanup) = match &opts.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                (dir.clone(), None)
+            }
+            None => TestCluster::temp_dir()?,
         };
         let ids: Vec<u64> = (1..=opts.nodes).collect();
         // Every port at once, so none is handed out twice.
@@ -196,6 +210,30 @@ impl TestCluster {
             cluster.launch(id, id == 1).await?;
         }
         Ok(cluster)
+    }
+
+    /// A temporary directory for the nodes, removed on drop unless [`KEEP_ENV`] is set.
+    fn temp_dir() -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+        let tmp = tempfile::Builder::new()
+            .prefix("dlock-cluster-")
+            .tempdir()?;
+        let dir = tmp.path().to_owned();
+        let cleanup = if std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!(
+                "{KEEP_ENV}: keeping the nodes' data and logs in {}",
+                dir.display()
+            );
+            drop(tmp.keep());
+            None
+        } else {
+            Some(tmp)
+        };
+        Ok((dir, cleanup))
+    }
+
+    /// Node `id`'s audit log (a cluster started with [`ClusterOptions::audit_logs`]).
+    pub fn audit_log(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("audit-{id}.jsonl"))
     }
 
     /// Every node's id, in order.
@@ -362,7 +400,13 @@ impl TestCluster {
     /// Starts node `id`'s process and waits until it listens for clients.
     async fn launch(&mut self, id: u64, init: bool) -> Result<()> {
         let exe = self.opts.exe.clone();
-        let extra = self.opts.args.clone();
+        let mut extra = self.opts.args.clone();
+        if self.opts.audit_logs {
+            extra.push("--audit-log".to_owned());
+            extra.push(self.audit_log(id).display().to_string());
+            // Not rotated: one file per node holds its whole history.
+            extra.extend(["--audit-log-max-size".to_owned(), "64GiB".to_owned()]);
+        }
         let node = self.node_mut(id);
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -33,6 +33,7 @@ impl Checker {
                         ttl_ms: *ttl_ms,
                         last_touch_us: self.now_us,
                         expires_ms: self.clock_ms.saturating_add(*ttl_ms),
+                        max_request: 0,
                         late_reported: false,
                     },
                 );

@@ -244,6 +244,12 @@ impl Checker {
         self.last_index = self.last_index.max(input.index);
         self.check_overdue_leases();
         let subject = Subject::of(input);
+        if self.engine_time && self.retransmission(input) {
+            // Answered again from what the engine remembers; nothing changes, not even the
+            // lease, so nothing is judged.
+            self.report.retransmissions += 1;
+            return;
+        }
         if let Some(s) = subject.session()
             && let Some(m) = self.sessions.get_mut(&s)
             && !events.iter().any(|e| {
@@ -305,8 +311,47 @@ impl Checker {
         for r in &touched {
             self.check_heads(r);
         }
-        if self.engine_time && matches!(subject, Subject::Tick) {
+        if self.engine_time && matches!(input.command, dlock_core::Command::Tick) {
             self.check_tick_expired_all();
+        }
+    }
+
+    /// Whether `input` re-sends a request the engine already applied (a cluster's engine
+    /// keeps exactly once across fail-over: `Lock`, `Convert`, `Unlock` and `Cancel` at or
+    /// below the highest request id applied for their session are answered again and change
+    /// nothing). Notes the request id of every other request of a live session, as the engine
+    /// does. A single server never passes a retransmission to its engine.
+    fn retransmission(&mut self, input: &Input) -> bool {
+        use dlock_core::Command as C;
+        let (session, request, resendable) = match &input.command {
+            C::Lock {
+                session, request, ..
+            }
+            | C::Convert {
+                session, request, ..
+            }
+            | C::Unlock {
+                session, request, ..
+            }
+            | C::Cancel {
+                session, request, ..
+            } => (*session, *request, true),
+            C::Renew { session, request } | C::CloseSession { session, request } => {
+                (*session, *request, false)
+            }
+            _ => return false,
+        };
+        if request == dlock_core::RequestId::DRIVER {
+            return false;
+        }
+        let Some(m) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        if request.0 > m.max_request {
+            m.max_request = request.0;
+            false
+        } else {
+            resendable
         }
     }
 

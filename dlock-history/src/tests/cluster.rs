@@ -250,3 +250,54 @@ fn a_torn_line_before_a_restarted_members_replica_line_is_tolerated() {
     .unwrap();
     assert!(crate::read_audit_log(&path, |_| {}).is_err());
 }
+
+#[test]
+fn a_re_sent_request_answered_again_changes_nothing() {
+    // Lock request 1 of a is queued behind b; after a fail-over the client re-sends it and
+    // the engine answers from the lock it created (still queued), applying nothing.
+    let story = |single_server: bool| {
+        let mut c = C::new();
+        if single_server {
+            c.lines[0] = AuditLine::Start { ts_us: T0, pid: 1 };
+        }
+        let a = c.open(60_000);
+        let b = c.open(60_000);
+        c.lock_granted(b, 1, "r", Mode::EX);
+        let la = LockId(c.apply(1, H::lock_cmd(a, 1, "r", Mode::EX), |i| {
+            vec![ev(a, Some(1), Some(LockId(i)), EventKind::Queued)]
+        }));
+        c.apply(1, H::lock_cmd(a, 1, "r", Mode::EX), |_| {
+            vec![ev(a, Some(1), Some(la), EventKind::Queued)]
+        });
+        c.check()
+    };
+    let cluster = story(false);
+    assert!(cluster.is_ok(), "{cluster}");
+    assert_eq!(cluster.retransmissions, 1);
+    // A single server never passes a retransmission to its engine: judged as a request, the
+    // second QUEUED answers a lock this input did not create.
+    let single = story(true);
+    assert!(
+        single.violations.contains_key(&Property::Completion),
+        "{single}"
+    );
+}
+
+#[test]
+fn only_a_tick_must_expire_what_is_due() {
+    // A batch of renewals stamped past a's lease (a stands in it for nobody) does not expire
+    // a: the engine expires on ticks only; the tick 5 ms later does.
+    let mut c = C::new();
+    let a = c.open(1000);
+    let b = c.open(60_000);
+    c.apply(
+        1002,
+        Command::RenewMany {
+            renewals: vec![(b, RequestId(1))],
+        },
+        |_| vec![ev(b, Some(1), None, EventKind::Renewed { ttl_ms: 60_000 })],
+    );
+    c.expire_at_tick(5, a);
+    let report = c.check();
+    assert!(report.is_ok(), "{report}");
+}

@@ -1,221 +1,23 @@
-//! Chaos against a cluster: three (or more) server children forming one cluster, the
-//! faults that hit its members, and the history merged from the members' audit logs.
+//! Chaos against a cluster: the history merged from the members' audit logs.
 //!
-//! - [`ClusterProc`]: the members as child processes (`chaos serve --node-id N --peers ...`),
-//!   each with its own data directory and audit log, that can be killed (SIGKILL) and
-//!   restarted from their data directories, or paused (SIGSTOP / SIGCONT).
-//! - [`merge_member_logs`]: the committed history from every member's audit log: each input
-//!   index once, in index order, checking that members agree wherever their logs overlap
-//!   (a replication check), and marking inputs no member's log holds as a hole.
-//!
-//! A partition of one member is done by pausing it (SIGSTOP) for a while: its peers and its
-//! clients see it fall silent, as behind a network partition; when it goes on, it hears of
-//! the newer term and catches up. (Cutting its peer links through per-link proxies would also
-//! let it run meanwhile; pausing is the stand-in until the cluster harness has them.)
+//! The members run as a [`TestCluster`](crate::cluster::TestCluster) (with
+//! [`audit_logs`](crate::cluster::ClusterOptions::audit_logs) and every peer link through its
+//! own proxy, so that a partition isolates one member from the others while its clients
+//! still reach it). Every member writes the audit log of what it applies;
+//! [`merge_member_logs`] turns them into one committed history: each input index once, in
+//! index order, checking that members agree wherever their logs overlap (a replication
+//! check), and marking inputs no member's log holds as a hole.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Lines};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use dlock_client::Client;
+use anyhow::{Context, Result};
 use serde::Serialize;
-use tokio::time::Instant;
 
 use super::history::{AuditLine, AuditStats, read_audit_logs};
-use super::server_proc::{ServerProc, ServerSpec};
-
-/// A cluster of server children on loopback.
-pub struct ClusterProc {
-    nodes: Vec<ServerProc>,
-    /// Each member's audit log.
-    audit_logs: Vec<PathBuf>,
-    /// Members paused with SIGSTOP.
-    paused: Vec<bool>,
-    observer: Option<Client>,
-}
-
-/// Free loopback ports for `n` listeners (bound and released at once: the members bind them
-/// again right after).
-fn free_addrs(n: usize) -> Result<Vec<SocketAddr>> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map_err(Into::into))
-        .collect()
-}
-
-impl ClusterProc {
-    /// Starts `size` members of a new cluster in `dir` (member `i` keeps its data in
-    /// `dir/node-i`, its audit log in `dir/audit-i.jsonl`, its log in `dir/server-i.log`),
-    /// node 1 forming it, each with the server flags `args`.
-    pub async fn start(
-        exe: &Path,
-        dir: &Path,
-        size: usize,
-        args: &[String],
-    ) -> Result<ClusterProc> {
-        let addrs = free_addrs(size * 2)?;
-        let peers: Vec<String> = (0..size)
-            .map(|i| format!("{}={}/{}", i + 1, addrs[2 * i], addrs[2 * i + 1]))
-            .collect();
-        let peers = peers.join(",");
-        let mut nodes = Vec::with_capacity(size);
-        let mut audit_logs = Vec::with_capacity(size);
-        for i in 0..size {
-            let id = i + 1;
-            let audit_log = dir.join(format!("audit-{id}.jsonl"));
-            let _ = std::fs::remove_file(&audit_log);
-            let mut node_args = args.to_vec();
-            node_args.extend([
-                "--node-id".to_owned(),
-                id.to_string(),
-                "--peers".to_owned(),
-                peers.clone(),
-                // The audit log is not rotated during a run: the merge reads one file each.
-                "--audit-log-max-size".to_owned(),
-                "64GiB".to_owned(),
-            ]);
-            if id == 1 {
-                node_args.push("--init".to_owned());
-            }
-            let spec = ServerSpec {
-                exe: exe.to_owned(),
-                data_dir: dir.join(format!("node-{id}")),
-                audit_log: audit_log.clone(),
-                log_file: dir.join(format!("server-{id}.log")),
-                args: node_args,
-            };
-            nodes.push(ServerProc::start_on(spec, addrs[2 * i], Vec::new()).await?);
-            audit_logs.push(audit_log);
-        }
-        Ok(ClusterProc {
-            nodes,
-            audit_logs,
-            paused: vec![false; size],
-            observer: None,
-        })
-    }
-
-    /// How many members.
-    pub fn size(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Every member's client address.
-    pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.nodes.iter().map(ServerProc::addr).collect()
-    }
-
-    /// The endpoint list a client connects with (`a,b,c`).
-    pub fn endpoints(&self) -> String {
-        self.addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Every member's audit log.
-    pub fn audit_logs(&self) -> &[PathBuf] {
-        &self.audit_logs
-    }
-
-    /// How many times member `i` (from 0) was started.
-    pub fn starts(&self, i: usize) -> u64 {
-        self.nodes[i].starts()
-    }
-
-    async fn observer(&mut self) -> Result<&Client> {
-        if self.observer.is_none() {
-            let c = Client::builder(self.endpoints())
-                .name("chaos-cluster-observer")
-                .lease_ttl(Duration::from_secs(30))
-                .backoff(Duration::from_millis(20), Duration::from_millis(200))
-                .request_timeout(Duration::from_secs(2))
-                .connect()
-                .await
-                .context("connecting the cluster observer")?;
-            self.observer = Some(c);
-        }
-        self.observer.as_ref().context("observer")
-    }
-
-    /// The member (from 0) that leads and serves, once one does; fails after `within`.
-    pub async fn leader(&mut self, within: Duration) -> Result<usize> {
-        let deadline = Instant::now() + within;
-        let size = self.size();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("no member leads and serves after {within:?}");
-            }
-            let answer = match self.observer().await {
-                Ok(c) => tokio::time::timeout(left, c.query_cluster()).await,
-                Err(_) => Ok(Ok(None)),
-            };
-            if let Ok(Ok(Some(view))) = answer
-                && let Some(id) = view.leader
-                && view.node_id == id
-                && (1..=size as u64).contains(&id)
-            {
-                return Ok(usize::try_from(id - 1).unwrap_or(0));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Kills member `i` with SIGKILL (no shutdown, nothing flushed).
-    pub async fn kill(&mut self, i: usize) {
-        self.paused[i] = false;
-        self.nodes[i].kill().await;
-    }
-
-    /// Starts member `i` again from its data directory.
-    pub async fn restart(&mut self, i: usize) -> Result<()> {
-        self.paused[i] = false;
-        self.nodes[i].restart().await
-    }
-
-    /// Pauses member `i` (SIGSTOP) or lets it go on (SIGCONT).
-    pub fn pause(&mut self, i: usize, stop: bool) -> Result<()> {
-        self.nodes[i].pause(stop)?;
-        self.paused[i] = stop;
-        Ok(())
-    }
-
-    /// Lets every paused member go on and restarts every member that exited.
-    pub async fn heal(&mut self) -> Result<()> {
-        for i in 0..self.size() {
-            if self.paused[i] {
-                self.pause(i, false)?;
-            }
-            if self.nodes[i].pid().is_none() || self.nodes[i].exited().is_some() {
-                self.nodes[i].restart().await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Closes the observer and kills every member.
-    pub async fn stop(&mut self) {
-        if let Some(c) = self.observer.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), c.close()).await;
-        }
-        for i in 0..self.size() {
-            if self.paused[i] {
-                let _ = self.pause(i, false);
-            }
-            self.nodes[i].kill().await;
-        }
-    }
-}
 
 /// What merging the members' logs found.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -16,9 +16,10 @@
 //!   directory: the others elect a new leader, which gives every session the fail-over grace;
 //!   clients resume there; no lock is lost to a client that keeps retrying.
 //! - [`FaultKind::FollowerKill`]: a follower is killed and restarted: it catches up.
-//! - [`FaultKind::Partition`]: one member (the leader half the time) falls silent for 0.5 to
-//!   2 s, paused with SIGSTOP as a stand-in for a partition of its links (see
-//!   [`cluster`](super::cluster)); a paused leader is replaced.
+//! - [`FaultKind::Partition`]: one member (the leader half the time) is cut off from the
+//!   others for 0.5 to 2 s (its peer links black-holed through their proxies, see
+//!   [`TestCluster::isolate`]); its clients still reach it. An isolated leader stops serving
+//!   and the majority elects another.
 //!
 //! Each of these runs to its end (the member back, a leader serving) before the next fault.
 
@@ -37,10 +38,10 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::cluster::ClusterProc;
 use super::history::{ClientRecord, now_us};
 use super::server_proc::ServerProc;
 use super::workload::{Recorder, Slot, resource_name};
+use crate::cluster::TestCluster;
 use crate::raw::RawClient;
 
 /// A kind of fault.
@@ -60,7 +61,7 @@ pub enum FaultKind {
     LeaderKill,
     /// Kill a cluster's follower with SIGKILL and restart it.
     FollowerKill,
-    /// Silence one member of a cluster for a while (SIGSTOP, then SIGCONT).
+    /// Cut one member of a cluster off from the others for a while.
     Partition,
 }
 
@@ -139,8 +140,8 @@ impl Default for FaultConfig {
 pub enum Servers<'a> {
     /// A single server.
     One(&'a mut ServerProc),
-    /// A cluster.
-    Cluster(&'a mut ClusterProc),
+    /// A cluster (started with proxied peer links and audit logs).
+    Cluster(&'a mut TestCluster),
 }
 
 impl Servers<'_> {
@@ -148,7 +149,7 @@ impl Servers<'_> {
     fn addrs(&self) -> Vec<SocketAddr> {
         match self {
             Servers::One(s) => vec![s.addr()],
-            Servers::Cluster(c) => c.addrs(),
+            Servers::Cluster(c) => c.ids().into_iter().map(|id| c.client_addr(id)).collect(),
         }
     }
 }
@@ -298,38 +299,38 @@ pub async fn inject(
 /// serves.
 async fn member_fault(
     kind: FaultKind,
-    cluster: &mut ClusterProc,
+    cluster: &mut TestCluster,
     cfg: &FaultConfig,
     rng: &mut StdRng,
 ) -> Result<()> {
-    let leader = cluster.leader(ELECTION_BOUND).await?;
-    let size = cluster.size();
-    let follower = (leader + rng.random_range(1..size.max(2))) % size;
+    let leader = cluster.wait_leader(ELECTION_BOUND).await?;
+    let others: Vec<u64> = cluster.ids().into_iter().filter(|&i| i != leader).collect();
+    let follower = others[rng.random_range(0..others.len())];
     match kind {
         FaultKind::LeaderKill | FaultKind::FollowerKill => {
-            let i = if kind == FaultKind::LeaderKill {
+            let id = if kind == FaultKind::LeaderKill {
                 leader
             } else {
                 follower
             };
-            cluster.kill(i).await;
+            cluster.kill(id).await;
             let down = rng.random_range(Duration::ZERO..=cfg.max_down);
             tokio::time::sleep(down).await;
-            cluster.restart(i).await?;
+            cluster.restart(id).await?;
         }
         _ => {
-            let i = if rng.random_bool(0.5) {
+            let id = if rng.random_bool(0.5) {
                 leader
             } else {
                 follower
             };
-            let silent = Duration::from_millis(rng.random_range(500..=2000));
-            cluster.pause(i, true)?;
-            tokio::time::sleep(silent).await;
-            cluster.pause(i, false)?;
+            let apart = Duration::from_millis(rng.random_range(500..=2000));
+            cluster.isolate(id);
+            tokio::time::sleep(apart).await;
+            cluster.heal(id);
         }
     }
-    cluster.leader(ELECTION_BOUND).await?;
+    cluster.wait_leader(ELECTION_BOUND).await?;
     Ok(())
 }
 

@@ -16,11 +16,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::checker::{CheckConfig, CheckReport, Checker};
-use super::cluster::{ClusterProc, MergeStats, merge_member_logs};
+use super::cluster::{MergeStats, merge_member_logs};
 use super::faults::{self, FaultConfig, FaultCounts, FaultKind, Servers};
 use super::history::{AuditStats, read_audit_log};
 use super::server_proc::{ServerProc, ServerSpec};
 use super::workload::{self, Recorder, Slot, WorkloadConfig};
+use crate::cluster::{ClusterOptions, TestCluster};
 use crate::proxy::Proxy;
 
 /// Settings of a chaos run.
@@ -212,9 +213,17 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
     let mut single = None;
     let mut cluster = None;
     if cfg.cluster {
-        let args = ["--log-level".to_owned(), "warn".to_owned()];
-        let mut c = ClusterProc::start(&cfg.exe, &dir, 3, &args).await?;
-        c.leader(Duration::from_secs(30)).await?;
+        for id in 1..=3 {
+            let _ = std::fs::remove_file(dir.join(format!("audit-{id}.jsonl")));
+            let _ = std::fs::remove_dir_all(dir.join(format!("node{id}")));
+        }
+        let opts = ClusterOptions::new(&cfg.exe)
+            .proxied()
+            .audit_logs()
+            .in_dir(&dir)
+            .args(["--log-level", "warn"]);
+        let mut c = TestCluster::start(opts).await?;
+        c.wait_leader(Duration::from_secs(30)).await?;
         cluster = Some(c);
     } else {
         let _ = std::fs::remove_file(&audit_log);
@@ -229,7 +238,7 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
     }
     let upstreams = match (&single, &cluster) {
         (Some(s), _) => vec![s.addr()],
-        (_, Some(c)) => c.addrs(),
+        (_, Some(c)) => c.ids().into_iter().map(|id| c.client_addr(id)).collect(),
         _ => Vec::new(),
     };
     let endpoints = upstreams
@@ -297,7 +306,12 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
     }
     drop(slots);
     if let Some(c) = &mut cluster {
-        c.heal().await?;
+        for id in c.ids() {
+            c.heal(id);
+            if !c.is_running(id) {
+                c.restart(id).await?;
+            }
+        }
     }
     // A cluster's sessions get the fail-over grace on every leader change.
     let quiet = w.lease_ttl * 2 + Duration::from_secs(if cfg.cluster { 20 } else { 10 });
@@ -306,7 +320,9 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
         s.kill().await;
     }
     if let Some(c) = &mut cluster {
-        c.stop().await;
+        for id in c.ids() {
+            c.kill(id).await;
+        }
     }
 
     let mut checker = Checker::new(CheckConfig {
@@ -316,7 +332,8 @@ pub async fn run_chaos(cfg: ChaosConfig) -> Result<ChaosReport> {
     let (audit, merge) = match &cluster {
         None => (read_audit_log(&audit_log, |line| checker.feed(line))?, None),
         Some(c) => {
-            let merge = merge_member_logs(c.audit_logs(), |line| checker.feed(line))?;
+            let logs: Vec<PathBuf> = c.ids().into_iter().map(|id| c.audit_log(id)).collect();
+            let merge = merge_member_logs(&logs, |line| checker.feed(line))?;
             let mut audit = AuditStats {
                 applied: merge.inputs,
                 ..AuditStats::default()

@@ -60,38 +60,6 @@ impl ServerProc {
         Ok(p)
     }
 
-    /// Starts a server listening on `listen` (a cluster member, whose address its peers
-    /// know beforehand), with these environment variables set.
-    pub async fn start_on(
-        spec: ServerSpec,
-        listen: SocketAddr,
-        env: Vec<(String, String)>,
-    ) -> Result<ServerProc> {
-        let mut p = ServerProc {
-            spec,
-            env,
-            addr: Some(listen),
-            child: None,
-            starts: 0,
-        };
-        p.launch().await?;
-        Ok(p)
-    }
-
-    /// Stops the child with SIGSTOP (a paused process: its sockets stay open, nothing is
-    /// answered) or lets it go on with SIGCONT.
-    pub fn pause(&self, stop: bool) -> Result<()> {
-        let pid = self.pid().context("the server is not running")?;
-        let signal = if stop { "-STOP" } else { "-CONT" };
-        let status = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()
-            .context("running kill")?;
-        anyhow::ensure!(status.success(), "kill {signal} {pid} failed: {status}");
-        Ok(())
-    }
-
     /// The address it listens on (the same across restarts).
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -1,6 +1,6 @@
 //! Chaos against a cluster of three: the 16-client random workload with every client fault
 //! and the member faults (leader SIGKILL and restart, follower SIGKILL and restart, one member
-//! silenced by SIGSTOP as a partition); the checker judges the committed history merged from
+//! cut off from the others through its peer-link proxies); the checker judges the committed history merged from
 //! the three members' audit logs, and the members must agree on every input they share.
 
 use std::time::Duration;
