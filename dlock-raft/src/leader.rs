@@ -345,8 +345,9 @@ impl Sequencer {
     ///
     /// A leader that stops hearing from a majority (checked every 250 ms) stops
     /// serving at once: its clock is withdrawn, so the server disconnects its clients, who
-    /// look for the leader the majority elects. It serves again if the majority answers
-    /// before anyone replaces it.
+    /// look for the leader the majority elects. If the majority answers again before anyone
+    /// replaces it, it serves again as at the start of a term: a fresh clock from the
+    /// engine's and the fail-over grace for every session first.
     pub async fn run(self, shutdown: CancellationToken, on_tick: impl Fn(Applied) + Send) {
         let mut metrics = self.raft.metrics();
         let mut checked = Instant::now();
@@ -361,10 +362,15 @@ impl Sequencer {
                     continue;
                 }
                 if self.quorum_answers().await {
-                    tracing::info!(term = c.term, "a majority answers again; serving");
+                    // Serving again starts like a new term: the clock restarts from the
+                    // engine's and every session gets the grace (its client could not renew
+                    // while this node did not serve), through the path below.
+                    tracing::info!(
+                        term = c.term,
+                        "a majority answers again; serving after the grace"
+                    );
                     suspended = None;
                     checked = Instant::now();
-                    self.clock.send_replace(Some(c));
                     continue;
                 }
                 tokio::select! {
