@@ -148,19 +148,10 @@ impl Core {
     /// exists was never applied. A command of an unknown session is left to its usual
     /// rejection, and [`RequestId::DRIVER`] never counts.
     fn note_request(&mut self, command: &Command) -> bool {
+        if let Some((session, request)) = resendable(command) {
+            return self.note(session, request, true);
+        }
         match *command {
-            Command::Lock {
-                session, request, ..
-            }
-            | Command::Convert {
-                session, request, ..
-            }
-            | Command::Unlock {
-                session, request, ..
-            }
-            | Command::Cancel {
-                session, request, ..
-            } => self.note(session, request, true),
             Command::Renew { session, request } | Command::CloseSession { session, request } => {
                 self.note(session, request, false)
             }
@@ -170,10 +161,8 @@ impl Core {
                 }
                 false
             }
-            Command::OpenSession { .. }
-            | Command::Tick
-            | Command::ExtendLeases { .. }
-            | Command::Configure { .. } => false,
+            // `resendable` took Lock, Convert, Unlock and Cancel.
+            _ => false,
         }
     }
 
@@ -230,20 +219,8 @@ impl Core {
     /// Answers a retransmitted `command` again, from what is remembered or from state,
     /// changing nothing. See the crate docs, "Exactly once", for each command's answer.
     fn answer_again(&self, command: &Command, out: &mut Vec<Event>) {
-        let (session, request) = match *command {
-            Command::Lock {
-                session, request, ..
-            }
-            | Command::Convert {
-                session, request, ..
-            }
-            | Command::Unlock {
-                session, request, ..
-            }
-            | Command::Cancel {
-                session, request, ..
-            } => (session, request),
-            _ => return,
+        let Some((session, request)) = resendable(command) else {
+            return;
         };
         let remembered = self
             .sessions
@@ -345,6 +322,26 @@ impl Core {
     pub fn last_request(&self, session: SessionId) -> Option<RequestId> {
         let once = self.sessions.get(&session)?.once.as_deref()?;
         (once.max != RequestId::DRIVER).then_some(once.max)
+    }
+}
+
+/// The session and request id of a command that can be a retransmission (`Lock`, `Convert`,
+/// `Unlock`, `Cancel`).
+fn resendable(command: &Command) -> Option<(SessionId, RequestId)> {
+    match *command {
+        Command::Lock {
+            session, request, ..
+        }
+        | Command::Convert {
+            session, request, ..
+        }
+        | Command::Unlock {
+            session, request, ..
+        }
+        | Command::Cancel {
+            session, request, ..
+        } => Some((session, request)),
+        _ => None,
     }
 }
 

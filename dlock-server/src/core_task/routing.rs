@@ -15,7 +15,7 @@ use crate::ServerError;
 /// session. Their answers are taken out of that command's events before routing (see
 /// [`apply_for_server`]), never recognised by id later, so a client may use any id, this one
 /// and `u64::MAX` included.
-pub(super) const SERVER_REQUEST: RequestId = RequestId(0);
+pub(super) const SERVER_REQUEST: RequestId = RequestId::DRIVER;
 
 impl Sessions {
     /// Routes engine events to their sessions: numbers them, keeps them for replay, and
