@@ -54,7 +54,7 @@ impl NodeOptions {
 /// silence, a snapshot every 10,000 entries keeping the last 1,000 in the log, snapshot
 /// chunks of 1 MiB. A node refuses to vote for 400 ms (the longest election timeout) after
 /// its vote last changed, so survivors that time out together hold each other off for a
-/// round or more: a fail-over measured 0.8 to 2.4 s on loopback (`tests/failover_time.rs`).
+/// round or more (the `failover` bench in `benches/` measures what a fail-over takes).
 pub fn raft_config() -> Config {
     Config {
         cluster_name: "dlock".to_owned(),
