@@ -32,6 +32,10 @@ pub struct NodeOptions {
     pub peer_addrs: BTreeMap<NodeId, String>,
     /// Where every applied input is recorded (see [`StateMachine::with_auditor`]).
     pub auditor: Option<crate::state_machine::SharedAuditor>,
+    /// The secret this node proves to the peers it connects to, and asks them to prove
+    /// (see [`crate::peer_auth`]); the peer listener must be served with
+    /// [`serve_peers_authenticated`](crate::serve_peers_authenticated) and the same secret.
+    pub peer_secret: Option<crate::PeerSecret>,
 }
 
 impl NodeOptions {
@@ -46,6 +50,7 @@ impl NodeOptions {
             feed: None,
             peer_addrs: BTreeMap::new(),
             auditor: None,
+            peer_secret: None,
         }
     }
 }
@@ -108,7 +113,7 @@ pub async fn open_node(options: NodeOptions) -> Result<(Raft, Replica), OpenErro
         sm = sm.with_auditor(auditor);
     }
     let replica = sm.replica();
-    let network = PeerNetwork::with_addresses(options.peer_addrs);
+    let network = PeerNetwork::with_addresses(options.peer_addrs).with_secret(options.peer_secret);
     let raft = Raft::new(options.id, Arc::new(config), network, log, sm)
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;

@@ -237,6 +237,11 @@ impl TestCluster {
         self.node(id).client
     }
 
+    /// Node `id`'s peer (Raft) address, where it listens for its peers.
+    pub fn raft_addr(&self, id: u64) -> SocketAddr {
+        self.node(id).raft
+    }
+
     /// Every node's client address, comma-separated: what `Client::builder` and
     /// `dlock --server` take.
     pub fn endpoints(&self) -> String {
