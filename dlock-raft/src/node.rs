@@ -24,7 +24,8 @@ pub struct NodeOptions {
     pub raft: Config,
     /// The size at which a log segment is closed.
     pub segment_bytes: u64,
-    /// Where applied entries go, in log order (see [`StateMachine::with_feed`]).
+    /// Where applied entries go, in log order (see [`StateMachine::with_feed`]), except what
+    /// the node applies again while it opens ([`StateMachine::feed_after`]).
     pub feed: Option<crate::state_machine::Feed>,
     /// This node's address book: the raft address it uses to reach each peer, consulted
     /// before the address the cluster membership records (see [`PeerNetwork`]). Empty: the
@@ -107,7 +108,9 @@ pub async fn open_node(options: NodeOptions) -> Result<(Raft, Replica), OpenErro
     let log = LogStore::open(options.dir.join("log"), options.segment_bytes)?;
     let mut sm = StateMachine::open(&options.dir, options.engine)?;
     if let Some(feed) = options.feed {
-        sm = sm.with_feed(feed);
+        // What `Raft::new` applies again before it returns stays out of the feed, which
+        // nobody reads yet.
+        sm = sm.with_feed(feed).feed_after(log.committed_index());
     }
     if let Some(auditor) = options.auditor {
         sm = sm.with_auditor(auditor);
