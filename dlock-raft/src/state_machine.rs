@@ -139,6 +139,9 @@ pub struct StateMachine {
     replica: Replica,
     dir: PathBuf,
     feed: Option<Feed>,
+    /// Entries up to this index are applied without going to the feed (see
+    /// [`feed_after`](Self::feed_after)).
+    unfed_upto: u64,
     auditor: Option<SharedAuditor>,
 }
 
@@ -171,6 +174,7 @@ impl StateMachine {
             },
             dir,
             feed: None,
+            unfed_upto: 0,
             auditor: None,
         })
     }
@@ -194,6 +198,19 @@ impl StateMachine {
     /// answer to the proposer then carries no events).
     pub fn with_feed(mut self, feed: Feed) -> StateMachine {
         self.feed = Some(feed);
+        self
+    }
+
+    /// Applies the entries up to `index` without sending them to the feed.
+    ///
+    /// A node that opens from disk applies again, inside openraft's `Raft::new`, every entry
+    /// committed before it stopped and not yet in its snapshot: up to
+    /// [`LogStore::committed_index`](crate::LogStore::committed_index), which
+    /// [`open_node`](crate::open_node) passes here. What those entries produced was for the
+    /// clients of the process that stopped, and nobody can read the feed before `Raft::new`
+    /// returns: fed, thousands of them would fill it and the node would never open.
+    pub fn feed_after(mut self, index: u64) -> StateMachine {
+        self.unfed_upto = index;
         self
     }
 }
@@ -365,7 +382,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 events: Vec::new(),
                 opened: applied.opened.clone(),
             });
-            if !applied.events.is_empty() || !applied.opened.is_empty() {
+            if applied.index > self.unfed_upto
+                && (!applied.events.is_empty() || !applied.opened.is_empty())
+            {
                 // A closed feed means the server is stopping: nothing is left to route to.
                 let _ = feed.send(applied).await;
             }
