@@ -303,20 +303,32 @@ async fn member_fault(
     cfg: &FaultConfig,
     rng: &mut StdRng,
 ) -> Result<()> {
-    let leader = cluster.wait_leader(ELECTION_BOUND).await?;
+    let leader = cluster
+        .wait_leader(ELECTION_BOUND)
+        .await
+        .with_context(|| format!("before a {} fault", kind.name()))?;
     let others: Vec<u64> = cluster.ids().into_iter().filter(|&i| i != leader).collect();
     let follower = others[rng.random_range(0..others.len())];
-    match kind {
+    let what = match kind {
         FaultKind::LeaderKill | FaultKind::FollowerKill => {
             let id = if kind == FaultKind::LeaderKill {
                 leader
             } else {
                 follower
             };
-            cluster.kill(id).await;
             let down = rng.random_range(Duration::ZERO..=cfg.max_down);
+            let what = format!(
+                "{} of node {id} (leader {leader}), down {down:?}",
+                kind.name()
+            );
+            tracing::info!("{what}");
+            cluster.kill(id).await;
             tokio::time::sleep(down).await;
-            cluster.restart(id).await?;
+            cluster
+                .restart(id)
+                .await
+                .with_context(|| format!("restarting after the {what}"))?;
+            what
         }
         _ => {
             let id = if rng.random_bool(0.5) {
@@ -325,12 +337,19 @@ async fn member_fault(
                 follower
             };
             let apart = Duration::from_millis(rng.random_range(500..=2000));
+            let what = format!("partition of node {id} (leader {leader}) for {apart:?}");
+            tracing::info!("{what}");
             cluster.isolate(id);
             tokio::time::sleep(apart).await;
             cluster.heal(id);
+            what
         }
-    }
-    cluster.wait_leader(ELECTION_BOUND).await?;
+    };
+    let now = cluster
+        .wait_leader(ELECTION_BOUND)
+        .await
+        .with_context(|| format!("after the {what}"))?;
+    tracing::info!("leader after the {what}: node {now}");
     Ok(())
 }
 
