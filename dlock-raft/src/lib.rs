@@ -57,16 +57,18 @@ pub mod leader;
 pub mod log_store;
 pub mod network;
 mod node;
+pub mod peer_auth;
 pub mod state_machine;
 pub mod types;
 
 pub use error::RaftStoreError;
 pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
-pub use network::{PeerNetwork, serve_peers};
+pub use network::{PeerNetwork, serve_peers, serve_peers_authenticated};
 pub use node::{
     DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,
 };
+pub use peer_auth::{PeerSecret, SecretError};
 pub use state_machine::{Auditor, CoreGuard, Feed, Replica, SharedAuditor, StateMachine};
 pub use types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 

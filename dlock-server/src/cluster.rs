@@ -32,6 +32,10 @@ pub struct ClusterConfig {
     /// Take a Raft snapshot every this many applied entries (`--snapshot-every`); `None`:
     /// [`dlock_raft::DEFAULT_SNAPSHOT_EVERY`].
     pub snapshot_every: Option<u64>,
+    /// The file holding the secret every member proves to its peers
+    /// (`--cluster-secret-file`, see [`dlock_raft::peer_auth`]); `None`: the peer port
+    /// answers anyone who reaches it.
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 /// The default [`ClusterConfig::failover_grace`].
