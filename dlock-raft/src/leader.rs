@@ -191,11 +191,27 @@ impl Sequencer {
     }
 
     /// Proposes `command` stamped with the leader's clock without waiting for it to be
-    /// applied: what applying it produces goes to the node's feed, and the returned answer
-    /// completes once it is applied (or refused). Keep the answer until it completes: a
-    /// dropped one makes openraft warn. Proposals submitted one after another are applied in
-    /// that order. Fails at once unless this node leads with its term ready.
+    /// applied: see [`submit_batch`](Self::submit_batch).
     pub async fn submit(&self, command: Command) -> Result<Answer, ProposeError> {
+        self.submit_batch(vec![command]).await
+    }
+
+    /// Proposes `commands` as one entry stamped with the leader's clock, without waiting
+    /// for it to be applied: the commands are applied in order as consecutive engine
+    /// inputs, what they produce goes to the node's feed, and the returned answer completes
+    /// once the entry is applied (or refused). Keep the answer until it completes: a
+    /// dropped one makes openraft warn. Entries submitted one after another are applied in
+    /// that order. Fails at once unless this node leads with its term ready. At most
+    /// [`MAX_BATCH`](crate::types::MAX_BATCH) commands (a caller's bug otherwise, refused
+    /// as [`ProposeError::Fatal`]).
+    pub async fn submit_batch(&self, commands: Vec<Command>) -> Result<Answer, ProposeError> {
+        if commands.len() > crate::types::MAX_BATCH {
+            return Err(ProposeError::Fatal(format!(
+                "{} commands in one entry (at most {})",
+                commands.len(),
+                crate::types::MAX_BATCH
+            )));
+        }
         let clock = *self.clock.borrow();
         let term = self.raft.metrics().borrow().current_term;
         let Some(clock) = clock.filter(|c| c.term == term) else {
@@ -203,7 +219,7 @@ impl Sequencer {
         };
         let proposal = Proposal {
             now_ms: clock.now_ms(),
-            command,
+            commands,
         };
         match self.raft.client_write_ff(proposal).await {
             Ok(answer) => Ok(answer),
@@ -316,7 +332,7 @@ impl Sequencer {
     async fn write(&self, clock: LeaderClock, command: Command) -> Result<Applied, ProposeError> {
         let proposal = Proposal {
             now_ms: clock.now_ms(),
-            command,
+            commands: vec![command],
         };
         match self.raft.client_write(proposal).await {
             Ok(resp) => Ok(resp.data),

@@ -158,7 +158,10 @@ pub fn granted_token(events: &[dlock_core::Event]) -> Option<u64> {
 /// Proposes `command` stamped `now_ms` through `raft` (the leader) and waits for it to apply.
 pub async fn write(raft: &Raft, now_ms: u64, command: Command) -> Result<dlock_raft::Applied> {
     let resp = raft
-        .client_write(Proposal { now_ms, command })
+        .client_write(Proposal {
+            now_ms,
+            commands: vec![command],
+        })
         .await
         .map_err(|e| anyhow::anyhow!("client_write: {e}"))?;
     Ok(resp.data)
