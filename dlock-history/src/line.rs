@@ -59,8 +59,9 @@ pub enum AuditLine {
         pid: u32,
         /// The node's id in the cluster.
         node: u64,
-        /// The last log index this log holds (or that the node's state already covers):
-        /// the next input written is above it.
+        /// The last input index this log holds (or that the node's state already covers):
+        /// the next input written is above it. Input indices, not log indices: an entry
+        /// of several commands is several inputs.
         applied: u64,
     },
     /// Inputs above `after` up to and including `upto` reached this node in a snapshot of

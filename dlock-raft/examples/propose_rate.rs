@@ -77,7 +77,7 @@ async fn main() -> Result<()> {
         ttl_ms: 60_000,
         secret: 1,
     };
-    let session = SessionId(leader.propose(open).await?.index);
+    let session = SessionId(leader.propose(open).await?.input);
     let running = Arc::new(AtomicBool::new(true));
     let mut tasks = Vec::new();
     for p in 0..proposers {
@@ -99,7 +99,7 @@ async fn main() -> Result<()> {
                 let unlock = Command::Unlock {
                     session,
                     request: RequestId(request),
-                    args: UnlockRequest::new(LockId(applied.index)),
+                    args: UnlockRequest::new(LockId(applied.input)),
                 };
                 let t = Instant::now();
                 leader.propose(unlock).await?;

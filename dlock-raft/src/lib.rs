@@ -1,9 +1,13 @@
 //! dlock-raft: the dlock engine replicated through [openraft].
 //!
 //! The deterministic engine of `dlock-core` becomes the state machine of a replicated log:
-//! every input `(index, now_ms, command)` is an entry of the log, its index is the log index,
-//! and so the fencing token a grant carries (which `Core` derives from the input index) is
-//! the same on every replica and grows across leader changes, restarts and snapshots.
+//! every entry carries one or more commands, applied as consecutive engine inputs
+//! `(index, now_ms, command)`. An input's index is derived from the entry's log index and
+//! the engine's last input ([`input_index`]): the log index itself for an entry of one
+//! command after entries of one command, otherwise one above the previous input. So the
+//! ids and fencing tokens a grant carries (which `Core` derives from the input index) are
+//! the same on every replica and grow across leader changes, restarts and snapshots (the
+//! engine's last input index is part of its snapshot).
 //!
 //! The parts:
 //! - [`types`]: openraft's type configuration ([`TypeConfig`]), what a log entry carries
@@ -29,8 +33,9 @@
 //!   moment reopens from its directory (the torn tail of its log cut) and catches up from
 //!   the leader's log, or by snapshot once the leader purged what it lacks. Three nodes
 //!   stopped together recover every lock and token.
-//! - Fencing tokens are log indices: strictly increasing across leader changes, restarts
-//!   and snapshots.
+//! - Fencing tokens are input indices (the log index of the granting entry while entries
+//!   carry one command each, above it once batches were applied): strictly increasing across
+//!   leader changes, restarts and snapshots.
 //! - A minority commits nothing.
 //! - Each new term first gives every session the fail-over grace
 //!   ([`Command::ExtendLeases`](dlock_core::Command::ExtendLeases)); time stands still
@@ -44,7 +49,10 @@
 //!   are submitted with [`Sequencer::submit`] and what each applied entry produced reaches
 //!   the server through the node's [`Feed`], in log order.
 //! - The server gathers renewals for 10 ms into one entry
-//!   ([`Command::RenewMany`](dlock_core::Command::RenewMany)).
+//!   ([`Command::RenewMany`](dlock_core::Command::RenewMany)), and while earlier entries are
+//!   in flight it gathers the commands that arrive into the next entry (at most
+//!   [`MAX_BATCH`]): one log append, fsync, replication round and apply per batch rather than
+//!   per command. A lone command goes at once.
 //! - Not yet: peer connections are neither authenticated nor encrypted; membership is fixed
 //!   at `initialize`.
 #![forbid(unsafe_code)]
@@ -57,17 +65,19 @@ pub mod leader;
 pub mod log_store;
 pub mod network;
 mod node;
+pub mod peer_auth;
 pub mod state_machine;
 pub mod types;
 
 pub use error::RaftStoreError;
 pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
-pub use network::{PeerNetwork, serve_peers};
+pub use network::{PeerNetwork, serve_peers, serve_peers_authenticated};
 pub use node::{
     DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,
 };
+pub use peer_auth::{PeerSecret, SecretError};
 pub use state_machine::{Auditor, CoreGuard, Feed, Replica, SharedAuditor, StateMachine};
-pub use types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
+pub use types::{Applied, MAX_BATCH, Member, NodeId, Proposal, Raft, TypeConfig, input_index};
 
 pub use openraft;

@@ -281,6 +281,13 @@ impl LogStore {
         self.mem.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The index of the last entry this log knows to be committed (0: none): on opening,
+    /// what openraft applies again up to before the node starts (see
+    /// [`StateMachine::feed_after`](crate::StateMachine::feed_after)).
+    pub fn committed_index(&self) -> u64 {
+        self.mem().committed.map_or(0, |id| id.index)
+    }
+
     fn submit(&self, op: WriteOp) -> Result<(), StorageError> {
         self.writer
             .send(op)

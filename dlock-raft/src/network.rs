@@ -7,7 +7,9 @@
 //! openraft back off. A node may have its own address book for its peers
 //! ([`PeerNetwork::with_addresses`]), consulted before the membership's addresses.
 //! [`serve_peers`] answers a listener's connections, one request at a
-//! time per connection.
+//! time per connection. Members that share a [`PeerSecret`] prove it to each other when a
+//! connection opens ([`PeerNetwork::with_secret`], [`serve_peers_authenticated`]; see
+//! [`crate::peer_auth`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use crate::peer_auth::{self, Bytes32, HANDSHAKE_FRAME, HANDSHAKE_WAIT, PeerSecret};
 use crate::types::{Member, NodeId, Raft, TypeConfig};
 
 /// The largest peer frame: an append batch or one snapshot chunk (openraft's
@@ -46,6 +49,17 @@ pub enum PeerRequest {
     Vote(VoteRequest<NodeId>),
     /// One chunk of a snapshot.
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// The first frame of a connection to a member with a [`PeerSecret`]: the connecting
+    /// node's nonce.
+    Hello {
+        /// Fresh random bytes.
+        nonce: Bytes32,
+    },
+    /// The connecting node's proof that it holds the secret (after `Challenge`).
+    Proof {
+        /// HMAC-SHA256 over both nonces (see [`crate::peer_auth`]).
+        mac: Bytes32,
+    },
 }
 
 /// The answer to a [`PeerRequest`], of the same variant.
@@ -57,6 +71,17 @@ pub enum PeerResponse {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// The answer to `Snapshot`.
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The answer to `Hello`: the answering node's nonce and its proof that it holds the
+    /// secret.
+    Challenge {
+        /// Fresh random bytes.
+        nonce: Bytes32,
+        /// HMAC-SHA256 over both nonces (see [`crate::peer_auth`]).
+        mac: Bytes32,
+    },
+    /// The connection is refused, and why (no or a wrong proof, or a secret on one side
+    /// only); the answering node closes it.
+    Refused(String),
 }
 
 type ClientConn = Framed<TcpStream, FrameCodec<PeerResponse, PeerRequest>>;
@@ -82,6 +107,13 @@ enum CallError {
     Timeout(Duration),
     #[error("an answer of another kind")]
     Mismatch,
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    #[error(
+        "the peer did not prove it holds the cluster secret: a member with another \
+         --cluster-secret-file, or not a member"
+    )]
+    Unproven,
 }
 
 /// openraft's network factory: one [`PeerClient`] per target.
@@ -93,6 +125,7 @@ enum CallError {
 #[derive(Clone, Debug, Default)]
 pub struct PeerNetwork {
     addresses: Arc<BTreeMap<NodeId, String>>,
+    secret: Option<PeerSecret>,
 }
 
 impl PeerNetwork {
@@ -101,7 +134,15 @@ impl PeerNetwork {
     pub fn with_addresses(addresses: BTreeMap<NodeId, String>) -> PeerNetwork {
         PeerNetwork {
             addresses: Arc::new(addresses),
+            secret: None,
         }
+    }
+
+    /// This network, proving `secret` to every peer it connects to (and asking the peer to
+    /// prove it too) before any Raft request; `None`: no proof either way.
+    pub fn with_secret(mut self, secret: Option<PeerSecret>) -> PeerNetwork {
+        self.secret = secret;
+        self
     }
 
     /// The address used for `target`, whose membership entry is `node`.
@@ -120,6 +161,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerClient {
             target,
             addr: self.address_of(target, node),
+            secret: self.secret.clone(),
             conn: None,
         }
     }
@@ -130,6 +172,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
+    secret: Option<PeerSecret>,
     conn: Option<ClientConn>,
 }
 
@@ -144,7 +187,11 @@ impl PeerClient {
                     source,
                 })?;
             stream.set_nodelay(true).ok();
-            self.conn = Some(Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME)));
+            let mut conn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
+            if let Some(secret) = &self.secret {
+                prove(&mut conn, secret).await?;
+            }
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("set above"))
     }
@@ -155,19 +202,49 @@ impl PeerClient {
         let result = tokio::time::timeout(ttl, async {
             let conn = self.connect().await?;
             conn.send(req).await?;
-            match conn.next().await {
-                Some(Ok(Ok(resp))) => Ok(resp),
-                Some(Ok(Err(malformed))) => Err(CallError::Malformed(malformed)),
-                Some(Err(e)) => Err(CallError::Codec(e)),
-                None => Err(CallError::Closed),
+            match answer(conn).await? {
+                PeerResponse::Refused(why) => Err(CallError::Refused(why)),
+                resp => Ok(resp),
             }
         })
         .await
         .unwrap_or(Err(CallError::Timeout(ttl)));
-        if result.is_err() {
+        if let Err(e) = &result {
+            if matches!(e, CallError::Refused(_) | CallError::Unproven) {
+                tracing::warn!(target = self.target, addr = %self.addr, error = %e, "peer connection refused");
+            }
             self.conn = None;
         }
         result
+    }
+}
+
+/// The next answer on `conn`.
+async fn answer(conn: &mut ClientConn) -> Result<PeerResponse, CallError> {
+    match conn.next().await {
+        Some(Ok(Ok(resp))) => Ok(resp),
+        Some(Ok(Err(malformed))) => Err(CallError::Malformed(malformed)),
+        Some(Err(e)) => Err(CallError::Codec(e)),
+        None => Err(CallError::Closed),
+    }
+}
+
+/// The connecting side of the handshake (see [`crate::peer_auth`]): the peer proves it holds
+/// `secret`, then this node does.
+async fn prove(conn: &mut ClientConn, secret: &PeerSecret) -> Result<(), CallError> {
+    let a = peer_auth::nonce();
+    conn.send(PeerRequest::Hello { nonce: a }).await?;
+    match answer(conn).await? {
+        PeerResponse::Challenge { nonce: b, mac } if secret.verify_server(&a, &b, &mac) => {
+            conn.send(PeerRequest::Proof {
+                mac: secret.client_mac(&a, &b),
+            })
+            .await?;
+            Ok(())
+        }
+        PeerResponse::Challenge { .. } => Err(CallError::Unproven),
+        PeerResponse::Refused(why) => Err(CallError::Refused(why)),
+        _ => Err(CallError::Mismatch),
     }
 }
 
@@ -176,6 +253,9 @@ fn rpc_err<E: std::error::Error>(e: CallError) -> RPCError<NodeId, Member, E> {
         CallError::Connect { .. } | CallError::ConnectTimeout(_) => {
             RPCError::Unreachable(Unreachable::new(&e))
         }
+        // A refused or unproven peer stays so until an operator acts: back off as from an
+        // unreachable one.
+        CallError::Refused(_) | CallError::Unproven => RPCError::Unreachable(Unreachable::new(&e)),
         other => RPCError::Network(NetworkError::new(&other)),
     }
 }
@@ -230,8 +310,29 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// Answers peer connections on `listener` for `raft` until `shutdown` is cancelled.
+/// Answers peer connections on `listener` for `raft` until `shutdown` is cancelled, from
+/// anyone who reaches it (see [`serve_peers_authenticated`]).
 pub async fn serve_peers(listener: TcpListener, raft: Raft, shutdown: CancellationToken) {
+    serve(listener, raft, None, shutdown).await;
+}
+
+/// Answers peer connections on `listener` for `raft` until `shutdown` is cancelled, each
+/// only once its node has proven it holds `secret` (see [`crate::peer_auth`]).
+pub async fn serve_peers_authenticated(
+    listener: TcpListener,
+    raft: Raft,
+    secret: PeerSecret,
+    shutdown: CancellationToken,
+) {
+    serve(listener, raft, Some(secret), shutdown).await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    secret: Option<PeerSecret>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -240,13 +341,13 @@ pub async fn serve_peers(listener: TcpListener, raft: Raft, shutdown: Cancellati
         match accepted {
             Ok((stream, peer)) => {
                 stream.set_nodelay(true).ok();
-                let conn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
                 let raft = raft.clone();
+                let secret = secret.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         () = shutdown.cancelled() => {}
-                        () = serve_conn(conn, raft) => {}
+                        () = serve_conn(stream, peer, secret, raft) => {}
                     }
                     tracing::debug!(%peer, "peer connection closed");
                 });
@@ -260,7 +361,65 @@ pub async fn serve_peers(listener: TcpListener, raft: Raft, shutdown: Cancellati
     }
 }
 
-async fn serve_conn(mut conn: ServerConn, raft: Raft) {
+/// The answering side of the handshake (see [`crate::peer_auth`]), on a connection that
+/// may send only small frames meanwhile. `Err` carries why the connection is refused.
+async fn challenge(conn: &mut ServerConn, secret: &PeerSecret) -> Result<(), String> {
+    let first = match conn.next().await {
+        Some(Ok(Ok(req))) => req,
+        Some(Ok(Err(malformed))) => return Err(format!("malformed frame: {malformed}")),
+        Some(Err(e)) => return Err(format!("{e}")),
+        None => return Err("closed before the handshake".to_owned()),
+    };
+    let PeerRequest::Hello { nonce: a } = first else {
+        return Err(
+            "this member requires the cluster secret (--cluster-secret-file) before any Raft \
+             request"
+                .to_owned(),
+        );
+    };
+    let b = peer_auth::nonce();
+    let mac = secret.server_mac(&a, &b);
+    conn.send(PeerResponse::Challenge { nonce: b, mac })
+        .await
+        .map_err(|e| e.to_string())?;
+    match conn.next().await {
+        Some(Ok(Ok(PeerRequest::Proof { mac }))) if secret.verify_client(&a, &b, &mac) => Ok(()),
+        Some(Ok(Ok(PeerRequest::Proof { .. }))) => Err(
+            "wrong proof of the cluster secret: this member has another --cluster-secret-file"
+                .to_owned(),
+        ),
+        Some(Ok(Ok(_))) => Err("a request before the proof of the cluster secret".to_owned()),
+        Some(Ok(Err(malformed))) => Err(format!("malformed frame: {malformed}")),
+        Some(Err(e)) => Err(format!("{e}")),
+        None => Err("closed during the handshake".to_owned()),
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    secret: Option<PeerSecret>,
+    raft: Raft,
+) {
+    let mut conn: ServerConn = match &secret {
+        None => Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME)),
+        Some(secret) => {
+            let mut conn = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME));
+            let verdict = tokio::time::timeout(HANDSHAKE_WAIT, challenge(&mut conn, secret))
+                .await
+                .unwrap_or_else(|_| Err(format!("no proof within {HANDSHAKE_WAIT:?}")));
+            if let Err(why) = verdict {
+                tracing::warn!(%peer, reason = %why, "peer connection refused");
+                let _ = conn.send(PeerResponse::Refused(why)).await;
+                return;
+            }
+            // Proven: Raft's frames may now be as large as an append batch. Nothing is
+            // half-read at this point (the peer waits for no answer to its proof, but its
+            // next frame starts afresh), so the codec can be swapped.
+            *conn.codec_mut() = FrameCodec::new(MAX_PEER_FRAME);
+            conn
+        }
+    };
     while let Some(frame) = conn.next().await {
         let req = match frame {
             Ok(Ok(req)) => req,
@@ -277,6 +436,17 @@ async fn serve_conn(mut conn: ServerConn, raft: Raft) {
             PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
             PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
             PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
+            PeerRequest::Hello { .. } | PeerRequest::Proof { .. } => {
+                let why = if secret.is_some() {
+                    "the handshake is over on this connection"
+                } else {
+                    "this member has no cluster secret: give every member the same \
+                     --cluster-secret-file"
+                };
+                tracing::warn!(%peer, reason = why, "peer connection refused");
+                let _ = conn.send(PeerResponse::Refused(why.to_owned())).await;
+                return;
+            }
         };
         if conn.send(resp).await.is_err() {
             return;

@@ -24,7 +24,8 @@ pub struct NodeOptions {
     pub raft: Config,
     /// The size at which a log segment is closed.
     pub segment_bytes: u64,
-    /// Where applied entries go, in log order (see [`StateMachine::with_feed`]).
+    /// Where applied entries go, in log order (see [`StateMachine::with_feed`]), except what
+    /// the node applies again while it opens ([`StateMachine::feed_after`]).
     pub feed: Option<crate::state_machine::Feed>,
     /// This node's address book: the raft address it uses to reach each peer, consulted
     /// before the address the cluster membership records (see [`PeerNetwork`]). Empty: the
@@ -32,6 +33,10 @@ pub struct NodeOptions {
     pub peer_addrs: BTreeMap<NodeId, String>,
     /// Where every applied input is recorded (see [`StateMachine::with_auditor`]).
     pub auditor: Option<crate::state_machine::SharedAuditor>,
+    /// The secret this node proves to the peers it connects to, and asks them to prove
+    /// (see [`crate::peer_auth`]); the peer listener must be served with
+    /// [`serve_peers_authenticated`](crate::serve_peers_authenticated) and the same secret.
+    pub peer_secret: Option<crate::PeerSecret>,
 }
 
 impl NodeOptions {
@@ -46,6 +51,7 @@ impl NodeOptions {
             feed: None,
             peer_addrs: BTreeMap::new(),
             auditor: None,
+            peer_secret: None,
         }
     }
 }
@@ -54,7 +60,7 @@ impl NodeOptions {
 /// silence, a snapshot every 10,000 entries keeping the last 1,000 in the log, snapshot
 /// chunks of 1 MiB. A node refuses to vote for 400 ms (the longest election timeout) after
 /// its vote last changed, so survivors that time out together hold each other off for a
-/// round or more: a fail-over measured 0.8 to 2.4 s on loopback (`tests/failover_time.rs`).
+/// round or more (the `failover` bench in `benches/` measures what a fail-over takes).
 pub fn raft_config() -> Config {
     Config {
         cluster_name: "dlock".to_owned(),
@@ -102,13 +108,15 @@ pub async fn open_node(options: NodeOptions) -> Result<(Raft, Replica), OpenErro
     let log = LogStore::open(options.dir.join("log"), options.segment_bytes)?;
     let mut sm = StateMachine::open(&options.dir, options.engine)?;
     if let Some(feed) = options.feed {
-        sm = sm.with_feed(feed);
+        // What `Raft::new` applies again before it returns stays out of the feed, which
+        // nobody reads yet.
+        sm = sm.with_feed(feed).feed_after(log.committed_index());
     }
     if let Some(auditor) = options.auditor {
         sm = sm.with_auditor(auditor);
     }
     let replica = sm.replica();
-    let network = PeerNetwork::with_addresses(options.peer_addrs);
+    let network = PeerNetwork::with_addresses(options.peer_addrs).with_secret(options.peer_secret);
     let raft = Raft::new(options.id, Arc::new(config), network, log, sm)
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;

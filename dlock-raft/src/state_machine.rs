@@ -12,7 +12,7 @@ use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dlock_core::{Config, Core, Event, Input};
+use dlock_core::{Config, Core, Event, Input, SessionId};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::RaftStoreError;
 use crate::codec::{self, RecordAt};
 use crate::log_store::sync_dir;
-use crate::types::{Applied, Entry, LogId, Member, NodeId, StorageError, TypeConfig};
+use crate::types::{Applied, Entry, LogId, Member, NodeId, StorageError, TypeConfig, input_index};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
@@ -114,8 +114,10 @@ pub trait Auditor: Send + Sync + std::fmt::Debug + 'static {
     /// The state machine opened with every input up to `applied` (0: none) already in its
     /// state (from its snapshot).
     fn opened(&mut self, applied: u64);
-    /// `input` was applied and produced `events` (called before the events are sent to the
-    /// feed). Called again for an input applied again after a restart.
+    /// `input` (one command of an entry; an entry of several commands makes several calls,
+    /// in order) was applied and produced `events` (called before the events are sent to
+    /// the feed). Called again for an input applied again after a restart. Indices here are
+    /// engine input indices (see [`input_index`]).
     fn applied(&mut self, input: &Input, events: &[Event]);
     /// A snapshot covering every input up to `upto` replaced the state: the inputs after
     /// the last one applied up to `upto` are never applied here.
@@ -137,6 +139,9 @@ pub struct StateMachine {
     replica: Replica,
     dir: PathBuf,
     feed: Option<Feed>,
+    /// Entries up to this index are applied without going to the feed (see
+    /// [`feed_after`](Self::feed_after)).
+    unfed_upto: u64,
     auditor: Option<SharedAuditor>,
 }
 
@@ -169,6 +174,7 @@ impl StateMachine {
             },
             dir,
             feed: None,
+            unfed_upto: 0,
             auditor: None,
         })
     }
@@ -181,7 +187,8 @@ impl StateMachine {
     /// Records every input applied from now on with `auditor` (which is told first what the
     /// opened state already covers).
     pub fn with_auditor(mut self, auditor: SharedAuditor) -> StateMachine {
-        let applied = self.replica.last_applied_index();
+        // The audit log counts engine inputs, not log entries.
+        let applied = self.replica.read(Core::last_index);
         self.auditor = Some(auditor);
         audit_with(&self.auditor, |a| a.opened(applied));
         self
@@ -191,6 +198,19 @@ impl StateMachine {
     /// answer to the proposer then carries no events).
     pub fn with_feed(mut self, feed: Feed) -> StateMachine {
         self.feed = Some(feed);
+        self
+    }
+
+    /// Applies the entries up to `index` without sending them to the feed.
+    ///
+    /// A node that opens from disk applies again, inside openraft's `Raft::new`, every entry
+    /// committed before it stopped and not yet in its snapshot: up to
+    /// [`LogStore::committed_index`](crate::LogStore::committed_index), which
+    /// [`open_node`](crate::open_node) passes here. What those entries produced was for the
+    /// clients of the process that stopped, and nobody can read the feed before `Raft::new`
+    /// returns: fed, thousands of them would fill it and the node would never open.
+    pub fn feed_after(mut self, index: u64) -> StateMachine {
+        self.unfed_upto = index;
         self
     }
 }
@@ -309,34 +329,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 let index = entry.log_id.index;
                 state.last_applied = Some(entry.log_id);
-                let mut opened = None;
-                let events = match entry.payload {
-                    EntryPayload::Blank => Vec::new(),
+                let mut opened = Vec::new();
+                let mut events = Vec::new();
+                match entry.payload {
+                    EntryPayload::Blank => {}
                     EntryPayload::Normal(p) => {
-                        if let dlock_core::Command::OpenSession { secret, .. } = &p.command {
-                            opened = Some(*secret);
-                        }
-                        let input = Input {
-                            index,
-                            now_ms: p.now_ms,
-                            command: p.command,
-                        };
-                        match &self.auditor {
-                            None => state.core.apply(input),
-                            Some(_) => {
-                                let events = state.core.apply(input.clone());
-                                audit_with(&self.auditor, |a| a.applied(&input, &events));
-                                events
+                        for command in p.commands {
+                            // Consecutive inputs, each above the last (`input_index`).
+                            let input = Input {
+                                index: input_index(index, state.core.last_index()),
+                                now_ms: p.now_ms,
+                                command,
+                            };
+                            if let dlock_core::Command::OpenSession { secret, .. } = &input.command
+                            {
+                                opened.push((*secret, SessionId(input.index)));
+                            }
+                            match &self.auditor {
+                                None => state.core.apply_into(input, &mut events),
+                                Some(_) => {
+                                    let from = events.len();
+                                    state.core.apply_into(input.clone(), &mut events);
+                                    audit_with(&self.auditor, |a| {
+                                        a.applied(&input, &events[from..]);
+                                    });
+                                }
                             }
                         }
                     }
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(entry.log_id), m);
-                        Vec::new()
                     }
-                };
+                }
                 out.push(Applied {
                     index,
+                    input: state.core.last_index(),
                     events,
                     opened,
                 });
@@ -351,10 +378,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for applied in out {
             answers.push(Applied {
                 index: applied.index,
+                input: applied.input,
                 events: Vec::new(),
-                opened: applied.opened,
+                opened: applied.opened.clone(),
             });
-            if !applied.events.is_empty() || applied.opened.is_some() {
+            if applied.index > self.unfed_upto
+                && (!applied.events.is_empty() || !applied.opened.is_empty())
+            {
                 // A closed feed means the server is stopping: nothing is left to route to.
                 let _ = feed.send(applied).await;
             }
@@ -399,7 +429,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         drop(state);
-        let upto = meta.last_log_id.map_or(0, |id| id.index);
+        // What the snapshot covers, in engine inputs (the audit log's unit).
+        let upto = self.replica.read(Core::last_index);
         audit_with(&self.auditor, |a| a.installed(upto));
         // What an operator (and the cluster tests) look for to tell a catch-up by snapshot
         // from one through the log.

@@ -9,7 +9,7 @@
 //! | 35% | connections (`--max-connections`; a per-address cap above it never binds) | [`CONNECTION_BASE`] + 2 × frame + 2 × [`OUTBOX_RESERVE`], plus [`TLS_CONNECTION`] with TLS |
 //! | 10% | outboxes beyond their reserve (a pool shared by all connections) | counted twice: queued and being written |
 //! | 40% | locks (`--max-locks`; resources never outnumber locks, so `--max-resources` above it never binds) | [`LOCK_BASE`] + name + value block |
-//! | 10% | sessions (`--max-sessions`) | [`SESSION_BASE`] + session name |
+//! | 10% | sessions (`--max-sessions`) | [`SESSION_BASE`] + session name, plus [`EXACTLY_ONCE_RECORD`] in a cluster |
 //! | 5% | replay buffers of all sessions (a pool; over it, the session holding the most is closed) | an event is about 100 B |
 //!
 //! A limit whose worst case does not fit its share is lowered at start (and the server says
@@ -43,6 +43,11 @@ pub const LOCK_BASE: usize = 512;
 
 /// A session's worst case besides its name: the engine's session, the server's, the maps.
 pub const SESSION_BASE: usize = 2 * 1024;
+
+/// What a session's record of its answers costs at worst in a cluster member, whose engine
+/// runs with `exactly_once`: [`dlock_core::REMEMBERED_ANSWERS`] answers of at most 64 bytes
+/// each (56 measured, plus the ring's slack).
+pub const EXACTLY_ONCE_RECORD: usize = dlock_core::REMEMBERED_ANSWERS * 64;
 
 /// What `--memory-budget` asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,9 +163,15 @@ pub fn lock_cost(config: &Config) -> usize {
     LOCK_BASE + config.engine.max_name_len + config.engine.lvb_len
 }
 
-/// The worst case of one session under `config`.
+/// The worst case of one session under `config` (in a cluster member, with its record of
+/// answers).
 pub fn session_cost(config: &Config) -> usize {
-    SESSION_BASE + config.engine.max_session_name_len
+    let once = if config.cluster.is_some() || config.engine.exactly_once {
+        EXACTLY_ONCE_RECORD
+    } else {
+        0
+    };
+    SESSION_BASE + config.engine.max_session_name_len + once
 }
 
 /// Fits `config`'s limits into `budget` bytes (see the module docs): lowers what does not
@@ -274,6 +285,22 @@ mod tests {
         for l in &fitted.lowered {
             assert!(l.to < l.from, "{l:?}");
         }
+    }
+
+    #[test]
+    fn a_cluster_members_sessions_cost_their_record_of_answers() {
+        let single = Config::default();
+        let mut member = Config::default();
+        member.engine.exactly_once = true;
+        assert_eq!(
+            session_cost(&member),
+            session_cost(&single) + EXACTLY_ONCE_RECORD
+        );
+        let (mut a, mut b) = (single, member);
+        fit(&mut a, 256 << 20);
+        fit(&mut b, 256 << 20);
+        assert!(b.engine.max_sessions < a.engine.max_sessions);
+        assert!(b.engine.max_sessions * session_cost(&b) <= (256 << 20) / 100 * 10);
     }
 
     #[test]

@@ -223,7 +223,8 @@ pub struct Args {
     /// Cluster mode: every member as ID=CLIENT_ADDR/RAFT_ADDR, comma-separated, e.g.
     /// `1=10.0.0.1:7420/10.0.0.1:7520,2=10.0.0.2:7420/10.0.0.2:7520,3=…`. CLIENT_ADDR is where
     /// the member's clients connect (its --listen), RAFT_ADDR where its peers do. The peer
-    /// port has no TLS and no authentication: keep it on a private network.
+    /// port has no TLS (keep it on a private network); without --cluster-secret-file it has
+    /// no authentication either.
     #[arg(long, env = "DLOCK_PEERS", requires = "node_id", value_parser = crate::cluster::parse_peers)]
     pub peers: Option<std::collections::BTreeMap<u64, dlock_raft::Member>>,
 
@@ -249,6 +250,13 @@ pub struct Args {
     /// snapshot.
     #[arg(long, env = "DLOCK_SNAPSHOT_EVERY", requires = "peers", value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: Option<u64>,
+
+    /// Cluster mode: a file holding a secret (at least 16 bytes; surrounding whitespace is
+    /// ignored) that every member must have. Peers prove it to each other (HMAC-SHA256
+    /// challenge and response both ways) before any Raft traffic; a connection that does not
+    /// is refused. Make one with `head -c 32 /dev/urandom | base64 > cluster.secret`.
+    #[arg(long, env = "DLOCK_CLUSTER_SECRET_FILE", requires = "peers")]
+    pub cluster_secret_file: Option<PathBuf>,
 
     /// A tool instead of the server.
     #[command(subcommand)]
@@ -355,6 +363,7 @@ impl Args {
                     failover_grace: self.failover_grace,
                     raft_bind: self.raft_listen,
                     snapshot_every: self.snapshot_every,
+                    secret_file: self.cluster_secret_file.clone(),
                 }),
                 _ => None,
             },
@@ -485,6 +494,18 @@ mod tests {
             .unwrap();
         assert_eq!(cc.raft_listen().unwrap(), "127.0.0.1:9520".parse().unwrap());
         assert_eq!(cc.snapshot_every, Some(50));
+        assert_eq!(cc.secret_file, None);
+        let mut secret = base.to_vec();
+        secret.extend(["--cluster-secret-file", "/etc/dlock/cluster.secret"]);
+        let cc = Args::try_parse_from(secret)
+            .unwrap()
+            .to_config()
+            .cluster
+            .unwrap();
+        assert_eq!(
+            cc.secret_file,
+            Some(PathBuf::from("/etc/dlock/cluster.secret"))
+        );
         // Node 1 reaches node 2 at the address of its own --peers.
         let book = crate::cluster::peer_addresses(&cc);
         assert_eq!(

@@ -32,6 +32,10 @@ pub struct ClusterConfig {
     /// Take a Raft snapshot every this many applied entries (`--snapshot-every`); `None`:
     /// [`dlock_raft::DEFAULT_SNAPSHOT_EVERY`].
     pub snapshot_every: Option<u64>,
+    /// The file holding the secret every member proves to its peers
+    /// (`--cluster-secret-file`, see [`dlock_raft::peer_auth`]); `None`: the peer port
+    /// answers anyone who reaches it.
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 /// The default [`ClusterConfig::failover_grace`].
@@ -131,9 +135,18 @@ pub(crate) fn view(sequencer: &dlock_raft::Sequencer) -> dlock_proto::status::Cl
     }
 }
 
+/// How many entries the proposer keeps submitted and not yet applied before it waits for
+/// one to apply: commands that arrive meanwhile gather into the next entry (up to
+/// [`dlock_raft::MAX_BATCH`]). A command that finds fewer in flight goes at once, so a lone
+/// request never waits for company.
+pub(crate) const MAX_IN_FLIGHT: usize = 2;
+
 /// Drains the proposal queue into the Raft log in order, keeping each answer until it
 /// completes (what an entry produces goes to the feed; an answer only says whether it was
-/// applied). Ends when the core task drops the queue or `shutdown` fires.
+/// applied). While [`MAX_IN_FLIGHT`] entries are in flight, the commands that arrive wait
+/// and then go together, as one entry of consecutive engine inputs: under load the log
+/// (and every replica's work per entry) grows by one entry per batch, not per command.
+/// Ends when the core task drops the queue or `shutdown` fires.
 pub(crate) async fn propose(
     sequencer: dlock_raft::Sequencer,
     mut proposals: tokio::sync::mpsc::Receiver<dlock_core::Command>,
@@ -141,21 +154,28 @@ pub(crate) async fn propose(
 ) {
     use futures_util::StreamExt;
     let mut answers = futures_util::stream::FuturesUnordered::new();
+    let mut batch = Vec::with_capacity(dlock_raft::MAX_BATCH);
     loop {
+        let room = answers.len() < MAX_IN_FLIGHT;
         tokio::select! {
+            // Shutdown first; then answers, which make room for the next batch.
+            biased;
             () = shutdown.cancelled() => return,
-            command = proposals.recv() => {
-                let Some(command) = command else { return };
-                match sequencer.submit(command).await {
-                    Ok(answer) => answers.push(answer),
-                    // Its client re-sends it to the leader, which recognises it by id.
-                    Err(e) => tracing::debug!(error = %e, "proposal not submitted"),
-                }
-            }
             Some(answer) = answers.next(), if !answers.is_empty() => {
                 if let Ok(Err(e)) = answer {
                     tracing::debug!(error = %e, "proposal not applied");
                 }
+            }
+            n = proposals.recv_many(&mut batch, dlock_raft::MAX_BATCH), if room => {
+                if n == 0 {
+                    return;
+                }
+                match sequencer.submit_batch(std::mem::take(&mut batch)).await {
+                    Ok(answer) => answers.push(answer),
+                    // Their clients re-send them to the leader, which recognises them by id.
+                    Err(e) => tracing::debug!(error = %e, commands = n, "proposal not submitted"),
+                }
+                batch.reserve(dlock_raft::MAX_BATCH);
             }
         }
     }

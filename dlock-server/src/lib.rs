@@ -208,6 +208,20 @@ async fn start_cluster(
     options.engine = engine.clone();
     options.feed = Some(feed_tx);
     options.peer_addrs = cluster::peer_addresses(cc);
+    options.peer_secret = match &cc.secret_file {
+        Some(path) => Some(
+            dlock_raft::PeerSecret::from_file(path)
+                .map_err(|e| ServerError::Config(format!("--cluster-secret-file: {e}")))?,
+        ),
+        None => {
+            warn!(
+                raft_listen = %raft_addr,
+                "the peer port has no authentication: anyone who reaches it can take part in \
+                 the cluster (give every member the same --cluster-secret-file)"
+            );
+            None
+        }
+    };
     if let Some(n) = cc.snapshot_every {
         dlock_raft::snapshot_every(&mut options.raft, n);
     }
@@ -216,14 +230,23 @@ async fn start_cluster(
         let audit = audit_replica::ReplicaAudit::open(audit.clone(), cc.node_id)?;
         options.auditor = Some(std::sync::Arc::new(std::sync::Mutex::new(audit)));
     }
+    let peer_secret = options.peer_secret.clone();
     let (raft, replica) = dlock_raft::open_node(options)
         .await
         .map_err(|e| ServerError::Config(format!("cannot open the Raft node: {e}")))?;
-    tasks.spawn(dlock_raft::serve_peers(
-        raft_listener,
-        raft.clone(),
-        token.clone(),
-    ));
+    match peer_secret {
+        Some(secret) => tasks.spawn(dlock_raft::serve_peers_authenticated(
+            raft_listener,
+            raft.clone(),
+            secret,
+            token.clone(),
+        )),
+        None => tasks.spawn(dlock_raft::serve_peers(
+            raft_listener,
+            raft.clone(),
+            token.clone(),
+        )),
+    };
     if cc.init {
         match raft.initialize(cc.members.clone()).await {
             Ok(()) => info!(members = cc.members.len(), "cluster formed"),

@@ -152,16 +152,7 @@ impl TestCluster {
             None => TestCluster::temp_dir()?,
         };
         let ids: Vec<u64> = (1..=opts.nodes).collect();
-        // Every port at once, so none is handed out twice.
-        let mut held = Vec::new();
-        for _ in 0..ids.len() * 2 {
-            held.push(std::net::TcpListener::bind("127.0.0.1:0")?);
-        }
-        let ports: Vec<SocketAddr> = held
-            .iter()
-            .map(std::net::TcpListener::local_addr)
-            .collect::<std::io::Result<_>>()?;
-        drop(held);
+        let ports = crate::ports::reserve(ids.len() * 2)?;
         let client = |id: u64| ports[(id as usize - 1) * 2];
         let raft = |id: u64| ports[(id as usize - 1) * 2 + 1];
         let mut links = BTreeMap::new();
@@ -244,6 +235,11 @@ impl TestCluster {
     /// The client address of node `id`.
     pub fn client_addr(&self, id: u64) -> SocketAddr {
         self.node(id).client
+    }
+
+    /// Node `id`'s peer (Raft) address, where it listens for its peers.
+    pub fn raft_addr(&self, id: u64) -> SocketAddr {
+        self.node(id).raft
     }
 
     /// Every node's client address, comma-separated: what `Client::builder` and
@@ -456,8 +452,9 @@ impl TestCluster {
             }
         }
         bail!(
-            "node {id} did not start: {last_err}; see {}",
-            node.log.display()
+            "node {id} did not start: {last_err}; the end of {}:\n{}",
+            node.log.display(),
+            log_tail(&node.log, 20)
         )
     }
 }
@@ -493,4 +490,15 @@ async fn probe_addr(addr: SocketAddr) -> Result<Probe> {
         }
         other => Probe::NoAnswer(format!("{other:?}")),
     })
+}
+
+/// The last `lines` lines of the file at `path` (a node's log), or why it could not be read.
+fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("({e})"),
+    }
 }

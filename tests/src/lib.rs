@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod hostile;
 pub mod http;
+pub mod ports;
 pub mod proxy;
 pub mod raw;
 pub mod sdk;

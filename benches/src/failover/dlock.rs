@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use dlock_client::Client;
 
-use super::{Cluster, Member};
+use super::{Cluster, Member, members};
 use crate::backend::dlock::DlockBackend;
 
 /// A member is caught up when it holds the leader's log but for at most this many entries.
@@ -34,22 +34,7 @@ impl DlockCluster {
         base_port: u16,
         lease_ttl: Duration,
     ) -> DlockCluster {
-        let members: Vec<Member> = (1..=3u16)
-            .map(|i| {
-                Member::new(
-                    work_dir,
-                    "dlock-",
-                    u64::from(i),
-                    base_port + i,
-                    base_port + 10 + i,
-                )
-            })
-            .collect();
-        let endpoints = members
-            .iter()
-            .map(|m| m.client_addr.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let (members, endpoints) = members::three(work_dir, "dlock-", base_port);
         let peers = members
             .iter()
             .map(|m| format!("{}={}/{}", m.id, m.client_addr, m.peer_addr))

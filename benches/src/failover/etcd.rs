@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use etcd_client::{Client, ConnectOptions};
 
-use super::{Cluster, Member};
+use super::{Cluster, Member, members};
 use crate::backend::etcd::EtcdBackend;
 
 /// How long one status request to one member may take.
@@ -27,22 +27,7 @@ impl EtcdCluster {
     /// Three members (`e1`..`e3`) of `etcd` with client ports `base_port`+1..=3 and peer ports
     /// `base_port`+11..=13, files under `work_dir`; clients' leases live `lease_ttl`.
     pub fn new(etcd: &Path, work_dir: &Path, base_port: u16, lease_ttl: Duration) -> EtcdCluster {
-        let members: Vec<Member> = (1..=3u16)
-            .map(|i| {
-                Member::new(
-                    work_dir,
-                    "etcd-",
-                    u64::from(i),
-                    base_port + i,
-                    base_port + 10 + i,
-                )
-            })
-            .collect();
-        let endpoints = members
-            .iter()
-            .map(|m| m.client_addr.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let (members, endpoints) = members::three(work_dir, "etcd-", base_port);
         let initial_cluster = members
             .iter()
             .map(|m| format!("e{}=http://{}", m.id, m.peer_addr))

@@ -91,6 +91,29 @@ impl Member {
     }
 }
 
+/// Three members (ids 1..=3) named `prefix` + id, with client ports `base_port`+1..=3 and
+/// peer ports `base_port`+11..=13, files under `work_dir`; and their client addresses as one
+/// comma-separated list.
+pub fn three(work_dir: &Path, prefix: &str, base_port: u16) -> (Vec<Member>, String) {
+    let members: Vec<Member> = (1..=3u16)
+        .map(|i| {
+            Member::new(
+                work_dir,
+                prefix,
+                u64::from(i),
+                base_port + i,
+                base_port + 10 + i,
+            )
+        })
+        .collect();
+    let endpoints = members
+        .iter()
+        .map(|m| m.client_addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    (members, endpoints)
+}
+
 /// Writes the pids of the running `members` to `path`, one a line, so that a script that
 /// started the benchmark can stop them even if the benchmark itself is killed.
 pub fn write_pid_file(path: &Path, members: &[Member]) -> Result<()> {

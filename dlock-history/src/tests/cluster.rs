@@ -5,49 +5,18 @@ use super::*;
 
 /// A cluster member's log: inputs stamped with the leader's engine time `now_ms`, and the
 /// wall clock `ts` advancing on its own (it runs on while there is no leader).
-struct C {
-    lines: Vec<AuditLine>,
-    index: u64,
-    now_ms: u64,
-    ts: u64,
-}
-
-impl C {
-    fn new() -> C {
-        C {
+impl H {
+    fn cluster() -> H {
+        H {
             lines: vec![AuditLine::Replica {
                 ts_us: T0,
                 pid: 1,
                 node: 1,
                 applied: 0,
             }],
-            index: 0,
-            now_ms: 0,
-            ts: T0,
+            engine_time: true,
+            ..H::new()
         }
-    }
-
-    /// Applies `command` after `dt_ms` of engine time and as much wall time.
-    fn apply(
-        &mut self,
-        dt_ms: u64,
-        command: Command,
-        events: impl FnOnce(u64) -> Vec<Event>,
-    ) -> u64 {
-        self.index += 1;
-        self.now_ms += dt_ms;
-        self.ts += dt_ms * 1000;
-        let index = self.index;
-        self.lines.push(AuditLine::Apply {
-            ts_us: self.ts,
-            input: Input {
-                index,
-                now_ms: self.now_ms,
-                command,
-            },
-            events: events(index),
-        });
-        index
     }
 
     /// No leader for `ms`: wall time goes on, engine time stands still.
@@ -65,36 +34,15 @@ impl C {
         });
     }
 
-    fn open(&mut self, ttl_ms: u64) -> SessionId {
-        let cmd = Command::OpenSession {
-            name: "s".into(),
-            ttl_ms,
-            secret: 0,
-        };
-        SessionId(self.apply(0, cmd, |i| {
-            vec![ev(
-                SessionId(i),
-                None,
-                None,
-                EventKind::SessionOpened { ttl_ms },
-            )]
-        }))
-    }
-
-    fn lock_granted(&mut self, s: SessionId, req: u64, res: &str, mode: Mode) -> LockId {
-        LockId(self.apply(1, H::lock_cmd(s, req, res, mode), |i| {
-            vec![ev(s, Some(req), Some(LockId(i)), granted(mode, i))]
-        }))
+    /// The checker's verdict with the default settings (a member's log need not end quiet).
+    fn judge(self) -> CheckReport {
+        check(CheckConfig::default(), self.lines, &[])
     }
 
     fn expire_at_tick(&mut self, dt_ms: u64, s: SessionId) {
         self.apply(dt_ms, Command::Tick, |_| {
             vec![ev(s, None, None, EventKind::SessionExpired)]
         });
-    }
-
-    fn check(self) -> CheckReport {
-        check(CheckConfig::default(), self.lines, &[])
     }
 }
 
@@ -103,13 +51,13 @@ fn a_new_leaders_grace_extends_leases_rather_than_ticking() {
     // Lease 1 s; a new leader's grace of 5 s at engine time 500 ms: the expiry is due at
     // 5,500 ms, not at 1,001 ms.
     let story = |expire_after_grace_ms: u64| {
-        let mut c = C::new();
+        let mut c = H::cluster();
         let a = c.open(1000);
         c.lock_granted(a, 1, "r", Mode::EX);
         c.no_leader(2000);
         c.apply(499, Command::ExtendLeases { grace_ms: 5000 }, |_| vec![]);
         c.expire_at_tick(expire_after_grace_ms, a);
-        c.check()
+        c.judge()
     };
     let on_time = story(5000);
     assert!(on_time.is_ok(), "{on_time}");
@@ -129,7 +77,7 @@ fn a_new_leaders_grace_extends_leases_rather_than_ticking() {
 
 #[test]
 fn a_node_restart_keeps_sessions_and_locks() {
-    let mut c = C::new();
+    let mut c = H::cluster();
     let a = c.open(60_000);
     let la = c.lock_granted(a, 1, "r", Mode::EX);
     c.node_restart();
@@ -138,40 +86,40 @@ fn a_node_restart_keeps_sessions_and_locks() {
     c.apply(1, H::unlock_cmd(a, 2, la), |_| {
         vec![ev(a, Some(2), Some(la), EventKind::Unlocked)]
     });
-    let ok = c.check();
+    let ok = c.judge();
     assert!(ok.is_ok(), "{ok}");
     assert_eq!((ok.lifetimes, ok.partial_start), (1, false), "{ok}");
 
     // And the lock survives: granting b an incompatible lock after the node's restart is
     // a violation (after a server's restart, a new lifetime, it would not be).
-    let mut c = C::new();
+    let mut c = H::cluster();
     let a = c.open(60_000);
     let b = c.open(60_000);
     c.lock_granted(a, 1, "r", Mode::EX);
     c.node_restart();
     c.lock_granted(b, 1, "r", Mode::EX);
-    only(&c.check(), Property::Compatibility);
+    only(&c.judge(), Property::Compatibility);
 }
 
 #[test]
 fn leases_are_judged_by_engine_time_which_stands_still_without_a_leader() {
     // 3 s without a leader (wall time), then the tick that expires the 1 s lease on time in
     // engine time: no violation, although by the wall clock it came 3 s late.
-    let mut c = C::new();
+    let mut c = H::cluster();
     let a = c.open(1000);
     c.lock_granted(a, 1, "r", Mode::EX);
     c.no_leader(3000);
     c.expire_at_tick(1000, a);
-    let report = c.check();
+    let report = c.judge();
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.expiries, 1);
 
     // A tick stamped past the lease's end that leaves the session alive is a violation.
-    let mut c = C::new();
+    let mut c = H::cluster();
     let a = c.open(1000);
     c.lock_granted(a, 1, "r", Mode::EX);
     c.apply(1100, Command::Tick, |_| vec![]);
-    let report = c.check();
+    let report = c.judge();
     only(&report, Property::DeadRelease);
     assert!(
         report.examples[0].detail.contains("outlived a tick"),
@@ -179,22 +127,22 @@ fn leases_are_judged_by_engine_time_which_stands_still_without_a_leader() {
     );
 
     // An expiry at a tick stamped well after the lease's end is late, in engine time.
-    let mut c = C::new();
+    let mut c = H::cluster();
     let a = c.open(1000);
     c.expire_at_tick(2000, a);
-    only(&c.check(), Property::DeadRelease);
+    only(&c.judge(), Property::DeadRelease);
 }
 
 #[test]
 fn a_hole_left_by_a_snapshot_is_reported() {
-    let mut c = C::new();
+    let mut c = H::cluster();
     c.open(1000);
     c.lines.push(AuditLine::Snapshot {
         ts_us: T0,
         after: 1,
         upto: 40,
     });
-    let report = c.check();
+    let report = c.judge();
     only(&report, Property::History);
     assert!(
         report.examples[0].detail.contains("inputs 2 to 40"),
@@ -206,7 +154,7 @@ fn a_hole_left_by_a_snapshot_is_reported() {
 fn a_torn_line_before_a_restarted_members_replica_line_is_tolerated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let mut c = C::new();
+    let mut c = H::cluster();
     let a = c.open(60_000);
     c.lock_granted(a, 1, "r", Mode::EX);
     let text: Vec<String> = c
@@ -256,7 +204,7 @@ fn a_re_sent_request_answered_again_changes_nothing() {
     // Lock request 1 of a is queued behind b; after a fail-over the client re-sends it and
     // the engine answers from the lock it created (still queued), applying nothing.
     let story = |single_server: bool| {
-        let mut c = C::new();
+        let mut c = H::cluster();
         if single_server {
             c.lines[0] = AuditLine::Start { ts_us: T0, pid: 1 };
         }
@@ -269,7 +217,7 @@ fn a_re_sent_request_answered_again_changes_nothing() {
         c.apply(1, H::lock_cmd(a, 1, "r", Mode::EX), |_| {
             vec![ev(a, Some(1), Some(la), EventKind::Queued)]
         });
-        c.check()
+        c.judge()
     };
     let cluster = story(false);
     assert!(cluster.is_ok(), "{cluster}");
@@ -287,7 +235,7 @@ fn a_re_sent_request_answered_again_changes_nothing() {
 fn only_a_tick_must_expire_what_is_due() {
     // A batch of renewals stamped past a's lease (a stands in it for nobody) does not expire
     // a: the engine expires on ticks only; the tick 5 ms later does.
-    let mut c = C::new();
+    let mut c = H::cluster();
     let a = c.open(1000);
     let b = c.open(60_000);
     c.apply(
@@ -298,6 +246,6 @@ fn only_a_tick_must_expire_what_is_due() {
         |_| vec![ev(b, Some(1), None, EventKind::Renewed { ttl_ms: 60_000 })],
     );
     c.expire_at_tick(5, a);
-    let report = c.check();
+    let report = c.judge();
     assert!(report.is_ok(), "{report}");
 }

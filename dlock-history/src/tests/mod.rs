@@ -26,6 +26,10 @@ struct H {
     lines: Vec<AuditLine>,
     index: u64,
     ts: u64,
+    /// The inputs' engine time: stays 0 in a single server's history (judged by the wall
+    /// clock `ts`), and advances with `apply` in a cluster member's ([`H::cluster`]).
+    now_ms: u64,
+    engine_time: bool,
 }
 
 fn ev(session: SessionId, request: Option<u64>, lock: Option<LockId>, kind: EventKind) -> Event {
@@ -52,6 +56,8 @@ impl H {
             lines: vec![AuditLine::Start { ts_us: T0, pid: 1 }],
             index: 0,
             ts: T0,
+            now_ms: 0,
+            engine_time: false,
         }
     }
 
@@ -72,12 +78,15 @@ impl H {
     ) -> u64 {
         self.index += 1;
         self.ts += dt_ms * 1000;
+        if self.engine_time {
+            self.now_ms += dt_ms;
+        }
         let index = self.index;
         self.lines.push(AuditLine::Apply {
             ts_us: self.ts,
             input: Input {
                 index,
-                now_ms: 0,
+                now_ms: self.now_ms,
                 command,
             },
             events: events(index),

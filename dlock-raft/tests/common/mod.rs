@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use dlock_core::{Command, LockState, Mode, SessionId};
-use dlock_raft::{Member, NodeId, NodeOptions, Proposal, Raft, Replica, open_node, serve_peers};
+use dlock_raft::{
+    Member, NodeId, NodeOptions, Proposal, Raft, Replica, open_node, serve_peers,
+    serve_peers_authenticated,
+};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -60,9 +63,18 @@ pub async fn start(id: NodeId, dir: &TempDir, listener: TcpListener) -> Result<N
 /// Opens a node with `options` and serves its peers on `listener`.
 pub async fn start_with(options: NodeOptions, listener: TcpListener) -> Result<Node> {
     let id = options.id;
+    let secret = options.peer_secret.clone();
     let (raft, replica) = open_node(options).await?;
     let stop = CancellationToken::new();
-    tokio::spawn(serve_peers(listener, raft.clone(), stop.clone()));
+    match secret {
+        Some(secret) => tokio::spawn(serve_peers_authenticated(
+            listener,
+            raft.clone(),
+            secret,
+            stop.clone(),
+        )),
+        None => tokio::spawn(serve_peers(listener, raft.clone(), stop.clone())),
+    };
     Ok(Node {
         id,
         raft,
@@ -146,7 +158,10 @@ pub fn granted_token(events: &[dlock_core::Event]) -> Option<u64> {
 /// Proposes `command` stamped `now_ms` through `raft` (the leader) and waits for it to apply.
 pub async fn write(raft: &Raft, now_ms: u64, command: Command) -> Result<dlock_raft::Applied> {
     let resp = raft
-        .client_write(Proposal { now_ms, command })
+        .client_write(Proposal {
+            now_ms,
+            commands: vec![command],
+        })
         .await
         .map_err(|e| anyhow::anyhow!("client_write: {e}"))?;
     Ok(resp.data)

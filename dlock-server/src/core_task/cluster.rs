@@ -216,8 +216,7 @@ impl CoreTask {
         }
         let base = side.seq_base;
         let mut events = applied.events;
-        if let Some(secret) = applied.opened {
-            let session = SessionId(applied.index);
+        for (secret, session) in applied.opened {
             let mut outcome = None;
             events.retain(|e| {
                 if e.session != session {
@@ -232,6 +231,9 @@ impl CoreTask {
                 }
                 false
             });
+            let Some(side) = &mut self.cluster else {
+                return Ok(());
+            };
             let pending = side.pending_opens.remove(&secret);
             self.opened(session, secret, base, outcome, pending);
         }

@@ -38,12 +38,13 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
-    /// Starts a server on `127.0.0.1:0`.
+    /// Starts a server on a free loopback port below the ephemeral range (see
+    /// [`ports::reserve`](crate::ports::reserve): a restart binds it again).
     pub async fn start(spec: ServerSpec) -> Result<ServerProc> {
         ServerProc::start_with_env(spec, Vec::new()).await
     }
 
-    /// Starts a server on `127.0.0.1:0` with these environment variables set (on top of
+    /// Starts a server on a free loopback port with these environment variables set (on top of
     /// this process's environment), for this start and every restart.
     pub async fn start_with_env(
         spec: ServerSpec,
@@ -52,7 +53,7 @@ impl ServerProc {
         let mut p = ServerProc {
             spec,
             env,
-            addr: None,
+            addr: Some(crate::ports::reserve(1)?[0]),
             child: None,
             starts: 0,
         };

@@ -11,6 +11,7 @@ mod t91_exactly_once;
 mod t92_follower_catch_up;
 mod t93_restart_all;
 mod t94_partition;
+mod t95_peer_secret;
 
 use std::time::Duration;
 

@@ -92,9 +92,8 @@ async fn t83_status_page_in_headless_chromium() -> Result<()> {
     let http = server.http_addr().context("no http")?;
     let mut scene = build(&server).await?;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    // Below the ephemeral range, so no outgoing connection takes it before chromedriver binds.
+    let port = dlock_tests::ports::reserve(1)?[0].port();
     let mut chromedriver = tokio::process::Command::new(driver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())

@@ -1,7 +1,7 @@
-//! What a fail-over costs, measured over three in-process nodes on 127.0.0.1 with dlock's
-//! default timing: the leader is stopped, and the clock runs until a new leader has granted
-//! a lock. Repeated `DLOCK_FAILOVER_KILLS` times (default 5); each fail-over must finish
-//! within [`BOUND`], and the figures are printed (`--nocapture`).
+//! Repeated fail-overs over three in-process nodes on 127.0.0.1 with dlock's default
+//! timing: the leader is stopped, a new leader grants a lock with a greater token, and the
+//! stopped node comes back from its directory — `DLOCK_FAILOVER_KILLS` times (default 5).
+//! How long a fail-over takes is measured by the `failover` bench in `benches/`, not here.
 
 mod common;
 
@@ -15,11 +15,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const GRACE: Duration = Duration::from_secs(5);
-
-/// The bound every fail-over must keep here. Most take about a second; when both survivors
-/// time out together and split the vote, the next try comes after another election timeout
-/// (see the figures this test prints).
-const BOUND: Duration = Duration::from_secs(5);
 
 async fn start_seq(
     id: u64,
@@ -55,7 +50,8 @@ async fn propose(seqs: &[Option<Sequencer>], command: Command) -> Result<dlock_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_time_from_leader_stop_to_first_grant_by_the_new_leader() -> Result<()> {
+async fn each_leader_stop_is_followed_by_a_grant_with_a_greater_token_from_a_new_leader()
+-> Result<()> {
     let kills: usize = std::env::var("DLOCK_FAILOVER_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -82,7 +78,6 @@ async fn failover_time_from_leader_stop_to_first_grant_by_the_new_leader() -> Re
         secret: 3,
     };
     let session = SessionId(propose(&seqs, open).await?.index);
-    let mut times = Vec::new();
     let mut last_token = 0;
     for k in 0..kills as u64 {
         until("a ready leader", || {
@@ -93,7 +88,6 @@ async fn failover_time_from_leader_stop_to_first_grant_by_the_new_leader() -> Re
             .iter()
             .position(|s| s.as_ref().is_some_and(Sequencer::is_ready_leader))
             .context("leader")?;
-        let started = tokio::time::Instant::now();
         let node = nodes[i].take().context("live")?;
         seqs[i] = None;
         kill(&node).await?;
@@ -103,7 +97,6 @@ async fn failover_time_from_leader_stop_to_first_grant_by_the_new_leader() -> Re
             args: LockRequest::new(format!("r{k}"), Mode::EX),
         };
         let applied = propose(&seqs, lock).await?;
-        let elapsed = started.elapsed();
         let token = applied
             .events
             .iter()
@@ -112,10 +105,11 @@ async fn failover_time_from_leader_stop_to_first_grant_by_the_new_leader() -> Re
                 _ => None,
             })
             .context("granted")?;
-        assert!(token > last_token);
+        assert!(
+            token > last_token,
+            "fail-over {k}: token {token} after {last_token}"
+        );
         last_token = token;
-        times.push(elapsed);
-        assert!(elapsed < BOUND, "fail-over {k} took {elapsed:?}");
         // The stopped node comes back from its directory.
         drop(node);
         let id = i as u64 + 1;
@@ -124,16 +118,6 @@ async fn failover_time_from_leader_stop_to_first_grant_by_the_new_leader() -> Re
         nodes[i] = Some(n);
         seqs[i] = Some(s);
     }
-    times.sort();
-    let pct = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
-    println!(
-        "fail-over (leader stop -> first grant by the new leader) over {} kills: min {:?}, p50 {:?}, p99 {:?}, max {:?}",
-        times.len(),
-        times[0],
-        pct(0.50),
-        pct(0.99),
-        times[times.len() - 1]
-    );
     duties.cancel();
     for n in nodes.iter().flatten() {
         kill(n).await?;

@@ -1,0 +1,129 @@
+//! Members that share a cluster secret form a cluster; a member with another secret gets
+//! nothing, and a connection that does not prove the secret is refused before any Raft
+//! request reaches the node (three in-process nodes over TCP on 127.0.0.1).
+
+mod common;
+
+use anyhow::{Context, Result, bail};
+use common::*;
+use dlock_core::Command;
+use dlock_proto::FrameCodec;
+use dlock_raft::network::{MAX_PEER_FRAME, PeerRequest, PeerResponse};
+use dlock_raft::openraft::Vote;
+use dlock_raft::openraft::raft::VoteRequest;
+use dlock_raft::{NodeOptions, PeerSecret};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+type Raw = Framed<TcpStream, FrameCodec<PeerResponse, PeerRequest>>;
+
+async fn raw(addr: &str) -> Result<Raw> {
+    Ok(Framed::new(
+        TcpStream::connect(addr).await?,
+        FrameCodec::new(MAX_PEER_FRAME),
+    ))
+}
+
+/// The next answer, and whether the node then closed the connection.
+async fn answer_then_closed(conn: &mut Raw) -> Result<(PeerResponse, bool)> {
+    let answer = tokio::time::timeout(DEADLINE, conn.next())
+        .await?
+        .context("closed without an answer")???;
+    let closed = tokio::time::timeout(DEADLINE, conn.next()).await?.is_none();
+    Ok((answer, closed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_members_proving_the_secret_take_part() -> Result<()> {
+    let secret = PeerSecret::new(b"the secret of this test's cluster")?;
+    let other = PeerSecret::new(b"the secret of some other cluster")?;
+    let mut c = cluster(3).await?;
+    let mut nodes = Vec::new();
+    for (id, s) in [(1u64, &secret), (2, &secret), (3, &other)] {
+        let mut options = NodeOptions::new(id, c.dirs[id as usize - 1].path());
+        options.peer_secret = Some(s.clone());
+        let l = c.listeners.remove(&id).context("listener")?;
+        nodes.push(start_with(options, l).await?);
+    }
+    nodes[0]
+        .raft
+        .initialize(c.members.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    // Nodes 1 and 2 make a majority of three: they elect a leader and commit.
+    let leader = leader_among(&[&nodes[0], &nodes[1]]).await?;
+    let open = write(
+        &nodes[leader as usize - 1].raft,
+        10,
+        Command::OpenSession {
+            name: "a".into(),
+            ttl_ms: 60_000,
+            secret: 1,
+        },
+    )
+    .await?;
+    wait_applied(&nodes[0].replica, open.index).await?;
+    wait_applied(&nodes[1].replica, open.index).await?;
+    // Node 3, with another secret, was sent nothing it accepted, and made nobody follow it.
+    assert_eq!(nodes[2].replica.last_applied_index(), 0);
+    let m3 = nodes[2].raft.metrics().borrow().clone();
+    assert!(!m3.state.is_leader(), "{m3:?}");
+
+    // A vote request without the handshake is refused and never reaches the node: its term
+    // stays where it was.
+    let target = &c.members[&2].raft_addr;
+    let term_before = nodes[1].raft.metrics().borrow().current_term;
+    let mut conn = raw(target).await?;
+    conn.send(PeerRequest::Vote(VoteRequest {
+        vote: Vote::new(term_before + 100, 9),
+        last_log_id: None,
+    }))
+    .await?;
+    let (answer, closed) = answer_then_closed(&mut conn).await?;
+    let PeerResponse::Refused(why) = answer else {
+        bail!("an unproven vote request was answered {answer:?}");
+    };
+    assert!(why.contains("--cluster-secret-file"), "{why}");
+    assert!(closed);
+    assert!(nodes[1].raft.metrics().borrow().current_term < term_before + 100);
+
+    // A wrong proof is refused too.
+    let mut conn = raw(target).await?;
+    conn.send(PeerRequest::Hello { nonce: [7; 32] }).await?;
+    let challenge = tokio::time::timeout(DEADLINE, conn.next())
+        .await?
+        .context("closed")???;
+    assert!(
+        matches!(challenge, PeerResponse::Challenge { .. }),
+        "{challenge:?}"
+    );
+    conn.send(PeerRequest::Proof { mac: [0; 32] }).await?;
+    let (answer, closed) = answer_then_closed(&mut conn).await?;
+    assert!(
+        matches!(&answer, PeerResponse::Refused(why) if why.contains("wrong proof")),
+        "{answer:?}"
+    );
+    assert!(closed);
+
+    for n in &nodes {
+        kill(n).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_handshake_to_a_member_without_a_secret_is_refused_with_the_reason() -> Result<()> {
+    let mut c = cluster(1).await?;
+    let l = c.listeners.remove(&1).context("listener")?;
+    let node = start(1, &c.dirs[0], l).await?;
+    let mut conn = raw(&c.members[&1].raft_addr).await?;
+    conn.send(PeerRequest::Hello { nonce: [1; 32] }).await?;
+    let (answer, closed) = answer_then_closed(&mut conn).await?;
+    assert!(
+        matches!(&answer, PeerResponse::Refused(why) if why.contains("no cluster secret")),
+        "{answer:?}"
+    );
+    assert!(closed);
+    kill(&node).await
+}

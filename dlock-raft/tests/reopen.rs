@@ -1,0 +1,100 @@
+//! A node that opens from disk applies again every entry committed since its last snapshot
+//! before `open_node` returns, while nobody reads its feed yet: however many there are, it
+//! opens, and what it applies afterwards reaches the feed as before.
+
+mod common;
+
+use anyhow::{Context, Result};
+use common::*;
+use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
+use dlock_raft::{Applied, NodeOptions};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// The feed's capacity: far fewer than the entries applied again on opening.
+const FEED: usize = 4;
+
+fn lock(session: SessionId, request: u64, name: &str) -> Command {
+    Command::Lock {
+        session,
+        request: RequestId(request),
+        args: LockRequest::new(name, Mode::EX),
+    }
+}
+
+fn with_feed(c: &Cluster, feed: mpsc::Sender<Applied>) -> NodeOptions {
+    let mut options = NodeOptions::new(1, c.dirs[0].path());
+    options.feed = Some(feed);
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reopens_with_more_committed_entries_than_its_feed_holds() -> Result<()> {
+    let mut c = cluster(1).await?;
+    let listener = c.listeners.remove(&1).context("listener")?;
+    let (tx, mut rx) = mpsc::channel(FEED);
+    // While the node first runs, its feed is read as a server reads it.
+    let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let node = start_with(with_feed(&c, tx), listener).await?;
+    node.raft
+        .initialize(c.members.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    leader_among(&[&node]).await?;
+    let open = Command::OpenSession {
+        name: "s".into(),
+        ttl_ms: 60_000,
+        secret: 7,
+    };
+    let s = SessionId(write(&node.raft, 1, open).await?.index);
+    let mut last = 0;
+    for i in 0..(FEED as u64 * 10) {
+        let applied = write(&node.raft, 2 + i, lock(s, i + 1, &format!("r{i}"))).await?;
+        assert!(
+            granted_token(&applied.events).is_none(),
+            "events go to the feed"
+        );
+        last = applied.index;
+    }
+    kill(&node).await?;
+    drop(node);
+    reader.abort();
+
+    // Opened again with a feed of the same size that nobody reads while it opens: every
+    // entry up to `last` is applied again inside `open_node`.
+    let (tx, mut rx) = mpsc::channel(FEED);
+    let listener = TcpListener::bind(&c.members[&1].raft_addr).await?;
+    let node = tokio::time::timeout(DEADLINE, start_with(with_feed(&c, tx), listener))
+        .await
+        .context("the node did not open: applying again what it had committed filled its feed")??;
+    wait_applied(&node.replica, last).await?;
+    for i in 0..(FEED as u64 * 10) {
+        assert_eq!(
+            holder(&node.replica, &format!("r{i}")).map(|(session, mode, _)| (session, mode)),
+            Some((s, Mode::EX))
+        );
+    }
+    leader_among(&[&node]).await?;
+
+    // What it applies from now on is fed.
+    let after = write(&node.raft, 1_000, lock(s, 1_000, "after")).await?;
+    let fed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match rx.recv().await {
+                Some(applied) if applied.index == after.index => return Some(applied),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await
+    .context("the new entry never reached the feed")?
+    .context("the feed closed")?;
+    assert!(
+        granted_token(&fed.events).is_some_and(|t| t >= after.index),
+        "{:?}",
+        fed.events
+    );
+    kill(&node).await?;
+    Ok(())
+}
