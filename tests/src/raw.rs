@@ -180,6 +180,24 @@ impl RawClient {
         id
     }
 
+    /// Feeds an EX `Lock` of `resource` with the next id into [`framed`](Self::framed)
+    /// without flushing (one of a pipelined batch); returns the id.
+    pub async fn feed_lock_ex(&mut self, resource: impl Into<Vec<u8>>) -> Result<RequestId> {
+        let id = self.next_id();
+        let body = Request::Lock(LockRequest {
+            resource: resource.into(),
+            mode: Mode::EX,
+            flags: LockFlags::empty(),
+            value: None,
+            timeout_ms: None,
+        });
+        self.framed
+            .feed(ClientMessage::Request { id, body })
+            .await
+            .context("feeding a request")?;
+        Ok(id)
+    }
+
     /// Sends a request with a chosen id (for retransmission tests).
     pub async fn send_with_id(&mut self, id: RequestId, body: Request) -> Result<()> {
         self.framed

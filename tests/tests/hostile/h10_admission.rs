@@ -90,22 +90,7 @@ async fn a_connection_over_its_rate_is_answered_overloaded_and_harms_nobody() ->
     // Another connection has its own rate: its request passes while the flood is answered.
     other.ping().await?;
 
-    let (mut pongs, mut overloaded) = (0u64, 0u64);
-    let mut answered = std::collections::BTreeSet::new();
-    while answered.len() < SENT as usize {
-        match flood.recv().await? {
-            Some(ServerMessage::Reply { id, body }) => {
-                ensure!(answered.insert(id.0), "request {id:?} answered twice");
-                match body {
-                    Reply::Pong { .. } => pongs += 1,
-                    Reply::Error(RequestError::Overloaded) => overloaded += 1,
-                    other => bail!("unexpected reply {other:?}"),
-                }
-            }
-            Some(_) => {}
-            None => bail!("connection closed after {} answers", answered.len()),
-        }
-    }
+    let (pongs, overloaded) = crate::count_pongs(&mut flood, SENT).await?;
     eprintln!("h10 rate: {pongs} pongs, {overloaded} overloaded of {SENT}");
     ensure!(pongs >= 2, "the burst passes: {pongs}");
     ensure!(

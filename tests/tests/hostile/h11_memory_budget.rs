@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail, ensure};
 use dlock_proto::{
-    ClientMessage, EventKind, Limit, LockFlags, LockRequest, Query, Refusal, Reject, Request,
-    RequestId, ServerMessage,
+    ClientMessage, EventKind, Limit, Query, Refusal, Reject, Request, RequestId, ServerMessage,
 };
 use dlock_tests::hostile::{Bystander, mib, peak_rss_kib, rss_kib};
 use dlock_tests::{RawClient, WAIT, connect_framed, recv_raw};
@@ -44,19 +43,7 @@ async fn fill(client: &mut RawClient) -> Result<usize> {
         ensure!(round < 10_000, "the lock table never filled");
         let mut ids = Vec::with_capacity(CHUNK);
         for i in 0..CHUNK {
-            let body = Request::Lock(LockRequest {
-                resource: name(round * CHUNK + i).into_bytes(),
-                mode: dlock_proto::Mode::EX,
-                flags: LockFlags::empty(),
-                value: None,
-                timeout_ms: None,
-            });
-            let id = client.next_id();
-            client
-                .framed
-                .feed(ClientMessage::Request { id, body })
-                .await?;
-            ids.push(id);
+            ids.push(client.feed_lock_ex(name(round * CHUNK + i)).await?);
         }
         client.framed.flush().await?;
         let mut full = false;

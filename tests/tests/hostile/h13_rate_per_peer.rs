@@ -3,12 +3,11 @@
 //! (the per-connection limit alone would let 1,000 connections take 1,000 times it), while a
 //! client on another address is served as usual.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use anyhow::{Result, bail, ensure};
-use dlock_proto::{ClientMessage, Reply, Request, RequestError, RequestId, ServerMessage};
+use anyhow::{Result, ensure};
+use dlock_proto::{ClientMessage, Request, RequestId};
 use dlock_tests::{RawClient, TestServer};
 use futures_util::SinkExt;
 
@@ -61,21 +60,9 @@ async fn the_connections_of_one_address_share_one_request_rate() -> Result<()> {
 
     let (mut pongs, mut overloaded) = (0u64, 0u64);
     for attacker in &mut attackers {
-        let mut answered = BTreeSet::new();
-        while answered.len() < PINGS as usize {
-            match attacker.recv().await? {
-                Some(ServerMessage::Reply { id, body }) => {
-                    ensure!(answered.insert(id.0), "request {id:?} answered twice");
-                    match body {
-                        Reply::Pong { .. } => pongs += 1,
-                        Reply::Error(RequestError::Overloaded) => overloaded += 1,
-                        other => bail!("unexpected reply {other:?}"),
-                    }
-                }
-                Some(_) => {}
-                None => bail!("connection closed after {} answers", answered.len()),
-            }
-        }
+        let (p, o) = crate::count_pongs(attacker, PINGS).await?;
+        pongs += p;
+        overloaded += o;
     }
     let elapsed = first_connect.elapsed();
     let sent = connections() as u64 * PINGS;

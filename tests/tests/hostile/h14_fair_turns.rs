@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use anyhow::{Result, bail, ensure};
-use dlock_proto::{ClientMessage, EventKind, LockFlags, LockRequest, Request, ServerMessage};
+use dlock_proto::{EventKind, ServerMessage};
 use dlock_tests::hostile::Bystander;
 use dlock_tests::{RawClient, TestServer};
 use futures_util::SinkExt;
@@ -36,19 +36,7 @@ const MIN_CYCLES: u64 = 5;
 async fn flood(client: &mut RawClient, s: usize) -> Result<()> {
     let mut ids = Vec::with_capacity(LOCKS);
     for l in 0..LOCKS {
-        let body = Request::Lock(LockRequest {
-            resource: format!("h14/{s:04}/{l:05}").into_bytes(),
-            mode: dlock_proto::Mode::EX,
-            flags: LockFlags::empty(),
-            value: None,
-            timeout_ms: None,
-        });
-        let id = client.next_id();
-        client
-            .framed
-            .feed(ClientMessage::Request { id, body })
-            .await?;
-        ids.push(id);
+        ids.push(client.feed_lock_ex(format!("h14/{s:04}/{l:05}")).await?);
     }
     client.framed.flush().await?;
     let mut granted = 0;

@@ -30,9 +30,9 @@ mod h9_odd_names_and_ids;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 use dlock_proto::{
-    ClientMessage, EventKind, Hello, LockFlags, LockId, LockRequest, PROTOCOL_VERSION, Request,
+    ClientMessage, EventKind, Hello, LockId, PROTOCOL_VERSION, Reply, RequestError, ServerMessage,
 };
 use dlock_tests::RawClient;
 use dlock_tests::chaos::server_proc::ServerProc;
@@ -92,6 +92,29 @@ pub(crate) fn hello(name: &str, ttl_ms: u64) -> ClientMessage {
 /// never pile up beyond what the socket buffers hold.
 const FILL_CHUNK: usize = 250;
 
+/// Reads the answers to `n` pipelined pings on `client`: how many passed (`Pong`) and how
+/// many were refused `Overloaded`; any other answer, a second answer to one request or a
+/// closed connection is an error.
+pub(crate) async fn count_pongs(client: &mut RawClient, n: u64) -> Result<(u64, u64)> {
+    let (mut pongs, mut overloaded) = (0u64, 0u64);
+    let mut answered = std::collections::BTreeSet::new();
+    while (answered.len() as u64) < n {
+        match client.recv().await? {
+            Some(ServerMessage::Reply { id, body }) => {
+                ensure!(answered.insert(id.0), "request {id:?} answered twice");
+                match body {
+                    Reply::Pong { .. } => pongs += 1,
+                    Reply::Error(RequestError::Overloaded) => overloaded += 1,
+                    other => bail!("unexpected reply {other:?}"),
+                }
+            }
+            Some(_) => {}
+            None => bail!("connection closed after {} answers", answered.len()),
+        }
+    }
+    Ok((pongs, overloaded))
+}
+
 /// Takes an EX lock on each of `names` through `client`, pipelined in chunks, acknowledging
 /// the grants; returns the lock ids in order.
 pub(crate) async fn take_all(client: &mut RawClient, names: &[String]) -> Result<Vec<LockId>> {
@@ -99,19 +122,7 @@ pub(crate) async fn take_all(client: &mut RawClient, names: &[String]) -> Result
     for chunk in names.chunks(FILL_CHUNK) {
         let mut requests = Vec::with_capacity(chunk.len());
         for name in chunk {
-            let body = Request::Lock(LockRequest {
-                resource: name.as_bytes().to_vec(),
-                mode: dlock_proto::Mode::EX,
-                flags: LockFlags::empty(),
-                value: None,
-                timeout_ms: None,
-            });
-            let id = client.next_id();
-            client
-                .framed
-                .feed(ClientMessage::Request { id, body })
-                .await?;
-            requests.push(id);
+            requests.push(client.feed_lock_ex(name.as_bytes()).await?);
         }
         client.framed.flush().await?;
         for id in requests {
