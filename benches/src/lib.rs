@@ -9,6 +9,9 @@
 //! - `backend::redis` and `backend::etcd` (cargo feature `peers`): Redis `SET NX PX` + Lua
 //!   compare-and-delete, and etcd's lease + Lock/Unlock API.
 //!
+//! [`fairness`] (the `fairness` binary) measures what one client address's flood of pipelined
+//! lock requests does to another address's lock cycle.
+//!
 //! [`failover`] (the `failover` binary) measures how long a 3-node cluster takes to grant
 //! again after its leader is killed.
 //!
@@ -30,6 +33,7 @@
 pub mod backend;
 pub mod cpu;
 pub mod failover;
+pub mod fairness;
 mod idle;
 pub mod limits;
 pub mod report;

@@ -359,7 +359,7 @@ impl Sequencer {
     /// clock and apply the grace; while it leads, propose ticks when they are due. Every
     /// applied tick's events go to `on_tick` (the server routes them).
     ///
-    /// A leader that stops hearing from a majority (checked every 250 ms) stops
+    /// A leader that stops hearing from a majority (checked every 250 ms, beside the ticks) stops
     /// serving at once: its clock is withdrawn, so the server disconnects its clients, who
     /// look for the leader the majority elects. If the majority answers again before anyone
     /// replaces it, it serves again as at the start of a term: a fresh clock from the
@@ -367,6 +367,10 @@ impl Sequencer {
     pub async fn run(self, shutdown: CancellationToken, on_tick: impl Fn(Applied) + Send) {
         let mut metrics = self.raft.metrics();
         let mut checked = Instant::now();
+        // The majority check in progress and the term it checks. It runs beside the ticks:
+        // a heartbeat round that is slow on a loaded machine must not hold back a due tick,
+        // and with it every expiry.
+        let mut quorum: Option<(u64, tokio::task::JoinHandle<bool>)> = None;
         // The clock of a term whose leader lost its majority, withdrawn until it answers.
         let mut suspended: Option<LeaderClock> = None;
         loop {
@@ -399,17 +403,28 @@ impl Sequencer {
             let current = *self.clock.borrow();
             match (leading_term, current) {
                 (Some(term), Some(c)) if c.term == term => {
-                    if checked.elapsed() >= QUORUM_CHECK {
+                    if quorum
+                        .as_ref()
+                        .is_some_and(|(_, check)| check.is_finished())
+                        && let Some((checked_term, check)) = quorum.take()
+                        && checked_term == term
+                        && !check.await.unwrap_or(false)
+                    {
+                        tracing::warn!(
+                            term,
+                            "no majority answers; not serving clients until one does"
+                        );
+                        self.clock.send_replace(None);
+                        suspended = Some(c);
+                        continue;
+                    }
+                    if quorum.is_none() && checked.elapsed() >= QUORUM_CHECK {
                         checked = Instant::now();
-                        if !self.quorum_answers().await {
-                            tracing::warn!(
-                                term,
-                                "no majority answers; not serving clients until one does"
-                            );
-                            self.clock.send_replace(None);
-                            suspended = Some(c);
-                            continue;
-                        }
+                        let this = self.clone();
+                        quorum = Some((
+                            term,
+                            tokio::spawn(async move { this.quorum_answers().await }),
+                        ));
                     }
                     // Leading and ready: tick when due.
                     let wait = match self.replica.read(|core| core.next_deadline()) {

@@ -121,15 +121,18 @@ impl Drop for PeerSlot {
 
 /// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
 ///
-/// The clock is read only when the bucket runs dry, so a connection under its rate pays one
-/// decrement per request.
+/// The clock is read on every request under a limit (a vDSO call, a few nanoseconds), and
+/// never without one. Reading it only when the bucket ran dry would credit the time the
+/// bucket sat full as tokens too: a bucket left alone for a while, then emptied, would at once
+/// pass a second burst, up to twice the burst in all.
 #[derive(Debug)]
 pub(crate) struct RateLimit {
     /// Requests per second; 0 means no limit.
     rate: u64,
     burst: u64,
     tokens: u64,
-    /// Time up to which tokens have been credited.
+    /// Time up to which tokens have been credited; a full bucket earns nothing, so while it
+    /// is full this is kept at the present.
     credited: Instant,
 }
 
@@ -146,28 +149,28 @@ impl RateLimit {
         }
     }
 
-    /// Takes one token; `false` if the connection is over its rate. `now` is read lazily.
+    /// Takes one token; `false` if the connection is over its rate. `now` is read only
+    /// under a limit.
     pub(crate) fn admit(&mut self, now: impl FnOnce() -> Instant) -> bool {
         if self.rate == 0 {
             return true;
         }
+        let now = now();
+        let elapsed = now.saturating_duration_since(self.credited);
+        let earned = elapsed.as_nanos().saturating_mul(u128::from(self.rate)) / 1_000_000_000;
+        let earned = u64::try_from(earned).unwrap_or(u64::MAX);
+        if self.tokens.saturating_add(earned) >= self.burst {
+            // Full: the time it stays full earns nothing.
+            self.tokens = self.burst;
+            self.credited = now;
+        } else if earned > 0 {
+            // Credit exactly the time the earned tokens stand for, so no fraction is lost.
+            self.tokens += earned;
+            let nanos = u128::from(earned) * 1_000_000_000 / u128::from(self.rate);
+            self.credited += Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        }
         if self.tokens == 0 {
-            let now = now();
-            let elapsed = now.saturating_duration_since(self.credited);
-            let earned = elapsed.as_nanos().saturating_mul(u128::from(self.rate)) / 1_000_000_000;
-            let earned = u64::try_from(earned).unwrap_or(u64::MAX);
-            if earned == 0 {
-                return false;
-            }
-            if earned >= self.burst {
-                self.tokens = self.burst;
-                self.credited = now;
-            } else {
-                // Credit exactly the time the earned tokens stand for, so no fraction is lost.
-                self.tokens = earned;
-                let nanos = u128::from(earned) * 1_000_000_000 / u128::from(self.rate);
-                self.credited += Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-            }
+            return false;
         }
         self.tokens -= 1;
         true
@@ -252,6 +255,30 @@ mod tests {
         let much_later = later + Duration::from_secs(60);
         let passed = (0..500).filter(|_| bucket.admit(|| much_later)).count();
         assert_eq!(passed, 100);
+    }
+
+    #[test]
+    fn a_bucket_that_sat_full_passes_one_burst_not_two() {
+        let start = Instant::now();
+        let mut bucket = RateLimit::new(1000, start); // burst 100
+        // Left alone for a minute, then flooded at one instant: one burst passes.
+        let later = start + Duration::from_secs(60);
+        let passed = (0..300).filter(|_| bucket.admit(|| later)).count();
+        assert_eq!(passed, 100);
+        // Partly used, then left alone: it refills to the burst, no further.
+        let t = later + Duration::from_secs(1);
+        let passed = (0..40).filter(|_| bucket.admit(|| t)).count();
+        assert_eq!(passed, 40);
+        let t = t + Duration::from_secs(60);
+        let passed = (0..300).filter(|_| bucket.admit(|| t)).count();
+        assert_eq!(passed, 100);
+        // Over any window, at most a burst plus the rate times the window: in 50 ms of
+        // requests one every millisecond after the burst, 50 more.
+        let passed = (1..=50)
+            .map(|ms| t + Duration::from_millis(ms))
+            .filter(|&at| bucket.admit(|| at))
+            .count();
+        assert_eq!(passed, 50);
     }
 
     #[test]

@@ -146,7 +146,8 @@ fn main() -> Result<()> {
         }
         Some(Cmd::Check(c)) => recheck(c),
         None => {
-            init_logs("warn,dlock_client=error");
+            // The member faults, each as it starts and ends, for a cluster run's timeline.
+            init_logs("warn,dlock_client=error,dlock_tests::chaos::faults=info");
             rt.block_on(run(cli.run))
         }
     }

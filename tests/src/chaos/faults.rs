@@ -13,8 +13,10 @@
 //! Against a cluster ([`Servers::Cluster`]), three more (and `Kill` does not apply):
 //!
 //! - [`FaultKind::LeaderKill`]: the leader is killed with SIGKILL and restarted from its data
-//!   directory: the others elect a new leader, which gives every session the fail-over grace;
-//!   clients resume there; no lock is lost to a client that keeps retrying.
+//!   directory: half the time once the others have elected a new leader, which gives every
+//!   session the fail-over grace (clients resume there; no lock is lost to a client that
+//!   keeps retrying), else after up to `max_down` (back that soon, it usually leads again in
+//!   its own term).
 //! - [`FaultKind::FollowerKill`]: a follower is killed and restarted: it catches up.
 //! - [`FaultKind::Partition`]: one member (the leader half the time) is cut off from the
 //!   others for 0.5 to 2 s (its peer links black-holed through their proxies, see
@@ -303,20 +305,49 @@ async fn member_fault(
     cfg: &FaultConfig,
     rng: &mut StdRng,
 ) -> Result<()> {
-    let leader = cluster.wait_leader(ELECTION_BOUND).await?;
+    let leader = cluster
+        .wait_leader(ELECTION_BOUND)
+        .await
+        .with_context(|| format!("before a {} fault", kind.name()))?;
     let others: Vec<u64> = cluster.ids().into_iter().filter(|&i| i != leader).collect();
     let follower = others[rng.random_range(0..others.len())];
-    match kind {
+    let what = match kind {
         FaultKind::LeaderKill | FaultKind::FollowerKill => {
             let id = if kind == FaultKind::LeaderKill {
                 leader
             } else {
                 follower
             };
-            cluster.kill(id).await;
+            // A leader back within the others' election timeout leads again in its term
+            // (openraft resumes a leader whose vote is committed): half the leader kills
+            // wait for another member to lead first, a fail-over.
+            let fail_over = kind == FaultKind::LeaderKill && rng.random_bool(0.5);
             let down = rng.random_range(Duration::ZERO..=cfg.max_down);
-            tokio::time::sleep(down).await;
-            cluster.restart(id).await?;
+            let mut what = format!(
+                "{} of node {id} (leader {leader}), down {}",
+                kind.name(),
+                if fail_over {
+                    "until another leads".to_owned()
+                } else {
+                    format!("{down:?}")
+                }
+            );
+            tracing::info!("{what}");
+            cluster.kill(id).await;
+            if fail_over {
+                let next = cluster
+                    .wait_leader_except(&[id], ELECTION_BOUND)
+                    .await
+                    .with_context(|| format!("during the {what}"))?;
+                what = format!("{what} (node {next})");
+            } else {
+                tokio::time::sleep(down).await;
+            }
+            cluster
+                .restart(id)
+                .await
+                .with_context(|| format!("restarting after the {what}"))?;
+            what
         }
         _ => {
             let id = if rng.random_bool(0.5) {
@@ -325,12 +356,19 @@ async fn member_fault(
                 follower
             };
             let apart = Duration::from_millis(rng.random_range(500..=2000));
+            let what = format!("partition of node {id} (leader {leader}) for {apart:?}");
+            tracing::info!("{what}");
             cluster.isolate(id);
             tokio::time::sleep(apart).await;
             cluster.heal(id);
+            what
         }
-    }
-    cluster.wait_leader(ELECTION_BOUND).await?;
+    };
+    let now = cluster
+        .wait_leader(ELECTION_BOUND)
+        .await
+        .with_context(|| format!("after the {what}"))?;
+    tracing::info!("leader after the {what}: node {now}");
     Ok(())
 }
 
