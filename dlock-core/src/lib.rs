@@ -82,7 +82,9 @@
 //! # Exactly once
 //!
 //! With [`Config::exactly_once`] (a replicated cluster sets it; HA rule 5) every session
-//! remembers the highest request id applied for it ([`Core::last_request`]) and its last
+//! remembers the highest id of a `Lock`, `Convert`, `Unlock` or `Cancel` applied for it
+//! ([`Core::last_request`]; renewals never count: a server applies them on a path of their
+//! own, so one sent after a re-sent request may be applied before it) and its last
 //! [`REMEMBERED_ANSWERS`] final answers that are not grants (`NotQueued`, `Deadlock`,
 //! `Cancelled`, `TimedOut`, `Unlocked`, `Rejected`), in state that snapshots carry, and
 //! every lock the id of the request that created it. [`RequestId::DRIVER`] (id 0, the

@@ -143,32 +143,24 @@ impl Core {
     /// Notes `command`'s request id for its session (with `exactly_once`). Returns whether
     /// it is a retransmission, to be answered by [`Core::answer_again`] and not applied.
     ///
-    /// Only `Lock`, `Convert`, `Unlock` and `Cancel` are ever retransmissions: a re-sent
+    /// Only `Lock`, `Convert`, `Unlock` and `Cancel` count, and only they are ever
+    /// retransmissions. A server applies one connection's commands in the order they were
+    /// sent, except renewals, which it gathers into batches on their own path: a renewal
+    /// sent after a re-sent request may be applied before it, and were its id counted, the
+    /// re-sent request would be taken for a retransmission and never applied. A re-sent
     /// `Renew` renews again, which is harmless, and a `CloseSession` of a session that still
     /// exists was never applied. A command of an unknown session is left to its usual
     /// rejection, and [`RequestId::DRIVER`] never counts.
     fn note_request(&mut self, command: &Command) -> bool {
-        if let Some((session, request)) = resendable(command) {
-            return self.note(session, request, true);
-        }
-        match *command {
-            Command::Renew { session, request } | Command::CloseSession { session, request } => {
-                self.note(session, request, false)
-            }
-            Command::RenewMany { ref renewals } => {
-                for &(session, request) in renewals {
-                    self.note(session, request, false);
-                }
-                false
-            }
-            // `resendable` took Lock, Convert, Unlock and Cancel.
-            _ => false,
+        match resendable(command) {
+            Some((session, request)) => self.note(session, request),
+            None => false,
         }
     }
 
-    /// Notes `request` for `session`; whether it is a retransmission of a `resendable`
-    /// command.
-    fn note(&mut self, session: SessionId, request: RequestId, resendable: bool) -> bool {
+    /// Notes `request` of a `resendable` command for `session`; whether it is a
+    /// retransmission.
+    fn note(&mut self, session: SessionId, request: RequestId) -> bool {
         if request == RequestId::DRIVER {
             return false;
         }
@@ -180,7 +172,7 @@ impl Core {
             once.max = request;
             false
         } else {
-            resendable
+            true
         }
     }
 
@@ -315,7 +307,7 @@ impl Core {
         reply(session, request, Some(lock.id), kind)
     }
 
-    /// The highest request id applied for `session` with
+    /// The highest id of a `Lock`, `Convert`, `Unlock` or `Cancel` applied for `session` with
     /// [`Config::exactly_once`](crate::Config::exactly_once): a request at or below it is a
     /// retransmission. `None` without `exactly_once`, for an unknown session, or before its
     /// first request ([`RequestId::DRIVER`] never counts).

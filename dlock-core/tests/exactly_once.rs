@@ -323,9 +323,10 @@ fn the_drivers_request_id_never_counts() {
     let a = h.open("a");
     assert_eq!(h.core.last_request(a), None);
     h.renew(a, 0);
+    h.unlock(a, 0, dlock_core::LockId(99));
     assert_eq!(h.core.last_request(a), None);
-    h.renew(a, 4);
-    h.renew(a, 0);
+    h.unlock(a, 4, dlock_core::LockId(99));
+    h.unlock(a, 0, dlock_core::LockId(99));
     assert_eq!(h.core.last_request(a), Some(RequestId(4)));
     // A command with id 0 is applied each time, as without exactly_once.
     let (l1, _) = h.lock(a, 0, "r", Mode::PR);
@@ -335,17 +336,29 @@ fn the_drivers_request_id_never_counts() {
 }
 
 #[test]
-fn batched_renewals_count_each_session_s_id() {
+fn renewals_never_count_so_a_resent_request_applied_after_a_later_renewal_is_applied() {
+    // A server applies a connection's renewals on their own path (batched): after a
+    // fail-over, the renewal a client sent after re-sending its outstanding requests can be
+    // applied before them. Those requests were never applied and must be now.
     let mut h = once();
-    let (a, b) = (h.open("a"), h.open("b"));
+    let a = h.open("a");
+    let (held, _) = h.lock(a, 1, "held", Mode::EX);
     let ev = h.apply(Command::RenewMany {
-        renewals: vec![(a, RequestId(5)), (b, RequestId(0))],
+        renewals: vec![(a, RequestId(9))],
     });
-    assert_eq!(ev, vec![renewed(a, 5, 10_000), renewed(b, 0, 10_000)]);
-    assert_eq!(h.core.last_request(a), Some(RequestId(5)));
-    assert_eq!(h.core.last_request(b), None);
-    let (_, ev) = resend(&mut h, |h| h.lock(a, 3, "r", Mode::EX));
-    assert_eq!(ev, vec![rejected(a, 3, None, Reject::NotFound)]);
+    assert_eq!(ev, vec![renewed(a, 9, 10_000)]);
+    h.renew(a, 10);
+    assert_eq!(h.core.last_request(a), Some(RequestId(1)));
+    // The re-sent requests 2..=4, sent before the renewals, are applied, not answered from
+    // state.
+    let (l2, ev) = h.lock(a, 2, "r", Mode::EX);
+    assert_eq!(ev, vec![granted(a, 2, l2, Mode::EX, l2.0)]);
+    assert_eq!(h.unlock(a, 3, held), vec![unlocked(a, 3, held)]);
+    assert_eq!(h.unlock(a, 4, l2), vec![unlocked(a, 4, l2)]);
+    assert_eq!(h.core.lock_count(), 0);
+    // And they count: sent once more, each is a retransmission.
+    let ev = resend(&mut h, |h| h.unlock(a, 4, l2));
+    assert_eq!(ev, vec![unlocked(a, 4, l2)]);
 }
 
 #[test]

@@ -84,8 +84,9 @@ pub(crate) struct SessionModel {
     /// When the lease ends in engine time (core clock milliseconds): what a cluster's
     /// leases are judged by.
     pub(crate) expires_ms: u64,
-    /// The highest request id applied for the session (a cluster's engine answers one at or
-    /// below it again, changing nothing: exactly once across fail-over).
+    /// The highest id of a `Lock`, `Convert`, `Unlock` or `Cancel` applied for the session
+    /// (a cluster's engine answers one at or below it again, changing nothing: exactly once
+    /// across fail-over).
     pub(crate) max_request: u64,
     /// A lateness violation was already reported for the current lease.
     pub(crate) late_reported: bool,

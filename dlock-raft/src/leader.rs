@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use dlock_core::{Command, Core};
 use openraft::ServerState;
@@ -40,6 +41,16 @@ const QUORUM_WAIT: Duration = Duration::from_secs(1);
 /// The longest the leader sleeps between looks at the engine's next deadline (the deadline
 /// moves as commands are applied).
 const TICK_RECHECK: Duration = Duration::from_millis(20);
+
+/// While a tick is in flight (proposed, not yet applied) and a deadline is still due, the
+/// leader proposes another this often, each stamped when proposed: a commit that is slow
+/// (a loaded machine, a leader briefly cut off from its peers) then delays when an expiry
+/// is seen, not the engine time it happens at.
+const TICK_AGAIN: Duration = Duration::from_millis(50);
+
+/// The most ticks in flight at once (at [`TICK_AGAIN`], 1.6 s of stalled commits; longer,
+/// and a new leader's grace extends every lease anyway).
+const MAX_TICKS_IN_FLIGHT: usize = 32;
 
 /// The leader's clock for one term: the engine's clock when the term became ready plus the
 /// time since.
@@ -364,8 +375,16 @@ impl Sequencer {
     /// look for the leader the majority elects. If the majority answers again before anyone
     /// replaces it, it serves again as at the start of a term: a fresh clock from the
     /// engine's and the fail-over grace for every session first.
-    pub async fn run(self, shutdown: CancellationToken, on_tick: impl Fn(Applied) + Send) {
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        on_tick: impl Fn(Applied) + Send + Sync + 'static,
+    ) {
+        let on_tick = Arc::new(on_tick);
         let mut metrics = self.raft.metrics();
+        // Ticks proposed and not yet applied, and when the last one was proposed.
+        let mut ticks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        let mut last_tick: Option<Instant> = None;
         let mut checked = Instant::now();
         // The majority check in progress and the term it checks. It runs beside the ticks:
         // a heartbeat round that is slow on a loaded machine must not hold back a due tick,
@@ -376,6 +395,11 @@ impl Sequencer {
         loop {
             let m = metrics.borrow_and_update().clone();
             let leading_term = (m.state == ServerState::Leader).then_some(m.current_term);
+            if suspended.is_some() || leading_term.is_none() {
+                // Not serving: what is in flight may never apply (a tick is harmless if it
+                // does).
+                ticks.drain(..).for_each(|t| t.abort());
+            }
             if let Some(c) = suspended {
                 if leading_term != Some(c.term) {
                     suspended = None;
@@ -433,9 +457,30 @@ impl Sequencer {
                         None => TICK_RECHECK,
                     };
                     if wait.is_zero() {
-                        match self.write(c, Command::Tick).await {
-                            Ok(applied) => on_tick(applied),
-                            Err(e) => tracing::debug!(error = %e, "tick not applied"),
+                        // Proposed without waiting for it to apply (see TICK_AGAIN): the
+                        // majority check above and the next tick go on meanwhile.
+                        ticks.retain(|t| !t.is_finished());
+                        let since = last_tick.map_or(TICK_AGAIN, |t| t.elapsed());
+                        if ticks.is_empty()
+                            || (since >= TICK_AGAIN && ticks.len() < MAX_TICKS_IN_FLIGHT)
+                        {
+                            let (this, on_tick) = (self.clone(), on_tick.clone());
+                            ticks.push(tokio::spawn(async move {
+                                match this.write(c, Command::Tick).await {
+                                    Ok(applied) => on_tick(applied),
+                                    Err(e) => tracing::debug!(error = %e, "tick not applied"),
+                                }
+                            }));
+                            last_tick = Some(Instant::now());
+                            continue;
+                        }
+                        let again = TICK_AGAIN
+                            .saturating_sub(since)
+                            .max(Duration::from_millis(1));
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            _ = metrics.changed() => {}
+                            () = tokio::time::sleep(again) => {}
                         }
                         continue;
                     }

@@ -318,12 +318,13 @@ impl Checker {
 
     /// Whether `input` re-sends a request the engine already applied (a cluster's engine
     /// keeps exactly once across fail-over: `Lock`, `Convert`, `Unlock` and `Cancel` at or
-    /// below the highest request id applied for their session are answered again and change
-    /// nothing). Notes the request id of every other request of a live session, as the engine
-    /// does. A single server never passes a retransmission to its engine.
+    /// below the highest such request id applied for their session are answered again and
+    /// change nothing). Notes their request ids, as the engine does; renewals never count
+    /// (a server applies them on their own path, out of order with the rest). A single
+    /// server never passes a retransmission to its engine.
     fn retransmission(&mut self, input: &Input) -> bool {
         use dlock_core::Command as C;
-        let (session, request, resendable) = match &input.command {
+        let (session, request) = match &input.command {
             C::Lock {
                 session, request, ..
             }
@@ -335,10 +336,7 @@ impl Checker {
             }
             | C::Cancel {
                 session, request, ..
-            } => (*session, *request, true),
-            C::Renew { session, request } | C::CloseSession { session, request } => {
-                (*session, *request, false)
-            }
+            } => (*session, *request),
             _ => return false,
         };
         if request == dlock_core::RequestId::DRIVER {
@@ -351,7 +349,7 @@ impl Checker {
             m.max_request = request.0;
             false
         } else {
-            resendable
+            true
         }
     }
 

@@ -8,9 +8,9 @@
 //! The parts, each in its own file and none importing this one: [`engine`] (indices, clock,
 //! floor and audit around `apply`), [`sessions`] (the server's part of each session and its
 //! replay buffer), [`routing`] (events to sessions, replay overflow), [`outbound`] (delivery
-//! to connections, slow readers), [`requests`] (client requests, queries, reply sizes) and
-//! [`grace`] (the restart grace). This file is the run loop and the handling of each
-//! message from a connection.
+//! to connections, slow readers), [`requests`] (client requests, queries, reply sizes),
+//! [`grace`] (the restart grace) and [`turns`] (client addresses served in turns). This file
+//! is the run loop and the handling of each message from a connection.
 
 mod authz;
 mod cluster;
@@ -22,6 +22,7 @@ mod routing;
 mod sessions;
 pub(crate) mod stats;
 mod status;
+mod turns;
 
 use std::sync::Arc;
 
@@ -43,12 +44,18 @@ use self::requests::Action;
 use self::routing::{apply_and_route, apply_for_server, close_overflowed};
 use self::sessions::{SessionState, Sessions};
 pub(crate) use self::stats::REQUEST_KINDS;
+use self::turns::{Turn, Turns};
 use crate::floor::Floor;
 use crate::grace::LeaseRecord;
 use crate::handle::{ConnHandle, ConnId};
 use crate::msg::{CoreMsg, HelloOutcome};
 use crate::security::Security;
 use crate::{Config, ServerError};
+
+/// The most work one wake-up does before it delivers what it produced (see
+/// `CoreTask::take_turns`): a client's answer waits for at most about this much of other
+/// clients' work after its request was handled.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Messages other than `Renew` renew a lease at most once per this share of it (see
 /// `CoreTask::renew_implicitly`).
@@ -151,6 +158,8 @@ impl CoreTask {
         }
         let max_batch = self.config.max_batch.max(1);
         let mut batch = Vec::with_capacity(max_batch);
+        let inbox_capacity = self.config.inbox_capacity.max(1);
+        let mut turns = Turns::default();
         // One timer for the whole run, moved only when the wake-up time changes: a fresh
         // `sleep_until` per batch would register and clear a timer entry every time.
         let timer = tokio::time::sleep_until(Instant::now());
@@ -163,6 +172,7 @@ impl CoreTask {
             self.on_clock(now);
         }
         loop {
+            let room = inbox_capacity.saturating_sub(turns.len());
             let deadline = self.engine.deadline();
             let grace_until = self.grace.as_ref().map(|g| g.until);
             let held_timeout = self.grace.as_ref().and_then(Grace::next_timeout);
@@ -178,20 +188,19 @@ impl CoreTask {
             }
             // Shutdown is checked first so that a busy inbox cannot delay it; the inbox comes
             // before the timers because the grace's end and a due Tick are also checked after
-            // every batch. A wake-up takes what the inbox holds, up to `max_batch` messages,
-            // and handles all of it before anything is delivered.
+            // every batch. A wake-up takes what the inbox holds into the turns and handles up
+            // to `max_batch` messages of them, or [`SLICE`] of work, before anything is
+            // delivered.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                n = rx.recv_many(&mut batch, max_batch) => {
+                // What the inbox holds goes into the turns (at most the inbox's capacity in
+                // all), and the addresses take turns (see `turns`).
+                n = rx.recv_many(&mut batch, room), if room > 0 => {
                     if n == 0 {
                         break;
                     }
-                    let busy = Instant::now();
-                    for msg in batch.drain(..) {
-                        self.handle(msg)?;
-                    }
-                    self.count_busy(busy);
+                    self.take_turns(&mut batch, &mut turns, max_batch)?;
                 }
                 // The engine's next deadline or the grace's end, whichever comes first.
                 () = &mut timer, if timer_at.is_some() => {
@@ -219,6 +228,11 @@ impl CoreTask {
                         // The sequencer is gone: the node is stopping.
                         break;
                     }
+                }
+                // Turns left from an earlier wake-up: taken without waiting, but after
+                // everything else that is ready.
+                () = std::future::ready(()), if !turns.is_empty() => {
+                    self.take_turns(&mut batch, &mut turns, max_batch)?;
                 }
             }
             // The grace ends here, between batches, and never by a clock read inside `handle`:
@@ -257,6 +271,49 @@ impl CoreTask {
         }
         debug!(sessions = self.sessions.map.len(), "core task stopped");
         Ok(())
+    }
+
+    /// Queues `batch` in the turns of its addresses, then handles up to `max_batch` of the
+    /// turns' messages, stopping early once [`SLICE`] has been spent, so that what was
+    /// handled is delivered without waiting for a long batch (a thousand goodbyes of a
+    /// thousand locks each, say).
+    fn take_turns(
+        &mut self,
+        batch: &mut Vec<CoreMsg>,
+        turns: &mut Turns<CoreMsg>,
+        max_batch: usize,
+    ) -> Result<(), ServerError> {
+        for msg in batch.drain(..) {
+            let turn = self.turn_of(&msg);
+            turns.push(turn, msg);
+        }
+        let busy = Instant::now();
+        for _ in 0..max_batch {
+            let Some(msg) = turns.pop() else { break };
+            self.handle(msg)?;
+            if busy.elapsed() >= SLICE {
+                break;
+            }
+        }
+        self.count_busy(busy);
+        Ok(())
+    }
+
+    /// The address whose turn `msg` waits for: the connection's for a `Hello`, the address
+    /// that opened the session otherwise (the same for every message of a connection after
+    /// its handshake, so a connection's messages keep their order), none for the HTTP
+    /// listener's questions and for sessions that have ended.
+    fn turn_of(&self, msg: &CoreMsg) -> Turn {
+        match msg {
+            CoreMsg::Hello { conn, .. } => Some(conn.peer().ip()),
+            CoreMsg::Request { session, .. }
+            | CoreMsg::Ack { session, .. }
+            | CoreMsg::ReplayDone { session, .. }
+            | CoreMsg::Disconnected { session, .. } => {
+                self.sessions.map.get(session).map(|s| s.peer)
+            }
+            CoreMsg::Status { .. } => None,
+        }
     }
 
     /// Adds the time since `since` to the core task's busy time.

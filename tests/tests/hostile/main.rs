@@ -16,6 +16,7 @@ mod h10_admission;
 mod h11_memory_budget;
 mod h12_replay_per_peer;
 mod h13_rate_per_peer;
+mod h14_fair_turns;
 mod h1_slow_reader;
 mod h2_expensive_query;
 mod h3_slowloris;
