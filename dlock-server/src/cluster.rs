@@ -135,18 +135,25 @@ pub(crate) fn view(sequencer: &dlock_raft::Sequencer) -> dlock_proto::status::Cl
     }
 }
 
-/// How many entries the proposer keeps submitted and not yet applied before it waits for
-/// one to apply: commands that arrive meanwhile gather into the next entry (up to
-/// [`dlock_raft::MAX_BATCH`]). A command that finds fewer in flight goes at once, so a lone
-/// request never waits for company.
+/// How many entries the proposer keeps submitted and not yet applied before it gathers:
+/// a command that finds fewer in flight goes at once, so a lone request never waits for
+/// company.
 pub(crate) const MAX_IN_FLIGHT: usize = 2;
+
+/// How long, at most, the proposer gathers commands while [`MAX_IN_FLIGHT`] entries are in
+/// flight, before it submits what it has anyway: the added latency under load is bounded,
+/// and an entry that takes long to commit (a slow disk, a leader change) never stops the
+/// queue.
+pub(crate) const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Drains the proposal queue into the Raft log in order, keeping each answer until it
 /// completes (what an entry produces goes to the feed; an answer only says whether it was
-/// applied). While [`MAX_IN_FLIGHT`] entries are in flight, the commands that arrive wait
-/// and then go together, as one entry of consecutive engine inputs: under load the log
-/// (and every replica's work per entry) grows by one entry per batch, not per command.
-/// Ends when the core task drops the queue or `shutdown` fires.
+/// applied). While [`MAX_IN_FLIGHT`] entries are in flight, the commands that arrive
+/// gather, until one of them is applied or for [`GATHER_WINDOW`] at most, and then go
+/// together as one entry of consecutive engine inputs (at most [`dlock_raft::MAX_BATCH`]):
+/// under load the log, and every replica's work per entry (append, fsync, replication,
+/// apply), grows by one entry per batch rather than per command. Ends when the core task
+/// drops the queue or `shutdown` fires.
 pub(crate) async fn propose(
     sequencer: dlock_raft::Sequencer,
     mut proposals: tokio::sync::mpsc::Receiver<dlock_core::Command>,
@@ -156,9 +163,15 @@ pub(crate) async fn propose(
     let mut answers = futures_util::stream::FuturesUnordered::new();
     let mut batch = Vec::with_capacity(dlock_raft::MAX_BATCH);
     loop {
-        let room = answers.len() < MAX_IN_FLIGHT;
+        let gather = answers.len() >= MAX_IN_FLIGHT;
+        let next = async {
+            if gather {
+                tokio::time::sleep(GATHER_WINDOW).await;
+            }
+            proposals.recv_many(&mut batch, dlock_raft::MAX_BATCH).await
+        };
         tokio::select! {
-            // Shutdown first; then answers, which make room for the next batch.
+            // Shutdown first; then answers, which end the gathering.
             biased;
             () = shutdown.cancelled() => return,
             Some(answer) = answers.next(), if !answers.is_empty() => {
@@ -166,7 +179,7 @@ pub(crate) async fn propose(
                     tracing::debug!(error = %e, "proposal not applied");
                 }
             }
-            n = proposals.recv_many(&mut batch, dlock_raft::MAX_BATCH), if room => {
+            n = next => {
                 if n == 0 {
                     return;
                 }
