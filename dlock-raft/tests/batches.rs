@@ -24,11 +24,7 @@ async fn three() -> Result<(Cluster, BTreeMap<u64, Node>, u64)> {
         options.engine.exactly_once = true;
         nodes.insert(id, start_with(options, l).await?);
     }
-    nodes[&1]
-        .raft
-        .initialize(c.members.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    c.form(&nodes[&1]).await?;
     let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     Ok((c, nodes, leader))
 }

@@ -67,11 +67,7 @@ async fn each_leader_stop_is_followed_by_a_grant_with_a_greater_token_from_a_new
         seqs.push(Some(s));
     }
     let first = nodes[0].as_ref().context("node 1")?;
-    first
-        .raft
-        .initialize(c.members.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    c.form(first).await?;
     let open = Command::OpenSession {
         name: "bench".into(),
         ttl_ms: 60_000,

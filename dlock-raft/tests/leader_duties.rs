@@ -51,11 +51,7 @@ async fn new_leader_grants_grace_then_expires_by_its_own_ticks() -> Result<()> {
         seqs.push(seq);
         nodes.push(node);
     }
-    nodes[0]
-        .raft
-        .initialize(c.members.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    c.form(&nodes[0]).await?;
     leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
 
     // A follower refuses proposals and names the leader. (If a loaded machine moves the

@@ -33,11 +33,7 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
         seqs.insert(id, seq);
         nodes.insert(id, node);
     }
-    nodes[&1]
-        .raft
-        .initialize(c.members.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    c.form(&nodes[&1]).await?;
     let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     let open = write(
         &nodes[&leader].raft,

@@ -46,11 +46,7 @@ async fn only_members_proving_the_secret_take_part() -> Result<()> {
         let l = c.listeners.remove(&id).context("listener")?;
         nodes.push(start_with(options, l).await?);
     }
-    nodes[0]
-        .raft
-        .initialize(c.members.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    c.form(&nodes[0]).await?;
     // Nodes 1 and 2 make a majority of three: they elect a leader and commit.
     let leader = leader_among(&[&nodes[0], &nodes[1]]).await?;
     let open = write(

@@ -48,11 +48,7 @@ async fn three(c: &mut Cluster) -> Result<Vec<Node>> {
         let l = c.listeners.remove(&id).context("listener")?;
         nodes.push(start_with(snapshotting(id, c), l).await?);
     }
-    nodes[0]
-        .raft
-        .initialize(c.members.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    c.form(&nodes[0]).await?;
     Ok(nodes)
 }
 

@@ -36,10 +36,7 @@ async fn a_node_reopens_with_more_committed_entries_than_its_feed_holds() -> Res
     // While the node first runs, its feed is read as a server reads it.
     let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let node = start_with(with_feed(&c, tx), listener).await?;
-    node.raft
-        .initialize(c.members.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    c.form(&node).await?;
     leader_among(&[&node]).await?;
     let open = Command::OpenSession {
         name: "s".into(),

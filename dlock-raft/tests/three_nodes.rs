@@ -18,11 +18,7 @@ async fn leader_killed_new_leader_keeps_every_lock_and_tokens_grow() -> Result<(
         let l = c.listeners.remove(&id).context("listener")?;
         nodes.insert(id, start(id, &c.dirs[id as usize - 1], l).await?);
     }
-    nodes[&1]
-        .raft
-        .initialize(c.members.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+    c.form(&nodes[&1]).await?;
     let first = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     let leader = &nodes[&first].raft;
 

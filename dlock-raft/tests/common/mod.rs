@@ -55,6 +55,16 @@ pub async fn cluster(n: u64) -> Result<Cluster> {
     })
 }
 
+impl Cluster {
+    /// Forms the cluster of every member through `node` (one of them, started).
+    pub async fn form(&self, node: &Node) -> Result<()> {
+        node.raft
+            .initialize(self.members.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("initialize: {e}"))
+    }
+}
+
 /// Opens node `id` from its directory and serves its peers on `listener`.
 pub async fn start(id: NodeId, dir: &TempDir, listener: TcpListener) -> Result<Node> {
     start_with(NodeOptions::new(id, dir.path()), listener).await
