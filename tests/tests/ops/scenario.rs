@@ -27,14 +27,19 @@ pub struct Scene {
     pub writer_request: dlock_proto::RequestId,
 }
 
+/// The scene's lease: its raw clients never renew, so their sessions must outlive the
+/// slowest test using them (a browser starting on a loaded machine takes many seconds).
+const SCENE_TTL_MS: u64 = 5 * 60 * 1000;
+
 /// Builds the scene on `server`.
 pub async fn build(server: &TestServer) -> Result<Scene> {
     let addr = server.addr();
-    let mut reader1 = RawClient::connect(addr, "reader-1").await?;
-    let mut reader2 = RawClient::connect(addr, HOSTILE_NAME).await?;
-    let mut writer = RawClient::connect(addr, "writer").await?;
-    let mut left = RawClient::connect(addr, "left").await?;
-    let mut right = RawClient::connect(addr, "right").await?;
+    let connect = |name: &'static str| RawClient::connect_with_ttl(addr, name, SCENE_TTL_MS);
+    let mut reader1 = connect("reader-1").await?;
+    let mut reader2 = connect(HOSTILE_NAME).await?;
+    let mut writer = connect("writer").await?;
+    let mut left = connect("left").await?;
+    let mut right = connect("right").await?;
     let (l1, _) = reader1.acquire("app/db", Mode::PR).await?;
     let (l2, _) = reader2.acquire("app/db", Mode::PR).await?;
     let writer_request = writer.lock("app/db", Mode::EX, LockFlags::empty()).await?;

@@ -90,7 +90,6 @@ async fn t83_status_page_in_headless_chromium() -> Result<()> {
     };
     let server = TestServer::start_with_http(TestServer::config()).await?;
     let http = server.http_addr().context("no http")?;
-    let mut scene = build(&server).await?;
 
     // Below the ephemeral range, so no outgoing connection takes it before chromedriver binds.
     let port = dlock_tests::ports::reserve(1)?[0].port();
@@ -133,7 +132,11 @@ async fn t83_status_page_in_headless_chromium() -> Result<()> {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .context("WebDriver session")?;
-    let result = check_page(&client, http, &mut scene).await;
+    // Built once the browser is up, so its start-up does not eat into the scene's leases.
+    let result = match build(&server).await {
+        Ok(mut scene) => check_page(&client, http, &mut scene).await,
+        Err(e) => Err(e),
+    };
     let _ = client.close().await;
     let _ = chromedriver.kill().await;
     result
