@@ -3,7 +3,10 @@
 //!
 //! Each openraft network client keeps one connection to its target, opened on first use
 //! and dropped on any error or timeout (so a late answer never pairs with a later
-//! request); a target that cannot be reached is reported `Unreachable`, which makes
+//! request). openraft makes a new client for every heartbeat round of a read index or a
+//! leadership check; a client dropped after a completed call leaves its connection to the
+//! next one (a few idle connections per peer, for a few seconds), so such a round opens no
+//! connection and repeats no handshake. A target that cannot be reached is reported `Unreachable`, which makes
 //! openraft back off. A node may have its own address book for its peers
 //! ([`PeerNetwork::with_addresses`]), consulted before the membership's addresses.
 //! [`serve_peers`] answers a listener's connections, one request at a
@@ -12,8 +15,8 @@
 //! [`crate::peer_auth`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dlock_proto::FrameCodec;
 use futures_util::{SinkExt, StreamExt};
@@ -39,6 +42,13 @@ pub const MAX_PEER_FRAME: usize = 16 * 1024 * 1024;
 
 /// How long a peer connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most idle connections kept per peer for the next client.
+const MAX_IDLE_PER_PEER: usize = 4;
+
+/// How long an idle connection is kept: a peer that restarted meanwhile costs the call that
+/// finds its connection closed, so keep them briefly (rounds come every 250 ms or faster).
+const MAX_IDLE_FOR: Duration = Duration::from_secs(5);
 
 /// A request from one node to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -126,6 +136,43 @@ enum CallError {
 pub struct PeerNetwork {
     addresses: Arc<BTreeMap<NodeId, String>>,
     secret: Option<PeerSecret>,
+    idle: Arc<IdleConns>,
+}
+
+/// Connections whose last call completed, by peer and address, newest last, with when each
+/// was left.
+#[derive(Debug, Default)]
+struct IdleConns(Mutex<BTreeMap<PeerKey, Vec<(Instant, ClientConn)>>>);
+
+/// A peer and the address its connections go to.
+type PeerKey = (NodeId, String);
+
+impl IdleConns {
+    /// The newest connection left for `target` at `addr` within [`MAX_IDLE_FOR`]; older
+    /// ones are dropped.
+    fn take(&self, target: NodeId, addr: &str) -> Option<ClientConn> {
+        let mut idle = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let conns = idle.get_mut(&(target, addr.to_owned()))?;
+        conns.retain(|(left, _)| left.elapsed() < MAX_IDLE_FOR);
+        conns.pop().map(|(_, conn)| conn)
+    }
+
+    /// Keeps `conn` for the next client of `target` at `addr` (the oldest goes when
+    /// [`MAX_IDLE_PER_PEER`] are kept).
+    fn put(&self, target: NodeId, addr: String, conn: ClientConn) {
+        let mut idle = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let conns = idle.entry((target, addr)).or_default();
+        if conns.len() >= MAX_IDLE_PER_PEER {
+            conns.remove(0);
+        }
+        conns.push((Instant::now(), conn));
+    }
 }
 
 impl PeerNetwork {
@@ -135,6 +182,7 @@ impl PeerNetwork {
         PeerNetwork {
             addresses: Arc::new(addresses),
             secret: None,
+            idle: Arc::default(),
         }
     }
 
@@ -164,6 +212,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             secret: self.secret.clone(),
             conn: None,
             in_call: false,
+            idle: self.idle.clone(),
         }
     }
 }
@@ -180,10 +229,27 @@ pub struct PeerClient {
     /// its own) after its request went out, so its answer may still come on the
     /// connection, which is then dropped rather than read.
     in_call: bool,
+    /// Where a connection goes when this client is dropped, and comes from when it has none.
+    idle: Arc<IdleConns>,
+}
+
+impl Drop for PeerClient {
+    fn drop(&mut self) {
+        // Only a connection whose last call completed: no answer is on its way on it.
+        if !self.in_call
+            && let Some(conn) = self.conn.take()
+        {
+            self.idle
+                .put(self.target, std::mem::take(&mut self.addr), conn);
+        }
+    }
 }
 
 impl PeerClient {
     async fn connect(&mut self) -> Result<&mut ClientConn, CallError> {
+        if self.conn.is_none() {
+            self.conn = self.idle.take(self.target, &self.addr);
+        }
         if self.conn.is_none() {
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
                 .await
@@ -539,6 +605,39 @@ mod tests {
             .unwrap();
         assert_eq!(third.vote, Vote::new(3, 1));
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_client_takes_the_connection_a_dropped_one_left_after_a_completed_call() {
+        let (addr, accepted) = slow_first_peer(Duration::from_millis(300)).await;
+        let mut network = PeerNetwork::default();
+        let member = Member {
+            client_addr: "127.0.0.1:1".to_owned(),
+            raft_addr: addr,
+        };
+        let option = || RPCOption::new(Duration::from_secs(5));
+        let count = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+        // A client dropped while its call waits (openraft's timeout around a heartbeat)
+        // leaves nothing: the late answer is still on its way on that connection.
+        let mut cancelled = network.new_client(2, &member).await;
+        let first = tokio::time::timeout(
+            Duration::from_millis(50),
+            cancelled.vote(VoteRequest::new(Vote::new(1, 1), None), option()),
+        )
+        .await;
+        assert!(first.is_err(), "the first call is cancelled: {first:?}");
+        drop(cancelled);
+        // Each later client (one per heartbeat round in openraft) gets the answer to its own
+        // request on the one connection the first completed call left.
+        for term in 2..=5 {
+            let mut client = network.new_client(2, &member).await;
+            let resp = client
+                .vote(VoteRequest::new(Vote::new(term, 1), None), option())
+                .await
+                .unwrap();
+            assert_eq!(resp.vote, Vote::new(term, 1));
+            assert_eq!(count(), 2, "round {term} opened a connection");
+        }
     }
 
     #[test]
