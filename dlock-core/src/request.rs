@@ -10,12 +10,14 @@ use crate::{LockFlags, LockId, Mode};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRequest {
     /// The resource name: opaque bytes, 1..=`max_name_len` long.
+    #[serde(with = "serde_bytes")]
     pub resource: Vec<u8>,
     /// Requested mode.
     pub mode: Mode,
     /// Flags; see [`LockFlags`].
     pub flags: LockFlags,
     /// With VALBLK: a value is only meaningful on write paths; ignored on a new lock.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     /// R65: if still queued after this many milliseconds, complete with TIMEDOUT.
     pub timeout_ms: Option<u64>,
@@ -44,6 +46,7 @@ pub struct ConvertRequest {
     /// Flags; see [`LockFlags`].
     pub flags: LockFlags,
     /// With VALBLK on a write path (from PW/EX, R26): the value to write.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     /// R65: if still queued after this many milliseconds, complete with TIMEDOUT.
     pub timeout_ms: Option<u64>,
@@ -70,6 +73,7 @@ pub struct UnlockRequest {
     /// VALBLK (write on unlock from PW/EX) and IVVALBLK.
     pub flags: LockFlags,
     /// With VALBLK: the value to write.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 

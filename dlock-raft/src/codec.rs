@@ -115,4 +115,40 @@ mod tests {
         flipped[RECORD_HEADER] ^= 1;
         assert!(matches!(next_record(&flipped, 0), RecordAt::Damaged(_)));
     }
+
+    /// [`dlock_core::LockRequest`] as it was encoded before its byte fields were
+    /// serialized as bytes rather than as sequences of `u8`.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct SeqLockRequest {
+        resource: Vec<u8>,
+        mode: dlock_core::Mode,
+        flags: dlock_core::LockFlags,
+        value: Option<Vec<u8>>,
+        timeout_ms: Option<u64>,
+    }
+
+    #[test]
+    fn byte_fields_keep_their_encoding() {
+        let mut req = dlock_core::LockRequest::new("app/db", dlock_core::Mode::PW);
+        req.value = Some(vec![0, 1, 255, 7]);
+        req.timeout_ms = Some(250);
+        let seq = SeqLockRequest {
+            resource: req.resource.clone(),
+            mode: req.mode,
+            flags: req.flags,
+            value: req.value.clone(),
+            timeout_ms: req.timeout_ms,
+        };
+        let bytes = encode(&req).unwrap();
+        // Logs and peers of earlier builds read and write the same bytes.
+        assert_eq!(bytes, encode(&seq).unwrap());
+        assert_eq!(decode::<SeqLockRequest>(&bytes).unwrap(), seq);
+        assert_eq!(
+            decode::<dlock_core::LockRequest>(&encode(&seq).unwrap()).unwrap(),
+            req
+        );
+        req.value = None;
+        let none = SeqLockRequest { value: None, ..seq };
+        assert_eq!(encode(&req).unwrap(), encode(&none).unwrap());
+    }
 }

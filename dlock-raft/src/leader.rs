@@ -177,9 +177,17 @@ impl Sequencer {
         &self.raft
     }
 
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
     /// The leader as this node knows it.
     pub fn leader(&self) -> Option<(NodeId, Member)> {
-        let m = self.raft.metrics().borrow().clone();
+        // The server metrics change only with the vote, the leader or the membership: no
+        // copy of the replication progress is made here.
+        let server = self.raft.server_metrics();
+        let m = server.borrow();
         let id = m.current_leader?;
         let member = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, member))
@@ -187,12 +195,12 @@ impl Sequencer {
 
     /// Whether this node leads and its term is ready for proposals.
     pub fn is_ready_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        m.state == ServerState::Leader
-            && self
-                .clock
-                .borrow()
-                .is_some_and(|c| c.term == m.current_term)
+        let (state, term) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.state, m.current_term)
+        };
+        state == ServerState::Leader && self.clock.borrow().is_some_and(|c| c.term == term)
     }
 
     /// The leader's clock while this node leads with its term ready, `None` otherwise; the
@@ -381,7 +389,12 @@ impl Sequencer {
         on_tick: impl Fn(Applied) + Send + Sync + 'static,
     ) {
         let on_tick = Arc::new(on_tick);
+        // Every metrics report (several per log entry under load) changes `metrics`; the
+        // server metrics change only with the vote, the leader, the role or the membership.
+        // The loop waits on the latter except while a new term waits for its first entry
+        // to be applied, so that a leader or a follower does not wake once per entry.
         let mut metrics = self.raft.metrics();
+        let mut server = self.raft.server_metrics();
         // Ticks proposed and not yet applied, and when the last one was proposed.
         let mut ticks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let mut last_tick: Option<Instant> = None;
@@ -393,8 +406,12 @@ impl Sequencer {
         // The clock of a term whose leader lost its majority, withdrawn until it answers.
         let mut suspended: Option<LeaderClock> = None;
         loop {
-            let m = metrics.borrow_and_update().clone();
-            let leading_term = (m.state == ServerState::Leader).then_some(m.current_term);
+            server.borrow_and_update();
+            let (state, current_term, last_applied) = {
+                let m = metrics.borrow_and_update();
+                (m.state, m.current_term, m.last_applied)
+            };
+            let leading_term = (state == ServerState::Leader).then_some(current_term);
             if suspended.is_some() || leading_term.is_none() {
                 // Not serving: what is in flight may never apply (a tick is harmless if it
                 // does).
@@ -419,7 +436,7 @@ impl Sequencer {
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    _ = metrics.changed() => {}
+                    _ = server.changed() => {}
                     () = tokio::time::sleep(QUORUM_CHECK) => {}
                 }
                 continue;
@@ -479,18 +496,18 @@ impl Sequencer {
                             .max(Duration::from_millis(1));
                         tokio::select! {
                             () = shutdown.cancelled() => return,
-                            _ = metrics.changed() => {}
+                            _ = server.changed() => {}
                             () = tokio::time::sleep(again) => {}
                         }
                         continue;
                     }
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        _ = metrics.changed() => {}
+                        _ = server.changed() => {}
                         () = tokio::time::sleep(wait) => {}
                     }
                 }
-                (Some(term), _) if m.last_applied.is_some_and(|l| l.leader_id.term == term) => {
+                (Some(term), _) if last_applied.is_some_and(|l| l.leader_id.term == term) => {
                     // The term's first entry is applied: start the clock, grant the grace.
                     let clock = LeaderClock {
                         term,
@@ -536,9 +553,21 @@ impl Sequencer {
                     if leading.is_none() && current.is_some() {
                         self.clock.send_replace(None);
                     }
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        r = metrics.changed() => if r.is_err() { return },
+                    // A new leader waits for its term's first entry to be applied (only the
+                    // full metrics say so); a follower only for a change of role or term.
+                    let changed = if leading.is_some() {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            r = metrics.changed() => r,
+                        }
+                    } else {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            r = server.changed() => r,
+                        }
+                    };
+                    if changed.is_err() {
+                        return;
                     }
                 }
             }

@@ -10,6 +10,7 @@
 use std::fs::{self, File};
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dlock_core::{Config, Core, Event, Input, SessionId};
@@ -57,6 +58,8 @@ struct SnapshotFile {
 #[derive(Clone, Debug)]
 pub struct Replica {
     state: Arc<Mutex<SmState>>,
+    /// Whether applied entries go to the feed (see [`Replica::set_feeding`]).
+    feeding: Arc<AtomicBool>,
 }
 
 impl Replica {
@@ -72,6 +75,20 @@ impl Replica {
     /// The last applied log index (0 before any).
     pub fn last_applied_index(&self) -> u64 {
         self.lock().last_applied.map_or(0, |id| id.index)
+    }
+
+    /// Whether what entries produce goes to the node's feed from now on (it does until
+    /// told otherwise). The server feeds only while it leads: a follower has no client to
+    /// route events to, and a feed it does not read would only wake it once per entry. Set
+    /// it before reading the state a leadership starts from, so that every entry applied
+    /// after that read reaches the feed.
+    pub fn set_feeding(&self, feeding: bool) {
+        self.feeding.store(feeding, Ordering::SeqCst);
+    }
+
+    /// Whether applied entries go to the feed (see [`set_feeding`](Self::set_feeding)).
+    pub fn feeding(&self) -> bool {
+        self.feeding.load(Ordering::SeqCst)
     }
 
     /// The engine as of the last applied entry, held until the guard is dropped: applying
@@ -171,6 +188,7 @@ impl StateMachine {
         Ok(StateMachine {
             replica: Replica {
                 state: Arc::new(Mutex::new(state)),
+                feeding: Arc::new(AtomicBool::new(true)),
             },
             dir,
             feed: None,
@@ -372,6 +390,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(feed) = &self.feed else {
             return Ok(out);
         };
+        let feeding = self.replica.feeding();
         // The events go to the feed (after the state's lock is released: the reader takes
         // it too); the proposer's answer keeps the index.
         let mut answers = Vec::with_capacity(out.len());
@@ -382,7 +401,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 events: Vec::new(),
                 opened: applied.opened.clone(),
             });
-            if applied.index > self.unfed_upto
+            if feeding
+                && applied.index > self.unfed_upto
                 && (!applied.events.is_empty() || !applied.opened.is_empty())
             {
                 // A closed feed means the server is stopping: nothing is left to route to.

@@ -76,6 +76,8 @@ pub(super) struct PendingOpen {
 impl ClusterSide {
     /// The cluster side of a node run by `sequencer`.
     pub(super) fn new(sequencer: Sequencer) -> ClusterSide {
+        // Not leading yet: nothing applied needs routing (see `on_clock`).
+        sequencer.replica().set_feeding(false);
         ClusterSide {
             sequencer,
             leading: None,
@@ -92,7 +94,7 @@ impl ClusterSide {
     /// The refusal for a client that reached this node while it does not lead: the
     /// leader's client address when it is known and another node.
     pub(super) fn not_leader(&self) -> Refusal {
-        let id = self.sequencer.status().id;
+        let id = self.sequencer.id();
         let leader = self
             .sequencer
             .leader()
@@ -136,6 +138,10 @@ impl CoreTask {
             return;
         }
         let was = std::mem::replace(&mut side.leading, term);
+        // Only a leader routes what entries produce: a follower's state machine does not
+        // feed it, and so does not wake this task once per entry. Feeding starts before the
+        // engine is read below, so every entry applied after that read reaches the feed.
+        side.sequencer.replica().set_feeding(term.is_some());
         if was.is_some() {
             self.step_down();
         }
