@@ -22,6 +22,8 @@
 //!   (a `u32` length and a bincode body);
 //! - [`leader`]: the leader's duties ([`Sequencer`]): proposals stamped with its clock, a
 //!   grace for every session when its term starts, ticks when a deadline is due;
+//! - [`read`]: linearizable reads ([`Sequencer::read_index`]): a heartbeat round to a
+//!   majority, then the engine caught up to the read index;
 //! - [`codec`]: the only module that knows how records and snapshots are encoded.
 //!
 //! [`open_node`] puts them together into a running [`Raft`] node, and a [`Sequencer`] on
@@ -66,6 +68,7 @@ pub mod log_store;
 pub mod network;
 mod node;
 pub mod peer_auth;
+pub mod read;
 pub mod state_machine;
 pub mod types;
 
@@ -77,6 +80,7 @@ pub use node::{
     DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,
 };
 pub use peer_auth::{PeerSecret, SecretError};
+pub use read::ReadError;
 pub use state_machine::{Auditor, CoreGuard, Feed, Replica, SharedAuditor, StateMachine};
 pub use types::{Applied, MAX_BATCH, Member, NodeId, Proposal, Raft, TypeConfig, input_index};
 

@@ -151,6 +151,9 @@ impl CoreTask {
     /// Stops serving: every client is disconnected (its client finds the new leader) and
     /// the server's part of the sessions is dropped.
     fn step_down(&mut self) {
+        if let Some(reads) = &mut self.reads {
+            reads.clear();
+        }
         let refusal = self.cluster.as_ref().map(ClusterSide::not_leader);
         if let Some(side) = &mut self.cluster {
             for (_, open) in side.pending_opens.drain() {

@@ -17,6 +17,7 @@ mod cluster;
 mod engine;
 mod grace;
 mod outbound;
+mod reads;
 mod requests;
 mod routing;
 mod sessions;
@@ -40,6 +41,7 @@ use self::cluster::{ClusterSide, PendingOpen};
 use self::engine::Engine;
 pub(crate) use self::grace::Grace;
 use self::grace::NotHeld;
+use self::reads::{Reads, WaitingQuery};
 use self::requests::Action;
 use self::routing::{apply_and_route, apply_for_server, close_overflowed};
 use self::sessions::{SessionState, Sessions};
@@ -86,6 +88,8 @@ pub(crate) struct CoreTask {
     cluster: Option<ClusterSide>,
     /// In a cluster: what the node applies, in log order (taken by `run`).
     feed: Option<mpsc::Receiver<dlock_raft::Applied>>,
+    /// In a cluster: queries waiting for a linearizable read.
+    reads: Option<Reads>,
 }
 
 /// The next entry from a cluster's feed; never, on a single server.
@@ -120,6 +124,9 @@ impl CoreTask {
         security: Arc<Security>,
         cluster: Option<ClusterLink>,
     ) -> CoreTask {
+        let reads = cluster
+            .as_ref()
+            .map(|link| Reads::new(link.sequencer.clone()));
         let (engine, side, feed) = match cluster {
             None => (Engine::new(config.engine.clone(), floor, start), None, None),
             Some(link) => {
@@ -142,6 +149,7 @@ impl CoreTask {
             engine,
             cluster: side,
             feed,
+            reads,
             sessions: Sessions::new(
                 config.replay_capacity,
                 config.replay_pool_bytes,
@@ -228,6 +236,12 @@ impl CoreTask {
                         };
                         self.on_applied(applied)?;
                     }
+                    self.count_busy(busy);
+                }
+                // In a cluster: a read round for waiting queries ended.
+                outcome = reads::next_outcome(&mut self.reads) => {
+                    let busy = Instant::now();
+                    self.on_read(outcome)?;
                     self.count_busy(busy);
                 }
                 changed = next_clock(&mut clock) => {
@@ -359,10 +373,10 @@ impl CoreTask {
                 conn,
                 id,
                 body,
-                slot: _slot,
+                slot,
                 received,
             } => {
-                self.request(session, conn, id, body)?;
+                self.request(session, conn, id, body, slot)?;
                 self.sessions
                     .monitor
                     .stats
@@ -608,6 +622,7 @@ impl CoreTask {
         conn: ConnId,
         id: RequestId,
         body: Request,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(), ServerError> {
         self.sessions.monitor.request(&body);
         let Some(s) = self.sessions.attached(session, conn) else {
@@ -648,6 +663,23 @@ impl CoreTask {
                 self.renew_implicitly(session)?;
                 let view = self.cluster.as_ref().map(ClusterSide::view);
                 self.reply(session, conn, id, Reply::Cluster(view));
+                return Ok(());
+            }
+            Action::Query(query) if self.reads.is_some() => {
+                // In a cluster: answered once a read index confirms this node still leads
+                // (`reads`), never from a table another leader may have moved past.
+                self.renew_implicitly(session)?;
+                if let Some(reads) = &mut self.reads {
+                    reads.push(WaitingQuery {
+                        session,
+                        conn,
+                        id,
+                        query,
+                        rules,
+                        identity,
+                        _slot: slot,
+                    });
+                }
                 return Ok(());
             }
             Action::Query(query) => {

@@ -12,6 +12,7 @@ mod t92_follower_catch_up;
 mod t93_restart_all;
 mod t94_partition;
 mod t95_peer_secret;
+mod t96_linearizable_reads;
 
 use std::time::Duration;
 

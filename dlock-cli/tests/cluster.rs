@@ -1,0 +1,88 @@
+//! `dlock status` against a three-member cluster (in-process servers on 127.0.0.1): given
+//! every member, it finds the leader and shows the current holder, read through the
+//! leader's linearizable read.
+
+mod common;
+
+use anyhow::{Context, Result, ensure};
+use common::*;
+use dlock_client::{Client, Mode};
+use dlock_server::cluster::{ClusterConfig, DEFAULT_FAILOVER_GRACE, parse_peers};
+use dlock_server::{Config, Server, ServerHandle};
+use serde_json::Value;
+
+/// Three members on reserved loopback ports, the first forming the cluster; returns them
+/// with the comma-separated client endpoints.
+async fn three() -> Result<(Vec<ServerHandle>, Vec<tempfile::TempDir>, String)> {
+    let ports = dlock_tests::ports::reserve(6)?;
+    let peers: Vec<String> = (0..3)
+        .map(|i| format!("{}={}/{}", i + 1, ports[i], ports[i + 3]))
+        .collect();
+    let members = parse_peers(&peers.join(",")).map_err(anyhow::Error::msg)?;
+    let mut servers = Vec::new();
+    let mut dirs = Vec::new();
+    for (i, listen) in ports.iter().take(3).enumerate() {
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            listen: *listen,
+            data_dir: dir.path().to_path_buf(),
+            cluster: Some(ClusterConfig {
+                node_id: i as u64 + 1,
+                members: members.clone(),
+                init: i == 0,
+                failover_grace: DEFAULT_FAILOVER_GRACE,
+                raft_bind: None,
+                snapshot_every: None,
+                secret_file: None,
+            }),
+            ..Config::default()
+        };
+        servers.push(Server::with_config(config).spawn().await?);
+        dirs.push(dir);
+    }
+    let endpoints = ports[..3]
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok((servers, dirs, endpoints))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_cluster_shows_the_current_holder() -> Result<()> {
+    let (servers, _dirs, endpoints) = three().await?;
+    // Once a leader is elected, a client given every member finds it.
+    let holder = eventually("a client to reach the leader", || async {
+        Client::builder(endpoints.clone())
+            .name("cli-holder")
+            .connect()
+            .await
+            .ok()
+    })
+    .await?;
+    let g = holder.lock("cli.db", Mode::PW).await?;
+
+    let out = output(dlock_at(&endpoints, &["status", "--json", "cli."])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).context("status --json is JSON")?;
+    let r = &doc["resources"][0];
+    ensure!(r["name"] == "cli.db", "{doc}");
+    let h = &r["holders"][0];
+    ensure!(h["session_name"] == "cli-holder", "{doc}");
+    ensure!(h["mode"] == "PW" && h["token"] == g.token().0, "{doc}");
+
+    // Released, the next status shows nothing held.
+    g.unlock().await?;
+    let out = output(dlock_at(&endpoints, &["status", "--json", "cli."])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        doc["resources"].as_array().is_some_and(Vec::is_empty),
+        "{doc}"
+    );
+    holder.close().await?;
+    for s in servers {
+        s.shutdown().await?;
+    }
+    Ok(())
+}
