@@ -42,6 +42,9 @@
 //! - Each new term first gives every session the fail-over grace
 //!   ([`Command::ExtendLeases`](dlock_core::Command::ExtendLeases)); time stands still
 //!   while there is no leader.
+//! - Reads that must be current go through a read index ([`Sequencer::read_index`]): a
+//!   heartbeat round answered by a majority, then this node's engine caught up to what was
+//!   committed when the round began; a leader cut off from its majority confirms none.
 //! - A leader that stops hearing from a majority withdraws its clock (checked every 250 ms,
 //!   [`Sequencer::clock`]): the server stops serving and its clients find the new leader.
 //! - Each new term first applies the leader's engine configuration if it differs

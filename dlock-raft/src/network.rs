@@ -163,6 +163,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             addr: self.address_of(target, node),
             secret: self.secret.clone(),
             conn: None,
+            in_call: false,
         }
     }
 }
@@ -174,6 +175,11 @@ pub struct PeerClient {
     addr: String,
     secret: Option<PeerSecret>,
     conn: Option<ClientConn>,
+    /// Set while a call waits for its answer: still set when the next call starts means
+    /// the last one was cancelled from outside (openraft wraps every append in a timeout of
+    /// its own) after its request went out, so its answer may still come on the
+    /// connection, which is then dropped rather than read.
+    in_call: bool,
 }
 
 impl PeerClient {
@@ -199,6 +205,11 @@ impl PeerClient {
     /// Sends one request and waits for its answer within `ttl`. Any failure drops the
     /// connection.
     async fn call(&mut self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        if std::mem::replace(&mut self.in_call, true) {
+            // The last call was dropped before its answer: never pair that answer with this
+            // request.
+            self.conn = None;
+        }
         let result = tokio::time::timeout(ttl, async {
             let conn = self.connect().await?;
             conn.send(req).await?;
@@ -215,6 +226,7 @@ impl PeerClient {
             }
             self.conn = None;
         }
+        self.in_call = false;
         result
     }
 }
@@ -456,7 +468,78 @@ async fn serve_conn(
 
 #[cfg(test)]
 mod tests {
+    use openraft::Vote;
+
     use super::*;
+
+    /// A peer that answers each vote request with a vote of the request's term, the first
+    /// one after `first_delay`; it counts the connections it accepted.
+    async fn slow_first_peer(
+        first_delay: Duration,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut delay = Some(first_delay);
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
+                let wait = delay.take();
+                tokio::spawn(async move {
+                    let mut wait = wait;
+                    while let Some(Ok(Ok(PeerRequest::Vote(req)))) = conn.next().await {
+                        if let Some(d) = wait.take() {
+                            tokio::time::sleep(d).await;
+                        }
+                        let resp = VoteResponse::new(req.vote, None, false);
+                        if conn.send(PeerResponse::Vote(Ok(resp))).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_a_cancelled_call_never_pairs_with_the_next_request() {
+        let (addr, accepted) = slow_first_peer(Duration::from_millis(300)).await;
+        let mut client = PeerNetwork::default()
+            .new_client(
+                2,
+                &Member {
+                    client_addr: "127.0.0.1:1".to_owned(),
+                    raft_addr: addr,
+                },
+            )
+            .await;
+        let option = || RPCOption::new(Duration::from_secs(5));
+        // Cancelled from outside after its request went out, as openraft's own timeout
+        // around an append does.
+        let first = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.vote(VoteRequest::new(Vote::new(1, 1), None), option()),
+        )
+        .await;
+        assert!(first.is_err(), "the first call is cancelled: {first:?}");
+        // The next call gets the answer to its own request (term 2), not the late one.
+        let second = client
+            .vote(VoteRequest::new(Vote::new(2, 1), None), option())
+            .await
+            .unwrap();
+        assert_eq!(second.vote, Vote::new(2, 1));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A call that completed keeps its connection for the next one.
+        let third = client
+            .vote(VoteRequest::new(Vote::new(3, 1), None), option())
+            .await
+            .unwrap();
+        assert_eq!(third.vote, Vote::new(3, 1));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn the_address_book_comes_before_the_membership() {

@@ -9,6 +9,7 @@
 //! floor and audit around `apply`), [`sessions`] (the server's part of each session and its
 //! replay buffer), [`routing`] (events to sessions, replay overflow), [`outbound`] (delivery
 //! to connections, slow readers), [`requests`] (client requests, queries, reply sizes),
+//! [`reads`] (in a cluster, queries answered after a linearizable read),
 //! [`grace`] (the restart grace) and [`turns`] (client addresses served in turns). This file
 //! is the run loop and the handling of each message from a connection.
 
