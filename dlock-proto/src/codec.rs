@@ -17,6 +17,11 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 /// already bounded by the codec's maximum; this bounds collection pre-allocation on top.
 const DECODE_LIMIT: usize = 16 * 1024 * 1024;
 
+/// Room made in the output buffer before a frame is encoded: most frames (a request, a
+/// reply, an event) fit, so the serializer's many small writes do not grow the buffer a few
+/// bytes at a time (each growth a reallocation and a copy).
+const ENCODE_RESERVE: usize = 256;
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
@@ -132,6 +137,7 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
         // Encode straight into the output buffer behind a placeholder length, then patch it:
         // no per-frame allocation.
+        dst.reserve(ENCODE_RESERVE);
         let start = dst.len();
         dst.put_u32(0);
         let mut writer = dst.writer();

@@ -1,7 +1,9 @@
 //! One client connection: a reader that decodes frames and feeds the core task, and a writer
 //! that drains the connection's outbox, all queued frames per turn with one write.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use dlock_proto::{
@@ -10,7 +12,7 @@ use dlock_proto::{
 };
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
@@ -233,11 +235,15 @@ async fn read_loop<R: ReadHalf>(
                 // down rather than cut off, and its answers stay bounded: no new request is
                 // taken while the outbox holds more than a quarter of its bound, and at most
                 // MAX_IN_FLIGHT of the connection's requests wait in (or for) the core task.
-                let drained = conn.outbox.drained_to(config.outbox_max_bytes / 4);
-                tokio::select! {
-                    biased;
-                    _ = &mut cancelled => break,
-                    _ = drained => {}
+                // Both waits are skipped when there is nothing to wait for (the usual case):
+                // a select polls the cancellation first, which takes locks, on every pass.
+                let limit = config.outbox_max_bytes / 4;
+                if !conn.outbox.is_drained_to(limit) {
+                    tokio::select! {
+                        biased;
+                        _ = &mut cancelled => break,
+                        _ = conn.outbox.drained_to(limit) => {}
+                    }
                 }
                 if !rate.admit(Instant::now) || peer_rate.as_ref().is_some_and(|r| !admit_shared(r))
                 {
@@ -252,10 +258,14 @@ async fn read_loop<R: ReadHalf>(
                     }
                     continue;
                 }
-                let slot = tokio::select! {
-                    biased;
-                    _ = &mut cancelled => break,
-                    slot = in_flight.clone().acquire_owned() => slot,
+                let slot = match in_flight.clone().try_acquire_owned() {
+                    Ok(slot) => Ok(slot),
+                    Err(TryAcquireError::Closed) => break,
+                    Err(TryAcquireError::NoPermits) => tokio::select! {
+                        biased;
+                        _ = &mut cancelled => break,
+                        slot = in_flight.clone().acquire_owned() => slot,
+                    },
                 };
                 let Ok(slot) = slot else { break };
                 CoreMsg::Request {
@@ -423,16 +433,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     return; // closed
                 }
                 // A client that does not read stalls the turn: past the slow-reader timeout
-                // it is cut off (its session lives on), so it holds no outbox for long.
-                let written = tokio::time::timeout(config.slow_reader_timeout, async {
-                    for m in turn {
-                        if !feed(&mut sink, m, peer, &shared.net).await {
-                            return false;
+                // it is cut off (its session lives on), so it holds no outbox for long. The
+                // turn is first tried without a timer: a socket with room takes it at once,
+                // and arming a timer per turn showed up in the per-request profile.
+                let written = {
+                    let write = std::pin::pin!(async {
+                        for m in turn {
+                            if !feed(&mut sink, m, peer, &shared.net).await {
+                                return false;
+                            }
                         }
+                        sink.flush().await.is_ok()
+                    });
+                    match poll_once(write).await {
+                        Ok(done) => Ok(done),
+                        Err(write) => tokio::time::timeout(config.slow_reader_timeout, write).await,
                     }
-                    sink.flush().await.is_ok()
-                })
-                .await;
+                };
                 match written {
                     Ok(true) => {}
                     Ok(false) => return,
@@ -489,6 +506,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// Polls `fut` once: its output if it is ready at once, else the future to go on with.
+async fn poll_once<F: Future + Unpin>(mut fut: F) -> Result<F::Output, F> {
+    let ready =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
+    match ready {
+        std::task::Poll::Ready(out) => Ok(out),
+        std::task::Poll::Pending => Err(fut),
+    }
 }
 
 /// Feeds one frame; `false` if the connection is broken.

@@ -206,6 +206,13 @@ impl Outbox {
         }
     }
 
+    /// Whether at most `limit` bytes are queued (or the outbox is closed): what
+    /// [`drained_to`](Self::drained_to) waits for, checked without waiting.
+    pub(crate) fn is_drained_to(&self, limit: usize) -> bool {
+        let s = self.lock();
+        s.bytes <= limit || s.closed
+    }
+
     /// The writer is gone: later pushes fail, a waiting pusher gives up.
     pub(crate) fn close(&self) {
         self.lock().closed = true;

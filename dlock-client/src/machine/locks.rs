@@ -1,7 +1,6 @@
 //! The lock table: the granted locks of the current session, and the machine's end of each
 //! lock's shared state (through which it delivers blocking notifications and loss).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use dlock_core::{FencingToken, LockId, Mode};
@@ -37,7 +36,7 @@ impl Drop for LockEntry {
 /// The held locks, by id.
 #[derive(Default)]
 pub(crate) struct Locks {
-    map: HashMap<LockId, LockEntry>,
+    map: foldhash::HashMap<LockId, LockEntry>,
 }
 
 /// What a new lock's shared state is made of.

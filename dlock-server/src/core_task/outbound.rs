@@ -10,8 +10,6 @@
 //! A full outbox means a slow reader: the connection is closed with `SlowReader`; its
 //! session stays (R51), its events stay in the replay buffer, and the client can resume.
 
-use std::collections::HashMap;
-
 use crate::outbox::PushError;
 use dlock_core::SessionId;
 use dlock_proto::{ProtocolError, ServerMessage};
@@ -47,7 +45,7 @@ struct Pending {
 pub(super) struct Outbound {
     pending: Vec<Pending>,
     /// Where each connection's entry is in `pending`.
-    index: HashMap<ConnId, usize>,
+    index: super::FastMap<ConnId, usize>,
     /// Emptied item lists, reused so that a wake-up normally allocates none.
     spare: Vec<Vec<Out>>,
 }

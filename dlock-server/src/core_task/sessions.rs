@@ -2,7 +2,9 @@
 //! id applied and the attached connection. The engine keeps the rest (lease, secret, locks)
 //! and is asked for it; nothing here copies engine state.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::{FastMap, PeerMap};
 use std::net::IpAddr;
 
 use dlock_core::{Event, LockId, SessionId};
@@ -32,7 +34,7 @@ pub(super) struct SessionState {
     /// What `replay` holds, in (approximate) bytes.
     replay_bytes: usize,
     /// When each of its queued requests was queued, by lock (for the queue wait histogram).
-    pub(super) queued_at: HashMap<LockId, tokio::time::Instant>,
+    pub(super) queued_at: FastMap<LockId, tokio::time::Instant>,
     /// The locks the engine said the session owns, when it last had an event: what the
     /// session adds to its address's lock count.
     locks: usize,
@@ -55,7 +57,7 @@ impl SessionState {
             conn: None,
             replaying: false,
             replay_bytes: 0,
-            queued_at: HashMap::new(),
+            queued_at: FastMap::default(),
             locks: 0,
         }
     }
@@ -71,7 +73,7 @@ impl SessionState {
             conn: Some(conn),
             replaying: true,
             replay_bytes: 0,
-            queued_at: HashMap::new(),
+            queued_at: FastMap::default(),
             locks: 0,
         }
     }
@@ -109,7 +111,7 @@ struct PeerUse {
 /// way to the sessions' connections.
 #[derive(Debug)]
 pub(super) struct Sessions {
-    pub(super) map: HashMap<SessionId, SessionState>,
+    pub(super) map: FastMap<SessionId, SessionState>,
     /// Messages and closes for connections, delivered at the end of the wake-up.
     pub(super) out: Outbound,
     /// Connections found lost while delivering (reused buffer).
@@ -119,7 +121,7 @@ pub(super) struct Sessions {
     /// Sessions whose replay buffer overflowed since the last `close_overflowed`.
     pub(super) overflowed: Vec<SessionId>,
     /// Live sessions and their locks per client address.
-    per_peer: HashMap<IpAddr, PeerUse>,
+    per_peer: PeerMap<PeerUse>,
     /// What all replay buffers hold, in (approximate) bytes.
     replay_bytes: usize,
     /// Most bytes all replay buffers together may hold (the memory budget's share); over
@@ -143,12 +145,12 @@ impl Sessions {
         replay_per_peer: usize,
     ) -> Sessions {
         Sessions {
-            map: HashMap::new(),
+            map: FastMap::default(),
             out: Outbound::default(),
             lost: Vec::new(),
             replay_capacity,
             overflowed: Vec::new(),
-            per_peer: HashMap::new(),
+            per_peer: PeerMap::default(),
             replay_bytes: 0,
             replay_pool,
             replay_per_peer,

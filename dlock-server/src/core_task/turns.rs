@@ -9,7 +9,7 @@
 //! sent them. Messages that belong to no address (the HTTP listener's questions) have a
 //! turn of their own.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 /// Who a message's turn belongs to: a client address, or `None` for the server's own.
@@ -19,7 +19,7 @@ pub(super) type Turn = Option<IpAddr>;
 #[derive(Debug)]
 pub(super) struct Turns<T> {
     /// Each address's queue, by its index in `queues`.
-    index: HashMap<Turn, usize>,
+    index: std::collections::HashMap<Turn, usize, foldhash::quality::RandomState>,
     /// The queues; a queue that empties is given back to `free`.
     queues: Vec<(Turn, VecDeque<T>)>,
     free: Vec<usize>,
@@ -31,7 +31,7 @@ pub(super) struct Turns<T> {
 impl<T> Default for Turns<T> {
     fn default() -> Self {
         Turns {
-            index: HashMap::new(),
+            index: Default::default(),
             queues: Vec::new(),
             free: Vec::new(),
             ring: VecDeque::new(),

@@ -36,8 +36,8 @@ fn resume_retransmits_outstanding_requests_and_drops_replayed_duplicates() {
             &frames[..],
             [
                 ClientMessage::Request { id: again, body: Request::Lock(_) },
-                ClientMessage::Ack { seq },
                 ClientMessage::Request { body: Request::Renew, .. },
+                ClientMessage::Ack { seq },
             ] if *again == id && *seq == queued_seq
         ),
         "{frames:?}"
@@ -107,8 +107,8 @@ fn local_lease_lapses_before_the_server_could_expire_the_session() {
     let mut h = Harness::connected(ttl);
     let l = h.grant(LockId(1));
 
-    // Renewals every TTL/3, each with an Ack of every event received so far; the server
-    // confirms them for a while.
+    // Renewals every TTL/3, each followed by an Ack of every event received so far; the
+    // server confirms them for a while.
     let mut last_confirmed_send = h.now;
     for _ in 0..10 {
         let sent = h.next_deadline();
@@ -117,13 +117,13 @@ fn local_lease_lapses_before_the_server_could_expire_the_session() {
         let acked = h.seq - 1;
         let id = match &frames[..] {
             [
-                ClientMessage::Ack { seq },
                 ClientMessage::Request {
                     id,
                     body: Request::Renew,
                 },
+                ClientMessage::Ack { seq },
             ] if *seq == acked => *id,
-            other => panic!("expected Ack and Renew, got {other:?}"),
+            other => panic!("expected Renew and Ack, got {other:?}"),
         };
         last_confirmed_send = sent;
         h.event(Some(id), None, EventKind::Renewed { ttl_ms: 3000 });
