@@ -109,7 +109,7 @@ async fn each_leader_stop_is_followed_by_a_grant_with_a_greater_token_from_a_new
         // The stopped node comes back from its directory.
         drop(node);
         let id = i as u64 + 1;
-        let l = TcpListener::bind(&c.members[&id].raft_addr).await?;
+        let l = rebind(&c, id).await?;
         let (n, s) = start_seq(id, &c, l, &duties).await?;
         nodes[i] = Some(n);
         seqs[i] = Some(s);

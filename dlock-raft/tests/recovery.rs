@@ -11,7 +11,6 @@ use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
 use dlock_raft::NodeOptions;
 use dlock_raft::openraft::SnapshotPolicy;
-use tokio::net::TcpListener;
 
 fn open(name: &str) -> Command {
     Command::OpenSession {
@@ -36,10 +35,6 @@ fn snapshotting(id: u64, c: &Cluster) -> NodeOptions {
     o.raft.max_in_snapshot_log_to_keep = 0;
     o.raft.purge_batch_size = 1;
     o
-}
-
-async fn rebind(c: &Cluster, id: u64) -> Result<TcpListener> {
-    Ok(TcpListener::bind(&c.members[&id].raft_addr).await?)
 }
 
 async fn three(c: &mut Cluster) -> Result<Vec<Node>> {

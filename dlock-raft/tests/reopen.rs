@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
 use dlock_raft::{Applied, NodeOptions};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// The feed's capacity: far fewer than the entries applied again on opening.
@@ -60,7 +59,7 @@ async fn a_node_reopens_with_more_committed_entries_than_its_feed_holds() -> Res
     // Opened again with a feed of the same size that nobody reads while it opens: every
     // entry up to `last` is applied again inside `open_node`.
     let (tx, mut rx) = mpsc::channel(FEED);
-    let listener = TcpListener::bind(&c.members[&1].raft_addr).await?;
+    let listener = rebind(&c, 1).await?;
     let node = tokio::time::timeout(DEADLINE, start_with(with_feed(&c, tx), listener))
         .await
         .context("the node did not open: applying again what it had committed filled its feed")??;

@@ -104,7 +104,7 @@ async fn leader_killed_new_leader_keeps_every_lock_and_tokens_grow() -> Result<(
     );
 
     // The killed node restarts from its directory and catches up from its log.
-    let l = tokio::net::TcpListener::bind(&c.members[&first].raft_addr).await?;
+    let l = rebind(&c, first).await?;
     let restarted = start(first, &c.dirs[first as usize - 1], l).await?;
     wait_applied(&restarted.replica, applied.index).await?;
     assert_eq!(

@@ -93,6 +93,25 @@ pub async fn start_with(options: NodeOptions, listener: TcpListener) -> Result<N
     })
 }
 
+/// Binds `id`'s raft address again for a restarted node. The stopped node's peer listener
+/// goes with its serving task, which notices the stop on its next poll: until then the
+/// address is still in use, so binding is retried (every 10 ms, within [`DEADLINE`]).
+pub async fn rebind(c: &Cluster, id: NodeId) -> Result<TcpListener> {
+    let addr = &c.members[&id].raft_addr;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Stops a node as a crash would, as far as its peers can tell.
 pub async fn kill(node: &Node) -> Result<()> {
     node.stop.cancel();
