@@ -189,10 +189,12 @@ async fn read_loop<R: ReadHalf>(
     peer_rate: Option<SharedRate>,
 ) {
     let token = conn.shared.token.clone();
+    // The handshake runs boxed: its state (the Hello, its timer, the wait for the core)
+    // would otherwise be part of every connection's task for the connection's whole life.
     let session = tokio::select! {
         biased;
         _ = token.cancelled() => None,
-        s = handshake(&mut reader, &conn, &core_tx, config, who) => s,
+        s = Box::pin(handshake(&mut reader, &conn, &core_tx, config, who)) => s,
     };
     let Some(session) = session else {
         conn.close(None, true);
