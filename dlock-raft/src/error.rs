@@ -28,6 +28,19 @@ pub enum RaftStoreError {
     /// A record or snapshot could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(String),
+    /// The log or a snapshot was written in a format newer than this build reads (by a
+    /// later dlock-server): refused rather than misread.
+    #[error(
+        "{what} is in storage format {found}; this dlock-server reads formats up to {supported}: run the version that wrote it"
+    )]
+    Format {
+        /// The segment file, or what the snapshot is.
+        what: String,
+        /// The format found.
+        found: u32,
+        /// The newest format this build reads.
+        supported: u32,
+    },
 }
 
 impl RaftStoreError {

@@ -53,7 +53,14 @@ enum LogRecord {
     Vote(Vote<NodeId>),
     /// The committed log id.
     Committed(Option<LogId>),
+    /// The format of the records after it: first in every segment since formats are
+    /// recorded (a segment without it is of format 1). Last among the variants, so that the
+    /// others keep their encoding.
+    Format(u32),
 }
+
+/// The log format this build writes and the newest it reads (see [`LogRecord::Format`]).
+pub const LOG_FORMAT: u32 = 1;
 
 /// [`LogRecord::Entry`] by reference: the same encoding (the same variant, first of its
 /// enum), without a copy of the entry.
@@ -86,6 +93,8 @@ impl LogMem {
             LogRecord::Purge(id) => self.purge(id),
             LogRecord::Vote(vote) => self.vote = Some(vote),
             LogRecord::Committed(id) => self.committed = id,
+            // Checked as it is read (`LogStore::open`).
+            LogRecord::Format(_) => {}
         }
     }
 
@@ -99,6 +108,7 @@ impl LogMem {
     /// The records a new segment starts with.
     fn header(&self) -> Result<Vec<u8>, RaftStoreError> {
         let mut out = Vec::new();
+        codec::put_record(&mut out, &LogRecord::Format(LOG_FORMAT))?;
         if let Some(vote) = self.vote {
             codec::put_record(&mut out, &LogRecord::Vote(vote))?;
         }
@@ -199,6 +209,15 @@ impl LogStore {
                 match codec::next_record(&data, offset) {
                     RecordAt::Whole(body, next) => {
                         let record: LogRecord = codec::decode(body)?;
+                        if let LogRecord::Format(found) = record
+                            && found > LOG_FORMAT
+                        {
+                            return Err(RaftStoreError::Format {
+                                what: path.display().to_string(),
+                                found,
+                                supported: LOG_FORMAT,
+                            });
+                        }
                         if let LogRecord::Entry(e) = &record {
                             max_index = max_index.max(Some(e.get_log_id().index));
                         }
@@ -241,7 +260,11 @@ impl LogStore {
             Some(s) => s,
             None => {
                 let path = segment_path(&dir, 1);
-                File::create(&path).map_err(|e| RaftStoreError::io(&path, e))?;
+                let header = mem.header()?;
+                let mut file = File::create(&path).map_err(|e| RaftStoreError::io(&path, e))?;
+                file.write_all(&header)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| RaftStoreError::io(&path, e))?;
                 sync_dir(&dir)?;
                 Segment {
                     seq: 1,
@@ -659,5 +682,72 @@ mod tests {
             LogStore::open(&dir, 128),
             Err(RaftStoreError::Corrupt { .. })
         ));
+    }
+
+    /// The records of a segment file, in order.
+    fn records(path: &Path) -> Vec<LogRecord> {
+        let data = fs::read(path).unwrap();
+        let (mut offset, mut out) = (0, Vec::new());
+        while let RecordAt::Whole(body, next) = codec::next_record(&data, offset) {
+            out.push(codec::decode(body).unwrap());
+            offset = next;
+        }
+        assert_eq!(offset, data.len(), "{}: whole records only", path.display());
+        out
+    }
+
+    #[tokio::test]
+    async fn every_segment_starts_with_the_format_and_a_newer_one_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let log = LogStore::open(&dir, 128).unwrap();
+        append(&log, 1..=30).await;
+        drop(log);
+        let all = segments(&dir);
+        assert!(all.len() > 2, "small segments roll: {all:?}");
+        for path in &all {
+            assert!(
+                matches!(records(path).first(), Some(LogRecord::Format(LOG_FORMAT))),
+                "{} starts with its format",
+                path.display()
+            );
+        }
+
+        // A segment written by a later build, in a format this one does not know.
+        let last = all.last().unwrap();
+        let mut newer = Vec::new();
+        codec::put_record(&mut newer, &LogRecord::Format(LOG_FORMAT + 1)).unwrap();
+        fs::write(last, newer).unwrap();
+        match LogStore::open(&dir, 128) {
+            Err(e @ RaftStoreError::Format { found, supported, .. }) => {
+                assert_eq!((found, supported), (LOG_FORMAT + 1, LOG_FORMAT));
+                let message = e.to_string();
+                assert!(message.contains(&last.display().to_string()), "{message}");
+            }
+            other => panic!("a newer format must be refused: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_segment_from_before_formats_were_recorded_is_read_as_format_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        fs::create_dir_all(&dir).unwrap();
+        let vote = Vote::new(4, 1);
+        let mut old = Vec::new();
+        codec::put_record(&mut old, &LogRecord::Vote(vote)).unwrap();
+        for i in 1..=3 {
+            let entry = blank_ent::<TypeConfig>(4, 1, i);
+            codec::put_record(&mut old, &EntryRecord::Entry(&entry)).unwrap();
+        }
+        fs::write(segment_path(&dir, 1), &old).unwrap();
+
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(indices(&mut log).await, vec![1, 2, 3]);
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        append(&log, 4..=5).await;
+        drop(log);
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(indices(&mut log).await, vec![1, 2, 3, 4, 5]);
     }
 }

@@ -170,7 +170,7 @@ impl StateMachine {
         fs::create_dir_all(&dir).map_err(|e| RaftStoreError::io(&dir, e))?;
         let state = match read_snapshot_file(&dir)? {
             Some(file) => {
-                let body: SnapshotBody = codec::decode(&file.data)?;
+                let body: SnapshotBody = codec::decode_snapshot(&file.data)?;
                 SmState {
                     core: Core::restore(body.core),
                     last_applied: body.last_applied,
@@ -300,7 +300,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let dir = self.dir.clone();
         let file = tokio::task::spawn_blocking(move || -> Result<SnapshotFile, RaftStoreError> {
-            let data = codec::encode(&body)?;
+            let data = codec::encode_snapshot(&body)?;
             let snapshot_id = match body.last_applied {
                 Some(id) => format!("{}-{}-{built}", id.leader_id.term, id.index),
                 None => format!("0-0-{built}"),
@@ -429,7 +429,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = codec::decode(&data).map_err(|e| {
+        let body: SnapshotBody = codec::decode_snapshot(&data).map_err(|e| {
             openraft::StorageError::from(StorageIOError::read_snapshot(
                 Some(meta.signature()),
                 &io::Error::from(e),
