@@ -142,10 +142,10 @@ pub struct PeerNetwork {
 /// Connections whose last call completed, by peer and address, newest last, with when each
 /// was left.
 #[derive(Debug, Default)]
-struct IdleConns(Mutex<BTreeMap<PeerKey, Vec<(Instant, ClientConn)>>>);
+struct IdleConns(Mutex<BTreeMap<NodeId, ByAddress>>);
 
-/// A peer and the address its connections go to.
-type PeerKey = (NodeId, String);
+/// One peer's idle connections by the address they go to, each with when it was left.
+type ByAddress = BTreeMap<String, Vec<(Instant, ClientConn)>>;
 
 impl IdleConns {
     /// The newest connection left for `target` at `addr` within [`MAX_IDLE_FOR`]; older
@@ -155,7 +155,8 @@ impl IdleConns {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let conns = idle.get_mut(&(target, addr.to_owned()))?;
+        // Looked up by `&str`: no key is built for a lookup.
+        let conns = idle.get_mut(&target)?.get_mut(addr)?;
         conns.retain(|(left, _)| left.elapsed() < MAX_IDLE_FOR);
         conns.pop().map(|(_, conn)| conn)
     }
@@ -167,7 +168,7 @@ impl IdleConns {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let conns = idle.entry((target, addr)).or_default();
+        let conns = idle.entry(target).or_default().entry(addr).or_default();
         if conns.len() >= MAX_IDLE_PER_PEER {
             conns.remove(0);
         }
