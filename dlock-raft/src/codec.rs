@@ -194,10 +194,16 @@ mod tests {
         let body = (Some(7u64), "core".to_owned());
         let data = encode_snapshot(&body).unwrap();
         assert_eq!(&data[..4], &SNAPSHOT_TAG);
-        assert_eq!(decode_snapshot::<(Option<u64>, String)>(&data).unwrap(), body);
+        assert_eq!(
+            decode_snapshot::<(Option<u64>, String)>(&data).unwrap(),
+            body
+        );
         // Written before snapshots were tagged: the bare body.
         let untagged = encode(&body).unwrap();
-        assert_eq!(decode_snapshot::<(Option<u64>, String)>(&untagged).unwrap(), body);
+        assert_eq!(
+            decode_snapshot::<(Option<u64>, String)>(&untagged).unwrap(),
+            body
+        );
         let none = encode(&(None::<u64>, String::new())).unwrap();
         assert_eq!(
             decode_snapshot::<(Option<u64>, String)>(&none).unwrap(),

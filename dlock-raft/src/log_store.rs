@@ -719,7 +719,11 @@ mod tests {
         codec::put_record(&mut newer, &LogRecord::Format(LOG_FORMAT + 1)).unwrap();
         fs::write(last, newer).unwrap();
         match LogStore::open(&dir, 128) {
-            Err(e @ RaftStoreError::Format { found, supported, .. }) => {
+            Err(
+                e @ RaftStoreError::Format {
+                    found, supported, ..
+                },
+            ) => {
                 assert_eq!((found, supported), (LOG_FORMAT + 1, LOG_FORMAT));
                 let message = e.to_string();
                 assert!(message.contains(&last.display().to_string()), "{message}");
