@@ -42,7 +42,7 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, RaftStoreError> {
 const SNAPSHOT_TAG: [u8; 4] = *b"DLSN";
 
 /// The snapshot format this build writes and the newest it reads. 1: an untagged body;
-/// 2: the same body behind [`SNAPSHOT_TAG`] and the version.
+/// 2: the same body behind a tag and the version.
 pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// Encodes a snapshot body behind its tag and format version.

@@ -59,7 +59,8 @@ enum LogRecord {
     Format(u32),
 }
 
-/// The log format this build writes and the newest it reads (see [`LogRecord::Format`]).
+/// The log format this build writes and the newest it reads (every segment starts with a
+/// record of it; a segment without one is of format 1).
 pub const LOG_FORMAT: u32 = 1;
 
 /// [`LogRecord::Entry`] by reference: the same encoding (the same variant, first of its
