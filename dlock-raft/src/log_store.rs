@@ -185,6 +185,21 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), RaftStoreError> {
         .map_err(|e| RaftStoreError::io(dir, e))
 }
 
+/// Creates the segment file `path` in `dir` holding `header` (the log's header records),
+/// synced with its directory entry, open for appending.
+fn create_segment(dir: &Path, path: &Path, header: &[u8]) -> Result<File, RaftStoreError> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| RaftStoreError::io(path, e))?;
+    file.write_all(header)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| RaftStoreError::io(path, e))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying its segments and cutting a torn tail,
     /// and starts its writer thread. Segments are closed at `segment_bytes`.
@@ -261,12 +276,7 @@ impl LogStore {
             Some(s) => s,
             None => {
                 let path = segment_path(&dir, 1);
-                let header = mem.header()?;
-                let mut file = File::create(&path).map_err(|e| RaftStoreError::io(&path, e))?;
-                file.write_all(&header)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| RaftStoreError::io(&path, e))?;
-                sync_dir(&dir)?;
+                create_segment(&dir, &path, &mem.header()?)?;
                 Segment {
                     seq: 1,
                     path,
@@ -469,13 +479,7 @@ impl Writer {
             .unwrap_or_else(|p| p.into_inner())
             .header()
             .map_err(io::Error::from)?;
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
-        file.write_all(&header)?;
-        file.sync_data()?;
-        sync_dir(&self.dir).map_err(io::Error::from)?;
+        let file = create_segment(&self.dir, &path, &header)?;
         let old = std::mem::replace(
             &mut self.current,
             Segment {
