@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::Config;
 use crate::admission::{Admitted, RateLimit, SharedRate, admit_shared};
 use crate::budget::OUTBOX_RESERVE;
+use crate::dormant::Dormant;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
 use crate::metrics::{FrameError, NetMetrics, NetRefusal};
@@ -201,9 +202,9 @@ async fn read_loop<R: ReadHalf>(
         return;
     };
     // One cancellation future for the whole loop: making a fresh one per frame registers and
-    // unregisters a waiter on the token each time, which showed up in the per-frame profile.
-    let cancelled = token.cancelled();
-    tokio::pin!(cancelled);
+    // unregisters a waiter on the token each time, which showed up in the per-frame profile;
+    // and it is polled only once it has fired (`Dormant`), not at every frame.
+    let mut cancelled = Dormant::new(token.cancelled_owned());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut rate = RateLimit::new(config.max_request_rate, Instant::now());
 
@@ -470,7 +471,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         };
         tokio::select! {
             biased;
-            _ = shared.token.cancelled() => {}
+            _ = Dormant::new(shared.token.clone().cancelled_owned()) => {}
             _ = normal => {}
         }
     }

@@ -67,6 +67,7 @@ pub mod cluster;
 mod config;
 mod conn;
 mod core_task;
+mod dormant;
 mod error;
 mod floor;
 mod frames;
