@@ -10,7 +10,14 @@
 //! openraft back off. A node may have its own address book for its peers
 //! ([`PeerNetwork::with_addresses`]), consulted before the membership's addresses.
 //! [`serve_peers`] answers a listener's connections, one request at a
-//! time per connection. Members that share a [`PeerSecret`] prove it to each other when a
+//! time per connection.
+//!
+//! Every connection opens with a greeting that names the peer protocol
+//! ([`PEER_PROTOCOL`]): members of different builds would otherwise decode each other's
+//! entries by the wrong layout. A member answers a connection with another protocol, or
+//! none (a build from before the greeting), with a refusal naming both, and closes it; a
+//! build from before the greeting cannot decode the greeting and closes the connection,
+//! which the connecting member reports as such. Members that share a [`PeerSecret`] prove it to each other when a
 //! connection opens ([`PeerNetwork::with_secret`], [`serve_peers_authenticated`]; see
 //! [`crate::peer_auth`]).
 
@@ -39,6 +46,11 @@ use crate::types::{Member, NodeId, Raft, TypeConfig};
 /// The largest peer frame: an append batch or one snapshot chunk (openraft's
 /// `snapshot_max_chunk_size` must stay well below it).
 pub const MAX_PEER_FRAME: usize = 16 * 1024 * 1024;
+
+/// The peer protocol this build speaks: the layout of [`PeerRequest`], [`PeerResponse`]
+/// and of everything they carry (entries, commands, snapshots). Builds from before the
+/// greeting spoke 1 without saying so.
+pub const PEER_PROTOCOL: u32 = 2;
 
 /// How long a peer connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -70,6 +82,13 @@ pub enum PeerRequest {
         /// HMAC-SHA256 over both nonces (see [`crate::peer_auth`]).
         mac: Bytes32,
     },
+    /// The first frame of every connection: the peer protocol the connecting member speaks.
+    /// (Last of the variants, so that a build from before it fails to decode it rather
+    /// than reading it as something else.)
+    Version {
+        /// Its [`PEER_PROTOCOL`].
+        protocol: u32,
+    },
 }
 
 /// The answer to a [`PeerRequest`], of the same variant.
@@ -89,9 +108,14 @@ pub enum PeerResponse {
         /// HMAC-SHA256 over both nonces (see [`crate::peer_auth`]).
         mac: Bytes32,
     },
-    /// The connection is refused, and why (no or a wrong proof, or a secret on one side
-    /// only); the answering node closes it.
+    /// The connection is refused, and why (no or a wrong proof, a secret on one side
+    /// only, another peer protocol); the answering node closes it.
     Refused(String),
+    /// The answer to `Version` when the protocols match: the answering member's.
+    Version {
+        /// Its [`PEER_PROTOCOL`].
+        protocol: u32,
+    },
 }
 
 type ClientConn = Framed<TcpStream, FrameCodec<PeerResponse, PeerRequest>>;
@@ -124,6 +148,12 @@ enum CallError {
          --cluster-secret-file, or not a member"
     )]
     Unproven,
+    #[error(
+        "the peer closed the connection at the version greeting: it runs a dlock-server build \
+         older than the peer protocol greeting (this member speaks peer protocol \
+         {PEER_PROTOCOL}); run the same build on every member"
+    )]
+    NoGreeting,
 }
 
 /// openraft's network factory: one [`PeerClient`] per target.
@@ -261,6 +291,7 @@ impl PeerClient {
                 })?;
             stream.set_nodelay(true).ok();
             let mut conn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
+            greet(&mut conn).await?;
             if let Some(secret) = &self.secret {
                 prove(&mut conn, secret).await?;
             }
@@ -288,7 +319,10 @@ impl PeerClient {
         .await
         .unwrap_or(Err(CallError::Timeout(ttl)));
         if let Err(e) = &result {
-            if matches!(e, CallError::Refused(_) | CallError::Unproven) {
+            if matches!(
+                e,
+                CallError::Refused(_) | CallError::Unproven | CallError::NoGreeting
+            ) {
                 tracing::warn!(target = self.target, addr = %self.addr, error = %e, "peer connection refused");
             }
             self.conn = None;
@@ -305,6 +339,22 @@ async fn answer(conn: &mut ClientConn) -> Result<PeerResponse, CallError> {
         Some(Ok(Err(malformed))) => Err(CallError::Malformed(malformed)),
         Some(Err(e)) => Err(CallError::Codec(e)),
         None => Err(CallError::Closed),
+    }
+}
+
+/// The connecting side of the version greeting: the peer must answer with the same
+/// [`PEER_PROTOCOL`]. A build from before the greeting cannot decode it and closes.
+async fn greet(conn: &mut ClientConn) -> Result<(), CallError> {
+    conn.send(PeerRequest::Version {
+        protocol: PEER_PROTOCOL,
+    })
+    .await?;
+    match answer(conn).await {
+        Ok(PeerResponse::Version { protocol }) if protocol == PEER_PROTOCOL => Ok(()),
+        Ok(PeerResponse::Refused(why)) => Err(CallError::Refused(why)),
+        Ok(_) => Err(CallError::Mismatch),
+        Err(CallError::Closed) => Err(CallError::NoGreeting),
+        Err(e) => Err(e),
     }
 }
 
@@ -334,7 +384,9 @@ fn rpc_err<E: std::error::Error>(e: CallError) -> RPCError<NodeId, Member, E> {
         }
         // A refused or unproven peer stays so until an operator acts: back off as from an
         // unreachable one.
-        CallError::Refused(_) | CallError::Unproven => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Refused(_) | CallError::Unproven | CallError::NoGreeting => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
         other => RPCError::Network(NetworkError::new(&other)),
     }
 }
@@ -440,6 +492,32 @@ async fn serve(
     }
 }
 
+/// The answering side of the version greeting, on a connection that may send only small
+/// frames meanwhile. `Err` carries why the connection is refused.
+async fn answer_greeting(conn: &mut ServerConn) -> Result<(), String> {
+    match conn.next().await {
+        Some(Ok(Ok(PeerRequest::Version { protocol }))) if protocol == PEER_PROTOCOL => conn
+            .send(PeerResponse::Version {
+                protocol: PEER_PROTOCOL,
+            })
+            .await
+            .map_err(|e| e.to_string()),
+        Some(Ok(Ok(PeerRequest::Version { protocol }))) => Err(format!(
+            "peer protocol {protocol}, but this member speaks {PEER_PROTOCOL}: run the same \
+             dlock-server build on every member"
+        )),
+        // A build from before the greeting starts with a Raft request (possibly larger than
+        // a handshake frame), or the vote of a build this one cannot decode.
+        Some(Ok(_) | Err(dlock_proto::CodecError::FrameTooLarge { .. })) => Err(format!(
+            "no peer protocol greeting this member understands: the connecting member runs \
+             another dlock-server build (this member speaks peer protocol {PEER_PROTOCOL}); \
+             run the same build on every member"
+        )),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("closed before the version greeting".to_owned()),
+    }
+}
+
 /// The answering side of the handshake (see [`crate::peer_auth`]), on a connection that
 /// may send only small frames meanwhile. `Err` carries why the connection is refused.
 async fn challenge(conn: &mut ServerConn, secret: &PeerSecret) -> Result<(), String> {
@@ -480,25 +558,25 @@ async fn serve_conn(
     secret: Option<PeerSecret>,
     raft: Raft,
 ) {
-    let mut conn: ServerConn = match &secret {
-        None => Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME)),
-        Some(secret) => {
-            let mut conn = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME));
-            let verdict = tokio::time::timeout(HANDSHAKE_WAIT, challenge(&mut conn, secret))
-                .await
-                .unwrap_or_else(|_| Err(format!("no proof within {HANDSHAKE_WAIT:?}")));
-            if let Err(why) = verdict {
-                tracing::warn!(%peer, reason = %why, "peer connection refused");
-                let _ = conn.send(PeerResponse::Refused(why)).await;
-                return;
-            }
-            // Proven: Raft's frames may now be as large as an append batch. Nothing is
-            // half-read at this point (the peer waits for no answer to its proof, but its
-            // next frame starts afresh), so the codec can be swapped.
-            *conn.codec_mut() = FrameCodec::new(MAX_PEER_FRAME);
-            conn
+    let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME));
+    let verdict = tokio::time::timeout(HANDSHAKE_WAIT, async {
+        answer_greeting(&mut conn).await?;
+        match &secret {
+            Some(secret) => challenge(&mut conn, secret).await,
+            None => Ok(()),
         }
-    };
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no greeting or proof within {HANDSHAKE_WAIT:?}")));
+    if let Err(why) = verdict {
+        tracing::warn!(%peer, reason = %why, "peer connection refused");
+        let _ = conn.send(PeerResponse::Refused(why)).await;
+        return;
+    }
+    // Greeted (and proven): Raft's frames may now be as large as an append batch. Nothing
+    // is half-read at this point (the peer waits for no answer to its proof, but its next
+    // frame starts afresh), so the codec can be swapped.
+    *conn.codec_mut() = FrameCodec::new(MAX_PEER_FRAME);
     while let Some(frame) = conn.next().await {
         let req = match frame {
             Ok(Ok(req)) => req,
@@ -515,8 +593,8 @@ async fn serve_conn(
             PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
             PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
             PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
-            PeerRequest::Hello { .. } | PeerRequest::Proof { .. } => {
-                let why = if secret.is_some() {
+            PeerRequest::Hello { .. } | PeerRequest::Proof { .. } | PeerRequest::Version { .. } => {
+                let why = if secret.is_some() || matches!(req, PeerRequest::Version { .. }) {
                     "the handshake is over on this connection"
                 } else {
                     "this member has no cluster secret: give every member the same \
@@ -556,6 +634,9 @@ mod tests {
                 let wait = delay.take();
                 tokio::spawn(async move {
                     let mut wait = wait;
+                    if answer_greeting(&mut conn).await.is_err() {
+                        return;
+                    }
                     while let Some(Ok(Ok(PeerRequest::Vote(req)))) = conn.next().await {
                         if let Some(d) = wait.take() {
                             tokio::time::sleep(d).await;
@@ -639,6 +720,74 @@ mod tests {
             assert_eq!(resp.vote, Vote::new(term, 1));
             assert_eq!(count(), 2, "round {term} opened a connection");
         }
+    }
+
+    /// A peer that takes the greeting and then `then` does what it does with the connection.
+    async fn peer_that<F, Fut>(then: F) -> String
+    where
+        F: Fn(ServerConn, PeerRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let then = Arc::new(then);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
+                let then = then.clone();
+                tokio::spawn(async move {
+                    if let Some(Ok(Ok(first))) = conn.next().await {
+                        then(conn, first).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn vote_to(addr: String) -> String {
+        let mut client = PeerNetwork::default()
+            .new_client(
+                2,
+                &Member {
+                    client_addr: "127.0.0.1:1".to_owned(),
+                    raft_addr: addr,
+                },
+            )
+            .await;
+        let err = client
+            .vote(
+                VoteRequest::new(Vote::new(1, 1), None),
+                RPCOption::new(Duration::from_secs(5)),
+            )
+            .await
+            .expect_err("the call must fail");
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+        err.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_protocol_is_unreachable_with_the_reason() {
+        // A later build: it refuses this protocol, naming both.
+        let addr = peer_that(|mut conn, first| async move {
+            let PeerRequest::Version { protocol } = first else {
+                panic!("the first frame is not the greeting: {first:?}");
+            };
+            assert_eq!(protocol, PEER_PROTOCOL);
+            let why = format!("peer protocol {protocol}, but this member speaks 3");
+            conn.send(PeerResponse::Refused(why)).await.unwrap();
+        })
+        .await;
+        let err = vote_to(addr).await;
+        assert!(err.contains("but this member speaks 3"), "{err}");
+
+        // A build from before the greeting: it cannot decode it and closes.
+        let addr = peer_that(|conn, _| async move { drop(conn) }).await;
+        let err = vote_to(addr).await;
+        assert!(
+            err.contains("older than the peer protocol greeting"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Members that share a cluster secret form a cluster; a member with another secret gets
-//! nothing, and a connection that does not prove the secret is refused before any Raft
-//! request reaches the node (three in-process nodes over TCP on 127.0.0.1).
+//! nothing, and a connection that does not prove the secret, or does not open with the
+//! version greeting of this build's peer protocol, is refused before any Raft request
+//! reaches the node (in-process nodes over TCP on 127.0.0.1).
 
 mod common;
 
@@ -8,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use common::*;
 use dlock_core::Command;
 use dlock_proto::FrameCodec;
-use dlock_raft::network::{MAX_PEER_FRAME, PeerRequest, PeerResponse};
+use dlock_raft::network::{MAX_PEER_FRAME, PEER_PROTOCOL, PeerRequest, PeerResponse};
 use dlock_raft::openraft::Vote;
 use dlock_raft::openraft::raft::VoteRequest;
 use dlock_raft::{NodeOptions, PeerSecret};
@@ -18,11 +19,29 @@ use tokio_util::codec::Framed;
 
 type Raw = Framed<TcpStream, FrameCodec<PeerResponse, PeerRequest>>;
 
+/// A connection with nothing sent yet.
 async fn raw(addr: &str) -> Result<Raw> {
     Ok(Framed::new(
         TcpStream::connect(addr).await?,
         FrameCodec::new(MAX_PEER_FRAME),
     ))
+}
+
+/// A connection past the version greeting.
+async fn greeted(addr: &str) -> Result<Raw> {
+    let mut conn = raw(addr).await?;
+    conn.send(PeerRequest::Version {
+        protocol: PEER_PROTOCOL,
+    })
+    .await?;
+    let answer = tokio::time::timeout(DEADLINE, conn.next())
+        .await?
+        .context("closed at the greeting")???;
+    let PeerResponse::Version { protocol } = answer else {
+        bail!("the greeting was answered {answer:?}");
+    };
+    assert_eq!(protocol, PEER_PROTOCOL);
+    Ok(conn)
 }
 
 /// The next answer, and whether the node then closed the connection.
@@ -70,7 +89,7 @@ async fn only_members_proving_the_secret_take_part() -> Result<()> {
     // stays where it was.
     let target = &c.members[&2].raft_addr;
     let term_before = nodes[1].raft.metrics().borrow().current_term;
-    let mut conn = raw(target).await?;
+    let mut conn = greeted(target).await?;
     conn.send(PeerRequest::Vote(VoteRequest {
         vote: Vote::new(term_before + 100, 9),
         last_log_id: None,
@@ -85,7 +104,7 @@ async fn only_members_proving_the_secret_take_part() -> Result<()> {
     assert!(nodes[1].raft.metrics().borrow().current_term < term_before + 100);
 
     // A wrong proof is refused too.
-    let mut conn = raw(target).await?;
+    let mut conn = greeted(target).await?;
     conn.send(PeerRequest::Hello { nonce: [7; 32] }).await?;
     let challenge = tokio::time::timeout(DEADLINE, conn.next())
         .await?
@@ -113,12 +132,60 @@ async fn a_handshake_to_a_member_without_a_secret_is_refused_with_the_reason() -
     let mut c = cluster(1).await?;
     let l = c.listeners.remove(&1).context("listener")?;
     let node = start(1, &c.dirs[0], l).await?;
-    let mut conn = raw(&c.members[&1].raft_addr).await?;
+    let mut conn = greeted(&c.members[&1].raft_addr).await?;
     conn.send(PeerRequest::Hello { nonce: [1; 32] }).await?;
     let (answer, closed) = answer_then_closed(&mut conn).await?;
     assert!(
         matches!(&answer, PeerResponse::Refused(why) if why.contains("no cluster secret")),
         "{answer:?}"
+    );
+    assert!(closed);
+    kill(&node).await
+}
+
+#[tokio::test]
+async fn a_member_of_another_peer_protocol_is_refused_before_its_request_reaches_the_node()
+-> Result<()> {
+    let mut c = cluster(1).await?;
+    let l = c.listeners.remove(&1).context("listener")?;
+    let node = start(1, &c.dirs[0], l).await?;
+    let addr = c.members[&1].raft_addr.clone();
+    let term_before = node.raft.metrics().borrow().current_term;
+
+    // A build from before the greeting opens with a Raft request.
+    let mut conn = raw(&addr).await?;
+    conn.send(PeerRequest::Vote(VoteRequest {
+        vote: Vote::new(term_before + 100, 9),
+        last_log_id: None,
+    }))
+    .await?;
+    let (answer, closed) = answer_then_closed(&mut conn).await?;
+    let PeerResponse::Refused(why) = answer else {
+        bail!("a request without the greeting was answered {answer:?}");
+    };
+    assert!(
+        why.contains(&format!("speaks peer protocol {PEER_PROTOCOL}")),
+        "{why}"
+    );
+    assert!(closed);
+    assert!(node.raft.metrics().borrow().current_term < term_before + 100);
+
+    // Another protocol is refused naming both.
+    let mut conn = raw(&addr).await?;
+    conn.send(PeerRequest::Version {
+        protocol: PEER_PROTOCOL + 1,
+    })
+    .await?;
+    let (answer, closed) = answer_then_closed(&mut conn).await?;
+    let PeerResponse::Refused(why) = answer else {
+        bail!("another protocol was answered {answer:?}");
+    };
+    assert!(
+        why.contains(&format!(
+            "peer protocol {}, but this member speaks {PEER_PROTOCOL}",
+            PEER_PROTOCOL + 1
+        )),
+        "{why}"
     );
     assert!(closed);
     kill(&node).await

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::Mode;
 use dlock_proto::FrameCodec;
-use dlock_raft::network::{MAX_PEER_FRAME, PeerRequest, PeerResponse};
+use dlock_raft::network::{MAX_PEER_FRAME, PEER_PROTOCOL, PeerRequest, PeerResponse};
 use dlock_raft::openraft::Vote;
 use dlock_raft::openraft::raft::VoteRequest;
 use dlock_tests::cluster::{Probe, TestCluster};
@@ -30,11 +30,22 @@ async fn t95_members_sharing_a_secret_serve_and_refuse_unproven_peers() -> Resul
         let g = done("a lock", a.lock("secret/r", Mode::EX)).await?;
         ensure!(!g.is_lost());
 
-        // A vote for a far later term, sent without the handshake: refused, and the leader
-        // does not step down for it.
+        // A vote for a far later term, sent after the version greeting but without the
+        // handshake: refused, and the leader does not step down for it.
         let stream = TcpStream::connect(c.raft_addr(leader)).await?;
         let mut raw: Framed<_, FrameCodec<PeerResponse, PeerRequest>> =
             Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
+        raw.send(PeerRequest::Version {
+            protocol: PEER_PROTOCOL,
+        })
+        .await?;
+        let greeting = within("the greeting", raw.next())
+            .await?
+            .context("closed at the greeting")???;
+        ensure!(
+            matches!(greeting, PeerResponse::Version { protocol } if protocol == PEER_PROTOCOL),
+            "the greeting was answered {greeting:?}"
+        );
         raw.send(PeerRequest::Vote(VoteRequest {
             vote: Vote::new(1_000_000, 9),
             last_log_id: None,
