@@ -10,11 +10,25 @@ use crate::resource::Resource;
 use crate::timers::Timer;
 use crate::validate;
 use crate::{
-    ConvertRequest, Event, EventKind, Invalid, Limit, LockFlags, LockId, LockRequest, Mode, Reject,
-    RequestId, SessionId, UnlockRequest,
+    Command, ConvertRequest, Event, EventKind, Invalid, Limit, LockFlags, LockId, LockRequest,
+    Mode, Reject, RequestId, SessionId, UnlockRequest,
 };
 
 impl Core {
+    /// The static argument checks of R54 and R56 (name, value, flags) that `apply` runs
+    /// first for a lock, convert or unlock, whatever the table holds: `Err` is the INVALID
+    /// reason the engine would answer `command` with. For a shell that answers or holds
+    /// some commands itself (its own limits and permissions, a recovery grace), so that
+    /// INVALID still comes first (R55). Other commands pass.
+    pub fn check_arguments(&self, command: &Command) -> Result<(), Invalid> {
+        match command {
+            Command::Lock { args, .. } => validate::lock_args(args, &self.config),
+            Command::Convert { args, .. } => validate::convert_args(args, &self.config),
+            Command::Unlock { args, .. } => validate::unlock_args(args, &self.config),
+            _ => Ok(()),
+        }
+    }
+
     /// Finds `session`'s lock `id` (R6, R52: another session's lock reads as unknown).
     pub(crate) fn find_lock(&self, session: SessionId, id: LockId) -> Option<LockRef> {
         let r = *self.lock_ids.get(&id)?;
@@ -52,10 +66,7 @@ impl Core {
         if !self.live_session(session, request, None, out) {
             return;
         }
-        let checks = validate::name(&q.resource, &self.config)
-            .and_then(|()| validate::value(q.value.as_deref(), &self.config))
-            .and_then(|()| validate::flags(q.flags, validate::LOCK_FLAGS));
-        if let Err(e) = checks {
+        if let Err(e) = validate::lock_args(&q, &self.config) {
             out.push(reject(session, request, None, e.into()));
             return;
         }
@@ -214,9 +225,7 @@ impl Core {
         if !self.live_session(session, request, Some(id), out) {
             return;
         }
-        let checks = validate::value(q.value.as_deref(), &self.config)
-            .and_then(|()| validate::flags(q.flags, validate::CONVERT_FLAGS));
-        if let Err(e) = checks {
+        if let Err(e) = validate::convert_args(&q, &self.config) {
             out.push(reject(session, request, Some(id), e.into()));
             return;
         }
@@ -417,20 +426,18 @@ impl Core {
         fx: &mut Effects,
         out: &mut Vec<Event>,
     ) {
+        if !self.live_session(session, request, Some(q.lock), out) {
+            return;
+        }
+        if let Err(e) = validate::unlock_args(&q, &self.config) {
+            out.push(reject(session, request, Some(q.lock), e.into()));
+            return;
+        }
         let UnlockRequest {
             lock: id,
             flags,
             value,
         } = q;
-        if !self.live_session(session, request, Some(id), out) {
-            return;
-        }
-        let checks = validate::value(value.as_deref(), &self.config)
-            .and_then(|()| validate::flags(flags, validate::UNLOCK_FLAGS));
-        if let Err(e) = checks {
-            out.push(reject(session, request, Some(id), e.into()));
-            return;
-        }
         let Some(r) = self.find_lock(session, id) else {
             out.push(reject(session, request, Some(id), Reject::NotFound));
             return;

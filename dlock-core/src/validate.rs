@@ -3,7 +3,7 @@
 //! checks that need the lock's granted mode, then state checks (BUSY, NOT_PENDING), then
 //! limits. `ops.rs` runs them in that order.
 
-use crate::{Config, Invalid, LockFlags, Mode};
+use crate::{Config, ConvertRequest, Invalid, LockFlags, LockRequest, Mode, UnlockRequest};
 
 /// Flag bits: unknown bits first, then optional features dlock does not implement (R56),
 /// then (for a new lock) QUECVT, then flags that mean nothing for the command.
@@ -51,6 +51,23 @@ pub(crate) fn value(value: Option<&[u8]>, config: &Config) -> Result<(), Invalid
         }),
         _ => Ok(()),
     }
+}
+
+/// The static checks of a new lock's arguments: name, value, flags (R54, R56).
+pub(crate) fn lock_args(q: &LockRequest, config: &Config) -> Result<(), Invalid> {
+    name(&q.resource, config)
+        .and_then(|()| value(q.value.as_deref(), config))
+        .and_then(|()| flags(q.flags, LOCK_FLAGS))
+}
+
+/// The static checks of a conversion's arguments: value, flags.
+pub(crate) fn convert_args(q: &ConvertRequest, config: &Config) -> Result<(), Invalid> {
+    value(q.value.as_deref(), config).and_then(|()| flags(q.flags, CONVERT_FLAGS))
+}
+
+/// The static checks of an unlock's arguments: value, flags.
+pub(crate) fn unlock_args(q: &UnlockRequest, config: &Config) -> Result<(), Invalid> {
+    value(q.value.as_deref(), config).and_then(|()| flags(q.flags, UNLOCK_FLAGS))
 }
 
 /// R21: QUECVT is allowed exactly on up and middle conversions: NL->{CR,CW,PR,PW,EX},

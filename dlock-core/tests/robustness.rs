@@ -3,7 +3,7 @@
 //! queries.
 
 use dlock_core::{
-    Command, Config, Core, EventKind, Input, LockFlags, LockId, Mode, RequestId, SessionId,
+    Command, Config, Core, EventKind, Input, LockFlags, LockId, Mode, Reject, RequestId, SessionId,
 };
 use dlock_core::{ConvertRequest, LockRequest, UnlockRequest};
 use proptest::prelude::*;
@@ -77,7 +77,30 @@ proptest! {
             // Gaps and repeats of indices; time that sometimes runs backwards.
             index = if gap == 0 { index } else { index + gap };
             now = if dt > 350 { now.saturating_sub(dt) } else { now + dt };
+            // R55: what `check_arguments` finds is the engine's answer, whatever the table.
+            let static_check = core.check_arguments(&command);
+            let asked = match &command {
+                Command::Lock { session, request, .. }
+                | Command::Convert { session, request, .. }
+                | Command::Unlock { session, request, .. } => Some((*session, *request)),
+                _ => None,
+            };
             let events = core.apply(Input { index, now_ms: now, command });
+            // (An input whose index is not above the last one is ignored: no events at all.)
+            if let (Err(invalid), Some((session, request)), false) =
+                (static_check, asked, events.is_empty())
+            {
+                let answers: Vec<_> = events
+                    .iter()
+                    .filter(|e| e.session == session && e.request == Some(request))
+                    .map(|e| e.kind.clone())
+                    .collect();
+                prop_assert!(
+                    answers == vec![EventKind::Rejected { reason: Reject::Invalid(invalid.clone()) }]
+                        || answers == vec![EventKind::Rejected { reason: Reject::UnknownSession }],
+                    "{:?} answered {:?}", invalid, answers
+                );
+            }
             for e in &events {
                 if let EventKind::Granted { value: Some(v), .. } = &e.kind {
                     prop_assert_eq!(v.len(), 32);

@@ -415,7 +415,7 @@ mod tests {
             "--max-locks-per-session",
             "7",
             "--value-len",
-            "16",
+            "48",
             "--log-format",
             "json",
             "--restart-grace",
@@ -429,10 +429,25 @@ mod tests {
         assert_eq!(c.default_lease_ttl, Duration::from_secs(2));
         assert_eq!(c.engine.min_ttl_ms, 50);
         assert_eq!(c.engine.max_locks_per_session, 7);
-        assert_eq!(c.engine.lvb_len, 16);
+        assert_eq!(c.engine.lvb_len, 48);
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(c.restart_grace, RestartGrace::DISABLED);
         assert_eq!(c.grace_queue_capacity, 9);
+    }
+
+    #[test]
+    fn value_blocks_and_names_shorter_than_the_rules_allow_are_refused() {
+        let check = |flags: &[&str]| {
+            let mut argv = vec!["dlock-server"];
+            argv.extend_from_slice(flags);
+            crate::validate(&Args::try_parse_from(argv).unwrap().to_config())
+        };
+        assert!(check(&[]).is_ok());
+        assert!(check(&["--value-len", "32", "--max-name-len", "64"]).is_ok());
+        let e = check(&["--value-len", "31"]).unwrap_err().to_string();
+        assert!(e.contains("value block length 31 bytes"), "{e}");
+        let e = check(&["--max-name-len", "63"]).unwrap_err().to_string();
+        assert!(e.contains("maximum name length 63 bytes"), "{e}");
     }
 
     #[test]

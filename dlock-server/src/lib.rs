@@ -106,6 +106,12 @@ const MAX_REFUSALS: usize = 64;
 /// The server's version string, sent in `Welcome` and `Pong`.
 pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
 
+/// The shortest value block a server may be configured with (R24: at least 32 bytes).
+pub const MIN_VALUE_LEN: usize = 32;
+
+/// The shortest name limit a server may be configured with (R1: at least 64 bytes).
+pub const MIN_NAME_LEN: usize = 64;
+
 fn validate(config: &Config) -> Result<(), ServerError> {
     let positive = [
         ("max_connections", config.max_connections),
@@ -128,6 +134,19 @@ fn validate(config: &Config) -> Result<(), ServerError> {
         cc.raft_listen().map_err(ServerError::Config)?;
     }
     let e = &config.engine;
+    // R24: a value block of a fixed length of at least 32 bytes; R1: names of at least 64.
+    if e.lvb_len < MIN_VALUE_LEN {
+        return Err(ServerError::Config(format!(
+            "value block length {} bytes is below the minimum of {MIN_VALUE_LEN}",
+            e.lvb_len
+        )));
+    }
+    if e.max_name_len < MIN_NAME_LEN {
+        return Err(ServerError::Config(format!(
+            "maximum name length {} bytes is below the minimum of {MIN_NAME_LEN}",
+            e.max_name_len
+        )));
+    }
     if e.min_ttl_ms > e.max_ttl_ms {
         return Err(ServerError::Config(format!(
             "min lease ttl {} ms exceeds max lease ttl {} ms",

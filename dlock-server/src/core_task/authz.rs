@@ -8,9 +8,10 @@
 //! list, and value blocks only where it may read; another session may be inspected only by
 //! an admin.
 
-use dlock_core::{Core, LockFlags, LockId, ResourceInfo, SessionId};
-use dlock_proto::{Query, Request};
+use dlock_core::{Command, Core, LockFlags, LockId, ResourceInfo, SessionId};
+use dlock_proto::Query;
 
+use super::requests::Action;
 use crate::security::{Access, Rules};
 
 /// The resource of `session`'s lock `lock`, if the session has it.
@@ -21,38 +22,43 @@ fn lock_resource(core: &Core, session: SessionId, lock: LockId) -> Option<Vec<u8
     (first.lock == lock).then_some(first.resource)
 }
 
-/// Whether `identity` (the identity of `session`) may make `request`.
+/// Whether `identity` (the identity of `session`) may make the request that asks for
+/// `action`.
 pub(super) fn allowed(
     rules: &Rules,
     core: &Core,
     session: SessionId,
     identity: Option<&str>,
-    request: &Request,
+    action: &Action,
 ) -> bool {
     let may = |name: &[u8], need: Access| rules.access(identity, name) >= need;
-    match request {
-        Request::Lock(args) => may(&args.resource, Access::for_mode(args.mode)),
-        Request::Convert(args) => match lock_resource(core, session, args.lock) {
-            Some(name) => may(&name, Access::for_mode(args.mode)),
-            // Not this session's lock: the engine answers that.
-            None => true,
-        },
-        Request::Unlock(args) if args.value.is_some() && args.flags.contains(LockFlags::VALBLK) => {
+    match action {
+        Action::Command(Command::Lock { args, .. }) => {
+            may(&args.resource, Access::for_mode(args.mode))
+        }
+        Action::Command(Command::Convert { args, .. }) => {
+            match lock_resource(core, session, args.lock) {
+                Some(name) => may(&name, Access::for_mode(args.mode)),
+                // Not this session's lock: the engine answers that.
+                None => true,
+            }
+        }
+        Action::Command(Command::Unlock { args, .. })
+            if args.value.is_some() && args.flags.contains(LockFlags::VALBLK) =>
+        {
             match lock_resource(core, session, args.lock) {
                 Some(name) => may(&name, Access::Write),
                 None => true,
             }
         }
-        Request::Query(Query::Resource(name)) => may(name, Access::List),
-        Request::Query(Query::Session { session: other, .. }) => {
+        Action::Query(Query::Resource(name)) => may(name, Access::List),
+        Action::Query(Query::Session { session: other, .. }) => {
             *other == session || rules.is_admin(identity)
         }
-        Request::Query(Query::Prefix { .. } | Query::Cluster)
-        | Request::Unlock(_)
-        | Request::Cancel { .. }
-        | Request::Renew
-        | Request::Ping
-        | Request::Goodbye => true,
+        // Releasing, renewing, pinging and the rest.
+        Action::Query(Query::Prefix { .. } | Query::Cluster)
+        | Action::Command(_)
+        | Action::Ping => true,
     }
 }
 

@@ -636,13 +636,20 @@ impl CoreTask {
         } else {
             None
         };
-        if let Some(rules) = &rules
+        let action = requests::action(session, id, body);
+        // R55: INVALID comes first. A command that fails the engine's static checks goes to
+        // the engine, which refuses it and changes nothing, past the server's own checks
+        // (permissions, its per-address limit, the recovery grace).
+        let invalid =
+            matches!(&action, Action::Command(c) if self.engine.core().check_arguments(c).is_err());
+        if !invalid
+            && let Some(rules) = &rules
             && !authz::allowed(
                 rules,
                 &self.engine.core(),
                 session,
                 identity.as_deref(),
-                &body,
+                &action,
             )
         {
             self.security.denied();
@@ -659,7 +666,7 @@ impl CoreTask {
         let Some(s) = self.sessions.attached(session, conn) else {
             return Ok(());
         };
-        let command = match requests::action(session, id, body) {
+        let command = match action {
             Action::Query(dlock_proto::Query::Cluster) if self.cluster.is_some() => {
                 self.renew_implicitly(session)?;
                 let view = self.cluster.as_ref().map(ClusterSide::view);
@@ -708,6 +715,7 @@ impl CoreTask {
         let peer = s.peer;
         let previous_max = s.max_request.replace(id.0);
         if let Command::Lock { .. } = command
+            && !invalid
             && let Some(cap) = self.config.max_locks_per_peer
             && self.sessions.locks_for(peer) >= cap
         {
@@ -734,7 +742,7 @@ impl CoreTask {
             }
             return Ok(());
         }
-        let Some(grace) = &mut self.grace else {
+        let Some(grace) = self.grace.as_mut().filter(|_| !invalid) else {
             // Only a session that owns a lock can close a wait-for cycle (R39): the name is
             // copied for tracing a possible cycle only then, not on every request.
             let probe = match &command {

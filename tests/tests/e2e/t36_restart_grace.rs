@@ -265,3 +265,54 @@ async fn no_wait_and_timeouts_are_answered_during_the_grace() -> Result<()> {
     ensure!(restarted.elapsed() >= Duration::from_millis(OLD_TTL_MS));
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn invalid_requests_are_refused_at_once_during_the_grace() -> Result<()> {
+    // R55: INVALID comes first, before the grace's own answers (NOT_QUEUED for a try-lock,
+    // TIMEDOUT, or holding the request), and the request changes nothing.
+    let (server, _a, restarted) = holder_then_restart(TestServer::config()).await?;
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", NEW_TTL_MS).await?;
+    let invalid = |e: &dlock_proto::Event, why: dlock_core::Invalid| {
+        e.kind
+            == EventKind::Rejected {
+                reason: dlock_core::Reject::Invalid(why),
+            }
+    };
+    // A try-lock with an empty name: INVALID, not NOT_QUEUED.
+    let empty = b.lock("", Mode::EX, LockFlags::NOQUEUE).await?;
+    let answer = b.event_for(empty).await?;
+    ensure!(
+        invalid(&answer, dlock_core::Invalid::EmptyName),
+        "{answer:?}"
+    );
+    // A flag of an optional feature with a timeout: INVALID at once, not held and timed out.
+    let unsupported = b
+        .send(Request::Lock(dlock_proto::LockRequest {
+            timeout_ms: Some(60_000),
+            flags: LockFlags::EXPEDITE,
+            ..dlock_proto::LockRequest::new("r", Mode::EX)
+        }))
+        .await?;
+    let answer = b.event_for(unsupported).await?;
+    ensure!(
+        matches!(
+            answer.kind,
+            EventKind::Rejected {
+                reason: dlock_core::Reject::Invalid(dlock_core::Invalid::UnsupportedFlags(_))
+            }
+        ),
+        "{answer:?}"
+    );
+    ensure!(
+        restarted.elapsed() < Duration::from_millis(OLD_TTL_MS),
+        "answered only after the grace"
+    );
+    // A valid request is still held for the grace.
+    let held = b.lock("r", Mode::EX, LockFlags::empty()).await?;
+    match b.event_for(held).await?.kind {
+        EventKind::Granted { .. } => {}
+        other => bail!("expected the held request granted after the grace, got {other:?}"),
+    }
+    ensure!(restarted.elapsed() >= Duration::from_millis(OLD_TTL_MS));
+    Ok(())
+}

@@ -70,7 +70,7 @@ async fn lease_outside_the_bounds_is_refused() -> Result<()> {
 async fn locks_per_session_and_name_length_limits() -> Result<()> {
     let mut config = TestServer::config();
     config.engine.max_locks_per_session = 3;
-    config.engine.max_name_len = 8;
+    config.engine.max_name_len = 64;
     let server = TestServer::start_with(config).await?;
     let mut a = RawClient::connect(server.addr(), "a").await?;
     for i in 0..3 {
@@ -83,11 +83,13 @@ async fn locks_per_session_and_name_length_limits() -> Result<()> {
             reason: Reject::LimitExceeded(Limit::LocksPerSession)
         }
     );
-    let r = a.lock("123456789", Mode::NL, LockFlags::empty()).await?;
+    let r = a
+        .lock(&"n".repeat(65), Mode::NL, LockFlags::empty())
+        .await?;
     assert_eq!(
         a.event_for(r).await?.kind,
         EventKind::Rejected {
-            reason: Reject::Invalid(Invalid::NameTooLong { len: 9, max: 8 })
+            reason: Reject::Invalid(Invalid::NameTooLong { len: 65, max: 64 })
         }
     );
     a.ping().await?;

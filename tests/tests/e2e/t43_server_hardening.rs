@@ -267,6 +267,14 @@ async fn one_address_cannot_take_every_lock() -> Result<()> {
         );
         assert_eq!(event.lock, None);
     }
+    // R55: an invalid request is refused as INVALID, not as over the limit.
+    let id = a.lock("", Mode::NL, LockFlags::empty()).await?;
+    assert_eq!(
+        a.event_for(id).await?.kind,
+        EventKind::Rejected {
+            reason: Reject::Invalid(dlock_core::Invalid::EmptyName)
+        }
+    );
     // Another address is not affected.
     let mut other = RawClient::connect_from(elsewhere, server.addr(), "other").await?;
     other.acquire("t43/z", Mode::NL).await?;

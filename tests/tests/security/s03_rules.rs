@@ -58,6 +58,13 @@ async fn a_reader_cannot_take_ex_and_nobody_locks_outside_their_prefixes() -> Re
     assert!(matches!(err, Error::PermissionDenied), "{err}");
     let err = bob.lock("billing/1", Mode::NL).await.expect_err("denied");
     assert!(matches!(err, Error::PermissionDenied), "{err}");
+    // R55: an invalid request is INVALID before it is denied (and is no denial).
+    let expedite = LockOptions::new().flags(dlock_client::LockFlags::EXPEDITE);
+    let err = bob
+        .lock_with("orders/1", Mode::EX, expedite)
+        .await
+        .expect_err("invalid");
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
     // Read modes are his.
     let mut guard = bob.lock("orders/1", Mode::PR).await?;
     // ... but not a conversion up to a write mode.
