@@ -50,7 +50,8 @@ pub fn printable(text: &str) -> String {
     out
 }
 
-/// The mode column of a lock: `EX`, `PR->EX` while converting, `(EX)` while waiting.
+/// The mode column of a lock: `EX` when granted or waiting (the section says which),
+/// `PR->EX` while converting.
 pub fn mode_column(state: &LockState) -> String {
     match *state {
         LockState::Granted { mode } => mode.to_string(),

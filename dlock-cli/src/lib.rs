@@ -39,8 +39,9 @@
 //! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
 //! | 2     | usage error, or an argument the server rejects (empty or too long name, `--ttl` out of bounds) |
 //! | 69    | server unreachable (before or while waiting for the lock) |
-//! | 70    | internal or protocol error |
+//! | 70    | any other error: the server over a limit or overloaded, a connection refused for too many connections or sessions from one address, a protocol error, an unreadable token file |
 //! | 75    | lock lost while held; the command was terminated |
+//! | 77    | not permitted: no or a wrong token or client certificate, or the server's rules refuse the request |
 //! | 126   | the command could not be executed |
 //! | 127   | the command was not found |
 //! | 128+N | the command (or dlock, while waiting) was killed by signal N |

@@ -124,8 +124,9 @@ pub(crate) struct CoreSnapshot {
     pub(crate) stats: crate::core_task::stats::CoreStats,
     /// Sessions, resources and locks by state and mode.
     pub(crate) census: dlock_core::Census,
-    /// Whether locks are granted (not in the restart grace).
-    pub(crate) ready: bool,
+    /// Why no locks are granted (the restart grace, or a cluster member that does not
+    /// lead); `None` when they are.
+    pub(crate) unready: Option<&'static str>,
 }
 
 /// The core's answer to a `Hello`.

@@ -29,7 +29,15 @@ impl CoreTask {
     /// Whether this server grants locks now: not in the restart grace and, in a cluster,
     /// the leader serving clients.
     fn serving(&self) -> bool {
-        self.grace.is_none() && self.cluster.as_ref().is_none_or(|c| c.leading())
+        self.unready().is_none()
+    }
+
+    /// Why this server grants no locks now, if it does not.
+    fn unready(&self) -> Option<&'static str> {
+        unready_reason(
+            self.grace.is_some(),
+            self.cluster.as_ref().map(|c| c.leading()),
+        )
     }
 
     /// Answers a question of the HTTP listener.
@@ -40,7 +48,7 @@ impl CoreTask {
             StatusQuery::Metrics => StatusAnswer::Metrics(Box::new(CoreSnapshot {
                 stats: self.sessions.monitor.stats.clone(),
                 census: core.census(),
-                ready: self.serving(),
+                unready: self.unready(),
             })),
             StatusQuery::Status => {
                 let census = core.census();
@@ -171,5 +179,33 @@ impl CoreTask {
             };
             self.sessions.monitor.cycle(cycle);
         }
+    }
+}
+
+/// Why a server grants no locks: in its restart grace, or (`leading` is `Some` in a cluster)
+/// a member that is not the serving leader. `None`: it grants.
+fn unready_reason(in_grace: bool, leading: Option<bool>) -> Option<&'static str> {
+    if in_grace {
+        Some("restart grace")
+    } else if leading == Some(false) {
+        Some("not the cluster's serving leader")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod unready_tests {
+    use super::unready_reason;
+
+    #[test]
+    fn a_follower_is_unready_for_its_own_reason() {
+        assert_eq!(unready_reason(false, None), None);
+        assert_eq!(unready_reason(false, Some(true)), None);
+        assert_eq!(unready_reason(true, None), Some("restart grace"));
+        assert_eq!(
+            unready_reason(false, Some(false)),
+            Some("not the cluster's serving leader")
+        );
     }
 }

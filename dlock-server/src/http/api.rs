@@ -17,13 +17,21 @@ use crate::msg::{StatusAnswer, StatusQuery};
 /// Resources per page when `limit` is not given.
 const DEFAULT_LIMIT: usize = 100;
 
-/// `/readyz`: 200 when locks are granted, 503 during the restart grace.
+/// `/readyz`: 200 when locks are granted, 503 during the restart grace and on a cluster
+/// member that does not lead, saying which.
 pub(super) async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     match state.ask(StatusQuery::Metrics).await {
-        Ok(StatusAnswer::Metrics(s)) if s.ready => (StatusCode::OK, "ready\n").into_response(),
+        Ok(StatusAnswer::Metrics(s)) => match s.unready {
+            None => (StatusCode::OK, "ready\n").into_response(),
+            Some(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            )
+                .into_response(),
+        },
         Ok(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: restart grace\n",
+            "not ready: unexpected answer\n",
         )
             .into_response(),
         Err(code) => (code, "not ready: lock engine not answering\n").into_response(),

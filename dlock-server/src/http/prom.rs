@@ -85,7 +85,7 @@ pub(crate) fn encode(snap: &CoreSnapshot, net: &NetMetrics) -> Result<String, st
     r.register(
         "ready",
         "1 when locks are granted, 0 during the restart grace",
-        gauge(u64::from(snap.ready)),
+        gauge(u64::from(snap.unready.is_none())),
     );
     r.register(
         "connections",
