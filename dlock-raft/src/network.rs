@@ -655,15 +655,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_to_a_cancelled_call_never_pairs_with_the_next_request() {
         let (addr, accepted) = slow_first_peer(Duration::from_millis(300)).await;
-        let mut client = PeerNetwork::default()
-            .new_client(
-                2,
-                &Member {
-                    client_addr: "127.0.0.1:1".to_owned(),
-                    raft_addr: addr,
-                },
-            )
-            .await;
+        let mut client = client_to(addr).await;
         let option = || RPCOption::new(Duration::from_secs(5));
         // Cancelled from outside after its request went out, as openraft's own timeout
         // around an append does.
@@ -745,8 +737,9 @@ mod tests {
         addr
     }
 
-    async fn vote_to(addr: String) -> String {
-        let mut client = PeerNetwork::default()
+    /// A client of a fresh network for node 2 at `addr`.
+    async fn client_to(addr: String) -> PeerClient {
+        PeerNetwork::default()
             .new_client(
                 2,
                 &Member {
@@ -754,8 +747,13 @@ mod tests {
                     raft_addr: addr,
                 },
             )
-            .await;
-        let err = client
+            .await
+    }
+
+    /// The error of a vote sent to `addr`, which must be an unreachable peer.
+    async fn vote_to(addr: String) -> String {
+        let err = client_to(addr)
+            .await
             .vote(
                 VoteRequest::new(Vote::new(1, 1), None),
                 RPCOption::new(Duration::from_secs(5)),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use common::*;
 use dlock_core::Command;
 use dlock_proto::FrameCodec;
@@ -53,6 +53,22 @@ async fn answer_then_closed(conn: &mut Raw) -> Result<(PeerResponse, bool)> {
     Ok((answer, closed))
 }
 
+/// Sends a vote for `term` on `conn`, which must be refused: why, once the node has closed
+/// the connection.
+async fn refused_vote(mut conn: Raw, term: u64) -> Result<String> {
+    conn.send(PeerRequest::Vote(VoteRequest {
+        vote: Vote::new(term, 9),
+        last_log_id: None,
+    }))
+    .await?;
+    let (answer, closed) = answer_then_closed(&mut conn).await?;
+    let PeerResponse::Refused(why) = answer else {
+        bail!("the vote was answered {answer:?}");
+    };
+    ensure!(closed, "not closed after the refusal");
+    Ok(why)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_members_proving_the_secret_take_part() -> Result<()> {
     let secret = PeerSecret::new(b"the secret of this test's cluster")?;
@@ -89,18 +105,8 @@ async fn only_members_proving_the_secret_take_part() -> Result<()> {
     // stays where it was.
     let target = &c.members[&2].raft_addr;
     let term_before = nodes[1].raft.metrics().borrow().current_term;
-    let mut conn = greeted(target).await?;
-    conn.send(PeerRequest::Vote(VoteRequest {
-        vote: Vote::new(term_before + 100, 9),
-        last_log_id: None,
-    }))
-    .await?;
-    let (answer, closed) = answer_then_closed(&mut conn).await?;
-    let PeerResponse::Refused(why) = answer else {
-        bail!("an unproven vote request was answered {answer:?}");
-    };
+    let why = refused_vote(greeted(target).await?, term_before + 100).await?;
     assert!(why.contains("--cluster-secret-file"), "{why}");
-    assert!(closed);
     assert!(nodes[1].raft.metrics().borrow().current_term < term_before + 100);
 
     // A wrong proof is refused too.
@@ -153,21 +159,11 @@ async fn a_member_of_another_peer_protocol_is_refused_before_its_request_reaches
     let term_before = node.raft.metrics().borrow().current_term;
 
     // A build from before the greeting opens with a Raft request.
-    let mut conn = raw(&addr).await?;
-    conn.send(PeerRequest::Vote(VoteRequest {
-        vote: Vote::new(term_before + 100, 9),
-        last_log_id: None,
-    }))
-    .await?;
-    let (answer, closed) = answer_then_closed(&mut conn).await?;
-    let PeerResponse::Refused(why) = answer else {
-        bail!("a request without the greeting was answered {answer:?}");
-    };
+    let why = refused_vote(raw(&addr).await?, term_before + 100).await?;
     assert!(
         why.contains(&format!("speaks peer protocol {PEER_PROTOCOL}")),
         "{why}"
     );
-    assert!(closed);
     assert!(node.raft.metrics().borrow().current_term < term_before + 100);
 
     // Another protocol is refused naming both.

@@ -11,7 +11,7 @@
 use dlock_core::{Command, Core, LockFlags, LockId, ResourceInfo, SessionId};
 use dlock_proto::Query;
 
-use super::requests::Action;
+use super::action::Action;
 use crate::security::{Access, Rules};
 
 /// The resource of `session`'s lock `lock`, if the session has it.

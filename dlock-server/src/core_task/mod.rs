@@ -13,6 +13,7 @@
 //! [`grace`] (the restart grace) and [`turns`] (client addresses served in turns). This file
 //! is the run loop and the handling of each message from a connection.
 
+mod action;
 mod authz;
 mod cluster;
 mod engine;
@@ -37,13 +38,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use self::action::Action;
 pub(crate) use self::cluster::ClusterLink;
 use self::cluster::{ClusterSide, PendingOpen};
 use self::engine::Engine;
 pub(crate) use self::grace::Grace;
 use self::grace::NotHeld;
 use self::reads::{Reads, WaitingQuery};
-use self::requests::Action;
 use self::routing::{apply_and_route, apply_for_server, close_overflowed};
 use self::sessions::{SessionState, Sessions};
 pub(crate) use self::stats::REQUEST_KINDS;
@@ -636,7 +637,7 @@ impl CoreTask {
         } else {
             None
         };
-        let action = requests::action(session, id, body);
+        let action = action::action(session, id, body);
         // R55: INVALID comes first. A command that fails the engine's static checks goes to
         // the engine, which refuses it and changes nothing, past the server's own checks
         // (permissions, its per-address limit, the recovery grace).

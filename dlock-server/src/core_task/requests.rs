@@ -1,54 +1,10 @@
-//! Client requests: what each one asks of the core task, the answers to queries, and replies
-//! that fit in one frame.
+//! The answers to queries, and replies that fit in one frame.
 
-use dlock_core::{Command, Core, RequestId, SessionId};
-use dlock_proto::{Query, Reply, Request, RequestError, ServerMessage};
+use dlock_core::{Core, RequestId};
+use dlock_proto::{Query, Reply, RequestError, ServerMessage};
 
 use crate::Config;
 use crate::security::Rules;
-
-/// What a client request asks of the core task.
-#[derive(Debug)]
-pub(super) enum Action {
-    /// Answer a query from the engine's state.
-    Query(Query),
-    /// Answer with `Pong`.
-    Ping,
-    /// Apply an engine command.
-    Command(Command),
-}
-
-/// Translates a client request of `session` with id `id`.
-pub(super) fn action(session: SessionId, id: RequestId, body: Request) -> Action {
-    let request = id;
-    let command = match body {
-        Request::Query(query) => return Action::Query(query),
-        Request::Ping => return Action::Ping,
-        Request::Renew => Command::Renew { session, request },
-        Request::Goodbye => Command::CloseSession { session, request },
-        Request::Lock(args) => Command::Lock {
-            session,
-            request,
-            args,
-        },
-        Request::Convert(args) => Command::Convert {
-            session,
-            request,
-            args,
-        },
-        Request::Unlock(args) => Command::Unlock {
-            session,
-            request,
-            args,
-        },
-        Request::Cancel { lock } => Command::Cancel {
-            session,
-            request,
-            lock,
-        },
-    };
-    Action::Command(command)
-}
 
 /// Bytes of a reply frame around its list: message and reply tags, the request id, `now_ms`,
 /// the list length, the option tag and `more` (each integer at most 10 bytes).
