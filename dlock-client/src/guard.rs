@@ -208,26 +208,36 @@ impl LockGuard {
 
     /// Releases the lock, writing or invalidating the value block (R28, R29a).
     ///
-    /// The guard is consumed whatever the outcome, so the lock is never left held with no
-    /// way to release it:
+    /// The guard is consumed whatever the outcome. A refused unlock changes nothing (R5,
+    /// R54, R45), so after one the lock is still held, with no guard: release it with
+    /// [`Client::unlock_by_id`](crate::Client::unlock_by_id) (take
+    /// [`lock_id`](Self::lock_id) first), or it goes with the session.
     ///
     /// - A value longer than [`Client::value_block_len`](crate::Client::value_block_len)
     ///   fails with [`Error::Invalid`] before anything is sent (and a request too large for a
-    ///   frame with [`Error::TooLarge`]), and the lock is released as a dropped guard releases
-    ///   it: a plain unlock that leaves the value block alone.
-    /// - If the server refuses the unlock all the same (INVALID, BUSY, ...), the refusal is
-    ///   returned and the client releases the lock in the background with a plain unlock
-    ///   (after cancelling a pending conversion on BUSY); the value block is not written.
+    ///   frame with [`Error::TooLarge`]).
+    /// - The server's refusals: [`Error::Invalid`] (flags or value), [`Error::Busy`] (a
+    ///   conversion of the lock is pending: cancel it first, R45),
+    ///   [`Error::PermissionDenied`] (writing a value block needs write access).
+    /// - [`Error::Overloaded`] and the like: the server did not take the request; the client
+    ///   releases the lock in the background with a plain unlock.
     /// - [`Error::RequestTimeout`] or [`Error::Disconnected`]: no answer in time; the unlock
     ///   stays queued and is delivered once the connection is back.
     /// - [`Error::SessionLost`] or [`Error::Closed`]: the lock was already gone.
+    ///
+    /// A dropped guard, by contrast, always releases: after a refused plain unlock (BUSY) it
+    /// cancels what is pending and unlocks.
     pub async fn unlock_with(mut self, opts: UnlockOptions) -> Result<()> {
         if let Err(e) = self.check_alive() {
             self.done = true;
             return Err(e);
         }
-        // On error `self` is dropped here with `done == false`: `Drop` releases the lock.
-        self.shared.check_value(opts.value.as_deref())?;
+        // Refused before sending: like a refusal of the server, it changes nothing, so the
+        // consumed guard must not release the lock on drop.
+        if let Err(e) = self.shared.check_value(opts.value.as_deref()) {
+            self.done = true;
+            return Err(e);
+        }
         let (reply, rx) = oneshot::channel();
         let flags = opts.wire_flags();
         let req = UnlockRequest {

@@ -68,7 +68,8 @@ pub(crate) enum Op {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
     /// A guard of the session with this epoch: refused locally if the lock is not a lock
-    /// of the current session; a refused unlock is followed by a plain unlock.
+    /// of the current session; a refused unlock of a dropped guard is followed by a plain
+    /// unlock (an explicit unlock the server refuses changes nothing).
     Guard(u64),
     /// By id ([`Client::unlock_by_id`](crate::Client::unlock_by_id) and friends): any id goes
     /// to the server, and a refusal is only reported.

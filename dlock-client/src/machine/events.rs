@@ -239,7 +239,11 @@ impl SessionMachine {
                 }
                 other => {
                     let err = outcome_error(&other);
-                    if *origin != Origin::ById || matches!(err, Error::NotFound) {
+                    // A guard's explicit unlock that the server refused changed nothing
+                    // (R5, R54, R45): the lock stays held, its caller told why. Only what a
+                    // dropped guard or the client itself sent is followed up.
+                    let explicit = matches!(origin, Origin::Guard(_)) && o.call.reply.is_some();
+                    if (*origin != Origin::ById && !explicit) || matches!(err, Error::NotFound) {
                         let fallback = *origin == Origin::Fallback;
                         self.on_unlock_refused(req.lock, &err, fallback, now);
                     }
@@ -345,10 +349,11 @@ impl SessionMachine {
         let _ = call.answer(res);
     }
 
-    /// The server refused an unlock (or did not take it). Whoever sent it no longer has a
-    /// guard (`unlock_with` and `Drop` consume it), so unless the lock is gone anyway it would
-    /// stay held until the session ends: release it as a dropped guard does, with a plain
-    /// unlock, after a cancel if a request on the lock is pending (BUSY, R45). Tried once.
+    /// The server refused the unlock of a dropped guard or of the client itself, or did not
+    /// take an unlock at all (overloaded). Nobody holds a guard for the lock, so unless it is
+    /// gone anyway it would stay held until the session ends: release it with a plain unlock,
+    /// after a cancel if a request on the lock is pending (BUSY, R45). Tried once. (A guard's
+    /// explicit unlock refused by the rules changes nothing: its caller was told.)
     fn on_unlock_refused(&mut self, lock: LockId, err: &Error, fallback: bool, now: Instant) {
         match err {
             // The server has no such lock: nothing is held, forget it here too.

@@ -359,7 +359,11 @@ const ENTRY_POINTS: &[Row] = &[
                 matches!(r, Err(Error::Invalid(ref i)) if *i == want),
                 "{r:?}"
             );
-            // The refused unlock's guard was consumed; the SDK released the lock anyway.
+            // R54: the refused unlock changed nothing; the consumed guard's lock is
+            // released by id.
+            let info = res(&c.b, &c.name).await?;
+            ensure!(info.granted.iter().any(|l| l.lock == id), "{info:?}");
+            c.a.unlock_by_id(id, UnlockOptions::new()).await?;
             let info = res(&c.b, &c.name).await?;
             ensure!(info.granted.iter().all(|l| l.lock != id), "{info:?}");
             Ok(())

@@ -172,7 +172,7 @@ fn a_granted_conversion_updates_the_lock() {
 }
 
 #[test]
-fn an_unlock_the_server_refuses_is_followed_by_a_plain_unlock() {
+fn a_guards_unlock_the_server_refuses_changes_nothing() {
     let mut h = Harness::connected(TTL);
     let lock = LockId(3);
     let l = h.grant(lock);
@@ -194,16 +194,25 @@ fn an_unlock_the_server_refuses_is_followed_by_a_plain_unlock() {
     );
     assert!(matches!(answer(&mut rx), Some(Err(Error::Invalid(i))) if i == too_long));
 
-    // The guard is gone, so the client releases the lock itself, without the value.
-    let (id, body) = h.request();
-    assert_eq!(body, plain(lock));
-    assert_eq!(
-        l.shared.lost_reason(),
-        None,
-        "released before the server said so"
-    );
-    h.event(Some(id), Some(lock), EventKind::Unlocked);
-    assert_eq!(l.shared.lost_reason(), Some(LostReason::Released));
+    // R5, R54: the refused request changed nothing, and the client sends nothing in its
+    // place: the lock is still held (its caller can release it by id).
+    assert_eq!(h.requests(), []);
+    assert_eq!(l.shared.lost_reason(), None);
+    assert_eq!(l.shared.mode(), Mode::EX);
+}
+
+#[test]
+fn a_guards_unlock_refused_as_busy_cancels_nothing() {
+    let mut h = Harness::connected(TTL);
+    let lock = LockId(8);
+    let l = h.grant(lock);
+    let mut rx = h.unlock(lock, Origin::Guard(1));
+    let (id, _) = h.request();
+    h.event(Some(id), Some(lock), rejected(Reject::Busy));
+    assert!(matches!(answer(&mut rx), Some(Err(Error::Busy))));
+    // R45: BUSY changes nothing; the pending conversion is the caller's to cancel.
+    assert_eq!(h.requests(), []);
+    assert_eq!(l.shared.lost_reason(), None);
 }
 
 #[test]
@@ -287,8 +296,9 @@ async fn values_longer_than_the_value_block_are_refused_before_sending() {
     let lock = LockId(6);
     let len = h.view.lvb_len();
     assert_eq!(len, 32, "the script announces 32");
-    let mut guard = LockGuard::new(h.grant(lock), h.tx.clone());
-    let lost = guard.lost();
+    let granted = h.grant(lock);
+    let shared = granted.shared.clone();
+    let mut guard = LockGuard::new(granted, h.tx.clone());
 
     // A conversion keeps its guard: refused, nothing sent, the lock unchanged.
     let res = guard
@@ -306,7 +316,8 @@ async fn values_longer_than_the_value_block_are_refused_before_sending() {
     assert!(matches!(res, Err(Error::Invalid(_))));
     assert_eq!(h.pump(), 0);
 
-    // An unlock consumes its guard: refused, and the lock released as by a drop.
+    // An unlock consumes its guard: refused, nothing sent, and the lock still held (R54),
+    // not released by the consumed guard either.
     let res = guard
         .unlock_with(UnlockOptions::new().value(vec![1u8; len + 1]))
         .await;
@@ -314,15 +325,9 @@ async fn values_longer_than_the_value_block_are_refused_before_sending() {
         matches!(res, Err(Error::Invalid(Invalid::ValueTooLong { .. }))),
         "{res:?}"
     );
-    assert_eq!(h.pump(), 1);
-    let (id, body) = h.request();
-    assert_eq!(
-        body,
-        plain(lock),
-        "the plain unlock only: no convert, no value"
-    );
-    h.event(Some(id), Some(lock), EventKind::Unlocked);
-    assert_eq!(lost.await, LostReason::Released);
+    assert_eq!(h.pump(), 0);
+    assert_eq!(shared.lost_reason(), None);
+    assert_eq!(shared.mode(), Mode::EX);
 }
 
 #[test]
