@@ -714,7 +714,7 @@ mod tests {
         }
     }
 
-    /// A peer that takes the greeting and then `then` does what it does with the connection.
+    /// A peer that hands each connection and its first frame to `then`.
     async fn peer_that<F, Fut>(then: F) -> String
     where
         F: Fn(ServerConn, PeerRequest) -> Fut + Send + Sync + 'static,

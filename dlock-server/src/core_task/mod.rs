@@ -640,9 +640,12 @@ impl CoreTask {
         let action = action::action(session, id, body);
         // R55: INVALID comes first. A command that fails the engine's static checks goes to
         // the engine, which refuses it and changes nothing, past the server's own checks
-        // (permissions, its per-address limit, the recovery grace).
-        let invalid =
-            matches!(&action, Action::Command(c) if self.engine.core().check_arguments(c).is_err());
+        // (permissions, its per-address limit, the recovery grace). Without any of those
+        // the engine alone checks, once.
+        let own_checks =
+            rules.is_some() || self.config.max_locks_per_peer.is_some() || self.grace.is_some();
+        let invalid = own_checks
+            && matches!(&action, Action::Command(c) if self.engine.core().check_arguments(c).is_err());
         if !invalid
             && let Some(rules) = &rules
             && !authz::allowed(
