@@ -305,8 +305,13 @@ pub struct StatusArgs {
     pub json: bool,
 
     /// At most this many resources (the server may cap it further).
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
+
+    /// Start after the resource of this name: the `next_cursor` of an earlier `--json`
+    /// answer cut at --limit, or the last name of an earlier table, to see the next page.
+    #[arg(long, value_name = "NAME")]
+    pub cursor: Option<OsString>,
 
     /// Only the cluster: members, leader, term, log and applied index (as JSON with
     /// --json). Without it, a cluster's summary is printed above the table.

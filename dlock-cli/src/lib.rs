@@ -54,6 +54,10 @@
 //! at the answer (`now_ms`) minus the lock's `since_ms`, both from the reply that listed the
 //! lock, so neither the local clock nor the network delay enters them.
 //!
+//! At most `--limit` resources (1,000 by default) are listed. When more follow, stderr says so
+//! and the JSON document has a `next_cursor`: `dlock status --cursor NAME` lists the resources
+//! after NAME.
+//!
 //! # `dlock verify`
 //!
 //! Replays a server's audit log (`dlock-server --audit-log PATH`) with the history checker of

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
-use dlock_client::ServerView;
+use dlock_client::{ResourcePage, ServerView};
 
 use crate::args::StatusArgs;
 use crate::error::{CliError, exit};
@@ -36,7 +36,8 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
         return Ok(exit::OK);
     }
     let prefix = args.prefix.as_deref().map(|p| p.as_bytes()).unwrap_or(b"");
-    let view = client.view_prefix(prefix, args.limit).await;
+    let after = args.cursor.as_ref().map(|c| c.as_bytes().to_vec());
+    let view = client.view_prefix_after(prefix, after, args.limit).await;
     session::close(&client).await;
     if let Some(view) = cluster?.filter(|_| !args.json) {
         let mut out = std::io::stdout().lock();
@@ -45,11 +46,15 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
     // Ages are measured by the clock of this very reply, so they are the server's.
     let ServerView {
         now_ms,
-        value: resources,
+        value: ResourcePage { resources, more },
     } = view?;
+    let next_cursor = resources.last().filter(|_| more).map(|r| r.name.clone());
     let mut out = std::io::stdout().lock();
     if args.json {
-        let doc = StatusJson::new(&resources, now_ms);
+        let mut doc = StatusJson::new(&resources, now_ms);
+        doc.next_cursor = next_cursor
+            .as_deref()
+            .map(|n| String::from_utf8_lossy(n).into_owned());
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
         writeln!(out, "{text}").map_err(CliError::Io)?;
@@ -59,10 +64,11 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
         out.write_all(table(&resources, now_ms).as_bytes())
             .map_err(CliError::Io)?;
     }
-    if u32::try_from(resources.len()).is_ok_and(|n| n >= args.limit) {
+    if let Some(last) = next_cursor {
         eprintln!(
-            "dlock: showing the first {} resources only (see --limit)",
-            resources.len()
+            "dlock: more resources follow these {}: see --limit, or pass --cursor {:?} for the next page",
+            resources.len(),
+            crate::format::name(&last)
         );
     }
     Ok(exit::OK)

@@ -240,3 +240,60 @@ async fn status_ages_are_by_the_clock_of_the_reply() -> Result<()> {
     assert_eq!(fake.session_queries(), 0, "no clock probe");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_cut_at_the_limit_says_where_to_go_on() -> Result<()> {
+    use dlock_client::{Client, Mode};
+    let server = TestServer::start().await?;
+    let c = Client::connect(server.addr().to_string()).await?;
+    let mut held = Vec::new();
+    for name in ["pg.a", "pg.b", "pg.c"] {
+        held.push(c.lock(name, Mode::NL).await?);
+    }
+    let names = |out: &std::process::Output| -> Result<(Vec<String>, Option<String>)> {
+        let doc: dlock_proto::status::ResourcesView = serde_json::from_slice(&out.stdout)?;
+        let names = doc.resources.into_iter().map(|r| r.name).collect();
+        Ok((names, doc.next_cursor))
+    };
+
+    // Cut at two: the JSON names the cursor and stderr says how to go on.
+    let out = output(dlock(&server, &["status", "--json", "--limit", "2", "pg."])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        names(&out)?,
+        (
+            vec!["pg.a".to_owned(), "pg.b".to_owned()],
+            Some("pg.b".to_owned())
+        )
+    );
+    assert!(
+        stderr(&out).contains("--cursor \"pg.b\""),
+        "{}",
+        stderr(&out)
+    );
+    // The next page starts after the cursor and is the last.
+    let args = [
+        "status", "--json", "--limit", "2", "--cursor", "pg.b", "pg.",
+    ];
+    let out = output(dlock(&server, &args)).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(names(&out)?, (vec!["pg.c".to_owned()], None));
+    assert!(!stderr(&out).contains("--cursor"), "{}", stderr(&out));
+    // Exactly as many as the limit: nothing more to see, nothing said.
+    let out = output(dlock(&server, &["status", "--json", "--limit", "3", "pg."])).await?;
+    assert_eq!(names(&out)?.1, None);
+    assert!(!stderr(&out).contains("more resources"), "{}", stderr(&out));
+    // The table says the same on stderr.
+    let out = output(dlock(&server, &["status", "--limit", "1", "pg."])).await?;
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("--cursor \"pg.a\""),
+        "{}",
+        stderr(&out)
+    );
+    // A limit of none is a usage error.
+    let out = output(dlock(&server, &["status", "--limit", "0"])).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    drop(held);
+    Ok(())
+}

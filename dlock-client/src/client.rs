@@ -37,6 +37,15 @@ pub struct ServerView<T> {
     pub value: T,
 }
 
+/// A page of resources from [`Client::view_prefix_after`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourcePage {
+    /// The resources, in name order.
+    pub resources: Vec<ResourceInfo>,
+    /// More resources match after the last one here.
+    pub more: bool,
+}
+
 /// A connection to a dlock server: one session, one background task.
 ///
 /// Cheap to clone; clones share the session and the task. The task renews the lease,
@@ -173,17 +182,33 @@ impl Client {
         prefix: impl AsRef<[u8]>,
         limit: u32,
     ) -> Result<ServerView<Vec<ResourceInfo>>> {
+        let page = self.view_prefix_after(prefix, None, limit).await?;
+        Ok(ServerView {
+            now_ms: page.now_ms,
+            value: page.value.resources,
+        })
+    }
+
+    /// The resources whose names start with `prefix` and sort after `after` (from the first
+    /// with `None`), at most `limit` of them in name order, fetching as many pages as that
+    /// takes, and whether more follow: to go on, pass the last name as `after`.
+    pub async fn view_prefix_after(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Result<ServerView<ResourcePage>> {
         let prefix = prefix.as_ref().to_vec();
         let mut all = ServerView {
             now_ms: 0,
-            value: Vec::new(),
+            value: ResourcePage::default(),
         };
-        let mut after = None;
+        let mut after = after;
         loop {
-            let want = limit.saturating_sub(u32::try_from(all.value.len()).unwrap_or(u32::MAX));
+            let have = u32::try_from(all.value.resources.len()).unwrap_or(u32::MAX);
             let query = Query::Prefix {
                 prefix: prefix.clone(),
-                limit: want,
+                limit: limit.saturating_sub(have),
                 after,
             };
             let (page, more) = match self.query(query).await? {
@@ -198,8 +223,9 @@ impl Client {
                 other => return Err(unexpected(&other)),
             };
             after = page.last().map(|r| r.name.clone());
-            all.value.extend(page);
-            if !more || after.is_none() || all.value.len() >= limit as usize {
+            all.value.resources.extend(page);
+            all.value.more = more && after.is_some();
+            if !all.value.more || all.value.resources.len() >= limit as usize {
                 return Ok(all);
             }
         }

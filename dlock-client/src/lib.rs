@@ -273,7 +273,7 @@ mod settings;
 mod tls;
 mod view;
 
-pub use client::{Client, ClientBuilder, Pong, ServerView};
+pub use client::{Client, ClientBuilder, Pong, ResourcePage, ServerView};
 pub use convert::{CancelOutcome, Converted, PendingConvert};
 pub use dlock_core::{
     FencingToken, Invalid, Limit, LockFlags, LockId, LockInfo, LockState, Mode, Reject,
