@@ -540,6 +540,8 @@ impl ClientBuilder {
     }
 
     /// How long one connection attempt (TCP connect plus handshake) may take (default 5 s).
+    /// An attempt to resume a session takes at most a sixth of its lease (at least a
+    /// second) as well, so that the other endpoints are tried while the lease lasts.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self

@@ -32,7 +32,9 @@
 //!
 //! - A [`Client`] is one *session* on the server with a lease. A background task renews the
 //!   lease (about every TTL/3), so as long as the client can reach the server its locks stay
-//!   held. Clones of a `Client` share the session.
+//!   held. A renewal unanswered for max(TTL/6, 1 s) ends its connection, even one that never
+//!   reports an error, and the client reconnects and resumes. Clones of a `Client` share the
+//!   session.
 //! - Each lock request creates an independent lock in one of six [`Mode`]s (`NL < CR < CW <
 //!   PR < PW < EX`, compatibility as in VMS). Requests queue in FIFO order; conversions go
 //!   before new requests.

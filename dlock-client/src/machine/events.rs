@@ -144,7 +144,7 @@ impl SessionMachine {
                     return;
                 };
                 if let (What::Renew, Some(sent), Some(s)) =
-                    (&o.call.what, o.first_sent, &self.session)
+                    (&o.call.what, o.first_sent, &mut self.session)
                 {
                     s.renewal.confirm(sent, now);
                 }

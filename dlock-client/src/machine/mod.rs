@@ -163,6 +163,9 @@ impl SessionMachine {
             session
                 .filter(|_| self.state.can_send())
                 .map(Renewal::renew_at),
+            session
+                .filter(|_| matches!(self.state, ConnState::Connected))
+                .and_then(Renewal::answer_due),
             self.state.deadline(),
             self.requests.next_deadline(),
         ]
@@ -185,6 +188,18 @@ impl SessionMachine {
         if self.session.as_ref().is_some_and(|s| s.renewal.lapsed(now)) {
             tracing::warn!("lease renewal not confirmed in time: declaring every lock lost");
             self.session_lost(LostReason::LocalLeaseLapsed, now);
+        }
+        if matches!(self.state, ConnState::Connected)
+            && let Some(due) = self.session.as_ref().and_then(|s| s.renewal.answer_due())
+            && now >= due
+        {
+            // Renewals went unanswered: the server or the way to it is gone without the
+            // connection saying so. Reconnect while the lease has time left.
+            tracing::warn!(
+                "the server has not answered a lease renewal in max(TTL/6, 1 s); reconnecting"
+            );
+            self.disconnect(false);
+            self.schedule_retry(now);
         }
         match &self.state {
             ConnState::Closing { deadline, .. } if now >= *deadline => {
@@ -278,8 +293,17 @@ impl SessionMachine {
 
     /// Asks the driver for a connection to the next endpoint.
     fn connect(&mut self, now: Instant) {
+        // An attempt to resume is also cut at a renewal's answer timeout: the other
+        // endpoints are to be tried while the lease lasts.
+        let attempt = match &self.session {
+            Some(s) => self
+                .settings
+                .connect_timeout
+                .min(s.renewal.answer_timeout()),
+            None => self.settings.connect_timeout,
+        };
         self.state = ConnState::Connecting {
-            deadline: now + self.settings.connect_timeout,
+            deadline: now + attempt,
         };
         let addr = self.endpoints.target();
         tracing::debug!(%addr, "connecting");
@@ -290,6 +314,9 @@ impl SessionMachine {
     fn disconnect(&mut self, graceful: bool) {
         if !graceful {
             self.transmits.clear();
+        }
+        if let Some(s) = &mut self.session {
+            s.renewal.connection_ended();
         }
         self.actions.push_back(Action::Disconnect { graceful });
     }
@@ -363,7 +390,7 @@ impl SessionMachine {
             tracing::debug!("session resumed");
             // The server renews the lease when it accepts the resume (any message of a
             // session renews it), which happened after `Hello` was sent.
-            if let Some(s) = &self.session {
+            if let Some(s) = &mut self.session {
                 s.renewal.confirm(sent_at, now);
             }
             // Re-send every outstanding request in id order; the server ignores the ones it

@@ -1,5 +1,5 @@
-//! Keeping a session alive: renewals every TTL/3, acknowledgements of received events, and
-//! the local lease.
+//! Keeping a session alive: renewals every TTL/3, acknowledgements of received events, the
+//! local lease, and noticing a connection on which renewals go unanswered.
 //!
 //! The local lease lapses at `send instant of the latest confirmed renewal + TTL − margin`.
 //! The server cannot expire the session before `send instant + TTL`, so a client that gives
@@ -23,6 +23,16 @@ pub(crate) fn margin(configured: Option<Duration>, ttl: Duration) -> Duration {
         .min(ttl / 2)
 }
 
+/// How long a renewal may go unanswered before its connection counts as dead: a sixth of the
+/// TTL, at least a second. A server answers a renewal within milliseconds (a cluster's leader
+/// within one commit); one that does not is gone without a word (its machine, or the
+/// network to it) or cannot renew (a leader cut off from its majority). The client then
+/// drops the connection and reconnects, trying the other endpoints, while the lease still
+/// has most of its time left.
+pub(crate) fn answer_timeout(ttl: Duration) -> Duration {
+    (ttl / 6).max(Duration::from_secs(1))
+}
+
 /// The renewal state of one session.
 #[derive(Debug)]
 pub(crate) struct Renewal {
@@ -30,6 +40,8 @@ pub(crate) struct Renewal {
     margin: Duration,
     /// When the next renewal is due.
     renew_at: Instant,
+    /// When the oldest renewal not answered yet on this connection was sent.
+    unanswered_since: Option<Instant>,
     /// Highest event sequence number received.
     last_seq: u64,
     /// Highest sequence number acknowledged to the server.
@@ -46,6 +58,7 @@ impl Renewal {
             ttl,
             margin,
             renew_at: now + ttl / 3,
+            unanswered_since: None,
             last_seq: 0,
             acked_seq: 0,
             lease: Arc::new(Lease::new(sent_at + ttl - margin)),
@@ -81,6 +94,7 @@ impl Renewal {
     /// acknowledge with it.
     pub(crate) fn renew(&mut self, now: Instant) -> u64 {
         self.renew_at = now + self.ttl / 3;
+        self.unanswered_since.get_or_insert(now);
         self.acked_seq = self.last_seq;
         self.last_seq
     }
@@ -97,8 +111,26 @@ impl Renewal {
     /// The server renewed the lease after `sent` (a confirmed renewal, or an accepted
     /// resume). A confirmation that arrives after the local lease has lapsed extends
     /// nothing: the lapse stands.
-    pub(crate) fn confirm(&self, sent: Instant, now: Instant) {
+    pub(crate) fn confirm(&mut self, sent: Instant, now: Instant) {
+        self.unanswered_since = None;
         self.lease.extend(now, sent + self.ttl - self.margin);
+    }
+
+    /// The connection is gone: its unanswered renewals are not held against the next one.
+    pub(crate) fn connection_ended(&mut self) {
+        self.unanswered_since = None;
+    }
+
+    /// How long a renewal may go unanswered ([`answer_timeout`] of this TTL).
+    pub(crate) fn answer_timeout(&self) -> Duration {
+        answer_timeout(self.ttl)
+    }
+
+    /// When the connection counts as dead unless a renewal is answered before (see
+    /// [`answer_timeout`]).
+    pub(crate) fn answer_due(&self) -> Option<Instant> {
+        self.unanswered_since
+            .map(|sent| sent + self.answer_timeout())
     }
 
     /// The local lease deadline.
@@ -147,7 +179,7 @@ mod tests {
     #[test]
     fn the_lease_runs_from_the_last_confirmed_send() {
         let t0 = Instant::now();
-        let r = Renewal::new(S * 3, S / 3, t0, t0 + S / 10);
+        let mut r = Renewal::new(S * 3, S / 3, t0, t0 + S / 10);
         assert_eq!(r.lapse_at(), t0 + S * 3 - S / 3);
         r.confirm(t0 + S, t0 + S * 2);
         assert_eq!(r.lapse_at(), t0 + S * 4 - S / 3);
@@ -156,5 +188,24 @@ mod tests {
         assert!(r.lapsed(t0 + S * 4));
         r.confirm(t0 + S * 4, t0 + S * 4);
         assert!(r.lapsed(t0));
+    }
+
+    #[test]
+    fn an_unanswered_renewal_is_due_an_answer_a_sixth_of_the_ttl_later() {
+        assert_eq!(answer_timeout(S * 12), S * 2);
+        assert_eq!(answer_timeout(S * 3), S, "at least a second");
+        let t0 = Instant::now();
+        let mut r = Renewal::new(S * 12, S, t0, t0);
+        assert_eq!(r.answer_due(), None, "nothing asked yet");
+        r.renew(t0 + S * 4);
+        assert_eq!(r.answer_due(), Some(t0 + S * 6));
+        // A second renewal before an answer: the first one's deadline stands.
+        r.renew(t0 + S * 5);
+        assert_eq!(r.answer_due(), Some(t0 + S * 6));
+        r.confirm(t0 + S * 4, t0 + S * 5);
+        assert_eq!(r.answer_due(), None);
+        r.renew(t0 + S * 9);
+        r.connection_ended();
+        assert_eq!(r.answer_due(), None, "a new connection starts afresh");
     }
 }

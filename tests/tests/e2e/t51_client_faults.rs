@@ -155,6 +155,63 @@ async fn black_holed_client_gives_up_its_lock_before_another_client_gets_it() ->
 }
 
 #[tokio::test]
+async fn unanswered_renewals_move_the_session_to_another_endpoint_before_the_lease_lapses()
+-> Result<()> {
+    bounded(async {
+        let server = TestServer::start().await?;
+        let proxy = Proxy::start(server.addr()).await?;
+        // Two ways to the same server: through the proxy first, then directly. With a 6 s
+        // lease, renewals go every 2 s and one unanswered for 1 s (max(TTL/6, 1 s)) ends
+        // the connection; the local lease would lapse 5.4 s after the last answered one.
+        let ttl = Duration::from_secs(6);
+        let b = Client::builder(proxy.addr().to_string())
+            .endpoints([proxy.addr().to_string(), server.addr().to_string()])
+            .name("b")
+            .lease_ttl(ttl)
+            .backoff(Duration::from_millis(10), Duration::from_millis(100))
+            .connect()
+            .await?;
+        let observer = client(server.addr(), "observer", Duration::from_secs(10)).await?;
+        let guard = b.lock("x", Mode::EX).await?;
+        let session = b.session_id();
+        let expires = |info: Option<dlock_client::SessionInfo>| -> Result<u64> {
+            Ok(info.context("b's session is gone")?.expires_at_ms)
+        };
+
+        // The path through the proxy goes silent without breaking: nothing says the
+        // connection is dead but unanswered renewals.
+        proxy.blackhole(true);
+        let before = expires(observer.query_session(session).await?)?;
+        // The server hears a renewal again, which can only come the other way; the lease
+        // (and the lock) never lapsed on either side.
+        loop {
+            let info = observer.query_session(session).await?;
+            if expires(info)? > before {
+                break;
+            }
+            ensure!(
+                !guard.is_lost(),
+                "the lease lapsed before the client reconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ensure!(
+            b.session_id() == session,
+            "the session was resumed, not replaced"
+        );
+        ensure!(!guard.is_lost());
+        let err = observer.try_lock("x", Mode::EX).await.unwrap_err();
+        ensure!(matches!(err, Error::NotQueued), "{err:?}");
+        // The session works on its new connection.
+        drop(b.lock("y", Mode::EX).await?);
+        guard.unlock().await?;
+        drop(observer.try_lock("x", Mode::EX).await?);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn server_restart_loses_the_session_and_a_fresh_one_serves_new_work() -> Result<()> {
     bounded(async {
         // Not about the restart grace (t36, t75): the restarted server grants at once.

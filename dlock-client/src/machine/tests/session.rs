@@ -103,7 +103,9 @@ fn refused_resume_loses_locks_fails_pending_requests_and_opens_a_new_session() {
 
 #[test]
 fn local_lease_lapses_before_the_server_could_expire_the_session() {
-    let ttl = Duration::from_secs(3);
+    // Short enough that the lease lapses before an unanswered renewal drops the connection
+    // (see the next test).
+    let ttl = Duration::from_secs(1);
     let mut h = Harness::connected(ttl);
     let l = h.grant(LockId(1));
 
@@ -126,13 +128,13 @@ fn local_lease_lapses_before_the_server_could_expire_the_session() {
             other => panic!("expected Renew and Ack, got {other:?}"),
         };
         last_confirmed_send = sent;
-        h.event(Some(id), None, EventKind::Renewed { ttl_ms: 3000 });
+        h.event(Some(id), None, EventKind::Renewed { ttl_ms: 1000 });
     }
     assert_eq!(l.shared.lost_reason(), None);
 
     // Then it goes silent: renewals still go out, and the lease lapses exactly at the last
-    // confirmed send + TTL − margin (default max(TTL/10, 100 ms) = 300 ms).
-    let lapse = last_confirmed_send + ttl - MS * 300;
+    // confirmed send + TTL − margin (default max(TTL/10, 100 ms) = 100 ms).
+    let lapse = last_confirmed_send + ttl - MS * 100;
     while l.shared.lost_reason().is_none() {
         assert!(h.next_deadline() <= lapse);
     }
@@ -163,8 +165,77 @@ fn local_lease_lapses_before_the_server_could_expire_the_session() {
 }
 
 #[test]
+fn a_renewal_unanswered_for_a_sixth_of_the_ttl_drops_the_connection_and_resumes() {
+    let ttl = Duration::from_secs(12);
+    let mut h = Harness::connected(ttl);
+    let l = h.grant(LockId(1));
+    let opened = h.now;
+    let renewal = |frames: &[ClientMessage]| match frames {
+        [
+            ClientMessage::Request {
+                id,
+                body: Request::Renew,
+            },
+            ClientMessage::Ack { .. },
+        ] => *id,
+        other => panic!("expected Renew and Ack, got {other:?}"),
+    };
+
+    // A renewal at TTL/3 that the server never answers, on a connection that never says
+    // it broke (the server's machine gone, a partition).
+    assert_eq!(h.next_deadline(), opened + ttl / 3);
+    let unanswered = renewal(&h.frames());
+    h.advance(ttl / 6 - MS);
+    assert!(h.actions().is_empty(), "still waiting for the answer");
+    assert_eq!(h.next_deadline(), opened + ttl / 3 + ttl / 6);
+    assert!(matches!(
+        h.actions()[..],
+        [Action::Disconnect { graceful: false }]
+    ));
+    // The client reconnects while the lease has time left, and resumes.
+    h.advance(MS * 800);
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
+    assert!(h.up().resume.is_some());
+    h.frame(welcome(true, SESSION, 12_000));
+    assert!(matches!(h.actions()[..], [Action::Established]));
+    // The unanswered renewal goes again with its id, and a new one after it.
+    let frames = h.frames();
+    let again = match &frames[..] {
+        [
+            ClientMessage::Request {
+                id,
+                body: Request::Renew,
+            },
+            rest @ ..,
+        ] => {
+            assert_eq!(*id, unanswered);
+            renewal(rest)
+        }
+        other => panic!("{other:?}"),
+    };
+    h.event(
+        Some(unanswered),
+        None,
+        EventKind::Renewed { ttl_ms: 12_000 },
+    );
+    h.event(Some(again), None, EventKind::Renewed { ttl_ms: 12_000 });
+    assert_eq!(l.shared.lost_reason(), None);
+    // Answered renewals hold nothing against the connection: the next deadline is the
+    // next renewal, and the lock is held past the first session lease.
+    let resumed = h.now;
+    assert_eq!(h.next_deadline(), resumed + ttl / 3);
+    let id = renewal(&h.frames());
+    h.event(Some(id), None, EventKind::Renewed { ttl_ms: 12_000 });
+    h.advance(ttl / 3 - MS);
+    assert!(h.actions().is_empty());
+    assert!(h.now > opened + ttl && l.shared.lost_reason().is_none());
+}
+
+#[test]
 fn a_lease_that_lapses_while_reconnecting_is_not_resumed_afterwards() {
-    let ttl = Duration::from_secs(3);
+    // Short enough that the attempt is not cut before the lease lapses (it is cut at
+    // max(TTL/6, 1 s)).
+    let ttl = Duration::from_secs(1);
     let mut h = Harness::connected(ttl);
     let l = h.grant(LockId(1));
     let opened = h.now;
@@ -174,7 +245,7 @@ fn a_lease_that_lapses_while_reconnecting_is_not_resumed_afterwards() {
     while l.shared.lost_reason().is_none() {
         h.next_deadline();
     }
-    assert_eq!(h.now, opened + ttl - MS * 300);
+    assert_eq!(h.now, opened + ttl - MS * 100);
     assert_eq!(l.shared.lost_reason(), Some(LostReason::LocalLeaseLapsed));
     // The hanging resume attempt is given up, and the next one opens a fresh session.
     assert!(matches!(
@@ -187,7 +258,7 @@ fn a_lease_that_lapses_while_reconnecting_is_not_resumed_afterwards() {
     assert_eq!(h.up().resume, None);
     // Even if a server resumed a session for it, the client does not take it back: it
     // ends that session and starts over.
-    h.frame(welcome(true, SESSION, 3000));
+    h.frame(welcome(true, SESSION, 1000));
     assert!(matches!(h.requests()[..], [(_, Request::Goodbye)]));
     assert!(matches!(
         h.actions()[..],
@@ -196,7 +267,7 @@ fn a_lease_that_lapses_while_reconnecting_is_not_resumed_afterwards() {
     h.advance(Duration::ZERO);
     assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
     assert_eq!(h.up().resume, None);
-    h.frame(welcome(false, SessionId(9), 3000));
+    h.frame(welcome(false, SessionId(9), 1000));
     assert_eq!(h.view.session(), SessionId(9));
     assert!(l.shared.lost_reason().is_some());
 }
