@@ -52,21 +52,23 @@ Examples:
 
 const ACQUIRE_AFTER_HELP: &str = "\
 With a command, dlock takes the lock, runs the command with DLOCK_TOKEN (the fencing
-token), DLOCK_RESOURCE and DLOCK_MODE in its environment, forwards SIGINT and SIGTERM to
-it, releases the lock when it exits, and exits with its exit status. If the lock is lost
+token), DLOCK_RESOURCE and DLOCK_MODE in its environment, forwards SIGINT, SIGTERM,
+SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM to it (dlock itself stays to release the
+lock), releases the lock when it exits, and exits with its exit status. If the lock is lost
 while the command runs, the command gets SIGTERM (SIGKILL after --kill-grace) and dlock
 exits 75. When dlock's stdin is not a terminal (scripts, cron, services), the command
 runs in a process group of its own and these signals reach its children too; when stdin
 is a terminal, the command shares dlock's process group so that it can use the terminal,
 and signals reach the command's process only (a Ctrl-C typed at the terminal reaches it
-directly, so dlock does not send a second SIGINT).
+directly, so dlock does not send a second SIGINT; the same for Ctrl-\\ and a hang-up).
 
 Without a command, dlock prints the fencing token alone on one line of stdout and holds
-the lock until it receives SIGINT or SIGTERM or its standard input reaches end of file.
+the lock until it receives one of those signals or its standard input reaches end of file.
 
 If the lock is not granted, one line on stderr names who holds it, and dlock exits 1.
 While waiting with stderr on a terminal, a status line shows who holds the lock and the
-place in the queue. SIGINT or SIGTERM while waiting cancels the request.
+place in the queue. One of those signals while waiting cancels the request, and dlock exits
+128 + its number.
 
 Examples:
   # One deployment at a time:

@@ -130,10 +130,11 @@ where
                 return Ok(ChildEnd::Exited(exit_code(status.map_err(CliError::Io)?)));
             }
             sig = signals.recv() => {
-                if sig == Signal::SIGINT && spec.group == Group::Shared && in_terminal_foreground() {
-                    // Ctrl-C: the terminal sent SIGINT to the whole foreground process group,
-                    // the command included; a second copy would look like a second Ctrl-C.
-                    tracing::debug!("SIGINT from the terminal reached the command directly");
+                if from_terminal(sig) && spec.group == Group::Shared && in_terminal_foreground() {
+                    // Ctrl-C, Ctrl-\ or a hang-up: the terminal sent the signal to the whole
+                    // foreground process group, the command included; a second copy would
+                    // look like a second Ctrl-C.
+                    tracing::debug!(?sig, "the terminal's signal reached the command directly");
                 } else {
                     tracing::debug!(?sig, "forwarding signal to the command");
                     send(sig);
@@ -160,6 +161,12 @@ where
             }
         }
     }
+}
+
+/// Whether a terminal sends `sig` to its whole foreground process group (Ctrl-C, Ctrl-\\,
+/// hang-up).
+fn from_terminal(sig: Signal) -> bool {
+    matches!(sig, Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP)
 }
 
 /// Whether dlock's process group is the foreground group of its controlling terminal, read

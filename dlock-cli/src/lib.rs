@@ -16,7 +16,8 @@
 //!
 //! With a command, dlock takes the lock (mode EX unless `--mode` says otherwise), runs the
 //! command with `DLOCK_TOKEN` (the fencing token), `DLOCK_RESOURCE` and `DLOCK_MODE` in its
-//! environment, forwards SIGINT and SIGTERM to it, releases the lock when it exits and exits
+//! environment, forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM to it
+//! (none of them ends dlock while the command runs), releases the lock when it exits and exits
 //! with its status. If the lock is lost meanwhile (the session's lease lapsed or expired), the
 //! command gets SIGTERM, then SIGKILL after `--kill-grace` (10 s), and dlock exits 75. When
 //! dlock's stdin is not a terminal, the command leads a process group of its own and signals go
@@ -24,11 +25,12 @@
 //! dlock's group (it may be interactive) and signals go to its process alone.
 //!
 //! Without a command, dlock prints the fencing token alone on one line of stdout and holds the
-//! lock until SIGINT, SIGTERM or end of file on stdin, then releases it and exits 0.
+//! lock until one of those signals or end of file on stdin, then releases it and exits 0.
 //!
 //! When the lock is not granted (`--no-wait` refused, `--timeout` expired, deadlock victim),
 //! one line on stderr names the current holders (mode, session name, for how long) and dlock
-//! exits 1 (or `--conflict-exit-code`). A SIGINT or SIGTERM while waiting cancels the request.
+//! exits 1 (or `--conflict-exit-code`). One of those signals while waiting cancels the request
+//! and dlock exits 128 + its number.
 //!
 //! # Exit codes
 //!

@@ -1,12 +1,26 @@
-//! SIGINT and SIGTERM received by dlock, as a channel.
+//! The signals that would end dlock, as a channel.
 //!
 //! Installed before connecting, so that an interrupt while waiting for a lock cancels the
 //! request on the server (dropping the pending `lock` future sends Cancel) instead of leaving it
-//! queued until the session's lease runs out.
+//! queued until the session's lease runs out. Every signal whose default action ends a process
+//! and that a shell, a terminal or a supervisor sends (SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+//! SIGUSR1, SIGUSR2, SIGALRM) is caught: one left to its default would end dlock while the
+//! command it runs goes on, and the lock would pass to someone else under the command's feet.
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+
+/// The signals dlock catches: those that would otherwise end it.
+pub const CAUGHT: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+];
 
 /// A stream of the termination signals dlock received.
 #[derive(Debug)]
@@ -15,15 +29,12 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Catches SIGINT and SIGTERM from now on (they no longer end the process by themselves).
-    /// Must be called inside a tokio runtime.
+    /// Catches the signals of [`CAUGHT`] from now on (they no longer end the process by
+    /// themselves). Must be called inside a tokio runtime.
     pub fn install() -> std::io::Result<Signals> {
         let (tx, rx) = mpsc::unbounded_channel();
-        for (kind, sig) in [
-            (SignalKind::interrupt(), Signal::SIGINT),
-            (SignalKind::terminate(), Signal::SIGTERM),
-        ] {
-            let mut stream = signal(kind)?;
+        for sig in CAUGHT {
+            let mut stream = signal(SignalKind::from_raw(sig as i32))?;
             let tx = tx.clone();
             tokio::spawn(async move {
                 while stream.recv().await.is_some() {

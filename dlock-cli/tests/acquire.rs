@@ -357,6 +357,54 @@ async fn sigterm_to_dlock_reaches_the_command() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signal_that_would_end_dlock_reaches_the_command_instead() -> Result<()> {
+    use nix::sys::signal::Signal;
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let dir = tempfile::tempdir()?;
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+    ] {
+        let name = &sig.as_str()[3..];
+        let log = dir.path().join(name);
+        let script = format!(
+            "trap 'echo got-{name} >> {log}; exit 9' {name}; echo started >> {log}; \
+             while :; do sleep 0.02; done",
+            log = log.display()
+        );
+        let child = dlock(&server, &["acquire", "sig", "--", "sh", "-c", &script]).spawn()?;
+        lines_at_least(&log, 1).await?;
+        signal(&child, sig)?;
+        // dlock outlives the signal, waits for the command and releases the lock after it.
+        let out = finish(child).await?;
+        assert_eq!(code(&out), 9, "{sig}: {}", stderr(&out));
+        assert_eq!(lines(&log), ["started".to_owned(), format!("got-{name}")]);
+        queues(&obs, "sig", 0, 0).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hang_up_while_waiting_cancels_the_request() -> Result<()> {
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let (mut holder, _) = hold(&server, "holder", "queue").await?;
+    let waiter = dlock(&server, &["acquire", "queue", "--", "true"]).spawn()?;
+    queues(&obs, "queue", 1, 1).await?;
+    signal(&waiter, nix::sys::signal::Signal::SIGHUP)?;
+    let out = finish(waiter).await?;
+    assert_eq!(code(&out), 128 + 1, "{}", stderr(&out));
+    queues(&obs, "queue", 1, 0).await?;
+    drop(holder.stdin.take());
+    tokio::time::timeout(DEADLINE, holder.wait()).await??;
+    Ok(())
+}
+
 #[tokio::test]
 async fn interrupt_while_waiting_cancels_the_request() -> Result<()> {
     let server = TestServer::start().await?;
