@@ -286,8 +286,8 @@ async fn a_lost_lock_terminates_the_command_and_exits_75() -> Result<()> {
     let script = format!(
         "trap 'echo terminated >> {log}; exit 0' TERM; \
          sh -c 'trap \"echo child-terminated >> {log}; exit 0\" TERM; echo child-started >> {log}; \
-                while :; do sleep 0.02; done' & \
-         echo started >> {log}; while :; do sleep 0.02; done",
+                for i in $(seq 1500); do sleep 0.02; done' & \
+         echo started >> {log}; for i in $(seq 1500); do sleep 0.02; done",
         log = log.display()
     );
     let ttl = ["acquire", "--ttl", "2s"];
@@ -340,7 +340,7 @@ async fn sigterm_to_dlock_reaches_the_command() -> Result<()> {
     let log = dir.path().join("log");
     let script = format!(
         "trap 'echo got-term >> {log}; exit 9' TERM; echo started >> {log}; \
-         while :; do sleep 0.02; done",
+         for i in $(seq 1500); do sleep 0.02; done",
         log = log.display()
     );
     let child = dlock(&server, &["acquire", "sig", "--", "sh", "-c", &script]).spawn()?;
@@ -374,7 +374,7 @@ async fn every_signal_that_would_end_dlock_reaches_the_command_instead() -> Resu
         let log = dir.path().join(name);
         let script = format!(
             "trap 'echo got-{name} >> {log}; exit 9' {name}; echo started >> {log}; \
-             while :; do sleep 0.02; done",
+             for i in $(seq 1500); do sleep 0.02; done",
             log = log.display()
         );
         let child = dlock(&server, &["acquire", "sig", "--", "sh", "-c", &script]).spawn()?;

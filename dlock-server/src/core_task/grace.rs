@@ -7,12 +7,17 @@
 //! so it gets `NotQueued` on arrival; a request with a timeout gets `TimedOut` once its
 //! timeout, counted from its arrival, has passed while it is still held, and a held request
 //! whose timeout has not passed is applied with what is left of it.
+//!
+//! A `Goodbye` of a session with nothing held is applied at once: such a session holds no
+//! lock and waits for none (nothing is granted during the grace), so ending it changes no
+//! other session's locks, and its client (a `dlock ping`, a `dlock acquire --no-wait`) need
+//! not wait for the grace to end before it can exit.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
-use dlock_core::{Command, Event, EventKind, LockFlags};
+use dlock_core::{Command, Event, EventKind, LockFlags, SessionId};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -50,7 +55,8 @@ pub(crate) struct Grace {
 /// Why a command was not held.
 #[derive(Debug)]
 pub(super) enum NotHeld {
-    /// Renewals are applied at once: they grant nothing, and any message renews the lease.
+    /// Applied at once: renewals (they grant nothing, and any message renews the lease) and
+    /// the `Goodbye` of a session with nothing held.
     ApplyNow(Command),
     /// Answered at once with this event (a NOQUEUE request, which cannot be granted now).
     Answer(Event),
@@ -63,6 +69,19 @@ fn timeout_ms(command: &Command) -> Option<u64> {
     match command {
         Command::Lock { args, .. } => args.timeout_ms,
         Command::Convert { args, .. } => args.timeout_ms,
+        _ => None,
+    }
+}
+
+/// The session a command is of, for commands a session sends.
+fn session_of(command: &Command) -> Option<SessionId> {
+    match command {
+        Command::Renew { session, .. }
+        | Command::CloseSession { session, .. }
+        | Command::Lock { session, .. }
+        | Command::Convert { session, .. }
+        | Command::Unlock { session, .. }
+        | Command::Cancel { session, .. } => Some(*session),
         _ => None,
     }
 }
@@ -101,8 +120,9 @@ impl Grace {
         }
     }
 
-    /// Holds `command` (arriving at `now`) until the grace ends, unless it is a renewal, a
-    /// NOQUEUE lock request, or `capacity` commands are held already.
+    /// Holds `command` (arriving at `now`) until the grace ends, unless it is a renewal, the
+    /// `Goodbye` of a session with nothing held, a NOQUEUE lock request, or `capacity`
+    /// commands are held already.
     ///
     /// A new session learns lock ids only from events, which come after the grace, so
     /// holding every lock-changing command keeps each session's order.
@@ -114,6 +134,9 @@ impl Grace {
     ) -> Result<(), NotHeld> {
         match &command {
             Command::Renew { .. } => return Err(NotHeld::ApplyNow(command)),
+            Command::CloseSession { session, .. } if !self.holds_any_of(*session) => {
+                return Err(NotHeld::ApplyNow(command));
+            }
             Command::Lock { args, .. } if args.flags.contains(LockFlags::NOQUEUE) => {
                 if let Some(event) = answer(&command, EventKind::NotQueued) {
                     return Err(NotHeld::Answer(event));
@@ -134,6 +157,15 @@ impl Grace {
             deadline,
         });
         Ok(())
+    }
+
+    /// Whether a command of `session` is held.
+    fn holds_any_of(&self, session: SessionId) -> bool {
+        self.held.iter().any(|h| {
+            h.command
+                .as_ref()
+                .is_some_and(|c| session_of(c) == Some(session))
+        })
     }
 
     /// When the next held request times out, if any does.
@@ -234,16 +266,27 @@ mod tests {
             grace.hold(renew(1), 2, now),
             Err(NotHeld::ApplyNow(Command::Renew { .. }))
         ));
-        assert!(grace.hold(goodbye(2), 2, now).is_ok());
-        assert!(grace.hold(goodbye(3), 2, now).is_ok());
-        assert!(matches!(grace.hold(goodbye(4), 2, now), Err(NotHeld::Full)));
+        // A goodbye of a session with nothing held is applied at once.
+        assert!(matches!(
+            grace.hold(goodbye(2), 2, now),
+            Err(NotHeld::ApplyNow(Command::CloseSession { .. }))
+        ));
+        let unlock = Command::Unlock {
+            session: SessionId(1),
+            request: RequestId(3),
+            args: dlock_core::UnlockRequest::new(dlock_core::LockId(7)),
+        };
+        assert!(grace.hold(unlock.clone(), 2, now).is_ok());
+        // Behind a held command of its session, it waits its turn.
+        assert!(grace.hold(goodbye(4), 2, now).is_ok());
+        assert!(matches!(grace.hold(goodbye(5), 2, now), Err(NotHeld::Full)));
         // A renewal is never held, even with the queue full.
         assert!(matches!(
             grace.hold(renew(5), 2, now),
             Err(NotHeld::ApplyNow(_))
         ));
         let held: Vec<Command> = grace.held.into_iter().filter_map(|h| h.command).collect();
-        assert_eq!(held, vec![goodbye(2), goodbye(3)]);
+        assert_eq!(held, vec![unlock, goodbye(4)]);
     }
 
     fn lock(request: u64, flags: LockFlags, timeout_ms: Option<u64>) -> Command {

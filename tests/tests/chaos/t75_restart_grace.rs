@@ -62,3 +62,36 @@ async fn restarted_server_does_not_grant_before_old_holders_see_lost() -> Result
     .await
     .context("test did not finish in time")?
 }
+
+#[tokio::test]
+async fn a_goodbye_during_the_grace_ends_the_session_at_once() -> Result<()> {
+    let _one = crate::one_at_a_time().await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let config = dlock_server::Config {
+            restart_grace: dlock_server::RestartGrace::Fixed(Duration::from_secs(600)),
+            ..TestServer::config()
+        };
+        let mut server = TestServer::start_with(config).await?;
+        // A lock of the previous lifetime, so that the restarted server has a grace to keep.
+        let old = Client::connect(server.addr().to_string()).await?;
+        let _held = old.lock("x", Mode::EX).await?;
+        server.restart().await?;
+        let observer = Client::connect(server.addr().to_string()).await?;
+        let a = Client::connect(server.addr().to_string()).await?;
+        let session = a.session_id();
+        ensure!(observer.query_session(session).await?.is_some());
+        // A client that asked for nothing (a `dlock ping`) leaves without waiting for the
+        // grace: its session is gone as soon as `close` returns.
+        a.close().await?;
+        ensure!(
+            observer.query_session(session).await?.is_none(),
+            "the goodbye was held until the grace ends"
+        );
+        // The grace still holds every lock.
+        let err = observer.try_lock("x", Mode::EX).await.unwrap_err();
+        ensure!(matches!(err, dlock_client::Error::NotQueued), "{err:?}");
+        Ok(())
+    })
+    .await
+    .context("test did not finish in time")?
+}
