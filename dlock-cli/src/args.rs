@@ -275,7 +275,7 @@ pub struct AcquireArgs {
 
     /// Session lease: if dlock cannot reach the server for this long, the lock is lost
     /// (default: the server's, normally 10s).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_lease, value_name = "DURATION")]
     pub ttl: Option<Duration>,
 
     /// After the lock is lost, how long the command has between SIGTERM and SIGKILL.
@@ -367,6 +367,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 30s, 2m)"))
 }
 
+/// A lease: a duration above zero (a lease of 0 would be none at all).
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(
+            "a lease must be longer than 0 (leave --ttl out for the server's default)".into(),
+        );
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +452,8 @@ mod tests {
             &["acquire", "--mode", "XX", "db"][..],
             &["acquire", "--timeout", "soon", "db"],
             &["acquire", "--no-wait", "--timeout", "1s", "db"],
+            &["acquire", "--ttl", "0s", "db"],
+            &["status", "--limit", "0"],
             &["acquire"],
             &["acquire", "db", "sh"],
             &["completions", "powershell"],

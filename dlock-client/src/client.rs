@@ -533,7 +533,9 @@ impl ClientBuilder {
     }
 
     /// The lease length to ask for (default: the server's default). If no renewal is
-    /// confirmed for this long, the server ends the session and releases its locks.
+    /// confirmed for this long, the server ends the session and releases its locks. A zero
+    /// TTL asks for no lease at all, not for the default: it is sent as 1 ms, below every
+    /// server's minimum, so `connect` fails with the server's refusal.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = Some(ttl);
         self

@@ -250,7 +250,11 @@ impl SessionMachine {
         self.transmits.push_back(ClientMessage::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: self.settings.name.clone(),
-            lease_ttl_ms: self.settings.lease_ttl.map(duration_ms).unwrap_or(0),
+            // 0 on the wire means "the server's default"; a zero TTL asked for is not that.
+            lease_ttl_ms: self
+                .settings
+                .lease_ttl
+                .map_or(0, |ttl| duration_ms(ttl).max(1)),
             resume,
             token: self.settings.token.clone(),
         }));

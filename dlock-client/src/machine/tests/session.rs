@@ -412,3 +412,15 @@ fn a_server_shutdown_loses_the_session_and_reconnects_after_a_backoff() {
     ));
     assert!(matches!(h.m.state, ConnState::Backoff { .. }));
 }
+
+#[test]
+fn a_zero_lease_is_not_asked_for_as_the_servers_default() {
+    let mut h = Harness::with(settings(Duration::ZERO));
+    assert_eq!(
+        h.up().lease_ttl_ms,
+        1,
+        "0 on the wire would mean the default"
+    );
+    let mut h = Harness::with(settings(Duration::from_micros(1)));
+    assert_eq!(h.up().lease_ttl_ms, 1);
+}
