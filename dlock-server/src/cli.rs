@@ -157,7 +157,8 @@ pub struct Args {
     #[arg(long, env = "DLOCK_VALUE_LEN", default_value_t = dlock_core::Config::default().lvb_len)]
     pub value_len: usize,
 
-    /// Maximum frame body length in bytes; a longer frame closes the connection.
+    /// Maximum frame body length in bytes; a longer frame closes the connection. At least the
+    /// longest name plus the value block length plus 1,024 bytes.
     #[arg(long, env = "DLOCK_MAX_FRAME_LEN", default_value_t = dlock_proto::DEFAULT_MAX_FRAME_LEN)]
     pub max_frame_len: usize,
 
@@ -448,6 +449,14 @@ mod tests {
         assert!(e.contains("value block length 31 bytes"), "{e}");
         let e = check(&["--max-name-len", "63"]).unwrap_err().to_string();
         assert!(e.contains("maximum name length 63 bytes"), "{e}");
+        // The longest name and value block must fit in a frame.
+        let e = check(&["--max-frame-len", "10"]).unwrap_err().to_string();
+        assert!(e.contains("it must be at least 2112"), "{e}");
+        let e = check(&["--max-name-len", "100000"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("maximum frame length 65536 bytes"), "{e}");
+        assert!(check(&["--max-name-len", "100000", "--max-frame-len", "1048576"]).is_ok());
     }
 
     #[test]

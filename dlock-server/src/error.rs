@@ -31,6 +31,14 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
+    /// Another `dlock-server` uses the data directory (it holds the lock on its `lock` file).
+    #[error(
+        "data directory {path} is in use by another dlock-server (it holds {path}/lock); give each server its own --data-dir"
+    )]
+    DataDirInUse {
+        /// The data directory.
+        path: PathBuf,
+    },
     /// The fencing-token floor file holds something that is not a number.
     #[error("fencing-token floor file {path} is corrupt: {content:?}")]
     CorruptFloor {

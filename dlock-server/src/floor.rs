@@ -10,6 +10,9 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::ServerError;
 
 /// The ceiling is raised in blocks of this size, so the file is written (and fsynced) once per
@@ -28,18 +31,51 @@ pub(crate) struct Floor {
     existed: bool,
 }
 
+/// Creates the data directory if needed (private: mode 0700; an existing one keeps its mode).
+fn create_dir(dir: &Path) -> Result<(), ServerError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| ServerError::Floor {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Takes the data directory for this server (creating it if needed): an exclusive lock on
+/// its `lock` file, held while the returned file is open and released by the system when
+/// the process ends, however it ends. `Ok(None)`: another process holds it.
+pub(crate) fn lock_dir(dir: &Path) -> Result<Option<DirLock>, ServerError> {
+    create_dir(dir)?;
+    let path = dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| ServerError::Floor {
+            path: path.clone(),
+            source,
+        })?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(DirLock(lock))),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(ServerError::Floor {
+            path,
+            source: errno.into(),
+        }),
+    }
+}
+
+/// The data directory taken by this server ([`lock_dir`]); released when dropped.
+#[derive(Debug)]
+pub(crate) struct DirLock(#[allow(dead_code, reason = "held, never read")] Flock<fs::File>);
+
 impl Floor {
     /// Opens (creating the directory if needed) and reads the ceiling; 0 if there is none yet.
     pub(crate) fn open(dir: &Path) -> Result<Floor, ServerError> {
-        // Private: mode 0700 for a directory created here (an existing one keeps its mode).
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(dir).map_err(|source| ServerError::Floor {
-            path: dir.to_owned(),
-            source,
-        })?;
+        create_dir(dir)?;
         let path = dir.join(FILE_NAME);
         let (ceiling, existed) = match fs::read_to_string(&path) {
             Ok(s) => (
@@ -142,6 +178,17 @@ mod tests {
         let reopened = Floor::open(dir.path()).unwrap();
         assert_eq!(reopened.ceiling(), floor.ceiling());
         assert!(reopened.existed());
+    }
+
+    #[test]
+    fn one_server_at_a_time_holds_the_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let first = lock_dir(&dir).unwrap().expect("a new directory is free");
+        assert!(dir.join("lock").exists());
+        assert!(lock_dir(&dir).unwrap().is_none(), "taken twice");
+        drop(first);
+        assert!(lock_dir(&dir).unwrap().is_some(), "released with its file");
     }
 
     #[test]

@@ -112,6 +112,24 @@ pub const MIN_VALUE_LEN: usize = 32;
 /// The shortest name limit a server may be configured with (R1: at least 64 bytes).
 pub const MIN_NAME_LEN: usize = 64;
 
+/// Room a frame needs besides the longest name and value block (or session name) a client
+/// may send: ids, mode, flags, timeout, the encoding, a `Hello`'s token.
+pub const FRAME_HEADROOM: usize = 1024;
+
+/// Takes the data directory for this server, waiting up to two seconds for a previous server
+/// on it (one just stopped in the same process, or still exiting) to let go.
+async fn lock_data_dir(dir: &std::path::Path) -> Result<floor::DirLock, ServerError> {
+    for _ in 0..100 {
+        if let Some(file) = floor::lock_dir(dir)? {
+            return Ok(file);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(ServerError::DataDirInUse {
+        path: dir.to_owned(),
+    })
+}
+
 fn validate(config: &Config) -> Result<(), ServerError> {
     let positive = [
         ("max_connections", config.max_connections),
@@ -145,6 +163,17 @@ fn validate(config: &Config) -> Result<(), ServerError> {
         return Err(ServerError::Config(format!(
             "maximum name length {} bytes is below the minimum of {MIN_NAME_LEN}",
             e.max_name_len
+        )));
+    }
+    // Every request the limits allow must fit in a frame, or a client could not send it.
+    let needed = (e.max_name_len.saturating_add(e.lvb_len))
+        .max(e.max_session_name_len)
+        .saturating_add(FRAME_HEADROOM);
+    if config.max_frame_len < needed {
+        return Err(ServerError::Config(format!(
+            "maximum frame length {} bytes cannot carry a request with a name of {} bytes \
+             and a value block of {} bytes: it must be at least {needed}",
+            config.max_frame_len, e.max_name_len, e.lvb_len
         )));
     }
     if e.min_ttl_ms > e.max_ttl_ms {
@@ -315,6 +344,7 @@ pub(crate) async fn run_inner(
             budget::MemoryBudget::Bytes(_) => warn!(limit, asked, fits, "{what}"),
         }
     }
+    let _dir_lock = lock_data_dir(&config.data_dir).await?;
     let floor = floor::Floor::open(&config.data_dir)?;
     // A previous lifetime that did not record its leases may have granted the longest lease
     // the configuration allows.
