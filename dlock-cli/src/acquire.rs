@@ -69,7 +69,7 @@ async fn acquire_and_use(
             eprintln!(
                 "dlock: {what} not acquired in {} {why}: {}",
                 args.mode,
-                format::holders_line(info.as_ref(), now_ms)
+                format::refusal_line(info.as_ref(), args.mode, now_ms)
             );
             return Ok(args.conflict_exit_code);
         }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use dlock_client::{LockInfo, LockState, ResourceInfo};
+use dlock_client::{LockInfo, LockState, Mode, ResourceInfo};
 
 /// How long before the reply stamped `now_ms` the server clock read `since_ms` (zero if
 /// `since_ms` is later, which a well-behaved server never sends).
@@ -91,6 +91,35 @@ pub fn holders_line(info: Option<&ResourceInfo>, now_ms: u64) -> String {
     }
 }
 
+/// Why a request in `wanted` was not granted: [`holders_line`], and when every holder's mode
+/// is compatible with `wanted`, the request waited for those queued before it (first come,
+/// first served: R10), so the first of them is named: `...; queued ahead: bob (s13) in EX
+/// for 1s (and 2 more)`. `info` is the resource after the request left the queue.
+pub fn refusal_line(info: Option<&ResourceInfo>, wanted: Mode, now_ms: u64) -> String {
+    let mut line = holders_line(info, now_ms);
+    let Some(r) = info else {
+        return line;
+    };
+    let compatible = r
+        .granted
+        .iter()
+        .chain(r.converting.iter())
+        .all(|l| match l.state {
+            LockState::Granted { mode } | LockState::Converting { from: mode, .. } => {
+                mode.is_compatible(wanted)
+            }
+            LockState::Waiting { .. } => true,
+        });
+    if compatible && let Some(first) = r.converting.iter().chain(r.waiting.iter()).next() {
+        line.push_str(&format!("; queued ahead: {}", lock_line(first, now_ms)));
+        let more = r.converting.len() + r.waiting.len() - 1;
+        if more > 0 {
+            line.push_str(&format!(" (and {more} more)"));
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +184,32 @@ mod tests {
             "held by alice@h:42 (s3) in PR for 1m03s, alice@h:42 (s3) in PR->EX for 1m00s"
         );
         assert_eq!(holders_line(None, 10_000), "not held by anyone now");
+    }
+
+    #[test]
+    fn a_compatible_request_is_told_what_is_queued_ahead() {
+        let pw = lock(LockState::Granted { mode: Mode::PW }, 7_000);
+        let ex = lock(LockState::Waiting { mode: Mode::EX }, 9_000);
+        let info = ResourceInfo {
+            name: b"db".to_vec(),
+            value: vec![],
+            value_valid: true,
+            granted: vec![pw],
+            converting: vec![],
+            waiting: vec![ex.clone(), ex],
+        };
+        let held = "held by alice@h:42 (s3) in PW for 3s";
+        // CR is compatible with PW: what holds it up is the EX queued first (R10).
+        assert_eq!(
+            refusal_line(Some(&info), Mode::CR, 10_000),
+            format!("{held}; queued ahead: alice@h:42 (s3) in EX for 1s (and 1 more)")
+        );
+        // PR is not: the holder says it all.
+        assert_eq!(refusal_line(Some(&info), Mode::PR, 10_000), held);
+        assert_eq!(
+            refusal_line(None, Mode::CR, 10_000),
+            "not held by anyone now"
+        );
     }
 
     #[test]
