@@ -182,6 +182,7 @@ pub struct Cli {
         long,
         global = true,
         env = "DLOCK_TLS_SYSTEM_ROOTS",
+        value_parser = clap::builder::BoolishValueParser::new(),
         help_heading = "Security options"
     )]
     pub tls_system_roots: bool,

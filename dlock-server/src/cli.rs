@@ -231,7 +231,7 @@ pub struct Args {
 
     /// Cluster mode: form the cluster from --peers if this node has never belonged to one
     /// (give it to one node of a new cluster; ignored afterwards).
-    #[arg(long, env = "DLOCK_INIT", requires = "peers")]
+    #[arg(long, env = "DLOCK_INIT", requires = "peers", value_parser = clap::builder::BoolishValueParser::new())]
     pub init: bool,
 
     /// Cluster mode: when a new leader takes over, every session's lease is extended to

@@ -63,6 +63,16 @@ pub(super) struct ResourcesParams {
     limit: Option<usize>,
 }
 
+/// A page's `limit` parameter: the default when absent; 0 (a page of nothing) is a bad
+/// request.
+fn page_limit(limit: Option<usize>) -> Result<usize, StatusCode> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(0) => Err(StatusCode::BAD_REQUEST),
+        Some(n) => Ok(n),
+    }
+}
+
 /// `/api/resources`.
 pub(super) async fn resources(
     State(state): State<Arc<HttpState>>,
@@ -71,7 +81,7 @@ pub(super) async fn resources(
     let query = StatusQuery::Resources {
         prefix: p.prefix.into_bytes(),
         after: p.cursor.map(String::into_bytes),
-        limit: p.limit.unwrap_or(DEFAULT_LIMIT),
+        limit: page_limit(p.limit)?,
     };
     match state.ask(query).await? {
         StatusAnswer::Resources(v) => Ok(Json(v)),
@@ -95,7 +105,7 @@ pub(super) async fn sessions(
 ) -> Result<Json<SessionsView>, StatusCode> {
     let query = StatusQuery::Sessions {
         after: p.cursor.map(SessionId),
-        limit: p.limit.unwrap_or(DEFAULT_LIMIT),
+        limit: page_limit(p.limit)?,
     };
     match state.ask(query).await? {
         StatusAnswer::Sessions(v) => Ok(Json(v)),

@@ -106,6 +106,8 @@ async fn t82_api_shows_queues_sessions_waits_and_the_broken_cycle() -> Result<()
         "/api/resources?limit=many",
         "/api/sessions?cursor=-1",
         "/api/sessions?limit=1e9",
+        "/api/resources?limit=0",
+        "/api/sessions?limit=0",
     ] {
         let a = get(http, bad).await?;
         ensure!(a.status == 400, "{bad}: {} {}", a.status, a.body);
