@@ -42,9 +42,37 @@ pub enum CodecError {
         /// The maximum.
         max: usize,
     },
+    /// The first bytes of the stream are another protocol's, not a frame's length prefix.
+    /// The stream cannot be resynchronised after this.
+    #[error("the other end does not speak the dlock protocol: {what}")]
+    ForeignProtocol {
+        /// What the bytes look like.
+        what: &'static str,
+        /// Their length prefix read as one.
+        len: usize,
+        /// The maximum frame length.
+        max: usize,
+    },
     /// A message could not be encoded.
     #[error("encode error: {0}")]
     Encode(String),
+}
+
+/// What a stream that starts with `prefix` (instead of a frame's length) most likely is.
+pub fn foreign_protocol(prefix: [u8; 4]) -> Option<&'static str> {
+    match &prefix {
+        b"HTTP" => {
+            Some("it answered in HTTP (is this the HTTP port, --http-listen, not the lock port?)")
+        }
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"OPTI" | b"PATC" => Some(
+            "it sent an HTTP request (the lock port speaks the dlock protocol; HTTP is on --http-listen)",
+        ),
+        [0x16, 0x03, ..] => {
+            Some("it started a TLS handshake (is TLS configured on one side only?)")
+        }
+        [0x15, 0x03, ..] => Some("it sent a TLS alert (is TLS configured on one side only?)"),
+        _ => None,
+    }
 }
 
 /// A frame whose length was fine but whose body is not a valid message. The stream stays in
@@ -116,11 +144,15 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
             Ok(Some(frame)) => Ok(Some(decode_body(&frame))),
             Ok(None) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let len = if src.len() >= 4 {
-                    u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize
-                } else {
-                    0
-                };
+                let prefix = (src.len() >= 4).then(|| [src[0], src[1], src[2], src[3]]);
+                let len = prefix.map_or(0, |p| u32::from_be_bytes(p) as usize);
+                if let Some(what) = prefix.and_then(foreign_protocol) {
+                    return Err(CodecError::ForeignProtocol {
+                        what,
+                        len,
+                        max: self.max_frame_len,
+                    });
+                }
                 Err(CodecError::FrameTooLarge {
                     len,
                     max: self.max_frame_len,

@@ -288,6 +288,30 @@ fn oversized_length_prefix_is_frame_too_large() {
 }
 
 #[test]
+fn another_protocol_is_named_instead_of_a_length() {
+    let cases: [(&[u8], &str); 3] = [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "HTTP port"),
+        (b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", "HTTP request"),
+        (&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01], "TLS handshake"),
+    ];
+    for (bytes, hint) in cases {
+        let mut dec = FrameCodec::<ServerMessage, ClientMessage>::new(1 << 16);
+        let mut buf = BytesMut::from(bytes);
+        match dec.decode(&mut buf) {
+            Err(e @ CodecError::ForeignProtocol { len, max, .. }) => {
+                assert!(e.to_string().contains(hint), "{e}");
+                assert_eq!(max, 1 << 16);
+                assert_eq!(
+                    len,
+                    u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize
+                );
+            }
+            other => panic!("{hint}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn encoding_a_message_over_the_limit_fails_cleanly() {
     let mut enc = FrameCodec::<ServerMessage, ClientMessage>::new(16);
     let mut buf = BytesMut::new();

@@ -162,9 +162,14 @@ async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle)
             );
             Frame::End
         }
-        ReadOutcome::Failed(CodecError::FrameTooLarge { len, max }) => {
+        ReadOutcome::Failed(
+            e @ (CodecError::FrameTooLarge { len, max }
+            | CodecError::ForeignProtocol { len, max, .. }),
+        ) => {
+            // Bytes of another protocol are answered as any other length past the maximum:
+            // read as a length, that is what they are.
             net.frame_error(FrameError::TooLarge);
-            warn!(%peer, len, max, "frame too large; closing connection");
+            warn!(%peer, len, max, error = %e, "frame too large; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::FrameTooLarge {
                     len: len as u64,

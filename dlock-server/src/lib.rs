@@ -717,6 +717,8 @@ pub async fn serve(
     security: Arc<Security>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    // A configuration that cannot run is refused before anything listens.
+    validate(&config)?;
     let listener = bind(config.listen).await?;
     let http = match config.http_listen {
         Some(addr) => Some(bind_http(addr).await?),
