@@ -21,14 +21,15 @@ Exit codes:
          a --ttl outside its bounds)
   69     server unreachable (also when it stays unreachable for a whole lease while
          waiting for the lock)
-  70     internal or protocol error
+  70     internal or protocol error, or a stdout that cannot be written
   77     not permitted: no or a wrong credential (token, client certificate), or the
          server's rules do not allow this identity to do this
   75     lock lost while held (lease lapsed or session expired); the command was
          sent SIGTERM (SIGKILL after --kill-grace)
   126    the command could not be executed
   127    the command was not found
-  128+N  the command was killed by signal N";
+  128+N  the command was killed by signal N; 141 (SIGPIPE) also when stdout is a
+         pipe whose reader has gone (dlock ... | head), and dlock says nothing";
 
 const ROOT_AFTER_HELP: &str = "\
 Examples:

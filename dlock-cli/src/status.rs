@@ -9,6 +9,7 @@ use crate::args::StatusArgs;
 use crate::error::{CliError, exit};
 use crate::report::{StatusJson, table};
 use crate::session::{self, Ctx};
+use crate::stdout;
 
 /// Queries the resources under the prefix and prints them as a table or JSON.
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
@@ -21,17 +22,15 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
     if args.cluster {
         session::close(&client).await;
         let cluster = cluster?;
-        let mut out = std::io::stdout().lock();
         if args.json {
             let text = serde_json::to_string_pretty(&cluster)
                 .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
-            writeln!(out, "{text}").map_err(CliError::Io)?;
+            stdout::write(|out| writeln!(out, "{text}"))?;
         } else {
-            match &cluster {
+            stdout::write(|out| match &cluster {
                 Some(view) => out.write_all(cluster_table(view).as_bytes()),
                 None => writeln!(out, "not a cluster: this server runs alone"),
-            }
-            .map_err(CliError::Io)?;
+            })?;
         }
         return Ok(exit::OK);
     }
@@ -40,8 +39,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
     let view = client.view_prefix_after(prefix, after, args.limit).await;
     session::close(&client).await;
     if let Some(view) = cluster?.filter(|_| !args.json) {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", cluster_table(&view)).map_err(CliError::Io)?;
+        stdout::write(|out| writeln!(out, "{}", cluster_table(&view)))?;
     }
     // Ages are measured by the clock of this very reply, so they are the server's.
     let ServerView {
@@ -49,7 +47,6 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
         value: ResourcePage { resources, more },
     } = view?;
     let next_cursor = resources.last().filter(|_| more).map(|r| r.name.clone());
-    let mut out = std::io::stdout().lock();
     if args.json {
         let mut doc = StatusJson::new(&resources, now_ms);
         doc.next_cursor = next_cursor
@@ -57,12 +54,11 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
             .map(|n| String::from_utf8_lossy(n).into_owned());
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
-        writeln!(out, "{text}").map_err(CliError::Io)?;
+        stdout::write(|out| writeln!(out, "{text}"))?;
     } else if resources.is_empty() {
         eprintln!("dlock: no locks held or requested");
     } else {
-        out.write_all(table(&resources, now_ms).as_bytes())
-            .map_err(CliError::Io)?;
+        stdout::write(|out| out.write_all(table(&resources, now_ms).as_bytes()))?;
     }
     if let Some(last) = next_cursor {
         eprintln!(
