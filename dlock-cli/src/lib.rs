@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Global options: `--server ADDR` (or `DLOCK_SERVER`; default `127.0.0.1:7420`), `--name`
-//! (the session name others see; default `user@host:pid`), `-v` (logs on stderr).
+//! (the session name others see; default `user@host:pid`), `-v` (logs on stderr). `ADDR` is
+//! `HOST:PORT` or `[IPV6]:PORT`, or several separated by commas; one that is not (no port, a
+//! port outside 1..=65535, no address at all) is a usage error, exit 2, not exit 69.
 //!
 //! # `dlock acquire`
 //!
@@ -75,6 +77,7 @@
 #![forbid(unsafe_code)]
 
 mod acquire;
+mod addr;
 pub mod args;
 mod child;
 mod error;
