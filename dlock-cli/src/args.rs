@@ -131,7 +131,8 @@ Examples:
 Exit codes:
   0  the history is safe
   1  a violation was found (or the history has a gap)
-  2  usage error, or a file that cannot be read or is corrupt";
+  2  usage error, or a file that cannot be read, is corrupt or is not an audit log
+     (a last line torn before its newline, as a crash leaves, is skipped)";
 
 const COMPLETIONS_AFTER_HELP: &str = "\
 Examples:

@@ -5,7 +5,7 @@
 //! server's grants with what clients saw (a lost lock seen before another grant, the tokens
 //! clients saw, hung operations, dropped sessions) need client records and are skipped, and
 //! the output says so. Exit codes: 0 safe, 1 a violation (a gap in the log included), 2 a
-//! usage error or a file that cannot be read or is corrupt.
+//! usage error or a file that cannot be read, is corrupt or is not an audit log.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -32,7 +32,7 @@ enum VerifyError {
     /// A directory argument holds no audit log.
     #[error("no audit log (a file named audit*) in directory {}", path.display())]
     EmptyDir { path: PathBuf },
-    /// A file could not be read, or is corrupt.
+    /// A file could not be read, is corrupt or is not an audit log.
     #[error(transparent)]
     Read(#[from] ReadError),
 }
