@@ -316,9 +316,16 @@ async fn status_cut_at_the_limit_says_where_to_go_on() -> Result<()> {
     let out = output(dlock(&server, &["status", "--limit", "1", "pg."])).await?;
     assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
     assert!(
-        stderr(&out).contains("--cursor \"pg.a\""),
+        stderr(&out).contains("more resources follow (1 shown): pass --cursor \"pg.a\""),
         "{}",
         stderr(&out)
+    );
+    // Nothing under a prefix: stderr names it.
+    let out = output(dlock(&server, &["status", "none."])).await?;
+    assert_eq!((code(&out), stdout(&out)), (0, String::new()));
+    assert_eq!(
+        stderr(&out),
+        "dlock: no locks held or requested under \"none.\"\n"
     );
     // A limit of none is a usage error.
     let out = output(dlock(&server, &["status", "--limit", "0"])).await?;
