@@ -14,6 +14,7 @@ use crate::hold::{self, HoldEnd};
 use crate::progress;
 use crate::session::{self, Ctx};
 use crate::signals::{Signals, exit_code_for};
+use crate::stdout;
 
 /// Runs `dlock acquire` and returns the exit code.
 pub async fn run(ctx: &Ctx, args: AcquireArgs) -> Result<u8, CliError> {
@@ -102,11 +103,7 @@ async fn acquire_and_use(
 
 /// Hold mode: print the token, hold until a signal, end of stdin, or loss.
 async fn hold_lock(guard: &LockGuard, what: &str, signals: &mut Signals) -> Result<u8, CliError> {
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", guard.token()).map_err(CliError::Io)?;
-        out.flush().map_err(CliError::Io)?;
-    }
+    stdout::write(|out| writeln!(out, "{}", guard.token()))?;
     let lost = guard.lost();
     match hold::hold(lost, hold::stdin_closed(), signals).await {
         HoldEnd::LockLost(reason) => {

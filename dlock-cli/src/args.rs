@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use dlock_client::Mode;
 
+use crate::addr::parse_server_list;
+
 /// The server address used when neither `--server` nor `DLOCK_SERVER` is given.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7420";
 
@@ -21,14 +23,15 @@ Exit codes:
          a --ttl outside its bounds)
   69     server unreachable (also when it stays unreachable for a whole lease while
          waiting for the lock)
-  70     internal or protocol error
+  70     internal or protocol error, or a stdout that cannot be written
   77     not permitted: no or a wrong credential (token, client certificate), or the
          server's rules do not allow this identity to do this
   75     lock lost while held (lease lapsed or session expired); the command was
          sent SIGTERM (SIGKILL after --kill-grace)
   126    the command could not be executed
   127    the command was not found
-  128+N  the command was killed by signal N";
+  128+N  the command was killed by signal N; 141 (SIGPIPE) also when stdout is a
+         pipe whose reader has gone (dlock ... | head), and dlock says nothing";
 
 const ROOT_AFTER_HELP: &str = "\
 Examples:
@@ -130,7 +133,8 @@ Examples:
 Exit codes:
   0  the history is safe
   1  a violation was found (or the history has a gap)
-  2  usage error, or a file that cannot be read or is corrupt";
+  2  usage error, or a file that cannot be read, is corrupt or is not an audit log
+     (a last line torn before its newline, as a crash leaves, is skipped)";
 
 const COMPLETIONS_AFTER_HELP: &str = "\
 Examples:
@@ -152,9 +156,10 @@ passes it a fencing token.",
     after_long_help = format!("{ROOT_AFTER_HELP}\n\n{EXIT_CODES_HELP}")
 )]
 pub struct Cli {
-    /// Server address (host:port), or several separated by commas (host:port,host:port,...),
-    /// tried in turn until one takes the session.
-    #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR[,ADDR...]")]
+    /// Server address (host:port, or `[IPv6]:port`), or several separated by commas
+    /// (host:port,host:port,...), tried in turn until one takes the session. Blanks around an
+    /// address and empty entries (a trailing comma) are ignored.
+    #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR[,ADDR...]", value_parser = parse_server_list)]
     pub server: String,
 
     /// Session name shown to others in `dlock status` (default: user@host:pid).
@@ -448,6 +453,20 @@ mod tests {
     }
 
     #[test]
+    fn server_lists_in_every_form_the_docs_use() {
+        for list in [
+            "127.0.0.1:7420",
+            "localhost:7420",
+            "[::1]:7420",
+            "127.0.0.1:7420,127.0.0.1:7430,127.0.0.1:7440",
+        ] {
+            let cli = parse(&["--server", list, "ping"]).unwrap();
+            assert_eq!(cli.server, list);
+        }
+        assert_eq!(parse(&["ping"]).unwrap().server, DEFAULT_SERVER);
+    }
+
+    #[test]
     fn usage_errors() {
         for bad in [
             &["acquire", "--mode", "XX", "db"][..],
@@ -460,6 +479,10 @@ mod tests {
             &["completions", "powershell"],
             &["verify"],
             &["verify", "--expiry-allowance", "soon", "audit.jsonl"],
+            &["--server", "nonsense", "ping"],
+            &["--server", "127.0.0.1:99999", "ping"],
+            &["--server", "", "ping"],
+            &["--server", "a:1,b", "status"],
         ] {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");

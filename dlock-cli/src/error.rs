@@ -22,6 +22,9 @@ pub mod exit {
     pub const CANNOT_EXECUTE: u8 = 126;
     /// The command was not found (as the shell and `flock(1)` do).
     pub const NOT_FOUND: u8 = 127;
+    /// Stdout is a pipe whose reader has gone (`dlock status | head -1`): 128 + SIGPIPE,
+    /// the status a shell shows for a program that SIGPIPE killed. Nothing is printed.
+    pub const BROKEN_PIPE: u8 = 141;
 }
 
 /// A failure of a dlock subcommand. Expected outcomes ("not acquired", "lock lost") are not
@@ -57,6 +60,9 @@ pub enum CliError {
     /// Reading or writing a local stream failed.
     #[error("{0}")]
     Io(io::Error),
+    /// Writing to stdout failed.
+    #[error("cannot write to stdout: {0}")]
+    Stdout(io::Error),
 }
 
 impl CliError {
@@ -69,12 +75,19 @@ impl CliError {
             CliError::Client(e) if is_unreachable(e) => exit::UNAVAILABLE,
             CliError::Client(e) if is_invalid_argument(e) => exit::USAGE,
             CliError::Client(e) if is_not_permitted(e) => exit::NOPERM,
-            CliError::Client(_) | CliError::Io(_) => exit::SOFTWARE,
+            CliError::Stdout(_) if self.reader_gone() => exit::BROKEN_PIPE,
+            CliError::Client(_) | CliError::Io(_) | CliError::Stdout(_) => exit::SOFTWARE,
             CliError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 exit::NOT_FOUND
             }
             CliError::Spawn { .. } => exit::CANNOT_EXECUTE,
         }
+    }
+
+    /// Whether stdout's reader has gone (EPIPE): the reader chose to stop reading, as
+    /// `head` does, so dlock stops too, with [`exit::BROKEN_PIPE`] and without a word.
+    pub fn reader_gone(&self) -> bool {
+        matches!(self, CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
 }
 

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Global options: `--server ADDR` (or `DLOCK_SERVER`; default `127.0.0.1:7420`), `--name`
-//! (the session name others see; default `user@host:pid`), `-v` (logs on stderr).
+//! (the session name others see; default `user@host:pid`), `-v` (logs on stderr). `ADDR` is
+//! `HOST:PORT` or `[IPV6]:PORT`, or several separated by commas; one that is not (no port, a
+//! port outside 1..=65535, no address at all) is a usage error, exit 2, not exit 69.
 //!
 //! # `dlock acquire`
 //!
@@ -41,12 +43,13 @@
 //! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
 //! | 2     | usage error, or an argument the server rejects (empty or too long name, `--ttl` out of bounds) |
 //! | 69    | server unreachable (before or while waiting for the lock) |
-//! | 70    | any other error: the server over a limit or overloaded, a connection refused for too many connections or sessions from one address, a protocol error, an unreadable token file |
+//! | 70    | any other error: the server over a limit or overloaded, a connection refused for too many connections or sessions from one address, a protocol error, an unreadable token file, a stdout that cannot be written (a full disk) |
 //! | 75    | lock lost while held; the command was terminated |
 //! | 77    | not permitted: no or a wrong token or client certificate, or the server's rules refuse the request |
 //! | 126   | the command could not be executed |
 //! | 127   | the command was not found |
 //! | 128+N | the command (or dlock, while waiting) was killed by signal N |
+//! | 141   | also: stdout is a pipe whose reader has gone (`dlock status \| head -1`); dlock stops without a word, as a program that SIGPIPE (13) kills |
 //!
 //! # `dlock status`
 //!
@@ -72,10 +75,12 @@
 //! and a directory stands for its files named `audit*`. Each violation is printed with the
 //! `FILE:LINE` where it was found and the lines it rests on. Exit codes: 0 the history is
 //! safe, 1 a violation (or a gap: lines the server could not write), 2 a usage error or a
-//! file that cannot be read or is corrupt.
+//! file that cannot be read, is corrupt or is not an audit log (a last line torn before its
+//! newline, as a crash leaves, is skipped).
 #![forbid(unsafe_code)]
 
 mod acquire;
+mod addr;
 pub mod args;
 mod child;
 mod error;
@@ -87,7 +92,10 @@ pub mod report;
 mod session;
 mod signals;
 mod status;
+mod stdout;
 mod verify;
+
+use std::io::Write;
 
 use tracing_subscriber::EnvFilter;
 
@@ -112,13 +120,32 @@ pub fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// Prints what clap answered instead of a parsed command line, a usage error on stderr or
+/// `--help` / `--version` on stdout, and returns its exit code: clap's (2, or 0 for help and
+/// version), or that of a stdout that cannot be written (70; 141, quietly, for a closed pipe).
+pub fn usage(e: clap::Error) -> u8 {
+    let code = u8::try_from(e.exit_code()).unwrap_or(exit::USAGE);
+    match e.print() {
+        Ok(()) => code,
+        // Nowhere left to say anything: stderr itself failed.
+        Err(_) if e.use_stderr() => code,
+        Err(io) => {
+            let e = CliError::Stdout(io);
+            if !e.reader_gone() {
+                eprintln!("dlock: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
 /// Runs the parsed command line and returns dlock's exit code. Errors are reported on stderr.
 pub fn run(cli: Cli) -> u8 {
     let ctx = session::Ctx::new(&cli);
     let result = match cli.command {
         Command::Completions(c) => completions(c.shell),
         // Local files only: no server, no runtime.
-        Command::Verify(v) => Ok(verify::run(&v)),
+        Command::Verify(v) => verify::run(&v),
         command => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -136,6 +163,8 @@ pub fn run(cli: Cli) -> u8 {
     };
     match result {
         Ok(code) => code,
+        // The reader chose to stop reading (`| head`): nothing to report.
+        Err(e) if e.reader_gone() => e.exit_code(),
         Err(e) => {
             eprintln!("dlock: {e}");
             let code = e.exit_code();
@@ -157,11 +186,14 @@ fn completions(shell: Shell) -> Result<u8, CliError> {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
+    // Into memory first: clap_complete panics when its writer fails, a Vec never does.
+    let mut script = Vec::new();
     clap_complete::generate(
         generator,
         &mut <Cli as clap::CommandFactory>::command(),
         "dlock",
-        &mut std::io::stdout(),
+        &mut script,
     );
+    stdout::write(|out| out.write_all(&script))?;
     Ok(exit::OK)
 }

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = dlock_cli::Cli::parse();
+    let cli = match dlock_cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(dlock_cli::usage(e)),
+    };
     dlock_cli::init_tracing(cli.verbose);
     ExitCode::from(dlock_cli::run(cli))
 }

@@ -1,7 +1,10 @@
 //! `dlock ping`.
 
+use std::io::Write;
+
 use crate::error::{CliError, exit};
 use crate::session::{self, Ctx};
+use crate::stdout;
 
 /// Connects, pings once, prints the server's address, version and the round-trip time.
 pub async fn run(ctx: &Ctx) -> Result<u8, CliError> {
@@ -9,11 +12,14 @@ pub async fn run(ctx: &Ctx) -> Result<u8, CliError> {
     let pong = client.ping().await;
     session::close(&client).await;
     let pong = pong?;
-    println!(
-        "server {}, version {}, round trip {:.2} ms",
-        ctx.server,
-        pong.server_version,
-        pong.rtt.as_secs_f64() * 1000.0
-    );
+    stdout::write(|out| {
+        writeln!(
+            out,
+            "server {}, version {}, round trip {:.2} ms",
+            ctx.server,
+            pong.server_version,
+            pong.rtt.as_secs_f64() * 1000.0
+        )
+    })?;
     Ok(exit::OK)
 }

@@ -7,8 +7,10 @@ use dlock_client::{ResourcePage, ServerView};
 
 use crate::args::StatusArgs;
 use crate::error::{CliError, exit};
+use crate::format;
 use crate::report::{StatusJson, table};
 use crate::session::{self, Ctx};
+use crate::stdout;
 
 /// Queries the resources under the prefix and prints them as a table or JSON.
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
@@ -21,17 +23,15 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
     if args.cluster {
         session::close(&client).await;
         let cluster = cluster?;
-        let mut out = std::io::stdout().lock();
         if args.json {
             let text = serde_json::to_string_pretty(&cluster)
                 .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
-            writeln!(out, "{text}").map_err(CliError::Io)?;
+            stdout::write(|out| writeln!(out, "{text}"))?;
         } else {
-            match &cluster {
+            stdout::write(|out| match &cluster {
                 Some(view) => out.write_all(cluster_table(view).as_bytes()),
                 None => writeln!(out, "not a cluster: this server runs alone"),
-            }
-            .map_err(CliError::Io)?;
+            })?;
         }
         return Ok(exit::OK);
     }
@@ -40,8 +40,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
     let view = client.view_prefix_after(prefix, after, args.limit).await;
     session::close(&client).await;
     if let Some(view) = cluster?.filter(|_| !args.json) {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", cluster_table(&view)).map_err(CliError::Io)?;
+        stdout::write(|out| writeln!(out, "{}", cluster_table(&view)))?;
     }
     // Ages are measured by the clock of this very reply, so they are the server's.
     let ServerView {
@@ -49,7 +48,6 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
         value: ResourcePage { resources, more },
     } = view?;
     let next_cursor = resources.last().filter(|_| more).map(|r| r.name.clone());
-    let mut out = std::io::stdout().lock();
     if args.json {
         let mut doc = StatusJson::new(&resources, now_ms);
         doc.next_cursor = next_cursor
@@ -57,21 +55,41 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
             .map(|n| String::from_utf8_lossy(n).into_owned());
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
-        writeln!(out, "{text}").map_err(CliError::Io)?;
+        stdout::write(|out| writeln!(out, "{text}"))?;
     } else if resources.is_empty() {
-        eprintln!("dlock: no locks held or requested");
+        eprintln!(
+            "{}",
+            nothing_listed(prefix, args.cursor.as_deref().map(|c| c.as_bytes()))
+        );
     } else {
-        out.write_all(table(&resources, now_ms).as_bytes())
-            .map_err(CliError::Io)?;
+        stdout::write(|out| out.write_all(table(&resources, now_ms).as_bytes()))?;
     }
     if let Some(last) = next_cursor {
-        eprintln!(
-            "dlock: more resources follow these {}: see --limit, or pass --cursor {:?} for the next page",
-            resources.len(),
-            crate::format::name(&last)
-        );
+        eprintln!("{}", more_follow(resources.len(), &last));
     }
     Ok(exit::OK)
+}
+
+/// What stderr says when no resource is listed: none at all, or none under the prefix (or
+/// after the cursor) given.
+fn nothing_listed(prefix: &[u8], cursor: Option<&[u8]>) -> String {
+    let mut line = "dlock: no locks held or requested".to_owned();
+    if !prefix.is_empty() {
+        line.push_str(&format!(" under {:?}", format::name(prefix)));
+    }
+    if let Some(cursor) = cursor {
+        line.push_str(&format!(" after {:?}", format::name(cursor)));
+    }
+    line
+}
+
+/// What stderr says when the listing was cut at `--limit` after `shown` resources, the
+/// last of them named `last`: how to see the rest.
+fn more_follow(shown: usize, last: &[u8]) -> String {
+    format!(
+        "dlock: more resources follow ({shown} shown): pass --cursor {:?} for the next page, or a larger --limit",
+        format::name(last)
+    )
 }
 
 /// The cluster as a few lines: who answered, leader and term, then one row per member.
@@ -120,7 +138,27 @@ pub fn cluster_table(view: &dlock_proto::status::ClusterView) -> String {
 mod tests {
     use dlock_proto::status::{ClusterView, MemberView};
 
-    use super::cluster_table;
+    use super::{cluster_table, more_follow, nothing_listed};
+
+    #[test]
+    fn stderr_says_what_was_not_listed_and_how_to_go_on() {
+        assert_eq!(
+            nothing_listed(b"", None),
+            "dlock: no locks held or requested"
+        );
+        assert_eq!(
+            nothing_listed(b"jobs.", None),
+            "dlock: no locks held or requested under \"jobs.\""
+        );
+        assert_eq!(
+            nothing_listed(b"jobs.", Some(b"jobs.z")),
+            "dlock: no locks held or requested under \"jobs.\" after \"jobs.z\""
+        );
+        assert_eq!(
+            more_follow(1, b"pg.a"),
+            "dlock: more resources follow (1 shown): pass --cursor \"pg.a\" for the next page, or a larger --limit"
+        );
+    }
 
     #[test]
     fn the_cluster_table_marks_the_leader_and_unknown_indices() {

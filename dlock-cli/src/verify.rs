@@ -5,9 +5,9 @@
 //! server's grants with what clients saw (a lost lock seen before another grant, the tokens
 //! clients saw, hung operations, dropped sessions) need client records and are skipped, and
 //! the output says so. Exit codes: 0 safe, 1 a violation (a gap in the log included), 2 a
-//! usage error or a file that cannot be read or is corrupt.
+//! usage error or a file that cannot be read, is corrupt or is not an audit log.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -17,7 +17,8 @@ use dlock_history::{
 };
 
 use crate::args::VerifyArgs;
-use crate::error::exit;
+use crate::error::{CliError, exit};
+use crate::stdout;
 
 /// The exit code of a history with a violation.
 const UNSAFE: u8 = 1;
@@ -31,23 +32,43 @@ enum VerifyError {
     /// A directory argument holds no audit log.
     #[error("no audit log (a file named audit*) in directory {}", path.display())]
     EmptyDir { path: PathBuf },
-    /// A file could not be read, or is corrupt.
+    /// A file could not be read, is corrupt or is not an audit log.
     #[error(transparent)]
     Read(#[from] ReadError),
 }
 
-/// Runs `dlock verify` and returns its exit code; errors are reported on stderr.
-pub fn run(args: &VerifyArgs) -> u8 {
-    match verify(args) {
-        Ok(code) => code,
+/// Runs `dlock verify` and returns its exit code. A log that cannot be checked is reported
+/// on stderr here (exit 2); the error returned is a stdout that cannot be written.
+pub fn run(args: &VerifyArgs) -> Result<u8, CliError> {
+    let (files, stats, report) = match verify(args) {
+        Ok(checked) => checked,
         Err(e) => {
             eprintln!("dlock: {e}");
-            exit::USAGE
+            return Ok(exit::USAGE);
         }
-    }
+    };
+    stdout::write(|out| {
+        for v in &report.examples {
+            write!(out, "{}", counterexample(v))?;
+        }
+        writeln!(out, "{}", summary(&files, &stats, &report))?;
+        if report.partial_start {
+            writeln!(
+                out,
+                "note: {} does not begin with a server start (older rotated files deleted or not given): locks and sessions from before it are not judged, nor lost wake-ups until the next start",
+                files
+                    .first()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default()
+            )?;
+        }
+        writeln!(out, "{}", skipped())
+    })?;
+    Ok(if report.is_ok() { exit::OK } else { UNSAFE })
 }
 
-fn verify(args: &VerifyArgs) -> Result<u8, VerifyError> {
+/// Reads and checks the logs: the files read, in order, what was read and the verdict.
+fn verify(args: &VerifyArgs) -> Result<(Vec<PathBuf>, AuditStats, CheckReport), VerifyError> {
     let files = expand(&args.logs)?;
     let cfg = CheckConfig {
         expiry_allowance_us: u64::try_from(args.expiry_allowance.as_micros()).unwrap_or(u64::MAX),
@@ -55,21 +76,7 @@ fn verify(args: &VerifyArgs) -> Result<u8, VerifyError> {
         ..CheckConfig::default()
     };
     let (stats, report) = check_files(cfg, &files, &[])?;
-    for v in &report.examples {
-        print!("{}", counterexample(v));
-    }
-    println!("{}", summary(&files, &stats, &report));
-    if report.partial_start {
-        println!(
-            "note: {} does not begin with a server start (older rotated files deleted or not given): locks and sessions from before it are not judged, nor lost wake-ups until the next start",
-            files
-                .first()
-                .map(|f| f.display().to_string())
-                .unwrap_or_default()
-        );
-    }
-    println!("{}", skipped());
-    Ok(if report.is_ok() { exit::OK } else { UNSAFE })
+    Ok((files, stats, report))
 }
 
 /// The files to read, in order: directories replaced by their audit logs, each rotated log

@@ -108,6 +108,35 @@ async fn ping_tries_each_endpoint_of_a_list() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_malformed_server_address_is_a_usage_error() -> Result<()> {
+    let server = TestServer::start().await?;
+    // From --server or DLOCK_SERVER: exit 2 ("fix the command"), not 69 ("try again later").
+    for bad in [
+        "nonsense",
+        "127.0.0.1:99999",
+        "",
+        ":7420",
+        "::1:7420",
+        "a:1,b",
+    ] {
+        let out = output(dlock_at("127.0.0.1:9", &["--server", bad, "ping"])).await?;
+        assert_eq!(code(&out), 2, "--server {bad:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--server"), "{}", stderr(&out));
+        let out = output(dlock_at(bad, &["ping"])).await?;
+        assert_eq!(code(&out), 2, "DLOCK_SERVER={bad:?}: {}", stderr(&out));
+    }
+    // A host name (not resolved until dlock connects), blanks and a trailing comma still
+    // reach the server.
+    let list = format!(" localhost:{} ,", server.addr().port());
+    let out = output(dlock_at(&list, &["ping"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // A name that does not resolve is unreachable, as before.
+    let out = output(dlock_at("no-such-host.invalid:7420", &["ping"])).await?;
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test]
 async fn help_completions_and_usage_errors() -> Result<()> {
     let addr = "127.0.0.1:9"; // never contacted
     let out = output(dlock_at(addr, &["--help"])).await?;
@@ -287,9 +316,16 @@ async fn status_cut_at_the_limit_says_where_to_go_on() -> Result<()> {
     let out = output(dlock(&server, &["status", "--limit", "1", "pg."])).await?;
     assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
     assert!(
-        stderr(&out).contains("--cursor \"pg.a\""),
+        stderr(&out).contains("more resources follow (1 shown): pass --cursor \"pg.a\""),
         "{}",
         stderr(&out)
+    );
+    // Nothing under a prefix: stderr names it.
+    let out = output(dlock(&server, &["status", "none."])).await?;
+    assert_eq!((code(&out), stdout(&out)), (0, String::new()));
+    assert_eq!(
+        stderr(&out),
+        "dlock: no locks held or requested under \"none.\"\n"
     );
     // A limit of none is a usage error.
     let out = output(dlock(&server, &["status", "--limit", "0"])).await?;

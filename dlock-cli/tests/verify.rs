@@ -406,11 +406,33 @@ async fn unreadable_or_corrupt_logs_are_errors_and_a_torn_last_line_is_not() -> 
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("line 4, does not parse"), "{err}");
 
+    // A crash tears the last line before its newline: skipped, and said so.
     let torn = dir.path().join("torn.jsonl");
     std::fs::write(&torn, format!("{start}\n{{\"Apply\":{{\"ts_us\":"))?;
     let (code, out, err) = verify(&[&torn]).await?;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("1 line(s) torn by a crash skipped"), "{out}");
+
+    // A last line with its newline was written whole: one that does not parse is corruption.
+    let tail = dir.path().join("tail.jsonl");
+    std::fs::write(&tail, format!("{start}\n{{\"not\":\"audit\"}}\n"))?;
+    let (code, out, err) = verify(&[&tail]).await?;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("tail.jsonl, line 2, does not parse"), "{err}");
+    assert!(!out.contains("history safe"), "{out}");
+
+    // A file without a single audit line (a host name, garbage) is not an audit log.
+    for (name, text) in [("hostname", "myhost\n"), ("garbage", "garbage\n")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        let (code, out, err) = verify(&[&path]).await?;
+        assert_eq!(code, 2, "{name}: {out}\n{err}");
+        assert!(
+            err.contains(&format!("{} is not an audit log", path.display())),
+            "{err}"
+        );
+        assert!(!out.contains("history safe"), "{out}");
+    }
 
     let (code, _, err) = verify(&[]).await?;
     assert_eq!(code, 2, "{err}");

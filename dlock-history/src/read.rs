@@ -8,8 +8,10 @@
 //! the torn line has no newline. A line that does not parse is therefore accepted only where
 //! a crash can leave one: right before a `Start` (also across a rotation, as `PATH.1` ends
 //! torn and `PATH` begins with `Rotated` then `Start`), glued in front of a `Start`, or as the
-//! very last line of the history (a crash, or a line being written while the log is read).
-//! Anywhere else it is a [`ReadError::Corrupt`].
+//! very last line of the history if it has no newline (a crash, or a line being written while
+//! the log is read): the newline is the last byte of each write, so a last line that has it
+//! was written whole. Anywhere else it is a [`ReadError::Corrupt`]. A file with bytes in it
+//! but not one audit line is not an audit log at all ([`ReadError::NotAuditLog`]).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -68,6 +70,12 @@ pub enum ReadError {
         /// The start of the line.
         text: String,
     },
+    /// The file is not empty, but not one of its lines is an audit line.
+    #[error("{} is not an audit log: none of its lines is an audit line", path.display())]
+    NotAuditLog {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// Where a line was read: the index of its file in the list given to [`read_audit_logs`] and
@@ -96,8 +104,9 @@ pub fn read_audit_log(
 /// A line that does not parse is accepted (skipped, and counted in [`AuditStats::torn`])
 /// only where a crash can leave one: right before a `Start` line (also when the file ends
 /// there and the next begins with `Rotated` then `Start`), glued in front of a `Start` on the
-/// same line, or as the very last line (a crash, or a line being written as the log is read).
-/// Anywhere else it is a [`ReadError::Corrupt`].
+/// same line, or as the very last line when it has no newline (a crash, or a line being
+/// written as the log is read). Anywhere else it is a [`ReadError::Corrupt`]; a file that is
+/// not empty but holds no audit line is a [`ReadError::NotAuditLog`].
 pub fn read_audit_logs<P: AsRef<Path>>(
     paths: &[P],
     mut each: impl FnMut(LineAt, AuditLine),
@@ -111,15 +120,29 @@ pub fn read_audit_logs<P: AsRef<Path>>(
             path: path.to_owned(),
             source,
         })?;
-        for (n, bytes) in BufReader::new(reader).split(b'\n').enumerate() {
-            let bytes = bytes.map_err(|source| ReadError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            let at = LineAt {
-                file,
-                line: n as u64 + 1,
-            };
+        let mut reader = BufReader::new(reader);
+        let mut bytes = Vec::new();
+        // Whether the file holds anything at all, and how many audit lines.
+        let (mut empty, mut lines) = (true, 0u64);
+        for n in 1.. {
+            bytes.clear();
+            let read = reader
+                .read_until(b'\n', &mut bytes)
+                .map_err(|source| ReadError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            if read == 0 {
+                break;
+            }
+            empty = false;
+            // Kept apart from the text: only a line without it can have been torn (the
+            // newline is the last byte of each write).
+            let newline = bytes.last() == Some(&b'\n');
+            if newline {
+                bytes.pop();
+            }
+            let at = LineAt { file, line: n };
             let parsed = match serde_json::from_slice::<AuditLine>(&bytes) {
                 Ok(parsed) => parsed,
                 Err(_) if bytes.is_empty() => continue,
@@ -134,13 +157,15 @@ pub fn read_audit_logs<P: AsRef<Path>>(
                             AuditLine::Replica { .. } => stats.replicas += 1,
                             _ => stats.starts += 1,
                         }
+                        lines += 1;
                         each(at, start);
                         continue;
                     }
-                    torn = Some(Torn::new(path, at, &bytes));
+                    torn = Some(Torn::new(path, at, &bytes, newline));
                     continue;
                 }
             };
+            lines += 1;
             if let Some(t) = torn.take() {
                 match parsed {
                     AuditLine::Start { .. } | AuditLine::Replica { .. } => stats.torn += 1,
@@ -161,9 +186,17 @@ pub fn read_audit_logs<P: AsRef<Path>>(
             }
             each(at, parsed);
         }
+        if !empty && lines == 0 {
+            return Err(ReadError::NotAuditLog {
+                path: path.to_owned(),
+            });
+        }
     }
-    if torn.is_some() {
-        stats.torn += 1;
+    match torn {
+        // The last line of the history was written whole, newline included: not torn.
+        Some(t) if t.newline => return Err(t.corrupt()),
+        Some(_) => stats.torn += 1,
+        None => {}
     }
     Ok(stats)
 }
@@ -173,14 +206,17 @@ struct Torn {
     path: PathBuf,
     at: LineAt,
     text: String,
+    /// Whether the line ended with a newline.
+    newline: bool,
 }
 
 impl Torn {
-    fn new(path: &Path, at: LineAt, bytes: &[u8]) -> Torn {
+    fn new(path: &Path, at: LineAt, bytes: &[u8], newline: bool) -> Torn {
         Torn {
             path: path.to_owned(),
             at,
             text: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            newline,
         }
     }
 

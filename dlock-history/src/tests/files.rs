@@ -35,6 +35,71 @@ fn torn_lines_are_tolerated_only_where_a_crash_leaves_them() {
 }
 
 #[test]
+fn only_a_last_line_without_its_newline_can_be_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let lines = clean().lines;
+    let text = json(&lines).join("\n");
+    // Killed while writing the last line: its newline, the last byte written, is missing.
+    for tail in ["{\"Apply\":{\"ts_", "{\"not\":\"audit\"}"] {
+        std::fs::write(&path, format!("{text}\n{tail}")).unwrap();
+        let mut n = 0;
+        let stats = read_audit_log(&path, |_| n += 1).unwrap();
+        assert_eq!((stats.torn, n), (1, lines.len()), "{tail}");
+    }
+    // The same lines with their newline were written whole: they do not parse, so the log
+    // is corrupt, and the error says where.
+    for tail in [
+        "{\"Apply\":{\"ts_\n",
+        "{\"not\":\"audit\"}\n",
+        "garbage\n\n",
+    ] {
+        std::fs::write(&path, format!("{text}\n{tail}")).unwrap();
+        let err = read_audit_log(&path, |_| {}).unwrap_err();
+        let line = lines.len() as u64 + 1;
+        assert!(
+            matches!(&err, crate::ReadError::Corrupt { path: p, line: l, .. } if *p == path && *l == line),
+            "{tail:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_file_without_a_single_audit_line_is_not_an_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostname");
+    for text in [
+        "myhost\n",
+        "garbage",
+        "garbage\n",
+        "{\"not\":\"audit\"}\n",
+        "\n",
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let err = read_audit_log(&path, |_| {}).unwrap_err();
+        assert!(
+            matches!(&err, crate::ReadError::NotAuditLog { path: p } if *p == path),
+            "{text:?}: {err}"
+        );
+        assert!(err.to_string().contains("hostname"), "{err}");
+    }
+    // Among other files too: each file must be an audit log.
+    let log = dir.path().join("audit.jsonl");
+    std::fs::write(&log, format!("{}\n", json(&clean().lines).join("\n"))).unwrap();
+    let err = crate::read_audit_logs(&[&log, &path], |_, _| {}).unwrap_err();
+    assert!(
+        matches!(&err, crate::ReadError::NotAuditLog { path: p } if *p == path),
+        "{err}"
+    );
+    // An empty file is an empty history (a server that could not write its first line).
+    std::fs::write(&path, "").unwrap();
+    assert_eq!(
+        read_audit_log(&path, |_| {}).unwrap(),
+        crate::AuditStats::default()
+    );
+}
+
+#[test]
 fn a_rotated_log_is_one_history_and_a_gap_is_reported() {
     let lines = clean().lines;
     let report = check(CheckConfig::default(), lines.clone(), &[]);
