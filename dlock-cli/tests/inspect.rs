@@ -97,6 +97,9 @@ async fn ping_tries_each_endpoint_of_a_list() -> Result<()> {
     let list = format!("127.0.0.1:1,{}", server.addr());
     let out = output(dlock_at("127.0.0.1:9", &["--server", &list, "ping"])).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // It names the server that answered, not the list.
+    let answered = format!("server {}, version", server.addr());
+    assert!(stdout(&out).starts_with(&answered), "{}", stdout(&out));
     assert!(stdout(&out).contains("round trip"), "{}", stdout(&out));
     // The same list from DLOCK_SERVER.
     let out = output(dlock_at(&list, &["ping"])).await?;

@@ -384,6 +384,13 @@ impl Client {
         self.inner.view.server_version()
     }
 
+    /// The endpoint (as given to the builder, or a leader's address a follower sent the
+    /// client to) of the server that opened or resumed the session last: of a list, the one
+    /// this client talks to. Empty before the first session.
+    pub fn server_addr(&self) -> String {
+        self.inner.view.endpoint()
+    }
+
     /// The server's value block length in bytes (values read are this long).
     pub fn value_block_len(&self) -> usize {
         self.inner.view.lvb_len()

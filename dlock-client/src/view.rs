@@ -16,6 +16,8 @@ pub(crate) struct SessionView {
     server_version: Mutex<String>,
     /// The server's value block length from the latest `Welcome`.
     lvb_len: AtomicU64,
+    /// The endpoint whose server sent the latest `Welcome`.
+    endpoint: Mutex<String>,
 }
 
 impl SessionView {
@@ -42,8 +44,16 @@ impl SessionView {
         usize::try_from(self.lvb_len.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     }
 
-    /// Records what a `Welcome` says about the server.
-    pub(crate) fn welcomed(&self, welcome: &Welcome) {
+    /// The endpoint whose server sent the latest `Welcome` (empty before the first).
+    pub(crate) fn endpoint(&self) -> String {
+        self.endpoint.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Records what a `Welcome` from `endpoint` says about the server.
+    pub(crate) fn welcomed(&self, welcome: &Welcome, endpoint: &str) {
+        if let Ok(mut e) = self.endpoint.lock() {
+            endpoint.clone_into(&mut e);
+        }
         if let Ok(mut v) = self.server_version.lock() {
             v.clone_from(&welcome.server_version);
         }

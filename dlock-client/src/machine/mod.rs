@@ -109,6 +109,8 @@ pub(crate) struct SessionMachine {
     /// Rounds in a row that failed only with `NotLeader`.
     election_rounds: u32,
     max_frame_len: usize,
+    /// The endpoint of the current connection or connection attempt.
+    target: String,
     transmits: VecDeque<ClientMessage>,
     actions: VecDeque<Action>,
 }
@@ -136,6 +138,7 @@ impl SessionMachine {
             only_not_leader: true,
             election_rounds: 0,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            target: String::new(),
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
         };
@@ -311,6 +314,7 @@ impl SessionMachine {
         };
         let addr = self.endpoints.target();
         tracing::debug!(%addr, "connecting");
+        self.target.clone_from(&addr);
         self.actions.push_back(Action::Connect { addr });
     }
 
@@ -366,7 +370,7 @@ impl SessionMachine {
         self.endpoints.succeeded();
         self.max_frame_len =
             usize::try_from(welcome.max_frame_len).unwrap_or(DEFAULT_MAX_FRAME_LEN);
-        self.view.welcomed(&welcome);
+        self.view.welcomed(&welcome, &self.target);
         let ttl = Duration::from_millis(welcome.lease_ttl_ms.max(1));
         let resumed = match &self.session {
             Some(s) if welcome.resumed && welcome.session == s.id => true,
