@@ -85,7 +85,12 @@ async fn acquire_and_use(
                 addr: ctx.server.clone(),
             });
         }
-        Err(e) => return Err(CliError::Client(e)),
+        Err(source) => {
+            return Err(CliError::Request {
+                what: format!("{what} in {}", args.mode),
+                source,
+            });
+        }
     };
     tracing::info!(token = %guard.token(), mode = %guard.mode(), "lock granted");
     let code = if args.command.is_empty() {

@@ -49,6 +49,14 @@ pub enum CliError {
     /// Any other client failure.
     #[error("{0}")]
     Client(#[from] dlock_client::Error),
+    /// A lock request the server refused, with what was asked for (`"deploy" in EX`).
+    #[error("{what}: {source}")]
+    Request {
+        /// The resource and mode asked for.
+        what: String,
+        /// The refusal.
+        source: dlock_client::Error,
+    },
     /// The command could not be started.
     #[error("cannot run {program}: {source}")]
     Spawn {
@@ -72,11 +80,20 @@ impl CliError {
             CliError::Unreachable { .. } | CliError::SessionLostWhileWaiting { .. } => {
                 exit::UNAVAILABLE
             }
-            CliError::Client(e) if is_unreachable(e) => exit::UNAVAILABLE,
-            CliError::Client(e) if is_invalid_argument(e) => exit::USAGE,
-            CliError::Client(e) if is_not_permitted(e) => exit::NOPERM,
+            CliError::Client(e) | CliError::Request { source: e, .. } if is_unreachable(e) => {
+                exit::UNAVAILABLE
+            }
+            CliError::Client(e) | CliError::Request { source: e, .. } if is_invalid_argument(e) => {
+                exit::USAGE
+            }
+            CliError::Client(e) | CliError::Request { source: e, .. } if is_not_permitted(e) => {
+                exit::NOPERM
+            }
             CliError::Stdout(_) if self.reader_gone() => exit::BROKEN_PIPE,
-            CliError::Client(_) | CliError::Io(_) | CliError::Stdout(_) => exit::SOFTWARE,
+            CliError::Client(_)
+            | CliError::Request { .. }
+            | CliError::Io(_)
+            | CliError::Stdout(_) => exit::SOFTWARE,
             CliError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 exit::NOT_FOUND
             }

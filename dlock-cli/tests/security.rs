@@ -94,8 +94,9 @@ async fn a_denied_lock_exits_77_and_status_shows_identities() -> Result<()> {
     ))
     .await?;
     assert_eq!(code(&out), 77, "{}", stderr(&out));
+    // It says what was refused.
     assert!(
-        stderr(&out).contains("permission denied"),
+        stderr(&out).contains("dlock: \"app/x\" in EX: permission denied"),
         "{}",
         stderr(&out)
     );
