@@ -390,38 +390,26 @@ async fn every_signal_that_would_end_dlock_reaches_the_command_instead() -> Resu
 }
 
 #[tokio::test]
-async fn a_hang_up_while_waiting_cancels_the_request() -> Result<()> {
-    let server = TestServer::start().await?;
-    let obs = observer(&server).await?;
-    let (mut holder, _) = hold(&server, "holder", "queue").await?;
-    let waiter = dlock(&server, &["acquire", "queue", "--", "true"]).spawn()?;
-    queues(&obs, "queue", 1, 1).await?;
-    signal(&waiter, nix::sys::signal::Signal::SIGHUP)?;
-    let out = finish(waiter).await?;
-    assert_eq!(code(&out), 128 + 1, "{}", stderr(&out));
-    queues(&obs, "queue", 1, 0).await?;
-    drop(holder.stdin.take());
-    tokio::time::timeout(DEADLINE, holder.wait()).await??;
-    Ok(())
-}
-
-#[tokio::test]
 async fn interrupt_while_waiting_cancels_the_request() -> Result<()> {
+    use nix::sys::signal::Signal;
     let server = TestServer::start().await?;
     let obs = observer(&server).await?;
     let (mut holder, _) = hold(&server, "holder", "queue").await?;
-    let waiter = dlock(
-        &server,
-        &["--name", "impatient", "acquire", "queue", "--", "true"],
-    )
-    .spawn()?;
-    let info = queues(&obs, "queue", 1, 1).await?;
-    assert_eq!(info.waiting[0].session_name, "impatient");
-    signal(&waiter, nix::sys::signal::Signal::SIGINT)?;
-    let out = finish(waiter).await?;
-    assert_eq!(code(&out), 128 + 2, "{}", stderr(&out));
-    // The request left the queue at once, not when the waiter's lease ran out.
-    queues(&obs, "queue", 1, 0).await?;
+    // Ctrl-C, and a hang-up (the terminal or the ssh session gone).
+    for sig in [Signal::SIGINT, Signal::SIGHUP] {
+        let waiter = dlock(
+            &server,
+            &["--name", "impatient", "acquire", "queue", "--", "true"],
+        )
+        .spawn()?;
+        let info = queues(&obs, "queue", 1, 1).await?;
+        assert_eq!(info.waiting[0].session_name, "impatient");
+        signal(&waiter, sig)?;
+        let out = finish(waiter).await?;
+        assert_eq!(code(&out), 128 + sig as i32, "{sig}: {}", stderr(&out));
+        // The request left the queue at once, not when the waiter's lease ran out.
+        queues(&obs, "queue", 1, 0).await?;
+    }
     drop(holder.stdin.take());
     tokio::time::timeout(DEADLINE, holder.wait()).await??;
     Ok(())
