@@ -186,7 +186,7 @@ fn skipped() -> String {
     ]
     .into_iter()
     .filter(|p| !p.decided_by_server_log())
-    .map(|p| p.to_string())
+    .map(|p| format!("property {p}"))
     .collect();
     format!(
         "not checked (needs client records): {}; and the client side of the others (tokens clients saw, hung operations, dropped sessions)",

@@ -184,7 +184,7 @@ async fn a_real_history_passes_and_doctored_copies_fail_naming_their_lines() -> 
         "{summary}"
     );
     assert!(
-        out.contains("not checked (needs client records): 5 lost() before another grant"),
+        out.contains("not checked (needs client records): property 5 lost() before another grant"),
         "{out}"
     );
 
