@@ -58,6 +58,16 @@ async fn acquire_and_use(
                 Ok(view) => (view.value, view.now_ms),
                 Err(_) => (None, 0),
             };
+            // Refused with nobody in the way: the one cause besides a release in between is
+            // a server in its restart grace (it holds every request until the grace ends).
+            let idle = info.as_ref().is_none_or(|r| {
+                r.granted.is_empty() && r.converting.is_empty() && r.waiting.is_empty()
+            });
+            let grace = if idle && matches!(e, ClientError::NotQueued | ClientError::TimedOut) {
+                "; a server in its restart grace grants nothing until the grace ends"
+            } else {
+                ""
+            };
             let why = match e {
                 ClientError::NotQueued => "(--no-wait)".to_owned(),
                 ClientError::TimedOut => match args.timeout {
@@ -68,7 +78,7 @@ async fn acquire_and_use(
                 other => format!("({other})"),
             };
             eprintln!(
-                "dlock: {what} not acquired in {} {why}: {}",
+                "dlock: {what} not acquired in {} {why}: {}{grace}",
                 args.mode,
                 format::refusal_line(info.as_ref(), args.mode, now_ms)
             );

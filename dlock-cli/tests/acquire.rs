@@ -221,6 +221,7 @@ async fn not_acquired_exits_1_and_names_the_holder() -> Result<()> {
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
     assert!(err.contains("the-holder") && err.contains("EX"), "{err}");
+    assert!(!err.contains("grace"), "a holder explains it: {err}");
     assert!(stdout(&out).is_empty());
 
     let out = output(dlock(&server, &["acquire", "-n", "-E", "7", "busy"])).await?;
@@ -497,5 +498,31 @@ async fn waiting_on_a_terminal_gives_the_holders_age_by_the_reply_clock() -> Res
     );
     assert!(text.contains("timed out after 1h"), "{text:?}");
     assert_eq!(fake.session_queries(), 0, "no clock probe");
+    Ok(())
+}
+
+#[tokio::test]
+async fn refused_during_the_restart_grace_says_the_grace_may_be_why() -> Result<()> {
+    let config = dlock_server::Config {
+        restart_grace: dlock_server::RestartGrace::Fixed(std::time::Duration::from_secs(600)),
+        ..TestServer::config()
+    };
+    let mut server = TestServer::start_with(config).await?;
+    // A lock of the previous lifetime, so that the restarted server has a grace to keep.
+    let old = observer(&server).await?;
+    let _held = old.lock("x", dlock_client::Mode::EX).await?;
+    server.restart().await?;
+    for args in [
+        &["acquire", "--no-wait", "free", "--", "true"][..],
+        &["acquire", "--timeout", "100ms", "free", "--", "true"],
+    ] {
+        let out = output(dlock(&server, args)).await?;
+        assert_eq!(code(&out), 1, "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("not held by anyone now; a server in its restart grace grants nothing"),
+            "{args:?}: {err}"
+        );
+    }
     Ok(())
 }
