@@ -197,12 +197,17 @@ impl SessionMachine {
             && now >= due
         {
             // Renewals went unanswered: the server or the way to it is gone without the
-            // connection saying so. Reconnect while the lease has time left.
+            // connection saying so. Reconnect while the lease has time left, to the next
+            // endpoint first (this one counts as a failed attempt of a new round).
             tracing::warn!(
                 "the server has not answered a lease renewal in max(TTL/6, 1 s); reconnecting"
             );
             self.disconnect(false);
-            self.schedule_retry(now);
+            let silent = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the server did not answer a lease renewal in time",
+            );
+            self.attempt_failed(Error::Connect(Arc::new(silent)), now);
         }
         match &self.state {
             ConnState::Closing { deadline, .. } if now >= *deadline => {

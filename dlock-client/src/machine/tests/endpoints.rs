@@ -139,6 +139,29 @@ fn not_leader_with_a_hint_goes_to_the_leader_and_resumes() {
 }
 
 #[test]
+fn a_server_that_stops_answering_renewals_is_left_for_the_next_endpoint_at_once() {
+    let mut h = harness();
+    h.up();
+    h.frame(welcome(false, SESSION, 12_000));
+    assert!(matches!(h.actions()[..], [Action::Established]));
+    assert_eq!(h.view.endpoint(), "a:1");
+    let l = h.grant(LockId(1));
+    let opened = h.now;
+    // The renewal at TTL/3 goes unanswered for TTL/6 (a leader cut off from its majority,
+    // a machine gone): the client moves to b:2 without a backoff, and resumes there.
+    assert_eq!(h.next_deadline(), opened + Duration::from_secs(4));
+    assert!(h.actions().is_empty());
+    assert_eq!(h.next_deadline(), opened + Duration::from_secs(6));
+    assert_eq!(connect_to(&h.actions()), "b:2");
+    let hello = h.up();
+    assert_eq!(hello.resume.map(|r| r.session), Some(SESSION));
+    h.frame(welcome(true, SESSION, 12_000));
+    assert!(matches!(h.actions()[..], [Action::Established]));
+    assert_eq!(h.view.endpoint(), "b:2");
+    assert_eq!(l.shared.lost_reason(), None, "the lock survives the move");
+}
+
+#[test]
 fn not_leader_without_a_hint_goes_to_the_next_endpoint() {
     let mut h = harness();
     h.up();

@@ -188,9 +188,14 @@ fn a_renewal_unanswered_for_a_sixth_of_the_ttl_drops_the_connection_and_resumes(
     h.advance(ttl / 6 - MS);
     assert!(h.actions().is_empty(), "still waiting for the answer");
     assert_eq!(h.next_deadline(), opened + ttl / 3 + ttl / 6);
+    // With one endpoint, that is a failed round (the driver reports it only for the first
+    // connection); with several, the next one is tried at once (see the endpoint tests).
     assert!(matches!(
         h.actions()[..],
-        [Action::Disconnect { graceful: false }]
+        [
+            Action::Disconnect { graceful: false },
+            Action::ConnectFailed(_)
+        ]
     ));
     // The client reconnects while the lease has time left, and resumes.
     h.advance(MS * 800);
