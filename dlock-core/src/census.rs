@@ -190,9 +190,11 @@ impl Core {
     }
 
     /// The first `max_edges` wait-for edges (R39) in waiter order, sorted, and whether more
-    /// exist: [`waits_for`](Core::waits_for) for answers that must stay small.
-    pub fn waits_for_bounded(&self, max_edges: usize) -> (Vec<WaitsFor>, bool) {
-        let (edges, more) = self.edges_bounded(max_edges);
+    /// may exist, found in at most `max_steps` steps of the wait-for walks (about ten
+    /// nanoseconds each): [`waits_for`](Core::waits_for) for answers that must stay small
+    /// and cheap whatever the table holds.
+    pub fn waits_for_bounded(&self, max_edges: usize, max_steps: usize) -> (Vec<WaitsFor>, bool) {
+        let (edges, more) = self.edges_bounded(max_edges, max_steps);
         let edges = edges
             .into_iter()
             .map(|(waiter, holder)| WaitsFor { waiter, holder })

@@ -450,20 +450,31 @@ pub(crate) fn tail_probe_path(
 
 impl Core {
     /// The first wait-for edges (R39) in waiter order, at most `max_edges` distinct ones, and
-    /// whether more exist. Each queued request's walk is bounded by the deadlock search
-    /// budget, so the work is bounded by the edges returned, not by the table.
-    pub(crate) fn edges_bounded(&self, max_edges: usize) -> (Vec<(SessionId, SessionId)>, bool) {
+    /// whether more may exist. The walks of all queued requests together take at most
+    /// `max_steps` steps (each also at most the deadlock search budget), so the work is
+    /// bounded whatever the table holds: ten thousand requests queued on one resource would
+    /// otherwise take a walk each past everything queued ahead of them.
+    pub(crate) fn edges_bounded(
+        &self,
+        max_edges: usize,
+        max_steps: usize,
+    ) -> (Vec<(SessionId, SessionId)>, bool) {
         let mut edges: BTreeSet<(SessionId, SessionId)> = BTreeSet::new();
+        let mut steps = max_steps;
         for (&s, session) in &self.sessions {
             for id in &session.pending {
                 let Some(&x) = self.lock_ids.get(id) else {
                     continue;
                 };
-                let mut search = Search::new(self.config.max_deadlock_search, false);
-                if let Ok(w) = self.waits_of_queued(x, &mut search) {
-                    for t in w {
-                        edges.insert((s, t));
-                    }
+                let budget = self.config.max_deadlock_search.min(steps);
+                let mut search = Search::new(budget, false);
+                let walked = self.waits_of_queued(x, &mut search);
+                steps -= budget - search.budget;
+                match walked {
+                    Ok(w) => edges.extend(w.into_iter().map(|t| (s, t))),
+                    // Out of steps for the whole answer: what was found so far, cut.
+                    Err(Exhausted) if steps == 0 => return (edges.into_iter().collect(), true),
+                    Err(Exhausted) => {}
                 }
                 if edges.len() > max_edges {
                     let mut edges: Vec<_> = edges.into_iter().collect();

@@ -114,7 +114,31 @@ fn r39_waits_for_bounded_lists_a_prefix_of_the_edges() {
     h.lock(ids[3], 1, "x", Mode::EX); // waits for 0, 1 and 2
     let all = h.core.waits_for();
     assert_eq!(all.len(), 5);
-    assert_eq!(h.core.waits_for_bounded(10), (all.clone(), false));
-    assert_eq!(h.core.waits_for_bounded(5), (all.clone(), false));
-    assert_eq!(h.core.waits_for_bounded(3), (all[..3].to_vec(), true));
+    let steps = usize::MAX;
+    assert_eq!(h.core.waits_for_bounded(10, steps), (all.clone(), false));
+    assert_eq!(h.core.waits_for_bounded(5, steps), (all.clone(), false));
+    assert_eq!(
+        h.core.waits_for_bounded(3, steps),
+        (all[..3].to_vec(), true)
+    );
+}
+
+#[test]
+fn r39_waits_for_bounded_stops_at_its_step_budget_however_long_the_queue() {
+    let mut h = H::new();
+    let holder = h.open("holder");
+    h.lock(holder, 1, "hot", Mode::EX);
+    // One session queues many requests: each one's walk passes all queued ahead of it.
+    let waiter = h.open("waiter");
+    for i in 0..400 {
+        h.lock(waiter, 10 + i, "hot", Mode::PR);
+    }
+    let edge = dlock_core::WaitsFor { waiter, holder };
+    // Enough steps: the one distinct edge, complete (the waiter's own queue is no edge).
+    let (edges, more) = h.core.waits_for_bounded(10, usize::MAX);
+    assert_eq!((edges, more), (vec![edge], false));
+    // A budget far below the queue's quadratic walk: cut, and said so.
+    let (edges, more) = h.core.waits_for_bounded(10, 1_000);
+    assert!(more, "the answer is marked incomplete");
+    assert!(edges.iter().all(|e| *e == edge), "{edges:?}");
 }

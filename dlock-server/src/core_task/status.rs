@@ -25,6 +25,11 @@ pub(crate) const MAX_SESSIONS: usize = 1_000;
 /// Bytes of resource views (by their wire size bound) in one `/api/resources` page.
 const RESOURCES_BUDGET: usize = 1 << 20;
 
+/// Steps of the wait-for walks one `/api/waits` answer may take (a few milliseconds of the
+/// engine): a client that queued tens of thousands of requests on a few resources made one
+/// answer hold the engine for seconds, and other sessions' leases ran out meanwhile.
+const WAITS_BUDGET: usize = 200_000;
+
 impl CoreTask {
     /// Whether this server grants locks now: not in the restart grace and, in a cluster,
     /// the leader serving clients.
@@ -103,7 +108,7 @@ impl CoreTask {
                 })
             }
             StatusQuery::Waits => {
-                let (edges, truncated) = core.waits_for_bounded(MAX_EDGES);
+                let (edges, truncated) = core.waits_for_bounded(MAX_EDGES, WAITS_BUDGET);
                 let cycles: Vec<DeadlockCycle> =
                     self.sessions.monitor.cycles.iter().cloned().collect();
                 let mut names = BTreeMap::new();
