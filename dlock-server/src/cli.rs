@@ -460,6 +460,21 @@ mod tests {
     }
 
     #[test]
+    fn connections_are_fitted_to_the_open_file_limit() {
+        let config = || Args::try_parse_from(["dlock-server"]).unwrap().to_config();
+        let mut c = config();
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(crate::fit_to_open_files(&mut c, None), None, "no limit");
+        assert_eq!(crate::fit_to_open_files(&mut c, Some(1 << 20)), None);
+        assert_eq!(c.max_connections, 10_000);
+        // `ulimit -n 1024`: 768 connections, and no address may have more.
+        assert_eq!(crate::fit_to_open_files(&mut c, Some(1024)), Some(768));
+        assert_eq!((c.max_connections, c.max_connections_per_peer), (768, 768));
+        let mut c = config();
+        assert_eq!(crate::fit_to_open_files(&mut c, Some(100)), Some(1));
+    }
+
+    #[test]
     fn restart_grace_takes_auto_or_a_duration() {
         let parse = |v: &str| {
             Args::try_parse_from(["dlock-server", "--restart-grace", v])

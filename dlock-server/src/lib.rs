@@ -116,6 +116,31 @@ pub const MIN_NAME_LEN: usize = 64;
 /// may send: ids, mode, flags, timeout, the encoding, a `Hello`'s token.
 pub const FRAME_HEADROOM: usize = 1024;
 
+/// Descriptors kept for what is not a client connection: the listeners, the data directory's
+/// files and the audit log, peers of a cluster, HTTP connections, standard streams.
+pub const FD_RESERVE: u64 = 256;
+
+/// The process's open-file limit (`ulimit -n`), if it has one.
+fn open_file_limit() -> Option<u64> {
+    let (soft, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+    (soft != nix::sys::resource::RLIM_INFINITY).then_some(soft)
+}
+
+/// Lowers [`Config::max_connections`] (and the per-address limit with it) so that every
+/// connection it admits gets a descriptor, [`FD_RESERVE`] kept aside: over the open-file
+/// limit, a newcomer would hang unaccepted instead of being refused with
+/// `TooManyConnections`. Returns the new limit if it was lowered.
+pub fn fit_to_open_files(config: &mut Config, limit: Option<u64>) -> Option<usize> {
+    let room = usize::try_from(limit?.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    if config.max_connections <= room {
+        return None;
+    }
+    config.max_connections = room.max(1);
+    config.max_connections_per_peer = config.max_connections_per_peer.min(config.max_connections);
+    Some(config.max_connections)
+}
+
 /// Takes the data directory for this server, waiting up to two seconds for a previous server
 /// on it (one just stopped in the same process, or still exiting) to let go.
 async fn lock_data_dir(dir: &std::path::Path) -> Result<floor::DirLock, ServerError> {
@@ -343,6 +368,13 @@ pub(crate) async fn run_inner(
             budget::MemoryBudget::Auto => info!(limit, asked, fits, "{what}"),
             budget::MemoryBudget::Bytes(_) => warn!(limit, asked, fits, "{what}"),
         }
+    }
+    if let Some(fits) = fit_to_open_files(&mut config, open_file_limit()) {
+        warn!(
+            limit = "--max-connections",
+            fits,
+            "limit lowered to fit the open-file limit (raise `ulimit -n`, or LimitNOFILE= in a systemd unit)"
+        );
     }
     let _dir_lock = lock_data_dir(&config.data_dir).await?;
     let floor = floor::Floor::open(&config.data_dir)?;

@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     give_memory_back();
+    raise_open_file_limit();
     let config = args.to_config();
     let security = dlock_server::Security::load(&config)?;
     let reloads = tokio::spawn(reload_on_sighup(security.clone()));
@@ -61,6 +62,19 @@ async fn main() -> anyhow::Result<()> {
     reloads.abort();
     result?;
     Ok(())
+}
+
+/// Raises the open-file limit to its hard maximum: every client connection takes a
+/// descriptor, and the usual soft default (1,024) is far below what the server admits. What
+/// is left short of `--max-connections` lowers it at start (with a warning).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+    }
 }
 
 /// Lets jemalloc purge freed memory in a background thread (after its decay of about ten
