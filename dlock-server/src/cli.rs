@@ -216,6 +216,12 @@ pub struct Args {
     #[arg(long, env = "DLOCK_HTTP_LISTEN", default_value = crate::DEFAULT_HTTP_LISTEN)]
     pub http_listen: HttpListen,
 
+    /// Most open connections of the HTTP listener; further ones wait (in the kernel's
+    /// backlog) until one closes. An HTTP connection is also closed after 10 s without a
+    /// byte from the client, or 60 s in all.
+    #[arg(long, env = "DLOCK_HTTP_MAX_CONNECTIONS", default_value_t = Config::default().http_max_connections)]
+    pub http_max_connections: usize,
+
     /// Cluster mode: this server's id among --peers. Without it (and --peers) the server
     /// runs alone.
     #[arg(long, env = "DLOCK_NODE_ID", requires = "peers")]
@@ -356,6 +362,7 @@ impl Args {
             auth_file: self.auth_file.clone(),
             auth_rules: self.auth_rules.clone(),
             http_listen: self.http_listen.0,
+            http_max_connections: self.http_max_connections,
             cluster: match (self.node_id, &self.peers) {
                 (Some(node_id), Some(members)) => Some(crate::cluster::ClusterConfig {
                     node_id,
@@ -423,6 +430,8 @@ mod tests {
             "0",
             "--grace-queue-capacity",
             "9",
+            "--http-max-connections",
+            "3",
         ])
         .unwrap();
         let c = args.to_config();
@@ -434,6 +443,7 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(c.restart_grace, RestartGrace::DISABLED);
         assert_eq!(c.grace_queue_capacity, 9);
+        assert_eq!(c.http_max_connections, 3);
     }
 
     #[test]

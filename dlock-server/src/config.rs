@@ -117,6 +117,11 @@ pub struct Config {
     /// serves no HTTP (see [`run_with_http`](crate::run_with_http)). The binary's default is
     /// [`DEFAULT_HTTP_LISTEN`]; the library's is none.
     pub http_listen: Option<SocketAddr>,
+    /// Most open connections of the HTTP listener (it serves monitoring, probes and the
+    /// status page, not lock clients); further ones wait in the kernel's backlog until one
+    /// closes. Each HTTP connection is also closed once it has sent nothing for 10 s or has
+    /// been open 60 s. Default 64.
+    pub http_max_connections: usize,
     /// Cluster mode: replicate the engine through Raft with these members. `None` (the
     /// default): a single server.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -161,6 +166,7 @@ impl Default for Config {
             auth_file: None,
             auth_rules: None,
             http_listen: None,
+            http_max_connections: 64,
             cluster: None,
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,

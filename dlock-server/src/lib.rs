@@ -164,6 +164,7 @@ fn validate(config: &Config) -> Result<(), ServerError> {
         ("outbox_max_bytes", config.outbox_max_bytes),
         ("replay_capacity", config.replay_capacity),
         ("grace_queue_capacity", config.grace_queue_capacity),
+        ("http_max_connections", config.http_max_connections),
     ];
     for (name, value) in positive {
         if value == 0 {
@@ -507,7 +508,12 @@ pub(crate) async fn run_inner(
             security: security.clone(),
             cluster: sequencer,
         };
-        http_task.spawn(http::serve(http, state, token.clone()));
+        http_task.spawn(http::serve(
+            http,
+            config.http_max_connections,
+            state,
+            token.clone(),
+        ));
     }
 
     // Refusals in progress (each answers one connection over the limit), bounded too.

@@ -19,12 +19,18 @@
 //! HTTP Basic authentication (what a browser asks for); with `--auth-rules`, only admins may
 //! read. The listener speaks plain HTTP: keep it on loopback or behind a TLS proxy.
 //!
+//! At most [`Config::http_max_connections`](crate::Config::http_max_connections) connections
+//! are open at once (further ones wait in the kernel's backlog until one closes), and a
+//! connection is closed once it has sent nothing for 10 s or has been open 60 s (see
+//! [`limits`]).
+//!
 //! Every answer comes from the core task through its inbox, like a client's query: it waits
 //! its turn behind lock requests, and each is bounded (pages, a cap on edges), so no scrape
 //! or page holds the engine for long. What the connection layer counts is read from shared
 //! atomics without asking the core task.
 
 mod api;
+mod limits;
 mod members;
 mod page;
 mod prom;
@@ -162,9 +168,16 @@ fn token_of(value: &str) -> Option<String> {
     None
 }
 
-/// Serves HTTP on `listener` until `shutdown` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
+/// Serves HTTP on `listener`, at most `max_connections` at once, until `shutdown` is
+/// cancelled.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    max_connections: usize,
+    state: HttpState,
+    shutdown: CancellationToken,
+) {
     let app = router(Arc::new(state));
+    let listener = limits::LimitedListener::new(listener, max_connections);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
