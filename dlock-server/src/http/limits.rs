@@ -101,6 +101,9 @@ pub(crate) struct LimitedStream {
     deadline: Pin<Box<Sleep>>,
     /// When the connection must close, however busy.
     end: Instant,
+    /// Fires at `end`: a write still pending then fails (a client that never reads its
+    /// answer would otherwise hold its place for ever).
+    life: Pin<Box<Sleep>>,
     /// How long the connection may be idle.
     idle: Duration,
 }
@@ -120,6 +123,7 @@ impl LimitedStream {
             _permit: permit,
             deadline: Box::pin(tokio::time::sleep_until((now + idle).min(end))),
             end,
+            life: Box::pin(tokio::time::sleep_until(end)),
             idle,
         }
     }
@@ -152,17 +156,37 @@ impl AsyncRead for LimitedStream {
     }
 }
 
+impl LimitedStream {
+    /// The error of a write attempted after the connection's life ended; pending, it wakes
+    /// the task when the life ends.
+    fn past_life(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        self.life
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| io::Error::new(io::ErrorKind::TimedOut, "HTTP connection open too long"))
+    }
+}
+
 impl AsyncWrite for LimitedStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Some(e) = this.past_life(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        if let Some(e) = this.past_life(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -174,7 +198,11 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Some(e) = this.past_life(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -263,6 +291,28 @@ mod tests {
             }
         };
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(opened.elapsed() >= LIFETIME_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_to_a_client_that_never_reads_fails_at_the_end_of_its_life() {
+        let (mut listener, addr) = bound(1).await;
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await;
+        let opened = Instant::now();
+        // The client reads nothing: the socket buffers fill and the write waits, until the
+        // connection's life ends. (The timeout, in paused time, only keeps a failure from
+        // hanging.)
+        let chunk = vec![0u8; 1 << 20];
+        let write = async {
+            loop {
+                server.write_all(&chunk).await?;
+            }
+        };
+        let written: io::Result<()> = tokio::time::timeout(Duration::from_secs(3600), write)
+            .await
+            .expect("the write never failed");
+        assert_eq!(written.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert!(opened.elapsed() >= LIFETIME_LIMIT);
     }
 
