@@ -49,10 +49,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
     } = view?;
     let next_cursor = resources.last().filter(|_| more).map(|r| r.name.clone());
     if args.json {
-        let mut doc = StatusJson::new(&resources, now_ms);
-        doc.next_cursor = next_cursor
-            .as_deref()
-            .map(|n| String::from_utf8_lossy(n).into_owned());
+        let doc = StatusJson::page(&resources, now_ms, more);
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
         stdout::write(|out| writeln!(out, "{text}"))?;

@@ -112,6 +112,16 @@ impl ResourcesView {
             next_cursor: None,
         }
     }
+
+    /// [`new`](Self::new) for a page after which `more` resources match: its `next_cursor`
+    /// is then the last resource's name.
+    pub fn page(resources: &[ResourceInfo], now_ms: u64, more: bool) -> ResourcesView {
+        let mut view = ResourcesView::new(resources, now_ms);
+        if more && let Some(last) = view.resources.last() {
+            view.next_cursor = Some(last.name.clone());
+        }
+        view
+    }
 }
 
 /// Locks counted by mode name (`"NL"` .. `"EX"`), modes with no lock left out.

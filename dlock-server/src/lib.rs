@@ -118,7 +118,7 @@ pub const FRAME_HEADROOM: usize = 1024;
 
 /// Descriptors kept for what is not a client connection: the listeners, the data directory's
 /// files and the audit log, peers of a cluster, HTTP connections, standard streams.
-pub const FD_RESERVE: u64 = 256;
+pub(crate) const FD_RESERVE: u64 = 256;
 
 /// The process's open-file limit (`ulimit -n`), if it has one.
 fn open_file_limit() -> Option<u64> {
@@ -131,7 +131,7 @@ fn open_file_limit() -> Option<u64> {
 /// connection it admits gets a descriptor, [`FD_RESERVE`] kept aside: over the open-file
 /// limit, a newcomer would hang unaccepted instead of being refused with
 /// `TooManyConnections`. Returns the new limit if it was lowered.
-pub fn fit_to_open_files(config: &mut Config, limit: Option<u64>) -> Option<usize> {
+pub(crate) fn fit_to_open_files(config: &mut Config, limit: Option<u64>) -> Option<usize> {
     let room = usize::try_from(limit?.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
     if config.max_connections <= room {
         return None;

@@ -81,11 +81,7 @@ impl CoreTask {
                 let limit = limit.clamp(1, MAX_RESOURCES);
                 let (page, more) =
                     core.resources_page(&prefix, after.as_deref(), limit, RESOURCES_BUDGET);
-                let mut view = ResourcesView::new(&page, now_ms);
-                if more && let Some(last) = view.resources.last() {
-                    view.next_cursor = Some(last.name.clone());
-                }
-                StatusAnswer::Resources(view)
+                StatusAnswer::Resources(ResourcesView::page(&page, now_ms, more))
             }
             StatusQuery::Sessions { after, limit } => {
                 let (page, more) = core.sessions_page(after, limit.clamp(1, MAX_SESSIONS));
