@@ -451,7 +451,7 @@ mod tests {
         let check = |flags: &[&str]| {
             let mut argv = vec!["dlock-server"];
             argv.extend_from_slice(flags);
-            crate::validate(&Args::try_parse_from(argv).unwrap().to_config())
+            crate::setup::validate(&Args::try_parse_from(argv).unwrap().to_config())
         };
         assert!(check(&[]).is_ok());
         assert!(check(&["--value-len", "32", "--max-name-len", "64"]).is_ok());
@@ -474,14 +474,21 @@ mod tests {
         let config = || Args::try_parse_from(["dlock-server"]).unwrap().to_config();
         let mut c = config();
         assert_eq!(c.max_connections, 10_000);
-        assert_eq!(crate::fit_to_open_files(&mut c, None), None, "no limit");
-        assert_eq!(crate::fit_to_open_files(&mut c, Some(1 << 20)), None);
+        assert_eq!(
+            crate::setup::fit_to_open_files(&mut c, None),
+            None,
+            "no limit"
+        );
+        assert_eq!(crate::setup::fit_to_open_files(&mut c, Some(1 << 20)), None);
         assert_eq!(c.max_connections, 10_000);
         // `ulimit -n 1024`: 768 connections, and no address may have more.
-        assert_eq!(crate::fit_to_open_files(&mut c, Some(1024)), Some(768));
+        assert_eq!(
+            crate::setup::fit_to_open_files(&mut c, Some(1024)),
+            Some(768)
+        );
         assert_eq!((c.max_connections, c.max_connections_per_peer), (768, 768));
         let mut c = config();
-        assert_eq!(crate::fit_to_open_files(&mut c, Some(100)), Some(1));
+        assert_eq!(crate::setup::fit_to_open_files(&mut c, Some(100)), Some(1));
     }
 
     #[test]

@@ -78,6 +78,7 @@ mod metrics;
 mod msg;
 mod outbox;
 pub mod security;
+mod setup;
 mod spawn;
 mod stream;
 
@@ -96,6 +97,8 @@ pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
 pub use security::{Security, TlsConfig};
+pub use setup::{FRAME_HEADROOM, MIN_NAME_LEN, MIN_VALUE_LEN};
+use setup::{fit_to_open_files, lock_data_dir, open_file_limit, start_cluster, validate};
 pub use spawn::{Server, ServerHandle};
 
 /// Most connections over [`Config::max_connections`] being refused at one time. A refusal
@@ -105,118 +108,6 @@ const MAX_REFUSALS: usize = 64;
 
 /// The server's version string, sent in `Welcome` and `Pong`.
 pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
-
-/// The shortest value block a server may be configured with (R24: at least 32 bytes).
-pub const MIN_VALUE_LEN: usize = 32;
-
-/// The shortest name limit a server may be configured with (R1: at least 64 bytes).
-pub const MIN_NAME_LEN: usize = 64;
-
-/// Room a frame needs besides the longest name and value block (or session name) a client
-/// may send: ids, mode, flags, timeout, the encoding, a `Hello`'s token.
-pub const FRAME_HEADROOM: usize = 1024;
-
-/// Descriptors kept for what is not a client connection: the listeners, the data directory's
-/// files and the audit log, peers of a cluster, HTTP connections, standard streams.
-pub(crate) const FD_RESERVE: u64 = 256;
-
-/// The process's open-file limit (`ulimit -n`), if it has one.
-fn open_file_limit() -> Option<u64> {
-    let (soft, _) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
-    (soft != nix::sys::resource::RLIM_INFINITY).then_some(soft)
-}
-
-/// Lowers [`Config::max_connections`] (and the per-address limit with it) so that every
-/// connection it admits gets a descriptor, [`FD_RESERVE`] kept aside: over the open-file
-/// limit, a newcomer would hang unaccepted instead of being refused with
-/// `TooManyConnections`. Returns the new limit if it was lowered.
-pub(crate) fn fit_to_open_files(config: &mut Config, limit: Option<u64>) -> Option<usize> {
-    let room = usize::try_from(limit?.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
-    if config.max_connections <= room {
-        return None;
-    }
-    config.max_connections = room.max(1);
-    config.max_connections_per_peer = config.max_connections_per_peer.min(config.max_connections);
-    Some(config.max_connections)
-}
-
-/// Takes the data directory for this server, waiting up to two seconds for a previous server
-/// on it (one just stopped in the same process, or still exiting) to let go.
-async fn lock_data_dir(dir: &std::path::Path) -> Result<floor::DirLock, ServerError> {
-    for _ in 0..100 {
-        if let Some(file) = floor::lock_dir(dir)? {
-            return Ok(file);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    Err(ServerError::DataDirInUse {
-        path: dir.to_owned(),
-    })
-}
-
-fn validate(config: &Config) -> Result<(), ServerError> {
-    let positive = [
-        ("max_connections", config.max_connections),
-        ("max_frame_len", config.max_frame_len),
-        ("inbox_capacity", config.inbox_capacity),
-        ("max_batch", config.max_batch),
-        ("outbox_max_bytes", config.outbox_max_bytes),
-        ("replay_capacity", config.replay_capacity),
-        ("grace_queue_capacity", config.grace_queue_capacity),
-        ("http_max_connections", config.http_max_connections),
-    ];
-    for (name, value) in positive {
-        if value == 0 {
-            return Err(ServerError::Config(format!("{name} must be at least 1")));
-        }
-    }
-    if config.max_frame_len > u32::MAX as usize {
-        return Err(ServerError::Config("max_frame_len must fit in u32".into()));
-    }
-    if let Some(cc) = &config.cluster {
-        cc.raft_listen().map_err(ServerError::Config)?;
-    }
-    let e = &config.engine;
-    // R24: a value block of a fixed length of at least 32 bytes; R1: names of at least 64.
-    if e.lvb_len < MIN_VALUE_LEN {
-        return Err(ServerError::Config(format!(
-            "value block length {} bytes is below the minimum of {MIN_VALUE_LEN}",
-            e.lvb_len
-        )));
-    }
-    if e.max_name_len < MIN_NAME_LEN {
-        return Err(ServerError::Config(format!(
-            "maximum name length {} bytes is below the minimum of {MIN_NAME_LEN}",
-            e.max_name_len
-        )));
-    }
-    // Every request the limits allow must fit in a frame, or a client could not send it.
-    let needed = (e.max_name_len.saturating_add(e.lvb_len))
-        .max(e.max_session_name_len)
-        .saturating_add(FRAME_HEADROOM);
-    if config.max_frame_len < needed {
-        return Err(ServerError::Config(format!(
-            "maximum frame length {} bytes cannot carry a request with a name of {} bytes \
-             and a value block of {} bytes: it must be at least {needed}",
-            config.max_frame_len, e.max_name_len, e.lvb_len
-        )));
-    }
-    if e.min_ttl_ms > e.max_ttl_ms {
-        return Err(ServerError::Config(format!(
-            "min lease ttl {} ms exceeds max lease ttl {} ms",
-            e.min_ttl_ms, e.max_ttl_ms
-        )));
-    }
-    let default_ms = config.default_lease_ttl.as_millis();
-    if default_ms < u128::from(e.min_ttl_ms) || default_ms > u128::from(e.max_ttl_ms) {
-        return Err(ServerError::Config(format!(
-            "default lease ttl {default_ms} ms outside [{}, {}] ms",
-            e.min_ttl_ms, e.max_ttl_ms
-        )));
-    }
-    Ok(())
-}
 
 /// Serves `listener` until `shutdown` completes, then shuts down gracefully: stops
 /// accepting, sends `ShuttingDown` to every client, flushes the outboxes (bounded by
@@ -255,99 +146,6 @@ pub async fn run_with_http(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     run_inner(listener, Some(http), config, security, shutdown).await
-}
-
-/// Opens this member's Raft node in `<data dir>/raft`, listens for its peers, forms the
-/// cluster if asked to, and starts the leader's duties and the proposer.
-async fn start_cluster(
-    cc: &cluster::ClusterConfig,
-    config: &Config,
-    tasks: &mut JoinSet<()>,
-    token: CancellationToken,
-) -> Result<(core_task::ClusterLink, dlock_raft::Raft), ServerError> {
-    let raft_addr = cc.raft_listen().map_err(ServerError::Config)?;
-    let raft_listener = TcpListener::bind(raft_addr).await.map_err(|e| {
-        ServerError::Config(format!(
-            "cannot listen for peers on {raft_addr} (--raft-listen or --peers, node {}): {e}",
-            cc.node_id
-        ))
-    })?;
-    let (feed_tx, feed_rx) = mpsc::channel(config.inbox_capacity);
-    // A new leader knows nothing of what its predecessor answered: the engine recognises
-    // re-sent requests itself (HA rule 5).
-    let engine = dlock_core::Config {
-        exactly_once: true,
-        ..config.engine.clone()
-    };
-    let mut options = dlock_raft::NodeOptions::new(cc.node_id, config.data_dir.join("raft"));
-    options.engine = engine.clone();
-    options.feed = Some(feed_tx);
-    options.peer_addrs = cluster::peer_addresses(cc);
-    options.peer_secret = match &cc.secret_file {
-        Some(path) => Some(
-            dlock_raft::PeerSecret::from_file(path)
-                .map_err(|e| ServerError::Config(format!("--cluster-secret-file: {e}")))?,
-        ),
-        None => {
-            warn!(
-                raft_listen = %raft_addr,
-                "the peer port has no authentication: anyone who reaches it can take part in \
-                 the cluster (give every member the same --cluster-secret-file)"
-            );
-            None
-        }
-    };
-    if let Some(n) = cc.snapshot_every {
-        dlock_raft::snapshot_every(&mut options.raft, n);
-    }
-    if let Some(audit) = &config.audit_log {
-        // Every member records what it applies (see `audit_replica`).
-        let audit = audit_replica::ReplicaAudit::open(audit.clone(), cc.node_id)?;
-        options.auditor = Some(std::sync::Arc::new(std::sync::Mutex::new(audit)));
-    }
-    let peer_secret = options.peer_secret.clone();
-    let (raft, replica) = dlock_raft::open_node(options)
-        .await
-        .map_err(|e| ServerError::Config(format!("cannot open the Raft node: {e}")))?;
-    match peer_secret {
-        Some(secret) => tasks.spawn(dlock_raft::serve_peers_authenticated(
-            raft_listener,
-            raft.clone(),
-            secret,
-            token.clone(),
-        )),
-        None => tasks.spawn(dlock_raft::serve_peers(
-            raft_listener,
-            raft.clone(),
-            token.clone(),
-        )),
-    };
-    if cc.init {
-        match raft.initialize(cc.members.clone()).await {
-            Ok(()) => info!(members = cc.members.len(), "cluster formed"),
-            Err(e) => {
-                info!(reason = %e, "--init: not forming the cluster (this node already belongs to one)")
-            }
-        }
-    }
-    let sequencer =
-        dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace)
-            .with_config(engine);
-    tasks.spawn(sequencer.clone().run(token.clone(), |_| {}));
-    let (proposals, proposals_rx) = mpsc::channel(config.inbox_capacity);
-    tasks.spawn(cluster::propose(sequencer.clone(), proposals_rx, token));
-    info!(
-        node_id = cc.node_id,
-        peers = %cc.members.iter().map(|(id, m)| format!("{id}={m}")).collect::<Vec<_>>().join(","),
-        failover_grace = ?cc.failover_grace,
-        "cluster member starting"
-    );
-    let link = core_task::ClusterLink {
-        sequencer,
-        proposals,
-        feed: feed_rx,
-    };
-    Ok((link, raft))
 }
 
 pub(crate) async fn run_inner(
