@@ -260,6 +260,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod builder;
 mod client;
 mod convert;
 mod driver;
@@ -275,7 +276,8 @@ mod settings;
 mod tls;
 mod view;
 
-pub use client::{Client, ClientBuilder, Pong, ResourcePage, ServerView};
+pub use builder::ClientBuilder;
+pub use client::{Client, Pong, ResourcePage, ServerView};
 pub use convert::{CancelOutcome, Converted, PendingConvert};
 pub use dlock_core::{
     FencingToken, Invalid, Limit, LockFlags, LockId, LockInfo, LockState, Mode, Reject,

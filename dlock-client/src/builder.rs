@@ -1,0 +1,237 @@
+//! [`ClientBuilder`]: a client's settings, and connecting with them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::driver;
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+use crate::view::SessionView;
+
+impl Client {
+    /// Connects with default settings and opens a session. `addr` is `host:port`, or several
+    /// endpoints separated by commas (see [`Client::builder`]).
+    pub async fn connect(addr: impl Into<String>) -> Result<Client> {
+        Client::builder(addr).connect().await
+    }
+
+    /// A builder for a client with non-default settings.
+    ///
+    /// `addr` is the server's `host:port`, or the endpoints of several servers separated by
+    /// commas (`"a:7420,b:7420,c:7420"`; [`ClientBuilder::endpoints`] takes a list). The
+    /// client tries them in turn: a failed attempt moves on to the next endpoint at once, a
+    /// whole round of failures waits out the [backoff](ClientBuilder::backoff), and a server
+    /// that answers [`Refusal::NotLeader`](dlock_proto::Refusal::NotLeader) with the leader's
+    /// address sends the client there, resuming its session if it has one.
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(crate::machine::endpoints::parse_list(&addr.into()))
+    }
+}
+
+/// Settings of a [`Client`]; see [`Client::builder`].
+///
+/// ```no_run
+/// # async fn f() -> dlock_client::Result<()> {
+/// use std::time::Duration;
+/// let client = dlock_client::Client::builder("127.0.0.1:7420")
+///     .name("billing-worker-3")
+///     .lease_ttl(Duration::from_secs(5))
+///     .backoff(Duration::from_millis(20), Duration::from_secs(2))
+///     .connect()
+///     .await?;
+/// # let _ = client; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    name: Option<String>,
+    lease_ttl: Option<Duration>,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+    backoff: (Duration, Duration),
+    safety_margin: Option<Duration>,
+    tls: Option<crate::TlsOptions>,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ClientBuilder")
+            .field("endpoints", &self.endpoints)
+            .field("name", &self.name)
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    fn new(endpoints: Vec<String>) -> Self {
+        ClientBuilder {
+            endpoints,
+            name: None,
+            lease_ttl: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Some(Duration::from_secs(30)),
+            backoff: (Duration::from_millis(50), Duration::from_secs(5)),
+            safety_margin: None,
+            tls: None,
+            token: None,
+        }
+    }
+
+    /// The servers to connect to, tried in this order (replaces the address given to
+    /// [`Client::builder`]); each entry is one `host:port`.
+    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Connect over TLS (default: plain TCP). The resume secret and the token then never
+    /// cross the network in clear text.
+    pub fn tls(mut self, options: crate::TlsOptions) -> Self {
+        self.tls = Some(options);
+        self
+    }
+
+    /// The bearer token proving this client's identity to a server that authenticates
+    /// (`--auth-file`). Use it over TLS only.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// [`token`](Self::token) read from the first line of a file (surrounding whitespace
+    /// removed).
+    pub fn token_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Connect(Arc::new(std::io::Error::new(
+                e.kind(),
+                format!("token file {}: {e}", path.display()),
+            )))
+        })?;
+        let token = text.lines().next().unwrap_or("").trim().to_owned();
+        Ok(self.token(token))
+    }
+
+    /// The session name (default `user@host:pid`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The lease length to ask for (default: the server's default). If no renewal is
+    /// confirmed for this long, the server ends the session and releases its locks. A zero
+    /// TTL asks for no lease at all, not for the default: it is sent as 1 ms, below every
+    /// server's minimum, so `connect` fails with the server's refusal.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = Some(ttl);
+        self
+    }
+
+    /// How long one connection attempt (TCP connect plus handshake) may take (default 5 s).
+    /// An attempt to resume a session takes at most a sixth of its lease (at least a
+    /// second) as well, so that the other endpoints are tried while the lease lasts.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long a request may wait for the server's first answer, across reconnects
+    /// (default 30 s). A queued lock request is answered at once with "queued", so this does
+    /// not limit how long a lock may wait; use [`LockOptions::timeout`](crate::LockOptions::timeout) for that. Expiry
+    /// gives [`Error::RequestTimeout`], or [`Error::Disconnected`] while reconnecting.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = Some(d);
+        self
+    }
+
+    /// Reconnect backoff with full jitter: the first retry waits a random time up to `min`,
+    /// each further one up to twice as long as the one before, capped at `max` (defaults
+    /// 50 ms and 5 s).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max.max(min));
+        self
+    }
+
+    /// How long before the server could expire the session the client declares its locks
+    /// lost (default max(TTL/10, 100 ms), at most TTL/2). Covers clock rate differences and
+    /// the server's timer granularity.
+    pub fn safety_margin(mut self, d: Duration) -> Self {
+        self.safety_margin = Some(d);
+        self
+    }
+
+    /// Connects, opens a session and starts the background task. Fails if the first round
+    /// of connection attempts (one at each endpoint) fails, or without any endpoint; later
+    /// connection losses are handled in the background.
+    pub async fn connect(self) -> Result<Client> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Connect(Arc::new(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no server address given",
+            ))));
+        }
+        let name = self.name.unwrap_or_else(default_name);
+        let view = Arc::new(SessionView::default());
+        let settings = Settings {
+            endpoints: self.endpoints,
+            name: name.clone(),
+            lease_ttl: self.lease_ttl,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            backoff_min: self.backoff.0,
+            backoff_max: self.backoff.1,
+            safety_margin: self.safety_margin,
+            token: self.token,
+        };
+        let tls = match &self.tls {
+            Some(options) => Some(options.build(&settings.endpoints)?),
+            None => None,
+        };
+        if settings.token.is_some() && tls.is_none() {
+            tracing::warn!(
+                server = %settings.endpoints.join(","),
+                "sending a token without TLS: anyone on the path can read and replay it"
+            );
+        }
+        let tx = driver::start(settings, tls, view.clone()).await?;
+        Ok(Client::from_parts(tx, view, name))
+    }
+}
+
+/// `user@host:pid`, from the environment.
+fn default_name() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_name_has_user_host_and_pid() {
+        let name = default_name();
+        let pid = std::process::id().to_string();
+        assert!(
+            name.contains('@') && name.ends_with(&format!(":{pid}")),
+            "{name}"
+        );
+    }
+}
