@@ -1,5 +1,9 @@
 //! The durable Raft log: a directory of segment files of checksummed records.
 //!
+//! About 760 lines on purpose, 170 of them its tests: the record format, the writer thread
+//! that owns the files and openraft's `RaftLogStorage` over them make one unit whose
+//! invariants (what is flushed when, what a reopen cuts) are checked together.
+//!
 //! Every change to the log is a record appended to the current segment: an entry, a
 //! truncation (`Truncate { since }`), a purge, the vote and the committed log id. Reopening
 //! replays the records in order; a record cut short or damaged at the end of the last

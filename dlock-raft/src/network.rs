@@ -1,6 +1,11 @@
 //! The peer network: openraft's RPCs over TCP, framed like the client protocol (a `u32`
 //! length, then a bincode body, through `dlock-proto`'s frame codec).
 //!
+//! About 800 lines on purpose, a quarter of them its tests: both ends of one wire protocol
+//! (the calling side, openraft's `RaftNetwork`, and the answering side, [`serve_peers`]),
+//! with the greeting and the secret's challenge that each end must mirror exactly, read
+//! best side by side.
+//!
 //! Each openraft network client keeps one connection to its target, opened on first use
 //! and dropped on any error or timeout (so a late answer never pairs with a later
 //! request). openraft makes a new client for every heartbeat round of a read index or a
