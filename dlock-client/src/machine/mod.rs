@@ -405,6 +405,7 @@ impl SessionMachine {
             // session renews it), which happened after `Hello` was sent.
             if let Some(s) = &mut self.session {
                 s.renewal.confirm(sent_at, now);
+                s.renewal.resumed();
             }
             // Re-send every outstanding request in id order; the server ignores the ones it
             // has already applied and replays their events.
@@ -496,13 +497,15 @@ impl SessionMachine {
         let Some(s) = self.session.as_mut() else {
             return;
         };
-        let seq = s.renewal.renew(now);
+        let ack = s.renewal.renew(now);
         // The `Renew` goes before the `Ack`: the server renews a lease implicitly for any
         // other message (an `Ack` included) unless it was renewed a moment ago, so in this
         // order the `Ack` costs it no second renewal (in the other order, every renewal was
         // applied twice: a tenth of what idle sessions cost the server).
         self.submit(Call::silent(What::Renew), now);
-        self.transmits.push_back(ClientMessage::Ack { seq });
+        if let Some(seq) = ack {
+            self.transmits.push_back(ClientMessage::Ack { seq });
+        }
     }
 
     /// Acknowledges events if many went unacknowledged.

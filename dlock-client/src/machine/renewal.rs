@@ -12,8 +12,16 @@ use tokio::time::Instant;
 
 use crate::lease::Lease;
 
-/// Send an `Ack` at least every this many events, besides the one with each renewal.
+/// Send an `Ack` at least every this many events.
 pub(crate) const ACK_EVERY: u64 = 64;
+
+/// A renewal carries an `Ack` once this many events wait for one. The server keeps every
+/// event for a replay until it is acknowledged, and the reply to a renewal is an event too:
+/// an `Ack` with every renewal would acknowledge nothing but the previous renewal's reply
+/// on an idle session, and cost the server a second message per renewal (about a fifth of
+/// what idle sessions cost it, measured with `loadgen -s idle`). An idle session now
+/// acknowledges with every fourth renewal, and the server keeps at most four such replies.
+pub(crate) const ACK_WITH_RENEWAL: u64 = 4;
 
 /// How long before the server's earliest expiry the local lease lapses: the configured
 /// margin, or max(TTL/10, 100 ms); at most TTL/2.
@@ -91,12 +99,22 @@ impl Renewal {
     }
 
     /// Starts a renewal at `now`: schedules the next one and returns the sequence number to
-    /// acknowledge with it.
-    pub(crate) fn renew(&mut self, now: Instant) -> u64 {
+    /// acknowledge with it, if [`ACK_WITH_RENEWAL`] events wait for an acknowledgement.
+    pub(crate) fn renew(&mut self, now: Instant) -> Option<u64> {
         self.renew_at = now + self.ttl / 3;
         self.unanswered_since.get_or_insert(now);
+        if self.last_seq < self.acked_seq + ACK_WITH_RENEWAL {
+            return None;
+        }
         self.acked_seq = self.last_seq;
-        self.last_seq
+        Some(self.last_seq)
+    }
+
+    /// A resume was accepted: the server let go of every event up to the last one received
+    /// (the resume named it, and none arrives between the resume and its acceptance), as an
+    /// `Ack` would have.
+    pub(crate) fn resumed(&mut self) {
+        self.acked_seq = self.last_seq;
     }
 
     /// The sequence number to acknowledge now, if many events went unacknowledged.
@@ -165,15 +183,35 @@ mod tests {
         assert_eq!(r.renew_at(), t0 + S);
         assert!(r.observe(1) && r.observe(2));
         assert!(!r.observe(2), "a replayed event is dropped");
-        assert_eq!(r.renew(t0 + S), 2);
+        // Fewer than ACK_WITH_RENEWAL events wait: the renewal goes alone.
+        assert_eq!(r.renew(t0 + S), None);
         assert_eq!(r.renew_at(), t0 + S * 2);
-        for seq in 3..(2 + ACK_EVERY) {
+        for seq in 3..ACK_WITH_RENEWAL {
+            assert!(r.observe(seq));
+        }
+        assert_eq!(r.renew(t0 + S * 2), None);
+        assert!(r.observe(ACK_WITH_RENEWAL));
+        assert_eq!(r.renew(t0 + S * 3), Some(ACK_WITH_RENEWAL));
+        assert_eq!(r.renew(t0 + S * 4), None, "nothing new to acknowledge");
+        // Many events: acknowledged without waiting for a renewal.
+        let base = ACK_WITH_RENEWAL;
+        for seq in (base + 1)..(base + ACK_EVERY) {
             assert!(r.observe(seq));
             assert_eq!(r.ack_due(), None);
         }
-        assert!(r.observe(2 + ACK_EVERY));
-        assert_eq!(r.ack_due(), Some(2 + ACK_EVERY));
+        assert!(r.observe(base + ACK_EVERY));
+        assert_eq!(r.ack_due(), Some(base + ACK_EVERY));
         assert_eq!(r.ack_due(), None);
+        // A resume acknowledges what it names: the next renewal has nothing to add.
+        let resumed_at = base + ACK_EVERY + 2;
+        assert!(r.observe(resumed_at - 1) && r.observe(resumed_at));
+        r.resumed();
+        for seq in 1..ACK_WITH_RENEWAL {
+            assert!(r.observe(resumed_at + seq));
+        }
+        assert_eq!(r.renew(t0 + S * 5), None);
+        assert!(r.observe(resumed_at + ACK_WITH_RENEWAL));
+        assert_eq!(r.renew(t0 + S * 6), Some(resumed_at + ACK_WITH_RENEWAL));
     }
 
     #[test]
