@@ -335,9 +335,8 @@ impl CoreTask {
             CoreMsg::Request { session, .. }
             | CoreMsg::Ack { session, .. }
             | CoreMsg::ReplayDone { session, .. }
-            | CoreMsg::Disconnected { session, .. } => {
-                self.sessions.map.get(session).map(|s| s.peer)
-            }
+            | CoreMsg::Disconnected { session, .. }
+            | CoreMsg::InputEnded { session, .. } => self.sessions.map.get(session).map(|s| s.peer),
             CoreMsg::Status { .. } => None,
         }
     }
@@ -400,6 +399,18 @@ impl CoreTask {
                 if self.sessions.detach(session, conn) {
                     debug!(%session, "connection lost; session kept until its lease runs out");
                 }
+                Ok(())
+            }
+            CoreMsg::InputEnded { session, conn } => {
+                // Every request the connection sent was handled before this (a connection's
+                // messages keep their order in the turns), so its answers are queued ahead
+                // of the close, which is delivered with them at the end of this wake-up.
+                if self.sessions.detach(session, conn.id) {
+                    debug!(%session, "client closed its sending half; session kept until its lease runs out");
+                }
+                // Closed even if the session no longer has it (a close already queued or done
+                // wins): the reader waits for this close.
+                self.sessions.out.close(session, &conn, None, true);
                 Ok(())
             }
         }
