@@ -28,7 +28,9 @@ pub enum ClientMessage {
     /// request still outstanding; an engine request (lock, convert, unlock, cancel, renew,
     /// goodbye) whose id is at or below the highest id the server has seen in this session is
     /// a retransmission and is not applied again: its events come from the replay of events
-    /// after `Resume::last_seq`. Queries and pings are always answered.
+    /// after `Resume::last_seq`. On one connection ids must increase too: an engine request
+    /// whose id is at or below one the same connection already sent is not applied and is
+    /// answered [`RequestError::DuplicateRequestId`]. Queries and pings are always answered.
     Request {
         /// Client-chosen id, unique within the session.
         id: RequestId,
@@ -265,7 +267,11 @@ pub enum Reply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
-    /// A request id is already in flight on this session.
+    /// The id of a lock, convert, unlock, cancel, renew or goodbye is not above one this
+    /// connection already sent in its session: an id used twice, or going backwards, on one
+    /// connection. The request is not applied; whatever answers the earlier request with this
+    /// id still comes. (A retransmission is not this: it comes on a new connection after a
+    /// resume, and is answered from the replay.)
     #[error("request id {0} is already in use")]
     DuplicateRequestId(RequestId),
     /// The server is overloaded; try again.

@@ -129,7 +129,10 @@ pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
 /// What one decoded frame turned out to be.
 enum Frame {
     Message(ClientMessage),
-    /// The connection is over (EOF, IO error, or a protocol error already handled).
+    /// The client closed its sending half between frames (EOF): no request follows, but it
+    /// may still be reading the answers (`printf ... | nc -N` does exactly this).
+    Eof,
+    /// The connection is over (IO error, or a protocol error already handled).
     End,
 }
 
@@ -140,7 +143,7 @@ async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle)
     let net = &conn.shared.net;
     net.read(reader.take_bytes_read());
     match outcome {
-        ReadOutcome::Closed => Frame::End,
+        ReadOutcome::Closed => Frame::Eof,
         ReadOutcome::TimedOut => {
             net.frame_error(FrameError::Timeout);
             warn!(%peer, "frame not completed in time; closing connection");
@@ -212,6 +215,8 @@ async fn read_loop<R: ReadHalf>(
     let mut cancelled = Dormant::new(token.cancelled_owned());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut rate = RateLimit::new(config.max_request_rate, Instant::now());
+    // Whether the loop ended at the client's EOF, every request it sent read and passed on.
+    let mut input_ended = false;
 
     loop {
         let frame = tokio::select! {
@@ -221,6 +226,10 @@ async fn read_loop<R: ReadHalf>(
         };
         let msg = match frame {
             Frame::End => break,
+            Frame::Eof => {
+                input_ended = true;
+                break;
+            }
             Frame::Message(ClientMessage::Hello(_)) => {
                 // Not fatal: answered with a typed error; a Hello carries no request id.
                 conn.shared.net.refused(NetRefusal::UnexpectedHello);
@@ -305,14 +314,31 @@ async fn read_loop<R: ReadHalf>(
     }
     // Detach from the session (it lives on until its lease runs out, R51), unless the
     // server is going away anyway.
-    let detach = CoreMsg::Disconnected {
-        session,
-        conn: conn.id,
+    let detach = if input_ended {
+        // A half-closed client still reads: the core task closes the connection itself once
+        // it has handled every request read before the EOF (they are ahead of this message
+        // in the inbox, in order) and queued their answers before the close.
+        CoreMsg::InputEnded {
+            session,
+            conn: conn.clone(),
+        }
+    } else {
+        CoreMsg::Disconnected {
+            session,
+            conn: conn.id,
+        }
     };
-    tokio::select! {
+    let sent = tokio::select! {
         biased;
-        _ = conn.shared.server_shutdown.cancelled() => {}
-        _ = core_tx.send(detach) => {}
+        _ = conn.shared.server_shutdown.cancelled() => false,
+        r = core_tx.send(detach) => r.is_ok(),
+    };
+    if input_ended && sent {
+        // Bounded, as a frame in progress is: a half-closed client holds its connection slot
+        // no longer than a client that stops in the middle of a frame. The writer keeps
+        // draining the outbox meanwhile, and a client that does not read is cut off by the
+        // slow-reader timeout as usual.
+        let _ = tokio::time::timeout(config.frame_timeout, conn.shared.token.cancelled()).await;
     }
     conn.close(None, true);
 }
@@ -353,7 +379,7 @@ async fn handshake<R: ReadHalf>(
             );
             return None;
         }
-        Ok(Frame::End) => return None,
+        Ok(Frame::End | Frame::Eof) => return None,
         Ok(Frame::Message(ClientMessage::Hello(hello))) => hello,
         Ok(Frame::Message(_)) => {
             warn!(%peer, "first frame is not a Hello; closing connection");

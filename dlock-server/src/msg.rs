@@ -65,6 +65,16 @@ pub(crate) enum CoreMsg {
         /// The connection.
         conn: ConnId,
     },
+    /// The client closed its sending half (EOF) after the requests already sent: the
+    /// connection is detached from the session as for [`CoreMsg::Disconnected`], but closed by
+    /// the core task, after the answers to those requests, so that a client that still reads
+    /// gets them all before the connection ends.
+    InputEnded {
+        /// The session.
+        session: SessionId,
+        /// The connection.
+        conn: ConnHandle,
+    },
     /// A question of the HTTP listener (metrics, status page, JSON API), answered from the
     /// core's state without changing it.
     Status {

@@ -319,7 +319,9 @@ impl SessionMachine {
 
     fn on_reply(&mut self, id: RequestId, body: Reply, now: Instant) {
         if let Reply::Error(RequestError::DuplicateRequestId(_)) = body {
-            // A retransmission the server still had in flight: its answer is coming.
+            // An id this connection already sent (the server's answer to an id reused on
+            // one connection, which this client never does: its ids increase and it re-sends
+            // only on a new connection): the first request's answer is the one to wait for.
             return;
         }
         let Some(o) = self.requests.remove(id) else {

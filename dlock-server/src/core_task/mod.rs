@@ -335,9 +335,8 @@ impl CoreTask {
             CoreMsg::Request { session, .. }
             | CoreMsg::Ack { session, .. }
             | CoreMsg::ReplayDone { session, .. }
-            | CoreMsg::Disconnected { session, .. } => {
-                self.sessions.map.get(session).map(|s| s.peer)
-            }
+            | CoreMsg::Disconnected { session, .. }
+            | CoreMsg::InputEnded { session, .. } => self.sessions.map.get(session).map(|s| s.peer),
             CoreMsg::Status { .. } => None,
         }
     }
@@ -400,6 +399,18 @@ impl CoreTask {
                 if self.sessions.detach(session, conn) {
                     debug!(%session, "connection lost; session kept until its lease runs out");
                 }
+                Ok(())
+            }
+            CoreMsg::InputEnded { session, conn } => {
+                // Every request the connection sent was handled before this (a connection's
+                // messages keep their order in the turns), so its answers are queued ahead
+                // of the close, which is delivered with them at the end of this wake-up.
+                if self.sessions.detach(session, conn.id) {
+                    debug!(%session, "client closed its sending half; session kept until its lease runs out");
+                }
+                // Closed even if the session no longer has it (a close already queued or done
+                // wins): the reader waits for this close.
+                self.sessions.out.close(session, &conn, None, true);
                 Ok(())
             }
         }
@@ -710,14 +721,26 @@ impl CoreTask {
                 self.reply(session, conn, id, pong);
                 return Ok(());
             }
+            Action::Command(_) if s.conn_max_request.is_some_and(|m| id.0 <= m) => {
+                // Not a retransmission (those come on a new connection, in id order): an id
+                // this connection already used, or one going backwards. Not applied, and said
+                // so, rather than left unanswered.
+                self.sessions.monitor.rejected("duplicate_request_id");
+                debug!(%session, %id, "request id not above one this connection used");
+                let error = Reply::Error(RequestError::DuplicateRequestId(id));
+                self.reply(session, conn, id, error);
+                return self.renew_implicitly(session);
+            }
             Action::Command(_) if s.max_request.is_some_and(|m| id.0 <= m) => {
                 // A retransmission after a resume: its events come from the replay.
+                s.conn_max_request = Some(id.0);
                 return self.renew_implicitly(session);
             }
             Action::Command(command) => command,
         };
         let peer = s.peer;
         let previous_max = s.max_request.replace(id.0);
+        let previous_conn_max = s.conn_max_request.replace(id.0);
         if let Command::Lock { .. } = command
             && !invalid
             && let Some(cap) = self.config.max_locks_per_peer
@@ -741,6 +764,7 @@ impl CoreTask {
                 self.sessions.monitor.rejected("overloaded");
                 if let Some(s) = self.sessions.map.get_mut(&session) {
                     s.max_request = previous_max;
+                    s.conn_max_request = previous_conn_max;
                 }
                 self.reply(session, conn, id, Reply::Error(RequestError::Overloaded));
             }
@@ -775,6 +799,7 @@ impl CoreTask {
                 // Refused, not received: the id may be used again.
                 if let Some(s) = self.sessions.map.get_mut(&session) {
                     s.max_request = previous_max;
+                    s.conn_max_request = previous_conn_max;
                 }
                 let overloaded = Reply::Error(RequestError::Overloaded);
                 self.reply(session, conn, id, overloaded);

@@ -23,6 +23,11 @@ pub(super) struct SessionState {
     pub(super) replay: VecDeque<(u64, Event)>,
     /// The highest engine request id applied; lower or equal ids are retransmissions.
     pub(super) max_request: Option<u64>,
+    /// The highest engine request id the attached connection sent (applied or taken for a
+    /// retransmission); forgotten when another connection attaches. A client re-sends on a
+    /// new connection, in id order, so an id at or below this one is not a retransmission
+    /// but an id used twice (or going backwards) on one connection.
+    pub(super) conn_max_request: Option<u64>,
     /// The attached connection, if any.
     pub(super) conn: Option<ConnHandle>,
     /// The attached connection is still sending `Welcome` and the replay; live events are
@@ -54,6 +59,7 @@ impl SessionState {
             next_seq: first_seq,
             replay: VecDeque::new(),
             max_request: None,
+            conn_max_request: None,
             conn: None,
             replaying: false,
             replay_bytes: 0,
@@ -70,6 +76,7 @@ impl SessionState {
             next_seq: 1,
             replay: VecDeque::new(),
             max_request: None,
+            conn_max_request: None,
             conn: Some(conn),
             replaying: true,
             replay_bytes: 0,
@@ -363,6 +370,7 @@ impl Sessions {
         }
         self.replay_bytes -= s.acknowledge(last_seq);
         s.conn = Some(conn);
+        s.conn_max_request = None;
         s.replaying = true;
         let replay = s
             .replay

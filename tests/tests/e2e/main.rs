@@ -12,6 +12,7 @@ mod t36_restart_grace;
 mod t40_bad_input;
 mod t42_limits;
 mod t43_server_hardening;
+mod t44_half_close;
 mod t45_shutdown;
 mod t50_client_locks;
 mod t51_client_faults;

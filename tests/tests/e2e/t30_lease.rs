@@ -5,7 +5,7 @@ use anyhow::Result;
 use dlock_proto::LockRequest;
 use dlock_proto::{
     ClientMessage, EventKind, Hello, LockFlags, Mode, PROTOCOL_VERSION, ProtocolError, Refusal,
-    Request, Resume, ServerMessage,
+    Reply, Request, RequestError, RequestId, Resume, ServerMessage,
 };
 use dlock_tests::{RawClient, TestServer, connect_framed, recv_raw};
 use futures_util::SinkExt;
@@ -162,6 +162,72 @@ async fn retransmitted_request_is_applied_once() -> Result<()> {
         .any(|m| matches!(m, ServerMessage::Event { event, .. } if event.request == Some(r)));
     assert!(!again, "retransmission applied twice: {:?}", a.set_aside());
     let info = a.query_resource("once").await?.expect("exists");
+    assert_eq!(info.granted.len(), 1, "one lock, not two");
+    Ok(())
+}
+
+fn lock_ex(resource: &str) -> Request {
+    Request::Lock(LockRequest {
+        resource: resource.as_bytes().to_vec(),
+        mode: Mode::EX,
+        flags: LockFlags::empty(),
+        value: None,
+        timeout_ms: None,
+    })
+}
+
+#[tokio::test]
+async fn a_request_id_reused_on_one_connection_is_refused_not_dropped() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    let five = RequestId(5);
+    a.send_with_id(five, lock_ex("reuse/a")).await?;
+    assert!(matches!(
+        a.event_for(five).await?.kind,
+        EventKind::Granted { .. }
+    ));
+    // The same id again, and an id going backwards, on the same connection: each answered
+    // with a typed error, and neither applied.
+    a.send_with_id(five, lock_ex("reuse/b")).await?;
+    assert_eq!(
+        a.reply_for(five).await?,
+        Reply::Error(RequestError::DuplicateRequestId(five))
+    );
+    let three = RequestId(3);
+    a.send_with_id(three, lock_ex("reuse/c")).await?;
+    assert_eq!(
+        a.reply_for(three).await?,
+        Reply::Error(RequestError::DuplicateRequestId(three))
+    );
+    assert!(a.query_resource("reuse/b").await?.is_none());
+    assert!(a.query_resource("reuse/c").await?.is_none());
+
+    // A retransmission after a resume is still one: answered from the replay, not applied
+    // again, and no error.
+    let seen = a.last_seq;
+    a.last_seq = 0;
+    a.resume().await?;
+    a.send_with_id(five, lock_ex("reuse/a")).await?;
+    assert!(matches!(
+        a.event_for(five).await?.kind,
+        EventKind::Granted { .. }
+    ));
+    a.ping().await?;
+    let refused = a
+        .set_aside()
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Reply { id, body: Reply::Error(_) } if *id == five));
+    assert!(!refused, "a retransmission refused: {:?}", a.set_aside());
+    let info = a.query_resource("reuse/a").await?.expect("exists");
+    assert_eq!(info.granted.len(), 1, "one lock, not two");
+    // Sent a second time on the new connection, the same id is a reuse again.
+    a.last_seq = a.last_seq.max(seen);
+    a.send_with_id(five, lock_ex("reuse/a")).await?;
+    assert_eq!(
+        a.reply_for(five).await?,
+        Reply::Error(RequestError::DuplicateRequestId(five))
+    );
+    let info = a.query_resource("reuse/a").await?.expect("exists");
     assert_eq!(info.granted.len(), 1, "one lock, not two");
     Ok(())
 }

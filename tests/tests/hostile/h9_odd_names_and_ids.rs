@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail, ensure};
 use dlock_proto::{
-    EventKind, LockFlags, LockRequest, LockState, Mode, Query, Reply, Request, RequestId,
-    ServerMessage,
+    EventKind, LockFlags, LockRequest, LockState, Mode, Query, Reply, Request, RequestError,
+    RequestId, ServerMessage,
 };
 use dlock_tests::hostile::Bystander;
 use dlock_tests::{RawClient, TestServer};
@@ -106,10 +106,18 @@ async fn the_largest_request_id_is_answered_and_ends_the_id_space() -> Result<()
                 Reply::Pong { .. } => {}
                 other => bail!("expected Pong, got {other:?}"),
             }
-            // Ids must increase: the same id again is a retransmission, not applied. A ping
-            // sent after it is answered first, and the resource stays unknown.
+            // Ids must increase: the same id again on the same connection is refused with
+            // a typed error and not applied; a ping sent after it is answered after the
+            // error, and the resource stays unknown.
             c.send_with_id(max, lock("h9/after-max")).await?;
             c.send_with_id(RequestId(7), Request::Ping).await?;
+            match c.recv().await? {
+                Some(ServerMessage::Reply {
+                    id,
+                    body: Reply::Error(RequestError::DuplicateRequestId(dup)),
+                }) if id == max && dup == max => {}
+                other => bail!("expected DuplicateRequestId, got {other:?}"),
+            }
             match c.recv().await? {
                 Some(ServerMessage::Reply {
                     id: RequestId(7),
@@ -132,7 +140,7 @@ async fn the_largest_request_id_is_answered_and_ends_the_id_space() -> Result<()
         .await?;
     bystander.check_held().await?;
     eprintln!(
-        "h9 ids: request id u64::MAX granted and answered; a repeat of it not applied; bystander cycles: {cycles}"
+        "h9 ids: request id u64::MAX granted and answered; a repeat of it refused and not applied; bystander cycles: {cycles}"
     );
     took("h9 ids", start);
     Ok(())
