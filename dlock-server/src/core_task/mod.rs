@@ -9,15 +9,19 @@
 //! floor and audit around `apply`), [`sessions`] (the server's part of each session and its
 //! replay buffer), [`routing`] (events to sessions, replay overflow), [`outbound`] (delivery
 //! to connections, slow readers), [`requests`] (client requests, queries, reply sizes),
-//! [`reads`] (in a cluster, queries answered after a linearizable read),
-//! [`grace`] (the restart grace) and [`turns`] (client addresses served in turns). This file
-//! is the run loop and the handling of each message from a connection.
+//! [`grace`] (the restart grace) and [`turns`] (client addresses served in turns). Four more
+//! hold a part of the task's own methods (`impl CoreTask`), so they name the task and
+//! nothing here names them: [`handshake`] (opening and resuming sessions), [`cluster`]
+//! (leadership and the log's feed), [`reads`] (in a cluster, queries answered after a
+//! linearizable read) and [`status`] (the HTTP listener's questions). This file is the run
+//! loop and the handling of each message from a connection.
 
 mod action;
 mod authz;
 mod cluster;
 mod engine;
 mod grace;
+mod handshake;
 mod outbound;
 mod reads;
 mod requests;
@@ -30,29 +34,27 @@ mod turns;
 use std::sync::Arc;
 
 use dlock_core::{Command, Event, EventKind, Limit, Reject, RequestId, SessionId};
-use dlock_proto::{
-    Hello, PROTOCOL_VERSION, Refusal, Reply, Request, RequestError, Resume, ServerMessage, Welcome,
-};
-use tokio::sync::{mpsc, oneshot};
+use dlock_proto::{Reply, Request, RequestError};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 use self::action::Action;
 pub(crate) use self::cluster::ClusterLink;
-use self::cluster::{ClusterSide, PendingOpen};
+use self::cluster::ClusterSide;
 use self::engine::Engine;
 pub(crate) use self::grace::Grace;
 use self::grace::NotHeld;
 use self::reads::{Reads, WaitingQuery};
 use self::routing::{apply_and_route, apply_for_server, close_overflowed};
-use self::sessions::{SessionState, Sessions};
+use self::sessions::Sessions;
 pub(crate) use self::stats::REQUEST_KINDS;
 use self::turns::{Turn, Turns};
 use crate::floor::Floor;
 use crate::grace::LeaseRecord;
-use crate::handle::{ConnHandle, ConnId};
-use crate::msg::{CoreMsg, HelloOutcome};
+use crate::handle::ConnId;
+use crate::msg::CoreMsg;
 use crate::security::Security;
 use crate::{Config, ServerError};
 
@@ -437,196 +439,6 @@ impl CoreTask {
         apply_for_server(&mut self.engine, &mut self.sessions, session, |request| {
             Command::Renew { session, request }
         })
-    }
-
-    /// The `Welcome` of `session`, whose secret the caller knows (it chose it, or the client
-    /// proved it) and whose lease the engine says.
-    fn welcome(
-        &self,
-        session: SessionId,
-        secret: u128,
-        ttl_ms: u64,
-        resumed: bool,
-    ) -> ServerMessage {
-        ServerMessage::Welcome(Welcome {
-            session,
-            secret,
-            lease_ttl_ms: ttl_ms,
-            server_version: crate::SERVER_VERSION.to_owned(),
-            protocol_version: PROTOCOL_VERSION,
-            resumed,
-            lvb_len: u32::try_from(self.config.engine.lvb_len).unwrap_or(u32::MAX),
-            max_frame_len: u32::try_from(self.config.max_frame_len).unwrap_or(u32::MAX),
-            now_ms: self.engine.core().clock_ms(),
-        })
-    }
-
-    fn hello(
-        &mut self,
-        conn: ConnHandle,
-        hello: Hello,
-        identity: Option<Arc<str>>,
-        reply: oneshot::Sender<HelloOutcome>,
-    ) -> Result<(), ServerError> {
-        if let Some(side) = &self.cluster
-            && !side.leading()
-        {
-            let _ = reply.send(HelloOutcome::Refused(side.not_leader()));
-            return Ok(());
-        }
-        match hello.resume {
-            Some(resume) => self.resume(conn, resume, identity, reply),
-            None => self.open(conn, hello, identity, reply),
-        }
-    }
-
-    /// Resumes a session on a new connection, if the engine knows it and the secret matches.
-    fn resume(
-        &mut self,
-        conn: ConnHandle,
-        resume: Resume,
-        identity: Option<Arc<str>>,
-        reply: oneshot::Sender<HelloOutcome>,
-    ) -> Result<(), ServerError> {
-        let (peer, conn_id, session) = (conn.peer(), conn.id, resume.session);
-        // Only the identity that opened a session may resume it, secret or not; to anyone
-        // else it is as unknown as a wrong secret makes it.
-        let known = self
-            .sessions
-            .map
-            .get(&session)
-            .is_some_and(|s| s.identity == identity)
-            && self.engine.core().check_secret(session, resume.secret);
-        if !known {
-            self.sessions.monitor.rejected("unknown_session");
-            let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
-            return Ok(());
-        }
-        self.renew(session)?;
-        // The engine's lease length; `None` (and no registry entry) if the session ended.
-        let ttl_ms = self.engine.core().session_ttl_ms(session);
-        let attached = ttl_ms.and_then(|ttl_ms| {
-            let (replay, up_to_seq) = self.sessions.attach(session, conn, resume.last_seq)?;
-            Some((ttl_ms, replay, up_to_seq))
-        });
-        let Some((ttl_ms, replay, up_to_seq)) = attached else {
-            let _ = reply.send(HelloOutcome::Refused(Refusal::UnknownSession));
-            return Ok(());
-        };
-        let mut messages = Vec::with_capacity(replay.len() + 1);
-        messages.push(self.welcome(session, resume.secret, ttl_ms, true));
-        messages.extend(replay);
-        info!(%session, %peer, replayed = messages.len() - 1, "session resumed");
-        let outcome = HelloOutcome::Welcome {
-            session,
-            messages,
-            up_to_seq,
-        };
-        if reply.send(outcome).is_err() {
-            self.sessions.detach(session, conn_id);
-        }
-        Ok(())
-    }
-
-    /// Opens a new session with a fresh secret. Its id is the addressee of the engine's
-    /// `SessionOpened` event.
-    fn open(
-        &mut self,
-        conn: ConnHandle,
-        hello: Hello,
-        identity: Option<Arc<str>>,
-        reply: oneshot::Sender<HelloOutcome>,
-    ) -> Result<(), ServerError> {
-        let (peer, conn_id) = (conn.peer(), conn.id);
-        // One client address may not hold every session: its sessions count until they end,
-        // connected or not (a dropped connection's session lives until its lease runs out).
-        let limit = self.config.max_sessions_per_peer;
-        if self.sessions.count_for(peer.ip()) >= limit {
-            debug!(%peer, limit, "too many sessions from one address; refusing a new one");
-            self.sessions
-                .monitor
-                .rejected("too_many_sessions_from_peer");
-            let refusal = Refusal::TooManySessionsFromPeer {
-                limit: u32::try_from(limit).unwrap_or(u32::MAX),
-            };
-            let _ = reply.send(HelloOutcome::Refused(refusal));
-            return Ok(());
-        }
-        let ttl_ms = if hello.lease_ttl_ms == 0 {
-            u64::try_from(self.config.default_lease_ttl.as_millis()).unwrap_or(u64::MAX)
-        } else {
-            hello.lease_ttl_ms
-        };
-        let secret: u128 = rand::random();
-        // The identity leads the session's name, so that queries (`dlock status`) and the
-        // audit log show who opened it; a client cannot choose what comes first.
-        let name = match &identity {
-            Some(identity) => format!("[{identity}] {}", hello.client_name),
-            None => hello.client_name.clone(),
-        };
-        let command = Command::OpenSession {
-            name,
-            ttl_ms,
-            secret,
-        };
-        if let Some(side) = &mut self.cluster {
-            // Answered when the entry is applied (`cluster::on_applied`).
-            if !self.engine.try_propose(command) {
-                self.sessions.monitor.rejected("overloaded");
-                let _ = reply.send(HelloOutcome::Refused(side.not_leader()));
-                return Ok(());
-            }
-            let open = PendingOpen {
-                conn,
-                identity,
-                client_name: hello.client_name,
-                reply,
-            };
-            side.pending_open(secret, open);
-            return Ok(());
-        }
-        let mut events = self.engine.apply(command)?;
-        // The answer to OpenSession is `SessionOpened`, or a rejection without a request id
-        // (the client has not sent a request yet); anything else is routed as usual.
-        let mut outcome = Err(Reject::UnknownSession);
-        events.retain(|event| {
-            match &event.kind {
-                EventKind::SessionOpened { ttl_ms } => outcome = Ok((event.session, *ttl_ms)),
-                EventKind::Rejected { reason } if event.request.is_none() => {
-                    outcome = Err(reason.clone());
-                }
-                _ => return true,
-            }
-            false
-        });
-        self.sessions.route(&self.engine.core(), &mut events);
-        self.engine.recycle(events);
-        match outcome {
-            Ok((session, ttl_ms)) => {
-                // Written ahead: a restart must know how long this session's lease may last.
-                self.lease_record.granting(ttl_ms)?;
-                let messages = vec![self.welcome(session, secret, ttl_ms, false)];
-                let who = identity.as_deref().unwrap_or("-").to_owned();
-                self.sessions
-                    .insert(session, SessionState::new(conn, identity));
-                info!(%session, %peer, identity = %who, name = %hello.client_name, ttl_ms, "session opened");
-                self.sessions.monitor.stats.sessions_opened += 1;
-                let outcome = HelloOutcome::Welcome {
-                    session,
-                    messages,
-                    up_to_seq: 0,
-                };
-                if reply.send(outcome).is_err() {
-                    self.sessions.detach(session, conn_id);
-                }
-            }
-            Err(reason) => {
-                debug!(%peer, %reason, "session refused");
-                self.sessions.monitor.rejected(stats::reject_label(&reason));
-                let _ = reply.send(HelloOutcome::Refused(Refusal::Rejected(reason)));
-            }
-        }
-        Ok(())
     }
 
     fn request(
