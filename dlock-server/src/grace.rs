@@ -161,7 +161,13 @@ impl LeaseRecord {
                 record.persist(assume_ms)?;
                 Previous::Unrecorded
             }
-            None => Previous::None,
+            None => {
+                // Recorded at once, as "nothing granted yet": a lifetime that confirms no
+                // session (every Hello refused, say) leaves its successor a grace of the
+                // margin alone, not of the configured maximum lease.
+                record.persist(0)?;
+                Previous::None
+            }
         };
         Ok((record, previous))
     }
@@ -243,13 +249,29 @@ mod tests {
         let (record, previous) = LeaseRecord::open(dir.path(), false, 5_000).unwrap();
         assert_eq!(previous, Previous::None);
         assert_eq!(record.persisted(), 0);
-        assert!(!dir.path().join(FILE_NAME).exists());
+        assert_eq!(fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(), "0\n");
         for setting in [
             RestartGrace::Auto,
             RestartGrace::Fixed(Duration::from_secs(3)),
         ] {
             assert_eq!(grace_for(setting, previous, 5_000), Duration::ZERO);
         }
+    }
+
+    #[test]
+    fn a_lifetime_that_granted_no_lease_leaves_a_grace_of_the_margin_alone() {
+        // A first start whose every session was refused (a TTL over the maximum, say): the
+        // floor exists afterwards, and the restart must not assume the maximum lease.
+        let dir = tempfile::tempdir().unwrap();
+        let (record, _) = LeaseRecord::open(dir.path(), false, 300_000).unwrap();
+        drop(record);
+        let (record, previous) = LeaseRecord::open(dir.path(), true, 300_000).unwrap();
+        assert_eq!(previous, Previous::Recorded(0));
+        assert_eq!(record.persisted(), 0);
+        assert_eq!(
+            grace_for(RestartGrace::Auto, previous, 300_000),
+            GRACE_MARGIN
+        );
     }
 
     #[test]
