@@ -150,7 +150,7 @@ impl Default for Config {
             max_batch: 256,
             outbox_max_bytes: 4 << 20,
             max_connections_per_peer: 2_500,
-            max_request_rate: 50_000,
+            max_request_rate: 200_000,
             max_request_rate_per_peer: 0,
             max_sessions_per_peer: 25_000,
             max_locks_per_peer: None,
