@@ -470,6 +470,51 @@ mod tests {
     }
 
     #[test]
+    fn limits_that_would_refuse_every_client_are_refused_by_their_flag() {
+        let check = |flags: &[&str]| {
+            let mut argv = vec!["dlock-server"];
+            argv.extend_from_slice(flags);
+            let config = Args::try_parse_from(argv).unwrap().to_config();
+            crate::setup::validate(&config).map_err(|e| e.to_string())
+        };
+        for flag in [
+            "--max-sessions",
+            "--max-sessions-per-peer",
+            "--max-connections-per-peer",
+            "--max-locks",
+            "--max-locks-per-session",
+            "--max-locks-per-peer",
+            "--max-resources",
+            "--outbox-max-bytes",
+        ] {
+            let e = check(&[flag, "0"]).unwrap_err();
+            assert!(
+                e.contains(&format!("{flag} (")) && e.contains("at least 1"),
+                "{e}"
+            );
+            assert!(check(&[flag, "1"]).is_ok(), "{flag} 1");
+        }
+        for flag in [
+            "--handshake-timeout",
+            "--frame-timeout",
+            "--slow-reader-timeout",
+        ] {
+            let e = check(&[flag, "0s"]).unwrap_err();
+            assert!(e.contains(flag) && e.contains("longer than 0"), "{e}");
+            assert!(check(&[flag, "1ms"]).is_ok(), "{flag} 1ms");
+        }
+        let audit = ["--audit-log", "/tmp/audit.jsonl", "--audit-log-max-size"];
+        let e = check(&[&audit[..], &["0"]].concat()).unwrap_err();
+        assert!(e.contains("--audit-log-max-size"), "{e}");
+        assert!(check(&[&audit[..], &["64KiB"]].concat()).is_ok());
+        let e = check(&["--lease-ttl", "0s"]).unwrap_err();
+        assert!(
+            e.contains("--lease-ttl") && e.contains("--min-lease-ttl 100 ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn connections_are_fitted_to_the_open_file_limit() {
         let config = || Args::try_parse_from(["dlock-server"]).unwrap().to_config();
         let mut c = config();

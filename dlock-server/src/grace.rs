@@ -249,7 +249,10 @@ mod tests {
         let (record, previous) = LeaseRecord::open(dir.path(), false, 5_000).unwrap();
         assert_eq!(previous, Previous::None);
         assert_eq!(record.persisted(), 0);
-        assert_eq!(fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(), "0\n");
+        assert_eq!(
+            fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
+            "0\n"
+        );
         for setting in [
             RestartGrace::Auto,
             RestartGrace::Fixed(Duration::from_secs(3)),

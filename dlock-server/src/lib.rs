@@ -97,7 +97,7 @@ pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
 pub use security::{Security, TlsConfig};
-pub use setup::{FRAME_HEADROOM, MIN_NAME_LEN, MIN_VALUE_LEN};
+pub use setup::{FRAME_HEADROOM, MIN_AUDIT_LOG_SIZE, MIN_NAME_LEN, MIN_VALUE_LEN};
 use setup::{fit_to_open_files, lock_data_dir, open_file_limit, start_cluster, validate};
 pub use spawn::{Server, ServerHandle};
 

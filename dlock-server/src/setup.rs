@@ -20,6 +20,10 @@ pub const MIN_NAME_LEN: usize = 64;
 /// may send: ids, mode, flags, timeout, the encoding, a `Hello`'s token.
 pub const FRAME_HEADROOM: usize = 1024;
 
+/// The smallest audit log size before rotation (`--audit-log-max-size`): a few hundred
+/// lines.
+pub const MIN_AUDIT_LOG_SIZE: u64 = 64 * 1024;
+
 /// Descriptors kept for what is not a client connection: the listeners, the data directory's
 /// files and the audit log, peers of a cluster, HTTP connections, standard streams.
 pub(crate) const FD_RESERVE: u64 = 256;
@@ -63,20 +67,82 @@ pub(crate) async fn lock_data_dir(dir: &std::path::Path) -> Result<floor::DirLoc
 /// value block and name limits at least what the rule book asks, every request the limits
 /// allow fitting in a frame, and lease bounds that hold the default lease.
 pub(crate) fn validate(config: &Config) -> Result<(), ServerError> {
+    // Each limit is named by its flag (and its `Config` field): a limit of 0 would leave a
+    // server that refuses every client, which is never what was meant.
+    let e = &config.engine;
     let positive = [
-        ("max_connections", config.max_connections),
-        ("max_frame_len", config.max_frame_len),
+        (
+            "--max-connections (max_connections)",
+            config.max_connections,
+        ),
+        (
+            "--max-connections-per-peer (max_connections_per_peer)",
+            config.max_connections_per_peer,
+        ),
+        ("--max-sessions (engine.max_sessions)", e.max_sessions),
+        (
+            "--max-sessions-per-peer (max_sessions_per_peer)",
+            config.max_sessions_per_peer,
+        ),
+        ("--max-locks (engine.max_locks)", e.max_locks),
+        (
+            "--max-locks-per-session (engine.max_locks_per_session)",
+            e.max_locks_per_session,
+        ),
+        (
+            "--max-locks-per-peer (max_locks_per_peer)",
+            config.max_locks_per_peer.unwrap_or(1),
+        ),
+        ("--max-resources (engine.max_resources)", e.max_resources),
+        ("--max-frame-len (max_frame_len)", config.max_frame_len),
+        (
+            "--outbox-max-bytes (outbox_max_bytes)",
+            config.outbox_max_bytes,
+        ),
+        (
+            "--grace-queue-capacity (grace_queue_capacity)",
+            config.grace_queue_capacity,
+        ),
+        (
+            "--http-max-connections (http_max_connections)",
+            config.http_max_connections,
+        ),
         ("inbox_capacity", config.inbox_capacity),
         ("max_batch", config.max_batch),
-        ("outbox_max_bytes", config.outbox_max_bytes),
         ("replay_capacity", config.replay_capacity),
-        ("grace_queue_capacity", config.grace_queue_capacity),
-        ("http_max_connections", config.http_max_connections),
+        ("max_query_resources", config.max_query_resources),
     ];
     for (name, value) in positive {
         if value == 0 {
             return Err(ServerError::Config(format!("{name} must be at least 1")));
         }
+    }
+    let timeouts = [
+        (
+            "--handshake-timeout (handshake_timeout)",
+            config.handshake_timeout,
+        ),
+        ("--frame-timeout (frame_timeout)", config.frame_timeout),
+        (
+            "--slow-reader-timeout (slow_reader_timeout)",
+            config.slow_reader_timeout,
+        ),
+    ];
+    for (name, value) in timeouts {
+        if value.is_zero() {
+            return Err(ServerError::Config(format!(
+                "{name} must be longer than 0: with none, every client would be cut off at once"
+            )));
+        }
+    }
+    if let Some(audit) = &config.audit_log
+        && audit.max_size < MIN_AUDIT_LOG_SIZE
+    {
+        return Err(ServerError::Config(format!(
+            "--audit-log-max-size (audit_log.max_size) of {} bytes is below the minimum of \
+             {MIN_AUDIT_LOG_SIZE}: the log would be rotated after every few lines",
+            audit.max_size
+        )));
     }
     if config.max_frame_len > u32::MAX as usize {
         return Err(ServerError::Config("max_frame_len must fit in u32".into()));
@@ -84,7 +150,6 @@ pub(crate) fn validate(config: &Config) -> Result<(), ServerError> {
     if let Some(cc) = &config.cluster {
         cc.raft_listen().map_err(ServerError::Config)?;
     }
-    let e = &config.engine;
     // R24: a value block of a fixed length of at least 32 bytes; R1: names of at least 64.
     if e.lvb_len < MIN_VALUE_LEN {
         return Err(ServerError::Config(format!(
@@ -111,14 +176,15 @@ pub(crate) fn validate(config: &Config) -> Result<(), ServerError> {
     }
     if e.min_ttl_ms > e.max_ttl_ms {
         return Err(ServerError::Config(format!(
-            "min lease ttl {} ms exceeds max lease ttl {} ms",
+            "--min-lease-ttl {} ms exceeds --max-lease-ttl {} ms",
             e.min_ttl_ms, e.max_ttl_ms
         )));
     }
     let default_ms = config.default_lease_ttl.as_millis();
     if default_ms < u128::from(e.min_ttl_ms) || default_ms > u128::from(e.max_ttl_ms) {
         return Err(ServerError::Config(format!(
-            "default lease ttl {default_ms} ms outside [{}, {}] ms",
+            "--lease-ttl (the default lease) {default_ms} ms is outside --min-lease-ttl {} ms \
+             .. --max-lease-ttl {} ms",
             e.min_ttl_ms, e.max_ttl_ms
         )));
     }
