@@ -20,6 +20,9 @@
 //! fencing floor but no record (a server version before the record) is treated as if the
 //! previous run granted the configured maximum lease.
 //!
+//! A first start writes the record (0) next to the floor it creates, so that the next start
+//! knows the lifetime recorded its leases; a record of 0 means nothing to wait out.
+//!
 //! File format: one line with the longest lease TTL in milliseconds (a decimal number).
 
 use std::fmt;
@@ -113,7 +116,8 @@ pub(crate) struct LeaseRecord {
 /// What the data directory says about the previous lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Previous {
-    /// A fresh data directory: nothing was ever granted from it.
+    /// Nothing to wait out: a fresh data directory, or a previous lifetime that granted no
+    /// lease still to be waited out (its record is 0).
     None,
     /// A previous lifetime granted leases of at most this many milliseconds.
     Recorded(u64),
@@ -156,12 +160,20 @@ impl LeaseRecord {
             writes: 0,
         };
         let previous = match recorded {
+            // No lease of a previous lifetime is left to wait out.
+            Some(0) => Previous::None,
             Some(ms) => Previous::Recorded(ms),
             None if floor_existed => {
                 record.persist(assume_ms)?;
                 Previous::Unrecorded
             }
-            None => Previous::None,
+            None => {
+                // Recorded now, since the fencing floor (written at the start) is there from
+                // now on: the next start must not take this lifetime for one that predates
+                // the record.
+                record.persist(0)?;
+                Previous::None
+            }
         };
         Ok((record, previous))
     }
@@ -243,13 +255,20 @@ mod tests {
         let (record, previous) = LeaseRecord::open(dir.path(), false, 5_000).unwrap();
         assert_eq!(previous, Previous::None);
         assert_eq!(record.persisted(), 0);
-        assert!(!dir.path().join(FILE_NAME).exists());
         for setting in [
             RestartGrace::Auto,
             RestartGrace::Fixed(Duration::from_secs(3)),
         ] {
             assert_eq!(grace_for(setting, previous, 5_000), Duration::ZERO);
         }
+        // Recorded at once, so that the next start (which finds the fencing floor the server
+        // writes at its start) does not assume the longest lease of an unrecorded lifetime.
+        assert_eq!(
+            fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
+            "0\n"
+        );
+        let (_, again) = LeaseRecord::open(dir.path(), true, 5_000).unwrap();
+        assert_eq!(again, Previous::None);
     }
 
     #[test]
@@ -334,6 +353,7 @@ mod tests {
         record.granting(10_000).unwrap();
         assert_eq!(record.persisted(), 12_500);
         record.granting(12_000).unwrap();
-        assert_eq!((record.persisted(), record.writes), (12_500, 1));
+        // The record written at the first start, then one raise.
+        assert_eq!((record.persisted(), record.writes), (12_500, 2));
     }
 }

@@ -113,9 +113,10 @@ pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSIO
 /// accepting, sends `ShuttingDown` to every client, flushes the outboxes (bounded by
 /// [`Config::shutdown_grace`]) and returns.
 ///
-/// Returns an error if the data directory cannot be used, or if persisting the
-/// fencing-token floor fails while serving (the server stops rather than risk handing out a
-/// token that a restart could repeat).
+/// Returns an error if the data directory cannot be used (the fencing-token floor is written
+/// at the start), or if, while serving, the floor could not be raised for so long that every
+/// token reserved ahead is used (the server stops rather than risk handing out a token that a
+/// restart could repeat; a failed write before that is logged and retried).
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -176,18 +177,23 @@ pub(crate) async fn run_inner(
         );
     }
     let _dir_lock = lock_data_dir(&config.data_dir).await?;
-    let floor = floor::Floor::open(&config.data_dir)?;
+    let mut floor = floor::Floor::open(&config.data_dir)?;
     // A previous lifetime that did not record its leases may have granted the longest lease
     // the configuration allows.
     let assume_ms = config.engine.max_ttl_ms;
     let (lease_record, previous) =
         grace::LeaseRecord::open(&config.data_dir, floor.existed(), assume_ms)?;
+    if config.cluster.is_none() {
+        // After the lease record, which reads whether the floor was there: a data directory
+        // that cannot be written stops the server here, before it serves anyone.
+        floor.reserve()?;
+    }
     let grace_len = grace::grace_for(config.restart_grace, previous, assume_ms);
     let start = tokio::time::Instant::now();
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         data_dir = %config.data_dir.display(),
-        fencing_floor = floor.ceiling(),
+        fencing_floor = floor.base(),
         default_lease_ttl = ?config.default_lease_ttl,
         min_lease_ttl_ms = config.engine.min_ttl_ms,
         max_lease_ttl_ms = config.engine.max_ttl_ms,
