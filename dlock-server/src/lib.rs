@@ -64,6 +64,7 @@ mod audit_replica;
 pub mod budget;
 pub mod cli;
 pub mod cluster;
+mod complaints;
 mod config;
 mod conn;
 mod core_task;
@@ -92,6 +93,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::complaints::{Complaint, complain};
 
 pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN};
 pub use error::ServerError;
@@ -284,6 +287,10 @@ pub(crate) async fn run_inner(
     };
     let sequencer = cluster.as_ref().map(|link| link.sequencer.clone());
     let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
+    // The counts of client misbehaviour logged at DEBUG only; in a JoinSet so that it stops
+    // with `run`, however it ends.
+    let mut summaries = JoinSet::new();
+    summaries.spawn(complaints::summaries(token.clone()));
     // In a JoinSet so that dropping `run` (an abort) also drops the core task.
     let mut core = JoinSet::new();
     core.spawn(
@@ -481,7 +488,7 @@ async fn serve_tls(
             return;
         }
         Err(_) => {
-            warn!(peer = %addr, "TLS handshake not completed in time; closing connection");
+            complain!(Complaint::TlsHandshakeTimeout, peer = %addr, "TLS handshake not completed in time; closing connection");
             return;
         }
     };
