@@ -118,13 +118,14 @@ pub(crate) struct Limiter {
 impl Limiter {
     /// No complaints yet.
     pub(crate) const fn new() -> Limiter {
-        const EMPTY: Slot = Slot {
-            window: AtomicU64::new(0),
-            seen: AtomicU64::new(0),
-            quiet: AtomicU64::new(0),
-        };
         Limiter {
-            slots: [EMPTY; Complaint::ALL.len()],
+            slots: [const {
+                Slot {
+                    window: AtomicU64::new(0),
+                    seen: AtomicU64::new(0),
+                    quiet: AtomicU64::new(0),
+                }
+            }; Complaint::ALL.len()],
         }
     }
 
