@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::Config;
 use crate::admission::{Admitted, RateLimit, SharedRate, admit_shared};
 use crate::budget::OUTBOX_RESERVE;
+use crate::complaints::{Complaint, complain};
 use crate::dormant::Dormant;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
@@ -146,7 +147,7 @@ async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle)
         ReadOutcome::Closed => Frame::Eof,
         ReadOutcome::TimedOut => {
             net.frame_error(FrameError::Timeout);
-            warn!(%peer, "frame not completed in time; closing connection");
+            complain!(Complaint::FrameTimeout, %peer, "frame not completed in time; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::FrameTimeout)),
                 true,
@@ -156,7 +157,7 @@ async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle)
         ReadOutcome::Frame(Ok(msg)) => Frame::Message(msg),
         ReadOutcome::Frame(Err(malformed)) => {
             net.frame_error(FrameError::Malformed);
-            warn!(%peer, error = %malformed, "malformed frame; closing connection");
+            complain!(Complaint::Malformed, %peer, error = %malformed, "malformed frame; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::Malformed(
                     malformed.0,
@@ -172,7 +173,7 @@ async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle)
             // Bytes of another protocol are answered as any other length past the maximum:
             // read as a length, that is what they are.
             net.frame_error(FrameError::TooLarge);
-            warn!(%peer, len, max, error = %e, "frame too large; closing connection");
+            complain!(Complaint::TooLarge, %peer, len, max, error = %e, "frame too large; closing connection");
             conn.close(
                 Some(ServerMessage::ProtocolError(ProtocolError::FrameTooLarge {
                     len: len as u64,
@@ -369,7 +370,7 @@ async fn handshake<R: ReadHalf>(
     let first = tokio::time::timeout(config.handshake_timeout, next_frame(reader, conn)).await;
     let mut hello: Hello = match first {
         Err(_) => {
-            warn!(%peer, "no Hello within the handshake timeout; closing connection");
+            complain!(Complaint::HandshakeTimeout, %peer, "no Hello within the handshake timeout; closing connection");
             conn.shared.net.frame_error(FrameError::HandshakeTimeout);
             conn.close(
                 Some(ServerMessage::ProtocolError(
@@ -382,14 +383,14 @@ async fn handshake<R: ReadHalf>(
         Ok(Frame::End | Frame::Eof) => return None,
         Ok(Frame::Message(ClientMessage::Hello(hello))) => hello,
         Ok(Frame::Message(_)) => {
-            warn!(%peer, "first frame is not a Hello; closing connection");
+            complain!(Complaint::ExpectedHello, %peer, "first frame is not a Hello; closing connection");
             conn.shared.net.frame_error(FrameError::ExpectedHello);
             conn.close(Some(ServerMessage::Refused(Refusal::ExpectedHello)), true);
             return None;
         }
     };
     if hello.protocol_version != PROTOCOL_VERSION {
-        warn!(%peer, client = hello.protocol_version, server = PROTOCOL_VERSION, "protocol version mismatch; closing connection");
+        complain!(Complaint::VersionMismatch, %peer, client = hello.protocol_version, server = PROTOCOL_VERSION, "protocol version mismatch; closing connection");
         conn.shared.net.frame_error(FrameError::VersionMismatch);
         conn.close(
             Some(ServerMessage::Refused(Refusal::VersionMismatch {
@@ -408,7 +409,7 @@ async fn handshake<R: ReadHalf>(
     {
         Ok(identity) => identity,
         Err(_) => {
-            warn!(%peer, "client not authenticated; closing connection");
+            complain!(Complaint::Unauthenticated, %peer, "client not authenticated; closing connection");
             conn.shared.net.refused(NetRefusal::Unauthenticated);
             conn.close(Some(ServerMessage::Refused(Refusal::Unauthenticated)), true);
             return None;
@@ -488,7 +489,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     Ok(true) => {}
                     Ok(false) => return,
                     Err(_) => {
-                        warn!(%peer, "client not reading; closing connection");
+                        complain!(Complaint::SlowReader, %peer, "client not reading; closing connection");
                         shared.close(None, false);
                         return;
                     }

@@ -31,6 +31,32 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
+    /// The fencing-token floor could not be written at startup, so no token can be handed
+    /// out that a restart would not repeat.
+    #[error(
+        "cannot write the fencing-token floor in the data directory {dir} (--data-dir): {path}: {source}; make room there (or give another --data-dir) and start again"
+    )]
+    FloorStart {
+        /// The data directory.
+        dir: PathBuf,
+        /// The file or directory that could not be written.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// While serving, the fencing-token floor could not be raised and every token below it is
+    /// used: the server stops rather than hand out a token a restart could repeat.
+    #[error(
+        "fencing tokens exhausted: the floor in the data directory {dir} (--data-dir) could not be raised ({path}: {source}) and every token reserved ahead is used; stopping rather than hand out a token a restart could repeat; make room in {dir} and restart"
+    )]
+    FloorExhausted {
+        /// The data directory.
+        dir: PathBuf,
+        /// The file or directory that could not be written.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// Another `dlock-server` uses the data directory (it holds the lock on its `lock` file).
     #[error(
         "data directory {path} is in use by another dlock-server (it holds {path}/lock); give each server its own --data-dir"

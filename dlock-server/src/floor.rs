@@ -5,6 +5,14 @@
 //! `C + 1`; since the core's tokens are `max(last_token + 1, index)`, every token after a restart
 //! (even after `kill -9`) is above every token handed out before, and new ids never collide
 //! with old ones.
+//!
+//! The ceiling is written ahead by a block ([`BLOCK`]): once at startup ([`Floor::reserve`]),
+//! and again whenever use comes within half a block of it. A write that fails (a full disk,
+//! an IO error) does not stop the server: it goes on handing out what is still below the
+//! durable ceiling, logs the failure once per streak of failures, counts every one
+//! ([`Floor::write_failures`]) and tries again at most once per [`RETRY_MS`]. Only when
+//! nothing below the durable ceiling is left does [`Floor::ensure_above`] fail
+//! ([`ServerError::FloorExhausted`]): handing out more could repeat a token after a restart.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -19,6 +27,10 @@ use crate::ServerError;
 /// `BLOCK / 2` inputs.
 pub(crate) const BLOCK: u64 = 1 << 20;
 
+/// After a failed write, the next attempt comes at the earliest this many milliseconds
+/// later, unless nothing reserved is left (then every use tries).
+pub(crate) const RETRY_MS: u64 = 1_000;
+
 const FILE_NAME: &str = "fencing-floor";
 const TEMP_NAME: &str = "fencing-floor.tmp";
 
@@ -26,9 +38,21 @@ const TEMP_NAME: &str = "fencing-floor.tmp";
 #[derive(Debug)]
 pub(crate) struct Floor {
     dir: PathBuf,
+    /// The ceiling when opened: everything a previous lifetime sent is below it.
+    base: u64,
+    /// The durable ceiling: the file holds at least this.
     ceiling: u64,
     /// The file was there when the floor was opened: a previous lifetime applied inputs.
     existed: bool,
+    /// How far ahead the ceiling is written ([`BLOCK`]; smaller in tests).
+    block: u64,
+    /// Failed writes since the last one that succeeded.
+    failing: u64,
+    /// Failed writes since the floor was opened.
+    failures: u64,
+    /// While failing: no new attempt before this time (the caller's clock, in ms) unless
+    /// nothing reserved is left.
+    retry_at_ms: u64,
 }
 
 /// Creates the data directory if needed (private: mode 0700; an existing one keeps its mode).
@@ -92,9 +116,40 @@ impl Floor {
         };
         Ok(Floor {
             dir: dir.to_owned(),
+            base: ceiling,
             ceiling,
             existed,
+            block: BLOCK,
+            failing: 0,
+            failures: 0,
+            retry_at_ms: 0,
         })
+    }
+
+    /// Raises the ceiling a block above what a previous lifetime may have used, before
+    /// anything is served: on a fresh data directory the file is created here, so a data
+    /// directory that cannot be written (a full disk, say) stops the server at its start,
+    /// not at its first grant.
+    pub(crate) fn reserve(&mut self) -> Result<(), ServerError> {
+        let new = self.base.saturating_add(1).saturating_add(self.block);
+        self.persist(new)
+            .map_err(|(path, source)| ServerError::FloorStart {
+                dir: self.dir.clone(),
+                path,
+                source,
+            })?;
+        self.ceiling = new;
+        Ok(())
+    }
+
+    /// The ceiling when the floor was opened: this lifetime's inputs start above it.
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// How many writes of the floor have failed since it was opened.
+    pub(crate) fn write_failures(&self) -> u64 {
+        self.failures
     }
 
     /// Whether the floor file existed when it was opened (a previous server lifetime ran on
@@ -104,32 +159,93 @@ impl Floor {
     }
 
     /// The persisted ceiling: everything ever sent is below it.
+    #[cfg(test)]
     pub(crate) fn ceiling(&self) -> u64 {
         self.ceiling
     }
 
-    /// Makes sure the ceiling stays ahead of `used` (the highest index or token applied so
-    /// far): once `used` comes within half a block of it, persists `used + BLOCK`. Call after
-    /// every apply, before sending its events.
-    pub(crate) fn ensure_above(&mut self, used: u64) -> Result<(), ServerError> {
-        if used < self.ceiling.saturating_sub(BLOCK / 2) {
+    /// The floor, written ahead by `block` instead of [`BLOCK`] (so tests reach its edge).
+    #[cfg(test)]
+    pub(crate) fn with_block(mut self, block: u64) -> Floor {
+        self.block = block;
+        self
+    }
+
+    /// Writes go to `dir` from now on: a path that cannot be written makes them fail, as a
+    /// full disk would (also for root, unlike a directory without write permission).
+    #[cfg(test)]
+    pub(crate) fn write_to(&mut self, dir: &Path) {
+        self.dir = dir.to_owned();
+    }
+
+    /// Makes sure `used` (the highest index or token applied so far, or about to be) is
+    /// below the durable ceiling, and keeps the ceiling ahead of it: once `used` comes within
+    /// half a block of it, persists `used + block`. `now_ms` is the caller's clock, which
+    /// paces attempts after a failure. Call before each apply (for its index) and after it,
+    /// before sending its events.
+    ///
+    /// A failed write is logged (once per streak of failures) and counted, and `Ok` is
+    /// returned while `used` is still below the durable ceiling; the error
+    /// [`ServerError::FloorExhausted`] only when it is not (nothing may then be sent).
+    pub(crate) fn ensure_above(&mut self, used: u64, now_ms: u64) -> Result<(), ServerError> {
+        if used < self.ceiling.saturating_sub(self.block / 2) {
             return Ok(());
         }
-        let new = used.saturating_add(BLOCK);
-        self.persist(new)?;
-        self.ceiling = new;
-        Ok(())
+        let reserved = used < self.ceiling;
+        if reserved && self.failing > 0 && now_ms < self.retry_at_ms {
+            return Ok(());
+        }
+        let new = used.saturating_add(self.block);
+        match self.persist(new) {
+            Ok(()) => {
+                if self.failing > 0 {
+                    tracing::info!(
+                        failed_writes = self.failing,
+                        fencing_floor = new,
+                        "the fencing-token floor is written again"
+                    );
+                    self.failing = 0;
+                }
+                self.ceiling = new;
+                Ok(())
+            }
+            Err((path, source)) => {
+                self.failing += 1;
+                self.failures += 1;
+                self.retry_at_ms = now_ms.saturating_add(RETRY_MS);
+                if !reserved {
+                    return Err(ServerError::FloorExhausted {
+                        dir: self.dir.clone(),
+                        path,
+                        source,
+                    });
+                }
+                if self.failing == 1 {
+                    tracing::error!(
+                        path = %path.display(),
+                        error = %source,
+                        reserved_left = self.ceiling - used,
+                        "cannot raise the fencing-token floor; serving from the tokens still \
+                         reserved and trying again every second (the server stops granting \
+                         when they run out; make room in --data-dir; counted in \
+                         dlock_floor_write_failures_total)"
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Writes `value` durably (see [`write_durably`]).
-    fn persist(&self, value: u64) -> Result<(), ServerError> {
+    fn persist(&self, value: u64) -> Result<(), (PathBuf, io::Error)> {
         write_durably(&self.dir, TEMP_NAME, FILE_NAME, &format!("{value}\n"))
-            .map_err(|(path, source)| ServerError::Floor { path, source })
     }
 }
 
 /// Replaces `dir/name` with `content` durably: writes `dir/temp`, fsyncs it, renames it over
-/// `dir/name` and fsyncs the directory. On failure, the path involved and the cause.
+/// `dir/name` and fsyncs the directory. On failure, the path involved and the cause, and
+/// `dir/temp` is removed (`dir/name` then holds the old content, or the new one if only the
+/// final fsync of the directory failed).
 pub(crate) fn write_durably(
     dir: &Path,
     temp: &str,
@@ -137,7 +253,21 @@ pub(crate) fn write_durably(
     content: &str,
 ) -> Result<(), (PathBuf, io::Error)> {
     let tmp = dir.join(temp);
-    let path = dir.join(name);
+    let written = replace_with(dir, &tmp, &dir.join(name), content);
+    if written.is_err() {
+        // Best effort: a file left half written (a full disk) only takes space.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// [`write_durably`] but for removing the temporary file on failure.
+fn replace_with(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    content: &str,
+) -> Result<(), (PathBuf, io::Error)> {
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| (path, source)
@@ -146,11 +276,11 @@ pub(crate) fn write_durably(
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(&tmp).map_err(err(&tmp))?;
-    f.write_all(content.as_bytes()).map_err(err(&tmp))?;
-    f.sync_all().map_err(err(&tmp))?;
+    let mut f = options.open(tmp).map_err(err(tmp))?;
+    f.write_all(content.as_bytes()).map_err(err(tmp))?;
+    f.sync_all().map_err(err(tmp))?;
     drop(f);
-    fs::rename(&tmp, &path).map_err(err(&path))?;
+    fs::rename(tmp, path).map_err(err(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(err(dir))?;
@@ -167,17 +297,97 @@ mod tests {
         let mut floor = Floor::open(dir.path()).unwrap();
         assert_eq!(floor.ceiling(), 0);
         assert!(!floor.existed());
-        floor.ensure_above(1).unwrap();
+        floor.ensure_above(1, 0).unwrap();
         assert_eq!(floor.ceiling(), 1 + BLOCK);
         // Well below the threshold: nothing is written.
-        floor.ensure_above(10).unwrap();
+        floor.ensure_above(10, 0).unwrap();
         assert_eq!(floor.ceiling(), 1 + BLOCK);
         // Within half a block: raised.
-        floor.ensure_above(1 + BLOCK / 2 + 5).unwrap();
+        floor.ensure_above(1 + BLOCK / 2 + 5, 0).unwrap();
         assert_eq!(floor.ceiling(), 1 + BLOCK / 2 + 5 + BLOCK);
         let reopened = Floor::open(dir.path()).unwrap();
         assert_eq!(reopened.ceiling(), floor.ceiling());
         assert!(reopened.existed());
+    }
+
+    /// A path that cannot be written, even by root: its parent is a regular file.
+    fn unwritable(parent: &Path) -> PathBuf {
+        let file = parent.join("not-a-directory");
+        fs::write(&file, "").unwrap();
+        file.join("data")
+    }
+
+    fn durable(dir: &Path) -> u64 {
+        Floor::open(dir).unwrap().ceiling()
+    }
+
+    #[test]
+    fn reserve_writes_a_block_above_the_previous_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut floor = Floor::open(dir.path()).unwrap().with_block(100);
+        floor.reserve().unwrap();
+        assert_eq!((floor.base(), floor.ceiling()), (0, 101));
+        assert_eq!(durable(dir.path()), 101);
+        let mut again = Floor::open(dir.path()).unwrap().with_block(100);
+        assert!(again.existed());
+        again.reserve().unwrap();
+        assert_eq!((again.base(), again.ceiling()), (101, 202));
+    }
+
+    #[test]
+    fn reserve_on_an_unwritable_dir_names_the_dir_and_the_flag() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let mut floor = Floor::open(&dir).unwrap();
+        floor.write_to(&unwritable(parent.path()));
+        let err = floor.reserve().unwrap_err();
+        assert!(matches!(err, ServerError::FloorStart { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("--data-dir"), "{msg}");
+        assert!(msg.contains("not-a-directory"), "{msg}");
+    }
+
+    #[test]
+    fn a_failed_write_serves_what_is_reserved_then_stops_at_the_durable_ceiling() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let mut floor = Floor::open(&dir).unwrap().with_block(16);
+        floor.reserve().unwrap();
+        assert_eq!(floor.ceiling(), 17);
+        floor.write_to(&unwritable(parent.path()));
+        // From 9 on (within half a block) each use wants a write: the first fails and is
+        // counted; later ones wait for the retry time, and all are still served.
+        for used in 9..=16 {
+            floor.ensure_above(used, 5).unwrap();
+        }
+        assert_eq!(floor.write_failures(), 1);
+        floor.ensure_above(16, 5 + RETRY_MS).unwrap();
+        assert_eq!(floor.write_failures(), 2);
+        // 17 is not below the durable ceiling: nothing may be handed out, even before the
+        // retry time.
+        let err = floor.ensure_above(17, 6 + RETRY_MS).unwrap_err();
+        assert!(matches!(err, ServerError::FloorExhausted { .. }), "{err:?}");
+        assert!(err.to_string().contains("--data-dir"), "{err}");
+        assert_eq!(floor.write_failures(), 3);
+        assert_eq!(durable(&dir), 17);
+        // Writable again: the next use raises it, and the streak is over.
+        floor.write_to(&dir);
+        floor.ensure_above(17, 7 + RETRY_MS).unwrap();
+        assert_eq!(floor.ceiling(), 33);
+        assert_eq!(durable(&dir), 33);
+        floor.write_to(&unwritable(parent.path()));
+        floor.ensure_above(25, 8 + RETRY_MS).unwrap();
+        assert_eq!(floor.write_failures(), 4, "a new streak tries at once");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A non-empty directory where the file goes: the write succeeds, the rename fails.
+        fs::create_dir_all(dir.path().join(FILE_NAME).join("x")).unwrap();
+        let (path, _) = write_durably(dir.path(), TEMP_NAME, FILE_NAME, "5\n").unwrap_err();
+        assert_eq!(path, dir.path().join(FILE_NAME));
+        assert!(!dir.path().join(TEMP_NAME).exists());
     }
 
     #[test]
@@ -208,7 +418,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("data");
         let mut floor = Floor::open(&dir).unwrap();
-        floor.ensure_above(1).unwrap();
+        floor.ensure_above(1, 0).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);

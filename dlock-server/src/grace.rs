@@ -20,6 +20,9 @@
 //! fencing floor but no record (a server version before the record) is treated as if the
 //! previous run granted the configured maximum lease.
 //!
+//! A first start writes the record (0) next to the floor it creates, so that the next start
+//! knows the lifetime recorded its leases; a record of 0 means nothing to wait out.
+//!
 //! File format: one line with the longest lease TTL in milliseconds (a decimal number).
 
 use std::fmt;
@@ -113,7 +116,8 @@ pub(crate) struct LeaseRecord {
 /// What the data directory says about the previous lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Previous {
-    /// A fresh data directory: nothing was ever granted from it.
+    /// Nothing to wait out: a fresh data directory, or a previous lifetime that granted no
+    /// lease still to be waited out (its record is 0).
     None,
     /// A previous lifetime granted leases of at most this many milliseconds.
     Recorded(u64),
@@ -156,15 +160,17 @@ impl LeaseRecord {
             writes: 0,
         };
         let previous = match recorded {
+            // No lease of a previous lifetime is left to wait out.
+            Some(0) => Previous::None,
             Some(ms) => Previous::Recorded(ms),
             None if floor_existed => {
                 record.persist(assume_ms)?;
                 Previous::Unrecorded
             }
             None => {
-                // Recorded at once, as "nothing granted yet": a lifetime that confirms no
-                // session (every Hello refused, say) leaves its successor a grace of the
-                // margin alone, not of the configured maximum lease.
+                // Recorded now, since the fencing floor (written at the start) is there from
+                // now on: the next start must not take this lifetime for one that predates
+                // the record.
                 record.persist(0)?;
                 Previous::None
             }
@@ -249,32 +255,20 @@ mod tests {
         let (record, previous) = LeaseRecord::open(dir.path(), false, 5_000).unwrap();
         assert_eq!(previous, Previous::None);
         assert_eq!(record.persisted(), 0);
-        assert_eq!(
-            fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
-            "0\n"
-        );
         for setting in [
             RestartGrace::Auto,
             RestartGrace::Fixed(Duration::from_secs(3)),
         ] {
             assert_eq!(grace_for(setting, previous, 5_000), Duration::ZERO);
         }
-    }
-
-    #[test]
-    fn a_lifetime_that_granted_no_lease_leaves_a_grace_of_the_margin_alone() {
-        // A first start whose every session was refused (a TTL over the maximum, say): the
-        // floor exists afterwards, and the restart must not assume the maximum lease.
-        let dir = tempfile::tempdir().unwrap();
-        let (record, _) = LeaseRecord::open(dir.path(), false, 300_000).unwrap();
-        drop(record);
-        let (record, previous) = LeaseRecord::open(dir.path(), true, 300_000).unwrap();
-        assert_eq!(previous, Previous::Recorded(0));
-        assert_eq!(record.persisted(), 0);
+        // Recorded at once, so that the next start (which finds the fencing floor the server
+        // writes at its start) does not assume the longest lease of an unrecorded lifetime.
         assert_eq!(
-            grace_for(RestartGrace::Auto, previous, 300_000),
-            GRACE_MARGIN
+            fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
+            "0\n"
         );
+        let (_, again) = LeaseRecord::open(dir.path(), true, 5_000).unwrap();
+        assert_eq!(again, Previous::None);
     }
 
     #[test]
@@ -359,6 +353,7 @@ mod tests {
         record.granting(10_000).unwrap();
         assert_eq!(record.persisted(), 12_500);
         record.granting(12_000).unwrap();
-        assert_eq!((record.persisted(), record.writes), (12_500, 1));
+        // The record written at the first start, then one raise.
+        assert_eq!((record.persisted(), record.writes), (12_500, 2));
     }
 }

@@ -64,6 +64,7 @@ mod audit_replica;
 pub mod budget;
 pub mod cli;
 pub mod cluster;
+mod complaints;
 mod config;
 mod conn;
 mod core_task;
@@ -93,6 +94,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::complaints::{Complaint, complain};
+
 pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
@@ -113,9 +116,10 @@ pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSIO
 /// accepting, sends `ShuttingDown` to every client, flushes the outboxes (bounded by
 /// [`Config::shutdown_grace`]) and returns.
 ///
-/// Returns an error if the data directory cannot be used, or if persisting the
-/// fencing-token floor fails while serving (the server stops rather than risk handing out a
-/// token that a restart could repeat).
+/// Returns an error if the data directory cannot be used (the fencing-token floor is written
+/// at the start), or if, while serving, the floor could not be raised for so long that every
+/// token reserved ahead is used (the server stops rather than risk handing out a token that a
+/// restart could repeat; a failed write before that is logged and retried).
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -176,18 +180,23 @@ pub(crate) async fn run_inner(
         );
     }
     let _dir_lock = lock_data_dir(&config.data_dir).await?;
-    let floor = floor::Floor::open(&config.data_dir)?;
+    let mut floor = floor::Floor::open(&config.data_dir)?;
     // A previous lifetime that did not record its leases may have granted the longest lease
     // the configuration allows.
     let assume_ms = config.engine.max_ttl_ms;
     let (lease_record, previous) =
         grace::LeaseRecord::open(&config.data_dir, floor.existed(), assume_ms)?;
+    if config.cluster.is_none() {
+        // After the lease record, which reads whether the floor was there: a data directory
+        // that cannot be written stops the server here, before it serves anyone.
+        floor.reserve()?;
+    }
     let grace_len = grace::grace_for(config.restart_grace, previous, assume_ms);
     let start = tokio::time::Instant::now();
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         data_dir = %config.data_dir.display(),
-        fencing_floor = floor.ceiling(),
+        fencing_floor = floor.base(),
         default_lease_ttl = ?config.default_lease_ttl,
         min_lease_ttl_ms = config.engine.min_ttl_ms,
         max_lease_ttl_ms = config.engine.max_ttl_ms,
@@ -278,6 +287,10 @@ pub(crate) async fn run_inner(
     };
     let sequencer = cluster.as_ref().map(|link| link.sequencer.clone());
     let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
+    // The counts of client misbehaviour logged at DEBUG only; in a JoinSet so that it stops
+    // with `run`, however it ends.
+    let mut summaries = JoinSet::new();
+    summaries.spawn(complaints::summaries(token.clone()));
     // In a JoinSet so that dropping `run` (an abort) also drops the core task.
     let mut core = JoinSet::new();
     core.spawn(
@@ -475,7 +488,7 @@ async fn serve_tls(
             return;
         }
         Err(_) => {
-            warn!(peer = %addr, "TLS handshake not completed in time; closing connection");
+            complain!(Complaint::TlsHandshakeTimeout, peer = %addr, "TLS handshake not completed in time; closing connection");
             return;
         }
     };

@@ -137,6 +137,8 @@ pub(crate) struct CoreSnapshot {
     /// Why no locks are granted (the restart grace, or a cluster member that does not
     /// lead); `None` when they are.
     pub(crate) unready: Option<&'static str>,
+    /// Failed writes of the fencing-token floor since the start.
+    pub(crate) floor_write_failures: u64,
 }
 
 /// The core's answer to a `Hello`.

@@ -115,10 +115,10 @@ pub(super) struct Engine {
 }
 
 impl Engine {
-    /// An empty engine whose inputs start above the floor's ceiling and whose clock starts at
-    /// `start`.
+    /// An empty engine whose inputs start above the floor's ceiling as it was opened (above
+    /// everything a previous lifetime used) and whose clock starts at `start`.
     pub(super) fn new(config: dlock_core::Config, floor: Floor, start: Instant) -> Engine {
-        let next_index = floor.ceiling() + 1;
+        let next_index = floor.base() + 1;
         Engine {
             replicated: None,
             core: Core::new(config),
@@ -198,7 +198,9 @@ impl Engine {
     /// Applies one command with the next index and the current time; persists a higher
     /// fencing-token ceiling first when needed (before the input is applied and recorded,
     /// and again for the tokens it handed out), so nothing is recorded or sent before it is
-    /// durable.
+    /// below the durable ceiling. A failed write leaves the server serving from what is
+    /// still reserved; the error comes only once that is used up (see [`Floor`]), so the
+    /// caller stops.
     /// Hand the events back with [`recycle`](Self::recycle) once routed.
     /// In a cluster the command is proposed instead and the events come later, through the
     /// feed, once the entry is applied: the list returned is empty.
@@ -212,13 +214,16 @@ impl Engine {
             return Ok(std::mem::take(&mut self.events_buf));
         }
         let index = self.next_index;
+        let now_ms = self.now_ms();
         // The index (and the first token it may hand out) is covered by the persisted ceiling
         // before the input is applied and recorded: a process killed between the audit line
-        // and the persist would otherwise restart below an index its log shows as used.
-        self.floor
-            .ensure_above(index.max(self.core.last_token().0.saturating_add(1)))?;
+        // and the persist would otherwise restart below an index its log shows as used. An
+        // error here comes before the engine changed.
+        self.floor.ensure_above(
+            index.max(self.core.last_token().0.saturating_add(1)),
+            now_ms,
+        )?;
         self.next_index += 1;
-        let now_ms = self.now_ms();
         let input = Input {
             index,
             now_ms,
@@ -237,8 +242,13 @@ impl Engine {
             }
         }
         let used = self.core.last_index().max(self.core.last_token().0);
-        self.floor.ensure_above(used)?;
+        self.floor.ensure_above(used, now_ms)?;
         Ok(events)
+    }
+
+    /// How many writes of the fencing-token floor have failed since the start.
+    pub(super) fn floor_write_failures(&self) -> u64 {
+        self.floor.write_failures()
     }
 
     /// In a cluster: proposes `command`, whose events come through the feed once applied;
@@ -272,9 +282,101 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use dlock_core::{RequestId, SessionId};
+    use dlock_core::{
+        EventKind, FencingToken, LockRequest, Mode, RequestId, SessionId, UnlockRequest,
+    };
 
     use super::*;
+
+    /// Opens session 1 on a new engine over `floor` (reserved as at a server's start).
+    fn engine_with_session(floor: Floor) -> (Engine, SessionId) {
+        let mut floor = floor;
+        floor.reserve().unwrap();
+        let mut engine = Engine::new(dlock_core::Config::default(), floor, Instant::now());
+        let events = engine
+            .apply(Command::OpenSession {
+                name: "s".into(),
+                ttl_ms: 10_000,
+                secret: 1,
+            })
+            .unwrap();
+        (engine, events[0].session)
+    }
+
+    /// Locks and unlocks `r` once: the grant's token, or the error that stopped it.
+    fn grant_once(
+        engine: &mut Engine,
+        session: SessionId,
+        request: &mut u64,
+    ) -> Result<FencingToken, ServerError> {
+        *request += 1;
+        let events = engine.apply(Command::Lock {
+            session,
+            request: RequestId(*request),
+            args: LockRequest::new("r", Mode::EX),
+        })?;
+        let Some(Event {
+            lock: Some(lock),
+            kind: EventKind::Granted { token, .. },
+            ..
+        }) = events.first().cloned()
+        else {
+            panic!("not granted: {events:?}");
+        };
+        *request += 1;
+        engine.apply(Command::Unlock {
+            session,
+            request: RequestId(*request),
+            args: UnlockRequest::new(lock),
+        })?;
+        Ok(token)
+    }
+
+    #[test]
+    fn an_unwritable_floor_serves_what_is_reserved_and_a_restart_repeats_no_token() {
+        const BLOCK: u64 = 64;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let floor = Floor::open(&dir).unwrap().with_block(BLOCK);
+        let (mut engine, session) = engine_with_session(floor);
+        let durable = || Floor::open(&dir).unwrap().ceiling();
+        assert_eq!(durable(), BLOCK + 1);
+        // From now on every write fails, as on a full disk (for root too: the parent of the
+        // path is a regular file).
+        let file = parent.path().join("not-a-directory");
+        std::fs::write(&file, "").unwrap();
+        engine.floor.write_to(&file.join("data"));
+        let mut request = 0;
+        let mut tokens = Vec::new();
+        let stopped = loop {
+            match grant_once(&mut engine, session, &mut request) {
+                Ok(token) => tokens.push(token.0),
+                Err(e) => break e,
+            }
+            assert!(tokens.len() < 1_000, "never stopped");
+        };
+        assert!(
+            matches!(stopped, ServerError::FloorExhausted { .. }),
+            "{stopped:?}"
+        );
+        assert!(engine.floor_write_failures() >= 1);
+        let highest = *tokens.last().unwrap();
+        // Served past the point where the floor wanted raising, up to the durable ceiling
+        // and never at or beyond it.
+        assert!(highest > BLOCK / 2 + 1, "{tokens:?}");
+        assert_eq!(durable(), BLOCK + 1);
+        assert!(highest < durable(), "{highest} not below {}", durable());
+        assert!(!dir.join("fencing-floor.tmp").exists());
+        // A restart (the disk has room again) starts above every token handed out.
+        drop(engine);
+        let floor = Floor::open(&dir).unwrap().with_block(BLOCK);
+        let (mut engine, session) = engine_with_session(floor);
+        let after = grant_once(&mut engine, session, &mut 0).unwrap();
+        assert!(
+            after.0 > highest,
+            "{after:?} repeats a token up to {highest}"
+        );
+    }
 
     fn replicated(
         dir: &std::path::Path,

@@ -10,10 +10,10 @@
 //! A full outbox means a slow reader: the connection is closed with `SlowReader`; its
 //! session stays (R51), its events stay in the replay buffer, and the client can resume.
 
+use crate::complaints::{Complaint, complain};
 use crate::outbox::PushError;
 use dlock_core::SessionId;
 use dlock_proto::{ProtocolError, ServerMessage};
-use tracing::warn;
 
 use crate::handle::{ConnHandle, ConnId};
 
@@ -97,7 +97,7 @@ impl Outbound {
                     Out::Message(msg) => match p.handle.outbox.try_push(msg) {
                         Ok(()) => continue,
                         Err(PushError::Full(_)) => {
-                            warn!(peer = %p.handle.peer(), "client too slow reading; closing connection");
+                            complain!(Complaint::SlowReader, peer = %p.handle.peer(), "client too slow reading; closing connection");
                             p.handle.close(
                                 Some(ServerMessage::ProtocolError(ProtocolError::SlowReader)),
                                 false,

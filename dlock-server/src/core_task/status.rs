@@ -54,6 +54,7 @@ impl CoreTask {
                 stats: self.sessions.monitor.stats.clone(),
                 census: core.census(),
                 unready: self.unready(),
+                floor_write_failures: self.engine.floor_write_failures(),
             })),
             StatusQuery::Status => {
                 let census = core.census();

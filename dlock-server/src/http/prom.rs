@@ -232,6 +232,11 @@ pub(crate) fn encode(snap: &CoreSnapshot, net: &NetMetrics) -> Result<String, st
         Unit::Bytes,
         counter(get(&net.bytes_out)),
     );
+    r.register(
+        "floor_write_failures",
+        "Failed writes of the fencing-token floor (a full or failing disk under --data-dir)",
+        counter(snap.floor_write_failures),
+    );
     let busy = Counter::<f64, AtomicU64>::default();
     busy.inc_by(s.busy_ns as f64 / 1e9);
     r.register_with_unit(

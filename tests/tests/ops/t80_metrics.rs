@@ -53,6 +53,7 @@ async fn t80_counters_move_by_exactly_the_workload() -> Result<()> {
         "dlock_queue_wait_seconds_count",
         "dlock_request_service_seconds_bucket",
         "dlock_core_busy_seconds_total",
+        "dlock_floor_write_failures_total",
         "dlock_received_bytes_total",
         "dlock_frame_errors_total",
         "dlock_rejected_requests_total",
