@@ -31,6 +31,10 @@ fn start(dir: &std::path::Path, rules: &std::path::Path) -> (Server, String) {
         .args([
             "--listen",
             "127.0.0.1:0",
+            // Not the default 7421: a server the user started (the README's first command)
+            // may hold it.
+            "--http-listen",
+            "off",
             "--log-format",
             "json",
             "--restart-grace",
