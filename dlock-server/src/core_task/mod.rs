@@ -49,7 +49,7 @@ use self::grace::NotHeld;
 use self::reads::{Reads, WaitingQuery};
 use self::routing::{apply_and_route, apply_for_server, close_overflowed};
 use self::sessions::Sessions;
-pub(crate) use self::stats::REQUEST_KINDS;
+pub(crate) use self::stats::{CORE_REJECT_LABELS, REQUEST_KINDS};
 use self::turns::{Turn, Turns};
 use crate::floor::Floor;
 use crate::grace::LeaseRecord;

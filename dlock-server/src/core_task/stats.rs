@@ -114,6 +114,29 @@ impl Monitor {
     }
 }
 
+/// Every `reason` label the core task counts (see [`Monitor::rejected`]): its own refusals,
+/// then the engine's ([`reject_label`]). `/metrics` shows each, at 0 until it first
+/// happens, so that an alert on one does not wait for a series to appear.
+pub(crate) const CORE_REJECT_LABELS: [&str; 17] = [
+    "overloaded",
+    "too_many_sessions_from_peer",
+    "permission_denied",
+    "grace_queue_full",
+    "duplicate_request_id",
+    "unknown_session",
+    "invalid",
+    "not_found",
+    "busy",
+    "not_pending",
+    "limit_sessions",
+    "limit_resources",
+    "limit_locks_per_session",
+    "limit_waiters_per_resource",
+    "limit_locks",
+    "limit_locks_per_peer",
+    "other",
+];
+
 /// The `reason` label of an engine rejection.
 pub(crate) fn reject_label(reason: &Reject) -> &'static str {
     match reason {
@@ -144,6 +167,33 @@ mod tests {
             lock: Some(LockId(4)),
             kind,
         }
+    }
+
+    #[test]
+    fn every_engine_rejection_has_a_label_shown_before_it_happens() {
+        let reasons = [
+            Reject::Invalid(dlock_core::Invalid::EmptyName),
+            Reject::NotFound,
+            Reject::Busy,
+            Reject::NotPending,
+            Reject::UnknownSession,
+            Reject::LimitExceeded(Limit::Sessions),
+            Reject::LimitExceeded(Limit::Resources),
+            Reject::LimitExceeded(Limit::LocksPerSession),
+            Reject::LimitExceeded(Limit::WaitersPerResource),
+            Reject::LimitExceeded(Limit::Locks),
+            Reject::LimitExceeded(Limit::LocksPerPeer),
+        ];
+        for reason in &reasons {
+            assert!(
+                CORE_REJECT_LABELS.contains(&reject_label(reason)),
+                "{reason:?}"
+            );
+        }
+        let mut labels = CORE_REJECT_LABELS.to_vec();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), CORE_REJECT_LABELS.len(), "a label twice");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::HttpState;
-use crate::core_task::REQUEST_KINDS;
+use crate::core_task::{CORE_REJECT_LABELS, REQUEST_KINDS};
 use crate::metrics::{BUCKETS, FrameError, Hist, NetMetrics, NetRefusal};
 use crate::msg::{CoreSnapshot, StatusAnswer, StatusQuery};
 
@@ -208,6 +208,9 @@ pub(crate) fn encode(snap: &CoreSnapshot, net: &NetMetrics) -> Result<String, st
         rejected
             .get_or_create(&vec![("reason", why.label().to_owned())])
             .inc_by(n);
+    }
+    for why in CORE_REJECT_LABELS {
+        rejected.get_or_create(&vec![("reason", why.to_owned())]);
     }
     for (why, n) in &s.rejected {
         rejected
