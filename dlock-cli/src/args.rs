@@ -22,7 +22,8 @@ Exit codes:
   2      usage error, or an argument the server rejects (an empty or too long name,
          a --ttl outside its bounds)
   69     server unreachable (also when it stays unreachable for a whole lease while
-         waiting for the lock)
+         waiting for the lock), or a cluster without a leader: members answer that
+         they do not lead for 5 s (dlock waits that long for a fail-over)
   70     internal or protocol error, or a stdout that cannot be written
   77     not permitted: no or a wrong credential (token, client certificate), or the
          server's rules do not allow this identity to do this

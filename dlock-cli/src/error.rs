@@ -10,7 +10,8 @@ pub mod exit {
     pub const NOT_ACQUIRED: u8 = 1;
     /// Usage error (clap's own exit code).
     pub const USAGE: u8 = 2;
-    /// The server could not be reached (sysexits `EX_UNAVAILABLE`).
+    /// The server could not be reached, or the cluster has no leader (sysexits
+    /// `EX_UNAVAILABLE`).
     pub const UNAVAILABLE: u8 = 69;
     /// Internal or protocol error (sysexits `EX_SOFTWARE`).
     pub const SOFTWARE: u8 = 70;
@@ -37,6 +38,15 @@ pub enum CliError {
         /// The address tried.
         addr: String,
         /// What the client said.
+        source: dlock_client::Error,
+    },
+    /// The members of a cluster answered, but none leads (for the whole connect timeout):
+    /// an election that takes long, or no majority.
+    #[error("server {addr} unavailable: {source}")]
+    NoLeader {
+        /// The address list tried.
+        addr: String,
+        /// What the client said ([`dlock_client::Error::NoLeader`]).
         source: dlock_client::Error,
     },
     /// The session ended while waiting for a lock: the server could not be reached for a
@@ -77,9 +87,9 @@ impl CliError {
     /// The exit code this failure ends dlock with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Unreachable { .. } | CliError::SessionLostWhileWaiting { .. } => {
-                exit::UNAVAILABLE
-            }
+            CliError::Unreachable { .. }
+            | CliError::NoLeader { .. }
+            | CliError::SessionLostWhileWaiting { .. } => exit::UNAVAILABLE,
             CliError::Client(e) | CliError::Request { source: e, .. } if is_unreachable(e) => {
                 exit::UNAVAILABLE
             }
@@ -108,12 +118,13 @@ impl CliError {
     }
 }
 
-/// Whether a client error means the server cannot be reached (or went away).
+/// Whether a client error means the server cannot be reached (or went away), or a cluster
+/// has no leader to serve.
 pub fn is_unreachable(e: &dlock_client::Error) -> bool {
     use dlock_client::Error as E;
     matches!(
         e,
-        E::Connect(_) | E::Disconnected | E::RequestTimeout | E::ShuttingDown
+        E::Connect(_) | E::Disconnected | E::RequestTimeout | E::ShuttingDown | E::NoLeader
     )
 }
 
@@ -136,4 +147,24 @@ pub fn is_invalid_argument(e: &dlock_client::Error) -> bool {
         e,
         E::Invalid(_) | E::Refused(Refusal::Rejected(Reject::Invalid(_)))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_without_a_leader_is_unavailable_and_says_so() {
+        let e = CliError::NoLeader {
+            addr: "a:1,b:2".into(),
+            source: dlock_client::Error::NoLeader,
+        };
+        assert_eq!(e.exit_code(), exit::UNAVAILABLE);
+        assert!(
+            e.to_string()
+                .starts_with("server a:1,b:2 unavailable: no leader: members answered NotLeader"),
+            "{e}"
+        );
+        assert!(is_unreachable(&dlock_client::Error::NoLeader));
+    }
 }

@@ -7,7 +7,9 @@ use dlock_client::{Client, TlsOptions};
 use crate::args::Cli;
 use crate::error::{CliError, is_unreachable};
 
-/// How long dlock tries to reach the server before giving up with exit code 69.
+/// How long one attempt to reach a server may take, and how long dlock waits for a cluster
+/// whose members answer `NotLeader` to have a leader, before giving up with exit code 69.
+/// A fail-over takes about a second; when no server answers at all, dlock gives up at once.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every subcommand needs from the global options.
@@ -92,7 +94,12 @@ pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Client, CliErro
             .map_err(|e| CliError::Io(std::io::Error::other(e.to_string())))?;
     }
     builder.connect().await.map_err(|source| {
-        if is_unreachable(&source) {
+        if matches!(source, dlock_client::Error::NoLeader) {
+            CliError::NoLeader {
+                addr: ctx.server.clone(),
+                source,
+            }
+        } else if is_unreachable(&source) {
             CliError::Unreachable {
                 addr: ctx.server.clone(),
                 source,

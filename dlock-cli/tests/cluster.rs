@@ -1,10 +1,12 @@
 //! `dlock status` against a three-member cluster (in-process servers on 127.0.0.1): given
 //! every member, it finds the leader and shows the current holder, read through the
-//! leader's linearizable read.
+//! leader's linearizable read. And a cluster between leaders (scripted followers that name a
+//! leader that is gone): dlock waits for the new leader, and says when there is none.
 
 mod common;
 
 use anyhow::{Context, Result, ensure};
+use common::fake::FakeFollower;
 use common::*;
 use dlock_client::{Client, Mode};
 use dlock_server::cluster::{ClusterConfig, DEFAULT_FAILOVER_GRACE, parse_peers};
@@ -84,5 +86,47 @@ async fn status_of_a_cluster_shows_the_current_holder() -> Result<()> {
     for s in servers {
         s.shutdown().await?;
     }
+    Ok(())
+}
+
+/// An address nothing listens on: a connection to it is refused, as to a SIGKILLed leader.
+async fn dead_address() -> Result<String> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(l.local_addr()?.to_string())
+}
+
+#[tokio::test]
+async fn ping_right_after_the_leader_died_finds_the_new_leader() -> Result<()> {
+    // The leader was SIGKILLed: its port refuses connections and the follower still names
+    // it. On the next connection the follower names the new leader (a real server).
+    let dead = dead_address().await?;
+    let leader = TestServer::start().await?;
+    let follower =
+        FakeFollower::start(vec![Some(dead.clone()), Some(leader.addr().to_string())]).await?;
+    let list = format!("{dead},{}", follower.addr());
+    let out = output(dlock_at(&list, &["ping"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let answered = format!("server {}, version", leader.addr());
+    assert!(stdout(&out).starts_with(&answered), "{}", stdout(&out));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cluster_without_a_leader_is_unavailable_and_dlock_says_why() -> Result<()> {
+    // Members answer, but none leads for the whole connect timeout: exit 69, and the message
+    // names the NotLeader answers, not the refused connection to the dead leader.
+    let dead = dead_address().await?;
+    let follower = FakeFollower::start(vec![Some(dead.clone()), None]).await?;
+    let list = format!("{dead},{}", follower.addr());
+    let out = output(dlock_at(&list, &["ping"])).await?;
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "dlock: server {list} unavailable: no leader: members answered NotLeader"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("refused"), "{err}");
     Ok(())
 }

@@ -23,7 +23,9 @@ impl Client {
     /// client tries them in turn: a failed attempt moves on to the next endpoint at once, a
     /// whole round of failures waits out the [backoff](ClientBuilder::backoff), and a server
     /// that answers [`Refusal::NotLeader`](dlock_proto::Refusal::NotLeader) with the leader's
-    /// address sends the client there, resuming its session if it has one.
+    /// address sends the client there, resuming its session if it has one. While members
+    /// answer `NotLeader` (a cluster electing a new leader), rounds follow each other within
+    /// 200 ms, and [`connect`](ClientBuilder::connect) waits for the leader.
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(crate::machine::endpoints::parse_list(&addr.into()))
     }
@@ -139,6 +141,10 @@ impl ClientBuilder {
     /// How long one connection attempt (TCP connect plus handshake) may take (default 5 s).
     /// An attempt to resume a session takes at most a sixth of its lease (at least a
     /// second) as well, so that the other endpoints are tried while the lease lasts.
+    ///
+    /// It is also how long [`connect`](Self::connect) waits for a cluster to have a leader
+    /// once a member has answered `NotLeader` (an election takes a few hundred
+    /// milliseconds, a fail-over about a second).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self
@@ -169,9 +175,19 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects, opens a session and starts the background task. Fails if the first round
-    /// of connection attempts (one at each endpoint) fails, or without any endpoint; later
-    /// connection losses are handled in the background.
+    /// Connects, opens a session and starts the background task; later connection losses
+    /// are handled in the background.
+    ///
+    /// Fails without any endpoint, and as soon as a whole round of connection attempts (one
+    /// at each endpoint) fails without any member answering `NotLeader`: every endpoint
+    /// refused the connection or could not be reached (a single server that is down is a
+    /// quick [`Error::Connect`]), or a server refused the session for another reason
+    /// ([`Error::Refused`]). A round in which a member answered `NotLeader` (with or without
+    /// the leader's address, even one whose named leader cannot be reached: a leader that
+    /// has just died) means the cluster is electing a leader: the client keeps trying until
+    /// one answers, or fails with [`Error::NoLeader`] once members have answered
+    /// `NotLeader` for the [connect timeout](Self::connect_timeout) (5 s by default; the
+    /// round under way is finished first).
     pub async fn connect(self) -> Result<Client> {
         if self.endpoints.is_empty() {
             return Err(Error::Connect(Arc::new(std::io::Error::new(

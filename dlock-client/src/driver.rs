@@ -92,8 +92,10 @@ struct Driver {
     unflushed: bool,
 }
 
-/// Opens the first connection and session, then spawns the driver task. Fails if that first
-/// attempt fails; later connection losses are handled in the background.
+/// Opens the first connection and session, then spawns the driver task. Fails when the
+/// machine reports a failed round of attempts (it does not report a round in which a cluster
+/// member answered `NotLeader`, until that has lasted a connect timeout); later connection
+/// losses are handled in the background.
 pub(crate) async fn start(
     settings: Settings,
     tls: Option<Tls>,

@@ -57,6 +57,13 @@ pub enum Error {
     /// Connecting to the server failed (shared, so that the error can be cloned).
     #[error("connect failed: {0}")]
     Connect(std::sync::Arc<std::io::Error>),
+    /// The members of a cluster that answered all said they do not lead
+    /// ([`Refusal::NotLeader`]), and no leader was reached, for a whole connect timeout: an
+    /// election that takes long, a leader that cannot be reached, or no majority.
+    #[error(
+        "no leader: members answered NotLeader and no leader could be reached (an election in progress, or no majority?)"
+    )]
+    NoLeader,
     /// No answer from the server within the request timeout, although connected.
     #[error("no answer within the request timeout")]
     RequestTimeout,

@@ -1,7 +1,7 @@
 //! Smoke tests of the client's driver against a scripted server that speaks the wire protocol
 //! by hand, over real TCP on 127.0.0.1:0: resume with retransmission and replay
 //! de-duplication, a pending lock across a reconnect, and a dropped lock future whose grant
-//! raced its cancel. The session logic in all its corners is tested on virtual time by the
+//! raced its cancel, a cluster whose followers still name a leader that is gone. The session logic in all its corners is tested on virtual time by the
 //! machine's own scenario tests (`src/machine/tests`).
 
 use dlock_proto::{LockRequest, UnlockRequest};
@@ -376,6 +376,88 @@ async fn a_follower_naming_the_leader_sends_the_client_there() -> Result<()> {
         let mut seq = 1;
         ping_round_trip(&client, &mut conn, &mut seq).await?;
         Ok(())
+    })
+    .await
+}
+
+/// An address nothing listens on: connections to it are refused, as to a SIGKILLed server.
+async fn dead_address() -> Result<String> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    Ok(l.local_addr()?.to_string())
+}
+
+/// Accepts one connection on `follower` and refuses its `Hello` with `NotLeader`, naming
+/// `leader`.
+async fn refuse_not_leader(follower: &TcpListener, leader: Option<String>) -> Result<()> {
+    let mut conn = accept(follower).await?;
+    recv_hello(&mut conn).await?;
+    let refusal = dlock_proto::Refusal::NotLeader { leader };
+    conn.send(ServerMessage::Refused(refusal)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn followers_naming_a_dead_leader_do_not_fail_the_first_connect() -> Result<()> {
+    bounded(async {
+        // The leader was SIGKILLed; its followers still name it until they elect another.
+        let dead = dead_address().await?;
+        let f1 = TcpListener::bind("127.0.0.1:0").await?;
+        let f2 = TcpListener::bind("127.0.0.1:0").await?;
+        let endpoints = format!("{dead},{},{}", f1.local_addr()?, f2.local_addr()?);
+        let mut connecting = tokio::spawn(
+            Client::builder(endpoints)
+                .name("scripted")
+                .backoff(Duration::from_secs(30), Duration::from_secs(30))
+                .connect(),
+        );
+
+        // One whole round: the dead leader refuses the connection, each follower names it,
+        // and the client tries it after each.
+        refuse_not_leader(&f1, Some(dead.clone())).await?;
+        refuse_not_leader(&f2, Some(dead.clone())).await?;
+        // The next round (within the election cap, not the 30 s backoff) finds f1 elected,
+        // unless the connect gave up.
+        let mut conn = tokio::select! {
+            conn = accept(&f1) => conn?,
+            r = &mut connecting => {
+                let r = r?.map(|c| c.session_id());
+                bail!("the connect ended after one round: {r:?}");
+            }
+        };
+        ensure!(recv_hello(&mut conn).await?.resume.is_none());
+        conn.send(welcome(false, SESSION, 10_000)).await?;
+        let client = connecting.await??;
+        ensure!(client.session_id() == SESSION);
+        let mut seq = 1;
+        ping_round_trip(&client, &mut conn, &mut seq).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_cluster_without_a_leader_fails_the_first_connect_with_no_leader() -> Result<()> {
+    bounded(async {
+        let dead = dead_address().await?;
+        let follower = TcpListener::bind("127.0.0.1:0").await?;
+        let endpoints = format!("{dead},{}", follower.local_addr()?);
+        // The follower answers NotLeader without a leader, for as long as it is asked.
+        let answering =
+            tokio::spawn(async move { while refuse_not_leader(&follower, None).await.is_ok() {} });
+        let res = Client::builder(endpoints)
+            .name("scripted")
+            .connect_timeout(Duration::from_millis(300))
+            .connect()
+            .await;
+        answering.abort();
+        match res {
+            Err(dlock_client::Error::NoLeader) => Ok(()),
+            Err(e) => bail!("failed with {e:?} instead of NoLeader"),
+            Ok(c) => bail!(
+                "connected (session {:?}) to a cluster without a leader",
+                c.session_id()
+            ),
+        }
     })
     .await
 }

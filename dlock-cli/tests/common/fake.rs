@@ -129,6 +129,61 @@ impl Drop for FakeServer {
     }
 }
 
+/// A cluster member that does not lead: it refuses every `Hello` with `NotLeader`, naming
+/// the leader its script gives for that connection. It stops when dropped.
+pub struct FakeFollower {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl FakeFollower {
+    /// Listens on an ephemeral port of 127.0.0.1; its `i`-th connection is told that
+    /// `leaders[i]` leads (the last entry for every later one, `None` without any entry).
+    pub async fn start(leaders: Vec<Option<String>>) -> Result<FakeFollower> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((stream, _)) = listener.accept().await {
+                let leader = leaders.get(n).or(leaders.last()).cloned().flatten();
+                n += 1;
+                tokio::spawn(async move {
+                    if let Err(e) = refuse(stream, leader).await {
+                        eprintln!("fake follower: {e:#}");
+                    }
+                });
+            }
+        });
+        Ok(FakeFollower { addr, task })
+    }
+
+    /// The address to point dlock at.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for FakeFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Answers the `Hello` on `stream` with `NotLeader` naming `leader`.
+async fn refuse(stream: TcpStream, leader: Option<String>) -> Result<()> {
+    let mut conn = Conn {
+        stream,
+        session: SessionId(0),
+        seq: 0,
+    };
+    match conn.recv().await? {
+        Some(ClientMessage::Hello(_)) => {}
+        other => bail!("expected Hello, got {other:?}"),
+    }
+    let refusal = dlock_proto::Refusal::NotLeader { leader };
+    conn.send(&ServerMessage::Refused(refusal)).await
+}
+
 /// One connection: a session of its own, event sequence numbers from 1.
 struct Conn {
     stream: TcpStream,

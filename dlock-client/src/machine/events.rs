@@ -49,6 +49,10 @@ impl SessionMachine {
             }
         };
         self.disconnect(false);
+        if let Refusal::NotLeader { .. } = refusal {
+            // A member is up, even if the leader it names turns out not to be.
+            self.election.not_leader(now);
+        }
         if let Refusal::NotLeader {
             leader: Some(leader),
         } = &refusal

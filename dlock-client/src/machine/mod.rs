@@ -20,6 +20,7 @@
 
 pub(crate) mod backoff;
 mod conn_state;
+mod election;
 pub(crate) mod endpoints;
 mod events;
 mod locks;
@@ -35,13 +36,13 @@ use std::time::Duration;
 
 use dlock_core::{LockId, SessionId};
 use dlock_proto::{
-    ClientMessage, DEFAULT_MAX_FRAME_LEN, Hello, PROTOCOL_VERSION, Refusal, Request, Resume,
-    Welcome,
+    ClientMessage, DEFAULT_MAX_FRAME_LEN, Hello, PROTOCOL_VERSION, Request, Resume, Welcome,
 };
 use tokio::time::Instant;
 
 use self::backoff::Backoff;
 use self::conn_state::ConnState;
+use self::election::{Election, RoundEnd};
 use self::endpoints::Endpoints;
 use self::locks::Locks;
 use self::renewal::Renewal;
@@ -69,7 +70,9 @@ pub(crate) enum Action {
     /// A session is established on the connection.
     Established,
     /// A full round of connection attempts (one at each endpoint) failed; this is the last
-    /// one's error (the machine retries by itself).
+    /// one's error, or [`Error::NoLeader`] when members have answered `NotLeader` for a whole
+    /// connect timeout (the machine retries by itself). A round in which a member answered
+    /// `NotLeader` is not reported before that (see [`election`]).
     ConnectFailed(Error),
     /// The machine is done; the driver stops.
     Stop,
@@ -82,14 +85,10 @@ struct Session {
     renewal: Renewal,
 }
 
-/// The longest wait between rounds of connection attempts when every member of a cluster
+/// The longest wait between rounds of connection attempts in which a member of a cluster
 /// answered that it does not lead: an election takes a few hundred milliseconds, so a
 /// client finds the new leader at most this long after it is elected.
 const ELECTION_RETRY_CAP: Duration = Duration::from_millis(200);
-
-/// Rounds of `NotLeader` answers in a row that do not count as a failed connection attempt
-/// (about two seconds at [`ELECTION_RETRY_CAP`]): longer, the cluster has no majority.
-const ELECTION_ROUNDS: u32 = 20;
 
 /// The client's session and connection logic (see the module docs).
 pub(crate) struct SessionMachine {
@@ -103,11 +102,8 @@ pub(crate) struct SessionMachine {
     locks: Locks,
     backoff: Backoff,
     endpoints: Endpoints,
-    /// Whether every failure of the current round of attempts was a follower's `NotLeader`
-    /// (the cluster is up and electing a leader: retry soon, see [`ELECTION_RETRY_CAP`]).
-    only_not_leader: bool,
-    /// Rounds in a row that failed only with `NotLeader`.
-    election_rounds: u32,
+    /// What the current round of attempts heard, and since when members say `NotLeader`.
+    election: Election,
     max_frame_len: usize,
     /// The endpoint of the current connection or connection attempt.
     target: String,
@@ -135,8 +131,7 @@ impl SessionMachine {
             locks: Locks::default(),
             backoff,
             endpoints,
-            only_not_leader: true,
-            election_rounds: 0,
+            election: Election::default(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             target: String::new(),
             transmits: VecDeque::new(),
@@ -343,23 +338,27 @@ impl SessionMachine {
     /// The connection attempt (already dropped) failed with `err`: the next endpoint is
     /// tried at once, or after a backoff delay once every endpoint failed in this round.
     fn attempt_failed(&mut self, err: Error, now: Instant) {
-        self.only_not_leader &= matches!(err, Error::Refused(Refusal::NotLeader { .. }));
+        self.election.attempt_failed(&err, now);
         if self.endpoints.failed() {
-            let electing = std::mem::replace(&mut self.only_not_leader, true);
-            self.election_rounds = if electing {
-                self.election_rounds + 1
-            } else {
-                0
-            };
-            // A cluster electing its leader is not a failure to report (the first connect
-            // waits for it) until it has taken implausibly long.
-            if !electing || self.election_rounds > ELECTION_ROUNDS {
-                self.actions.push_back(Action::ConnectFailed(err));
+            // A cluster between leaders is not a failure to report (the first connect waits
+            // for it) until its members have said so for a whole connect timeout; a round
+            // nobody answered is reported at once (see `election`).
+            let end = self.election.round_over(now, self.settings.connect_timeout);
+            match end {
+                RoundEnd::Electing => {
+                    tracing::debug!(error = %err, "members answered NotLeader; retrying");
+                }
+                RoundEnd::NoLeader => self
+                    .actions
+                    .push_back(Action::ConnectFailed(Error::NoLeader)),
+                RoundEnd::Failed => self.actions.push_back(Action::ConnectFailed(err)),
             }
             self.schedule_retry(now);
-            if electing && let ConnState::Backoff { retry_at } = &mut self.state {
-                // Every member answered, none leads yet: a leader is an election away, so
-                // the wait does not grow past the cap (the jitter still spreads clients).
+            if end != RoundEnd::Failed
+                && let ConnState::Backoff { retry_at } = &mut self.state
+            {
+                // Members answered, none leads yet: a leader is an election away, so the
+                // wait does not grow past the cap (the jitter still spreads clients).
                 *retry_at = (*retry_at).min(now + ELECTION_RETRY_CAP);
             }
         } else {
@@ -371,7 +370,7 @@ impl SessionMachine {
     /// The handshake succeeded.
     fn on_welcome(&mut self, welcome: Welcome, sent_at: Instant, now: Instant) {
         self.backoff.reset();
-        self.election_rounds = 0;
+        self.election.leader_found();
         self.endpoints.succeeded();
         self.max_frame_len =
             usize::try_from(welcome.max_frame_len).unwrap_or(DEFAULT_MAX_FRAME_LEN);

@@ -13,6 +13,7 @@ mod t93_restart_all;
 mod t94_partition;
 mod t95_peer_secret;
 mod t96_linearizable_reads;
+mod t97_connect_during_failover;
 
 use std::time::Duration;
 

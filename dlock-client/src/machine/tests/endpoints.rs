@@ -6,8 +6,8 @@ use dlock_core::{LockId, SessionId};
 use dlock_proto::{Refusal, Resume};
 
 use super::*;
+use crate::machine::ELECTION_RETRY_CAP;
 use crate::machine::conn_state::ConnState;
-use crate::machine::{ELECTION_RETRY_CAP, ELECTION_ROUNDS};
 
 fn cluster() -> Settings {
     Settings {
@@ -204,21 +204,198 @@ fn followers_naming_each_other_cannot_stop_the_backoff() {
     assert!(attempts <= 3 + 3, "{attempts} attempts in one round");
 }
 
+/// The connect timeout of [`cluster`]: how long members may answer `NotLeader` before a
+/// round is reported.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// How many `ConnectFailed` are among `actions`.
+fn reported(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::ConnectFailed(_)))
+        .count()
+}
+
+/// One round against a cluster whose leader `a:1` was SIGKILLed and whose followers still
+/// name it: `a:1` refuses the connection, `b:2` and `c:3` answer `NotLeader` naming it, and
+/// the client follows each hint to the dead leader. Returns how many rounds were reported.
+fn round_with_a_dead_leader(h: &mut Harness) -> usize {
+    let mut n = 0;
+    let mut targets = Vec::new();
+    for _ in 0..3 {
+        // The dead leader refuses, then a follower names it.
+        h.m.handle_connect_failed(refused(), h.now);
+        let actions = h.actions();
+        n += reported(&actions);
+        if matches!(h.m.state, ConnState::Backoff { .. }) {
+            break;
+        }
+        targets.push(connect_to(&actions).to_owned());
+        h.up();
+        let leader = Some("a:1".to_owned());
+        h.frame(ServerMessage::Refused(Refusal::NotLeader { leader }));
+        let actions = h.actions();
+        n += reported(&actions);
+        assert_eq!(connect_to(&actions), "a:1", "the hint is followed");
+    }
+    assert_eq!(targets, ["b:2", "c:3"], "every member is asked in a round");
+    n
+}
+
+#[test]
+fn followers_naming_a_dead_leader_are_retried_until_a_new_one_leads() {
+    let mut h = harness();
+    // Right after the kill: one round ends with the dead leader's refused connection, but
+    // the followers answered, so the first connect is not failed: it retries soon.
+    assert_eq!(round_with_a_dead_leader(&mut h), 0);
+    let ConnState::Backoff { retry_at } = h.m.state else {
+        panic!("not backing off: {:?}", h.m.state);
+    };
+    assert!(retry_at <= h.now + ELECTION_RETRY_CAP);
+    h.advance(retry_at - h.now);
+    assert_eq!(connect_to(&h.actions()), "a:1");
+    // A second round like the first, still not reported.
+    h.m.handle_connect_failed(refused(), h.now);
+    assert_eq!(connect_to(&h.actions()), "b:2");
+    h.up();
+    let leader = Some("a:1".to_owned());
+    h.frame(ServerMessage::Refused(Refusal::NotLeader { leader }));
+    assert_eq!(connect_to(&h.actions()), "a:1");
+    h.m.handle_connect_failed(refused(), h.now);
+    assert_eq!(connect_to(&h.actions()), "c:3");
+    // c:3 has won the election meanwhile.
+    h.up();
+    h.frame(welcome(false, SESSION, 10_000));
+    assert!(matches!(h.actions()[..], [Action::Established]));
+    assert_eq!(h.view.endpoint(), "c:3");
+}
+
+#[test]
+fn followers_naming_a_dead_leader_for_a_whole_connect_timeout_are_reported_as_no_leader() {
+    let mut h = harness();
+    let start = h.now;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 1000, "never reported");
+        let n = round_with_a_dead_leader(&mut h);
+        if n > 0 {
+            assert_eq!(n, 1);
+            break;
+        }
+        let ConnState::Backoff { retry_at } = h.m.state else {
+            panic!("not backing off: {:?}", h.m.state);
+        };
+        assert!(retry_at <= h.now + ELECTION_RETRY_CAP);
+        h.advance(retry_at - h.now);
+        assert_eq!(connect_to(&h.actions()), "a:1");
+    }
+    // Reported at the end of the first round that began a connect timeout after the first
+    // NotLeader, with an error that says what the members answered.
+    assert!(h.now >= start + WAIT, "reported after {:?}", h.now - start);
+    assert!(
+        h.now < start + WAIT + ELECTION_RETRY_CAP,
+        "reported after {:?}",
+        h.now - start
+    );
+    assert!(rounds > 1);
+}
+
+#[test]
+fn the_no_leader_error_names_the_not_leader_answers() {
+    let mut h = harness();
+    let mut last = None;
+    while last.is_none() {
+        for _ in 0..3 {
+            h.up();
+            h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
+            last = h.actions().into_iter().find_map(|a| match a {
+                Action::ConnectFailed(e) => Some(e),
+                _ => None,
+            });
+        }
+        h.advance(ELECTION_RETRY_CAP);
+        h.actions();
+    }
+    let err = last.expect("reported");
+    assert!(matches!(err, Error::NoLeader), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "no leader: members answered NotLeader and no leader could be reached \
+         (an election in progress, or no majority?)"
+    );
+}
+
+#[test]
+fn a_round_nobody_answers_fails_at_once() {
+    // Every member refuses the connection: the first round is reported with the refusal,
+    // at once, as for a single server that is down.
+    let mut h = harness();
+    h.m.handle_connect_failed(refused(), h.now);
+    assert_eq!(connect_to(&h.actions()), "b:2");
+    h.m.handle_connect_failed(refused(), h.now);
+    assert_eq!(connect_to(&h.actions()), "c:3");
+    h.m.handle_connect_failed(refused(), h.now);
+    assert!(matches!(
+        h.actions()[..],
+        [
+            Action::Disconnect { graceful: false },
+            Action::ConnectFailed(Error::Connect(_))
+        ]
+    ));
+    // The same after rounds that heard NotLeader: the whole cluster went down since.
+    h.advance(MS * 800);
+    assert_eq!(connect_to(&h.actions()), "a:1");
+    assert_eq!(round_with_a_dead_leader(&mut h), 0);
+    h.advance(ELECTION_RETRY_CAP);
+    assert_eq!(connect_to(&h.actions()), "a:1");
+    for _ in 0..2 {
+        h.m.handle_connect_failed(refused(), h.now);
+        assert_eq!(reported(&h.actions()), 0);
+    }
+    h.m.handle_connect_failed(refused(), h.now);
+    assert!(matches!(
+        h.actions()[..],
+        [
+            Action::Disconnect { graceful: false },
+            Action::ConnectFailed(Error::Connect(_))
+        ]
+    ));
+}
+
+#[test]
+fn a_refusal_other_than_not_leader_is_reported_at_once() {
+    // A follower says NotLeader, but the leader refuses this client's credential: that is
+    // the answer, not an election.
+    let mut h = harness();
+    h.up();
+    let leader = Some("a:1".to_owned());
+    h.frame(ServerMessage::Refused(Refusal::NotLeader { leader }));
+    assert_eq!(connect_to(&h.actions()), "a:1");
+    h.up();
+    h.frame(ServerMessage::Refused(Refusal::Unauthenticated));
+    assert_eq!(connect_to(&h.actions()), "b:2");
+    h.m.handle_connect_failed(refused(), h.now);
+    assert_eq!(connect_to(&h.actions()), "c:3");
+    h.m.handle_connect_failed(refused(), h.now);
+    assert_eq!(reported(&h.actions()), 1);
+}
+
 #[test]
 fn a_cluster_electing_a_leader_is_retried_soon_however_long_it_takes() {
     // Every member answers NotLeader without a hint, round after round: the wait between
     // rounds stays under the election cap instead of growing to the backoff maximum.
     let mut h = harness();
-    let mut reported = 0;
-    for round in 0..ELECTION_ROUNDS {
+    let start = h.now;
+    let mut reported_at = None;
+    for round in 0..100 {
         for _ in 0..3 {
             h.up();
             h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
-            let actions = h.actions();
-            reported += actions
-                .iter()
-                .filter(|a| matches!(a, Action::ConnectFailed(_)))
-                .count();
+            let n = reported(&h.actions());
+            if n > 0 && reported_at.is_none() {
+                reported_at = Some(h.now);
+            }
         }
         let ConnState::Backoff { retry_at } = h.m.state else {
             panic!("round {round}: not backing off");
@@ -231,19 +408,10 @@ fn a_cluster_electing_a_leader_is_retried_soon_however_long_it_takes() {
         h.advance(retry_at - h.now);
         h.actions();
     }
-    // An election is not a failed attempt (a first connect waits for it) until it lasts
-    // implausibly long.
-    assert_eq!(reported, 0);
-    for _ in 0..3 {
-        h.up();
-        h.frame(ServerMessage::Refused(Refusal::NotLeader { leader: None }));
-        reported += h
-            .actions()
-            .iter()
-            .filter(|a| matches!(a, Action::ConnectFailed(_)))
-            .count();
-    }
-    assert_eq!(reported, 1);
+    // An election is not a failed attempt (a first connect waits for it) until it has
+    // lasted a connect timeout.
+    let reported_at = reported_at.expect("reported in the end");
+    assert!(reported_at >= start + WAIT, "{:?}", reported_at - start);
     // Members that cannot be reached are backed off from as usual: after enough rounds the
     // wait grows past the cap.
     let mut longest = Duration::ZERO;
