@@ -159,6 +159,18 @@ pub(crate) async fn run_inner(
     security: Arc<Security>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    run_locked(listener, http, config, security, shutdown, None).await
+}
+
+/// [`run_inner`] with the data directory's lock taken already, if `dir_lock` holds it.
+async fn run_locked(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    config: Config,
+    security: Arc<Security>,
+    shutdown: impl Future<Output = ()>,
+    dir_lock: Option<floor::DirLock>,
+) -> Result<(), ServerError> {
     validate(&config)?;
     let mut config = config;
     let budget_bytes = config.memory_budget.bytes();
@@ -179,7 +191,10 @@ pub(crate) async fn run_inner(
             "limit lowered to fit the open-file limit (raise `ulimit -n`, or LimitNOFILE= in a systemd unit)"
         );
     }
-    let _dir_lock = lock_data_dir(&config.data_dir).await?;
+    let _dir_lock = match dir_lock {
+        Some(lock) => lock,
+        None => lock_data_dir(&config.data_dir).await?,
+    };
     let mut floor = floor::Floor::open(&config.data_dir)?;
     // A previous lifetime that did not record its leases may have granted the longest lease
     // the configuration allows.
@@ -547,9 +562,23 @@ fn count_refusal(net: &metrics::NetMetrics, refusal: &dlock_proto::Refusal) {
 
 /// Binds `addr` for the server (clients or HTTP).
 pub(crate) async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+    listen(addr).map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Connections the kernel may hold for the accept loop: room for a fleet reconnecting at
+/// once after a restart (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`BACKLOG`] (tokio's `bind` asks for 1,024, and on some
+/// systems gets 128), reusing the address as `bind` does.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Binds `addr` for the HTTP listener.
@@ -566,8 +595,11 @@ pub async fn serve(
     security: Arc<Security>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    // A configuration that cannot run is refused before anything listens.
+    // A configuration that cannot run is refused before anything listens, and so is a data
+    // directory another server uses: listening first would take its clients' connections
+    // into the backlog, to be reset when this server gives up.
     validate(&config)?;
+    let dir_lock = lock_data_dir(&config.data_dir).await?;
     let listener = bind(config.listen).await?;
     let http = match config.http_listen {
         Some(addr) => Some(bind_http(addr).await?),
@@ -578,5 +610,5 @@ pub async fn serve(
     {
         info!(%addr, "HTTP listener: /metrics, /healthz, /readyz, /api/..., status page at /");
     }
-    run_inner(listener, http, config, security, shutdown).await
+    run_locked(listener, http, config, security, shutdown, Some(dir_lock)).await
 }

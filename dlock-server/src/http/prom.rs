@@ -210,7 +210,9 @@ pub(crate) fn encode(snap: &CoreSnapshot, net: &NetMetrics) -> Result<String, st
             .inc_by(n);
     }
     for why in CORE_REJECT_LABELS {
-        rejected.get_or_create(&vec![("reason", why.to_owned())]).inc_by(0);
+        rejected
+            .get_or_create(&vec![("reason", why.to_owned())])
+            .inc_by(0);
     }
     for (why, n) in &s.rejected {
         rejected

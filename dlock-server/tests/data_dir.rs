@@ -1,0 +1,93 @@
+//! A second `dlock-server` on a data directory another one uses gives up without ever
+//! listening: a client that tries its port meanwhile is refused at once, not taken into the
+//! backlog and reset when the server exits.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every wait ends by this deadline.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server(dir: &std::path::Path, listen: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dlock-server"));
+    cmd.args([
+        "--listen",
+        listen,
+        "--http-listen",
+        "off",
+        "--log-format",
+        "json",
+    ])
+    .arg("--data-dir")
+    .arg(dir);
+    cmd
+}
+
+#[test]
+fn a_second_server_on_a_used_data_dir_never_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = server(dir.path(), "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the first server");
+    let stdout = first.stdout.take().expect("stdout");
+    let _first = Server(first);
+    // Up once it says where it listens (after taking the data directory).
+    let listening = BufReader::new(stdout)
+        .lines()
+        .map(|l| l.expect("log line"))
+        .any(|l| l.contains("\"listen\":\""));
+    assert!(listening, "the first server did not start");
+
+    // A port for the second one: free a moment ago.
+    let port: SocketAddr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let second = server(dir.path(), &port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the second server");
+    let mut second = Server(second);
+    // Until the second server gives up (it waits two seconds for the directory), its port
+    // refuses every connection.
+    let deadline = Instant::now() + DEADLINE;
+    let mut tries = 0;
+    let status = loop {
+        if let Some(status) = second.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second server did not give up"
+        );
+        let refused = TcpStream::connect_timeout(&port, Duration::from_secs(1)).is_err();
+        assert!(
+            refused,
+            "the second server listened while it waited for the directory"
+        );
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    assert!(tries > 0, "no connection was tried while it waited");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("in use by another dlock-server"),
+        "{stderr}"
+    );
+}
