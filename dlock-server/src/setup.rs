@@ -256,7 +256,12 @@ pub(crate) async fn start_cluster(
             token.clone(),
         )),
     };
-    if cc.init {
+    // A node with a log or a vote belongs to a cluster already: `--init` is then ignored,
+    // without asking openraft (which would log its refusal as an error).
+    let initialized = raft.is_initialized().await.unwrap_or(false);
+    if cc.init && initialized {
+        info!("--init: ignored, this node already belongs to a cluster");
+    } else if cc.init {
         match raft.initialize(cc.members.clone()).await {
             Ok(()) => info!(members = cc.members.len(), "cluster formed"),
             Err(e) => {

@@ -92,7 +92,8 @@ fn answer(result: Result<(), ProposeError>, sequencer: &dlock_raft::Sequencer) -
                 || "the leader is not known yet; try again\n".to_owned(),
                 |m| {
                     format!(
-                        "not the leader: ask the leader, node at {}\n",
+                        "not the leader: send this to the leader's HTTP listener (its \
+                         --http-listen; the leader's lock port is {})\n",
                         m.client_addr
                     )
                 },
