@@ -23,6 +23,14 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
+    /// The data directory (`--data-dir`), or its lock file, could not be created or opened.
+    #[error("cannot use the data directory (--data-dir): {path}: {source}")]
+    DataDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// The data directory or the fencing-token floor in it could not be read or written.
     #[error("fencing-token floor in {path}: {source}")]
     Floor {

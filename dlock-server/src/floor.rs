@@ -61,7 +61,7 @@ fn create_dir(dir: &Path) -> Result<(), ServerError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| ServerError::Floor {
+    builder.create(dir).map_err(|source| ServerError::DataDir {
         path: dir.to_owned(),
         source,
     })
@@ -73,19 +73,19 @@ fn create_dir(dir: &Path) -> Result<(), ServerError> {
 pub(crate) fn lock_dir(dir: &Path) -> Result<Option<DirLock>, ServerError> {
     create_dir(dir)?;
     let path = dir.join("lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| ServerError::Floor {
-            path: path.clone(),
-            source,
-        })?;
+    let mut options = fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    // Private like the directory's other files.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).map_err(|source| ServerError::DataDir {
+        path: path.clone(),
+        source,
+    })?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(DirLock(lock))),
         Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(ServerError::Floor {
+        Err((_, errno)) => Err(ServerError::DataDir {
             path,
             source: errno.into(),
         }),

@@ -130,7 +130,22 @@ impl Security {
             rules: loaded.rules,
         });
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = shared;
-        tracing::info!("certificates, tokens and rules reloaded");
+        let f = &self.files;
+        let what: Vec<&str> = [
+            (f.tls.is_some(), "certificates"),
+            (f.auth_file.is_some(), "tokens"),
+            (f.auth_rules.is_some(), "rules"),
+        ]
+        .into_iter()
+        .filter_map(|(given, what)| given.then_some(what))
+        .collect();
+        if what.is_empty() {
+            tracing::info!(
+                "nothing to reload: no --tls-cert, --auth-file or --auth-rules was given"
+            );
+        } else {
+            tracing::info!(reloaded = %what.join(", "), "security files reloaded");
+        }
         Ok(())
     }
 
