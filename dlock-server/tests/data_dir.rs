@@ -4,20 +4,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Every wait ends by this deadline.
-const DEADLINE: Duration = Duration::from_secs(20);
+mod common;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{DEADLINE, Server};
 
 fn server(dir: &std::path::Path, listen: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dlock-server"));

@@ -2,8 +2,8 @@
 //! granted under the new ones, on the same connection and session.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use dlock_proto::{
     ClientMessage, EventKind, FrameCodec, Hello, LockRequest, Mode, PROTOCOL_VERSION, Reply,
@@ -12,17 +12,9 @@ use dlock_proto::{
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
-/// Every wait ends by this deadline.
-const DEADLINE: Duration = Duration::from_secs(20);
+mod common;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{DEADLINE, Server};
 
 /// Starts the binary on a free port with `rules`; returns it and its address, read from its
 /// start-up log line.

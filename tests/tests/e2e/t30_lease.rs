@@ -167,13 +167,7 @@ async fn retransmitted_request_is_applied_once() -> Result<()> {
 }
 
 fn lock_ex(resource: &str) -> Request {
-    Request::Lock(LockRequest {
-        resource: resource.as_bytes().to_vec(),
-        mode: Mode::EX,
-        flags: LockFlags::empty(),
-        value: None,
-        timeout_ms: None,
-    })
+    Request::Lock(LockRequest::new(resource, Mode::EX))
 }
 
 #[tokio::test]
