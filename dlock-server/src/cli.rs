@@ -32,7 +32,8 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "dlock-server", version, about, long_about)]
 pub struct Args {
-    /// Address to listen on.
+    /// Address to listen on: an IP address and a port (`0.0.0.0:7420` for every interface;
+    /// host names such as `localhost` are not resolved).
     #[arg(long, env = "DLOCK_LISTEN", default_value = crate::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
