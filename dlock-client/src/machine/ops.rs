@@ -1,7 +1,7 @@
 //! Operations from the handles, request deadlines, and the end of the machine.
 
 use dlock_core::{LockId, RequestId};
-use dlock_proto::{ClientMessage, Request};
+use dlock_proto::{ClientMessage, Query, Request};
 use tokio::time::Instant;
 
 use super::conn_state::ConnState;
@@ -92,9 +92,13 @@ impl SessionMachine {
             What::Lock { req, .. } => req.resource.len(),
             What::Convert { req, .. } => req.value.as_ref().map_or(0, Vec::len),
             What::Unlock { req, .. } => req.value.as_ref().map_or(0, Vec::len),
+            What::Query(Query::Resource(name)) => name.len(),
+            What::Query(Query::Prefix { prefix, after, .. }) => {
+                prefix.len() + after.as_ref().map_or(0, Vec::len)
+            }
             _ => 0,
         };
-        if payload + 256 < self.max_frame_len {
+        if payload.saturating_add(256) < self.max_frame_len {
             return Ok(());
         }
         let msg = ClientMessage::Request {

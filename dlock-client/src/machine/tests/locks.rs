@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dlock_core::{ConvertRequest, EventKind, Invalid, LockFlags, LockId, Mode, Reject};
-use dlock_proto::{Reply, Request, RequestError, UnlockRequest};
+use dlock_proto::{Query, Reply, Request, RequestError, UnlockRequest};
 
 use super::*;
 use crate::convert::PendingConvert;
@@ -349,4 +349,31 @@ fn a_request_too_large_for_a_frame_is_refused_before_sending() {
     });
     assert!(matches!(answer(&mut rx), Some(Err(Error::TooLarge { .. }))));
     assert!(matches!(&h.requests()[..], [(_, r)] if *r == plain(lock)));
+
+    // Queries name resources too: one that does not fit is refused here, and nothing is
+    // sent (sent, it would break the connection and stall every other request on it).
+    let huge = vec![b'q'; 70 * 1024];
+    let queries = [
+        Query::Resource(huge.clone()),
+        Query::Prefix {
+            prefix: huge.clone(),
+            limit: 10,
+            after: None,
+        },
+        Query::Prefix {
+            prefix: Vec::new(),
+            limit: 10,
+            after: Some(huge),
+        },
+    ];
+    for query in queries {
+        let mut rx = h.call(What::Query(query));
+        assert!(matches!(answer(&mut rx), Some(Err(Error::TooLarge { .. }))));
+        assert_eq!(h.frames(), []);
+    }
+    let mut rx = h.call(What::Query(Query::Resource(b"small".to_vec())));
+    assert!(
+        matches!(&h.requests()[..], [(_, Request::Query(Query::Resource(r)))] if r == b"small")
+    );
+    assert!(answer(&mut rx).is_none(), "sent, waiting for its answer");
 }
