@@ -212,9 +212,17 @@ impl SessionMachine {
             ConnState::Connecting { deadline } | ConnState::Handshaking { deadline, .. }
                 if now >= *deadline =>
             {
+                // Connected but unanswered is told apart from no connection at all: the
+                // usual cause is a port where something else listens.
+                let what = if matches!(self.state, ConnState::Handshaking { .. }) {
+                    "connected, but no dlock handshake answer in time (is this a dlock \
+                     server's lock port?)"
+                } else {
+                    "connect timed out"
+                };
                 let err = Error::Connect(Arc::new(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "connect timed out",
+                    what,
                 )));
                 self.disconnect(false);
                 self.attempt_failed(err, now);

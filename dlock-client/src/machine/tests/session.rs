@@ -451,3 +451,22 @@ fn a_zero_lease_is_not_asked_for_as_the_servers_default() {
     let mut h = Harness::with(settings(Duration::from_micros(1)));
     assert_eq!(h.up().lease_ttl_ms, 1);
 }
+
+#[test]
+fn a_first_connect_that_times_out_says_whether_anything_answered() {
+    let reason = |actions: &[Action]| match actions {
+        [.., Action::ConnectFailed(e)] => e.to_string(),
+        other => panic!("expected a failed attempt, got {other:?}"),
+    };
+    // Nothing accepts the connection within the connect timeout.
+    let mut h = Harness::with(settings(Duration::from_secs(10)));
+    h.advance(Duration::from_secs(5));
+    let e = reason(&h.actions());
+    assert!(e.contains("connect timed out"), "{e}");
+    // Something accepts it and never answers the Hello: another service on that port.
+    let mut h = Harness::with(settings(Duration::from_secs(10)));
+    h.up();
+    h.advance(Duration::from_secs(5));
+    let e = reason(&h.actions());
+    assert!(e.contains("no dlock handshake answer"), "{e}");
+}
