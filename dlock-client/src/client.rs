@@ -52,6 +52,21 @@ pub struct ResourcePage {
 /// [`LockGuard`], [`Canceller`](crate::Canceller), [`PendingLock`] and [`PendingConvert`] is
 /// dropped (ending the session with
 /// `Goodbye`), or at [`close`](Client::close).
+///
+/// It needs a Tokio runtime with IO and time enabled (the background task is spawned on
+/// the runtime that connects).
+///
+/// **One session is one lock owner.** The session, not the task, owns its locks, as a
+/// process does in the Linux DLM: two tasks of one `Client` (or of its clones) that want
+/// conflicting modes on one resource make the session wait for itself, which the rule book
+/// counts as a deadlock (R39) — the second request fails at once with [`Error::Deadlock`]
+/// instead of waiting. Contenders that should queue behind each other (worker tasks taking
+/// turns on a job, say) each need a `Client` of their own.
+///
+/// **Exiting.** Call [`close`](Client::close) before the program ends, or before its runtime
+/// is dropped: it ends the session and releases every lock at once. A background task that
+/// dies with its runtime cannot say `Goodbye`, and the server then keeps the session's locks
+/// until its lease runs out (the lease TTL, 10 s by default), as for a crashed client.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
@@ -82,17 +97,31 @@ impl Client {
 
     /// Requests a lock and waits until it is granted (R10). Dropping the future cancels the
     /// request on the server (and releases the lock if the grant raced the cancel).
+    ///
+    /// # Errors
+    ///
+    /// The rule book's refusals ([`Error::Invalid`] for an empty or too long name,
+    /// [`Error::Deadlock`] when this request was chosen to break a deadlock — also one with
+    /// another lock of this session, see [`Client`] —, [`Error::LimitExceeded`],
+    /// [`Error::PermissionDenied`]); [`Error::TooLarge`] before sending, for a name that does
+    /// not fit in a frame; [`Error::Overloaded`] when the server refuses it for its request
+    /// rate (not retried: try again); [`Error::RequestTimeout`] (connected) or
+    /// [`Error::Disconnected`] (not) when nothing answers within the request timeout;
+    /// [`Error::SessionLost`] when the session
+    /// ends before the grant; [`Error::Closed`] after [`close`](Client::close).
     pub async fn lock(&self, resource: impl AsRef<[u8]>, mode: Mode) -> Result<LockGuard> {
         self.lock_with(resource, mode, LockOptions::default()).await
     }
 
-    /// Requests a lock with NOQUEUE: granted at once, or [`Error::NotQueued`] (R22).
+    /// Requests a lock with NOQUEUE: granted at once, or [`Error::NotQueued`] (R22); the other
+    /// errors are [`lock`](Client::lock)'s.
     pub async fn try_lock(&self, resource: impl AsRef<[u8]>, mode: Mode) -> Result<LockGuard> {
         self.lock_with(resource, mode, LockOptions::new().no_queue())
             .await
     }
 
-    /// Requests a lock with options (timeout, NOQUEUE, value block read).
+    /// Requests a lock with options (timeout, NOQUEUE, value block read): [`lock`](Client::lock)'s
+    /// errors, and [`Error::TimedOut`] when a timeout was given and ran out while queued.
     pub async fn lock_with(
         &self,
         resource: impl AsRef<[u8]>,

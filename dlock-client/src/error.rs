@@ -13,8 +13,12 @@ pub enum Error {
     /// NOT_QUEUED: a NOQUEUE request that could not be granted at once (R19, R22).
     #[error("not granted at once and NOQUEUE was set")]
     NotQueued,
-    /// DEADLOCK: the request was chosen as a deadlock victim (R20, R41).
-    #[error("deadlock: this request was chosen as the victim")]
+    /// DEADLOCK: the request was chosen as a deadlock victim (R20, R41). A session that would
+    /// wait for a lock it holds itself counts (R39): tasks sharing one [`Client`](crate::Client)
+    /// are one lock owner.
+    #[error(
+        "deadlock: this request was chosen as the victim (a session waiting for its own lock          counts: give each contender its own Client)"
+    )]
     Deadlock,
     /// TIMEDOUT: the request's queue timeout expired (R65).
     #[error("timed out waiting in the queue")]
