@@ -160,6 +160,45 @@ pub struct ServerStatus {
     pub converting: ModeCounts,
     /// Waiting locks by requested mode.
     pub waiting: ModeCounts,
+    /// In a cluster: this member's Raft role; absent on a server that runs alone (and in
+    /// the answers of servers that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// A cluster member's Raft role, as it knows it (`/api/status`, `dlock_cluster_leader`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It leads: it appends entries and replicates them to the others.
+    Leader,
+    /// A voter that follows a leader (or waits to hear from one).
+    Follower,
+    /// A voter standing for election.
+    Candidate,
+    /// Not (yet) a voter: it receives the log, as a member being added does.
+    Learner,
+    /// Its Raft node has stopped.
+    Shutdown,
+}
+
+impl Role {
+    /// The role's name as JSON spells it: `"leader"`, `"follower"`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One session in `/api/sessions`.
@@ -259,4 +298,39 @@ pub struct ClusterView {
     pub applied_index: u64,
     /// Every voting member.
     pub members: Vec<MemberView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_without_role_still_reads_and_role_is_lowercase() {
+        // What a server without `role` (or one that runs alone) answers.
+        let old = r#"{"version":"0","now_ms":1,"ready":true,"grace_remaining_ms":null,
+            "connections":0,"sessions":0,"resources":0,"granted":{},"converting":{},"waiting":{}}"#;
+        let s: ServerStatus = serde_json::from_str(old).expect("reads");
+        assert_eq!(s.role, None);
+        let alone = serde_json::to_value(&s).expect("writes");
+        assert!(alone.get("role").is_none());
+
+        let member = ServerStatus {
+            role: Some(Role::Follower),
+            ..s
+        };
+        let json = serde_json::to_value(&member).expect("writes");
+        assert_eq!(json["role"], "follower");
+        let back: ServerStatus = serde_json::from_value(json).expect("reads");
+        assert_eq!(back, member);
+        for r in [
+            Role::Leader,
+            Role::Follower,
+            Role::Candidate,
+            Role::Learner,
+            Role::Shutdown,
+        ] {
+            let v = serde_json::to_value(r).expect("writes");
+            assert_eq!(v, r.as_str());
+        }
+    }
 }

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dlock_core::{Command, Core};
+use dlock_proto::status::Role;
 use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tokio::sync::watch;
@@ -109,8 +110,12 @@ pub enum ProposeError {
 pub struct ClusterStatus {
     /// This node.
     pub id: NodeId,
-    /// Every voting member.
+    /// Every member: the voters, and learners being added.
     pub members: BTreeMap<NodeId, Member>,
+    /// How many of [`members`](Self::members) vote (a majority of them commits).
+    pub voters: usize,
+    /// This node's Raft role.
+    pub role: Role,
     /// The leader, if known.
     pub leader: Option<NodeId>,
     /// The current term.
@@ -123,6 +128,17 @@ pub struct ClusterStatus {
     pub applied_index: u64,
     /// On the leader: the last index each member is known to hold (`None`: nothing yet).
     pub matched: BTreeMap<NodeId, Option<u64>>,
+}
+
+/// The role an openraft server state stands for.
+fn role_of(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
+    }
 }
 
 /// Proposes commands on the leader, stamped with the leader's clock.
@@ -265,6 +281,8 @@ impl Sequencer {
                 .nodes()
                 .map(|(id, member)| (*id, member.clone()))
                 .collect(),
+            voters: membership.voter_ids().count(),
+            role: role_of(m.state),
             leader: m.current_leader,
             term: m.current_term,
             leading: self.is_ready_leader(),

@@ -63,6 +63,9 @@ pub struct ClusterOptions {
     /// Keep the nodes' data, logs and audit logs in this directory (created if missing, and
     /// kept) instead of a temporary one.
     pub dir: Option<PathBuf>,
+    /// Give every node an HTTP listener (see [`TestCluster::http_addr`]); without it they
+    /// run with `--http-listen off`.
+    pub http: bool,
 }
 
 impl ClusterOptions {
@@ -75,7 +78,15 @@ impl ClusterOptions {
             args: Vec::new(),
             audit_logs: false,
             dir: None,
+            http: false,
         }
+    }
+
+    /// Gives every node an HTTP listener on a loopback port of its own (see
+    /// [`TestCluster::http_addr`]).
+    pub fn http(mut self) -> ClusterOptions {
+        self.http = true;
+        self
     }
 
     /// Gives every node its own audit log (see [`TestCluster::audit_log`]).
@@ -126,6 +137,8 @@ struct Node {
     peers: String,
     /// The address its peer listener binds.
     raft: SocketAddr,
+    /// Its HTTP listener's address, if it has one.
+    http: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -152,9 +165,11 @@ impl TestCluster {
             None => TestCluster::temp_dir()?,
         };
         let ids: Vec<u64> = (1..=opts.nodes).collect();
-        let ports = crate::ports::reserve(ids.len() * 2)?;
-        let client = |id: u64| ports[(id as usize - 1) * 2];
-        let raft = |id: u64| ports[(id as usize - 1) * 2 + 1];
+        let per_node = if opts.http { 3 } else { 2 };
+        let ports = crate::ports::reserve(ids.len() * per_node)?;
+        let client = |id: u64| ports[(id as usize - 1) * per_node];
+        let raft = |id: u64| ports[(id as usize - 1) * per_node + 1];
+        let http = |id: u64| opts.http.then(|| ports[(id as usize - 1) * per_node + 2]);
         let mut links = BTreeMap::new();
         if opts.proxied {
             for &from in &ids {
@@ -186,6 +201,7 @@ impl TestCluster {
                     data_dir,
                     peers,
                     raft: raft(id),
+                    http: http(id),
                     child: None,
                 },
             );
@@ -240,6 +256,11 @@ impl TestCluster {
     /// Node `id`'s peer (Raft) address, where it listens for its peers.
     pub fn raft_addr(&self, id: u64) -> SocketAddr {
         self.node(id).raft
+    }
+
+    /// Node `id`'s HTTP listener (a cluster started with [`ClusterOptions::http`]).
+    pub fn http_addr(&self, id: u64) -> Option<SocketAddr> {
+        self.node(id).http
     }
 
     /// Every node's client address, comma-separated: what `Client::builder` and
@@ -404,6 +425,9 @@ impl TestCluster {
             extra.extend(["--audit-log-max-size".to_owned(), "64GiB".to_owned()]);
         }
         let node = self.node_mut(id);
+        let http = node
+            .http
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -418,7 +442,7 @@ impl TestCluster {
                 .args(["--listen", &node.client.to_string()])
                 .arg("--data-dir")
                 .arg(&node.data_dir)
-                .args(["--http-listen", "off"])
+                .args(["--http-listen", &http])
                 .args(["--node-id", &id.to_string()])
                 .args(["--peers", &node.peers])
                 .args(["--raft-listen", &node.raft.to_string()])

@@ -72,6 +72,8 @@ impl CoreTask {
                     granted: mode_counts(&census.granted),
                     converting: mode_counts(&census.converting),
                     waiting: mode_counts(&census.waiting),
+                    // The HTTP handler asks the sequencer, as it counts connections.
+                    role: None,
                 }))
             }
             StatusQuery::Resources {

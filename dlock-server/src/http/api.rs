@@ -45,6 +45,7 @@ pub(super) async fn status(
     match state.ask(StatusQuery::Status).await? {
         StatusAnswer::Status(mut s) => {
             s.connections = NetMetrics::get(&state.net.open);
+            s.role = state.cluster.as_ref().map(|c| c.status().role);
             Ok(Json(*s))
         }
         _ => Err(StatusCode::INTERNAL_SERVER_ERROR),

@@ -3,6 +3,10 @@
 //!
 //! A registry is built per scrape from a snapshot: the hot path only adds to integers it
 //! owns or to relaxed atomics, and scrapes are rare.
+//!
+//! On a cluster member, the `dlock_cluster_*` gauges say what this member knows of the
+//! cluster, read from openraft's metrics at the scrape ([`register_cluster`]); a server
+//! that runs alone has none of them.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -22,6 +26,8 @@ use super::HttpState;
 use crate::core_task::{CORE_REJECT_LABELS, REQUEST_KINDS};
 use crate::metrics::{BUCKETS, FrameError, Hist, NetMetrics, NetRefusal};
 use crate::msg::{CoreSnapshot, StatusAnswer, StatusQuery};
+use dlock_proto::status::Role;
+use dlock_raft::ClusterStatus;
 
 /// The content type of the OpenMetrics text format.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,10 +35,13 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 /// `/metrics`.
 pub(super) async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     match state.ask(StatusQuery::Metrics).await {
-        Ok(StatusAnswer::Metrics(snap)) => match encode(&snap, &state.net) {
-            Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        },
+        Ok(StatusAnswer::Metrics(snap)) => {
+            let cluster = state.cluster.as_ref().map(dlock_raft::Sequencer::status);
+            match encode(&snap, &state.net, cluster.as_ref()) {
+                Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        }
         Ok(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Err(code) => code.into_response(),
     }
@@ -73,10 +82,18 @@ fn gauge(v: u64) -> Gauge {
     g
 }
 
+/// `dlock_cluster_leader_id` when the member knows no leader (node ids are never negative).
+const NO_LEADER: i64 = -1;
+
 type Labels = Vec<(&'static str, String)>;
 
-/// The metrics text for one scrape.
-pub(crate) fn encode(snap: &CoreSnapshot, net: &NetMetrics) -> Result<String, std::fmt::Error> {
+/// The metrics text for one scrape; `cluster`: what this member knows of its cluster, `None`
+/// on a server that runs alone.
+pub(crate) fn encode(
+    snap: &CoreSnapshot,
+    net: &NetMetrics,
+    cluster: Option<&ClusterStatus>,
+) -> Result<String, std::fmt::Error> {
     let get = NetMetrics::get;
     let s = &snap.stats;
     let c = &snap.census;
@@ -250,8 +267,149 @@ pub(crate) fn encode(snap: &CoreSnapshot, net: &NetMetrics) -> Result<String, st
         Unit::Seconds,
         busy,
     );
+    if let Some(c) = cluster {
+        register_cluster(r.sub_registry_with_prefix("cluster"), c);
+    }
 
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &r)?;
     Ok(text)
+}
+
+/// The `dlock_cluster_*` gauges of a member whose openraft metrics say `c`, in `r` (the
+/// `dlock_cluster` prefix).
+///
+/// Everything is as this member knows it: a partitioned old leader still says it leads until
+/// it hears of a higher term, which is why [`Role::Leader`] is reported with the term (a
+/// newer leader has a higher one). openraft 0.9 publishes no commit index: the applied index
+/// trails it by the entries on their way to the state machine, and the last log index leads
+/// it by those not yet on a majority. The per-follower lag is there on the leader only (only
+/// it tracks what the others hold), one series per other member: it grows as entries are
+/// written that the follower does not acknowledge, so an unreachable follower of an idle
+/// cluster shows no lag until something is written.
+fn register_cluster(r: &mut Registry, c: &ClusterStatus) {
+    r.register(
+        "term",
+        "The Raft term this member is in (it rises with every election)",
+        gauge(c.term),
+    );
+    r.register(
+        "leader",
+        "1 if this member is the leader of its term, 0 otherwise",
+        gauge(u64::from(c.role == Role::Leader)),
+    );
+    let leader_id: Gauge = Gauge::default();
+    leader_id.set(
+        c.leader
+            .map_or(NO_LEADER, |id| i64::try_from(id).unwrap_or(i64::MAX)),
+    );
+    r.register(
+        "leader_id",
+        "Node id of the leader as this member knows it, -1 while it knows none",
+        leader_id,
+    );
+    r.register(
+        "members",
+        "Voting members in this member's membership configuration",
+        gauge(c.voters as u64),
+    );
+    r.register(
+        "last_log_index",
+        "Index of the last entry in this member's Raft log",
+        gauge(c.last_log_index),
+    );
+    r.register(
+        "applied_index",
+        "Index of the last entry this member applied to its lock table",
+        gauge(c.applied_index),
+    );
+    if c.role == Role::Leader {
+        let lag = Family::<Labels, Gauge>::default();
+        for (id, matched) in c.matched.iter().filter(|(id, _)| **id != c.id) {
+            let behind = c.last_log_index.saturating_sub(matched.unwrap_or(0));
+            lag.get_or_create(&vec![("node", id.to_string())])
+                .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        }
+        r.register_with_unit(
+            "follower_lag",
+            "On the leader: entries of its log each other member is not known to hold",
+            Unit::Other("entries".to_owned()),
+            lag,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn text(c: &ClusterStatus) -> String {
+        let mut r = Registry::with_prefix("dlock");
+        register_cluster(r.sub_registry_with_prefix("cluster"), c);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).expect("encodes");
+        text
+    }
+
+    fn status(role: Role, leader: Option<u64>) -> ClusterStatus {
+        ClusterStatus {
+            id: 1,
+            members: BTreeMap::new(),
+            voters: 3,
+            role,
+            leader,
+            term: 4,
+            leading: role == Role::Leader,
+            last_log_index: 20,
+            applied_index: 19,
+            matched: BTreeMap::new(),
+        }
+    }
+
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn a_leader_reports_each_followers_lag() {
+        let mut c = status(Role::Leader, Some(1));
+        c.matched = BTreeMap::from([(1, Some(20)), (2, Some(17)), (3, None)]);
+        let t = text(&c);
+        // A family's series come in hash order.
+        let mut got = samples(&t);
+        got.sort_unstable();
+        let mut want = vec![
+            "dlock_cluster_term 4",
+            "dlock_cluster_leader 1",
+            "dlock_cluster_leader_id 1",
+            "dlock_cluster_members 3",
+            "dlock_cluster_last_log_index 20",
+            "dlock_cluster_applied_index 19",
+            r#"dlock_cluster_follower_lag_entries{node="2"} 3"#,
+            r#"dlock_cluster_follower_lag_entries{node="3"} 20"#,
+        ];
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert!(t.contains("# TYPE dlock_cluster_follower_lag_entries gauge\n"));
+        assert!(t.contains("# UNIT dlock_cluster_follower_lag_entries entries\n"));
+    }
+
+    #[test]
+    fn a_follower_without_a_leader_says_minus_one_and_has_no_lag() {
+        let t = text(&status(Role::Candidate, None));
+        assert_eq!(
+            samples(&t),
+            [
+                "dlock_cluster_term 4",
+                "dlock_cluster_leader 0",
+                "dlock_cluster_leader_id -1",
+                "dlock_cluster_members 3",
+                "dlock_cluster_last_log_index 20",
+                "dlock_cluster_applied_index 19",
+            ]
+        );
+        assert!(!t.contains("lag"));
+    }
 }

@@ -271,7 +271,8 @@ fn recheck(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs a server on `args.listen` (port 0: any), printing the bound address first.
+/// Runs a server on `args.listen` (port 0: any), printing the bound address first; with
+/// `--http-listen`, its HTTP listener is bound before that too.
 async fn serve(args: dlock_server::cli::Args) -> Result<()> {
     let filter = match &args.log_level {
         Some(level) => EnvFilter::try_new(level).context("invalid --log-level")?,
@@ -285,12 +286,26 @@ async fn serve(args: dlock_server::cli::Args) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let http = match config.http_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (--http-listen)"))?,
+        ),
+        None => None,
+    };
     println!("{LISTENING}{}", listener.local_addr()?);
     use std::io::Write;
     std::io::stdout().flush()?;
-    dlock_server::run(listener, config, async {
+    let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    };
+    match http {
+        Some(http) => {
+            let security = dlock_server::Security::load(&config)?;
+            dlock_server::run_with_http(listener, http, config, security, shutdown).await?;
+        }
+        None => dlock_server::run(listener, config, shutdown).await?,
+    }
     Ok(())
 }

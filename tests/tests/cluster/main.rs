@@ -14,6 +14,11 @@ mod t94_partition;
 mod t95_peer_secret;
 mod t96_linearizable_reads;
 mod t97_connect_during_failover;
+mod t98_metrics;
+
+// The strict reader of the metrics text that the ops tests use.
+#[path = "../ops/prom.rs"]
+mod prom;
 
 use std::time::Duration;
 

@@ -285,3 +285,28 @@ async fn t80_a_hello_without_a_valid_token_is_counted_unauthenticated() -> Resul
     server.shutdown().await?;
     Ok(())
 }
+
+/// The `dlock_cluster_*` gauges and `/api/status`'s `role` are a cluster member's: a server
+/// that runs alone has none of them (the cluster tests check what a member shows).
+#[tokio::test]
+async fn t80_a_server_alone_shows_no_cluster_gauges_and_no_role() -> Result<()> {
+    let server = TestServer::start_with_http(TestServer::config()).await?;
+    let http = server.http_addr().context("no http")?;
+    let a = get(http, "/metrics").await?;
+    ensure!(a.status == 200, "status {}", a.status);
+    let samples = parse(&a.body)?;
+    ensure!(samples.has("dlock_ready"), "not the server's metrics");
+    let cluster: Vec<&str> = a
+        .body
+        .lines()
+        .filter(|l| l.contains("dlock_cluster"))
+        .collect();
+    ensure!(cluster.is_empty(), "cluster lines alone: {cluster:?}");
+
+    let st = get(http, "/api/status").await?;
+    ensure!(st.status == 200, "status {}", st.status);
+    let v: serde_json::Value = serde_json::from_str(&st.body)?;
+    ensure!(v.get("ready").is_some(), "not the status: {v}");
+    ensure!(v.get("role").is_none(), "a role alone: {v}");
+    Ok(())
+}
