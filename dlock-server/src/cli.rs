@@ -177,8 +177,8 @@ pub struct Args {
     #[arg(long, env = "DLOCK_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
 
-    /// Rotate the audit log when it grows past this size (e.g. `256MiB`).
-    #[arg(long, env = "DLOCK_AUDIT_LOG_MAX_SIZE", default_value = "256MiB")]
+    /// Rotate the audit log when it grows past this size (e.g. `256MiB`; at least `64KiB`).
+    #[arg(long, env = "DLOCK_AUDIT_LOG_MAX_SIZE", default_value = "256MiB", value_parser = parse_audit_log_size)]
     pub audit_log_max_size: bytesize::ByteSize,
 
     /// Rotated audit log files kept (`PATH.1` .. `PATH.N`).
@@ -381,6 +381,19 @@ impl Args {
     }
 }
 
+/// `--audit-log-max-size`: a size of at least [`MIN_AUDIT_LOG_SIZE`](crate::MIN_AUDIT_LOG_SIZE)
+/// (a log rotated every few lines keeps almost no history).
+fn parse_audit_log_size(s: &str) -> Result<bytesize::ByteSize, String> {
+    let size: bytesize::ByteSize = s.parse()?;
+    if size.as_u64() < crate::MIN_AUDIT_LOG_SIZE {
+        return Err(format!(
+            "{size} is below the minimum of {}: the log would be rotated every few lines",
+            bytesize::ByteSize::b(crate::MIN_AUDIT_LOG_SIZE)
+        ));
+    }
+    Ok(size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,10 +517,20 @@ mod tests {
             assert!(e.contains(flag) && e.contains("longer than 0"), "{e}");
             assert!(check(&[flag, "1ms"]).is_ok(), "{flag} 1ms");
         }
-        let audit = ["--audit-log", "/tmp/audit.jsonl", "--audit-log-max-size"];
-        let e = check(&[&audit[..], &["0"]].concat()).unwrap_err();
-        assert!(e.contains("--audit-log-max-size"), "{e}");
-        assert!(check(&[&audit[..], &["64KiB"]].concat()).is_ok());
+        let audit = [
+            "dlock-server",
+            "--audit-log",
+            "/tmp/audit.jsonl",
+            "--audit-log-max-size",
+        ];
+        let e = Args::try_parse_from([&audit[..], &["0"]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--audit-log-max-size") && e.contains("minimum"),
+            "{e}"
+        );
+        assert!(Args::try_parse_from([&audit[..], &["64KiB"]].concat()).is_ok());
         let e = check(&["--lease-ttl", "0s"]).unwrap_err();
         assert!(
             e.contains("--lease-ttl") && e.contains("--min-lease-ttl 100 ms"),
