@@ -60,6 +60,26 @@ async fn t80_counters_move_by_exactly_the_workload() -> Result<()> {
     ] {
         ensure!(before.has(name), "{name} missing before any traffic");
     }
+    // Every refusal reason has its series before it first happens (an alert on one needs
+    // it), at 0.
+    for reason in [
+        "overloaded",
+        "permission_denied",
+        "grace_queue_full",
+        "duplicate_request_id",
+        "limit_locks",
+        "limit_locks_per_peer",
+        "unauthenticated",
+    ] {
+        let key = (
+            "dlock_rejected_requests_total".to_owned(),
+            vec![("reason".to_owned(), reason.to_owned())],
+        );
+        ensure!(
+            before.0.get(&key) == Some(&0.0),
+            "no dlock_rejected_requests_total{{reason=\"{reason}\"}} 0 before any traffic"
+        );
+    }
 
     let mut a = RawClient::connect(addr, "a").await?;
     let mut b = RawClient::connect(addr, "b").await?;
