@@ -79,6 +79,10 @@ impl AuditConfig {
     /// Default number of rotated files kept.
     pub const DEFAULT_KEEP: usize = 4;
 
+    /// The smallest size before rotation `--audit-log-max-size` accepts: a few hundred
+    /// lines (an `AuditConfig` built in code may rotate sooner, as tests of rotation do).
+    pub const MIN_MAX_SIZE: u64 = 64 * 1024;
+
     /// `path` with the default rotation settings.
     pub fn new(path: impl Into<PathBuf>) -> AuditConfig {
         AuditConfig {

@@ -381,14 +381,14 @@ impl Args {
     }
 }
 
-/// `--audit-log-max-size`: a size of at least [`MIN_AUDIT_LOG_SIZE`](crate::MIN_AUDIT_LOG_SIZE)
+/// `--audit-log-max-size`: a size of at least [`AuditConfig::MIN_MAX_SIZE`](crate::audit::AuditConfig::MIN_MAX_SIZE)
 /// (a log rotated every few lines keeps almost no history).
 fn parse_audit_log_size(s: &str) -> Result<bytesize::ByteSize, String> {
     let size: bytesize::ByteSize = s.parse()?;
-    if size.as_u64() < crate::MIN_AUDIT_LOG_SIZE {
+    if size.as_u64() < crate::audit::AuditConfig::MIN_MAX_SIZE {
         return Err(format!(
             "{size} is below the minimum of {}: the log would be rotated every few lines",
-            bytesize::ByteSize::b(crate::MIN_AUDIT_LOG_SIZE)
+            bytesize::ByteSize::b(crate::audit::AuditConfig::MIN_MAX_SIZE)
         ));
     }
     Ok(size)

@@ -100,7 +100,7 @@ pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
 pub use security::{Security, TlsConfig};
-pub use setup::{FRAME_HEADROOM, MIN_AUDIT_LOG_SIZE, MIN_NAME_LEN, MIN_VALUE_LEN};
+pub use setup::{FRAME_HEADROOM, MIN_NAME_LEN, MIN_VALUE_LEN};
 use setup::{fit_to_open_files, lock_data_dir, open_file_limit, start_cluster, validate};
 pub use spawn::{Server, ServerHandle};
 
@@ -126,7 +126,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let security = Security::load(&config)?;
-    run_inner(listener, None, config, security, shutdown).await
+    run_inner(listener, None, config, security, shutdown, None).await
 }
 
 /// [`run`] with security state loaded beforehand by [`Security::load`], which the caller
@@ -137,7 +137,7 @@ pub async fn run_secured(
     security: Arc<Security>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    run_inner(listener, None, config, security, shutdown).await
+    run_inner(listener, None, config, security, shutdown, None).await
 }
 
 /// [`run_secured`], and the HTTP listener (metrics, health, JSON API, status page) on `http`
@@ -149,21 +149,12 @@ pub async fn run_with_http(
     security: Arc<Security>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    run_inner(listener, Some(http), config, security, shutdown).await
+    run_inner(listener, Some(http), config, security, shutdown, None).await
 }
 
+/// Serves until `shutdown`; `dir_lock` is the data directory's lock if the caller took it
+/// already (it is taken here otherwise).
 pub(crate) async fn run_inner(
-    listener: TcpListener,
-    http: Option<TcpListener>,
-    config: Config,
-    security: Arc<Security>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServerError> {
-    run_locked(listener, http, config, security, shutdown, None).await
-}
-
-/// [`run_inner`] with the data directory's lock taken already, if `dir_lock` holds it.
-async fn run_locked(
     listener: TcpListener,
     http: Option<TcpListener>,
     config: Config,
@@ -610,5 +601,5 @@ pub async fn serve(
     {
         info!(%addr, "HTTP listener: /metrics, /healthz, /readyz, /api/..., status page at /");
     }
-    run_locked(listener, http, config, security, shutdown, Some(dir_lock)).await
+    run_inner(listener, http, config, security, shutdown, Some(dir_lock)).await
 }

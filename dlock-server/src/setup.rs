@@ -20,10 +20,6 @@ pub const MIN_NAME_LEN: usize = 64;
 /// may send: ids, mode, flags, timeout, the encoding, a `Hello`'s token.
 pub const FRAME_HEADROOM: usize = 1024;
 
-/// The smallest audit log size before rotation `--audit-log-max-size` accepts: a few hundred
-/// lines (a [`Config`] built in code may rotate sooner, as tests of rotation do).
-pub const MIN_AUDIT_LOG_SIZE: u64 = 64 * 1024;
-
 /// Descriptors kept for what is not a client connection: the listeners, the data directory's
 /// files and the audit log, peers of a cluster, HTTP connections, standard streams.
 pub(crate) const FD_RESERVE: u64 = 256;

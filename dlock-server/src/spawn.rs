@@ -115,6 +115,7 @@ impl Server {
             config,
             security.clone(),
             stopped,
+            None,
         ));
         Ok(ServerHandle {
             addr,
