@@ -118,13 +118,20 @@ impl CliError {
     }
 }
 
-/// Whether a client error means the server cannot be reached (or went away), or a cluster
-/// has no leader to serve.
+/// Whether a client error means the server cannot be reached (or went away), a cluster
+/// has no leader to serve, or the server turned the client away for now (it is shutting
+/// down, or cannot record a session's lease on its disk).
 pub fn is_unreachable(e: &dlock_client::Error) -> bool {
     use dlock_client::Error as E;
+    use dlock_proto::Refusal;
     matches!(
         e,
-        E::Connect(_) | E::Disconnected | E::RequestTimeout | E::ShuttingDown | E::NoLeader
+        E::Connect(_)
+            | E::Disconnected
+            | E::RequestTimeout
+            | E::ShuttingDown
+            | E::NoLeader
+            | E::Refused(Refusal::ShuttingDown | Refusal::StorageUnavailable)
     )
 }
 
@@ -166,5 +173,17 @@ mod tests {
             "{e}"
         );
         assert!(is_unreachable(&dlock_client::Error::NoLeader));
+    }
+
+    #[test]
+    fn a_server_that_cannot_record_a_lease_is_unavailable_for_now() {
+        let refused = dlock_client::Error::Refused(dlock_proto::Refusal::StorageUnavailable);
+        assert_eq!(CliError::Client(refused).exit_code(), exit::UNAVAILABLE);
+        // A refusal that will not pass by waiting stays what it was.
+        let refused = dlock_client::Error::Refused(dlock_proto::Refusal::VersionMismatch {
+            server: 2,
+            client: 1,
+        });
+        assert_eq!(CliError::Client(refused).exit_code(), exit::SOFTWARE);
     }
 }

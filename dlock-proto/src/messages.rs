@@ -228,6 +228,13 @@ pub enum Refusal {
         /// The leader's client address (`host:port`), when this server knows it.
         leader: Option<String>,
     },
+    /// The server could not record the new session's lease in its data directory (full or
+    /// unwritable disk), which it must do before it confirms a session. Sessions already open
+    /// are not affected; trying again later may succeed.
+    #[error(
+        "server cannot record the session's lease on disk (data directory full or unwritable); try again later"
+    )]
+    StorageUnavailable,
 }
 
 /// A reply the server makes itself.

@@ -49,11 +49,13 @@ pub(crate) enum Complaint {
     SlowReader,
     /// A TLS handshake not finished within `--handshake-timeout`.
     TlsHandshakeTimeout,
+    /// A new session refused because its lease could not be recorded (a full disk).
+    LeaseRecord,
 }
 
 impl Complaint {
     /// Every kind, in the order of [`Limiter`]'s slots.
-    const ALL: [Complaint; 9] = [
+    const ALL: [Complaint; 10] = [
         Complaint::Malformed,
         Complaint::TooLarge,
         Complaint::FrameTimeout,
@@ -63,6 +65,7 @@ impl Complaint {
         Complaint::Unauthenticated,
         Complaint::SlowReader,
         Complaint::TlsHandshakeTimeout,
+        Complaint::LeaseRecord,
     ];
 
     /// What many of them are, for the summary.
@@ -77,6 +80,7 @@ impl Complaint {
             Complaint::Unauthenticated => "unauthenticated clients",
             Complaint::SlowReader => "clients closed for not reading",
             Complaint::TlsHandshakeTimeout => "TLS handshakes not completed in time",
+            Complaint::LeaseRecord => "sessions refused for want of a lease record",
         }
     }
 
@@ -91,6 +95,9 @@ impl Complaint {
             Complaint::VersionMismatch => "dlock_frame_errors_total{kind=\"version_mismatch\"}",
             Complaint::Unauthenticated => {
                 "dlock_rejected_requests_total{reason=\"unauthenticated\"}"
+            }
+            Complaint::LeaseRecord => {
+                "dlock_rejected_requests_total{reason=\"storage_unavailable\"}"
             }
             Complaint::SlowReader | Complaint::TlsHandshakeTimeout => "the DEBUG log",
         }

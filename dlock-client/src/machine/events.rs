@@ -75,6 +75,7 @@ impl SessionMachine {
                 | Refusal::TooManyConnections
                 | Refusal::TooManyConnectionsFromPeer { .. }
                 | Refusal::NotLeader { .. }
+                | Refusal::StorageUnavailable
         ) && self.session.is_none()
         {
             // Nothing new will succeed on a refusal like a version mismatch: fail the work

@@ -232,8 +232,12 @@ pub(super) fn end(
         }
         apply_and_route(engine, sessions, command)?;
     }
-    if grace.covers_previous {
-        lease_record.previous_leases_over()?;
+    // Lowering the record is an optimisation (a shorter grace after the next restart): if it
+    // cannot be written, the higher record stays, which is safe, and the server goes on.
+    if grace.covers_previous
+        && let Err(e) = lease_record.previous_leases_over()
+    {
+        tracing::warn!(error = %e, "could not lower the lease record; the next restart's grace stays as long as recorded");
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use dlock_core::{Command, EventKind, Reject, SessionId};
+use dlock_core::{Command, EventKind, Reject, RequestId, SessionId};
 use dlock_proto::{Hello, PROTOCOL_VERSION, Refusal, Resume, ServerMessage, Welcome};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
@@ -12,6 +12,7 @@ use super::cluster::PendingOpen;
 use super::sessions::SessionState;
 use super::{CoreTask, stats};
 use crate::ServerError;
+use crate::complaints::{Complaint, complain};
 use crate::handle::ConnHandle;
 use crate::msg::HelloOutcome;
 
@@ -106,6 +107,26 @@ impl CoreTask {
         Ok(())
     }
 
+    /// Undoes the opening of `session`, whose lease could not be recorded (`cause`), and
+    /// refuses its client with [`Refusal::StorageUnavailable`].
+    fn refuse_unrecorded(
+        &mut self,
+        session: SessionId,
+        cause: ServerError,
+        reply: oneshot::Sender<HelloOutcome>,
+    ) -> Result<(), ServerError> {
+        complain!(Complaint::LeaseRecord, error = %cause, "cannot record a new session's lease; refusing the session (sessions already open go on)");
+        let close = Command::CloseSession {
+            session,
+            request: RequestId(0),
+        };
+        let events = self.engine.apply(close)?;
+        self.engine.recycle(events);
+        self.sessions.monitor.rejected("storage_unavailable");
+        let _ = reply.send(HelloOutcome::Refused(Refusal::StorageUnavailable));
+        Ok(())
+    }
+
     /// Opens a new session with a fresh secret. Its id is the addressee of the engine's
     /// `SessionOpened` event.
     fn open(
@@ -182,7 +203,13 @@ impl CoreTask {
         match outcome {
             Ok((session, ttl_ms)) => {
                 // Written ahead: a restart must know how long this session's lease may last.
-                self.lease_record.granting(ttl_ms)?;
+                // If it cannot be written (a full disk), the session is not confirmed: it is
+                // closed again and the client refused, and the server goes on serving the
+                // sessions it has (their leases are on record already).
+                if let Err(e) = self.lease_record.granting(ttl_ms) {
+                    self.refuse_unrecorded(session, e, reply)?;
+                    return Ok(());
+                }
                 let messages = vec![self.welcome(session, secret, ttl_ms, false)];
                 let who = identity.as_deref().unwrap_or("-").to_owned();
                 self.sessions

@@ -117,8 +117,9 @@ impl Monitor {
 /// Every `reason` label the core task counts (see [`Monitor::rejected`]): its own refusals,
 /// then the engine's ([`reject_label`]). `/metrics` shows each, at 0 until it first
 /// happens, so that an alert on one does not wait for a series to appear.
-pub(crate) const CORE_REJECT_LABELS: [&str; 17] = [
+pub(crate) const CORE_REJECT_LABELS: [&str; 18] = [
     "overloaded",
+    "storage_unavailable",
     "too_many_sessions_from_peer",
     "permission_denied",
     "grace_queue_full",

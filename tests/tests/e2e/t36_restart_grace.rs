@@ -316,3 +316,58 @@ async fn invalid_requests_are_refused_at_once_during_the_grace() -> Result<()> {
     ensure!(restarted.elapsed() >= Duration::from_millis(OLD_TTL_MS));
     Ok(())
 }
+
+/// Sends a `Hello` opening a new session with a lease of `ttl_ms` and returns the answer.
+async fn hello(server: &TestServer, ttl_ms: u64) -> Result<Option<ServerMessage>> {
+    let mut framed = connect_framed(server.addr()).await?;
+    framed
+        .send(ClientMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "late".into(),
+            lease_ttl_ms: ttl_ms,
+            resume: None,
+            token: None,
+        }))
+        .await?;
+    recv_raw(&mut framed).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_record_that_cannot_be_raised_refuses_the_session_and_nothing_else() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut a = RawClient::connect_with_ttl(server.addr(), "a", NEW_TTL_MS).await?;
+    let (_, first) = a.acquire("r", Mode::EX).await?;
+    // The record's temporary file cannot be created (a directory is in its place, which
+    // stops root as well as anyone): the next raise of the record fails, as on a full disk.
+    let blocker = server.data_dir().join("max-lease-ttl.tmp");
+    std::fs::create_dir(&blocker)?;
+    let recorded = std::fs::read_to_string(server.data_dir().join("max-lease-ttl"))?;
+
+    // A longer lease than recorded would need the record raised: refused, typed.
+    let answer = hello(&server, NEW_TTL_MS * 2).await?;
+    ensure!(
+        answer == Some(ServerMessage::Refused(Refusal::StorageUnavailable)),
+        "{answer:?}"
+    );
+    ensure!(
+        std::fs::read_to_string(server.data_dir().join("max-lease-ttl"))? == recorded,
+        "the record changed"
+    );
+    // The server goes on: the session it had keeps its lock and takes more, and a lease
+    // within the record still opens a session.
+    ensure!(server.is_running());
+    let (_, next) = a.acquire("s", Mode::EX).await?;
+    ensure!(next > first);
+    let held = a.query_resource("r").await?.expect("r is held");
+    ensure!(held.granted.len() == 1, "{held:?}");
+    let mut b = RawClient::connect_with_ttl(server.addr(), "b", NEW_TTL_MS).await?;
+    b.ping().await?;
+
+    // Once the disk has room again, the longer lease opens.
+    std::fs::remove_dir(&blocker)?;
+    match hello(&server, NEW_TTL_MS * 2).await? {
+        Some(ServerMessage::Welcome(w)) => ensure!(w.lease_ttl_ms == NEW_TTL_MS * 2),
+        other => bail!("expected a Welcome, got {other:?}"),
+    }
+    Ok(())
+}
