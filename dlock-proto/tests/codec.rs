@@ -139,6 +139,7 @@ fn all_server_messages() -> Vec<ServerMessage> {
             leader: Some("10.0.0.2:7420".into()),
         }),
         ServerMessage::Refused(Refusal::NotLeader { leader: None }),
+        ServerMessage::Refused(Refusal::StorageUnavailable),
         ServerMessage::Reply {
             id: RequestId(1),
             body: Reply::Resources {
