@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,7 @@ use dlock_proto::status::ClusterView;
 use dlock_raft::{Member, ProposeError};
 use serde::Deserialize;
 
-use super::HttpState;
+use super::{HttpError, HttpState};
 
 /// `GET /api/cluster`: `null` from a server that runs alone.
 pub(super) async fn cluster(State(state): State<Arc<HttpState>>) -> Json<Option<ClusterView>> {
@@ -41,18 +42,21 @@ pub(super) struct Removed {
 /// `POST /api/cluster`: adds a member.
 pub(super) async fn add(
     State(state): State<Arc<HttpState>>,
-    Json(new): Json<NewMember>,
+    new: Result<Json<NewMember>, JsonRejection>,
 ) -> Response {
     let Some(sequencer) = &state.cluster else {
-        return alone();
+        return alone().into_response();
+    };
+    let new = match new {
+        Ok(Json(new)) => new,
+        Err(e) => return HttpError::from(e).into_response(),
     };
     for addr in [&new.client_addr, &new.raft_addr] {
         if addr
             .rsplit_once(':')
             .is_none_or(|(_, p)| p.parse::<u16>().is_err())
         {
-            let msg = format!("{addr:?} is not HOST:PORT\n");
-            return (StatusCode::BAD_REQUEST, msg).into_response();
+            return HttpError::bad_request(format!("{addr:?} is not HOST:PORT")).into_response();
         }
     }
     let member = Member {
@@ -66,21 +70,25 @@ pub(super) async fn add(
 /// `DELETE /api/cluster?id=N`: removes a member.
 pub(super) async fn remove(
     State(state): State<Arc<HttpState>>,
-    Query(removed): Query<Removed>,
+    removed: Result<Query<Removed>, QueryRejection>,
 ) -> Response {
     let Some(sequencer) = &state.cluster else {
-        return alone();
+        return alone().into_response();
+    };
+    let removed = match removed {
+        Ok(Query(removed)) => removed,
+        Err(e) => return HttpError::from(e).into_response(),
     };
     tracing::info!(id = removed.id, "removing a cluster member");
     answer(sequencer.remove_member(removed.id).await, sequencer)
 }
 
-fn alone() -> Response {
-    (
+/// The answer of every `/api/cluster` request to a server that runs alone.
+fn alone() -> HttpError {
+    HttpError::new(
         StatusCode::NOT_FOUND,
-        "not a cluster: this server runs alone\n",
+        "not a cluster: this server runs alone (started without --peers)",
     )
-        .into_response()
 }
 
 /// The new cluster view, or why the change was not made.

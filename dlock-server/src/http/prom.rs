@@ -22,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::HttpState;
+use super::{HttpError, HttpState};
 use crate::core_task::{CORE_REJECT_LABELS, REQUEST_KINDS};
 use crate::metrics::{BUCKETS, FrameError, Hist, NetMetrics, NetRefusal};
 use crate::msg::{CoreSnapshot, StatusAnswer, StatusQuery};
@@ -39,11 +39,15 @@ pub(super) async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
             let cluster = state.cluster.as_ref().map(dlock_raft::Sequencer::status);
             match encode(&snap, &state.net, cluster.as_ref()) {
                 Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                Err(e) => HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: the metrics could not be encoded: {e}"),
+                )
+                .into_response(),
             }
         }
-        Ok(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        Err(code) => code.into_response(),
+        Ok(_) => HttpError::unexpected_answer().into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
