@@ -1,5 +1,10 @@
 //! `/api/cluster`: the cluster as this node sees it, and membership changes on the leader.
 //!
+//! `GET /api/cluster` answers a [`ClusterView`] on a cluster member, and `404` with the
+//! body `not a cluster: this server runs alone (started without --peers)` on a server that
+//! runs alone, as `POST` and `DELETE` do there: a script tells the two apart by the status
+//! alone (`curl -f` fails), and `/api/status` of a server that runs alone has no `role`.
+//!
 //! `POST /api/cluster` with `{"id": 4, "client_addr": "h:7420", "raft_addr": "h:7520"}` adds
 //! node 4 (already started with `--node-id 4`): it catches up as a learner, then becomes a
 //! voter. `DELETE /api/cluster?id=3` removes node 3. Replacing a member is an add and then a
@@ -20,9 +25,14 @@ use serde::Deserialize;
 
 use super::{HttpError, HttpState};
 
-/// `GET /api/cluster`: `null` from a server that runs alone.
-pub(super) async fn cluster(State(state): State<Arc<HttpState>>) -> Json<Option<ClusterView>> {
-    Json(state.cluster.as_ref().map(crate::cluster::view))
+/// `GET /api/cluster`: the cluster as this node sees it; 404 from a server that runs alone.
+pub(super) async fn cluster(
+    State(state): State<Arc<HttpState>>,
+) -> Result<Json<ClusterView>, HttpError> {
+    match &state.cluster {
+        Some(sequencer) => Ok(Json(crate::cluster::view(sequencer))),
+        None => Err(alone()),
+    }
 }
 
 /// The body of `POST /api/cluster`.

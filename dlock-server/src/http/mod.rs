@@ -10,7 +10,7 @@
 //! | `/api/resources?prefix=&cursor=&limit=` | a page of [`ResourcesView`](dlock_proto::status::ResourcesView) |
 //! | `/api/sessions?cursor=&limit=` | a page of [`SessionsView`](dlock_proto::status::SessionsView) |
 //! | `/api/waits` | [`WaitsView`](dlock_proto::status::WaitsView): wait-for edges, recent deadlock cycles |
-//! | `/api/cluster` | [`ClusterView`](dlock_proto::status::ClusterView), `null` alone; in a cluster, `POST` adds a member and `DELETE ?id=N` removes one (on the leader) |
+//! | `/api/cluster` | [`ClusterView`](dlock_proto::status::ClusterView); `404` on a server that runs alone; in a cluster, `POST` adds a member and `DELETE ?id=N` removes one (on the leader) |
 //! | `/` | the status page (HTML, CSS and JS in the binary; it polls the JSON API) |
 //!
 //! Every error answer (4xx, 5xx) has a plain-text body of one line saying why, as

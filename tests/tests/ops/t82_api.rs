@@ -1,6 +1,7 @@
 //! The JSON API: resources with their queues (paged by cursor), sessions with their lease
 //! left, the wait-for graph with the deadlock cycle the server broke, the status summary;
 //! bad parameters are a 400 and harm nothing; every error answer says why in its body;
+//! `/api/cluster` of a server that runs alone is a 404 saying so.
 
 use anyhow::{Context, Result, ensure};
 use dlock_proto::status::{ResourcesView, ServerStatus, SessionsView, WaitsView};
@@ -174,5 +175,25 @@ async fn t82_every_error_answer_says_why() -> Result<()> {
             a.body
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn t82_the_cluster_of_a_server_alone_is_a_404_saying_so() -> Result<()> {
+    let server = TestServer::start_with_http(TestServer::config()).await?;
+    let http = server.http_addr().context("no http")?;
+    for (method, path) in [("GET", "/api/cluster"), ("DELETE", "/api/cluster?id=3")] {
+        let a = request(http, method, path, &[]).await?;
+        ensure!(
+            a.status == 404
+                && a.body == "not a cluster: this server runs alone (started without --peers)\n",
+            "{method} {path}: {} {:?}",
+            a.status,
+            a.body
+        );
+    }
+    // As /api/status says: no Raft role.
+    let st: ServerStatus = get_json(http, "/api/status").await?;
+    ensure!(st.role.is_none(), "{st:?}");
     Ok(())
 }
