@@ -166,7 +166,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR[,ADDR...]", value_parser = parse_server_list)]
     pub server: String,
 
-    /// Session name shown to others in `dlock status` (default: user@host:pid).
+    /// Session name shown to others in `dlock status` (default: user@host:pid); at most 256
+    /// bytes on a server with default settings, a longer one is refused (exit 2).
     #[arg(
         long,
         global = true,

@@ -203,6 +203,24 @@ async fn a_name_that_starts_with_a_dash_is_given_by_resource() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_too_long_session_name_is_a_usage_error_that_says_the_limit() -> Result<()> {
+    let server = TestServer::start().await?;
+    let long = "n".repeat(300);
+    let out = output(dlock(
+        &server,
+        &["--name", &long, "acquire", "x", "--", "true"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("session name of 300 bytes exceeds the maximum of 256"),
+        "{said}"
+    );
+    Ok(())
+}
+
 /// Starts `dlock acquire` in hold mode with stdin on a pipe; returns the child and its token.
 async fn hold(
     server: &TestServer,
