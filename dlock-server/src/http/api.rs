@@ -46,7 +46,10 @@ pub(super) async fn status(
     match state.ask(StatusQuery::Status).await? {
         StatusAnswer::Status(mut s) => {
             s.connections = NetMetrics::get(&state.net.open);
-            s.role = state.cluster.as_ref().map(|c| c.status().role);
+            if let Some(cluster) = state.cluster.as_ref().map(dlock_raft::Sequencer::status) {
+                s.role = Some(cluster.role);
+                s.membership = Some(cluster.standing);
+            }
             Ok(Json(*s))
         }
         _ => Err(HttpError::unexpected_answer()),

@@ -6,7 +6,7 @@
 //! | `/metrics` | counters, gauges and histograms in the Prometheus (OpenMetrics) text format |
 //! | `/healthz` | 200 while the process serves HTTP at all |
 //! | `/readyz` | 200 when locks are granted; 503 during the restart grace |
-//! | `/api/status` | [`ServerStatus`](dlock_proto::status::ServerStatus) |
+//! | `/api/status` | [`ServerStatus`](dlock_proto::status::ServerStatus); on a cluster member with its `role` and `membership` (`removed`: taken out of the cluster) |
 //! | `/api/resources?prefix=&cursor=&limit=` | a page of [`ResourcesView`](dlock_proto::status::ResourcesView) |
 //! | `/api/sessions?cursor=&limit=` | a page of [`SessionsView`](dlock_proto::status::SessionsView) |
 //! | `/api/waits` | [`WaitsView`](dlock_proto::status::WaitsView): wait-for edges, recent deadlock cycles |

@@ -406,6 +406,7 @@ mod tests {
             members: BTreeMap::new(),
             voters: 3,
             role,
+            standing: dlock_proto::status::Standing::Voter,
             leader,
             term: 4,
             leading: role == Role::Leader,
