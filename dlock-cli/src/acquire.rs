@@ -32,7 +32,7 @@ async fn acquire_and_use(
     args: &AcquireArgs,
     signals: &mut Signals,
 ) -> Result<u8, CliError> {
-    let resource = args.resource.as_bytes();
+    let resource = args.resource().as_bytes();
     let what = format!("{:?}", format::name(resource));
     let mut opts = LockOptions::default();
     if args.no_wait {
@@ -138,7 +138,7 @@ async fn run_command(
 ) -> Result<u8, CliError> {
     let env = [
         ("DLOCK_TOKEN", OsString::from(guard.token().to_string())),
-        ("DLOCK_RESOURCE", args.resource.clone()),
+        ("DLOCK_RESOURCE", args.resource().clone()),
         ("DLOCK_MODE", OsString::from(guard.mode().to_string())),
     ];
     let spec = child::Spec {

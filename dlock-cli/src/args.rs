@@ -81,6 +81,8 @@ Examples:
   dlock acquire -m PR -w 10s reports -- sh -c 'echo \"token $DLOCK_TOKEN\"; ./report'
   # Exit 0 instead of 1 when another holds the lock:
   dlock acquire -n -E 0 cron.hourly -- ./job
+  # A resource name that starts with '-' (NAME would be taken for an option):
+  dlock acquire --resource -nightly -- ./job
   # Hold a lock across several steps of a bash script:
   coproc LOCK { dlock acquire maintenance; }
   read -r TOKEN <&\"${LOCK[0]}\"            # returns once the lock is held
@@ -92,6 +94,7 @@ const STATUS_AFTER_HELP: &str = "\
 Examples:
   dlock status
   dlock status jobs.
+  dlock status -- -nightly      # a prefix that starts with '-'
   dlock status --json | jq -r '.resources[].holders[].session_name'
 
 JSON shape (stable): {\"resources\": [{\"name\", \"value_valid\", \"holders\", \"converting\",
@@ -163,7 +166,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR[,ADDR...]", value_parser = parse_server_list)]
     pub server: String,
 
-    /// Session name shown to others in `dlock status` (default: user@host:pid).
+    /// Session name shown to others in `dlock status` (default: user@host:pid); at most 256
+    /// bytes on a server with default settings, a longer one is refused (exit 2).
     #[arg(
         long,
         global = true,
@@ -249,7 +253,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Take a lock; run a command under it, or print its token and hold it.
-    #[command(after_help = ACQUIRE_AFTER_HELP, after_long_help = format!("{ACQUIRE_AFTER_HELP}{EXIT_CODES_HELP}"))]
+    #[command(
+        override_usage = "dlock acquire [OPTIONS] <NAME | --resource NAME> [-- <COMMAND>...]",
+        after_help = ACQUIRE_AFTER_HELP,
+        after_long_help = format!("{ACQUIRE_AFTER_HELP}{EXIT_CODES_HELP}")
+    )]
     Acquire(AcquireArgs),
     /// Show locks: holders, converters and waiters of every resource (or of a name prefix).
     #[command(after_help = STATUS_AFTER_HELP)]
@@ -293,13 +301,35 @@ pub struct AcquireArgs {
     #[arg(short = 'E', long, default_value_t = 1, value_name = "N")]
     pub conflict_exit_code: u8,
 
-    /// The resource name.
-    #[arg(value_name = "NAME")]
-    pub resource: OsString,
+    /// The resource name. A name that starts with '-' goes after --resource instead.
+    #[arg(value_name = "NAME", required_unless_present = "resource_option")]
+    resource_name: Option<OsString>,
+
+    /// The resource name, for one that starts with '-' (--resource -nightly, or
+    /// --resource=-nightly); instead of NAME.
+    #[arg(
+        long = "resource",
+        id = "resource_option",
+        value_name = "NAME",
+        conflicts_with = "resource_name",
+        allow_hyphen_values = true
+    )]
+    resource_option: Option<OsString>,
 
     /// The command to run while holding the lock, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+impl AcquireArgs {
+    /// The resource name: NAME, or the value of `--resource`.
+    pub fn resource(&self) -> &OsString {
+        // Clap requires exactly one of the two (`required_unless_present`, `conflicts_with`).
+        self.resource_name
+            .as_ref()
+            .or(self.resource_option.as_ref())
+            .expect("clap requires NAME or --resource")
+    }
 }
 
 /// Arguments of `dlock status`.
@@ -319,7 +349,7 @@ pub struct StatusArgs {
 
     /// Start after the resource of this name: the `next_cursor` of an earlier `--json`
     /// answer cut at --limit, or the last name of an earlier table, to see the next page.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
     pub cursor: Option<OsString>,
 
     /// Only the cluster: members, leader, term, log and applied index (as JSON with
@@ -410,7 +440,7 @@ mod tests {
         assert!(!a.no_wait);
         assert_eq!(a.kill_grace, Duration::from_secs(10));
         assert_eq!(a.conflict_exit_code, 1);
-        assert_eq!(a.resource, "db");
+        assert_eq!(a.resource(), "db");
         assert_eq!(a.command, ["sh", "-c", "exit 3"]);
     }
 
@@ -440,6 +470,52 @@ mod tests {
         assert_eq!(a.ttl, Some(Duration::from_millis(500)));
         assert_eq!(a.conflict_exit_code, 3);
         assert!(a.command.is_empty());
+    }
+
+    #[test]
+    fn a_name_that_starts_with_a_dash_goes_after_resource() {
+        for args in [
+            &["acquire", "--resource", "-nightly", "--", "./job", "-x"][..],
+            &["acquire", "--resource=-nightly", "--", "./job", "-x"],
+            &[
+                "acquire",
+                "-m",
+                "PR",
+                "--resource",
+                "-nightly",
+                "--",
+                "./job",
+                "-x",
+            ],
+        ] {
+            let cli = parse(args).unwrap();
+            let Command::Acquire(a) = cli.command else {
+                panic!("not acquire")
+            };
+            assert_eq!(a.resource(), "-nightly", "{args:?}");
+            assert_eq!(a.command, ["./job", "-x"], "{args:?}");
+        }
+        // Without a command, and an ordinary name by the option.
+        let cli = parse(&["acquire", "--resource", "db"]).unwrap();
+        let Command::Acquire(a) = cli.command else {
+            panic!("not acquire")
+        };
+        assert_eq!(a.resource(), "db");
+        assert!(a.command.is_empty());
+        // `--` still separates the command from NAME.
+        let cli = parse(&["acquire", "--mode", "EX", "deploy", "--", "./deploy.sh"]).unwrap();
+        let Command::Acquire(a) = cli.command else {
+            panic!("not acquire")
+        };
+        assert_eq!(a.resource(), "deploy");
+        assert_eq!(a.command, ["./deploy.sh"]);
+        // A status prefix after `--`, a cursor after --cursor.
+        let cli = parse(&["status", "--cursor", "-a", "--", "-nightly"]).unwrap();
+        let Command::Status(st) = cli.command else {
+            panic!("not status")
+        };
+        assert_eq!(st.prefix.as_deref(), Some("-nightly".as_ref()));
+        assert_eq!(st.cursor.as_deref(), Some("-a".as_ref()));
     }
 
     #[test]
@@ -477,6 +553,9 @@ mod tests {
             &["status", "--limit", "0"],
             &["acquire"],
             &["acquire", "db", "sh"],
+            &["acquire", "-nightly"],
+            &["acquire", "db", "--resource", "other"],
+            &["acquire", "--resource"],
             &["completions", "powershell"],
             &["verify"],
             &["verify", "--expiry-allowance", "soon", "audit.jsonl"],

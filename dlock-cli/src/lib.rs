@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! dlock acquire [--mode MODE] [--timeout DURATION | --no-wait] [--ttl DURATION] NAME [-- COMMAND [ARGS...]]
+//! dlock acquire [OPTIONS] --resource NAME [-- COMMAND [ARGS...]]    # NAME may start with '-'
 //! dlock status [PREFIX] [--json]
+//! dlock status [--json] -- PREFIX                                   # PREFIX may start with '-'
 //! dlock ping
 //! dlock verify AUDIT_LOG...
 //! dlock completions bash|zsh|fish

@@ -165,6 +165,62 @@ async fn exit_status_of_the_command_passes_through() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_name_that_starts_with_a_dash_is_given_by_resource() -> Result<()> {
+    let server = TestServer::start().await?;
+    let script = r#"printf '%s\n' "$DLOCK_RESOURCE""#;
+    let out = output(dlock(
+        &server,
+        &[
+            "acquire",
+            "--resource",
+            "-nightly",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    ))
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "-nightly\n");
+    // Held by another, the same name is not acquired: it is one resource.
+    let (mut holder, _token) = hold(&server, "holder", "--resource=-nightly").await?;
+    let out = output(dlock(
+        &server,
+        &[
+            "acquire",
+            "--no-wait",
+            "--resource",
+            "-nightly",
+            "--",
+            "true",
+        ],
+    ))
+    .await?;
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    holder.kill().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_too_long_session_name_is_a_usage_error_that_says_the_limit() -> Result<()> {
+    let server = TestServer::start().await?;
+    let long = "n".repeat(300);
+    let out = output(dlock(
+        &server,
+        &["--name", &long, "acquire", "x", "--", "true"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("session name of 300 bytes exceeds the maximum of 256"),
+        "{said}"
+    );
+    Ok(())
+}
+
 /// Starts `dlock acquire` in hold mode with stdin on a pipe; returns the child and its token.
 async fn hold(
     server: &TestServer,

@@ -123,7 +123,10 @@ impl ClientBuilder {
         Ok(self.token(token))
     }
 
-    /// The session name (default `user@host:pid`).
+    /// The session name (default `user@host:pid`). A server refuses a name longer than its
+    /// [`max_session_name_len`](dlock_core::Config::max_session_name_len) (256 bytes by default)
+    /// with [`Invalid::SessionNameTooLong`](crate::Invalid::SessionNameTooLong), which says
+    /// both lengths.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self

@@ -7,78 +7,60 @@ use dlock_proto::Refusal;
 ///
 /// The first group are the DLM's own outcomes of a lock or conversion request (rule book R5):
 /// they are expected answers, not faults. The rest are misuse, limits and transport failures.
+///
+/// [`Error::Connect`] returns the [`std::io::Error`] it carries as its
+/// [`source`](std::error::Error::source) (downcast it to read its
+/// [`kind`](std::io::Error::kind)); every other variant has none: what the server said is in
+/// the message and in the variant's own value.
 #[non_exhaustive]
-#[derive(thiserror::Error, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub enum Error {
     /// NOT_QUEUED: a NOQUEUE request that could not be granted at once (R19, R22).
-    #[error("not granted at once and NOQUEUE was set")]
     NotQueued,
     /// DEADLOCK: the request was chosen as a deadlock victim (R20, R41). A session that would
     /// wait for a lock it holds itself counts (R39): tasks sharing one [`Client`](crate::Client)
     /// are one lock owner.
-    #[error(
-        "deadlock: this request was chosen as the victim (a session waiting for its own lock          counts: give each contender its own Client)"
-    )]
     Deadlock,
     /// TIMEDOUT: the request's queue timeout expired (R65).
-    #[error("timed out waiting in the queue")]
     TimedOut,
     /// CANCELLED: the pending request or conversion was cancelled (R46, R47).
-    #[error("request cancelled")]
     Cancelled,
     /// The session that owned the lock or request is gone (expired, refused on resume, or
     /// declared lost by the local lease); the lock is no longer held.
-    #[error("session lost: the lock is no longer held")]
     SessionLost,
     /// No answer within the request timeout, and the connection is down (the client keeps
     /// trying to reconnect).
-    #[error("disconnected from the server")]
     Disconnected,
     /// INVALID: the server refused the arguments (R54, R56).
-    #[error("invalid request: {0}")]
     Invalid(Invalid),
     /// A configured server limit would be exceeded.
-    #[error("limit reached: {0}")]
     LimitExceeded(Limit),
     /// NOT_FOUND: the server does not know the lock (R52).
-    #[error("unknown lock")]
     NotFound,
     /// BUSY: a request on the lock is still pending (R15, R45).
-    #[error("lock busy: a request on it is still pending")]
     Busy,
     /// NOT_PENDING: nothing to cancel, the lock has no pending request (R48).
-    #[error("nothing to cancel")]
     NotPending,
     /// The server refused the handshake.
-    #[error("refused by the server: {0}")]
     Refused(Refusal),
     /// Another rejection the engine may add in a later version.
-    #[error("rejected: {0}")]
     Rejected(Reject),
     /// The server broke the protocol or sent something this client does not understand.
-    #[error("protocol error: {0}")]
     Protocol(String),
-    /// Connecting to the server failed (shared, so that the error can be cloned).
-    #[error("connect failed: {0}")]
+    /// Connecting to the server failed (shared, so that the error can be cloned); the io
+    /// error is also the [`source`](std::error::Error::source).
     Connect(std::sync::Arc<std::io::Error>),
     /// The members of a cluster that answered all said they do not lead
     /// ([`Refusal::NotLeader`]), and no leader was reached, for a whole connect timeout: an
     /// election that takes long, a leader that cannot be reached, or no majority.
-    #[error(
-        "no leader: members answered NotLeader and no leader could be reached (an election in progress, or no majority?)"
-    )]
     NoLeader,
     /// No answer from the server within the request timeout, although connected.
-    #[error("no answer within the request timeout")]
     RequestTimeout,
     /// The server is shutting down; its sessions are not kept.
-    #[error("server shutting down")]
     ShuttingDown,
     /// The server is overloaded and refused the request; try again.
-    #[error("server overloaded")]
     Overloaded,
     /// The request does not fit in one frame of the server's maximum length.
-    #[error("request of {len} bytes exceeds the maximum frame of {max}")]
     TooLarge {
         /// The encoded length.
         len: usize,
@@ -86,16 +68,66 @@ pub enum Error {
         max: usize,
     },
     /// The client was closed (by [`Client::close`](crate::Client::close)).
-    #[error("client closed")]
     Closed,
     /// The server's rules do not let this session's identity do this (take this mode on
     /// this resource, see it, inspect another session).
-    #[error("permission denied")]
     PermissionDenied,
     /// The TLS configuration could not be used (a CA, certificate or key file, the server
     /// name).
-    #[error("TLS: {0}")]
     Tls(String),
+}
+
+// Written out rather than derived with thiserror (STYLE 5): thiserror would make the
+// source of `Connect` the `Arc` around the io error, which does not downcast to
+// `std::io::Error`.
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NotQueued => f.write_str("not granted at once and NOQUEUE was set"),
+            Error::Deadlock => f.write_str(
+                "deadlock: this request was chosen as the victim (a session waiting for its \
+                 own lock counts: give each contender its own Client)",
+            ),
+            Error::TimedOut => f.write_str("timed out waiting in the queue"),
+            Error::Cancelled => f.write_str("request cancelled"),
+            Error::SessionLost => f.write_str("session lost: the lock is no longer held"),
+            Error::Disconnected => f.write_str("disconnected from the server"),
+            Error::Invalid(x) => write!(f, "invalid request: {x}"),
+            Error::LimitExceeded(x) => write!(f, "limit reached: {x}"),
+            Error::NotFound => f.write_str("unknown lock"),
+            Error::Busy => f.write_str("lock busy: a request on it is still pending"),
+            Error::NotPending => f.write_str("nothing to cancel"),
+            Error::Refused(x) => write!(f, "refused by the server: {x}"),
+            Error::Rejected(x) => write!(f, "rejected: {x}"),
+            Error::Protocol(x) => write!(f, "protocol error: {x}"),
+            Error::Connect(x) => write!(f, "connect failed: {x}"),
+            Error::NoLeader => f.write_str(
+                "no leader: members answered NotLeader and no leader could be reached (an \
+                 election in progress, or no majority?)",
+            ),
+            Error::RequestTimeout => f.write_str("no answer within the request timeout"),
+            Error::ShuttingDown => f.write_str("server shutting down"),
+            Error::Overloaded => f.write_str("server overloaded"),
+            Error::TooLarge { len, max } => {
+                write!(
+                    f,
+                    "request of {len} bytes exceeds the maximum frame of {max}"
+                )
+            }
+            Error::Closed => f.write_str("client closed"),
+            Error::PermissionDenied => f.write_str("permission denied"),
+            Error::Tls(x) => write!(f, "TLS: {x}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect(e) => Some(&**e),
+            _ => None,
+        }
+    }
 }
 
 /// The result type of the client.
@@ -123,5 +155,42 @@ impl Error {
             self,
             Error::NotQueued | Error::Deadlock | Error::TimedOut | Error::Cancelled
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::io;
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_connect_error_has_its_io_error_as_source() {
+        let io = io::Error::new(io::ErrorKind::ConnectionRefused, "nobody listens");
+        let e = Error::Connect(Arc::new(io));
+        assert_eq!(e.to_string(), "connect failed: nobody listens");
+        let source = e.source().expect("the io error");
+        let io = source.downcast_ref::<io::Error>().expect("an io::Error");
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(io.to_string(), "nobody listens");
+    }
+
+    #[test]
+    fn errors_without_an_underlying_error_have_no_source() {
+        for e in [
+            Error::Deadlock,
+            Error::Protocol("bad frame".into()),
+            Error::Refused(Refusal::TooManyConnections),
+            Error::TooLarge { len: 9, max: 8 },
+        ] {
+            assert!(e.source().is_none(), "{e:?}");
+        }
+        assert_eq!(
+            Error::Deadlock.to_string(),
+            "deadlock: this request was chosen as the victim (a session waiting for its own \
+             lock counts: give each contender its own Client)"
+        );
     }
 }

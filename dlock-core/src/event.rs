@@ -151,8 +151,13 @@ pub enum Invalid {
         max_ms: u64,
     },
     /// The session name is longer than the configured maximum.
-    #[error("session name too long")]
-    SessionNameTooLong,
+    #[error("session name of {len} bytes exceeds the maximum of {max}")]
+    SessionNameTooLong {
+        /// Its length.
+        len: usize,
+        /// The maximum ([`Config::max_session_name_len`](crate::Config::max_session_name_len)).
+        max: usize,
+    },
 }
 
 /// Which configured limit a request hit.

@@ -68,7 +68,11 @@ impl Core {
             return;
         }
         if name.len() > c.max_session_name_len {
-            out.push(refuse(Invalid::SessionNameTooLong.into()));
+            let reason = Invalid::SessionNameTooLong {
+                len: name.len(),
+                max: c.max_session_name_len,
+            };
+            out.push(refuse(reason.into()));
             return;
         }
         if self.sessions.len() >= c.max_sessions {

@@ -179,7 +179,12 @@ fn sessions_ttl_name_and_count_limits() {
     };
     assert_eq!(ev, vec![refused(1, want.into())]);
     let ev = open(&mut h, "abcd", 1_000);
-    assert_eq!(ev, vec![refused(2, Invalid::SessionNameTooLong.into())]);
+    let want = Invalid::SessionNameTooLong { len: 4, max: 3 };
+    assert_eq!(ev, vec![refused(2, want.clone().into())]);
+    assert_eq!(
+        want.to_string(),
+        "session name of 4 bytes exceeds the maximum of 3"
+    );
     let ev = open(&mut h, "abc", 1_000);
     assert_eq!(ev, vec![ev_open(SessionId(3), 1_000)]);
     let ev = open(&mut h, "b", 1_000);

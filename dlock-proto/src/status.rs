@@ -164,6 +164,45 @@ pub struct ServerStatus {
     /// the answers of servers that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// In a cluster: where this member stands in the membership it knows (`"removed"`: it
+    /// was taken out of the cluster and should be stopped); absent on a server that runs
+    /// alone (and in the answers of servers that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Standing>,
+}
+
+/// Where a cluster member stands in the membership it knows (`/api/status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    /// In no membership yet: the cluster is not formed, or this node waits to be added.
+    Pending,
+    /// A voter.
+    Voter,
+    /// A member that does not vote: a node being added, catching up before it votes.
+    Learner,
+    /// The membership it knows does not include it: it was removed from the cluster. It
+    /// takes no part and serves no client; stop it (it must not rejoin under the same id
+    /// with its old data).
+    Removed,
+}
+
+impl Standing {
+    /// The standing's name as JSON spells it: `"voter"`, `"removed"`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Pending => "pending",
+            Standing::Voter => "voter",
+            Standing::Learner => "learner",
+            Standing::Removed => "removed",
+        }
+    }
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A cluster member's Raft role, as it knows it (`/api/status`, `dlock_cluster_leader`).
@@ -331,6 +370,26 @@ mod tests {
         ] {
             let v = serde_json::to_value(r).expect("writes");
             assert_eq!(v, r.as_str());
+        }
+    }
+
+    #[test]
+    fn membership_is_lowercase_and_absent_alone() {
+        let alone = serde_json::to_value(ServerStatus::default()).expect("writes");
+        assert!(alone.get("membership").is_none());
+        let removed = ServerStatus {
+            membership: Some(Standing::Removed),
+            ..ServerStatus::default()
+        };
+        let json = serde_json::to_value(&removed).expect("writes");
+        assert_eq!(json["membership"], "removed");
+        for s in [
+            Standing::Pending,
+            Standing::Voter,
+            Standing::Learner,
+            Standing::Removed,
+        ] {
+            assert_eq!(serde_json::to_value(s).expect("writes"), s.as_str());
         }
     }
 }

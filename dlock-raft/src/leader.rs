@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dlock_core::{Command, Core};
-use dlock_proto::status::Role;
+use dlock_proto::status::{Role, Standing};
 use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tokio::sync::watch;
@@ -116,6 +116,9 @@ pub struct ClusterStatus {
     pub voters: usize,
     /// This node's Raft role.
     pub role: Role,
+    /// Where this node stands in the membership it knows (`Removed`: taken out of the
+    /// cluster).
+    pub standing: Standing,
     /// The leader, if known.
     pub leader: Option<NodeId>,
     /// The current term.
@@ -283,6 +286,7 @@ impl Sequencer {
                 .collect(),
             voters: membership.voter_ids().count(),
             role: role_of(m.state),
+            standing: crate::membership::standing_of(membership, self.id),
             leader: m.current_leader,
             term: m.current_term,
             leading: self.is_ready_leader(),

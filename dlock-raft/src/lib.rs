@@ -68,6 +68,7 @@ pub mod codec;
 pub mod error;
 pub mod leader;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 mod node;
 pub mod peer_auth;
@@ -78,6 +79,7 @@ pub mod types;
 pub use error::RaftStoreError;
 pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
+pub use membership::{StandingNotice, standing_of, watch_standing};
 pub use network::{PeerNetwork, serve_peers, serve_peers_authenticated};
 pub use node::{
     DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,

@@ -1,6 +1,6 @@
 //! Replacing a member: a fourth node is added (it catches up as a learner, then votes), the
-//! third is removed, and the cluster of 1, 2 and 4 keeps every lock and survives the loss
-//! of its leader.
+//! third is removed (and knows it), and the cluster of 1, 2 and 4 keeps every lock and
+//! survives the loss of its leader.
 
 mod common;
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
+use dlock_proto::status::Standing;
 use dlock_raft::{Member, ProposeError, Sequencer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -89,8 +90,15 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
         Some((session, Mode::EX, token))
     );
 
-    // Node 3 leaves (the leader may be node 3 itself: then the others elect another).
+    // Node 3 leaves (the leader may be node 3 itself: then the others elect another). It
+    // learns so, and says so (`/api/status`'s `membership`), so that an operator stops it.
+    assert_eq!(seqs[&3].status().standing, Standing::Voter);
     seqs[&leader].remove_member(3).await?;
+    until("node 3 to know it was removed", || {
+        seqs[&3].status().standing == Standing::Removed
+    })
+    .await?;
+    assert_eq!(seq4.status().standing, Standing::Voter);
     kill(&nodes[&3]).await?;
     nodes.remove(&3);
     let voters = |n: &Node| {

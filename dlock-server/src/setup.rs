@@ -260,6 +260,12 @@ pub(crate) async fn start_cluster(
         dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace)
             .with_config(engine);
     tasks.spawn(sequencer.clone().run(token.clone(), |_| {}));
+    // A member taken out of the membership keeps running: it says so, once, at WARN.
+    tasks.spawn(dlock_raft::watch_standing(
+        cc.node_id,
+        raft.clone(),
+        token.clone(),
+    ));
     let (proposals, proposals_rx) = mpsc::channel(config.inbox_capacity);
     tasks.spawn(cluster::propose(sequencer.clone(), proposals_rx, token));
     info!(

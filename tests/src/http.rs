@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 GET over loopback for the tests of the HTTP listener: one request per
+//! A minimal HTTP/1.1 client (GET, or another method without a body) over loopback for the tests of the HTTP listener: one request per
 //! connection (`Connection: close`), bounded in time, no client library in between.
 
 use std::net::SocketAddr;
@@ -40,18 +40,44 @@ pub async fn get_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<HttpAnswer> {
-    tokio::time::timeout(Duration::from_secs(10), get_inner(addr, path, headers))
-        .await
-        .with_context(|| format!("GET {path} timed out"))?
+    request(addr, "GET", path, headers).await
 }
 
-async fn get_inner(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<HttpAnswer> {
+/// Sends `method path` (no body) with further request `headers` to `addr`, within 10 s.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpAnswer> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        request_inner(addr, method, path, headers),
+    )
+    .await
+    .with_context(|| format!("{method} {path} timed out"))?
+}
+
+async fn request_inner(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpAnswer> {
     let mut s = TcpStream::connect(addr).await.context("connecting")?;
     let extra: String = headers
         .iter()
         .map(|(n, v)| format!("{n}: {v}\r\n"))
         .collect();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    // A request of another method says that it has no body.
+    let length = if method == "GET" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}{length}Connection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await?;

@@ -74,6 +74,7 @@ impl CoreTask {
                     waiting: mode_counts(&census.waiting),
                     // The HTTP handler asks the sequencer, as it counts connections.
                     role: None,
+                    membership: None,
                 }))
             }
             StatusQuery::Resources {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +11,7 @@ use dlock_core::SessionId;
 use dlock_proto::status::{ResourcesView, ServerStatus, SessionsView, WaitsView};
 use serde::Deserialize;
 
-use super::HttpState;
+use super::{HttpError, HttpState};
 use crate::metrics::NetMetrics;
 use crate::msg::{StatusAnswer, StatusQuery};
 
@@ -34,21 +35,24 @@ pub(super) async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
             "not ready: unexpected answer\n",
         )
             .into_response(),
-        Err(code) => (code, "not ready: lock engine not answering\n").into_response(),
+        Err(e) => (e.status, "not ready: lock engine not answering\n").into_response(),
     }
 }
 
 /// `/api/status`.
 pub(super) async fn status(
     State(state): State<Arc<HttpState>>,
-) -> Result<Json<ServerStatus>, StatusCode> {
+) -> Result<Json<ServerStatus>, HttpError> {
     match state.ask(StatusQuery::Status).await? {
         StatusAnswer::Status(mut s) => {
             s.connections = NetMetrics::get(&state.net.open);
-            s.role = state.cluster.as_ref().map(|c| c.status().role);
+            if let Some(cluster) = state.cluster.as_ref().map(dlock_raft::Sequencer::status) {
+                s.role = Some(cluster.role);
+                s.membership = Some(cluster.standing);
+            }
             Ok(Json(*s))
         }
-        _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
+        _ => Err(HttpError::unexpected_answer()),
     }
 }
 
@@ -66,10 +70,12 @@ pub(super) struct ResourcesParams {
 
 /// A page's `limit` parameter: the default when absent; 0 (a page of nothing) is a bad
 /// request.
-fn page_limit(limit: Option<usize>) -> Result<usize, StatusCode> {
+fn page_limit(limit: Option<usize>) -> Result<usize, HttpError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
-        Some(0) => Err(StatusCode::BAD_REQUEST),
+        Some(0) => Err(HttpError::bad_request(
+            "limit must be at least 1 (leave it out for pages of 100)",
+        )),
         Some(n) => Ok(n),
     }
 }
@@ -77,8 +83,9 @@ fn page_limit(limit: Option<usize>) -> Result<usize, StatusCode> {
 /// `/api/resources`.
 pub(super) async fn resources(
     State(state): State<Arc<HttpState>>,
-    Query(p): Query<ResourcesParams>,
-) -> Result<Json<ResourcesView>, StatusCode> {
+    query: Result<Query<ResourcesParams>, QueryRejection>,
+) -> Result<Json<ResourcesView>, HttpError> {
+    let Query(p) = query?;
     let query = StatusQuery::Resources {
         prefix: p.prefix.into_bytes(),
         after: p.cursor.map(String::into_bytes),
@@ -86,7 +93,7 @@ pub(super) async fn resources(
     };
     match state.ask(query).await? {
         StatusAnswer::Resources(v) => Ok(Json(v)),
-        _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
+        _ => Err(HttpError::unexpected_answer()),
     }
 }
 
@@ -102,24 +109,25 @@ pub(super) struct SessionsParams {
 /// `/api/sessions`.
 pub(super) async fn sessions(
     State(state): State<Arc<HttpState>>,
-    Query(p): Query<SessionsParams>,
-) -> Result<Json<SessionsView>, StatusCode> {
+    query: Result<Query<SessionsParams>, QueryRejection>,
+) -> Result<Json<SessionsView>, HttpError> {
+    let Query(p) = query?;
     let query = StatusQuery::Sessions {
         after: p.cursor.map(SessionId),
         limit: page_limit(p.limit)?,
     };
     match state.ask(query).await? {
         StatusAnswer::Sessions(v) => Ok(Json(v)),
-        _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
+        _ => Err(HttpError::unexpected_answer()),
     }
 }
 
 /// `/api/waits`.
 pub(super) async fn waits(
     State(state): State<Arc<HttpState>>,
-) -> Result<Json<WaitsView>, StatusCode> {
+) -> Result<Json<WaitsView>, HttpError> {
     match state.ask(StatusQuery::Waits).await? {
         StatusAnswer::Waits(v) => Ok(Json(v)),
-        _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
+        _ => Err(HttpError::unexpected_answer()),
     }
 }

@@ -1,5 +1,10 @@
 //! `/api/cluster`: the cluster as this node sees it, and membership changes on the leader.
 //!
+//! `GET /api/cluster` answers a [`ClusterView`] on a cluster member, and `404` with the
+//! body `not a cluster: this server runs alone (started without --peers)` on a server that
+//! runs alone, as `POST` and `DELETE` do there: a script tells the two apart by the status
+//! alone (`curl -f` fails), and `/api/status` of a server that runs alone has no `role`.
+//!
 //! `POST /api/cluster` with `{"id": 4, "client_addr": "h:7420", "raft_addr": "h:7520"}` adds
 //! node 4 (already started with `--node-id 4`): it catches up as a learner, then becomes a
 //! voter. `DELETE /api/cluster?id=3` removes node 3. Replacing a member is an add and then a
@@ -10,6 +15,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,11 +23,16 @@ use dlock_proto::status::ClusterView;
 use dlock_raft::{Member, ProposeError};
 use serde::Deserialize;
 
-use super::HttpState;
+use super::{HttpError, HttpState};
 
-/// `GET /api/cluster`: `null` from a server that runs alone.
-pub(super) async fn cluster(State(state): State<Arc<HttpState>>) -> Json<Option<ClusterView>> {
-    Json(state.cluster.as_ref().map(crate::cluster::view))
+/// `GET /api/cluster`: the cluster as this node sees it; 404 from a server that runs alone.
+pub(super) async fn cluster(
+    State(state): State<Arc<HttpState>>,
+) -> Result<Json<ClusterView>, HttpError> {
+    match &state.cluster {
+        Some(sequencer) => Ok(Json(crate::cluster::view(sequencer))),
+        None => Err(alone()),
+    }
 }
 
 /// The body of `POST /api/cluster`.
@@ -41,18 +52,21 @@ pub(super) struct Removed {
 /// `POST /api/cluster`: adds a member.
 pub(super) async fn add(
     State(state): State<Arc<HttpState>>,
-    Json(new): Json<NewMember>,
+    new: Result<Json<NewMember>, JsonRejection>,
 ) -> Response {
     let Some(sequencer) = &state.cluster else {
-        return alone();
+        return alone().into_response();
+    };
+    let new = match new {
+        Ok(Json(new)) => new,
+        Err(e) => return HttpError::from(e).into_response(),
     };
     for addr in [&new.client_addr, &new.raft_addr] {
         if addr
             .rsplit_once(':')
             .is_none_or(|(_, p)| p.parse::<u16>().is_err())
         {
-            let msg = format!("{addr:?} is not HOST:PORT\n");
-            return (StatusCode::BAD_REQUEST, msg).into_response();
+            return HttpError::bad_request(format!("{addr:?} is not HOST:PORT")).into_response();
         }
     }
     let member = Member {
@@ -66,21 +80,25 @@ pub(super) async fn add(
 /// `DELETE /api/cluster?id=N`: removes a member.
 pub(super) async fn remove(
     State(state): State<Arc<HttpState>>,
-    Query(removed): Query<Removed>,
+    removed: Result<Query<Removed>, QueryRejection>,
 ) -> Response {
     let Some(sequencer) = &state.cluster else {
-        return alone();
+        return alone().into_response();
+    };
+    let removed = match removed {
+        Ok(Query(removed)) => removed,
+        Err(e) => return HttpError::from(e).into_response(),
     };
     tracing::info!(id = removed.id, "removing a cluster member");
     answer(sequencer.remove_member(removed.id).await, sequencer)
 }
 
-fn alone() -> Response {
-    (
+/// The answer of every `/api/cluster` request to a server that runs alone.
+fn alone() -> HttpError {
+    HttpError::new(
         StatusCode::NOT_FOUND,
-        "not a cluster: this server runs alone\n",
+        "not a cluster: this server runs alone (started without --peers)",
     )
-        .into_response()
 }
 
 /// The new cluster view, or why the change was not made.

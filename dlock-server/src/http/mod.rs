@@ -6,12 +6,16 @@
 //! | `/metrics` | counters, gauges and histograms in the Prometheus (OpenMetrics) text format |
 //! | `/healthz` | 200 while the process serves HTTP at all |
 //! | `/readyz` | 200 when locks are granted; 503 during the restart grace |
-//! | `/api/status` | [`ServerStatus`](dlock_proto::status::ServerStatus) |
+//! | `/api/status` | [`ServerStatus`](dlock_proto::status::ServerStatus); on a cluster member with its `role` and `membership` (`removed`: taken out of the cluster) |
 //! | `/api/resources?prefix=&cursor=&limit=` | a page of [`ResourcesView`](dlock_proto::status::ResourcesView) |
 //! | `/api/sessions?cursor=&limit=` | a page of [`SessionsView`](dlock_proto::status::SessionsView) |
 //! | `/api/waits` | [`WaitsView`](dlock_proto::status::WaitsView): wait-for edges, recent deadlock cycles |
-//! | `/api/cluster` | [`ClusterView`](dlock_proto::status::ClusterView), `null` alone; in a cluster, `POST` adds a member and `DELETE ?id=N` removes one (on the leader) |
+//! | `/api/cluster` | [`ClusterView`](dlock_proto::status::ClusterView); `404` on a server that runs alone; in a cluster, `POST` adds a member and `DELETE ?id=N` removes one (on the leader) |
 //! | `/` | the status page (HTML, CSS and JS in the binary; it polls the JSON API) |
+//!
+//! Every error answer (4xx, 5xx) has a plain-text body of one line saying why, as
+//! [`HttpError`] writes it: a bad parameter, an unknown path or method, a lock engine that
+//! does not answer in time.
 //!
 //! On a server that authenticates clients (`--auth-file`), everything but `/healthz`,
 //! `/readyz` and the page's script and style sheet asks for a token, as
@@ -39,8 +43,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -73,7 +78,7 @@ pub(crate) struct HttpState {
 
 impl HttpState {
     /// Asks the core task `query`; 503 if it does not answer in time (or is gone).
-    async fn ask(&self, query: StatusQuery) -> Result<StatusAnswer, StatusCode> {
+    async fn ask(&self, query: StatusQuery) -> Result<StatusAnswer, HttpError> {
         let (reply, answer) = oneshot::channel();
         let asked = async {
             self.core_tx
@@ -84,9 +89,84 @@ impl HttpState {
         };
         match tokio::time::timeout(CORE_TIMEOUT, asked).await {
             Ok(Some(a)) => Ok(a),
-            _ => Err(StatusCode::SERVICE_UNAVAILABLE),
+            _ => Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the lock engine did not answer in time (overloaded or shutting down); try again",
+            )),
         }
     }
+}
+
+/// An error answer: a status and a plain-text body of one line, the format of every error
+/// this listener gives, so that `curl` and a script's log show why a request failed.
+#[derive(Debug)]
+pub(crate) struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    /// An error answer with `status`, saying `message` (without the final newline).
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 saying `message`.
+    pub(crate) fn bad_request(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A 500: the core task answered a query with an answer to another (a bug).
+    pub(crate) fn unexpected_answer() -> HttpError {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the lock engine gave an unexpected answer",
+        )
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.status, format!("{}\n", self.message)).into_response()
+    }
+}
+
+impl From<QueryRejection> for HttpError {
+    fn from(e: QueryRejection) -> HttpError {
+        HttpError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<JsonRejection> for HttpError {
+    fn from(e: JsonRejection) -> HttpError {
+        HttpError::new(e.status(), e.body_text())
+    }
+}
+
+/// Any path the listener does not serve: 404, naming the paths it does.
+async fn no_such_path(uri: Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such path: {}; this listener serves /, /metrics, /healthz, /readyz, \
+             /api/status, /api/resources, /api/sessions, /api/waits and /api/cluster",
+            uri.path()
+        ),
+    )
+}
+
+/// A method a path does not take (`POST /api/status`): 405 (axum adds the `Allow` header).
+async fn no_such_method(method: Method, uri: Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; the Allow header lists the methods it takes",
+            uri.path()
+        ),
+    )
 }
 
 /// The routes.
@@ -108,6 +188,9 @@ fn router(state: Arc<HttpState>) -> Router {
                 .post(members::add)
                 .delete(members::remove),
         )
+        // After the routes: it applies to those added before it.
+        .method_not_allowed_fallback(no_such_method)
+        .fallback(no_such_path)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,

@@ -4,10 +4,15 @@
 //! A registry is built per scrape from a snapshot: the hot path only adds to integers it
 //! owns or to relaxed atomics, and scrapes are rare.
 //!
+//! Two scrapes list everything in the same order, so that a diff of them shows only what
+//! changed: metrics in the order registered, a family's series sorted by their labels
+//! ([`Sorted`]), and the labels of a series sorted by name.
+//!
 //! On a cluster member, the `dlock_cluster_*` gauges say what this member knows of the
 //! cluster, read from openraft's metrics at the scrape ([`register_cluster`]); a server
 //! that runs alone has none of them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -16,13 +21,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dlock_core::Mode;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
-use super::HttpState;
+use super::{HttpError, HttpState};
 use crate::core_task::{CORE_REJECT_LABELS, REQUEST_KINDS};
 use crate::metrics::{BUCKETS, FrameError, Hist, NetMetrics, NetRefusal};
 use crate::msg::{CoreSnapshot, StatusAnswer, StatusQuery};
@@ -39,11 +43,15 @@ pub(super) async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
             let cluster = state.cluster.as_ref().map(dlock_raft::Sequencer::status);
             match encode(&snap, &state.net, cluster.as_ref()) {
                 Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                Err(e) => HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: the metrics could not be encoded: {e}"),
+                )
+                .into_response(),
             }
         }
-        Ok(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        Err(code) => code.into_response(),
+        Ok(_) => HttpError::unexpected_answer().into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -87,6 +95,45 @@ const NO_LEADER: i64 = -1;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A family of series by label set, written in label order. prometheus-client's `Family`
+/// keeps its series in a hash map, whose order differs from one scrape (one `Family`) to
+/// the next.
+#[derive(Debug)]
+struct Sorted<M>(BTreeMap<Labels, M>);
+
+impl<M: Default> Sorted<M> {
+    fn new() -> Sorted<M> {
+        Sorted(BTreeMap::new())
+    }
+
+    /// The series of `labels` (in any order: they are sorted by name), created at its
+    /// default if new.
+    fn get_or_create(&mut self, mut labels: Labels) -> &M {
+        labels.sort_unstable();
+        self.0.entry(labels).or_default()
+    }
+}
+
+impl<M> EncodeMetric for Sorted<M>
+where
+    M: EncodeMetric + TypedMetric + std::fmt::Debug,
+{
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (labels, metric) in &self.0 {
+            metric.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The metrics text for one scrape; `cluster`: what this member knows of its cluster, `None`
 /// on a server that runs alone.
 pub(crate) fn encode(
@@ -120,7 +167,7 @@ pub(crate) fn encode(
         "Resources with at least one lock",
         gauge(c.resources),
     );
-    let locks = Family::<Labels, Gauge>::default();
+    let mut locks = Sorted::<Gauge>::new();
     for (state, counts) in [
         ("granted", &c.granted),
         ("converting", &c.converting),
@@ -129,7 +176,7 @@ pub(crate) fn encode(
         for m in Mode::ALL {
             let labels = vec![("state", state.to_owned()), ("mode", m.to_string())];
             locks
-                .get_or_create(&labels)
+                .get_or_create(labels)
                 .set(i64::try_from(counts[m.index()]).unwrap_or(i64::MAX));
         }
     }
@@ -181,10 +228,10 @@ pub(crate) fn encode(
         "Sessions opened since start",
         counter(s.sessions_opened),
     );
-    let requests = Family::<Labels, Counter>::default();
+    let mut requests = Sorted::<Counter>::new();
     for (kind, n) in REQUEST_KINDS.iter().zip(s.requests) {
         requests
-            .get_or_create(&vec![("kind", (*kind).to_owned())])
+            .get_or_create(vec![("kind", (*kind).to_owned())])
             .inc_by(n);
     }
     r.register(
@@ -206,11 +253,11 @@ pub(crate) fn encode(
         HistSnapshot(s.service.clone()),
     );
 
-    let frame_errors = Family::<Labels, Counter>::default();
+    let mut frame_errors = Sorted::<Counter>::new();
     for e in FrameError::ALL {
         let n = get(&net.frame_errors[e as usize]);
         frame_errors
-            .get_or_create(&vec![("kind", e.label().to_owned())])
+            .get_or_create(vec![("kind", e.label().to_owned())])
             .inc_by(n);
     }
     r.register(
@@ -219,21 +266,21 @@ pub(crate) fn encode(
         frame_errors,
     );
 
-    let rejected = Family::<Labels, Counter>::default();
+    let mut rejected = Sorted::<Counter>::new();
     for why in NetRefusal::ALL {
         let n = get(&net.refused[why as usize]);
         rejected
-            .get_or_create(&vec![("reason", why.label().to_owned())])
+            .get_or_create(vec![("reason", why.label().to_owned())])
             .inc_by(n);
     }
     for why in CORE_REJECT_LABELS {
         rejected
-            .get_or_create(&vec![("reason", why.to_owned())])
+            .get_or_create(vec![("reason", why.to_owned())])
             .inc_by(0);
     }
     for (why, n) in &s.rejected {
         rejected
-            .get_or_create(&vec![("reason", (*why).to_owned())])
+            .get_or_create(vec![("reason", (*why).to_owned())])
             .inc_by(*n);
     }
     r.register(
@@ -324,10 +371,10 @@ fn register_cluster(r: &mut Registry, c: &ClusterStatus) {
         gauge(c.applied_index),
     );
     if c.role == Role::Leader {
-        let lag = Family::<Labels, Gauge>::default();
+        let mut lag = Sorted::<Gauge>::new();
         for (id, matched) in c.matched.iter().filter(|(id, _)| **id != c.id) {
             let behind = c.last_log_index.saturating_sub(matched.unwrap_or(0));
-            lag.get_or_create(&vec![("node", id.to_string())])
+            lag.get_or_create(vec![("node", id.to_string())])
                 .set(i64::try_from(behind).unwrap_or(i64::MAX));
         }
         r.register_with_unit(
@@ -359,6 +406,7 @@ mod tests {
             members: BTreeMap::new(),
             voters: 3,
             role,
+            standing: dlock_proto::status::Standing::Voter,
             leader,
             term: 4,
             leading: role == Role::Leader,
@@ -377,21 +425,19 @@ mod tests {
         let mut c = status(Role::Leader, Some(1));
         c.matched = BTreeMap::from([(1, Some(20)), (2, Some(17)), (3, None)]);
         let t = text(&c);
-        // A family's series come in hash order.
-        let mut got = samples(&t);
-        got.sort_unstable();
-        let mut want = vec![
-            "dlock_cluster_term 4",
-            "dlock_cluster_leader 1",
-            "dlock_cluster_leader_id 1",
-            "dlock_cluster_members 3",
-            "dlock_cluster_last_log_index 20",
-            "dlock_cluster_applied_index 19",
-            r#"dlock_cluster_follower_lag_entries{node="2"} 3"#,
-            r#"dlock_cluster_follower_lag_entries{node="3"} 20"#,
-        ];
-        want.sort_unstable();
-        assert_eq!(got, want);
+        assert_eq!(
+            samples(&t),
+            [
+                "dlock_cluster_term 4",
+                "dlock_cluster_leader 1",
+                "dlock_cluster_leader_id 1",
+                "dlock_cluster_members 3",
+                "dlock_cluster_last_log_index 20",
+                "dlock_cluster_applied_index 19",
+                r#"dlock_cluster_follower_lag_entries{node="2"} 3"#,
+                r#"dlock_cluster_follower_lag_entries{node="3"} 20"#,
+            ]
+        );
         assert!(t.contains("# TYPE dlock_cluster_follower_lag_entries gauge\n"));
         assert!(t.contains("# UNIT dlock_cluster_follower_lag_entries entries\n"));
     }
@@ -411,5 +457,43 @@ mod tests {
             ]
         );
         assert!(!t.contains("lag"));
+    }
+
+    /// The samples of family `name` (each line up to its value).
+    fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        samples(text)
+            .into_iter()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .collect()
+    }
+
+    #[test]
+    fn scrapes_list_series_and_labels_in_sorted_order() {
+        let snap = CoreSnapshot {
+            stats: crate::core_task::stats::CoreStats::default(),
+            census: dlock_core::Census::default(),
+            unready: None,
+            floor_write_failures: 0,
+        };
+        let net = NetMetrics::default();
+        let first = encode(&snap, &net, None).expect("encodes");
+        // Every scrape builds its families anew: the same text each time.
+        for _ in 0..5 {
+            assert_eq!(encode(&snap, &net, None).expect("encodes"), first);
+        }
+        // One series per refusal reason (more than 20): in label order.
+        let rejected = series(&first, "dlock_rejected_requests_total");
+        assert!(rejected.len() > 20, "{rejected:?}");
+        let mut sorted = rejected.clone();
+        sorted.sort_unstable();
+        assert_eq!(rejected, sorted);
+        // Labels within a series by name: mode before state; series by mode, then state.
+        let locks = series(&first, "dlock_locks");
+        assert_eq!(locks.len(), 18, "{locks:?}");
+        assert_eq!(locks[0], r#"dlock_locks{mode="CR",state="converting"} 0"#);
+        assert_eq!(locks[1], r#"dlock_locks{mode="CR",state="granted"} 0"#);
+        let mut sorted = locks.clone();
+        sorted.sort_unstable();
+        assert_eq!(locks, sorted);
     }
 }

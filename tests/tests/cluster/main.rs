@@ -15,6 +15,7 @@ mod t95_peer_secret;
 mod t96_linearizable_reads;
 mod t97_connect_during_failover;
 mod t98_metrics;
+mod t99_removed_member;
 
 // The strict reader of the metrics text that the ops tests use.
 #[path = "../ops/prom.rs"]

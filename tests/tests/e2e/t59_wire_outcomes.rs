@@ -183,8 +183,14 @@ const OUTCOMES: &[Row] = &[
                 .name("n".repeat(257))
                 .connect()
                 .await;
-            let want = Reject::Invalid(Invalid::SessionNameTooLong);
+            let want = Reject::Invalid(Invalid::SessionNameTooLong { len: 257, max: 256 });
             ensure!(refused(&r, want), "{:?}", r.err());
+            let said = r.err().map(|e| e.to_string()).unwrap_or_default();
+            ensure!(
+                said == "refused by the server: session refused: invalid request: session name \
+                         of 257 bytes exceeds the maximum of 256",
+                "{said}"
+            );
             Ok(())
         }
         .boxed()

@@ -1,11 +1,12 @@
 //! The JSON API: resources with their queues (paged by cursor), sessions with their lease
 //! left, the wait-for graph with the deadlock cycle the server broke, the status summary;
-//! bad parameters are a 400 and harm nothing.
+//! bad parameters are a 400 and harm nothing; every error answer says why in its body;
+//! `/api/cluster` of a server that runs alone is a 404 saying so.
 
 use anyhow::{Context, Result, ensure};
 use dlock_proto::status::{ResourcesView, ServerStatus, SessionsView, WaitsView};
 use dlock_tests::TestServer;
-use dlock_tests::http::{get, get_json};
+use dlock_tests::http::{get, get_json, request};
 
 use crate::scenario::{HOSTILE_NAME, build};
 
@@ -129,5 +130,70 @@ async fn t82_api_shows_queues_sessions_waits_and_the_broken_cycle() -> Result<()
     let r = &v.resources[0];
     ensure!(r.waiting.is_empty() && r.holders.len() == 1);
     ensure!(r.holders[0].session_name == "writer" && r.holders[0].mode.as_deref() == Some("EX"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn t82_every_error_answer_says_why() -> Result<()> {
+    let server = TestServer::start_with_http(TestServer::config()).await?;
+    let http = server.http_addr().context("no http")?;
+    // (method, path, status, a word of the body)
+    let cases = [
+        (
+            "GET",
+            "/api/resources?limit=0",
+            400,
+            "limit must be at least 1",
+        ),
+        (
+            "GET",
+            "/api/sessions?limit=0",
+            400,
+            "limit must be at least 1",
+        ),
+        ("GET", "/api/resources?limit=many", 400, "limit"),
+        ("GET", "/api/sessions?cursor=-1", 400, "cursor"),
+        ("GET", "/nowhere", 404, "no such path: /nowhere"),
+        (
+            "POST",
+            "/api/status",
+            405,
+            "POST is not allowed on /api/status",
+        ),
+    ];
+    for (method, path, status, says) in cases {
+        let a = request(http, method, path, &[]).await?;
+        ensure!(
+            a.status == status,
+            "{method} {path}: {} {:?}",
+            a.status,
+            a.body
+        );
+        ensure!(
+            a.body.contains(says) && a.body.ends_with('\n') && a.body.lines().count() == 1,
+            "{method} {path}: body {:?}, expected one line saying {says:?}",
+            a.body
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn t82_the_cluster_of_a_server_alone_is_a_404_saying_so() -> Result<()> {
+    let server = TestServer::start_with_http(TestServer::config()).await?;
+    let http = server.http_addr().context("no http")?;
+    for (method, path) in [("GET", "/api/cluster"), ("DELETE", "/api/cluster?id=3")] {
+        let a = request(http, method, path, &[]).await?;
+        ensure!(
+            a.status == 404
+                && a.body == "not a cluster: this server runs alone (started without --peers)\n",
+            "{method} {path}: {} {:?}",
+            a.status,
+            a.body
+        );
+    }
+    // As /api/status says: no Raft role.
+    let st: ServerStatus = get_json(http, "/api/status").await?;
+    ensure!(st.role.is_none(), "{st:?}");
     Ok(())
 }
