@@ -259,6 +259,10 @@ pub enum Command {
         after_long_help = format!("{ACQUIRE_AFTER_HELP}{EXIT_CODES_HELP}")
     )]
     Acquire(AcquireArgs),
+    /// One session driven by command lines on stdin: several locks, conversions, value
+    /// blocks, blocking notifications, cancel; answers as JSON lines on stdout.
+    #[command(after_help = crate::session_cmd::AFTER_HELP)]
+    Session(crate::session_cmd::SessionArgs),
     /// Show locks: holders, converters and waiters of every resource (or of a name prefix).
     #[command(after_help = STATUS_AFTER_HELP)]
     Status(StatusArgs),
@@ -405,7 +409,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A lease: a duration above zero (a lease of 0 would be none at all).
-fn parse_lease(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_lease(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err(

@@ -92,6 +92,7 @@ mod ping;
 mod progress;
 pub mod report;
 mod session;
+mod session_cmd;
 mod signals;
 mod status;
 mod stdout;
@@ -104,6 +105,7 @@ use tracing_subscriber::EnvFilter;
 pub use args::{AcquireArgs, Cli, Command, CompletionsArgs, Shell, StatusArgs, VerifyArgs};
 pub use error::{CliError, exit};
 pub use report::{LockJson, ResourceJson, StatusJson};
+pub use session_cmd::SessionArgs;
 
 /// Sends logs to stderr: none by default, `-v` info, `-vv` debug, `-vvv` trace. `RUST_LOG`,
 /// when set, overrides the level.
@@ -155,6 +157,7 @@ pub fn run(cli: Cli) -> u8 {
             Ok(rt) => rt.block_on(async {
                 match command {
                     Command::Acquire(a) => acquire::run(&ctx, a).await,
+                    Command::Session(s) => session_cmd::run(&ctx, s).await,
                     Command::Status(s) => status::run(&ctx, s).await,
                     Command::Ping => ping::run(&ctx).await,
                     Command::Completions(_) | Command::Verify(_) => Ok(exit::OK),

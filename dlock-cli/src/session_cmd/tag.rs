@@ -1,0 +1,338 @@
+//! One task per tag: it carries out the tag's commands in the order of their lines and owns
+//! the tag's lock through its life, waiting, granted, converting, until it is released,
+//! refused or lost; then the tag is free for another `lock`.
+//!
+//! While a request or conversion waits, the task keeps reading the tag's commands, so that
+//! `cancel` reaches it; every other tag has its own task, so nothing one lock waits for holds
+//! up another.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use dlock_client::{
+    CancelOutcome, Client, ConvertOptions, Converted, Error, LockGuard, LockOptions, LostReason,
+    UnlockOptions,
+};
+use tokio::sync::mpsc;
+
+use super::answer::{Answer, Event, Op};
+use super::io::Out;
+use super::line::{ConvertCmd, LockCmd, Tag, ValueOp, Wait};
+
+/// How many commands of one tag may wait for its task.
+pub const TAG_QUEUE: usize = 32;
+
+/// A command for a tag's task, with its line number.
+#[derive(Debug)]
+pub enum TagCmd {
+    /// `lock`
+    Lock(u64, LockCmd),
+    /// `convert`
+    Convert(u64, ConvertCmd),
+    /// `unlock`
+    Unlock(u64, ValueOp),
+    /// `cancel`
+    Cancel(u64),
+    /// The session ends: stop. A lock still held is released when the session closes, and a
+    /// request still waiting is cancelled with it.
+    Close,
+    /// The session was lost (the reason): report the lock as lost, or the waiting request as
+    /// refused, and stop.
+    SessionLost(String),
+}
+
+/// What a tag's task needs.
+#[derive(Clone, Debug)]
+pub struct TagCtx {
+    /// The tag.
+    pub tag: Tag,
+    /// The session.
+    pub client: Client,
+    /// Where answers go.
+    pub out: Out,
+    /// Told the reason when this tag sees the session lost; the session then ends.
+    pub lost: mpsc::Sender<String>,
+}
+
+/// Whether the task goes on after a lock's life.
+enum Flow {
+    /// The tag is free again: wait for its next command.
+    Next,
+    /// The session ends.
+    Stop,
+}
+
+/// A conversion that waits in the convert queue.
+type Converting = Pin<Box<dyn Future<Output = Result<Converted, Error>> + Send>>;
+
+/// Runs the task of `ctx.tag` until the session ends or its command channel closes.
+pub async fn run(ctx: TagCtx, mut rx: mpsc::Receiver<TagCmd>) {
+    while let Some(cmd) = rx.recv().await {
+        let flow = match cmd {
+            TagCmd::Lock(_, lock) => ctx.lock(lock, &mut rx).await,
+            TagCmd::Convert(n, _) | TagCmd::Unlock(n, _) | TagCmd::Cancel(n) => {
+                ctx.no_lock(n).await;
+                Flow::Next
+            }
+            TagCmd::Close | TagCmd::SessionLost(_) => Flow::Stop,
+        };
+        if let Flow::Stop = flow {
+            return;
+        }
+    }
+}
+
+impl TagCtx {
+    async fn say(&self, event: Event) {
+        self.out.send(Answer::about(&self.tag, event)).await;
+    }
+
+    async fn no_lock(&self, line: u64) {
+        let msg = format!("no lock is tagged {}", self.tag);
+        self.say(Event::error(line, "no_lock", msg)).await;
+    }
+
+    /// A request or conversion refused with `e`; a lost session ends the session.
+    async fn refused(&self, op: Op, e: &Error, held: Option<dlock_client::Mode>) {
+        self.say(Event::refused(op, e, held)).await;
+        if matches!(e, Error::SessionLost) {
+            let _ = self.lost.try_send(e.to_string());
+        }
+    }
+
+    /// `lock`: requests the lock, waits for it while taking `cancel`, then holds it.
+    async fn lock(&self, lock: LockCmd, rx: &mut mpsc::Receiver<TagCmd>) -> Flow {
+        let mut opts = LockOptions::new();
+        match lock.wait {
+            Wait::Queue => {}
+            Wait::NoQueue => opts = opts.no_queue(),
+            Wait::Timeout(d) => opts = opts.timeout(d),
+        }
+        if lock.read_value {
+            opts = opts.read_value();
+        }
+        // Commands of this tag wait in the channel until the server has answered: a cancel
+        // needs the lock the server names in that answer.
+        let pending = match self
+            .client
+            .lock_request(&lock.resource, lock.mode, opts)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.refused(Op::Lock, &e, None).await;
+                return Flow::Next;
+            }
+        };
+        if !pending.is_granted() {
+            let resource = super::line::show_name(&lock.resource);
+            let mode = lock.mode.to_string();
+            self.say(Event::Waiting { resource, mode }).await;
+        }
+        let id = pending.lock_id();
+        // Kept across the loop: dropping it would cancel the request.
+        let granted = pending.granted();
+        tokio::pin!(granted);
+        let result = loop {
+            tokio::select! {
+                r = &mut granted => break r,
+                cmd = rx.recv() => match cmd {
+                    Some(TagCmd::Cancel(n)) => match self.client.cancel_by_id(id).await {
+                        // The request's own answer follows: refused, cancelled.
+                        Ok(CancelOutcome::Cancelled) => {}
+                        Ok(CancelOutcome::NotPending) => self.not_pending(n).await,
+                        Err(e) => self.say(Event::failed(n, &e)).await,
+                    },
+                    Some(TagCmd::Lock(n, _)) => self.in_use(n).await,
+                    Some(TagCmd::Convert(n, _) | TagCmd::Unlock(n, _)) => {
+                        let msg = format!(
+                            "the request of {} still waits: cancel it first (R15, R45)",
+                            self.tag
+                        );
+                        self.say(Event::error(n, "busy", msg)).await;
+                    }
+                    Some(TagCmd::SessionLost(reason)) => {
+                        let e = Error::SessionLost;
+                        self.say(Event::refused(Op::Lock, &e, None)).await;
+                        tracing::debug!(%reason, "request given up with the session");
+                        return Flow::Stop;
+                    }
+                    Some(TagCmd::Close) | None => return Flow::Stop,
+                },
+            }
+        };
+        match result {
+            Ok(guard) => {
+                let value = lock
+                    .read_value
+                    .then(|| (guard.value().unwrap_or_default(), guard.value_valid()));
+                let event = Event::granted(&lock.resource, guard.mode(), guard.token().0, value);
+                self.say(event).await;
+                self.hold(guard, lock.notify, rx).await
+            }
+            Err(e) => {
+                self.refused(Op::Lock, &e, None).await;
+                Flow::Next
+            }
+        }
+    }
+
+    async fn in_use(&self, line: u64) {
+        let msg = format!(
+            "tag {} names a lock already: unlock it first, or choose another tag",
+            self.tag
+        );
+        self.say(Event::error(line, "tag_in_use", msg)).await;
+    }
+
+    async fn not_pending(&self, line: u64) {
+        let msg = format!("nothing of {} is pending (R48)", self.tag);
+        self.say(Event::error(line, "not_pending", msg)).await;
+    }
+
+    /// Holds a granted lock: conversions, blocking notifications (with `notify`), unlock,
+    /// loss.
+    async fn hold(&self, mut guard: LockGuard, notify: bool, rx: &mut mpsc::Receiver<TagCmd>) -> Flow {
+        let lost = guard.lost();
+        tokio::pin!(lost);
+        let mut notify = notify;
+        let mut converting: Option<Converting> = None;
+        loop {
+            tokio::select! {
+                reason = &mut lost => {
+                    if reason == LostReason::Released {
+                        // Released by an unlock whose answer did not come in time.
+                        return Flow::Next;
+                    }
+                    self.say(Event::Lost { reason: reason.to_string() }).await;
+                    let _ = self.lost.try_send(reason.to_string());
+                    return Flow::Next;
+                }
+                r = async { converting.as_mut().expect("guarded by is_some").await },
+                    if converting.is_some() =>
+                {
+                    converting = None;
+                    match r {
+                        Ok(c) => self.converted(&c).await,
+                        Err(e) => self.refused(Op::Convert, &e, Some(guard.mode())).await,
+                    }
+                }
+                // R33: no notification comes while the lock converts.
+                wanted = guard.blocked(), if notify => match wanted {
+                    Ok(mode) => self.say(Event::Blocking { mode: mode.to_string() }).await,
+                    // Lost: the branch above reports it.
+                    Err(_) => notify = false,
+                },
+                cmd = rx.recv() => match cmd {
+                    Some(TagCmd::Lock(n, _)) => self.in_use(n).await,
+                    Some(TagCmd::Convert(n, _)) if converting.is_some() => self.busy(n).await,
+                    Some(TagCmd::Convert(n, c)) => {
+                        converting = self.start_convert(&guard, n, c).await;
+                    }
+                    Some(TagCmd::Unlock(n, _)) if converting.is_some() => self.busy(n).await,
+                    Some(TagCmd::Unlock(n, value)) => {
+                        if self.unlock(&guard, n, value).await {
+                            // Released: dropping the guard sends nothing more.
+                            return Flow::Next;
+                        }
+                    }
+                    Some(TagCmd::Cancel(n)) if converting.is_some() => {
+                        match guard.canceller().cancel().await {
+                            // The conversion's own answer follows: refused, cancelled.
+                            Ok(()) => {}
+                            Err(Error::NotPending) => self.not_pending(n).await,
+                            Err(e) => self.say(Event::failed(n, &e)).await,
+                        }
+                    }
+                    Some(TagCmd::Cancel(n)) => self.not_pending(n).await,
+                    Some(TagCmd::SessionLost(reason)) => {
+                        let reason = match guard.is_lost() {
+                            true => guard.lost().await.to_string(),
+                            false => reason,
+                        };
+                        self.say(Event::Lost { reason }).await;
+                        return Flow::Stop;
+                    }
+                    // Dropping the guard releases the lock, and closing the session would.
+                    Some(TagCmd::Close) | None => return Flow::Stop,
+                },
+            }
+        }
+    }
+
+    async fn busy(&self, line: u64) {
+        let msg = format!(
+            "a conversion of {} is pending: wait for it or cancel it first (R15, R45)",
+            self.tag
+        );
+        self.say(Event::error(line, "busy", msg)).await;
+    }
+
+    async fn converted(&self, c: &Converted) {
+        let value = c.value.as_deref().map(|v| (v, c.value_valid));
+        self.say(Event::converted(c.mode, c.token.0, value)).await;
+    }
+
+    /// Starts a conversion; answers at once if it was granted or refused at once, and
+    /// returns it if it waits.
+    async fn start_convert(&self, guard: &LockGuard, line: u64, c: ConvertCmd) -> Option<Converting> {
+        let mut opts = ConvertOptions::new();
+        match c.wait {
+            Wait::Queue => {}
+            Wait::NoQueue => opts = opts.no_queue(),
+            Wait::Timeout(d) => opts = opts.timeout(d),
+        }
+        if c.quecvt {
+            opts = opts.quecvt();
+        }
+        opts = match c.value {
+            ValueOp::Keep => opts,
+            ValueOp::Read => opts.read_value(),
+            ValueOp::Write(v) => opts.value(v),
+            ValueOp::Invalidate => opts.invalidate_value(),
+        };
+        let held = guard.mode();
+        match guard.start_convert(c.mode, opts).await {
+            Ok(pending) if pending.is_granted() => {
+                match pending.wait().await {
+                    Ok(done) => self.converted(&done).await,
+                    Err(e) => self.refused(Op::Convert, &e, Some(guard.mode())).await,
+                }
+                None
+            }
+            Ok(pending) => {
+                let (mode, held) = (c.mode.to_string(), held.to_string());
+                self.say(Event::Converting { mode, held }).await;
+                Some(Box::pin(pending.wait()))
+            }
+            Err(e) => {
+                tracing::debug!(line, error = %e, "conversion refused at once");
+                self.refused(Op::Convert, &e, Some(guard.mode())).await;
+                None
+            }
+        }
+    }
+
+    /// `unlock`: whether the lock was released. A refused unlock changes nothing (R5, R45,
+    /// R54): the lock stays held under its tag.
+    async fn unlock(&self, guard: &LockGuard, line: u64, value: ValueOp) -> bool {
+        let opts = match value {
+            ValueOp::Write(v) => UnlockOptions::new().value(v),
+            ValueOp::Invalidate => UnlockOptions::new().invalidate_value(),
+            ValueOp::Keep | ValueOp::Read => UnlockOptions::new(),
+        };
+        // By id rather than `LockGuard::unlock_with`: that one consumes the guard even when
+        // the server refuses, leaving the lock held with nothing to release it by; this one
+        // keeps the guard then, and ends it as released when the unlock succeeds.
+        match self.client.unlock_by_id(guard.lock_id(), opts).await {
+            Ok(()) => {
+                self.say(Event::Unlocked).await;
+                true
+            }
+            Err(e) => {
+                self.say(Event::failed(line, &e)).await;
+                false
+            }
+        }
+    }
+}
