@@ -30,9 +30,8 @@ impl Answer {
     /// The JSON line, without its line break.
     pub fn to_line(&self) -> String {
         // Only strings, numbers, booleans and lists of them: serializing cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(r#"{{"event":"error","error":"failed","message":"{e}"}}"#)
-        })
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!(r#"{{"event":"error","error":"failed","message":"{e}"}}"#))
     }
 }
 
@@ -278,11 +277,15 @@ mod tests {
             Event::refused(Op::Convert, &Error::Deadlock, Some(Mode::PR)),
         );
         assert!(
-            convert.starts_with(r#"{"tag":"a","event":"refused","op":"convert","error":"deadlock","#),
+            convert
+                .starts_with(r#"{"tag":"a","event":"refused","op":"convert","error":"deadlock","#),
             "{convert}"
         );
         assert!(convert.ends_with(r#","held":"PR"}"#), "{convert}");
-        assert_eq!(json(Some("a"), Event::Unlocked), r#"{"tag":"a","event":"unlocked"}"#);
+        assert_eq!(
+            json(Some("a"), Event::Unlocked),
+            r#"{"tag":"a","event":"unlocked"}"#
+        );
         assert_eq!(
             json(None, Event::error(7, "syntax", "bad \"x\"\n")),
             r#"{"event":"error","line":7,"error":"syntax","message":"bad \"x\"\n"}"#

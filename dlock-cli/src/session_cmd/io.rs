@@ -203,7 +203,11 @@ mod tests {
         assert_eq!(got[0], "1:ping a");
         assert_eq!(got[1], "2:too long");
         assert_eq!(got[2], "3:ping b");
-        assert_eq!(got[3].len(), 2 + MAX_LINE, "a line of exactly MAX_LINE is kept");
+        assert_eq!(
+            got[3].len(),
+            2 + MAX_LINE,
+            "a line of exactly MAX_LINE is kept"
+        );
         assert_eq!(got[4], "5:too long");
     }
 

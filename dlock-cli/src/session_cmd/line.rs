@@ -207,7 +207,8 @@ pub fn parse(line: &[u8]) -> Result<Option<Command>, BadLine> {
             )
         }
         "unlock" => {
-            let o = Options::parse(words, &["value", "invalidate"]).map_err(|m| BadLine::new(t, m))?;
+            let o =
+                Options::parse(words, &["value", "invalidate"]).map_err(|m| BadLine::new(t, m))?;
             let value = o.value_op(false).map_err(|m| BadLine::new(t, m))?;
             Command::Unlock(tag.clone(), value)
         }
@@ -498,10 +499,7 @@ mod tests {
         );
         assert_eq!(ok("unlock a"), Command::Unlock(t("a"), ValueOp::Keep));
         assert_eq!(ok("cancel c"), Command::Cancel(t("c")));
-        assert_eq!(
-            ok("query q hex:20"),
-            Command::Query(t("q"), b" ".to_vec())
-        );
+        assert_eq!(ok("query q hex:20"), Command::Query(t("q"), b" ".to_vec()));
         assert_eq!(ok("ping p"), Command::Ping(t("p")));
         assert_eq!(ok("quit"), Command::Quit);
     }
@@ -552,7 +550,14 @@ mod tests {
 
     #[test]
     fn names_show_in_the_form_a_line_accepts() {
-        for name in [&b"deploy"[..], b"a b", b"\xff\x00", b"", b"hex:41", b"caf\xc3\xa9"] {
+        for name in [
+            &b"deploy"[..],
+            b"a b",
+            b"\xff\x00",
+            b"",
+            b"hex:41",
+            b"caf\xc3\xa9",
+        ] {
             let shown = show_name(name);
             let line = format!("query q {shown}");
             assert_eq!(

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::error::{CliError, exit};
@@ -26,14 +26,11 @@ use crate::signals::{Signals, exit_code_for};
 use answer::{Answer, Event};
 use io::{Input, Out};
 use line::{Command, Tag};
-use tag::{TagCmd, TagCtx};
+use tag::{Done, Msg, TagCmd, TagCtx, TagOp};
 
 /// The most tags one `dlock session` keeps; a `lock` with a new tag beyond them is answered
 /// with `too_many_tags`. (The server has its own limit on locks per session.)
 pub const MAX_TAGS: usize = 4096;
-
-/// The most `query` and `ping` commands in flight at once; the next line waits for one.
-const MAX_QUERIES: usize = 64;
 
 /// Arguments of `dlock session`.
 #[derive(Args, Debug, Clone)]
@@ -142,7 +139,7 @@ pub async fn run(ctx: &Ctx, args: SessionArgs) -> Result<u8, CliError> {
 struct Driver {
     client: dlock_client::Client,
     out: Out,
-    tags: HashMap<Tag, mpsc::Sender<TagCmd>>,
+    tags: HashMap<Tag, mpsc::Sender<Msg>>,
     tasks: JoinSet<()>,
     queries: JoinSet<()>,
     lost_tx: mpsc::Sender<String>,
@@ -167,8 +164,6 @@ impl Driver {
     /// Reads and carries out lines until the session ends, and says why.
     async fn drive(&mut self, mut input: mpsc::Receiver<Input>, signals: &mut Signals) -> End {
         loop {
-            // Reap finished queries so that the set stays small.
-            while self.queries.try_join_next().is_some() {}
             // Biased: a loss or a signal ends the session before any further line is read.
             let (n, bytes) = tokio::select! {
                 biased;
@@ -185,15 +180,26 @@ impl Driver {
                     }
                 },
             };
-            match line::parse(&bytes) {
-                Ok(None) => {}
+            let done = match line::parse(&bytes) {
+                Ok(None) => continue,
                 Ok(Some(Command::Quit)) => return End::Input,
                 Ok(Some(cmd)) => self.dispatch(n, cmd).await,
                 Err(bad) => {
                     let event = Event::error(n, "syntax", bad.message);
                     self.say(bad.tag.as_ref(), event).await;
+                    continue;
                 }
+            };
+            // The next line goes to the server only after this one's first answer.
+            tokio::select! {
+                biased;
+                sig = signals.recv() => return End::Signal(sig),
+                Some(reason) = self.lost_rx.recv() => return End::Lost(reason),
+                () = self.out.closed() => return End::Output,
+                _ = done => {}
             }
+            // Reap finished queries so that the set stays small.
+            while self.queries.try_join_next().is_some() {}
         }
     }
 
@@ -202,40 +208,51 @@ impl Driver {
         self.out.send(Answer { tag, event }).await;
     }
 
-    /// Hands a command to its tag's task, or carries out a query or ping.
-    async fn dispatch(&mut self, n: u64, cmd: Command) {
-        let (tag, cmd) = match cmd {
+    /// Hands a command to its tag's task, or starts a query or ping, and returns what
+    /// completes at its first answer.
+    async fn dispatch(&mut self, line: u64, cmd: Command) -> oneshot::Receiver<()> {
+        let (done, first_answer) = oneshot::channel();
+        let (tag, op) = match cmd {
             Command::Lock(tag, lock) => {
-                if !self.tags.contains_key(&tag) && !self.start_tag(n, &tag).await {
-                    return;
+                if !self.tags.contains_key(&tag) && !self.start_tag(line, &tag).await {
+                    return first_answer;
                 }
-                (tag, TagCmd::Lock(n, lock))
+                (tag, TagOp::Lock(lock))
             }
-            Command::Convert(tag, c) => (tag, TagCmd::Convert(n, c)),
-            Command::Unlock(tag, value) => (tag, TagCmd::Unlock(n, value)),
-            Command::Cancel(tag) => (tag, TagCmd::Cancel(n)),
-            Command::Query(tag, resource) => return self.query(n, tag, resource).await,
-            Command::Ping(tag) => return self.ping(n, tag).await,
+            Command::Convert(tag, c) => (tag, TagOp::Convert(c)),
+            Command::Unlock(tag, value) => (tag, TagOp::Unlock(value)),
+            Command::Cancel(tag) => (tag, TagOp::Cancel),
+            Command::Query(tag, resource) => {
+                self.query(line, tag, resource, done);
+                return first_answer;
+            }
+            Command::Ping(tag) => {
+                self.ping(line, tag, done);
+                return first_answer;
+            }
             // Handled by the caller.
-            Command::Quit => return,
+            Command::Quit => return first_answer,
         };
         match self.tags.get(&tag) {
-            // A closed channel: the task ended with the session, which is ending.
             Some(tx) => {
-                let _ = tx.send(cmd).await;
+                // A closed channel: the task ended with the session, which is ending.
+                let _ = tx.send(Msg::Cmd(TagCmd { line, op, done })).await;
             }
             None => {
                 let msg = format!("no lock is tagged {tag}");
-                self.say(Some(&tag), Event::error(n, "no_lock", msg)).await;
+                self.say(Some(&tag), Event::error(line, "no_lock", msg))
+                    .await;
             }
         }
+        first_answer
     }
 
     /// Starts the task of a new tag; `false` (answered) if there are too many.
     async fn start_tag(&mut self, n: u64, tag: &Tag) -> bool {
         if self.tags.len() >= MAX_TAGS {
             let msg = format!("at most {MAX_TAGS} tags per session");
-            self.say(Some(tag), Event::error(n, "too_many_tags", msg)).await;
+            self.say(Some(tag), Event::error(n, "too_many_tags", msg))
+                .await;
             return false;
         }
         let (tx, rx) = mpsc::channel(tag::TAG_QUEUE);
@@ -250,32 +267,23 @@ impl Driver {
         true
     }
 
-    /// Waits for a query slot, then runs `work` as a task of its own.
-    async fn spawn_query<F>(&mut self, work: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        if self.queries.len() >= MAX_QUERIES {
-            let _ = self.queries.join_next().await;
-        }
-        self.queries.spawn(work);
-    }
-
-    async fn query(&mut self, n: u64, tag: Tag, resource: Vec<u8>) {
+    /// `query`, as a task of its own: a signal need not wait for its answer.
+    fn query(&mut self, n: u64, tag: Tag, resource: Vec<u8>, done: Done) {
         let (client, out) = (self.client.clone(), self.out.clone());
-        self.spawn_query(async move {
+        self.queries.spawn(async move {
             let event = match client.view_resource(&resource).await {
                 Ok(view) => Event::resource(&resource, view.value.as_ref(), view.now_ms),
                 Err(e) => Event::failed(n, &e),
             };
             out.send(Answer::about(&tag, event)).await;
-        })
-        .await;
+            drop(done);
+        });
     }
 
-    async fn ping(&mut self, n: u64, tag: Tag) {
+    /// `ping`, as a task of its own.
+    fn ping(&mut self, n: u64, tag: Tag, done: Done) {
         let (client, out) = (self.client.clone(), self.out.clone());
-        self.spawn_query(async move {
+        self.queries.spawn(async move {
             let event = match client.ping().await {
                 Ok(pong) => Event::Pong {
                     server_version: pong.server_version,
@@ -284,8 +292,8 @@ impl Driver {
                 Err(e) => Event::failed(n, &e),
             };
             out.send(Answer::about(&tag, event)).await;
-        })
-        .await;
+            drop(done);
+        });
     }
 
     /// Ends every task: each answers what the end means for its lock, then stops. Commands
@@ -293,11 +301,11 @@ impl Driver {
     /// read before the end gets its first answer.
     async fn stop(&mut self, end: &End) {
         for tx in self.tags.values() {
-            let cmd = match end {
-                End::Lost(reason) => TagCmd::SessionLost(reason.clone()),
-                End::Input | End::Output | End::Signal(_) => TagCmd::Close,
+            let msg = match end {
+                End::Lost(reason) => Msg::SessionLost(reason.clone()),
+                End::Input | End::Output | End::Signal(_) => Msg::Close,
             };
-            let _ = tx.send(cmd).await;
+            let _ = tx.send(msg).await;
         }
         self.tags.clear();
         while self.tasks.join_next().await.is_some() {}

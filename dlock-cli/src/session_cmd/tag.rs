@@ -11,9 +11,9 @@ use std::pin::Pin;
 
 use dlock_client::{
     CancelOutcome, Client, ConvertOptions, Converted, Error, LockGuard, LockOptions, LostReason,
-    UnlockOptions,
+    PendingLock, UnlockOptions,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::answer::{Answer, Event, Op};
 use super::io::Out;
@@ -22,17 +22,39 @@ use super::line::{ConvertCmd, LockCmd, Tag, ValueOp, Wait};
 /// How many commands of one tag may wait for its task.
 pub const TAG_QUEUE: usize = 32;
 
-/// A command for a tag's task, with its line number.
+/// Dropped once the command it came with has its first answer: the session reads the next
+/// line only then, so that commands reach the server in the order of their lines.
+pub type Done = oneshot::Sender<()>;
+
+/// A command line for a tag's task.
 #[derive(Debug)]
-pub enum TagCmd {
+pub struct TagCmd {
+    /// Its line number.
+    pub line: u64,
+    /// What it asks for.
+    pub op: TagOp,
+    /// Dropped at its first answer.
+    pub done: Done,
+}
+
+/// What a command line asks of a tag.
+#[derive(Debug)]
+pub enum TagOp {
     /// `lock`
-    Lock(u64, LockCmd),
+    Lock(LockCmd),
     /// `convert`
-    Convert(u64, ConvertCmd),
+    Convert(ConvertCmd),
     /// `unlock`
-    Unlock(u64, ValueOp),
+    Unlock(ValueOp),
     /// `cancel`
-    Cancel(u64),
+    Cancel,
+}
+
+/// What a tag's task receives.
+#[derive(Debug)]
+pub enum Msg {
+    /// A command line.
+    Cmd(TagCmd),
     /// The session ends: stop. A lock still held is released when the session closes, and a
     /// request still waiting is cancelled with it.
     Close,
@@ -65,16 +87,20 @@ enum Flow {
 /// A conversion that waits in the convert queue.
 type Converting = Pin<Box<dyn Future<Output = Result<Converted, Error>> + Send>>;
 
-/// Runs the task of `ctx.tag` until the session ends or its command channel closes.
-pub async fn run(ctx: TagCtx, mut rx: mpsc::Receiver<TagCmd>) {
-    while let Some(cmd) = rx.recv().await {
-        let flow = match cmd {
-            TagCmd::Lock(_, lock) => ctx.lock(lock, &mut rx).await,
-            TagCmd::Convert(n, _) | TagCmd::Unlock(n, _) | TagCmd::Cancel(n) => {
-                ctx.no_lock(n).await;
+/// Runs the task of `ctx.tag` until the session ends or its channel closes.
+pub async fn run(ctx: TagCtx, mut rx: mpsc::Receiver<Msg>) {
+    while let Some(msg) = rx.recv().await {
+        let flow = match msg {
+            Msg::Cmd(TagCmd {
+                op: TagOp::Lock(lock),
+                done,
+                ..
+            }) => ctx.lock(lock, done, &mut rx).await,
+            Msg::Cmd(cmd) => {
+                ctx.no_lock(cmd.line).await;
                 Flow::Next
             }
-            TagCmd::Close | TagCmd::SessionLost(_) => Flow::Stop,
+            Msg::Close | Msg::SessionLost(_) => Flow::Stop,
         };
         if let Flow::Stop = flow {
             return;
@@ -101,7 +127,7 @@ impl TagCtx {
     }
 
     /// `lock`: requests the lock, waits for it while taking `cancel`, then holds it.
-    async fn lock(&self, lock: LockCmd, rx: &mut mpsc::Receiver<TagCmd>) -> Flow {
+    async fn lock(&self, lock: LockCmd, done: Done, rx: &mut mpsc::Receiver<Msg>) -> Flow {
         let mut opts = LockOptions::new();
         match lock.wait {
             Wait::Queue => {}
@@ -124,41 +150,17 @@ impl TagCtx {
                 return Flow::Next;
             }
         };
-        if !pending.is_granted() {
+        let mut done = Some(done);
+        let result = if pending.is_granted() {
+            pending.granted().await
+        } else {
             let resource = super::line::show_name(&lock.resource);
             let mode = lock.mode.to_string();
             self.say(Event::Waiting { resource, mode }).await;
-        }
-        let id = pending.lock_id();
-        // Kept across the loop: dropping it would cancel the request.
-        let granted = pending.granted();
-        tokio::pin!(granted);
-        let result = loop {
-            tokio::select! {
-                r = &mut granted => break r,
-                cmd = rx.recv() => match cmd {
-                    Some(TagCmd::Cancel(n)) => match self.client.cancel_by_id(id).await {
-                        // The request's own answer follows: refused, cancelled.
-                        Ok(CancelOutcome::Cancelled) => {}
-                        Ok(CancelOutcome::NotPending) => self.not_pending(n).await,
-                        Err(e) => self.say(Event::failed(n, &e)).await,
-                    },
-                    Some(TagCmd::Lock(n, _)) => self.in_use(n).await,
-                    Some(TagCmd::Convert(n, _) | TagCmd::Unlock(n, _)) => {
-                        let msg = format!(
-                            "the request of {} still waits: cancel it first (R15, R45)",
-                            self.tag
-                        );
-                        self.say(Event::error(n, "busy", msg)).await;
-                    }
-                    Some(TagCmd::SessionLost(reason)) => {
-                        let e = Error::SessionLost;
-                        self.say(Event::refused(Op::Lock, &e, None)).await;
-                        tracing::debug!(%reason, "request given up with the session");
-                        return Flow::Stop;
-                    }
-                    Some(TagCmd::Close) | None => return Flow::Stop,
-                },
+            done = None;
+            match self.wait_for_grant(pending, rx).await {
+                Ok(result) => result,
+                Err(flow) => return flow,
             }
         };
         match result {
@@ -168,11 +170,58 @@ impl TagCtx {
                     .then(|| (guard.value().unwrap_or_default(), guard.value_valid()));
                 let event = Event::granted(&lock.resource, guard.mode(), guard.token().0, value);
                 self.say(event).await;
+                drop(done);
                 self.hold(guard, lock.notify, rx).await
             }
             Err(e) => {
                 self.refused(Op::Lock, &e, None).await;
                 Flow::Next
+            }
+        }
+    }
+
+    /// Waits for a queued request's outcome, carrying out the tag's commands meanwhile;
+    /// `Err(Flow::Stop)` if the session ends first.
+    async fn wait_for_grant(
+        &self,
+        pending: PendingLock,
+        rx: &mut mpsc::Receiver<Msg>,
+    ) -> Result<Result<LockGuard, Error>, Flow> {
+        let id = pending.lock_id();
+        // Kept across the loop: dropping it would cancel the request.
+        let granted = pending.granted();
+        tokio::pin!(granted);
+        loop {
+            // Biased: an outcome that has arrived is answered before the commands after it
+            // (a `convert` right after a grant is carried out, not refused as busy).
+            tokio::select! {
+                biased;
+                r = &mut granted => return Ok(r),
+                msg = rx.recv() => match msg {
+                    Some(Msg::Cmd(cmd)) => match cmd.op {
+                        TagOp::Cancel => match self.client.cancel_by_id(id).await {
+                            // The request's own answer follows: refused, cancelled.
+                            Ok(CancelOutcome::Cancelled) => {}
+                            Ok(CancelOutcome::NotPending) => self.not_pending(cmd.line).await,
+                            Err(e) => self.say(Event::failed(cmd.line, &e)).await,
+                        },
+                        TagOp::Lock(_) => self.in_use(cmd.line).await,
+                        TagOp::Convert(_) | TagOp::Unlock(_) => {
+                            let msg = format!(
+                                "the request of {} still waits: cancel it first (R15, R45)",
+                                self.tag
+                            );
+                            self.say(Event::error(cmd.line, "busy", msg)).await;
+                        }
+                    },
+                    Some(Msg::SessionLost(reason)) => {
+                        let e = Error::SessionLost;
+                        self.say(Event::refused(Op::Lock, &e, None)).await;
+                        tracing::debug!(%reason, "request given up with the session");
+                        return Err(Flow::Stop);
+                    }
+                    Some(Msg::Close) | None => return Err(Flow::Stop),
+                },
             }
         }
     }
@@ -192,13 +241,16 @@ impl TagCtx {
 
     /// Holds a granted lock: conversions, blocking notifications (with `notify`), unlock,
     /// loss.
-    async fn hold(&self, mut guard: LockGuard, notify: bool, rx: &mut mpsc::Receiver<TagCmd>) -> Flow {
+    async fn hold(&self, mut guard: LockGuard, notify: bool, rx: &mut mpsc::Receiver<Msg>) -> Flow {
         let lost = guard.lost();
         tokio::pin!(lost);
         let mut notify = notify;
         let mut converting: Option<Converting> = None;
         loop {
+            // Biased, for the order of the answers: a loss, then a conversion's outcome, then
+            // a notification, and only then the commands read after them.
             tokio::select! {
+                biased;
                 reason = &mut lost => {
                     if reason == LostReason::Released {
                         // Released by an unlock whose answer did not come in time.
@@ -223,29 +275,35 @@ impl TagCtx {
                     // Lost: the branch above reports it.
                     Err(_) => notify = false,
                 },
-                cmd = rx.recv() => match cmd {
-                    Some(TagCmd::Lock(n, _)) => self.in_use(n).await,
-                    Some(TagCmd::Convert(n, _)) if converting.is_some() => self.busy(n).await,
-                    Some(TagCmd::Convert(n, c)) => {
-                        converting = self.start_convert(&guard, n, c).await;
-                    }
-                    Some(TagCmd::Unlock(n, _)) if converting.is_some() => self.busy(n).await,
-                    Some(TagCmd::Unlock(n, value)) => {
-                        if self.unlock(&guard, n, value).await {
-                            // Released: dropping the guard sends nothing more.
-                            return Flow::Next;
+                msg = rx.recv() => match msg {
+                    Some(Msg::Cmd(cmd)) => {
+                        let n = cmd.line;
+                        match cmd.op {
+                            TagOp::Lock(_) => self.in_use(n).await,
+                            TagOp::Convert(_) | TagOp::Unlock(_) if converting.is_some() => {
+                                self.busy(n).await;
+                            }
+                            TagOp::Convert(c) => {
+                                converting = self.start_convert(&guard, n, c).await;
+                            }
+                            TagOp::Unlock(value) => {
+                                if self.unlock(&guard, n, value).await {
+                                    // Released: dropping the guard sends nothing more.
+                                    return Flow::Next;
+                                }
+                            }
+                            TagOp::Cancel if converting.is_some() => {
+                                match guard.canceller().cancel().await {
+                                    // The conversion's own answer follows: refused, cancelled.
+                                    Ok(()) => {}
+                                    Err(Error::NotPending) => self.not_pending(n).await,
+                                    Err(e) => self.say(Event::failed(n, &e)).await,
+                                }
+                            }
+                            TagOp::Cancel => self.not_pending(n).await,
                         }
                     }
-                    Some(TagCmd::Cancel(n)) if converting.is_some() => {
-                        match guard.canceller().cancel().await {
-                            // The conversion's own answer follows: refused, cancelled.
-                            Ok(()) => {}
-                            Err(Error::NotPending) => self.not_pending(n).await,
-                            Err(e) => self.say(Event::failed(n, &e)).await,
-                        }
-                    }
-                    Some(TagCmd::Cancel(n)) => self.not_pending(n).await,
-                    Some(TagCmd::SessionLost(reason)) => {
+                    Some(Msg::SessionLost(reason)) => {
                         let reason = match guard.is_lost() {
                             true => guard.lost().await.to_string(),
                             false => reason,
@@ -254,7 +312,7 @@ impl TagCtx {
                         return Flow::Stop;
                     }
                     // Dropping the guard releases the lock, and closing the session would.
-                    Some(TagCmd::Close) | None => return Flow::Stop,
+                    Some(Msg::Close) | None => return Flow::Stop,
                 },
             }
         }
@@ -275,7 +333,12 @@ impl TagCtx {
 
     /// Starts a conversion; answers at once if it was granted or refused at once, and
     /// returns it if it waits.
-    async fn start_convert(&self, guard: &LockGuard, line: u64, c: ConvertCmd) -> Option<Converting> {
+    async fn start_convert(
+        &self,
+        guard: &LockGuard,
+        line: u64,
+        c: ConvertCmd,
+    ) -> Option<Converting> {
         let mut opts = ConvertOptions::new();
         match c.wait {
             Wait::Queue => {}

@@ -1,0 +1,388 @@
+//! `dlock session` end to end: the real binary driven through its stdin and stdout, against
+//! an in-process server. Every read of an answer has a deadline; nothing waits by sleeping.
+
+mod common;
+
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// A running `dlock session`: lines go to its stdin, JSON answers come from its stdout.
+struct Session {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Session {
+    /// Starts `dlock --name NAME session` against `server`.
+    fn start(server: &TestServer, name: &str) -> Result<Session> {
+        let mut cmd = dlock(server, &["--name", name, "session"]);
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().context("spawning dlock session")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        Ok(Session {
+            name: name.to_owned(),
+            child,
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// Writes one command line.
+    async fn send(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        Ok(())
+    }
+
+    /// The next answer (within [`DEADLINE`]); `None` once stdout has ended.
+    async fn next(&mut self) -> Result<Option<Value>> {
+        let line = tokio::time::timeout(DEADLINE, self.stdout.next_line())
+            .await
+            .with_context(|| format!("{}: no answer in time", self.name))??;
+        match line {
+            None => Ok(None),
+            Some(l) => Ok(Some(
+                serde_json::from_str(&l).with_context(|| format!("not JSON: {l:?}"))?,
+            )),
+        }
+    }
+
+    /// The next answer, which must be about `tag` and be `event`.
+    async fn expect(&mut self, tag: &str, event: &str) -> Result<Value> {
+        let Some(v) = self.next().await? else {
+            bail!("{}: stdout ended, expected {tag} {event}", self.name);
+        };
+        if v["tag"] != tag || v["event"] != event {
+            bail!("{}: expected {tag} {event}, got {v}", self.name);
+        }
+        Ok(v)
+    }
+
+    /// Sends `line` and returns its answer, which must be about `tag` and be `event`.
+    async fn ask(&mut self, line: &str, tag: &str, event: &str) -> Result<Value> {
+        self.send(line).await?;
+        self.expect(tag, event).await
+    }
+
+    /// Closes stdin, reads every answer left and waits for the exit code.
+    async fn finish(mut self) -> Result<(i32, Vec<Value>)> {
+        drop(self.stdin.take());
+        let mut rest = Vec::new();
+        while let Some(v) = self.next().await? {
+            rest.push(v);
+        }
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .context("dlock session did not exit in time")??;
+        let code = status.code().context("dlock session died of a signal")?;
+        Ok((code, rest))
+    }
+}
+
+fn token(v: &Value) -> u64 {
+    v["token"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no token in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_converts_down_and_up_and_waits_for_a_conversion() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut a = Session::start(&server, "conv-a")?;
+    let mut b = Session::start(&server, "conv-b")?;
+
+    let granted = a.ask("lock a conv EX", "a", "granted").await?;
+    assert_eq!(granted["resource"], "conv");
+    assert_eq!(granted["mode"], "EX");
+    assert!(
+        granted.get("value").is_none(),
+        "no value asked for: {granted}"
+    );
+
+    // Down to PR: a shared reader of another session gets in beside it.
+    let down = a.ask("convert a PR", "a", "converted").await?;
+    assert_eq!(down["mode"], "PR");
+    assert!(token(&down) > token(&granted));
+    b.ask("lock b conv PR nowait", "b", "granted").await?;
+
+    // Up again at once is refused while b reads; the lock keeps PR.
+    let refused = a.ask("convert a EX nowait", "a", "refused").await?;
+    assert_eq!(refused["op"], "convert");
+    assert_eq!(refused["error"], "not_queued");
+    assert_eq!(refused["held"], "PR");
+
+    // Up with waiting: queued until b lets go.
+    let converting = a.ask("convert a EX", "a", "converting").await?;
+    assert_eq!(converting["mode"], "EX");
+    assert_eq!(converting["held"], "PR");
+    // Another command on a lock that converts is busy, and changes nothing.
+    let busy = a.ask("unlock a", "a", "error").await?;
+    assert_eq!(busy["error"], "busy");
+    b.ask("unlock b", "b", "unlocked").await?;
+    let up = a.expect("a", "converted").await?;
+    assert_eq!(up["mode"], "EX");
+    assert!(token(&up) > token(&down));
+
+    // A queued conversion can be cancelled; the lock keeps its mode.
+    b.ask("lock b conv NL", "b", "granted").await?;
+    a.ask("convert a PR", "a", "converted").await?;
+    b.ask("convert b EX", "b", "converting").await?;
+    b.send("cancel b").await?;
+    let cancelled = b.expect("b", "refused").await?;
+    assert_eq!(cancelled["error"], "cancelled");
+    assert_eq!(cancelled["held"], "NL");
+
+    a.ask("unlock a", "a", "unlocked").await?;
+    let (code, rest) = a.finish().await?;
+    assert_eq!((code, rest.len()), (0, 0), "{rest:?}");
+    let (code, rest) = b.finish().await?;
+    assert_eq!((code, rest.len()), (0, 0), "{rest:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_block_written_on_unlock_is_read_by_the_next_lock() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut writer = Session::start(&server, "writer")?;
+    let mut reader = Session::start(&server, "reader")?;
+
+    writer.ask("lock w lvb EX", "w", "granted").await?;
+    let waiting = reader.ask("lock r lvb PR value", "r", "waiting").await?;
+    assert_eq!(waiting["mode"], "PR");
+    writer
+        .ask("unlock w value=68656c6c6f", "w", "unlocked")
+        .await?;
+    let granted = reader.expect("r", "granted").await?;
+    let value = granted["value"].as_str().context("a value")?;
+    assert!(value.starts_with("68656c6c6f"), "{granted}");
+    assert!(
+        value[10..].chars().all(|c| c == '0'),
+        "zero-padded: {value}"
+    );
+    assert_eq!(granted["value_valid"], true);
+
+    // An EX holder that marks it not valid: a reader sees it so. The reader's NL lock keeps
+    // the value block alive (it lives as long as some lock on the resource does).
+    reader.ask("lock keep lvb NL", "keep", "granted").await?;
+    writer.ask("lock w lvb EX", "w", "waiting").await?;
+    reader.ask("unlock r", "r", "unlocked").await?;
+    writer.expect("w", "granted").await?;
+    writer.ask("unlock w invalidate", "w", "unlocked").await?;
+    let reread = reader
+        .ask("convert keep PR value", "keep", "converted")
+        .await?;
+    assert_eq!(reread["value_valid"], false, "{reread}");
+    assert!(
+        reread["value"].as_str().unwrap().starts_with("68656c6c6f"),
+        "kept: {reread}"
+    );
+
+    for s in [writer, reader] {
+        assert_eq!(s.finish().await?.0, 0);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nowait_and_timeout_are_refused_while_another_session_holds() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut holder = Session::start(&server, "holder")?;
+    let mut other = Session::start(&server, "other")?;
+
+    holder.ask("lock h busy-res PW", "h", "granted").await?;
+    let refused = other
+        .ask("lock t busy-res PR nowait", "t", "refused")
+        .await?;
+    assert_eq!(refused["op"], "lock");
+    assert_eq!(refused["error"], "not_queued");
+    assert!(refused.get("held").is_none());
+    let timed_out = other
+        .ask("lock t busy-res EX timeout=20ms", "t", "waiting")
+        .await?;
+    assert_eq!(timed_out["resource"], "busy-res");
+    assert_eq!(other.expect("t", "refused").await?["error"], "timed_out");
+    // A waiting request cancelled; the tag is free again afterwards.
+    other.ask("lock t busy-res EX", "t", "waiting").await?;
+    other.send("cancel t").await?;
+    assert_eq!(other.expect("t", "refused").await?["error"], "cancelled");
+    assert_eq!(
+        other.ask("cancel t", "t", "error").await?["error"],
+        "no_lock"
+    );
+    // A compatible mode is granted beside the holder.
+    other
+        .ask("lock t busy-res CR nowait", "t", "granted")
+        .await?;
+
+    for s in [holder, other] {
+        assert_eq!(s.finish().await?.0, 0);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_in_a_deadlock_one_is_the_victim_and_the_other_goes_on() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut a = Session::start(&server, "dl-a")?;
+    let mut b = Session::start(&server, "dl-b")?;
+
+    a.ask("lock one left EX", "one", "granted").await?;
+    b.ask("lock two right EX", "two", "granted").await?;
+    a.ask("lock want right EX", "want", "waiting").await?;
+    // b's request closes the cycle a -> b -> a: the youngest request, b's, is the victim
+    // (R41), and its lock "two" is untouched.
+    let victim = b.ask("lock want left EX", "want", "refused").await?;
+    assert_eq!(victim["error"], "deadlock", "{victim}");
+    assert_eq!(victim["op"], "lock");
+    // The victim gives up its lock: the survivor's request is granted.
+    b.ask("unlock two", "two", "unlocked").await?;
+    let granted = a.expect("want", "granted").await?;
+    assert_eq!(granted["resource"], "right");
+
+    b.send("quit").await?;
+    let (code, rest) = b.finish().await?;
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "{rest:?}");
+    let (code, rest) = a.finish().await?;
+    assert_eq!(code, 0);
+    assert!(
+        rest.iter().all(|v| v["error"] != "deadlock"),
+        "one victim only: {rest:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_notification_reaches_a_holder_that_asked_for_it() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut holder = Session::start(&server, "reader")?;
+    let mut writer = Session::start(&server, "writer")?;
+
+    holder
+        .ask("lock told cache PR notify", "told", "granted")
+        .await?;
+    holder
+        .ask("lock quiet cache CR", "quiet", "granted")
+        .await?;
+    writer.ask("lock w cache EX", "w", "waiting").await?;
+    let blocking = holder.expect("told", "blocking").await?;
+    assert_eq!(blocking["mode"], "EX");
+    // The holder steps aside; the lock without `notify` is released too.
+    holder.ask("convert told NL", "told", "converted").await?;
+    holder.ask("unlock quiet", "quiet", "unlocked").await?;
+    assert_eq!(writer.expect("w", "granted").await?["mode"], "EX");
+
+    let (code, rest) = holder.finish().await?;
+    assert_eq!(code, 0);
+    // Whatever else came, the lock taken without `notify` was never told.
+    assert!(
+        rest.iter().all(|v| v["tag"] != "quiet"),
+        "a lock without notify reported: {rest:?}"
+    );
+    assert_eq!(writer.finish().await?.0, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_line_is_answered_and_the_session_goes_on() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut s = Session::start(&server, "typo")?;
+
+    s.send("# a comment, then a blank line").await?;
+    s.send("").await?;
+    s.send("frobnicate now").await?;
+    let e = s.next().await?.context("an answer")?;
+    assert_eq!(e["event"], "error");
+    assert_eq!(e["line"], 3, "comments and blank lines count: {e}");
+    assert_eq!(e["error"], "syntax");
+    assert!(e.get("tag").is_none(), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("frobnicate"), "{e}");
+
+    let e = s.ask("lock a res XX", "a", "error").await?;
+    assert_eq!(e["line"], 4);
+    assert!(e["message"].as_str().unwrap().contains("XX"), "{e}");
+    let e = s.ask("convert nobody EX", "nobody", "error").await?;
+    assert_eq!(e["error"], "no_lock");
+
+    // The session still works, and a name outside printable ASCII goes in hex.
+    s.ask("ping p", "p", "pong").await?;
+    let g = s.ask("lock a hex:6120ff NL", "a", "granted").await?;
+    assert_eq!(g["resource"], "hex:6120ff");
+    let e = s.ask("lock a other NL", "a", "error").await?;
+    assert_eq!(e["error"], "tag_in_use");
+    let q = s.ask("query q hex:6120ff", "q", "resource").await?;
+    assert_eq!(q["holders"][0]["session_name"], "typo");
+    assert_eq!(q["holders"][0]["mode"], "NL");
+
+    let (code, rest) = s.finish().await?;
+    assert_eq!((code, rest.len()), (0, 0), "{rest:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_of_input_closes_the_session_and_releases_its_locks() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut first = Session::start(&server, "first")?;
+    let mut next = Session::start(&server, "next")?;
+
+    first.ask("lock a eof-1 EX", "a", "granted").await?;
+    first.ask("lock b eof-2 PW", "b", "granted").await?;
+    next.ask("lock a eof-1 EX", "a", "waiting").await?;
+    next.ask("lock b eof-2 EX", "b", "waiting").await?;
+
+    let (code, rest) = first.finish().await?;
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "{rest:?}");
+    let mut granted = vec![
+        next.expect_any("granted").await?,
+        next.expect_any("granted").await?,
+    ];
+    granted.sort();
+    assert_eq!(granted, ["a", "b"]);
+    assert_eq!(next.finish().await?.0, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_session_reports_the_lost_locks_and_exits_69() -> Result<()> {
+    let mut server = TestServer::start().await?;
+    let mut s = Session::start(&server, "doomed")?;
+    s.ask("lock a lost-res EX", "a", "granted").await?;
+    server.shutdown().await?;
+    let lost = s.expect("a", "lost").await?;
+    assert!(lost["reason"].as_str().is_some(), "{lost}");
+    let (code, _) = s.finish().await?;
+    assert_eq!(code, 69);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_exit_69_and_a_bad_option_exit_2() -> Result<()> {
+    let out = output(dlock_at("127.0.0.1:1", &["session"])).await?;
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    let out = output(dlock_at("127.0.0.1:1", &["session", "--ttl", "0s"])).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    Ok(())
+}
+
+impl Session {
+    /// The next answer, which must be `event`; returns its tag.
+    async fn expect_any(&mut self, event: &str) -> Result<String> {
+        let Some(v) = self.next().await? else {
+            bail!("{}: stdout ended, expected {event}", self.name);
+        };
+        if v["event"] != event {
+            bail!("{}: expected {event}, got {v}", self.name);
+        }
+        Ok(v["tag"].as_str().unwrap_or_default().to_owned())
+    }
+}
