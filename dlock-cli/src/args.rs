@@ -17,8 +17,11 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0      success; with a command: the command exited 0
   N      with a command: the command's own exit status
-  1      lock not acquired: refused by --no-wait, --timeout expired, or chosen as a
-         deadlock victim (changed with --conflict-exit-code)
+  1      lock not acquired: refused by --no-wait or --timeout expired (changed with
+         --conflict-exit-code). dlock acquire is never chosen as a deadlock victim: its
+         session waits for one lock while holding none. Deadlocks need a session that
+         holds and waits, as dlock session can: it answers the victim's request with
+         \"error\":\"deadlock\" and goes on (its exit codes: dlock session --help)
   2      usage error, or an argument the server rejects (an empty or too long name,
          a --ttl outside its bounds)
   69     server unreachable (also when it stays unreachable for a whole lease while
@@ -47,6 +50,8 @@ Examples:
   # Every lock with its holders and waiters; as JSON for names starting with \"jobs.\":
   dlock status
   dlock status --json jobs.
+  # Several locks in one session, conversions, value blocks, from a script (JSON answers):
+  coproc DL { dlock session; }; echo 'lock a deploy EX' >&\"${DL[1]}\"
   # Server version and round-trip time:
   dlock ping
   # Check a server's audit log (rotated files included) against the locking rules:
@@ -259,8 +264,8 @@ pub enum Command {
         after_long_help = format!("{ACQUIRE_AFTER_HELP}{EXIT_CODES_HELP}")
     )]
     Acquire(AcquireArgs),
-    /// One session driven by command lines on stdin: several locks, conversions, value
-    /// blocks, blocking notifications, cancel; answers as JSON lines on stdout.
+    /// Drive one session with command lines on stdin (lock, convert, unlock, cancel, ...);
+    /// JSON answers on stdout.
     #[command(after_help = crate::session_cmd::AFTER_HELP)]
     Session(crate::session_cmd::SessionArgs),
     /// Show locks: holders, converters and waiters of every resource (or of a name prefix).

@@ -4,6 +4,7 @@
 //! ```text
 //! dlock acquire [--mode MODE] [--timeout DURATION | --no-wait] [--ttl DURATION] NAME [-- COMMAND [ARGS...]]
 //! dlock acquire [OPTIONS] --resource NAME [-- COMMAND [ARGS...]]    # NAME may start with '-'
+//! dlock session [--ttl DURATION]                                   # commands on stdin, JSON answers on stdout
 //! dlock status [PREFIX] [--json]
 //! dlock status [--json] -- PREFIX                                   # PREFIX may start with '-'
 //! dlock ping
@@ -31,10 +32,42 @@
 //! Without a command, dlock prints the fencing token alone on one line of stdout and holds the
 //! lock until one of those signals or end of file on stdin, then releases it and exits 0.
 //!
-//! When the lock is not granted (`--no-wait` refused, `--timeout` expired, deadlock victim),
-//! one line on stderr names the current holders (mode, session name, for how long) and dlock
-//! exits 1 (or `--conflict-exit-code`). One of those signals while waiting cancels the request
-//! and dlock exits 128 + its number.
+//! When the lock is not granted (`--no-wait` refused, `--timeout` expired), one line on
+//! stderr names the current holders (mode, session name, for how long) and dlock exits 1 (or
+//! `--conflict-exit-code`). One of those signals while waiting cancels the request and dlock
+//! exits 128 + its number. `dlock acquire` is never a deadlock victim: its session waits for
+//! its one lock while holding nothing, so no other session can wait for it (R39); a cycle
+//! needs a session that holds and waits, which `dlock session` can be.
+//!
+//! # `dlock session`
+//!
+//! One session (`--ttl` as for acquire) driven by a line protocol on stdin, with the answers
+//! and events as JSON objects, one per line on stdout, flushed after each: a script runs it
+//! as a coprocess (`coproc dlock session`) or pipes a batch into it. It reaches what one lock
+//! per session cannot: several locks, conversions, value blocks, blocking notifications,
+//! cancel, deadlock victims.
+//!
+//! ```text
+//! lock TAG NAME MODE [nowait | timeout=DURATION] [notify] [value]
+//! convert TAG MODE [nowait | timeout=DURATION] [quecvt] [value | value=HEX | invalidate]
+//! unlock TAG [value=HEX | invalidate]
+//! cancel TAG
+//! query TAG NAME
+//! ping TAG
+//! quit
+//! ```
+//!
+//! TAG names a lock until it is released, refused or lost; every answer about it carries it:
+//! `{"tag":"a","event":"granted","resource":"deploy","mode":"EX","token":12}`. The events are
+//! `waiting`, `granted`, `converting`, `converted`, `refused` (with `op`, `error` and, for a
+//! conversion, the mode still `held`), `unlocked`, `blocking`, `lost`, `resource` (query),
+//! `pong`, and `error` for a line that could not be carried out (with its `line`); `error`
+//! names are stable (`not_queued`, `timed_out`, `deadlock`, `cancelled`, `lost`, `busy`,
+//! `syntax`, `no_lock`, ...). Lines are carried out in order, each once the one before has its
+//! first answer; a request that waits does not hold up the lines after it. End of input or
+//! `quit` closes the session (its locks are released) and exits 0; the session lost exits 69
+//! after the `lost` answers, as does a server unreachable at start. `dlock session --help`
+//! has the whole protocol.
 //!
 //! # Exit codes
 //!
@@ -42,7 +75,7 @@
 //! |-------|---------|
 //! | 0     | success; with a command: the command exited 0 |
 //! | N     | with a command: the command's own exit status |
-//! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
+//! | 1     | `dlock acquire`: lock not acquired (`--conflict-exit-code` changes it) |
 //! | 2     | usage error, or an argument the server rejects (empty or too long name, `--ttl` out of bounds) |
 //! | 69    | server unreachable (before or while waiting for the lock), or a cluster without a leader (members answer `NotLeader` for 5 s: dlock waits that long for a fail-over, and not at all when no server answers) |
 //! | 70    | any other error: the server over a limit or overloaded, a connection refused for too many connections or sessions from one address, a protocol error, an unreadable token file, a stdout that cannot be written (a full disk) |

@@ -43,11 +43,12 @@ pub struct SessionArgs {
 
 /// The text after `dlock session --help`: the protocol, an example, the exit codes.
 pub const AFTER_HELP: &str = "\
-Reads one command per line on stdin and answers each with JSON objects, one per line on
-stdout (flushed after each line). Commands run concurrently: a request that waits does not
-hold up the lines after it. TAG (1-64 letters, digits, '_' or '-') names a lock from its
-`lock` until it is unlocked, refused or lost; then the tag is free again. For query and ping
-the tag only labels the answer.
+Reads one command per line on stdin and answers with JSON objects, one per line on stdout
+(flushed after each). Lines are carried out in order, each once the one before has its first
+answer (granted, waiting, refused, converting, ...), but a request that waits does not hold
+up the lines after it: its outcome is answered when it comes. TAG (1-64 letters, digits, '_'
+or '-') names a lock from its `lock` until it is unlocked, refused or lost; then the tag is
+free again. For query and ping the tag only labels the answer.
 
 Commands:
   lock TAG NAME MODE [nowait | timeout=DURATION] [notify] [value]
