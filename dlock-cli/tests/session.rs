@@ -356,12 +356,27 @@ async fn end_of_input_closes_the_session_and_releases_its_locks() -> Result<()> 
 async fn losing_the_session_reports_the_lost_locks_and_exits_69() -> Result<()> {
     let mut server = TestServer::start().await?;
     let mut s = Session::start(&server, "doomed")?;
-    s.ask("lock a lost-res EX", "a", "granted").await?;
+    s.ask("lock a lost-1 EX", "a", "granted").await?;
+    s.ask("lock b lost-2 PR", "b", "granted").await?;
     server.shutdown().await?;
-    let lost = s.expect("a", "lost").await?;
-    assert!(lost["reason"].as_str().is_some(), "{lost}");
-    let (code, _) = s.finish().await?;
+    // The session ends by itself, without waiting for end of input, after one `lost` answer
+    // for each lock.
+    let status = tokio::time::timeout(DEADLINE, s.child.wait())
+        .await
+        .context("dlock session did not exit after the loss")??;
+    assert_eq!(status.code(), Some(69));
+    let (code, rest) = s.finish().await?;
     assert_eq!(code, 69);
+    let mut lost: Vec<String> = rest
+        .iter()
+        .map(|v| {
+            assert_eq!(v["event"], "lost", "{v}");
+            assert_eq!(v["reason"], "server shut down", "{v}");
+            v["tag"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    lost.sort();
+    assert_eq!(lost, ["a", "b"]);
     Ok(())
 }
 

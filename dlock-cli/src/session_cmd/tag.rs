@@ -157,9 +157,14 @@ impl TagCtx {
             let resource = super::line::show_name(&lock.resource);
             let mode = lock.mode.to_string();
             self.say(Event::Waiting { resource, mode }).await;
-            done = None;
+            // `waiting` is this line's first answer: the next line may go.
+            drop(done.take());
             match self.wait_for_grant(pending, rx).await {
-                Ok(result) => result,
+                Ok((result, cancel_done)) => {
+                    // A `cancel` that ended the wait has its first answer in the outcome.
+                    done = cancel_done;
+                    result
+                }
                 Err(flow) => return flow,
             }
         };
@@ -175,18 +180,20 @@ impl TagCtx {
             }
             Err(e) => {
                 self.refused(Op::Lock, &e, None).await;
+                drop(done);
                 Flow::Next
             }
         }
     }
 
-    /// Waits for a queued request's outcome, carrying out the tag's commands meanwhile;
-    /// `Err(Flow::Stop)` if the session ends first.
+    /// Waits for a queued request's outcome, carrying out the tag's commands meanwhile, and
+    /// returns it with the [`Done`] of a `cancel` that ended it, to be dropped once the
+    /// outcome is answered; `Err(Flow::Stop)` if the session ends first.
     async fn wait_for_grant(
         &self,
         pending: PendingLock,
         rx: &mut mpsc::Receiver<Msg>,
-    ) -> Result<Result<LockGuard, Error>, Flow> {
+    ) -> Result<(Result<LockGuard, Error>, Option<Done>), Flow> {
         let id = pending.lock_id();
         // Kept across the loop: dropping it would cancel the request.
         let granted = pending.granted();
@@ -196,12 +203,14 @@ impl TagCtx {
             // (a `convert` right after a grant is carried out, not refused as busy).
             tokio::select! {
                 biased;
-                r = &mut granted => return Ok(r),
+                r = &mut granted => return Ok((r, None)),
                 msg = rx.recv() => match msg {
                     Some(Msg::Cmd(cmd)) => match cmd.op {
                         TagOp::Cancel => match self.client.cancel_by_id(id).await {
-                            // The request's own answer follows: refused, cancelled.
-                            Ok(CancelOutcome::Cancelled) => {}
+                            // The request completes at once, cancelled: that is the answer.
+                            Ok(CancelOutcome::Cancelled) => {
+                                return Ok(((&mut granted).await, Some(cmd.done)));
+                            }
                             Ok(CancelOutcome::NotPending) => self.not_pending(cmd.line).await,
                             Err(e) => self.say(Event::failed(cmd.line, &e)).await,
                         },
@@ -264,10 +273,7 @@ impl TagCtx {
                     if converting.is_some() =>
                 {
                     converting = None;
-                    match r {
-                        Ok(c) => self.converted(&c).await,
-                        Err(e) => self.refused(Op::Convert, &e, Some(guard.mode())).await,
-                    }
+                    self.conversion_done(r, &guard).await;
                 }
                 // R33: no notification comes while the lock converts.
                 wanted = guard.blocked(), if notify => match wanted {
@@ -294,8 +300,13 @@ impl TagCtx {
                             }
                             TagOp::Cancel if converting.is_some() => {
                                 match guard.canceller().cancel().await {
-                                    // The conversion's own answer follows: refused, cancelled.
-                                    Ok(()) => {}
+                                    // The conversion completes at once, cancelled: that is
+                                    // the answer.
+                                    Ok(()) => {
+                                        if let Some(c) = converting.take() {
+                                            self.conversion_done(c.await, &guard).await;
+                                        }
+                                    }
                                     Err(Error::NotPending) => self.not_pending(n).await,
                                     Err(e) => self.say(Event::failed(n, &e)).await,
                                 }
@@ -324,6 +335,14 @@ impl TagCtx {
             self.tag
         );
         self.say(Event::error(line, "busy", msg)).await;
+    }
+
+    /// Answers a queued conversion's outcome.
+    async fn conversion_done(&self, r: Result<Converted, Error>, guard: &LockGuard) {
+        match r {
+            Ok(c) => self.converted(&c).await,
+            Err(e) => self.refused(Op::Convert, &e, Some(guard.mode())).await,
+        }
     }
 
     async fn converted(&self, c: &Converted) {
