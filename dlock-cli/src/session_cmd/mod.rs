@@ -3,7 +3,7 @@
 //! piped in) can convert locks, use value blocks, see blocking notifications, hold several
 //! locks, cancel, and meet deadlocks.
 //!
-//! The parts: [`line`] parses commands, [`answer`] shapes the answers, [`io`] moves lines
+//! The parts: [`line`](mod@line) parses commands, [`answer`] shapes the answers, [`io`] moves lines
 //! in and out on threads of their own, [`tag`] runs each tag's lock as a task. This file reads
 //! the lines, hands each to its tag's task (or answers it), and ends the session.
 
