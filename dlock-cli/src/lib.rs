@@ -75,7 +75,7 @@
 //! |-------|---------|
 //! | 0     | success; with a command: the command exited 0 |
 //! | N     | with a command: the command's own exit status |
-//! | 1     | `dlock acquire`: lock not acquired (`--conflict-exit-code` changes it) |
+//! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
 //! | 2     | usage error, or an argument the server rejects (empty or too long name, `--ttl` out of bounds) |
 //! | 69    | server unreachable (before or while waiting for the lock), or a cluster without a leader (members answer `NotLeader` for 5 s: dlock waits that long for a fail-over, and not at all when no server answers) |
 //! | 70    | any other error: the server over a limit or overloaded, a connection refused for too many connections or sessions from one address, a protocol error, an unreadable token file, a stdout that cannot be written (a full disk) |
