@@ -66,6 +66,11 @@ is a terminal, the command shares dlock's process group so that it can use the t
 and signals reach the command's process only (a Ctrl-C typed at the terminal reaches it
 directly, so dlock does not send a second SIGINT; the same for Ctrl-\\ and a hang-up).
 
+If dlock itself is killed (kill -9, the OOM killer), the command gets SIGTERM at once.
+The lock stays held until the session's lease runs out (--ttl), which gives the command
+that long to stop; a command that ignores SIGTERM runs on without the lock, and then only
+fencing tokens (DLOCK_TOKEN, checked by the resource) protect the resource.
+
 Without a command, dlock prints the fencing token alone on one line of stdout and holds
 the lock until it receives one of those signals or its standard input reaches end of file.
 

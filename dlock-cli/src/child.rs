@@ -5,6 +5,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 
 use crate::error::CliError;
+use crate::exec;
 use crate::signals::Signals;
 
 /// How a command run under a lock ended.
@@ -75,6 +77,10 @@ pub struct Spec<'a> {
     pub kill_grace: Duration,
     /// The resource, as named in messages.
     pub what: &'a str,
+    /// dlock's executable, to start the command through the shim of [`crate::exec`] so that
+    /// it gets SIGTERM if dlock dies; `None` starts it directly (tests of this module, which
+    /// run without a dlock executable).
+    pub shim: Option<&'a Path>,
 }
 
 /// Runs the command until it exits or `lost` completes.
@@ -93,10 +99,22 @@ where
             source: std::io::ErrorKind::InvalidInput.into(),
         });
     };
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let mut command = match spec.shim {
+        Some(exe) => {
+            let mut c = Command::new(exe);
+            c.arg0("dlock")
+                .args(exec::shim_args(std::process::id(), spec.argv));
+            c
+        }
+        None => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+    };
+    // Spawned here, on the thread that runs dlock's current-thread runtime (the main
+    // thread): the shim's death signal fires when the thread that forked it ends.
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     if spec.group == Group::Own {
         command.process_group(0);
     }
@@ -214,6 +232,7 @@ mod tests {
             group,
             kill_grace: grace,
             what: "\"x\"",
+            shim: None,
         };
         tokio::time::timeout(LONG, run(&spec, lost, &mut sigs))
             .await
@@ -251,6 +270,7 @@ mod tests {
                 group,
                 kill_grace: LONG,
                 what: "x",
+                shim: None,
             };
             let end = tokio::time::timeout(LONG, run(&spec, pending::<&str>(), &mut sigs))
                 .await
@@ -332,6 +352,7 @@ mod tests {
             group: Group::Own,
             kill_grace: LONG,
             what: "x",
+            shim: None,
         };
         let err = run(&spec, pending::<&str>(), &mut sigs).await.unwrap_err();
         assert_eq!(err.exit_code(), 127);

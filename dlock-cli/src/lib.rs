@@ -28,6 +28,12 @@
 //! to that whole group, so that its children stop too; with stdin on a terminal it stays in
 //! dlock's group (it may be interactive) and signals go to its process alone.
 //!
+//! If dlock itself is killed (SIGKILL, the OOM killer), the command gets SIGTERM at once: it
+//! is started through a shim that asks the kernel for that signal when dlock dies (see
+//! [`exec`]). The lock stays held until the session's lease runs out (`--ttl`), which gives
+//! the command that long to stop; a command that ignores SIGTERM runs on unprotected, and
+//! fencing tokens are then the safety net.
+//!
 //! Without a command, dlock prints the fencing token alone on one line of stdout and holds the
 //! lock until one of those signals or end of file on stdin, then releases it and exits 0.
 //!
@@ -86,6 +92,7 @@ mod addr;
 pub mod args;
 mod child;
 mod error;
+pub mod exec;
 pub mod format;
 mod hold;
 mod ping;

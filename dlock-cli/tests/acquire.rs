@@ -582,3 +582,97 @@ async fn refused_during_the_restart_grace_says_the_grace_may_be_why() -> Result<
     }
     Ok(())
 }
+
+/// Whether process `pid` has ended: gone, or a zombie nobody reaped yet.
+fn ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which ends with the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[tokio::test]
+async fn a_command_outlives_no_sigkilled_dlock() -> Result<()> {
+    use nix::sys::signal::Signal;
+    let server = TestServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let pidfile = dir.path().join("pid");
+    let script = format!("echo $$ > '{}'; exec sleep 600", pidfile.display());
+    let mut child = dlock(&server, &["acquire", "orphan", "--", "sh", "-c", &script]).spawn()?;
+    let pid: i32 = lines_at_least(&pidfile, 1).await?[0].parse()?;
+    signal(&child, Signal::SIGKILL)?;
+    child.wait().await?;
+    let gone = eventually("the command to end with dlock", || async {
+        ended(pid).then_some(())
+    })
+    .await;
+    if gone.is_err() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    gone
+}
+
+#[tokio::test]
+async fn the_shim_refuses_to_run_a_command_whose_dlock_is_gone() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let marker = dir.path().join("ran");
+    // The test process is not the shim's parent: as if dlock had died before the shim ran.
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dlock"));
+    cmd.args(["__exec", "--parent", "1", "--", "touch"])
+        .arg(&marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = output(cmd).await?;
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ended before the command could start"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!marker.exists(), "the command ran");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_run_is_reported_as_before() -> Result<()> {
+    let server = TestServer::start().await?;
+    let out = output(dlock(&server, &["acquire", "x", "--", "/nonexistent/prog"])).await?;
+    assert_eq!(code(&out), 127, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dlock: cannot run /nonexistent/prog: No such file or directory"),
+        "{}",
+        stderr(&out)
+    );
+    let dir = tempfile::tempdir()?;
+    let out = output(dlock(
+        &server,
+        &["acquire", "x", "--", dir.path().to_str().context("utf-8")?],
+    ))
+    .await?;
+    assert_eq!(code(&out), 126, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    // Rust ignores SIGPIPE; the command gets the default disposition, as from a shell.
+    let out = output(dlock(
+        &server,
+        &["acquire", "x", "--", "grep", "SigIgn", "/proc/self/status"],
+    ))
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mask = u64::from_str_radix(stdout(&out).split_whitespace().nth(1).context("mask")?, 16)?;
+    assert_eq!(
+        mask & (1 << (13 - 1)),
+        0,
+        "SIGPIPE ignored: {}",
+        stdout(&out)
+    );
+    Ok(())
+}
