@@ -23,7 +23,9 @@ Exit codes:
          a --ttl outside its bounds)
   69     server unreachable (also when it stays unreachable for a whole lease while
          waiting for the lock), or a cluster without a leader: members answer that
-         they do not lead for 5 s (dlock waits that long for a fail-over)
+         they do not lead for 5 s (dlock waits that long for a fail-over); with
+         --timeout or --no-wait, also a server that did not answer within the wait
+         time plus 2 s, connecting included (frozen, or cut off by the network)
   70     internal or protocol error, or a stdout that cannot be written
   77     not permitted: no or a wrong credential (token, client certificate), or the
          server's rules do not allow this identity to do this
@@ -286,10 +288,13 @@ pub struct AcquireArgs {
     pub mode: Mode,
 
     /// Give up after waiting this long, e.g. 500ms, 30s, 2m (default: wait without limit).
+    /// dlock also keeps the deadline itself: a server that has not answered 2 s after it
+    /// (connecting included) is given up on, exit 69.
     #[arg(short = 'w', long, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
 
-    /// Do not wait: fail at once if the lock cannot be granted now.
+    /// Do not wait: fail at once if the lock cannot be granted now. A server that has not
+    /// answered within 2 s (connecting included) is given up on, exit 69.
     #[arg(short, long, conflicts_with = "timeout")]
     pub no_wait: bool,
 

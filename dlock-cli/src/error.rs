@@ -56,6 +56,17 @@ pub enum CliError {
         /// The server address.
         addr: String,
     },
+    /// `--timeout` or `--no-wait` set a deadline, and the server had not answered by then
+    /// (frozen, cut off by the network, or not a dlock server).
+    #[error("server {addr} did not answer in time: gave up after {} ({limit})", humantime::format_duration(*waited))]
+    NoAnswer {
+        /// The server address.
+        addr: String,
+        /// How long dlock waited, connecting included.
+        waited: std::time::Duration,
+        /// The options that set the deadline, in words.
+        limit: String,
+    },
     /// Any other client failure.
     #[error("{0}")]
     Client(#[from] dlock_client::Error),
@@ -89,7 +100,8 @@ impl CliError {
         match self {
             CliError::Unreachable { .. }
             | CliError::NoLeader { .. }
-            | CliError::SessionLostWhileWaiting { .. } => exit::UNAVAILABLE,
+            | CliError::SessionLostWhileWaiting { .. }
+            | CliError::NoAnswer { .. } => exit::UNAVAILABLE,
             CliError::Client(e) | CliError::Request { source: e, .. } if is_unreachable(e) => {
                 exit::UNAVAILABLE
             }

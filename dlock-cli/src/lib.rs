@@ -50,7 +50,7 @@
 //! | N     | with a command: the command's own exit status |
 //! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
 //! | 2     | usage error, or an argument the server rejects (empty or too long name, `--ttl` out of bounds) |
-//! | 69    | server unreachable (before or while waiting for the lock), or a cluster without a leader (members answer `NotLeader` for 5 s: dlock waits that long for a fail-over, and not at all when no server answers) |
+//! | 69    | server unreachable (before or while waiting for the lock), or a cluster without a leader (members answer `NotLeader` for 5 s: dlock waits that long for a fail-over, and not at all when no server answers); with `--timeout` or `--no-wait`, also a server that did not answer within the wait time plus 2 s, connecting included |
 //! | 70    | any other error: the server over a limit or overloaded, a connection refused for too many connections or sessions from one address, a protocol error, an unreadable token file, a stdout that cannot be written (a full disk) |
 //! | 75    | lock lost while held; the command was terminated |
 //! | 77    | not permitted: no or a wrong token or client certificate, or the server's rules refuse the request |

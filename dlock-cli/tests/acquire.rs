@@ -676,3 +676,68 @@ async fn a_command_that_cannot_run_is_reported_as_before() -> Result<()> {
     );
     Ok(())
 }
+
+/// A TCP listener that accepts connections and never answers (nor reads); it keeps them open
+/// until dropped.
+async fn silent_listener() -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let task = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            kept.push(conn);
+        }
+    });
+    Ok((addr, task))
+}
+
+#[tokio::test]
+async fn no_wait_and_timeout_give_up_on_a_server_that_never_answers() -> Result<()> {
+    let (addr, task) = silent_listener().await?;
+    for (args, limit) in [
+        (
+            &["acquire", "-n", "x", "--", "true"][..],
+            "--no-wait allows 2s",
+        ),
+        (
+            &["acquire", "-w", "500ms", "x", "--", "true"],
+            "--timeout 500ms plus 2s",
+        ),
+    ] {
+        let out = output(dlock_at(&addr, args)).await?;
+        assert_eq!(code(&out), 69, "{args:?}: {}", stderr(&out));
+        let said = stderr(&out);
+        assert!(said.contains("did not answer in time"), "{args:?}: {said}");
+        assert!(said.contains(limit), "{args:?}: {said}");
+    }
+    task.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_gives_up_on_a_server_that_stops_answering_while_dlock_waits() -> Result<()> {
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let proxy = dlock_tests::proxy::Proxy::start(server.addr()).await?;
+    let (mut holder, _) = hold(&server, "holder", "frozen").await?;
+    // A lease far longer than the test's deadline: only dlock's own deadline can end the wait.
+    let waiter = dlock_at(
+        &proxy.addr().to_string(),
+        &[
+            "--name", "waiter", "acquire", "--ttl", "5m", "-w", "3s", "frozen", "--", "true",
+        ],
+    )
+    .spawn()?;
+    queues(&obs, "frozen", 1, 1).await?;
+    proxy.blackhole(true);
+    let out = finish(waiter).await?;
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not answer in time"),
+        "{}",
+        stderr(&out)
+    );
+    drop(holder.stdin.take());
+    tokio::time::timeout(DEADLINE, holder.wait()).await??;
+    Ok(())
+}
