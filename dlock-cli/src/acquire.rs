@@ -110,7 +110,7 @@ async fn acquire_and_use(
     deadline: &Deadline,
 ) -> Result<u8, CliError> {
     let resource = args.resource().as_bytes();
-    let what = format!("{:?}", format::name(resource));
+    let what = format::quoted(resource);
     let mut opts = LockOptions::default();
     if args.no_wait {
         opts = opts.no_queue();

@@ -67,8 +67,8 @@ pub fn status_line(
     now_ms: u64,
 ) -> String {
     let mut line = format!(
-        "waiting for {mode} on {:?}: {}",
-        format::name(resource),
+        "waiting for {mode} on {}: {}",
+        format::quoted(resource),
         format::holders_line(info, now_ms)
     );
     if let Some(place) = info.and_then(|r| queue_place(r, me)) {

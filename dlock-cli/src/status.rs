@@ -72,10 +72,10 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
 fn nothing_listed(prefix: &[u8], cursor: Option<&[u8]>) -> String {
     let mut line = "dlock: no locks held or requested".to_owned();
     if !prefix.is_empty() {
-        line.push_str(&format!(" under {:?}", format::name(prefix)));
+        line.push_str(&format!(" under {}", format::quoted(prefix)));
     }
     if let Some(cursor) = cursor {
-        line.push_str(&format!(" after {:?}", format::name(cursor)));
+        line.push_str(&format!(" after {}", format::quoted(cursor)));
     }
     line
 }

@@ -741,3 +741,34 @@ async fn timeout_gives_up_on_a_server_that_stops_answering_while_dlock_waits() -
     tokio::time::timeout(DEADLINE, holder.wait()).await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_name_too_long_for_a_frame_is_a_usage_error_and_is_not_echoed_whole() -> Result<()> {
+    let server = TestServer::start().await?;
+    let long = "a".repeat(70_000);
+    for args in [
+        &["acquire", long.as_str(), "--", "true"][..],
+        &["--name", long.as_str(), "acquire", "x", "--", "true"],
+        &["status", long.as_str()],
+    ] {
+        let out = output(dlock(&server, args)).await?;
+        let said = stderr(&out);
+        assert_eq!(code(&out), 2, "{}", &said[..said.len().min(300)]);
+        assert!(
+            said.len() < 1_000,
+            "the name echoed whole: {} bytes",
+            said.len()
+        );
+    }
+    // A name under the frame but over the server's limit: also cut in the message.
+    let out = output(dlock(
+        &server,
+        &["acquire", &"b".repeat(5_000), "--", "true"],
+    ))
+    .await?;
+    let said = stderr(&out);
+    assert_eq!(code(&out), 2, "{said}");
+    assert!(said.contains("… (5000 bytes)"), "{said}");
+    assert!(said.len() < 1_000, "{said}");
+    Ok(())
+}
