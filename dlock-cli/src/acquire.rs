@@ -223,7 +223,7 @@ async fn run_command(
     let spec = child::Spec {
         argv: &args.command,
         env: &env,
-        group: child::Group::for_stdin(),
+        group: child::Group::for_terminal(),
         kill_grace: args.kill_grace,
         what,
         shim: Some(crate::exec::own_executable()),

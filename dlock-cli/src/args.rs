@@ -62,11 +62,14 @@ token), DLOCK_RESOURCE and DLOCK_MODE in its environment, forwards SIGINT, SIGTE
 SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM to it (dlock itself stays to release the
 lock), releases the lock when it exits, and exits with its exit status. If the lock is lost
 while the command runs, the command gets SIGTERM (SIGKILL after --kill-grace) and dlock
-exits 75. When dlock's stdin is not a terminal (scripts, cron, services), the command
-runs in a process group of its own and these signals reach its children too; when stdin
-is a terminal, the command shares dlock's process group so that it can use the terminal,
-and signals reach the command's process only (a Ctrl-C typed at the terminal reaches it
-directly, so dlock does not send a second SIGINT; the same for Ctrl-\\ and a hang-up).
+exits 75. When dlock runs in the foreground of a terminal (even with stdin redirected),
+the command shares dlock's process group so that it can use the terminal (a password
+prompt), and signals reach the command's process only (a Ctrl-C typed at the terminal
+reaches it directly, so dlock does not send a second SIGINT; the same for Ctrl-\\ and a
+hang-up). Otherwise (no terminal: scripts, cron, services; or a background job) the
+command runs in a process group of its own and these signals reach its children too. If
+the command is stopped (SIGSTOP, or SIGTTIN when it reads a terminal its group does not
+own), dlock says so on stderr; it keeps the lock until the command continues or ends.
 
 If dlock itself is killed (kill -9, the OOM killer), the command gets SIGTERM at once.
 The lock stays held until the session's lease runs out (--ttl), which gives the command

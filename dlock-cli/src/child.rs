@@ -3,15 +3,16 @@
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::future::Future;
-use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::CliError;
 use crate::exec;
@@ -53,10 +54,21 @@ pub enum Group {
 }
 
 impl Group {
-    /// [`Group::Shared`] when dlock's stdin is a terminal (the command may be interactive),
-    /// [`Group::Own`] otherwise (scripts, cron, services).
-    pub fn for_stdin() -> Group {
-        if std::io::stdin().is_terminal() {
+    /// [`Group::Shared`] when dlock's process group is the foreground group of its
+    /// controlling terminal (the command may be interactive: it can read and write the
+    /// terminal, even with dlock's stdin redirected), [`Group::Own`] otherwise (no terminal:
+    /// scripts, cron, services; or a background job, which a terminal read would stop anyway).
+    pub fn for_terminal() -> Group {
+        match terminal_groups() {
+            Some((pgrp, tpgid)) => Group::of(pgrp, tpgid),
+            None => Group::Own,
+        }
+    }
+
+    /// The group for a process in group `pgrp` whose controlling terminal's foreground group
+    /// is `tpgid` (-1 or 0 without a controlling terminal).
+    pub fn of(pgrp: i32, tpgid: i32) -> Group {
+        if tpgid > 0 && pgrp == tpgid {
             Group::Shared
         } else {
             Group::Own
@@ -118,6 +130,8 @@ where
     if spec.group == Group::Own {
         command.process_group(0);
     }
+    // Before the spawn, so that no stop goes unseen.
+    let mut child_events = signal(SignalKind::child()).map_err(CliError::Io)?;
     let mut child = command.spawn().map_err(|source| CliError::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
@@ -158,6 +172,11 @@ where
                     send(sig);
                 }
             }
+            Some(()) = child_events.recv() => {
+                if let Some(pid) = pid {
+                    report_stop(pid);
+                }
+            }
             reason = &mut lost => {
                 eprintln!(
                     "dlock: lock on {what} lost ({reason}); stopping the command with SIGTERM"
@@ -187,23 +206,51 @@ fn from_terminal(sig: Signal) -> bool {
     matches!(sig, Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP)
 }
 
-/// Whether dlock's process group is the foreground group of its controlling terminal, read
-/// from `/proc/self/stat` (`pgrp` and `tpgid`). The command, spawned in the same group, then
-/// receives the terminal's signals itself.
+/// Whether dlock's process group is the foreground group of its controlling terminal. The
+/// command, spawned in the same group, then receives the terminal's signals itself.
 fn in_terminal_foreground() -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // The command name (field 2) may contain spaces; fields after it are plain numbers.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
+    Group::for_terminal() == Group::Shared
+}
+
+/// dlock's process group and the foreground process group of its controlling terminal
+/// (`tcgetpgrp`; -1 without one), from `/proc/self/stat`.
+fn terminal_groups() -> Option<(i32, i32)> {
+    parse_groups(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// `pgrp` (field 5) and `tpgid` (field 8) of a `/proc/PID/stat` line.
+fn parse_groups(stat: &str) -> Option<(i32, i32)> {
+    // The command name (field 2) may contain spaces and parentheses; fields after it are
+    // plain numbers.
+    let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest: state ppid pgrp session tty_nr tpgid ...
-    match (fields.get(2), fields.get(5)) {
-        (Some(pgrp), Some(tpgid)) => pgrp == tpgid,
-        _ => false,
+    Some((fields.get(2)?.parse().ok()?, fields.get(5)?.parse().ok()?))
+}
+
+/// Says on stderr that the command was stopped, if it was: a stopped command holds the lock
+/// and would make dlock wait for it without a word. Called on SIGCHLD; only stops are
+/// collected here (`WSTOPPED`), exits are left for the child's own `wait`.
+fn report_stop(pid: Pid) {
+    let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG;
+    if let Ok(WaitStatus::Stopped(_, sig)) = waitid(Id::Pid(pid), flags) {
+        eprintln!("dlock: {}", stop_message(pid, sig));
     }
+}
+
+/// What dlock says when the command `pid` was stopped by `sig`.
+fn stop_message(pid: Pid, sig: Signal) -> String {
+    let why = match sig {
+        Signal::SIGTTIN => ": it read from the terminal, which its process group does not own",
+        Signal::SIGTTOU => {
+            ": it wrote to or set the terminal, which its process group does not own"
+        }
+        _ => "",
+    };
+    format!(
+        "the command (pid {pid}) is stopped by {sig}{why}; it holds the lock until it \
+         continues (kill -CONT {pid}) or ends"
+    )
 }
 
 #[cfg(test)]
@@ -238,6 +285,31 @@ mod tests {
             .await
             .expect("the command ends")
             .expect("the command runs")
+    }
+
+    #[test]
+    fn the_command_shares_the_group_only_in_the_terminals_foreground() {
+        assert_eq!(Group::of(100, 100), Group::Shared);
+        // A background job, or a terminal another group owns.
+        assert_eq!(Group::of(100, 200), Group::Own);
+        // No controlling terminal (cron, services, setsid).
+        assert_eq!(Group::of(100, -1), Group::Own);
+        assert_eq!(Group::of(100, 0), Group::Own);
+        let stat = "4242 (dl) ock (x)) S 1 100 100 34816 100 4194560 96 0 0 0";
+        assert_eq!(parse_groups(stat), Some((100, 100)));
+        let stat = "4242 (dlock) S 1 100 100 0 -1 4194560 96 0 0 0";
+        assert_eq!(parse_groups(stat), Some((100, -1)));
+        assert_eq!(parse_groups("garbage"), None);
+    }
+
+    #[test]
+    fn a_stop_by_the_terminal_says_why() {
+        let m = stop_message(Pid::from_raw(7), Signal::SIGTTIN);
+        assert!(
+            m.starts_with("the command (pid 7) is stopped by SIGTTIN: it read"),
+            "{m}"
+        );
+        assert!(m.ends_with("(kill -CONT 7) or ends"), "{m}");
     }
 
     #[tokio::test]

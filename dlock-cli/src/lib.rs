@@ -24,9 +24,12 @@
 //! (none of them ends dlock while the command runs), releases the lock when it exits and exits
 //! with its status. If the lock is lost meanwhile (the session's lease lapsed or expired), the
 //! command gets SIGTERM, then SIGKILL after `--kill-grace` (10 s), and dlock exits 75. When
-//! dlock's stdin is not a terminal, the command leads a process group of its own and signals go
-//! to that whole group, so that its children stop too; with stdin on a terminal it stays in
-//! dlock's group (it may be interactive) and signals go to its process alone.
+//! dlock is in the foreground process group of its controlling terminal (whatever its stdin),
+//! the command stays in dlock's group (it may be interactive: a password prompt reads the
+//! terminal) and signals go to its process alone; otherwise (no terminal, or a background
+//! job) the command leads a process group of its own and signals go to that whole group, so
+//! that its children stop too. A command that is stopped (SIGSTOP, SIGTTIN) is reported on
+//! stderr: it keeps the lock while stopped.
 //!
 //! If dlock itself is killed (SIGKILL, the OOM killer), the command gets SIGTERM at once: it
 //! is started through a shim that asks the kernel for that signal when dlock dies (see

@@ -772,3 +772,75 @@ async fn a_name_too_long_for_a_frame_is_a_usage_error_and_is_not_echoed_whole() 
     assert!(said.len() < 1_000, "{said}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stopped_command_is_reported() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut child = dlock(
+        &server,
+        &[
+            "acquire",
+            "stopped",
+            "--",
+            "sh",
+            "-c",
+            "kill -STOP $$; echo resumed",
+        ],
+    )
+    .spawn()?;
+    let mut err = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let line = tokio::time::timeout(DEADLINE, err.next_line())
+        .await
+        .context("no word about the stop")??
+        .context("stderr closed")?;
+    assert!(line.contains("is stopped by SIGSTOP"), "{line}");
+    let pid: i32 = line
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .context("no pid")?
+        .parse()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGCONT,
+    )?;
+    let out = finish(child).await?;
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out), "resumed\n");
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_stdin_redirected_in_the_terminals_foreground_the_command_can_read_the_terminal()
+-> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let typescript = dir.path().join("typescript");
+    // util-linux `script` runs dlock on a terminal, in its foreground, with stdin from
+    // /dev/null; what the test writes to script's stdin is typed at that terminal.
+    let inner = format!(
+        "{} acquire ttin -- sh -c 'read a < /dev/tty; echo got-$a' < /dev/null",
+        env!("CARGO_BIN_EXE_dlock")
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", &inner])
+        .arg(&typescript)
+        .env("DLOCK_SERVER", server.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut script = cmd.spawn().context("running script(1)")?;
+    let mut typing = script.stdin.take().context("stdin")?;
+    typing.write_all(b"answer\n").await?;
+    eventually("the command to read the terminal", || async {
+        let text = std::fs::read_to_string(&typescript).unwrap_or_default();
+        text.contains("got-answer").then_some(())
+    })
+    .await?;
+    drop(typing);
+    let out = finish(script).await?;
+    assert_eq!(code(&out), 0);
+    Ok(())
+}
