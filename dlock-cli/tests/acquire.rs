@@ -844,3 +844,48 @@ async fn with_stdin_redirected_in_the_terminals_foreground_the_command_can_read_
     assert_eq!(code(&out), 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_interrupt_while_waiting_on_a_terminal_erases_the_status_line_first() -> Result<()> {
+    let server = TestServer::start().await?;
+    let (mut holder, _) = hold(&server, "slow-holder", "tty-int").await?;
+    let dir = tempfile::tempdir()?;
+    let typescript = dir.path().join("typescript");
+    let pidfile = dir.path().join("pid");
+    let inner = format!(
+        "sh -c 'echo $$ > {}; exec {} acquire tty-int -- true'",
+        pidfile.display(),
+        env!("CARGO_BIN_EXE_dlock")
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", &inner])
+        .arg(&typescript)
+        .env("DLOCK_SERVER", server.addr().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let waiter = cmd.spawn().context("running script(1)")?;
+    eventually("a status line on the terminal", || async {
+        let text = std::fs::read_to_string(&typescript).unwrap_or_default();
+        text.contains("slow-holder").then_some(())
+    })
+    .await?;
+    let pid: i32 = lines_at_least(&pidfile, 1).await?[0].parse()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    finish(waiter).await?;
+    let text = std::fs::read_to_string(&typescript)?;
+    let at = text
+        .find("dlock: interrupted while waiting")
+        .context(text.clone())?;
+    assert!(
+        text[..at].ends_with("\r\x1b[2K"),
+        "the status line was not erased: {text:?}"
+    );
+    drop(holder.stdin.take());
+    tokio::time::timeout(DEADLINE, holder.wait()).await??;
+    Ok(())
+}
