@@ -172,7 +172,8 @@ passes it a fencing token.",
 pub struct Cli {
     /// Server address (host:port, or `[IPv6]:port`), or several separated by commas
     /// (host:port,host:port,...), tried in turn until one takes the session. Blanks around an
-    /// address and empty entries (a trailing comma) are ignored.
+    /// address and empty entries (a trailing comma) are ignored. Like every DLOCK_* variable,
+    /// an empty DLOCK_SERVER counts as unset.
     #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR[,ADDR...]", value_parser = parse_server_list)]
     pub server: String,
 
@@ -405,6 +406,32 @@ pub enum Shell {
     Zsh,
     /// fish.
     Fish,
+}
+
+impl Cli {
+    /// Parses dlock's command line (`args`, the program name first). A `DLOCK_*` variable
+    /// that is set but empty (`export DLOCK_SERVER=`, the shell's way to clear one) counts
+    /// as unset: the option falls back to its default.
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut cmd = <Cli as clap::CommandFactory>::command().mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty());
+            // Clap has no "set but ignored": the argument forgets its variable for this run.
+            if empty {
+                arg.env(None::<&'static str>)
+            } else {
+                arg
+            }
+        });
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
 }
 
 /// Parses a lock mode name, case-insensitively.

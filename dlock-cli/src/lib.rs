@@ -14,7 +14,8 @@
 //! Global options: `--server ADDR` (or `DLOCK_SERVER`; default `127.0.0.1:7420`), `--name`
 //! (the session name others see; default `user@host:pid`), `-v` (logs on stderr). `ADDR` is
 //! `HOST:PORT` or `[IPV6]:PORT`, or several separated by commas; one that is not (no port, a
-//! port outside 1..=65535, no address at all) is a usage error, exit 2, not exit 69.
+//! port outside 1..=65535, no address at all) is a usage error, exit 2, not exit 69. A
+//! `DLOCK_*` variable that is set but empty counts as unset.
 //!
 //! # `dlock acquire`
 //!

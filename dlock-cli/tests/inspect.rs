@@ -336,3 +336,24 @@ async fn status_cut_at_the_limit_says_where_to_go_on() -> Result<()> {
     drop(held);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_empty_dlock_variable_counts_as_unset() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut cmd = dlock(&server, &["--server", &server.addr().to_string(), "ping"]);
+    for var in [
+        "DLOCK_TLS_CA",
+        "DLOCK_TLS_SYSTEM_ROOTS",
+        "DLOCK_TLS_SERVER_NAME",
+        "DLOCK_TOKEN_FILE",
+    ] {
+        cmd.env(var, "");
+    }
+    let out = output(cmd).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // An empty DLOCK_SERVER falls back to the default address.
+    let out = output(dlock_at("", &["ping"])).await?;
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("127.0.0.1:7420"), "{said}");
+    Ok(())
+}
