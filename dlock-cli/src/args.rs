@@ -78,6 +78,7 @@ fencing tokens (DLOCK_TOKEN, checked by the resource) protect the resource.
 
 Without a command, dlock prints the fencing token alone on one line of stdout and holds
 the lock until it receives one of those signals or its standard input reaches end of file.
+With stdout closed (>&-) it takes no lock and exits 70.
 
 If the lock is not granted, one line on stderr names who holds it, and dlock exits 1.
 While waiting with stderr on a terminal, a status line shows who holds the lock and the
