@@ -430,8 +430,24 @@ impl Cli {
                 arg
             }
         });
-        let matches = cmd.try_get_matches_from_mut(args)?;
-        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let matches = cmd.try_get_matches_from_mut(&args)?;
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|e| e.format(&mut cmd))?;
+        if let Command::Acquire(a) = &cli.command {
+            // `dlock acquire NAME -- "$@"` with an empty "$@" would hold the lock and print a
+            // token to a script that meant to run something.
+            let dangling = matches!(&args[..], [.., before, last]
+                if last == "--" && before != "--resource");
+            if dangling && a.command.is_empty() {
+                let mut acquire = cmd.find_subcommand("acquire").cloned().unwrap_or(cmd);
+                return Err(acquire.error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "no command after '--' (leave out '--' to print the token and hold the lock)",
+                ));
+            }
+        }
+        Ok(cli)
     }
 }
 
@@ -462,7 +478,7 @@ mod tests {
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("dlock").chain(args.iter().copied()))
+        Cli::parse_args(std::iter::once("dlock").chain(args.iter().copied()))
     }
 
     #[test]
@@ -560,6 +576,16 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_named_dashes_is_not_a_dangling_separator() {
+        let cli = parse(&["acquire", "--resource", "--"]).unwrap();
+        let Command::Acquire(a) = cli.command else {
+            panic!("not acquire")
+        };
+        assert_eq!(a.resource(), "--");
+        assert!(a.command.is_empty());
+    }
+
+    #[test]
     fn verify_takes_files_in_order() {
         let cli = parse(&["verify", "a.2", "a.1", "a", "--expiry-allowance", "1s"]).unwrap();
         let Command::Verify(v) = cli.command else {
@@ -594,6 +620,9 @@ mod tests {
             &["status", "--limit", "0"],
             &["acquire"],
             &["acquire", "db", "sh"],
+            &["acquire", "db", "--"],
+            &["acquire", "--resource", "-x", "--"],
+            &["acquire", "--resource", "--", "--"],
             &["acquire", "-nightly"],
             &["acquire", "db", "--resource", "other"],
             &["acquire", "--resource"],
