@@ -149,7 +149,8 @@ Exit codes:
   0  the history is safe
   1  a violation was found (or the history has a gap)
   2  usage error, or a file that cannot be read, is corrupt or is not an audit log
-     (a last line torn before its newline, as a crash leaves, is skipped)";
+     (a last line torn before its newline, as a crash leaves, is skipped), or files
+     that hold no audit line at all (an empty file: most likely the wrong path)";
 
 const COMPLETIONS_AFTER_HELP: &str = "\
 Examples:

@@ -89,7 +89,8 @@
 //! `FILE:LINE` where it was found and the lines it rests on. Exit codes: 0 the history is
 //! safe, 1 a violation (or a gap: lines the server could not write), 2 a usage error or a
 //! file that cannot be read, is corrupt or is not an audit log (a last line torn before its
-//! newline, as a crash leaves, is skipped).
+//! newline, as a crash leaves, is skipped), or files without a single audit line (an empty
+//! history proves nothing).
 #![forbid(unsafe_code)]
 
 mod acquire;
