@@ -369,7 +369,8 @@ pub struct StatusArgs {
     pub cursor: Option<OsString>,
 
     /// Only the cluster: members, leader, term, log and applied index (as JSON with
-    /// --json). Without it, a cluster's summary is printed above the table.
+    /// --json; a server that runs alone prints {"cluster": null, "members": []}). Without it,
+    /// a cluster's summary is printed above the table.
     #[arg(long)]
     pub cluster: bool,
 }

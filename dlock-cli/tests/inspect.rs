@@ -357,3 +357,15 @@ async fn an_empty_dlock_variable_counts_as_unset() -> Result<()> {
     assert!(said.contains("127.0.0.1:7420"), "{said}");
     Ok(())
 }
+
+#[tokio::test]
+async fn cluster_json_of_a_server_alone_is_an_object() -> Result<()> {
+    let server = TestServer::start().await?;
+    let out = output(dlock(&server, &["status", "--cluster", "--json"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out))?;
+    assert!(doc.is_object(), "{doc}");
+    assert_eq!(doc["cluster"], serde_json::Value::Null);
+    assert_eq!(doc["members"], serde_json::json!([]));
+    Ok(())
+}
