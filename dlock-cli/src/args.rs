@@ -66,7 +66,7 @@ exits 75. When dlock runs in the foreground of a terminal (even with stdin redir
 the command shares dlock's process group so that it can use the terminal (a password
 prompt), and signals reach the command's process only (a Ctrl-C typed at the terminal
 reaches it directly, so dlock does not send a second SIGINT; the same for Ctrl-\\ and a
-hang-up). Otherwise (no terminal: scripts, cron, services; or a background job) the
+hang-up; the same signals sent to dlock with kill are forwarded). Otherwise (no terminal: scripts, cron, services; or a background job) the
 command runs in a process group of its own and these signals reach its children too. If
 the command is stopped (SIGSTOP, or SIGTTIN when it reads a terminal its group does not
 own), dlock says so on stderr; it keeps the lock until the command continues or ends.

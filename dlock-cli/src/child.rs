@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::CliError;
 use crate::exec;
-use crate::signals::Signals;
+use crate::signals::{FROM_TERMINAL, Signals};
 
 /// How a command run under a lock ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -161,11 +161,16 @@ where
             status = child.wait() => {
                 return Ok(ChildEnd::Exited(exit_code(status.map_err(CliError::Io)?)));
             }
-            sig = signals.recv() => {
-                if from_terminal(sig) && spec.group == Group::Shared && in_terminal_foreground() {
+            caught = signals.recv_caught() => {
+                let sig = caught.signal;
+                if caught.by_kernel
+                    && FROM_TERMINAL.contains(&sig)
+                    && spec.group == Group::Shared
+                    && in_terminal_foreground()
+                {
                     // Ctrl-C, Ctrl-\ or a hang-up: the terminal sent the signal to the whole
                     // foreground process group, the command included; a second copy would
-                    // look like a second Ctrl-C.
+                    // look like a second Ctrl-C. One sent with kill reached dlock alone.
                     tracing::debug!(?sig, "the terminal's signal reached the command directly");
                 } else {
                     tracing::debug!(?sig, "forwarding signal to the command");
@@ -198,12 +203,6 @@ where
             }
         }
     }
-}
-
-/// Whether a terminal sends `sig` to its whole foreground process group (Ctrl-C, Ctrl-\\,
-/// hang-up).
-fn from_terminal(sig: Signal) -> bool {
-    matches!(sig, Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP)
 }
 
 /// Whether dlock's process group is the foreground group of its controlling terminal. The
@@ -333,7 +332,7 @@ mod tests {
     async fn signals_are_forwarded() {
         for group in [Group::Own, Group::Shared] {
             let (tx, mut sigs) = Signals::manual();
-            tx.send(Signal::SIGTERM).unwrap();
+            tx.send(Signal::SIGTERM.into()).unwrap();
             // `exec sleep` so that the signal reaches a process with the default disposition.
             let argv = sh("exec sleep 60");
             let spec = Spec {

@@ -27,7 +27,9 @@
 //! command gets SIGTERM, then SIGKILL after `--kill-grace` (10 s), and dlock exits 75. When
 //! dlock is in the foreground process group of its controlling terminal (whatever its stdin),
 //! the command stays in dlock's group (it may be interactive: a password prompt reads the
-//! terminal) and signals go to its process alone; otherwise (no terminal, or a background
+//! terminal) and signals go to its process alone (except SIGINT, SIGQUIT and SIGHUP sent by
+//! the terminal itself, which reach the command directly; dlock reads them from a signalfd,
+//! whose `si_code` tells the terminal from `kill`); otherwise (no terminal, or a background
 //! job) the command leads a process group of its own and signals go to that whole group, so
 //! that its children stop too. A command that is stopped (SIGSTOP, SIGTTIN) is reported on
 //! stderr: it keeps the lock while stopped.
@@ -157,6 +159,15 @@ pub fn usage(e: clap::Error) -> u8 {
 /// Runs the parsed command line and returns dlock's exit code. Errors are reported on stderr.
 pub fn run(cli: Cli) -> u8 {
     let ctx = session::Ctx::new(&cli);
+    // Before the runtime starts any thread, so that every thread inherits the block.
+    if matches!(cli.command, Command::Acquire(_)) {
+        if let Err(e) = signals::block_terminal_signals() {
+            eprintln!(
+                "dlock: cannot block SIGINT, SIGQUIT and SIGHUP to read them from a signalfd: {e}"
+            );
+            return exit::SOFTWARE;
+        }
+    }
     let result = match cli.command {
         Command::Completions(c) => completions(c.shell),
         // Local files only: no server, no runtime.

@@ -889,3 +889,41 @@ async fn an_interrupt_while_waiting_on_a_terminal_erases_the_status_line_first()
     tokio::time::timeout(DEADLINE, holder.wait()).await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn on_a_terminal_sigint_and_sighup_sent_with_kill_reach_the_command() -> Result<()> {
+    use nix::sys::signal::Signal;
+    let server = TestServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("log");
+    let pidfile = dir.path().join("pid");
+    let child = format!(
+        "trap \"echo got-INT >> {log}\" INT; trap \"echo got-HUP >> {log}; exit 7\" HUP; \
+         echo started >> {log}; while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    std::fs::write(dir.path().join("child.sh"), child)?;
+    // dlock runs in the foreground of script(1)'s terminal, so the command shares its group.
+    let inner = format!(
+        "sh -c 'echo $$ > {pid}; exec {dlock} acquire tty-kill -- sh {script}'",
+        pid = pidfile.display(),
+        dlock = env!("CARGO_BIN_EXE_dlock"),
+        script = dir.path().join("child.sh").display()
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", &inner, "/dev/null"])
+        .env("DLOCK_SERVER", server.addr().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let script = cmd.spawn().context("running script(1)")?;
+    lines_at_least(&log, 1).await?;
+    let dlock_pid = nix::unistd::Pid::from_raw(lines_at_least(&pidfile, 1).await?[0].parse()?);
+    nix::sys::signal::kill(dlock_pid, Signal::SIGINT)?;
+    lines_at_least(&log, 2).await?;
+    nix::sys::signal::kill(dlock_pid, Signal::SIGHUP)?;
+    finish(script).await?;
+    assert_eq!(lines(&log), ["started", "got-INT", "got-HUP"]);
+    Ok(())
+}
