@@ -90,6 +90,13 @@ impl Signals {
                 }
             });
         }
+        for sig in FROM_TERMINAL {
+            // A handler that never runs (the signals are blocked, the signalfd takes them),
+            // installed for what exec does with it: a handler, unlike an ignored signal
+            // (`nohup dlock ...`), is reset to the default in the command, as for the others.
+            // Tokio keeps a handler installed once registered, stream or no stream.
+            drop(signal(SignalKind::from_raw(sig as i32))?);
+        }
         let fd = SignalFd::with_flags(&terminal_set(), SfdFlags::SFD_CLOEXEC)
             .map_err(std::io::Error::from)?;
         // A plain thread blocks in read, as for stdin in hold mode: it ends with the process.

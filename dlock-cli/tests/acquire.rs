@@ -927,3 +927,33 @@ async fn on_a_terminal_sigint_and_sighup_sent_with_kill_reach_the_command() -> R
     assert_eq!(lines(&log), ["started", "got-INT", "got-HUP"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_command_gets_the_default_disposition_of_signals_dlock_was_told_to_ignore() -> Result<()>
+{
+    let server = TestServer::start().await?;
+    // As `nohup dlock ...` does for SIGHUP: dlock starts with these ignored.
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"trap '' HUP INT QUIT TERM; exec "$0" acquire ign -- grep SigIgn /proc/self/status"#,
+        env!("CARGO_BIN_EXE_dlock"),
+    ])
+    .env("DLOCK_SERVER", server.addr().to_string())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let out = output(cmd).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mask = u64::from_str_radix(stdout(&out).split_whitespace().nth(1).context("mask")?, 16)?;
+    for sig in [1, 2, 3, 15] {
+        assert_eq!(
+            mask & (1 << (sig - 1)),
+            0,
+            "signal {sig} ignored: {}",
+            stdout(&out)
+        );
+    }
+    Ok(())
+}
