@@ -66,10 +66,11 @@ exits 75. When dlock runs in the foreground of a terminal (even with stdin redir
 the command shares dlock's process group so that it can use the terminal (a password
 prompt), and signals reach the command's process only (a Ctrl-C typed at the terminal
 reaches it directly, so dlock does not send a second SIGINT; the same for Ctrl-\\ and a
-hang-up; the same signals sent to dlock with kill are forwarded). Otherwise (no terminal: scripts, cron, services; or a background job) the
-command runs in a process group of its own and these signals reach its children too. If
-the command is stopped (SIGSTOP, or SIGTTIN when it reads a terminal its group does not
-own), dlock says so on stderr; it keeps the lock until the command continues or ends.
+hang-up; the same signals sent to dlock with kill are forwarded). Otherwise (no
+terminal: scripts, cron, services; or a background job) the command runs in a process
+group of its own and these signals reach its children too. If the command is stopped
+(SIGSTOP, or SIGTTIN when it reads a terminal its group does not own), dlock says so on
+stderr; it keeps the lock until the command continues or ends.
 
 If dlock itself is killed (kill -9, the OOM killer), the command gets SIGTERM at once.
 The lock stays held until the session's lease runs out (--ttl), which gives the command
@@ -78,7 +79,8 @@ fencing tokens (DLOCK_TOKEN, checked by the resource) protect the resource.
 
 Without a command, dlock prints the fencing token alone on one line of stdout and holds
 the lock until it receives one of those signals or its standard input reaches end of file.
-With stdout closed (>&-) it takes no lock and exits 70.
+With stdout closed (>&-) it takes no lock and exits 70. A '--' with nothing after it (an
+empty \"$@\" in a wrapper script) is a usage error, not this form.
 
 If the lock is not granted, one line on stderr names who holds it, and dlock exits 1.
 While waiting with stderr on a terminal, a status line shows who holds the lock and the
