@@ -1,10 +1,13 @@
 //! `dlock acquire`: take a lock, then run a command under it or hold it.
 
 use std::ffi::OsString;
+use std::future::Future;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
 
 use dlock_client::{Client, Error as ClientError, LockGuard, LockOptions};
+use tokio::time::Instant;
 
 use crate::args::AcquireArgs;
 use crate::child::{self, ChildEnd};
@@ -16,14 +19,92 @@ use crate::session::{self, Ctx};
 use crate::signals::{Signals, exit_code_for};
 use crate::stdout;
 
+/// Time allowed, beyond `--timeout`, to connect and hear the server's answer; with
+/// `--no-wait`, all the time allowed. dlock keeps this deadline itself, so that a server that
+/// stops answering (frozen, or cut off by the network) cannot hold it longer.
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long a goodbye may take once the server has not answered in time: nothing more is
+/// expected from it, and its lease ends the session anyway.
+const GOODBYE_WAIT: Duration = Duration::from_millis(500);
+
+/// The local deadline of a `dlock acquire` that bounds its wait: `--timeout` plus
+/// [`ANSWER_MARGIN`], or [`ANSWER_MARGIN`] alone with `--no-wait`; none without either.
+pub fn answer_budget(args: &AcquireArgs) -> Option<Duration> {
+    if args.no_wait {
+        Some(ANSWER_MARGIN)
+    } else {
+        args.timeout.map(|t| t.saturating_add(ANSWER_MARGIN))
+    }
+}
+
 /// Runs `dlock acquire` and returns the exit code.
 pub async fn run(ctx: &Ctx, args: AcquireArgs) -> Result<u8, CliError> {
+    // Without a command, the token printed on stdout is the point: with no stdout to print
+    // it on, take no lock at all.
+    if args.command.is_empty() && stdout::was_closed() {
+        return Err(stdout::closed_error());
+    }
     // Before connecting: an interrupt while waiting must cancel the request, not kill dlock.
     let mut signals = Signals::install().map_err(CliError::Io)?;
-    let client = session::connect(ctx, args.ttl).await?;
-    let result = acquire_and_use(ctx, &client, &args, &mut signals).await;
-    session::close(&client).await;
+    // From before connecting: the budget covers the handshake too.
+    let deadline = Deadline::new(ctx, &args);
+    let client = deadline.bound(session::connect(ctx, args.ttl)).await??;
+    let result = acquire_and_use(ctx, &client, &args, &mut signals, &deadline).await;
+    if matches!(result, Err(CliError::NoAnswer { .. })) {
+        let _ = tokio::time::timeout(GOODBYE_WAIT, session::close(&client)).await;
+    } else {
+        session::close(&client).await;
+    }
     result
+}
+
+/// The local deadline for getting the lock, if `--timeout` or `--no-wait` sets one.
+struct Deadline {
+    at: Option<Instant>,
+    /// The server address, for the error.
+    addr: String,
+    /// The time allowed.
+    budget: Duration,
+    /// The options that set it, in words.
+    limit: String,
+}
+
+impl Deadline {
+    fn new(ctx: &Ctx, args: &AcquireArgs) -> Deadline {
+        let budget = answer_budget(args);
+        let margin = humantime::format_duration(ANSWER_MARGIN);
+        let limit = match args.timeout {
+            _ if args.no_wait => {
+                format!("--no-wait allows {margin} to connect and hear the answer")
+            }
+            Some(t) => format!(
+                "--timeout {} plus {margin} to connect and hear the answer",
+                humantime::format_duration(t)
+            ),
+            None => String::new(),
+        };
+        Deadline {
+            at: budget.map(|b| Instant::now() + b),
+            addr: ctx.server.clone(),
+            budget: budget.unwrap_or_default(),
+            limit,
+        }
+    }
+
+    /// `f`'s output, or [`CliError::NoAnswer`] if the deadline passes first.
+    async fn bound<F: Future>(&self, f: F) -> Result<F::Output, CliError> {
+        let Some(at) = self.at else {
+            return Ok(f.await);
+        };
+        tokio::time::timeout_at(at, f)
+            .await
+            .map_err(|_| CliError::NoAnswer {
+                addr: self.addr.clone(),
+                waited: self.budget,
+                limit: self.limit.clone(),
+            })
+    }
 }
 
 async fn acquire_and_use(
@@ -31,9 +112,10 @@ async fn acquire_and_use(
     client: &Client,
     args: &AcquireArgs,
     signals: &mut Signals,
+    deadline: &Deadline,
 ) -> Result<u8, CliError> {
     let resource = args.resource().as_bytes();
-    let what = format!("{:?}", format::name(resource));
+    let what = format::quoted(resource);
     let mut opts = LockOptions::default();
     if args.no_wait {
         opts = opts.no_queue();
@@ -43,7 +125,7 @@ async fn acquire_and_use(
     }
     let request = client.lock_with(resource, args.mode, opts);
     let granted = tokio::select! {
-        r = progress::wait(client, resource, args.mode, request) => r,
+        r = deadline.bound(progress::wait(client, resource, args.mode, request)) => r?,
         sig = signals.recv() => {
             // Dropping the pending request cancels it on the server.
             eprintln!("dlock: interrupted while waiting for {what}");
@@ -54,9 +136,11 @@ async fn acquire_and_use(
         Ok(guard) => guard,
         Err(e) if e.is_not_granted() => {
             // Who holds it now, with ages by the server clock of this reply.
-            let (info, now_ms) = match client.view_resource(resource).await {
-                Ok(view) => (view.value, view.now_ms),
-                Err(_) => (None, 0),
+            // Bounded: the answer only improves the message.
+            let view = tokio::time::timeout(ANSWER_MARGIN, client.view_resource(resource)).await;
+            let (info, now_ms) = match view {
+                Ok(Ok(view)) => (view.value, view.now_ms),
+                _ => (None, 0),
             };
             // Refused with nobody in the way: the one cause besides a release in between is
             // a server in its restart grace (it holds every request until the grace ends).
@@ -144,9 +228,10 @@ async fn run_command(
     let spec = child::Spec {
         argv: &args.command,
         env: &env,
-        group: child::Group::for_stdin(),
+        group: child::Group::for_terminal(),
         kill_grace: args.kill_grace,
         what,
+        shim: Some(crate::exec::own_executable()),
     };
     match child::run(&spec, guard.lost(), signals).await? {
         ChildEnd::Exited(code) => Ok(code),

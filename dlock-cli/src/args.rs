@@ -26,7 +26,9 @@ Exit codes:
          a --ttl outside its bounds)
   69     server unreachable (also when it stays unreachable for a whole lease while
          waiting for the lock), or a cluster without a leader: members answer that
-         they do not lead for 5 s (dlock waits that long for a fail-over)
+         they do not lead for 5 s (dlock waits that long for a fail-over); with
+         --timeout or --no-wait, also a server that did not answer within the wait
+         time plus 2 s, connecting included (frozen, or cut off by the network)
   70     internal or protocol error, or a stdout that cannot be written
   77     not permitted: no or a wrong credential (token, client certificate), or the
          server's rules do not allow this identity to do this
@@ -65,14 +67,25 @@ token), DLOCK_RESOURCE and DLOCK_MODE in its environment, forwards SIGINT, SIGTE
 SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM to it (dlock itself stays to release the
 lock), releases the lock when it exits, and exits with its exit status. If the lock is lost
 while the command runs, the command gets SIGTERM (SIGKILL after --kill-grace) and dlock
-exits 75. When dlock's stdin is not a terminal (scripts, cron, services), the command
-runs in a process group of its own and these signals reach its children too; when stdin
-is a terminal, the command shares dlock's process group so that it can use the terminal,
-and signals reach the command's process only (a Ctrl-C typed at the terminal reaches it
-directly, so dlock does not send a second SIGINT; the same for Ctrl-\\ and a hang-up).
+exits 75. When dlock runs in the foreground of a terminal (even with stdin redirected),
+the command shares dlock's process group so that it can use the terminal (a password
+prompt), and signals reach the command's process only (a Ctrl-C typed at the terminal
+reaches it directly, so dlock does not send a second SIGINT; the same for Ctrl-\\ and a
+hang-up; the same signals sent to dlock with kill are forwarded). Otherwise (no
+terminal: scripts, cron, services; or a background job) the command runs in a process
+group of its own and these signals reach its children too. If the command is stopped
+(SIGSTOP, or SIGTTIN when it reads a terminal its group does not own), dlock says so on
+stderr; it keeps the lock until the command continues or ends.
+
+If dlock itself is killed (kill -9, the OOM killer), the command gets SIGTERM at once.
+The lock stays held until the session's lease runs out (--ttl), which gives the command
+that long to stop; a command that ignores SIGTERM runs on without the lock, and then only
+fencing tokens (DLOCK_TOKEN, checked by the resource) protect the resource.
 
 Without a command, dlock prints the fencing token alone on one line of stdout and holds
 the lock until it receives one of those signals or its standard input reaches end of file.
+With stdout closed (>&-) it takes no lock and exits 70. A '--' with nothing after it (an
+empty \"$@\" in a wrapper script) is a usage error, not this form.
 
 If the lock is not granted, one line on stderr names who holds it, and dlock exits 1.
 While waiting with stderr on a terminal, a status line shows who holds the lock and the
@@ -143,7 +156,8 @@ Exit codes:
   0  the history is safe
   1  a violation was found (or the history has a gap)
   2  usage error, or a file that cannot be read, is corrupt or is not an audit log
-     (a last line torn before its newline, as a crash leaves, is skipped)";
+     (a last line torn before its newline, as a crash leaves, is skipped), or files
+     that hold no audit line at all (an empty file: most likely the wrong path)";
 
 const COMPLETIONS_AFTER_HELP: &str = "\
 Examples:
@@ -167,7 +181,8 @@ passes it a fencing token.",
 pub struct Cli {
     /// Server address (host:port, or `[IPv6]:port`), or several separated by commas
     /// (host:port,host:port,...), tried in turn until one takes the session. Blanks around an
-    /// address and empty entries (a trailing comma) are ignored.
+    /// address and empty entries (a trailing comma) are ignored. Like every DLOCK_* variable,
+    /// an empty DLOCK_SERVER counts as unset.
     #[arg(long, global = true, env = "DLOCK_SERVER", help_heading = "Global options", default_value = DEFAULT_SERVER, value_name = "ADDR[,ADDR...]", value_parser = parse_server_list)]
     pub server: String,
 
@@ -290,10 +305,13 @@ pub struct AcquireArgs {
     pub mode: Mode,
 
     /// Give up after waiting this long, e.g. 500ms, 30s, 2m (default: wait without limit).
+    /// dlock also keeps the deadline itself: a server that has not answered 2 s after it
+    /// (connecting included) is given up on, exit 69.
     #[arg(short = 'w', long, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
 
-    /// Do not wait: fail at once if the lock cannot be granted now.
+    /// Do not wait: fail at once if the lock cannot be granted now. A server that has not
+    /// answered within 2 s (connecting included) is given up on, exit 69.
     #[arg(short, long, conflicts_with = "timeout")]
     pub no_wait: bool,
 
@@ -362,7 +380,8 @@ pub struct StatusArgs {
     pub cursor: Option<OsString>,
 
     /// Only the cluster: members, leader, term, log and applied index (as JSON with
-    /// --json). Without it, a cluster's summary is printed above the table.
+    /// --json; a server that runs alone prints {"cluster": null, "members": []}). Without it,
+    /// a cluster's summary is printed above the table.
     #[arg(long)]
     pub cluster: bool,
 }
@@ -403,6 +422,48 @@ pub enum Shell {
     Fish,
 }
 
+impl Cli {
+    /// Parses dlock's command line (`args`, the program name first). A `DLOCK_*` variable
+    /// that is set but empty (`export DLOCK_SERVER=`, the shell's way to clear one) counts
+    /// as unset: the option falls back to its default.
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut cmd = <Cli as clap::CommandFactory>::command().mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty());
+            // Clap has no "set but ignored": the argument forgets its variable for this run.
+            if empty {
+                arg.env(None::<&'static str>)
+            } else {
+                arg
+            }
+        });
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let matches = cmd.try_get_matches_from_mut(&args)?;
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|e| e.format(&mut cmd))?;
+        if let Command::Acquire(a) = &cli.command {
+            // `dlock acquire NAME -- "$@"` with an empty "$@" would hold the lock and print a
+            // token to a script that meant to run something.
+            let dangling = matches!(&args[..], [.., before, last]
+                if last == "--" && before != "--resource");
+            if dangling && a.command.is_empty() {
+                let mut acquire = cmd.find_subcommand("acquire").cloned().unwrap_or(cmd);
+                return Err(acquire.error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "no command after '--' (leave out '--' to print the token and hold the lock)",
+                ));
+            }
+        }
+        Ok(cli)
+    }
+}
+
 /// Parses a lock mode name, case-insensitively.
 fn parse_mode(s: &str) -> Result<Mode, String> {
     s.parse::<Mode>().map_err(|e| e.to_string())
@@ -430,7 +491,7 @@ mod tests {
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("dlock").chain(args.iter().copied()))
+        Cli::parse_args(std::iter::once("dlock").chain(args.iter().copied()))
     }
 
     #[test]
@@ -528,6 +589,16 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_named_dashes_is_not_a_dangling_separator() {
+        let cli = parse(&["acquire", "--resource", "--"]).unwrap();
+        let Command::Acquire(a) = cli.command else {
+            panic!("not acquire")
+        };
+        assert_eq!(a.resource(), "--");
+        assert!(a.command.is_empty());
+    }
+
+    #[test]
     fn verify_takes_files_in_order() {
         let cli = parse(&["verify", "a.2", "a.1", "a", "--expiry-allowance", "1s"]).unwrap();
         let Command::Verify(v) = cli.command else {
@@ -562,6 +633,9 @@ mod tests {
             &["status", "--limit", "0"],
             &["acquire"],
             &["acquire", "db", "sh"],
+            &["acquire", "db", "--"],
+            &["acquire", "--resource", "-x", "--"],
+            &["acquire", "--resource", "--", "--"],
             &["acquire", "-nightly"],
             &["acquire", "db", "--resource", "other"],
             &["acquire", "--resource"],

@@ -3,17 +3,20 @@
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::future::Future;
-use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::CliError;
-use crate::signals::Signals;
+use crate::exec;
+use crate::signals::{FROM_TERMINAL, Signals};
 
 /// How a command run under a lock ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,10 +54,21 @@ pub enum Group {
 }
 
 impl Group {
-    /// [`Group::Shared`] when dlock's stdin is a terminal (the command may be interactive),
-    /// [`Group::Own`] otherwise (scripts, cron, services).
-    pub fn for_stdin() -> Group {
-        if std::io::stdin().is_terminal() {
+    /// [`Group::Shared`] when dlock's process group is the foreground group of its
+    /// controlling terminal (the command may be interactive: it can read and write the
+    /// terminal, even with dlock's stdin redirected), [`Group::Own`] otherwise (no terminal:
+    /// scripts, cron, services; or a background job, which a terminal read would stop anyway).
+    pub fn for_terminal() -> Group {
+        match terminal_groups() {
+            Some((pgrp, tpgid)) => Group::of(pgrp, tpgid),
+            None => Group::Own,
+        }
+    }
+
+    /// The group for a process in group `pgrp` whose controlling terminal's foreground group
+    /// is `tpgid` (-1 or 0 without a controlling terminal).
+    pub fn of(pgrp: i32, tpgid: i32) -> Group {
+        if tpgid > 0 && pgrp == tpgid {
             Group::Shared
         } else {
             Group::Own
@@ -75,6 +89,10 @@ pub struct Spec<'a> {
     pub kill_grace: Duration,
     /// The resource, as named in messages.
     pub what: &'a str,
+    /// dlock's executable, to start the command through the shim of [`crate::exec`] so that
+    /// it gets SIGTERM if dlock dies; `None` starts it directly (tests of this module, which
+    /// run without a dlock executable).
+    pub shim: Option<&'a Path>,
 }
 
 /// Runs the command until it exits or `lost` completes.
@@ -93,13 +111,27 @@ where
             source: std::io::ErrorKind::InvalidInput.into(),
         });
     };
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let mut command = match spec.shim {
+        Some(exe) => {
+            let mut c = Command::new(exe);
+            c.arg0("dlock")
+                .args(exec::shim_args(std::process::id(), spec.argv));
+            c
+        }
+        None => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+    };
+    // Spawned here, on the thread that runs dlock's current-thread runtime (the main
+    // thread): the shim's death signal fires when the thread that forked it ends.
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     if spec.group == Group::Own {
         command.process_group(0);
     }
+    // Before the spawn, so that no stop goes unseen.
+    let mut child_events = signal(SignalKind::child()).map_err(CliError::Io)?;
     let mut child = command.spawn().map_err(|source| CliError::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
@@ -129,15 +161,25 @@ where
             status = child.wait() => {
                 return Ok(ChildEnd::Exited(exit_code(status.map_err(CliError::Io)?)));
             }
-            sig = signals.recv() => {
-                if from_terminal(sig) && spec.group == Group::Shared && in_terminal_foreground() {
+            caught = signals.recv_caught() => {
+                let sig = caught.signal;
+                if caught.by_kernel
+                    && FROM_TERMINAL.contains(&sig)
+                    && spec.group == Group::Shared
+                    && in_terminal_foreground()
+                {
                     // Ctrl-C, Ctrl-\ or a hang-up: the terminal sent the signal to the whole
                     // foreground process group, the command included; a second copy would
-                    // look like a second Ctrl-C.
+                    // look like a second Ctrl-C. One sent with kill reached dlock alone.
                     tracing::debug!(?sig, "the terminal's signal reached the command directly");
                 } else {
                     tracing::debug!(?sig, "forwarding signal to the command");
                     send(sig);
+                }
+            }
+            Some(()) = child_events.recv() => {
+                if let Some(pid) = pid {
+                    report_stop(pid);
                 }
             }
             reason = &mut lost => {
@@ -163,29 +205,51 @@ where
     }
 }
 
-/// Whether a terminal sends `sig` to its whole foreground process group (Ctrl-C, Ctrl-\\,
-/// hang-up).
-fn from_terminal(sig: Signal) -> bool {
-    matches!(sig, Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP)
+/// Whether dlock's process group is the foreground group of its controlling terminal. The
+/// command, spawned in the same group, then receives the terminal's signals itself.
+fn in_terminal_foreground() -> bool {
+    Group::for_terminal() == Group::Shared
 }
 
-/// Whether dlock's process group is the foreground group of its controlling terminal, read
-/// from `/proc/self/stat` (`pgrp` and `tpgid`). The command, spawned in the same group, then
-/// receives the terminal's signals itself.
-fn in_terminal_foreground() -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // The command name (field 2) may contain spaces; fields after it are plain numbers.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
+/// dlock's process group and the foreground process group of its controlling terminal
+/// (`tcgetpgrp`; -1 without one), from `/proc/self/stat`.
+fn terminal_groups() -> Option<(i32, i32)> {
+    parse_groups(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// `pgrp` (field 5) and `tpgid` (field 8) of a `/proc/PID/stat` line.
+fn parse_groups(stat: &str) -> Option<(i32, i32)> {
+    // The command name (field 2) may contain spaces and parentheses; fields after it are
+    // plain numbers.
+    let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest: state ppid pgrp session tty_nr tpgid ...
-    match (fields.get(2), fields.get(5)) {
-        (Some(pgrp), Some(tpgid)) => pgrp == tpgid,
-        _ => false,
+    Some((fields.get(2)?.parse().ok()?, fields.get(5)?.parse().ok()?))
+}
+
+/// Says on stderr that the command was stopped, if it was: a stopped command holds the lock
+/// and would make dlock wait for it without a word. Called on SIGCHLD; only stops are
+/// collected here (`WSTOPPED`), exits are left for the child's own `wait`.
+fn report_stop(pid: Pid) {
+    let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG;
+    if let Ok(WaitStatus::Stopped(_, sig)) = waitid(Id::Pid(pid), flags) {
+        eprintln!("dlock: {}", stop_message(pid, sig));
     }
+}
+
+/// What dlock says when the command `pid` was stopped by `sig`.
+fn stop_message(pid: Pid, sig: Signal) -> String {
+    let why = match sig {
+        Signal::SIGTTIN => ": it read from the terminal, which its process group does not own",
+        Signal::SIGTTOU => {
+            ": it wrote to or set the terminal, which its process group does not own"
+        }
+        _ => "",
+    };
+    format!(
+        "the command (pid {pid}) is stopped by {sig}{why}; it holds the lock until it \
+         continues (kill -CONT {pid}) or ends"
+    )
 }
 
 #[cfg(test)]
@@ -214,11 +278,37 @@ mod tests {
             group,
             kill_grace: grace,
             what: "\"x\"",
+            shim: None,
         };
         tokio::time::timeout(LONG, run(&spec, lost, &mut sigs))
             .await
             .expect("the command ends")
             .expect("the command runs")
+    }
+
+    #[test]
+    fn the_command_shares_the_group_only_in_the_terminals_foreground() {
+        assert_eq!(Group::of(100, 100), Group::Shared);
+        // A background job, or a terminal another group owns.
+        assert_eq!(Group::of(100, 200), Group::Own);
+        // No controlling terminal (cron, services, setsid).
+        assert_eq!(Group::of(100, -1), Group::Own);
+        assert_eq!(Group::of(100, 0), Group::Own);
+        let stat = "4242 (dl) ock (x)) S 1 100 100 34816 100 4194560 96 0 0 0";
+        assert_eq!(parse_groups(stat), Some((100, 100)));
+        let stat = "4242 (dlock) S 1 100 100 0 -1 4194560 96 0 0 0";
+        assert_eq!(parse_groups(stat), Some((100, -1)));
+        assert_eq!(parse_groups("garbage"), None);
+    }
+
+    #[test]
+    fn a_stop_by_the_terminal_says_why() {
+        let m = stop_message(Pid::from_raw(7), Signal::SIGTTIN);
+        assert!(
+            m.starts_with("the command (pid 7) is stopped by SIGTTIN: it read"),
+            "{m}"
+        );
+        assert!(m.ends_with("(kill -CONT 7) or ends"), "{m}");
     }
 
     #[tokio::test]
@@ -242,7 +332,7 @@ mod tests {
     async fn signals_are_forwarded() {
         for group in [Group::Own, Group::Shared] {
             let (tx, mut sigs) = Signals::manual();
-            tx.send(Signal::SIGTERM).unwrap();
+            tx.send(Signal::SIGTERM.into()).unwrap();
             // `exec sleep` so that the signal reaches a process with the default disposition.
             let argv = sh("exec sleep 60");
             let spec = Spec {
@@ -251,6 +341,7 @@ mod tests {
                 group,
                 kill_grace: LONG,
                 what: "x",
+                shim: None,
             };
             let end = tokio::time::timeout(LONG, run(&spec, pending::<&str>(), &mut sigs))
                 .await
@@ -332,6 +423,7 @@ mod tests {
             group: Group::Own,
             kill_grace: LONG,
             what: "x",
+            shim: None,
         };
         let err = run(&spec, pending::<&str>(), &mut sigs).await.unwrap_err();
         assert_eq!(err.exit_code(), 127);

@@ -56,6 +56,21 @@ pub enum CliError {
         /// The server address.
         addr: String,
     },
+    /// `--timeout` or `--no-wait` set a deadline, and the server had not answered by then
+    /// (frozen, cut off by the network, or not a dlock server).
+    #[error("server {addr} did not answer in time: gave up after {} ({limit})", humantime::format_duration(*waited))]
+    NoAnswer {
+        /// The server address.
+        addr: String,
+        /// How long dlock waited, connecting included.
+        waited: std::time::Duration,
+        /// The options that set the deadline, in words.
+        limit: String,
+    },
+    /// An argument dlock refuses before sending it (a session name that no request could
+    /// carry).
+    #[error("{0}")]
+    Usage(String),
     /// Any other client failure.
     #[error("{0}")]
     Client(#[from] dlock_client::Error),
@@ -89,7 +104,8 @@ impl CliError {
         match self {
             CliError::Unreachable { .. }
             | CliError::NoLeader { .. }
-            | CliError::SessionLostWhileWaiting { .. } => exit::UNAVAILABLE,
+            | CliError::SessionLostWhileWaiting { .. }
+            | CliError::NoAnswer { .. } => exit::UNAVAILABLE,
             CliError::Client(e) | CliError::Request { source: e, .. } if is_unreachable(e) => {
                 exit::UNAVAILABLE
             }
@@ -99,6 +115,7 @@ impl CliError {
             CliError::Client(e) | CliError::Request { source: e, .. } if is_not_permitted(e) => {
                 exit::NOPERM
             }
+            CliError::Usage(_) => exit::USAGE,
             CliError::Stdout(_) if self.reader_gone() => exit::BROKEN_PIPE,
             CliError::Client(_)
             | CliError::Request { .. }
@@ -147,12 +164,14 @@ pub fn is_not_permitted(e: &dlock_client::Error) -> bool {
 
 /// Whether the server rejected an argument dlock passed through unchecked: an empty or too
 /// long resource or session name, a lease outside the server's bounds. That is a usage error.
+/// So is a request too large for a frame: what makes a request of dlock's large is a name
+/// (of the resource, the session, a status prefix or cursor) far over any server's limit.
 pub fn is_invalid_argument(e: &dlock_client::Error) -> bool {
     use dlock_client::Error as E;
     use dlock_proto::{Refusal, Reject};
     matches!(
         e,
-        E::Invalid(_) | E::Refused(Refusal::Rejected(Reject::Invalid(_)))
+        E::Invalid(_) | E::Refused(Refusal::Rejected(Reject::Invalid(_))) | E::TooLarge { .. }
     )
 }
 

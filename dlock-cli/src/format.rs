@@ -35,6 +35,24 @@ pub fn name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The most bytes of a name [`quoted`] shows.
+pub const SHOWN_NAME_BYTES: usize = 64;
+
+/// A name quoted for a message, cut after [`SHOWN_NAME_BYTES`] bytes (at a character
+/// boundary) with its length: `"aaaa…"… (70000 bytes)`, so that a huge name cannot flood
+/// stderr.
+pub fn quoted(bytes: &[u8]) -> String {
+    let text = name(bytes);
+    if bytes.len() <= SHOWN_NAME_BYTES {
+        return format!("{text:?}");
+    }
+    let mut cut = SHOWN_NAME_BYTES.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes)", &text[..cut], bytes.len())
+}
+
 /// `text` safe to print on a terminal: control characters (escape sequences, newlines,
 /// carriage returns) are shown escaped (`\u{1b}`, `\n`), so a name a client chose can
 /// neither move the cursor nor forge a row of output; everything else is unchanged.
@@ -145,6 +163,24 @@ mod tests {
     fn names_are_lossy() {
         assert_eq!(name(b"db"), "db");
         assert_eq!(name(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn long_names_are_cut_in_messages() {
+        assert_eq!(quoted(b"db"), "\"db\"");
+        let exact = "a".repeat(SHOWN_NAME_BYTES);
+        assert_eq!(quoted(exact.as_bytes()), format!("{exact:?}"));
+        let long = "a".repeat(70_000);
+        assert_eq!(
+            quoted(long.as_bytes()),
+            format!("{:?}… (70000 bytes)", "a".repeat(SHOWN_NAME_BYTES))
+        );
+        // Never inside a character: 63 ASCII bytes, then a 3-byte one across the cut.
+        let straddling = format!("{}€€", "a".repeat(SHOWN_NAME_BYTES - 1));
+        assert_eq!(
+            quoted(straddling.as_bytes()),
+            format!("{:?}… (69 bytes)", "a".repeat(SHOWN_NAME_BYTES - 1))
+        );
     }
 
     fn lock(state: LockState, since_ms: u64) -> LockInfo {

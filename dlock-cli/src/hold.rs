@@ -82,7 +82,7 @@ mod tests {
         let (tx, mut sigs) = Signals::manual();
         let end = hold(pending::<&str>(), std::future::ready(()), &mut sigs).await;
         assert_eq!(end, HoldEnd::StdinClosed);
-        tx.send(Signal::SIGTERM).unwrap();
+        tx.send(Signal::SIGTERM.into()).unwrap();
         let end = hold(pending::<&str>(), pending(), &mut sigs).await;
         assert_eq!(end, HoldEnd::Signalled(Signal::SIGTERM));
         let end = hold(std::future::ready("expired"), pending(), &mut sigs).await;

@@ -15,7 +15,8 @@
 //! Global options: `--server ADDR` (or `DLOCK_SERVER`; default `127.0.0.1:7420`), `--name`
 //! (the session name others see; default `user@host:pid`), `-v` (logs on stderr). `ADDR` is
 //! `HOST:PORT` or `[IPV6]:PORT`, or several separated by commas; one that is not (no port, a
-//! port outside 1..=65535, no address at all) is a usage error, exit 2, not exit 69.
+//! port outside 1..=65535, no address at all) is a usage error, exit 2, not exit 69. A
+//! `DLOCK_*` variable that is set but empty counts as unset.
 //!
 //! # `dlock acquire`
 //!
@@ -25,12 +26,24 @@
 //! (none of them ends dlock while the command runs), releases the lock when it exits and exits
 //! with its status. If the lock is lost meanwhile (the session's lease lapsed or expired), the
 //! command gets SIGTERM, then SIGKILL after `--kill-grace` (10 s), and dlock exits 75. When
-//! dlock's stdin is not a terminal, the command leads a process group of its own and signals go
-//! to that whole group, so that its children stop too; with stdin on a terminal it stays in
-//! dlock's group (it may be interactive) and signals go to its process alone.
+//! dlock is in the foreground process group of its controlling terminal (whatever its stdin),
+//! the command stays in dlock's group (it may be interactive: a password prompt reads the
+//! terminal) and signals go to its process alone (except SIGINT, SIGQUIT and SIGHUP sent by
+//! the terminal itself, which reach the command directly; dlock reads them from a signalfd,
+//! whose `si_code` tells the terminal from `kill`); otherwise (no terminal, or a background
+//! job) the command leads a process group of its own and signals go to that whole group, so
+//! that its children stop too. A command that is stopped (SIGSTOP, SIGTTIN) is reported on
+//! stderr: it keeps the lock while stopped.
+//!
+//! If dlock itself is killed (SIGKILL, the OOM killer), the command gets SIGTERM at once: it
+//! is started through a shim that asks the kernel for that signal when dlock dies (see
+//! [`exec`]). The lock stays held until the session's lease runs out (`--ttl`), which gives
+//! the command that long to stop; a command that ignores SIGTERM runs on unprotected, and
+//! fencing tokens are then the safety net.
 //!
 //! Without a command, dlock prints the fencing token alone on one line of stdout and holds the
 //! lock until one of those signals or end of file on stdin, then releases it and exits 0.
+//! With stdout closed (`>&-`) it takes no lock and exits 70.
 //!
 //! When the lock is not granted (`--no-wait` refused, `--timeout` expired), one line on
 //! stderr names the current holders (mode, session name, for how long) and dlock exits 1 (or
@@ -77,7 +90,7 @@
 //! | N     | with a command: the command's own exit status |
 //! | 1     | lock not acquired (`--conflict-exit-code` changes it) |
 //! | 2     | usage error, or an argument the server rejects (empty or too long name, `--ttl` out of bounds) |
-//! | 69    | server unreachable (before or while waiting for the lock), or a cluster without a leader (members answer `NotLeader` for 5 s: dlock waits that long for a fail-over, and not at all when no server answers) |
+//! | 69    | server unreachable (before or while waiting for the lock), or a cluster without a leader (members answer `NotLeader` for 5 s: dlock waits that long for a fail-over, and not at all when no server answers); with `--timeout` or `--no-wait`, also a server that did not answer within the wait time plus 2 s, connecting included |
 //! | 70    | any other error: the server over a limit or overloaded, a connection refused for too many connections or sessions from one address, a protocol error, an unreadable token file, a stdout that cannot be written (a full disk) |
 //! | 75    | lock lost while held; the command was terminated |
 //! | 77    | not permitted: no or a wrong token or client certificate, or the server's rules refuse the request |
@@ -111,7 +124,8 @@
 //! `FILE:LINE` where it was found and the lines it rests on. Exit codes: 0 the history is
 //! safe, 1 a violation (or a gap: lines the server could not write), 2 a usage error or a
 //! file that cannot be read, is corrupt or is not an audit log (a last line torn before its
-//! newline, as a crash leaves, is skipped).
+//! newline, as a crash leaves, is skipped), or files without a single audit line (an empty
+//! history proves nothing).
 #![forbid(unsafe_code)]
 
 mod acquire;
@@ -119,6 +133,7 @@ mod addr;
 pub mod args;
 mod child;
 mod error;
+pub mod exec;
 pub mod format;
 mod hold;
 mod ping;
@@ -179,6 +194,15 @@ pub fn usage(e: clap::Error) -> u8 {
 /// Runs the parsed command line and returns dlock's exit code. Errors are reported on stderr.
 pub fn run(cli: Cli) -> u8 {
     let ctx = session::Ctx::new(&cli);
+    // Before the runtime starts any thread, so that every thread inherits the block.
+    if matches!(cli.command, Command::Acquire(_)) {
+        if let Err(e) = signals::block_terminal_signals() {
+            eprintln!(
+                "dlock: cannot block SIGINT, SIGQUIT and SIGHUP to read them from a signalfd: {e}"
+            );
+            return exit::SOFTWARE;
+        }
+    }
     let result = match cli.command {
         Command::Completions(c) => completions(c.shell),
         // Local files only: no server, no runtime.

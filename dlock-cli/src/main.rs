@@ -4,10 +4,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = match dlock_cli::Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The shim between dlock and the command it runs; returns only if the command cannot run.
+    if let Some(code) = dlock_cli::exec::run_if_asked(&args) {
+        return ExitCode::from(code);
+    }
+    let cli = match dlock_cli::Cli::parse_args(args) {
         Ok(cli) => cli,
         Err(e) => return ExitCode::from(dlock_cli::usage(e)),
     };

@@ -31,10 +31,12 @@ pub async fn wait<F: Future>(
     tokio::pin!(request);
     let mut ticks = interval_at(Instant::now() + FIRST_DRAW, POLL);
     let mut frame = 0usize;
-    let mut drawn = false;
-    let out = loop {
+    // Erases the line however the wait ends: with the request's outcome, or dropped for a
+    // signal or a deadline, whose message follows on a clean line.
+    let mut drawn = Drawn(false);
+    loop {
         tokio::select! {
-            out = &mut request => break out,
+            out = &mut request => return out,
             _ = ticks.tick() => {
                 let view = timeout(POLL, client.view_resource(resource)).await;
                 let (info, now_ms) = match view {
@@ -46,15 +48,23 @@ pub async fn wait<F: Future>(
                 let _ = write!(stderr, "\r\x1b[2K{} {line}", FRAMES[frame % FRAMES.len()]);
                 let _ = stderr.flush();
                 frame += 1;
-                drawn = true;
+                drawn.0 = true;
             }
         }
-    };
-    if drawn {
-        let _ = write!(stderr, "\r\x1b[2K");
-        let _ = stderr.flush();
     }
-    out
+}
+
+/// Whether the status line is on the terminal; erased when dropped.
+struct Drawn(bool);
+
+impl Drop for Drawn {
+    fn drop(&mut self) {
+        if self.0 {
+            let mut stderr = std::io::stderr();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
+        }
+    }
 }
 
 /// `waiting for EX on "db": held by a (s1) in PR for 3s; 2nd in queue`, from a reply that
@@ -67,8 +77,8 @@ pub fn status_line(
     now_ms: u64,
 ) -> String {
     let mut line = format!(
-        "waiting for {mode} on {:?}: {}",
-        format::name(resource),
+        "waiting for {mode} on {}: {}",
+        format::quoted(resource),
         format::holders_line(info, now_ms)
     );
     if let Some(place) = info.and_then(|r| queue_place(r, me)) {

@@ -76,8 +76,22 @@ pub fn default_session_name() -> String {
     format!("{user}@{host}:{}", std::process::id())
 }
 
+/// Room in the handshake's frame for everything but the session name (versions, lease, a
+/// token).
+const HELLO_ROOM: usize = 1024;
+
+/// The longest session name a handshake can carry at all; servers accept far shorter ones
+/// (256 bytes by default) and say so themselves.
+pub const MAX_SENDABLE_NAME: usize = dlock_proto::DEFAULT_MAX_FRAME_LEN - HELLO_ROOM;
+
 /// Connects to the server with the session name of `ctx` and, if given, a lease of `ttl`.
 pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Client, CliError> {
+    if ctx.name.len() > MAX_SENDABLE_NAME {
+        return Err(CliError::Usage(format!(
+            "session name {} is too long: a server accepts 256 bytes with default settings",
+            crate::format::quoted(ctx.name.as_bytes())
+        )));
+    }
     let mut builder = Client::builder(ctx.server.clone())
         .name(ctx.name.clone())
         .connect_timeout(CONNECT_TIMEOUT);

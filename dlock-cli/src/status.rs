@@ -24,7 +24,13 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
         session::close(&client).await;
         let cluster = cluster?;
         if args.json {
-            let text = serde_json::to_string_pretty(&cluster)
+            // Always an object, for `jq`: a server alone has no cluster and no members.
+            let doc = match &cluster {
+                Some(view) => serde_json::to_value(view),
+                None => Ok(serde_json::json!({"cluster": null, "members": []})),
+            };
+            let text = doc
+                .and_then(|doc| serde_json::to_string_pretty(&doc))
                 .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
             stdout::write(|out| writeln!(out, "{text}"))?;
         } else {
@@ -72,10 +78,10 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
 fn nothing_listed(prefix: &[u8], cursor: Option<&[u8]>) -> String {
     let mut line = "dlock: no locks held or requested".to_owned();
     if !prefix.is_empty() {
-        line.push_str(&format!(" under {:?}", format::name(prefix)));
+        line.push_str(&format!(" under {}", format::quoted(prefix)));
     }
     if let Some(cursor) = cursor {
-        line.push_str(&format!(" after {:?}", format::name(cursor)));
+        line.push_str(&format!(" after {}", format::quoted(cursor)));
     }
     line
 }

@@ -35,6 +35,10 @@ enum VerifyError {
     /// A file could not be read, is corrupt or is not an audit log.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The files hold no audit line at all: an empty history proves nothing, and is more
+    /// likely a wrong path than a server that never started.
+    #[error("no audit line in {files}: nothing to check (the wrong file?)")]
+    Empty { files: String },
 }
 
 /// Runs `dlock verify` and returns its exit code. A log that cannot be checked is reported
@@ -76,6 +80,13 @@ fn verify(args: &VerifyArgs) -> Result<(Vec<PathBuf>, AuditStats, CheckReport), 
         ..CheckConfig::default()
     };
     let (stats, report) = check_files(cfg, &files, &[])?;
+    let lines = stats.applied + stats.starts + stats.gaps + stats.replicas + stats.snapshots;
+    if lines == 0 {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        return Err(VerifyError::Empty {
+            files: names.join(", "),
+        });
+    }
     Ok((files, stats, report))
 }
 

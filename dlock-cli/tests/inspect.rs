@@ -125,8 +125,11 @@ async fn a_malformed_server_address_is_a_usage_error() -> Result<()> {
         let out = output(dlock_at("127.0.0.1:9", &["--server", bad, "ping"])).await?;
         assert_eq!(code(&out), 2, "--server {bad:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("--server"), "{}", stderr(&out));
-        let out = output(dlock_at(bad, &["ping"])).await?;
-        assert_eq!(code(&out), 2, "DLOCK_SERVER={bad:?}: {}", stderr(&out));
+        // An empty DLOCK_SERVER counts as unset (see an_empty_dlock_variable_counts_as_unset).
+        if !bad.is_empty() {
+            let out = output(dlock_at(bad, &["ping"])).await?;
+            assert_eq!(code(&out), 2, "DLOCK_SERVER={bad:?}: {}", stderr(&out));
+        }
     }
     // A host name (not resolved until dlock connects), blanks and a trailing comma still
     // reach the server.
@@ -334,5 +337,38 @@ async fn status_cut_at_the_limit_says_where_to_go_on() -> Result<()> {
     let out = output(dlock(&server, &["status", "--limit", "0"])).await?;
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     drop(held);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_dlock_variable_counts_as_unset() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut cmd = dlock(&server, &["--server", &server.addr().to_string(), "ping"]);
+    for var in [
+        "DLOCK_TLS_CA",
+        "DLOCK_TLS_SYSTEM_ROOTS",
+        "DLOCK_TLS_SERVER_NAME",
+        "DLOCK_TOKEN_FILE",
+    ] {
+        cmd.env(var, "");
+    }
+    let out = output(cmd).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // An empty DLOCK_SERVER falls back to the default address.
+    let out = output(dlock_at("", &["ping"])).await?;
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("127.0.0.1:7420"), "{said}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cluster_json_of_a_server_alone_is_an_object() -> Result<()> {
+    let server = TestServer::start().await?;
+    let out = output(dlock(&server, &["status", "--cluster", "--json"])).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out))?;
+    assert!(doc.is_object(), "{doc}");
+    assert_eq!(doc["cluster"], serde_json::Value::Null);
+    assert_eq!(doc["members"], serde_json::json!([]));
     Ok(())
 }

@@ -177,3 +177,18 @@ async fn tls_flags_verify_the_server() -> Result<()> {
     assert_ne!(code(&out), 0, "{}", stderr(&out));
     Ok(())
 }
+
+#[tokio::test]
+async fn tls_to_a_plain_server_says_the_server_does_not_speak_tls() -> Result<()> {
+    let pki = Pki::new("cli-plain")?;
+    let server = TestServer::start().await?;
+    let ca = pki.ca.to_string_lossy().into_owned();
+    let out = output(dlock(&server, &["--tls-ca", &ca, "ping"])).await?;
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the server did not answer TLS (is it running without --tls-cert?)"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}

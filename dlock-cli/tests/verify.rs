@@ -434,6 +434,19 @@ async fn unreadable_or_corrupt_logs_are_errors_and_a_torn_last_line_is_not() -> 
         assert!(!out.contains("history safe"), "{out}");
     }
 
+    // An empty file (or /dev/null) is no history: most likely the wrong path.
+    let nothing = dir.path().join("nothing.jsonl");
+    std::fs::write(&nothing, "")?;
+    for path in [nothing.as_path(), Path::new("/dev/null")] {
+        let (code, out, err) = verify(&[path]).await?;
+        assert_eq!(code, 2, "{}: {out}\n{err}", path.display());
+        assert!(err.contains("no audit line in"), "{err}");
+        assert!(!out.contains("history safe"), "{out}");
+    }
+    // An empty file after a non-empty one (a log just rotated) is fine.
+    let (code, out, err) = verify(&[&torn, &nothing]).await?;
+    assert_eq!(code, 0, "{out}\n{err}");
+
     let (code, _, err) = verify(&[]).await?;
     assert_eq!(code, 2, "{err}");
     Ok(())

@@ -165,10 +165,31 @@ async fn open(addr: String, tls: Option<Tls>) -> io::Result<Halves> {
             let name = tls
                 .server_name(&addr)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            let stream = tls.connector.connect(name, stream).await?;
+            let stream = tls
+                .connector
+                .connect(name, stream)
+                .await
+                .map_err(not_tls_hint)?;
             let (r, w) = tokio::io::split(stream);
             Ok((Box::new(r), Box::new(w)))
         }
+    }
+}
+
+/// A TLS handshake error, with a hint when the server's answer was not TLS at all: a server
+/// that serves plain TCP (no `--tls-cert`) answers the handshake with a dlock frame.
+fn not_tls_hint(e: io::Error) -> io::Error {
+    let not_tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| matches!(r, rustls::Error::InvalidMessage(_)));
+    if not_tls {
+        io::Error::new(
+            e.kind(),
+            format!("the server did not answer TLS (is it running without --tls-cert?): {e}"),
+        )
+    } else {
+        e
     }
 }
 
