@@ -84,8 +84,8 @@ fencing tokens (DLOCK_TOKEN, checked by the resource) protect the resource.
 
 Without a command, dlock prints the fencing token alone on one line of stdout and holds
 the lock until it receives one of those signals or its standard input reaches end of file.
-With stdout closed (>&-) it takes no lock and exits 70. A '--' with nothing after it (an
-empty \"$@\" in a wrapper script) is a usage error, not this form.
+A '--' with nothing after it (an empty \"$@\" in a wrapper script) is a usage error, not
+this form.
 
 If the lock is not granted, one line on stderr names who holds it, and dlock exits 1.
 While waiting with stderr on a terminal, a status line shows who holds the lock and the

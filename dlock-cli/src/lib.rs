@@ -43,7 +43,6 @@
 //!
 //! Without a command, dlock prints the fencing token alone on one line of stdout and holds the
 //! lock until one of those signals or end of file on stdin, then releases it and exits 0.
-//! With stdout closed (`>&-`) it takes no lock and exits 70.
 //!
 //! When the lock is not granted (`--no-wait` refused, `--timeout` expired), one line on
 //! stderr names the current holders (mode, session name, for how long) and dlock exits 1 (or

@@ -90,27 +90,3 @@ async fn ping_status_and_acquire_report_a_stdout_they_cannot_write() -> Result<(
     queues(&obs, "out.x", 0, 0).await?;
     Ok(())
 }
-
-#[tokio::test]
-async fn acquire_without_a_command_refuses_a_closed_stdout() -> Result<()> {
-    let server = TestServer::start().await?;
-    // The shell closes fd 1 (`>&-`) before it runs dlock.
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", r#"exec "$0" "$@" >&-"#, env!("CARGO_BIN_EXE_dlock")])
-        .args(["acquire", "closed.x"])
-        .env("DLOCK_SERVER", server.addr().to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let out = output(cmd).await?;
-    let err = stderr(&out);
-    assert_eq!(code(&out), SOFTWARE, "{err}");
-    assert!(
-        err.contains("cannot write to stdout: Bad file descriptor"),
-        "{err}"
-    );
-    // Redirected to /dev/null on purpose, the token is simply thrown away.
-    let out = run_into(dlock(&server, &["acquire", "null.x"]), Stdio::null()).await?;
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    Ok(())
-}
