@@ -226,7 +226,7 @@ async fn run_command(
         group: child::Group::for_terminal(),
         kill_grace: args.kill_grace,
         what,
-        shim: Some(crate::exec::own_executable()),
+        shim: crate::exec::own_executable(),
     };
     match child::run(&spec, guard.lost(), signals).await? {
         ChildEnd::Exited(code) => Ok(code),

@@ -26,8 +26,11 @@ pub const SUBCOMMAND: &str = "__exec";
 
 /// The executable the shim runs from: dlock's own, through `/proc/self/exe`, which still works
 /// when the file was replaced or removed (a package upgrade) while dlock waited for the lock.
-pub fn own_executable() -> &'static Path {
-    Path::new("/proc/self/exe")
+/// `None` where `/proc` is not mounted (some chroots and sandboxes): the command is then
+/// started directly, without the death signal, rather than not at all.
+pub fn own_executable() -> Option<&'static Path> {
+    let exe = Path::new("/proc/self/exe");
+    exe.exists().then_some(exe)
 }
 
 /// The arguments that make dlock's executable run `argv` through the shim, as a child of the
