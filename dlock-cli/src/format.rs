@@ -35,6 +35,21 @@ pub fn name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A resource name written out unambiguously, as the inside of a Rust string literal: UTF-8
+/// text with `\`, quotes and control characters escaped (`\\`, `\"`, `\n`), and every byte
+/// that is not UTF-8 as `\xNN`. Two different names never look the same, and nothing in a
+/// name can drive the terminal.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.extend(chunk.valid().escape_debug());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// The most bytes of a name [`quoted`] shows.
 pub const SHOWN_NAME_BYTES: usize = 64;
 
@@ -42,15 +57,15 @@ pub const SHOWN_NAME_BYTES: usize = 64;
 /// boundary) with its length: `"aaaa…"… (70000 bytes)`, so that a huge name cannot flood
 /// stderr.
 pub fn quoted(bytes: &[u8]) -> String {
-    let text = name(bytes);
     if bytes.len() <= SHOWN_NAME_BYTES {
-        return format!("{text:?}");
+        return format!("\"{}\"", escaped(bytes));
     }
-    let mut cut = SHOWN_NAME_BYTES.min(text.len());
-    while !text.is_char_boundary(cut) {
+    // Cut at a character boundary: back off over UTF-8 continuation bytes.
+    let mut cut = SHOWN_NAME_BYTES;
+    while cut > 0 && bytes[cut] & 0b1100_0000 == 0b1000_0000 {
         cut -= 1;
     }
-    format!("{:?}… ({} bytes)", &text[..cut], bytes.len())
+    format!("\"{}\"… ({} bytes)", escaped(&bytes[..cut]), bytes.len())
 }
 
 /// `text` safe to print on a terminal: control characters (escape sequences, newlines,
@@ -163,6 +178,24 @@ mod tests {
     fn names_are_lossy() {
         assert_eq!(name(b"db"), "db");
         assert_eq!(name(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn escaped_names_tell_every_name_apart() {
+        assert_eq!(escaped(b"db"), "db");
+        assert_eq!(escaped("名前".as_bytes()), "名前");
+        // A byte that is not UTF-8, the replacement character, and the text `\xff` are three
+        // different names, and look different.
+        let shown = [
+            escaped(b"bin\xff"),
+            escaped("bin\u{fffd}".as_bytes()),
+            escaped(b"bin\\xff"),
+        ];
+        assert_eq!(shown[0], "bin\\xff");
+        assert_eq!(shown[1], "bin\u{fffd}");
+        assert_eq!(shown[2], "bin\\\\xff");
+        assert_eq!(escaped(b"a\nb\"c\x1b[2J"), "a\\nb\\\"c\\u{1b}[2J");
+        assert_eq!(quoted(b"x\xfe"), "\"x\\xfe\"");
     }
 
     #[test]

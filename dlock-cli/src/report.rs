@@ -34,7 +34,7 @@ pub fn table(resources: &[ResourceInfo], now_ms: u64) -> String {
     ];
     let mut rows: Vec<[String; 7]> = Vec::new();
     for r in resources {
-        let name = format::name(&r.name).escape_debug().to_string();
+        let name = format::escaped(&r.name);
         let queues = [
             ("granted", &r.granted),
             ("converting", &r.converting),
@@ -165,7 +165,29 @@ db        waiting     EX      s103     carol@h:3  500ms  -
         assert_eq!(r["waiting"][0]["since_ms"], 4_500);
         assert_eq!(r["converting"][0]["for_ms"], 1_000);
         assert_eq!(r["waiting"][0]["for_ms"], 500);
+        assert!(
+            r.get("name_hex").is_none(),
+            "only for names that are not UTF-8"
+        );
         let back: StatusJson = serde_json::from_value(v).unwrap();
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_told_apart() {
+        let mut two = sample();
+        two.push(two[0].clone());
+        two[0].name = b"bin\xff".to_vec();
+        two[1].name = "bin\u{fffd}".as_bytes().to_vec();
+        let doc = serde_json::to_value(StatusJson::new(&two, 5_000)).unwrap();
+        assert_eq!(doc["resources"][0]["name_hex"], "62696eff");
+        assert!(doc["resources"][1].get("name_hex").is_none());
+        let rows: Vec<String> = table(&two, 5_000)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+            .collect();
+        assert!(rows.contains(&"bin\\xff".to_owned()), "{rows:?}");
+        assert!(rows.contains(&"bin\u{fffd}".to_owned()), "{rows:?}");
     }
 }

@@ -52,6 +52,10 @@ impl LockView {
 pub struct ResourceView {
     /// The resource name, as UTF-8 (invalid bytes replaced by U+FFFD).
     pub name: String,
+    /// The name's bytes in hexadecimal, present only when the name is not UTF-8 (then
+    /// [`name`](Self::name) cannot tell it from other names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_hex: Option<String>,
     /// Whether the value block is valid (R29, R30).
     pub value_valid: bool,
     /// Locks on the grant queue.
@@ -68,6 +72,12 @@ impl ResourceView {
         let locks = |ls: &[LockInfo]| ls.iter().map(|l| LockView::new(l, now_ms)).collect();
         ResourceView {
             name: String::from_utf8_lossy(&r.name).into_owned(),
+            name_hex: std::str::from_utf8(&r.name).is_err().then(|| {
+                r.name.iter().fold(String::new(), |mut hex, b| {
+                    hex.push_str(&format!("{b:02x}"));
+                    hex
+                })
+            }),
             value_valid: r.value_valid,
             holders: locks(&r.granted),
             converting: locks(&r.converting),
