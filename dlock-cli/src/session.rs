@@ -62,11 +62,15 @@ fn tls_options(cli: &Cli) -> Option<TlsOptions> {
     Some(tls)
 }
 
-/// `user@host:pid`, from `USER` (or `LOGNAME`) and the kernel's host name.
+/// `user@host:pid`, from `USER` (or `LOGNAME`, or else the name of the process's user id,
+/// as in cron jobs and containers that set neither) and the kernel's host name.
 pub fn default_session_name() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(user_of_uid)
+        .unwrap_or_else(|| "unknown".to_owned());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
@@ -74,6 +78,14 @@ pub fn default_session_name() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".to_owned());
     format!("{user}@{host}:{}", std::process::id())
+}
+
+/// The name of the process's real user id in the user database, if it has one.
+fn user_of_uid() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 /// Room in the handshake's frame for everything but the session name (versions, lease, a

@@ -372,3 +372,34 @@ async fn cluster_json_of_a_server_alone_is_an_object() -> Result<()> {
     assert_eq!(doc["members"], serde_json::json!([]));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_session_name_has_a_user_even_without_user_in_the_environment() -> Result<()> {
+    let server = TestServer::start().await?;
+    let obs = observer(&server).await?;
+    let mut cmd = dlock(&server, &["acquire", "who.am.i"]);
+    cmd.env_remove("USER")
+        .env_remove("LOGNAME")
+        .stdin(Stdio::piped());
+    let mut holder = cmd.spawn()?;
+    let mut line = String::new();
+    let out = holder.stdout.take().context("stdout")?;
+    tokio::time::timeout(DEADLINE, BufReader::new(out).read_line(&mut line)).await??;
+    queues(&obs, "who.am.i", 1, 0).await?;
+    let out = output(dlock(&server, &["status", "--json", "who.am.i"])).await?;
+    let doc: Value = serde_json::from_slice(&out.stdout)?;
+    let name = doc["resources"][0]["holders"][0]["session_name"]
+        .as_str()
+        .context("session_name")?
+        .to_owned();
+    // The user database's name of this process's user, as `id -un` prints it.
+    let id = std::process::Command::new("id").arg("-un").output()?;
+    let user = String::from_utf8(id.stdout)?.trim().to_owned();
+    assert!(
+        name.starts_with(&format!("{user}@")),
+        "{name:?} does not start with {user:?}@"
+    );
+    drop(holder.stdin.take());
+    holder.wait().await?;
+    Ok(())
+}
