@@ -353,6 +353,32 @@ async fn end_of_input_closes_the_session_and_releases_its_locks() -> Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_ends_holding_pw_or_ex_leaves_the_value_block_not_valid() -> Result<()> {
+    // R50 and R29b: a session that ends, cleanly too, leaves the value block of a resource
+    // it held in PW or EX not valid; an explicit unlock leaves it valid (R29a).
+    let server = TestServer::start().await?;
+    let mut keeper = Session::start(&server, "keeper")?;
+    // The NL locks keep both value blocks alive while the writers come and go.
+    keeper.ask("lock k1 end-pw NL", "k1", "granted").await?;
+    keeper.ask("lock k2 end-unlock NL", "k2", "granted").await?;
+
+    let mut writer = Session::start(&server, "writer")?;
+    writer.ask("lock a end-pw PW", "a", "granted").await?;
+    writer.ask("lock b end-unlock EX", "b", "granted").await?;
+    writer.ask("unlock b", "b", "unlocked").await?;
+    let (code, rest) = writer.finish().await?;
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "{rest:?}");
+
+    let ended = keeper.ask("convert k1 PR value", "k1", "converted").await?;
+    assert_eq!(ended["value_valid"], false, "session end: {ended}");
+    let unlocked = keeper.ask("convert k2 PR value", "k2", "converted").await?;
+    assert_eq!(unlocked["value_valid"], true, "unlock: {unlocked}");
+    assert_eq!(keeper.finish().await?.0, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_session_reports_the_lost_locks_and_exits_69() -> Result<()> {
     let mut server = TestServer::start().await?;
     let mut s = Session::start(&server, "doomed")?;

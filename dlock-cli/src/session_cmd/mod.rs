@@ -120,6 +120,7 @@ pub async fn run(ctx: &Ctx, args: SessionArgs) -> Result<u8, CliError> {
     let mut driver = Driver::new(client.clone(), out);
     let end = driver.drive(io::read_stdin(), &mut signals).await;
     driver.stop(&end).await;
+    // The session's end releases what it still holds (R50), then the kept guards go.
     session::close(&client).await;
     drop(driver);
     let written = writer.finish().await;
@@ -145,6 +146,8 @@ struct Driver {
     queries: JoinSet<()>,
     lost_tx: mpsc::Sender<String>,
     lost_rx: mpsc::Receiver<String>,
+    /// The guards of the locks held when the session ended, dropped once it has closed.
+    kept: tag::Kept,
 }
 
 impl Driver {
@@ -159,6 +162,7 @@ impl Driver {
             queries: JoinSet::new(),
             lost_tx,
             lost_rx,
+            kept: tag::Kept::default(),
         }
     }
 
@@ -262,6 +266,7 @@ impl Driver {
             client: self.client.clone(),
             out: self.out.clone(),
             lost: self.lost_tx.clone(),
+            keep: self.kept.clone(),
         };
         self.tasks.spawn(tag::run(ctx, rx));
         self.tags.insert(tag.clone(), tx);

@@ -74,7 +74,15 @@ pub struct TagCtx {
     pub out: Out,
     /// Told the reason when this tag sees the session lost; the session then ends.
     pub lost: mpsc::Sender<String>,
+    /// Where a granted lock's guard goes when the session ends, to be dropped only after the
+    /// session has closed (see [`Kept`]).
+    pub keep: Kept,
 }
+
+/// The guards of the locks a session held at its end. Dropping a guard unlocks its lock,
+/// which is not what ending a session does (R50, R29b): they are kept here while the session
+/// closes and dropped after, when there is nothing left to unlock.
+pub type Kept = std::sync::Arc<std::sync::Mutex<Vec<LockGuard>>>;
 
 /// Whether the task goes on after a lock's life.
 enum Flow {
@@ -322,8 +330,17 @@ impl TagCtx {
                         self.say(Event::Lost { reason }).await;
                         return Flow::Stop;
                     }
-                    // Dropping the guard releases the lock, and closing the session would.
-                    Some(Msg::Close) | None => return Flow::Stop,
+                    // The session's end releases the lock (R50: a PW or EX lock's value block
+                    // becomes not valid, R29b), not an unlock: the guard is kept until the
+                    // session has closed, and dropping it then sends nothing.
+                    Some(Msg::Close) => {
+                        self.keep
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(guard);
+                        return Flow::Stop;
+                    }
+                    None => return Flow::Stop,
                 },
             }
         }
