@@ -353,6 +353,44 @@ async fn end_of_input_closes_the_session_and_releases_its_locks() -> Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_a_grant_is_answered_in_the_order_of_the_two() -> Result<()> {
+    // The holder's unlock and the waiter's cancel race to the server. Either the cancel
+    // comes first (the request is cancelled) or the grant does (then the cancel finds
+    // nothing pending, R48); either way the waiter's answers come in that order, and a
+    // `not_pending` is never answered before the grant it came too late for.
+    let server = TestServer::start().await?;
+    let mut holder = Session::start(&server, "holder")?;
+    let mut waiter = Session::start(&server, "waiter")?;
+    for i in 0..60 {
+        let (h, w, r) = (format!("h{i}"), format!("w{i}"), format!("race-{i}"));
+        holder
+            .ask(&format!("lock {h} {r} EX"), &h, "granted")
+            .await?;
+        waiter
+            .ask(&format!("lock {w} {r} EX"), &w, "waiting")
+            .await?;
+        holder.send(&format!("unlock {h}")).await?;
+        waiter.send(&format!("cancel {w}")).await?;
+        holder.expect(&h, "unlocked").await?;
+        let first = waiter.next().await?.context("waiter's answer")?;
+        assert_eq!(first["tag"], w.as_str(), "{first}");
+        match first["event"].as_str() {
+            Some("refused") => assert_eq!(first["error"], "cancelled", "{first}"),
+            Some("granted") => {
+                let late = waiter.expect(&w, "error").await?;
+                assert_eq!(late["error"], "not_pending", "{late}");
+                waiter.ask(&format!("unlock {w}"), &w, "unlocked").await?;
+            }
+            _ => bail!("round {i}: the grant or the cancel first, got {first}"),
+        }
+    }
+    for s in [holder, waiter] {
+        assert_eq!(s.finish().await?.0, 0);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_ends_holding_pw_or_ex_leaves_the_value_block_not_valid() -> Result<()> {
     // R50 and R29b: a session that ends, cleanly too, leaves the value block of a resource
     // it held in PW or EX not valid; an explicit unlock leaves it valid (R29a).

@@ -159,6 +159,7 @@ impl TagCtx {
             }
         };
         let mut done = Some(done);
+        let mut late_cancel: Option<TagCmd> = None;
         let result = if pending.is_granted() {
             pending.granted().await
         } else {
@@ -168,9 +169,10 @@ impl TagCtx {
             // `waiting` is this line's first answer: the next line may go.
             drop(done.take());
             match self.wait_for_grant(pending, rx).await {
-                Ok((result, cancel_done)) => {
+                Ok((result, cancel_done, late)) => {
                     // A `cancel` that ended the wait has its first answer in the outcome.
                     done = cancel_done;
+                    late_cancel = late;
                     result
                 }
                 Err(flow) => return flow,
@@ -184,24 +186,35 @@ impl TagCtx {
                 let event = Event::granted(&lock.resource, guard.mode(), guard.token().0, value);
                 self.say(event).await;
                 drop(done);
+                self.answer_late_cancel(late_cancel).await;
                 self.hold(guard, lock.notify, rx).await
             }
             Err(e) => {
                 self.refused(Op::Lock, &e, None).await;
                 drop(done);
+                self.answer_late_cancel(late_cancel).await;
                 Flow::Next
             }
         }
     }
 
+    /// Answers a `cancel` that found nothing pending, after the outcome it came too late for.
+    async fn answer_late_cancel(&self, cancel: Option<TagCmd>) {
+        if let Some(cmd) = cancel {
+            self.not_pending(cmd.line).await;
+            drop(cmd.done);
+        }
+    }
+
     /// Waits for a queued request's outcome, carrying out the tag's commands meanwhile, and
     /// returns it with the [`Done`] of a `cancel` that ended it, to be dropped once the
-    /// outcome is answered; `Err(Flow::Stop)` if the session ends first.
+    /// outcome is answered, or a `cancel` that came too late, to be answered `not_pending`
+    /// after the outcome; `Err(Flow::Stop)` if the session ends first.
     async fn wait_for_grant(
         &self,
         pending: PendingLock,
         rx: &mut mpsc::Receiver<Msg>,
-    ) -> Result<(Result<LockGuard, Error>, Option<Done>), Flow> {
+    ) -> Result<(Result<LockGuard, Error>, Option<Done>, Option<TagCmd>), Flow> {
         let id = pending.lock_id();
         // Kept across the loop: dropping it would cancel the request.
         let granted = pending.granted();
@@ -211,15 +224,21 @@ impl TagCtx {
             // (a `convert` right after a grant is carried out, not refused as busy).
             tokio::select! {
                 biased;
-                r = &mut granted => return Ok((r, None)),
+                r = &mut granted => return Ok((r, None, None)),
                 msg = rx.recv() => match msg {
                     Some(Msg::Cmd(cmd)) => match cmd.op {
                         TagOp::Cancel => match self.client.cancel_by_id(id).await {
                             // The request completes at once, cancelled: that is the answer.
                             Ok(CancelOutcome::Cancelled) => {
-                                return Ok(((&mut granted).await, Some(cmd.done)));
+                                return Ok(((&mut granted).await, Some(cmd.done), None));
                             }
-                            Ok(CancelOutcome::NotPending) => self.not_pending(cmd.line).await,
+                            // Too late: the request has its outcome (the server sent it before
+                            // this answer, so it is here). That outcome is answered first, then
+                            // the cancel's `not_pending`, in the order they happened (R48).
+                            Ok(CancelOutcome::NotPending) => {
+                                let r = (&mut granted).await;
+                                return Ok((r, None, Some(cmd)));
+                            }
                             Err(e) => self.say(Event::failed(cmd.line, &e)).await,
                         },
                         TagOp::Lock(_) => self.in_use(cmd.line).await,
