@@ -97,6 +97,7 @@ Exit codes:
   2      usage error on the command line
   69     server unreachable at start, or the session lost (after the lost answers)
   70     stdout cannot be written, or another error at start
+  141    stdout is a pipe whose reader has gone (as a program SIGPIPE kills)
   77     not permitted: no or a wrong credential
   128+N  ended by signal N (SIGINT, SIGTERM, SIGHUP, ...); the session was closed";
 
