@@ -134,6 +134,7 @@ mod child;
 mod error;
 pub mod exec;
 pub mod format;
+mod help;
 mod hold;
 mod ping;
 mod progress;
@@ -149,10 +150,10 @@ use std::io::Write;
 
 use tracing_subscriber::EnvFilter;
 
+pub use args::SessionArgs;
 pub use args::{AcquireArgs, Cli, Command, CompletionsArgs, Shell, StatusArgs, VerifyArgs};
 pub use error::{CliError, exit};
 pub use report::{LockJson, ResourceJson, StatusJson};
-pub use session_cmd::SessionArgs;
 
 /// Sends logs to stderr: none by default, `-v` info, `-vv` debug, `-vvv` trace. `RUST_LOG`,
 /// when set, overrides the level.

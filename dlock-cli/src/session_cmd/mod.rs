@@ -13,12 +13,11 @@ mod line;
 mod tag;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use clap::Args;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::args::SessionArgs;
 use crate::error::{CliError, exit};
 use crate::session::{self, Ctx};
 use crate::signals::{Signals, exit_code_for};
@@ -31,75 +30,6 @@ use tag::{Done, Msg, TagCmd, TagCtx, TagOp};
 /// The most tags one `dlock session` keeps; a `lock` with a new tag beyond them is answered
 /// with `too_many_tags`. (The server has its own limit on locks per session.)
 pub const MAX_TAGS: usize = 4096;
-
-/// Arguments of `dlock session`.
-#[derive(Args, Debug, Clone)]
-pub struct SessionArgs {
-    /// Session lease: if dlock cannot reach the server for this long, the session and its
-    /// locks are lost (default: the server's, normally 10s).
-    #[arg(long, value_parser = crate::args::parse_lease, value_name = "DURATION")]
-    pub ttl: Option<Duration>,
-}
-
-/// The text after `dlock session --help`: the protocol, an example, the exit codes.
-pub const AFTER_HELP: &str = "\
-Reads one command per line on stdin and answers with JSON objects, one per line on stdout
-(flushed after each). Lines are carried out in order, each once the one before has its first
-answer (granted, waiting, refused, converting, ...), but a request that waits does not hold
-up the lines after it: its outcome is answered when it comes. TAG (1-64 letters, digits, '_'
-or '-') names a lock from its `lock` until it is unlocked, refused or lost; then the tag is
-free again. For query and ping the tag only labels the answer.
-
-Commands:
-  lock TAG NAME MODE [nowait | timeout=DURATION] [notify] [value]
-        request a lock; notify: report blocking notifications; value: read the value block
-  convert TAG MODE [nowait | timeout=DURATION] [quecvt] [value | value=HEX | invalidate]
-        convert it up or down; value reads the value block, value=HEX writes it and
-        invalidate marks it not valid (both on a conversion down from PW or EX)
-  unlock TAG [value=HEX | invalidate]
-        release it, writing the value block or marking it not valid (from PW or EX)
-  cancel TAG      cancel its waiting request or conversion
-  query TAG NAME  the resource's holders, converters, waiters and value block
-  ping TAG        the server's version and the round trip
-  quit            close the session (as end of input does)
-MODE is NL, CR, CW, PR, PW or EX. NAME is printable ASCII without blanks, or hex:HEX for any
-other name (the answers show names the same way). Blank lines and lines starting with # are
-ignored.
-
-Answers: {\"tag\": TAG, \"event\": EVENT, ...}
-  waiting     the request is queued: resource, mode
-  granted     resource, mode, token (the fencing token); value (hex), value_valid with value
-  converting  the conversion is queued: mode (asked for), held (kept meanwhile)
-  converted   mode, token; value, value_valid when read
-  refused     not granted: op (lock or convert), error, message; held (a conversion's lock
-              keeps this mode)
-  unlocked    released
-  blocking    another request waits for mode, which this lock blocks (locks taken with notify)
-  lost        the session is gone, and the lock with it: reason
-  resource    the answer to query (the shape of one resource of dlock status --json)
-  pong        the answer to ping: server_version, rtt_ms
-  error       a line that could not be carried out: line, error, message (no tag if the line
-              has none); the session goes on
-Error names: not_queued, timed_out, deadlock (this request was chosen as the victim of a
-deadlock), cancelled, lost, not_found, busy, not_pending, invalid, limit, not_permitted,
-unavailable, overloaded, too_large, failed; and for lines: syntax, no_lock, tag_in_use,
-too_many_tags.
-
-Example (bash):
-  coproc DL { dlock session; }
-  echo 'lock a deploy EX' >&\"${DL[1]}\"
-  read -r answer <&\"${DL[0]}\"   # {\"tag\":\"a\",\"event\":\"granted\",\"resource\":\"deploy\",\"mode\":\"EX\",\"token\":7}
-  echo 'convert a PR' >&\"${DL[1]}\"; read -r answer <&\"${DL[0]}\"   # ...\"converted\"...
-  echo quit >&\"${DL[1]}\"; wait $DL_PID
-
-Exit codes:
-  0      end of input or quit: the session was closed, releasing its locks
-  2      usage error on the command line
-  69     server unreachable at start, or the session lost (after the lost answers)
-  70     stdout cannot be written, or another error at start
-  141    stdout is a pipe whose reader has gone (as a program SIGPIPE kills)
-  77     not permitted: no or a wrong credential
-  128+N  ended by signal N (SIGINT, SIGTERM, SIGHUP, ...); the session was closed";
 
 /// Why the session ended.
 enum End {
