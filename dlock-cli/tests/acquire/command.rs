@@ -244,14 +244,8 @@ async fn with_stdin_redirected_in_the_terminals_foreground_the_command_can_read_
         "{} acquire ttin -- sh -c 'read a < /dev/tty; echo got-$a' < /dev/null",
         env!("CARGO_BIN_EXE_dlock")
     );
-    let mut cmd = tokio::process::Command::new("script");
-    cmd.args(["-qfec", &inner])
-        .arg(&typescript)
-        .env("DLOCK_SERVER", server.addr().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = on_a_terminal(&inner, &typescript, &server.addr().to_string());
+    cmd.stdin(Stdio::piped());
     let mut script = cmd.spawn().context("running script(1)")?;
     let mut typing = script.stdin.take().context("stdin")?;
     typing.write_all(b"answer\n").await?;
@@ -278,14 +272,7 @@ async fn an_interrupt_while_waiting_on_a_terminal_erases_the_status_line_first()
         pidfile.display(),
         env!("CARGO_BIN_EXE_dlock")
     );
-    let mut cmd = tokio::process::Command::new("script");
-    cmd.args(["-qfec", &inner])
-        .arg(&typescript)
-        .env("DLOCK_SERVER", server.addr().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = on_a_terminal(&inner, &typescript, &server.addr().to_string());
     let waiter = cmd.spawn().context("running script(1)")?;
     eventually("a status line on the terminal", || async {
         let text = std::fs::read_to_string(&typescript).unwrap_or_default();
@@ -331,13 +318,11 @@ async fn on_a_terminal_sigint_and_sighup_sent_with_kill_reach_the_command() -> R
         dlock = env!("CARGO_BIN_EXE_dlock"),
         script = dir.path().join("child.sh").display()
     );
-    let mut cmd = tokio::process::Command::new("script");
-    cmd.args(["-qfec", &inner, "/dev/null"])
-        .env("DLOCK_SERVER", server.addr().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = on_a_terminal(
+        &inner,
+        std::path::Path::new("/dev/null"),
+        &server.addr().to_string(),
+    );
     let script = cmd.spawn().context("running script(1)")?;
     lines_at_least(&log, 1).await?;
     let dlock_pid = nix::unistd::Pid::from_raw(lines_at_least(&pidfile, 1).await?[0].parse()?);

@@ -484,14 +484,7 @@ async fn waiting_on_a_terminal_shows_who_holds_the_lock() -> Result<()> {
     let typescript = dir.path().join("typescript");
     // util-linux `script` gives the waiting dlock a terminal as stderr; -f flushes each write.
     let inner = format!("{} acquire tty -- true", env!("CARGO_BIN_EXE_dlock"));
-    let mut cmd = tokio::process::Command::new("script");
-    cmd.args(["-qfec", &inner])
-        .arg(&typescript)
-        .env("DLOCK_SERVER", server.addr().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = on_a_terminal(&inner, &typescript, &server.addr().to_string());
     let waiter = cmd.spawn().context("running script(1)")?;
     let line = eventually("a status line on the terminal", || async {
         let text = std::fs::read_to_string(&typescript).unwrap_or_default();
@@ -528,6 +521,26 @@ async fn not_acquired_gives_the_holders_age_by_the_reply_clock() -> Result<()> {
     Ok(())
 }
 
+/// `script(1)` running the shell command line `inner` on a terminal of its own, with
+/// `DLOCK_SERVER` set to `server` and the session's typescript written to `typescript`;
+/// stdin from `/dev/null` (set another before spawning), stdout and stderr discarded, killed
+/// when dropped.
+fn on_a_terminal(
+    inner: &str,
+    typescript: &std::path::Path,
+    server: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", inner])
+        .arg(typescript)
+        .env("DLOCK_SERVER", server)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// The status line while waiting gives the holder's age by the clock of the poll's reply.
 /// The fake server times the request out once it has answered a poll, and dlock draws the
 /// line from that answer before it sees the outcome.
@@ -540,14 +553,7 @@ async fn waiting_on_a_terminal_gives_the_holders_age_by_the_reply_clock() -> Res
         "{} acquire --timeout 1h app.db -- true",
         env!("CARGO_BIN_EXE_dlock")
     );
-    let mut cmd = tokio::process::Command::new("script");
-    cmd.args(["-qfec", &inner])
-        .arg(&typescript)
-        .env("DLOCK_SERVER", fake.addr())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let cmd = on_a_terminal(&inner, &typescript, &fake.addr());
     let out = output(cmd).await?;
     let text = std::fs::read_to_string(&typescript)?;
     assert_eq!(code(&out), 1, "timed out: {text:?}");
