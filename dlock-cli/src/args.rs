@@ -151,7 +151,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct AcquireArgs {
     /// Lock mode: NL, CR, CW, PR (shared read), PW, EX (exclusive); case-insensitive.
-    #[arg(short, long, default_value = "EX", value_parser = parse_mode, value_name = "MODE")]
+    #[arg(short, long, default_value = "EX", value_parser = ModeParser, value_name = "MODE")]
     pub mode: Mode,
 
     /// Give up after waiting this long, e.g. 500ms, 30s, 2m (default: wait without limit).
@@ -323,9 +323,34 @@ pub struct SessionArgs {
     pub ttl: Option<Duration>,
 }
 
-/// Parses a lock mode name, case-insensitively.
-fn parse_mode(s: &str) -> Result<Mode, String> {
-    s.parse::<Mode>().map_err(|e| e.to_string())
+/// Parses a lock mode name, case-insensitively, and names the six for help and shell
+/// completions.
+#[derive(Clone, Copy, Debug)]
+struct ModeParser;
+
+impl clap::builder::TypedValueParser for ModeParser {
+    type Value = Mode;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Mode, clap::Error> {
+        clap::builder::StringValueParser::new()
+            .try_map(|s| s.parse::<Mode>().map_err(|e| e.to_string()))
+            .parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            ["NL", "CR", "CW", "PR", "PW", "EX"]
+                .into_iter()
+                .map(clap::builder::PossibleValue::new),
+        ))
+    }
 }
 
 /// Parses a human duration (`500ms`, `30s`, `2m`, `1h 30m`).

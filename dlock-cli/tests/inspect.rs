@@ -157,9 +157,16 @@ async fn help_completions_and_usage_errors() -> Result<()> {
         let out = output(dlock_at(addr, &["completions", shell])).await?;
         assert_eq!(code(&out), 0);
         assert!(stdout(&out).contains("acquire"), "{shell}");
+        // The six modes are offered for --mode.
+        assert!(stdout(&out).contains("PW"), "{shell}: no modes to complete");
     }
     let out = output(dlock_at(addr, &["acquire", "--mode", "XX", "db"])).await?;
     assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("expected one of NL, CR, CW, PR, PW, EX"),
+        "{}",
+        stderr(&out)
+    );
     let out = output(dlock_at(addr, &["frobnicate"])).await?;
     assert_eq!(code(&out), 2);
     Ok(())
