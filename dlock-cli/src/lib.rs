@@ -195,7 +195,9 @@ pub fn usage(e: clap::Error) -> u8 {
 pub fn run(cli: Cli) -> u8 {
     let ctx = session::Ctx::new(&cli);
     // Before the runtime starts any thread, so that every thread inherits the block.
-    if matches!(cli.command, Command::Acquire(_)) {
+    // Both commands that take signals through `Signals` (which reads these three from a
+    // signalfd, so they must be blocked, or they would be caught and lost).
+    if matches!(cli.command, Command::Acquire(_) | Command::Session(_)) {
         if let Err(e) = signals::block_terminal_signals() {
             eprintln!(
                 "dlock: cannot block SIGINT, SIGQUIT and SIGHUP to read them from a signalfd: {e}"

@@ -417,6 +417,32 @@ async fn a_session_that_ends_holding_pw_or_ex_leaves_the_value_block_not_valid()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_closes_the_session_and_exits_128_plus_its_number() -> Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let server = TestServer::start().await?;
+    let mut next = Session::start(&server, "next")?;
+    for (i, sig) in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGTERM]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = Session::start(&server, "signalled")?;
+        let r = format!("sig-{i}");
+        s.ask(&format!("lock a {r} EX"), "a", "granted").await?;
+        next.ask(&format!("lock w{i} {r} EX"), &format!("w{i}"), "waiting")
+            .await?;
+        let pid = s.child.id().context("pid")?;
+        kill(Pid::from_raw(i32::try_from(pid)?), sig)?;
+        // The session closes: its lock goes to the waiter, and dlock exits 128+N.
+        next.expect(&format!("w{i}"), "granted").await?;
+        let status = tokio::time::timeout(DEADLINE, s.child.wait()).await??;
+        assert_eq!(status.code(), Some(128 + sig as i32), "{sig}");
+    }
+    assert_eq!(next.finish().await?.0, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_session_reports_the_lost_locks_and_exits_69() -> Result<()> {
     let mut server = TestServer::start().await?;
     let mut s = Session::start(&server, "doomed")?;
