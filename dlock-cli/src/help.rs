@@ -66,7 +66,8 @@ group of its own and these signals reach its children too. If the command is sto
 (SIGSTOP, or SIGTTIN when it reads a terminal its group does not own), dlock says so on
 stderr; it keeps the lock until the command continues or ends.
 
-If dlock itself is killed (kill -9, the OOM killer), the command gets SIGTERM at once.
+If dlock itself is killed (kill -9, the OOM killer), the command gets SIGTERM at once
+(its own process; processes it started stop only if it passes the signal on).
 The lock stays held until the session's lease runs out (--ttl), which gives the command
 that long to stop; a command that ignores SIGTERM runs on without the lock, and then only
 fencing tokens (DLOCK_TOKEN, checked by the resource) protect the resource.
