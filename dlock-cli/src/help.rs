@@ -175,7 +175,9 @@ Commands:
   cancel TAG      cancel its waiting request or conversion
   query TAG NAME  the resource's holders, converters, waiters and value block
   ping TAG        the server's version and the round trip
-  quit            close the session (as end of input does)
+  quit            close the session (as end of input does); its end releases its locks, and
+                  leaves the value block of one held in PW or EX not valid (unlock first to
+                  publish a value)
 MODE is NL, CR, CW, PR, PW or EX. NAME is printable ASCII without blanks, or hex:HEX for any
 other name (the answers show names the same way). Blank lines and lines starting with # are
 ignored.
