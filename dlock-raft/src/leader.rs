@@ -428,11 +428,16 @@ impl Sequencer {
         // The clock of a term whose leader lost its majority, withdrawn until it answers.
         let mut suspended: Option<LeaderClock> = None;
         loop {
-            server.borrow_and_update();
-            let (state, current_term, last_applied) = {
-                let m = metrics.borrow_and_update();
-                (m.state, m.current_term, m.last_applied)
+            // The role and term come from the server metrics, the watch the loop waits on
+            // while not leading: openraft sends them before the full metrics, so a role read
+            // from the full metrics can be older than the server metrics just marked seen, and
+            // a node that had just become leader would then wait, as a follower, for a change
+            // of the server metrics that never comes (and never serve).
+            let (state, current_term) = {
+                let s = server.borrow_and_update();
+                (s.state, s.vote.leader_id().get_term())
             };
+            let last_applied = metrics.borrow_and_update().last_applied;
             let leading_term = (state == ServerState::Leader).then_some(current_term);
             if suspended.is_some() || leading_term.is_none() {
                 // Not serving: what is in flight may never apply (a tick is harmless if it
