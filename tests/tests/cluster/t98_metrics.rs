@@ -106,15 +106,22 @@ async fn t98_members_report_role_term_leader_and_replication() -> Result<()> {
         let lid = leader as f64;
         let followers: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
 
-        // Once the others have heard from the leader, all agree on it and on the term (a
-        // scrape is polled again while a member has not, or while an election churns).
-        let all = scrape_until(&c, "every member naming the leader in one term", |all| {
-            let term = all[&leader].get("dlock_cluster_term", &[]);
-            all.values().all(|s| {
-                s.get("dlock_cluster_leader_id", &[]) == lid
-                    && s.get("dlock_cluster_term", &[]) == term
-            })
-        })
+        // Once the others have heard from the leader, all agree on it and on the term, and
+        // know the three members (a scrape is polled again while a member has not, or while
+        // an election churns: a member that voted for the leader names it before the entry
+        // with the membership has reached it).
+        let all = scrape_until(
+            &c,
+            "every member naming the leader in one term, of three members",
+            |all| {
+                let term = all[&leader].get("dlock_cluster_term", &[]);
+                all.values().all(|s| {
+                    s.get("dlock_cluster_leader_id", &[]) == lid
+                        && s.get("dlock_cluster_term", &[]) == term
+                        && s.get("dlock_cluster_members", &[]) == 3.0
+                })
+            },
+        )
         .await?;
         for (id, s) in &all {
             for name in GAUGES {
