@@ -14,3 +14,15 @@ pub mod status;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME_LEN, FrameCodec, MalformedFrame};
 pub use messages::*;
+
+/// `bytes` as lowercase hexadecimal, two digits a byte: how resource names and value blocks
+/// that are not text are written wherever dlock shows them (JSON, the CLI).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}

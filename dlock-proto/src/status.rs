@@ -72,12 +72,9 @@ impl ResourceView {
         let locks = |ls: &[LockInfo]| ls.iter().map(|l| LockView::new(l, now_ms)).collect();
         ResourceView {
             name: String::from_utf8_lossy(&r.name).into_owned(),
-            name_hex: std::str::from_utf8(&r.name).is_err().then(|| {
-                r.name.iter().fold(String::new(), |mut hex, b| {
-                    hex.push_str(&format!("{b:02x}"));
-                    hex
-                })
-            }),
+            name_hex: std::str::from_utf8(&r.name)
+                .is_err()
+                .then(|| crate::to_hex(&r.name)),
             value_valid: r.value_valid,
             holders: locks(&r.granted),
             converting: locks(&r.converting),

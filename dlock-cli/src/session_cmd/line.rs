@@ -19,6 +19,7 @@ use std::fmt;
 use std::time::Duration;
 
 use dlock_client::Mode;
+pub use dlock_proto::to_hex;
 
 /// The longest tag accepted.
 pub const MAX_TAG_LEN: usize = 64;
@@ -366,17 +367,6 @@ fn no_more<'a>(mut words: impl Iterator<Item = &'a [u8]>) -> Result<(), String> 
             String::from_utf8_lossy(w)
         )),
     }
-}
-
-/// Lowercase hexadecimal of `bytes`.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
 }
 
 /// The bytes of an even-length string of hexadecimal digits (either case).

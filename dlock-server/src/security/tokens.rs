@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use dlock_proto::to_hex as hex;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -24,10 +25,6 @@ pub fn hash_token(token: &str) -> String {
 /// A fresh random token (256 bits, as 64 hex digits).
 pub fn new_token() -> String {
     hex(&rand::random::<[u8; 32]>())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {
