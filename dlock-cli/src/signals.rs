@@ -77,7 +77,17 @@ pub struct Signals {
 impl Signals {
     /// Catches the signals of [`CAUGHT`] from now on (they no longer end the process by
     /// themselves). Must be called inside a tokio runtime, after [`block_terminal_signals`].
+    ///
+    /// Fails if [`FROM_TERMINAL`] is not blocked in the calling thread: a signalfd only reads
+    /// blocked signals, so those three would be taken by their handlers and lost.
     pub fn install() -> std::io::Result<Signals> {
+        let mask = SigSet::thread_get_mask().map_err(std::io::Error::from)?;
+        if FROM_TERMINAL.iter().any(|&sig| !mask.contains(sig)) {
+            return Err(std::io::Error::other(
+                "SIGINT, SIGQUIT and SIGHUP are not blocked (block_terminal_signals must run \
+                 before the runtime starts)",
+            ));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         for sig in CAUGHT.into_iter().filter(|s| !FROM_TERMINAL.contains(s)) {
             let mut stream = signal(SignalKind::from_raw(sig as i32))?;
@@ -151,4 +161,31 @@ impl Signals {
 pub fn exit_code_for(sig: Signal) -> u8 {
     // Signal numbers are below 128 on every platform nix supports.
     128u8.saturating_add(u8::try_from(sig as i32).unwrap_or(127))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_refuses_a_thread_where_the_terminal_signals_are_not_blocked() {
+        // A thread of its own, whose mask can be set freely: the test harness's threads
+        // may share a mask with other tests.
+        let outcome = std::thread::spawn(|| {
+            terminal_set().thread_unblock().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let unblocked = rt.block_on(async { Signals::install().map(drop) });
+            block_terminal_signals().unwrap();
+            let blocked = rt.block_on(async { Signals::install().map(drop) });
+            (unblocked, blocked)
+        })
+        .join()
+        .unwrap();
+        let err = outcome.0.expect_err("installed with the signals unblocked");
+        assert!(err.to_string().contains("not blocked"), "{err}");
+        outcome.1.expect("installed with the signals blocked");
+    }
 }
