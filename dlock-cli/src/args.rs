@@ -110,7 +110,7 @@ pub struct Cli {
     )]
     pub token_file: Option<std::path::PathBuf>,
 
-    /// Log to stderr (-v info, -vv debug, -vvv trace; RUST_LOG overrides).
+    /// Log to stderr (-v info, -vv debug, -vvv trace; DLOCK_LOG overrides).
     #[arg(short, long, global = true, action = ArgAction::Count, help_heading = "Global options")]
     pub verbose: u8,
 

@@ -155,8 +155,10 @@ pub use args::{AcquireArgs, Cli, Command, CompletionsArgs, Shell, StatusArgs, Ve
 pub use error::{CliError, exit};
 pub use report::{LockJson, ResourceJson, StatusJson};
 
-/// Sends logs to stderr: none by default, `-v` info, `-vv` debug, `-vvv` trace. `RUST_LOG`,
-/// when set, overrides the level.
+/// Sends logs to stderr: none by default, `-v` info, `-vv` debug, `-vvv` trace. `DLOCK_LOG`,
+/// when set, overrides the level (a tracing filter such as `dlock_client=debug`). `RUST_LOG` is
+/// left alone: it is meant for the program dlock runs, whose own logs it would otherwise
+/// turn into dlock's.
 pub fn init_tracing(verbose: u8) {
     let level = match verbose {
         0 => "off",
@@ -164,7 +166,11 @@ pub fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = std::env::var("DLOCK_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -91,6 +91,23 @@ async fn ping_reports_version_and_round_trip() -> Result<()> {
 }
 
 #[tokio::test]
+async fn dlock_logs_follow_dlock_log_not_the_commands_rust_log() -> Result<()> {
+    let server = TestServer::start().await?;
+    // RUST_LOG is for the command dlock runs: dlock's own stderr stays quiet.
+    let mut cmd = dlock(&server, &["ping"]);
+    cmd.env("RUST_LOG", "trace");
+    let out = output(cmd).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "RUST_LOG turned on dlock's logs");
+    let mut cmd = dlock(&server, &["ping"]);
+    cmd.env("DLOCK_LOG", "debug");
+    let out = output(cmd).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("DEBUG"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test]
 async fn ping_tries_each_endpoint_of_a_list() -> Result<()> {
     let server = TestServer::start().await?;
     // Port 1 refuses at once: the real server, second in the list, answers.

@@ -30,6 +30,7 @@ pub fn dlock_at(addr: &str, args: &[&str]) -> Command {
     cmd.args(args)
         .env("DLOCK_SERVER", addr)
         .env_remove("RUST_LOG")
+        .env_remove("DLOCK_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
