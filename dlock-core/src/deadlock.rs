@@ -26,14 +26,17 @@
 //!
 //! Bound: one search examines at most `Config::max_deadlock_search` lock entries
 //! (predecessors and holders, counted across all the requests it expands); a queued
-//! conversion runs two searches. A search that reaches the bound stops and reports no
-//! deadlock: a documented false negative, never a false positive (R42).
+//! conversion runs two searches, and breaking the cycles a conversion granted in place
+//! closed runs searches of [`BREAK_BUDGET_FACTOR`] budgets in all, however many cycles it
+//! breaks. A search that reaches the bound stops and reports no deadlock: a documented
+//! false negative, never a false positive (R42).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::{Core, Effects};
 use crate::lock::{LockRef, ResRef, Status};
-use crate::{Event, EventKind, Mode, SessionId};
+use crate::{Event, EventKind, LockId, Mode, SessionId};
 
 /// Where the predecessors of the request being examined start.
 #[derive(Clone, Copy, Debug)]
@@ -58,9 +61,14 @@ struct Probe {
 struct Exhausted;
 
 /// The state of one search: its remaining budget and, for a yes/no search, the walk states
-/// already expanded.
-struct Search {
+/// already expanded. A detection search adds the entries it examined to the engine's count
+/// when it ends ([`Core::deadlock_search_steps`]).
+struct Search<'a> {
     budget: usize,
+    /// The budget it started with.
+    start: usize,
+    /// Where a detection search counts its steps.
+    steps: Option<&'a StepCount>,
     /// `(waiting request, mask of active modes)` pairs already walked past. While the walk
     /// is in the wait queue no converting lock has been reached yet, so the rest of the
     /// walk, holder check included, depends on nothing else: a second walk arriving at the
@@ -70,10 +78,12 @@ struct Search {
     seen: Option<BTreeSet<(LockRef, u8)>>,
 }
 
-impl Search {
-    fn new(budget: usize, memo: bool) -> Search {
+impl Search<'_> {
+    fn new(budget: usize, memo: bool) -> Search<'static> {
         Search {
             budget,
+            start: budget,
+            steps: None,
             seen: memo.then(BTreeSet::new),
         }
     }
@@ -84,16 +94,71 @@ impl Search {
     }
 }
 
+/// How a path search ended.
+enum Found {
+    /// The queued requests on the path found.
+    Path(Vec<LockRef>),
+    /// No path: the target is unreachable.
+    Unreachable,
+    /// The budget ran out first.
+    Exhausted,
+}
+
+/// The budget of breaking every cycle a conversion granted in place closed, in deadlock
+/// search budgets (see [`Core::break_cycles_through`]).
+const BREAK_BUDGET_FACTOR: usize = 4;
+
+impl Drop for Search<'_> {
+    fn drop(&mut self) {
+        if let Some(steps) = self.steps {
+            steps.add((self.start - self.budget) as u64);
+        }
+    }
+}
+
+/// The count of lock entries deadlock detection examined (see
+/// [`Core::deadlock_search_steps`]). An atomic only so that the engine stays `Sync` while
+/// its searches (which read the engine) count; the engine is driven by one thread.
+#[derive(Debug, Default)]
+pub(crate) struct StepCount(AtomicU64);
+
+impl StepCount {
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count so far.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Clone for StepCount {
+    fn clone(&self) -> StepCount {
+        StepCount(AtomicU64::new(self.get()))
+    }
+}
+
 /// An edge the search follows: towards `to`, from `from` (`None` for the arriving request),
 /// through the queued request `via` (`None` for the arriving request).
 type Step = (SessionId, Option<SessionId>, Option<LockRef>);
 
 impl Core {
+    /// A search of deadlock detection (R40): its steps are counted.
+    fn detection_search(&self, budget: usize, memo: bool) -> Search<'_> {
+        Search {
+            budget,
+            start: budget,
+            steps: Some(&self.search_steps),
+            seen: memo.then(BTreeSet::new),
+        }
+    }
+
     /// Appends to `out` the sessions `p` waits for (R39), unsorted and possibly repeated.
     fn waits_of(
         &self,
         p: Probe,
-        search: &mut Search,
+        search: &mut Search<'_>,
         out: &mut Vec<SessionId>,
     ) -> Result<(), Exhausted> {
         let Some(res) = self.resources.get(p.res.0) else {
@@ -203,7 +268,7 @@ impl Core {
     fn waits_of_queued(
         &self,
         x: LockRef,
-        search: &mut Search,
+        search: &mut Search<'_>,
     ) -> Result<Vec<SessionId>, Exhausted> {
         let mut out = Vec::new();
         if let Some(l) = self.locks.get(x.0) {
@@ -230,8 +295,25 @@ impl Core {
         &self,
         roots: Vec<Step>,
         is_target: impl Fn(SessionId) -> bool,
-        search: &mut Search,
+        search: &mut Search<'_>,
     ) -> Option<Vec<LockRef>> {
+        match self.find_path_skipping(roots, is_target, search, &mut BTreeSet::new()) {
+            Found::Path(path) => Some(path),
+            Found::Unreachable | Found::Exhausted => None,
+        }
+    }
+
+    /// [`find_path`](Self::find_path), never entering a session of `dead` (known not to reach
+    /// the target); when the target is unreachable, every session the search entered is
+    /// added to `dead`. Skipping sessions that cannot reach the target does not change the
+    /// path found: the search would have entered them, found nothing and gone on.
+    fn find_path_skipping(
+        &self,
+        roots: Vec<Step>,
+        is_target: impl Fn(SessionId) -> bool,
+        search: &mut Search<'_>,
+        dead: &mut BTreeSet<SessionId>,
+    ) -> Found {
         let mut parent: BTreeMap<SessionId, (Option<SessionId>, Option<LockRef>)> = BTreeMap::new();
         let mut stack: Vec<Step> = roots;
         stack.reverse();
@@ -244,9 +326,9 @@ impl Core {
                     path.extend(pv);
                     cur = pp;
                 }
-                return Some(path);
+                return Found::Path(path);
             }
-            if parent.contains_key(&s) {
+            if parent.contains_key(&s) || dead.contains(&s) {
                 continue;
             }
             parent.insert(s, (from, via));
@@ -258,13 +340,16 @@ impl Core {
                 let Some(&x) = self.lock_ids.get(id) else {
                     continue;
                 };
-                let w = self.waits_of_queued(x, search).ok()?;
+                let Ok(w) = self.waits_of_queued(x, search) else {
+                    return Found::Exhausted;
+                };
                 next.extend(w.into_iter().map(|t| (t, Some(s), Some(x))));
             }
             next.reverse();
             stack.extend(next);
         }
-        None
+        dead.extend(parent.into_keys());
+        Found::Unreachable
     }
 
     /// R39..R41: whether the conversion of lock `c` of `owner`, already linked (tentatively)
@@ -303,7 +388,7 @@ impl Core {
                 }
             }
         }
-        let mut search = Search::new(self.config.max_deadlock_search, true);
+        let mut search = self.detection_search(self.config.max_deadlock_search, true);
         let Ok(w) = self.waits_of_queued(c, &mut search) else {
             return false;
         };
@@ -315,7 +400,7 @@ impl Core {
         {
             return true;
         }
-        let mut search = Search::new(self.config.max_deadlock_search, true);
+        let mut search = self.detection_search(self.config.max_deadlock_search, true);
         let mut roots = Vec::new();
         if let Some(session) = self.sessions.get(&owner) {
             for id in &session.pending {
@@ -342,7 +427,7 @@ impl Core {
         if self.sessions.get(&owner).is_none_or(|s| s.locks.len == 0) {
             return false;
         }
-        let mut search = Search::new(self.config.max_deadlock_search, true);
+        let mut search = self.detection_search(self.config.max_deadlock_search, true);
         let p = Probe {
             res: rr,
             mode,
@@ -362,32 +447,72 @@ impl Core {
     /// R40, R41: after `owner` converted a lock in place to a stronger mode, refuses the
     /// youngest queued request of each cycle through `owner`, one cycle at a time, with a
     /// grant pass on the victim's resource after each.
+    ///
+    /// The cycle broken each time is the first one a fresh depth-first search from `owner`'s
+    /// queued requests would find, but the work is not repeated: breaking a cycle (an abort,
+    /// then grants) only removes wait-for edges, never adds one (a grant turns a queued
+    /// request into a holder that the requests behind it already waited for, and nothing
+    /// queued is ahead of a request being granted), so a session that could not reach
+    /// `owner` still cannot, and `owner`'s requests whose searches found nothing need no
+    /// second search. The whole breaking examines at most [`BREAK_BUDGET_FACTOR`] times the
+    /// deadlock search budget: one conversion closing ten thousand cycles costs what ten
+    /// thousand arrivals would, not their square (and past the bound the cycles left are
+    /// not reported, as for any search at its bound).
     pub(crate) fn break_cycles_through(
         &mut self,
         owner: SessionId,
         fx: &mut Effects,
         out: &mut Vec<Event>,
     ) {
+        let mut dead = BTreeSet::new();
+        let mut budget = self
+            .config
+            .max_deadlock_search
+            .saturating_mul(BREAK_BUDGET_FACTOR);
+        // `owner`'s queued requests below this id found no cycle.
+        let mut cursor = None;
         loop {
             let Some(session) = self.sessions.get(&owner) else {
                 return;
             };
-            if session.pending.is_empty() {
+            let next = match cursor {
+                None => session.pending.iter().next(),
+                Some(c) => session.pending.range(c..).next(),
+            };
+            let Some(&id) = next else {
                 return;
-            }
-            let mut search = Search::new(self.config.max_deadlock_search, false);
-            let mut roots = Vec::new();
-            for id in &session.pending {
-                let Some(&x) = self.lock_ids.get(id) else {
-                    continue;
-                };
-                let Ok(w) = self.waits_of_queued(x, &mut search) else {
+            };
+            cursor = Some(id);
+            let Some(&x) = self.lock_ids.get(&id) else {
+                // Not in the table (cannot happen for a pending request): go on past it.
+                let Some(after) = id.0.checked_add(1) else {
                     return;
                 };
-                roots.extend(w.into_iter().map(|t| (t, None, Some(x))));
-            }
-            let Some(path) = self.find_path(roots, |s| s == owner, &mut search) else {
-                return;
+                cursor = Some(LockId(after));
+                continue;
+            };
+            let found = {
+                let mut search = self.detection_search(budget, false);
+                let found = match self.waits_of_queued(x, &mut search) {
+                    Ok(w) => {
+                        let roots = w.into_iter().map(|t| (t, None, Some(x))).collect();
+                        self.find_path_skipping(roots, |s| s == owner, &mut search, &mut dead)
+                    }
+                    Err(Exhausted) => Found::Exhausted,
+                };
+                budget = search.budget;
+                found
+            };
+            let path = match found {
+                Found::Path(path) => path,
+                Found::Unreachable => {
+                    let Some(after) = id.0.checked_add(1) else {
+                        return;
+                    };
+                    cursor = Some(LockId(after));
+                    continue;
+                }
+                Found::Exhausted => return,
             };
             let age = |r: &LockRef| {
                 self.locks

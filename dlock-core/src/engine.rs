@@ -38,6 +38,10 @@ pub struct Core {
     /// Not part of a snapshot: [`Core::restore`] counts it again.
     #[serde(skip)]
     pub(crate) tally: crate::census::Tally,
+    /// Lock entries examined by deadlock detection ([`Core::deadlock_search_steps`]): a
+    /// measure of this engine's work, not part of its state or of a snapshot.
+    #[serde(skip)]
+    pub(crate) search_steps: crate::deadlock::StepCount,
 }
 
 /// A serialisable copy of the whole engine state; see [`Core::snapshot`].
@@ -71,7 +75,17 @@ impl Core {
             names: BTreeMap::new(),
             timers: BTreeSet::new(),
             tally: crate::census::Tally::default(),
+            search_steps: crate::deadlock::StepCount::default(),
         }
+    }
+
+    /// How many lock entries (queued requests and holders) deadlock detection has examined
+    /// in this engine since it was created or restored: what detection cost, for a metric.
+    /// Each search is bounded by [`Config::max_deadlock_search`](crate::Config); this adds
+    /// them all up. Not part of the engine's state: a restored or replicated engine counts
+    /// its own.
+    pub fn deadlock_search_steps(&self) -> u64 {
+        self.search_steps.get()
     }
 
     /// The engine's configuration.

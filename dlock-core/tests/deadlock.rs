@@ -391,3 +391,53 @@ fn r42_a_cycle_broken_by_a_cancel_or_a_session_end_is_not_reported() {
     assert_eq!(ev, vec![granted(b, 2, lb1, Mode::EX, 7)]);
     assert_eq!(h.queues("e2"), (vec![lb], vec![], vec![]));
 }
+
+/// R40, R41 at scale, as a hostile client can arrange it: one conversion granted in place
+/// closes `K` cycles at once. Each is broken (its youngest request refused), and the work
+/// grows with `K`: searching afresh after every broken cycle cost `K²` steps, and with ten
+/// thousand cycles held the engine (and every other client) for seconds.
+#[test]
+fn r41_a_conversion_closing_thousands_of_cycles_breaks_each_at_linear_cost() {
+    const K: usize = 1_000;
+    let mut h = H::new();
+    let (g, o, y) = (h.open("g"), h.open("o"), h.open("y"));
+    h.lock(g, 1, "A", Mode::CW);
+    let (oa, _) = h.lock(o, 1, "A", Mode::CR);
+    let ws: Vec<SessionId> = (0..K).map(|i| h.open(&format!("w{i}"))).collect();
+    for (i, &w) in ws.iter().enumerate() {
+        h.lock(w, 1, &format!("B{i}"), Mode::EX);
+    }
+    // o waits for every w.
+    for i in 0..K {
+        let (l, ev) = h.lock(o, 2 + i as u64, &format!("B{i}"), Mode::EX);
+        assert_eq!(ev[0], queued(o, 2 + i as u64, l));
+    }
+    // y waits for g; every w's CR waits behind y (R10), and so for g too.
+    let (ly, _) = h.lock(y, 1, "A", Mode::PR);
+    let cr: Vec<_> = ws
+        .iter()
+        .map(|&w| {
+            let (l, ev) = h.lock(w, 2, "A", Mode::CR);
+            assert_eq!(ev, vec![queued(w, 2, l)]);
+            l
+        })
+        .collect();
+    let before = h.core.deadlock_search_steps();
+    // CW is compatible with g's CW: granted in place. Now y waits for o, every w through y
+    // waits for o, and o waits for every w: K cycles, each broken at its youngest request,
+    // the w's CR.
+    let ev = h.convert(o, 2 + K as u64, oa, Mode::CW);
+    let victims: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == dlock_core::EventKind::Deadlock)
+        .map(|e| (e.session, e.lock))
+        .collect();
+    let expected: Vec<_> = ws.iter().zip(&cr).map(|(&w, &l)| (w, Some(l))).collect();
+    assert_eq!(victims, expected);
+    assert_eq!(h.queues("A").2, vec![ly], "only y is left waiting on A");
+    let steps = h.core.deadlock_search_steps() - before;
+    assert!(
+        steps <= 10 * K as u64,
+        "{steps} entries examined to break {K} cycles"
+    );
+}
