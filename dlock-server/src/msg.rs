@@ -139,6 +139,8 @@ pub(crate) struct CoreSnapshot {
     pub(crate) unready: Option<&'static str>,
     /// Failed writes of the fencing-token floor since the start.
     pub(crate) floor_write_failures: u64,
+    /// Lock entries deadlock detection examined ([`dlock_core::Core::deadlock_search_steps`]).
+    pub(crate) deadlock_search_steps: u64,
 }
 
 /// The core's answer to a `Hello`.

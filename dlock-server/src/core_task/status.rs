@@ -55,6 +55,7 @@ impl CoreTask {
                 census: core.census(),
                 unready: self.unready(),
                 floor_write_failures: self.engine.floor_write_failures(),
+                deadlock_search_steps: core.deadlock_search_steps(),
             })),
             StatusQuery::Status => {
                 let census = core.census();

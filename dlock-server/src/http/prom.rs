@@ -306,6 +306,11 @@ pub(crate) fn encode(
         "Failed writes of the fencing-token floor (a full or failing disk under --data-dir)",
         counter(snap.floor_write_failures),
     );
+    r.register(
+        "deadlock_search_steps",
+        "Queued requests and holders examined by deadlock detection (its cost; each search is bounded)",
+        counter(snap.deadlock_search_steps),
+    );
     let busy = Counter::<f64, AtomicU64>::default();
     busy.inc_by(s.busy_ns as f64 / 1e9);
     r.register_with_unit(
@@ -474,6 +479,7 @@ mod tests {
             census: dlock_core::Census::default(),
             unready: None,
             floor_write_failures: 0,
+            deadlock_search_steps: 0,
         };
         let net = NetMetrics::default();
         let first = encode(&snap, &net, None).expect("encodes");

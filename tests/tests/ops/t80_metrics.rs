@@ -54,6 +54,7 @@ async fn t80_counters_move_by_exactly_the_workload() -> Result<()> {
         "dlock_request_service_seconds_bucket",
         "dlock_core_busy_seconds_total",
         "dlock_floor_write_failures_total",
+        "dlock_deadlock_search_steps_total",
         "dlock_received_bytes_total",
         "dlock_frame_errors_total",
         "dlock_rejected_requests_total",
@@ -163,6 +164,9 @@ async fn t80_counters_move_by_exactly_the_workload() -> Result<()> {
             d(name, &[])
         );
     }
+    // The deadlock found above was searched for: detection's work is counted.
+    let steps = d("dlock_deadlock_search_steps_total", &[]);
+    ensure!(steps >= 1.0, "deadlock search steps moved by {steps}");
     let requests = [
         ("lock", 9.0),
         ("convert", 1.0),
@@ -265,6 +269,7 @@ async fn t80_a_hello_without_a_valid_token_is_counted_unauthenticated() -> Resul
     let dir = tempfile::tempdir()?;
     let auth = dlock_tests::security::write_auth_file(dir.path(), &[("alice", "alice-token")])?;
     let config = dlock_server::Config {
+        listen: ([127, 0, 0, 1], 0).into(),
         auth_file: Some(auth),
         ..dlock_server::Config::default()
     };
