@@ -342,6 +342,7 @@ impl Args {
                 max_ttl_ms: ms(self.max_lease_ttl),
                 ..defaults.engine.clone()
             },
+            replay_capacity: crate::config::replay_capacity_for(self.max_locks_per_session),
             restart_grace: self.restart_grace,
             grace_queue_capacity: self.grace_queue_capacity,
             audit_log: self
@@ -453,6 +454,8 @@ mod tests {
         assert_eq!(c.default_lease_ttl, Duration::from_secs(2));
         assert_eq!(c.engine.min_ttl_ms, 50);
         assert_eq!(c.engine.max_locks_per_session, 7);
+        // Room for a burst of an event per lock twice over, whatever the limit.
+        assert_eq!(c.replay_capacity, 2 * 7 + 1024);
         assert_eq!(c.engine.lvb_len, 48);
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(c.restart_grace, RestartGrace::DISABLED);

@@ -67,7 +67,11 @@ pub struct Config {
     /// time (the client does not read) is closed; its session lives on.
     pub slow_reader_timeout: Duration,
     /// Most events kept per session for replay until the client acknowledges them. On
-    /// overflow the session is closed as expired.
+    /// overflow the session is closed as expired. One engine step can send a session an
+    /// event for each of its locks twice over (every queued request granted at once when a
+    /// holder leaves, a blocking notification for each lock it holds), so anything below
+    /// [`replay_capacity_for`] its `engine.max_locks_per_session` lets a session within its
+    /// limits be closed by a burst it could not acknowledge in time; the default is that.
     pub replay_capacity: usize,
     /// Most resources one prefix query returns.
     pub max_query_resources: usize,
@@ -136,6 +140,14 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "dlock-data";
 
+/// The replay capacity a session with up to `max_locks_per_session` locks needs: an event
+/// for each lock twice over, plus room for the rest (see [`Config::replay_capacity`]). An
+/// event takes about 100 bytes while it waits; the replay pool (`--memory-budget`) bounds
+/// what all sessions hold together.
+pub fn replay_capacity_for(max_locks_per_session: usize) -> usize {
+    max_locks_per_session.saturating_mul(2).saturating_add(1024)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -155,7 +167,9 @@ impl Default for Config {
             max_sessions_per_peer: 25_000,
             max_locks_per_peer: None,
             slow_reader_timeout: Duration::from_secs(10),
-            replay_capacity: 65_536,
+            replay_capacity: replay_capacity_for(
+                dlock_core::Config::default().max_locks_per_session,
+            ),
             max_query_resources: 1000,
             shutdown_grace: Duration::from_secs(2),
             engine: dlock_core::Config::default(),

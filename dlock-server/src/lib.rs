@@ -96,7 +96,9 @@ use tracing::{debug, info, warn};
 
 use crate::complaints::{Complaint, complain};
 
-pub use config::{Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN};
+pub use config::{
+    Config, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, replay_capacity_for,
+};
 pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
 pub use security::{Security, TlsConfig};
@@ -180,6 +182,16 @@ pub(crate) async fn run_inner(
             limit = "--max-connections",
             fits,
             "limit lowered to fit the open-file limit (raise `ulimit -n`, or LimitNOFILE= in a systemd unit)"
+        );
+    }
+    let burst = replay_capacity_for(config.engine.max_locks_per_session);
+    if config.replay_capacity < burst {
+        warn!(
+            replay_capacity = config.replay_capacity,
+            max_locks_per_session = config.engine.max_locks_per_session,
+            needs = burst,
+            "the replay capacity is below twice the locks a session may hold: a session \
+             within its limits can be closed by one burst of grants and notifications"
         );
     }
     let _dir_lock = match dir_lock {
