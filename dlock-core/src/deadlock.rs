@@ -27,9 +27,9 @@
 //! Bound: one search examines at most `Config::max_deadlock_search` lock entries
 //! (predecessors and holders, counted across all the requests it expands); a queued
 //! conversion runs two searches, and breaking the cycles a conversion granted in place
-//! closed runs searches of [`BREAK_BUDGET_FACTOR`] budgets in all, however many cycles it
-//! breaks. A search that reaches the bound stops and reports no deadlock: a documented
-//! false negative, never a false positive (R42).
+//! closed has one budget for all its searches, however many cycles it breaks. A search that
+//! reaches the bound stops and reports no deadlock (the cycles left, after a conversion):
+//! a documented false negative, never a false positive (R42).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,10 +103,6 @@ enum Found {
     /// The budget ran out first.
     Exhausted,
 }
-
-/// The budget of breaking every cycle a conversion granted in place closed, in deadlock
-/// search budgets (see [`Core::break_cycles_through`]).
-const BREAK_BUDGET_FACTOR: usize = 4;
 
 impl Drop for Search<'_> {
     fn drop(&mut self) {
@@ -454,10 +450,10 @@ impl Core {
     /// request into a holder that the requests behind it already waited for, and nothing
     /// queued is ahead of a request being granted), so a session that could not reach
     /// `owner` still cannot, and `owner`'s requests whose searches found nothing need no
-    /// second search. The whole breaking examines at most [`BREAK_BUDGET_FACTOR`] times the
-    /// deadlock search budget: one conversion closing ten thousand cycles costs what ten
-    /// thousand arrivals would, not their square (and past the bound the cycles left are
-    /// not reported, as for any search at its bound).
+    /// second search. The whole breaking examines at most one deadlock search budget
+    /// (`Config::max_deadlock_search` entries): one conversion closing ten thousand cycles
+    /// costs about what one arrival may, not ten thousand searches (and past the bound the
+    /// cycles left are not reported, as for any search at its bound).
     pub(crate) fn break_cycles_through(
         &mut self,
         owner: SessionId,
@@ -465,10 +461,7 @@ impl Core {
         out: &mut Vec<Event>,
     ) {
         let mut dead = BTreeSet::new();
-        let mut budget = self
-            .config
-            .max_deadlock_search
-            .saturating_mul(BREAK_BUDGET_FACTOR);
+        let mut budget = self.config.max_deadlock_search;
         // `owner`'s queued requests below this id found no cycle.
         let mut cursor = None;
         loop {

@@ -441,3 +441,44 @@ fn r41_a_conversion_closing_thousands_of_cycles_breaks_each_at_linear_cost() {
         "{steps} entries examined to break {K} cycles"
     );
 }
+
+/// The bound of R41's cycle breaking after an in-place conversion: all its searches share
+/// one deadlock search budget, so a table shaped to make each cycle expensive (every w's
+/// request deep in a long queue) stops the breaking at the budget instead of holding the
+/// engine; the cycles broken before that are broken as usual.
+#[test]
+fn r41_breaking_cycles_after_a_conversion_stays_within_one_search_budget() {
+    const K: usize = 500;
+    const BUDGET: usize = 5_000;
+    let mut h = H::with(Config {
+        max_deadlock_search: BUDGET,
+        ..Config::default()
+    });
+    let (g, o, y) = (h.open("g"), h.open("o"), h.open("y"));
+    h.lock(g, 1, "A", Mode::CW);
+    let (oa, _) = h.lock(o, 1, "A", Mode::CR);
+    let ws: Vec<SessionId> = (0..K).map(|i| h.open(&format!("w{i}"))).collect();
+    for (i, &w) in ws.iter().enumerate() {
+        h.lock(w, 1, &format!("B{i}"), Mode::EX);
+    }
+    for i in 0..K {
+        h.lock(o, 2 + i as u64, &format!("B{i}"), Mode::EX);
+    }
+    h.lock(y, 1, "A", Mode::PR);
+    // In reverse: the request of the w that o's first request waits for is last on A.
+    for &w in ws.iter().rev() {
+        h.lock(w, 2, "A", Mode::CR);
+    }
+    let before = h.core.deadlock_search_steps();
+    let ev = h.convert(o, 2 + K as u64, oa, Mode::CW);
+    let steps = h.core.deadlock_search_steps() - before;
+    let victims = ev
+        .iter()
+        .filter(|e| e.kind == dlock_core::EventKind::Deadlock)
+        .count();
+    assert!(steps <= BUDGET as u64, "{steps} entries examined");
+    assert!(
+        (1..K).contains(&victims),
+        "{victims} of {K} cycles broken within the budget"
+    );
+}
