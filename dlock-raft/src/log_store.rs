@@ -1,6 +1,6 @@
 //! The durable Raft log: a directory of segment files of checksummed records.
 //!
-//! About 810 lines on purpose, 190 of them its tests: the record format, the writer thread
+//! About 850 lines on purpose, 205 of them its tests: the record format, the writer thread
 //! that owns the files and openraft's `RaftLogStorage` over them make one unit whose
 //! invariants (what is flushed when, what a reopen cuts) are checked together.
 //!
@@ -108,6 +108,26 @@ impl LogMem {
             LogRecord::Committed(id) => self.committed = id,
             // Checked as it is read (`LogStore::open`).
             LogRecord::Format(_) => {}
+        }
+    }
+
+    /// After a reopen: the committed id cut back to the last entry the log holds (or its
+    /// purge point). The id is written with whatever group the writer writes next, which may
+    /// be before the entries it names reach the disk (they can still be queued, a commit
+    /// needing only a majority of the other members' flushes), so a crash can keep the id
+    /// and lose them. The entries kept up to it are committed all the same, and openraft
+    /// re-applies up to the committed id at start, from entries that must be there.
+    fn clamp_committed(&mut self) {
+        let Some(committed) = self.committed else {
+            return;
+        };
+        let last = self
+            .entries
+            .last_key_value()
+            .map(|(_, e)| *e.get_log_id())
+            .or(self.last_purged);
+        if last.is_none_or(|l| l.index < committed.index) {
+            self.committed = last;
         }
     }
 
@@ -282,6 +302,7 @@ impl LogStore {
                 max_index,
             });
         }
+        mem.clamp_committed();
         let current = match segments.pop() {
             Some(s) => s,
             None => {
@@ -753,6 +774,23 @@ mod tests {
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
         assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 6)));
         assert_eq!(indices(&mut log).await, (1..=6).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_committed_id_ahead_of_the_entries_on_disk_is_cut_back_on_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        append(&log, 1..=4).await;
+        // Committed by the other members while entries 5 and 6 still wait for this log's
+        // writer: the id goes out with entry 5's group, and the crash loses entry 6.
+        log.save_committed(Some(log_id(1, 1, 6))).await.unwrap();
+        append(&log, 5..=5).await;
+        drop(log);
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
+        assert_eq!(log.committed_index(), 5);
+        assert_eq!(indices(&mut log).await, (1..=5).collect::<Vec<_>>());
     }
 
     #[tokio::test]
