@@ -1,6 +1,6 @@
 //! The durable Raft log: a directory of segment files of checksummed records.
 //!
-//! About 760 lines on purpose, 170 of them its tests: the record format, the writer thread
+//! About 850 lines on purpose, 205 of them its tests: the record format, the writer thread
 //! that owns the files and openraft's `RaftLogStorage` over them make one unit whose
 //! invariants (what is flushed when, what a reopen cuts) are checked together.
 //!
@@ -14,6 +14,11 @@
 //!   one `fsync`, and only then tells openraft the appended entries are flushed. Under load
 //!   many appends share one `fsync`.
 //! - **Vote.** `save_vote` returns once the vote record is synced.
+//! - **Committed id.** `save_committed` only notes the id: the writer adds a record of the
+//!   latest one to the next group it writes anyway (after that group's entries), and to the
+//!   end of the log when it closes. It never wakes the writer on its own, which it would
+//!   otherwise do once per committed entry on the leader; one lost to a crash is re-learned
+//!   from the leader, as it would be if the unsynced record were lost.
 //! - **Segments.** A segment is closed once it passes [`LogStore::open`]'s size; every new
 //!   segment starts with the vote, the purge point and the committed id, so older segments
 //!   can be deleted as soon as a purge covers every entry they hold (log compaction after a
@@ -81,6 +86,9 @@ struct LogMem {
     vote: Option<Vote<NodeId>>,
     last_purged: Option<LogId>,
     committed: Option<LogId>,
+    /// Whether `committed` changed since its last record was handed to the writer, which
+    /// writes it with the next group (see [`LogStore::save_committed`]).
+    committed_unwritten: bool,
 }
 
 impl LogMem {
@@ -100,6 +108,26 @@ impl LogMem {
             LogRecord::Committed(id) => self.committed = id,
             // Checked as it is read (`LogStore::open`).
             LogRecord::Format(_) => {}
+        }
+    }
+
+    /// After a reopen: the committed id cut back to the last entry the log holds (or its
+    /// purge point). The id is written with whatever group the writer writes next, which may
+    /// be before the entries it names reach the disk (they can still be queued, a commit
+    /// needing only a majority of the other members' flushes), so a crash can keep the id
+    /// and lose them. The entries kept up to it are committed all the same, and openraft
+    /// re-applies up to the committed id at start, from entries that must be there.
+    fn clamp_committed(&mut self) {
+        let Some(committed) = self.committed else {
+            return;
+        };
+        let last = self
+            .entries
+            .last_key_value()
+            .map(|(_, e)| *e.get_log_id())
+            .or(self.last_purged);
+        if last.is_none_or(|l| l.index < committed.index) {
+            self.committed = last;
         }
     }
 
@@ -129,8 +157,6 @@ impl LogMem {
 
 /// What is done once a write is on disk.
 enum Done {
-    /// Nothing (the committed id: a lost one is only re-learned later).
-    Nothing,
     /// openraft's callback for appended entries.
     Flushed(LogFlushed<TypeConfig>),
     /// A waiting caller.
@@ -276,6 +302,7 @@ impl LogStore {
                 max_index,
             });
         }
+        mem.clamp_committed();
         let current = match segments.pop() {
             Some(s) => s,
             None => {
@@ -418,7 +445,6 @@ impl Writer {
                     .map(|_| ())
                     .map_err(|e| io::Error::new(e.kind(), e.to_string()));
                 match op.done {
-                    Done::Nothing => {}
                     Done::Flushed(cb) => cb.log_io_completed(r),
                     Done::Reply(tx) => drop(tx.send(r)),
                 }
@@ -428,6 +454,29 @@ impl Writer {
                 self.failed.get_or_insert_with(|| e.to_string());
             }
         }
+        // The log is closing: the last committed id goes to disk with nothing else.
+        if self.failed.is_none() {
+            let mut buf = Vec::new();
+            let written = self.put_committed(&mut buf).and_then(|()| {
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                self.file.write_all(&buf)?;
+                self.file.sync_data()
+            });
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "the raft log's last committed id was not written");
+            }
+        }
+    }
+
+    /// Appends a record of the committed id to `buf` if it changed since the last one.
+    fn put_committed(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let mut mem = self.mem.lock().unwrap_or_else(|p| p.into_inner());
+        if !std::mem::take(&mut mem.committed_unwritten) {
+            return Ok(());
+        }
+        codec::put_record(buf, &LogRecord::Committed(mem.committed)).map_err(io::Error::from)
     }
 
     fn write_group(&mut self, ops: &[WriteOp]) -> io::Result<()> {
@@ -443,6 +492,7 @@ impl Writer {
             self.current.max_index = self.current.max_index.max(op.max_index);
             purge_upto = purge_upto.max(op.purge_upto);
         }
+        self.put_committed(&mut buf)?;
         self.file.write_all(&buf)?;
         if sync {
             self.file.sync_data()?;
@@ -547,16 +597,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let mut bytes = Vec::new();
-        codec::put_record(&mut bytes, &LogRecord::Committed(committed)).map_err(encode_err)?;
-        self.mem().committed = committed;
-        self.submit(WriteOp {
-            bytes,
-            max_index: None,
-            sync: false,
-            purge_upto: None,
-            done: Done::Nothing,
-        })
+        // Not a write of its own: the writer adds the latest committed id to the next group
+        // it writes (after that group's entries), and when the log closes. A committed id
+        // lost to a crash is only re-learned from the leader, so it need not wake the writer
+        // (once per committed entry on the leader, a thread switch and a `write` each).
+        let mut mem = self.mem();
+        mem.committed = committed;
+        mem.committed_unwritten = true;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -703,6 +751,46 @@ mod tests {
         }
         assert_eq!(offset, data.len(), "{}: whole records only", path.display());
         out
+    }
+
+    #[tokio::test]
+    async fn the_committed_id_goes_to_disk_with_the_next_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        append(&log, 1..=5).await;
+        log.save_committed(Some(log_id(1, 1, 4))).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 4)));
+        // Noted, not written on its own: the next append carries it.
+        append(&log, 6..=6).await;
+        drop(log);
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 4)));
+        assert_eq!(log.committed_index(), 4);
+        // A later id, then a synced vote: the vote's group carries it too.
+        log.save_committed(Some(log_id(1, 1, 6))).await.unwrap();
+        log.save_vote(&Vote::new(2, 1)).await.unwrap();
+        drop(log);
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 6)));
+        assert_eq!(indices(&mut log).await, (1..=6).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_committed_id_ahead_of_the_entries_on_disk_is_cut_back_on_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        append(&log, 1..=4).await;
+        // Committed by the other members while entries 5 and 6 still wait for this log's
+        // writer: the id goes out with entry 5's group, and the crash loses entry 6.
+        log.save_committed(Some(log_id(1, 1, 6))).await.unwrap();
+        append(&log, 5..=5).await;
+        drop(log);
+        let mut log = LogStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
+        assert_eq!(log.committed_index(), 5);
+        assert_eq!(indices(&mut log).await, (1..=5).collect::<Vec<_>>());
     }
 
     #[tokio::test]
