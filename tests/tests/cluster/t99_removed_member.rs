@@ -40,8 +40,14 @@ async fn t99_a_removed_member_says_so_once() -> Result<()> {
     run(async {
         let mut c = TestCluster::start(options().http()).await?;
         let leader = c.wait_leader(ELECTION).await?;
+        // A member that voted for the leader knows it before the membership entry reaches
+        // it (and says "pending" until then): wait for all three to be voters.
+        let deadline = Instant::now() + WAIT;
         for id in c.ids() {
-            ensure!(membership(&c, id).await? == "voter", "node {id}");
+            while membership(&c, id).await? != "voter" {
+                ensure!(Instant::now() < deadline, "node {id} is not a voter");
+                tokio::time::sleep(POLL).await;
+            }
         }
         let gone = c
             .ids()
