@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use dlock_core::{Config, Mode, SessionId, WaitsFor};
+use dlock_core::{Config, LockId, Mode, SessionId, WaitsFor};
 
 fn edges(h: &H) -> Vec<(u64, u64)> {
     h.core
@@ -392,6 +392,51 @@ fn r42_a_cycle_broken_by_a_cancel_or_a_session_end_is_not_reported() {
     assert_eq!(h.queues("e2"), (vec![lb], vec![], vec![]));
 }
 
+/// What [`cycles_through_o`] built: o, o's lock on A, the w's and their CRs on A (in the
+/// w's order), and y's request.
+struct Cycles {
+    o: SessionId,
+    oa: LockId,
+    ws: Vec<SessionId>,
+    cr: Vec<LockId>,
+    y: LockId,
+}
+
+/// A table in which one conversion closes `k` cycles at once: g holds CW and o CR on A; each
+/// w holds EX on a B of its own that o waits for; y's PR waits on A for g, and every w's CR
+/// waits behind y (R10), so for g too (queued in reverse order of the w's with `reverse`).
+fn cycles_through_o(h: &mut H, k: usize, reverse: bool) -> Cycles {
+    let (g, o, y) = (h.open("g"), h.open("o"), h.open("y"));
+    h.lock(g, 1, "A", Mode::CW);
+    let (oa, _) = h.lock(o, 1, "A", Mode::CR);
+    let ws: Vec<SessionId> = (0..k).map(|i| h.open(&format!("w{i}"))).collect();
+    for (i, &w) in ws.iter().enumerate() {
+        h.lock(w, 1, &format!("B{i}"), Mode::EX);
+    }
+    for i in 0..k {
+        let (l, ev) = h.lock(o, 2 + i as u64, &format!("B{i}"), Mode::EX);
+        assert_eq!(ev[0], queued(o, 2 + i as u64, l));
+    }
+    let (ly, _) = h.lock(y, 1, "A", Mode::PR);
+    let mut order: Vec<usize> = (0..k).collect();
+    if reverse {
+        order.reverse();
+    }
+    let mut cr = vec![LockId(0); k];
+    for i in order {
+        let (l, ev) = h.lock(ws[i], 2, "A", Mode::CR);
+        assert_eq!(ev, vec![queued(ws[i], 2, l)]);
+        cr[i] = l;
+    }
+    Cycles {
+        o,
+        oa,
+        ws,
+        cr,
+        y: ly,
+    }
+}
+
 /// R40, R41 at scale, as a hostile client can arrange it: one conversion granted in place
 /// closes `K` cycles at once. Each is broken (its youngest request refused), and the work
 /// grows with `K`: searching afresh after every broken cycle cost `K²` steps, and with ten
@@ -400,41 +445,24 @@ fn r42_a_cycle_broken_by_a_cancel_or_a_session_end_is_not_reported() {
 fn r41_a_conversion_closing_thousands_of_cycles_breaks_each_at_linear_cost() {
     const K: usize = 1_000;
     let mut h = H::new();
-    let (g, o, y) = (h.open("g"), h.open("o"), h.open("y"));
-    h.lock(g, 1, "A", Mode::CW);
-    let (oa, _) = h.lock(o, 1, "A", Mode::CR);
-    let ws: Vec<SessionId> = (0..K).map(|i| h.open(&format!("w{i}"))).collect();
-    for (i, &w) in ws.iter().enumerate() {
-        h.lock(w, 1, &format!("B{i}"), Mode::EX);
-    }
-    // o waits for every w.
-    for i in 0..K {
-        let (l, ev) = h.lock(o, 2 + i as u64, &format!("B{i}"), Mode::EX);
-        assert_eq!(ev[0], queued(o, 2 + i as u64, l));
-    }
-    // y waits for g; every w's CR waits behind y (R10), and so for g too.
-    let (ly, _) = h.lock(y, 1, "A", Mode::PR);
-    let cr: Vec<_> = ws
-        .iter()
-        .map(|&w| {
-            let (l, ev) = h.lock(w, 2, "A", Mode::CR);
-            assert_eq!(ev, vec![queued(w, 2, l)]);
-            l
-        })
-        .collect();
+    let c = cycles_through_o(&mut h, K, false);
     let before = h.core.deadlock_search_steps();
     // CW is compatible with g's CW: granted in place. Now y waits for o, every w through y
     // waits for o, and o waits for every w: K cycles, each broken at its youngest request,
     // the w's CR.
-    let ev = h.convert(o, 2 + K as u64, oa, Mode::CW);
+    let ev = h.convert(c.o, 2 + K as u64, c.oa, Mode::CW);
     let victims: Vec<_> = ev
         .iter()
         .filter(|e| e.kind == dlock_core::EventKind::Deadlock)
         .map(|e| (e.session, e.lock))
         .collect();
-    let expected: Vec<_> = ws.iter().zip(&cr).map(|(&w, &l)| (w, Some(l))).collect();
+    let expected: Vec<_> =
+        c.ws.iter()
+            .zip(&c.cr)
+            .map(|(&w, &l)| (w, Some(l)))
+            .collect();
     assert_eq!(victims, expected);
-    assert_eq!(h.queues("A").2, vec![ly], "only y is left waiting on A");
+    assert_eq!(h.queues("A").2, vec![c.y], "only y is left waiting on A");
     let steps = h.core.deadlock_search_steps() - before;
     assert!(
         steps <= 10 * K as u64,
@@ -454,23 +482,10 @@ fn r41_breaking_cycles_after_a_conversion_stays_within_one_search_budget() {
         max_deadlock_search: BUDGET,
         ..Config::default()
     });
-    let (g, o, y) = (h.open("g"), h.open("o"), h.open("y"));
-    h.lock(g, 1, "A", Mode::CW);
-    let (oa, _) = h.lock(o, 1, "A", Mode::CR);
-    let ws: Vec<SessionId> = (0..K).map(|i| h.open(&format!("w{i}"))).collect();
-    for (i, &w) in ws.iter().enumerate() {
-        h.lock(w, 1, &format!("B{i}"), Mode::EX);
-    }
-    for i in 0..K {
-        h.lock(o, 2 + i as u64, &format!("B{i}"), Mode::EX);
-    }
-    h.lock(y, 1, "A", Mode::PR);
     // In reverse: the request of the w that o's first request waits for is last on A.
-    for &w in ws.iter().rev() {
-        h.lock(w, 2, "A", Mode::CR);
-    }
+    let c = cycles_through_o(&mut h, K, true);
     let before = h.core.deadlock_search_steps();
-    let ev = h.convert(o, 2 + K as u64, oa, Mode::CW);
+    let ev = h.convert(c.o, 2 + K as u64, c.oa, Mode::CW);
     let steps = h.core.deadlock_search_steps() - before;
     let victims = ev
         .iter()
