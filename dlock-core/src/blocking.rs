@@ -87,6 +87,10 @@ impl Core {
         let Status::Granted { mode: g, .. } = lock.status else {
             return;
         };
+        // An ended session's lock is on its way out, and nobody would hear.
+        if !self.ending.is_empty() && self.ending.contains_key(&lock.session) {
+            return;
+        }
         if g.is_compatible(m) || lock.notified.covers(m) {
             return;
         }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::lock::{Lock, ResRef};
 use crate::lock_index::LockIndex;
 use crate::name::Name;
-use crate::resource::Resource;
+use crate::resource::{InSession, List, Resource};
 use crate::session::Session;
 use crate::slab::Slab;
 use crate::timers::Timer;
@@ -42,15 +42,66 @@ pub struct Core {
     /// measure of this engine's work, not part of its state or of a snapshot.
     #[serde(skip)]
     pub(crate) search_steps: crate::deadlock::StepCount,
+    /// Sessions that have ended (R50) and still own locks, with those locks: a session with
+    /// many locks loses them over several inputs, at most [`SESSION_END_STEP`] an input
+    /// (`session.rs`). Last, so that a snapshot of an
+    /// engine without it ([`Snapshot::from_v2`]) differs only by its absence.
+    pub(crate) ending: BTreeMap<SessionId, List<InSession>>,
 }
+
+/// How many locks of ended sessions one input removes at most. An ended session with more locks keeps
+/// them, still blocking as before, until the following `Tick`s remove the rest;
+/// [`Core::next_deadline`] asks for those ticks at once. Removing a lock costs about a
+/// microsecond, so no input spends more than about a millisecond on the end of a session
+/// with a hundred thousand locks, and other sessions' requests run between the steps.
+pub const SESSION_END_STEP: usize = 1024;
 
 /// A serialisable copy of the whole engine state; see [`Core::snapshot`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot(Core);
 
+/// A snapshot as an engine before sessions ended in steps serialised it: [`Snapshot`]
+/// without the ended sessions still losing locks (there were none). Read it where data
+/// written by such an engine may still be stored, and turn it into a [`Snapshot`] with
+/// [`Snapshot::from_v2`].
+#[derive(Debug, Deserialize)]
+pub struct SnapshotV2 {
+    config: Config,
+    last_index: u64,
+    clock_ms: u64,
+    last_token: u64,
+    sessions: BTreeMap<SessionId, Session>,
+    locks: Slab<Lock>,
+    lock_ids: LockIndex,
+    resources: Slab<Resource>,
+    names: BTreeMap<Name, ResRef>,
+    timers: BTreeSet<(u64, Timer)>,
+}
+
+impl Snapshot {
+    /// The snapshot an older engine's [`SnapshotV2`] stands for.
+    pub fn from_v2(old: SnapshotV2) -> Snapshot {
+        Snapshot(Core {
+            config: old.config,
+            last_index: old.last_index,
+            clock_ms: old.clock_ms,
+            last_token: old.last_token,
+            sessions: old.sessions,
+            locks: old.locks,
+            lock_ids: old.lock_ids,
+            resources: old.resources,
+            names: old.names,
+            timers: old.timers,
+            tally: crate::census::Tally::default(),
+            search_steps: crate::deadlock::StepCount::default(),
+            ending: BTreeMap::new(),
+        })
+    }
+}
+
 /// Side effects collected while one input is applied and turned into blocking
 /// notifications at its end, after the reply and the completions (see the crate docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Effects {
     /// R32: (holder, blocked mode) pairs found when a request was queued.
     pub(crate) basts: Vec<(LockId, Mode)>,
@@ -58,6 +109,19 @@ pub(crate) struct Effects {
     pub(crate) touched: Vec<LockId>,
     /// Resources that lost a lock and need a grant pass (R12).
     pub(crate) dirty: BTreeSet<ResRef>,
+    /// Locks of ended sessions this input may still remove ([`SESSION_END_STEP`]).
+    pub(crate) end_budget: usize,
+}
+
+impl Default for Effects {
+    fn default() -> Self {
+        Effects {
+            basts: Vec::new(),
+            touched: Vec::new(),
+            dirty: BTreeSet::new(),
+            end_budget: SESSION_END_STEP,
+        }
+    }
 }
 
 impl Core {
@@ -76,6 +140,7 @@ impl Core {
             timers: BTreeSet::new(),
             tally: crate::census::Tally::default(),
             search_steps: crate::deadlock::StepCount::default(),
+            ending: BTreeMap::new(),
         }
     }
 
@@ -158,7 +223,10 @@ impl Core {
                 request,
                 lock,
             } => self.cancel(session, request, lock, &mut fx, out),
-            Command::Tick => self.tick(&mut fx, out),
+            Command::Tick => {
+                self.continue_ending(&mut fx);
+                self.tick(&mut fx, out);
+            }
             Command::ExtendLeases { grace_ms } => self.extend_leases(grace_ms),
             Command::Configure { config } => self.config = *config,
         }
@@ -190,9 +258,20 @@ impl Core {
         FencingToken(t)
     }
 
-    /// The core clock time (ms) at which the driver should send the next `Tick`, if any.
+    /// The core clock time (ms) at which the driver should send the next `Tick`, if any:
+    /// the engine's own clock (at once) while an ended session still has locks to remove
+    /// ([`SESSION_END_STEP`]).
     pub fn next_deadline(&self) -> Option<u64> {
+        if !self.ending.is_empty() {
+            return Some(self.clock_ms);
+        }
         self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// How many ended sessions still have locks to remove ([`SESSION_END_STEP`]); 0 almost
+    /// always.
+    pub fn ending_sessions(&self) -> usize {
+        self.ending.len()
     }
 
     /// The core's clock: the largest `now_ms` applied so far.

@@ -88,6 +88,11 @@ impl Core {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.locks.unlink(&mut self.locks, r);
             s.pending.remove(&id);
+        } else if let Some(list) = self.ending.get_mut(&session) {
+            list.unlink(&mut self.locks, r);
+            if list.len == 0 {
+                self.ending.remove(&session);
+            }
         }
         self.lock_ids.remove(&id);
         if let Some(l) = self.locks.remove(r.0) {
@@ -172,7 +177,8 @@ impl Core {
     /// with every other holder; phase 2 runs only when the convert queue is empty and grants
     /// wait-queue heads while they are compatible with all holders. Each grant updates the
     /// held counts before the next head is tested. Stops at the first head that cannot be
-    /// granted (strict FIFO, R10, R13). O(1) per test thanks to the held counts.
+    /// granted (strict FIFO, R10, R13). O(1) per test thanks to the held counts. A head
+    /// of an ended session is removed instead ([`Core::end_session`]).
     pub(crate) fn grant_pass(&mut self, rr: ResRef, fx: &mut Effects, out: &mut Vec<Event>) {
         loop {
             let Some(res) = self.resources.get(rr.0) else {
@@ -186,6 +192,12 @@ impl Core {
             let Some(lock) = self.locks.get(h.0) else {
                 return;
             };
+            // A queued request of an ended session is never granted: it goes now, as the
+            // end of its session would have removed it (R50).
+            if self.is_ending(lock.session) {
+                self.remove_dead(h, fx);
+                continue;
+            }
             let ok = match lock.status {
                 Status::Converting { from, to, .. } => res.allows(to, Some(from)),
                 Status::Waiting { mode, .. } => res.allows(mode, None),

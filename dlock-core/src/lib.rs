@@ -74,6 +74,14 @@
 //!   through its own session; they are searched too. After a conversion granted in place
 //!   that strengthens a mode, the youngest queued request of each new cycle is refused,
 //!   one cycle at a time.
+//! - Session end (R50, R51): the session is gone at once (its ids are unknown, it is not
+//!   listed); its locks are removed in steps of [`SESSION_END_STEP`], each a force-unlock
+//!   atomic on its resource (R51), and until then they block as before: as if the session
+//!   were still unlocking them one by one, which is how Linux's `dlm_clear_proc_locks`
+//!   proceeds. None of them is granted meanwhile: a queued request of an ended session
+//!   that reaches the head of its queue, or whose timeout runs out, is removed then, with
+//!   no event; its locks get no blocking notifications. Queries list the remaining locks
+//!   without a session name.
 //! - `Tick`: due timers run in deadline order, a lease before a request timeout at the
 //!   same instant. Expired sessions are removed first; the grant passes they enable run
 //!   before any request deadline is judged, so a request that became grantable in time is
@@ -119,6 +127,10 @@
 //! - Queues are intrusive doubly linked lists through the locks, so removal from the middle
 //!   (cancel, timeout, session end) is O(log n) for the id lookup, and expiring many
 //!   sessions is linear in their locks.
+//! - The end of a session (close or expiry) removes at most [`SESSION_END_STEP`] of its locks
+//!   in the input that ends it; the rest go in the following `Tick`s, which
+//!   [`Core::next_deadline`] asks for at once. So no single input does unbounded work for
+//!   a session with many locks, and other sessions' requests are applied between the steps.
 //! - A grant pass costs O(1) per grant plus one failed test; no queue is scanned.
 //! - Timers (leases, request timeouts) live in one ordered set: O(log n) per update.
 //! - Deadlock search (see `deadlock.rs`) examines at most
@@ -163,7 +175,7 @@ mod validate;
 pub use census::{Census, SessionSummary};
 pub use command::{Command, Input};
 pub use config::Config;
-pub use engine::{Core, Snapshot};
+pub use engine::{Core, SESSION_END_STEP, Snapshot, SnapshotV2};
 pub use event::{Event, EventKind, Invalid, Limit, Reject};
 pub use flags::LockFlags;
 pub use ids::{FencingToken, LockId, RequestId, SessionId};

@@ -62,7 +62,8 @@ pub struct LockInfo {
     pub lock: LockId,
     /// Its owner.
     pub session: SessionId,
-    /// The owner's session name.
+    /// The owner's session name; empty once the session has ended and its locks are being
+    /// removed ([`SESSION_END_STEP`](crate::SESSION_END_STEP)).
     pub session_name: String,
     /// Its state.
     pub state: LockState,

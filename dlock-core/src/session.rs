@@ -143,23 +143,60 @@ impl Core {
     /// R50: ends a session. Every lock it owns is removed as if force-unlocked, with no
     /// completion to it; a removed PW or EX granted mode (also of a converting lock) makes
     /// the value block not valid (R29b). The affected resources are marked for a grant pass.
+    ///
+    /// The session is gone at once (its ids are unknown from here on, R51); its locks go
+    /// within this input's [`SESSION_END_STEP`](crate::SESSION_END_STEP), the rest in the
+    /// following `Tick`s ([`continue_ending`](Self::continue_ending)).
     pub(crate) fn end_session(&mut self, id: SessionId, fx: &mut Effects) {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
         self.timers.remove(&(session.expires_at, Timer::Lease(id)));
-        // The session is gone from the table, so removing its locks leaves this list alone.
-        let owned: Vec<LockRef> = session.locks.iter(&self.locks).map(|(r, _)| r).collect();
-        for r in owned {
-            if let Some(l) = self.locks.get(r.0) {
-                if matches!(l.status.granted_mode(), Some(Mode::PW | Mode::EX)) {
-                    if let Some(res) = self.resources.get_mut(l.res.0) {
-                        crate::lvb::invalidate(res);
-                    }
-                }
-            }
-            self.remove_lock(r, fx);
+        if session.locks.len > 0 {
+            self.ending.insert(id, session.locks);
+            self.continue_ending(fx);
         }
+    }
+
+    /// Removes locks of ended sessions, in session id order and each session's in lock id
+    /// order, until this input's budget is spent. Each removal is a force-unlock of its own,
+    /// atomic on its resource (R51), as Linux's `dlm_clear_proc_locks` takes a dead
+    /// process's locks one by one.
+    pub(crate) fn continue_ending(&mut self, fx: &mut Effects) {
+        while fx.end_budget > 0 {
+            let Some(entry) = self.ending.first_entry() else {
+                return;
+            };
+            let Some(first) = entry.get().head.get() else {
+                // Not left behind by `remove_lock`, which drops an emptied list.
+                entry.remove();
+                continue;
+            };
+            if self.locks.get(first.0).is_none() {
+                // Unreachable: a listed lock exists. Dropping the list keeps this finite.
+                entry.remove();
+                continue;
+            }
+            self.remove_dead(first, fx);
+        }
+    }
+
+    /// Removes lock `r` of an ended session (R50): a PW or EX granted mode, also of a
+    /// converting lock, makes the value block not valid (R29b). Counts against the budget.
+    pub(crate) fn remove_dead(&mut self, r: LockRef, fx: &mut Effects) {
+        if let Some(l) = self.locks.get(r.0)
+            && matches!(l.status.granted_mode(), Some(Mode::PW | Mode::EX))
+            && let Some(res) = self.resources.get_mut(l.res.0)
+        {
+            crate::lvb::invalidate(res);
+        }
+        self.remove_lock(r, fx);
+        fx.end_budget = fx.end_budget.saturating_sub(1);
+    }
+
+    /// Whether `session` has ended and still owns locks being removed.
+    pub(crate) fn is_ending(&self, session: SessionId) -> bool {
+        !self.ending.is_empty() && self.ending.contains_key(&session)
     }
 
     /// A lease ran out (`Tick`): one SessionExpired event, then R50.

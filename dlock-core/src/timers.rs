@@ -35,7 +35,17 @@ impl Core {
                     // Grants made possible by work due earlier come first: a request
                     // that became grantable before its deadline is granted, not timed out.
                     self.run_grant_passes(fx, out);
-                    if let Some(&r) = self.lock_ids.get(&id) {
+                    let Some(&r) = self.lock_ids.get(&id) else {
+                        continue;
+                    };
+                    // An ended session's request is not told; it goes as its session's.
+                    if self
+                        .locks
+                        .get(r.0)
+                        .is_some_and(|l| self.is_ending(l.session))
+                    {
+                        self.remove_dead(r, fx);
+                    } else {
                         self.abort_pending(r, EventKind::TimedOut, fx, out);
                     }
                 }

@@ -42,8 +42,10 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, RaftStoreError> {
 const SNAPSHOT_TAG: [u8; 4] = *b"DLSN";
 
 /// The snapshot format this build writes and the newest it reads. 1: an untagged body;
-/// 2: the same body behind a tag and the version.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// 2: the same body behind a tag and the version; 3: the engine carries the sessions still
+/// losing their locks at its end (`dlock_core::SESSION_END_STEP`); a body of format 1 or
+/// 2 is read as `dlock_core::SnapshotV2`.
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 /// Encodes a snapshot body behind its tag and format version.
 pub fn encode_snapshot<T: Serialize>(value: &T) -> Result<Vec<u8>, RaftStoreError> {
@@ -53,11 +55,11 @@ pub fn encode_snapshot<T: Serialize>(value: &T) -> Result<Vec<u8>, RaftStoreErro
     Ok(out)
 }
 
-/// Decodes a snapshot body written by [`encode_snapshot`] or untagged (format 1); one of a
-/// newer format is refused.
-pub fn decode_snapshot<T: DeserializeOwned>(data: &[u8]) -> Result<T, RaftStoreError> {
+/// The format of a snapshot written by [`encode_snapshot`] or untagged (format 1), and its
+/// body; one of a newer format is refused.
+pub fn snapshot_body(data: &[u8]) -> Result<(u32, &[u8]), RaftStoreError> {
     let Some(rest) = data.strip_prefix(&SNAPSHOT_TAG) else {
-        return decode(data);
+        return Ok((1, data));
     };
     let (version, body) = rest
         .split_first_chunk::<4>()
@@ -70,7 +72,13 @@ pub fn decode_snapshot<T: DeserializeOwned>(data: &[u8]) -> Result<T, RaftStoreE
             supported: SNAPSHOT_FORMAT,
         });
     }
-    decode(body)
+    Ok((found, body))
+}
+
+/// Decodes a snapshot body written by [`encode_snapshot`] or untagged (format 1), whatever
+/// its format; one of a newer format is refused.
+pub fn decode_snapshot<T: DeserializeOwned>(data: &[u8]) -> Result<T, RaftStoreError> {
+    decode(snapshot_body(data)?.1)
 }
 
 /// Appends one record holding `value` to `out`.

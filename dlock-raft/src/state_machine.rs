@@ -46,6 +46,29 @@ struct SnapshotBody {
     core: dlock_core::Snapshot,
 }
 
+/// What a snapshot's data of format 1 or 2 holds: an engine from before sessions ended in
+/// steps.
+#[derive(Deserialize)]
+struct SnapshotBodyV2 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership<NodeId, Member>,
+    core: dlock_core::SnapshotV2,
+}
+
+/// Decodes a snapshot's data of any format this build reads.
+fn decode_body(data: &[u8]) -> Result<SnapshotBody, RaftStoreError> {
+    let (format, body) = codec::snapshot_body(data)?;
+    if format >= 3 {
+        return codec::decode(body);
+    }
+    let old: SnapshotBodyV2 = codec::decode(body)?;
+    Ok(SnapshotBody {
+        last_applied: old.last_applied,
+        membership: old.membership,
+        core: dlock_core::Snapshot::from_v2(old.core),
+    })
+}
+
 /// What `snapshot.bin` holds.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
@@ -170,7 +193,7 @@ impl StateMachine {
         fs::create_dir_all(&dir).map_err(|e| RaftStoreError::io(&dir, e))?;
         let state = match read_snapshot_file(&dir)? {
             Some(file) => {
-                let body: SnapshotBody = codec::decode_snapshot(&file.data)?;
+                let body = decode_body(&file.data)?;
                 SmState {
                     core: Core::restore(body.core),
                     last_applied: body.last_applied,
@@ -429,7 +452,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = codec::decode_snapshot(&data).map_err(|e| {
+        let body = decode_body(&data).map_err(|e| {
             openraft::StorageError::from(StorageIOError::read_snapshot(
                 Some(meta.signature()),
                 &io::Error::from(e),
@@ -473,5 +496,50 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: f.meta,
             snapshot: Box::new(Cursor::new(f.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dlock_core::{Command, Config, Core, Input};
+
+    use super::{SnapshotBody, decode_body};
+    use crate::codec;
+
+    #[test]
+    fn a_snapshot_of_format_2_is_read_into_todays_engine() {
+        let mut core = Core::new(Config::default());
+        let open = Command::OpenSession {
+            name: "s".into(),
+            ttl_ms: 10_000,
+            secret: 7,
+        };
+        core.apply(Input {
+            index: 1,
+            now_ms: 0,
+            command: open,
+        });
+        let body = SnapshotBody {
+            last_applied: None,
+            membership: Default::default(),
+            core: core.snapshot(),
+        };
+        let today = codec::encode_snapshot(&body).unwrap();
+        // Format 2 wrote the same body without the engine's last field, the sessions still
+        // ending: an empty map, one byte.
+        let mut old = today[..today.len() - 1].to_vec();
+        assert_eq!(today.last(), Some(&0));
+        old[4..8].copy_from_slice(&2u32.to_be_bytes());
+        let read = Core::restore(decode_body(&old).unwrap().core);
+        assert_eq!(read.session_count(), 1);
+        assert_eq!(read.last_index(), 1);
+        // Today's format is read as it is written; the short body is not.
+        assert_eq!(
+            Core::restore(decode_body(&today).unwrap().core).session_count(),
+            1
+        );
+        let mut short = old.clone();
+        short[4..8].copy_from_slice(&codec::SNAPSHOT_FORMAT.to_be_bytes());
+        assert!(decode_body(&short).is_err());
     }
 }

@@ -1,0 +1,196 @@
+//! R50/R51 at scale: a session with many locks ends in steps of [`SESSION_END_STEP`] locks,
+//! the session itself gone at once, none of its queued requests granted or told anything
+//! meanwhile.
+
+mod common;
+
+use common::*;
+use dlock_core::{
+    Command, Core, Input, LockFlags, LockId, Mode, Reject, SESSION_END_STEP, SessionId,
+};
+
+/// Opens a session taking `n` EX locks on names of its own (`{prefix}{i}`), each granted.
+fn holder(h: &mut H, name: &str, prefix: &str, n: usize) -> SessionId {
+    let s = h.open(name);
+    for i in 0..n {
+        let (l, ev) = h.lock(s, i as u64 + 1, &format!("{prefix}{i}"), Mode::EX);
+        assert_eq!(ev, vec![granted(s, i as u64 + 1, l, Mode::EX, l.0)]);
+    }
+    s
+}
+
+#[test]
+fn a_session_with_many_locks_loses_them_in_steps_and_is_gone_at_once() {
+    let mut h = H::new();
+    let n = 2 * SESSION_END_STEP + 10;
+    let d = holder(&mut h, "d", "k", n);
+    let w = h.open("w");
+    let last = format!("k{}", n - 1);
+    let (lw, ev) = h.lock(w, 1, &last, Mode::EX);
+    assert_eq!(
+        ev,
+        vec![queued(w, 1, lw), blocking(d, LockId(lw.0 - 2), Mode::EX)]
+    );
+
+    // The close answers at once and removes one step's worth; the waiter's resource is in
+    // the part left for the ticks.
+    assert_eq!(h.close(d, 1), vec![closed(d, 1)]);
+    assert_eq!(h.core.lock_count(), n - SESSION_END_STEP + 1);
+    assert_eq!(h.core.ending_sessions(), 1);
+    assert_eq!(h.core.next_deadline(), Some(h.now));
+    // The session is gone already: unknown to commands, queries and the census.
+    let (_, ev) = h.lock(d, 99, "other", Mode::NL);
+    assert_eq!(ev, vec![rejected(d, 99, None, Reject::UnknownSession)]);
+    assert!(h.core.session(d).is_none());
+    assert_eq!(h.core.census().sessions, 1);
+    let info = h.core.resource(last.as_bytes()).expect("still held");
+    assert_eq!(info.granted[0].session, d);
+    assert_eq!(info.granted[0].session_name, "");
+
+    // Each tick removes one more step; the waiter's turn comes with the last one.
+    assert_eq!(h.tick_after(0), vec![]);
+    assert_eq!(h.core.lock_count(), n - 2 * SESSION_END_STEP + 1);
+    let ev = h.tick_after(0);
+    assert_eq!(ev, vec![granted(w, 1, lw, Mode::EX, h.index)]);
+    assert_eq!(h.core.lock_count(), 1);
+    assert_eq!(h.core.ending_sessions(), 0);
+    // Only the waiter's lease is left to wait for.
+    assert_eq!(
+        h.core.next_deadline(),
+        Some(h.core.session_lease(w).unwrap().expires_at_ms)
+    );
+}
+
+#[test]
+fn an_ended_sessions_queued_request_is_never_granted() {
+    let mut h = H::new();
+    let owner = h.open("owner");
+    let (lx, _) = h.lock(owner, 1, "x", Mode::EX);
+    let d = holder(&mut h, "d", "a", SESSION_END_STEP);
+    let (ld, ev) = h.lock(d, 10_000, "x", Mode::EX);
+    assert_eq!(
+        ev,
+        vec![queued(d, 10_000, ld), blocking(owner, lx, Mode::EX)]
+    );
+    let w = h.open("w");
+    let (lw, ev) = h.lock(w, 1, "x", Mode::PR);
+    assert_eq!(ev, vec![queued(w, 1, lw)]);
+
+    assert_eq!(h.close(d, 1), vec![closed(d, 1)]);
+    assert_eq!(h.queues("x"), (vec![lx], vec![], vec![ld, lw]));
+    // The unlock's grant pass meets the ended session's request first: it goes, unanswered,
+    // and the next one is granted.
+    let ev = h.unlock(owner, 2, lx);
+    assert_eq!(
+        ev,
+        vec![unlocked(owner, 2, lx), granted(w, 1, lw, Mode::PR, h.index)]
+    );
+    assert_eq!(h.queues("x"), (vec![lw], vec![], vec![]));
+    assert_eq!(h.core.ending_sessions(), 0);
+    assert_eq!(h.core.lock_count(), 1);
+}
+
+#[test]
+fn an_ended_session_gets_no_blocking_notification_and_no_timeout() {
+    let mut h = H::new();
+    let owner = h.open("owner");
+    let (lz, _) = h.lock(owner, 1, "z", Mode::EX);
+    let d = holder(&mut h, "d", "a", 2 * SESSION_END_STEP);
+    let flags = LockFlags::empty();
+    let (ldz, ev) = h.lock_with(d, 10_000, "z", Mode::PR, flags, None, Some(100));
+    assert_eq!(ev[0], queued(d, 10_000, ldz));
+    let (ldx, _) = h.lock(d, 10_001, "x", Mode::EX);
+
+    assert_eq!(h.close(d, 1), vec![closed(d, 1)]);
+    // A request blocked by the ended session's lock waits, and nobody is notified.
+    let w = h.open("w");
+    let (lw, ev) = h.lock(w, 1, "x", Mode::PR);
+    assert_eq!(ev, vec![queued(w, 1, lw)]);
+    // At the timeout the tick's step removes the rest of the `a` locks, then the timer finds
+    // an ended session's request: it goes with no TimedOut.
+    let ev = h.tick_after(100);
+    assert_eq!(ev, vec![]);
+    assert_eq!(h.queues("z"), (vec![lz], vec![], vec![]));
+    assert_eq!(h.queues("x"), (vec![ldx], vec![], vec![lw]));
+    let ev = h.tick_after(0);
+    assert_eq!(ev, vec![granted(w, 1, lw, Mode::PR, h.index)]);
+    assert_eq!(h.core.ending_sessions(), 0);
+}
+
+#[test]
+fn sessions_expiring_together_share_one_step_and_a_shared_resource_costs_one_removal_each() {
+    let mut h = H::new();
+    let b = h.open_ttl("b", 100_000);
+    // More sessions than a step, each with a PR on one shared resource: ending each costs
+    // its own lock, never a walk of the shared resource's holders.
+    let n = SESSION_END_STEP + 200;
+    let mut sessions = Vec::new();
+    for i in 0..n {
+        let s = h.open_ttl(&format!("s{i}"), 1_000);
+        h.lock(s, 1, "shared", Mode::PR);
+        sessions.push(s);
+    }
+    let (lb, _) = h.lock(b, 1, "shared", Mode::EX);
+    // Every lease ends in this tick and every session is gone with it; a step's worth of
+    // locks goes now, the rest with the next tick, which grants the waiter.
+    let ev = h.tick_after(1_000);
+    let want: Vec<_> = sessions.iter().map(|&s| expired(s)).collect();
+    assert_eq!(ev, want);
+    assert_eq!(h.core.session_count(), 1);
+    assert_eq!(h.core.lock_count(), n - SESSION_END_STEP + 1);
+    assert_eq!(h.core.ending_sessions(), n - SESSION_END_STEP);
+    let ev = h.tick_after(0);
+    assert_eq!(ev, vec![granted(b, 1, lb, Mode::EX, h.index)]);
+    assert_eq!(h.core.lock_count(), 1);
+    assert_eq!(h.core.ending_sessions(), 0);
+}
+
+#[test]
+fn an_engine_restored_in_the_middle_of_a_session_end_finishes_it_the_same_way() {
+    let mut h = H::new();
+    let d = holder(&mut h, "d", "k", 3 * SESSION_END_STEP);
+    let w = h.open("w");
+    let (lw, _) = h.lock(w, 1, &format!("k{}", 3 * SESSION_END_STEP - 1), Mode::PW);
+    h.close(d, 1);
+    let bytes = bincode::serde::encode_to_vec(h.core.snapshot(), bincode::config::standard())
+        .expect("encodes");
+    let (snap, _) =
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).expect("decodes");
+    let mut restored = Core::restore(snap);
+    assert_eq!(restored.ending_sessions(), 1);
+    assert_eq!(restored.lock_count(), h.core.lock_count());
+    for _ in 0..2 {
+        let input = Input {
+            index: h.index + 1,
+            now_ms: h.now,
+            command: Command::Tick,
+        };
+        assert_eq!(restored.apply(input), h.tick_after(0));
+        assert_eq!(restored.lock_count(), h.core.lock_count());
+    }
+    assert_eq!(restored.ending_sessions(), 0);
+    assert_eq!(restored.resource(b"k0"), None);
+    assert_eq!(
+        h.queues(&format!("k{}", 3 * SESSION_END_STEP - 1)),
+        (vec![lw], vec![], vec![])
+    );
+}
+
+#[test]
+fn a_snapshot_of_an_engine_from_before_stepped_ends_reads_as_one() {
+    let mut h = H::new();
+    let s = holder(&mut h, "s", "k", 3);
+    let bytes = bincode::serde::encode_to_vec(h.core.snapshot(), bincode::config::standard())
+        .expect("encodes");
+    // Nothing ending: the older layout is this one without its last field, an empty map
+    // (one byte).
+    assert_eq!(bytes.last(), Some(&0));
+    let old = &bytes[..bytes.len() - 1];
+    let (v2, used): (dlock_core::SnapshotV2, usize) =
+        bincode::serde::decode_from_slice(old, bincode::config::standard()).expect("decodes");
+    assert_eq!(used, old.len());
+    let core = Core::restore(dlock_core::Snapshot::from_v2(v2));
+    assert_eq!(core.census(), h.core.census());
+    assert_eq!(core.session(s), h.core.session(s));
+    assert_eq!(core.last_token(), h.core.last_token());
+}
