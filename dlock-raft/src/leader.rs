@@ -420,6 +420,10 @@ impl Sequencer {
         // Ticks proposed and not yet applied, and when the last one was proposed.
         let mut ticks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let mut last_tick: Option<Instant> = None;
+        // Told when a tick has been applied (or failed): a deadline still due then (an ended
+        // session with more locks to remove, `dlock_core::SESSION_END_STEP`) gets its next
+        // tick at once, not after TICK_AGAIN.
+        let tick_done = Arc::new(tokio::sync::Notify::new());
         let mut checked = Instant::now();
         // The majority check in progress and the term it checks. It runs beside the ticks:
         // a heartbeat round that is slow on a loaded machine must not hold back a due tick,
@@ -509,11 +513,13 @@ impl Sequencer {
                             || (since >= TICK_AGAIN && ticks.len() < MAX_TICKS_IN_FLIGHT)
                         {
                             let (this, on_tick) = (self.clone(), on_tick.clone());
+                            let done = tick_done.clone();
                             ticks.push(tokio::spawn(async move {
                                 match this.write(c, Command::Tick).await {
                                     Ok(applied) => on_tick(applied),
                                     Err(e) => tracing::debug!(error = %e, "tick not applied"),
                                 }
+                                done.notify_one();
                             }));
                             last_tick = Some(Instant::now());
                             continue;
@@ -524,6 +530,7 @@ impl Sequencer {
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             _ = server.changed() => {}
+                            () = tick_done.notified() => {}
                             () = tokio::time::sleep(again) => {}
                         }
                         continue;

@@ -17,6 +17,7 @@ mod h11_memory_budget;
 mod h12_replay_per_peer;
 mod h13_rate_per_peer;
 mod h14_fair_turns;
+mod h15_bulk_release;
 mod h1_slow_reader;
 mod h2_expensive_query;
 mod h3_slowloris;
