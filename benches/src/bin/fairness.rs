@@ -74,8 +74,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    if args.sessions == 0 || args.sessions > 10_000 || args.locks == 0 || args.locks > 10_000 {
-        bail!("--sessions and --locks must be between 1 and 10000");
+    if args.sessions == 0 || args.sessions > 10_000 || args.locks == 0 || args.locks > 100_000 {
+        bail!("--sessions must be between 1 and 10000 and --locks between 1 and 100000");
     }
     if args.runs == 0 || args.runs > 20 || args.quiet > Duration::from_secs(600) {
         bail!("--runs must be between 1 and 20 and --quiet at most 10 minutes");
