@@ -33,12 +33,24 @@ impl Driver {
         })
     }
 
+    /// Opens a session; panics if the engine refuses it (a bench of refusals measures
+    /// nothing).
     fn open(&mut self, ttl_ms: u64) -> SessionId {
-        self.apply(Command::OpenSession {
+        let ev = self.apply(Command::OpenSession {
             name: String::new(),
             ttl_ms,
             secret: 0,
         });
+        assert!(
+            matches!(
+                ev[..],
+                [Event {
+                    kind: dlock_core::EventKind::SessionOpened { .. },
+                    ..
+                }]
+            ),
+            "{ev:?}"
+        );
         SessionId(self.index)
     }
 
@@ -93,12 +105,14 @@ fn big() -> Config {
     }
 }
 
-const HOUR: u64 = 3_600_000;
+/// The longest lease the default configuration allows: long enough that no bench's clock
+/// reaches it.
+const LONG: u64 = 300_000;
 
 /// One lock and one unlock of a free resource (two inputs per iteration).
 fn uncontended(c: &mut Criterion) {
     let mut d = Driver::new(Config::default());
-    let s = d.open(HOUR);
+    let s = d.open(LONG);
     c.bench_function("uncontended_lock_unlock", |b| {
         b.iter(|| {
             let (l, _) = d.lock(s, b"resource", Mode::EX);
@@ -110,8 +124,8 @@ fn uncontended(c: &mut Criterion) {
 /// An up and a down conversion of an uncontended lock (two inputs per iteration).
 fn conversions(c: &mut Criterion) {
     let mut d = Driver::new(Config::default());
-    let s = d.open(HOUR);
-    let other = d.open(HOUR);
+    let s = d.open(LONG);
+    let other = d.open(LONG);
     let (l, _) = d.lock(s, b"resource", Mode::NL);
     d.lock(other, b"resource", Mode::CR);
     c.bench_function("convert_up_down", |b| {
@@ -125,10 +139,10 @@ fn conversions(c: &mut Criterion) {
 /// A holder and 10,000 waiters of 10,000 sessions on one resource.
 fn deep_queue(waiter_mode: Mode) -> (Driver, SessionId, LockId) {
     let mut d = Driver::new(big());
-    let holder = d.open(HOUR);
+    let holder = d.open(LONG);
     let (l, _) = d.lock(holder, b"deep", Mode::EX);
     for _ in 0..10_000 {
-        let s = d.open(HOUR);
+        let s = d.open(LONG);
         d.lock(s, b"deep", waiter_mode);
     }
     (d, holder, l)
@@ -172,7 +186,7 @@ fn deadlock_chain(c: &mut Criterion) {
     let mut g = c.benchmark_group("deadlock_search_chain");
     for n in [100usize, 1_000] {
         let mut d = Driver::new(big());
-        let sessions: Vec<SessionId> = (0..n).map(|_| d.open(HOUR)).collect();
+        let sessions: Vec<SessionId> = (0..n).map(|_| d.open(LONG)).collect();
         let name = |i: usize| format!("r{i}").into_bytes();
         for (i, &s) in sessions.iter().enumerate() {
             d.lock(s, &name(i), Mode::EX);
@@ -182,7 +196,10 @@ fn deadlock_chain(c: &mut Criterion) {
         }
         let last = sessions[n - 1];
         let (_, ev) = d.lock(last, &name(0), Mode::EX);
-        assert!(matches!(ev[0].kind, dlock_core::EventKind::Deadlock));
+        assert!(
+            matches!(ev[0].kind, dlock_core::EventKind::Deadlock),
+            "{n}: {ev:?}"
+        );
         g.bench_function(format!("{n}"), |b| {
             b.iter(|| d.lock(last, &name(0), Mode::EX))
         });
@@ -196,14 +213,14 @@ fn deadlock_chain(c: &mut Criterion) {
 fn deadlock_deep_queue(c: &mut Criterion) {
     let mut g = c.benchmark_group("deadlock_search_deep_queue");
     let mut d = Driver::new(big());
-    let holder = d.open(HOUR);
+    let holder = d.open(LONG);
     d.lock(holder, b"hot", Mode::EX);
     for i in 0..10_000u32 {
-        let s = d.open(HOUR);
+        let s = d.open(LONG);
         d.lock(s, format!("own{i}").as_bytes(), Mode::EX);
         d.lock(s, b"hot", Mode::EX);
     }
-    let s = d.open(HOUR);
+    let s = d.open(LONG);
     d.lock(s, b"mine", Mode::EX);
     g.bench_function("10k_waiters_holding_locks", |b| {
         b.iter(|| {
@@ -225,7 +242,7 @@ fn expiry(c: &mut Criterion) {
     let mut g = c.benchmark_group("expire_100k_sessions");
     g.sample_size(10);
     let mut d = Driver::new(big());
-    let survivor = d.open(HOUR);
+    let survivor = d.open(LONG);
     for i in 0..100_000u32 {
         let s = d.open(1_000);
         d.lock(s, format!("own{i}").as_bytes(), Mode::EX);
@@ -247,6 +264,50 @@ fn expiry(c: &mut Criterion) {
     g.finish();
 }
 
+/// The end of one session holding 100,000 EX locks, each on its own resource: the
+/// `CloseSession` input alone (one step of `STEP_WORK` locks, the longest any input
+/// spends on it), and the close with every `Tick` until the last lock is gone (the whole
+/// work, which an engine without steps did in the one input).
+fn session_end(c: &mut Criterion) {
+    let mut g = c.benchmark_group("end_session_100k_locks");
+    g.sample_size(10);
+    let mut d = Driver::new(big());
+    let s = d.open(LONG);
+    for i in 0..100_000u32 {
+        d.lock(s, format!("own{i}").as_bytes(), Mode::EX);
+    }
+    let close = Command::CloseSession {
+        session: s,
+        request: RequestId(1),
+    };
+    g.bench_function("close_input", |b| {
+        b.iter_batched(
+            || d.clone(),
+            |mut d| {
+                let ev = d.apply(close.clone());
+                assert_eq!(ev.len(), 1);
+                d
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("close_and_every_tick", |b| {
+        b.iter_batched(
+            || d.clone(),
+            |mut d| {
+                d.apply(close.clone());
+                while d.core.next_deadline() == Some(d.now) {
+                    d.apply(Command::Tick);
+                }
+                assert_eq!(d.core.lock_count(), 0);
+                d
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     uncontended,
@@ -254,6 +315,7 @@ criterion_group!(
     grant_pass,
     deadlock_chain,
     deadlock_deep_queue,
-    expiry
+    expiry,
+    session_end
 );
 criterion_main!(benches);

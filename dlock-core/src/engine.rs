@@ -43,18 +43,20 @@ pub struct Core {
     #[serde(skip)]
     pub(crate) search_steps: crate::deadlock::StepCount,
     /// Sessions that have ended (R50) and still own locks, with those locks: a session with
-    /// many locks loses them over several inputs, at most [`SESSION_END_STEP`] an input
+    /// many locks loses them over several inputs, at most [`STEP_WORK`] an input
     /// (`session.rs`). Last, so that a snapshot of an
     /// engine without it ([`Snapshot::from_v2`]) differs only by its absence.
     pub(crate) ending: BTreeMap<SessionId, List<InSession>>,
 }
 
-/// How many locks of ended sessions one input removes at most. An ended session with more locks keeps
-/// them, still blocking as before, until the following `Tick`s remove the rest;
-/// [`Core::next_deadline`] asks for those ticks at once. Removing a lock costs about a
-/// microsecond, so no input spends more than about a millisecond on the end of a session
-/// with a hundred thousand locks, and other sessions' requests run between the steps.
-pub const SESSION_END_STEP: usize = 1024;
+/// The most cleanup one input does: locks of ended sessions removed plus due timers (lease
+/// ends, request timeouts) handled. An ended session with more locks keeps them, still
+/// blocking as before, and timers due beyond it stay due, until the following `Tick`s do
+/// the rest; [`Core::next_deadline`] asks for those ticks at once. A removal or a timer
+/// costs well under a microsecond, so no input spends more than about a millisecond on the
+/// end of a session with a hundred thousand locks or on a hundred thousand leases ending
+/// together, and other sessions' requests are applied between the steps.
+pub const STEP_WORK: usize = 1024;
 
 /// A serialisable copy of the whole engine state; see [`Core::snapshot`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -109,8 +111,8 @@ pub(crate) struct Effects {
     pub(crate) touched: Vec<LockId>,
     /// Resources that lost a lock and need a grant pass (R12).
     pub(crate) dirty: BTreeSet<ResRef>,
-    /// Locks of ended sessions this input may still remove ([`SESSION_END_STEP`]).
-    pub(crate) end_budget: usize,
+    /// Cleanup this input may still do ([`STEP_WORK`]).
+    pub(crate) step_work: usize,
 }
 
 impl Default for Effects {
@@ -119,7 +121,7 @@ impl Default for Effects {
             basts: Vec::new(),
             touched: Vec::new(),
             dirty: BTreeSet::new(),
-            end_budget: SESSION_END_STEP,
+            step_work: STEP_WORK,
         }
     }
 }
@@ -260,7 +262,7 @@ impl Core {
 
     /// The core clock time (ms) at which the driver should send the next `Tick`, if any:
     /// the engine's own clock (at once) while an ended session still has locks to remove
-    /// ([`SESSION_END_STEP`]).
+    /// ([`STEP_WORK`]).
     pub fn next_deadline(&self) -> Option<u64> {
         if !self.ending.is_empty() {
             return Some(self.clock_ms);
@@ -268,7 +270,7 @@ impl Core {
         self.timers.first().map(|&(at, _)| at)
     }
 
-    /// How many ended sessions still have locks to remove ([`SESSION_END_STEP`]); 0 almost
+    /// How many ended sessions still have locks to remove ([`STEP_WORK`]); 0 almost
     /// always.
     pub fn ending_sessions(&self) -> usize {
         self.ending.len()

@@ -75,7 +75,7 @@
 //!   that strengthens a mode, the youngest queued request of each new cycle is refused,
 //!   one cycle at a time.
 //! - Session end (R50, R51): the session is gone at once (its ids are unknown, it is not
-//!   listed); its locks are removed in steps of [`SESSION_END_STEP`], each a force-unlock
+//!   listed); its locks are removed in steps of [`STEP_WORK`], each a force-unlock
 //!   atomic on its resource (R51), and until then they block as before: as if the session
 //!   were still unlocking them one by one, which is how Linux's `dlm_clear_proc_locks`
 //!   proceeds. None of them is granted meanwhile: a queued request of an ended session
@@ -83,9 +83,10 @@
 //!   no event; its locks get no blocking notifications. Queries list the remaining locks
 //!   without a session name.
 //! - `Tick`: due timers run in deadline order, a lease before a request timeout at the
-//!   same instant. Expired sessions are removed first; the grant passes they enable run
-//!   before any request deadline is judged, so a request that became grantable in time is
-//!   granted rather than timed out.
+//!   same instant, up to [`STEP_WORK`] of them (a session whose lease has run out stays
+//!   live until a `Tick` gets to it, as the contract of `apply` says). Expired sessions
+//!   are removed first; the grant passes they enable run before any request deadline is
+//!   judged, so a request that became grantable in time is granted rather than timed out.
 //!
 //! # Exactly once
 //!
@@ -127,10 +128,12 @@
 //! - Queues are intrusive doubly linked lists through the locks, so removal from the middle
 //!   (cancel, timeout, session end) is O(log n) for the id lookup, and expiring many
 //!   sessions is linear in their locks.
-//! - The end of a session (close or expiry) removes at most [`SESSION_END_STEP`] of its locks
-//!   in the input that ends it; the rest go in the following `Tick`s, which
+//! - Cleanup is bounded per input: the end of a session (close or expiry) removes at most
+//!   [`STEP_WORK`] of its locks in the input that ends it, and a `Tick` handles due timers
+//!   and removals up to [`STEP_WORK`] in all; the rest go in the following `Tick`s, which
 //!   [`Core::next_deadline`] asks for at once. So no single input does unbounded work for
-//!   a session with many locks, and other sessions' requests are applied between the steps.
+//!   a session with many locks or for many leases ending together, and other sessions'
+//!   requests are applied between the steps.
 //! - A grant pass costs O(1) per grant plus one failed test; no queue is scanned.
 //! - Timers (leases, request timeouts) live in one ordered set: O(log n) per update.
 //! - Deadlock search (see `deadlock.rs`) examines at most
@@ -175,7 +178,7 @@ mod validate;
 pub use census::{Census, SessionSummary};
 pub use command::{Command, Input};
 pub use config::Config;
-pub use engine::{Core, SESSION_END_STEP, Snapshot, SnapshotV2};
+pub use engine::{Core, STEP_WORK, Snapshot, SnapshotV2};
 pub use event::{Event, EventKind, Invalid, Limit, Reject};
 pub use flags::LockFlags;
 pub use ids::{FencingToken, LockId, RequestId, SessionId};

@@ -63,7 +63,7 @@ pub struct LockInfo {
     /// Its owner.
     pub session: SessionId,
     /// The owner's session name; empty once the session has ended and its locks are being
-    /// removed ([`SESSION_END_STEP`](crate::SESSION_END_STEP)).
+    /// removed ([`STEP_WORK`](crate::STEP_WORK)).
     pub session_name: String,
     /// Its state.
     pub state: LockState,

@@ -145,7 +145,7 @@ impl Core {
     /// the value block not valid (R29b). The affected resources are marked for a grant pass.
     ///
     /// The session is gone at once (its ids are unknown from here on, R51); its locks go
-    /// within this input's [`SESSION_END_STEP`](crate::SESSION_END_STEP), the rest in the
+    /// within this input's [`STEP_WORK`](crate::STEP_WORK), the rest in the
     /// following `Tick`s ([`continue_ending`](Self::continue_ending)).
     pub(crate) fn end_session(&mut self, id: SessionId, fx: &mut Effects) {
         let Some(session) = self.sessions.remove(&id) else {
@@ -163,7 +163,7 @@ impl Core {
     /// atomic on its resource (R51), as Linux's `dlm_clear_proc_locks` takes a dead
     /// process's locks one by one.
     pub(crate) fn continue_ending(&mut self, fx: &mut Effects) {
-        while fx.end_budget > 0 {
+        while fx.step_work > 0 {
             let Some(entry) = self.ending.first_entry() else {
                 return;
             };
@@ -191,7 +191,7 @@ impl Core {
             crate::lvb::invalidate(res);
         }
         self.remove_lock(r, fx);
-        fx.end_budget = fx.end_budget.saturating_sub(1);
+        fx.step_work = fx.step_work.saturating_sub(1);
     }
 
     /// Whether `session` has ended and still owns locks being removed.

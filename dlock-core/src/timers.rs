@@ -19,16 +19,19 @@ pub(crate) enum Timer {
 }
 
 impl Core {
-    /// `Tick`: every due timer in deadline order. An expired session is removed as R50 with
-    /// one SessionExpired event; a timed-out request is cancelled as R46/R47 but completes
+    /// `Tick`: due timers in deadline order, as many as this input's
+    /// [`STEP_WORK`](crate::STEP_WORK) leaves room for (the rest stay due, so the next
+    /// deadline has passed already). An expired session is removed as R50 with one
+    /// SessionExpired event; a timed-out request is cancelled as R46/R47 but completes
     /// with TIMEDOUT. The grant passes of the affected resources run after the expiries,
     /// once per resource, and before any request deadline is judged.
     pub(crate) fn tick(&mut self, fx: &mut Effects, out: &mut Vec<Event>) {
         while let Some(&(at, what)) = self.timers.first() {
-            if at > self.clock_ms {
+            if at > self.clock_ms || fx.step_work == 0 {
                 break;
             }
             self.timers.pop_first();
+            fx.step_work -= 1;
             match what {
                 Timer::Lease(s) => self.expire_session(s, fx, out),
                 Timer::Request(id) => {
@@ -38,7 +41,9 @@ impl Core {
                     let Some(&r) = self.lock_ids.get(&id) else {
                         continue;
                     };
-                    // An ended session's request is not told; it goes as its session's.
+                    // An ended session's request is not told; it goes as its session's. (Each
+                    // tick removes ended sessions' locks before it looks at a timer, so this
+                    // guards an order that could change, not one that occurs today.)
                     if self
                         .locks
                         .get(r.0)

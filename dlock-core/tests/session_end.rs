@@ -1,13 +1,11 @@
-//! R50/R51 at scale: a session with many locks ends in steps of [`SESSION_END_STEP`] locks,
+//! R50/R51 at scale: a session with many locks ends in steps of [`STEP_WORK`] locks,
 //! the session itself gone at once, none of its queued requests granted or told anything
 //! meanwhile.
 
 mod common;
 
 use common::*;
-use dlock_core::{
-    Command, Core, Input, LockFlags, LockId, Mode, Reject, SESSION_END_STEP, SessionId,
-};
+use dlock_core::{Command, Core, Input, LockFlags, LockId, Mode, Reject, STEP_WORK, SessionId};
 
 /// Opens a session taking `n` EX locks on names of its own (`{prefix}{i}`), each granted.
 fn holder(h: &mut H, name: &str, prefix: &str, n: usize) -> SessionId {
@@ -22,7 +20,7 @@ fn holder(h: &mut H, name: &str, prefix: &str, n: usize) -> SessionId {
 #[test]
 fn a_session_with_many_locks_loses_them_in_steps_and_is_gone_at_once() {
     let mut h = H::new();
-    let n = 2 * SESSION_END_STEP + 10;
+    let n = 2 * STEP_WORK + 10;
     let d = holder(&mut h, "d", "k", n);
     let w = h.open("w");
     let last = format!("k{}", n - 1);
@@ -35,7 +33,7 @@ fn a_session_with_many_locks_loses_them_in_steps_and_is_gone_at_once() {
     // The close answers at once and removes one step's worth; the waiter's resource is in
     // the part left for the ticks.
     assert_eq!(h.close(d, 1), vec![closed(d, 1)]);
-    assert_eq!(h.core.lock_count(), n - SESSION_END_STEP + 1);
+    assert_eq!(h.core.lock_count(), n - STEP_WORK + 1);
     assert_eq!(h.core.ending_sessions(), 1);
     assert_eq!(h.core.next_deadline(), Some(h.now));
     // The session is gone already: unknown to commands, queries and the census.
@@ -49,7 +47,7 @@ fn a_session_with_many_locks_loses_them_in_steps_and_is_gone_at_once() {
 
     // Each tick removes one more step; the waiter's turn comes with the last one.
     assert_eq!(h.tick_after(0), vec![]);
-    assert_eq!(h.core.lock_count(), n - 2 * SESSION_END_STEP + 1);
+    assert_eq!(h.core.lock_count(), n - 2 * STEP_WORK + 1);
     let ev = h.tick_after(0);
     assert_eq!(ev, vec![granted(w, 1, lw, Mode::EX, h.index)]);
     assert_eq!(h.core.lock_count(), 1);
@@ -66,7 +64,7 @@ fn an_ended_sessions_queued_request_is_never_granted() {
     let mut h = H::new();
     let owner = h.open("owner");
     let (lx, _) = h.lock(owner, 1, "x", Mode::EX);
-    let d = holder(&mut h, "d", "a", SESSION_END_STEP);
+    let d = holder(&mut h, "d", "a", STEP_WORK);
     let (ld, ev) = h.lock(d, 10_000, "x", Mode::EX);
     assert_eq!(
         ev,
@@ -95,7 +93,7 @@ fn an_ended_session_gets_no_blocking_notification_and_no_timeout() {
     let mut h = H::new();
     let owner = h.open("owner");
     let (lz, _) = h.lock(owner, 1, "z", Mode::EX);
-    let d = holder(&mut h, "d", "a", 2 * SESSION_END_STEP);
+    let d = holder(&mut h, "d", "a", 2 * STEP_WORK);
     let flags = LockFlags::empty();
     let (ldz, ev) = h.lock_with(d, 10_000, "z", Mode::PR, flags, None, Some(100));
     assert_eq!(ev[0], queued(d, 10_000, ldz));
@@ -106,24 +104,25 @@ fn an_ended_session_gets_no_blocking_notification_and_no_timeout() {
     let w = h.open("w");
     let (lw, ev) = h.lock(w, 1, "x", Mode::PR);
     assert_eq!(ev, vec![queued(w, 1, lw)]);
-    // At the timeout the tick's step removes the rest of the `a` locks, then the timer finds
-    // an ended session's request: it goes with no TimedOut.
+    // At the timeout the tick's step removes the rest of the `a` locks; the timer stays due.
     let ev = h.tick_after(100);
     assert_eq!(ev, vec![]);
-    assert_eq!(h.queues("z"), (vec![lz], vec![], vec![]));
+    assert_eq!(h.queues("z"), (vec![lz], vec![], vec![ldz]));
     assert_eq!(h.queues("x"), (vec![ldx], vec![], vec![lw]));
+    // The next step removes the timed request before its timer is looked at: no TimedOut.
     let ev = h.tick_after(0);
     assert_eq!(ev, vec![granted(w, 1, lw, Mode::PR, h.index)]);
+    assert_eq!(h.queues("z"), (vec![lz], vec![], vec![]));
     assert_eq!(h.core.ending_sessions(), 0);
 }
 
 #[test]
-fn sessions_expiring_together_share_one_step_and_a_shared_resource_costs_one_removal_each() {
+fn sessions_expiring_together_take_steps_and_a_shared_resource_costs_one_removal_each() {
     let mut h = H::new();
     let b = h.open_ttl("b", 100_000);
     // More sessions than a step, each with a PR on one shared resource: ending each costs
     // its own lock, never a walk of the shared resource's holders.
-    let n = SESSION_END_STEP + 200;
+    let n = STEP_WORK + 200;
     let mut sessions = Vec::new();
     for i in 0..n {
         let s = h.open_ttl(&format!("s{i}"), 1_000);
@@ -131,16 +130,28 @@ fn sessions_expiring_together_share_one_step_and_a_shared_resource_costs_one_rem
         sessions.push(s);
     }
     let (lb, _) = h.lock(b, 1, "shared", Mode::EX);
-    // Every lease ends in this tick and every session is gone with it; a step's worth of
-    // locks goes now, the rest with the next tick, which grants the waiter.
-    let ev = h.tick_after(1_000);
-    let want: Vec<_> = sessions.iter().map(|&s| expired(s)).collect();
-    assert_eq!(ev, want);
-    assert_eq!(h.core.session_count(), 1);
-    assert_eq!(h.core.lock_count(), n - SESSION_END_STEP + 1);
-    assert_eq!(h.core.ending_sessions(), n - SESSION_END_STEP);
-    let ev = h.tick_after(0);
-    assert_eq!(ev, vec![granted(b, 1, lb, Mode::EX, h.index)]);
+    // Every lease has run out. A session costs a step two units, its timer and its lock, so
+    // each tick ends half a step of sessions, in lease order, until the last one grants the
+    // waiter. A walk of the shared resource's holders per session would take many more.
+    let per_tick = STEP_WORK / 2;
+    let mut expired_in_order = Vec::new();
+    let mut ticks = 0;
+    let mut last = Vec::new();
+    h.now += 1_000;
+    while h.core.next_deadline().is_some_and(|d| d <= h.now) {
+        let ev = h.tick_after(0);
+        ticks += 1;
+        let ended: Vec<_> = ev
+            .iter()
+            .filter(|e| e.kind == expired(e.session).kind)
+            .collect();
+        assert!(ended.len() <= per_tick, "{} in one tick", ended.len());
+        expired_in_order.extend(ended.iter().map(|e| e.session));
+        last = ev;
+    }
+    assert_eq!(expired_in_order, sessions);
+    assert_eq!(ticks, n.div_ceil(per_tick));
+    assert_eq!(last.last(), Some(&granted(b, 1, lb, Mode::EX, h.index)));
     assert_eq!(h.core.lock_count(), 1);
     assert_eq!(h.core.ending_sessions(), 0);
 }
@@ -148,9 +159,9 @@ fn sessions_expiring_together_share_one_step_and_a_shared_resource_costs_one_rem
 #[test]
 fn an_engine_restored_in_the_middle_of_a_session_end_finishes_it_the_same_way() {
     let mut h = H::new();
-    let d = holder(&mut h, "d", "k", 3 * SESSION_END_STEP);
+    let d = holder(&mut h, "d", "k", 3 * STEP_WORK);
     let w = h.open("w");
-    let (lw, _) = h.lock(w, 1, &format!("k{}", 3 * SESSION_END_STEP - 1), Mode::PW);
+    let (lw, _) = h.lock(w, 1, &format!("k{}", 3 * STEP_WORK - 1), Mode::PW);
     h.close(d, 1);
     let bytes = bincode::serde::encode_to_vec(h.core.snapshot(), bincode::config::standard())
         .expect("encodes");
@@ -171,7 +182,7 @@ fn an_engine_restored_in_the_middle_of_a_session_end_finishes_it_the_same_way() 
     assert_eq!(restored.ending_sessions(), 0);
     assert_eq!(restored.resource(b"k0"), None);
     assert_eq!(
-        h.queues(&format!("k{}", 3 * SESSION_END_STEP - 1)),
+        h.queues(&format!("k{}", 3 * STEP_WORK - 1)),
         (vec![lw], vec![], vec![])
     );
 }
@@ -193,4 +204,31 @@ fn a_snapshot_of_an_engine_from_before_stepped_ends_reads_as_one() {
     assert_eq!(core.census(), h.core.census());
     assert_eq!(core.session(s), h.core.session(s));
     assert_eq!(core.last_token(), h.core.last_token());
+}
+
+#[test]
+fn leases_ending_together_are_handled_a_step_at_a_time_and_live_until_then() {
+    let mut h = H::new();
+    let n = STEP_WORK + 100;
+    let sessions: Vec<SessionId> = (0..n)
+        .map(|i| h.open_ttl(&format!("s{i}"), 1_000))
+        .collect();
+    // Every lease has run out; one tick handles a step's worth of them, in deadline order.
+    let ev = h.tick_after(1_000);
+    let want: Vec<_> = sessions[..STEP_WORK].iter().map(|&s| expired(s)).collect();
+    assert_eq!(ev, want);
+    assert_eq!(h.core.session_count(), 100);
+    // The rest are still due: the next tick is wanted at once.
+    assert!(h.core.next_deadline().is_some_and(|d| d <= h.now));
+    // Until a tick gets to it, a session is live, and a renewal keeps it.
+    let kept = sessions[n - 1];
+    assert_eq!(h.renew(kept, 1), vec![renewed(kept, 1, 1_000)]);
+    let ev = h.tick_after(0);
+    let want: Vec<_> = sessions[STEP_WORK..n - 1]
+        .iter()
+        .map(|&s| expired(s))
+        .collect();
+    assert_eq!(ev, want);
+    assert_eq!(h.core.session_count(), 1);
+    assert_eq!(h.core.next_deadline(), Some(h.now + 1_000));
 }

@@ -43,7 +43,7 @@ const SNAPSHOT_TAG: [u8; 4] = *b"DLSN";
 
 /// The snapshot format this build writes and the newest it reads. 1: an untagged body;
 /// 2: the same body behind a tag and the version; 3: the engine carries the sessions still
-/// losing their locks at its end (`dlock_core::SESSION_END_STEP`); a body of format 1 or
+/// losing their locks at its end (`dlock_core::STEP_WORK`); a body of format 1 or
 /// 2 is read as `dlock_core::SnapshotV2`.
 pub const SNAPSHOT_FORMAT: u32 = 3;
 

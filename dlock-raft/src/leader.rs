@@ -421,7 +421,7 @@ impl Sequencer {
         let mut ticks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let mut last_tick: Option<Instant> = None;
         // Told when a tick has been applied (or failed): a deadline still due then (an ended
-        // session with more locks to remove, `dlock_core::SESSION_END_STEP`) gets its next
+        // session with more locks to remove, `dlock_core::STEP_WORK`) gets its next
         // tick at once, not after TICK_AGAIN.
         let tick_done = Arc::new(tokio::sync::Notify::new());
         let mut checked = Instant::now();

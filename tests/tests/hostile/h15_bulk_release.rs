@@ -1,5 +1,5 @@
 //! The end of a session with many locks is spread over steps: the engine removes
-//! [`SESSION_END_STEP`] of them per input and asks for the next tick at once, so no single
+//! [`STEP_WORK`] of them per input and asks for the next tick at once, so no single
 //! step holds it for long, and the last of them is released promptly (not at some later
 //! timer). A client waiting on the resource of the ended session's last lock is granted
 //! well within its lease, and afterwards nothing of the session is left.
@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail, ensure};
-use dlock_core::SESSION_END_STEP;
+use dlock_core::STEP_WORK;
 use dlock_proto::{EventKind, LockFlags, Mode, Query, Reply, Request};
 use dlock_tests::{RawClient, TestServer};
 
@@ -26,7 +26,7 @@ async fn the_last_lock_of_a_large_session_is_released_promptly_after_its_goodbye
     let start = Instant::now();
     let server = TestServer::start().await?;
     let addr = server.addr();
-    let n = STEPS * SESSION_END_STEP;
+    let n = STEPS * STEP_WORK;
     let names: Vec<String> = (0..n).map(|i| format!("h15/{i:06}")).collect();
     let mut big = RawClient::connect(addr, "h15-big").await?;
     take_all(&mut big, &names).await?;
