@@ -105,7 +105,7 @@ pub enum Query {
     Prefix {
         /// The prefix (empty: all).
         prefix: Vec<u8>,
-        /// At most this many (the server caps it further).
+        /// At most this many (the server caps it further); 0 asks for the server's cap.
         limit: u32,
         /// Only names after this one (the last name of the previous page).
         after: Option<Vec<u8>>,

@@ -49,7 +49,11 @@ pub(super) fn query(
             limit,
             after,
         } => {
-            let limit = (limit as usize).min(config.max_query_resources);
+            // 0 asks for as many as the server gives (a page of none would say "more" forever).
+            let limit = match limit {
+                0 => config.max_query_resources,
+                n => (n as usize).min(config.max_query_resources),
+            };
             let (resources, more) = match view {
                 None => core.resources_page(&prefix, after.as_deref(), limit, budget),
                 Some((rules, identity)) => super::authz::prefix_page(

@@ -97,6 +97,41 @@ async fn locks_per_session_and_name_length_limits() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_prefix_query_with_limit_zero_gets_pages_of_the_servers_cap() -> Result<()> {
+    let mut config = TestServer::config();
+    config.max_query_resources = 5;
+    let server = TestServer::start_with(config).await?;
+    let mut a = RawClient::connect(server.addr(), "a").await?;
+    for i in 0..8 {
+        a.acquire(&format!("zero/{i}"), Mode::NL).await?;
+    }
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let query = dlock_proto::Query::Prefix {
+            prefix: b"zero/".to_vec(),
+            limit: 0,
+            after: after.clone(),
+        };
+        let id = a.send(dlock_proto::Request::Query(query)).await?;
+        let dlock_proto::Reply::Resources {
+            resources, more, ..
+        } = a.reply_for(id).await?
+        else {
+            panic!("expected resources");
+        };
+        after = resources.last().map(|r| r.name.clone());
+        pages.push((resources.len(), more));
+        if !more {
+            break;
+        }
+        assert!(pages.len() < 3, "pages: {pages:?}");
+    }
+    assert_eq!(pages, [(5, true), (3, false)]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn answers_larger_than_a_frame_come_in_pages() -> Result<()> {
     let mut config = TestServer::config();
     config.max_frame_len = 4096;
