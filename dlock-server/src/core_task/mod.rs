@@ -263,6 +263,7 @@ impl CoreTask {
                     self.take_turns(&mut batch, &mut turns, max_batch)?;
                 }
             }
+            let after = Instant::now();
             // The grace ends here, between batches, and never by a clock read inside `handle`:
             // a command arriving after the deadline but before this point is held too, so the
             // held commands always go first and arrival order is kept.
@@ -289,6 +290,7 @@ impl CoreTask {
             close_overflowed(&mut self.engine, &mut self.sessions)?;
             // Victims of conversions, ticks and the grace's end, remembered untraced.
             self.trace_deadlocks(None);
+            self.count_busy(after);
             let busy = Instant::now();
             // Delivery comes last, after the whole batch, the grace's end, the Tick and the
             // overflow closes: each connection gets everything this wake-up produced for it
@@ -296,6 +298,7 @@ impl CoreTask {
             // order of messages to one connection is the order they were produced in.
             self.sessions.deliver();
             self.count_busy(busy);
+            self.end_wakeup();
         }
         debug!(sessions = self.sessions.map.len(), "core task stopped");
         Ok(())
@@ -346,8 +349,18 @@ impl CoreTask {
     /// Adds the time since `since` to the core task's busy time.
     fn count_busy(&mut self, since: Instant) {
         let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let busy = &mut self.sessions.monitor.stats.busy_ns;
-        *busy = busy.saturating_add(ns);
+        let stats = &mut self.sessions.monitor.stats;
+        stats.busy_ns = stats.busy_ns.saturating_add(ns);
+        stats.wake_ns = stats.wake_ns.saturating_add(ns);
+    }
+
+    /// Ends a wake-up: its busy time, if it had any, goes into the wake-up histogram.
+    fn end_wakeup(&mut self) {
+        let stats = &mut self.sessions.monitor.stats;
+        let ns = std::mem::take(&mut stats.wake_ns);
+        if ns > 0 {
+            stats.wakeup.observe(std::time::Duration::from_nanos(ns));
+        }
     }
 
     /// Applies `command` and routes its events.

@@ -247,6 +247,12 @@ pub(crate) fn encode(
         HistSnapshot(s.queue_wait.clone()),
     );
     r.register_with_unit(
+        "core_wakeup",
+        "Time the lock engine's task spent on one wake-up: handling what was ready, the due tick, and delivering what it produced (every other client waits meanwhile)",
+        Unit::Seconds,
+        HistSnapshot(s.wakeup.clone()),
+    );
+    r.register_with_unit(
         "request_service",
         "Time from a request's arrival on its connection to the end of its handling by the lock engine",
         Unit::Seconds,

@@ -52,6 +52,7 @@ async fn t80_counters_move_by_exactly_the_workload() -> Result<()> {
         "dlock_grants_total",
         "dlock_queue_wait_seconds_count",
         "dlock_request_service_seconds_bucket",
+        "dlock_core_wakeup_seconds_bucket",
         "dlock_core_busy_seconds_total",
         "dlock_floor_write_failures_total",
         "dlock_deadlock_search_steps_total",
@@ -189,6 +190,14 @@ async fn t80_counters_move_by_exactly_the_workload() -> Result<()> {
         after.get("dlock_request_service_seconds_bucket", &inf)
             == after.get("dlock_request_service_seconds_count", &[])
     );
+    // The engine's task woke for that work, and every wake-up's time is within its busy time.
+    let wakeups = d("dlock_core_wakeup_seconds_count", &[]);
+    ensure!(wakeups >= 1.0, "wake-ups moved by {wakeups}");
+    let (woke, busy) = (
+        after.get("dlock_core_wakeup_seconds_sum", &[]),
+        after.get("dlock_core_busy_seconds_total", &[]),
+    );
+    ensure!(woke <= busy, "wake-up time {woke} above busy time {busy}");
     // b waited at least until a's release after c's 50 ms timeout.
     ensure!(
         d("dlock_queue_wait_seconds_sum", &[]) >= 0.05,
