@@ -9,9 +9,11 @@
 //! ```
 //!
 //! For every run and every server binary it starts a fresh server on 127.0.0.1 (a temporary
-//! data directory, `--http-listen off`, otherwise the defaults plus `--extra-args`), measures
-//! the bystander alone and beside the attack, and stops the server. It prints one line per
-//! measurement and the medians per binary. Only loopback addresses are used; every wait is
+//! data directory, its HTTP listener on the port after `--port`, otherwise the defaults plus
+//! `--extra-args`), measures the bystander alone and beside the attack, reads the server's
+//! histogram of its lock engine's wake-ups (`dlock_core_wakeup_seconds`: how long the engine
+//! kept everyone waiting at once, free of this process's own scheduling), and stops the
+//! server. It prints one line per measurement and the medians per binary. Only loopback addresses are used; every wait is
 //! bounded and the servers are killed when it ends.
 
 use std::net::{IpAddr, SocketAddr};
@@ -104,10 +106,12 @@ async fn run(args: Args) -> Result<()> {
             let dir = tempdir(run, i)?;
             let mut server = start(bin, &args, &dir).await?;
             let measured = fairness::run(&spec).await;
+            let wakeups = scrape_wakeups(http_port(&args)).await;
             let _ = server.kill().await;
             let _ = std::fs::remove_dir_all(&dir);
             let r = measured.with_context(|| format!("run {run}, {}", bin.display()))?;
-            println!("run {run} {}: {}", bin.display(), line(&r));
+            let wakeups = wakeups.with_context(|| format!("run {run}, {}: /metrics", bin.display()))?;
+            println!("run {run} {}: {}; server: {wakeups}", bin.display(), line(&r));
             results[i].push(r);
         }
     }
@@ -132,7 +136,7 @@ async fn start(bin: &PathBuf, args: &Args, dir: &std::path::Path) -> Result<Chil
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", args.port))
         .arg("--http-listen")
-        .arg("off")
+        .arg(format!("127.0.0.1:{}", http_port(args)))
         .arg("--data-dir")
         .arg(dir)
         .args(args.extra_args.split_whitespace())
@@ -158,6 +162,62 @@ async fn start(bin: &PathBuf, args: &Args, dir: &std::path::Path) -> Result<Chil
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The port of the server's HTTP listener: the one after `--port`.
+fn http_port(args: &Args) -> u16 {
+    args.port.wrapping_add(1)
+}
+
+/// The server's `dlock_core_wakeup_seconds` histogram over a run, as a line: how many
+/// wake-ups of the lock engine's task there were, how many took longer than 5, 25 and
+/// 100 ms, and the bucket of the longest.
+async fn scrape_wakeups(port: u16) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    tokio::time::timeout(START_WAIT, stream.read_to_string(&mut text))
+        .await
+        .context("reading /metrics")??;
+    // `..._bucket{le="0.005"} 12`: cumulative counts by upper bound.
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix("dlock_core_wakeup_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+        buckets.push((le, count.trim().parse()?));
+    }
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        bail!("no dlock_core_wakeup_seconds buckets in /metrics");
+    }
+    let over = |bound: f64| {
+        total
+            - buckets
+                .iter()
+                .filter(|b| b.0 >= bound)
+                .map(|b| b.1)
+                .next()
+                .unwrap_or(total)
+    };
+    let longest = buckets
+        .iter()
+        .find(|b| b.1 == total)
+        .map_or(f64::INFINITY, |b| b.0);
+    Ok(format!(
+        "{total} engine wake-ups, {} over 5 ms, {} over 25 ms, {} over 100 ms, longest <= {} ms",
+        over(0.005),
+        over(0.025),
+        over(0.1),
+        longest * 1e3
+    ))
 }
 
 fn ms(us: u64) -> f64 {
