@@ -110,8 +110,13 @@ async fn run(args: Args) -> Result<()> {
             let _ = server.kill().await;
             let _ = std::fs::remove_dir_all(&dir);
             let r = measured.with_context(|| format!("run {run}, {}", bin.display()))?;
-            let wakeups = wakeups.with_context(|| format!("run {run}, {}: /metrics", bin.display()))?;
-            println!("run {run} {}: {}; server: {wakeups}", bin.display(), line(&r));
+            let wakeups =
+                wakeups.with_context(|| format!("run {run}, {}: /metrics", bin.display()))?;
+            println!(
+                "run {run} {}: {}; server: {wakeups}",
+                bin.display(),
+                line(&r)
+            );
             results[i].push(r);
         }
     }
@@ -191,7 +196,11 @@ async fn scrape_wakeups(port: u16) -> Result<String> {
         let Some((le, count)) = rest.split_once("\"} ") else {
             continue;
         };
-        let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
         buckets.push((le, count.trim().parse()?));
     }
     let total = buckets.last().map_or(0.0, |b| b.1);
