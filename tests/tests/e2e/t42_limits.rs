@@ -9,6 +9,38 @@ use dlock_proto::{
 use dlock_tests::{RawClient, TestServer, connect_framed, recv_raw};
 use futures_util::SinkExt;
 
+/// Every page of a prefix query asked with `limit`: each page's names, in order, and
+/// whether it said there was more. Stops after `max_pages` (a pager that never ends).
+async fn prefix_pages(
+    a: &mut RawClient,
+    prefix: &[u8],
+    limit: u32,
+    max_pages: usize,
+) -> Result<Vec<(Vec<Vec<u8>>, bool)>> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    while pages.len() < max_pages {
+        let query = dlock_proto::Query::Prefix {
+            prefix: prefix.to_vec(),
+            limit,
+            after: after.clone(),
+        };
+        let id = a.send(dlock_proto::Request::Query(query)).await?;
+        let dlock_proto::Reply::Resources {
+            resources, more, ..
+        } = a.reply_for(id).await?
+        else {
+            panic!("expected resources");
+        };
+        after = resources.last().map(|r| r.name.clone());
+        pages.push((resources.into_iter().map(|r| r.name).collect(), more));
+        if !more {
+            break;
+        }
+    }
+    Ok(pages)
+}
+
 fn hello(name: &str, ttl_ms: u64) -> ClientMessage {
     ClientMessage::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -105,29 +137,9 @@ async fn a_prefix_query_with_limit_zero_gets_pages_of_the_servers_cap() -> Resul
     for i in 0..8 {
         a.acquire(&format!("zero/{i}"), Mode::NL).await?;
     }
-    let mut pages = Vec::new();
-    let mut after = None;
-    loop {
-        let query = dlock_proto::Query::Prefix {
-            prefix: b"zero/".to_vec(),
-            limit: 0,
-            after: after.clone(),
-        };
-        let id = a.send(dlock_proto::Request::Query(query)).await?;
-        let dlock_proto::Reply::Resources {
-            resources, more, ..
-        } = a.reply_for(id).await?
-        else {
-            panic!("expected resources");
-        };
-        after = resources.last().map(|r| r.name.clone());
-        pages.push((resources.len(), more));
-        if !more {
-            break;
-        }
-        assert!(pages.len() < 3, "pages: {pages:?}");
-    }
-    assert_eq!(pages, [(5, true), (3, false)]);
+    let pages = prefix_pages(&mut a, b"zero/", 0, 3).await?;
+    let shape: Vec<(usize, bool)> = pages.iter().map(|(n, more)| (n.len(), *more)).collect();
+    assert_eq!(shape, [(5, true), (3, false)]);
     Ok(())
 }
 
@@ -145,29 +157,12 @@ async fn answers_larger_than_a_frame_come_in_pages() -> Result<()> {
         .map(|i| format!("big/{i:03}").into_bytes())
         .collect();
     // Prefix pages: each fits a frame, in name order, and together they are the whole answer.
-    let (mut names, mut after, mut pages) = (Vec::new(), None, 0);
-    loop {
-        let query = dlock_proto::Query::Prefix {
-            prefix: b"big/".to_vec(),
-            limit: 1000,
-            after: after.clone(),
-        };
-        let id = a.send(dlock_proto::Request::Query(query)).await?;
-        let dlock_proto::Reply::Resources {
-            resources, more, ..
-        } = a.reply_for(id).await?
-        else {
-            panic!("expected resources");
-        };
-        assert!(!resources.is_empty() && resources.len() < 300);
-        pages += 1;
-        after = resources.last().map(|r| r.name.clone());
-        names.extend(resources.into_iter().map(|r| r.name));
-        if !more {
-            break;
-        }
+    let pages = prefix_pages(&mut a, b"big/", 1000, 300).await?;
+    for (page, _) in &pages {
+        assert!(!page.is_empty() && page.len() < 300);
     }
-    assert!(pages > 1, "300 resources do not fit one 4 KiB frame");
+    let names: Vec<Vec<u8>> = pages.iter().flat_map(|(n, _)| n.clone()).collect();
+    assert!(pages.len() > 1, "300 resources do not fit one 4 KiB frame");
     assert_eq!(names, want);
     // Session pages likewise, in lock id order.
     let (mut locks, mut after, mut pages) = (Vec::new(), None, 0);
