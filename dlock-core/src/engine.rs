@@ -44,8 +44,8 @@ pub struct Core {
     pub(crate) search_steps: crate::deadlock::StepCount,
     /// Sessions that have ended (R50) and still own locks, with those locks: a session with
     /// many locks loses them over several inputs, at most [`STEP_WORK`] an input
-    /// (`session.rs`). Last, so that a snapshot of an
-    /// engine without it ([`Snapshot::from_v2`]) differs only by its absence.
+    /// (`session.rs`). The last field, so that a snapshot of an engine from before it
+    /// ([`Snapshot::from_v2`]) differs only by its absence.
     pub(crate) ending: BTreeMap<SessionId, List<InSession>>,
 }
 

@@ -46,8 +46,8 @@ pub(crate) struct CoreStats {
     pub(crate) service: Hist,
     /// Time the core task spent handling wake-ups, in nanoseconds.
     pub(crate) busy_ns: u64,
-    /// Time the core task spent on each wake-up that did work: handling what was ready,
-    /// the due `Tick`, and delivering what it produced. Its largest bucket is how long the
+    /// Time the core task spent on each wake-up: handling what was ready, the due `Tick`,
+    /// and delivering what it produced. Its largest bucket is how long the
     /// engine kept every other client waiting at once.
     pub(crate) wakeup: Hist,
     /// The busy time of the wake-up in progress, in nanoseconds (into [`wakeup`](Self::wakeup)
