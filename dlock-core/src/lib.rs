@@ -138,10 +138,12 @@
 //! - Timers (leases, request timeouts) live in one ordered set: O(log n) per update.
 //! - Deadlock search (see `deadlock.rs`) examines at most
 //!   [`Config::max_deadlock_search`] lock entries; at the bound it reports no deadlock.
-//! - Memory: locks and resources live in dense slabs; a resource allocates nothing of its
-//!   own for a name of up to 30 bytes (a longer one takes one block), plus its value block
-//!   once non-zero and its queue block while something is queued. A session's locks are a
-//!   list through the locks, and the lock id index is a sorted vector (ids only grow).
+//! - Memory: locks and resources live in dense slabs, in chunks of 4,096 slots that never
+//!   move (a growing table adds a chunk rather than copying itself); a resource allocates
+//!   nothing of its own for a name of up to 30 bytes (a longer one takes one block), plus
+//!   its value block once non-zero and its queue block while something is queued. A
+//!   session's locks are a list through the locks, and the lock id index is a sorted
+//!   vector (ids only grow).
 //!
 //! # Snapshots
 //!
