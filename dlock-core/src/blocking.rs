@@ -81,16 +81,23 @@ impl Core {
 
     /// Sends lock `id` a notification for `m` unless it is compatible or a repeat.
     fn notify(&mut self, id: LockId, m: Mode, out: &mut Vec<Event>) {
-        let Some(lock) = self.lock_ids.get(&id).and_then(|r| self.locks.get_mut(r.0)) else {
+        let Some(&r) = self.lock_ids.get(&id) else {
+            return;
+        };
+        // An ended session's lock is on its way out, and nobody would hear.
+        if self
+            .locks
+            .get(r.0)
+            .is_some_and(|l| self.is_ending(l.session))
+        {
+            return;
+        }
+        let Some(lock) = self.locks.get_mut(r.0) else {
             return;
         };
         let Status::Granted { mode: g, .. } = lock.status else {
             return;
         };
-        // An ended session's lock is on its way out, and nobody would hear.
-        if !self.ending.is_empty() && self.ending.contains_key(&lock.session) {
-            return;
-        }
         if g.is_compatible(m) || lock.notified.covers(m) {
             return;
         }

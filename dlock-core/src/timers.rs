@@ -38,19 +38,9 @@ impl Core {
                     // Grants made possible by work due earlier come first: a request
                     // that became grantable before its deadline is granted, not timed out.
                     self.run_grant_passes(fx, out);
-                    let Some(&r) = self.lock_ids.get(&id) else {
-                        continue;
-                    };
-                    // An ended session's request is not told; it goes as its session's. (Each
-                    // tick removes ended sessions' locks before it looks at a timer, so this
-                    // guards an order that could change, not one that occurs today.)
-                    if self
-                        .locks
-                        .get(r.0)
-                        .is_some_and(|l| self.is_ending(l.session))
-                    {
-                        self.remove_dead(r, fx);
-                    } else {
+                    // Never a lock of an ended session: a tick removes those before it
+                    // looks at a timer, and stops at its budget while any are left.
+                    if let Some(&r) = self.lock_ids.get(&id) {
                         self.abort_pending(r, EventKind::TimedOut, fx, out);
                     }
                 }
