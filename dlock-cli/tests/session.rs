@@ -127,10 +127,26 @@ async fn a_lock_converts_down_and_up_and_waits_for_a_conversion() -> Result<()> 
     // Another command on a lock that converts is busy, and changes nothing.
     let busy = a.ask("unlock a", "a", "error").await?;
     assert_eq!(busy["error"], "busy");
+    // ... except a QUECVT that R21 does not allow from the mode held (PR->NL): INVALID
+    // comes before BUSY (R55), as the server has it; PR->CW may carry QUECVT: busy.
+    let invalid = a.ask("convert a NL quecvt", "a", "error").await?;
+    assert_eq!(invalid["error"], "invalid", "{invalid}");
+    let busy = a.ask("convert a CW quecvt", "a", "error").await?;
+    assert_eq!(busy["error"], "busy", "{busy}");
     b.ask("unlock b", "b", "unlocked").await?;
     let up = a.expect("a", "converted").await?;
     assert_eq!(up["mode"], "EX");
     assert!(token(&up) > token(&down));
+
+    // A request that waits for its first grant: no QUECVT conversion of it (INVALID, R21,
+    // R55), and any other conversion is busy (R15).
+    b.ask("lock w conv PR", "w", "waiting").await?;
+    let invalid = b.ask("convert w EX quecvt", "w", "error").await?;
+    assert_eq!(invalid["error"], "invalid", "{invalid}");
+    let busy = b.ask("convert w EX", "w", "error").await?;
+    assert_eq!(busy["error"], "busy", "{busy}");
+    b.send("cancel w").await?;
+    assert_eq!(b.expect("w", "refused").await?["error"], "cancelled");
 
     // A queued conversion can be cancelled; the lock keeps its mode.
     b.ask("lock b conv NL", "b", "granted").await?;

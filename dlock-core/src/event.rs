@@ -123,8 +123,9 @@ pub enum Invalid {
     /// A flag of an optional feature dlock does not implement (R56).
     #[error("unsupported flag bits {0:#x}")]
     UnsupportedFlags(u32),
-    /// QUECVT on a new request (R21, R54).
-    #[error("QUECVT is only valid on a conversion")]
+    /// QUECVT on a new request, or on a conversion of a lock still waiting for its first
+    /// grant (R21, R54).
+    #[error("QUECVT is only valid on a conversion of a granted lock")]
     QuecvtOnNewLock,
     /// QUECVT on a conversion R21 does not allow.
     #[error("QUECVT is not allowed on a {from}->{to} conversion")]

@@ -238,6 +238,18 @@ impl Core {
         };
         let rr = lock.res;
         let gr = lock.status.granted_mode();
+        if gr.is_none() && q.flags.contains(LockFlags::QUECVT) {
+            // R21, R54, R55: a lock still waiting for its first grant has no granted mode
+            // to convert from, so no QUECVT conversion of it is on R21's list: INVALID,
+            // which comes before the state check (BUSY) below.
+            out.push(reject(
+                session,
+                request,
+                Some(id),
+                Invalid::QuecvtOnNewLock.into(),
+            ));
+            return;
+        }
         if let Some(from) = gr {
             let invalid =
                 if q.flags.contains(LockFlags::QUECVT) && !validate::quecvt_allowed(from, to) {

@@ -1,6 +1,7 @@
 //! Static argument checks (R54, R56). The order of all checks is R55 as refined by dlock:
 //! unknown session, then these static checks, then the lock lookup (NOT_FOUND), then the
-//! checks that need the lock's granted mode, then state checks (BUSY, NOT_PENDING), then
+//! checks that need the lock's granted mode (QUECVT on a lock that has none, still waiting
+//! for its first grant, is INVALID too), then state checks (BUSY, NOT_PENDING), then
 //! limits. `ops.rs` runs them in that order.
 
 use crate::{Config, ConvertRequest, Invalid, LockFlags, LockRequest, Mode, UnlockRequest};

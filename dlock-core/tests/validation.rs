@@ -152,6 +152,30 @@ fn r55_arguments_then_lookup_then_granted_mode_checks_then_state() {
 }
 
 #[test]
+fn r55_quecvt_on_a_waiting_lock_is_invalid_before_busy() {
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    h.lock(a, 1, "r", Mode::EX);
+    let (lb, ev) = h.lock(b, 1, "r", Mode::PR);
+    assert!(
+        matches!(ev[0].kind, dlock_core::EventKind::Queued),
+        "{ev:?}"
+    );
+    // No granted mode, so no QUECVT conversion of it is allowed (R21): INVALID, and it
+    // comes before the state check (R55), whatever the mode asked for.
+    for (req, to) in [(2, Mode::EX), (3, Mode::NL), (4, Mode::PR)] {
+        let ev = h.convert_with(b, req, lb, to, LockFlags::QUECVT, None, None);
+        assert_eq!(
+            ev,
+            vec![rejected(b, req, Some(lb), Invalid::QuecvtOnNewLock)]
+        );
+    }
+    // Without QUECVT the same conversion is the state check's: BUSY (R15).
+    let ev = h.convert(b, 5, lb, Mode::EX);
+    assert_eq!(ev, vec![rejected(b, 5, Some(lb), Reject::Busy)]);
+}
+
+#[test]
 fn sessions_ttl_name_and_count_limits() {
     let mut h = H::with(Config {
         max_sessions: 1,

@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use dlock_client::{
     CancelOutcome, Client, ConvertOptions, Converted, Error, LockGuard, LockOptions, LostReason,
-    PendingLock, UnlockOptions,
+    Mode, PendingLock, UnlockOptions,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -242,6 +242,15 @@ impl TagCtx {
                             Err(e) => self.say(Event::failed(cmd.line, &e)).await,
                         },
                         TagOp::Lock(_) => self.in_use(cmd.line).await,
+                        // Argument checks come before the state check (R55), as the
+                        // server's: a lock without a granted mode has no QUECVT conversion.
+                        TagOp::Convert(c) if c.quecvt => {
+                            let msg = format!(
+                                "QUECVT is only valid on a conversion of a granted lock, and {} still waits for its grant (R21, R54)",
+                                self.tag
+                            );
+                            self.say(Event::error(cmd.line, "invalid", msg)).await;
+                        }
                         TagOp::Convert(_) | TagOp::Unlock(_) => {
                             let msg = format!(
                                 "the request of {} still waits: cancel it first (R15, R45)",
@@ -313,6 +322,20 @@ impl TagCtx {
                         let n = cmd.line;
                         match cmd.op {
                             TagOp::Lock(_) => self.in_use(n).await,
+                            // As the server checks: QUECVT on a conversion R21 does not
+                            // allow is INVALID before BUSY (R55).
+                            TagOp::Convert(c)
+                                if converting.is_some()
+                                    && c.quecvt
+                                    && !quecvt_allowed(guard.mode(), c.mode) =>
+                            {
+                                let msg = format!(
+                                    "QUECVT is not allowed on a {}->{} conversion (R21)",
+                                    guard.mode(),
+                                    c.mode
+                                );
+                                self.say(Event::error(n, "invalid", msg)).await;
+                            }
                             TagOp::Convert(_) | TagOp::Unlock(_) if converting.is_some() => {
                                 self.busy(n).await;
                             }
@@ -453,4 +476,9 @@ impl TagCtx {
             }
         }
     }
+}
+
+/// R21: the conversions QUECVT may go with (up and middle conversions).
+fn quecvt_allowed(from: Mode, to: Mode) -> bool {
+    from.is_up_conversion(to) || from.is_middle_conversion(to)
 }
