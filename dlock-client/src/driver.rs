@@ -206,6 +206,13 @@ impl Driver {
             if let Some(done) = self.drain_outputs(first) {
                 return done;
             }
+            // What the turn queued goes out now, in this turn, when the socket takes it:
+            // waiting for the select below to find the socket writable costs a whole turn
+            // per request. A write that had to wait, or failed, is the select's again
+            // (a failure is handled, and its outputs drained, on the next pass).
+            if self.write_now().await {
+                continue;
+            }
             let deadline = self.deadline();
             if deadline != timer_at {
                 if let Some(at) = deadline {
@@ -230,6 +237,29 @@ impl Driver {
                 }
             };
             self.handle(input);
+        }
+    }
+
+    /// Writes the buffer once if the socket takes it without waiting; `true` if a write
+    /// was made (its result handled).
+    async fn write_now(&mut self) -> bool {
+        let Link::Up { writer, .. } = &mut self.link else {
+            return false;
+        };
+        if self.wbuf.is_empty() {
+            return false;
+        }
+        let buf = &self.wbuf;
+        let ready = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(Pin::new(&mut *writer).poll_write(cx, buf))
+        })
+        .await;
+        match ready {
+            std::task::Poll::Ready(res) => {
+                self.handle(Input::Written(res));
+                true
+            }
+            std::task::Poll::Pending => false,
         }
     }
 

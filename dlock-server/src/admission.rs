@@ -99,10 +99,8 @@ impl PeerSlot {
 }
 
 /// Takes one token from an address's shared bucket; `false` if the address is over its rate.
-pub(crate) fn admit_shared(rate: &SharedRate) -> bool {
-    rate.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .admit(Instant::now)
+pub(crate) fn admit_shared(rate: &SharedRate, now: Instant) -> bool {
+    rate.lock().unwrap_or_else(|p| p.into_inner()).admit(|| now)
 }
 
 impl Drop for PeerSlot {
@@ -220,17 +218,17 @@ mod tests {
         let rates: Vec<SharedRate> = slots.iter().map(|s| s.shared_rate(1000)).collect();
         let passed = (0..50)
             .flat_map(|_| rates.iter())
-            .filter(|r| admit_shared(r))
+            .filter(|r| admit_shared(r, Instant::now()))
             .count();
         assert!((100..=101).contains(&passed), "{passed} passed");
         // Another address has its own bucket.
         let other = table.try_acquire(b, 100).unwrap().shared_rate(1000);
-        assert!(admit_shared(&other));
+        assert!(admit_shared(&other, Instant::now()));
         // Once every connection of the address is gone, a new one starts afresh.
         drop(rates);
         drop(slots);
         let again = table.try_acquire(a, 100).unwrap().shared_rate(1000);
-        assert!(admit_shared(&again));
+        assert!(admit_shared(&again, Instant::now()));
     }
 
     #[test]

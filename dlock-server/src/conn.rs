@@ -263,7 +263,12 @@ async fn read_loop<R: ReadHalf>(
                         _ = conn.outbox.drained_to(limit) => {}
                     }
                 }
-                if !rate.admit(Instant::now) || peer_rate.as_ref().is_some_and(|r| !admit_shared(r))
+                // One clock read per request: the rate's and the service time's.
+                let received = Instant::now();
+                if !rate.admit(|| received)
+                    || peer_rate
+                        .as_ref()
+                        .is_some_and(|r| !admit_shared(r, received))
                 {
                     // Over its rate, or its address over the address's: answered here, at no cost to the engine or anyone else.
                     conn.shared.net.refused(NetRefusal::Overloaded);
@@ -292,7 +297,7 @@ async fn read_loop<R: ReadHalf>(
                     id,
                     body,
                     slot,
-                    received: Instant::now(),
+                    received,
                 }
             }
         };

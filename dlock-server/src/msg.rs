@@ -85,6 +85,16 @@ pub(crate) enum CoreMsg {
     },
 }
 
+impl CoreMsg {
+    /// When the connection read it, for a request (the start of its service time).
+    pub(crate) fn received(&self) -> Option<Instant> {
+        match self {
+            CoreMsg::Request { received, .. } => Some(*received),
+            _ => None,
+        }
+    }
+}
+
 /// A question of the HTTP listener. Every answer is bounded, whatever the table's size.
 #[derive(Debug)]
 pub(crate) enum StatusQuery {

@@ -108,6 +108,9 @@ pub(super) struct Engine {
     next_index: u64,
     /// The clock's origin: `now_ms` counts from here.
     start: Instant,
+    /// The instant of the message being handled, read once for it by the core task (see
+    /// [`pin_clock`](Self::pin_clock)); `None` reads the clock.
+    pinned: Option<Instant>,
     /// The opt-in audit log.
     audit: Option<Audit>,
     /// A reused buffer for the events of one command (see `apply` and `recycle`).
@@ -125,6 +128,7 @@ impl Engine {
             floor,
             next_index,
             start,
+            pinned: None,
             audit: None,
             events_buf: Vec::new(),
         }
@@ -171,7 +175,17 @@ impl Engine {
             let clock = *r.clock.borrow();
             return clock.map_or(0, |c| c.now_ms());
         }
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let now = self.pinned.unwrap_or_else(Instant::now);
+        u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Makes `now` the time of every input until the next call (`None`: the clock's time
+    /// again). The core task pins the instant it read for the message it handles, so that
+    /// one clock read serves the message's inputs, its service time and the time slice;
+    /// the instants it pins come from the clock in order, so the engine's time never goes
+    /// back.
+    pub(super) fn pin_clock(&mut self, now: Option<Instant>) {
+        self.pinned = now;
     }
 
     /// When the engine wants its next `Tick`, if ever. In a cluster the leader's sequencer

@@ -318,16 +318,28 @@ impl CoreTask {
             let turn = self.turn_of(&msg);
             turns.push(turn, msg);
         }
+        // One clock read per message: the instant after one message is the time of the
+        // next one's inputs, the end of its service time and the slice's measure.
         let busy = Instant::now();
+        let mut now = busy;
+        let mut handled = Ok(());
         for _ in 0..max_batch {
             let Some(msg) = turns.pop() else { break };
-            self.handle(msg)?;
-            if busy.elapsed() >= SLICE {
+            let received = msg.received();
+            self.engine.pin_clock(Some(now));
+            handled = self.handle(msg);
+            now = Instant::now();
+            if let Some(received) = received {
+                let service = now.saturating_duration_since(received);
+                self.sessions.monitor.stats.service.observe(service);
+            }
+            if handled.is_err() || now.saturating_duration_since(busy) >= SLICE {
                 break;
             }
         }
-        self.count_busy(busy);
-        Ok(())
+        self.engine.pin_clock(None);
+        self.count_busy_until(busy, now);
+        handled
     }
 
     /// The address whose turn `msg` waits for: the connection's for a `Hello`, the address
@@ -348,7 +360,13 @@ impl CoreTask {
 
     /// Adds the time since `since` to the core task's busy time.
     fn count_busy(&mut self, since: Instant) {
-        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.count_busy_until(since, Instant::now());
+    }
+
+    /// Adds the time from `since` to `until` to the core task's busy time.
+    fn count_busy_until(&mut self, since: Instant, until: Instant) {
+        let ns =
+            u64::try_from(until.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);
         let stats = &mut self.sessions.monitor.stats;
         stats.busy_ns = stats.busy_ns.saturating_add(ns);
         stats.wake_ns = stats.wake_ns.saturating_add(ns);
@@ -390,16 +408,8 @@ impl CoreTask {
                 id,
                 body,
                 slot,
-                received,
-            } => {
-                self.request(session, conn, id, body, slot)?;
-                self.sessions
-                    .monitor
-                    .stats
-                    .service
-                    .observe(received.elapsed());
-                Ok(())
-            }
+                received: _,
+            } => self.request(session, conn, id, body, slot),
             CoreMsg::Status { query, reply } => {
                 self.status(query, reply);
                 Ok(())
