@@ -11,6 +11,10 @@
 //! - **Expiry.** The leader proposes [`Command::Tick`] when the engine's next deadline is
 //!   due by its clock; applying the tick expires whatever is due then. A stale or repeated
 //!   tick does nothing.
+//!
+//! About 620 lines on purpose: the [`Sequencer`] is the one handle on the Raft node that the
+//! server holds (proposals and their batches, membership changes, linearizable reads, status)
+//! and runs the leader's duties above; they share its state.
 
 use std::time::Duration;
 

@@ -103,7 +103,7 @@ pub use error::ServerError;
 pub use grace::{GRACE_MARGIN, RestartGrace};
 pub use security::{Security, TlsConfig};
 pub use setup::{FRAME_HEADROOM, MIN_NAME_LEN, MIN_VALUE_LEN};
-use setup::{fit_to_open_files, lock_data_dir, open_file_limit, start_cluster, validate};
+use setup::{lock_data_dir, start_cluster, validate};
 pub use spawn::{Server, ServerHandle};
 
 /// Most connections over [`Config::max_connections`] being refused at one time. A refusal
@@ -166,34 +166,7 @@ pub(crate) async fn run_inner(
 ) -> Result<(), ServerError> {
     validate(&config)?;
     let mut config = config;
-    let budget_bytes = config.memory_budget.bytes();
-    let fitted = budget::fit(&mut config, budget_bytes);
-    for l in &fitted.lowered {
-        let (limit, asked, fits) = (l.limit, l.from, l.to);
-        let what = "limit lowered to fit the memory budget (see --memory-budget)";
-        match config.memory_budget {
-            // Defaults sized to the machine are news, not a problem.
-            budget::MemoryBudget::Auto => info!(limit, asked, fits, "{what}"),
-            budget::MemoryBudget::Bytes(_) => warn!(limit, asked, fits, "{what}"),
-        }
-    }
-    if let Some(fits) = fit_to_open_files(&mut config, open_file_limit()) {
-        warn!(
-            limit = "--max-connections",
-            fits,
-            "limit lowered to fit the open-file limit (raise `ulimit -n`, or LimitNOFILE= in a systemd unit)"
-        );
-    }
-    let burst = replay_capacity_for(config.engine.max_locks_per_session);
-    if config.replay_capacity < burst {
-        warn!(
-            replay_capacity = config.replay_capacity,
-            max_locks_per_session = config.engine.max_locks_per_session,
-            needs = burst,
-            "the replay capacity is below twice the locks a session may hold: a session \
-             within its limits can be closed by one burst of grants and notifications"
-        );
-    }
+    let fitted_budget = setup::fit_limits(&mut config);
     let _dir_lock = match dir_lock {
         Some(lock) => lock,
         None => lock_data_dir(&config.data_dir).await?,
@@ -218,7 +191,7 @@ pub(crate) async fn run_inner(
         default_lease_ttl = ?config.default_lease_ttl,
         min_lease_ttl_ms = config.engine.min_ttl_ms,
         max_lease_ttl_ms = config.engine.max_ttl_ms,
-        memory_budget = %bytesize::ByteSize(fitted.budget).display().iec(),
+        memory_budget = %bytesize::ByteSize(fitted_budget).display().iec(),
         max_connections = config.max_connections,
         max_sessions = config.engine.max_sessions,
         max_locks = config.engine.max_locks,
@@ -231,61 +204,8 @@ pub(crate) async fn run_inner(
         restart_grace = %config.restart_grace,
         "dlock-server starting"
     );
-    let grace = if grace_len.is_zero() {
-        if previous != grace::Previous::None {
-            warn!(
-                recorded_lease_ttl_ms = lease_record.persisted(),
-                "restart grace disabled: clients of the previous run may still believe they \
-                 hold locks that are granted again now"
-            );
-        }
-        None
-    } else {
-        if previous == grace::Previous::Unrecorded {
-            warn!(
-                assumed_lease_ttl_ms = assume_ms,
-                "the previous run did not record its longest lease; assuming the configured \
-                 maximum (set --restart-grace to override)"
-            );
-        }
-        let recorded = Duration::from_millis(lease_record.persisted());
-        if grace_len < recorded {
-            warn!(
-                grace = ?grace_len,
-                recorded_lease_ttl = ?recorded,
-                "restart grace is shorter than the longest lease of the previous run"
-            );
-        }
-        let wall = std::time::SystemTime::now() + grace_len;
-        info!(
-            grace = ?grace_len,
-            "recovery grace until {}: waiting out leases of the previous run",
-            humantime::format_rfc3339_millis(wall)
-        );
-        Some(core_task::Grace::new(
-            start + grace_len,
-            grace_len >= recorded,
-        ))
-    };
-    if let Ok(addr) = listener.local_addr()
-        && !addr.ip().is_loopback()
-    {
-        if !security.authenticates() {
-            warn!(
-                listen = %addr,
-                "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT AUTHENTICATION: anyone who can \
-                 reach this port can take and inspect every lock and read every value block; \
-                 see --auth-file, --tls-client-ca and --auth-rules"
-            );
-        }
-        if !security.tls() {
-            warn!(
-                listen = %addr,
-                "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS: tokens, resume secrets, lock \
-                 names and value blocks cross the network in clear text; see --tls-cert"
-            );
-        }
-    }
+    let grace = setup::restart_grace(grace_len, &lease_record, previous, assume_ms, start);
+    setup::warn_if_exposed(&listener, &security);
     let config = Arc::new(config);
     let token = CancellationToken::new();
     // In a cluster: the Raft node, its peer listener, the leader's duties and the proposer.

@@ -1,14 +1,21 @@
 //! What the server checks and sets up before it serves: the configuration's consistency,
-//! the open-file limit, the data directory's lock, and, in a cluster, this member's Raft
-//! node.
+//! limits fitted to the memory budget and the open-file limit, the data directory's lock,
+//! the restart grace, warnings about an exposed listener, and, in a cluster, this member's
+//! Raft node.
+
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{Config, ServerError, audit_replica, cluster, core_task, floor};
+use crate::{
+    Config, Security, ServerError, audit_replica, budget, cluster, core_task, floor, grace,
+    replay_capacity_for,
+};
 
 /// The shortest value block a server may be configured with (R24: at least 32 bytes).
 pub const MIN_VALUE_LEN: usize = 32;
@@ -176,6 +183,111 @@ pub(crate) fn validate(config: &Config) -> Result<(), ServerError> {
         )));
     }
     Ok(())
+}
+/// Lowers the limits that do not fit the memory budget or the open-file limit, saying so,
+/// and warns of a replay capacity below a session's burst. Returns the budget in bytes.
+pub(crate) fn fit_limits(config: &mut Config) -> u64 {
+    let budget_bytes = config.memory_budget.bytes();
+    let fitted = budget::fit(config, budget_bytes);
+    for l in &fitted.lowered {
+        let (limit, asked, fits) = (l.limit, l.from, l.to);
+        let what = "limit lowered to fit the memory budget (see --memory-budget)";
+        match config.memory_budget {
+            // Defaults sized to the machine are news, not a problem.
+            budget::MemoryBudget::Auto => info!(limit, asked, fits, "{what}"),
+            budget::MemoryBudget::Bytes(_) => warn!(limit, asked, fits, "{what}"),
+        }
+    }
+    if let Some(fits) = fit_to_open_files(config, open_file_limit()) {
+        warn!(
+            limit = "--max-connections",
+            fits,
+            "limit lowered to fit the open-file limit (raise `ulimit -n`, or LimitNOFILE= in a systemd unit)"
+        );
+    }
+    let burst = replay_capacity_for(config.engine.max_locks_per_session);
+    if config.replay_capacity < burst {
+        warn!(
+            replay_capacity = config.replay_capacity,
+            max_locks_per_session = config.engine.max_locks_per_session,
+            needs = burst,
+            "the replay capacity is below twice the locks a session may hold: a session \
+             within its limits can be closed by one burst of grants and notifications"
+        );
+    }
+    fitted.budget
+}
+
+/// The recovery grace of `grace_len` from `start` (none if zero), with warnings when it
+/// cannot cover every lease the previous run may have granted: `lease_record` holds the
+/// longest it recorded, `assume_ms` what is assumed when it recorded none (`previous`).
+pub(crate) fn restart_grace(
+    grace_len: Duration,
+    lease_record: &grace::LeaseRecord,
+    previous: grace::Previous,
+    assume_ms: u64,
+    start: Instant,
+) -> Option<core_task::Grace> {
+    if grace_len.is_zero() {
+        if previous != grace::Previous::None {
+            warn!(
+                recorded_lease_ttl_ms = lease_record.persisted(),
+                "restart grace disabled: clients of the previous run may still believe they \
+                 hold locks that are granted again now"
+            );
+        }
+        return None;
+    }
+    if previous == grace::Previous::Unrecorded {
+        warn!(
+            assumed_lease_ttl_ms = assume_ms,
+            "the previous run did not record its longest lease; assuming the configured \
+             maximum (set --restart-grace to override)"
+        );
+    }
+    let recorded = Duration::from_millis(lease_record.persisted());
+    if grace_len < recorded {
+        warn!(
+            grace = ?grace_len,
+            recorded_lease_ttl = ?recorded,
+            "restart grace is shorter than the longest lease of the previous run"
+        );
+    }
+    let wall = std::time::SystemTime::now() + grace_len;
+    info!(
+        grace = ?grace_len,
+        "recovery grace until {}: waiting out leases of the previous run",
+        humantime::format_rfc3339_millis(wall)
+    );
+    Some(core_task::Grace::new(
+        start + grace_len,
+        grace_len >= recorded,
+    ))
+}
+
+/// Warns, loudly, of a listener on a non-loopback address without authentication or TLS.
+pub(crate) fn warn_if_exposed(listener: &TcpListener, security: &Security) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !security.authenticates() {
+        warn!(
+            listen = %addr,
+            "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT AUTHENTICATION: anyone who can \
+             reach this port can take and inspect every lock and read every value block; \
+             see --auth-file, --tls-client-ca and --auth-rules"
+        );
+    }
+    if !security.tls() {
+        warn!(
+            listen = %addr,
+            "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS: tokens, resume secrets, lock \
+             names and value blocks cross the network in clear text; see --tls-cert"
+        );
+    }
 }
 
 /// Opens this member's Raft node in `<data dir>/raft`, listens for its peers, forms the

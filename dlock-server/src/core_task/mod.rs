@@ -14,7 +14,9 @@
 //! nothing here names them: [`handshake`] (opening and resuming sessions), [`cluster`]
 //! (leadership and the log's feed), [`reads`] (in a cluster, queries answered after a
 //! linearizable read) and [`status`] (the HTTP listener's questions). This file is the run
-//! loop and the handling of each message from a connection.
+//! loop and the handling of each message from a connection: about 650 lines on purpose, so
+//! that the path every client request takes (`run`, `take_turns`, `handle`, `request`) reads
+//! in one place.
 
 mod action;
 mod authz;
