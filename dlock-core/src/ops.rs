@@ -237,35 +237,28 @@ impl Core {
             return;
         };
         let rr = lock.res;
-        let gr = lock.status.granted_mode();
-        if gr.is_none() && q.flags.contains(LockFlags::QUECVT) {
-            // R21, R54, R55: a lock still waiting for its first grant has no granted mode
-            // to convert from, so no QUECVT conversion of it is on R21's list: INVALID,
-            // which comes before the state check (BUSY) below.
-            out.push(reject(
-                session,
-                request,
-                Some(id),
-                Invalid::QuecvtOnNewLock.into(),
-            ));
-            return;
-        }
-        if let Some(from) = gr {
-            let invalid =
-                if q.flags.contains(LockFlags::QUECVT) && !validate::quecvt_allowed(from, to) {
-                    Some(Invalid::QuecvtNotAllowed { from, to })
-                } else if q.flags.contains(LockFlags::VALBLK)
-                    && lvb::lvb_op(Some(from), to) == LvbOp::Write
-                    && q.value.is_none()
-                {
-                    Some(Invalid::MissingValue)
-                } else {
-                    None
-                };
-            if let Some(e) = invalid {
-                out.push(reject(session, request, Some(id), e.into()));
-                return;
+        let quecvt = q.flags.contains(LockFlags::QUECVT);
+        // The checks that need the lock's granted mode (R55: INVALID before BUSY).
+        let invalid = match lock.status.granted_mode() {
+            // R21, R54: a lock still waiting for its first grant has no granted mode to
+            // convert from, so no QUECVT conversion of it is on R21's list.
+            None if quecvt => Some(Invalid::QuecvtOnNewLock),
+            None => None,
+            Some(from) if quecvt && !validate::quecvt_allowed(from, to) => {
+                Some(Invalid::QuecvtNotAllowed { from, to })
             }
+            Some(from)
+                if q.flags.contains(LockFlags::VALBLK)
+                    && lvb::lvb_op(Some(from), to) == LvbOp::Write
+                    && q.value.is_none() =>
+            {
+                Some(Invalid::MissingValue)
+            }
+            Some(_) => None,
+        };
+        if let Some(e) = invalid {
+            out.push(reject(session, request, Some(id), e.into()));
+            return;
         }
         // R15: only a granted lock with nothing pending converts.
         let Status::Granted { mode: from, .. } = lock.status else {
@@ -275,7 +268,6 @@ impl Core {
         let Some(res) = self.resources.get(rr.0) else {
             return;
         };
-        let quecvt = q.flags.contains(LockFlags::QUECVT);
         // R11 / R21: compatible with every other holder (and, with QUECVT, nothing queued
         // ahead). Same-mode (R16) and down (R17) conversions always pass.
         let now = res.allows(to, Some(from)) && (!quecvt || res.convert_len() == 0);
