@@ -113,6 +113,15 @@ impl ServerProc {
                 .arg("--audit-log")
                 .arg(&self.spec.audit_log)
                 .args(&self.spec.args)
+                // No HTTP listener unless asked for: the default address (127.0.0.1:7421) is
+                // one per machine, and two children of tests that run side by side would
+                // fight over it (the second exits at once: h6 did while h5 ran).
+                .args(
+                    (!self.spec.args.iter().any(|a| a.starts_with("--http-listen")))
+                        .then_some(["--http-listen", "off"])
+                        .into_iter()
+                        .flatten(),
+                )
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -138,15 +147,27 @@ impl ServerProc {
                     return Ok(());
                 }
                 other => {
+                    // How it ended, if it did (a child that closed its output and exited).
+                    let status = tokio::time::timeout(Duration::from_millis(100), child.wait())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                     let _ = child.kill().await;
-                    last_err = Some(format!("{other:?}"));
+                    last_err = Some(format!("{other:?}, exit status {status:?}"));
                     // Port still taken (or a slow start): try again shortly.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
+        // The log's end says why (it is gone with the test's temporary directory).
+        let log_tail = std::fs::read(&self.spec.log_file)
+            .map(|b| {
+                let tail = &b[b.len().saturating_sub(2048)..];
+                String::from_utf8_lossy(tail).into_owned()
+            })
+            .unwrap_or_default();
         bail!(
-            "the server child did not start on {listen}: {}; see {}",
+            "the server child did not start on {listen}: {}; the end of {}:\n{log_tail}",
             last_err.unwrap_or_default(),
             self.spec.log_file.display()
         )
