@@ -101,6 +101,19 @@ impl ServerProc {
             .append(true)
             .open(&self.spec.log_file)
             .with_context(|| format!("opening {}", self.spec.log_file.display()))?;
+        // No HTTP listener unless asked for: the default address (127.0.0.1:7421) is one per
+        // machine, and two children of tests that run side by side would fight over it (the
+        // second exits at once: h6 did while h5 ran).
+        let asks_http = self
+            .spec
+            .args
+            .iter()
+            .any(|a| a.starts_with("--http-listen"));
+        let http_off: &[&str] = if asks_http {
+            &[]
+        } else {
+            &["--http-listen", "off"]
+        };
         // A restart rebinds the old port; the old socket may linger for a moment.
         let mut last_err = None;
         for _ in 0..50 {
@@ -113,15 +126,7 @@ impl ServerProc {
                 .arg("--audit-log")
                 .arg(&self.spec.audit_log)
                 .args(&self.spec.args)
-                // No HTTP listener unless asked for: the default address (127.0.0.1:7421) is
-                // one per machine, and two children of tests that run side by side would
-                // fight over it (the second exits at once: h6 did while h5 ran).
-                .args(
-                    (!self.spec.args.iter().any(|a| a.starts_with("--http-listen")))
-                        .then_some(["--http-listen", "off"])
-                        .into_iter()
-                        .flatten(),
-                )
+                .args(http_off)
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
