@@ -164,15 +164,22 @@ impl ServerProc {
                 }
             }
         }
-        // The log's end says why (it is gone with the test's temporary directory).
-        let log_tail = std::fs::read(&self.spec.log_file)
-            .map(|b| {
-                let tail = &b[b.len().saturating_sub(2048)..];
-                String::from_utf8_lossy(tail).into_owned()
-            })
-            .unwrap_or_default();
+        // The log says why (it is gone with the test's temporary directory): from the last
+        // attempt's error on (its backtrace cut short), or else its last 2 KiB.
+        let log = std::fs::read(&self.spec.log_file).unwrap_or_default();
+        let log = String::from_utf8_lossy(&log);
+        let from = log.rfind("Error:").unwrap_or_else(|| {
+            let mut chars = log.char_indices().rev();
+            chars.nth(2047).map_or(0, |(i, _)| i)
+        });
+        let log_tail: String = log
+            .get(from..)
+            .unwrap_or_default()
+            .chars()
+            .take(2048)
+            .collect();
         bail!(
-            "the server child did not start on {listen}: {}; the end of {}:\n{log_tail}",
+            "the server child did not start on {listen}: {}; the log {}:\n{log_tail}",
             last_err.unwrap_or_default(),
             self.spec.log_file.display()
         )
