@@ -553,7 +553,16 @@ pub async fn run_fuzz(cfg: FuzzConfig) -> Result<FuzzReport> {
             .filter(|n| !n.starts_with("fuzz"))
             .collect();
         report.resources_left = names.into_iter().chain(extra).collect();
-        if report.resources_left.iter().all(|r| r == "fuzz-keep")
+        // Fuzzed sessions lock fuzz-keep too (an NL lock is granted beside the EX one):
+        // they are gone only once nothing but the well-behaved client's lock is left there.
+        let only_keep = good.query_resource("fuzz-keep").await?.is_some_and(|r| {
+            r.granted
+                .iter()
+                .chain(&r.converting)
+                .chain(&r.waiting)
+                .all(|l| l.session == good.session_id())
+        });
+        if (only_keep && report.resources_left.iter().all(|r| r == "fuzz-keep"))
             || tokio::time::Instant::now() >= deadline
         {
             break;
