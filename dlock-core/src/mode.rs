@@ -95,6 +95,13 @@ impl Mode {
     pub const fn is_up_conversion(self, to: Mode) -> bool {
         (to as usize) > (self as usize) || matches!((self, to), (Mode::CW, Mode::PR))
     }
+
+    /// R21: a conversion from `self` to `to` may carry QUECVT: exactly the up and middle
+    /// conversions (NL->{CR,CW,PR,PW,EX}, CR->{CW,PR,PW,EX}, CW->{PR,PW,EX}, PR->{CW,PW,EX}
+    /// and PW->EX).
+    pub const fn allows_quecvt_to(self, to: Mode) -> bool {
+        self.is_up_conversion(to) || self.is_middle_conversion(to)
+    }
 }
 
 impl fmt::Display for Mode {

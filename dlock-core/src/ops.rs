@@ -244,7 +244,7 @@ impl Core {
             // convert from, so no QUECVT conversion of it is on R21's list.
             None if quecvt => Some(Invalid::QuecvtOnNewLock),
             None => None,
-            Some(from) if quecvt && !validate::quecvt_allowed(from, to) => {
+            Some(from) if quecvt && !from.allows_quecvt_to(to) => {
                 Some(Invalid::QuecvtNotAllowed { from, to })
             }
             Some(from)

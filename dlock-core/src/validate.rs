@@ -4,7 +4,7 @@
 //! for its first grant, is INVALID too), then state checks (BUSY, NOT_PENDING), then
 //! limits. `ops.rs` runs them in that order.
 
-use crate::{Config, ConvertRequest, Invalid, LockFlags, LockRequest, Mode, UnlockRequest};
+use crate::{Config, ConvertRequest, Invalid, LockFlags, LockRequest, UnlockRequest};
 
 /// Flag bits: unknown bits first, then optional features dlock does not implement (R56),
 /// then (for a new lock) QUECVT, then flags that mean nothing for the command.
@@ -71,12 +71,6 @@ pub(crate) fn unlock_args(q: &UnlockRequest, config: &Config) -> Result<(), Inva
     value(q.value.as_deref(), config).and_then(|()| flags(q.flags, UNLOCK_FLAGS))
 }
 
-/// R21: QUECVT is allowed exactly on up and middle conversions: NL->{CR,CW,PR,PW,EX},
-/// CR->{CW,PR,PW,EX}, CW->{PR,PW,EX}, PR->{CW,PW,EX} and PW->EX.
-pub(crate) fn quecvt_allowed(from: Mode, to: Mode) -> bool {
-    from.is_up_conversion(to) || from.is_middle_conversion(to)
-}
-
 /// Flags a new lock may carry (IVVALBLK is accepted and has no effect there, R29a).
 pub(crate) const LOCK_FLAGS: LockFlags = LockFlags::NOQUEUE
     .union(LockFlags::VALBLK)
@@ -89,6 +83,7 @@ pub(crate) const UNLOCK_FLAGS: LockFlags = LockFlags::VALBLK.union(LockFlags::IV
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Mode;
 
     /// R21: the QUECVT matrix, row by row (from NL..EX; '1' allowed).
     #[test]
@@ -96,7 +91,7 @@ mod tests {
         let rows = ["011111", "001111", "000111", "001011", "000001", "000000"];
         for (from, row) in Mode::ALL.into_iter().zip(rows) {
             for (to, c) in Mode::ALL.into_iter().zip(row.chars()) {
-                assert_eq!(quecvt_allowed(from, to), c == '1', "{from}->{to}");
+                assert_eq!(from.allows_quecvt_to(to), c == '1', "{from}->{to}");
             }
         }
     }

@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use dlock_client::{
     CancelOutcome, Client, ConvertOptions, Converted, Error, LockGuard, LockOptions, LostReason,
-    Mode, PendingLock, UnlockOptions,
+    PendingLock, UnlockOptions,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -327,7 +327,7 @@ impl TagCtx {
                             TagOp::Convert(c)
                                 if converting.is_some()
                                     && c.quecvt
-                                    && !quecvt_allowed(guard.mode(), c.mode) =>
+                                    && !guard.mode().allows_quecvt_to(c.mode) =>
                             {
                                 let msg = format!(
                                     "QUECVT is not allowed on a {}->{} conversion (R21)",
@@ -476,9 +476,4 @@ impl TagCtx {
             }
         }
     }
-}
-
-/// R21: the conversions QUECVT may go with (up and middle conversions).
-fn quecvt_allowed(from: Mode, to: Mode) -> bool {
-    from.is_up_conversion(to) || from.is_middle_conversion(to)
 }
