@@ -391,7 +391,7 @@ mod tests {
             value: None,
             value_valid: true,
         };
-        (LockGuard::new(lock, tx), lost_tx, rx)
+        (LockGuard::new(lock, OpSender::new(tx, None)), lost_tx, rx)
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,10 +23,42 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Error, Result};
 use crate::lock_state::LockShared;
 
-/// The channel from the handles to the session machine's task. FIFO: an op sent after
-/// another by the same task is handled after it (a dropped convert's cancel precedes the
-/// guard's unlock).
-pub(crate) type OpSender = mpsc::UnboundedSender<Op>;
+/// Where the handles' ops go: straight into the session machine when it is free (the
+/// caller's task handles the op and writes its frame, see [`InlineOps`]), else through a
+/// channel to the machine's task. FIFO either way: an op sent after another by the same task
+/// is handled after it (a dropped convert's cancel precedes the guard's unlock), because an
+/// op handled in place first takes every op still waiting in the channel.
+#[derive(Clone)]
+pub(crate) struct OpSender {
+    tx: mpsc::UnboundedSender<Op>,
+    inline: Option<Arc<dyn InlineOps>>,
+}
+
+/// A session machine that a handle may use in place, from its own task.
+pub(crate) trait InlineOps: Send + Sync {
+    /// Handles `op` now, after every op waiting in the channel, if the machine is free and
+    /// running; gives it back otherwise (it then goes through the channel).
+    fn try_handle(&self, op: Op) -> std::result::Result<(), Op>;
+}
+
+impl OpSender {
+    /// Ops through `tx`, or in place through `inline` when it takes them.
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Op>, inline: Option<Arc<dyn InlineOps>>) -> Self {
+        OpSender { tx, inline }
+    }
+
+    /// Hands `op` to the machine; fails once the machine has stopped.
+    pub(crate) fn send(&self, op: Op) -> std::result::Result<(), mpsc::error::SendError<Op>> {
+        let op = match &self.inline {
+            Some(inline) => match inline.try_handle(op) {
+                Ok(()) => return Ok(()),
+                Err(op) => op,
+            },
+            None => op,
+        };
+        self.tx.send(op)
+    }
+}
 
 /// Where the answer to a [`Call`] goes.
 pub(crate) type Responder = oneshot::Sender<Result<Outcome>>;

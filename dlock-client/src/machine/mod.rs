@@ -28,7 +28,7 @@ mod ops;
 mod renewal;
 mod requests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

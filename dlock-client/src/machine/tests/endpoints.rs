@@ -38,7 +38,7 @@ fn harness() -> Harness {
         now,
         view,
         seq: 1,
-        tx,
+        tx: OpSender::new(tx, None),
         ops,
     };
     assert_eq!(connect_to(&h.actions()), "a:1");

@@ -52,12 +52,18 @@ pub(super) fn settings(ttl: Duration) -> Settings {
     }
 }
 
+/// A machine with session [`SESSION`] open and nothing left to send (for the driver's tests).
+pub(crate) fn connected_machine(ttl: Duration) -> SessionMachine {
+    Harness::connected(ttl).m
+}
+
 impl Harness {
     /// A machine that has asked to connect, nothing more.
     pub(super) fn with(settings: Settings) -> Harness {
         let view = Arc::new(SessionView::default());
         let now = Instant::now();
         let (tx, ops) = mpsc::unbounded_channel();
+        let tx = OpSender::new(tx, None);
         let mut h = Harness {
             m: SessionMachine::new(settings, view.clone(), 1, now),
             now,
