@@ -83,18 +83,6 @@ pub(crate) const UNLOCK_FLAGS: LockFlags = LockFlags::VALBLK.union(LockFlags::IV
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Mode;
-
-    /// R21: the QUECVT matrix, row by row (from NL..EX; '1' allowed).
-    #[test]
-    fn r21_quecvt_matrix() {
-        let rows = ["011111", "001111", "000111", "001011", "000001", "000000"];
-        for (from, row) in Mode::ALL.into_iter().zip(rows) {
-            for (to, c) in Mode::ALL.into_iter().zip(row.chars()) {
-                assert_eq!(from.allows_quecvt_to(to), c == '1', "{from}->{to}");
-            }
-        }
-    }
 
     #[test]
     fn flag_checks_in_order() {

@@ -1,4 +1,5 @@
-//! R7, R8: the compatibility matrix, spelled out row by row, and mode names.
+//! R7, R8: the compatibility matrix, spelled out row by row, and mode names; R21: which
+//! conversions may carry QUECVT.
 
 use dlock_core::{COMPATIBILITY, Mode};
 
@@ -116,6 +117,18 @@ fn r8_conversion_direction() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// R21: the conversions that may carry QUECVT, row by row (from NL..EX to NL..EX; '1'
+/// allowed): the up and middle conversions, nothing else.
+#[test]
+fn r21_quecvt_matrix() {
+    let rows = ["011111", "001111", "000111", "001011", "000001", "000000"];
+    for (from, row) in Mode::ALL.into_iter().zip(rows) {
+        for (to, c) in Mode::ALL.into_iter().zip(row.chars()) {
+            assert_eq!(from.allows_quecvt_to(to), c == '1', "{from}->{to}");
         }
     }
 }
