@@ -22,6 +22,7 @@ mod action;
 mod authz;
 mod cluster;
 mod engine;
+mod gather;
 mod grace;
 mod handshake;
 mod outbound;
@@ -46,6 +47,7 @@ use self::action::Action;
 pub(crate) use self::cluster::ClusterLink;
 use self::cluster::ClusterSide;
 use self::engine::Engine;
+use self::gather::{Gather, yield_once};
 pub(crate) use self::grace::Grace;
 use self::grace::NotHeld;
 use self::reads::{Reads, WaitingQuery};
@@ -184,6 +186,7 @@ impl CoreTask {
         let mut batch = Vec::with_capacity(max_batch);
         let inbox_capacity = self.config.inbox_capacity.max(1);
         let mut turns = Turns::default();
+        let mut gather = Gather::default();
         // One timer for the whole run, moved only when the wake-up time changes: a fresh
         // `sleep_until` per batch would register and clear a timer entry every time.
         let timer = tokio::time::sleep_until(Instant::now());
@@ -223,6 +226,17 @@ impl CoreTask {
                 n = rx.recv_many(&mut batch, room), if room > 0 => {
                     if n == 0 {
                         break;
+                    }
+                    // Under load, let the connections that are ready put their requests
+                    // in first, so that this wake-up handles them too (see `gather`).
+                    if gather.should_yield() {
+                        yield_once().await;
+                        let before = batch.len();
+                        while batch.len() < room {
+                            let Ok(msg) = rx.try_recv() else { break };
+                            batch.push(msg);
+                        }
+                        gather.yielded(batch.len() > before);
                     }
                     self.take_turns(&mut batch, &mut turns, max_batch)?;
                 }
