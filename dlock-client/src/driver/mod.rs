@@ -102,9 +102,9 @@ struct Out {
     write_progress: Instant,
     /// Written to a TLS stream and not yet flushed.
     unflushed: bool,
-    /// Whether a handle may write to the socket itself (plain TCP: a TLS stream is left to
-    /// the driver, which flushes what it holds back).
-    inline_write: bool,
+    /// Whether the connection is TLS: then only the driver writes, as it flushes what the
+    /// stream holds back; on plain TCP a handle may write to the socket itself.
+    tls: bool,
 }
 
 impl Shared {
@@ -133,11 +133,7 @@ impl InlineOps for Shared {
         }
         machine.handle_op(op, now);
         let mut wake = false;
-        while let Some(msg) = machine.poll_transmit() {
-            if let Err(err) = s.out.encode(machine.max_frame_len(), msg, now) {
-                machine.handle_connection_lost(err, now);
-            }
-        }
+        s.out.encode_all(machine, now);
         // Frames before an action belong to the connection it may end, so the driver takes
         // over from the first action on.
         if let Some(action) = machine.poll_action() {
@@ -160,6 +156,16 @@ impl InlineOps for Shared {
 }
 
 impl Out {
+    /// Encodes every frame the machine has queued (a frame that cannot be is a lost
+    /// connection, which the machine is told of).
+    fn encode_all(&mut self, machine: &mut SessionMachine, now: Instant) {
+        while let Some(msg) = machine.poll_transmit() {
+            if let Err(err) = self.encode(machine.max_frame_len(), msg, now) {
+                machine.handle_connection_lost(err, now);
+            }
+        }
+    }
+
     /// Encodes `msg` into the write buffer (dropped without a connection).
     fn encode(&mut self, max_frame_len: usize, msg: ClientMessage, now: Instant) -> Result<()> {
         if self.writer.is_none() {
@@ -182,23 +188,66 @@ impl Out {
     /// One write from a handle's task; `true` if the buffer went out whole. Anything else
     /// (a partial write, a full socket, an error, TLS) is the driver's.
     fn write_inline(&mut self, now: Instant) -> bool {
-        if !self.inline_write {
+        if self.tls {
             return false;
         }
-        let Some(writer) = self.writer.as_mut() else {
-            return false;
-        };
         // A full socket registers this waker, which does nothing: the driver, woken because
         // the buffer is not empty, polls again with its own.
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(writer).poll_write(&mut cx, &self.wbuf) {
+        matches!(self.write_some(&mut cx, now), Poll::Ready(Ok(()))) && self.wbuf.is_empty()
+    }
+
+    /// One write of the buffer (not empty): `Ok` on progress, `Err` with the reason when
+    /// the connection is broken, `Pending` while the socket is full (or there is none).
+    fn write_some(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Result<(), String>> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(writer).poll_write(cx, &self.wbuf) {
+            Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(n)) if n > 0 => {
                 self.wbuf.advance(n);
+                // A TLS stream may keep encrypted bytes when the socket is full; they are
+                // flushed once the buffer is written, so nothing waits for the next write.
+                self.unflushed = self.tls;
                 self.write_progress = now;
-                self.wbuf.is_empty()
+                Poll::Ready(Ok(()))
             }
-            _ => false,
+            Poll::Ready(Ok(_)) => Poll::Ready(Err("connection closed".to_owned())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.to_string())),
         }
+    }
+}
+
+impl State {
+    /// Writes the buffer, or flushes what a TLS stream held back; `true` on progress or an
+    /// error (which the machine is told of).
+    fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let res = if !self.out.wbuf.is_empty() {
+            match self.out.write_some(cx, now) {
+                Poll::Pending => return false,
+                Poll::Ready(Ok(())) => return true,
+                Poll::Ready(Err(e)) => e,
+            }
+        } else if self.out.unflushed
+            && let Some(writer) = self.out.writer.as_mut()
+        {
+            match Pin::new(writer).poll_flush(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Ok(())) => {
+                    self.out.unflushed = false;
+                    return true;
+                }
+                Poll::Ready(Err(e)) => e.to_string(),
+            }
+        } else {
+            return false;
+        };
+        tracing::debug!(error = %res, "write failed");
+        if let Some(machine) = self.machine.as_mut() {
+            machine.handle_connection_lost(Error::Protocol(format!("write failed: {res}")), now);
+        }
+        true
     }
 }
 
@@ -236,7 +285,7 @@ pub(crate) async fn start(
                 wbuf: BytesMut::new(),
                 write_progress: now,
                 unflushed: false,
-                inline_write: tls.is_none(),
+                tls: tls.is_some(),
             },
             actions: VecDeque::new(),
             armed: None,
@@ -410,7 +459,7 @@ impl Driver {
             if let Some(done) = self.drain_outputs(s, first, now) {
                 return Poll::Ready(done);
             }
-            busy |= self.poll_write(s, cx, now);
+            busy |= s.poll_write(cx, now);
             // When the task must wake up by itself: the machine's deadline, or the stall.
             let stall = (!s.out.wbuf.is_empty()).then(|| s.out.write_progress + WRITE_STALL);
             let due = s.machine.as_ref().and_then(SessionMachine::poll_timeout);
@@ -450,12 +499,7 @@ impl Driver {
                 None => {
                     let machine = s.machine.as_mut()?;
                     // Frames first: they belong to the connection the next `Disconnect` ends.
-                    while let Some(msg) = machine.poll_transmit() {
-                        let max = machine.max_frame_len();
-                        if let Err(err) = s.out.encode(max, msg, now) {
-                            machine.handle_connection_lost(err, now);
-                        }
-                    }
+                    s.out.encode_all(machine, now);
                     machine.poll_action()?
                 }
             };
@@ -474,46 +518,6 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// Writes the buffer, or flushes what a TLS stream held back; `true` on progress or an
-    /// error (which the machine is told of).
-    fn poll_write(&mut self, s: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
-        let Some(writer) = s.out.writer.as_mut() else {
-            return false;
-        };
-        let res = if !s.out.wbuf.is_empty() {
-            match Pin::new(writer).poll_write(cx, &s.out.wbuf) {
-                Poll::Pending => return false,
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    s.out.wbuf.advance(n);
-                    // A TLS stream may keep encrypted bytes when the socket is full; they
-                    // are flushed once the buffer is written, so nothing waits for the
-                    // next write.
-                    s.out.unflushed = self.tls.is_some();
-                    s.out.write_progress = now;
-                    return true;
-                }
-                Poll::Ready(Ok(_)) => "connection closed".to_owned(),
-                Poll::Ready(Err(e)) => e.to_string(),
-            }
-        } else if s.out.unflushed {
-            match Pin::new(writer).poll_flush(cx) {
-                Poll::Pending => return false,
-                Poll::Ready(Ok(())) => {
-                    s.out.unflushed = false;
-                    return true;
-                }
-                Poll::Ready(Err(e)) => e.to_string(),
-            }
-        } else {
-            return false;
-        };
-        tracing::debug!(error = %res, "write failed");
-        if let Some(machine) = s.machine.as_mut() {
-            machine.handle_connection_lost(Error::Protocol(format!("write failed: {res}")), now);
-        }
-        true
     }
 
     /// Drops the connection; `graceful` lets what is buffered be written first (in a small

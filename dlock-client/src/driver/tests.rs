@@ -31,10 +31,10 @@ impl Wakes {
 type Server = FramedRead<DuplexStream, FrameCodec<ClientMessage, ServerMessage>>;
 
 /// A machine with an open session that writes into a pipe, as the driver would leave it
-/// between wake-ups (its timer armed for the machine's deadline); `inline_write` as on
-/// plain TCP. Returns the handles' sender, the server's end of the pipe and the count
-/// of the driver's wake-ups.
-fn running(inline_write: bool) -> (Arc<Shared>, OpSender, Server, Arc<Wakes>) {
+/// between wake-ups (its timer armed for the machine's deadline); a TLS connection with
+/// `tls`. Returns the handles' sender, the server's end of the pipe and the count of the
+/// driver's wake-ups.
+fn running(tls: bool) -> (Arc<Shared>, OpSender, Server, Arc<Wakes>) {
     let machine = crate::machine::tests::connected_machine(Duration::from_secs(10));
     let (tx, ops) = mpsc::unbounded_channel();
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
@@ -50,7 +50,7 @@ fn running(inline_write: bool) -> (Arc<Shared>, OpSender, Server, Arc<Wakes>) {
                 wbuf: BytesMut::new(),
                 write_progress: now,
                 unflushed: false,
-                inline_write,
+                tls,
             },
             actions: VecDeque::new(),
             armed,
@@ -94,7 +94,7 @@ fn received(server: &mut Server) -> Vec<Request> {
 
 #[tokio::test]
 async fn an_op_is_handled_and_written_by_the_callers_task_without_waking_the_driver() {
-    let (shared, tx, mut server, wakes) = running(true);
+    let (shared, tx, mut server, wakes) = running(false);
     tx.send(ping()).expect("running");
     assert!(matches!(received(&mut server)[..], [Request::Ping]));
     assert_eq!(wakes.count(), 0);
@@ -103,7 +103,7 @@ async fn an_op_is_handled_and_written_by_the_callers_task_without_waking_the_dri
 
 #[tokio::test]
 async fn an_op_that_found_the_machine_busy_goes_before_the_next_one() {
-    let (shared, tx, mut server, _) = running(true);
+    let (shared, tx, mut server, _) = running(false);
     {
         // Busy: the ping waits in the channel.
         let _busy = shared.lock();
@@ -119,7 +119,7 @@ async fn an_op_that_found_the_machine_busy_goes_before_the_next_one() {
 
 #[tokio::test]
 async fn what_a_tls_stream_would_hold_back_is_left_to_the_driver() {
-    let (shared, tx, mut server, wakes) = running(false);
+    let (shared, tx, mut server, wakes) = running(true);
     tx.send(ping()).expect("running");
     assert!(received(&mut server).is_empty());
     assert_eq!(wakes.count(), 1);
@@ -128,7 +128,7 @@ async fn what_a_tls_stream_would_hold_back_is_left_to_the_driver() {
 
 #[tokio::test]
 async fn an_op_after_the_machine_stopped_is_refused() {
-    let (shared, tx, _server, _) = running(true);
+    let (shared, tx, _server, _) = running(false);
     stop(&mut shared.lock());
     assert!(tx.send(ping()).is_err());
 }
