@@ -24,7 +24,9 @@ use std::sync::Arc;
 use dlock_core::{Command, Core};
 use dlock_proto::status::{Role, Standing};
 use openraft::ServerState;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::raft::ReadPolicy;
+use openraft::rt::watch::WatchReceiver;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -80,10 +82,10 @@ impl LeaderClock {
 }
 
 /// What [`Sequencer::submit`] returns: completes with the outcome of the proposal.
-pub type Answer =
-    <<TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<
-        TypeConfig,
-    >>::Receiver;
+pub type Answer = openraft::alias::OneshotReceiverOf<
+    TypeConfig,
+    Result<openraft::raft::ClientWriteResponse<TypeConfig>, ClientWriteError<TypeConfig>>,
+>;
 
 /// Why a proposal was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,8 @@ pub struct ClusterStatus {
     pub leading: bool,
     /// The last index in this node's log.
     pub last_log_index: u64,
+    /// The last index this node knows to be committed (held by a majority).
+    pub committed_index: u64,
     /// The last index this node applied.
     pub applied_index: u64,
     /// On the leader: the last index each member is known to hold (`None`: nothing yet).
@@ -210,7 +214,7 @@ impl Sequencer {
         // The server metrics change only with the vote, the leader or the membership: no
         // copy of the replication progress is made here.
         let server = self.raft.server_metrics();
-        let m = server.borrow();
+        let m = server.borrow_watched();
         let id = m.current_leader?;
         let member = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, member))
@@ -220,7 +224,7 @@ impl Sequencer {
     pub fn is_ready_leader(&self) -> bool {
         let (state, term) = {
             let metrics = self.raft.metrics();
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             (m.state, m.current_term)
         };
         state == ServerState::Leader && self.clock.borrow().is_some_and(|c| c.term == term)
@@ -255,7 +259,7 @@ impl Sequencer {
             )));
         }
         let clock = *self.clock.borrow();
-        let term = self.raft.metrics().borrow().current_term;
+        let term = self.raft.metrics().borrow_watched().current_term;
         let Some(clock) = clock.filter(|c| c.term == term) else {
             return Err(self.not_leader());
         };
@@ -263,8 +267,10 @@ impl Sequencer {
             now_ms: clock.now_ms(),
             commands,
         };
-        match self.raft.client_write_ff(proposal).await {
-            Ok(answer) => Ok(answer),
+        // Told only when applied: the answer carries the log id.
+        let (responder, answer) = openraft::impls::ProgressResponder::complete_only();
+        match self.raft.client_write_ff(proposal, Some(responder)).await {
+            Ok(()) => Ok(answer),
             Err(e) => Err(ProposeError::Fatal(e.to_string())),
         }
     }
@@ -280,7 +286,7 @@ impl Sequencer {
 
     /// What this node knows of the cluster.
     pub fn status(&self) -> ClusterStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         ClusterStatus {
             id: self.id,
@@ -295,7 +301,8 @@ impl Sequencer {
             term: m.current_term,
             leading: self.is_ready_leader(),
             last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
+            committed_index: m.local_committed.as_ref().map_or(0, |l| l.index),
+            applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
             matched: m
                 .replication
                 .map(|r| {
@@ -340,9 +347,9 @@ impl Sequencer {
         &self,
         f: impl FnOnce(&Core) -> T,
     ) -> Result<T, ProposeError> {
-        match self.raft.ensure_linearizable().await {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(self.replica.read(f)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader {
                     leader: f.leader_node,
                 })
@@ -357,7 +364,7 @@ impl Sequencer {
         let mut rx = self.clock.subscribe();
         let clock = {
             let wait = rx.wait_for(|c| {
-                let m = self.raft.metrics().borrow().clone();
+                let m = self.raft.metrics().borrow_watched().clone();
                 c.is_some_and(|c| c.term == m.current_term) || m.state != ServerState::Leader
             });
             match tokio::time::timeout(READY_WAIT, wait).await {
@@ -366,7 +373,7 @@ impl Sequencer {
                 Err(_) => return Err(ProposeError::NotReady),
             }
         };
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let clock = clock.filter(|c| m.state == ServerState::Leader && c.term == m.current_term);
         let Some(clock) = clock else {
             return Err(self.not_leader());
@@ -395,7 +402,11 @@ impl Sequencer {
     /// waiting for anything to be applied).
     async fn quorum_answers(&self) -> bool {
         matches!(
-            tokio::time::timeout(QUORUM_WAIT, self.raft.get_read_log_id()).await,
+            tokio::time::timeout(
+                QUORUM_WAIT,
+                self.raft.get_read_log_id(ReadPolicy::ReadIndex)
+            )
+            .await,
             Ok(Ok(_))
         )
     }
@@ -442,10 +453,10 @@ impl Sequencer {
             // a node that had just become leader would then wait, as a follower, for a change
             // of the server metrics that never comes (and never serve).
             let (state, current_term) = {
-                let s = server.borrow_and_update();
-                (s.state, s.vote.leader_id().get_term())
+                let s = server.borrow_watched();
+                (s.state, s.vote.leader_id.term)
             };
-            let last_applied = metrics.borrow_and_update().last_applied;
+            let last_applied = metrics.borrow_watched().last_applied;
             let leading_term = (state == ServerState::Leader).then_some(current_term);
             if suspended.is_some() || leading_term.is_none() {
                 // Not serving: what is in flight may never apply (a tick is harmless if it
@@ -614,7 +625,7 @@ impl Sequencer {
 }
 
 /// A failed membership change as a [`ProposeError`].
-fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ProposeError {
+fn membership_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ProposeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
             leader: f.leader_node,

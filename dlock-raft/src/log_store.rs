@@ -34,14 +34,15 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogId, StorageIOError, Vote};
+use openraft::OptionalSend;
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::RaftStoreError;
 use crate::codec::{self, RecordAt};
-use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// The default size at which a segment is closed and a new one started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -59,7 +60,7 @@ enum LogRecord {
     /// Every entry up to and including this id is gone (it is in a snapshot).
     Purge(LogId),
     /// The vote.
-    Vote(Vote<NodeId>),
+    Vote(Vote),
     /// The committed log id.
     Committed(Option<LogId>),
     /// The format of the records after it: first in every segment since formats are
@@ -83,7 +84,7 @@ enum EntryRecord<'a> {
 #[derive(Debug, Default)]
 struct LogMem {
     entries: BTreeMap<u64, Entry>,
-    vote: Option<Vote<NodeId>>,
+    vote: Option<Vote>,
     last_purged: Option<LogId>,
     committed: Option<LogId>,
     /// Whether `committed` changed since its last record was handed to the writer, which
@@ -95,7 +96,7 @@ impl LogMem {
     fn replay(&mut self, record: LogRecord) {
         match record {
             LogRecord::Entry(entry) => {
-                let index = entry.get_log_id().index;
+                let index = entry.log_id().index;
                 if self.last_purged.is_some_and(|p| index <= p.index) {
                     return;
                 }
@@ -124,7 +125,7 @@ impl LogMem {
         let last = self
             .entries
             .last_key_value()
-            .map(|(_, e)| *e.get_log_id())
+            .map(|(_, e)| e.log_id())
             .or(self.last_purged);
         if last.is_none_or(|l| l.index < committed.index) {
             self.committed = last;
@@ -158,7 +159,7 @@ impl LogMem {
 /// What is done once a write is on disk.
 enum Done {
     /// openraft's callback for appended entries.
-    Flushed(LogFlushed<TypeConfig>),
+    Flushed(IOFlushed<TypeConfig>),
     /// A waiting caller.
     Reply(oneshot::Sender<io::Result<()>>),
 }
@@ -265,7 +266,7 @@ impl LogStore {
                             });
                         }
                         if let LogRecord::Entry(e) = &record {
-                            max_index = max_index.max(Some(e.get_log_id().index));
+                            max_index = max_index.max(Some(e.log_id().index));
                         }
                         mem.replay(record);
                         offset = next;
@@ -353,18 +354,14 @@ impl LogStore {
         self.mem().committed.map_or(0, |id| id.index)
     }
 
-    fn submit(&self, op: WriteOp) -> Result<(), StorageError> {
+    fn submit(&self, op: WriteOp) -> Result<(), io::Error> {
         self.writer
             .send(op)
-            .map_err(|_| write_err(io::Error::other("the log writer has stopped")))
+            .map_err(|_| io::Error::other("the log writer has stopped"))
     }
 
     /// Submits a record and waits until it is synced.
-    async fn write_synced(
-        &self,
-        bytes: Vec<u8>,
-        purge_upto: Option<u64>,
-    ) -> Result<(), StorageError> {
+    async fn write_synced(&self, bytes: Vec<u8>, purge_upto: Option<u64>) -> Result<(), io::Error> {
         let (tx, rx) = oneshot::channel();
         self.submit(WriteOp {
             bytes,
@@ -374,8 +371,7 @@ impl LogStore {
             done: Done::Reply(tx),
         })?;
         rx.await
-            .map_err(|_| write_err(io::Error::other("the log writer has stopped")))?
-            .map_err(write_err)
+            .map_err(|_| io::Error::other("the log writer has stopped"))?
     }
 }
 
@@ -385,13 +381,13 @@ impl LogStore {
         &self,
         entries: impl IntoIterator<Item = Entry>,
         done: Done,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), io::Error> {
         let mut bytes = Vec::new();
         let mut max_index = None;
         {
             let mut mem = self.mem();
             for entry in entries {
-                let index = entry.get_log_id().index;
+                let index = entry.log_id().index;
                 codec::put_record(&mut bytes, &EntryRecord::Entry(&entry)).map_err(encode_err)?;
                 max_index = max_index.max(Some(index));
                 mem.entries.insert(index, entry);
@@ -407,12 +403,8 @@ impl LogStore {
     }
 }
 
-fn write_err(e: io::Error) -> StorageError {
-    StorageIOError::write_logs(&e).into()
-}
-
-fn encode_err(e: RaftStoreError) -> StorageError {
-    write_err(e.into())
+fn encode_err(e: RaftStoreError) -> io::Error {
+    e.into()
 }
 
 /// The writer thread's state.
@@ -445,7 +437,7 @@ impl Writer {
                     .map(|_| ())
                     .map_err(|e| io::Error::new(e.kind(), e.to_string()));
                 match op.done {
-                    Done::Flushed(cb) => cb.log_io_completed(r),
+                    Done::Flushed(cb) => cb.io_completed(r),
                     Done::Reply(tx) => drop(tx.send(r)),
                 }
             }
@@ -553,7 +545,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         Ok(self
             .mem()
             .entries
@@ -561,17 +553,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .map(|(_, e)| e.clone())
             .collect())
     }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.mem().vote)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let mem = self.mem();
         let last = mem
             .entries
             .last_key_value()
-            .map(|(_, e)| *e.get_log_id())
+            .map(|(_, e)| e.log_id())
             .or(mem.last_purged);
         Ok(LogState {
             last_purged_log_id: mem.last_purged,
@@ -583,20 +579,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let mut bytes = Vec::new();
-        codec::put_record(&mut bytes, &LogRecord::Vote(*vote)).map_err(|e| {
-            openraft::StorageError::from(StorageIOError::write_vote(&io::Error::from(e)))
-        })?;
+        codec::put_record(&mut bytes, &LogRecord::Vote(*vote)).map_err(io::Error::from)?;
         self.mem().vote = Some(*vote);
         self.write_synced(bytes, None).await
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        Ok(self.mem().vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // Not a write of its own: the writer adds the latest committed id to the next group
         // it writes (after that group's entries), and when the log closes. A committed id
         // lost to a crash is only re-learned from the leader, so it need not wake the writer
@@ -607,15 +597,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         Ok(self.mem().committed)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -623,20 +613,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.submit_entries(entries, Done::Flushed(callback))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        let since = last.map_or(0, |id| id.index + 1);
         let mut bytes = Vec::new();
-        codec::put_record(
-            &mut bytes,
-            &LogRecord::Truncate {
-                since: log_id.index,
-            },
-        )
-        .map_err(encode_err)?;
-        drop(self.mem().entries.split_off(&log_id.index));
+        codec::put_record(&mut bytes, &LogRecord::Truncate { since }).map_err(encode_err)?;
+        drop(self.mem().entries.split_off(&since));
         self.write_synced(bytes, None).await
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let mut bytes = Vec::new();
         codec::put_record(&mut bytes, &LogRecord::Purge(log_id)).map_err(encode_err)?;
         self.mem().purge(log_id);
@@ -663,7 +648,7 @@ mod tests {
 
     async fn indices(log: &mut LogStore) -> Vec<u64> {
         let entries = log.try_get_log_entries(0..).await.unwrap();
-        entries.iter().map(|e| e.get_log_id().index).collect()
+        entries.iter().map(|e| e.log_id().index).collect()
     }
 
     fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -689,7 +674,9 @@ mod tests {
         append(&log, 1..=30).await;
         let vote = Vote::new(3, 2);
         log.save_vote(&vote).await.unwrap();
-        log.truncate(log_id(1, 1, 26)).await.unwrap();
+        log.truncate_after(Some(log_id::<TypeConfig>(1, 1, 25)))
+            .await
+            .unwrap();
         append(&log, 26..=50).await;
         drop(log);
 
@@ -716,15 +703,18 @@ mod tests {
         append(&log, 51..=52).await;
 
         // Purging drops the segments whose entries are all purged; the vote survives.
-        log.purge(log_id(1, 1, 40)).await.unwrap();
+        log.purge(log_id::<TypeConfig>(1, 1, 40)).await.unwrap();
         let after = segments(&dir);
         assert!(after.len() < many.len(), "{after:?} vs {many:?}");
         drop(log);
         let mut log = LogStore::open(&dir, 128).unwrap();
         assert_eq!(indices(&mut log).await, (41..=52).collect::<Vec<_>>());
         let state = log.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 40)));
-        assert_eq!(state.last_log_id, Some(log_id(1, 1, 52)));
+        assert_eq!(
+            state.last_purged_log_id,
+            Some(log_id::<TypeConfig>(1, 1, 40))
+        );
+        assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 1, 52)));
         assert_eq!(log.read_vote().await.unwrap(), Some(vote));
 
         // Damage in a closed segment is not a torn tail: opening refuses.
@@ -759,20 +749,33 @@ mod tests {
         let dir = tmp.path().join("log");
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
         append(&log, 1..=5).await;
-        log.save_committed(Some(log_id(1, 1, 4))).await.unwrap();
-        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 4)));
+        log.save_committed(Some(log_id::<TypeConfig>(1, 1, 4)))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.read_committed().await.unwrap(),
+            Some(log_id::<TypeConfig>(1, 1, 4))
+        );
         // Noted, not written on its own: the next append carries it.
         append(&log, 6..=6).await;
         drop(log);
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 4)));
+        assert_eq!(
+            log.read_committed().await.unwrap(),
+            Some(log_id::<TypeConfig>(1, 1, 4))
+        );
         assert_eq!(log.committed_index(), 4);
         // A later id, then a synced vote: the vote's group carries it too.
-        log.save_committed(Some(log_id(1, 1, 6))).await.unwrap();
+        log.save_committed(Some(log_id::<TypeConfig>(1, 1, 6)))
+            .await
+            .unwrap();
         log.save_vote(&Vote::new(2, 1)).await.unwrap();
         drop(log);
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 6)));
+        assert_eq!(
+            log.read_committed().await.unwrap(),
+            Some(log_id::<TypeConfig>(1, 1, 6))
+        );
         assert_eq!(indices(&mut log).await, (1..=6).collect::<Vec<_>>());
     }
 
@@ -784,11 +787,16 @@ mod tests {
         append(&log, 1..=4).await;
         // Committed by the other members while entries 5 and 6 still wait for this log's
         // writer: the id goes out with entry 5's group, and the crash loses entry 6.
-        log.save_committed(Some(log_id(1, 1, 6))).await.unwrap();
+        log.save_committed(Some(log_id::<TypeConfig>(1, 1, 6)))
+            .await
+            .unwrap();
         append(&log, 5..=5).await;
         drop(log);
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
+        assert_eq!(
+            log.read_committed().await.unwrap(),
+            Some(log_id::<TypeConfig>(1, 1, 5))
+        );
         assert_eq!(log.committed_index(), 5);
         assert_eq!(indices(&mut log).await, (1..=5).collect::<Vec<_>>());
     }

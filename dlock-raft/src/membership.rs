@@ -14,6 +14,7 @@
 
 use dlock_proto::status::Standing;
 use openraft::Membership;
+use openraft::rt::watch::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::types::{Member, NodeId, Raft};
@@ -70,10 +71,7 @@ pub async fn watch_standing(id: NodeId, raft: Raft, shutdown: CancellationToken)
     let mut server = raft.server_metrics();
     let mut before = None;
     loop {
-        let now = standing_of(
-            server.borrow_and_update().membership_config.membership(),
-            id,
-        );
+        let now = standing_of(server.borrow_watched().membership_config.membership(), id);
         match notice(before, now) {
             Some(StandingNotice::Removed) => tracing::warn!(
                 node = id,
@@ -129,7 +127,7 @@ mod tests {
             .iter()
             .map(|c| c.iter().copied().collect::<BTreeSet<_>>())
             .collect();
-        Membership::new(configs, nodes)
+        Membership::new(configs, nodes).expect("a valid membership")
     }
 
     #[test]
@@ -138,7 +136,8 @@ mod tests {
         assert_eq!(standing_of(&m, 1), Standing::Voter);
         assert_eq!(standing_of(&m, 4), Standing::Learner);
         assert_eq!(standing_of(&m, 5), Standing::Removed);
-        let none = membership(&[], &[]);
+        // What an uninitialized node knows (openraft refuses to build an empty one).
+        let none = Membership::default();
         assert_eq!(standing_of(&none, 1), Standing::Pending);
         // Node 3 being removed, 4 added: what node 3 is left with when the leader stops
         // replicating to it.

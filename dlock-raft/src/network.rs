@@ -2,7 +2,7 @@
 //! length, then a bincode body, through `dlock-proto`'s frame codec).
 //!
 //! About 800 lines on purpose, a quarter of them its tests: both ends of one wire protocol
-//! (the calling side, openraft's `RaftNetwork`, and the answering side, [`serve_peers`]),
+//! (the calling side, openraft's `RaftNetworkV2`, and the answering side, [`serve_peers`]),
 //! with the greeting and the secret's challenge that each end must mirror exactly, read
 //! best side by side.
 //!
@@ -32,13 +32,13 @@ use std::time::{Duration, Instant};
 
 use dlock_proto::FrameCodec;
 use futures_util::{SinkExt, StreamExt};
+use openraft::alias::{SnapshotMetaOf, SnapshotOf};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -46,16 +46,21 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::peer_auth::{self, Bytes32, HANDSHAKE_FRAME, HANDSHAKE_WAIT, PeerSecret};
-use crate::types::{Member, NodeId, Raft, TypeConfig};
+use crate::types::{Member, NodeId, Raft, SnapshotData, TypeConfig, Vote};
 
-/// The largest peer frame: an append batch or one snapshot chunk (openraft's
-/// `snapshot_max_chunk_size` must stay well below it).
+/// The largest peer frame: an append batch or one snapshot chunk ([`SNAPSHOT_CHUNK`]).
 pub const MAX_PEER_FRAME: usize = 16 * 1024 * 1024;
+
+/// How much of a snapshot one frame carries.
+pub const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+
+/// The largest snapshot a member receives: a connection sending more is closed.
+pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
 
 /// The peer protocol this build speaks: the layout of [`PeerRequest`], [`PeerResponse`]
 /// and of everything they carry (entries, commands, snapshots). Builds from before the
-/// greeting spoke 1 without saying so.
-pub const PEER_PROTOCOL: u32 = 2;
+/// greeting spoke 1 without saying so; 2 was openraft 0.9's messages, 3 is openraft 0.10's.
+pub const PEER_PROTOCOL: u32 = 3;
 
 /// How long a peer connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -73,9 +78,9 @@ pub enum PeerRequest {
     /// Replicate entries (or a heartbeat).
     Append(AppendEntriesRequest<TypeConfig>),
     /// Ask for a vote.
-    Vote(VoteRequest<NodeId>),
-    /// One chunk of a snapshot.
-    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    /// A part of a snapshot sent to a member behind the leader.
+    Snapshot(SnapshotPart),
     /// The first frame of a connection to a member with a [`PeerSecret`]: the connecting
     /// node's nonce.
     Hello {
@@ -96,15 +101,35 @@ pub enum PeerRequest {
     },
 }
 
+/// A part of a snapshot: its bytes in chunks, in order, then what it is.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SnapshotPart {
+    /// The bytes from `offset` on; a chunk at offset 0 starts a new snapshot.
+    Chunk {
+        /// Where these bytes go in the snapshot.
+        offset: u64,
+        /// At most [`SNAPSHOT_CHUNK`] bytes.
+        data: Vec<u8>,
+    },
+    /// Every byte was sent: install the snapshot, sent by the leader of `vote`.
+    Done {
+        /// The sender's vote.
+        vote: Vote,
+        /// The last log id and membership the snapshot holds.
+        meta: SnapshotMetaOf<TypeConfig>,
+    },
+}
+
 /// The answer to a [`PeerRequest`], of the same variant.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
     /// The answer to `Append`.
-    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Append(Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>),
     /// The answer to `Vote`.
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    /// The answer to `Snapshot`.
-    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Vote(Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>),
+    /// The answer to `Snapshot`: nothing for a chunk taken, the receiver's vote once the
+    /// snapshot is installed, or why it was not.
+    Snapshot(Result<Option<SnapshotResponse<TypeConfig>>, String>),
     /// The answer to `Hello`: the answering node's nonce and its proof that it holds the
     /// secret.
     Challenge {
@@ -146,6 +171,8 @@ enum CallError {
     Timeout(Duration),
     #[error("an answer of another kind")]
     Mismatch,
+    #[error("{0}")]
+    Remote(String),
     #[error("refused by the peer: {0}")]
     Refused(String),
     #[error(
@@ -382,7 +409,7 @@ async fn prove(conn: &mut ClientConn, secret: &PeerSecret) -> Result<(), CallErr
     }
 }
 
-fn rpc_err<E: std::error::Error>(e: CallError) -> RPCError<NodeId, Member, E> {
+fn rpc_err(e: CallError) -> RPCError<TypeConfig> {
     match e {
         CallError::Connect { .. } | CallError::ConnectTimeout(_) => {
             RPCError::Unreachable(Unreachable::new(&e))
@@ -396,36 +423,63 @@ fn rpc_err<E: std::error::Error>(e: CallError) -> RPCError<NodeId, Member, E> {
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
-    async fn append_entries(
+/// A peer's own failure (its Raft node stopped, its snapshot not installed), as a network
+/// error: the call is tried again.
+fn remote_err(target: NodeId, e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    rpc_err(CallError::Remote(format!("member {target}: {e}")))
+}
+
+impl PeerClient {
+    /// Sends `snapshot` in chunks and has the peer install it.
+    async fn send_snapshot(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        match self.call(PeerRequest::Append(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::Append(r)) => {
-                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        vote: Vote,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        ttl: Duration,
+    ) -> Result<SnapshotResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let data = snapshot.snapshot.into_inner();
+        let mut offset = 0;
+        // At least one chunk, which starts the snapshot afresh on the peer.
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK).min(data.len());
+            let part = SnapshotPart::Chunk {
+                offset: offset as u64,
+                data: data[offset..end].to_vec(),
+            };
+            match self.call(PeerRequest::Snapshot(part), ttl).await {
+                Ok(PeerResponse::Snapshot(Ok(None))) => {}
+                Ok(PeerResponse::Snapshot(Err(e))) => return Err(remote_err(self.target, e)),
+                Ok(_) => return Err(rpc_err(CallError::Mismatch)),
+                Err(e) => return Err(rpc_err(e)),
             }
+            offset = end;
+            if offset == data.len() {
+                break;
+            }
+        }
+        let done = SnapshotPart::Done {
+            vote,
+            meta: snapshot.meta,
+        };
+        match self.call(PeerRequest::Snapshot(done), ttl).await {
+            Ok(PeerResponse::Snapshot(Ok(Some(resp)))) => Ok(resp),
+            Ok(PeerResponse::Snapshot(Err(e))) => Err(remote_err(self.target, e)),
             Ok(_) => Err(rpc_err(CallError::Mismatch)),
             Err(e) => Err(rpc_err(e)),
         }
     }
+}
 
-    async fn install_snapshot(
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        match self
-            .call(PeerRequest::Snapshot(rpc), option.hard_ttl())
-            .await
-        {
-            Ok(PeerResponse::Snapshot(r)) => {
-                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Append(r)) => r.map_err(|e| remote_err(self.target, e)),
             Ok(_) => Err(rpc_err(CallError::Mismatch)),
             Err(e) => Err(rpc_err(e)),
         }
@@ -433,15 +487,26 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::Vote(r)) => {
-                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
+            Ok(PeerResponse::Vote(r)) => r.map_err(|e| remote_err(self.target, e)),
             Ok(_) => Err(rpc_err(CallError::Mismatch)),
             Err(e) => Err(rpc_err(e)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = self.send_snapshot(vote, snapshot, option.hard_ttl()) => Ok(r?),
         }
     }
 }
@@ -582,6 +647,8 @@ async fn serve_conn(
     // is half-read at this point (the peer waits for no answer to its proof, but its next
     // frame starts afresh), so the codec can be swapped.
     *conn.codec_mut() = FrameCodec::new(MAX_PEER_FRAME);
+    // The snapshot being received on this connection, if any.
+    let mut receiving: Vec<u8> = Vec::new();
     while let Some(frame) = conn.next().await {
         let req = match frame {
             Ok(Ok(req)) => req,
@@ -597,7 +664,27 @@ async fn serve_conn(
         let resp = match req {
             PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
             PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
-            PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
+            PeerRequest::Snapshot(SnapshotPart::Chunk { offset, data }) => {
+                if offset == 0 {
+                    receiving = Vec::new();
+                }
+                if offset != receiving.len() as u64
+                    || receiving.len() + data.len() > MAX_SNAPSHOT_BYTES
+                {
+                    tracing::warn!(%peer, offset, "snapshot chunk out of place or too much; closing");
+                    return;
+                }
+                receiving.extend_from_slice(&data);
+                PeerResponse::Snapshot(Ok(None))
+            }
+            PeerRequest::Snapshot(SnapshotPart::Done { vote, meta }) => {
+                let snapshot = SnapshotOf::<TypeConfig, SnapshotData> {
+                    meta,
+                    snapshot: std::io::Cursor::new(std::mem::take(&mut receiving)),
+                };
+                let installed = raft.install_full_snapshot(vote, snapshot).await;
+                PeerResponse::Snapshot(installed.map(Some).map_err(|e| e.to_string()))
+            }
             PeerRequest::Hello { .. } | PeerRequest::Proof { .. } | PeerRequest::Version { .. } => {
                 let why = if secret.is_some() || matches!(req, PeerRequest::Version { .. }) {
                     "the handshake is over on this connection"
@@ -777,12 +864,12 @@ mod tests {
                 panic!("the first frame is not the greeting: {first:?}");
             };
             assert_eq!(protocol, PEER_PROTOCOL);
-            let why = format!("peer protocol {protocol}, but this member speaks 3");
+            let why = format!("peer protocol {protocol}, but this member speaks 4");
             conn.send(PeerResponse::Refused(why)).await.unwrap();
         })
         .await;
         let err = vote_to(addr).await;
-        assert!(err.contains("but this member speaks 3"), "{err}");
+        assert!(err.contains("but this member speaks 4"), "{err}");
 
         // A build from before the greeting: it cannot decode it and closes.
         let addr = peer_that(|conn, _| async move { drop(conn) }).await;
@@ -791,6 +878,63 @@ mod tests {
             err.contains("older than the peer protocol greeting"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_goes_in_chunks_at_their_offsets_then_is_installed() {
+        // A peer that records each part and answers as a member does.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, mut parts) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
+            answer_greeting(&mut conn).await.unwrap();
+            *conn.codec_mut() = FrameCodec::new(MAX_PEER_FRAME);
+            while let Some(Ok(Ok(PeerRequest::Snapshot(part)))) = conn.next().await {
+                let answer = match &part {
+                    SnapshotPart::Chunk { .. } => None,
+                    SnapshotPart::Done { vote, .. } => Some(SnapshotResponse::new(*vote)),
+                };
+                tx.send(part).unwrap();
+                conn.send(PeerResponse::Snapshot(Ok(answer))).await.unwrap();
+            }
+        });
+        let data: Vec<u8> = (0..SNAPSHOT_CHUNK * 5 / 2).map(|i| i as u8).collect();
+        let meta = SnapshotMetaOf::<TypeConfig>::default();
+        let snapshot = SnapshotOf::<TypeConfig, SnapshotData> {
+            meta: meta.clone(),
+            snapshot: std::io::Cursor::new(data.clone()),
+        };
+        let never = std::future::pending::<ReplicationClosed>();
+        let resp = client_to(addr)
+            .await
+            .full_snapshot(
+                Vote::new(4, 1),
+                snapshot,
+                never,
+                RPCOption::new(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.vote, Vote::new(4, 1));
+        let mut received = Vec::new();
+        let mut offsets = Vec::new();
+        while let Ok(part) = parts.try_recv() {
+            match part {
+                SnapshotPart::Chunk { offset, data } => {
+                    offsets.push(offset);
+                    received.extend_from_slice(&data);
+                }
+                SnapshotPart::Done { vote, meta: m } => {
+                    assert_eq!((vote, m), (Vote::new(4, 1), meta.clone()));
+                    offsets.push(u64::MAX);
+                }
+            }
+        }
+        let chunk = SNAPSHOT_CHUNK as u64;
+        assert_eq!(offsets, [0, chunk, 2 * chunk, u64::MAX]);
+        assert!(received == data, "the bytes arrive whole and in order");
     }
 
     #[test]

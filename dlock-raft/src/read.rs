@@ -3,7 +3,8 @@
 //! waits until its engine has applied everything committed when the round started (Raft's
 //! read index).
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{LinearizableReadError, RaftError};
+use openraft::raft::ReadPolicy;
 
 use crate::leader::Sequencer;
 use crate::types::Member;
@@ -34,14 +35,14 @@ impl Sequencer {
     /// reflects every write completed before the call: one call serves every read that
     /// arrived before it started (batching, as etcd does).
     pub async fn read_index(&self) -> Result<u64, ReadError> {
-        match self.raft().ensure_linearizable().await {
-            Ok(read) => Ok(read.map_or(0, |id| id.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+        match self.raft().ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(ReadError::NotLeader {
                     leader: f.leader_node,
                 })
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
                 Err(ReadError::NoQuorum(q.to_string()))
             }
             Err(RaftError::Fatal(e)) => Err(ReadError::Fatal(e.to_string())),

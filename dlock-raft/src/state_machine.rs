@@ -14,16 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dlock_core::{Config, Core, Event, Input, SessionId};
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
-};
+use futures_util::{Stream, TryStreamExt};
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::RaftStoreError;
 use crate::codec::{self, RecordAt};
 use crate::log_store::sync_dir;
-use crate::types::{Applied, Entry, LogId, Member, NodeId, StorageError, TypeConfig, input_index};
+use crate::types::{Applied, LogId, SnapshotData, TypeConfig, input_index};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
@@ -33,16 +33,14 @@ const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
 struct SmState {
     core: Core,
     last_applied: Option<LogId>,
-    membership: StoredMembership<NodeId, Member>,
-    /// Snapshots built by this process, to give each a distinct id.
-    built: u64,
+    membership: StoredMembershipOf<TypeConfig>,
 }
 
 /// What a snapshot's data holds.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     last_applied: Option<LogId>,
-    membership: StoredMembership<NodeId, Member>,
+    membership: StoredMembershipOf<TypeConfig>,
     core: dlock_core::Snapshot,
 }
 
@@ -51,7 +49,7 @@ struct SnapshotBody {
 #[derive(Deserialize)]
 struct SnapshotBodyV2 {
     last_applied: Option<LogId>,
-    membership: StoredMembership<NodeId, Member>,
+    membership: StoredMembershipOf<TypeConfig>,
     core: dlock_core::SnapshotV2,
 }
 
@@ -72,7 +70,7 @@ fn decode_body(data: &[u8]) -> Result<SnapshotBody, RaftStoreError> {
 /// What `snapshot.bin` holds.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
-    meta: SnapshotMeta<NodeId, Member>,
+    meta: SnapshotMetaOf<TypeConfig>,
     data: Vec<u8>,
 }
 
@@ -198,14 +196,12 @@ impl StateMachine {
                     core: Core::restore(body.core),
                     last_applied: body.last_applied,
                     membership: body.membership,
-                    built: 0,
                 }
             }
             None => SmState {
                 core: Core::new(config),
                 last_applied: None,
-                membership: StoredMembership::default(),
-                built: 0,
+                membership: StoredMembershipOf::<TypeConfig>::default(),
             },
         };
         Ok(StateMachine {
@@ -298,8 +294,8 @@ fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<(), RaftStoreE
     sync_dir(dir)
 }
 
-fn snapshot_err(e: RaftStoreError) -> StorageError {
-    StorageIOError::write_snapshot(None, &io::Error::from(e)).into()
+fn snapshot_err(e: RaftStoreError) -> io::Error {
+    io::Error::from(e)
 }
 
 /// Builds snapshots of a [`StateMachine`].
@@ -310,29 +306,24 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (body, built) = {
-            let mut state = self.replica.lock();
-            state.built += 1;
-            let body = SnapshotBody {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
+        let body = {
+            let state = self.replica.lock();
+            SnapshotBody {
                 last_applied: state.last_applied,
                 membership: state.membership.clone(),
                 core: state.core.snapshot(),
-            };
-            (body, state.built)
+            }
         };
         let dir = self.dir.clone();
         let file = tokio::task::spawn_blocking(move || -> Result<SnapshotFile, RaftStoreError> {
             let data = codec::encode_snapshot(&body)?;
-            let snapshot_id = match body.last_applied {
-                Some(id) => format!("{}-{}-{built}", id.leader_id.term, id.index),
-                None => format!("0-0-{built}"),
-            };
             let file = SnapshotFile {
-                meta: SnapshotMeta {
+                meta: SnapshotMetaOf::<TypeConfig> {
                     last_log_id: body.last_applied,
                     last_membership: body.membership,
-                    snapshot_id,
                 },
                 data,
             };
@@ -342,32 +333,34 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| snapshot_err(RaftStoreError::Codec(e.to_string())))?
         .map_err(snapshot_err)?;
-        Ok(Snapshot {
+        Ok(SnapshotOf::<TypeConfig, SnapshotData> {
             meta: file.meta,
-            snapshot: Box::new(Cursor::new(file.data)),
+            snapshot: Cursor::new(file.data),
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership<NodeId, Member>), StorageError> {
+    ) -> Result<(Option<LogId>, StoredMembershipOf<TypeConfig>), io::Error> {
         let state = self.replica.lock();
         Ok((state.last_applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<S>(&mut self, entries: S) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut out = Vec::new();
+        // Taken whole first, so that the engine's lock is taken once for all of them.
+        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let mut out = Vec::with_capacity(entries.len());
         {
             let mut state = self.replica.lock();
-            for entry in entries {
+            for (entry, responder) in entries {
                 let index = entry.log_id.index;
                 state.last_applied = Some(entry.log_id);
                 let mut opened = Vec::new();
@@ -399,40 +392,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                     }
                     EntryPayload::Membership(m) => {
-                        state.membership = StoredMembership::new(Some(entry.log_id), m);
+                        state.membership =
+                            StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), m);
                     }
                 }
-                out.push(Applied {
+                let applied = Applied {
                     index,
                     input: state.core.last_index(),
                     events,
                     opened,
-                });
+                };
+                out.push((applied, responder));
             }
         }
-        let Some(feed) = &self.feed else {
-            return Ok(out);
-        };
         let feeding = self.replica.feeding();
-        // The events go to the feed (after the state's lock is released: the reader takes
-        // it too); the proposer's answer keeps the index.
-        let mut answers = Vec::with_capacity(out.len());
-        for applied in out {
-            answers.push(Applied {
-                index: applied.index,
-                input: applied.input,
-                events: Vec::new(),
-                opened: applied.opened.clone(),
-            });
-            if feeding
-                && applied.index > self.unfed_upto
-                && (!applied.events.is_empty() || !applied.opened.is_empty())
-            {
-                // A closed feed means the server is stopping: nothing is left to route to.
-                let _ = feed.send(applied).await;
+        for (applied, responder) in out {
+            // Without a feed the answer carries the events; with one, they go to the feed
+            // (after the state's lock is released: the reader takes it too) and the
+            // proposer's answer keeps the index.
+            let answer = match &self.feed {
+                None => applied,
+                Some(feed) => {
+                    let answer = Applied {
+                        index: applied.index,
+                        input: applied.input,
+                        events: Vec::new(),
+                        opened: applied.opened.clone(),
+                    };
+                    if feeding
+                        && applied.index > self.unfed_upto
+                        && (!applied.events.is_empty() || !applied.opened.is_empty())
+                    {
+                        // A closed feed means the server is stopping: nothing is left to
+                        // route to.
+                        let _ = feed.send(applied).await;
+                    }
+                    answer
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(answer);
             }
         }
-        Ok(answers)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -442,22 +444,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        let body = decode_body(&data).map_err(|e| {
-            openraft::StorageError::from(StorageIOError::read_snapshot(
-                Some(meta.signature()),
-                &io::Error::from(e),
-            ))
-        })?;
+        let body = decode_body(&data).map_err(io::Error::from)?;
         let file = SnapshotFile {
             meta: meta.clone(),
             data,
@@ -481,20 +474,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
         let dir = self.dir.clone();
         let file = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
             .await
             .map_err(|e| snapshot_err(RaftStoreError::Codec(e.to_string())))?
-            .map_err(|e| {
-                openraft::StorageError::from(StorageIOError::read_snapshot(
-                    None,
-                    &io::Error::from(e),
-                ))
-            })?;
-        Ok(file.map(|f| Snapshot {
+            .map_err(io::Error::from)?;
+        Ok(file.map(|f| SnapshotOf::<TypeConfig, SnapshotData> {
             meta: f.meta,
-            snapshot: Box::new(Cursor::new(f.data)),
+            snapshot: Cursor::new(f.data),
         }))
     }
 }

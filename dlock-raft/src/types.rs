@@ -40,6 +40,12 @@ pub struct Proposal {
     pub commands: Vec<Command>,
 }
 
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} commands at {} ms", self.commands.len(), self.now_ms)
+    }
+}
+
 /// The most commands one entry carries: the proposer gathers at most this many into one
 /// entry (what openraft sends in one append stays well under the peer frame limit).
 pub const MAX_BATCH: usize = 64;
@@ -78,22 +84,22 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = NodeId,
         Node = Member,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
 );
 
 /// A running Raft node of dlock.
-pub type Raft = openraft::Raft<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, crate::StateMachine>;
 
 /// A log entry of dlock's Raft log.
-pub type Entry = openraft::Entry<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 
 /// A log id of dlock's Raft log.
-pub type LogId = openraft::LogId<NodeId>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 
-/// The storage error type of dlock's Raft log.
-pub type StorageError = openraft::StorageError<NodeId>;
+/// A vote of dlock's Raft log.
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+
+/// What a snapshot's data is: its bytes, in memory.
+pub type SnapshotData = Cursor<Vec<u8>>;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use dlock_raft::openraft::rt::watch::WatchReceiver;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -104,7 +105,7 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
     let voters = |n: &Node| {
         n.raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .membership_config
             .membership()
             .voter_ids()

@@ -12,6 +12,7 @@ use dlock_proto::FrameCodec;
 use dlock_raft::network::{MAX_PEER_FRAME, PEER_PROTOCOL, PeerRequest, PeerResponse};
 use dlock_raft::openraft::Vote;
 use dlock_raft::openraft::raft::VoteRequest;
+use dlock_raft::openraft::rt::watch::WatchReceiver;
 use dlock_raft::{NodeOptions, PeerSecret};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -56,10 +57,10 @@ async fn answer_then_closed(conn: &mut Raw) -> Result<(PeerResponse, bool)> {
 /// Sends a vote for `term` on `conn`, which must be refused: why, once the node has closed
 /// the connection.
 async fn refused_vote(mut conn: Raw, term: u64) -> Result<String> {
-    conn.send(PeerRequest::Vote(VoteRequest {
-        vote: Vote::new(term, 9),
-        last_log_id: None,
-    }))
+    conn.send(PeerRequest::Vote(VoteRequest::new(
+        Vote::new(term, 9),
+        None,
+    )))
     .await?;
     let (answer, closed) = answer_then_closed(&mut conn).await?;
     let PeerResponse::Refused(why) = answer else {
@@ -98,16 +99,16 @@ async fn only_members_proving_the_secret_take_part() -> Result<()> {
     wait_applied(&nodes[1].replica, open.index).await?;
     // Node 3, with another secret, was sent nothing it accepted, and made nobody follow it.
     assert_eq!(nodes[2].replica.last_applied_index(), 0);
-    let m3 = nodes[2].raft.metrics().borrow().clone();
+    let m3 = nodes[2].raft.metrics().borrow_watched().clone();
     assert!(!m3.state.is_leader(), "{m3:?}");
 
     // A vote request without the handshake is refused and never reaches the node: its term
     // stays where it was.
     let target = &c.members[&2].raft_addr;
-    let term_before = nodes[1].raft.metrics().borrow().current_term;
+    let term_before = nodes[1].raft.metrics().borrow_watched().current_term;
     let why = refused_vote(greeted(target).await?, term_before + 100).await?;
     assert!(why.contains("--cluster-secret-file"), "{why}");
-    assert!(nodes[1].raft.metrics().borrow().current_term < term_before + 100);
+    assert!(nodes[1].raft.metrics().borrow_watched().current_term < term_before + 100);
 
     // A wrong proof is refused too.
     let mut conn = greeted(target).await?;
@@ -156,7 +157,7 @@ async fn a_member_of_another_peer_protocol_is_refused_before_its_request_reaches
     let l = c.listeners.remove(&1).context("listener")?;
     let node = start(1, &c.dirs[0], l).await?;
     let addr = c.members[&1].raft_addr.clone();
-    let term_before = node.raft.metrics().borrow().current_term;
+    let term_before = node.raft.metrics().borrow_watched().current_term;
 
     // A build from before the greeting opens with a Raft request.
     let why = refused_vote(raw(&addr).await?, term_before + 100).await?;
@@ -164,7 +165,7 @@ async fn a_member_of_another_peer_protocol_is_refused_before_its_request_reaches
         why.contains(&format!("speaks peer protocol {PEER_PROTOCOL}")),
         "{why}"
     );
-    assert!(node.raft.metrics().borrow().current_term < term_before + 100);
+    assert!(node.raft.metrics().borrow_watched().current_term < term_before + 100);
 
     // Another protocol is refused naming both.
     let mut conn = raw(&addr).await?;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use dlock_raft::openraft::rt::watch::WatchReceiver;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -72,7 +73,7 @@ async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
         leader
             .raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .purged
             .is_some_and(|p| p.index > 100)
     })
@@ -82,7 +83,7 @@ async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
     let back = start_with(snapshotting(lagging_id, &c), l).await?;
     wait_applied(&back.replica, last).await?;
     assert!(
-        back.raft.metrics().borrow().snapshot.is_some(),
+        back.raft.metrics().borrow_watched().snapshot.is_some(),
         "caught up through a snapshot"
     );
     assert!(
@@ -136,7 +137,7 @@ async fn all_three_stopped_and_reopened_recover_the_table_from_disk() -> Result<
                 n.id,
                 n.replica.last_applied_index(),
                 n.replica.read(|core| core.lock_count()),
-                n.raft.metrics().borrow().clone()
+                n.raft.metrics().borrow_watched().clone()
             );
         }
     }

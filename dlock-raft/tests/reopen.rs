@@ -7,6 +7,7 @@ mod common;
 use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
+use dlock_raft::openraft::rt::watch::WatchReceiver;
 use dlock_raft::{Applied, NodeOptions};
 use tokio::sync::mpsc;
 
@@ -93,4 +94,67 @@ async fn a_node_reopens_with_more_committed_entries_than_its_feed_holds() -> Res
     );
     kill(&node).await?;
     Ok(())
+}
+
+/// Copies the files under `from` into `to` (which exists), directories included.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// `tests/fixtures/openraft-0.9` is the raft directory of a one-member cluster written by the
+/// build before openraft 0.10 (openraft 0.9.25, peer protocol 2), killed while session 23
+/// ("holder") held `fixture-held` in EX with token 24, after five PR locks taken and
+/// released, with a snapshot every 4 entries: a snapshot and a log written by 0.9's
+/// types. This build opens it, leads again and goes on from there: the lock is still held,
+/// and the next grant's token is above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_and_snapshot_written_with_openraft_0_9_open_and_go_on() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openraft-0.9");
+    copy_dir(&fixture, dir.path())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let node = start_with(NodeOptions::new(1, dir.path()), listener).await?;
+    until("the node leads again", || {
+        node.raft.metrics().borrow_watched().state.is_leader()
+    })
+    .await?;
+    let (session, mode, token) = holder(&node.replica, "fixture-held").context("the held lock")?;
+    assert_eq!((session, mode, token), (SessionId(23), Mode::EX, 24));
+    assert!(
+        holder(&node.replica, "fixture-1").is_none(),
+        "released before the kill"
+    );
+    let last = node.replica.read(|core| core.last_index());
+    assert!(last >= 24, "the engine's inputs survive: {last}");
+
+    // A new session's lock on a free name: granted above everything before.
+    let opened = write(
+        &node.raft,
+        10_000_000,
+        Command::OpenSession {
+            name: "after".into(),
+            ttl_ms: 60_000,
+            secret: 99,
+        },
+    )
+    .await?;
+    let (_, s) = opened.opened.first().copied().context("session opened")?;
+    let applied = write(&node.raft, 10_000_001, lock(s, 1, "fixture-new")).await?;
+    let new_token = granted_token(&applied.events).context("granted")?;
+    assert!(
+        new_token > last && new_token > 24,
+        "{new_token} after {last}"
+    );
+    kill(&node).await
 }

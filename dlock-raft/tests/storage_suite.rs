@@ -2,14 +2,14 @@
 //! fresh directory.
 
 use dlock_raft::openraft::StorageError;
-use dlock_raft::openraft::testing::{StoreBuilder, Suite};
-use dlock_raft::{LogStore, NodeId, StateMachine, TypeConfig};
+use dlock_raft::openraft::testing::log::{StoreBuilder, Suite};
+use dlock_raft::{LogStore, StateMachine, TypeConfig};
 use tempfile::TempDir;
 
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = LogStore::open(dir.path().join("log"), 4096).expect("open log");
         let sm = StateMachine::open(dir.path(), dlock_core::Config::default()).expect("open sm");
@@ -17,9 +17,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     }
 }
 
-#[test]
-fn openraft_storage_suite() {
-    if let Err(e) = Suite::test_all(Builder) {
+#[tokio::test]
+async fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder).await {
         panic!("storage suite: {e}");
     }
 }

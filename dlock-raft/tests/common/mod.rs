@@ -1,6 +1,7 @@
 //! In-process nodes over real TCP on 127.0.0.1 for the cluster tests.
 #![allow(dead_code)]
 
+use dlock_raft::openraft::rt::watch::WatchReceiver;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -127,12 +128,12 @@ pub async fn leader_among(nodes: &[&Node]) -> Result<NodeId> {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         for node in nodes {
-            let m = node.raft.metrics().borrow().clone();
+            let m = node.raft.metrics().borrow_watched().clone();
             if m.current_leader == Some(node.id)
                 && m.state.is_leader()
                 && nodes
                     .iter()
-                    .all(|n| n.raft.metrics().borrow().current_leader == Some(node.id))
+                    .all(|n| n.raft.metrics().borrow_watched().current_leader == Some(node.id))
             {
                 return Ok(node.id);
             }

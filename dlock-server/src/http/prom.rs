@@ -339,9 +339,9 @@ pub(crate) fn encode(
 ///
 /// Everything is as this member knows it: a partitioned old leader still says it leads until
 /// it hears of a higher term, which is why [`Role::Leader`] is reported with the term (a
-/// newer leader has a higher one). openraft 0.9 publishes no commit index: the applied index
-/// trails it by the entries on their way to the state machine, and the last log index leads
-/// it by those not yet on a majority. The per-follower lag is there on the leader only (only
+/// newer leader has a higher one). The applied index trails the commit index by the entries
+/// on their way to the state machine, and the last log index leads it by those not yet on a
+/// majority. The per-follower lag is there on the leader only (only
 /// it tracks what the others hold), one series per other member: it grows as entries are
 /// written that the follower does not acknowledge, so an unreachable follower of an idle
 /// cluster shows no lag until something is written.
@@ -375,6 +375,11 @@ fn register_cluster(r: &mut Registry, c: &ClusterStatus) {
         "last_log_index",
         "Index of the last entry in this member's Raft log",
         gauge(c.last_log_index),
+    );
+    r.register(
+        "commit_index",
+        "Index of the last entry this member knows to be held by a majority",
+        gauge(c.committed_index),
     );
     r.register(
         "applied_index",
@@ -422,7 +427,8 @@ mod tests {
             term: 4,
             leading: role == Role::Leader,
             last_log_index: 20,
-            applied_index: 19,
+            committed_index: 19,
+            applied_index: 18,
             matched: BTreeMap::new(),
         }
     }
@@ -444,7 +450,8 @@ mod tests {
                 "dlock_cluster_leader_id 1",
                 "dlock_cluster_members 3",
                 "dlock_cluster_last_log_index 20",
-                "dlock_cluster_applied_index 19",
+                "dlock_cluster_commit_index 19",
+                "dlock_cluster_applied_index 18",
                 r#"dlock_cluster_follower_lag_entries{node="2"} 3"#,
                 r#"dlock_cluster_follower_lag_entries{node="3"} 20"#,
             ]
@@ -464,7 +471,8 @@ mod tests {
                 "dlock_cluster_leader_id -1",
                 "dlock_cluster_members 3",
                 "dlock_cluster_last_log_index 20",
-                "dlock_cluster_applied_index 19",
+                "dlock_cluster_commit_index 19",
+                "dlock_cluster_applied_index 18",
             ]
         );
         assert!(!t.contains("lag"));
