@@ -137,8 +137,11 @@ pub(crate) fn view(sequencer: &dlock_raft::Sequencer) -> dlock_proto::status::Cl
 
 /// How many entries the proposer keeps submitted and not yet applied before it gathers:
 /// a command that finds fewer in flight goes at once, so a lone request never waits for
-/// company.
-pub(crate) const MAX_IN_FLIGHT: usize = 2;
+/// company. Measured on a 3-member loopback cluster (64 clients, uncontended, four paired
+/// runs): 4 gave 1-9 % more cycles/s than 2 and 1 gave 5-15 % fewer; contended handoffs
+/// were the same with 4 and fewer with 1 (a renewal or tick entry then holds up the next
+/// handoff).
+pub(crate) const MAX_IN_FLIGHT: usize = 4;
 
 /// How long, at most, the proposer gathers commands while [`MAX_IN_FLIGHT`] entries are in
 /// flight, before it submits what it has anyway: the added latency under load is bounded,
