@@ -55,7 +55,7 @@ pub const MAX_PEER_FRAME: usize = 16 * 1024 * 1024;
 pub const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 
 /// The largest snapshot a member receives: a connection sending more is closed.
-pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
+pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// The peer protocol this build speaks: the layout of [`PeerRequest`], [`PeerResponse`]
 /// and of everything they carry (entries, commands, snapshots). Builds from before the
@@ -429,6 +429,15 @@ fn remote_err(target: NodeId, e: impl std::fmt::Display) -> RPCError<TypeConfig>
     rpc_err(CallError::Remote(format!("member {target}: {e}")))
 }
 
+/// What `pick` takes out of a call's answer; an answer of another kind, or a failed call,
+/// as the error openraft is given.
+fn answer_of<T>(
+    called: Result<PeerResponse, CallError>,
+    pick: impl FnOnce(PeerResponse) -> Option<T>,
+) -> Result<T, RPCError<TypeConfig>> {
+    pick(called.map_err(rpc_err)?).ok_or_else(|| rpc_err(CallError::Mismatch))
+}
+
 impl PeerClient {
     /// Sends `snapshot` in chunks and has the peer install it.
     async fn send_snapshot(
@@ -446,11 +455,9 @@ impl PeerClient {
                 offset: offset as u64,
                 data: data[offset..end].to_vec(),
             };
-            match self.call(PeerRequest::Snapshot(part), ttl).await {
-                Ok(PeerResponse::Snapshot(Ok(None))) => {}
-                Ok(PeerResponse::Snapshot(Err(e))) => return Err(remote_err(self.target, e)),
-                Ok(_) => return Err(rpc_err(CallError::Mismatch)),
-                Err(e) => return Err(rpc_err(e)),
+            let taken = self.snapshot_call(part, ttl).await?;
+            if taken.is_some() {
+                return Err(rpc_err(CallError::Mismatch));
             }
             offset = end;
             if offset == data.len() {
@@ -461,12 +468,23 @@ impl PeerClient {
             vote,
             meta: snapshot.meta,
         };
-        match self.call(PeerRequest::Snapshot(done), ttl).await {
-            Ok(PeerResponse::Snapshot(Ok(Some(resp)))) => Ok(resp),
-            Ok(PeerResponse::Snapshot(Err(e))) => Err(remote_err(self.target, e)),
-            Ok(_) => Err(rpc_err(CallError::Mismatch)),
-            Err(e) => Err(rpc_err(e)),
-        }
+        self.snapshot_call(done, ttl)
+            .await?
+            .ok_or_else(|| rpc_err(CallError::Mismatch))
+    }
+
+    /// Sends one part of a snapshot; the peer's vote once it installed the snapshot.
+    async fn snapshot_call(
+        &mut self,
+        part: SnapshotPart,
+        ttl: Duration,
+    ) -> Result<Option<SnapshotResponse<TypeConfig>>, RPCError<TypeConfig>> {
+        let called = self.call(PeerRequest::Snapshot(part), ttl).await;
+        answer_of(called, |r| match r {
+            PeerResponse::Snapshot(r) => Some(r),
+            _ => None,
+        })?
+        .map_err(|e| remote_err(self.target, e))
     }
 }
 
@@ -478,11 +496,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::Append(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::Append(r)) => r.map_err(|e| remote_err(self.target, e)),
-            Ok(_) => Err(rpc_err(CallError::Mismatch)),
-            Err(e) => Err(rpc_err(e)),
-        }
+        let called = self.call(PeerRequest::Append(rpc), option.hard_ttl()).await;
+        answer_of(called, |r| match r {
+            PeerResponse::Append(r) => Some(r),
+            _ => None,
+        })?
+        .map_err(|e| remote_err(self.target, e))
     }
 
     async fn vote(
@@ -490,11 +509,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::Vote(r)) => r.map_err(|e| remote_err(self.target, e)),
-            Ok(_) => Err(rpc_err(CallError::Mismatch)),
-            Err(e) => Err(rpc_err(e)),
-        }
+        let called = self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await;
+        answer_of(called, |r| match r {
+            PeerResponse::Vote(r) => Some(r),
+            _ => None,
+        })?
+        .map_err(|e| remote_err(self.target, e))
     }
 
     async fn full_snapshot(
@@ -622,6 +642,31 @@ async fn challenge(conn: &mut ServerConn, secret: &PeerSecret) -> Result<(), Str
     }
 }
 
+/// The snapshot being received on one peer connection.
+#[derive(Debug, Default)]
+struct Received {
+    bytes: Vec<u8>,
+}
+
+impl Received {
+    /// Takes a chunk at `offset`: 0 starts a new snapshot, any other must follow the bytes
+    /// taken so far, and the whole stays within [`MAX_SNAPSHOT_BYTES`].
+    fn take(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        if offset == 0 {
+            self.bytes = Vec::new();
+        }
+        let have = self.bytes.len() as u64;
+        if offset != have {
+            return Err(format!("a chunk at {offset}, expected one at {have}"));
+        }
+        if have + data.len() as u64 > MAX_SNAPSHOT_BYTES {
+            return Err(format!("more than {MAX_SNAPSHOT_BYTES} bytes"));
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(())
+    }
+}
+
 async fn serve_conn(
     stream: TcpStream,
     peer: std::net::SocketAddr,
@@ -648,7 +693,7 @@ async fn serve_conn(
     // frame starts afresh), so the codec can be swapped.
     *conn.codec_mut() = FrameCodec::new(MAX_PEER_FRAME);
     // The snapshot being received on this connection, if any.
-    let mut receiving: Vec<u8> = Vec::new();
+    let mut receiving = Received::default();
     while let Some(frame) = conn.next().await {
         let req = match frame {
             Ok(Ok(req)) => req,
@@ -665,22 +710,16 @@ async fn serve_conn(
             PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
             PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
             PeerRequest::Snapshot(SnapshotPart::Chunk { offset, data }) => {
-                if offset == 0 {
-                    receiving = Vec::new();
-                }
-                if offset != receiving.len() as u64
-                    || receiving.len() + data.len() > MAX_SNAPSHOT_BYTES
-                {
-                    tracing::warn!(%peer, offset, "snapshot chunk out of place or too much; closing");
+                if let Err(why) = receiving.take(offset, &data) {
+                    tracing::warn!(%peer, reason = %why, "snapshot chunk refused; closing");
                     return;
                 }
-                receiving.extend_from_slice(&data);
                 PeerResponse::Snapshot(Ok(None))
             }
             PeerRequest::Snapshot(SnapshotPart::Done { vote, meta }) => {
                 let snapshot = SnapshotOf::<TypeConfig, SnapshotData> {
                     meta,
-                    snapshot: std::io::Cursor::new(std::mem::take(&mut receiving)),
+                    snapshot: std::io::Cursor::new(std::mem::take(&mut receiving.bytes)),
                 };
                 let installed = raft.install_full_snapshot(vote, snapshot).await;
                 PeerResponse::Snapshot(installed.map(Some).map_err(|e| e.to_string()))
@@ -935,6 +974,21 @@ mod tests {
         let chunk = SNAPSHOT_CHUNK as u64;
         assert_eq!(offsets, [0, chunk, 2 * chunk, u64::MAX]);
         assert!(received == data, "the bytes arrive whole and in order");
+    }
+
+    #[test]
+    fn snapshot_chunks_must_follow_each_other_and_offset_0_starts_afresh() {
+        let mut r = Received::default();
+        r.take(0, b"abc").unwrap();
+        r.take(3, b"de").unwrap();
+        assert_eq!(r.bytes, b"abcde");
+        // A gap or an overlap is refused, and what was taken stays.
+        assert!(r.take(7, b"x").unwrap_err().contains("expected one at 5"));
+        assert!(r.take(4, b"x").is_err());
+        assert_eq!(r.bytes, b"abcde");
+        // A new snapshot (a retried send) starts over.
+        r.take(0, b"z").unwrap();
+        assert_eq!(r.bytes, b"z");
     }
 
     #[test]

@@ -123,7 +123,9 @@ pub async fn kill(node: &Node) -> Result<()> {
     Ok(())
 }
 
-/// Waits until one of `nodes` leads and all of them agree; returns its id.
+/// Waits until one of `nodes` leads, has applied the first entry of its term (before that
+/// it may still refuse writes while its vote is being saved) and all of them agree; returns
+/// its id.
 pub async fn leader_among(nodes: &[&Node]) -> Result<NodeId> {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -131,6 +133,8 @@ pub async fn leader_among(nodes: &[&Node]) -> Result<NodeId> {
             let m = node.raft.metrics().borrow_watched().clone();
             if m.current_leader == Some(node.id)
                 && m.state.is_leader()
+                && m.last_applied
+                    .is_some_and(|l| l.leader_id.term == m.current_term)
                 && nodes
                     .iter()
                     .all(|n| n.raft.metrics().borrow_watched().current_leader == Some(node.id))
