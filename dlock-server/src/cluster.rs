@@ -149,24 +149,110 @@ pub(crate) const MAX_IN_FLIGHT: usize = 4;
 /// queue.
 pub(crate) const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// How long the proposer waits before it submits again the entries the leader refused
+/// because its lease had lapsed.
+pub(crate) const LEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// What the proposer submits entries to: the node's [`dlock_raft::Sequencer`].
+pub(crate) trait Submit {
+    /// Proposes `commands` as one entry; the answer completes once it is applied or refused.
+    fn submit(
+        &self,
+        commands: Vec<dlock_core::Command>,
+    ) -> impl Future<Output = Result<dlock_raft::Answer, dlock_raft::ProposeError>> + Send;
+}
+
+impl Submit for dlock_raft::Sequencer {
+    fn submit(
+        &self,
+        commands: Vec<dlock_core::Command>,
+    ) -> impl Future<Output = Result<dlock_raft::Answer, dlock_raft::ProposeError>> + Send {
+        self.submit_batch(commands)
+    }
+}
+
+/// How a submitted entry ended, with its submission number and its commands.
+type Ended = (
+    u64,
+    Vec<dlock_core::Command>,
+    <dlock_raft::Answer as std::future::IntoFuture>::Output,
+);
+
+/// Entries submitted and not yet answered.
+type InFlight =
+    futures_util::stream::FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Ended> + Send>>>;
+
+/// Whether the leader refused an entry because its lease had lapsed: it heard from no
+/// majority within the longest election timeout (a slow disk or network on the followers),
+/// and takes no write until it does, though it still leads.
+fn lease_lapsed(ended: &<dlock_raft::Answer as std::future::IntoFuture>::Output) -> bool {
+    use dlock_raft::openraft::error::{ClientWriteError, ForwardReason};
+    matches!(ended, Ok(Err(ClientWriteError::ForwardToLeader(f))) if f.reason == ForwardReason::LeaseExpired)
+}
+
+/// Submits `commands` as entry number `seq` and keeps its answer, with a copy of the
+/// commands, in `in_flight`; false if the node refused to take it (it does not lead).
+async fn submit(
+    sequencer: &impl Submit,
+    in_flight: &mut InFlight,
+    seq: u64,
+    commands: Vec<dlock_core::Command>,
+) -> bool {
+    let kept = commands.clone();
+    let n = commands.len();
+    match sequencer.submit(commands).await {
+        Ok(answer) => {
+            in_flight.push(Box::pin(async move { (seq, kept, answer.await) }));
+            true
+        }
+        // Their clients re-send them to the leader, which recognises them by id.
+        Err(e) => {
+            tracing::debug!(error = %e, commands = n, "proposal not submitted");
+            false
+        }
+    }
+}
+
 /// Drains the proposal queue into the Raft log in order, keeping each answer until it
 /// completes (what an entry produces goes to the feed; an answer only says whether it was
 /// applied). While [`MAX_IN_FLIGHT`] entries are in flight, the commands that arrive
 /// gather, until one of them is applied or for [`GATHER_WINDOW`] at most, and then go
 /// together as one entry of consecutive engine inputs (at most [`dlock_raft::MAX_BATCH`]):
 /// under load the log, and every replica's work per entry (append, fsync, replication,
-/// apply), grows by one entry per batch rather than per command. Ends when the core task
-/// drops the queue or `shutdown` fires.
+/// apply), grows by one entry per batch rather than per command. An entry the leader
+/// refused because its lease had lapsed ([`lease_lapsed`]) is submitted again, oldest
+/// first and before anything newer, once every entry in flight has answered and
+/// [`LEASE_RETRY`] has passed, for as long as this node leads (its clients would otherwise
+/// wait for an answer that never comes). Ends when the core task drops the queue or
+/// `shutdown` fires.
 pub(crate) async fn propose(
-    sequencer: dlock_raft::Sequencer,
+    sequencer: impl Submit,
     mut proposals: tokio::sync::mpsc::Receiver<dlock_core::Command>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     use futures_util::StreamExt;
-    let mut answers = futures_util::stream::FuturesUnordered::new();
+    let mut in_flight = InFlight::new();
+    let mut refused = BTreeMap::new();
+    let mut seq = 0u64;
     let mut batch = Vec::with_capacity(dlock_raft::MAX_BATCH);
     loop {
-        let gather = answers.len() >= MAX_IN_FLIGHT;
+        if !refused.is_empty() && in_flight.is_empty() {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(LEASE_RETRY) => {}
+            }
+            for (_, commands) in std::mem::take(&mut refused) {
+                seq += 1;
+                if !submit(&sequencer, &mut in_flight, seq, commands).await {
+                    // Not leading any more: what is left goes the same way.
+                    refused.clear();
+                    break;
+                }
+            }
+            continue;
+        }
+        let gather = in_flight.len() >= MAX_IN_FLIGHT;
         let next = async {
             if gather {
                 tokio::time::sleep(GATHER_WINDOW).await;
@@ -177,20 +263,20 @@ pub(crate) async fn propose(
             // Shutdown first; then answers, which end the gathering.
             biased;
             () = shutdown.cancelled() => return,
-            Some(answer) = answers.next(), if !answers.is_empty() => {
-                if let Ok(Err(e)) = answer {
+            Some((n, commands, ended)) = in_flight.next(), if !in_flight.is_empty() => {
+                if lease_lapsed(&ended) {
+                    refused.insert(n, commands);
+                } else if let Ok(Err(e)) = ended {
                     tracing::debug!(error = %e, "proposal not applied");
                 }
             }
-            n = next => {
+            // Nothing newer goes before the refused entries.
+            n = next, if refused.is_empty() => {
                 if n == 0 {
                     return;
                 }
-                match sequencer.submit_batch(std::mem::take(&mut batch)).await {
-                    Ok(answer) => answers.push(answer),
-                    // Their clients re-send them to the leader, which recognises them by id.
-                    Err(e) => tracing::debug!(error = %e, commands = n, "proposal not submitted"),
-                }
+                seq += 1;
+                submit(&sequencer, &mut in_flight, seq, std::mem::take(&mut batch)).await;
                 batch.reserve(dlock_raft::MAX_BATCH);
             }
         }
@@ -199,7 +285,120 @@ pub(crate) async fn propose(
 
 #[cfg(test)]
 mod tests {
+    use dlock_core::Command;
+    use dlock_raft::openraft::error::{ClientWriteError, ForwardReason, ForwardToLeader};
+    use dlock_raft::openraft::impls::ProgressResponder;
+    use dlock_raft::openraft::raft::responder::Responder;
+    use dlock_raft::{Answer, ProposeError, TypeConfig};
+    use tokio::sync::mpsc;
+
     use super::*;
+
+    type Responding = ProgressResponder<
+        TypeConfig,
+        Result<
+            dlock_raft::openraft::raft::ClientWriteResponse<TypeConfig>,
+            ClientWriteError<TypeConfig>,
+        >,
+    >;
+
+    /// A leader that hands every submitted entry, with the means to answer it, to the test;
+    /// it refuses to take any once `leading` is false.
+    struct Fake {
+        entries: mpsc::UnboundedSender<(Vec<Command>, Responding)>,
+        leading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Submit for Fake {
+        async fn submit(&self, commands: Vec<Command>) -> Result<Answer, ProposeError> {
+            if !self.leading.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ProposeError::NotLeader { leader: None });
+            }
+            let (responder, answer) = ProgressResponder::complete_only();
+            self.entries.send((commands, responder)).unwrap();
+            Ok(answer)
+        }
+    }
+
+    fn tick(n: u64) -> Command {
+        Command::RenewMany {
+            renewals: vec![(dlock_core::SessionId(n), dlock_core::RequestId(n))],
+        }
+    }
+
+    /// The next entry submitted (within a few seconds of paused time).
+    async fn next(
+        entries: &mut mpsc::UnboundedReceiver<(Vec<Command>, Responding)>,
+    ) -> (Vec<Command>, Responding) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), entries.recv())
+            .await
+            .expect("an entry within 5 s")
+            .expect("the proposer runs")
+    }
+
+    fn lapsed() -> ClientWriteError<TypeConfig> {
+        ClientWriteError::ForwardToLeader(
+            ForwardToLeader::empty().with_reason(ForwardReason::LeaseExpired),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_refused_for_a_lapsed_lease_go_again_in_order_before_anything_newer() {
+        let (tx, mut entries) = mpsc::unbounded_channel();
+        let leading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let fake = Fake {
+            entries: tx,
+            leading: leading.clone(),
+        };
+        let (proposals, rx) = mpsc::channel(16);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(propose(fake, rx, stop.clone()));
+
+        proposals.send(tick(1)).await.unwrap();
+        let (a, ra) = next(&mut entries).await;
+        proposals.send(tick(2)).await.unwrap();
+        let (b, rb) = next(&mut entries).await;
+        assert_eq!((a.clone(), b.clone()), (vec![tick(1)], vec![tick(2)]));
+        // The first is refused while the second is in flight; something newer arrives: it
+        // waits.
+        ra.on_complete(Err(lapsed()));
+        proposals.send(tick(3)).await.unwrap();
+        let early = tokio::time::timeout(LEASE_RETRY * 10, entries.recv()).await;
+        assert!(
+            early.is_err(),
+            "nothing goes before the refused entry: {:?}",
+            early.map(|e| e.map(|(commands, _)| commands))
+        );
+        rb.on_complete(Err(lapsed()));
+        // The refused ones go again, oldest first, and only then the newer one.
+        let (again_a, ra) = next(&mut entries).await;
+        let (again_b, rb) = next(&mut entries).await;
+        assert_eq!((again_a, again_b), (a, b));
+        let (c, rc) = next(&mut entries).await;
+        assert_eq!(c, vec![tick(3)]);
+        // Any other ending is not retried: an answer dropped, another refusal.
+        drop(ra);
+        rb.on_complete(Err(ClientWriteError::ForwardToLeader(
+            ForwardToLeader::empty(),
+        )));
+        drop(rc);
+        proposals.send(tick(4)).await.unwrap();
+        assert_eq!(next(&mut entries).await.0, vec![tick(4)]);
+
+        // Refused, then no longer leading: the entry is dropped (its client re-sends it to
+        // the next leader) and what comes later is not held back.
+        proposals.send(tick(5)).await.unwrap();
+        let (_, r5) = next(&mut entries).await;
+        leading.store(false, std::sync::atomic::Ordering::SeqCst);
+        r5.on_complete(Err(lapsed()));
+        tokio::time::sleep(LEASE_RETRY * 3).await;
+        leading.store(true, std::sync::atomic::Ordering::SeqCst);
+        proposals.send(tick(6)).await.unwrap();
+        assert_eq!(next(&mut entries).await.0, vec![tick(6)]);
+        assert!(entries.try_recv().is_err(), "entry 5 was not sent again");
+        stop.cancel();
+        task.await.unwrap();
+    }
 
     #[test]
     fn peers_parse_and_bad_ones_say_why() {
