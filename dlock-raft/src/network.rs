@@ -429,13 +429,16 @@ fn remote_err(target: NodeId, e: impl std::fmt::Display) -> RPCError<TypeConfig>
     rpc_err(CallError::Remote(format!("member {target}: {e}")))
 }
 
-/// What `pick` takes out of a call's answer; an answer of another kind, or a failed call,
-/// as the error openraft is given.
-fn answer_of<T>(
+/// What `pick` takes out of the answer `target` gave; an answer of another kind, a failed
+/// call or the peer's own failure, as the error openraft is given.
+fn answer_of<T, E: std::fmt::Display>(
+    target: NodeId,
     called: Result<PeerResponse, CallError>,
-    pick: impl FnOnce(PeerResponse) -> Option<T>,
+    pick: impl FnOnce(PeerResponse) -> Option<Result<T, E>>,
 ) -> Result<T, RPCError<TypeConfig>> {
-    pick(called.map_err(rpc_err)?).ok_or_else(|| rpc_err(CallError::Mismatch))
+    pick(called.map_err(rpc_err)?)
+        .ok_or_else(|| rpc_err(CallError::Mismatch))?
+        .map_err(|e| remote_err(target, e))
 }
 
 impl PeerClient {
@@ -480,11 +483,10 @@ impl PeerClient {
         ttl: Duration,
     ) -> Result<Option<SnapshotResponse<TypeConfig>>, RPCError<TypeConfig>> {
         let called = self.call(PeerRequest::Snapshot(part), ttl).await;
-        answer_of(called, |r| match r {
+        answer_of(self.target, called, |r| match r {
             PeerResponse::Snapshot(r) => Some(r),
             _ => None,
-        })?
-        .map_err(|e| remote_err(self.target, e))
+        })
     }
 }
 
@@ -497,11 +499,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let called = self.call(PeerRequest::Append(rpc), option.hard_ttl()).await;
-        answer_of(called, |r| match r {
+        answer_of(self.target, called, |r| match r {
             PeerResponse::Append(r) => Some(r),
             _ => None,
-        })?
-        .map_err(|e| remote_err(self.target, e))
+        })
     }
 
     async fn vote(
@@ -510,11 +511,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let called = self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await;
-        answer_of(called, |r| match r {
+        answer_of(self.target, called, |r| match r {
             PeerResponse::Vote(r) => Some(r),
             _ => None,
-        })?
-        .map_err(|e| remote_err(self.target, e))
+        })
     }
 
     async fn full_snapshot(
