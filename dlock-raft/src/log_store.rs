@@ -388,7 +388,8 @@ impl LogStore {
             let mut mem = self.mem();
             for entry in entries {
                 let index = entry.log_id().index;
-                codec::put_record(&mut bytes, &EntryRecord::Entry(&entry)).map_err(encode_err)?;
+                codec::put_record(&mut bytes, &EntryRecord::Entry(&entry))
+                    .map_err(io::Error::from)?;
                 max_index = max_index.max(Some(index));
                 mem.entries.insert(index, entry);
             }
@@ -401,10 +402,6 @@ impl LogStore {
             done,
         })
     }
-}
-
-fn encode_err(e: RaftStoreError) -> io::Error {
-    e.into()
 }
 
 /// The writer thread's state.
@@ -616,14 +613,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let since = last.map_or(0, |id| id.index + 1);
         let mut bytes = Vec::new();
-        codec::put_record(&mut bytes, &LogRecord::Truncate { since }).map_err(encode_err)?;
+        codec::put_record(&mut bytes, &LogRecord::Truncate { since }).map_err(io::Error::from)?;
         drop(self.mem().entries.split_off(&since));
         self.write_synced(bytes, None).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let mut bytes = Vec::new();
-        codec::put_record(&mut bytes, &LogRecord::Purge(log_id)).map_err(encode_err)?;
+        codec::put_record(&mut bytes, &LogRecord::Purge(log_id)).map_err(io::Error::from)?;
         self.mem().purge(log_id);
         self.write_synced(bytes, Some(log_id.index)).await
     }
@@ -634,6 +631,11 @@ mod tests {
     use openraft::testing::{blank_ent, log_id};
 
     use super::*;
+
+    /// The log id of the entry at `index` in term 1 of node 1.
+    fn id(index: u64) -> LogId {
+        log_id::<TypeConfig>(1, 1, index)
+    }
 
     /// Appends the entries in batches of five, each synced before the next.
     async fn append(log: &LogStore, range: std::ops::RangeInclusive<u64>) {
@@ -674,9 +676,7 @@ mod tests {
         append(&log, 1..=30).await;
         let vote = Vote::new(3, 2);
         log.save_vote(&vote).await.unwrap();
-        log.truncate_after(Some(log_id::<TypeConfig>(1, 1, 25)))
-            .await
-            .unwrap();
+        log.truncate_after(Some(id(25))).await.unwrap();
         append(&log, 26..=50).await;
         drop(log);
 
@@ -703,18 +703,15 @@ mod tests {
         append(&log, 51..=52).await;
 
         // Purging drops the segments whose entries are all purged; the vote survives.
-        log.purge(log_id::<TypeConfig>(1, 1, 40)).await.unwrap();
+        log.purge(id(40)).await.unwrap();
         let after = segments(&dir);
         assert!(after.len() < many.len(), "{after:?} vs {many:?}");
         drop(log);
         let mut log = LogStore::open(&dir, 128).unwrap();
         assert_eq!(indices(&mut log).await, (41..=52).collect::<Vec<_>>());
         let state = log.get_log_state().await.unwrap();
-        assert_eq!(
-            state.last_purged_log_id,
-            Some(log_id::<TypeConfig>(1, 1, 40))
-        );
-        assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 1, 52)));
+        assert_eq!(state.last_purged_log_id, Some(id(40)));
+        assert_eq!(state.last_log_id, Some(id(52)));
         assert_eq!(log.read_vote().await.unwrap(), Some(vote));
 
         // Damage in a closed segment is not a torn tail: opening refuses.
@@ -749,33 +746,20 @@ mod tests {
         let dir = tmp.path().join("log");
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
         append(&log, 1..=5).await;
-        log.save_committed(Some(log_id::<TypeConfig>(1, 1, 4)))
-            .await
-            .unwrap();
-        assert_eq!(
-            log.read_committed().await.unwrap(),
-            Some(log_id::<TypeConfig>(1, 1, 4))
-        );
+        log.save_committed(Some(id(4))).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(id(4)));
         // Noted, not written on its own: the next append carries it.
         append(&log, 6..=6).await;
         drop(log);
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(
-            log.read_committed().await.unwrap(),
-            Some(log_id::<TypeConfig>(1, 1, 4))
-        );
+        assert_eq!(log.read_committed().await.unwrap(), Some(id(4)));
         assert_eq!(log.committed_index(), 4);
         // A later id, then a synced vote: the vote's group carries it too.
-        log.save_committed(Some(log_id::<TypeConfig>(1, 1, 6)))
-            .await
-            .unwrap();
+        log.save_committed(Some(id(6))).await.unwrap();
         log.save_vote(&Vote::new(2, 1)).await.unwrap();
         drop(log);
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(
-            log.read_committed().await.unwrap(),
-            Some(log_id::<TypeConfig>(1, 1, 6))
-        );
+        assert_eq!(log.read_committed().await.unwrap(), Some(id(6)));
         assert_eq!(indices(&mut log).await, (1..=6).collect::<Vec<_>>());
     }
 
@@ -787,16 +771,11 @@ mod tests {
         append(&log, 1..=4).await;
         // Committed by the other members while entries 5 and 6 still wait for this log's
         // writer: the id goes out with entry 5's group, and the crash loses entry 6.
-        log.save_committed(Some(log_id::<TypeConfig>(1, 1, 6)))
-            .await
-            .unwrap();
+        log.save_committed(Some(id(6))).await.unwrap();
         append(&log, 5..=5).await;
         drop(log);
         let mut log = LogStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(
-            log.read_committed().await.unwrap(),
-            Some(log_id::<TypeConfig>(1, 1, 5))
-        );
+        assert_eq!(log.read_committed().await.unwrap(), Some(id(5)));
         assert_eq!(log.committed_index(), 5);
         assert_eq!(indices(&mut log).await, (1..=5).collect::<Vec<_>>());
     }

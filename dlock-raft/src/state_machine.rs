@@ -294,8 +294,15 @@ fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<(), RaftStoreE
     sync_dir(dir)
 }
 
-fn snapshot_err(e: RaftStoreError) -> io::Error {
-    io::Error::from(e)
+/// Runs `f` on the blocking pool; its failure, or the task's, as the error openraft is given.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RaftStoreError> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RaftStoreError::Codec(e.to_string()))
+        .and_then(|r| r)
+        .map_err(io::Error::from)
 }
 
 /// Builds snapshots of a [`StateMachine`].
@@ -318,7 +325,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             }
         };
         let dir = self.dir.clone();
-        let file = tokio::task::spawn_blocking(move || -> Result<SnapshotFile, RaftStoreError> {
+        let file = blocking(move || {
             let data = codec::encode_snapshot(&body)?;
             let file = SnapshotFile {
                 meta: SnapshotMetaOf::<TypeConfig> {
@@ -330,9 +337,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             write_snapshot_file(&dir, &file)?;
             Ok(file)
         })
-        .await
-        .map_err(|e| snapshot_err(RaftStoreError::Codec(e.to_string())))?
-        .map_err(snapshot_err)?;
+        .await?;
         Ok(SnapshotOf::<TypeConfig, SnapshotData> {
             meta: file.meta,
             snapshot: Cursor::new(file.data),
@@ -456,10 +461,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             data,
         };
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file))
-            .await
-            .map_err(|e| snapshot_err(RaftStoreError::Codec(e.to_string())))?
-            .map_err(snapshot_err)?;
+        blocking(move || write_snapshot_file(&dir, &file)).await?;
         let mut state = self.replica.lock();
         state.core = Core::restore(body.core);
         state.last_applied = meta.last_log_id;
@@ -478,10 +480,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
         let dir = self.dir.clone();
-        let file = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
-            .await
-            .map_err(|e| snapshot_err(RaftStoreError::Codec(e.to_string())))?
-            .map_err(io::Error::from)?;
+        let file = blocking(move || read_snapshot_file(&dir)).await?;
         Ok(file.map(|f| SnapshotOf::<TypeConfig, SnapshotData> {
             meta: f.meta,
             snapshot: Cursor::new(f.data),
