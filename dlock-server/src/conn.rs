@@ -22,6 +22,7 @@ use crate::Config;
 use crate::admission::{Admitted, RateLimit, SharedRate, admit_shared};
 use crate::budget::OUTBOX_RESERVE;
 use crate::complaints::{Complaint, complain};
+use crate::core_task::run::CoreInbox;
 use crate::dormant::Dormant;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
@@ -60,7 +61,7 @@ pub(crate) async fn serve<S: ServerStream>(
     stream: S,
     who: Peer,
     id: ConnId,
-    core_tx: mpsc::Sender<CoreMsg>,
+    core_tx: CoreInbox,
     config: Arc<Config>,
     server_shutdown: CancellationToken,
     admitted: Admitted,
@@ -85,19 +86,43 @@ pub(crate) async fn serve<S: ServerStream>(
         shared: shared.clone(),
     };
     // Both halves run in this task: aborting the server drops them together, and a request
-    // crosses two tasks (this one and the core task) rather than three. `join!` polls both
-    // halves on every wake-up of the task, but the half that was not woken returns at once
-    // (socket readiness and the outbox are checked without a system call), so the two do
-    // not compete; while the reader waits for room in the core's inbox, the writer keeps
-    // draining the outbox.
+    // crosses at most two tasks (this one and the core task), one when the core is idle and
+    // this task handles it in place. Both halves are polled on every wake-up of the task,
+    // the reader first, but the half that was not woken returns at once (socket readiness
+    // and the outbox are checked without a system call), so the two do not compete; while
+    // the reader waits for room in the core's inbox, the writer keeps draining the outbox.
     // The rate this connection shares with the others of its address (none if unlimited).
     let peer_rate = (config.max_request_rate_per_peer > 0)
         .then(|| admitted._slot.shared_rate(config.max_request_rate_per_peer));
-    tokio::join!(
-        read_loop(reader, conn, core_tx, &config, &who, peer_rate),
-        write_loop(writer, outbox, shared, &config),
-    );
+    let read = std::pin::pin!(read_loop(reader, conn, core_tx, &config, &who, peer_rate));
+    let write = std::pin::pin!(write_loop(writer, outbox, shared, &config));
+    reader_then_writer(read, write).await;
     debug!(%peer, conn = id, "connection closed");
+}
+
+/// Runs both halves of a connection to their ends, polling the reader before the writer on
+/// every wake-up of the task: what the reader had handled in place (and put in the outbox
+/// without waking the task, see `CoreInbox::try_handle_here`) is then written in the same
+/// wake-up.
+async fn reader_then_writer(
+    mut read: Pin<&mut impl Future<Output = ()>>,
+    mut write: Pin<&mut impl Future<Output = ()>>,
+) {
+    let (mut read_done, mut write_done) = (false, false);
+    std::future::poll_fn(|cx| {
+        if !read_done {
+            read_done = read.as_mut().poll(cx).is_ready();
+        }
+        if !write_done {
+            write_done = write.as_mut().poll(cx).is_ready();
+        }
+        if read_done && write_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Sends `refusal` to a connection that will not be served, then closes it.
@@ -193,7 +218,7 @@ async fn next_frame<R: ReadHalf>(reader: &mut FrameReader<R>, conn: &ConnHandle)
 async fn read_loop<R: ReadHalf>(
     mut reader: FrameReader<R>,
     conn: ConnHandle,
-    core_tx: mpsc::Sender<CoreMsg>,
+    core_tx: CoreInbox,
     config: &Config,
     who: &Peer,
     peer_rate: Option<SharedRate>,
@@ -301,6 +326,12 @@ async fn read_loop<R: ReadHalf>(
                 }
             }
         };
+        // Handled in this task if the core is idle (see `CoreInbox::try_handle_here`): the
+        // answer is then in the outbox, which the writer half drains before the task sleeps.
+        let msg = match core_tx.try_handle_here(msg, conn.id) {
+            Ok(()) => continue,
+            Err(msg) => msg,
+        };
         // Waiting here when the core's inbox is full is the backpressure of the whole
         // server; the writer keeps draining the outbox meanwhile. The common case (room in
         // the inbox) takes the permit without building a waiting future.
@@ -367,7 +398,7 @@ fn answer_here(conn: &ConnHandle, reply: ServerMessage) -> bool {
 async fn handshake<R: ReadHalf>(
     reader: &mut FrameReader<R>,
     conn: &ConnHandle,
-    core_tx: &mpsc::Sender<CoreMsg>,
+    core_tx: &CoreInbox,
     config: &Config,
     who: &Peer,
 ) -> Option<SessionId> {

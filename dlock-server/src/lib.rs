@@ -89,7 +89,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -224,14 +224,13 @@ pub(crate) async fn run_inner(
         grace
     };
     let sequencer = cluster.as_ref().map(|link| link.sequencer.clone());
-    let (core_tx, core_rx) = mpsc::channel(config.inbox_capacity);
     // The counts of client misbehaviour logged at DEBUG only; in a JoinSet so that it stops
     // with `run`, however it ends.
     let mut summaries = JoinSet::new();
     summaries.spawn(complaints::summaries(token.clone()));
     // In a JoinSet so that dropping `run` (an abort) also drops the core task.
     let mut core = JoinSet::new();
-    core.spawn(
+    let (core_tx, core_run) = core_task::run::start(
         core_task::CoreTask::new(
             config.clone(),
             floor,
@@ -240,9 +239,11 @@ pub(crate) async fn run_inner(
             grace,
             security.clone(),
             cluster,
-        )
-        .run(core_rx, token.clone()),
+        ),
+        config.inbox_capacity,
+        token.clone(),
     );
+    core.spawn(core_run);
     let mut conns = JoinSet::new();
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let peers = Arc::new(admission::PeerConnections::default());
@@ -413,7 +414,7 @@ async fn serve_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     mut who: conn::Peer,
     id: u64,
-    core_tx: mpsc::Sender<msg::CoreMsg>,
+    core_tx: core_task::run::CoreInbox,
     config: Arc<Config>,
     shutdown: CancellationToken,
     admitted: admission::Admitted,

@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use dlock_proto::{EventKind, Reply, ServerMessage};
 use tokio::sync::Notify;
@@ -33,6 +34,8 @@ struct State {
     /// The part of `bytes` above the reserve, taken from the shared pool.
     pooled: usize,
     closed: bool,
+    /// The writer, waiting for a message.
+    writer: Option<Waker>,
 }
 
 /// Bytes shared by every connection's outbox beyond its own reserve: the memory budget's
@@ -80,8 +83,6 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer when a message arrives.
-    ready: Notify,
     /// Wakes a pusher waiting for room.
     room: Notify,
     max_bytes: usize,
@@ -101,7 +102,6 @@ impl Outbox {
     pub(crate) fn with_pool(max_bytes: usize, shared: Option<Shared>) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            ready: Notify::new(),
             room: Notify::new(),
             max_bytes,
             shared,
@@ -114,8 +114,20 @@ impl Outbox {
 
     /// Queues `msg` unless the outbox is over its bound or closed.
     pub(crate) fn try_push(&self, msg: ServerMessage) -> Result<(), PushError> {
+        self.push_and_wake(msg, true)
+    }
+
+    /// Queues `msg` as [`try_push`](Self::try_push) does, but does not wake the writer: for
+    /// the connection's own task, whose writer looks at the outbox again before the task
+    /// sleeps (waking a task from itself costs it a trip through the scheduler, and the
+    /// scheduler a wake-up of another worker to share it).
+    pub(crate) fn try_push_here(&self, msg: ServerMessage) -> Result<(), PushError> {
+        self.push_and_wake(msg, false)
+    }
+
+    fn push_and_wake(&self, msg: ServerMessage, wake: bool) -> Result<(), PushError> {
         let size = approx_size(&msg);
-        {
+        let writer = {
             let mut s = self.lock();
             if s.closed {
                 return Err(PushError::Closed);
@@ -139,8 +151,11 @@ impl Outbox {
             s.pooled = pooled;
             s.bytes += size;
             s.queue.push_back(msg);
+            if wake { s.writer.take() } else { None }
+        };
+        if let Some(writer) = writer {
+            writer.wake();
         }
-        self.ready.notify_one();
         Ok(())
     }
 
@@ -157,17 +172,22 @@ impl Outbox {
     }
 
     /// Takes every queued message (waiting until there is one). Empty when the outbox is
-    /// closed and drained.
+    /// closed and drained. The queue is looked at every time this is polled, so a message
+    /// pushed without waking (`try_push_here`) is found at the writer's next poll.
     pub(crate) async fn take(&self) -> VecDeque<ServerMessage> {
-        loop {
-            {
-                let mut s = self.lock();
-                if !s.queue.is_empty() || s.closed {
-                    return self.take_locked(&mut s);
-                }
-            }
-            self.ready.notified().await;
+        std::future::poll_fn(|cx| self.poll_take(cx)).await
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<VecDeque<ServerMessage>> {
+        let mut s = self.lock();
+        if !s.queue.is_empty() || s.closed {
+            return Poll::Ready(self.take_locked(&mut s));
         }
+        match &mut s.writer {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Takes every queued message without waiting.
@@ -215,9 +235,15 @@ impl Outbox {
 
     /// The writer is gone: later pushes fail, a waiting pusher gives up.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        let writer = {
+            let mut s = self.lock();
+            s.closed = true;
+            s.writer.take()
+        };
         self.room.notify_one();
-        self.ready.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
+        }
     }
 }
 
@@ -264,6 +290,8 @@ pub(crate) fn reply_payload(body: &Reply) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use dlock_proto::RequestId;
 
     use super::*;
@@ -372,5 +400,51 @@ mod tests {
             Err(PushError::Closed)
         ));
         assert!(outbox.take().await.is_empty());
+    }
+
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_push_here_wakes_no_one_and_the_writer_finds_it_at_its_next_poll() {
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let outbox = Outbox::new(1 << 20);
+        let mut take = Box::pin(outbox.take());
+        assert!(take.as_mut().poll(&mut cx).is_pending());
+        outbox.try_push_here(pong(1, 0)).unwrap();
+        assert_eq!(
+            wakes(),
+            0,
+            "a push from the writer's own task does not wake it"
+        );
+        match take.as_mut().poll(&mut cx) {
+            Poll::Ready(taken) => {
+                assert_eq!(taken.into_iter().collect::<Vec<_>>(), vec![pong(1, 0)])
+            }
+            Poll::Pending => panic!("the writer's next poll finds what was pushed"),
+        }
+        // Any other push wakes the waiting writer, once.
+        let mut take = Box::pin(outbox.take());
+        assert!(take.as_mut().poll(&mut cx).is_pending());
+        assert!(take.as_mut().poll(&mut cx).is_pending());
+        outbox.try_push(pong(2, 0)).unwrap();
+        outbox.try_push(pong(3, 0)).unwrap();
+        assert_eq!(wakes(), 1);
+        assert!(matches!(take.as_mut().poll(&mut cx), Poll::Ready(t) if t.len() == 2));
+        // And so does closing it.
+        let mut take = Box::pin(outbox.take());
+        assert!(take.as_mut().poll(&mut cx).is_pending());
+        outbox.close();
+        assert_eq!(wakes(), 2);
+        assert!(matches!(take.as_mut().poll(&mut cx), Poll::Ready(t) if t.is_empty()));
     }
 }

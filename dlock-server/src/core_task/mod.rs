@@ -9,14 +9,16 @@
 //! floor and audit around `apply`), [`sessions`] (the server's part of each session and its
 //! replay buffer), [`routing`] (events to sessions, replay overflow), [`outbound`] (delivery
 //! to connections, slow readers), [`requests`] (client requests, queries, reply sizes),
-//! [`grace`] (the restart grace) and [`turns`] (client addresses served in turns). Four more
+//! [`grace`] (the restart grace) and [`turns`] (client addresses served in turns). Five more
 //! hold a part of the task's own methods (`impl CoreTask`), so they name the task and
-//! nothing here names them: [`handshake`] (opening and resuming sessions), [`cluster`]
-//! (leadership and the log's feed), [`reads`] (in a cluster, queries answered after a
-//! linearizable read) and [`status`] (the HTTP listener's questions). This file is the run
-//! loop and the handling of each message from a connection: about 650 lines on purpose, so
-//! that the path every client request takes (`run`, `take_turns`, `handle`, `request`) reads
-//! in one place.
+//! nothing here names them: [`run`] (the run loop, and the inbox through which connections
+//! reach it or, on an idle single server, handle their message in their own task),
+//! [`handshake`] (opening and resuming sessions), [`cluster`] (leadership and the log's
+//! feed), [`reads`] (in a cluster, queries answered after a linearizable read) and
+//! [`status`] (the HTTP listener's questions). This file is the handling of each message
+//! from a connection and what ends every batch of them: about 650 lines on purpose, so that
+//! the path every client request takes (`take_turns` or `handle_in_place`, `handle`,
+//! `request`, `end_batch`) reads in one place.
 
 mod action;
 mod authz;
@@ -29,6 +31,7 @@ mod outbound;
 mod reads;
 mod requests;
 mod routing;
+pub(crate) mod run;
 mod sessions;
 pub(crate) mod stats;
 mod status;
@@ -40,14 +43,12 @@ use dlock_core::{Command, Event, EventKind, Limit, Reject, RequestId, SessionId}
 use dlock_proto::{Reply, Request, RequestError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use self::action::Action;
 pub(crate) use self::cluster::ClusterLink;
 use self::cluster::ClusterSide;
 use self::engine::Engine;
-use self::gather::{Gather, yield_once};
 pub(crate) use self::grace::Grace;
 use self::grace::NotHeld;
 use self::reads::{Reads, WaitingQuery};
@@ -98,6 +99,16 @@ pub(crate) struct CoreTask {
     feed: Option<mpsc::Receiver<dlock_raft::Applied>>,
     /// In a cluster: queries waiting for a linearizable read.
     reads: Option<Reads>,
+    /// In a cluster: how the read rounds end (taken by `run`).
+    read_ends: Option<reads::Ended>,
+    /// Messages taken from the inbox and not yet handled, queued by address.
+    turns: Turns<CoreMsg>,
+    /// When the run loop's timer is set to wake it (`None`: not set); a message handled in a
+    /// connection's task that needs an earlier wake-up pokes the loop.
+    armed: Option<Instant>,
+    /// The error that ended a message handled in a connection's task, for the run loop to
+    /// end with.
+    failed: Option<ServerError>,
 }
 
 /// The next entry from a cluster's feed; never, on a single server.
@@ -132,9 +143,10 @@ impl CoreTask {
         security: Arc<Security>,
         cluster: Option<ClusterLink>,
     ) -> CoreTask {
-        let reads = cluster
+        let (reads, read_ends) = cluster
             .as_ref()
-            .map(|link| Reads::new(link.sequencer.clone()));
+            .map(|link| Reads::new(link.sequencer.clone()))
+            .unzip();
         let (engine, side, feed) = match cluster {
             None => (Engine::new(config.engine.clone(), floor, start), None, None),
             Some(link) => {
@@ -158,6 +170,10 @@ impl CoreTask {
             cluster: side,
             feed,
             reads,
+            read_ends,
+            turns: Turns::default(),
+            armed: None,
+            failed: None,
             sessions: Sessions::new(
                 config.replay_capacity,
                 config.replay_pool_bytes,
@@ -170,156 +186,6 @@ impl CoreTask {
         }
     }
 
-    /// Runs until `shutdown` is cancelled or every sender is gone.
-    pub(crate) async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<CoreMsg>,
-        shutdown: CancellationToken,
-    ) -> Result<(), ServerError> {
-        // In a cluster the state machine writes the audit log of what it applies.
-        if let Some(audit) = &self.config.audit_log
-            && self.config.cluster.is_none()
-        {
-            self.engine.open_audit(audit.clone())?;
-        }
-        let max_batch = self.config.max_batch.max(1);
-        let mut batch = Vec::with_capacity(max_batch);
-        let inbox_capacity = self.config.inbox_capacity.max(1);
-        let mut turns = Turns::default();
-        let mut gather = Gather::default();
-        // One timer for the whole run, moved only when the wake-up time changes: a fresh
-        // `sleep_until` per batch would register and clear a timer entry every time.
-        let timer = tokio::time::sleep_until(Instant::now());
-        tokio::pin!(timer);
-        let mut timer_at: Option<Instant> = None;
-        let mut feed = self.feed.take();
-        let mut clock = self.engine.cluster().map(|r| r.clock.clone());
-        if let Some(clock) = &mut clock {
-            let now = *clock.borrow_and_update();
-            self.on_clock(now);
-        }
-        loop {
-            let room = inbox_capacity.saturating_sub(turns.len());
-            let deadline = self.engine.deadline();
-            let grace_until = self.grace.as_ref().map(|g| g.until);
-            let held_timeout = self.grace.as_ref().and_then(Grace::next_timeout);
-            let wake_at = [deadline, grace_until, held_timeout]
-                .into_iter()
-                .flatten()
-                .min();
-            if wake_at != timer_at {
-                if let Some(at) = wake_at {
-                    timer.as_mut().reset(at);
-                }
-                timer_at = wake_at;
-            }
-            // Shutdown is checked first so that a busy inbox cannot delay it; the inbox comes
-            // before the timers because the grace's end and a due Tick are also checked after
-            // every batch. A wake-up takes what the inbox holds into the turns and handles up
-            // to `max_batch` messages of them, or [`SLICE`] of work, before anything is
-            // delivered.
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                // What the inbox holds goes into the turns (at most the inbox's capacity in
-                // all), and the addresses take turns (see `turns`).
-                n = rx.recv_many(&mut batch, room), if room > 0 => {
-                    if n == 0 {
-                        break;
-                    }
-                    // Under load, let the connections that are ready put their requests
-                    // in first, so that this wake-up handles them too (see `gather`).
-                    if gather.should_yield() {
-                        yield_once().await;
-                        let before = batch.len();
-                        while batch.len() < room {
-                            let Ok(msg) = rx.try_recv() else { break };
-                            batch.push(msg);
-                        }
-                        gather.yielded(batch.len() > before);
-                    }
-                    self.take_turns(&mut batch, &mut turns, max_batch)?;
-                }
-                // The engine's next deadline or the grace's end, whichever comes first.
-                () = &mut timer, if timer_at.is_some() => {
-                    // Elapsed: armed again below even if the wake-up time stays the same.
-                    timer_at = None;
-                }
-                // In a cluster: what the log applied, and changes of leadership.
-                Some(applied) = next_applied(&mut feed) => {
-                    let busy = Instant::now();
-                    self.on_applied(applied)?;
-                    // Take what else is there, up to a batch, before delivering.
-                    for _ in 1..max_batch {
-                        let Some(applied) = feed.as_mut().and_then(|f| f.try_recv().ok()) else {
-                            break;
-                        };
-                        self.on_applied(applied)?;
-                    }
-                    self.count_busy(busy);
-                }
-                // In a cluster: a read round for waiting queries ended.
-                outcome = reads::next_outcome(&mut self.reads) => {
-                    let busy = Instant::now();
-                    self.on_read(outcome)?;
-                    self.count_busy(busy);
-                }
-                changed = next_clock(&mut clock) => {
-                    if changed {
-                        let now = clock.as_mut().and_then(|c| *c.borrow_and_update());
-                        self.on_clock(now);
-                    } else {
-                        // The sequencer is gone: the node is stopping.
-                        break;
-                    }
-                }
-                // Turns left from an earlier wake-up: taken without waiting, but after
-                // everything else that is ready.
-                () = std::future::ready(()), if !turns.is_empty() => {
-                    self.take_turns(&mut batch, &mut turns, max_batch)?;
-                }
-            }
-            let after = Instant::now();
-            // The grace ends here, between batches, and never by a clock read inside `handle`:
-            // a command arriving after the deadline but before this point is held too, so the
-            // held commands always go first and arrival order is kept.
-            if let Some(grace) = &mut self.grace
-                && held_timeout.is_some_and(|at| at <= Instant::now())
-            {
-                let mut timed_out = grace.time_out(Instant::now());
-                self.sessions.route(&self.engine.core(), &mut timed_out);
-            }
-            if grace_until.is_some_and(|until| until <= Instant::now())
-                && let Some(grace) = self.grace.take()
-            {
-                grace::end(
-                    grace,
-                    &mut self.engine,
-                    &mut self.sessions,
-                    &mut self.lease_record,
-                )?;
-            }
-            if self.engine.tick_due() {
-                self.apply(Command::Tick)?;
-            }
-            self.engine.flush_renewals_if_due();
-            close_overflowed(&mut self.engine, &mut self.sessions)?;
-            // Victims of conversions, ticks and the grace's end, remembered untraced.
-            self.trace_deadlocks(None);
-            self.count_busy(after);
-            let busy = Instant::now();
-            // Delivery comes last, after the whole batch, the grace's end, the Tick and the
-            // overflow closes: each connection gets everything this wake-up produced for it
-            // in one burst, so its task wakes once and writes once (see `outbound`). The
-            // order of messages to one connection is the order they were produced in.
-            self.sessions.deliver();
-            self.count_busy(busy);
-            self.end_wakeup();
-        }
-        debug!(sessions = self.sessions.map.len(), "core task stopped");
-        Ok(())
-    }
-
     /// Queues `batch` in the turns of its addresses, then handles up to `max_batch` of the
     /// turns' messages, stopping early once [`SLICE`] has been spent, so that what was
     /// handled is delivered without waiting for a long batch (a thousand goodbyes of a
@@ -327,12 +193,11 @@ impl CoreTask {
     fn take_turns(
         &mut self,
         batch: &mut Vec<CoreMsg>,
-        turns: &mut Turns<CoreMsg>,
         max_batch: usize,
     ) -> Result<(), ServerError> {
         for msg in batch.drain(..) {
             let turn = self.turn_of(&msg);
-            turns.push(turn, msg);
+            self.turns.push(turn, msg);
         }
         // One clock read per message: the instant after one message is the time of the
         // next one's inputs, the end of its service time and the slice's measure.
@@ -340,7 +205,7 @@ impl CoreTask {
         let mut now = busy;
         let mut handled = Ok(());
         for _ in 0..max_batch {
-            let Some(msg) = turns.pop() else { break };
+            let Some(msg) = self.turns.pop() else { break };
             let received = msg.received();
             self.engine.pin_clock(Some(now));
             handled = self.handle(msg);
@@ -356,6 +221,81 @@ impl CoreTask {
         self.engine.pin_clock(None);
         self.count_busy_until(busy, now);
         handled
+    }
+
+    /// Handles one message in a connection's task (see [`CoreInbox`]), then does what ends
+    /// every wake-up of the run loop, delivery included. Whether the run loop has to be poked:
+    /// it now has something to do sooner than its timer would wake it for.
+    fn handle_in_place(&mut self, msg: CoreMsg, here: ConnId) -> Result<bool, ServerError> {
+        let start = Instant::now();
+        let received = msg.received();
+        self.engine.pin_clock(Some(start));
+        let handled = self.handle(msg);
+        let end = Instant::now();
+        self.engine.pin_clock(None);
+        if let Some(received) = received {
+            let service = end.saturating_duration_since(received);
+            self.sessions.monitor.stats.service.observe(service);
+        }
+        self.count_busy_until(start, end);
+        handled?;
+        self.end_batch(Some(here))?;
+        let wake_at = self.wake_at();
+        Ok(wake_at.is_some() && self.armed.is_none_or(|armed| wake_at < Some(armed)))
+    }
+
+    /// When the run loop must next wake on its own: the engine's next deadline, the grace's
+    /// end or its next held command's timeout, whichever comes first.
+    fn wake_at(&self) -> Option<Instant> {
+        let grace_until = self.grace.as_ref().map(|g| g.until);
+        let held_timeout = self.grace.as_ref().and_then(Grace::next_timeout);
+        [self.engine.deadline(), grace_until, held_timeout]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// What ends every batch, after its messages and before the next: the grace's timeouts
+    /// and end, a due `Tick`, the renewals' flush, closing replay overflows, then delivery
+    /// (by the task of connection `here`, if any).
+    fn end_batch(&mut self, here: Option<ConnId>) -> Result<(), ServerError> {
+        let after = Instant::now();
+        // The grace ends here, between batches, and never by a clock read inside `handle`:
+        // a command arriving after the deadline but before this point is held too, so the
+        // held commands always go first and arrival order is kept.
+        if let Some(grace) = &mut self.grace
+            && grace.next_timeout().is_some_and(|at| at <= after)
+        {
+            let mut timed_out = grace.time_out(after);
+            self.sessions.route(&self.engine.core(), &mut timed_out);
+        }
+        if self.grace.as_ref().is_some_and(|g| g.until <= after)
+            && let Some(grace) = self.grace.take()
+        {
+            grace::end(
+                grace,
+                &mut self.engine,
+                &mut self.sessions,
+                &mut self.lease_record,
+            )?;
+        }
+        if self.engine.tick_due() {
+            self.apply(Command::Tick)?;
+        }
+        self.engine.flush_renewals_if_due();
+        close_overflowed(&mut self.engine, &mut self.sessions)?;
+        // Victims of conversions, ticks and the grace's end, remembered untraced.
+        self.trace_deadlocks(None);
+        self.count_busy(after);
+        let busy = Instant::now();
+        // Delivery comes last, after the whole batch, the grace's end, the Tick and the
+        // overflow closes: each connection gets everything this wake-up produced for it
+        // in one burst, so its task wakes once and writes once (see `outbound`). The
+        // order of messages to one connection is the order they were produced in.
+        self.sessions.deliver(here);
+        self.count_busy(busy);
+        self.end_wakeup();
+        Ok(())
     }
 
     /// The address whose turn `msg` waits for: the connection's for a `Hello`, the address

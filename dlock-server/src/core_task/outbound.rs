@@ -88,13 +88,19 @@ impl Outbound {
 
     /// Puts everything queued into the outboxes, connection by connection, in order. Adds to
     /// `lost` the connections that could not take it all (a slow reader, closed here, or a
-    /// connection already gone), with their sessions.
-    pub(super) fn deliver(&mut self, lost: &mut Vec<(SessionId, ConnId)>) {
+    /// connection already gone), with their sessions. Connection `here`, if any, is the one
+    /// whose task is delivering: its writer is not woken (it looks before the task sleeps).
+    pub(super) fn deliver(&mut self, lost: &mut Vec<(SessionId, ConnId)>, here: Option<ConnId>) {
         self.index.clear();
         for mut p in self.pending.drain(..) {
+            let quiet = here == Some(p.handle.id);
             for item in p.items.drain(..) {
                 match item {
-                    Out::Message(msg) => match p.handle.outbox.try_push(msg) {
+                    Out::Message(msg) => match if quiet {
+                        p.handle.outbox.try_push_here(msg)
+                    } else {
+                        p.handle.outbox.try_push(msg)
+                    } {
                         Ok(()) => continue,
                         Err(PushError::Full(_)) => {
                             complain!(Complaint::SlowReader, peer = %p.handle.peer(), "client too slow reading; closing connection");
@@ -176,7 +182,7 @@ mod tests {
         assert!(!a.shared.token.is_cancelled());
 
         let mut lost = Vec::new();
-        out.deliver(&mut lost);
+        out.deliver(&mut lost, None);
         assert!(lost.is_empty());
         assert_eq!(drain(&mut rx_a), vec![pong(1), pong(3)]);
         assert_eq!(drain(&mut rx_b), vec![pong(2)]);
@@ -188,7 +194,7 @@ mod tests {
         assert!(!b.shared.token.is_cancelled());
 
         // A second wake-up starts empty.
-        out.deliver(&mut lost);
+        out.deliver(&mut lost, None);
         assert!(lost.is_empty() && drain(&mut rx_b).is_empty());
     }
 
@@ -202,7 +208,7 @@ mod tests {
         }
         out.send(SessionId(20), &b, pong(9));
         let mut lost = Vec::new();
-        out.deliver(&mut lost);
+        out.deliver(&mut lost, None);
         assert_eq!(lost, vec![(SessionId(10), 1)]);
         assert_eq!(drain(&mut rx_a), vec![pong(0), pong(1)]);
         let last = a.shared.take_final().expect("a close");
@@ -226,7 +232,7 @@ mod tests {
         let mut out = Outbound::default();
         out.send(SessionId(10), &a, pong(1));
         let mut lost = Vec::new();
-        out.deliver(&mut lost);
+        out.deliver(&mut lost, None);
         assert_eq!(lost, vec![(SessionId(10), 1)]);
     }
 }

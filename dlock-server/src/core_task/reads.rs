@@ -28,7 +28,7 @@ use std::time::Duration;
 use dlock_core::{RequestId, SessionId};
 use dlock_proto::{Query, Reply, RequestError};
 use dlock_raft::{ReadError, Sequencer};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
@@ -79,19 +79,34 @@ pub(super) struct Reads {
     batch: Vec<WaitingQuery>,
     /// The queries that arrived since: the next round serves them.
     next: Vec<WaitingQuery>,
-    /// The round in flight.
-    round: Option<JoinHandle<Outcome>>,
+    /// The round in flight: its number and its task.
+    round: Option<(u64, JoinHandle<()>)>,
+    /// Rounds started so far (the next one's number).
+    started: u64,
+    /// Where a round's task sends how it ended.
+    ended: mpsc::UnboundedSender<(u64, Outcome)>,
 }
 
+/// How the rounds end, in the order they end: taken by the core task's run loop, which
+/// waits on it without holding the task's state. At most one round runs at a time, so at
+/// most two outcomes are ever queued (one of a round given up on by [`Reads::clear`]).
+#[derive(Debug)]
+pub(super) struct Ended(mpsc::UnboundedReceiver<(u64, Outcome)>);
+
 impl Reads {
-    /// No query waiting, on the node run by `sequencer`.
-    pub(super) fn new(sequencer: Sequencer) -> Reads {
-        Reads {
+    /// No query waiting, on the node run by `sequencer`; and where its rounds' outcomes
+    /// arrive.
+    pub(super) fn new(sequencer: Sequencer) -> (Reads, Ended) {
+        let (ended, rx) = mpsc::unbounded_channel();
+        let reads = Reads {
             sequencer,
             batch: Vec::new(),
             next: Vec::new(),
             round: None,
-        }
+            started: 0,
+            ended,
+        };
+        (reads, Ended(rx))
     }
 
     /// Queues `query` for a read round: the round in flight started before it arrived, so
@@ -111,27 +126,32 @@ impl Reads {
         }
         self.batch = std::mem::take(&mut self.next);
         let sequencer = self.sequencer.clone();
-        self.round = Some(tokio::spawn(async move {
+        let (number, ended) = (self.started, self.ended.clone());
+        self.started += 1;
+        let task = tokio::spawn(async move {
             let since = Instant::now();
-            loop {
+            let outcome = loop {
                 match sequencer.read_index().await {
-                    Ok(index) => return Outcome::Confirmed(index),
-                    Err(e @ ReadError::Fatal(_)) => return Outcome::GaveUp(e),
-                    Err(e) if since.elapsed() >= GIVE_UP => return Outcome::GaveUp(e),
+                    Ok(index) => break Outcome::Confirmed(index),
+                    Err(e @ ReadError::Fatal(_)) => break Outcome::GaveUp(e),
+                    Err(e) if since.elapsed() >= GIVE_UP => break Outcome::GaveUp(e),
                     Err(e) => {
                         debug!(error = %e, "read index not confirmed; trying again");
                         tokio::time::sleep(RETRY).await;
                     }
                 }
-            }
-        }));
+            };
+            // The run loop is gone only when the server stops.
+            let _ = ended.send((number, outcome));
+        });
+        self.round = Some((number, task));
     }
 
     /// Drops every waiting query and the round in flight (this node stopped leading: the
     /// connections are closed, and each client re-sends its queries to the new leader).
     pub(super) fn clear(&mut self) {
-        if let Some(round) = self.round.take() {
-            round.abort();
+        if let Some((_, task)) = self.round.take() {
+            task.abort();
         }
         let dropped = self.batch.len() + self.next.len();
         self.batch.clear();
@@ -145,24 +165,29 @@ impl Reads {
     }
 }
 
-/// How the round in flight ended; never, while none is.
-pub(super) async fn next_outcome(reads: &mut Option<Reads>) -> Outcome {
-    let Some(round) = reads.as_mut().and_then(|r| r.round.as_mut()) else {
+/// The number of the next round that ended, and how; never, on a single server.
+pub(super) async fn next_outcome(ended: &mut Option<Ended>) -> (u64, Outcome) {
+    let Some(Ended(rx)) = ended else {
         return std::future::pending().await;
     };
-    match round.await {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::GaveUp(ReadError::Fatal(e.to_string())),
+    match rx.recv().await {
+        Some(ended) => ended,
+        // Never while `Reads` lives (it holds a sender), and it lives as long as the task.
+        None => std::future::pending().await,
     }
 }
 
 impl CoreTask {
     /// Answers the queries of the round that ended with `outcome`, and starts the next
     /// round for the queries that arrived meanwhile.
-    pub(super) fn on_read(&mut self, outcome: Outcome) -> Result<(), ServerError> {
+    pub(super) fn on_read(&mut self, number: u64, outcome: Outcome) -> Result<(), ServerError> {
         let Some(reads) = &mut self.reads else {
             return Ok(());
         };
+        if reads.round.as_ref().is_none_or(|(n, _)| *n != number) {
+            // A round given up on (this node stopped leading meanwhile).
+            return Ok(());
+        }
         reads.round = None;
         let batch = std::mem::take(&mut reads.batch);
         match outcome {

@@ -416,8 +416,8 @@ impl Sessions {
 
     /// Delivers what this wake-up produced to the connections' outboxes, and detaches the
     /// connections that could not take it (their sessions live on, R51).
-    pub(super) fn deliver(&mut self) {
-        self.out.deliver(&mut self.lost);
+    pub(super) fn deliver(&mut self, here: Option<ConnId>) {
+        self.out.deliver(&mut self.lost, here);
         while let Some((session, conn)) = self.lost.pop() {
             self.detach(session, conn);
         }

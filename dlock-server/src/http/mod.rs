@@ -51,11 +51,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::Security;
+use crate::core_task::run::CoreInbox;
 use crate::metrics::NetMetrics;
 use crate::msg::{CoreMsg, StatusAnswer, StatusQuery};
 use crate::security::HttpAccess;
@@ -67,7 +68,7 @@ const CORE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct HttpState {
     /// The core task's inbox.
-    pub(crate) core_tx: mpsc::Sender<CoreMsg>,
+    pub(crate) core_tx: CoreInbox,
     /// The connection layer's counters.
     pub(crate) net: Arc<NetMetrics>,
     /// Who may read the pages.

@@ -102,3 +102,32 @@ async fn deadlock_across_two_resources_refuses_the_youngest_request() -> Result<
     assert!(info.waiting.is_empty());
     Ok(())
 }
+
+/// A request's timeout moves the server's next wake-up earlier: on a single server the
+/// request is handled in its connection's task (the core task is asleep, its timer set for
+/// later), which must wake the core task to re-arm its timer. On a paused clock the test
+/// takes no real time, and the timeout comes when due, not at the next wake-up the core
+/// task had planned (the holders' leases, a minute away).
+#[tokio::test(start_paused = true)]
+async fn a_timeout_set_while_the_core_task_sleeps_fires_when_due() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut holder = RawClient::connect_with_ttl(server.addr(), "holder", 60_000).await?;
+    let mut waiter = RawClient::connect_with_ttl(server.addr(), "waiter", 60_000).await?;
+    holder.acquire("due", Mode::EX).await?;
+    let sent = tokio::time::Instant::now();
+    let r = waiter
+        .send(dlock_proto::Request::Lock(dlock_proto::LockRequest {
+            timeout_ms: Some(300),
+            ..dlock_proto::LockRequest::new("due", Mode::EX)
+        }))
+        .await?;
+    assert_eq!(waiter.event_for(r).await?.kind, EventKind::Queued);
+    assert_eq!(waiter.event_for(r).await?.kind, EventKind::TimedOut);
+    let waited = sent.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(300)
+            && waited < std::time::Duration::from_secs(5),
+        "timed out after {waited:?}"
+    );
+    Ok(())
+}

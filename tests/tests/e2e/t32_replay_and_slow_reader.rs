@@ -63,11 +63,14 @@ async fn replay_overflow_closes_the_session_as_expired() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+/// On a paused clock: the client stops reading for longer than the slow-reader timeout
+/// without the test taking that long.
+#[tokio::test(start_paused = true)]
 async fn slow_reader_is_disconnected_and_its_session_survives() -> Result<()> {
     let mut config = TestServer::config();
     config.outbox_max_bytes = 64 * 1024;
     config.slow_reader_timeout = std::time::Duration::from_millis(500);
+    let slow_reader_timeout = config.slow_reader_timeout;
     let server = TestServer::start_with(config).await?;
     let mut slow = RawClient::connect(server.addr(), "slow").await?;
     let mut witness = RawClient::connect(server.addr(), "witness").await?;
@@ -91,6 +94,10 @@ async fn slow_reader_is_disconnected_and_its_session_survives() -> Result<()> {
             Ok(Err(_)) | Err(_) => break,
         }
     }
+    // Nothing read for longer than the slow-reader timeout. (The server answers a
+    // connection's requests one at a time once its outbox is a quarter full, so the answers
+    // alone do not overflow it: what cuts the client off is that it does not read.)
+    tokio::time::sleep(slow_reader_timeout * 2).await;
     // Reading what is left ends in a close (a timeout here would fail the test).
     // The last frame is `ProtocolError::SlowReader` if it still fit in the socket buffer.
     let mut replies = 0;
