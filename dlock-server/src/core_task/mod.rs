@@ -239,7 +239,7 @@ impl CoreTask {
         }
         self.count_busy_until(start, end);
         handled?;
-        self.end_batch(Some(here))?;
+        self.end_batch(Some(here), end)?;
         let wake_at = self.wake_at();
         Ok(wake_at.is_some() && self.armed.is_none_or(|armed| wake_at < Some(armed)))
     }
@@ -257,9 +257,23 @@ impl CoreTask {
 
     /// What ends every batch, after its messages and before the next: the grace's timeouts
     /// and end, a due `Tick`, the renewals' flush, closing replay overflows, then delivery
-    /// (by the task of connection `here`, if any).
-    fn end_batch(&mut self, here: Option<ConnId>) -> Result<(), ServerError> {
-        let after = Instant::now();
+    /// (by the task of connection `here`, if any). `after` is the time the batch ended, the
+    /// time of what this does.
+    fn end_batch(&mut self, here: Option<ConnId>, after: Instant) -> Result<(), ServerError> {
+        self.engine.pin_clock(Some(after));
+        let ended = self.end_batch_pinned(here, after);
+        self.engine.pin_clock(None);
+        self.count_busy(after);
+        self.end_wakeup();
+        ended
+    }
+
+    /// [`end_batch`](Self::end_batch) with the engine's clock pinned at `after`.
+    fn end_batch_pinned(
+        &mut self,
+        here: Option<ConnId>,
+        after: Instant,
+    ) -> Result<(), ServerError> {
         // The grace ends here, between batches, and never by a clock read inside `handle`:
         // a command arriving after the deadline but before this point is held too, so the
         // held commands always go first and arrival order is kept.
@@ -286,15 +300,11 @@ impl CoreTask {
         close_overflowed(&mut self.engine, &mut self.sessions)?;
         // Victims of conversions, ticks and the grace's end, remembered untraced.
         self.trace_deadlocks(None);
-        self.count_busy(after);
-        let busy = Instant::now();
         // Delivery comes last, after the whole batch, the grace's end, the Tick and the
         // overflow closes: each connection gets everything this wake-up produced for it
         // in one burst, so its task wakes once and writes once (see `outbound`). The
         // order of messages to one connection is the order they were produced in.
         self.sessions.deliver(here);
-        self.count_busy(busy);
-        self.end_wakeup();
         Ok(())
     }
 

@@ -185,7 +185,7 @@ impl CoreTask {
             return Err(e);
         }
         if !first {
-            self.end_batch(None)?;
+            self.end_batch(None, Instant::now())?;
         }
         let wake_at = self.wake_at();
         self.armed = wake_at;
