@@ -111,6 +111,8 @@ pub(super) struct Engine {
     /// The instant of the message being handled, read once for it by the core task (see
     /// [`pin_clock`](Self::pin_clock)); `None` reads the clock.
     pinned: Option<Instant>,
+    /// The latest instant pinned: no later pin goes before it.
+    latest: Instant,
     /// The opt-in audit log.
     audit: Option<Audit>,
     /// A reused buffer for the events of one command (see `apply` and `recycle`).
@@ -129,6 +131,7 @@ impl Engine {
             next_index,
             start,
             pinned: None,
+            latest: start,
             audit: None,
             events_buf: Vec::new(),
         }
@@ -181,11 +184,14 @@ impl Engine {
 
     /// Makes `now` the time of every input until the next call (`None`: the clock's time
     /// again). The core task pins the instant it read for the message it handles, so that
-    /// one clock read serves the message's inputs, its service time and the time slice;
-    /// the instants it pins come from the clock in order, so the engine's time never goes
-    /// back.
+    /// one clock read serves the message's inputs, its service time and the time slice.
+    /// An instant before one pinned earlier (read by a connection's task just before another
+    /// task handled a message) is taken as that one: the engine's time never goes back.
     pub(super) fn pin_clock(&mut self, now: Option<Instant>) {
-        self.pinned = now;
+        self.pinned = now.map(|now| {
+            self.latest = self.latest.max(now);
+            self.latest
+        });
     }
 
     /// When the engine wants its next `Tick`, if ever. In a cluster the leader's sequencer
@@ -444,5 +450,23 @@ mod tests {
             Command::RenewMany { renewals } => assert_eq!(renewals.len(), RENEW_BATCH_MAX),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_pinned_instant_before_an_earlier_one_does_not_take_the_clock_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Instant::now();
+        let mut engine = Engine::new(
+            dlock_core::Config::default(),
+            Floor::open(dir.path()).unwrap(),
+            start,
+        );
+        engine.pin_clock(Some(start + std::time::Duration::from_millis(50)));
+        assert_eq!(engine.now_ms(), 50);
+        // Read by another task before the one above, handled after it.
+        engine.pin_clock(Some(start + std::time::Duration::from_millis(20)));
+        assert_eq!(engine.now_ms(), 50);
+        engine.pin_clock(Some(start + std::time::Duration::from_millis(70)));
+        assert_eq!(engine.now_ms(), 70);
     }
 }

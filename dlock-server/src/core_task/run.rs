@@ -185,7 +185,11 @@ impl CoreTask {
             return Err(e);
         }
         if !first {
-            self.end_batch(None, Instant::now())?;
+            let after = Instant::now();
+            let ended = self.end_batch(None, after);
+            self.count_busy(after);
+            self.end_wakeup();
+            ended?;
         }
         let wake_at = self.wake_at();
         self.armed = wake_at;
