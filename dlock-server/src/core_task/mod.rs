@@ -227,10 +227,10 @@ impl CoreTask {
     /// every wake-up of the run loop, delivery included. Whether the run loop has to be poked:
     /// it now has something to do sooner than its timer would wake it for.
     fn handle_in_place(&mut self, msg: CoreMsg, here: ConnId) -> Result<bool, ServerError> {
-        // A request's time is the instant its connection read it, a moment ago (the engine
-        // never takes an instant before one it was given earlier).
+        // Read here, under the lock, not taken from when the connection read the request:
+        // the busy time (the wake-up histogram) must not count a wait before the lock.
+        let start = Instant::now();
         let received = msg.received();
-        let start = received.unwrap_or_else(Instant::now);
         self.engine.pin_clock(Some(start));
         let handled = self.handle(msg);
         let end = Instant::now();
