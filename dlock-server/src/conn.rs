@@ -329,7 +329,14 @@ async fn read_loop<R: ReadHalf>(
         // Handled in this task if the core is idle (see `CoreInbox::try_handle_here`): the
         // answer is then in the outbox, which the writer half drains before the task sleeps.
         let msg = match core_tx.try_handle_here(msg, conn.id) {
-            Ok(()) => continue,
+            Ok(()) => {
+                // A request handled here costs the task a unit of tokio's budget, as a read
+                // from the socket does: a client that pipelines thousands (decoded from what
+                // one read took, without touching the socket again) gives up its worker
+                // every 128 of them.
+                tokio::task::coop::consume_budget().await;
+                continue;
+            }
             Err(msg) => msg,
         };
         // Waiting here when the core's inbox is full is the backpressure of the whole

@@ -88,8 +88,9 @@ pub(super) struct Reads {
 }
 
 /// How the rounds end, in the order they end: taken by the core task's run loop, which
-/// waits on it without holding the task's state. At most one round runs at a time, so at
-/// most two outcomes are ever queued (one of a round given up on by [`Reads::clear`]).
+/// waits on it without holding the task's state. One outcome at most per round, and a
+/// round starts only once the one before has ended or was given up on ([`Reads::clear`]),
+/// whose outcome, if it was already sent, is recognised by its number and ignored.
 #[derive(Debug)]
 pub(super) struct Ended(mpsc::UnboundedReceiver<(u64, Outcome)>);
 
