@@ -109,6 +109,8 @@ pub(crate) struct CoreTask {
     /// The error that ended a message handled in a connection's task, for the run loop to
     /// end with.
     failed: Option<ServerError>,
+    /// The run loop has ended (or was dropped): nothing more is handled in place either.
+    stopped: bool,
 }
 
 /// The next entry from a cluster's feed; never, on a single server.
@@ -174,6 +176,7 @@ impl CoreTask {
             turns: Turns::default(),
             armed: None,
             failed: None,
+            stopped: false,
             sessions: Sessions::new(
                 config.replay_capacity,
                 config.replay_pool_bytes,

@@ -128,7 +128,7 @@ impl CoreInbox {
         let Ok(mut core) = self.shared.state.try_lock() else {
             return Err(msg);
         };
-        if !core.turns.is_empty() || core.failed.is_some() {
+        if !core.turns.is_empty() || core.failed.is_some() || core.stopped {
             return Err(msg);
         }
         match core.handle_in_place(msg, here) {
@@ -201,11 +201,24 @@ impl CoreTask {
     }
 }
 
+/// Marks the state stopped when the run loop ends, however it ends (an error, a panic, or
+/// its task aborted with the server's): a connection no longer handles anything in place
+/// once the engine's own task is gone, as nothing it sent to the inbox is handled then.
+struct Stopped(Arc<Shared>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let mut core = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        core.stopped = true;
+    }
+}
+
 async fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<CoreMsg>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let _stopped = Stopped(shared.clone());
     let (max_batch, inbox_capacity, mut feed, mut clock, mut read_ends) = {
         let mut core = shared.lock()?;
         // In a cluster the state machine writes the audit log of what it applies.
@@ -501,5 +514,28 @@ mod tests {
             assert_eq!(queued(), 17);
         }
         assert_eq!(queued(), 16);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_handled_in_place_once_the_run_loop_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, run, conn) = single_server(dir.path());
+        let ping = |id| CoreMsg::Request {
+            session: dlock_proto::SessionId(1),
+            conn: conn.id,
+            id: RequestId(id),
+            body: Request::Ping,
+            slot: slot(),
+            received: Instant::now(),
+        };
+        // Polled once (it waits for its inbox), then dropped as an aborted task is.
+        {
+            let mut run = Box::pin(run);
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            assert!(run.as_mut().poll(&mut cx).is_pending());
+            assert!(inbox.try_handle_here(ping(1), conn.id).is_ok());
+        }
+        assert!(inbox.try_handle_here(ping(2), conn.id).is_err());
     }
 }
