@@ -6,11 +6,11 @@
 //! when handling it there changes nothing about the order of anything: no message is on its
 //! way through the inbox (counted from before it is sent until it is in the turns, which the
 //! run loop fills under the lock), the turns hold nothing, and no one else holds the state
-//! ([`CoreInbox::try_handle_here`]). A request then costs the server one
-//! task's wake-up (the connection's, by its socket) instead of three (the connection's, the
-//! core task's, and the connection's again for the answer): the answer is in the
-//! connection's outbox before its task next looks there. Anything else, and everything in a
-//! cluster (whose commands go through the log), goes through the inbox as before.
+//! ([`CoreInbox::try_handle_here`]). A request then costs the server one task's wake-up (the
+//! connection's, by its socket) instead of three (the connection's, the core task's, and the
+//! connection's again for the answer): the answer is in the connection's outbox before its
+//! task next looks there. Anything else, and everything in a cluster (whose commands go
+//! through the log; tried in place too, it was no faster), goes through the inbox.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
