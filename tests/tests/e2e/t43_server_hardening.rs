@@ -1,6 +1,7 @@
 //! Server hardening: client request ids never collide with the server's own requests, a
-//! connection over the limit gets a typed refusal and a closed socket, and a resumed
-//! session's `Welcome` carries what the engine says about the session.
+//! connection over the limit gets a typed refusal and a closed socket, a resumed session's
+//! `Welcome` carries what the engine says about the session, and a connection that pipelines
+//! a thousand requests gives way to another before it has had them all handled.
 
 use anyhow::{Result, bail};
 use dlock_proto::{
@@ -297,5 +298,41 @@ async fn one_address_cannot_take_every_lock() -> Result<()> {
     // So does a session that ends, with all its locks.
     a.goodbye().await?;
     b.acquire("t43/w", Mode::NL).await?;
+    Ok(())
+}
+
+/// A connection that pipelines many requests does not keep its worker until it has handled
+/// them all: a request handled in the connection's own task costs a unit of tokio's budget,
+/// so after about a hundred the task gives way. On one thread (this test's runtime runs the
+/// server too), a query sent just after a thousand pipelined locks is answered before the
+/// last of them is taken.
+#[tokio::test(flavor = "current_thread")]
+async fn a_pipelining_connection_gives_way_to_another() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut flood = RawClient::connect(server.addr(), "flood").await?;
+    let mut other = RawClient::connect(server.addr(), "other").await?;
+    for i in 0..1000 {
+        flood.feed_lock_ex(format!("flood/{i:04}")).await?;
+    }
+    flood.framed.flush().await?;
+    let last = other.query_resource("flood/0999").await?;
+    assert!(
+        last.is_none(),
+        "the query waited for the whole flood: {last:?}"
+    );
+    // Every lock of the flood is taken in the end.
+    let mut granted = 0;
+    while granted < 1000 {
+        match flood.recv().await? {
+            Some(ServerMessage::Event { event, .. })
+                if matches!(event.kind, EventKind::Granted { .. }) =>
+            {
+                granted += 1;
+            }
+            Some(_) => {}
+            None => bail!("the flood's connection closed after {granted} grants"),
+        }
+    }
+    assert!(other.query_resource("flood/0999").await?.is_some());
     Ok(())
 }
