@@ -185,8 +185,9 @@ impl Engine {
     /// Makes `now` the time of every input until the next call (`None`: the clock's time
     /// again). The core task pins the instant it read for the message it handles, so that
     /// one clock read serves the message's inputs, its service time and the time slice.
-    /// An instant before one pinned earlier (read by a connection's task just before another
-    /// task handled a message) is taken as that one: the engine's time never goes back.
+    /// Every caller reads its instant under the core's lock, so they come in order; should
+    /// one ever come earlier than one pinned before, it is taken as that one: the engine's
+    /// time never goes back.
     pub(super) fn pin_clock(&mut self, now: Option<Instant>) {
         self.pinned = now.map(|now| {
             self.latest = self.latest.max(now);

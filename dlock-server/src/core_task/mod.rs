@@ -209,21 +209,28 @@ impl CoreTask {
         let mut handled = Ok(());
         for _ in 0..max_batch {
             let Some(msg) = self.turns.pop() else { break };
-            let received = msg.received();
-            self.engine.pin_clock(Some(now));
-            handled = self.handle(msg);
-            now = Instant::now();
-            if let Some(received) = received {
-                let service = now.saturating_duration_since(received);
-                self.sessions.monitor.stats.service.observe(service);
-            }
+            (handled, now) = self.handle_at(msg, now);
             if handled.is_err() || now.saturating_duration_since(busy) >= SLICE {
                 break;
             }
         }
-        self.engine.pin_clock(None);
         self.count_busy_until(busy, now);
         handled
+    }
+
+    /// Handles `msg` with the engine's clock pinned at `now`; how it went, and the instant
+    /// it was done (the end of a request's service time, which this records).
+    fn handle_at(&mut self, msg: CoreMsg, now: Instant) -> (Result<(), ServerError>, Instant) {
+        let received = msg.received();
+        self.engine.pin_clock(Some(now));
+        let handled = self.handle(msg);
+        let end = Instant::now();
+        self.engine.pin_clock(None);
+        if let Some(received) = received {
+            let service = end.saturating_duration_since(received);
+            self.sessions.monitor.stats.service.observe(service);
+        }
+        (handled, end)
     }
 
     /// Handles one message in a connection's task (see [`CoreInbox`]), then does what ends
@@ -233,15 +240,7 @@ impl CoreTask {
         // Read here, under the lock, not taken from when the connection read the request:
         // the busy time (the wake-up histogram) must not count a wait before the lock.
         let start = Instant::now();
-        let received = msg.received();
-        self.engine.pin_clock(Some(start));
-        let handled = self.handle(msg);
-        let end = Instant::now();
-        self.engine.pin_clock(None);
-        if let Some(received) = received {
-            let service = end.saturating_duration_since(received);
-            self.sessions.monitor.stats.service.observe(service);
-        }
+        let (handled, end) = self.handle_at(msg, start);
         self.count_busy_until(start, end);
         handled?;
         // What ends the batch is not counted as busy time: that would cost another clock read

@@ -11,7 +11,7 @@
 //! session stays (R51), its events stay in the replay buffer, and the client can resume.
 
 use crate::complaints::{Complaint, complain};
-use crate::outbox::PushError;
+use crate::outbox::{Outbox, PushError};
 use dlock_core::SessionId;
 use dlock_proto::{ProtocolError, ServerMessage};
 
@@ -93,14 +93,14 @@ impl Outbound {
     pub(super) fn deliver(&mut self, lost: &mut Vec<(SessionId, ConnId)>, here: Option<ConnId>) {
         self.index.clear();
         for mut p in self.pending.drain(..) {
-            let quiet = here == Some(p.handle.id);
+            let push = if here == Some(p.handle.id) {
+                Outbox::try_push_here
+            } else {
+                Outbox::try_push
+            };
             for item in p.items.drain(..) {
                 match item {
-                    Out::Message(msg) => match if quiet {
-                        p.handle.outbox.try_push_here(msg)
-                    } else {
-                        p.handle.outbox.try_push(msg)
-                    } {
+                    Out::Message(msg) => match push(&p.handle.outbox, msg) {
                         Ok(()) => continue,
                         Err(PushError::Full(_)) => {
                             complain!(Complaint::SlowReader, peer = %p.handle.peer(), "client too slow reading; closing connection");
@@ -137,7 +137,6 @@ mod tests {
 
     use super::*;
     use crate::handle::ConnShared;
-    use crate::outbox::Outbox;
 
     /// A connection whose outbox holds `capacity` pongs.
     fn conn(id: ConnId, capacity: usize) -> (ConnHandle, Arc<Outbox>) {

@@ -395,15 +395,42 @@ mod tests {
         Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()
     }
 
-    fn lock(session: dlock_proto::SessionId, conn: ConnId, id: u64, name: &str) -> CoreMsg {
+    fn request(session: dlock_proto::SessionId, conn: ConnId, id: u64, body: Request) -> CoreMsg {
         CoreMsg::Request {
             session,
             conn,
             id: RequestId(id),
-            body: Request::Lock(LockRequest::new(name, Mode::EX)),
+            body,
             slot: slot(),
             received: Instant::now(),
         }
+    }
+
+    fn lock(session: dlock_proto::SessionId, conn: ConnId, id: u64, name: &str) -> CoreMsg {
+        request(
+            session,
+            conn,
+            id,
+            Request::Lock(LockRequest::new(name, Mode::EX)),
+        )
+    }
+
+    /// `conn`'s `Hello` for a new session named `name`, and where its answer arrives.
+    fn hello(conn: &ConnHandle, name: &str) -> (CoreMsg, oneshot::Receiver<HelloOutcome>) {
+        let (reply, answer) = oneshot::channel();
+        let hello = CoreMsg::Hello {
+            conn: conn.clone(),
+            hello: Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: name.into(),
+                lease_ttl_ms: 0,
+                resume: None,
+                token: None,
+            },
+            identity: None,
+            reply,
+        };
+        (hello, answer)
     }
 
     /// Everything in `conn`'s outbox now.
@@ -416,19 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // The run loop is never polled: whatever is answered was handled in place.
         let (inbox, _run, conn) = single_server(dir.path());
-        let (reply, mut welcome) = oneshot::channel();
-        let hello = CoreMsg::Hello {
-            conn: conn.clone(),
-            hello: Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "here".into(),
-                lease_ttl_ms: 0,
-                resume: None,
-                token: None,
-            },
-            identity: None,
-            reply,
-        };
+        let (hello, mut welcome) = hello(&conn, "here");
         assert!(inbox.try_handle_here(hello, conn.id).is_ok());
         let Ok(HelloOutcome::Welcome {
             session, up_to_seq, ..
@@ -474,19 +489,7 @@ mod tests {
     async fn turns_left_by_the_run_loop_go_first_too() {
         let dir = tempfile::tempdir().unwrap();
         let (inbox, _run, conn) = single_server(dir.path());
-        let (reply, _welcome) = oneshot::channel();
-        let hello = CoreMsg::Hello {
-            conn: conn.clone(),
-            hello: Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "turns".into(),
-                lease_ttl_ms: 0,
-                resume: None,
-                token: None,
-            },
-            identity: None,
-            reply,
-        };
+        let (hello, _welcome) = hello(&conn, "turns");
         inbox.shared.lock().unwrap().turns.push(None, hello);
         let msg = lock(dlock_proto::SessionId(1), conn.id, 1, "a");
         assert!(inbox.try_handle_here(msg, conn.id).is_err());
@@ -520,14 +523,7 @@ mod tests {
     async fn nothing_is_handled_in_place_once_the_run_loop_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let (inbox, run, conn) = single_server(dir.path());
-        let ping = |id| CoreMsg::Request {
-            session: dlock_proto::SessionId(1),
-            conn: conn.id,
-            id: RequestId(id),
-            body: Request::Ping,
-            slot: slot(),
-            received: Instant::now(),
-        };
+        let ping = |id| request(dlock_proto::SessionId(1), conn.id, id, Request::Ping);
         // Polled once (it waits for its inbox), then dropped as an aborted task is.
         {
             let mut run = Box::pin(run);
