@@ -61,8 +61,16 @@ impl NodeOptions {
 /// chunks of 1 MiB. A node refuses to vote for 400 ms (the longest election timeout) after
 /// its vote last changed, so survivors that time out together hold each other off for a
 /// round or more (the `failover` bench in `benches/` measures what a fail-over takes).
+///
+/// A leader that restarts stands for election like any other member (openraft's
+/// `enable_leader_restore` is off). A leader sends entries to its followers while its own
+/// write of them may still be queued, so it can come back from a crash without an entry a
+/// follower holds; taking up the same term again, it would give its next entry that
+/// entry's log id, and the follower, seeing the id it already has, would keep and apply its
+/// own. In a new term every log id is new (see `tests/recovery.rs`).
 pub fn raft_config() -> Config {
     Config {
+        enable_leader_restore: Some(false),
         cluster_name: "dlock".to_owned(),
         heartbeat_interval: 50,
         election_timeout_min: 200,

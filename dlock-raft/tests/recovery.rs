@@ -1,6 +1,6 @@
 //! Recovery over three in-process nodes: a follower far behind catches up by snapshot, all
-//! three nodes stopped and reopened recover the table from disk, and a minority grants
-//! nothing.
+//! three nodes stopped and reopened recover the table from disk, a minority grants nothing,
+//! and a leader that comes back without an entry it had sent does not reuse its log id.
 
 mod common;
 
@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
-use dlock_raft::NodeOptions;
 use dlock_raft::openraft::SnapshotPolicy;
+use dlock_raft::openraft::storage::{RaftLogReader, RaftLogStorage};
+use dlock_raft::{LogStore, NodeOptions, log_store::DEFAULT_SEGMENT_BYTES};
 
 fn open(name: &str) -> Command {
     Command::OpenSession {
@@ -176,5 +177,75 @@ async fn a_minority_grants_nothing() -> Result<()> {
     assert_eq!(leader.replica.last_applied_index(), before);
     assert!(holder(&leader.replica, "other").is_none());
     kill(leader).await?;
+    Ok(())
+}
+
+/// A leader's followers can hold an entry the leader's own disk does not: it sends entries
+/// while its write of them may still be queued, and a crash then loses that write. Here the
+/// loss is made by hand (the leader's log cut back by one entry while it is down). Back
+/// within the followers' election timeout, the leader must not take up its old term: its
+/// next entry would get the lost one's log id, which the followers would take for the entry
+/// they hold and apply instead. Each node would then hold a lock the others do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_back_without_an_entry_it_sent_does_not_reuse_its_log_id() -> Result<()> {
+    let mut c = cluster(3).await?;
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let l = c.listeners.remove(&id).context("listener")?;
+        nodes.push(start(id, &c.dirs[id as usize - 1], l).await?);
+    }
+    c.form(&nodes[0]).await?;
+    let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
+    let raft = nodes[first as usize - 1].raft.clone();
+    let s = SessionId(write(&raft, 1, open("s")).await?.index);
+    let kept = write(&raft, 2, lock(s, 1, "kept", Mode::EX)).await?;
+    let sent = write(&raft, 3, lock(s, 2, "sent", Mode::EX)).await?;
+    let sent_token = granted_token(&sent.events).context("sent granted")?;
+    for n in &nodes {
+        wait_applied(&n.replica, sent.index).await?;
+    }
+    let at = nodes.iter().position(|n| n.id == first).context("leader")?;
+    let leader = nodes.remove(at);
+    kill(&leader).await?;
+    drop((leader, raft));
+
+    // The crash: the leader's log ends at `kept`, its followers' at `sent`.
+    let mut log = LogStore::open(
+        c.dirs[first as usize - 1].path().join("log"),
+        DEFAULT_SEGMENT_BYTES,
+    )?;
+    let kept_id = log
+        .try_get_log_entries(kept.index..=kept.index)
+        .await?
+        .first()
+        .context("the kept entry")?
+        .log_id;
+    log.truncate_after(Some(kept_id)).await?;
+    drop(log);
+
+    let l = rebind(&c, first).await?;
+    nodes.push(start(first, &c.dirs[first as usize - 1], l).await?);
+    let second = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
+    let raft = &nodes
+        .iter()
+        .find(|n| n.id == second)
+        .context("leader")?
+        .raft;
+    let next = write(raft, 4, lock(s, 3, "next", Mode::EX)).await?;
+    let next_token = granted_token(&next.events).context("next granted")?;
+    for n in &nodes {
+        wait_applied(&n.replica, next.index).await?;
+        for (name, token) in [("sent", sent_token), ("next", next_token)] {
+            assert_eq!(
+                holder(&n.replica, name),
+                Some((s, Mode::EX, token)),
+                "{name} on node {} (leader {first}, then {second})",
+                n.id
+            );
+        }
+    }
+    for n in &nodes {
+        kill(n).await?;
+    }
     Ok(())
 }
