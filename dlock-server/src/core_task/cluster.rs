@@ -26,9 +26,9 @@ use crate::msg::HelloOutcome;
 
 /// A leadership numbers its events from `index << SEQ_INDEX_SHIFT`, where `index` is the
 /// engine's last applied input when it took over (its own grace entry, so above every input
-/// an earlier leader applied, also when a restarted node leads again in the same term): a
-/// client resuming on a new leader never sees a number it has seen before, as long as an
-/// earlier leadership gave one session fewer than `2^24` events per log entry it applied.
+/// an earlier leadership applied, this node's own before a restart included): a client
+/// resuming on a new leader never sees a number it has seen before, as long as an earlier
+/// leadership gave one session fewer than `2^24` events per log entry it applied.
 const SEQ_INDEX_SHIFT: u32 = 24;
 
 /// Sessions read from the engine per page while the table is rebuilt.

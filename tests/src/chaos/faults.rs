@@ -15,8 +15,8 @@
 //! - [`FaultKind::LeaderKill`]: the leader is killed with SIGKILL and restarted from its data
 //!   directory: half the time once the others have elected a new leader, which gives every
 //!   session the fail-over grace (clients resume there; no lock is lost to a client that
-//!   keeps retrying), else after up to `max_down` (back that soon, it usually leads again in
-//!   its own term).
+//!   keeps retrying), else after up to `max_down` (back that soon, it stands for election
+//!   with the others, in a new term, and may win it).
 //! - [`FaultKind::FollowerKill`]: a follower is killed and restarted: it catches up.
 //! - [`FaultKind::Partition`]: one member (the leader half the time) is cut off from the
 //!   others for 0.5 to 2 s (its peer links black-holed through their proxies, see
@@ -318,9 +318,9 @@ async fn member_fault(
             } else {
                 follower
             };
-            // A leader back within the others' election timeout leads again in its term
-            // (openraft resumes a leader whose vote is committed): half the leader kills
-            // wait for another member to lead first, a fail-over.
+            // A leader back within the others' election timeout may win the next election
+            // itself: half the leader kills wait for another member to lead first, a
+            // fail-over.
             let fail_over = kind == FaultKind::LeaderKill && rng.random_bool(0.5);
             let down = rng.random_range(Duration::ZERO..=cfg.max_down);
             let mut what = format!(
