@@ -24,7 +24,9 @@
 //!   can be deleted as soon as a purge covers every entry they hold (log compaction after a
 //!   snapshot).
 //! - **Reads** are served from memory: the entries not yet purged are kept there too, which
-//!   openraft's snapshot policy bounds.
+//!   openraft's snapshot policy bounds. That includes entries still queued for the writer, so
+//!   a leader replicates entries its own disk may lose in a crash (which is why a restarted
+//!   leader stands for election, see [`raft_config`](crate::raft_config)).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
