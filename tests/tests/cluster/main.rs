@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use dlock_client::{Client, LockGuard, LockInfo, LockState, Mode, ResourceInfo};
+use dlock_tests::chaos::cluster::merge_member_logs;
 use dlock_tests::cluster::{ClusterOptions, TestCluster};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -52,9 +53,30 @@ pub(crate) const LEASE: Duration = Duration::from_secs(30);
 /// Bound on any other single wait.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-/// Options for three nodes of the `chaos serve` binary (every server flag), peers direct.
+/// Options for three nodes of the `chaos serve` binary (every server flag), peers direct,
+/// each node with its own audit log (see [`members_agree`]).
 pub(crate) fn options() -> ClusterOptions {
-    ClusterOptions::new(env!("CARGO_BIN_EXE_chaos"))
+    ClusterOptions::new(env!("CARGO_BIN_EXE_chaos")).audit_logs()
+}
+
+/// Checks that the members agree on every input two of them applied, as the chaos runs'
+/// replication check does: each member's audit log records what it applied, and merging
+/// them compares the members wherever their logs overlap. Two members that applied
+/// different inputs at one index (Raft's log matching broken) fail the test.
+pub(crate) fn members_agree(c: &TestCluster) -> Result<()> {
+    let logs: Vec<_> = c.ids().into_iter().map(|id| c.audit_log(id)).collect();
+    let merged = merge_member_logs(&logs, |_| {})?;
+    anyhow::ensure!(
+        merged.mismatch_count == 0,
+        "the members applied different inputs at {} indices: {:#?}",
+        merged.mismatch_count,
+        merged.mismatches
+    );
+    anyhow::ensure!(
+        merged.compared > 0,
+        "no input was applied by two members: {merged:?}"
+    );
+    Ok(())
 }
 
 /// Runs a test body under [`TEST_LIMIT`], its turn first.

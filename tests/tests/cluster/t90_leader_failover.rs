@@ -7,8 +7,8 @@ use dlock_client::{LockGuard, Mode};
 use futures_util::FutureExt;
 
 use crate::{
-    ELECTION, assert_refused, assert_sole_holder, client, conflicting, done, options, res, run,
-    within,
+    ELECTION, assert_refused, assert_sole_holder, client, conflicting, done, members_agree,
+    options, res, run, within,
 };
 use dlock_tests::cluster::TestCluster;
 
@@ -142,6 +142,7 @@ async fn t90_leader_kill_keeps_locks_queue_order_and_tokens() -> Result<()> {
         eprintln!(
             "tokens: before the kill at most {before_max:?}; the waiters then got {tokens:?}"
         );
+        members_agree(&c)?;
         Ok(())
     })
     .await

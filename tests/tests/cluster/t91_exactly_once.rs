@@ -7,7 +7,7 @@ use dlock_client::Mode;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 
-use crate::{ELECTION, WAIT, client, options, res, run};
+use crate::{ELECTION, WAIT, client, members_agree, options, res, run};
 use dlock_tests::cluster::TestCluster;
 
 /// Lock requests pipelined on one session just before the kill: three quarters of the 64
@@ -109,6 +109,7 @@ async fn pipelined_requests_apply_once(requests: usize) -> Result<()> {
             "the session owns {} locks, not {requests}",
             session.locks.len()
         );
+        members_agree(&c)?;
         Ok(())
     })
     .await

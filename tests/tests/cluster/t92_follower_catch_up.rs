@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::{Client, LockGuard, Mode};
 
-use crate::{ELECTION, WAIT, assert_sole_holder, client, done, options, run};
+use crate::{ELECTION, WAIT, assert_sole_holder, client, done, members_agree, options, run};
 use dlock_tests::cluster::TestCluster;
 
 /// What `dlock-raft` logs (at info) when a node installs a snapshot from the leader.
@@ -119,6 +119,7 @@ async fn t92_follower_restarted_catches_up_from_the_log() -> Result<()> {
             !log_of(&c, lagging)?.contains(INSTALLED),
             "node {lagging} was sent a snapshot, though the leader's log had everything it missed"
         );
+        members_agree(&c)?;
         Ok(())
     })
     .await
@@ -155,6 +156,7 @@ async fn t92_follower_far_behind_catches_up_by_snapshot() -> Result<()> {
         for (name, g) in locks.iter().chain([&("proof".to_owned(), proof)]) {
             assert_sole_holder(&checker, name, g).await?;
         }
+        members_agree(&c)?;
         Ok(())
     })
     .await

@@ -7,8 +7,8 @@ use dlock_client::Mode;
 use futures_util::FutureExt;
 
 use crate::{
-    ELECTION, assert_refused, assert_sole_holder, client, conflicting, done, options, res, run,
-    within,
+    ELECTION, assert_refused, assert_sole_holder, client, conflicting, done, members_agree,
+    options, res, run, within,
 };
 use dlock_tests::cluster::TestCluster;
 
@@ -89,6 +89,7 @@ async fn restart_all(clients_continue: bool) -> Result<()> {
                 "the token {:?} after the restart is not above {before_max:?}",
                 fresh.token()
             );
+            members_agree(&c)?;
             return Ok(());
         }
         // Both clients resumed their sessions: a's release grants b's queued request, with a
@@ -106,6 +107,7 @@ async fn restart_all(clients_continue: bool) -> Result<()> {
         for (name, g) in guards {
             ensure!(!g.is_lost(), "{name}: lost across the restart");
         }
+        members_agree(&c)?;
         Ok(())
     })
     .await

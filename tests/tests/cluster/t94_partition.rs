@@ -8,7 +8,7 @@ use anyhow::{Result, bail, ensure};
 use dlock_client::{Client, Mode};
 use dlock_tests::cluster::{Probe, TestCluster};
 
-use crate::{ELECTION, client, done, options, run, within};
+use crate::{ELECTION, client, done, members_agree, options, run, within};
 
 /// How long the isolated leader is watched for a grant it must not make.
 const NO_GRANT_FOR: Duration = Duration::from_secs(3);
@@ -91,6 +91,7 @@ async fn t94_minority_partition_grants_nothing() -> Result<()> {
             "the old leader {old} leads again after healing"
         );
         done("a grant after healing", majority.lock("after", Mode::EX)).await?;
+        members_agree(&c)?;
         Ok(())
     })
     .await

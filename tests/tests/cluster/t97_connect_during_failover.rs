@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use dlock_client::{Client, Mode};
 use dlock_tests::cluster::TestCluster;
 
-use crate::{ELECTION, LEASE, WAIT, client, done, options, run};
+use crate::{ELECTION, LEASE, WAIT, client, done, members_agree, options, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t97_a_client_connecting_during_a_fail_over_finds_the_new_leader() -> Result<()> {
@@ -43,6 +43,7 @@ async fn t97_a_client_connecting_during_a_fail_over_finds_the_new_leader() -> Re
         ensure!(new != old, "connected to the killed leader {old}");
         // The new leader serves it.
         done("a grant after the fail-over", fresh.lock("y", Mode::EX)).await?;
+        members_agree(&c)?;
         Ok(())
     })
     .await
