@@ -39,20 +39,29 @@ fn snapshotting(id: u64, c: &Cluster) -> NodeOptions {
     o
 }
 
-async fn three(c: &mut Cluster) -> Result<Vec<Node>> {
+/// Starts the three nodes of `c`, each with `options`, and forms the cluster.
+async fn three(
+    c: &mut Cluster,
+    options: impl Fn(u64, &Cluster) -> NodeOptions,
+) -> Result<Vec<Node>> {
     let mut nodes = Vec::new();
     for id in 1..=3 {
         let l = c.listeners.remove(&id).context("listener")?;
-        nodes.push(start_with(snapshotting(id, c), l).await?);
+        nodes.push(start_with(options(id, c), l).await?);
     }
     c.form(&nodes[0]).await?;
     Ok(nodes)
 }
 
+/// dlock's default options.
+fn defaults(id: u64, c: &Cluster) -> NodeOptions {
+    NodeOptions::new(id, c.dirs[id as usize - 1].path())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
     let mut c = cluster(3).await?;
-    let nodes = three(&mut c).await?;
+    let nodes = three(&mut c, snapshotting).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let leader = &nodes[first as usize - 1];
     let lagging = nodes.iter().find(|n| n.id != first).context("a follower")?;
@@ -104,7 +113,7 @@ async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_three_stopped_and_reopened_recover_the_table_from_disk() -> Result<()> {
     let mut c = cluster(3).await?;
-    let nodes = three(&mut c).await?;
+    let nodes = three(&mut c, snapshotting).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let raft = &nodes[first as usize - 1].raft;
     let s = SessionId(write(raft, 1, open("s")).await?.index);
@@ -156,7 +165,7 @@ async fn all_three_stopped_and_reopened_recover_the_table_from_disk() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_grants_nothing() -> Result<()> {
     let mut c = cluster(3).await?;
-    let nodes = three(&mut c).await?;
+    let nodes = three(&mut c, snapshotting).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let leader = &nodes[first as usize - 1];
     let s = SessionId(write(&leader.raft, 1, open("s")).await?.index);
@@ -189,12 +198,7 @@ async fn a_minority_grants_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_back_without_an_entry_it_sent_does_not_reuse_its_log_id() -> Result<()> {
     let mut c = cluster(3).await?;
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let l = c.listeners.remove(&id).context("listener")?;
-        nodes.push(start(id, &c.dirs[id as usize - 1], l).await?);
-    }
-    c.form(&nodes[0]).await?;
+    let mut nodes = three(&mut c, defaults).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let raft = nodes[first as usize - 1].raft.clone();
     let s = SessionId(write(&raft, 1, open("s")).await?.index);
@@ -224,7 +228,7 @@ async fn a_leader_back_without_an_entry_it_sent_does_not_reuse_its_log_id() -> R
     drop(log);
 
     let l = rebind(&c, first).await?;
-    nodes.push(start(first, &c.dirs[first as usize - 1], l).await?);
+    nodes.push(start_with(defaults(first, &c), l).await?);
     let second = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let raft = &nodes
         .iter()
