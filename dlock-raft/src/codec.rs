@@ -81,9 +81,13 @@ pub fn decode_snapshot<T: DeserializeOwned>(data: &[u8]) -> Result<T, RaftStoreE
     decode(snapshot_body(data)?.1)
 }
 
-/// Appends one record holding `value` to `out`.
+/// Appends one record holding `value` to `out`; a value that encodes to nothing is refused
+/// (an empty record would read as damage, see [`next_record`]).
 pub fn put_record<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), RaftStoreError> {
     let body = encode(value)?;
+    if body.is_empty() {
+        return Err(RaftStoreError::Codec("an empty record".to_owned()));
+    }
     let len = u32::try_from(body.len())
         .map_err(|_| RaftStoreError::Codec(format!("record of {} bytes", body.len())))?;
     out.extend_from_slice(&len.to_be_bytes());
@@ -114,7 +118,9 @@ pub fn next_record(data: &[u8], offset: usize) -> RecordAt<'_> {
     }
     let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
     let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
-    if len > MAX_RECORD {
+    // No record is empty (every body encodes at least an enum's variant), so a zero length
+    // is never taken for one: zeros are not records, whatever their checksum.
+    if len == 0 || len > MAX_RECORD {
         return RecordAt::Damaged(format!("length {len}"));
     }
     let Some(body) = rest.get(RECORD_HEADER..RECORD_HEADER + len) else {
@@ -155,6 +161,8 @@ mod tests {
                 RecordAt::Damaged(_)
             ));
         }
+        // Zeros are not a record (an empty body's checksum is zero too).
+        assert!(matches!(next_record(&[0; 16], 0), RecordAt::Damaged(_)));
         // A flipped bit in a body fails the checksum.
         let mut flipped = out.clone();
         flipped[RECORD_HEADER] ^= 1;

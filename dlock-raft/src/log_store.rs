@@ -7,7 +7,8 @@
 //! Every change to the log is a record appended to the current segment: an entry, a
 //! truncation (`Truncate { since }`), a purge, the vote and the committed log id. Reopening
 //! replays the records in order; a record cut short or damaged at the end of the last
-//! segment (a crash in the middle of a write) is cut off, one anywhere else is an error.
+//! segment (a crash in the middle of a write, or zeros where a crash kept a write's new file
+//! length but not its data) is cut off, one anywhere else is an error.
 //!
 //! - **Group commit.** One writer thread does all file IO in submission order. When it wakes
 //!   up it takes every request waiting, writes them with one `write` and, if any needs it,
@@ -701,6 +702,16 @@ mod tests {
             good_len,
             "torn tail cut"
         );
+        assert_eq!(indices(&mut log).await, (1..=50).collect::<Vec<_>>());
+        drop(log);
+
+        // A crash that kept a write's new file size but not its data (zeros where the
+        // records were): the zeros are a torn tail too, cut like one.
+        let mut zeroed = OpenOptions::new().append(true).open(&last).unwrap();
+        zeroed.write_all(&[0; 40]).unwrap();
+        drop(zeroed);
+        let mut log = LogStore::open(&dir, 128).unwrap();
+        assert_eq!(fs::metadata(&last).unwrap().len(), good_len, "zeros cut");
         assert_eq!(indices(&mut log).await, (1..=50).collect::<Vec<_>>());
         append(&log, 51..=52).await;
 
