@@ -11,12 +11,12 @@
 //! something makes it yield every time again.
 //!
 //! Measured against the build before it, two servers side by side and the load generator
-//! alternating between them (3 s points, 3 pairs; the figures in `README.md`): 64 clients
-//! 85,351 / 84,863 / 80,562 cycles/s against 77,536 / 77,080 / 83,236, server CPU per
-//! cycle 1.2 and 1.3 µs less in two pairs and 0.3 µs more in the third; 4 clients
-//! 73,811–74,159 cycles/s against 65,866–72,038, a cycle p50 of 43–44 µs against 41–45 µs
-//! and a p999 of 2.0–2.2 ms against 3.8–4.0 ms; 1 client unchanged within the spread of
-//! the runs.
+//! alternating between them (3 s points, 3 pairs; the figures in
+//! `docs/performance-history.md`): 64 clients 85,351 / 84,863 / 80,562 cycles/s against
+//! 77,536 / 77,080 / 83,236, server CPU per cycle 1.2 and 1.3 µs less in two pairs and
+//! 0.3 µs more in the third; 4 clients 73,811–74,159 cycles/s against 65,866–72,038, a
+//! cycle p50 of 43–44 µs against 41–45 µs and a p999 of 2.0–2.2 ms against 3.8–4.0 ms;
+//! 1 client unchanged within the spread of the runs.
 
 use std::future::Future;
 use std::pin::Pin;
