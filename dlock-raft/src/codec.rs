@@ -161,8 +161,10 @@ mod tests {
                 RecordAt::Damaged(_)
             ));
         }
-        // Zeros are not a record (an empty body's checksum is zero too).
+        // Zeros are not a record (an empty body's checksum is zero too), and no empty record
+        // is written.
         assert!(matches!(next_record(&[0; 16], 0), RecordAt::Damaged(_)));
+        assert!(put_record(&mut Vec::new(), &()).is_err());
         // A flipped bit in a body fails the checksum.
         let mut flipped = out.clone();
         flipped[RECORD_HEADER] ^= 1;
