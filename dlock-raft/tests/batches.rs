@@ -12,19 +12,19 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, ensure};
 use common::*;
 use dlock_core::{Command, EventKind, LockRequest, Mode, RequestId, SessionId};
-use dlock_raft::{NodeOptions, Proposal, Raft};
+use dlock_raft::{Proposal, Raft};
 
 /// Three running nodes with exactly-once on, the cluster formed; the leader's id.
 async fn three() -> Result<(Cluster, BTreeMap<u64, Node>, u64)> {
     let mut c = cluster(3).await?;
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = c.listeners.remove(&id).context("listener")?;
-        let mut options = NodeOptions::new(id, c.dirs[id as usize - 1].path());
-        options.engine.exactly_once = true;
-        nodes.insert(id, start_with(options, l).await?);
-    }
-    c.form(&nodes[&1]).await?;
+    let started = c
+        .start_all(|c, id| {
+            let mut options = c.defaults(id);
+            options.engine.exactly_once = true;
+            options
+        })
+        .await?;
+    let nodes: BTreeMap<u64, Node> = started.into_iter().map(|n| (n.id, n)).collect();
     let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     Ok((c, nodes, leader))
 }

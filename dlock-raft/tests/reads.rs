@@ -14,12 +14,7 @@ use dlock_raft::{ReadError, Sequencer};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_leader_with_a_majority_confirms_a_read_index() -> Result<()> {
     let mut c = cluster(3).await?;
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        let l = c.listeners.remove(&id).context("listener")?;
-        nodes.push(start(id, &c.dirs[id as usize - 1], l).await?);
-    }
-    c.form(&nodes[0]).await?;
+    let nodes = c.start_all(Cluster::defaults).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let seq = |n: &Node| {
         Sequencer::new(

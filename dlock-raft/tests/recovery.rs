@@ -31,37 +31,18 @@ fn lock(session: SessionId, request: u64, name: &str, mode: Mode) -> Command {
 }
 
 /// Options that snapshot every 50 entries and keep none of them in the log.
-fn snapshotting(id: u64, c: &Cluster) -> NodeOptions {
-    let mut o = NodeOptions::new(id, c.dirs[id as usize - 1].path());
+fn snapshotting(c: &Cluster, id: u64) -> NodeOptions {
+    let mut o = c.defaults(id);
     o.raft.snapshot_policy = SnapshotPolicy::LogsSinceLast(50);
     o.raft.max_in_snapshot_log_to_keep = 0;
     o.raft.purge_batch_size = 1;
     o
 }
 
-/// Starts the three nodes of `c`, each with `options`, and forms the cluster.
-async fn three(
-    c: &mut Cluster,
-    options: impl Fn(u64, &Cluster) -> NodeOptions,
-) -> Result<Vec<Node>> {
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let l = c.listeners.remove(&id).context("listener")?;
-        nodes.push(start_with(options(id, c), l).await?);
-    }
-    c.form(&nodes[0]).await?;
-    Ok(nodes)
-}
-
-/// dlock's default options.
-fn defaults(id: u64, c: &Cluster) -> NodeOptions {
-    NodeOptions::new(id, c.dirs[id as usize - 1].path())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
     let mut c = cluster(3).await?;
-    let nodes = three(&mut c, snapshotting).await?;
+    let nodes = c.start_all(snapshotting).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let leader = &nodes[first as usize - 1];
     let lagging = nodes.iter().find(|n| n.id != first).context("a follower")?;
@@ -90,7 +71,7 @@ async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
     .await?;
 
     let l = rebind(&c, lagging_id).await?;
-    let back = start_with(snapshotting(lagging_id, &c), l).await?;
+    let back = start_with(snapshotting(&c, lagging_id), l).await?;
     wait_applied(&back.replica, last).await?;
     assert!(
         back.raft.metrics().borrow_watched().snapshot.is_some(),
@@ -113,7 +94,7 @@ async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_three_stopped_and_reopened_recover_the_table_from_disk() -> Result<()> {
     let mut c = cluster(3).await?;
-    let nodes = three(&mut c, snapshotting).await?;
+    let nodes = c.start_all(snapshotting).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let raft = &nodes[first as usize - 1].raft;
     let s = SessionId(write(raft, 1, open("s")).await?.index);
@@ -134,7 +115,7 @@ async fn all_three_stopped_and_reopened_recover_the_table_from_disk() -> Result<
     let mut back = Vec::new();
     for id in 1..=3 {
         let l = rebind(&c, id).await?;
-        back.push(start_with(snapshotting(id, &c), l).await?);
+        back.push(start_with(snapshotting(&c, id), l).await?);
     }
     let second = leader_among(&back.iter().collect::<Vec<_>>()).await?;
     for n in &back {
@@ -165,7 +146,7 @@ async fn all_three_stopped_and_reopened_recover_the_table_from_disk() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_grants_nothing() -> Result<()> {
     let mut c = cluster(3).await?;
-    let nodes = three(&mut c, snapshotting).await?;
+    let nodes = c.start_all(snapshotting).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let leader = &nodes[first as usize - 1];
     let s = SessionId(write(&leader.raft, 1, open("s")).await?.index);
@@ -198,7 +179,7 @@ async fn a_minority_grants_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_back_without_an_entry_it_sent_does_not_reuse_its_log_id() -> Result<()> {
     let mut c = cluster(3).await?;
-    let mut nodes = three(&mut c, defaults).await?;
+    let mut nodes = c.start_all(Cluster::defaults).await?;
     let first = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let raft = nodes[first as usize - 1].raft.clone();
     let s = SessionId(write(&raft, 1, open("s")).await?.index);
@@ -228,7 +209,7 @@ async fn a_leader_back_without_an_entry_it_sent_does_not_reuse_its_log_id() -> R
     drop(log);
 
     let l = rebind(&c, first).await?;
-    nodes.push(start_with(defaults(first, &c), l).await?);
+    nodes.push(start_with(c.defaults(first), l).await?);
     let second = leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
     let raft = &nodes
         .iter()

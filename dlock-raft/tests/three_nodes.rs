@@ -13,12 +13,8 @@ use dlock_core::{Command, EventKind, LockRequest, Mode, RequestId, SessionId};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_new_leader_keeps_every_lock_and_tokens_grow() -> Result<()> {
     let mut c = cluster(3).await?;
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = c.listeners.remove(&id).context("listener")?;
-        nodes.insert(id, start(id, &c.dirs[id as usize - 1], l).await?);
-    }
-    c.form(&nodes[&1]).await?;
+    let started = c.start_all(Cluster::defaults).await?;
+    let nodes: BTreeMap<u64, Node> = started.into_iter().map(|n| (n.id, n)).collect();
     let first = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     let leader = &nodes[&first].raft;
 

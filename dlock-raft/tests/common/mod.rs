@@ -64,6 +64,29 @@ impl Cluster {
             .await
             .map_err(|e| anyhow::anyhow!("initialize: {e}"))
     }
+
+    /// dlock's default options for member `id`, in its directory.
+    pub fn defaults(&self, id: NodeId) -> NodeOptions {
+        NodeOptions::new(id, self.dirs[id as usize - 1].path())
+    }
+
+    /// Starts every member, each with `options(self, id)`, and forms the cluster through the
+    /// first; the nodes in id order.
+    pub async fn start_all(
+        &mut self,
+        options: impl Fn(&Cluster, NodeId) -> NodeOptions,
+    ) -> Result<Vec<Node>> {
+        let mut nodes = Vec::new();
+        for id in 1..=self.dirs.len() as NodeId {
+            let l = self
+                .listeners
+                .remove(&id)
+                .ok_or_else(|| anyhow::anyhow!("no listener for node {id}"))?;
+            nodes.push(start_with(options(self, id), l).await?);
+        }
+        self.form(&nodes[0]).await?;
+        Ok(nodes)
+    }
 }
 
 /// Opens node `id` from its directory and serves its peers on `listener`.
