@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, ensure};
 use common::*;
 use dlock_core::{Command, EventKind, LockRequest, Mode, RequestId, SessionId};
-use dlock_raft::{Proposal, Raft};
+use dlock_raft::{Proposal, Raft, Replica};
 
 /// Three running nodes with exactly-once on, the cluster formed; the leader's id.
 async fn three() -> Result<(Cluster, BTreeMap<u64, Node>, u64)> {
@@ -133,6 +133,8 @@ async fn a_batch_takes_consecutive_inputs_with_distinct_growing_ids_and_tokens()
         let held_by_s1 = node.replica.read(|c| c.session_lock_count(s1));
         assert_eq!(held_by_s1, 3, "the re-send made no second lock");
     }
+    let replicas: Vec<&Replica> = nodes.values().map(|n| &n.replica).collect();
+    same_engines(&replicas, after.index).await?;
     for node in nodes.values() {
         kill(node).await?;
     }

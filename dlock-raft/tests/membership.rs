@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
 use dlock_proto::status::Standing;
-use dlock_raft::{Member, ProposeError, Sequencer};
+use dlock_raft::{Member, ProposeError, Replica, Sequencer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -147,6 +147,8 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
         wait_applied(&n.replica, again.index).await?;
         assert_eq!(holder(&n.replica, "db"), Some((session, Mode::EX, token)));
     }
+    let replicas: Vec<&Replica> = alive.iter().map(|n| &n.replica).collect();
+    same_engines(&replicas, again.index).await?;
     duties.cancel();
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, EventKind, LockRequest, Mode, RequestId, SessionId};
+use dlock_raft::Replica;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_new_leader_keeps_every_lock_and_tokens_grow() -> Result<()> {
@@ -107,6 +108,13 @@ async fn leader_killed_new_leader_keeps_every_lock_and_tokens_grow() -> Result<(
         holder(&restarted.replica, "db"),
         Some((session, Mode::EX, token))
     );
+    let replicas: Vec<&Replica> = rest
+        .iter()
+        .copied()
+        .chain([&restarted])
+        .map(|n| &n.replica)
+        .collect();
+    same_engines(&replicas, applied.index).await?;
     for node in rest.into_iter().chain([&restarted]) {
         kill(node).await?;
     }

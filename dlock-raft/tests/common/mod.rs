@@ -192,6 +192,37 @@ pub async fn wait_applied(replica: &Replica, index: u64) -> Result<()> {
     .await
 }
 
+/// Waits until every one of `replicas` has applied `index` and all of them stand at the same
+/// input, then checks that their engines are the same there: their snapshots encode to the
+/// same bytes. Replication and apply are deterministic, whether a replica applied the log
+/// entry by entry, installed a snapshot or reopened its directory.
+pub async fn same_engines(replicas: &[&Replica], index: u64) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut states = Vec::new();
+        for replica in replicas {
+            let applied = replica.last_applied_index();
+            let core = replica.core();
+            let bytes = dlock_proto::codec::encode_body(&core.snapshot())?;
+            states.push((applied, core.last_index(), bytes));
+        }
+        let (_, input, first) = &states[0];
+        if states.iter().all(|(i, n, _)| *i >= index && n == input) {
+            for (k, (_, _, bytes)) in states.iter().enumerate() {
+                anyhow::ensure!(
+                    bytes == first,
+                    "replica {k} differs from replica 0 after input {input}"
+                );
+            }
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("replicas not at one input from index {index} on within {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The first granted lock on `name`: its session, mode and token.
 pub fn holder(replica: &Replica, name: &str) -> Option<(SessionId, Mode, u64)> {
     replica.read(|core| {
