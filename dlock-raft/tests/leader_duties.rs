@@ -21,37 +21,15 @@ fn ready_leader(seqs: &[Sequencer]) -> Option<usize> {
 
 /// Proposes on whichever node leads, asking again while the leadership moves.
 async fn propose(seqs: &[Sequencer], command: Command) -> Result<dlock_raft::Applied> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(i) = ready_leader(seqs) {
-            match seqs[i].propose(command.clone()).await {
-                Ok(applied) => return Ok(applied),
-                Err(ProposeError::NotLeader { .. } | ProposeError::NotReady) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("no leader took {command:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    propose_on_leader(seqs, command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_leader_grants_grace_then_expires_by_its_own_ticks() -> Result<()> {
     let mut c = cluster(3).await?;
-    let mut nodes = Vec::new();
-    let mut seqs = Vec::new();
     let duties = CancellationToken::new();
-    for id in 1..=3u64 {
-        let l = c.listeners.remove(&id).context("listener")?;
-        let node = start(id, &c.dirs[id as usize - 1], l).await?;
-        let seq = Sequencer::new(id, node.raft.clone(), node.replica.clone(), GRACE);
-        tokio::spawn(seq.clone().run(duties.child_token(), |_| {}));
-        seqs.push(seq);
-        nodes.push(node);
-    }
-    c.form(&nodes[0]).await?;
+    let nodes = c.start_all(Cluster::defaults).await?;
+    let seqs: Vec<Sequencer> = nodes.iter().map(|n| sequencer(n, GRACE, &duties)).collect();
     leader_among(&nodes.iter().collect::<Vec<_>>()).await?;
 
     // A follower refuses proposals and names the leader. (If a loaded machine moves the

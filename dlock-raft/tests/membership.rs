@@ -20,22 +20,13 @@ use tokio_util::sync::CancellationToken;
 async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()> {
     let mut c = cluster(3).await?;
     let duties = CancellationToken::new();
-    let mut nodes = BTreeMap::new();
-    let mut seqs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = c.listeners.remove(&id).context("listener")?;
-        let node = start(id, &c.dirs[id as usize - 1], l).await?;
-        let seq = Sequencer::new(
-            id,
-            node.raft.clone(),
-            node.replica.clone(),
-            Duration::from_secs(5),
-        );
-        tokio::spawn(seq.clone().run(duties.child_token(), |_| {}));
-        seqs.insert(id, seq);
-        nodes.insert(id, node);
-    }
-    c.form(&nodes[&1]).await?;
+    let grace = Duration::from_secs(5);
+    let started = c.start_all(Cluster::defaults).await?;
+    let seqs: BTreeMap<u64, Sequencer> = started
+        .iter()
+        .map(|n| (n.id, sequencer(n, grace, &duties)))
+        .collect();
+    let mut nodes: BTreeMap<u64, Node> = started.into_iter().map(|n| (n.id, n)).collect();
     let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     let open = write(
         &nodes[&leader].raft,
@@ -69,13 +60,7 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
         raft_addr: l4.local_addr()?.to_string(),
     };
     let node4 = start(4, &dir4, l4).await?;
-    let seq4 = Sequencer::new(
-        4,
-        node4.raft.clone(),
-        node4.replica.clone(),
-        Duration::from_secs(5),
-    );
-    tokio::spawn(seq4.clone().run(duties.child_token(), |_| {}));
+    let seq4 = sequencer(&node4, grace, &duties);
     // A follower cannot change the membership: it names the leader.
     let follower = (1..=3).find(|id| *id != leader).context("a follower")?;
     match seqs[&follower].add_member(4, member4.clone()).await {

@@ -9,11 +9,11 @@ use anyhow::{Context, Result, bail, ensure};
 use common::*;
 use dlock_core::Command;
 use dlock_proto::FrameCodec;
+use dlock_raft::PeerSecret;
 use dlock_raft::network::{MAX_PEER_FRAME, PEER_PROTOCOL, PeerRequest, PeerResponse};
 use dlock_raft::openraft::Vote;
 use dlock_raft::openraft::raft::VoteRequest;
 use dlock_raft::openraft::rt::watch::WatchReceiver;
-use dlock_raft::{NodeOptions, PeerSecret};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -75,14 +75,13 @@ async fn only_members_proving_the_secret_take_part() -> Result<()> {
     let secret = PeerSecret::new(b"the secret of this test's cluster")?;
     let other = PeerSecret::new(b"the secret of some other cluster")?;
     let mut c = cluster(3).await?;
-    let mut nodes = Vec::new();
-    for (id, s) in [(1u64, &secret), (2, &secret), (3, &other)] {
-        let mut options = NodeOptions::new(id, c.dirs[id as usize - 1].path());
-        options.peer_secret = Some(s.clone());
-        let l = c.listeners.remove(&id).context("listener")?;
-        nodes.push(start_with(options, l).await?);
-    }
-    c.form(&nodes[0]).await?;
+    let nodes = c
+        .start_all(|c, id| {
+            let mut options = c.defaults(id);
+            options.peer_secret = Some(if id == 3 { &other } else { &secret }.clone());
+            options
+        })
+        .await?;
     // Nodes 1 and 2 make a majority of three: they elect a leader and commit.
     let leader = leader_among(&[&nodes[0], &nodes[1]]).await?;
     let open = write(

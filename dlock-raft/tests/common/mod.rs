@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use dlock_core::{Command, LockState, Mode, SessionId};
 use dlock_raft::{
-    Member, NodeId, NodeOptions, Proposal, Raft, Replica, open_node, serve_peers,
-    serve_peers_authenticated,
+    Member, NodeId, NodeOptions, Proposal, ProposeError, Raft, Replica, Sequencer, open_node,
+    serve_peers, serve_peers_authenticated,
 };
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -190,6 +190,38 @@ pub async fn wait_applied(replica: &Replica, index: u64) -> Result<()> {
         replica.last_applied_index() >= index
     })
     .await
+}
+
+/// A [`Sequencer`] for `node`, with the fail-over `grace`, whose leader duties run until
+/// `duties` is cancelled.
+pub fn sequencer(node: &Node, grace: Duration, duties: &CancellationToken) -> Sequencer {
+    let seq = Sequencer::new(node.id, node.raft.clone(), node.replica.clone(), grace);
+    tokio::spawn(seq.clone().run(duties.child_token(), |_| {}));
+    seq
+}
+
+/// Proposes `command` on whichever of `seqs` leads with its term ready, asking again while
+/// the leadership moves, within [`DEADLINE`].
+pub async fn propose_on_leader<'a>(
+    seqs: impl IntoIterator<Item = &'a Sequencer> + Clone,
+    command: Command,
+) -> Result<dlock_raft::Applied> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        for s in seqs.clone() {
+            if s.is_ready_leader() {
+                match s.propose(command.clone()).await {
+                    Ok(applied) => return Ok(applied),
+                    Err(ProposeError::NotLeader { .. } | ProposeError::NotReady) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no leader took {command:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits until every one of `replicas` has applied `index` and all of them stand at the same
