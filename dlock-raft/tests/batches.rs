@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, ensure};
 use common::*;
 use dlock_core::{Command, EventKind, LockRequest, Mode, RequestId, SessionId};
-use dlock_raft::{Proposal, Raft, Replica};
+use dlock_raft::{Proposal, Raft};
 
 /// Three running nodes with exactly-once on, the cluster formed; the leader's id.
 async fn three() -> Result<(Cluster, BTreeMap<u64, Node>, u64)> {
@@ -24,7 +24,7 @@ async fn three() -> Result<(Cluster, BTreeMap<u64, Node>, u64)> {
             options
         })
         .await?;
-    let nodes: BTreeMap<u64, Node> = started.into_iter().map(|n| (n.id, n)).collect();
+    let nodes = by_id(started);
     let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     Ok((c, nodes, leader))
 }
@@ -133,8 +133,7 @@ async fn a_batch_takes_consecutive_inputs_with_distinct_growing_ids_and_tokens()
         let held_by_s1 = node.replica.read(|c| c.session_lock_count(s1));
         assert_eq!(held_by_s1, 3, "the re-send made no second lock");
     }
-    let replicas: Vec<&Replica> = nodes.values().map(|n| &n.replica).collect();
-    same_engines(&replicas, after.index).await?;
+    same_engines(nodes.values(), after.index).await?;
     for node in nodes.values() {
         kill(node).await?;
     }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
 use dlock_proto::status::Standing;
-use dlock_raft::{Member, ProposeError, Replica, Sequencer};
+use dlock_raft::{Member, ProposeError, Sequencer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
         .iter()
         .map(|n| (n.id, sequencer(n, grace, &duties)))
         .collect();
-    let mut nodes: BTreeMap<u64, Node> = started.into_iter().map(|n| (n.id, n)).collect();
+    let mut nodes = by_id(started);
     let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     let open = write(
         &nodes[&leader].raft,
@@ -132,8 +132,7 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
         wait_applied(&n.replica, again.index).await?;
         assert_eq!(holder(&n.replica, "db"), Some((session, Mode::EX, token)));
     }
-    let replicas: Vec<&Replica> = alive.iter().map(|n| &n.replica).collect();
-    same_engines(&replicas, again.index).await?;
+    same_engines(alive.iter().copied(), again.index).await?;
     duties.cancel();
     Ok(())
 }

@@ -12,7 +12,7 @@ use common::*;
 use dlock_core::{Command, LockRequest, Mode, RequestId, SessionId};
 use dlock_raft::openraft::SnapshotPolicy;
 use dlock_raft::openraft::storage::{RaftLogReader, RaftLogStorage};
-use dlock_raft::{LogStore, NodeOptions, Replica, log_store::DEFAULT_SEGMENT_BYTES};
+use dlock_raft::{LogStore, NodeOptions, log_store::DEFAULT_SEGMENT_BYTES};
 
 fn open(name: &str) -> Command {
     Command::OpenSession {
@@ -86,14 +86,13 @@ async fn follower_far_behind_catches_up_by_snapshot() -> Result<()> {
     let locks = back.replica.read(|core| core.lock_count());
     assert_eq!(locks, 300);
     // The engine installed from the snapshot is the one the others applied entry by entry.
-    let replicas: Vec<&Replica> = nodes
+    let live: Vec<&Node> = nodes
         .iter()
         .filter(|n| n.id != lagging_id)
         .chain([&back])
-        .map(|n| &n.replica)
         .collect();
-    same_engines(&replicas, last).await?;
-    for n in nodes.iter().filter(|n| n.id != lagging_id).chain([&back]) {
+    same_engines(live.iter().copied(), last).await?;
+    for n in live {
         kill(n).await?;
     }
     Ok(())
@@ -145,8 +144,7 @@ async fn all_three_stopped_and_reopened_recover_the_table_from_disk() -> Result<
     let applied = write(raft, 500, lock(s, 1000, "fresh", Mode::EX)).await?;
     let token = granted_token(&applied.events).context("granted")?;
     assert!(expected.iter().all(|(_, t)| token > *t));
-    let replicas: Vec<&Replica> = back.iter().map(|n| &n.replica).collect();
-    same_engines(&replicas, applied.index).await?;
+    same_engines(&back, applied.index).await?;
     for n in &back {
         kill(n).await?;
     }
@@ -239,8 +237,7 @@ async fn a_leader_back_without_an_entry_it_sent_does_not_reuse_its_log_id() -> R
             );
         }
     }
-    let replicas: Vec<&Replica> = nodes.iter().map(|n| &n.replica).collect();
-    same_engines(&replicas, next.index).await?;
+    same_engines(&nodes, next.index).await?;
     for n in &nodes {
         kill(n).await?;
     }

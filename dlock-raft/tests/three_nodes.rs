@@ -9,13 +9,11 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use common::*;
 use dlock_core::{Command, EventKind, LockRequest, Mode, RequestId, SessionId};
-use dlock_raft::Replica;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_new_leader_keeps_every_lock_and_tokens_grow() -> Result<()> {
     let mut c = cluster(3).await?;
-    let started = c.start_all(Cluster::defaults).await?;
-    let nodes: BTreeMap<u64, Node> = started.into_iter().map(|n| (n.id, n)).collect();
+    let nodes = by_id(c.start_all(Cluster::defaults).await?);
     let first = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
     let leader = &nodes[&first].raft;
 
@@ -108,13 +106,7 @@ async fn leader_killed_new_leader_keeps_every_lock_and_tokens_grow() -> Result<(
         holder(&restarted.replica, "db"),
         Some((session, Mode::EX, token))
     );
-    let replicas: Vec<&Replica> = rest
-        .iter()
-        .copied()
-        .chain([&restarted])
-        .map(|n| &n.replica)
-        .collect();
-    same_engines(&replicas, applied.index).await?;
+    same_engines(rest.iter().copied().chain([&restarted]), applied.index).await?;
     for node in rest.into_iter().chain([&restarted]) {
         kill(node).await?;
     }

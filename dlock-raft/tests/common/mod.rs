@@ -192,6 +192,11 @@ pub async fn wait_applied(replica: &Replica, index: u64) -> Result<()> {
     .await
 }
 
+/// `nodes` by id.
+pub fn by_id(nodes: Vec<Node>) -> BTreeMap<NodeId, Node> {
+    nodes.into_iter().map(|n| (n.id, n)).collect()
+}
+
 /// A [`Sequencer`] for `node`, with the fail-over `grace`, whose leader duties run until
 /// `duties` is cancelled.
 pub fn sequencer(node: &Node, grace: Duration, duties: &CancellationToken) -> Sequencer {
@@ -224,15 +229,16 @@ pub async fn propose_on_leader<'a>(
     }
 }
 
-/// Waits until every one of `replicas` has applied `index` and all of them stand at the same
+/// Waits until every one of `nodes` has applied `index` and all of them stand at the same
 /// input, then checks that their engines are the same there: their snapshots encode to the
 /// same bytes. Replication and apply are deterministic, whether a replica applied the log
 /// entry by entry, installed a snapshot or reopened its directory.
-pub async fn same_engines(replicas: &[&Replica], index: u64) -> Result<()> {
+pub async fn same_engines<'a>(nodes: impl IntoIterator<Item = &'a Node>, index: u64) -> Result<()> {
+    let replicas: Vec<&Replica> = nodes.into_iter().map(|n| &n.replica).collect();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let mut states = Vec::new();
-        for replica in replicas {
+        for replica in &replicas {
             let applied = replica.last_applied_index();
             let core = replica.core();
             let bytes = dlock_proto::codec::encode_body(&core.snapshot())?;
