@@ -51,6 +51,12 @@ impl Backend for DlockBackend {
         None
     }
 
+    /// A dlock client renews its lease every third of its TTL (the one asked, which the
+    /// server grants within its bounds).
+    fn renewal_period(&self) -> Option<Duration> {
+        Some(self.lease_ttl / 3)
+    }
+
     async fn connect(&self, id: usize) -> Result<DlockConn> {
         // A client given a cluster's members fails its first connection when none of them
         // leads at that moment (an election); before a measured window that is tried again,

@@ -39,6 +39,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// The period on which an idle client of this backend talks to the server by itself
+    /// (its lease renewals), if it has one: the idle scenario measures over whole periods.
+    fn renewal_period(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Whether a pending [`Conn::acquire`] may be dropped (abandoned) when a window ends.
     /// When `false`, clients still waiting at the end finish their acquisition (uncounted)
     /// and release it instead.
