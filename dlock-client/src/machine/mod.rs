@@ -1,5 +1,6 @@
 //! The session as a sans-IO state machine: no sockets, no clock reads, no randomness of its
-//! own (reconnect jitter comes from a seeded [`Backoff`]).
+//! own (reconnect jitter comes from a seeded [`Backoff`], renewal jitter from a generator each
+//! session's [`Renewal`] seeds from the machine's seed).
 //!
 //! The driver feeds it inputs, each with the current instant:
 //! [`handle_op`](SessionMachine::handle_op) (from the handles),
@@ -98,6 +99,9 @@ pub(crate) struct SessionMachine {
     session: Option<Session>,
     /// Incremented for every new session; guards of older sessions are refused.
     epoch: u64,
+    /// The machine's seed: the reconnect jitter's, and (plus the epoch) each session's
+    /// renewal jitter's.
+    seed: u64,
     requests: Requests,
     locks: Locks,
     backoff: Backoff,
@@ -112,7 +116,8 @@ pub(crate) struct SessionMachine {
 }
 
 impl SessionMachine {
-    /// A machine that starts connecting at once; `seed` seeds the reconnect jitter.
+    /// A machine that starts connecting at once; `seed` seeds the reconnect and renewal
+    /// jitter.
     pub(crate) fn new(
         settings: Settings,
         view: Arc<SessionView>,
@@ -127,6 +132,7 @@ impl SessionMachine {
             state: ConnState::Backoff { retry_at: now },
             session: None,
             epoch: 0,
+            seed,
             requests: Requests::default(),
             locks: Locks::default(),
             backoff,
@@ -425,7 +431,13 @@ impl SessionMachine {
             self.session = Some(Session {
                 id: welcome.session,
                 secret: welcome.secret,
-                renewal: Renewal::new(ttl, margin, sent_at, now),
+                renewal: Renewal::new(
+                    ttl,
+                    margin,
+                    sent_at,
+                    now,
+                    self.seed.wrapping_add(self.epoch),
+                ),
             });
             self.view.set_session(welcome.session);
             tracing::debug!(session = %welcome.session, "session opened");

@@ -1,5 +1,12 @@
-//! Keeping a session alive: renewals every TTL/3, acknowledgements of received events, the
-//! local lease, and noticing a connection on which renewals go unanswered.
+//! Keeping a session alive: renewals about every TTL/3, acknowledgements of received events,
+//! the local lease, and noticing a connection on which renewals go unanswered.
+//!
+//! Each wait between renewals is drawn uniformly from TTL/3 ± a tenth ([`JITTER_DIVISOR`]),
+//! from a generator seeded per session, so the mean stays TTL/3. Without it, sessions that
+//! connect together (every client of a restarted server, or of a new leader after a
+//! fail-over) would renew together for as long as they live, the server taking their
+//! renewals in one burst every TTL/3; with it their renewals drift apart a little with
+//! every period.
 //!
 //! The local lease lapses at `send instant of the latest confirmed renewal + TTL − margin`.
 //! The server cannot expire the session before `send instant + TTL`, so a client that gives
@@ -8,6 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::lease::Lease;
@@ -41,11 +50,16 @@ pub(crate) fn answer_timeout(ttl: Duration) -> Duration {
     (ttl / 6).max(Duration::from_secs(1))
 }
 
+/// A wait between renewals is TTL/3 plus or minus TTL/3 divided by this, uniformly.
+pub(crate) const JITTER_DIVISOR: u32 = 10;
+
 /// The renewal state of one session.
 #[derive(Debug)]
 pub(crate) struct Renewal {
     ttl: Duration,
     margin: Duration,
+    /// Draws the waits between renewals (see the module docs).
+    rng: StdRng,
     /// When the next renewal is due.
     renew_at: Instant,
     /// When the oldest renewal not answered yet on this connection was sent.
@@ -60,17 +74,36 @@ pub(crate) struct Renewal {
 }
 
 impl Renewal {
-    /// A session opened by a `Hello` sent at `sent_at` and welcomed at `now`.
-    pub(crate) fn new(ttl: Duration, margin: Duration, sent_at: Instant, now: Instant) -> Self {
-        Renewal {
+    /// A session opened by a `Hello` sent at `sent_at` and welcomed at `now`; `seed` seeds
+    /// the waits between its renewals.
+    pub(crate) fn new(
+        ttl: Duration,
+        margin: Duration,
+        sent_at: Instant,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
+        let mut r = Renewal {
             ttl,
             margin,
-            renew_at: now + ttl / 3,
+            rng: StdRng::seed_from_u64(seed),
+            renew_at: now,
             unanswered_since: None,
             last_seq: 0,
             acked_seq: 0,
             lease: Arc::new(Lease::new(sent_at + ttl - margin)),
-        }
+        };
+        r.renew_at = now + r.next_wait();
+        r
+    }
+
+    /// The wait before the next renewal: uniformly random in TTL/3 ± TTL/3 /
+    /// [`JITTER_DIVISOR`].
+    fn next_wait(&mut self) -> Duration {
+        let third = self.ttl / 3;
+        let jitter = third / JITTER_DIVISOR;
+        let micros = u64::try_from((jitter * 2).as_micros()).unwrap_or(u64::MAX);
+        third - jitter + Duration::from_micros(self.rng.random_range(0..=micros))
     }
 
     /// The local lease.
@@ -101,7 +134,7 @@ impl Renewal {
     /// Starts a renewal at `now`: schedules the next one and returns the sequence number to
     /// acknowledge with it, if [`ACK_WITH_RENEWAL`] events wait for an acknowledgement.
     pub(crate) fn renew(&mut self, now: Instant) -> Option<u64> {
-        self.renew_at = now + self.ttl / 3;
+        self.renew_at = now + self.next_wait();
         self.unanswered_since.get_or_insert(now);
         if self.last_seq < self.acked_seq + ACK_WITH_RENEWAL {
             return None;
@@ -176,16 +209,22 @@ mod tests {
         assert_eq!(margin(Some(S / 4), S * 4), S / 4);
     }
 
+    /// Whether `at` is a third of a 3 s TTL after `from`, give or take its jitter.
+    fn about_a_third_after(at: Instant, from: Instant) -> bool {
+        let jitter = S / JITTER_DIVISOR;
+        at >= from + S - jitter && at <= from + S + jitter
+    }
+
     #[test]
-    fn renewals_come_every_third_of_the_ttl_and_acknowledge_what_was_seen() {
+    fn renewals_come_about_every_third_of_the_ttl_and_acknowledge_what_was_seen() {
         let t0 = Instant::now();
-        let mut r = Renewal::new(S * 3, S / 3, t0, t0);
-        assert_eq!(r.renew_at(), t0 + S);
+        let mut r = Renewal::new(S * 3, S / 3, t0, t0, 7);
+        assert!(about_a_third_after(r.renew_at(), t0));
         assert!(r.observe(1) && r.observe(2));
         assert!(!r.observe(2), "a replayed event is dropped");
         // Fewer than ACK_WITH_RENEWAL events wait: the renewal goes alone.
         assert_eq!(r.renew(t0 + S), None);
-        assert_eq!(r.renew_at(), t0 + S * 2);
+        assert!(about_a_third_after(r.renew_at(), t0 + S));
         for seq in 3..ACK_WITH_RENEWAL {
             assert!(r.observe(seq));
         }
@@ -217,7 +256,7 @@ mod tests {
     #[test]
     fn the_lease_runs_from_the_last_confirmed_send() {
         let t0 = Instant::now();
-        let mut r = Renewal::new(S * 3, S / 3, t0, t0 + S / 10);
+        let mut r = Renewal::new(S * 3, S / 3, t0, t0 + S / 10, 7);
         assert_eq!(r.lapse_at(), t0 + S * 3 - S / 3);
         r.confirm(t0 + S, t0 + S * 2);
         assert_eq!(r.lapse_at(), t0 + S * 4 - S / 3);
@@ -233,7 +272,7 @@ mod tests {
         assert_eq!(answer_timeout(S * 12), S * 2);
         assert_eq!(answer_timeout(S * 3), S, "at least a second");
         let t0 = Instant::now();
-        let mut r = Renewal::new(S * 12, S, t0, t0);
+        let mut r = Renewal::new(S * 12, S, t0, t0, 7);
         assert_eq!(r.answer_due(), None, "nothing asked yet");
         r.renew(t0 + S * 4);
         assert_eq!(r.answer_due(), Some(t0 + S * 6));
@@ -245,5 +284,48 @@ mod tests {
         r.renew(t0 + S * 9);
         r.connection_ended();
         assert_eq!(r.answer_due(), None, "a new connection starts afresh");
+    }
+
+    #[test]
+    fn waits_between_renewals_spread_over_a_fifth_of_the_third_around_it() {
+        // Many renewals with a fixed seed: every wait lies within TTL/3 ± a tenth, both ends
+        // of that range are reached, and the mean is TTL/3 (a wait of exactly TTL/3 would
+        // fail the second; waits drawn only above or below it, the third).
+        let t0 = Instant::now();
+        let mut r = Renewal::new(S * 3, S / 3, t0, t0, 42);
+        let jitter = S / JITTER_DIVISOR;
+        let (mut low, mut high, mut total) = (false, false, Duration::ZERO);
+        let mut now = t0;
+        const DRAWS: u32 = 2_000;
+        for _ in 0..DRAWS {
+            r.renew(now);
+            let wait = r.renew_at() - now;
+            assert!(wait >= S - jitter && wait <= S + jitter, "{wait:?}");
+            low |= wait < S - jitter / 2;
+            high |= wait > S + jitter / 2;
+            total += wait;
+            now = r.renew_at();
+        }
+        assert!(low && high, "the waits reach both ends of the range");
+        let mean = total / DRAWS;
+        assert!(mean.abs_diff(S) < jitter / 10, "mean wait {mean:?}");
+    }
+
+    #[test]
+    fn sessions_that_start_together_renew_apart() {
+        // Two sessions welcomed at the same instant, seeded differently (as two clients are):
+        // their renewals drift apart, period by period.
+        let t0 = Instant::now();
+        let mut a = Renewal::new(S * 3, S / 3, t0, t0, 1);
+        let mut b = Renewal::new(S * 3, S / 3, t0, t0, 2);
+        for _ in 0..20 {
+            let (ta, tb) = (a.renew_at(), b.renew_at());
+            a.renew(ta);
+            b.renew(tb);
+        }
+        assert!(
+            a.renew_at().max(b.renew_at()) - a.renew_at().min(b.renew_at()) > S / 100,
+            "after 20 periods two sessions still renew within 10 ms of each other"
+        );
     }
 }

@@ -26,6 +26,20 @@ pub(super) const SESSION: SessionId = SessionId(7);
 pub(super) const SECRET: u128 = 42;
 pub(super) const MS: Duration = Duration::from_millis(1);
 
+/// Asserts that a renewal at `at` comes a third of `ttl` after `from`, give or take its jitter
+/// (a tenth of that third).
+#[track_caller]
+pub(super) fn assert_renewal_due(at: Instant, from: Instant, ttl: Duration) {
+    let third = ttl / 3;
+    let jitter = third / super::renewal::JITTER_DIVISOR;
+    assert!(
+        at >= from + third - jitter && at <= from + third + jitter,
+        "a renewal {:?} after {:?}, expected {third:?} ± {jitter:?}",
+        at - from,
+        from
+    );
+}
+
 /// A machine, its virtual clock and the server's event numbering.
 pub(super) struct Harness {
     pub(super) m: SessionMachine,
