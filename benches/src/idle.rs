@@ -4,14 +4,16 @@
 //! `sessions` sessions connect, at most [`CONNECT_AT_ONCE`] handshakes in flight so that the
 //! server's accept backlog is never overrun, and each takes one lock on a key of its own.
 //! They then do nothing but what their client does by itself (a dlock client renews its
-//! lease every third of the TTL). After the warm-up, two windows of about `duration` each:
+//! lease about every third of the TTL, each wait drawn from TTL/3 ± a tenth). After the warm-up, two windows of about `duration` each:
 //! 1. **quiet**: nothing else happens; the server's CPU over this window, as a share of one
 //!    core, is what the idle sessions cost (`server_cpu_pct`). The window is `duration`
 //!    rounded up to whole renewal periods of the backend's client
-//!    ([`Backend::renewal_period`]): sessions that connected together renew together, in a
-//!    burst every period, and a window of another length holds one burst more or less
-//!    depending on where it starts (5 s against a dlock client's 3.3 s: one burst or two,
-//!    so 3.8 % in one run and 5.7 % in another of the same build);
+//!    ([`Backend::renewal_period`]): sessions that connected together start renewing
+//!    together, in a burst every period, and a window of another length holds one burst
+//!    more or less depending on where it starts (5 s against a dlock client's 3.3 s: one
+//!    burst or two, so 3.8 % in one run and 5.7 % in another of the same build, before a
+//!    dlock client's renewals were drawn at random; they now drift apart over the periods,
+//!    and the server takes more of them one wake-up each, which costs it more);
 //! 2. **probe**: one more client locks and unlocks a key of its own as fast as it can; the
 //!    row's cycle and acquire latencies are its, to be compared with `uncontended -c 1`
 //!    on a server without idle sessions.

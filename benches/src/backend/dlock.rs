@@ -51,8 +51,8 @@ impl Backend for DlockBackend {
         None
     }
 
-    /// A dlock client renews its lease every third of its TTL (the one asked, which the
-    /// server grants within its bounds).
+    /// A dlock client renews its lease every third of its TTL on average (the TTL asked,
+    /// which the server grants within its bounds; each wait is drawn from TTL/3 ± a tenth).
     fn renewal_period(&self) -> Option<Duration> {
         Some(self.lease_ttl / 3)
     }
