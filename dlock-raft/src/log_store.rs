@@ -25,7 +25,8 @@
 //!   last record; every new segment starts with the vote, the purge point and the committed
 //!   id, so older segments can be deleted as soon as a purge covers every entry they hold
 //!   (log compaction after a snapshot). A new segment's space is allocated at once
-//!   (`preallocate`), and records are written over it.
+//!   (`preallocate`), and records are written over it; a reopen reads a segment only up to
+//!   the hole the file system reports for its unwritten space (`read_written`).
 //! - **Reads** are served from memory: the entries not yet purged are kept there too, which
 //!   openraft's snapshot policy bounds. That includes entries still queued for the writer, so
 //!   a leader replicates entries its own disk may lose in a crash (which is why a restarted
