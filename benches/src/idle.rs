@@ -4,7 +4,8 @@
 //! `sessions` sessions connect, at most [`CONNECT_AT_ONCE`] handshakes in flight so that the
 //! server's accept backlog is never overrun, and each takes one lock on a key of its own.
 //! They then do nothing but what their client does by itself (a dlock client renews its
-//! lease about every third of the TTL, each wait drawn from TTL/3 ± a tenth). After the warm-up, two windows of about `duration` each:
+//! lease about every third of the TTL, each wait drawn from TTL/3 ± a tenth). After the
+//! warm-up, two windows of about `duration` each:
 //! 1. **quiet**: nothing else happens; the server's CPU over this window, as a share of one
 //!    core, is what the idle sessions cost (`server_cpu_pct`). The window is `duration`
 //!    rounded up to whole renewal periods of the backend's client

@@ -12,6 +12,7 @@
 //! The server cannot expire the session before `send instant + TTL`, so a client that gives
 //! its locks up at that instant does so before anyone else can be granted them.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,13 @@ pub(crate) fn answer_timeout(ttl: Duration) -> Duration {
 
 /// A wait between renewals is TTL/3 plus or minus TTL/3 divided by this, uniformly.
 pub(crate) const JITTER_DIVISOR: u32 = 10;
+
+/// The waits between renewals of a lease of `ttl`: TTL/3 ± TTL/3 / [`JITTER_DIVISOR`].
+pub(crate) fn wait_range(ttl: Duration) -> RangeInclusive<Duration> {
+    let third = ttl / 3;
+    let jitter = third / JITTER_DIVISOR;
+    third - jitter..=third + jitter
+}
 
 /// The renewal state of one session.
 #[derive(Debug)]
@@ -97,13 +105,11 @@ impl Renewal {
         r
     }
 
-    /// The wait before the next renewal: uniformly random in TTL/3 ± TTL/3 /
-    /// [`JITTER_DIVISOR`].
+    /// The wait before the next renewal: uniformly random in [`wait_range`].
     fn next_wait(&mut self) -> Duration {
-        let third = self.ttl / 3;
-        let jitter = third / JITTER_DIVISOR;
-        let micros = u64::try_from((jitter * 2).as_micros()).unwrap_or(u64::MAX);
-        third - jitter + Duration::from_micros(self.rng.random_range(0..=micros))
+        let range = wait_range(self.ttl);
+        let micros = u64::try_from((*range.end() - *range.start()).as_micros()).unwrap_or(u64::MAX);
+        *range.start() + Duration::from_micros(self.rng.random_range(0..=micros))
     }
 
     /// The local lease.
@@ -211,8 +217,7 @@ mod tests {
 
     /// Whether `at` is a third of a 3 s TTL after `from`, give or take its jitter.
     fn about_a_third_after(at: Instant, from: Instant) -> bool {
-        let jitter = S / JITTER_DIVISOR;
-        at >= from + S - jitter && at <= from + S + jitter
+        at >= from && wait_range(S * 3).contains(&(at - from))
     }
 
     #[test]
@@ -293,14 +298,16 @@ mod tests {
         // fail the second; waits drawn only above or below it, the third).
         let t0 = Instant::now();
         let mut r = Renewal::new(S * 3, S / 3, t0, t0, 42);
+        let range = wait_range(S * 3);
         let jitter = S / JITTER_DIVISOR;
+        assert_eq!(range, S - jitter..=S + jitter);
         let (mut low, mut high, mut total) = (false, false, Duration::ZERO);
         let mut now = t0;
         const DRAWS: u32 = 2_000;
         for _ in 0..DRAWS {
             r.renew(now);
             let wait = r.renew_at() - now;
-            assert!(wait >= S - jitter && wait <= S + jitter, "{wait:?}");
+            assert!(range.contains(&wait), "{wait:?}");
             low |= wait < S - jitter / 2;
             high |= wait > S + jitter / 2;
             total += wait;
