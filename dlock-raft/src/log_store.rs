@@ -37,6 +37,7 @@ use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
@@ -262,8 +263,6 @@ fn preallocate(file: &File, path: &Path, size: u64) {
 /// can leave some), or the file system tells no holes apart (or the space was read since,
 /// and sits in the page cache), the whole file is read.
 fn read_written(path: &Path) -> io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-
     use rustix::fs::{SeekFrom, seek};
 
     let file = File::open(path)?;
@@ -559,7 +558,6 @@ impl Writer {
 
     /// Writes `buf` after the records of the current segment.
     fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
         self.file.write_all_at(buf, self.size)?;
         self.size += buf.len() as u64;
         Ok(())
@@ -832,7 +830,6 @@ mod tests {
     }
 
     fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
-        use std::os::unix::fs::FileExt;
         let file = OpenOptions::new().write(true).open(path).unwrap();
         file.write_all_at(bytes, offset).unwrap();
     }
@@ -874,8 +871,6 @@ mod tests {
 
     #[test]
     fn a_segment_is_read_up_to_its_space_allocated_ahead() {
-        use std::os::unix::fs::FileExt;
-
         use rustix::fs::{SeekFrom, seek};
 
         const SIZE: u64 = 1 << 20;
@@ -888,7 +883,7 @@ mod tests {
             .open(&path)
             .unwrap();
         preallocate(&file, &path, SIZE);
-        file.write_all_at(b"records", 0).unwrap();
+        write_at(&path, 0, b"records");
         file.sync_all().unwrap();
         // A file system that tells allocated, unwritten space for a hole (ext4, XFS): the
         // hole is not read. One that does not: the whole file is. (Asked first: space read
@@ -903,7 +898,7 @@ mod tests {
         }
         // Data after the hole (a torn write can leave a later block): the whole file is read,
         // so that a reopen sees it and cuts it off.
-        file.write_all_at(b"later", SIZE / 2).unwrap();
+        write_at(&path, SIZE / 2, b"later");
         file.sync_all().unwrap();
         let data = read_written(&path).unwrap();
         assert_eq!(data.len() as u64, SIZE);
