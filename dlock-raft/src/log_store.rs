@@ -693,7 +693,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut bytes = Vec::new();
         codec::put_record(&mut bytes, &LogRecord::Purge(log_id)).map_err(io::Error::from)?;
         self.mem().purge(log_id);
-        self.write_synced(bytes, Some(log_id.index)).await
+        self.write_synced(bytes, Some(log_id.index)).await?;
+        tracing::debug!(upto = log_id.index, "purged the log up to a snapshot");
+        Ok(())
     }
 }
 

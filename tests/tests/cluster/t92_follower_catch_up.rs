@@ -19,6 +19,9 @@ use dlock_tests::cluster::TestCluster;
 /// What `dlock-raft` logs (at info) when a node installs a snapshot from the leader.
 const INSTALLED: &str = "installed a snapshot sent by the leader";
 
+/// What `dlock-raft` logs (at debug) when a node has dropped log entries a snapshot covers.
+const PURGED: &str = "purged the log up to a snapshot";
+
 /// Makes `lagging` the leader as the module docs say; `leader` and `other` are the two
 /// other nodes. `cl` writes through whichever leads.
 async fn hand_over_to(
@@ -134,7 +137,7 @@ async fn t92_follower_far_behind_catches_up_by_snapshot() -> Result<()> {
             "--snapshot-every",
             "50",
             "--log-level",
-            "warn,dlock_raft=info",
+            "warn,dlock_raft=info,dlock_raft::log_store=debug",
         ]);
         let mut c = TestCluster::start(opts).await?;
         let leader = c.wait_leader(ELECTION).await?;
@@ -148,6 +151,11 @@ async fn t92_follower_far_behind_catches_up_by_snapshot() -> Result<()> {
             !snapshot(lagging).exists(),
             "node {lagging} had a snapshot before it was killed"
         );
+        // The leader purges only once no message to the killed follower is in flight, which
+        // may be a retry's back-off (up to a second) after the snapshot. A follower back
+        // before that would be sent the entries it missed. Any purge will do: the first
+        // covers index 44, beyond everything the follower held.
+        wait_log(&c, leader, PURGED, WAIT).await?;
 
         c.restart(lagging).await?;
         wait_log(&c, lagging, INSTALLED, WAIT).await?;
