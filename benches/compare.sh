@@ -4,7 +4,7 @@
 #
 #   bash benches/compare.sh            # RUNS=3 runs of every point, 5 s each, then the table
 #   RUNS=2 DURATION=5s bash benches/compare.sh
-#   bash benches/compare.sh idle       # only the idle scenario, against dlock alone
+#   bash benches/compare.sh idle       # only the idle scenario, dlock and the echo floor
 #   bash benches/compare.sh tls        # dlock over TLS next to plain TCP (64 clients)
 #   DLOCK_HTTP=off bash benches/compare.sh   # dlock-server without its HTTP listener
 #   bash benches/compare.sh cluster    # 3-node dlock and etcd clusters, with fail-over times
@@ -17,7 +17,10 @@
 #
 # With the argument `idle` it runs only the idle scenario (IDLE_SESSIONS idle sessions, each
 # holding a lock, next to one client that cycles) on a fresh dlock-server per run, and needs
-# neither Redis nor etcd.
+# neither Redis nor etcd. Idle runs warm up for IDLE_WARMUP (60 s), the time the sessions'
+# renewals take to drift apart as those of sessions connected at different times are, and
+# then run the echo floor with as many connections, each making a round trip per renewal,
+# when loadgen may open the files for both ends of them (2 x IDLE_SESSIONS and a margin).
 #
 # With the argument `tls` it makes a throwaway CA and server certificate with openssl (the
 # commands of the README's "Running it securely"), starts two dlock-servers, one plain and one
@@ -41,6 +44,7 @@ WARMUP="${WARMUP:-1s}"
 MANY_LOCKS="${MANY_LOCKS:-1000000}"
 MANY_SESSIONS="${MANY_SESSIONS:-1000}"
 IDLE_SESSIONS="${IDLE_SESSIONS:-10000}"
+IDLE_WARMUP="${IDLE_WARMUP:-60s}"
 KILLS="${KILLS:-20}"
 BASELINE_SERVER="${BASELINE_SERVER:-}"
 BASE_PORT="${BASE_PORT:-17400}"
@@ -208,19 +212,30 @@ CSV="$ROOT/target/compare/compare-$(date -u +%Y%m%dT%H%M%SZ).csv"
 
 FAILED=0
 lg() {
-    "$LOADGEN" --csv "$CSV" --label "run$run" --duration "$DURATION" --warmup "$WARMUP" \
+    "$LOADGEN" --csv "$CSV" --label "run$run" --duration "$DURATION" --warmup "${LG_WARMUP:-$WARMUP}" \
         --dlock-addr "${LG_DLOCK_ADDR:-127.0.0.1:${LG_DLOCK_PORT:-$DLOCK_PORT}}" \
         --redis-addr "127.0.0.1:$REDIS_PORT" --etcd-addr "${LG_ETCD_ADDR:-127.0.0.1:$ETCD_PORT}" \
         "$@" || FAILED=1
 }
 
-# Idle on a fresh server, so that its CPU and RSS are the idle sessions' and nothing else's.
+# The files loadgen opens for the echo floor's idle sessions: both ends of each connection,
+# the measuring client's too, and loadgen's margin.
+ECHO_IDLE_FILES=$((2 * (IDLE_SESSIONS + 1) + 64))
+
+# Idle on a fresh server, so that its CPU and RSS are the idle sessions' and nothing else's;
+# then the echo floor with as many sessions.
 run_idle() {
     local pid
     start_dlock "$DLOCK_IDLE_PORT" >"$TMP/idle.pid"
     pid="$(cat "$TMP/idle.pid")"
-    LG_DLOCK_PORT="$DLOCK_IDLE_PORT" lg -b dlock -s idle --sessions "$IDLE_SESSIONS" --server-pid "$pid"
+    LG_WARMUP="$IDLE_WARMUP" LG_DLOCK_PORT="$DLOCK_IDLE_PORT" \
+        lg -b dlock -s idle --sessions "$IDLE_SESSIONS" --server-pid "$pid"
     stop_pid "$pid"
+    if [ "$(ulimit -n)" -ge "$ECHO_IDLE_FILES" ]; then
+        LG_WARMUP="$IDLE_WARMUP" lg -b echo -s idle --sessions "$IDLE_SESSIONS"
+    else
+        log "idle: no echo floor: its $IDLE_SESSIONS sessions need ulimit -n $ECHO_IDLE_FILES, have $(ulimit -n) (IDLE_SESSIONS=$(( ($(ulimit -n) - 66) / 2 )) fits)"
+    fi
 }
 
 if [ "$MODE" = idle ]; then
@@ -490,6 +505,10 @@ def idle_summary():
           f"{fmt(pct, 'f1')}% of a core, RSS {fmt(held, 'mb')} ({fmt(per, 'b')} per session); "
           f"one working client next to them: {fmt(rate, 'rate')} cycles/s, cycle p50 "
           f"{fmt(p50, 'us')}, p99 {fmt(p99, 'us')}")
+    floor = med("echo", "idle", k[2], "server_cpu_pct")
+    if floor is not None:
+        print(f"idle (echo floor, a round trip per renewal): server CPU {fmt(floor, 'f1')}% of a core; "
+              f"dlock/floor {fmt(paired('dlock', 'echo', 'idle', k[2], 'server_cpu_pct'), 'ratio')}")
     notes = {r["note"] for r in points[k] if r["note"]}
     for n in sorted(notes):
         print(f"  note: {n}")

@@ -20,7 +20,8 @@
 //!    on a server without idle sessions.
 //!
 //! The row also has the server's RSS before the sessions connected, with them idle, and
-//! after they closed.
+//! after they closed. The echo floor's idle connections ([`Backend::connect_idle`]) each make
+//! a round trip per renewal instead: what the same traffic costs a server that keeps nothing.
 
 use std::time::Duration;
 
@@ -47,7 +48,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs the idle scenario (see the module docs).
 pub(crate) async fn run<B: Backend>(backend: &B, spec: &Spec) -> Result<Row> {
-    let rss = |pid: Option<u32>| pid.map(vm_rss_kb).transpose();
+    // A server inside this process (the echo floor) has no RSS of its own to report.
+    let in_process = backend.in_process_server_cpu().is_some();
+    let rss = |pid: Option<u32>| pid.filter(|_| !in_process).map(vm_rss_kb).transpose();
     let rss_base_kb = rss(spec.server_pid)?;
     let idle = hold_one_each(backend, spec).await?;
     let measuring = backend
@@ -134,7 +137,7 @@ async fn hold_one_each<B: Backend>(backend: &B, spec: &Spec) -> Result<Vec<IdleS
     stream::iter(0..spec.sessions)
         .map(|id| async move {
             let conn = backend
-                .connect(id)
+                .connect_idle(id)
                 .await
                 .with_context(|| format!("connecting idle session {id}"))?;
             let key = format!("{}idle-{id}", spec.key_prefix);

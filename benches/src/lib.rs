@@ -22,7 +22,7 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use dlock_benches::{Scenario, Spec, backend::echo::EchoBackend, scenario};
 //!
-//! let backend = EchoBackend::start().await?;
+//! let backend = EchoBackend::start(std::time::Duration::from_secs(10)).await?;
 //! let spec = Spec { clients: 4, ..Spec::new(Scenario::Uncontended) };
 //! let row = scenario::run(&backend, &spec).await?;
 //! println!("{} cycles/s", row.ops_per_s);

@@ -251,7 +251,9 @@ fn idle_defaults_to_ten_thousand_sessions() {
 
 #[tokio::test]
 async fn the_echo_floor_runs_over_loopback() {
-    let echo = EchoBackend::start().await.expect("echo server");
+    let echo = EchoBackend::start(Duration::from_secs(10))
+        .await
+        .expect("echo server");
     assert!(echo.addr().ip().is_loopback());
     let spec = Spec {
         clients: 2,
@@ -269,4 +271,27 @@ async fn the_echo_floor_runs_over_loopback() {
         .await
         .expect("runs");
     assert!(contended.note.starts_with("unsupported"));
+    // Only idle connections renew.
+    assert_eq!(echo.renewals_echoed(), 0);
+}
+
+#[tokio::test]
+async fn idle_echo_connections_renew_as_a_client_would() {
+    // Renewals every 20 ms (± 2 ms), against the scenario's 250 ms and more of windows.
+    let echo = EchoBackend::start(Duration::from_millis(60))
+        .await
+        .expect("echo server");
+    let spec = Spec {
+        sessions: 20,
+        duration: Duration::from_millis(100),
+        warmup: Duration::from_millis(50),
+        ..Spec::new(Scenario::Idle)
+    };
+    let row = scenario::run(&echo, &spec).await.expect("runs");
+    assert_eq!((row.locks, row.errors), (Some(20), 0), "{row:?}");
+    assert!(row.ops > 0, "{row:?}");
+    // The echo server runs in this process: the idle sessions' cost is known.
+    assert!(row.server_cpu_pct.is_some(), "{row:?}");
+    let renewed = echo.renewals_echoed();
+    assert!(renewed >= 20, "{renewed} renewals from 20 idle connections");
 }

@@ -31,10 +31,10 @@
 //! # The model
 //!
 //! - A [`Client`] is one *session* on the server with a lease. A background task renews the
-//!   lease (about every TTL/3), so as long as the client can reach the server its locks stay
-//!   held. A renewal unanswered for max(TTL/6, 1 s) ends its connection, even one that never
-//!   reports an error, and the client reconnects and resumes. Clones of a `Client` share the
-//!   session.
+//!   lease (about every TTL/3, each wait drawn from [`renewal_wait_range`]), so as long as
+//!   the client can reach the server its locks stay held. A renewal unanswered for
+//!   max(TTL/6, 1 s) ends its connection, even one that never reports an error, and the
+//!   client reconnects and resumes. Clones of a `Client` share the session.
 //! - Each lock request creates an independent lock in one of six [`Mode`]s (`NL < CR < CW <
 //!   PR < PW < EX`, compatibility as in VMS). Requests queue in FIFO order; conversions go
 //!   before new requests.
@@ -287,6 +287,7 @@ pub use dlock_proto::Refusal;
 pub use error::{Error, Result};
 pub use guard::{Canceller, LockGuard, Lost};
 pub use lock_state::LostReason;
+pub use machine::renewal_wait_range;
 pub use options::{ConvertOptions, LockOptions, UnlockOptions};
 pub use pending::PendingLock;
 pub use tls::TlsOptions;

@@ -54,6 +54,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Opens a new client connection; `id` numbers the clients of one run from 0.
     fn connect(&self, id: usize) -> impl Future<Output = Result<Self::Conn>> + Send;
+
+    /// Opens a connection for an idle session: one that, left alone, talks to the server as
+    /// this backend's client does by itself ([`Backend::renewal_period`]). By default
+    /// [`Backend::connect`], whose client does that already.
+    fn connect_idle(&self, id: usize) -> impl Future<Output = Result<Self::Conn>> + Send {
+        self.connect(id)
+    }
 }
 
 /// One client connection. Methods take `&self` so one connection can have several requests in

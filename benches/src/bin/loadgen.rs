@@ -36,7 +36,7 @@ enum BackendKind {
     Redis,
     /// etcd: lease + Lock/Unlock (feature `peers`).
     Etcd,
-    /// A bare TCP echo server started by loadgen: the floor.
+    /// A bare TCP echo server started by loadgen: the floor (uncontended and idle).
     Echo,
 }
 
@@ -217,8 +217,8 @@ impl Args {
                 _ => (max_clients, format!("{s} with {max_clients} clients")),
             };
             let conns = conns as u64;
-            // The echo floor runs uncontended only.
-            let own = if echo && s == Scenario::Uncontended {
+            // The echo floor runs uncontended and idle.
+            let own = if echo && matches!(s, Scenario::Uncontended | Scenario::Idle) {
                 2 * conns
             } else {
                 conns
@@ -325,7 +325,7 @@ async fn run(args: Args, open_files: (u64, u64)) -> Result<bool> {
         }
     }
     let echo = if args.backend.contains(&BackendKind::Echo) {
-        Some(EchoBackend::start().await?)
+        Some(EchoBackend::start(args.lease_ttl).await?)
     } else {
         None
     };

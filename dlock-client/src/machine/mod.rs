@@ -47,6 +47,7 @@ use self::election::{Election, RoundEnd};
 use self::endpoints::Endpoints;
 use self::locks::Locks;
 use self::renewal::Renewal;
+pub use self::renewal::renewal_wait_range;
 use self::requests::Requests;
 use crate::error::Error;
 use crate::lock_state::LostReason;

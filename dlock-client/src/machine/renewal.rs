@@ -54,8 +54,10 @@ pub(crate) fn answer_timeout(ttl: Duration) -> Duration {
 /// A wait between renewals is TTL/3 plus or minus TTL/3 divided by this, uniformly.
 pub(crate) const JITTER_DIVISOR: u32 = 10;
 
-/// The waits between renewals of a lease of `ttl`: TTL/3 ± TTL/3 / [`JITTER_DIVISOR`].
-pub(crate) fn wait_range(ttl: Duration) -> RangeInclusive<Duration> {
+/// The range each wait between two renewals of a lease of `ttl` is drawn from, uniformly:
+/// TTL/3 plus or minus a tenth of that. Sessions that start together (every client of a
+/// restarted server) so drift apart instead of renewing together for as long as they live.
+pub fn renewal_wait_range(ttl: Duration) -> RangeInclusive<Duration> {
     let third = ttl / 3;
     let jitter = third / JITTER_DIVISOR;
     third - jitter..=third + jitter
@@ -105,9 +107,9 @@ impl Renewal {
         r
     }
 
-    /// The wait before the next renewal: uniformly random in [`wait_range`].
+    /// The wait before the next renewal: uniformly random in [`renewal_wait_range`].
     fn next_wait(&mut self) -> Duration {
-        let range = wait_range(self.ttl);
+        let range = renewal_wait_range(self.ttl);
         let micros = u64::try_from((*range.end() - *range.start()).as_micros()).unwrap_or(u64::MAX);
         *range.start() + Duration::from_micros(self.rng.random_range(0..=micros))
     }
@@ -217,7 +219,7 @@ mod tests {
 
     /// Whether `at` is a third of a 3 s TTL after `from`, give or take its jitter.
     fn about_a_third_after(at: Instant, from: Instant) -> bool {
-        at >= from && wait_range(S * 3).contains(&(at - from))
+        at >= from && renewal_wait_range(S * 3).contains(&(at - from))
     }
 
     #[test]
@@ -298,7 +300,7 @@ mod tests {
         // fail the second; waits drawn only above or below it, the third).
         let t0 = Instant::now();
         let mut r = Renewal::new(S * 3, S / 3, t0, t0, 42);
-        let range = wait_range(S * 3);
+        let range = renewal_wait_range(S * 3);
         let jitter = S / JITTER_DIVISOR;
         assert_eq!(range, S - jitter..=S + jitter);
         let (mut low, mut high, mut total) = (false, false, Duration::ZERO);

@@ -30,7 +30,7 @@ pub(super) const MS: Duration = Duration::from_millis(1);
 /// (a tenth of that third).
 #[track_caller]
 pub(super) fn assert_renewal_due(at: Instant, from: Instant, ttl: Duration) {
-    let range = super::renewal::wait_range(ttl);
+    let range = super::renewal::renewal_wait_range(ttl);
     assert!(
         at >= from && range.contains(&(at - from)),
         "a renewal {:?} after the last, expected one in {range:?}",
