@@ -219,7 +219,7 @@ lg() {
 }
 
 # The files loadgen opens for the echo floor's idle sessions: both ends of each connection,
-# the measuring client's too, and loadgen's margin.
+# the measuring client's too, and loadgen's margin (SPARE_FDS in benches/src/limits.rs).
 ECHO_IDLE_FILES=$((2 * (IDLE_SESSIONS + 1) + 64))
 
 # Idle on a fresh server, so that its CPU and RSS are the idle sessions' and nothing else's;
@@ -234,7 +234,7 @@ run_idle() {
     if [ "$(ulimit -n)" -ge "$ECHO_IDLE_FILES" ]; then
         LG_WARMUP="$IDLE_WARMUP" lg -b echo -s idle --sessions "$IDLE_SESSIONS"
     else
-        log "idle: no echo floor: its $IDLE_SESSIONS sessions need ulimit -n $ECHO_IDLE_FILES, have $(ulimit -n) (IDLE_SESSIONS=$(( ($(ulimit -n) - 66) / 2 )) fits)"
+        log "idle: no echo floor: its $IDLE_SESSIONS sessions need ulimit -n $ECHO_IDLE_FILES, have $(ulimit -n) (IDLE_SESSIONS=$(( ($(ulimit -n) - 64) / 2 - 1 )) fits)"
     fi
 }
 
