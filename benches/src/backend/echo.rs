@@ -18,7 +18,7 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, oneshot};
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{Access, Backend, Conn};
 use crate::Scenario;
@@ -170,7 +170,7 @@ impl Backend for EchoBackend {
         stream.set_nodelay(true)?;
         Ok(EchoConn {
             stream: Arc::new(Mutex::new(stream)),
-            renewing: None,
+            _renewing: None,
         })
     }
 
@@ -187,7 +187,7 @@ impl Backend for EchoBackend {
                 }
             }
         });
-        conn.renewing = Some(task.abort_handle());
+        conn._renewing = Some(AbortOnDropHandle::new(task));
         Ok(conn)
     }
 }
@@ -196,16 +196,9 @@ impl Backend for EchoBackend {
 #[derive(Debug)]
 pub struct EchoConn {
     stream: Arc<Mutex<TcpStream>>,
-    /// The task imitating a client's lease renewals, on an idle connection.
-    renewing: Option<AbortHandle>,
-}
-
-impl Drop for EchoConn {
-    fn drop(&mut self) {
-        if let Some(task) = &self.renewing {
-            task.abort();
-        }
-    }
+    /// The task imitating a client's lease renewals, on an idle connection; aborted when
+    /// the connection is dropped.
+    _renewing: Option<AbortOnDropHandle<()>>,
 }
 
 /// Sends a message holding `tag` and `key` and waits for it to come back.
