@@ -20,7 +20,7 @@
 # neither Redis nor etcd. Idle runs warm up for IDLE_WARMUP (60 s), the time the sessions'
 # renewals take to drift apart as those of sessions connected at different times are, and
 # then run the echo floor with as many connections, each making a round trip per renewal,
-# when loadgen may open the files for both ends of them (2 x IDLE_SESSIONS and a margin).
+# against an echo-server process of its own (measured through its pid, as dlock-server is).
 #
 # With the argument `tls` it makes a throwaway CA and server certificate with openssl (the
 # commands of the README's "Running it securely"), starts two dlock-servers, one plain and one
@@ -56,6 +56,7 @@ DLOCK_MANY_PORT=$((BASE_PORT + 5))
 DLOCK_IDLE_PORT=$((BASE_PORT + 6))
 DLOCK_TLS_PORT=$((BASE_PORT + 7))
 DLOCK_BASE_PORT=$((BASE_PORT + 8))
+ECHO_IDLE_PORT=$((BASE_PORT + 9))
 # Cluster mode: client ports +41..43 and raft ports +51..53 (dlock), client ports +61..63
 # and peer ports +71..73 (etcd); the failover bench starts its own clusters on +101..133.
 CLUSTER_DLOCK=$((BASE_PORT + 40))
@@ -146,7 +147,7 @@ if ((${#missing[@]})); then
 fi
 
 if [ "$MODE" = all ]; then
-    PORTS=("$REDIS_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$DLOCK_PORT" "$DLOCK_MANY_PORT" "$DLOCK_IDLE_PORT")
+    PORTS=("$REDIS_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$DLOCK_PORT" "$DLOCK_MANY_PORT" "$DLOCK_IDLE_PORT" "$ECHO_IDLE_PORT")
 elif [ "$MODE" = tls ]; then
     PORTS=("$DLOCK_PORT" "$DLOCK_TLS_PORT")
 elif [ "$MODE" = cluster ]; then
@@ -157,26 +158,27 @@ elif [ "$MODE" = cluster ]; then
         for k in 0 10 20 30; do PORTS+=($((FAILOVER_BASE + k + i))); done
     done
 else
-    PORTS=("$DLOCK_IDLE_PORT")
+    PORTS=("$DLOCK_IDLE_PORT" "$ECHO_IDLE_PORT")
 fi
 for port in "${PORTS[@]}"; do
     port_open "$port" && die "port $port is in use (set BASE_PORT to move every port)"
 done
 
 # --- build ---------------------------------------------------------------------------------
-log "building dlock-server and loadgen (release)"
+log "building dlock-server, loadgen and echo-server (release)"
 FEATURES=""
 if [ "$MODE" = all ] || [ "$MODE" = cluster ]; then
     FEATURES="dlock-benches/peers"
 fi
 (cd "$ROOT" && cargo build --release --locked -p dlock-server -p dlock-benches \
-    --features "$FEATURES" --bin dlock-server --bin loadgen --bin failover)
+    --features "$FEATURES" --bin dlock-server --bin loadgen --bin failover --bin echo-server)
 # Copies, so that another build in the shared target dir cannot swap them mid-run.
 mkdir -p "$TMP/bin"
 cp "$ROOT/target/release/dlock-server" "$ROOT/target/release/loadgen" \
-    "$ROOT/target/release/failover" "$TMP/bin/"
+    "$ROOT/target/release/failover" "$ROOT/target/release/echo-server" "$TMP/bin/"
 SERVER="$TMP/bin/dlock-server"
 LOADGEN="$TMP/bin/loadgen"
+ECHO_SERVER="$TMP/bin/echo-server"
 FAILOVER="$TMP/bin/failover"
 if [ -n "$BASELINE_SERVER" ]; then
     [ -x "$BASELINE_SERVER" ] || die "BASELINE_SERVER=$BASELINE_SERVER is not an executable"
@@ -218,12 +220,8 @@ lg() {
         "$@" || FAILED=1
 }
 
-# The files loadgen opens for the echo floor's idle sessions: both ends of each connection,
-# the measuring client's too, and loadgen's margin (SPARE_FDS in benches/src/limits.rs).
-ECHO_IDLE_FILES=$((2 * (IDLE_SESSIONS + 1) + 64))
-
 # Idle on a fresh server, so that its CPU and RSS are the idle sessions' and nothing else's;
-# then the echo floor with as many sessions.
+# then the echo floor with as many sessions, its server a process of its own too.
 run_idle() {
     local pid
     start_dlock "$DLOCK_IDLE_PORT" >"$TMP/idle.pid"
@@ -231,11 +229,13 @@ run_idle() {
     LG_WARMUP="$IDLE_WARMUP" LG_DLOCK_PORT="$DLOCK_IDLE_PORT" \
         lg -b dlock -s idle --sessions "$IDLE_SESSIONS" --server-pid "$pid"
     stop_pid "$pid"
-    if [ "$(ulimit -n)" -ge "$ECHO_IDLE_FILES" ]; then
-        LG_WARMUP="$IDLE_WARMUP" lg -b echo -s idle --sessions "$IDLE_SESSIONS"
-    else
-        log "idle: no echo floor: its $IDLE_SESSIONS sessions need ulimit -n $ECHO_IDLE_FILES, have $(ulimit -n) (IDLE_SESSIONS=$(( ($(ulimit -n) - 64) / 2 - 1 )) fits)"
-    fi
+    "$ECHO_SERVER" --listen "127.0.0.1:$ECHO_IDLE_PORT" >"$TMP/echo-server.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$ECHO_IDLE_PORT" echo-server "$TMP/echo-server.log"
+    LG_WARMUP="$IDLE_WARMUP" lg -b echo -s idle --sessions "$IDLE_SESSIONS" \
+        --echo-addr "127.0.0.1:$ECHO_IDLE_PORT" --server-pid "$pid"
+    stop_pid "$pid"
 }
 
 if [ "$MODE" = idle ]; then
@@ -507,7 +507,9 @@ def idle_summary():
           f"{fmt(p50, 'us')}, p99 {fmt(p99, 'us')}")
     floor = med("echo", "idle", k[2], "server_cpu_pct")
     if floor is not None:
-        print(f"idle (echo floor, a round trip per renewal): server CPU {fmt(floor, 'f1')}% of a core; "
+        floor_rss = med("echo", "idle", k[2], "rss_held_kb")
+        print(f"idle (echo floor, a round trip per renewal): server CPU {fmt(floor, 'f1')}% of a core, "
+              f"RSS {fmt(floor_rss, 'mb')}; "
               f"dlock/floor {fmt(paired('dlock', 'echo', 'idle', k[2], 'server_cpu_pct'), 'ratio')}")
     notes = {r["note"] for r in points[k] if r["note"]}
     for n in sorted(notes):

@@ -272,7 +272,7 @@ async fn the_echo_floor_runs_over_loopback() {
         .expect("runs");
     assert!(contended.note.starts_with("unsupported"));
     // Only idle connections renew.
-    assert_eq!(echo.renewals_echoed(), 0);
+    assert_eq!(echo.renewals_echoed(), Some(0));
 }
 
 #[tokio::test]
@@ -292,6 +292,70 @@ async fn idle_echo_connections_renew_as_a_client_would() {
     assert!(row.ops > 0, "{row:?}");
     // The echo server runs in this process: the idle sessions' cost is known.
     assert!(row.server_cpu_pct.is_some(), "{row:?}");
-    let renewed = echo.renewals_echoed();
+    let renewed = echo.renewals_echoed().expect("an in-process server");
     assert!(renewed >= 20, "{renewed} renewals from 20 idle connections");
+}
+
+/// A child process killed when the test ends, whether it passed or not.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_external_echo_server_is_driven_at_its_address_and_measured_by_its_pid() {
+    // The echo-server binary, on any free port.
+    let mut server = Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_echo-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("echo-server starts"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("echo-server prints its address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not an address line: {line:?}"));
+    let echo = EchoBackend::external(addr, Duration::from_millis(60));
+    assert_eq!(echo.renewals_echoed(), None);
+    // Without its pid there is no server to measure: nothing in this process is one.
+    let spec = Spec {
+        clients: 2,
+        duration: Duration::from_millis(200),
+        warmup: Duration::from_millis(50),
+        ..Spec::new(Scenario::Uncontended)
+    };
+    let row = scenario::run(&echo, &spec).await.expect("runs");
+    assert!(row.ops > 0 && row.errors == 0, "{row:?}");
+    assert_eq!(row.server_cpu_us_per_op, None, "{row:?}");
+    // With it, the server's CPU and the idle sessions' RSS are the echo-server's.
+    let idle = Spec {
+        sessions: 20,
+        duration: Duration::from_millis(100),
+        warmup: Duration::from_millis(50),
+        server_pid: Some(server.0.id()),
+        ..Spec::new(Scenario::Idle)
+    };
+    let row = scenario::run(&echo, &idle).await.expect("runs");
+    assert_eq!((row.locks, row.errors), (Some(20), 0), "{row:?}");
+    assert!(row.server_cpu_pct.is_some(), "{row:?}");
+    assert!(row.rss_held_kb.is_some_and(|kb| kb > 0), "{row:?}");
+    // SIGTERM ends it cleanly.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    assert!(server.0.wait().expect("wait").success());
 }

@@ -34,12 +34,20 @@ const ACQUIRE: u8 = 1;
 const RELEASE: u8 = 2;
 const RENEW: u8 = 3;
 
-/// The echo floor. Starts its own echo server on `127.0.0.1:0`, in a thread with its own
-/// two-worker runtime (like a server process of its own); stopping happens on drop.
+/// The echo floor: connections to an echo server, either one started in this process
+/// ([`EchoBackend::start`]) or one running as a process of its own (the `echo-server`
+/// binary, [`EchoBackend::external`]).
 #[derive(Debug)]
 pub struct EchoBackend {
     addr: SocketAddr,
     lease_ttl: Duration,
+    /// The server this process runs, if it runs one.
+    own: Option<OwnServer>,
+}
+
+/// An echo server running in this process; stopped on drop.
+#[derive(Debug)]
+struct OwnServer {
     /// Renewal messages the server has echoed.
     renewals: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
@@ -47,8 +55,9 @@ pub struct EchoBackend {
 }
 
 impl EchoBackend {
-    /// Starts the echo server. Idle connections make one round trip per renewal of a dlock
-    /// lease of `lease_ttl`.
+    /// Starts an echo server on `127.0.0.1:0`, in a thread with its own two-worker runtime
+    /// (like a server process of its own). Idle connections make one round trip per renewal
+    /// of a dlock lease of `lease_ttl`.
     pub async fn start(lease_ttl: Duration) -> Result<EchoBackend> {
         let (addr_tx, addr_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -57,29 +66,47 @@ impl EchoBackend {
         let thread = thread::Builder::new()
             .name(THREAD_PREFIX.into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name(THREAD_PREFIX)
-                    .enable_all()
-                    .build()
-                {
+                let rt = match runtime(THREAD_PREFIX) {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = addr_tx.send(Err(anyhow::Error::from(e)));
+                        let _ = addr_tx.send(Err(e));
                         return;
                     }
                 };
-                rt.block_on(serve(addr_tx, stop_rx, counter));
+                rt.block_on(async move {
+                    let listener = match TcpListener::bind("127.0.0.1:0").await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    let _ = addr_tx.send(listener.local_addr().map_err(Into::into));
+                    serve(listener, async move { drop(stop_rx.await) }, counter).await;
+                });
             })
             .context("spawning the echo server thread")?;
         let addr = addr_rx.await.context("echo server thread died")??;
         Ok(EchoBackend {
             addr,
             lease_ttl,
-            renewals,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            own: Some(OwnServer {
+                renewals,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
         })
+    }
+
+    /// The echo floor through an echo server already listening on `addr` (the `echo-server`
+    /// binary): loadgen then holds one end of each connection only, and the server's CPU and
+    /// RSS are measured like any server's, through `--server-pid`.
+    pub fn external(addr: SocketAddr, lease_ttl: Duration) -> EchoBackend {
+        EchoBackend {
+            addr,
+            lease_ttl,
+            own: None,
+        }
     }
 
     /// The echo server's address.
@@ -87,13 +114,16 @@ impl EchoBackend {
         self.addr
     }
 
-    /// How many renewal messages of idle connections the server has echoed so far.
-    pub fn renewals_echoed(&self) -> u64 {
-        self.renewals.load(Ordering::Relaxed)
+    /// How many renewal messages of idle connections the server has echoed so far; `None`
+    /// for an external server, whose count this process cannot see.
+    pub fn renewals_echoed(&self) -> Option<u64> {
+        self.own
+            .as_ref()
+            .map(|own| own.renewals.load(Ordering::Relaxed))
     }
 }
 
-impl Drop for EchoBackend {
+impl Drop for OwnServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -104,22 +134,28 @@ impl Drop for EchoBackend {
     }
 }
 
-async fn serve(
-    addr_tx: oneshot::Sender<Result<SocketAddr>>,
-    mut stop: oneshot::Receiver<()>,
+/// The runtime an echo server runs on: two workers, as a dlock server has on a two-core
+/// machine, with threads named `name`.
+pub fn runtime(name: &str) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .context("building the echo server's runtime")
+}
+
+/// Serves echo connections accepted from `listener` until `stop` completes, counting the
+/// renewal messages of idle connections in `renewals`.
+pub async fn serve(
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()>,
     renewals: Arc<AtomicU64>,
 ) {
-    let listener = match TcpListener::bind("127.0.0.1:0").await {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = addr_tx.send(Err(e.into()));
-            return;
-        }
-    };
-    let _ = addr_tx.send(listener.local_addr().map_err(Into::into));
+    let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            () = &mut stop => return,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     tokio::spawn(echo(stream, Arc::clone(&renewals)));
@@ -151,6 +187,7 @@ impl Backend for EchoBackend {
     }
 
     fn in_process_server_cpu(&self) -> Option<std::time::Duration> {
+        self.own.as_ref()?;
         crate::cpu::own_threads_cpu(THREAD_PREFIX).ok()
     }
 

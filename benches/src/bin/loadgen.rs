@@ -36,7 +36,8 @@ enum BackendKind {
     Redis,
     /// etcd: lease + Lock/Unlock (feature `peers`).
     Etcd,
-    /// A bare TCP echo server started by loadgen: the floor (uncontended and idle).
+    /// A bare TCP echo server started by loadgen, or the `echo-server` at `--echo-addr`:
+    /// the floor (uncontended and idle).
     Echo,
 }
 
@@ -84,6 +85,11 @@ struct Args {
     /// dlock-tls: the name the server's certificate is checked for.
     #[arg(long, default_value = "localhost")]
     tls_server_name: String,
+    /// `-b echo`: an `echo-server` already listening here, instead of the echo server loadgen
+    /// otherwise runs inside itself (whose CPU it then measures on its own threads). Give the
+    /// echo-server's pid with `--server-pid` for its CPU and RSS.
+    #[arg(long)]
+    echo_addr: Option<SocketAddr>,
     /// Redis address.
     #[arg(long, default_value = "127.0.0.1:6379")]
     redis_addr: String,
@@ -217,8 +223,12 @@ impl Args {
                 _ => (max_clients, format!("{s} with {max_clients} clients")),
             };
             let conns = conns as u64;
-            // The echo floor runs uncontended and idle.
-            let own = if echo && matches!(s, Scenario::Uncontended | Scenario::Idle) {
+            // The echo floor runs uncontended and idle, with both ends in loadgen unless its
+            // server is a process of its own.
+            let own = if echo
+                && self.echo_addr.is_none()
+                && matches!(s, Scenario::Uncontended | Scenario::Idle)
+            {
                 2 * conns
             } else {
                 conns
@@ -321,13 +331,17 @@ async fn run(args: Args, open_files: (u64, u64)) -> Result<bool> {
             }
             BackendKind::Redis => ensure_loopback("--redis-addr", &args.redis_addr).await?,
             BackendKind::Etcd => ensure_loopback("--etcd-addr", &args.etcd_addr).await?,
-            BackendKind::Echo => {}
+            BackendKind::Echo => {
+                if let Some(addr) = args.echo_addr {
+                    ensure_loopback("--echo-addr", &addr.to_string()).await?;
+                }
+            }
         }
     }
-    let echo = if args.backend.contains(&BackendKind::Echo) {
-        Some(EchoBackend::start(args.lease_ttl).await?)
-    } else {
-        None
+    let echo = match (args.backend.contains(&BackendKind::Echo), args.echo_addr) {
+        (false, _) => None,
+        (true, Some(addr)) => Some(EchoBackend::external(addr, args.lease_ttl)),
+        (true, None) => Some(EchoBackend::start(args.lease_ttl).await?),
     };
 
     println!("{}", Row::text_header());
