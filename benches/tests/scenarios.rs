@@ -249,18 +249,34 @@ fn idle_defaults_to_ten_thousand_sessions() {
     assert_eq!(Spec::new(Scenario::ManyLocks).sessions, 1_000);
 }
 
+/// A short point against the echo floor: 2 clients for 200 ms, or 20 idle sessions for
+/// 100 ms (after 50 ms of warm-up).
+fn short(scenario: Scenario) -> Spec {
+    let base = Spec {
+        warmup: Duration::from_millis(50),
+        ..Spec::new(scenario)
+    };
+    match scenario {
+        Scenario::Idle => Spec {
+            sessions: 20,
+            duration: Duration::from_millis(100),
+            ..base
+        },
+        _ => Spec {
+            clients: 2,
+            duration: Duration::from_millis(200),
+            ..base
+        },
+    }
+}
+
 #[tokio::test]
 async fn the_echo_floor_runs_over_loopback() {
     let echo = EchoBackend::start(Duration::from_secs(10))
         .await
         .expect("echo server");
     assert!(echo.addr().ip().is_loopback());
-    let spec = Spec {
-        clients: 2,
-        duration: Duration::from_millis(200),
-        warmup: Duration::from_millis(50),
-        ..Spec::new(Scenario::Uncontended)
-    };
+    let spec = short(Scenario::Uncontended);
     let row = scenario::run(&echo, &spec).await.expect("runs");
     assert!(row.ops > 0, "{row:?}");
     assert!(row.client_min > 0);
@@ -281,12 +297,7 @@ async fn idle_echo_connections_renew_as_a_client_would() {
     let echo = EchoBackend::start(Duration::from_millis(60))
         .await
         .expect("echo server");
-    let spec = Spec {
-        sessions: 20,
-        duration: Duration::from_millis(100),
-        warmup: Duration::from_millis(50),
-        ..Spec::new(Scenario::Idle)
-    };
+    let spec = short(Scenario::Idle);
     let row = scenario::run(&echo, &spec).await.expect("runs");
     assert_eq!((row.locks, row.errors), (Some(20), 0), "{row:?}");
     assert!(row.ops > 0, "{row:?}");
@@ -330,22 +341,14 @@ async fn an_external_echo_server_is_driven_at_its_address_and_measured_by_its_pi
     let echo = EchoBackend::external(addr, Duration::from_millis(60));
     assert_eq!(echo.renewals_echoed(), None);
     // Without its pid there is no server to measure: nothing in this process is one.
-    let spec = Spec {
-        clients: 2,
-        duration: Duration::from_millis(200),
-        warmup: Duration::from_millis(50),
-        ..Spec::new(Scenario::Uncontended)
-    };
+    let spec = short(Scenario::Uncontended);
     let row = scenario::run(&echo, &spec).await.expect("runs");
     assert!(row.ops > 0 && row.errors == 0, "{row:?}");
     assert_eq!(row.server_cpu_us_per_op, None, "{row:?}");
     // With it, the server's CPU and the idle sessions' RSS are the echo-server's.
     let idle = Spec {
-        sessions: 20,
-        duration: Duration::from_millis(100),
-        warmup: Duration::from_millis(50),
         server_pid: Some(server.0.id()),
-        ..Spec::new(Scenario::Idle)
+        ..short(Scenario::Idle)
     };
     let row = scenario::run(&echo, &idle).await.expect("runs");
     assert_eq!((row.locks, row.errors), (Some(20), 0), "{row:?}");
