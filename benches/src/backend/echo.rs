@@ -187,6 +187,7 @@ impl Backend for EchoBackend {
     }
 
     fn in_process_server_cpu(&self) -> Option<std::time::Duration> {
+        // An external server's CPU is read through its pid (`--server-pid`), as dlock's is.
         self.own.as_ref()?;
         crate::cpu::own_threads_cpu(THREAD_PREFIX).ok()
     }
