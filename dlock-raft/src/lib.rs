@@ -64,6 +64,7 @@
 // openraft's `StorageError` is what its storage traits return; boxing it here would only move the size.
 #![allow(clippy::result_large_err)]
 
+pub mod accept;
 pub mod codec;
 pub mod error;
 pub mod leader;

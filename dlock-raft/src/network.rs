@@ -45,6 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::{MAX_PEER_CONNECTIONS, Throttle, WARN_EVERY, accept_bounded};
 use crate::peer_auth::{self, Bytes32, HANDSHAKE_FRAME, HANDSHAKE_WAIT, PeerSecret};
 use crate::types::{Member, NodeId, Raft, SnapshotData, TypeConfig, Vote};
 
@@ -532,13 +533,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 }
 
 /// Answers peer connections on `listener` for `raft` until `shutdown` is cancelled, from
-/// anyone who reaches it (see [`serve_peers_authenticated`]).
+/// anyone who reaches it (see [`serve_peers_authenticated`]), at most
+/// [`MAX_PEER_CONNECTIONS`] at once (see [`crate::accept`]).
 pub async fn serve_peers(listener: TcpListener, raft: Raft, shutdown: CancellationToken) {
     serve(listener, raft, None, shutdown).await;
 }
 
 /// Answers peer connections on `listener` for `raft` until `shutdown` is cancelled, each
-/// only once its node has proven it holds `secret` (see [`crate::peer_auth`]).
+/// only once its node has proven it holds `secret` (see [`crate::peer_auth`]), at most
+/// [`MAX_PEER_CONNECTIONS`] at once (see [`crate::accept`]).
 pub async fn serve_peers_authenticated(
     listener: TcpListener,
     raft: Raft,
@@ -554,31 +557,30 @@ async fn serve(
     secret: Option<PeerSecret>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                stream.set_nodelay(true).ok();
-                let raft = raft.clone();
-                let secret = secret.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        () = serve_conn(stream, peer, secret, raft) => {}
-                    }
-                    tracing::debug!(%peer, "peer connection closed");
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a peer connection failed");
-                // Out of file descriptors and the like: let the condition pass.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+    // One throttle for the warnings of every connection of this listener.
+    let refusals = Arc::new(Throttle::new(WARN_EVERY));
+    accept_bounded(
+        listener,
+        MAX_PEER_CONNECTIONS,
+        shutdown,
+        move |stream, peer| {
+            serve_conn(
+                stream,
+                peer,
+                secret.clone(),
+                raft.clone(),
+                Arc::clone(&refusals),
+            )
+        },
+    )
+    .await;
+}
+
+/// Logs why the connection from `peer` is being closed, unless `throttle` holds the warning
+/// back (a flood of bad connections must not flood the log).
+fn warn_closing(throttle: &Throttle, peer: std::net::SocketAddr, why: &str, what: &str) {
+    if let Some(not_logged) = throttle.admit(Instant::now()) {
+        tracing::warn!(%peer, reason = why, not_logged, "{what}");
     }
 }
 
@@ -672,6 +674,7 @@ async fn serve_conn(
     peer: std::net::SocketAddr,
     secret: Option<PeerSecret>,
     raft: Raft,
+    warnings: Arc<Throttle>,
 ) {
     let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME));
     let verdict = tokio::time::timeout(HANDSHAKE_WAIT, async {
@@ -684,7 +687,7 @@ async fn serve_conn(
     .await
     .unwrap_or_else(|_| Err(format!("no greeting or proof within {HANDSHAKE_WAIT:?}")));
     if let Err(why) = verdict {
-        tracing::warn!(%peer, reason = %why, "peer connection refused");
+        warn_closing(&warnings, peer, &why, "peer connection refused");
         let _ = conn.send(PeerResponse::Refused(why)).await;
         return;
     }
@@ -698,7 +701,8 @@ async fn serve_conn(
         let req = match frame {
             Ok(Ok(req)) => req,
             Ok(Err(malformed)) => {
-                tracing::warn!(error = %malformed, "malformed peer frame; closing");
+                let why = malformed.to_string();
+                warn_closing(&warnings, peer, &why, "malformed peer frame; closing");
                 return;
             }
             Err(e) => {
@@ -711,7 +715,7 @@ async fn serve_conn(
             PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
             PeerRequest::Snapshot(SnapshotPart::Chunk { offset, data }) => {
                 if let Err(why) = receiving.take(offset, &data) {
-                    tracing::warn!(%peer, reason = %why, "snapshot chunk refused; closing");
+                    warn_closing(&warnings, peer, &why, "snapshot chunk refused; closing");
                     return;
                 }
                 PeerResponse::Snapshot(Ok(None))
@@ -731,7 +735,7 @@ async fn serve_conn(
                     "this member has no cluster secret: give every member the same \
                      --cluster-secret-file"
                 };
-                tracing::warn!(%peer, reason = why, "peer connection refused");
+                warn_closing(&warnings, peer, why, "peer connection refused");
                 let _ = conn.send(PeerResponse::Refused(why.to_owned())).await;
                 return;
             }

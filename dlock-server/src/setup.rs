@@ -28,7 +28,9 @@ pub const MIN_NAME_LEN: usize = 64;
 pub const FRAME_HEADROOM: usize = 1024;
 
 /// Descriptors kept for what is not a client connection: the listeners, the data directory's
-/// files and the audit log, peers of a cluster, HTTP connections, standard streams.
+/// files and the audit log, a cluster member's peer connections (at most
+/// [`dlock_raft::accept::MAX_PEER_CONNECTIONS`] accepted, and a few of its own to each peer),
+/// HTTP connections (64 by default), standard streams.
 pub(crate) const FD_RESERVE: u64 = 256;
 
 /// The process's open-file limit (`ulimit -n`), if it has one.

@@ -1,0 +1,198 @@
+//! The peer listener's admission: at most [`MAX_PEER_CONNECTIONS`] peer connections at once,
+//! and warnings about refused ones at most once a second.
+//!
+//! A member's peer port answers whoever reaches it (a secret is proven only once a
+//! connection is open), so a flood of connections to it must cost the member a bounded
+//! number of file descriptors and log lines: the descriptors it needs for its clients, its
+//! log and its snapshots come from the same open-file limit. A connection over the limit is
+//! closed at once, before anything is read from it. Members keep a few connections to each
+//! other (one per openraft client, and a few idle ones for heartbeat rounds; four on each
+//! member of an idle 3-member cluster), far below the limit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// The most peer connections a member answers at once, handshakes in progress included.
+pub const MAX_PEER_CONNECTIONS: usize = 64;
+
+/// At most one warning of a kind in this long.
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// Lets a warning through at most once per period, counting those held back.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    every: Duration,
+    /// When a warning last went through, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    /// A throttle letting one warning through per `every`.
+    pub(crate) fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last one)` if a warning may be logged at `now`; `None` (and
+    /// it is counted) if not.
+    pub(crate) fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match state.0 {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                state.0 = Some(now);
+                Some(std::mem::take(&mut state.1))
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` is cancelled and runs `handle` on
+/// each in a task of its own, at most `max` at once: a connection over that is closed at
+/// once. A connection's task ends when `handle`'s future does, or at `shutdown`.
+pub(crate) async fn accept_bounded<F, Fut>(
+    listener: TcpListener,
+    max: usize,
+    shutdown: CancellationToken,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max));
+    let over = Throttle::new(WARN_EVERY);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a peer connection failed");
+                // Out of file descriptors and the like: let the condition pass.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
+            if let Some(not_logged) = over.admit(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    max,
+                    not_logged,
+                    "peer connections at their limit: a new one closed at once"
+                );
+            }
+            continue;
+        };
+        stream.set_nodelay(true).ok();
+        let conn = handle(stream, peer);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = conn => {}
+            }
+            tracing::debug!(%peer, "peer connection closed");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_warning_a_period_through_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(t.admit(t0), Some(0));
+        assert_eq!(t.admit(t0 + Duration::from_millis(500)), None);
+        assert_eq!(t.admit(t0 + Duration::from_millis(999)), None);
+        assert_eq!(t.admit(t0 + Duration::from_secs(1)), Some(2));
+        assert_eq!(t.admit(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(t.admit(t0 + Duration::from_secs(3)), Some(1));
+    }
+
+    /// Reads until the connection closes; what came first (empty if nothing did).
+    async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_limit_is_closed_unanswered_until_a_place_frees() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (started, mut starts) = mpsc::unbounded_channel();
+        let (ended, mut ends) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        // Each handled connection is greeted, then held until its client closes it.
+        tokio::spawn(accept_bounded(
+            listener,
+            2,
+            shutdown.clone(),
+            move |mut stream, peer| {
+                let (started, ended) = (started.clone(), ended.clone());
+                async move {
+                    started.send(peer).unwrap();
+                    stream.write_all(b"hello").await.unwrap();
+                    until_closed(&mut stream).await;
+                    ended.send(peer).unwrap();
+                }
+            },
+        ));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let mut hello = [0u8; 5];
+            c.read_exact(&mut hello).await.unwrap();
+            assert_eq!(&hello, b"hello");
+            held.push(c);
+        }
+        // A third: closed without a word (a handled one would read the greeting here), and
+        // never handled.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 5];
+        let read = third.read(&mut buf).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // One of the two goes; its place takes the next connection.
+        let gone = held.pop().unwrap();
+        let gone_addr = gone.local_addr().unwrap();
+        drop(gone);
+        assert_eq!(ends.recv().await, Some(gone_addr));
+        let mut next = TcpStream::connect(addr).await.unwrap();
+        let mut hello = [0u8; 5];
+        next.read_exact(&mut hello).await.unwrap();
+        let handled: Vec<SocketAddr> = std::iter::from_fn(|| starts.try_recv().ok()).collect();
+        assert_eq!(handled.len(), 3, "{handled:?}");
+        assert!(!handled.contains(&third.local_addr().unwrap()));
+        shutdown.cancel();
+    }
+}
