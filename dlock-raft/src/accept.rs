@@ -6,8 +6,8 @@
 //! number of file descriptors and log lines: the descriptors it needs for its clients, its
 //! log and its snapshots come from the same open-file limit. A connection over the limit is
 //! closed at once, before anything is read from it. Members keep a few connections to each
-//! other (one per openraft client, and a few idle ones for heartbeat rounds; four on each
-//! member of an idle 3-member cluster), far below the limit.
+//! other (one per openraft client, and a few idle ones for heartbeat rounds; a follower of
+//! an idle 3-member cluster answers two or three), far below the limit.
 
 use std::future::Future;
 use std::net::SocketAddr;
