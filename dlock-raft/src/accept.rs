@@ -7,7 +7,10 @@
 //! log and its snapshots come from the same open-file limit. A connection over the limit is
 //! closed at once, before anything is read from it. Members keep a few connections to each
 //! other (one per openraft client, and a few idle ones for heartbeat rounds; a follower of
-//! an idle 3-member cluster answers two or three), far below the limit.
+//! an idle 3-member cluster answers two or three), far below the limit, and a connection
+//! that stays silent is closed after
+//! [`PEER_IDLE_LIMIT`](crate::network::PEER_IDLE_LIMIT), so that peers gone without a word
+//! do not hold places for good.
 
 use std::future::Future;
 use std::net::SocketAddr;

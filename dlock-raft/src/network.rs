@@ -55,6 +55,13 @@ pub const MAX_PEER_FRAME: usize = 16 * 1024 * 1024;
 /// How much of a snapshot one frame carries.
 pub const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 
+/// How long an answered peer connection may send nothing before it is closed. A member's
+/// connections carry heartbeats many times a second, and the idle ones kept for heartbeat
+/// rounds are closed by their own side after a few seconds; one silent this long was left
+/// behind by a peer that can no longer say so (a network that drops everything, a machine
+/// gone), and would otherwise hold one of the [`MAX_PEER_CONNECTIONS`] places for good.
+pub const PEER_IDLE_LIMIT: Duration = Duration::from_secs(60);
+
 /// The largest snapshot a member receives: a connection sending more is closed.
 pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
@@ -570,6 +577,7 @@ async fn serve(
                 secret.clone(),
                 raft.clone(),
                 Arc::clone(&refusals),
+                PEER_IDLE_LIMIT,
             )
         },
     )
@@ -675,6 +683,7 @@ async fn serve_conn(
     secret: Option<PeerSecret>,
     raft: Raft,
     warnings: Arc<Throttle>,
+    idle_limit: Duration,
 ) {
     let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME));
     let verdict = tokio::time::timeout(HANDSHAKE_WAIT, async {
@@ -697,7 +706,12 @@ async fn serve_conn(
     *conn.codec_mut() = FrameCodec::new(MAX_PEER_FRAME);
     // The snapshot being received on this connection, if any.
     let mut receiving = Received::default();
-    while let Some(frame) = conn.next().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout(idle_limit, conn.next()).await else {
+            tracing::debug!(%peer, ?idle_limit, "peer connection silent too long; closing");
+            return;
+        };
+        let Some(frame) = frame else { return };
         let req = match frame {
             Ok(Ok(req)) => req,
             Ok(Err(malformed)) => {
@@ -978,6 +992,45 @@ mod tests {
         let chunk = SNAPSHOT_CHUNK as u64;
         assert_eq!(offsets, [0, chunk, 2 * chunk, u64::MAX]);
         assert!(received == data, "the bytes arrive whole and in order");
+    }
+
+    #[tokio::test]
+    async fn an_answered_peer_connection_that_stays_silent_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raft, _replica) = crate::open_node(crate::NodeOptions::new(1, dir.path()))
+            .await
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let warnings = Arc::new(Throttle::new(WARN_EVERY));
+            serve_conn(
+                stream,
+                peer,
+                None,
+                raft,
+                warnings,
+                Duration::from_millis(200),
+            )
+            .await;
+        });
+        let mut conn: ClientConn = Framed::new(
+            TcpStream::connect(addr).await.unwrap(),
+            FrameCodec::new(MAX_PEER_FRAME),
+        );
+        conn.send(PeerRequest::Version {
+            protocol: PEER_PROTOCOL,
+        })
+        .await
+        .unwrap();
+        let answer = conn.next().await.unwrap().unwrap().unwrap();
+        assert!(matches!(answer, PeerResponse::Version { .. }), "{answer:?}");
+        // Answered, then silent: the member closes it (the bound only keeps a member that
+        // never does from hanging the test).
+        let closed = tokio::time::timeout(Duration::from_secs(30), conn.next()).await;
+        assert!(matches!(closed, Ok(None | Some(Err(_)))), "{closed:?}");
+        server.await.unwrap();
     }
 
     #[test]
