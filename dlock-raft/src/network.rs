@@ -191,7 +191,8 @@ enum CallError {
     #[error(
         "the peer closed the connection at the version greeting: it runs a dlock-server build \
          older than the peer protocol greeting (this member speaks peer protocol \
-         {PEER_PROTOCOL}); run the same build on every member"
+         {PEER_PROTOCOL}; run the same build on every member), or it had as many peer \
+         connections open as it takes ({MAX_PEER_CONNECTIONS}; the call is retried)"
     )]
     NoGreeting,
 }
@@ -933,6 +934,11 @@ mod tests {
         let err = vote_to(addr).await;
         assert!(
             err.contains("older than the peer protocol greeting"),
+            "{err}"
+        );
+        // Or one with its peer connections at their limit, which closes a new one unread.
+        assert!(
+            err.contains("as many peer connections open as it takes (64"),
             "{err}"
         );
     }
