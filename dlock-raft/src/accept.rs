@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,88 @@ pub const MAX_PEER_CONNECTIONS: usize = 64;
 
 /// At most one warning of a kind in this long.
 pub(crate) const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a member closed a peer connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerClose {
+    /// It came when the member already answered [`MAX_PEER_CONNECTIONS`]: closed unread.
+    Limit,
+    /// It failed the greeting or the proof of the cluster secret, or sent a frame the peer
+    /// protocol does not allow there.
+    Refused,
+    /// It stayed silent for [`PEER_IDLE_LIMIT`](crate::network::PEER_IDLE_LIMIT).
+    Idle,
+}
+
+impl PeerClose {
+    /// Every reason, in the order of [`PeerPortCounts::closed`].
+    pub const ALL: [PeerClose; 3] = [PeerClose::Limit, PeerClose::Refused, PeerClose::Idle];
+
+    /// The reason's name in metrics: `limit`, `refused`, `idle`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerClose::Limit => "limit",
+            PeerClose::Refused => "refused",
+            PeerClose::Idle => "idle",
+        }
+    }
+}
+
+/// A peer port's counters, shared by its listener and its connections (and read by the
+/// server's metrics): connections answered now, and those the member closed, by reason.
+/// Connections the other side closes, or that fail, are not counted as closed.
+#[derive(Debug, Default)]
+pub struct PeerPortStats {
+    open: AtomicU64,
+    closed: [AtomicU64; PeerClose::ALL.len()],
+}
+
+/// What a [`PeerPortStats`] held when it was read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerPortCounts {
+    /// Peer connections answered now (at most [`MAX_PEER_CONNECTIONS`]).
+    pub open: u64,
+    /// Peer connections this member closed since it started, by [`PeerClose`] in the order
+    /// of [`PeerClose::ALL`].
+    pub closed: [u64; PeerClose::ALL.len()],
+}
+
+impl PeerPortCounts {
+    /// Connections closed for `why`.
+    pub fn closed(&self, why: PeerClose) -> u64 {
+        self.closed[why as usize]
+    }
+}
+
+impl PeerPortStats {
+    /// The counters as they are now.
+    pub fn counts(&self) -> PeerPortCounts {
+        PeerPortCounts {
+            open: self.open.load(Ordering::Relaxed),
+            closed: std::array::from_fn(|i| self.closed[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Counts a connection closed for `why`.
+    pub(crate) fn count_close(&self, why: PeerClose) {
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection answered until the returned guard is dropped.
+    fn answering(self: &Arc<Self>) -> Answering {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Answering(Arc::clone(self))
+    }
+}
+
+/// One answered connection in [`PeerPortStats::open`], until dropped.
+struct Answering(Arc<PeerPortStats>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Lets a warning through at most once per period, counting those held back.
 #[derive(Debug)]
@@ -66,10 +149,12 @@ impl Throttle {
 
 /// Accepts connections on `listener` until `shutdown` is cancelled and runs `handle` on
 /// each in a task of its own, at most `max` at once: a connection over that is closed at
-/// once. A connection's task ends when `handle`'s future does, or at `shutdown`.
+/// once. A connection's task ends when `handle`'s future does, or at `shutdown`. `stats`
+/// counts the connections answered and those closed over the limit.
 pub(crate) async fn accept_bounded<F, Fut>(
     listener: TcpListener,
     max: usize,
+    stats: Arc<PeerPortStats>,
     shutdown: CancellationToken,
     handle: F,
 ) where
@@ -93,6 +178,8 @@ pub(crate) async fn accept_bounded<F, Fut>(
             }
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Counted first, so that whoever sees it closed sees it counted.
+            stats.count_close(PeerClose::Limit);
             drop(stream);
             if let Some(not_logged) = over.admit(Instant::now()) {
                 tracing::warn!(
@@ -107,8 +194,10 @@ pub(crate) async fn accept_bounded<F, Fut>(
         stream.set_nodelay(true).ok();
         let conn = handle(stream, peer);
         let shutdown = shutdown.clone();
+        let answering = stats.answering();
         tokio::spawn(async move {
             let _slot = slot;
+            let _answering = answering;
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 () = conn => {}
@@ -156,10 +245,13 @@ mod tests {
         let (started, mut starts) = mpsc::unbounded_channel();
         let (ended, mut ends) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
-        // Each handled connection is greeted, then held until its client closes it.
+        let stats = Arc::new(PeerPortStats::default());
+        // Each handled connection is greeted, then held until its client closes it (on this
+        // test's one thread, its task ends in the same poll as it says so).
         tokio::spawn(accept_bounded(
             listener,
             2,
+            Arc::clone(&stats),
             shutdown.clone(),
             move |mut stream, peer| {
                 let (started, ended) = (started.clone(), ended.clone());
@@ -179,23 +271,29 @@ mod tests {
             assert_eq!(&hello, b"hello");
             held.push(c);
         }
+        let counts = stats.counts();
+        assert_eq!((counts.open, counts.closed), (2, [0, 0, 0]));
         // A third: closed without a word (a handled one would read the greeting here), and
         // never handled.
         let mut third = TcpStream::connect(addr).await.unwrap();
         let mut buf = [0u8; 5];
         let read = third.read(&mut buf).await;
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert_eq!(stats.counts().closed(PeerClose::Limit), 1);
         // One of the two goes; its place takes the next connection.
         let gone = held.pop().unwrap();
         let gone_addr = gone.local_addr().unwrap();
         drop(gone);
         assert_eq!(ends.recv().await, Some(gone_addr));
+        assert_eq!(stats.counts().open, 1);
         let mut next = TcpStream::connect(addr).await.unwrap();
         let mut hello = [0u8; 5];
         next.read_exact(&mut hello).await.unwrap();
         let handled: Vec<SocketAddr> = std::iter::from_fn(|| starts.try_recv().ok()).collect();
         assert_eq!(handled.len(), 3, "{handled:?}");
         assert!(!handled.contains(&third.local_addr().unwrap()));
+        let counts = stats.counts();
+        assert_eq!((counts.open, counts.closed), (2, [1, 0, 0]));
         shutdown.cancel();
     }
 }

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Replica;
+use crate::accept::{PeerPortCounts, PeerPortStats};
 use crate::types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 
 /// How long a proposal waits for this node's term to be ready (its grace applied).
@@ -139,6 +140,9 @@ pub struct ClusterStatus {
     pub applied_index: u64,
     /// On the leader: the last index each member is known to hold (`None`: nothing yet).
     pub matched: BTreeMap<NodeId, Option<u64>>,
+    /// This node's peer port: connections it answers now and those it closed (see
+    /// [`Sequencer::with_peer_port`]).
+    pub peer_port: PeerPortCounts,
 }
 
 /// The role an openraft server state stands for.
@@ -162,6 +166,8 @@ pub struct Sequencer {
     clock: watch::Sender<Option<LeaderClock>>,
     /// The engine configuration this node applies when it takes over, if any.
     config: Option<Box<dlock_core::Config>>,
+    /// The counters of this node's peer port, for [`status`](Sequencer::status).
+    peer_port: Arc<PeerPortStats>,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -183,7 +189,15 @@ impl Sequencer {
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             clock: watch::channel(None).0,
             config: None,
+            peer_port: Arc::default(),
         }
+    }
+
+    /// [`status`](Sequencer::status) reports `stats`, the counters this node's peer port
+    /// keeps (see [`serve_peers_counted`](crate::serve_peers_counted)); without this, zeros.
+    pub fn with_peer_port(mut self, stats: Arc<PeerPortStats>) -> Sequencer {
+        self.peer_port = stats;
+        self
     }
 
     /// When this node takes over as leader, it first makes `config` the engine's
@@ -311,6 +325,7 @@ impl Sequencer {
                         .collect()
                 })
                 .unwrap_or_default(),
+            peer_port: self.peer_port.counts(),
         }
     }
 

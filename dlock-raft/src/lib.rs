@@ -19,7 +19,10 @@
 //! - [`state_machine`]: the engine as openraft's state machine ([`StateMachine`]), snapshots
 //!   written to a temporary file and renamed;
 //! - [`network`]: the peer network over TCP, framed like the client protocol
-//!   (a `u32` length and a bincode body);
+//!   (a `u32` length and a bincode body), with a version greeting and, given a
+//!   [`PeerSecret`], a proof of the cluster secret ([`peer_auth`]) when a connection opens;
+//! - [`accept`]: the peer port's bound on connections at once, its throttled warnings and
+//!   its counters ([`PeerPortStats`]);
 //! - [`leader`]: the leader's duties ([`Sequencer`]): proposals stamped with its clock, a
 //!   grace for every session when its term starts, ticks when a deadline is due;
 //! - [`read`]: linearizable reads ([`Sequencer::read_index`]): a heartbeat round to a
@@ -58,8 +61,10 @@
 //!   in flight it gathers the commands that arrive into the next entry (at most
 //!   [`MAX_BATCH`]): one log append, fsync, replication round and apply per batch rather than
 //!   per command. A lone command goes at once.
-//! - Not yet: peer connections are neither authenticated nor encrypted; membership is fixed
-//!   at `initialize`.
+//! - Members are added and removed one at a time ([`Sequencer::add_member`],
+//!   [`Sequencer::remove_member`]).
+//! - Not yet: peer connections are not encrypted (with a [`PeerSecret`], only members take
+//!   part, proven when a connection opens).
 #![forbid(unsafe_code)]
 // openraft's `StorageError` is what its storage traits return; boxing it here would only move the size.
 #![allow(clippy::result_large_err)]
@@ -77,11 +82,12 @@ pub mod read;
 pub mod state_machine;
 pub mod types;
 
+pub use accept::{PeerClose, PeerPortCounts, PeerPortStats};
 pub use error::RaftStoreError;
 pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
 pub use membership::{StandingNotice, standing_of, watch_standing};
-pub use network::{PeerNetwork, serve_peers, serve_peers_authenticated};
+pub use network::{PeerNetwork, serve_peers, serve_peers_authenticated, serve_peers_counted};
 pub use node::{
     DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,
 };

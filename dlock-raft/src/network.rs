@@ -45,7 +45,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::accept::{MAX_PEER_CONNECTIONS, Throttle, WARN_EVERY, accept_bounded};
+use crate::accept::{
+    MAX_PEER_CONNECTIONS, PeerClose, PeerPortStats, Throttle, WARN_EVERY, accept_bounded,
+};
 use crate::peer_auth::{self, Bytes32, HANDSHAKE_FRAME, HANDSHAKE_WAIT, PeerSecret};
 use crate::types::{Member, NodeId, Raft, SnapshotData, TypeConfig, Vote};
 
@@ -544,7 +546,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 /// anyone who reaches it (see [`serve_peers_authenticated`]), at most
 /// [`MAX_PEER_CONNECTIONS`] at once (see [`crate::accept`]).
 pub async fn serve_peers(listener: TcpListener, raft: Raft, shutdown: CancellationToken) {
-    serve(listener, raft, None, shutdown).await;
+    serve_peers_counted(listener, raft, None, Arc::default(), shutdown).await;
 }
 
 /// Answers peer connections on `listener` for `raft` until `shutdown` is cancelled, each
@@ -556,20 +558,27 @@ pub async fn serve_peers_authenticated(
     secret: PeerSecret,
     shutdown: CancellationToken,
 ) {
-    serve(listener, raft, Some(secret), shutdown).await;
+    serve_peers_counted(listener, raft, Some(secret), Arc::default(), shutdown).await;
 }
 
-async fn serve(
+/// [`serve_peers_authenticated`] with `Some(secret)`, [`serve_peers`] with `None`, counting
+/// in `stats` the connections answered and those closed (over the limit, refused, idle).
+pub async fn serve_peers_counted(
     listener: TcpListener,
     raft: Raft,
     secret: Option<PeerSecret>,
+    stats: Arc<PeerPortStats>,
     shutdown: CancellationToken,
 ) {
     // One throttle for the warnings of every connection of this listener.
-    let refusals = Arc::new(Throttle::new(WARN_EVERY));
+    let watch = Arc::new(Watch {
+        warnings: Throttle::new(WARN_EVERY),
+        stats: Arc::clone(&stats),
+    });
     accept_bounded(
         listener,
         MAX_PEER_CONNECTIONS,
+        stats,
         shutdown,
         move |stream, peer| {
             serve_conn(
@@ -577,7 +586,7 @@ async fn serve(
                 peer,
                 secret.clone(),
                 raft.clone(),
-                Arc::clone(&refusals),
+                Arc::clone(&watch),
                 PEER_IDLE_LIMIT,
             )
         },
@@ -585,11 +594,23 @@ async fn serve(
     .await;
 }
 
-/// Logs why the connection from `peer` is being closed, unless `throttle` holds the warning
-/// back (a flood of bad connections must not flood the log).
-fn warn_closing(throttle: &Throttle, peer: std::net::SocketAddr, why: &str, what: &str) {
-    if let Some(not_logged) = throttle.admit(Instant::now()) {
-        tracing::warn!(%peer, reason = why, not_logged, "{what}");
+/// What the connections of one peer listener share: the throttle of their warnings and the
+/// listener's counters.
+#[derive(Debug)]
+struct Watch {
+    warnings: Throttle,
+    stats: Arc<PeerPortStats>,
+}
+
+impl Watch {
+    /// Counts the connection from `peer` as refused, and logs why it is being closed unless
+    /// the throttle holds the warning back (a flood of bad connections must not flood the
+    /// log).
+    fn refuse(&self, peer: std::net::SocketAddr, why: &str, what: &str) {
+        self.stats.count_close(PeerClose::Refused);
+        if let Some(not_logged) = self.warnings.admit(Instant::now()) {
+            tracing::warn!(%peer, reason = why, not_logged, "{what}");
+        }
     }
 }
 
@@ -683,7 +704,7 @@ async fn serve_conn(
     peer: std::net::SocketAddr,
     secret: Option<PeerSecret>,
     raft: Raft,
-    warnings: Arc<Throttle>,
+    watch: Arc<Watch>,
     idle_limit: Duration,
 ) {
     let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME));
@@ -697,7 +718,7 @@ async fn serve_conn(
     .await
     .unwrap_or_else(|_| Err(format!("no greeting or proof within {HANDSHAKE_WAIT:?}")));
     if let Err(why) = verdict {
-        warn_closing(&warnings, peer, &why, "peer connection refused");
+        watch.refuse(peer, &why, "peer connection refused");
         let _ = conn.send(PeerResponse::Refused(why)).await;
         return;
     }
@@ -710,6 +731,7 @@ async fn serve_conn(
     loop {
         let Ok(frame) = tokio::time::timeout(idle_limit, conn.next()).await else {
             tracing::debug!(%peer, ?idle_limit, "peer connection silent too long; closing");
+            watch.stats.count_close(PeerClose::Idle);
             return;
         };
         let Some(frame) = frame else { return };
@@ -717,7 +739,7 @@ async fn serve_conn(
             Ok(Ok(req)) => req,
             Ok(Err(malformed)) => {
                 let why = malformed.to_string();
-                warn_closing(&warnings, peer, &why, "malformed peer frame; closing");
+                watch.refuse(peer, &why, "malformed peer frame; closing");
                 return;
             }
             Err(e) => {
@@ -730,7 +752,7 @@ async fn serve_conn(
             PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
             PeerRequest::Snapshot(SnapshotPart::Chunk { offset, data }) => {
                 if let Err(why) = receiving.take(offset, &data) {
-                    warn_closing(&warnings, peer, &why, "snapshot chunk refused; closing");
+                    watch.refuse(peer, &why, "snapshot chunk refused; closing");
                     return;
                 }
                 PeerResponse::Snapshot(Ok(None))
@@ -750,7 +772,7 @@ async fn serve_conn(
                     "this member has no cluster secret: give every member the same \
                      --cluster-secret-file"
                 };
-                warn_closing(&warnings, peer, why, "peer connection refused");
+                watch.refuse(peer, why, "peer connection refused");
                 let _ = conn.send(PeerResponse::Refused(why.to_owned())).await;
                 return;
             }
@@ -1008,18 +1030,11 @@ mod tests {
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let watch = watch();
+        let stats = Arc::clone(&watch.stats);
         let server = tokio::spawn(async move {
             let (stream, peer) = listener.accept().await.unwrap();
-            let warnings = Arc::new(Throttle::new(WARN_EVERY));
-            serve_conn(
-                stream,
-                peer,
-                None,
-                raft,
-                warnings,
-                Duration::from_millis(200),
-            )
-            .await;
+            serve_conn(stream, peer, None, raft, watch, Duration::from_millis(200)).await;
         });
         let mut conn: ClientConn = Framed::new(
             TcpStream::connect(addr).await.unwrap(),
@@ -1037,6 +1052,47 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(30), conn.next()).await;
         assert!(matches!(closed, Ok(None | Some(Err(_)))), "{closed:?}");
         server.await.unwrap();
+        let counts = stats.counts();
+        assert_eq!(counts.closed, [0, 0, 1], "closed as idle only: {counts:?}");
+    }
+
+    /// A fresh [`Watch`] with counters of its own.
+    fn watch() -> Arc<Watch> {
+        Arc::new(Watch {
+            warnings: Throttle::new(WARN_EVERY),
+            stats: Arc::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_peer_connection_refused_at_its_greeting_is_counted_as_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raft, _replica) = crate::open_node(crate::NodeOptions::new(1, dir.path()))
+            .await
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let watch = watch();
+        let stats = Arc::clone(&watch.stats);
+        let server = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            serve_conn(stream, peer, None, raft, watch, PEER_IDLE_LIMIT).await;
+        });
+        let mut conn: ClientConn = Framed::new(
+            TcpStream::connect(addr).await.unwrap(),
+            FrameCodec::new(MAX_PEER_FRAME),
+        );
+        conn.send(PeerRequest::Version {
+            protocol: PEER_PROTOCOL + 1,
+        })
+        .await
+        .unwrap();
+        let answer = conn.next().await.unwrap().unwrap().unwrap();
+        assert!(matches!(answer, PeerResponse::Refused(_)), "{answer:?}");
+        server.await.unwrap();
+        let counts = stats.counts();
+        assert_eq!(counts.closed, [0, 1, 0], "refused only: {counts:?}");
+        assert_eq!(counts.closed(PeerClose::Refused), 1);
     }
 
     #[test]

@@ -344,19 +344,14 @@ pub(crate) async fn start_cluster(
     let (raft, replica) = dlock_raft::open_node(options)
         .await
         .map_err(|e| ServerError::Config(format!("cannot open the Raft node: {e}")))?;
-    match peer_secret {
-        Some(secret) => tasks.spawn(dlock_raft::serve_peers_authenticated(
-            raft_listener,
-            raft.clone(),
-            secret,
-            token.clone(),
-        )),
-        None => tasks.spawn(dlock_raft::serve_peers(
-            raft_listener,
-            raft.clone(),
-            token.clone(),
-        )),
-    };
+    let peer_port = std::sync::Arc::new(dlock_raft::PeerPortStats::default());
+    tasks.spawn(dlock_raft::serve_peers_counted(
+        raft_listener,
+        raft.clone(),
+        peer_secret,
+        peer_port.clone(),
+        token.clone(),
+    ));
     // A node with a log or a vote belongs to a cluster already: `--init` is then ignored,
     // without asking openraft (which would log its refusal as an error).
     let initialized = raft.is_initialized().await.unwrap_or(false);
@@ -372,7 +367,8 @@ pub(crate) async fn start_cluster(
     }
     let sequencer =
         dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace)
-            .with_config(engine);
+            .with_config(engine)
+            .with_peer_port(peer_port);
     tasks.spawn(sequencer.clone().run(token.clone(), |_| {}));
     // A member taken out of the membership keeps running: it says so, once, at WARN.
     tasks.spawn(dlock_raft::watch_standing(

@@ -31,7 +31,7 @@ use crate::core_task::{CORE_REJECT_LABELS, REQUEST_KINDS};
 use crate::metrics::{BUCKETS, FrameError, Hist, NetMetrics, NetRefusal};
 use crate::msg::{CoreSnapshot, StatusAnswer, StatusQuery};
 use dlock_proto::status::Role;
-use dlock_raft::ClusterStatus;
+use dlock_raft::{ClusterStatus, PeerClose};
 
 /// The content type of the OpenMetrics text format.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -386,6 +386,24 @@ fn register_cluster(r: &mut Registry, c: &ClusterStatus) {
         "Index of the last entry this member applied to its lock table",
         gauge(c.applied_index),
     );
+    r.register(
+        "peer_connections",
+        "Peer connections this member answers now (it takes at most 64 at once)",
+        gauge(c.peer_port.open),
+    );
+    let mut closed = Sorted::<Counter>::new();
+    for why in PeerClose::ALL {
+        closed
+            .get_or_create(vec![("reason", why.as_str().to_owned())])
+            .inc_by(c.peer_port.closed(why));
+    }
+    r.register(
+        "peer_connections_closed",
+        "Peer connections this member closed, by reason: limit (over the most it answers at \
+         once, closed unread), refused (a failed greeting or proof of the cluster secret, or a \
+         frame the peer protocol does not allow), idle (silent for 60 s)",
+        closed,
+    );
     if c.role == Role::Leader {
         let mut lag = Sorted::<Gauge>::new();
         for (id, matched) in c.matched.iter().filter(|(id, _)| **id != c.id) {
@@ -430,6 +448,10 @@ mod tests {
             committed_index: 19,
             applied_index: 18,
             matched: BTreeMap::new(),
+            peer_port: dlock_raft::PeerPortCounts {
+                open: 2,
+                closed: [5, 1, 0],
+            },
         }
     }
 
@@ -452,6 +474,10 @@ mod tests {
                 "dlock_cluster_last_log_index 20",
                 "dlock_cluster_commit_index 19",
                 "dlock_cluster_applied_index 18",
+                "dlock_cluster_peer_connections 2",
+                r#"dlock_cluster_peer_connections_closed_total{reason="idle"} 0"#,
+                r#"dlock_cluster_peer_connections_closed_total{reason="limit"} 5"#,
+                r#"dlock_cluster_peer_connections_closed_total{reason="refused"} 1"#,
                 r#"dlock_cluster_follower_lag_entries{node="2"} 3"#,
                 r#"dlock_cluster_follower_lag_entries{node="3"} 20"#,
             ]
@@ -473,6 +499,10 @@ mod tests {
                 "dlock_cluster_last_log_index 20",
                 "dlock_cluster_commit_index 19",
                 "dlock_cluster_applied_index 18",
+                "dlock_cluster_peer_connections 2",
+                r#"dlock_cluster_peer_connections_closed_total{reason="idle"} 0"#,
+                r#"dlock_cluster_peer_connections_closed_total{reason="limit"} 5"#,
+                r#"dlock_cluster_peer_connections_closed_total{reason="refused"} 1"#,
             ]
         );
         assert!(!t.contains("lag"));

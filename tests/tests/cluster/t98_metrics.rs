@@ -1,7 +1,8 @@
 //! What a member tells Prometheus and `/api/status` about the cluster: every member's
 //! `/metrics` agrees on the term and the leader once one is elected, exactly one says it
 //! leads, a grant's entry shows in the leader's applied index and then in every follower's,
-//! the leader alone reports each follower's lag, and `/api/status` names each member's role.
+//! the leader alone reports each follower's lag, `/api/status` names each member's role,
+//! and a member counts the peer connections it answers and those it refuses.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +12,8 @@ use anyhow::{Context, Result, bail, ensure};
 use dlock_client::Mode;
 use dlock_tests::cluster::TestCluster;
 use dlock_tests::http::get;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::prom::{Samples, parse};
 use crate::{ELECTION, WAIT, client, done, options, run};
@@ -29,6 +32,9 @@ const GAUGES: [&str; 6] = [
 ];
 
 const LAG: &str = "dlock_cluster_follower_lag_entries";
+
+const PEER_CONNECTIONS: &str = "dlock_cluster_peer_connections";
+const PEER_CLOSED: &str = "dlock_cluster_peer_connections_closed_total";
 
 async fn scrape(http: SocketAddr) -> Result<Samples> {
     let a = get(http, "/metrics").await?;
@@ -183,6 +189,31 @@ async fn t98_members_report_role_term_leader_and_replication() -> Result<()> {
                 .iter()
                 .all(|id| all[id].get("dlock_cluster_applied_index", &[]) >= granted_at)
                 && lags(&all[&leader]).values().all(|lag| *lag == 0.0)
+        })
+        .await?;
+
+        // Each follower answers the leader's replication on its peer port.
+        let all = scrape_until(&c, "every follower answering a peer connection", |all| {
+            followers
+                .iter()
+                .all(|id| all[id].get(PEER_CONNECTIONS, &[]) >= 1.0)
+        })
+        .await?;
+        let target = followers[0];
+        let refused = [("reason", "refused")];
+        ensure!(
+            all[&target].get(PEER_CLOSED, &refused) == 0.0,
+            "refusals before any stranger came"
+        );
+        // A connection that does not greet as a member is refused, and counted.
+        let mut stranger = TcpStream::connect(c.raft_addr(target)).await?;
+        stranger.write_all(b"\0\0\0\x04junk").await?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stranger.read_to_end(&mut answer))
+            .await
+            .context("the member kept the stranger's connection open")??;
+        scrape_until(&c, "the stranger counted as refused", |all| {
+            all[&target].get(PEER_CLOSED, &refused) == 1.0
         })
         .await?;
         Ok(())
