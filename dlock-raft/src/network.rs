@@ -1022,24 +1022,42 @@ mod tests {
         assert!(received == data, "the bytes arrive whole and in order");
     }
 
-    #[tokio::test]
-    async fn an_answered_peer_connection_that_stays_silent_is_closed() {
+    /// A node's answering side serving one connection (closing it once silent for
+    /// `idle_limit`), and that connection: the client's end, the listener's counters, the
+    /// serving task, and the directory the node lives in (kept until the test ends).
+    async fn one_connection(
+        idle_limit: Duration,
+    ) -> (
+        ClientConn,
+        Arc<PeerPortStats>,
+        tokio::task::JoinHandle<()>,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let (raft, _replica) = crate::open_node(crate::NodeOptions::new(1, dir.path()))
             .await
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let watch = watch();
+        let watch = Arc::new(Watch {
+            warnings: Throttle::new(WARN_EVERY),
+            stats: Arc::default(),
+        });
         let stats = Arc::clone(&watch.stats);
         let server = tokio::spawn(async move {
             let (stream, peer) = listener.accept().await.unwrap();
-            serve_conn(stream, peer, None, raft, watch, Duration::from_millis(200)).await;
+            serve_conn(stream, peer, None, raft, watch, idle_limit).await;
         });
-        let mut conn: ClientConn = Framed::new(
+        let conn: ClientConn = Framed::new(
             TcpStream::connect(addr).await.unwrap(),
             FrameCodec::new(MAX_PEER_FRAME),
         );
+        (conn, stats, server, dir)
+    }
+
+    #[tokio::test]
+    async fn an_answered_peer_connection_that_stays_silent_is_closed() {
+        let (mut conn, stats, server, _dir) = one_connection(Duration::from_millis(200)).await;
         conn.send(PeerRequest::Version {
             protocol: PEER_PROTOCOL,
         })
@@ -1056,32 +1074,9 @@ mod tests {
         assert_eq!(counts.closed, [0, 0, 1], "closed as idle only: {counts:?}");
     }
 
-    /// A fresh [`Watch`] with counters of its own.
-    fn watch() -> Arc<Watch> {
-        Arc::new(Watch {
-            warnings: Throttle::new(WARN_EVERY),
-            stats: Arc::default(),
-        })
-    }
-
     #[tokio::test]
     async fn a_peer_connection_refused_at_its_greeting_is_counted_as_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (raft, _replica) = crate::open_node(crate::NodeOptions::new(1, dir.path()))
-            .await
-            .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let watch = watch();
-        let stats = Arc::clone(&watch.stats);
-        let server = tokio::spawn(async move {
-            let (stream, peer) = listener.accept().await.unwrap();
-            serve_conn(stream, peer, None, raft, watch, PEER_IDLE_LIMIT).await;
-        });
-        let mut conn: ClientConn = Framed::new(
-            TcpStream::connect(addr).await.unwrap(),
-            FrameCodec::new(MAX_PEER_FRAME),
-        );
+        let (mut conn, stats, server, _dir) = one_connection(PEER_IDLE_LIMIT).await;
         conn.send(PeerRequest::Version {
             protocol: PEER_PROTOCOL + 1,
         })
