@@ -1,5 +1,6 @@
 //! The peer listener's admission: at most [`MAX_PEER_CONNECTIONS`] peer connections at once,
-//! and warnings about refused ones at most once a second.
+//! warnings about refused ones at most once a second, and the counters behind the
+//! `dlock_cluster_peer_connections*` metrics ([`PeerPortStats`]).
 //!
 //! A member's peer port answers whoever reaches it (a secret is proven only once a
 //! connection is open), so a flood of connections to it must cost the member a bounded
@@ -33,7 +34,8 @@ pub(crate) const WARN_EVERY: Duration = Duration::from_secs(1);
 pub enum PeerClose {
     /// It came when the member already answered [`MAX_PEER_CONNECTIONS`]: closed unread.
     Limit,
-    /// It failed the greeting or the proof of the cluster secret, or sent a frame the peer
+    /// It failed the greeting or the proof of the cluster secret (or sent neither within
+    /// [`HANDSHAKE_WAIT`](crate::peer_auth::HANDSHAKE_WAIT)), or sent a frame the peer
     /// protocol does not allow there.
     Refused,
     /// It stayed silent for [`PEER_IDLE_LIMIT`](crate::network::PEER_IDLE_LIMIT).
