@@ -12,7 +12,7 @@
 //!   due by its clock; applying the tick expires whatever is due then. A stale or repeated
 //!   tick does nothing.
 //!
-//! About 620 lines on purpose: the [`Sequencer`] is the one handle on the Raft node that the
+//! About 650 lines on purpose: the [`Sequencer`] is the one handle on the Raft node that the
 //! server holds (proposals and their batches, membership changes, linearizable reads, status)
 //! and runs the leader's duties above; they share its state.
 

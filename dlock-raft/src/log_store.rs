@@ -1,6 +1,6 @@
 //! The durable Raft log: a directory of segment files of checksummed records.
 //!
-//! About 850 lines on purpose, 205 of them its tests: the record format, the writer thread
+//! About 1,000 lines on purpose, 300 of them its tests: the record format, the writer thread
 //! that owns the files and openraft's `RaftLogStorage` over them make one unit whose
 //! invariants (what is flushed when, what a reopen cuts) are checked together.
 //!
