@@ -47,7 +47,7 @@ impl PeerClose {
     pub const ALL: [PeerClose; 3] = [PeerClose::Limit, PeerClose::Refused, PeerClose::Idle];
 
     /// The reason's name in metrics: `limit`, `refused`, `idle`.
-    pub fn as_str(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             PeerClose::Limit => "limit",
             PeerClose::Refused => "refused",

@@ -394,7 +394,7 @@ fn register_cluster(r: &mut Registry, c: &ClusterStatus) {
     let mut closed = Sorted::<Counter>::new();
     for why in PeerClose::ALL {
         closed
-            .get_or_create(vec![("reason", why.as_str().to_owned())])
+            .get_or_create(vec![("reason", why.label().to_owned())])
             .inc_by(c.peer_port.closed(why));
     }
     r.register(
