@@ -4,7 +4,7 @@
 //! answer arrives, and after a resume all outstanding requests are re-sent in id order; the
 //! server does not apply a request twice and replays the events the client missed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::VecDeque;
 
 use dlock_core::{LockId, RequestId};
 use tokio::time::Instant;
@@ -25,15 +25,18 @@ pub(crate) struct Outstanding {
 }
 
 /// Every outstanding request, by id, with the deadlines and keys that find them.
+///
+/// Nothing here allocates per request once the tables have grown to the number of requests
+/// outstanding at once: a tree map and set, empty between one request and the next, would
+/// allocate and free a node for every request, and that showed in the per-request profile.
+/// (foldhash: ids and keys come from this client's own calls, so SipHash's resistance to
+/// chosen keys buys nothing here.)
 #[derive(Default)]
 pub(crate) struct Requests {
     next_id: u64,
-    table: BTreeMap<RequestId, Outstanding>,
-    /// `(deadline, id)` of every outstanding request that has a deadline.
-    deadlines: BTreeSet<(Instant, RequestId)>,
+    table: foldhash::HashMap<RequestId, Outstanding>,
+    deadlines: Deadlines,
     /// Key of a lock or convert call → its request id, for `Abandon`.
-    /// (foldhash: keys come from this client's own calls, so SipHash's resistance to chosen
-    /// keys buys nothing here, and its cost showed in the per-request profile.)
     keys: foldhash::HashMap<Key, RequestId>,
 }
 
@@ -48,7 +51,7 @@ impl Requests {
     pub(crate) fn insert(&mut self, call: Call, deadline: Option<Instant>) -> RequestId {
         let id = self.alloc_id();
         if let Some(d) = deadline {
-            self.deadlines.insert((d, id));
+            self.deadlines.push(d, id);
         }
         if let Some(key) = call.key() {
             self.keys.insert(key, id);
@@ -78,8 +81,8 @@ impl Requests {
     /// Removes a request that got its final answer.
     pub(crate) fn remove(&mut self, id: RequestId) -> Option<Outstanding> {
         let o = self.table.remove(&id)?;
-        if let Some(d) = o.deadline {
-            self.deadlines.remove(&(d, id));
+        if o.deadline.is_some() {
+            self.deadlines.forget(&self.table);
         }
         if let Some(key) = o.call.key() {
             self.keys.remove(&key);
@@ -94,32 +97,39 @@ impl Requests {
 
     /// The request got a first answer: the caller's request timeout no longer applies.
     pub(crate) fn clear_deadline(&mut self, id: RequestId) {
-        if let Some(d) = self.table.get_mut(&id).and_then(|o| o.deadline.take()) {
-            self.deadlines.remove(&(d, id));
+        if self
+            .table
+            .get_mut(&id)
+            .and_then(|o| o.deadline.take())
+            .is_some()
+        {
+            self.deadlines.forget(&self.table);
         }
     }
 
     /// The earliest request deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.deadlines.first()
     }
 
     /// Removes and returns the id of one request whose deadline is at or before `now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<RequestId> {
-        let &(t, id) = self.deadlines.first()?;
+        let (t, id) = self.deadlines.queue.front().copied()?;
         if t > now {
             return None;
         }
-        self.deadlines.remove(&(t, id));
         if let Some(o) = self.table.get_mut(&id) {
             o.deadline = None;
         }
+        self.deadlines.forget(&self.table);
         Some(id)
     }
 
     /// Every outstanding id, in order (for sending them all).
     pub(crate) fn ids(&self) -> Vec<RequestId> {
-        self.table.keys().copied().collect()
+        let mut ids: Vec<RequestId> = self.table.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The first cancel of `lock` at or after `from`: the one a successful cancel of the
@@ -127,15 +137,155 @@ impl Requests {
     /// the lock find nothing pending and are answered with their own ids).
     pub(crate) fn first_cancel_of(&self, lock: LockId, from: RequestId) -> Option<RequestId> {
         self.table
-            .range(from..)
-            .find(|(_, o)| matches!(o.call.what, What::Cancel { lock: l, .. } if l == lock))
+            .iter()
+            .filter(|(id, o)| {
+                **id >= from && matches!(o.call.what, What::Cancel { lock: l, .. } if l == lock)
+            })
             .map(|(id, _)| *id)
+            .min()
     }
 
     /// Removes every request (the session is gone).
     pub(crate) fn drain(&mut self) -> Vec<Outstanding> {
-        self.deadlines.clear();
+        self.deadlines = Deadlines::default();
         self.keys.clear();
-        std::mem::take(&mut self.table).into_values().collect()
+        let mut all: Vec<(RequestId, Outstanding)> = self.table.drain().collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all.into_iter().map(|(_, o)| o).collect()
+    }
+}
+
+/// The request deadlines, earliest first: `(deadline, id)` in a queue that is only pushed
+/// at the back (a request's deadline is its send time plus the one request timeout, so they
+/// come in order; one that does not is put in its place).
+///
+/// A removed request's or a cleared deadline's entry is not searched for: it is left where
+/// it is and dropped when it reaches the front. The front is always live (every change that
+/// can make it stale ends with [`forget`](Deadlines::forget)), so the first deadline is the
+/// front's. Stale entries behind a live front are swept out when they outnumber the live
+/// ones, which keeps the queue within twice the deadlines outstanding (plus a few).
+#[derive(Default)]
+struct Deadlines {
+    queue: VecDeque<(Instant, RequestId)>,
+    /// How many entries are live (their request is outstanding with that deadline).
+    live: usize,
+}
+
+impl Deadlines {
+    /// Stale entries tolerated before a sweep, whatever the live count.
+    const SLACK: usize = 32;
+
+    fn push(&mut self, at: Instant, id: RequestId) {
+        self.live += 1;
+        match self.queue.back() {
+            Some(&(last, _)) if at < last => {
+                let place = self.queue.partition_point(|&(t, _)| t <= at);
+                self.queue.insert(place, (at, id));
+            }
+            _ => self.queue.push_back((at, id)),
+        }
+    }
+
+    fn first(&self) -> Option<Instant> {
+        self.queue.front().map(|&(t, _)| t)
+    }
+
+    /// One deadline is no longer live (its request was removed or its deadline cleared, in
+    /// `table` already): drops the stale entries at the front, and sweeps if they pile up.
+    fn forget(&mut self, table: &foldhash::HashMap<RequestId, Outstanding>) {
+        self.live = self.live.saturating_sub(1);
+        let is_live =
+            |&(t, id): &(Instant, RequestId)| table.get(&id).is_some_and(|o| o.deadline == Some(t));
+        while self.queue.front().is_some_and(|e| !is_live(e)) {
+            self.queue.pop_front();
+        }
+        if self.queue.len() > 2 * self.live + Self::SLACK {
+            self.queue.retain(is_live);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ping() -> Call {
+        Call::silent(What::Ping)
+    }
+
+    #[test]
+    fn deadlines_come_out_in_order_whatever_was_removed_or_cleared() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut r = Requests::default();
+        let a = r.insert(ping(), Some(at(10)));
+        let b = r.insert(ping(), Some(at(20)));
+        let c = r.insert(ping(), None);
+        let d = r.insert(ping(), Some(at(30)));
+        // Out of order: goes before `d`.
+        let e = r.insert(ping(), Some(at(25)));
+        assert_eq!(r.next_deadline(), Some(at(10)));
+
+        assert!(r.remove(a).is_some());
+        assert_eq!(r.next_deadline(), Some(at(20)));
+        r.clear_deadline(b);
+        assert_eq!(r.next_deadline(), Some(at(25)));
+        assert!(r.remove(c).is_some());
+        assert_eq!(r.next_deadline(), Some(at(25)));
+
+        assert_eq!(r.pop_expired(at(24)), None);
+        assert_eq!(r.pop_expired(at(40)), Some(e));
+        assert_eq!(r.pop_expired(at(40)), Some(d));
+        assert_eq!(r.pop_expired(at(40)), None);
+        assert_eq!(r.next_deadline(), None);
+        // Expired requests stay outstanding (their caller is told; the answer may still come).
+        assert_eq!(r.ids(), vec![b, d, e]);
+    }
+
+    #[test]
+    fn deadline_queue_stays_bounded_behind_a_long_lived_deadline() {
+        let t0 = Instant::now();
+        let mut r = Requests::default();
+        let slow = r.insert(ping(), Some(t0 + Duration::from_secs(30)));
+        for i in 0..10_000u64 {
+            let id = r.insert(
+                ping(),
+                Some(t0 + Duration::from_secs(30) + Duration::from_micros(i)),
+            );
+            assert!(r.remove(id).is_some());
+            assert!(r.deadlines.queue.len() <= 2 + Deadlines::SLACK + 1);
+        }
+        assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        assert_eq!(r.pop_expired(t0 + Duration::from_secs(31)), Some(slow));
+        assert_eq!(r.pop_expired(t0 + Duration::from_secs(31)), None);
+        assert!(r.deadlines.queue.is_empty());
+    }
+
+    #[test]
+    fn ids_and_drain_are_in_id_order_and_cancels_found_from_an_id_on() {
+        let mut r = Requests::default();
+        let lock = LockId(7);
+        let cancel = || {
+            Call::silent(What::Cancel {
+                lock,
+                origin: crate::op::Origin::Release,
+            })
+        };
+        let ids: Vec<RequestId> = (0..50).map(|_| r.insert(ping(), None)).collect();
+        let c1 = r.insert(cancel(), None);
+        let c2 = r.insert(cancel(), None);
+        assert_eq!(r.first_cancel_of(lock, ids[0]), Some(c1));
+        assert_eq!(r.first_cancel_of(lock, c2), Some(c2));
+        assert_eq!(r.first_cancel_of(LockId(8), ids[0]), None);
+        let mut all = ids.clone();
+        all.extend([c1, c2]);
+        assert_eq!(r.ids(), all);
+        let drained = r.drain();
+        assert_eq!(drained.len(), 52);
+        assert!(matches!(drained[50].call.what, What::Cancel { .. }));
+        assert!(r.ids().is_empty());
+        assert_eq!(r.next_deadline(), None);
     }
 }
