@@ -179,7 +179,10 @@ impl<R: ReadHalf> FrameReader<R> {
                 }
                 Ok(n) => {
                     self.bytes_read += n as u64;
-                    if self.started.is_none() {
+                    // A frame's clock starts when its first bytes are here and it is not
+                    // whole. A whole frame (the usual read) is decoded at once and needs no
+                    // clock read; the bytes after it start theirs when it is taken.
+                    if self.started.is_none() && !frame_ready(&self.buf, self.max_frame_len) {
                         self.started = Some(Instant::now());
                     }
                 }
@@ -267,5 +270,63 @@ mod tests {
             room_for_read(&whole, whole.len(), MAX),
             Some(whole.len() + READ_CHUNK)
         );
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A reader of the server end of an in-memory stream, and the client end.
+    fn reader() -> (
+        FrameReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+        tokio::io::DuplexStream,
+    ) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (read, _write) = tokio::io::split(server);
+        (FrameReader::new(read, MAX, TIMEOUT), client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_must_end_within_the_timeout_of_its_first_bytes() {
+        use tokio::io::AsyncWriteExt;
+        let (mut reader, mut client) = reader();
+        let t0 = Instant::now();
+        let feeder = tokio::spawn(async move {
+            // Four bytes of a 14-byte frame, four more after 3 s, and the rest never.
+            let frame = prefix(10, 10);
+            client.write_all(&frame[..4]).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            client.write_all(&frame[4..8]).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(client);
+        });
+        assert!(matches!(reader.next().await, ReadOutcome::TimedOut));
+        assert_eq!(
+            t0.elapsed(),
+            TIMEOUT,
+            "counted from the first bytes, not the last"
+        );
+        feeder.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn whole_frames_start_no_clock_and_the_next_ones_starts_when_it_is_reached() {
+        use tokio::io::AsyncWriteExt;
+        let (mut reader, mut client) = reader();
+        // A whole frame (a body that does not decode still keeps the stream in step), then
+        // half of the next, in one write.
+        let mut bytes = prefix(3, 3);
+        bytes.extend(prefix(10, 4));
+        client.write_all(&bytes).await.unwrap();
+        assert!(matches!(reader.next().await, ReadOutcome::Frame(Err(_))));
+        assert!(reader.started.is_some(), "the rest started its frame");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let t1 = Instant::now();
+        assert!(matches!(reader.next().await, ReadOutcome::TimedOut));
+        assert_eq!(t1.elapsed(), TIMEOUT - Duration::from_secs(2));
+
+        // After a whole frame alone, no frame deadline runs.
+        let (mut reader, mut client) = self::reader();
+        client.write_all(&prefix(3, 3)).await.unwrap();
+        assert!(matches!(reader.next().await, ReadOutcome::Frame(Err(_))));
+        assert!(reader.started.is_none());
     }
 }

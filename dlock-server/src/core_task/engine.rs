@@ -195,6 +195,11 @@ impl Engine {
         });
     }
 
+    /// The latest instant pinned (the end of the last batch, when one has ended).
+    pub(super) fn latest(&self) -> Instant {
+        self.latest
+    }
+
     /// When the engine wants its next `Tick`, if ever. In a cluster the leader's sequencer
     /// proposes ticks.
     pub(super) fn deadline(&self) -> Option<Instant> {

@@ -118,7 +118,12 @@ impl CoreInbox {
         clippy::result_large_err,
         reason = "the message comes back to go through the inbox; boxing it would cost every request an allocation"
     )]
-    pub(crate) fn try_handle_here(&self, msg: CoreMsg, here: ConnId) -> Result<(), CoreMsg> {
+    pub(crate) fn try_handle_here(
+        &self,
+        msg: CoreMsg,
+        here: ConnId,
+        start: Option<Instant>,
+    ) -> Result<(), CoreMsg> {
         // Read before the lock: a message sent before this one is counted until it is in
         // the turns, and the turns are looked at under the lock.
         if !self.shared.in_place || self.shared.queued.load(Ordering::SeqCst) > 0 {
@@ -131,7 +136,7 @@ impl CoreInbox {
         if !core.turns.is_empty() || core.failed.is_some() || core.stopped {
             return Err(msg);
         }
-        match core.handle_in_place(msg, here) {
+        match core.handle_in_place(msg, here, start) {
             Ok(false) => {}
             Ok(true) => self.shared.poke.notify_one(),
             Err(e) => {
@@ -444,7 +449,7 @@ mod tests {
         // The run loop is never polled: whatever is answered was handled in place.
         let (inbox, _run, conn) = single_server(dir.path());
         let (hello, mut welcome) = hello(&conn, "here");
-        assert!(inbox.try_handle_here(hello, conn.id).is_ok());
+        assert!(inbox.try_handle_here(hello, conn.id, None).is_ok());
         let Ok(HelloOutcome::Welcome {
             session, up_to_seq, ..
         }) = welcome.try_recv()
@@ -456,10 +461,10 @@ mod tests {
             conn: conn.id,
             up_to_seq,
         };
-        assert!(inbox.try_handle_here(done, conn.id).is_ok());
+        assert!(inbox.try_handle_here(done, conn.id, None).is_ok());
         assert!(
             inbox
-                .try_handle_here(lock(session, conn.id, 1, "a"), conn.id)
+                .try_handle_here(lock(session, conn.id, 1, "a"), conn.id, None)
                 .is_ok()
         );
         let answered = outbox(&conn);
@@ -472,7 +477,7 @@ mod tests {
 
         // With a message in the inbox, the next one waits behind it: given back, unhandled.
         inbox.try_send(lock(session, conn.id, 2, "b")).unwrap();
-        let Err(back) = inbox.try_handle_here(lock(session, conn.id, 3, "c"), conn.id) else {
+        let Err(back) = inbox.try_handle_here(lock(session, conn.id, 3, "c"), conn.id, None) else {
             panic!("handled ahead of the inbox");
         };
         assert!(matches!(
@@ -492,7 +497,7 @@ mod tests {
         let (hello, _welcome) = hello(&conn, "turns");
         inbox.shared.lock().unwrap().turns.push(None, hello);
         let msg = lock(dlock_proto::SessionId(1), conn.id, 1, "a");
-        assert!(inbox.try_handle_here(msg, conn.id).is_err());
+        assert!(inbox.try_handle_here(msg, conn.id, None).is_err());
     }
 
     #[tokio::test]
@@ -530,8 +535,8 @@ mod tests {
             let waker = std::task::Waker::noop();
             let mut cx = std::task::Context::from_waker(waker);
             assert!(run.as_mut().poll(&mut cx).is_pending());
-            assert!(inbox.try_handle_here(ping(1), conn.id).is_ok());
+            assert!(inbox.try_handle_here(ping(1), conn.id, None).is_ok());
         }
-        assert!(inbox.try_handle_here(ping(2), conn.id).is_err());
+        assert!(inbox.try_handle_here(ping(2), conn.id, None).is_err());
     }
 }
