@@ -391,20 +391,24 @@ impl Driver {
                 return Poll::Ready(None);
             };
             let now = Instant::now();
+            // Whether another pass is needed: something polled did not end waiting (a batch
+            // was cut short, a future was made or moved that must be polled to register its
+            // waker). What a pass handles, its outputs included, is done within the pass.
             let mut busy = false;
             if !self.handles_gone {
+                busy = true;
                 for _ in 0..BATCH {
                     match s.ops.poll_recv(cx) {
                         Poll::Ready(Some(op)) => machine.handle_op(op, now),
                         Poll::Ready(None) => {
                             self.handles_gone = true;
                             machine.handle_handles_gone(now);
+                            break;
                         }
-                        Poll::Pending => break,
-                    }
-                    busy = true;
-                    if self.handles_gone {
-                        break;
+                        Poll::Pending => {
+                            busy = false;
+                            break;
+                        }
                     }
                 }
             }
@@ -425,17 +429,19 @@ impl Driver {
                 }
             }
             if let Some(reader) = self.reader.as_mut() {
+                let mut waiting = false;
                 for _ in 0..BATCH {
                     let Poll::Ready(frame) = reader.poll_next_unpin(cx) else {
+                        waiting = true;
                         break;
                     };
-                    busy = true;
                     let fine = matches!(frame, Some(Ok(Ok(_))));
                     on_frame(machine, frame, now);
                     if !fine {
                         break;
                     }
                 }
+                busy |= !waiting;
             }
             if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
                 // Elapsed: armed again below even if the deadline stays.
@@ -456,8 +462,10 @@ impl Driver {
                     machine.handle_timeout(now);
                 }
             }
-            if let Some(done) = self.drain_outputs(s, first, now) {
-                return Poll::Ready(done);
+            match self.drain_outputs(s, first, now) {
+                Drained::Done(done) => return Poll::Ready(done),
+                Drained::Acted => busy = true,
+                Drained::Quiet => {}
             }
             busy |= s.poll_write(cx, now);
             // When the task must wake up by itself: the machine's deadline, or the stall.
@@ -467,13 +475,18 @@ impl Driver {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if deadline != self.timer_at {
-                if let Some(at) = deadline {
-                    self.timer.as_mut().reset(at);
-                    // Polled on the next pass, which registers the waker for the new time.
-                    busy = true;
-                }
-                self.timer_at = deadline;
+            // The timer moves only to an earlier time. A deadline that moved later (every
+            // request moves the renewal's) leaves it where it is: it then goes off early, the
+            // machine finds nothing due, and it is armed for the real deadline. That is one
+            // wake-up in a renewal period, instead of moving the timer (and a second pass to
+            // register it) at every request.
+            if let Some(at) = deadline
+                && self.timer_at.is_none_or(|armed| at < armed)
+            {
+                self.timer.as_mut().reset(at);
+                self.timer_at = Some(at);
+                // Polled on the next pass, which registers the waker for the new time.
+                busy = true;
             }
             s.armed = self.timer_at;
             if !busy {
@@ -486,35 +499,36 @@ impl Driver {
     }
 
     /// Encodes the machine's frames and carries out its actions (those a handle left first).
-    /// `Some` when the loop ends.
-    fn drain_outputs(
-        &mut self,
-        s: &mut State,
-        first: bool,
-        now: Instant,
-    ) -> Option<Option<Result<()>>> {
+    fn drain_outputs(&mut self, s: &mut State, first: bool, now: Instant) -> Drained {
+        let mut drained = Drained::Quiet;
         loop {
             let action = match s.actions.pop_front() {
                 Some(action) => action,
                 None => {
-                    let machine = s.machine.as_mut()?;
+                    let Some(machine) = s.machine.as_mut() else {
+                        return drained;
+                    };
                     // Frames first: they belong to the connection the next `Disconnect` ends.
                     s.out.encode_all(machine, now);
-                    machine.poll_action()?
+                    let Some(action) = machine.poll_action() else {
+                        return drained;
+                    };
+                    action
                 }
             };
+            drained = Drained::Acted;
             match action {
                 Action::Connect { addr } => {
                     self.connecting = Some(Box::pin(open(addr, self.tls.clone())));
                 }
                 Action::Disconnect { graceful } => self.disconnect(s, graceful),
-                Action::Established if first => return Some(Some(Ok(()))),
-                Action::ConnectFailed(e) if first => return Some(Some(Err(e))),
+                Action::Established if first => return Drained::Done(Some(Ok(()))),
+                Action::ConnectFailed(e) if first => return Drained::Done(Some(Err(e))),
                 Action::Established | Action::ConnectFailed(_) => {}
                 Action::Stop => {
                     self.disconnect(s, true);
                     stop(s);
-                    return Some(None);
+                    return Drained::Done(None);
                 }
             }
         }
@@ -539,6 +553,16 @@ impl Driver {
             });
         }
     }
+}
+
+/// What [`Driver::drain_outputs`] did.
+enum Drained {
+    /// Nothing but frames: the pass may end.
+    Quiet,
+    /// Carried out actions (a connection opened or dropped): another pass polls what changed.
+    Acted,
+    /// The task's poll ends with this.
+    Done(Option<Result<()>>),
 }
 
 /// Refuses every later op and lets the machine go (its callers' answers fail as closed).
