@@ -5,7 +5,7 @@
 use std::io;
 use std::marker::PhantomData;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -163,18 +163,37 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
     }
 }
 
+/// bincode's writer for a frame that outgrew [`ENCODE_RESERVE`]: straight into the output
+/// buffer, without a `std::io::Write` layer.
+struct BufWriter<'a>(&'a mut BytesMut);
+
+impl bincode::enc::write::Writer for BufWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
     type Error = CodecError;
 
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
-        // Encode straight into the output buffer behind a placeholder length, then patch it:
-        // no per-frame allocation.
-        dst.reserve(ENCODE_RESERVE);
+        // Encoded straight into the output buffer behind a placeholder length, which is
+        // patched at the end: no per-frame allocation. Most frames fit in ENCODE_RESERVE bytes: encoded into that much zeroed room as into
+        // a slice (bincode's fastest writer: its many small writes are plain copies), then
+        // cut to length. A larger one starts again, growing the buffer as it goes.
         let start = dst.len();
-        dst.put_u32(0);
-        let mut writer = dst.writer();
-        let res = bincode::serde::encode_into_std_write(&item, &mut writer, config());
-        let dst = writer.into_inner();
+        let body = start + 4;
+        dst.resize(body + ENCODE_RESERVE, 0);
+        let res = match bincode::serde::encode_into_slice(&item, &mut dst[body..], config()) {
+            Ok(len) => Ok(len),
+            Err(bincode::error::EncodeError::UnexpectedEnd) => {
+                dst.truncate(body);
+                bincode::serde::encode_into_writer(&item, BufWriter(dst), config())
+                    .map(|()| dst.len() - body)
+            }
+            Err(e) => Err(e),
+        };
         let len = match res {
             Ok(len) => len,
             Err(e) => {
@@ -182,6 +201,7 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
                 return Err(CodecError::Encode(e.to_string()));
             }
         };
+        dst.truncate(body + len);
         if len > self.max_frame_len {
             dst.truncate(start);
             return Err(CodecError::FrameTooLarge {

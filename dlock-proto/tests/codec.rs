@@ -333,6 +333,60 @@ fn encoding_a_message_over_the_limit_fails_cleanly() {
     assert!(buf.is_empty(), "nothing half-written");
 }
 
+fn lock_of(resource_len: usize) -> ClientMessage {
+    ClientMessage::Request {
+        id: RequestId(resource_len as u64),
+        body: Request::Lock(LockRequest {
+            resource: vec![b'r'; resource_len],
+            mode: Mode::PW,
+            flags: LockFlags::empty(),
+            value: None,
+            timeout_ms: Some(7),
+        }),
+    }
+}
+
+#[test]
+fn frames_of_every_size_follow_each_other_in_one_buffer() {
+    // Around the room reserved for a frame (256 bytes) and well past it: each frame is cut to
+    // its length, and one that did not fit is encoded again in full behind the others.
+    let mut enc = FrameCodec::<ServerMessage, ClientMessage>::default();
+    let mut dec = FrameCodec::<ClientMessage, ServerMessage>::default();
+    let sizes: Vec<usize> = (0..40)
+        .chain(230..290)
+        .chain([1_000, 5, 20_000, 3])
+        .collect();
+    let mut buf = BytesMut::new();
+    for &n in &sizes {
+        enc.encode(lock_of(n), &mut buf).unwrap();
+    }
+    for &n in &sizes {
+        assert_eq!(dec.decode(&mut buf).unwrap().unwrap().unwrap(), lock_of(n));
+    }
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn a_frame_over_the_limit_leaves_the_frames_before_it_whole() {
+    let mut enc = FrameCodec::<ServerMessage, ClientMessage>::new(600);
+    let mut dec = FrameCodec::<ClientMessage, ServerMessage>::default();
+    let mut buf = BytesMut::new();
+    enc.encode(lock_of(10), &mut buf).unwrap();
+    let before = buf.clone();
+    assert!(matches!(
+        enc.encode(lock_of(2_000), &mut buf),
+        Err(CodecError::FrameTooLarge { max: 600, .. })
+    ));
+    assert_eq!(buf, before, "nothing half-written");
+    enc.encode(lock_of(500), &mut buf).unwrap();
+    assert_eq!(dec.decode(&mut buf).unwrap().unwrap().unwrap(), lock_of(10));
+    assert_eq!(
+        dec.decode(&mut buf).unwrap().unwrap().unwrap(),
+        lock_of(500)
+    );
+    assert!(buf.is_empty());
+}
+
 #[test]
 fn unknown_variant_and_trailing_bytes_are_malformed() {
     let mut dec = FrameCodec::<ClientMessage, ServerMessage>::default();
