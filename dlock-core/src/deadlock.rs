@@ -378,6 +378,10 @@ impl Core {
             .and_then(|r| r.queues.as_deref())
         {
             for (_, w) in q.wait.iter(&self.locks) {
+                // An ended session's request, still on its way out, waits for nothing (R42).
+                if self.is_ending(w.session) {
+                    continue;
+                }
                 waiters.insert(w.session);
                 if w.status
                     .requested_mode()

@@ -232,3 +232,67 @@ fn leases_ending_together_are_handled_a_step_at_a_time_and_live_until_then() {
     assert_eq!(h.core.session_count(), 1);
     assert_eq!(h.core.next_deadline(), Some(h.now + 1_000));
 }
+
+/// R42: a session that has ended waits for nothing, even while its queued requests are still
+/// on their way out: a conversion that would close a cycle only through them is queued, not
+/// refused as a deadlock.
+#[test]
+fn r42_an_ended_sessions_queued_request_closes_no_cycle_for_a_conversion() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let (la, _) = h.lock(a, 1, "r", Mode::NL);
+    let d = h.open("d");
+    let (ld, _) = h.lock(d, 1, "r", Mode::CW);
+    let e = holder(&mut h, "e", "x", STEP_WORK);
+    let (le_cr, ev) = h.lock(e, 10_000, "r", Mode::CR);
+    assert_eq!(ev, vec![granted(e, 10_000, le_cr, Mode::CR, le_cr.0)]);
+    let (le_pr, ev) = h.lock(e, 10_001, "r", Mode::PR);
+    assert_eq!(
+        ev,
+        vec![queued(e, 10_001, le_pr), blocking(d, ld, Mode::PR)]
+    );
+
+    // While e lives, a's conversion to EX would wait for e (its CR), and e's PR waits behind
+    // it: a real cycle. Once e has ended, its PR is no one's wait.
+    assert_eq!(h.close(e, 10_002), vec![closed(e, 10_002)]);
+    assert_eq!(
+        h.core.ending_sessions(),
+        1,
+        "e's locks are still being removed"
+    );
+    let ev = h.convert(a, 2, la, Mode::EX);
+    assert_eq!(ev, vec![queued(a, 2, la), blocking(d, ld, Mode::EX)]);
+}
+
+/// R42, the other way into a cycle: the converting session's other queued request waits for
+/// an ended session, whose own queued request would wait behind the conversion. The ended
+/// session waits for nothing, so the conversion is queued.
+#[test]
+fn r42_a_conversion_waiting_through_an_ended_session_closes_no_cycle() {
+    let mut h = H::new();
+    let a = h.open("a");
+    let (la, _) = h.lock(a, 1, "r", Mode::NL);
+    let d = h.open("d");
+    let (ld, _) = h.lock(d, 1, "r", Mode::CW);
+    let n = 2 * STEP_WORK;
+    let e = holder(&mut h, "e", "x", n);
+    let last = format!("x{}", n - 1);
+    let (lx, ev) = h.lock(a, 2, &last, Mode::EX);
+    assert_eq!(ev[0], queued(a, 2, lx));
+    let (le_pr, ev) = h.lock(e, 10_000, "r", Mode::PR);
+    assert_eq!(
+        ev,
+        vec![queued(e, 10_000, le_pr), blocking(d, ld, Mode::PR)]
+    );
+
+    assert_eq!(h.close(e, 10_001), vec![closed(e, 10_001)]);
+    assert_eq!(
+        h.core.ending_sessions(),
+        1,
+        "e's locks are still being removed"
+    );
+    let (_, _, waiting) = h.queues(&last);
+    assert_eq!(waiting, vec![lx], "a still waits for e's lock");
+    let ev = h.convert(a, 3, la, Mode::EX);
+    assert_eq!(ev, vec![queued(a, 3, la), blocking(d, ld, Mode::EX)]);
+}
