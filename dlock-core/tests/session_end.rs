@@ -233,66 +233,66 @@ fn leases_ending_together_are_handled_a_step_at_a_time_and_live_until_then() {
     assert_eq!(h.core.next_deadline(), Some(h.now + 1_000));
 }
 
+/// a with NL and d with CW on `r`: a's conversion to EX waits for d (and whoever else holds
+/// `r`), and a PR request on `r` waits behind d.
+fn nl_and_cw_on_r(h: &mut H) -> ((SessionId, LockId), (SessionId, LockId)) {
+    let a = h.open("a");
+    let (la, _) = h.lock(a, 1, "r", Mode::NL);
+    let d = h.open("d");
+    let (ld, _) = h.lock(d, 1, "r", Mode::CW);
+    ((a, la), (d, ld))
+}
+
+/// `e` queues PR on `r` (behind d's CW) with request `req` and closes with the next one,
+/// its locks still being removed; then a's conversion to EX is queued, not a deadlock (R42).
+fn ended_pr_then_conversion(
+    h: &mut H,
+    e: SessionId,
+    req: u64,
+    a: (SessionId, LockId),
+    d: (SessionId, LockId),
+) {
+    let (le, ev) = h.lock(e, req, "r", Mode::PR);
+    assert_eq!(ev, vec![queued(e, req, le), blocking(d.0, d.1, Mode::PR)]);
+    assert_eq!(h.close(e, req + 1), vec![closed(e, req + 1)]);
+    assert_eq!(
+        h.core.ending_sessions(),
+        1,
+        "e's locks are still being removed"
+    );
+    let ev = h.convert(a.0, 100, a.1, Mode::EX);
+    assert_eq!(
+        ev,
+        vec![queued(a.0, 100, a.1), blocking(d.0, d.1, Mode::EX)]
+    );
+}
+
 /// R42: a session that has ended waits for nothing, even while its queued requests are still
 /// on their way out: a conversion that would close a cycle only through them is queued, not
-/// refused as a deadlock.
+/// refused as a deadlock. Here the conversion waits for the ended session's CR on `r`, and
+/// its PR would wait behind the conversion.
 #[test]
 fn r42_an_ended_sessions_queued_request_closes_no_cycle_for_a_conversion() {
     let mut h = H::new();
-    let a = h.open("a");
-    let (la, _) = h.lock(a, 1, "r", Mode::NL);
-    let d = h.open("d");
-    let (ld, _) = h.lock(d, 1, "r", Mode::CW);
+    let (a, d) = nl_and_cw_on_r(&mut h);
     let e = holder(&mut h, "e", "x", STEP_WORK);
     let (le_cr, ev) = h.lock(e, 10_000, "r", Mode::CR);
     assert_eq!(ev, vec![granted(e, 10_000, le_cr, Mode::CR, le_cr.0)]);
-    let (le_pr, ev) = h.lock(e, 10_001, "r", Mode::PR);
-    assert_eq!(
-        ev,
-        vec![queued(e, 10_001, le_pr), blocking(d, ld, Mode::PR)]
-    );
-
-    // While e lives, a's conversion to EX would wait for e (its CR), and e's PR waits behind
-    // it: a real cycle. Once e has ended, its PR is no one's wait.
-    assert_eq!(h.close(e, 10_002), vec![closed(e, 10_002)]);
-    assert_eq!(
-        h.core.ending_sessions(),
-        1,
-        "e's locks are still being removed"
-    );
-    let ev = h.convert(a, 2, la, Mode::EX);
-    assert_eq!(ev, vec![queued(a, 2, la), blocking(d, ld, Mode::EX)]);
+    ended_pr_then_conversion(&mut h, e, 10_001, a, d);
 }
 
 /// R42, the other way into a cycle: the converting session's other queued request waits for
-/// an ended session, whose own queued request would wait behind the conversion. The ended
-/// session waits for nothing, so the conversion is queued.
+/// the ended session, whose PR would wait behind the conversion.
 #[test]
 fn r42_a_conversion_waiting_through_an_ended_session_closes_no_cycle() {
     let mut h = H::new();
-    let a = h.open("a");
-    let (la, _) = h.lock(a, 1, "r", Mode::NL);
-    let d = h.open("d");
-    let (ld, _) = h.lock(d, 1, "r", Mode::CW);
+    let (a, d) = nl_and_cw_on_r(&mut h);
     let n = 2 * STEP_WORK;
     let e = holder(&mut h, "e", "x", n);
     let last = format!("x{}", n - 1);
-    let (lx, ev) = h.lock(a, 2, &last, Mode::EX);
-    assert_eq!(ev[0], queued(a, 2, lx));
-    let (le_pr, ev) = h.lock(e, 10_000, "r", Mode::PR);
-    assert_eq!(
-        ev,
-        vec![queued(e, 10_000, le_pr), blocking(d, ld, Mode::PR)]
-    );
-
-    assert_eq!(h.close(e, 10_001), vec![closed(e, 10_001)]);
-    assert_eq!(
-        h.core.ending_sessions(),
-        1,
-        "e's locks are still being removed"
-    );
+    let (lx, ev) = h.lock(a.0, 2, &last, Mode::EX);
+    assert_eq!(ev[0], queued(a.0, 2, lx));
+    ended_pr_then_conversion(&mut h, e, 10_000, a, d);
     let (_, _, waiting) = h.queues(&last);
     assert_eq!(waiting, vec![lx], "a still waits for e's lock");
-    let ev = h.convert(a, 3, la, Mode::EX);
-    assert_eq!(ev, vec![queued(a, 3, la), blocking(d, ld, Mode::EX)]);
 }
