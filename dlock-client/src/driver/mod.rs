@@ -475,18 +475,15 @@ impl Driver {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            // The timer moves only to an earlier time. A deadline that moved later (every
-            // request moves the renewal's) leaves it where it is: it then goes off early, the
-            // machine finds nothing due, and it is armed for the real deadline. That is one
-            // wake-up in a renewal period, instead of moving the timer (and a second pass to
-            // register it) at every request.
-            if let Some(at) = deadline
-                && self.timer_at.is_none_or(|armed| at < armed)
-            {
-                self.timer.as_mut().reset(at);
-                self.timer_at = Some(at);
-                // Polled on the next pass, which registers the waker for the new time.
-                busy = true;
+            // The deadline changes a few times a renewal period (a renewal sent, answered),
+            // not with every request: moved at once, the timer never wakes the task early.
+            if deadline != self.timer_at {
+                if let Some(at) = deadline {
+                    self.timer.as_mut().reset(at);
+                    // Polled on the next pass, which registers the waker for the new time.
+                    busy = true;
+                }
+                self.timer_at = deadline;
             }
             s.armed = self.timer_at;
             if !busy {
