@@ -147,6 +147,45 @@ impl Throttle {
             }
         }
     }
+
+    /// The count of warnings held back in a period that ended with none let through after
+    /// them, once (and the next warning goes through at once); `None` if there are none or
+    /// the period has not ended. Without this, the size of a burst that stopped would be
+    /// told only with the next warning, if one ever came.
+    pub(crate) fn take_ended(&self, now: Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match state.0 {
+            Some(last) if state.1 > 0 && now.saturating_duration_since(last) >= self.every => {
+                state.0 = None;
+                Some(std::mem::take(&mut state.1))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Logs, once a period until `shutdown`, how many of `throttle`'s warnings were held back in
+/// a period that has ended (`what` says what they were about).
+pub(crate) async fn report_held_back(
+    throttle: Arc<Throttle>,
+    what: &'static str,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(throttle.every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                if let Some(not_logged) = throttle.take_ended(Instant::now()) {
+                    tracing::warn!(not_logged, "{what} (not logged one by one)");
+                }
+            }
+        }
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown` is cancelled and runs `handle` on
@@ -164,7 +203,12 @@ pub(crate) async fn accept_bounded<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max));
-    let over = Throttle::new(WARN_EVERY);
+    let over = Arc::new(Throttle::new(WARN_EVERY));
+    tokio::spawn(report_held_back(
+        Arc::clone(&over),
+        "peer connections closed at once, at their limit",
+        shutdown.clone(),
+    ));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -226,6 +270,27 @@ mod tests {
         assert_eq!(t.admit(t0 + Duration::from_secs(1)), Some(2));
         assert_eq!(t.admit(t0 + Duration::from_millis(1500)), None);
         assert_eq!(t.admit(t0 + Duration::from_secs(3)), Some(1));
+    }
+
+    #[test]
+    fn a_throttle_tells_what_it_held_back_once_the_period_ends() {
+        let t = Throttle::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(t.take_ended(at(5_000)), None, "nothing held back");
+        assert_eq!(t.admit(t0), Some(0));
+        assert_eq!(t.take_ended(at(2_000)), None, "nothing held back yet");
+        assert_eq!(t.admit(at(100)), None);
+        assert_eq!(t.admit(at(200)), None);
+        assert_eq!(t.take_ended(at(999)), None, "the period is not over");
+        assert_eq!(t.take_ended(at(1_000)), Some(2));
+        assert_eq!(t.take_ended(at(3_000)), None, "told once");
+        // The next warning goes through at once, with nothing held back before it.
+        assert_eq!(t.admit(at(1_001)), Some(0));
+        assert_eq!(t.admit(at(1_002)), None);
+        // A warning let through tells the count itself.
+        assert_eq!(t.admit(at(2_001)), Some(1));
+        assert_eq!(t.take_ended(at(9_000)), None);
     }
 
     /// Reads until the connection closes; what came first (empty if nothing did).

@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accept::{
     MAX_PEER_CONNECTIONS, PeerClose, PeerPortStats, Throttle, WARN_EVERY, accept_bounded,
+    report_held_back,
 };
 use crate::peer_auth::{self, Bytes32, HANDSHAKE_FRAME, HANDSHAKE_WAIT, PeerSecret};
 use crate::types::{Member, NodeId, Raft, SnapshotData, TypeConfig, Vote};
@@ -572,9 +573,14 @@ pub async fn serve_peers_counted(
 ) {
     // One throttle for the warnings of every connection of this listener.
     let watch = Arc::new(Watch {
-        warnings: Throttle::new(WARN_EVERY),
+        warnings: Arc::new(Throttle::new(WARN_EVERY)),
         stats: Arc::clone(&stats),
     });
+    tokio::spawn(report_held_back(
+        Arc::clone(&watch.warnings),
+        "peer connections refused",
+        shutdown.clone(),
+    ));
     accept_bounded(
         listener,
         MAX_PEER_CONNECTIONS,
@@ -598,7 +604,7 @@ pub async fn serve_peers_counted(
 /// listener's counters.
 #[derive(Debug)]
 struct Watch {
-    warnings: Throttle,
+    warnings: Arc<Throttle>,
     stats: Arc<PeerPortStats>,
 }
 
@@ -1040,7 +1046,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let watch = Arc::new(Watch {
-            warnings: Throttle::new(WARN_EVERY),
+            warnings: Arc::new(Throttle::new(WARN_EVERY)),
             stats: Arc::default(),
         });
         let stats = Arc::clone(&watch.stats);
