@@ -7,11 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::Status;
+use crate::lock::{LockRef, Status};
 
-use crate::deadlock::tail_probe_path;
+use crate::deadlock::{convert_probe_path, tail_probe_path};
 use crate::engine::Core;
-use crate::{Mode, SessionId, WaitsFor};
+use crate::{LockId, Mode, SessionId, WaitsFor};
 
 /// How many locks are in each state and mode, and how many sessions and resources exist.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,8 +178,34 @@ impl Core {
     ) -> Option<Vec<SessionId>> {
         let r = *self.names.get(name)?;
         let path = tail_probe_path(self, r, owner, mode)?;
+        self.cycle_of(owner, &path)
+    }
+
+    /// [`cycle_through`](Self::cycle_through) for a conversion of `owner`'s lock `lock` to
+    /// `mode` (refused as a deadlock victim, so granted in its old mode again): the name of
+    /// its resource, and the sessions of the cycle the conversion would close, `owner` first
+    /// (`None` if it would close none). `None` if the lock is not `owner`'s granted lock.
+    pub fn conversion_cycle_through(
+        &self,
+        owner: SessionId,
+        lock: LockId,
+        mode: Mode,
+    ) -> Option<(Vec<u8>, Option<Vec<SessionId>>)> {
+        let lr = *self.lock_ids.get(&lock)?;
+        let l = self.locks.get(lr.0)?;
+        if l.session != owner || !matches!(l.status, Status::Granted { .. }) {
+            return None;
+        }
+        let name = self.resources.get(l.res.0)?.name.as_bytes().to_vec();
+        let cycle =
+            convert_probe_path(self, lr, owner, mode).and_then(|p| self.cycle_of(owner, &p));
+        Some((name, cycle))
+    }
+
+    /// The sessions of a cycle: `owner`, then the owners of `path`'s requests (which lists
+    /// them from the last step back to the first), each once.
+    fn cycle_of(&self, owner: SessionId, path: &[LockRef]) -> Option<Vec<SessionId>> {
         let mut cycle = vec![owner];
-        // The path lists the queued requests from the last step back to the first.
         for l in path.iter().rev() {
             let s = self.locks.get(l.0)?.session;
             if !cycle.contains(&s) {

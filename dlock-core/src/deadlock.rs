@@ -48,6 +48,9 @@ enum Start {
     TailOfWait,
     /// A queued request: everything ahead of it.
     Before(LockRef),
+    /// A conversion about to join the tail of the convert queue: every conversion queued,
+    /// and no waiting request (they are behind it).
+    TailOfConvert,
 }
 
 /// The request whose wait-for set is computed.
@@ -181,6 +184,7 @@ impl Core {
         if let Some(q) = res.queues.as_deref() {
             let (mut cur, mut then_convert) = match p.start {
                 Start::TailOfWait => (q.wait.tail.get(), true),
+                Start::TailOfConvert => (q.convert.tail.get(), false),
                 Start::Before(x) => match self.locks.get(x.0) {
                     Some(l) => (l.prev.get(), matches!(l.status, Status::Waiting { .. })),
                     None => (None, false),
@@ -563,6 +567,32 @@ pub(crate) fn tail_probe_path(
         mode,
         this: None,
         start: Start::TailOfWait,
+    };
+    let mut w = Vec::new();
+    core.waits_of(p, &mut search, &mut w).ok()?;
+    w.sort_unstable();
+    w.dedup();
+    w.retain(|&s| s != owner);
+    let roots = w.into_iter().map(|t| (t, None, None)).collect();
+    core.find_path(roots, |s| s == owner, &mut search)
+}
+
+/// [`tail_probe_path`] for a conversion of `owner`'s granted lock `lr` to `mode`, as if it
+/// joined the tail of the convert queue (where a refused conversion was). For
+/// [`Core::conversion_cycle_through`].
+pub(crate) fn convert_probe_path(
+    core: &Core,
+    lr: LockRef,
+    owner: SessionId,
+    mode: Mode,
+) -> Option<Vec<LockRef>> {
+    let res = core.locks.get(lr.0)?.res;
+    let mut search = Search::new(core.config.max_deadlock_search, false);
+    let p = Probe {
+        res,
+        mode,
+        this: Some(lr),
+        start: Start::TailOfConvert,
     };
     let mut w = Vec::new();
     core.waits_of(p, &mut search, &mut w).ok()?;

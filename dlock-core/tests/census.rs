@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use dlock_core::{Census, EventKind, Mode, SessionId};
+use dlock_core::{Census, EventKind, LockFlags, Mode, SessionId};
 
 #[test]
 fn census_counts_locks_by_state_and_mode() {
@@ -102,6 +102,47 @@ fn r40_cycle_through_names_the_cycle_a_victim_closed() {
     assert_eq!(h.core.cycle_through(c, b"r1", Mode::NL), None);
     assert_eq!(h.core.cycle_through(c, b"nope", Mode::EX), None);
     assert_eq!(h.core.cycle_through(a, b"r3", Mode::EX), None);
+}
+
+#[test]
+fn r20_conversion_cycle_through_names_the_cycle_a_refused_conversion_closed() {
+    // Two PR holders converting to EX: the second is refused (R20), and a's conversion still
+    // waits for b's PR.
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "x", Mode::PR);
+    let (lb, _) = h.lock(b, 1, "x", Mode::PR);
+    h.convert(a, 2, la, Mode::EX);
+    assert_eq!(
+        h.convert(b, 2, lb, Mode::EX),
+        vec![deadlock(b, 2, Some(lb))]
+    );
+    assert_eq!(
+        h.core.conversion_cycle_through(b, lb, Mode::EX),
+        Some((b"x".to_vec(), Some(vec![b, a])))
+    );
+    // A lock that is not granted (a's is converting), another session's lock.
+    assert_eq!(h.core.conversion_cycle_through(a, la, Mode::EX), None);
+    assert_eq!(h.core.conversion_cycle_through(a, lb, Mode::EX), None);
+    // Once a's conversion is cancelled, b's would wait for a, who waits for nothing.
+    assert_eq!(h.cancel(a, 3, la), vec![cancelled(a, 2, la)]);
+    assert_eq!(
+        h.core.conversion_cycle_through(b, lb, Mode::EX),
+        Some((b"x".to_vec(), None))
+    );
+
+    // QUECVT behind a conversion that waits for the converter (R20, R21).
+    let mut h = H::new();
+    let (a, b) = (h.open("a"), h.open("b"));
+    let (la, _) = h.lock(a, 1, "r", Mode::NL);
+    let (lb, _) = h.lock(b, 1, "r", Mode::PR);
+    h.convert(a, 2, la, Mode::EX);
+    let ev = h.convert_with(b, 2, lb, Mode::EX, LockFlags::QUECVT, None, None);
+    assert_eq!(ev, vec![deadlock(b, 2, Some(lb))]);
+    assert_eq!(
+        h.core.conversion_cycle_through(b, lb, Mode::EX),
+        Some((b"r".to_vec(), Some(vec![b, a])))
+    );
 }
 
 #[test]

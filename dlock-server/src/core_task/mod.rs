@@ -593,8 +593,19 @@ impl CoreTask {
                 Command::Lock { args, .. }
                     if self.engine.core().session_lock_count(session) > 0 =>
                 {
-                    Some((session, id, args.resource.clone(), args.mode))
+                    Some(status::Probe {
+                        session,
+                        request: id,
+                        target: status::Target::Resource(args.resource.clone()),
+                        mode: args.mode,
+                    })
                 }
+                Command::Convert { args, .. } => Some(status::Probe {
+                    session,
+                    request: id,
+                    target: status::Target::Lock(args.lock),
+                    mode: args.mode,
+                }),
                 _ => None,
             };
             self.apply(command)?;

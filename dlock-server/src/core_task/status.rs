@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use dlock_core::{Mode, RequestId, SessionId};
+use dlock_core::{LockId, Mode, RequestId, SessionId};
 use dlock_proto::status::{
     DeadlockCycle, ResourcesView, ServerStatus, SessionView, SessionsView, WaitEdge, WaitsView,
     mode_counts,
@@ -144,10 +144,10 @@ impl CoreTask {
         let _ = reply.send(answer);
     }
 
-    /// Traces the deadlock victims routing saw since the last call: the new lock request
-    /// `probe` names (session, request id, resource, mode) gets its cycle traced in the
-    /// table as it is now; other victims are remembered without one.
-    pub(super) fn trace_deadlocks(&mut self, probe: Option<(SessionId, RequestId, Vec<u8>, Mode)>) {
+    /// Traces the deadlock victims routing saw since the last call: the request `probe`
+    /// names (a new lock request or a conversion) gets its cycle traced in the table as it is
+    /// now; other victims are remembered without one.
+    pub(super) fn trace_deadlocks(&mut self, probe: Option<Probe>) {
         if self.sessions.monitor.victims.is_empty() {
             return;
         }
@@ -155,11 +155,17 @@ impl CoreTask {
         let victims = std::mem::take(&mut self.sessions.monitor.victims);
         for (victim, req, _lock) in victims {
             let traced = match &probe {
-                Some((session, request, name, mode))
-                    if victim == *session && req == Some(*request) =>
-                {
-                    let cycle = self.engine.core().cycle_through(victim, name, *mode);
-                    Some((String::from_utf8_lossy(name).into_owned(), *mode, cycle))
+                Some(p) if victim == p.session && req == Some(p.request) => {
+                    let core = self.engine.core();
+                    let found = match &p.target {
+                        Target::Resource(name) => {
+                            Some((name.clone(), core.cycle_through(victim, name, p.mode)))
+                        }
+                        Target::Lock(lock) => core.conversion_cycle_through(victim, *lock, p.mode),
+                    };
+                    found.map(|(name, cycle)| {
+                        (String::from_utf8_lossy(&name).into_owned(), p.mode, cycle)
+                    })
                 }
                 _ => None,
             };
@@ -186,6 +192,24 @@ impl CoreTask {
             self.sessions.monitor.cycle(cycle);
         }
     }
+}
+
+/// A request that may be refused as a deadlock victim, named so that its cycle can be traced
+/// after the refusal (see [`CoreTask::trace_deadlocks`]).
+pub(super) struct Probe {
+    pub(super) session: SessionId,
+    pub(super) request: RequestId,
+    pub(super) target: Target,
+    /// The requested mode.
+    pub(super) mode: Mode,
+}
+
+/// What a [`Probe`]'s request is for.
+pub(super) enum Target {
+    /// A new lock on the resource of this name.
+    Resource(Vec<u8>),
+    /// A conversion of this lock.
+    Lock(LockId),
 }
 
 /// Why a server grants no locks: in its restart grace, or (`leading` is `Some` in a cluster)

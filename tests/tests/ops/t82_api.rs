@@ -178,6 +178,36 @@ async fn t82_every_error_answer_says_why() -> Result<()> {
     Ok(())
 }
 
+/// A conversion refused as a deadlock (R20: two PR holders converting to EX) is recorded with
+/// its resource, its mode and the session it would have waited for, as a new request is.
+#[tokio::test]
+async fn t82_a_conversion_deadlock_is_recorded_with_its_cycle() -> Result<()> {
+    use dlock_proto::{EventKind, LockFlags, Mode};
+    let server = TestServer::start_with_http(TestServer::config()).await?;
+    let http = server.http_addr().context("no http")?;
+    let mut a = dlock_tests::RawClient::connect(server.addr(), "conv-a").await?;
+    let mut b = dlock_tests::RawClient::connect(server.addr(), "conv-b").await?;
+    let (la, _) = a.acquire("conv/x", Mode::PR).await?;
+    let (lb, _) = b.acquire("conv/x", Mode::PR).await?;
+    let r = a.convert(la, Mode::EX, LockFlags::empty()).await?;
+    let q = a.event_for(r).await?;
+    ensure!(matches!(q.kind, EventKind::Queued), "a: {q:?}");
+    let r = b.convert(lb, Mode::EX, LockFlags::empty()).await?;
+    let d = b.event_for(r).await?;
+    ensure!(matches!(d.kind, EventKind::Deadlock), "b: {d:?}");
+
+    let g: WaitsView = get_json(http, "/api/waits").await?;
+    ensure!(g.cycles.len() == 1, "{:?}", g.cycles);
+    let c = &g.cycles[0];
+    ensure!(c.victim == b.session.0, "{c:?}");
+    ensure!(c.sessions == [b.session.0, a.session.0], "{c:?}");
+    ensure!(
+        c.resource.as_deref() == Some("conv/x") && c.mode.as_deref() == Some("EX"),
+        "{c:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn t82_the_cluster_of_a_server_alone_is_a_404_saying_so() -> Result<()> {
     let server = TestServer::start_with_http(TestServer::config()).await?;
