@@ -106,10 +106,14 @@ pub use setup::{FRAME_HEADROOM, MIN_NAME_LEN, MIN_VALUE_LEN};
 use setup::{lock_data_dir, start_cluster, validate};
 pub use spawn::{Server, ServerHandle};
 
-/// Most connections over [`Config::max_connections`] being refused at one time. A refusal
-/// sends one small frame and waits (at most [`Config::shutdown_grace`]) for the client to
-/// close; beyond this many, further connections over the limit are closed unanswered.
-const MAX_REFUSALS: usize = 64;
+/// Most connections over [`Config::max_connections`] (or over
+/// [`Config::max_connections_per_peer`]) being refused at one time. A refusal sends one
+/// small frame and waits (at most [`Config::shutdown_grace`]) for the client to close, so
+/// that the client reads the refusal rather than a reset. Beyond this many, a further
+/// connection is still sent its refusal (a fresh socket takes one small frame without
+/// waiting), but it is closed at once: a client whose first request crosses that close may
+/// see a reset instead.
+pub const MAX_REFUSALS: usize = 256;
 
 /// The server's version string, sent in `Welcome` and `Pong`.
 pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
@@ -351,7 +355,10 @@ pub(crate) async fn run_inner(
                         drop(refusing);
                     });
                 }
-                // Even the refusals are at their limit: close without an answer.
+                // Even the refusals are at their limit: answered without waiting, if plain.
+                Err(_) if security.current().acceptor.is_none() => {
+                    refuse_at_once(&stream, refusal, config.max_frame_len);
+                }
                 Err(_) => drop(stream),
             },
         }
@@ -458,6 +465,31 @@ async fn refuse_conn(
             }
         }
     }
+}
+
+/// Writes `refusal` to a plain connection without waiting for anything, and reads off what
+/// the client has sent already, so that the close that follows (when `stream` is dropped) is
+/// an orderly one rather than a reset that could destroy the refusal before the client
+/// reads it. A fresh socket's send buffer always takes the one small frame.
+fn refuse_at_once(
+    stream: &tokio::net::TcpStream,
+    refusal: dlock_proto::Refusal,
+    max_frame_len: usize,
+) {
+    use tokio_util::codec::Encoder;
+    let mut frame = bytes::BytesMut::new();
+    let mut codec =
+        dlock_proto::FrameCodec::<dlock_proto::ClientMessage, dlock_proto::ServerMessage>::new(
+            max_frame_len,
+        );
+    if codec
+        .encode(dlock_proto::ServerMessage::Refused(refusal), &mut frame)
+        .is_ok()
+    {
+        let _ = stream.try_write(&frame);
+    }
+    let mut discard = [0u8; 512];
+    while matches!(stream.try_read(&mut discard), Ok(n) if n > 0) {}
 }
 
 /// The result of the core task, which only ends early on an error.

@@ -65,6 +65,46 @@ async fn one_address_holds_at_most_its_share_of_connections() -> Result<()> {
     Ok(())
 }
 
+/// A burst over the per-address limit larger than the refusals the server holds open at once:
+/// the connections beyond those are still told why (and closed at once), not just closed.
+#[tokio::test]
+async fn a_burst_past_the_refusals_held_open_is_still_told_why() -> Result<()> {
+    let start = Instant::now();
+    let server = TestServer::start_with(dlock_server::Config {
+        max_connections_per_peer: 1,
+        // The refusals below stay open for the whole test: their clients never close.
+        shutdown_grace: std::time::Duration::from_secs(120),
+        ..TestServer::config()
+    })
+    .await?;
+    let addr = server.addr();
+    let _admitted = RawClient::connect(addr, "h10-burst").await?;
+    let mut held = Vec::new();
+    for _ in 0..dlock_server::MAX_REFUSALS {
+        let mut c = connect_framed(addr).await?;
+        match recv_raw(&mut c).await? {
+            Some(ServerMessage::Refused(Refusal::TooManyConnectionsFromPeer { .. })) => {}
+            other => bail!("expected TooManyConnectionsFromPeer, got {other:?}"),
+        }
+        held.push(c);
+    }
+    // Every refusal is held open by its client now: the next one is answered at once.
+    for _ in 0..3 {
+        let mut extra = connect_framed(addr).await?;
+        match recv_raw(&mut extra).await? {
+            Some(ServerMessage::Refused(Refusal::TooManyConnectionsFromPeer { limit })) => {
+                ensure!(limit == 1, "limit {limit}");
+            }
+            other => {
+                bail!("expected TooManyConnectionsFromPeer past the held refusals, got {other:?}")
+            }
+        }
+        ensure!(recv_raw(&mut extra).await?.is_none(), "closed at once");
+    }
+    took("h10 refusals past the held ones", start);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_connection_over_its_rate_is_answered_overloaded_and_harms_nobody() -> Result<()> {
     const SENT: u64 = 200;
