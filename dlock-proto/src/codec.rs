@@ -71,6 +71,13 @@ pub fn foreign_protocol(prefix: [u8; 4]) -> Option<&'static str> {
             Some("it started a TLS handshake (is TLS configured on one side only?)")
         }
         [0x15, 0x03, ..] => Some("it sent a TLS alert (is TLS configured on one side only?)"),
+        b"SSH-" => Some("it is an SSH server (is this the right port?)"),
+        b"-ERR" | b"+OK " | b"+OK\r" => {
+            Some("it answered like Redis or POP3, not dlock (is this the right port?)")
+        }
+        [b'2', b'2', b'0', b' ' | b'-'] => {
+            Some("it greeted like an SMTP or FTP server (is this the right port?)")
+        }
         _ => None,
     }
 }

@@ -290,10 +290,13 @@ fn oversized_length_prefix_is_frame_too_large() {
 
 #[test]
 fn another_protocol_is_named_instead_of_a_length() {
-    let cases: [(&[u8], &str); 3] = [
+    let cases: [(&[u8], &str); 6] = [
         (b"HTTP/1.1 400 Bad Request\r\n\r\n", "HTTP port"),
         (b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", "HTTP request"),
         (&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01], "TLS handshake"),
+        (b"SSH-2.0-OpenSSH_9.2p1\r\n", "SSH server"),
+        (b"-ERR unknown command\r\n", "like Redis"),
+        (b"220 mail.example ESMTP\r\n", "SMTP or FTP"),
     ];
     for (bytes, hint) in cases {
         let mut dec = FrameCodec::<ServerMessage, ClientMessage>::new(1 << 16);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum ServerError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (--listen): {source}")]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
@@ -113,4 +113,31 @@ pub enum ServerError {
     /// The core task ended unexpectedly.
     #[error("core task failed: {0}")]
     CoreTask(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_in_use_names_the_flag_that_set_it() {
+        let addr: std::net::SocketAddr = "127.0.0.1:7420".parse().unwrap();
+        let in_use = || io::Error::from(io::ErrorKind::AddrInUse);
+        let lock = ServerError::Bind {
+            addr,
+            source: in_use(),
+        };
+        assert!(
+            lock.to_string()
+                .starts_with("cannot listen on 127.0.0.1:7420 (--listen): ")
+        );
+        let http = ServerError::HttpBind {
+            addr,
+            source: in_use(),
+        };
+        assert!(
+            http.to_string()
+                .contains("(--http-listen; `off` disables it)")
+        );
+    }
 }
