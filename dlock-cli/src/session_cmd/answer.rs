@@ -178,7 +178,7 @@ impl Event {
         Event::Refused {
             op,
             error: error_name(e),
-            message: e.to_string(),
+            message: message(e),
             held: held.map(|m| m.to_string()),
         }
     }
@@ -188,7 +188,7 @@ impl Event {
         Event::Error {
             line,
             error: error_name(e),
-            message: e.to_string(),
+            message: message(e),
         }
     }
 
@@ -215,6 +215,18 @@ impl Event {
             waiting: info.map(|r| locks(&r.waiting)).unwrap_or_default(),
             now_ms,
         }
+    }
+}
+
+/// The message of a client error in answers, in this command's terms where the SDK's would
+/// name its own types.
+fn message(e: &Error) -> String {
+    match e {
+        Error::Deadlock => "deadlock: this request was chosen as the victim (this session waiting \
+                            for a lock it holds itself counts: give each contender a session of \
+                            its own)"
+            .to_owned(),
+        e => e.to_string(),
     }
 }
 
@@ -282,6 +294,12 @@ mod tests {
             "{convert}"
         );
         assert!(convert.ends_with(r#","held":"PR"}"#), "{convert}");
+        // In this command's terms: a session, not the SDK's `Client`.
+        assert!(
+            convert.contains("give each contender a session of its own")
+                && !convert.contains("Client"),
+            "{convert}"
+        );
         assert_eq!(
             json(Some("a"), Event::Unlocked),
             r#"{"tag":"a","event":"unlocked"}"#
