@@ -468,9 +468,10 @@ async fn refuse_conn(
 }
 
 /// Writes `refusal` to a plain connection without waiting for anything, and reads off what
-/// the client has sent already, so that the close that follows (when `stream` is dropped) is
-/// an orderly one rather than a reset that could destroy the refusal before the client
-/// reads it. A fresh socket's send buffer always takes the one small frame.
+/// the client has sent already (a handshake's worth at most: the accept loop must not be
+/// held by a client that streams), so that the close that follows (when `stream` is
+/// dropped) is an orderly one rather than a reset that could destroy the refusal before the
+/// client reads it. A fresh socket's send buffer always takes the one small frame.
 fn refuse_at_once(
     stream: &tokio::net::TcpStream,
     refusal: dlock_proto::Refusal,
@@ -488,8 +489,12 @@ fn refuse_at_once(
     {
         let _ = stream.try_write(&frame);
     }
-    let mut discard = [0u8; 512];
-    while matches!(stream.try_read(&mut discard), Ok(n) if n > 0) {}
+    let mut discard = [0u8; 1024];
+    for _ in 0..4 {
+        if !matches!(stream.try_read(&mut discard), Ok(n) if n > 0) {
+            break;
+        }
+    }
 }
 
 /// The result of the core task, which only ends early on an error.

@@ -11,6 +11,10 @@ use tokio::time::Instant;
 
 use crate::op::{Call, Key, What};
 
+/// Room for this many requests is kept however few are outstanding (beyond it, the tables
+/// shrink once they are an eighth full).
+const SHRINK_ABOVE: usize = 1024;
+
 /// A request waiting for its final answer.
 pub(crate) struct Outstanding {
     pub(crate) call: Call,
@@ -86,6 +90,14 @@ impl Requests {
         }
         if let Some(key) = o.call.key() {
             self.keys.remove(&key);
+        }
+        // A hash map keeps its room: give back most of what a burst grew it to.
+        if self.table.capacity() > SHRINK_ABOVE && self.table.len() < self.table.capacity() / 8 {
+            self.table.shrink_to(self.table.len() * 2);
+            self.keys.shrink_to(self.keys.len() * 2);
+            self.deadlines
+                .queue
+                .shrink_to(self.deadlines.queue.len() * 2);
         }
         Some(o)
     }
@@ -261,6 +273,23 @@ mod tests {
         assert_eq!(r.pop_expired(t0 + Duration::from_secs(31)), Some(slow));
         assert_eq!(r.pop_expired(t0 + Duration::from_secs(31)), None);
         assert!(r.deadlines.queue.is_empty());
+    }
+
+    #[test]
+    fn the_tables_give_back_the_room_a_burst_took() {
+        let mut r = Requests::default();
+        let ids: Vec<RequestId> = (0..100_000).map(|_| r.insert(ping(), None)).collect();
+        let grown = r.table.capacity();
+        assert!(grown >= 100_000);
+        for id in &ids[..99_990] {
+            assert!(r.remove(*id).is_some());
+        }
+        assert!(
+            r.table.capacity() <= SHRINK_ABOVE,
+            "{} of {grown}",
+            r.table.capacity()
+        );
+        assert_eq!(r.ids(), ids[99_990..].to_vec());
     }
 
     #[test]
