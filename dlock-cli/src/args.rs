@@ -1,6 +1,7 @@
 //! Command-line arguments (clap derive) and the help texts.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -226,14 +227,40 @@ pub struct StatusArgs {
 
     /// Start after the resource of this name: the `next_cursor` of an earlier `--json`
     /// answer cut at --limit, or the last name of an earlier table, to see the next page.
-    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
-    pub cursor: Option<OsString>,
+    /// Any name can be given as hex:HEX, its bytes in hexadecimal (a name that is not text,
+    /// has control characters or starts with hex: must be): `hex:` followed by the
+    /// `next_cursor_hex` of the JSON answer always goes on, and the hint on stderr prints
+    /// the form to pass.
+    #[arg(
+        long,
+        value_name = "NAME",
+        allow_hyphen_values = true,
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::OsStringValueParser::new(),
+            |s: OsString| parse_cursor(&s),
+        )
+    )]
+    pub cursor: Option<Cursor>,
 
     /// Only the cluster: members, leader, term, log and applied index (as JSON with
     /// --json; a server that runs alone prints {"cluster": null, "members": []}). Without it,
     /// a cluster's summary is printed above the table.
     #[arg(long)]
     pub cluster: bool,
+}
+
+/// The `--cursor` of `dlock status`: the bytes of the resource name to start after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(pub Vec<u8>);
+
+/// A `--cursor` as given: `hex:HEX` for the bytes in hexadecimal (the form of `dlock
+/// session`'s names), anything else for its own bytes.
+pub fn parse_cursor(arg: &OsStr) -> Result<Cursor, String> {
+    let bytes = arg.as_bytes();
+    match crate::session_cmd::hex_name(bytes) {
+        Some(hex) => hex.map(Cursor),
+        None => Ok(Cursor(bytes.to_vec())),
+    }
 }
 
 /// Arguments of `dlock verify`.
@@ -469,7 +496,35 @@ mod tests {
             panic!("not status")
         };
         assert_eq!(st.prefix.as_deref(), Some("-nightly".as_ref()));
-        assert_eq!(st.cursor.as_deref(), Some("-a".as_ref()));
+        assert_eq!(st.cursor, Some(Cursor(b"-a".to_vec())));
+    }
+
+    #[test]
+    fn a_cursor_is_a_name_or_hex_bytes() {
+        let cursor = |args: &[&str]| {
+            let Command::Status(st) = parse(args).unwrap().command else {
+                panic!("not status")
+            };
+            st.cursor.map(|c| c.0)
+        };
+        assert_eq!(cursor(&["status"]), None);
+        assert_eq!(
+            cursor(&["status", "--cursor", "pg.a"]),
+            Some(b"pg.a".to_vec())
+        );
+        assert_eq!(
+            cursor(&["status", "--cursor", "hex:61FF0062"]),
+            Some(b"a\xff\0b".to_vec())
+        );
+        assert_eq!(cursor(&["status", "--cursor", "hex:"]), Some(Vec::new()));
+        // Raw bytes that are not UTF-8 are taken as they are.
+        let raw = OsStr::from_bytes(b"a\xffb");
+        assert_eq!(parse_cursor(raw), Ok(Cursor(b"a\xffb".to_vec())));
+        for bad in ["hex:f", "hex:zz", "hex:61 62"] {
+            let e = parse(&["status", "--cursor", bad]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert!(e.to_string().contains("hexadecimal"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -35,6 +35,26 @@ pub fn name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A resource name as `dlock status --cursor` takes it back, ready to paste into a shell:
+/// the name in double quotes when it is UTF-8 text without control characters and without
+/// anything a shell interprets between double quotes (`"`, `\`, `$`, `` ` ``, `!`), and does
+/// not itself start with `hex:`; else `hex:` and its bytes in hexadecimal (which any name
+/// can be written as).
+pub fn cursor_arg(bytes: &[u8]) -> String {
+    let hex = crate::session_cmd::HEX_PREFIX;
+    match std::str::from_utf8(bytes) {
+        Ok(text)
+            if !text.starts_with(hex)
+                && !text
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '"' | '\\' | '$' | '`' | '!')) =>
+        {
+            format!("\"{text}\"")
+        }
+        _ => format!("{hex}{}", dlock_proto::to_hex(bytes)),
+    }
+}
+
 /// A resource name written out unambiguously, as the inside of a Rust string literal: UTF-8
 /// text with `\`, quotes and control characters escaped (`\\`, `\"`, `\n`), and every byte
 /// that is not UTF-8 as `\xNN`. Two different names never look the same, and nothing in a

@@ -108,7 +108,11 @@
 //!
 //! At most `--limit` resources (1,000 by default) are listed. When more follow, stderr says so
 //! and the JSON document has a `next_cursor`: `dlock status --cursor NAME` lists the resources
-//! after NAME.
+//! after NAME. A resource name is raw bytes, so `--cursor` also takes `hex:HEX` (the bytes in
+//! hexadecimal, as `dlock session` writes names), and the hint on stderr prints that form for
+//! a name that is not plain text. `next_cursor` is the name as UTF-8 text (lossy for a name
+//! that is not); scripts should pass `hex:` followed by the document's `next_cursor_hex`,
+//! which always goes on after exactly the last name listed.
 //!
 //! # `dlock verify`
 //!

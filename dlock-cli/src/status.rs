@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
         return Ok(exit::OK);
     }
     let prefix = args.prefix.as_deref().map(|p| p.as_bytes()).unwrap_or(b"");
-    let after = args.cursor.as_ref().map(|c| c.as_bytes().to_vec());
+    let after = args.cursor.as_ref().map(|c| c.0.clone());
     let view = client.view_prefix_after(prefix, after, args.limit).await;
     session::close(&client).await;
     if let Some(view) = cluster?.filter(|_| !args.json) {
@@ -62,7 +62,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
     } else if resources.is_empty() {
         eprintln!(
             "{}",
-            nothing_listed(prefix, args.cursor.as_deref().map(|c| c.as_bytes()))
+            nothing_listed(prefix, args.cursor.as_ref().map(|c| c.0.as_slice()))
         );
     } else {
         stdout::write(|out| out.write_all(table(&resources, now_ms).as_bytes()))?;
@@ -87,11 +87,12 @@ fn nothing_listed(prefix: &[u8], cursor: Option<&[u8]>) -> String {
 }
 
 /// What stderr says when the listing was cut at `--limit` after `shown` resources, the
-/// last of them named `last`: how to see the rest.
+/// last of them named `last`: how to see the rest, with a cursor that `--cursor` takes back
+/// as exactly `last` (`hex:HEX` for a name that is not plain text).
 fn more_follow(shown: usize, last: &[u8]) -> String {
     format!(
-        "dlock: more resources follow ({shown} shown): pass --cursor {:?} for the next page, or a larger --limit",
-        format::name(last)
+        "dlock: more resources follow ({shown} shown): pass --cursor {} for the next page, or a larger --limit",
+        format::cursor_arg(last)
     )
 }
 
@@ -142,6 +143,7 @@ mod tests {
     use dlock_proto::status::{ClusterView, MemberView};
 
     use super::{cluster_table, more_follow, nothing_listed};
+    use crate::args::{Cli, Command, Cursor};
 
     #[test]
     fn stderr_says_what_was_not_listed_and_how_to_go_on() {
@@ -161,6 +163,53 @@ mod tests {
             more_follow(1, b"pg.a"),
             "dlock: more resources follow (1 shown): pass --cursor \"pg.a\" for the next page, or a larger --limit"
         );
+    }
+
+    /// The cursor a hint tells to pass, as `dlock status` gets it back from a shell
+    /// (which takes the double quotes away).
+    fn hinted_cursor(hint: &str) -> Vec<u8> {
+        let word = hint
+            .split_once("pass --cursor ")
+            .and_then(|(_, rest)| rest.split_once(" for the next page"))
+            .map(|(word, _)| word)
+            .unwrap_or_else(|| panic!("no cursor in {hint:?}"));
+        let word = word
+            .strip_prefix('"')
+            .and_then(|w| w.strip_suffix('"'))
+            .unwrap_or(word);
+        let cli = Cli::parse_args(["dlock", "status", "--cursor", word]).unwrap();
+        let Command::Status(st) = cli.command else {
+            panic!("not status")
+        };
+        let Some(Cursor(bytes)) = st.cursor else {
+            panic!("no cursor")
+        };
+        bytes
+    }
+
+    #[test]
+    fn the_hinted_cursor_goes_on_after_exactly_the_last_name() {
+        for name in [
+            &b"pg.a"[..],
+            b"a\xffb",
+            b"a\0b",
+            b"\xff",
+            b"tab\there",
+            b"esc\x1b[2J",
+            b"caf\xc3\xa9 au lait",
+            b"hex:61",
+            b"say \"hi\"",
+            b"$HOME",
+            b"back\\slash",
+            b"",
+        ] {
+            let hint = more_follow(1, name);
+            assert_eq!(hinted_cursor(&hint), name, "{hint}");
+            assert!(!hint.contains('\u{fffd}'), "{hint}");
+            assert!(!hint.chars().any(char::is_control), "{hint:?}");
+        }
+        assert!(more_follow(1, b"a\xffb").contains("--cursor hex:61ff62 for"));
+        assert!(more_follow(1, b"caf\xc3\xa9").contains("--cursor \"caf\u{e9}\" for"));
     }
 
     #[test]

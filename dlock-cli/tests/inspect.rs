@@ -364,6 +364,70 @@ async fn status_cut_at_the_limit_says_where_to_go_on() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_pages_go_on_past_names_that_are_not_text() -> Result<()> {
+    use dlock_client::{Client, Mode};
+    let server = TestServer::start().await?;
+    let c = Client::connect(server.addr().to_string()).await?;
+    let all: [&[u8]; 5] = [b"np.a", b"np.b\xff", b"np.b\xff\0c", b"np.hex:61", b"np.z"];
+    let mut held = Vec::new();
+    for name in all {
+        held.push(c.lock(name, Mode::NL).await?);
+    }
+    let name_of = |r: &dlock_proto::status::ResourceView| match &r.name_hex {
+        Some(hex) => dlock_proto::from_hex(hex).expect("name_hex is hexadecimal"),
+        None => r.name.clone().into_bytes(),
+    };
+
+    // By the JSON: `hex:` and next_cursor_hex, one page per resource (and a bound, in case a
+    // cursor does not move on).
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..=all.len() {
+        let mut args = vec!["status", "--json", "--limit", "1"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c]);
+        }
+        args.push("np.");
+        let out = output(dlock(&server, &args)).await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let doc: dlock_proto::status::ResourcesView = serde_json::from_slice(&out.stdout)?;
+        seen.extend(doc.resources.iter().map(name_of));
+        assert_eq!(doc.next_cursor.is_some(), doc.next_cursor_hex.is_some());
+        match doc.next_cursor_hex {
+            Some(hex) => cursor = Some(format!("hex:{hex}")),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all);
+
+    // By the hint on stderr, as a shell would pass it on (without the double quotes).
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..=all.len() {
+        let mut args = vec!["status", "--json", "--limit", "1"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c]);
+        }
+        args.push("np.");
+        let out = output(dlock(&server, &args)).await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let doc: dlock_proto::status::ResourcesView = serde_json::from_slice(&out.stdout)?;
+        seen.extend(doc.resources.iter().map(name_of));
+        let err = stderr(&out);
+        assert!(!err.contains('\u{fffd}'), "{err}");
+        let Some((_, rest)) = err.split_once("pass --cursor ") else {
+            assert!(doc.next_cursor.is_none(), "{err}");
+            break;
+        };
+        let word = rest.split_once(' ').context("the cursor's end")?.0;
+        cursor = Some(word.trim_matches('"').to_owned());
+    }
+    assert_eq!(seen, all);
+    drop(held);
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_empty_dlock_variable_counts_as_unset() -> Result<()> {
     let server = TestServer::start().await?;

@@ -26,3 +26,19 @@ pub fn to_hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// The bytes of an even-length string of hexadecimal digits (either case), the inverse of
+/// [`to_hex`]; `None` when `s` is anything else.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let hi = char::from(pair[0]).to_digit(16)?;
+            let lo = char::from(pair[1]).to_digit(16)?;
+            u8::try_from(hi * 16 + lo).ok()
+        })
+        .collect()
+}

@@ -103,8 +103,16 @@ pub struct ResourcesView {
     #[serde(default)]
     pub now_ms: u64,
     /// More resources match: pass this as `cursor` for the next page (absent on the last).
+    /// It is the last resource's name as UTF-8 (invalid bytes replaced by U+FFFD), so it
+    /// cannot go on after a name that is not UTF-8: use [`next_cursor_hex`](Self::next_cursor_hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// The same cursor as the bytes of the last resource's name in hexadecimal, present
+    /// whenever `next_cursor` is (absent in the answers of servers that predate it): pass it as
+    /// `cursor_hex` (`/api/resources`) or as `hex:` and it (`dlock status --cursor`), which
+    /// always goes on after exactly that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor_hex: Option<String>,
 }
 
 impl ResourcesView {
@@ -117,15 +125,17 @@ impl ResourcesView {
                 .collect(),
             now_ms,
             next_cursor: None,
+            next_cursor_hex: None,
         }
     }
 
     /// [`new`](Self::new) for a page after which `more` resources match: its `next_cursor`
-    /// is then the last resource's name.
+    /// is then the last resource's name, and `next_cursor_hex` that name's bytes.
     pub fn page(resources: &[ResourceInfo], now_ms: u64, more: bool) -> ResourcesView {
         let mut view = ResourcesView::new(resources, now_ms);
-        if more && let Some(last) = view.resources.last() {
-            view.next_cursor = Some(last.name.clone());
+        if more && let Some(last) = resources.last() {
+            view.next_cursor = Some(String::from_utf8_lossy(&last.name).into_owned());
+            view.next_cursor_hex = Some(crate::to_hex(&last.name));
         }
         view
     }

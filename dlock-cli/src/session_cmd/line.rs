@@ -19,7 +19,7 @@ use std::fmt;
 use std::time::Duration;
 
 use dlock_client::Mode;
-pub use dlock_proto::to_hex;
+pub use dlock_proto::{from_hex, to_hex};
 
 /// The longest tag accepted.
 pub const MAX_TAG_LEN: usize = 64;
@@ -348,15 +348,24 @@ fn mode(word: &[u8]) -> Result<Mode, String> {
 }
 
 fn resource(word: &[u8]) -> Result<Vec<u8>, String> {
-    if let Some(hex) = word.strip_prefix(HEX_PREFIX.as_bytes()) {
-        return text(hex)
-            .and_then(from_hex)
-            .ok_or_else(|| "after hex: come pairs of hexadecimal digits".to_owned());
+    if let Some(bytes) = hex_name(word) {
+        return bytes;
     }
     if !word.iter().all(|b| b.is_ascii_graphic()) {
         return Err("a resource name with bytes outside printable ASCII is written hex:HEX".into());
     }
     Ok(word.to_vec())
+}
+
+/// The bytes of a name written `hex:HEX` (as [`show_name`] writes it): `None` when `word`
+/// does not start with `hex:`, an error when what follows is not pairs of hexadecimal digits.
+pub fn hex_name(word: &[u8]) -> Option<Result<Vec<u8>, String>> {
+    let hex = word.strip_prefix(HEX_PREFIX.as_bytes())?;
+    Some(
+        text(hex)
+            .and_then(from_hex)
+            .ok_or_else(|| "after hex: come pairs of hexadecimal digits".to_owned()),
+    )
 }
 
 fn no_more<'a>(mut words: impl Iterator<Item = &'a [u8]>) -> Result<(), String> {
@@ -367,21 +376,6 @@ fn no_more<'a>(mut words: impl Iterator<Item = &'a [u8]>) -> Result<(), String> 
             String::from_utf8_lossy(w)
         )),
     }
-}
-
-/// The bytes of an even-length string of hexadecimal digits (either case).
-pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let hi = char::from(pair[0]).to_digit(16)?;
-            let lo = char::from(pair[1]).to_digit(16)?;
-            u8::try_from(hi * 16 + lo).ok()
-        })
-        .collect()
 }
 
 /// A resource name as answers show it, in the form a command line accepts: as it is when it

@@ -64,8 +64,30 @@ pub(super) struct ResourcesParams {
     prefix: String,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// The `next_cursor_hex` of the previous page: the name's bytes in hexadecimal, for a
+    /// name that `cursor` (text) cannot give.
+    cursor_hex: Option<String>,
     /// Most resources (capped by the server).
     limit: Option<usize>,
+}
+
+impl ResourcesParams {
+    /// The name to start after: `cursor`'s text or `cursor_hex`'s bytes (giving both, or
+    /// `cursor_hex` that is not hexadecimal, is a bad request).
+    fn after(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+        match (self.cursor.take(), self.cursor_hex.take()) {
+            (Some(_), Some(_)) => Err(HttpError::bad_request(
+                "give cursor or cursor_hex, not both",
+            )),
+            (Some(cursor), None) => Ok(Some(cursor.into_bytes())),
+            (None, Some(hex)) => dlock_proto::from_hex(&hex).map(Some).ok_or_else(|| {
+                HttpError::bad_request(
+                    "cursor_hex must be pairs of hexadecimal digits (the next_cursor_hex of the previous page)",
+                )
+            }),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// A page's `limit` parameter: the default when absent; 0 (a page of nothing) is a bad
@@ -85,10 +107,10 @@ pub(super) async fn resources(
     State(state): State<Arc<HttpState>>,
     query: Result<Query<ResourcesParams>, QueryRejection>,
 ) -> Result<Json<ResourcesView>, HttpError> {
-    let Query(p) = query?;
+    let Query(mut p) = query?;
     let query = StatusQuery::Resources {
+        after: p.after()?,
         prefix: p.prefix.into_bytes(),
-        after: p.cursor.map(String::into_bytes),
         limit: page_limit(p.limit)?,
     };
     match state.ask(query).await? {
@@ -129,5 +151,173 @@ pub(super) async fn waits(
     match state.ask(StatusQuery::Waits).await? {
         StatusAnswer::Waits(v) => Ok(Json(v)),
         _ => Err(HttpError::unexpected_answer()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::http::Uri;
+    use dlock_proto::{
+        EventKind, Hello, LockRequest, Mode, PROTOCOL_VERSION, Request, RequestId, ServerMessage,
+    };
+    use tokio::sync::{Semaphore, oneshot};
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::Config;
+    use crate::core_task::CoreTask;
+    use crate::floor::Floor;
+    use crate::grace::LeaseRecord;
+    use crate::handle::{ConnHandle, ConnShared};
+    use crate::msg::{CoreMsg, HelloOutcome};
+    use crate::outbox::Outbox;
+    use crate::security::Security;
+
+    /// The HTTP state of a single server in `dir` (its run loop spawned) where one session
+    /// holds a PR lock on each of `names`.
+    async fn server_holding(dir: &std::path::Path, names: &[&[u8]]) -> Arc<HttpState> {
+        let config = Config {
+            data_dir: dir.to_owned(),
+            ..Config::default()
+        };
+        let floor = Floor::open(dir).unwrap();
+        let (lease_record, _) = LeaseRecord::open(dir, false, 60_000).unwrap();
+        let security = Security::load(&config).unwrap();
+        let token = CancellationToken::new();
+        let core = CoreTask::new(
+            Arc::new(config),
+            floor,
+            lease_record,
+            Instant::now(),
+            None,
+            security.clone(),
+            None,
+        );
+        let (inbox, run) = crate::core_task::run::start(core, 16, token.clone());
+        tokio::spawn(run);
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let conn = ConnHandle {
+            id: 1,
+            outbox: Arc::new(Outbox::new(1 << 20)),
+            shared: Arc::new(ConnShared::new(token, peer, Default::default())),
+        };
+        let (reply, welcome) = oneshot::channel();
+        let hello = CoreMsg::Hello {
+            conn: conn.clone(),
+            hello: Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "pages".into(),
+                lease_ttl_ms: 0,
+                resume: None,
+                token: None,
+            },
+            identity: None,
+            reply,
+        };
+        inbox.send(hello).await.unwrap();
+        let Ok(HelloOutcome::Welcome {
+            session, up_to_seq, ..
+        }) = welcome.await
+        else {
+            panic!("no Welcome");
+        };
+        let done = CoreMsg::ReplayDone {
+            session,
+            conn: conn.id,
+            up_to_seq,
+        };
+        inbox.send(done).await.unwrap();
+        let slots = Arc::new(Semaphore::new(names.len()));
+        for (id, name) in (1..).zip(names) {
+            let lock = CoreMsg::Request {
+                session,
+                conn: conn.id,
+                id: RequestId(id),
+                body: Request::Lock(LockRequest::new(name.to_vec(), Mode::PR)),
+                slot: slots.clone().try_acquire_owned().unwrap(),
+                received: Instant::now(),
+            };
+            inbox.send(lock).await.unwrap();
+        }
+        // Every lock granted (the engine may apply them after this task sent them).
+        let mut granted = 0;
+        while granted < names.len() {
+            for msg in conn.outbox.take().await {
+                if let ServerMessage::Event { event, .. } = msg {
+                    assert!(matches!(event.kind, EventKind::Granted { .. }), "{event:?}");
+                    granted += 1;
+                }
+            }
+        }
+        Arc::new(HttpState {
+            core_tx: inbox,
+            net: Arc::default(),
+            security,
+            cluster: None,
+        })
+    }
+
+    /// `GET path` (`/api/resources?...`) as the router hands it to the handler.
+    async fn get(state: &Arc<HttpState>, path: &str) -> Result<ResourcesView, HttpError> {
+        let uri: Uri = path.parse().unwrap();
+        let query = Query::<ResourcesParams>::try_from_uri(&uri);
+        resources(State(state.clone()), query).await.map(|j| j.0)
+    }
+
+    /// The bytes of a resource as a page shows it.
+    fn name_of(r: &dlock_proto::status::ResourceView) -> Vec<u8> {
+        match &r.name_hex {
+            Some(hex) => dlock_proto::from_hex(hex).unwrap(),
+            None => r.name.clone().into_bytes(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_by_cursor_hex_go_on_after_a_name_that_is_not_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: [&[u8]; 4] = [b"a", b"b\xff", b"b\xff\x00c", b"c"];
+        let state = server_holding(dir.path(), &names).await;
+        let mut path = "/api/resources?limit=1".to_owned();
+        let mut seen = Vec::new();
+        // One page per resource, and a bound in case a cursor does not advance.
+        for _ in 0..=names.len() {
+            let page = get(&state, &path).await.unwrap();
+            seen.extend(page.resources.iter().map(name_of));
+            let Some(hex) = page.next_cursor_hex else {
+                assert_eq!(page.next_cursor, None);
+                break;
+            };
+            assert!(page.next_cursor.is_some());
+            path = format!("/api/resources?limit=1&cursor_hex={hex}");
+        }
+        assert_eq!(seen, names);
+
+        // Upper case digits too.
+        let page = get(&state, "/api/resources?limit=1&cursor_hex=62FF").await;
+        assert_eq!(name_of(&page.unwrap().resources[0]), b"b\xff\x00c");
+    }
+
+    #[tokio::test]
+    async fn a_bad_cursor_hex_is_a_bad_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = server_holding(dir.path(), &[b"a"]).await;
+        for (query, says) in [
+            ("cursor_hex=6", "hexadecimal"),
+            ("cursor_hex=zz", "hexadecimal"),
+            ("cursor_hex=%C3%A9", "hexadecimal"),
+            ("cursor=a&cursor_hex=61", "not both"),
+        ] {
+            let e = get(&state, &format!("/api/resources?{query}"))
+                .await
+                .expect_err(query);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{query}");
+            assert!(e.message.contains(says), "{query}: {}", e.message);
+        }
+        // An empty cursor_hex is the empty name, before every other.
+        let page = get(&state, "/api/resources?cursor_hex=").await.unwrap();
+        assert_eq!(page.resources.len(), 1);
     }
 }

@@ -134,6 +134,39 @@ async fn t82_api_shows_queues_sessions_waits_and_the_broken_cycle() -> Result<()
 }
 
 #[tokio::test]
+async fn t82_pages_by_cursor_hex_go_on_past_names_that_are_not_utf8() -> Result<()> {
+    use dlock_client::{Client, Mode};
+    let server = TestServer::start_with_http(TestServer::config()).await?;
+    let http = server.http_addr().context("no http")?;
+    let c = Client::connect(server.addr().to_string()).await?;
+    let all: [&[u8]; 4] = [b"a", b"b\xff", b"b\xff\0c", b"c"];
+    let mut held = Vec::new();
+    for name in all {
+        held.push(c.lock(name, Mode::NL).await?);
+    }
+    // One resource a page, by next_cursor_hex, with a bound in case a cursor does not move.
+    let mut names = Vec::new();
+    let mut path = "/api/resources?limit=1".to_owned();
+    for _ in 0..=all.len() {
+        let page: ResourcesView = get_json(http, &path).await?;
+        ensure!(page.resources.len() == 1, "{page:?}");
+        let r = &page.resources[0];
+        names.push(match &r.name_hex {
+            Some(hex) => dlock_proto::from_hex(hex).context("name_hex")?,
+            None => r.name.clone().into_bytes(),
+        });
+        ensure!(page.next_cursor.is_some() == page.next_cursor_hex.is_some());
+        match page.next_cursor_hex {
+            Some(hex) => path = format!("/api/resources?limit=1&cursor_hex={hex}"),
+            None => break,
+        }
+    }
+    ensure!(names == all, "{names:?}");
+    drop(held);
+    Ok(())
+}
+
+#[tokio::test]
 async fn t82_every_error_answer_says_why() -> Result<()> {
     let server = TestServer::start_with_http(TestServer::config()).await?;
     let http = server.http_addr().context("no http")?;
@@ -153,6 +186,13 @@ async fn t82_every_error_answer_says_why() -> Result<()> {
         ),
         ("GET", "/api/resources?limit=many", 400, "limit"),
         ("GET", "/api/sessions?cursor=-1", 400, "cursor"),
+        ("GET", "/api/resources?cursor_hex=zz", 400, "cursor_hex"),
+        (
+            "GET",
+            "/api/resources?cursor=a&cursor_hex=61",
+            400,
+            "not both",
+        ),
         ("GET", "/nowhere", 404, "no such path: /nowhere"),
         (
             "POST",
