@@ -291,9 +291,7 @@ impl Options {
                 _ => {
                     o.value = Some(match arg {
                         None => None,
-                        Some(hex) => Some(
-                            from_hex(hex).ok_or_else(|| format!("value={hex}: not hexadecimal"))?,
-                        ),
+                        Some(hex) => Some(value_bytes(hex)?),
                     });
                 }
             }
@@ -345,6 +343,24 @@ fn tag(word: Option<&[u8]>) -> Result<Tag, String> {
 fn mode(word: &[u8]) -> Result<Mode, String> {
     let word = text(word).ok_or("a mode is one of NL, CR, CW, PR, PW, EX")?;
     word.parse::<Mode>().map_err(|e| e.to_string())
+}
+
+/// The bytes of `value=HEX`. An empty value is refused rather than taken as zero bytes
+/// (which the server would write as a value block of zeroes): in a script it is more likely
+/// an empty variable than a wish to clear the block.
+fn value_bytes(hex: &str) -> Result<Vec<u8>, String> {
+    if hex.is_empty() {
+        return Err(
+            "value= needs the bytes to write, in hexadecimal (value=00 for a zero byte)".to_owned(),
+        );
+    }
+    from_hex(hex).ok_or_else(|| {
+        if hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            format!("value={hex}: an odd number of hexadecimal digits (two make a byte)")
+        } else {
+            format!("value={hex}: not hexadecimal")
+        }
+    })
 }
 
 fn resource(word: &[u8]) -> Result<Vec<u8>, String> {
@@ -513,6 +529,9 @@ mod tests {
             ("lock a hex:f x EX", "hexadecimal"),
             ("lock a hex:zz EX", "hexadecimal"),
             ("unlock a value", "value=HEX"),
+            ("unlock a value=", "value= needs the bytes"),
+            ("unlock a value=abc", "odd number of hexadecimal digits"),
+            ("unlock a value=0g", "value=0g: not hexadecimal"),
             ("unlock a value=00 invalidate", "exclude each other"),
             ("convert a EX notify=1", "unknown option"),
             ("convert a EX nowait=1", "takes no value"),
