@@ -257,7 +257,7 @@ pub struct Cursor(pub Vec<u8>);
 /// session`'s names), anything else for its own bytes.
 pub fn parse_cursor(arg: &OsStr) -> Result<Cursor, String> {
     let bytes = arg.as_bytes();
-    match crate::session_cmd::hex_name(bytes) {
+    match crate::format::hex_name(bytes) {
         Some(hex) => hex.map(Cursor),
         None => Ok(Cursor(bytes.to_vec())),
     }

@@ -35,13 +35,29 @@ pub fn name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The prefix of a resource name given in hexadecimal (`hex:HEX`), wherever the command line
+/// takes a name.
+pub const HEX_PREFIX: &str = "hex:";
+
+/// The bytes of a name written `hex:HEX`: `None` when `word` does not start with `hex:`, an
+/// error when what follows is not pairs of hexadecimal digits.
+pub fn hex_name(word: &[u8]) -> Option<Result<Vec<u8>, String>> {
+    let hex = word.strip_prefix(HEX_PREFIX.as_bytes())?;
+    Some(
+        std::str::from_utf8(hex)
+            .ok()
+            .and_then(dlock_proto::from_hex)
+            .ok_or_else(|| "after hex: come pairs of hexadecimal digits".to_owned()),
+    )
+}
+
 /// A resource name as `dlock status --cursor` takes it back, ready to paste into a shell:
 /// the name in double quotes when it is UTF-8 text without control characters and without
 /// anything a shell interprets between double quotes (`"`, `\`, `$`, `` ` ``, `!`), and does
 /// not itself start with `hex:`; else `hex:` and its bytes in hexadecimal (which any name
 /// can be written as).
 pub fn cursor_arg(bytes: &[u8]) -> String {
-    let hex = crate::session_cmd::HEX_PREFIX;
+    let hex = HEX_PREFIX;
     match std::str::from_utf8(bytes) {
         Ok(text)
             if !text.starts_with(hex)

@@ -374,58 +374,59 @@ async fn status_pages_go_on_past_names_that_are_not_text() -> Result<()> {
     for name in all {
         held.push(c.lock(name, Mode::NL).await?);
     }
-    let name_of = |r: &dlock_proto::status::ResourceView| match &r.name_hex {
-        Some(hex) => dlock_proto::from_hex(hex).expect("name_hex is hexadecimal"),
-        None => r.name.clone().into_bytes(),
-    };
-
-    // By the JSON: `hex:` and next_cursor_hex, one page per resource (and a bound, in case a
-    // cursor does not move on).
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..=all.len() {
-        let mut args = vec!["status", "--json", "--limit", "1"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c]);
-        }
-        args.push("np.");
-        let out = output(dlock(&server, &args)).await?;
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let doc: dlock_proto::status::ResourcesView = serde_json::from_slice(&out.stdout)?;
-        seen.extend(doc.resources.iter().map(name_of));
+    // By the JSON: `hex:` and next_cursor_hex.
+    let seen = page_through(&server, all.len(), |doc, _| {
         assert_eq!(doc.next_cursor.is_some(), doc.next_cursor_hex.is_some());
-        match doc.next_cursor_hex {
-            Some(hex) => cursor = Some(format!("hex:{hex}")),
-            None => break,
-        }
-    }
+        Ok(doc.next_cursor_hex.as_ref().map(|hex| format!("hex:{hex}")))
+    })
+    .await?;
     assert_eq!(seen, all);
 
     // By the hint on stderr, as a shell would pass it on (without the double quotes).
+    let seen = page_through(&server, all.len(), |doc, err| {
+        assert!(!err.contains('\u{fffd}'), "{err}");
+        let Some((_, rest)) = err.split_once("pass --cursor ") else {
+            assert!(doc.next_cursor.is_none(), "{err}");
+            return Ok(None);
+        };
+        let word = rest.split_once(' ').context("the cursor's end")?.0;
+        Ok(Some(word.trim_matches('"').to_owned()))
+    })
+    .await?;
+    assert_eq!(seen, all);
+    drop(held);
+    Ok(())
+}
+
+/// The names `dlock status --json --limit 1 np.` lists page by page, each next page asked
+/// with the cursor `next` makes of a page and its stderr (`None`: the last page); at most
+/// `count` + 1 pages, in case a cursor does not move on.
+async fn page_through(
+    server: &TestServer,
+    count: usize,
+    next: impl Fn(&dlock_proto::status::ResourcesView, &str) -> Result<Option<String>>,
+) -> Result<Vec<Vec<u8>>> {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
-    for _ in 0..=all.len() {
+    for _ in 0..=count {
         let mut args = vec!["status", "--json", "--limit", "1"];
         if let Some(c) = &cursor {
             args.extend(["--cursor", c]);
         }
         args.push("np.");
-        let out = output(dlock(&server, &args)).await?;
+        let out = output(dlock(server, &args)).await?;
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let doc: dlock_proto::status::ResourcesView = serde_json::from_slice(&out.stdout)?;
-        seen.extend(doc.resources.iter().map(name_of));
-        let err = stderr(&out);
-        assert!(!err.contains('\u{fffd}'), "{err}");
-        let Some((_, rest)) = err.split_once("pass --cursor ") else {
-            assert!(doc.next_cursor.is_none(), "{err}");
+        seen.extend(doc.resources.iter().map(|r| match &r.name_hex {
+            Some(hex) => dlock_proto::from_hex(hex).expect("name_hex is hexadecimal"),
+            None => r.name.clone().into_bytes(),
+        }));
+        cursor = next(&doc, &stderr(&out))?;
+        if cursor.is_none() {
             break;
-        };
-        let word = rest.split_once(' ').context("the cursor's end")?.0;
-        cursor = Some(word.trim_matches('"').to_owned());
+        }
     }
-    assert_eq!(seen, all);
-    drop(held);
-    Ok(())
+    Ok(seen)
 }
 
 #[tokio::test]

@@ -561,20 +561,13 @@ pub(crate) fn tail_probe_path(
     owner: SessionId,
     mode: Mode,
 ) -> Option<Vec<LockRef>> {
-    let mut search = Search::new(core.config.max_deadlock_search, false);
     let p = Probe {
         res: rr,
         mode,
         this: None,
         start: Start::TailOfWait,
     };
-    let mut w = Vec::new();
-    core.waits_of(p, &mut search, &mut w).ok()?;
-    w.sort_unstable();
-    w.dedup();
-    w.retain(|&s| s != owner);
-    let roots = w.into_iter().map(|t| (t, None, None)).collect();
-    core.find_path(roots, |s| s == owner, &mut search)
+    probe_path(core, p, owner)
 }
 
 /// [`tail_probe_path`] for a conversion of `owner`'s granted lock `lr` to `mode`, as if it
@@ -586,14 +579,18 @@ pub(crate) fn convert_probe_path(
     owner: SessionId,
     mode: Mode,
 ) -> Option<Vec<LockRef>> {
-    let res = core.locks.get(lr.0)?.res;
-    let mut search = Search::new(core.config.max_deadlock_search, false);
     let p = Probe {
-        res,
+        res: core.locks.get(lr.0)?.res,
         mode,
         this: Some(lr),
         start: Start::TailOfConvert,
     };
+    probe_path(core, p, owner)
+}
+
+/// The path from what `p` waits for back to `owner`, within one search budget.
+fn probe_path(core: &Core, p: Probe, owner: SessionId) -> Option<Vec<LockRef>> {
+    let mut search = Search::new(core.config.max_deadlock_search, false);
     let mut w = Vec::new();
     core.waits_of(p, &mut search, &mut w).ok()?;
     w.sort_unstable();

@@ -24,8 +24,7 @@ pub use dlock_proto::{from_hex, to_hex};
 /// The longest tag accepted.
 pub const MAX_TAG_LEN: usize = 64;
 
-/// The prefix of a resource name given in hexadecimal.
-pub const HEX_PREFIX: &str = "hex:";
+use crate::format::{HEX_PREFIX, hex_name};
 
 /// A caller-chosen label: 1 to [`MAX_TAG_LEN`] ASCII letters, digits, `_` or `-`. It names a
 /// lock for as long as the lock lives and labels every answer about it.
@@ -371,17 +370,6 @@ fn resource(word: &[u8]) -> Result<Vec<u8>, String> {
         return Err("a resource name with bytes outside printable ASCII is written hex:HEX".into());
     }
     Ok(word.to_vec())
-}
-
-/// The bytes of a name written `hex:HEX` (as [`show_name`] writes it): `None` when `word`
-/// does not start with `hex:`, an error when what follows is not pairs of hexadecimal digits.
-pub fn hex_name(word: &[u8]) -> Option<Result<Vec<u8>, String>> {
-    let hex = word.strip_prefix(HEX_PREFIX.as_bytes())?;
-    Some(
-        text(hex)
-            .and_then(from_hex)
-            .ok_or_else(|| "after hex: come pairs of hexadecimal digits".to_owned()),
-    )
 }
 
 fn no_more<'a>(mut words: impl Iterator<Item = &'a [u8]>) -> Result<(), String> {

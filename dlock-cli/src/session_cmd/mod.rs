@@ -25,7 +25,6 @@ use crate::signals::{Signals, exit_code_for};
 use answer::{Answer, Event};
 use io::{Input, Out};
 use line::{Command, Tag};
-pub(crate) use line::{HEX_PREFIX, hex_name};
 use tag::{Done, Msg, TagCmd, TagCtx, TagOp};
 
 /// The most tags one `dlock session` keeps; a `lock` with a new tag beyond them is answered

@@ -343,30 +343,31 @@ async fn run(
     Ok(())
 }
 
+/// What tests of the core task and of its callers set up.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
-    use dlock_proto::{
-        Hello, LockRequest, Mode, PROTOCOL_VERSION, Request, RequestId, ServerMessage,
-    };
-    use tokio::sync::{Semaphore, oneshot};
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
 
-    use super::*;
+    use super::{CoreInbox, start};
     use crate::Config;
+    use crate::core_task::CoreTask;
+    use crate::error::ServerError;
     use crate::floor::Floor;
     use crate::grace::LeaseRecord;
     use crate::handle::{ConnHandle, ConnShared};
-    use crate::msg::HelloOutcome;
     use crate::outbox::Outbox;
     use crate::security::Security;
 
     /// A single server's inbox in `dir`, with its run loop (not running), and a connection.
-    fn single_server(
+    pub(crate) fn single_server(
         dir: &std::path::Path,
     ) -> (
         CoreInbox,
-        impl Future<Output = Result<(), ServerError>>,
+        impl Future<Output = Result<(), ServerError>> + Send + use<>,
         ConnHandle,
     ) {
         let config = Config {
@@ -395,6 +396,19 @@ mod tests {
         };
         (inbox, run, conn)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use dlock_proto::{
+        Hello, LockRequest, Mode, PROTOCOL_VERSION, Request, RequestId, ServerMessage,
+    };
+    use tokio::sync::{Semaphore, oneshot};
+
+    use super::test_support::single_server;
+    use super::*;
+    use crate::handle::ConnHandle;
+    use crate::msg::HelloOutcome;
 
     fn slot() -> tokio::sync::OwnedSemaphorePermit {
         Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()

@@ -156,54 +156,24 @@ pub(super) async fn waits(
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use axum::http::Uri;
     use dlock_proto::{
         EventKind, Hello, LockRequest, Mode, PROTOCOL_VERSION, Request, RequestId, ServerMessage,
     };
     use tokio::sync::{Semaphore, oneshot};
     use tokio::time::Instant;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::Config;
-    use crate::core_task::CoreTask;
-    use crate::floor::Floor;
-    use crate::grace::LeaseRecord;
-    use crate::handle::{ConnHandle, ConnShared};
     use crate::msg::{CoreMsg, HelloOutcome};
-    use crate::outbox::Outbox;
     use crate::security::Security;
 
     /// The HTTP state of a single server in `dir` (its run loop spawned) where one session
     /// holds a PR lock on each of `names`.
     async fn server_holding(dir: &std::path::Path, names: &[&[u8]]) -> Arc<HttpState> {
-        let config = Config {
-            data_dir: dir.to_owned(),
-            ..Config::default()
-        };
-        let floor = Floor::open(dir).unwrap();
-        let (lease_record, _) = LeaseRecord::open(dir, false, 60_000).unwrap();
-        let security = Security::load(&config).unwrap();
-        let token = CancellationToken::new();
-        let core = CoreTask::new(
-            Arc::new(config),
-            floor,
-            lease_record,
-            Instant::now(),
-            None,
-            security.clone(),
-            None,
-        );
-        let (inbox, run) = crate::core_task::run::start(core, 16, token.clone());
+        let (inbox, run, conn) = crate::core_task::run::test_support::single_server(dir);
         tokio::spawn(run);
-        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let conn = ConnHandle {
-            id: 1,
-            outbox: Arc::new(Outbox::new(1 << 20)),
-            shared: Arc::new(ConnShared::new(token, peer, Default::default())),
-        };
+        let security = Security::load(&Config::default()).unwrap();
         let (reply, welcome) = oneshot::channel();
         let hello = CoreMsg::Hello {
             conn: conn.clone(),
