@@ -349,6 +349,8 @@ pub(crate) mod test_support {
     use std::net::SocketAddr;
     use std::sync::Arc;
 
+    use dlock_proto::{Hello, PROTOCOL_VERSION, SessionId};
+    use tokio::sync::oneshot;
     use tokio::time::Instant;
     use tokio_util::sync::CancellationToken;
 
@@ -359,6 +361,7 @@ pub(crate) mod test_support {
     use crate::floor::Floor;
     use crate::grace::LeaseRecord;
     use crate::handle::{ConnHandle, ConnShared};
+    use crate::msg::{CoreMsg, HelloOutcome};
     use crate::outbox::Outbox;
     use crate::security::Security;
 
@@ -396,19 +399,57 @@ pub(crate) mod test_support {
         };
         (inbox, run, conn)
     }
+
+    /// A `Hello` from `conn` for a session named `name`, and where its outcome comes.
+    pub(crate) fn hello(
+        conn: &ConnHandle,
+        name: &str,
+    ) -> (CoreMsg, oneshot::Receiver<HelloOutcome>) {
+        let (reply, answer) = oneshot::channel();
+        let hello = CoreMsg::Hello {
+            conn: conn.clone(),
+            hello: Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: name.into(),
+                lease_ttl_ms: 0,
+                resume: None,
+                token: None,
+            },
+            identity: None,
+            reply,
+        };
+        (hello, answer)
+    }
+
+    /// The session a `Hello`'s outcome opened, and the `ReplayDone` that lets `conn` go on
+    /// with it.
+    pub(crate) fn welcomed<E: std::fmt::Debug>(
+        conn: &ConnHandle,
+        outcome: Result<HelloOutcome, E>,
+    ) -> (SessionId, CoreMsg) {
+        let Ok(HelloOutcome::Welcome {
+            session, up_to_seq, ..
+        }) = outcome
+        else {
+            panic!("no Welcome: {outcome:?}");
+        };
+        let done = CoreMsg::ReplayDone {
+            session,
+            conn: conn.id,
+            up_to_seq,
+        };
+        (session, done)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use dlock_proto::{
-        Hello, LockRequest, Mode, PROTOCOL_VERSION, Request, RequestId, ServerMessage,
-    };
-    use tokio::sync::{Semaphore, oneshot};
+    use dlock_proto::{LockRequest, Mode, Request, RequestId, ServerMessage};
+    use tokio::sync::Semaphore;
 
-    use super::test_support::single_server;
+    use super::test_support::{hello, single_server, welcomed};
     use super::*;
     use crate::handle::ConnHandle;
-    use crate::msg::HelloOutcome;
 
     fn slot() -> tokio::sync::OwnedSemaphorePermit {
         Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()
@@ -434,24 +475,6 @@ mod tests {
         )
     }
 
-    /// `conn`'s `Hello` for a new session named `name`, and where its answer arrives.
-    fn hello(conn: &ConnHandle, name: &str) -> (CoreMsg, oneshot::Receiver<HelloOutcome>) {
-        let (reply, answer) = oneshot::channel();
-        let hello = CoreMsg::Hello {
-            conn: conn.clone(),
-            hello: Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: name.into(),
-                lease_ttl_ms: 0,
-                resume: None,
-                token: None,
-            },
-            identity: None,
-            reply,
-        };
-        (hello, answer)
-    }
-
     /// Everything in `conn`'s outbox now.
     fn outbox(conn: &ConnHandle) -> Vec<ServerMessage> {
         conn.outbox.try_take().into_iter().collect()
@@ -464,17 +487,7 @@ mod tests {
         let (inbox, _run, conn) = single_server(dir.path());
         let (hello, mut welcome) = hello(&conn, "here");
         assert!(inbox.try_handle_here(hello, conn.id, None).is_ok());
-        let Ok(HelloOutcome::Welcome {
-            session, up_to_seq, ..
-        }) = welcome.try_recv()
-        else {
-            panic!("no Welcome");
-        };
-        let done = CoreMsg::ReplayDone {
-            session,
-            conn: conn.id,
-            up_to_seq,
-        };
+        let (session, done) = welcomed(&conn, welcome.try_recv());
         assert!(inbox.try_handle_here(done, conn.id, None).is_ok());
         assert!(
             inbox

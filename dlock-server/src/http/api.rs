@@ -157,48 +157,25 @@ pub(super) async fn waits(
 #[cfg(test)]
 mod tests {
     use axum::http::Uri;
-    use dlock_proto::{
-        EventKind, Hello, LockRequest, Mode, PROTOCOL_VERSION, Request, RequestId, ServerMessage,
-    };
-    use tokio::sync::{Semaphore, oneshot};
+    use dlock_proto::{EventKind, LockRequest, Mode, Request, RequestId, ServerMessage};
+    use tokio::sync::Semaphore;
     use tokio::time::Instant;
 
     use super::*;
     use crate::Config;
-    use crate::msg::{CoreMsg, HelloOutcome};
+    use crate::core_task::run::test_support;
+    use crate::msg::CoreMsg;
     use crate::security::Security;
 
     /// The HTTP state of a single server in `dir` (its run loop spawned) where one session
     /// holds a PR lock on each of `names`.
     async fn server_holding(dir: &std::path::Path, names: &[&[u8]]) -> Arc<HttpState> {
-        let (inbox, run, conn) = crate::core_task::run::test_support::single_server(dir);
+        let (inbox, run, conn) = test_support::single_server(dir);
         tokio::spawn(run);
         let security = Security::load(&Config::default()).unwrap();
-        let (reply, welcome) = oneshot::channel();
-        let hello = CoreMsg::Hello {
-            conn: conn.clone(),
-            hello: Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "pages".into(),
-                lease_ttl_ms: 0,
-                resume: None,
-                token: None,
-            },
-            identity: None,
-            reply,
-        };
+        let (hello, welcome) = test_support::hello(&conn, "pages");
         inbox.send(hello).await.unwrap();
-        let Ok(HelloOutcome::Welcome {
-            session, up_to_seq, ..
-        }) = welcome.await
-        else {
-            panic!("no Welcome");
-        };
-        let done = CoreMsg::ReplayDone {
-            session,
-            conn: conn.id,
-            up_to_seq,
-        };
+        let (session, done) = test_support::welcomed(&conn, welcome.await);
         inbox.send(done).await.unwrap();
         let slots = Arc::new(Semaphore::new(names.len()));
         for (id, name) in (1..).zip(names) {
