@@ -164,8 +164,9 @@ pub(crate) const SESSION_AFTER_HELP: &str = "\
 Reads one command per line on stdin and answers with JSON objects, one per line on stdout
 (flushed after each). Lines are carried out in order, each once the one before has its first
 answer (granted, waiting, refused, converting, ...), but a request that waits does not hold
-up the lines after it: its outcome is answered when it comes. TAG (1-64 letters, digits, '_'
-or '-') names a lock from its `lock` until it is unlocked, refused or lost; then the tag is
+up the lines after it: its outcome is answered when it comes. (In a server's restart grace a
+lock request is held unanswered: its first answer, and the lines after it, wait for the
+grace's end or its timeout.) TAG (1-64 letters, digits, '_' or '-') names a lock from its `lock` until it is unlocked, refused or lost; then the tag is
 free again. For query and ping the tag only labels the answer.
 
 Commands:

@@ -76,7 +76,8 @@
 //! `pong`, and `error` for a line that could not be carried out (with its `line`); `error`
 //! names are stable (`not_queued`, `timed_out`, `deadlock`, `cancelled`, `lost`, `busy`,
 //! `syntax`, `no_lock`, ...). Lines are carried out in order, each once the one before has its
-//! first answer; a request that waits does not hold up the lines after it. End of input or
+//! first answer; a request that waits does not hold up the lines after it (but in a server's
+//! restart grace a lock request's first answer waits for the grace's end). End of input or
 //! `quit` closes the session (its locks are released) and exits 0; the session lost exits 69
 //! after the `lost` answers, as does a server unreachable at start. `dlock session --help`
 //! has the whole protocol.
