@@ -175,10 +175,17 @@ impl Event {
 
     /// A request not granted, with `held` the mode a refused conversion leaves.
     pub fn refused(op: Op, e: &Error, held: Option<Mode>) -> Event {
+        let message = match (op, e) {
+            // A lock request is refused only before its grant: there was nothing to lose.
+            (Op::Lock, Error::SessionLost) => {
+                "session lost before the request was granted".to_owned()
+            }
+            _ => message(e),
+        };
         Event::Refused {
             op,
             error: error_name(e),
-            message: message(e),
+            message,
             held: held.map(|m| m.to_string()),
         }
     }
@@ -294,6 +301,16 @@ mod tests {
             "{convert}"
         );
         assert!(convert.ends_with(r#","held":"PR"}"#), "{convert}");
+        let lost = json(
+            Some("a"),
+            Event::refused(Op::Lock, &Error::SessionLost, None),
+        );
+        assert!(
+            lost.contains(
+                r#""error":"lost","message":"session lost before the request was granted""#
+            ),
+            "{lost}"
+        );
         // In this command's terms: a session, not the SDK's `Client`.
         assert!(
             convert.contains("give each contender a session of its own")

@@ -137,7 +137,13 @@ impl IntoResponse for HttpError {
 
 impl From<QueryRejection> for HttpError {
     fn from(e: QueryRejection) -> HttpError {
-        HttpError::new(e.status(), e.body_text())
+        // axum's text ("Failed to deserialize query string: limit: invalid digit ...") in the
+        // words of this server's other answers.
+        let text = e.body_text();
+        let why = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        HttpError::new(e.status(), format!("bad query parameter: {why}"))
     }
 }
 

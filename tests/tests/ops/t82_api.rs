@@ -184,8 +184,18 @@ async fn t82_every_error_answer_says_why() -> Result<()> {
             400,
             "limit must be at least 1",
         ),
-        ("GET", "/api/resources?limit=many", 400, "limit"),
-        ("GET", "/api/sessions?cursor=-1", 400, "cursor"),
+        (
+            "GET",
+            "/api/resources?limit=many",
+            400,
+            "bad query parameter: limit: invalid digit",
+        ),
+        (
+            "GET",
+            "/api/sessions?cursor=-1",
+            400,
+            "bad query parameter: cursor",
+        ),
         ("GET", "/api/resources?cursor_hex=zz", 400, "cursor_hex"),
         (
             "GET",
