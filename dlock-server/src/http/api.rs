@@ -60,8 +60,9 @@ pub(super) async fn status(
 #[derive(Debug, Deserialize)]
 pub(super) struct ResourcesParams {
     /// Names starting with this (all by default).
-    #[serde(default)]
-    prefix: String,
+    prefix: Option<String>,
+    /// The prefix as bytes in hexadecimal, for one that `prefix` (text) cannot give.
+    prefix_hex: Option<String>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// The `next_cursor_hex` of the previous page: the name's bytes in hexadecimal, for a
@@ -71,22 +72,25 @@ pub(super) struct ResourcesParams {
     limit: Option<usize>,
 }
 
-impl ResourcesParams {
-    /// The name to start after: `cursor`'s text or `cursor_hex`'s bytes (giving both, or
-    /// `cursor_hex` that is not hexadecimal, is a bad request).
-    fn after(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
-        match (self.cursor.take(), self.cursor_hex.take()) {
-            (Some(_), Some(_)) => Err(HttpError::bad_request(
-                "give cursor or cursor_hex, not both",
-            )),
-            (Some(cursor), None) => Ok(Some(cursor.into_bytes())),
-            (None, Some(hex)) => dlock_proto::from_hex(&hex).map(Some).ok_or_else(|| {
-                HttpError::bad_request(
-                    "cursor_hex must be pairs of hexadecimal digits (the next_cursor_hex of the previous page)",
-                )
-            }),
-            (None, None) => Ok(None),
-        }
+/// The bytes a parameter gives as text (`name`) or in hexadecimal (`name_hex`, for bytes
+/// that are not UTF-8): giving both, or hex that is not pairs of hexadecimal digits, is a bad
+/// request.
+fn text_or_hex(
+    name: &str,
+    text: Option<String>,
+    hex: Option<String>,
+) -> Result<Option<Vec<u8>>, HttpError> {
+    match (text, hex) {
+        (Some(_), Some(_)) => Err(HttpError::bad_request(format!(
+            "give {name} or {name}_hex, not both"
+        ))),
+        (Some(text), None) => Ok(Some(text.into_bytes())),
+        (None, Some(hex)) => dlock_proto::from_hex(&hex).map(Some).ok_or_else(|| {
+            HttpError::bad_request(format!(
+                "{name}_hex must be pairs of hexadecimal digits (the bytes of the {name})"
+            ))
+        }),
+        (None, None) => Ok(None),
     }
 }
 
@@ -107,10 +111,10 @@ pub(super) async fn resources(
     State(state): State<Arc<HttpState>>,
     query: Result<Query<ResourcesParams>, QueryRejection>,
 ) -> Result<Json<ResourcesView>, HttpError> {
-    let Query(mut p) = query?;
+    let Query(p) = query?;
     let query = StatusQuery::Resources {
-        after: p.after()?,
-        prefix: p.prefix.into_bytes(),
+        after: text_or_hex("cursor", p.cursor, p.cursor_hex)?,
+        prefix: text_or_hex("prefix", p.prefix, p.prefix_hex)?.unwrap_or_default(),
         limit: page_limit(p.limit)?,
     };
     match state.ask(query).await? {
@@ -266,5 +270,36 @@ mod tests {
         // An empty cursor_hex is the empty name, before every other.
         let page = get(&state, "/api/resources?cursor_hex=").await.unwrap();
         assert_eq!(page.resources.len(), 1);
+        for (query, says) in [
+            (
+                "prefix_hex=f",
+                "prefix_hex must be pairs of hexadecimal digits",
+            ),
+            (
+                "prefix=a&prefix_hex=61",
+                "give prefix or prefix_hex, not both",
+            ),
+        ] {
+            let e = get(&state, &format!("/api/resources?{query}"))
+                .await
+                .expect_err(query);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{query}");
+            assert!(e.message.contains(says), "{query}: {}", e.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_prefix_that_is_not_utf8_is_asked_for_in_hex() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: [&[u8]; 3] = [b"b\xff", b"b\xff\x00c", b"b\xfe"];
+        let state = server_holding(dir.path(), &names).await;
+        let page = get(&state, "/api/resources?prefix_hex=62ff").await.unwrap();
+        let seen: Vec<Vec<u8>> = page.resources.iter().map(name_of).collect();
+        assert_eq!(seen, [&b"b\xff"[..], b"b\xff\x00c"]);
+        // The text form still works, and no prefix lists them all.
+        let page = get(&state, "/api/resources?prefix=b").await.unwrap();
+        assert_eq!(page.resources.len(), 3);
+        let page = get(&state, "/api/resources").await.unwrap();
+        assert_eq!(page.resources.len(), 3);
     }
 }

@@ -7,7 +7,7 @@
 //! | `/healthz` | 200 while the process serves HTTP at all |
 //! | `/readyz` | 200 when locks are granted; 503 during the restart grace |
 //! | `/api/status` | [`ServerStatus`](dlock_proto::status::ServerStatus); on a cluster member with its `role` and `membership` (`removed`: taken out of the cluster) |
-//! | `/api/resources?prefix=&cursor=&limit=` | a page of [`ResourcesView`](dlock_proto::status::ResourcesView); `cursor` is the previous page's `next_cursor`, or `cursor_hex=` in its place the previous page's `next_cursor_hex` (the name's bytes, which `cursor` cannot give for a name that is not UTF-8) |
+//! | `/api/resources?prefix=&cursor=&limit=` | a page of [`ResourcesView`](dlock_proto::status::ResourcesView); `cursor` is the previous page's `next_cursor`, or `cursor_hex=` in its place the previous page's `next_cursor_hex` (the name's bytes, which `cursor` cannot give for a name that is not UTF-8); `prefix_hex=` likewise gives a prefix's bytes in hexadecimal |
 //! | `/api/sessions?cursor=&limit=` | a page of [`SessionsView`](dlock_proto::status::SessionsView) |
 //! | `/api/waits` | [`WaitsView`](dlock_proto::status::WaitsView): wait-for edges, recent deadlock cycles |
 //! | `/api/cluster` | [`ClusterView`](dlock_proto::status::ClusterView); `404` on a server that runs alone; in a cluster, `POST` adds a member and `DELETE ?id=N` removes one (on the leader) |
