@@ -167,21 +167,23 @@ impl Throttle {
     }
 }
 
-/// Logs, once a period until `shutdown`, how many of `throttle`'s warnings were held back in
-/// a period that has ended (`what` says what they were about).
+/// Logs, every [`WARN_EVERY`] until `shutdown`, how many warnings each of `throttles` held
+/// back in a period that has ended (its `&str` says what they were about). One task for all
+/// of a listener's throttles.
 pub(crate) async fn report_held_back(
-    throttle: Arc<Throttle>,
-    what: &'static str,
+    throttles: Vec<(Arc<Throttle>, &'static str)>,
     shutdown: CancellationToken,
 ) {
-    let mut every = tokio::time::interval(throttle.every);
+    let mut every = tokio::time::interval(WARN_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = every.tick() => {
-                if let Some(not_logged) = throttle.take_ended(Instant::now()) {
-                    tracing::warn!(not_logged, "{what} (not logged one by one)");
+                for (throttle, what) in &throttles {
+                    if let Some(not_logged) = throttle.take_ended(Instant::now()) {
+                        tracing::warn!(not_logged, "{what} (not logged one by one)");
+                    }
                 }
             }
         }
@@ -191,11 +193,13 @@ pub(crate) async fn report_held_back(
 /// Accepts connections on `listener` until `shutdown` is cancelled and runs `handle` on
 /// each in a task of its own, at most `max` at once: a connection over that is closed at
 /// once. A connection's task ends when `handle`'s future does, or at `shutdown`. `stats`
-/// counts the connections answered and those closed over the limit.
+/// counts the connections answered and those closed over the limit; `over` throttles the
+/// warnings about the latter.
 pub(crate) async fn accept_bounded<F, Fut>(
     listener: TcpListener,
     max: usize,
     stats: Arc<PeerPortStats>,
+    over: Arc<Throttle>,
     shutdown: CancellationToken,
     handle: F,
 ) where
@@ -203,12 +207,6 @@ pub(crate) async fn accept_bounded<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max));
-    let over = Arc::new(Throttle::new(WARN_EVERY));
-    tokio::spawn(report_held_back(
-        Arc::clone(&over),
-        "peer connections closed at once, at their limit",
-        shutdown.clone(),
-    ));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -319,6 +317,7 @@ mod tests {
             listener,
             2,
             Arc::clone(&stats),
+            Arc::new(Throttle::new(WARN_EVERY)),
             shutdown.clone(),
             move |mut stream, peer| {
                 let (started, ended) = (started.clone(), ended.clone());

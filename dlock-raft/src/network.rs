@@ -576,15 +576,22 @@ pub async fn serve_peers_counted(
         warnings: Arc::new(Throttle::new(WARN_EVERY)),
         stats: Arc::clone(&stats),
     });
+    let over = Arc::new(Throttle::new(WARN_EVERY));
     tokio::spawn(report_held_back(
-        Arc::clone(&watch.warnings),
-        "peer connections refused",
+        vec![
+            (
+                Arc::clone(&over),
+                "peer connections closed at once, at their limit",
+            ),
+            (Arc::clone(&watch.warnings), "peer connections refused"),
+        ],
         shutdown.clone(),
     ));
     accept_bounded(
         listener,
         MAX_PEER_CONNECTIONS,
         stats,
+        over,
         shutdown,
         move |stream, peer| {
             serve_conn(
