@@ -129,13 +129,17 @@ impl Throttle {
         }
     }
 
+    /// The state (a panic elsewhere cannot leave it half-changed: it is two plain values).
+    fn state(&self) -> std::sync::MutexGuard<'_, (Option<Instant>, u64)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// `Some(held back since the last one)` if a warning may be logged at `now`; `None` (and
     /// it is counted) if not.
     pub(crate) fn admit(&self, now: Instant) -> Option<u64> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state();
         match state.0 {
             Some(last) if now.saturating_duration_since(last) < self.every => {
                 state.1 += 1;
@@ -153,10 +157,7 @@ impl Throttle {
     /// the period has not ended. Without this, the size of a burst that stopped would be
     /// told only with the next warning, if one ever came.
     pub(crate) fn take_ended(&self, now: Instant) -> Option<u64> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state();
         match state.0 {
             Some(last) if state.1 > 0 && now.saturating_duration_since(last) >= self.every => {
                 state.0 = None;
