@@ -321,7 +321,9 @@ impl Cli {
             }
         });
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let matches = cmd.try_get_matches_from_mut(&args)?;
+        let matches = cmd
+            .try_get_matches_from_mut(&args)
+            .map_err(|e| acquire_tips(e, &args))?;
         let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut cmd))?;
         if let Command::Acquire(a) = &cli.command {
@@ -339,6 +341,37 @@ impl Cli {
         }
         Ok(cli)
     }
+}
+
+/// clap's tip for an unknown argument such as `-x` is `-- -x`, but after `--` acquire takes
+/// the command to run, not NAME: acquire's unknown arguments get both ways instead, with
+/// the whole word of `args` that held the argument (`-nightly`, which clap reports as `-i`).
+fn acquire_tips(mut e: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let in_acquire = matches!(e.get(ContextKind::Usage),
+        Some(ContextValue::StyledStr(usage)) if usage.to_string().contains("dlock acquire"));
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if arg.starts_with('-') => arg.clone(),
+        _ => return e,
+    };
+    if e.kind() == ErrorKind::UnknownArgument && in_acquire {
+        let short = arg.strip_prefix('-').filter(|c| c.len() == 1 && *c != "-");
+        let arg = args
+            .iter()
+            .filter_map(|word| word.to_str())
+            .find(|word| match short {
+                Some(c) => word.starts_with('-') && !word.starts_with("--") && word.contains(c),
+                None => *word == arg,
+            })
+            .unwrap_or(&arg)
+            .to_owned();
+        let tips = vec![
+            format!("a NAME that starts with '-' goes after --resource: '--resource {arg}'").into(),
+            format!("a command to run goes last, after '--': '-- {arg} ...'").into(),
+        ];
+        e.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+    }
+    e
 }
 
 /// Arguments of `dlock session`.
@@ -497,6 +530,21 @@ mod tests {
         };
         assert_eq!(st.prefix.as_deref(), Some("-nightly".as_ref()));
         assert_eq!(st.cursor, Some(Cursor(b"-a".to_vec())));
+    }
+
+    #[test]
+    fn an_unknown_argument_to_acquire_is_told_both_ways() {
+        let e = parse(&["acquire", "-nightly"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        let text = e.to_string();
+        assert!(text.contains("'--resource -nightly'"), "{text}");
+        assert!(text.contains("after '--': '-- -nightly ...'"), "{text}");
+        assert!(!text.contains("use '-- -nightly'"), "{text}");
+        let e = parse(&["acquire", "-w", "1s", "--nightly"]).unwrap_err();
+        assert!(e.to_string().contains("'--resource --nightly'"), "{e}");
+        // Another command's tip is clap's own.
+        let e = parse(&["status", "--nightly"]).unwrap_err();
+        assert!(e.to_string().contains("use '-- --nightly'"), "{e}");
     }
 
     #[test]
