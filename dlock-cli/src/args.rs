@@ -1,4 +1,8 @@
 //! Command-line arguments (clap derive) and the help texts.
+//!
+//! About 640 lines on purpose, 210 of them its tests: every flag's doc comment is its `--help`
+//! text, and the parsing fixes that clap cannot express (empty `DLOCK_*` variables, a dangling
+//! `--`, acquire's tips) belong next to the flags they are about.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
