@@ -26,10 +26,14 @@ pub enum Error {
     /// CANCELLED: the pending request or conversion was cancelled (R46, R47).
     Cancelled,
     /// The session that owned the lock or request is gone (expired, refused on resume, or
-    /// declared lost by the local lease); the lock is no longer held.
+    /// declared lost by the local lease); its locks are no longer held, its requests are
+    /// dropped. (A new lock, query or ping not sent yet goes in the client's next session
+    /// instead of failing.)
     SessionLost,
     /// No answer within the request timeout, and the connection is down (the client keeps
-    /// trying to reconnect).
+    /// trying to reconnect). A lock or conversion request not sent yet is dropped; one sent
+    /// before the connection broke may still take effect (a lock granted then is released by
+    /// the client, a conversion shows in the guard's [`mode`](crate::LockGuard::mode)).
     Disconnected,
     /// INVALID: the server refused the arguments (R54, R56).
     Invalid(Invalid),
@@ -54,7 +58,9 @@ pub enum Error {
     /// ([`Refusal::NotLeader`]), and no leader was reached, for a whole connect timeout: an
     /// election that takes long, a leader that cannot be reached, or no majority.
     NoLeader,
-    /// No answer from the server within the request timeout, although connected.
+    /// No answer from the server within the request timeout, although connected. The
+    /// request may still take effect, as for [`Error::Disconnected`]. (A server in its
+    /// restart grace holds lock requests unanswered until the grace ends.)
     RequestTimeout,
     /// The server is shutting down; its sessions are not kept.
     ShuttingDown,
@@ -90,8 +96,13 @@ impl std::fmt::Display for Error {
             ),
             Error::TimedOut => f.write_str("timed out waiting in the queue"),
             Error::Cancelled => f.write_str("request cancelled"),
-            Error::SessionLost => f.write_str("session lost: the lock is no longer held"),
-            Error::Disconnected => f.write_str("disconnected from the server"),
+            Error::SessionLost => f.write_str(
+                "session lost (expired, or unknown to the server): its locks and requests are gone",
+            ),
+            Error::Disconnected => f.write_str(
+                "disconnected from the server: no answer within the request timeout (a request \
+                 sent before the connection broke may still take effect)",
+            ),
             Error::Invalid(x) => write!(f, "invalid request: {x}"),
             Error::LimitExceeded(x) => write!(f, "limit reached: {x}"),
             Error::NotFound => f.write_str("unknown lock"),
@@ -105,9 +116,12 @@ impl std::fmt::Display for Error {
                 "no leader: members answered NotLeader and no leader could be reached (an \
                  election in progress, or no majority?)",
             ),
-            Error::RequestTimeout => f.write_str("no answer within the request timeout"),
+            Error::RequestTimeout => f.write_str(
+                "no answer within the request timeout (the request may still take effect; a \
+                 server in its restart grace answers lock requests when the grace ends)",
+            ),
             Error::ShuttingDown => f.write_str("server shutting down"),
-            Error::Overloaded => f.write_str("server overloaded"),
+            Error::Overloaded => f.write_str("server overloaded: try again"),
             Error::TooLarge { len, max } => {
                 write!(
                     f,

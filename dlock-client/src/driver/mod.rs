@@ -361,7 +361,7 @@ fn on_frame(machine: &mut SessionMachine, frame: Frame, now: Instant) {
         Some(Ok(Ok(msg))) => return machine.handle_frame(msg, now),
         Some(Ok(Err(malformed))) => {
             tracing::warn!(error = %malformed, "malformed frame from the server");
-            Error::Protocol(malformed.to_string())
+            machine.malformed(&malformed)
         }
         Some(Err(e)) => Error::Protocol(e.to_string()),
         None => Error::Connect(Arc::new(io::Error::new(

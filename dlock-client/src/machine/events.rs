@@ -11,6 +11,7 @@ use super::SessionMachine;
 use super::conn_state::ConnState;
 use super::locks::Granted;
 use super::requests::Outstanding;
+use super::retries::Retry;
 use crate::error::Error;
 use crate::lease::Lease;
 use crate::lock_state::LostReason;
@@ -36,6 +37,19 @@ impl SessionMachine {
             // A frame of a connection already given up.
             _ => {}
         }
+    }
+
+    /// The error for a frame from the server that is not a valid message: in the handshake
+    /// it says where to look, as something answered there, but not in dlock's words (an
+    /// echo, another service whose first bytes pass for a frame's length).
+    pub(crate) fn malformed(&self, malformed: &dlock_proto::codec::MalformedFrame) -> Error {
+        if matches!(self.state, ConnState::Handshaking { .. }) {
+            return Error::Protocol(format!(
+                "{malformed} (in the handshake with {}: is this a dlock server's lock port?)",
+                self.target
+            ));
+        }
+        Error::Protocol(malformed.to_string())
     }
 
     fn on_handshake_frame(&mut self, msg: ServerMessage, sent_at: Instant, now: Instant) {
@@ -170,6 +184,8 @@ impl SessionMachine {
         kind: EventKind,
         now: Instant,
     ) {
+        // The server takes requests: retries of refused ones start over at the first delay.
+        self.retries.taken();
         if let (EventKind::Cancelled, Some(l)) = (&kind, lock) {
             // A successful cancel produces only the cancelled request's completion: it
             // answers the first cancel of the lock sent after the cancelled request.
@@ -350,6 +366,22 @@ impl SessionMachine {
                 self.finish_close(now);
                 return;
             }
+            // What nobody waits for is sent again later: a cancel given up would leave its
+            // request queued, a renewal given up would let the lease run out.
+            (
+                What::Cancel {
+                    lock,
+                    origin: Origin::Release,
+                },
+                Reply::Error(RequestError::Overloaded),
+            ) => {
+                self.retries.refused(Retry::Cancel(*lock), now);
+                return;
+            }
+            (What::Renew, Reply::Error(RequestError::Overloaded)) => {
+                self.retries.refused(Retry::Renew, now);
+                return;
+            }
             (_, Reply::Error(e)) => Err(request_error(e)),
             (_, other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         };
@@ -358,9 +390,11 @@ impl SessionMachine {
 
     /// The server refused the unlock of a dropped guard or of the client itself, or did not
     /// take an unlock at all (overloaded). Nobody holds a guard for the lock, so unless it is
-    /// gone anyway it would stay held until the session ends: release it with a plain unlock,
-    /// after a cancel if a request on the lock is pending (BUSY, R45). Tried once. (A guard's
-    /// explicit unlock refused by the rules changes nothing: its caller was told.)
+    /// gone anyway it would stay held until the session ends: an unlock the server did not
+    /// take is sent again after a delay (see [`retries`](super::retries)), for as long as it
+    /// is not taken; one it refused goes again as a plain unlock, after a cancel if a request
+    /// on the lock is pending (BUSY, R45), and a refused plain unlock is not tried again. (A
+    /// guard's explicit unlock refused by the rules changes nothing: its caller was told.)
     fn on_unlock_refused(&mut self, lock: LockId, err: &Error, fallback: bool, now: Instant) {
         match err {
             // The server has no such lock: nothing is held, forget it here too.
@@ -373,6 +407,10 @@ impl SessionMachine {
             _ => {}
         }
         if !self.locks.contains(lock) {
+            return;
+        }
+        if matches!(err, Error::Overloaded) {
+            self.retries.refused(Retry::Unlock(lock), now);
             return;
         }
         if fallback {

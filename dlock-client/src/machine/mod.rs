@@ -28,6 +28,7 @@ mod locks;
 mod ops;
 mod renewal;
 mod requests;
+mod retries;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -49,6 +50,7 @@ use self::locks::Locks;
 use self::renewal::Renewal;
 pub use self::renewal::renewal_wait_range;
 use self::requests::Requests;
+use self::retries::Retries;
 use crate::error::Error;
 use crate::lock_state::LostReason;
 use crate::op::{Call, Outcome, What};
@@ -104,6 +106,8 @@ pub(crate) struct SessionMachine {
     /// renewal jitter's.
     seed: u64,
     requests: Requests,
+    /// Releases, cancels and renewals the server refused as overloaded, to send again.
+    retries: Retries,
     locks: Locks,
     backoff: Backoff,
     endpoints: Endpoints,
@@ -135,6 +139,7 @@ impl SessionMachine {
             epoch: 0,
             seed,
             requests: Requests::default(),
+            retries: Retries::default(),
             locks: Locks::default(),
             backoff,
             endpoints,
@@ -173,6 +178,7 @@ impl SessionMachine {
                 .and_then(Renewal::answer_due),
             self.state.deadline(),
             self.requests.next_deadline(),
+            self.retries.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -247,6 +253,7 @@ impl SessionMachine {
         while let Some(id) = self.requests.pop_expired(now) {
             self.on_request_deadline(id, now);
         }
+        self.retry_due(now);
         if matches!(self.state, ConnState::Backoff { retry_at } if now >= retry_at) {
             self.connect(now);
         }
@@ -450,15 +457,21 @@ impl SessionMachine {
 
     // ---- the session --------------------------------------------------------------------
 
-    /// The session is gone: every lock is lost and every outstanding request fails.
+    /// The session is gone: every lock is lost and every outstanding request fails, except
+    /// new locks, queries and pings never sent, when a new session follows: they were asked
+    /// of the client, not of that session, and go in the next one as if asked a moment later.
     fn end_session(&mut self, reason: LostReason) {
-        let err = match reason {
-            LostReason::ServerShutdown => Error::ShuttingDown,
-            LostReason::Closed => Error::Closed,
-            _ => Error::SessionLost,
+        let (err, goes_on) = match reason {
+            LostReason::ServerShutdown => (Error::ShuttingDown, false),
+            LostReason::Closed => (Error::Closed, false),
+            _ => (Error::SessionLost, true),
         };
         self.locks.finish_all(reason);
-        for o in self.requests.drain() {
+        self.retries.clear();
+        let unsent_new = |o: &requests::Outstanding| {
+            goes_on && matches!(o.call.what, What::Lock { .. } | What::Query(_) | What::Ping)
+        };
+        for o in self.requests.drain_except(unsent_new) {
             o.call.fail(err.clone());
         }
         if self.session.take().is_some() {

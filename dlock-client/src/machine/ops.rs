@@ -5,6 +5,7 @@ use dlock_proto::{ClientMessage, Query, Request};
 use tokio::time::Instant;
 
 use super::conn_state::ConnState;
+use super::retries::Retry;
 use super::{CLOSE_WAIT, SessionMachine};
 use crate::error::{Error, Result};
 use crate::lock_state::LostReason;
@@ -124,6 +125,12 @@ impl SessionMachine {
         let Some(o) = self.requests.get_mut(id) else {
             return;
         };
+        if o.first_sent.is_none() {
+            // Never sent (no connection since it was made): it is forgotten, not sent later
+            // for nobody.
+            self.requests.remove(id);
+            return;
+        }
         o.call.reply = None;
         let cancel = match &mut o.call.what {
             // Queued: cancel it; if the grant raced the cancel, the grant finds nobody
@@ -167,6 +174,18 @@ impl SessionMachine {
         let Some(o) = self.requests.get_mut(id) else {
             return;
         };
+        if o.first_sent.is_none() && matches!(o.call.what, What::Lock { .. } | What::Convert { .. })
+        {
+            // Never sent (no connection since it was made), and its caller is told it
+            // failed: it is forgotten, not sent once a connection comes, where a lock would
+            // be taken for nobody and a conversion change a guard whose caller was told it
+            // did not. (An unlock or cancel still goes: a guard consumed by its unlock
+            // cannot release the lock again.)
+            if let Some(o) = self.requests.remove(id) {
+                o.call.fail(err);
+            }
+            return;
+        }
         let cancel = match &mut o.call.what {
             // The request stays outstanding: if it is granted after all, it is released.
             What::Lock { queued, .. } => {
@@ -190,6 +209,23 @@ impl SessionMachine {
         let _ = o.call.answer(Err(err));
         if let Some(lock) = cancel {
             self.send_cancel(lock, now);
+        }
+    }
+
+    /// Sends again what the server refused as overloaded and is due at `now` (see
+    /// [`retries`](super::retries)): an unlock only while its lock is held, a renewal only
+    /// while it can be sent (a resume renews too).
+    pub(super) fn retry_due(&mut self, now: Instant) {
+        while let Some(retry) = self.retries.pop_due(now) {
+            match retry {
+                Retry::Unlock(lock) if self.locks.contains(lock) => {
+                    self.send_unlock(lock, Origin::Release, now);
+                }
+                Retry::Unlock(_) => {}
+                Retry::Cancel(lock) => self.send_cancel(lock, now),
+                Retry::Renew if self.state.can_send() => self.renew(now),
+                Retry::Renew => {}
+            }
         }
     }
 }

@@ -157,6 +157,21 @@ impl Requests {
             .min()
     }
 
+    /// Removes every request but those `keep` picks, which stay outstanding under new ids
+    /// (in their order, with their deadlines) for the next session; returns the removed
+    /// ones in id order. Only a request never sent can be kept: it is registered afresh.
+    pub(crate) fn drain_except(&mut self, keep: impl Fn(&Outstanding) -> bool) -> Vec<Outstanding> {
+        let mut gone = Vec::new();
+        for o in self.drain() {
+            if keep(&o) && o.first_sent.is_none() {
+                self.insert(o.call, o.deadline);
+            } else {
+                gone.push(o);
+            }
+        }
+        gone
+    }
+
     /// Removes every request (the session is gone).
     pub(crate) fn drain(&mut self) -> Vec<Outstanding> {
         self.deadlines = Deadlines::default();

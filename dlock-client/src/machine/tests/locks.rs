@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dlock_core::{ConvertRequest, EventKind, Invalid, LockFlags, LockId, Mode, Reject};
-use dlock_proto::{Query, Reply, Request, RequestError, UnlockRequest};
+use dlock_proto::{Query, Request, UnlockRequest};
 
 use super::*;
 use crate::convert::PendingConvert;
@@ -241,24 +241,6 @@ fn a_busy_unlock_of_a_dropped_guard_cancels_then_unlocks_once() {
     // Until the session ends, which ends the lock too.
     h.event(None, None, EventKind::SessionExpired);
     assert_eq!(l.shared.lost_reason(), Some(LostReason::SessionExpired));
-}
-
-#[test]
-fn an_unlock_the_server_did_not_take_is_sent_again_plain() {
-    let mut h = Harness::connected(TTL);
-    let lock = LockId(5);
-    let l = h.grant(lock);
-    let mut rx = h.unlock(lock, Origin::Guard(1));
-    let (id, _) = h.request();
-    h.frame(ServerMessage::Reply {
-        id,
-        body: Reply::Error(RequestError::Overloaded),
-    });
-    assert!(matches!(answer(&mut rx), Some(Err(Error::Overloaded))));
-    let (id, body) = h.request();
-    assert_eq!(body, plain(lock));
-    h.event(Some(id), Some(lock), EventKind::Unlocked);
-    assert_eq!(l.shared.lost_reason(), Some(LostReason::Released));
 }
 
 #[test]

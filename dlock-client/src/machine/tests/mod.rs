@@ -2,6 +2,7 @@
 //! assert the exact frames transmitted, the actions and the answers.
 
 mod endpoints;
+mod given_up;
 mod locks;
 mod session;
 

@@ -1,0 +1,241 @@
+//! What the server did not take (refused as overloaded) and nobody waits for, which is sent
+//! again until it is taken; what its caller gave up on before it was sent, which is never
+//! sent; and new requests not sent when the session is lost, which go in the next one.
+
+use std::time::Duration;
+
+use dlock_core::{ConvertRequest, EventKind, LockFlags, LockId, Mode, SessionId};
+use dlock_proto::codec::MalformedFrame;
+use dlock_proto::{Refusal, Reply, Request, RequestError};
+
+use super::*;
+use crate::lock_state::LostReason;
+use crate::machine::retries::FIRST_DELAY;
+
+const TTL: Duration = Duration::from_secs(10);
+
+/// The server does not take request `id`: it is over its rate.
+fn overloaded(h: &mut Harness, id: RequestId) {
+    h.frame(ServerMessage::Reply {
+        id,
+        body: Reply::Error(RequestError::Overloaded),
+    });
+}
+
+/// Advances to just before `delay` from now, checking nothing is sent, then to `delay`:
+/// the one request sent then.
+fn sent_after(h: &mut Harness, delay: Duration) -> (RequestId, Request) {
+    h.advance(delay - MS);
+    assert_eq!(h.requests(), [], "sent before {delay:?}");
+    h.advance(MS);
+    h.request()
+}
+
+#[test]
+fn an_unlock_the_server_did_not_take_is_sent_again_later_until_it_is_taken() {
+    let mut h = Harness::connected(TTL);
+    let lock = LockId(5);
+    let l = h.grant(lock);
+    let mut rx = h.unlock(lock, Origin::Guard(1));
+    let (id, _) = h.request();
+    overloaded(&mut h, id);
+    assert!(matches!(answer(&mut rx), Some(Err(Error::Overloaded))));
+    // Not at once into the same overload, and not given up after one more refusal: again
+    // after the first delay, then after twice that, as long as it is refused.
+    let mut delay = FIRST_DELAY;
+    for _ in 0..4 {
+        let (id, body) = sent_after(&mut h, delay);
+        assert_eq!(body, plain(lock));
+        overloaded(&mut h, id);
+        assert_eq!(l.shared.lost_reason(), None, "still held");
+        delay *= 2;
+    }
+    let (id, body) = sent_after(&mut h, delay);
+    assert_eq!(body, plain(lock));
+    h.event(Some(id), Some(lock), EventKind::Unlocked);
+    assert_eq!(l.shared.lost_reason(), Some(LostReason::Released));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.requests(), [], "nothing more once released");
+}
+
+#[test]
+fn once_the_server_takes_requests_again_a_refusal_waits_the_first_delay() {
+    let mut h = Harness::connected(TTL);
+    let (a, b) = (LockId(1), LockId(2));
+    let (la, lb) = (h.grant(a), h.grant(b));
+    h.unlock(a, Origin::Release);
+    let (id, _) = h.request();
+    overloaded(&mut h, id);
+    let (id, _) = sent_after(&mut h, FIRST_DELAY);
+    overloaded(&mut h, id);
+    let (id, _) = sent_after(&mut h, FIRST_DELAY * 2);
+    h.event(Some(id), Some(a), EventKind::Unlocked);
+    assert_eq!(la.shared.lost_reason(), Some(LostReason::Released));
+    h.unlock(b, Origin::Release);
+    let (id, _) = h.request();
+    overloaded(&mut h, id);
+    let (_, body) = sent_after(&mut h, FIRST_DELAY);
+    assert_eq!(body, plain(b));
+    assert_eq!(lb.shared.lost_reason(), None);
+}
+
+#[test]
+fn a_cancel_nobody_waits_for_is_sent_again_until_it_is_taken() {
+    let mut h = Harness::connected(TTL);
+    let (key, _rx) = h.lock(b"r", Mode::EX);
+    let (lock_id, _) = h.request();
+    let lock = LockId(4);
+    h.event(Some(lock_id), Some(lock), EventKind::Queued);
+    h.op(Op::Abandon(key));
+    let (id, body) = h.request();
+    assert_eq!(body, Request::Cancel { lock });
+    overloaded(&mut h, id);
+    let (id, body) = sent_after(&mut h, FIRST_DELAY);
+    assert_eq!(body, Request::Cancel { lock });
+    // Taken: the lock request's completion answers it; nothing more is sent.
+    h.event(Some(lock_id), Some(lock), EventKind::Cancelled);
+    h.event(Some(id), Some(lock), EventKind::Cancelled);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.requests(), []);
+}
+
+#[test]
+fn a_renewal_the_server_did_not_take_is_sent_again_soon_not_a_third_of_the_ttl_later() {
+    let mut h = Harness::connected(TTL);
+    h.next_deadline();
+    let (id, body) = h.request();
+    assert_eq!(body, Request::Renew);
+    overloaded(&mut h, id);
+    let (_, body) = sent_after(&mut h, FIRST_DELAY);
+    assert_eq!(body, Request::Renew);
+}
+
+/// A conversion of `lock` to `mode` from a guard of the first session.
+fn convert(lock: LockId, mode: Mode) -> (Key, What) {
+    let key = Key::next();
+    let what = What::Convert {
+        req: ConvertRequest {
+            lock,
+            mode,
+            flags: LockFlags::empty(),
+            value: None,
+            timeout_ms: None,
+        },
+        origin: Origin::Guard(1),
+        key,
+        queued: None,
+    };
+    (key, what)
+}
+
+#[test]
+fn a_lock_or_conversion_given_up_before_it_was_sent_is_never_sent() {
+    let mut s = settings(TTL);
+    s.request_timeout = Some(MS * 500);
+    let mut h = Harness::connected_with(s);
+    let lock = LockId(3);
+    let l = h.grant_mode(lock, Mode::EX);
+    h.lose_connection();
+
+    // While disconnected: a conversion and a lock time out, another conversion and lock
+    // are dropped by their callers.
+    let (_, what) = convert(lock, Mode::NL);
+    let mut timed_out_convert = h.call(what);
+    let (_, mut timed_out_lock) = h.lock(b"x", Mode::EX);
+    let (key, what) = convert(lock, Mode::PR);
+    let _dropped_convert = h.call(what);
+    h.op(Op::Abandon(key));
+    let (key, _dropped_lock) = h.lock(b"y", Mode::EX);
+    h.op(Op::Abandon(key));
+    h.advance(MS * 500);
+    assert!(matches!(
+        answer(&mut timed_out_convert),
+        Some(Err(Error::Disconnected))
+    ));
+    assert!(matches!(
+        answer(&mut timed_out_lock),
+        Some(Err(Error::Disconnected))
+    ));
+
+    // Reconnected and resumed: only the renewal goes out.
+    h.advance(MS * 300);
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
+    assert!(h.up().resume.is_some());
+    h.frame(welcome(true, SESSION, 10_000));
+    let requests = h.requests();
+    assert!(
+        matches!(&requests[..], [(_, Request::Renew)]),
+        "{requests:?}"
+    );
+    assert_eq!(
+        l.shared.mode(),
+        Mode::EX,
+        "the guard's mode is as its caller was told"
+    );
+}
+
+#[test]
+fn new_requests_not_sent_when_the_session_is_lost_go_in_the_next_session() {
+    let mut h = Harness::connected(TTL);
+    let (_, mut sent) = h.lock(b"a", Mode::EX);
+    let (id, _) = h.request();
+    h.event(Some(id), Some(LockId(2)), EventKind::Queued);
+    h.lose_connection();
+    let (_, mut unsent) = h.lock(b"b", Mode::PR);
+    let mut ping = h.call(What::Ping);
+
+    // The resume is refused: the queued request fails with the session, the new ones wait.
+    h.advance(MS * 800);
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
+    assert!(h.up().resume.is_some());
+    h.frame(ServerMessage::Refused(Refusal::UnknownSession));
+    assert!(matches!(
+        h.actions()[..],
+        [Action::Disconnect { graceful: false }]
+    ));
+    assert!(matches!(answer(&mut sent), Some(Err(Error::SessionLost))));
+    assert!(answer(&mut unsent).is_none());
+    assert!(answer(&mut ping).is_none());
+
+    // They go in the new session, in their order.
+    h.advance(Duration::ZERO);
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
+    assert_eq!(h.up().resume, None);
+    h.frame(welcome(false, SessionId(8), 10_000));
+    let requests = h.requests();
+    let [(lock_id, Request::Lock(req)), (ping_id, Request::Ping)] = &requests[..] else {
+        panic!("{requests:?}");
+    };
+    assert_eq!((req.resource.as_slice(), req.mode), (&b"b"[..], Mode::PR));
+    assert!(lock_id < ping_id);
+    let new_session = |kind| dlock_core::Event {
+        session: SessionId(8),
+        request: Some(*lock_id),
+        lock: Some(LockId(1)),
+        kind,
+    };
+    h.frame(ServerMessage::Event {
+        seq: 1,
+        event: new_session(granted(Mode::PR, 9)),
+    });
+    assert!(
+        matches!(answer(&mut unsent), Some(Ok(Outcome::Locked(l))) if l.shared.mode() == Mode::PR)
+    );
+}
+
+#[test]
+fn a_malformed_answer_to_the_handshake_asks_whether_this_is_the_lock_port() {
+    let mut h = Harness::with(settings(TTL));
+    h.up();
+    let malformed = MalformedFrame("UnexpectedEnd".into());
+    let text = h.m.malformed(&malformed).to_string();
+    assert!(text.contains("UnexpectedEnd"), "{text}");
+    assert!(
+        text.contains("handshake with 127.0.0.1:1: is this a dlock server's lock port?"),
+        "{text}"
+    );
+    // Once the session is up, the frame is just malformed.
+    h.frame(welcome(false, SESSION, 10_000));
+    let text = h.m.malformed(&malformed).to_string();
+    assert!(!text.contains("lock port"), "{text}");
+}
