@@ -102,13 +102,14 @@ pub struct Args {
     pub max_locks: usize,
 
     /// Most requests per second one connection may send on average (bursts of a tenth of a
-    /// second's worth pass at once); over it a request is answered Overloaded. 0: no limit.
+    /// second's worth pass at once); over it a request is answered Overloaded (never an
+    /// unlock, cancel, goodbye or renewal: they count, but are carried out). 0: no limit.
     #[arg(long, env = "DLOCK_MAX_REQUEST_RATE", default_value_t = Config::default().max_request_rate)]
     pub max_request_rate: u64,
 
     /// Most requests per second all connections of one client address may send together
     /// (bursts of a tenth of a second's worth pass at once); over it a request is answered
-    /// Overloaded. 0 (the default): no limit, as every client on the server's own machine
+    /// Overloaded, as for --max-request-rate. 0 (the default): no limit, as every client on the server's own machine
     /// shares one address; set it on a server shared by several machines.
     #[arg(long, env = "DLOCK_MAX_REQUEST_RATE_PER_PEER", default_value_t = Config::default().max_request_rate_per_peer)]
     pub max_request_rate_per_peer: u64,

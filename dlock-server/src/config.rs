@@ -48,7 +48,8 @@ pub struct Config {
     pub max_connections_per_peer: usize,
     /// Most requests per second one connection may send, on average (bursts of a tenth of a
     /// second's worth pass at once); a request over it is answered
-    /// `RequestError::Overloaded` without reaching the engine. 0: no limit.
+    /// `RequestError::Overloaded` without reaching the engine. Unlocks, cancels, goodbyes and
+    /// renewals count towards it but are never refused. 0: no limit.
     pub max_request_rate: u64,
     /// Requests per second all connections of one client address may send together (bursts
     /// of a tenth of that pass at once); over it, a request is answered `Overloaded` by its

@@ -299,11 +299,13 @@ async fn read_loop<R: ReadHalf>(
                 }
                 // One clock read per request: the rate's and the service time's.
                 let received = Instant::now();
-                if !rate.admit(|| received)
-                    || peer_rate
-                        .as_ref()
-                        .is_some_and(|r| !admit_shared(r, received))
-                {
+                let admitted = rate.admit(|| received)
+                    && peer_rate.as_ref().is_none_or(|r| admit_shared(r, received));
+                // What ends or keeps what the session has (a release, a cancel, a goodbye, a
+                // renewal) uses up the rate but is never refused for it: refused, it would
+                // leave locks held and requests queued that nobody wants, or let a lease run
+                // out, and so cost others more than taking it does.
+                if !admitted && !ends_or_keeps(&body) {
                     // Over its rate, or its address over the address's: answered here, at no cost to the engine or anyone else.
                     conn.shared.net.refused(NetRefusal::Overloaded);
                     let reply = ServerMessage::Reply {
@@ -641,4 +643,16 @@ async fn feed<W: AsyncWrite + Unpin>(
             true
         }
     }
+}
+
+/// Whether a request only ends or keeps what its session already has: the rate limit
+/// counts it but never refuses it (see the read loop).
+fn ends_or_keeps(body: &dlock_proto::Request) -> bool {
+    matches!(
+        body,
+        dlock_proto::Request::Unlock(_)
+            | dlock_proto::Request::Cancel { .. }
+            | dlock_proto::Request::Goodbye
+            | dlock_proto::Request::Renew
+    )
 }

@@ -4,8 +4,10 @@
 
 use std::time::Instant;
 
-use anyhow::{Result, bail, ensure};
-use dlock_proto::{ClientMessage, Refusal, Reply, Request, RequestError, RequestId, ServerMessage};
+use anyhow::{Context, Result, bail, ensure};
+use dlock_proto::{
+    ClientMessage, EventKind, Refusal, Reply, Request, RequestError, RequestId, ServerMessage,
+};
 use dlock_tests::raw::{connect_framed, recv_raw};
 use dlock_tests::{RawClient, TestServer};
 use futures_util::SinkExt;
@@ -156,6 +158,68 @@ async fn a_connection_over_its_rate_is_answered_overloaded_and_harms_nobody() ->
         "the other session's lock is still granted"
     );
     took("h10 request rate", start);
+    Ok(())
+}
+
+#[tokio::test]
+async fn over_its_rate_a_connection_still_releases_cancels_and_renews() -> Result<()> {
+    const SENT: u64 = 200;
+    let start = Instant::now();
+    // 40 requests per second, bursts of 4, as above.
+    let server = TestServer::start_with(dlock_server::Config {
+        max_request_rate: 40,
+        ..TestServer::config()
+    })
+    .await?;
+    let mut holder = RawClient::connect(server.addr(), "h10-holder").await?;
+    holder.acquire("h10/wanted", dlock_proto::Mode::EX).await?;
+    let mut flood = RawClient::connect(server.addr(), "h10-releaser").await?;
+    let (mine, _) = flood.acquire("h10/mine", dlock_proto::Mode::EX).await?;
+    let wait = flood
+        .lock("h10/wanted", dlock_proto::Mode::EX, Default::default())
+        .await?;
+    let queued = flood.event_for(wait).await?;
+    ensure!(queued.kind == EventKind::Queued, "{queued:?}");
+    let queued = queued.lock.context("queued without a lock id")?;
+    // The bucket runs dry; right behind the pings come a release, a cancel and a renewal.
+    for id in 100..100 + SENT {
+        let ping = ClientMessage::Request {
+            id: RequestId(id),
+            body: Request::Ping,
+        };
+        flood.framed.feed(ping).await?;
+    }
+    flood.framed.flush().await?;
+    let unlock = flood.unlock(mine).await?;
+    flood.send(Request::Cancel { lock: queued }).await?;
+    let renew = flood.send(Request::Renew).await?;
+    let pings: Vec<RequestId> = (100..100 + SENT).map(RequestId).collect();
+    let mut overloaded = 0;
+    for id in pings {
+        match flood.reply_for(id).await? {
+            Reply::Pong { .. } => {}
+            Reply::Error(RequestError::Overloaded) => overloaded += 1,
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+    ensure!(overloaded > 0, "the pings ran the bucket dry");
+    // Counted, but not refused: each is carried out (a cancel is answered by the cancelled
+    // request's completion).
+    let event = flood.event_for(unlock).await?;
+    ensure!(event.kind == EventKind::Unlocked, "the unlock: {event:?}");
+    let event = flood.event_for(wait).await?;
+    ensure!(
+        event.kind == EventKind::Cancelled,
+        "the queued request: {event:?}"
+    );
+    let renewed = flood.event_for(renew).await?;
+    ensure!(
+        matches!(renewed.kind, EventKind::Renewed { .. }),
+        "{renewed:?}"
+    );
+    let state = holder.query_resource("h10/mine").await?;
+    ensure!(state.is_none(), "released: {state:?}");
+    took("h10 releases over the rate", start);
     Ok(())
 }
 
