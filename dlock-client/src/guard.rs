@@ -219,8 +219,10 @@ impl LockGuard {
     /// - The server's refusals: [`Error::Invalid`] (flags or value), [`Error::Busy`] (a
     ///   conversion of the lock is pending: cancel it first, R45),
     ///   [`Error::PermissionDenied`] (writing a value block needs write access).
-    /// - [`Error::Overloaded`] and the like: the server did not take the request; the client
-    ///   releases the lock in the background with a plain unlock.
+    /// - [`Error::Overloaded`]: the server did not take the request (a server of this
+    ///   version takes every unlock, whatever its request rate); the client releases the
+    ///   lock in the background with a plain unlock, sent again with a doubling delay (10 ms
+    ///   up to 1 s) for as long as the server does not take it.
     /// - [`Error::RequestTimeout`] or [`Error::Disconnected`]: no answer in time; the unlock
     ///   stays queued and is delivered once the connection is back.
     /// - [`Error::SessionLost`] or [`Error::Closed`]: the lock was already gone.
