@@ -153,9 +153,16 @@ impl LockGuard {
 
     /// [`convert`](Self::convert) with NOQUEUE, QUECVT, a timeout or value block options.
     /// `Err(NotQueued | Deadlock | TimedOut | Cancelled)` leave the lock at its old mode, and
-    /// so does every other error. A value longer than
+    /// so does every other answer of the server. A value longer than
     /// [`Client::value_block_len`](crate::Client::value_block_len) fails with
     /// [`Error::Invalid`] before anything is sent.
+    ///
+    /// [`Error::RequestTimeout`] and [`Error::Disconnected`] mean no answer came in time. A
+    /// conversion not sent yet (no connection since it was asked for) is then dropped, and
+    /// the lock keeps its old mode. One already sent is cancelled, but the server may have
+    /// granted it before the cancel arrived: the grant then shows in [`mode`](Self::mode)
+    /// and [`token`](Self::token) once it is received, so look at them before relying on
+    /// the old mode.
     pub async fn convert_with(&mut self, mode: Mode, opts: ConvertOptions) -> Result<()> {
         self.check_alive()?;
         self.shared.check_value(opts.value.as_deref())?;
