@@ -8,9 +8,19 @@
 //! - R35: every lock that was granted, converted in place or returned to the grant queue
 //!   during the input is checked against the strongest mode still queued on its resource
 //!   (Linux `grant_pending_locks` with its PR/CW special case). Locks that were already on
-//!   the grant queue when a queued request arrived were told at that moment by R32, so
-//!   re-checking only the touched locks sends the same notifications as a full scan minus
-//!   repeats, which R37 allows to drop, without walking every holder after every pass.
+//!   the grant queue when a queued request arrived were told at that moment by R32, and
+//!   holders granted since were checked when they were granted, so re-checking only the
+//!   touched locks sends the same notifications as a full scan minus repeats, which R37
+//!   allows to drop, without walking every holder after every pass.
+//!
+//!   With one exception, which comes from PR and CW being unordered: a PW or EX holder
+//!   granted while PR was the strongest queued mode was told PR, which does not cover a CW
+//!   queued behind it. When the PR request goes (cancelled, timed out, refused as a
+//!   deadlock victim, its session ended) and CW is left the strongest, nobody was told
+//!   CW. So after a pass that leaves CW the strongest queued mode while a PW or EX lock is
+//!   held, the holders are walked for it (at most one PW or EX lock is granted at a time,
+//!   but NL and CR holders may be many: the walk is skipped unless the held counts say
+//!   there is one).
 //!
 //! Deduplication (R37): per lock, the set of modes notified since its last grant is
 //! remembered (`lock::Notified`); a notification for a mode that one of them covers (the same or
@@ -76,6 +86,31 @@ impl Core {
                 high
             };
             self.notify(id, m, out);
+        }
+        for rr in fx.passed {
+            self.notify_cw_left_strongest(rr, out);
+        }
+    }
+
+    /// R35's case the touched locks miss (see the module docs): CW is the strongest mode
+    /// queued on `rr` after its grant pass, and a PW or EX lock is granted there.
+    fn notify_cw_left_strongest(&mut self, rr: ResRef, out: &mut Vec<Event>) {
+        let Some(res) = self.resources.get(rr.0) else {
+            return;
+        };
+        let high = res.queues.as_deref().and_then(|q| q.strongest().0);
+        let strong_held = res.held[Mode::PW.index()] + res.held[Mode::EX.index()];
+        if high != Some(Mode::CW) || strong_held == 0 {
+            return;
+        }
+        let holders: Vec<LockId> = res
+            .granted
+            .iter(&self.locks)
+            .filter(|(_, l)| matches!(l.status, Status::Granted { mode, .. } if mode >= Mode::PW))
+            .map(|(_, l)| l.id)
+            .collect();
+        for id in holders {
+            self.notify(id, Mode::CW, out);
         }
     }
 

@@ -111,6 +111,8 @@ pub(crate) struct Effects {
     pub(crate) touched: Vec<LockId>,
     /// Resources that lost a lock and need a grant pass (R12).
     pub(crate) dirty: BTreeSet<ResRef>,
+    /// Resources a grant pass ran on (R35 re-checks their holders for one case).
+    pub(crate) passed: Vec<ResRef>,
     /// Cleanup this input may still do ([`STEP_WORK`]).
     pub(crate) step_work: usize,
 }
@@ -121,6 +123,7 @@ impl Default for Effects {
             basts: Vec::new(),
             touched: Vec::new(),
             dirty: BTreeSet::new(),
+            passed: Vec::new(),
             step_work: STEP_WORK,
         }
     }
@@ -249,6 +252,7 @@ impl Core {
     pub(crate) fn run_grant_passes(&mut self, fx: &mut Effects, out: &mut Vec<Event>) {
         while let Some(r) = fx.dirty.pop_first() {
             self.grant_pass(r, fx, out);
+            fx.passed.push(r);
         }
     }
 

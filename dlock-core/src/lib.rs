@@ -66,8 +66,9 @@
 //! - Blocking notifications (R35, R37): after a grant pass, the locks granted, converted in
 //!   place or returned to the grant queue during the input are checked against the
 //!   strongest queued mode; other holders were notified when the queued requests arrived
-//!   (R32). Per lock, a notification for a mode already covered since its last grant is
-//!   dropped (PR and CW unordered).
+//!   (R32), except a PW or EX holder told PR when a CW queued behind the PR is left the
+//!   strongest: it is told CW then. Per lock, a notification for a mode already covered
+//!   since its last grant is dropped (PR and CW unordered).
 //! - Deadlocks (R39..R41): a request about to be queued that closes a cycle is refused
 //!   (it is the youngest). A queued conversion goes ahead of every waiting request, so the
 //!   cycles it closes may run through those waiters' new edges, even without passing

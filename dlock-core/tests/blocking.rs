@@ -190,3 +190,39 @@ fn r35_told_again_after_a_down_and_an_up_conversion_in_place() {
     );
     assert_eq!(h.queues("r"), (vec![la], vec![], vec![ld]));
 }
+
+/// A holds EX; B's queued conversion to PR goes ahead of C's waiting CW; A converts down to
+/// PW in place, which is a grant of its own: told PR again (the strongest), not CW.
+fn pw_holder_told_pr_with_cw_queued_behind()
+-> (H, [dlock_core::SessionId; 3], [dlock_core::LockId; 3]) {
+    let mut h = H::new();
+    let (a, b, c) = (h.open("a"), h.open("b"), h.open("c"));
+    let (la, _) = h.lock(a, 1, "r", Mode::EX);
+    let (lb, _) = h.lock(b, 1, "r", Mode::NL);
+    assert_eq!(
+        h.convert(b, 2, lb, Mode::PR),
+        vec![queued(b, 2, lb), blocking(a, la, Mode::PR)]
+    );
+    let (lc, ev) = h.lock(c, 1, "r", Mode::CW);
+    assert_eq!(ev, vec![queued(c, 1, lc), blocking(a, la, Mode::CW)]);
+    let ev = h.convert(a, 2, la, Mode::PW);
+    assert_eq!(ev[1..], [blocking(a, la, Mode::PR)]);
+    (h, [a, b, c], [la, lb, lc])
+}
+
+#[test]
+fn r35_when_the_queued_pr_goes_a_pw_holder_is_told_the_cw_left_behind() {
+    // Cancelled.
+    let (mut h, [a, b, _], [la, lb, _]) = pw_holder_told_pr_with_cw_queued_behind();
+    assert_eq!(
+        h.cancel(b, 3, lb),
+        vec![cancelled(b, 2, lb), blocking(a, la, Mode::CW)]
+    );
+    // Its session ended.
+    let (mut h, [a, b, _], [la, _, _]) = pw_holder_told_pr_with_cw_queued_behind();
+    assert_eq!(h.close(b, 3), vec![closed(b, 3), blocking(a, la, Mode::CW)]);
+    // Told once: another CW queued is a repeat R37 drops.
+    let d = h.open("d");
+    let (ld, ev) = h.lock(d, 1, "r", Mode::CW);
+    assert_eq!(ev, vec![queued(d, 1, ld)]);
+}
