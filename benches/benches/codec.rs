@@ -75,6 +75,7 @@ fn query_reply() -> ServerMessage {
                 waiting: (2..6)
                     .map(|n| lock(n, LockState::Waiting { mode: Mode::EX }))
                     .collect(),
+                omitted: 0,
             }],
         },
     }

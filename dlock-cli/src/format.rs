@@ -278,6 +278,7 @@ mod tests {
                 9_500,
             )],
             waiting: vec![lock(LockState::Waiting { mode: Mode::EX }, 9_900)],
+            omitted: 0,
         };
         assert_eq!(
             holders_line(Some(&info), 10_000),
@@ -302,6 +303,7 @@ mod tests {
             granted: vec![pw],
             converting: vec![],
             waiting: vec![ex.clone(), ex],
+            omitted: 0,
         };
         let held = "held by alice@h:42 (s3) in PW for 3s";
         // CR is compatible with PW: what holds it up is the EX queued first (R10).

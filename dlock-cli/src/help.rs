@@ -112,7 +112,8 @@ waiting), \"requested_mode\" the mode waited for (null for holders), \"token\" t
 token of the latest grant (null while waiting), \"since_ms\" the server clock when the lock
 entered its state and \"for_ms\" how long ago that was, by the server clock of the same reply
 (\"now_ms\" at the top level). A name that is not UTF-8 also has \"name_hex\", its bytes
-in hexadecimal. When more resources follow than --limit, the document also has
+in hexadecimal. A resource with more locks than fit in one answer lists the first ones of each
+queue in turn and has \"omitted\", the number of the others. When more resources follow than --limit, the document also has
 \"next_cursor\" (the last name as text) and \"next_cursor_hex\" (its bytes in hexadecimal):
 pass --cursor hex:NEXT_CURSOR_HEX, which always goes on after exactly that name. The same
 document as the server's HTTP /api/resources.";

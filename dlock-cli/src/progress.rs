@@ -149,6 +149,7 @@ mod tests {
                 lock(2, LockState::Waiting { mode: Mode::PR }, 2_000),
                 lock(3, LockState::Waiting { mode: Mode::EX }, 3_000),
             ],
+            omitted: 0,
         };
         assert_eq!(
             status_line(b"db", Mode::EX, Some(&info), SessionId(3), 4_000),

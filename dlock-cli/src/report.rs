@@ -53,7 +53,19 @@ pub fn table(resources: &[ResourceInfo], now_ms: u64) -> String {
                 ]);
             }
         }
-        if r.granted.is_empty() && r.converting.is_empty() && r.waiting.is_empty() {
+        if r.omitted > 0 {
+            // More locks than fit in one reply: the first ones of each queue in order.
+            let mut row: [String; 7] = Default::default();
+            row[0] = name.clone();
+            row[1] = "omitted".to_owned();
+            row[4] = format!(
+                "{} more locks not listed (too many for one reply)",
+                r.omitted
+            );
+            rows.push(row);
+        }
+        if r.granted.is_empty() && r.converting.is_empty() && r.waiting.is_empty() && r.omitted == 0
+        {
             let mut row: [String; 7] = Default::default();
             row[0] = name;
             row[1] = "unused".to_owned();
@@ -129,6 +141,7 @@ mod tests {
                 LockState::Waiting { mode: Mode::EX },
                 4_500,
             )],
+            omitted: 0,
         }]
     }
 
@@ -143,6 +156,29 @@ db        waiting     EX      s103     carol@h:3  500ms  -
 ";
         assert_eq!(out, expected);
         assert_eq!(table(&[], 0), "");
+    }
+
+    #[test]
+    fn locks_too_many_for_one_reply_are_counted_in_the_table_and_the_json() {
+        let mut cut = sample();
+        cut[0].omitted = 1_234;
+        let out = table(&cut, 5_000);
+        let last = out.lines().last().unwrap();
+        assert!(last.starts_with("db        omitted"), "{out}");
+        assert!(
+            last.contains("1234 more locks not listed (too many for one reply)"),
+            "{out}"
+        );
+        let doc = serde_json::to_value(StatusJson::new(&cut, 5_000)).unwrap();
+        assert_eq!(doc["resources"][0]["omitted"], 1_234);
+        // Absent when nothing is omitted (the shape scripts know).
+        let doc = serde_json::to_value(StatusJson::new(&sample(), 5_000)).unwrap();
+        assert!(doc["resources"][0].get("omitted").is_none());
+        // A resource whose every lock was omitted is not "unused".
+        cut[0].granted.clear();
+        cut[0].converting.clear();
+        cut[0].waiting.clear();
+        assert!(!table(&cut, 5_000).contains("unused"));
     }
 
     #[test]

@@ -150,7 +150,9 @@ impl Client {
     }
 
     /// One resource with its grant, convert and wait queues (R66), or `None` if no lock on
-    /// it exists.
+    /// it exists. A resource with more locks than fit in one answer frame lists the first
+    /// ones of the grant queue, then of the convert queue, then of the wait queue, and counts
+    /// the others in [`ResourceInfo::omitted`].
     pub async fn query_resource(&self, resource: impl AsRef<[u8]>) -> Result<Option<ResourceInfo>> {
         Ok(self.view_resource(resource).await?.value)
     }

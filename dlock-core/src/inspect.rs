@@ -23,35 +23,75 @@ impl Core {
         }
     }
 
-    fn resource_info(&self, res: &Resource) -> ResourceInfo {
+    /// `res` and its queues, listing locks while the answer stays within about `budget`
+    /// bytes ([`ResourceInfo::approx_size`]): the first locks of the grant queue (in the
+    /// order they were granted, then listed by lock id), then of the convert queue, then of
+    /// the wait queue, head first; the others are counted in
+    /// [`omitted`](ResourceInfo::omitted). The work is proportional to what is listed, not
+    /// to the resource's locks.
+    fn resource_info(&self, res: &Resource, budget: usize) -> ResourceInfo {
         let (value, value_valid) = crate::lvb::read(res, self.config.lvb_len);
-        let mut granted: Vec<LockInfo> = res
-            .granted
-            .iter(&self.locks)
-            .map(|(_, l)| self.lock_info(l))
-            .collect();
-        granted.sort_by_key(|i| i.lock);
-        let (converting, waiting) = match res.queues.as_deref() {
-            Some(q) => (
-                q.convert
-                    .iter(&self.locks)
-                    .map(|(_, l)| self.lock_info(l))
-                    .collect(),
-                q.wait
-                    .iter(&self.locks)
-                    .map(|(_, l)| self.lock_info(l))
-                    .collect(),
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
-        ResourceInfo {
+        let mut info = ResourceInfo {
             name: res.name.as_bytes().to_vec(),
             value,
             value_valid,
-            granted,
-            converting,
-            waiting,
+            granted: Vec::new(),
+            converting: Vec::new(),
+            waiting: Vec::new(),
+            omitted: 0,
+        };
+        let mut used = info.approx_size();
+        let mut total = u64::from(res.granted.len);
+        let mut room = self.list_within(
+            res.granted.iter(&self.locks),
+            &mut used,
+            budget,
+            &mut info.granted,
+        );
+        info.granted.sort_by_key(|i| i.lock);
+        if let Some(q) = res.queues.as_deref() {
+            total += u64::from(q.convert.len) + u64::from(q.wait.len);
+            if room {
+                room = self.list_within(
+                    q.convert.iter(&self.locks),
+                    &mut used,
+                    budget,
+                    &mut info.converting,
+                );
+            }
+            if room {
+                self.list_within(
+                    q.wait.iter(&self.locks),
+                    &mut used,
+                    budget,
+                    &mut info.waiting,
+                );
+            }
         }
+        let listed = info.granted.len() + info.converting.len() + info.waiting.len();
+        info.omitted = total.saturating_sub(listed as u64);
+        info
+    }
+
+    /// Appends the locks of `list` to `out` while `used` stays within `budget`; whether
+    /// there was room for all of them.
+    fn list_within<'a>(
+        &self,
+        list: impl Iterator<Item = (crate::lock::LockRef, &'a Lock)>,
+        used: &mut usize,
+        budget: usize,
+        out: &mut Vec<LockInfo>,
+    ) -> bool {
+        for (_, l) in list {
+            let info = self.lock_info(l);
+            let size = info.approx_size();
+            if used.saturating_add(size) > budget {
+                return false;
+            }
+            *used += size;
+            out.push(info);
+        }
+        true
     }
 
     fn res(&self, r: ResRef) -> Option<&Resource> {
@@ -61,8 +101,17 @@ impl Core {
     /// One resource and its queues (R66): the grant queue by lock id, the convert and wait
     /// queues head first.
     pub fn resource(&self, name: &[u8]) -> Option<ResourceInfo> {
+        self.resource_within(name, usize::MAX)
+    }
+
+    /// [`resource`](Self::resource) for answers that must stay small: as many of its locks
+    /// as fit in about `budget` bytes of encoded answer (see [`ResourceInfo::approx_size`]),
+    /// the first of the grant queue, then of the convert queue, then of the wait queue; the
+    /// others are counted in [`omitted`](ResourceInfo::omitted). The work done is
+    /// proportional to what is listed, however many locks the resource has.
+    pub fn resource_within(&self, name: &[u8], budget: usize) -> Option<ResourceInfo> {
         let r = *self.names.get(name)?;
-        self.res(r).map(|res| self.resource_info(res))
+        self.res(r).map(|res| self.resource_info(res, budget))
     }
 
     /// Resources whose names start with `prefix`, in name order, at most `limit` of them.
@@ -75,17 +124,18 @@ impl Core {
             .take_while(|(name, _)| name.as_bytes().starts_with(prefix))
             .take(limit)
             .filter_map(|(_, &r)| self.res(r))
-            .map(|res| self.resource_info(res))
+            .map(|res| self.resource_info(res, usize::MAX))
             .collect()
     }
 
     /// A page of [`resources`](Self::resources) for answers that must stay small: the
     /// resources starting with `prefix` whose names sort after `after` (all of them for
     /// `None`), in name order, at most `limit` of them and no more than about `budget` bytes
-    /// of encoded answer (see [`ResourceInfo::approx_size`]; the first resource is returned
-    /// even if it alone is larger). The work done is proportional to the page, not to the
-    /// table. The flag says whether more resources match: the next page starts after the
-    /// last name returned.
+    /// of encoded answer (see [`ResourceInfo::approx_size`]). A resource whose locks do not
+    /// all fit starts the next page, unless it is the first: then it lists as many as fit
+    /// and counts the others in [`omitted`](ResourceInfo::omitted). The work done is
+    /// proportional to the page, not to the table or to a resource's locks. The flag says
+    /// whether more resources match: the next page starts after the last name returned.
     pub fn resources_page(
         &self,
         prefix: &[u8],
@@ -109,9 +159,14 @@ impl Core {
             let Some(res) = matching.next() else {
                 return (page, false);
             };
-            let info = self.resource_info(res);
+            let room = if page.is_empty() {
+                budget
+            } else {
+                budget.saturating_sub(used)
+            };
+            let info = self.resource_info(res, room);
             used += info.approx_size();
-            if used > budget && !page.is_empty() {
+            if (info.omitted > 0 || used > budget) && !page.is_empty() {
                 return (page, true);
             }
             page.push(info);

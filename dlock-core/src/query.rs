@@ -88,6 +88,11 @@ pub struct ResourceInfo {
     pub converting: Vec<LockInfo>,
     /// The wait queue, head first.
     pub waiting: Vec<LockInfo>,
+    /// How many of its locks are not listed above. 0 from the engine; a server whose reply
+    /// frame cannot hold every lock of the resource lists the first ones of the grant queue,
+    /// then of the convert queue, then of the wait queue, as many as fit, and counts the
+    /// rest here.
+    pub omitted: u64,
 }
 
 /// One lock of a session, as a query sees it.

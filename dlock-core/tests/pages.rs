@@ -148,3 +148,84 @@ fn approx_sizes_grow_with_names() {
     };
     assert_eq!(long.approx_size() - short.approx_size(), 100);
 }
+
+/// A resource "crowd": `n` NL holders (sessions `h0`, `h1`, ...), then a PW holder, a
+/// conversion to EX and two waiters; the holders' ids, the converter's and the waiters'.
+fn crowd(n: usize) -> (H, Vec<LockId>, LockId, [LockId; 2]) {
+    let mut h = H::new();
+    let mut holders = Vec::new();
+    for i in 0..n {
+        let s = h.open(&format!("h{i}"));
+        holders.push(h.lock(s, 1, "crowd", Mode::NL).0);
+    }
+    let (pw, c) = (h.open("pw"), h.open("c"));
+    let (wa, wb) = (h.open("wa"), h.open("wb"));
+    h.lock(pw, 1, "crowd", Mode::PW);
+    let (lc, _) = h.lock(c, 1, "crowd", Mode::NL);
+    h.convert(c, 2, lc, Mode::EX);
+    let (w1, _) = h.lock(wa, 1, "crowd", Mode::EX);
+    let (w2, _) = h.lock(wb, 1, "crowd", Mode::PR);
+    (h, holders, lc, [w1, w2])
+}
+
+#[test]
+fn a_resource_lists_the_locks_that_fit_and_counts_the_others() {
+    let (h, holders, converting, waiting) = crowd(50);
+    let whole = h.core.resource(b"crowd").unwrap();
+    assert_eq!(whole.omitted, 0);
+    assert_eq!(whole.granted.len(), 51);
+    assert_eq!(whole.converting.len(), 1);
+    assert_eq!(whole.waiting.len(), 2);
+    let head = ResourceInfo {
+        granted: Vec::new(),
+        converting: Vec::new(),
+        waiting: Vec::new(),
+        ..whole.clone()
+    }
+    .approx_size();
+    let item = whole.granted[0].approx_size();
+    // Room for ten holders: the first ten granted, the 44 others counted.
+    let cut = h.core.resource_within(b"crowd", head + 10 * item).unwrap();
+    let ids = |v: &[dlock_core::LockInfo]| v.iter().map(|l| l.lock).collect::<Vec<_>>();
+    assert_eq!(ids(&cut.granted), holders[..10]);
+    assert!(cut.converting.is_empty() && cut.waiting.is_empty());
+    assert_eq!(cut.omitted, 44);
+    assert!(cut.approx_size() <= head + 10 * item);
+    assert_eq!((&cut.name, &cut.value), (&whole.name, &whole.value));
+    // Room for every holder and the converter: the waiters are counted.
+    let room = head
+        + whole.granted.iter().map(|l| l.approx_size()).sum::<usize>()
+        + whole.converting[0].approx_size();
+    let cut = h.core.resource_within(b"crowd", room).unwrap();
+    assert_eq!(ids(&cut.granted), ids(&whole.granted));
+    assert_eq!(ids(&cut.converting), [converting]);
+    assert_eq!((cut.waiting.len(), cut.omitted), (0, 2));
+    // Room for all of it: the whole resource.
+    let room = room + whole.waiting.iter().map(|l| l.approx_size()).sum::<usize>();
+    assert_eq!(h.core.resource_within(b"crowd", room).unwrap(), whole);
+    assert_eq!(ids(&whole.waiting), waiting);
+    // Room for nothing but its name and value block: every lock counted.
+    let cut = h.core.resource_within(b"crowd", head).unwrap();
+    assert_eq!((cut.granted.len(), cut.omitted), (0, 54));
+}
+
+#[test]
+fn a_crowded_resource_is_cut_only_first_in_a_page_and_starts_the_next_otherwise() {
+    let (mut h, _, _, _) = crowd(50);
+    let s = h.open("small");
+    h.lock(s, 1, "a-small", Mode::EX);
+    let whole = h.core.resource(b"crowd").unwrap();
+    let small = h.core.resource(b"a-small").unwrap();
+    let budget = small.approx_size() + whole.approx_size() / 2;
+    // The small one fits, the crowded one would not whole: the page ends before it.
+    let (page, more) = h.core.resources_page(b"", None, 10, budget);
+    assert_eq!(page, vec![small]);
+    assert!(more);
+    // The next page starts with it: it lists what fits, and counts the others.
+    let (page, more) = h.core.resources_page(b"", Some(b"a-small"), 10, budget);
+    let [cut] = &page[..] else { panic!("{page:?}") };
+    assert!(!more);
+    assert!(cut.omitted > 0 && cut.approx_size() <= budget);
+    let listed = cut.granted.len() + cut.converting.len() + cut.waiting.len();
+    assert_eq!(listed as u64 + cut.omitted, 54);
+}

@@ -64,6 +64,15 @@ pub struct ResourceView {
     pub converting: Vec<LockView>,
     /// Locks on the wait queue, head first.
     pub waiting: Vec<LockView>,
+    /// How many locks are not listed (present only when some are not): the resource had
+    /// more than fit in one reply frame, so the first ones of the grant queue, then of the
+    /// convert queue, then of the wait queue are listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ResourceView {
@@ -79,6 +88,7 @@ impl ResourceView {
             holders: locks(&r.granted),
             converting: locks(&r.converting),
             waiting: locks(&r.waiting),
+            omitted: r.omitted,
         }
     }
 }

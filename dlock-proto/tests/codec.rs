@@ -152,6 +152,7 @@ fn all_server_messages() -> Vec<ServerMessage> {
                     granted: vec![lock_info()],
                     converting: vec![lock_info()],
                     waiting: vec![],
+                    omitted: 0,
                 }],
             },
         },
@@ -514,6 +515,7 @@ fn arb_resource() -> impl Strategy<Value = ResourceInfo> {
                 granted,
                 converting,
                 waiting,
+                omitted: 0,
             },
         )
 }

@@ -130,6 +130,11 @@ pub enum Event {
         converting: Vec<LockView>,
         /// Waiting locks, head first.
         waiting: Vec<LockView>,
+        /// Locks not listed, present only when some are not: more than fit in one reply
+        /// (the first of the grant queue, then of the convert queue, then of the wait
+        /// queue are listed).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        omitted: Option<u64>,
         /// The server clock of the answer; `for_ms` of each lock is measured against it.
         now_ms: u64,
     },
@@ -220,6 +225,7 @@ impl Event {
             holders: info.map(|r| locks(&r.granted)).unwrap_or_default(),
             converting: info.map(|r| locks(&r.converting)).unwrap_or_default(),
             waiting: info.map(|r| locks(&r.waiting)).unwrap_or_default(),
+            omitted: info.map(|r| r.omitted).filter(|&n| n > 0),
             now_ms,
         }
     }
@@ -328,6 +334,20 @@ mod tests {
         assert_eq!(
             json(Some("q"), Event::resource(b"gone", None, 5)),
             r#"{"tag":"q","event":"resource","resource":"gone","value_valid":true,"holders":[],"converting":[],"waiting":[],"now_ms":5}"#
+        );
+        // Locks too many for one reply are counted.
+        let crowded = ResourceInfo {
+            name: b"hot".to_vec(),
+            value: vec![0xab],
+            value_valid: true,
+            granted: Vec::new(),
+            converting: Vec::new(),
+            waiting: Vec::new(),
+            omitted: 9,
+        };
+        assert_eq!(
+            json(Some("q"), Event::resource(b"hot", Some(&crowded), 5)),
+            r#"{"tag":"q","event":"resource","resource":"hot","value":"ab","value_valid":true,"holders":[],"converting":[],"waiting":[],"omitted":9,"now_ms":5}"#
         );
     }
 

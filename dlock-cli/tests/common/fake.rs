@@ -71,6 +71,7 @@ impl Script {
                     LockState::Waiting { mode: Mode::PR },
                     87_500,
                 )],
+                omitted: 0,
             }],
         }
     }

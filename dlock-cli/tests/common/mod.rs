@@ -130,6 +130,7 @@ pub async fn queues(
                     granted: Vec::new(),
                     converting: Vec::new(),
                     waiting: Vec::new(),
+                    omitted: 0,
                 }),
                 _ => None,
             }

@@ -32,7 +32,8 @@ pub(super) fn query(
         // A cluster member answers this itself (`CoreTask::request`); alone, there is none.
         Query::Cluster => Reply::Cluster(None),
         Query::Resource(name) => {
-            let mut resources: Vec<_> = core.resource(&name).into_iter().collect();
+            // At most a frame's worth of its locks, however many it has.
+            let mut resources: Vec<_> = core.resource_within(&name, budget).into_iter().collect();
             if let Some((rules, identity)) = view {
                 for info in &mut resources {
                     super::authz::redact(rules, identity, info);
@@ -91,8 +92,9 @@ fn surely_fits(body: &Reply, max: usize) -> bool {
 }
 
 /// The reply message for request `id`, shrinking a resource list that does not fit in a
-/// frame of `max_frame_len` bytes (only a single resource with very many locks can: pages are
-/// built within a frame), or `ReplyTooLarge` if nothing else fits.
+/// frame of `max_frame_len` bytes, or `ReplyTooLarge` if nothing else fits. A safety net:
+/// pages are built within a frame by the answers' size bounds, and a resource lists only as
+/// many of its locks as fit.
 pub(super) fn fitted_reply(id: RequestId, mut body: Reply, max_frame_len: usize) -> ServerMessage {
     loop {
         if surely_fits(&body, max_frame_len) {

@@ -18,6 +18,7 @@ mod h12_replay_per_peer;
 mod h13_rate_per_peer;
 mod h14_fair_turns;
 mod h15_bulk_release;
+mod h16_crowded_resource;
 mod h1_slow_reader;
 mod h2_expensive_query;
 mod h3_slowloris;
