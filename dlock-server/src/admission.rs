@@ -186,9 +186,50 @@ impl crate::Config {
     }
 }
 
+/// Which acknowledgements a connection passes on to its session. They are cumulative: one
+/// not above the last passed on tells the session nothing, and one over the connection's
+/// rate is dropped (a later one covers it, and the client acknowledges with its renewals).
+/// So a flood of them costs the engine no more than the connection's rate of requests.
+#[derive(Debug, Default)]
+pub(crate) struct AckFilter {
+    /// The highest acknowledgement passed on.
+    acked: u64,
+}
+
+impl AckFilter {
+    /// Whether to pass on an acknowledgement of `seq`; `admitted` is asked (and charged)
+    /// only for one that would tell the session something.
+    pub(crate) fn pass(&mut self, seq: u64, admitted: impl FnOnce() -> bool) -> bool {
+        if seq <= self.acked || !admitted() {
+            return false;
+        }
+        self.acked = seq;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_pass_once_each_and_only_within_the_rate() {
+        let mut acks = AckFilter::default();
+        let mut asked = 0;
+        let mut ask = |ok: bool| {
+            asked += 1;
+            ok
+        };
+        assert!(acks.pass(5, || ask(true)));
+        // Not above the last passed on: dropped without asking the rate.
+        assert!(!acks.pass(5, || ask(true)));
+        assert!(!acks.pass(3, || ask(true)));
+        // Over the rate: dropped, and not remembered.
+        assert!(!acks.pass(9, || ask(false)));
+        assert!(acks.pass(7, || ask(true)));
+        assert_eq!(acks.acked, 7);
+        assert_eq!(asked, 3);
+    }
 
     #[test]
     fn a_peer_holds_at_most_its_limit_and_dropped_slots_come_back() {

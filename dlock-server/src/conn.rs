@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Config;
-use crate::admission::{Admitted, RateLimit, SharedRate, admit_shared};
+use crate::admission::{AckFilter, Admitted, RateLimit, SharedRate, admit_shared};
 use crate::budget::OUTBOX_RESERVE;
 use crate::complaints::{Complaint, complain};
 use crate::core_task::run::CoreInbox;
@@ -247,6 +247,7 @@ async fn read_loop<R: ReadHalf>(
     let mut cancelled = Dormant::new(token.cancelled_owned());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut rate = RateLimit::new(config.max_request_rate, Instant::now());
+    let mut acks = AckFilter::default();
     // Whether the loop ended at the client's EOF, every request it sent read and passed on.
     let mut input_ended = false;
 
@@ -277,11 +278,21 @@ async fn read_loop<R: ReadHalf>(
                 }
                 continue;
             }
-            Frame::Message(ClientMessage::Ack { seq }) => CoreMsg::Ack {
-                session,
-                conn: conn.id,
-                seq,
-            },
+            Frame::Message(ClientMessage::Ack { seq }) => {
+                let passed = acks.pass(seq, || {
+                    let now = Instant::now();
+                    rate.admit(|| now) && peer_rate.as_ref().is_none_or(|r| admit_shared(r, now))
+                });
+                if !passed {
+                    tokio::task::coop::consume_budget().await;
+                    continue;
+                }
+                CoreMsg::Ack {
+                    session,
+                    conn: conn.id,
+                    seq,
+                }
+            }
             Frame::Message(ClientMessage::Request { id, body }) => {
                 // Flow control, so that a client that writes faster than it reads is slowed
                 // down rather than cut off, and its answers stay bounded: no new request is
