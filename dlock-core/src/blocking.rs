@@ -36,15 +36,19 @@ use crate::{Event, EventKind, LockId, Mode};
 
 impl Core {
     /// R32: remembers the holders a request queued for `mode` on `rr` blocks.
-    pub(crate) fn collect_basts(&self, rr: ResRef, mode: Mode, fx: &mut Effects) {
+    pub(crate) fn collect_basts(&mut self, rr: ResRef, mode: Mode, fx: &mut Effects) {
         let Some(res) = self.resources.get(rr.0) else {
             return;
         };
-        // O(1) skip when no held mode conflicts (for instance many NL holders).
+        // O(1) skip when no held mode conflicts (for instance many NL holders), and when
+        // every holder that conflicts was told `mode` already (a request queued and
+        // cancelled over and over on a resource with a million holders walked them all
+        // each time, to send nothing).
         let conflicts = Mode::ALL
             .into_iter()
             .any(|h| res.held[h.index()] > 0 && !h.is_compatible(mode));
-        if !conflicts {
+        let bit = 1u8 << mode.index();
+        if !conflicts || res.told & bit != 0 {
             return;
         }
         for (_, l) in res.granted.iter(&self.locks) {
@@ -53,6 +57,11 @@ impl Core {
                     fx.basts.push((l.id, mode));
                 }
             }
+        }
+        // Each of them is told `mode` at the end of this input (or leaves: an ended
+        // session's lock is not told, and goes).
+        if let Some(res) = self.resources.get_mut(rr.0) {
+            res.told |= bit;
         }
     }
 

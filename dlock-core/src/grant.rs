@@ -59,6 +59,9 @@ impl Core {
         };
         list_mut(res, from).unlink(&mut self.locks, r);
         list_mut(res, to).push_back(&mut self.locks, r);
+        if to == Queue::Grant {
+            res.told = 0;
+        }
         res.shrink();
     }
 

@@ -44,6 +44,9 @@ impl Core {
         self.tally.add(key);
         let res = self.resources.get_mut(rr.0)?;
         crate::grant::list_mut(res, queue).push_back(&mut self.locks, r);
+        if queue == Queue::Grant {
+            res.told = 0;
+        }
         self.lock_ids.insert(id, r);
         if let Some(s) = self.sessions.get_mut(&session) {
             s.locks.push_back(&mut self.locks, r);
@@ -385,6 +388,7 @@ impl Core {
         };
         res.held[from.index()] -= 1;
         res.held[to.index()] += 1;
+        res.told = 0;
         let valblk = q.flags.contains(LockFlags::VALBLK);
         let (mut value, mut value_valid) = (None, true);
         match lvb::lvb_op(Some(from), to) {

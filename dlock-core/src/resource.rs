@@ -164,6 +164,13 @@ pub(crate) struct Resource {
     pub(crate) held: [u32; 6],
     pub(crate) granted: List,
     pub(crate) queues: Option<Box<Queues>>,
+    /// R32, bit `m` of [`Mode::index`]: set once every lock on the grant queue whose
+    /// granted mode is incompatible with mode `m` has been told `m`, so that queuing
+    /// another request for `m` walks nobody (each would be a repeat, R37). Cleared
+    /// whenever a lock joins the grant queue or changes its granted mode (its own
+    /// notifications start over then). Not kept in snapshots: clear is always safe.
+    #[serde(skip)]
+    pub(crate) told: u8,
 }
 
 impl Resource {
@@ -175,6 +182,7 @@ impl Resource {
             held: [0; 6],
             granted: List::default(),
             queues: None,
+            told: 0,
         }
     }
 

@@ -226,3 +226,39 @@ fn r35_when_the_queued_pr_goes_a_pw_holder_is_told_the_cw_left_behind() {
     let (ld, ev) = h.lock(d, 1, "r", Mode::CW);
     assert_eq!(ev, vec![queued(d, 1, ld)]);
 }
+
+/// The blocking notifications among `events`: (lock, mode).
+fn told(events: &[dlock_core::Event]) -> Vec<(dlock_core::LockId, Mode)> {
+    events
+        .iter()
+        .filter_map(|e| match e.kind {
+            dlock_core::EventKind::Blocking { mode } => Some((e.lock.unwrap(), mode)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn r32_a_holder_that_joined_or_changed_since_the_last_request_is_told_the_next() {
+    let mut h = H::new();
+    let (a, b, c, x) = (h.open("a"), h.open("b"), h.open("c"), h.open("x"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR);
+    let (lx, ev) = h.lock(x, 1, "r", Mode::EX);
+    assert_eq!(told(&ev), [(la, Mode::EX)]);
+    // Behind the EX, a PR waits (FIFO, R10), and is granted by the cancel's grant pass.
+    let (lc, _) = h.lock(c, 1, "r", Mode::PR);
+    h.cancel(x, 2, lx);
+    let (lx, ev) = h.lock(x, 3, "r", Mode::EX);
+    // a was told EX already (R37); c joined the grant queue since.
+    assert_eq!(told(&ev), [(lc, Mode::EX)]);
+    h.cancel(x, 4, lx);
+    // Granted at once: b joins the grant queue.
+    let (lb, _) = h.lock(b, 1, "r", Mode::PR);
+    let (lx, ev) = h.lock(x, 5, "r", Mode::EX);
+    assert_eq!(told(&ev), [(lb, Mode::EX)]);
+    h.cancel(x, 6, lx);
+    // a converts down in place: its own notifications start over.
+    h.convert(a, 2, la, Mode::CR);
+    let (_, ev) = h.lock(x, 7, "r", Mode::EX);
+    assert_eq!(told(&ev), [(la, Mode::EX)]);
+}
