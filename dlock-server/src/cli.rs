@@ -1,7 +1,7 @@
 //! Command-line flags of the `dlock-server` binary (each also settable by a `DLOCK_*`
 //! environment variable).
 //!
-//! About 650 lines on purpose, 260 of them its tests: one flat struct of flags whose doc
+//! About 680 lines on purpose, 270 of them its tests: one flat struct of flags whose doc
 //! comments are `dlock-server --help`, and their translation into a [`Config`]; split, the
 //! help text and the checks of each flag would live apart.
 
@@ -150,6 +150,14 @@ pub struct Args {
     /// Maximum queued requests (converting plus waiting) on one resource.
     #[arg(long, env = "DLOCK_MAX_WAITERS_PER_RESOURCE", default_value_t = dlock_core::Config::default().max_waiters_per_resource)]
     pub max_waiters_per_resource: usize,
+
+    /// Most queued requests and holders one deadlock search examines (R40). A search that
+    /// reaches it reports no deadlock (its requests wait until cancelled, timed out or their
+    /// sessions end). Lower, it bounds what one request can cost the lock engine (about
+    /// 0.1 µs a step, so 100,000 is some 10 ms on a slow core); higher, it finds cycles in
+    /// larger tables.
+    #[arg(long, env = "DLOCK_MAX_DEADLOCK_SEARCH", default_value_t = dlock_core::Config::default().max_deadlock_search)]
+    pub max_deadlock_search: usize,
 
     /// Maximum number of resources (a resource lives while any lock on it exists).
     #[arg(long, env = "DLOCK_MAX_RESOURCES", default_value_t = dlock_core::Config::default().max_resources)]
@@ -343,6 +351,7 @@ impl Args {
                 max_locks_per_session: self.max_locks_per_session,
                 max_locks: self.max_locks,
                 max_waiters_per_resource: self.max_waiters_per_resource,
+                max_deadlock_search: self.max_deadlock_search,
                 min_ttl_ms: ms(self.min_lease_ttl),
                 max_ttl_ms: ms(self.max_lease_ttl),
                 ..defaults.engine.clone()
@@ -452,6 +461,8 @@ mod tests {
             "9",
             "--http-max-connections",
             "3",
+            "--max-deadlock-search",
+            "5000",
         ])
         .unwrap();
         let c = args.to_config();
@@ -466,6 +477,7 @@ mod tests {
         assert_eq!(c.restart_grace, RestartGrace::DISABLED);
         assert_eq!(c.grace_queue_capacity, 9);
         assert_eq!(c.http_max_connections, 3);
+        assert_eq!(c.engine.max_deadlock_search, 5000);
     }
 
     #[test]
@@ -507,6 +519,7 @@ mod tests {
             "--max-locks-per-session",
             "--max-locks-per-peer",
             "--max-resources",
+            "--max-deadlock-search",
             "--outbox-max-bytes",
         ] {
             let e = check(&[flag, "0"]).unwrap_err();

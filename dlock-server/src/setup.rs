@@ -99,6 +99,10 @@ pub(crate) fn validate(config: &Config) -> Result<(), ServerError> {
             config.max_locks_per_peer.unwrap_or(1),
         ),
         ("--max-resources (engine.max_resources)", e.max_resources),
+        (
+            "--max-deadlock-search (engine.max_deadlock_search)",
+            e.max_deadlock_search,
+        ),
         ("--max-frame-len (max_frame_len)", config.max_frame_len),
         (
             "--outbox-max-bytes (outbox_max_bytes)",
