@@ -98,6 +98,17 @@ impl SessionState {
     }
 }
 
+/// What a session's replay buffer counts for when the pool must close one: all it holds,
+/// or a quarter of it while the session has no connection (see
+/// [`Sessions::enforce_replay_pool`]).
+fn weight(s: &SessionState) -> usize {
+    if s.conn.is_some() {
+        s.replay_bytes
+    } else {
+        s.replay_bytes / 4
+    }
+}
+
 /// About what one event costs in a replay buffer.
 pub(super) fn replay_cost(event: &Event) -> usize {
     std::mem::size_of::<(u64, Event)>() + crate::outbox::event_heap_bytes(&event.kind)
@@ -230,7 +241,11 @@ impl Sessions {
     /// If all replay buffers together hold more than their share of the memory budget, marks
     /// the session holding the most as overflowed (it is closed by `close_overflowed`, which
     /// frees its buffer). A client that stops acknowledging is the one whose buffer grows, so
-    /// it is the one closed, not the well-behaved sessions beside it.
+    /// it is the one closed, not the well-behaved sessions beside it. A session without a
+    /// connection counts a quarter of what it holds ([`weight`]): it cannot acknowledge
+    /// until it is back, and its lease promises it its locks meanwhile, while connected
+    /// sessions that do not acknowledge what they receive are the ones making the pool
+    /// grow.
     pub(super) fn enforce_replay_pool(&mut self) {
         // First each address's own share: an address that spreads its unacknowledged events
         // over many sessions loses its own largest ones, never another address's session
@@ -255,7 +270,7 @@ impl Sessions {
             .map
             .iter()
             .filter(|(id, _)| !self.overflowed.contains(id))
-            .max_by_key(|(id, s)| (s.replay_bytes, std::cmp::Reverse(**id)))
+            .max_by_key(|(id, s)| (weight(s), std::cmp::Reverse(**id)))
             .map(|(id, _)| *id);
         if let Some(session) = largest {
             tracing::warn!(

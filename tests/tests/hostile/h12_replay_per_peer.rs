@@ -143,3 +143,62 @@ async fn one_address_over_many_sessions_cannot_evict_another_addresss_session() 
     took("h12", start);
     Ok(())
 }
+
+/// Addresses the attacker of the next test spreads over, one connected session each.
+const ATTACKER_ADDRESSES: u8 = 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_session_is_not_the_first_the_pool_evicts() -> Result<()> {
+    let start = Instant::now();
+    // Each address far under its share: only the pool's own rule acts.
+    let server = TestServer::start_with(dlock_server::Config {
+        replay_pool_bytes: POOL,
+        max_replay_bytes_per_peer: Some(POOL),
+        ..TestServer::config()
+    })
+    .await?;
+    let addr = server.addr();
+
+    // The victim holds the largest buffer of all, and its connection drops: it cannot
+    // acknowledge until it is back, and its lease still promises it its locks.
+    let mut victim = RawClient::connect_with_ttl(addr, "h12-away", LEASE_MS).await?;
+    take_unacknowledged(&mut victim, "h12/away", VICTIM_EVENTS).await?;
+    victim.framed.get_mut().shutdown().await?;
+    ensure!(
+        victim.recv().await?.is_none(),
+        "the server kept the victim's connection open"
+    );
+
+    // Connected sessions on as many addresses, each with fewer unacknowledged grants than
+    // the victim, together past the pool.
+    let mut attackers = Vec::new();
+    for a in 0..ATTACKER_ADDRESSES {
+        let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 2 + a));
+        let mut attacker = RawClient::connect_from(from, addr, &format!("h12-churn-{a}")).await?;
+        if take_unacknowledged(&mut attacker, &format!("h12/churn{a}"), ATTACKER_EVENTS)
+            .await
+            .is_ok()
+        {
+            attackers.push(attacker);
+        }
+    }
+    let mut closed = ATTACKER_ADDRESSES as usize - attackers.len();
+    for attacker in &mut attackers {
+        if attacker.ping().await.is_err() {
+            closed += 1;
+        }
+    }
+
+    victim.last_seq = 0;
+    let welcome = victim.resume().await?;
+    ensure!(
+        welcome.resumed,
+        "the disconnected session was evicted ({closed} connected ones closed)"
+    );
+    eprintln!(
+        "h12 pool: {ATTACKER_ADDRESSES} connected sessions x {ATTACKER_EVENTS} unacknowledged grants on as many addresses, {closed} closed; the disconnected session with {VICTIM_EVENTS} resumed"
+    );
+    ensure!(closed > 0, "the pool closed nobody");
+    took("h12 pool", start);
+    Ok(())
+}
