@@ -1,6 +1,16 @@
 //! Limits of the HTTP listener's connections: how many may be open at once
 //! ([`Config::http_max_connections`](crate::Config::http_max_connections)), how long one may
-//! sit without sending a byte ([`IDLE_LIMIT`]) and how long one may live ([`LIFETIME_LIMIT`]).
+//! sit without sending a byte ([`IDLE_LIMIT`]), how long a request head may take to arrive
+//! ([`HEAD_LIMIT`]) and how long one may live ([`LIFETIME_LIMIT`]).
+//!
+//! The head limit is what keeps slow clients from holding every connection: a client that
+//! sends a header line every few seconds is never idle, and would hold its place for its
+//! whole life, so that clients that reconnect as soon as they are closed could keep a
+//! health probe out for good. With it each holds its place for at most [`HEAD_LIMIT`], and a
+//! probe waiting in the backlog gets the first place that frees. The stream finds the end of
+//! a request head (an empty line) in what it reads, and the start of the next in the first
+//! byte read after the answer was written; nothing else of HTTP is parsed, and a body (or
+//! anything read before the answer) is not under the limit.
 //!
 //! [`LimitedListener`] takes a semaphore permit before each accept, so that at the cap a new
 //! connection waits in the kernel's backlog instead of being accepted; the permit goes with
@@ -27,6 +37,73 @@ pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(10);
 /// A connection is closed once it has been open this long, busy or not (a browser's status
 /// page reconnects by itself).
 pub(crate) const LIFETIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// A request head must have arrived in full this long after its first byte (the first one
+/// after the connection opened), or the connection is closed. Any HTTP client sends a head
+/// in one write.
+pub(crate) const HEAD_LIMIT: Duration = Duration::from_secs(2);
+
+/// Where a connection stands in its request and answer, as far as the limits need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// A request head is on its way, since the instant given; `matched` bytes of the
+    /// empty line that ends it (`\r\n\r\n`) were the last ones read.
+    Head { since: Instant, matched: u8 },
+    /// The head is in: the request (and its body) is being handled, until an answer is
+    /// written.
+    Handling,
+    /// An answer was written: the next byte read starts a head.
+    Idle,
+    /// HTTP/2 (its frames are not heads): only the idle and lifetime limits apply.
+    Exempt,
+}
+
+impl Phase {
+    /// The phase after reading `bytes` at `now`.
+    fn read(self, bytes: &[u8], now: Instant) -> Phase {
+        const END: &[u8; 4] = b"\r\n\r\n";
+        let (since, mut matched) = match self {
+            Phase::Handling | Phase::Exempt => return self,
+            Phase::Idle if bytes.is_empty() => return self,
+            Phase::Idle => (now, 0),
+            Phase::Head { since, matched } => (since, matched),
+        };
+        if matched == 0 && bytes.starts_with(b"PRI * HTTP/2") {
+            return Phase::Exempt;
+        }
+        for &b in bytes {
+            matched = if b == END[usize::from(matched)] {
+                matched + 1
+            } else if b == b'\r' {
+                1
+            } else {
+                0
+            };
+            if usize::from(matched) == END.len() {
+                return Phase::Handling;
+            }
+        }
+        Phase::Head { since, matched }
+    }
+
+    /// The phase after writing `bytes`: an answer ends the request, an interim
+    /// `100 Continue` does not (the body comes after it).
+    fn written(self, bytes: &[u8]) -> Phase {
+        match self {
+            Phase::Exempt => self,
+            _ if bytes.is_empty() || bytes.starts_with(b"HTTP/1.1 100 ") => self,
+            _ => Phase::Idle,
+        }
+    }
+
+    /// When the head on its way must be in, if one is.
+    fn head_deadline(self) -> Option<Instant> {
+        match self {
+            Phase::Head { since, .. } => Some(since + HEAD_LIMIT),
+            _ => None,
+        }
+    }
+}
 
 /// A TCP listener that accepts at most `permits` connections at a time, each a
 /// [`LimitedStream`].
@@ -106,6 +183,10 @@ pub(crate) struct LimitedStream {
     life: Pin<Box<Sleep>>,
     /// How long the connection may be idle.
     idle: Duration,
+    /// When it last sent a byte (or opened).
+    last_read: Instant,
+    /// Its request and answer, for the head limit.
+    phase: Phase,
 }
 
 impl LimitedStream {
@@ -118,14 +199,31 @@ impl LimitedStream {
     ) -> Self {
         let now = Instant::now();
         let end = now + lifetime;
-        LimitedStream {
+        let mut stream = LimitedStream {
             io,
             _permit: permit,
-            deadline: Box::pin(tokio::time::sleep_until((now + idle).min(end))),
+            deadline: Box::pin(tokio::time::sleep_until(end)),
             end,
             life: Box::pin(tokio::time::sleep_until(end)),
             idle,
+            last_read: now,
+            // The first head is on its way from the start.
+            phase: Phase::Head {
+                since: now,
+                matched: 0,
+            },
+        };
+        stream.reset_deadline();
+        stream
+    }
+
+    /// The earliest of the idle deadline, the head's and the end of the connection's life.
+    fn reset_deadline(&mut self) {
+        let mut next = (self.last_read + self.idle).min(self.end);
+        if let Some(head) = self.phase.head_deadline() {
+            next = next.min(head);
         }
+        self.deadline.as_mut().reset(next);
     }
 }
 
@@ -139,8 +237,11 @@ impl AsyncRead for LimitedStream {
         // First the deadline, so that a client sending a trickle cannot outlive its life;
         // pending, it wakes the task at the deadline.
         if this.deadline.as_mut().poll(cx).is_ready() {
-            let why = if Instant::now() >= this.end {
+            let now = Instant::now();
+            let why = if now >= this.end {
                 "HTTP connection open too long"
+            } else if this.phase.head_deadline().is_some_and(|at| now >= at) {
+                "HTTP request head too slow"
             } else {
                 "HTTP connection idle too long"
             };
@@ -149,14 +250,25 @@ impl AsyncRead for LimitedStream {
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let next = (Instant::now() + this.idle).min(this.end);
-            this.deadline.as_mut().reset(next);
+            let now = Instant::now();
+            this.last_read = now;
+            this.phase = this.phase.read(&buf.filled()[before..], now);
+            this.reset_deadline();
         }
         read
     }
 }
 
 impl LimitedStream {
+    /// `bytes` were written: an answer ends the request's phase.
+    fn wrote(&mut self, bytes: &[u8]) {
+        let phase = self.phase.written(bytes);
+        if phase != self.phase {
+            self.phase = phase;
+            self.reset_deadline();
+        }
+    }
+
     /// The error of a write attempted after the connection's life ended; pending, it wakes
     /// the task when the life ends.
     fn past_life(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
@@ -178,7 +290,11 @@ impl AsyncWrite for LimitedStream {
         if let Some(e) = this.past_life(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.wrote(&buf[..n]);
+        }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -202,7 +318,16 @@ impl AsyncWrite for LimitedStream {
         if let Some(e) = this.past_life(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            // What an answer starts with is in the first slice that has bytes.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            this.wrote(&first[..n.min(first.len())]);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -252,8 +377,12 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await;
         let opened = Instant::now();
-        let mut buf = [0u8; 16];
+        let mut buf = [0u8; 32];
 
+        // A request head, at once: what follows is not under the head limit.
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(n, 18);
         // Nine seconds in, a byte: it is read, and the idle clock starts again.
         let write = async {
             tokio::time::sleep(Duration::from_secs(9)).await;
@@ -276,7 +405,9 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await;
         let opened = Instant::now();
-        let mut buf = [0u8; 16];
+        let mut buf = [0u8; 32];
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 18);
         let err = loop {
             assert!(opened.elapsed() < Duration::from_secs(3600), "never closed");
             // A byte every 5 s: never idle.
@@ -331,6 +462,157 @@ mod tests {
             Ok(n) => assert_eq!(n, 0),
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
         }
-        assert!(opened.elapsed() >= IDLE_LIMIT);
+        // Its first head did not come in time.
+        assert!(opened.elapsed() >= HEAD_LIMIT);
+        assert!(opened.elapsed() < IDLE_LIMIT);
+    }
+
+    /// An app with `/` answering at once and `/slow` after 5 s, served on a listener of
+    /// `max` connections.
+    async fn served(max: usize) -> SocketAddr {
+        let (listener, addr) = bound(max).await;
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "slow"
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Reads until the connection closes; how long that took from `from`, and what was read.
+    async fn until_closed(client: &mut TcpStream, from: Instant) -> (Duration, Vec<u8>) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let read = tokio::time::timeout(Duration::from_secs(3600), client.read(&mut buf));
+            match read.await.expect("closed by the server") {
+                Ok(0) | Err(_) => return (from.elapsed(), got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_sent_a_line_at_a_time_is_cut_off_at_the_head_limit() {
+        let addr = served(4).await;
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        let opened = Instant::now();
+        // Never idle: a header line every second, but never the empty line that ends it.
+        let dribble = async {
+            slow.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if slow.write_all(b"X-a: b\r\n").await.is_err() {
+                    return;
+                }
+            }
+        };
+        let mut reader = TcpStream::connect(addr).await.unwrap();
+        reader
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        drop(reader);
+        tokio::select! {
+            () = dribble => {}
+            () = tokio::time::sleep(Duration::from_secs(3600)) => panic!("never cut off"),
+        }
+        let took = opened.elapsed();
+        assert!(took >= HEAD_LIMIT && took < IDLE_LIMIT, "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_head_of_a_kept_alive_connection_is_timed_from_its_first_byte() {
+        let addr = served(4).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // Kept alive, quiet for longer than a head may take: still open.
+        tokio::time::sleep(HEAD_LIMIT * 3).await;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "the second request");
+        // A third head that never ends: cut off a head limit after its first byte.
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let started = Instant::now();
+        let (took, got) = until_closed(&mut client, started).await;
+        assert!(took >= HEAD_LIMIT && took < IDLE_LIMIT, "{took:?}");
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_handled_for_longer_than_the_head_limit_is_answered() {
+        let addr = served(4).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let sent = Instant::now();
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let (took, got) = until_closed(&mut client, sent).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(got.ends_with(b"slow"));
+        assert!(took >= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_phase_follows_heads_answers_and_interim_answers() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        let head = Phase::Head {
+            since: t0,
+            matched: 0,
+        };
+        // The empty line may come split over reads.
+        let p = head.read(b"GET / HTTP/1.1\r\nHost: x\r", later);
+        assert_eq!(
+            p,
+            Phase::Head {
+                since: t0,
+                matched: 1
+            }
+        );
+        let p = p.read(b"\n\r", later);
+        assert_eq!(p.head_deadline(), Some(t0 + HEAD_LIMIT));
+        let p = p.read(b"\nbody", later);
+        assert_eq!(p, Phase::Handling);
+        assert_eq!(p.head_deadline(), None);
+        // A body, however slow, is not a head; an interim answer does not end the request.
+        assert_eq!(p.read(b"more body", later), Phase::Handling);
+        assert_eq!(p.written(b"HTTP/1.1 100 Continue\r\n\r\n"), Phase::Handling);
+        let p = p.written(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(p, Phase::Idle);
+        // The next head is timed from its first byte.
+        assert_eq!(p.read(b"", later), Phase::Idle);
+        assert_eq!(
+            p.read(b"G", later).head_deadline(),
+            Some(later + HEAD_LIMIT)
+        );
+        // "\r\r\n\r\n" still ends a head.
+        assert_eq!(head.read(b"x\r\r\n\r\n", t0), Phase::Handling);
+        // HTTP/2 is not timed by heads.
+        let h2 = head.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", t0);
+        assert_eq!(h2, Phase::Exempt);
+        assert_eq!(h2.written(b"x").read(b"frames", later), Phase::Exempt);
     }
 }
