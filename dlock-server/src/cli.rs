@@ -232,7 +232,8 @@ pub struct Args {
 
     /// Most open connections of the HTTP listener; further ones wait (in the kernel's
     /// backlog) until one closes. An HTTP connection is also closed after 10 s without a
-    /// byte from the client, 2 s into a request head that has not ended, or 60 s in all.
+    /// byte from the client, when a request head has not arrived 2 s after it opened or
+    /// after the previous answer, or after 60 s in all.
     #[arg(long, env = "DLOCK_HTTP_MAX_CONNECTIONS", default_value_t = Config::default().http_max_connections)]
     pub http_max_connections: usize,
 

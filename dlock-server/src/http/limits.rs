@@ -4,13 +4,14 @@
 //! ([`HEAD_LIMIT`]) and how long one may live ([`LIFETIME_LIMIT`]).
 //!
 //! The head limit is what keeps slow clients from holding every connection: a client that
-//! sends a header line every few seconds is never idle, and would hold its place for its
-//! whole life, so that clients that reconnect as soon as they are closed could keep a
-//! health probe out for good. With it each holds its place for at most [`HEAD_LIMIT`], and a
+//! sends a header line every few seconds is never idle, nor is one that sends a request now
+//! and then on a kept-alive connection, and either would hold its place for its whole life,
+//! so that clients that reconnect as soon as they are closed could keep a health probe out
+//! for good. With it each holds its place for at most [`HEAD_LIMIT`] between requests, and a
 //! probe waiting in the backlog gets the first place that frees. The stream finds the end of
-//! a request head (an empty line) in what it reads, and the start of the next in the first
-//! byte read after the answer was written; nothing else of HTTP is parsed, and a body (or
-//! anything read before the answer) is not under the limit.
+//! a request head (an empty line) in what it reads, and times the next from the last write
+//! of the answer; nothing else of HTTP is parsed, and a body (or anything read before the
+//! answer) is not under the limit.
 //!
 //! [`LimitedListener`] takes a semaphore permit before each accept, so that at the cap a new
 //! connection waits in the kernel's backlog instead of being accepted; the permit goes with
@@ -38,9 +39,10 @@ pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(10);
 /// page reconnects by itself).
 pub(crate) const LIFETIME_LIMIT: Duration = Duration::from_secs(60);
 
-/// A request head must have arrived in full this long after its first byte (the first one
-/// after the connection opened), or the connection is closed. Any HTTP client sends a head
-/// in one write.
+/// A request head must have arrived in full this long after the connection opened or the
+/// previous answer was written, or the connection is closed: any HTTP client sends a head
+/// in one write, and a kept-alive connection with no request to send is closed (the client
+/// connects again when it has one).
 pub(crate) const HEAD_LIMIT: Duration = Duration::from_secs(2);
 
 /// Where a connection stands in its request and answer, as far as the limits need it.
@@ -52,21 +54,16 @@ enum Phase {
     /// The head is in: the request (and its body) is being handled, until an answer is
     /// written.
     Handling,
-    /// An answer was written: the next byte read starts a head.
-    Idle,
     /// HTTP/2 (its frames are not heads): only the idle and lifetime limits apply.
     Exempt,
 }
 
 impl Phase {
-    /// The phase after reading `bytes` at `now`.
-    fn read(self, bytes: &[u8], now: Instant) -> Phase {
+    /// The phase after reading `bytes`.
+    fn read(self, bytes: &[u8]) -> Phase {
         const END: &[u8; 4] = b"\r\n\r\n";
-        let (since, mut matched) = match self {
-            Phase::Handling | Phase::Exempt => return self,
-            Phase::Idle if bytes.is_empty() => return self,
-            Phase::Idle => (now, 0),
-            Phase::Head { since, matched } => (since, matched),
+        let Phase::Head { since, mut matched } = self else {
+            return self;
         };
         if matched == 0 && bytes.starts_with(b"PRI * HTTP/2") {
             return Phase::Exempt;
@@ -86,13 +83,17 @@ impl Phase {
         Phase::Head { since, matched }
     }
 
-    /// The phase after writing `bytes`: an answer ends the request, an interim
-    /// `100 Continue` does not (the body comes after it).
-    fn written(self, bytes: &[u8]) -> Phase {
+    /// The phase after writing `bytes` at `now`: an answer ends the request and the next
+    /// head is timed from its last write; an interim `100 Continue` does not (the body
+    /// comes after it).
+    fn written(self, bytes: &[u8], now: Instant) -> Phase {
         match self {
             Phase::Exempt => self,
             _ if bytes.is_empty() || bytes.starts_with(b"HTTP/1.1 100 ") => self,
-            _ => Phase::Idle,
+            _ => Phase::Head {
+                since: now,
+                matched: 0,
+            },
         }
     }
 
@@ -252,7 +253,7 @@ impl AsyncRead for LimitedStream {
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let now = Instant::now();
             this.last_read = now;
-            this.phase = this.phase.read(&buf.filled()[before..], now);
+            this.phase = this.phase.read(&buf.filled()[before..]);
             this.reset_deadline();
         }
         read
@@ -260,9 +261,9 @@ impl AsyncRead for LimitedStream {
 }
 
 impl LimitedStream {
-    /// `bytes` were written: an answer ends the request's phase.
+    /// `bytes` were written: an answer ends the request, and the next head's time starts.
     fn wrote(&mut self, bytes: &[u8]) {
-        let phase = self.phase.written(bytes);
+        let phase = self.phase.written(bytes, Instant::now());
         if phase != self.phase {
             self.phase = phase;
             self.reset_deadline();
@@ -527,28 +528,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn each_head_of_a_kept_alive_connection_is_timed_from_its_first_byte() {
+    async fn a_kept_alive_connection_must_send_its_next_head_within_the_head_limit() {
         let addr = served(4).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
         let mut buf = [0u8; 512];
-        let n = client.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-        // Kept alive, quiet for longer than a head may take: still open.
-        tokio::time::sleep(HEAD_LIMIT * 3).await;
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let n = client.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "the second request");
-        // A third head that never ends: cut off a head limit after its first byte.
-        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let started = Instant::now();
-        let (took, got) = until_closed(&mut client, started).await;
+        for _ in 0..2 {
+            // A request a second after the last answer: served.
+            tokio::time::sleep(HEAD_LIMIT / 2).await;
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        }
+        // Then nothing: closed a head limit after the last answer, not at the idle limit.
+        let answered = Instant::now();
+        let (took, got) = until_closed(&mut client, answered).await;
         assert!(took >= HEAD_LIMIT && took < IDLE_LIMIT, "{took:?}");
         assert!(
             got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
@@ -584,7 +580,7 @@ mod tests {
             matched: 0,
         };
         // The empty line may come split over reads.
-        let p = head.read(b"GET / HTTP/1.1\r\nHost: x\r", later);
+        let p = head.read(b"GET / HTTP/1.1\r\nHost: x\r");
         assert_eq!(
             p,
             Phase::Head {
@@ -592,27 +588,26 @@ mod tests {
                 matched: 1
             }
         );
-        let p = p.read(b"\n\r", later);
+        let p = p.read(b"\n\r");
         assert_eq!(p.head_deadline(), Some(t0 + HEAD_LIMIT));
-        let p = p.read(b"\nbody", later);
+        let p = p.read(b"\nbody");
         assert_eq!(p, Phase::Handling);
         assert_eq!(p.head_deadline(), None);
         // A body, however slow, is not a head; an interim answer does not end the request.
-        assert_eq!(p.read(b"more body", later), Phase::Handling);
-        assert_eq!(p.written(b"HTTP/1.1 100 Continue\r\n\r\n"), Phase::Handling);
-        let p = p.written(b"HTTP/1.1 200 OK\r\n");
-        assert_eq!(p, Phase::Idle);
-        // The next head is timed from its first byte.
-        assert_eq!(p.read(b"", later), Phase::Idle);
+        assert_eq!(p.read(b"more body"), Phase::Handling);
         assert_eq!(
-            p.read(b"G", later).head_deadline(),
-            Some(later + HEAD_LIMIT)
+            p.written(b"HTTP/1.1 100 Continue\r\n\r\n", later),
+            Phase::Handling
         );
+        // The next head is timed from the answer.
+        let p = p.written(b"HTTP/1.1 200 OK\r\n", later);
+        assert_eq!(p.head_deadline(), Some(later + HEAD_LIMIT));
+        assert_eq!(p.read(b"G").head_deadline(), Some(later + HEAD_LIMIT));
         // "\r\r\n\r\n" still ends a head.
-        assert_eq!(head.read(b"x\r\r\n\r\n", t0), Phase::Handling);
+        assert_eq!(head.read(b"x\r\r\n\r\n"), Phase::Handling);
         // HTTP/2 is not timed by heads.
-        let h2 = head.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", t0);
+        let h2 = head.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         assert_eq!(h2, Phase::Exempt);
-        assert_eq!(h2.written(b"x").read(b"frames", later), Phase::Exempt);
+        assert_eq!(h2.written(b"x", later).read(b"frames"), Phase::Exempt);
     }
 }

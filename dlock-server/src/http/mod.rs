@@ -26,7 +26,8 @@
 //! At most [`Config::http_max_connections`](crate::Config::http_max_connections) connections
 //! are open at once (further ones wait in the kernel's backlog until one closes), and a
 //! connection is closed once it has sent nothing for 10 s, when a request head has not
-//! arrived 2 s after its first byte, or once it has been open 60 s (see [`limits`]).
+//! arrived 2 s after it opened or after the previous answer, or once it has been open 60 s
+//! (see [`limits`]).
 //!
 //! Every answer comes from the core task through its inbox, like a client's query: it waits
 //! its turn behind lock requests, and each is bounded (pages, a cap on edges), so no scrape
