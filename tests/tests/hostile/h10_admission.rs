@@ -107,28 +107,44 @@ async fn a_burst_past_the_refusals_held_open_is_still_told_why() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_connection_over_its_rate_is_answered_overloaded_and_harms_nobody() -> Result<()> {
-    const SENT: u64 = 200;
-    let start = Instant::now();
-    // 40 requests per second per connection, bursts of 4: a pipelined batch of 200 is
-    // mostly over it. (No bystander cycling here: it would be over the rate itself.)
-    let server = TestServer::start_with(dlock_server::Config {
+/// Pings one flood sends at once.
+const SENT: u64 = 200;
+
+/// A server whose connections may each send 40 requests per second, in bursts of 4: a
+/// pipelined batch of [`SENT`] is mostly over it.
+async fn rate_limited() -> Result<TestServer> {
+    TestServer::start_with(dlock_server::Config {
         max_request_rate: 40,
         ..TestServer::config()
     })
-    .await?;
+    .await
+}
+
+/// Sends [`SENT`] pings on `client` in one pipelined batch; their ids, in order.
+async fn flood_pings(client: &mut RawClient) -> Result<Vec<RequestId>> {
+    let mut ids = Vec::with_capacity(SENT as usize);
+    for _ in 0..SENT {
+        let id = client.next_id();
+        let ping = ClientMessage::Request {
+            id,
+            body: Request::Ping,
+        };
+        client.framed.feed(ping).await?;
+        ids.push(id);
+    }
+    client.framed.flush().await?;
+    Ok(ids)
+}
+
+#[tokio::test]
+async fn a_connection_over_its_rate_is_answered_overloaded_and_harms_nobody() -> Result<()> {
+    let start = Instant::now();
+    // (No bystander cycling here: it would be over the rate itself.)
+    let server = rate_limited().await?;
     let mut flood = RawClient::connect(server.addr(), "h10-flood").await?;
     let mut other = RawClient::connect(server.addr(), "h10-other").await?;
     let (lock, _token) = other.acquire("h10/held", dlock_proto::Mode::EX).await?;
-    for id in 1..=SENT {
-        let ping = ClientMessage::Request {
-            id: RequestId(id),
-            body: Request::Ping,
-        };
-        flood.framed.feed(ping).await?;
-    }
-    flood.framed.flush().await?;
+    flood_pings(&mut flood).await?;
     // Another connection has its own rate: its request passes while the flood is answered.
     other.ping().await?;
 
@@ -163,14 +179,8 @@ async fn a_connection_over_its_rate_is_answered_overloaded_and_harms_nobody() ->
 
 #[tokio::test]
 async fn over_its_rate_a_connection_still_releases_cancels_and_renews() -> Result<()> {
-    const SENT: u64 = 200;
     let start = Instant::now();
-    // 40 requests per second, bursts of 4, as above.
-    let server = TestServer::start_with(dlock_server::Config {
-        max_request_rate: 40,
-        ..TestServer::config()
-    })
-    .await?;
+    let server = rate_limited().await?;
     let mut holder = RawClient::connect(server.addr(), "h10-holder").await?;
     holder.acquire("h10/wanted", dlock_proto::Mode::EX).await?;
     let mut flood = RawClient::connect(server.addr(), "h10-releaser").await?;
@@ -182,18 +192,10 @@ async fn over_its_rate_a_connection_still_releases_cancels_and_renews() -> Resul
     ensure!(queued.kind == EventKind::Queued, "{queued:?}");
     let queued = queued.lock.context("queued without a lock id")?;
     // The bucket runs dry; right behind the pings come a release, a cancel and a renewal.
-    for id in 100..100 + SENT {
-        let ping = ClientMessage::Request {
-            id: RequestId(id),
-            body: Request::Ping,
-        };
-        flood.framed.feed(ping).await?;
-    }
-    flood.framed.flush().await?;
+    let pings = flood_pings(&mut flood).await?;
     let unlock = flood.unlock(mine).await?;
     flood.send(Request::Cancel { lock: queued }).await?;
     let renew = flood.send(Request::Renew).await?;
-    let pings: Vec<RequestId> = (100..100 + SENT).map(RequestId).collect();
     let mut overloaded = 0;
     for id in pings {
         match flood.reply_for(id).await? {

@@ -13,8 +13,8 @@ use dlock_proto::{
     ClientMessage, EventKind, LockFlags, LockRequest, Mode, Query, Reply, Request, RequestId,
     ServerMessage,
 };
+use dlock_tests::RawClient;
 use dlock_tests::hostile::Bystander;
-use dlock_tests::{RawClient, TestServer};
 use futures_util::SinkExt;
 
 use crate::{one_at_a_time, sized, took};
@@ -73,10 +73,7 @@ async fn fill(holder: &mut RawClient, n: usize) -> Result<()> {
 async fn queries_of_a_resource_with_more_locks_than_a_frame_holds_list_what_fits() -> Result<()> {
     let _turn = one_at_a_time().await;
     let start = Instant::now();
-    let mut config = TestServer::config();
-    // The holders fill faster than a connection may send.
-    config.max_request_rate = u64::MAX / 2;
-    let server = TestServer::start_with(config).await?;
+    let server = crate::unrated_server().await?;
     let addr = server.addr();
     let lease = Duration::from_millis(sized(1_000, 2_000) as u64);
     let bystander =

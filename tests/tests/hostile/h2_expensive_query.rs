@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::Client;
 use dlock_proto::{LockId, Query, Reply, Request, ServerMessage, SessionId, SessionInfo};
+use dlock_tests::RawClient;
 use dlock_tests::hostile::Bystander;
-use dlock_tests::{RawClient, TestServer};
 
 use crate::{one_at_a_time, sized, take_all, took};
 
@@ -89,11 +89,7 @@ fn session_query(session: SessionId, after: Option<LockId>) -> Request {
 async fn session_queries_over_thousands_of_long_names_come_in_pages() -> Result<()> {
     let _turn = one_at_a_time().await;
     let start = Instant::now();
-    let mut config = TestServer::config();
-    // The holder fills its table faster than a connection may send (its rate limit answers
-    // the excess `Overloaded`, which the fill does not retry).
-    config.max_request_rate = u64::MAX / 2;
-    let server = TestServer::start_with(config).await?;
+    let server = crate::unrated_server().await?;
     let addr = server.addr();
     let bystander = Bystander::start_with(
         Client::builder(addr.to_string()).lease_ttl(short_lease()),

@@ -56,6 +56,14 @@ pub(crate) fn sized(ci: usize, full: usize) -> usize {
     if full_size() { full } else { ci }
 }
 
+/// A test server whose connections may send as fast as they can: a holder that fills its
+/// table pipelined would go over the default rate (and the fills do not retry `Overloaded`).
+pub(crate) async fn unrated_server() -> Result<dlock_tests::TestServer> {
+    let mut config = dlock_tests::TestServer::config();
+    config.max_request_rate = u64::MAX / 2;
+    dlock_tests::TestServer::start_with(config).await
+}
+
 /// Held by the heavy test that runs; the others wait for it.
 static HEAVY: Mutex<()> = Mutex::const_new(());
 

@@ -35,9 +35,7 @@ fn sent_after(h: &mut Harness, delay: Duration) -> (RequestId, Request) {
 fn an_unlock_the_server_did_not_take_is_sent_again_later_until_it_is_taken() {
     let mut h = Harness::connected(TTL);
     let lock = LockId(5);
-    let l = h.grant(lock);
-    let mut rx = h.unlock(lock, Origin::Guard(1));
-    let (id, _) = h.request();
+    let (l, mut rx, id) = h.grant_then_unlock(lock);
     overloaded(&mut h, id);
     assert!(matches!(answer(&mut rx), Some(Err(Error::Overloaded))));
     // Not at once into the same overload, and not given up after one more refusal: again
@@ -82,13 +80,8 @@ fn once_the_server_takes_requests_again_a_refusal_waits_the_first_delay() {
 #[test]
 fn a_cancel_nobody_waits_for_is_sent_again_until_it_is_taken() {
     let mut h = Harness::connected(TTL);
-    let (key, _rx) = h.lock(b"r", Mode::EX);
-    let (lock_id, _) = h.request();
     let lock = LockId(4);
-    h.event(Some(lock_id), Some(lock), EventKind::Queued);
-    h.op(Op::Abandon(key));
-    let (id, body) = h.request();
-    assert_eq!(body, Request::Cancel { lock });
+    let (lock_id, id) = h.queued_then_abandoned(lock);
     overloaded(&mut h, id);
     let (id, body) = sent_after(&mut h, FIRST_DELAY);
     assert_eq!(body, Request::Cancel { lock });

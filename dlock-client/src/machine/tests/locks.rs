@@ -19,14 +19,8 @@ const TTL: Duration = Duration::from_secs(10);
 #[test]
 fn a_grant_that_races_the_cancel_of_an_abandoned_lock_is_released() {
     let mut h = Harness::connected(TTL);
-    let (key, _rx) = h.lock(b"r", Mode::EX);
-    let (id, _) = h.request();
     let lock = LockId(9);
-    h.event(Some(id), Some(lock), EventKind::Queued);
-
-    h.op(Op::Abandon(key));
-    let (cid, body) = h.request();
-    assert_eq!(body, Request::Cancel { lock });
+    let (id, cid) = h.queued_then_abandoned(lock);
     // The grant was already on its way: granted, and the cancel finds nothing pending.
     h.event(Some(id), Some(lock), granted(Mode::EX, 11));
     h.event(Some(cid), Some(lock), rejected(Reject::NotPending));
@@ -205,9 +199,7 @@ fn a_guards_unlock_the_server_refuses_changes_nothing() {
 fn a_guards_unlock_refused_as_busy_cancels_nothing() {
     let mut h = Harness::connected(TTL);
     let lock = LockId(8);
-    let l = h.grant(lock);
-    let mut rx = h.unlock(lock, Origin::Guard(1));
-    let (id, _) = h.request();
+    let (l, mut rx, id) = h.grant_then_unlock(lock);
     h.event(Some(id), Some(lock), rejected(Reject::Busy));
     assert!(matches!(answer(&mut rx), Some(Err(Error::Busy))));
     // R45: BUSY changes nothing; the pending conversion is the caller's to cancel.
@@ -247,9 +239,7 @@ fn a_busy_unlock_of_a_dropped_guard_cancels_then_unlocks_once() {
 fn an_unlock_answered_not_found_forgets_the_lock_without_retrying() {
     let mut h = Harness::connected(TTL);
     let lock = LockId(7);
-    let l = h.grant(lock);
-    let mut rx = h.unlock(lock, Origin::Guard(1));
-    let (id, _) = h.request();
+    let (l, mut rx, id) = h.grant_then_unlock(lock);
     h.event(Some(id), Some(lock), rejected(Reject::NotFound));
     assert!(matches!(answer(&mut rx), Some(Err(Error::NotFound))));
     // The server holds no such lock: nothing is held, nothing more is sent.

@@ -239,6 +239,27 @@ impl Harness {
         (key, self.call(what))
     }
 
+    /// A lock call on `r` in EX, queued as `lock`, then abandoned by its caller: the ids of
+    /// the lock request and of the cancel sent for it.
+    pub(super) fn queued_then_abandoned(&mut self, lock: LockId) -> (RequestId, RequestId) {
+        let (key, _rx) = self.lock(b"r", Mode::EX);
+        let (id, _) = self.request();
+        self.event(Some(id), Some(lock), EventKind::Queued);
+        self.op(Op::Abandon(key));
+        let (cancel, body) = self.request();
+        assert_eq!(body, Request::Cancel { lock });
+        (id, cancel)
+    }
+
+    /// A lock granted at once as `lock` in EX, and its guard's unlock sent: the lock, the
+    /// unlock's answer and its request id.
+    pub(super) fn grant_then_unlock(&mut self, lock: LockId) -> (NewLock, Answer, RequestId) {
+        let l = self.grant(lock);
+        let rx = self.unlock(lock, Origin::Guard(1));
+        let (id, _) = self.request();
+        (l, rx, id)
+    }
+
     /// An unlock of `lock` from a guard of the first session.
     pub(super) fn unlock(&mut self, lock: LockId, origin: Origin) -> Answer {
         self.call(What::Unlock {
