@@ -109,7 +109,8 @@ impl Core {
         };
         let high = res.queues.as_deref().and_then(|q| q.strongest().0);
         let strong_held = res.held[Mode::PW.index()] + res.held[Mode::EX.index()];
-        if high != Some(Mode::CW) || strong_held == 0 {
+        let cw = 1u8 << Mode::CW.index();
+        if high != Some(Mode::CW) || strong_held == 0 || res.told & cw != 0 {
             return;
         }
         let holders: Vec<LockId> = res
@@ -120,6 +121,11 @@ impl Core {
             .collect();
         for id in holders {
             self.notify(id, Mode::CW, out);
+        }
+        // The holders in conflict with CW are PR, PW and EX ones, and no PR lock is granted
+        // beside a PW or EX one: every one of them has been told CW now.
+        if let Some(res) = self.resources.get_mut(rr.0) {
+            res.told |= cw;
         }
     }
 

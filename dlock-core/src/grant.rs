@@ -59,9 +59,6 @@ impl Core {
         };
         list_mut(res, from).unlink(&mut self.locks, r);
         list_mut(res, to).push_back(&mut self.locks, r);
-        if to == Queue::Grant {
-            res.told = 0;
-        }
         res.shrink();
     }
 
@@ -143,6 +140,10 @@ impl Core {
             Status::Converting { from, to, conv } => (*from, *to, conv.token, conv.pending.clone()),
         };
         self.relink(r, rr, Queue::Convert, Queue::Grant);
+        if let Some(res) = self.resources.get_mut(rr.0) {
+            // Back on the grant queue, where walks did not see it while it converted (R33).
+            res.holder_joined(from);
+        }
         if let Some(q) = self
             .resources
             .get_mut(rr.0)
@@ -240,6 +241,7 @@ impl Core {
             res.held[f.index()] -= 1;
         }
         res.held[to.index()] += 1;
+        res.holder_joined(to);
         if let Some(q) = res.queues.as_mut() {
             q.modes[to.index()] -= 1;
         }

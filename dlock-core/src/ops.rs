@@ -39,13 +39,14 @@ impl Core {
     fn insert_lock(&mut self, lock: Lock, queue: Queue) -> Option<LockRef> {
         let (id, session, rr) = (lock.id, lock.session, lock.res);
         let pending = lock.status.pending().is_some();
+        let held = lock.status.granted_mode();
         let key = crate::census::Tally::key(&lock.status);
         let r = LockRef(self.locks.insert(lock)?);
         self.tally.add(key);
         let res = self.resources.get_mut(rr.0)?;
         crate::grant::list_mut(res, queue).push_back(&mut self.locks, r);
-        if queue == Queue::Grant {
-            res.told = 0;
+        if let (Queue::Grant, Some(mode)) = (queue, held) {
+            res.holder_joined(mode);
         }
         self.lock_ids.insert(id, r);
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -354,6 +355,8 @@ impl Core {
             if let Some(q) = res.queues.as_mut() {
                 q.modes[to.index()] -= 1;
             }
+            // Queued only for the cycle check of this input, during which nothing walked
+            // the holders: the marks of `told` still hold with it back.
             res.shrink();
         }
         if let Some(l) = self.locks.get_mut(r.0) {
@@ -388,7 +391,7 @@ impl Core {
         };
         res.held[from.index()] -= 1;
         res.held[to.index()] += 1;
-        res.told = 0;
+        res.holder_joined(to);
         let valblk = q.flags.contains(LockFlags::VALBLK);
         let (mut value, mut value_valid) = (None, true);
         match lvb::lvb_op(Some(from), to) {

@@ -166,9 +166,11 @@ pub(crate) struct Resource {
     pub(crate) queues: Option<Box<Queues>>,
     /// R32, bit `m` of [`Mode::index`]: set once every lock on the grant queue whose
     /// granted mode is incompatible with mode `m` has been told `m`, so that queuing
-    /// another request for `m` walks nobody (each would be a repeat, R37). Cleared
-    /// whenever a lock joins the grant queue or changes its granted mode (its own
-    /// notifications start over then). Not kept in snapshots: clear is always safe.
+    /// another request for `m` walks nobody (each would be a repeat, R37). A lock that
+    /// joins the grant queue or changes its granted mode has been told nothing since
+    /// ([`holder_joined`](Resource::holder_joined)): the bits of the modes its mode
+    /// conflicts with are cleared (an NL holder clears none). Not kept in snapshots: clear
+    /// is always safe.
     #[serde(skip)]
     pub(crate) told: u8,
 }
@@ -183,6 +185,15 @@ impl Resource {
             granted: List::default(),
             queues: None,
             told: 0,
+        }
+    }
+
+    /// A lock holds `mode` on the grant queue now, told nothing yet (see `told`).
+    pub(crate) fn holder_joined(&mut self, mode: Mode) {
+        for m in Mode::ALL {
+            if !mode.is_compatible(m) {
+                self.told &= !(1u8 << m.index());
+            }
         }
     }
 

@@ -262,3 +262,20 @@ fn r32_a_holder_that_joined_or_changed_since_the_last_request_is_told_the_next()
     let (_, ev) = h.lock(x, 7, "r", Mode::EX);
     assert_eq!(told(&ev), [(la, Mode::EX)]);
 }
+
+#[test]
+fn r32_a_conversion_cancelled_back_to_the_grant_queue_is_told_the_next_request() {
+    let mut h = H::new();
+    let (a, b, c) = (h.open("a"), h.open("b"), h.open("c"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR);
+    let (lb, _) = h.lock(b, 1, "r", Mode::PR);
+    let ev = h.convert(b, 2, lb, Mode::EX);
+    assert_eq!(told(&ev), [(la, Mode::EX)]);
+    // While b converts (and is told nothing, R33), a PW comes and goes.
+    let (lc, _) = h.lock(c, 1, "r", Mode::PW);
+    h.cancel(c, 2, lc);
+    h.cancel(b, 3, lb);
+    // b is back on the grant queue in PR: the next PW is told to it (a's EX covers PW).
+    let (_, ev) = h.lock(c, 3, "r", Mode::PW);
+    assert_eq!(told(&ev), [(lb, Mode::PW)]);
+}
