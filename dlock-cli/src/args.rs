@@ -217,9 +217,17 @@ impl AcquireArgs {
 /// Arguments of `dlock status`.
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
-    /// Only resources whose names start with this (default: all).
-    #[arg(value_name = "PREFIX")]
-    pub prefix: Option<OsString>,
+    /// Only resources whose names start with this (default: all); hex:HEX for a prefix given
+    /// by its bytes in hexadecimal (one that is not text, has control characters or starts
+    /// with hex: must be), as --cursor takes names.
+    #[arg(
+        value_name = "PREFIX",
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::OsStringValueParser::new(),
+            |s: OsString| parse_cursor(&s),
+        )
+    )]
+    pub prefix: Option<Cursor>,
 
     /// Print JSON instead of a table (see below for its shape).
     #[arg(long)]
@@ -253,12 +261,13 @@ pub struct StatusArgs {
     pub cluster: bool,
 }
 
-/// The `--cursor` of `dlock status`: the bytes of the resource name to start after.
+/// A name (or prefix) of `dlock status`, as bytes: its `--cursor`, the resource name to start
+/// after, and its PREFIX.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor(pub Vec<u8>);
 
-/// A `--cursor` as given: `hex:HEX` for the bytes in hexadecimal (the form of `dlock
-/// session`'s names), anything else for its own bytes.
+/// A `--cursor` or PREFIX as given: `hex:HEX` for the bytes in hexadecimal (the form of
+/// `dlock session`'s names), anything else for its own bytes.
 pub fn parse_cursor(arg: &OsStr) -> Result<Cursor, String> {
     let bytes = arg.as_bytes();
     match crate::format::hex_name(bytes) {
@@ -532,8 +541,16 @@ mod tests {
         let Command::Status(st) = cli.command else {
             panic!("not status")
         };
-        assert_eq!(st.prefix.as_deref(), Some("-nightly".as_ref()));
+        assert_eq!(st.prefix, Some(Cursor(b"-nightly".to_vec())));
         assert_eq!(st.cursor, Some(Cursor(b"-a".to_vec())));
+        // A prefix with a NUL, which no argument can carry as it is.
+        let cli = parse(&["status", "hex:6a6f6200"]).unwrap();
+        let Command::Status(st) = cli.command else {
+            panic!("not status")
+        };
+        assert_eq!(st.prefix, Some(Cursor(b"job\0".to_vec())));
+        let e = parse(&["status", "hex:6"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

@@ -103,6 +103,7 @@ Examples:
   dlock status
   dlock status jobs.
   dlock status -- -nightly      # a prefix that starts with '-'
+  dlock status hex:6a6f6200     # a prefix given by its bytes: \"job\" and a NUL
   dlock status --json | jq -r '.resources[].holders[].session_name'
 
 JSON shape (stable): {\"resources\": [{\"name\", \"value_valid\", \"holders\", \"converting\",

@@ -1,7 +1,6 @@
 //! `dlock status`.
 
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 
 use dlock_client::{ResourcePage, ServerView};
 
@@ -41,7 +40,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
         }
         return Ok(exit::OK);
     }
-    let prefix = args.prefix.as_deref().map(|p| p.as_bytes()).unwrap_or(b"");
+    let prefix = args.prefix.as_ref().map_or(&b""[..], |p| p.0.as_slice());
     let after = args.cursor.as_ref().map(|c| c.0.clone());
     let view = client.view_prefix_after(prefix, after, args.limit).await;
     session::close(&client).await;
