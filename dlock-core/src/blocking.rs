@@ -22,6 +22,12 @@
 //!   but NL and CR holders may be many: the walk is skipped unless the held counts say
 //!   there is one).
 //!
+//! The walks of R32 cost what they send: a resource marks the modes every conflicting
+//! holder has been told (`Resource::told`) and remembers the locks that joined the grant
+//! queue since (`Resource::joined`), so a request for a marked mode tells only those. A
+//! request queued and cancelled over and over on a resource with a million holders walked
+//! them all each time, to send nothing, even with one holder joining in between.
+//!
 //! Deduplication (R37): per lock, the set of modes notified since its last grant is
 //! remembered (`lock::Notified`); a notification for a mode that one of them covers (the same or
 //! a weaker mode, PR and CW counting as unordered) is dropped. Linux keeps only the strongest
@@ -47,8 +53,17 @@ impl Core {
         let conflicts = Mode::ALL
             .into_iter()
             .any(|h| res.held[h.index()] > 0 && !h.is_compatible(mode));
-        let bit = 1u8 << mode.index();
-        if !conflicts || res.told & bit != 0 {
+        if !conflicts {
+            return;
+        }
+        if res.told & (1u8 << mode.index()) != 0 {
+            // Only the locks that joined since need telling (a repeat for any other).
+            let joined = self
+                .resources
+                .get_mut(rr.0)
+                .map(|res| res.take_joined(mode))
+                .unwrap_or_default();
+            fx.basts.extend(joined.into_iter().map(|id| (id, mode)));
             return;
         }
         for (_, l) in res.granted.iter(&self.locks) {
@@ -61,7 +76,7 @@ impl Core {
         // Each of them is told `mode` at the end of this input (or leaves: an ended
         // session's lock is not told, and goes).
         if let Some(res) = self.resources.get_mut(rr.0) {
-            res.told |= bit;
+            res.told_all(mode);
         }
     }
 
@@ -109,23 +124,32 @@ impl Core {
         };
         let high = res.queues.as_deref().and_then(|q| q.strongest().0);
         let strong_held = res.held[Mode::PW.index()] + res.held[Mode::EX.index()];
-        let cw = 1u8 << Mode::CW.index();
-        if high != Some(Mode::CW) || strong_held == 0 || res.told & cw != 0 {
+        if high != Some(Mode::CW) || strong_held == 0 {
             return;
         }
-        let holders: Vec<LockId> = res
-            .granted
-            .iter(&self.locks)
-            .filter(|(_, l)| matches!(l.status, Status::Granted { mode, .. } if mode >= Mode::PW))
-            .map(|(_, l)| l.id)
-            .collect();
+        let walk = res.told & (1u8 << Mode::CW.index()) == 0;
+        let holders: Vec<LockId> = if walk {
+            res.granted
+                .iter(&self.locks)
+                .filter(
+                    |(_, l)| matches!(l.status, Status::Granted { mode, .. } if mode >= Mode::PW),
+                )
+                .map(|(_, l)| l.id)
+                .collect()
+        } else {
+            // Only the locks that joined since the holders were last told CW.
+            self.resources
+                .get_mut(rr.0)
+                .map(|res| res.take_joined(Mode::CW))
+                .unwrap_or_default()
+        };
         for id in holders {
             self.notify(id, Mode::CW, out);
         }
         // The holders in conflict with CW are PR, PW and EX ones, and no PR lock is granted
         // beside a PW or EX one: every one of them has been told CW now.
-        if let Some(res) = self.resources.get_mut(rr.0) {
-            res.told |= cw;
+        if walk && let Some(res) = self.resources.get_mut(rr.0) {
+            res.told_all(Mode::CW);
         }
     }
 

@@ -142,7 +142,7 @@ impl Core {
         self.relink(r, rr, Queue::Convert, Queue::Grant);
         if let Some(res) = self.resources.get_mut(rr.0) {
             // Back on the grant queue, where walks did not see it while it converted (R33).
-            res.holder_joined(from);
+            res.holder_joined(id, from);
         }
         if let Some(q) = self
             .resources
@@ -241,7 +241,7 @@ impl Core {
             res.held[f.index()] -= 1;
         }
         res.held[to.index()] += 1;
-        res.holder_joined(to);
+        res.holder_joined(id, to);
         if let Some(q) = res.queues.as_mut() {
             q.modes[to.index()] -= 1;
         }

@@ -46,7 +46,7 @@ impl Core {
         let res = self.resources.get_mut(rr.0)?;
         crate::grant::list_mut(res, queue).push_back(&mut self.locks, r);
         if let (Queue::Grant, Some(mode)) = (queue, held) {
-            res.holder_joined(mode);
+            res.holder_joined(id, mode);
         }
         self.lock_ids.insert(id, r);
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -391,7 +391,7 @@ impl Core {
         };
         res.held[from.index()] -= 1;
         res.held[to.index()] += 1;
-        res.holder_joined(to);
+        res.holder_joined(q.lock, to);
         let valblk = q.flags.contains(LockFlags::VALBLK);
         let (mut value, mut value_valid) = (None, true);
         match lvb::lvb_op(Some(from), to) {

@@ -4,10 +4,10 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Mode;
 use crate::lock::{Link, Lock, LockRef};
 use crate::name::Name;
 use crate::slab::Slab;
+use crate::{LockId, Mode};
 
 /// Which pair of links of a [`Lock`] a [`List`] runs through.
 pub(crate) trait Chain {
@@ -165,15 +165,25 @@ pub(crate) struct Resource {
     pub(crate) granted: List,
     pub(crate) queues: Option<Box<Queues>>,
     /// R32, bit `m` of [`Mode::index`]: set once every lock on the grant queue whose
-    /// granted mode is incompatible with mode `m` has been told `m`, so that queuing
-    /// another request for `m` walks nobody (each would be a repeat, R37). A lock that
-    /// joins the grant queue or changes its granted mode has been told nothing since
-    /// ([`holder_joined`](Resource::holder_joined)): the bits of the modes its mode
-    /// conflicts with are cleared (an NL holder clears none). Not kept in snapshots: clear
-    /// is always safe.
+    /// granted mode is incompatible with mode `m` has been told `m`, except those in
+    /// `joined`, so that queuing another request for `m` walks nobody (each would be a
+    /// repeat, R37) and tells only those. Not kept in snapshots: clear is always safe.
     #[serde(skip)]
     pub(crate) told: u8,
+    /// Locks that joined the grant queue, or changed their granted mode, since marks of
+    /// `told` that their mode conflicts with were set: each with those marks, the modes it
+    /// has not been told ([`holder_joined`](Resource::holder_joined)). At most
+    /// [`JOINED_MAX`]; past it, a joining lock clears its marks instead (the next request
+    /// of those modes walks every holder again). Entries of locks gone since are dropped
+    /// when their modes are next asked for. Boxed so that the field is one thin pointer on
+    /// the many resources without any (as the value block is).
+    #[serde(skip)]
+    #[allow(clippy::box_collection)]
+    pub(crate) joined: Option<Box<Vec<(LockId, u8)>>>,
 }
+
+/// Most locks [`Resource::joined`] remembers.
+pub(crate) const JOINED_MAX: usize = 1024;
 
 impl Resource {
     pub(crate) fn new(name: Name) -> Resource {
@@ -185,16 +195,55 @@ impl Resource {
             granted: List::default(),
             queues: None,
             told: 0,
+            joined: None,
         }
     }
 
-    /// A lock holds `mode` on the grant queue now, told nothing yet (see `told`).
-    pub(crate) fn holder_joined(&mut self, mode: Mode) {
-        for m in Mode::ALL {
-            if !mode.is_compatible(m) {
-                self.told &= !(1u8 << m.index());
-            }
+    /// Lock `id` holds `mode` on the grant queue now, told nothing yet: it is remembered
+    /// for the marks of `told` that its mode conflicts with (an NL holder for none).
+    pub(crate) fn holder_joined(&mut self, id: LockId, mode: Mode) {
+        let conflicts = Mode::ALL
+            .into_iter()
+            .filter(|m| !mode.is_compatible(*m))
+            .fold(0u8, |mask, m| mask | 1 << m.index());
+        let untold = conflicts & self.told;
+        if untold == 0 {
+            return;
         }
+        let joined = self.joined.get_or_insert_with(Default::default);
+        if joined.len() < JOINED_MAX {
+            joined.push((id, untold));
+        } else {
+            self.told &= !untold;
+        }
+    }
+
+    /// The remembered locks that have not been told `mode` (see `joined`), forgotten for
+    /// it: each is to be told it now.
+    pub(crate) fn take_joined(&mut self, mode: Mode) -> Vec<LockId> {
+        let bit = 1u8 << mode.index();
+        let Some(joined) = self.joined.as_mut() else {
+            return Vec::new();
+        };
+        let mut untold = Vec::new();
+        joined.retain_mut(|(id, marks)| {
+            if *marks & bit != 0 {
+                untold.push(*id);
+                *marks &= !bit;
+            }
+            *marks != 0
+        });
+        if joined.is_empty() {
+            self.joined = None;
+        }
+        untold
+    }
+
+    /// Every holder was walked for `mode` and is told it: its mark is set, and nobody
+    /// remembered needs telling for it any more.
+    pub(crate) fn told_all(&mut self, mode: Mode) {
+        self.take_joined(mode);
+        self.told |= 1u8 << mode.index();
     }
 
     /// R9: whether `mode` is compatible with every holder, leaving out one holder of

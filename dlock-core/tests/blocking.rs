@@ -279,3 +279,28 @@ fn r32_a_conversion_cancelled_back_to_the_grant_queue_is_told_the_next_request()
     let (_, ev) = h.lock(c, 3, "r", Mode::PW);
     assert_eq!(told(&ev), [(lb, Mode::PW)]);
 }
+
+#[test]
+fn r32_holders_that_joined_since_are_told_and_the_others_not_again_however_many_joined() {
+    let mut h = H::new();
+    let (a, b, j, x) = (h.open("a"), h.open("b"), h.open("j"), h.open("x"));
+    let (la, _) = h.lock(a, 1, "r", Mode::PR);
+    let (lx, ev) = h.lock(x, 1, "r", Mode::EX);
+    assert_eq!(told(&ev), [(la, Mode::EX)]);
+    h.cancel(x, 2, lx);
+    // A CR holder joins (CR conflicts with EX): the next EX tells it, and only it.
+    let (lb, _) = h.lock(b, 1, "r", Mode::CR);
+    let (lx, ev) = h.lock(x, 3, "r", Mode::EX);
+    assert_eq!(told(&ev), [(lb, Mode::EX)]);
+    h.cancel(x, 4, lx);
+    // More join than the resource remembers (1,024): each is still told once, a and b
+    // not again.
+    let joined: Vec<_> = (0..1_100)
+        .map(|i| h.lock(j, i + 1, "r", Mode::CR).0)
+        .collect();
+    let (_, ev) = h.lock(x, 5, "r", Mode::EX);
+    let mut got = told(&ev);
+    got.sort();
+    let want: Vec<_> = joined.iter().map(|&l| (l, Mode::EX)).collect();
+    assert_eq!(got, want);
+}
