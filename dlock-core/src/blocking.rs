@@ -56,6 +56,10 @@ impl Core {
         if !conflicts {
             return;
         }
+        // Told in lock id order, however they were found: a core restored from a snapshot
+        // (which keeps no marks) walks where the original took the remembered ones, and
+        // both must send the same events in the same order.
+        let first = fx.basts.len();
         if res.told & (1u8 << mode.index()) != 0 {
             // Only the locks that joined since need telling (a repeat for any other).
             let joined = self
@@ -64,6 +68,7 @@ impl Core {
                 .map(|res| res.take_joined(mode))
                 .unwrap_or_default();
             fx.basts.extend(joined.into_iter().map(|id| (id, mode)));
+            fx.basts[first..].sort_unstable();
             return;
         }
         for (_, l) in res.granted.iter(&self.locks) {
@@ -73,6 +78,7 @@ impl Core {
                 }
             }
         }
+        fx.basts[first..].sort_unstable();
         // Each of them is told `mode` at the end of this input (or leaves: an ended
         // session's lock is not told, and goes).
         if let Some(res) = self.resources.get_mut(rr.0) {
@@ -143,6 +149,9 @@ impl Core {
                 .map(|res| res.take_joined(Mode::CW))
                 .unwrap_or_default()
         };
+        let mut holders = holders;
+        // In lock id order, walked or remembered (see `collect_basts`).
+        holders.sort_unstable();
         for id in holders {
             self.notify(id, Mode::CW, out);
         }
