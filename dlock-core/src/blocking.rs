@@ -134,7 +134,7 @@ impl Core {
             return;
         }
         let walk = res.told & (1u8 << Mode::CW.index()) == 0;
-        let holders: Vec<LockId> = if walk {
+        let mut holders: Vec<LockId> = if walk {
             res.granted
                 .iter(&self.locks)
                 .filter(
@@ -149,7 +149,6 @@ impl Core {
                 .map(|res| res.take_joined(Mode::CW))
                 .unwrap_or_default()
         };
-        let mut holders = holders;
         // In lock id order, walked or remembered (see `collect_basts`).
         holders.sort_unstable();
         for id in holders {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dlock_core::{ConvertRequest, EventKind, LockFlags, LockId, Mode, SessionId};
+use dlock_core::{EventKind, LockId, Mode, SessionId};
 use dlock_proto::codec::MalformedFrame;
 use dlock_proto::{Refusal, Reply, Request, RequestError};
 
@@ -103,24 +103,6 @@ fn a_renewal_the_server_did_not_take_is_sent_again_soon_not_a_third_of_the_ttl_l
     assert_eq!(body, Request::Renew);
 }
 
-/// A conversion of `lock` to `mode` from a guard of the first session.
-fn convert(lock: LockId, mode: Mode) -> (Key, What) {
-    let key = Key::next();
-    let what = What::Convert {
-        req: ConvertRequest {
-            lock,
-            mode,
-            flags: LockFlags::empty(),
-            value: None,
-            timeout_ms: None,
-        },
-        origin: Origin::Guard(1),
-        key,
-        queued: None,
-    };
-    (key, what)
-}
-
 #[test]
 fn a_lock_or_conversion_given_up_before_it_was_sent_is_never_sent() {
     let mut s = settings(TTL);
@@ -132,10 +114,10 @@ fn a_lock_or_conversion_given_up_before_it_was_sent_is_never_sent() {
 
     // While disconnected: a conversion and a lock time out, another conversion and lock
     // are dropped by their callers.
-    let (_, what) = convert(lock, Mode::NL);
+    let (_, what) = convert(lock, Mode::NL, Origin::Guard(1));
     let mut timed_out_convert = h.call(what);
     let (_, mut timed_out_lock) = h.lock(b"x", Mode::EX);
-    let (key, what) = convert(lock, Mode::PR);
+    let (key, what) = convert(lock, Mode::PR, Origin::Guard(1));
     let _dropped_convert = h.call(what);
     h.op(Op::Abandon(key));
     let (key, _dropped_lock) = h.lock(b"y", Mode::EX);

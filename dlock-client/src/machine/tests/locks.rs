@@ -92,19 +92,8 @@ fn a_cancel_succeeds_once_and_a_second_cancel_finds_nothing_pending() {
     let mut h = Harness::connected(TTL);
     let lock = LockId(3);
     let l = h.grant_mode(lock, Mode::NL);
-    let key = Key::next();
-    let mut converting = h.call(What::Convert {
-        req: ConvertRequest {
-            lock,
-            mode: Mode::EX,
-            flags: LockFlags::empty(),
-            value: None,
-            timeout_ms: None,
-        },
-        origin: Origin::Guard(1),
-        key,
-        queued: None,
-    });
+    let (_, what) = convert(lock, Mode::EX, Origin::Guard(1));
+    let mut converting = h.call(what);
     let (convert_id, body) = h.request();
     assert!(matches!(
         body,
@@ -144,18 +133,8 @@ fn a_granted_conversion_updates_the_lock() {
     let mut h = Harness::connected(TTL);
     let lock = LockId(3);
     let l = h.grant_mode(lock, Mode::NL);
-    let mut rx = h.call(What::Convert {
-        req: ConvertRequest {
-            lock,
-            mode: Mode::PR,
-            flags: LockFlags::empty(),
-            value: None,
-            timeout_ms: None,
-        },
-        origin: Origin::ById,
-        key: Key::next(),
-        queued: None,
-    });
+    let (_, what) = convert(lock, Mode::PR, Origin::ById);
+    let mut rx = h.call(what);
     let (id, _) = h.request();
     h.event(Some(id), Some(lock), granted(Mode::PR, 12));
     assert!(matches!(answer(&mut rx), Some(Ok(Outcome::Converted(g))) if g.mode == Mode::PR));

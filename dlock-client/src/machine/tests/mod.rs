@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dlock_core::{
-    Event, EventKind, FencingToken, LockFlags, LockId, LockRequest, Mode, Reject, RequestId,
-    SessionId,
+    ConvertRequest, Event, EventKind, FencingToken, LockFlags, LockId, LockRequest, Mode, Reject,
+    RequestId, SessionId,
 };
 use dlock_proto::{ClientMessage, Hello, PROTOCOL_VERSION, Request, ServerMessage, Welcome};
 use tokio::sync::{mpsc, oneshot};
@@ -328,6 +328,24 @@ pub(super) fn granted(mode: Mode, token: u64) -> EventKind {
 
 pub(super) fn rejected(reason: Reject) -> EventKind {
     EventKind::Rejected { reason }
+}
+
+/// A conversion of `lock` to `mode` (no flags, no value) from `origin`: its key and the call.
+pub(super) fn convert(lock: LockId, mode: Mode, origin: Origin) -> (Key, What) {
+    let key = Key::next();
+    let what = What::Convert {
+        req: ConvertRequest {
+            lock,
+            mode,
+            flags: LockFlags::empty(),
+            value: None,
+            timeout_ms: None,
+        },
+        origin,
+        key,
+        queued: None,
+    };
+    (key, what)
 }
 
 /// The answer if it has arrived.
