@@ -22,7 +22,12 @@ struct Session {
 impl Session {
     /// Starts `dlock --name NAME session` against `server`.
     fn start(server: &TestServer, name: &str) -> Result<Session> {
-        let mut cmd = dlock(server, &["--name", name, "session"]);
+        Session::start_with(server, name, &[])
+    }
+
+    /// Starts `dlock --name NAME session ARGS...` against `server`.
+    fn start_with(server: &TestServer, name: &str, args: &[&str]) -> Result<Session> {
+        let mut cmd = dlock(server, &[&["--name", name, "session"], args].concat());
         cmd.stdin(Stdio::piped());
         let mut child = cmd.spawn().context("spawning dlock session")?;
         let stdin = child.stdin.take().context("stdin")?;
@@ -483,6 +488,33 @@ async fn losing_the_session_reports_the_lost_locks_and_exits_69() -> Result<()> 
         .collect();
     lost.sort();
     assert_eq!(lost, ["a", "b"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_asked_while_the_server_is_down_ends_with_the_lost_session() -> Result<()> {
+    let mut server = TestServer::start().await?;
+    let mut s = Session::start_with(&server, "cut-off", &["--ttl", "2s"])?;
+    s.ask("lock a down-1 EX", "a", "granted").await?;
+    // Like kill -9: the client cannot send `lock b` until its lease has lapsed locally.
+    server.abort().await;
+    s.send("lock b down-2 EX").await?;
+    // The request was never answered by a server of this session: when the session is
+    // lost it is refused with it, not kept for a later session (where it would be granted
+    // to a command that has already said its session is gone).
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let v = s.next().await?.context("stdout ended early")?;
+        answers.push((v["tag"].to_string(), v["event"].to_string(), v));
+    }
+    answers.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(answers[0].1, "\"lost\"", "{}", answers[0].2);
+    assert_eq!(answers[1].0, "\"b\"", "{}", answers[1].2);
+    assert_eq!(answers[1].1, "\"refused\"", "{}", answers[1].2);
+    assert_eq!(answers[1].2["error"], "lost", "{}", answers[1].2);
+    let (code, rest) = s.finish().await?;
+    assert_eq!(code, 69);
+    assert!(rest.is_empty(), "{rest:?}");
     Ok(())
 }
 

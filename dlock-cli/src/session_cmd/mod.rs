@@ -14,7 +14,7 @@ mod tag;
 
 use std::collections::HashMap;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::args::SessionArgs;
@@ -77,6 +77,8 @@ struct Driver {
     queries: JoinSet<()>,
     lost_tx: mpsc::Sender<String>,
     lost_rx: mpsc::Receiver<String>,
+    /// Set to the reason when the session is lost (see [`tag::lost_with`]).
+    ended: watch::Sender<Option<String>>,
     /// The guards of the locks held when the session ended, dropped once it has closed.
     kept: tag::Kept,
 }
@@ -93,6 +95,7 @@ impl Driver {
             queries: JoinSet::new(),
             lost_tx,
             lost_rx,
+            ended: watch::Sender::new(None),
             kept: tag::Kept::default(),
         }
     }
@@ -197,6 +200,7 @@ impl Driver {
             client: self.client.clone(),
             out: self.out.clone(),
             lost: self.lost_tx.clone(),
+            ended: self.ended.subscribe(),
             keep: self.kept.clone(),
         };
         self.tasks.spawn(tag::run(ctx, rx));
@@ -206,9 +210,13 @@ impl Driver {
 
     /// `query`, as a task of its own: a signal need not wait for its answer.
     fn query(&mut self, n: u64, tag: Tag, resource: Vec<u8>, done: Done) {
-        let (client, out) = (self.client.clone(), self.out.clone());
+        let (client, out, end) = (
+            self.client.clone(),
+            self.out.clone(),
+            self.ended.subscribe(),
+        );
         self.queries.spawn(async move {
-            let event = match client.view_resource(&resource).await {
+            let event = match or_lost(client.view_resource(&resource), end).await {
                 Ok(view) => Event::resource(&resource, view.value.as_ref(), view.now_ms),
                 Err(e) => Event::failed(n, &e),
             };
@@ -219,9 +227,13 @@ impl Driver {
 
     /// `ping`, as a task of its own.
     fn ping(&mut self, n: u64, tag: Tag, done: Done) {
-        let (client, out) = (self.client.clone(), self.out.clone());
+        let (client, out, end) = (
+            self.client.clone(),
+            self.out.clone(),
+            self.ended.subscribe(),
+        );
         self.queries.spawn(async move {
-            let event = match client.ping().await {
+            let event = match or_lost(client.ping(), end).await {
                 Ok(pong) => Event::Pong {
                     server_version: pong.server_version,
                     rtt_ms: pong.rtt.as_secs_f64() * 1000.0,
@@ -237,6 +249,10 @@ impl Driver {
     /// already handed to a task are carried out first (its channel is FIFO), so every line
     /// read before the end gets its first answer.
     async fn stop(&mut self, end: &End) {
+        if let End::Lost(reason) = end {
+            // First, so that a task waiting for the server (not reading its channel) stops.
+            self.ended.send_replace(Some(reason.clone()));
+        }
         for tx in self.tags.values() {
             let msg = match end {
                 End::Lost(reason) => Msg::SessionLost(reason.clone()),
@@ -247,5 +263,18 @@ impl Driver {
         self.tags.clear();
         while self.tasks.join_next().await.is_some() {}
         while self.queries.join_next().await.is_some() {}
+    }
+}
+
+/// `request`'s answer, or [`Error::SessionLost`](dlock_client::Error::SessionLost) if the
+/// session is lost first (the request, dropped, is not carried into a later session).
+async fn or_lost<T>(
+    request: impl Future<Output = Result<T, dlock_client::Error>>,
+    end: tag::SessionEnd,
+) -> Result<T, dlock_client::Error> {
+    tokio::select! {
+        biased;
+        answer = request => answer,
+        _ = tag::lost_with(end) => Err(dlock_client::Error::SessionLost),
     }
 }

@@ -13,7 +13,7 @@ use dlock_client::{
     CancelOutcome, Client, ConvertOptions, Converted, Error, LockGuard, LockOptions, LostReason,
     PendingLock, UnlockOptions,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::answer::{Answer, Event, Op};
 use super::io::Out;
@@ -74,6 +74,9 @@ pub struct TagCtx {
     pub out: Out,
     /// Told the reason when this tag sees the session lost; the session then ends.
     pub lost: mpsc::Sender<String>,
+    /// Says (the reason) once the session is lost, before the tags are told in their
+    /// channels: a request still waiting for its first answer gives up on it.
+    pub ended: SessionEnd,
     /// Where a granted lock's guard goes when the session ends, to be dropped only after the
     /// session has closed (see [`Kept`]).
     pub keep: Kept,
@@ -83,6 +86,21 @@ pub struct TagCtx {
 /// which is not what ending a session does (R50, R29b): they are kept here while the session
 /// closes and dropped after, when there is nothing left to unlock.
 pub type Kept = std::sync::Arc<std::sync::Mutex<Vec<LockGuard>>>;
+
+/// Set (to the reason) when the session is lost; see [`lost_with`].
+pub type SessionEnd = watch::Receiver<Option<String>>;
+
+/// Completes with the reason once `end` says the session is lost; never if it is not.
+pub async fn lost_with(mut end: SessionEnd) -> String {
+    let reason = end
+        .wait_for(Option::is_some)
+        .await
+        .map(|reason| reason.clone().unwrap_or_default());
+    match reason {
+        Ok(reason) => reason,
+        Err(_) => std::future::pending().await,
+    }
+}
 
 /// Whether the task goes on after a lock's life.
 enum Flow {
@@ -147,11 +165,20 @@ impl TagCtx {
         }
         // Commands of this tag wait in the channel until the server has answered: a cancel
         // needs the lock the server names in that answer.
-        let pending = match self
-            .client
-            .lock_request(&lock.resource, lock.mode, opts)
-            .await
-        {
+        // A session lost before the server answered ends the request with it: dropped, a
+        // request not yet sent is never sent, so it cannot be granted in a later session
+        // that this command does not speak for (one session, R50).
+        let request = self.client.lock_request(&lock.resource, lock.mode, opts);
+        let answer = tokio::select! {
+            biased;
+            answer = request => answer,
+            reason = lost_with(self.ended.clone()) => {
+                self.say(Event::refused(Op::Lock, &Error::SessionLost, None)).await;
+                tracing::debug!(%reason, "request given up with the session");
+                return Flow::Stop;
+            }
+        };
+        let pending = match answer {
             Ok(p) => p,
             Err(e) => {
                 self.refused(Op::Lock, &e, None).await;
