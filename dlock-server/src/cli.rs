@@ -505,6 +505,30 @@ mod tests {
     }
 
     #[test]
+    fn leases_and_a_restart_grace_over_a_day_are_refused() {
+        let check = |flags: &[&str]| {
+            let mut argv = vec!["dlock-server"];
+            argv.extend_from_slice(flags);
+            let config = Args::try_parse_from(argv).unwrap().to_config();
+            crate::setup::validate(&config).map_err(|e| e.to_string())
+        };
+        assert!(check(&["--max-lease-ttl", "24h", "--restart-grace", "24h"]).is_ok());
+        let e = check(&["--max-lease-ttl", "24h 1ms"]).unwrap_err();
+        assert!(
+            e.contains("--max-lease-ttl 86400001 ms is longer than a day"),
+            "{e}"
+        );
+        // Far beyond: refused, not an overflow.
+        let e = check(&["--max-lease-ttl", "500000000000y"]).unwrap_err();
+        assert!(e.contains("--max-lease-ttl"), "{e}");
+        let e = check(&["--restart-grace", "25h"]).unwrap_err();
+        assert!(
+            e.contains("--restart-grace 1day 1h is longer than a day"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn limits_that_would_refuse_every_client_are_refused_by_their_flag() {
         let check = |flags: &[&str]| {
             let mut argv = vec!["dlock-server"];

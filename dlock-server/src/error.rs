@@ -73,13 +73,25 @@ pub enum ServerError {
         /// The data directory.
         path: PathBuf,
     },
-    /// The fencing-token floor file holds something that is not a number.
+    /// The fencing-token floor file holds something that is not a number, or a number no
+    /// server reaches (above `2^63`).
     #[error("fencing-token floor file {path} is corrupt: {content:?}")]
     CorruptFloor {
         /// The file.
         path: PathBuf,
         /// What it holds.
         content: String,
+    },
+    /// The data directory has the lease record of a previous run but no fencing-token floor:
+    /// starting would hand out tokens a previous run has handed out already.
+    #[error(
+        "fencing-token floor {floor} is missing, but {record} shows that a server has run on this data directory: starting would hand out fencing tokens from 1 again, below those it granted. Restore the floor from a backup, or write into it a number above every token the previous run granted; to start afresh knowingly, remove {record} too"
+    )]
+    MissingFloor {
+        /// Where the floor should be.
+        floor: PathBuf,
+        /// The lease record that is there.
+        record: PathBuf,
     },
     /// The record of the longest lease granted (in the data directory) could not be read or
     /// written.
@@ -90,8 +102,11 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
-    /// The record of the longest lease granted holds something that is not a number.
-    #[error("lease record file {path} is corrupt: {content:?}")]
+    /// The record of the longest lease granted holds something that is not a number, or a
+    /// lease longer than any server grants ([`MAX_LEASE`](crate::grace::MAX_LEASE)).
+    #[error(
+        "lease record file {path} is corrupt: {content:?} (it holds the longest lease of the previous run in milliseconds, at most a day: write that lease into it, or remove the file to wait out --max-lease-ttl)"
+    )]
     CorruptLeaseRecord {
         /// The file.
         path: PathBuf,

@@ -31,7 +31,12 @@ pub(crate) const BLOCK: u64 = 1 << 20;
 /// later, unless nothing reserved is left (then every use tries).
 pub(crate) const RETRY_MS: u64 = 1_000;
 
-const FILE_NAME: &str = "fencing-floor";
+/// The highest floor a data directory can hold: a million inputs a second would take
+/// 290,000 years to reach it, so a file above it is damaged, and starting from it would leave
+/// too few tokens to serve.
+pub(crate) const MAX_FLOOR: u64 = 1 << 63;
+
+pub(crate) const FILE_NAME: &str = "fencing-floor";
 const TEMP_NAME: &str = "fencing-floor.tmp";
 
 /// The persisted ceiling and where it lives.
@@ -82,19 +87,40 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<Option<DirLock>, ServerError> {
         path: path.clone(),
         source,
     })?;
+    let Some(file) = take(file, &path)? else {
+        return Ok(None);
+    };
+    // The directory too: a `lock` file removed while its server runs (and created again by
+    // the next server) does not let two servers share the directory.
+    let handle = fs::File::open(dir).map_err(|source| ServerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    Ok(take(handle, dir)?.map(|dir| DirLock {
+        _file: file,
+        _dir: dir,
+    }))
+}
+
+/// An exclusive lock on `file` (at `path`); `Ok(None)` if another process holds one.
+fn take(file: fs::File, path: &Path) -> Result<Option<Flock<fs::File>>, ServerError> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(DirLock(lock))),
+        Ok(lock) => Ok(Some(lock)),
         Err((_, Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, errno)) => Err(ServerError::DataDir {
-            path,
+            path: path.to_owned(),
             source: errno.into(),
         }),
     }
 }
 
-/// The data directory taken by this server ([`lock_dir`]); released when dropped.
+/// The data directory taken by this server ([`lock_dir`]): its `lock` file and the directory
+/// itself, locked; released when dropped.
 #[derive(Debug)]
-pub(crate) struct DirLock(#[allow(dead_code, reason = "held, never read")] Flock<fs::File>);
+pub(crate) struct DirLock {
+    _file: Flock<fs::File>,
+    _dir: Flock<fs::File>,
+}
 
 impl Floor {
     /// Opens (creating the directory if needed) and reads the ceiling; 0 if there is none yet.
@@ -102,15 +128,15 @@ impl Floor {
         create_dir(dir)?;
         let path = dir.join(FILE_NAME);
         let (ceiling, existed) = match fs::read_to_string(&path) {
-            Ok(s) => (
-                s.trim()
-                    .parse::<u64>()
-                    .map_err(|_| ServerError::CorruptFloor {
-                        path: path.clone(),
+            Ok(s) => match s.trim().parse::<u64>() {
+                Ok(n) if n <= MAX_FLOOR => (n, true),
+                _ => {
+                    return Err(ServerError::CorruptFloor {
+                        path,
                         content: s.chars().take(64).collect(),
-                    })?,
-                true,
-            ),
+                    });
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => (0, false),
             Err(source) => return Err(ServerError::Floor { path, source }),
         };
@@ -397,6 +423,12 @@ mod tests {
         let first = lock_dir(&dir).unwrap().expect("a new directory is free");
         assert!(dir.join("lock").exists());
         assert!(lock_dir(&dir).unwrap().is_none(), "taken twice");
+        // Its file removed (and made again by the next server), the directory stays taken.
+        fs::remove_file(dir.join("lock")).unwrap();
+        assert!(
+            lock_dir(&dir).unwrap().is_none(),
+            "taken with its lock file removed"
+        );
         drop(first);
         assert!(lock_dir(&dir).unwrap().is_some(), "released with its file");
     }
@@ -404,11 +436,21 @@ mod tests {
     #[test]
     fn corrupt_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(FILE_NAME), "not a number").unwrap();
-        assert!(matches!(
-            Floor::open(dir.path()),
-            Err(ServerError::CorruptFloor { .. })
-        ));
+        for (content, corrupt) in [
+            ("not a number".to_owned(), true),
+            (MAX_FLOOR.to_string(), false),
+            // No server reaches it: damage, which would leave too few tokens to serve.
+            ((MAX_FLOOR + 1).to_string(), true),
+            (u64::MAX.to_string(), true),
+        ] {
+            fs::write(dir.path().join(FILE_NAME), &content).unwrap();
+            let open = Floor::open(dir.path());
+            assert_eq!(
+                matches!(open, Err(ServerError::CorruptFloor { .. })),
+                corrupt,
+                "{content}: {open:?}"
+            );
+        }
     }
 
     #[cfg(unix)]

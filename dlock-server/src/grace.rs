@@ -39,7 +39,11 @@ use crate::floor::write_durably;
 /// between the server and its clients and the millisecond rounding of lease times.
 pub const GRACE_MARGIN: Duration = Duration::from_millis(100);
 
-const FILE_NAME: &str = "max-lease-ttl";
+/// The longest lease a server grants (`--max-lease-ttl` is refused above it) and so the
+/// longest a restart grace waits: a record above it is damage, not a lease.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+pub(crate) const FILE_NAME: &str = "max-lease-ttl";
 const TEMP_NAME: &str = "max-lease-ttl.tmp";
 
 /// How long a restarted server waits before it grants anything
@@ -140,14 +144,15 @@ impl LeaseRecord {
         let path = dir.join(FILE_NAME);
         let recorded = match fs::read_to_string(&path) {
             Ok(s) => {
-                Some(
-                    s.trim()
-                        .parse::<u64>()
-                        .map_err(|_| ServerError::CorruptLeaseRecord {
-                            path: path.clone(),
-                            content: s.chars().take(64).collect(),
-                        })?,
-                )
+                let corrupt = || ServerError::CorruptLeaseRecord {
+                    path: path.clone(),
+                    content: s.chars().take(64).collect(),
+                };
+                let ms = s.trim().parse::<u64>().map_err(|_| corrupt())?;
+                if u128::from(ms) > MAX_LEASE.as_millis() {
+                    return Err(corrupt());
+                }
+                Some(ms)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(source) => return Err(ServerError::LeaseRecord { path, source }),
@@ -176,6 +181,12 @@ impl LeaseRecord {
             }
         };
         Ok((record, previous))
+    }
+
+    /// Whether `dir` holds a record: a server has started on it (see
+    /// [`Floor::existed`](crate::floor::Floor::existed)).
+    pub(crate) fn exists(dir: &Path) -> bool {
+        dir.join(FILE_NAME).exists()
     }
 
     /// The persisted value in milliseconds.
@@ -330,11 +341,22 @@ mod tests {
     #[test]
     fn corrupt_record_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(FILE_NAME), "lots").unwrap();
-        assert!(matches!(
-            LeaseRecord::open(dir.path(), true, 0),
-            Err(ServerError::CorruptLeaseRecord { .. })
-        ));
+        let day = MAX_LEASE.as_millis();
+        for (content, corrupt) in [
+            ("lots".to_owned(), true),
+            (day.to_string(), false),
+            // Longer than any lease a server grants: a grace of that would never end.
+            ((day + 1).to_string(), true),
+            (u64::MAX.to_string(), true),
+        ] {
+            fs::write(dir.path().join(FILE_NAME), &content).unwrap();
+            let open = LeaseRecord::open(dir.path(), true, 0);
+            assert_eq!(
+                matches!(open, Err(ServerError::CorruptLeaseRecord { .. })),
+                corrupt,
+                "{content}: {open:?}"
+            );
+        }
     }
 
     #[test]

@@ -176,16 +176,24 @@ pub(crate) async fn run_inner(
         None => lock_data_dir(&config.data_dir).await?,
     };
     let mut floor = floor::Floor::open(&config.data_dir)?;
+    if config.cluster.is_none() {
+        // The floor is written before the lease record, at the first start too: a record
+        // without a floor is a floor lost since, and tokens would start again from 1.
+        if !floor.existed() && grace::LeaseRecord::exists(&config.data_dir) {
+            return Err(ServerError::MissingFloor {
+                floor: config.data_dir.join(floor::FILE_NAME),
+                record: config.data_dir.join(grace::FILE_NAME),
+            });
+        }
+        // A data directory that cannot be written stops the server here, before it serves
+        // anyone.
+        floor.reserve()?;
+    }
     // A previous lifetime that did not record its leases may have granted the longest lease
     // the configuration allows.
     let assume_ms = config.engine.max_ttl_ms;
     let (lease_record, previous) =
         grace::LeaseRecord::open(&config.data_dir, floor.existed(), assume_ms)?;
-    if config.cluster.is_none() {
-        // After the lease record, which reads whether the floor was there: a data directory
-        // that cannot be written stops the server here, before it serves anyone.
-        floor.reserve()?;
-    }
     let grace_len = grace::grace_for(config.restart_grace, previous, assume_ms);
     let start = tokio::time::Instant::now();
     info!(

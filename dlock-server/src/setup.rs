@@ -174,6 +174,22 @@ pub(crate) fn validate(config: &Config) -> Result<(), ServerError> {
             config.max_frame_len, e.max_name_len, e.lvb_len
         )));
     }
+    let max_lease = grace::MAX_LEASE;
+    if u128::from(e.max_ttl_ms) > max_lease.as_millis() {
+        return Err(ServerError::Config(format!(
+            "--max-lease-ttl {} ms is longer than a day: a crashed client's locks would be held \
+             that long, and a restart would wait that long",
+            e.max_ttl_ms
+        )));
+    }
+    if let grace::RestartGrace::Fixed(d) = config.restart_grace
+        && d > max_lease
+    {
+        return Err(ServerError::Config(format!(
+            "--restart-grace {} is longer than a day, the longest lease a server grants",
+            humantime::format_duration(d)
+        )));
+    }
     if e.min_ttl_ms > e.max_ttl_ms {
         return Err(ServerError::Config(format!(
             "--min-lease-ttl {} ms exceeds --max-lease-ttl {} ms",

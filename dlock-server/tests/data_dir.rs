@@ -83,3 +83,44 @@ fn a_second_server_on_a_used_data_dir_never_listens() {
         "{stderr}"
     );
 }
+
+/// A data directory whose fencing-token floor is gone while the lease record of a previous
+/// run is there: starting would hand out tokens from 1 again, so the server refuses to start,
+/// naming both files. A first start writes the floor before the record, so no crash leaves a
+/// directory like this.
+#[tokio::test]
+async fn a_lease_record_without_a_floor_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || dlock_server::Config {
+        data_dir: dir.path().to_owned(),
+        ..dlock_server::Config::default()
+    };
+    let start = |config| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        dlock_server::run(listener, config, async {}).await
+    };
+    // A first run writes both files.
+    start(config()).await.expect("a fresh directory starts");
+    assert!(dir.path().join("fencing-floor").exists());
+    assert!(dir.path().join("max-lease-ttl").exists());
+    std::fs::remove_file(dir.path().join("fencing-floor")).unwrap();
+    let err = start(config())
+        .await
+        .expect_err("started without its floor");
+    assert!(
+        matches!(err, dlock_server::ServerError::MissingFloor { .. }),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("fencing-floor") && message.contains("max-lease-ttl"),
+        "{message}"
+    );
+    // Nothing was written meanwhile: the next start refuses again.
+    assert!(!dir.path().join("fencing-floor").exists());
+    // Both gone: a fresh start, knowingly.
+    std::fs::remove_file(dir.path().join("max-lease-ttl")).unwrap();
+    start(config())
+        .await
+        .expect("an emptied directory starts afresh");
+}
