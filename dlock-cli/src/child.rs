@@ -132,7 +132,11 @@ where
     }
     // Before the spawn, so that no stop goes unseen.
     let mut child_events = signal(SignalKind::child()).map_err(CliError::Io)?;
-    let mut child = command.spawn().map_err(|source| CliError::Spawn {
+    let spawned = match spec.shim {
+        Some(_) => command.spawn(),
+        None => crate::signals::spawn_unblocked(|| command.spawn()),
+    };
+    let mut child = spawned.map_err(|source| CliError::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
@@ -320,6 +324,33 @@ mod tests {
             let end = go(&script, group, LONG, pending::<&str>()).await;
             assert_eq!(end, ChildEnd::Exited(0));
         }
+    }
+
+    /// Without the shim, the command is spawned with the signals dlock blocks for its
+    /// signalfd unblocked, and dlock's own thread has them blocked again after.
+    #[test]
+    fn a_command_spawned_without_the_shim_has_no_signal_blocked() {
+        // A thread of its own, whose mask can be set freely, as dlock's main thread is.
+        std::thread::spawn(|| {
+            crate::signals::block_terminal_signals().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let argv = [
+                "grep",
+                "-qE",
+                "^SigBlk:[[:space:]]+0+$",
+                "/proc/self/status",
+            ]
+            .map(OsString::from);
+            let end = rt.block_on(go(&argv, Group::Own, LONG, pending::<&str>()));
+            assert_eq!(end, ChildEnd::Exited(0), "the command has signals blocked");
+            let mask = nix::sys::signal::SigSet::thread_get_mask().unwrap();
+            assert!(FROM_TERMINAL.iter().all(|&sig| mask.contains(sig)));
+        })
+        .join()
+        .unwrap();
     }
 
     #[tokio::test]

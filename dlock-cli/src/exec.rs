@@ -86,9 +86,15 @@ fn exec(parent: Pid, argv: &[OsString]) -> u8 {
         );
         return exit::LOCK_LOST;
     }
+    // dlock blocks SIGINT, SIGQUIT and SIGHUP to read them from a signalfd, and this process
+    // inherited that: the command starts with no signal blocked, as any spawned process does.
+    if let Err(e) = crate::signals::clear_mask() {
+        eprintln!("dlock: cannot clear the command's signal mask: {e}");
+        return exit::SOFTWARE;
+    }
     let (program, args) = argv.split_first().expect("parse requires a program");
     // std's exec rather than a bare execvp: the same program lookup and the same reset of
-    // the signal mask and of SIGPIPE (which Rust programs ignore) as the spawn it replaces.
+    // SIGPIPE (which Rust programs ignore) as the spawn it replaces.
     let source = std::process::Command::new(program).args(args).exec();
     let e = CliError::Spawn {
         program: program.to_string_lossy().into_owned(),

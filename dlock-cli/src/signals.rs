@@ -54,10 +54,34 @@ impl From<Signal> for Caught {
 
 /// Blocks [`FROM_TERMINAL`] in the calling thread, and so in every thread it starts later,
 /// so that they wait for [`Signals::install`]'s signalfd instead of running a handler. Call
-/// it before any other thread starts (before the runtime is built). Children do not inherit
-/// the block: the standard library clears the signal mask of every process it spawns.
+/// it before any other thread starts (before the runtime is built). A process spawned
+/// inherits the block: the command is started through the shim, which clears it
+/// ([`clear_mask`]), or spawned with them unblocked ([`spawn_unblocked`]).
 pub fn block_terminal_signals() -> nix::Result<()> {
     terminal_set().thread_block()
+}
+
+/// Clears the calling thread's signal mask, which the command would otherwise inherit from
+/// dlock (with [`FROM_TERMINAL`] blocked, Ctrl-C, `kill -INT` and a hang-up would never reach
+/// it): for the shim, just before it becomes the command.
+pub fn clear_mask() -> nix::Result<()> {
+    SigSet::empty().thread_set_mask()
+}
+
+/// Runs `spawn` with [`FROM_TERMINAL`] unblocked in the calling thread, so that the process it
+/// starts does not inherit the block; blocked again after. For a command started without the
+/// shim, which cannot clear its own mask: one of these signals arriving in that moment reaches
+/// the handler that never forwards it, not the signalfd.
+pub fn spawn_unblocked<T>(spawn: impl FnOnce() -> T) -> T {
+    let set = terminal_set();
+    if let Err(e) = set.thread_unblock() {
+        tracing::warn!(error = %e, "cannot unblock SIGINT, SIGQUIT and SIGHUP for the command");
+    }
+    let spawned = spawn();
+    if let Err(e) = set.thread_block() {
+        tracing::warn!(error = %e, "cannot block SIGINT, SIGQUIT and SIGHUP again");
+    }
+    spawned
 }
 
 fn terminal_set() -> SigSet {

@@ -417,6 +417,32 @@ async fn sigterm_to_dlock_reaches_the_command() -> Result<()> {
     Ok(())
 }
 
+/// dlock blocks SIGINT, SIGQUIT and SIGHUP for itself (it reads them from a signalfd); the
+/// command must not inherit that, or Ctrl-C and `kill -INT` would never reach it. Checked with
+/// a program started directly, not through a shell (which may clear its mask itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_starts_with_no_signal_blocked() -> Result<()> {
+    let server = TestServer::start().await?;
+    let unblocked = [
+        "grep",
+        "-qE",
+        "^SigBlk:[[:space:]]+0+$",
+        "/proc/self/status",
+    ];
+    let out = output(dlock(
+        &server,
+        &[&["acquire", "mask", "--"][..], &unblocked].concat(),
+    ))
+    .await?;
+    assert_eq!(
+        code(&out),
+        0,
+        "the command has signals blocked: {}",
+        stderr(&out)
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_signal_that_would_end_dlock_reaches_the_command_instead() -> Result<()> {
     use nix::sys::signal::Signal;
