@@ -25,7 +25,8 @@ use crate::stdout;
 pub const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 
 /// How long a goodbye may take once the server has not answered in time: nothing more is
-/// expected from it, and its lease ends the session anyway.
+/// expected from it, and its lease ends the session anyway. Taken from the end of the budget,
+/// so that dlock exits within `--timeout` plus [`ANSWER_MARGIN`] in all.
 const GOODBYE_WAIT: Duration = Duration::from_millis(500);
 
 /// The local deadline of a `dlock acquire` that bounds its wait: `--timeout` plus
@@ -46,8 +47,8 @@ pub async fn run(ctx: &Ctx, args: AcquireArgs) -> Result<u8, CliError> {
     let deadline = Deadline::new(ctx, &args);
     let client = deadline.bound(session::connect(ctx, args.ttl)).await??;
     let result = acquire_and_use(ctx, &client, &args, &mut signals, &deadline).await;
-    if matches!(result, Err(CliError::NoAnswer { .. })) {
-        let _ = tokio::time::timeout(GOODBYE_WAIT, session::close(&client)).await;
+    if let (Err(CliError::NoAnswer { .. }), Some(end)) = (&result, deadline.end) {
+        let _ = tokio::time::timeout_at(end, session::close(&client)).await;
     } else {
         session::close(&client).await;
     }
@@ -56,7 +57,10 @@ pub async fn run(ctx: &Ctx, args: AcquireArgs) -> Result<u8, CliError> {
 
 /// The local deadline for getting the lock, if `--timeout` or `--no-wait` sets one.
 struct Deadline {
+    /// When the answer must have come: [`GOODBYE_WAIT`] before `end`.
     at: Option<Instant>,
+    /// When dlock must have given up and said goodbye: the budget's end.
+    end: Option<Instant>,
     /// The server address, for the error.
     addr: String,
     /// The time allowed.
@@ -79,8 +83,12 @@ impl Deadline {
             ),
             None => String::new(),
         };
+        // A budget too far ahead for the clock (`--timeout 500000000000y`) is no deadline.
+        let end = budget.and_then(|b| Instant::now().checked_add(b));
         Deadline {
-            at: budget.map(|b| Instant::now() + b),
+            // The budget is at least ANSWER_MARGIN, longer than GOODBYE_WAIT.
+            at: end.map(|end| end - GOODBYE_WAIT),
+            end,
             addr: ctx.server.clone(),
             budget: budget.unwrap_or_default(),
             limit,
@@ -231,5 +239,40 @@ async fn run_command(
     match child::run(&spec, guard.lost(), signals).await? {
         ChildEnd::Exited(code) => Ok(code),
         ChildEnd::LockLost => Ok(exit::LOCK_LOST),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn deadline(argv: &[&str]) -> Deadline {
+        let cli = Cli::parse_args(argv).unwrap();
+        let Command::Acquire(args) = &cli.command else {
+            panic!("not acquire: {argv:?}");
+        };
+        Deadline::new(&Ctx::new(&cli), args)
+    }
+
+    #[test]
+    fn the_answer_is_awaited_until_the_goodbye_must_start() {
+        let before = Instant::now();
+        let d = deadline(&["dlock", "acquire", "-w", "1s", "x", "--", "true"]);
+        let end = d.end.expect("a deadline");
+        // The goodbye comes out of the budget, not after it: dlock is done within the
+        // timeout plus ANSWER_MARGIN in all.
+        assert_eq!(d.at, Some(end - GOODBYE_WAIT));
+        assert!(end >= before + Duration::from_secs(3));
+        assert!(end <= Instant::now() + Duration::from_secs(3));
+        assert_eq!(deadline(&["dlock", "acquire", "x"]).end, None);
+    }
+
+    #[test]
+    fn a_timeout_beyond_the_clock_is_no_deadline_not_a_panic() {
+        for w in ["18446744073709551615s", "500000000000y"] {
+            let d = deadline(&["dlock", "acquire", "-w", w, "x", "--", "true"]);
+            assert_eq!((d.at, d.end), (None, None), "{w}");
+        }
     }
 }
