@@ -70,8 +70,9 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// The peer protocol this build speaks: the layout of [`PeerRequest`], [`PeerResponse`]
 /// and of everything they carry (entries, commands, snapshots). Builds from before the
-/// greeting spoke 1 without saying so; 2 was openraft 0.9's messages, 3 is openraft 0.10's.
-pub const PEER_PROTOCOL: u32 = 3;
+/// greeting spoke 1 without saying so; 2 was openraft 0.9's messages, 3 openraft 0.10's, and
+/// 4 adds the node the connecting member means to reach to the greeting.
+pub const PEER_PROTOCOL: u32 = 4;
 
 /// How long a peer connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -109,6 +110,10 @@ pub enum PeerRequest {
     Version {
         /// Its [`PEER_PROTOCOL`].
         protocol: u32,
+        /// The node it means to reach (by its list of members): a member listening where
+        /// the list puts another refuses the connection, so that a mistaken address (a
+        /// member's own, or two swapped) never counts one member's vote twice.
+        to: NodeId,
     },
 }
 
@@ -335,7 +340,7 @@ impl PeerClient {
                 })?;
             stream.set_nodelay(true).ok();
             let mut conn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
-            greet(&mut conn).await?;
+            greet(&mut conn, self.target).await?;
             if let Some(secret) = &self.secret {
                 prove(&mut conn, secret).await?;
             }
@@ -388,9 +393,10 @@ async fn answer(conn: &mut ClientConn) -> Result<PeerResponse, CallError> {
 
 /// The connecting side of the version greeting: the peer must answer with the same
 /// [`PEER_PROTOCOL`]. A build from before the greeting cannot decode it and closes.
-async fn greet(conn: &mut ClientConn) -> Result<(), CallError> {
+async fn greet(conn: &mut ClientConn, to: NodeId) -> Result<(), CallError> {
     conn.send(PeerRequest::Version {
         protocol: PEER_PROTOCOL,
+        to,
     })
     .await?;
     match answer(conn).await {
@@ -629,15 +635,22 @@ impl Watch {
 
 /// The answering side of the version greeting, on a connection that may send only small
 /// frames meanwhile. `Err` carries why the connection is refused.
-async fn answer_greeting(conn: &mut ServerConn) -> Result<(), String> {
+async fn answer_greeting(conn: &mut ServerConn, own: NodeId) -> Result<(), String> {
     match conn.next().await {
-        Some(Ok(Ok(PeerRequest::Version { protocol }))) if protocol == PEER_PROTOCOL => conn
-            .send(PeerResponse::Version {
+        Some(Ok(Ok(PeerRequest::Version { protocol, to }))) if protocol == PEER_PROTOCOL => {
+            if to != own {
+                return Err(format!(
+                    "this member is node {own}, but the connecting member takes its address for \
+                     node {to}'s: correct the connecting member's --peers"
+                ));
+            }
+            conn.send(PeerResponse::Version {
                 protocol: PEER_PROTOCOL,
             })
             .await
-            .map_err(|e| e.to_string()),
-        Some(Ok(Ok(PeerRequest::Version { protocol }))) => Err(format!(
+            .map_err(|e| e.to_string())
+        }
+        Some(Ok(Ok(PeerRequest::Version { protocol, .. }))) => Err(format!(
             "peer protocol {protocol}, but this member speaks {PEER_PROTOCOL}: run the same \
              dlock-server build on every member"
         )),
@@ -722,7 +735,8 @@ async fn serve_conn(
 ) {
     let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME));
     let verdict = tokio::time::timeout(HANDSHAKE_WAIT, async {
-        answer_greeting(&mut conn).await?;
+        let own = openraft::rt::watch::WatchReceiver::borrow_watched(&raft.metrics()).id;
+        answer_greeting(&mut conn, own).await?;
         match &secret {
             Some(secret) => challenge(&mut conn, secret).await,
             None => Ok(()),
@@ -819,7 +833,7 @@ mod tests {
                 let wait = delay.take();
                 tokio::spawn(async move {
                     let mut wait = wait;
-                    if answer_greeting(&mut conn).await.is_err() {
+                    if answer_greeting(&mut conn, 2).await.is_err() {
                         return;
                     }
                     while let Some(Ok(Ok(PeerRequest::Vote(req)))) = conn.next().await {
@@ -953,10 +967,10 @@ mod tests {
     async fn a_peer_of_another_protocol_is_unreachable_with_the_reason() {
         // A later build: it refuses this protocol, naming both.
         let addr = peer_that(|mut conn, first| async move {
-            let PeerRequest::Version { protocol } = first else {
+            let PeerRequest::Version { protocol, to } = first else {
                 panic!("the first frame is not the greeting: {first:?}");
             };
-            assert_eq!(protocol, PEER_PROTOCOL);
+            assert_eq!((protocol, to), (PEER_PROTOCOL, 2));
             let why = format!("peer protocol {protocol}, but this member speaks 4");
             conn.send(PeerResponse::Refused(why)).await.unwrap();
         })
@@ -987,7 +1001,7 @@ mod tests {
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
-            answer_greeting(&mut conn).await.unwrap();
+            answer_greeting(&mut conn, 2).await.unwrap();
             *conn.codec_mut() = FrameCodec::new(MAX_PEER_FRAME);
             while let Some(Ok(Ok(PeerRequest::Snapshot(part)))) = conn.next().await {
                 let answer = match &part {
@@ -1073,6 +1087,7 @@ mod tests {
         let (mut conn, stats, server, _dir) = one_connection(Duration::from_millis(200)).await;
         conn.send(PeerRequest::Version {
             protocol: PEER_PROTOCOL,
+            to: 1,
         })
         .await
         .unwrap();
@@ -1089,18 +1104,29 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_connection_refused_at_its_greeting_is_counted_as_refused() {
-        let (mut conn, stats, server, _dir) = one_connection(PEER_IDLE_LIMIT).await;
-        conn.send(PeerRequest::Version {
-            protocol: PEER_PROTOCOL + 1,
-        })
-        .await
-        .unwrap();
-        let answer = conn.next().await.unwrap().unwrap().unwrap();
-        assert!(matches!(answer, PeerResponse::Refused(_)), "{answer:?}");
-        server.await.unwrap();
-        let counts = stats.counts();
-        assert_eq!(counts.closed, [0, 1, 0], "refused only: {counts:?}");
-        assert_eq!(counts.closed(PeerClose::Refused), 1);
+        // Another protocol, or this protocol meant for another member (node 1 answers).
+        for (protocol, to, why) in [
+            (PEER_PROTOCOL + 1, 1, "but this member speaks"),
+            (
+                PEER_PROTOCOL,
+                2,
+                "this member is node 1, but the connecting member takes its address for node 2's",
+            ),
+        ] {
+            let (mut conn, stats, server, _dir) = one_connection(PEER_IDLE_LIMIT).await;
+            conn.send(PeerRequest::Version { protocol, to })
+                .await
+                .unwrap();
+            let answer = conn.next().await.unwrap().unwrap().unwrap();
+            assert!(
+                matches!(&answer, PeerResponse::Refused(r) if r.contains(why)),
+                "{answer:?}"
+            );
+            server.await.unwrap();
+            let counts = stats.counts();
+            assert_eq!(counts.closed, [0, 1, 0], "refused only: {counts:?}");
+            assert_eq!(counts.closed(PeerClose::Refused), 1);
+        }
     }
 
     #[test]

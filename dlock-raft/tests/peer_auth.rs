@@ -28,11 +28,12 @@ async fn raw(addr: &str) -> Result<Raw> {
     ))
 }
 
-/// A connection past the version greeting.
-async fn greeted(addr: &str) -> Result<Raw> {
+/// A connection to node `to` at `addr`, past the version greeting.
+async fn greeted(addr: &str, to: u64) -> Result<Raw> {
     let mut conn = raw(addr).await?;
     conn.send(PeerRequest::Version {
         protocol: PEER_PROTOCOL,
+        to,
     })
     .await?;
     let answer = tokio::time::timeout(DEADLINE, conn.next())
@@ -105,12 +106,12 @@ async fn only_members_proving_the_secret_take_part() -> Result<()> {
     // stays where it was.
     let target = &c.members[&2].raft_addr;
     let term_before = nodes[1].raft.metrics().borrow_watched().current_term;
-    let why = refused_vote(greeted(target).await?, term_before + 100).await?;
+    let why = refused_vote(greeted(target, 2).await?, term_before + 100).await?;
     assert!(why.contains("--cluster-secret-file"), "{why}");
     assert!(nodes[1].raft.metrics().borrow_watched().current_term < term_before + 100);
 
     // A wrong proof is refused too.
-    let mut conn = greeted(target).await?;
+    let mut conn = greeted(target, 2).await?;
     conn.send(PeerRequest::Hello { nonce: [7; 32] }).await?;
     let challenge = tokio::time::timeout(DEADLINE, conn.next())
         .await?
@@ -138,7 +139,7 @@ async fn a_handshake_to_a_member_without_a_secret_is_refused_with_the_reason() -
     let mut c = cluster(1).await?;
     let l = c.listeners.remove(&1).context("listener")?;
     let node = start(1, &c.dirs[0], l).await?;
-    let mut conn = greeted(&c.members[&1].raft_addr).await?;
+    let mut conn = greeted(&c.members[&1].raft_addr, 1).await?;
     conn.send(PeerRequest::Hello { nonce: [1; 32] }).await?;
     let (answer, closed) = answer_then_closed(&mut conn).await?;
     assert!(
@@ -170,6 +171,7 @@ async fn a_member_of_another_peer_protocol_is_refused_before_its_request_reaches
     let mut conn = raw(&addr).await?;
     conn.send(PeerRequest::Version {
         protocol: PEER_PROTOCOL + 1,
+        to: 1,
     })
     .await?;
     let (answer, closed) = answer_then_closed(&mut conn).await?;

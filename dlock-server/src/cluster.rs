@@ -79,7 +79,7 @@ pub fn peer_addresses(cc: &ClusterConfig) -> BTreeMap<NodeId, String> {
 /// Parses `--peers`: `ID=CLIENT_ADDR/RAFT_ADDR` entries separated by commas, e.g.
 /// `1=127.0.0.1:7420/127.0.0.1:7520,2=…`.
 pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, Member>, String> {
-    let mut members = BTreeMap::new();
+    let mut members: BTreeMap<NodeId, Member> = BTreeMap::new();
     for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (id, addrs) = entry
             .split_once('=')
@@ -103,6 +103,24 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, Member>, String> {
             client_addr: client.trim().to_owned(),
             raft_addr: raft.trim().to_owned(),
         };
+        // One address for two members would send one member's requests to the other: a
+        // member given its own address for another's would vote for itself twice.
+        if member.client_addr == member.raft_addr {
+            return Err(format!(
+                "{entry:?}: node {id}'s client and peer addresses are the same"
+            ));
+        }
+        for (other, m) in &members {
+            let taken: [&String; 2] = [&m.client_addr, &m.raft_addr];
+            for (addr, kind) in [(&member.client_addr, "client"), (&member.raft_addr, "peer")] {
+                if taken.contains(&addr) {
+                    return Err(format!(
+                        "nodes {other} and {id} share the address {addr} ({kind} address of \
+                         node {id}): each member needs addresses of its own"
+                    ));
+                }
+            }
+        }
         if members.insert(id, member).is_some() {
             return Err(format!("node {id} is listed twice"));
         }
@@ -412,6 +430,12 @@ mod tests {
             ("x=a:1/b:2", "must be a number"),
             ("1=a/b:2", "is not HOST:PORT"),
             ("1=a:1/b:2,1=c:1/d:2", "listed twice"),
+            ("1=a:1/b:2,2=c:1/b:2", "nodes 1 and 2 share the address b:2"),
+            (
+                "1=a:1/b:2,2=c:1/d:2,3=e:1/a:1",
+                "nodes 1 and 3 share the address a:1",
+            ),
+            ("1=a:1/a:1", "client and peer addresses are the same"),
         ] {
             let e = parse_peers(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

@@ -37,6 +37,7 @@ async fn t95_members_sharing_a_secret_serve_and_refuse_unproven_peers() -> Resul
             Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
         raw.send(PeerRequest::Version {
             protocol: PEER_PROTOCOL,
+            to: leader,
         })
         .await?;
         let greeting = within("the greeting", raw.next())
