@@ -351,10 +351,16 @@ impl SessionMachine {
         self.actions.push_back(Action::Disconnect { graceful });
     }
 
-    /// The next connection attempt after a backoff delay.
+    /// The next connection attempt after a backoff delay; with a session to resume, at most
+    /// a tenth of its lease away (see [`Renewal::retry_cap`](renewal::Renewal::retry_cap)).
     fn schedule_retry(&mut self, now: Instant) {
-        let retry_at = now + self.backoff.next_delay();
-        self.state = ConnState::Backoff { retry_at };
+        let mut delay = self.backoff.next_delay();
+        if let Some(s) = &self.session {
+            delay = delay.min(s.renewal.retry_cap());
+        }
+        self.state = ConnState::Backoff {
+            retry_at: now + delay,
+        };
     }
 
     /// The connection attempt (already dropped) failed with `err`: the next endpoint is

@@ -51,6 +51,15 @@ pub(crate) fn answer_timeout(ttl: Duration) -> Duration {
     (ttl / 6).max(Duration::from_secs(1))
 }
 
+/// The longest wait between two attempts to reach a server while a session of `ttl` may be
+/// resumed: a tenth of the TTL, at least 50 ms. Its locks are kept until the lease lapses, so
+/// a server (or a cluster) back within it must be found in time, however often the attempts
+/// failed before (the backoff alone grows to seconds when every endpoint refuses, as all do
+/// while a whole cluster restarts).
+pub(crate) fn retry_cap(ttl: Duration) -> Duration {
+    (ttl / 10).max(Duration::from_millis(50))
+}
+
 /// A wait between renewals is TTL/3 plus or minus TTL/3 divided by this, uniformly.
 pub(crate) const JITTER_DIVISOR: u32 = 10;
 
@@ -178,6 +187,12 @@ impl Renewal {
     /// The connection is gone: its unanswered renewals are not held against the next one.
     pub(crate) fn connection_ended(&mut self) {
         self.unanswered_since = None;
+    }
+
+    /// The longest wait between two attempts to reach a server while this session may be
+    /// resumed ([`retry_cap`] of this TTL).
+    pub(crate) fn retry_cap(&self) -> Duration {
+        retry_cap(self.ttl)
     }
 
     /// How long a renewal may go unanswered ([`answer_timeout`] of this TTL).

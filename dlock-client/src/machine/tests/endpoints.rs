@@ -430,3 +430,34 @@ fn a_cluster_electing_a_leader_is_retried_soon_however_long_it_takes() {
     }
     assert!(longest > ELECTION_RETRY_CAP, "{longest:?}");
 }
+
+#[test]
+fn a_session_to_resume_is_looked_for_within_a_tenth_of_its_lease_however_often_it_failed() {
+    // Connected with a 4 s lease, then every member refuses (a whole cluster restarting).
+    let mut h = harness();
+    h.up();
+    h.frame(welcome(false, SESSION, 4_000));
+    h.actions();
+    h.m.handle_connection_lost(Error::Disconnected, h.now);
+    h.actions();
+    let cap = Duration::from_millis(400);
+    let mut longest = Duration::ZERO;
+    let mut attempts = 0;
+    while h.m.session.is_some() {
+        h.m.handle_connect_failed(refused(), h.now);
+        h.actions();
+        if let ConnState::Backoff { retry_at } = h.m.state {
+            longest = longest.max(retry_at - h.now);
+            h.advance(retry_at - h.now);
+        }
+        h.actions();
+        attempts += 1;
+        assert!(attempts < 1_000, "the lease never lapsed");
+    }
+    // Without the cap the waits grow to the backoff's maximum (800 ms here).
+    assert!(longest <= cap, "waited {longest:?} between attempts");
+    assert!(
+        longest > cap / 2,
+        "the backoff did not grow to the cap: {longest:?}"
+    );
+}
