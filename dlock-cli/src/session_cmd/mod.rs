@@ -236,7 +236,8 @@ impl Driver {
             let event = match or_lost(client.ping(), end).await {
                 Ok(pong) => Event::Pong {
                     server_version: pong.server_version,
-                    rtt_ms: pong.rtt.as_secs_f64() * 1000.0,
+                    // Whole microseconds: `0.036`, not `0.036424000000000005`.
+                    rtt_ms: pong.rtt.as_micros() as f64 / 1000.0,
                 },
                 Err(e) => Event::failed(n, &e),
             };
