@@ -481,37 +481,32 @@ mod tests {
         assert_eq!(c.engine.max_deadlock_search, 5000);
     }
 
+    /// `validate` of the configuration `flags` give, its error as text.
+    fn check(flags: &[&str]) -> Result<(), String> {
+        let mut argv = vec!["dlock-server"];
+        argv.extend_from_slice(flags);
+        let config = Args::try_parse_from(argv).unwrap().to_config();
+        crate::setup::validate(&config).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn value_blocks_and_names_shorter_than_the_rules_allow_are_refused() {
-        let check = |flags: &[&str]| {
-            let mut argv = vec!["dlock-server"];
-            argv.extend_from_slice(flags);
-            crate::setup::validate(&Args::try_parse_from(argv).unwrap().to_config())
-        };
         assert!(check(&[]).is_ok());
         assert!(check(&["--value-len", "32", "--max-name-len", "64"]).is_ok());
-        let e = check(&["--value-len", "31"]).unwrap_err().to_string();
+        let e = check(&["--value-len", "31"]).unwrap_err();
         assert!(e.contains("value block length 31 bytes"), "{e}");
-        let e = check(&["--max-name-len", "63"]).unwrap_err().to_string();
+        let e = check(&["--max-name-len", "63"]).unwrap_err();
         assert!(e.contains("maximum name length 63 bytes"), "{e}");
         // The longest name and value block must fit in a frame.
-        let e = check(&["--max-frame-len", "10"]).unwrap_err().to_string();
+        let e = check(&["--max-frame-len", "10"]).unwrap_err();
         assert!(e.contains("it must be at least 2112"), "{e}");
-        let e = check(&["--max-name-len", "100000"])
-            .unwrap_err()
-            .to_string();
+        let e = check(&["--max-name-len", "100000"]).unwrap_err();
         assert!(e.contains("maximum frame length 65536 bytes"), "{e}");
         assert!(check(&["--max-name-len", "100000", "--max-frame-len", "1048576"]).is_ok());
     }
 
     #[test]
     fn leases_and_a_restart_grace_over_a_day_are_refused() {
-        let check = |flags: &[&str]| {
-            let mut argv = vec!["dlock-server"];
-            argv.extend_from_slice(flags);
-            let config = Args::try_parse_from(argv).unwrap().to_config();
-            crate::setup::validate(&config).map_err(|e| e.to_string())
-        };
         assert!(check(&["--max-lease-ttl", "24h", "--restart-grace", "24h"]).is_ok());
         let e = check(&["--max-lease-ttl", "24h 1ms"]).unwrap_err();
         assert!(
@@ -530,12 +525,6 @@ mod tests {
 
     #[test]
     fn limits_that_would_refuse_every_client_are_refused_by_their_flag() {
-        let check = |flags: &[&str]| {
-            let mut argv = vec!["dlock-server"];
-            argv.extend_from_slice(flags);
-            let config = Args::try_parse_from(argv).unwrap().to_config();
-            crate::setup::validate(&config).map_err(|e| e.to_string())
-        };
         for flag in [
             "--max-sessions",
             "--max-sessions-per-peer",
