@@ -65,9 +65,9 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
-    /// Another `dlock-server` uses the data directory (it holds the lock on its `lock` file).
+    /// Another `dlock-server` uses the data directory (it holds the lock on it and its `lock` file).
     #[error(
-        "data directory {path} is in use by another dlock-server (it holds {path}/lock); give each server its own --data-dir"
+        "data directory {path} is in use by another dlock-server (it holds a lock on the directory and on its lock file); give each server its own --data-dir"
     )]
     DataDirInUse {
         /// The data directory.
