@@ -1,6 +1,6 @@
 //! Command-line arguments (clap derive) and the help texts.
 //!
-//! About 640 lines on purpose, 210 of them its tests: every flag's doc comment is its `--help`
+//! About 700 lines on purpose, 230 of them its tests: every flag's doc comment is its `--help`
 //! text, and the parsing fixes that clap cannot express (empty `DLOCK_*` variables, a dangling
 //! `--`, acquire's tips) belong next to the flags they are about.
 
@@ -336,7 +336,7 @@ impl Cli {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let matches = cmd
             .try_get_matches_from_mut(&args)
-            .map_err(|e| acquire_tips(e, &args))?;
+            .map_err(|e| acquire_tips(e, &args, &cmd))?;
         let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut cmd))?;
         if let Command::Acquire(a) = &cli.command {
@@ -359,7 +359,7 @@ impl Cli {
 /// clap's tip for an unknown argument such as `-x` is `-- -x`, but after `--` acquire takes
 /// the command to run, not NAME: acquire's unknown arguments get both ways instead, with
 /// the whole word of `args` that held the argument (`-nightly`, which clap reports as `-i`).
-fn acquire_tips(mut e: clap::Error, args: &[OsString]) -> clap::Error {
+fn acquire_tips(mut e: clap::Error, args: &[OsString], cmd: &clap::Command) -> clap::Error {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let in_acquire = matches!(e.get(ContextKind::Usage),
         Some(ContextValue::StyledStr(usage)) if usage.to_string().contains("dlock acquire"));
@@ -378,6 +378,20 @@ fn acquire_tips(mut e: clap::Error, args: &[OsString]) -> clap::Error {
             })
             .unwrap_or(&arg)
             .to_owned();
+        // `-E -1`, `-w -1s`: meant as an option's value, which clap takes only with '='.
+        let before = args
+            .iter()
+            .position(|word| word.to_str() == Some(arg.as_str()))
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| args[i].to_str());
+        if let Some(option) = before.filter(|word| takes_value(cmd, word)) {
+            let tip = format!("a value that starts with '-' goes after '=': '{option}={arg}'");
+            e.insert(
+                ContextKind::Suggested,
+                ContextValue::StyledStrs(vec![tip.into()]),
+            );
+            return e;
+        }
         let tips = vec![
             format!("a NAME that starts with '-' goes after --resource: '--resource {arg}'").into(),
             format!("a command to run goes last, after '--': '-- {arg} ...'").into(),
@@ -385,6 +399,23 @@ fn acquire_tips(mut e: clap::Error, args: &[OsString]) -> clap::Error {
         e.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
     }
     e
+}
+
+/// Whether `word` (`-E`, `--timeout`) names an option of `dlock acquire` that takes a value.
+fn takes_value(cmd: &clap::Command, word: &str) -> bool {
+    let Some(acquire) = cmd.find_subcommand("acquire") else {
+        return false;
+    };
+    acquire.get_arguments().any(|a| {
+        let named = match word.strip_prefix("--") {
+            Some(long) => a.get_long() == Some(long),
+            None => {
+                let mut chars = word.strip_prefix('-').unwrap_or_default().chars();
+                matches!((chars.next(), chars.next()), (Some(c), None) if a.get_short() == Some(c))
+            }
+        };
+        named && a.get_action().takes_values()
+    })
 }
 
 /// Arguments of `dlock session`.
@@ -555,6 +586,15 @@ mod tests {
 
     #[test]
     fn an_unknown_argument_to_acquire_is_told_both_ways() {
+        // A negative value for an option is taken for an option: the tip says to use '='.
+        for (args, tip) in [
+            (&["acquire", "-E", "-1", "x"][..], "'-E=-1'"),
+            (&["acquire", "--timeout", "-1s", "x"], "'--timeout=-1s'"),
+        ] {
+            let text = parse(args).unwrap_err().to_string();
+            assert!(text.contains(tip), "{args:?}: {text}");
+            assert!(!text.contains("goes after --resource"), "{args:?}: {text}");
+        }
         let e = parse(&["acquire", "-nightly"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
         let text = e.to_string();
