@@ -170,6 +170,49 @@ async fn a_lock_converts_down_and_up_and_waits_for_a_conversion() -> Result<()> 
     Ok(())
 }
 
+/// A `convert` or `unlock` of a tag whose request or conversion is pending is answered by
+/// the CLI, in the server's order (R55): argument errors are INVALID before the lock's state
+/// makes it BUSY, as the server answers the same operations sent by lock id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_arguments_on_a_pending_tag_are_invalid_before_busy() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut a = Session::start(&server, "r55-a")?;
+    let mut b = Session::start(&server, "r55-b")?;
+    let long = format!("value={}", "ab".repeat(65));
+    a.ask("lock h r55 CR", "h", "granted").await?;
+    b.ask("lock b r55 PW", "b", "granted").await?;
+    b.ask("convert b EX", "b", "converting").await?;
+    for (line, answer) in [
+        // From PW every conversion but to EX writes the value block: a value is needed.
+        ("convert b NL value".to_owned(), "invalid"),
+        ("convert b PR value".to_owned(), "invalid"),
+        (format!("convert b PR {long}"), "invalid"),
+        (format!("unlock b {long}"), "invalid"),
+        // Valid arguments: the pending conversion makes them busy.
+        ("convert b EX value".to_owned(), "busy"),
+        ("convert b NL value=00".to_owned(), "busy"),
+        ("unlock b value=00".to_owned(), "busy"),
+    ] {
+        let e = b.ask(&line, "b", "error").await?;
+        assert_eq!(e["error"], answer, "{line}: {e}");
+    }
+    // A request waiting for its first grant has no granted mode: only the value's length.
+    let mut c = Session::start(&server, "r55-c")?;
+    c.ask("lock x r55 EX", "x", "waiting").await?;
+    for (line, answer) in [
+        (format!("convert x NL {long}"), "invalid"),
+        (format!("unlock x {long}"), "invalid"),
+        ("convert x NL value".to_owned(), "busy"),
+    ] {
+        let e = c.ask(&line, "x", "error").await?;
+        assert_eq!(e["error"], answer, "{line}: {e}");
+    }
+    for s in [a, b, c] {
+        assert_eq!(s.finish().await?.0, 0);
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_block_written_on_unlock_is_read_by_the_next_lock() -> Result<()> {
     let server = TestServer::start().await?;

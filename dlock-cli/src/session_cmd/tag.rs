@@ -270,12 +270,10 @@ impl TagCtx {
                         },
                         TagOp::Lock(_) => self.in_use(cmd.line).await,
                         // Argument checks come before the state check (R55), as the
-                        // server's: a lock without a granted mode has no QUECVT conversion.
-                        TagOp::Convert(c) if c.quecvt => {
-                            let msg = format!(
-                                "QUECVT is only valid on a conversion of a granted lock, and {} still waits for its grant (R21, R54)",
-                                self.tag
-                            );
+                        // server's.
+                        TagOp::Convert(_) | TagOp::Unlock(_)
+                            if let Some(msg) = self.invalid_args(&cmd.op, None) =>
+                        {
                             self.say(Event::error(cmd.line, "invalid", msg)).await;
                         }
                         TagOp::Convert(_) | TagOp::Unlock(_) => {
@@ -349,18 +347,13 @@ impl TagCtx {
                         let n = cmd.line;
                         match cmd.op {
                             TagOp::Lock(_) => self.in_use(n).await,
-                            // As the server checks: QUECVT on a conversion R21 does not
-                            // allow is INVALID before BUSY (R55).
-                            TagOp::Convert(c)
-                                if converting.is_some()
-                                    && c.quecvt
-                                    && !guard.mode().allows_quecvt_to(c.mode) =>
+                            // As the server checks: invalid arguments are INVALID before
+                            // BUSY (R55).
+                            TagOp::Convert(_) | TagOp::Unlock(_)
+                                if let Some(msg) = converting
+                                    .as_ref()
+                                    .and_then(|_| self.invalid_args(&cmd.op, Some(guard.mode()))) =>
                             {
-                                let msg = format!(
-                                    "QUECVT is not allowed on a {}->{} conversion (R21)",
-                                    guard.mode(),
-                                    c.mode
-                                );
                                 self.say(Event::error(n, "invalid", msg)).await;
                             }
                             TagOp::Convert(_) | TagOp::Unlock(_) if converting.is_some() => {
@@ -412,6 +405,50 @@ impl TagCtx {
                     None => return Flow::Stop,
                 },
             }
+        }
+    }
+
+    /// For a `convert` or `unlock` of this tag while its request or conversion is pending:
+    /// the argument checks the server makes before it looks at the lock's state (R54, R55),
+    /// in its order, as the INVALID message, or `None` if they pass (the answer is then BUSY).
+    /// `held` is the granted mode, `None` while the first request waits.
+    fn invalid_args(&self, op: &TagOp, held: Option<dlock_client::Mode>) -> Option<String> {
+        use dlock_client::Mode;
+        let (value, convert) = match op {
+            TagOp::Convert(c) => (&c.value, Some(c)),
+            TagOp::Unlock(value) => (value, None),
+            TagOp::Lock(_) | TagOp::Cancel => return None,
+        };
+        let max = self.client.value_block_len();
+        if let ValueOp::Write(v) = value
+            && v.len() > max
+        {
+            return Some(format!(
+                "value of {} bytes exceeds the value block length of {max} (R24, R54)",
+                v.len()
+            ));
+        }
+        let c = convert?;
+        match held {
+            None if c.quecvt => Some(format!(
+                "QUECVT is only valid on a conversion of a granted lock, and {} still waits for its grant (R21, R54)",
+                self.tag
+            )),
+            None => None,
+            Some(from) if c.quecvt && !from.allows_quecvt_to(c.mode) => Some(format!(
+                "QUECVT is not allowed on a {from}->{} conversion (R21)",
+                c.mode
+            )),
+            // R26: from PW or EX, every conversion but PW->EX writes the value block.
+            Some(from @ (Mode::PW | Mode::EX))
+                if c.value == ValueOp::Read && !(from == Mode::PW && c.mode == Mode::EX) =>
+            {
+                Some(format!(
+                    "a conversion from {from} to {} writes the value block: give value=HEX (R26, R54)",
+                    c.mode
+                ))
+            }
+            Some(_) => None,
         }
     }
 
