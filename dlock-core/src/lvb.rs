@@ -23,8 +23,7 @@ pub(crate) enum LvbOp {
 pub(crate) fn lvb_op(gr: Option<Mode>, rq: Mode) -> LvbOp {
     match gr {
         None => LvbOp::Read,
-        Some(Mode::PW) if rq == Mode::EX => LvbOp::Read,
-        Some(Mode::PW | Mode::EX) => LvbOp::Write,
+        Some(g) if g.writes_value_block_to(rq) => LvbOp::Write,
         Some(g) if rq.index() >= g.index() => LvbOp::Read,
         Some(_) => LvbOp::Nothing,
     }

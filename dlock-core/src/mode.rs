@@ -102,6 +102,12 @@ impl Mode {
     pub const fn allows_quecvt_to(self, to: Mode) -> bool {
         self.is_up_conversion(to) || self.is_middle_conversion(to)
     }
+
+    /// R26: a conversion from `self` to `to` carrying VALBLK writes the value block (so it
+    /// needs a value, R54): from PW or EX to any mode but PW->EX, which reads.
+    pub const fn writes_value_block_to(self, to: Mode) -> bool {
+        matches!(self, Mode::PW | Mode::EX) && !matches!((self, to), (Mode::PW, Mode::EX))
+    }
 }
 
 impl fmt::Display for Mode {

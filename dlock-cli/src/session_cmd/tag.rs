@@ -413,7 +413,6 @@ impl TagCtx {
     /// in its order, as the INVALID message, or `None` if they pass (the answer is then BUSY).
     /// `held` is the granted mode, `None` while the first request waits.
     fn invalid_args(&self, op: &TagOp, held: Option<dlock_client::Mode>) -> Option<String> {
-        use dlock_client::Mode;
         let (value, convert) = match op {
             TagOp::Convert(c) => (&c.value, Some(c)),
             TagOp::Unlock(value) => (value, None),
@@ -439,10 +438,7 @@ impl TagCtx {
                 "QUECVT is not allowed on a {from}->{} conversion (R21)",
                 c.mode
             )),
-            // R26: from PW or EX, every conversion but PW->EX writes the value block.
-            Some(from @ (Mode::PW | Mode::EX))
-                if c.value == ValueOp::Read && !(from == Mode::PW && c.mode == Mode::EX) =>
-            {
+            Some(from) if c.value == ValueOp::Read && from.writes_value_block_to(c.mode) => {
                 Some(format!(
                     "a conversion from {from} to {} writes the value block: give value=HEX (R26, R54)",
                     c.mode
