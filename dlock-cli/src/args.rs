@@ -459,7 +459,7 @@ impl clap::builder::TypedValueParser for ModeParser {
 
 /// Parses a human duration (`500ms`, `30s`, `2m`, `1h 30m`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 30s, 2m)"))
+    crate::format::duration(s)
 }
 
 /// A lease: a duration above zero (a lease of 0 would be none at all).

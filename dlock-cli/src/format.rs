@@ -13,6 +13,19 @@ pub fn since(now_ms: u64, since_ms: u64) -> Duration {
     Duration::from_millis(now_ms.saturating_sub(since_ms))
 }
 
+/// Parses a human duration (`500ms`, `30s`, `2m`, `1h 30m`, `1.5s`). A bare number gets an error
+/// that shows it with units, since the unit it meant cannot be guessed.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| {
+        let t = s.trim();
+        if !t.is_empty() && t.parse::<f64>().is_ok() {
+            format!("a unit is needed: {t}s or {t}ms, say (also m and h)")
+        } else {
+            format!("{e} (expected e.g. 500ms, 30s, 2m)")
+        }
+    })
+}
+
 /// A short human age: `350ms`, `12s`, `3m04s`, `2h05m`, `3d04h`.
 pub fn age(d: Duration) -> String {
     let ms = d.as_millis();
@@ -201,6 +214,19 @@ mod tests {
         assert_eq!(age(Duration::from_secs(184)), "3m04s");
         assert_eq!(age(Duration::from_secs(7500)), "2h05m");
         assert_eq!(age(Duration::from_secs(3 * 86_400 + 4 * 3600 + 5)), "3d04h");
+    }
+
+    #[test]
+    fn durations_need_their_unit() {
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            duration("0.5").unwrap_err(),
+            "a unit is needed: 0.5s or 0.5ms, say (also m and h)"
+        );
+        let other = duration("5x").unwrap_err();
+        assert!(other.contains("unknown time unit"), "{other}");
+        assert!(other.ends_with("(expected e.g. 500ms, 30s, 2m)"), "{other}");
     }
 
     #[test]

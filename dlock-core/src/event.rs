@@ -142,7 +142,12 @@ pub enum Invalid {
     #[error("flag bits {0:#x} do not apply to this command")]
     FlagNotApplicable(u32),
     /// The requested lease length lies outside the configured bounds.
-    #[error("lease ttl {ttl_ms} ms outside [{min_ms}, {max_ms}] ms")]
+    #[error(
+        "a lease of {} is outside the server's range, {} to {}",
+        Millis(*ttl_ms),
+        Millis(*min_ms),
+        Millis(*max_ms)
+    )]
     TtlOutOfRange {
         /// Requested.
         ttl_ms: u64,
@@ -184,4 +189,48 @@ pub enum Limit {
     /// `--max-locks-per-peer`, never decided by the engine).
     #[error("too many locks from this client address")]
     LocksPerPeer,
+}
+
+/// A number of milliseconds written in the largest unit that keeps it whole: `100ms`, `30s`,
+/// `5m`, `1h`, `1500ms`.
+struct Millis(u64);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0;
+        match ms {
+            0 => write!(f, "0ms"),
+            _ if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
+            _ if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000),
+            _ if ms % 1_000 == 0 => write!(f, "{}s", ms / 1_000),
+            _ => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_out_of_range_is_written_in_whole_units() {
+        let e = Invalid::TtlOutOfRange {
+            ttl_ms: 3_600_000,
+            min_ms: 100,
+            max_ms: 300_000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "a lease of 1h is outside the server's range, 100ms to 5m"
+        );
+        let e = Invalid::TtlOutOfRange {
+            ttl_ms: 1_500,
+            min_ms: 0,
+            max_ms: 90_000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "a lease of 1500ms is outside the server's range, 0ms to 90s"
+        );
+    }
 }

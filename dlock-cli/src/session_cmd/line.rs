@@ -24,7 +24,7 @@ pub use dlock_proto::{from_hex, to_hex};
 /// The longest tag accepted.
 pub const MAX_TAG_LEN: usize = 64;
 
-use crate::format::{HEX_PREFIX, hex_name};
+use crate::format::{HEX_PREFIX, duration, hex_name};
 
 /// A caller-chosen label: 1 to [`MAX_TAG_LEN`] ASCII letters, digits, `_` or `-`. It names a
 /// lock for as long as the lock lives and labels every answer about it.
@@ -279,9 +279,7 @@ impl Options {
                 "invalidate" => flag(&mut o.invalidate)?,
                 "timeout" => {
                     let arg = arg.ok_or("timeout needs a duration: timeout=2s")?;
-                    let d = humantime::parse_duration(arg).map_err(|e| {
-                        format!("timeout={arg}: {e} (expected e.g. 500ms, 30s, 2m)")
-                    })?;
+                    let d = duration(arg).map_err(|e| format!("timeout={arg}: {e}"))?;
                     if d.is_zero() {
                         return Err("timeout=0 never waits: use nowait".to_owned());
                     }
