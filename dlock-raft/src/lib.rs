@@ -25,6 +25,9 @@
 //!   its counters ([`PeerPortStats`]);
 //! - [`leader`]: the leader's duties ([`Sequencer`]): proposals stamped with its clock, a
 //!   grace for every session when its term starts, ticks when a deadline is due;
+//! - [`rejoin`]: a member that starts with an empty directory votes only once it has caught
+//!   up ([`RejoinGuard`]), so a lost disk brought back under its old id cannot elect a leader
+//!   that lacks committed entries;
 //! - [`read`]: linearizable reads ([`Sequencer::read_index`]): a heartbeat round to a
 //!   majority, then the engine caught up to the read index;
 //! - [`codec`]: the only module that knows how records and snapshots are encoded.
@@ -79,6 +82,7 @@ pub mod network;
 mod node;
 pub mod peer_auth;
 pub mod read;
+pub mod rejoin;
 pub mod state_machine;
 pub mod types;
 
@@ -93,6 +97,7 @@ pub use node::{
 };
 pub use peer_auth::{PeerSecret, SecretError};
 pub use read::ReadError;
+pub use rejoin::RejoinGuard;
 pub use state_machine::{Auditor, CoreGuard, Feed, Replica, SharedAuditor, StateMachine};
 pub use types::{Applied, MAX_BATCH, Member, NodeId, Proposal, Raft, TypeConfig, input_index};
 

@@ -50,6 +50,7 @@ use crate::accept::{
     report_held_back,
 };
 use crate::peer_auth::{self, Bytes32, HANDSHAKE_FRAME, HANDSHAKE_WAIT, PeerSecret};
+use crate::rejoin::RejoinGuard;
 use crate::types::{Member, NodeId, Raft, SnapshotData, TypeConfig, Vote};
 
 /// The largest peer frame: an append batch or one snapshot chunk ([`SNAPSHOT_CHUNK`]).
@@ -553,7 +554,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 /// anyone who reaches it (see [`serve_peers_authenticated`]), at most
 /// [`MAX_PEER_CONNECTIONS`] at once (see [`crate::accept`]).
 pub async fn serve_peers(listener: TcpListener, raft: Raft, shutdown: CancellationToken) {
-    serve_peers_counted(listener, raft, None, Arc::default(), shutdown).await;
+    let guard = RejoinGuard::off();
+    serve_peers_counted(listener, raft, guard, None, Arc::default(), shutdown).await;
 }
 
 /// Answers peer connections on `listener` for `raft` until `shutdown` is cancelled, each
@@ -565,14 +567,26 @@ pub async fn serve_peers_authenticated(
     secret: PeerSecret,
     shutdown: CancellationToken,
 ) {
-    serve_peers_counted(listener, raft, Some(secret), Arc::default(), shutdown).await;
+    let guard = RejoinGuard::off();
+    serve_peers_counted(
+        listener,
+        raft,
+        guard,
+        Some(secret),
+        Arc::default(),
+        shutdown,
+    )
+    .await;
 }
 
 /// [`serve_peers_authenticated`] with `Some(secret)`, [`serve_peers`] with `None`, counting
-/// in `stats` the connections answered and those closed (over the limit, refused, idle).
+/// in `stats` the connections answered and those closed (over the limit, refused, idle), and
+/// answering votes as `guard` allows (see [`crate::rejoin`]; the two others serve with
+/// [`RejoinGuard::off`]).
 pub async fn serve_peers_counted(
     listener: TcpListener,
     raft: Raft,
+    guard: RejoinGuard,
     secret: Option<PeerSecret>,
     stats: Arc<PeerPortStats>,
     shutdown: CancellationToken,
@@ -581,6 +595,7 @@ pub async fn serve_peers_counted(
     let watch = Arc::new(Watch {
         warnings: Arc::new(Throttle::new(WARN_EVERY)),
         stats: Arc::clone(&stats),
+        guard,
     });
     let over = Arc::new(Throttle::new(WARN_EVERY));
     tokio::spawn(report_held_back(
@@ -619,6 +634,8 @@ pub async fn serve_peers_counted(
 struct Watch {
     warnings: Arc<Throttle>,
     stats: Arc<PeerPortStats>,
+    /// Whether this node may vote yet.
+    guard: RejoinGuard,
 }
 
 impl Watch {
@@ -775,7 +792,13 @@ async fn serve_conn(
             }
         };
         let resp = match req {
-            PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
+            PeerRequest::Append(r) => {
+                watch.guard.saw_append(&r);
+                PeerResponse::Append(raft.append_entries(r).await)
+            }
+            PeerRequest::Vote(r) if !watch.guard.admits(&r) => {
+                PeerResponse::Vote(Ok(watch.guard.refuse(&raft, &r)))
+            }
             PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
             PeerRequest::Snapshot(SnapshotPart::Chunk { offset, data }) => {
                 if let Err(why) = receiving.take(offset, &data) {
@@ -1069,6 +1092,7 @@ mod tests {
         let watch = Arc::new(Watch {
             warnings: Arc::new(Throttle::new(WARN_EVERY)),
             stats: Arc::default(),
+            guard: RejoinGuard::off(),
         });
         let stats = Arc::clone(&watch.stats);
         let server = tokio::spawn(async move {

@@ -334,7 +334,11 @@ pub(crate) async fn start_cluster(
         exactly_once: true,
         ..config.engine.clone()
     };
-    let mut options = dlock_raft::NodeOptions::new(cc.node_id, config.data_dir.join("raft"));
+    let raft_dir = config.data_dir.join("raft");
+    // Opened before the node, which creates the log: a directory without one is guarded.
+    let guard = dlock_raft::RejoinGuard::open(&raft_dir)
+        .map_err(|e| ServerError::Config(format!("cannot write to {}: {e}", raft_dir.display())))?;
+    let mut options = dlock_raft::NodeOptions::new(cc.node_id, &raft_dir);
     options.engine = engine.clone();
     options.feed = Some(feed_tx);
     options.peer_addrs = cluster::peer_addresses(cc);
@@ -365,9 +369,11 @@ pub(crate) async fn start_cluster(
         .await
         .map_err(|e| ServerError::Config(format!("cannot open the Raft node: {e}")))?;
     let peer_port = std::sync::Arc::new(dlock_raft::PeerPortStats::default());
+    tasks.spawn(guard.clone().watch(raft.clone(), token.clone()));
     tasks.spawn(dlock_raft::serve_peers_counted(
         raft_listener,
         raft.clone(),
+        guard,
         peer_secret,
         peer_port.clone(),
         token.clone(),

@@ -16,12 +16,13 @@ mod t96_linearizable_reads;
 mod t97_connect_during_failover;
 mod t98_metrics;
 mod t99_removed_member;
+mod t9a_lost_disk;
 
 // The strict reader of the metrics text that the ops tests use.
 #[path = "../ops/prom.rs"]
 mod prom;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dlock_client::{Client, LockGuard, LockInfo, LockState, Mode, ResourceInfo};
@@ -179,5 +180,30 @@ pub(crate) async fn assert_refused(via: &Client, name: &str, mode: Mode) -> Resu
             g.token()
         ),
         Err(e) => bail!("a try-lock of {name} in {mode:?} failed with {e} instead of NotQueued"),
+    }
+}
+
+/// Node `id`'s log file as it is now.
+pub(crate) fn log_of(c: &TestCluster, id: u64) -> Result<String> {
+    let path = c.dir().join(format!("node{id}.log"));
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Polls node `id`'s log for `needle`, at most `within`.
+pub(crate) async fn wait_log(
+    c: &TestCluster,
+    id: u64,
+    needle: &str,
+    within: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if log_of(c, id)?.contains(needle) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("node {id} never logged {needle:?} within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::{Client, LockGuard, Mode};
 
-use crate::{ELECTION, WAIT, assert_sole_holder, client, done, members_agree, options, run};
+use crate::{
+    ELECTION, WAIT, assert_sole_holder, client, done, log_of, members_agree, options, run, wait_log,
+};
 use dlock_tests::cluster::TestCluster;
 
 /// What `dlock-raft` logs (at info) when a node installs a snapshot from the leader.
@@ -53,25 +55,6 @@ async fn hand_over_to(
 fn others(c: &TestCluster, id: u64) -> (u64, u64) {
     let v: Vec<u64> = c.ids().into_iter().filter(|&n| n != id).collect();
     (v[0], v[1])
-}
-
-fn log_of(c: &TestCluster, id: u64) -> Result<String> {
-    let path = c.dir().join(format!("node{id}.log"));
-    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-}
-
-/// Polls node `id`'s log for `needle`, at most `within`.
-async fn wait_log(c: &TestCluster, id: u64, needle: &str, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        if log_of(c, id)?.contains(needle) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("node {id} never logged {needle:?} within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Polls for a file, at most `within`.

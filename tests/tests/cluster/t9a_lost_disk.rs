@@ -1,0 +1,97 @@
+//! A member whose data directory was lost and that comes back under its old id (against the
+//! README's advice) does not vote until it has caught up, so it cannot help a member that
+//! lacks committed entries to lead.
+//!
+//! The worst order: a follower (`lagging`) is down while locks are granted with the leader
+//! and the other follower (`wiped`); then `wiped` loses its directory, the leader dies, and
+//! `wiped` (empty) and `lagging` come back. Were `wiped` to vote, `lagging` would lead
+//! without the grants, and hand out the locks they hold with lower tokens. Instead there is
+//! no leader until the old leader returns, and then every grant is still there.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use dlock_client::Mode;
+
+use crate::{ELECTION, assert_sole_holder, client, done, options, run, wait_log};
+use dlock_tests::cluster::TestCluster;
+
+/// What the guarded member logs (at warn) when it refuses a vote.
+const REFUSED: &str = "refused a vote: this member started with an empty data directory";
+
+/// What it logs (at info) once it has caught up.
+const CAUGHT_UP: &str = "caught up with the cluster's log: this member votes again";
+
+/// How long the two members are watched for a leader they must not elect: several election
+/// rounds (200..400 ms each).
+const NO_LEADER_FOR: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t9a_a_member_back_with_an_empty_directory_elects_no_leader_that_lacks_grants() -> Result<()>
+{
+    run(async {
+        let mut c =
+            TestCluster::start(options().args(["--log-level", "warn,dlock_raft=info"])).await?;
+        let leader = c.wait_leader(ELECTION).await?;
+        let followers: Vec<u64> = c.ids().into_iter().filter(|&n| n != leader).collect();
+        let (lagging, wiped) = (followers[0], followers[1]);
+        let holder = client(&c, "holder").await?;
+
+        c.kill(lagging).await;
+        // Committed by the leader and `wiped` alone.
+        let mut held = Vec::new();
+        for i in 0..5 {
+            let name = format!("held/{i}");
+            held.push((
+                name.clone(),
+                done("a grant", holder.lock(&name, Mode::EX)).await?,
+            ));
+        }
+
+        c.kill(wiped).await;
+        let dir = c.data_dir(wiped).to_owned();
+        std::fs::remove_dir_all(&dir).with_context(|| format!("wiping {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)?;
+        c.kill(leader).await;
+        c.restart(wiped).await?;
+        c.restart(lagging).await?;
+
+        if let Ok(id) = c.wait_leader_except(&[leader], NO_LEADER_FOR).await {
+            bail!(
+                "node {id} leads without the leader's log: node {wiped}, back with an empty \
+                 directory, voted"
+            );
+        }
+        // No leader because the member refused, not because nobody asked.
+        wait_log(&c, wiped, REFUSED, ELECTION).await?;
+
+        c.restart(leader).await?;
+        let now = c.wait_leader(ELECTION).await?;
+        ensure!(
+            now == leader,
+            "node {now} leads, but only node {leader} has every grant"
+        );
+        let checker = client(&c, "checker").await?;
+        for (name, g) in &held {
+            assert_sole_holder(&checker, name, g).await?;
+        }
+        let top = held
+            .iter()
+            .map(|(_, g)| g.token())
+            .max()
+            .context("no grant")?;
+        let after = done("a grant after", checker.lock("after", Mode::EX)).await?;
+        ensure!(
+            after.token() > top,
+            "token {:?} after the outage is not above {top:?}",
+            after.token()
+        );
+        // Every member started empty once (the cluster was formed from empty directories),
+        // and each has caught up since, the leaders of their own terms included.
+        for id in c.ids() {
+            wait_log(&c, id, CAUGHT_UP, ELECTION).await?;
+        }
+        Ok(())
+    })
+    .await
+}
