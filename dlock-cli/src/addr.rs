@@ -28,6 +28,20 @@ pub fn parse_server_list(list: &str) -> Result<String, String> {
     Ok(list.to_owned())
 }
 
+/// Whether every address of a checked list is on this machine: a loopback IP address or
+/// `localhost` (what crosses no network).
+pub fn all_loopback(list: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .all(|entry| match entry.parse::<SocketAddr>() {
+            Ok(addr) => addr.ip().is_loopback(),
+            Err(_) => entry
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+        })
+}
+
 /// Checks one `HOST:PORT` or `[IPV6]:PORT`.
 fn check_address(entry: &str) -> Result<(), String> {
     const EXPECTED: &str =
@@ -80,7 +94,16 @@ fn check_address(entry: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_server_list;
+    use super::{all_loopback, parse_server_list};
+
+    #[test]
+    fn loopback_lists_cross_no_network() {
+        assert!(all_loopback("127.0.0.1:7420"));
+        assert!(all_loopback("localhost:7420, [::1]:7420,127.0.0.2:1,"));
+        assert!(!all_loopback("127.0.0.1:7420,10.0.0.5:7420"));
+        assert!(!all_loopback("locks.internal:7420"));
+        assert!(!all_loopback("[fe80::1%2]:7420"));
+    }
 
     #[test]
     fn valid_lists_are_returned_as_given() {

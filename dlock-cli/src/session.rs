@@ -114,6 +114,13 @@ pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Client, CliErro
         builder = builder.tls(tls.clone());
     }
     if let Some(path) = &ctx.token_file {
+        if ctx.tls.is_none() && !crate::addr::all_loopback(&ctx.server) {
+            eprintln!(
+                "dlock: warning: sending the token to {} without TLS: anyone on the path can \
+                 read it (give the server's CA with --tls-ca or DLOCK_TLS_CA)",
+                ctx.server
+            );
+        }
         // A token file that cannot be read is the caller's mistake, not an unreachable server.
         builder = builder
             .token_file(path)

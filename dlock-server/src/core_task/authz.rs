@@ -3,7 +3,8 @@
 //!
 //! Releasing is always allowed (unlock, cancel, goodbye), and so are renewals and pings.
 //! Taking or converting to a mode needs the access the mode needs on the resource
-//! ([`Access::for_mode`]); writing a value block on unlock needs write access. A query of one
+//! ([`Access::for_mode`]); writing a value block, on unlock or on a conversion (down ones
+//! included), needs write access. A query of one
 //! resource needs list access; a prefix query shows only the resources the identity may
 //! list, and value blocks only where it may read; another session may be inspected only by
 //! an admin.
@@ -37,8 +38,15 @@ pub(super) fn allowed(
             may(&args.resource, Access::for_mode(args.mode))
         }
         Action::Command(Command::Convert { args, .. }) => {
+            // A conversion that carries a value writes it (a down-conversion from PW or EX
+            // included): that needs write access whatever the mode asked for.
+            let need = if args.value.is_some() && args.flags.contains(LockFlags::VALBLK) {
+                Access::Write
+            } else {
+                Access::for_mode(args.mode)
+            };
             match lock_resource(core, session, args.lock) {
-                Some(name) => may(&name, Access::for_mode(args.mode)),
+                Some(name) => may(&name, need),
                 // Not this session's lock: the engine answers that.
                 None => true,
             }

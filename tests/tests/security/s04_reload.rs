@@ -3,7 +3,7 @@
 //! nothing.
 
 use anyhow::Result;
-use dlock_client::{Error, Mode, TlsOptions};
+use dlock_client::{ConvertOptions, Error, Mode, TlsOptions};
 use dlock_server::{Config, TlsConfig};
 use dlock_tests::security::{Pki, spawn_server, write_auth_file};
 
@@ -40,6 +40,47 @@ async fn a_rule_reload_takes_effect_without_a_restart() -> Result<()> {
     server.reload()?;
     let err = bob.lock("jobs/1", Mode::PR).await.expect_err("denied");
     assert!(matches!(err, Error::PermissionDenied), "{err}");
+    bob.close().await?;
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_demoted_identity_writes_no_value_block_on_a_conversion() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let auth = write_auth_file(dir.path(), &[("bob", "tb")])?;
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"write\"\n")?;
+    let server = spawn_server(Config {
+        auth_file: Some(auth),
+        auth_rules: Some(rules.clone()),
+        ..Config::default()
+    })
+    .await?;
+    let bob = builder(&server).token("tb").connect().await?;
+    let mut held = bob.lock("jobs/1", Mode::EX).await?;
+    std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"read\"\n")?;
+    server.reload()?;
+
+    // Down to a mode bob may still take, but writing the block on the way: refused, and
+    // the lock keeps its mode.
+    for to in [Mode::NL, Mode::PR] {
+        let err = held
+            .convert_with(to, ConvertOptions::new().value(b"AB".to_vec()))
+            .await
+            .expect_err("a value written by a reader");
+        assert!(matches!(err, Error::PermissionDenied), "{to:?}: {err}");
+        assert_eq!(held.mode(), Mode::EX);
+    }
+    // The same conversion without a value is allowed, and the block was never written.
+    held.convert(Mode::NL).await?;
+    let info = bob.query_resource("jobs/1").await?.expect("resource");
+    assert!(
+        info.value.iter().all(|&b| b == 0),
+        "value block {:?}",
+        info.value
+    );
+    held.unlock().await?;
     bob.close().await?;
     server.shutdown().await?;
     Ok(())
