@@ -75,6 +75,7 @@ mod frames;
 pub mod grace;
 mod handle;
 mod http;
+mod logged;
 mod metrics;
 mod msg;
 mod outbox;

@@ -8,6 +8,7 @@
 //! replicated engine: every session detached, its events numbered above what any earlier
 //! term could have used.
 
+use crate::logged::Logged;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -272,7 +273,7 @@ impl CoreTask {
                 let mut state = SessionState::new(open.conn, open.identity);
                 state.next_seq = base;
                 self.sessions.insert(session, state);
-                info!(%session, %peer, identity = %who, name = %open.client_name, ttl_ms, "session opened");
+                info!(%session, %peer, identity = %Logged(&who), name = %Logged(&open.client_name), ttl_ms, "session opened");
                 self.sessions.monitor.stats.sessions_opened += 1;
                 let outcome = HelloOutcome::Welcome {
                     session,

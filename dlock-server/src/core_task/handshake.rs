@@ -1,6 +1,7 @@
 //! The handshake: a `Hello` opens a session (with a fresh secret) or resumes one on a new
 //! connection, and is answered with the `Welcome` (and the replay) or a refusal.
 
+use crate::logged::Logged;
 use std::sync::Arc;
 
 use dlock_core::{Command, EventKind, Reject, RequestId, SessionId};
@@ -214,7 +215,7 @@ impl CoreTask {
                 let who = identity.as_deref().unwrap_or("-").to_owned();
                 self.sessions
                     .insert(session, SessionState::new(conn, identity));
-                info!(%session, %peer, identity = %who, name = %hello.client_name, ttl_ms, "session opened");
+                info!(%session, %peer, identity = %Logged(&who), name = %Logged(&hello.client_name), ttl_ms, "session opened");
                 self.sessions.monitor.stats.sessions_opened += 1;
                 let outcome = HelloOutcome::Welcome {
                     session,

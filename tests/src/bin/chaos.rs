@@ -155,9 +155,11 @@ fn main() -> Result<()> {
 
 fn init_logs(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Plain text: the tests read these logs from files.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .try_init();
 }
 
@@ -278,9 +280,11 @@ async fn serve(args: dlock_server::cli::Args) -> Result<()> {
         Some(level) => EnvFilter::try_new(level).context("invalid --log-level")?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
     };
+    // Plain text: the tests read these logs from files.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .try_init();
     let config = args.to_config();
     let listener = tokio::net::TcpListener::bind(config.listen)

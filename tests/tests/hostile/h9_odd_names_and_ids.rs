@@ -145,3 +145,45 @@ async fn the_largest_request_id_is_answered_and_ends_the_id_space() -> Result<()
     took("h9 ids", start);
     Ok(())
 }
+
+/// The server's log (its human format) shows a session name escaped: a name cannot end the
+/// line it is logged on and forge the next, or send the terminal of whoever reads the log
+/// an escape sequence.
+#[tokio::test]
+async fn a_session_name_forges_no_line_of_the_servers_log() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = crate::child(dir.path(), &["--log-level", "info"]).await?;
+    let forged = "x\n2026-01-01T00:00:00.000000Z ERROR dlock_server: forged\u{1b}[2J\u{202e}";
+    let _c = RawClient::connect(server.addr(), forged).await?;
+    let path = dir.path().join("server.log");
+    // The line is written when the session opens, before the client hears its welcome; the
+    // log file may trail the write by a flush, so it is read until the line is there.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&path)?;
+        if log.contains("session opened") {
+            break log;
+        }
+        ensure!(Instant::now() < deadline, "no 'session opened' in {log}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("session opened"))
+        .unwrap_or_default();
+    ensure!(
+        line.contains(
+            r"x\n2026-01-01T00:00:00.000000Z ERROR dlock_server: forged\u{1b}[2J\u{202e}"
+        ),
+        "the name is not escaped on its line: {line:?}"
+    );
+    ensure!(
+        !log.lines().any(|l| l.starts_with("2026-01-01")),
+        "a forged line: {log}"
+    );
+    ensure!(
+        !log.contains(['\u{1b}', '\u{202e}']),
+        "raw escapes in the log: {log:?}"
+    );
+    Ok(())
+}
