@@ -68,9 +68,16 @@ impl NodeOptions {
 /// follower holds; taking up the same term again, it would give its next entry that
 /// entry's log id, and the follower, seeing the id it already has, would keep and apply its
 /// own. In a new term every log id is new (see `tests/recovery.rs`).
+///
+/// A follower whose log went back to empty (a member whose data directory was lost, back under
+/// its old id) is caught up from the start (`allow_log_reversion`): without it the leader,
+/// which remembers how far that follower's log reached, would stop replicating to it for
+/// good, and the member would look healthy while holding nothing. What makes this safe is
+/// that such a member does not vote until it has caught up (see [`crate::rejoin`]).
 pub fn raft_config() -> Config {
     Config {
         enable_leader_restore: Some(false),
+        allow_log_reversion: Some(true),
         cluster_name: "dlock".to_owned(),
         heartbeat_interval: 50,
         election_timeout_min: 200,

@@ -7,13 +7,16 @@
 //! `wiped` (empty) and `lagging` come back. Were `wiped` to vote, `lagging` would lead
 //! without the grants, and hand out the locks they hold with lower tokens. Instead there is
 //! no leader until the old leader returns, and then every grant is still there.
+//!
+//! Under a leader that stays, such a member is caught up from the start and then counts
+//! again: the cluster survives the loss of another member.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use dlock_client::Mode;
 
-use crate::{ELECTION, assert_sole_holder, client, done, options, run, wait_log};
+use crate::{ELECTION, WAIT, assert_sole_holder, client, done, log_of, options, run, wait_log};
 use dlock_tests::cluster::TestCluster;
 
 /// What the guarded member logs (at warn) when it refuses a vote.
@@ -91,6 +94,54 @@ async fn t9a_a_member_back_with_an_empty_directory_elects_no_leader_that_lacks_g
         for id in c.ids() {
             wait_log(&c, id, CAUGHT_UP, ELECTION).await?;
         }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t9a_a_member_back_with_an_empty_directory_catches_up_and_counts_again() -> Result<()> {
+    run(async {
+        let mut c =
+            TestCluster::start(options().args(["--log-level", "warn,dlock_raft=info"])).await?;
+        let leader = c.wait_leader(ELECTION).await?;
+        let followers: Vec<u64> = c.ids().into_iter().filter(|&n| n != leader).collect();
+        let (wiped, other) = (followers[0], followers[1]);
+        let holder = client(&c, "holder").await?;
+        let before = done("a grant", holder.lock("before", Mode::EX)).await?;
+        // Bootstrapped: every member has caught up once (the guard of a new cluster).
+        for id in c.ids() {
+            wait_log(&c, id, CAUGHT_UP, ELECTION).await?;
+        }
+
+        c.kill(wiped).await;
+        let dir = c.data_dir(wiped).to_owned();
+        std::fs::remove_dir_all(&dir).with_context(|| format!("wiping {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)?;
+        c.restart(wiped).await?;
+        // Caught up from the leader's log, from its first entry: it says so a second time.
+        let deadline = std::time::Instant::now() + WAIT;
+        while log_of(&c, wiped)?.matches(CAUGHT_UP).count() < 2 {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "node {wiped} did not catch up within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // It counts for a majority again: with the other follower gone, the leader and it
+        // still grant, above every token before.
+        c.kill(other).await;
+        let after = tokio::time::timeout(ELECTION, holder.lock("after", Mode::EX))
+            .await
+            .context("no grant with the caught-up member and the leader")??;
+        ensure!(
+            after.token() > before.token(),
+            "token {:?} is not above {:?}",
+            after.token(),
+            before.token()
+        );
+        assert_sole_holder(&holder, "before", &before).await?;
         Ok(())
     })
     .await
