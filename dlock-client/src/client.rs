@@ -98,6 +98,12 @@ impl Client {
     /// Requests a lock and waits until it is granted (R10). Dropping the future cancels the
     /// request on the server (and releases the lock if the grant raced the cancel).
     ///
+    /// A request dropped (or timed out) before its outcome was known is still the server's
+    /// business until that outcome arrives and the client has cancelled or released it. A
+    /// new lock request of this client on the same resource waits for that (a round trip,
+    /// as a rule) before it is sent, so that the server never judges it against the one
+    /// given up; its request timeout starts when it is sent.
+    ///
     /// # Errors
     ///
     /// The rule book's refusals ([`Error::Invalid`] for an empty or too long name,

@@ -37,6 +37,7 @@ impl SessionMachine {
             // A frame of a connection already given up.
             _ => {}
         }
+        self.release_held(now);
     }
 
     /// The error for a frame from the server that is not a valid message: in the handshake

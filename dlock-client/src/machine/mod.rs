@@ -254,6 +254,7 @@ impl SessionMachine {
             self.on_request_deadline(id, now);
         }
         self.retry_due(now);
+        self.release_held(now);
         if matches!(self.state, ConnState::Backoff { retry_at } if now >= retry_at) {
             self.connect(now);
         }
@@ -479,6 +480,12 @@ impl SessionMachine {
         };
         for o in self.requests.drain_except(unsent_new) {
             o.call.fail(err.clone());
+        }
+        if !goes_on {
+            // Held lock calls were never sent: with a new session they go then.
+            for call in self.requests.take_held() {
+                call.fail(err.clone());
+            }
         }
         if self.session.take().is_some() {
             tracing::debug!(%reason, "session ended");

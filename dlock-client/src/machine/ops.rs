@@ -75,7 +75,22 @@ impl SessionMachine {
             }
             return;
         }
+        if self.requests.must_wait(&call) {
+            // An earlier lock request on the resource was given up and its outcome is not
+            // known yet: this one goes once it is (see `Requests::give_up`).
+            self.requests.hold(call);
+            return;
+        }
         self.submit(call, now);
+    }
+
+    /// Sends the held lock calls whose resources have no request given up any more (see
+    /// `Requests::give_up`): after what settled them (the release of a grant that came too
+    /// late, say), so the server sees that first.
+    pub(super) fn release_held(&mut self, now: Instant) {
+        for call in self.requests.release_held() {
+            self.submit(call, now);
+        }
     }
 
     /// A guard's operation needs its lock in this session; any other goes to the server
@@ -120,6 +135,8 @@ impl SessionMachine {
 
     fn on_abandon(&mut self, key: Key, now: Instant) {
         let Some(id) = self.requests.take_key(key) else {
+            // Held back and never sent: forgotten.
+            drop(self.requests.unhold(key));
             return;
         };
         let Some(o) = self.requests.get_mut(id) else {
@@ -145,6 +162,7 @@ impl SessionMachine {
             }
             _ => None,
         };
+        self.requests.give_up(id);
         if let Some(lock) = cancel {
             self.send_cancel(lock, now);
         }
@@ -206,7 +224,11 @@ impl SessionMachine {
             What::Goodbye => return self.finish_close(now),
             What::Renew => return,
         };
+        let given_up = matches!(o.call.what, What::Lock { .. });
         let _ = o.call.answer(Err(err));
+        if given_up {
+            self.requests.give_up(id);
+        }
         if let Some(lock) = cancel {
             self.send_cancel(lock, now);
         }

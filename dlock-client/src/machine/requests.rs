@@ -26,6 +26,9 @@ pub(crate) struct Outstanding {
     pub(crate) first_sent: Option<Instant>,
     /// Until when the caller waits for a first answer.
     deadline: Option<Instant>,
+    /// A lock request whose caller stopped waiting before its outcome was known (see
+    /// [`Requests::give_up`]).
+    given_up: bool,
 }
 
 /// Every outstanding request, by id, with the deadlines and keys that find them.
@@ -42,6 +45,12 @@ pub(crate) struct Requests {
     deadlines: Deadlines,
     /// Key of a lock or convert call → its request id, for `Abandon`.
     keys: foldhash::HashMap<Key, RequestId>,
+    /// Resources with lock requests given up before their outcome was known, and how many.
+    given_up: foldhash::HashMap<Vec<u8>, usize>,
+    /// Lock calls held back until their resource has no such request (see
+    /// [`must_wait`](Self::must_wait)), in the order they came; they get their ids when they
+    /// go.
+    held: VecDeque<Call>,
 }
 
 impl Requests {
@@ -73,6 +82,7 @@ impl Requests {
                 lock,
                 first_sent: None,
                 deadline,
+                given_up: false,
             },
         );
         id
@@ -91,6 +101,15 @@ impl Requests {
         if let Some(key) = o.call.key() {
             self.keys.remove(&key);
         }
+        if o.given_up
+            && let What::Lock { req, .. } = &o.call.what
+            && let Some(n) = self.given_up.get_mut(&req.resource)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.given_up.remove(&req.resource);
+            }
+        }
         // A hash map keeps its room: give back most of what a burst grew it to.
         if self.table.capacity() > SHRINK_ABOVE && self.table.len() < self.table.capacity() / 8 {
             self.table.shrink_to(self.table.len() * 2);
@@ -100,6 +119,62 @@ impl Requests {
                 .shrink_to(self.deadlines.queue.len() * 2);
         }
         Some(o)
+    }
+
+    /// The caller of lock request `id`, which was sent, stopped waiting for it (dropped its
+    /// future, or timed out) before its outcome was known. Until that outcome comes (and the
+    /// lock, if granted after all, is released), a new lock request on the resource from
+    /// this session would be judged by the server against it: as a deadlock with itself
+    /// (R39) or, with NOQUEUE, as not grantable. So new lock calls on the resource wait
+    /// ([`must_wait`](Self::must_wait)).
+    pub(crate) fn give_up(&mut self, id: RequestId) {
+        if let Some(o) = self.table.get_mut(&id)
+            && !o.given_up
+            && let What::Lock { req, .. } = &o.call.what
+        {
+            o.given_up = true;
+            *self.given_up.entry(req.resource.clone()).or_default() += 1;
+        }
+    }
+
+    /// Whether `call` must wait before it is sent: a lock call on a resource with a request
+    /// given up, or with a call already waiting (calls on one resource keep their order).
+    pub(crate) fn must_wait(&self, call: &Call) -> bool {
+        let What::Lock { req, .. } = &call.what else {
+            return false;
+        };
+        self.given_up.contains_key(&req.resource)
+            || self.held.iter().any(|h| same_resource(h, &req.resource))
+    }
+
+    /// Holds `call` back (see [`must_wait`](Self::must_wait)).
+    pub(crate) fn hold(&mut self, call: Call) {
+        self.held.push_back(call);
+    }
+
+    /// The held call of `key`, taken out (its caller gave up before it was sent).
+    pub(crate) fn unhold(&mut self, key: Key) -> Option<Call> {
+        let at = self.held.iter().position(|c| c.key() == Some(key))?;
+        self.held.remove(at)
+    }
+
+    /// The held calls whose resources no longer have a request given up, in their order.
+    pub(crate) fn release_held(&mut self) -> Vec<Call> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let (ready, wait): (VecDeque<Call>, VecDeque<Call>) =
+            self.held.drain(..).partition(|c| match &c.what {
+                What::Lock { req, .. } => !self.given_up.contains_key(&req.resource),
+                _ => true,
+            });
+        self.held = wait;
+        ready.into()
+    }
+
+    /// Every held call, taken out.
+    pub(crate) fn take_held(&mut self) -> Vec<Call> {
+        self.held.drain(..).collect()
     }
 
     /// The request of a lock or convert call, forgetting the key.
@@ -172,14 +247,21 @@ impl Requests {
         gone
     }
 
-    /// Removes every request (the session is gone).
+    /// Removes every request (the session is gone); held calls stay held, and no request is
+    /// given up any more.
     pub(crate) fn drain(&mut self) -> Vec<Outstanding> {
         self.deadlines = Deadlines::default();
         self.keys.clear();
+        self.given_up.clear();
         let mut all: Vec<(RequestId, Outstanding)> = self.table.drain().collect();
         all.sort_unstable_by_key(|(id, _)| *id);
         all.into_iter().map(|(_, o)| o).collect()
     }
+}
+
+/// Whether `call` is a lock call on `resource`.
+fn same_resource(call: &Call, resource: &[u8]) -> bool {
+    matches!(&call.what, What::Lock { req, .. } if req.resource == resource)
 }
 
 /// The request deadlines, earliest first: `(deadline, id)` in a queue that is only pushed

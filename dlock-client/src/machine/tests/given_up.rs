@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dlock_core::{EventKind, LockId, Mode, SessionId};
+use dlock_core::{EventKind, LockId, LockRequest, Mode, SessionId};
 use dlock_proto::codec::MalformedFrame;
 use dlock_proto::{Refusal, Reply, Request, RequestError};
 
@@ -213,4 +213,135 @@ fn a_malformed_answer_to_the_handshake_asks_whether_this_is_the_lock_port() {
     h.frame(welcome(false, SESSION, 10_000));
     let text = h.m.malformed(&malformed).to_string();
     assert!(!text.contains("lock port"), "{text}");
+}
+
+/// The lock request on `resource` among `requests`, if that is all there is.
+fn only_lock_on<'a>(requests: &'a [(RequestId, Request)], resource: &[u8]) -> &'a LockRequest {
+    match requests {
+        [(_, Request::Lock(req))] if req.resource == resource => req,
+        other => panic!("expected one lock request on {resource:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_lock_waits_for_the_outcome_of_a_request_on_its_resource_given_up_before_an_answer() {
+    let mut h = Harness::connected(TTL);
+    let (key, _dropped) = h.lock(b"r", Mode::EX);
+    let (first, _) = h.request();
+    h.op(Op::Abandon(key));
+    assert_eq!(
+        h.requests(),
+        [],
+        "its lock id is not known: nothing to cancel yet"
+    );
+
+    // Sent now, the server would judge it against the first (a deadlock with itself, R39):
+    // it waits. A lock on another resource goes at once.
+    let (_, mut next) = h.lock(b"r", Mode::EX);
+    let (_, _other) = h.lock(b"s", Mode::EX);
+    only_lock_on(&h.requests(), b"s");
+
+    // The first is granted after all: released first, then the waiting lock goes.
+    h.event(Some(first), Some(LockId(1)), granted(Mode::EX, 1));
+    let requests = h.requests();
+    let [(unlock, body), (lock, Request::Lock(req))] = &requests[..] else {
+        panic!("{requests:?}");
+    };
+    assert_eq!(*body, plain(LockId(1)));
+    assert_eq!((req.resource.as_slice(), unlock < lock), (&b"r"[..], true));
+    h.event(Some(*lock), Some(LockId(2)), granted(Mode::EX, 2));
+    assert!(matches!(answer(&mut next), Some(Ok(Outcome::Locked(_)))));
+}
+
+#[test]
+fn a_lock_waits_until_a_queued_request_given_up_is_cancelled_or_released() {
+    // Cancelled: the waiting lock goes after the cancel's outcome.
+    let mut h = Harness::connected(TTL);
+    let (first, _cancel) = h.queued_then_abandoned(LockId(4));
+    let (_, _next) = h.lock(b"r", Mode::PR);
+    assert_eq!(
+        h.requests(),
+        [],
+        "the cancel may still lose the race to a grant"
+    );
+    h.event(Some(first), Some(LockId(4)), EventKind::Cancelled);
+    assert_eq!(only_lock_on(&h.requests(), b"r").mode, Mode::PR);
+
+    // Granted before the cancel arrived: released, then the waiting lock goes.
+    let mut h = Harness::connected(TTL);
+    let (first, _cancel) = h.queued_then_abandoned(LockId(4));
+    let (_, _next) = h.lock(b"r", Mode::PR);
+    assert_eq!(h.requests(), []);
+    h.event(Some(first), Some(LockId(4)), granted(Mode::EX, 3));
+    let requests = h.requests();
+    assert!(
+        matches!(&requests[..], [(_, u), (_, Request::Lock(req))] if *u == plain(LockId(4)) && req.mode == Mode::PR),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn a_lock_waits_for_a_request_on_its_resource_that_timed_out() {
+    let mut s = settings(TTL);
+    s.request_timeout = Some(MS * 500);
+    let mut h = Harness::connected_with(s);
+    let (_, mut timed_out) = h.lock(b"r", Mode::EX);
+    let (first, _) = h.request();
+    h.advance(MS * 500);
+    assert!(matches!(
+        answer(&mut timed_out),
+        Some(Err(Error::RequestTimeout))
+    ));
+    let (_, _next) = h.lock(b"r", Mode::EX);
+    assert_eq!(h.requests(), []);
+    h.event(Some(first), None, EventKind::NotQueued);
+    only_lock_on(&h.requests(), b"r");
+}
+
+#[test]
+fn a_waiting_lock_given_up_is_never_sent_and_one_lost_with_its_session_goes_in_the_next() {
+    let mut h = Harness::connected(TTL);
+    let (key, _dropped) = h.lock(b"r", Mode::EX);
+    let (first, _) = h.request();
+    h.op(Op::Abandon(key));
+    let (key, _also_dropped) = h.lock(b"r", Mode::EX);
+    h.op(Op::Abandon(key));
+    h.event(Some(first), None, EventKind::NotQueued);
+    assert_eq!(h.requests(), [], "nobody waits for the second");
+
+    // A lock waiting when the session is lost goes in the next session.
+    let (key, _dropped) = h.lock(b"r", Mode::EX);
+    h.request();
+    h.op(Op::Abandon(key));
+    let (_, mut waiting) = h.lock(b"r", Mode::CR);
+    h.lose_connection();
+    h.advance(MS * 800);
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
+    assert!(h.up().resume.is_some());
+    h.frame(ServerMessage::Refused(Refusal::UnknownSession));
+    assert!(matches!(
+        h.actions()[..],
+        [Action::Disconnect { graceful: false }]
+    ));
+    assert!(answer(&mut waiting).is_none());
+    h.advance(Duration::ZERO);
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
+    assert_eq!(h.up().resume, None);
+    h.frame(welcome(false, SessionId(8), 10_000));
+    assert_eq!(only_lock_on(&h.requests(), b"r").mode, Mode::CR);
+}
+
+#[test]
+fn a_waiting_lock_fails_with_the_session_when_the_client_closes() {
+    let mut h = Harness::connected(TTL);
+    let (key, _dropped) = h.lock(b"r", Mode::EX);
+    h.request();
+    h.op(Op::Abandon(key));
+    let (_, mut waiting) = h.lock(b"r", Mode::EX);
+    let (reply, _closed) = oneshot::channel();
+    h.op(Op::Close(reply));
+    let (goodbye, body) = h.request();
+    assert_eq!(body, Request::Goodbye);
+    h.event(Some(goodbye), None, EventKind::SessionClosed);
+    assert!(matches!(answer(&mut waiting), Some(Err(Error::Closed))));
 }
