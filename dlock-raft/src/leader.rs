@@ -110,6 +110,35 @@ pub enum ProposeError {
     /// voter would be left, ...).
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A membership change did not finish within [`MEMBERSHIP_WAIT`]; what it says is where
+    /// it stands.
+    #[error("membership change not finished: {0}")]
+    Unfinished(String),
+}
+
+/// How long [`Sequencer::add_member`] and [`Sequencer::remove_member`] wait for their change:
+/// under the 10 s the HTTP listener gives a request.
+pub const MEMBERSHIP_WAIT: Duration = Duration::from_secs(8);
+
+/// How long [`Sequencer::add_member`] waits for the new learner to catch up, leaving the
+/// rest of [`MEMBERSHIP_WAIT`] for the change that makes it a voter.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(6);
+
+/// The result of a membership change running in `change`, if it ends within
+/// [`MEMBERSHIP_WAIT`]; else [`ProposeError::Unfinished`] (it goes on).
+async fn finish_within(
+    change: tokio::task::JoinHandle<Result<(), ProposeError>>,
+    id: NodeId,
+) -> Result<(), ProposeError> {
+    match tokio::time::timeout(MEMBERSHIP_WAIT, change).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(ProposeError::Fatal(e.to_string())),
+        Err(_) => Err(ProposeError::Unfinished(format!(
+            "the change for node {id} is proposed but not committed within \
+             {MEMBERSHIP_WAIT:?}: a majority of the members may be down or cut off; it \
+             completes when they answer (GET /api/cluster shows the membership)"
+        ))),
+    }
 }
 
 /// What one node knows of the cluster (what `dlock status` shows).
@@ -168,6 +197,8 @@ pub struct Sequencer {
     config: Option<Box<dlock_core::Config>>,
     /// The counters of this node's peer port, for [`status`](Sequencer::status).
     peer_port: Arc<PeerPortStats>,
+    /// Whether this node is still catching up after starting empty.
+    rejoin: crate::RejoinGuard,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -190,7 +221,15 @@ impl Sequencer {
             clock: watch::channel(None).0,
             config: None,
             peer_port: Arc::default(),
+            rejoin: crate::RejoinGuard::off(),
         }
+    }
+
+    /// [`status`](Sequencer::status) reads this node's standing as one that is catching up
+    /// while `guard` is on (see [`standing_catching_up`](crate::membership::standing_catching_up)).
+    pub fn with_rejoin_guard(mut self, guard: crate::RejoinGuard) -> Sequencer {
+        self.rejoin = guard;
+        self
     }
 
     /// [`status`](Sequencer::status) reports `stats`, the counters this node's peer port
@@ -310,7 +349,11 @@ impl Sequencer {
                 .collect(),
             voters: membership.voter_ids().count(),
             role: role_of(m.state),
-            standing: crate::membership::standing_of(membership, self.id),
+            standing: crate::membership::standing_catching_up(
+                membership,
+                self.id,
+                self.rejoin.is_on(),
+            ),
             leader: m.current_leader,
             term: m.current_term,
             leading: self.is_ready_leader(),
@@ -332,11 +375,59 @@ impl Sequencer {
     /// Adds node `id` at `member`'s addresses as a voting member: it first catches up as a
     /// learner (from the log or a snapshot), then the membership changes (through a joint
     /// configuration). Only the leader can; the node must already run (with `--node-id id`).
+    ///
+    /// A learner that has not caught up within 6 s (not running, a wrong
+    /// address, a long snapshot) stays a learner, which counts for no majority, and the call
+    /// fails with [`ProposeError::Unfinished`]: call again once it has caught up. Adding a
+    /// voter again at its addresses changes nothing; at other addresses it is refused.
     pub async fn add_member(&self, id: NodeId, member: Member) -> Result<(), ProposeError> {
-        self.raft
-            .add_learner(id, member, true)
+        let membership = self.membership();
+        if membership.voter_ids().any(|v| v == id) {
+            return match membership.get_node(&id) {
+                Some(known) if *known != member => Err(ProposeError::Membership(format!(
+                    "node {id} is already a voter, at {known}: a member's addresses do not \
+                     change; add the machine under a new id, then remove node {id}"
+                ))),
+                _ => Ok(()),
+            };
+        }
+        let this = self.clone();
+        // Run to the end even if the caller stops waiting: a change left half-way (a joint
+        // configuration) would wait for the next change to finish it.
+        let change = tokio::spawn(async move { this.add_member_now(id, member).await });
+        finish_within(change, id).await
+    }
+
+    async fn add_member_now(&self, id: NodeId, member: Member) -> Result<(), ProposeError> {
+        let added = self
+            .raft
+            .add_learner(id, member.clone(), false)
             .await
             .map_err(membership_error)?;
+        // openraft's own wait counts a learner within 5,000 entries as caught up, one that
+        // never answered included: wait for it to hold the entry that added it.
+        let upto = added.log_id.index;
+        let caught_up = self
+            .raft
+            .wait(Some(CATCH_UP_WAIT))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id))
+                        .is_some_and(|l| l.as_ref().is_some_and(|l| l.index >= upto))
+                },
+                "the new learner holds the entry that added it",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(ProposeError::Unfinished(format!(
+                "node {id} has not caught up with the log within {CATCH_UP_WAIT:?}: it stays \
+                 a learner (no vote, no part in any majority); check that it runs with \
+                 --node-id {id} and that {} reaches it, then call again, or remove it",
+                member.raft_addr
+            )));
+        }
         let voters = std::collections::BTreeSet::from([id]);
         self.raft
             .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
@@ -345,15 +436,41 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Removes node `id` from the voting members (it stops receiving the log). Only the
-    /// leader can. Removing the leader itself makes the rest elect another.
+    /// Removes node `id`: a voter stops voting and receiving the log, a learner being added
+    /// is dropped. Only the leader can. Removing the leader itself makes the rest elect
+    /// another. A change not committed within [`MEMBERSHIP_WAIT`] (a majority of the new
+    /// configuration down) fails with [`ProposeError::Unfinished`] and completes when they
+    /// answer.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), ProposeError> {
-        let voters = std::collections::BTreeSet::from([id]);
+        let membership = self.membership();
+        let ids = std::collections::BTreeSet::from([id]);
+        let change = if membership.voter_ids().any(|v| v == id) {
+            openraft::ChangeMembers::RemoveVoters(ids)
+        } else if membership.get_node(&id).is_some() {
+            openraft::ChangeMembers::RemoveNodes(ids)
+        } else {
+            return Err(ProposeError::Membership(format!(
+                "node {id} is not a member"
+            )));
+        };
+        let raft = self.raft.clone();
+        let change = tokio::spawn(async move {
+            raft.change_membership(change, false)
+                .await
+                .map(drop)
+                .map_err(membership_error)
+        });
+        finish_within(change, id).await
+    }
+
+    /// The membership this node knows.
+    fn membership(&self) -> openraft::Membership<NodeId, Member> {
         self.raft
-            .change_membership(openraft::ChangeMembers::RemoveVoters(voters), false)
-            .await
-            .map_err(membership_error)?;
-        Ok(())
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .clone()
     }
 
     /// Runs `f` on the engine once it reflects every command committed before the call: a

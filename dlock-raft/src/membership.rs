@@ -17,6 +17,7 @@ use openraft::Membership;
 use openraft::rt::watch::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
+use crate::rejoin::RejoinGuard;
 use crate::types::{Member, NodeId, Raft};
 
 /// Where node `id` stands in `membership`: in a joint configuration, by its target (the
@@ -36,6 +37,20 @@ pub fn standing_of(membership: &Membership<NodeId, Member>, id: NodeId) -> Stand
         Standing::Pending
     } else {
         Standing::Removed
+    }
+}
+
+/// [`standing_of`], for a node that may be catching up after starting empty (`catching_up`,
+/// see [`crate::rejoin`]): such a node replays the log from the start, through memberships
+/// from before it was added, and one without it is history, not its removal: `Pending`.
+pub fn standing_catching_up(
+    membership: &Membership<NodeId, Member>,
+    id: NodeId,
+    catching_up: bool,
+) -> Standing {
+    match standing_of(membership, id) {
+        Standing::Removed if catching_up && membership.get_node(&id).is_none() => Standing::Pending,
+        standing => standing,
     }
 }
 
@@ -66,12 +81,21 @@ pub fn notice(before: Option<Standing>, now: Standing) -> Option<StandingNotice>
 
 /// Watches node `id`'s standing in the membership `raft` knows until `shutdown`, and logs
 /// each [`StandingNotice`] once, as it happens.
-pub async fn watch_standing(id: NodeId, raft: Raft, shutdown: CancellationToken) {
+pub async fn watch_standing(
+    id: NodeId,
+    raft: Raft,
+    rejoin: RejoinGuard,
+    shutdown: CancellationToken,
+) {
     // The server metrics change with the membership (and the vote and the leader only).
     let mut server = raft.server_metrics();
     let mut before = None;
     loop {
-        let now = standing_of(server.borrow_watched().membership_config.membership(), id);
+        let now = standing_catching_up(
+            server.borrow_watched().membership_config.membership(),
+            id,
+            rejoin.is_on(),
+        );
         match notice(before, now) {
             Some(StandingNotice::Removed) => tracing::warn!(
                 node = id,
@@ -128,6 +152,17 @@ mod tests {
             .map(|c| c.iter().copied().collect::<BTreeSet<_>>())
             .collect();
         Membership::new(configs, nodes).expect("a valid membership")
+    }
+
+    #[test]
+    fn a_node_catching_up_reads_a_membership_without_it_as_history() {
+        let m = membership(&[1, 2, 3], &[]);
+        assert_eq!(standing_catching_up(&m, 4, true), Standing::Pending);
+        assert_eq!(standing_catching_up(&m, 4, false), Standing::Removed);
+        // A joint configuration that takes it out is its removal all the same.
+        let leaving = joint(&[&[1, 2, 4], &[1, 2]], &[]);
+        assert_eq!(standing_catching_up(&leaving, 4, true), Standing::Removed);
+        assert_eq!(standing_catching_up(&m, 1, true), Standing::Voter);
     }
 
     #[test]

@@ -136,3 +136,63 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
     duties.cancel();
     Ok(())
 }
+
+/// A node added at an address where nothing answers stays a learner (it counts for no
+/// majority) and the call says so; it can be removed again. A voter's id at other addresses
+/// and an id that is not a member are refused; a voter added again at its own addresses is
+/// no change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_does_not_answer_is_never_made_a_voter() -> Result<()> {
+    let mut c = cluster(3).await?;
+    let duties = CancellationToken::new();
+    let started = c.start_all(Cluster::defaults).await?;
+    let seqs: BTreeMap<u64, Sequencer> = started
+        .iter()
+        .map(|n| (n.id, sequencer(n, Duration::from_secs(5), &duties)))
+        .collect();
+    let nodes = by_id(started);
+    let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
+    let membership = || {
+        nodes[&leader]
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .clone()
+    };
+
+    // Nothing listens at node 4's peer address (bound, then closed).
+    let gone = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let member4 = Member {
+        client_addr: "127.0.0.1:7004".into(),
+        raft_addr: gone.to_string(),
+    };
+    match seqs[&leader].add_member(4, member4).await {
+        Err(ProposeError::Unfinished(why)) => assert!(why.contains("stays a learner"), "{why}"),
+        other => panic!("a node that never answered was added: {other:?}"),
+    }
+    assert_eq!(membership().voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(membership().learner_ids().collect::<Vec<_>>(), vec![4]);
+    seqs[&leader].remove_member(4).await?;
+    assert!(membership().get_node(&4).is_none(), "{:?}", membership());
+
+    match seqs[&leader].remove_member(9).await {
+        Err(ProposeError::Membership(why)) => assert!(why.contains("not a member"), "{why}"),
+        other => panic!("removing a stranger: {other:?}"),
+    }
+    let voter = c.members[&2].clone();
+    seqs[&leader].add_member(2, voter.clone()).await?;
+    let moved = Member {
+        raft_addr: gone.to_string(),
+        ..voter
+    };
+    match seqs[&leader].add_member(2, moved).await {
+        Err(ProposeError::Membership(why)) => assert!(why.contains("already a voter"), "{why}"),
+        other => panic!("a voter's addresses changed: {other:?}"),
+    }
+    assert_eq!(membership().voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(membership().get_node(&2), Some(&c.members[&2]));
+    duties.cancel();
+    Ok(())
+}

@@ -373,7 +373,7 @@ pub(crate) async fn start_cluster(
     tasks.spawn(dlock_raft::serve_peers_counted(
         raft_listener,
         raft.clone(),
-        guard,
+        guard.clone(),
         peer_secret,
         peer_port.clone(),
         token.clone(),
@@ -394,12 +394,14 @@ pub(crate) async fn start_cluster(
     let sequencer =
         dlock_raft::Sequencer::new(cc.node_id, raft.clone(), replica, cc.failover_grace)
             .with_config(engine)
-            .with_peer_port(peer_port);
+            .with_peer_port(peer_port)
+            .with_rejoin_guard(guard.clone());
     tasks.spawn(sequencer.clone().run(token.clone(), |_| {}));
     // A member taken out of the membership keeps running: it says so, once, at WARN.
     tasks.spawn(dlock_raft::watch_standing(
         cc.node_id,
         raft.clone(),
+        guard,
         token.clone(),
     ));
     let (proposals, proposals_rx) = mpsc::channel(config.inbox_capacity);

@@ -7,10 +7,13 @@
 //!
 //! `POST /api/cluster` with `{"id": 4, "client_addr": "h:7420", "raft_addr": "h:7520"}` adds
 //! node 4 (already started with `--node-id 4`): it catches up as a learner, then becomes a
-//! voter. `DELETE /api/cluster?id=3` removes node 3. Replacing a member is an add and then a
-//! remove. Both answer once the change is committed; a follower answers `421` with the
-//! leader's client address (send it to that node's HTTP listener), a server that runs alone
-//! `404`, a refused change (another in progress, an unknown node) `409`.
+//! voter. `DELETE /api/cluster?id=3` removes node 3 (a voter, or a learner being added).
+//! Replacing a member is an add and then a remove. Both answer once the change is committed;
+//! a follower answers `421` with the leader's client address (send it to that node's HTTP
+//! listener), a server that runs alone `404`, a refused change (another in progress, a node
+//! that is not a member, a voter's id with other addresses) `409`, and a change not finished
+//! within 8 s `503` saying where it stands (a learner that has not caught up stays a
+//! learner; a proposed change completes when a majority answers).
 
 use std::sync::Arc;
 
@@ -120,6 +123,9 @@ fn answer(result: Result<(), ProposeError>, sequencer: &dlock_raft::Sequencer) -
         }
         Err(ProposeError::Membership(why)) => {
             (StatusCode::CONFLICT, format!("{why}\n")).into_response()
+        }
+        Err(ProposeError::Unfinished(why)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
