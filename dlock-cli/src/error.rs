@@ -158,7 +158,7 @@ pub fn is_not_permitted(e: &dlock_client::Error) -> bool {
     use dlock_proto::Refusal;
     matches!(
         e,
-        E::Refused(Refusal::Unauthenticated) | E::PermissionDenied
+        E::Refused(Refusal::Unauthenticated) | E::PermissionDenied | E::CertificateRefused(_)
     )
 }
 
@@ -192,6 +192,12 @@ mod tests {
             "{e}"
         );
         assert!(is_unreachable(&dlock_client::Error::NoLeader));
+    }
+
+    #[test]
+    fn a_refused_client_certificate_is_not_permitted() {
+        let refused = dlock_client::Error::CertificateRefused("UnknownCA".into());
+        assert_eq!(CliError::Client(refused).exit_code(), exit::NOPERM);
     }
 
     #[test]

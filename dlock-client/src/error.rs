@@ -81,6 +81,10 @@ pub enum Error {
     /// The TLS configuration could not be used (a CA, certificate or key file, the server
     /// name).
     Tls(String),
+    /// The server refused this client's TLS certificate (a server that wants mutual TLS):
+    /// none was given, or it is expired or signed by a CA the server does not trust. Holds
+    /// the TLS alert the server sent (`CertificateRequired`, `UnknownCA`, ...).
+    CertificateRefused(String),
 }
 
 // Written out rather than derived with thiserror (STYLE 5): thiserror would make the
@@ -131,6 +135,11 @@ impl std::fmt::Display for Error {
             Error::Closed => f.write_str("client closed"),
             Error::PermissionDenied => f.write_str("permission denied"),
             Error::Tls(x) => write!(f, "TLS: {x}"),
+            Error::CertificateRefused(alert) => write!(
+                f,
+                "the server refused this client's TLS certificate ({alert}): it wants one \
+                 signed by a CA it trusts, not expired"
+            ),
         }
     }
 }

@@ -355,6 +355,30 @@ fn not_tls_hint(e: io::Error) -> io::Error {
     }
 }
 
+/// The TLS alert with which a server refused this client's certificate, if `e` is one: with
+/// TLS 1.3 it comes after the client's side of the handshake, with the first read.
+fn certificate_refused(e: &io::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
+    let Some(rustls::Error::AlertReceived(alert)) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return None;
+    };
+    matches!(
+        alert,
+        A::CertificateRequired
+            | A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+    )
+    .then(|| format!("{alert:?}"))
+}
+
 /// What a frame from the server does to the machine.
 fn on_frame(machine: &mut SessionMachine, frame: Frame, now: Instant) {
     let err = match frame {
@@ -362,6 +386,9 @@ fn on_frame(machine: &mut SessionMachine, frame: Frame, now: Instant) {
         Some(Ok(Err(malformed))) => {
             tracing::warn!(error = %malformed, "malformed frame from the server");
             machine.malformed(&malformed)
+        }
+        Some(Err(CodecError::Io(e))) if certificate_refused(&e).is_some() => {
+            Error::CertificateRefused(certificate_refused(&e).unwrap_or_default())
         }
         Some(Err(e)) => Error::Protocol(e.to_string()),
         None => Error::Connect(Arc::new(io::Error::new(
@@ -425,7 +452,12 @@ impl Driver {
                         s.out.unflushed = false;
                         machine.handle_connection_up(now);
                     }
-                    Err(e) => machine.handle_connect_failed(e, now),
+                    Err(e) => match certificate_refused(&e) {
+                        Some(why) => {
+                            machine.handle_connect_error(Error::CertificateRefused(why), now);
+                        }
+                        None => machine.handle_connect_failed(e, now),
+                    },
                 }
             }
             if let Some(reader) = self.reader.as_mut() {

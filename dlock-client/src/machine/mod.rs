@@ -292,12 +292,18 @@ impl SessionMachine {
 
     /// The TCP connection asked for by [`Action::Connect`] could not be opened.
     pub(crate) fn handle_connect_failed(&mut self, err: std::io::Error, now: Instant) {
+        self.handle_connect_error(Error::Connect(Arc::new(err)), now);
+    }
+
+    /// The connection asked for by [`Action::Connect`] could not be set up, for `err` (a
+    /// refused TLS client certificate, say).
+    pub(crate) fn handle_connect_error(&mut self, err: Error, now: Instant) {
         if !matches!(self.state, ConnState::Connecting { .. }) {
             return;
         }
         tracing::debug!(error = %err, "connection attempt failed");
         self.disconnect(false);
-        self.attempt_failed(Error::Connect(Arc::new(err)), now);
+        self.attempt_failed(err, now);
     }
 
     /// The connection broke (closed by the server, a read or write failure, a malformed

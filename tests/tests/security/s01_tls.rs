@@ -89,12 +89,17 @@ async fn mutual_tls_names_the_session_after_the_client_certificate() -> Result<(
     let info = client.query_resource("mtls/a").await?.expect("resource");
     assert_eq!(info.granted[0].session_name, "[alice] worker-1");
     guard.unlock().await?;
-    // Without a client certificate: no session.
-    connect_err(tls_builder(&server, &pki)).await?;
+    // Without a client certificate: no session, and the error says the server refused the
+    // certificate (an authentication failure, not a broken protocol).
+    let err = connect_err(tls_builder(&server, &pki)).await?;
+    assert!(
+        matches!(&err, dlock_client::Error::CertificateRefused(a) if a == "CertificateRequired"),
+        "{err:?}"
+    );
     // A certificate from another CA: no session either.
     let other = Pki::new("s01c-other")?;
     let mallory = other.client_cert("alice")?;
-    connect_err(
+    let err = connect_err(
         builder(&server).tls(
             TlsOptions::new()
                 .ca_file(&pki.ca)
@@ -103,6 +108,10 @@ async fn mutual_tls_names_the_session_after_the_client_certificate() -> Result<(
         ),
     )
     .await?;
+    assert!(
+        matches!(&err, dlock_client::Error::CertificateRefused(a) if a == "UnknownCA"),
+        "{err:?}"
+    );
     client.close().await?;
     server.shutdown().await?;
     Ok(())
