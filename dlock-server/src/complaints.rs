@@ -49,13 +49,15 @@ pub(crate) enum Complaint {
     SlowReader,
     /// A TLS handshake not finished within `--handshake-timeout`.
     TlsHandshakeTimeout,
+    /// A TLS handshake that failed.
+    TlsHandshake,
     /// A new session refused because its lease could not be recorded (a full disk).
     LeaseRecord,
 }
 
 impl Complaint {
     /// Every kind, in the order of [`Limiter`]'s slots.
-    const ALL: [Complaint; 10] = [
+    const ALL: [Complaint; 11] = [
         Complaint::Malformed,
         Complaint::TooLarge,
         Complaint::FrameTimeout,
@@ -65,6 +67,7 @@ impl Complaint {
         Complaint::Unauthenticated,
         Complaint::SlowReader,
         Complaint::TlsHandshakeTimeout,
+        Complaint::TlsHandshake,
         Complaint::LeaseRecord,
     ];
 
@@ -80,6 +83,7 @@ impl Complaint {
             Complaint::Unauthenticated => "unauthenticated clients",
             Complaint::SlowReader => "clients closed for not reading",
             Complaint::TlsHandshakeTimeout => "TLS handshakes not completed in time",
+            Complaint::TlsHandshake => "failed TLS handshakes",
             Complaint::LeaseRecord => "sessions refused for want of a lease record",
         }
     }
@@ -99,7 +103,11 @@ impl Complaint {
             Complaint::LeaseRecord => {
                 "dlock_rejected_requests_total{reason=\"storage_unavailable\"}"
             }
-            Complaint::SlowReader | Complaint::TlsHandshakeTimeout => "the DEBUG log",
+            Complaint::TlsHandshakeTimeout => {
+                "dlock_frame_errors_total{kind=\"tls_handshake_timeout\"}"
+            }
+            Complaint::TlsHandshake => "dlock_frame_errors_total{kind=\"tls_handshake\"}",
+            Complaint::SlowReader => "the DEBUG log",
         }
     }
 }

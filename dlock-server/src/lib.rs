@@ -439,10 +439,14 @@ async fn serve_tls(
     let tls = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            debug!(peer = %addr, error = %e, "TLS handshake failed");
+            admitted.net.frame_error(metrics::FrameError::TlsHandshake);
+            complain!(Complaint::TlsHandshake, peer = %addr, error = %e, "TLS handshake failed; closing connection");
             return;
         }
         Err(_) => {
+            admitted
+                .net
+                .frame_error(metrics::FrameError::TlsHandshakeTimeout);
             complain!(Complaint::TlsHandshakeTimeout, peer = %addr, "TLS handshake not completed in time; closing connection");
             return;
         }

@@ -42,17 +42,23 @@ pub(crate) enum FrameError {
     ExpectedHello,
     /// A `Hello` of another protocol version.
     VersionMismatch,
+    /// A TLS handshake that failed (a client certificate refused, no TLS at all).
+    TlsHandshake,
+    /// A TLS handshake not finished within `--handshake-timeout`.
+    TlsHandshakeTimeout,
 }
 
 impl FrameError {
     /// Every kind, in label order.
-    pub(crate) const ALL: [FrameError; 6] = [
+    pub(crate) const ALL: [FrameError; 8] = [
         FrameError::Malformed,
         FrameError::TooLarge,
         FrameError::Timeout,
         FrameError::HandshakeTimeout,
         FrameError::ExpectedHello,
         FrameError::VersionMismatch,
+        FrameError::TlsHandshake,
+        FrameError::TlsHandshakeTimeout,
     ];
 
     /// The `kind` label.
@@ -64,6 +70,8 @@ impl FrameError {
             FrameError::HandshakeTimeout => "handshake_timeout",
             FrameError::ExpectedHello => "expected_hello",
             FrameError::VersionMismatch => "version_mismatch",
+            FrameError::TlsHandshake => "tls_handshake",
+            FrameError::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 }

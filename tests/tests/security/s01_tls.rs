@@ -172,3 +172,57 @@ async fn many_tls_clients_connect_at_once() -> Result<()> {
     server.shutdown().await?;
     Ok(())
 }
+
+/// Failed TLS handshakes are counted (`dlock_frame_errors_total{kind="tls_handshake"}`): a
+/// client that does not trust the server's certificate, and one that speaks plain dlock to
+/// the TLS port.
+#[tokio::test]
+async fn failed_tls_handshakes_are_counted() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new("s01f")?;
+    let cert = pki.server_cert("server")?;
+    let server = dlock_server::Server::with_config(Config {
+        listen: ([127, 0, 0, 1], 0).into(),
+        restart_grace: dlock_server::RestartGrace::DISABLED,
+        tls: Some(TlsConfig {
+            cert: cert.cert,
+            key: cert.key,
+            client_ca: None,
+        }),
+        ..Config::default()
+    })
+    .http(([127, 0, 0, 1], 0).into())
+    .spawn()
+    .await?;
+    let http = server.http_addr().expect("an HTTP listener");
+    let other = Pki::new("s01f-other")?;
+    connect_err(tls_builder(&server, &other)).await?;
+    let mut plain = tokio::net::TcpStream::connect(server.addr()).await?;
+    plain.write_all(&[0, 0, 0, 3, 1, 2, 3]).await?;
+    let want = "dlock_frame_errors_total{kind=\"tls_handshake\"} 2";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = dlock_tests::http::get(http, "/metrics").await?;
+        anyhow::ensure!(
+            answer.status == 200,
+            "/metrics: {} {}",
+            answer.status,
+            answer.body
+        );
+        let page = answer.body;
+        if page.lines().any(|l| l == want) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no {want:?} in {}",
+            page.lines()
+                .filter(|l| l.contains("frame_errors"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.shutdown().await?;
+    Ok(())
+}
