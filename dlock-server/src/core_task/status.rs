@@ -22,8 +22,12 @@ pub(crate) const MAX_EDGES: usize = 2_000;
 pub(crate) const MAX_RESOURCES: usize = 500;
 /// Most sessions in one `/api/sessions` page.
 pub(crate) const MAX_SESSIONS: usize = 1_000;
-/// Bytes of resource views (by their wire size bound) in one `/api/resources` page.
-const RESOURCES_BUDGET: usize = 1 << 20;
+/// Bytes of resource views, by their wire size bound, in one `/api/resources` page: a sixth
+/// of the 1 MiB the README promises for the JSON answer. JSON takes at most six bytes for one
+/// of that bound (a control character in a name is `\u0001`; a name that is not UTF-8 is
+/// written twice, as text and as hex; a lock's keys and quotes come to less than six times
+/// its fixed part).
+const RESOURCES_BUDGET: usize = (1 << 20) / 6;
 
 /// Steps of the wait-for walks one `/api/waits` answer may take (a few milliseconds of the
 /// engine): a client that queued tens of thousands of requests on a few resources made one

@@ -252,6 +252,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_page_stays_under_a_mebibyte_of_json_whatever_the_names() {
+        let dir = tempfile::tempdir().unwrap();
+        // Names of control characters, each six bytes in JSON.
+        let names: Vec<Vec<u8>> = (0..400u32)
+            .map(|i| {
+                let mut n = format!("{i:04}").into_bytes();
+                n.resize(1_000, 1);
+                n
+            })
+            .collect();
+        let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let state = server_holding(dir.path(), &refs).await;
+        let page = get(&state, "/api/resources?limit=500").await.unwrap();
+        let json = serde_json::to_vec(&page).unwrap();
+        assert!(json.len() <= 1 << 20, "{} bytes", json.len());
+        assert!(
+            page.next_cursor.is_some(),
+            "cut short, with a cursor to go on"
+        );
+        assert!(!page.resources.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_bad_cursor_hex_is_a_bad_request() {
         let dir = tempfile::tempdir().unwrap();
         let state = server_holding(dir.path(), &[b"a"]).await;
