@@ -73,10 +73,13 @@ pub fn cursor_arg(bytes: &[u8]) -> String {
     let hex = HEX_PREFIX;
     match std::str::from_utf8(bytes) {
         Ok(text)
+            // Not a character the shell expands, nor one that `escape_debug` writes
+            // otherwise: control characters, quotes, and the invisible ones that change the
+            // text around them (U+202E turns the rest of the line around).
             if !text.starts_with(hex)
-                && !text
-                    .chars()
-                    .any(|c| c.is_control() || matches!(c, '"' | '\\' | '$' | '`' | '!')) =>
+                && !text.chars().any(|c| {
+                    c.escape_debug().nth(1).is_some() || matches!(c, '$' | '`' | '!')
+                }) =>
         {
             format!("\"{text}\"")
         }
