@@ -206,7 +206,7 @@ Answers: {\"tag\": TAG, \"event\": EVENT, ...}
 Error names: not_queued, timed_out, deadlock (this request was chosen as the victim of a
 deadlock), cancelled, lost, not_found, busy, not_pending, invalid, limit, not_permitted,
 unavailable, overloaded, too_large, failed; and for lines: syntax, no_lock, tag_in_use,
-too_many_tags.
+too_many_tags (at most 4096 tags at once; an unlocked tag frees its place).
 
 Example (bash):
   coproc DL { dlock session; }

@@ -423,7 +423,9 @@ impl Client {
     /// Ends the session with `Goodbye`: the server releases every lock at once. Every guard's
     /// [`lost`](LockGuard::lost) fires with [`LostReason::Closed`](crate::LostReason::Closed);
     /// later calls on any clone fail with [`Error::Closed`]. If the client is disconnected at
-    /// that moment, the server releases the locks when the lease runs out instead.
+    /// that moment, the server releases the locks when the lease runs out instead. A server
+    /// that does not answer the `Goodbye` (gone without the connection saying so) is waited
+    /// for 5 s at most.
     ///
     /// Closing an already closed client does nothing and returns `Ok`.
     pub async fn close(&self) -> Result<()> {

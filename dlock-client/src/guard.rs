@@ -63,11 +63,13 @@ impl std::fmt::Debug for Lost {
     }
 }
 
-/// A held lock. Dropping it releases the lock in the background.
+/// A held lock. Dropping it releases the lock in the background, so a guard that is not
+/// kept (`client.lock(..).await?;` alone) releases its lock at once.
 ///
 /// Returned by [`Client::lock`](crate::Client::lock) and friends once the lock is granted.
 /// The guard keeps the client's background task alive, so it stays valid even if every
 /// [`Client`](crate::Client) handle is dropped.
+#[must_use = "the lock is released when the guard is dropped: keep it while the lock is needed"]
 pub struct LockGuard {
     shared: Arc<LockShared>,
     tx: OpSender,
@@ -146,7 +148,10 @@ impl LockGuard {
 
     /// Converts the lock to `mode`, waiting if the conversion is queued (R11). On success the
     /// token and mode are updated. Dropping the future cancels a queued conversion (the lock
-    /// keeps its old mode, R47).
+    /// keeps its old mode, R47), unless the grant is already on its way: then the lock takes
+    /// the new mode, and [`mode`](Self::mode) and [`token`](Self::token) show it once the grant
+    /// is received (a moment after the drop). Read them, not the mode asked for, after a
+    /// dropped conversion.
     pub async fn convert(&mut self, mode: Mode) -> Result<()> {
         self.convert_with(mode, ConvertOptions::default()).await
     }
@@ -264,8 +269,11 @@ impl LockGuard {
 
     /// Waits for the next blocking notification (R32..R37) and returns the mode another
     /// request wants. Advice only: nothing is revoked; release or down-convert if you agree.
-    /// Notifications may be coalesced (R37). Fails with [`Error::SessionLost`] once the lock is
-    /// lost.
+    /// Notifications may be coalesced (R37), and one that came while nobody waited is kept
+    /// and returned by the next call, even if the request behind it has since given up.
+    /// Once the lock is gone, fails with [`Error::SessionLost`] (the session expired or was
+    /// lost), [`Error::Closed`] (the client was closed) or [`Error::NotFound`] (the lock was
+    /// released, by its id).
     pub async fn blocked(&mut self) -> Result<Mode> {
         loop {
             let notified = self.shared.notify().notified();

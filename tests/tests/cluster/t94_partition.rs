@@ -90,7 +90,7 @@ async fn t94_minority_partition_grants_nothing() -> Result<()> {
             after != old,
             "the old leader {old} leads again after healing"
         );
-        done("a grant after healing", majority.lock("after", Mode::EX)).await?;
+        drop(done("a grant after healing", majority.lock("after", Mode::EX)).await?);
         members_agree(&c)?;
         Ok(())
     })

@@ -18,7 +18,7 @@ async fn t97_a_client_connecting_during_a_fail_over_finds_the_new_leader() -> Re
         // A grant is committed by a majority: a follower has heard from the leader and
         // names it.
         let before = client(&c, "before").await?;
-        done("a grant before the kill", before.lock("x", Mode::EX)).await?;
+        drop(done("a grant before the kill", before.lock("x", Mode::EX)).await?);
 
         c.kill(old).await;
         // At once: the election has not even started (its timeout is 200..400 ms), so the
@@ -42,7 +42,7 @@ async fn t97_a_client_connecting_during_a_fail_over_finds_the_new_leader() -> Re
             .with_context(|| format!("connected to {at}, not a member"))?;
         ensure!(new != old, "connected to the killed leader {old}");
         // The new leader serves it.
-        done("a grant after the fail-over", fresh.lock("y", Mode::EX)).await?;
+        drop(done("a grant after the fail-over", fresh.lock("y", Mode::EX)).await?);
         members_agree(&c)?;
         Ok(())
     })

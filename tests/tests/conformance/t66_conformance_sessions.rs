@@ -76,8 +76,8 @@ async fn r50_close_removes_every_lock_and_runs_grant_passes() -> Result<()> {
             );
             still_pending(&mut pa3, a).await?;
             unlock(x3).await?;
-            outcome("a's request on s3", pa3).await??;
-            drop((ga1, ga2));
+            let ga3 = outcome("a's request on s3", pa3).await??;
+            drop((ga1, ga2, ga3));
         }
         ensure!(lost1.await == LostReason::Closed);
         ensure!(lost2.await == LostReason::Closed);
