@@ -240,7 +240,8 @@ impl LockGuard {
     /// - [`Error::SessionLost`] or [`Error::Closed`]: the lock was already gone.
     ///
     /// A dropped guard, by contrast, always releases: after a refused plain unlock (BUSY) it
-    /// cancels what is pending and unlocks.
+    /// cancels what is pending and unlocks. So does an unlock whose future is dropped before
+    /// its answer came: nobody is left to learn of a refusal.
     pub async fn unlock_with(mut self, opts: UnlockOptions) -> Result<()> {
         if let Err(e) = self.check_alive() {
             self.done = true;

@@ -263,8 +263,11 @@ impl SessionMachine {
                     let err = outcome_error(&other);
                     // A guard's explicit unlock that the server refused changed nothing
                     // (R5, R54, R45): the lock stays held, its caller told why. Only what a
-                    // dropped guard or the client itself sent is followed up.
-                    let explicit = matches!(origin, Origin::Guard(_)) && o.call.reply.is_some();
+                    // dropped guard or the client itself sent is followed up, and an explicit
+                    // unlock whose caller stopped waiting: nobody would learn of the refusal,
+                    // and the guard is gone.
+                    let explicit = matches!(origin, Origin::Guard(_))
+                        && o.call.reply.as_ref().is_some_and(|r| !r.is_closed());
                     if (*origin != Origin::ById && !explicit) || matches!(err, Error::NotFound) {
                         let fallback = *origin == Origin::Fallback;
                         self.on_unlock_refused(req.lock, &err, fallback, now);

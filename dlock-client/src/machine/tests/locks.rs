@@ -187,6 +187,22 @@ fn a_guards_unlock_refused_as_busy_cancels_nothing() {
 }
 
 #[test]
+fn a_busy_unlock_whose_caller_stopped_waiting_is_followed_up_like_a_dropped_guards() {
+    let mut h = Harness::connected(TTL);
+    let lock = LockId(8);
+    let (l, rx, id) = h.grant_then_unlock(lock);
+    // The unlock's future is dropped after it was sent (a timeout around it, say).
+    drop(rx);
+    h.event(Some(id), Some(lock), rejected(Reject::Busy));
+    let sent = h.requests();
+    assert!(
+        matches!(&sent[..], [(_, Request::Cancel { lock: l1 }), (_, r)] if *l1 == lock && *r == plain(lock)),
+        "{sent:?}"
+    );
+    assert_eq!(l.shared.lost_reason(), None, "until the server says so");
+}
+
+#[test]
 fn a_busy_unlock_of_a_dropped_guard_cancels_then_unlocks_once() {
     let mut h = Harness::connected(TTL);
     let lock = LockId(4);
