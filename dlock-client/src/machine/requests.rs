@@ -140,6 +140,10 @@ impl Requests {
     /// Whether `call` must wait before it is sent: a lock call on a resource with a request
     /// given up, or with a call already waiting (calls on one resource keep their order).
     pub(crate) fn must_wait(&self, call: &Call) -> bool {
+        if self.given_up.is_empty() && self.held.is_empty() {
+            // As good as always: nothing given up, nothing to hash.
+            return false;
+        }
         let What::Lock { req, .. } = &call.what else {
             return false;
         };
