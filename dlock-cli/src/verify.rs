@@ -147,13 +147,22 @@ fn dedup(lines: Vec<String>) -> Vec<String> {
 }
 
 /// The last line: the verdict and what was checked.
+/// The files read, by name: every one when there are a few, else the first and the last
+/// (rotated logs come in order, oldest first).
+fn file_list(files: &[PathBuf]) -> String {
+    let name = |f: &PathBuf| f.display().to_string();
+    match files {
+        [first, .., last] if files.len() > 4 => format!("{} .. {}", name(first), name(last)),
+        _ => files.iter().map(name).collect::<Vec<_>>().join(", "),
+    }
+}
+
 fn summary(files: &[PathBuf], stats: &AuditStats, report: &CheckReport) -> String {
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let checked = format!(
         "{} inputs in {} file(s) ({}), {} server lifetime(s), {} resource(s): {} grants, {} completions, {} lease expiries{}",
         report.inputs,
         files.len(),
-        names.join(", "),
+        file_list(files),
         report.lifetimes,
         report.resources,
         report.grants,
@@ -213,6 +222,18 @@ fn wall_clock(ts_us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_files_are_named_by_the_first_and_the_last() {
+        let files = |n: usize| -> Vec<PathBuf> {
+            (0..n)
+                .rev()
+                .map(|i| PathBuf::from(format!("a.jsonl.{i}")))
+                .collect()
+        };
+        assert_eq!(file_list(&files(2)), "a.jsonl.1, a.jsonl.0");
+        assert_eq!(file_list(&files(1000)), "a.jsonl.999 .. a.jsonl.0");
+    }
 
     #[test]
     fn a_directory_stands_for_its_audit_logs_and_an_empty_one_is_an_error() {
