@@ -104,21 +104,22 @@ pub fn cluster_table(view: &dlock_proto::status::ClusterView) -> String {
         "cluster: answered by node {}, leader {leader}, term {}, log index {}, applied {}\n",
         view.node_id, view.term, view.last_log_index, view.applied_index
     );
-    let rows: Vec<[String; 4]> = view
+    let rows: Vec<[String; 5]> = view
         .members
         .iter()
         .map(|m| {
             let role = if Some(m.id) == view.leader { "*" } else { "" };
             [
                 format!("{}{role}", m.id),
+                if m.voter { "voter" } else { "learner" }.to_owned(),
                 m.client_addr.clone(),
                 m.raft_addr.clone(),
                 m.matched.map_or_else(|| "-".to_owned(), |i| i.to_string()),
             ]
         })
         .collect();
-    let header = ["NODE", "CLIENT", "PEER", "MATCHED"].map(str::to_owned);
-    let mut width = [0usize; 4];
+    let header = ["NODE", "VOTES", "CLIENT", "PEER", "MATCHED"].map(str::to_owned);
+    let mut width = [0usize; 5];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -226,6 +227,7 @@ mod tests {
             client_addr: format!("127.0.0.1:743{id}"),
             raft_addr: format!("127.0.0.1:753{id}"),
             matched,
+            voter: id != 3,
         };
         let view = ClusterView {
             node_id: 2,
@@ -243,8 +245,11 @@ mod tests {
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["NODE", "CLIENT", "PEER", "MATCHED"]
+            ["NODE", "VOTES", "CLIENT", "PEER", "MATCHED"]
         );
+        // A learner being added says so.
+        assert_eq!(lines[4].split_whitespace().nth(1), Some("learner"), "{t}");
+        assert_eq!(lines[2].split_whitespace().nth(1), Some("voter"), "{t}");
         assert!(lines[2].starts_with("  1 "), "{t}");
         assert!(lines[3].starts_with("  2* "), "{t}");
         assert!(lines[4].trim_end().ends_with(" -"), "{t}");

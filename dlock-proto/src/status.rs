@@ -347,6 +347,9 @@ pub struct MemberView {
     pub raft_addr: String,
     /// On the leader: the last log index the member is known to hold (`None`: not known).
     pub matched: Option<u64>,
+    /// Whether it votes: `false` for a learner being added (it counts for no majority until
+    /// it has caught up and the change that makes it a voter is committed).
+    pub voter: bool,
 }
 
 /// A cluster as one node sees it (`Query::Cluster`, `dlock status`).

@@ -150,6 +150,8 @@ pub struct ClusterStatus {
     pub members: BTreeMap<NodeId, Member>,
     /// How many of [`members`](Self::members) vote (a majority of them commits).
     pub voters: usize,
+    /// The members that do not vote: learners being added, caught up or not.
+    pub learners: std::collections::BTreeSet<NodeId>,
     /// This node's Raft role.
     pub role: Role,
     /// Where this node stands in the membership it knows (`Removed`: taken out of the
@@ -348,6 +350,7 @@ impl Sequencer {
                 .map(|(id, member)| (*id, member.clone()))
                 .collect(),
             voters: membership.voter_ids().count(),
+            learners: membership.learner_ids().collect(),
             role: role_of(m.state),
             standing: crate::membership::standing_catching_up(
                 membership,

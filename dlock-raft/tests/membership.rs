@@ -174,6 +174,10 @@ async fn a_member_that_does_not_answer_is_never_made_a_voter() -> Result<()> {
     }
     assert_eq!(membership().voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(membership().learner_ids().collect::<Vec<_>>(), vec![4]);
+    // What `dlock status --cluster` shows of it.
+    let status = seqs[&leader].status();
+    assert_eq!(status.learners, std::collections::BTreeSet::from([4]));
+    assert_eq!(status.voters, 3);
     seqs[&leader].remove_member(4).await?;
     assert!(membership().get_node(&4).is_none(), "{:?}", membership());
 

@@ -148,6 +148,7 @@ pub(crate) fn view(sequencer: &dlock_raft::Sequencer) -> dlock_proto::status::Cl
                 client_addr: m.client_addr.clone(),
                 raft_addr: m.raft_addr.clone(),
                 matched: status.matched.get(id).copied().flatten(),
+                voter: !status.learners.contains(id),
             })
             .collect(),
     }

@@ -439,6 +439,7 @@ mod tests {
             id: 1,
             members: BTreeMap::new(),
             voters: 3,
+            learners: std::collections::BTreeSet::new(),
             role,
             standing: dlock_proto::status::Standing::Voter,
             leader,
