@@ -77,6 +77,21 @@ pub(crate) enum HttpAccess {
 #[derive(Debug)]
 pub(crate) struct NotAuthenticated;
 
+impl Loaded {
+    /// What an operator should hear about files that load but shut everyone out (said at
+    /// WARN at start and on every reload).
+    fn warnings(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if self.tokens.as_ref().is_some_and(|t| t.is_empty()) {
+            w.push("the --auth-file holds no token: every client is refused");
+        }
+        if self.rules.as_ref().is_some_and(|r| r.grant_nothing()) {
+            w.push("the --auth-rules give no identity any access: every lock request and query is refused");
+        }
+        w
+    }
+}
+
 impl Files {
     fn load(&self) -> Result<Loaded, ServerError> {
         let acceptor = match &self.tls {
@@ -108,6 +123,10 @@ impl Security {
             auth_rules: config.auth_rules.clone(),
         };
         let loaded = files.load()?;
+        loaded
+            .warnings()
+            .into_iter()
+            .for_each(|w| tracing::warn!("{w}"));
         Ok(Arc::new(Security {
             files,
             loaded: RwLock::new(Arc::new(LoadedShared {
@@ -124,6 +143,10 @@ impl Security {
     /// are kept (a TLS connection keeps the certificate it was opened with).
     pub fn reload(&self) -> Result<(), ServerError> {
         let loaded = self.files.load()?;
+        loaded
+            .warnings()
+            .into_iter()
+            .for_each(|w| tracing::warn!("{w}"));
         let shared = Arc::new(LoadedShared {
             acceptor: loaded.acceptor,
             tokens: loaded.tokens,
@@ -229,5 +252,35 @@ impl Security {
             return Err(NotAuthenticated);
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(tokens: Option<&str>, rules: Option<&str>) -> Loaded {
+        Loaded {
+            acceptor: None,
+            tokens: tokens.map(|t| Arc::new(Tokens::parse(t).unwrap())),
+            rules: rules.map(|r| Arc::new(Rules::parse(r).unwrap())),
+        }
+    }
+
+    #[test]
+    fn files_that_shut_everyone_out_are_said_to() {
+        let hash = tokens::hash_token("t");
+        assert_eq!(
+            loaded(Some(&format!("ci {hash}\n")), None).warnings().len(),
+            0
+        );
+        let w = loaded(Some("# nobody yet\n\n"), None).warnings();
+        assert!(w[0].contains("holds no token"), "{w:?}");
+        let w = loaded(None, Some("[identities.ci]\n\"\" = \"none\"\n")).warnings();
+        assert!(w[0].contains("give no identity any access"), "{w:?}");
+        let w = loaded(None, Some("")).warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        let some = "[identities.\"*\"]\n\"jobs/\" = \"list\"\n";
+        assert_eq!(loaded(None, Some(some)).warnings().len(), 0);
     }
 }

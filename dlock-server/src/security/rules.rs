@@ -117,6 +117,14 @@ impl Rules {
             .map_or(Access::None, |(_, access)| *access)
     }
 
+    /// Whether the rules give nobody any access (no prefix above `none` for any identity).
+    pub(crate) fn grant_nothing(&self) -> bool {
+        self.identities
+            .values()
+            .flatten()
+            .all(|(_, access)| *access == Access::None)
+    }
+
     /// Whether `identity` may inspect other sessions.
     pub fn is_admin(&self, identity: Option<&str>) -> bool {
         identity.is_some_and(|id| self.admins.contains(id))

@@ -17,6 +17,13 @@ pub(crate) struct Tokens {
     entries: Vec<([u8; 32], Arc<str>)>,
 }
 
+impl Tokens {
+    /// Whether the file named no token at all (every client is then refused).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// The SHA-256 of `token`, as the 64 lowercase hex digits of an `--auth-file` line.
 pub fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
