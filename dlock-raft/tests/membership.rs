@@ -200,3 +200,45 @@ async fn a_member_that_does_not_answer_is_never_made_a_voter() -> Result<()> {
     duties.cancel();
     Ok(())
 }
+
+/// A removal that leaves no live majority of the new configuration answers `Unfinished`
+/// within the wait, and completes by itself once the missing member answers again, without
+/// another call (it is not left half-way, in a joint configuration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_waiting_for_a_majority_completes_when_it_answers() -> Result<()> {
+    let mut c = cluster(3).await?;
+    let duties = CancellationToken::new();
+    let started = c.start_all(Cluster::defaults).await?;
+    let mut nodes = by_id(started);
+    let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
+    let seq = sequencer(&nodes[&leader], Duration::from_secs(5), &duties);
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let (down, removed) = (others[0], others[1]);
+    // The new configuration is the leader and `down`: it cannot commit while `down` is.
+    kill(&nodes[&down]).await?;
+    match seq.remove_member(removed).await {
+        Err(ProposeError::Unfinished(why)) => assert!(why.contains("not committed"), "{why}"),
+        other => panic!("a removal without a majority: {other:?}"),
+    }
+    let listener = rebind(&c, down).await?;
+    nodes.insert(
+        down,
+        start(down, &c.dirs[down as usize - 1], listener).await?,
+    );
+    let voters = || {
+        nodes[&leader]
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .clone()
+    };
+    until("the removal to finish on its own", || {
+        voters() == vec![std::collections::BTreeSet::from([leader, down])]
+    })
+    .await?;
+    duties.cancel();
+    Ok(())
+}
