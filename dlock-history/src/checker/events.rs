@@ -126,7 +126,8 @@ impl Checker {
             self.violation(
                 Property::DeadRelease,
                 format!(
-                    "session {session} expired {lived} us after its last renewal, before its lease of {} ms",
+                    "session {session} expired {:.3} ms after its last renewal, before its lease of {} ms",
+                    lived as f64 / 1000.0,
                     m.ttl_ms
                 ),
             );
