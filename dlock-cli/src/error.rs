@@ -106,7 +106,9 @@ impl CliError {
             | CliError::NoLeader { .. }
             | CliError::SessionLostWhileWaiting { .. }
             | CliError::NoAnswer { .. } => exit::UNAVAILABLE,
-            CliError::Client(e) | CliError::Request { source: e, .. } if is_unreachable(e) => {
+            CliError::Client(e) | CliError::Request { source: e, .. }
+                if is_unreachable(e) || is_at_limits(e) =>
+            {
                 exit::UNAVAILABLE
             }
             CliError::Client(e) | CliError::Request { source: e, .. } if is_invalid_argument(e) => {
@@ -152,6 +154,23 @@ pub fn is_unreachable(e: &dlock_client::Error) -> bool {
     )
 }
 
+/// Whether the server refused for its limits (connections or sessions from this address,
+/// the request rate): unavailable for now, like a server that cannot be reached, but it
+/// answered, so the message is the server's own.
+pub fn is_at_limits(e: &dlock_client::Error) -> bool {
+    use dlock_client::Error as E;
+    use dlock_proto::Refusal;
+    matches!(
+        e,
+        E::Overloaded
+            | E::Refused(
+                Refusal::TooManyConnections
+                    | Refusal::TooManyConnectionsFromPeer { .. }
+                    | Refusal::TooManySessionsFromPeer { .. }
+            )
+    )
+}
+
 /// Whether the server refused the client's credential, or its rules this identity's request.
 pub fn is_not_permitted(e: &dlock_client::Error) -> bool {
     use dlock_client::Error as E;
@@ -192,6 +211,17 @@ mod tests {
             "{e}"
         );
         assert!(is_unreachable(&dlock_client::Error::NoLeader));
+    }
+
+    #[test]
+    fn a_server_at_its_limits_is_unavailable_for_now() {
+        use dlock_proto::Refusal;
+        for e in [
+            dlock_client::Error::Refused(Refusal::TooManyConnections),
+            dlock_client::Error::Overloaded,
+        ] {
+            assert_eq!(CliError::Client(e).exit_code(), exit::UNAVAILABLE);
+        }
     }
 
     #[test]

@@ -14,7 +14,8 @@ Exit codes:
   2      usage error, or an argument the server rejects (an empty or too long name,
          a --ttl outside its bounds)
   69     server unreachable (also when it stays unreachable for a whole lease while
-         waiting for the lock), or a cluster without a leader: members answer that
+         waiting for the lock), at its limits (too many connections or sessions, a
+         request rate over its limit), or a cluster without a leader: members answer that
          they do not lead for 5 s (dlock waits that long for a fail-over); with
          --timeout or --no-wait, also a server that did not answer within the wait
          time plus 2 s, connecting included (frozen, or cut off by the network)

@@ -564,6 +564,31 @@ async fn a_lock_asked_while_the_server_is_down_ends_with_the_lost_session() -> R
     Ok(())
 }
 
+/// A session that holds nothing ends with its loss too (exit 69), rather than going on in a
+/// new session the client would open by itself: with the server shut down, at once; with the
+/// server gone silently, when the lease lapses (2 s here), with stdin still open both times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_holds_nothing_ends_when_it_is_lost() -> Result<()> {
+    for graceful in [true, false] {
+        let mut server = TestServer::start().await?;
+        let mut s = Session::start_with(&server, "idle", &["--ttl", "2s"])?;
+        s.ask("ping p", "p", "pong").await?;
+        if graceful {
+            server.shutdown().await?;
+        } else {
+            server.abort().await;
+        }
+        // stdout ends (the process exits) with stdin still open.
+        assert_eq!(s.next().await?, None, "graceful: {graceful}");
+        let status = tokio::time::timeout(DEADLINE, s.child.wait())
+            .await
+            .context("dlock session did not exit in time")??;
+        assert_eq!(status.code(), Some(69), "graceful: {graceful}");
+        assert!(s.stdin.is_some());
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_exit_69_and_a_bad_option_exit_2() -> Result<()> {
     let out = output(dlock_at("127.0.0.1:1", &["session"])).await?;

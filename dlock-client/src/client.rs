@@ -420,6 +420,32 @@ impl Client {
         self.inner.view.lvb_len()
     }
 
+    /// Completes when the session this client has now ends, with why: its lease expired or
+    /// the server would not resume it ([`LostReason::SessionExpired`](crate::LostReason)),
+    /// the client could not renew in time (`LocalLeaseLapsed`), the server shut down, or the
+    /// client was closed. Completes at once between sessions.
+    ///
+    /// Every lock of the session ends with it, and each guard's [`lost`](LockGuard::lost)
+    /// says so; this tells a client that holds no lock. The client opens a new session by
+    /// itself afterwards, so a program whose work belongs to one session (a script's
+    /// sequence of conversions, say) should stop when this completes rather than carry on in
+    /// the next.
+    ///
+    /// The future does not borrow the client: the session is the one current when this is
+    /// called, not when the future is first polled.
+    pub fn session_ended(
+        &self,
+    ) -> impl std::future::Future<Output = crate::LostReason> + Send + 'static {
+        let view = self.inner.view.clone();
+        let id = view.session();
+        async move {
+            if id.0 == 0 {
+                return crate::LostReason::SessionExpired;
+            }
+            view.ended(id).await
+        }
+    }
+
     /// Ends the session with `Goodbye`: the server releases every lock at once. Every guard's
     /// [`lost`](LockGuard::lost) fires with [`LostReason::Closed`](crate::LostReason::Closed);
     /// later calls on any clone fail with [`Error::Closed`]. If the client is disconnected at

@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dlock_core::SessionId;
 use dlock_proto::Welcome;
+use tokio::sync::watch;
+
+use crate::lock_state::LostReason;
 
 /// The current session id and what the latest `Welcome` said, written by the machine and
 /// read by [`Client`](crate::Client).
@@ -18,6 +21,8 @@ pub(crate) struct SessionView {
     lvb_len: AtomicU64,
     /// The endpoint whose server sent the latest `Welcome`.
     endpoint: Mutex<String>,
+    /// The last session that ended, and why.
+    ended: watch::Sender<Option<(SessionId, LostReason)>>,
 }
 
 impl SessionView {
@@ -29,6 +34,27 @@ impl SessionView {
     /// Records the current session (`SessionId(0)`: none).
     pub(crate) fn set_session(&self, id: SessionId) {
         self.id.store(id.0, Ordering::Release);
+    }
+
+    /// Records that session `id` ended, for `reason`.
+    pub(crate) fn session_ended(&self, id: SessionId, reason: LostReason) {
+        self.ended.send_replace(Some((id, reason)));
+    }
+
+    /// Waits until session `id` has ended (at once if it has), and says why.
+    pub(crate) async fn ended(&self, id: SessionId) -> LostReason {
+        let mut rx = self.ended.subscribe();
+        let ended = rx
+            .wait_for(|e| e.is_some_and(|(s, _)| s == id) || self.session() != id)
+            .await
+            .ok()
+            .and_then(|e| *e);
+        match ended {
+            Some((s, reason)) if s == id => reason,
+            // A session ended and another began before this looked: `id`'s end, whatever
+            // it was, is not known here.
+            _ => LostReason::SessionExpired,
+        }
     }
 
     /// The server's version string.

@@ -102,12 +102,17 @@ impl Driver {
 
     /// Reads and carries out lines until the session ends, and says why.
     async fn drive(&mut self, mut input: mpsc::Receiver<Input>, signals: &mut Signals) -> End {
+        // The session's end, even with no lock to report it: the client would open a new
+        // session by itself, and the script's lines would go on in it unawares.
+        let session_end = self.client.session_ended();
+        tokio::pin!(session_end);
         loop {
             // Biased: a loss or a signal ends the session before any further line is read.
             let (n, bytes) = tokio::select! {
                 biased;
                 sig = signals.recv() => return End::Signal(sig),
                 Some(reason) = self.lost_rx.recv() => return End::Lost(reason),
+                reason = &mut session_end => return End::Lost(reason.to_string()),
                 () = self.out.closed() => return End::Output,
                 item = input.recv() => match item {
                     None => return End::Input,
@@ -134,6 +139,7 @@ impl Driver {
                 biased;
                 sig = signals.recv() => return End::Signal(sig),
                 Some(reason) = self.lost_rx.recv() => return End::Lost(reason),
+                reason = &mut session_end => return End::Lost(reason.to_string()),
                 () = self.out.closed() => return End::Output,
                 _ = done => {}
             }

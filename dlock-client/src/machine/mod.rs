@@ -493,10 +493,12 @@ impl SessionMachine {
                 call.fail(err.clone());
             }
         }
-        if self.session.take().is_some() {
-            tracing::debug!(%reason, "session ended");
-        }
+        let ended = self.session.take();
         self.view.set_session(SessionId(0));
+        if let Some(s) = ended {
+            tracing::debug!(%reason, "session ended");
+            self.view.session_ended(s.id, reason);
+        }
     }
 
     /// The session is gone ([`end_session`](Self::end_session)), and with it the
