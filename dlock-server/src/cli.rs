@@ -181,7 +181,7 @@ pub struct Args {
     pub log_format: LogFormat,
 
     /// Log filter, e.g. "info" or "dlock_server=debug"; RUST_LOG is used when this is unset.
-    #[arg(long, env = "DLOCK_LOG_LEVEL")]
+    #[arg(long, env = "DLOCK_LOG_LEVEL", value_parser = parse_log_filter)]
     pub log_level: Option<String>,
 
     /// Append an audit log (one JSON line per applied engine input and its events) to this
@@ -399,6 +399,31 @@ impl Args {
 
 /// `--audit-log-max-size`: a size of at least [`AuditConfig::MIN_MAX_SIZE`](crate::audit::AuditConfig::MIN_MAX_SIZE)
 /// (a log rotated every few lines keeps almost no history).
+/// Checks a `--log-level` filter: each directive a level, `TARGET=LEVEL`, or a target that
+/// names code (a module path, or a crate whose lines the server logs). A bare word that is
+/// none of these (`garbage`, `inof`) would be read as a target that logs nothing, and silence
+/// every line, errors included.
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    const CRATES: [&str; 7] = [
+        "openraft", "tokio", "hyper", "axum", "rustls", "tower", "h2",
+    ];
+    for d in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !d.contains(['=', '[', '{']);
+        let known = LEVELS.iter().any(|l| d.eq_ignore_ascii_case(l))
+            || d.contains("::")
+            || d.starts_with("dlock")
+            || CRATES.contains(&d);
+        if bare && !known {
+            return Err(format!(
+                "{d:?} is neither a level ({}) nor TARGET=LEVEL (e.g. dlock_server=debug)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_audit_log_size(s: &str) -> Result<bytesize::ByteSize, String> {
     let size: bytesize::ByteSize = s.parse()?;
     if size.as_u64() < crate::audit::AuditConfig::MIN_MAX_SIZE {
@@ -413,6 +438,24 @@ fn parse_audit_log_size(s: &str) -> Result<bytesize::ByteSize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_filter_that_would_silence_everything_is_refused() {
+        for ok in [
+            "info",
+            "WARN",
+            "info,openraft=warn",
+            "dlock_server=debug",
+            "dlock_raft",
+            "x::y",
+        ] {
+            assert_eq!(parse_log_filter(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in ["garbage", "inof", "info,nonsense"] {
+            let e = parse_log_filter(bad).unwrap_err();
+            assert!(e.contains("neither a level"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn no_arguments_give_the_documented_defaults() {

@@ -66,9 +66,16 @@ fn create_dir(dir: &Path) -> Result<(), ServerError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| ServerError::DataDir {
-        path: dir.to_owned(),
-        source,
+    builder.create(dir).map_err(|source| {
+        // "File exists" for a path that is a file says too little.
+        let source = match fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            _ => source,
+        };
+        ServerError::DataDir {
+            path: dir.to_owned(),
+            source,
+        }
     })
 }
 
@@ -316,6 +323,17 @@ fn replace_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_dir_that_is_a_file_is_said_to_be_no_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        fs::write(&file, "").unwrap();
+        let e = Floor::open(&file)
+            .err()
+            .expect("a file is no data directory");
+        assert!(e.to_string().ends_with("not a directory"), "{e}");
+    }
 
     #[test]
     fn ceiling_starts_at_zero_and_survives_reopen() {
