@@ -329,9 +329,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plain");
         fs::write(&file, "").unwrap();
-        let e = Floor::open(&file)
-            .err()
-            .expect("a file is no data directory");
+        let Err(e) = Floor::open(&file) else {
+            panic!("a file is no data directory");
+        };
         assert!(e.to_string().ends_with("not a directory"), "{e}");
     }
 
