@@ -455,6 +455,8 @@ mod tests {
             let e = parse_log_filter(bad).unwrap_err();
             assert!(e.contains("neither a level"), "{bad}: {e}");
         }
+        let e = Args::try_parse_from(["dlock-server", "--log-level", "garbage"]).unwrap_err();
+        assert!(e.to_string().contains("neither a level"), "{e}");
     }
 
     #[test]
