@@ -16,6 +16,16 @@ use dlock_raft::{Member, ProposeError, Sequencer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The membership `node` knows.
+fn membership_of(node: &Node) -> dlock_raft::openraft::Membership<u64, Member> {
+    node.raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()> {
     let mut c = cluster(3).await?;
@@ -87,15 +97,7 @@ async fn a_member_is_replaced_and_the_new_cluster_keeps_the_table() -> Result<()
     assert_eq!(seq4.status().standing, Standing::Voter);
     kill(&nodes[&3]).await?;
     nodes.remove(&3);
-    let voters = |n: &Node| {
-        n.raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect::<Vec<_>>()
-    };
+    let voters = |n: &Node| membership_of(n).voter_ids().collect::<Vec<_>>();
     until("the membership to be 1, 2, 4 everywhere", || {
         nodes
             .values()
@@ -152,15 +154,7 @@ async fn a_member_that_does_not_answer_is_never_made_a_voter() -> Result<()> {
         .collect();
     let nodes = by_id(started);
     let leader = leader_among(&nodes.values().collect::<Vec<_>>()).await?;
-    let membership = || {
-        nodes[&leader]
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .clone()
-    };
+    let membership = || membership_of(&nodes[&leader]);
 
     // Nothing listens at node 4's peer address (bound, then closed).
     let gone = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
@@ -225,16 +219,7 @@ async fn a_removal_waiting_for_a_majority_completes_when_it_answers() -> Result<
         down,
         start(down, &c.dirs[down as usize - 1], listener).await?,
     );
-    let voters = || {
-        nodes[&leader]
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .get_joint_config()
-            .clone()
-    };
+    let voters = || membership_of(&nodes[&leader]).get_joint_config().clone();
     until("the removal to finish on its own", || {
         voters() == vec![std::collections::BTreeSet::from([leader, down])]
     })

@@ -9,12 +9,23 @@ use dlock_tests::security::{Pki, spawn_server, write_auth_file};
 
 use crate::{builder, connect_err, tls_builder};
 
-#[tokio::test]
-async fn a_rule_reload_takes_effect_without_a_restart() -> Result<()> {
+/// A server with tokens and rules that give bob `access` on `jobs/` (the rules file, to
+/// change and reload), and bob's client.
+async fn bob_with(
+    access: &str,
+) -> Result<(
+    tempfile::TempDir,
+    std::path::PathBuf,
+    dlock_server::ServerHandle,
+    dlock_client::Client,
+)> {
     let dir = tempfile::tempdir()?;
     let auth = write_auth_file(dir.path(), &[("bob", "tb")])?;
     let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"read\"\n")?;
+    std::fs::write(
+        &rules,
+        format!("[identities.bob]\n\"jobs/\" = \"{access}\"\n"),
+    )?;
     let server = spawn_server(Config {
         auth_file: Some(auth),
         auth_rules: Some(rules.clone()),
@@ -22,6 +33,12 @@ async fn a_rule_reload_takes_effect_without_a_restart() -> Result<()> {
     })
     .await?;
     let bob = builder(&server).token("tb").connect().await?;
+    Ok((dir, rules, server, bob))
+}
+
+#[tokio::test]
+async fn a_rule_reload_takes_effect_without_a_restart() -> Result<()> {
+    let (_dir, rules, server, bob) = bob_with("read").await?;
     let err = bob.lock("jobs/1", Mode::EX).await.expect_err("denied");
     assert!(matches!(err, Error::PermissionDenied), "{err}");
 
@@ -47,17 +64,7 @@ async fn a_rule_reload_takes_effect_without_a_restart() -> Result<()> {
 
 #[tokio::test]
 async fn a_demoted_identity_writes_no_value_block_on_a_conversion() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let auth = write_auth_file(dir.path(), &[("bob", "tb")])?;
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"write\"\n")?;
-    let server = spawn_server(Config {
-        auth_file: Some(auth),
-        auth_rules: Some(rules.clone()),
-        ..Config::default()
-    })
-    .await?;
-    let bob = builder(&server).token("tb").connect().await?;
+    let (_dir, rules, server, bob) = bob_with("write").await?;
     let mut held = bob.lock("jobs/1", Mode::EX).await?;
     std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"read\"\n")?;
     server.reload()?;

@@ -31,6 +31,35 @@ fn sent_after(h: &mut Harness, delay: Duration) -> (RequestId, Request) {
     h.request()
 }
 
+/// A lock call on `resource` in EX, sent, then dropped by its caller before any answer:
+/// the request's id.
+fn given_up_before_an_answer(h: &mut Harness, resource: &[u8]) -> RequestId {
+    let (key, _dropped) = h.lock(resource, Mode::EX);
+    let (id, _) = h.request();
+    h.op(Op::Abandon(key));
+    id
+}
+
+/// The connection is back after the backoff, and the server refuses to resume the session.
+fn resume_refused(h: &mut Harness) {
+    h.advance(MS * 800);
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
+    assert!(h.up().resume.is_some());
+    h.frame(ServerMessage::Refused(Refusal::UnknownSession));
+    assert!(matches!(
+        h.actions()[..],
+        [Action::Disconnect { graceful: false }]
+    ));
+}
+
+/// After [`resume_refused`]: the client connects at once and opens session `session`.
+fn new_session(h: &mut Harness, session: SessionId) {
+    h.advance(Duration::ZERO);
+    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
+    assert_eq!(h.up().resume, None);
+    h.frame(welcome(false, session, 10_000));
+}
+
 #[test]
 fn an_unlock_the_server_did_not_take_is_sent_again_later_until_it_is_taken() {
     let mut h = Harness::connected(TTL);
@@ -160,23 +189,13 @@ fn new_requests_not_sent_when_the_session_is_lost_go_in_the_next_session() {
     let mut ping = h.call(What::Ping);
 
     // The resume is refused: the queued request fails with the session, the new ones wait.
-    h.advance(MS * 800);
-    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
-    assert!(h.up().resume.is_some());
-    h.frame(ServerMessage::Refused(Refusal::UnknownSession));
-    assert!(matches!(
-        h.actions()[..],
-        [Action::Disconnect { graceful: false }]
-    ));
+    resume_refused(&mut h);
     assert!(matches!(answer(&mut sent), Some(Err(Error::SessionLost))));
     assert!(answer(&mut unsent).is_none());
     assert!(answer(&mut ping).is_none());
 
     // They go in the new session, in their order.
-    h.advance(Duration::ZERO);
-    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
-    assert_eq!(h.up().resume, None);
-    h.frame(welcome(false, SessionId(8), 10_000));
+    new_session(&mut h, SessionId(8));
     let requests = h.requests();
     let [(lock_id, Request::Lock(req)), (ping_id, Request::Ping)] = &requests[..] else {
         panic!("{requests:?}");
@@ -226,9 +245,7 @@ fn only_lock_on<'a>(requests: &'a [(RequestId, Request)], resource: &[u8]) -> &'
 #[test]
 fn a_lock_waits_for_the_outcome_of_a_request_on_its_resource_given_up_before_an_answer() {
     let mut h = Harness::connected(TTL);
-    let (key, _dropped) = h.lock(b"r", Mode::EX);
-    let (first, _) = h.request();
-    h.op(Op::Abandon(key));
+    let first = given_up_before_an_answer(&mut h, b"r");
     assert_eq!(
         h.requests(),
         [],
@@ -301,42 +318,26 @@ fn a_lock_waits_for_a_request_on_its_resource_that_timed_out() {
 #[test]
 fn a_waiting_lock_given_up_is_never_sent_and_one_lost_with_its_session_goes_in_the_next() {
     let mut h = Harness::connected(TTL);
-    let (key, _dropped) = h.lock(b"r", Mode::EX);
-    let (first, _) = h.request();
-    h.op(Op::Abandon(key));
+    let first = given_up_before_an_answer(&mut h, b"r");
     let (key, _also_dropped) = h.lock(b"r", Mode::EX);
     h.op(Op::Abandon(key));
     h.event(Some(first), None, EventKind::NotQueued);
     assert_eq!(h.requests(), [], "nobody waits for the second");
 
     // A lock waiting when the session is lost goes in the next session.
-    let (key, _dropped) = h.lock(b"r", Mode::EX);
-    h.request();
-    h.op(Op::Abandon(key));
+    given_up_before_an_answer(&mut h, b"r");
     let (_, mut waiting) = h.lock(b"r", Mode::CR);
     h.lose_connection();
-    h.advance(MS * 800);
-    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
-    assert!(h.up().resume.is_some());
-    h.frame(ServerMessage::Refused(Refusal::UnknownSession));
-    assert!(matches!(
-        h.actions()[..],
-        [Action::Disconnect { graceful: false }]
-    ));
+    resume_refused(&mut h);
     assert!(answer(&mut waiting).is_none());
-    h.advance(Duration::ZERO);
-    assert!(matches!(h.actions()[..], [Action::Connect { .. }]));
-    assert_eq!(h.up().resume, None);
-    h.frame(welcome(false, SessionId(8), 10_000));
+    new_session(&mut h, SessionId(8));
     assert_eq!(only_lock_on(&h.requests(), b"r").mode, Mode::CR);
 }
 
 #[test]
 fn a_waiting_lock_fails_with_the_session_when_the_client_closes() {
     let mut h = Harness::connected(TTL);
-    let (key, _dropped) = h.lock(b"r", Mode::EX);
-    h.request();
-    h.op(Op::Abandon(key));
+    given_up_before_an_answer(&mut h, b"r");
     let (_, mut waiting) = h.lock(b"r", Mode::EX);
     let (reply, _closed) = oneshot::channel();
     h.op(Op::Close(reply));
