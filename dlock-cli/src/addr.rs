@@ -5,12 +5,13 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 
-/// Checks a comma-separated list of server addresses and returns it unchanged. Each entry
-/// is `HOST:PORT` with a non-empty host (a name or an IPv4 address) or `[IPV6]:PORT`, and a
-/// port from 1 to 65535. Blanks around an entry are ignored, and so are empty entries (a
-/// trailing comma), as the client does; a list without any address is an error.
+/// Checks a comma-separated list of server addresses and returns it without blanks around
+/// its entries or empty entries (a trailing comma), which the client ignores too, so that
+/// messages show the addresses as they are tried. Each entry is `HOST:PORT` with a non-empty
+/// host (a name or an IPv4 address) or `[IPV6]:PORT`, and a port from 1 to 65535; a list
+/// without any address is an error.
 pub fn parse_server_list(list: &str) -> Result<String, String> {
-    let mut any = false;
+    let mut entries = Vec::new();
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         check_address(entry).map_err(|why| {
             // clap shows the whole list: name the entry when it is one of several.
@@ -20,12 +21,12 @@ pub fn parse_server_list(list: &str) -> Result<String, String> {
                 format!("{entry:?}: {why}")
             }
         })?;
-        any = true;
+        entries.push(entry);
     }
-    if !any {
+    if entries.is_empty() {
         return Err("no server address given (expected HOST:PORT[,HOST:PORT...])".to_owned());
     }
-    Ok(list.to_owned())
+    Ok(entries.join(","))
 }
 
 /// Whether every address of a checked list is on this machine: a loopback IP address or
@@ -106,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn valid_lists_are_returned_as_given() {
+    fn valid_lists_are_returned_without_blanks_or_empty_entries() {
         for list in [
             "127.0.0.1:7420",
             "localhost:7420",
@@ -115,11 +116,15 @@ mod tests {
             "[fe80::1]:65535",
             "[fe80::1%2]:7420",
             "127.0.0.1:7420,127.0.0.1:7430,127.0.0.1:7440",
-            " a:1, b:2 ",
-            "a:1,",
-            "a:1,,b:2",
         ] {
             assert_eq!(parse_server_list(list).as_deref(), Ok(list), "{list:?}");
+        }
+        for (list, shown) in [
+            (" a:1, b:2 ", "a:1,b:2"),
+            ("a:1,", "a:1"),
+            ("a:1,,b:2", "a:1,b:2"),
+        ] {
+            assert_eq!(parse_server_list(list).as_deref(), Ok(shown), "{list:?}");
         }
     }
 
