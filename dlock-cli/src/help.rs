@@ -177,7 +177,8 @@ Commands:
         request a lock; notify: report blocking notifications; value: read the value block
   convert TAG MODE [nowait | timeout=DURATION] [quecvt] [value | value=HEX | invalidate]
         convert it up or down; value reads the value block, value=HEX writes it and
-        invalidate marks it not valid (both on a conversion down from PW or EX)
+        invalidate marks it not valid (both on a conversion from PW or EX down or to
+        the same mode)
   unlock TAG [value=HEX | invalidate]
         release it, writing the value block or marking it not valid (from PW or EX)
   cancel TAG      cancel its waiting request or conversion

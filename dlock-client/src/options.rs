@@ -141,7 +141,8 @@ impl ConvertOptions {
         self
     }
 
-    /// IVVALBLK: mark the value block not valid on a down-conversion from PW/EX (R29a).
+    /// IVVALBLK: mark the value block not valid on a conversion from PW or EX down or to the
+    /// same mode (R29a; the write path of R26, where a value would otherwise be written).
     pub fn invalidate_value(mut self) -> Self {
         self.invalidate_value = true;
         self

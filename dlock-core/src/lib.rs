@@ -60,9 +60,11 @@
 //! # Decisions where the rule book leaves room
 //!
 //! - Value block (R24..R30): values shorter than `lvb_len` are zero-padded; a value on a
-//!   request without VALBLK is ignored. IVVALBLK on an unlock or a down-conversion from PW
-//!   or EX marks the value block not valid and nothing is written (as Linux); elsewhere
-//!   (new locks, up and same-mode conversions, locks below PW) it has no effect.
+//!   request without VALBLK is ignored. IVVALBLK on an unlock or a conversion from PW or EX
+//!   that writes the value block (down, or to the same mode: R26's write path) marks it
+//!   not valid and nothing is written (as Linux's `set_lvb_lock`; R29a names unlock and
+//!   down-conversion and is silent on the same mode); elsewhere (new locks, up-conversions,
+//!   PW->EX, locks below PW) it has no effect.
 //! - Blocking notifications (R35, R37): after a grant pass, the locks granted, converted in
 //!   place or returned to the grant queue during the input are checked against the
 //!   strongest queued mode; other holders were notified when the queued requests arrived

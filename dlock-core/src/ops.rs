@@ -396,9 +396,12 @@ impl Core {
         let (mut value, mut value_valid) = (None, true);
         match lvb::lvb_op(Some(from), to) {
             LvbOp::Write => {
-                // R29a: IVVALBLK on a down-conversion from PW/EX invalidates instead of
-                // writing; on a same-mode conversion it has no effect.
-                if q.flags.contains(LockFlags::IVVALBLK) && from.is_down_conversion(to) {
+                // R29a: IVVALBLK on a conversion from PW or EX that writes (down, or to
+                // the same mode: R26's write path) invalidates instead of writing. R29a
+                // names unlock and down-conversion and is silent on the same mode; Linux's
+                // `set_lvb_lock` invalidates on the whole write path, and a flag with no
+                // effect would be ignored silently (R56).
+                if q.flags.contains(LockFlags::IVVALBLK) {
                     lvb::invalidate(res);
                 } else if let (true, Some(v)) = (valblk, q.value.as_deref()) {
                     lvb::write(res, v, lvb_len);

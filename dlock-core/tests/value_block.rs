@@ -155,12 +155,14 @@ fn r29a_ivvalblk_invalidates_from_pw_or_ex_and_r30_a_write_revalidates() {
     let ev = h.convert_with(a, 7, l, Mode::PR, V, None, None); // idx 10
     assert_eq!(ev, vec![granted_v(a, 7, l, Mode::PR, 10, b"kept", false)]);
     h.unlock(a, 8, l); // idx 11
-    // IVVALBLK on a same-mode conversion has no effect: the write happens.
+    // IVVALBLK on a same-mode conversion (R26's write path) invalidates too, as Linux's
+    // `set_lvb_lock` does, and nothing is written; a write then makes it valid again.
     let (l, _) = h.lock(a, 13, "r", Mode::EX); // idx 12
-    let ev = h.convert_with(a, 14, l, Mode::EX, IV | V, Some(b"same"), None); // idx 13
-    assert_eq!(ev, vec![granted(a, 14, l, Mode::EX, 13)]);
+    h.convert_with(a, 14, l, Mode::EX, V, Some(b"same"), None); // idx 13: valid
     assert_eq!(value_of(&h, "r"), (padded(b"same"), true));
-    h.convert_with(a, 15, l, Mode::NL, IV, None, None); // idx 14: invalid again
+    let ev = h.convert_with(a, 15, l, Mode::EX, IV | V, Some(b"lost"), None); // idx 14
+    assert_eq!(ev, vec![granted(a, 15, l, Mode::EX, 14)]);
+    assert_eq!(value_of(&h, "r"), (padded(b"same"), false));
     h.unlock(a, 16, l); // idx 15
     // IVVALBLK on unlock from EX, then a write makes it valid again.
     let (l, ev) = h.lock_with(a, 9, "r", Mode::EX, V, None, None); // idx 16
