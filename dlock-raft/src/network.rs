@@ -73,7 +73,7 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// and of everything they carry (entries, commands, snapshots). Builds from before the
 /// greeting spoke 1 without saying so; 2 was openraft 0.9's messages, 3 openraft 0.10's, and
 /// 4 adds the node the connecting member means to reach to the greeting.
-pub const PEER_PROTOCOL: u32 = 4;
+pub const PEER_PROTOCOL: u32 = 5;
 
 /// How long a peer connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -90,8 +90,9 @@ const MAX_IDLE_FOR: Duration = Duration::from_secs(5);
 pub enum PeerRequest {
     /// Replicate entries (or a heartbeat).
     Append(AppendEntriesRequest<TypeConfig>),
-    /// Ask for a vote.
-    Vote(VoteRequest<TypeConfig>),
+    /// Ask for a vote; `true` when the candidate itself started with an empty directory
+    /// and has not caught up (see [`crate::rejoin`]).
+    Vote(VoteRequest<TypeConfig>, bool),
     /// A part of a snapshot sent to a member behind the leader.
     Snapshot(SnapshotPart),
     /// The first frame of a connection to a member with a [`PeerSecret`]: the connecting
@@ -217,6 +218,8 @@ pub struct PeerNetwork {
     addresses: Arc<BTreeMap<NodeId, String>>,
     secret: Option<PeerSecret>,
     idle: Arc<IdleConns>,
+    /// This node's rejoin guard, which its vote requests report.
+    guard: RejoinGuard,
 }
 
 /// Connections whose last call completed, by peer and address, newest last, with when each
@@ -264,7 +267,14 @@ impl PeerNetwork {
             addresses: Arc::new(addresses),
             secret: None,
             idle: Arc::default(),
+            guard: RejoinGuard::off(),
         }
+    }
+
+    /// This network, telling the peers it asks for votes whether `guard` is on.
+    pub fn with_rejoin_guard(mut self, guard: RejoinGuard) -> PeerNetwork {
+        self.guard = guard;
+        self
     }
 
     /// This network, proving `secret` to every peer it connects to (and asking the peer to
@@ -294,6 +304,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             conn: None,
             in_call: false,
             idle: self.idle.clone(),
+            guard: self.guard.clone(),
         }
     }
 }
@@ -312,6 +323,8 @@ pub struct PeerClient {
     in_call: bool,
     /// Where a connection goes when this client is dropped, and comes from when it has none.
     idle: Arc<IdleConns>,
+    /// This node's rejoin guard, which its vote requests report.
+    guard: RejoinGuard,
 }
 
 impl Drop for PeerClient {
@@ -529,7 +542,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let called = self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await;
+        let guarded = self.guard.is_on();
+        let called = self
+            .call(PeerRequest::Vote(rpc, guarded), option.hard_ttl())
+            .await;
         answer_of(self.target, called, |r| match r {
             PeerResponse::Vote(r) => Some(r),
             _ => None,
@@ -796,10 +812,12 @@ async fn serve_conn(
                 watch.guard.saw_append(&r);
                 PeerResponse::Append(raft.append_entries(r).await)
             }
-            PeerRequest::Vote(r) if !watch.guard.admits(&r) => {
+            PeerRequest::Vote(r, candidate_guarded)
+                if !watch.guard.admits(&r, candidate_guarded) =>
+            {
                 PeerResponse::Vote(Ok(watch.guard.refuse(&raft, &r)))
             }
-            PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
+            PeerRequest::Vote(r, _) => PeerResponse::Vote(raft.vote(r).await),
             PeerRequest::Snapshot(SnapshotPart::Chunk { offset, data }) => {
                 if let Err(why) = receiving.take(offset, &data) {
                     watch.refuse(peer, &why, "snapshot chunk refused; closing");
@@ -859,7 +877,7 @@ mod tests {
                     if answer_greeting(&mut conn, 2).await.is_err() {
                         return;
                     }
-                    while let Some(Ok(Ok(PeerRequest::Vote(req)))) = conn.next().await {
+                    while let Some(Ok(Ok(PeerRequest::Vote(req, _)))) = conn.next().await {
                         if let Some(d) = wait.take() {
                             tokio::time::sleep(d).await;
                         }

@@ -37,6 +37,9 @@ pub struct NodeOptions {
     /// (see [`crate::peer_auth`]); the peer listener must be served with
     /// [`serve_peers_authenticated`](crate::serve_peers_authenticated) and the same secret.
     pub peer_secret: Option<crate::PeerSecret>,
+    /// This node's rejoin guard (see [`crate::rejoin`]), which its vote requests report;
+    /// [`RejoinGuard::off`](crate::RejoinGuard::off) by default.
+    pub rejoin: crate::RejoinGuard,
 }
 
 impl NodeOptions {
@@ -52,6 +55,7 @@ impl NodeOptions {
             peer_addrs: BTreeMap::new(),
             auditor: None,
             peer_secret: None,
+            rejoin: crate::RejoinGuard::off(),
         }
     }
 }
@@ -131,7 +135,9 @@ pub async fn open_node(options: NodeOptions) -> Result<(Raft, Replica), OpenErro
         sm = sm.with_auditor(auditor);
     }
     let replica = sm.replica();
-    let network = PeerNetwork::with_addresses(options.peer_addrs).with_secret(options.peer_secret);
+    let network = PeerNetwork::with_addresses(options.peer_addrs)
+        .with_secret(options.peer_secret)
+        .with_rejoin_guard(options.rejoin);
     let raft = Raft::new(options.id, Arc::new(config), network, log, sm)
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;

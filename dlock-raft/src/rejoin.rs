@@ -61,6 +61,13 @@ enum State {
     Catching(Option<u64>),
 }
 
+impl Default for RejoinGuard {
+    /// [`RejoinGuard::off`].
+    fn default() -> RejoinGuard {
+        RejoinGuard::off()
+    }
+}
+
 impl RejoinGuard {
     /// A guard that never refuses (a node whose directory is known to hold its log).
     pub fn off() -> RejoinGuard {
@@ -105,9 +112,13 @@ impl RejoinGuard {
     }
 
     /// Whether this node may answer `req` as Raft says: always once caught up; before, only
-    /// for a candidate whose log ends at the cluster's first entry (or is empty).
-    pub fn admits(&self, req: &VoteRequest<TypeConfig>) -> bool {
-        !self.is_on() || req.last_log_id.as_ref().is_none_or(|l| l.index == 0)
+    /// for a candidate whose log ends at the cluster's first entry (or is empty), or one that
+    /// is guarded too (`candidate_guarded`). Members that all started empty and none of which
+    /// has caught up (a cluster killed as it was being formed) cannot wait for a leader to
+    /// release them: whatever they lack, no member has it, unless a majority of them lost
+    /// their disks, which no vote can make up for.
+    pub fn admits(&self, req: &VoteRequest<TypeConfig>, candidate_guarded: bool) -> bool {
+        !self.is_on() || candidate_guarded || req.last_log_id.as_ref().is_none_or(|l| l.index == 0)
     }
 
     /// Notes what an `AppendEntries` from a leader tells: its commit point, if that is an
@@ -236,10 +247,14 @@ mod tests {
     fn guarded_votes_only_for_a_cluster_being_formed() {
         let dir = tempfile::tempdir().unwrap();
         let g = RejoinGuard::open(dir.path()).unwrap();
-        assert!(g.admits(&vote_req(None)));
-        assert!(g.admits(&vote_req(Some(log_id(0, 0)))));
-        assert!(!g.admits(&vote_req(Some(log_id(3, 7)))));
-        assert!(RejoinGuard::off().admits(&vote_req(Some(log_id(3, 7)))));
+        assert!(g.admits(&vote_req(None), false));
+        assert!(g.admits(&vote_req(Some(log_id(0, 0))), false));
+        assert!(!g.admits(&vote_req(Some(log_id(3, 7))), false));
+        assert!(
+            g.admits(&vote_req(Some(log_id(3, 7))), true),
+            "a guarded candidate"
+        );
+        assert!(RejoinGuard::off().admits(&vote_req(Some(log_id(3, 7))), false));
     }
 
     #[test]

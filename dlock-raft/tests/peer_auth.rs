@@ -58,10 +58,10 @@ async fn answer_then_closed(conn: &mut Raw) -> Result<(PeerResponse, bool)> {
 /// Sends a vote for `term` on `conn`, which must be refused: why, once the node has closed
 /// the connection.
 async fn refused_vote(mut conn: Raw, term: u64) -> Result<String> {
-    conn.send(PeerRequest::Vote(VoteRequest::new(
-        Vote::new(term, 9),
-        None,
-    )))
+    conn.send(PeerRequest::Vote(
+        VoteRequest::new(Vote::new(term, 9), None),
+        false,
+    ))
     .await?;
     let (answer, closed) = answer_then_closed(&mut conn).await?;
     let PeerResponse::Refused(why) = answer else {

@@ -339,6 +339,7 @@ pub(crate) async fn start_cluster(
     let guard = dlock_raft::RejoinGuard::open(&raft_dir)
         .map_err(|e| ServerError::Config(format!("cannot write to {}: {e}", raft_dir.display())))?;
     let mut options = dlock_raft::NodeOptions::new(cc.node_id, &raft_dir);
+    options.rejoin = guard.clone();
     options.engine = engine.clone();
     options.feed = Some(feed_tx);
     options.peer_addrs = cluster::peer_addresses(cc);

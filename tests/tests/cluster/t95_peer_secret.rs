@@ -47,10 +47,10 @@ async fn t95_members_sharing_a_secret_serve_and_refuse_unproven_peers() -> Resul
             matches!(greeting, PeerResponse::Version { protocol } if protocol == PEER_PROTOCOL),
             "the greeting was answered {greeting:?}"
         );
-        raw.send(PeerRequest::Vote(VoteRequest::new(
-            Vote::new(1_000_000, 9),
-            None,
-        )))
+        raw.send(PeerRequest::Vote(
+            VoteRequest::new(Vote::new(1_000_000, 9), None),
+            false,
+        ))
         .await?;
         let answer = within("the refusal", raw.next())
             .await?

@@ -146,3 +146,30 @@ async fn t9a_a_member_back_with_an_empty_directory_catches_up_and_counts_again()
     })
     .await
 }
+
+/// Members killed while the cluster was being formed, none of them caught up yet, all come
+/// back guarded (each started empty): they vote for each other, since none can have lost
+/// anything another has, and elect a leader. The state is made by putting the `rejoining`
+/// marker back on every member of a formed cluster, as a kill at the wrong moment leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t9a_members_all_killed_while_forming_elect_a_leader() -> Result<()> {
+    run(async {
+        let mut c =
+            TestCluster::start(options().args(["--log-level", "warn,dlock_raft=info"])).await?;
+        c.wait_leader(ELECTION).await?;
+        let holder = client(&c, "holder").await?;
+        let held = done("a grant", holder.lock("held", Mode::EX)).await?;
+        for id in c.ids() {
+            c.kill(id).await;
+            std::fs::write(c.data_dir(id).join("raft").join("rejoining"), "")?;
+        }
+        for id in c.ids() {
+            c.restart(id).await?;
+        }
+        c.wait_leader(ELECTION).await?;
+        let checker = client(&c, "checker").await?;
+        assert_sole_holder(&checker, "held", &held).await?;
+        Ok(())
+    })
+    .await
+}
