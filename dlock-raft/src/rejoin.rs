@@ -11,7 +11,12 @@
 //! A member whose directory has no log when it opens cannot tell a new cluster from a lost
 //! disk, so it assumes the worst until it learns otherwise ([`RejoinGuard::open`]). Until
 //! then it votes only for a candidate that has nothing but the cluster's first entry (the
-//! membership `--init` writes), as in a cluster being formed, and refuses every other vote.
+//! membership `--init` writes), as in a cluster being formed, or for one that is guarded
+//! too (its vote request says so, [`PeerRequest::Vote`](crate::network::PeerRequest)):
+//! members that all started empty and none of which has caught up (a cluster killed while
+//! it was being formed) would otherwise wait for ever for a leader to release them, and
+//! none can lack what another has unless a majority lost their disks. It refuses every
+//! other vote.
 //! It learns from a leader: an `AppendEntries` whose commit point is an entry of the
 //! leader's own term ([`RejoinGuard::saw_append`]) names an index at or above everything
 //! committed before, and once this member has applied up to that index, or leads and has
