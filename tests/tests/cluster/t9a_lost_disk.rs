@@ -29,6 +29,15 @@ const CAUGHT_UP: &str = "caught up with the cluster's log: this member votes aga
 /// rounds (200..400 ms each).
 const NO_LEADER_FOR: Duration = Duration::from_secs(3);
 
+/// Kills member `id` and empties its data directory, as a lost disk leaves it.
+async fn lose_disk(c: &mut TestCluster, id: u64) -> Result<()> {
+    c.kill(id).await;
+    let dir = c.data_dir(id).to_owned();
+    std::fs::remove_dir_all(&dir).with_context(|| format!("wiping {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t9a_a_member_back_with_an_empty_directory_elects_no_leader_that_lacks_grants() -> Result<()>
 {
@@ -51,10 +60,7 @@ async fn t9a_a_member_back_with_an_empty_directory_elects_no_leader_that_lacks_g
             ));
         }
 
-        c.kill(wiped).await;
-        let dir = c.data_dir(wiped).to_owned();
-        std::fs::remove_dir_all(&dir).with_context(|| format!("wiping {}", dir.display()))?;
-        std::fs::create_dir_all(&dir)?;
+        lose_disk(&mut c, wiped).await?;
         c.kill(leader).await;
         c.restart(wiped).await?;
         c.restart(lagging).await?;
@@ -114,10 +120,7 @@ async fn t9a_a_member_back_with_an_empty_directory_catches_up_and_counts_again()
             wait_log(&c, id, CAUGHT_UP, ELECTION).await?;
         }
 
-        c.kill(wiped).await;
-        let dir = c.data_dir(wiped).to_owned();
-        std::fs::remove_dir_all(&dir).with_context(|| format!("wiping {}", dir.display()))?;
-        std::fs::create_dir_all(&dir)?;
+        lose_disk(&mut c, wiped).await?;
         c.restart(wiped).await?;
         // Caught up from the leader's log, from its first entry: it says so a second time.
         let deadline = std::time::Instant::now() + WAIT;
