@@ -154,7 +154,8 @@ pub trait Auditor: Send + Sync + std::fmt::Debug + 'static {
     fn opened(&mut self, applied: u64);
     /// `input` (one command of an entry; an entry of several commands makes several calls,
     /// in order) was applied and produced `events` (called before the events are sent to
-    /// the feed). Called again for an input applied again after a restart. Indices here are
+    /// the feed or to the proposer, and without the engine's lock held, so that a slow disk
+    /// holds up no reader of the engine). Called again for an input applied again after a restart. Indices here are
     /// engine input indices (see [`input_index`]).
     fn applied(&mut self, input: &Input, events: &[Event]);
     /// A snapshot covering every input up to `upto` replaced the state: the inputs after
@@ -363,6 +364,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Taken whole first, so that the engine's lock is taken once for all of them.
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let mut out = Vec::with_capacity(entries.len());
+        // What the audit log gets: each input with the entry (in `out`) and the range of its
+        // events there. Written once the engine's lock is released, so that a disk slow to
+        // take the lines holds up no reader of the engine (the leader's ticks among them).
+        let mut audited: Vec<(Input, usize, std::ops::Range<usize>)> = Vec::new();
         {
             let mut state = self.replica.lock();
             for (entry, responder) in entries {
@@ -389,9 +394,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 Some(_) => {
                                     let from = events.len();
                                     state.core.apply_into(input.clone(), &mut events);
-                                    audit_with(&self.auditor, |a| {
-                                        a.applied(&input, &events[from..]);
-                                    });
+                                    audited.push((input, out.len(), from..events.len()));
                                 }
                             }
                         }
@@ -409,6 +412,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 };
                 out.push((applied, responder));
             }
+        }
+        // Before any event goes out (to the feed or a proposer), as the audit log promises.
+        for (input, entry, range) in audited {
+            audit_with(&self.auditor, |a| {
+                a.applied(&input, &out[entry].0.events[range]);
+            });
         }
         let feeding = self.replica.feeding();
         for (applied, responder) in out {
