@@ -274,6 +274,14 @@ impl Core {
         self.timers.first().map(|&(at, _)| at)
     }
 
+    /// The first deadline later than `after` (core clock ms), if any: what a `Tick` stamped
+    /// later would act on that one stamped `after` does not. A replicated driver whose ticks
+    /// are slow to apply proposes another only when one of these has come due.
+    pub fn next_deadline_after(&self, after: u64) -> Option<u64> {
+        let from = (after.checked_add(1)?, crate::timers::Timer::FIRST);
+        self.timers.range(from..).next().map(|&(at, _)| at)
+    }
+
     /// How many ended sessions still have locks to remove ([`STEP_WORK`]); 0 almost
     /// always.
     pub fn ending_sessions(&self) -> usize {

@@ -18,6 +18,11 @@ pub(crate) enum Timer {
     Request(LockId),
 }
 
+impl Timer {
+    /// The least timer of any deadline (for range queries by time).
+    pub(crate) const FIRST: Timer = Timer::Lease(SessionId(0));
+}
+
 impl Core {
     /// `Tick`: due timers in deadline order, as many as this input's
     /// [`STEP_WORK`](crate::STEP_WORK) leaves room for (the rest stay due, so the next

@@ -95,3 +95,21 @@ fn r65_timed_out_conversion_lets_a_waiter_behind_the_convert_queue_in() {
     assert_eq!(info.locks[0].token, Some(dlock_core::FencingToken(5)));
     assert_eq!(h.queues("r"), (vec![la, lb, ld], vec![], vec![]));
 }
+
+#[test]
+fn next_deadline_after_skips_what_a_tick_stamped_then_covers() {
+    let mut h = H::new();
+    let a = h.open_ttl("a", 1_000);
+    let (la, _) = h.lock(a, 1, "r", Mode::EX);
+    let b = h.open_ttl("b", 2_000);
+    let (lb, _) = h.lock_with(b, 1, "r", Mode::EX, LockFlags::empty(), None, Some(500));
+    let _ = (la, lb);
+    // Deadlines: b's request at 500, a's lease at 1000, b's lease at 2000.
+    assert_eq!(h.core.next_deadline(), Some(500));
+    assert_eq!(h.core.next_deadline_after(0), Some(500));
+    assert_eq!(h.core.next_deadline_after(499), Some(500));
+    assert_eq!(h.core.next_deadline_after(500), Some(1_000));
+    assert_eq!(h.core.next_deadline_after(1_000), Some(2_000));
+    assert_eq!(h.core.next_deadline_after(2_000), None);
+    assert_eq!(h.core.next_deadline_after(u64::MAX), None);
+}

@@ -50,15 +50,17 @@ const QUORUM_WAIT: Duration = Duration::from_secs(1);
 /// moves as commands are applied).
 const TICK_RECHECK: Duration = Duration::from_millis(20);
 
-/// While a tick is in flight (proposed, not yet applied) and a deadline is still due, the
-/// leader proposes another this often, each stamped when proposed: a commit that is slow
-/// (a loaded machine, a leader briefly cut off from its peers) then delays when an expiry
-/// is seen, not the engine time it happens at.
+/// While ticks are in flight (proposed, not yet applied) and a deadline comes due that the
+/// newest of them, stamped earlier, does not cover, the leader proposes another, at most
+/// this often, each stamped when proposed: a commit that is slow (a loaded machine, a disk
+/// that stalls, a leader briefly cut off from its peers) then delays when an expiry is seen,
+/// not the engine time it happens at.
 const TICK_AGAIN: Duration = Duration::from_millis(50);
 
-/// The most ticks in flight at once (at [`TICK_AGAIN`], 1.6 s of stalled commits; longer,
-/// and a new leader's grace extends every lease anyway).
-const MAX_TICKS_IN_FLIGHT: usize = 32;
+/// The most ticks in flight at once: with one only for each [`TICK_AGAIN`] in which a new
+/// deadline came due, over 12 s of stalled commits (longer, and the majority check has long
+/// withdrawn this leader, whose grace on serving again extends every lease anyway).
+const MAX_TICKS_IN_FLIGHT: usize = 256;
 
 /// The leader's clock for one term: the engine's clock when the term became ready plus the
 /// time since.
@@ -517,8 +519,13 @@ impl Sequencer {
     }
 
     async fn write(&self, clock: LeaderClock, command: Command) -> Result<Applied, ProposeError> {
+        self.write_at(clock.now_ms(), command).await
+    }
+
+    /// Proposes `command` stamped `now_ms` (read from this term's clock by the caller).
+    async fn write_at(&self, now_ms: u64, command: Command) -> Result<Applied, ProposeError> {
         let proposal = Proposal {
-            now_ms: clock.now_ms(),
+            now_ms,
             commands: vec![command],
         };
         match self.raft.client_write(proposal).await {
@@ -567,9 +574,10 @@ impl Sequencer {
         // to be applied, so that a leader or a follower does not wake once per entry.
         let mut metrics = self.raft.metrics();
         let mut server = self.raft.server_metrics();
-        // Ticks proposed and not yet applied, and when the last one was proposed.
+        // Ticks proposed and not yet applied, and when the last one was proposed and the
+        // engine time it was stamped with (what the ticks in flight cover).
         let mut ticks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-        let mut last_tick: Option<Instant> = None;
+        let mut last_tick: Option<(Instant, u64)> = None;
         // Told when a tick has been applied (or failed): a deadline still due then (an ended
         // session with more locks to remove, `dlock_core::STEP_WORK`) gets its next
         // tick at once, not after TICK_AGAIN.
@@ -649,46 +657,42 @@ impl Sequencer {
                         ));
                     }
                     // Leading and ready: tick when due.
-                    let wait = match self.replica.read(|core| core.next_deadline()) {
-                        Some(at) if at <= c.now_ms() => Duration::ZERO,
-                        Some(at) => Duration::from_millis(at - c.now_ms()).min(TICK_RECHECK),
-                        None => TICK_RECHECK,
-                    };
-                    if wait.is_zero() {
-                        // Proposed without waiting for it to apply (see TICK_AGAIN): the
-                        // majority check above and the next tick go on meanwhile.
-                        ticks.retain(|t| !t.is_finished());
-                        let since = last_tick.map_or(TICK_AGAIN, |t| t.elapsed());
-                        if ticks.is_empty()
-                            || (since >= TICK_AGAIN && ticks.len() < MAX_TICKS_IN_FLIGHT)
-                        {
+                    let now = c.now_ms();
+                    ticks.retain(|t| !t.is_finished());
+                    // The ticks in flight cover what is due by the newest one's stamp.
+                    let covered = last_tick.filter(|_| !ticks.is_empty()).map(|(_, s)| s);
+                    let due = self.replica.read(|core| Due {
+                        next: core.next_deadline(),
+                        uncovered: match covered {
+                            Some(s) => core.next_deadline_after(s),
+                            None => core.next_deadline(),
+                        },
+                    });
+                    let since = last_tick.map_or(TICK_AGAIN, |(t, _)| t.elapsed());
+                    match due.plan(now, ticks.len(), since) {
+                        TickPlan::Propose => {
+                            // Proposed without waiting for it to apply (see TICK_AGAIN): the
+                            // majority check above and the next tick go on meanwhile. Stamped
+                            // now, not when the task first runs on a busy runtime.
                             let (this, on_tick) = (self.clone(), on_tick.clone());
                             let done = tick_done.clone();
                             ticks.push(tokio::spawn(async move {
-                                match this.write(c, Command::Tick).await {
+                                match this.write_at(now, Command::Tick).await {
                                     Ok(applied) => on_tick(applied),
                                     Err(e) => tracing::debug!(error = %e, "tick not applied"),
                                 }
                                 done.notify_one();
                             }));
-                            last_tick = Some(Instant::now());
-                            continue;
+                            last_tick = Some((Instant::now(), now));
                         }
-                        let again = TICK_AGAIN
-                            .saturating_sub(since)
-                            .max(Duration::from_millis(1));
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            _ = server.changed() => {}
-                            () = tick_done.notified() => {}
-                            () = tokio::time::sleep(again) => {}
+                        TickPlan::Wait(wait) => {
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                _ = server.changed() => {}
+                                () = tick_done.notified(), if !ticks.is_empty() => {}
+                                () = tokio::time::sleep(wait) => {}
+                            }
                         }
-                        continue;
-                    }
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        _ = server.changed() => {}
-                        () = tokio::time::sleep(wait) => {}
                     }
                 }
                 (Some(term), _) if last_applied.is_some_and(|l| l.leader_id.term == term) => {
@@ -759,6 +763,57 @@ impl Sequencer {
     }
 }
 
+/// What is due in the engine, as the leader's tick loop sees it.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    /// The engine's next deadline ([`Core::next_deadline`]).
+    next: Option<u64>,
+    /// The first deadline the ticks in flight do not cover (after the newest one's stamp,
+    /// [`Core::next_deadline_after`]); with none in flight, `next`.
+    uncovered: Option<u64>,
+}
+
+/// What the tick loop does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TickPlan {
+    /// Propose a tick now.
+    Propose,
+    /// Look again after this long (or when a tick in flight is done).
+    Wait(Duration),
+}
+
+impl Due {
+    /// The plan at engine time `now` with `in_flight` ticks proposed and not applied, the
+    /// newest `since` ago. A tick goes when a deadline is due and none is in flight (also
+    /// when one just applied left work due, an ended session's locks), or when a deadline
+    /// has come due that the ticks in flight do not cover, at most once per [`TICK_AGAIN`]
+    /// and up to [`MAX_TICKS_IN_FLIGHT`]: however long commits stall, each deadline gets a
+    /// tick stamped within about [`TICK_AGAIN`] of it.
+    fn plan(self, now: u64, in_flight: usize, since: Duration) -> TickPlan {
+        let until = |at: u64| Duration::from_millis(at.saturating_sub(now)).min(TICK_RECHECK);
+        match (self.next, self.uncovered) {
+            (Some(at), _) if at <= now && in_flight == 0 => TickPlan::Propose,
+            (Some(at), Some(new)) if at <= now && new <= now => {
+                if since >= TICK_AGAIN && in_flight < MAX_TICKS_IN_FLIGHT {
+                    TickPlan::Propose
+                } else {
+                    TickPlan::Wait(
+                        TICK_AGAIN
+                            .saturating_sub(since)
+                            .max(Duration::from_millis(1)),
+                    )
+                }
+            }
+            (Some(at), None) if at <= now => TickPlan::Wait(TICK_RECHECK),
+            (Some(at), Some(new)) if at <= now => {
+                TickPlan::Wait(until(new).max(Duration::from_millis(1)))
+            }
+            (Some(at), _) => TickPlan::Wait(until(at)),
+            (None, _) => TickPlan::Wait(TICK_RECHECK),
+        }
+    }
+}
+
 /// A failed membership change as a [`ProposeError`].
 fn membership_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ProposeError {
     match e {
@@ -767,5 +822,81 @@ fn membership_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> P
         },
         RaftError::APIError(e) => ProposeError::Membership(e.to_string()),
         RaftError::Fatal(e) => ProposeError::Fatal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG_AGO: Duration = Duration::from_secs(1);
+
+    fn due(next: Option<u64>, uncovered: Option<u64>) -> Due {
+        Due { next, uncovered }
+    }
+
+    #[test]
+    fn a_due_deadline_with_no_tick_in_flight_gets_one() {
+        let d = due(Some(1_000), Some(1_000));
+        assert_eq!(d.plan(1_000, 0, Duration::ZERO), TickPlan::Propose);
+        // Work left due by a tick that just applied (an ended session's locks).
+        assert_eq!(
+            due(Some(900), None).plan(1_000, 0, Duration::ZERO),
+            TickPlan::Propose
+        );
+    }
+
+    #[test]
+    fn what_the_ticks_in_flight_cover_gets_no_other_tick() {
+        // Commits stall: the deadline at 900 is covered by a tick stamped 950; the next
+        // deadline comes at 1_300.
+        let d = due(Some(900), Some(1_300));
+        assert_eq!(
+            d.plan(1_000, 1, LONG_AGO),
+            TickPlan::Wait(TICK_RECHECK),
+            "a tick every TICK_AGAIN for a covered deadline fills the log"
+        );
+        assert_eq!(
+            d.plan(1_295, 1, LONG_AGO),
+            TickPlan::Wait(Duration::from_millis(5))
+        );
+        assert_eq!(
+            due(Some(900), None).plan(1_000, 3, LONG_AGO),
+            TickPlan::Wait(TICK_RECHECK)
+        );
+    }
+
+    #[test]
+    fn a_deadline_due_during_a_long_stall_gets_a_tick_stamped_on_time() {
+        // Over 1.6 s of stalled commits (more ticks in flight than the 32 that once
+        // capped them), a lease that ends now still gets its tick now.
+        let d = due(Some(900), Some(2_500));
+        assert_eq!(d.plan(2_500, 40, LONG_AGO), TickPlan::Propose);
+        // At most one per TICK_AGAIN.
+        assert_eq!(
+            d.plan(2_500, 40, Duration::from_millis(30)),
+            TickPlan::Wait(Duration::from_millis(20))
+        );
+        // And never more than MAX_TICKS_IN_FLIGHT.
+        assert!(matches!(
+            d.plan(2_500, MAX_TICKS_IN_FLIGHT, LONG_AGO),
+            TickPlan::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn nothing_due_waits_for_the_next_deadline_or_a_recheck() {
+        assert_eq!(
+            due(Some(1_005), Some(1_005)).plan(1_000, 0, LONG_AGO),
+            TickPlan::Wait(Duration::from_millis(5))
+        );
+        assert_eq!(
+            due(Some(9_000), Some(9_000)).plan(1_000, 0, LONG_AGO),
+            TickPlan::Wait(TICK_RECHECK)
+        );
+        assert_eq!(
+            due(None, None).plan(1_000, 0, LONG_AGO),
+            TickPlan::Wait(TICK_RECHECK)
+        );
     }
 }
