@@ -43,7 +43,7 @@ pub struct Args {
 
     /// Directory for durable state (the fencing-token floor, the longest lease granted);
     /// created if missing.
-    #[arg(long, env = "DLOCK_DATA_DIR", default_value = crate::DEFAULT_DATA_DIR)]
+    #[arg(long, env = "DLOCK_DATA_DIR", default_value = crate::DEFAULT_DATA_DIR, value_parser = parse_path)]
     pub data_dir: PathBuf,
 
     /// Lease given to clients that do not ask for one (e.g. "10s", "1m 30s").
@@ -187,7 +187,7 @@ pub struct Args {
     /// Append an audit log (one JSON line per applied engine input and its events) to this
     /// file; off by default. In a cluster every member records what it applies from the
     /// replicated log.
-    #[arg(long, env = "DLOCK_AUDIT_LOG")]
+    #[arg(long, env = "DLOCK_AUDIT_LOG", value_parser = parse_path)]
     pub audit_log: Option<PathBuf>,
 
     /// Rotate the audit log when it grows past this size (e.g. `256MiB`; at least `64KiB`).
@@ -200,28 +200,28 @@ pub struct Args {
 
     /// Serve TLS only, with this certificate chain (PEM, leaf first). Needs --tls-key.
     /// Reloaded on SIGHUP.
-    #[arg(long, env = "DLOCK_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "DLOCK_TLS_CERT", requires = "tls_key", value_parser = parse_path)]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM).
-    #[arg(long, env = "DLOCK_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "DLOCK_TLS_KEY", requires = "tls_cert", value_parser = parse_path)]
     pub tls_key: Option<PathBuf>,
 
     /// Require client certificates signed by these CAs (PEM), mutual TLS; the certificate's
     /// subject common name is the client's identity. Needs --tls-cert.
-    #[arg(long, env = "DLOCK_TLS_CLIENT_CA", requires = "tls_cert")]
+    #[arg(long, env = "DLOCK_TLS_CLIENT_CA", requires = "tls_cert", value_parser = parse_path)]
     pub tls_client_ca: Option<PathBuf>,
 
     /// Authenticate clients by token: a file of `IDENTITY SHA256HEX` lines (see the
     /// `new-token` and `hash-token` commands). A client without a valid token is refused.
     /// Reloaded on SIGHUP.
-    #[arg(long, env = "DLOCK_AUTH_FILE")]
+    #[arg(long, env = "DLOCK_AUTH_FILE", value_parser = parse_path)]
     pub auth_file: Option<PathBuf>,
 
     /// Authorisation rules (TOML): per identity and resource-name prefix, none, list, read
     /// or write; and the admins who may inspect other sessions. Without it everything is
     /// allowed. Reloaded on SIGHUP.
-    #[arg(long, env = "DLOCK_AUTH_RULES")]
+    #[arg(long, env = "DLOCK_AUTH_RULES", value_parser = parse_path)]
     pub auth_rules: Option<PathBuf>,
 
     /// Address of the HTTP listener: Prometheus metrics at /metrics, /healthz, /readyz, a
@@ -277,7 +277,7 @@ pub struct Args {
     /// ignored) that every member must have. Peers prove it to each other (HMAC-SHA256
     /// challenge and response both ways) before any Raft traffic; a connection that does not
     /// is refused. Make one with `head -c 32 /dev/urandom | base64 > cluster.secret`.
-    #[arg(long, env = "DLOCK_CLUSTER_SECRET_FILE", requires = "peers")]
+    #[arg(long, env = "DLOCK_CLUSTER_SECRET_FILE", requires = "peers", value_parser = parse_path)]
     pub cluster_secret_file: Option<PathBuf>,
 
     /// A tool instead of the server.
@@ -424,6 +424,22 @@ fn parse_log_filter(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A file or directory path, refused if it begins or ends with a blank (`DLOCK_DATA_DIR=" "`,
+/// a stray space in an environment file): the server would quietly make and use a
+/// directory of that name beside the one meant.
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Err("the path is blank".into());
+    }
+    if s.trim() != s {
+        return Err(format!(
+            "{s:?} begins or ends with a blank; give the path without it ({:?})",
+            s.trim()
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
 fn parse_audit_log_size(s: &str) -> Result<bytesize::ByteSize, String> {
     let size: bytesize::ByteSize = s.parse()?;
     if size.as_u64() < crate::audit::AuditConfig::MIN_MAX_SIZE {
@@ -438,6 +454,25 @@ fn parse_audit_log_size(s: &str) -> Result<bytesize::ByteSize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_with_a_stray_blank_is_refused() {
+        assert_eq!(
+            parse_path("/var/lib/dlock"),
+            Ok(PathBuf::from("/var/lib/dlock"))
+        );
+        assert_eq!(parse_path("my dir"), Ok(PathBuf::from("my dir")));
+        assert!(parse_path(" ").unwrap_err().contains("blank"));
+        let e = parse_path("/var/lib/dlock ").unwrap_err();
+        assert!(e.contains("\"/var/lib/dlock\""), "{e}");
+        for flag in ["--data-dir", "--audit-log", "--auth-file", "--auth-rules"] {
+            let e = Args::try_parse_from(["dlock-server", flag, "x "]).unwrap_err();
+            assert!(
+                e.to_string().contains("begins or ends with a blank"),
+                "{flag}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn a_log_filter_that_would_silence_everything_is_refused() {

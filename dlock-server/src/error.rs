@@ -42,7 +42,8 @@ pub enum ServerError {
     /// The fencing-token floor could not be written at startup, so no token can be handed
     /// out that a restart would not repeat.
     #[error(
-        "cannot write the fencing-token floor in the data directory {dir} (--data-dir): {path}: {source}; make room there (or give another --data-dir) and start again"
+        "cannot write the fencing-token floor in the data directory {dir} (--data-dir): {path}: {source}; {} (or give another --data-dir) and start again",
+        remedy(.source)
     )]
     FloorStart {
         /// The data directory.
@@ -55,7 +56,8 @@ pub enum ServerError {
     /// While serving, the fencing-token floor could not be raised and every token below it is
     /// used: the server stops rather than hand out a token a restart could repeat.
     #[error(
-        "fencing tokens exhausted: the floor in the data directory {dir} (--data-dir) could not be raised ({path}: {source}) and every token reserved ahead is used; stopping rather than hand out a token a restart could repeat; make room in {dir} and restart"
+        "fencing tokens exhausted: the floor in the data directory {dir} (--data-dir) could not be raised ({path}: {source}) and every token reserved ahead is used; stopping rather than hand out a token a restart could repeat; {} and restart",
+        remedy(.source)
     )]
     FloorExhausted {
         /// The data directory.
@@ -130,6 +132,17 @@ pub enum ServerError {
     CoreTask(String),
 }
 
+/// What to do about a data directory that cannot be written, by the cause.
+fn remedy(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "make room there",
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            "let the server's user write there"
+        }
+        _ => "repair the directory",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +167,27 @@ mod tests {
             http.to_string()
                 .contains("(--http-listen; `off` disables it)")
         );
+    }
+
+    #[test]
+    fn a_floor_that_cannot_be_written_says_what_to_do_by_the_cause() {
+        let start = |kind| ServerError::FloorStart {
+            dir: "d".into(),
+            path: "d/floor".into(),
+            source: io::Error::from(kind),
+        };
+        let full = start(io::ErrorKind::StorageFull).to_string();
+        assert!(
+            full.contains("; make room there (or give another --data-dir)"),
+            "{full}"
+        );
+        let denied = start(io::ErrorKind::PermissionDenied).to_string();
+        assert!(
+            denied.contains("; let the server's user write there"),
+            "{denied}"
+        );
+        assert!(!denied.contains("make room"), "{denied}");
+        let other = start(io::ErrorKind::InvalidData).to_string();
+        assert!(other.contains("; repair the directory"), "{other}");
     }
 }

@@ -260,7 +260,7 @@ impl Floor {
                         reserved_left = self.ceiling - used,
                         "cannot raise the fencing-token floor; serving from the tokens still \
                          reserved and trying again every second (the server stops granting \
-                         when they run out; make room in --data-dir; counted in \
+                         when they run out; fix the cause in --data-dir; counted in \
                          dlock_floor_write_failures_total)"
                     );
                 }
