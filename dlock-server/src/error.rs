@@ -124,9 +124,12 @@ pub enum ServerError {
     /// The TLS certificate, key or client CA could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The token file or the rules file could not be loaded.
-    #[error("authentication: {0}")]
+    /// The token file (--auth-file) could not be loaded.
+    #[error("token file (--auth-file): {0}")]
     Auth(String),
+    /// The rules file (--auth-rules) could not be loaded.
+    #[error("rules file (--auth-rules): {0}")]
+    Rules(String),
     /// The core task ended unexpectedly.
     #[error("core task failed: {0}")]
     CoreTask(String),

@@ -48,10 +48,7 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     match &args.command {
         Some(Tool::NewToken { identity }) => {
-            anyhow::ensure!(
-                !identity.is_empty() && !identity.contains(char::is_whitespace),
-                "an identity is one word"
-            );
+            dlock_server::security::check_identity(identity).map_err(anyhow::Error::msg)?;
             let token = dlock_server::security::new_token();
             println!("{token}");
             println!("{identity} {}", dlock_server::security::hash_token(&token));

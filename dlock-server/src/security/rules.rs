@@ -75,8 +75,8 @@ impl Rules {
     /// Reads a rules file.
     pub(crate) fn load(path: &Path) -> Result<Rules, ServerError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ServerError::Auth(format!("{}: {e}", path.display())))?;
-        Rules::parse(&text).map_err(|e| ServerError::Auth(format!("{}: {e}", path.display())))
+            .map_err(|e| ServerError::Rules(format!("{}: {e}", path.display())))?;
+        Rules::parse(&text).map_err(|e| ServerError::Rules(format!("{}: {e}", path.display())))
     }
 
     /// Parses the text of a rules file.
@@ -165,6 +165,23 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rules_file_that_cannot_be_read_is_named_as_such() {
+        let e = Rules::load(Path::new("/nonexistent/rules.toml")).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.starts_with("rules file (--auth-rules): /nonexistent/rules.toml: "),
+            "{e}"
+        );
+        let t = crate::security::tokens::Tokens::load(Path::new("/nonexistent/tokens"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            t.starts_with("token file (--auth-file): /nonexistent/tokens: "),
+            "{t}"
+        );
+    }
 
     const RULES: &str = r#"
         admins = ["ops"]

@@ -29,6 +29,20 @@ pub fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// Checks an identity for an `--auth-file` line: one word, not `*` (the rules' name for
+/// every identity not listed) and not starting with `#` (the line would be a comment).
+pub fn check_identity(identity: &str) -> Result<(), String> {
+    if identity.is_empty() || identity.contains(char::is_whitespace) {
+        Err("an identity is one word".into())
+    } else if identity == crate::security::rules::ANY_IDENTITY {
+        Err("`*` is the rules' name for every identity not listed, not an identity".into())
+    } else if identity.starts_with('#') {
+        Err("an identity cannot start with `#` (its auth-file line would be a comment)".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// A fresh random token (256 bits, as 64 hex digits).
 pub fn new_token() -> String {
     hex(&rand::random::<[u8; 32]>())
@@ -68,6 +82,7 @@ impl Tokens {
             else {
                 return Err(format!("line {}: expected `IDENTITY SHA256HEX`", n + 1));
             };
+            check_identity(identity).map_err(|e| format!("line {}: {e}", n + 1))?;
             let Some(hash) = unhex(&hash.to_ascii_lowercase()) else {
                 return Err(format!("line {}: the hash must be 64 hex digits", n + 1));
             };
@@ -110,6 +125,18 @@ mod tests {
         assert_eq!(tokens.authenticate("bobs").as_deref(), Some("bob"));
         assert_eq!(tokens.authenticate("bob"), None);
         assert_eq!(tokens.authenticate(""), None);
+    }
+
+    #[test]
+    fn an_identity_is_one_word_that_is_neither_the_wildcard_nor_a_comment() {
+        assert_eq!(check_identity("alice"), Ok(()));
+        assert_eq!(check_identity("svc-1@prod"), Ok(()));
+        for bad in ["", "a b", "*", "#ops"] {
+            assert!(check_identity(bad).is_err(), "{bad:?}");
+        }
+        let star = format!("* {}\n", hash_token("t"));
+        let e = Tokens::parse(&star).unwrap_err();
+        assert!(e.starts_with("line 1: `*` is the rules' name"), "{e}");
     }
 
     #[test]
