@@ -109,18 +109,22 @@ impl ClientBuilder {
         self
     }
 
-    /// [`token`](Self::token) read from the first line of a file (surrounding whitespace
-    /// removed).
+    /// [`token`](Self::token) read from the first line of a file that is not blank
+    /// (surrounding whitespace removed); a file with none is an error.
     pub fn token_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let refused = |kind, what: String| {
             Error::Connect(Arc::new(std::io::Error::new(
-                e.kind(),
-                format!("token file {}: {e}", path.display()),
+                kind,
+                format!("token file {}: {what}", path.display()),
             )))
-        })?;
-        let token = text.lines().next().unwrap_or("").trim().to_owned();
-        Ok(self.token(token))
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| refused(e.kind(), e.to_string()))?;
+        let Some(token) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
+            let what = "holds no token (the first line that is not blank is the token)";
+            return Err(refused(std::io::ErrorKind::InvalidData, what.into()));
+        };
+        Ok(self.token(token.to_owned()))
     }
 
     /// The session name (default `user@host:pid`). A server refuses a name longer than its
@@ -243,6 +247,22 @@ fn default_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_gives_its_first_line_that_is_not_blank() {
+        let dir = std::env::temp_dir().join(format!("dlock-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t");
+        std::fs::write(&file, "\n  \n  abc  \nalice 00\n").unwrap();
+        let b = Client::builder("127.0.0.1:1").token_file(&file).unwrap();
+        assert_eq!(b.token.as_deref(), Some("abc"));
+        std::fs::write(&file, "\n \n").unwrap();
+        let e = Client::builder("127.0.0.1:1")
+            .token_file(&file)
+            .unwrap_err();
+        assert!(e.to_string().contains("holds no token"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn default_name_has_user_host_and_pid() {
