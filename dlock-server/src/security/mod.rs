@@ -35,6 +35,8 @@ struct Loaded {
     acceptor: Option<TlsAcceptor>,
     tokens: Option<Arc<Tokens>>,
     rules: Option<Arc<Rules>>,
+    /// What the certificate's validity calls for ([`tls::validity_warning`]).
+    certificate: Option<String>,
 }
 
 /// A server's TLS configuration, tokens and rules, reloadable as a whole, and the count of
@@ -80,13 +82,13 @@ pub(crate) struct NotAuthenticated;
 impl Loaded {
     /// What an operator should hear about files that load but shut everyone out (said at
     /// WARN at start and on every reload).
-    fn warnings(&self) -> Vec<&'static str> {
-        let mut w = Vec::new();
+    fn warnings(&self) -> Vec<String> {
+        let mut w: Vec<String> = self.certificate.iter().cloned().collect();
         if self.tokens.as_ref().is_some_and(|t| t.is_empty()) {
-            w.push("the --auth-file holds no token: every client is refused");
+            w.push("the --auth-file holds no token: every client is refused".into());
         }
         if self.rules.as_ref().is_some_and(|r| r.grant_nothing()) {
-            w.push("the --auth-rules give no identity any access: every lock request and query is refused");
+            w.push("the --auth-rules give no identity any access: every lock request and query is refused".into());
         }
         w
     }
@@ -94,9 +96,16 @@ impl Loaded {
 
 impl Files {
     fn load(&self) -> Result<Loaded, ServerError> {
-        let acceptor = match &self.tls {
-            Some(tls) => Some(TlsAcceptor::from(tls::server_config(tls)?)),
-            None => None,
+        let (acceptor, certificate) = match &self.tls {
+            Some(tls) => {
+                let leaf = tls::read_certs(&tls.cert)?.swap_remove(0);
+                let now = std::time::SystemTime::now();
+                (
+                    Some(TlsAcceptor::from(tls::server_config(tls)?)),
+                    tls::validity_warning(&tls.cert, &leaf, now),
+                )
+            }
+            None => (None, None),
         };
         let tokens = match &self.auth_file {
             Some(path) => Some(Arc::new(Tokens::load(path)?)),
@@ -110,6 +119,7 @@ impl Files {
             acceptor,
             tokens,
             rules,
+            certificate,
         })
     }
 }
@@ -264,6 +274,7 @@ mod tests {
             acceptor: None,
             tokens: tokens.map(|t| Arc::new(Tokens::parse(t).unwrap())),
             rules: rules.map(|r| Arc::new(Rules::parse(r).unwrap())),
+            certificate: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -75,4 +76,80 @@ pub(crate) fn certificate_identity(cert: &CertificateDer<'_>) -> Option<String> 
     let cn = parsed.subject().iter_common_name().next()?;
     let name = cn.as_str().ok()?;
     (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// A certificate that expires within this long is said to at start and on every reload.
+pub(crate) const EXPIRY_NOTICE: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// What an operator should hear about the validity of the leaf certificate in `path` at
+/// `now`: not yet valid, expired, or expiring within [`EXPIRY_NOTICE`] (clients refuse the
+/// handshake outside its validity). `None` if it is valid beyond that, or cannot be read.
+pub(crate) fn validity_warning(
+    path: &Path,
+    leaf: &CertificateDer<'_>,
+    now: SystemTime,
+) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        (when, humantime::format_rfc3339_seconds(when))
+    };
+    let (from, from_text) = at(parsed.validity().not_before);
+    let (until, until_text) = at(parsed.validity().not_after);
+    let path = path.display();
+    if now < from {
+        Some(format!(
+            "the certificate in {path} is not valid until {from_text}: clients refuse the handshake until then"
+        ))
+    } else if now > until {
+        Some(format!(
+            "the certificate in {path} expired at {until_text}: clients refuse the handshake; replace it and send SIGHUP"
+        ))
+    } else if until.duration_since(now).unwrap_or_default() < EXPIRY_NOTICE {
+        let days = until.duration_since(now).unwrap_or_default().as_secs() / 86_400;
+        Some(format!(
+            "the certificate in {path} expires at {until_text} (in {days} days): replace it and send SIGHUP"
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(from: (i32, u8, u8), until: (i32, u8, u8)) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        p.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn on(day: &str) -> SystemTime {
+        humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).unwrap()
+    }
+
+    #[test]
+    fn a_certificate_outside_or_near_the_end_of_its_validity_is_said_to_be() {
+        let c = cert((2030, 1, 1), (2031, 1, 1));
+        let path = Path::new("server.pem");
+        let w = |day| validity_warning(path, &c, on(day));
+        assert_eq!(w("2030-06-01"), None);
+        let early = w("2029-06-01").unwrap();
+        assert!(
+            early.contains("server.pem is not valid until 2030-01-01T00:00:00Z"),
+            "{early}"
+        );
+        let late = w("2031-02-01").unwrap();
+        assert!(late.contains("expired at 2031-01-01T00:00:00Z"), "{late}");
+        assert!(late.contains("send SIGHUP"), "{late}");
+        let soon = w("2030-12-25").unwrap();
+        assert!(
+            soon.contains("expires at 2031-01-01T00:00:00Z (in 7 days)"),
+            "{soon}"
+        );
+    }
 }
