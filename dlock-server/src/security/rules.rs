@@ -174,13 +174,6 @@ mod tests {
             e.starts_with("rules file (--auth-rules): /nonexistent/rules.toml: "),
             "{e}"
         );
-        let t = crate::security::tokens::Tokens::load(Path::new("/nonexistent/tokens"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            t.starts_with("token file (--auth-file): /nonexistent/tokens: "),
-            "{t}"
-        );
     }
 
     const RULES: &str = r#"

@@ -140,6 +140,17 @@ mod tests {
     }
 
     #[test]
+    fn a_token_file_that_cannot_be_read_is_named_as_such() {
+        let t = Tokens::load(std::path::Path::new("/nonexistent/tokens"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            t.starts_with("token file (--auth-file): /nonexistent/tokens: "),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn hashes_are_sha256_hex() {
         assert_eq!(
             hash_token("abc"),
