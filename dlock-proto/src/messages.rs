@@ -146,7 +146,9 @@ pub enum ServerMessage {
         /// The reply.
         body: Reply,
     },
-    /// The server is shutting down; sessions are not kept.
+    /// The server is shutting down; sessions are not kept. (A cluster member that stops does
+    /// not send it: the sessions stay with the cluster, and its clients resume at the new
+    /// leader.)
     ShuttingDown,
     /// The connection broke the protocol; the server closes it after this.
     ProtocolError(ProtocolError),

@@ -580,7 +580,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared.token.cancel();
     outbox.close();
     let fin = shared.take_final().unwrap_or_else(|| {
-        if shared.server_shutdown.is_cancelled() {
+        // `ShuttingDown` tells the client its session ends with this server. A cluster
+        // member that stops leaves the sessions to the others: its clients are disconnected
+        // without it, as when it stops leading, and resume at the new leader.
+        if shared.server_shutdown.is_cancelled() && config.cluster.is_none() {
             Final {
                 msg: Some(ServerMessage::ShuttingDown),
                 flush_first: true,

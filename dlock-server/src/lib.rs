@@ -120,8 +120,9 @@ pub const MAX_REFUSALS: usize = 256;
 pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
 
 /// Serves `listener` until `shutdown` completes, then shuts down gracefully: stops
-/// accepting, sends `ShuttingDown` to every client, flushes the outboxes (bounded by
-/// [`Config::shutdown_grace`]) and returns.
+/// accepting, sends `ShuttingDown` to every client (a cluster member does not: the sessions
+/// stay with the cluster, and its clients resume at the new leader), flushes the outboxes
+/// (bounded by [`Config::shutdown_grace`]) and returns.
 ///
 /// Returns an error if the data directory cannot be used (the fencing-token floor is written
 /// at the start), or if, while serving, the floor could not be raised for so long that every

@@ -355,6 +355,27 @@ impl TestCluster {
         }
     }
 
+    /// Stops node `id` gracefully, as an operator does (SIGINT, which the server takes as it
+    /// takes SIGTERM), and waits (at most `within`) for it to exit.
+    pub async fn stop(&mut self, id: u64, within: Duration) -> Result<()> {
+        let Some(mut child) = self.node_mut(id).child.take() else {
+            return Ok(());
+        };
+        let pid = child.id().context("the node's process id")?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => {
+                status?;
+                Ok(())
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                bail!("node {id} did not exit within {within:?} of SIGINT")
+            }
+        }
+    }
+
     /// Starts node `id` again from its data directory, on the same addresses.
     pub async fn restart(&mut self, id: u64) -> Result<()> {
         self.kill(id).await;

@@ -17,6 +17,7 @@ mod t97_connect_during_failover;
 mod t98_metrics;
 mod t99_removed_member;
 mod t9a_lost_disk;
+mod t9b_graceful_stop;
 
 // The strict reader of the metrics text that the ops tests use.
 #[path = "../ops/prom.rs"]

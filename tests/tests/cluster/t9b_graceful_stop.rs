@@ -1,0 +1,69 @@
+//! A leader stopped gracefully (SIGTERM or SIGINT, as an operator restarting it does) leaves
+//! its sessions to the others: its clients resume at the new leader with every lock, and a
+//! waiter's request stays queued; none of them hears that its session ended.
+
+use anyhow::{Result, ensure};
+use dlock_client::Mode;
+use futures_util::FutureExt;
+
+use crate::{
+    ELECTION, WAIT, assert_refused, assert_sole_holder, client, done, options, res, run, within,
+};
+use dlock_tests::cluster::TestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t9b_a_leader_stopped_gracefully_leaves_every_session_to_the_others() -> Result<()> {
+    run(async {
+        let mut c = TestCluster::start(options()).await?;
+        let first = c.wait_leader(ELECTION).await?;
+        let holder = client(&c, "holder").await?;
+        let waiter = client(&c, "waiter").await?;
+        let g = done("a grant", holder.lock("g", Mode::EX)).await?;
+        let mut queued = waiter.lock("g", Mode::EX).boxed();
+        within("the waiter to queue", async {
+            while res(&holder, "g").await?.waiting.len() != 1 {
+                ensure!(
+                    (&mut queued).now_or_never().is_none(),
+                    "the waiter was answered"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Ok(())
+        })
+        .await??;
+
+        c.stop(first, WAIT).await?;
+        let second = c.wait_leader_except(&[first], ELECTION).await?;
+        eprintln!("leader {first} stopped gracefully; node {second} leads");
+
+        // Both sessions moved to the new leader: the holder's lock is its own and kept, the
+        // waiter still waits, and neither client was told its session ended.
+        done("a ping through the holder", holder.ping()).await?;
+        done("a ping through the waiter", waiter.ping()).await?;
+        ensure!(!g.is_lost(), "the holder's guard reports the lock lost");
+        let other = client(&c, "other").await?;
+        assert_sole_holder(&other, "g", &g).await?;
+        assert_refused(&other, "g", Mode::PR).await?;
+        ensure!(
+            (&mut queued).now_or_never().is_none(),
+            "the waiter's request ended at the stop"
+        );
+        let waiting = res(&other, "g").await?.waiting;
+        ensure!(
+            waiting.iter().map(|l| l.session).collect::<Vec<_>>() == [waiter.session_id()],
+            "the waiter is not queued: {waiting:?}"
+        );
+
+        // Released, the lock goes to the waiter, with a greater token.
+        let held = g.token();
+        done("unlocking g", g.unlock()).await?;
+        let next = within("the waiter's grant", queued).await??;
+        ensure!(
+            next.token() > held,
+            "token {} is not above {held}",
+            next.token()
+        );
+        Ok(())
+    })
+    .await
+}
