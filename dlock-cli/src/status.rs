@@ -95,7 +95,22 @@ fn more_follow(shown: usize, last: &[u8]) -> String {
     )
 }
 
+/// Beyond this, a member the leader has not heard from is shown as down or cut off (the
+/// leader sends a heartbeat every 50 ms; an election follows 200-400 ms without one).
+const SILENT_MS: u64 = 1_000;
+
+/// When the leader last heard from a member, `ms` ago, for the ANSWERED column.
+fn answered(ms: u64) -> String {
+    if ms < SILENT_MS {
+        format!("{ms}ms ago")
+    } else {
+        format!("{:.1}s ago: DOWN?", ms as f64 / 1000.0)
+    }
+}
+
 /// The cluster as a few lines: who answered, leader and term, then one row per member.
+/// On the leader, ANSWERED says how long ago each other member last answered it: a member
+/// that is down or cut off keeps the MATCHED it had.
 pub fn cluster_table(view: &dlock_proto::status::ClusterView) -> String {
     let leader = view
         .leader
@@ -104,7 +119,7 @@ pub fn cluster_table(view: &dlock_proto::status::ClusterView) -> String {
         "cluster: answered by node {}, leader {leader}, term {}, log index {}, applied {}\n",
         view.node_id, view.term, view.last_log_index, view.applied_index
     );
-    let rows: Vec<[String; 5]> = view
+    let rows: Vec<[String; 6]> = view
         .members
         .iter()
         .map(|m| {
@@ -115,11 +130,12 @@ pub fn cluster_table(view: &dlock_proto::status::ClusterView) -> String {
                 m.client_addr.clone(),
                 m.raft_addr.clone(),
                 m.matched.map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                m.heard_ms.map_or_else(|| "-".to_owned(), answered),
             ]
         })
         .collect();
-    let header = ["NODE", "VOTES", "CLIENT", "PEER", "MATCHED"].map(str::to_owned);
-    let mut width = [0usize; 5];
+    let header = ["NODE", "VOTES", "CLIENT", "PEER", "MATCHED", "ANSWERED"].map(str::to_owned);
+    let mut width = [0usize; 6];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -227,6 +243,11 @@ mod tests {
             client_addr: format!("127.0.0.1:743{id}"),
             raft_addr: format!("127.0.0.1:753{id}"),
             matched,
+            heard_ms: match id {
+                1 => Some(4_200),
+                3 => Some(12),
+                _ => None,
+            },
             voter: id != 3,
         };
         let view = ClusterView {
@@ -245,13 +266,17 @@ mod tests {
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["NODE", "VOTES", "CLIENT", "PEER", "MATCHED"]
+            ["NODE", "VOTES", "CLIENT", "PEER", "MATCHED", "ANSWERED"]
         );
+        // A member silent for seconds is called out, whatever it matched.
+        let cells = |i: usize| lines[i].split_whitespace().skip(4).collect::<Vec<_>>();
+        assert_eq!(cells(2), ["118", "4.2s", "ago:", "DOWN?"], "{t}");
+        assert_eq!(cells(3), ["120", "-"], "{t}");
+        assert_eq!(cells(4), ["-", "12ms", "ago"], "{t}");
         // A learner being added says so.
         assert_eq!(lines[4].split_whitespace().nth(1), Some("learner"), "{t}");
         assert_eq!(lines[2].split_whitespace().nth(1), Some("voter"), "{t}");
         assert!(lines[2].starts_with("  1 "), "{t}");
         assert!(lines[3].starts_with("  2* "), "{t}");
-        assert!(lines[4].trim_end().ends_with(" -"), "{t}");
     }
 }

@@ -9,7 +9,7 @@ pub use dlock_core::{
 };
 
 /// The protocol version this crate speaks. A peer of another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// A frame sent by a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -347,6 +347,10 @@ pub struct MemberView {
     pub raft_addr: String,
     /// On the leader: the last log index the member is known to hold (`None`: not known).
     pub matched: Option<u64>,
+    /// On the leader, for the other members: how many milliseconds ago the member last
+    /// answered a heartbeat or an append (`None`: not known). Beyond a second or so, the
+    /// member is down or cut off, whatever `matched` says.
+    pub heard_ms: Option<u64>,
     /// Whether it votes: `false` for a learner being added (it counts for no majority until
     /// it has caught up and the change that makes it a voter is committed).
     pub voter: bool,

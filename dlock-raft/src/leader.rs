@@ -173,6 +173,10 @@ pub struct ClusterStatus {
     pub applied_index: u64,
     /// On the leader: the last index each member is known to hold (`None`: nothing yet).
     pub matched: BTreeMap<NodeId, Option<u64>>,
+    /// On the leader: how long ago each other member last acknowledged a heartbeat or an
+    /// append (`None`: never, in this term). A member that is down or cut off shows a
+    /// growing age while its `matched` stays as it was.
+    pub heard: BTreeMap<NodeId, Option<Duration>>,
     /// This node's peer port: connections it answers now and those it closed (see
     /// [`Sequencer::with_peer_port`]).
     pub peer_port: PeerPortCounts,
@@ -370,6 +374,15 @@ impl Sequencer {
                 .map(|r| {
                     r.into_iter()
                         .map(|(id, l)| (id, l.map(|l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            heard: m
+                .heartbeat
+                .map(|h| {
+                    h.into_iter()
+                        .filter(|(id, _)| *id != self.id)
+                        .map(|(id, at)| (id, at.map(|at| openraft::Instant::elapsed(&*at))))
                         .collect()
                 })
                 .unwrap_or_default(),

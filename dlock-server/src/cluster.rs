@@ -148,6 +148,12 @@ pub(crate) fn view(sequencer: &dlock_raft::Sequencer) -> dlock_proto::status::Cl
                 client_addr: m.client_addr.clone(),
                 raft_addr: m.raft_addr.clone(),
                 matched: status.matched.get(id).copied().flatten(),
+                heard_ms: status
+                    .heard
+                    .get(id)
+                    .copied()
+                    .flatten()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 voter: !status.learners.contains(id),
             })
             .collect(),

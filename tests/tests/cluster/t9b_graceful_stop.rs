@@ -67,3 +67,60 @@ async fn t9b_a_leader_stopped_gracefully_leaves_every_session_to_the_others() ->
     })
     .await
 }
+
+/// The leader's view of the cluster tells a member that is down from one that is up: the
+/// dead one's last answer ages while its matched index stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t9b_the_cluster_view_shows_how_long_ago_each_member_answered() -> Result<()> {
+    run(async {
+        let mut c = TestCluster::start(options()).await?;
+        let leader = c.wait_leader(ELECTION).await?;
+        let ids = c.ids();
+        let mut followers = ids.iter().copied().filter(|&id| id != leader);
+        let (dead, live) = (
+            followers.next().expect("two"),
+            followers.next().expect("two"),
+        );
+        let client = client(&c, "viewer").await?;
+        let heard = |view: &dlock_proto::status::ClusterView, id: u64| {
+            view.members
+                .iter()
+                .find(|m| m.id == id)
+                .and_then(|m| m.heard_ms)
+        };
+
+        c.kill(dead).await;
+        within("the dead member to show as silent", async {
+            loop {
+                let view = client.query_cluster().await?.expect("a cluster");
+                if view.leader == Some(leader) && heard(&view, dead).is_some_and(|ms| ms >= 1_500) {
+                    // In the same view, the live follower answered recently.
+                    let live_ms = heard(&view, live);
+                    ensure!(
+                        live_ms.is_some_and(|ms| ms < 1_000),
+                        "live {live}: {live_ms:?}"
+                    );
+                    ensure!(heard(&view, leader).is_none(), "the leader hears itself");
+                    return Ok(());
+                }
+                ensure!(view.leader == Some(leader), "the leader changed: {view:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+        .await??;
+
+        c.restart(dead).await?;
+        within("the restarted member to answer again", async {
+            loop {
+                let view = client.query_cluster().await?.expect("a cluster");
+                if heard(&view, dead).is_some_and(|ms| ms < 1_000) {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await??;
+        Ok(())
+    })
+    .await
+}
