@@ -417,12 +417,29 @@ fn register_cluster(r: &mut Registry, c: &ClusterStatus) {
             Unit::Other("entries".to_owned()),
             lag,
         );
+        let mut silence = Sorted::<Gauge<f64, AtomicU64>>::new();
+        for (id, heard) in c.heard.iter().filter(|(id, _)| **id != c.id) {
+            if let Some(d) = heard {
+                silence
+                    .get_or_create(vec![("node", id.to_string())])
+                    .set(d.as_secs_f64());
+            }
+        }
+        r.register_with_unit(
+            "follower_silence",
+            "On the leader: how long ago each other member last answered a heartbeat or an \
+             append (no sample: not yet in this term); over a second, it is down or cut off, whatever \
+             its lag says",
+            Unit::Seconds,
+            silence,
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use super::*;
 
@@ -449,6 +466,7 @@ mod tests {
             committed_index: 19,
             applied_index: 18,
             matched: BTreeMap::new(),
+            heard: BTreeMap::new(),
             peer_port: dlock_raft::PeerPortCounts {
                 open: 2,
                 closed: [5, 1, 0],
@@ -464,6 +482,7 @@ mod tests {
     fn a_leader_reports_each_followers_lag() {
         let mut c = status(Role::Leader, Some(1));
         c.matched = BTreeMap::from([(1, Some(20)), (2, Some(17)), (3, None)]);
+        c.heard = BTreeMap::from([(2, Some(Duration::from_millis(40))), (3, None)]);
         let t = text(&c);
         assert_eq!(
             samples(&t),
@@ -481,6 +500,7 @@ mod tests {
                 r#"dlock_cluster_peer_connections_closed_total{reason="refused"} 1"#,
                 r#"dlock_cluster_follower_lag_entries{node="2"} 3"#,
                 r#"dlock_cluster_follower_lag_entries{node="3"} 20"#,
+                r#"dlock_cluster_follower_silence_seconds{node="2"} 0.04"#,
             ]
         );
         assert!(t.contains("# TYPE dlock_cluster_follower_lag_entries gauge\n"));
