@@ -73,7 +73,7 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// and of everything they carry (entries, commands, snapshots). Builds from before the
 /// greeting spoke 1 without saying so; 2 was openraft 0.9's messages, 3 openraft 0.10's, and
 /// 4 adds the node the connecting member means to reach to the greeting.
-pub const PEER_PROTOCOL: u32 = 5;
+pub const PEER_PROTOCOL: u32 = 6;
 
 /// How long a peer connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -117,6 +117,11 @@ pub enum PeerRequest {
         /// member's own, or two swapped) never counts one member's vote twice.
         to: NodeId,
     },
+    /// Ask whether the member would vote for the candidate, without changing its term (Raft's
+    /// pre-vote): a member back from a pause or a partition does not depose a leader the
+    /// others still follow. `true` as in `Vote`. (After `Version`, which keeps its place for
+    /// builds of older peer protocols to read and answer.)
+    PreVote(VoteRequest<TypeConfig>, bool),
 }
 
 /// A part of a snapshot: its bytes in chunks, in order, then what it is.
@@ -164,6 +169,8 @@ pub enum PeerResponse {
         /// Its [`PEER_PROTOCOL`].
         protocol: u32,
     },
+    /// The answer to `PreVote`.
+    PreVote(Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>),
 }
 
 type ClientConn = Framed<TcpStream, FrameCodec<PeerResponse, PeerRequest>>;
@@ -552,6 +559,21 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         })
     }
 
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let guarded = self.guard.is_on();
+        let called = self
+            .call(PeerRequest::PreVote(rpc, guarded), option.hard_ttl())
+            .await;
+        answer_of(self.target, called, |r| match r {
+            PeerResponse::PreVote(r) => Some(r),
+            _ => None,
+        })
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: Vote,
@@ -818,6 +840,12 @@ async fn serve_conn(
                 PeerResponse::Vote(Ok(watch.guard.refuse(&raft, &r)))
             }
             PeerRequest::Vote(r, _) => PeerResponse::Vote(raft.vote(r).await),
+            PeerRequest::PreVote(r, candidate_guarded)
+                if !watch.guard.admits(&r, candidate_guarded) =>
+            {
+                PeerResponse::PreVote(Ok(watch.guard.refuse(&raft, &r)))
+            }
+            PeerRequest::PreVote(r, _) => PeerResponse::PreVote(raft.pre_vote(r).await),
             PeerRequest::Snapshot(SnapshotPart::Chunk { offset, data }) => {
                 if let Err(why) = receiving.take(offset, &data) {
                     watch.refuse(peer, &why, "snapshot chunk refused; closing");

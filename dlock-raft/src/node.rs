@@ -82,6 +82,9 @@ pub fn raft_config() -> Config {
     Config {
         enable_leader_restore: Some(false),
         allow_log_reversion: Some(true),
+        // A member that was paused or cut off asks first whether it would win: while the
+        // others still follow the leader, it does not raise the term and depose it.
+        enable_pre_vote: Some(true),
         cluster_name: "dlock".to_owned(),
         heartbeat_interval: 50,
         election_timeout_min: 200,

@@ -96,3 +96,61 @@ async fn t94_minority_partition_grants_nothing() -> Result<()> {
     })
     .await
 }
+
+/// A follower cut off for several election timeouts, then healed, rejoins under the same
+/// leader in the same term: it asked first whether it would win (pre-vote), and the others,
+/// still hearing from the leader, said no, so it never raised the term and deposed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t94_a_follower_back_from_a_partition_does_not_depose_the_leader() -> Result<()> {
+    run(async {
+        let mut c = TestCluster::start(options().proxied()).await?;
+        let leader = c.wait_leader(ELECTION).await?;
+        let viewer = client(&c, "viewer").await?;
+        let view = viewer.query_cluster().await?.expect("a cluster");
+        ensure!(view.leader == Some(leader), "{view:?}");
+        let term = view.term;
+        let follower = c
+            .ids()
+            .into_iter()
+            .find(|&id| id != leader)
+            .expect("a follower");
+
+        // Cut off for 1.5 s: three to seven of its election timeouts.
+        c.isolate(follower);
+        within("the follower to fall silent", async {
+            loop {
+                let view = viewer.query_cluster().await?.expect("a cluster");
+                let heard = view.members.iter().find(|m| m.id == follower);
+                if heard.and_then(|m| m.heard_ms).is_some_and(|ms| ms >= 1_500) {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await??;
+        c.heal(follower);
+        within("the follower to answer the same leader again", async {
+            loop {
+                let view = viewer.query_cluster().await?.expect("a cluster");
+                ensure!(
+                    view.leader == Some(leader) && view.term == term,
+                    "the leader changed (term {term} -> {}, leader {:?}): {view:?}",
+                    view.term,
+                    view.leader
+                );
+                let heard = view.members.iter().find(|m| m.id == follower);
+                if heard.and_then(|m| m.heard_ms).is_some_and(|ms| ms < 500) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await??;
+        // Some time after, still the same leader and term.
+        done("a grant", viewer.lock("after", Mode::EX)).await?;
+        let view = viewer.query_cluster().await?.expect("a cluster");
+        ensure!(view.leader == Some(leader) && view.term == term, "{view:?}");
+        Ok(())
+    })
+    .await
+}
