@@ -147,7 +147,8 @@ async fn t94_a_follower_back_from_a_partition_does_not_depose_the_leader() -> Re
         })
         .await??;
         // Some time after, still the same leader and term.
-        done("a grant", viewer.lock("after", Mode::EX)).await?;
+        let after = done("a grant", viewer.lock("after", Mode::EX)).await?;
+        done("a release", after.unlock()).await?;
         let view = viewer.query_cluster().await?.expect("a cluster");
         ensure!(view.leader == Some(leader) && view.term == term, "{view:?}");
         Ok(())
