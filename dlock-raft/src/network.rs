@@ -50,6 +50,7 @@ use crate::accept::{
     report_held_back,
 };
 use crate::peer_auth::{self, Bytes32, HANDSHAKE_FRAME, HANDSHAKE_WAIT, PeerSecret};
+use crate::reach::{Reach, Said};
 use crate::rejoin::RejoinGuard;
 use crate::types::{Member, NodeId, Raft, SnapshotData, TypeConfig, Vote};
 
@@ -227,6 +228,8 @@ pub struct PeerNetwork {
     idle: Arc<IdleConns>,
     /// This node's rejoin guard, which its vote requests report.
     guard: RejoinGuard,
+    /// Which peers do not answer (for the log).
+    reach: Arc<Reach>,
 }
 
 /// Connections whose last call completed, by peer and address, newest last, with when each
@@ -275,6 +278,7 @@ impl PeerNetwork {
             secret: None,
             idle: Arc::default(),
             guard: RejoinGuard::off(),
+            reach: Arc::default(),
         }
     }
 
@@ -312,6 +316,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             in_call: false,
             idle: self.idle.clone(),
             guard: self.guard.clone(),
+            reach: self.reach.clone(),
         }
     }
 }
@@ -332,6 +337,8 @@ pub struct PeerClient {
     idle: Arc<IdleConns>,
     /// This node's rejoin guard, which its vote requests report.
     guard: RejoinGuard,
+    /// Which peers do not answer (shared by the node's clients).
+    reach: Arc<Reach>,
 }
 
 impl Drop for PeerClient {
@@ -388,14 +395,35 @@ impl PeerClient {
         })
         .await
         .unwrap_or(Err(CallError::Timeout(ttl)));
-        if let Err(e) = &result {
-            if matches!(
-                e,
-                CallError::Refused(_) | CallError::Unproven | CallError::NoGreeting
-            ) {
-                tracing::warn!(target = self.target, addr = %self.addr, error = %e, "peer connection refused");
+        let (target, addr) = (self.target, &self.addr);
+        match &result {
+            Err(e) => {
+                if matches!(
+                    e,
+                    CallError::Refused(_) | CallError::Unproven | CallError::NoGreeting
+                ) {
+                    tracing::warn!(target, %addr, error = %e, "peer connection refused");
+                }
+                match self.reach.failed(target, Instant::now()) {
+                    Said::Silent => tracing::warn!(
+                        target, %addr, error = %e,
+                        "a member does not answer (said again every minute while it does not)"
+                    ),
+                    Said::StillSilent(for_, failed) => tracing::warn!(
+                        target, %addr, error = %e, silent_s = for_.as_secs(), failed,
+                        "a member still does not answer"
+                    ),
+                    Said::Nothing | Said::Back(_) => {}
+                }
+                self.conn = None;
             }
-            self.conn = None;
+            Ok(_) => {
+                if self.reach.any_silent()
+                    && let Said::Back(after) = self.reach.answered(target, Instant::now())
+                {
+                    tracing::info!(target, %addr, silent_ms = after.as_millis() as u64, "a member answers again");
+                }
+            }
         }
         self.in_call = false;
         result

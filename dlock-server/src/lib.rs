@@ -116,6 +116,12 @@ pub use spawn::{Server, ServerHandle};
 /// see a reset instead.
 pub const MAX_REFUSALS: usize = 256;
 
+/// The log filter without `--log-level` or `RUST_LOG`: `info`, and openraft's `warn`, but
+/// not its line per failed heartbeat or append to a member that is down (20 a second): the
+/// server says once, then once a minute, that a member does not answer.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::core::heartbeat=error,\
+     openraft::replication=error,openraft::engine::handler::replication_handler=error";
+
 /// The server's version string, sent in `Welcome` and `Pong`.
 pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
 

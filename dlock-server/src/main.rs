@@ -67,7 +67,7 @@ async fn run() -> anyhow::Result<()> {
     let filter = match &args.log_level {
         Some(level) => EnvFilter::try_new(level).context("invalid --log-level")?,
         None => EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+            .unwrap_or_else(|_| EnvFilter::new(dlock_server::DEFAULT_LOG_FILTER)),
     };
     // Colours only on a terminal, so that log files and journald get plain text.
     let builder = tracing_subscriber::fmt()

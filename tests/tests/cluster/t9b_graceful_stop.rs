@@ -7,7 +7,8 @@ use dlock_client::Mode;
 use futures_util::FutureExt;
 
 use crate::{
-    ELECTION, WAIT, assert_refused, assert_sole_holder, client, done, options, res, run, within,
+    ELECTION, WAIT, assert_refused, assert_sole_holder, client, done, log_of, options, res, run,
+    wait_log, within,
 };
 use dlock_tests::cluster::TestCluster;
 
@@ -109,6 +110,16 @@ async fn t9b_the_cluster_view_shows_how_long_ago_each_member_answered() -> Resul
         })
         .await??;
 
+        // The leader said so once in its log (not once per failed heartbeat).
+        wait_log(&c, leader, "a member does not answer", WAIT).await?;
+        let said = log_of(&c, leader)?
+            .lines()
+            .filter(|l| {
+                l.contains("a member does not answer") && l.contains(&format!("target={dead}"))
+            })
+            .count();
+        ensure!(said == 1, "said {said} times");
+
         c.restart(dead).await?;
         within("the restarted member to answer again", async {
             loop {
@@ -120,6 +131,7 @@ async fn t9b_the_cluster_view_shows_how_long_ago_each_member_answered() -> Resul
             }
         })
         .await??;
+        wait_log(&c, leader, "a member answers again", WAIT).await?;
         Ok(())
     })
     .await
