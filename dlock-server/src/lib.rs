@@ -391,7 +391,14 @@ pub(crate) async fn run_inner(
     }
     drop(listener);
     drop(core_tx);
-    info!(connections = conns.len(), "shutting down");
+    if config.cluster.is_some() {
+        info!(
+            connections = conns.len(),
+            "shutting down; the sessions stay with the cluster: clients resume at the new leader"
+        );
+    } else {
+        info!(connections = conns.len(), "shutting down");
+    }
     token.cancel();
     // Writers flush within `shutdown_grace`; give them that plus a margin, then cut.
     let wait = config.shutdown_grace + Duration::from_secs(1);
