@@ -379,6 +379,28 @@ impl PeerClient {
 
     /// Sends one request and waits for its answer within `ttl`. Any failure drops the
     /// connection.
+    /// Asks the peer for its vote (`pre`: whether it would vote, Raft's pre-vote), saying
+    /// whether this node's rejoin guard is on.
+    async fn ask_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+        pre: bool,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let guarded = self.guard.is_on();
+        let req = if pre {
+            PeerRequest::PreVote(rpc, guarded)
+        } else {
+            PeerRequest::Vote(rpc, guarded)
+        };
+        let called = self.call(req, option.hard_ttl()).await;
+        answer_of(self.target, called, |r| match r {
+            PeerResponse::PreVote(r) if pre => Some(r),
+            PeerResponse::Vote(r) if !pre => Some(r),
+            _ => None,
+        })
+    }
+
     async fn call(&mut self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
         if std::mem::replace(&mut self.in_call, true) {
             // The last call was dropped before its answer: never pair that answer with this
@@ -577,14 +599,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let guarded = self.guard.is_on();
-        let called = self
-            .call(PeerRequest::Vote(rpc, guarded), option.hard_ttl())
-            .await;
-        answer_of(self.target, called, |r| match r {
-            PeerResponse::Vote(r) => Some(r),
-            _ => None,
-        })
+        self.ask_vote(rpc, option, false).await
     }
 
     async fn pre_vote(
@@ -592,14 +607,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let guarded = self.guard.is_on();
-        let called = self
-            .call(PeerRequest::PreVote(rpc, guarded), option.hard_ttl())
-            .await;
-        answer_of(self.target, called, |r| match r {
-            PeerResponse::PreVote(r) => Some(r),
-            _ => None,
-        })
+        self.ask_vote(rpc, option, true).await
     }
 
     async fn full_snapshot(

@@ -106,7 +106,7 @@ mod tests {
         assert!(r.any_silent());
         assert_eq!(
             r.failed(2, at(60_010)),
-            Said::StillSilent(Duration::from_secs(60), 1_202)
+            Said::StillSilent(Duration::from_secs(60), 1_201)
         );
         assert_eq!(
             r.failed(3, at(60_020)),
