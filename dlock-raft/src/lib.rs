@@ -91,7 +91,9 @@ pub use accept::{PeerClose, PeerPortCounts, PeerPortStats};
 pub use error::RaftStoreError;
 pub use leader::{Answer, ClusterStatus, LeaderClock, ProposeError, Sequencer};
 pub use log_store::LogStore;
-pub use membership::{StandingNotice, standing_catching_up, standing_of, watch_standing};
+pub use membership::{
+    StandingNotice, hand_over, standing_catching_up, standing_of, watch_standing,
+};
 pub use network::{PeerNetwork, serve_peers, serve_peers_authenticated, serve_peers_counted};
 pub use node::{
     DEFAULT_SNAPSHOT_EVERY, NodeOptions, OpenError, open_node, raft_config, snapshot_every,

@@ -121,6 +121,38 @@ pub async fn watch_standing(
     }
 }
 
+/// If `raft` leads, hands the leadership to the voter that holds the most of its log (Raft's
+/// leadership transfer) and waits, at most `within`, until another member leads: a leader
+/// that stops gracefully then costs its clients no election timeout. The new leader, if one
+/// took over in time.
+pub async fn hand_over(raft: &Raft, within: std::time::Duration) -> Option<NodeId> {
+    let m = raft.metrics().borrow_watched().clone();
+    if m.state != openraft::ServerState::Leader {
+        return None;
+    }
+    let me = m.id;
+    let matched = m.replication.unwrap_or_default();
+    let to = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != me)
+        .max_by_key(|id| matched.get(id).cloned().flatten().map(|l| l.index))?;
+    raft.trigger().transfer_leader(to).await.ok()?;
+    let mut metrics = raft.metrics();
+    let moved = tokio::time::timeout(within, async {
+        loop {
+            let leader = metrics.borrow_watched().current_leader;
+            if let Some(l) = leader.filter(|l| *l != me) {
+                return Some(l);
+            }
+            metrics.changed().await.ok()?;
+        }
+    })
+    .await;
+    moved.ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};

@@ -391,6 +391,11 @@ pub(crate) async fn run_inner(
     }
     drop(listener);
     drop(core_tx);
+    if let Some(raft) = &raft
+        && let Some(to) = dlock_raft::hand_over(raft, Duration::from_secs(2)).await
+    {
+        info!(to, "handed the leadership over before stopping");
+    }
     if config.cluster.is_some() {
         info!(
             connections = conns.len(),

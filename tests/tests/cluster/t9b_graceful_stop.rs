@@ -36,6 +36,12 @@ async fn t9b_a_leader_stopped_gracefully_leaves_every_session_to_the_others() ->
         c.stop(first, WAIT).await?;
         let second = c.wait_leader_except(&[first], ELECTION).await?;
         eprintln!("leader {first} stopped gracefully; node {second} leads");
+        // It handed the leadership over rather than leave the others to an election.
+        let said = log_of(&c, first)?;
+        ensure!(
+            said.contains("handed the leadership over before stopping"),
+            "no hand-over in node {first}'s log:\n{said}"
+        );
 
         // Both sessions moved to the new leader: the holder's lock is its own and kept, the
         // waiter still waits, and neither client was told its session ended.
