@@ -553,6 +553,19 @@ impl Sequencer {
         }
     }
 
+    /// Whether this leader has heard from no majority for longer than its lease (openraft's,
+    /// the longest election timeout): openraft then takes no write until one answers.
+    fn lease_lapsed(&self) -> bool {
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        // A lone voter is its own majority.
+        let alone = m.membership_config.membership().voter_ids().count() <= 1;
+        !alone
+            && m.last_quorum_acked
+                .is_some_and(|at| openraft::Instant::elapsed(&*at) > lease)
+    }
+
     /// Whether a majority answers this leader's heartbeats within a second (without
     /// waiting for anything to be applied).
     async fn quorum_answers(&self) -> bool {
@@ -645,6 +658,20 @@ impl Sequencer {
             }
             let current = *self.clock.borrow();
             match (leading_term, current) {
+                (Some(term), Some(c)) if c.term == term && self.lease_lapsed() => {
+                    // openraft refuses every write until a majority acknowledges this leader
+                    // again, while this clock runs on: what is due meanwhile would be stamped
+                    // late once writes pass, ahead of the renewals refused meanwhile. Stop
+                    // serving now; serving again starts like a new term, with the grace.
+                    tracing::warn!(
+                        term,
+                        "heard from no majority within the leader lease; not serving clients \
+                         until one answers"
+                    );
+                    self.clock.send_replace(None);
+                    suspended = Some(c);
+                    continue;
+                }
                 (Some(term), Some(c)) if c.term == term => {
                     if quorum
                         .as_ref()

@@ -155,3 +155,50 @@ async fn t94_a_follower_back_from_a_partition_does_not_depose_the_leader() -> Re
     })
     .await
 }
+
+/// A leader that hears from no majority for longer than its lease (one follower down, the
+/// other cut off) stops serving at once, as openraft stops taking its writes: it does not
+/// let its clock run on and stamp, once writes pass again, expiries that fell in the gap
+/// ahead of the renewals it refused meanwhile. When a majority answers, it serves again
+/// after the grace, and the holder keeps its lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t94_a_leader_whose_lease_lapses_stops_serving_then_serves_after_the_grace() -> Result<()> {
+    run(async {
+        let mut c = TestCluster::start(options().proxied()).await?;
+        let leader = c.wait_leader(ELECTION).await?;
+        let holder = client(&c, "holder").await?;
+        let g = done("a grant", holder.lock("held", Mode::EX)).await?;
+        let mut followers = c.ids().into_iter().filter(|&id| id != leader);
+        let (down, cut) = (
+            followers.next().expect("two"),
+            followers.next().expect("two"),
+        );
+
+        c.kill(down).await;
+        c.isolate(cut);
+        crate::wait_log(
+            &c,
+            leader,
+            "heard from no majority within the leader lease",
+            crate::WAIT,
+        )
+        .await?;
+        c.heal(cut);
+        crate::wait_log(
+            &c,
+            leader,
+            "a majority answers again; serving after the grace",
+            crate::WAIT,
+        )
+        .await?;
+        // The holder resumed (at the same leader, or at `cut` if it won an election
+        // meanwhile) and kept its lock.
+        done("a ping through the holder", holder.ping()).await?;
+        ensure!(!g.is_lost(), "the holder's lock was reported lost");
+        let other = client(&c, "other").await?;
+        crate::assert_sole_holder(&other, "held", &g).await?;
+        done("unlocking", g.unlock()).await?;
+        Ok(())
+    })
+    .await
+}
