@@ -58,8 +58,8 @@ const TICK_RECHECK: Duration = Duration::from_millis(20);
 const TICK_AGAIN: Duration = Duration::from_millis(50);
 
 /// The most ticks in flight at once: with one only for each [`TICK_AGAIN`] in which a new
-/// deadline came due, over 12 s of stalled commits (longer, and the majority check has long
-/// withdrawn this leader, whose grace on serving again extends every lease anyway).
+/// deadline came due, over 12 s of stalled commits (a leader that hears from no majority stops
+/// serving within its 400 ms lease, and its grace on serving again extends every lease).
 const MAX_TICKS_IN_FLIGHT: usize = 256;
 
 /// The leader's clock for one term: the engine's clock when the term became ready plus the
@@ -583,7 +583,8 @@ impl Sequencer {
     /// clock and apply the grace; while it leads, propose ticks when they are due. Every
     /// applied tick's events go to `on_tick` (the server routes them).
     ///
-    /// A leader that stops hearing from a majority (checked every 250 ms, beside the ticks) stops
+    /// A leader that stops hearing from a majority (its openraft lease lapsed, looked at on
+    /// every turn; or a majority check, every 250 ms beside the ticks, that failed) stops
     /// serving at once: its clock is withdrawn, so the server disconnects its clients, who
     /// look for the leader the majority elects. If the majority answers again before anyone
     /// replaces it, it serves again as at the start of a term: a fresh clock from the

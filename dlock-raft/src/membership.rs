@@ -121,10 +121,10 @@ pub async fn watch_standing(
     }
 }
 
-/// If `raft` leads, hands the leadership to the voter that holds the most of its log (Raft's
-/// leadership transfer) and waits, at most `within`, until another member leads: a leader
-/// that stops gracefully then costs its clients no election timeout. The new leader, if one
-/// took over in time.
+/// If `raft` leads, hands the leadership to the voter that answered it within the last
+/// second and holds the most of its log (Raft's leadership transfer) and waits, at most
+/// `within`, until another member leads: a leader that stops gracefully then costs its
+/// clients no election timeout. The new leader, if one took over in time.
 pub async fn hand_over(raft: &Raft, within: std::time::Duration) -> Option<NodeId> {
     let m = raft.metrics().borrow_watched().clone();
     if m.state != openraft::ServerState::Leader {
@@ -132,11 +132,18 @@ pub async fn hand_over(raft: &Raft, within: std::time::Duration) -> Option<NodeI
     }
     let me = m.id;
     let matched = m.replication.unwrap_or_default();
+    let heard = m.heartbeat.unwrap_or_default();
+    let answers =
+        |id: &NodeId| {
+            heard.get(id).cloned().flatten().is_some_and(|at| {
+                openraft::Instant::elapsed(&*at) < std::time::Duration::from_secs(1)
+            })
+        };
     let to = m
         .membership_config
         .membership()
         .voter_ids()
-        .filter(|id| *id != me)
+        .filter(|id| *id != me && answers(id))
         .max_by_key(|id| matched.get(id).cloned().flatten().map(|l| l.index))?;
     raft.trigger().transfer_leader(to).await.ok()?;
     let mut metrics = raft.metrics();
