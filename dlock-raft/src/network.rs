@@ -38,7 +38,8 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -123,6 +124,9 @@ pub enum PeerRequest {
     /// others still follow. `true` as in `Vote`. (After `Version`, which keeps its place for
     /// builds of older peer protocols to read and answer.)
     PreVote(VoteRequest<TypeConfig>, bool),
+    /// The leader hands its leadership to this member, which stands for election at once
+    /// (a leader stopping gracefully).
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
 
 /// A part of a snapshot: its bytes in chunks, in order, then what it is.
@@ -172,6 +176,8 @@ pub enum PeerResponse {
     },
     /// The answer to `PreVote`.
     PreVote(Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>),
+    /// The answer to `TransferLeader` (an error: the node stopped).
+    TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
 }
 
 type ClientConn = Framed<TcpStream, FrameCodec<PeerResponse, PeerRequest>>;
@@ -610,6 +616,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.ask_vote(rpc, option, true).await
     }
 
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let called = self
+            .call(PeerRequest::TransferLeader(req), option.hard_ttl())
+            .await;
+        answer_of(self.target, called, |r| match r {
+            PeerResponse::TransferLeader(r) => Some(r),
+            _ => None,
+        })
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: Vote,
@@ -882,6 +902,11 @@ async fn serve_conn(
                 PeerResponse::PreVote(Ok(watch.guard.refuse(&raft, &r)))
             }
             PeerRequest::PreVote(r, _) => PeerResponse::PreVote(raft.pre_vote(r).await),
+            PeerRequest::TransferLeader(r) => PeerResponse::TransferLeader(
+                raft.handle_transfer_leader(r)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
             PeerRequest::Snapshot(SnapshotPart::Chunk { offset, data }) => {
                 if let Err(why) = receiving.take(offset, &data) {
                     watch.refuse(peer, &why, "snapshot chunk refused; closing");

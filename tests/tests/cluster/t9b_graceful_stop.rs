@@ -42,6 +42,10 @@ async fn t9b_a_leader_stopped_gracefully_leaves_every_session_to_the_others() ->
             said.contains("handed the leadership over before stopping"),
             "no hand-over in node {first}'s log:\n{said}"
         );
+        ensure!(
+            !said.contains("transfer_leader not implemented"),
+            "the hand-over did not reach the new leader:\n{said}"
+        );
 
         // Both sessions moved to the new leader: the holder's lock is its own and kept, the
         // waiter still waits, and neither client was told its session ended.
