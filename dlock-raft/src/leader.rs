@@ -349,6 +349,7 @@ impl Sequencer {
     pub fn status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
+        let heard = crate::membership::heard_ago(&m);
         ClusterStatus {
             id: self.id,
             members: membership
@@ -377,15 +378,7 @@ impl Sequencer {
                         .collect()
                 })
                 .unwrap_or_default(),
-            heard: m
-                .heartbeat
-                .map(|h| {
-                    h.into_iter()
-                        .filter(|(id, _)| *id != self.id)
-                        .map(|(id, at)| (id, at.map(|at| openraft::Instant::elapsed(&*at))))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            heard,
             peer_port: self.peer_port.counts(),
         }
     }

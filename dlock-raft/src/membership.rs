@@ -121,6 +121,19 @@ pub async fn watch_standing(
     }
 }
 
+/// On a leader's metrics `m`: how long ago each other member last acknowledged a heartbeat
+/// or an append (`None`: not in this term); empty on a follower.
+pub(crate) fn heard_ago(
+    m: &openraft::RaftMetrics<crate::types::TypeConfig>,
+) -> std::collections::BTreeMap<NodeId, Option<std::time::Duration>> {
+    m.heartbeat
+        .iter()
+        .flatten()
+        .filter(|(id, _)| **id != m.id)
+        .map(|(id, at)| (*id, at.as_ref().map(|at| openraft::Instant::elapsed(&**at))))
+        .collect()
+}
+
 /// If `raft` leads, hands the leadership to the voter that answered it within the last
 /// second and holds the most of its log (Raft's leadership transfer) and waits, at most
 /// `within`, until another member leads: a leader that stops gracefully then costs its
@@ -131,14 +144,15 @@ pub async fn hand_over(raft: &Raft, within: std::time::Duration) -> Option<NodeI
         return None;
     }
     let me = m.id;
+    let heard = heard_ago(&m);
+    let answers = |id: &NodeId| {
+        heard
+            .get(id)
+            .copied()
+            .flatten()
+            .is_some_and(|ago| ago < std::time::Duration::from_secs(1))
+    };
     let matched = m.replication.unwrap_or_default();
-    let heard = m.heartbeat.unwrap_or_default();
-    let answers =
-        |id: &NodeId| {
-            heard.get(id).cloned().flatten().is_some_and(|at| {
-                openraft::Instant::elapsed(&*at) < std::time::Duration::from_secs(1)
-            })
-        };
     let to = m
         .membership_config
         .membership()

@@ -446,9 +446,7 @@ impl PeerClient {
                 self.conn = None;
             }
             Ok(_) => {
-                if self.reach.any_silent()
-                    && let Said::Back(after) = self.reach.answered(target, Instant::now())
-                {
+                if let Said::Back(after) = self.reach.answered(target, Instant::now()) {
                     tracing::info!(target, %addr, silent_ms = after.as_millis() as u64, "a member answers again");
                 }
             }
