@@ -146,7 +146,10 @@ impl ClientBuilder {
     }
 
     /// How long one connection attempt (TCP connect plus handshake) may take (default 5 s).
-    /// An attempt to resume a session takes at most a sixth of its lease (at least a
+    /// With several endpoints an attempt first gets a share of it (the timeout divided by
+    /// their number, at least a second) that doubles with each round of attempts that failed
+    /// in a row: a member that is stopped or whose machine is gone holds a new client up for
+    /// that share, not the whole timeout, before the next member is asked. An attempt to resume a session takes at most a sixth of its lease (at least a
     /// second) as well, so that the other endpoints are tried while the lease lasts.
     ///
     /// It is also how long [`connect`](Self::connect) waits for a cluster to have a leader

@@ -6,10 +6,25 @@
 //! ([`Refusal::NotLeader`](dlock_proto::Refusal::NotLeader)) sends the next attempt there;
 //! such redirects are bounded per round ([`MAX_REDIRECTS`]) so that servers pointing at each
 //! other cannot keep the client from backing off.
+//!
+//! With several endpoints, one attempt does not get the whole connect timeout: a member that
+//! accepts connections but does not answer (a stopped process, whose kernel still completes
+//! the TCP handshake) or a machine that is gone (SYNs unanswered) would otherwise hold every
+//! new client for that long before the next member is asked. An attempt gets its share of
+//! the timeout ([`Endpoints::attempt_timeout`]), at least [`MIN_ATTEMPT`]; the share doubles
+//! with each round that failed in a row, so a member that is only slow to answer is waited
+//! for in full by the third round.
+
+use std::time::Duration;
 
 /// Redirects followed in one round of attempts; beyond them a `NotLeader` counts as an
 /// ordinary failure.
 pub(crate) const MAX_REDIRECTS: u32 = 3;
+
+/// The least time one attempt is given when the connect timeout is shared among several
+/// endpoints (a dlock server answers a `Hello` within milliseconds; a cluster's leader after
+/// one commit).
+pub(crate) const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// The endpoint list and where the client stands in it.
 #[derive(Debug)]
@@ -25,6 +40,8 @@ pub(crate) struct Endpoints {
     redirects: u32,
     /// Whether the current attempt follows a redirect (its failure does not move `next`).
     redirected: bool,
+    /// Rounds that failed in a row since the last session was established.
+    rounds_failed: u32,
 }
 
 impl Endpoints {
@@ -38,7 +55,20 @@ impl Endpoints {
             redirect: None,
             redirects: 0,
             redirected: false,
+            rounds_failed: 0,
         }
+    }
+
+    /// How long the next attempt may take to connect and be answered, out of `timeout` (the
+    /// connect timeout): all of it with one endpoint; with `n`, a share of `timeout / n` (at
+    /// least [`MIN_ATTEMPT`]) that doubles with each round that failed in a row.
+    pub(crate) fn attempt_timeout(&self, timeout: Duration) -> Duration {
+        let n = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        if n <= 1 {
+            return timeout;
+        }
+        let share = (timeout / n).saturating_mul(1 << self.rounds_failed.min(16));
+        share.max(MIN_ATTEMPT).min(timeout)
     }
 
     /// The address of the next attempt: a pending redirect, or the current list entry.
@@ -66,6 +96,7 @@ impl Endpoints {
         if self.failed_in_round >= self.list.len() {
             self.failed_in_round = 0;
             self.redirects = 0;
+            self.rounds_failed = self.rounds_failed.saturating_add(1);
             true
         } else {
             false
@@ -91,6 +122,7 @@ impl Endpoints {
     pub(crate) fn succeeded(&mut self) {
         self.failed_in_round = 0;
         self.redirects = 0;
+        self.rounds_failed = 0;
     }
 }
 
@@ -162,5 +194,37 @@ mod tests {
             e.redirect("x".into()),
             "a new round follows redirects again"
         );
+    }
+
+    #[test]
+    fn an_attempt_gets_a_share_of_the_timeout_that_doubles_with_each_failed_round() {
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // One endpoint: the whole timeout, whatever happened before.
+        let mut one = endpoints("a");
+        assert_eq!(one.attempt_timeout(secs(5)), secs(5));
+        one.target();
+        assert!(one.failed());
+        assert_eq!(one.attempt_timeout(secs(5)), secs(5));
+
+        let mut e = endpoints("a,b,c");
+        let mut shares = vec![e.attempt_timeout(secs(6))];
+        for _ in 0..3 {
+            for _ in 0..3 {
+                e.target();
+                e.failed();
+            }
+            shares.push(e.attempt_timeout(secs(6)));
+        }
+        assert_eq!(shares, [secs(2), secs(4), secs(6), secs(6)]);
+        // Never less than the floor (unless the timeout itself is shorter).
+        assert_eq!(
+            endpoints("a,b,c,d,e,f").attempt_timeout(secs(3)),
+            MIN_ATTEMPT
+        );
+        assert_eq!(endpoints("a,b").attempt_timeout(ms(300)), ms(300));
+        // A session established starts over from the share.
+        e.succeeded();
+        assert_eq!(e.attempt_timeout(secs(6)), secs(2));
     }
 }

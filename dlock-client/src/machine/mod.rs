@@ -329,14 +329,15 @@ impl SessionMachine {
 
     /// Asks the driver for a connection to the next endpoint.
     fn connect(&mut self, now: Instant) {
-        // An attempt to resume is also cut at a renewal's answer timeout: the other
-        // endpoints are to be tried while the lease lasts.
+        // With several endpoints an attempt gets a share of the connect timeout (see
+        // `endpoints`). An attempt to resume is also cut at a renewal's answer timeout: the
+        // other endpoints are to be tried while the lease lasts.
+        let share = self
+            .endpoints
+            .attempt_timeout(self.settings.connect_timeout);
         let attempt = match &self.session {
-            Some(s) => self
-                .settings
-                .connect_timeout
-                .min(s.renewal.answer_timeout()),
-            None => self.settings.connect_timeout,
+            Some(s) => share.min(s.renewal.answer_timeout()),
+            None => share,
         };
         self.state = ConnState::Connecting {
             deadline: now + attempt,

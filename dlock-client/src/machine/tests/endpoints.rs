@@ -51,15 +51,59 @@ fn connect_failures_rotate_through_the_endpoints_at_once() {
     let start = h.now;
     h.m.handle_connect_failed(refused(), h.now);
     assert_eq!(connect_to(&h.actions()), "b:2");
-    // A handshake that times out counts the same.
+    // A handshake that times out counts the same. With three endpoints it is given a third
+    // of the connect timeout (5 s), not all of it.
     h.up();
-    h.advance(Duration::from_secs(5));
+    h.advance(Duration::from_millis(1_666));
+    assert!(h.actions().is_empty());
+    h.advance(MS);
     assert_eq!(connect_to(&h.actions()), "c:3");
-    assert_eq!(h.now, start + Duration::from_secs(5));
+    assert_eq!(h.now, start + Duration::from_millis(1_667));
     h.up();
     h.frame(welcome(false, SESSION, 10_000));
     assert!(matches!(h.actions()[..], [Action::Established]));
     assert_eq!(h.view.session(), SESSION);
+}
+
+#[test]
+fn members_that_never_answer_are_given_a_share_of_the_timeout_that_grows_each_round() {
+    // Every member accepts the connection and never answers (stopped processes).
+    let mut h = harness();
+    let third = Duration::from_secs(5) / 3;
+    let mut shares = Vec::new();
+    let mut order = Vec::new();
+    for round in 0..3u32 {
+        for i in 0..3 {
+            h.up();
+            let deadline = h.m.poll_timeout().expect("the handshake's deadline");
+            shares.push(deadline - h.now);
+            h.advance(deadline - h.now - MS);
+            assert!(h.actions().is_empty(), "given up early");
+            h.advance(MS);
+            let actions = h.actions();
+            if i < 2 {
+                order.push(connect_to(&actions).to_owned());
+                continue;
+            }
+            // Nobody answered in this round: it is reported, and the next round starts after
+            // the backoff.
+            match &actions[..] {
+                [Action::Disconnect { .. }, Action::ConnectFailed(e)] => {
+                    assert!(e.to_string().contains("no dlock handshake answer"), "{e}")
+                }
+                other => panic!("round {round}: {other:?}"),
+            }
+            let retry = h.m.poll_timeout().expect("a retry is due");
+            h.advance(retry - h.now);
+            order.push(connect_to(&h.actions()).to_owned());
+        }
+    }
+    // A third of the connect timeout (5 s), doubled each round, at most all of it.
+    let expected = [third, third * 2, Duration::from_secs(5)]
+        .map(|d| [d; 3])
+        .concat();
+    assert_eq!(shares, expected);
+    assert_eq!(order, ["b:2", "c:3", "a:1"].repeat(3));
 }
 
 #[test]
