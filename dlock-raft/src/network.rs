@@ -193,6 +193,8 @@ enum CallError {
     },
     #[error("connect to {0}: timed out")]
     ConnectTimeout(String),
+    #[error("connect to {0}: held back, the last connections failed to open")]
+    HeldBack(String),
     #[error("{0}")]
     Codec(#[from] dlock_proto::CodecError),
     #[error("malformed answer: {0}")]
@@ -365,6 +367,9 @@ impl PeerClient {
             self.conn = self.idle.take(self.target, &self.addr);
         }
         if self.conn.is_none() {
+            if !self.reach.may_connect(self.target, Instant::now()) {
+                return Err(CallError::HeldBack(self.addr.clone()));
+            }
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
                 .await
                 .map_err(|_| CallError::ConnectTimeout(self.addr.clone()))?
@@ -413,7 +418,7 @@ impl PeerClient {
             // request.
             self.conn = None;
         }
-        let result = tokio::time::timeout(ttl, async {
+        let mut result = tokio::time::timeout(ttl, async {
             let conn = self.connect().await?;
             conn.send(req).await?;
             match answer(conn).await? {
@@ -423,8 +428,15 @@ impl PeerClient {
         })
         .await
         .unwrap_or(Err(CallError::Timeout(ttl)));
+        // No connection set means the failure came while one was being opened (connected,
+        // greeted, proven): a peer that does not take connections, not a slow answer.
+        let opening = self.conn.is_none();
+        if opening && matches!(result, Err(CallError::Timeout(_))) {
+            result = Err(CallError::ConnectTimeout(self.addr.clone()));
+        }
         let (target, addr) = (self.target, &self.addr);
         match &result {
+            Err(CallError::HeldBack(_)) => {}
             Err(e) => {
                 if matches!(
                     e,
@@ -432,7 +444,10 @@ impl PeerClient {
                 ) {
                     tracing::warn!(target, %addr, error = %e, "peer connection refused");
                 }
-                match self.reach.failed(target, Instant::now()) {
+                // A refused connect costs neither side anything (and a restarted member is
+                // to be found at once); one taken and not answered is held back.
+                let hold = opening && !matches!(e, CallError::Connect { .. });
+                match self.reach.failed(target, Instant::now(), hold) {
                     Said::Silent => tracing::warn!(
                         target, %addr, error = %e,
                         "a member does not answer (said again every minute while it does not)"
@@ -504,7 +519,7 @@ async fn prove(conn: &mut ClientConn, secret: &PeerSecret) -> Result<(), CallErr
 
 fn rpc_err(e: CallError) -> RPCError<TypeConfig> {
     match e {
-        CallError::Connect { .. } | CallError::ConnectTimeout(_) => {
+        CallError::Connect { .. } | CallError::ConnectTimeout(_) | CallError::HeldBack(_) => {
             RPCError::Unreachable(Unreachable::new(&e))
         }
         // A refused or unproven peer stays so until an operator acts: back off as from an
@@ -1089,6 +1104,81 @@ mod tests {
             .expect_err("the call must fail");
         assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
         err.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_takes_connections_and_never_greets_is_not_sent_one_per_call() {
+        // A stopped process: its kernel completes the TCP handshakes, nothing reads.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, from)) = listener.accept().await {
+                let _ = tx.send((stream, from));
+            }
+        });
+        let mut network = PeerNetwork::default();
+        let member = Member {
+            client_addr: "127.0.0.1:1".to_owned(),
+            raft_addr: addr.clone(),
+        };
+        // Heartbeat-like calls, from one client and from a new client each (as openraft's
+        // rounds make them), back to back.
+        let mut one = network.new_client(2, &member).await;
+        for i in 0..20 {
+            let option = RPCOption::new(Duration::from_millis(50));
+            let err = if i % 2 == 0 {
+                one.vote(VoteRequest::new(Vote::new(1, 1), None), option)
+                    .await
+            } else {
+                let mut fresh = network.new_client(2, &member).await;
+                fresh
+                    .vote(VoteRequest::new(Vote::new(1, 1), None), option)
+                    .await
+            }
+            .expect_err("nobody answers");
+            // Unreachable, so that openraft backs off.
+            assert!(matches!(err, RPCError::Unreachable(_)), "call {i}: {err:?}");
+        }
+        // Connections are accepted in the order they came: count those before a marker.
+        let marker = TcpStream::connect(&addr).await.unwrap();
+        let marker = marker.local_addr().unwrap();
+        let mut opened = 0;
+        while let Some((_, from)) = accepted.recv().await {
+            if from == marker {
+                break;
+            }
+            opened += 1;
+        }
+        // One, then none while the wait after it lasts (it doubles: 50, 100, 200, 400 ms; the
+        // calls held back return at once).
+        assert!(
+            (1..=5).contains(&opened),
+            "{opened} connections for 20 calls to a peer that never greets"
+        );
+        assert!(!network.reach.may_connect(2, Instant::now()));
+
+        // A refused connect (nothing listens: a member being restarted) holds nothing back.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let network = PeerNetwork::default();
+        let member = Member {
+            client_addr: "127.0.0.1:1".to_owned(),
+            raft_addr: addr,
+        };
+        let err = network
+            .clone()
+            .new_client(2, &member)
+            .await
+            .vote(
+                VoteRequest::new(Vote::new(1, 1), None),
+                RPCOption::new(Duration::from_millis(50)),
+            )
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+        assert!(network.reach.may_connect(2, Instant::now()));
     }
 
     #[tokio::test]
