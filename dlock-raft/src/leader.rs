@@ -38,12 +38,13 @@ use crate::types::{Applied, Member, NodeId, Proposal, Raft, TypeConfig};
 /// How long a proposal waits for this node's term to be ready (its grace applied).
 const READY_WAIT: Duration = Duration::from_secs(5);
 
-/// How often a serving leader checks that a majority still answers it.
+/// How often a leader that stopped serving (it heard from no majority within its lease)
+/// asks whether a majority answers again.
 const QUORUM_CHECK: Duration = Duration::from_millis(250);
 
-/// How long a majority has to answer that check (a heartbeat round; well above the longest
-/// election timeout, so that a slow round on a loaded machine is not taken for a lost
-/// majority).
+/// How long a majority has to answer that question (a heartbeat round; well above the
+/// longest election timeout, so that a slow round on a loaded machine is not taken for a
+/// lost majority).
 const QUORUM_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest the leader sleeps between looks at the engine's next deadline (the deadline
@@ -577,8 +578,7 @@ impl Sequencer {
     /// applied tick's events go to `on_tick` (the server routes them).
     ///
     /// A leader that stops hearing from a majority (its openraft lease lapsed, looked at on
-    /// every turn; or a majority check, every 250 ms beside the ticks, that failed) stops
-    /// serving at once: its clock is withdrawn, so the server disconnects its clients, who
+    /// every turn, at least every [`TICK_RECHECK`]) stops serving at once: its clock is withdrawn, so the server disconnects its clients, who
     /// look for the leader the majority elects. If the majority answers again before anyone
     /// replaces it, it serves again as at the start of a term: a fresh clock from the
     /// engine's and the fail-over grace for every session first.
@@ -602,11 +602,6 @@ impl Sequencer {
         // session with more locks to remove, `dlock_core::STEP_WORK`) gets its next
         // tick at once, not after TICK_AGAIN.
         let tick_done = Arc::new(tokio::sync::Notify::new());
-        let mut checked = Instant::now();
-        // The majority check in progress and the term it checks. It runs beside the ticks:
-        // a heartbeat round that is slow on a loaded machine must not hold back a due tick,
-        // and with it every expiry.
-        let mut quorum: Option<(u64, tokio::task::JoinHandle<bool>)> = None;
         // The clock of a term whose leader lost its majority, withdrawn until it answers.
         let mut suspended: Option<LeaderClock> = None;
         loop {
@@ -640,7 +635,6 @@ impl Sequencer {
                         "a majority answers again; serving after the grace"
                     );
                     suspended = None;
-                    checked = Instant::now();
                     continue;
                 }
                 tokio::select! {
@@ -667,29 +661,6 @@ impl Sequencer {
                     continue;
                 }
                 (Some(term), Some(c)) if c.term == term => {
-                    if quorum
-                        .as_ref()
-                        .is_some_and(|(_, check)| check.is_finished())
-                        && let Some((checked_term, check)) = quorum.take()
-                        && checked_term == term
-                        && !check.await.unwrap_or(false)
-                    {
-                        tracing::warn!(
-                            term,
-                            "no majority answers; not serving clients until one does"
-                        );
-                        self.clock.send_replace(None);
-                        suspended = Some(c);
-                        continue;
-                    }
-                    if quorum.is_none() && checked.elapsed() >= QUORUM_CHECK {
-                        checked = Instant::now();
-                        let this = self.clone();
-                        quorum = Some((
-                            term,
-                            tokio::spawn(async move { this.quorum_answers().await }),
-                        ));
-                    }
                     // Leading and ready: tick when due.
                     let now = c.now_ms();
                     ticks.retain(|t| !t.is_finished());
@@ -706,7 +677,7 @@ impl Sequencer {
                     match due.plan(now, ticks.len(), since) {
                         TickPlan::Propose => {
                             // Proposed without waiting for it to apply (see TICK_AGAIN): the
-                            // majority check above and the next tick go on meanwhile. Stamped
+                            // lease check above and the next tick go on meanwhile. Stamped
                             // now, not when the task first runs on a busy runtime.
                             let (this, on_tick) = (self.clone(), on_tick.clone());
                             let done = tick_done.clone();

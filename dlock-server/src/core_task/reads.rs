@@ -1,7 +1,7 @@
 //! Queries in a cluster go through a linearizable read (rule 8 of `HA.md`).
 //!
 //! A leader that a partition has cut off from the majority still believes it leads until
-//! its next majority check, and meanwhile another leader may grant the locks it shows as
+//! its leader lease lapses, and meanwhile another leader may grant the locks it shows as
 //! free. So before a query (`Query::Resource`, `Prefix`, `Session`) is answered from the
 //! engine, a task beside the core task asks openraft for a read index
 //! ([`Sequencer::read_index`]: a heartbeat round answered by a majority, then the engine
@@ -15,7 +15,7 @@
 //! not per query.
 //!
 //! A round that a majority does not answer is tried again (every [`RETRY`]); the leader's
-//! own majority check stops it from serving within about a second and a quarter, which
+//! lease check stops it from serving once it has heard from no majority for 400 ms, which
 //! disconnects every client (see `cluster.rs`): the queries waiting here are dropped with
 //! their connections, and each client re-sends its outstanding queries to the leader it
 //! finds, as it re-sends its lock requests. Queries that still have no confirmed read after
@@ -42,8 +42,8 @@ use crate::security::Rules;
 const RETRY: Duration = Duration::from_millis(20);
 
 /// How long a round may keep failing before its queries are answered `Overloaded`: well
-/// above the leader's majority check (a leader without a majority stops serving, and
-/// disconnects its clients, within about 1.25 s).
+/// above the leader's lease (a leader without a majority stops serving, and disconnects its
+/// clients, once it has heard from none for 400 ms).
 const GIVE_UP: Duration = Duration::from_secs(5);
 
 /// A query waiting for a read index.
