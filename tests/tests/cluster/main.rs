@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dlock_client::{Client, LockGuard, LockInfo, LockState, Mode, ResourceInfo};
+use dlock_proto::status::ClusterView;
 use dlock_tests::chaos::cluster::merge_member_logs;
 use dlock_tests::cluster::{ClusterOptions, TestCluster};
 use tokio::sync::{Mutex, MutexGuard};
@@ -107,6 +108,35 @@ pub(crate) async fn done<T>(
     within(what, f)
         .await?
         .map_err(|e| anyhow::anyhow!("{what}: {e} ({e:?})"))
+}
+
+/// How long ago member `id` last answered the leader, in `view` (`None` for the leader, or
+/// a member never heard from).
+pub(crate) fn heard(view: &ClusterView, id: u64) -> Option<u64> {
+    view.members
+        .iter()
+        .find(|m| m.id == id)
+        .and_then(|m| m.heard_ms)
+}
+
+/// Asks `via` for the cluster view every 50 ms until `shows` finds in it what is awaited
+/// (`Ok(true)`): returns that view. Fails if `shows` fails (the view shows something that
+/// must not happen), or after [`WAIT`].
+pub(crate) async fn wait_view(
+    via: &Client,
+    what: &str,
+    mut shows: impl FnMut(&ClusterView) -> Result<bool>,
+) -> Result<ClusterView> {
+    within(what, async {
+        loop {
+            let view = via.query_cluster().await?.context("not a cluster")?;
+            if shows(&view).with_context(|| format!("waiting for {what}"))? {
+                return Ok(view);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?
 }
 
 /// A client with every node's endpoint, named `name`.

@@ -8,7 +8,7 @@ use anyhow::{Result, bail, ensure};
 use dlock_client::{Client, Mode};
 use dlock_tests::cluster::{Probe, TestCluster};
 
-use crate::{ELECTION, client, done, members_agree, options, run, within};
+use crate::{ELECTION, client, done, heard, members_agree, options, run, wait_view, within};
 
 /// How long the isolated leader is watched for a grant it must not make.
 const NO_GRANT_FOR: Duration = Duration::from_secs(3);
@@ -117,35 +117,25 @@ async fn t94_a_follower_back_from_a_partition_does_not_depose_the_leader() -> Re
 
         // Cut off for 1.5 s: three to seven of its election timeouts.
         c.isolate(follower);
-        within("the follower to fall silent", async {
-            loop {
-                let view = viewer.query_cluster().await?.expect("a cluster");
-                let heard = view.members.iter().find(|m| m.id == follower);
-                if heard.and_then(|m| m.heard_ms).is_some_and(|ms| ms >= 1_500) {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        wait_view(&viewer, "the follower to fall silent", |view| {
+            Ok(heard(view, follower).is_some_and(|ms| ms >= 1_500))
         })
-        .await??;
+        .await?;
         c.heal(follower);
-        within("the follower to answer the same leader again", async {
-            loop {
-                let view = viewer.query_cluster().await?.expect("a cluster");
+        wait_view(
+            &viewer,
+            "the follower to answer the same leader again",
+            |view| {
                 ensure!(
                     view.leader == Some(leader) && view.term == term,
                     "the leader changed (term {term} -> {}, leader {:?}): {view:?}",
                     view.term,
                     view.leader
                 );
-                let heard = view.members.iter().find(|m| m.id == follower);
-                if heard.and_then(|m| m.heard_ms).is_some_and(|ms| ms < 500) {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await??;
+                Ok(heard(view, follower).is_some_and(|ms| ms < 500))
+            },
+        )
+        .await?;
         // Some time after, still the same leader and term.
         let after = done("a grant", viewer.lock("after", Mode::EX)).await?;
         done("a release", after.unlock()).await?;

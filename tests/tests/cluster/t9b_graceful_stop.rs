@@ -7,8 +7,8 @@ use dlock_client::Mode;
 use futures_util::FutureExt;
 
 use crate::{
-    ELECTION, WAIT, assert_refused, assert_sole_holder, client, done, log_of, options, res, run,
-    wait_log, within,
+    ELECTION, WAIT, assert_refused, assert_sole_holder, client, done, heard, log_of, options, res,
+    run, wait_log, wait_view, within,
 };
 use dlock_tests::cluster::TestCluster;
 
@@ -93,32 +93,20 @@ async fn t9b_the_cluster_view_shows_how_long_ago_each_member_answered() -> Resul
             followers.next().expect("two"),
         );
         let client = client(&c, "viewer").await?;
-        let heard = |view: &dlock_proto::status::ClusterView, id: u64| {
-            view.members
-                .iter()
-                .find(|m| m.id == id)
-                .and_then(|m| m.heard_ms)
-        };
 
         c.kill(dead).await;
-        within("the dead member to show as silent", async {
-            loop {
-                let view = client.query_cluster().await?.expect("a cluster");
-                if view.leader == Some(leader) && heard(&view, dead).is_some_and(|ms| ms >= 1_500) {
-                    // In the same view, the live follower answered recently.
-                    let live_ms = heard(&view, live);
-                    ensure!(
-                        live_ms.is_some_and(|ms| ms < 1_000),
-                        "live {live}: {live_ms:?}"
-                    );
-                    ensure!(heard(&view, leader).is_none(), "the leader hears itself");
-                    return Ok(());
-                }
-                ensure!(view.leader == Some(leader), "the leader changed: {view:?}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+        let view = wait_view(&client, "the dead member to show as silent", |view| {
+            ensure!(view.leader == Some(leader), "the leader changed: {view:?}");
+            Ok(heard(view, dead).is_some_and(|ms| ms >= 1_500))
         })
-        .await??;
+        .await?;
+        // In the same view, the live follower answered recently.
+        let live_ms = heard(&view, live);
+        ensure!(
+            live_ms.is_some_and(|ms| ms < 1_000),
+            "live {live}: {live_ms:?}"
+        );
+        ensure!(heard(&view, leader).is_none(), "the leader hears itself");
 
         // The leader said so once in its log (not once per failed heartbeat).
         wait_log(&c, leader, "a member does not answer", WAIT).await?;
