@@ -175,8 +175,10 @@ pub struct ClusterStatus {
     /// On the leader: the last index each member is known to hold (`None`: nothing yet).
     pub matched: BTreeMap<NodeId, Option<u64>>,
     /// On the leader: how long ago each other member last acknowledged a heartbeat or an
-    /// append (`None`: never, in this term). A member that is down or cut off shows a
-    /// growing age while its `matched` stays as it was.
+    /// append. A member that is down or cut off shows a growing age while its `matched`
+    /// stays as it was; one that has not answered at all in this term (the old leader after
+    /// a fail-over, say) shows how long this node has served as leader (`None` while it does
+    /// not serve yet).
     pub heard: BTreeMap<NodeId, Option<Duration>>,
     /// This node's peer port: connections it answers now and those it closed (see
     /// [`Sequencer::with_peer_port`]).
@@ -350,7 +352,17 @@ impl Sequencer {
     pub fn status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
-        let heard = crate::membership::heard_ago(&m);
+        // Not heard from in this term: silent at least since this node began to serve.
+        let serving_for = self
+            .clock
+            .borrow()
+            .as_ref()
+            .filter(|c| m.state == ServerState::Leader && c.term == m.current_term)
+            .map(|c| c.t0.elapsed());
+        let heard = crate::membership::heard_ago(&m)
+            .into_iter()
+            .map(|(id, ago)| (id, ago.or(serving_for)))
+            .collect();
         ClusterStatus {
             id: self.id,
             members: membership

@@ -134,3 +134,23 @@ async fn t9b_the_cluster_view_shows_how_long_ago_each_member_answered() -> Resul
     })
     .await
 }
+
+/// After a fail-over, the new leader shows the old one, which never answered it, as silent
+/// for as long as it has served (not as a member it knows nothing of), so the dead old
+/// leader is seen as down without any write to the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t9b_the_new_leader_shows_the_dead_old_one_as_silent() -> Result<()> {
+    run(async {
+        let mut c = TestCluster::start(options()).await?;
+        let old = c.wait_leader(ELECTION).await?;
+        let client = client(&c, "viewer").await?;
+        c.kill(old).await;
+        let new = c.wait_leader_except(&[old], ELECTION).await?;
+        wait_view(&client, "the old leader to show as silent", |view| {
+            Ok(view.leader == Some(new) && heard(view, old).is_some_and(|ms| ms >= 1_500))
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
