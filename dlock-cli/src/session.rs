@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dlock_client::{Client, TlsOptions};
+use dlock_client::{Client, ClientBuilder, TlsOptions};
 
 use crate::args::Cli;
 use crate::error::{CliError, is_unreachable};
@@ -98,6 +98,32 @@ pub const MAX_SENDABLE_NAME: usize = dlock_proto::DEFAULT_MAX_FRAME_LEN - HELLO_
 
 /// Connects to the server with the session name of `ctx` and, if given, a lease of `ttl`.
 pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Client, CliError> {
+    builder(ctx, ttl)?
+        .connect()
+        .await
+        .map_err(|source| client_error(ctx, source))
+}
+
+/// What a failure to reach the server of `ctx` is for the CLI.
+pub fn client_error(ctx: &Ctx, source: dlock_client::Error) -> CliError {
+    if matches!(source, dlock_client::Error::NoLeader) {
+        CliError::NoLeader {
+            addr: ctx.server.clone(),
+            source,
+        }
+    } else if is_unreachable(&source) {
+        CliError::Unreachable {
+            addr: ctx.server.clone(),
+            source,
+        }
+    } else {
+        CliError::Client(source)
+    }
+}
+
+/// The client builder for `ctx` (and, if given, a lease of `ttl`): its servers, session name,
+/// TLS and token.
+pub fn builder(ctx: &Ctx, ttl: Option<Duration>) -> Result<ClientBuilder, CliError> {
     if ctx.name.len() > MAX_SENDABLE_NAME {
         return Err(CliError::Usage(format!(
             "session name {} is too long: a server accepts 256 bytes with default settings",
@@ -126,21 +152,7 @@ pub async fn connect(ctx: &Ctx, ttl: Option<Duration>) -> Result<Client, CliErro
             .token_file(path)
             .map_err(|e| CliError::Io(std::io::Error::other(e.to_string())))?;
     }
-    builder.connect().await.map_err(|source| {
-        if matches!(source, dlock_client::Error::NoLeader) {
-            CliError::NoLeader {
-                addr: ctx.server.clone(),
-                source,
-            }
-        } else if is_unreachable(&source) {
-            CliError::Unreachable {
-                addr: ctx.server.clone(),
-                source,
-            }
-        } else {
-            CliError::Client(source)
-        }
-    })
+    Ok(builder)
 }
 
 /// Ends the session cleanly (every lock it still holds is released at once); failures are

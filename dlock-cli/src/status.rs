@@ -2,7 +2,10 @@
 
 use std::io::Write;
 
+use std::time::Duration;
+
 use dlock_client::{ResourcePage, ServerView};
+use dlock_proto::status::ClusterView;
 
 use crate::args::StatusArgs;
 use crate::error::{CliError, exit};
@@ -11,35 +14,21 @@ use crate::report::{StatusJson, table};
 use crate::session::{self, Ctx};
 use crate::stdout;
 
+/// How long `status --cluster` waits for each member's answer: a member that answers at
+/// all answers within milliseconds, and one that is stopped should not hold the others up.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Queries the resources under the prefix and prints them as a table or JSON.
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, CliError> {
+    if args.cluster {
+        return cluster(ctx, args.json).await;
+    }
     let client = session::connect(ctx, None).await?;
-    let cluster = if args.json && !args.cluster {
+    let cluster = if args.json {
         Ok(None)
     } else {
         client.query_cluster().await
     };
-    if args.cluster {
-        session::close(&client).await;
-        let cluster = cluster?;
-        if args.json {
-            // Always an object, for `jq`: a server alone has no cluster and no members.
-            let doc = match &cluster {
-                Some(view) => serde_json::to_value(view),
-                None => Ok(serde_json::json!({"cluster": null, "members": []})),
-            };
-            let text = doc
-                .and_then(|doc| serde_json::to_string_pretty(&doc))
-                .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
-            stdout::write(|out| writeln!(out, "{text}"))?;
-        } else {
-            stdout::write(|out| match &cluster {
-                Some(view) => out.write_all(cluster_table(view).as_bytes()),
-                None => writeln!(out, "not a cluster: this server runs alone"),
-            })?;
-        }
-        return Ok(exit::OK);
-    }
     let prefix = args.prefix.as_ref().map_or(&b""[..], |p| p.0.as_slice());
     let after = args.cursor.as_ref().map(|c| c.0.clone());
     let view = client.view_prefix_after(prefix, after, args.limit).await;
@@ -108,13 +97,105 @@ fn answered(ms: u64) -> String {
     }
 }
 
+/// `dlock status --cluster`: asks every member given, without a session, how it sees the
+/// cluster, and prints the leader's view (the leader named by a member is asked too if it
+/// was not given). Without a leader, which is when an operator looks, it prints every
+/// member's own view and exits 69: no session could be opened then.
+async fn cluster(ctx: &Ctx, json: bool) -> Result<u8, CliError> {
+    let probe = |server: String| async move {
+        let ctx = Ctx {
+            server,
+            ..ctx.clone()
+        };
+        session::builder(&ctx, None)?
+            .connect_timeout(PROBE_TIMEOUT)
+            .probe()
+            .await
+            .map_err(|e| session::client_error(&ctx, e))
+    };
+    let mut views = Vec::new();
+    let mut failed = None;
+    for probed in probe(ctx.server.clone()).await? {
+        match probed.answer {
+            Ok(Some(view)) => views.push(view),
+            Ok(None) => return print_cluster(None, json).map(|()| exit::OK),
+            Err(e) => {
+                tracing::debug!(endpoint = %probed.endpoint, error = %e, "no view");
+                failed = Some(e);
+            }
+        }
+    }
+    let leads = |v: &ClusterView| v.leader == Some(v.node_id) && v.serving;
+    if !views.iter().any(leads) {
+        // A member names a leader that was not asked: ask it.
+        let named = views.iter().find_map(|v| {
+            let leader = v.members.iter().find(|m| Some(m.id) == v.leader)?;
+            let asked = views.iter().any(|w| w.node_id == leader.id);
+            (!asked).then(|| leader.client_addr.clone())
+        });
+        if let Some(addr) = named {
+            for probed in probe(addr).await? {
+                if let Ok(Some(view)) = probed.answer {
+                    views.push(view);
+                }
+            }
+        }
+    }
+    if let Some(view) = views.iter().find(|v| leads(v)) {
+        return print_cluster(Some(view), json).map(|()| exit::OK);
+    }
+    let Some(first) = views.first() else {
+        let e = failed.unwrap_or(dlock_client::Error::Disconnected);
+        return Err(session::client_error(ctx, e));
+    };
+    // No leader: every member's own view (as JSON, the one with the newest term).
+    if json {
+        let newest = views.iter().max_by_key(|v| (v.term, v.last_log_index));
+        print_cluster(Some(newest.unwrap_or(first)), true)?;
+    } else {
+        for view in &views {
+            print_cluster(Some(view), false)?;
+        }
+    }
+    eprintln!(
+        "dlock: no leader: {} of the members given answered, none leads (an election, or no \
+         majority up)",
+        views.len()
+    );
+    Ok(exit::UNAVAILABLE)
+}
+
+/// Prints `view` (`None`: a server alone) as a table or JSON.
+fn print_cluster(view: Option<&ClusterView>, json: bool) -> Result<(), CliError> {
+    if json {
+        // Always an object, for `jq`: a server alone has no cluster and no members.
+        let doc = match view {
+            Some(view) => serde_json::to_value(view),
+            None => Ok(serde_json::json!({"cluster": null, "members": []})),
+        };
+        let text = doc
+            .and_then(|doc| serde_json::to_string_pretty(&doc))
+            .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
+        stdout::write(|out| writeln!(out, "{text}"))
+    } else {
+        stdout::write(|out| match view {
+            Some(view) => out.write_all(cluster_table(view).as_bytes()),
+            None => writeln!(out, "not a cluster: this server runs alone"),
+        })
+    }
+}
+
 /// The cluster as a few lines: who answered, leader and term, then one row per member.
 /// On the leader, ANSWERED says how long ago each other member last answered it: a member
 /// that is down or cut off keeps the MATCHED it had.
 pub fn cluster_table(view: &dlock_proto::status::ClusterView) -> String {
-    let leader = view
-        .leader
-        .map_or_else(|| "unknown".to_owned(), |l| format!("node {l}"));
+    let leader = match view.leader {
+        None => "unknown".to_owned(),
+        Some(l) if l == view.node_id && !view.serving => {
+            format!("node {l} (not serving: no majority answers it)")
+        }
+        Some(l) => format!("node {l}"),
+    };
     let mut s = format!(
         "cluster: answered by node {}, leader {leader}, term {}, log index {}, applied {}\n",
         view.node_id, view.term, view.last_log_index, view.applied_index
@@ -257,7 +338,19 @@ mod tests {
             last_log_index: 120,
             applied_index: 119,
             members: vec![member(1, Some(118)), member(2, Some(120)), member(3, None)],
+            serving: true,
         };
+        let stalled = cluster_table(&ClusterView {
+            serving: false,
+            ..view.clone()
+        });
+        assert!(
+            stalled.starts_with(
+                "cluster: answered by node 2, leader node 2 (not serving: no majority answers \
+                 it), term 7"
+            ),
+            "{stalled}"
+        );
         let t = cluster_table(&view);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(

@@ -130,3 +130,48 @@ async fn a_cluster_without_a_leader_is_unavailable_and_dlock_says_why() -> Resul
     assert!(!err.contains("refused"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_the_cluster_shows_every_member_when_none_leads() -> Result<()> {
+    let (mut servers, _dirs, endpoints) = three().await?;
+    // With a leader: its view, as JSON, with the leader serving.
+    let doc = eventually("a serving leader", || async {
+        let out = output(dlock_at(&endpoints, &["status", "--cluster", "--json"]))
+            .await
+            .ok()?;
+        let doc: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (code(&out) == 0 && doc["serving"] == true).then_some(doc)
+    })
+    .await?;
+    ensure!(doc["leader"] == doc["node_id"], "{doc}");
+    ensure!(doc["members"].as_array().map(Vec::len) == Some(3), "{doc}");
+
+    // Two members stopped: no session can be opened, and the one left still answers, each
+    // view shown as it is, and dlock exits 69 saying none leads.
+    let last = servers.pop().expect("three");
+    for s in servers {
+        s.shutdown().await?;
+    }
+    let out = eventually("the member left to say it does not lead", || async {
+        let out = output(dlock_at(&endpoints, &["status", "--cluster"]))
+            .await
+            .ok()?;
+        (code(&out) == 69).then_some(out)
+    })
+    .await?;
+    let (text, err) = (stdout(&out), stderr(&out));
+    ensure!(
+        text.starts_with("cluster: answered by node 3, leader "),
+        "{text}"
+    );
+    ensure!(
+        text.lines().count() == 5,
+        "one view of three members: {text}"
+    );
+    ensure!(
+        err.starts_with("dlock: no leader: 1 of the members given answered"),
+        "{err}"
+    );
+    last.shutdown().await?;
+    Ok(())
+}

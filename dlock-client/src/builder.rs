@@ -233,6 +233,37 @@ impl ClientBuilder {
     }
 }
 
+impl ClientBuilder {
+    /// Asks every endpoint at once, without opening a session, how it sees the cluster
+    /// (what [`Client::query_cluster`] answers), each within the
+    /// [connect timeout](Self::connect_timeout): an answer per endpoint, in the order given.
+    /// Works while the cluster has no leader, when no session can be opened: each member
+    /// answers with its own view (its term, its log, the leader it knows of, if any). TLS
+    /// and the token are used as for [`connect`](Self::connect); the lease and the name are
+    /// not. Fails only without any endpoint or with TLS options that cannot be used.
+    pub async fn probe(self) -> Result<Vec<crate::Probed>> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Connect(Arc::new(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no server address given",
+            ))));
+        }
+        let tls = match &self.tls {
+            Some(options) => Some(options.build(&self.endpoints)?),
+            None => None,
+        };
+        let asks = self.endpoints.iter().map(|endpoint| {
+            crate::probe::probe(
+                endpoint.clone(),
+                tls.clone(),
+                self.token.clone(),
+                self.connect_timeout,
+            )
+        });
+        Ok(futures_util::future::join_all(asks).await)
+    }
+}
+
 /// `user@host:pid`, from the environment.
 fn default_name() -> String {
     let user = std::env::var("USER")

@@ -9,7 +9,7 @@ pub use dlock_core::{
 };
 
 /// The protocol version this crate speaks. A peer of another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// A frame sent by a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,21 @@ pub enum ClientMessage {
         /// What to do.
         body: Request,
     },
+    /// Instead of `Hello`, as the first and only frame: asks for the cluster as this server
+    /// sees it, without opening a session (so a member answers while the cluster has no
+    /// leader). Answered with [`ServerMessage::Probed`] (or `Refused`, as a `Hello` would be
+    /// for its version or token), then the server closes the connection.
+    Probe(Probe),
+}
+
+/// A question for the server's view of the cluster, without a session
+/// ([`ClientMessage::Probe`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Must equal the server's [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// A bearer token, as in [`Hello::token`], for a server that authenticates clients.
+    pub token: Option<String>,
 }
 
 /// Opens or resumes a session.
@@ -152,6 +167,9 @@ pub enum ServerMessage {
     ShuttingDown,
     /// The connection broke the protocol; the server closes it after this.
     ProtocolError(ProtocolError),
+    /// The answer to [`ClientMessage::Probe`]: the cluster as this server sees it (`None`:
+    /// it runs alone). The server closes the connection after this.
+    Probed(Option<crate::status::ClusterView>),
 }
 
 /// A successful handshake.

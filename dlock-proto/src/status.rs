@@ -371,6 +371,12 @@ pub struct ClusterView {
     pub applied_index: u64,
     /// Every voting member.
     pub members: Vec<MemberView>,
+    /// Whether the answering node leads and serves clients now: its term's first entry is
+    /// applied and a majority has answered it within its lease. A node that believes it
+    /// leads without a majority (the rest of the cluster down or cut off) says `leader` is
+    /// itself, and `false` here.
+    #[serde(default)]
+    pub serving: bool,
 }
 
 #[cfg(test)]

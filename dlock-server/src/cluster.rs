@@ -140,6 +140,7 @@ pub(crate) fn view(sequencer: &dlock_raft::Sequencer) -> dlock_proto::status::Cl
         term: status.term,
         last_log_index: status.last_log_index,
         applied_index: status.applied_index,
+        serving: status.leading,
         members: status
             .members
             .iter()

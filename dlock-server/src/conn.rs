@@ -33,7 +33,7 @@ use crate::dormant::Dormant;
 use crate::frames::{FrameReader, ReadOutcome};
 use crate::handle::{ConnHandle, ConnId, ConnShared, Final};
 use crate::metrics::{FrameError, NetMetrics, NetRefusal};
-use crate::msg::{CoreMsg, HelloOutcome};
+use crate::msg::{CoreMsg, HelloOutcome, StatusAnswer, StatusQuery};
 use crate::outbox::Outbox;
 use crate::security::Security;
 use crate::stream::{ReadHalf, ServerStream};
@@ -266,8 +266,9 @@ async fn read_loop<R: ReadHalf>(
                 input_ended = true;
                 break;
             }
-            Frame::Message(ClientMessage::Hello(_)) => {
+            Frame::Message(ClientMessage::Hello(_) | ClientMessage::Probe(_)) => {
                 // Not fatal: answered with a typed error; a Hello carries no request id.
+                // Neither does a probe, which belongs before a session as a Hello does.
                 conn.shared.net.refused(NetRefusal::UnexpectedHello);
                 let reply = ServerMessage::Reply {
                     id: RequestId(0),
@@ -450,6 +451,13 @@ async fn handshake<R: ReadHalf>(
         }
         Ok(Frame::End | Frame::Eof) => return None,
         Ok(Frame::Message(ClientMessage::Hello(hello))) => hello,
+        Ok(Frame::Message(ClientMessage::Probe(probe))) => {
+            let version = probe.protocol_version;
+            if admit(conn, who, version, probe.token.as_deref()).is_some() {
+                answer_probe(conn, core_tx).await;
+            }
+            return None;
+        }
         Ok(Frame::Message(_)) => {
             complain!(Complaint::ExpectedHello, %peer, "first frame is not a Hello; closing connection");
             conn.shared.net.frame_error(FrameError::ExpectedHello);
@@ -457,32 +465,9 @@ async fn handshake<R: ReadHalf>(
             return None;
         }
     };
-    if hello.protocol_version != PROTOCOL_VERSION {
-        complain!(Complaint::VersionMismatch, %peer, client = hello.protocol_version, server = PROTOCOL_VERSION, "protocol version mismatch; closing connection");
-        conn.shared.net.frame_error(FrameError::VersionMismatch);
-        conn.close(
-            Some(ServerMessage::Refused(Refusal::VersionMismatch {
-                server: PROTOCOL_VERSION,
-                client: hello.protocol_version,
-            })),
-            true,
-        );
-        return None;
-    }
     // The token is checked here and goes no further: the core task sees only the identity.
     let token = hello.token.take();
-    let identity = match who
-        .security
-        .authenticate(token.as_deref(), who.cert_identity.as_deref())
-    {
-        Ok(identity) => identity,
-        Err(_) => {
-            complain!(Complaint::Unauthenticated, %peer, "client not authenticated; closing connection");
-            conn.shared.net.refused(NetRefusal::Unauthenticated);
-            conn.close(Some(ServerMessage::Refused(Refusal::Unauthenticated)), true);
-            return None;
-        }
-    };
+    let identity = admit(conn, who, hello.protocol_version, token.as_deref())?;
     let (reply_tx, reply_rx) = oneshot::channel();
     let msg = CoreMsg::Hello {
         conn: conn.clone(),
@@ -516,6 +501,57 @@ async fn handshake<R: ReadHalf>(
             core_tx.send(done).await.ok()?;
             Some(session)
         }
+    }
+}
+
+/// Checks the protocol `version` and the `token` of a `Hello` or a probe: the identity the
+/// client proved (`None` on a server that authenticates nobody), or `None` after closing the
+/// connection with the refusal.
+fn admit(
+    conn: &ConnHandle,
+    who: &Peer,
+    version: u32,
+    token: Option<&str>,
+) -> Option<Option<Arc<str>>> {
+    let peer = conn.peer();
+    if version != PROTOCOL_VERSION {
+        complain!(Complaint::VersionMismatch, %peer, client = version, server = PROTOCOL_VERSION, "protocol version mismatch; closing connection");
+        conn.shared.net.frame_error(FrameError::VersionMismatch);
+        conn.close(
+            Some(ServerMessage::Refused(Refusal::VersionMismatch {
+                server: PROTOCOL_VERSION,
+                client: version,
+            })),
+            true,
+        );
+        return None;
+    }
+    match who
+        .security
+        .authenticate(token, who.cert_identity.as_deref())
+    {
+        Ok(identity) => Some(identity),
+        Err(_) => {
+            complain!(Complaint::Unauthenticated, %peer, "client not authenticated; closing connection");
+            conn.shared.net.refused(NetRefusal::Unauthenticated);
+            conn.close(Some(ServerMessage::Refused(Refusal::Unauthenticated)), true);
+            None
+        }
+    }
+}
+
+/// Answers a probe with the cluster as this server sees it, then closes the connection.
+async fn answer_probe(conn: &ConnHandle, core_tx: &CoreInbox) {
+    let (reply, answer) = oneshot::channel();
+    let query = CoreMsg::Status {
+        query: StatusQuery::Cluster,
+        reply,
+    };
+    if core_tx.send(query).await.is_err() {
+        return;
+    }
+    if let Ok(StatusAnswer::Cluster(view)) = answer.await {
+        conn.close(Some(ServerMessage::Probed(view)), true);
     }
 }
 

@@ -120,6 +120,8 @@ pub(crate) enum StatusQuery {
     },
     /// `/api/waits`.
     Waits,
+    /// The cluster as this member sees it, for a client's probe (`None`: a server alone).
+    Cluster,
 }
 
 /// The core's answer to a [`StatusQuery`].
@@ -135,6 +137,8 @@ pub(crate) enum StatusAnswer {
     Sessions(dlock_proto::status::SessionsView),
     /// For [`StatusQuery::Waits`].
     Waits(dlock_proto::status::WaitsView),
+    /// For [`StatusQuery::Cluster`].
+    Cluster(Option<dlock_proto::status::ClusterView>),
 }
 
 /// The core task's counters and the census of its table at one moment.

@@ -65,10 +65,10 @@ type Codec = FrameCodec<ServerMessage, ClientMessage>;
 type Frame =
     Option<std::result::Result<std::result::Result<ServerMessage, MalformedFrame>, CodecError>>;
 /// The read half of a connection, plain TCP or TLS.
-type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 /// The write half of a connection, plain TCP or TLS.
-type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
-type Halves = (ReadHalf, WriteHalf);
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) type Halves = (ReadHalf, WriteHalf);
 type Connecting = Pin<Box<dyn Future<Output = io::Result<Halves>> + Send>>;
 
 /// What the handles and the driver task share.
@@ -314,7 +314,7 @@ pub(crate) async fn start(
 }
 
 /// Opens a connection to `addr`, over TLS with `tls` (the handshake included).
-async fn open(addr: String, tls: Option<Tls>) -> io::Result<Halves> {
+pub(crate) async fn open(addr: String, tls: Option<Tls>) -> io::Result<Halves> {
     let stream = TcpStream::connect(&addr).await?;
     // Requests are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);

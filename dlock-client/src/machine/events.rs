@@ -117,7 +117,7 @@ impl SessionMachine {
                 tracing::warn!(error = %e, "server reported a protocol error");
                 self.handle_connection_lost(Error::Protocol(e.to_string()), now);
             }
-            ServerMessage::Welcome(_) | ServerMessage::Refused(_) => {
+            ServerMessage::Welcome(_) | ServerMessage::Refused(_) | ServerMessage::Probed(_) => {
                 let err = Error::Protocol("unexpected handshake frame".into());
                 self.handle_connection_lost(err, now);
             }

@@ -112,6 +112,9 @@ impl CoreTask {
                     next_cursor,
                 })
             }
+            StatusQuery::Cluster => {
+                StatusAnswer::Cluster(self.cluster.as_ref().map(super::cluster::ClusterSide::view))
+            }
             StatusQuery::Waits => {
                 let (edges, truncated) = core.waits_for_bounded(MAX_EDGES, WAITS_BUDGET);
                 let cycles: Vec<DeadlockCycle> =

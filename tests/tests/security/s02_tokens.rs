@@ -82,3 +82,33 @@ async fn the_audit_log_names_the_identity_and_never_the_token() -> Result<()> {
     assert!(!text.contains("carol-secret-token"), "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_probe_needs_the_token_as_a_session_does() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let auth = write_auth_file(dir.path(), &[("alice", "alice-token")])?;
+    let server = spawn_server(Config {
+        auth_file: Some(auth),
+        ..Config::default()
+    })
+    .await?;
+    let probed = builder(&server).probe().await?;
+    assert_eq!(probed.len(), 1);
+    assert!(
+        matches!(
+            probed[0].answer,
+            Err(Error::Refused(Refusal::Unauthenticated))
+        ),
+        "no token: {:?}",
+        probed[0].answer
+    );
+    // With the token: a server alone answers that it is no cluster.
+    let probed = builder(&server).token("alice-token").probe().await?;
+    assert!(
+        matches!(probed[0].answer, Ok(None)),
+        "{:?}",
+        probed[0].answer
+    );
+    server.shutdown().await?;
+    Ok(())
+}
