@@ -81,6 +81,7 @@ pub mod membership;
 pub mod network;
 mod node;
 pub mod peer_auth;
+mod private_fs;
 mod reach;
 pub mod read;
 pub mod rejoin;

@@ -49,6 +49,7 @@ use tokio::sync::oneshot;
 
 use crate::RaftStoreError;
 use crate::codec::{self, RecordAt};
+use crate::private_fs;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// The default size at which a segment is closed and a new one started.
@@ -231,11 +232,8 @@ fn create_segment(
     header: &[u8],
     size: u64,
 ) -> Result<File, RaftStoreError> {
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| RaftStoreError::io(path, e))?;
+    // Private (0600): entries carry sessions' resume secrets.
+    let mut file = private_fs::create_new(path).map_err(|e| RaftStoreError::io(path, e))?;
     file.write_all(header)
         .map_err(|e| RaftStoreError::io(path, e))?;
     preallocate(&file, path, size);
@@ -285,7 +283,7 @@ impl LogStore {
     /// and starts its writer thread. Segments are closed at `segment_bytes`.
     pub fn open(dir: impl AsRef<Path>, segment_bytes: u64) -> Result<LogStore, RaftStoreError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| RaftStoreError::io(&dir, e))?;
+        private_fs::create_dir_all(&dir).map_err(|e| RaftStoreError::io(&dir, e))?;
         let mut seqs = Vec::new();
         for item in fs::read_dir(&dir).map_err(|e| RaftStoreError::io(&dir, e))? {
             let item = item.map_err(|e| RaftStoreError::io(&dir, e))?;
@@ -869,6 +867,26 @@ mod tests {
         drop(log);
         let mut log = LogStore::open(&dir, segment_bytes).unwrap();
         assert_eq!(indices(&mut log).await, (1..=201).collect::<Vec<_>>());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_log_directory_and_its_segments_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft").join("log");
+        let log = LogStore::open(&dir, 256).unwrap();
+        append(&log, 1..=30).await;
+        drop(log);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(dir.parent().unwrap()), 0o700, "a parent created too");
+        let all = segments(&dir);
+        assert!(all.len() > 1, "segments roll: {all:?}");
+        for segment in &all {
+            assert_eq!(mode(segment), 0o600, "{}", segment.display());
+        }
     }
 
     #[test]

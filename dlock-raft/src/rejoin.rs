@@ -91,8 +91,13 @@ impl RejoinGuard {
         if dir.join("log").exists() {
             return Ok(RejoinGuard::off());
         }
-        std::fs::create_dir_all(dir)?;
-        std::fs::File::create(&marker)?.sync_all()?;
+        crate::private_fs::create_dir_all(dir)?;
+        crate::private_fs::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&marker)?
+            .sync_all()?;
         std::fs::File::open(dir)?.sync_all()?;
         Ok(RejoinGuard::with(Some(marker), State::Catching(None)))
     }
@@ -240,6 +245,13 @@ mod tests {
         let g = RejoinGuard::open(&raft_dir).unwrap();
         assert!(g.is_on());
         assert!(raft_dir.join(MARKER).exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&raft_dir), 0o700, "the node's directory is private");
+            assert_eq!(mode(&raft_dir.join(MARKER)), 0o600);
+        }
         // The log is created after the guard; a restart still finds the marker.
         std::fs::create_dir_all(raft_dir.join("log")).unwrap();
         assert!(RejoinGuard::open(&raft_dir).unwrap().is_on());

@@ -7,7 +7,7 @@
 //! written as one checksummed record to a temporary file that is synced and renamed over
 //! `snapshot.bin`.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::RaftStoreError;
 use crate::codec::{self, RecordAt};
 use crate::log_store::sync_dir;
+use crate::private_fs;
 use crate::types::{Applied, LogId, SnapshotData, TypeConfig, input_index};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -189,7 +190,7 @@ impl StateMachine {
     /// one with `config`.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<StateMachine, RaftStoreError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| RaftStoreError::io(&dir, e))?;
+        private_fs::create_dir_all(&dir).map_err(|e| RaftStoreError::io(&dir, e))?;
         let state = match read_snapshot_file(&dir)? {
             Some(file) => {
                 let body = decode_body(&file.data)?;
@@ -285,7 +286,8 @@ fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<(), RaftStoreE
     let mut bytes = Vec::new();
     codec::put_record(&mut bytes, file)?;
     let tmp = dir.join(SNAPSHOT_TMP);
-    let mut f = File::create(&tmp).map_err(|e| RaftStoreError::io(&tmp, e))?;
+    // Private (0600), as is the file it is renamed to: it holds sessions' resume secrets.
+    let mut f = private_fs::create_temp(&tmp).map_err(|e| RaftStoreError::io(&tmp, e))?;
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| RaftStoreError::io(&tmp, e))?;
@@ -539,5 +541,36 @@ mod tests {
         let mut short = old.clone();
         short[4..8].copy_from_slice(&codec::SNAPSHOT_FORMAT.to_be_bytes());
         assert!(decode_body(&short).is_err());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_directory_and_the_snapshot_are_private() {
+        use std::fs;
+        use std::os::unix::fs::PermissionsExt;
+
+        use openraft::RaftSnapshotBuilder;
+        use openraft::storage::RaftStateMachine;
+
+        use super::{SNAPSHOT_FILE, SNAPSHOT_TMP, StateMachine};
+
+        let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data").join("raft");
+        let mut sm = StateMachine::open(&dir, Config::default()).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(dir.parent().unwrap()), 0o700);
+        // A temporary file left by a run that created it readable by others.
+        fs::write(dir.join(SNAPSHOT_TMP), "").unwrap();
+        fs::set_permissions(dir.join(SNAPSHOT_TMP), fs::Permissions::from_mode(0o644)).unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir.join(SNAPSHOT_FILE)), 0o600);
+        assert!(!dir.join(SNAPSHOT_TMP).exists());
+        drop(sm);
+        StateMachine::open(&dir, Config::default()).unwrap();
     }
 }

@@ -79,6 +79,23 @@ fn create_dir(dir: &Path) -> Result<(), ServerError> {
     })
 }
 
+/// The mode of the directory `dir` if it gives its group or others any access (`None` if it
+/// does not, or cannot be read): an existing directory keeps its mode, only new ones are
+/// created 0700.
+pub(crate) fn open_to_others(dir: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
 /// Takes the data directory for this server (creating it if needed): an exclusive lock on
 /// its `lock` file, held while the returned file is open and released by the system when
 /// the process ends, however it ends. `Ok(None)`: another process holds it.
@@ -482,5 +499,26 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
+        assert_eq!(open_to_others(&dir), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_open_to_others_is_told_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let set = |mode| fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+        set(0o755);
+        assert_eq!(open_to_others(dir.path()), Some(0o755));
+        set(0o710);
+        assert_eq!(open_to_others(dir.path()), Some(0o710));
+        set(0o700);
+        assert_eq!(open_to_others(dir.path()), None);
+        assert_eq!(open_to_others(&dir.path().join("missing")), None);
+        // Opened by the server, an existing directory keeps its mode.
+        set(0o750);
+        lock_dir(dir.path()).unwrap().unwrap();
+        Floor::open(dir.path()).unwrap();
+        assert_eq!(open_to_others(dir.path()), Some(0o750));
     }
 }

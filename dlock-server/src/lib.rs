@@ -183,6 +183,16 @@ pub(crate) async fn run_inner(
         Some(lock) => lock,
         None => lock_data_dir(&config.data_dir).await?,
     };
+    setup::warn_if_open(
+        &config.data_dir,
+        if config.cluster.is_some() {
+            "the fencing floor, the lease record and this member's Raft state (raft/, which \
+             holds every session's resume secret)"
+        } else {
+            "the fencing floor and the lease record, which fencing tokens and the restart \
+             grace rest on"
+        },
+    );
     let mut floor = floor::Floor::open(&config.data_dir)?;
     if config.cluster.is_none() {
         // The floor is written before the lease record, at the first start too: a record

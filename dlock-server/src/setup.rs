@@ -68,6 +68,20 @@ pub(crate) async fn lock_data_dir(dir: &std::path::Path) -> Result<floor::DirLoc
     })
 }
 
+/// Logs a warning if the directory `dir`, which holds `what`, gives its group or others any
+/// access: the server creates its directories 0700 and its files 0600, but leaves the mode
+/// of a directory that exists already as it is.
+pub(crate) fn warn_if_open(dir: &std::path::Path, what: &str) {
+    if let Some(mode) = floor::open_to_others(dir) {
+        warn!(
+            dir = %dir.display(),
+            mode = %format!("{mode:04o}"),
+            "directory open to other users: it holds {what}; the server creates its directories \
+             0700 but does not change the mode of one that exists"
+        );
+    }
+}
+
 /// Checks a configuration before anything is bound or opened: every limit at least 1, the
 /// value block and name limits at least what the rule book asks, every request the limits
 /// allow fitting in a frame, and lease bounds that hold the default lease.
@@ -335,6 +349,11 @@ pub(crate) async fn start_cluster(
         ..config.engine.clone()
     };
     let raft_dir = config.data_dir.join("raft");
+    warn_if_open(
+        &raft_dir,
+        "this member's Raft log and snapshot, with every session's resume secret (files an \
+         earlier version of the server created in it may be readable too: chmod -R go= it)",
+    );
     // Opened before the node, which creates the log: a directory without one is guarded.
     let guard = dlock_raft::RejoinGuard::open(&raft_dir)
         .map_err(|e| ServerError::Config(format!("cannot write to {}: {e}", raft_dir.display())))?;
