@@ -227,6 +227,8 @@ pub struct Args {
     /// Address of the HTTP listener: Prometheus metrics at /metrics, /healthz, /readyz, a
     /// JSON API under /api/ and a live status page at /; `off` disables it. With --auth-file
     /// everything but the probes asks for a token; it has no TLS: keep it on a private address.
+    /// Against DNS rebinding, only a Host that is an IP address, localhost or a name of
+    /// --http-allowed-host is answered (any Host on /healthz, /readyz and /metrics).
     #[arg(long, env = "DLOCK_HTTP_LISTEN", default_value = crate::DEFAULT_HTTP_LISTEN)]
     pub http_listen: HttpListen,
 
@@ -236,6 +238,15 @@ pub struct Args {
     /// after the previous answer, or after 60 s in all.
     #[arg(long, env = "DLOCK_HTTP_MAX_CONNECTIONS", default_value_t = Config::default().http_max_connections)]
     pub http_max_connections: usize,
+
+    /// A DNS name the HTTP listener answers for, besides IP addresses and `localhost`
+    /// (repeat the flag, or separate names by commas). A request whose Host header names
+    /// anything else gets 421, on every path but /healthz, /readyz and /metrics: against DNS
+    /// rebinding, where a web page open in a browser on this machine reaches the listener
+    /// under the page's own name. Give the names the listener is reached by, such as
+    /// `dlock-1.internal`, or the one a proxy in front of it passes on.
+    #[arg(long, env = "DLOCK_HTTP_ALLOWED_HOST", value_name = "NAME", value_delimiter = ',', value_parser = crate::http::parse_host_name)]
+    pub http_allowed_host: Vec<String>,
 
     /// Cluster mode: this server's id among --peers. Without it (and --peers) the server
     /// runs alone.
@@ -380,6 +391,7 @@ impl Args {
             auth_rules: self.auth_rules.clone(),
             http_listen: self.http_listen.0,
             http_max_connections: self.http_max_connections,
+            http_allowed_hosts: self.http_allowed_host.clone(),
             cluster: match (self.node_id, &self.peers) {
                 (Some(node_id), Some(members)) => Some(crate::cluster::ClusterConfig {
                     node_id,
@@ -518,6 +530,28 @@ mod tests {
             Some("0.0.0.0:9100".parse().unwrap())
         );
         assert!(parse("nowhere").is_err());
+    }
+
+    #[test]
+    fn http_allowed_hosts_are_repeated_or_separated_by_commas() {
+        let parse = |flags: &[&str]| {
+            let mut argv = vec!["dlock-server"];
+            argv.extend_from_slice(flags);
+            Args::try_parse_from(argv).map(|a| a.to_config().http_allowed_hosts)
+        };
+        assert_eq!(parse(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse(&[
+                "--http-allowed-host",
+                "dlock-1.internal,dlock.example",
+                "--http-allowed-host",
+                "ops"
+            ])
+            .unwrap(),
+            ["dlock-1.internal", "dlock.example", "ops"]
+        );
+        let e = parse(&["--http-allowed-host", "dlock.internal:7421"]).unwrap_err();
+        assert!(e.to_string().contains("without a port"), "{e}");
     }
 
     #[test]

@@ -127,6 +127,11 @@ pub struct Config {
     /// closes. Each HTTP connection is also closed once it has sent nothing for 10 s or has
     /// been open 60 s. Default 64.
     pub http_max_connections: usize,
+    /// Host names the HTTP listener answers for besides IP addresses and `localhost`, in any
+    /// case (`--http-allowed-host`). A request whose `Host` names anything else is refused
+    /// with `421`, on every path but `/healthz`, `/readyz` and `/metrics`: a web page reached
+    /// through DNS rebinding names its own host. Default: none.
+    pub http_allowed_hosts: Vec<String>,
     /// Cluster mode: replicate the engine through Raft with these members. `None` (the
     /// default): a single server.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -182,6 +187,7 @@ impl Default for Config {
             auth_rules: None,
             http_listen: None,
             http_max_connections: 64,
+            http_allowed_hosts: Vec::new(),
             cluster: None,
             memory_budget: MemoryBudget::Auto,
             outbox_pool_bytes: usize::MAX,

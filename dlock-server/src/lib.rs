@@ -287,6 +287,7 @@ pub(crate) async fn run_inner(
             net: net.clone(),
             security: security.clone(),
             cluster: sequencer,
+            allowed_hosts: http::AllowedHosts::new(&config.http_allowed_hosts),
         };
         http_task.spawn(http::serve(
             http,

@@ -44,6 +44,7 @@ pub async fn get_with(
 }
 
 /// Sends `method path` (no body) with further request `headers` to `addr`, within 10 s.
+/// The `Host` header is `addr` unless `headers` has one.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -65,19 +66,20 @@ async fn request_inner(
     headers: &[(&str, &str)],
 ) -> Result<HttpAnswer> {
     let mut s = TcpStream::connect(addr).await.context("connecting")?;
-    let extra: String = headers
+    let mut extra: String = headers
         .iter()
         .map(|(n, v)| format!("{n}: {v}\r\n"))
         .collect();
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        extra.insert_str(0, &format!("Host: {addr}\r\n"));
+    }
     // A request of another method says that it has no body.
     let length = if method == "GET" {
         ""
     } else {
         "Content-Length: 0\r\n"
     };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}{length}Connection: close\r\n\r\n"
-    );
+    let req = format!("{method} {path} HTTP/1.1\r\n{extra}{length}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await?;

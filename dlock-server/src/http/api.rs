@@ -208,6 +208,7 @@ mod tests {
             net: Arc::default(),
             security,
             cluster: None,
+            allowed_hosts: crate::http::AllowedHosts::default(),
         })
     }
 

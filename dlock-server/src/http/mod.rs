@@ -23,6 +23,10 @@
 //! HTTP Basic authentication (what a browser asks for); with `--auth-rules`, only admins may
 //! read. The listener speaks plain HTTP: keep it on loopback or behind a TLS proxy.
 //!
+//! Against DNS rebinding, every path but `/healthz`, `/readyz` and `/metrics` is answered
+//! only for a `Host` that is an IP address, `localhost` or a name of `--http-allowed-host`
+//! ([`host`]); a request for another name gets `421`, before any token is looked at.
+//!
 //! At most [`Config::http_max_connections`](crate::Config::http_max_connections) connections
 //! are open at once (further ones wait in the kernel's backlog until one closes), and a
 //! connection is closed once it has sent nothing for 10 s, when a request head has not
@@ -35,6 +39,7 @@
 //! atomics without asking the core task.
 
 mod api;
+mod host;
 mod limits;
 mod members;
 mod page;
@@ -62,6 +67,8 @@ use crate::metrics::NetMetrics;
 use crate::msg::{CoreMsg, StatusAnswer, StatusQuery};
 use crate::security::HttpAccess;
 
+pub(crate) use host::{AllowedHosts, parse_host_name};
+
 /// How long an HTTP request waits for the core task before it is answered 503.
 const CORE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -76,6 +83,8 @@ pub(crate) struct HttpState {
     pub(crate) security: Arc<Security>,
     /// In a cluster: the node's sequencer (cluster view, membership changes).
     pub(crate) cluster: Option<dlock_raft::Sequencer>,
+    /// The host names answered for besides IP addresses and `localhost`.
+    pub(crate) allowed_hosts: AllowedHosts,
 }
 
 impl HttpState {
@@ -203,7 +212,61 @@ fn router(state: Arc<HttpState>) -> Router {
             state.clone(),
             authorize,
         ))
+        // After `authorize`: it runs first, so a page reached by DNS rebinding learns
+        // nothing, not even whether a token is asked for.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
         .with_state(state)
+}
+
+/// Paths answered whatever host a request names. The probes: a load balancer or kubelet
+/// often asks by DNS name, and they show no lock data and change nothing. `/metrics` too:
+/// Prometheus scrapes a target by the name it was given (`static_configs`, DNS names), and
+/// it shows only counts and gauges (no resource, session or client names, no addresses, only
+/// node ids) and changes nothing; with `--auth-file` it still asks for a token.
+fn answers_any_host(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Lets a request through if every host it names (its `Host` headers, and its URI's
+/// authority in HTTP/2 or an absolute request target) is one
+/// [`AllowedHosts::allows`]; 421 otherwise (see [`host`]). A request that names none
+/// (HTTP/1.0 without `Host`) passes.
+async fn check_host(State(state): State<Arc<HttpState>>, request: Request, next: Next) -> Response {
+    if answers_any_host(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let headers = request
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .map(|v| v.to_str().ok());
+    let authority = request.uri().authority().map(|a| Some(a.host()));
+    for named in headers.chain(authority) {
+        match named {
+            Some(host) if state.allowed_hosts.allows(host) => {}
+            _ => return misdirected(named).into_response(),
+        }
+    }
+    next.run(request).await
+}
+
+/// The answer to a request for a host this listener does not answer for (`None`: a `Host`
+/// header that is not text).
+fn misdirected(host: Option<&str>) -> HttpError {
+    let named = host.map_or_else(
+        || "a Host header that is not text".to_owned(),
+        |h| format!("the host {h:?}"),
+    );
+    HttpError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "{named} is not one this listener answers for: against DNS rebinding it answers \
+             only for IP addresses, localhost and the names given with --http-allowed-host NAME"
+        ),
+    )
 }
 
 /// Paths anyone may read: the probes, and the page's script and style (which hold no data).
@@ -279,7 +342,145 @@ pub(crate) async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
     use super::*;
+    use crate::Config;
+    use crate::core_task::run::test_support;
+
+    /// The name a page reached through DNS rebinding sends as its `Host`.
+    const REBOUND: &str = "rebind.attacker.example";
+
+    /// The router of a single server in `dir` (its run loop spawned) that runs alone and
+    /// answers for `allowed` too, served on loopback.
+    async fn served(dir: &std::path::Path, allowed: &[&str]) -> SocketAddr {
+        let (inbox, run, conn) = test_support::single_server(dir);
+        tokio::spawn(run);
+        let allowed: Vec<String> = allowed.iter().map(|&n| n.to_owned()).collect();
+        let state = HttpState {
+            core_tx: inbox,
+            net: Arc::default(),
+            security: Security::load(&Config::default()).unwrap(),
+            cluster: None,
+            allowed_hosts: AllowedHosts::new(&allowed),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _conn = conn;
+            axum::serve(listener, router(Arc::new(state))).await
+        });
+        addr
+    }
+
+    /// Sends `method path` with `Host: host` (HTTP/1.1), or without a `Host` header (HTTP/1.0)
+    /// when `host` is `None`; the status and the body.
+    async fn ask(addr: SocketAddr, method: &str, path: &str, host: Option<&str>) -> (u16, String) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let (version, host) = match host {
+            Some(h) => ("1.1", format!("Host: {h}\r\n")),
+            None => ("1.0", String::new()),
+        };
+        let head = format!(
+            "{method} {path} HTTP/{version}\r\n{host}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        let status = raw.split(' ').nth(1).and_then(|c| c.parse().ok());
+        let (_, body) = raw.split_once("\r\n\r\n").unwrap_or_default();
+        (status.unwrap_or(0), body.to_owned())
+    }
+
+    /// Asserts that `method path` for `host` is refused as DNS rebinding: 421, one line
+    /// naming the host and the option that allows a name.
+    async fn assert_refused(addr: SocketAddr, method: &str, path: &str, host: &str) {
+        let (status, body) = ask(addr, method, path, Some(host)).await;
+        assert_eq!(status, 421, "{method} {path} for {host}: {body:?}");
+        assert!(
+            body.contains(&format!("{host:?}"))
+                && body.contains("--http-allowed-host NAME")
+                && body.ends_with('\n')
+                && body.lines().count() == 1,
+            "{method} {path} for {host}: {body:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_foreign_host_is_refused_on_the_api_the_page_and_cluster_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = served(dir.path(), &["dlock.internal"]).await;
+        let port = addr.port();
+        for host in [
+            REBOUND.to_owned(),
+            format!("{REBOUND}:{port}"),
+            format!("dlock.internal.{REBOUND}:{port}"),
+            format!("127.0.0.1.{REBOUND}"),
+        ] {
+            for (method, path) in [
+                ("GET", "/api/status"),
+                ("GET", "/api/resources"),
+                ("GET", "/api/sessions"),
+                ("GET", "/api/cluster"),
+                ("DELETE", "/api/cluster?id=3"),
+                ("POST", "/api/cluster"),
+                ("GET", "/"),
+                ("GET", "/status.js"),
+                ("GET", "/nowhere"),
+            ] {
+                assert_refused(addr, method, path, &host).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ip_addresses_localhost_and_allowed_names_are_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = served(dir.path(), &["dlock.internal"]).await;
+        let port = addr.port();
+        for host in [
+            Some(format!("127.0.0.1:{port}")),
+            Some("127.0.0.1".to_owned()),
+            Some(format!("localhost:{port}")),
+            Some("LOCALHOST".to_owned()),
+            Some(format!("[::1]:{port}")),
+            Some(format!("dlock.internal:{port}")),
+            Some("Dlock.Internal".to_owned()),
+            None,
+        ] {
+            let (status, body) = ask(addr, "GET", "/api/status", host.as_deref()).await;
+            assert_eq!(status, 200, "{host:?}: {body:?}");
+            // A membership change reaches its handler (a server that runs alone: 404).
+            let (status, body) = ask(addr, "DELETE", "/api/cluster?id=3", host.as_deref()).await;
+            assert_eq!(status, 404, "{host:?}: {body:?}");
+            assert!(body.starts_with("not a cluster"), "{host:?}: {body:?}");
+        }
+        // The same server refuses a name it was not given.
+        assert_refused(
+            addr,
+            "GET",
+            "/api/status",
+            &format!("other.internal:{port}"),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_probes_and_metrics_answer_for_any_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = served(dir.path(), &[]).await;
+        for host in [REBOUND, "dlock-1.internal:7421"] {
+            for path in ["/healthz", "/readyz", "/metrics"] {
+                let (status, body) = ask(addr, "GET", path, Some(host)).await;
+                assert_eq!(status, 200, "{path} for {host}: {body:?}");
+            }
+            // What they leave out is still refused.
+            assert_refused(addr, "GET", "/api/status", host).await;
+        }
+    }
 
     #[test]
     fn tokens_come_from_bearer_and_basic_headers() {

@@ -1,7 +1,9 @@
 //! The JSON API: resources with their queues (paged by cursor), sessions with their lease
 //! left, the wait-for graph with the deadlock cycle the server broke, the status summary;
 //! bad parameters are a 400 and harm nothing; every error answer says why in its body;
-//! `/api/cluster` of a server that runs alone is a 404 saying so.
+//! `/api/cluster` of a server that runs alone is a 404 saying so; a request for a host other
+//! than an IP address, `localhost` or a name of `--http-allowed-host` is a 421 (DNS
+//! rebinding), but for the probes and `/metrics`.
 
 use anyhow::{Context, Result, ensure};
 use dlock_proto::status::{ResourcesView, ServerStatus, SessionsView, WaitsView};
@@ -275,5 +277,87 @@ async fn t82_the_cluster_of_a_server_alone_is_a_404_saying_so() -> Result<()> {
     // As /api/status says: no Raft role.
     let st: ServerStatus = get_json(http, "/api/status").await?;
     ensure!(st.role.is_none(), "{st:?}");
+    Ok(())
+}
+
+/// A page reached through DNS rebinding sends its own name as the `Host`: refused with a 421
+/// naming the option that allows a name, reads and membership changes alike, with a token
+/// or without; IP addresses, `localhost` and the allowed names are answered, and the probes
+/// and `/metrics` answer for any name.
+#[tokio::test]
+async fn t82_a_host_other_than_an_address_localhost_or_an_allowed_name_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let auth = dlock_tests::security::write_auth_file(dir.path(), &[("ops", "to")])?;
+    for token in [None, Some("Bearer to")] {
+        let server = TestServer::start_with_http(dlock_server::Config {
+            http_allowed_hosts: vec!["dlock.internal".to_owned()],
+            auth_file: token.map(|_| auth.clone()),
+            ..TestServer::config()
+        })
+        .await?;
+        let http = server.http_addr().context("no http")?;
+        let port = http.port();
+        let with = |host: &str| {
+            let mut h = vec![("Host", host.to_owned())];
+            h.extend(token.map(|t| ("Authorization", t.to_owned())));
+            h
+        };
+        let ask = |method: &'static str, path: &'static str, host: String| async move {
+            let headers = with(&host);
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            request(http, method, path, &headers).await
+        };
+        let rebound = format!("rebind.attacker.example:{port}");
+        for (method, path) in [
+            ("GET", "/api/status"),
+            ("GET", "/api/resources"),
+            ("GET", "/"),
+            ("DELETE", "/api/cluster?id=3"),
+            ("POST", "/api/cluster"),
+        ] {
+            let a = ask(method, path, rebound.clone()).await?;
+            ensure!(
+                a.status == 421
+                    && a.body.contains("rebind.attacker.example")
+                    && a.body.contains("--http-allowed-host NAME")
+                    && a.body.lines().count() == 1,
+                "{method} {path} for {rebound} ({token:?}): {} {:?}",
+                a.status,
+                a.body
+            );
+        }
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            format!("dlock.internal:{port}"),
+        ] {
+            let a = ask("GET", "/api/status", host.clone()).await?;
+            ensure!(
+                a.status == 200,
+                "{host} ({token:?}): {} {:?}",
+                a.status,
+                a.body
+            );
+            // The membership change reaches its handler: a server that runs alone.
+            let a = ask("DELETE", "/api/cluster?id=3", host.clone()).await?;
+            ensure!(
+                a.status == 404 && a.body.starts_with("not a cluster"),
+                "{host} ({token:?}): {} {:?}",
+                a.status,
+                a.body
+            );
+        }
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let a = ask("GET", path, rebound.clone()).await?;
+            ensure!(
+                a.status == 200,
+                "{path} for {rebound}: {} {:?}",
+                a.status,
+                a.body
+            );
+        }
+    }
     Ok(())
 }
