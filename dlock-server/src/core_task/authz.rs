@@ -23,6 +23,12 @@ fn lock_resource(core: &Core, session: SessionId, lock: LockId) -> Option<Vec<u8
     (first.lock == lock).then_some(first.resource)
 }
 
+/// Whether an unlock or a conversion with `flags` (and a value, `valued`) writes the value
+/// block: it carries a value to write, or asks to invalidate it (IVVALBLK, R29a).
+fn writes_value(valued: bool, flags: LockFlags) -> bool {
+    (valued && flags.contains(LockFlags::VALBLK)) || flags.contains(LockFlags::IVVALBLK)
+}
+
 /// Whether `identity` (the identity of `session`) may make the request that asks for
 /// `action`.
 pub(super) fn allowed(
@@ -39,8 +45,9 @@ pub(super) fn allowed(
         }
         Action::Command(Command::Convert { args, .. }) => {
             // A conversion that carries a value writes it (a down-conversion from PW or EX
-            // included): that needs write access whatever the mode asked for.
-            let need = if args.value.is_some() && args.flags.contains(LockFlags::VALBLK) {
+            // included), and one that invalidates the value block changes it for every
+            // reader: either needs write access whatever the mode asked for.
+            let need = if writes_value(args.value.is_some(), args.flags) {
                 Access::Write
             } else {
                 Access::for_mode(args.mode)
@@ -52,7 +59,7 @@ pub(super) fn allowed(
             }
         }
         Action::Command(Command::Unlock { args, .. })
-            if args.value.is_some() && args.flags.contains(LockFlags::VALBLK) =>
+            if writes_value(args.value.is_some(), args.flags) =>
         {
             match lock_resource(core, session, args.lock) {
                 Some(name) => may(&name, Access::Write),

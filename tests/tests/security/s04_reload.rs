@@ -3,7 +3,7 @@
 //! nothing.
 
 use anyhow::Result;
-use dlock_client::{ConvertOptions, Error, Mode, TlsOptions};
+use dlock_client::{ConvertOptions, Error, Mode, TlsOptions, UnlockOptions};
 use dlock_server::{Config, TlsConfig};
 use dlock_tests::security::{Pki, spawn_server, write_auth_file};
 
@@ -66,6 +66,19 @@ async fn a_rule_reload_takes_effect_without_a_restart() -> Result<()> {
 async fn a_demoted_identity_writes_no_value_block_on_a_conversion() -> Result<()> {
     let (_dir, rules, server, bob) = bob_with("write").await?;
     let mut held = bob.lock("jobs/1", Mode::EX).await?;
+    let other = bob.lock("jobs/2", Mode::EX).await?;
+    let valid = |r: &str| {
+        let bob = &bob;
+        let r = r.to_owned();
+        async move {
+            let info = bob
+                .query_resource(&r)
+                .await?
+                .unwrap_or_else(|| panic!("{r} not held"));
+            anyhow::Ok(info.value_valid)
+        }
+    };
+    let (valid1, valid2) = (valid("jobs/1").await?, valid("jobs/2").await?);
     std::fs::write(&rules, "[identities.bob]\n\"jobs/\" = \"read\"\n")?;
     server.reload()?;
 
@@ -79,6 +92,24 @@ async fn a_demoted_identity_writes_no_value_block_on_a_conversion() -> Result<()
         assert!(matches!(err, Error::PermissionDenied), "{to:?}: {err}");
         assert_eq!(held.mode(), Mode::EX);
     }
+    // Invalidating the block is writing it too: refused on a conversion and on an unlock
+    // (the lock is still held after the refused unlock, and the block still valid).
+    let err = held
+        .convert_with(Mode::NL, ConvertOptions::new().invalidate_value())
+        .await
+        .expect_err("an invalidation by a reader");
+    assert!(matches!(err, Error::PermissionDenied), "{err}");
+    let lock = held.lock_id();
+    let err = other
+        .unlock_with(UnlockOptions::new().invalidate_value())
+        .await
+        .expect_err("an invalidation by a reader");
+    assert!(matches!(err, Error::PermissionDenied), "{err}");
+    assert_eq!(
+        valid("jobs/2").await?,
+        valid2,
+        "the unlock changed the block"
+    );
     // The same conversion without a value is allowed, and the block was never written.
     held.convert(Mode::NL).await?;
     let info = bob.query_resource("jobs/1").await?.expect("resource");
@@ -87,6 +118,8 @@ async fn a_demoted_identity_writes_no_value_block_on_a_conversion() -> Result<()
         "value block {:?}",
         info.value
     );
+    assert_eq!(info.value_valid, valid1, "the conversion changed the block");
+    assert_eq!(held.lock_id(), lock);
     held.unlock().await?;
     bob.close().await?;
     server.shutdown().await?;
