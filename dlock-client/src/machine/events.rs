@@ -358,9 +358,15 @@ impl SessionMachine {
             (What::Query(_), body) => Ok(Outcome::Answer(body)),
             (What::Ping, Reply::Pong { server_version }) => Ok(Outcome::Pong(server_version)),
             (What::Unlock { req, origin }, Reply::Error(e)) => {
-                // Not applied (for example overloaded): the lock is still held.
+                // Not applied: the lock is still held. As for a refusal by the engine
+                // (`on_refused`), a guard's explicit unlock refused (by the rules) changes
+                // nothing, its caller told why; one the server did not take (overloaded) is
+                // still sent again, as the guard's docs say.
                 let err = request_error(e);
-                if *origin != Origin::ById {
+                let explicit = matches!(origin, Origin::Guard(_))
+                    && call.reply.as_ref().is_some_and(|r| !r.is_closed());
+                let follow_up = !explicit || matches!(err, Error::Overloaded | Error::NotFound);
+                if *origin != Origin::ById && follow_up {
                     let fallback = *origin == Origin::Fallback;
                     self.on_unlock_refused(req.lock, &err, fallback, now);
                 }
