@@ -481,12 +481,22 @@ async fn serve_tls(
             return;
         }
     };
+    // A common name that is no identity a token could name (blanks, `*`, a leading `#`) is
+    // none: the session name carries the identity as `[identity] name`, and a new leader
+    // reads it back from there, which such a name would not survive.
     who.cert_identity = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(security::tls::certificate_identity);
+        .and_then(security::tls::certificate_identity)
+        .filter(|cn| match security::check_identity(cn) {
+            Ok(()) => true,
+            Err(why) => {
+                complain!(Complaint::Unauthenticated, peer = %addr, common_name = %cn, reason = %why, "the client certificate's common name is not a usable identity; the client is not authenticated by it");
+                false
+            }
+        });
     conn::serve(tls, who, id, core_tx, config, shutdown, admitted).await;
 }
 

@@ -112,6 +112,27 @@ async fn mutual_tls_names_the_session_after_the_client_certificate() -> Result<(
         matches!(&err, dlock_client::Error::CertificateRefused(a) if a == "UnknownCA"),
         "{err:?}"
     );
+    // A certificate of the right CA whose common name is no identity a token could name (a
+    // session name `[dep loyer] [ops] job` would not give it back): not authenticated.
+    for cn in ["dep loyer] [ops", "*", "#ops"] {
+        let odd = pki.client_cert(cn)?;
+        let err = connect_err(
+            builder(&server).tls(
+                TlsOptions::new()
+                    .ca_file(&pki.ca)
+                    .server_name("localhost")
+                    .client_cert(&odd.cert, &odd.key),
+            ),
+        )
+        .await?;
+        assert!(
+            matches!(
+                &err,
+                dlock_client::Error::Refused(dlock_client::Refusal::Unauthenticated)
+            ),
+            "{cn}: {err:?}"
+        );
+    }
     client.close().await?;
     server.shutdown().await?;
     Ok(())
