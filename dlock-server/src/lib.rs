@@ -117,10 +117,12 @@ pub use spawn::{Server, ServerHandle};
 pub const MAX_REFUSALS: usize = 256;
 
 /// The log filter without `--log-level` or `RUST_LOG`: `info`, and openraft's `warn`, but
-/// not its line per failed heartbeat or append to a member that is down (20 a second): the
-/// server says once, then once a minute, that a member does not answer.
+/// not its line per failed heartbeat or append to a member that is down (20 a second), nor
+/// its line per failed (pre-)vote request of a member that cannot reach a majority (several
+/// a second): the server says once, then once a minute, that a member does not answer.
 pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::core::heartbeat=error,\
-     openraft::replication=error,openraft::engine::handler::replication_handler=error";
+     openraft::core::raft_core=error,openraft::replication=error,\
+     openraft::engine::handler::replication_handler=error";
 
 /// The server's version string, sent in `Welcome` and `Pong`.
 pub const SERVER_VERSION: &str = concat!("dlock-server ", env!("CARGO_PKG_VERSION"));
@@ -625,4 +627,52 @@ pub async fn serve(
         info!(%addr, "HTTP listener: /metrics, /healthz, /readyz, /api/..., status page at /");
     }
     run_inner(listener, http, config, security, shutdown, Some(dir_lock)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    /// Records the target and level of every event it is given.
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let m = event.metadata();
+            let mut seen = self.0.lock().unwrap();
+            seen.push(format!("{} {}", m.level(), m.target()));
+        }
+    }
+
+    #[test]
+    fn the_default_log_filter_drops_openraft_floods_and_keeps_the_rest() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let filter = tracing_subscriber::EnvFilter::new(super::DEFAULT_LOG_FILTER);
+        let subscriber =
+            tracing_subscriber::registry().with(Seen(seen.clone()).with_filter(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            // A line per failed heartbeat, append or (pre-)vote request: dropped.
+            tracing::warn!(target: "openraft::core::heartbeat", "heartbeat failed");
+            tracing::warn!(target: "openraft::replication", "append failed");
+            tracing::warn!(target: "openraft::core::raft_core", "while requesting pre-vote");
+            tracing::info!(target: "openraft::core", "openraft's info");
+            // Kept: openraft's errors and its other warnings, and dlock's own lines.
+            tracing::error!(target: "openraft::core::raft_core", "fatal");
+            tracing::warn!(target: "openraft::storage", "a storage warning");
+            tracing::warn!(target: "dlock_raft::network", "a member does not answer");
+            tracing::info!(target: "dlock_server::setup", "listening");
+        });
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "ERROR openraft::core::raft_core",
+                "WARN openraft::storage",
+                "WARN dlock_raft::network",
+                "INFO dlock_server::setup",
+            ]
+        );
+    }
 }
