@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dlock_proto::FrameCodec;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use openraft::alias::{SnapshotMetaOf, SnapshotOf};
 use openraft::error::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
@@ -364,7 +364,12 @@ impl Drop for PeerClient {
 impl PeerClient {
     async fn connect(&mut self) -> Result<&mut ClientConn, CallError> {
         if self.conn.is_none() {
-            self.conn = self.idle.take(self.target, &self.addr);
+            // One that the peer closed meanwhile (it restarted) or that holds anything
+            // unread is of no use: a fresh connection is opened instead of a call failed.
+            self.conn = self
+                .idle
+                .take(self.target, &self.addr)
+                .and_then(|mut conn| conn.next().now_or_never().is_none().then_some(conn));
         }
         if self.conn.is_none() {
             if !self.reach.may_connect(self.target, Instant::now()) {
@@ -1053,6 +1058,49 @@ mod tests {
                 .unwrap();
             assert_eq!(resp.vote, Vote::new(term, 1));
             assert_eq!(count(), 2, "round {term} opened a connection");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_peer_closed_is_not_used_for_the_next_call() {
+        // A peer that answers one vote on each connection, then closes it (as a member
+        // that restarted between two heartbeat rounds has), saying when it did.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut conn: ServerConn = Framed::new(stream, FrameCodec::new(MAX_PEER_FRAME));
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    answer_greeting(&mut conn, 2).await.unwrap();
+                    if let Some(Ok(Ok(PeerRequest::Vote(req, _)))) = conn.next().await {
+                        let resp = VoteResponse::new(req.vote, None, false);
+                        conn.send(PeerResponse::Vote(Ok(resp))).await.unwrap();
+                    }
+                    drop(conn);
+                    closed_tx.send(()).unwrap();
+                });
+            }
+        });
+        let mut network = PeerNetwork::default();
+        let member = Member {
+            client_addr: "127.0.0.1:1".to_owned(),
+            raft_addr: addr,
+        };
+        for term in 1..=3 {
+            // Each round's client finds the last one's connection, closed by the peer.
+            let mut client = network.new_client(2, &member).await;
+            let resp = client
+                .vote(
+                    VoteRequest::new(Vote::new(term, 1), None),
+                    RPCOption::new(Duration::from_secs(5)),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("round {term}: {e}"));
+            assert_eq!(resp.vote, Vote::new(term, 1));
+            drop(client);
+            closed.recv().await.unwrap();
         }
     }
 
