@@ -79,7 +79,7 @@ impl Rules {
         Rules::parse(&text).map_err(|e| ServerError::Rules(format!("{}: {e}", path.display())))
     }
 
-    /// Parses the text of a rules file.
+    /// Parses the text of a rules file (TOML, which skips a byte order mark at its start).
     pub fn parse(text: &str) -> Result<Rules, String> {
         let file: RulesFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let identities = file
@@ -203,6 +203,10 @@ mod tests {
         assert_eq!(r.access(Some("carol"), b"public/1"), Access::Read);
         assert_eq!(r.access(None, b"public/1"), Access::Read);
         assert_eq!(r.access(None, b"orders/1"), Access::None);
+        // The same file saved with a byte order mark reads the same.
+        let marked = Rules::parse(&format!("\u{feff}{RULES}")).unwrap();
+        assert_eq!(marked.access(Some("alice"), b"orders/1"), Access::Write);
+        assert_eq!(marked.access(Some("carol"), b"public/1"), Access::Read);
     }
 
     #[test]

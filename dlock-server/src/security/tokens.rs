@@ -68,8 +68,10 @@ impl Tokens {
         Tokens::parse(&text).map_err(|e| ServerError::Auth(format!("{}: {e}", path.display())))
     }
 
-    /// Parses the text of an auth file.
+    /// Parses the text of an auth file. A byte order mark at its start (some editors write
+    /// one) is not part of the first identity.
     pub(crate) fn parse(text: &str) -> Result<Tokens, String> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut entries = Vec::new();
         let mut seen = HashSet::new();
         for (n, line) in text.lines().enumerate() {
@@ -125,6 +127,12 @@ mod tests {
         assert_eq!(tokens.authenticate("bobs").as_deref(), Some("bob"));
         assert_eq!(tokens.authenticate("bob"), None);
         assert_eq!(tokens.authenticate(""), None);
+        // Saved by an editor that starts the file with a byte order mark: the same.
+        let tokens = Tokens::parse(&format!("\u{feff}{text}")).unwrap();
+        assert_eq!(tokens.authenticate(&token).as_deref(), Some("alice"));
+        let first = format!("\u{feff}alice {}\n", hash_token(&token));
+        let tokens = Tokens::parse(&first).unwrap();
+        assert_eq!(tokens.authenticate(&token).as_deref(), Some("alice"));
     }
 
     #[test]
