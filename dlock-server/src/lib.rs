@@ -238,6 +238,9 @@ pub(crate) async fn run_inner(
     );
     let grace = setup::restart_grace(grace_len, &lease_record, previous, assume_ms, start);
     setup::warn_if_exposed(&listener, &security);
+    if let Some(warning) = setup::rules_warning(security.has_rules(), security.authenticates()) {
+        warn!("{warning}");
+    }
     let config = Arc::new(config);
     let token = CancellationToken::new();
     // In a cluster: the Raft node, its peer listener, the leader's duties and the proposer.

@@ -301,6 +301,17 @@ pub(crate) fn restart_grace(
     ))
 }
 
+/// What to say of a rules file (`has_rules`) on a server that authenticates nobody: every
+/// client is anonymous, so only the rules' `*` entry applies, and no named identity or
+/// admin ever matches. `None` when that is not the case.
+pub(crate) fn rules_warning(has_rules: bool, authenticates: bool) -> Option<&'static str> {
+    (has_rules && !authenticates).then_some(
+        "--auth-rules without --auth-file or --tls-client-ca: no client is authenticated, so \
+         every one is anonymous and only the rules' \"*\" entry applies to it; the identities \
+         and admins the rules name never match, and the HTTP API answers without a token",
+    )
+}
+
 /// Warns, loudly, of a listener on a non-loopback address without authentication or TLS.
 pub(crate) fn warn_if_exposed(listener: &TcpListener, security: &Security) {
     let Ok(addr) = listener.local_addr() else {
@@ -438,4 +449,17 @@ pub(crate) async fn start_cluster(
         feed: feed_rx,
     };
     Ok((link, raft))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rules_warning;
+
+    #[test]
+    fn rules_on_a_server_that_authenticates_nobody_are_warned_of() {
+        let warning = rules_warning(true, false).expect("a warning");
+        assert!(warning.contains("no client is authenticated"), "{warning}");
+        assert_eq!(rules_warning(true, true), None);
+        assert_eq!(rules_warning(false, false), None);
+    }
 }
