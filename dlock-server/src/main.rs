@@ -69,9 +69,15 @@ async fn run() -> anyhow::Result<()> {
         None => EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new(dlock_server::DEFAULT_LOG_FILTER)),
     };
+    // Log lines are written by a thread of their own: a log file on a disk that stalls
+    // (writeback under another process's heavy writes) would otherwise stop every task that
+    // logs, and with them the server, for as long. Lines beyond the buffer are dropped
+    // rather than waited for. `_flush` writes what is left when the server returns.
+    let (writer, _flush) = tracing_appender::non_blocking(std::io::stdout());
     // Colours only on a terminal, so that log files and journald get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(std::io::stdout().is_terminal());
     match args.log_format {
         LogFormat::Human => builder.init(),
