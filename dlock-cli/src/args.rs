@@ -42,7 +42,8 @@ pub struct Cli {
     pub server: String,
 
     /// Session name shown to others in `dlock status` (default: user@host:pid); at most 256
-    /// bytes on a server with default settings, a longer one is refused (exit 2).
+    /// bytes on a server with default settings, less the `[IDENTITY] ` the server puts
+    /// before it when it authenticates; a longer one is refused (exit 2).
     #[arg(
         long,
         global = true,

@@ -128,7 +128,8 @@ impl ClientBuilder {
     }
 
     /// The session name (default `user@host:pid`). A server refuses a name longer than its
-    /// [`max_session_name_len`](dlock_core::Config::max_session_name_len) (256 bytes by default)
+    /// [`max_session_name_len`](dlock_core::Config::max_session_name_len) (256 bytes by default,
+    /// less the `[identity] ` a server that authenticates puts before the name)
     /// with [`Invalid::SessionNameTooLong`](crate::Invalid::SessionNameTooLong), which says
     /// both lengths.
     pub fn name(mut self, name: impl Into<String>) -> Self {

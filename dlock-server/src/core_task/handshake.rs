@@ -157,6 +157,23 @@ impl CoreTask {
         } else {
             hello.lease_ttl_ms
         };
+        // The identity leads the session's name (below) and the whole name is held to the
+        // limit: the client is told what its own part may be, not the sum it did not write.
+        if let Some(identity) = &identity {
+            let max = self
+                .config
+                .engine
+                .max_session_name_len
+                .saturating_sub(identity.len() + "[] ".len());
+            if hello.client_name.len() > max {
+                let len = hello.client_name.len();
+                let reason = Reject::from(dlock_core::Invalid::SessionNameTooLong { len, max });
+                debug!(%peer, %reason, "session refused");
+                self.sessions.monitor.rejected(stats::reject_label(&reason));
+                let _ = reply.send(HelloOutcome::Refused(Refusal::Rejected(reason)));
+                return Ok(());
+            }
+        }
         let secret: u128 = rand::random();
         // The identity leads the session's name, so that queries (`dlock status`) and the
         // audit log show who opened it; a client cannot choose what comes first.

@@ -29,11 +29,20 @@ pub fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
-/// Checks an identity for an `--auth-file` line: one word, not `*` (the rules' name for
-/// every identity not listed) and not starting with `#` (the line would be a comment).
+/// The longest identity: it leads the name of every session it opens (`[identity] name`).
+pub const MAX_IDENTITY_LEN: usize = 64;
+
+/// Checks an identity for an `--auth-file` line (or a client certificate's common name): one
+/// word of at most [`MAX_IDENTITY_LEN`] bytes, not `*` (the rules' name for every identity
+/// not listed) and not starting with `#` (the line would be a comment).
 pub fn check_identity(identity: &str) -> Result<(), String> {
     if identity.is_empty() || identity.contains(char::is_whitespace) {
         Err("an identity is one word".into())
+    } else if identity.len() > MAX_IDENTITY_LEN {
+        Err(format!(
+            "an identity is at most {MAX_IDENTITY_LEN} bytes (it leads every session name, \
+             which is held to 256 bytes by default)"
+        ))
     } else if identity == crate::security::rules::ANY_IDENTITY {
         Err("`*` is the rules' name for every identity not listed, not an identity".into())
     } else if identity.starts_with('#') {
@@ -142,6 +151,12 @@ mod tests {
         for bad in ["", "a b", "*", "#ops"] {
             assert!(check_identity(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(check_identity(&"a".repeat(MAX_IDENTITY_LEN)), Ok(()));
+        let long = check_identity(&"a".repeat(MAX_IDENTITY_LEN + 1)).unwrap_err();
+        assert!(
+            long.starts_with("an identity is at most 64 bytes"),
+            "{long}"
+        );
         let star = format!("* {}\n", hash_token("t"));
         let e = Tokens::parse(&star).unwrap_err();
         assert!(e.starts_with("line 1: `*` is the rules' name"), "{e}");

@@ -112,3 +112,31 @@ async fn a_probe_needs_the_token_as_a_session_does() -> Result<()> {
     server.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_name_limit_counts_what_the_client_wrote_against_what_is_left_to_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let auth = write_auth_file(dir.path(), &[("alice", "alice-token")])?;
+    let server = spawn_server(Config {
+        auth_file: Some(auth),
+        ..Config::default()
+    })
+    .await?;
+    // "[alice] " takes 8 of the 256 bytes a session name may have.
+    let fits = builder(&server)
+        .token("alice-token")
+        .name("n".repeat(248))
+        .connect()
+        .await?;
+    let info = fits.query_session(fits.session_id()).await?.expect("own");
+    assert_eq!(info.name.len(), 256);
+    let err = connect_err(builder(&server).token("alice-token").name("n".repeat(249))).await?;
+    assert!(
+        err.to_string()
+            .contains("session name of 249 bytes exceeds the maximum of 248"),
+        "{err}"
+    );
+    fits.close().await?;
+    server.shutdown().await?;
+    Ok(())
+}
