@@ -62,7 +62,13 @@ async fn a_missing_or_wrong_token_exits_77_and_the_right_one_works() -> Result<(
     let missing = dir.path().join("missing").to_string_lossy().into_owned();
     let out = output(dlock(&server, &["--token-file", &missing, "ping"])).await?;
     assert_eq!(code(&out), 70, "{}", stderr(&out));
-    assert!(stderr(&out).contains("token file"), "{}", stderr(&out));
+    // A local error, said as one (not as a failed connection).
+    assert!(
+        stderr(&out).starts_with(&format!("dlock: token file {missing}: ")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("connect"), "{}", stderr(&out));
 
     let alice = token_file(dir.path(), "alice", "alice-token")?;
     let out = output(dlock(&server, &["--token-file", &alice, "ping"])).await?;

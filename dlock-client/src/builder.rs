@@ -110,11 +110,12 @@ impl ClientBuilder {
     }
 
     /// [`token`](Self::token) read from the first line of a file that is not blank
-    /// (surrounding whitespace removed); a file with none is an error.
+    /// (surrounding whitespace removed); a file that cannot be read or holds none is an
+    /// [`Error::TokenFile`].
     pub fn token_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
         let refused = |kind, what: String| {
-            Error::Connect(Arc::new(std::io::Error::new(
+            Error::TokenFile(Arc::new(std::io::Error::new(
                 kind,
                 format!("token file {}: {what}", path.display()),
             )))
@@ -296,6 +297,22 @@ mod tests {
             .token_file(&file)
             .unwrap_err();
         assert!(e.to_string().contains("holds no token"), "{e}");
+        // A file that is not there: a local error, not a failed connection.
+        let missing = dir.join("missing");
+        let e = Client::builder("127.0.0.1:1")
+            .token_file(&missing)
+            .unwrap_err();
+        assert!(matches!(&e, Error::TokenFile(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("token file {}: ", missing.display())),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("the io error");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,8 +8,8 @@ use dlock_proto::Refusal;
 /// The first group are the DLM's own outcomes of a lock or conversion request (rule book R5):
 /// they are expected answers, not faults. The rest are misuse, limits and transport failures.
 ///
-/// [`Error::Connect`] returns the [`std::io::Error`] it carries as its
-/// [`source`](std::error::Error::source) (downcast it to read its
+/// [`Error::Connect`] and [`Error::TokenFile`] return the [`std::io::Error`] they carry as
+/// their [`source`](std::error::Error::source) (downcast it to read its
 /// [`kind`](std::io::Error::kind)); every other variant has none: what the server said is in
 /// the message and in the variant's own value.
 #[non_exhaustive]
@@ -78,6 +78,11 @@ pub enum Error {
     /// The server's rules do not let this session's identity do this (take this mode on
     /// this resource, see it, inspect another session).
     PermissionDenied,
+    /// The token file given to [`ClientBuilder::token_file`](crate::ClientBuilder::token_file)
+    /// could not be read or holds no token: a local error, before any connection. The io
+    /// error (whose message names the file) is also the
+    /// [`source`](std::error::Error::source).
+    TokenFile(std::sync::Arc<std::io::Error>),
     /// The TLS configuration could not be used (a CA, certificate or key file, the server
     /// name).
     Tls(String),
@@ -134,6 +139,7 @@ impl std::fmt::Display for Error {
             }
             Error::Closed => f.write_str("client closed"),
             Error::PermissionDenied => f.write_str("permission denied"),
+            Error::TokenFile(x) => write!(f, "{x}"),
             Error::Tls(x) => write!(f, "TLS: {x}"),
             Error::CertificateRefused(alert) => write!(
                 f,
@@ -147,7 +153,7 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Connect(e) => Some(&**e),
+            Error::Connect(e) | Error::TokenFile(e) => Some(&**e),
             _ => None,
         }
     }

@@ -91,6 +91,18 @@ fn tls_error(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Tls(format!("{}: {what}", path.display()))
 }
 
+/// The first private key in the PEM file at `path` (PKCS#8, PKCS#1 or SEC1); a file with
+/// none is an error that says so.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => tls_error(
+            path,
+            "no private key in the file (a PKCS#8, PKCS#1 or SEC1 key in PEM is expected)",
+        ),
+        e => tls_error(path, e),
+    })
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| tls_error(path, e))?
@@ -137,7 +149,7 @@ impl TlsOptions {
         let config = match &self.client_cert {
             Some((cert, key)) => {
                 let chain = read_certs(cert)?;
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, e))?;
+                let key = read_key(key)?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| tls_error(cert, e))?
@@ -168,6 +180,28 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:7420"), "127.0.0.1");
         assert_eq!(host_of("[::1]:7420"), "::1");
         assert_eq!(host_of("locks.internal"), "locks.internal");
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        // Empty, or a certificate given as the key.
+        for text in [
+            "",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = read_key(&path).unwrap_err().to_string();
+            assert!(
+                e.ends_with(&format!(
+                    "{}: no private key in the file (a PKCS#8, PKCS#1 or SEC1 key in PEM is \
+                     expected)",
+                    path.display()
+                )),
+                "{e}"
+            );
+        }
     }
 
     #[test]

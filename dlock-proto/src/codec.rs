@@ -58,15 +58,26 @@ pub enum CodecError {
     Encode(String),
 }
 
+/// Whether a stream that starts with `prefix` (instead of a frame's length) is an HTTP
+/// request: its method's first four bytes.
+pub fn is_http_request(prefix: [u8; 4]) -> bool {
+    matches!(
+        &prefix,
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"OPTI" | b"PATC"
+    )
+}
+
 /// What a stream that starts with `prefix` (instead of a frame's length) most likely is.
 pub fn foreign_protocol(prefix: [u8; 4]) -> Option<&'static str> {
+    if is_http_request(prefix) {
+        return Some(
+            "it sent an HTTP request (the lock port speaks the dlock protocol; HTTP is on --http-listen)",
+        );
+    }
     match &prefix {
         b"HTTP" => {
             Some("it answered in HTTP (is this the HTTP port, --http-listen, not the lock port?)")
         }
-        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"OPTI" | b"PATC" => Some(
-            "it sent an HTTP request (the lock port speaks the dlock protocol; HTTP is on --http-listen)",
-        ),
         [0x16, 0x03, ..] => {
             Some("it started a TLS handshake (is TLS configured on one side only?)")
         }

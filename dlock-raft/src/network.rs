@@ -790,6 +790,18 @@ async fn answer_greeting(conn: &mut ServerConn, own: NodeId) -> Result<(), Strin
              another dlock-server build (this member speaks peer protocol {PEER_PROTOCOL}); \
              run the same build on every member"
         )),
+        // An HTTP request: the lock port's words would point to it, not to this port.
+        Some(Err(dlock_proto::CodecError::ForeignProtocol { len, .. }))
+            if u32::try_from(len)
+                .is_ok_and(|l| dlock_proto::codec::is_http_request(l.to_be_bytes())) =>
+        {
+            Err(
+                "the other end does not speak the dlock protocol: it sent an HTTP request \
+                 (this is a cluster member's peer port, for Raft between members; HTTP is on \
+                 --http-listen)"
+                    .to_owned(),
+            )
+        }
         Some(Err(e)) => Err(e.to_string()),
         None => Err("closed before the version greeting".to_owned()),
     }
@@ -1394,6 +1406,27 @@ mod tests {
             assert_eq!(counts.closed, [0, 1, 0], "refused only: {counts:?}");
             assert_eq!(counts.closed(PeerClose::Refused), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn an_http_request_to_the_peer_port_is_told_it_is_the_peer_port() {
+        use tokio::io::AsyncWriteExt;
+        let (mut conn, stats, server, _dir) = one_connection(PEER_IDLE_LIMIT).await;
+        conn.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = conn.next().await.unwrap().unwrap().unwrap();
+        let PeerResponse::Refused(why) = &answer else {
+            panic!("{answer:?}");
+        };
+        assert!(
+            why.contains("it sent an HTTP request (this is a cluster member's peer port"),
+            "{why}"
+        );
+        assert!(!why.contains("lock port"), "{why}");
+        server.await.unwrap();
+        assert_eq!(stats.counts().closed(PeerClose::Refused), 1);
     }
 
     #[test]

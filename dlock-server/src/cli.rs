@@ -306,8 +306,9 @@ pub enum Tool {
         /// The identity the token proves.
         identity: String,
     },
-    /// Print the SHA-256 hash of a token read from standard input (one line), as an
-    /// --auth-file line wants it.
+    /// Print the SHA-256 hash of a token read from standard input (one line, surrounding
+    /// whitespace removed), as an --auth-file line wants it. No token (empty input, a blank
+    /// line) is an error.
     HashToken,
 }
 

@@ -59,7 +59,9 @@ async fn run() -> anyhow::Result<()> {
             std::io::stdin()
                 .read_line(&mut line)
                 .context("reading the token")?;
-            println!("{}", dlock_server::security::hash_token(line.trim()));
+            let hash =
+                dlock_server::security::hash_token_line(&line).map_err(anyhow::Error::msg)?;
+            println!("{hash}");
             return Ok(());
         }
         None => {}

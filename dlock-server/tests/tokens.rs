@@ -50,3 +50,30 @@ fn an_identity_with_a_space_is_refused() {
         .expect("run dlock-server");
     assert!(!out.status.success());
 }
+
+#[test]
+fn hash_token_refuses_an_empty_or_blank_token() {
+    for input in ["", "  \n", "\n\nsecond-line\n"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dlock-server"))
+            .arg("hash-token")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run dlock-server");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(1), "{input:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{input:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("dlock-server: no token on standard input"),
+            "{input:?}: {stderr}"
+        );
+    }
+}

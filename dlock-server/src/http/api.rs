@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dlock_core::SessionId;
@@ -39,10 +39,76 @@ pub(super) async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
+/// The parameters `/api/resources` takes.
+const RESOURCES_PARAMS: &[&str] = &["prefix", "prefix_hex", "cursor", "cursor_hex", "limit"];
+
+/// The parameters `/api/sessions` takes.
+const SESSIONS_PARAMS: &[&str] = &["cursor", "limit"];
+
+/// The parameters that are text, each with its `_hex` form for bytes that are not UTF-8.
+const TEXT_PARAMS: &[&str] = &["prefix", "cursor"];
+
+/// Checks the query string `raw` of a request for `path` before it is read: a parameter
+/// that `path` does not take (`takes`), or a text parameter whose percent-decoded bytes are
+/// not UTF-8 (which the query extractor would read lossily), is a bad request naming it.
+pub(super) fn check_query(path: &str, raw: Option<&str>, takes: &[&str]) -> Result<(), HttpError> {
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = String::from_utf8_lossy(&percent_decode(key)).into_owned();
+        if !takes.contains(&key.as_str()) {
+            let known = match takes {
+                [] => "no parameters".to_owned(),
+                [one] => one.to_string(),
+                [first @ .., last] => format!("{} and {last}", first.join(", ")),
+            };
+            return Err(HttpError::bad_request(format!(
+                "unknown query parameter {key:?}: {path} takes {known}"
+            )));
+        }
+        if TEXT_PARAMS.contains(&key.as_str())
+            && std::str::from_utf8(&percent_decode(value)).is_err()
+        {
+            return Err(HttpError::bad_request(format!(
+                "{key} is not UTF-8 once percent-decoded: give its bytes in hexadecimal as {key}_hex="
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a query string's key or value: `+` is a space and `%XX` a byte, as the query
+/// extractor reads them (a `%` not followed by two hexadecimal digits stays as it is).
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let digit = |i: usize| bytes.get(i).and_then(|&b| char::from(b).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], digit(i + 1), digit(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                // Two hexadecimal digits: at most 255.
+                out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// `/api/status`.
 pub(super) async fn status(
     State(state): State<Arc<HttpState>>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<ServerStatus>, HttpError> {
+    check_query("/api/status", raw.as_deref(), &[])?;
     match state.ask(StatusQuery::Status).await? {
         StatusAnswer::Status(mut s) => {
             s.connections = NetMetrics::get(&state.net.open);
@@ -109,8 +175,10 @@ fn page_limit(limit: Option<usize>) -> Result<usize, HttpError> {
 /// `/api/resources`.
 pub(super) async fn resources(
     State(state): State<Arc<HttpState>>,
+    RawQuery(raw): RawQuery,
     query: Result<Query<ResourcesParams>, QueryRejection>,
 ) -> Result<Json<ResourcesView>, HttpError> {
+    check_query("/api/resources", raw.as_deref(), RESOURCES_PARAMS)?;
     let Query(p) = query?;
     let query = StatusQuery::Resources {
         after: text_or_hex("cursor", p.cursor, p.cursor_hex)?,
@@ -135,8 +203,10 @@ pub(super) struct SessionsParams {
 /// `/api/sessions`.
 pub(super) async fn sessions(
     State(state): State<Arc<HttpState>>,
+    RawQuery(raw): RawQuery,
     query: Result<Query<SessionsParams>, QueryRejection>,
 ) -> Result<Json<SessionsView>, HttpError> {
+    check_query("/api/sessions", raw.as_deref(), SESSIONS_PARAMS)?;
     let Query(p) = query?;
     let query = StatusQuery::Sessions {
         after: p.cursor.map(SessionId),
@@ -151,7 +221,9 @@ pub(super) async fn sessions(
 /// `/api/waits`.
 pub(super) async fn waits(
     State(state): State<Arc<HttpState>>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<WaitsView>, HttpError> {
+    check_query("/api/waits", raw.as_deref(), &[])?;
     match state.ask(StatusQuery::Waits).await? {
         StatusAnswer::Waits(v) => Ok(Json(v)),
         _ => Err(HttpError::unexpected_answer()),
@@ -216,7 +288,10 @@ mod tests {
     async fn get(state: &Arc<HttpState>, path: &str) -> Result<ResourcesView, HttpError> {
         let uri: Uri = path.parse().unwrap();
         let query = Query::<ResourcesParams>::try_from_uri(&uri);
-        resources(State(state.clone()), query).await.map(|j| j.0)
+        let raw = RawQuery(uri.query().map(str::to_owned));
+        resources(State(state.clone()), raw, query)
+            .await
+            .map(|j| j.0)
     }
 
     /// The bytes of a resource as a page shows it.
@@ -325,5 +400,104 @@ mod tests {
         assert_eq!(page.resources.len(), 3);
         let page = get(&state, "/api/resources").await.unwrap();
         assert_eq!(page.resources.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_text_parameter_that_is_not_utf8_is_refused_pointing_to_its_hex_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = server_holding(dir.path(), &[b"\xffa"]).await;
+        for (query, param) in [("prefix=%FF", "prefix"), ("cursor=a%C3", "cursor")] {
+            let e = get(&state, &format!("/api/resources?{query}"))
+                .await
+                .expect_err(query);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{query}");
+            let says = format!(
+                "{param} is not UTF-8 once percent-decoded: give its bytes in hexadecimal as \
+                 {param}_hex="
+            );
+            assert_eq!(e.message, says, "{query}");
+        }
+        // The hex form finds the name; UTF-8 text, '+' and a stray '%' pass.
+        let page = get(&state, "/api/resources?prefix_hex=ff").await.unwrap();
+        assert_eq!(page.resources.len(), 1);
+        for query in ["prefix=%C3%A9", "prefix=a+b", "prefix=%zz", "prefix=%"] {
+            let page = get(&state, &format!("/api/resources?{query}")).await;
+            assert!(page.unwrap().resources.is_empty(), "{query}");
+        }
+        let page = get(&state, "/api/resources?&&limit=2&").await.unwrap();
+        assert_eq!(page.resources.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_query_parameter_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = server_holding(dir.path(), &[b"a"]).await;
+        for (query, param) in [
+            ("cursorhex=00", "cursorhex"),
+            ("limit=1&Prefix=a", "Prefix"),
+            ("prefix%5Fhe%78", "prefix_hex"),
+            ("prefix_he%78=61", "prefix_hex"),
+        ] {
+            let result = get(&state, &format!("/api/resources?{query}")).await;
+            if param == "prefix_hex" {
+                // Percent-encoded, a known name is still known.
+                result.unwrap();
+                continue;
+            }
+            let e = result.expect_err(query);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(
+                e.message,
+                format!(
+                    "unknown query parameter {param:?}: /api/resources takes prefix, \
+                     prefix_hex, cursor, cursor_hex and limit"
+                ),
+                "{query}"
+            );
+        }
+        // The parameters the status page sends are taken.
+        get(&state, "/api/resources?limit=200&prefix=")
+            .await
+            .unwrap();
+        let params = || {
+            Ok(Query(SessionsParams {
+                cursor: None,
+                limit: Some(500),
+            }))
+        };
+        let raw = RawQuery(Some("limit=500".into()));
+        let page = sessions(State(state.clone()), raw, params()).await.unwrap();
+        assert_eq!(page.0.sessions.len(), 1);
+        let raw = RawQuery(Some("limit=500&page=2".into()));
+        let e = sessions(State(state.clone()), raw, params())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.message,
+            "unknown query parameter \"page\": /api/sessions takes cursor and limit"
+        );
+        let raw = || RawQuery(Some("verbose=1".into()));
+        let e = status(State(state.clone()), raw()).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.message,
+            "unknown query parameter \"verbose\": /api/status takes no parameters"
+        );
+        let e = waits(State(state.clone()), raw()).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let st = status(State(state.clone()), RawQuery(None)).await.unwrap();
+        assert_eq!(st.0.sessions, 1);
+        let g = waits(State(state.clone()), RawQuery(Some(String::new())))
+            .await
+            .unwrap();
+        assert!(g.0.edges.is_empty());
+    }
+
+    #[test]
+    fn query_text_is_percent_decoded_as_the_extractor_does() {
+        assert_eq!(percent_decode("a%FFb"), b"a\xffb");
+        assert_eq!(percent_decode("%c3%A9+x"), "\u{e9} x".as_bytes());
+        assert_eq!(percent_decode("%zz%4%"), b"%zz%4%");
     }
 }

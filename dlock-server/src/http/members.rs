@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dlock_proto::status::ClusterView;
@@ -31,7 +31,9 @@ use super::{HttpError, HttpState};
 /// `GET /api/cluster`: the cluster as this node sees it; 404 from a server that runs alone.
 pub(super) async fn cluster(
     State(state): State<Arc<HttpState>>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<ClusterView>, HttpError> {
+    super::api::check_query("/api/cluster", raw.as_deref(), &[])?;
     match &state.cluster {
         Some(sequencer) => Ok(Json(crate::cluster::view(sequencer))),
         None => Err(alone()),

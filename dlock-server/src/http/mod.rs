@@ -21,7 +21,8 @@
 //! `/readyz` and the page's script and style sheet asks for a token, as
 //! `Authorization: Bearer TOKEN` (Prometheus' `authorization` setting) or as the password of
 //! HTTP Basic authentication (what a browser asks for); with `--auth-rules`, only admins may
-//! read. The listener speaks plain HTTP: keep it on loopback or behind a TLS proxy.
+//! read (and change the membership). The listener speaks plain HTTP: keep it on loopback or
+//! behind a TLS proxy.
 //!
 //! Against DNS rebinding, every path but `/healthz`, `/readyz` and `/metrics` is answered
 //! only for a `Host` that is an IP address, `localhost` or a name of `--http-allowed-host`
@@ -296,11 +297,24 @@ async fn authorize(State(state): State<Arc<HttpState>>, request: Request, next: 
             "a token is needed: Authorization: Bearer TOKEN, or the token as the password\n",
         )
             .into_response(),
-        HttpAccess::Forbidden => (
+        HttpAccess::Forbidden => HttpError::new(
             StatusCode::FORBIDDEN,
-            "only the admins of --auth-rules may read this\n",
+            format!(
+                "only the admins of --auth-rules may {}",
+                forbidden_action(request.method(), request.uri().path())
+            ),
         )
-            .into_response(),
+        .into_response(),
+    }
+}
+
+/// What a request that only admins may make does, in the words of its 403: a membership
+/// change for `POST` and `DELETE` on `/api/cluster`, a read for `GET` and `HEAD`.
+fn forbidden_action(method: &Method, path: &str) -> &'static str {
+    match (method, path) {
+        (&Method::GET | &Method::HEAD, _) => "read this",
+        (&Method::POST | &Method::DELETE, "/api/cluster") => "change the cluster's membership",
+        _ => "send this request",
     }
 }
 
@@ -480,6 +494,20 @@ mod tests {
             // What they leave out is still refused.
             assert_refused(addr, "GET", "/api/status", host).await;
         }
+    }
+
+    #[test]
+    fn a_403_names_what_was_refused() {
+        let cluster = "/api/cluster";
+        assert_eq!(forbidden_action(&Method::GET, cluster), "read this");
+        assert_eq!(forbidden_action(&Method::HEAD, "/api/status"), "read this");
+        for method in [Method::POST, Method::DELETE] {
+            assert_eq!(
+                forbidden_action(&method, cluster),
+                "change the cluster's membership"
+            );
+        }
+        assert_eq!(forbidden_action(&Method::PUT, cluster), "send this request");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 pub use self::rules::{Access, Rules};
 pub use self::tls::TlsConfig;
 use self::tokens::Tokens;
-pub use self::tokens::{check_identity, hash_token, new_token};
+pub use self::tokens::{check_identity, hash_token, hash_token_line, new_token};
 use crate::{Config, ServerError};
 
 /// The files the security state comes from.

@@ -30,6 +30,18 @@ fn tls_error(path: &Path, what: impl std::fmt::Display) -> ServerError {
     ServerError::Tls(format!("{}: {what}", path.display()))
 }
 
+/// The first private key in the PEM file at `path` (PKCS#8, PKCS#1 or SEC1); a file with
+/// none is an error that says so.
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ServerError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => tls_error(
+            path,
+            "no private key in the file (a PKCS#8, PKCS#1 or SEC1 key in PEM is expected)",
+        ),
+        e => tls_error(path, e),
+    })
+}
+
 /// Every certificate in the PEM file at `path` (at least one).
 pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
     let certs = CertificateDer::pem_file_iter(path)
@@ -46,7 +58,7 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Se
 /// protocol versions (TLS 1.2 and 1.3).
 pub(crate) fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let certs = read_certs(&tls.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| tls_error(&tls.key, e))?;
+    let key = read_key(&tls.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -130,6 +142,28 @@ mod tests {
 
     fn on(day: &str) -> SystemTime {
         humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).unwrap()
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        // Empty, or a certificate given as the key.
+        for text in [
+            "",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = read_key(&path).unwrap_err().to_string();
+            assert!(
+                e.ends_with(&format!(
+                    "{}: no private key in the file (a PKCS#8, PKCS#1 or SEC1 key in PEM is \
+                     expected)",
+                    path.display()
+                )),
+                "{e}"
+            );
+        }
     }
 
     #[test]

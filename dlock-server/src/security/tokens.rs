@@ -29,6 +29,20 @@ pub fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// The hash `dlock-server hash-token` prints for `line`, the line it read: the token is the
+/// line without its surrounding whitespace, as a client reads it from its token file. A line
+/// with no token (empty input, or blanks) is refused: its hash would be the empty string's.
+pub fn hash_token_line(line: &str) -> Result<String, String> {
+    match line.trim() {
+        "" => Err(
+            "no token on standard input (hash-token reads the token from its first \
+                   line, e.g. `dlock-server hash-token < alice.token`)"
+                .into(),
+        ),
+        token => Ok(hash_token(token)),
+    }
+}
+
 /// The longest identity: it leads the name of every session it opens (`[identity] name`).
 pub const MAX_IDENTITY_LEN: usize = 64;
 
@@ -122,6 +136,18 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_token_trims_its_line_and_refuses_one_without_a_token() {
+        assert_eq!(hash_token_line(" abc \n").unwrap(), hash_token("abc"));
+        for blank in ["", "\n", " \t\r\n"] {
+            let e = hash_token_line(blank).unwrap_err();
+            assert!(
+                e.starts_with("no token on standard input"),
+                "{blank:?}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn a_token_proves_the_identity_of_its_hash_and_nothing_else() {

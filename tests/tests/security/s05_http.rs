@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use dlock_server::{Config, Server};
-use dlock_tests::http::get_with;
+use dlock_tests::http::{get_with, request};
 use dlock_tests::security::write_auth_file;
 
 const RULES: &str = r#"
@@ -58,10 +58,24 @@ async fn the_pages_ask_for_an_admin_token_and_the_probes_do_not() -> Result<()> 
         assert_eq!(wrong.status, 401, "{path} with a wrong token");
         let alice = get_with(http, path, &[("Authorization", "Bearer ta")]).await?;
         assert_eq!(alice.status, 403, "{path} as a non-admin");
+        assert_eq!(
+            alice.body, "only the admins of --auth-rules may read this\n",
+            "{path}"
+        );
         let ops = get_with(http, path, &[("Authorization", "Bearer to")]).await?;
         assert_eq!(ops.status, 200, "{path} as an admin: {}", ops.body);
         let browser = get_with(http, path, &[("Authorization", &basic("any", "to"))]).await?;
         assert_eq!(browser.status, 200, "{path} with Basic: {}", browser.body);
+    }
+    // A membership change is refused as one, before its handler (which would say that
+    // this server runs alone).
+    for (method, path) in [("DELETE", "/api/cluster?id=9"), ("POST", "/api/cluster")] {
+        let alice = request(http, method, path, &[("Authorization", "Bearer ta")]).await?;
+        assert_eq!(alice.status, 403, "{method} {path} as a non-admin");
+        assert_eq!(
+            alice.body, "only the admins of --auth-rules may change the cluster's membership\n",
+            "{method} {path}"
+        );
     }
     server.shutdown().await?;
     Ok(())
