@@ -268,6 +268,15 @@ async fn a_real_history_passes_and_doctored_copies_fail_naming_their_lines() -> 
         out.contains("VIOLATION [3 completion exactly once]"),
         "{out}"
     );
+    // Requests, sessions and events are named in words.
+    assert!(
+        out.contains("(unlock) got 0 immediate answers (expected exactly 1): "),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Some(") && !out.contains("Id(") && !out.contains(" {"),
+        "{out}"
+    );
 
     // A lost wake-up: a releases r, but b is never granted it.
     let (path, out) = doctored(dir.path(), "no-wakeup.jsonl", &lines, |l| {

@@ -103,6 +103,7 @@ mod read;
 mod records;
 mod report;
 mod subject;
+mod text;
 
 #[cfg(test)]
 mod tests;

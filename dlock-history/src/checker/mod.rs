@@ -27,6 +27,7 @@ use crate::property::{CheckConfig, Location, Property, Violation};
 use crate::records::ClientRecord;
 use crate::report::CheckReport;
 use crate::subject::Subject;
+use crate::text;
 
 /// The streaming checker: feed it every audit line in order ([`feed`](Self::feed), or
 /// [`begin_file`](Self::begin_file) and [`feed_line`](Self::feed_line) to have
@@ -464,7 +465,10 @@ impl Checker {
                 if n != 1 {
                     self.violation(
                         Property::Completion,
-                        format!("opening session {s} got {n} answers: {events:?}"),
+                        format!(
+                            "opening session {s} got {n} answers: {}",
+                            text::events(events)
+                        ),
                     );
                 }
                 return;
@@ -480,11 +484,15 @@ impl Checker {
             _ => answers,
         };
         if expected != 1 {
-            let (s, r) = (subject.session(), subject.request());
+            let who = match (subject.session(), subject.request()) {
+                (Some(s), Some(r)) => format!("request {} of session {}", r.0, s.0),
+                _ => "the input".to_owned(),
+            };
             self.violation(
                 Property::Completion,
                 format!(
-                    "request {r:?} of session {s:?} ({subject:?}) got {expected} immediate answers (expected exactly 1): {events:?}"
+                    "{who} ({subject}) got {expected} immediate answers (expected exactly 1): {}",
+                    text::events(events)
                 ),
             );
         }
