@@ -314,6 +314,14 @@ async fn a_real_history_passes_and_doctored_copies_fail_naming_their_lines() -> 
         "{out}"
     );
     assert!(out.contains("could not write 3 audit lines"), "{out}");
+    // Stamped with the gap line's own time.
+    assert!(
+        out.contains(&format!(
+            "at {path}:{} (1970-01-01T00:00:00.000000Z):",
+            a_line + 1
+        )),
+        "{out}"
+    );
     Ok(())
 }
 

@@ -111,8 +111,9 @@ impl Checker {
             AuditLine::Start { ts_us, .. } => self.start(ts_us),
             // The same server lifetime goes on in the next file.
             AuditLine::Rotated { .. } => {}
-            AuditLine::Gap { dropped, .. } => self.violation(
+            AuditLine::Gap { ts_us, dropped } => self.violation_at(
                 Property::History,
+                ts_us,
                 format!(
                     "the server could not write {dropped} audit lines here; nothing after them can be judged soundly"
                 ),
@@ -123,8 +124,11 @@ impl Checker {
                 events,
             } => self.apply(ts_us, &input, &events),
             AuditLine::Replica { ts_us, applied, .. } => self.replica(ts_us, applied),
-            AuditLine::Snapshot { after, upto, .. } => self.violation(
+            AuditLine::Snapshot {
+                ts_us, after, upto, ..
+            } => self.violation_at(
                 Property::History,
+                ts_us,
                 format!(
                     "inputs {} to {upto} reached this cluster member in a snapshot and are not in its log; check the merge of every member's log",
                     after + 1
@@ -166,6 +170,13 @@ impl Checker {
     /// A violation detected at the line being replayed.
     fn violation(&mut self, property: Property, detail: String) {
         self.violation_citing(property, detail, &[]);
+    }
+
+    /// A violation detected at the line being replayed, which was written at `ts_us` (a line
+    /// that, unlike an input, does not move the checker's clock).
+    fn violation_at(&mut self, property: Property, ts_us: u64, detail: String) {
+        let v = self.make_violation(property, Some(self.pos), ts_us, detail, &[]);
+        self.push_violation(v);
     }
 
     /// A violation detected at the line being replayed that rests on the earlier lines

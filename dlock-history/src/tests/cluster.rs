@@ -138,7 +138,7 @@ fn a_hole_left_by_a_snapshot_is_reported() {
     let mut c = H::cluster();
     c.open(1000);
     c.lines.push(AuditLine::Snapshot {
-        ts_us: T0,
+        ts_us: T0 + 7_000_000,
         after: 1,
         upto: 40,
     });
@@ -148,6 +148,8 @@ fn a_hole_left_by_a_snapshot_is_reported() {
         report.examples[0].detail.contains("inputs 2 to 40"),
         "{report}"
     );
+    // Stamped with the snapshot line's own time, not the input's before it.
+    assert_eq!(report.examples[0].ts_us, T0 + 7_000_000, "{report}");
 }
 
 #[test]

@@ -114,12 +114,15 @@ fn a_rotated_log_is_one_history_and_a_gap_is_reported() {
     gapped.insert(
         3,
         AuditLine::Gap {
-            ts_us: T0,
+            ts_us: T0 + 5_000_000,
             dropped: 2,
         },
     );
     let report = check(CheckConfig::default(), gapped, &[]);
     assert_eq!(report.violations.get(&Property::History), Some(&1));
+    // Stamped with the gap line's own time, not the input's before it.
+    let gap = &report.examples[0];
+    assert_eq!(gap.ts_us, T0 + 5_000_000, "{report}");
 }
 
 /// `lines` as JSON text, one per line.
