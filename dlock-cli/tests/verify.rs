@@ -322,6 +322,19 @@ async fn a_real_history_passes_and_doctored_copies_fail_naming_their_lines() -> 
         )),
         "{out}"
     );
+
+    // A hole: the handover line removed, with no gap line for it.
+    let (path, out) = doctored(dir.path(), "hole.jsonl", &lines, |l| {
+        l.remove(at.handover);
+    })
+    .await?;
+    assert!(
+        out.contains(&format!(
+            "VIOLATION [complete history (no audit lines dropped)] at {path}:{h_line}"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("is missing: input"), "{out}");
     Ok(())
 }
 

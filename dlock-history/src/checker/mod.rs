@@ -51,6 +51,14 @@ pub struct Checker {
     /// stands still while there is no leader.
     engine_time: bool,
     last_index: u64,
+    /// The current lifetime is a single server's, seen from its `Start` line: its inputs
+    /// take consecutive indices, so an index skipped is a line missing from the log. (A
+    /// cluster member's inputs skip the indices of log entries that carry no command, and a
+    /// history that begins mid-lifetime may be a member's whose `Replica` line is in a file
+    /// rotated away.)
+    consecutive: bool,
+    /// The index of the previous input when the next one must follow it (no `Gap` since).
+    prev_index: Option<u64>,
     sessions: BTreeMap<SessionId, SessionModel>,
     locks: HashMap<LockId, LockModel>,
     resources: BTreeMap<Vec<u8>, ResModel>,
@@ -78,6 +86,8 @@ impl Checker {
             clock_ms: 0,
             engine_time: false,
             last_index: 0,
+            consecutive: false,
+            prev_index: None,
             sessions: BTreeMap::new(),
             locks: HashMap::new(),
             resources: BTreeMap::new(),
@@ -111,13 +121,17 @@ impl Checker {
             AuditLine::Start { ts_us, .. } => self.start(ts_us),
             // The same server lifetime goes on in the next file.
             AuditLine::Rotated { .. } => {}
-            AuditLine::Gap { ts_us, dropped } => self.violation_at(
-                Property::History,
-                ts_us,
-                format!(
-                    "the server could not write {dropped} audit lines here; nothing after them can be judged soundly"
-                ),
-            ),
+            AuditLine::Gap { ts_us, dropped } => {
+                // The hole is reported here: the next index may skip it.
+                self.prev_index = None;
+                self.violation_at(
+                    Property::History,
+                    ts_us,
+                    format!(
+                        "the server could not write {dropped} audit lines here; nothing after them can be judged soundly"
+                    ),
+                );
+            }
             AuditLine::Apply {
                 ts_us,
                 input,
@@ -141,6 +155,8 @@ impl Checker {
     /// survive a node's restart), and leases are judged in engine time from now on.
     fn replica(&mut self, ts_us: u64, applied: u64) {
         self.engine_time = true;
+        self.consecutive = false;
+        self.prev_index = None;
         self.now_us = self.now_us.max(ts_us);
         if self.lifetime == 0 {
             self.lifetime = 1;
@@ -223,6 +239,9 @@ impl Checker {
         self.lifetime += 1;
         self.report.lifetimes += 1;
         self.unseen_below = None;
+        // A new server numbers its inputs on from its persisted floor, one by one.
+        self.consecutive = true;
+        self.prev_index = None;
         // A new server's engine starts its clock anew.
         self.clock_ms = 0;
         for (s, _) in std::mem::take(&mut self.sessions) {
@@ -254,6 +273,7 @@ impl Checker {
             );
         }
         self.last_index = self.last_index.max(input.index);
+        self.check_consecutive(input.index);
         self.check_overdue_leases();
         let subject = Subject::of(input);
         if self.engine_time && self.retransmission(input) {
@@ -325,6 +345,29 @@ impl Checker {
         }
         if self.engine_time && matches!(input.command, dlock_core::Command::Tick) {
             self.check_tick_expired_all();
+        }
+    }
+
+    /// A single server's inputs take consecutive indices: one skipped without a `Gap` line
+    /// is a line lost or removed, a hole as unsound as a gap.
+    fn check_consecutive(&mut self, index: u64) {
+        if !self.consecutive {
+            return;
+        }
+        if let Some(prev) = self.prev_index.replace(index)
+            && index > prev.saturating_add(1)
+        {
+            let missing = if index - prev == 2 {
+                format!("input {} is", prev + 1)
+            } else {
+                format!("inputs {} to {} are", prev + 1, index - 1)
+            };
+            self.violation(
+                Property::History,
+                format!(
+                    "{missing} missing: input {index} follows input {prev} with no Gap line (a line lost or removed); nothing after them can be judged soundly"
+                ),
+            );
         }
     }
 

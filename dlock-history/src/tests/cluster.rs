@@ -153,6 +153,17 @@ fn a_hole_left_by_a_snapshot_is_reported() {
 }
 
 #[test]
+fn a_members_inputs_may_skip_the_indices_of_entries_without_commands() {
+    let mut c = H::cluster();
+    let a = c.open(60_000);
+    // A new leader's blank entry, a membership change: log indices with no input.
+    c.index += 3;
+    c.lock_granted(a, 1, "r", Mode::EX);
+    let report = c.judge();
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
 fn a_torn_line_before_a_restarted_members_replica_line_is_tolerated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
