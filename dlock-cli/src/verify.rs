@@ -4,7 +4,7 @@
 //! Only what the server's log alone decides is checked; the checks that compare the
 //! server's grants with what clients saw (a lost lock seen before another grant, the tokens
 //! clients saw, hung operations, dropped sessions) need client records and are skipped, and
-//! the output says so. Exit codes: 0 safe, 1 a violation (a gap in the log included), 2 a
+//! the output says so. Exit codes: 0 safe, 1 a violation (a gap or a hole in the log included), 2 a
 //! usage error or a file that cannot be read, is corrupt or is not an audit log.
 
 use std::io::{self, Write};

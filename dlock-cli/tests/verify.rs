@@ -268,6 +268,15 @@ async fn a_real_history_passes_and_doctored_copies_fail_naming_their_lines() -> 
         out.contains("VIOLATION [3 completion exactly once]"),
         "{out}"
     );
+    // Requests, sessions and events are named in words.
+    assert!(
+        out.contains("(unlock) got 0 immediate answers (expected exactly 1): "),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Some(") && !out.contains("Id(") && !out.contains(" {"),
+        "{out}"
+    );
 
     // A lost wake-up: a releases r, but b is never granted it.
     let (path, out) = doctored(dir.path(), "no-wakeup.jsonl", &lines, |l| {
@@ -305,6 +314,27 @@ async fn a_real_history_passes_and_doctored_copies_fail_naming_their_lines() -> 
         "{out}"
     );
     assert!(out.contains("could not write 3 audit lines"), "{out}");
+    // Stamped with the gap line's own time.
+    assert!(
+        out.contains(&format!(
+            "at {path}:{} (1970-01-01T00:00:00.000000Z):",
+            a_line + 1
+        )),
+        "{out}"
+    );
+
+    // A hole: the handover line removed, with no gap line for it.
+    let (path, out) = doctored(dir.path(), "hole.jsonl", &lines, |l| {
+        l.remove(at.handover);
+    })
+    .await?;
+    assert!(
+        out.contains(&format!(
+            "VIOLATION [complete history (no audit lines dropped)] at {path}:{h_line}"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("is missing: input"), "{out}");
     Ok(())
 }
 

@@ -59,7 +59,10 @@
 //!    gone within TTL plus the allowance after the drop.
 //!
 //! A [`AuditLine::Gap`] (lines the server could not write) is reported as a violation of
-//! [`Property::History`]: after it, nothing can be judged soundly.
+//! [`Property::History`]: after it, nothing can be judged soundly. So is an input index that
+//! a single server's lifetime skips with no `Gap` line for it (a line lost or removed): such
+//! a server numbers its inputs one by one. It is judged from an [`AuditLine::Start`] on, not
+//! in a cluster member's log, whose inputs skip the indices of entries without commands.
 //!
 //! **A history that begins mid-lifetime.** A server keeps only its newest rotated files, so
 //! a history often begins with [`AuditLine::Rotated`] rather than [`AuditLine::Start`]. The
@@ -103,6 +106,7 @@ mod read;
 mod records;
 mod report;
 mod subject;
+mod text;
 
 #[cfg(test)]
 mod tests;

@@ -9,8 +9,8 @@ use dlock_core::{
 #[derive(Clone, Debug)]
 pub(crate) enum Subject {
     Open(SessionId),
-    /// Renew, close: one answer to `(session, request)`.
-    Simple(SessionId, RequestId),
+    /// Renew, close: one answer to `(session, request)`; the command's name.
+    Simple(SessionId, RequestId, &'static str),
     Lock {
         session: SessionId,
         request: RequestId,
@@ -35,8 +35,9 @@ impl Subject {
     pub(crate) fn of(input: &Input) -> Subject {
         match &input.command {
             Command::OpenSession { .. } => Subject::Open(SessionId(input.index)),
-            Command::Renew { session, request } | Command::CloseSession { session, request } => {
-                Subject::Simple(*session, *request)
+            Command::Renew { session, request } => Subject::Simple(*session, *request, "renew"),
+            Command::CloseSession { session, request } => {
+                Subject::Simple(*session, *request, "close session")
             }
             Command::Lock {
                 session,
@@ -84,7 +85,7 @@ impl Subject {
     pub(crate) fn session(&self) -> Option<SessionId> {
         match self {
             Subject::Open(_) | Subject::Tick => None,
-            Subject::Simple(s, _) | Subject::Unlock(s, _) | Subject::Cancel(s, _, _) => Some(*s),
+            Subject::Simple(s, _, _) | Subject::Unlock(s, _) | Subject::Cancel(s, _, _) => Some(*s),
             Subject::Lock { session, .. } | Subject::Convert { session, .. } => Some(*session),
         }
     }
@@ -92,7 +93,7 @@ impl Subject {
     pub(crate) fn request(&self) -> Option<RequestId> {
         match self {
             Subject::Open(_) | Subject::Tick => None,
-            Subject::Simple(_, r) | Subject::Unlock(_, r) | Subject::Cancel(_, r, _) => Some(*r),
+            Subject::Simple(_, r, _) | Subject::Unlock(_, r) | Subject::Cancel(_, r, _) => Some(*r),
             Subject::Lock { request, .. } | Subject::Convert { request, .. } => Some(*request),
         }
     }

@@ -9,6 +9,7 @@ use super::Checker;
 use crate::model::{LockModel, SessionModel, State};
 use crate::property::Property;
 use crate::subject::Subject;
+use crate::text;
 
 impl Checker {
     /// Applies one event of the input `subject` to the model; `touched` collects the
@@ -182,7 +183,7 @@ impl Checker {
         let Some(lock) = ev.lock else {
             self.violation(
                 Property::Completion,
-                format!("UNLOCKED without a lock id: {ev:?}"),
+                format!("UNLOCKED without a lock id: {}", text::event(ev)),
             );
             return;
         };
@@ -196,7 +197,7 @@ impl Checker {
             Some((state, since)) => self.violation_citing(
                 Property::Completion,
                 format!(
-                    "UNLOCKED for lock {lock} in state {state:?} since {} (must be granted, R44/R45)",
+                    "UNLOCKED for lock {lock} {state} since {} (must be granted, R44/R45)",
                     self.location(since)
                 ),
                 &[since],
@@ -260,7 +261,7 @@ impl Checker {
                     let state = l.state;
                     self.violation(
                         Property::Completion,
-                        format!("conversion of lock {lock} queued while {state:?} (R15)"),
+                        format!("conversion of lock {lock} queued while {state} (R15)"),
                     );
                     return;
                 };
@@ -279,7 +280,10 @@ impl Checker {
             }
             _ => self.violation(
                 Property::Completion,
-                format!("QUEUED that answers no request of this input: {ev:?}"),
+                format!(
+                    "QUEUED that answers no request of this input: {}",
+                    text::event(ev)
+                ),
             ),
         }
     }
@@ -289,7 +293,7 @@ impl Checker {
         let Some(lock) = ev.lock else {
             self.violation(
                 Property::Completion,
-                format!("completion without a lock id: {ev:?}"),
+                format!("completion without a lock id: {}", text::event(ev)),
             );
             return;
         };
@@ -300,8 +304,8 @@ impl Checker {
             self.violation(
                 Property::Completion,
                 format!(
-                    "{:?} for lock {lock}, which does not exist (a second completion?)",
-                    ev.kind
+                    "{} for lock {lock}, which does not exist (a second completion?)",
+                    text::kind(&ev.kind)
                 ),
             );
             return;
@@ -310,10 +314,13 @@ impl Checker {
             self.violation(
                 Property::Completion,
                 format!(
-                    "{:?} of request {:?} for lock {lock} whose pending request is {:?} (a completion of nothing, or a second one)",
-                    ev.kind,
-                    ev.request,
-                    l.state.pending()
+                    "{} of {} for lock {lock} whose pending request is {} (a completion of nothing, or a second one)",
+                    text::kind(&ev.kind),
+                    text::request(ev.request),
+                    match l.state.pending() {
+                        Some(r) => r.0.to_string(),
+                        None => "none".to_owned(),
+                    }
                 ),
             );
             return;

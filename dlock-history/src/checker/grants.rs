@@ -8,6 +8,7 @@ use super::Checker;
 use crate::model::{GrantRec, LockHistory, LockModel, Pos, State, show};
 use crate::property::Property;
 use crate::subject::Subject;
+use crate::text;
 
 impl Checker {
     /// A grant: returns the resource.
@@ -21,7 +22,7 @@ impl Checker {
         let Some(lock) = ev.lock else {
             self.violation(
                 Property::Completion,
-                format!("GRANTED without a lock id: {ev:?}"),
+                format!("GRANTED without a lock id: {}", text::event(ev)),
             );
             return None;
         };
@@ -46,11 +47,11 @@ impl Checker {
                     self.violation_citing(
                         Property::Fifo,
                         format!(
-                            "new lock {lock} ({mode}) granted on arrival while {} conversion(s) {:?} and {} waiter(s) {:?} are queued on {} (R10)",
+                            "new lock {lock} ({mode}) granted on arrival while {} conversion(s) [{}] and {} waiter(s) [{}] are queued on {} (R10)",
                             c.len(),
-                            self.describe_all(&c),
+                            text::list(&self.describe_all(&c)),
                             w.len(),
-                            self.describe_all(&w),
+                            text::list(&self.describe_all(&w)),
                             show(resource)
                         ),
                         &cites,
@@ -98,8 +99,8 @@ impl Checker {
                     self.violation_citing(
                         Property::Fifo,
                         format!(
-                            "QUECVT conversion of lock {lock} granted on arrival ahead of queued conversions {:?} (R21)",
-                            self.describe_all(&c)
+                            "QUECVT conversion of lock {lock} granted on arrival ahead of queued conversions [{}] (R21)",
+                            text::list(&self.describe_all(&c))
                         ),
                         &cites,
                     );
@@ -124,11 +125,11 @@ impl Checker {
                     self.violation_citing(
                         Property::Completion,
                         format!(
-                            "grant of lock {lock} carries request {:?} of {} but its pending request is {:?} of {}",
-                            ev.request,
-                            ev.session,
-                            l.state.pending(),
-                            l.session
+                            "grant of lock {lock} carries {} of session {} but its pending request is {} of session {}",
+                            text::request(ev.request),
+                            ev.session.0,
+                            text::request(l.state.pending()),
+                            l.session.0
                         ),
                         &[l.since],
                     );
@@ -151,12 +152,16 @@ impl Checker {
                 self.violation_citing(
                     Property::Completion,
                     format!(
-                        "GRANTED {mode} to lock {lock} which has no pending request (state {:?}{}): {ev:?}",
-                        l.map(|l| l.state),
+                        "GRANTED {mode} to lock {lock} which has no pending request ({}{}): {}",
+                        match &l {
+                            Some(l) => l.state.to_string(),
+                            None => "unknown lock".to_owned(),
+                        },
                         match since {
                             Some(p) => format!(" since {}", self.location(p)),
                             None => String::new(),
-                        }
+                        },
+                        text::event(ev)
                     ),
                     since.as_slice(),
                 );
@@ -242,10 +247,10 @@ impl Checker {
             self.violation_citing(
                 Property::Fifo,
                 format!(
-                    "queued lock {lock} ({}) on {} granted {mode} while earlier request(s) {:?} still wait ahead of it on the {name} queue (R12)",
+                    "queued lock {lock} ({}) on {} granted {mode} while earlier request(s) [{}] still wait ahead of it on the {name} queue (R12)",
                     self.describe(lock),
                     show(&l.resource),
-                    self.describe_all(&ahead)
+                    text::list(&self.describe_all(&ahead))
                 ),
                 &cites,
             );
@@ -255,10 +260,10 @@ impl Checker {
             self.violation_citing(
                 Property::Fifo,
                 format!(
-                    "waiting lock {lock} ({}) on {} granted while conversion(s) {:?} are queued (R13)",
+                    "waiting lock {lock} ({}) on {} granted while conversion(s) [{}] are queued (R13)",
                     self.describe(lock),
                     show(&l.resource),
-                    self.describe_all(&converting)
+                    text::list(&self.describe_all(&converting))
                 ),
                 &cites,
             );

@@ -7,6 +7,7 @@ use dlock_core::{LockId, Mode, SessionId};
 use super::Checker;
 use crate::model::{LockModel, Pos, State, show};
 use crate::property::Property;
+use crate::text;
 
 impl Checker {
     /// Property 1 on one resource after an input: every pair of held modes is compatible
@@ -84,10 +85,11 @@ impl Checker {
             self.violation_citing(
                 Property::Fifo,
                 format!(
-                    "on {}: the head of the {} queue, lock {head} ({}), wants {want}, compatible with every holder {holders:?}, but was left queued (R12 grant pass)",
+                    "on {}: the head of the {} queue, lock {head} ({}), wants {want}, compatible with every holder [{}], but was left queued (R12 grant pass)",
                     show(resource),
                     if conv { "convert" } else { "wait" },
-                    self.describe(head)
+                    self.describe(head),
+                    text::list(&holders)
                 ),
                 &cites,
             );
@@ -107,9 +109,9 @@ impl Checker {
             self.violation_citing(
                 Property::Completion,
                 format!(
-                    "at the end of the run, request {:?} of lock {id} ({} on {}) never completed",
+                    "at the end of the run, lock {id} ({} of session {} on {}) never completed",
                     l.state,
-                    l.session,
+                    l.session.0,
                     show(&l.resource)
                 ),
                 &[l.since],
@@ -121,8 +123,8 @@ impl Checker {
     pub(super) fn describe(&self, lock: LockId) -> String {
         match self.locks.get(&lock) {
             Some(l) => format!(
-                "{} {:?} since {}",
-                l.session,
+                "session {}, {} since {}",
+                l.session.0,
                 l.state,
                 self.location(l.since)
             ),

@@ -27,6 +27,7 @@ use crate::property::{CheckConfig, Location, Property, Violation};
 use crate::records::ClientRecord;
 use crate::report::CheckReport;
 use crate::subject::Subject;
+use crate::text;
 
 /// The streaming checker: feed it every audit line in order ([`feed`](Self::feed), or
 /// [`begin_file`](Self::begin_file) and [`feed_line`](Self::feed_line) to have
@@ -50,6 +51,14 @@ pub struct Checker {
     /// stands still while there is no leader.
     engine_time: bool,
     last_index: u64,
+    /// The current lifetime is a single server's, seen from its `Start` line: its inputs
+    /// take consecutive indices, so an index skipped is a line missing from the log. (A
+    /// cluster member's inputs skip the indices of log entries that carry no command, and a
+    /// history that begins mid-lifetime may be a member's whose `Replica` line is in a file
+    /// rotated away.)
+    consecutive: bool,
+    /// The index of the previous input when the next one must follow it (no `Gap` since).
+    prev_index: Option<u64>,
     sessions: BTreeMap<SessionId, SessionModel>,
     locks: HashMap<LockId, LockModel>,
     resources: BTreeMap<Vec<u8>, ResModel>,
@@ -77,6 +86,8 @@ impl Checker {
             clock_ms: 0,
             engine_time: false,
             last_index: 0,
+            consecutive: false,
+            prev_index: None,
             sessions: BTreeMap::new(),
             locks: HashMap::new(),
             resources: BTreeMap::new(),
@@ -110,20 +121,28 @@ impl Checker {
             AuditLine::Start { ts_us, .. } => self.start(ts_us),
             // The same server lifetime goes on in the next file.
             AuditLine::Rotated { .. } => {}
-            AuditLine::Gap { dropped, .. } => self.violation(
-                Property::History,
-                format!(
-                    "the server could not write {dropped} audit lines here; nothing after them can be judged soundly"
-                ),
-            ),
+            AuditLine::Gap { ts_us, dropped } => {
+                // The hole is reported here: the next index may skip it.
+                self.prev_index = None;
+                self.violation_at(
+                    Property::History,
+                    ts_us,
+                    format!(
+                        "the server could not write {dropped} audit lines here; nothing after them can be judged soundly"
+                    ),
+                );
+            }
             AuditLine::Apply {
                 ts_us,
                 input,
                 events,
             } => self.apply(ts_us, &input, &events),
             AuditLine::Replica { ts_us, applied, .. } => self.replica(ts_us, applied),
-            AuditLine::Snapshot { after, upto, .. } => self.violation(
+            AuditLine::Snapshot {
+                ts_us, after, upto, ..
+            } => self.violation_at(
                 Property::History,
+                ts_us,
                 format!(
                     "inputs {} to {upto} reached this cluster member in a snapshot and are not in its log; check the merge of every member's log",
                     after + 1
@@ -136,6 +155,8 @@ impl Checker {
     /// survive a node's restart), and leases are judged in engine time from now on.
     fn replica(&mut self, ts_us: u64, applied: u64) {
         self.engine_time = true;
+        self.consecutive = false;
+        self.prev_index = None;
         self.now_us = self.now_us.max(ts_us);
         if self.lifetime == 0 {
             self.lifetime = 1;
@@ -165,6 +186,13 @@ impl Checker {
     /// A violation detected at the line being replayed.
     fn violation(&mut self, property: Property, detail: String) {
         self.violation_citing(property, detail, &[]);
+    }
+
+    /// A violation detected at the line being replayed, which was written at `ts_us` (a line
+    /// that, unlike an input, does not move the checker's clock).
+    fn violation_at(&mut self, property: Property, ts_us: u64, detail: String) {
+        let v = self.make_violation(property, Some(self.pos), ts_us, detail, &[]);
+        self.push_violation(v);
     }
 
     /// A violation detected at the line being replayed that rests on the earlier lines
@@ -211,6 +239,9 @@ impl Checker {
         self.lifetime += 1;
         self.report.lifetimes += 1;
         self.unseen_below = None;
+        // A new server numbers its inputs on from its persisted floor, one by one.
+        self.consecutive = true;
+        self.prev_index = None;
         // A new server's engine starts its clock anew.
         self.clock_ms = 0;
         for (s, _) in std::mem::take(&mut self.sessions) {
@@ -242,6 +273,7 @@ impl Checker {
             );
         }
         self.last_index = self.last_index.max(input.index);
+        self.check_consecutive(input.index);
         self.check_overdue_leases();
         let subject = Subject::of(input);
         if self.engine_time && self.retransmission(input) {
@@ -313,6 +345,29 @@ impl Checker {
         }
         if self.engine_time && matches!(input.command, dlock_core::Command::Tick) {
             self.check_tick_expired_all();
+        }
+    }
+
+    /// A single server's inputs take consecutive indices: one skipped without a `Gap` line
+    /// is a line lost or removed, a hole as unsound as a gap.
+    fn check_consecutive(&mut self, index: u64) {
+        if !self.consecutive {
+            return;
+        }
+        if let Some(prev) = self.prev_index.replace(index)
+            && index > prev.saturating_add(1)
+        {
+            let missing = if index - prev == 2 {
+                format!("input {} is", prev + 1)
+            } else {
+                format!("inputs {} to {} are", prev + 1, index - 1)
+            };
+            self.violation(
+                Property::History,
+                format!(
+                    "{missing} missing: input {index} follows input {prev} with no Gap line (a line lost or removed); nothing after them can be judged soundly"
+                ),
+            );
         }
     }
 
@@ -464,7 +519,10 @@ impl Checker {
                 if n != 1 {
                     self.violation(
                         Property::Completion,
-                        format!("opening session {s} got {n} answers: {events:?}"),
+                        format!(
+                            "opening session {s} got {n} answers: {}",
+                            text::events(events)
+                        ),
                     );
                 }
                 return;
@@ -480,11 +538,15 @@ impl Checker {
             _ => answers,
         };
         if expected != 1 {
-            let (s, r) = (subject.session(), subject.request());
+            let who = match (subject.session(), subject.request()) {
+                (Some(s), Some(r)) => format!("request {} of session {}", r.0, s.0),
+                _ => "the input".to_owned(),
+            };
             self.violation(
                 Property::Completion,
                 format!(
-                    "request {r:?} of session {s:?} ({subject:?}) got {expected} immediate answers (expected exactly 1): {events:?}"
+                    "{who} ({subject}) got {expected} immediate answers (expected exactly 1): {}",
+                    text::events(events)
                 ),
             );
         }

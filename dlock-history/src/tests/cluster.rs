@@ -138,7 +138,7 @@ fn a_hole_left_by_a_snapshot_is_reported() {
     let mut c = H::cluster();
     c.open(1000);
     c.lines.push(AuditLine::Snapshot {
-        ts_us: T0,
+        ts_us: T0 + 7_000_000,
         after: 1,
         upto: 40,
     });
@@ -148,6 +148,19 @@ fn a_hole_left_by_a_snapshot_is_reported() {
         report.examples[0].detail.contains("inputs 2 to 40"),
         "{report}"
     );
+    // Stamped with the snapshot line's own time, not the input's before it.
+    assert_eq!(report.examples[0].ts_us, T0 + 7_000_000, "{report}");
+}
+
+#[test]
+fn a_members_inputs_may_skip_the_indices_of_entries_without_commands() {
+    let mut c = H::cluster();
+    let a = c.open(60_000);
+    // A new leader's blank entry, a membership change: log indices with no input.
+    c.index += 3;
+    c.lock_granted(a, 1, "r", Mode::EX);
+    let report = c.judge();
+    assert!(report.is_ok(), "{report}");
 }
 
 #[test]

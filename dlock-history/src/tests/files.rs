@@ -114,12 +114,15 @@ fn a_rotated_log_is_one_history_and_a_gap_is_reported() {
     gapped.insert(
         3,
         AuditLine::Gap {
-            ts_us: T0,
+            ts_us: T0 + 5_000_000,
             dropped: 2,
         },
     );
     let report = check(CheckConfig::default(), gapped, &[]);
     assert_eq!(report.violations.get(&Property::History), Some(&1));
+    // Stamped with the gap line's own time, not the input's before it.
+    let gap = &report.examples[0];
+    assert_eq!(gap.ts_us, T0 + 5_000_000, "{report}");
 }
 
 /// `lines` as JSON text, one per line.
@@ -257,4 +260,95 @@ fn rotated_files_are_put_oldest_first_and_other_files_keep_their_place() {
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["audit.jsonl.2", "audit.jsonl.1", "audit.jsonl"]);
+}
+
+/// `lines` without the `Apply` line of input `index`.
+fn without_input(lines: &[AuditLine], index: u64) -> Vec<AuditLine> {
+    lines
+        .iter()
+        .filter(|l| !matches!(l, AuditLine::Apply { input, .. } if input.index == index))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn an_index_skipped_in_a_single_servers_lifetime_is_a_hole() {
+    let lines = clean().lines;
+    // Input 3 removed, with no Gap line for it: reported as a gap is.
+    let report = check(CheckConfig::default(), without_input(&lines, 3), &[]);
+    assert_eq!(
+        report.violations.get(&Property::History),
+        Some(&1),
+        "{report}"
+    );
+    let hole = report
+        .examples
+        .iter()
+        .find(|v| v.property == Property::History)
+        .unwrap();
+    assert!(
+        hole.detail
+            .starts_with("input 3 is missing: input 4 follows input 2 with no Gap line"),
+        "{report}"
+    );
+    assert_eq!(hole.at.as_ref().map(|at| at.line), Some(4), "{report}");
+    let report = check(
+        CheckConfig::default(),
+        without_input(&without_input(&lines, 3), 4),
+        &[],
+    );
+    assert!(
+        report
+            .examples
+            .iter()
+            .any(|v| v.detail.starts_with("inputs 3 to 4 are missing")),
+        "{report}"
+    );
+
+    // A Gap line accounts for the indices it skips: one violation, the gap.
+    let mut gapped = without_input(&lines, 3);
+    gapped.insert(
+        3,
+        AuditLine::Gap {
+            ts_us: T0,
+            dropped: 1,
+        },
+    );
+    let report = check(CheckConfig::default(), gapped, &[]);
+    assert_eq!(
+        report.violations.get(&Property::History),
+        Some(&1),
+        "{report}"
+    );
+    assert!(
+        report.examples[0].detail.contains("could not write"),
+        "{report}"
+    );
+
+    // A restarted server numbers on from its floor; rotation markers change nothing.
+    let mut h = clean();
+    h.restart(100);
+    let a = h.open(1000);
+    h.lock_granted(a, 1, "r", Mode::EX);
+    h.lines.insert(4, AuditLine::Rotated { ts_us: T0, pid: 1 });
+    h.apply(
+        1,
+        Command::CloseSession {
+            session: a,
+            request: RequestId(9),
+        },
+        |_| vec![ev(a, Some(9), None, EventKind::SessionClosed)],
+    );
+    let report = h.check(&[]);
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
+fn skipped_indices_are_not_judged_in_a_history_that_begins_mid_lifetime() {
+    // A history that begins mid-lifetime may be a cluster member's whose Replica line was
+    // rotated away: its inputs skip the indices of entries without commands.
+    let mut lines = without_input(&clean().lines, 4);
+    lines[0] = AuditLine::Rotated { ts_us: T0, pid: 1 };
+    let report = check(CheckConfig::default(), lines, &[]);
+    assert_eq!(report.violations.get(&Property::History), None, "{report}");
 }

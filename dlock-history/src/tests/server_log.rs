@@ -311,3 +311,36 @@ fn a_batch_of_renewals_renews_every_session_in_it() {
         "{late}"
     );
 }
+
+#[test]
+fn counterexamples_name_requests_sessions_and_states_in_words() {
+    let mut h = H::new();
+    let a = h.open(1000);
+    let la = h.lock_granted(a, 1, "r", Mode::EX);
+    // The unlock gets no answer; a second unlock is answered although the lock is gone.
+    h.apply(1, H::unlock_cmd(a, 2, la), |_| Vec::new());
+    let lb = h.lock_queued(a, 3, "q", Mode::PR);
+    h.apply(1, H::unlock_cmd(a, 4, lb), |_| {
+        vec![ev(a, Some(4), Some(lb), EventKind::Unlocked)]
+    });
+    let report = h.check(&[]);
+    let details: Vec<&str> = report.examples.iter().map(|v| v.detail.as_str()).collect();
+    assert!(
+        details.contains(
+            &"request 2 of session 1 (unlock) got 0 immediate answers (expected exactly 1): no events"
+        ),
+        "{report}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("UNLOCKED for lock l4 waiting for PR (request 3) since")),
+        "{report}"
+    );
+    for d in &details {
+        assert!(
+            !d.contains("Some(") && !d.contains("Id(") && !d.contains('{'),
+            "{d}"
+        );
+    }
+}

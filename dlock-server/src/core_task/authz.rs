@@ -105,10 +105,11 @@ pub(super) fn prefix_page(
     let mut scanned = 0usize;
     let max_scan = limit.saturating_mul(SCAN_FACTOR).max(limit);
     let mut used = 0usize;
-    for range in rules.visible_ranges(identity, prefix) {
+    let ranges = rules.visible_ranges(identity, prefix);
+    for (i, range) in ranges.iter().enumerate() {
         // Ranges are disjoint and in name order: skip those wholly at or before `after`.
         let start = match after {
-            Some(a) if a.starts_with(&range) => Some(a.to_vec()),
+            Some(a) if a.starts_with(range) => Some(a.to_vec()),
             Some(a) if a >= range.as_slice() => continue,
             _ => None,
         };
@@ -116,7 +117,7 @@ pub(super) fn prefix_page(
         loop {
             let want = limit - page.len();
             let (batch, more) =
-                core.resources_page(&range, cursor.as_deref(), want, budget.saturating_sub(used));
+                core.resources_page(range, cursor.as_deref(), want, budget.saturating_sub(used));
             scanned += batch.len();
             cursor = batch.last().map(|r| r.name.clone());
             for mut info in batch {
@@ -128,7 +129,13 @@ pub(super) fn prefix_page(
                 page.push(info);
             }
             if page.len() >= limit || used >= budget {
-                return (page, true);
+                // Full: more follow only if a name it may list does, within what is left
+                // of the scan (past it, undecided: say more, as below).
+                let after = if more { cursor } else { None };
+                let rest = if more { &ranges[i..] } else { &ranges[i + 1..] };
+                let left = max_scan.saturating_sub(scanned);
+                let follows = listed_name_follows(rules, identity, core, rest, after, left);
+                return (page, follows);
             }
             if !more || cursor.is_none() {
                 break;
@@ -142,4 +149,165 @@ pub(super) fn prefix_page(
         }
     }
     (page, false)
+}
+
+/// Whether a name `identity` may list comes after `after` in the first of `ranges` (or,
+/// without `after`, anywhere in it) or in the ranges after it, looking at `left` names at
+/// most: `true` also when the look ends before it knows.
+fn listed_name_follows(
+    rules: &Rules,
+    identity: Option<&str>,
+    core: &Core,
+    ranges: &[Vec<u8>],
+    mut after: Option<Vec<u8>>,
+    mut left: usize,
+) -> bool {
+    for range in ranges {
+        loop {
+            if left == 0 {
+                return true;
+            }
+            // One name at a time, with no room for its holders: only the name is read.
+            let (batch, more) = core.resources_page(range, after.as_deref(), 1, 0);
+            let Some(info) = batch.into_iter().next() else {
+                break;
+            };
+            left -= 1;
+            if rules.access(identity, &info.name) >= Access::List {
+                return true;
+            }
+            if !more {
+                break;
+            }
+            after = Some(info.name);
+        }
+        after = None;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use dlock_core::{Config, Input, LockRequest, Mode, RequestId};
+
+    use super::*;
+
+    const RULES: &str = r#"
+        [identities.ci]
+        "" = "list"
+        "h/" = "none"
+        [identities.two]
+        "x/" = "list"
+        "y/" = "list"
+    "#;
+
+    /// A core with one session holding an EX lock on each of `names`.
+    fn core_with(names: &[&str]) -> Core {
+        let mut core = Core::new(Config::default());
+        let open = Command::OpenSession {
+            name: "a".into(),
+            ttl_ms: 60_000,
+            secret: 1,
+        };
+        core.apply(Input {
+            index: 1,
+            now_ms: 0,
+            command: open,
+        });
+        for (index, name) in (2..).zip(names) {
+            let lock = Command::Lock {
+                session: SessionId(1),
+                request: RequestId(index),
+                args: LockRequest::new(*name, Mode::EX),
+            };
+            core.apply(Input {
+                index,
+                now_ms: 0,
+                command: lock,
+            });
+        }
+        core
+    }
+
+    /// The page `identity` gets after `after`, by name, and whether more follow.
+    fn page(
+        rules: &Rules,
+        identity: &str,
+        core: &Core,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
+        let (page, more) = prefix_page(
+            rules,
+            Some(identity),
+            core,
+            b"",
+            after.map(str::as_bytes),
+            limit,
+            usize::MAX,
+        );
+        let names = page
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.name).into_owned())
+            .collect();
+        (names, more)
+    }
+
+    #[test]
+    fn a_full_page_says_more_only_when_a_name_it_may_list_follows() {
+        let rules = Rules::parse(RULES).unwrap();
+        // Nothing after the page; then only hidden names after it.
+        let core = core_with(&["a", "b"]);
+        assert_eq!(
+            page(&rules, "ci", &core, None, 2),
+            (vec!["a".into(), "b".into()], false)
+        );
+        let core = core_with(&["a", "b", "h/1", "h/2"]);
+        assert_eq!(
+            page(&rules, "ci", &core, None, 2),
+            (vec!["a".into(), "b".into()], false)
+        );
+        assert_eq!(page(&rules, "ci", &core, None, 1), (vec!["a".into()], true));
+        // A name it may list behind hidden ones.
+        let core = core_with(&["a", "b", "h/1", "z"]);
+        assert_eq!(
+            page(&rules, "ci", &core, None, 2),
+            (vec!["a".into(), "b".into()], true)
+        );
+        assert_eq!(
+            page(&rules, "ci", &core, Some("b"), 2),
+            (vec!["z".into()], false)
+        );
+        // Across the ranges of the prefixes it may list.
+        let core = core_with(&["w", "x/1", "y/1"]);
+        assert_eq!(
+            page(&rules, "two", &core, None, 1),
+            (vec!["x/1".into()], true)
+        );
+        let core = core_with(&["w", "x/1", "z"]);
+        assert_eq!(
+            page(&rules, "two", &core, None, 1),
+            (vec!["x/1".into()], false)
+        );
+    }
+
+    #[test]
+    fn the_look_past_a_full_page_stays_within_the_scan_bound() {
+        let rules = Rules::parse(RULES).unwrap();
+        // Eight names scanned at most for a page of one: "a" and seven hidden ones leave it
+        // undecided, and the next page, which finds nothing in its scan, ends the query.
+        let mut names = vec!["a".to_owned()];
+        names.extend((10..30).map(|i| format!("h/{i}")));
+        names.push("z".into());
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let core = core_with(&names);
+        assert_eq!(page(&rules, "ci", &core, None, 1), (vec!["a".into()], true));
+        assert_eq!(page(&rules, "ci", &core, Some("a"), 1), (Vec::new(), false));
+        // Within the bound, the hidden names at the end are looked past.
+        let core = core_with(&["a", "h/1", "h/2", "h/3", "h/4", "h/5", "h/6", "h/7"]);
+        assert_eq!(
+            page(&rules, "ci", &core, None, 1),
+            (vec!["a".into()], false)
+        );
+    }
 }
