@@ -590,7 +590,7 @@ impl Sequencer {
     /// applied tick's events go to `on_tick` (the server routes them).
     ///
     /// A leader that stops hearing from a majority (its openraft lease lapsed, looked at on
-    /// every turn, at least every [`TICK_RECHECK`]) stops serving at once: its clock is withdrawn, so the server disconnects its clients, who
+    /// every turn, at least every 20 ms) stops serving at once: its clock is withdrawn, so the server disconnects its clients, who
     /// look for the leader the majority elects. If the majority answers again before anyone
     /// replaces it, it serves again as at the start of a term: a fresh clock from the
     /// engine's and the fail-over grace for every session first.
