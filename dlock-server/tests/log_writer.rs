@@ -1,16 +1,13 @@
 //! The `dlock-server` binary keeps serving while nothing takes its log lines: a log file on a
 //! disk that stalls, or a pipe nobody reads, must not stop the server with it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use dlock_proto::{ClientMessage, FrameCodec, Hello, PROTOCOL_VERSION, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
 mod common;
 
-use common::{DEADLINE, Server};
+use common::DEADLINE;
 
 /// Sessions opened and closed while the log is not read: at the debug level each writes
 /// about 550 bytes of JSON lines, several times what a pipe holds (64 KiB on Linux).
@@ -19,39 +16,12 @@ const SESSIONS: usize = 600;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_nobody_reads_does_not_stop_the_server() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dlock-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "off",
-            "--log-format",
-            "json",
-            "--log-level",
-            "debug",
-            "--restart-grace",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dlock-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let _server = Server(child);
-    // Read up to the line that says where it listens, then never again (the pipe stays
-    // open, held by `lines`).
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("dlock-server ended without saying where it listens")
-            .expect("log line");
-        if let Some(rest) = line.split("\"listen\":\"").nth(1) {
-            break rest.split('"').next().expect("address").to_owned();
-        }
-    };
+    // The log is read up to the line that says where it listens, then never again (the
+    // pipe stays open, held by `lines`).
+    let (_server, addr, lines) = common::start(
+        &dir.path().join("data"),
+        &["--log-level".as_ref(), "debug".as_ref()],
+    );
     for n in 0..SESSIONS {
         let opened = tokio::time::timeout(DEADLINE, async {
             let stream = tokio::net::TcpStream::connect(&addr)

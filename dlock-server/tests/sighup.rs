@@ -1,8 +1,7 @@
 //! The `dlock-server` binary reloads its rules on SIGHUP: a request the old rules refuse is
 //! granted under the new ones, on the same connection and session.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use dlock_proto::{
@@ -16,40 +15,13 @@ mod common;
 
 use common::{DEADLINE, Server};
 
-/// Starts the binary on a free port with `rules`; returns it and its address, read from its
-/// start-up log line.
+/// Starts the binary on a free port with `rules`; returns it and its address.
 fn start(dir: &std::path::Path, rules: &std::path::Path) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dlock-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            // Not the default 7421: a server the user started (the README's first command)
-            // may hold it.
-            "--http-listen",
-            "off",
-            "--log-format",
-            "json",
-            "--restart-grace",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--auth-rules")
-        .arg(rules)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dlock-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = Server(child);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("log line");
-        if let Some(rest) = line.split("\"listen\":\"").nth(1) {
-            let addr = rest.split('"').next().expect("address").to_owned();
-            return (server, addr);
-        }
-    }
-    panic!("dlock-server ended without saying where it listens");
+    let (server, addr, _) = common::start(
+        &dir.join("data"),
+        &["--auth-rules".as_ref(), rules.as_os_str()],
+    );
+    (server, addr)
 }
 
 async fn lock_ex(

@@ -83,8 +83,8 @@ async fn the_audit_log_names_the_identity_and_never_the_token() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_probe_needs_the_token_as_a_session_does() -> Result<()> {
+/// A server whose auth file knows alice by the token `alice-token`, and its directory.
+async fn alice_server() -> Result<(tempfile::TempDir, dlock_server::ServerHandle)> {
     let dir = tempfile::tempdir()?;
     let auth = write_auth_file(dir.path(), &[("alice", "alice-token")])?;
     let server = spawn_server(Config {
@@ -92,6 +92,12 @@ async fn a_probe_needs_the_token_as_a_session_does() -> Result<()> {
         ..Config::default()
     })
     .await?;
+    Ok((dir, server))
+}
+
+#[tokio::test]
+async fn a_probe_needs_the_token_as_a_session_does() -> Result<()> {
+    let (_dir, server) = alice_server().await?;
     let probed = builder(&server).probe().await?;
     assert_eq!(probed.len(), 1);
     assert!(
@@ -115,13 +121,7 @@ async fn a_probe_needs_the_token_as_a_session_does() -> Result<()> {
 
 #[tokio::test]
 async fn the_name_limit_counts_what_the_client_wrote_against_what_is_left_to_it() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let auth = write_auth_file(dir.path(), &[("alice", "alice-token")])?;
-    let server = spawn_server(Config {
-        auth_file: Some(auth),
-        ..Config::default()
-    })
-    .await?;
+    let (_dir, server) = alice_server().await?;
     // "[alice] " takes 8 of the 256 bytes a session name may have.
     let fits = builder(&server)
         .token("alice-token")
