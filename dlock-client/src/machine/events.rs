@@ -15,7 +15,7 @@ use super::retries::Retry;
 use crate::error::Error;
 use crate::lease::Lease;
 use crate::lock_state::LostReason;
-use crate::op::{Grant, NewLock, Origin, Outcome, What};
+use crate::op::{Call, Grant, NewLock, Origin, Outcome, What};
 
 /// A grant as an event carries it.
 struct GrantEvent {
@@ -261,14 +261,7 @@ impl SessionMachine {
                 }
                 other => {
                     let err = outcome_error(&other);
-                    // A guard's explicit unlock that the server refused changed nothing
-                    // (R5, R54, R45): the lock stays held, its caller told why. Only what a
-                    // dropped guard or the client itself sent is followed up, and an explicit
-                    // unlock whose caller stopped waiting: nobody would learn of the refusal,
-                    // and the guard is gone.
-                    let explicit = matches!(origin, Origin::Guard(_))
-                        && o.call.reply.as_ref().is_some_and(|r| !r.is_closed());
-                    if (*origin != Origin::ById && !explicit) || matches!(err, Error::NotFound) {
+                    if follows_up(origin, &o.call, &err) {
                         let fallback = *origin == Origin::Fallback;
                         self.on_unlock_refused(req.lock, &err, fallback, now);
                     }
@@ -358,15 +351,9 @@ impl SessionMachine {
             (What::Query(_), body) => Ok(Outcome::Answer(body)),
             (What::Ping, Reply::Pong { server_version }) => Ok(Outcome::Pong(server_version)),
             (What::Unlock { req, origin }, Reply::Error(e)) => {
-                // Not applied: the lock is still held. As for a refusal by the engine
-                // (`on_refused`), a guard's explicit unlock refused (by the rules) changes
-                // nothing, its caller told why; one the server did not take (overloaded) is
-                // still sent again, as the guard's docs say.
+                // Not applied (refused by the rules, or not taken): the lock is still held.
                 let err = request_error(e);
-                let explicit = matches!(origin, Origin::Guard(_))
-                    && call.reply.as_ref().is_some_and(|r| !r.is_closed());
-                let follow_up = !explicit || matches!(err, Error::Overloaded | Error::NotFound);
-                if *origin != Origin::ById && follow_up {
+                if follows_up(origin, &call, &err) {
                     let fallback = *origin == Origin::Fallback;
                     self.on_unlock_refused(req.lock, &err, fallback, now);
                 }
@@ -445,6 +432,26 @@ fn outcome_error(kind: &EventKind) -> Error {
         EventKind::Rejected { reason } => reason.clone().into(),
         other => Error::Protocol(format!("unexpected event {other:?}")),
     }
+}
+
+/// Whether an unlock `call` from `origin` that failed with `err` (refused by the engine or
+/// the rules, or not taken) is followed up with [`on_unlock_refused`](SessionMachine::on_unlock_refused).
+/// A guard's explicit unlock that was refused changed nothing (R5, R54, R45): the lock stays
+/// held, its caller told why. What a dropped guard or the client itself sent is followed up,
+/// and so is an explicit unlock whose caller stopped waiting (nobody would learn of the
+/// refusal, and the guard is gone), one the server did not take (overloaded: sent again, as
+/// the guard's docs say), and any whose lock the server does not have (forgotten here too).
+/// An unlock by id is its caller's alone.
+fn follows_up(origin: &Origin, call: &Call, err: &Error) -> bool {
+    if matches!(err, Error::NotFound) {
+        return true;
+    }
+    if *origin == Origin::ById {
+        return false;
+    }
+    let explicit =
+        matches!(origin, Origin::Guard(_)) && call.reply.as_ref().is_some_and(|r| !r.is_closed());
+    !explicit || matches!(err, Error::Overloaded)
 }
 
 fn request_error(e: RequestError) -> Error {
